@@ -1,0 +1,257 @@
+/**
+ * A store in memory, on the Effect `Clock`: for deterministic `TestClock` tests of the interpreter.
+ * It obeys the same contract suite as the PostgreSQL store, and can inject faults.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Deferred, Effect, Layer, Option, PubSub, Stream } from "effect"
+import { reassign } from "./internal/reassign.js"
+import { StoreError } from "./MembershipError.js"
+import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService } from "./MembershipStore.js"
+import { MembershipStore } from "./MembershipStore.js"
+
+interface Row extends MemberInfo {
+  index: number | null
+  ackedEpoch: number
+  leaseExpiresAt: number
+  heartbeatAt: number
+  joinedAt: number
+  joinSeq: number
+}
+
+interface Group {
+  epoch: number
+  size: number
+  changedAt: number
+  members: Map<string, Row>
+  pubsub: PubSub.PubSub<void>
+}
+
+/**
+ * Fault injection for tests.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface InMemoryControl {
+  /** Calls made for this member (or every member with `"*"`) block until `resume`. */
+  readonly hang: (memberId: string) => Effect.Effect<void>
+  readonly resume: (memberId: string) => Effect.Effect<void>
+  /** While on, every call fails as if the database were down. */
+  readonly setOutage: (on: boolean) => Effect.Effect<void>
+  /** While on, no wake-up is delivered (G7: polling must carry the protocol). */
+  readonly setDropNotifications: (on: boolean) => Effect.Effect<void>
+  /** How many calls each operation received. */
+  readonly calls: Effect.Effect<Readonly<Record<string, number>>>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class InMemoryStoreControl extends Context.Tag("modulo-group/InMemoryStoreControl")<
+  InMemoryStoreControl,
+  InMemoryControl
+>() {}
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<{ readonly store: MembershipStoreService; readonly control: InMemoryControl }> = Effect
+  .sync(() => {
+    const groups = new Map<string, Group>()
+    const hung = new Map<string, Deferred.Deferred<void>>()
+    let outage = false
+    let dropNotifications = false
+    let seq = 0
+    const calls: Record<string, number> = {}
+
+    const getGroup = (groupId: string, now: number): Group => {
+      let g = groups.get(groupId)
+      if (g === undefined) {
+        g = { epoch: 0, size: 0, changedAt: now, members: new Map(), pubsub: Effect.runSync(PubSub.sliding<void>(1)) }
+        groups.set(groupId, g)
+      }
+      return g
+    }
+
+    // Blocks while the member (or everyone) is hung; fails during an outage.
+    const gate = (operation: string, memberId: string | undefined) =>
+      Effect.gen(function*() {
+        calls[operation] = (calls[operation] ?? 0) + 1
+        const d = (memberId !== undefined ? hung.get(memberId) : undefined) ?? hung.get("*")
+        if (d !== undefined) yield* Deferred.await(d)
+        if (outage) return yield* new StoreError({ operation, reason: "database unavailable (injected outage)" })
+      })
+
+    const notify = (g: Group) => (dropNotifications ? Effect.void : PubSub.publish(g.pubsub, undefined))
+
+    const removeExpired = (g: Group, now: number): number => {
+      let n = 0
+      for (const [id, row] of g.members) {
+        if (row.leaseExpiresAt <= now) {
+          g.members.delete(id)
+          n++
+        }
+      }
+      return n
+    }
+
+    const rebalance = (g: Group, now: number) => {
+      const rows = [...g.members.values()]
+      const seats = reassign(rows.map((r) => ({ memberId: r.memberId, index: r.index, joinSeq: r.joinSeq })))
+      rows.forEach((r, i) => {
+        r.index = seats[i]!
+      })
+      g.epoch += 1
+      g.size = rows.length
+      g.changedAt = now
+    }
+
+    const viewOf = (g: Group, row: Row, now: number): GroupView => {
+      let barrier = true
+      let expired = false
+      for (const other of g.members.values()) {
+        if (other.ackedEpoch < g.epoch) barrier = false
+        if (other.leaseExpiresAt <= now) expired = true
+      }
+      return { epoch: g.epoch, size: g.size, index: row.index!, acked: row.ackedEpoch, barrier, expired }
+    }
+
+    const store: MembershipStoreService = {
+      join: (groupId, member, leaseMs) =>
+        gate("join", member.memberId).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.flatMap((now) => {
+            const g = getGroup(groupId, now)
+            removeExpired(g, now)
+            g.members.delete(member.memberId)
+            const row: Row = {
+              ...member,
+              index: null,
+              ackedEpoch: g.epoch + 1,
+              leaseExpiresAt: now + leaseMs,
+              heartbeatAt: now,
+              joinedAt: now,
+              joinSeq: ++seq
+            }
+            g.members.set(member.memberId, row)
+            rebalance(g, now)
+            return Effect.as(notify(g), viewOf(g, row, now))
+          })
+        ),
+      heartbeat: (groupId, memberId, ack, leaseMs, announce = false) =>
+        gate("heartbeat", memberId).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.flatMap((now) => {
+            const g = groups.get(groupId)
+            const row = g?.members.get(memberId)
+            if (g === undefined || row === undefined || row.leaseExpiresAt <= now) {
+              return Effect.succeed(Option.none<GroupView>())
+            }
+            const before = row.ackedEpoch
+            row.leaseExpiresAt = now + leaseMs
+            row.heartbeatAt = now
+            row.ackedEpoch = Math.max(row.ackedEpoch, ack)
+            const view = viewOf(g, row, now)
+            // The acknowledgement that completes the barrier wakes the others.
+            const completes = (before < g.epoch || announce) && view.barrier
+            return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))
+          })
+        ),
+      reap: (groupId) =>
+        gate("reap", undefined).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.flatMap((now) => {
+            const g = groups.get(groupId)
+            if (g === undefined) return Effect.succeed(0)
+            const n = removeExpired(g, now)
+            if (n === 0) return Effect.succeed(0)
+            rebalance(g, now)
+            return Effect.as(notify(g), n)
+          })
+        ),
+      leave: (groupId, memberId) =>
+        gate("leave", memberId).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.flatMap((now) => {
+            const g = groups.get(groupId)
+            if (g === undefined) return Effect.succeed(false)
+            const had = g.members.delete(memberId)
+            const n = removeExpired(g, now)
+            if (!had && n === 0) return Effect.succeed(false)
+            rebalance(g, now)
+            return Effect.as(notify(g), had)
+          })
+        ),
+      wakeups: (groupId) =>
+        Effect.gen(function*() {
+          const g = getGroup(groupId, yield* Clock.currentTimeMillis)
+          const sub = yield* PubSub.subscribe(g.pubsub)
+          return Stream.fromQueue(sub)
+        }),
+      group: (groupId) =>
+        gate("group", undefined).pipe(Effect.map(() => {
+          const g = groups.get(groupId)
+          return g === undefined
+            ? Option.none<GroupRow>()
+            : Option.some({ groupId, epoch: g.epoch, size: g.size, changedAt: new Date(g.changedAt) })
+        })),
+      members: (groupId) =>
+        gate("members", undefined).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.map((now): ReadonlyArray<MemberRow> => {
+            const g = groups.get(groupId)
+            if (g === undefined) return []
+            return [...g.members.values()]
+              .sort((a, b) => (a.index ?? Infinity) - (b.index ?? Infinity))
+              .map((r) => ({
+                memberId: r.memberId,
+                name: r.name,
+                host: r.host,
+                pid: r.pid,
+                index: r.index,
+                ackedEpoch: r.ackedEpoch,
+                joinedAt: new Date(r.joinedAt),
+                heartbeatAgeMs: now - r.heartbeatAt,
+                leaseLeftMs: r.leaseExpiresAt - now
+              }))
+          })
+        ),
+      groups: gate("groups", undefined).pipe(Effect.map(() =>
+        [...groups.entries()]
+          .map(([groupId, g]) => ({ groupId, epoch: g.epoch, size: g.size, changedAt: new Date(g.changedAt) }))
+          .sort((a, b) => a.groupId.localeCompare(b.groupId))
+      ))
+    }
+
+    const control: InMemoryControl = {
+      hang: (memberId) =>
+        Effect.flatMap(Deferred.make<void>(), (d) =>
+          Effect.sync(() => {
+            if (!hung.has(memberId)) hung.set(memberId, d)
+          })),
+      resume: (memberId) =>
+        Effect.suspend(() => {
+          const d = hung.get(memberId)
+          hung.delete(memberId)
+          return d === undefined ? Effect.void : Deferred.succeed(d, undefined)
+        }),
+      setOutage: (on) => Effect.sync(() => void (outage = on)),
+      setDropNotifications: (on) => Effect.sync(() => void (dropNotifications = on)),
+      calls: Effect.sync(() => ({ ...calls }))
+    }
+    return { store, control }
+  })
+
+/**
+ * A fresh in-memory store and its fault control.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<MembershipStore | InMemoryStoreControl> = Layer.effectContext(
+  Effect.map(make, ({ control, store }) =>
+    Context.make(MembershipStore, store).pipe(Context.add(InMemoryStoreControl, control)))
+)

@@ -1,0 +1,113 @@
+/**
+ * The states of one member, as seen by the app. Decisions about them live in `Transition`.
+ *
+ * @since 0.1.0
+ */
+import { Data } from "effect"
+
+/**
+ * What a member may work on: `item % size === index`, within `epoch`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Assignment {
+  readonly epoch: number
+  readonly index: number
+  readonly size: number
+  /** Index 0 of the current epoch: the one member that runs singleton duties. */
+  readonly isLeader: boolean
+}
+
+/**
+ * The part of an epoch a member knows: the epoch number, its own index and the group size.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Slot {
+  readonly epoch: number
+  readonly index: number
+  readonly size: number
+}
+
+/**
+ * - `Joining`: not a member yet; the join transaction is (re)tried.
+ * - `Awaiting`: member of `epoch`, has acknowledged it, waits until every member has (the barrier).
+ * - `Assigned`: everyone acknowledged `epoch`; the member works on its index.
+ * - `Renegotiating`: a newer epoch `next` exists; the member stops its work, then acknowledges.
+ * - `Fenced`: the local lease deadline passed (hang, slow or unreachable database); no work until a renewal succeeds.
+ * - `Lost`: the member's row is gone (reaped or deleted); it rejoins as a new member.
+ * - `Leaving` / `Left`: graceful leave in progress / done.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MemberState = Data.TaggedEnum<{
+  Joining: {}
+  Awaiting: Slot
+  Assigned: Slot
+  Renegotiating: Slot & { readonly next: Slot }
+  Fenced: Slot
+  Lost: {}
+  Leaving: {}
+  Left: {}
+}>
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const MemberState = Data.taggedEnum<MemberState>()
+
+/**
+ * Every state tag, in protocol order (used by the transition table and the diagram).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const tags = ["Joining", "Awaiting", "Assigned", "Renegotiating", "Fenced", "Lost", "Leaving", "Left"] as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Tag = MemberState["_tag"]
+
+/**
+ * The assignment a state allows work under, if any.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const assignment = (state: MemberState): Assignment | undefined =>
+  state._tag === "Assigned"
+    ? { epoch: state.epoch, index: state.index, size: state.size, isLeader: state.index === 0 }
+    : undefined
+
+/**
+ * The epoch a state knows about, if any.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const epochOf = (state: MemberState): number | undefined =>
+  "epoch" in state ? state.epoch : undefined
+
+/**
+ * A one-line description for logs and the CLI.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const format = (state: MemberState): string =>
+  MemberState.$match(state, {
+    Joining: () => "joining",
+    Awaiting: (s) => `awaiting epoch ${s.epoch} [${s.index}/${s.size}]`,
+    Assigned: (s) => `assigned epoch ${s.epoch} [${s.index}/${s.size}]`,
+    Renegotiating: (s) => `renegotiating epoch ${s.epoch} -> ${s.next.epoch}`,
+    Fenced: (s) => `fenced (lease deadline passed in epoch ${s.epoch})`,
+    Lost: () => "lost (membership gone; rejoining)",
+    Leaving: () => "leaving",
+    Left: () => "left"
+  })

@@ -1,0 +1,463 @@
+/**
+ * The service an app uses: one member of one group. Its decisions are `Transition.transition`; this
+ * module is the interpreter: a driver fiber applies events one at a time and runs the commands, a
+ * lease keeper renews on a schedule (faster while waiting at the barrier), a fence timer enforces the
+ * local lease deadline, and LISTEN/NOTIFY wake-ups only shorten the waits.
+ *
+ * @since 0.1.0
+ */
+import type { SqlClient } from "@effect/sql"
+import type { PgClient } from "@effect/sql-pg"
+import type { Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Config,
+  Context,
+  Duration,
+  Effect,
+  Equal,
+  Fiber,
+  Layer,
+  Metric,
+  Option,
+  Queue,
+  Ref,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import { randomUUID } from "node:crypto"
+import * as os from "node:os"
+import * as MembershipConfig from "./MembershipConfig.js"
+import type { DatabaseUnavailable, InvalidConfig, InvalidGroupId, SchemaMismatch } from "./MembershipError.js"
+import { MembershipClosed, StaleAssignment } from "./MembershipError.js"
+import * as Metrics from "./MembershipMetrics.js"
+import { MembershipStore } from "./MembershipStore.js"
+import type { Assignment, MemberState, Slot } from "./MemberState.js"
+import * as State from "./MemberState.js"
+import * as PgMembershipStore from "./PgMembershipStore.js"
+import type { Command, Event } from "./Transition.js"
+import * as Transition from "./Transition.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface MembershipService {
+  /** This member's id (one per `make`; kept across rejoins). */
+  readonly memberId: string
+  readonly config: MembershipConfig.MembershipConfig
+  /** The current state. */
+  readonly state: Effect.Effect<MemberState>
+  /** The current state, then every change. */
+  readonly changes: Stream.Stream<MemberState>
+  /** The assignment work may run under now: `Some` only while assigned and the lease deadline is ahead. */
+  readonly assignment: Effect.Effect<Option.Option<Assignment>>
+  /** Waits until assigned. Fails if the member has left. */
+  readonly awaitAssigned: Effect.Effect<Assignment, MembershipClosed>
+  /** The current assignment, or `StaleAssignment`: call it before every unit of work (G3). */
+  readonly guard: Effect.Effect<Assignment, StaleAssignment>
+  /**
+   * Runs `work` in every epoch this member is assigned in, for as long as the caller's scope lives.
+   * It is interrupted, and its finalizers have run, before the member acknowledges a new epoch (G2)
+   * and when the lease deadline passes (G3). A failure is logged; the work runs again next epoch.
+   */
+  readonly whileAssigned: <E, R>(
+    work: (assignment: Assignment) => Effect.Effect<unknown, E, R>
+  ) => Effect.Effect<void, never, Scope.Scope | R>
+  /** Leaves the group now (the others renegotiate at once, G5). Also done when the scope closes. */
+  readonly leave: Effect.Effect<void>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Membership extends Context.Tag("modulo-group/Membership")<Membership, MembershipService>() {}
+
+type Envelope = { readonly event: Event; readonly incarnation: number | undefined }
+
+interface WorkSpec {
+  readonly run: (assignment: Assignment) => Effect.Effect<void>
+}
+
+const toAssignment = (slot: Slot): Assignment => ({ ...slot, isLeader: slot.index === 0 })
+
+const nowMillis = Effect.map(Clock.currentTimeNanos, (n) => Number(n / 1_000_000n))
+
+/**
+ * A member, alive for the enclosing scope. Several may live in one process (one per scope).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  input: MembershipConfig.MembershipConfigInput
+): Effect.Effect<MembershipService, InvalidConfig | InvalidGroupId, MembershipStore | Scope.Scope> =>
+  Effect.gen(function*() {
+    const config = yield* MembershipConfig.make(input)
+    const store = yield* MembershipStore
+    const scope = yield* Effect.scope
+    const memberId = randomUUID()
+    const groupId = config.groupId
+    const info = { memberId, name: config.name, host: os.hostname(), pid: process.pid }
+    const leaseMs = Duration.toMillis(config.lease)
+    const validMs = leaseMs - Duration.toMillis(config.fenceMargin)
+    const heartbeatMs = Duration.toMillis(config.heartbeat)
+    const tagged = <T, I, O>(m: Metric.Metric<T, I, O>) => m.pipe(Metric.tagged("group", groupId))
+    const m = {
+      epoch: tagged(Metrics.epoch),
+      size: tagged(Metrics.size),
+      index: tagged(Metrics.index),
+      renegotiations: tagged(Metrics.renegotiations),
+      selfFences: tagged(Metrics.selfFences),
+      failedHeartbeats: tagged(Metrics.failedHeartbeats),
+      barrierSeconds: tagged(Metrics.barrierSeconds)
+    }
+
+    const stateRef = yield* SubscriptionRef.make<MemberState>(State.MemberState.Joining())
+    const events = yield* Queue.unbounded<Envelope>()
+    const poke = yield* Queue.sliding<void>(1)
+    const deadline = yield* Ref.make(Option.none<number>())
+    let ack = 0
+    let incarnation = 0
+    let joinFailures = 0
+    let barrierSince: number | undefined = undefined
+    const specs = new Set<WorkSpec>()
+    const running = new Set<Fiber.RuntimeFiber<void>>()
+
+    const offer = (event: Event, inc?: number) => Queue.offer(events, { event, incarnation: inc })
+    const extend = (validUntil: number) =>
+      Ref.update(deadline, (d) => Option.some(Option.match(d, { onNone: () => validUntil, onSome: (x) => Math.max(x, validUntil) })))
+
+    // --- work ---------------------------------------------------------------------------------
+    const startOne = (spec: WorkSpec, slot: Slot) =>
+      Effect.gen(function*() {
+        const fiber = yield* Effect.forkIn(spec.run(toAssignment(slot)), scope)
+        running.add(fiber)
+        fiber.addObserver(() => running.delete(fiber))
+      })
+    const interruptWork = Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.interruptFork(f), { discard: true }))
+    const awaitWork = Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.await(f), { discard: true }))
+    const stopWork = Effect.zipRight(interruptWork, awaitWork)
+
+    // --- commands -----------------------------------------------------------------------------
+    const execute = (command: Command): Effect.Effect<Event | undefined> => {
+      switch (command._tag) {
+        case "Join":
+          return Effect.gen(function*() {
+            // Never join while old work may still run: its epoch would overlap the new one.
+            yield* awaitWork
+            const t0 = yield* nowMillis
+            const result = yield* Effect.either(store.join(groupId, info, leaseMs))
+            if (result._tag === "Left") {
+              joinFailures++
+              yield* Effect.logWarning(`join failed: ${result.left.reason}`)
+              return Transition.Event.JoinFailed({ reason: result.left.reason })
+            }
+            joinFailures = 0
+            incarnation++
+            ack = result.right.epoch
+            yield* Ref.set(deadline, Option.some(t0 + validMs))
+            return Transition.Event.Joined({ view: result.right })
+          })
+        case "ScheduleJoinRetry": {
+          const delay = Math.min(heartbeatMs, 50 * 2 ** Math.min(joinFailures, 10))
+          return Effect.as(
+            Effect.forkIn(Effect.zipRight(Effect.sleep(delay), offer(Transition.Event.RetryJoin())), scope),
+            undefined
+          )
+        }
+        case "Ack":
+          return Effect.sync(() => {
+            ack = Math.max(ack, command.epoch)
+          }).pipe(Effect.zipRight(Queue.offer(poke, undefined)), Effect.as(undefined))
+        case "Reap":
+          return store.reap(groupId).pipe(
+            Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
+            Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
+            Effect.zipRight(Queue.offer(poke, undefined)),
+            Effect.as(undefined)
+          )
+        case "StartWork":
+          return Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true }).pipe(
+            Effect.as(undefined)
+          )
+        case "StopWork":
+          return stopWork.pipe(
+            Effect.timeoutTo({
+              duration: config.stopTimeout,
+              onSuccess: (): Event => Transition.Event.WorkStopped(),
+              onTimeout: (): Event => Transition.Event.StopTimedOut()
+            }),
+            Effect.tap((e) => (e._tag === "StopTimedOut" ? Effect.logError("work did not stop in time; leaving the group") : Effect.void))
+          )
+        case "Leave":
+          return store.leave(groupId, memberId).pipe(
+            Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`)),
+            Effect.zipRight(Ref.set(deadline, Option.none())),
+            Effect.as(Transition.Event.LeaveDone())
+          )
+      }
+    }
+
+    // --- observation --------------------------------------------------------------------------
+    const observe = (before: MemberState, after: MemberState) =>
+      Effect.gen(function*() {
+        const now = yield* nowMillis
+        if (before._tag === "Assigned" || before._tag === "Joining" || before._tag === "Lost") {
+          if (after._tag !== "Assigned") barrierSince ??= now
+        }
+        if (after._tag === "Assigned") {
+          if (barrierSince !== undefined) {
+            yield* Metric.update(m.barrierSeconds, (now - barrierSince) / 1000)
+          }
+          barrierSince = undefined
+          yield* Metric.update(m.epoch, after.epoch)
+          yield* Metric.update(m.size, after.size)
+          yield* Metric.update(m.index, after.index)
+        }
+        if (after._tag === "Renegotiating" && before._tag !== "Renegotiating") {
+          yield* Metric.update(m.renegotiations, 1)
+        }
+        if (after._tag === "Fenced" && before._tag !== "Fenced") {
+          yield* Metric.update(m.selfFences, 1)
+        }
+        if (!Transition.holdsLease(after)) yield* Ref.set(deadline, Option.none())
+        yield* Effect.logDebug(`state: ${State.format(after)}`).pipe(
+          Effect.annotateLogs("epoch", String(State.epochOf(after) ?? ""))
+        )
+      })
+
+    // --- driver -------------------------------------------------------------------------------
+    const apply = (first: Event) =>
+      Effect.gen(function*() {
+        const pending: Array<Event> = [first]
+        while (pending.length > 0) {
+          const event = pending.shift()!
+          const before = yield* SubscriptionRef.get(stateRef)
+          const [after, commands] = Transition.transition(before, event)
+          if (!Equal.equals(before, after)) {
+            yield* SubscriptionRef.set(stateRef, after)
+            yield* observe(before, after)
+          }
+          for (const command of commands) {
+            const result = yield* execute(command)
+            if (result !== undefined) pending.push(result)
+          }
+        }
+      })
+
+    const isStale = (envelope: Envelope) =>
+      Effect.gen(function*() {
+        if (envelope.incarnation !== undefined && envelope.incarnation !== incarnation) return true
+        if (envelope.event._tag !== "DeadlinePassed") return false
+        // A renewal may have moved the deadline since the timer fired.
+        const d = yield* Ref.get(deadline)
+        const now = yield* nowMillis
+        return Option.isNone(d) || now < d.value
+      })
+
+    const driver = Queue.take(events).pipe(
+      Effect.flatMap((envelope) =>
+        Effect.flatMap(isStale(envelope), (stale) => (stale ? Effect.void : apply(envelope.event)))
+      ),
+      Effect.forever
+    )
+
+    // --- lease keeper -------------------------------------------------------------------------
+    let fastPolls = 0
+    const nextDelay = Effect.map(SubscriptionRef.get(stateRef), (state) => {
+      if (state._tag !== "Awaiting") {
+        fastPolls = 0
+        return heartbeatMs
+      }
+      // While waiting at the barrier, poll fast at first: a missed wake-up costs little.
+      const d = Math.min(heartbeatMs, Duration.toMillis(config.barrierPoll) * 2 ** fastPolls)
+      fastPolls = Math.min(fastPolls + 1, 30)
+      return d
+    })
+
+    const renew = Effect.gen(function*() {
+      const state = yield* SubscriptionRef.get(stateRef)
+      if (!Transition.holdsLease(state)) return
+      const inc = incarnation
+      const t0 = yield* nowMillis
+      const result = yield* Effect.either(store.heartbeat(groupId, memberId, ack, leaseMs, state._tag === "Awaiting"))
+      if (result._tag === "Left") {
+        yield* Metric.update(m.failedHeartbeats, 1)
+        yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
+        return yield* offer(Transition.Event.RenewFailed({ reason: result.left.reason }), inc)
+      }
+      if (Option.isNone(result.right)) return yield* offer(Transition.Event.Gone(), inc)
+      const now = yield* nowMillis
+      if (t0 + validMs <= now) {
+        yield* Metric.update(m.failedHeartbeats, 1)
+        return yield* offer(Transition.Event.RenewFailed({ reason: "renewal came back after its deadline" }), inc)
+      }
+      if (inc === incarnation) yield* extend(t0 + validMs)
+      yield* offer(Transition.Event.Renewed({ view: result.right.value }), inc)
+    })
+
+    const leaseKeeper = Effect.gen(function*() {
+      const delay = yield* nextDelay
+      yield* Effect.raceFirst(Effect.sleep(delay), Queue.take(poke))
+      yield* renew
+    }).pipe(Effect.forever)
+
+    // --- fence timer --------------------------------------------------------------------------
+    let fencedFor: number | undefined = undefined
+    const fenceTimer = Effect.gen(function*() {
+      const d = yield* Ref.get(deadline)
+      const now = yield* nowMillis
+      if (Option.isNone(d)) return yield* Effect.sleep(heartbeatMs)
+      if (now < d.value) return yield* Effect.sleep(d.value - now)
+      if (fencedFor !== d.value) {
+        fencedFor = d.value
+        // Stop work now, without waiting for the driver (which may be blocked on a hung call).
+        yield* interruptWork
+        yield* offer(Transition.Event.DeadlinePassed())
+      }
+      yield* Effect.sleep(Math.max(1, Math.min(heartbeatMs, 50)))
+    }).pipe(Effect.forever)
+
+    // --- leave --------------------------------------------------------------------------------
+    const leaveTimeout = Duration.sum(config.stopTimeout, config.statementTimeout)
+    const finalLeave = Effect.gen(function*() {
+      const state = yield* SubscriptionRef.get(stateRef)
+      if (state._tag === "Left") return
+      yield* SubscriptionRef.set(stateRef, State.MemberState.Leaving())
+      yield* stopWork.pipe(Effect.timeout(config.stopTimeout), Effect.ignore)
+      yield* store.leave(groupId, memberId).pipe(
+        Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`))
+      )
+      yield* SubscriptionRef.set(stateRef, State.MemberState.Left())
+    }).pipe(Effect.timeout(leaveTimeout), Effect.ignore)
+
+    // Registered before the loops are forked, so it runs after they have stopped.
+    yield* Effect.addFinalizer(() => finalLeave)
+
+    const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      effect.pipe(Effect.annotateLogs({ "modulo_group.group": groupId, "modulo_group.member": memberId }))
+
+    const fail = (name: string) => (cause: Cause.Cause<unknown>) =>
+      Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`modulo-group ${name} died`, cause)
+
+    yield* Effect.forkScoped(annotate(driver).pipe(Effect.catchAllCause(fail("driver"))))
+    yield* Effect.forkScoped(annotate(leaseKeeper).pipe(Effect.catchAllCause(fail("lease keeper"))))
+    yield* Effect.forkScoped(annotate(fenceTimer).pipe(Effect.catchAllCause(fail("fence timer"))))
+    if (config.notifications) {
+      const stream = yield* store.wakeups(groupId)
+      yield* Effect.forkScoped(Stream.runForEach(stream, () => Queue.offer(poke, undefined)))
+    }
+    yield* offer(Transition.Event.RetryJoin())
+
+    const assignmentNow = Effect.gen(function*() {
+      const state = yield* SubscriptionRef.get(stateRef)
+      const a = State.assignment(state)
+      if (a === undefined) return Option.none<Assignment>()
+      const d = yield* Ref.get(deadline)
+      const now = yield* nowMillis
+      return Option.isSome(d) && now < d.value ? Option.some(a) : Option.none<Assignment>()
+    })
+
+    const service: MembershipService = {
+      memberId,
+      config,
+      state: SubscriptionRef.get(stateRef),
+      changes: stateRef.changes,
+      assignment: assignmentNow,
+      awaitAssigned: stateRef.changes.pipe(
+        Stream.filter((s) => s._tag === "Assigned" || s._tag === "Left"),
+        Stream.runHead,
+        Effect.flatMap((s) =>
+          Option.isSome(s) && s.value._tag === "Assigned"
+            ? Effect.succeed(toAssignment(s.value))
+            : Effect.fail(new MembershipClosed({ groupId }))
+        )
+      ),
+      guard: Effect.flatMap(assignmentNow, (a) =>
+        Option.match(a, {
+          onSome: Effect.succeed,
+          onNone: () =>
+            Effect.flatMap(SubscriptionRef.get(stateRef), (state) =>
+              Effect.fail(
+                new StaleAssignment({
+                  epoch: State.epochOf(state) ?? -1,
+                  reason: state._tag === "Assigned" ? "the lease deadline has passed" : `the member is ${State.format(state)}`
+                })
+              ))
+        })),
+      whileAssigned: (work) =>
+        Effect.gen(function*() {
+          const context = yield* Effect.context<never>()
+          const spec: WorkSpec = {
+            run: (a) =>
+              work(a).pipe(
+                Effect.provide(context),
+                Effect.catchAllCause((cause) =>
+                  Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("work failed", cause)
+                ),
+                Effect.asVoid,
+                annotate
+              ) as Effect.Effect<void>
+          }
+          yield* Effect.acquireRelease(
+            Effect.gen(function*() {
+              specs.add(spec)
+              const a = yield* assignmentNow
+              if (Option.isSome(a)) yield* startOne(spec, a.value)
+            }),
+            () => Effect.sync(() => specs.delete(spec))
+          )
+        }),
+      leave: Effect.gen(function*() {
+        yield* offer(Transition.Event.LeaveRequested())
+        yield* stateRef.changes.pipe(Stream.filter((s) => s._tag === "Left"), Stream.runHead)
+      }).pipe(Effect.timeout(leaveTimeout), Effect.ignore)
+    }
+    return service
+  })
+
+/**
+ * A member over the app's `PgClient`: validates the config, readies the schema, then joins.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  input: MembershipConfig.MembershipConfigInput
+): Layer.Layer<
+  Membership,
+  InvalidConfig | InvalidGroupId | DatabaseUnavailable | SchemaMismatch,
+  PgClient.PgClient | SqlClient.SqlClient
+> =>
+  Layer.scoped(Membership, make(input)).pipe(
+    Layer.provide(
+      PgMembershipStore.layer({
+        migrate: input.migrate,
+        startupTimeout: input.startupTimeout,
+        statementTimeout: input.statementTimeout
+      })
+    ),
+    // Validate first so bad config fails before any database call.
+    (l) => Layer.unwrapEffect(Effect.as(MembershipConfig.make(input), l))
+  )
+
+/**
+ * Like `layer`, reading the config from the environment (`MODULO_GROUP_*`, see `MembershipConfig.config`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config<MembershipConfig.MembershipConfigInput> = MembershipConfig.config
+) => Layer.unwrapEffect(Effect.map(config, layer))
+
+/**
+ * Over any store (e.g. `InMemoryMembershipStore.layer` in tests).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWithStore = (input: MembershipConfig.MembershipConfigInput) => Layer.scoped(Membership, make(input))

@@ -1,0 +1,202 @@
+/**
+ * Configuration of one member: which group it joins and how it keeps its lease.
+ *
+ * @since 0.1.0
+ */
+import { Config, Duration, Effect, Option } from "effect"
+import * as os from "node:os"
+import { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
+
+/**
+ * What an app passes in. Every field but `groupId` has a default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MembershipConfigInput {
+  /** The group to join. 1-200 characters, no control characters. */
+  readonly groupId: string
+  /** Shown by `status`; defaults to `host:pid`. */
+  readonly name?: string | undefined
+  /** How often the lease is renewed and the group polled. Default 1 second. */
+  readonly heartbeat?: Duration.DurationInput | undefined
+  /** How long a lease lives on the database clock without renewal. Default 10 seconds. */
+  readonly lease?: Duration.DurationInput | undefined
+  /** How long before its lease can expire a member stops working on its own. Default 2 seconds. */
+  readonly fenceMargin?: Duration.DurationInput | undefined
+  /** Timeout of every database call. Default 2 seconds. */
+  readonly statementTimeout?: Duration.DurationInput | undefined
+  /** Upper bound on stopping work at a renegotiation; past it the member leaves instead of acknowledging. Default 5 seconds. */
+  readonly stopTimeout?: Duration.DurationInput | undefined
+  /** Use LISTEN/NOTIFY as a wake-up. Polling alone is correct, only slower. Default true. */
+  readonly notifications?: boolean | undefined
+  /** Apply pending schema migrations when the layer starts. Default true. */
+  readonly migrate?: boolean | undefined
+  /** How long the layer retries an unreachable database before failing. Default 10 seconds. */
+  readonly startupTimeout?: Duration.DurationInput | undefined
+  /** First delay of the fast poll while waiting at the barrier; doubles up to the heartbeat. Default 10 ms. */
+  readonly barrierPoll?: Duration.DurationInput | undefined
+}
+
+/**
+ * Validated configuration, durations resolved.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MembershipConfig {
+  readonly groupId: string
+  readonly name: string
+  readonly heartbeat: Duration.Duration
+  readonly lease: Duration.Duration
+  readonly fenceMargin: Duration.Duration
+  readonly statementTimeout: Duration.Duration
+  readonly stopTimeout: Duration.Duration
+  readonly notifications: boolean
+  readonly migrate: boolean
+  readonly startupTimeout: Duration.Duration
+  readonly barrierPoll: Duration.Duration
+}
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults = {
+  heartbeat: Duration.seconds(1),
+  lease: Duration.seconds(10),
+  fenceMargin: Duration.seconds(2),
+  statementTimeout: Duration.seconds(2),
+  stopTimeout: Duration.seconds(5),
+  notifications: true,
+  migrate: true,
+  startupTimeout: Duration.seconds(10),
+  barrierPoll: Duration.millis(10)
+} as const
+
+/**
+ * Longest accepted group id, in characters (the schema checks the same bound).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxGroupIdLength = 200
+
+// C0 controls, DEL and C1 controls: NUL cannot be stored in a text column, the rest garble logs and terminals.
+const controlChars = /[\u0000-\u001f\u007f-\u009f]/
+const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+
+/**
+ * Checks a group id; group ids reach SQL only as parameters, so quotes and unicode are fine.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateGroupId = (groupId: string): Effect.Effect<string, InvalidGroupId> => {
+  const fail = (reason: string) => Effect.fail(new InvalidGroupId({ groupId, reason }))
+  if (typeof groupId !== "string") return fail("it must be a string")
+  if (groupId.length === 0) return fail("it is empty")
+  if (groupId.trim().length === 0) return fail("it is only whitespace")
+  if (groupId.length > maxGroupIdLength) {
+    return fail(`it is ${groupId.length} characters long; at most ${maxGroupIdLength} are allowed`)
+  }
+  if (controlChars.test(groupId)) return fail("it contains control characters")
+  if (loneSurrogate.test(groupId)) return fail("it is not valid unicode (lone surrogate)")
+  return Effect.succeed(groupId)
+}
+
+const decodeDuration = (field: string, input: Duration.DurationInput | undefined, fallback: Duration.Duration) =>
+  Effect.suspend(() => {
+    if (input === undefined) return Effect.succeed(fallback)
+    const decoded = Option.fromNullable(safeDecode(input))
+    return Option.match(decoded, {
+      onNone: () => Effect.fail(new InvalidConfig({ field, reason: `${String(input)} is not a duration` })),
+      onSome: (d) =>
+        !Duration.isFinite(d)
+          ? Effect.fail(new InvalidConfig({ field, reason: "it must be finite" }))
+          : Duration.toMillis(d) <= 0
+          ? Effect.fail(new InvalidConfig({ field, reason: "it must be greater than zero" }))
+          : Effect.succeed(d)
+    })
+  })
+
+const safeDecode = (input: Duration.DurationInput): Duration.Duration | undefined => {
+  try {
+    const d = Duration.decode(input)
+    // Duration.decode maps NaN to zero; reject it explicitly.
+    if (typeof input === "number" && !Number.isFinite(input) && !Number.isNaN(input)) return d
+    if (typeof input === "number" && Number.isNaN(input)) return undefined
+    return d
+  } catch {
+    return undefined
+  }
+}
+
+const ms = Duration.toMillis
+
+/**
+ * Validates input and fills in defaults.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const make = (input: MembershipConfigInput): Effect.Effect<MembershipConfig, InvalidConfig | InvalidGroupId> =>
+  Effect.gen(function*() {
+    const groupId = yield* validateGroupId(input.groupId)
+    const heartbeat = yield* decodeDuration("heartbeat", input.heartbeat, defaults.heartbeat)
+    const lease = yield* decodeDuration("lease", input.lease, defaults.lease)
+    const fenceMargin = yield* decodeDuration("fenceMargin", input.fenceMargin, defaults.fenceMargin)
+    const statementTimeout = yield* decodeDuration("statementTimeout", input.statementTimeout, defaults.statementTimeout)
+    const stopTimeout = yield* decodeDuration("stopTimeout", input.stopTimeout, defaults.stopTimeout)
+    const startupTimeout = yield* decodeDuration("startupTimeout", input.startupTimeout, defaults.startupTimeout)
+    const barrierPoll = yield* decodeDuration("barrierPoll", input.barrierPoll, defaults.barrierPoll)
+    // One renewal may be late by a statement timeout without the member fencing itself.
+    if (ms(lease) <= ms(heartbeat) + ms(fenceMargin) + ms(statementTimeout)) {
+      return yield* new InvalidConfig({
+        field: "lease",
+        reason: `lease (${Duration.format(lease)}) must exceed heartbeat (${Duration.format(heartbeat)}) + fenceMargin (${
+          Duration.format(fenceMargin)
+        }) + statementTimeout (${Duration.format(statementTimeout)})`
+      })
+    }
+    const name = input.name ?? `${os.hostname()}:${process.pid}`
+    if (name.length > 200 || controlChars.test(name)) {
+      return yield* new InvalidConfig({ field: "name", reason: "at most 200 characters, no control characters" })
+    }
+    return {
+      groupId,
+      name,
+      heartbeat,
+      lease,
+      fenceMargin,
+      statementTimeout,
+      stopTimeout,
+      startupTimeout,
+      barrierPoll,
+      notifications: input.notifications ?? defaults.notifications,
+      migrate: input.migrate ?? defaults.migrate
+    }
+  })
+
+/**
+ * Reads the input from the environment: `MODULO_GROUP_GROUP_ID`, `MODULO_GROUP_HEARTBEAT` ("1 second"),
+ * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
+ * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const config: Config.Config<MembershipConfigInput> = Config.nested(
+  Config.all({
+    groupId: Config.string("GROUP_ID").pipe(Config.withDescription("The group to join")),
+    name: Config.string("NAME").pipe(Config.withDescription("Name shown by status"), Config.option, Config.map(Option.getOrUndefined)),
+    heartbeat: Config.duration("HEARTBEAT").pipe(Config.withDefault(defaults.heartbeat), Config.withDescription("Lease renewal interval")),
+    lease: Config.duration("LEASE").pipe(Config.withDefault(defaults.lease), Config.withDescription("Lease length on the database clock")),
+    fenceMargin: Config.duration("FENCE_MARGIN").pipe(Config.withDefault(defaults.fenceMargin), Config.withDescription("Self-fence this long before the lease can expire")),
+    statementTimeout: Config.duration("STATEMENT_TIMEOUT").pipe(Config.withDefault(defaults.statementTimeout), Config.withDescription("Timeout of every database call")),
+    stopTimeout: Config.duration("STOP_TIMEOUT").pipe(Config.withDefault(defaults.stopTimeout), Config.withDescription("Bound on stopping work at a renegotiation")),
+    notifications: Config.boolean("NOTIFICATIONS").pipe(Config.withDefault(defaults.notifications), Config.withDescription("Use LISTEN/NOTIFY as a wake-up")),
+    migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start"))
+  }),
+  "MODULO_GROUP"
+)

@@ -1,0 +1,116 @@
+/**
+ * Errors a caller can act on. Each carries a message a person understands.
+ *
+ * @since 0.1.0
+ */
+import { Data } from "effect"
+
+/**
+ * A configuration value is unusable (zero or negative duration, lease too short, ...).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
+  readonly field: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `Invalid modulo-group config "${this.field}": ${this.reason}`
+  }
+}
+
+/**
+ * The group id is empty, too long, or contains characters we refuse.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidGroupId extends Data.TaggedError("InvalidGroupId")<{
+  readonly groupId: string
+  readonly reason: string
+}> {
+  override get message() {
+    const shown = this.groupId.length > 40 ? `${JSON.stringify(this.groupId.slice(0, 40))}...` : JSON.stringify(this.groupId)
+    return `Invalid group id ${shown}: ${this.reason}`
+  }
+}
+
+/**
+ * The database could not be reached (after a bounded retry) or refused us.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DatabaseUnavailable extends Data.TaggedError("DatabaseUnavailable")<{
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return `Database unavailable: ${this.reason}`
+  }
+}
+
+/**
+ * The schema is not installed and automatic migration is off, or it is newer than this library.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SchemaMismatch extends Data.TaggedError("SchemaMismatch")<{
+  readonly found: number
+  readonly expected: number
+}> {
+  override get message() {
+    return this.found === 0
+      ? `The modulo_group schema is not installed and migrations are disabled: run \`modulo-group migrate\`, apply migrations/*.sql with your own tool, or set migrate: true`
+      : this.found > this.expected
+      ? `The modulo_group schema is at version ${this.found}, newer than this library supports (${this.expected}): upgrade modulo-group`
+      : `The modulo_group schema is at version ${this.found} but this library needs ${this.expected}: run \`modulo-group migrate\` or set migrate: true`
+  }
+}
+
+/**
+ * A store call failed or timed out. Retried by the membership loops; surfaced only by direct store use.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Data.TaggedError("StoreError")<{
+  readonly operation: string
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return `modulo-group ${this.operation} failed: ${this.reason}`
+  }
+}
+
+/**
+ * The member has left its group (scope closed or `leave` called): it has no assignment any more.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MembershipClosed extends Data.TaggedError("MembershipClosed")<{
+  readonly groupId: string
+}> {
+  override get message() {
+    return `This member has left group ${JSON.stringify(this.groupId)}`
+  }
+}
+
+/**
+ * Work was attempted under an assignment that is no longer current (newer epoch, lease gone).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StaleAssignment extends Data.TaggedError("StaleAssignment")<{
+  readonly epoch: number
+  readonly reason: string
+}> {
+  override get message() {
+    return `Assignment of epoch ${this.epoch} is stale: ${this.reason}`
+  }
+}

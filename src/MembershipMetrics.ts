@@ -1,0 +1,34 @@
+/**
+ * Effect metrics of the protocol, tagged with the group id.
+ *
+ * @since 0.1.0
+ */
+import { Metric, MetricBoundaries } from "effect"
+
+/** @since 0.1.0 @category metrics */
+export const epoch = Metric.gauge("modulo_group_epoch", { description: "Epoch the member is assigned in" })
+/** @since 0.1.0 @category metrics */
+export const size = Metric.gauge("modulo_group_size", { description: "Members in the member's assigned epoch" })
+/** @since 0.1.0 @category metrics */
+export const index = Metric.gauge("modulo_group_index", { description: "The member's index in its assigned epoch" })
+/** @since 0.1.0 @category metrics */
+export const renegotiations = Metric.counter("modulo_group_renegotiations_total", {
+  description: "Epoch changes that stopped this member's work",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const selfFences = Metric.counter("modulo_group_self_fences_total", {
+  description: "Times the local lease deadline passed and the member stopped work on its own",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const failedHeartbeats = Metric.counter("modulo_group_heartbeat_failures_total", {
+  description: "Lease renewals that failed, timed out or came back too late",
+  incremental: true
+})
+/** @since 0.1.0 @category metrics */
+export const barrierSeconds = Metric.histogram(
+  "modulo_group_barrier_seconds",
+  MetricBoundaries.exponential({ start: 0.001, factor: 2, count: 16 }),
+  "Time from leaving an assignment (or joining) to the next assignment"
+)
