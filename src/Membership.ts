@@ -272,8 +272,10 @@ export const make = (
         fastPolls = 0
         return heartbeatMs
       }
-      // While waiting at the barrier, poll fast at first: a missed wake-up costs little.
-      const d = Math.min(heartbeatMs, Duration.toMillis(config.barrierPoll) * 2 ** fastPolls)
+      // While waiting at the barrier, poll fast (capped at a tenth of a heartbeat): without
+      // notifications the barrier then clears within about a heartbeat of the last acknowledgement.
+      const base = Duration.toMillis(config.barrierPoll)
+      const d = Math.min(Math.max(base, heartbeatMs / 10), base * 2 ** fastPolls)
       fastPolls = Math.min(fastPolls + 1, 30)
       return d
     })

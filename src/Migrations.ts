@@ -60,8 +60,11 @@ export const sqlOf = (name: string): string => fs.readFileSync(`${directory()}${
  */
 export const installedVersion: Effect.Effect<number, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  // A scan of pg_tables, not to_regclass(): a backend's catalog cache can miss a table that another
+  // transaction created while this one waited on the migration lock.
   const [exists] = yield* sql<{ present: boolean }>`
-    SELECT to_regclass('modulo_group.schema_migrations') IS NOT NULL AS present`
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
+                    WHERE schemaname = 'modulo_group' AND tablename = 'schema_migrations') AS present`
   if (!exists?.present) return 0
   const [row] = yield* sql<{ version: number | null }>`
     SELECT max(version)::int AS version FROM modulo_group.schema_migrations`

@@ -1,0 +1,165 @@
+/**
+ * The protocol against real PostgreSQL, in real time: members are fibers of this process sharing
+ * one pool, as most apps that run several members do.
+ */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { expect, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
+import { hubFor } from "../src/internal/listener.js"
+import * as Membership from "../src/Membership.js"
+import type { MembershipConfigInput } from "../src/MembershipConfig.js"
+import * as Migrations from "../src/Migrations.js"
+import * as PgMembershipStore from "../src/PgMembershipStore.js"
+import { databaseUrl, PgLive, randomGroupId } from "./support/Database.js"
+import { exactCover, makeRecorder } from "./support/Recorder.js"
+
+const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
+const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
+
+/** Polls `done` every 5 ms of real time; returns the milliseconds it took. */
+const waitFor = (done: () => boolean, max = Duration.seconds(10)) =>
+  Effect.gen(function*() {
+    const start = Date.now()
+    yield* Effect.sleep(Duration.millis(5)).pipe(
+      Effect.repeat({ until: () => done() || Date.now() - start > Duration.toMillis(max) })
+    )
+    if (!done()) return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
+    return Date.now() - start
+  })
+
+const setup = (groupId: string, base: Partial<MembershipConfigInput> = fast) =>
+  Effect.gen(function*() {
+    const rec = yield* makeRecorder
+    const join = (input: Partial<MembershipConfigInput> = {}) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const m = yield* Membership.make({ groupId, ...base, ...input }).pipe(Scope.extend(scope))
+        yield* rec.track(m).pipe(Scope.extend(scope))
+        yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+        return { m, close: Scope.close(scope, Exit.void) }
+      })
+    return { rec, join }
+  })
+
+it.live("G1: eight members in one process reach one epoch with indices exactly 0..7", () =>
+  Effect.gen(function*() {
+    const { join, rec } = yield* setup(randomGroupId("g1"))
+    yield* Effect.forEach(Array.from({ length: 8 }), () => join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(rec.working(), 8))
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("G2 and G5: while members join and leave, no one works beside an older epoch; leaves converge at once", () =>
+  Effect.gen(function*() {
+    const { join, rec } = yield* setup(randomGroupId("g2"))
+    const ms = yield* Effect.forEach(Array.from({ length: 4 }), () => join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(rec.working(), 4))
+    yield* Effect.forEach(Array.from({ length: 3 }), () => join(), { concurrency: "unbounded" })
+    yield* ms[0]!.close
+    yield* waitFor(() => exactCover(rec.working(), 6))
+    const tookLeave = yield* Effect.zipRight(ms[1]!.close, waitFor(() => exactCover(rec.working(), 5)))
+    // A graceful leave is not a lease timeout (2 s here).
+    expect(tookLeave).toBeLessThan(1_000)
+    expect(rec.marks.filter((m) => m.kind === "start").length).toBeGreaterThan(10)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("G7: with notifications disabled, a join converges within about a heartbeat", () =>
+  Effect.gen(function*() {
+    const base = { ...fast, heartbeat: "500 millis", lease: "3 seconds", notifications: false } as const
+    const { join, rec } = yield* setup(randomGroupId("g7"), base)
+    yield* Effect.forEach(Array.from({ length: 3 }), () => join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(rec.working(), 3))
+    const took = yield* Effect.zipRight(join(), waitFor(() => exactCover(rec.working(), 4)))
+    expect(took).toBeLessThan(500 + 50 + 250) // heartbeat + barrier poll + slack for a loaded machine
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("a terminated listener backend is replaced and joins converge fast again", () =>
+  Effect.gen(function*() {
+    // A long heartbeat, so a fast convergence can only come from a notification.
+    const base = { ...fast, heartbeat: "3 seconds", lease: "10 seconds", statementTimeout: "2 seconds" } as const
+    const { join, rec } = yield* setup(randomGroupId("listen"), base)
+    yield* Effect.forEach(Array.from({ length: 3 }), () => join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(rec.working(), 3))
+    const hub = hubFor(yield* PgClient.PgClient)
+    yield* waitFor(() => hub.backendPid !== undefined)
+    const before = hub.connects
+    const sql = yield* SqlClient.SqlClient
+    const [killed] = yield* sql<{ ok: boolean }>`SELECT pg_terminate_backend(${hub.backendPid!}) AS ok`
+    expect(killed!.ok).toBe(true)
+    yield* waitFor(() => hub.connects > before, Duration.seconds(3))
+    const took = yield* Effect.zipRight(join(), waitFor(() => exactCover(rec.working(), 4)))
+    expect(took).toBeLessThan(1_000)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("an unreachable database fails the layer in bounded time with a clear error", () =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    const error = yield* Effect.flip(Effect.scoped(Layer.build(
+      Membership.layer({ groupId: "g", startupTimeout: "1 second" }).pipe(
+        Layer.provide(PgClient.layer({ url: Redacted.make("postgres://postgres@127.0.0.1:1/test"), connectTimeout: "2 seconds" }))
+      )
+    )))
+    expect(Date.now() - started).toBeLessThan(5_000)
+    expect(String(error.message)).toMatch(/connect|ECONNREFUSED/i)
+  }))
+
+it.live("bad config fails the Postgres layer before any database call", () =>
+  Effect.gen(function*() {
+    const error = yield* Effect.flip(Effect.scoped(Layer.build(Membership.layer({ groupId: " " }).pipe(Layer.provide(PgLive)))))
+    expect(error._tag).toBe("InvalidGroupId")
+  }))
+
+/** A database of its own, so schema states can be tested; dropped afterwards. */
+const freshDatabase = Effect.acquireRelease(
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const name = `mg_${randomGroupId("db").replace(/-/g, "_")}`
+    yield* sql`CREATE DATABASE ${sql(name)}`
+    const url = new URL(databaseUrl())
+    url.pathname = `/${name}`
+    return { name, layer: PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 20 }) }
+  }),
+  ({ name }) =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
+)
+
+it.live("a database without the schema is reported when migrations are off, and migrated when on", () =>
+  Effect.gen(function*() {
+    const db = yield* freshDatabase
+    const off = yield* Effect.flip(Effect.scoped(Layer.build(
+      Membership.layer({ groupId: "g", migrate: false }).pipe(Layer.provide(db.layer))
+    )))
+    expect(off._tag).toBe("SchemaMismatch")
+    expect(off.message).toMatch(/not installed/)
+    // Many members starting at once migrate exactly once.
+    const applied = yield* Effect.all(Array.from({ length: 6 }, () => Migrations.run), { concurrency: "unbounded" }).pipe(
+      Effect.provide(db.layer)
+    )
+    expect(applied.flat()).toEqual(["0001_init"])
+    const on = yield* Effect.scoped(Effect.gen(function*() {
+      const m = yield* Membership.Membership
+      return yield* m.awaitAssigned
+    }).pipe(Effect.provide(Membership.layer({ groupId: "g", migrate: false, ...fast }).pipe(Layer.provide(db.layer)))))
+    expect(on).toMatchObject({ index: 0, size: 1, isLeader: true })
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
+
+it.live("a schema newer than the library is refused, never half-initialised", () =>
+  Effect.gen(function*() {
+    const db = yield* freshDatabase
+    yield* Effect.gen(function*() {
+      yield* Migrations.run
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (99, 'future')`
+    }).pipe(Effect.provide(db.layer))
+    const error = yield* Effect.flip(Effect.scoped(Layer.build(
+      Membership.layer({ groupId: "g" }).pipe(Layer.provide(db.layer))
+    )))
+    expect(error._tag).toBe("SchemaMismatch")
+    expect(error.message).toMatch(/newer than this library/)
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
+
+void Schedule

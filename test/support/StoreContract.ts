@@ -1,0 +1,147 @@
+/**
+ * The contract every MembershipStore obeys, run against the in-memory store and the PostgreSQL
+ * store (with the time passed in), both under the TestClock.
+ */
+import { expect, it } from "@effect/vitest"
+import type { Layer } from "effect"
+import { Chunk, Duration, Effect, Fiber, Option, Stream, TestClock, TestServices } from "effect"
+import { randomUUID } from "node:crypto"
+import { MembershipStore } from "../../src/MembershipStore.js"
+
+const info = (name: string) => ({ memberId: randomUUID(), name, host: "test-host", pid: 4242 })
+
+export const storeContract = (
+  name: string,
+  layer: () => Layer.Layer<MembershipStore, unknown>,
+  groupId: (label: string) => string
+) => {
+  const test = (title: string, body: (g: string) => Effect.Effect<void, unknown, MembershipStore>) =>
+    it.scoped(`${name}: ${title}`, () => Effect.provide(body(groupId(title.replace(/\W+/g, "-").slice(0, 30))), layer()))
+
+  test("the first member gets index 0 of epoch 1 and needs nobody's acknowledgement", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const v = yield* store.join(g, info("a"), 1000)
+      expect(v).toEqual({ epoch: 1, size: 1, index: 0, acked: 1, barrier: true, expired: false })
+    }))
+
+  test("a second join bumps the epoch and raises the barrier until the first acknowledges", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000)
+      const b = yield* store.join(g, info("b"), 1000)
+      expect(b).toMatchObject({ epoch: 2, size: 2, index: 1, acked: 2, barrier: false })
+      const stale = yield* store.heartbeat(g, a.memberId, 1, 1000)
+      expect(Option.getOrThrow(stale)).toMatchObject({ epoch: 2, index: 0, acked: 1, barrier: false })
+      const acked = yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(Option.getOrThrow(acked)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 2, barrier: true })
+    }))
+
+  test("an unknown member's heartbeat finds nothing", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      yield* store.join(g, info("a"), 1000)
+      expect(Option.isNone(yield* store.heartbeat(g, randomUUID(), 1, 1000))).toBe(true)
+    }))
+
+  test("a lease expires at exactly join time + lease, not a tick earlier", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, b, 5000)
+      yield* TestClock.adjust(Duration.millis(999))
+      const before = Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 5000))
+      expect(before.expired).toBe(false)
+      yield* TestClock.adjust(Duration.millis(1))
+      const after = Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 5000))
+      expect(after.expired).toBe(true)
+      expect(Option.isNone(yield* store.heartbeat(g, a.memberId, 2, 1000))).toBe(true)
+    }))
+
+  test("a renewal moves the expiry to renewal time + lease", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000)
+      yield* TestClock.adjust(Duration.millis(600))
+      yield* store.heartbeat(g, a.memberId, 1, 1000)
+      yield* TestClock.adjust(Duration.millis(999))
+      expect(Option.isSome(yield* store.heartbeat(g, a.memberId, 1, 1000))).toBe(true)
+      const [row] = yield* store.members(g)
+      expect(row!.leaseLeftMs).toBe(1000)
+      expect(row!.heartbeatAgeMs).toBe(0)
+    }))
+
+  test("reaping deletes expired members, keeps indices below N and fills holes in join order", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      const c = info("c")
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, b, 10_000)
+      yield* store.join(g, c, 10_000)
+      expect(yield* store.reap(g)).toBe(0)
+      expect(Option.getOrThrow(yield* store.group(g)).epoch).toBe(3)
+      yield* TestClock.adjust(Duration.millis(1000))
+      expect(yield* store.reap(g)).toBe(1)
+      const group = Option.getOrThrow(yield* store.group(g))
+      expect(group).toMatchObject({ epoch: 4, size: 2 })
+      const rows = yield* store.members(g)
+      // b keeps index 1 (< 2); c had 2 and takes the hole at 0.
+      expect(rows.map((r) => [r.name, r.index])).toEqual([["c", 0], ["b", 1]])
+    }))
+
+  test("leave removes the member and bumps the epoch; leaving twice changes nothing", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, b, 1000)
+      expect(yield* store.leave(g, a.memberId)).toBe(true)
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 3, size: 1 })
+      expect(yield* store.leave(g, a.memberId)).toBe(false)
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 3, size: 1 })
+      const v = Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 3, 1000))
+      expect(v).toMatchObject({ epoch: 3, size: 1, index: 0, barrier: true })
+    }))
+
+  test("rejoining with the same member id replaces the old row", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, info("b"), 1000)
+      const again = yield* store.join(g, a, 1000)
+      expect(again).toMatchObject({ epoch: 3, size: 2 })
+      expect((yield* store.members(g)).map((r) => r.index).sort()).toEqual([0, 1])
+    }))
+
+  test("groups lists the group with its size", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      yield* store.join(g, info("a"), 1000)
+      const all = yield* store.groups
+      expect(all.find((r) => r.groupId === g)).toMatchObject({ epoch: 1, size: 1 })
+      expect(Option.isNone(yield* store.group(`${g}-absent`))).toBe(true)
+    }))
+
+  test("a change wakes subscribers of the group", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const wakeups = yield* store.wakeups(g)
+      // Wake-ups coalesce, and the Postgres listener also wakes once when it connects: so each of
+      // three rounds waits for one wake-up after one change; the connect can satisfy one round only.
+      for (const name of ["a", "b", "c"]) {
+        const fiber = yield* Effect.fork(Stream.runCollect(Stream.take(wakeups, 1)))
+        yield* Effect.yieldNow()
+        yield* store.join(g, info(name), 1000)
+        const got = yield* Fiber.join(fiber).pipe(Effect.timeout(Duration.seconds(5)), TestServices.provideLive)
+        expect(Chunk.size(got)).toBe(1)
+      }
+    }))
+}
