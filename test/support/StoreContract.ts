@@ -3,7 +3,7 @@
  * store (with the time passed in), both under the TestClock.
  */
 import { expect, it } from "@effect/vitest"
-import type { Layer } from "effect"
+import type { Layer, Scope } from "effect"
 import { Chunk, Duration, Effect, Fiber, Option, Stream, TestClock, TestServices } from "effect"
 import { randomUUID } from "node:crypto"
 import { MembershipStore } from "../../src/MembershipStore.js"
@@ -15,7 +15,7 @@ export const storeContract = (
   layer: () => Layer.Layer<MembershipStore, unknown>,
   groupId: (label: string) => string
 ) => {
-  const test = (title: string, body: (g: string) => Effect.Effect<void, unknown, MembershipStore>) =>
+  const test = (title: string, body: (g: string) => Effect.Effect<void, unknown, MembershipStore | Scope.Scope>) =>
     it.scoped(`${name}: ${title}`, () => Effect.provide(body(groupId(title.replace(/\W+/g, "-").slice(0, 30))), layer()))
 
   test("the first member gets index 0 of epoch 1 and needs nobody's acknowledgement", (g) =>

@@ -1,0 +1,32 @@
+/**
+ * The database every test file shares, as a layer, plus unique group ids so
+ * files running in parallel against it never see each other's rows.
+ */
+import { PgClient } from "@effect/sql-pg"
+import type { SqlClient, SqlError } from "@effect/sql"
+import { Effect, Layer, Redacted } from "effect"
+import { randomBytes } from "node:crypto"
+import { inject } from "vitest"
+
+/** URL chosen by `test/setup/globalSetup.ts`; the env fallback serves spawned processes. */
+export const databaseUrl = (): string => {
+  const url = inject("databaseUrl") ?? process.env["DATABASE_URL_RESOLVED"]
+  if (url === undefined || url === "") {
+    throw new Error("no test database: run the tests through vitest (test/setup/globalSetup.ts provides it)")
+  }
+  return url
+}
+
+/** A pooled client on the test database; read lazily so importing this module needs no database. */
+export const PgLive: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError.SqlError> = Layer.unwrapEffect(
+  Effect.sync(() =>
+    PgClient.layer({
+      url: Redacted.make(databaseUrl()),
+      applicationName: "modulo-group-test",
+      connectTimeout: "10 seconds"
+    })
+  )
+)
+
+/** A group id no other test (or earlier run) uses: `test-<prefix>-<random hex>`. */
+export const randomGroupId = (prefix: string): string => `test-${prefix}-${randomBytes(6).toString("hex")}`
