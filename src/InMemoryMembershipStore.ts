@@ -7,7 +7,7 @@
 import { Clock, Context, Deferred, Effect, Layer, Option, PubSub, Stream } from "effect"
 import { reassign } from "./internal/reassign.js"
 import { StoreError } from "./MembershipError.js"
-import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService } from "./MembershipStore.js"
+import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 
 interface Row extends MemberInfo {
@@ -24,7 +24,7 @@ interface Group {
   size: number
   changedAt: number
   members: Map<string, Row>
-  pubsub: PubSub.PubSub<void>
+  pubsub: PubSub.PubSub<Wakeup>
 }
 
 /**
@@ -70,7 +70,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     const getGroup = (groupId: string, now: number): Group => {
       let g = groups.get(groupId)
       if (g === undefined) {
-        g = { epoch: 0, size: 0, changedAt: now, members: new Map(), pubsub: Effect.runSync(PubSub.sliding<void>(1)) }
+        g = { epoch: 0, size: 0, changedAt: now, members: new Map(), pubsub: Effect.runSync(PubSub.sliding<Wakeup>(16)) }
         groups.set(groupId, g)
       }
       return g
@@ -85,7 +85,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         if (outage) return yield* new StoreError({ operation, reason: "database unavailable (injected outage)" })
       })
 
-    const notify = (g: Group) => (dropNotifications ? Effect.void : PubSub.publish(g.pubsub, undefined))
+    const notify = (g: Group, ready = false) =>
+      dropNotifications ? Effect.void : PubSub.publish(g.pubsub, { epoch: g.epoch, ready })
 
     const removeExpired = (g: Group, now: number): number => {
       let n = 0
@@ -157,7 +158,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const view = viewOf(g, row, now)
             // The acknowledgement that completes the barrier wakes the others.
             const completes = (before < g.epoch || announce) && view.barrier
-            return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))
+            return Effect.as(completes ? notify(g, true) : Effect.void, Option.some(view))
           })
         ),
       reap: (groupId) =>

@@ -251,11 +251,14 @@ export const make = (
     const isStale = (envelope: Envelope) =>
       Effect.gen(function*() {
         if (envelope.incarnation !== undefined && envelope.incarnation !== incarnation) return true
-        if (envelope.event._tag !== "DeadlinePassed") return false
-        // A renewal may have moved the deadline since the timer fired.
+        const tag = envelope.event._tag
+        if (tag !== "DeadlinePassed" && tag !== "BarrierDown") return false
         const d = yield* Ref.get(deadline)
         const now = yield* nowMillis
-        return Option.isNone(d) || now < d.value
+        const ahead = Option.isSome(d) && now < d.value
+        // A renewal may have moved the deadline since the timer fired; and a member past its
+        // deadline must not start work on a notification's word.
+        return tag === "DeadlinePassed" ? Option.isNone(d) || ahead : !ahead
       })
 
     const driver = Queue.take(events).pipe(
@@ -350,7 +353,10 @@ export const make = (
     yield* Effect.forkScoped(annotate(fenceTimer).pipe(Effect.catchAllCause(fail("fence timer"))))
     if (config.notifications) {
       const stream = yield* store.wakeups(groupId)
-      yield* Effect.forkScoped(Stream.runForEach(stream, () => Queue.offer(poke, undefined)))
+      yield* Effect.forkScoped(Stream.runForEach(stream, (w) =>
+        w.ready && w.epoch !== undefined
+          ? offer(Transition.Event.BarrierDown({ epoch: w.epoch }))
+          : Queue.offer(poke, undefined)))
     }
     yield* offer(Transition.Event.RetryJoin())
 

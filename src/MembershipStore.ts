@@ -31,6 +31,30 @@ export interface GroupView {
 }
 
 /**
+ * A hint that the group changed: `epoch` is the epoch it announces (unknown after a reconnect),
+ * `ready` that every member of that epoch has acknowledged it (the barrier is down).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Wakeup {
+  readonly epoch: number | undefined
+  readonly ready: boolean
+}
+
+/**
+ * Parses a notification payload: `"<epoch>"` or `"<epoch>:ready"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const parseWakeup = (payload: string | undefined): Wakeup => {
+  const [epoch, flag] = (payload ?? "").split(":")
+  const n = Number(epoch)
+  return Number.isSafeInteger(n) && n > 0 ? { epoch: n, ready: flag === "ready" } : { epoch: undefined, ready: false }
+}
+
+/**
  * Who a member is, for `status`.
  *
  * @since 0.1.0
@@ -101,7 +125,7 @@ export interface MembershipStoreService {
   /** Under the group lock: delete this member (and expired ones); if any, reassign and bump. */
   readonly leave: (groupId: string, memberId: string) => Effect.Effect<boolean, StoreError>
   /** Wake-ups after any change of the group. Lossy: polling stays the source of truth. */
-  readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<void>, never, Scope.Scope>
+  readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
   /** The group row, if the group exists. */
   readonly group: (groupId: string) => Effect.Effect<Option.Option<GroupRow>, StoreError>
   /** The group's member rows, by index. */

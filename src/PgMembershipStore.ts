@@ -127,20 +127,20 @@ export const make = (options: Options = {}) =>
                  size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}),
                  changed_at = ${nowSql(now)}
            WHERE group_id = ${groupId}
-          RETURNING epoch, size`
-        yield* sql`SELECT pg_notify(${channelFor(groupId)}, ${String(g!.epoch)})`
+          RETURNING epoch, size, pg_notify(${channelFor(groupId)}, (epoch)::text) AS notified`
         return { epoch: num(g!.epoch), size: num(g!.size) }
       })
 
     // Every membership change: one transaction that first takes the group row lock (the arbiter).
     const change = <A, E, R>(groupId: string, now: string | null, body: (epoch: number) => Effect.Effect<A, E, R>) =>
       sql.withTransaction(Effect.gen(function*() {
-        yield* sql`SELECT set_config('statement_timeout', ${String(statementTimeoutMs)}, true)`
         yield* sql`
           INSERT INTO modulo_group.groups (group_id, changed_at) VALUES (${groupId}, ${nowSql(now)})
           ON CONFLICT (group_id) DO NOTHING`
+        // The lock; and a server-side bound on how long this transaction may hold it.
         const [g] = yield* sql<{ epoch: string }>`
-          SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId} FOR UPDATE`
+          SELECT epoch, set_config('statement_timeout', ${String(statementTimeoutMs)}, true) AS timeout
+            FROM modulo_group.groups WHERE group_id = ${groupId} FOR UPDATE`
         return yield* body(num(g!.epoch))
       }))
 
@@ -157,8 +157,11 @@ export const make = (options: Options = {}) =>
           Effect.flatMap(nowParam, (now) =>
             change(groupId, now, (epoch) =>
               Effect.gen(function*() {
-                yield* deleteExpired(groupId, now)
-                yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${member.memberId}`
+                // Reap expired members, and this member's own earlier row if any.
+                yield* sql`
+                  DELETE FROM modulo_group.members
+                   WHERE (group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)})
+                      OR member_id = ${member.memberId}`
                 yield* sql`
                   INSERT INTO modulo_group.members
                     (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name)
@@ -210,7 +213,7 @@ export const make = (options: Options = {}) =>
                        -- The acknowledgement that completes the barrier wakes the others.
                        CASE WHEN others.unacked = 0 AND me.acked_epoch >= g.epoch
                                  AND ((SELECT acked_epoch FROM prev) < g.epoch OR ${announce})
-                            THEN pg_notify(${channelFor(groupId)}, g.epoch::text) END AS notified
+                            THEN pg_notify(${channelFor(groupId)}, g.epoch::text || ':ready') END AS notified
                   FROM me, g, others`,
               (rows) =>
                 Option.map(Option.fromNullable(rows[0]), (r): GroupView => ({

@@ -24,6 +24,8 @@ export type Event = Data.TaggedEnum<{
   RetryJoin: {}
   /** A renewal succeeded in time (its lease deadline is still ahead). */
   Renewed: { readonly view: GroupView }
+  /** A notification: every member of `epoch` has acknowledged it. */
+  BarrierDown: { readonly epoch: number }
   /** A renewal found no live row: reaped, expired or deleted. */
   Gone: {}
   /** A renewal failed, timed out or came back too late to count. */
@@ -57,6 +59,7 @@ export const eventTags = [
   "JoinFailed",
   "RetryJoin",
   "Renewed",
+  "BarrierDown",
   "Gone",
   "RenewFailed",
   "DeadlinePassed",
@@ -169,6 +172,9 @@ export const transition = (state: MemberState, event: Event): Step =>
       switch (event._tag) {
         case "Renewed":
           return event.view.epoch < s.epoch ? stay(state) : settle(s, event.view)
+        case "BarrierDown":
+          // Every member of this epoch, this one included, has acknowledged it: saves a round trip.
+          return event.epoch === s.epoch ? [MemberState.Assigned(s), [Command.StartWork({ slot: s })]] : stay(state)
         case "Gone":
           return lost(false)
         case "DeadlinePassed":

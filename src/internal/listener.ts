@@ -9,6 +9,7 @@ import type { PgClient } from "@effect/sql-pg"
 import { Effect, Queue, Redacted, Stream } from "effect"
 import { createHash } from "node:crypto"
 import pg from "pg"
+import { parseWakeup, type Wakeup } from "../MembershipStore.js"
 
 /** Channel names are hashed: group ids never reach an identifier. */
 export const channelFor = (groupId: string): string => `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
@@ -23,10 +24,11 @@ const toClientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
   ...(config.ssl !== undefined ? { ssl: config.ssl } : {}),
   application_name: "modulo-group/listen",
   keepAlive: true,
+  keepAliveInitialDelayMillis: 5_000,
   connectionTimeoutMillis: 5_000
 })
 
-type Waker = () => void
+type Waker = (payload: string | undefined) => void
 
 class ListenHub {
   private client: pg.Client | undefined
@@ -64,7 +66,7 @@ class ListenHub {
   }
 
   private wakeAll() {
-    for (const set of this.channels.values()) for (const wake of set) wake()
+    for (const set of this.channels.values()) for (const wake of set) wake(undefined)
   }
 
   private connect() {
@@ -77,7 +79,7 @@ class ListenHub {
     client.on("end", onDead)
     client.on("notification", (msg) => {
       const set = this.channels.get(msg.channel)
-      if (set !== undefined) for (const wake of set) wake()
+      if (set !== undefined) for (const wake of set) wake(msg.payload)
     })
     client
       .connect()
@@ -153,7 +155,8 @@ const hubs = new WeakMap<PgClient.PgClient, ListenHub>()
 export const hubFor = (client: PgClient.PgClient): ListenHub => {
   let hub = hubs.get(client)
   if (hub === undefined) {
-    hub = new ListenHub(toClientConfig(client.config), 5_000)
+    // Killed backends are noticed at once ('error'/'end'); this slow probe is for silent deaths.
+    hub = new ListenHub(toClientConfig(client.config), 30_000)
     hubs.set(client, hub)
   }
   return hub
@@ -162,11 +165,11 @@ export const hubFor = (client: PgClient.PgClient): ListenHub => {
 /** Wake-ups on the group's channel for as long as the scope lives. */
 export const wakeups = (client: PgClient.PgClient, groupId: string) =>
   Effect.gen(function*() {
-    const queue = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
+    const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(16), Queue.shutdown)
     const hub = hubFor(client)
     const channel = channelFor(groupId)
-    const wake = () => {
-      Queue.unsafeOffer(queue, undefined)
+    const wake = (payload: string | undefined) => {
+      Queue.unsafeOffer(queue, parseWakeup(payload))
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => hub.add(channel, wake)),
