@@ -137,7 +137,12 @@ export const make = (
         running.add(fiber)
         fiber.addObserver(() => running.delete(fiber))
       })
-    const interruptWork = Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.interruptFork(f), { discard: true }))
+    // Starting work (after checking the state) and interrupting it exclude each other, so a worker
+    // registered during a renegotiation cannot slip past the StopWork that precedes the ack.
+    const workLock = yield* Effect.makeSemaphore(1)
+    const interruptWork = workLock.withPermits(1)(
+      Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.interruptFork(f), { discard: true }))
+    )
     const awaitWork = Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.await(f), { discard: true }))
     const stopWork = Effect.zipRight(interruptWork, awaitWork)
 
@@ -169,9 +174,14 @@ export const make = (
           )
         }
         case "Ack":
-          return Effect.sync(() => {
-            ack = Math.max(ack, command.epoch)
-          }).pipe(Effect.zipRight(Queue.offer(poke, undefined)), Effect.as(undefined))
+          // An acknowledgement promises that no older work runs (G2): make sure, even after a stop timeout.
+          return awaitWork.pipe(
+            Effect.zipRight(Effect.sync(() => {
+              ack = Math.max(ack, command.epoch)
+            })),
+            Effect.zipRight(Queue.offer(poke, undefined)),
+            Effect.as(undefined)
+          )
         case "Reap":
           return store.reap(groupId).pipe(
             Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
@@ -180,9 +190,9 @@ export const make = (
             Effect.as(undefined)
           )
         case "StartWork":
-          return Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true }).pipe(
-            Effect.as(undefined)
-          )
+          return workLock.withPermits(1)(
+            Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true })
+          ).pipe(Effect.as(undefined))
         case "StopWork":
           return stopWork.pipe(
             Effect.timeoutTo({
@@ -411,11 +421,11 @@ export const make = (
               ) as Effect.Effect<void>
           }
           yield* Effect.acquireRelease(
-            Effect.gen(function*() {
+            workLock.withPermits(1)(Effect.gen(function*() {
               specs.add(spec)
               const a = yield* assignmentNow
               if (Option.isSome(a)) yield* startOne(spec, a.value)
-            }),
+            })),
             () => Effect.sync(() => specs.delete(spec))
           )
         }),

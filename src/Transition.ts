@@ -232,6 +232,9 @@ export const transition = (state: MemberState, event: Event): Step =>
       switch (event._tag) {
         case "Renewed":
           return event.view.epoch < s.epoch ? stay(state) : settle(s, event.view)
+        case "StopTimedOut":
+          // Work fenced by the deadline would not stop: give up the membership rather than ever ack.
+          return [MemberState.Lost(), [Command.Leave(), Command.Join()]]
         case "Gone":
           return lost(false)
         case "LeaveRequested":
