@@ -8,7 +8,6 @@
  */
 import type { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
-import type { Scope } from "effect"
 import {
   Cause,
   Clock,
@@ -17,12 +16,14 @@ import {
   Duration,
   Effect,
   Equal,
+  ExecutionStrategy,
   Fiber,
   Layer,
   Metric,
   Option,
   Queue,
   Ref,
+  Scope,
   Stream,
   SubscriptionRef
 } from "effect"
@@ -98,6 +99,9 @@ export const make = (
     const config = yield* MembershipConfig.make(input)
     const store = yield* MembershipStore
     const scope = yield* Effect.scope
+    // Work lives in a child scope created before the leave finalizer is registered, so it closes
+    // after that finalizer: at shutdown, work sees `Leaving` and is stopped by the leave itself.
+    const workScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const memberId = randomUUID()
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: os.hostname(), pid: process.pid }
@@ -133,7 +137,9 @@ export const make = (
     // --- work ---------------------------------------------------------------------------------
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
-        const fiber = yield* Effect.forkIn(spec.run(toAssignment(slot)), scope)
+        // Interruptible explicitly: `whileAssigned` may start work from inside an uninterruptible
+        // acquire, and a fork inherits that; such work could never be stopped at a renegotiation.
+        const fiber = yield* Effect.forkIn(Effect.interruptible(spec.run(toAssignment(slot))), workScope)
         running.add(fiber)
         fiber.addObserver(() => running.delete(fiber))
       })

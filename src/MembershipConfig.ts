@@ -32,7 +32,10 @@ export interface MembershipConfigInput {
   readonly notifications?: boolean | undefined
   /** Apply pending schema migrations when the layer starts. Default true. */
   readonly migrate?: boolean | undefined
-  /** How long the layer retries an unreachable database before failing. Default 10 seconds. */
+  /**
+   * How long the layer retries a database that is not ready (schema check or migration) before failing.
+   * Default 10 seconds. A `PgClient` layer that cannot connect at all fails on its own first.
+   */
   readonly startupTimeout?: Duration.DurationInput | undefined
   /** First delay of the fast poll while waiting at the barrier; doubles up to the heartbeat. Default 10 ms. */
   readonly barrierPoll?: Duration.DurationInput | undefined

@@ -1,0 +1,186 @@
+/**
+ * The commands of `modulo-group`, built with `@effect/cli`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Effect, Option } from "effect"
+import * as fs from "node:fs"
+import { fileURLToPath } from "node:url"
+import { report, withLogging } from "./CliError.js"
+import * as Db from "./Db.js"
+import * as Durations from "./Durations.js"
+import * as Join from "./Join.js"
+import * as Status from "./Status.js"
+
+// --- shared options: accepted before the command (`modulo-group --verbose join g`) and after it --
+
+const databaseUrl = Options.text("database-url").pipe(
+  Options.withPseudoName("url"),
+  Options.withDescription("PostgreSQL URL (default: $DATABASE_URL, else the embedded server: see `modulo-group db`)"),
+  Options.optional
+)
+const verbose = Options.boolean("verbose").pipe(
+  Options.withDescription("Log everything to stderr, and show full causes and stack traces of errors")
+)
+const json = Options.boolean("json")
+
+const root = Command.make("modulo-group", { databaseUrl, verbose }).pipe(
+  Command.withDescription(
+    "Split work between processes that share one PostgreSQL database: every live member of a group holds a unique index k in [0..N)."
+  )
+)
+
+interface Shared {
+  readonly databaseUrl: Option.Option<string>
+  readonly verbose: boolean
+}
+
+/** Runs a command body with the shared options merged, logs on stderr and errors in one line. */
+const handle = <A, E, R>(local: Shared, body: (shared: Shared) => Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const top = yield* root
+    const shared: Shared = {
+      databaseUrl: Option.orElse(local.databaseUrl, () => top.databaseUrl),
+      verbose: local.verbose || top.verbose
+    }
+    return yield* body(shared).pipe(report(shared.verbose), withLogging(shared.verbose))
+  })
+
+const group = Args.text({ name: "group" }).pipe(Args.withDescription("The group id (any text up to 200 characters)"))
+
+const join = Command.make(
+  "join",
+  {
+    group,
+    workInterval: Durations.option("work-interval", "1s", "How often to print a work line while assigned"),
+    heartbeat: Durations.option("heartbeat", "1s", "Lease renewal and polling interval"),
+    lease: Durations.option(
+      "lease",
+      "10s",
+      "Lease length on the database clock; must exceed heartbeat + fence margin + statement timeout"
+    ),
+    fenceMargin: Durations.optionalOption(
+      "fence-margin",
+      "Stop working this long before the lease can expire (default 2s)"
+    ),
+    statementTimeout: Durations.optionalOption("statement-timeout", "Timeout of every database call (default 2s)"),
+    name: Options.text("name").pipe(
+      Options.withPseudoName("name"),
+      Options.withDescription("Name shown by `status` (default host:pid)"),
+      Options.optional
+    ),
+    json: json.pipe(Options.withDescription("Print JSON Lines (one object per state change and work tick)")),
+    databaseUrl,
+    verbose
+  },
+  (o) =>
+    handle(o, (shared) =>
+      Join.join({
+        group: o.group,
+        name: Option.getOrUndefined(o.name),
+        workInterval: o.workInterval,
+        heartbeat: o.heartbeat,
+        lease: o.lease,
+        fenceMargin: o.fenceMargin,
+        statementTimeout: o.statementTimeout,
+        json: o.json,
+        databaseUrl: shared.databaseUrl
+      }))
+).pipe(
+  Command.withDescription(
+    "Join a group and print `<group>:[<k>/<N>] working away as usual...` once per work interval while assigned, and a line per state change. Ctrl-C or SIGTERM leaves the group gracefully."
+  )
+)
+
+const status = Command.make(
+  "status",
+  {
+    group,
+    json: json.pipe(Options.withDescription("Print JSON (one object per refresh with --watch)")),
+    watch: Options.boolean("watch").pipe(Options.withDescription("Redraw every second until Ctrl-C")),
+    databaseUrl,
+    verbose
+  },
+  (o) => handle(o, (shared) => Status.status({ group: o.group, json: o.json, watch: o.watch, databaseUrl: shared.databaseUrl }))
+).pipe(
+  Command.withDescription(
+    "Show a group: its epoch and size, then one row per member (index, name, host, pid, acknowledged epoch, heartbeat age, lease left, state)."
+  )
+)
+
+const groups = Command.make(
+  "groups",
+  { json: json.pipe(Options.withDescription("Print a JSON array")), databaseUrl, verbose },
+  (o) => handle(o, (shared) => Status.groups({ json: o.json, databaseUrl: shared.databaseUrl }))
+).pipe(Command.withDescription("List the groups with their epoch and size."))
+
+const migrate = Command.make(
+  "migrate",
+  { databaseUrl, verbose },
+  (o) => handle(o, (shared) => Status.migrate({ databaseUrl: shared.databaseUrl }))
+).pipe(Command.withDescription("Apply the modulo_group schema (join does it too) and say what was done."))
+
+const dbStatus = Command.make(
+  "status",
+  { json: json.pipe(Options.withDescription("Print JSON")), verbose },
+  (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.status({ json: o.json }))
+).pipe(Command.withDescription("Where the embedded PostgreSQL is (directory, port, pid) and whether it runs."))
+
+const dbStop = Command.make(
+  "stop",
+  {
+    purge: Options.boolean("purge").pipe(Options.withDescription("Also delete its data (every group) and its state file")),
+    verbose
+  },
+  (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.stop({ purge: o.purge }))
+).pipe(
+  Command.withDescription(
+    "Stop the embedded PostgreSQL. Its data is kept (unless --purge) and the next command starts it again."
+  )
+)
+
+const dbUrl = Command.make(
+  "url",
+  { verbose },
+  (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.url)
+).pipe(Command.withDescription("Print the embedded PostgreSQL's full URL, starting it if needed: psql \"$(modulo-group db url)\"."))
+
+const db = Command.make("db").pipe(
+  Command.withDescription(
+    "The embedded PostgreSQL that commands use when neither --database-url nor DATABASE_URL is set: one per user and machine, started by the first command that needs it, kept running until `db stop`."
+  ),
+  Command.withSubcommands([dbStatus, dbStop, dbUrl])
+)
+
+/**
+ * The whole command tree.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db]))
+
+const version = (): string => {
+  for (const rel of ["../../package.json", "../../../package.json"]) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(fileURLToPath(new URL(rel, import.meta.url)), "utf8")) as {
+        name?: string
+        version?: string
+      }
+      if (pkg.name === "modulo-group" && typeof pkg.version === "string") return pkg.version
+    } catch {
+      // try the next
+    }
+  }
+  return "0.0.0"
+}
+
+/**
+ * Parses `argv` (as `process.argv`) and runs the command.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const run = Command.run(command, { name: "modulo-group", version: version() })

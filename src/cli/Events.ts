@@ -1,0 +1,81 @@
+/**
+ * What `join` prints: one line per state change and one per work tick, as text or JSON Lines.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import type { Assignment, MemberState } from "../MemberState.js"
+import * as State from "../MemberState.js"
+
+/**
+ * One JSON Lines record of `join --json`. Exactly these fields; `null` where not known.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export interface JoinEvent {
+  /** ISO-8601 UTC with milliseconds, when the line was written. */
+  readonly ts: string
+  readonly member: string
+  readonly group: string
+  readonly event: "state" | "work"
+  /** `joining`, `awaiting`, `assigned`, `renegotiating`, `fenced`, `lost`, `leaving`, `left`. */
+  readonly state: string
+  /** The epoch the state refers to (for `renegotiating`, the epoch being left). */
+  readonly epoch: number | null
+  readonly index: number | null
+  readonly size: number | null
+}
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const stateName = (state: MemberState): string => state._tag.toLowerCase()
+
+const slotOf = (state: MemberState) =>
+  "epoch" in state ? { epoch: state.epoch, index: state.index, size: state.size } : { epoch: null, index: null, size: null }
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const stateEvent = (member: string, group: string, state: MemberState, now: Date): JoinEvent => ({
+  ts: now.toISOString(),
+  member,
+  group,
+  event: "state",
+  state: stateName(state),
+  ...slotOf(state)
+})
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const workEvent = (member: string, group: string, a: Assignment, now: Date): JoinEvent => ({
+  ts: now.toISOString(),
+  member,
+  group,
+  event: "work",
+  state: "assigned",
+  epoch: a.epoch,
+  index: a.index,
+  size: a.size
+})
+
+/**
+ * The text form of a state line: `<group>: assigned epoch 3 [1/4]`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const stateText = (group: string, state: MemberState): string => `${group}: ${State.format(state)}`
+
+/**
+ * The text form of a work tick, as the original printed it: `<group>:[<k>/<N>] working away as usual...`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const workText = (group: string, a: Assignment): string => `${group}:[${a.index}/${a.size}] working away as usual...`

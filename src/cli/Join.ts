@@ -1,0 +1,191 @@
+/**
+ * `modulo-group join`: one member that prints its state changes and, while assigned, a line per
+ * work interval.
+ *
+ * Output order is the point: a reader of the lines (or of several processes' JSON Lines) must be
+ * able to tell who held what, and when. So
+ * - one printer fiber writes the state changes, in order, from `changes`;
+ * - the work, run by `whileAssigned`, waits until the printer has written the `assigned` line
+ *   before its first tick, and, when interrupted, waits until the printer has written the state
+ *   that ended the assignment (`renegotiating`, `lost`): `whileAssigned` runs that finalizer
+ *   before the member acknowledges the next epoch, so the line is out before the ack;
+ * - a fence (the lease deadline passed) interrupts the work before the state changes, so the
+ *   finalizer writes `fenced` itself; the printer skips the same line when the state catches up;
+ * - on SIGINT/SIGTERM, `leaving` is written at once and nothing else until `left`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import { Duration, Effect, Option, Schedule, Stream } from "effect"
+import * as Membership from "../Membership.js"
+import type { MembershipConfigInput } from "../MembershipConfig.js"
+import * as MembershipConfig from "../MembershipConfig.js"
+import type { Assignment, MemberState } from "../MemberState.js"
+import * as State from "../MemberState.js"
+import * as PgMembershipStore from "../PgMembershipStore.js"
+import * as Database from "./Database.js"
+import * as Events from "./Events.js"
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export interface JoinOptions {
+  readonly group: string
+  readonly name: string | undefined
+  readonly workInterval: Duration.Duration
+  readonly heartbeat: Duration.Duration
+  readonly lease: Duration.Duration
+  readonly fenceMargin: Duration.Duration | undefined
+  readonly statementTimeout: Duration.Duration | undefined
+  readonly json: boolean
+  readonly databaseUrl: Option.Option<string>
+}
+
+/** How long `join` waits for an unreachable database before giving up. */
+const STARTUP_TIMEOUT = Duration.seconds(5)
+
+const writeLine = (line: string) => {
+  process.stdout.write(`${line}\n`)
+}
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const join = (options: JoinOptions) =>
+  Effect.gen(function*() {
+    const input: MembershipConfigInput = {
+      groupId: options.group,
+      name: options.name,
+      heartbeat: options.heartbeat,
+      lease: options.lease,
+      fenceMargin: options.fenceMargin,
+      statementTimeout: options.statementTimeout,
+      startupTimeout: STARTUP_TIMEOUT
+    }
+    // Bad input fails before any database work.
+    const config = yield* MembershipConfig.make(input)
+    const database = yield* Database.resolve(options.databaseUrl)
+    yield* member(input, options).pipe(
+      Effect.provide(
+        PgMembershipStore.layer({
+          migrate: true,
+          startupTimeout: STARTUP_TIMEOUT,
+          statementTimeout: config.statementTimeout
+        })
+      ),
+      Effect.provide(Database.layer(database.url))
+    )
+  })
+
+const member = (input: MembershipConfigInput, options: JoinOptions) =>
+  Effect.scoped(Effect.gen(function*() {
+    const group = options.group
+    let memberId = ""
+    let lastKey: string | undefined = undefined
+    let closing = false
+
+    const printState = (state: MemberState, force = false) => {
+      if (closing && !force) return
+      const key = State.format(state)
+      if (key === lastKey) return
+      lastKey = key
+      writeLine(
+        options.json
+          ? JSON.stringify(Events.stateEvent(memberId, group, state, new Date()))
+          : Events.stateText(group, state)
+      )
+    }
+    const printWork = (a: Assignment) => {
+      if (closing) return
+      writeLine(options.json ? JSON.stringify(Events.workEvent(memberId, group, a, new Date())) : Events.workText(group, a))
+    }
+
+    // Registered before the member, so it runs after the member has left (finalizers run in reverse).
+    let service: Membership.MembershipService | undefined = undefined
+    yield* Effect.addFinalizer(() =>
+      service === undefined
+        ? Effect.void
+        : Effect.map(service.state, (s) => {
+          if (s._tag === "Left") printState(s, true)
+        })
+    )
+
+    const m = yield* Membership.make(input)
+    service = m
+    memberId = m.memberId
+
+    // The printer: every state, in order. `seen` lets the work wait until a state is printed.
+    const seen = new WeakSet<MemberState>()
+    const onSeen = new Set<() => void>()
+    yield* m.changes.pipe(
+      Stream.runForEach((state) =>
+        Effect.sync(() => {
+          printState(state)
+          seen.add(state)
+          for (const notify of [...onSeen]) notify()
+        })
+      ),
+      Effect.forkScoped
+    )
+    // Waits (at most a second) until the printer has handled the current state. A plain callback
+    // and timer, not an Effect timeout: this also runs in finalizers, which are uninterruptible.
+    const printed = Effect.flatMap(m.state, (current) =>
+      Effect.async<void>((resume) => {
+        if (seen.has(current)) return resume(Effect.void)
+        let done = false
+        const finish = () => {
+          if (done) return
+          done = true
+          clearTimeout(timer)
+          onSeen.delete(check)
+          resume(Effect.void)
+        }
+        const check = () => {
+          if (seen.has(current)) finish()
+        }
+        const timer = setTimeout(finish, 1_000)
+        onSeen.add(check)
+        return Effect.sync(() => {
+          done = true
+          clearTimeout(timer)
+          onSeen.delete(check)
+        })
+      }))
+
+    const tick = (a: Assignment) =>
+      Effect.flatMap(m.assignment, (now) =>
+        Effect.sync(() => {
+          // Never a tick under a stale assignment (G3): the lease deadline is checked first.
+          if (Option.isSome(now) && now.value.epoch === a.epoch) printWork(a)
+        }))
+
+    const ended = (a: Assignment) =>
+      Effect.gen(function*() {
+        if (closing) return
+        yield* printed
+        const state = yield* m.state
+        if (state._tag === "Assigned" && state.epoch === a.epoch) {
+          // The fence timer stops work before the state becomes Fenced: say so now.
+          printState(State.MemberState.Fenced({ epoch: a.epoch, index: a.index, size: a.size }))
+        }
+      })
+
+    yield* m.whileAssigned((a) =>
+      printed.pipe(
+        Effect.zipRight(Effect.repeat(tick(a), Schedule.spaced(options.workInterval))),
+        Effect.onInterrupt(() => ended(a))
+      )
+    )
+
+    // Until Ctrl-C / SIGTERM: then `leaving` at once; closing the scope leaves the group.
+    return yield* Effect.never.pipe(
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          printState(State.MemberState.Leaving())
+          closing = true
+        })
+      )
+    )
+  }))

@@ -1,0 +1,44 @@
+/**
+ * Entry point of the `modulo-group` command (`bin/modulo-group.js` imports the built file).
+ *
+ * Exit codes: 0 on success and after Ctrl-C / SIGTERM (the member leaves first), 1 when the
+ * command failed (database unreachable, ...), 2 on bad input (unknown option, malformed duration,
+ * invalid config or group id). Errors are one line on stderr; `--verbose` adds the full cause.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Cause, Effect, Exit } from "effect"
+import { exitCodeOf } from "./CliError.js"
+import { run } from "./Cli.js"
+
+// A closed stdout (`modulo-group join g | head -3`): leave gracefully, as on SIGTERM, instead of
+// crashing on EPIPE or working on with nobody reading.
+let stdoutClosed = false
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE" || stdoutClosed) return
+  stdoutClosed = true
+  process.kill(process.pid, "SIGTERM")
+})
+
+const program = Effect.suspend(() => run(process.argv)).pipe(
+  // Anything not reported by a command (a bug): one line, the details with --verbose.
+  Effect.tapErrorCause((cause) =>
+    Effect.sync(() => {
+      if (exitCodeOf(cause) !== 1 || Cause.isInterruptedOnly(cause)) return
+      const failure = Cause.squash(cause)
+      if ((failure as { _tag?: unknown })?._tag === "Exit") return
+      process.stderr.write(`modulo-group: unexpected error: ${String((failure as Error)?.message ?? failure)}\n`)
+      if (process.argv.includes("--verbose")) process.stderr.write(`${Cause.pretty(cause)}\n`)
+    })
+  ),
+  Effect.provide(NodeContext.layer)
+)
+
+NodeRuntime.runMain(program, {
+  disableErrorReporting: true,
+  disablePrettyLogger: true,
+  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : exitCodeOf(exit.cause))
+})

@@ -1,0 +1,83 @@
+/**
+ * Bad input: one line on stderr, a non-zero exit, no stack trace (unless --verbose).
+ */
+import { beforeAll, describe, expect, it } from "vitest"
+import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { assertBuilt, run } from "./support.js"
+
+const USAGE = 2
+const FAILURE = 1
+
+const oneLine = (stderr: string): string => {
+  const lines = stderr.split("\n").filter((l) => l.trim() !== "")
+  expect(lines, `one line on stderr, got:\n${stderr}`).toHaveLength(1)
+  expect(stderr).not.toMatch(/^\s+at /m)
+  return lines[0]!
+}
+
+describe("modulo-group bad input (child processes)", () => {
+  const env = { ...process.env, DATABASE_URL: databaseUrl() }
+  const group = randomGroupId("cli-errors")
+  beforeAll(assertBuilt)
+
+  it("a malformed duration", async () => {
+    const r = await run(["join", group, "--heartbeat", "5"], env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toBe(
+      "Invalid value for --heartbeat: \"5\" is not a duration (use e.g. 250ms, 2s, 1m or \"250 millis\")"
+    )
+    expect(r.stdout).toBe("")
+  })
+
+  it("a lease not longer than heartbeat + fence margin + statement timeout", async () => {
+    const r = await run(["join", group, "--heartbeat", "1s", "--lease", "4 seconds"], env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toBe(
+      "modulo-group: Invalid modulo-group config \"lease\": lease (4s) must exceed heartbeat (1s) + fenceMargin (2s) + statementTimeout (2s)"
+    )
+  })
+
+  it("an unreachable DATABASE_URL fails fast", async () => {
+    const r = await run(["join", group], { ...env, DATABASE_URL: "postgres://postgres:secret@127.0.0.1:1/nowhere" })
+    expect(r.code).toBe(FAILURE)
+    const line = oneLine(r.stderr)
+    expect(line).toMatch(/^modulo-group: cannot connect to the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/nowhere: .*ECONNREFUSED/)
+    expect(line).not.toContain("secret")
+    expect(r.ms).toBeLessThan(10_000)
+  })
+
+  it("a malformed DATABASE_URL", async () => {
+    const r = await run(["join", group], { ...env, DATABASE_URL: "localhost:5432/db" })
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toMatch(/^modulo-group: invalid database URL "localhost:5432\/db": /)
+  })
+
+  it("--database-url wins over DATABASE_URL and is checked the same way", async () => {
+    const r = await run(["status", group, "--database-url", "mysql://u@h/db"], env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toMatch(/^modulo-group: invalid database URL "mysql:\/\/u@h\/db": unsupported scheme "mysql"/)
+  })
+
+  it("a group id the library rejects", async () => {
+    const empty = await run(["join", ""], env)
+    expect(empty.code).toBe(USAGE)
+    expect(oneLine(empty.stderr)).toBe("modulo-group: Invalid group id \"\": it is empty")
+    const long = await run(["status", "x".repeat(201)], env)
+    expect(long.code).toBe(USAGE)
+    expect(oneLine(long.stderr)).toMatch(/it is 201 characters long; at most 200 are allowed$/)
+  })
+
+  it("--verbose adds the cause", async () => {
+    const r = await run(["join", group, "--verbose"], { ...env, DATABASE_URL: "postgres://postgres@127.0.0.1:1/nowhere" })
+    expect(r.code).toBe(FAILURE)
+    const lines = r.stderr.split("\n").filter((l) => l.trim() !== "")
+    expect(lines[0]).toMatch(/^modulo-group: cannot connect to the database/)
+    expect(lines.length).toBeGreaterThan(1)
+  })
+
+  it("status of a group nobody joined", async () => {
+    const r = await run(["status", randomGroupId("cli-nobody")], env)
+    expect(r.code).toBe(FAILURE)
+    expect(oneLine(r.stderr)).toMatch(/^modulo-group: group "test-cli-nobody-[0-9a-f]+" not found/)
+  })
+})

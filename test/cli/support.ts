@@ -1,0 +1,199 @@
+/**
+ * Runs the built CLI (`bin/modulo-group.js`, which imports `dist/`) as child processes and reads
+ * its JSON Lines.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as readline from "node:readline"
+import { fileURLToPath } from "node:url"
+
+export const bin = fileURLToPath(new URL("../../bin/modulo-group.js", import.meta.url))
+const built = fileURLToPath(new URL("../../dist/src/cli/main.js", import.meta.url))
+
+export const assertBuilt = (): void => {
+  if (!fs.existsSync(built)) {
+    throw new Error(`${built} is missing: run \`npm run build\` before the CLI tests`)
+  }
+}
+
+/** One line of `join --json`. */
+export interface JoinEvent {
+  readonly ts: string
+  readonly member: string
+  readonly group: string
+  readonly event: "state" | "work"
+  readonly state: string
+  readonly epoch: number | null
+  readonly index: number | null
+  readonly size: number | null
+}
+
+export interface Exited {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+}
+
+export interface RunResult extends Exited {
+  readonly stdout: string
+  readonly stderr: string
+  readonly ms: number
+}
+
+/** Runs a command to completion. */
+export const run = (
+  args: ReadonlyArray<string>,
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 30_000
+): Promise<RunResult> =>
+  new Promise((resolve, reject) => {
+    const started = performance.now()
+    const child = spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")))
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")))
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL")
+      reject(new Error(`modulo-group ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`))
+    }, timeoutMs)
+    child.once("error", reject)
+    child.once("close", (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - started })
+    })
+  })
+
+interface Waiter {
+  readonly predicate: (e: JoinEvent) => boolean
+  readonly resolve: (e: JoinEvent) => void
+}
+
+/** A `join --json` process; every line it prints is kept in `events`. */
+export class Member {
+  readonly events: Array<JoinEvent> = []
+  /** stdout lines that are not JSON (there must be none). */
+  readonly garbage: Array<string> = []
+  stderr = ""
+  readonly exited: Promise<Exited>
+  private waiters: Array<Waiter> = []
+  private readonly child: ChildProcess
+
+  constructor(readonly label: string, group: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv) {
+    this.child = spawn(process.execPath, [bin, "join", group, "--json", "--name", label, ...args], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    this.child.stderr!.on("data", (c: Buffer) => (this.stderr += c.toString("utf8")))
+    const lines = readline.createInterface({ input: this.child.stdout! })
+    lines.on("line", (line) => {
+      let event: JoinEvent
+      try {
+        event = JSON.parse(line) as JoinEvent
+      } catch {
+        this.garbage.push(line)
+        return
+      }
+      this.events.push(event)
+      const ready = this.waiters.filter((w) => w.predicate(event))
+      this.waiters = this.waiters.filter((w) => !w.predicate(event))
+      for (const w of ready) w.resolve(event)
+    })
+    this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })))
+  }
+
+  get pid(): number {
+    return this.child.pid!
+  }
+
+  /** The first event (already printed or to come) that satisfies `predicate`. */
+  waitFor(predicate: (e: JoinEvent) => boolean, timeoutMs: number, what = "an event"): Promise<JoinEvent> {
+    const found = this.events.find(predicate)
+    if (found !== undefined) return Promise.resolve(found)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done)
+        reject(
+          new Error(
+            `${this.label}: no ${what} within ${timeoutMs} ms; last lines:\n${
+              this.events.slice(-5).map((e) => JSON.stringify(e)).join("\n")
+            }\nstderr: ${this.stderr}`
+          )
+        )
+      }, timeoutMs)
+      const done = (e: JoinEvent) => {
+        clearTimeout(timer)
+        resolve(e)
+      }
+      this.waiters.push({ predicate, resolve: done })
+    })
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal)
+  }
+}
+
+/** Waits until every member has worked at `size` in an epoch after `after`; returns the epoch and when. */
+export const converged = async (
+  members: ReadonlyArray<Member>,
+  size: number,
+  after: number,
+  timeoutMs: number
+): Promise<{ readonly epoch: number; readonly lastMs: number }> => {
+  const firsts = await Promise.all(
+    members.map((m) =>
+      m.waitFor(
+        (e) => e.event === "work" && e.size === size && (e.epoch ?? 0) > after,
+        timeoutMs,
+        `work line at size ${size} after epoch ${after}`
+      )
+    )
+  )
+  return {
+    epoch: Math.max(...firsts.map((e) => e.epoch!)),
+    lastMs: Math.max(...firsts.map((e) => Date.parse(e.ts)))
+  }
+}
+
+/** One member's tenure in one epoch: from its `assigned` line to the line that ended it. */
+export interface Tenure {
+  readonly member: string
+  readonly epoch: number
+  readonly index: number
+  readonly size: number
+  readonly start: number
+  /** The ending state line, or the last work line when the process was killed. */
+  readonly end: number
+  readonly endedBy: string
+  readonly ticks: number
+}
+
+/** Rebuilds every member's tenures from its lines, checking the order of its own lines on the way. */
+export const tenures = (events: ReadonlyArray<JoinEvent>): Array<Tenure> => {
+  const result: Array<Tenure> = []
+  let open: { epoch: number; index: number; size: number; start: number; last: number; ticks: number } | undefined
+  const close = (end: number, endedBy: string) => {
+    if (open === undefined) return
+    result.push({ member: events[0]!.member, ...open, end, endedBy })
+    open = undefined
+  }
+  for (const e of events) {
+    const ts = Date.parse(e.ts)
+    if (e.event === "work") {
+      if (open === undefined || open.epoch !== e.epoch || open.index !== e.index || open.size !== e.size) {
+        throw new Error(`work line outside its assignment: ${JSON.stringify(e)}`)
+      }
+      open.last = ts
+      open.ticks++
+      continue
+    }
+    if (e.state === "assigned") {
+      if (open !== undefined) throw new Error(`assigned twice without an end: ${JSON.stringify(e)}`)
+      open = { epoch: e.epoch!, index: e.index!, size: e.size!, start: ts, last: ts, ticks: 0 }
+      continue
+    }
+    close(ts, e.state)
+  }
+  if (open !== undefined) close(open.last, "killed")
+  return result
+}

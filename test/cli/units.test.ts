@@ -1,0 +1,95 @@
+/**
+ * The CLI's pure parts: duration parsing, the JSON event format, status' derived states.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Either } from "effect"
+import * as Durations from "../../src/cli/Durations.js"
+import * as Events from "../../src/cli/Events.js"
+import * as Status from "../../src/cli/Status.js"
+import type { GroupRow, MemberRow } from "../../src/MembershipStore.js"
+import { MemberState } from "../../src/MemberState.js"
+
+describe("Durations.parse", () => {
+  it.each([
+    ["250ms", 250],
+    ["2s", 2_000],
+    ["1m", 60_000],
+    ["1m30s", 90_000],
+    ["1.5s", 1_500],
+    ["250 millis", 250],
+    ["2 seconds", 2_000],
+    [" 1 minute ", 60_000]
+  ])("%s is %i ms", (text, ms) => {
+    expect(Either.map(Durations.parse(text), Duration.toMillis)).toEqual(Either.right(ms))
+  })
+
+  it.each(["5", "", "ms", "1 fortnight", "2 s s", "-1s", "0ms", "0 millis", "Infinity", "1e3ms"])("rejects %j", (text) => {
+    expect(Either.isLeft(Durations.parse(text))).toBe(true)
+  })
+
+  it("formats milliseconds for people", () => {
+    expect([850, 2_400, 185_000, -1_200].map(Durations.formatMillis)).toEqual(["850ms", "2.4s", "3m 5s", "-1.2s"])
+  })
+})
+
+describe("Events", () => {
+  const at = new Date("2025-01-02T03:04:05.678Z")
+
+  it("state events carry the slot, or nulls", () => {
+    expect(Events.stateEvent("m", "g", MemberState.Joining(), at)).toEqual({
+      ts: "2025-01-02T03:04:05.678Z",
+      member: "m",
+      group: "g",
+      event: "state",
+      state: "joining",
+      epoch: null,
+      index: null,
+      size: null
+    })
+    const renegotiating = MemberState.Renegotiating({ epoch: 4, index: 1, size: 3, next: { epoch: 5, index: 1, size: 4 } })
+    expect(Events.stateEvent("m", "g", renegotiating, at)).toMatchObject({ state: "renegotiating", epoch: 4, index: 1, size: 3 })
+    expect(Events.stateText("g", renegotiating)).toBe("g: renegotiating epoch 4 -> 5")
+  })
+
+  it("work lines keep the original's format", () => {
+    const a = { epoch: 7, index: 2, size: 4, isLeader: false }
+    expect(Events.workText("jobs", a)).toBe("jobs:[2/4] working away as usual...")
+    expect(Object.keys(Events.workEvent("m", "jobs", a, at))).toEqual([
+      "ts",
+      "member",
+      "group",
+      "event",
+      "state",
+      "epoch",
+      "index",
+      "size"
+    ])
+  })
+})
+
+describe("Status.deriveStates", () => {
+  const group: GroupRow = { groupId: "g", epoch: 5, size: 3, changedAt: new Date(0) }
+  const row = (ackedEpoch: number, leaseLeftMs: number): MemberRow => ({
+    memberId: "x",
+    name: "n",
+    host: "h",
+    pid: 1,
+    index: 0,
+    ackedEpoch,
+    joinedAt: new Date(0),
+    heartbeatAgeMs: 100,
+    leaseLeftMs
+  })
+
+  it("everyone acknowledged: assigned", () => {
+    expect(Status.deriveStates(group, [row(5, 900), row(5, 900)])).toEqual(["assigned", "assigned"])
+  })
+
+  it("someone has not acknowledged: renegotiating for it, awaiting for the rest", () => {
+    expect(Status.deriveStates(group, [row(5, 900), row(4, 900)])).toEqual(["awaiting", "renegotiating"])
+  })
+
+  it("a lease gone: expired, whatever it acknowledged", () => {
+    expect(Status.deriveStates(group, [row(5, 900), row(5, 0), row(4, -20)])).toEqual(["awaiting", "expired", "expired"])
+  })
+})
