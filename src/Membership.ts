@@ -23,6 +23,7 @@ import {
   Option,
   Queue,
   Ref,
+  Schedule,
   Scope,
   Stream,
   SubscriptionRef
@@ -281,6 +282,8 @@ export const make = (
       Effect.flatMap((envelope) =>
         Effect.flatMap(isStale(envelope), (stale) => (stale ? Effect.void : apply(envelope.event)))
       ),
+      // A bug in one step must not kill the driver while the lease keeper keeps renewing.
+      Effect.catchAllDefect((defect) => Effect.logError("modulo-group driver step failed", defect)),
       Effect.forever
     )
 
@@ -349,8 +352,12 @@ export const make = (
       if (state._tag === "Left") return
       yield* SubscriptionRef.set(stateRef, State.MemberState.Leaving())
       yield* stopWork.pipe(Effect.timeout(config.stopTimeout), Effect.ignore)
+      // Retried until the leave timeout: a leave that fails would make the others wait a lease (G5).
       yield* store.leave(groupId, memberId).pipe(
-        Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`))
+        Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
+        Effect.retry(Schedule.spaced(Duration.millis(100))),
+        Effect.timeout(config.statementTimeout),
+        Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead"))
       )
       yield* SubscriptionRef.set(stateRef, State.MemberState.Left())
     }).pipe(Effect.timeout(leaveTimeout), Effect.ignore)
@@ -417,7 +424,8 @@ export const make = (
           const context = yield* Effect.context<never>()
           const spec: WorkSpec = {
             run: (a) =>
-              work(a).pipe(
+              // Scoped per epoch: resources the work acquires are released before the ack.
+              Effect.scoped(work(a)).pipe(
                 Effect.provide(context),
                 Effect.catchAllCause((cause) =>
                   Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("work failed", cause)

@@ -93,6 +93,8 @@ export const make = (options: Options = {}) =>
     const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError>) =>
       effect.pipe(
         Effect.mapError((cause) => new StoreError({ operation, reason: describe(cause), cause })),
+        // withTransaction turns a failed COMMIT (e.g. a killed backend) into a defect: it is a store error.
+        Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
         Effect.timeoutFail({
           duration: statementTimeoutMs,
           onTimeout: () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs} ms` })
@@ -134,13 +136,20 @@ export const make = (options: Options = {}) =>
     // Every membership change: one transaction that first takes the group row lock (the arbiter).
     const change = <A, E, R>(groupId: string, now: string | null, body: (epoch: number) => Effect.Effect<A, E, R>) =>
       sql.withTransaction(Effect.gen(function*() {
+        // Server-side bounds first (lock_timeout applies to the waits below, statement_timeout to the
+        // later statements), then the advisory lock that fenced transactions take shared
+        // (Fenced.advisoryLockClass): it queues fairly, where their row share locks alone would let
+        // overlapping ones starve the FOR UPDATE.
         yield* sql`
-          INSERT INTO modulo_group.groups (group_id, changed_at) VALUES (${groupId}, ${nowSql(now)})
+          INSERT INTO modulo_group.groups (group_id, changed_at)
+          SELECT ${groupId}, ${nowSql(now)}
+            FROM (SELECT set_config('lock_timeout', ${String(statementTimeoutMs)}, true),
+                         set_config('statement_timeout', ${String(statementTimeoutMs)}, true),
+                         pg_advisory_xact_lock(1297040455, hashtext(${groupId}))) AS fair
           ON CONFLICT (group_id) DO NOTHING`
-        // The lock; and a server-side bound on how long this transaction may hold it.
+        // The arbiter: the group row lock.
         const [g] = yield* sql<{ epoch: string }>`
-          SELECT epoch, set_config('statement_timeout', ${String(statementTimeoutMs)}, true) AS timeout
-            FROM modulo_group.groups WHERE group_id = ${groupId} FOR UPDATE`
+          SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId} FOR UPDATE`
         return yield* body(num(g!.epoch))
       }))
 

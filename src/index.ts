@@ -24,3 +24,9 @@ export * as PgMembershipStore from "./PgMembershipStore.js"
 export * as InMemoryMembershipStore from "./InMemoryMembershipStore.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
+/** @since 0.1.0 */
+export * as Work from "./Work.js"
+/** @since 0.1.0 */
+export * as Fenced from "./Fenced.js"
+/** @since 0.1.0 */
+export * as Ownership from "./Ownership.js"
