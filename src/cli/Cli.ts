@@ -10,6 +10,7 @@ import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
 import * as Db from "./Db.js"
+import * as Demo from "./Demo.js"
 import * as Durations from "./Durations.js"
 import * as Join from "./Join.js"
 import * as Status from "./Status.js"
@@ -154,13 +155,65 @@ const db = Command.make("db").pipe(
   Command.withSubcommands([dbStatus, dbStop, dbUrl])
 )
 
+const demo = Command.make(
+  "demo",
+  {
+    members: Options.integer("members").pipe(
+      Options.withDescription("How many members start (at least 3: the faults take two away); one more joins later (default 4)"),
+      Options.withDefault(4)
+    ),
+    items: Options.integer("items").pipe(Options.withDescription("How many items the ledger holds (default 10000)"), Options.withDefault(10_000)),
+    drainTime: Durations.option(
+      "drain-time",
+      "25s",
+      "About how long draining the ledger should take: sets the batch size; the faults are spread over its first part"
+    ),
+    batchInterval: Durations.option("batch-interval", "100ms", "How often each member takes a batch of its items"),
+    batch: Options.integer("batch").pipe(
+      Options.withDescription("Items per member per batch (default: from --drain-time)"),
+      Options.optional
+    ),
+    heartbeat: Durations.option("heartbeat", "200ms", "The members' lease renewal and polling interval"),
+    lease: Durations.option("lease", "2s", "The members' lease: a killed or frozen member is replaced after about this long"),
+    fenceMargin: Durations.option("fence-margin", "500ms", "A member stops working this long before its lease can expire"),
+    statementTimeout: Durations.option("statement-timeout", "1s", "Timeout of the members' database calls"),
+    keep: Options.boolean("keep").pipe(
+      Options.withDescription("Keep the run's rows in modulo_group_demo and its group (kept anyway when the run fails)")
+    ),
+    json: json.pipe(Options.withDescription("Print the summary as one JSON object, the last line of stdout (the log goes to stderr)")),
+    databaseUrl,
+    verbose
+  },
+  (o) =>
+    handle(o, (shared) =>
+      Demo.demo({
+        members: o.members,
+        items: o.items,
+        drainTime: o.drainTime,
+        batchInterval: o.batchInterval,
+        batch: Option.getOrUndefined(o.batch),
+        heartbeat: o.heartbeat,
+        lease: o.lease,
+        fenceMargin: o.fenceMargin,
+        statementTimeout: o.statementTimeout,
+        keep: o.keep,
+        json: o.json,
+        verbose: shared.verbose,
+        databaseUrl: shared.databaseUrl
+      }))
+).pipe(
+  Command.withDescription(
+    "Member processes drain a ledger of items through fenced transactions while a member joins, one leaves (SIGTERM), one crashes (SIGKILL) and one freezes past its lease (SIGSTOP, then SIGCONT); then count the items processed once, twice and never. Exits 1 unless every item was processed exactly once."
+  )
+)
+
 /**
  * The whole command tree.
  *
  * @since 0.1.0
  * @internal
  */
-export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db]))
+export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db, demo]))
 
 const version = (): string => {
   for (const rel of ["../../package.json", "../../../package.json"]) {
@@ -177,10 +230,14 @@ const version = (): string => {
   return "0.0.0"
 }
 
+const runCommand = Command.run(command, { name: "modulo-group", version: version() })
+
 /**
- * Parses `argv` (as `process.argv`) and runs the command.
+ * Parses `argv` (as `process.argv`) and runs the command. `demo-member`, the member process that
+ * `demo` spawns, is dispatched here so that it stays out of the help.
  *
  * @since 0.1.0
  * @internal
  */
-export const run = Command.run(command, { name: "modulo-group", version: version() })
+export const run = (argv: ReadonlyArray<string>) =>
+  argv[2] === Demo.memberCommand ? Demo.runMember(argv.slice(3)) : runCommand(argv)
