@@ -108,7 +108,7 @@ export type Step = readonly [MemberState, ReadonlyArray<Command>]
 
 const stay = (state: MemberState): Step => [state, []]
 
-const slotOf = (view: GroupView): Slot => ({ epoch: view.epoch, index: view.index, size: view.size })
+const slotOf = (view: Slot): Slot => ({ epoch: view.epoch, index: view.index, size: view.size })
 
 const reapIf = (view: GroupView): ReadonlyArray<Command> => (view.expired ? [Command.Reap()] : [])
 
@@ -174,7 +174,8 @@ export const transition = (state: MemberState, event: Event): Step =>
           return event.view.epoch < s.epoch ? stay(state) : settle(s, event.view)
         case "BarrierDown":
           // Every member of this epoch, this one included, has acknowledged it: saves a round trip.
-          return event.epoch === s.epoch ? [MemberState.Assigned(s), [Command.StartWork({ slot: s })]] : stay(state)
+          if (event.epoch !== s.epoch) return stay(state)
+          return [MemberState.Assigned(slotOf(s)), [Command.StartWork({ slot: slotOf(s) })]]
         case "Gone":
           return lost(false)
         case "DeadlinePassed":
