@@ -197,9 +197,16 @@ export const make = (
             Effect.as(undefined)
           )
         case "StartWork":
-          return workLock.withPermits(1)(
-            Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true })
-          ).pipe(Effect.as(undefined))
+          return Effect.gen(function*() {
+            // A reply that arrives after the lease deadline must not start work: fence instead (G3).
+            const d = yield* Ref.get(deadline)
+            const now = yield* nowMillis
+            if (Option.isNone(d) || now >= d.value) return Transition.Event.DeadlinePassed()
+            yield* workLock.withPermits(1)(
+              Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true })
+            )
+            return undefined
+          })
         case "StopWork":
           return stopWork.pipe(
             Effect.timeoutTo({
@@ -360,7 +367,8 @@ export const make = (
         Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead"))
       )
       yield* SubscriptionRef.set(stateRef, State.MemberState.Left())
-    }).pipe(Effect.timeout(leaveTimeout), Effect.ignore)
+      // Finalizers run uninterruptibly: without this the timeouts could not cut off a hung store call.
+    }).pipe(Effect.interruptible, Effect.timeout(leaveTimeout), Effect.ignore)
 
     // Registered before the loops are forked, so it runs after they have stopped.
     yield* Effect.addFinalizer(() => finalLeave)

@@ -37,7 +37,7 @@ export interface MembershipConfigInput {
    * Default 10 seconds. A `PgClient` layer that cannot connect at all fails on its own first.
    */
   readonly startupTimeout?: Duration.DurationInput | undefined
-  /** First delay of the fast poll while waiting at the barrier; doubles up to the heartbeat. Default 10 ms. */
+  /** First delay of the fast poll while waiting at the barrier; doubles, capped at a tenth of the heartbeat. Default 10 ms. */
   readonly barrierPoll?: Duration.DurationInput | undefined
 }
 

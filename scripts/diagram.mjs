@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+/**
+ * Generates docs/state-machine.md, a Mermaid `stateDiagram-v2`, from the pure transition function:
+ * it runs `Transition.transition` on representative states and events and draws the edges it takes.
+ *
+ *   npm run diagram          (builds dist/, then runs this file against dist/src)
+ *
+ * test/Transition.test.ts imports `generate` with the TypeScript sources and fails when the committed
+ * file differs from what the code produces.
+ */
+import { writeFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
+
+/** Where the document lives, relative to the package root. */
+export const outputPath = "docs/state-machine.md"
+
+/**
+ * @typedef {{ epoch: number, index: number, size: number }} Slot
+ * @typedef {{ _tag: string, [key: string]: unknown }} Tagged
+ * @typedef {{ label: string, event: Tagged }} LabelledEvent
+ */
+
+/**
+ * The document for the given modules (`Transition` and `MemberState`, from src/ or dist/src/).
+ *
+ * @param {{ Transition: any, MemberState: any }} modules
+ * @returns {string}
+ */
+export const generate = ({ MemberState, Transition }) => {
+  const S = MemberState.MemberState
+  const E = Transition.Event
+  /** @param {number} epoch @returns {Slot} */
+  const slot = (epoch) => ({ epoch, index: 1, size: 3 })
+  /** @param {number} epoch @param {boolean} barrier */
+  const view = (epoch, barrier) => ({ epoch, index: 1, size: 3, acked: epoch, barrier, expired: false })
+
+  /** Representative states: one per tag, all in epoch 5 (Renegotiating moves to 6). */
+  const states = {
+    Joining: S.Joining(),
+    Awaiting: S.Awaiting(slot(5)),
+    Assigned: S.Assigned(slot(5)),
+    Renegotiating: S.Renegotiating({ ...slot(5), next: slot(6) }),
+    Fenced: S.Fenced(slot(5)),
+    Lost: S.Lost(),
+    Leaving: S.Leaving(),
+    Left: S.Left()
+  }
+
+  /**
+   * The events to try on a state, with the qualifier that tells the variants apart.
+   * @param {Tagged} state
+   * @returns {Array<LabelledEvent>}
+   */
+  const eventsFor = (state) => {
+    const known = typeof state.epoch === "number" ? state.epoch : 5
+    const next = state.next !== undefined ? /** @type {Slot} */ (state.next).epoch : undefined
+    /** @type {Array<LabelledEvent>} */
+    const list = []
+    for (const tag of Transition.eventTags) {
+      switch (tag) {
+        case "Joined":
+          list.push({ label: "Joined (barrier down)", event: E.Joined({ view: view(7, true) }) })
+          list.push({ label: "Joined (barrier up)", event: E.Joined({ view: view(7, false) }) })
+          break
+        case "Renewed":
+          list.push({ label: "Renewed (older epoch)", event: E.Renewed({ view: view(known - 1, true) }) })
+          list.push({ label: "Renewed (barrier up)", event: E.Renewed({ view: view(known, false) }) })
+          list.push({ label: "Renewed (barrier down)", event: E.Renewed({ view: view(known, true) }) })
+          if (next === undefined) {
+            list.push({ label: "Renewed (newer epoch)", event: E.Renewed({ view: { ...view(known + 1, false), acked: known } }) })
+          } else {
+            list.push({ label: "Renewed (next epoch)", event: E.Renewed({ view: { ...view(next, false), acked: known } }) })
+            list.push({ label: "Renewed (newer epoch)", event: E.Renewed({ view: { ...view(next + 1, false), acked: known } }) })
+          }
+          break
+        case "BarrierDown":
+          list.push({ label: "BarrierDown (this epoch)", event: E.BarrierDown({ epoch: known }) })
+          list.push({ label: "BarrierDown (other epoch)", event: E.BarrierDown({ epoch: known + 1 }) })
+          break
+        case "JoinFailed":
+        case "RenewFailed":
+          list.push({ label: tag, event: E[tag]({ reason: "timeout" }) })
+          break
+        default:
+          list.push({ label: tag, event: E[tag]() })
+      }
+    }
+    return list
+  }
+
+  /** @type {Array<{ from: string, to: string, label: string, commands: string }>} */
+  const edges = []
+  /** @type {Map<string, Array<string>>} */
+  const ignored = new Map()
+  for (const tag of MemberState.tags) {
+    const state = states[/** @type {keyof typeof states} */ (tag)]
+    if (state === undefined) throw new Error(`no representative state for ${tag}: add one to scripts/diagram.mjs`)
+    for (const { event, label } of eventsFor(state)) {
+      const [after, commands] = Transition.transition(state, event)
+      // Ignored: the same state (structurally: a renewal may rebuild an equal one) and no command.
+      if (JSON.stringify(after) === JSON.stringify(state) && commands.length === 0) {
+        const list = ignored.get(tag) ?? []
+        if (!list.includes(event._tag)) list.push(event._tag)
+        ignored.set(tag, list)
+        continue
+      }
+      edges.push({
+        from: tag,
+        to: after._tag,
+        label,
+        commands: commands.map((/** @type {Tagged} */ c) => (c._tag === "Ack" ? `Ack(${c.epoch})` : c._tag)).join(", ")
+      })
+    }
+  }
+  // An event tag ignored in one variant but not another is not "ignored" for that state.
+  for (const [tag, list] of ignored) {
+    ignored.set(tag, list.filter((e) => !edges.some((x) => x.from === tag && x.label.split(" ")[0] === e)))
+  }
+
+  const mermaid = [
+    "stateDiagram-v2",
+    "  direction LR",
+    "  [*] --> Joining",
+    ...edges.map((e) => `  ${e.from} --> ${e.to} : ${e.label}${e.commands === "" ? "" : ` / ${e.commands}`}`),
+    "  Left --> [*]"
+  ]
+
+  const table = [
+    "| state | event | next state | commands |",
+    "| --- | --- | --- | --- |",
+    ...edges.map((e) => `| ${e.from} | ${e.label} | ${e.to} | ${e.commands === "" ? "-" : e.commands} |`)
+  ]
+
+  return [
+    "<!-- Generated by `npm run diagram` (scripts/diagram.mjs) from src/Transition.ts. Do not edit: test/Transition.test.ts fails when this file is stale. -->",
+    "",
+    "# The member state machine",
+    "",
+    "Each member runs the pure function `Transition.transition(state, event) -> [state, commands]`;",
+    "the interpreter in `Membership` carries events in (store replies, timers, notifications, the",
+    "app) and runs the commands out. The diagram below is drawn by running that function on one",
+    "representative state per tag (epoch 5; `Renegotiating` moves to 6) and every event, with",
+    "variants where the event's content matters: an edge is labelled `event / commands`. Events not",
+    "drawn are ignored in that state: the state is kept and nothing is done. `Reap` is added to the",
+    "commands of a renewal whose view reports an expired member (not drawn).",
+    "",
+    "```mermaid",
+    ...mermaid,
+    "```",
+    "",
+    "## Transitions",
+    "",
+    ...table,
+    "",
+    "## Ignored events",
+    "",
+    ...MemberState.tags.map((/** @type {string} */ tag) => `- **${tag}**: ${(ignored.get(tag) ?? []).join(", ") || "none"}`),
+    ""
+  ].join("\n")
+}
+
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href
+if (isMain) {
+  const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+  const load = (/** @type {string} */ name) => import(pathToFileURL(join(root, "dist", "src", `${name}.js`)).href)
+  const [Transition, MemberState] = await Promise.all([load("Transition"), load("MemberState")]).catch((e) => {
+    console.error(`diagram: cannot load dist/src (run \`npm run build\` first): ${e}`)
+    process.exit(1)
+  })
+  writeFileSync(join(root, outputPath), generate({ Transition, MemberState }))
+  console.log(`diagram: wrote ${outputPath}`)
+}

@@ -1,0 +1,442 @@
+/**
+ * Timing, to the millisecond, under the TestClock with the in-memory store and the default config
+ * (heartbeat 1 s, lease 10 s, fence margin 2 s, statement timeout 2 s, stop timeout 5 s): heartbeat
+ * cadence, the lease's exact expiry as the interpreter sees it, the self-fence instant, hangs, store
+ * failures with retry and backoff, the barrier, a burst of joins, and leaves. A recording store
+ * notes the virtual time of every store call. No real sleeps.
+ *
+ * The last suite runs against PostgreSQL: leases are judged by the database's clock, whatever the
+ * members' clocks say.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Duration, Effect, Exit, Layer, Option, Scope, TestClock, TestServices } from "effect"
+import * as InMemoryMembershipStore from "../src/InMemoryMembershipStore.js"
+import * as Membership from "../src/Membership.js"
+import type { MembershipConfigInput } from "../src/MembershipConfig.js"
+import type { StoreError } from "../src/MembershipError.js"
+import type { GroupView, MembershipStoreService } from "../src/MembershipStore.js"
+import { MembershipStore } from "../src/MembershipStore.js"
+import * as PgMembershipStore from "../src/PgMembershipStore.js"
+import { PgLive, randomGroupId } from "./support/Database.js"
+import { exactCover, makeRecorder } from "./support/Recorder.js"
+
+const groupId = "timing"
+const HEARTBEAT = 1_000
+const LEASE = 10_000
+const MARGIN = 2_000
+
+interface Call {
+  readonly op: string
+  readonly member: string | undefined
+  /** When the call was sent. */
+  readonly at: number
+  /** When it returned (undefined while it hangs), and how. */
+  done?: number
+  ok?: boolean
+  view?: GroupView | undefined
+  result?: unknown
+}
+
+/** The in-memory store, recording every call with its virtual send and return times. */
+const recordingStore = Effect.gen(function*() {
+  const { control, store } = yield* InMemoryMembershipStore.make
+  const calls: Array<Call> = []
+  const record = <A>(op: string, member: string | undefined, effect: Effect.Effect<A, StoreError>) =>
+    Effect.gen(function*() {
+      const call: Call = { op, member, at: yield* Clock.currentTimeMillis }
+      calls.push(call)
+      const exit = yield* Effect.exit(effect)
+      call.done = yield* Clock.currentTimeMillis
+      call.ok = Exit.isSuccess(exit)
+      if (Exit.isSuccess(exit)) {
+        call.result = exit.value
+        const v = exit.value as unknown
+        if (Option.isOption(v)) call.view = Option.getOrUndefined(v as Option.Option<GroupView>)
+        else if (typeof v === "object" && v !== null && "epoch" in v) call.view = v as GroupView
+      }
+      return yield* exit
+    })
+  const recording: MembershipStoreService = {
+    ...store,
+    join: (g, member, leaseMs) => record("join", member.memberId, store.join(g, member, leaseMs)),
+    heartbeat: (g, memberId, ack, leaseMs, announce) =>
+      record("heartbeat", memberId, store.heartbeat(g, memberId, ack, leaseMs, announce)),
+    reap: (g) => record("reap", undefined, store.reap(g)),
+    leave: (g, memberId) => record("leave", memberId, store.leave(g, memberId))
+  }
+  const of = (op: string, member?: string) =>
+    calls.filter((c) => c.op === op && (member === undefined || c.member === member))
+  return { store: recording, control, calls, of }
+})
+
+const setup = Effect.gen(function*() {
+  const { calls, control, of, store } = yield* recordingStore
+  const rec = yield* makeRecorder
+  const join = (input: Partial<MembershipConfigInput> = {}, track = true) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const m = yield* Membership.make({ groupId, ...input }).pipe(
+        Effect.provideService(MembershipStore, store),
+        Scope.extend(scope)
+      )
+      if (track) yield* rec.track(m, input.name ?? m.memberId).pipe(Scope.extend(scope))
+      return { m, scope, id: m.memberId, close: Scope.close(scope, Exit.void) }
+    })
+  return { calls, control, of, store, rec, join }
+})
+
+const now = TestClock.currentTimeMillis
+
+/** Moves the TestClock to `t` (absolute, in ms), one wake-up at a time. */
+const at = (t: number) => Effect.flatMap(now, (n) => (t > n ? TestClock.adjust(Duration.millis(t - n)) : Effect.void))
+
+/** Advances in small steps until `done` holds; returns when (absolute ms). Dies after `max` ms. */
+const until = (done: () => boolean, max = 60_000, step = 1) =>
+  Effect.gen(function*() {
+    const start = yield* now
+    while (!done()) {
+      if ((yield* now) - start > max) return yield* Effect.dieMessage(`not done within ${max} ms`)
+      yield* TestClock.adjust(Duration.millis(step))
+    }
+    return yield* now
+  })
+
+const state = (m: Membership.MembershipService) => Effect.map(m.state, (s) => s._tag)
+
+describe("heartbeat cadence", () => {
+  it.scoped("a settled member renews once per heartbeat, on the dot, and makes no other store call", () =>
+    Effect.gen(function*() {
+      const { calls, join, of, rec } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      yield* at(20_500)
+      const beats = of("heartbeat", a.id).map((c) => c.at)
+      // The first renewal answers the wake-up of its own join; then one per heartbeat.
+      expect(beats).toEqual(Array.from({ length: 21 }, (_, i) => i * HEARTBEAT))
+      expect(calls.filter((c) => c.op !== "heartbeat").map((c) => c.op)).toEqual(["join"])
+    }))
+
+  it.scoped("three settled members make three statements a second in all", () =>
+    Effect.gen(function*() {
+      const { calls, join, rec } = yield* setup
+      yield* Effect.forEach(["a", "b", "c"], (name) => join({ name }))
+      yield* until(() => exactCover(rec.working(), 3))
+      const from = calls.length
+      const t0 = yield* now
+      yield* at(t0 + 5_000)
+      expect(calls.length - from).toBe(15)
+    }))
+
+  it.scoped("while waiting at the barrier a member polls fast: 20, 40, 80 ms, then every tenth of a heartbeat", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      // a holds the barrier: its store calls hang, so it never acknowledges the next epoch.
+      yield* control.hang(a.id)
+      const b = yield* join({ name: "b" })
+      yield* at((yield* now) + 1_000)
+      expect(yield* state(b.m)).toBe("Awaiting")
+      // The poll delay doubles from barrierPoll (10 ms, spent on the wake-up of b's own join) up
+      // to a tenth of a heartbeat: ten polls a second for as long as the barrier stays up.
+      const joined = of("join", b.id)[0]!.at
+      const polls = of("heartbeat", b.id).map((c) => c.at - joined)
+      const gaps = polls.slice(1).map((t, i) => t - polls[i]!)
+      expect(polls[0]).toBe(0)
+      expect(gaps.slice(0, 6)).toEqual([20, 40, 80, 100, 100, 100])
+      expect(polls.filter((t) => t <= 1_000)).toHaveLength(12)
+    }))
+})
+
+describe("lease expiry, as the interpreter sees it", () => {
+  it.scoped("a silent member's lease expires at exactly its last renewal + lease, not a tick earlier; then it is reaped", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* TestClock.adjust(Duration.millis(300)) // b's heartbeats fall between a's
+      const b = yield* join({ name: "b" })
+      yield* until(() => exactCover(rec.working(), 2))
+      yield* at(5_500)
+      yield* control.hang(a.id) // a's heartbeats from now on never reach the store
+      const lastRenewal = of("heartbeat", a.id).filter((c) => c.done !== undefined).at(-1)!.at
+      const expiry = lastRenewal + LEASE
+      yield* at(expiry + 2 * HEARTBEAT)
+      // Every renewal b made before the expiry saw nobody expired; the first one at or after it did.
+      const views = of("heartbeat", b.id).filter((c) => c.view !== undefined)
+      expect(views.filter((c) => c.at < expiry).every((c) => c.view!.expired === false)).toBe(true)
+      const first = views.find((c) => c.at >= expiry)!
+      expect(first.view!.expired).toBe(true)
+      expect(first.at - expiry).toBeLessThan(HEARTBEAT)
+      // ... and that renewal's reap removed a, no earlier.
+      const reap = of("reap").find((c) => c.result === 1)!
+      expect(reap.at).toBe(first.at)
+      expect(of("reap").filter((c) => c.at < expiry)).toEqual([])
+      yield* until(() => exactCover(rec.working(), 1), 1_000)
+      expect(rec.violations).toEqual([])
+    }))
+})
+
+describe("self-fencing", () => {
+  it.scoped("work stops at exactly (send time of the last renewal + lease - margin), a margin before the lease can expire", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec, store } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      yield* at(3_500)
+      yield* control.hang(a.id)
+      const sent = of("heartbeat", a.id).filter((c) => c.done !== undefined).at(-1)!.at
+      expect(sent).toBe(3_000)
+      const deadline = sent + LEASE - MARGIN
+      yield* at(deadline - 1)
+      expect(rec.working().map((w) => w.member)).toEqual(["a"])
+      expect(Option.isSome(yield* a.m.assignment)).toBe(true)
+      yield* at(deadline)
+      expect(rec.working()).toEqual([])
+      expect(rec.marks.at(-1)).toMatchObject({ kind: "end", at: deadline })
+      expect(yield* state(a.m)).toBe("Fenced")
+      expect((yield* Effect.either(a.m.guard))._tag).toBe("Left")
+      // The store still holds a's lease for the whole margin.
+      const row = (yield* store.members(groupId)).find((r) => r.memberId === a.id)!
+      expect(row.leaseLeftMs).toBe(MARGIN)
+    }))
+
+  it.scoped("a hang shorter than the lease costs only the fence: the same epoch resumes, nobody renegotiates", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* join({ name: "b" })
+      yield* until(() => exactCover(rec.working(), 2))
+      const epoch = rec.working()[0]!.epoch
+      const t0 = yield* now
+      yield* control.hang(a.id)
+      const deadline = of("heartbeat", a.id).filter((c) => c.done !== undefined).at(-1)!.at + LEASE - MARGIN
+      yield* at(deadline)
+      expect(rec.working().map((w) => w.member)).toEqual(["b"])
+      expect(yield* state(a.m)).toBe("Fenced")
+      yield* at(deadline + 500) // fenced, lease still alive
+      yield* control.resume(a.id)
+      // The renewal that hung comes back too late to count; the next one lifts the fence.
+      yield* until(() => exactCover(rec.working(), 2), 2 * HEARTBEAT, 10)
+      expect(rec.working().every((w) => w.epoch === epoch)).toBe(true)
+      expect(of("join")).toHaveLength(2)
+      expect(of("reap").filter((c) => c.result !== 0)).toEqual([])
+      expect((yield* now) - t0).toBeLessThan(LEASE)
+      expect(rec.violations).toEqual([])
+    }))
+
+  it.scoped("a member whose store calls hang past its lease stops work, is reaped, and rejoins when they return", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* join({ name: "b" })
+      yield* until(() => exactCover(rec.working(), 2))
+      yield* control.hang(a.id)
+      const expiry = of("heartbeat", a.id).filter((c) => c.done !== undefined).at(-1)!.at + LEASE
+      yield* at(expiry)
+      yield* until(() => exactCover(rec.working(), 1), 2 * HEARTBEAT, 10)
+      expect(rec.working()[0]!.member).toBe("b")
+      yield* TestClock.adjust(Duration.seconds(5))
+      expect(yield* state(a.m)).toBe("Fenced")
+      yield* control.resume(a.id)
+      yield* until(() => exactCover(rec.working(), 2), 2 * HEARTBEAT)
+      expect(of("join", a.id)).toHaveLength(2) // it rejoined as a new row
+      expect(rec.violations).toEqual([])
+    }))
+})
+
+describe("store failures", () => {
+  it.scoped("a failing join is retried with exponential backoff (100, 200, 400, 800 ms) capped at a heartbeat", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      yield* control.setOutage(true)
+      const a = yield* join({ name: "a" })
+      yield* at(6_000)
+      const attempts = of("join", a.id).map((c) => c.at)
+      expect(attempts).toEqual([0, 100, 300, 700, 1_500, 2_500, 3_500, 4_500, 5_500])
+      expect(of("join", a.id).every((c) => c.ok === false)).toBe(true)
+      yield* control.setOutage(false)
+      const joined = yield* until(() => exactCover(rec.working(), 1), HEARTBEAT, 10)
+      expect(joined).toBe(6_500)
+    }))
+
+  it.scoped("renewals keep their cadence during an outage; members fence at their deadline and resume the same epoch after it", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const a = yield* join({ name: "a" })
+      yield* join({ name: "b" })
+      yield* until(() => exactCover(rec.working(), 2))
+      const epoch = rec.working()[0]!.epoch
+      yield* at(2_500)
+      yield* control.setOutage(true)
+      yield* at(10_500) // a's last good renewal was sent at 2000: its deadline is 10000
+      expect(rec.working()).toEqual([])
+      expect(rec.marks.filter((m) => m.kind === "end").map((m) => m.at)).toContain(2_000 + LEASE - MARGIN)
+      const failed = of("heartbeat", a.id).filter((c) => c.ok === false).map((c) => c.at)
+      expect(failed).toEqual([3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000])
+      yield* control.setOutage(false) // before the leases expire at 12000
+      yield* until(() => exactCover(rec.working(), 2), HEARTBEAT, 10)
+      expect(rec.working().every((w) => w.epoch === epoch)).toBe(true)
+      expect(rec.violations).toEqual([])
+    }))
+
+  it.scoped("an outage longer than the lease: every member rejoins after it, within a heartbeat", () =>
+    Effect.gen(function*() {
+      const { control, join, rec } = yield* setup
+      yield* Effect.forEach(["a", "b", "c"], (name) => join({ name }))
+      yield* until(() => exactCover(rec.working(), 3))
+      yield* control.setOutage(true)
+      yield* TestClock.adjust(Duration.millis(LEASE + 500))
+      expect(rec.working()).toEqual([])
+      yield* control.setOutage(false)
+      const t = yield* now
+      const done = yield* until(() => exactCover(rec.working(), 3), 2 * HEARTBEAT, 10)
+      expect(done - t).toBeLessThanOrEqual(HEARTBEAT + 100)
+      expect(rec.violations).toEqual([])
+    }))
+})
+
+describe("the barrier", () => {
+  it.scoped("waits for the slowest acknowledgement: nobody starts the next epoch before the slowest member's work has stopped", () =>
+    Effect.gen(function*() {
+      const { join, rec } = yield* setup
+      yield* Effect.forEach(["a", "b"], (name) => join({ name }))
+      // c's work takes three seconds to stop (within the stop timeout).
+      const c = yield* join({ name: "c" }, false)
+      let cStopped: number | undefined = undefined
+      let cWorking = false
+      yield* c.m.whileAssigned(() =>
+        Effect.acquireRelease(Effect.sync(() => void (cWorking = true)), () =>
+          Effect.sleep(Duration.seconds(3)).pipe(
+            Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (cStopped = t))))
+          )).pipe(Effect.zipRight(Effect.never), Effect.scoped)
+      ).pipe(Scope.extend(c.scope))
+      yield* until(() => rec.working().length === 2 && rec.working().every((w) => w.size === 3) && cWorking)
+      const t0 = yield* now
+      yield* join({ name: "d" })
+      // a, b and d (c is not recorded) work in the four-member epoch.
+      yield* until(() => rec.working().length === 3 && rec.working().every((w) => w.size === 4), 10_000, 10)
+      const started = rec.marks.filter((m) => m.kind === "start" && m.at >= t0)
+      expect(cStopped).toBe(t0 + 3_000)
+      expect(Math.min(...started.map((m) => m.at))).toBeGreaterThanOrEqual(cStopped!)
+      expect(Math.max(...started.map((m) => m.at))).toBeLessThanOrEqual(cStopped! + 10)
+      expect(rec.violations).toEqual([])
+    }))
+
+  it.scoped("drops a member that never acknowledges: the others start when its lease expires, not before", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const [, , c] = yield* Effect.forEach(["a", "b", "c"], (name) => join({ name }))
+      yield* until(() => exactCover(rec.working(), 3))
+      yield* at(2_500)
+      yield* control.hang(c!.id) // c will never acknowledge
+      const expiry = of("heartbeat", c!.id).filter((x) => x.done !== undefined).at(-1)!.at + LEASE
+      yield* join({ name: "d" })
+      yield* at(expiry - 1)
+      expect(rec.working().filter((w) => w.member === "d" || w.size === 4)).toEqual([])
+      const t = yield* until(() => rec.working().some((w) => w.member === "d"), 2 * HEARTBEAT, 10)
+      expect(t).toBeGreaterThanOrEqual(expiry)
+      expect(t - expiry).toBeLessThanOrEqual(HEARTBEAT + 100)
+      expect(exactCover(rec.working(), 3)).toBe(true)
+      expect(rec.working().map((w) => w.member).sort()).toEqual(["a", "b", "d"])
+      expect(rec.violations).toEqual([])
+    }))
+})
+
+describe("many members", () => {
+  it.scoped("a burst of 20 joins settles into one epoch within 100 ms; then 20 statements a second in all", () =>
+    Effect.gen(function*() {
+      const { calls, join, rec } = yield* setup
+      yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `m${i}`), (name) => join({ name }))
+      const settled = yield* until(() => exactCover(rec.working(), 20), 5_000)
+      expect(settled).toBeLessThanOrEqual(100)
+      expect(new Set(rec.working().map((w) => w.epoch))).toEqual(new Set([20]))
+      yield* at(2_000)
+      const from = calls.length
+      yield* at(5_000)
+      expect(calls.length - from).toBe(60)
+      expect(rec.violations).toEqual([])
+    }))
+
+  it.scoped("with every notification lost, the burst still settles within a heartbeat and a few polls", () =>
+    Effect.gen(function*() {
+      const { control, join, rec } = yield* setup
+      yield* control.setDropNotifications(true)
+      yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `m${i}`), (name) => join({ name }))
+      const settled = yield* until(() => exactCover(rec.working(), 20), 5_000, 10)
+      expect(settled).toBeLessThanOrEqual(HEARTBEAT + 200)
+      expect(rec.violations).toEqual([])
+    }))
+})
+
+describe("graceful leave", () => {
+  it.scoped("the others reconverge at once, in the same instant with notifications", () =>
+    Effect.gen(function*() {
+      const { join, rec } = yield* setup
+      const [a] = yield* Effect.forEach(["a", "b", "c"], (name) => join({ name }))
+      yield* until(() => exactCover(rec.working(), 3))
+      yield* at(1_500)
+      yield* a!.close
+      const t = yield* until(() => exactCover(rec.working(), 2), 1_000)
+      expect(t - 1_500).toBeLessThanOrEqual(1)
+      expect(yield* state(a!.m)).toBe("Left")
+      expect(rec.violations).toEqual([])
+    }))
+
+  it.scoped("a leave whose store call hangs gives up after stop + statement timeouts; the lease then expires", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setup
+      const [a] = yield* Effect.forEach(["a", "b"], (name) => join({ name }))
+      yield* until(() => exactCover(rec.working(), 2))
+      yield* at(1_500)
+      yield* control.hang(a!.id)
+      const closing = yield* Effect.forkDaemon(a!.close)
+      yield* at(1_500 + 7_000) // stop timeout 5 s + statement timeout 2 s
+      expect(closing.unsafePoll(), "the scope of a member whose store hangs did not close").not.toBeNull()
+      expect(of("leave", a!.id)[0]!.done).toBeUndefined()
+      // b goes on alone once a's lease (last renewed at 1000) expires.
+      yield* at(1_000 + LEASE - 1)
+      expect(exactCover(rec.working(), 1)).toBe(false)
+      const t = yield* until(() => exactCover(rec.working(), 1), 2 * HEARTBEAT, 10)
+      expect(t).toBeGreaterThanOrEqual(1_000 + LEASE)
+      expect(t).toBeLessThanOrEqual(1_000 + LEASE + HEARTBEAT + 100)
+      expect(rec.violations).toEqual([])
+    }))
+})
+
+describe("the database clock judges leases (PostgreSQL store, production clock)", () => {
+  const skewed = (offsetMs: number): Clock.Clock => {
+    const live = Clock.make()
+    return {
+      ...live,
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: () => live.unsafeCurrentTimeMillis() + offsetMs,
+      currentTimeMillis: Effect.sync(() => live.unsafeCurrentTimeMillis() + offsetMs),
+      unsafeCurrentTimeNanos: () => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n,
+      currentTimeNanos: Effect.sync(() => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n),
+      sleep: (d) => live.sleep(d)
+    }
+  }
+
+  it.scoped("members whose clocks are an hour apart see each other's leases as the database does", () =>
+    Effect.gen(function*() {
+      const g = randomGroupId("skew")
+      const store = yield* MembershipStore
+      const a = { memberId: crypto.randomUUID(), name: "slow-clock", host: "h", pid: 1 }
+      const b = { memberId: crypto.randomUUID(), name: "fast-clock", host: "h", pid: 2 }
+      yield* store.join(g, a, 5_000).pipe(Effect.withClock(skewed(-3_600_000)))
+      const view = yield* store.join(g, b, 5_000).pipe(Effect.withClock(skewed(3_600_000)))
+      expect(view).toMatchObject({ size: 2, expired: false })
+      const beat = yield* store.heartbeat(g, b.memberId, view.epoch, 5_000).pipe(Effect.withClock(skewed(3_600_000)))
+      expect(Option.getOrThrow(beat).expired).toBe(false)
+      expect(yield* store.reap(g).pipe(Effect.withClock(skewed(3_600_000)))).toBe(0)
+      const rows = yield* store.members(g).pipe(Effect.withClock(skewed(-3_600_000)))
+      expect(rows).toHaveLength(2)
+      for (const r of rows) {
+        expect(r.leaseLeftMs).toBeGreaterThan(3_000)
+        expect(r.leaseLeftMs).toBeLessThanOrEqual(5_000)
+      }
+    }).pipe(
+      Effect.provide(PgMembershipStore.layer().pipe(Layer.provide(PgLive))),
+      TestServices.provideLive
+    ))
+})
