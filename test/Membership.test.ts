@@ -8,22 +8,10 @@ import * as InMemoryMembershipStore from "../src/InMemoryMembershipStore.js"
 import * as Membership from "../src/Membership.js"
 import { MembershipStore } from "../src/MembershipStore.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
+import { advanceUntil } from "./support/TestClock.js"
 
 const config = { groupId: "g" } as const // heartbeat 1 s, lease 10 s, margin 2 s, statement timeout 2 s
 
-/** Advances the TestClock in small steps until `done` holds; fails after `max`. */
-const advanceUntil = (done: () => Effect.Effect<boolean> | boolean, max = Duration.seconds(60), step = Duration.millis(10)) =>
-  Effect.gen(function*() {
-    const start = yield* TestClock.currentTimeMillis
-    while (true) {
-      const ok = done()
-      if (typeof ok === "boolean" ? ok : yield* ok) return (yield* TestClock.currentTimeMillis) - start
-      if ((yield* TestClock.currentTimeMillis) - start > Duration.toMillis(max)) {
-        return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
-      }
-      yield* TestClock.adjust(step)
-    }
-  })
 
 /** A member in a scope of its own, so a test can make it leave by closing that scope. */
 const member = (input: Partial<Parameters<typeof Membership.make>[0]> = {}) =>

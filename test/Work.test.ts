@@ -13,6 +13,7 @@ import { MembershipStore } from "../src/MembershipStore.js"
 import type { Assignment } from "../src/MemberState.js"
 import { MemberState } from "../src/MemberState.js"
 import * as Work from "../src/Work.js"
+import { advanceUntil } from "./support/TestClock.js"
 
 // --- the schedule against the original ----------------------------------------------------------
 
@@ -87,19 +88,6 @@ it.prop("catchUp: the first slot of the member's grid at or after now", [
 
 // --- helpers ------------------------------------------------------------------------------------
 
-/** Advances the TestClock in steps until `done` holds; fails after `max`. Returns the time it took. */
-const advanceUntil = (done: () => Effect.Effect<boolean> | boolean, max = Duration.seconds(60), step = Duration.millis(10)) =>
-  Effect.gen(function*() {
-    const start = yield* TestClock.currentTimeMillis
-    while (true) {
-      const ok = done()
-      if (typeof ok === "boolean" ? ok : yield* ok) return (yield* TestClock.currentTimeMillis) - start
-      if ((yield* TestClock.currentTimeMillis) - start > Duration.toMillis(max)) {
-        return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
-      }
-      yield* TestClock.adjust(step)
-    }
-  })
 
 /** A member in a scope of its own (closing it is a graceful leave), and a way to run things in that scope. */
 const member = (input: Partial<MembershipConfig.MembershipConfigInput> = {}) =>

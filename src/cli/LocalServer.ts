@@ -27,6 +27,7 @@ import { Duration, Effect, Either, Option } from "effect"
 import pg from "pg"
 import type { CliError } from "./CliError.js"
 import { describe, fail } from "./CliError.js"
+import { findFreePort } from "../internal/EmbeddedPostgres.js"
 
 /**
  * What `server.json` records.
@@ -294,18 +295,6 @@ const portIsFree = (port: number): Promise<boolean> =>
     server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
   })
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no free port"))))
-    })
-  })
-
 // --- the lock -----------------------------------------------------------------------------------
 
 const LOCK_WAIT = Duration.minutes(2)
@@ -489,7 +478,7 @@ const startServer = (state: State, bins: Binaries, runAs: RunAs) =>
   Effect.gen(function*() {
     for (let attempt = 1;; attempt++) {
       const reuse = attempt === 1 && state.port !== null && (yield* Effect.promise(() => portIsFree(state.port!)))
-      const port = reuse ? state.port! : yield* Effect.promise(freePort)
+      const port = reuse ? state.port! : yield* Effect.promise(findFreePort)
       yield* Effect.logDebug(`embedded PostgreSQL: pg_ctl start on port ${port} (attempt ${attempt})`)
       const result = yield* run(bins.pg_ctl, [
         "start",
