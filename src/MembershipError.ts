@@ -31,7 +31,8 @@ export class InvalidGroupId extends Data.TaggedError("InvalidGroupId")<{
   readonly reason: string
 }> {
   override get message() {
-    const shown = this.groupId.length > 40 ? `${JSON.stringify(this.groupId.slice(0, 40))}...` : JSON.stringify(this.groupId)
+    const id = typeof this.groupId === "string" ? this.groupId : String(this.groupId)
+    const shown = id.length > 40 ? `${JSON.stringify(id.slice(0, 40))}...` : JSON.stringify(id)
     return `Invalid group id ${shown}: ${this.reason}`
   }
 }

@@ -95,6 +95,9 @@ export const make = (options: Options = {}) =>
         Effect.mapError((cause) => new StoreError({ operation, reason: describe(cause), cause })),
         // withTransaction turns a failed COMMIT (e.g. a killed backend) into a defect: it is a store error.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
+        // On timeout or interruption, return at once: the driver's query cancel and a transaction's
+        // ROLLBACK on a connection that no longer answers finish (or fail) in the background.
+        Effect.disconnect,
         Effect.timeoutFail({
           duration: statementTimeoutMs,
           onTimeout: () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs} ms` })
@@ -104,7 +107,7 @@ export const make = (options: Options = {}) =>
 
     // Inside a change transaction holding the group lock: reassign indices (keep index < N, fill
     // holes in join order), bump the epoch, notify. Mirrors internal/reassign.ts.
-    const rebalance = (groupId: string, now: string | null) =>
+    const rebalance = (groupId: string, now: string | null, epoch: number) =>
       Effect.gen(function*() {
         yield* sql`
           WITH live AS (
@@ -125,7 +128,7 @@ export const make = (options: Options = {}) =>
            WHERE m.member_id = movers.member_id`
         const [g] = yield* sql<{ epoch: string; size: number }>`
           UPDATE modulo_group.groups
-             SET epoch = epoch + 1,
+             SET epoch = ${epoch + 1},
                  size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}),
                  changed_at = ${nowSql(now)}
            WHERE group_id = ${groupId}
@@ -145,11 +148,15 @@ export const make = (options: Options = {}) =>
           SELECT ${groupId}, ${nowSql(now)}
             FROM (SELECT set_config('lock_timeout', ${String(statementTimeoutMs)}, true),
                          set_config('statement_timeout', ${String(statementTimeoutMs)}, true),
+                         set_config('idle_in_transaction_session_timeout', ${String(statementTimeoutMs)}, true),
                          pg_advisory_xact_lock(1297040455, hashtext(${groupId}))) AS fair
           ON CONFLICT (group_id) DO NOTHING`
         // The arbiter: the group row lock.
+        // Never below an epoch a member has acknowledged (an epoch moved back by hand, a restored backup).
         const [g] = yield* sql<{ epoch: string }>`
-          SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId} FOR UPDATE`
+          SELECT GREATEST(g.epoch, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+                                              WHERE m.group_id = g.group_id), 0)) AS epoch
+            FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
         return yield* body(num(g!.epoch))
       }))
 
@@ -177,7 +184,7 @@ export const make = (options: Options = {}) =>
                   VALUES (${member.memberId}, ${groupId}, NULL, ${epoch + 1},
                           ${nowSql(now)} + ${leaseMs} * interval '1 millisecond',
                           ${nowSql(now)}, ${nowSql(now)}, ${member.host}, ${member.pid}, ${member.name})`
-                const g = yield* rebalance(groupId, now)
+                const g = yield* rebalance(groupId, now, epoch)
                 const [me] = yield* sql<{ idx: number; unacked: string }>`
                   SELECT m.idx,
                          (SELECT count(*) FROM modulo_group.members o
@@ -213,17 +220,21 @@ export const make = (options: Options = {}) =>
                 ), g AS (
                   SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId}
                 ), others AS (
-                  SELECT count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
+                  SELECT count(*) AS n,
+                         count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
                          count(*) FILTER (WHERE o.lease_expires_at <= ${nowSql(now)}) AS expired
                     FROM modulo_group.members o, g
                    WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
                 )
-                SELECT me.idx, me.acked_epoch AS acked, g.epoch, g.size, others.unacked, others.expired,
+                SELECT me.idx, me.acked_epoch AS acked, g.epoch, g.size, others.unacked,
+                       others.expired + CASE WHEN others.n + 1 <> g.size THEN 1 ELSE 0 END AS expired,
                        -- The acknowledgement that completes the barrier wakes the others.
                        CASE WHEN others.unacked = 0 AND me.acked_epoch >= g.epoch
                                  AND ((SELECT acked_epoch FROM prev) < g.epoch OR ${announce})
                             THEN pg_notify(${channelFor(groupId)}, g.epoch::text || ':ready') END AS notified
-                  FROM me, g, others`,
+                  FROM me, g, others
+                 -- An index that is not one of 0..N-1 (set by hand): rejoin, which reassigns.
+                 WHERE me.idx IS NOT NULL AND me.idx < g.size`,
               (rows) =>
                 Option.map(Option.fromNullable(rows[0]), (r): GroupView => ({
                   epoch: num(r.epoch),
@@ -240,10 +251,14 @@ export const make = (options: Options = {}) =>
         wrap(
           "reap",
           Effect.flatMap(nowParam, (now) =>
-            change(groupId, now, () =>
+            change(groupId, now, (epoch) =>
               Effect.gen(function*() {
                 const gone = yield* deleteExpired(groupId, now)
-                if (gone.length > 0) yield* rebalance(groupId, now)
+                // Also when the rows no longer match the group's size (a row deleted or added by hand).
+                const [c] = yield* sql<{ off: boolean }>`
+                  SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) <> size AS off
+                    FROM modulo_group.groups WHERE group_id = ${groupId}`
+                if (gone.length > 0 || c?.off === true) yield* rebalance(groupId, now, epoch)
                 return gone.length
               })))
         ),
@@ -252,13 +267,13 @@ export const make = (options: Options = {}) =>
         wrap(
           "leave",
           Effect.flatMap(nowParam, (now) =>
-            change(groupId, now, () =>
+            change(groupId, now, (epoch) =>
               Effect.gen(function*() {
                 const mine = yield* sql`
                   DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}
                   RETURNING member_id`
                 const gone = yield* deleteExpired(groupId, now)
-                if (mine.length + gone.length > 0) yield* rebalance(groupId, now)
+                if (mine.length + gone.length > 0) yield* rebalance(groupId, now, epoch)
                 return mine.length > 0
               })))
         ),

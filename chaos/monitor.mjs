@@ -1,0 +1,444 @@
+/**
+ * The independent monitor of a chaos run. It never asks a member what it thinks: it reads the JSON
+ * Lines every `modulo-group join --json` process prints (each with its own `ts`), and the runner's
+ * record of what it did to each process (spawn, SIGSTOP/SIGCONT, SIGKILL, SIGTERM, exit) and when.
+ * From those alone it rebuilds every member's state intervals and checks
+ *
+ * - G1 exact cover: within an epoch one size, no index held by two members, indices in [0, N);
+ * - G2 no overlap: no tenure (assigned .. the line that ended it) of an epoch E1 lasts past the
+ *   first start of any epoch E2 > E1; no work line of E1 after E2 started. A process stopped with
+ *   SIGSTOP does nothing while stopped, so a tenure it was stopped in ends at the stop, as long as
+ *   it printed no work line of that epoch after it was continued; a killed process stops at the kill;
+ * - G4 liveness: the group is *converged* when every live member (spawned and printing, not stopped,
+ *   not killed, not told to leave) is assigned in one epoch E with size = the number of live members
+ *   and indices exactly 0..N-1. Every stretch without convergence must end within the bound of the
+ *   faults that preceded it.
+ *
+ * Plain JavaScript on purpose: it runs under `node` with no build step (chaos/run.mjs).
+ */
+
+const ENDINGS = new Set(["renegotiating", "fenced", "lost", "leaving", "left"])
+
+/** @typedef {{ ts: string, member: string, group: string, event: "state" | "work", state: string, epoch: number | null, index: number | null, size: number | null }} JoinEvent */
+
+export class Monitor {
+  /** @param {{ heartbeatMs: number, leaseMs: number }} timing */
+  constructor(timing) {
+    this.timing = timing
+    /** @type {Map<string, any>} */
+    this.procs = new Map()
+    /** @type {Array<{ kind: string, at: number, label?: string, boundMs: number, detail?: any }>} */
+    this.faults = []
+    /** @type {Array<{ label: string, line: string }>} */
+    this.garbage = []
+    /** @type {Array<() => void>} */
+    this.listeners = []
+  }
+
+  spawn(label, slot, at) {
+    this.procs.set(label, {
+      label,
+      slot,
+      spawnedAt: at,
+      firstLineAt: undefined,
+      events: [],
+      stops: [],
+      killedAt: undefined,
+      termAt: undefined,
+      exitAt: undefined,
+      exit: undefined,
+      last: undefined,
+      stderr: []
+    })
+  }
+
+  /** A stdout line of process `label`, received now. */
+  line(label, text) {
+    const p = this.procs.get(label)
+    let e
+    try {
+      e = JSON.parse(text)
+    } catch {
+      this.garbage.push({ label, line: text })
+      return
+    }
+    e.at = Date.parse(e.ts)
+    if (p.firstLineAt === undefined) p.firstLineAt = e.at
+    p.events.push(e)
+    if (e.event === "state") p.last = e
+    this.notify()
+  }
+
+  stderr(label, text) {
+    this.procs.get(label).stderr.push(text)
+  }
+
+  stop(label, at) {
+    this.procs.get(label).stops.push({ at, contAt: undefined })
+    this.notify()
+  }
+
+  cont(label, at) {
+    const stops = this.procs.get(label).stops
+    stops[stops.length - 1].contAt = at
+    this.notify()
+  }
+
+  kill(label, at) {
+    this.procs.get(label).killedAt = at
+    this.notify()
+  }
+
+  term(label, at) {
+    this.procs.get(label).termAt = at
+    this.notify()
+  }
+
+  exited(label, at, code, signal) {
+    const p = this.procs.get(label)
+    p.exitAt = at
+    p.exit = { code, signal }
+    this.notify()
+  }
+
+  /** Every line and every action, in time order, as JSON Lines (for a post-mortem). */
+  dump() {
+    const rows = []
+    for (const p of this.procs.values()) {
+      rows.push({ at: p.spawnedAt, label: p.label, action: "spawn" })
+      for (const e of p.events) rows.push({ at: e.at, label: p.label, line: e })
+      for (const s of p.stops) {
+        rows.push({ at: s.at, label: p.label, action: "SIGSTOP" })
+        if (s.contAt !== undefined) rows.push({ at: s.contAt, label: p.label, action: "SIGCONT" })
+      }
+      if (p.killedAt !== undefined) rows.push({ at: p.killedAt, label: p.label, action: "SIGKILL" })
+      if (p.termAt !== undefined) rows.push({ at: p.termAt, label: p.label, action: "SIGTERM" })
+      if (p.exitAt !== undefined) rows.push({ at: p.exitAt, label: p.label, action: "exit", exit: p.exit })
+      for (const line of p.stderr) rows.push({ at: undefined, label: p.label, stderr: line })
+    }
+    for (const f of this.faults) rows.push({ at: f.at, fault: f.kind, label: f.label, detail: f.detail })
+    return rows.sort((a, b) => (a.at ?? Infinity) - (b.at ?? Infinity)).map((r) => JSON.stringify(r)).join("\n")
+  }
+
+  fault(kind, at, boundMs, label, detail) {
+    this.faults.push({ kind, at, boundMs, label, detail })
+  }
+
+  onChange(f) {
+    this.listeners.push(f)
+    return () => (this.listeners = this.listeners.filter((g) => g !== f))
+  }
+
+  notify() {
+    for (const f of [...this.listeners]) f()
+  }
+
+  /** Whether process `p` counts as a live member at time `t` (by the runner's record). */
+  live(p, t) {
+    if (p.firstLineAt === undefined || p.firstLineAt > t) return false
+    if (p.killedAt !== undefined && p.killedAt <= t) return false
+    if (p.termAt !== undefined && p.termAt <= t) return false
+    if (p.exitAt !== undefined && p.exitAt <= t) return false
+    return !p.stops.some((s) => s.at <= t && (s.contAt === undefined || s.contAt > t))
+  }
+
+  /** Converged now, from the latest line of each live process. */
+  convergedNow() {
+    const now = Date.now()
+    const live = [...this.procs.values()].filter((p) => this.live(p, now))
+    return converged(live.map((p) => p.last))
+  }
+
+  /** Live processes now, by label. */
+  liveNow() {
+    const now = Date.now()
+    return [...this.procs.values()].filter((p) => this.live(p, now)).map((p) => p.label)
+  }
+
+  /** Resolves when converged (true), with `size` members if given, or after `ms` (false). */
+  waitConverged(ms, size) {
+    const ok = () => {
+      const c = this.convergedNow()
+      return c.ok && (size === undefined || c.size === size)
+    }
+    return new Promise((resolve) => {
+      if (ok()) return resolve(true)
+      const done = (v) => {
+        clearTimeout(timer)
+        off()
+        resolve(v)
+      }
+      const off = this.onChange(() => {
+        if (ok()) done(true)
+      })
+      const timer = setTimeout(() => done(ok()), ms)
+    })
+  }
+
+  /** Resolves with the first line of `label` matching `predicate` (or undefined after `ms`). */
+  waitLine(label, predicate, ms) {
+    return new Promise((resolve) => {
+      const p = this.procs.get(label)
+      const found = p.events.find(predicate)
+      if (found) return resolve(found)
+      const seen = p.events.length
+      const done = (v) => {
+        clearTimeout(timer)
+        off()
+        resolve(v)
+      }
+      const off = this.onChange(() => {
+        const e = p.events.slice(seen).find(predicate)
+        if (e) done(e)
+      })
+      const timer = setTimeout(() => done(undefined), ms)
+    })
+  }
+
+  /** The whole analysis, over [startAt, endAt]. */
+  analyze(startAt, endAt) {
+    const procs = [...this.procs.values()]
+    const tenures = procs.flatMap((p) => tenuresOf(p, endAt))
+    const g1 = checkG1(tenures)
+    const g2 = checkG2(tenures, procs)
+    const order = procs.flatMap((p) => orderProblems(p))
+    const timeline = convergenceTimeline(this, procs, startAt, endAt)
+    const faults = attribute(this.faults, timeline, endAt, procs)
+    return { tenures, g1, g2, order, timeline, faults }
+  }
+}
+
+/** Converged: the given latest states are all `assigned` in one epoch, indices exactly 0..N-1. */
+export const converged = (states) => {
+  if (states.length === 0) return { ok: false, reason: "no live member" }
+  const n = states.length
+  let epoch
+  const indices = new Set()
+  for (const s of states) {
+    if (s === undefined || s.state !== "assigned") return { ok: false, reason: "a live member is not assigned" }
+    if (epoch === undefined) epoch = s.epoch
+    if (s.epoch !== epoch) return { ok: false, reason: "live members in different epochs" }
+    if (s.size !== n) return { ok: false, reason: `size ${s.size} but ${n} live members` }
+    if (s.index < 0 || s.index >= n || indices.has(s.index)) return { ok: false, reason: "indices are not 0..N-1" }
+    indices.add(s.index)
+  }
+  return { ok: true, epoch, size: n }
+}
+
+/** A process's tenures: from an `assigned` line to the line that ended it (or the process's end). */
+const tenuresOf = (p, endAt) => {
+  const result = []
+  let open
+  const close = (end, endedBy) => {
+    if (open === undefined) return
+    result.push({ ...open, end, endedBy, effectiveEnd: effectiveEnd(p, open, end), inFlight: inFlight(p, open) })
+    open = undefined
+  }
+  for (const e of p.events) {
+    if (e.event === "work") {
+      if (open !== undefined && open.epoch === e.epoch) open.work.push(e.at)
+      continue
+    }
+    if (e.state === "assigned") {
+      // Assigned again in the same epoch after a fence: a new tenure (the fence line closed the old).
+      if (open !== undefined) close(e.at, "assigned-again")
+      open = { label: p.label, member: e.member, epoch: e.epoch, index: e.index, size: e.size, start: e.at, work: [] }
+      continue
+    }
+    if (ENDINGS.has(e.state) || e.state === "joining" || e.state === "awaiting") close(e.at, e.state)
+  }
+  if (open !== undefined) {
+    const gone = [p.killedAt, p.exitAt].filter((x) => x !== undefined)
+    close(gone.length > 0 ? Math.min(...gone) : endAt, p.killedAt !== undefined ? "killed" : p.exitAt !== undefined ? "exited" : "running")
+  }
+  return result
+}
+
+/**
+ * Work lines of tenure `t` that were in flight when its process was stopped: at most one per
+ * SIGCONT, printed after it and before the process's next state line. A unit of work whose check
+ * passed just before the SIGSTOP is carried out (and its line stamped) after the SIGCONT; no local
+ * check can prevent that (G3 stops *new* work; in-flight side effects are what fenced transactions
+ * are for, docs/protocol.md "What it does not survive"). They are reported apart, not as overlaps.
+ */
+const inFlight = (p, t) => {
+  const result = []
+  for (const s of p.stops) {
+    if (s.contAt === undefined || s.at < t.start) continue
+    const nextState = p.events.find((e) => e.event === "state" && e.at >= s.contAt)?.at ?? Infinity
+    const first = t.work.find((w) => w >= s.contAt && w <= nextState)
+    if (first !== undefined) result.push(first)
+  }
+  return result
+}
+
+/** When a tenure really ended: a SIGSTOP inside it, with no work of it after the SIGCONT but one in-flight unit, ends it. */
+const effectiveEnd = (p, t, end) => {
+  let result = end
+  if (p.killedAt !== undefined && p.killedAt >= t.start) result = Math.min(result, p.killedAt)
+  const flying = inFlight(p, t)
+  for (const s of p.stops) {
+    if (s.at < t.start || s.at >= result) continue
+    const workAfter = t.work.some((w) => w > s.at && !flying.includes(w))
+    if (!workAfter) result = Math.min(result, s.at)
+  }
+  return result
+}
+
+const checkG1 = (tenures) => {
+  const violations = []
+  const byEpoch = new Map()
+  for (const t of tenures) byEpoch.set(t.epoch, [...(byEpoch.get(t.epoch) ?? []), t])
+  for (const [epoch, ts] of byEpoch) {
+    const sizes = new Set(ts.map((t) => t.size))
+    if (sizes.size > 1) violations.push(`epoch ${epoch}: sizes ${[...sizes].join(", ")}`)
+    const holder = new Map()
+    for (const t of ts) {
+      if (t.index < 0 || t.index >= t.size) violations.push(`epoch ${epoch}: ${t.label} has index ${t.index} of ${t.size}`)
+      const h = holder.get(t.index)
+      if (h !== undefined && h !== t.member) violations.push(`epoch ${epoch}: index ${t.index} held by ${h} and ${t.member}`)
+      holder.set(t.index, t.member)
+    }
+  }
+  return { epochs: byEpoch.size, violations }
+}
+
+const checkG2 = (tenures, procs) => {
+  const firstStart = new Map()
+  for (const t of tenures) firstStart.set(t.epoch, Math.min(firstStart.get(t.epoch) ?? Infinity, t.start))
+  const epochs = [...firstStart.keys()].sort((a, b) => a - b)
+  // The earliest start of any epoch above each epoch.
+  const laterStart = new Map()
+  let min = Infinity
+  for (let i = epochs.length - 1; i >= 0; i--) {
+    laterStart.set(epochs[i], min)
+    min = Math.min(min, firstStart.get(epochs[i]))
+  }
+  const violations = []
+  const inFlightStale = []
+  let staleWork = 0
+  const iso = (t) => new Date(t).toISOString().slice(11)
+  for (const t of tenures) {
+    const later = laterStart.get(t.epoch)
+    if (t.effectiveEnd > later) {
+      const p = procs.find((q) => q.label === t.label)
+      const stops = p.stops.filter((s) => s.at < t.effectiveEnd && (s.contAt ?? Infinity) > t.start)
+      const evidence = [
+        ...stops.map((s) => `SIGSTOP ${iso(s.at)}, SIGCONT ${s.contAt === undefined ? "-" : iso(s.contAt)}`),
+        `work lines after ${iso(later)}: ${t.work.filter((w) => w > later).map(iso).join(", ") || "none"}`
+      ]
+      violations.push({
+        label: t.label,
+        epoch: t.epoch,
+        overlapMs: t.effectiveEnd - later,
+        detail: `${t.label} [${t.index}/${t.size}] in epoch ${t.epoch} from ${iso(t.start)} until ${iso(t.effectiveEnd)} (${t.endedBy}), ` +
+          `a later epoch started ${iso(later)}; ${evidence.join("; ")}`
+      })
+    }
+    staleWork += t.work.filter((w) => w > later && !t.inFlight.includes(w)).length
+    for (const w of t.inFlight) {
+      if (w > later) inFlightStale.push(`${t.label} [${t.index}/${t.size}] epoch ${t.epoch}: a unit in flight at SIGSTOP, line at ${iso(w)} after SIGCONT`)
+    }
+  }
+  return { violations, staleWork, inFlightStale }
+}
+
+/** Lines a process must never print in that order (work outside an assignment, two assignments open). */
+const orderProblems = (p) => {
+  const problems = []
+  let open
+  for (const e of p.events) {
+    if (e.event === "work") {
+      if (open === undefined || open.epoch !== e.epoch || open.index !== e.index || open.size !== e.size) {
+        problems.push(`${p.label}: work line outside its assignment at ${e.ts} (epoch ${e.epoch})`)
+      }
+    } else if (e.state === "assigned") open = e
+    else open = undefined
+  }
+  return problems
+}
+
+/** Every instant the convergence could change, replayed in order: stretches converged or not. */
+const convergenceTimeline = (monitor, procs, startAt, endAt) => {
+  const moments = []
+  for (const p of procs) {
+    for (const e of p.events) if (e.event === "state") moments.push({ at: e.at, p, e })
+    for (const at of [p.firstLineAt, p.killedAt, p.termAt, p.exitAt]) if (at !== undefined) moments.push({ at, p })
+    for (const s of p.stops) {
+      moments.push({ at: s.at, p })
+      if (s.contAt !== undefined) moments.push({ at: s.contAt, p })
+    }
+  }
+  moments.sort((a, b) => a.at - b.at)
+  const last = new Map()
+  const stretches = [] // { from, to, ok }
+  let current
+  let i = 0
+  while (i < moments.length) {
+    const at = moments[i].at
+    while (i < moments.length && moments[i].at === at) {
+      const m = moments[i]
+      if (m.e !== undefined) last.set(m.p.label, m.e)
+      i++
+    }
+    const live = procs.filter((p) => monitor.live(p, at))
+    const ok = converged(live.map((p) => last.get(p.label))).ok
+    if (current === undefined || current.ok !== ok) {
+      if (current !== undefined) current.to = at
+      current = { from: at, to: Infinity, ok }
+      stretches.push(current)
+    }
+  }
+  const firstConverged = stretches.find((s) => s.ok)?.from
+  const from = Math.max(startAt, firstConverged ?? endAt)
+  const notConverged = stretches
+    .filter((s) => !s.ok && s.to > from && s.from < endAt)
+    // `open`: still not converged at the end of the observation.
+    .map((s) => ({ from: Math.max(s.from, from), to: Math.min(s.to, endAt), open: s.to > endAt }))
+    .filter((s) => s.to > s.from)
+  return {
+    firstConvergedAt: firstConverged,
+    notConverged,
+    notConvergedMs: notConverged.reduce((sum, s) => sum + (s.to - s.from), 0)
+  }
+}
+
+/**
+ * Each fault's reconvergence: the end of the last stretch without convergence that began after it
+ * and before the next fault (0 when the group stayed converged). A stretch that began before any
+ * fault's window (nothing to blame) is reported as unattributed.
+ */
+const attribute = (faults, timeline, endAt, procs) => {
+  const sorted = [...faults].sort((a, b) => a.at - b.at)
+  // Every `renegotiating` line: the first after a fault is when the group reacted (a change committed).
+  const renegotiations = procs.flatMap((p) => p.events.filter((e) => e.state === "renegotiating").map((e) => e.at)).sort((a, b) => a - b)
+  const result = sorted.map((f, i) => {
+    const nextAt = sorted[i + 1]?.at ?? endAt
+    const stretches = timeline.notConverged.filter((s) => s.to > f.at && s.from < nextAt)
+    const end = stretches.length === 0 ? f.at : Math.max(...stretches.map((s) => s.to))
+    const reconvergedMs = end - f.at
+    const reacted = renegotiations.find((at) => at >= f.at && at <= end)
+    return {
+      ...f,
+      reconvergedMs,
+      // Fault -> first renegotiation (detection, e.g. the lease running out), then -> converged (the barrier).
+      detectMs: reacted === undefined ? undefined : reacted - f.at,
+      barrierMs: reacted === undefined ? undefined : end - reacted,
+      // Still not converged when the next fault came (or at the end of the run).
+      nextAt,
+      unfinished: stretches.some((s) => (nextAt < endAt ? s.to > nextAt : s.open)),
+      withinBound: reconvergedMs <= f.boundMs
+    }
+  })
+  const firstFaultAt = sorted[0]?.at ?? endAt
+  const unattributed = timeline.notConverged.filter((s) => s.to <= firstFaultAt)
+  return { list: result, unattributed }
+}
+
+/** Median and max of a list of numbers. */
+export const stats = (xs) => {
+  if (xs.length === 0) return { n: 0, median: null, max: null }
+  const s = [...xs].sort((a, b) => a - b)
+  const median = s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+  return { n: s.length, median: Math.round(median), max: Math.round(s[s.length - 1]) }
+}

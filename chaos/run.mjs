@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+/**
+ * `npm run chaos -- --members 8 --duration 120s --seed 42`: a chaos run against real processes.
+ *
+ * Options (defaults in brackets):
+ *   --members N            member processes [8]
+ *   --duration D           how long faults are injected after the group formed [120s]
+ *   --seed S               seed of the fault schedule [current time]
+ *   --heartbeat D          [500ms]     --lease D [3s]     --fence-margin D [500ms]
+ *   --statement-timeout D  [1s]        --work-interval D [100ms]
+ *   --kinds a,b,...        fault kinds [kill,leave,sigstop,term-backend,term-listener,restart]
+ *   --database-url URL     use this database instead of an embedded one (DATABASE_URL is ignored
+ *                          unless given here); restarts are then skipped unless
+ *   --restart-command CMD  a shell command that restarts that database (e.g. "systemctl restart postgresql")
+ *   --report FILE          also write the report as JSON
+ *   --events FILE          also write every member line and runner action, in time order (JSON Lines)
+ *   --quiet                no line per fault
+ * Exit code 0 when the run passed (no G1/G2 violation, every fault reconverged within its bound),
+ * 1 when it did not, 2 on bad options.
+ */
+import { execSync } from "node:child_process"
+import * as fs from "node:fs"
+import { ALL_KINDS, formatReport, killAll, passed, runChaos } from "./runner.mjs"
+import { startServer } from "./server.mjs"
+
+const usage = (why) => {
+  process.stderr.write(`chaos: ${why}\n(see the header of chaos/run.mjs for the options)\n`)
+  process.exit(2)
+}
+
+const duration = (text, name) => {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(String(text))
+  if (!m) usage(`${name}: "${text}" is not a duration (use e.g. 200ms, 2s, 10m)`)
+  const n = Number(m[1])
+  return Math.round(m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : n * 60_000)
+}
+
+const args = process.argv.slice(2)
+const flag = (name) => {
+  const i = args.indexOf(`--${name}`)
+  if (i === -1) return undefined
+  const v = args[i + 1]
+  if (v === undefined || v.startsWith("--")) usage(`--${name} needs a value`)
+  return v
+}
+const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "database-url", "restart-command", "report", "events", "quiet"])
+for (const a of args) if (a.startsWith("--") && !known.has(a.slice(2))) usage(`unknown option ${a}`)
+
+const options = {
+  members: Number(flag("members") ?? 8),
+  durationMs: duration(flag("duration") ?? "120s", "--duration"),
+  seed: Number(flag("seed") ?? (Date.now() % 1_000_000)),
+  heartbeatMs: duration(flag("heartbeat") ?? "500ms", "--heartbeat"),
+  leaseMs: duration(flag("lease") ?? "3s", "--lease"),
+  fenceMarginMs: duration(flag("fence-margin") ?? "500ms", "--fence-margin"),
+  statementTimeoutMs: duration(flag("statement-timeout") ?? "1s", "--statement-timeout"),
+  workIntervalMs: duration(flag("work-interval") ?? "100ms", "--work-interval"),
+  kinds: (flag("kinds") ?? ALL_KINDS.join(",")).split(",").filter((k) => k !== ""),
+  command: `npm run chaos -- ${args.join(" ")}`,
+  eventsFile: flag("events")
+}
+if (!Number.isInteger(options.members) || options.members < 2) usage("--members must be an integer >= 2")
+if (!Number.isFinite(options.seed)) usage("--seed must be a number")
+for (const k of options.kinds) if (!ALL_KINDS.includes(k)) usage(`unknown fault kind ${k} (known: ${ALL_KINDS.join(", ")})`)
+
+const quiet = args.includes("--quiet")
+const log = (line) => {
+  if (!quiet) process.stdout.write(`${line}\n`)
+}
+
+const main = async () => {
+  const external = flag("database-url")
+  let server
+  if (external !== undefined) {
+    const command = flag("restart-command")
+    server = {
+      url: external,
+      restart: command === undefined ? undefined : async () => {
+        const t0 = Date.now()
+        execSync(command, { stdio: "inherit" })
+        return { stopMs: 0, startMs: Date.now() - t0 }
+      },
+      stop: async () => undefined
+    }
+    if (command === undefined) options.kinds = options.kinds.filter((k) => k !== "restart")
+  } else {
+    log("chaos: starting an embedded PostgreSQL of its own ...")
+    server = await startServer()
+  }
+  let exitCode = 1
+  try {
+    const report = await runChaos({ ...options, server, log })
+    process.stdout.write(`\n${formatReport(report)}\n`)
+    const file = flag("report")
+    if (file !== undefined) fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
+    exitCode = passed(report) ? 0 : 1
+    process.stdout.write(exitCode === 0 ? "\nPASSED\n" : "\nFAILED\n")
+  } finally {
+    await server.stop()
+  }
+  process.exitCode = exitCode
+}
+
+// Interrupted: no member process may outlive the runner (the server is stopped by the exit hooks).
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.once(signal, () => {
+    killAll()
+    process.exit(130)
+  })
+}
+
+main().catch((error) => {
+  process.stderr.write(`chaos: ${error?.stack ?? error}\n`)
+  process.exitCode = 1
+})

@@ -1,0 +1,121 @@
+/**
+ * Bad-input catalogue: configuration. Every unusable duration is refused with `InvalidConfig` naming
+ * the field, before any database call, through every entry point: `MembershipConfig.make`,
+ * `Membership.make`, `Membership.layer` and `Membership.layerConfig` (environment variables).
+ */
+import { expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Layer } from "effect"
+import * as Membership from "../../src/Membership.js"
+import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
+import * as MembershipConfig from "../../src/MembershipConfig.js"
+import { MembershipStore } from "../../src/MembershipStore.js"
+
+const ok = { groupId: "g", heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
+
+/** A store that fails the test if anything touches it. */
+const untouchable = new Proxy({}, {
+  get: () => {
+    throw new Error("the store was used")
+  }
+}) as never
+
+const durationFields = ["heartbeat", "lease", "fenceMargin", "statementTimeout", "stopTimeout", "startupTimeout", "barrierPoll"] as const
+
+const badDurations: ReadonlyArray<readonly [string, unknown, RegExp]> = [
+  ["zero", 0, /greater than zero/],
+  ["zero as text", "0 seconds", /greater than zero/],
+  ["negative", -1_000, /greater than zero/],
+  ["negative as text", "-5 seconds", /greater than zero/],
+  ["NaN", Number.NaN, /not a duration/],
+  ["NaN as text", "NaN seconds", /not a duration/],
+  ["Infinity", Number.POSITIVE_INFINITY, /finite/],
+  ["-Infinity", Number.NEGATIVE_INFINITY, /greater than zero/],
+  ["unparsable text", "soon", /not a duration/],
+  ["a number without a unit as text", "5", /not a duration/],
+  ["an object", { seconds: 1 }, /not a duration/]
+]
+
+for (const field of durationFields) {
+  for (const [what, value, reason] of badDurations) {
+    it.effect(`${field}: ${what} is refused`, () =>
+      Effect.gen(function*() {
+        const input = { ...ok, [field]: value } as MembershipConfigInput
+        const error = yield* Effect.flip(MembershipConfig.make(input))
+        expect(error._tag).toBe("InvalidConfig")
+        if (error._tag !== "InvalidConfig") return
+        expect(error.field).toBe(field)
+        expect(error.message).toMatch(reason)
+        expect(error.message).toContain(`"${field}"`)
+        // Membership.make refuses it too, without touching the store.
+        const viaMake = yield* Effect.flip(
+          Effect.scoped(Membership.make(input)).pipe(Effect.provideService(MembershipStore, untouchable))
+        )
+        expect(viaMake._tag).toBe("InvalidConfig")
+      }))
+  }
+}
+
+const tooShort: ReadonlyArray<readonly [string, Partial<MembershipConfigInput>]> = [
+  ["lease equal to heartbeat", { heartbeat: "2 seconds", lease: "2 seconds" }],
+  ["lease below heartbeat", { heartbeat: "5 seconds", lease: "2 seconds" }],
+  ["lease equal to heartbeat + margin + statement timeout", { lease: "1700 millis" }],
+  ["fence margin longer than the lease", { fenceMargin: "3 seconds" }],
+  ["statement timeout longer than the lease", { statementTimeout: "10 seconds" }],
+  ["defaults but a 3 s lease", { heartbeat: undefined, fenceMargin: undefined, statementTimeout: undefined, lease: "3 seconds" }]
+]
+
+for (const [what, change] of tooShort) {
+  it.effect(`${what} is refused, naming every term of the rule`, () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(MembershipConfig.make({ ...ok, ...change }))
+      expect(error).toMatchObject({ _tag: "InvalidConfig", field: "lease" })
+      expect(error.message).toMatch(/lease \(.+\) must exceed heartbeat \(.+\) \+ fenceMargin \(.+\) \+ statementTimeout \(.+\)/)
+    }))
+}
+
+it.effect("the smallest valid lease is accepted: one millisecond above the rule", () =>
+  Effect.gen(function*() {
+    const config = yield* MembershipConfig.make({ ...ok, lease: "1701 millis" })
+    expect(config.lease).toBeDefined()
+  }))
+
+it.effect("a name too long or with control characters is refused", () =>
+  Effect.gen(function*() {
+    for (const name of ["n".repeat(201), "line\nbreak", "bell\u0007"]) {
+      const error = yield* Effect.flip(MembershipConfig.make({ ...ok, name }))
+      expect(error).toMatchObject({ _tag: "InvalidConfig", field: "name" })
+    }
+  }))
+
+it.effect("Membership.layer fails on bad config before it asks for a database connection", () =>
+  Effect.gen(function*() {
+    // No PgClient is provided at all: the layer must fail on the config, not on the missing client.
+    const layer = Membership.layer({ ...ok, heartbeat: 0 }) as unknown as Layer.Layer<Membership.Membership, unknown>
+    const error = yield* Effect.flip(Effect.scoped(Layer.build(layer)))
+    expect(error).toMatchObject({ _tag: "InvalidConfig", field: "heartbeat" })
+  }))
+
+const fromEnv = (env: Record<string, string>) =>
+  Effect.flip(Effect.scoped(Layer.build(Membership.layerConfig() as unknown as Layer.Layer<Membership.Membership, unknown>))).pipe(
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)), { pathDelim: "_" }))
+  )
+
+it.effect("from the environment: a zero, negative or NaN duration, and a short lease, are refused", () =>
+  Effect.gen(function*() {
+    const cases: ReadonlyArray<readonly [Record<string, string>, RegExp]> = [
+      [{ MODULO_GROUP_GROUP_ID: "g", MODULO_GROUP_HEARTBEAT: "0 seconds" }, /heartbeat.*greater than zero/],
+      [{ MODULO_GROUP_GROUP_ID: "g", MODULO_GROUP_LEASE: "-3 seconds" }, /lease.*greater than zero/],
+      [{ MODULO_GROUP_GROUP_ID: "g", MODULO_GROUP_FENCE_MARGIN: "NaN seconds" }, /FENCE_MARGIN.*Expected a duration/],
+      [{ MODULO_GROUP_GROUP_ID: "g", MODULO_GROUP_LEASE: "1 second" }, /lease \(1s\) must exceed/],
+      [{ MODULO_GROUP_GROUP_ID: "" }, /group id "": it is empty/],
+      [{}, /GROUP_ID/]
+    ]
+    for (const [env, reason] of cases) {
+      const error = yield* fromEnv(env)
+      // A ConfigError names the variable in its string form; the library's errors in their message.
+      const text = error instanceof Error && "_tag" in error && error._tag !== "And" && error._tag !== "InvalidData"
+        ? error.message
+        : String(error)
+      expect(text).toMatch(reason)
+    }
+  }))

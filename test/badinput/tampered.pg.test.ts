@@ -1,0 +1,237 @@
+/**
+ * Bad-input catalogue: rows tampered with by hand while members run (fibers of this process on the
+ * real PostgreSQL store). The library must report or repair, never crash the app, and never give
+ * two members the same index. The recorder checks G1 and G2 at every start of work.
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, it } from "@effect/vitest"
+import { Cause, Duration, Effect } from "effect"
+import { MembershipStore } from "../../src/MembershipStore.js"
+import { randomGroupId } from "../support/Database.js"
+import { exactCover } from "../support/Recorder.js"
+import { fast, groupRow, makeGroup, rows, StoreLive, waitFor, waitForEffect } from "../faults/support.js"
+
+const CONVERGE = Duration.seconds(20)
+
+/** SQLSTATE of a failed statement, or "ok". `withTransaction` makes a failed COMMIT a defect. */
+const sqlState = <A, R>(effect: Effect.Effect<A, unknown, R>) =>
+  Effect.match(Effect.sandbox(effect), {
+    onFailure: (cause) => {
+      const e = Cause.squash(cause) as { cause?: { code?: unknown } }
+      return String(e?.cause?.code ?? e)
+    },
+    onSuccess: () => "ok"
+  })
+
+/** Members that keep working across the whole test (their work never stops on its own). */
+const converged = (n: number) =>
+  Effect.gen(function*() {
+    const group = yield* makeGroup(randomGroupId("tamper"))
+    const members = yield* Effect.forEach(Array.from({ length: n }), () => group.join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(group.rec.working(), n), CONVERGE, `${n} members converge`)
+    return { ...group, members }
+  })
+
+it.live("a duplicate index is refused by the database (UNIQUE (group_id, idx)), and the group carries on", () =>
+  Effect.gen(function*() {
+    const { groupId, rec } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    const before = yield* rows(groupId)
+    const [a, b] = before
+    // Deferred constraint: a plain UPDATE fails at its implicit commit; so does an explicit transaction.
+    expect(yield* sqlState(sql`UPDATE modulo_group.members SET idx = ${b!.idx} WHERE member_id = ${a!.member_id}`)).toBe("23505")
+    expect(
+      yield* sqlState(sql.withTransaction(sql`UPDATE modulo_group.members SET idx = ${b!.idx} WHERE member_id = ${a!.member_id}`))
+    ).toBe("23505")
+    // A forged member row holding a taken index.
+    expect(
+      yield* sqlState(sql`
+        INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at)
+        VALUES (gen_random_uuid(), ${groupId}, ${a!.idx}, 0, now() + interval '1 hour', now(), now())`)
+    ).toBe("23505")
+    const after = yield* rows(groupId)
+    expect(after.map((r) => [r.member_id, r.idx])).toEqual(before.map((r) => [r.member_id, r.idx]))
+    // Still one epoch, indices 0..2, a few heartbeats later.
+    yield* Effect.sleep(Duration.millis(600))
+    expect(exactCover(rec.working(), 3)).toBe(true)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("a member row deleted under a live member: it notices at its next heartbeat, rejoins, the group re-forms", () =>
+  Effect.gen(function*() {
+    const { groupId, rec, members } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    const before = yield* groupRow(groupId)
+    const victim = members[1]!.m
+    yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${victim.memberId}`
+    yield* waitFor(() => rec.working().some((w) => w.epoch > before!.epoch) && exactCover(rec.working(), 3), CONVERGE, "re-formed")
+    const after = yield* groupRow(groupId)
+    expect(after!.size).toBe(3)
+    expect(after!.epoch).toBeGreaterThan(before!.epoch)
+    expect((yield* rows(groupId)).map((r) => r.idx)).toEqual([0, 1, 2])
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("a lease set far in the future on a live member is cut back by its next renewal", () =>
+  Effect.gen(function*() {
+    const { groupId, members, rec } = yield* converged(2)
+    const sql = yield* SqlClient.SqlClient
+    const id = members[0]!.m.memberId
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + interval '100 years' WHERE member_id = ${id}`
+    yield* waitForEffect(
+      Effect.map(rows(groupId), (rs) => rs.every((r) => Number(r.lease_left_ms) <= 2_000)),
+      Duration.seconds(5),
+      "lease renewed to now + lease"
+    )
+    expect(rec.violations).toEqual([])
+    expect(exactCover(rec.working(), 2)).toBe(true)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("a dead member with a lease far in the future keeps its index (status shows it); expiring the lease by hand repairs", () =>
+  Effect.gen(function*() {
+    const { groupId, members, rec } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const dead = members[2]!
+    const before = yield* groupRow(groupId)
+    // Crash first (a heartbeat already sent would renew the lease back to now + 2 s), then tamper.
+    yield* dead.crash
+    yield* Effect.sleep(Duration.millis(300))
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + interval '100 years' WHERE member_id = ${dead.m.memberId}`
+    // Well past the 2 s lease: nobody reaps it, the others carry on in their epoch (no overlap, no
+    // duplicate), and the row shows a heartbeat that ages while the lease stays far ahead.
+    yield* Effect.sleep(Duration.seconds(3))
+    expect((yield* groupRow(groupId))!.epoch).toBe(before!.epoch)
+    expect(rec.working().length).toBe(2)
+    const seen = (yield* store.members(groupId)).find((r) => r.memberId === dead.m.memberId)!
+    expect(seen.heartbeatAgeMs).toBeGreaterThan(2_500)
+    expect(seen.leaseLeftMs).toBeGreaterThan(1_000 * 3600 * 24 * 365)
+    // The operator's repair: expire it (not DELETE, which nobody would notice; see the next test).
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() WHERE member_id = ${dead.m.memberId}`
+    const took = yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "re-formed without the dead member")
+    expect(took).toBeLessThan(3_000)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Regression (found by this suite, fixed in PgMembershipStore / MembershipError).
+it.live("a dead member's row deleted by hand: the group re-forms without it", () =>
+  Effect.gen(function*() {
+    const { groupId, members, rec } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    const dead = members[2]!
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + interval '1 hour' WHERE member_id = ${dead.m.memberId}`
+    yield* dead.crash
+    yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${dead.m.memberId}`
+    yield* waitFor(() => exactCover(rec.working(), 2), Duration.seconds(5), "re-formed without the deleted row")
+    expect((yield* groupRow(groupId))!.size).toBe(2)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("a forged member row that never renews holds the barrier only until its lease expires, then is reaped", () =>
+  Effect.gen(function*() {
+    const { groupId, rec, join } = yield* converged(2)
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`
+      INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, name)
+      VALUES (gen_random_uuid(), ${groupId}, NULL, 0, now() + interval '1500 milliseconds', now(), now(), 'forged')`
+    // A change now gives the forged row an index; it never acknowledges, so nobody may start the
+    // new epoch until it expires and is reaped.
+    yield* join()
+    yield* waitFor(() => exactCover(rec.working(), 3), CONVERGE, "three real members")
+    const rs = yield* rows(groupId)
+    expect(rs.length).toBe(3)
+    expect(rs.map((r) => r.idx)).toEqual([0, 1, 2])
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("an epoch moved forward by hand: everyone renegotiates to it, same cover", () =>
+  Effect.gen(function*() {
+    const { groupId, rec } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    const before = yield* groupRow(groupId)
+    yield* sql`UPDATE modulo_group.groups SET epoch = epoch + 1000 WHERE group_id = ${groupId}`
+    yield* waitFor(
+      () => exactCover(rec.working(), 3) && rec.working().every((w) => w.epoch === before!.epoch + 1000),
+      CONVERGE,
+      "working in the new epoch"
+    )
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Regression (found by this suite, fixed in PgMembershipStore / MembershipError).
+it.live("an epoch moved backwards by hand: the next change still moves everyone forward, no overlap", () =>
+  Effect.gen(function*() {
+    const { groupId, rec, join } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`UPDATE modulo_group.groups SET epoch = 1 WHERE group_id = ${groupId}`
+    yield* Effect.sleep(Duration.millis(500))
+    yield* join()
+    yield* waitFor(() => exactCover(rec.working(), 4) || rec.violations.length > 0, CONVERGE, "four members")
+    expect(rec.violations).toEqual([])
+    expect(exactCover(rec.working(), 4)).toBe(true)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+/**
+ * A group at a barrier that lasts ~3 s: member 0's work takes 3 s to stop, so after a join the
+ * others have acknowledged and wait, polling, while it stops. Returns the members and the joiner.
+ */
+const atBarrier = Effect.gen(function*() {
+  const group = yield* makeGroup(randomGroupId("barrier"))
+  let slow = false
+  const a = yield* group.join()
+  yield* a.m.whileAssigned(() =>
+    Effect.acquireRelease(Effect.void, () => (slow ? Effect.sleep(Duration.seconds(3)) : Effect.void)).pipe(
+      Effect.zipRight(Effect.never),
+      Effect.scoped
+    )
+  )
+  const b = yield* group.join()
+  yield* waitFor(() => exactCover(group.rec.working(), 2), CONVERGE, "two members")
+  const epoch = (yield* groupRow(group.groupId))!.epoch
+  slow = true
+  const c = yield* group.join()
+  // Everyone but the slow stopper has acknowledged the new epoch.
+  yield* waitForEffect(
+    Effect.map(rows(group.groupId), (rs) => rs.length === 3 && rs.filter((r) => Number(r.acked_epoch) > epoch).length === 2),
+    Duration.seconds(5),
+    "the others wait at the barrier"
+  )
+  return { ...group, a, b, c }
+})
+
+// Regression (found by this suite, fixed in PgMembershipStore / MembershipError).
+it.live("an index set to NULL while a member waits at the barrier: never two members with one index", () =>
+  Effect.gen(function*() {
+    const { c, rec } = yield* atBarrier
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`UPDATE modulo_group.members SET idx = NULL WHERE member_id = ${c.m.memberId}`
+    yield* waitFor(() => exactCover(rec.working(), 3) || rec.violations.length > 0, CONVERGE, "three members")
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Regression (found by this suite, fixed in PgMembershipStore / MembershipError).
+it.live("an index set out of range while a member waits at the barrier: the cover stays exact", () =>
+  Effect.gen(function*() {
+    const { c, rec } = yield* atBarrier
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`UPDATE modulo_group.members SET idx = 7 WHERE member_id = ${c.m.memberId}`
+    yield* waitFor(() => exactCover(rec.working(), 3) || rec.violations.length > 0, CONVERGE, "three members")
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("two indices swapped by hand while members wait at the barrier: never two members with one index", () =>
+  Effect.gen(function*() {
+    const { b, c, rec } = yield* atBarrier
+    const sql = yield* SqlClient.SqlClient
+    // The deferred UNIQUE lets a swap commit in one transaction.
+    yield* sql.withTransaction(Effect.gen(function*() {
+      const [rb] = yield* sql<{ idx: number }>`SELECT idx FROM modulo_group.members WHERE member_id = ${b.m.memberId}`
+      const [rc] = yield* sql<{ idx: number }>`SELECT idx FROM modulo_group.members WHERE member_id = ${c.m.memberId}`
+      yield* sql`UPDATE modulo_group.members SET idx = ${rc!.idx} WHERE member_id = ${b.m.memberId}`
+      yield* sql`UPDATE modulo_group.members SET idx = ${rb!.idx} WHERE member_id = ${c.m.memberId}`
+    }))
+    yield* waitFor(() => exactCover(rec.working(), 3) || rec.violations.length > 0, CONVERGE, "three members")
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+void fast
