@@ -384,10 +384,15 @@ export const make = (
     yield* Effect.forkScoped(annotate(fenceTimer).pipe(Effect.catchAllCause(fail("fence timer"))))
     if (config.notifications) {
       const stream = yield* store.wakeups(groupId)
-      yield* Effect.forkScoped(Stream.runForEach(stream, (w) =>
+      yield* Effect.forkScoped(annotate(Stream.runForEach(stream, (w) =>
         w.ready && w.epoch !== undefined
           ? offer(Transition.Event.BarrierDown({ epoch: w.epoch }))
-          : Queue.offer(poke, undefined)))
+          : w.lost !== undefined
+          ? Effect.zipRight(
+            Effect.logWarning(`notification connection lost (${w.lost}); polling until it is back`),
+            Queue.offer(poke, undefined)
+          )
+          : Queue.offer(poke, undefined))))
     }
     yield* offer(Transition.Event.RetryJoin())
 

@@ -32,7 +32,8 @@ export interface GroupView {
 
 /**
  * A hint that the group changed: `epoch` is the epoch it announces (unknown after a reconnect),
- * `ready` that every member of that epoch has acknowledged it (the barrier is down).
+ * `ready` that every member of that epoch has acknowledged it (the barrier is down), `lost` that
+ * the notification connection was lost, and why (notifications may have been missed).
  *
  * @since 0.1.0
  * @category models
@@ -40,6 +41,7 @@ export interface GroupView {
 export interface Wakeup {
   readonly epoch: number | undefined
   readonly ready: boolean
+  readonly lost?: string
 }
 
 /**

@@ -28,7 +28,8 @@ const toClientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
   connectionTimeoutMillis: 5_000
 })
 
-type Waker = (payload: string | undefined) => void
+/** `lost`: why the connection was dropped, given to one subscriber only, so a process logs it once. */
+type Waker = (payload: string | undefined, lost?: string) => void
 
 class ListenHub {
   private client: pg.Client | undefined
@@ -49,7 +50,9 @@ class ListenHub {
     if (set === undefined) {
       set = new Set()
       this.channels.set(channel, set)
-      this.client?.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch(() => this.drop(this.generation))
+      this.client?.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((error: unknown) =>
+        this.drop(this.generation, error instanceof Error ? error.message : "LISTEN failed")
+      )
     }
     set.add(wake)
     if (this.client === undefined && this.reconnectTimer === undefined) this.connect()
@@ -65,8 +68,14 @@ class ListenHub {
     if (this.channels.size === 0) this.close()
   }
 
-  private wakeAll() {
-    for (const set of this.channels.values()) for (const wake of set) wake(undefined)
+  private wakeAll(lost?: string) {
+    let first = true
+    for (const set of this.channels.values()) {
+      for (const wake of set) {
+        wake(undefined, first ? lost : undefined)
+        first = false
+      }
+    }
   }
 
   private connect() {
@@ -74,7 +83,8 @@ class ListenHub {
     const generation = ++this.generation
     const client = new pg.Client(this.config)
     this.client = client
-    const onDead = () => this.drop(generation)
+    const onDead = (error?: unknown) =>
+      this.drop(generation, error instanceof Error ? error.message : "the connection ended")
     client.on("error", onDead)
     client.on("end", onDead)
     client.on("notification", (msg) => {
@@ -101,22 +111,22 @@ class ListenHub {
     clearTimeout(this.healthTimer)
     this.healthTimer = setTimeout(() => {
       if (generation !== this.generation || this.client === undefined) return
-      const timeout = setTimeout(() => this.drop(generation), 5_000)
+      const timeout = setTimeout(() => this.drop(generation, "health check got no answer in 5 s"), 5_000)
       this.client.query("SELECT 1").then(
         () => {
           clearTimeout(timeout)
           this.scheduleHealth(generation)
         },
-        () => {
+        (error: unknown) => {
           clearTimeout(timeout)
-          this.drop(generation)
+          this.drop(generation, error instanceof Error ? error.message : "health check failed")
         }
       )
     }, this.healthEveryMs)
     this.healthTimer.unref()
   }
 
-  private drop(generation: number) {
+  private drop(generation: number, reason: string) {
     if (generation !== this.generation || this.client === undefined) return
     const client = this.client
     this.client = undefined
@@ -128,7 +138,7 @@ class ListenHub {
     client.end().catch(() => {})
     if (this.channels.size === 0) return
     // Wake everyone: notifications may have been lost while the connection was down.
-    this.wakeAll()
+    this.wakeAll(reason)
     this.reconnectTimer = setTimeout(() => this.connect(), this.backoff)
     this.backoff = Math.min(this.backoff * 2, 2_000)
   }
@@ -168,8 +178,8 @@ export const wakeups = (client: PgClient.PgClient, groupId: string) =>
     const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(16), Queue.shutdown)
     const hub = hubFor(client)
     const channel = channelFor(groupId)
-    const wake = (payload: string | undefined) => {
-      Queue.unsafeOffer(queue, parseWakeup(payload))
+    const wake = (payload: string | undefined, lost?: string) => {
+      Queue.unsafeOffer(queue, lost === undefined ? parseWakeup(payload) : { epoch: undefined, ready: false, lost })
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => hub.add(channel, wake)),
