@@ -1,0 +1,205 @@
+// modulo-group members in one OS process, driven by the benchmark over stdin/stdout: one member
+// (a process member) or many (fiber members sharing one pool, as an app with several members per
+// process runs them). Plain JavaScript over the built library, no TypeScript loader needed:
+//
+//   npm run build && MG_BENCH='{"url":"postgres://...","config":{"groupId":"g"}}' node bench/member.mjs
+//   then type `join` (and `leave <id>`, `stats`, ...)
+//
+// MODULO_GROUP_LIB overrides where the library is loaded from (the bench points it at a snapshot
+// of src/ it transpiles at start, so that concurrent rebuilds of dist/ cannot change it mid-run).
+//
+// stdin, one command a line:
+//   join                one member joins
+//   grow <n>            n members join at once
+//   leave <id>          graceful leave (scope closed); `leave` alone: every member, then exit
+//   crash <id>          the member's database calls never return from now on (it hangs like a
+//                       killed process; its row stays until its lease expires); its work stops
+//                       when it fences itself
+//   stats [gc]          counters (after a GC with `gc`, if node runs with --expose-gc)
+// stdout, JSON Lines; `t` in absolute ms (performance.timeOrigin + performance.now(), comparable
+// across processes on one machine):
+//   {"k":"ready"}                                    loaded, pool warm, no member yet
+//   {"k":"joining","m":id,"t":..}                    a join begins
+//   {"k":"start"|"end","m":id,"e":epoch,"i":index,"n":size,"t":..}   work intervals
+//   {"k":"left","m":id,"t":..}
+//   {"k":"stats","statements":..,"transactions":..,"rss":..,"heap":..,"members":..,"calls":{..},"cpuMs":..,"loopP99Ms":..}
+// SIGTERM/SIGINT: every member leaves, then the process exits.
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
+import { monitorEventLoopDelay } from "node:perf_hooks"
+import * as readline from "node:readline"
+import pg from "pg"
+
+const lib = await import(process.env.MODULO_GROUP_LIB ?? new URL("../dist/src/index.js", import.meta.url).href)
+const { Membership, MembershipStore, PgMembershipStore } = lib
+
+const options = JSON.parse(process.env.MG_BENCH ?? "{}")
+const now = () => performance.timeOrigin + performance.now()
+const emit = (o) => process.stdout.write(`${JSON.stringify(o)}\n`)
+
+// Every statement this process sends (pool and LISTEN connection), counted at the driver, and the
+// transactions they make: a statement outside BEGIN ... COMMIT/ROLLBACK is one on its own.
+let statements = 0
+let transactions = 0
+const inTransaction = new WeakSet()
+const query = pg.Client.prototype.query
+pg.Client.prototype.query = function(...args) {
+  statements++
+  const text = typeof args[0] === "string" ? args[0] : args[0]?.text ?? ""
+  if (/^\s*(BEGIN|START TRANSACTION)\b/i.test(text)) {
+    inTransaction.add(this)
+    transactions++
+  } else if (/^\s*(COMMIT|ROLLBACK|END)\s*;?\s*$/i.test(text)) inTransaction.delete(this)
+  else if (!inTransaction.has(this)) transactions++
+  return query.apply(this, args)
+}
+
+const runtime = ManagedRuntime.make(
+  // The store's statement timeout is its own option (Membership.layer passes the config's on).
+  PgMembershipStore.layer({ migrate: false, statementTimeout: options.config?.statementTimeout }).pipe(
+    Layer.provideMerge(
+      PgClient.layer({
+        url: Redacted.make(options.url),
+        maxConnections: options.maxConnections ?? 2,
+        idleTimeout: "1 hour",
+        applicationName: "modulo-group-bench-member"
+      })
+    ),
+    Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error))
+  )
+)
+
+// Store calls of every member here, for diagnosis.
+const counts = () => ({ calls: 0, failures: 0, ms: 0, maxMs: 0 })
+const calls = { join: counts(), heartbeat: counts(), reap: counts(), leave: counts() }
+
+// A member's view of the store: timed; hangs once the member has crashed.
+const storeFor = (base, member) => {
+  const wrap = (op, call) =>
+    Effect.suspend(() => {
+      if (member.crashed) return Effect.never
+      const t0 = performance.now()
+      return call().pipe(
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            const c = calls[op]
+            const ms = performance.now() - t0
+            c.calls++
+            c.ms += ms
+            c.maxMs = Math.max(c.maxMs, ms)
+            if (exit._tag === "Failure") c.failures++
+          })
+        )
+      )
+    })
+  return {
+    ...base,
+    join: (...a) => wrap("join", () => base.join(...a)),
+    heartbeat: (...a) => wrap("heartbeat", () => base.heartbeat(...a)),
+    reap: (...a) => wrap("reap", () => base.reap(...a)),
+    leave: (...a) => wrap("leave", () => base.leave(...a))
+  }
+}
+
+const members = new Map()
+
+const join = () =>
+  runtime.runPromise(Effect.gen(function*() {
+    const t = now()
+    const scope = yield* Scope.make()
+    const member = { crashed: false, scope, id: undefined }
+    const base = yield* MembershipStore.MembershipStore
+    const service = yield* Membership.make(options.config).pipe(
+      Effect.provideService(MembershipStore.MembershipStore, storeFor(base, member)),
+      Scope.extend(scope)
+    )
+    const id = service.memberId
+    member.id = id
+    members.set(id, member)
+    emit({ k: "joining", m: id, t })
+    const mark = (k, a) => Effect.sync(() => emit({ k, m: id, e: a.epoch, i: a.index, n: a.size, t: now() }))
+    yield* service.whileAssigned((a) =>
+      Effect.acquireRelease(mark("start", a), () => mark("end", a)).pipe(Effect.zipRight(Effect.never), Effect.scoped)
+    ).pipe(Scope.extend(scope))
+  }))
+
+const leave = async (id) => {
+  const member = members.get(id)
+  if (member === undefined) return
+  members.delete(id)
+  await runtime.runPromise(Scope.close(member.scope, Exit.void))
+  emit({ k: "left", m: id, t: now() })
+}
+
+const crash = (id) => {
+  const member = members.get(id)
+  if (member === undefined) return
+  members.delete(id)
+  member.crashed = true
+  // Reclaim its fibers; its leave hangs until the leave timeout, as a dead process's would.
+  void runtime.runPromise(Scope.close(member.scope, Exit.void)).catch(() => undefined)
+}
+
+let exiting
+const exit = () =>
+  (exiting ??= (async () => {
+    await Promise.all([...members.keys()].map(leave))
+    await runtime.dispose()
+    process.exit(0)
+  })())
+
+// Event-loop delay since the previous `stats` (a busy loop delays every member's timers and replies).
+const loop = monitorEventLoopDelay({ resolution: 10 })
+loop.enable()
+
+const stats = (withGc) => {
+  if (withGc && globalThis.gc) {
+    globalThis.gc()
+    globalThis.gc()
+  }
+  const m = process.memoryUsage()
+  const cpu = process.cpuUsage()
+  emit({
+    k: "stats",
+    statements,
+    transactions,
+    rss: m.rss,
+    heap: m.heapUsed,
+    members: members.size,
+    calls,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    loopP99Ms: loop.percentile(99) / 1e6
+  })
+  loop.reset()
+}
+
+const fatal = (e) => {
+  console.error(e)
+  process.exit(1)
+}
+
+// Warm the pool (and migrate-check): a member that joins already has its connection.
+await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT 1`))
+emit({ k: "ready" })
+
+process.on("SIGTERM", exit)
+process.on("SIGINT", exit)
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  const [command, arg] = line.trim().split(/\s+/)
+  switch (command) {
+    case "join":
+      return void join().catch(fatal)
+    case "grow":
+      for (let i = 0; i < Number(arg); i++) void join().catch(fatal)
+      return
+    case "leave":
+      return void (arg === undefined ? exit() : leave(arg).catch(fatal))
+    case "crash":
+      return crash(arg)
+    case "stats":
+      return stats(arg === "gc")
+  }
+})
+// The parent died: leave.
+process.stdin.on("end", exit)
