@@ -262,14 +262,19 @@ export const runChaos = async (options) => {
       const added = monitor.faults.slice(before).map((f) => f.kind).join("+")
       log(`${String(count).padStart(4)} ${((Date.now() - formedAt) / 1000).toFixed(1).padStart(6)}s ${kind.padEnd(13)} ${added} (${Date.now() - t0} ms)`)
     }
-    // Let the last fault settle before the end of the observation.
+    // Let the last fault settle before the end of the observation, with the same quiet gap as
+    // between faults: its late effects are still its own.
+    await monitor.waitConverged(generalBound + 5_000)
+    await sleep(2 * heartbeatMs)
     await monitor.waitConverged(generalBound + 5_000)
   } finally {
     stopping = true
     const finishedAt = Date.now()
     const leaving = [...children.entries()].map(([label, child]) =>
       new Promise((resolve) => {
-        monitor.term(label, Date.now())
+        // Strictly after the end of the observation: a line printed in the same millisecond as
+        // `finishedAt` belongs to the run, the shutdown does not.
+        monitor.term(label, Math.max(Date.now(), finishedAt + 1))
         const timer = setTimeout(() => {
           child.kill("SIGKILL")
           resolve(undefined)

@@ -104,5 +104,9 @@ describe("chaos monitor", () => {
     expect(m.analyze(T0, T0 + 6_100).faults.list[0]!.unfinished).toBe(false)
     // Not converged when it ends: unfinished.
     expect(m.analyze(T0, T0 + 5_000).faults.list[0]!.unfinished).toBe(true)
+    // The runner's shutdown is stamped after the end (chaos/runner.mjs), even when it starts in the
+    // millisecond of the last line: the run still ends converged.
+    m.term("a", T0 + 6_101)
+    expect(m.analyze(T0, T0 + 6_100).faults.list[0]!.unfinished).toBe(false)
   })
 })
