@@ -166,6 +166,22 @@ export const make = (options: Options = {}) =>
          WHERE group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)}
         RETURNING member_id`
 
+    // Rows that no longer add up to the group's size were edited by hand. A surplus is repaired at
+    // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
+    // has been missing for a lease: its member, if alive, may still be working; by then it has seen
+    // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
+    const missingSince = new Map<string, number>()
+    const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
+      Effect.map(Clock.currentTimeMillis, (nowMs) => {
+        if (rows >= size) {
+          missingSince.delete(groupId)
+          return rows > size
+        }
+        const since = missingSince.get(groupId) ?? nowMs
+        missingSince.set(groupId, since)
+        return nowMs - since >= leaseMs
+      })
+
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs) =>
         wrap(
@@ -206,7 +222,7 @@ export const make = (options: Options = {}) =>
           "heartbeat",
           Effect.flatMap(nowParam, (now) =>
             Effect.map(
-              sql<{ idx: number; acked: string; epoch: string; size: number; unacked: string; expired: string }>`
+              sql<{ idx: number; acked: string; epoch: string; size: number; unacked: string; expired: string; rows: string }>`
                 WITH prev AS (
                   SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
                 ), me AS (
@@ -227,7 +243,7 @@ export const make = (options: Options = {}) =>
                    WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
                 )
                 SELECT me.idx, me.acked_epoch AS acked, g.epoch, g.size, others.unacked,
-                       others.expired + CASE WHEN others.n + 1 <> g.size THEN 1 ELSE 0 END AS expired,
+                       others.expired, others.n + 1 AS rows,
                        -- The acknowledgement that completes the barrier wakes the others.
                        CASE WHEN others.unacked = 0 AND me.acked_epoch >= g.epoch
                                  AND ((SELECT acked_epoch FROM prev) < g.epoch OR ${announce})
@@ -235,15 +251,21 @@ export const make = (options: Options = {}) =>
                   FROM me, g, others
                  -- An index that is not one of 0..N-1 (set by hand): rejoin, which reassigns.
                  WHERE me.idx IS NOT NULL AND me.idx < g.size`,
-              (rows) =>
-                Option.map(Option.fromNullable(rows[0]), (r): GroupView => ({
-                  epoch: num(r.epoch),
-                  size: num(r.size),
-                  index: num(r.idx),
-                  acked: num(r.acked),
-                  barrier: num(r.unacked) === 0 && num(r.acked) >= num(r.epoch),
-                  expired: num(r.expired) > 0
-                }))
+              (rows) => rows[0]
+            ).pipe(
+              Effect.flatMap((r) =>
+                r === undefined
+                  ? Effect.succeed(Option.none<GroupView>())
+                  : Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): Option.Option<GroupView> =>
+                    Option.some({
+                      epoch: num(r.epoch),
+                      size: num(r.size),
+                      index: num(r.idx),
+                      acked: num(r.acked),
+                      barrier: num(r.unacked) === 0 && num(r.acked) >= num(r.epoch),
+                      expired: num(r.expired) > 0 || off
+                    }))
+              )
             ))
         ),
 

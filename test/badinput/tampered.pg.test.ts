@@ -72,6 +72,21 @@ it.live("a member row deleted under a live member: it notices at its next heartb
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 
+// Regression: the survivors re-formed at their next heartbeat, beside a member still working.
+it.live("a member row deleted while its renewals hang: the others re-form only after it has fenced itself", () =>
+  Effect.gen(function*() {
+    const { groupId, rec, members } = yield* converged(3)
+    const sql = yield* SqlClient.SqlClient
+    const before = yield* groupRow(groupId)
+    const victim = members[1]!
+    // It keeps working until its deadline (last renewal + lease - fence margin), up to 1.5 s from now.
+    yield* victim.hang
+    yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${victim.m.memberId}`
+    yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "re-formed without it")
+    expect((yield* groupRow(groupId))!.epoch).toBeGreaterThan(before!.epoch)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
 it.live("a lease set far in the future on a live member is cut back by its next renewal", () =>
   Effect.gen(function*() {
     const { groupId, members, rec } = yield* converged(2)
@@ -122,7 +137,8 @@ it.live("a dead member's row deleted by hand: the group re-forms without it", ()
     yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + interval '1 hour' WHERE member_id = ${dead.m.memberId}`
     yield* dead.crash
     yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${dead.m.memberId}`
-    yield* waitFor(() => exactCover(rec.working(), 2), Duration.seconds(5), "re-formed without the deleted row")
+    // After a lease (2 s) of the row missing: its member, had it been alive, would have stopped.
+    yield* waitFor(() => exactCover(rec.working(), 2), Duration.seconds(10), "re-formed without the deleted row")
     expect((yield* groupRow(groupId))!.size).toBe(2)
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)

@@ -83,8 +83,9 @@ export const freezable = (store: MembershipStoreService) =>
 
 /**
  * Members of one group, each in a scope of its own, all tracked by one recorder. `join` returns
- * the member, `close` (graceful leave) and `crash` (its work stops and its store calls hang from
- * now on: its row stays until its lease expires, as after kill -9).
+ * the member, `close` (graceful leave), `crash` (its work stops and its store calls hang from
+ * now on: its row stays until its lease expires, as after kill -9) and `hang` (its store calls hang,
+ * its work goes on until it fences itself).
  */
 export const makeGroup = (groupId: string, base: Partial<MembershipConfigInput> = fast) =>
   Effect.gen(function*() {
@@ -103,7 +104,9 @@ export const makeGroup = (groupId: string, base: Partial<MembershipConfigInput> 
         yield* Effect.addFinalizer(() => close)
         // The scope closes in the background: its leave hangs until the leave timeout gives up.
         const crash = Effect.zipRight(f.freeze, Effect.asVoid(Effect.forkDaemon(close)))
-        return { m, close, crash }
+        // A hung process: its store calls hang, its work goes on until it fences itself.
+        const hang = f.freeze
+        return { m, close, crash, hang }
       })
     return { rec, join, groupId }
   })
