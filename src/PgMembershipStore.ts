@@ -9,7 +9,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Duration, Effect, Layer, Option, Schedule } from "effect"
-import { channelFor, wakeups } from "./internal/listener.js"
+import { channelFor, observedEpoch, wakeups } from "./internal/listener.js"
 import { DatabaseUnavailable, SchemaMismatch, StoreError } from "./MembershipError.js"
 import type { GroupRow, GroupView, MemberRow, MembershipStoreService } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
@@ -256,15 +256,18 @@ export const make = (options: Options = {}) =>
               Effect.flatMap((r) =>
                 r === undefined
                   ? Effect.succeed(Option.none<GroupView>())
-                  : Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): Option.Option<GroupView> =>
-                    Option.some({
+                  : Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): Option.Option<GroupView> => {
+                    // Lets the LISTEN connection check itself when this epoch was never notified.
+                    observedEpoch(pg, groupId, num(r.epoch))
+                    return Option.some({
                       epoch: num(r.epoch),
                       size: num(r.size),
                       index: num(r.idx),
                       acked: num(r.acked),
                       barrier: num(r.unacked) === 0 && num(r.acked) >= num(r.epoch),
                       expired: num(r.expired) > 0 || off
-                    }))
+                    })
+                  })
               )
             ))
         ),

@@ -95,6 +95,37 @@ it.live("a terminated listener backend is replaced and joins converge fast again
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
 
+// The database is on this machine (its backends are processes we may stop), or the test is skipped.
+const localDatabase = () => ["127.0.0.1", "localhost", "[::1]"].includes(new URL(databaseUrl()).hostname)
+
+it.live("a listener that hangs silently is checked when a heartbeat sees an unannounced epoch, and replaced", () =>
+  Effect.gen(function*() {
+    if (!localDatabase()) return
+    const base = { ...fast, heartbeat: "300 millis", lease: "3 seconds" } as const
+    const { join, rec } = yield* setup(randomGroupId("hang-listen"), base)
+    yield* Effect.forEach(Array.from({ length: 2 }), () => join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(rec.working(), 2))
+    const hub = hubFor(yield* PgClient.PgClient)
+    yield* waitFor(() => hub.backendPid !== undefined)
+    const pid = hub.backendPid!
+    const [connects, probes] = [hub.connects, hub.probes]
+    // Its backend stops answering and delivering, its socket stays open: no 'error', no 'end'.
+    yield* Effect.acquireRelease(
+      Effect.sync(() => process.kill(pid, "SIGSTOP")),
+      () => Effect.sync(() => process.kill(pid, "SIGCONT"))
+    )
+    // A change the listener cannot announce; the heartbeats see it, the check gets no answer.
+    yield* join()
+    yield* waitFor(() => exactCover(rec.working(), 3), Duration.seconds(5))
+    yield* waitFor(() => hub.connects > connects, Duration.seconds(10))
+    expect(hub.probes).toBeGreaterThan(probes)
+    expect(hub.backendPid).not.toBe(pid)
+    // Notifications work again: a join converges well within a heartbeat's worth of polling.
+    const took = yield* Effect.zipRight(join(), waitFor(() => exactCover(rec.working(), 4)))
+    expect(took).toBeLessThan(1_500)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 30_000)
+
 it.live("an unreachable database fails the layer in bounded time with a clear error", () =>
   Effect.gen(function*() {
     const started = Date.now()

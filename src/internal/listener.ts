@@ -4,6 +4,10 @@
  * Not `PgClient.listen`: it swallows its connection's errors, so a killed backend would go silent
  * forever. Here a dead connection ('error'/'end', or a failed health check) is replaced at once and
  * every subscriber is woken, since notifications may have been lost meanwhile.
+ *
+ * The health check is not periodic (that would cost a transaction per process every interval, more
+ * than the heartbeats of a small process): it runs when a heartbeat saw an epoch that no notification
+ * announced within a grace period, the one symptom of a connection that died silently.
  */
 import type { PgClient } from "@effect/sql-pg"
 import { Effect, Queue, Redacted, Stream } from "effect"
@@ -36,14 +40,63 @@ class ListenHub {
   private generation = 0
   private readonly channels = new Map<string, Set<Waker>>()
   private reconnectTimer: NodeJS.Timeout | undefined
-  private healthTimer: NodeJS.Timeout | undefined
+  private probing = false
+  /** Per channel: the highest epoch notified on this connection (undefined until a baseline). */
+  private readonly notified = new Map<string, number>()
+  /** Per channel: an epoch a heartbeat saw and no notification has announced yet. */
+  private readonly unannounced = new Map<string, { epoch: number; timer: NodeJS.Timeout }>()
   private backoff = 50
   /** Times the connection was (re)established; read by tests. */
   connects = 0
   /** Backend pid of the live connection, if any; read by tests. */
   backendPid: number | undefined
 
-  constructor(private readonly config: pg.ClientConfig, private readonly healthEveryMs: number) {}
+  /** Health checks run so far; read by tests. */
+  probes = 0
+
+  constructor(private readonly config: pg.ClientConfig, private readonly graceMs: number) {}
+
+  /**
+   * A heartbeat saw `epoch` on `channel`. The first one sets the baseline; a later, higher one that
+   * no notification announces within the grace period sends a health check.
+   */
+  observed(channel: string, epoch: number) {
+    if (this.client === undefined || this.backendPid === undefined || !this.channels.has(channel)) return
+    const known = this.notified.get(channel)
+    if (known === undefined) {
+      this.notified.set(channel, epoch)
+      return
+    }
+    // A grace period already running (for a lower epoch) is not restarted: steady changes with no
+    // notification must still end in a check.
+    if (epoch <= known || this.unannounced.has(channel)) return
+    const generation = this.generation
+    const timer = setTimeout(() => {
+      this.unannounced.delete(channel)
+      if ((this.notified.get(channel) ?? -1) < epoch) this.probe(generation)
+    }, this.graceMs)
+    timer.unref()
+    this.unannounced.set(channel, { epoch, timer })
+  }
+
+  private announce(channel: string, payload: string | undefined) {
+    const epoch = parseWakeup(payload).epoch
+    if (epoch === undefined) return
+    this.notified.set(channel, Math.max(this.notified.get(channel) ?? epoch, epoch))
+    const pending = this.unannounced.get(channel)
+    if (pending !== undefined && pending.epoch <= epoch) {
+      clearTimeout(pending.timer)
+      this.unannounced.delete(channel)
+    }
+  }
+
+  /** Forget what was notified: after a reconnect the next heartbeat sets a new baseline. */
+  private resetAnnouncements() {
+    for (const { timer } of this.unannounced.values()) clearTimeout(timer)
+    this.unannounced.clear()
+    this.notified.clear()
+    this.probing = false
+  }
 
   add(channel: string, wake: Waker) {
     let set = this.channels.get(channel)
@@ -64,6 +117,9 @@ class ListenHub {
     set.delete(wake)
     if (set.size > 0) return
     this.channels.delete(channel)
+    this.notified.delete(channel)
+    clearTimeout(this.unannounced.get(channel)?.timer)
+    this.unannounced.delete(channel)
     this.client?.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => {})
     if (this.channels.size === 0) this.close()
   }
@@ -88,6 +144,7 @@ class ListenHub {
     client.on("error", onDead)
     client.on("end", onDead)
     client.on("notification", (msg) => {
+      this.announce(msg.channel, msg.payload)
       const set = this.channels.get(msg.channel)
       if (set !== undefined) for (const wake of set) wake(msg.payload)
     })
@@ -100,30 +157,30 @@ class ListenHub {
         this.backendPid = res.rows[0]?.pid
         this.connects++
         this.backoff = 50
-        this.scheduleHealth(generation)
+        this.resetAnnouncements()
         this.wakeAll()
       })
       .catch(onDead)
   }
 
   // Catches a connection that died silently (no FIN): a query that does not come back.
-  private scheduleHealth(generation: number) {
-    clearTimeout(this.healthTimer)
-    this.healthTimer = setTimeout(() => {
-      if (generation !== this.generation || this.client === undefined) return
-      const timeout = setTimeout(() => this.drop(generation, "health check got no answer in 5 s"), 5_000)
-      this.client.query("SELECT 1").then(
-        () => {
-          clearTimeout(timeout)
-          this.scheduleHealth(generation)
-        },
-        (error: unknown) => {
-          clearTimeout(timeout)
-          this.drop(generation, error instanceof Error ? error.message : "health check failed")
-        }
-      )
-    }, this.healthEveryMs)
-    this.healthTimer.unref()
+  private probe(generation: number) {
+    if (generation !== this.generation || this.client === undefined || this.probing) return
+    this.probing = true
+    this.probes++
+    const done = () => {
+      clearTimeout(timeout)
+      this.probing = false
+    }
+    const timeout = setTimeout(() => {
+      this.probing = false
+      this.drop(generation, "health check got no answer in 5 s")
+    }, 5_000)
+    timeout.unref()
+    this.client.query("SELECT 1").then(done, (error: unknown) => {
+      done()
+      this.drop(generation, error instanceof Error ? error.message : "health check failed")
+    })
   }
 
   private drop(generation: number, reason: string) {
@@ -132,7 +189,7 @@ class ListenHub {
     this.client = undefined
     this.backendPid = undefined
     this.generation++
-    clearTimeout(this.healthTimer)
+    this.resetAnnouncements()
     client.removeAllListeners()
     client.on("error", () => {})
     client.end().catch(() => {})
@@ -146,7 +203,7 @@ class ListenHub {
   private close() {
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
-    clearTimeout(this.healthTimer)
+    this.resetAnnouncements()
     const client = this.client
     this.client = undefined
     this.backendPid = undefined
@@ -165,12 +222,17 @@ const hubs = new WeakMap<PgClient.PgClient, ListenHub>()
 export const hubFor = (client: PgClient.PgClient): ListenHub => {
   let hub = hubs.get(client)
   if (hub === undefined) {
-    // Killed backends are noticed at once ('error'/'end'); this slow probe is for silent deaths.
-    hub = new ListenHub(toClientConfig(client.config), 30_000)
+    // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths.
+    // A notification normally arrives within milliseconds of its commit; a second is ample.
+    hub = new ListenHub(toClientConfig(client.config), 1_000)
     hubs.set(client, hub)
   }
   return hub
 }
+
+/** A heartbeat of `groupId` saw `epoch` (see `ListenHub.observed`); nothing when nobody listens. */
+export const observedEpoch = (client: PgClient.PgClient, groupId: string, epoch: number): void =>
+  hubs.get(client)?.observed(channelFor(groupId), epoch)
 
 /** Wake-ups on the group's channel for as long as the scope lives. */
 export const wakeups = (client: PgClient.PgClient, groupId: string) =>
