@@ -221,7 +221,7 @@ export const make = (options: Options = {}) =>
         wrap(
           "heartbeat",
           Effect.flatMap(nowParam, (now) =>
-            Effect.map(
+            Effect.flatMap(
               sql<{ idx: number; acked: string; epoch: string; size: number; unacked: string; expired: string; rows: string }>`
                 WITH prev AS (
                   SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
@@ -251,9 +251,7 @@ export const make = (options: Options = {}) =>
                   FROM me, g, others
                  -- An index that is not one of 0..N-1 (set by hand): rejoin, which reassigns.
                  WHERE me.idx IS NOT NULL AND me.idx < g.size`,
-              (rows) => rows[0]
-            ).pipe(
-              Effect.flatMap((r) =>
+              ([r]) =>
                 r === undefined
                   ? Effect.succeed(Option.none<GroupView>())
                   : Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): Option.Option<GroupView> => {
@@ -268,7 +266,6 @@ export const make = (options: Options = {}) =>
                       expired: num(r.expired) > 0 || off
                     })
                   })
-              )
             ))
         ),
 

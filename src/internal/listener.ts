@@ -40,7 +40,8 @@ class ListenHub {
   private generation = 0
   private readonly channels = new Map<string, Set<Waker>>()
   private reconnectTimer: NodeJS.Timeout | undefined
-  private probing = false
+  /** The generation whose health check is in flight, if any. */
+  private probing: number | undefined
   /** Per channel: the highest epoch notified on this connection (undefined until a baseline). */
   private readonly notified = new Map<string, number>()
   /** Per channel: an epoch a heartbeat saw and no notification has announced yet. */
@@ -61,7 +62,7 @@ class ListenHub {
    * no notification announces within the grace period sends a health check.
    */
   observed(channel: string, epoch: number) {
-    if (this.client === undefined || this.backendPid === undefined || !this.channels.has(channel)) return
+    if (this.backendPid === undefined || !this.channels.has(channel)) return
     const known = this.notified.get(channel)
     if (known === undefined) {
       this.notified.set(channel, epoch)
@@ -95,7 +96,6 @@ class ListenHub {
     for (const { timer } of this.unannounced.values()) clearTimeout(timer)
     this.unannounced.clear()
     this.notified.clear()
-    this.probing = false
   }
 
   add(channel: string, wake: Waker) {
@@ -165,15 +165,15 @@ class ListenHub {
 
   // Catches a connection that died silently (no FIN): a query that does not come back.
   private probe(generation: number) {
-    if (generation !== this.generation || this.client === undefined || this.probing) return
-    this.probing = true
+    if (generation !== this.generation || this.client === undefined || this.probing === generation) return
+    this.probing = generation
     this.probes++
     const done = () => {
       clearTimeout(timeout)
-      this.probing = false
+      if (this.probing === generation) this.probing = undefined
     }
     const timeout = setTimeout(() => {
-      this.probing = false
+      done()
       this.drop(generation, "health check got no answer in 5 s")
     }, 5_000)
     timeout.unref()
