@@ -239,10 +239,15 @@ it.live("two indices swapped by hand while members wait at the barrier: never tw
   Effect.gen(function*() {
     const { b, c, rec } = yield* atBarrier
     const sql = yield* SqlClient.SqlClient
-    // The deferred UNIQUE lets a swap commit in one transaction.
+    // The deferred UNIQUE lets a swap commit in one transaction. Both rows are locked first, as an
+    // operator should: otherwise a heartbeat that renewed one of them between the two UPDATEs waits
+    // at its commit on the swap's uncommitted index, while the swap waits on its row (40P01).
     yield* sql.withTransaction(Effect.gen(function*() {
-      const [rb] = yield* sql<{ idx: number }>`SELECT idx FROM modulo_group.members WHERE member_id = ${b.m.memberId}`
-      const [rc] = yield* sql<{ idx: number }>`SELECT idx FROM modulo_group.members WHERE member_id = ${c.m.memberId}`
+      const locked = yield* sql<{ member_id: string; idx: number }>`
+        SELECT member_id, idx FROM modulo_group.members
+         WHERE member_id IN (${b.m.memberId}, ${c.m.memberId}) ORDER BY member_id FOR UPDATE`
+      const rb = locked.find((r) => r.member_id === b.m.memberId)
+      const rc = locked.find((r) => r.member_id === c.m.memberId)
       yield* sql`UPDATE modulo_group.members SET idx = ${rc!.idx} WHERE member_id = ${b.m.memberId}`
       yield* sql`UPDATE modulo_group.members SET idx = ${rb!.idx} WHERE member_id = ${c.m.memberId}`
     }))
