@@ -17,7 +17,10 @@ import { SchemaMismatch } from "./MembershipError.js"
  * @since 0.1.0
  * @category constants
  */
-export const migrations = [{ version: 1, name: "0001_init" }] as const
+export const migrations = [
+  { version: 1, name: "0001_init" },
+  { version: 2, name: "0002_consistent_views" }
+] as const
 
 /**
  * The schema version this library needs.
