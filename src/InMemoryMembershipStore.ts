@@ -12,6 +12,9 @@ import { MembershipStore } from "./MembershipStore.js"
 
 interface Row extends MemberInfo {
   index: number | null
+  assignedEpoch: number
+  assignedSize: number
+  stoppingSince: number | null
   ackedEpoch: number
   leaseExpiresAt: number
   heartbeatAt: number
@@ -21,6 +24,7 @@ interface Row extends MemberInfo {
 
 interface Group {
   epoch: number
+  incarnation: number
   size: number
   changedAt: number
   members: Map<string, Row>
@@ -70,7 +74,14 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     const getGroup = (groupId: string, now: number): Group => {
       let g = groups.get(groupId)
       if (g === undefined) {
-        g = { epoch: 0, size: 0, changedAt: now, members: new Map(), pubsub: Effect.runSync(PubSub.sliding<Wakeup>(16)) }
+        g = {
+          epoch: 0,
+          incarnation: now,
+          size: 0,
+          changedAt: now,
+          members: new Map(),
+          pubsub: Effect.runSync(PubSub.sliding<Wakeup>(16))
+        }
         groups.set(groupId, g)
       }
       return g
@@ -85,8 +96,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         if (outage) return yield* new StoreError({ operation, reason: "database unavailable (injected outage)" })
       })
 
-    const notify = (g: Group, ready = false) =>
-      dropNotifications ? Effect.void : PubSub.publish(g.pubsub, { epoch: g.epoch, ready })
+    const notify = (g: Group) => dropNotifications ? Effect.void : PubSub.publish(g.pubsub, {})
 
     const removeExpired = (g: Group, now: number): number => {
       let n = 0
@@ -99,15 +109,19 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       return n
     }
 
-    const rebalance = (g: Group, now: number) => {
+    // `fresh`: no member survived into this change, so a new incarnation begins (see GroupView).
+    const rebalance = (g: Group, now: number, fresh: boolean) => {
       const rows = [...g.members.values()]
       const seats = reassign(rows.map((r) => ({ memberId: r.memberId, index: r.index, joinSeq: r.joinSeq })))
-      rows.forEach((r, i) => {
-        r.index = seats[i]!
-      })
       g.epoch += 1
       g.size = rows.length
       g.changedAt = now
+      if (fresh) g.incarnation = Math.max(g.incarnation + 1, now)
+      rows.forEach((r, i) => {
+        r.index = seats[i]!
+        r.assignedEpoch = g.epoch
+        r.assignedSize = g.size
+      })
     }
 
     const viewOf = (g: Group, row: Row, now: number): GroupView => {
@@ -117,7 +131,16 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         if (other.ackedEpoch < g.epoch) barrier = false
         if (other.leaseExpiresAt <= now) expired = true
       }
-      return { epoch: g.epoch, size: g.size, index: row.index!, acked: row.ackedEpoch, barrier, expired }
+      return {
+        epoch: g.epoch,
+        size: g.size,
+        index: row.index!,
+        acked: row.ackedEpoch,
+        barrier,
+        expired,
+        incarnation: g.incarnation,
+        clock: now
+      }
     }
 
     const store: MembershipStoreService = {
@@ -128,9 +151,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const g = getGroup(groupId, now)
             removeExpired(g, now)
             g.members.delete(member.memberId)
+            const fresh = g.members.size === 0
             const row: Row = {
               ...member,
               index: null,
+              assignedEpoch: 0,
+              assignedSize: 0,
+              stoppingSince: null,
               ackedEpoch: g.epoch + 1,
               leaseExpiresAt: now + leaseMs,
               heartbeatAt: now,
@@ -138,11 +165,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               joinSeq: ++seq
             }
             g.members.set(member.memberId, row)
-            rebalance(g, now)
+            rebalance(g, now, fresh)
             return Effect.as(notify(g), viewOf(g, row, now))
           })
         ),
-      heartbeat: (groupId, memberId, ack, leaseMs, announce = false) =>
+      heartbeat: (groupId, memberId, ack, leaseMs, options = {}) =>
         gate("heartbeat", memberId).pipe(
           Effect.zipRight(Clock.currentTimeMillis),
           Effect.flatMap((now) => {
@@ -155,10 +182,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             row.leaseExpiresAt = now + leaseMs
             row.heartbeatAt = now
             row.ackedEpoch = Math.max(row.ackedEpoch, ack)
+            row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
             const view = viewOf(g, row, now)
             // The acknowledgement that completes the barrier wakes the others.
-            const completes = (before < g.epoch || announce) && view.barrier
-            return Effect.as(completes ? notify(g, true) : Effect.void, Option.some(view))
+            const completes = (before < g.epoch || options.announce === true) && view.barrier
+            return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))
           })
         ),
       reap: (groupId) =>
@@ -169,7 +197,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             if (g === undefined) return Effect.succeed(0)
             const n = removeExpired(g, now)
             if (n === 0) return Effect.succeed(0)
-            rebalance(g, now)
+            rebalance(g, now, false)
             return Effect.as(notify(g), n)
           })
         ),
@@ -182,7 +210,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const had = g.members.delete(memberId)
             const n = removeExpired(g, now)
             if (!had && n === 0) return Effect.succeed(false)
-            rebalance(g, now)
+            rebalance(g, now, false)
             return Effect.as(notify(g), had)
           })
         ),
@@ -197,7 +225,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           const g = groups.get(groupId)
           return g === undefined
             ? Option.none<GroupRow>()
-            : Option.some({ groupId, epoch: g.epoch, size: g.size, changedAt: new Date(g.changedAt) })
+            : Option.some({
+              groupId,
+              epoch: g.epoch,
+              size: g.size,
+              changedAt: new Date(g.changedAt),
+              incarnation: g.incarnation
+            })
         })),
       members: (groupId) =>
         gate("members", undefined).pipe(
@@ -213,6 +247,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 host: r.host,
                 pid: r.pid,
                 index: r.index,
+                stoppingSince: r.stoppingSince === null ? null : new Date(r.stoppingSince),
                 ackedEpoch: r.ackedEpoch,
                 joinedAt: new Date(r.joinedAt),
                 heartbeatAgeMs: now - r.heartbeatAt,
@@ -222,7 +257,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         ),
       groups: gate("groups", undefined).pipe(Effect.map(() =>
         [...groups.entries()]
-          .map(([groupId, g]) => ({ groupId, epoch: g.epoch, size: g.size, changedAt: new Date(g.changedAt) }))
+          .map(([groupId, g]) => ({
+            groupId,
+            epoch: g.epoch,
+            size: g.size,
+            changedAt: new Date(g.changedAt),
+            incarnation: g.incarnation
+          }))
           .sort((a, b) => a.groupId.localeCompare(b.groupId))
       ))
     }

@@ -15,6 +15,11 @@ export interface Assignment {
   readonly epoch: number
   readonly index: number
   readonly size: number
+  /**
+   * The group's incarnation: `(incarnation, epoch)` is the fencing token, never issued twice for a
+   * group even after a restore (compare the pair in order; see docs/fencing.md).
+   */
+  readonly incarnation: number
   /** Index 0 of the current epoch: the one member that runs singleton duties. */
   readonly isLeader: boolean
 }
@@ -29,6 +34,7 @@ export interface Slot {
   readonly epoch: number
   readonly index: number
   readonly size: number
+  readonly incarnation: number
 }
 
 /**
@@ -36,9 +42,14 @@ export interface Slot {
  * - `Awaiting`: member of `epoch`, has acknowledged it, waits until every member has (the barrier).
  * - `Assigned`: everyone acknowledged `epoch`; the member works on its index.
  * - `Renegotiating`: a newer epoch `next` exists; the member stops its work, then acknowledges.
- * - `Fenced`: the local lease deadline passed (hang, slow or unreachable database); no work until a renewal succeeds.
- * - `Lost`: the member's row is gone (reaped or deleted); it rejoins as a new member.
- * - `Leaving` / `Left`: graceful leave in progress / done.
+ *   `stuck`: the work did not stop within `stopTimeout`; the member keeps its lease and never
+ *   acknowledges until it does (it holds the barrier, loudly).
+ * - `Fenced`: the local lease deadline passed (hang, slow or unreachable database); no work until a
+ *   renewal succeeds. `stopping`: the work has not finished stopping yet (`stuck`: past `stopTimeout`).
+ * - `Lost`: the member's row is gone (reaped or deleted); it rejoins as a new member once its old
+ *   work has stopped.
+ * - `Leaving` / `Left`: graceful leave in progress / done. While `stopping`, the work has not
+ *   stopped yet: the member keeps renewing and deletes its row only after it has.
  *
  * @since 0.1.0
  * @category models
@@ -47,10 +58,10 @@ export type MemberState = Data.TaggedEnum<{
   Joining: {}
   Awaiting: Slot
   Assigned: Slot
-  Renegotiating: Slot & { readonly next: Slot }
-  Fenced: Slot
+  Renegotiating: Slot & { readonly next: Slot; readonly stuck: boolean }
+  Fenced: Slot & { readonly stopping: boolean; readonly stuck: boolean }
   Lost: {}
-  Leaving: {}
+  Leaving: { readonly stopping: boolean; readonly stuck: boolean }
   Left: {}
 }>
 
@@ -82,7 +93,13 @@ export type Tag = MemberState["_tag"]
  */
 export const assignment = (state: MemberState): Assignment | undefined =>
   state._tag === "Assigned"
-    ? { epoch: state.epoch, index: state.index, size: state.size, isLeader: state.index === 0 }
+    ? {
+      epoch: state.epoch,
+      index: state.index,
+      size: state.size,
+      incarnation: state.incarnation,
+      isLeader: state.index === 0
+    }
     : undefined
 
 /**
@@ -95,6 +112,15 @@ export const epochOf = (state: MemberState): number | undefined =>
   "epoch" in state ? state.epoch : undefined
 
 /**
+ * Whether the member's work has not stopped though it was asked to, past `stopTimeout`.
+ *
+ * @since 0.2.0
+ * @category getters
+ */
+export const isStuck = (state: MemberState): boolean =>
+  (state._tag === "Renegotiating" || state._tag === "Fenced" || state._tag === "Leaving") && state.stuck
+
+/**
  * A one-line description for logs and the CLI.
  *
  * @since 0.1.0
@@ -105,9 +131,11 @@ export const format = (state: MemberState): string =>
     Joining: () => "joining",
     Awaiting: (s) => `awaiting epoch ${s.epoch} [${s.index}/${s.size}]`,
     Assigned: (s) => `assigned epoch ${s.epoch} [${s.index}/${s.size}]`,
-    Renegotiating: (s) => `renegotiating epoch ${s.epoch} -> ${s.next.epoch}`,
-    Fenced: (s) => `fenced (lease deadline passed in epoch ${s.epoch})`,
+    Renegotiating: (s) =>
+      `renegotiating epoch ${s.epoch} -> ${s.next.epoch}${s.stuck ? " (work will not stop: holding the barrier)" : ""}`,
+    Fenced: (s) =>
+      `fenced (lease deadline passed in epoch ${s.epoch})${s.stuck ? " (work will not stop)" : s.stopping ? " (stopping work)" : ""}`,
     Lost: () => "lost (membership gone; rejoining)",
-    Leaving: () => "leaving",
+    Leaving: (s) => (s.stuck ? "leaving (work will not stop: holding the barrier)" : "leaving"),
     Left: () => "left"
   })

@@ -117,19 +117,33 @@ export const make = (
       renegotiations: tagged(Metrics.renegotiations),
       selfFences: tagged(Metrics.selfFences),
       failedHeartbeats: tagged(Metrics.failedHeartbeats),
-      barrierSeconds: tagged(Metrics.barrierSeconds)
+      barrierSeconds: tagged(Metrics.barrierSeconds),
+      stuckWork: tagged(Metrics.stuckWork),
+      alarms: tagged(Metrics.alarms),
+      clockSteps: tagged(Metrics.clockSteps)
     }
 
     const stateRef = yield* SubscriptionRef.make<MemberState>(State.MemberState.Joining())
     const events = yield* Queue.unbounded<Envelope>()
+    // Renew now: `poke` for the member's own reasons, `wake` for a notification (rate-limited).
     const poke = yield* Queue.sliding<void>(1)
+    const wake = yield* Queue.sliding<void>(1)
     const deadline = yield* Ref.make(Option.none<number>())
     let ack = 0
     let incarnation = 0
     let joinFailures = 0
     let barrierSince: number | undefined = undefined
+    let stuckSince: number | undefined = undefined
+    // After a step of the database clock, leases that look expired may belong to members still
+    // working: no reaping until a lease of this member's own clock has passed.
+    let reapAfter = 0
     const specs = new Set<WorkSpec>()
-    const running = new Set<Fiber.RuntimeFiber<void>>()
+    // The work fiber of each spec, while it runs. A spec never has two.
+    const running = new Map<WorkSpec, Fiber.RuntimeFiber<void>>()
+    // The slot work runs under, set by StartWork and cleared by every interrupt (both under the work
+    // lock): a worker registered by `whileAssigned` starts on its own only while this is set, so it
+    // starts exactly once per StartWork whatever the interleaving.
+    let activeSlot: Slot | undefined = undefined
 
     const offer = (event: Event, inc?: number) => Queue.offer(events, { event, incarnation: inc })
     const extend = (validUntil: number) =>
@@ -138,20 +152,28 @@ export const make = (
     // --- work ---------------------------------------------------------------------------------
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
+        if (running.has(spec)) return
         // Interruptible explicitly: `whileAssigned` may start work from inside an uninterruptible
         // acquire, and a fork inherits that; such work could never be stopped at a renegotiation.
         const fiber = yield* Effect.forkIn(Effect.interruptible(spec.run(toAssignment(slot))), workScope)
-        running.add(fiber)
-        fiber.addObserver(() => running.delete(fiber))
+        running.set(spec, fiber)
+        fiber.addObserver(() => {
+          if (running.get(spec) === fiber) running.delete(spec)
+        })
       })
     // Starting work (after checking the state) and interrupting it exclude each other, so a worker
     // registered during a renegotiation cannot slip past the StopWork that precedes the ack.
     const workLock = yield* Effect.makeSemaphore(1)
     const interruptWork = workLock.withPermits(1)(
-      Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.interruptFork(f), { discard: true }))
+      Effect.suspend(() => {
+        activeSlot = undefined
+        return Effect.forEach([...running.values()], (f) => Fiber.interruptFork(f), { discard: true })
+      })
     )
-    const awaitWork = Effect.suspend(() => Effect.forEach([...running], (f) => Fiber.await(f), { discard: true }))
-    const stopWork = Effect.zipRight(interruptWork, awaitWork)
+    const awaitWork = Effect.suspend(() => Effect.forEach([...running.values()], (f) => Fiber.await(f), { discard: true }))
+
+    const alarm = (reason: string) =>
+      Effect.zipRight(Metric.update(m.alarms, 1), Effect.logError(`modulo-group: ${reason}`))
 
     // --- commands -----------------------------------------------------------------------------
     const execute = (command: Command): Effect.Effect<Event | undefined> => {
@@ -170,6 +192,7 @@ export const make = (
             joinFailures = 0
             incarnation++
             ack = result.right.epoch
+            clockSample = { mono: t0, db: result.right.clock, rtt: (yield* nowMillis) - t0 }
             yield* Ref.set(deadline, Option.some(t0 + validMs))
             return Transition.Event.Joined({ view: result.right })
           })
@@ -180,8 +203,13 @@ export const make = (
             undefined
           )
         }
+        case "RejoinAfterLease":
+          return Effect.as(
+            Effect.forkIn(Effect.zipRight(Effect.sleep(leaseMs), offer(Transition.Event.RetryJoin())), scope),
+            undefined
+          )
         case "Ack":
-          // An acknowledgement promises that no older work runs (G2): make sure, even after a stop timeout.
+          // An acknowledgement promises that no older work runs (G2): make sure.
           return awaitWork.pipe(
             Effect.zipRight(Effect.sync(() => {
               ack = Math.max(ack, command.epoch)
@@ -190,38 +218,55 @@ export const make = (
             Effect.as(undefined)
           )
         case "Reap":
-          return store.reap(groupId).pipe(
-            Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
-            Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
-            Effect.zipRight(Queue.offer(poke, undefined)),
-            Effect.as(undefined)
-          )
+          return Effect.gen(function*() {
+            if ((yield* nowMillis) < reapAfter) {
+              yield* Effect.logWarning("not reaping: the database clock stepped recently; leases may look expired early")
+              return undefined
+            }
+            yield* store.reap(groupId).pipe(
+              Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
+              Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`))
+            )
+            yield* Queue.offer(poke, undefined)
+            return undefined
+          })
         case "StartWork":
           return Effect.gen(function*() {
             // A reply that arrives after the lease deadline must not start work: fence instead (G3).
             const d = yield* Ref.get(deadline)
             const now = yield* nowMillis
             if (Option.isNone(d) || now >= d.value) return Transition.Event.DeadlinePassed()
-            yield* workLock.withPermits(1)(
-              Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true })
-            )
+            yield* workLock.withPermits(1)(Effect.suspend(() => {
+              activeSlot = command.slot
+              return Effect.forEach([...specs], (spec) => startOne(spec, command.slot), { discard: true })
+            }))
             return undefined
           })
         case "StopWork":
-          return stopWork.pipe(
-            Effect.timeoutTo({
-              duration: config.stopTimeout,
-              onSuccess: (): Event => Transition.Event.WorkStopped(),
-              onTimeout: (): Event => Transition.Event.StopTimedOut()
-            }),
-            Effect.tap((e) => (e._tag === "StopTimedOut" ? Effect.logError("work did not stop in time; leaving the group") : Effect.void))
-          )
+          return Effect.gen(function*() {
+            yield* interruptWork
+            const stopped = yield* awaitWork.pipe(Effect.timeout(config.stopTimeout), Effect.option)
+            if (Option.isSome(stopped)) return Transition.Event.WorkStopped()
+            // Past the stop timeout: keep waiting (in the background, so renewals and events go on)
+            // and report the stop when it happens. Until then the member holds the barrier.
+            stuckSince ??= yield* nowMillis
+            yield* Effect.forkIn(
+              Effect.zipRight(awaitWork, Effect.suspend(() => {
+                stuckSince = undefined
+                return Effect.zipRight(Metric.set(m.stuckWork, 0), offer(Transition.Event.WorkStopped()))
+              })),
+              scope
+            )
+            return Transition.Event.StopTimedOut()
+          })
         case "Leave":
           return store.leave(groupId, memberId).pipe(
             Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`)),
             Effect.zipRight(Ref.set(deadline, Option.none())),
             Effect.as(Transition.Event.LeaveDone())
           )
+        case "Alarm":
+          return Effect.as(alarm(command.reason), undefined)
       }
     }
 
@@ -272,23 +317,13 @@ export const make = (
         }
       })
 
-    const isStale = (envelope: Envelope) =>
-      Effect.gen(function*() {
-        if (envelope.incarnation !== undefined && envelope.incarnation !== incarnation) return true
-        const tag = envelope.event._tag
-        if (tag !== "DeadlinePassed" && tag !== "BarrierDown") return false
-        const d = yield* Ref.get(deadline)
-        const now = yield* nowMillis
-        const ahead = Option.isSome(d) && now < d.value
-        // A renewal may have moved the deadline since the timer fired; and a member past its
-        // deadline must not start work on a notification's word.
-        return tag === "DeadlinePassed" ? Option.isNone(d) || ahead : !ahead
-      })
+    // Replies of an earlier incarnation (before a rejoin) are stale. Nothing else is dropped: a
+    // DeadlinePassed whose deadline a renewal has moved since still takes the member through Fenced,
+    // whose next renewal starts the work again (the fence timer has already interrupted it).
+    const isStale = (envelope: Envelope) => envelope.incarnation !== undefined && envelope.incarnation !== incarnation
 
     const driver = Queue.take(events).pipe(
-      Effect.flatMap((envelope) =>
-        Effect.flatMap(isStale(envelope), (stale) => (stale ? Effect.void : apply(envelope.event)))
-      ),
+      Effect.flatMap((envelope) => (isStale(envelope) ? Effect.void : apply(envelope.event))),
       // A bug in one step must not kill the driver while the lease keeper keeps renewing.
       Effect.catchAllDefect((defect) => Effect.logError("modulo-group driver step failed", defect)),
       Effect.forever
@@ -309,30 +344,95 @@ export const make = (
       return d
     })
 
+    // The database clock against this member's monotonic clock: each renewal's database time is
+    // compared with the previous one's. Their difference may only disagree by the two round trips.
+    let clockSample: { mono: number; db: number; rtt: number } | undefined = undefined
+    let clockStepLogged = false
+    const checkClock = (t0: number, t1: number, db: number) =>
+      Effect.gen(function*() {
+        const prev = clockSample
+        clockSample = { mono: t0, db, rtt: t1 - t0 }
+        if (prev === undefined) return
+        const drift = (db - prev.db) - (t0 - prev.mono)
+        const threshold = Duration.toMillis(config.fenceMargin) / 2 + prev.rtt + (t1 - t0)
+        if (Math.abs(drift) <= threshold) {
+          clockStepLogged = false
+          return
+        }
+        yield* Metric.update(m.clockSteps, 1)
+        if (drift > 0) reapAfter = t1 + leaseMs
+        if (!clockStepLogged) {
+          clockStepLogged = true
+          yield* Effect.logError(
+            `modulo-group: the database clock moved ${drift > 0 ? "ahead" : "back"} by about ${Math.abs(Math.round(drift))} ms ` +
+              `against this member's clock between two renewals. ` +
+              (drift > 0
+                ? "Leases are judged on the database clock: members may look expired early. No reaping for one lease."
+                : "Crashed members will be noticed later than the lease.")
+          )
+        }
+      })
+
     const renew = Effect.gen(function*() {
       const state = yield* SubscriptionRef.get(stateRef)
       if (!Transition.holdsLease(state)) return
       const inc = incarnation
+      const stuck = State.isStuck(state)
+      if (stuck && stuckSince !== undefined) {
+        const seconds = ((yield* nowMillis) - stuckSince) / 1000
+        yield* Metric.set(m.stuckWork, seconds)
+        yield* Effect.logError(
+          `modulo-group: work has not stopped for ${seconds.toFixed(1)} s (${State.format(state)}); ` +
+            "the group cannot move on until it does"
+        )
+      }
       const t0 = yield* nowMillis
-      const result = yield* Effect.either(store.heartbeat(groupId, memberId, ack, leaseMs, state._tag === "Awaiting"))
+      const result = yield* Effect.either(
+        store.heartbeat(groupId, memberId, ack, leaseMs, { announce: state._tag === "Awaiting", stuck })
+      )
+      const t1 = yield* nowMillis
       if (result._tag === "Left") {
         yield* Metric.update(m.failedHeartbeats, 1)
         yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
         return yield* offer(Transition.Event.RenewFailed({ reason: result.left.reason }), inc)
       }
-      if (Option.isNone(result.right)) return yield* offer(Transition.Event.Gone(), inc)
-      const now = yield* nowMillis
-      if (t0 + validMs <= now) {
+      if (Option.isNone(result.right)) {
+        const d = yield* Ref.get(deadline)
+        return yield* offer(Transition.Event.Gone({ early: Option.isSome(d) && t1 < d.value }), inc)
+      }
+      if (t0 + validMs <= t1) {
         yield* Metric.update(m.failedHeartbeats, 1)
         return yield* offer(Transition.Event.RenewFailed({ reason: "renewal came back after its deadline" }), inc)
       }
-      if (inc === incarnation) yield* extend(t0 + validMs)
+      if (inc === incarnation) {
+        yield* checkClock(t0, t1, result.right.value.clock)
+        yield* extend(t0 + validMs)
+      }
       yield* offer(Transition.Event.Renewed({ view: result.right.value }), inc)
+    })
+
+    // A wake-up (a notification, which anyone can send) only brings the next renewal forward, and
+    // at most a few times in a row: a flood of notifications costs a bounded number of renewals.
+    const wakeBurst = 8
+    const wakeRefillMs = Math.max(Duration.toMillis(config.barrierPoll), heartbeatMs / 20)
+    let wakeTokens = wakeBurst
+    let wakeRefilledAt = 0
+    const takeWakeToken: Effect.Effect<void> = Effect.gen(function*() {
+      const now = yield* nowMillis
+      wakeTokens = Math.min(wakeBurst, wakeTokens + (now - wakeRefilledAt) / wakeRefillMs)
+      wakeRefilledAt = now
+      if (wakeTokens >= 1) {
+        wakeTokens -= 1
+        return
+      }
+      yield* Effect.sleep((1 - wakeTokens) * wakeRefillMs)
+      wakeTokens = 0
+      wakeRefilledAt = yield* nowMillis
     })
 
     const leaseKeeper = Effect.gen(function*() {
       const delay = yield* nextDelay
-      yield* Effect.raceFirst(Effect.sleep(delay), Queue.take(poke))
+      yield* Effect.raceAll([Effect.sleep(delay), Queue.take(poke), Effect.zipRight(Queue.take(wake), takeWakeToken)])
       yield* renew
     }).pipe(Effect.forever)
 
@@ -353,13 +453,36 @@ export const make = (
     }).pipe(Effect.forever)
 
     // --- leave --------------------------------------------------------------------------------
-    const leaveTimeout = Duration.sum(config.stopTimeout, config.statementTimeout)
+    // Work that will not stop holds the barrier even at shutdown: keep renewing (the loops have
+    // stopped by now), say so every heartbeat, and leave only once it has stopped. Never leave, nor
+    // let the lease lapse on purpose, while work may still run (G2).
+    const holdUntilStopped = Effect.gen(function*() {
+      const stopped = yield* awaitWork.pipe(Effect.timeout(config.stopTimeout), Effect.option)
+      if (Option.isSome(stopped)) return
+      const since = stuckSince ?? (yield* nowMillis)
+      yield* Effect.raceFirst(
+        awaitWork,
+        Effect.gen(function*() {
+          const seconds = ((yield* nowMillis) - since) / 1000
+          yield* Metric.set(m.stuckWork, seconds)
+          yield* alarm(
+            `leaving, but work has not stopped for ${seconds.toFixed(1)} s; holding the barrier (renewing the lease) until it does`
+          )
+          yield* store.heartbeat(groupId, memberId, ack, leaseMs, { stuck: true }).pipe(Effect.ignore)
+          yield* Effect.sleep(heartbeatMs)
+        }).pipe(Effect.forever)
+      )
+      yield* Metric.set(m.stuckWork, 0)
+    })
+
     const finalLeave = Effect.gen(function*() {
       const state = yield* SubscriptionRef.get(stateRef)
       if (state._tag === "Left") return
-      yield* SubscriptionRef.set(stateRef, State.MemberState.Leaving())
-      yield* stopWork.pipe(Effect.timeout(config.stopTimeout), Effect.ignore)
-      // Retried until the leave timeout: a leave that fails would make the others wait a lease (G5).
+      yield* SubscriptionRef.set(stateRef, State.MemberState.Leaving({ stopping: true, stuck: false }))
+      yield* interruptWork
+      yield* holdUntilStopped
+      yield* SubscriptionRef.set(stateRef, State.MemberState.Leaving({ stopping: false, stuck: false }))
+      // Retried for a bounded time: a leave that fails would make the others wait a lease (G5).
       yield* store.leave(groupId, memberId).pipe(
         Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
         Effect.retry(Schedule.spaced(Duration.millis(100))),
@@ -368,7 +491,7 @@ export const make = (
       )
       yield* SubscriptionRef.set(stateRef, State.MemberState.Left())
       // Finalizers run uninterruptibly: without this the timeouts could not cut off a hung store call.
-    }).pipe(Effect.interruptible, Effect.timeout(leaveTimeout), Effect.ignore)
+    }).pipe(Effect.interruptible, Effect.ignore)
 
     // Registered before the loops are forked, so it runs after they have stopped.
     yield* Effect.addFinalizer(() => finalLeave)
@@ -385,14 +508,12 @@ export const make = (
     if (config.notifications) {
       const stream = yield* store.wakeups(groupId)
       yield* Effect.forkScoped(annotate(Stream.runForEach(stream, (w) =>
-        w.ready && w.epoch !== undefined
-          ? offer(Transition.Event.BarrierDown({ epoch: w.epoch }))
-          : w.lost !== undefined
+        w.lost !== undefined
           ? Effect.zipRight(
             Effect.logWarning(`notification connection lost (${w.lost}); polling until it is back`),
-            Queue.offer(poke, undefined)
+            Queue.offer(wake, undefined)
           )
-          : Queue.offer(poke, undefined))))
+          : Queue.offer(wake, undefined))))
     }
     yield* offer(Transition.Event.RetryJoin())
 
@@ -405,6 +526,7 @@ export const make = (
       return Option.isSome(d) && now < d.value ? Option.some(a) : Option.none<Assignment>()
     })
 
+    const leaveTimeout = Duration.sum(config.stopTimeout, config.statementTimeout)
     const service: MembershipService = {
       memberId,
       config,
@@ -450,8 +572,10 @@ export const make = (
           yield* Effect.acquireRelease(
             workLock.withPermits(1)(Effect.gen(function*() {
               specs.add(spec)
+              // Only while a StartWork's work is live (and its deadline ahead): otherwise the next
+              // StartWork starts it.
               const a = yield* assignmentNow
-              if (Option.isSome(a)) yield* startOne(spec, a.value)
+              if (activeSlot !== undefined && Option.isSome(a)) yield* startOne(spec, activeSlot)
             })),
             () => Effect.sync(() => specs.delete(spec))
           )

@@ -90,7 +90,8 @@ const controlChars = /[\u0000-\u001f\u007f-\u009f]/
 const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
 /**
- * Checks a group id; group ids reach SQL only as parameters, so quotes and unicode are fine.
+ * Checks a group id and returns it in Unicode NFC (the form every store call uses); group ids reach
+ * SQL only as parameters, so quotes and unicode are fine.
  *
  * @since 0.1.0
  * @category validation
@@ -105,7 +106,13 @@ export const validateGroupId = (groupId: string): Effect.Effect<string, InvalidG
   }
   if (controlChars.test(groupId)) return fail("it contains control characters")
   if (loneSurrogate.test(groupId)) return fail("it is not valid unicode (lone surrogate)")
-  return Effect.succeed(groupId)
+  // One group, one id: the same text in another Unicode normal form (NFD from a macOS file name, say)
+  // must not become a second group with a second full set of indices.
+  const normalized = groupId.normalize("NFC")
+  if (normalized.length > maxGroupIdLength) {
+    return fail(`it is ${normalized.length} characters long in NFC; at most ${maxGroupIdLength} are allowed`)
+  }
+  return Effect.succeed(normalized)
 }
 
 const decodeDuration = (field: string, input: Duration.DurationInput | undefined, fallback: Duration.Duration) =>

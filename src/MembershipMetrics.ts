@@ -32,3 +32,27 @@ export const barrierSeconds = Metric.histogram(
   MetricBoundaries.exponential({ start: 0.001, factor: 2, count: 16 }),
   "Time from leaving an assignment (or joining) to the next assignment"
 )
+
+/**
+ * @since 0.2.0
+ * @category metrics
+ */
+export const stuckWork = Metric.gauge("modulo_group_stuck_work_seconds", {
+  description: "How long the member's work has not stopped though asked to (0 when none): it holds the barrier"
+})
+
+/**
+ * @since 0.2.0
+ * @category metrics
+ */
+export const alarms = Metric.counter("modulo_group_alarms_total", {
+  description: "Things the member refused to act on (a contradicting view, a row removed early, stuck work)"
+})
+
+/**
+ * @since 0.2.0
+ * @category metrics
+ */
+export const clockSteps = Metric.counter("modulo_group_clock_steps_total", {
+  description: "Steps of the database clock against the member's monotonic clock beyond the threshold"
+})

@@ -24,36 +24,35 @@ export interface GroupView {
   readonly index: number
   /** The epoch this member has acknowledged, as stored. */
   readonly acked: number
-  /** Every member of the group has acknowledged `epoch`: work under it may start. */
+  /**
+   * Every member of the group has acknowledged `epoch`: work under it may start. Always `false` when
+   * the view could not be read from one committed state as a whole (a renewal that waited for a
+   * change's row lock learns its new epoch, size and index from its own row, and no more).
+   */
   readonly barrier: boolean
-  /** Some member's lease has expired by the store's clock: whoever sees this reaps. */
+  /** Some member's lease has expired (or the rows need repair) by the store's clock: whoever sees this reaps. */
   readonly expired: boolean
+  /**
+   * The group's incarnation: with `epoch`, the fencing token `(incarnation, epoch)`, which is never
+   * issued twice for a group (a new incarnation, never below the store clock in milliseconds, begins
+   * whenever a change finds no live member, e.g. after a restore from a backup).
+   */
+  readonly incarnation: number
+  /** The store's clock when it judged the lease, in milliseconds since the Unix epoch. */
+  readonly clock: number
 }
 
 /**
- * A hint that the group changed: `epoch` is the epoch it announces (unknown after a reconnect),
- * `ready` that every member of that epoch has acknowledged it (the barrier is down), `lost` that
- * the notification connection was lost, and why (notifications may have been missed).
+ * A hint that the group may have changed. Notifications come from anyone who can connect (any role
+ * can `pg_notify` on any channel), so a wake-up carries nothing to act on: it only makes the member
+ * ask the database sooner. `lost`: the notification connection was lost, and why (notifications may
+ * have been missed meanwhile).
  *
  * @since 0.1.0
  * @category models
  */
 export interface Wakeup {
-  readonly epoch: number | undefined
-  readonly ready: boolean
-  readonly lost?: string
-}
-
-/**
- * Parses a notification payload: `"<epoch>"` or `"<epoch>:ready"`.
- *
- * @since 0.1.0
- * @category models
- */
-export const parseWakeup = (payload: string | undefined): Wakeup => {
-  const [epoch, flag] = (payload ?? "").split(":")
-  const n = Number(epoch)
-  return Number.isSafeInteger(n) && n > 0 ? { epoch: n, ready: flag === "ready" } : { epoch: undefined, ready: false }
+  readonly lost?: string | undefined
 }
 
 /**
@@ -77,6 +76,8 @@ export interface MemberInfo {
  */
 export interface MemberRow extends MemberInfo {
   readonly index: number | null
+  /** Since when the member's work has not stopped though it was asked to (it holds the barrier). */
+  readonly stoppingSince: Date | null
   readonly ackedEpoch: number
   readonly joinedAt: Date
   /** Milliseconds since the last renewal, by the store's clock. */
@@ -96,6 +97,8 @@ export interface GroupRow {
   readonly epoch: number
   readonly size: number
   readonly changedAt: Date
+  /** See `GroupView.incarnation`. */
+  readonly incarnation: number
 }
 
 /**
@@ -110,17 +113,18 @@ export interface MembershipStoreService {
   readonly join: (groupId: string, member: MemberInfo, leaseMs: number) => Effect.Effect<GroupView, StoreError>
   /**
    * One statement: renew the lease if it has not expired, record the acknowledged epoch, return the
-   * group's view. `None` when the row is gone or its lease expired: the member must rejoin.
-   * The acknowledgement that completes the barrier notifies the group; so does any renewal with
-   * `announce` that finds the barrier complete (a waiting member that polled, in case two last
-   * acknowledgements raced and neither saw the other).
+   * group's view, read from one committed state. `None` when the row is gone or its lease expired:
+   * the member must rejoin. `stuck`: the member's work does not stop (shown by `status`).
+   * An acknowledgement that completes the barrier notifies the group after its commit (best
+   * effort); so does any renewal with `announce` that finds the barrier complete (a waiting member
+   * that polled, in case two last acknowledgements raced and neither saw the other).
    */
   readonly heartbeat: (
     groupId: string,
     memberId: string,
     ack: number,
     leaseMs: number,
-    announce?: boolean
+    options?: { readonly announce?: boolean | undefined; readonly stuck?: boolean | undefined }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
   /** Under the group lock: delete expired members; if any, reassign and bump. Returns how many were reaped. */
   readonly reap: (groupId: string) => Effect.Effect<number, StoreError>

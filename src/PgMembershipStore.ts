@@ -8,7 +8,8 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Duration, Effect, Exit, Layer, Option, Schedule } from "effect"
+import { advisoryLockClass } from "./internal/constants.js"
 import { channelFor, observedEpoch, wakeups } from "./internal/listener.js"
 import { DatabaseUnavailable, SchemaMismatch, StoreError } from "./MembershipError.js"
 import type { GroupRow, GroupView, MemberRow, MembershipStoreService } from "./MembershipStore.js"
@@ -28,6 +29,11 @@ export interface Options {
   readonly startupTimeout?: Duration.DurationInput | undefined
   /** Timeout of each database call (default 2 seconds); also bounds how long a change holds the group lock. */
   readonly statementTimeout?: Duration.DurationInput | undefined
+  /**
+   * Called before every statement an operation sends (`step` names it; `"commit"` precedes the
+   * COMMIT of a change), for tests that interleave operations statement by statement.
+   */
+  readonly onStatement?: ((operation: string, step: string) => Effect.Effect<void>) | undefined
 }
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
@@ -83,6 +89,7 @@ export const make = (options: Options = {}) =>
     const pg = yield* PgClient.PgClient
     const statementTimeoutMs = Duration.toMillis(Duration.decode(options.statementTimeout ?? Duration.seconds(2)))
     const useEffectClock = options.clock === "effect"
+    const onStatement = options.onStatement ?? (() => Effect.void)
 
     // The time every statement judges leases by: the database's, or one passed in.
     const nowParam: Effect.Effect<string | null> = useEffectClock
@@ -93,7 +100,7 @@ export const make = (options: Options = {}) =>
     const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError>) =>
       effect.pipe(
         Effect.mapError((cause) => new StoreError({ operation, reason: describe(cause), cause })),
-        // withTransaction turns a failed COMMIT (e.g. a killed backend) into a defect: it is a store error.
+        // A failed COMMIT on a killed backend can surface as a defect: it is a store error.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
         // On timeout or interruption, return at once: the driver's query cancel and a transaction's
         // ROLLBACK on a connection that no longer answers finish (or fail) in the background.
@@ -105,10 +112,47 @@ export const make = (options: Options = {}) =>
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" } })
       )
 
+    // A transaction at READ COMMITTED whatever the database's or role's default isolation: a change
+    // waits for the group lock and must then read the state that lock protects, not a snapshot taken
+    // before the wait (which under REPEATABLE READ or SERIALIZABLE fails with 40001).
+    const readCommitted = <A, E, R>(operation: string, body: Effect.Effect<A, E, R>) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.scoped(Effect.gen(function*() {
+          const conn = yield* sql.reserve
+          yield* conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined)
+          const exit = yield* Effect.exit(
+            restore(body).pipe(Effect.provideService(SqlClient.TransactionConnection, [conn, 0] as const))
+          )
+          if (Exit.isSuccess(exit)) {
+            yield* onStatement(operation, "commit")
+            yield* conn.executeUnprepared("COMMIT", [], undefined)
+            return exit.value
+          }
+          // A failed ROLLBACK means a broken connection: the pool discards it, the server rolls back.
+          yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
+          return yield* exit
+        }))
+      )
+
+    // After a commit, best effort: a notification only wakes members sooner (G7), so a change or an
+    // acknowledgement must never fail because it cannot be sent (a full notification queue, a role
+    // that may not call pg_notify).
+    const notify = (operation: string, groupId: string, payload: string) =>
+      onStatement(operation, "notify").pipe(
+        Effect.zipRight(sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})`),
+        Effect.timeout(statementTimeoutMs),
+        Effect.catchAllCause((cause) =>
+          Effect.logDebug(`modulo-group: notification not sent (members will find the change by polling)`, cause)
+        )
+      )
+
     // Inside a change transaction holding the group lock: reassign indices (keep index < N, fill
-    // holes in join order), bump the epoch, notify. Mirrors internal/reassign.ts.
-    const rebalance = (groupId: string, now: string | null, epoch: number) =>
+    // holes in join order; mirrors internal/reassign.ts), stamp every member row with the epoch and
+    // size its index belongs to, bump the epoch. A new incarnation begins when no member survived
+    // into this change (`fresh`). Two statements, both under the lock.
+    const rebalance = (operation: string, groupId: string, now: string | null, epoch: number, fresh: boolean) =>
       Effect.gen(function*() {
+        yield* onStatement(operation, "reassign")
         yield* sql`
           WITH live AS (
             SELECT member_id, idx, join_seq, count(*) OVER () AS n
@@ -122,49 +166,74 @@ export const make = (options: Options = {}) =>
           ), movers AS (
             SELECT member_id, row_number() OVER (ORDER BY join_seq) AS r
               FROM live WHERE idx IS NULL OR idx >= n
+          ), target AS (
+            SELECT live.member_id, coalesce(holes.i, live.idx) AS idx, live.n
+              FROM live LEFT JOIN movers USING (member_id) LEFT JOIN holes ON holes.r = movers.r
           )
-          UPDATE modulo_group.members m SET idx = holes.i
-            FROM movers JOIN holes USING (r)
-           WHERE m.member_id = movers.member_id`
-        const [g] = yield* sql<{ epoch: string; size: number }>`
+          UPDATE modulo_group.members m
+             SET idx = target.idx, assigned_epoch = ${epoch + 1}, assigned_size = target.n
+            FROM target
+           WHERE m.member_id = target.member_id`
+        yield* onStatement(operation, "bump")
+        const [g] = yield* sql<{ epoch: string; size: number; incarnation: string }>`
           UPDATE modulo_group.groups
              SET epoch = ${epoch + 1},
                  size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}),
-                 changed_at = ${nowSql(now)}
+                 changed_at = ${nowSql(now)},
+                 incarnation = CASE WHEN ${fresh}
+                                    THEN GREATEST(incarnation + 1,
+                                                  floor(extract(epoch FROM ${nowSql(now)}) * 1000)::bigint)
+                                    ELSE incarnation END
            WHERE group_id = ${groupId}
-          RETURNING epoch, size, pg_notify(${channelFor(groupId)}, (epoch)::text) AS notified`
-        return { epoch: num(g!.epoch), size: num(g!.size) }
+          RETURNING epoch, size, incarnation`
+        return { epoch: num(g!.epoch), size: num(g!.size), incarnation: num(g!.incarnation) }
       })
 
     // Every membership change: one transaction that first takes the group row lock (the arbiter).
-    const change = <A, E, R>(groupId: string, now: string | null, body: (epoch: number) => Effect.Effect<A, E, R>) =>
-      sql.withTransaction(Effect.gen(function*() {
-        // Server-side bounds first (lock_timeout applies to the waits below, statement_timeout to the
-        // later statements), then the advisory lock that fenced transactions take shared
-        // (Fenced.advisoryLockClass): it queues fairly, where their row share locks alone would let
-        // overlapping ones starve the FOR UPDATE.
-        yield* sql`
-          INSERT INTO modulo_group.groups (group_id, changed_at)
-          SELECT ${groupId}, ${nowSql(now)}
-            FROM (SELECT set_config('lock_timeout', ${String(statementTimeoutMs)}, true),
-                         set_config('statement_timeout', ${String(statementTimeoutMs)}, true),
-                         set_config('idle_in_transaction_session_timeout', ${String(statementTimeoutMs)}, true),
-                         pg_advisory_xact_lock(1297040455, hashtext(${groupId}))) AS fair
-          ON CONFLICT (group_id) DO NOTHING`
-        // The arbiter: the group row lock.
-        // Never below an epoch a member has acknowledged (an epoch moved back by hand, a restored backup).
-        const [g] = yield* sql<{ epoch: string }>`
-          SELECT GREATEST(g.epoch, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
-                                              WHERE m.group_id = g.group_id), 0)) AS epoch
-            FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
-        return yield* body(num(g!.epoch))
-      }))
+    // `body` gets the epoch to build on and whether the epochs were found behind an acknowledgement.
+    const change = <A, E, R>(
+      operation: string,
+      groupId: string,
+      now: string | null,
+      body: (epoch: number, behind: boolean) => Effect.Effect<A, E, R>
+    ) =>
+      readCommitted(
+        operation,
+        Effect.gen(function*() {
+          // Server-side bounds first (lock_timeout applies to the waits below, statement_timeout to the
+          // later statements), then the advisory lock that fenced transactions take shared
+          // (Fenced.advisoryLockClass): it queues fairly, where their row share locks alone would let
+          // overlapping ones starve the FOR UPDATE.
+          yield* onStatement(operation, "lock")
+          yield* sql`
+            INSERT INTO modulo_group.groups (group_id, changed_at)
+            SELECT ${groupId}, ${nowSql(now)}
+              FROM (SELECT set_config('lock_timeout', ${String(statementTimeoutMs)}, true),
+                           set_config('statement_timeout', ${String(statementTimeoutMs)}, true),
+                           set_config('idle_in_transaction_session_timeout', ${String(statementTimeoutMs)}, true),
+                           pg_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId}))) AS fair
+            ON CONFLICT (group_id) DO NOTHING`
+          // The arbiter: the group row lock. Never below an epoch a member has acknowledged (an epoch
+          // moved back by hand, a restored backup): that also starts a new incarnation.
+          yield* onStatement(operation, "group")
+          const [g] = yield* sql<{ epoch: string; acked: string }>`
+            SELECT g.epoch, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+                                       WHERE m.group_id = g.group_id), 0) AS acked
+              FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
+          const epoch = num(g!.epoch)
+          const acked = num(g!.acked)
+          return yield* body(Math.max(epoch, acked), acked > epoch)
+        })
+      )
 
-    const deleteExpired = (groupId: string, now: string | null) =>
-      sql<{ member_id: string }>`
-        DELETE FROM modulo_group.members
-         WHERE group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)}
-        RETURNING member_id`
+    const deleteExpired = (operation: string, groupId: string, now: string | null) =>
+      Effect.zipRight(
+        onStatement(operation, "reap"),
+        sql<{ member_id: string }>`
+          DELETE FROM modulo_group.members
+           WHERE group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)}
+          RETURNING member_id`
+      )
 
     // Rows that no longer add up to the group's size were edited by hand. A surplus is repaired at
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
@@ -182,29 +251,78 @@ export const make = (options: Options = {}) =>
         return nowMs - since >= leaseMs
       })
 
+    type HeartbeatRow = {
+      idx: number
+      acked: string
+      prev_acked: string | null
+      assigned_epoch: string
+      assigned_size: number
+      epoch: string
+      size: number
+      incarnation: string
+      unacked: string
+      expired: string
+      rows: string
+      clock_ms: string
+    }
+
+    // One view from one committed state. The UPDATE reads this member's row at its newest version
+    // (after waiting for a change that locked it), the rest of the statement from the statement's
+    // snapshot. A change stamps every row it keeps with its epoch and size, so when the row's stamp
+    // is the group row's epoch, every part of the statement comes from the same state. When the row
+    // is newer (a change committed while this statement waited), only the row's own epoch, size and
+    // index are known together: the barrier is reported up, and the member asks again.
+    const toView = (groupId: string, r: HeartbeatRow, leaseMs: number) =>
+      Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): GroupView => {
+        const rowEpoch = num(r.assigned_epoch)
+        const epoch = num(r.epoch)
+        const whole = rowEpoch === epoch && num(r.assigned_size) === num(r.size)
+        return {
+          epoch: Math.max(rowEpoch, epoch),
+          size: rowEpoch > epoch ? num(r.assigned_size) : num(r.size),
+          index: num(r.idx),
+          acked: num(r.acked),
+          barrier: whole && num(r.unacked) === 0 && num(r.acked) >= epoch,
+          // A row stamped below the group's epoch was written by hand or by an older release: a
+          // reap restamps every row.
+          expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
+          incarnation: num(r.incarnation),
+          clock: num(r.clock_ms)
+        }
+      })
+
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs) =>
         wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
-            change(groupId, now, (epoch) =>
+            change("join", groupId, now, (epoch, behind) =>
               Effect.gen(function*() {
                 // Reap expired members, and this member's own earlier row if any.
-                yield* sql`
-                  DELETE FROM modulo_group.members
-                   WHERE (group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)})
-                      OR member_id = ${member.memberId}`
+                yield* onStatement("join", "reap")
+                const [left] = yield* sql<{ survivors: string }>`
+                  WITH gone AS (
+                    DELETE FROM modulo_group.members
+                     WHERE (group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)})
+                        OR member_id = ${member.memberId}
+                    RETURNING member_id, group_id
+                  )
+                  SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId})
+                       - (SELECT count(*) FROM gone WHERE group_id = ${groupId}) AS survivors`
+                yield* onStatement("join", "insert")
                 yield* sql`
                   INSERT INTO modulo_group.members
                     (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name)
                   VALUES (${member.memberId}, ${groupId}, NULL, ${epoch + 1},
                           ${nowSql(now)} + ${leaseMs} * interval '1 millisecond',
                           ${nowSql(now)}, ${nowSql(now)}, ${member.host}, ${member.pid}, ${member.name})`
-                const g = yield* rebalance(groupId, now, epoch)
-                const [me] = yield* sql<{ idx: number; unacked: string }>`
+                const g = yield* rebalance("join", groupId, now, epoch, behind || num(left!.survivors) === 0)
+                yield* onStatement("join", "view")
+                const [me] = yield* sql<{ idx: number; unacked: string; clock_ms: string }>`
                   SELECT m.idx,
                          (SELECT count(*) FROM modulo_group.members o
-                           WHERE o.group_id = ${groupId} AND o.acked_epoch < ${g.epoch}) AS unacked
+                           WHERE o.group_id = ${groupId} AND o.acked_epoch < ${g.epoch}) AS unacked,
+                         (extract(epoch FROM ${nowSql(now)}) * 1000)::bigint AS clock_ms
                     FROM modulo_group.members m WHERE m.member_id = ${member.memberId}`
                 return {
                   epoch: g.epoch,
@@ -212,92 +330,104 @@ export const make = (options: Options = {}) =>
                   index: me!.idx,
                   acked: g.epoch,
                   barrier: num(me!.unacked) === 0,
-                  expired: false
+                  expired: false,
+                  incarnation: g.incarnation,
+                  clock: num(me!.clock_ms)
                 } satisfies GroupView
-              })))
+              })).pipe(Effect.tap((view) => notify("join", groupId, String(view.epoch)))))
         ),
 
-      heartbeat: (groupId, memberId, ack, leaseMs, announce = false) =>
+      heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) =>
         wrap(
           "heartbeat",
-          Effect.flatMap(nowParam, (now) =>
-            Effect.flatMap(
-              sql<{ idx: number; acked: string; epoch: string; size: number; unacked: string; expired: string; rows: string }>`
-                WITH prev AS (
-                  SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
-                ), me AS (
-                  UPDATE modulo_group.members
-                     SET lease_expires_at = ${nowSql(now)} + ${leaseMs} * interval '1 millisecond',
-                         heartbeat_at = ${nowSql(now)},
-                         acked_epoch = GREATEST(acked_epoch, ${ack})
-                   WHERE member_id = ${memberId} AND group_id = ${groupId}
-                     AND lease_expires_at > ${nowSql(now)}
-                  RETURNING idx, acked_epoch
-                ), g AS (
-                  SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId}
-                ), others AS (
-                  SELECT count(*) AS n,
-                         count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
-                         count(*) FILTER (WHERE o.lease_expires_at <= ${nowSql(now)}) AS expired
-                    FROM modulo_group.members o, g
-                   WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
-                )
-                SELECT me.idx, me.acked_epoch AS acked, g.epoch, g.size, others.unacked,
-                       others.expired, others.n + 1 AS rows,
-                       -- The acknowledgement that completes the barrier wakes the others.
-                       CASE WHEN others.unacked = 0 AND me.acked_epoch >= g.epoch
-                                 AND ((SELECT acked_epoch FROM prev) < g.epoch OR ${announce})
-                            THEN pg_notify(${channelFor(groupId)}, g.epoch::text || ':ready') END AS notified
-                  FROM me, g, others
-                 -- An index that is not one of 0..N-1 (set by hand): rejoin, which reassigns.
-                 WHERE me.idx IS NOT NULL AND me.idx < g.size`,
-              ([r]) =>
-                r === undefined
-                  ? Effect.succeed(Option.none<GroupView>())
-                  : Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): Option.Option<GroupView> => {
-                    // Lets the LISTEN connection check itself when this epoch was never notified.
-                    observedEpoch(pg, groupId, num(r.epoch))
-                    return Option.some({
-                      epoch: num(r.epoch),
-                      size: num(r.size),
-                      index: num(r.idx),
-                      acked: num(r.acked),
-                      barrier: num(r.unacked) === 0 && num(r.acked) >= num(r.epoch),
-                      expired: num(r.expired) > 0 || off
-                    })
-                  })
-            ))
+          Effect.gen(function*() {
+            const now = yield* nowParam
+            const stuck = hbOptions.stuck === true
+            yield* onStatement("heartbeat", "renew")
+            const [r] = yield* sql<HeartbeatRow>`
+              WITH prev AS (
+                SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
+              ), me AS (
+                UPDATE modulo_group.members
+                   SET lease_expires_at = ${nowSql(now)} + ${leaseMs} * interval '1 millisecond',
+                       heartbeat_at = ${nowSql(now)},
+                       acked_epoch = GREATEST(acked_epoch, ${ack}),
+                       stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${nowSql(now)}) END
+                 WHERE member_id = ${memberId} AND group_id = ${groupId}
+                   AND lease_expires_at > ${nowSql(now)}
+                RETURNING idx, acked_epoch, assigned_epoch, assigned_size
+              ), g AS (
+                SELECT epoch, size, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}
+              ), others AS (
+                SELECT count(*) AS n,
+                       count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
+                       count(*) FILTER (WHERE o.lease_expires_at <= ${nowSql(now)}) AS expired
+                  FROM modulo_group.members o, g
+                 WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
+              )
+              SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
+                     me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
+                     others.unacked, others.expired, others.n + 1 AS rows,
+                     (extract(epoch FROM ${nowSql(now)}) * 1000)::bigint AS clock_ms
+                FROM me, g, others
+               -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
+               WHERE me.idx IS NOT NULL
+                 AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
+            if (r === undefined) return Option.none<GroupView>()
+            const view = yield* toView(groupId, r, leaseMs)
+            // Lets the LISTEN connection check itself when this epoch was never notified.
+            observedEpoch(pg, groupId, view.epoch)
+            // The acknowledgement that completes the barrier wakes the others (after its commit).
+            if (view.barrier && (num(r.prev_acked ?? 0) < view.epoch || hbOptions.announce === true)) {
+              yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
+            }
+            return Option.some(view)
+          })
         ),
 
       reap: (groupId) =>
         wrap(
           "reap",
           Effect.flatMap(nowParam, (now) =>
-            change(groupId, now, (epoch) =>
+            change("reap", groupId, now, (epoch, behind) =>
               Effect.gen(function*() {
-                const gone = yield* deleteExpired(groupId, now)
-                // Also when the rows no longer match the group's size (a row deleted or added by hand).
-                const [c] = yield* sql<{ off: boolean }>`
-                  SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) <> size AS off
-                    FROM modulo_group.groups WHERE group_id = ${groupId}`
-                if (gone.length > 0 || c?.off === true) yield* rebalance(groupId, now, epoch)
-                return gone.length
-              })))
+                const gone = yield* deleteExpired("reap", groupId, now)
+                // Also when the rows no longer match the group (a row deleted, added or restamped by hand).
+                yield* onStatement("reap", "check")
+                const [c] = yield* sql<{ off: boolean; live: string }>`
+                  SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) <> size
+                         OR EXISTS (SELECT 1 FROM modulo_group.members m
+                                     WHERE m.group_id = ${groupId}
+                                       AND (m.assigned_epoch <> g.epoch OR m.assigned_size <> g.size)) AS off,
+                         (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) AS live
+                    FROM modulo_group.groups g WHERE group_id = ${groupId}`
+                const changed = gone.length > 0 || c?.off === true
+                if (changed) yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0)
+                return { gone: gone.length, changed }
+              })).pipe(
+                Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
+                Effect.map(({ gone }) => gone)
+              ))
         ),
 
       leave: (groupId, memberId) =>
         wrap(
           "leave",
           Effect.flatMap(nowParam, (now) =>
-            change(groupId, now, (epoch) =>
+            change("leave", groupId, now, (epoch, behind) =>
               Effect.gen(function*() {
+                yield* onStatement("leave", "delete")
                 const mine = yield* sql`
                   DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}
                   RETURNING member_id`
-                const gone = yield* deleteExpired(groupId, now)
-                if (mine.length + gone.length > 0) yield* rebalance(groupId, now, epoch)
-                return mine.length > 0
-              })))
+                const gone = yield* deleteExpired("leave", groupId, now)
+                const changed = mine.length + gone.length > 0
+                if (changed) yield* rebalance("leave", groupId, now, epoch, behind)
+                return { mine: mine.length > 0, changed }
+              })).pipe(
+                Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
+                Effect.map(({ mine }) => mine)
+              ))
         ),
 
       wakeups: (groupId) => wakeups(pg, groupId),
@@ -305,10 +435,13 @@ export const make = (options: Options = {}) =>
       group: (groupId) =>
         wrap(
           "group",
-          Effect.map(
-            sql<{ group_id: string; epoch: string; size: number; changed_at: Date }>`
-              SELECT group_id, epoch, size, changed_at FROM modulo_group.groups WHERE group_id = ${groupId}`,
-            (rows) => Option.map(Option.fromNullable(rows[0]), toGroupRow)
+          Effect.zipRight(
+            onStatement("group", "read"),
+            Effect.map(
+              sql<GroupSqlRow>`
+                SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}`,
+              (rows) => Option.map(Option.fromNullable(rows[0]), toGroupRow)
+            )
           )
         ),
 
@@ -316,55 +449,66 @@ export const make = (options: Options = {}) =>
         wrap(
           "members",
           Effect.flatMap(nowParam, (now) =>
-            Effect.map(
-              sql<{
-                member_id: string
-                name: string
-                host: string
-                pid: number
-                idx: number | null
-                acked_epoch: string
-                joined_at: Date
-                heartbeat_age_ms: string
-                lease_left_ms: string
-              }>`
-                SELECT member_id, name, host, pid, idx, acked_epoch, joined_at,
-                       (extract(epoch FROM ${nowSql(now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-                       (extract(epoch FROM lease_expires_at - ${nowSql(now)}) * 1000)::bigint AS lease_left_ms
-                  FROM modulo_group.members WHERE group_id = ${groupId}
-                 ORDER BY idx NULLS LAST, join_seq`,
-              (rows) =>
-                rows.map((r): MemberRow => ({
-                  memberId: r.member_id,
-                  name: r.name,
-                  host: r.host,
-                  pid: r.pid,
-                  index: r.idx,
-                  ackedEpoch: num(r.acked_epoch),
-                  joinedAt: r.joined_at,
-                  heartbeatAgeMs: num(r.heartbeat_age_ms),
-                  leaseLeftMs: num(r.lease_left_ms)
-                }))
+            Effect.zipRight(
+              onStatement("members", "read"),
+              Effect.map(
+                sql<{
+                  member_id: string
+                  name: string
+                  host: string
+                  pid: number
+                  idx: number | null
+                  acked_epoch: string
+                  joined_at: Date
+                  stopping_since: Date | null
+                  heartbeat_age_ms: string
+                  lease_left_ms: string
+                }>`
+                  SELECT member_id, name, host, pid, idx, acked_epoch, joined_at, stopping_since,
+                         (extract(epoch FROM ${nowSql(now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
+                         (extract(epoch FROM lease_expires_at - ${nowSql(now)}) * 1000)::bigint AS lease_left_ms
+                    FROM modulo_group.members WHERE group_id = ${groupId}
+                   ORDER BY idx NULLS LAST, join_seq`,
+                (rows) =>
+                  rows.map((r): MemberRow => ({
+                    memberId: r.member_id,
+                    name: r.name,
+                    host: r.host,
+                    pid: r.pid,
+                    index: r.idx,
+                    stoppingSince: r.stopping_since,
+                    ackedEpoch: num(r.acked_epoch),
+                    joinedAt: r.joined_at,
+                    heartbeatAgeMs: num(r.heartbeat_age_ms),
+                    leaseLeftMs: num(r.lease_left_ms)
+                  }))
+              )
             ))
         ),
 
       groups: wrap(
         "groups",
-        Effect.map(
-          sql<{ group_id: string; epoch: string; size: number; changed_at: Date }>`
-            SELECT group_id, epoch, size, changed_at FROM modulo_group.groups ORDER BY group_id`,
-          (rows) => rows.map(toGroupRow)
+        Effect.zipRight(
+          onStatement("groups", "read"),
+          Effect.map(
+            sql<GroupSqlRow>`
+              SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups ORDER BY group_id`,
+            (rows) => rows.map(toGroupRow)
+          )
         )
       )
     }
     return store
   })
 
-const toGroupRow = (r: { group_id: string; epoch: string; size: number; changed_at: Date }): GroupRow => ({
+type GroupSqlRow = { group_id: string; epoch: string; size: number; changed_at: Date; incarnation: string }
+
+const toGroupRow = (r: GroupSqlRow): GroupRow => ({
   groupId: r.group_id,
   epoch: num(r.epoch),
   size: num(r.size),
-  changedAt: r.changed_at
+  changedAt: r.changed_at,
+  incarnation: num(r.incarnation)
 })
 
 /**

@@ -168,7 +168,14 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
         const state = yield* m.state
         if (state._tag === "Assigned" && state.epoch === a.epoch) {
           // The fence timer stops work before the state becomes Fenced: say so now.
-          printState(State.MemberState.Fenced({ epoch: a.epoch, index: a.index, size: a.size }))
+          printState(State.MemberState.Fenced({
+            epoch: a.epoch,
+            index: a.index,
+            size: a.size,
+            incarnation: a.incarnation,
+            stopping: true,
+            stuck: false
+          }))
         }
       })
 
@@ -183,7 +190,7 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
     return yield* Effect.never.pipe(
       Effect.onInterrupt(() =>
         Effect.sync(() => {
-          printState(State.MemberState.Leaving())
+          printState(State.MemberState.Leaving({ stopping: true, stuck: false }))
           closing = true
         })
       )

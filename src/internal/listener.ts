@@ -6,14 +6,18 @@
  * every subscriber is woken, since notifications may have been lost meanwhile.
  *
  * The health check is not periodic (that would cost a transaction per process every interval, more
- * than the heartbeats of a small process): it runs when a heartbeat saw an epoch that no notification
- * announced within a grace period, the one symptom of a connection that died silently.
+ * than the heartbeats of a small process): it runs when a heartbeat saw a new epoch and no
+ * notification at all arrived on that channel within a grace period after it, the one symptom of a
+ * connection that died silently.
+ *
+ * Payloads are never read: any role that can connect can notify any channel, so a notification is
+ * only a reason to ask the database sooner. What arrives proves the connection alive, nothing more.
  */
 import type { PgClient } from "@effect/sql-pg"
 import { Effect, Queue, Redacted, Stream } from "effect"
 import { createHash } from "node:crypto"
 import pg from "pg"
-import { parseWakeup, type Wakeup } from "../MembershipStore.js"
+import type { Wakeup } from "../MembershipStore.js"
 
 /** Channel names are hashed: group ids never reach an identifier. */
 export const channelFor = (groupId: string): string => `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
@@ -33,7 +37,7 @@ const toClientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
 })
 
 /** `lost`: why the connection was dropped, given to one subscriber only, so a process logs it once. */
-type Waker = (payload: string | undefined, lost?: string) => void
+type Waker = (lost?: string) => void
 
 class ListenHub {
   private client: pg.Client | undefined
@@ -42,10 +46,10 @@ class ListenHub {
   private reconnectTimer: NodeJS.Timeout | undefined
   /** The generation whose health check is in flight, if any. */
   private probing: number | undefined
-  /** Per channel: the highest epoch notified on this connection (undefined until a baseline). */
-  private readonly notified = new Map<string, number>()
-  /** Per channel: an epoch a heartbeat saw and no notification has announced yet. */
-  private readonly unannounced = new Map<string, { epoch: number; timer: NodeJS.Timeout }>()
+  /** Per channel: the highest epoch a heartbeat has seen (undefined until a baseline). */
+  private readonly seen = new Map<string, number>()
+  /** Per channel: a grace period running since a heartbeat saw a new epoch. */
+  private readonly pending = new Map<string, NodeJS.Timeout>()
   private backoff = 50
   /** Times the connection was (re)established; read by tests. */
   connects = 0
@@ -58,44 +62,37 @@ class ListenHub {
   constructor(private readonly config: pg.ClientConfig, private readonly graceMs: number) {}
 
   /**
-   * A heartbeat saw `epoch` on `channel`. The first one sets the baseline; a later, higher one that
-   * no notification announces within the grace period sends a health check.
+   * A heartbeat (the database, not a notification) saw `epoch` on `channel`. The first one sets the
+   * baseline; a later, higher one starts a grace period that any notification on the channel ends;
+   * if none arrives, the connection is checked.
    */
   observed(channel: string, epoch: number) {
     if (this.backendPid === undefined || !this.channels.has(channel)) return
-    const known = this.notified.get(channel)
-    if (known === undefined) {
-      this.notified.set(channel, epoch)
-      return
-    }
-    // A grace period already running (for a lower epoch) is not restarted: steady changes with no
-    // notification must still end in a check.
-    if (epoch <= known || this.unannounced.has(channel)) return
+    const known = this.seen.get(channel)
+    this.seen.set(channel, Math.max(known ?? epoch, epoch))
+    // A grace period already running is not restarted: steady changes with no notification must
+    // still end in a check.
+    if (known === undefined || epoch <= known || this.pending.has(channel)) return
     const generation = this.generation
     const timer = setTimeout(() => {
-      this.unannounced.delete(channel)
-      if ((this.notified.get(channel) ?? -1) < epoch) this.probe(generation)
+      this.pending.delete(channel)
+      this.probe(generation)
     }, this.graceMs)
     timer.unref()
-    this.unannounced.set(channel, { epoch, timer })
+    this.pending.set(channel, timer)
   }
 
-  private announce(channel: string, payload: string | undefined) {
-    const epoch = parseWakeup(payload).epoch
-    if (epoch === undefined) return
-    this.notified.set(channel, Math.max(this.notified.get(channel) ?? epoch, epoch))
-    const pending = this.unannounced.get(channel)
-    if (pending !== undefined && pending.epoch <= epoch) {
-      clearTimeout(pending.timer)
-      this.unannounced.delete(channel)
-    }
+  /** Something arrived on `channel`: the connection is alive. Its payload is not read. */
+  private heard(channel: string) {
+    clearTimeout(this.pending.get(channel))
+    this.pending.delete(channel)
   }
 
-  /** Forget what was notified: after a reconnect the next heartbeat sets a new baseline. */
+  /** Forget the baselines: after a reconnect the next heartbeat sets new ones. */
   private resetAnnouncements() {
-    for (const { timer } of this.unannounced.values()) clearTimeout(timer)
-    this.unannounced.clear()
-    this.notified.clear()
+    for (const timer of this.pending.values()) clearTimeout(timer)
+    this.pending.clear()
+    this.seen.clear()
   }
 
   add(channel: string, wake: Waker) {
@@ -117,9 +114,9 @@ class ListenHub {
     set.delete(wake)
     if (set.size > 0) return
     this.channels.delete(channel)
-    this.notified.delete(channel)
-    clearTimeout(this.unannounced.get(channel)?.timer)
-    this.unannounced.delete(channel)
+    this.seen.delete(channel)
+    clearTimeout(this.pending.get(channel))
+    this.pending.delete(channel)
     this.client?.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => {})
     if (this.channels.size === 0) this.close()
   }
@@ -128,7 +125,7 @@ class ListenHub {
     let first = true
     for (const set of this.channels.values()) {
       for (const wake of set) {
-        wake(undefined, first ? lost : undefined)
+        wake(first ? lost : undefined)
         first = false
       }
     }
@@ -144,9 +141,9 @@ class ListenHub {
     client.on("error", onDead)
     client.on("end", onDead)
     client.on("notification", (msg) => {
-      this.announce(msg.channel, msg.payload)
+      this.heard(msg.channel)
       const set = this.channels.get(msg.channel)
-      if (set !== undefined) for (const wake of set) wake(msg.payload)
+      if (set !== undefined) for (const wake of set) wake()
     })
     client
       .connect()
@@ -237,11 +234,12 @@ export const observedEpoch = (client: PgClient.PgClient, groupId: string, epoch:
 /** Wake-ups on the group's channel for as long as the scope lives. */
 export const wakeups = (client: PgClient.PgClient, groupId: string) =>
   Effect.gen(function*() {
-    const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(16), Queue.shutdown)
+    // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
+    const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
     const hub = hubFor(client)
     const channel = channelFor(groupId)
-    const wake = (payload: string | undefined, lost?: string) => {
-      Queue.unsafeOffer(queue, lost === undefined ? parseWakeup(payload) : { epoch: undefined, ready: false, lost })
+    const wake = (lost?: string) => {
+      Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => hub.add(channel, wake)),

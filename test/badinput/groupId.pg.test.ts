@@ -7,6 +7,7 @@
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit } from "effect"
+import { randomBytes } from "node:crypto"
 import { channelFor } from "../../src/internal/listener.js"
 import * as Membership from "../../src/Membership.js"
 import * as MembershipConfig from "../../src/MembershipConfig.js"
@@ -79,9 +80,9 @@ const accepted: ReadonlyArray<readonly [string, () => string]> = [
 ]
 
 for (const [what, make] of accepted) {
-  it.live(`accepts a group id with ${what}: stored verbatim, G1, notified through a hashed channel`, () =>
+  it.live(`accepts a group id with ${what}: stored in NFC, G1, notified through a hashed channel`, () =>
     Effect.gen(function*() {
-      const groupId = make()
+      const groupId = make().normalize("NFC")
       // A long heartbeat: converging fast proves the notification on the hashed channel arrived.
       const { join, rec } = yield* makeGroup(groupId, { ...fast, heartbeat: "3 seconds", lease: "10 seconds" })
       yield* join()
@@ -112,4 +113,21 @@ it.live("two ids equal in their first 63 bytes, or differing only in case, are t
     })
     yield* Effect.forEach(groups, (g, i) => waitFor(() => exactCover(g.rec.working(), i + 1), Duration.seconds(20)))
     for (const g of groups) expect(g.rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Break 9 of the safety review: the same text in NFC and NFD was two groups with two index sets.
+it.live("a group id in NFD and the same id in NFC are one group: one epoch, indices 0..1", () =>
+  Effect.gen(function*() {
+    const base = `caf\u00e9-${randomBytes(4).toString("hex")}`
+    const nfc = base.normalize("NFC")
+    const nfd = base.normalize("NFD")
+    expect(nfc).not.toBe(nfd)
+    const { join, rec } = yield* makeGroup(nfc, fast)
+    yield* join()
+    yield* join({ groupId: nfd })
+    yield* waitFor(() => exactCover(rec.working(), 2), Duration.seconds(20), "one group of two")
+    const sql = yield* SqlClient.SqlClient
+    const stored = yield* sql<{ group_id: string; size: number }>`
+      SELECT group_id, size FROM modulo_group.groups WHERE group_id IN (${nfc}, ${nfd})`
+    expect(stored).toEqual([{ group_id: nfc, size: 2 }])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)

@@ -22,7 +22,24 @@ export const storeContract = (
     Effect.gen(function*() {
       const store = yield* MembershipStore
       const v = yield* store.join(g, info("a"), 1000)
-      expect(v).toEqual({ epoch: 1, size: 1, index: 0, acked: 1, barrier: true, expired: false })
+      expect(v).toMatchObject({ epoch: 1, size: 1, index: 0, acked: 1, barrier: true, expired: false })
+      expect(Number.isSafeInteger(v.incarnation) && Number.isSafeInteger(v.clock)).toBe(true)
+      // A new group's incarnation is the store clock in milliseconds (or one above an earlier one).
+      expect(v.incarnation).toBeGreaterThanOrEqual(v.clock - 60_000)
+    }))
+
+  test("a group that empties and forms again begins a higher incarnation: a fencing token is never reissued", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const first = yield* store.join(g, a, 1000)
+      yield* store.leave(g, a.memberId)
+      const again = yield* store.join(g, info("b"), 1000)
+      expect(again.incarnation).toBeGreaterThan(first.incarnation)
+      // A join beside a live member keeps the incarnation.
+      const third = yield* store.join(g, info("c"), 1000)
+      expect(third.incarnation).toBe(again.incarnation)
+      expect(third.epoch).toBe(again.epoch + 1)
     }))
 
   test("a second join bumps the epoch and raises the barrier until the first acknowledges", (g) =>
