@@ -26,11 +26,10 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import type { Cause } from "effect"
-import { Duration, Effect, Exit, Option } from "effect"
+import { Duration, Effect, Exit, Option, Predicate } from "effect"
 import { dual } from "effect/Function"
 import { Membership } from "./Membership.js"
-import { StaleAssignment } from "./MembershipError.js"
+import { FenceBroken, FenceTimeout, StaleAssignment } from "./MembershipError.js"
 import type { Assignment } from "./MemberState.js"
 
 /**
@@ -56,8 +55,8 @@ export interface FencedOptions {
    * Upper bound on the whole transaction, lock waits included. Renegotiations of the group wait for
    * it, so keep it well under the membership's `statementTimeout` (a change must get its lock and
    * finish within that). Default: half the membership's `statementTimeout` (1 second by default);
-   * 1 second for `fencedWith`. Past it the transaction rolls back and fails with a
-   * `TimeoutException` (or, if the server's backstop fires first, a `SqlError`).
+   * 1 second for `fencedWith`. Past it the transaction rolls back and fails with `FenceTimeout`
+   * (also when the server's backstop of `timeout` + 1 s fires first, for a stalled client).
    */
   readonly timeout?: Duration.DurationInput | undefined
   /**
@@ -66,6 +65,18 @@ export interface FencedOptions {
    */
   readonly assignment?: Assignment | undefined
 }
+
+/**
+ * What a fenced transaction can fail with, besides the app's own errors: `StaleAssignment` (the
+ * assignment was not current, at the start, at the end, or at `COMMIT`), `FenceTimeout`,
+ * `FenceBroken` (the body ended the transaction or removed the backstop), and `SqlError` for a
+ * database error of the fence's own statements or of `COMMIT` (a lost connection, an app's deferred
+ * constraint). In every case but a `SqlError` of `COMMIT` itself, nothing of the transaction committed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | SqlError
 
 /**
  * The first key of the advisory lock that queues fenced transactions (shared) and membership changes
@@ -77,56 +88,82 @@ export interface FencedOptions {
  */
 export const advisoryLockClass = 1297040455 // "MODG"
 
+/**
+ * The SQLSTATE with which the commit-time check (migration 0003, `modulo_group.fence_check_at_commit`)
+ * fails a `COMMIT` whose assignment is no longer current; `fenced` reports it as `StaleAssignment`.
+ * An app that nests `fenced` in its own transaction sees it on its own `COMMIT`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const commitCheckSqlState = "MGF01"
+
 /** Slack between the client-side timeout and the server-side backstop for a hung client. */
 const serverSlackMs = 1_000
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
 
+/** The SQLSTATE and server message of a `SqlError`, if it carries them. */
+const databaseError = (e: unknown): { readonly code: string; readonly message: string } | undefined => {
+  if (!Predicate.isTagged(e, "SqlError")) return undefined
+  const cause = (e as SqlError).cause
+  if (!Predicate.hasProperty(cause, "code") || typeof cause.code !== "string") return undefined
+  return { code: cause.code, message: Predicate.hasProperty(cause, "message") ? String(cause.message) : "" }
+}
+
 /**
- * Runs `body` in a transaction of its own and maps a failed COMMIT to a `SqlError` (not a defect, as
- * `withTransaction` does: a caller must be able to tell "did not commit" from a bug). Inside an app's
- * transaction it becomes a savepoint of it.
+ * Runs `body` in a transaction of its own, at READ COMMITTED whatever the database's or role's default
+ * (the checks wait for locks and must then see the newest committed rows, not fail with 40001), and
+ * maps a failed COMMIT to a `SqlError` (not a defect, as `withTransaction` does: a caller must be able
+ * to tell "did not commit" from a bug). Inside an app's transaction it becomes a savepoint of it, at
+ * the app's isolation level.
  */
 const transaction = <A, E, R>(
   sql: SqlClient.SqlClient,
+  nested: boolean,
   body: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | SqlError, R> =>
-  Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (outer) =>
-    Option.isSome(outer)
-      ? sql.withTransaction(body)
-      : Effect.uninterruptibleMask((restore) =>
-        Effect.scoped(Effect.gen(function*() {
-          const conn = yield* sql.reserve
-          yield* conn.executeUnprepared("BEGIN", [], undefined)
-          const exit = yield* Effect.exit(
-            restore(body).pipe(Effect.provideService(SqlClient.TransactionConnection, [conn, 0] as const))
-          )
-          if (Exit.isSuccess(exit)) {
-            yield* conn.executeUnprepared("COMMIT", [], undefined)
-            return exit.value
-          }
-          // A failed ROLLBACK means a broken connection: the pool discards it, the server rolls back.
-          yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
-          return yield* exit
-        }))
-      ))
+  nested
+    ? sql.withTransaction(body)
+    : Effect.uninterruptibleMask((restore) =>
+      Effect.scoped(Effect.gen(function*() {
+        const conn = yield* sql.reserve
+        yield* conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined)
+        const exit = yield* Effect.exit(
+          restore(body).pipe(Effect.provideService(SqlClient.TransactionConnection, [conn, 0] as const))
+        )
+        if (Exit.isSuccess(exit)) {
+          yield* conn.executeUnprepared("COMMIT", [], undefined)
+          return exit.value
+        }
+        // A failed ROLLBACK means a broken connection: the pool discards it, the server rolls back.
+        yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
+        return yield* exit
+      }))
+    )
 
 /**
  * A fenced transaction for an explicit target, without the local `guard` (`fenced` is this plus the
  * guard). The statements, in order, on one connection:
  *
- * 1. `BEGIN`
+ * 1. `BEGIN ISOLATION LEVEL READ COMMITTED` (a `SAVEPOINT` inside an app transaction)
  * 2. server-side timeouts for a hung client: `statement_timeout`, `idle_in_transaction_session_timeout`
- *    (and `transaction_timeout` on PostgreSQL 17+), each `timeout` + 1 s, local to the transaction
+ *    (and `transaction_timeout` on PostgreSQL 17+), each `timeout` + 1 s, local to the transaction;
+ *    the same statement reads the values they replace and `txid_current()`
  * 3. `pg_advisory_xact_lock_shared(advisoryLockClass, hashtext(group_id))`: queue behind a waiting change
  * 4. `SELECT epoch, size FROM modulo_group.groups WHERE group_id = $1 FOR SHARE`
- * 5. `SELECT idx, lease_expires_at > clock_timestamp() ... FROM modulo_group.members WHERE member_id = $2 FOR KEY SHARE`
+ * 5. `SELECT idx, lease_expires_at > clock_timestamp() ... FROM modulo_group.members WHERE member_id = $2 FOR KEY SHARE`,
+ *    which also inserts a row into `modulo_group.fence_checks`: it queues the commit-time check
  * 6. the app's `effect`
- * 7. the lease again, on `clock_timestamp()`
- * 8. `COMMIT`
+ * 7. one statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
+ *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row;
+ *    inside an app transaction, the app's timeouts put back as they were before step 2
+ * 8. `COMMIT`, at which the deferred trigger on `fence_checks` checks epoch, index and lease once more,
+ *    on the database clock at that moment, and fails the `COMMIT` (SQLSTATE `MGF01`) if any moved
  *
- * Fails with `StaleAssignment` (and rolls back) if the target is not current at step 4-5 or the lease
- * has expired at step 7.
+ * Fails with `StaleAssignment` (and rolls back) if the target is not current at step 4-5, the lease has
+ * expired at step 7, or the commit-time check fails at step 8; with `FenceBroken` if the body ended
+ * the transaction or changed the backstop; with `FenceTimeout` past `timeout`.
  *
  * @since 0.1.0
  * @category fencing
@@ -135,19 +172,39 @@ export const fencedWith = <A, E, R>(
   target: FenceTarget,
   effect: Effect.Effect<A, E, R>,
   options: { readonly timeout?: Duration.DurationInput | undefined } = {}
-): Effect.Effect<A, E | StaleAssignment | SqlError | Cause.TimeoutException, R | SqlClient.SqlClient> =>
+): Effect.Effect<A, E | FenceError, R | SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    const nested = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
     const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1)))))
     const backstop = String(timeoutMs + serverSlackMs)
     const stale = (reason: string) => new StaleAssignment({ epoch: target.epoch, reason })
+    const broken = (reason: string) => new FenceBroken({ epoch: target.epoch, reason })
 
     const body = Effect.gen(function*() {
-      yield* sql`
-        SELECT set_config('statement_timeout', ${backstop}, true),
-               set_config('idle_in_transaction_session_timeout', ${backstop}, true),
-               CASE WHEN current_setting('server_version_num')::int >= 170000
-                    THEN set_config('transaction_timeout', ${backstop}, true) END`
+      // The values replaced (restored at the end inside an app transaction), the values set (compared
+      // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
+      // MATERIALIZED: the old values are read before set_config runs.
+      const [begun] = yield* sql<{
+        old_st: string
+        old_idle: string
+        old_tx: string | null
+        st: string
+        idle: string
+        tx: string | null
+        xact: string
+      }>`
+        WITH old AS MATERIALIZED (
+          SELECT current_setting('statement_timeout') AS old_st,
+                 current_setting('idle_in_transaction_session_timeout') AS old_idle,
+                 current_setting('transaction_timeout', true) AS old_tx)
+        SELECT old.old_st, old.old_idle, old.old_tx,
+               set_config('statement_timeout', ${backstop}, true) AS st,
+               set_config('idle_in_transaction_session_timeout', ${backstop}, true) AS idle,
+               CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstop}, true) END AS tx,
+               txid_current()::text AS xact
+          FROM old`
+      if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
       // Fair queueing: a shared advisory lock waits behind a change already waiting for the exclusive one.
       yield* sql`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${target.groupId}))`
       // FOR SHARE: no UPDATE or DELETE of the group row (every change bumps the epoch there, after
@@ -158,8 +215,12 @@ export const fencedWith = <A, E, R>(
       if (num(group.epoch) !== target.epoch) return yield* stale(`the group has moved on to epoch ${group.epoch}`)
       if (num(group.size) !== target.size) return yield* stale(`the group has ${group.size} members, not ${target.size}`)
       // FOR KEY SHARE: blocks DELETE (reaping, leaving) and index changes of this member's row, but not
-      // its own heartbeat, which updates only non-key columns.
+      // its own heartbeat, which updates only non-key columns. The fence_checks row queues the
+      // commit-time check now, so even a COMMIT sent by the body itself is checked.
       const [me] = yield* sql<{ idx: number | null; live: boolean; lease_left_ms: string }>`
+        WITH queued AS (
+          INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
+          VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
         SELECT idx, lease_expires_at > clock_timestamp() AS live,
                (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
           FROM modulo_group.members
@@ -172,20 +233,102 @@ export const fencedWith = <A, E, R>(
       const result = yield* effect
 
       // Nothing above can have changed (we hold the locks) but the lease, which only our own
-      // heartbeats renew: a member that stopped renewing does not commit.
-      const [after] = yield* sql<{ live: boolean; lease_left_ms: string }>`
-        SELECT lease_expires_at > clock_timestamp() AS live,
-               (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
-          FROM modulo_group.members WHERE member_id = ${target.memberId}`
-      if (after === undefined || !after.live) {
+      // heartbeats renew: a member that stopped renewing does not commit. In the same statement:
+      // did the body end the transaction or remove the backstop? A second fence_checks row (only if
+      // still in the transaction) queues the commit-time check even if the body ran SET CONSTRAINTS
+      // ALL IMMEDIATE (its insert trigger puts the check back to DEFERRED).
+      const restoreOld = nested
+        ? sql`, set_config('statement_timeout', ${begun.old_st}, true) AS restored_st,
+                set_config('idle_in_transaction_session_timeout', ${begun.old_idle}, true) AS restored_idle,
+                CASE WHEN ${begun.old_tx}::text IS NOT NULL
+                     THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx`
+        : sql``
+      const [after] = yield* sql<{
+        xact: string
+        st: string
+        idle: string
+        tx: string | null
+        replication: string
+        live: boolean | null
+        lease_left_ms: string | null
+      }>`
+        WITH now AS MATERIALIZED (
+          SELECT txid_current()::text AS xact,
+                 current_setting('statement_timeout') AS st,
+                 current_setting('idle_in_transaction_session_timeout') AS idle,
+                 current_setting('transaction_timeout', true) AS tx,
+                 current_setting('session_replication_role') AS replication),
+        queued AS (
+          INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
+          SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
+            FROM now WHERE now.xact = ${begun.xact})
+        SELECT now.xact, now.st, now.idle, now.tx, now.replication,
+               m.lease_expires_at > clock_timestamp() AS live,
+               (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+               ${restoreOld}
+          FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}`
+      if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
+      if (after.xact !== begun.xact) {
+        return yield* broken(
+          "the transaction ended inside the body (a COMMIT, ROLLBACK or END sent through the SqlClient): what it " +
+            "wrote before that was committed only if the commit-time check passed, and its later statements ran " +
+            "outside the fence. Do not end the transaction inside fenced"
+        )
+      }
+      if (after.replication !== "origin") {
+        return yield* broken(
+          `session_replication_role is ${after.replication}: the commit-time check (a trigger) would not run`
+        )
+      }
+      for (
+        const [name, now, set] of [
+          ["statement_timeout", after.st, begun.st],
+          ["idle_in_transaction_session_timeout", after.idle, begun.idle],
+          ["transaction_timeout", after.tx, begun.tx]
+        ] as const
+      ) {
+        if (now !== set) {
+          return yield* broken(
+            `${name} is ${now} instead of the fence's ${set} (RESET ALL or SET inside the body removes the ` +
+              `server-side backstop against a hung client). Do not change the timeouts inside fenced`
+          )
+        }
+      }
+      if (after.live !== true) {
         return yield* stale(
-          `the lease expired during the transaction (${after === undefined ? "row gone" : `${-num(after.lease_left_ms)} ms ago`})`
+          `the lease expired during the transaction (${
+            after.live === null ? "row gone" : `${-num(after.lease_left_ms)} ms ago`
+          })`
         )
       }
       return result
     })
 
-    return yield* transaction(sql, Effect.timeout(body, timeoutMs))
+    // Real elapsed time (not the Effect clock): whether the server's backstop can have fired.
+    const started = performance.now()
+    const limited = Effect.timeoutFail(body, {
+      duration: Duration.millis(timeoutMs),
+      onTimeout: () => new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "client" })
+    })
+    return yield* transaction(sql, nested, limited).pipe(
+      Effect.catchAll((error) =>
+        Effect.suspend(() => {
+          const db = databaseError(error)
+          if (db?.code === commitCheckSqlState) {
+            return Effect.fail(stale(db.message.replace(/^modulo_group fence: /, "")))
+          }
+          // The server's backstop (statement_timeout, idle_in_transaction_session_timeout,
+          // transaction_timeout) fired before the client's timer: a stalled client. Only past the
+          // client's limit, so that an app's own shorter timeout stays the app's SqlError.
+          const backstopFired = db !== undefined && performance.now() - started >= timeoutMs &&
+            ((db.code === "57014" && /statement timeout/.test(db.message)) || db.code === "25P03" || db.code === "25P04")
+          if (backstopFired) {
+            return Effect.fail(new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "server", cause: error }))
+          }
+          return Effect.fail(error)
+        })
+      )
+    )
   }).pipe(
     Effect.withSpan("modulo-group.fenced", {
       kind: "client",
@@ -202,11 +345,16 @@ export const fencedWith = <A, E, R>(
  * Runs `effect` (the app's SQL on the same `SqlClient`) in a transaction that commits only if this
  * member's assignment is still current: the local `guard` first (no round trip when already stale),
  * then the checks of `fencedWith` on the database, under locks that any renegotiation or reaping of this
- * member waits for. A stale call fails with `StaleAssignment` and nothing of `effect` is committed.
+ * member waits for, and once more at `COMMIT` (on the database clock). A stale call fails with
+ * `StaleAssignment` and nothing of `effect` is committed; past `timeout` it fails with `FenceTimeout`;
+ * if `effect` ends the transaction itself or changes the fence's timeouts, with `FenceBroken`.
  *
- * The `modulo_group` tables must be in the database `SqlClient` talks to, and the member's store must
- * judge leases on the database clock (the default). Called inside an app transaction, it becomes a
- * savepoint: its locks are then held, and its writes committed, with the outer transaction.
+ * The `modulo_group` tables (schema version 3) must be in the database `SqlClient` talks to, the app's
+ * role needs `SELECT, INSERT, DELETE` on `modulo_group.fence_checks`, and the member's store must judge
+ * leases on the database clock (the default). It runs at READ COMMITTED whatever the default isolation.
+ * Called inside an app transaction, it becomes a savepoint: its locks are then held, and its writes
+ * committed, with the outer transaction, whose `COMMIT` runs the commit-time check (SQLSTATE
+ * `commitCheckSqlState` on failure); the app's timeouts are as they were after the block.
  *
  * @since 0.1.0
  * @category fencing
@@ -216,15 +364,11 @@ export const fenced: {
     options?: FencedOptions
   ): <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ) => Effect.Effect<
-    A,
-    E | StaleAssignment | SqlError | Cause.TimeoutException,
-    R | Membership | SqlClient.SqlClient
-  >
+  ) => Effect.Effect<A, E | FenceError, R | Membership | SqlClient.SqlClient>
   <A, E, R>(
     effect: Effect.Effect<A, E, R>,
     options?: FencedOptions
-  ): Effect.Effect<A, E | StaleAssignment | SqlError | Cause.TimeoutException, R | Membership | SqlClient.SqlClient>
+  ): Effect.Effect<A, E | FenceError, R | Membership | SqlClient.SqlClient>
 } = dual(
   (args) => Effect.isEffect(args[0]),
   <A, E, R>(effect: Effect.Effect<A, E, R>, options: FencedOptions = {}) =>

@@ -47,6 +47,11 @@ export interface InMemoryControl {
   readonly setDropNotifications: (on: boolean) => Effect.Effect<void>
   /** How many calls each operation received. */
   readonly calls: Effect.Effect<Readonly<Record<string, number>>>
+  /**
+   * Steps the store's clock (the one leases are judged by) by `ms` against the Effect `Clock` the
+   * members run on: a database clock stepped by NTP, or a failover to a host whose clock is ahead.
+   */
+  readonly stepClock: (ms: number) => Effect.Effect<void>
 }
 
 /**
@@ -69,7 +74,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     let outage = false
     let dropNotifications = false
     let seq = 0
+    let clockOffset = 0
     const calls: Record<string, number> = {}
+    const storeNow = Effect.map(Clock.currentTimeMillis, (ms) => ms + clockOffset)
 
     const getGroup = (groupId: string, now: number): Group => {
       let g = groups.get(groupId)
@@ -146,7 +153,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs) =>
         gate("join", member.memberId).pipe(
-          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.zipRight(storeNow),
           Effect.flatMap((now) => {
             const g = getGroup(groupId, now)
             removeExpired(g, now)
@@ -171,7 +178,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         ),
       heartbeat: (groupId, memberId, ack, leaseMs, options = {}) =>
         gate("heartbeat", memberId).pipe(
-          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.zipRight(storeNow),
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             const row = g?.members.get(memberId)
@@ -191,7 +198,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         ),
       reap: (groupId) =>
         gate("reap", undefined).pipe(
-          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.zipRight(storeNow),
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             if (g === undefined) return Effect.succeed(0)
@@ -203,7 +210,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         ),
       leave: (groupId, memberId) =>
         gate("leave", memberId).pipe(
-          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.zipRight(storeNow),
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             if (g === undefined) return Effect.succeed(false)
@@ -216,7 +223,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         ),
       wakeups: (groupId) =>
         Effect.gen(function*() {
-          const g = getGroup(groupId, yield* Clock.currentTimeMillis)
+          const g = getGroup(groupId, yield* storeNow)
           const sub = yield* PubSub.subscribe(g.pubsub)
           return Stream.fromQueue(sub)
         }),
@@ -235,7 +242,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         })),
       members: (groupId) =>
         gate("members", undefined).pipe(
-          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.zipRight(storeNow),
           Effect.map((now): ReadonlyArray<MemberRow> => {
             const g = groups.get(groupId)
             if (g === undefined) return []
@@ -282,7 +289,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         }),
       setOutage: (on) => Effect.sync(() => void (outage = on)),
       setDropNotifications: (on) => Effect.sync(() => void (dropNotifications = on)),
-      calls: Effect.sync(() => ({ ...calls }))
+      calls: Effect.sync(() => ({ ...calls })),
+      stepClock: (ms) => Effect.sync(() => void (clockOffset += ms))
     }
     return { store, control }
   })

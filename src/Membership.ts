@@ -490,8 +490,14 @@ export const make = (
         Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead"))
       )
       yield* SubscriptionRef.set(stateRef, State.MemberState.Left())
-      // Finalizers run uninterruptibly: without this the timeouts could not cut off a hung store call.
-    }).pipe(Effect.interruptible, Effect.ignore)
+    }).pipe(
+      // Finalizers run uninterruptibly, and the store calls' timeouts need to interrupt a hung call:
+      // so in a fiber of its own (a scope closed by an interruption would interrupt it at once).
+      Effect.interruptible,
+      Effect.fork,
+      Effect.flatMap(Fiber.join),
+      Effect.ignore
+    )
 
     // Registered before the loops are forked, so it runs after they have stopped.
     yield* Effect.addFinalizer(() => finalLeave)

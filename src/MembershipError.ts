@@ -115,3 +115,43 @@ export class StaleAssignment extends Data.TaggedError("StaleAssignment")<{
     return `Assignment of epoch ${this.epoch} is stale: ${this.reason}`
   }
 }
+
+/**
+ * A fenced transaction ran past its time limit and was rolled back: nothing of it committed. The
+ * limit is the `timeout` option of `Fenced.fenced` / `Fenced.fencedWith`; `side` says which clock
+ * ended it: `"client"` (the library's own timer) or `"server"` (the backstop of `timeout` + 1 s that
+ * PostgreSQL enforces for a stalled client, reported as SQLSTATE 57014, 25P03 or 25P04).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
+  readonly epoch: number
+  readonly timeoutMs: number
+  readonly side: "client" | "server"
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return `Fenced transaction of epoch ${this.epoch} exceeded its ${this.timeoutMs} ms limit${
+      this.side === "server" ? " (ended by the server's backstop)" : ""
+    } and was rolled back: nothing committed. Do less per transaction, or raise the \`timeout\` option of fenced (keep it well under the membership's statementTimeout)`
+  }
+}
+
+/**
+ * The body of a fenced transaction undid the fence itself: it ended the transaction (`COMMIT`,
+ * `ROLLBACK`), or removed the server-side backstop (`RESET ALL`, `SET statement_timeout ...`), or
+ * disabled triggers (`session_replication_role`). The transaction is rolled back; statements the body
+ * ran after its own `COMMIT` ran outside any fence (see `reason`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class FenceBroken extends Data.TaggedError("FenceBroken")<{
+  readonly epoch: number
+  readonly reason: string
+}> {
+  override get message() {
+    return `Fenced transaction of epoch ${this.epoch} was broken by its own body: ${this.reason}`
+  }
+}

@@ -19,8 +19,47 @@ import { SchemaMismatch } from "./MembershipError.js"
  */
 export const migrations = [
   { version: 1, name: "0001_init" },
-  { version: 2, name: "0002_consistent_views" }
+  { version: 2, name: "0002_consistent_views" },
+  { version: 3, name: "0003_fence_commit_check" }
 ] as const
+
+/**
+ * The tables and columns each migration must leave behind, checked against `pg_catalog` by `check`
+ * and `run` (even when the recorded version is current) and restored by `repair`. A migration that
+ * adds a table or a column adds an entry here with its version, e.g.
+ * `{ version: 3, table: "fence_checks", columns: ["group_id", ...] }`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const requiredObjects: ReadonlyArray<{
+  readonly version: number
+  readonly table: string
+  readonly columns: ReadonlyArray<string>
+}> = [
+  { version: 1, table: "schema_migrations", columns: ["version", "name", "applied_at"] },
+  { version: 1, table: "groups", columns: ["group_id", "epoch", "size", "changed_at"] },
+  {
+    version: 1,
+    table: "members",
+    columns: [
+      "member_id",
+      "group_id",
+      "idx",
+      "acked_epoch",
+      "lease_expires_at",
+      "heartbeat_at",
+      "joined_at",
+      "join_seq",
+      "host",
+      "pid",
+      "name"
+    ]
+  },
+  { version: 2, table: "groups", columns: ["incarnation"] },
+  { version: 2, table: "members", columns: ["assigned_epoch", "assigned_size", "stopping_since"] },
+  { version: 3, table: "fence_checks", columns: ["member_id", "group_id", "epoch", "idx", "tx"] }
+]
 
 /**
  * The schema version this library needs.
@@ -75,42 +114,145 @@ export const installedVersion: Effect.Effect<number, SqlError, SqlClient.SqlClie
 })
 
 /**
+ * The recorded schema version is there but tables or columns it needs are not (dropped by hand, a
+ * restore of part of the schema, ...). A `SchemaMismatch` (same tag, so every handler of a schema
+ * problem sees it) whose message names what is missing; `modulo-group migrate` repairs it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SchemaIncomplete extends SchemaMismatch {
+  /** What is missing, e.g. `table modulo_group.members`, `column modulo_group.groups.incarnation`. */
+  declare readonly missing: ReadonlyArray<string>
+  constructor(args: { readonly found: number; readonly expected: number; readonly missing: ReadonlyArray<string> }) {
+    super(args)
+  }
+  override get message() {
+    return `The modulo_group schema (version ${this.found}) is damaged: missing ${
+      this.missing.join(", ")
+    }: run \`modulo-group migrate\` to repair it`
+  }
+}
+
+/**
+ * What the schema lacks of the objects that migrations up to `version` create (empty when
+ * complete): `table modulo_group.<t>` or `column modulo_group.<t>.<c>`. One scan of `pg_catalog`,
+ * which every role can read (`information_schema` hides tables a role has no privilege on).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const missingObjects = (
+  version: number = schemaVersion
+): Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ table_name: string; column_name: string | null }>`
+      SELECT c.relname AS table_name, a.attname AS column_name
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       WHERE n.nspname = 'modulo_group' AND c.relkind IN ('r', 'p')`
+    const present = new Map<string, Set<string>>()
+    for (const r of rows) {
+      const columns = present.get(r.table_name) ?? new Set<string>()
+      if (r.column_name !== null) columns.add(r.column_name)
+      present.set(r.table_name, columns)
+    }
+    const missing: Array<string> = []
+    for (const o of requiredObjects) {
+      if (o.version > version) continue
+      const columns = present.get(o.table)
+      if (columns === undefined) {
+        const entry = `table modulo_group.${o.table}`
+        if (!missing.includes(entry)) missing.push(entry)
+        continue
+      }
+      for (const c of o.columns) if (!columns.has(c)) missing.push(`column modulo_group.${o.table}.${c}`)
+    }
+    return missing
+  })
+
+/**
+ * What `repair` did: the migrations it applied (each at most once, in order) and what was missing
+ * before (non-empty when it re-applied every migration to restore a damaged schema).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Repaired {
+  readonly applied: ReadonlyArray<string>
+  readonly missing: ReadonlyArray<string>
+}
+
+// Under the migration lock: applies what is pending (or, with `repair`, everything when objects are
+// missing), then checks that the schema is complete. One transaction: all of it or nothing.
+const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`SELECT pg_advisory_xact_lock(${lockKey})`
+      // Re-read under the lock: another member may have migrated meanwhile.
+      const found = yield* installedVersion
+      if (found > schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
+      const missing = found === 0 ? [] : yield* missingObjects(found)
+      if (missing.length > 0 && !repair) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
+      const from = missing.length > 0 ? 0 : found
+      const applied: Array<string> = []
+      for (const m of migrations) {
+        if (m.version <= from) continue
+        yield* sql.unsafe(sqlOf(m.name))
+        yield* sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${m.version}, ${m.name})
+                   ON CONFLICT (version) DO NOTHING`
+        applied.push(m.name)
+      }
+      const left = applied.length === 0 ? missing : yield* missingObjects(schemaVersion)
+      if (left.length > 0) return yield* new SchemaIncomplete({ found: schemaVersion, expected: schemaVersion, missing: left })
+      return { applied, missing }
+    }))
+  })
+
+/**
  * Applies pending migrations; returns the names it applied (empty when up to date).
- * Fails with `SchemaMismatch` when the database is newer than this library.
+ * Fails with `SchemaMismatch` when the database is newer than this library, and with
+ * `SchemaIncomplete` (a `SchemaMismatch`) when tables or columns of the installed version are
+ * missing: it does not recreate them (run `repair`, i.e. `modulo-group migrate`).
  *
  * @since 0.1.0
  * @category operations
  */
 export const run: Effect.Effect<ReadonlyArray<string>, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.gen(
   function*() {
-    const sql = yield* SqlClient.SqlClient
     const current = yield* installedVersion
-    if (current === schemaVersion) return []
-    return yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`SELECT pg_advisory_xact_lock(${lockKey})`
-      // Re-read under the lock: another member may have migrated meanwhile.
-      const found = yield* installedVersion
-      if (found > schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
-      const applied: Array<string> = []
-      for (const m of migrations) {
-        if (m.version <= found) continue
-        yield* sql.unsafe(sqlOf(m.name))
-        yield* sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${m.version}, ${m.name})
-                   ON CONFLICT (version) DO NOTHING`
-        applied.push(m.name)
-      }
-      return applied
-    }))
+    // The common case, without the lock: current and complete. Anything else is decided under it.
+    if (current === schemaVersion && (yield* missingObjects(current)).length === 0) return []
+    return (yield* migrateLocked(false)).applied
   }
 )
 
 /**
- * Fails with `SchemaMismatch` unless the installed schema is exactly the one this library needs.
+ * Like `run`, and repairs a damaged schema: when tables or columns of the installed version are
+ * missing, re-applies every migration in order (they are idempotent) under the same lock.
  *
  * @since 0.1.0
  * @category operations
  */
-export const check: Effect.Effect<void, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.flatMap(
-  installedVersion,
-  (found) => (found === schemaVersion ? Effect.void : Effect.fail(new SchemaMismatch({ found, expected: schemaVersion })))
-)
+export const repair: Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.gen(function*() {
+  const current = yield* installedVersion
+  if (current === schemaVersion && (yield* missingObjects(current)).length === 0) return { applied: [], missing: [] }
+  return yield* migrateLocked(true)
+})
+
+/**
+ * Fails with `SchemaMismatch` unless the installed schema is exactly the one this library needs,
+ * and with `SchemaIncomplete` when it is but tables or columns are missing.
+ *
+ * @since 0.1.0
+ * @category operations
+ */
+export const check: Effect.Effect<void, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.gen(function*() {
+  const found = yield* installedVersion
+  if (found !== schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
+  const missing = yield* missingObjects(found)
+  if (missing.length > 0) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
+})

@@ -41,6 +41,9 @@ const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
 // SQLSTATE classes that retrying cannot fix: bad password or role, missing database, bad config.
 const permanentCodes = new Set(["28000", "28P01", "3D000", "42501", "0A000"])
 
+// Serialization failure, deadlock: the statement can simply be sent again.
+const conflictCodes = new Set(["40001", "40P01"])
+
 const describe = (cause: unknown): string => {
   const inner = (cause as { cause?: unknown })?.cause ?? cause
   const e = inner as { message?: unknown; code?: unknown }
@@ -344,7 +347,7 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             const stuck = hbOptions.stuck === true
             yield* onStatement("heartbeat", "renew")
-            const [r] = yield* sql<HeartbeatRow>`
+            const renewal = sql<HeartbeatRow>`
               WITH prev AS (
                 SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
               ), me AS (
@@ -373,6 +376,16 @@ export const make = (options: Options = {}) =>
                -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
                WHERE me.idx IS NOT NULL
                  AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
+            const [r] = yield* renewal.pipe(
+              // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
+              // lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED
+              // re-reads the row: ask again, in a READ COMMITTED transaction of its own.
+              Effect.catchIf(
+                (e) => conflictCodes.has(sqlState(e) ?? ""),
+                () => readCommitted("heartbeat", renewal)
+              ),
+              Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
+            )
             if (r === undefined) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.

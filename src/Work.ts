@@ -5,10 +5,13 @@
  * interrupted when the member leaves `Assigned`, and the member acknowledges the next epoch only after
  * the run's finalizers have run (bounded by `stopTimeout`; past it the member leaves instead).
  *
- * The schedule is the original's `compute_next_work_time`, recomputed in every epoch:
- * `first = now - (now mod modulo) + offset + interval / N * k + interval`, then every `interval`
- * after the previous due time. A run that overruns skips the slots it missed (the original ran
- * back-to-back until it had caught up).
+ * The schedule is the original's `compute_next_work_time` grid, recomputed in every epoch: the times
+ * `now - (now mod modulo) + offset + interval / N * k + j * interval`. The original started at
+ * `j = 1`; `runEvery` starts at the first of them not before the epoch's start, so that every member
+ * runs less than one `interval` after it starts working in an epoch. A run that overruns skips the
+ * slots it missed (the original ran back-to-back until it had caught up). Within one epoch the
+ * schedule, the run counter and the leader's "done" mark survive a restart of the work (a self-fence
+ * and recovery in the same epoch).
  *
  * @example
  * ```ts
@@ -26,7 +29,7 @@
  * @since 0.1.0
  */
 import type { Scope } from "effect"
-import { Cause, Clock, Duration, Effect, Either } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Either, Layer, Option, Ref } from "effect"
 import { Membership } from "./Membership.js"
 import { InvalidConfig } from "./MembershipError.js"
 import type { Assignment } from "./MemberState.js"
@@ -63,6 +66,20 @@ export interface ScheduleInput {
  */
 export const firstDue = (input: ScheduleInput): number =>
   input.now - (input.now % input.modulo) + input.offset + input.interval / input.size * input.index + input.interval
+
+/**
+ * The first due time `runEvery` uses in an epoch: the first time of the original's grid
+ * (`firstDue(input) - j * interval`, j an integer) that is not before `now`. It is less than one
+ * `interval` after `now`, so a member runs in every epoch that lasts at least one interval, whatever
+ * its index; the original's `firstDue` could be almost two intervals after `now` for high indices.
+ *
+ * @since 0.1.0
+ * @category schedule
+ */
+export const firstDueInEpoch = (input: ScheduleInput): number => {
+  const due = firstDue(input)
+  return due - Math.floor((due - input.now) / input.interval) * input.interval
+}
 
 /**
  * The due time after `previous`: `previous + interval` (the original's `compute_next_work_time` with a
@@ -102,7 +119,10 @@ export const staggerOffset = (interval: number, index: number, size: number): nu
 export interface Tick extends Assignment {
   /** When this run was due, in milliseconds since the Unix epoch (`Clock` time). */
   readonly dueAt: number
-  /** How many runs came before this one in this epoch (0 for the first). */
+  /**
+   * How many runs of this `runEvery` started before this one in this epoch (0 for the first). It
+   * counts on across a restart of the work within the epoch (a self-fence and recovery).
+   */
   readonly run: number
 }
 
@@ -121,6 +141,19 @@ export interface RunEveryOptions {
   readonly leaderOnly?: boolean | undefined
 }
 
+/**
+ * The longest duration `runEvery` and `runAsLeader` accept for any option: 100 years. Longer ones
+ * are refused with `InvalidConfig` (the schedule's arithmetic, in milliseconds since 1970, stays
+ * exact to well under a millisecond below it).
+ *
+ * @since 0.1.0
+ * @category schedule
+ */
+export const maxDurationMillis = 100 * 365 * 24 * 60 * 60 * 1000
+
+/** The longest single timer: JavaScript timers (and Effect's live clock) treat longer ones as "never". */
+const maxTimerMillis = 2 ** 31 - 1
+
 const toMillis = (input: Duration.DurationInput): number => {
   try {
     return Duration.toMillis(Duration.decode(input))
@@ -129,21 +162,51 @@ const toMillis = (input: Duration.DurationInput): number => {
   }
 }
 
-const positive = (field: string, input: Duration.DurationInput) =>
+const bounded = (field: string, input: Duration.DurationInput, allowZero: boolean) =>
   Effect.suspend(() => {
     const ms = toMillis(input)
-    return Number.isFinite(ms) && ms > 0
-      ? Effect.succeed(ms)
-      : Effect.fail(new InvalidConfig({ field, reason: `it must be a finite duration greater than zero, got ${String(input)}` }))
+    if (!Number.isFinite(ms) || (!allowZero && ms <= 0)) {
+      return Effect.fail(
+        new InvalidConfig({
+          field,
+          reason: `it must be a finite duration${allowZero ? "" : " greater than zero"}, got ${String(input)}`
+        })
+      )
+    }
+    if (ms > maxDurationMillis) {
+      return Effect.fail(
+        new InvalidConfig({
+          field,
+          reason: `it must be at most 100 years (${maxDurationMillis} ms), got ${String(input)}`
+        })
+      )
+    }
+    return Effect.succeed(ms)
   })
 
-const finite = (field: string, input: Duration.DurationInput) =>
-  Effect.suspend(() => {
-    const ms = toMillis(input)
-    return Number.isFinite(ms)
-      ? Effect.succeed(ms)
-      : Effect.fail(new InvalidConfig({ field, reason: `it must be a finite duration, got ${String(input)}` }))
+const positive = (field: string, input: Duration.DurationInput) => bounded(field, input, false)
+
+const finite = (field: string, input: Duration.DurationInput) => bounded(field, input, true)
+
+/**
+ * Sleeps until `Clock` time `until`, in steps no timer treats as "never" (a single `Effect.sleep` of
+ * more than 2^31 - 1 ms never wakes on the live clock).
+ */
+const sleepUntil = (until: number) =>
+  Effect.gen(function*() {
+    let now = yield* Clock.currentTimeMillis
+    while (until - now > maxTimerMillis) {
+      yield* Effect.sleep(Duration.millis(maxTimerMillis))
+      now = yield* Clock.currentTimeMillis
+    }
+    if (until > now) yield* Effect.sleep(Duration.millis(until - now))
   })
+
+/** The same epoch of the same group incarnation: `(incarnation, epoch)` is never issued twice. */
+const sameEpoch = (
+  x: Pick<Assignment, "incarnation" | "epoch">,
+  y: Pick<Assignment, "incarnation" | "epoch">
+): boolean => x.epoch === y.epoch && x.incarnation === y.incarnation
 
 const annotate = (a: Assignment) =>
   Effect.annotateLogs({
@@ -152,14 +215,76 @@ const annotate = (a: Assignment) =>
     "modulo_group.size": String(a.size)
   })
 
-/** Runs one unit of work in a scope of its own; a failure (not an interruption) is logged, never propagated. */
+/** After this many failures in a row, one warning says the work keeps failing. */
+const failureStreakWarning = 3
+
+/**
+ * Counts consecutive failures of one registered work (across epochs): logs one warning when the
+ * count reaches `failureStreakWarning`, and one line when the work succeeds again after it.
+ */
+const makeFailureStreak = (label: string) =>
+  Effect.map(Ref.make(0), (count) => ({
+    failed: Effect.flatMap(Ref.updateAndGet(count, (n) => n + 1), (n) =>
+      n === failureStreakWarning
+        ? Effect.logWarning(`modulo-group: ${label} keeps failing: ${n} failures in a row`)
+        : Effect.void),
+    succeeded: Effect.flatMap(Ref.getAndSet(count, 0), (n) =>
+      n >= failureStreakWarning
+        ? Effect.logInfo(`modulo-group: ${label} succeeded again after ${n} failures in a row`)
+        : Effect.void)
+  }))
+
+/**
+ * Runs one unit of work in a scope of its own; a failure (not an interruption) is logged, never
+ * propagated. Returns whether it failed.
+ */
 const runOnce = <E, R>(label: string, work: Effect.Effect<unknown, E, R>) =>
   Effect.scoped(work).pipe(
+    Effect.as(false),
     Effect.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning(`modulo-group: ${label} failed`, cause)
-    ),
-    Effect.asVoid
+      Cause.isInterruptedOnly(cause)
+        ? Effect.succeed(false)
+        : Effect.as(Effect.logWarning(`modulo-group: ${label} failed`, cause), true)
+    )
   )
+
+/**
+ * One registration's guard around its per-epoch work: two starts never overlap (even if a stopping
+ * one is still in its finalizers), and the work stops when the caller's scope closes, not only when
+ * the epoch ends; closing the scope waits for it (up to the member's `stopTimeout`, then logs an
+ * error and goes on: the member itself then holds the barrier until the work has stopped).
+ */
+const makeRegistration = Effect.gen(function*() {
+  const membership = yield* Membership
+  const closed = yield* Deferred.make<void>()
+  const exclusive = yield* Effect.makeSemaphore(1)
+  yield* Effect.addFinalizer(() =>
+    Deferred.succeed(closed, undefined).pipe(
+      Effect.zipRight(Effect.interruptible(exclusive.withPermits(1)(Effect.void))),
+      Effect.timeoutTo({
+        duration: membership.config.stopTimeout,
+        onSuccess: () => Effect.void,
+        onTimeout: () => Effect.logError("modulo-group: work did not stop in time when its scope closed")
+      }),
+      Effect.flatten
+    )
+  )
+  return <A, E, R>(work: Effect.Effect<A, E, R>): Effect.Effect<void, E, R> =>
+    exclusive.withPermits(1)(
+      Effect.flatMap(Deferred.isDone(closed), (done) =>
+        done ? Effect.void : Effect.asVoid(Effect.raceFirst(work, Deferred.await(closed))))
+    )
+})
+
+/** Where the periodic work of one registration stands in an epoch (kept across restarts of the work). */
+interface Progress {
+  readonly incarnation: number
+  readonly epoch: number
+  /** The next due time (the slot of the run in progress already counted). */
+  readonly due: number
+  /** Runs started in this epoch. */
+  readonly run: number
+}
 
 /**
  * Runs `work` every `interval` while this member is assigned, on the original's staggered grid.
@@ -167,7 +292,14 @@ const runOnce = <E, R>(label: string, work: Effect.Effect<unknown, E, R>) =>
  * that fails is logged and the next tick runs as usual; the membership is never affected. A run in
  * progress is interrupted when the member leaves `Assigned` (a renegotiation, a lost lease, a leave),
  * and the next epoch is acknowledged only after its finalizers ran. Runs never overlap; a run that
- * overruns skips the slots it missed.
+ * overruns skips the slots it missed. In a new epoch the first run is due less than one `interval`
+ * after the member starts working in it (`firstDueInEpoch`); when the work is started again in the
+ * same epoch (a self-fence and recovery), the schedule resumes on its grid and `Tick.run` counts on.
+ * When runs keep failing (3 in a row) one warning says so.
+ *
+ * Fails with `InvalidConfig` (naming the option) for a duration that is not finite, not positive
+ * (`offset` may be zero), or longer than 100 years. Intervals longer than a JavaScript
+ * timer can hold (2^31 - 1 ms, about 24.8 days) are fine: the wait is split.
  *
  * Returns once registered; the work follows the assignment until the caller's scope closes.
  *
@@ -185,27 +317,41 @@ export const runEvery = <E, R>(
     const offsetMs = yield* finite("offset", options.offset ?? Duration.zero)
     const stagger = options.stagger ?? true
     const membership = yield* Membership
+    // Outside the per-start closure: the membership may start this work again in the same epoch (after
+    // a self-fence and recovery), and the schedule and counter must go on, not restart.
+    const progress = yield* Ref.make(Option.none<Progress>())
+    const streak = yield* makeFailureStreak("periodic work")
+    const registration = yield* makeRegistration
 
     const epochLoop = (a: Assignment) =>
       Effect.gen(function*() {
         if (options.leaderOnly === true && !a.isLeader) return
-        let due = firstDue({
-          now: yield* Clock.currentTimeMillis,
-          interval: intervalMs,
-          modulo: moduloMs,
-          offset: offsetMs,
-          index: stagger ? a.index : 0,
-          size: a.size
-        })
-        let run = 0
+        const saved = Option.getOrUndefined(yield* Ref.get(progress))
+        let { due, run } = saved !== undefined && sameEpoch(saved, a) ? saved : {
+          due: firstDueInEpoch({
+            now: yield* Clock.currentTimeMillis,
+            interval: intervalMs,
+            modulo: moduloMs,
+            offset: offsetMs,
+            index: stagger ? a.index : 0,
+            size: a.size
+          }),
+          run: 0
+        }
         while (true) {
-          const now = yield* Clock.currentTimeMillis
-          due = catchUp(due, now, intervalMs)
-          if (due > now) yield* Effect.sleep(Duration.millis(due - now))
+          due = catchUp(due, yield* Clock.currentTimeMillis, intervalMs)
+          yield* Ref.set(progress, Option.some({ incarnation: a.incarnation, epoch: a.epoch, due, run }))
+          yield* sleepUntil(due)
           const current = yield* Effect.either(membership.guard)
-          if (Either.isRight(current) && current.right.epoch === a.epoch) {
-            yield* runOnce("periodic work", work({ ...a, dueAt: due, run }))
+          if (Either.isRight(current) && sameEpoch(current.right, a)) {
+            const tick: Tick = { ...a, dueAt: due, run }
             run++
+            yield* Ref.set(
+              progress,
+              Option.some({ incarnation: a.incarnation, epoch: a.epoch, due: nextDue(due, intervalMs), run })
+            )
+            const failed = yield* runOnce("periodic work", work(tick))
+            yield* failed ? streak.failed : streak.succeeded
           } else {
             yield* Effect.logDebug(
               `modulo-group: skipped a run: ${Either.isLeft(current) ? current.left.message : "the epoch has changed"}`
@@ -213,7 +359,7 @@ export const runEvery = <E, R>(
           }
           due = nextDue(due, intervalMs)
         }
-      }).pipe(annotate(a))
+      }).pipe(registration, annotate(a))
 
     yield* membership.whileAssigned(epochLoop)
   })
@@ -223,8 +369,10 @@ export const runEvery = <E, R>(
  * `Membership.guard` passes, `work` runs; it is interrupted (finalizers awaited before the member
  * acknowledges) when the epoch ends. If it fails it is logged and restarted after `retryDelay`
  * (default 1 second) while the member still leads that epoch; once it succeeds it does not run again
- * until the next epoch this member leads. For periodic leader duties use
- * `runEvery(interval, work, { leaderOnly: true })`.
+ * until the next epoch this member leads, not even when the work is started again in the same epoch
+ * (a self-fence and recovery). A duty interrupted before it finished (by a fence) starts again when
+ * the member recovers in the same epoch. When it keeps failing (3 in a row) one warning says so. For
+ * periodic leader duties use `runEvery(interval, work, { leaderOnly: true })`.
  *
  * Returns once registered; the work follows the assignment until the caller's scope closes.
  *
@@ -239,22 +387,77 @@ export const runAsLeader = <A, E, R>(
     const retryDelayMs = yield* positive("retryDelay", options.retryDelay ?? Duration.seconds(1))
     const membership = yield* Membership
     const workFor = (a: Assignment) => (Effect.isEffect(work) ? work : work(a))
+    // Outside the per-start closure: the latest epoch (of its incarnation) in which the duty finished.
+    // The membership may start the work again in the same epoch (after a self-fence and recovery); it
+    // must not rerun.
+    const finishedIn = yield* Ref.make(Option.none<Pick<Assignment, "incarnation" | "epoch">>())
+    const streak = yield* makeFailureStreak("leader duty")
+    const registration = yield* makeRegistration
 
     const lead = (a: Assignment) =>
       Effect.gen(function*() {
         if (!a.isLeader) return
         while (true) {
+          if (Option.exists(yield* Ref.get(finishedIn), (done) => sameEpoch(done, a))) return
           const current = yield* Effect.either(membership.guard)
-          if (Either.isRight(current) && current.right.epoch === a.epoch) {
-            const exit = yield* Effect.exit(Effect.scoped(workFor(a)))
-            if (exit._tag === "Success") return
+          if (Either.isRight(current) && sameEpoch(current.right, a)) {
+            // Finishing and recording it are one step: an interruption cannot fall between them.
+            const exit = yield* Effect.uninterruptibleMask((restore) =>
+              Effect.tap(
+                Effect.exit(restore(Effect.scoped(workFor(a)))),
+                (exit) =>
+                  exit._tag === "Success"
+                    ? Ref.set(finishedIn, Option.some({ incarnation: a.incarnation, epoch: a.epoch }))
+                    : Effect.void
+              )
+            )
+            if (exit._tag === "Success") return yield* streak.succeeded
             if (!Cause.isInterruptedOnly(exit.cause)) {
               yield* Effect.logWarning("modulo-group: leader duty failed; restarting it", exit.cause)
+              yield* streak.failed
             }
           }
           yield* Effect.sleep(Duration.millis(retryDelayMs))
         }
-      }).pipe(annotate(a))
+      }).pipe(registration, annotate(a))
 
     yield* membership.whileAssigned(lead)
   })
+
+// --- as layers ----------------------------------------------------------------------------------
+
+/**
+ * `runEvery` as a layer: registering the work is part of building the app's layers, and it stops
+ * when the layer's scope closes.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Membership, Work } from "modulo-group"
+ *
+ * const Drain = Work.layerEvery("5 seconds", (tick) => Effect.log(`items with id % ${tick.size} = ${tick.index}`))
+ * const Main = Drain.pipe(Layer.provide(Membership.layer({ groupId: "jobs" })))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEvery = <E, R>(
+  interval: Duration.DurationInput,
+  work: (tick: Tick) => Effect.Effect<unknown, E, R>,
+  options: RunEveryOptions = {}
+): Layer.Layer<never, InvalidConfig, Membership | Exclude<R, Scope.Scope>> =>
+  Layer.scopedDiscard(runEvery(interval, work, options))
+
+/**
+ * `runAsLeader` as a layer: the duty is registered when the layer is built and stops when its scope
+ * closes.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerAsLeader = <A, E, R>(
+  work: Effect.Effect<A, E, R> | ((assignment: Assignment) => Effect.Effect<A, E, R>),
+  options: { readonly retryDelay?: Duration.DurationInput | undefined } = {}
+): Layer.Layer<never, InvalidConfig, Membership | Exclude<R, Scope.Scope>> =>
+  Layer.scopedDiscard(runAsLeader(work, options))

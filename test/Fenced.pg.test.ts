@@ -157,7 +157,11 @@ it.live("a fenced transaction commits the app's writes; a failing one commits no
         Effect.provideService(Membership.Membership, a)
       )
     )
-    expect(Cause.isTimeoutException(slow)).toBe(true)
+    // Its own tagged error, whose message names the option to change; not an anonymous TimeoutException.
+    expect(slow._tag).toBe("FenceTimeout")
+    expect(slow).toMatchObject({ timeoutMs: 200, side: "client", epoch: asg.epoch })
+    expect(slow.message).toMatch(/`timeout` option of fenced/)
+    expect(Cause.isTimeoutException(slow)).toBe(false)
     expect(yield* t.notes).toEqual([`first@${asg.epoch}`])
   }).pipe(Effect.scoped, Effect.provide(TestLive)))
 

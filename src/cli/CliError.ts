@@ -9,7 +9,8 @@ import { ValidationError } from "@effect/cli"
 import { Cause, Data, Effect, HashMap, Logger, LogLevel, Option } from "effect"
 
 /**
- * Exit codes: 0 success (also after Ctrl-C / SIGTERM), 1 runtime failure, 2 bad input.
+ * Exit codes: 0 success (also after Ctrl-C / SIGTERM, except for `migrate` before the schema is in
+ * place), 1 runtime failure, 2 bad input.
  *
  * @since 0.1.0
  * @internal
@@ -125,6 +126,10 @@ export const report = (verbose: boolean) =>
  */
 export const exitCodeOf = (cause: Cause.Cause<unknown>): number => {
   if (Cause.isInterruptedOnly(cause)) return ExitCodes.ok
+  // A command that must not exit 0 when interrupted (`migrate`) dies with `Exit`: an interrupted
+  // fiber's cause keeps defects and drops failures.
+  const died = Cause.dieOption(cause)
+  if (Option.isSome(died) && died.value instanceof Exit) return died.value.code
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) {
     if (failure.value instanceof Exit) return failure.value.code

@@ -263,6 +263,24 @@ const readPostmaster = (state: State): Option.Option<Postmaster> => {
 
 const isInitialized = (state: State): boolean => fs.existsSync(path.join(dataDirOf(state), "PG_VERSION"))
 
+/**
+ * Written last into a new cluster, after initdb and the configuration (then the directory is
+ * renamed into place): a data directory without it was never set up completely by this version.
+ */
+const READY_MARKER = "modulo-group.ready"
+
+const isReady = (state: State): boolean => fs.existsSync(path.join(dataDirOf(state), READY_MARKER))
+
+/** Whether the cluster holds a database that initdb did not make (it was started and used). */
+const hasUserDatabase = (state: State): boolean => {
+  try {
+    // initdb makes template1, template0 and postgres: three numbered directories under base/.
+    return fs.readdirSync(path.join(dataDirOf(state), "base")).filter((n) => /^\d+$/.test(n)).length > 3
+  } catch {
+    return false
+  }
+}
+
 const majorVersion = (state: State): string => {
   try {
     return fs.readFileSync(path.join(dataDirOf(state), "PG_VERSION"), "utf8").trim()
@@ -271,15 +289,34 @@ const majorVersion = (state: State): string => {
   }
 }
 
-/** Connects and runs `SELECT 1`; `Left` carries the error (with its SQLSTATE in `code`). */
-const probe = (url: string, timeoutMs = 3_000): Effect.Effect<Either.Either<void, unknown>> =>
+/** The settings modulo-group gives its server, as `current_setting()` reports them. */
+const SETTINGS = {
+  listen_addresses: "127.0.0.1",
+  unix_socket_directories: "",
+  max_connections: "200"
+} as const
+
+type Settings = { readonly [K in keyof typeof SETTINGS]: string }
+
+const hasOurSettings = (s: Settings): boolean =>
+  (Object.keys(SETTINGS) as Array<keyof typeof SETTINGS>).every((k) => s[k] === SETTINGS[k])
+
+const sqlStateOf = (error: unknown): unknown => (error as { code?: unknown } | undefined)?.code
+
+/**
+ * Connects and reads the server's settings (as cheap as `SELECT 1`); `Left` carries the error
+ * (with its SQLSTATE in `code`: `3D000` when our database is missing).
+ */
+const probe = (url: string, timeoutMs = 3_000): Effect.Effect<Either.Either<Settings, unknown>> =>
   Effect.promise(async () => {
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs })
     client.on("error", () => undefined)
     try {
       await client.connect()
-      await client.query("SELECT 1")
-      return Either.right(undefined)
+      const result = await client.query<Settings>(
+        "SELECT current_setting('listen_addresses') AS listen_addresses, current_setting('unix_socket_directories') AS unix_socket_directories, current_setting('max_connections') AS max_connections"
+      )
+      return Either.right(result.rows[0]!)
     } catch (cause) {
       return Either.left(cause)
     } finally {
@@ -441,19 +478,54 @@ const preparePgDir = (dir: string, runAs: RunAs) =>
 
 // --- initdb and start ---------------------------------------------------------------------------
 
+const SETTINGS_HEADER = "# Added by modulo-group: a local server for the command-line tool."
+
 const SERVER_SETTINGS = [
   "",
-  "# Added by modulo-group: a local server for the command-line tool.",
-  "listen_addresses = '127.0.0.1'",
-  "unix_socket_directories = ''",
-  "max_connections = 200",
+  SETTINGS_HEADER,
+  `listen_addresses = '${SETTINGS.listen_addresses}'`,
+  `unix_socket_directories = '${SETTINGS.unix_socket_directories}'`,
+  `max_connections = ${SETTINGS.max_connections}`,
   ""
 ].join("\n")
 
+/** Appends modulo-group's settings to the cluster's `postgresql.conf` unless they are there. */
+const configure = (dataDir: string) =>
+  io("configuring the server", () => {
+    const conf = path.join(dataDir, "postgresql.conf")
+    if (!fs.readFileSync(conf, "utf8").includes(SETTINGS_HEADER)) fs.appendFileSync(conf, SERVER_SETTINGS)
+  })
+
+const markReady = (dataDir: string) =>
+  io("marking the cluster as set up", () =>
+    fs.writeFileSync(
+      path.join(dataDir, READY_MARKER),
+      "modulo-group wrote this file last when it set up this cluster (initdb, then its settings in postgresql.conf).\n"
+    ))
+
+/** Directories of set-ups whose command died (`data.init-<pid>`), left for the next one to remove. */
+const abandonedSetups = (state: State): Array<string> => {
+  try {
+    return fs.readdirSync(state.pgDir)
+      .filter((n) => /^data\.init-\d+$/.test(n) && !isAlive(Number(n.slice("data.init-".length))))
+      .map((n) => path.join(state.pgDir, n))
+  } catch {
+    return []
+  }
+}
+
+/**
+ * A new cluster: initdb into `data.init-<pid>`, configure it, write the marker, then rename it to
+ * `data`. A command killed on the way leaves no `data` (or the old, unmarked one), never a
+ * half-made cluster that looks ready; the next command removes the leftovers and starts over.
+ */
 const initdb = (state: State, bins: Binaries, runAs: RunAs) =>
   Effect.gen(function*() {
-    const dataDir = dataDirOf(state)
-    yield* io(`clearing ${dataDir}`, () => fs.rmSync(dataDir, { recursive: true, force: true }))
+    const target = dataDirOf(state)
+    const dataDir = path.join(state.pgDir, `data.init-${process.pid}`)
+    yield* io(`clearing ${target}`, () => {
+      for (const dir of [...abandonedSetups(state), dataDir, target]) fs.rmSync(dir, { recursive: true, force: true })
+    })
     const pwfile = path.join(state.pgDir, `.pwfile-${process.pid}`)
     yield* io("writing the password file", () => {
       fs.writeFileSync(pwfile, `${state.password}\n`, { mode: 0o600 })
@@ -471,7 +543,47 @@ const initdb = (state: State, bins: Binaries, runAs: RunAs) =>
     if (result.code !== 0) {
       return yield* Effect.fail(fail(`embedded PostgreSQL: initdb failed in ${dataDir}:\n${result.output}`))
     }
-    yield* io("configuring the server", () => fs.appendFileSync(path.join(dataDir, "postgresql.conf"), SERVER_SETTINGS))
+    yield* configure(dataDir)
+    yield* markReady(dataDir)
+    yield* io(`moving the new cluster to ${target}`, () => fs.renameSync(dataDir, target))
+  })
+
+/**
+ * Before starting a stopped cluster: sets up what a killed command left undone. A cluster without
+ * the marker that nothing ever used (initdb's databases only) is half made, or made without our
+ * settings: it is removed and set up again. One that holds data (made by an older modulo-group,
+ * maybe started without our settings) keeps it: its settings are added, then the marker.
+ */
+const setUp = (state: State, bins: Binaries, runAs: RunAs) =>
+  Effect.gen(function*() {
+    if (isReady(state)) return
+    const dataDir = dataDirOf(state)
+    if (isInitialized(state) && hasUserDatabase(state)) {
+      yield* configure(dataDir)
+      return yield* markReady(dataDir)
+    }
+    yield* say(
+      fs.existsSync(dataDir)
+        ? `${dataDir} was never completely set up (a modulo-group command was interrupted while setting it up): setting it up again`
+        : `setting up an embedded PostgreSQL in ${state.pgDir} (first run only)`
+    )
+    yield* initdb(state, bins, runAs)
+  })
+
+const stopServer = (state: State, bins: Binaries, runAs: RunAs) =>
+  Effect.gen(function*() {
+    const result = yield* run(bins.pg_ctl, [
+      "stop",
+      "--pgdata",
+      dataDirOf(state),
+      "--mode=fast",
+      "--wait",
+      "--timeout=30",
+      "--silent"
+    ], runAs, state.pgDir)
+    if (result.code !== 0) {
+      return yield* Effect.fail(fail(`embedded PostgreSQL: pg_ctl stop failed: ${result.output}`))
+    }
   })
 
 const startServer = (state: State, bins: Binaries, runAs: RunAs) =>
@@ -523,8 +635,8 @@ const awaitAccepting = (url: string, within: Duration.Duration) =>
     const deadline = Date.now() + Duration.toMillis(within)
     while (true) {
       const r = yield* probe(url)
-      if (Either.isRight(r)) return Either.right(undefined)
-      const code = (r.left as { code?: unknown })?.code
+      if (Either.isRight(r)) return r
+      const code = sqlStateOf(r.left)
       if (code === "28P01" || code === "3D000" || Date.now() > deadline) return r
       yield* Effect.sleep(Duration.millis(100))
     }
@@ -547,7 +659,10 @@ const startLocked = (p: Paths): Effect.Effect<Ensured, CliError> =>
     if (Option.isSome(existing) && existing.value.port !== null && isInitialized(existing.value)) {
       // Another command may have started it while we waited for the lock.
       const url = urlOf(existing.value, existing.value.port)
-      if (Either.isRight(yield* probe(url))) return { url, started: false, state: existing.value, port: existing.value.port }
+      const r = yield* probe(url)
+      if (Either.isRight(r) && (isReady(existing.value) || hasOurSettings(r.right))) {
+        return { url, started: false, state: existing.value, port: existing.value.port }
+      }
     }
     const runAs = yield* serverUser
     const bins = yield* binaries
@@ -565,8 +680,15 @@ const startLocked = (p: Paths): Effect.Effect<Ensured, CliError> =>
     const running = readPostmaster(state)
     if (Option.isSome(running)) {
       // Running (or starting) but not answering us yet: wait for it rather than start a second one.
-      const url = urlOf(state, running.value.port)
-      const r = yield* awaitAccepting(url, Duration.seconds(30))
+      let port = running.value.port
+      const url = urlOf(state, port)
+      let r = yield* awaitAccepting(url, Duration.seconds(30))
+      if (Either.isLeft(r) && sqlStateOf(r.left) === "3D000") {
+        // Started by a command that was killed before it created our database: create it now.
+        yield* say(`creating database ${state.database} in the running embedded PostgreSQL (a command was interrupted while starting it)`)
+        yield* createDatabase(state, port)
+        r = yield* probe(url)
+      }
       if (Either.isLeft(r)) {
         return yield* Effect.fail(
           fail(
@@ -576,15 +698,29 @@ const startLocked = (p: Paths): Effect.Effect<Ensured, CliError> =>
           )
         )
       }
-      state = { ...state, port: running.value.port }
+      state = { ...state, port }
       yield* writeState(p, state)
-      return { url, started: false, state, port: running.value.port }
+      if (isReady(state)) return { url, started: false, state, port }
+      // Not marked as set up: a command was killed while setting it up, and another started it as
+      // it was. Add our settings and, when the server runs without them, restart it with them.
+      yield* configure(dataDirOf(state))
+      let restarted = false
+      if (!hasOurSettings(r.right)) {
+        yield* say(
+          `the embedded PostgreSQL (pid ${running.value.pid}) runs without modulo-group's settings (max_connections ${r.right.max_connections}, unix_socket_directories '${r.right.unix_socket_directories}', listen_addresses '${r.right.listen_addresses}'): restarting it with them; its clients reconnect`
+        )
+        yield* stopServer(state, bins, runAs)
+        port = yield* startServer(state, bins, runAs)
+        state = { ...state, port }
+        yield* writeState(p, state)
+        yield* createDatabase(state, port)
+        restarted = true
+      }
+      yield* markReady(dataDirOf(state))
+      return { url: urlOf(state, port), started: restarted, state, port }
     }
 
-    if (!isInitialized(state)) {
-      yield* say(`setting up an embedded PostgreSQL in ${state.pgDir} (first run only)`)
-      yield* initdb(state, bins, runAs)
-    }
+    yield* setUp(state, bins, runAs)
     const port = yield* startServer(state, bins, runAs)
     state = { ...state, port }
     yield* writeState(p, state)
@@ -608,8 +744,11 @@ export const ensure: Effect.Effect<Ensured, CliError> = Effect.suspend(() => {
     const state = yield* readState(p)
     if (Option.isSome(state) && state.value.port !== null) {
       const url = urlOf(state.value, state.value.port)
-      // The common case, without the lock: it is up and answers with our password.
-      if (Either.isRight(yield* probe(url))) return { url, started: false, state: state.value, port: state.value.port }
+      // The common case, without the lock: it is up, set up, and answers with our password.
+      const r = yield* probe(url)
+      if (Either.isRight(r) && (isReady(state.value) || hasOurSettings(r.right))) {
+        return { url, started: false, state: state.value, port: state.value.port }
+      }
     }
     yield* Effect.logDebug(`embedded PostgreSQL: not answering; checking it under ${p.lockFile}`)
     return yield* withLock(p, startLocked(p))
@@ -689,20 +828,7 @@ export const stop = (options: { readonly purge: boolean }): Effect.Effect<Stoppe
         if (Option.isNone(state)) return { _tag: "NotSetUp", paths: p } as const
         const running = readPostmaster(state.value)
         if (Option.isSome(running)) {
-          const runAs = yield* serverUser
-          const bins = yield* binaries
-          const result = yield* run(bins.pg_ctl, [
-            "stop",
-            "--pgdata",
-            dataDirOf(state.value),
-            "--mode=fast",
-            "--wait",
-            "--timeout=30",
-            "--silent"
-          ], runAs, state.value.pgDir)
-          if (result.code !== 0) {
-            return yield* Effect.fail(fail(`embedded PostgreSQL: pg_ctl stop failed: ${result.output}`))
-          }
+          yield* stopServer(state.value, yield* binaries, yield* serverUser)
         }
         if (options.purge) {
           yield* io(`removing ${state.value.pgDir}`, () => {

@@ -5,16 +5,34 @@
  * @internal
  */
 import { SqlClient } from "@effect/sql"
-import type { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Option, Schedule } from "effect"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
 import * as MembershipConfig from "../MembershipConfig.js"
-import { SchemaMismatch } from "../MembershipError.js"
-import type { GroupRow, MemberRow, MembershipStoreService } from "../MembershipStore.js"
+import type { SchemaMismatch } from "../MembershipError.js"
+import type { GroupRow, MemberRow } from "../MembershipStore.js"
 import * as Migrations from "../Migrations.js"
-import * as PgMembershipStore from "../PgMembershipStore.js"
-import { fail } from "./CliError.js"
+import { Exit as CliExit, fail } from "./CliError.js"
 import * as Database from "./Database.js"
 import { formatMillis } from "./Durations.js"
+
+/**
+ * The group columns `status` shows.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changedAt">
+
+/**
+ * The member columns `status` shows.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export type StatusMember = Pick<
+  MemberRow,
+  "memberId" | "name" | "host" | "pid" | "index" | "ackedEpoch" | "joinedAt" | "heartbeatAgeMs" | "leaseLeftMs"
+>
 
 /**
  * A member's state as `status` derives it from its row.
@@ -32,7 +50,7 @@ export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting"
  * @since 0.1.0
  * @internal
  */
-export const deriveStates = (group: GroupRow, members: ReadonlyArray<MemberRow>): ReadonlyArray<RowState> => {
+export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMember>): ReadonlyArray<RowState> => {
   const allAcked = members.every((m) => m.ackedEpoch >= group.epoch)
   return members.map((m) =>
     m.leaseLeftMs <= 0
@@ -50,8 +68,8 @@ export const deriveStates = (group: GroupRow, members: ReadonlyArray<MemberRow>)
  * @internal
  */
 export interface GroupStatus {
-  readonly group: GroupRow
-  readonly members: ReadonlyArray<MemberRow & { readonly state: RowState }>
+  readonly group: StatusGroup
+  readonly members: ReadonlyArray<StatusMember & { readonly state: RowState }>
 }
 
 const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
@@ -111,7 +129,7 @@ export const statusJson = (s: GroupStatus) => ({
  * @since 0.1.0
  * @internal
  */
-export const renderGroups = (groups: ReadonlyArray<GroupRow>): string =>
+export const renderGroups = (groups: ReadonlyArray<StatusGroup>): string =>
   groups.length === 0
     ? "no groups"
     : table(
@@ -121,19 +139,103 @@ export const renderGroups = (groups: ReadonlyArray<GroupRow>): string =>
 
 const READ_TIMEOUT = Duration.seconds(5)
 
-/** The store for reading, or `None` when the schema is not installed (nobody has joined yet). */
-const readStore: Effect.Effect<
-  Option.Option<MembershipStoreService>,
-  SchemaMismatch | import("@effect/sql").SqlError.SqlError,
-  SqlClient.SqlClient | PgClient.PgClient
-> = Effect.gen(function*() {
+/** Every read of `status` and `groups` is bounded: a view of a stuck database says so. */
+const bounded = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(effect, {
+    duration: READ_TIMEOUT,
+    onTimeout: () => fail(`reading ${what} timed out after ${Duration.format(READ_TIMEOUT)}`)
+  })
+
+/**
+ * Whether the schema can be read: `false` when it is not installed (nobody has joined yet); fails
+ * with `SchemaMismatch` when it is another version or damaged (a table or column missing).
+ */
+const schemaReady: Effect.Effect<boolean, SchemaMismatch | SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const found = yield* Migrations.installedVersion
-  if (found === 0) return Option.none()
-  if (found !== Migrations.schemaVersion) {
-    return yield* new SchemaMismatch({ found, expected: Migrations.schemaVersion })
-  }
-  return Option.some(yield* PgMembershipStore.make({ statementTimeout: READ_TIMEOUT }))
+  if (found === 0) return false
+  yield* Migrations.check
+  return true
 })
+
+const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
+
+/**
+ * One group and its members as of one committed state: a single statement (the group row LEFT
+ * JOIN its member rows), so the header and the rows can never come from two states, whatever
+ * changes commit meanwhile. Lease ages are on the database clock. `None` when the group has no row.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const snapshot = (
+  groupId: string
+): Effect.Effect<Option.Option<GroupStatus>, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{
+      group_id: string
+      epoch: string
+      size: number
+      changed_at: Date
+      member_id: string | null
+      name: string | null
+      host: string | null
+      pid: number | null
+      idx: number | null
+      acked_epoch: string | null
+      joined_at: Date | null
+      heartbeat_age_ms: string | null
+      lease_left_ms: string | null
+    }>`
+      SELECT g.group_id, g.epoch, g.size, g.changed_at,
+             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, m.joined_at,
+             (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
+             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms
+        FROM modulo_group.groups g
+        LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
+       WHERE g.group_id = ${groupId}
+       ORDER BY m.idx NULLS LAST, m.join_seq`
+    const first = rows[0]
+    if (first === undefined) return Option.none()
+    const group: StatusGroup = {
+      groupId: first.group_id,
+      epoch: num(first.epoch),
+      size: num(first.size),
+      changedAt: first.changed_at
+    }
+    const members: Array<StatusMember> = []
+    for (const r of rows) {
+      if (r.member_id === null) continue
+      members.push({
+        memberId: r.member_id,
+        name: r.name ?? "",
+        host: r.host ?? "",
+        pid: r.pid ?? 0,
+        index: r.idx,
+        ackedEpoch: num(r.acked_epoch),
+        joinedAt: r.joined_at!,
+        heartbeatAgeMs: num(r.heartbeat_age_ms),
+        leaseLeftMs: num(r.lease_left_ms)
+      })
+    }
+    const states = deriveStates(group, members)
+    return Option.some({ group, members: members.map((m, i) => ({ ...m, state: states[i]! })) })
+  })
+
+/**
+ * Every group row, in one statement.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const allGroups: Effect.Effect<ReadonlyArray<StatusGroup>, SqlError, SqlClient.SqlClient> = Effect.gen(
+  function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ group_id: string; epoch: string; size: number; changed_at: Date }>`
+      SELECT group_id, epoch, size, changed_at FROM modulo_group.groups ORDER BY group_id`
+    return rows.map((r) => ({ groupId: r.group_id, epoch: num(r.epoch), size: num(r.size), changedAt: r.changed_at }))
+  }
+)
 
 const NOT_INSTALLED = "the modulo_group schema is not installed yet (any `join`, or `modulo-group migrate`, installs it)"
 
@@ -162,24 +264,19 @@ export const status = (options: StatusOptions) =>
     const groupId = yield* MembershipConfig.validateGroupId(options.group)
     const database = yield* Database.resolve(options.databaseUrl)
     const body = Effect.gen(function*() {
-      const store = yield* readStore
-      const fetch = Option.match(store, {
-        onNone: () => Effect.succeed(Option.none<GroupStatus>()),
-        onSome: (s) =>
-          Effect.gen(function*() {
-            const group = yield* s.group(groupId)
-            if (Option.isNone(group)) return Option.none<GroupStatus>()
-            const members = yield* s.members(groupId)
-            const states = deriveStates(group.value, members)
-            return Option.some({ group: group.value, members: members.map((m, i) => ({ ...m, state: states[i]! })) })
-          })
-      })
-      const missing = `group ${JSON.stringify(groupId)} not found: no member has joined it${
-        Option.isNone(store) ? ` (${NOT_INSTALLED})` : ""
-      }`
+      let installed = false
+      const fetch = bounded(
+        "the group",
+        Effect.gen(function*() {
+          installed = yield* schemaReady
+          return installed ? yield* snapshot(groupId) : Option.none<GroupStatus>()
+        })
+      )
+      const missing = () =>
+        `group ${JSON.stringify(groupId)} not found: no member has joined it${installed ? "" : ` (${NOT_INSTALLED})`}`
       if (!options.watch) {
         const found = yield* fetch
-        if (Option.isNone(found)) return yield* Effect.fail(fail(missing))
+        if (Option.isNone(found)) return yield* Effect.fail(fail(missing()))
         return yield* writeOut(options.json ? JSON.stringify(statusJson(found.value)) : renderStatus(found.value))
       }
       const tty = process.stdout.isTTY === true
@@ -190,7 +287,7 @@ export const status = (options: StatusOptions) =>
             onSome: statusJson
           })))
         }
-        const text = Option.match(found, { onNone: () => missing, onSome: renderStatus })
+        const text = Option.match(found, { onNone: missing, onSome: renderStatus })
         return tty
           // Redraw in place: home, clear, the view, a footer.
           ? writeOut(`\x1b[H\x1b[2J${text}\n\n${new Date().toISOString()}  (every second; Ctrl-C to stop)`)
@@ -213,31 +310,61 @@ export const groups = (options: { readonly json: boolean; readonly databaseUrl: 
   Effect.gen(function*() {
     const database = yield* Database.resolve(options.databaseUrl)
     yield* Effect.gen(function*() {
-      const store = yield* readStore
-      const rows = Option.isNone(store) ? [] : yield* store.value.groups
+      const installed = yield* bounded("the schema", schemaReady)
+      const rows = installed ? yield* bounded("the groups", allGroups) : []
       if (options.json) {
         return yield* writeOut(
           JSON.stringify(rows.map((g) => ({ group: g.groupId, epoch: g.epoch, size: g.size, changedAt: g.changedAt.toISOString() })))
         )
       }
-      yield* writeOut(Option.isNone(store) ? `no groups: ${NOT_INSTALLED}` : renderGroups(rows))
+      yield* writeOut(installed ? renderGroups(rows) : `no groups: ${NOT_INSTALLED}`)
     }).pipe(Effect.provide(Database.layer(database.url)))
   })
 
+const stderr = (line: string) =>
+  Effect.sync(() => {
+    process.stderr.write(`${line}\n`)
+  })
+
 /**
+ * `migrate`: applies pending migrations and repairs a damaged schema (missing tables or columns:
+ * every migration is re-applied, in order, under the migration lock), in one transaction.
+ *
+ * It exits 0 only once the schema is in place: a failure exits 1 with its message, and so does
+ * SIGINT/SIGTERM before the transaction committed (it is rolled back), so `migrate && deploy`
+ * never deploys onto a missing schema.
+ *
  * @since 0.1.0
  * @internal
  */
 export const migrate = (options: { readonly databaseUrl: Option.Option<string> }) =>
-  Effect.gen(function*() {
-    const database = yield* Database.resolve(options.databaseUrl)
-    const where = Database.redact(database.url)
-    yield* Effect.gen(function*() {
-      const applied = yield* Migrations.run
-      yield* writeOut(
-        applied.length === 0
-          ? `${where}: already at version ${Migrations.schemaVersion}, nothing to do`
-          : `${where}: applied ${applied.join(", ")}; now at version ${Migrations.schemaVersion}`
-      )
-    }).pipe(Effect.provide(Database.layer(database.url)))
-  })
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      let inPlace = false
+      const exit = yield* Effect.exit(restore(Effect.gen(function*() {
+        const database = yield* Database.resolve(options.databaseUrl)
+        const where = Database.redact(database.url)
+        const done = yield* Migrations.repair.pipe(Effect.provide(Database.layer(database.url)))
+        inPlace = true
+        const version = `now at version ${Migrations.schemaVersion}`
+        yield* writeOut(
+          done.missing.length > 0
+            ? `${where}: repaired the damaged schema (it lacked ${done.missing.join(", ")}): re-applied ${
+              done.applied.join(", ")
+            }; ${version}`
+            : done.applied.length > 0
+            ? `${where}: applied ${done.applied.join(", ")}; ${version}`
+            : `${where}: already at version ${Migrations.schemaVersion}, nothing to do`
+        )
+      })))
+      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) && !inPlace) {
+        // Interrupted (Ctrl-C, SIGTERM) before the schema was in place: that is a failure here.
+        yield* stderr(
+          "modulo-group: migrate was interrupted before the schema was in place (nothing was applied); run `modulo-group migrate` again"
+        )
+        // A defect, not a failure: an interrupted fiber's exit keeps defects but drops failures.
+        return yield* Effect.die(new CliExit({ code: 1 }))
+      }
+      return yield* exit
+    })
+  )

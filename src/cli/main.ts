@@ -1,8 +1,9 @@
 /**
  * Entry point of the `modulo-group` command (`bin/modulo-group.js` imports the built file).
  *
- * Exit codes: 0 on success and after Ctrl-C / SIGTERM (the member leaves first), 1 when the
- * command failed (database unreachable, ...), 2 on bad input (unknown option, malformed duration,
+ * Exit codes: 0 on success and after Ctrl-C / SIGTERM (the member leaves first; `migrate` exits 1
+ * when stopped before the schema is in place), 1 when the command failed (database unreachable,
+ * damaged schema, ...), 2 on bad input (unknown option, malformed duration,
  * invalid config or group id). Errors are one line on stderr; `--verbose` adds the full cause.
  *
  * @since 0.1.0

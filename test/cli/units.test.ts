@@ -6,7 +6,6 @@ import { Duration, Either } from "effect"
 import * as Durations from "../../src/cli/Durations.js"
 import * as Events from "../../src/cli/Events.js"
 import * as Status from "../../src/cli/Status.js"
-import type { GroupRow, MemberRow } from "../../src/MembershipStore.js"
 import { MemberState } from "../../src/MemberState.js"
 
 describe("Durations.parse", () => {
@@ -46,13 +45,20 @@ describe("Events", () => {
       index: null,
       size: null
     })
-    const renegotiating = MemberState.Renegotiating({ epoch: 4, index: 1, size: 3, next: { epoch: 5, index: 1, size: 4 } })
+    const renegotiating = MemberState.Renegotiating({
+      epoch: 4,
+      index: 1,
+      size: 3,
+      incarnation: 1,
+      next: { epoch: 5, index: 1, size: 4, incarnation: 1 },
+      stuck: false
+    })
     expect(Events.stateEvent("m", "g", renegotiating, at)).toMatchObject({ state: "renegotiating", epoch: 4, index: 1, size: 3 })
     expect(Events.stateText("g", renegotiating)).toBe("g: renegotiating epoch 4 -> 5")
   })
 
   it("work lines keep the original's format", () => {
-    const a = { epoch: 7, index: 2, size: 4, isLeader: false }
+    const a = { epoch: 7, index: 2, size: 4, incarnation: 1, isLeader: false }
     expect(Events.workText("jobs", a)).toBe("jobs:[2/4] working away as usual...")
     expect(Object.keys(Events.workEvent("m", "jobs", a, at))).toEqual([
       "ts",
@@ -68,8 +74,8 @@ describe("Events", () => {
 })
 
 describe("Status.deriveStates", () => {
-  const group: GroupRow = { groupId: "g", epoch: 5, size: 3, changedAt: new Date(0) }
-  const row = (ackedEpoch: number, leaseLeftMs: number): MemberRow => ({
+  const group: Status.StatusGroup = { groupId: "g", epoch: 5, size: 3, changedAt: new Date(0) }
+  const row = (ackedEpoch: number, leaseLeftMs: number): Status.StatusMember => ({
     memberId: "x",
     name: "n",
     host: "h",

@@ -10,31 +10,14 @@ import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, Redacted, Stream } from "effect"
 import { randomBytes } from "node:crypto"
-import * as fs from "node:fs"
-import { fileURLToPath } from "node:url"
 import { fencedWith } from "../../src/Fenced.js"
 import * as Migrations from "../../src/Migrations.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
+import { documentedGrants } from "../support/Grants.js"
 import { exactCover } from "../support/Recorder.js"
 import { fast, freshDatabase, makeGroup, urlWith, waitFor } from "../faults/support.js"
-
-const operationsDoc = fileURLToPath(new URL("../../docs/operations.md", import.meta.url))
-
-/** The statements of the first sql block under "## Least privileges", for role `role`. */
-export const documentedGrants = (role: string): Array<string> => {
-  const doc = fs.readFileSync(operationsDoc, "utf8")
-  const section = doc.slice(doc.indexOf("## Least privileges"))
-  const block = /```sql\n([\s\S]*?)```/.exec(section)
-  if (block === null) throw new Error("docs/operations.md: no ```sql block under ## Least privileges")
-  return block[1]!
-    .replace(/--.*$/gm, "")
-    .split(";")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map((s) => s.replace(/\bapp\b/g, `"${role}"`).replace(/\bmy_database\b/g, "CURRENT_DATABASE_NAME"))
-}
 
 /** A login role with a password, dropped (after the databases it has grants in) at scope end. */
 const loginRole = Effect.acquireRelease(

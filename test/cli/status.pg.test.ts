@@ -1,0 +1,136 @@
+/**
+ * `status` shows one committed state: the group row and its member rows come from one statement.
+ *
+ * The interleaving is forced: a change transaction takes an ACCESS EXCLUSIVE lock on
+ * `modulo_group.members`, bumps the group row (epoch 3 -> 4, size 3 -> 2) and deletes a member,
+ * then waits until the reader is blocked before it commits. Two statements (the old `status`) read
+ * the group row before the change and the member rows after it: `epoch 3, size 3` over two members.
+ * One statement takes its locks before its snapshot, so it sees the state after the change, whole.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { assertBuilt, run } from "./support.js"
+import { cliWaitsOnLock, connect, eventually, type ScratchDatabase, scratchDatabase } from "./pgSupport.js"
+
+interface StatusJson {
+  readonly epoch: number
+  readonly size: number
+  readonly members: ReadonlyArray<{ readonly index: number | null; readonly name: string }>
+}
+
+describe("modulo-group status (child processes)", () => {
+  let db: ScratchDatabase
+  const env = () => ({ ...process.env, DATABASE_URL: db.url })
+
+  beforeAll(async () => {
+    assertBuilt()
+    db = await scratchDatabase()
+    const migrated = await run(["migrate"], env())
+    expect(migrated.code, migrated.stderr).toBe(0)
+  })
+  afterAll(async () => {
+    await db?.drop()
+  })
+
+  /** Group `g` at epoch 3 with three members, indices 0..2. */
+  const seed = async (group: string) => {
+    const c = await connect(db.url)
+    try {
+      await c.query(`INSERT INTO modulo_group.groups (group_id, epoch, size) VALUES ($1, 3, 3)`, [group])
+      for (const i of [0, 1, 2]) {
+        await c.query(
+          `INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, name)
+           VALUES (gen_random_uuid(), $1, $2, 3, now() + interval '1 hour', now(), now(), $3)`,
+          [group, i, `m${i}`]
+        )
+      }
+    } finally {
+      await c.end()
+    }
+  }
+
+  /**
+   * Runs `read` while a change (member m2 leaves: epoch 4, size 2) is in flight: the change holds
+   * an exclusive lock on the member table until `read` waits on it, then commits.
+   */
+  const acrossAChange = async <A>(group: string, read: () => Promise<A>, waiting: () => Promise<boolean>): Promise<A> => {
+    const changer = await connect(db.url)
+    try {
+      await changer.query("BEGIN")
+      await changer.query("LOCK TABLE modulo_group.members IN ACCESS EXCLUSIVE MODE")
+      await changer.query("UPDATE modulo_group.groups SET epoch = 4, size = 2 WHERE group_id = $1", [group])
+      await changer.query("DELETE FROM modulo_group.members WHERE group_id = $1 AND idx = 2", [group])
+      const result = read()
+      result.catch(() => undefined)
+      await eventually("the reader to wait on the member table", waiting)
+      await changer.query("COMMIT")
+      return await result
+    } finally {
+      await changer.end()
+    }
+  }
+
+  it("two statements (the old way) tear under this interleaving: the test's premise", async () => {
+    const group = "torn"
+    await seed(group)
+    const reader = await connect(db.url)
+    const watcher = await connect(db.url)
+    try {
+      const pid = (await reader.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number
+      const seen = await acrossAChange(
+        group,
+        async () => {
+          const g = await reader.query("SELECT epoch, size FROM modulo_group.groups WHERE group_id = $1", [group])
+          const m = await reader.query("SELECT idx FROM modulo_group.members WHERE group_id = $1", [group])
+          return { epoch: Number(g.rows[0].epoch), size: g.rows[0].size as number, members: m.rowCount }
+        },
+        async () =>
+          (await watcher.query("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", [pid])).rows[0]
+            ?.wait_event_type === "Lock"
+      )
+      expect(seen).toEqual({ epoch: 3, size: 3, members: 2 })
+    } finally {
+      await reader.end()
+      await watcher.end()
+    }
+  })
+
+  it("shows the group row and its members from one committed state", async () => {
+    const group = "consistent"
+    await seed(group)
+    const watcher = await connect(db.url)
+    try {
+      const r = await acrossAChange(
+        group,
+        () => run(["status", group, "--json"], env()),
+        () => cliWaitsOnLock(watcher, db.name)
+      )
+      expect(r.code, r.stderr).toBe(0)
+      const s = JSON.parse(r.stdout) as StatusJson
+      expect({ epoch: s.epoch, size: s.size, members: s.members.map((m) => m.name) }).toEqual({
+        epoch: 4,
+        size: 2,
+        members: ["m0", "m1"]
+      })
+    } finally {
+      await watcher.end()
+    }
+  })
+
+  it("prints a group without members, and its members in index order", async () => {
+    const c = await connect(db.url)
+    try {
+      await c.query(`INSERT INTO modulo_group.groups (group_id, epoch, size) VALUES ('empty', 7, 0)`)
+    } finally {
+      await c.end()
+    }
+    const empty = await run(["status", "empty"], env())
+    expect(empty.code, empty.stderr).toBe(0)
+    expect(empty.stdout).toMatch(/^group empty: epoch 7, size 0 \(changed [^)]+\)\nno members\n$/)
+
+    await seed("listed")
+    const listed = await run(["status", "listed", "--json"], env())
+    expect(listed.code, listed.stderr).toBe(0)
+    const s = JSON.parse(listed.stdout) as StatusJson
+    expect(s.members.map((m) => [m.index, m.name])).toEqual([[0, "m0"], [1, "m1"], [2, "m2"]])
+  })
+})

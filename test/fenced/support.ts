@@ -1,0 +1,70 @@
+/**
+ * Fixtures for the fenced-transaction tests under test/fenced/: a group and a member written by hand
+ * (no membership fibers, so nothing renews or reaps behind the test's back), an app table, and a
+ * client that stalls before sending COMMIT (a GC pause or a blocked event loop at the worst moment).
+ */
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Duration, Effect } from "effect"
+import { randomUUID } from "node:crypto"
+import type { FenceTarget } from "../../src/Fenced.js"
+import { randomGroupId } from "../support/Database.js"
+
+/**
+ * A group at epoch 7 with one member (index 0, lease `leaseMs` from now on the database clock) and a
+ * table of the app's; all dropped at scope end.
+ */
+export const fixture = (prefix: string, leaseMs = 60_000) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const groupId = randomGroupId(prefix)
+    const memberId = randomUUID()
+    const table = `fenced_${groupId.replace(/-/g, "_")}`
+    yield* Effect.acquireRelease(
+      Effect.gen(function*() {
+        yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size) VALUES (${groupId}, 7, 1)`
+        yield* sql`
+          INSERT INTO modulo_group.members (member_id, group_id, idx, lease_expires_at, heartbeat_at, joined_at)
+          VALUES (${memberId}, ${groupId}, 0, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now(), now())`
+        yield* sql`CREATE TABLE ${sql(table)} (note text NOT NULL)`
+      }),
+      () =>
+        Effect.orDie(Effect.all([
+          sql`DROP TABLE IF EXISTS ${sql(table)}`,
+          sql`DELETE FROM modulo_group.groups WHERE group_id = ${groupId}`
+        ]))
+    )
+    const target: FenceTarget = { groupId, memberId, epoch: 7, index: 0, size: 1 }
+    const notes = Effect.map(sql<{ note: string }>`SELECT note FROM ${sql(table)} ORDER BY note`, (rows) => rows.map((r) => r.note))
+    const insert = (note: string) => sql`INSERT INTO ${sql(table)} (note) VALUES (${note})`
+    /** Sets the member's lease to expire `ms` from now on the database clock (as if it stopped renewing). */
+    const setLease = (ms: number) =>
+      sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() + ${`${ms} milliseconds`}::interval
+           WHERE member_id = ${memberId}`
+    /** Rows left in modulo_group.fence_checks by this member (always none once its transactions ended). */
+    const leftovers = Effect.map(
+      sql<{ n: string }>`SELECT count(*) AS n FROM modulo_group.fence_checks WHERE member_id = ${memberId}`,
+      (rows) => Number(rows[0]!.n)
+    )
+    return { sql, groupId, memberId, table, target, notes, insert, setLease, leftovers }
+  })
+
+const proxy = <T extends object>(target: T, overrides: Partial<T>): T =>
+  new Proxy(target, {
+    get: (t, p) => (p in overrides ? (overrides as Record<PropertyKey, unknown>)[p] : Reflect.get(t, p))
+  })
+
+/**
+ * The same client, except that a reserved connection waits `stall` of real time before it sends
+ * `COMMIT`: the client stalls between the fence's last statement and `COMMIT`.
+ */
+export const stallingBeforeCommit = (sql: SqlClient.SqlClient, stall: Duration.DurationInput): SqlClient.SqlClient =>
+  proxy(sql, {
+    reserve: Effect.map(sql.reserve, (conn) =>
+      proxy<Connection>(conn, {
+        executeUnprepared: (statement, params, transformRows) =>
+          statement.trim().toUpperCase() === "COMMIT"
+            ? Effect.zipRight(Effect.sleep(Duration.decode(stall)), conn.executeUnprepared(statement, params, transformRows))
+            : conn.executeUnprepared(statement, params, transformRows)
+      }))
+  })

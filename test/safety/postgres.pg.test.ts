@@ -1,0 +1,199 @@
+/**
+ * Breaks 1, 5, 6 and 7 of the first adversarial review, each reproduced on real PostgreSQL.
+ *
+ * 1. A renewal whose UPDATE waited on a change's row lock read its own row at the new version and the
+ *    rest of the statement from its old snapshot: old epoch and size, new index, barrier down.
+ * 5. Under a REPEATABLE READ or SERIALIZABLE default, change transactions failed with 40001.
+ * 6. A notification that cannot be sent aborted the change it announced.
+ * 7. After a restore from an older backup, the group issued epochs (fencing tokens) a second time.
+ */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { expect, it } from "@effect/vitest"
+import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { randomBytes } from "node:crypto"
+import * as Migrations from "../../src/Migrations.js"
+import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
+import { MembershipStore } from "../../src/MembershipStore.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import * as Transition from "../../src/Transition.js"
+import { MemberState } from "../../src/MemberState.js"
+import { databaseUrl, PgLive, randomGroupId } from "../support/Database.js"
+import { exactCover } from "../support/Recorder.js"
+import { fast, freshDatabase, makeGroup, waitFor } from "../faults/support.js"
+import { documentedGrants } from "../support/Grants.js"
+
+const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
+
+/** Polls until some backend waits for a lock (the interleaving a test forces has happened). */
+const someoneWaitsOnALock = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<{ n: string }>`
+    SELECT count(*) AS n FROM pg_stat_activity
+     WHERE datname = current_database() AND wait_event_type = 'Lock'
+       AND query LIKE '%lease_expires_at%'`.pipe(
+    Effect.flatMap(([r]) => (Number(r!.n) > 0 ? Effect.void : Effect.fail("not yet"))),
+    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(10)))),
+    Effect.orDie
+  ))
+
+it.live("break 1: a renewal that waited on a leave's row lock returns one committed state, never the old epoch with the new index", () =>
+  Effect.gen(function*() {
+    const groupId = randomGroupId("mixed")
+    const commit = yield* Deferred.make<void>()
+    const atCommit = yield* Deferred.make<void>()
+    // The leave stops before its COMMIT, after it has moved C from index 2 to 1 (row locks held).
+    const store = yield* PgMembershipStore.make({
+      onStatement: (operation, step) =>
+        operation === "leave" && step === "commit"
+          ? Effect.zipRight(Deferred.succeed(atCommit, undefined), Deferred.await(commit))
+          : Effect.void
+    })
+    const [a, b, c] = [info("a"), info("b"), info("c")]
+    yield* store.join(groupId, a, 10_000)
+    yield* store.join(groupId, b, 10_000)
+    const joined = yield* store.join(groupId, c, 10_000)
+    for (const m of [a, b, c]) yield* store.heartbeat(groupId, m.memberId, joined.epoch, 10_000)
+    const settled = Option.getOrThrow(yield* store.heartbeat(groupId, c.memberId, joined.epoch, 10_000))
+    expect(settled).toMatchObject({ epoch: joined.epoch, size: 3, index: 2, barrier: true })
+
+    const leave = yield* Effect.fork(store.leave(groupId, b.memberId))
+    yield* Deferred.await(atCommit)
+    // C's renewal blocks on its row, which the leave has updated.
+    const renewal = yield* Effect.fork(store.heartbeat(groupId, c.memberId, joined.epoch, 10_000))
+    yield* someoneWaitsOnALock
+    yield* Deferred.succeed(commit, undefined)
+    yield* Fiber.join(leave)
+    const view = Option.getOrThrow(yield* Fiber.join(renewal))
+
+    // Old code: { epoch: E, size: 3, index: 1, barrier: true }: index 1 of epoch E served twice.
+    expect(view).toMatchObject({ epoch: joined.epoch + 1, size: 2, index: 1, barrier: false })
+    // And the member acts on it only as a new epoch to acknowledge, never as work to start.
+    const before = MemberState.Awaiting({ epoch: joined.epoch, index: 2, size: 3, incarnation: view.incarnation })
+    const [after, commands] = Transition.transition(before, Transition.Event.Renewed({ view }))
+    expect(after._tag).toBe("Awaiting")
+    expect(commands.some((c) => c._tag === "StartWork")).toBe(false)
+  }).pipe(Effect.provide(PgLive)), 30_000)
+
+/** A client whose sessions default to `level` (as `ALTER ROLE ... SET default_transaction_isolation` would). */
+const withDefaultIsolation = (level: string) => {
+  const url = new URL(databaseUrl())
+  url.searchParams.set("options", `-c default_transaction_isolation=${level.replace(" ", "\\ ")}`)
+  return PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 20 })
+}
+
+for (const level of ["repeatable read", "serializable"]) {
+  it.live(`break 5: under a ${level} default, 12 concurrent joins all commit at once and the group forms`, () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const [row] = yield* sql<{ level: string }>`SELECT current_setting('default_transaction_isolation') AS level`
+      expect(row!.level).toBe(level)
+      const store = yield* MembershipStore
+      const groupId = randomGroupId("iso")
+      const members = Array.from({ length: 12 }, (_, i) => info(`m${i}`))
+      // Old code: 40001 for all but one (a snapshot taken before the group lock wait).
+      const views = yield* Effect.forEach(members, (m) => Effect.either(store.join(groupId, m, 10_000)), {
+        concurrency: "unbounded"
+      })
+      expect(views.filter(Either.isLeft).map((e) => e.left.reason)).toEqual([])
+      const epochs = views.map((v) => (Either.isRight(v) ? v.right.epoch : -1)).sort((x, y) => x - y)
+      expect(epochs).toEqual(Array.from({ length: 12 }, (_, i) => i + 1))
+      // Renewals racing a change are asked again (40001 under these levels), not failed.
+      const last = Math.max(...epochs)
+      const renewals = yield* Effect.forEach(
+        members,
+        (m) => Effect.either(store.heartbeat(groupId, m.memberId, last, 10_000)),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.zipLeft(store.leave(groupId, members[0]!.memberId), { concurrent: true }))
+      expect(renewals.filter(Either.isLeft)).toEqual([])
+      // And real members form a group under this default.
+      const { join, rec } = yield* makeGroup(randomGroupId("iso-members"), fast)
+      for (let i = 0; i < 6; i++) yield* join()
+      yield* waitFor(() => exactCover(rec.working(), 6), Duration.seconds(15), "six members")
+      expect(rec.violations).toEqual([])
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(withDefaultIsolation(level))))
+    ), 60_000)
+}
+
+it.live("break 6: a role that may not call pg_notify still joins, leaves and renegotiates (by polling)", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const db = yield* freshDatabase
+    const role = `mg_nonotify_${randomBytes(4).toString("hex")}`
+    const password = `pw-${randomBytes(8).toString("hex")}`
+    yield* sql.unsafe(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}'`)
+    yield* Effect.addFinalizer(() => sql.unsafe(`DROP ROLE IF EXISTS "${role}"`).pipe(Effect.ignore))
+    yield* Effect.gen(function*() {
+      const owner = yield* SqlClient.SqlClient
+      yield* Migrations.run
+      for (const grant of documentedGrants(role)) {
+        yield* owner.unsafe(grant.replace("CURRENT_DATABASE_NAME", `"${db.name}"`))
+      }
+      // Every notification this role sends now fails, as a full notification queue would make it.
+      yield* owner.unsafe(`REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC`)
+    }).pipe(Effect.provide(db.layer), Effect.scoped)
+    const url = new URL(databaseUrl())
+    url.username = role
+    url.password = password
+    url.pathname = `/${db.name}`
+    const client = PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 10 })
+
+    yield* Effect.gen(function*() {
+      const denied = yield* Effect.either(
+        Effect.flatMap(SqlClient.SqlClient, (s) => s`SELECT pg_notify('x', 'y')`)
+      )
+      expect(Either.isLeft(denied)).toBe(true)
+      const { join, rec } = yield* makeGroup(randomGroupId("nonotify"), { ...fast, migrate: false })
+      const first = yield* join()
+      yield* join()
+      yield* join()
+      yield* waitFor(() => exactCover(rec.working(), 3), Duration.seconds(15), "three members")
+      yield* first.close
+      yield* waitFor(() => exactCover(rec.working(), 2), Duration.seconds(15), "two members after a leave")
+      expect(rec.violations).toEqual([])
+    }).pipe(
+      Effect.provide(PgMembershipStore.layer({ migrate: false }).pipe(Layer.provideMerge(client))),
+      Effect.scoped
+    )
+  }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)
+
+/** A token in the order a fencing check compares it: incarnation first, then epoch. */
+const token = (v: Pick<GroupView, "incarnation" | "epoch">) => [v.incarnation, v.epoch] as const
+const after = (x: readonly [number, number], y: readonly [number, number]) => x[0] > y[0] || (x[0] === y[0] && x[1] > y[1])
+
+it.live("break 7: after a restore from an older backup, no fencing token (incarnation, epoch) is issued twice", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("restore")
+    const a = info("a")
+    yield* store.join(groupId, a, 500)
+    yield* store.join(groupId, info("b"), 500)
+    // The backup: the group row and its member rows at epoch 2.
+    const backupGroup = yield* sql<Record<string, unknown>>`SELECT * FROM modulo_group.groups WHERE group_id = ${groupId}`
+    const backupMembers = yield* sql<Record<string, unknown>>`
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
+             assigned_epoch, assigned_size
+        FROM modulo_group.members WHERE group_id = ${groupId}`
+    const issued: Array<readonly [number, number]> = []
+    for (let i = 0; i < 6; i++) {
+      const m = info(`x${i}`)
+      issued.push(token(yield* store.join(groupId, m, 500)))
+      yield* store.leave(groupId, m.memberId)
+    }
+    const highest = issued.reduce((x, y) => (after(y, x) ? y : x))
+    // The restore: the tables as they were in the backup (whose leases have run out by now).
+    yield* Effect.sleep(Duration.millis(600))
+    yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${groupId}`
+      const g = backupGroup[0]!
+      yield* sql`UPDATE modulo_group.groups SET epoch = ${g["epoch"] as string}, size = ${g["size"] as number},
+                        incarnation = ${g["incarnation"] as string} WHERE group_id = ${groupId}`
+      for (const r of backupMembers) yield* sql`INSERT INTO modulo_group.members ${sql.insert(r)}`
+    }))
+    // Old code: epochs 3, 4, ... again, tokens a stale holder would accept.
+    const next = token(yield* store.join(groupId, info("after-restore"), 500))
+    expect(after(next, highest)).toBe(true)
+    expect(issued.some((t) => t[0] === next[0] && t[1] === next[1])).toBe(false)
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
