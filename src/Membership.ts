@@ -459,6 +459,7 @@ export const make = (
     const holdUntilStopped = Effect.gen(function*() {
       const stopped = yield* awaitWork.pipe(Effect.timeout(config.stopTimeout), Effect.option)
       if (Option.isSome(stopped)) return
+      yield* SubscriptionRef.set(stateRef, State.MemberState.Leaving({ stopping: true, stuck: true }))
       const since = stuckSince ?? (yield* nowMillis)
       yield* Effect.raceFirst(
         awaitWork,

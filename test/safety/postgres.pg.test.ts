@@ -38,6 +38,7 @@ const someoneWaitsOnALock = Effect.flatMap(SqlClient.SqlClient, (sql) =>
 
 it.live("break 1: a renewal that waited on a leave's row lock returns one committed state, never the old epoch with the new index", () =>
   Effect.gen(function*() {
+    yield* Migrations.run
     const groupId = randomGroupId("mixed")
     const commit = yield* Deferred.make<void>()
     const atCommit = yield* Deferred.make<void>()
