@@ -16,7 +16,7 @@ import { fileURLToPath, pathToFileURL } from "node:url"
 export const outputPath = "docs/state-machine.md"
 
 /**
- * @typedef {{ epoch: number, index: number, size: number }} Slot
+ * @typedef {{ epoch: number, index: number, size: number, incarnation: number }} Slot
  * @typedef {{ _tag: string, [key: string]: unknown }} Tagged
  * @typedef {{ label: string, event: Tagged }} LabelledEvent
  */
@@ -31,21 +31,37 @@ export const generate = ({ MemberState, Transition }) => {
   const S = MemberState.MemberState
   const E = Transition.Event
   /** @param {number} epoch @returns {Slot} */
-  const slot = (epoch) => ({ epoch, index: 1, size: 3 })
+  const slot = (epoch) => ({ epoch, index: 1, size: 3, incarnation: 1 })
   /** @param {number} epoch @param {boolean} barrier */
-  const view = (epoch, barrier) => ({ epoch, index: 1, size: 3, acked: epoch, barrier, expired: false })
+  const view = (epoch, barrier) => ({ epoch, index: 1, size: 3, acked: epoch, barrier, expired: false, incarnation: 1, clock: 0 })
 
-  /** Representative states: one per tag, all in epoch 5 (Renegotiating moves to 6). */
-  const states = {
-    Joining: S.Joining(),
-    Awaiting: S.Awaiting(slot(5)),
-    Assigned: S.Assigned(slot(5)),
-    Renegotiating: S.Renegotiating({ ...slot(5), next: slot(6) }),
-    Fenced: S.Fenced(slot(5)),
-    Lost: S.Lost(),
-    Leaving: S.Leaving(),
-    Left: S.Left()
+  /**
+   * The node a state is drawn as: its tag, or its tag and the flags that change what it does (work
+   * still stopping, or stuck past the stop timeout).
+   * @param {Tagged} state
+   * @returns {{ id: string, name: string }}
+   */
+  const nodeOf = (state) => {
+    const flag = state.stuck === true ? "stuck" : state.stopping === true ? "stopping" : undefined
+    return flag === undefined ? { id: state._tag, name: state._tag } : { id: `${state._tag}_${flag}`, name: `${state._tag} (${flag})` }
   }
+
+  /** Representative states: one per tag and flag, all in epoch 5 (Renegotiating moves to 6). */
+  const states = [
+    S.Joining(),
+    S.Awaiting(slot(5)),
+    S.Assigned(slot(5)),
+    S.Renegotiating({ ...slot(5), next: slot(6), stuck: false }),
+    S.Renegotiating({ ...slot(5), next: slot(6), stuck: true }),
+    S.Fenced({ ...slot(5), stopping: false, stuck: false }),
+    S.Fenced({ ...slot(5), stopping: true, stuck: false }),
+    S.Fenced({ ...slot(5), stopping: true, stuck: true }),
+    S.Lost(),
+    S.Leaving({ stopping: false, stuck: false }),
+    S.Leaving({ stopping: true, stuck: false }),
+    S.Leaving({ stopping: true, stuck: true }),
+    S.Left()
+  ]
 
   /**
    * The events to try on a state, with the qualifier that tells the variants apart.
@@ -67,6 +83,10 @@ export const generate = ({ MemberState, Transition }) => {
           list.push({ label: "Renewed (older epoch)", event: E.Renewed({ view: view(known - 1, true) }) })
           list.push({ label: "Renewed (barrier up)", event: E.Renewed({ view: view(known, false) }) })
           list.push({ label: "Renewed (barrier down)", event: E.Renewed({ view: view(known, true) }) })
+          list.push({
+            label: "Renewed (same epoch, other index)",
+            event: E.Renewed({ view: { ...view(known, true), index: 0 } })
+          })
           if (next === undefined) {
             list.push({ label: "Renewed (newer epoch)", event: E.Renewed({ view: { ...view(known + 1, false), acked: known } }) })
           } else {
@@ -74,9 +94,9 @@ export const generate = ({ MemberState, Transition }) => {
             list.push({ label: "Renewed (newer epoch)", event: E.Renewed({ view: { ...view(next + 1, false), acked: known } }) })
           }
           break
-        case "BarrierDown":
-          list.push({ label: "BarrierDown (this epoch)", event: E.BarrierDown({ epoch: known }) })
-          list.push({ label: "BarrierDown (other epoch)", event: E.BarrierDown({ epoch: known + 1 }) })
+        case "Gone":
+          list.push({ label: "Gone (lease ran out)", event: E.Gone({ early: false }) })
+          list.push({ label: "Gone (early)", event: E.Gone({ early: true }) })
           break
         case "JoinFailed":
         case "RenewFailed":
@@ -89,38 +109,42 @@ export const generate = ({ MemberState, Transition }) => {
     return list
   }
 
-  /** @type {Array<{ from: string, to: string, label: string, commands: string }>} */
+  /** @type {Array<{ from: string, to: string, toName: string, fromName: string, label: string, commands: string }>} */
   const edges = []
   /** @type {Map<string, Array<string>>} */
   const ignored = new Map()
-  for (const tag of MemberState.tags) {
-    const state = states[/** @type {keyof typeof states} */ (tag)]
-    if (state === undefined) throw new Error(`no representative state for ${tag}: add one to scripts/diagram.mjs`)
+  for (const state of states) {
+    const from = nodeOf(state)
     for (const { event, label } of eventsFor(state)) {
       const [after, commands] = Transition.transition(state, event)
       // Ignored: the same state (structurally: a renewal may rebuild an equal one) and no command.
       if (JSON.stringify(after) === JSON.stringify(state) && commands.length === 0) {
-        const list = ignored.get(tag) ?? []
+        const list = ignored.get(from.id) ?? []
         if (!list.includes(event._tag)) list.push(event._tag)
-        ignored.set(tag, list)
+        ignored.set(from.id, list)
         continue
       }
+      const to = nodeOf(after)
       edges.push({
-        from: tag,
-        to: after._tag,
+        from: from.id,
+        fromName: from.name,
+        to: to.id,
+        toName: to.name,
         label,
         commands: commands.map((/** @type {Tagged} */ c) => (c._tag === "Ack" ? `Ack(${c.epoch})` : c._tag)).join(", ")
       })
     }
   }
   // An event tag ignored in one variant but not another is not "ignored" for that state.
-  for (const [tag, list] of ignored) {
-    ignored.set(tag, list.filter((e) => !edges.some((x) => x.from === tag && x.label.split(" ")[0] === e)))
+  for (const [id, list] of ignored) {
+    ignored.set(id, list.filter((e) => !edges.some((x) => x.from === id && x.label.split(" ")[0] === e)))
   }
+  const nodes = states.map(nodeOf)
 
   const mermaid = [
     "stateDiagram-v2",
     "  direction LR",
+    ...nodes.filter((n) => n.id !== n.name).map((n) => `  state "${n.name}" as ${n.id}`),
     "  [*] --> Joining",
     ...edges.map((e) => `  ${e.from} --> ${e.to} : ${e.label}${e.commands === "" ? "" : ` / ${e.commands}`}`),
     "  Left --> [*]"
@@ -129,7 +153,7 @@ export const generate = ({ MemberState, Transition }) => {
   const table = [
     "| state | event | next state | commands |",
     "| --- | --- | --- | --- |",
-    ...edges.map((e) => `| ${e.from} | ${e.label} | ${e.to} | ${e.commands === "" ? "-" : e.commands} |`)
+    ...edges.map((e) => `| ${e.fromName} | ${e.label} | ${e.toName} | ${e.commands === "" ? "-" : e.commands} |`)
   ]
 
   return [
@@ -138,12 +162,15 @@ export const generate = ({ MemberState, Transition }) => {
     "# The member state machine",
     "",
     "Each member runs the pure function `Transition.transition(state, event) -> [state, commands]`;",
-    "the interpreter in `Membership` carries events in (store replies, timers, notifications, the",
-    "app) and runs the commands out. The diagram below is drawn by running that function on one",
-    "representative state per tag (epoch 5; `Renegotiating` moves to 6) and every event, with",
-    "variants where the event's content matters: an edge is labelled `event / commands`. Events not",
-    "drawn are ignored in that state: the state is kept and nothing is done. `Reap` is added to the",
-    "commands of a renewal whose view reports an expired member (not drawn).",
+    "the interpreter in `Membership` carries events in (store replies, its timers, its work, the app)",
+    "and runs the commands out. A notification is not an event: anyone who can connect can send one,",
+    "so it only makes the member renew sooner, and decides nothing. The diagram below is drawn by",
+    "running that function on one representative state per tag and flag (epoch 5; `Renegotiating`",
+    "moves to 6; `stopping`: its work has not stopped yet; `stuck`: not within `stopTimeout`) and",
+    "every event, with variants where the event's content matters: an edge is labelled",
+    "`event / commands`. Events not drawn are ignored in that state: the state is kept and nothing is",
+    "done. `Reap` is added to the commands of a renewal whose view reports an expired member (not",
+    "drawn). `Alarm` logs an error and counts it (`modulo_group_alarms`).",
     "",
     "```mermaid",
     ...mermaid,
@@ -155,7 +182,7 @@ export const generate = ({ MemberState, Transition }) => {
     "",
     "## Ignored events",
     "",
-    ...MemberState.tags.map((/** @type {string} */ tag) => `- **${tag}**: ${(ignored.get(tag) ?? []).join(", ") || "none"}`),
+    ...nodes.map((n) => `- **${n.name}**: ${(ignored.get(n.id) ?? []).join(", ") || "none"}`),
     ""
   ].join("\n")
 }

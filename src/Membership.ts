@@ -136,7 +136,7 @@ export const make = (
     let stuckSince: number | undefined = undefined
     // After a step of the database clock, leases that look expired may belong to members still
     // working: no reaping until a lease of this member's own clock has passed.
-    let reapAfter = 0
+    let reapAfter = Number.NEGATIVE_INFINITY
     const specs = new Set<WorkSpec>()
     // The work fiber of each spec, while it runs. A spec never has two.
     const running = new Map<WorkSpec, Fiber.RuntimeFiber<void>>()

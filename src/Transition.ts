@@ -191,9 +191,9 @@ const enter = (view: GroupView): Step =>
     : [MemberState.Awaiting(slotOf(view)), []]
 
 /** Leave: at once when no work runs, else once it has stopped (`stopAlreadyAsked`: a StopWork is in flight). */
-const leave = (working: boolean, stopAlreadyAsked = false): Step =>
+const leave = (working: boolean, stopAlreadyAsked = false, stuck = false): Step =>
   working
-    ? [MemberState.Leaving({ stopping: true, stuck: false }), stopAlreadyAsked ? [] : [Command.StopWork()]]
+    ? [MemberState.Leaving({ stopping: true, stuck }), stopAlreadyAsked ? [] : [Command.StopWork()]]
     : [MemberState.Leaving({ stopping: false, stuck: false }), [Command.Leave()]]
 
 /** The row is gone. The Join waits for any old work to stop; an early loss waits a lease first. */
@@ -285,7 +285,7 @@ export const transition = (state: MemberState, event: Event): Step =>
           // The StopWork already asked for is still in flight; the Join waits for the work to stop.
           return lost(event, false)
         case "LeaveRequested":
-          return leave(true, true)
+          return leave(true, true, s.stuck)
         default:
           // DeadlinePassed: the work is being stopped already and nothing starts here.
           return stay(state)
@@ -312,7 +312,7 @@ export const transition = (state: MemberState, event: Event): Step =>
         case "Gone":
           return lost(event, false)
         case "LeaveRequested":
-          return leave(s.stopping, true)
+          return leave(s.stopping, true, s.stuck)
         default:
           return stay(state)
       }

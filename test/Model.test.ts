@@ -5,7 +5,13 @@
  * G2 and G3 hold, and a closed scope returns in time (G5); once the faults heal, the live members
  * converge within lease + one heartbeat (G4).
  *
+ * Besides crashes, hangs, pauses, outages, lost notifications and clock skew, the schedules hold what
+ * PostgreSQL and strangers do: heartbeats that read a mix of two committed states (READ COMMITTED
+ * after a row-lock wait), forged notifications (single, in bursts, in floods), and work that ignores
+ * interruption for 3 x stopTimeout.
+ *
  * MODEL_RUNS=10000 npm test -- test/Model.test.ts     more schedules
+ * MODEL_MIXED_VIEWS=accepted ...                      the old store's mixed views (a mutant: must fail)
  * MODEL_SEED=123 MODEL_PATH="4:1:0" ...               replay a reported failure
  * A failure prints the shrunk schedule as a script; paste its lines into `regressions` below.
  */
@@ -13,7 +19,7 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
 import { ModelLog } from "./support/ModelLog.js"
 import type { ModelResult } from "./support/ModelRun.js"
-import { report, runSchedule } from "./support/ModelRun.js"
+import { defaultConfig, report, runSchedule } from "./support/ModelRun.js"
 import type { Schedule } from "./support/ModelSchedule.js"
 import { formatSchedule, parseStep, schedule, script } from "./support/ModelSchedule.js"
 
@@ -70,7 +76,7 @@ describe("model: random fault schedules against the real interpreter", () => {
 })
 
 /** Schedules that once failed (or that pin a scenario down), as printed by a failure. */
-const regressions: ReadonlyArray<{ readonly name: string; readonly schedule: Schedule }> = [
+const regressions: Array<{ readonly name: string; readonly schedule: Schedule }> = [
   {
     // Found by this test: the join reply was processed after a pause longer than the lease, and the
     // member started work (in a superseded epoch) although its lease deadline had passed.
@@ -126,6 +132,72 @@ const regressions: ReadonlyArray<{ readonly name: string; readonly schedule: Sch
   }
 ]
 
+/** m2 moves from index 2 to 0 when m0 leaves; its next heartbeats (woken by the leave) read a mixed view. */
+const mixedView = script([
+  "join m0",
+  "join m1",
+  "join m2",
+  "wait 300 ms",
+  "heartbeats read mixed views from now on",
+  "m0 leaves",
+  "wait 300 ms"
+])
+
+regressions.push(
+  {
+    name: "a heartbeat that reads two states gets a view of one (the row's epoch, size and index, barrier up)",
+    schedule: mixedView
+  },
+  {
+    name: "work that will not stop holds the barrier: no newer epoch starts beside it, and the member keeps its row",
+    schedule: script([
+      "join m0",
+      "join m1",
+      "wait 300 ms",
+      "m0's work ignores interruption from now on",
+      "join m2",
+      "wait 1000 ms",
+      "m1 leaves",
+      "wait 300 ms",
+      "m0 leaves",
+      "wait 1000 ms"
+    ], { latencyMs: 1, seed: 3 })
+  },
+  {
+    name: "forged notifications, one at a time and in a flood, decide nothing",
+    schedule: script([
+      "join m0",
+      "join m1",
+      "join m2",
+      "a notification flood begins",
+      "wait 300 ms",
+      "m1 leaves",
+      "a stranger sends 50 notifications",
+      "wait 500 ms",
+      "join m1",
+      "notifications are lost from now on",
+      "a stranger sends 1 notification",
+      "wait 500 ms",
+      "the notification flood ends",
+      "wait 300 ms"
+    ], { latencyMs: 5, seed: 11 })
+  },
+  {
+    name: "stuck work fenced by a hang comes back once renewals succeed",
+    schedule: script([
+      "join m0",
+      "join m1",
+      "wait 300 ms",
+      "m1's work ignores interruption from now on",
+      "heartbeats read mixed views from now on",
+      "m1's store calls hang",
+      "wait 850 ms",
+      "m1's store calls resume",
+      "wait 1000 ms"
+    ], { timeouts: true, latencyMs: 5, seed: 5 })
+  }
+)
+
 describe("model: regression schedules", () => {
   for (const r of regressions) {
     it(r.name, () => {
@@ -149,6 +221,16 @@ describe("model: the harness itself", () => {
     const lines = formatSchedule(s).split("\n").slice(1, -1)
     expect(lines.map(parseStep)).toEqual(s.steps)
     expect(fc.stringify(s)).toContain("m1 crashes")
+  })
+
+  it("the old store's mixed views are caught (the mutant \"the mixed view accepted\")", () => {
+    const accepted = runSchedule(mixedView, { config: { ...defaultConfig, mixedViews: "accepted" }, trace: false })
+    expect(accepted.violations.length, "the model must fail on the old store's mixed views").toBeGreaterThan(0)
+    expect(accepted.violations[0]).toMatch(/^G1/)
+    const whole = runSchedule(mixedView, { config: { ...defaultConfig, mixedViews: "whole" }, trace: true })
+    expect(whole.violations).toEqual([])
+    // The fault did happen: the member was sent a view made whole from a mixed read.
+    expect(whole.trace.some((l) => /read a mixed view/.test(l))).toBe(true)
   })
 
   it("the log reports each kind of violation", () => {

@@ -10,7 +10,10 @@
  *   older epoch's interval is open.
  * - G3: a member works (starts, does a unit, is still working) only before its lease expires by the
  *   store's clock. Intervals of a member that was paused (SIGSTOP) are exempt: a stopped process
- *   does nothing; what counts is that it does no unit of stale work after it continues.
+ *   does nothing; what counts is that it does no unit of stale work after it continues. So are those
+ *   of work that will not stop while its member cannot renew (a hang, an outage): no protocol can
+ *   stop such work before the lease runs out. Work that will not stop is otherwise held to G2 and
+ *   G3 like any other: its member must keep its lease and hold the barrier until it stops.
  */
 
 export interface Interval {
@@ -171,8 +174,20 @@ export class ModelLog {
 
   /** The member's process is paused: its open interval is exempt from the interval checks. */
   paused(member: string): void {
+    this.taint(member, "paused")
+  }
+
+  /**
+   * The member's open interval is exempt from the interval checks (its units are still checked):
+   * its process was paused, or its work will not stop while its renewals cannot succeed (a hang,
+   * an outage), so its lease may lapse against its will and nothing can stop the work in time.
+   */
+  taint(member: string, why: string): void {
     const i = this.open.get(member)
-    if (i !== undefined) i.tainted = true
+    if (i !== undefined && !i.tainted) {
+      i.tainted = true
+      this.note(`${member}'s open work is exempt from the interval checks from now on (${why})`)
+    }
   }
 
   /** Members working now. */

@@ -7,11 +7,11 @@
  * it suspended, so the log is checked at every instant anything happens.
  */
 import type { Scope } from "effect"
-import { Cause, Effect, Exit, Fiber, FiberRef, HashSet, Logger, LogLevel, Option, Scope as ScopeModule } from "effect"
+import { Cause, Effect, Exit, Fiber, FiberRef, HashSet, Logger, LogLevel, Option, PubSub, Scope as ScopeModule, Stream } from "effect"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
 import * as Membership from "../../src/Membership.js"
 import { StoreError } from "../../src/MembershipError.js"
-import type { MembershipStoreService } from "../../src/MembershipStore.js"
+import type { GroupView, MembershipStoreService, Wakeup } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as State from "../../src/MemberState.js"
 import { ModelLog } from "./ModelLog.js"
@@ -28,6 +28,16 @@ export interface ModelConfig {
   readonly stopTimeoutMs: number
   /** A working member does a unit of work (after `guard`) this often. */
   readonly unitMs: number
+  /**
+   * What the store makes of a mixed view (see the `MixedViews` step). `"whole"`: what the PostgreSQL
+   * store does: when its own row is stamped with a newer epoch than the group it read, the view is
+   * the row's epoch, size and index, with the barrier up. `"accepted"`: the old, broken store: the
+   * mixed view as read (the old epoch and size, the new index, the old barrier). The mutation check
+   * sets `MODEL_MIXED_VIEWS=accepted`; the model must catch it.
+   */
+  readonly mixedViews: "whole" | "accepted"
+  /** A stranger's notification flood sends one this often. */
+  readonly floodMs: number
 }
 
 export const defaultConfig: ModelConfig = {
@@ -36,7 +46,9 @@ export const defaultConfig: ModelConfig = {
   fenceMarginMs: 200,
   statementTimeoutMs: 200,
   stopTimeoutMs: 200,
-  unitMs: 250
+  unitMs: 250,
+  mixedViews: process.env["MODEL_MIXED_VIEWS"] === "accepted" ? "accepted" : "whole",
+  floodMs: 5
 }
 
 export interface ModelResult {
@@ -68,6 +80,17 @@ interface Member {
   hung: boolean
   paused: boolean
   readonly rate: number
+  /** Its work ignores interruption for `stubbornMs` each time it is stopped. */
+  readonly flags: { stubborn: boolean; blocked: () => boolean }
+}
+
+/** A committed state of the group as a mixed view would read it. */
+interface GroupState {
+  readonly epoch: number
+  readonly size: number
+  /** Every row had acknowledged `epoch`. */
+  readonly barrier: boolean
+  readonly expired: boolean
 }
 
 /** A small deterministic PRNG (mulberry32). */
@@ -114,6 +137,57 @@ export const runSchedule = (
 
   const { control, store: inner } = run(InMemoryMembershipStore.make)
 
+  // --- mixed views: the group's state before the last change, and when that change committed ---
+  let mixing = false
+  let lastState: GroupState | undefined = undefined
+  let beforeChange: { readonly state: GroupState; readonly at: number } | undefined = undefined
+  const readState: Effect.Effect<GroupState | undefined> = Effect.all([inner.group(groupId), inner.members(groupId)]).pipe(
+    Effect.map(([g, rows]) =>
+      Option.isNone(g) ? undefined : {
+        epoch: g.value.epoch,
+        size: g.value.size,
+        barrier: rows.every((r) => r.ackedEpoch >= g.value.epoch),
+        expired: rows.some((r) => r.leaseLeftMs <= 0)
+      }
+    ),
+    Effect.orElseSucceed(() => undefined),
+    Effect.withClock(db)
+  )
+  // After every store call while mixing is on: remember the state before each change.
+  const recordState = Effect.suspend(() =>
+    !mixing ? Effect.void : Effect.map(readState, (now) => {
+      if (now === undefined) return
+      if (lastState !== undefined && now.epoch > lastState.epoch) beforeChange = { state: lastState, at: clock.now }
+      lastState = now
+    })
+  )
+  /**
+   * A heartbeat whose statement started before the last change and waited on its row lock (within a
+   * statement timeout of the change): its own row is new, the group's part is from before the change.
+   */
+  const mixed = (label: string, view: GroupView): GroupView => {
+    const before = beforeChange
+    if (!mixing || before === undefined || view.epoch <= before.state.epoch) return view
+    if (clock.now - before.at > config.statementTimeoutMs) return view
+    const old = before.state
+    if (config.mixedViews === "accepted") {
+      log.note(`store: ${label}'s heartbeat read a mixed view and returned it: epoch ${old.epoch} size ${old.size} with its new index ${view.index}`)
+      return { ...view, epoch: old.epoch, size: old.size, barrier: old.barrier && view.acked >= old.epoch, expired: old.expired }
+    }
+    // The row is stamped with a newer epoch than the group read: epoch, size and index from the row
+    // (in this store every change stamps every row with the new epoch and size), barrier up.
+    log.note(`store: ${label}'s heartbeat read a mixed view: its row's epoch ${view.epoch}, barrier up`)
+    return { ...view, barrier: false, expired: false }
+  }
+
+  // --- forged notifications: anyone who can connect can notify the group's channel -------------
+  const forged = run(PubSub.sliding<Wakeup>(16))
+  let flood: Fiber.RuntimeFiber<never> | undefined = undefined
+  const stopFlood = () => {
+    if (flood !== undefined) run(Fiber.interrupt(flood))
+    flood = undefined
+  }
+
   // --- the store as the members see it: the database's clock, latency, timeouts ---------------
   const storeFor = (label: string): MembershipStoreService => {
     const call = <A>(operation: string, body: Effect.Effect<A, StoreError>, done: (a: A, now: number) => void) =>
@@ -124,6 +198,7 @@ export const runSchedule = (
         const server = (request > 0 ? Effect.sleep(request) : Effect.void).pipe(
           Effect.zipRight(body),
           Effect.tap((a) => Effect.sync(() => done(a, Math.floor(clock.now)))),
+          Effect.zipLeft(recordState),
           Effect.zipLeft(reply > 0 ? Effect.sleep(reply) : Effect.void),
           Effect.withClock(db),
           Effect.locally(memberLabel, undefined)
@@ -153,7 +228,7 @@ export const runSchedule = (
           })
         }),
       heartbeat: (g, memberId, ack, leaseMs, announce) =>
-        call("heartbeat", inner.heartbeat(g, memberId, ack, leaseMs, announce), (view, now) => {
+        call("heartbeat", Effect.map(inner.heartbeat(g, memberId, ack, leaseMs, announce), Option.map((v) => mixed(label, v))), (view, now) => {
           if (Option.isSome(view)) {
             log.leased(memberId, now + leaseMs)
             log.seat(label, view.value.epoch, view.value.index, view.value.size, "heartbeat reply")
@@ -171,7 +246,7 @@ export const runSchedule = (
           log.unleased(memberId)
           if (had) log.note(`store: ${label} left`)
         }),
-      wakeups: (g) => inner.wakeups(g),
+      wakeups: (g) => Effect.map(inner.wakeups(g), (s) => Stream.merge(s, Stream.fromPubSub(forged))),
       group: (g) => Effect.withClock(inner.group(g), db),
       members: (g) => Effect.withClock(inner.members(g), db),
       groups: Effect.withClock(inner.groups, db)
@@ -194,6 +269,8 @@ export const runSchedule = (
       }
       log.note(`${label} logs ${logLevel.label}: ${text}`)
       if (/ died/.test(text)) log.violation("defect", `${label}: ${text}`)
+      // The store's views are consistent here: a refusal means one was not (G1 as the member saw it).
+      if (/refusing the view/.test(text)) log.violation("G1", `${label} was sent a view that contradicts its slot: ${text}`)
     })
 
   const join = (step: Extract<Step, { _tag: "Join" }>) => {
@@ -205,6 +282,7 @@ export const runSchedule = (
     const memberClock = clock.clock({ offset: step.offset, rate: step.rate })
     const store = storeFor(label)
     const logger = loggerFor(label)
+    const flags = { stubborn: false, blocked: () => false }
     const wrap = <A, E>(effect: Effect.Effect<A, E, MembershipStore>): Effect.Effect<A, E> =>
       effect.pipe(
         Effect.provideService(MembershipStore, store),
@@ -228,7 +306,19 @@ export const runSchedule = (
       yield* service.whileAssigned((a) =>
         Effect.acquireRelease(
           Effect.sync(() => log.start(label, service.memberId, a.epoch, a.index, a.size)),
-          () => Effect.sync(() => log.end(label))
+          // Work that will not stop: the release (uninterruptible) takes 3 x stopTimeout.
+          () =>
+            Effect.suspend(() =>
+              flags.stubborn
+                ? Effect.sync(() => {
+                  log.note(`${label}'s work ignores the interruption for ${stubbornMs} ms`)
+                  if (flags.blocked()) log.taint(label, "its work will not stop and it cannot renew")
+                }).pipe(
+                  Effect.zipRight(Effect.sleep(stubbornMs)),
+                  Effect.zipRight(Effect.sync(() => log.end(label)))
+                )
+                : Effect.sync(() => log.end(label))
+            )
         ).pipe(
           Effect.zipRight(
             Effect.forever(
@@ -246,7 +336,8 @@ export const runSchedule = (
       ).pipe(ScopeModule.extend(scope))
       return { service, scope }
     })))
-    const member: Member = { label, slot: step.slot, ...started, wrap, status: "live", hung: false, paused: false, rate: step.rate }
+    const member: Member = { label, slot: step.slot, ...started, wrap, status: "live", hung: false, paused: false, rate: step.rate, flags }
+    flags.blocked = () => member.hung || member.paused || outage
     members.push(member)
     bySlot.set(step.slot, member)
     return true
@@ -271,6 +362,7 @@ export const runSchedule = (
       case "Crash":
         if (m === undefined || m.status !== "live") return false
         m.status = "crashed"
+        cannotRenew(m, "crashed")
         if (!m.hung) run(control.hang(m.service.memberId))
         m.hung = true
         return true
@@ -278,6 +370,7 @@ export const runSchedule = (
         if (m === undefined || m.hung) return false
         run(control.hang(m.service.memberId))
         m.hung = true
+        cannotRenew(m, "its store calls hang")
         return true
       case "Resume":
         if (m === undefined || !m.hung || m.status === "crashed") return false
@@ -288,6 +381,7 @@ export const runSchedule = (
         if (m === undefined || m.paused) return false
         sim.pause(m.label)
         log.paused(m.label)
+        cannotRenew(m, "paused")
         m.paused = true
         for (const c of closes) if (c.member === m) c.paused = true
         return true
@@ -300,6 +394,29 @@ export const runSchedule = (
       case "Outage":
         run(control.setOutage(step.on))
         outage = step.on
+        if (step.on) for (const x of members) cannotRenew(x, "store outage")
+        return true
+      case "MixedViews":
+        mixing = step.on
+        lastState = undefined
+        beforeChange = undefined
+        if (step.on) lastState = run(readState)
+        return true
+      case "Forge":
+        run(PubSub.publishAll(forged, Array.from({ length: step.count }, (): Wakeup => ({}))))
+        return true
+      case "Flood":
+        if (step.on === (flood !== undefined)) return false
+        if (step.on) {
+          flood = fork(
+            Effect.forever(Effect.zipRight(Effect.sleep(config.floodMs), PubSub.publish(forged, {}))).pipe(Effect.withClock(db))
+          )
+        } else stopFlood()
+        return true
+      case "Stubborn":
+        if (m === undefined || m.status !== "live" || m.flags.stubborn) return false
+        m.flags.stubborn = true
+        if (m.hung || outage) cannotRenew(m, "its store calls fail")
         return true
       case "LoseNotifications":
         run(control.setDropNotifications(step.on))
@@ -310,16 +427,25 @@ export const runSchedule = (
     }
   }
 
+  // Work that will not stop, of a member that cannot renew: its lease may lapse with the work still
+  // running, which no protocol can prevent. Its open work is exempt from the interval checks.
+  const stubbornMs = 3 * config.stopTimeoutMs
+  function cannotRenew(m: Member, why: string) {
+    if (m.flags.stubborn) log.taint(m.label, `its work will not stop and ${why}`)
+  }
+
   // G5: closing a member's scope returns within stop timeout + statement timeout, whatever the store
-  // does (a paused process is exempt: it cannot run its shutdown).
+  // does (a paused process is exempt: it cannot run its shutdown), plus the time its work refuses to
+  // stop (the member leaves only once its work has stopped).
   const closes: Array<{ member: Member; since: number; paused: boolean; reported: boolean; fiber: Fiber.RuntimeFiber<void> }> = []
   const leaveLimit = config.stopTimeoutMs + config.statementTimeoutMs
   const checkCloses = () => {
     for (const c of closes) {
       if (c.reported || c.paused || c.fiber.unsafePoll() !== null) continue
-      if (clock.now - c.since > leaveLimit) {
+      const limit = leaveLimit + (c.member.flags.stubborn ? stubbornMs : 0)
+      if (clock.now - c.since > limit) {
         c.reported = true
-        log.violation("G5", `${c.member.label}'s scope, closed at ${c.since} ms, has not closed ${leaveLimit} ms later (its leave hangs)`)
+        log.violation("G5", `${c.member.label}'s scope, closed at ${c.since} ms, has not closed ${limit} ms later (its leave hangs)`)
       }
     }
   }
@@ -376,7 +502,11 @@ export const runSchedule = (
   const minRate = Math.min(1, ...schedule.steps.map((s) => (s._tag === "Join" ? s.rate : 1)))
   // lease + one heartbeat (G4), stretched by the slowest member clock, plus the round trips of a
   // reap and a barrier (two latencies each way per call) and two barrier polls.
-  const bound = Math.ceil(config.leaseMs + config.heartbeatMs / minRate + 4 * 2 * schedule.latencyMs + 20)
+  // Work that will not stop lengthens the barrier by the time it refuses to stop.
+  const stubbornInSchedule = schedule.steps.some((s) => s._tag === "Stubborn")
+  const bound = Math.ceil(
+    config.leaseMs + config.heartbeatMs / minRate + 4 * 2 * schedule.latencyMs + 20 + (stubbornInSchedule ? 3 * config.stopTimeoutMs : 0)
+  )
   let convergedAfterMs: number | undefined = undefined
   try {
     schedule.steps.forEach((step, i) => {
@@ -389,6 +519,8 @@ export const runSchedule = (
     run(control.setOutage(false))
     outage = false
     run(control.setDropNotifications(false))
+    mixing = false
+    stopFlood()
     for (const m of members) {
       if (m.hung && m.status !== "crashed") {
         run(control.resume(m.service.memberId))

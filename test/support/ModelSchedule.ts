@@ -24,6 +24,18 @@ export type Step =
   | { readonly _tag: "Outage"; readonly on: boolean }
   /** Every notification is lost while on. */
   | { readonly _tag: "LoseNotifications"; readonly on: boolean }
+  /**
+   * While on, a heartbeat that comes within a statement timeout of a change reads a mix of two
+   * committed states, as a READ COMMITTED statement that waited on the change's row lock does: its
+   * own row from the new state, the group's epoch, size and barrier from the one before.
+   */
+  | { readonly _tag: "MixedViews"; readonly on: boolean }
+  /** A stranger sends `count` notifications on the group's channel (anyone who can connect can). */
+  | { readonly _tag: "Forge"; readonly count: number }
+  /** While on, a stranger sends a notification every few milliseconds. */
+  | { readonly _tag: "Flood"; readonly on: boolean }
+  /** From now on the member's work ignores interruption for 3 x stopTimeout each time it is stopped. */
+  | { readonly _tag: "Stubborn"; readonly slot: number }
   /** Virtual time passes. */
   | { readonly _tag: "Advance"; readonly ms: number }
 
@@ -52,6 +64,10 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Continue" as const), slot }) },
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Outage" as const), on: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("LoseNotifications" as const), on: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ _tag: fc.constant("MixedViews" as const), on: fc.constantFrom(true, true, false) }) },
+  { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Forge" as const), count: fc.constantFrom(1, 1, 50) }) },
+  { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Flood" as const), on: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Stubborn" as const), slot }) },
   {
     weight: 8,
     arbitrary: fc.record({
@@ -99,6 +115,14 @@ export const formatStep = (s: Step): string => {
       return s.on ? "store outage begins" : "store outage ends"
     case "LoseNotifications":
       return s.on ? "notifications are lost from now on" : "notifications are delivered again"
+    case "MixedViews":
+      return s.on ? "heartbeats read mixed views from now on" : "heartbeats read one state again"
+    case "Forge":
+      return `a stranger sends ${s.count} notification${s.count === 1 ? "" : "s"}`
+    case "Flood":
+      return s.on ? "a notification flood begins" : "the notification flood ends"
+    case "Stubborn":
+      return `m${s.slot}'s work ignores interruption from now on`
     case "Advance":
       return `wait ${s.ms} ms`
   }
@@ -109,7 +133,7 @@ export const formatSchedule = (s: Schedule): string =>
   [
     `schedule (store calls ${s.timeouts ? "time out and may commit late" : "never time out"}, latency up to ${s.latencyMs} ms, seed ${s.seed}):`,
     ...s.steps.map((step, i) => `  ${String(i + 1).padStart(2)}. ${formatStep(step)}`),
-    "  then: faults heal (outage ends, notifications delivered, hung and paused members resume); wait for convergence"
+    "  then: faults heal (outage ends, notifications delivered, views whole, no flood, hung and paused members resume); wait for convergence"
   ].join("\n")
 
 /** Makes FastCheck print a counterexample as the script. */
@@ -136,6 +160,12 @@ export const parseStep = (line: string): Step => {
   if (text === "store outage ends") return { _tag: "Outage", on: false }
   if (text === "notifications are lost from now on") return { _tag: "LoseNotifications", on: true }
   if (text === "notifications are delivered again") return { _tag: "LoseNotifications", on: false }
+  if (text === "heartbeats read mixed views from now on") return { _tag: "MixedViews", on: true }
+  if (text === "heartbeats read one state again") return { _tag: "MixedViews", on: false }
+  if ((m = text.match(/^a stranger sends (\d+) notifications?$/))) return { _tag: "Forge", count: Number(m[1]) }
+  if (text === "a notification flood begins") return { _tag: "Flood", on: true }
+  if (text === "the notification flood ends") return { _tag: "Flood", on: false }
+  if ((m = text.match(/^m(\d)'s work ignores interruption/))) return { _tag: "Stubborn", slot: Number(m[1]) }
   if ((m = text.match(/^wait (\d+) ms$/))) return { _tag: "Advance", ms: Number(m[1]) }
   throw new Error(`not a step: ${JSON.stringify(line)}`)
 }
