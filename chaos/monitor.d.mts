@@ -1,19 +1,33 @@
 /** Types of chaos/monitor.mjs, for the tests that import it. */
+export interface DuplicateStart {
+  readonly epoch: number
+  readonly index: number
+  /** The first line of each holder of (epoch, index), in time order. */
+  readonly starts: ReadonlyArray<{ label: string; member: string; at: number; ts: string; event: "state" | "work"; size: number | null }>
+  readonly detail: string
+}
 export interface MonitorAnalysis {
-  readonly g1: { readonly epochs: number; readonly violations: ReadonlyArray<string> }
+  readonly g1: {
+    readonly epochs: number
+    readonly violations: ReadonlyArray<string>
+    readonly duplicates: ReadonlyArray<DuplicateStart & { readonly overlapping: boolean }>
+  }
   readonly g2: {
     readonly violations: ReadonlyArray<{ readonly label: string; readonly epoch: number; readonly overlapMs: number; readonly detail: string }>
     readonly staleWork: number
     readonly inFlightStale: ReadonlyArray<string>
   }
+  readonly g5: { readonly leaves: number; readonly excused: number; readonly violations: ReadonlyArray<string> }
   readonly order: ReadonlyArray<string>
   readonly timeline: { readonly notConverged: ReadonlyArray<{ from: number; to: number }>; readonly notConvergedMs: number }
   readonly faults: {
     readonly list: ReadonlyArray<{ kind: string; at: number; reconvergedMs: number; boundMs: number; withinBound: boolean; unfinished: boolean }>
+    readonly actions: ReadonlyArray<{ kind: string; at: number; boundMs: number; label?: string }>
   }
 }
 export declare class Monitor {
   constructor(timing: { heartbeatMs: number; leaseMs: number })
+  readonly procs: Map<string, { label: string; slot: number; events: ReadonlyArray<any>; [key: string]: unknown }>
   spawn(label: string, slot: number, at: number): void
   line(label: string, text: string): void
   stderr(label: string, text: string): void
@@ -22,10 +36,22 @@ export declare class Monitor {
   kill(label: string, at: number): void
   term(label: string, at: number): void
   exited(label: string, at: number, code: number | null, signal: string | null): void
-  fault(kind: string, at: number, boundMs: number, label?: string, detail?: unknown): void
+  fault(
+    kind: string,
+    at: number,
+    boundMs: number,
+    label?: string,
+    detail?: unknown,
+    judged?: boolean
+  ): { kind: string; at: number; boundMs: number; label?: string; detail?: unknown; judged: boolean }
   analyze(startAt: number, endAt: number): MonitorAnalysis
+  dump(): string
+  static replay(text: string, timing?: { heartbeatMs: number; leaseMs: number }): Monitor
 }
 export declare const converged: (
   states: ReadonlyArray<{ state: string; epoch: number | null; index: number | null; size: number | null } | undefined>
 ) => { ok: boolean; reason?: string }
 export declare const stats: (xs: ReadonlyArray<number>) => { n: number; median: number | null; max: number | null }
+export declare const duplicateStarts: (
+  procs: ReadonlyArray<{ label: string; events: ReadonlyArray<{ at: number; ts: string; member: string; event: string; state: string; epoch: number | null; index: number | null; size: number | null }> }>
+) => ReadonlyArray<DuplicateStart>

@@ -4,11 +4,16 @@
  * record of what it did to each process (spawn, SIGSTOP/SIGCONT, SIGKILL, SIGTERM, exit) and when.
  * From those alone it rebuilds every member's state intervals and checks
  *
- * - G1 exact cover: within an epoch one size, no index held by two members, indices in [0, N);
+ * - G1 exact cover: within an epoch one size, indices in [0, N), and no (epoch, index) started by
+ *   two different members (a member id, or a process: the `assigned` and work lines of each), even
+ *   when the two tenures do not overlap in time: that is a duplicate start, reported with both lines;
  * - G2 no overlap: no tenure (assigned .. the line that ended it) of an epoch E1 lasts past the
  *   first start of any epoch E2 > E1; no work line of E1 after E2 started. A process stopped with
  *   SIGSTOP does nothing while stopped, so a tenure it was stopped in ends at the stop, as long as
  *   it printed no work line of that epoch after it was continued; a killed process stops at the kill;
+ * - G5 graceful leave: a member told to leave (SIGTERM) during the observation prints `left` before
+ *   it exits (its row is gone: the others need not wait for its lease), unless the database was
+ *   being restarted meanwhile;
  * - G4 liveness: the group is *converged* when every live member (spawned and printing, not stopped,
  *   not killed, not told to leave) is assigned in one epoch E with size = the number of live members
  *   and indices exactly 0..N-1. Every stretch without convergence must end within the bound of the
@@ -105,7 +110,7 @@ export class Monitor {
   dump() {
     const rows = []
     for (const p of this.procs.values()) {
-      rows.push({ at: p.spawnedAt, label: p.label, action: "spawn" })
+      rows.push({ at: p.spawnedAt, label: p.label, action: "spawn", slot: p.slot })
       for (const e of p.events) rows.push({ at: e.at, label: p.label, line: e })
       for (const s of p.stops) {
         rows.push({ at: s.at, label: p.label, action: "SIGSTOP" })
@@ -116,12 +121,52 @@ export class Monitor {
       if (p.exitAt !== undefined) rows.push({ at: p.exitAt, label: p.label, action: "exit", exit: p.exit })
       for (const line of p.stderr) rows.push({ at: undefined, label: p.label, stderr: line })
     }
-    for (const f of this.faults) rows.push({ at: f.at, fault: f.kind, label: f.label, detail: f.detail })
+    for (const f of this.faults) rows.push({ at: f.at, fault: f.kind, label: f.label, detail: f.detail, boundMs: f.boundMs, judged: f.judged })
     return rows.sort((a, b) => (a.at ?? Infinity) - (b.at ?? Infinity)).map((r) => JSON.stringify(r)).join("\n")
   }
 
-  fault(kind, at, boundMs, label, detail) {
-    this.faults.push({ kind, at, boundMs, label, detail })
+  /**
+   * A monitor rebuilt from an event log: `dump()`'s JSON Lines (`--events FILE` of a run), or any
+   * log of that shape (rows `{ label, line }` alone are enough for G1 and G2). For a post-mortem:
+   * `node chaos/monitor.mjs events.jsonl`.
+   */
+  static replay(text, timing = { heartbeatMs: 500, leaseMs: 3_000 }) {
+    const m = new Monitor(timing)
+    const known = (label, at) => {
+      if (label !== undefined && !m.procs.has(label)) m.spawn(label, m.procs.size, at)
+    }
+    for (const raw of text.split("\n")) {
+      if (raw.trim() === "") continue
+      const r = JSON.parse(raw)
+      if (r.fault !== undefined) {
+        m.fault(r.fault, r.at, r.boundMs ?? 0, r.label, r.detail, r.judged ?? true)
+        continue
+      }
+      if (r.action === "spawn") {
+        if (!m.procs.has(r.label)) m.spawn(r.label, r.slot ?? m.procs.size, r.at)
+        continue
+      }
+      known(r.label, r.at ?? (r.line !== undefined ? Date.parse(r.line.ts) : undefined))
+      if (r.line !== undefined) m.line(r.label, JSON.stringify(r.line))
+      else if (r.stderr !== undefined) m.stderr(r.label, r.stderr)
+      else if (r.action === "SIGSTOP") m.stop(r.label, r.at)
+      else if (r.action === "SIGCONT") m.cont(r.label, r.at)
+      else if (r.action === "SIGKILL") m.kill(r.label, r.at)
+      else if (r.action === "SIGTERM") m.term(r.label, r.at)
+      else if (r.action === "exit") m.exited(r.label, r.at, r.exit?.code ?? null, r.exit?.signal ?? null)
+    }
+    return m
+  }
+
+  /**
+   * A fault the runner injected. `judged: false` (a churn schedule's single actions) is counted but
+   * not held to a bound of its own: the burst it belongs to is (a judged fault whose bound the runner
+   * sets once the burst is over). Returns the record, so the runner can set that bound.
+   */
+  fault(kind, at, boundMs, label, detail, judged = true) {
+    const f = { kind, at, boundMs, label, detail, judged }
+    this.faults.push(f)
+    return f
   }
 
   onChange(f) {
@@ -199,12 +244,13 @@ export class Monitor {
   analyze(startAt, endAt) {
     const procs = [...this.procs.values()]
     const tenures = procs.flatMap((p) => tenuresOf(p, endAt))
-    const g1 = checkG1(tenures)
+    const g1 = checkG1(tenures, procs)
     const g2 = checkG2(tenures, procs)
     const order = procs.flatMap((p) => orderProblems(p))
     const timeline = convergenceTimeline(this, procs, startAt, endAt)
     const faults = attribute(this.faults, timeline, endAt, procs)
-    return { tenures, g1, g2, order, timeline, faults }
+    const g5 = checkG5(procs, this.faults, startAt, endAt)
+    return { tenures, g1, g2, g5, order, timeline, faults }
   }
 }
 
@@ -285,22 +331,61 @@ const effectiveEnd = (p, t, end) => {
   return result
 }
 
-const checkG1 = (tenures) => {
+const checkG1 = (tenures, procs) => {
   const violations = []
   const byEpoch = new Map()
   for (const t of tenures) byEpoch.set(t.epoch, [...(byEpoch.get(t.epoch) ?? []), t])
   for (const [epoch, ts] of byEpoch) {
     const sizes = new Set(ts.map((t) => t.size))
     if (sizes.size > 1) violations.push(`epoch ${epoch}: sizes ${[...sizes].join(", ")}`)
-    const holder = new Map()
     for (const t of ts) {
       if (t.index < 0 || t.index >= t.size) violations.push(`epoch ${epoch}: ${t.label} has index ${t.index} of ${t.size}`)
-      const h = holder.get(t.index)
-      if (h !== undefined && h !== t.member) violations.push(`epoch ${epoch}: index ${t.index} held by ${h} and ${t.member}`)
-      holder.set(t.index, t.member)
     }
   }
-  return { epochs: byEpoch.size, violations }
+  const duplicates = duplicateStarts(procs).map((d) => {
+    // Whether two of the holders' tenures of (epoch, index) also overlapped in time.
+    const ts = tenures.filter((t) => t.epoch === d.epoch && t.index === d.index)
+    const overlapping = ts.some((a, i) => ts.slice(i + 1).some((b) => (a.label !== b.label || a.member !== b.member) && a.start < b.effectiveEnd && b.start < a.effectiveEnd))
+    return { ...d, overlapping, detail: `${d.detail} (${overlapping ? "at the same time" : "one after the other"})` }
+  })
+  for (const d of duplicates) violations.push(d.detail)
+  return { epochs: byEpoch.size, violations, duplicates }
+}
+
+/**
+ * Every (epoch, index) started by two different members: the first line (`assigned`, or a work line
+ * with no `assigned` before it) of each holder, in time order. A holder is a member id within one
+ * process; the same member assigned again in the same epoch after a fence is one holder. A start is
+ * a start whenever it happened: two members that each held index k of epoch E, one after the other,
+ * break G1 even though they never worked at the same time.
+ */
+export const duplicateStarts = (procs) => {
+  const iso = (t) => new Date(t).toISOString().slice(11)
+  const first = new Map() // "epoch/index" -> Map(holder -> line)
+  for (const p of procs) {
+    for (const e of p.events) {
+      if (e.state !== "assigned" || e.epoch === null || e.epoch === undefined || e.index === null || e.index === undefined) continue
+      const key = `${e.epoch}/${e.index}`
+      const holders = first.get(key) ?? new Map()
+      first.set(key, holders)
+      const holder = `${p.label} ${e.member}`
+      if (!holders.has(holder)) holders.set(holder, { label: p.label, member: e.member, at: e.at, ts: e.ts, event: e.event, size: e.size })
+    }
+  }
+  const result = []
+  for (const [key, holders] of first) {
+    if (holders.size < 2) continue
+    const [epoch, index] = key.split("/").map(Number)
+    const lines = [...holders.values()].sort((a, b) => a.at - b.at)
+    const evidence = lines.map((l) => `${l.label} (member ${l.member}) ${l.event === "work" ? "worked" : "assigned"} at ${iso(l.at)} [${index}/${l.size}]`)
+    result.push({
+      epoch,
+      index,
+      starts: lines,
+      detail: `epoch ${epoch}: index ${index} held by ${lines.length} members: ${evidence.join("; ")}`
+    })
+  }
+  return result.sort((a, b) => a.epoch - b.epoch || a.index - b.index)
 }
 
 const checkG2 = (tenures, procs) => {
@@ -341,6 +426,38 @@ const checkG2 = (tenures, procs) => {
     }
   }
   return { violations, staleWork, inFlightStale }
+}
+
+/**
+ * G5: every SIGTERM in [startAt, endAt] of a process that was not killed is followed by its `left`
+ * line. A leave that overlapped a database restart may fail for that reason: excused, counted apart.
+ */
+const checkG5 = (procs, faults, startAt, endAt) => {
+  const iso = (t) => (t === undefined ? "-" : new Date(t).toISOString().slice(11))
+  const restarts = faults
+    .filter((f) => f.kind === "restart")
+    .map((f) => ({ from: f.at, to: f.at + (f.detail?.stopMs ?? 0) + (f.detail?.startMs ?? 0) }))
+  const violations = []
+  let leaves = 0
+  let excused = 0
+  for (const p of procs) {
+    if (p.termAt === undefined || p.termAt < startAt || p.termAt > endAt || p.killedAt !== undefined) continue
+    if (p.firstLineAt === undefined) continue // told to leave before it said anything
+    leaves++
+    const left = p.events.find((e) => e.event === "state" && e.state === "left" && e.at >= p.termAt)
+    if (left !== undefined) continue
+    const until = p.exitAt ?? endAt
+    if (restarts.some((r) => r.from <= until + 1_000 && r.to >= p.termAt - 1_000)) {
+      excused++
+      continue
+    }
+    const last = p.events.filter((e) => e.event === "state").at(-1)
+    violations.push(
+      `${p.label}: SIGTERM at ${iso(p.termAt)}, ${p.exitAt === undefined ? "still running" : `exit at ${iso(p.exitAt)} (code ${p.exit?.code}, signal ${p.exit?.signal})`}, ` +
+        `no "left" line (last state: ${last?.state ?? "-"} at ${iso(last?.at)})`
+    )
+  }
+  return { leaves, excused, violations }
 }
 
 /** Lines a process must never print in that order (work outside an assignment, two assignments open). */
@@ -409,7 +526,9 @@ const convergenceTimeline = (monitor, procs, startAt, endAt) => {
  * fault's window (nothing to blame) is reported as unattributed.
  */
 const attribute = (faults, timeline, endAt, procs) => {
-  const sorted = [...faults].sort((a, b) => a.at - b.at)
+  // Actions of a burst (`judged: false`) are counted, not judged: the burst's own fault is.
+  const actions = faults.filter((f) => f.judged === false).sort((a, b) => a.at - b.at)
+  const sorted = faults.filter((f) => f.judged !== false).sort((a, b) => a.at - b.at)
   // Every `renegotiating` line: the first after a fault is when the group reacted (a change committed).
   const renegotiations = procs.flatMap((p) => p.events.filter((e) => e.state === "renegotiating").map((e) => e.at)).sort((a, b) => a - b)
   const result = sorted.map((f, i) => {
@@ -432,7 +551,7 @@ const attribute = (faults, timeline, endAt, procs) => {
   })
   const firstFaultAt = sorted[0]?.at ?? endAt
   const unattributed = timeline.notConverged.filter((s) => s.to <= firstFaultAt)
-  return { list: result, unattributed }
+  return { list: result, actions, unattributed }
 }
 
 /** Median and max of a list of numbers. */
@@ -441,4 +560,30 @@ export const stats = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
   const median = s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
   return { n: s.length, median: Math.round(median), max: Math.round(s[s.length - 1]) }
+}
+
+// `node chaos/monitor.mjs events.jsonl`: the G1 and G2 findings of an event log (see Monitor.replay).
+if (process.argv[1] !== undefined && import.meta.url === (await import("node:url")).pathToFileURL(process.argv[1]).href) {
+  const fs = await import("node:fs")
+  const file = process.argv[2]
+  if (file === undefined) {
+    process.stderr.write("usage: node chaos/monitor.mjs EVENTS.jsonl (the --events file of a chaos run)\n")
+    process.exit(2)
+  }
+  const m = Monitor.replay(fs.readFileSync(file, "utf8"))
+  const ats = [...m.procs.values()].flatMap((p) => p.events.map((e) => e.at))
+  const a = m.analyze(Math.min(...ats), Math.max(...ats))
+  const out = [
+    `${m.procs.size} processes, ${ats.length} lines, ${a.g1.epochs} epochs worked in`,
+    `G1 violations: ${a.g1.violations.length} (duplicate starts: ${a.g1.duplicates.length})`,
+    ...a.g1.violations.map((v) => `  ! G1: ${v}`),
+    `G2 overlaps: ${a.g2.violations.length}; stale work lines: ${a.g2.staleWork}`,
+    ...a.g2.violations.map((v) => `  ! G2: ${v.detail}`),
+    `line-order problems: ${a.order.length}`,
+    ...a.order.map((v) => `  ! order: ${v}`),
+    `graceful leaves without a "left" line (G5): ${a.g5.violations.length} of ${a.g5.leaves} (${a.g5.excused} during a restart)`,
+    ...a.g5.violations.map((v) => `  ! G5: ${v}`)
+  ]
+  process.stdout.write(`${out.join("\n")}\n`)
+  process.exitCode = a.g1.violations.length + a.g2.violations.length + a.g2.staleWork + a.order.length + a.g5.violations.length === 0 ? 0 : 1
 }

@@ -9,13 +9,21 @@
  *   --heartbeat D          [500ms]     --lease D [3s]     --fence-margin D [500ms]
  *   --statement-timeout D  [1s]        --work-interval D [100ms]
  *   --kinds a,b,...        fault kinds [kill,leave,sigstop,term-backend,term-listener,restart]
+ *   --schedule S           rounds: one fault at a time, each waits for the group to reconverge;
+ *                          churn: bursts in which the member holding index 0 leaves (SIGTERM) and a new
+ *                          one joins every 200-600 ms, mixed with the other kinds [rounds]
+ *   --notifications on|off off: every member runs with LISTEN/NOTIFY disabled (and the run fails if
+ *                          any member holds a LISTEN connection); term-listener is then skipped [on]
  *   --database-url URL     use this database instead of an embedded one (DATABASE_URL is ignored
  *                          unless given here); restarts are then skipped unless
  *   --restart-command CMD  a shell command that restarts that database (e.g. "systemctl restart postgresql")
  *   --report FILE          also write the report as JSON
  *   --events FILE          also write every member line and runner action, in time order (JSON Lines)
  *   --quiet                no line per fault
- * Exit code 0 when the run passed (no G1/G2 violation, every fault reconverged within its bound),
+ * Members start from a copy of the built package taken at the start (a build elsewhere in the tree
+ * during the run cannot mix two versions of the library).
+ * Exit code 0 when the run passed (no G1/G2/G5 violation, every fault reconverged within its bound,
+ * with notifications off no LISTEN connection),
  * 1 when it did not, 2 on bad options.
  */
 import { execSync } from "node:child_process"
@@ -43,7 +51,7 @@ const flag = (name) => {
   if (v === undefined || v.startsWith("--")) usage(`--${name} needs a value`)
   return v
 }
-const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "database-url", "restart-command", "report", "events", "quiet"])
+const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet"])
 for (const a of args) if (a.startsWith("--") && !known.has(a.slice(2))) usage(`unknown option ${a}`)
 
 const options = {
@@ -56,11 +64,15 @@ const options = {
   statementTimeoutMs: duration(flag("statement-timeout") ?? "1s", "--statement-timeout"),
   workIntervalMs: duration(flag("work-interval") ?? "100ms", "--work-interval"),
   kinds: (flag("kinds") ?? ALL_KINDS.join(",")).split(",").filter((k) => k !== ""),
+  schedule: flag("schedule") ?? "rounds",
+  notifications: flag("notifications") ?? "on",
   command: `npm run chaos -- ${args.join(" ")}`,
   eventsFile: flag("events")
 }
 if (!Number.isInteger(options.members) || options.members < 2) usage("--members must be an integer >= 2")
 if (!Number.isFinite(options.seed)) usage("--seed must be a number")
+if (!["rounds", "churn"].includes(options.schedule)) usage(`--schedule: "${options.schedule}" (use rounds or churn)`)
+if (!["on", "off"].includes(options.notifications)) usage(`--notifications: "${options.notifications}" (use on or off)`)
 for (const k of options.kinds) if (!ALL_KINDS.includes(k)) usage(`unknown fault kind ${k} (known: ${ALL_KINDS.join(", ")})`)
 
 const quiet = args.includes("--quiet")

@@ -11,14 +11,64 @@
  * - `term-listener`: the same for a LISTEN connection (application_name `modulo-group/listen`);
  * - `restart`: the database is stopped (fast shutdown) and started again on the same port.
  * Kinds come in rounds, each kind once per round in a seeded order, so even a short run has them all.
+ *
+ * `schedule: "churn"`: bursts of 2-5 s in which, every 200-600 ms, the member holding index 0 (the
+ * leader) leaves (SIGTERM) and a new process joins in its slot, mixed with the other kinds (a kill
+ * and its replacement, a SIGSTOP whose SIGCONT comes past the lease, a terminated connection, a
+ * restart), none waiting for the group to reconverge. The single actions are counted, not judged;
+ * each burst is one judged fault whose bound is the latest of its actions' own bounds (each
+ * action's time + its bound), measured from the start of the burst. Between bursts the group must
+ * reconverge, as between faults of the default schedule.
+ *
+ * `notifications: "off"`: every member runs with LISTEN/NOTIFY disabled (G7: every guarantee holds,
+ * only slower), and the runner checks on the database that no member holds a LISTEN connection.
+ * `join` has no option for it (yet): see chaos/notifications-off.mjs.
  */
-import { spawn, execFile } from "node:child_process"
+import { spawn, execFile, execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { Monitor, stats } from "./monitor.mjs"
 
-const bin = fileURLToPath(new URL("../bin/modulo-group.js", import.meta.url))
+const root = fileURLToPath(new URL("..", import.meta.url))
+const notificationsOff = fileURLToPath(new URL("./notifications-off.mjs", import.meta.url))
+
+/** The application_name of a member's LISTEN connection (src/internal/listener.ts). */
+const LISTEN_APP = "modulo-group/listen"
+
+/**
+ * How to start a member with LISTEN/NOTIFY disabled: `join --no-notifications` when the CLI has that
+ * option, else the module hook of chaos/notifications-off.mjs. Both with MODULO_GROUP_NOTIFICATIONS=false.
+ */
+export const notificationsOffArgs = (bin = path.join(root, "bin", "modulo-group.js")) => {
+  let help = ""
+  try {
+    help = execFileSync(process.execPath, [bin, "join", "--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 })
+  } catch (error) {
+    help = `${error?.stdout ?? ""}`
+  }
+  return /--no-notifications\b/.test(help)
+    ? { nodeArgs: [], joinArgs: ["--no-notifications"], how: "join --no-notifications" }
+    : { nodeArgs: ["--import", notificationsOff], joinArgs: [], how: "module hook chaos/notifications-off.mjs (join has no option for it)" }
+}
+
+/**
+ * A copy of the built package (bin/, dist/src/, migrations/, package.json; node_modules linked) that
+ * every member of the run starts from: a `npm run build` elsewhere during the run (other work in
+ * the same tree) then cannot mix two versions of the library in one run.
+ */
+const snapshot = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mg-chaos-build-"))
+  for (const rel of ["bin", path.join("dist", "src"), "migrations"]) fs.cpSync(path.join(root, rel), path.join(dir, rel), { recursive: true })
+  fs.copyFileSync(path.join(root, "package.json"), path.join(dir, "package.json"))
+  fs.symlinkSync(path.join(root, "node_modules"), path.join(dir, "node_modules"))
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true })
+  process.once("exit", remove)
+  return { bin: path.join(dir, "bin", "modulo-group.js"), remove }
+}
 
 /** mulberry32: a small seeded PRNG. */
 export const prng = (seed) => {
@@ -71,7 +121,16 @@ export const runChaos = async (options) => {
   const pick = (xs) => xs[Math.floor(random() * xs.length)]
   const monitor = new Monitor({ heartbeatMs, leaseMs })
   const group = options.group ?? `chaos-${options.seed}-${Date.now().toString(36)}`
+  const notifications = options.notifications ?? "on"
+  const schedule = options.schedule ?? "rounds"
+  const build = snapshot()
+  const bin = build.bin
+  const off = notifications === "off" ? notificationsOffArgs(bin) : { nodeArgs: [], joinArgs: [], how: undefined }
   const env = { ...process.env, DATABASE_URL: options.server.url }
+  if (notifications === "off") env.MODULO_GROUP_NOTIFICATIONS = "false"
+  // Without notifications there is no LISTEN connection to terminate.
+  const kinds = notifications === "off" ? options.kinds.filter((k) => k !== "term-listener") : [...options.kinds]
+  if (kinds.length === 0 && schedule === "rounds") throw new Error("no fault kind left to inject (term-listener needs notifications on)")
   const log = options.log
   const generalBound = leaseMs + 2 * heartbeatMs
   const children = new Map() // label -> ChildProcess
@@ -94,7 +153,7 @@ export const runChaos = async (options) => {
     generation[slot]++
     const name = `m${slot}`
     const label = `${name}#${generation[slot]}`
-    const child = spawn(process.execPath, [bin, "join", group, "--json", "--name", name, ...timing], {
+    const child = spawn(process.execPath, [...off.nodeArgs, bin, "join", group, "--json", "--name", name, ...timing, ...off.joinArgs], {
       env,
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -132,6 +191,31 @@ export const runChaos = async (options) => {
       return await f(client)
     } finally {
       await client.end().catch(() => undefined)
+    }
+  }
+
+  /** LISTEN connections of members seen on the database: with notifications off there must be none. */
+  const listeners = { checks: 0, failedChecks: 0, max: 0, seen: [] }
+  const checkListeners = async () => {
+    try {
+      const rows = await withClient(async (c) =>
+        (await c.query(
+          "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+          [LISTEN_APP]
+        )).rows
+      )
+      listeners.checks++
+      listeners.max = Math.max(listeners.max, rows.length)
+      if (notifications === "off" && rows.length > 0 && listeners.seen.length < 10) {
+        const owners = await Promise.all(rows.map(async (r) => {
+          const pid = await ownerOfPort(r.client_port)
+          return [...children.entries()].find(([, c]) => c.pid === pid)?.[0] ?? `pid ${pid}`
+        }))
+        listeners.seen.push({ at: new Date().toISOString(), count: rows.length, owners })
+        log(`  ! ${rows.length} LISTEN connection(s) with notifications off: ${owners.join(", ")}`)
+      }
+    } catch {
+      listeners.failedChecks++ // the database is restarting: next time
     }
   }
 
@@ -215,7 +299,7 @@ export const runChaos = async (options) => {
       await settle("term-backend", generalBound)
     },
     "term-listener": async () => {
-      const r = await terminate("modulo-group/listen")
+      const r = await terminate(LISTEN_APP)
       if (r === undefined) return log("  (no listener connection to terminate)")
       monitor.fault("term-listener", r.at, generalBound, r.owner, { backend: r.backend })
       await settle("term-listener", generalBound)
@@ -231,13 +315,155 @@ export const runChaos = async (options) => {
     }
   }
 
+  /**
+   * One burst of the churn schedule: index 0 leaves and a new member joins every 200-600 ms, mixed
+   * with the other kinds, none waiting for the group; then the group must reconverge within the
+   * burst's bound (the latest action's time + its own bound).
+   */
+  let churnRound = []
+  const otherKinds = kinds.filter((k) => k !== "leave")
+  const burst = async (endAt) => {
+    const burstAt = Date.now()
+    const record = monitor.fault("churn", burstAt, 0, undefined, { actions: 0 })
+    let deadline = burstAt
+    const act = (kind, at, boundMs, label, detail) => {
+      monitor.fault(kind, at, boundMs, label, detail, false)
+      record.detail.actions++
+      deadline = Math.max(deadline, at + boundMs)
+    }
+    const pending = []
+    const starting = [] // replacements until their first line (or exit)
+    const replace = (slot) => {
+      const label = startMember(slot)
+      const child = children.get(label)
+      const exited = new Promise((resolve) => child.once("exit", () => resolve(undefined)))
+      const first = Promise.race([monitor.waitLine(label, () => true, 60_000), exited]).then((line) => {
+        if (line === undefined) return log(`  ! ${label} printed nothing (${child.exitCode === null ? "within 60 s" : `exited with code ${child.exitCode}`})`)
+        act("join", line.at, generalBound, label)
+      })
+      pending.push(first)
+      starting.push(first)
+    }
+    /**
+     * The running member holding index 0: its latest line has index 0 (`assigned`, or `awaiting` the
+     * epoch in which it will hold it), in the highest epoch among them. None while the group has
+     * not yet told anyone (just after index 0 left): then wait for one, up to two heartbeats.
+     */
+    const index0 = () =>
+      running().map((l) => monitor.procs.get(l))
+        .filter((p) => p.last !== undefined && p.last.index === 0 && ["assigned", "awaiting"].includes(p.last.state))
+        .sort((a, b) => b.last.epoch - a.last.epoch)[0]?.label
+    const awaitIndex0 = (ms) =>
+      new Promise((resolve) => {
+        const found = index0()
+        if (found !== undefined) return resolve(found)
+        const off = monitor.onChange(() => {
+          const l = index0()
+          if (l === undefined) return
+          clearTimeout(timer)
+          off()
+          resolve(l)
+        })
+        const timer = setTimeout(() => {
+          off()
+          resolve(undefined)
+        }, ms)
+      })
+    const steps = {
+      churn: async () => {
+        if (running().length < 2) return
+        const holder = await awaitIndex0(2 * heartbeatMs)
+        // Nobody told index 0 within two heartbeats (a long barrier): a random member leaves instead.
+        const label = holder ?? pick(running())
+        if (label === undefined || !running().includes(label)) return
+        const p = monitor.procs.get(label)
+        const at = Date.now()
+        monitor.term(label, at)
+        children.get(label)?.kill("SIGTERM")
+        act("leave", at, generalBound, label, { index0: holder !== undefined, state: p.last?.state, epoch: p.last?.epoch ?? null, index: p.last?.index ?? null })
+        replace(p.slot)
+      },
+      leave: async () => undefined,
+      kill: async () => {
+        if (running().length < 3) return
+        const label = pick(running())
+        const at = Date.now()
+        monitor.kill(label, at)
+        children.get(label)?.kill("SIGKILL")
+        act("kill", at, generalBound, label)
+        replace(monitor.procs.get(label).slot)
+      },
+      sigstop: async () => {
+        if (running().length < 3) return
+        const label = pick(running())
+        const child = children.get(label)
+        const at = Date.now()
+        monitor.stop(label, at)
+        child.kill("SIGSTOP")
+        act("sigstop", at, generalBound, label)
+        const contAt = at + leaseMs + 200 + Math.floor(random() * 800)
+        pending.push(sleep(Math.max(0, contAt - Date.now())).then(() => {
+          const resumedAt = Date.now()
+          monitor.cont(label, resumedAt)
+          child.kill("SIGCONT")
+          act("sigcont", resumedAt, generalBound, label)
+        }))
+      },
+      "term-backend": async () => {
+        const r = await terminate("modulo-group-cli").catch(() => undefined)
+        if (r !== undefined) act("term-backend", r.at, generalBound, r.owner, { backend: r.backend })
+      },
+      "term-listener": async () => {
+        const r = await terminate(LISTEN_APP).catch(() => undefined)
+        if (r !== undefined) act("term-listener", r.at, generalBound, r.owner, { backend: r.backend })
+      },
+      restart: async () => {
+        if (options.server.restart === undefined) return
+        // Not while a replacement is still starting: `join` does not wait for a database that
+        // refuses connections when it starts (it exits 1), which is not what this run is about.
+        await Promise.all(starting)
+        const at = Date.now()
+        const r = await options.server.restart()
+        restarts.push(r)
+        act("restart", at, r.stopMs + r.startMs + leaseMs, undefined, r)
+      }
+    }
+    const burstMs = 2_000 + Math.floor(random() * 3_000)
+    while (Date.now() < burstAt + burstMs && Date.now() < endAt) {
+      let kind = "churn"
+      if (otherKinds.length > 0 && random() < 0.35) {
+        if (churnRound.length === 0) {
+          churnRound = [...otherKinds]
+          for (let i = churnRound.length - 1; i > 0; i--) {
+            const j = Math.floor(random() * (i + 1))
+            ;[churnRound[i], churnRound[j]] = [churnRound[j], churnRound[i]]
+          }
+        }
+        kind = churnRound.shift()
+      }
+      await steps[kind]()
+      await sleep(200 + Math.floor(random() * 400))
+    }
+    // Every replacement has printed, every stopped member is continued: from here the group must
+    // reconverge within the burst's bound.
+    await Promise.all(pending)
+    record.boundMs = deadline - burstAt
+    await settle("churn burst", Math.max(0, deadline - Date.now()))
+    const done = monitor.faults.filter((f) => f.judged === false && f.at >= burstAt)
+    const leaders = done.filter((f) => f.kind === "leave" && f.detail?.index0).length
+    return `${Object.entries(done.reduce((m, f) => ({ ...m, [f.kind]: (m[f.kind] ?? 0) + 1 }), {})).map(([k, c]) => `${k}x${c}`).join(" ")}` +
+      ` (index 0 left ${leaders}x)`
+  }
+
   const startedAt = Date.now()
   log(`chaos: group ${group}, ${n} members, seed ${options.seed}, ${Math.round(options.durationMs / 1000)} s, ` +
-    `heartbeat ${heartbeatMs} ms, lease ${leaseMs} ms, kinds ${options.kinds.join(",")}`)
+    `heartbeat ${heartbeatMs} ms, lease ${leaseMs} ms, kinds ${kinds.join(",")}, schedule ${schedule}, notifications ${notifications}` +
+    (off.how === undefined ? "" : ` (${off.how})`))
   for (let slot = 0; slot < n; slot++) startMember(slot)
   const formed = await monitor.waitConverged(120_000, n)
   const formedAt = Date.now()
   log(`formed: ${formed ? "converged" : "NOT converged"} after ${formedAt - startedAt} ms`)
+  await checkListeners()
   const endAt = formedAt + options.durationMs
 
   let round = []
@@ -246,8 +472,17 @@ export const runChaos = async (options) => {
     while (formed && Date.now() < endAt) {
       // A quiet gap: two heartbeats (late effects of the last fault are still its own), plus jitter.
       await sleep(2 * heartbeatMs + Math.floor(random() * 400))
+      if (schedule === "churn") {
+        if (Date.now() >= endAt) break
+        count++
+        const t0 = Date.now()
+        const summary = await burst(endAt)
+        log(`${String(count).padStart(4)} ${((Date.now() - formedAt) / 1000).toFixed(1).padStart(6)}s churn burst   ${summary} (${Date.now() - t0} ms)`)
+        await checkListeners()
+        continue
+      }
       if (round.length === 0) {
-        round = [...options.kinds]
+        round = [...kinds]
         for (let i = round.length - 1; i > 0; i--) {
           const j = Math.floor(random() * (i + 1))
           ;[round[i], round[j]] = [round[j], round[i]]
@@ -261,12 +496,14 @@ export const runChaos = async (options) => {
       await faults[kind]()
       const added = monitor.faults.slice(before).map((f) => f.kind).join("+")
       log(`${String(count).padStart(4)} ${((Date.now() - formedAt) / 1000).toFixed(1).padStart(6)}s ${kind.padEnd(13)} ${added} (${Date.now() - t0} ms)`)
+      if (notifications === "off") await checkListeners()
     }
     // Let the last fault settle before the end of the observation, with the same quiet gap as
     // between faults: its late effects are still its own.
     await monitor.waitConverged(generalBound + 5_000)
     await sleep(2 * heartbeatMs)
     await monitor.waitConverged(generalBound + 5_000)
+    await checkListeners()
   } finally {
     stopping = true
     const finishedAt = Date.now()
@@ -288,6 +525,7 @@ export const runChaos = async (options) => {
       })
     )
     await Promise.all(leaving)
+    build.remove()
     options.finishedAt = finishedAt
   }
 
@@ -296,7 +534,8 @@ export const runChaos = async (options) => {
     const fs = await import("node:fs")
     fs.writeFileSync(options.eventsFile, `${monitor.dump()}\n`)
   }
-  return report({ options, monitor, analysis, startedAt, formedAt, formed, restarts, unexpectedExits, group })
+  const mode = { schedule, notifications, notificationsHow: off.how, listeners }
+  return report({ options, monitor, analysis, startedAt, formedAt, formed, restarts, unexpectedExits, group, mode })
 }
 
 /** Warnings and errors the members printed, with numbers and ids folded, most frequent first. */
@@ -314,8 +553,12 @@ const errorSummary = (monitor) => {
   return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([message, count]) => ({ count, message }))
 }
 
-const report = ({ options, monitor, analysis, startedAt, formedAt, formed, restarts, unexpectedExits, group }) => {
+const report = ({ options, monitor, analysis, startedAt, formedAt, formed, restarts, unexpectedExits, group, mode }) => {
   const kinds = [...new Set(analysis.faults.list.map((f) => f.kind))]
+  // Every fault injected: the judged ones (but a churn burst, which only groups its actions) and
+  // the actions of the bursts.
+  const injected = [...analysis.faults.list.filter((f) => f.kind !== "churn"), ...analysis.faults.actions]
+  const injectedKinds = [...new Set(injected.map((f) => f.kind))]
   const byKind = Object.fromEntries(kinds.map((k) => {
     const fs = analysis.faults.list.filter((f) => f.kind === k)
     const s = stats(fs.map((f) => f.reconvergedMs))
@@ -339,6 +582,10 @@ const report = ({ options, monitor, analysis, startedAt, formedAt, formed, resta
     group,
     seed: options.seed,
     members: options.members,
+    schedule: mode.schedule,
+    notifications: mode.notifications,
+    notificationsHow: mode.notificationsHow,
+    listenConnections: { checks: mode.listeners.checks, failedChecks: mode.listeners.failedChecks, max: mode.listeners.max },
     timing: {
       heartbeatMs: options.heartbeatMs,
       leaseMs: options.leaseMs,
@@ -350,8 +597,14 @@ const report = ({ options, monitor, analysis, startedAt, formedAt, formed, resta
     formationMs: formedAt - startedAt,
     observedMs,
     processes: monitor.procs.size,
-    faults: Object.fromEntries(kinds.map((k) => [k, byKind[k].count])),
-    faultCount: analysis.faults.list.length,
+    faults: Object.fromEntries(injectedKinds.map((k) => [k, injected.filter((f) => f.kind === k).length])),
+    faultCount: injected.length,
+    bursts: analysis.faults.list.filter((f) => f.kind === "churn").length,
+    // Churn: leaves of the member holding index 0 (the rest: nobody held it within two heartbeats).
+    churnLeaves: {
+      total: analysis.faults.actions.filter((f) => f.kind === "leave").length,
+      index0: analysis.faults.actions.filter((f) => f.kind === "leave" && f.detail?.index0).length
+    },
     reconvergence: byKind,
     restarts,
     violations: {
@@ -360,6 +613,12 @@ const report = ({ options, monitor, analysis, startedAt, formedAt, formed, resta
       staleWorkLines: analysis.g2.staleWork,
       inFlightAtStop: analysis.g2.inFlightStale,
       g1: analysis.g1.violations,
+      duplicateStarts: analysis.g1.duplicates.slice(0, 20),
+      // G5: members told to leave that never printed `left` (their row waited for its lease).
+      gracefulLeave: analysis.g5.violations,
+      gracefulLeaves: { count: analysis.g5.leaves, excused: analysis.g5.excused },
+      // With notifications off: every LISTEN connection a member held (there must be none).
+      listenWithNotificationsOff: mode.notifications === "off" ? mode.listeners.seen : [],
       order: analysis.order.slice(0, 20),
       slowReconvergence: Object.values(byKind).reduce((sum, k) => sum + k.overBound.length, 0),
       unfinished: analysis.faults.list.filter((f) => f.unfinished).map((f) => ({
@@ -400,7 +659,9 @@ export const formatReport = (r) => {
   const pad = (s, n) => String(s).padEnd(n)
   lines.push(`chaos report: ${r.members} members, seed ${r.seed}, observed ${(r.observedMs / 1000).toFixed(1)} s after formation (${(r.formationMs / 1000).toFixed(1)} s)`)
   lines.push(`  timing: heartbeat ${r.timing.heartbeatMs} ms, lease ${r.timing.leaseMs} ms, fence margin ${r.timing.fenceMarginMs} ms, statement timeout ${r.timing.statementTimeoutMs} ms`)
-  lines.push(`  ${r.faultCount} faults, ${r.processes} member processes, ${r.epochs.max} epochs (${r.epochs.worked} worked in), ${r.workLines} work lines`)
+  lines.push(`  schedule ${r.schedule}${r.bursts > 0 ? ` (${r.bursts} bursts, ${r.churnLeaves.total} leaves of which ${r.churnLeaves.index0} by index 0)` : ""}, notifications ${r.notifications}` +
+    `${r.notificationsHow ? ` via ${r.notificationsHow}` : ""}; LISTEN connections seen: at most ${r.listenConnections.max} (${r.listenConnections.checks} checks)`)
+  lines.push(`  ${r.faultCount} faults (${Object.entries(r.faults).map(([k, c]) => `${k} ${c}`).join(", ")}), ${r.processes} member processes, ${r.epochs.max} epochs (${r.epochs.worked} worked in), ${r.workLines} work lines`)
   lines.push("")
   lines.push(`  ${pad("fault", 14)}${pad("count", 7)}${pad("median ms", 11)}${pad("max ms", 9)}${pad("bound ms", 10)}${pad("over", 6)}detect med/max   barrier med/max`)
   for (const [kind, k] of Object.entries(r.reconvergence)) {
@@ -416,7 +677,10 @@ export const formatReport = (r) => {
   lines.push("")
   lines.push(`  overlap violations (G2): ${r.violations.overlap}; stale work lines: ${r.violations.staleWorkLines}`)
   lines.push(`  units in flight at a SIGSTOP, printed after the SIGCONT (not counted above, see docs/reliability.md): ${r.violations.inFlightAtStop.length}`)
-  lines.push(`  exact-cover violations (G1): ${r.violations.g1.length}; line-order problems: ${r.violations.order.length}`)
+  lines.push(`  exact-cover violations (G1): ${r.violations.g1.length}, of which duplicate (epoch, index) starts: ${r.violations.duplicateStarts.length}; line-order problems: ${r.violations.order.length}`)
+  if (r.notifications === "off") lines.push(`  LISTEN connections with notifications off: ${r.violations.listenWithNotificationsOff.length === 0 ? "none" : r.violations.listenWithNotificationsOff.map((x) => `${x.count} at ${x.at}`).join(", ")}`)
+  lines.push(`  graceful leaves without a "left" line (G5): ${r.violations.gracefulLeave.length} of ${r.violations.gracefulLeaves.count}` +
+    `${r.violations.gracefulLeaves.excused > 0 ? ` (${r.violations.gracefulLeaves.excused} more during a database restart, not counted)` : ""}`)
   lines.push(`  reconvergence over bound (G4): ${r.violations.slowReconvergence}; unfinished before the next fault: ${r.violations.unfinished.length}; unattributed stretches: ${r.violations.unattributedStretches.length}`)
   lines.push(`  time with no complete assignment: ${(r.noCompleteAssignmentMs / 1000).toFixed(1)} s (${(100 * r.noCompleteAssignmentShare).toFixed(1)}% of the run)`)
   lines.push(`  unexpected exits: ${r.errors.unexpectedExits.length}; non-JSON stdout lines: ${r.errors.garbageLines}`)
@@ -427,19 +691,27 @@ export const formatReport = (r) => {
   for (const d of r.violations.overlapDetails) lines.push(`  ! G2: ${d.detail}`)
   for (const d of r.violations.inFlightAtStop) lines.push(`  . in flight: ${d}`)
   for (const d of r.violations.g1) lines.push(`  ! G1: ${d}`)
+  for (const d of r.violations.listenWithNotificationsOff) lines.push(`  ! LISTEN with notifications off: ${d.count} at ${d.at} (${d.owners.join(", ")})`)
   for (const d of r.violations.order) lines.push(`  ! order: ${d}`)
+  for (const d of r.violations.gracefulLeave.slice(0, 20)) lines.push(`  ! G5: ${d}`)
   for (const [kind, k] of Object.entries(r.reconvergence)) for (const o of k.overBound) lines.push(`  ! slow ${kind} at ${o.at} (${o.label ?? "-"}): ${o.ms} ms > ${o.boundMs} ms`)
   for (const e of r.errors.unexpectedExits) lines.push(`  ! unexpected exit of ${e.label}: code ${e.code} signal ${e.signal}: ${e.stderr.join(" | ")}`)
   return lines.join("\n")
 }
 
-/** Whether a report passes: no violation of G1/G2, every fault reconverged within its bound. */
+/**
+ * Whether a report passes: no violation of G1/G2, every fault reconverged within its bound, and
+ * with notifications off, no LISTEN connection seen (and at least one look).
+ */
 export const passed = (r) =>
   r.formed &&
   r.violations.overlap === 0 &&
   r.violations.staleWorkLines === 0 &&
   r.violations.g1.length === 0 &&
+  r.violations.listenWithNotificationsOff.length === 0 &&
+  (r.notifications !== "off" || r.listenConnections.checks > 0) &&
   r.violations.order.length === 0 &&
+  r.violations.gracefulLeave.length === 0 &&
   r.violations.slowReconvergence === 0 &&
   r.violations.unfinished.length === 0 &&
   r.errors.unexpectedExits.length === 0 &&

@@ -2,9 +2,12 @@
  * The chaos monitor (chaos/monitor.mjs) is not vacuous: fed made-up lines, it finds an overlap
  * across epochs, a duplicate index, a stale work line and a slow reconvergence, and it accepts the
  * legitimate cases (a stopped member's tenure ends at the stop; one unit in flight at the stop).
+ * A duplicate start, the same (epoch, index) started by two members, is a G1 violation even when the
+ * two tenures never overlap in time; it is found in an event log replayed from JSON Lines too. A
+ * member told to leave that never prints `left` breaks G5.
  */
 import { describe, expect, it } from "vitest"
-import { converged, Monitor } from "../../chaos/monitor.mjs"
+import { converged, duplicateStarts, Monitor } from "../../chaos/monitor.mjs"
 
 const T0 = Date.parse("2026-01-01T00:00:00.000Z")
 
@@ -108,5 +111,124 @@ describe("chaos monitor", () => {
     // millisecond of the last line: the run still ends converged.
     m.term("a", T0 + 6_101)
     expect(m.analyze(T0, T0 + 6_100).faults.list[0]!.unfinished).toBe(false)
+  })
+
+  describe("duplicate starts of an (epoch, index) (G1)", () => {
+    /** An event log as a run's `--events` file has it: one JSON object per line, in time order. */
+    const log = (rows: Array<[label: string, ms: number, event: "state" | "work", state: string, epoch?: number, index?: number, size?: number]>) =>
+      rows.map(([label, ms, event, state, epoch = null, index = null, size = null]) =>
+        JSON.stringify({
+          at: T0 + ms,
+          label,
+          line: { ts: new Date(T0 + ms).toISOString(), member: `id-${label}`, group: "g", event, state, epoch, index, size }
+        })
+      ).join("\n")
+
+    // a holds [0/2] of epoch 5 and fences itself (it could not renew); it has no work line after
+    // that, b never overlaps it in time, and yet b starts [0/2] of the same epoch 5.
+    const oneAfterTheOther = log([
+      ["a", 0, "state", "joining"],
+      ["b", 0, "state", "joining"],
+      ["c", 0, "state", "joining"],
+      ["a", 100, "state", "assigned", 5, 0, 2],
+      ["c", 100, "state", "assigned", 5, 1, 2],
+      ["a", 200, "work", "assigned", 5, 0, 2],
+      ["a", 300, "state", "fenced", 5, 0, 2],
+      ["b", 400, "state", "assigned", 5, 0, 2],
+      ["b", 500, "work", "assigned", 5, 0, 2]
+    ])
+
+    it("a duplicate start with no overlap in time is flagged, with both lines as evidence", () => {
+      const r = Monitor.replay(oneAfterTheOther).analyze(T0, T0 + 1_000)
+      expect(r.g2.violations).toEqual([]) // one epoch only: G2 has nothing to say
+      expect(r.g1.duplicates).toHaveLength(1)
+      const d = r.g1.duplicates[0]!
+      expect([d.epoch, d.index, d.overlapping]).toEqual([5, 0, false])
+      expect(d.starts.map((s) => [s.label, s.member, s.at - T0])).toEqual([["a", "id-a", 100], ["b", "id-b", 400]])
+      expect(r.g1.violations).toHaveLength(1)
+      expect(r.g1.violations[0]).toMatch(/epoch 5: index 0 held by 2 members/)
+      expect(r.g1.violations[0]).toContain("a (member id-a) assigned at 00:00:00.100")
+      expect(r.g1.violations[0]).toContain("b (member id-b) assigned at 00:00:00.400")
+      expect(r.g1.violations[0]).toMatch(/one after the other/)
+    })
+
+    it("overlapping duplicates, and a work line of a member never assigned there, are flagged too", () => {
+      const r = Monitor.replay(log([
+        ["a", 100, "state", "assigned", 2, 1, 3],
+        ["b", 150, "state", "assigned", 2, 1, 3],
+        ["a", 200, "work", "assigned", 2, 1, 3],
+        ["c", 250, "work", "assigned", 2, 1, 3]
+      ])).analyze(T0, T0 + 1_000)
+      expect(r.g1.duplicates).toHaveLength(1)
+      expect(r.g1.duplicates[0]!.overlapping).toBe(true)
+      expect(r.g1.duplicates[0]!.starts.map((s) => [s.label, s.event])).toEqual([["a", "state"], ["b", "state"], ["c", "work"]])
+      expect(r.g1.violations[0]).toMatch(/index 1 held by 3 members.*c \(member id-c\) worked at 00:00:00.250.*at the same time/)
+      expect(r.order).toHaveLength(1) // c's work line outside an assignment
+    })
+
+    it("a clean log passes: one holder per (epoch, index); the same member assigned again after a fence is one holder", () => {
+      const clean = log([
+        ["a", 0, "state", "joining"],
+        ["b", 0, "state", "joining"],
+        ["a", 100, "state", "assigned", 1, 0, 2],
+        ["b", 100, "state", "assigned", 1, 1, 2],
+        ["a", 150, "work", "assigned", 1, 0, 2],
+        // a fences itself, then renews in time and is assigned again in the same epoch.
+        ["a", 200, "state", "fenced", 1, 0, 2],
+        ["a", 250, "state", "assigned", 1, 0, 2],
+        ["a", 300, "state", "renegotiating", 1, 0, 2],
+        ["b", 300, "state", "renegotiating", 1, 1, 2],
+        // index 0 leaves; b takes index 0 of the next epoch: a new (epoch, index), no duplicate.
+        ["a", 320, "state", "leaving"],
+        ["b", 400, "state", "assigned", 2, 0, 1],
+        ["b", 450, "work", "assigned", 2, 0, 1],
+        ["a", 420, "state", "left"]
+      ])
+      const m = Monitor.replay(clean)
+      const r = m.analyze(T0, T0 + 1_000)
+      expect(r.g1.duplicates).toEqual([])
+      expect(r.g1.violations).toEqual([])
+      expect(r.g2.violations).toEqual([])
+      expect(r.order).toEqual([])
+      // The same log through dump() and replay() again: still clean, same lines.
+      const again = Monitor.replay(m.dump())
+      expect(again.analyze(T0, T0 + 1_000).g1.violations).toEqual([])
+      expect(duplicateStarts([...again.procs.values()])).toEqual([])
+      expect(duplicateStarts([...Monitor.replay(oneAfterTheOther).procs.values()])).toHaveLength(1)
+    })
+
+    it("a restarted process under the same name is a different holder", () => {
+      const { m, say, assigned } = setup("m0#1", "m0#2", "m1#1")
+      say("m0#1", 0, "state", "joining")
+      assigned("m0#1", 100, 3, 0, 2)
+      assigned("m1#1", 100, 3, 1, 2)
+      m.kill("m0#1", T0 + 200)
+      // The restarted m0 (another process, another member id) must not get [0/2] of epoch 3.
+      assigned("m0#2", 5_000, 3, 0, 2)
+      const r = m.analyze(T0, T0 + 6_000)
+      expect(r.g1.duplicates.map((d) => [d.epoch, d.index, d.starts.map((s) => s.label)])).toEqual([[3, 0, ["m0#1", "m0#2"]]])
+    })
+  })
+
+  it("a member told to leave must print `left` before it exits (G5), unless the database was restarting", () => {
+    const run = (left: boolean, restartAt?: number) => {
+      const { m, say, assigned } = setup("a", "b")
+      assigned("a", 100, 1, 0, 2)
+      assigned("b", 100, 1, 1, 2)
+      if (restartAt !== undefined) m.fault("restart", T0 + restartAt, 3_500, undefined, { stopMs: 200, startMs: 300 })
+      m.term("b", T0 + 1_000)
+      say("b", 1_001, "state", "leaving")
+      if (left) say("b", 1_050, "state", "left")
+      m.exited("b", T0 + 1_080, 0, null)
+      // The shutdown of the runner (after the end of the observation) is not judged.
+      m.term("a", T0 + 5_001)
+      m.exited("a", T0 + 5_050, 0, null)
+      return m.analyze(T0, T0 + 5_000).g5
+    }
+    expect(run(true)).toEqual({ leaves: 1, excused: 0, violations: [] })
+    const missing = run(false)
+    expect(missing.violations).toHaveLength(1)
+    expect(missing.violations[0]).toMatch(/^b: SIGTERM at 00:00:01.000Z, exit at 00:00:01.080Z \(code 0, signal null\), no "left" line \(last state: leaving/)
+    expect(run(false, 900)).toEqual({ leaves: 1, excused: 1, violations: [] })
   })
 })
