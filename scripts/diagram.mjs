@@ -32,8 +32,8 @@ export const generate = ({ MemberState, Transition }) => {
   const E = Transition.Event
   /** @param {number} epoch @returns {Slot} */
   const slot = (epoch) => ({ epoch, index: 1, size: 3, incarnation: 1 })
-  /** @param {number} epoch @param {boolean} barrier */
-  const view = (epoch, barrier) => ({ epoch, index: 1, size: 3, acked: epoch, barrier, expired: false, incarnation: 1, clock: 0 })
+  /** @param {number} epoch @param {boolean} allAcked */
+  const view = (epoch, allAcked) => ({ epoch, index: 1, size: 3, acked: epoch, allAcked, expired: false, incarnation: 1, clock: 0 })
 
   /**
    * The node a state is drawn as: its tag, or its tag and the flags that change what it does (work
@@ -76,13 +76,13 @@ export const generate = ({ MemberState, Transition }) => {
     for (const tag of Transition.eventTags) {
       switch (tag) {
         case "Joined":
-          list.push({ label: "Joined (barrier down)", event: E.Joined({ view: view(7, true) }) })
-          list.push({ label: "Joined (barrier up)", event: E.Joined({ view: view(7, false) }) })
+          list.push({ label: "Joined (all acked)", event: E.Joined({ view: view(7, true) }) })
+          list.push({ label: "Joined (not all acked)", event: E.Joined({ view: view(7, false) }) })
           break
         case "Renewed":
           list.push({ label: "Renewed (older epoch)", event: E.Renewed({ view: view(known - 1, true) }) })
-          list.push({ label: "Renewed (barrier up)", event: E.Renewed({ view: view(known, false) }) })
-          list.push({ label: "Renewed (barrier down)", event: E.Renewed({ view: view(known, true) }) })
+          list.push({ label: "Renewed (not all acked)", event: E.Renewed({ view: view(known, false) }) })
+          list.push({ label: "Renewed (all acked)", event: E.Renewed({ view: view(known, true) }) })
           list.push({
             label: "Renewed (same epoch, other index)",
             event: E.Renewed({ view: { ...view(known, true), index: 0 } })

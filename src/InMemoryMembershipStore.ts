@@ -143,7 +143,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         size: g.size,
         index: row.index!,
         acked: row.ackedEpoch,
-        barrier,
+        allAcked: barrier,
         expired,
         incarnation: g.incarnation,
         clock: now
@@ -192,7 +192,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
             const view = viewOf(g, row, now)
             // The acknowledgement that completes the barrier wakes the others.
-            const completes = (before < g.epoch || options.announce === true) && view.barrier
+            const completes = (before < g.epoch || options.announce === true) && view.allAcked
             return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))
           })
         ),

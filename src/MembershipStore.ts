@@ -29,7 +29,7 @@ export interface GroupView {
    * the view could not be read from one committed state as a whole (a renewal that waited for a
    * change's row lock learns its new epoch, size and index from its own row, and no more).
    */
-  readonly barrier: boolean
+  readonly allAcked: boolean
   /** Some member's lease has expired (or the rows need repair) by the store's clock: whoever sees this reaps. */
   readonly expired: boolean
   /**

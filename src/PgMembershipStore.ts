@@ -285,7 +285,7 @@ export const make = (options: Options = {}) =>
           size: rowEpoch > epoch ? num(r.assigned_size) : num(r.size),
           index: num(r.idx),
           acked: num(r.acked),
-          barrier: whole && num(r.unacked) === 0 && num(r.acked) >= epoch,
+          allAcked: whole && num(r.unacked) === 0 && num(r.acked) >= epoch,
           // A row stamped below the group's epoch was written by hand or by an older release: a
           // reap restamps every row.
           expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
@@ -332,7 +332,7 @@ export const make = (options: Options = {}) =>
                   size: g.size,
                   index: me!.idx,
                   acked: g.epoch,
-                  barrier: num(me!.unacked) === 0,
+                  allAcked: num(me!.unacked) === 0,
                   expired: false,
                   incarnation: g.incarnation,
                   clock: num(me!.clock_ms)
@@ -391,7 +391,7 @@ export const make = (options: Options = {}) =>
             // Lets the LISTEN connection check itself when this epoch was never notified.
             observedEpoch(pg, groupId, view.epoch)
             // The acknowledgement that completes the barrier wakes the others (after its commit).
-            if (view.barrier && (num(r.prev_acked ?? 0) < view.epoch || hbOptions.announce === true)) {
+            if (view.allAcked && (num(r.prev_acked ?? 0) < view.epoch || hbOptions.announce === true)) {
               yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
             }
             return Option.some(view)

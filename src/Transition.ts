@@ -161,7 +161,7 @@ const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
   }
   // Start only when everyone, this member included, has acknowledged this very epoch (G2), as read
   // from one committed state by a renewal.
-  if (view.barrier && view.acked >= view.epoch) {
+  if (view.allAcked && view.acked >= view.epoch) {
     const slot = slotOf(known)
     return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
   }
@@ -186,7 +186,7 @@ const joining = (state: MemberState, event: Event): Step => {
 
 /** A fresh member has acknowledged the epoch it created. */
 const enter = (view: GroupView): Step =>
-  view.barrier && view.acked >= view.epoch
+  view.allAcked && view.acked >= view.epoch
     ? [MemberState.Assigned(slotOf(view)), [Command.StartWork({ slot: slotOf(view) })]]
     : [MemberState.Awaiting(slotOf(view)), []]
 

@@ -145,7 +145,7 @@ const mixedView = script([
 
 regressions.push(
   {
-    name: "a heartbeat that reads two states gets a view of one (the row's epoch, size and index, barrier up)",
+    name: "a heartbeat that reads two states gets a view of one (the row's epoch, size and index, not all acked)",
     schedule: mixedView
   },
   {

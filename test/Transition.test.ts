@@ -33,7 +33,7 @@ const view = (v: Partial<GroupView> & { readonly epoch: number }): GroupView => 
   index: 1,
   size: 3,
   acked: v.epoch,
-  barrier: false,
+  allAcked: false,
   expired: false,
   incarnation: 1,
   clock: 1_000,
@@ -62,7 +62,7 @@ const events: { readonly [T in EventTag]: Ev } = {
   Joined: Event.Joined({ view: view({ epoch: 7, acked: 7 }) }),
   JoinFailed: Event.JoinFailed({ reason: "timeout" }),
   RetryJoin: Event.RetryJoin(),
-  Renewed: Event.Renewed({ view: view({ epoch: 5, barrier: true }) }),
+  Renewed: Event.Renewed({ view: view({ epoch: 5, allAcked: true }) }),
   Gone: Event.Gone({ early: false }),
   RenewFailed: Event.RenewFailed({ reason: "timeout" }),
   DeadlinePassed: Event.DeadlinePassed(),
@@ -90,13 +90,13 @@ const ignored = "ignored" as const
 const to = (state: State, ...commands: ReadonlyArray<Cmd>): Outcome => [state, commands]
 
 // Renewals seen from epoch 5 (the representative states' epoch).
-const older = Event.Renewed({ view: view({ epoch: 4, barrier: true, expired: true }) })
+const older = Event.Renewed({ view: view({ epoch: 4, allAcked: true, expired: true }) })
 const sameWaiting = Event.Renewed({ view: view({ epoch: 5 }) })
 const sameWaitingExpired = Event.Renewed({ view: view({ epoch: 5, expired: true }) })
-const sameReady = Event.Renewed({ view: view({ epoch: 5, barrier: true }) })
-const sameReadyExpired = Event.Renewed({ view: view({ epoch: 5, barrier: true, expired: true }) })
+const sameReady = Event.Renewed({ view: view({ epoch: 5, allAcked: true }) })
+const sameReadyExpired = Event.Renewed({ view: view({ epoch: 5, allAcked: true, expired: true }) })
 /** The barrier is reported down, but this member's own acknowledgement of epoch 5 is not stored. */
-const sameReadyUnacked = Event.Renewed({ view: view({ epoch: 5, acked: 4, barrier: true }) })
+const sameReadyUnacked = Event.Renewed({ view: view({ epoch: 5, acked: 4, allAcked: true }) })
 const newer = Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, acked: 5 }) })
 const newerExpired = Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, acked: 5, expired: true }) })
 const newest = Event.Renewed({ view: view({ epoch: 7, index: 2, size: 4, acked: 5 }) })
@@ -104,12 +104,12 @@ const newestExpired = Event.Renewed({ view: view({ epoch: 7, index: 2, size: 4, 
 /**
  * Epoch 5 again, but another index (or size) than the member holds in it: no committed state of the
  * tables says both. This is what a mixed READ COMMITTED view looked like (the member's own row from
- * the new state, the group from the old one), barrier down included.
+ * the new state, the group from the old one), all acked included.
  */
-const otherIndex = Event.Renewed({ view: view({ epoch: 5, index: 0, barrier: true }) })
-const otherSize = Event.Renewed({ view: view({ epoch: 5, size: 2, barrier: true }) })
+const otherIndex = Event.Renewed({ view: view({ epoch: 5, index: 0, allAcked: true }) })
+const otherSize = Event.Renewed({ view: view({ epoch: 5, size: 2, allAcked: true }) })
 /** The next epoch (6, index 0 of 2) seen with another index. */
-const nextOtherIndex = Event.Renewed({ view: view({ epoch: 6, index: 1, size: 2, acked: 5, barrier: true }) })
+const nextOtherIndex = Event.Renewed({ view: view({ epoch: 6, index: 1, size: 2, acked: 5, allAcked: true }) })
 
 const goneEarly = Event.Gone({ early: true })
 const alarm = (reason: string) => Command.Alarm({ reason })
@@ -128,7 +128,7 @@ const stuckAlarm = (what: string) =>
   )
 
 /** A join reply: the member created (and acknowledged) `epoch`; `barrier` when nobody else must acknowledge. */
-const joined = (barrier: boolean) => Event.Joined({ view: view({ epoch: 7, index: 2, size: 4, barrier }) })
+const joined = (barrier: boolean) => Event.Joined({ view: view({ epoch: 7, index: 2, size: 4, allAcked: barrier }) })
 
 /** Joining and Lost share their rules: a lost member is a member about to join again. */
 const joiningRow = (state: State): { readonly [T in EventTag]: Row } => ({
@@ -141,13 +141,13 @@ const joiningRow = (state: State): { readonly [T in EventTag]: Row } => ({
       then: to(S.Awaiting(slot(7, 2, 4)))
     },
     {
-      when: "barrier down but its own acknowledgement not stored: wait",
-      event: Event.Joined({ view: view({ epoch: 7, index: 2, size: 4, acked: 6, barrier: true }) }),
+      when: "all acked but its own acknowledgement not stored: wait",
+      event: Event.Joined({ view: view({ epoch: 7, index: 2, size: 4, acked: 6, allAcked: true }) }),
       then: to(S.Awaiting(slot(7, 2, 4)))
     },
     {
       when: "the slot carries the group's incarnation (the fencing token is the pair)",
-      event: Event.Joined({ view: view({ epoch: 1, index: 0, size: 1, barrier: true, incarnation: 42 }) }),
+      event: Event.Joined({ view: view({ epoch: 1, index: 0, size: 1, allAcked: true, incarnation: 42 }) }),
       then: to(
         S.Assigned({ epoch: 1, index: 0, size: 1, incarnation: 42 }),
         Command.StartWork({ slot: { epoch: 1, index: 0, size: 1, incarnation: 42 } })
@@ -185,16 +185,16 @@ const goneCases = (stopWork: boolean): ReadonlyArray<Case> => {
 /** Awaiting and Fenced (not stopping) learn from a renewal the same way: no work runs in either. */
 const settleCases = (state: State): ReadonlyArray<Case> => [
   { when: "an older epoch (a late reply)", state, event: older, then: ignored },
-  { when: "the same epoch, barrier up", state, event: sameWaiting, then: to(S.Awaiting(slot(5))) },
-  { when: "the same epoch, barrier up, someone expired", state, event: sameWaitingExpired, then: to(S.Awaiting(slot(5)), Command.Reap()) },
-  { when: "the same epoch, barrier down", state, event: sameReady, then: to(S.Assigned(slot(5)), Command.StartWork({ slot: slot(5) })) },
+  { when: "the same epoch, not all acked", state, event: sameWaiting, then: to(S.Awaiting(slot(5))) },
+  { when: "the same epoch, not all acked, someone expired", state, event: sameWaitingExpired, then: to(S.Awaiting(slot(5)), Command.Reap()) },
+  { when: "the same epoch, all acked", state, event: sameReady, then: to(S.Assigned(slot(5)), Command.StartWork({ slot: slot(5) })) },
   {
-    when: "the same epoch, barrier down, someone expired",
+    when: "the same epoch, all acked, someone expired",
     state,
     event: sameReadyExpired,
     then: to(S.Assigned(slot(5)), Command.StartWork({ slot: slot(5) }), Command.Reap())
   },
-  { when: "barrier down but its own acknowledgement not stored: wait", state, event: sameReadyUnacked, then: to(S.Awaiting(slot(5))) },
+  { when: "all acked but its own acknowledgement not stored: wait", state, event: sameReadyUnacked, then: to(S.Awaiting(slot(5))) },
   { when: "a newer epoch: acknowledge it", state, event: newer, then: to(S.Awaiting(slot(6, 0, 2)), Command.Ack({ epoch: 6 })) },
   {
     when: "a newer epoch, someone expired",
@@ -203,8 +203,8 @@ const settleCases = (state: State): ReadonlyArray<Case> => [
     then: to(S.Awaiting(slot(6, 0, 2)), Command.Ack({ epoch: 6 }), Command.Reap())
   },
   // A mixed view (the old barrier with the new index) must never start work: refuse and rejoin.
-  { when: "its epoch with another index, barrier down: refused", state, event: otherIndex, then: to(S.Lost(), refusal(0, 3), Command.Join()) },
-  { when: "its epoch with another size, barrier down: refused", state, event: otherSize, then: to(S.Lost(), refusal(1, 2), Command.Join()) }
+  { when: "its epoch with another index, all acked: refused", state, event: otherIndex, then: to(S.Lost(), refusal(0, 3), Command.Join()) },
+  { when: "its epoch with another size, all acked: refused", state, event: otherSize, then: to(S.Lost(), refusal(1, 2), Command.Join()) }
 ]
 
 const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row } } = {
@@ -231,7 +231,7 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     Renewed: [
       { when: "an older epoch (a late reply), even with someone expired", event: older, then: ignored },
       { when: "the same epoch", event: sameReady, then: ignored },
-      { when: "the same epoch, barrier up again (a late acknowledgement)", event: sameWaiting, then: ignored },
+      { when: "the same epoch, not all acked again (a late acknowledgement)", event: sameWaiting, then: ignored },
       { when: "the same epoch, someone expired", event: sameReadyExpired, then: to(S.Assigned(slot(5)), Command.Reap()) },
       {
         when: "a newer epoch: stop work before acknowledging",
@@ -274,8 +274,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
       { when: "the old epoch with another index (checked once it awaits)", event: otherIndex, then: ignored },
       { when: "the epoch it moves to", event: newer, then: ignored },
       {
-        when: "the epoch it moves to, barrier down (the others cannot have started: this member has not acknowledged)",
-        event: Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, barrier: true }) }),
+        when: "the epoch it moves to, all acked (the others cannot have started: this member has not acknowledged)",
+        event: Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, allAcked: true }) }),
         then: ignored
       },
       { when: "the epoch it moves to with another index (refused once it awaits)", event: nextOtherIndex, then: ignored },
@@ -337,7 +337,7 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     Renewed: [
       ...settleCases(representative.Fenced),
       // Old work still stopping: learn, never start nor acknowledge before WorkStopped.
-      { when: "stopping: the same epoch, barrier down: no start until the work stopped", state: fenced(true), event: sameReady, then: ignored },
+      { when: "stopping: the same epoch, all acked: no start until the work stopped", state: fenced(true), event: sameReady, then: ignored },
       {
         when: "stopping: the same epoch, someone expired",
         state: fenced(true),
@@ -595,8 +595,8 @@ const viewArb = fc.tuple(slotArb, fc.integer({ min: -1, max: 0 }), fc.boolean(),
   ([s, lag, barrier, expired]): GroupView => ({
     ...s,
     acked: Math.max(0, s.epoch + lag),
-    // The store reports the barrier down only when everyone, this member included, acknowledged.
-    barrier: barrier && lag === 0,
+    // The store reports the all acked only when everyone, this member included, acknowledged.
+    allAcked: barrier && lag === 0,
     expired,
     clock: 1_000
   })
@@ -647,10 +647,10 @@ describe("properties of the transition function", () => {
       expect(mayRun(state)).toBe(false)
       const a = after as Extract<State, { _tag: "Assigned" }>
       expect(starts[0]!.slot).toEqual({ epoch: a.epoch, index: a.index, size: a.size, incarnation: a.incarnation })
-      // Only a view that says so: the barrier down, read with this member's own acknowledgement.
+      // Only a view that says so: the all acked, read with this member's own acknowledgement.
       expect(event._tag === "Renewed" || event._tag === "Joined").toBe(true)
       const v = (event as Extract<Ev, { _tag: "Renewed" }>).view
-      expect(v.barrier && v.acked >= v.epoch && v.epoch === a.epoch).toBe(true)
+      expect(v.allAcked && v.acked >= v.epoch && v.epoch === a.epoch).toBe(true)
     }
     if (after._tag === "Assigned" && state._tag !== "Assigned") expect(starts.length).toBe(1)
   })

@@ -50,7 +50,7 @@ const program = Effect.gen(function*() {
     yield* sql`VACUUM ANALYZE modulo_group.members`
     const beat = (i) =>
       Effect.flatMap(store.heartbeat(group, ids[i % n], 7, 3_600_000, false), (v) =>
-        v._tag === "Some" && v.value.barrier && !v.value.expired ? Effect.void : Effect.die(`unexpected view ${JSON.stringify(v)}`))
+        v._tag === "Some" && v.value.allAcked && !v.value.expired ? Effect.void : Effect.die(`unexpected view ${JSON.stringify(v)}`))
     for (let i = 0; i < 500; i++) yield* beat(i)
     const cpu0 = cpuMs(pid)
     const t0 = performance.now()

@@ -477,11 +477,11 @@ export const check = (r: ScheduleResult): Array<string> => {
       const matches = window.some((s) => {
         const m = s.members.find((x) => x.id === me)
         return m !== undefined && s.epoch === v.epoch && s.size === v.size && m.idx === v.index && m.acked === v.acked &&
-          (!v.barrier || barrierDown(s, v.epoch))
+          (!v.allAcked || barrierDown(s, v.epoch))
       })
       if (!matches) {
         out.push(
-          `${o.op} view e${v.epoch}/n${v.size} index ${v.index} acked ${v.acked} barrier ${v.barrier} is no committed state of ${
+          `${o.op} view e${v.epoch}/n${v.size} index ${v.index} acked ${v.acked} barrier ${v.allAcked} is no committed state of ${
             window.map(fmt).join(", ")
           }`
         )

@@ -55,7 +55,7 @@ it.live("break 1: a renewal that waited on a leave's row lock returns one commit
     const joined = yield* store.join(groupId, c, 10_000)
     for (const m of [a, b, c]) yield* store.heartbeat(groupId, m.memberId, joined.epoch, 10_000)
     const settled = Option.getOrThrow(yield* store.heartbeat(groupId, c.memberId, joined.epoch, 10_000))
-    expect(settled).toMatchObject({ epoch: joined.epoch, size: 3, index: 2, barrier: true })
+    expect(settled).toMatchObject({ epoch: joined.epoch, size: 3, index: 2, allAcked: true })
 
     const leave = yield* Effect.fork(store.leave(groupId, b.memberId))
     yield* Deferred.await(atCommit)
@@ -66,8 +66,8 @@ it.live("break 1: a renewal that waited on a leave's row lock returns one commit
     yield* Fiber.join(leave)
     const view = Option.getOrThrow(yield* Fiber.join(renewal))
 
-    // Old code: { epoch: E, size: 3, index: 1, barrier: true }: index 1 of epoch E served twice.
-    expect(view).toMatchObject({ epoch: joined.epoch + 1, size: 2, index: 1, barrier: false })
+    // Old code: { epoch: E, size: 3, index: 1, allAcked: true }: index 1 of epoch E served twice.
+    expect(view).toMatchObject({ epoch: joined.epoch + 1, size: 2, index: 1, allAcked: false })
     // And the member acts on it only as a new epoch to acknowledge, never as work to start.
     const before = MemberState.Awaiting({ epoch: joined.epoch, index: 2, size: 3, incarnation: view.incarnation })
     const [after, commands] = Transition.transition(before, Transition.Event.Renewed({ view }))

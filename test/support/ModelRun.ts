@@ -89,7 +89,7 @@ interface GroupState {
   readonly epoch: number
   readonly size: number
   /** Every row had acknowledged `epoch`. */
-  readonly barrier: boolean
+  readonly allAcked: boolean
   readonly expired: boolean
 }
 
@@ -146,7 +146,7 @@ export const runSchedule = (
       Option.isNone(g) ? undefined : {
         epoch: g.value.epoch,
         size: g.value.size,
-        barrier: rows.every((r) => r.ackedEpoch >= g.value.epoch),
+        allAcked: rows.every((r) => r.ackedEpoch >= g.value.epoch),
         expired: rows.some((r) => r.leaseLeftMs <= 0)
       }
     ),
@@ -172,12 +172,12 @@ export const runSchedule = (
     const old = before.state
     if (config.mixedViews === "accepted") {
       log.note(`store: ${label}'s heartbeat read a mixed view and returned it: epoch ${old.epoch} size ${old.size} with its new index ${view.index}`)
-      return { ...view, epoch: old.epoch, size: old.size, barrier: old.barrier && view.acked >= old.epoch, expired: old.expired }
+      return { ...view, epoch: old.epoch, size: old.size, allAcked: old.allAcked && view.acked >= old.epoch, expired: old.expired }
     }
     // The row is stamped with a newer epoch than the group read: epoch, size and index from the row
     // (in this store every change stamps every row with the new epoch and size), barrier up.
     log.note(`store: ${label}'s heartbeat read a mixed view: its row's epoch ${view.epoch}, barrier up`)
-    return { ...view, barrier: false, expired: false }
+    return { ...view, allAcked: false, expired: false }
   }
 
   // --- forged notifications: anyone who can connect can notify the group's channel -------------

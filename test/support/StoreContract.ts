@@ -22,7 +22,7 @@ export const storeContract = (
     Effect.gen(function*() {
       const store = yield* MembershipStore
       const v = yield* store.join(g, info("a"), 1000)
-      expect(v).toMatchObject({ epoch: 1, size: 1, index: 0, acked: 1, barrier: true, expired: false })
+      expect(v).toMatchObject({ epoch: 1, size: 1, index: 0, acked: 1, allAcked: true, expired: false })
       expect(Number.isSafeInteger(v.incarnation) && Number.isSafeInteger(v.clock)).toBe(true)
       // A new group's incarnation is the store clock in milliseconds (or one above an earlier one).
       expect(v.incarnation).toBeGreaterThanOrEqual(v.clock - 60_000)
@@ -48,11 +48,11 @@ export const storeContract = (
       const a = info("a")
       yield* store.join(g, a, 1000)
       const b = yield* store.join(g, info("b"), 1000)
-      expect(b).toMatchObject({ epoch: 2, size: 2, index: 1, acked: 2, barrier: false })
+      expect(b).toMatchObject({ epoch: 2, size: 2, index: 1, acked: 2, allAcked: false })
       const stale = yield* store.heartbeat(g, a.memberId, 1, 1000)
-      expect(Option.getOrThrow(stale)).toMatchObject({ epoch: 2, index: 0, acked: 1, barrier: false })
+      expect(Option.getOrThrow(stale)).toMatchObject({ epoch: 2, index: 0, acked: 1, allAcked: false })
       const acked = yield* store.heartbeat(g, a.memberId, 2, 1000)
-      expect(Option.getOrThrow(acked)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 2, barrier: true })
+      expect(Option.getOrThrow(acked)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 2, allAcked: true })
     }))
 
   test("an unknown member's heartbeat finds nothing", (g) =>
@@ -124,7 +124,7 @@ export const storeContract = (
       expect(yield* store.leave(g, a.memberId)).toBe(false)
       expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 3, size: 1 })
       const v = Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 3, 1000))
-      expect(v).toMatchObject({ epoch: 3, size: 1, index: 0, barrier: true })
+      expect(v).toMatchObject({ epoch: 3, size: 1, index: 0, allAcked: true })
     }))
 
   test("rejoining with the same member id replaces the old row", (g) =>
