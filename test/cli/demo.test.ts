@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process"
 import pg from "pg"
 import { beforeAll, describe, expect, it } from "vitest"
-import { bar, convergence, faultKinds, type Summary } from "../../src/cli/Demo.js"
+import { bar, convergence, faultKinds, type Summary } from "../../cli/src/demo/demo.js"
 import { databaseUrl } from "../support/Database.js"
 import { assertBuilt, bin, run } from "./support.js"
 

@@ -7,13 +7,14 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
-import * as MembershipConfig from "../MembershipConfig.js"
-import type { SchemaMismatch } from "../MembershipError.js"
-import type { GroupRow, MemberRow } from "../MembershipStore.js"
-import * as Migrations from "../Migrations.js"
-import { Exit as CliExit, fail } from "./CliError.js"
-import * as Database from "./Database.js"
-import { formatMillis } from "./Durations.js"
+import { MembershipConfig, type MembershipError, type MembershipStore, Migrations } from "modulo-group"
+import { Exit as CliExit, fail } from "../CliError.js"
+import * as Database from "../Database.js"
+import { formatMillis } from "../Durations.js"
+
+type SchemaMismatch = MembershipError.SchemaMismatch
+type GroupRow = MembershipStore.GroupRow
+type MemberRow = MembershipStore.MemberRow
 
 /**
  * The group columns `status` shows.

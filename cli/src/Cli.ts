@@ -9,11 +9,11 @@ import { Effect, Option } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
-import * as Db from "./Db.js"
-import * as Demo from "./Demo.js"
+import * as Db from "./commands/db.js"
+import * as Join from "./commands/join.js"
+import * as Status from "./commands/status.js"
+import * as Demo from "./demo/demo.js"
 import * as Durations from "./Durations.js"
-import * as Join from "./Join.js"
-import * as Status from "./Status.js"
 
 // --- shared options: accepted before the command (`modulo-group --verbose join g`) and after it --
 
@@ -216,13 +216,14 @@ const demo = Command.make(
 export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db, demo]))
 
 const version = (): string => {
-  for (const rel of ["../../package.json", "../../../package.json"]) {
+  // This package's package.json, seen from src/ (tests) and from dist/ (the built command).
+  for (const rel of ["../package.json"]) {
     try {
       const pkg = JSON.parse(fs.readFileSync(fileURLToPath(new URL(rel, import.meta.url)), "utf8")) as {
         name?: string
         version?: string
       }
-      if (pkg.name === "modulo-group" && typeof pkg.version === "string") return pkg.version
+      if (pkg.name === "modulo-group-cli" && typeof pkg.version === "string") return pkg.version
     } catch {
       // try the next
     }

@@ -25,18 +25,13 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
-import * as Fenced from "../Fenced.js"
-import * as Membership from "../Membership.js"
-import type { MembershipConfigInput } from "../MembershipConfig.js"
-import * as MembershipConfig from "../MembershipConfig.js"
-import * as Migrations from "../Migrations.js"
-import * as Ownership from "../Ownership.js"
-import * as PgMembershipStore from "../PgMembershipStore.js"
-import * as Work from "../Work.js"
-import { describe, Exit, ExitCodes, fail, report, withLogging } from "./CliError.js"
-import * as Database from "./Database.js"
-import { formatMillis } from "./Durations.js"
-import * as Events from "./Events.js"
+import { Fenced, Membership, MembershipConfig, Migrations, Ownership, PgMembershipStore, Work } from "modulo-group"
+import { describe, Exit, ExitCodes, fail, report, withLogging } from "../CliError.js"
+import * as Database from "../Database.js"
+import { formatMillis } from "../Durations.js"
+import * as Events from "../Events.js"
+
+type MembershipConfigInput = MembershipConfig.MembershipConfigInput
 
 // --- names --------------------------------------------------------------------------------------
 
