@@ -13,6 +13,7 @@ import * as Db from "./commands/db.js"
 import * as Join from "./commands/join.js"
 import * as Status from "./commands/status.js"
 import * as Demo from "./demo/demo.js"
+import * as DemoMember from "./demo/member.js"
 import * as Durations from "./Durations.js"
 
 // --- shared options: accepted before the command (`modulo-group --verbose join g`) and after it --
@@ -241,4 +242,4 @@ const runCommand = Command.run(command, { name: "modulo-group", version: version
  * @internal
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  argv[2] === Demo.memberCommand ? Demo.runMember(argv.slice(3)) : runCommand(argv)
+  argv[2] === DemoMember.memberCommand ? DemoMember.runMember(argv.slice(3)) : runCommand(argv)
