@@ -10,7 +10,9 @@ import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
 import * as Db from "./commands/db.js"
+import * as Groups from "./commands/groups.js"
 import * as Join from "./commands/join.js"
+import * as Migrate from "./commands/migrate.js"
 import * as Status from "./commands/status.js"
 import * as Demo from "./demo/demo.js"
 import * as DemoMember from "./demo/member.js"
@@ -115,13 +117,13 @@ const status = Command.make(
 const groups = Command.make(
   "groups",
   { json: json.pipe(Options.withDescription("Print a JSON array")), databaseUrl, verbose },
-  (o) => handle(o, (shared) => Status.groups({ json: o.json, databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => Groups.groups({ json: o.json, databaseUrl: shared.databaseUrl }))
 ).pipe(Command.withDescription("List the groups with their epoch and size."))
 
 const migrate = Command.make(
   "migrate",
   { databaseUrl, verbose },
-  (o) => handle(o, (shared) => Status.migrate({ databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => Migrate.migrate({ databaseUrl: shared.databaseUrl }))
 ).pipe(Command.withDescription("Apply the modulo_group schema (join does it too) and say what was done."))
 
 const dbStatus = Command.make(
