@@ -226,7 +226,8 @@ JSON
     fail "[$label] the README example does not type-check against the packed package (file: src/example.ts)"
 
   step "[$label] running the README example against $(sed -E 's#//([^:@/]*):[^@]*@#//\1:***@#' <<<"$database_url")"
-  DATABASE_URL="$database_url" node "$scratch/dist/example.js" >"$scratch/run.log" 2>&1 &
+  : >"$scratch/run.log" # exists before the first look at it
+  DATABASE_URL="$database_url" node "$scratch/dist/example.js" >>"$scratch/run.log" 2>&1 &
   example_pid=$!
   local deadline=$((SECONDS + 60))
   until grep -qE 'my items are id % [0-9]+ = [0-9]+' "$scratch/run.log"; do
