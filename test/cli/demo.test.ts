@@ -6,7 +6,9 @@
 import { spawn } from "node:child_process"
 import pg from "pg"
 import { beforeAll, describe, expect, it } from "vitest"
-import { bar, convergence, faultKinds, type Summary } from "../../src/cli/Demo.js"
+import { faultKinds } from "../../cli/src/demo/faults.js"
+import { bar, type Summary } from "../../cli/src/demo/render.js"
+import { convergence } from "../../cli/src/demo/supervisor.js"
 import { databaseUrl } from "../support/Database.js"
 import { assertBuilt, bin, run } from "./support.js"
 

@@ -3,9 +3,9 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Either } from "effect"
-import * as Durations from "../../src/cli/Durations.js"
-import * as Events from "../../src/cli/Events.js"
-import * as Status from "../../src/cli/Status.js"
+import * as Durations from "../../cli/src/Durations.js"
+import * as Events from "../../cli/src/Events.js"
+import * as Status from "../../cli/src/commands/status.js"
 import { MemberState } from "../../src/MemberState.js"
 
 describe("Durations.parse", () => {

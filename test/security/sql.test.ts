@@ -22,6 +22,8 @@ import { randomGroupId } from "../support/Database.js"
 import { makeGroup, StoreLive, waitFor } from "../faults/support.js"
 
 const srcDir = fileURLToPath(new URL("../../src/", import.meta.url))
+// The command-line tool's package (named from src/: `../cli/src/...`).
+const cliSrcDir = fileURLToPath(new URL("../../cli/src/", import.meta.url))
 
 /** Reviewed exceptions: file, the exact argument text, and why it is safe. */
 const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; readonly why: string }> = [
@@ -29,12 +31,12 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
   { file: "internal/listener.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
   { file: "internal/listener.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
   {
-    file: "internal/EmbeddedPostgres.ts",
+    file: "../cli/src/embedded/ThrowawayServer.ts",
     arg: "`CREATE DATABASE ${client.escapeIdentifier(databaseName)}`",
     why: "a test/demo server; an identifier cannot be a parameter, and it is escaped"
   },
   {
-    file: "cli/LocalServer.ts",
+    file: "../cli/src/embedded/SharedServer.ts",
     arg: "`CREATE DATABASE ${client.escapeIdentifier(state.database)}`",
     why: "the embedded server's database name, from the CLI's own state file, escaped"
   }
@@ -82,8 +84,8 @@ const rawCalls = (file: string): Array<Finding> => {
   return found
 }
 
-it("src/ sends no string-built SQL except the reviewed exceptions", () => {
-  const files = sourceFiles(srcDir)
+it("src/ and cli/src/ send no string-built SQL except the reviewed exceptions", () => {
+  const files = [...sourceFiles(srcDir), ...sourceFiles(cliSrcDir)]
   expect(files.length).toBeGreaterThan(10)
   const findings = files.flatMap(rawCalls)
   const unexpected = findings.filter((f) => !exceptions.some((e) => e.file === f.file && e.arg === f.arg))

@@ -5,7 +5,7 @@
  */
 import pg from "pg"
 import type { TestProject } from "vitest/node"
-import { removeDataDir, startEmbeddedPostgres } from "../../src/internal/EmbeddedPostgres.js"
+import { removeDataDir, startThrowaway } from "../../cli/src/embedded/index.js"
 
 /** The URL without its password, for logs. */
 const redact = (url: string): string => {
@@ -44,7 +44,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.log(`[modulo-group tests] database: DATABASE_URL ${redact(url)} (PostgreSQL ${version})`)
   } else {
     const startedAt = performance.now()
-    const server = await startEmbeddedPostgres()
+    const server = await startThrowaway()
     teardown = async () => {
       try {
         await server.stop()

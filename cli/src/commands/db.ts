@@ -5,8 +5,8 @@
  * @internal
  */
 import { Effect, Option } from "effect"
-import * as Database from "./Database.js"
-import * as LocalServer from "./LocalServer.js"
+import * as Database from "../Database.js"
+import * as Embedded from "../embedded/index.js"
 
 const writeOut = (text: string) =>
   Effect.sync(() => {
@@ -26,7 +26,7 @@ const envNote = (): string | undefined => {
  */
 export const status = (options: { readonly json: boolean }) =>
   Effect.gen(function*() {
-    const s = yield* LocalServer.status
+    const s = yield* Embedded.status
     const state = Option.getOrUndefined(s.state)
     const pm = Option.getOrUndefined(s.postmaster)
     const running = pm !== undefined
@@ -38,11 +38,11 @@ export const status = (options: { readonly json: boolean }) =>
         pid: pm?.pid ?? null,
         port,
         version: s.version ?? null,
-        url: state !== undefined && port !== null ? Database.redact(LocalServer.urlOf(state, port)) : null,
+        url: state !== undefined && port !== null ? Database.redact(Embedded.urlOf(state, port)) : null,
         dir: s.paths.base,
         stateFile: s.paths.stateFile,
-        dataDir: state !== undefined ? LocalServer.dataDirOf(state) : null,
-        logFile: state !== undefined ? LocalServer.logFileOf(state) : null
+        dataDir: state !== undefined ? Embedded.dataDirOf(state) : null,
+        logFile: state !== undefined ? Embedded.logFileOf(state) : null
       }))
     }
     const lines: Array<string> = []
@@ -59,9 +59,9 @@ export const status = (options: { readonly json: boolean }) =>
             s.accepting ? "" : ", not accepting connections"
           }`
           : `embedded PostgreSQL ${s.version}: not running (the next command without DATABASE_URL starts it)`,
-        ...(port !== null ? [`  url:   ${Database.redact(LocalServer.urlOf(state, port))}   (full: modulo-group db url)`] : []),
-        `  data:  ${LocalServer.dataDirOf(state)}`,
-        `  log:   ${LocalServer.logFileOf(state)}`,
+        ...(port !== null ? [`  url:   ${Database.redact(Embedded.urlOf(state, port))}   (full: modulo-group db url)`] : []),
+        `  data:  ${Embedded.dataDirOf(state)}`,
+        `  log:   ${Embedded.logFileOf(state)}`,
         `  state: ${s.paths.stateFile}`
       )
     }
@@ -76,7 +76,7 @@ export const status = (options: { readonly json: boolean }) =>
  */
 export const stop = (options: { readonly purge: boolean }) =>
   Effect.gen(function*() {
-    const r = yield* LocalServer.stop(options)
+    const r = yield* Embedded.stop(options)
     switch (r._tag) {
       case "NotSetUp":
         return yield* writeOut("embedded PostgreSQL: not set up, nothing to stop")
@@ -89,7 +89,7 @@ export const stop = (options: { readonly purge: boolean }) =>
       case "Stopped":
         return yield* writeOut(
           `embedded PostgreSQL: stopped (pid ${r.pid}, port ${r.port}); ${
-            r.purged ? `removed ${r.state.pgDir}` : `data kept in ${LocalServer.dataDirOf(r.state)}`
+            r.purged ? `removed ${r.state.pgDir}` : `data kept in ${Embedded.dataDirOf(r.state)}`
           }`
         )
     }
@@ -102,6 +102,6 @@ export const stop = (options: { readonly purge: boolean }) =>
  * @internal
  */
 export const url = Effect.gen(function*() {
-  const ensured = yield* LocalServer.ensure
+  const ensured = yield* Embedded.ensure
   yield* writeOut(ensured.url)
 })

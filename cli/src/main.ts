@@ -1,5 +1,5 @@
 /**
- * Entry point of the `modulo-group` command (`bin/modulo-group.js` imports the built file).
+ * Entry point of the `modulo-group` command (`cli/bin/modulo-group.js` imports the built file).
  *
  * Exit codes: 0 on success and after Ctrl-C / SIGTERM (the member leaves first; `migrate` exits 1
  * when stopped before the schema is in place), 1 when the command failed (database unreachable,

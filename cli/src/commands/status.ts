@@ -1,19 +1,20 @@
 /**
- * `modulo-group status`, `groups` and `migrate`: read-only views of the store, and the schema.
+ * `modulo-group status <group>`: one group and its members, read-only, as of one committed state.
  *
  * @since 0.1.0
  * @internal
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
-import * as MembershipConfig from "../MembershipConfig.js"
-import type { SchemaMismatch } from "../MembershipError.js"
-import type { GroupRow, MemberRow } from "../MembershipStore.js"
-import * as Migrations from "../Migrations.js"
-import { Exit as CliExit, fail } from "./CliError.js"
-import * as Database from "./Database.js"
-import { formatMillis } from "./Durations.js"
+import { Duration, Effect, Option, Schedule } from "effect"
+import { MembershipConfig, type MembershipStore } from "modulo-group"
+import { fail } from "../CliError.js"
+import * as Database from "../Database.js"
+import { formatMillis } from "../Durations.js"
+import { bounded, NOT_INSTALLED, num, schemaReady, table, writeOut } from "./shared.js"
+
+type GroupRow = MembershipStore.GroupRow
+type MemberRow = MembershipStore.MemberRow
 
 /**
  * The group columns `status` shows.
@@ -72,12 +73,6 @@ export interface GroupStatus {
   readonly members: ReadonlyArray<StatusMember & { readonly state: RowState }>
 }
 
-const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")
-  return [line(header), ...rows.map(line)].join("\n")
-}
-
 /**
  * @since 0.1.0
  * @internal
@@ -124,40 +119,6 @@ export const statusJson = (s: GroupStatus) => ({
     joinedAt: m.joinedAt.toISOString()
   }))
 })
-
-/**
- * @since 0.1.0
- * @internal
- */
-export const renderGroups = (groups: ReadonlyArray<StatusGroup>): string =>
-  groups.length === 0
-    ? "no groups"
-    : table(
-      ["GROUP", "EPOCH", "SIZE", "CHANGED"],
-      groups.map((g) => [g.groupId, String(g.epoch), String(g.size), g.changedAt.toISOString()])
-    )
-
-const READ_TIMEOUT = Duration.seconds(5)
-
-/** Every read of `status` and `groups` is bounded: a view of a stuck database says so. */
-const bounded = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutFail(effect, {
-    duration: READ_TIMEOUT,
-    onTimeout: () => fail(`reading ${what} timed out after ${Duration.format(READ_TIMEOUT)}`)
-  })
-
-/**
- * Whether the schema can be read: `false` when it is not installed (nobody has joined yet); fails
- * with `SchemaMismatch` when it is another version or damaged (a table or column missing).
- */
-const schemaReady: Effect.Effect<boolean, SchemaMismatch | SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
-  const found = yield* Migrations.installedVersion
-  if (found === 0) return false
-  yield* Migrations.check
-  return true
-})
-
-const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
 
 /**
  * One group and its members as of one committed state: a single statement (the group row LEFT
@@ -223,28 +184,6 @@ export const snapshot = (
   })
 
 /**
- * Every group row, in one statement.
- *
- * @since 0.1.0
- * @internal
- */
-export const allGroups: Effect.Effect<ReadonlyArray<StatusGroup>, SqlError, SqlClient.SqlClient> = Effect.gen(
-  function*() {
-    const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ group_id: string; epoch: string; size: number; changed_at: Date }>`
-      SELECT group_id, epoch, size, changed_at FROM modulo_group.groups ORDER BY group_id`
-    return rows.map((r) => ({ groupId: r.group_id, epoch: num(r.epoch), size: num(r.size), changedAt: r.changed_at }))
-  }
-)
-
-const NOT_INSTALLED = "the modulo_group schema is not installed yet (any `join`, or `modulo-group migrate`, installs it)"
-
-const writeOut = (text: string) =>
-  Effect.sync(() => {
-    process.stdout.write(text.endsWith("\n") ? text : `${text}\n`)
-  })
-
-/**
  * @since 0.1.0
  * @internal
  */
@@ -302,69 +241,3 @@ export const status = (options: StatusOptions) =>
     yield* body.pipe(Effect.provide(Database.layer(database.url)))
   })
 
-/**
- * @since 0.1.0
- * @internal
- */
-export const groups = (options: { readonly json: boolean; readonly databaseUrl: Option.Option<string> }) =>
-  Effect.gen(function*() {
-    const database = yield* Database.resolve(options.databaseUrl)
-    yield* Effect.gen(function*() {
-      const installed = yield* bounded("the schema", schemaReady)
-      const rows = installed ? yield* bounded("the groups", allGroups) : []
-      if (options.json) {
-        return yield* writeOut(
-          JSON.stringify(rows.map((g) => ({ group: g.groupId, epoch: g.epoch, size: g.size, changedAt: g.changedAt.toISOString() })))
-        )
-      }
-      yield* writeOut(installed ? renderGroups(rows) : `no groups: ${NOT_INSTALLED}`)
-    }).pipe(Effect.provide(Database.layer(database.url)))
-  })
-
-const stderr = (line: string) =>
-  Effect.sync(() => {
-    process.stderr.write(`${line}\n`)
-  })
-
-/**
- * `migrate`: applies pending migrations and repairs a damaged schema (missing tables or columns:
- * every migration is re-applied, in order, under the migration lock), in one transaction.
- *
- * It exits 0 only once the schema is in place: a failure exits 1 with its message, and so does
- * SIGINT/SIGTERM before the transaction committed (it is rolled back), so `migrate && deploy`
- * never deploys onto a missing schema.
- *
- * @since 0.1.0
- * @internal
- */
-export const migrate = (options: { readonly databaseUrl: Option.Option<string> }) =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.gen(function*() {
-      let inPlace = false
-      const exit = yield* Effect.exit(restore(Effect.gen(function*() {
-        const database = yield* Database.resolve(options.databaseUrl)
-        const where = Database.redact(database.url)
-        const done = yield* Migrations.repair.pipe(Effect.provide(Database.layer(database.url)))
-        inPlace = true
-        const version = `now at version ${Migrations.schemaVersion}`
-        yield* writeOut(
-          done.missing.length > 0
-            ? `${where}: repaired the damaged schema (it lacked ${done.missing.join(", ")}): re-applied ${
-              done.applied.join(", ")
-            }; ${version}`
-            : done.applied.length > 0
-            ? `${where}: applied ${done.applied.join(", ")}; ${version}`
-            : `${where}: already at version ${Migrations.schemaVersion}, nothing to do`
-        )
-      })))
-      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) && !inPlace) {
-        // Interrupted (Ctrl-C, SIGTERM) before the schema was in place: that is a failure here.
-        yield* stderr(
-          "modulo-group: migrate was interrupted before the schema was in place (nothing was applied); run `modulo-group migrate` again"
-        )
-        // A defect, not a failure: an interrupted fiber's exit keeps defects but drops failures.
-        return yield* Effect.die(new CliExit({ code: 1 }))
-      }
-      return yield* exit
-    })
-  )

@@ -4,8 +4,9 @@
  * @since 0.1.0
  * @internal
  */
-import type { Assignment, MemberState } from "../MemberState.js"
-import * as State from "../MemberState.js"
+import { MemberState as State } from "modulo-group"
+type Assignment = State.Assignment
+type MemberState = State.MemberState
 
 /**
  * One JSON Lines record of `join --json`. Exactly these fields; `null` where not known.

@@ -17,14 +17,13 @@
  * @internal
  */
 import { Duration, Effect, Option, Schedule, Stream } from "effect"
-import * as Membership from "../Membership.js"
-import type { MembershipConfigInput } from "../MembershipConfig.js"
-import * as MembershipConfig from "../MembershipConfig.js"
-import type { Assignment, MemberState } from "../MemberState.js"
-import * as State from "../MemberState.js"
-import * as PgMembershipStore from "../PgMembershipStore.js"
-import * as Database from "./Database.js"
-import * as Events from "./Events.js"
+import { Membership, MembershipConfig, MemberState as State, PgMembershipStore } from "modulo-group"
+import * as Database from "../Database.js"
+import * as Events from "../Events.js"
+
+type MembershipConfigInput = MembershipConfig.MembershipConfigInput
+type Assignment = State.Assignment
+type MemberState = State.MemberState
 
 /**
  * @since 0.1.0

@@ -1,6 +1,6 @@
 /**
  * Which database a command talks to: `--database-url`, else `DATABASE_URL`, else the embedded
- * PostgreSQL shared by every command of this user (see `LocalServer`).
+ * PostgreSQL shared by every command of this user (see `embedded/SharedServer.ts`).
  *
  * @since 0.1.0
  * @internal
@@ -10,7 +10,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Cause, Duration, Effect, Layer, Option, Redacted } from "effect"
 import type { CliError } from "./CliError.js"
 import { describe, ExitCodes, fail } from "./CliError.js"
-import * as LocalServer from "./LocalServer.js"
+import * as Embedded from "./embedded/index.js"
 
 /**
  * @since 0.1.0
@@ -87,7 +87,7 @@ export const resolve = (flag: Option.Option<string>): Effect.Effect<Resolved, Cl
   if (env !== undefined && env !== "") {
     return Effect.map(validate(env), (url) => ({ url, source: "env" as const }))
   }
-  return Effect.map(LocalServer.ensure, (server) => ({ url: server.url, source: "embedded" as const }))
+  return Effect.map(Embedded.ensure, (server) => ({ url: server.url, source: "embedded" as const }))
 }
 
 /**

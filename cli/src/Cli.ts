@@ -9,11 +9,14 @@ import { Effect, Option } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
-import * as Db from "./Db.js"
-import * as Demo from "./Demo.js"
+import * as Db from "./commands/db.js"
+import * as Groups from "./commands/groups.js"
+import * as Join from "./commands/join.js"
+import * as Migrate from "./commands/migrate.js"
+import * as Status from "./commands/status.js"
+import * as Demo from "./demo/demo.js"
+import * as DemoMember from "./demo/member.js"
 import * as Durations from "./Durations.js"
-import * as Join from "./Join.js"
-import * as Status from "./Status.js"
 
 // --- shared options: accepted before the command (`modulo-group --verbose join g`) and after it --
 
@@ -114,13 +117,13 @@ const status = Command.make(
 const groups = Command.make(
   "groups",
   { json: json.pipe(Options.withDescription("Print a JSON array")), databaseUrl, verbose },
-  (o) => handle(o, (shared) => Status.groups({ json: o.json, databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => Groups.groups({ json: o.json, databaseUrl: shared.databaseUrl }))
 ).pipe(Command.withDescription("List the groups with their epoch and size."))
 
 const migrate = Command.make(
   "migrate",
   { databaseUrl, verbose },
-  (o) => handle(o, (shared) => Status.migrate({ databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => Migrate.migrate({ databaseUrl: shared.databaseUrl }))
 ).pipe(Command.withDescription("Apply the modulo_group schema (join does it too) and say what was done."))
 
 const dbStatus = Command.make(
@@ -216,13 +219,14 @@ const demo = Command.make(
 export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db, demo]))
 
 const version = (): string => {
-  for (const rel of ["../../package.json", "../../../package.json"]) {
+  // This package's package.json, seen from src/ (tests) and from dist/ (the built command).
+  for (const rel of ["../package.json"]) {
     try {
       const pkg = JSON.parse(fs.readFileSync(fileURLToPath(new URL(rel, import.meta.url)), "utf8")) as {
         name?: string
         version?: string
       }
-      if (pkg.name === "modulo-group" && typeof pkg.version === "string") return pkg.version
+      if (pkg.name === "modulo-group-cli" && typeof pkg.version === "string") return pkg.version
     } catch {
       // try the next
     }
@@ -240,4 +244,4 @@ const runCommand = Command.run(command, { name: "modulo-group", version: version
  * @internal
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  argv[2] === Demo.memberCommand ? Demo.runMember(argv.slice(3)) : runCommand(argv)
+  argv[2] === DemoMember.memberCommand ? DemoMember.runMember(argv.slice(3)) : runCommand(argv)

@@ -1,0 +1,59 @@
+/**
+ * `modulo-group groups`: every group with its epoch and size, read-only.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect, type Option } from "effect"
+import * as Database from "../Database.js"
+import type { StatusGroup } from "./status.js"
+import { bounded, NOT_INSTALLED, num, schemaReady, table, writeOut } from "./shared.js"
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const renderGroups = (groups: ReadonlyArray<StatusGroup>): string =>
+  groups.length === 0
+    ? "no groups"
+    : table(
+      ["GROUP", "EPOCH", "SIZE", "CHANGED"],
+      groups.map((g) => [g.groupId, String(g.epoch), String(g.size), g.changedAt.toISOString()])
+    )
+
+/**
+ * Every group row, in one statement.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const allGroups: Effect.Effect<ReadonlyArray<StatusGroup>, SqlError, SqlClient.SqlClient> = Effect.gen(
+  function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ group_id: string; epoch: string; size: number; changed_at: Date }>`
+      SELECT group_id, epoch, size, changed_at FROM modulo_group.groups ORDER BY group_id`
+    return rows.map((r) => ({ groupId: r.group_id, epoch: num(r.epoch), size: num(r.size), changedAt: r.changed_at }))
+  }
+)
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const groups = (options: { readonly json: boolean; readonly databaseUrl: Option.Option<string> }) =>
+  Effect.gen(function*() {
+    const database = yield* Database.resolve(options.databaseUrl)
+    yield* Effect.gen(function*() {
+      const installed = yield* bounded("the schema", schemaReady)
+      const rows = installed ? yield* bounded("the groups", allGroups) : []
+      if (options.json) {
+        return yield* writeOut(
+          JSON.stringify(rows.map((g) => ({ group: g.groupId, epoch: g.epoch, size: g.size, changedAt: g.changedAt.toISOString() })))
+        )
+      }
+      yield* writeOut(installed ? renderGroups(rows) : `no groups: ${NOT_INSTALLED}`)
+    }).pipe(Effect.provide(Database.layer(database.url)))
+  })
+

@@ -1,0 +1,51 @@
+/**
+ * What the read-only commands (`status`, `groups`) and `migrate` share: bounded reads, the schema
+ * check, and plain-text output.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import type { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Duration, Effect } from "effect"
+import { type MembershipError, Migrations } from "modulo-group"
+import { fail } from "../CliError.js"
+
+/** Columns padded to their widest cell, two spaces apart; the last one unpadded. */
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)))
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")
+  return [line(header), ...rows.map(line)].join("\n")
+}
+
+const READ_TIMEOUT = Duration.seconds(5)
+
+/** Every read of `status` and `groups` is bounded: a view of a stuck database says so. */
+export const bounded = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(effect, {
+    duration: READ_TIMEOUT,
+    onTimeout: () => fail(`reading ${what} timed out after ${Duration.format(READ_TIMEOUT)}`)
+  })
+
+/**
+ * Whether the schema can be read: `false` when it is not installed (nobody has joined yet); fails
+ * with `SchemaMismatch` when it is another version or damaged (a table or column missing).
+ */
+export const schemaReady: Effect.Effect<boolean, MembershipError.SchemaMismatch | SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const found = yield* Migrations.installedVersion
+  if (found === 0) return false
+  yield* Migrations.check
+  return true
+})
+
+/** A bigint column (a string from `pg`) or an int as a number. */
+export const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
+
+/** Why there is nothing to show before anyone joined. */
+export const NOT_INSTALLED = "the modulo_group schema is not installed yet (any `join`, or `modulo-group migrate`, installs it)"
+
+/** Writes `text` to stdout, ending with one newline. */
+export const writeOut = (text: string) =>
+  Effect.sync(() => {
+    process.stdout.write(text.endsWith("\n") ? text : `${text}\n`)
+  })

@@ -1,0 +1,166 @@
+/**
+ * A member process of the demo, the hidden `modulo-group demo-member <spec>`: one `Membership`,
+ * and a `Work.runEvery` loop that drains a batch of its own items per tick through the ledger
+ * (`Ledger.drainBatch`, a fenced transaction). It prints JSON Lines for the supervisor to read:
+ * its state changes, and every fenced transaction that did not commit.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import { Duration, Effect, Option, Schema, Stream } from "effect"
+import { Membership, MembershipConfig, PgMembershipStore, Work } from "modulo-group"
+import { describe, ExitCodes, fail, report, withLogging } from "../CliError.js"
+import * as Database from "../Database.js"
+import * as Events from "../Events.js"
+import * as Ledger from "./ledger.js"
+
+/**
+ * The hidden command a member process runs: `modulo-group demo-member <spec as JSON> [--verbose]`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const memberCommand = "demo-member"
+
+const MemberSpec = Schema.Struct({
+  run: Schema.String,
+  name: Schema.String,
+  batch: Schema.Int.pipe(Schema.positive()),
+  intervalMs: Schema.Number.pipe(Schema.positive()),
+  heartbeatMs: Schema.Number.pipe(Schema.positive()),
+  leaseMs: Schema.Number.pipe(Schema.positive()),
+  fenceMarginMs: Schema.Number.pipe(Schema.positive()),
+  statementTimeoutMs: Schema.Number.pipe(Schema.positive()),
+  /** Connect, print `ready`, and join only when a `join` line arrives on stdin. */
+  standby: Schema.Boolean
+})
+
+/**
+ * What the supervisor tells a member process.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export type MemberSpec = typeof MemberSpec.Type
+
+/**
+ * One JSON line a member prints: its state changes (the fields of `join --json`, plus `name`), and
+ * every fenced transaction that did not commit (`stale`: refused by the fence; `aborted`: timed out or
+ * lost its connection).
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export type MemberLine =
+  | (Events.JoinEvent & { readonly name: string })
+  | {
+    readonly ts: string
+    readonly name: string
+    readonly event: "stale" | "aborted"
+    readonly epoch: number
+    readonly reason: string
+  }
+  | { readonly ts: string; readonly name: string; readonly event: "ready" }
+
+const writeLine = (value: unknown) => {
+  process.stdout.write(`${JSON.stringify(value)}\n`)
+}
+
+/** One tick: a batch through the ledger; a transaction that did not commit is reported, not fatal. */
+const drainBatch = (spec: MemberSpec, tick: Work.Tick) =>
+  Ledger.drainBatch(spec.run, spec.name, spec.batch, tick).pipe(
+    Effect.catchAll((error) =>
+      Effect.sync(() =>
+        writeLine({
+          ts: new Date().toISOString(),
+          name: spec.name,
+          event: error._tag === "StaleAssignment" ? "stale" : "aborted",
+          epoch: tick.epoch,
+          reason: error._tag === "StaleAssignment" ? error.reason : `${error._tag}: ${describe(error)}`
+        })
+      )
+    )
+  )
+
+/**
+ * Reads the supervisor's stdin: `join` lines wake a standby member; the end of the stream (the
+ * supervisor is gone, even by SIGKILL) makes the member leave the group, as SIGTERM does.
+ */
+const controllerLink = () => {
+  let go = false
+  const waiting = new Set<() => void>()
+  if (process.stdin.isTTY !== true) {
+    process.stdin.setEncoding("utf8")
+    process.stdin.on("data", (chunk: string) => {
+      if (!go && chunk.includes("join")) {
+        go = true
+        for (const wake of waiting) wake()
+      }
+    })
+    process.stdin.on("error", () => undefined)
+    process.stdin.once("end", () => process.kill(process.pid, "SIGTERM"))
+  }
+  const awaitJoin = Effect.async<void>((resume) => {
+    if (go) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    waiting.add(wake)
+    return Effect.sync(() => waiting.delete(wake))
+  })
+  return { awaitJoin }
+}
+
+const member = (spec: MemberSpec) =>
+  Effect.gen(function*() {
+    const link = controllerLink()
+    const input: MembershipConfig.MembershipConfigInput = {
+      groupId: Ledger.groupOf(spec.run),
+      name: spec.name,
+      heartbeat: Duration.millis(spec.heartbeatMs),
+      lease: Duration.millis(spec.leaseMs),
+      fenceMargin: Duration.millis(spec.fenceMarginMs),
+      statementTimeout: Duration.millis(spec.statementTimeoutMs),
+      startupTimeout: Duration.seconds(10)
+    }
+    const config = yield* MembershipConfig.make(input)
+    const database = yield* Database.resolve(Option.none())
+    yield* Effect.scoped(Effect.gen(function*() {
+      if (spec.standby) {
+        writeLine({ ts: new Date().toISOString(), name: spec.name, event: "ready" })
+        yield* link.awaitJoin
+      }
+      const m = yield* Membership.make(input)
+      const group = config.groupId
+      yield* m.changes.pipe(
+        Stream.runForEach((state) =>
+          Effect.sync(() => writeLine({ ...Events.stateEvent(m.memberId, group, state, new Date()), name: spec.name }))
+        ),
+        Effect.forkScoped
+      )
+      const interval = Duration.millis(spec.intervalMs)
+      yield* Work.runEvery(interval, (tick) => drainBatch(spec, tick), { modulo: interval }).pipe(
+        Effect.provideService(Membership.Membership, m)
+      )
+      return yield* Effect.never
+    })).pipe(
+      Effect.provide(
+        PgMembershipStore.layer({ migrate: true, startupTimeout: Duration.seconds(10), statementTimeout: config.statementTimeout })
+      ),
+      Effect.provide(Database.layer(database.url))
+    )
+  })
+
+/**
+ * The hidden `demo-member` command: `args` is what follows it on the command line.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const runMember = (args: ReadonlyArray<string>) => {
+  const verbose = args.includes("--verbose")
+  return Effect.gen(function*() {
+    const spec = yield* Schema.decodeUnknown(Schema.parseJson(MemberSpec))(args[0] ?? "").pipe(
+      Effect.mapError((e) => fail(`${memberCommand} is started by \`modulo-group demo\`; bad spec: ${e.message}`, e, ExitCodes.usage))
+    )
+    yield* member(spec)
+  }).pipe(report(verbose), withLogging(verbose))
+}
