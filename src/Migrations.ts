@@ -9,6 +9,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
+import * as Statements from "./internal/pg/statements.js"
 import { SchemaMismatch } from "./MembershipError.js"
 
 /**
@@ -69,9 +70,6 @@ export const requiredObjects: ReadonlyArray<{
  */
 export const schemaVersion = migrations[migrations.length - 1]!.version
 
-// "modulo" in ASCII: one fixed advisory-lock key for schema changes.
-const lockKey = 0x6d6f64756c6f
-
 /**
  * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`.
  *
@@ -102,14 +100,9 @@ export const sqlOf = (name: string): string => fs.readFileSync(`${directory()}${
  */
 export const installedVersion: Effect.Effect<number, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  // A scan of pg_tables, not to_regclass(): a backend's catalog cache can miss a table that another
-  // transaction created while this one waited on the migration lock.
-  const [exists] = yield* sql<{ present: boolean }>`
-    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
-                    WHERE schemaname = 'modulo_group' AND tablename = 'schema_migrations') AS present`
+  const [exists] = yield* Statements.selectMigrationsTablePresent(sql)
   if (!exists?.present) return 0
-  const [row] = yield* sql<{ version: number | null }>`
-    SELECT max(version)::int AS version FROM modulo_group.schema_migrations`
+  const [row] = yield* Statements.selectInstalledVersion(sql)
   return row?.version ?? 0
 })
 
@@ -147,12 +140,7 @@ export const missingObjects = (
 ): Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ table_name: string; column_name: string | null }>`
-      SELECT c.relname AS table_name, a.attname AS column_name
-        FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE n.nspname = 'modulo_group' AND c.relkind IN ('r', 'p')`
+    const rows = yield* Statements.selectSchemaColumns(sql)
     const present = new Map<string, Set<string>>()
     for (const r of rows) {
       const columns = present.get(r.table_name) ?? new Set<string>()
@@ -191,7 +179,7 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     return yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`SELECT pg_advisory_xact_lock(${lockKey})`
+      yield* Statements.lockMigrations(sql)
       // Re-read under the lock: another member may have migrated meanwhile.
       const found = yield* installedVersion
       if (found > schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
@@ -201,9 +189,8 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
       const applied: Array<string> = []
       for (const m of migrations) {
         if (m.version <= from) continue
-        yield* sql.unsafe(sqlOf(m.name))
-        yield* sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${m.version}, ${m.name})
-                   ON CONFLICT (version) DO NOTHING`
+        yield* Statements.applyMigration(sql, sqlOf(m.name))
+        yield* Statements.recordMigration(sql, m.version, m.name)
         applied.push(m.name)
       }
       const left = applied.length === 0 ? missing : yield* missingObjects(schemaVersion)
