@@ -8,8 +8,8 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, Layer, Option, Schedule } from "effect"
-import { observedEpoch, wakeups } from "./internal/listener.js"
+import { Clock, Duration, Effect, HashMap, Layer, Option, Ref, Schedule } from "effect"
+import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
 import { DatabaseUnavailable, SchemaMismatch, StoreError } from "./MembershipError.js"
@@ -84,13 +84,15 @@ export const prepare = (options: Options = {}) =>
   })
 
 /**
+ * The store's operations over the app's `SqlClient` and a `Notifier` (`layer` provides both).
+ *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (options: Options = {}) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const pg = yield* PgClient.PgClient
+    const notifier = yield* Notifier.Notifier
     const statementTimeoutMs = Duration.toMillis(Duration.decode(options.statementTimeout ?? Duration.seconds(2)))
     const useEffectClock = options.clock === "effect"
     const onStatement = options.onStatement ?? (() => Effect.void)
@@ -179,17 +181,15 @@ export const make = (options: Options = {}) =>
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
     // has been missing for a lease: its member, if alive, may still be working; by then it has seen
     // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
-    const missingSince = new Map<string, number>()
+    // Per group: since when (Effect clock, ms) a row has been found missing.
+    const missingSince = yield* Ref.make(HashMap.empty<string, number>())
     const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
-      Effect.map(Clock.currentTimeMillis, (nowMs) => {
-        if (rows >= size) {
-          missingSince.delete(groupId)
-          return rows > size
-        }
-        const since = missingSince.get(groupId) ?? nowMs
-        missingSince.set(groupId, since)
-        return nowMs - since >= leaseMs
-      })
+      Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+        Ref.modify(missingSince, (missing): [boolean, HashMap.HashMap<string, number>] => {
+          if (rows >= size) return [rows > size, HashMap.remove(missing, groupId)]
+          const since = Option.getOrElse(HashMap.get(missing, groupId), () => nowMs)
+          return [nowMs - since >= leaseMs, HashMap.set(missing, groupId, since)]
+        }))
 
     // One view from one committed state. The UPDATE reads this member's row at its newest version
     // (after waiting for a change that locked it), the rest of the statement from the statement's
@@ -265,7 +265,7 @@ export const make = (options: Options = {}) =>
             if (r === undefined) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
-            observedEpoch(pg, groupId, view.epoch)
+            yield* notifier.observed(groupId, view.epoch)
             // The acknowledgement that completes the barrier wakes the others (after its commit).
             if (view.allAcked && (num(r.prev_acked ?? 0) < view.epoch || hbOptions.announce === true)) {
               yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
@@ -311,7 +311,7 @@ export const make = (options: Options = {}) =>
               ))
         ),
 
-      wakeups: (groupId) => wakeups(pg, groupId),
+      wakeups: notifier.wakeups,
 
       group: (groupId) =>
         wrap(
@@ -373,7 +373,23 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
 })
 
 /**
- * The store over the app's `PgClient`, schema readied first.
+ * The store over the app's `PgClient` and a notifier provided from outside (several stores can then
+ * share one LISTEN connection; tests watch it), schema readied first.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerUsingNotifier = (
+  options: Options = {}
+): Layer.Layer<
+  MembershipStore,
+  DatabaseUnavailable | SchemaMismatch,
+  PgClient.PgClient | SqlClient.SqlClient | Notifier.Notifier
+> => Layer.effect(MembershipStore, Effect.zipRight(prepare(options), make(options)))
+
+/**
+ * The store over the app's `PgClient`, schema readied first, with a notifier of its own: one LISTEN
+ * connection, shared by every member and group that uses this store, closed with the layer.
  *
  * @since 0.1.0
  * @category layers
@@ -381,4 +397,4 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
 export const layer = (
   options: Options = {}
 ): Layer.Layer<MembershipStore, DatabaseUnavailable | SchemaMismatch, PgClient.PgClient | SqlClient.SqlClient> =>
-  Layer.effect(MembershipStore, Effect.zipRight(prepare(options), make(options)))
+  layerUsingNotifier(options).pipe(Layer.provide(Notifier.layer))

@@ -40,8 +40,8 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
     arg: "`ROLLBACK TO SAVEPOINT effect_sql_${id}`",
     why: "the same savepoint"
   },
-  { file: "internal/listener.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
-  { file: "internal/listener.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
+  { file: "internal/pg/notifier.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
+  { file: "internal/pg/notifier.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
   {
     file: "internal/EmbeddedPostgres.ts",
     arg: "`CREATE DATABASE ${client.escapeIdentifier(databaseName)}`",
