@@ -32,7 +32,8 @@ import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import { Membership } from "./Membership.js"
-import { FenceBroken, FenceTimeout, StaleAssignment } from "./MembershipError.js"
+import { describe } from "./internal/pg/errors.js"
+import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
 import type { Assignment } from "./MemberState.js"
 
 /**
@@ -70,16 +71,17 @@ export interface FencedOptions {
 }
 
 /**
- * What a fenced transaction can fail with, besides the app's own errors: `StaleAssignment` (the
- * assignment was not current, at the start, at the end, or at `COMMIT`), `FenceTimeout`,
- * `FenceBroken` (the body ended the transaction or removed the backstop), and `SqlError` for a
- * database error of the fence's own statements or of `COMMIT` (a lost connection, an app's deferred
- * constraint). In every case but a `SqlError` of `COMMIT` itself, nothing of the transaction committed.
+ * What a fenced transaction can fail with, besides the app's own errors (passed through unchanged):
+ * `StaleAssignment` (the assignment was not current, at the start, at the end, or at `COMMIT`),
+ * `FenceTimeout`, `FenceBroken` (the body ended the transaction or removed the backstop), and
+ * `StoreError` (operation `"fenced"`, the `SqlError` as its `cause`) for a database error of the
+ * fence's own statements, `BEGIN` or `COMMIT` (a lost connection, an app's deferred constraint). In
+ * every case but a `StoreError` of `COMMIT` on a lost connection, nothing of the transaction committed.
  *
  * @since 0.1.0
  * @category models
  */
-export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | SqlError
+export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | StoreError
 
 /**
  * The first key of the advisory lock that queues fenced transactions (shared) and membership changes
@@ -100,6 +102,11 @@ export const advisoryLockClass: number = Constants.advisoryLockClass
  * @category constants
  */
 export const commitCheckSqlState: string = Constants.commitCheckSqlState
+
+/** An error of the app's body, carried through the fence's own error handling unchanged. */
+class AppFailure {
+  constructor(readonly error: unknown) {}
+}
 
 /** Slack between the client-side timeout and the server-side backstop for a hung client. */
 const serverSlackMs = 1_000
@@ -176,7 +183,8 @@ export const fencedWith = <A, E, R>(
       if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
       if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
 
-      const result = yield* effect
+      // The app's own errors are boxed, so that below they are told apart from the fence's.
+      const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
 
       // Nothing above can have changed (we hold the locks) but the lease, which only our own
       // heartbeats renew: a member that stopped renewing does not commit. In the same statement:
@@ -228,8 +236,11 @@ export const fencedWith = <A, E, R>(
       onTimeout: () => new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "client" })
     })
     return yield* readCommitted(sql, limited).pipe(
-      Effect.catchAll((error) =>
-        Effect.suspend(() => {
+      Effect.catchAll((failure) =>
+        Effect.suspend((): Effect.Effect<never, E | FenceError> => {
+          // The app's error, or one of the fence's own statements, BEGIN or COMMIT (a SqlError), or
+          // the fence's verdict (StaleAssignment, FenceTimeout, FenceBroken).
+          const error = failure instanceof AppFailure ? failure.error as E : failure
           const db = databaseError(error)
           if (db?.code === commitCheckSqlState) {
             return Effect.fail(stale(db.message.replace(/^modulo_group fence: /, "")))
@@ -242,7 +253,11 @@ export const fencedWith = <A, E, R>(
           if (backstopFired) {
             return Effect.fail(new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "server", cause: error }))
           }
-          return Effect.fail(error)
+          if (failure instanceof AppFailure) return Effect.fail(failure.error as E)
+          if (Predicate.isTagged(error, "SqlError")) {
+            return Effect.fail(new StoreError({ operation: "fenced", reason: describe(error), cause: error }))
+          }
+          return Effect.fail(error as FenceError)
         })
       )
     )

@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Duration, Effect, HashMap, Layer, Option, Ref, Schedule } from "effect"
+import { describe, sqlState } from "./internal/pg/errors.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
@@ -45,18 +46,6 @@ const permanentCodes = new Set(["28000", "28P01", "3D000", "42501", "0A000"])
 // Serialization failure, deadlock: the statement can simply be sent again.
 const conflictCodes = new Set(["40001", "40P01"])
 
-const describe = (cause: unknown): string => {
-  const inner = (cause as { cause?: unknown })?.cause ?? cause
-  const e = inner as { message?: unknown; code?: unknown }
-  const message = typeof e?.message === "string" && e.message.length > 0 ? e.message : String(inner)
-  return typeof e?.code === "string" ? `${message} (${e.code})` : message
-}
-
-const sqlState = (error: SqlError): string | undefined => {
-  const code = (error.cause as { code?: unknown } | undefined)?.code
-  return typeof code === "string" ? code : undefined
-}
-
 /**
  * Readies the schema: migrates (default) or checks it, retrying an unreachable database for a
  * bounded time with a log line per attempt.
@@ -70,16 +59,17 @@ export const prepare = (options: Options = {}) =>
     const attempt = (options.migrate ?? true) ? Effect.asVoid(Migrations.run) : Migrations.check
     yield* attempt.pipe(
       Effect.tapError((e) =>
-        e._tag === "SqlError" ? Effect.logWarning(`modulo-group: database not ready: ${describe(e)}; retrying`) : Effect.void
+        e._tag === "DatabaseUnavailable"
+          ? Effect.logWarning(`modulo-group: database not ready: ${e.reason}; retrying`)
+          : Effect.void
       ),
       Effect.retry({
         schedule: Schedule.exponential(Duration.millis(100)).pipe(
           Schedule.union(Schedule.spaced(Duration.seconds(2))),
           Schedule.upTo(startupTimeout)
         ),
-        while: (e) => e._tag === "SqlError" && !permanentCodes.has(sqlState(e) ?? "")
-      }),
-      Effect.catchTag("SqlError", (e) => Effect.fail(new DatabaseUnavailable({ reason: describe(e), cause: e })))
+        while: (e) => e._tag === "DatabaseUnavailable" && !permanentCodes.has(sqlState(e.cause) ?? "")
+      })
     )
   })
 

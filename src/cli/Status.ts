@@ -8,7 +8,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
 import * as MembershipConfig from "../MembershipConfig.js"
-import type { SchemaMismatch } from "../MembershipError.js"
+import type { DatabaseUnavailable, SchemaMismatch } from "../MembershipError.js"
 import type { GroupRow, MemberRow } from "../MembershipStore.js"
 import * as Migrations from "../Migrations.js"
 import { Exit as CliExit, fail } from "./CliError.js"
@@ -150,7 +150,7 @@ const bounded = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
  * Whether the schema can be read: `false` when it is not installed (nobody has joined yet); fails
  * with `SchemaMismatch` when it is another version or damaged (a table or column missing).
  */
-const schemaReady: Effect.Effect<boolean, SchemaMismatch | SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+const schemaReady: Effect.Effect<boolean, SchemaMismatch | DatabaseUnavailable, SqlClient.SqlClient> = Effect.gen(function*() {
   const found = yield* Migrations.installedVersion
   if (found === 0) return false
   yield* Migrations.check
