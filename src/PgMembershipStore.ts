@@ -95,7 +95,7 @@ export const make = (options: Options = {}) =>
     const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError>) =>
       effect.pipe(
         Effect.mapError((cause) => new StoreError({ operation, reason: describe(cause), cause })),
-        // A failed COMMIT on a killed backend can surface as a defect: it is a store error.
+        // A defect of the driver (a backend killed in the middle of a statement) is a store error too.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
         // On timeout or interruption, return at once: the driver's query cancel and a transaction's
         // ROLLBACK on a connection that no longer answers finish (or fail) in the background.
@@ -171,7 +171,7 @@ export const make = (options: Options = {}) =>
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
     // has been missing for a lease: its member, if alive, may still be working; by then it has seen
     // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
-    // Per group: since when (Effect clock, ms) a row has been found missing.
+    // `missingSince`: per group, since when (Effect clock, ms) a row has been found missing.
     const missingSince = yield* Ref.make(HashMap.empty<string, number>())
     const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
       Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>

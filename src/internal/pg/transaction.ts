@@ -39,7 +39,7 @@ export const readCommitted = <A, E, R>(
 ): Effect.Effect<A, E | SqlError, R> =>
   SqlClient.makeWithTransaction({
     transactionTag: SqlClient.TransactionConnection,
-    spanAttributes: [],
+    spanAttributes: [["db.system", "postgresql"]],
     acquireConnection: Effect.flatMap(
       Scope.make(),
       (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [scope, conn] as const)
