@@ -26,10 +26,14 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Exit, Option, Predicate } from "effect"
+import { Duration, Effect, Option, Predicate } from "effect"
 import { dual } from "effect/Function"
+import * as Constants from "./internal/pg/constants.js"
+import * as Statements from "./internal/pg/statements.js"
+import { readCommitted } from "./internal/pg/transaction.js"
 import { Membership } from "./Membership.js"
-import { FenceBroken, FenceTimeout, StaleAssignment } from "./MembershipError.js"
+import { describe } from "./internal/pg/errors.js"
+import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
 import type { Assignment } from "./MemberState.js"
 
 /**
@@ -67,16 +71,17 @@ export interface FencedOptions {
 }
 
 /**
- * What a fenced transaction can fail with, besides the app's own errors: `StaleAssignment` (the
- * assignment was not current, at the start, at the end, or at `COMMIT`), `FenceTimeout`,
- * `FenceBroken` (the body ended the transaction or removed the backstop), and `SqlError` for a
- * database error of the fence's own statements or of `COMMIT` (a lost connection, an app's deferred
- * constraint). In every case but a `SqlError` of `COMMIT` itself, nothing of the transaction committed.
+ * What a fenced transaction can fail with, besides the app's own errors (passed through unchanged):
+ * `StaleAssignment` (the assignment was not current, at the start, at the end, or at `COMMIT`),
+ * `FenceTimeout`, `FenceBroken` (the body ended the transaction or removed the backstop), and
+ * `StoreError` (operation `"fenced"`, the `SqlError` as its `cause`) for a database error of the
+ * fence's own statements, `BEGIN` or `COMMIT` (a lost connection, an app's deferred constraint). In
+ * every case but a `StoreError` of `COMMIT` on a lost connection, nothing of the transaction committed.
  *
  * @since 0.1.0
  * @category models
  */
-export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | SqlError
+export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | StoreError
 
 /**
  * The first key of the advisory lock that queues fenced transactions (shared) and membership changes
@@ -86,7 +91,7 @@ export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | SqlError
  * @since 0.1.0
  * @category constants
  */
-export const advisoryLockClass = 1297040455 // "MODG"
+export const advisoryLockClass: number = Constants.advisoryLockClass
 
 /**
  * The SQLSTATE with which the commit-time check (migration 0003, `modulo_group.fence_check_at_commit`)
@@ -96,7 +101,12 @@ export const advisoryLockClass = 1297040455 // "MODG"
  * @since 0.1.0
  * @category constants
  */
-export const commitCheckSqlState = "MGF01"
+export const commitCheckSqlState: string = Constants.commitCheckSqlState
+
+/** An error of the app's body, carried through the fence's own error handling unchanged. */
+class AppFailure {
+  constructor(readonly error: unknown) {}
+}
 
 /** Slack between the client-side timeout and the server-side backstop for a hung client. */
 const serverSlackMs = 1_000
@@ -112,50 +122,20 @@ const databaseError = (e: unknown): { readonly code: string; readonly message: s
 }
 
 /**
- * Runs `body` in a transaction of its own, at READ COMMITTED whatever the database's or role's default
- * (the checks wait for locks and must then see the newest committed rows, not fail with 40001), and
- * maps a failed COMMIT to a `SqlError` (not a defect, as `withTransaction` does: a caller must be able
- * to tell "did not commit" from a bug). Inside an app's transaction it becomes a savepoint of it, at
- * the app's isolation level.
- */
-const transaction = <A, E, R>(
-  sql: SqlClient.SqlClient,
-  nested: boolean,
-  body: Effect.Effect<A, E, R>
-): Effect.Effect<A, E | SqlError, R> =>
-  nested
-    ? sql.withTransaction(body)
-    : Effect.uninterruptibleMask((restore) =>
-      Effect.scoped(Effect.gen(function*() {
-        const conn = yield* sql.reserve
-        yield* conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined)
-        const exit = yield* Effect.exit(
-          restore(body).pipe(Effect.provideService(SqlClient.TransactionConnection, [conn, 0] as const))
-        )
-        if (Exit.isSuccess(exit)) {
-          yield* conn.executeUnprepared("COMMIT", [], undefined)
-          return exit.value
-        }
-        // A failed ROLLBACK means a broken connection: the pool discards it, the server rolls back.
-        yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
-        return yield* exit
-      }))
-    )
-
-/**
  * A fenced transaction for an explicit target, without the local `guard` (`fenced` is this plus the
- * guard). The statements, in order, on one connection:
+ * guard). The statements, in order, on one connection (each a named function in
+ * `internal/pg/statements.ts`; the transaction is `internal/pg/transaction.ts`):
  *
  * 1. `BEGIN ISOLATION LEVEL READ COMMITTED` (a `SAVEPOINT` inside an app transaction)
- * 2. server-side timeouts for a hung client: `statement_timeout`, `idle_in_transaction_session_timeout`
+ * 2. (`fenceBegin` in internal/pg/statements.ts) server-side timeouts for a hung client: `statement_timeout`, `idle_in_transaction_session_timeout`
  *    (and `transaction_timeout` on PostgreSQL 17+), each `timeout` + 1 s, local to the transaction;
  *    the same statement reads the values they replace and `txid_current()`
- * 3. `pg_advisory_xact_lock_shared(advisoryLockClass, hashtext(group_id))`: queue behind a waiting change
- * 4. `SELECT epoch, size FROM modulo_group.groups WHERE group_id = $1 FOR SHARE`
- * 5. `SELECT idx, lease_expires_at > clock_timestamp() ... FROM modulo_group.members WHERE member_id = $2 FOR KEY SHARE`,
+ * 3. (`fenceQueue`) `pg_advisory_xact_lock_shared(advisoryLockClass, hashtext(group_id))`: queue behind a waiting change
+ * 4. (`fenceGroup`) `SELECT epoch, size FROM modulo_group.groups WHERE group_id = $1 FOR SHARE`
+ * 5. (`fenceMember`) `SELECT idx, lease_expires_at > clock_timestamp() ... FROM modulo_group.members WHERE member_id = $2 FOR KEY SHARE`,
  *    which also inserts a row into `modulo_group.fence_checks`: it queues the commit-time check
  * 6. the app's `effect`
- * 7. one statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
+ * 7. (`fenceEnd`) one statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
  *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row;
  *    inside an app transaction, the app's timeouts put back as they were before step 2
  * 8. `COMMIT`, at which the deferred trigger on `fence_checks` checks epoch, index and lease once more,
@@ -185,88 +165,33 @@ export const fencedWith = <A, E, R>(
       // The values replaced (restored at the end inside an app transaction), the values set (compared
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
       // MATERIALIZED: the old values are read before set_config runs.
-      const [begun] = yield* sql<{
-        old_st: string
-        old_idle: string
-        old_tx: string | null
-        st: string
-        idle: string
-        tx: string | null
-        xact: string
-      }>`
-        WITH old AS MATERIALIZED (
-          SELECT current_setting('statement_timeout') AS old_st,
-                 current_setting('idle_in_transaction_session_timeout') AS old_idle,
-                 current_setting('transaction_timeout', true) AS old_tx)
-        SELECT old.old_st, old.old_idle, old.old_tx,
-               set_config('statement_timeout', ${backstop}, true) AS st,
-               set_config('idle_in_transaction_session_timeout', ${backstop}, true) AS idle,
-               CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstop}, true) END AS tx,
-               txid_current()::text AS xact
-          FROM old`
+      const [begun] = yield* Statements.fenceBegin(sql, backstop)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
       // Fair queueing: a shared advisory lock waits behind a change already waiting for the exclusive one.
-      yield* sql`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${target.groupId}))`
+      yield* Statements.fenceQueue(sql, target.groupId)
       // FOR SHARE: no UPDATE or DELETE of the group row (every change bumps the epoch there, after
       // taking it FOR UPDATE) can happen until this transaction ends.
-      const [group] = yield* sql<{ epoch: string; size: number }>`
-        SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${target.groupId} FOR SHARE`
+      const [group] = yield* Statements.fenceGroup(sql, target.groupId)
       if (group === undefined) return yield* stale("the group no longer exists")
       if (num(group.epoch) !== target.epoch) return yield* stale(`the group has moved on to epoch ${group.epoch}`)
       if (num(group.size) !== target.size) return yield* stale(`the group has ${group.size} members, not ${target.size}`)
       // FOR KEY SHARE: blocks DELETE (reaping, leaving) and index changes of this member's row, but not
       // its own heartbeat, which updates only non-key columns. The fence_checks row queues the
       // commit-time check now, so even a COMMIT sent by the body itself is checked.
-      const [me] = yield* sql<{ idx: number | null; live: boolean; lease_left_ms: string }>`
-        WITH queued AS (
-          INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
-          VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
-        SELECT idx, lease_expires_at > clock_timestamp() AS live,
-               (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
-          FROM modulo_group.members
-         WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
-           FOR KEY SHARE`
+      const [me] = yield* Statements.fenceMember(sql, target)
       if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
       if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
       if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
 
-      const result = yield* effect
+      // The app's own errors are boxed, so that below they are told apart from the fence's.
+      const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
 
       // Nothing above can have changed (we hold the locks) but the lease, which only our own
       // heartbeats renew: a member that stopped renewing does not commit. In the same statement:
       // did the body end the transaction or remove the backstop? A second fence_checks row (only if
       // still in the transaction) queues the commit-time check even if the body ran SET CONSTRAINTS
       // ALL IMMEDIATE (its insert trigger puts the check back to DEFERRED).
-      const restoreOld = nested
-        ? sql`, set_config('statement_timeout', ${begun.old_st}, true) AS restored_st,
-                set_config('idle_in_transaction_session_timeout', ${begun.old_idle}, true) AS restored_idle,
-                CASE WHEN ${begun.old_tx}::text IS NOT NULL
-                     THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx`
-        : sql``
-      const [after] = yield* sql<{
-        xact: string
-        st: string
-        idle: string
-        tx: string | null
-        replication: string
-        live: boolean | null
-        lease_left_ms: string | null
-      }>`
-        WITH now AS MATERIALIZED (
-          SELECT txid_current()::text AS xact,
-                 current_setting('statement_timeout') AS st,
-                 current_setting('idle_in_transaction_session_timeout') AS idle,
-                 current_setting('transaction_timeout', true) AS tx,
-                 current_setting('session_replication_role') AS replication),
-        queued AS (
-          INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
-          SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
-            FROM now WHERE now.xact = ${begun.xact})
-        SELECT now.xact, now.st, now.idle, now.tx, now.replication,
-               m.lease_expires_at > clock_timestamp() AS live,
-               (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
-               ${restoreOld}
-          FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}`
+      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested)
       if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
       if (after.xact !== begun.xact) {
         return yield* broken(
@@ -310,9 +235,12 @@ export const fencedWith = <A, E, R>(
       duration: Duration.millis(timeoutMs),
       onTimeout: () => new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "client" })
     })
-    return yield* transaction(sql, nested, limited).pipe(
-      Effect.catchAll((error) =>
-        Effect.suspend(() => {
+    return yield* readCommitted(sql, limited).pipe(
+      Effect.catchAll((failure) =>
+        Effect.suspend((): Effect.Effect<never, E | FenceError> => {
+          // The app's error, or one of the fence's own statements, BEGIN or COMMIT (a SqlError), or
+          // the fence's verdict (StaleAssignment, FenceTimeout, FenceBroken).
+          const error = failure instanceof AppFailure ? failure.error as E : failure
           const db = databaseError(error)
           if (db?.code === commitCheckSqlState) {
             return Effect.fail(stale(db.message.replace(/^modulo_group fence: /, "")))
@@ -325,7 +253,11 @@ export const fencedWith = <A, E, R>(
           if (backstopFired) {
             return Effect.fail(new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "server", cause: error }))
           }
-          return Effect.fail(error)
+          if (failure instanceof AppFailure) return Effect.fail(failure.error as E)
+          if (Predicate.isTagged(error, "SqlError")) {
+            return Effect.fail(new StoreError({ operation: "fenced", reason: describe(error), cause: error }))
+          }
+          return Effect.fail(error as FenceError)
         })
       )
     )

@@ -38,7 +38,8 @@ export class InvalidGroupId extends Data.TaggedError("InvalidGroupId")<{
 }
 
 /**
- * The database could not be reached (after a bounded retry) or refused us.
+ * The database could not be reached (after a bounded retry) or refused us; also every database
+ * error of `Migrations` (`cause` is the `SqlError`).
  *
  * @since 0.1.0
  * @category errors
@@ -72,7 +73,10 @@ export class SchemaMismatch extends Data.TaggedError("SchemaMismatch")<{
 }
 
 /**
- * A store call failed or timed out. Retried by the membership loops; surfaced only by direct store use.
+ * A database call of the library failed or timed out: a store operation (retried by the membership
+ * loops; surfaced only by direct store use), or the statements, `BEGIN` or `COMMIT` of a fenced
+ * transaction (`operation: "fenced"`). `cause` is the database error (a `SqlError`, its SQLSTATE in
+ * `cause.cause.code`).
  *
  * @since 0.1.0
  * @category errors

@@ -9,7 +9,19 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
+import { unavailable } from "./internal/pg/errors.js"
+import * as Statements from "./internal/pg/statements.js"
+import { readCommitted } from "./internal/pg/transaction.js"
+import type { DatabaseUnavailable } from "./MembershipError.js"
 import { SchemaMismatch } from "./MembershipError.js"
+
+/** Every database error of a public operation here is `DatabaseUnavailable` (its `cause` is the `SqlError`). */
+const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>) =>
+  Effect.catchTag(effect as Effect.Effect<A, SqlError, R>, "SqlError", (e) => Effect.fail(unavailable(e))) as Effect.Effect<
+    A,
+    Exclude<E, SqlError> | DatabaseUnavailable,
+    R
+  >
 
 /**
  * The migrations this library knows, in order. Each is a file in the package's `migrations/` folder.
@@ -69,9 +81,6 @@ export const requiredObjects: ReadonlyArray<{
  */
 export const schemaVersion = migrations[migrations.length - 1]!.version
 
-// "modulo" in ASCII: one fixed advisory-lock key for schema changes.
-const lockKey = 0x6d6f64756c6f
-
 /**
  * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`.
  *
@@ -94,24 +103,23 @@ export const directory = (): string => {
  */
 export const sqlOf = (name: string): string => fs.readFileSync(`${directory()}${name}.sql`, "utf8")
 
+const readInstalledVersion: Effect.Effect<number, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const [exists] = yield* Statements.selectMigrationsTablePresent(sql)
+  if (!exists?.present) return 0
+  const [row] = yield* Statements.selectInstalledVersion(sql)
+  return row?.version ?? 0
+})
+
 /**
  * The installed schema version (0 when none).
  *
  * @since 0.1.0
  * @category queries
  */
-export const installedVersion: Effect.Effect<number, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  // A scan of pg_tables, not to_regclass(): a backend's catalog cache can miss a table that another
-  // transaction created while this one waited on the migration lock.
-  const [exists] = yield* sql<{ present: boolean }>`
-    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
-                    WHERE schemaname = 'modulo_group' AND tablename = 'schema_migrations') AS present`
-  if (!exists?.present) return 0
-  const [row] = yield* sql<{ version: number | null }>`
-    SELECT max(version)::int AS version FROM modulo_group.schema_migrations`
-  return row?.version ?? 0
-})
+export const installedVersion: Effect.Effect<number, DatabaseUnavailable, SqlClient.SqlClient> = orUnavailable(
+  readInstalledVersion
+)
 
 /**
  * The recorded schema version is there but tables or columns it needs are not (dropped by hand, a
@@ -134,25 +142,10 @@ export class SchemaIncomplete extends SchemaMismatch {
   }
 }
 
-/**
- * What the schema lacks of the objects that migrations up to `version` create (empty when
- * complete): `table modulo_group.<t>` or `column modulo_group.<t>.<c>`. One scan of `pg_catalog`,
- * which every role can read (`information_schema` hides tables a role has no privilege on).
- *
- * @since 0.1.0
- * @category queries
- */
-export const missingObjects = (
-  version: number = schemaVersion
-): Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> =>
+const readMissingObjects = (version: number): Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ table_name: string; column_name: string | null }>`
-      SELECT c.relname AS table_name, a.attname AS column_name
-        FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE n.nspname = 'modulo_group' AND c.relkind IN ('r', 'p')`
+    const rows = yield* Statements.selectSchemaColumns(sql)
     const present = new Map<string, Set<string>>()
     for (const r of rows) {
       const columns = present.get(r.table_name) ?? new Set<string>()
@@ -174,6 +167,19 @@ export const missingObjects = (
   })
 
 /**
+ * What the schema lacks of the objects that migrations up to `version` create (empty when
+ * complete): `table modulo_group.<t>` or `column modulo_group.<t>.<c>`. One scan of `pg_catalog`,
+ * which every role can read (`information_schema` hides tables a role has no privilege on).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const missingObjects = (
+  version: number = schemaVersion
+): Effect.Effect<ReadonlyArray<string>, DatabaseUnavailable, SqlClient.SqlClient> =>
+  orUnavailable(readMissingObjects(version))
+
+/**
  * What `repair` did: the migrations it applied (each at most once, in order) and what was missing
  * before (non-empty when it re-applied every migration to restore a damaged schema).
  *
@@ -186,27 +192,27 @@ export interface Repaired {
 }
 
 // Under the migration lock: applies what is pending (or, with `repair`, everything when objects are
-// missing), then checks that the schema is complete. One transaction: all of it or nothing.
+// missing), then checks that the schema is complete. One transaction: all of it or nothing (a failed
+// COMMIT is an error, not a defect: see internal/pg/transaction.ts).
 const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    return yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`SELECT pg_advisory_xact_lock(${lockKey})`
+    return yield* readCommitted(sql, Effect.gen(function*() {
+      yield* Statements.lockMigrations(sql)
       // Re-read under the lock: another member may have migrated meanwhile.
-      const found = yield* installedVersion
+      const found = yield* readInstalledVersion
       if (found > schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
-      const missing = found === 0 ? [] : yield* missingObjects(found)
+      const missing = found === 0 ? [] : yield* readMissingObjects(found)
       if (missing.length > 0 && !repair) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
       const from = missing.length > 0 ? 0 : found
       const applied: Array<string> = []
       for (const m of migrations) {
         if (m.version <= from) continue
-        yield* sql.unsafe(sqlOf(m.name))
-        yield* sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${m.version}, ${m.name})
-                   ON CONFLICT (version) DO NOTHING`
+        yield* Statements.applyMigration(sql, sqlOf(m.name))
+        yield* Statements.recordMigration(sql, m.version, m.name)
         applied.push(m.name)
       }
-      const left = applied.length === 0 ? missing : yield* missingObjects(schemaVersion)
+      const left = applied.length === 0 ? missing : yield* readMissingObjects(schemaVersion)
       if (left.length > 0) return yield* new SchemaIncomplete({ found: schemaVersion, expected: schemaVersion, missing: left })
       return { applied, missing }
     }))
@@ -221,14 +227,13 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
  * @since 0.1.0
  * @category operations
  */
-export const run: Effect.Effect<ReadonlyArray<string>, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.gen(
-  function*() {
-    const current = yield* installedVersion
+export const run: Effect.Effect<ReadonlyArray<string>, DatabaseUnavailable | SchemaMismatch, SqlClient.SqlClient> =
+  orUnavailable(Effect.gen(function*() {
+    const current = yield* readInstalledVersion
     // The common case, without the lock: current and complete. Anything else is decided under it.
-    if (current === schemaVersion && (yield* missingObjects(current)).length === 0) return []
+    if (current === schemaVersion && (yield* readMissingObjects(current)).length === 0) return []
     return (yield* migrateLocked(false)).applied
-  }
-)
+  }))
 
 /**
  * Like `run`, and repairs a damaged schema: when tables or columns of the installed version are
@@ -237,11 +242,13 @@ export const run: Effect.Effect<ReadonlyArray<string>, SqlError | SchemaMismatch
  * @since 0.1.0
  * @category operations
  */
-export const repair: Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.gen(function*() {
-  const current = yield* installedVersion
-  if (current === schemaVersion && (yield* missingObjects(current)).length === 0) return { applied: [], missing: [] }
-  return yield* migrateLocked(true)
-})
+export const repair: Effect.Effect<Repaired, DatabaseUnavailable | SchemaMismatch, SqlClient.SqlClient> = orUnavailable(
+  Effect.gen(function*() {
+    const current = yield* readInstalledVersion
+    if (current === schemaVersion && (yield* readMissingObjects(current)).length === 0) return { applied: [], missing: [] }
+    return yield* migrateLocked(true)
+  })
+)
 
 /**
  * Fails with `SchemaMismatch` unless the installed schema is exactly the one this library needs,
@@ -250,9 +257,11 @@ export const repair: Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClien
  * @since 0.1.0
  * @category operations
  */
-export const check: Effect.Effect<void, SqlError | SchemaMismatch, SqlClient.SqlClient> = Effect.gen(function*() {
-  const found = yield* installedVersion
-  if (found !== schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
-  const missing = yield* missingObjects(found)
-  if (missing.length > 0) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
-})
+export const check: Effect.Effect<void, DatabaseUnavailable | SchemaMismatch, SqlClient.SqlClient> = orUnavailable(
+  Effect.gen(function*() {
+    const found = yield* readInstalledVersion
+    if (found !== schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
+    const missing = yield* readMissingObjects(found)
+    if (missing.length > 0) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
+  })
+)

@@ -8,9 +8,11 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, Exit, Layer, Option, Schedule } from "effect"
-import { advisoryLockClass } from "./internal/constants.js"
-import { channelFor, observedEpoch, wakeups } from "./internal/listener.js"
+import { Clock, Duration, Effect, HashMap, Layer, Option, Ref, Schedule } from "effect"
+import { describe, sqlState } from "./internal/pg/errors.js"
+import * as Notifier from "./internal/pg/notifier.js"
+import * as Statements from "./internal/pg/statements.js"
+import { ownReadCommitted } from "./internal/pg/transaction.js"
 import { DatabaseUnavailable, SchemaMismatch, StoreError } from "./MembershipError.js"
 import type { GroupRow, GroupView, MemberRow, MembershipStoreService } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
@@ -44,18 +46,6 @@ const permanentCodes = new Set(["28000", "28P01", "3D000", "42501", "0A000"])
 // Serialization failure, deadlock: the statement can simply be sent again.
 const conflictCodes = new Set(["40001", "40P01"])
 
-const describe = (cause: unknown): string => {
-  const inner = (cause as { cause?: unknown })?.cause ?? cause
-  const e = inner as { message?: unknown; code?: unknown }
-  const message = typeof e?.message === "string" && e.message.length > 0 ? e.message : String(inner)
-  return typeof e?.code === "string" ? `${message} (${e.code})` : message
-}
-
-const sqlState = (error: SqlError): string | undefined => {
-  const code = (error.cause as { code?: unknown } | undefined)?.code
-  return typeof code === "string" ? code : undefined
-}
-
 /**
  * Readies the schema: migrates (default) or checks it, retrying an unreachable database for a
  * bounded time with a log line per attempt.
@@ -69,27 +59,30 @@ export const prepare = (options: Options = {}) =>
     const attempt = (options.migrate ?? true) ? Effect.asVoid(Migrations.run) : Migrations.check
     yield* attempt.pipe(
       Effect.tapError((e) =>
-        e._tag === "SqlError" ? Effect.logWarning(`modulo-group: database not ready: ${describe(e)}; retrying`) : Effect.void
+        e._tag === "DatabaseUnavailable"
+          ? Effect.logWarning(`modulo-group: database not ready: ${e.reason}; retrying`)
+          : Effect.void
       ),
       Effect.retry({
         schedule: Schedule.exponential(Duration.millis(100)).pipe(
           Schedule.union(Schedule.spaced(Duration.seconds(2))),
           Schedule.upTo(startupTimeout)
         ),
-        while: (e) => e._tag === "SqlError" && !permanentCodes.has(sqlState(e) ?? "")
-      }),
-      Effect.catchTag("SqlError", (e) => Effect.fail(new DatabaseUnavailable({ reason: describe(e), cause: e })))
+        while: (e) => e._tag === "DatabaseUnavailable" && !permanentCodes.has(sqlState(e.cause) ?? "")
+      })
     )
   })
 
 /**
+ * The store's operations over the app's `SqlClient` and a `Notifier` (`layer` provides both).
+ *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (options: Options = {}) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const pg = yield* PgClient.PgClient
+    const notifier = yield* Notifier.Notifier
     const statementTimeoutMs = Duration.toMillis(Duration.decode(options.statementTimeout ?? Duration.seconds(2)))
     const useEffectClock = options.clock === "effect"
     const onStatement = options.onStatement ?? (() => Effect.void)
@@ -98,12 +91,11 @@ export const make = (options: Options = {}) =>
     const nowParam: Effect.Effect<string | null> = useEffectClock
       ? Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
       : Effect.succeed(null)
-    const nowSql = (now: string | null) => sql`COALESCE(${now}::timestamptz, statement_timestamp())`
 
     const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError>) =>
       effect.pipe(
         Effect.mapError((cause) => new StoreError({ operation, reason: describe(cause), cause })),
-        // A failed COMMIT on a killed backend can surface as a defect: it is a store error.
+        // A defect of the driver (a backend killed in the middle of a statement) is a store error too.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
         // On timeout or interruption, return at once: the driver's query cancel and a transaction's
         // ROLLBACK on a connection that no longer answers finish (or fail) in the background.
@@ -115,34 +107,18 @@ export const make = (options: Options = {}) =>
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" } })
       )
 
-    // A transaction at READ COMMITTED whatever the database's or role's default isolation: a change
-    // waits for the group lock and must then read the state that lock protects, not a snapshot taken
-    // before the wait (which under REPEATABLE READ or SERIALIZABLE fails with 40001).
+    // A change's transaction: READ COMMITTED whatever the database's or role's default isolation (a
+    // change waits for the group lock and must then read the state that lock protects), and never part
+    // of a caller's transaction. See internal/pg/transaction.ts.
     const readCommitted = <A, E, R>(operation: string, body: Effect.Effect<A, E, R>) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.scoped(Effect.gen(function*() {
-          const conn = yield* sql.reserve
-          yield* conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined)
-          const exit = yield* Effect.exit(
-            restore(body).pipe(Effect.provideService(SqlClient.TransactionConnection, [conn, 0] as const))
-          )
-          if (Exit.isSuccess(exit)) {
-            yield* onStatement(operation, "commit")
-            yield* conn.executeUnprepared("COMMIT", [], undefined)
-            return exit.value
-          }
-          // A failed ROLLBACK means a broken connection: the pool discards it, the server rolls back.
-          yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
-          return yield* exit
-        }))
-      )
+      ownReadCommitted(sql, body, onStatement(operation, "commit"))
 
     // After a commit, best effort: a notification only wakes members sooner (G7), so a change or an
     // acknowledgement must never fail because it cannot be sent (a full notification queue, a role
     // that may not call pg_notify).
     const notify = (operation: string, groupId: string, payload: string) =>
       onStatement(operation, "notify").pipe(
-        Effect.zipRight(sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})`),
+        Effect.zipRight(Statements.notifyGroup(sql, groupId, payload)),
         Effect.timeout(statementTimeoutMs),
         Effect.catchAllCause((cause) =>
           Effect.logDebug(`modulo-group: notification not sent (members will find the change by polling)`, cause)
@@ -156,39 +132,9 @@ export const make = (options: Options = {}) =>
     const rebalance = (operation: string, groupId: string, now: string | null, epoch: number, fresh: boolean) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "reassign")
-        yield* sql`
-          WITH live AS (
-            SELECT member_id, idx, join_seq, count(*) OVER () AS n
-              FROM modulo_group.members WHERE group_id = ${groupId}
-          ), kept AS (
-            SELECT idx FROM live WHERE idx IS NOT NULL AND idx < n
-          ), holes AS (
-            SELECT i, row_number() OVER (ORDER BY i) AS r
-              FROM generate_series(0, (SELECT coalesce(max(n), 0) FROM live) - 1) AS i
-             WHERE i NOT IN (SELECT idx FROM kept)
-          ), movers AS (
-            SELECT member_id, row_number() OVER (ORDER BY join_seq) AS r
-              FROM live WHERE idx IS NULL OR idx >= n
-          ), target AS (
-            SELECT live.member_id, coalesce(holes.i, live.idx) AS idx, live.n
-              FROM live LEFT JOIN movers USING (member_id) LEFT JOIN holes ON holes.r = movers.r
-          )
-          UPDATE modulo_group.members m
-             SET idx = target.idx, assigned_epoch = ${epoch + 1}, assigned_size = target.n
-            FROM target
-           WHERE m.member_id = target.member_id`
+        yield* Statements.reassignIndices(sql, groupId, epoch + 1)
         yield* onStatement(operation, "bump")
-        const [g] = yield* sql<{ epoch: string; size: number; incarnation: string }>`
-          UPDATE modulo_group.groups
-             SET epoch = ${epoch + 1},
-                 size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}),
-                 changed_at = ${nowSql(now)},
-                 incarnation = CASE WHEN ${fresh}
-                                    THEN GREATEST(incarnation + 1,
-                                                  floor(extract(epoch FROM ${nowSql(now)}) * 1000)::bigint)
-                                    ELSE incarnation END
-           WHERE group_id = ${groupId}
-          RETURNING epoch, size, incarnation`
+        const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
         return { epoch: num(g!.epoch), size: num(g!.size), incarnation: num(g!.incarnation) }
       })
 
@@ -203,26 +149,15 @@ export const make = (options: Options = {}) =>
       readCommitted(
         operation,
         Effect.gen(function*() {
-          // Server-side bounds first (lock_timeout applies to the waits below, statement_timeout to the
-          // later statements), then the advisory lock that fenced transactions take shared
-          // (Fenced.advisoryLockClass): it queues fairly, where their row share locks alone would let
-          // overlapping ones starve the FOR UPDATE.
+          // Server-side bounds, then the group's advisory lock, which fenced transactions take shared:
+          // it queues fairly, where their row share locks alone would let overlapping ones starve the
+          // FOR UPDATE below.
           yield* onStatement(operation, "lock")
-          yield* sql`
-            INSERT INTO modulo_group.groups (group_id, changed_at)
-            SELECT ${groupId}, ${nowSql(now)}
-              FROM (SELECT set_config('lock_timeout', ${String(statementTimeoutMs)}, true),
-                           set_config('statement_timeout', ${String(statementTimeoutMs)}, true),
-                           set_config('idle_in_transaction_session_timeout', ${String(statementTimeoutMs)}, true),
-                           pg_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId}))) AS fair
-            ON CONFLICT (group_id) DO NOTHING`
+          yield* Statements.lockGroup(sql, groupId, now, statementTimeoutMs)
           // The arbiter: the group row lock. Never below an epoch a member has acknowledged (an epoch
           // moved back by hand, a restored backup): that also starts a new incarnation.
           yield* onStatement(operation, "group")
-          const [g] = yield* sql<{ epoch: string; acked: string }>`
-            SELECT g.epoch, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
-                                       WHERE m.group_id = g.group_id), 0) AS acked
-              FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
+          const [g] = yield* Statements.selectGroupForUpdate(sql, groupId)
           const epoch = num(g!.epoch)
           const acked = num(g!.acked)
           return yield* body(Math.max(epoch, acked), acked > epoch)
@@ -230,44 +165,21 @@ export const make = (options: Options = {}) =>
       )
 
     const deleteExpired = (operation: string, groupId: string, now: string | null) =>
-      Effect.zipRight(
-        onStatement(operation, "reap"),
-        sql<{ member_id: string }>`
-          DELETE FROM modulo_group.members
-           WHERE group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)}
-          RETURNING member_id`
-      )
+      Effect.zipRight(onStatement(operation, "reap"), Statements.deleteExpired(sql, groupId, now))
 
     // Rows that no longer add up to the group's size were edited by hand. A surplus is repaired at
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
     // has been missing for a lease: its member, if alive, may still be working; by then it has seen
     // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
-    const missingSince = new Map<string, number>()
+    // `missingSince`: per group, since when (Effect clock, ms) a row has been found missing.
+    const missingSince = yield* Ref.make(HashMap.empty<string, number>())
     const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
-      Effect.map(Clock.currentTimeMillis, (nowMs) => {
-        if (rows >= size) {
-          missingSince.delete(groupId)
-          return rows > size
-        }
-        const since = missingSince.get(groupId) ?? nowMs
-        missingSince.set(groupId, since)
-        return nowMs - since >= leaseMs
-      })
-
-    type HeartbeatRow = {
-      idx: number
-      acked: string
-      prev_acked: string | null
-      assigned_epoch: string
-      assigned_size: number
-      epoch: string
-      size: number
-      incarnation: string
-      unacked: string
-      expired: string
-      rows: string
-      clock_ms: string
-    }
+      Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+        Ref.modify(missingSince, (missing): [boolean, HashMap.HashMap<string, number>] => {
+          if (rows >= size) return [rows > size, HashMap.remove(missing, groupId)]
+          const since = Option.getOrElse(HashMap.get(missing, groupId), () => nowMs)
+          return [nowMs - since >= leaseMs, HashMap.set(missing, groupId, since)]
+        }))
 
     // One view from one committed state. The UPDATE reads this member's row at its newest version
     // (after waiting for a change that locked it), the rest of the statement from the statement's
@@ -275,7 +187,7 @@ export const make = (options: Options = {}) =>
     // is the group row's epoch, every part of the statement comes from the same state. When the row
     // is newer (a change committed while this statement waited), only the row's own epoch, size and
     // index are known together: the barrier is reported up, and the member asks again.
-    const toView = (groupId: string, r: HeartbeatRow, leaseMs: number) =>
+    const toView = (groupId: string, r: Statements.RenewedRow, leaseMs: number) =>
       Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): GroupView => {
         const rowEpoch = num(r.assigned_epoch)
         const epoch = num(r.epoch)
@@ -303,30 +215,12 @@ export const make = (options: Options = {}) =>
               Effect.gen(function*() {
                 // Reap expired members, and this member's own earlier row if any.
                 yield* onStatement("join", "reap")
-                const [left] = yield* sql<{ survivors: string }>`
-                  WITH gone AS (
-                    DELETE FROM modulo_group.members
-                     WHERE (group_id = ${groupId} AND lease_expires_at <= ${nowSql(now)})
-                        OR member_id = ${member.memberId}
-                    RETURNING member_id, group_id
-                  )
-                  SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId})
-                       - (SELECT count(*) FROM gone WHERE group_id = ${groupId}) AS survivors`
+                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now)
                 yield* onStatement("join", "insert")
-                yield* sql`
-                  INSERT INTO modulo_group.members
-                    (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name)
-                  VALUES (${member.memberId}, ${groupId}, NULL, ${epoch + 1},
-                          ${nowSql(now)} + ${leaseMs} * interval '1 millisecond',
-                          ${nowSql(now)}, ${nowSql(now)}, ${member.host}, ${member.pid}, ${member.name})`
+                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now)
                 const g = yield* rebalance("join", groupId, now, epoch, behind || num(left!.survivors) === 0)
                 yield* onStatement("join", "view")
-                const [me] = yield* sql<{ idx: number; unacked: string; clock_ms: string }>`
-                  SELECT m.idx,
-                         (SELECT count(*) FROM modulo_group.members o
-                           WHERE o.group_id = ${groupId} AND o.acked_epoch < ${g.epoch}) AS unacked,
-                         (extract(epoch FROM ${nowSql(now)}) * 1000)::bigint AS clock_ms
-                    FROM modulo_group.members m WHERE m.member_id = ${member.memberId}`
+                const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, g.epoch, now)
                 return {
                   epoch: g.epoch,
                   size: g.size,
@@ -347,35 +241,7 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             const stuck = hbOptions.stuck === true
             yield* onStatement("heartbeat", "renew")
-            const renewal = sql<HeartbeatRow>`
-              WITH prev AS (
-                SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
-              ), me AS (
-                UPDATE modulo_group.members
-                   SET lease_expires_at = ${nowSql(now)} + ${leaseMs} * interval '1 millisecond',
-                       heartbeat_at = ${nowSql(now)},
-                       acked_epoch = GREATEST(acked_epoch, ${ack}),
-                       stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${nowSql(now)}) END
-                 WHERE member_id = ${memberId} AND group_id = ${groupId}
-                   AND lease_expires_at > ${nowSql(now)}
-                RETURNING idx, acked_epoch, assigned_epoch, assigned_size
-              ), g AS (
-                SELECT epoch, size, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}
-              ), others AS (
-                SELECT count(*) AS n,
-                       count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
-                       count(*) FILTER (WHERE o.lease_expires_at <= ${nowSql(now)}) AS expired
-                  FROM modulo_group.members o, g
-                 WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
-              )
-              SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
-                     me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-                     others.unacked, others.expired, others.n + 1 AS rows,
-                     (extract(epoch FROM ${nowSql(now)}) * 1000)::bigint AS clock_ms
-                FROM me, g, others
-               -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
-               WHERE me.idx IS NOT NULL
-                 AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
+            const renewal = Statements.renewLease(sql, groupId, memberId, ack, leaseMs, stuck, now)
             const [r] = yield* renewal.pipe(
               // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
               // lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED
@@ -389,7 +255,7 @@ export const make = (options: Options = {}) =>
             if (r === undefined) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
-            observedEpoch(pg, groupId, view.epoch)
+            yield* notifier.observed(groupId, view.epoch)
             // The acknowledgement that completes the barrier wakes the others (after its commit).
             if (view.allAcked && (num(r.prev_acked ?? 0) < view.epoch || hbOptions.announce === true)) {
               yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
@@ -407,13 +273,7 @@ export const make = (options: Options = {}) =>
                 const gone = yield* deleteExpired("reap", groupId, now)
                 // Also when the rows no longer match the group (a row deleted, added or restamped by hand).
                 yield* onStatement("reap", "check")
-                const [c] = yield* sql<{ off: boolean; live: string }>`
-                  SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) <> size
-                         OR EXISTS (SELECT 1 FROM modulo_group.members m
-                                     WHERE m.group_id = ${groupId}
-                                       AND (m.assigned_epoch <> g.epoch OR m.assigned_size <> g.size)) AS off,
-                         (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) AS live
-                    FROM modulo_group.groups g WHERE group_id = ${groupId}`
+                const [c] = yield* Statements.selectRowsOff(sql, groupId)
                 const changed = gone.length > 0 || c?.off === true
                 if (changed) yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0)
                 return { gone: gone.length, changed }
@@ -430,9 +290,7 @@ export const make = (options: Options = {}) =>
             change("leave", groupId, now, (epoch, behind) =>
               Effect.gen(function*() {
                 yield* onStatement("leave", "delete")
-                const mine = yield* sql`
-                  DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}
-                  RETURNING member_id`
+                const mine = yield* Statements.deleteMember(sql, groupId, memberId)
                 const gone = yield* deleteExpired("leave", groupId, now)
                 const changed = mine.length + gone.length > 0
                 if (changed) yield* rebalance("leave", groupId, now, epoch, behind)
@@ -443,7 +301,7 @@ export const make = (options: Options = {}) =>
               ))
         ),
 
-      wakeups: (groupId) => wakeups(pg, groupId),
+      wakeups: notifier.wakeups,
 
       group: (groupId) =>
         wrap(
@@ -451,8 +309,7 @@ export const make = (options: Options = {}) =>
           Effect.zipRight(
             onStatement("group", "read"),
             Effect.map(
-              sql<GroupSqlRow>`
-                SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}`,
+              Statements.selectGroup(sql, groupId),
               (rows) => Option.map(Option.fromNullable(rows[0]), toGroupRow)
             )
           )
@@ -465,23 +322,7 @@ export const make = (options: Options = {}) =>
             Effect.zipRight(
               onStatement("members", "read"),
               Effect.map(
-                sql<{
-                  member_id: string
-                  name: string
-                  host: string
-                  pid: number
-                  idx: number | null
-                  acked_epoch: string
-                  joined_at: Date
-                  stopping_since: Date | null
-                  heartbeat_age_ms: string
-                  lease_left_ms: string
-                }>`
-                  SELECT member_id, name, host, pid, idx, acked_epoch, joined_at, stopping_since,
-                         (extract(epoch FROM ${nowSql(now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-                         (extract(epoch FROM lease_expires_at - ${nowSql(now)}) * 1000)::bigint AS lease_left_ms
-                    FROM modulo_group.members WHERE group_id = ${groupId}
-                   ORDER BY idx NULLS LAST, join_seq`,
+                Statements.selectMembers(sql, groupId, now),
                 (rows) =>
                   rows.map((r): MemberRow => ({
                     memberId: r.member_id,
@@ -504,8 +345,7 @@ export const make = (options: Options = {}) =>
         Effect.zipRight(
           onStatement("groups", "read"),
           Effect.map(
-            sql<GroupSqlRow>`
-              SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups ORDER BY group_id`,
+            Statements.selectGroups(sql),
             (rows) => rows.map(toGroupRow)
           )
         )
@@ -514,9 +354,7 @@ export const make = (options: Options = {}) =>
     return store
   })
 
-type GroupSqlRow = { group_id: string; epoch: string; size: number; changed_at: Date; incarnation: string }
-
-const toGroupRow = (r: GroupSqlRow): GroupRow => ({
+const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   groupId: r.group_id,
   epoch: num(r.epoch),
   size: num(r.size),
@@ -525,7 +363,23 @@ const toGroupRow = (r: GroupSqlRow): GroupRow => ({
 })
 
 /**
- * The store over the app's `PgClient`, schema readied first.
+ * The store over the app's `PgClient` and a notifier provided from outside (several stores can then
+ * share one LISTEN connection; tests watch it), schema readied first.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerUsingNotifier = (
+  options: Options = {}
+): Layer.Layer<
+  MembershipStore,
+  DatabaseUnavailable | SchemaMismatch,
+  PgClient.PgClient | SqlClient.SqlClient | Notifier.Notifier
+> => Layer.effect(MembershipStore, Effect.zipRight(prepare(options), make(options)))
+
+/**
+ * The store over the app's `PgClient`, schema readied first, with a notifier of its own: one LISTEN
+ * connection, shared by every member and group that uses this store, closed with the layer.
  *
  * @since 0.1.0
  * @category layers
@@ -533,4 +387,4 @@ const toGroupRow = (r: GroupSqlRow): GroupRow => ({
 export const layer = (
   options: Options = {}
 ): Layer.Layer<MembershipStore, DatabaseUnavailable | SchemaMismatch, PgClient.PgClient | SqlClient.SqlClient> =>
-  Layer.effect(MembershipStore, Effect.zipRight(prepare(options), make(options)))
+  layerUsingNotifier(options).pipe(Layer.provide(Notifier.layer))

@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { expect, it } from "@effect/vitest"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Scope } from "effect"
 import * as Fenced from "../src/Fenced.js"
 import * as Membership from "../src/Membership.js"
 import type { MembershipConfigInput } from "../src/MembershipConfig.js"
@@ -14,6 +14,7 @@ import { StoreError } from "../src/MembershipError.js"
 import type { MembershipStoreService } from "../src/MembershipStore.js"
 import { MembershipStore } from "../src/MembershipStore.js"
 import type { Assignment } from "../src/MemberState.js"
+import * as Notifier from "../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "./support/Database.js"
 
@@ -124,7 +125,7 @@ const holdOpen = (
     return { pid, assignment, fiber, release: Deferred.succeed(release, undefined), last }
   })
 
-const TestLive = PgLive
+const TestLive = Notifier.layer.pipe(Layer.provideMerge(PgLive))
 
 it.live("a fenced transaction commits the app's writes; a failing one commits nothing", () =>
   Effect.gen(function*() {

@@ -6,7 +6,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
-import { hubFor } from "../src/internal/listener.js"
+import * as Notifier from "../src/internal/pg/notifier.js"
 import * as Membership from "../src/Membership.js"
 import type { MembershipConfigInput } from "../src/MembershipConfig.js"
 import * as Migrations from "../src/Migrations.js"
@@ -15,7 +15,8 @@ import { databaseUrl, PgLive, randomGroupId } from "./support/Database.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
 
 const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
-const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
+// The store with a notifier the tests can watch (and kill the connection of).
+const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
 
 /** Polls `done` every 5 ms of real time; returns the milliseconds it took. */
 const waitFor = (done: () => boolean, max = Duration.seconds(10)) =>
@@ -83,7 +84,7 @@ it.live("a terminated listener backend is replaced and joins converge fast again
     const { join, rec } = yield* setup(randomGroupId("listen"), base)
     yield* Effect.forEach(Array.from({ length: 3 }), () => join(), { concurrency: "unbounded" })
     yield* waitFor(() => exactCover(rec.working(), 3))
-    const hub = hubFor(yield* PgClient.PgClient)
+    const hub = yield* Notifier.Notifier
     yield* waitFor(() => hub.backendPid !== undefined)
     const before = hub.connects
     const sql = yield* SqlClient.SqlClient
@@ -105,7 +106,7 @@ it.live("a listener that hangs silently is checked when a heartbeat sees an unan
     const { join, rec } = yield* setup(randomGroupId("hang-listen"), base)
     yield* Effect.forEach(Array.from({ length: 2 }), () => join(), { concurrency: "unbounded" })
     yield* waitFor(() => exactCover(rec.working(), 2))
-    const hub = hubFor(yield* PgClient.PgClient)
+    const hub = yield* Notifier.Notifier
     yield* waitFor(() => hub.backendPid !== undefined)
     const pid = hub.backendPid!
     const [connects, probes] = [hub.connects, hub.probes]

@@ -8,7 +8,7 @@
 //   MG_EXPLAIN=1 ...   also logs (auto_explain, to the server log) the plan of one heartbeat at the largest N
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
@@ -19,6 +19,9 @@ const build = path.resolve(process.env.MG_BUILD ?? new URL("../../dist/src", imp
 const sizes = (process.env.MG_SIZES ?? "16,256,1000").split(",").map(Number)
 const calls = Number(process.env.MG_CALLS ?? 5000)
 const Store = await import(pathToFileURL(path.join(build, "PgMembershipStore.js")).href)
+// Builds since the notifier became a scoped service need it provided to `make` (older ones do not).
+const notifierModule = path.join(build, "internal/pg/notifier.js")
+const NotifierLive = fs.existsSync(notifierModule) ? (await import(pathToFileURL(notifierModule).href)).layer : Layer.empty
 
 const name = `mg_heartbeat_cost_${process.pid}`
 const admin = new pg.Client({ connectionString: base })
@@ -74,7 +77,7 @@ const program = Effect.gen(function*() {
 try {
   await Effect.runPromise(
     program.pipe(
-      Effect.provide(PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 1 })),
+      Effect.provide(NotifierLive.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 1 })))),
       Effect.scoped
     ).pipe(
       // Migrate with the build under test (its own migrations), on another connection.

@@ -9,7 +9,8 @@
  */
 
 import { expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive } from "../support/Database.js"
 import {
@@ -62,7 +63,7 @@ it.live("every statement-level interleaving of two store operations keeps views,
       expect(slow).toBe(0)
       // The explorer explores: B really runs inside A's transactions, and waits on its locks.
       expect(blocked).toBeGreaterThan(20)
-    }).pipe(Effect.provide(db.layer), Effect.scoped)
+    }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(db.layer))), Effect.scoped)
   }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)
 
 

@@ -9,10 +9,10 @@
  * into a flood of heartbeats.
  */
 import { SqlClient } from "@effect/sql"
-import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Layer } from "effect"
-import { channelFor, hubFor } from "../../src/internal/listener.js"
+import { channelFor } from "../../src/internal/pg/constants.js"
+import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
@@ -30,7 +30,7 @@ import {
   waitForEffect
 } from "./support.js"
 
-const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
+const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
 
 /**
  * The bound on heartbeats per member per second while a sustained stream of notifications arrives.
@@ -176,7 +176,7 @@ it.live(
       for (const r of rates) expect(r).toBeLessThanOrEqual(maxHeartbeatsPerSecond)
 
       // The LISTEN connection is still watched: a killed backend is replaced.
-      const hub = hubFor(yield* PgClient.PgClient)
+      const hub = yield* Notifier.Notifier
       yield* waitFor(() => hub.backendPid !== undefined, Duration.seconds(3), "listener connected")
       const connects = hub.connects
       const [killed] = yield* sql<{ ok: boolean }>`SELECT pg_terminate_backend(${hub.backendPid!}) AS ok`

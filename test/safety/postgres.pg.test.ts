@@ -15,6 +15,7 @@ import { randomBytes } from "node:crypto"
 import * as Migrations from "../../src/Migrations.js"
 import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
+import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import * as Transition from "../../src/Transition.js"
 import { MemberState } from "../../src/MemberState.js"
@@ -73,7 +74,7 @@ it.live("break 1: a renewal that waited on a leave's row lock returns one commit
     const [after, commands] = Transition.transition(before, Transition.Event.Renewed({ view }))
     expect(after._tag).toBe("Awaiting")
     expect(commands.some((c) => c._tag === "StartWork")).toBe(false)
-  }).pipe(Effect.provide(PgLive)), 30_000)
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive)))), 30_000)
 
 /** A client whose sessions default to `level` (as `ALTER ROLE ... SET default_transaction_isolation` would). */
 const withDefaultIsolation = (level: string) => {

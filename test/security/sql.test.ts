@@ -27,9 +27,23 @@ const cliSrcDir = fileURLToPath(new URL("../../cli/src/", import.meta.url))
 
 /** Reviewed exceptions: file, the exact argument text, and why it is safe. */
 const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; readonly why: string }> = [
-  { file: "Migrations.ts", arg: "sqlOf(m.name)", why: "the shipped migration files, by a name from a constant list" },
-  { file: "internal/listener.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
-  { file: "internal/listener.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
+  {
+    file: "internal/pg/statements.ts",
+    arg: "text",
+    why: "applyMigration: the shipped migration files (Migrations.sqlOf), by a name from a constant list"
+  },
+  {
+    file: "internal/pg/transaction.ts",
+    arg: "`SAVEPOINT effect_sql_${id}`",
+    why: "a savepoint named by @effect/sql's nesting counter (a number), as withTransaction names it"
+  },
+  {
+    file: "internal/pg/transaction.ts",
+    arg: "`ROLLBACK TO SAVEPOINT effect_sql_${id}`",
+    why: "the same savepoint"
+  },
+  { file: "internal/pg/notifier.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
+  { file: "internal/pg/notifier.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
   {
     file: "../cli/src/embedded/ThrowawayServer.ts",
     arg: "`CREATE DATABASE ${client.escapeIdentifier(databaseName)}`",

@@ -6,7 +6,6 @@
  * @internal
  */
 import type { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect } from "effect"
 import { type MembershipError, Migrations } from "modulo-group"
 import { fail } from "../CliError.js"
@@ -31,7 +30,7 @@ export const bounded = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =
  * Whether the schema can be read: `false` when it is not installed (nobody has joined yet); fails
  * with `SchemaMismatch` when it is another version or damaged (a table or column missing).
  */
-export const schemaReady: Effect.Effect<boolean, MembershipError.SchemaMismatch | SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+export const schemaReady: Effect.Effect<boolean, MembershipError.SchemaMismatch | MembershipError.DatabaseUnavailable, SqlClient.SqlClient> = Effect.gen(function*() {
   const found = yield* Migrations.installedVersion
   if (found === 0) return false
   yield* Migrations.check

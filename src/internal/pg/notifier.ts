@@ -1,5 +1,7 @@
 /**
- * One LISTEN connection per PgClient, shared by every member in the process.
+ * The notifier: a scoped service that holds one LISTEN connection for a store, shared by every member
+ * (and every group) that uses the store. It connects when the first group subscribes, closes when the
+ * last one leaves, and is released with the service's scope at the latest.
  *
  * Not `PgClient.listen`: it swallows its connection's errors, so a killed backend would go silent
  * forever. Here a dead connection ('error'/'end', or a failed health check) is replaced at once and
@@ -13,14 +15,12 @@
  * Payloads are never read: any role that can connect can notify any channel, so a notification is
  * only a reason to ask the database sooner. What arrives proves the connection alive, nothing more.
  */
-import type { PgClient } from "@effect/sql-pg"
-import { Effect, Queue, Redacted, Stream } from "effect"
-import { createHash } from "node:crypto"
+import { PgClient } from "@effect/sql-pg"
+import type { Scope } from "effect"
+import { Context, Effect, Layer, Queue, Redacted, Stream } from "effect"
 import pg from "pg"
-import type { Wakeup } from "../MembershipStore.js"
-
-/** Channel names are hashed: group ids never reach an identifier. */
-export const channelFor = (groupId: string): string => `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
+import type { Wakeup } from "../../MembershipStore.js"
+import { channelFor } from "./constants.js"
 
 const toClientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
   ...(config.url ? { connectionString: Redacted.value(config.url) } : {}),
@@ -39,6 +39,10 @@ const toClientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
 /** `lost`: why the connection was dropped, given to one subscriber only, so a process logs it once. */
 type Waker = (lost?: string) => void
 
+/**
+ * The LISTEN connection's state machine, driven by `pg.Client` callbacks and timers. Private to one
+ * `Notifier`, which closes it with its scope.
+ */
 class ListenHub {
   private client: pg.Client | undefined
   private generation = 0
@@ -197,7 +201,7 @@ class ListenHub {
     this.backoff = Math.min(this.backoff * 2, 2_000)
   }
 
-  private close() {
+  close() {
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     this.resetAnnouncements()
@@ -213,37 +217,81 @@ class ListenHub {
   }
 }
 
-const hubs = new WeakMap<PgClient.PgClient, ListenHub>()
-
-/** The hub of a client (created on first use); exposed for tests that kill its backend. */
-export const hubFor = (client: PgClient.PgClient): ListenHub => {
-  let hub = hubs.get(client)
-  if (hub === undefined) {
-    // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths.
-    // A notification normally arrives within milliseconds of its commit; a second is ample.
-    hub = new ListenHub(toClientConfig(client.config), 1_000)
-    hubs.set(client, hub)
-  }
-  return hub
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface NotifierService {
+  /** Wake-ups on the group's channel for as long as the scope lives. */
+  readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
+  /**
+   * A heartbeat of `groupId` saw `epoch`: if no notification at all arrives on the group's channel
+   * within a grace period after a new epoch, the connection is checked (see `ListenHub.observed`).
+   * Nothing when nobody in this store listens to the group.
+   */
+  readonly observed: (groupId: string, epoch: number) => Effect.Effect<void>
+  /** Times the connection was (re)established; for tests. */
+  readonly connects: number
+  /** Backend pid of the live connection, if any; for tests that kill it. */
+  readonly backendPid: number | undefined
+  /** Health checks run so far; for tests. */
+  readonly probes: number
 }
 
-/** A heartbeat of `groupId` saw `epoch` (see `ListenHub.observed`); nothing when nobody listens. */
-export const observedEpoch = (client: PgClient.PgClient, groupId: string, epoch: number): void =>
-  hubs.get(client)?.observed(channelFor(groupId), epoch)
+/**
+ * The store's notifier. `PgMembershipStore.layer` provides its own; build one with `layer` to share
+ * it, or to watch it in tests.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class Notifier extends Context.Tag("modulo-group/PgNotifier")<Notifier, NotifierService>() {}
 
-/** Wake-ups on the group's channel for as long as the scope lives. */
-export const wakeups = (client: PgClient.PgClient, groupId: string) =>
-  Effect.gen(function*() {
-    // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
-    const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
-    const hub = hubFor(client)
-    const channel = channelFor(groupId)
-    const wake = (lost?: string) => {
-      Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
+/**
+ * A notifier over the app's `PgClient` connection settings (its own connection, not one of the
+ * pool's: a LISTEN connection is held for the notifier's lifetime). Released with the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<NotifierService, never, PgClient.PgClient | Scope.Scope> = Effect.gen(function*() {
+  const client = yield* PgClient.PgClient
+  // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
+  // notification normally arrives within milliseconds of its commit; a second is ample.
+  const hub = yield* Effect.acquireRelease(
+    Effect.sync(() => new ListenHub(toClientConfig(client.config), 1_000)),
+    (hub) => Effect.sync(() => hub.close())
+  )
+  return {
+    wakeups: (groupId) =>
+      Effect.gen(function*() {
+        // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
+        const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
+        const channel = channelFor(groupId)
+        const wake = (lost?: string) => {
+          Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
+        }
+        yield* Effect.acquireRelease(
+          Effect.sync(() => hub.add(channel, wake)),
+          () => Effect.sync(() => hub.remove(channel, wake))
+        )
+        return Stream.fromQueue(queue)
+      }),
+    observed: (groupId, epoch) => Effect.sync(() => hub.observed(channelFor(groupId), epoch)),
+    get connects() {
+      return hub.connects
+    },
+    get backendPid() {
+      return hub.backendPid
+    },
+    get probes() {
+      return hub.probes
     }
-    yield* Effect.acquireRelease(
-      Effect.sync(() => hub.add(channel, wake)),
-      () => Effect.sync(() => hub.remove(channel, wake))
-    )
-    return Stream.fromQueue(queue)
-  })
+  }
+})
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Notifier, never, PgClient.PgClient> = Layer.scoped(Notifier, make)

@@ -1,0 +1,35 @@
+/**
+ * The names the library's SQL shares with the database, defined once: the schema, the notification
+ * channels, the advisory-lock keys and the SQLSTATE of the commit-time fence check.
+ */
+import { createHash } from "node:crypto"
+
+/**
+ * The schema the migrations create. The statements in `statements.ts` spell it out in their text
+ * (`modulo_group.members`), as the migrations do; code that needs it as a value (catalog queries,
+ * messages) uses this constant.
+ */
+export const schema = "modulo_group"
+
+/**
+ * The notification channel of a group. Group ids are hashed: they never reach an identifier, and
+ * every channel is `mg_` + 32 hex digits.
+ */
+export const channelFor = (groupId: string): string => `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
+
+/**
+ * The first key of the advisory lock that queues membership changes (exclusive) and fenced
+ * transactions (shared) of one group fairly; the second key is `hashtext(group_id)`. Row share
+ * locks alone would let a stream of overlapping fenced transactions starve the `FOR UPDATE` of a
+ * change.
+ */
+export const advisoryLockClass = 1297040455 // "MODG"
+
+/** The one advisory-lock key of schema changes: "modulo" in ASCII. */
+export const migrationLockKey = 0x6d6f64756c6f
+
+/**
+ * The SQLSTATE with which the commit-time check (migration 0003, `modulo_group.fence_check_at_commit`)
+ * fails a `COMMIT` whose assignment is no longer current.
+ */
+export const commitCheckSqlState = "MGF01"

@@ -1,0 +1,413 @@
+/**
+ * Every SQL statement the library sends, one named function each: the store's (membership changes,
+ * heartbeats, reads), the fence's (`Fenced.fencedWith`) and the migrator's. Callers decide the order,
+ * the transaction and what a result means; here is only the SQL and the shape of its rows.
+ *
+ * Leases are judged on "now": the database's `statement_timestamp()`, or, when a store runs on the
+ * Effect clock (tests), a time passed in as a parameter (`now` is then an ISO timestamp, else null).
+ * The fence judges leases on `clock_timestamp()` (the moment each check runs), always the database's.
+ */
+import type { SqlClient, Statement } from "@effect/sql"
+import type { FenceTarget } from "../../Fenced.js"
+import { advisoryLockClass, channelFor, migrationLockKey, schema } from "./constants.js"
+
+type Sql = SqlClient.SqlClient
+
+/** The time a statement judges leases by: the one passed in, else the database's. */
+const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${now}::timestamptz, statement_timestamp())`
+
+// ---------------------------------------------------------------------------------------------------
+// Membership changes: each runs in one READ COMMITTED transaction, in this order: lockGroup,
+// selectGroupForUpdate, the operation's own statements, then (when membership changed)
+// reassignIndices and bumpEpoch.
+
+/**
+ * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
+ * for the waits below, statement_timeout for the later statements, idle_in_transaction_session_timeout
+ * for a stalled client), takes the group's advisory lock exclusively (fenced transactions take it
+ * shared, so a waiting change queues fairly ahead of new ones), and creates the group row if missing.
+ */
+export const lockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number) =>
+  sql`
+    INSERT INTO modulo_group.groups (group_id, changed_at)
+    SELECT ${groupId}, ${at(sql, now)}
+      FROM (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true),
+                   set_config('statement_timeout', ${String(timeoutMs)}, true),
+                   set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+                   pg_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId}))) AS fair
+    ON CONFLICT (group_id) DO NOTHING`
+
+/**
+ * The arbiter: locks the group row (FOR UPDATE) and reads its epoch and the highest epoch any member
+ * has acknowledged (an epoch moved back by hand or by a restored backup is found behind it).
+ */
+export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
+  sql<{ epoch: string; acked: string }>`
+    SELECT g.epoch, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+                               WHERE m.group_id = g.group_id), 0) AS acked
+      FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
+
+/**
+ * Under the group lock: reassigns indices (keeps every index below the new size, fills holes in join
+ * order; mirrors `internal/reassign.ts`) and stamps every member row with the epoch (`epoch`) and the
+ * size its index belongs to.
+ */
+export const reassignIndices = (sql: Sql, groupId: string, epoch: number) =>
+  sql`
+    WITH live AS (
+      SELECT member_id, idx, join_seq, count(*) OVER () AS n
+        FROM modulo_group.members WHERE group_id = ${groupId}
+    ), kept AS (
+      SELECT idx FROM live WHERE idx IS NOT NULL AND idx < n
+    ), holes AS (
+      SELECT i, row_number() OVER (ORDER BY i) AS r
+        FROM generate_series(0, (SELECT coalesce(max(n), 0) FROM live) - 1) AS i
+       WHERE i NOT IN (SELECT idx FROM kept)
+    ), movers AS (
+      SELECT member_id, row_number() OVER (ORDER BY join_seq) AS r
+        FROM live WHERE idx IS NULL OR idx >= n
+    ), target AS (
+      SELECT live.member_id, coalesce(holes.i, live.idx) AS idx, live.n
+        FROM live LEFT JOIN movers USING (member_id) LEFT JOIN holes ON holes.r = movers.r
+    )
+    UPDATE modulo_group.members m
+       SET idx = target.idx, assigned_epoch = ${epoch}, assigned_size = target.n
+      FROM target
+     WHERE m.member_id = target.member_id`
+
+/**
+ * Under the group lock, after `reassignIndices`: sets the group's epoch and size, and starts a new
+ * incarnation when `fresh` (no member survived into this change; never below the clock in ms).
+ */
+export const bumpEpoch = (sql: Sql, groupId: string, now: string | null, epoch: number, fresh: boolean) =>
+  sql<{ epoch: string; size: number; incarnation: string }>`
+    UPDATE modulo_group.groups
+       SET epoch = ${epoch},
+           size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}),
+           changed_at = ${at(sql, now)},
+           incarnation = CASE WHEN ${fresh}
+                              THEN GREATEST(incarnation + 1,
+                                            floor(extract(epoch FROM ${at(sql, now)}) * 1000)::bigint)
+                              ELSE incarnation END
+     WHERE group_id = ${groupId}
+    RETURNING epoch, size, incarnation`
+
+/** Join: deletes the group's expired members and this member's own earlier row; counts who is left. */
+export const deleteExpiredAndOwnRow = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
+  sql<{ survivors: string }>`
+    WITH gone AS (
+      DELETE FROM modulo_group.members
+       WHERE (group_id = ${groupId} AND lease_expires_at <= ${at(sql, now)})
+          OR member_id = ${memberId}
+      RETURNING member_id, group_id
+    )
+    SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId})
+         - (SELECT count(*) FROM gone WHERE group_id = ${groupId}) AS survivors`
+
+/** Join: the new member's row, with no index yet, acknowledging the epoch the join creates. */
+export const insertMember = (
+  sql: Sql,
+  groupId: string,
+  member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string },
+  ackedEpoch: number,
+  leaseMs: number,
+  now: string | null
+) =>
+  sql`
+    INSERT INTO modulo_group.members
+      (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name)
+    VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
+            ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
+            ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name})`
+
+/** Join, last: the joined member's index, how many members have not acknowledged `epoch`, the clock. */
+export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, epoch: number, now: string | null) =>
+  sql<{ idx: number; unacked: string; clock_ms: string }>`
+    SELECT m.idx,
+           (SELECT count(*) FROM modulo_group.members o
+             WHERE o.group_id = ${groupId} AND o.acked_epoch < ${epoch}) AS unacked,
+           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
+      FROM modulo_group.members m WHERE m.member_id = ${memberId}`
+
+/** Reap and leave: deletes the group's members whose lease has run out. */
+export const deleteExpired = (sql: Sql, groupId: string, now: string | null) =>
+  sql<{ member_id: string }>`
+    DELETE FROM modulo_group.members
+     WHERE group_id = ${groupId} AND lease_expires_at <= ${at(sql, now)}
+    RETURNING member_id`
+
+/**
+ * Reap: whether the rows no longer match the group (a row deleted, added or restamped by hand), and
+ * how many members are live.
+ */
+export const selectRowsOff = (sql: Sql, groupId: string) =>
+  sql<{ off: boolean; live: string }>`
+    SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) <> size
+           OR EXISTS (SELECT 1 FROM modulo_group.members m
+                       WHERE m.group_id = ${groupId}
+                         AND (m.assigned_epoch <> g.epoch OR m.assigned_size <> g.size)) AS off,
+           (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) AS live
+      FROM modulo_group.groups g WHERE group_id = ${groupId}`
+
+/** Leave: deletes this member's row. */
+export const deleteMember = (sql: Sql, groupId: string, memberId: string) =>
+  sql`
+    DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}
+    RETURNING member_id`
+
+// ---------------------------------------------------------------------------------------------------
+// Heartbeat, notifications and reads: single statements outside any explicit transaction.
+
+/** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
+export interface RenewedRow {
+  readonly idx: number
+  readonly acked: string
+  readonly prev_acked: string | null
+  readonly assigned_epoch: string
+  readonly assigned_size: number
+  readonly epoch: string
+  readonly size: number
+  readonly incarnation: string
+  readonly unacked: string
+  readonly expired: string
+  readonly rows: string
+  readonly clock_ms: string
+}
+
+/**
+ * The heartbeat, one statement: renews this member's lease (only if it has not run out), records its
+ * acknowledgement (`ack`) and whether its work is stuck stopping, and reads the group and the other
+ * members' counts. No row when the lease had run out, the row is gone, or its index is not one of
+ * 0..N-1 of its own epoch (set by hand: the member rejoins, which reassigns).
+ */
+export const renewLease = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  ack: number,
+  leaseMs: number,
+  stuck: boolean,
+  now: string | null
+) =>
+  sql<RenewedRow>`
+    WITH prev AS (
+      SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
+    ), me AS (
+      UPDATE modulo_group.members
+         SET lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
+             heartbeat_at = ${at(sql, now)},
+             acked_epoch = GREATEST(acked_epoch, ${ack}),
+             stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${at(sql, now)}) END
+       WHERE member_id = ${memberId} AND group_id = ${groupId}
+         AND lease_expires_at > ${at(sql, now)}
+      RETURNING idx, acked_epoch, assigned_epoch, assigned_size
+    ), g AS (
+      SELECT epoch, size, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}
+    ), others AS (
+      SELECT count(*) AS n,
+             count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
+             count(*) FILTER (WHERE o.lease_expires_at <= ${at(sql, now)}) AS expired
+        FROM modulo_group.members o, g
+       WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
+    )
+    SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
+           me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
+           others.unacked, others.expired, others.n + 1 AS rows,
+           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
+      FROM me, g, others
+     -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
+     WHERE me.idx IS NOT NULL
+       AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
+
+/** Wakes the group's listeners (`SELECT pg_notify`, since `NOTIFY` takes no bound parameters). */
+export const notifyGroup = (sql: Sql, groupId: string, payload: string) =>
+  sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})`
+
+/** A group row as stored. */
+export interface GroupRow {
+  readonly group_id: string
+  readonly epoch: string
+  readonly size: number
+  readonly changed_at: Date
+  readonly incarnation: string
+}
+
+/** One group's row, if any. */
+export const selectGroup = (sql: Sql, groupId: string) =>
+  sql<GroupRow>`
+    SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}`
+
+/** Every group's row, by id. */
+export const selectGroups = (sql: Sql) =>
+  sql<GroupRow>`
+    SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups ORDER BY group_id`
+
+/** A member row as `selectMembers` reads it, with its heartbeat's age and its lease's time left. */
+export interface MemberRow {
+  readonly member_id: string
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  readonly idx: number | null
+  readonly acked_epoch: string
+  readonly joined_at: Date
+  readonly stopping_since: Date | null
+  readonly heartbeat_age_ms: string
+  readonly lease_left_ms: string
+}
+
+/** A group's members, by index (members without one last, in join order). */
+export const selectMembers = (sql: Sql, groupId: string, now: string | null) =>
+  sql<MemberRow>`
+    SELECT member_id, name, host, pid, idx, acked_epoch, joined_at, stopping_since,
+           (extract(epoch FROM ${at(sql, now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
+           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
+      FROM modulo_group.members WHERE group_id = ${groupId}
+     ORDER BY idx NULLS LAST, join_seq`
+
+// ---------------------------------------------------------------------------------------------------
+// The fence (`Fenced.fencedWith`): fenceBegin, fenceQueue, fenceGroup, fenceMember, the app's body,
+// fenceEnd, all in one READ COMMITTED transaction (or a savepoint of the app's).
+
+/** What `fenceBegin` read and set. */
+export interface FenceBegun {
+  readonly old_st: string
+  readonly old_idle: string
+  readonly old_tx: string | null
+  readonly st: string
+  readonly idle: string
+  readonly tx: string | null
+  readonly xact: string
+}
+
+/**
+ * The fence's first statement: sets the server-side backstop (statement_timeout,
+ * idle_in_transaction_session_timeout and, on PostgreSQL 17+, transaction_timeout, each `backstopMs`,
+ * local to the transaction), and returns the values it replaced (read first: MATERIALIZED), the
+ * values set, and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
+ */
+export const fenceBegin = (sql: Sql, backstopMs: string) =>
+  sql<FenceBegun>`
+    WITH old AS MATERIALIZED (
+      SELECT current_setting('statement_timeout') AS old_st,
+             current_setting('idle_in_transaction_session_timeout') AS old_idle,
+             current_setting('transaction_timeout', true) AS old_tx)
+    SELECT old.old_st, old.old_idle, old.old_tx,
+           set_config('statement_timeout', ${backstopMs}, true) AS st,
+           set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
+           CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
+           txid_current()::text AS xact
+      FROM old`
+
+/** Fair queueing: the group's advisory lock, shared, waits behind a change already waiting for it. */
+export const fenceQueue = (sql: Sql, groupId: string) =>
+  sql`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId}))`
+
+/**
+ * The group's epoch and size, FOR SHARE: no change (every change bumps the epoch there, after
+ * taking the row FOR UPDATE) can happen until the transaction ends.
+ */
+export const fenceGroup = (sql: Sql, groupId: string) =>
+  sql<{ epoch: string; size: number }>`
+    SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId} FOR SHARE`
+
+/**
+ * The member's index and lease on `clock_timestamp()`, FOR KEY SHARE (blocks its DELETE and index
+ * changes, not its own heartbeat); also inserts a `fence_checks` row, which queues the commit-time
+ * check now, so even a COMMIT sent by the body itself is checked.
+ */
+export const fenceMember = (sql: Sql, target: FenceTarget) =>
+  sql<{ idx: number | null; live: boolean; lease_left_ms: string }>`
+    WITH queued AS (
+      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
+      VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
+    SELECT idx, lease_expires_at > clock_timestamp() AS live,
+           (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+      FROM modulo_group.members
+     WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
+       FOR KEY SHARE`
+
+/** What `fenceEnd` read. */
+export interface FenceEnded {
+  readonly xact: string
+  readonly st: string
+  readonly idle: string
+  readonly tx: string | null
+  readonly replication: string
+  readonly live: boolean | null
+  readonly lease_left_ms: string | null
+}
+
+/**
+ * The fence's last statement, after the body: the transaction's id, the backstop settings and
+ * `session_replication_role` (did the body end the transaction, remove the backstop or disable
+ * triggers?), the lease again on `clock_timestamp()`, and a second `fence_checks` row (only if still
+ * in the fence's transaction: it queues the commit-time check again even after the body's
+ * `SET CONSTRAINTS ALL IMMEDIATE`). Inside an app's transaction (`restore`), it also puts back the
+ * app's timeouts that `fenceBegin` replaced.
+ */
+export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, restore: boolean) => {
+  const restoreOld = restore
+    ? sql`, set_config('statement_timeout', ${begun.old_st}, true) AS restored_st,
+            set_config('idle_in_transaction_session_timeout', ${begun.old_idle}, true) AS restored_idle,
+            CASE WHEN ${begun.old_tx}::text IS NOT NULL
+                 THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx`
+    : sql``
+  return sql<FenceEnded>`
+    WITH now AS MATERIALIZED (
+      SELECT txid_current()::text AS xact,
+             current_setting('statement_timeout') AS st,
+             current_setting('idle_in_transaction_session_timeout') AS idle,
+             current_setting('transaction_timeout', true) AS tx,
+             current_setting('session_replication_role') AS replication),
+    queued AS (
+      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
+        FROM now WHERE now.xact = ${begun.xact})
+    SELECT now.xact, now.st, now.idle, now.tx, now.replication,
+           m.lease_expires_at > clock_timestamp() AS live,
+           (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+           ${restoreOld}
+      FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}`
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Migrations (`Migrations.run/check/repair`).
+
+/**
+ * Whether the migrations table exists. A scan of pg_tables, not to_regclass(): a backend's catalog
+ * cache can miss a table that another transaction created while this one waited on the migration lock.
+ */
+export const selectMigrationsTablePresent = (sql: Sql) =>
+  sql<{ present: boolean }>`
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
+                    WHERE schemaname = ${schema} AND tablename = 'schema_migrations') AS present`
+
+/** The highest migration recorded (null when none). */
+export const selectInstalledVersion = (sql: Sql) =>
+  sql<{ version: number | null }>`
+    SELECT max(version)::int AS version FROM modulo_group.schema_migrations`
+
+/**
+ * Every table of the schema with its columns (a row with a null column for a table without any).
+ * From pg_catalog, which every role can read (`information_schema` hides tables a role has no
+ * privilege on).
+ */
+export const selectSchemaColumns = (sql: Sql) =>
+  sql<{ table_name: string; column_name: string | null }>`
+    SELECT c.relname AS table_name, a.attname AS column_name
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE n.nspname = ${schema} AND c.relkind IN ('r', 'p')`
+
+/** The migration lock, held until the migrating transaction ends. */
+export const lockMigrations = (sql: Sql) => sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`
+
+/** Runs one shipped migration file (`text`, read by `Migrations.sqlOf` from a constant list of names). */
+export const applyMigration = (sql: Sql, text: string) => sql.unsafe(text)
+
+/** Records that a migration was applied. */
+export const recordMigration = (sql: Sql, version: number, name: string) =>
+  sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${version}, ${name})
+      ON CONFLICT (version) DO NOTHING`

@@ -1,0 +1,76 @@
+/**
+ * The one transaction helper of the Postgres code: the store's membership changes and `fenced` both
+ * run in it. Built on `SqlClient.makeWithTransaction`, the supported @effect/sql API that
+ * `sql.withTransaction` itself is made of (same connection handling, savepoints, span and
+ * interruption rules), with three statements of our own:
+ *
+ * - `BEGIN ISOLATION LEVEL READ COMMITTED` instead of a plain `BEGIN`: a change or a fence check
+ *   waits for a lock and must then read the newest committed rows the lock protects, not a snapshot
+ *   taken before the wait (under a REPEATABLE READ or SERIALIZABLE default that fails with 40001).
+ *   `withTransaction` sends a plain `BEGIN` and has no option for the level.
+ * - A failed `COMMIT` is a failure (a `SqlError`), not the defect `withTransaction` turns it into:
+ *   a caller must be able to tell "did not commit" (a killed backend, the fence's commit-time check)
+ *   from a bug. `makeWithTransaction` dies with whatever `commit` fails with, so `commit` wraps its
+ *   error in `CommitFailed` and the helper turns exactly that defect back into the failure.
+ * - A failed `ROLLBACK` is ignored and the body's own error kept: it means a broken connection, which
+ *   the pool discards and the server rolls back.
+ *
+ * Inside a transaction already open on the fiber (an app's `withTransaction`), it becomes a savepoint
+ * of it, exactly as `withTransaction` does, at the app's isolation level.
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Context, Effect, Option, Scope } from "effect"
+
+/** A `COMMIT` that failed, carried through `makeWithTransaction`'s `orDie` and unwrapped again. */
+class CommitFailed {
+  constructor(readonly error: SqlError) {}
+}
+
+/**
+ * Runs `body` in a READ COMMITTED transaction on one connection reserved from `sql` (a savepoint
+ * when the fiber is already in a transaction). `beforeCommit` runs just before the `COMMIT` of a
+ * top-level transaction (the store's `onStatement(operation, "commit")` test hook).
+ */
+export const readCommitted = <A, E, R>(
+  sql: SqlClient.SqlClient,
+  body: Effect.Effect<A, E, R>,
+  beforeCommit: Effect.Effect<void> = Effect.void
+): Effect.Effect<A, E | SqlError, R> =>
+  SqlClient.makeWithTransaction({
+    transactionTag: SqlClient.TransactionConnection,
+    spanAttributes: [["db.system", "postgresql"]],
+    acquireConnection: Effect.flatMap(
+      Scope.make(),
+      (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [scope, conn] as const)
+    ),
+    begin: (conn) => conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined),
+    savepoint: (conn, id) => conn.executeUnprepared(`SAVEPOINT effect_sql_${id}`, [], undefined),
+    commit: (conn) =>
+      Effect.zipRight(beforeCommit, conn.executeUnprepared("COMMIT", [], undefined)).pipe(
+        Effect.asVoid,
+        Effect.mapError((error) => new CommitFailed(error) as unknown as SqlError)
+      ),
+    rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
+    rollbackSavepoint: (conn, id) => conn.executeUnprepared(`ROLLBACK TO SAVEPOINT effect_sql_${id}`, [], undefined)
+  })(body).pipe(
+    Effect.catchSomeDefect((defect) =>
+      defect instanceof CommitFailed ? Option.some(Effect.fail(defect.error)) : Option.none()
+    )
+  )
+
+/**
+ * `readCommitted` that always opens a transaction of its own, even on a fiber already inside one: the
+ * store's changes never join a caller's transaction.
+ */
+export const ownReadCommitted = <A, E, R>(
+  sql: SqlClient.SqlClient,
+  body: Effect.Effect<A, E, R>,
+  beforeCommit?: Effect.Effect<void>
+): Effect.Effect<A, E | SqlError, R> =>
+  Effect.mapInputContext(
+    readCommitted(sql, body, beforeCommit),
+    // The body's own requirements stay; only the caller's transaction, if any, is hidden from it.
+    (context: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(context) as Context.Context<R>
+  )
+
