@@ -743,3 +743,224 @@ describe("docs/state-machine.md", () => {
     expect(doc).toContain("stateDiagram-v2")
   })
 })
+
+// --- step: the decisions around the state machine ------------------------------------------------
+
+const { Instruction, Observation, RenewalReply } = Transition
+const timing: Transition.Timing = { leaseMs: 10_000, validMs: 8_000, heartbeatMs: 1_000, fenceMarginMs: 2_000 }
+/** A member in `state`, term 1, whose last renewal was sent at 0 (deadline 8000), clock read at 0 = db 1000. */
+const member = (state: State, overrides: Partial<Transition.Member> = {}): Transition.Member => ({
+  ...Transition.initialMember(timing),
+  state,
+  term: 1,
+  acked: 5,
+  deadline: 8_000,
+  clockReading: { sentAt: 0, database: 1_000, roundTrip: 10 },
+  ...overrides
+})
+const replied = (reply: Transition.RenewalReply, o: { term?: number; sentAt?: number; receivedAt?: number } = {}) =>
+  Observation.RenewalReplied({ term: o.term ?? 1, sentAt: o.sentAt ?? 1_000, receivedAt: o.receivedAt ?? 1_010, reply })
+const renewedView = (clock: number) => RenewalReply.View({ view: view({ epoch: 5, allAcked: true, clock }) })
+
+describe("step: events", () => {
+  it("a renewal's reply from an earlier term (before the latest join) is stale: dropped, whatever it says", () => {
+    const m = member(S.Assigned(slot(5)), { term: 2 })
+    for (const event of [Event.Renewed({ view: view({ epoch: 6 }), term: 1 }), Event.Gone({ early: false, term: 1 }), Event.RenewFailed({ reason: "x", term: 1 })]) {
+      expect(Transition.step(m, event, 100)).toEqual([m, []])
+    }
+    expect(Transition.step(m, Event.Gone({ early: false, term: 2 }), 100)[0].state._tag).toBe("Lost")
+  })
+
+  it("a join starts a new term: acknowledges its epoch, the deadline is its send time + lease - fenceMargin, backoff reset", () => {
+    const m = member(S.Joining(), { term: 3, joinFailures: 4, deadline: undefined, clockReading: undefined })
+    const [after, instructions] = Transition.step(m, Event.Joined({ view: view({ epoch: 7, index: 2, size: 4, allAcked: true, clock: 5_000 }), sentAt: 100, receivedAt: 130 }), 130)
+    expect(after).toMatchObject({ term: 4, acked: 7, joinFailures: 0, deadline: 8_100, clockReading: { sentAt: 100, database: 5_000, roundTrip: 30 } })
+    expect(after.state).toEqual(S.Assigned(slot(7, 2, 4)))
+    expect(instructions).toEqual([Instruction.StartWork({ slot: slot(7, 2, 4) })])
+  })
+
+  it("a join whose reply comes back after its own deadline does not start work: fenced, the next renewal starts it", () => {
+    const m = member(S.Joining(), { deadline: undefined })
+    const [after, instructions] = Transition.step(m, Event.Joined({ view: view({ epoch: 7, index: 2, size: 4, allAcked: true }), sentAt: 0, receivedAt: 8_000 }), 8_000)
+    expect(after.state).toEqual(S.Fenced({ ...slot(7, 2, 4), stopping: false, stuck: false }))
+    expect(instructions).toEqual([])
+  })
+
+  it("a renewal in time that would start work after the deadline passed: fenced instead (G3)", () => {
+    const [after, instructions] = Transition.step(member(S.Awaiting(slot(5))), sameReadyExpired, 8_000)
+    expect(after.state).toEqual(fenced(false))
+    expect(instructions).toEqual([Instruction.Reap()])
+    expect(Transition.step(member(S.Awaiting(slot(5))), sameReady, 7_999)[1]).toEqual([Instruction.StartWork({ slot: slot(5) })])
+  })
+
+  it("failed joins back off: 100, 200, 400, 800 ms, then a heartbeat", () => {
+    let m = member(S.Joining(), { deadline: undefined })
+    const delays: Array<number> = []
+    for (let i = 0; i < 6; i++) {
+      const [after, instructions] = Transition.step(m, Event.JoinFailed({ reason: "x" }), 0)
+      m = after
+      delays.push((instructions[0] as Extract<Transition.Instruction, { _tag: "RetryJoinIn" }>).millis)
+    }
+    expect(delays).toEqual([100, 200, 400, 800, 1_000, 1_000])
+  })
+
+  it("a row removed early rejoins after a whole lease", () => {
+    const [, instructions] = Transition.step(member(S.Awaiting(slot(5))), goneEarly, 100)
+    expect(instructions).toEqual([lostEarly, Instruction.RetryJoinIn({ millis: 10_000 })])
+  })
+
+  it("no reaping until reapAfter (the database clock stepped ahead): a warning instead", () => {
+    const m = member(S.Assigned(slot(5)), { reapAfter: 5_000 })
+    const [, before] = Transition.step(m, sameReadyExpired, 4_999)
+    expect(before).toEqual([Instruction.Log({ level: "Warning", message: "not reaping: the database clock stepped recently; leases may look expired early" })])
+    expect(Transition.step(m, sameReadyExpired, 5_000)[1]).toEqual([Instruction.Reap()])
+  })
+
+  it("stuck work: the first StopTimedOut records since when", () => {
+    const [once] = Transition.step(member(renegotiating(false)), Event.StopTimedOut(), 300)
+    expect(once.stuckSince).toBe(300)
+    expect(Transition.step(once, Event.StopTimedOut(), 900)[0].stuckSince).toBe(300)
+  })
+
+  it("the barrier: from leaving Assigned (or joining) to the next Assigned, measured once", () => {
+    const [renegotiatingM] = Transition.step(member(S.Assigned(slot(5))), newer, 1_000)
+    expect(renegotiatingM.barrierSince).toBe(1_000)
+    const [awaitingM] = Transition.step(renegotiatingM, Event.WorkStopped(), 1_200)
+    expect(awaitingM.barrierSince).toBe(1_000)
+    const [assignedM, instructions] = Transition.step(
+      awaitingM,
+      Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, allAcked: true }) }),
+      1_500
+    )
+    expect(assignedM.barrierSince).toBeUndefined()
+    expect(instructions).toEqual([Instruction.StartWork({ slot: slot(6, 0, 2) }), Instruction.Measure({ metric: "barrierSeconds", value: 0.5 })])
+  })
+
+  it("the deadline is dropped in every state that holds no lease, and by LeaveDone", () => {
+    expect(Transition.step(member(S.Awaiting(slot(5))), Event.LeaveRequested(), 0)[0].deadline).toBeUndefined()
+    expect(Transition.step(member(S.Assigned(slot(5))), Event.LeaveRequested(), 0)[0].deadline).toBe(8_000)
+    expect(Transition.step(member(S.Assigned(slot(5))), Event.Gone({ early: false }), 0)[0].deadline).toBeUndefined()
+    expect(Transition.step(member(leaving(false)), Event.LeaveDone(), 0)[0].deadline).toBeUndefined()
+  })
+
+  it.prop("every state decision is transition's: step's state is transition's (or Fenced instead of a late start)", [stateArb, eventArb, fc.integer({ min: 0, max: 9_000 })], ([state, event, now]) => {
+    const [after] = Transition.step(member(state), event, now)
+    const [expected, commands] = Transition.transition(state, event)
+    // A join sets its own deadline (its send time + 8000), so it is never late here.
+    const lateStart = event._tag !== "Joined" && commands.some((c) => c._tag === "StartWork") && now >= 8_000
+    expect(after.state).toEqual(
+      lateStart && expected._tag === "Assigned"
+        ? S.Fenced({ epoch: expected.epoch, index: expected.index, size: expected.size, incarnation: expected.incarnation, stopping: false, stuck: false })
+        : expected
+    )
+  })
+})
+
+describe("step: observations", () => {
+  it("a renewal in time extends the deadline to its send time + lease - fenceMargin (never backwards), then reports Renewed", () => {
+    const [after, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(2_000)), 1_010)
+    expect(after.deadline).toBe(9_000)
+    expect(after.state).toEqual(S.Assigned(slot(5)))
+    expect(instructions).toEqual([Instruction.Report({ event: Event.Renewed({ view: view({ epoch: 5, allAcked: true, clock: 2_000 }), term: 1 }) })])
+    const [older] = Transition.step(member(S.Assigned(slot(5)), { deadline: 9_500 }), replied(renewedView(2_000)), 1_010)
+    expect(older.deadline).toBe(9_500)
+  })
+
+  it("a renewal that comes back at or after the deadline it would set counts as failed", () => {
+    const [after, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(2_000), { sentAt: 1_000, receivedAt: 9_000 }), 9_000)
+    expect(after.deadline).toBe(8_000)
+    expect(instructions).toEqual([
+      Instruction.Measure({ metric: "failedHeartbeats", value: 1 }),
+      Instruction.Report({ event: Event.RenewFailed({ reason: "renewal came back after its deadline", term: 1 }) })
+    ])
+  })
+
+  it("a failed renewal is counted and reported; the deadline stays", () => {
+    const m = member(S.Assigned(slot(5)))
+    expect(Transition.step(m, replied(RenewalReply.Failed({ reason: "timeout" })), 1_010)).toEqual([m, [
+      Instruction.Measure({ metric: "failedHeartbeats", value: 1 }),
+      Instruction.Report({ event: Event.RenewFailed({ reason: "timeout", term: 1 }) })
+    ]])
+  })
+
+  it("no row: Gone, early when it came back before the local deadline", () => {
+    const m = member(S.Assigned(slot(5)))
+    expect(Transition.step(m, replied(RenewalReply.NoRow(), { receivedAt: 7_999 }), 7_999)[1]).toEqual([Instruction.Report({ event: Event.Gone({ early: true, term: 1 }) })])
+    expect(Transition.step(m, replied(RenewalReply.NoRow(), { receivedAt: 8_000 }), 8_000)[1]).toEqual([Instruction.Report({ event: Event.Gone({ early: false, term: 1 }) })])
+  })
+
+  it("a reply of an earlier term moves nothing (the driver drops its event)", () => {
+    const m = member(S.Assigned(slot(5)), { term: 2 })
+    expect(Transition.step(m, replied(renewedView(2_000)), 1_010)).toEqual([m, [Instruction.Report({ event: Event.Renewed({ view: view({ epoch: 5, allAcked: true, clock: 2_000 }), term: 1 }) })]])
+  })
+
+  it("the database clock stepping ahead: counted, logged once, no reaping for a lease; agreeing again re-arms the log", () => {
+    // From (0, db 1000) to (1000, db 7000): the database moved 5000 ms more than the member's clock.
+    const [ahead, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(7_000)), 1_010)
+    expect(ahead).toMatchObject({ reapAfter: 11_010, clockStepLogged: true, clockReading: { sentAt: 1_000, database: 7_000, roundTrip: 10 } })
+    expect(instructions.map((i) => i._tag)).toEqual(["Measure", "Log", "Report"])
+    expect(instructions[1]).toMatchObject({ level: "Error" })
+    const [again, second] = Transition.step(ahead, replied(renewedView(14_000), { sentAt: 2_000, receivedAt: 2_010 }), 2_010)
+    expect(second.map((i) => i._tag)).toEqual(["Measure", "Report"])
+    const [agreed] = Transition.step(again, replied(renewedView(15_000), { sentAt: 3_000, receivedAt: 3_010 }), 3_010)
+    expect(agreed.clockStepLogged).toBe(false)
+  })
+
+  it("the database clock stepping back: counted and logged, reaping goes on", () => {
+    const [back, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(-5_000)), 1_010)
+    expect(back.reapAfter).toBe(Number.NEGATIVE_INFINITY)
+    expect(instructions.map((i) => i._tag)).toEqual(["Measure", "Log", "Report"])
+  })
+
+  it("within the round trips and half the fence margin, the clocks agree", () => {
+    const [m, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(2_000 + 1_020)), 1_010)
+    expect(m.clockStepLogged).toBe(false)
+    expect(instructions.map((i) => i._tag)).toEqual(["Report"])
+  })
+
+  it("the fence fires once per deadline: work interrupted at once, DeadlinePassed to the driver", () => {
+    const m = member(S.Assigned(slot(5)))
+    expect(Transition.step(m, Observation.DeadlineCheck(), 7_999)).toEqual([m, []])
+    const [fired, instructions] = Transition.step(m, Observation.DeadlineCheck(), 8_000)
+    expect(fired.fencedFor).toBe(8_000)
+    expect(instructions).toEqual([Instruction.InterruptWork(), Instruction.Report({ event: Event.DeadlinePassed() })])
+    expect(Transition.step(fired, Observation.DeadlineCheck(), 8_050)).toEqual([fired, []])
+    const none = member(S.Joining(), { deadline: undefined })
+    expect(Transition.step(none, Observation.DeadlineCheck(), 8_000)).toEqual([none, []])
+  })
+
+  it("an acknowledgement only moves forward", () => {
+    expect(Transition.step(member(S.Awaiting(slot(6))), Observation.Acknowledged({ epoch: 6 }), 0)[0].acked).toBe(6)
+    expect(Transition.step(member(S.Awaiting(slot(6))), Observation.Acknowledged({ epoch: 4 }), 0)[0].acked).toBe(5)
+  })
+
+  it("stuck work that stops at last: the gauge goes back to 0, WorkStopped to the driver", () => {
+    const [after, instructions] = Transition.step(member(renegotiating(true), { stuckSince: 300 }), Observation.StuckWorkStopped(), 900)
+    expect(after.stuckSince).toBeUndefined()
+    expect(instructions).toEqual([Instruction.Measure({ metric: "stuckWork", value: 0 }), Instruction.Report({ event: Event.WorkStopped() })])
+  })
+
+  it("lists every observation tag", () => {
+    const everyObservationListed: [Exclude<Transition.Observation["_tag"], (typeof Transition.observationTags)[number]>] extends [never] ? true : false = true
+    expect(everyObservationListed).toBe(true)
+  })
+
+  const observationArb: fc.Arbitrary<Transition.Observation> = fc.oneof(
+    fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 9_000 }), fc.integer({ min: 0, max: 9_000 }), fc.oneof(
+      fc.constant(RenewalReply.Failed({ reason: "x" })),
+      fc.constant(RenewalReply.NoRow()),
+      viewArb.map((v) => RenewalReply.View({ view: v }))
+    )).map(([term, sentAt, rtt, reply]) => Observation.RenewalReplied({ term, sentAt, receivedAt: sentAt + rtt, reply })),
+    fc.constant(Observation.DeadlineCheck()),
+    epochArb.map((epoch) => Observation.Acknowledged({ epoch })),
+    fc.constant(Observation.StuckWorkStopped())
+  )
+
+  it.prop("an observation never changes the state, never blocks, and never moves the deadline backwards", [stateArb, observationArb, fc.integer({ min: 0, max: 9_000 })], ([state, observation, now]) => {
+    const before = member(state)
+    const [after, instructions] = Transition.step(before, observation, now)
+    expect(after.state).toBe(before.state)
+    expect(instructions.every((i) => ["Report", "InterruptWork", "Measure", "Log"].includes(i._tag))).toBe(true)
+    if (before.deadline !== undefined) expect(after.deadline ?? -1).toBeGreaterThanOrEqual(before.deadline)
+  })
+})
