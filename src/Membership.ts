@@ -7,13 +7,9 @@
  *
  * @since 0.1.0
  */
-import type { SqlClient } from "@effect/sql"
-import type { PgClient } from "@effect/sql-pg"
-import { Cause, Config, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Queue, Ref, Scope, Stream, SubscriptionRef } from "effect"
-import { randomUUID } from "node:crypto"
-import * as os from "node:os"
+import { Cause, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Queue, Ref, Scope, Stream, SubscriptionRef } from "effect"
 import * as MembershipConfig from "./MembershipConfig.js"
-import type { DatabaseUnavailable, InvalidConfig, InvalidGroupId, SchemaMismatch } from "./MembershipError.js"
+import type { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 import { MembershipClosed, StaleAssignment } from "./MembershipError.js"
 import { makeContext, nowMillis } from "./internal/membership/context.js"
 import { makeDriver } from "./internal/membership/driver.js"
@@ -25,7 +21,6 @@ import { makeWorkRunner, toAssignment } from "./internal/membership/workRunner.j
 import { MembershipStore } from "./MembershipStore.js"
 import type { Assignment, MemberState } from "./MemberState.js"
 import * as State from "./MemberState.js"
-import * as PgMembershipStore from "./PgMembershipStore.js"
 import * as Transition from "./Transition.js"
 
 /**
@@ -35,7 +30,7 @@ import * as Transition from "./Transition.js"
 export interface MembershipService {
   /** This member's id (one per `make`; kept across rejoins). */
   readonly memberId: string
-  readonly config: MembershipConfig.MembershipConfig
+  readonly config: MembershipConfig.ResolvedConfig
   /** The current state. */
   readonly state: Effect.Effect<MemberState>
   /** The current state, then every change. */
@@ -80,9 +75,10 @@ export const make = (
     // Work lives in a child scope created before the leave finalizer is registered, so it closes
     // after that finalizer: at shutdown, work sees `Leaving` and is stopped by the leave itself.
     const workScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-    const memberId = randomUUID()
+    const identity = yield* MembershipConfig.MemberIdentity
+    const memberId = yield* identity.newMemberId
     const groupId = config.groupId
-    const info = { memberId, name: config.name, host: os.hostname(), pid: process.pid }
+    const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }
     const ctx = yield* makeContext({ config, store, info, scope })
     const work = yield* makeWorkRunner(workScope)
     const driver = makeDriver(ctx, work)
@@ -171,44 +167,29 @@ export const make = (
   })
 
 /**
- * A member over the app's `PgClient`: validates the config, readies the schema, then joins.
+ * Joins `groupId` for as long as the caller's scope lives: one handle per group, so a process can be
+ * a member of many groups at once, all over the one `MembershipStore` (with `PgMembership`: one pool,
+ * one LISTEN connection). The config is the provided `MembershipConfig` if any (its group id
+ * replaced), then `options`, then the defaults.
  *
- * @since 0.1.0
- * @category layers
+ * @since 0.3.0
+ * @category constructors
  */
-export const layer = (
-  input: MembershipConfig.MembershipConfigInput
-): Layer.Layer<
-  Membership,
-  InvalidConfig | InvalidGroupId | DatabaseUnavailable | SchemaMismatch,
-  PgClient.PgClient | SqlClient.SqlClient
-> =>
-  Layer.scoped(Membership, make(input)).pipe(
-    Layer.provide(
-      PgMembershipStore.layer({
-        migrate: input.migrate,
-        startupTimeout: input.startupTimeout,
-        statementTimeout: input.statementTimeout
-      })
-    ),
-    // Validate first so bad config fails before any database call.
-    (l) => Layer.unwrapEffect(Effect.as(MembershipConfig.make(input), l))
-  )
+export const join = (
+  groupId: string,
+  options: Omit<MembershipConfig.MembershipConfigInput, "groupId"> = {}
+): Effect.Effect<MembershipService, InvalidConfig | InvalidGroupId, MembershipStore | Scope.Scope> =>
+  Effect.flatMap(Effect.serviceOption(MembershipConfig.MembershipConfig), (base) => {
+    const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined))
+    return make({ ...Option.getOrUndefined(base), ...defined, groupId })
+  })
 
 /**
- * Like `layer`, reading the config from the environment (`MODULO_GROUP_*`, see `MembershipConfig.config`).
+ * The app's member, in the group its `MembershipConfig` names, over the provided store. Imports no
+ * adapter: `PgMembership.layer` wires it to PostgreSQL, `InMemoryMembershipStore.layer` to memory.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = (
-  config: Config.Config<MembershipConfig.MembershipConfigInput> = MembershipConfig.config
-) => Layer.unwrapEffect(Effect.map(config, layer))
-
-/**
- * Over any store (e.g. `InMemoryMembershipStore.layer` in tests).
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerWithStore = (input: MembershipConfig.MembershipConfigInput) => Layer.scoped(Membership, make(input))
+export const layer: Layer.Layer<Membership, InvalidConfig | InvalidGroupId, MembershipStore | MembershipConfig.MembershipConfig> =
+  Layer.scoped(Membership, Effect.flatMap(MembershipConfig.MembershipConfig, make))

@@ -16,14 +16,14 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Membership, Work } from "modulo-group"
+ * import { PgMembership, Work } from "modulo-group"
  *
  * const program = Effect.gen(function*() {
  *   yield* Work.runEvery("5 seconds", (tick) =>
  *     Effect.log(`working on items with id % ${tick.size} = ${tick.index} (epoch ${tick.epoch})`))
  *   yield* Work.runAsLeader(Effect.log("only one member in the group runs this, once per epoch"))
  *   yield* Effect.never
- * }).pipe(Effect.scoped, Effect.provide(Membership.layer({ groupId: "my-group" })))
+ * }).pipe(Effect.scoped, Effect.provide(PgMembership.layer({ groupId: "my-group" })))
  * ```
  *
  * @since 0.1.0
@@ -433,10 +433,10 @@ export const runAsLeader = <A, E, R>(
  * @example
  * ```ts
  * import { Effect, Layer } from "effect"
- * import { Membership, Work } from "modulo-group"
+ * import { PgMembership, Work } from "modulo-group"
  *
  * const Drain = Work.layerEvery("5 seconds", (tick) => Effect.log(`items with id % ${tick.size} = ${tick.index}`))
- * const Main = Drain.pipe(Layer.provide(Membership.layer({ groupId: "jobs" })))
+ * const Main = Drain.pipe(Layer.provide(PgMembership.layer({ groupId: "jobs" })))
  * ```
  *
  * @since 0.1.0

@@ -5,7 +5,7 @@
  */
 import type { Scope } from "effect"
 import { Clock, Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
-import type { MembershipConfig } from "../../MembershipConfig.js"
+import type { ResolvedConfig } from "../../MembershipConfig.js"
 import * as Metrics from "../../MembershipMetrics.js"
 import type { MemberInfo, MembershipStoreService } from "../../MembershipStore.js"
 import type { MemberState } from "../../MemberState.js"
@@ -14,7 +14,7 @@ import type { Event, Member, Timing } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 
 export interface MemberContext {
-  readonly config: MembershipConfig
+  readonly config: ResolvedConfig
   readonly timing: Timing
   readonly store: MembershipStoreService
   readonly groupId: string
@@ -54,7 +54,7 @@ const groupMetrics = (groupId: string) => {
 }
 
 export const makeContext = (options: {
-  readonly config: MembershipConfig
+  readonly config: ResolvedConfig
   readonly store: MembershipStoreService
   readonly info: MemberInfo
   readonly scope: Scope.Scope
