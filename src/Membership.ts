@@ -17,7 +17,7 @@ import { fenceTimer } from "./internal/membership/fenceTimer.js"
 import { leaseKeeper } from "./internal/membership/leaseKeeper.js"
 import { finalLeave } from "./internal/membership/leave.js"
 import type { WorkSpec } from "./internal/membership/workRunner.js"
-import { makeWorkRunner, toAssignment } from "./internal/membership/workRunner.js"
+import { makeWorkRunner } from "./internal/membership/workRunner.js"
 import { MembershipStore } from "./MembershipStore.js"
 import type { Assignment, MemberState } from "./MemberState.js"
 import * as State from "./MemberState.js"
@@ -125,7 +125,7 @@ export const make = (
         Stream.runHead,
         Effect.flatMap((s) =>
           Option.isSome(s) && s.value._tag === "Assigned"
-            ? Effect.succeed(toAssignment(s.value))
+            ? Effect.succeed(State.toAssignment(s.value))
             : Effect.fail(new MembershipClosed({ groupId }))
         )
       ),

@@ -26,11 +26,15 @@ export interface MembershipConfigInput {
   readonly fenceMargin?: Duration.DurationInput | undefined
   /** Timeout of every database call. Default 2 seconds. */
   readonly statementTimeout?: Duration.DurationInput | undefined
-  /** Upper bound on stopping work at a renegotiation; past it the member leaves instead of acknowledging. Default 5 seconds. */
+  /**
+   * How long work may take to stop (at a renegotiation, a fence or a leave). Past it the member logs
+   * an error every heartbeat and holds the barrier: it keeps its lease and neither acknowledges nor
+   * leaves until the work stops. Default 5 seconds.
+   */
   readonly stopTimeout?: Duration.DurationInput | undefined
   /** Use LISTEN/NOTIFY as a wake-up. Polling alone is correct, only slower. Default true. */
   readonly notifications?: boolean | undefined
-  /** Apply pending schema migrations when the layer starts. Default true. */
+  /** Apply pending schema migrations when the layer starts (`PgMembership`). Default true. */
   readonly migrate?: boolean | undefined
   /**
    * How long the layer retries a database that is not ready (schema check or migration) before failing.

@@ -4,6 +4,7 @@
  */
 import { Effect, Fiber, FiberSet, Scope } from "effect"
 import type { Assignment, Slot } from "../../MemberState.js"
+import { toAssignment } from "../../MemberState.js"
 
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {
@@ -23,8 +24,6 @@ export interface WorkRunner {
    */
   readonly register: (spec: WorkSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
 }
-
-export const toAssignment = (slot: Slot): Assignment => ({ ...slot, isLeader: slot.index === 0 })
 
 export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner> =>
   Effect.gen(function*() {
