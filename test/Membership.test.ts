@@ -3,7 +3,7 @@
  * deterministically. G1 and G2 are checked from the recorded work intervals of every member.
  */
 import { expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Layer, Option, Scope, TestClock } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Exit, Layer, Option, Scope, TestClock } from "effect"
 import * as InMemoryMembershipStore from "../src/InMemoryMembershipStore.js"
 import * as Membership from "../src/Membership.js"
 import * as MembershipConfig from "../src/MembershipConfig.js"
@@ -226,3 +226,24 @@ it.effect("without an identity, a member needs no platform API: host unknown, pi
     expect(rows.map((r) => [r.host, r.pid, r.name])).toEqual([["unknown", 0, "unknown:0"]])
     expect(m.memberId).toMatch(/^[0-9a-f-]{36}$/)
   })))
+
+it.effect("MembershipConfig.layerFromEnv: the environment, then the overrides (a groupId there makes MODULO_GROUP_GROUP_ID optional)", () =>
+  Effect.gen(function*() {
+    const read = (env: Record<string, string>, overrides: Partial<MembershipConfig.MembershipConfigInput> = {}) =>
+      Effect.flatMap(Layer.build(MembershipConfig.layerFromEnv(overrides)), (ctx) => Effect.succeed(Context.get(ctx, MembershipConfig.MembershipConfig))).pipe(
+        Effect.scoped,
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)), { pathDelim: "_" }))
+      )
+    const fromEnv = yield* read({ MODULO_GROUP_GROUP_ID: "env-group", MODULO_GROUP_HEARTBEAT: "500 millis", MODULO_GROUP_BARRIER_POLL: "20 millis" })
+    expect([fromEnv.groupId, Duration.toMillis(fromEnv.heartbeat), Duration.toMillis(fromEnv.barrierPoll), Duration.toMillis(fromEnv.lease)]).toEqual([
+      "env-group",
+      500,
+      20,
+      Duration.toMillis(MembershipConfig.defaults.lease)
+    ])
+    const overridden = yield* read({ MODULO_GROUP_HEARTBEAT: "500 millis" }, { groupId: "mine", lease: "20 seconds", name: undefined })
+    expect([overridden.groupId, Duration.toMillis(overridden.heartbeat), Duration.toMillis(overridden.lease)]).toEqual(["mine", 500, 20_000])
+    const missing = yield* Effect.flip(read({}))
+    expect(missing).toMatchObject({ _tag: "InvalidConfig", field: "environment" })
+    expect(missing.message).toMatch(/GROUP_ID/)
+  }))
