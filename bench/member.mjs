@@ -56,7 +56,7 @@ pg.Client.prototype.query = function(...args) {
 }
 
 const runtime = ManagedRuntime.make(
-  // The store's statement timeout is its own option (Membership.layer passes the config's on).
+  // The store's statement timeout is its own option (PgMembership.layer passes the config's on).
   PgMembershipStore.layer({ migrate: false, statementTimeout: options.config?.statementTimeout }).pipe(
     Layer.provideMerge(
       PgClient.layer({

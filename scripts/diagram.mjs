@@ -141,6 +141,96 @@ export const generate = ({ MemberState, Transition }) => {
   }
   const nodes = states.map(nodeOf)
 
+  // `Transition.step`: the decisions around the state machine, on a representative member (assigned
+  // in epoch 5, term 1, its last renewal sent at 0 so its deadline is 8000; lease 10 s, margin 2 s).
+  const O = Transition.Observation
+  const R = Transition.RenewalReply
+  const timing = { leaseMs: 10_000, validMs: 8_000, heartbeatMs: 1_000, fenceMarginMs: 2_000 }
+  const member = {
+    ...Transition.initialMember(timing),
+    state: S.Assigned(slot(5)),
+    term: 1,
+    acked: 5,
+    deadline: 8_000,
+    clockReading: { sentAt: 0, database: 1_000, roundTrip: 10 }
+  }
+  /** @param {number} clock */
+  const replyView = (clock) => R.View({ view: { ...view(5, true), clock } })
+  /** @type {Array<{ label: string, input: Tagged, now: number, base?: object }>} */
+  const stepCases = []
+  for (const tag of Transition.observationTags) {
+    switch (tag) {
+      case "RenewalReplied":
+        stepCases.push(
+          { label: "RenewalReplied (in time)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 1_010, reply: replyView(2_000) }), now: 1_010 },
+          { label: "RenewalReplied (at or after the deadline it would set)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 9_000, reply: replyView(2_000) }), now: 9_000 },
+          { label: "RenewalReplied (database clock stepped ahead)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 1_010, reply: replyView(7_000) }), now: 1_010 },
+          { label: "RenewalReplied (database clock stepped back)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 1_010, reply: replyView(-5_000) }), now: 1_010 },
+          { label: "RenewalReplied (earlier term)", input: O.RenewalReplied({ term: 0, sentAt: 1_000, receivedAt: 1_010, reply: replyView(2_000) }), now: 1_010 },
+          { label: "RenewalReplied (no row, before the deadline)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 1_010, reply: R.NoRow() }), now: 1_010 },
+          { label: "RenewalReplied (no row, after the deadline)", input: O.RenewalReplied({ term: 1, sentAt: 8_000, receivedAt: 8_010, reply: R.NoRow() }), now: 8_010 },
+          { label: "RenewalReplied (failed)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 1_010, reply: R.Failed({ reason: "timeout" }) }), now: 1_010 }
+        )
+        break
+      case "DeadlineCheck":
+        stepCases.push(
+          { label: "DeadlineCheck (before the deadline)", input: O.DeadlineCheck(), now: 7_999 },
+          { label: "DeadlineCheck (deadline passed)", input: O.DeadlineCheck(), now: 8_000 },
+          { label: "DeadlineCheck (already fired for this deadline)", input: O.DeadlineCheck(), now: 8_050, base: { fencedFor: 8_000 } }
+        )
+        break
+      case "Acknowledged":
+        stepCases.push({ label: "Acknowledged (epoch 6)", input: O.Acknowledged({ epoch: 6 }), now: 0 })
+        break
+      case "StuckWorkStopped":
+        stepCases.push({ label: "StuckWorkStopped", input: O.StuckWorkStopped(), now: 900, base: { stuckSince: 300 } })
+        break
+    }
+  }
+  stepCases.push(
+    { label: "Renewed (earlier term)", input: E.Renewed({ view: view(6, false), term: 0 }), now: 1_000 },
+    { label: "Renewed (all acked, someone expired, after reapAfter)", input: E.Renewed({ view: { ...view(5, true), expired: true } }), now: 1_000, base: { state: S.Awaiting(slot(5)) } },
+    { label: "Renewed (all acked, someone expired, before reapAfter)", input: E.Renewed({ view: { ...view(5, true), expired: true } }), now: 1_000, base: { state: S.Awaiting(slot(5)), reapAfter: 5_000 } },
+    { label: "Renewed (all acked, past the deadline)", input: E.Renewed({ view: view(5, true) }), now: 8_000, base: { state: S.Awaiting(slot(5)) } },
+    { label: "Gone (early)", input: E.Gone({ early: true }), now: 1_000, base: { state: S.Awaiting(slot(5)) } },
+    { label: "JoinFailed (the 3rd in a row)", input: E.JoinFailed({ reason: "timeout" }), now: 0, base: { state: S.Joining(), deadline: undefined, joinFailures: 2 } },
+    { label: "StopTimedOut (first)", input: E.StopTimedOut(), now: 300, base: { state: S.Renegotiating({ ...slot(5), next: slot(6), stuck: false }) } }
+  )
+  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor"]
+  /** @param {unknown} x */
+  const show = (x) => (x === undefined ? "-" : String(x))
+  /** @param {Tagged} i */
+  const showInstruction = (i) => {
+    switch (i._tag) {
+      case "Report":
+        return `Report(${/** @type {Tagged} */ (i.event)._tag}${/** @type {Tagged} */ (i.event).early === true ? " early" : ""})`
+      case "RetryJoinIn":
+        return `RetryJoinIn(${i.millis} ms)`
+      case "Measure":
+        return `Measure(${i.metric})`
+      case "Log":
+        return `Log(${i.level})`
+      default:
+        return i._tag
+    }
+  }
+  const stepTable = [
+    "| input | member before | changes | instructions |",
+    "| --- | --- | --- | --- |",
+    ...stepCases.map(({ base, input, label, now }) => {
+      const before = { ...member, ...base }
+      const [after, instructions] = Transition.step(before, input, now)
+      const changes = numberFields
+        .filter((f) => after[f] !== before[f])
+        .map((f) => `${f}: ${show(before[f])} -> ${show(after[f])}`)
+      if (after.state !== before.state) changes.push(`state: ${nodeOf(before.state).name} -> ${nodeOf(after.state).name}`)
+      const given = Object.entries(base ?? {}).filter(([k]) => k !== "state").map(([k, v]) => `${k} ${show(v)}`)
+      return `| ${label} at ${now} | ${[nodeOf(before.state).name, ...given].join(", ")} | ${changes.join("; ") || "-"} | ${
+        instructions.map(showInstruction).join(", ") || "-"
+      } |`
+    })
+  ]
+
   const mermaid = [
     "stateDiagram-v2",
     "  direction LR",
@@ -162,7 +252,7 @@ export const generate = ({ MemberState, Transition }) => {
     "# The member state machine",
     "",
     "Each member runs the pure function `Transition.transition(state, event) -> [state, commands]`;",
-    "the interpreter in `Membership` carries events in (store replies, its timers, its work, the app)",
+    "the interpreter (src/internal/membership/) carries events in (store replies, its timers, its work, the app)",
     "and runs the commands out. A notification is not an event: anyone who can connect can send one,",
     "so it only makes the member renew sooner, and decides nothing. The diagram below is drawn by",
     "running that function on one representative state per tag and flag (epoch 5; `Renegotiating`",
@@ -183,6 +273,19 @@ export const generate = ({ MemberState, Transition }) => {
     "## Ignored events",
     "",
     ...nodes.map((n) => `- **${n.name}**: ${(ignored.get(n.id) ?? []).join(", ") || "none"}`),
+    "",
+    "## Around the state machine: `Transition.step`",
+    "",
+    "The interpreter applies `Transition.step(member, input, now)`: `member` is the state plus the",
+    "numbers the decisions need (the local lease deadline, the term, the acknowledged epoch, the join",
+    "failures, since when the barrier and stuck work last, `reapAfter`, the last clock reading, the",
+    "deadline the fence fired for). An event goes through `transition` above; an observation (made by",
+    "the lease keeper, the fence timer or the work runner, applied at once) only changes the numbers",
+    "and reports events to the driver. Below, a member assigned in epoch 5, term 1, deadline 8000",
+    "(lease 10 s, fence margin 2 s, heartbeat 1 s), its last clock reading at 0 with the database",
+    "at 1000; times in ms of the member's clock.",
+    "",
+    ...stepTable,
     ""
   ].join("\n")
 }

@@ -6,26 +6,8 @@
 import { Data } from "effect"
 
 /**
- * What a member may work on: `item % size === index`, within `epoch`.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Assignment {
-  readonly epoch: number
-  readonly index: number
-  readonly size: number
-  /**
-   * The group's incarnation: `(incarnation, epoch)` is the fencing token, never issued twice for a
-   * group even after a restore (compare the pair in order; see docs/fencing.md).
-   */
-  readonly incarnation: number
-  /** Index 0 of the current epoch: the one member that runs singleton duties. */
-  readonly isLeader: boolean
-}
-
-/**
- * The part of an epoch a member knows: the epoch number, its own index and the group size.
+ * A member's place in one epoch of its group: the epoch, the group size in it, and the member's
+ * index (it works on `item % size === index`). Every state that knows its epoch carries one.
  *
  * @since 0.1.0
  * @category models
@@ -34,8 +16,54 @@ export interface Slot {
   readonly epoch: number
   readonly index: number
   readonly size: number
+  /**
+   * The group's incarnation: `(incarnation, epoch)` is the fencing token, never issued twice for a
+   * group even after a restore (compare the pair in order; see docs/fencing.md).
+   */
   readonly incarnation: number
 }
+
+/**
+ * What work receives: the slot it runs under, and whether this member leads it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Assignment extends Slot {
+  /** Index 0 of the current epoch: the one member that runs singleton duties. */
+  readonly isLeader: boolean
+}
+
+/**
+ * The part of a slot that names an epoch once and for all: `(incarnation, epoch)`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type FencingToken = Pick<Slot, "incarnation" | "epoch">
+
+/**
+ * Whether two slots (or assignments) are in the same epoch of the same group incarnation.
+ *
+ * @since 0.3.0
+ * @category getters
+ */
+export const sameEpoch = (x: FencingToken, y: FencingToken): boolean =>
+  x.epoch === y.epoch && x.incarnation === y.incarnation
+
+/**
+ * The assignment work runs under in `slot`.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const toAssignment = (slot: Slot): Assignment => ({
+  epoch: slot.epoch,
+  index: slot.index,
+  size: slot.size,
+  incarnation: slot.incarnation,
+  isLeader: slot.index === 0
+})
 
 /**
  * - `Joining`: not a member yet; the join transaction is (re)tried.
@@ -92,15 +120,7 @@ export type Tag = MemberState["_tag"]
  * @category getters
  */
 export const assignment = (state: MemberState): Assignment | undefined =>
-  state._tag === "Assigned"
-    ? {
-      epoch: state.epoch,
-      index: state.index,
-      size: state.size,
-      incarnation: state.incarnation,
-      isLeader: state.index === 0
-    }
-    : undefined
+  state._tag === "Assigned" ? toAssignment(state) : undefined
 
 /**
  * The epoch a state knows about, if any.

@@ -1,10 +1,10 @@
 /**
- * Configuration of one member: which group it joins and how it keeps its lease.
+ * Configuration of one member: which group it joins and how it keeps its lease. A service
+ * (`MembershipConfig`) built by `layer(input)` or `layerFromEnv()`; the defaults are `defaults`.
  *
  * @since 0.1.0
  */
-import { Config, Duration, Effect, Option } from "effect"
-import * as os from "node:os"
+import { Config, Context, Duration, Effect, Layer, Option } from "effect"
 import { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 
 /**
@@ -16,7 +16,7 @@ import { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 export interface MembershipConfigInput {
   /** The group to join. 1-200 characters, no control characters. */
   readonly groupId: string
-  /** Shown by `status`; defaults to `host:pid`. */
+  /** Shown by `status`; defaults to `host:pid` (from `MemberIdentity`). */
   readonly name?: string | undefined
   /** How often the lease is renewed and the group polled. Default 1 second. */
   readonly heartbeat?: Duration.DurationInput | undefined
@@ -26,11 +26,15 @@ export interface MembershipConfigInput {
   readonly fenceMargin?: Duration.DurationInput | undefined
   /** Timeout of every database call. Default 2 seconds. */
   readonly statementTimeout?: Duration.DurationInput | undefined
-  /** Upper bound on stopping work at a renegotiation; past it the member leaves instead of acknowledging. Default 5 seconds. */
+  /**
+   * How long work may take to stop (at a renegotiation, a fence or a leave). Past it the member logs
+   * an error every heartbeat and holds the barrier: it keeps its lease and neither acknowledges nor
+   * leaves until the work stops. Default 5 seconds.
+   */
   readonly stopTimeout?: Duration.DurationInput | undefined
   /** Use LISTEN/NOTIFY as a wake-up. Polling alone is correct, only slower. Default true. */
   readonly notifications?: boolean | undefined
-  /** Apply pending schema migrations when the layer starts. Default true. */
+  /** Apply pending schema migrations when the layer starts (`PgMembership`). Default true. */
   readonly migrate?: boolean | undefined
   /**
    * How long the layer retries a database that is not ready (schema check or migration) before failing.
@@ -44,10 +48,10 @@ export interface MembershipConfigInput {
 /**
  * Validated configuration, durations resolved.
  *
- * @since 0.1.0
+ * @since 0.3.0
  * @category models
  */
-export interface MembershipConfig {
+export interface ResolvedConfig {
   readonly groupId: string
   readonly name: string
   readonly heartbeat: Duration.Duration
@@ -62,6 +66,43 @@ export interface MembershipConfig {
 }
 
 /**
+ * The validated configuration of the app's member (`Membership.layer` joins the group it names).
+ *
+ * @since 0.3.0
+ * @category tags
+ */
+export class MembershipConfig extends Context.Tag("modulo-group/MembershipConfig")<MembershipConfig, ResolvedConfig>() {}
+
+/**
+ * Who this process is, for the member rows (`status` shows them) and the default name. The default
+ * needs no platform API (host "unknown", pid 0, ids from `globalThis.crypto.randomUUID`); the
+ * Postgres wiring (`PgMembership`) provides the Node host name and pid.
+ *
+ * @since 0.3.0
+ * @category tags
+ */
+export class MemberIdentity extends Context.Reference<MemberIdentity>()("modulo-group/MemberIdentity", {
+  defaultValue: (): MemberIdentityService => ({
+    host: "unknown",
+    pid: 0,
+    newMemberId: Effect.sync(() => globalThis.crypto.randomUUID())
+  })
+}) {}
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface MemberIdentityService {
+  readonly host: string
+  readonly pid: number
+  /** A fresh member id (one per member; kept across its rejoins). */
+  readonly newMemberId: Effect.Effect<string>
+}
+
+/**
+ * Every default, in one place.
+ *
  * @since 0.1.0
  * @category constants
  */
@@ -150,7 +191,7 @@ const ms = Duration.toMillis
  * @since 0.1.0
  * @category validation
  */
-export const make = (input: MembershipConfigInput): Effect.Effect<MembershipConfig, InvalidConfig | InvalidGroupId> =>
+export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig, InvalidConfig | InvalidGroupId> =>
   Effect.gen(function*() {
     const groupId = yield* validateGroupId(input.groupId)
     const heartbeat = yield* decodeDuration("heartbeat", input.heartbeat, defaults.heartbeat)
@@ -169,7 +210,8 @@ export const make = (input: MembershipConfigInput): Effect.Effect<MembershipConf
         }) + statementTimeout (${Duration.format(statementTimeout)})`
       })
     }
-    const name = input.name ?? `${os.hostname()}:${process.pid}`
+    const identity = yield* MemberIdentity
+    const name = input.name ?? `${identity.host}:${identity.pid}`
     if (name.length > 200 || controlChars.test(name)) {
       return yield* new InvalidConfig({ field: "name", reason: "at most 200 characters, no control characters" })
     }
@@ -188,25 +230,73 @@ export const make = (input: MembershipConfigInput): Effect.Effect<MembershipConf
     }
   })
 
+const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConfigInput> =>
+  Config.nested(
+    Config.all({
+      groupId: groupId.pipe(Config.withDescription("The group to join")),
+      name: Config.string("NAME").pipe(Config.withDescription("Name shown by status"), Config.option, Config.map(Option.getOrUndefined)),
+      heartbeat: Config.duration("HEARTBEAT").pipe(Config.withDefault(defaults.heartbeat), Config.withDescription("Lease renewal interval")),
+      lease: Config.duration("LEASE").pipe(Config.withDefault(defaults.lease), Config.withDescription("Lease length on the database clock")),
+      fenceMargin: Config.duration("FENCE_MARGIN").pipe(Config.withDefault(defaults.fenceMargin), Config.withDescription("Self-fence this long before the lease can expire")),
+      statementTimeout: Config.duration("STATEMENT_TIMEOUT").pipe(Config.withDefault(defaults.statementTimeout), Config.withDescription("Timeout of every database call")),
+      stopTimeout: Config.duration("STOP_TIMEOUT").pipe(Config.withDefault(defaults.stopTimeout), Config.withDescription("Bound on stopping work at a renegotiation")),
+      notifications: Config.boolean("NOTIFICATIONS").pipe(Config.withDefault(defaults.notifications), Config.withDescription("Use LISTEN/NOTIFY as a wake-up")),
+      migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start")),
+      startupTimeout: Config.duration("STARTUP_TIMEOUT").pipe(Config.withDefault(defaults.startupTimeout), Config.withDescription("How long to wait for the database at start")),
+      barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier"))
+    }),
+    "MODULO_GROUP"
+  )
+
 /**
  * Reads the input from the environment: `MODULO_GROUP_GROUP_ID`, `MODULO_GROUP_HEARTBEAT` ("1 second"),
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
- * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`.
+ * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
+ * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`.
  *
  * @since 0.1.0
  * @category config
  */
-export const config: Config.Config<MembershipConfigInput> = Config.nested(
-  Config.all({
-    groupId: Config.string("GROUP_ID").pipe(Config.withDescription("The group to join")),
-    name: Config.string("NAME").pipe(Config.withDescription("Name shown by status"), Config.option, Config.map(Option.getOrUndefined)),
-    heartbeat: Config.duration("HEARTBEAT").pipe(Config.withDefault(defaults.heartbeat), Config.withDescription("Lease renewal interval")),
-    lease: Config.duration("LEASE").pipe(Config.withDefault(defaults.lease), Config.withDescription("Lease length on the database clock")),
-    fenceMargin: Config.duration("FENCE_MARGIN").pipe(Config.withDefault(defaults.fenceMargin), Config.withDescription("Self-fence this long before the lease can expire")),
-    statementTimeout: Config.duration("STATEMENT_TIMEOUT").pipe(Config.withDefault(defaults.statementTimeout), Config.withDescription("Timeout of every database call")),
-    stopTimeout: Config.duration("STOP_TIMEOUT").pipe(Config.withDefault(defaults.stopTimeout), Config.withDescription("Bound on stopping work at a renegotiation")),
-    notifications: Config.boolean("NOTIFICATIONS").pipe(Config.withDefault(defaults.notifications), Config.withDescription("Use LISTEN/NOTIFY as a wake-up")),
-    migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start"))
-  }),
-  "MODULO_GROUP"
-)
+export const config: Config.Config<MembershipConfigInput> = envConfig(Config.string("GROUP_ID"))
+
+/**
+ * Reads the input from the environment (`config`), then applies `overrides` (fields left
+ * `undefined` keep the environment's value; a `groupId` here makes `MODULO_GROUP_GROUP_ID` optional).
+ * A variable that cannot be read fails with `InvalidConfig`.
+ *
+ * @since 0.3.0
+ * @category config
+ */
+export const fromEnv = (
+  overrides: Partial<MembershipConfigInput> = {}
+): Effect.Effect<ResolvedConfig, InvalidConfig | InvalidGroupId> =>
+  Effect.gen(function*() {
+    const source = overrides.groupId === undefined
+      ? config
+      : envConfig(Config.string("GROUP_ID").pipe(Config.withDefault(overrides.groupId)))
+    const env = yield* Effect.mapError(
+      source,
+      (error) => new InvalidConfig({ field: "environment", reason: String(error) })
+    )
+    const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
+    return yield* make({ ...env, ...defined })
+  })
+
+/**
+ * The config service from `input`, validated.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layer = (input: MembershipConfigInput): Layer.Layer<MembershipConfig, InvalidConfig | InvalidGroupId> =>
+  Layer.effect(MembershipConfig, make(input))
+
+/**
+ * The config service from the environment (`MODULO_GROUP_*`, see `config`), with `overrides`.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerFromEnv = (
+  overrides: Partial<MembershipConfigInput> = {}
+): Layer.Layer<MembershipConfig, InvalidConfig | InvalidGroupId> => Layer.effect(MembershipConfig, fromEnv(overrides))

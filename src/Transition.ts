@@ -1,12 +1,20 @@
 /**
- * The protocol's decisions: a pure `(state, event) -> [state, commands]` function. No I/O, no clock:
- * the interpreter in `Membership` carries events in and commands out.
+ * The protocol's decisions, pure: no I/O, and time only as numbers passed in. Two levels:
+ *
+ * - `transition(state, event) -> [state, commands]`: the member's state machine (the diagram in
+ *   docs/state-machine.md).
+ * - `step(member, input, now) -> [member, instructions]`: everything the interpreter must decide,
+ *   `transition` included: the local lease deadline, which replies are stale (an earlier term),
+ *   what a late renewal means, the join backoff, the clock-step check, how long the barrier and
+ *   stuck work lasted. `Member` is the state plus the few numbers these decisions need.
+ *
+ * The interpreter (src/internal/membership/) applies `step` and runs the instructions it returns.
  *
  * @since 0.1.0
  */
-import { Data } from "effect"
-import type { Slot } from "./MemberState.js"
-import { MemberState } from "./MemberState.js"
+import { Data, Equal } from "effect"
+import type { Assignment, Slot } from "./MemberState.js"
+import { assignment as assignmentOf, MemberState } from "./MemberState.js"
 import type { GroupView } from "./MembershipStore.js"
 
 /**
@@ -18,23 +26,29 @@ import type { GroupView } from "./MembershipStore.js"
  * @category models
  */
 export type Event = Data.TaggedEnum<{
-  /** The join transaction committed. */
-  Joined: { readonly view: GroupView }
+  /**
+   * The join transaction committed. `sentAt` / `receivedAt`: the member's clock (milliseconds) when
+   * the join was sent and its reply came back (default: when the event is applied).
+   */
+  Joined: { readonly view: GroupView; readonly sentAt?: number | undefined; readonly receivedAt?: number | undefined }
   /** The join transaction failed or timed out. */
   JoinFailed: { readonly reason: string }
   /** Time to retry a failed join. */
   RetryJoin: {}
-  /** A renewal succeeded in time (its lease deadline is still ahead). */
-  Renewed: { readonly view: GroupView }
+  /**
+   * A renewal succeeded in time (its lease deadline is still ahead). `term`, here and in `Gone` and
+   * `RenewFailed`: the member's term when the renewal was sent (see `Member.term`); absent, never stale.
+   */
+  Renewed: { readonly view: GroupView; readonly term?: number | undefined }
   /**
    * A renewal found no live row: reaped, expired or deleted. `early`: the local lease deadline was
    * still ahead, so the row went while this member could still have been working: someone judged
    * its lease by a clock that disagrees (a stepped database clock, a restore) or deleted it by hand,
    * and other members of its epoch may still be working too.
    */
-  Gone: { readonly early: boolean }
+  Gone: { readonly early: boolean; readonly term?: number | undefined }
   /** A renewal failed, timed out or came back too late to count. */
-  RenewFailed: { readonly reason: string }
+  RenewFailed: { readonly reason: string; readonly term?: number | undefined }
   /** The local lease deadline passed (the fence timer has interrupted the work). */
   DeadlinePassed: {}
   /** Every work fiber has stopped and its finalizers ran. */
@@ -352,3 +366,393 @@ export const mayWork = (state: MemberState): boolean => state._tag === "Assigned
 export const holdsLease = (state: MemberState): boolean =>
   state._tag === "Awaiting" || state._tag === "Assigned" || state._tag === "Renegotiating" ||
   state._tag === "Fenced" || (state._tag === "Leaving" && state.stopping)
+
+// --- the member: the state and the numbers the interpreter's decisions need ----------------------
+
+/**
+ * The durations the decisions use, in milliseconds.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Timing {
+  /** How long a lease lives on the database clock. */
+  readonly leaseMs: number
+  /** How long after a renewal was sent work may go on: the lease minus the fence margin. */
+  readonly validMs: number
+  /** The renewal interval (also the longest join backoff). */
+  readonly heartbeatMs: number
+  /** The fence margin (half of it is the clock-step tolerance). */
+  readonly fenceMarginMs: number
+}
+
+/**
+ * One reading of the database clock against the member's clock, taken by a join or a renewal.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface ClockReading {
+  /** The member's clock when the call was sent (ms). */
+  readonly sentAt: number
+  /** The database clock in the reply (ms since the Unix epoch). */
+  readonly database: number
+  /** The call's round trip (ms). */
+  readonly roundTrip: number
+}
+
+/**
+ * Everything one member knows, in one value. All times are the member's clock in milliseconds.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Member {
+  readonly timing: Timing
+  readonly state: MemberState
+  /**
+   * The local lease deadline: the send time of the last renewal (or join) that came back in time,
+   * plus `validMs`. Work may run only before it (G3). `undefined` while no lease is held.
+   */
+  readonly deadline: number | undefined
+  /**
+   * Counts the member's successful joins. A renewal reply carries the term it was sent in: a reply
+   * sent before the latest join is about the old row, and is stale.
+   */
+  readonly term: number
+  /** The epoch renewals acknowledge (recorded only once no older work runs). */
+  readonly acked: number
+  /** Failed joins in a row (the backoff of the next retry). */
+  readonly joinFailures: number
+  /** Since when the member has been out of `Assigned` (for the barrier histogram). */
+  readonly barrierSince: number | undefined
+  /** Since when the member's work has not stopped though asked to (past `stopTimeout`). */
+  readonly stuckSince: number | undefined
+  /**
+   * No reaping before this time: after the database clock stepped ahead, leases that look expired
+   * may belong to members still working, until a lease of this member's own clock has passed.
+   */
+  readonly reapAfter: number
+  /** The last clock reading of a renewal in time (or the join), to detect database clock steps. */
+  readonly clockReading: ClockReading | undefined
+  /** A clock step has been logged and the clock has not agreed since (log once per episode). */
+  readonly clockStepLogged: boolean
+  /** The deadline the fence has already fired for (it fires once per deadline). */
+  readonly fencedFor: number | undefined
+}
+
+/**
+ * A member that has not joined yet.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const initialMember = (timing: Timing): Member => ({
+  timing,
+  state: MemberState.Joining(),
+  deadline: undefined,
+  term: 0,
+  acked: 0,
+  joinFailures: 0,
+  barrierSince: undefined,
+  stuckSince: undefined,
+  reapAfter: Number.NEGATIVE_INFINITY,
+  clockReading: undefined,
+  clockStepLogged: false,
+  fencedFor: undefined
+})
+
+/**
+ * What a renewal came back with.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type RenewalReply = Data.TaggedEnum<{
+  /** The call failed or timed out. */
+  Failed: { readonly reason: string }
+  /** No live row: reaped, expired or deleted. */
+  NoRow: {}
+  /** The group's view. */
+  View: { readonly view: GroupView }
+}>
+
+/**
+ * @since 0.3.0
+ * @category constructors
+ */
+export const RenewalReply = Data.taggedEnum<RenewalReply>()
+
+/**
+ * What a fiber of the interpreter observed and applies at once (not through the driver's queue):
+ * observations change the member's numbers and may report an `Event` to the driver, never the state.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Observation = Data.TaggedEnum<{
+  /** The lease keeper's renewal, sent at `sentAt` in `term`, came back at `receivedAt`. */
+  RenewalReplied: {
+    readonly term: number
+    readonly sentAt: number
+    readonly receivedAt: number
+    readonly reply: RenewalReply
+  }
+  /** The fence timer looks at the deadline. */
+  DeadlineCheck: {}
+  /** An `Ack` command has made sure no older work runs: renewals acknowledge `epoch` from now on. */
+  Acknowledged: { readonly epoch: number }
+  /** Work that was stuck past `stopTimeout` has stopped at last. */
+  StuckWorkStopped: {}
+}>
+
+/**
+ * @since 0.3.0
+ * @category constructors
+ */
+export const Observation = Data.taggedEnum<Observation>()
+
+/**
+ * Every observation tag (used by the step table and the diagram).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const observationTags = [
+  "RenewalReplied",
+  "DeadlineCheck",
+  "Acknowledged",
+  "StuckWorkStopped"
+] as const satisfies ReadonlyArray<Observation["_tag"]>
+
+/**
+ * What the interpreter runs: the state machine's commands with their timing decided, and the
+ * bookkeeping around them.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Instruction = Data.TaggedEnum<{
+  /** Run the join transaction (after any old work has fully stopped). */
+  Join: {}
+  /** Send `RetryJoin` after `millis`. */
+  RetryJoinIn: { readonly millis: number }
+  /** Wait until no older work runs, then apply `Acknowledged(epoch)` and renew at once. */
+  Ack: { readonly epoch: number }
+  /** Delete expired members and bump the epoch; renew at once. */
+  Reap: {}
+  /** Start the registered work under this slot. */
+  StartWork: { readonly slot: Slot }
+  /** Interrupt the work and wait for it (bounded by the stop timeout, then watched in the background). */
+  StopWork: {}
+  /** Interrupt the work now, without waiting for it (the fence: the driver may be blocked). */
+  InterruptWork: {}
+  /** Delete this member's row. */
+  Leave: {}
+  /** Log an error and count it (`modulo_group_alarms_total`). */
+  Alarm: { readonly reason: string }
+  /** Log a line. */
+  Log: { readonly level: "Warning" | "Error"; readonly message: string }
+  /** Hand `event` to the driver. */
+  Report: { readonly event: Event }
+  /** Record a metric: counters add `value`, the histogram records it, the gauge is set to it. */
+  Measure: { readonly metric: "failedHeartbeats" | "clockSteps" | "barrierSeconds" | "stuckWork"; readonly value: number }
+}>
+
+/**
+ * @since 0.3.0
+ * @category constructors
+ */
+export const Instruction = Data.taggedEnum<Instruction>()
+
+/**
+ * The result of `step`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type MemberStep = readonly [Member, ReadonlyArray<Instruction>]
+
+/** The backoff of a join retry after `failures` failures in a row: 50 ms doubling, at most a heartbeat. */
+const joinBackoff = (timing: Timing, failures: number): number =>
+  Math.min(timing.heartbeatMs, 50 * 2 ** Math.min(failures, 10))
+
+const isObservation = (input: Event | Observation): input is Observation =>
+  (observationTags as ReadonlyArray<string>).includes(input._tag)
+
+/**
+ * One step of a member at time `now` (the member's clock, in milliseconds). An `Event` goes through
+ * `transition`; an `Observation` only updates the member's numbers. Returns the same `member` (by
+ * reference) when nothing changes.
+ *
+ * @since 0.3.0
+ * @category transition
+ */
+export const step = (member: Member, input: Event | Observation, now: number): MemberStep =>
+  isObservation(input) ? observe(member, input, now) : onEvent(member, input, now)
+
+const onEvent = (member: Member, event: Event, now: number): MemberStep => {
+  // A reply to a renewal sent before the latest join is about the old row.
+  if ("term" in event && event.term !== undefined && event.term !== member.term) return [member, []]
+  const { timing } = member
+  let m = member
+  switch (event._tag) {
+    case "Joined": {
+      const sentAt = event.sentAt ?? now
+      m = {
+        ...m,
+        term: m.term + 1,
+        acked: event.view.epoch,
+        joinFailures: 0,
+        clockReading: { sentAt, database: event.view.clock, roundTrip: (event.receivedAt ?? now) - sentAt },
+        deadline: sentAt + timing.validMs
+      }
+      break
+    }
+    case "JoinFailed":
+      m = { ...m, joinFailures: m.joinFailures + 1 }
+      break
+    case "StopTimedOut":
+      if (m.stuckSince === undefined) m = { ...m, stuckSince: now }
+      break
+    case "LeaveDone":
+      if (m.deadline !== undefined) m = { ...m, deadline: undefined }
+      break
+  }
+  let [after, commands] = transition(m.state, event)
+  // A reply that arrives after the lease deadline must not start work: fenced instead (G3); the
+  // next renewal in time starts the work.
+  const start = commands.find((c) => c._tag === "StartWork")
+  if (start !== undefined && (m.deadline === undefined || now >= m.deadline) && after._tag === "Assigned") {
+    after = MemberState.Fenced({ ...slotOf(after), stopping: false, stuck: false })
+    commands = commands.filter((c) => c !== start)
+  }
+  const instructions: Array<Instruction> = []
+  for (const c of commands) {
+    switch (c._tag) {
+      case "ScheduleJoinRetry":
+        instructions.push(Instruction.RetryJoinIn({ millis: joinBackoff(timing, m.joinFailures) }))
+        break
+      case "RejoinAfterLease":
+        instructions.push(Instruction.RetryJoinIn({ millis: timing.leaseMs }))
+        break
+      case "Reap":
+        instructions.push(
+          now < m.reapAfter
+            ? Instruction.Log({
+              level: "Warning",
+              message: "not reaping: the database clock stepped recently; leases may look expired early"
+            })
+            : Instruction.Reap()
+        )
+        break
+      default:
+        instructions.push(c)
+    }
+  }
+  if (!Equal.equals(after, m.state)) {
+    const before = m.state
+    m = { ...m, state: after }
+    if ((before._tag === "Assigned" || before._tag === "Joining" || before._tag === "Lost") && after._tag !== "Assigned") {
+      if (m.barrierSince === undefined) m = { ...m, barrierSince: now }
+    }
+    if (after._tag === "Assigned") {
+      if (m.barrierSince !== undefined) {
+        instructions.push(Instruction.Measure({ metric: "barrierSeconds", value: (now - m.barrierSince) / 1000 }))
+      }
+      m = { ...m, barrierSince: undefined }
+    }
+    if (!holdsLease(after) && m.deadline !== undefined) m = { ...m, deadline: undefined }
+  }
+  return [m, instructions]
+}
+
+const observe = (member: Member, observation: Observation, now: number): MemberStep => {
+  const { timing } = member
+  switch (observation._tag) {
+    case "RenewalReplied": {
+      const { receivedAt, reply, sentAt, term } = observation
+      if (reply._tag === "Failed") {
+        return [member, [
+          Instruction.Measure({ metric: "failedHeartbeats", value: 1 }),
+          Instruction.Report({ event: Event.RenewFailed({ reason: reply.reason, term }) })
+        ]]
+      }
+      if (reply._tag === "NoRow") {
+        // Early: the row went while the local deadline was still ahead (see `Gone`).
+        const early = member.deadline !== undefined && receivedAt < member.deadline
+        return [member, [Instruction.Report({ event: Event.Gone({ early, term }) })]]
+      }
+      // Back after the deadline it would set: it proves nothing about the lease now.
+      if (sentAt + timing.validMs <= receivedAt) {
+        return [member, [
+          Instruction.Measure({ metric: "failedHeartbeats", value: 1 }),
+          Instruction.Report({ event: Event.RenewFailed({ reason: "renewal came back after its deadline", term }) })
+        ]]
+      }
+      const renewed = Instruction.Report({ event: Event.Renewed({ view: reply.view, term }) })
+      if (term !== member.term) return [member, [renewed]]
+      const [checked, clockInstructions] = checkClock(member, {
+        sentAt,
+        database: reply.view.clock,
+        roundTrip: receivedAt - sentAt
+      }, receivedAt)
+      const deadline = Math.max(member.deadline ?? Number.NEGATIVE_INFINITY, sentAt + timing.validMs)
+      return [{ ...checked, deadline }, [...clockInstructions, renewed]]
+    }
+    case "DeadlineCheck": {
+      const d = member.deadline
+      if (d === undefined || now < d || member.fencedFor === d) return [member, []]
+      // Stop work now, without waiting for the driver (which may be blocked on a hung call).
+      return [{ ...member, fencedFor: d }, [
+        Instruction.InterruptWork(),
+        Instruction.Report({ event: Event.DeadlinePassed() })
+      ]]
+    }
+    case "Acknowledged":
+      return observation.epoch > member.acked ? [{ ...member, acked: observation.epoch }, []] : [member, []]
+    case "StuckWorkStopped":
+      return [{ ...member, stuckSince: undefined }, [
+        Instruction.Measure({ metric: "stuckWork", value: 0 }),
+        Instruction.Report({ event: Event.WorkStopped() })
+      ]]
+  }
+}
+
+/**
+ * The database clock against this member's clock: each renewal's database time is compared with the
+ * previous reading's. Their differences may disagree by at most the two round trips (plus half the
+ * fence margin); more is a step of the database clock.
+ */
+const checkClock = (member: Member, reading: ClockReading, receivedAt: number): MemberStep => {
+  const prev = member.clockReading
+  const m: Member = { ...member, clockReading: reading }
+  if (prev === undefined) return [m, []]
+  const drift = (reading.database - prev.database) - (reading.sentAt - prev.sentAt)
+  const threshold = member.timing.fenceMarginMs / 2 + prev.roundTrip + reading.roundTrip
+  if (Math.abs(drift) <= threshold) return [{ ...m, clockStepLogged: false }, []]
+  const ahead = drift > 0
+  const stepped: Member = { ...m, reapAfter: ahead ? receivedAt + member.timing.leaseMs : m.reapAfter, clockStepLogged: true }
+  const measure = Instruction.Measure({ metric: "clockSteps", value: 1 })
+  if (member.clockStepLogged) return [stepped, [measure]]
+  return [stepped, [
+    measure,
+    Instruction.Log({
+      level: "Error",
+      message: `modulo-group: the database clock moved ${ahead ? "ahead" : "back"} by about ${Math.abs(Math.round(drift))} ms ` +
+        `against this member's clock between two renewals. ` +
+        (ahead
+          ? "Leases are judged on the database clock: members may look expired early. No reaping for one lease."
+          : "Crashed members will be noticed later than the lease.")
+    })
+  ]]
+}
+
+/**
+ * The assignment work may run under at `now`: only while assigned and before the lease deadline.
+ *
+ * @since 0.3.0
+ * @category getters
+ */
+export const workable = (member: Member, now: number): Assignment | undefined =>
+  member.deadline !== undefined && now < member.deadline ? assignmentOf(member.state) : undefined

@@ -1,29 +1,31 @@
 /**
  * Work that follows the member's assignment: periodic work on a staggered wall-clock grid
- * (`runEvery`, the original's work block) and singleton duties on the leader (`runAsLeader`, the
- * original's boss block). Both are built on `Membership.whileAssigned`: a run in progress is
- * interrupted when the member leaves `Assigned`, and the member acknowledges the next epoch only after
- * the run's finalizers have run (bounded by `stopTimeout`; past it the member leaves instead).
+ * (`runEvery`) and singleton duties on the leader (`runAsLeader`). "The original" below is the
+ * design this library replaces (a Ruby loop per process with a work block and a "boss" block); its
+ * option names are kept so that its users find their settings. Both are built on
+ * `Membership.whileAssigned`: a run in progress is interrupted when the member leaves `Assigned`, and
+ * the member acknowledges the next epoch only after the run's finalizers have run (past
+ * `stopTimeout` the member holds the barrier, and says so, until the run stops).
  *
  * The schedule is the original's `compute_next_work_time` grid, recomputed in every epoch: the times
  * `now - (now mod modulo) + offset + interval / N * k + j * interval`. The original started at
  * `j = 1`; `runEvery` starts at the first of them not before the epoch's start, so that every member
  * runs less than one `interval` after it starts working in an epoch. A run that overruns skips the
- * slots it missed (the original ran back-to-back until it had caught up). Within one epoch the
+ * grid times it missed (the original ran back-to-back until it had caught up). Within one epoch the
  * schedule, the run counter and the leader's "done" mark survive a restart of the work (a self-fence
  * and recovery in the same epoch).
  *
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Membership, Work } from "modulo-group"
+ * import { PgMembership, Work } from "modulo-group"
  *
  * const program = Effect.gen(function*() {
  *   yield* Work.runEvery("5 seconds", (tick) =>
  *     Effect.log(`working on items with id % ${tick.size} = ${tick.index} (epoch ${tick.epoch})`))
  *   yield* Work.runAsLeader(Effect.log("only one member in the group runs this, once per epoch"))
  *   yield* Effect.never
- * }).pipe(Effect.scoped, Effect.provide(Membership.layer({ groupId: "my-group" })))
+ * }).pipe(Effect.scoped, Effect.provide(PgMembership.layer({ groupId: "my-group" })))
  * ```
  *
  * @since 0.1.0
@@ -32,7 +34,8 @@ import type { Scope } from "effect"
 import { Cause, Clock, Deferred, Duration, Effect, Either, Layer, Option, Ref } from "effect"
 import { Membership } from "./Membership.js"
 import { InvalidConfig } from "./MembershipError.js"
-import type { Assignment } from "./MemberState.js"
+import type { Assignment, FencingToken } from "./MemberState.js"
+import { sameEpoch } from "./MemberState.js"
 
 // --- schedule maths (pure) ---------------------------------------------------------------------
 
@@ -202,12 +205,6 @@ const sleepUntil = (until: number) =>
     if (until > now) yield* Effect.sleep(Duration.millis(until - now))
   })
 
-/** The same epoch of the same group incarnation: `(incarnation, epoch)` is never issued twice. */
-const sameEpoch = (
-  x: Pick<Assignment, "incarnation" | "epoch">,
-  y: Pick<Assignment, "incarnation" | "epoch">
-): boolean => x.epoch === y.epoch && x.incarnation === y.incarnation
-
 const annotate = (a: Assignment) =>
   Effect.annotateLogs({
     "modulo_group.epoch": String(a.epoch),
@@ -277,10 +274,8 @@ const makeRegistration = Effect.gen(function*() {
 })
 
 /** Where the periodic work of one registration stands in an epoch (kept across restarts of the work). */
-interface Progress {
-  readonly incarnation: number
-  readonly epoch: number
-  /** The next due time (the slot of the run in progress already counted). */
+interface Progress extends FencingToken {
+  /** The next due time (the grid time of the run in progress already counted). */
   readonly due: number
   /** Runs started in this epoch. */
   readonly run: number
@@ -292,7 +287,7 @@ interface Progress {
  * that fails is logged and the next tick runs as usual; the membership is never affected. A run in
  * progress is interrupted when the member leaves `Assigned` (a renegotiation, a lost lease, a leave),
  * and the next epoch is acknowledged only after its finalizers ran. Runs never overlap; a run that
- * overruns skips the slots it missed. In a new epoch the first run is due less than one `interval`
+ * overruns skips the grid times it missed. In a new epoch the first run is due less than one `interval`
  * after the member starts working in it (`firstDueInEpoch`); when the work is started again in the
  * same epoch (a self-fence and recovery), the schedule resumes on its grid and `Tick.run` counts on.
  * When runs keep failing (3 in a row) one warning says so.
@@ -390,7 +385,7 @@ export const runAsLeader = <A, E, R>(
     // Outside the per-start closure: the latest epoch (of its incarnation) in which the duty finished.
     // The membership may start the work again in the same epoch (after a self-fence and recovery); it
     // must not rerun.
-    const finishedIn = yield* Ref.make(Option.none<Pick<Assignment, "incarnation" | "epoch">>())
+    const finishedIn = yield* Ref.make(Option.none<FencingToken>())
     const streak = yield* makeFailureStreak("leader duty")
     const registration = yield* makeRegistration
 
@@ -433,10 +428,10 @@ export const runAsLeader = <A, E, R>(
  * @example
  * ```ts
  * import { Effect, Layer } from "effect"
- * import { Membership, Work } from "modulo-group"
+ * import { PgMembership, Work } from "modulo-group"
  *
  * const Drain = Work.layerEvery("5 seconds", (tick) => Effect.log(`items with id % ${tick.size} = ${tick.index}`))
- * const Main = Drain.pipe(Layer.provide(Membership.layer({ groupId: "jobs" })))
+ * const Main = Drain.pipe(Layer.provide(PgMembership.layer({ groupId: "jobs" })))
  * ```
  *
  * @since 0.1.0

@@ -8,6 +8,7 @@ import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
 import * as Notifier from "../src/internal/pg/notifier.js"
 import * as Membership from "../src/Membership.js"
+import * as PgMembership from "../src/PgMembership.js"
 import type { MembershipConfigInput } from "../src/MembershipConfig.js"
 import * as Migrations from "../src/Migrations.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
@@ -131,7 +132,7 @@ it.live("an unreachable database fails the layer in bounded time with a clear er
   Effect.gen(function*() {
     const started = Date.now()
     const error = yield* Effect.flip(Effect.scoped(Layer.build(
-      Membership.layer({ groupId: "g", startupTimeout: "1 second" }).pipe(
+      PgMembership.layer({ groupId: "g", startupTimeout: "1 second" }).pipe(
         Layer.provide(PgClient.layer({ url: Redacted.make("postgres://postgres@127.0.0.1:1/test"), connectTimeout: "2 seconds" }))
       )
     )))
@@ -141,7 +142,7 @@ it.live("an unreachable database fails the layer in bounded time with a clear er
 
 it.live("bad config fails the Postgres layer before any database call", () =>
   Effect.gen(function*() {
-    const error = yield* Effect.flip(Effect.scoped(Layer.build(Membership.layer({ groupId: " " }).pipe(Layer.provide(PgLive)))))
+    const error = yield* Effect.flip(Effect.scoped(Layer.build(PgMembership.layer({ groupId: " " }).pipe(Layer.provide(PgLive)))))
     expect(error._tag).toBe("InvalidGroupId")
   }))
 
@@ -163,7 +164,7 @@ it.live("a database without the schema is reported when migrations are off, and 
   Effect.gen(function*() {
     const db = yield* freshDatabase
     const off = yield* Effect.flip(Effect.scoped(Layer.build(
-      Membership.layer({ groupId: "g", migrate: false }).pipe(Layer.provide(db.layer))
+      PgMembership.layer({ groupId: "g", migrate: false }).pipe(Layer.provide(db.layer))
     )))
     expect(off._tag).toBe("SchemaMismatch")
     expect(off.message).toMatch(/not installed/)
@@ -175,7 +176,7 @@ it.live("a database without the schema is reported when migrations are off, and 
     const on = yield* Effect.scoped(Effect.gen(function*() {
       const m = yield* Membership.Membership
       return yield* m.awaitAssigned
-    }).pipe(Effect.provide(Membership.layer({ groupId: "g", migrate: false, ...fast }).pipe(Layer.provide(db.layer)))))
+    }).pipe(Effect.provide(PgMembership.layer({ groupId: "g", migrate: false, ...fast }).pipe(Layer.provide(db.layer)))))
     expect(on).toMatchObject({ index: 0, size: 1, isLeader: true })
   }).pipe(Effect.scoped, Effect.provide(PgLive)))
 
@@ -188,7 +189,7 @@ it.live("a schema newer than the library is refused, never half-initialised", ()
       yield* sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (99, 'future')`
     }).pipe(Effect.provide(db.layer))
     const error = yield* Effect.flip(Effect.scoped(Layer.build(
-      Membership.layer({ groupId: "g" }).pipe(Layer.provide(db.layer))
+      PgMembership.layer({ groupId: "g" }).pipe(Layer.provide(db.layer))
     )))
     expect(error._tag).toBe("SchemaMismatch")
     expect(error.message).toMatch(/newer than this library/)

@@ -3,9 +3,10 @@
  * deterministically. G1 and G2 are checked from the recorded work intervals of every member.
  */
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Option, Scope, TestClock } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Exit, Layer, Option, Scope, TestClock } from "effect"
 import * as InMemoryMembershipStore from "../src/InMemoryMembershipStore.js"
 import * as Membership from "../src/Membership.js"
+import * as MembershipConfig from "../src/MembershipConfig.js"
 import { MembershipStore } from "../src/MembershipStore.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
 import { advanceUntil } from "./support/TestClock.js"
@@ -188,3 +189,61 @@ it.effect("bad config fails at construction with a tagged error that says what t
 
 // Keeps `Layer` referenced for readers extending these tests with custom stores.
 void Layer
+
+it.effect("the service graph: Membership.layer reads its config and store from the context; join adds groups over the same store", () =>
+  inMemory(Effect.gen(function*() {
+    const store = yield* MembershipStore
+    const identity = Layer.succeed(MembershipConfig.MemberIdentity, {
+      host: "test-host",
+      pid: 42,
+      newMemberId: Effect.succeed("member-1")
+    })
+    const app = Membership.layer.pipe(
+      Layer.provide(MembershipConfig.layer({ groupId: "main", heartbeat: "500 millis" })),
+      Layer.provide(Layer.succeed(MembershipStore, store)),
+      Layer.provide(identity)
+    )
+    const main = yield* Layer.build(app).pipe(Effect.map((ctx) => Context.get(ctx, Membership.Membership)))
+    // Two more groups in this process, over the same store, with the app's config as their base.
+    const [a, b] = yield* Effect.all([Membership.join("a"), Membership.join("b", { heartbeat: "250 millis" })]).pipe(
+      Effect.provide(MembershipConfig.layer({ groupId: "main", heartbeat: "500 millis" })),
+      Effect.provide(identity)
+    )
+    yield* advanceUntil(() => Effect.map(Effect.all([main.assignment, a.assignment, b.assignment]), (xs) => xs.every(Option.isSome)), Duration.seconds(5))
+    expect([main.config.groupId, a.config.groupId, b.config.groupId]).toEqual(["main", "a", "b"])
+    expect([main.config.heartbeat, a.config.heartbeat, b.config.heartbeat].map(Duration.toMillis)).toEqual([500, 500, 250])
+    const rows = yield* store.members("a")
+    expect(rows.map((r) => ({ id: r.memberId, host: r.host, pid: r.pid, name: r.name }))).toEqual([
+      { id: "member-1", host: "test-host", pid: 42, name: "test-host:42" }
+    ])
+  })))
+
+it.effect("without an identity, a member needs no platform API: host unknown, pid 0, a random id", () =>
+  inMemory(Effect.gen(function*() {
+    const m = yield* Membership.join("plain")
+    yield* advanceUntil(() => Effect.map(m.assignment, Option.isSome), Duration.seconds(5))
+    const rows = yield* (yield* MembershipStore).members("plain")
+    expect(rows.map((r) => [r.host, r.pid, r.name])).toEqual([["unknown", 0, "unknown:0"]])
+    expect(m.memberId).toMatch(/^[0-9a-f-]{36}$/)
+  })))
+
+it.effect("MembershipConfig.layerFromEnv: the environment, then the overrides (a groupId there makes MODULO_GROUP_GROUP_ID optional)", () =>
+  Effect.gen(function*() {
+    const read = (env: Record<string, string>, overrides: Partial<MembershipConfig.MembershipConfigInput> = {}) =>
+      Effect.flatMap(Layer.build(MembershipConfig.layerFromEnv(overrides)), (ctx) => Effect.succeed(Context.get(ctx, MembershipConfig.MembershipConfig))).pipe(
+        Effect.scoped,
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)), { pathDelim: "_" }))
+      )
+    const fromEnv = yield* read({ MODULO_GROUP_GROUP_ID: "env-group", MODULO_GROUP_HEARTBEAT: "500 millis", MODULO_GROUP_BARRIER_POLL: "20 millis" })
+    expect([fromEnv.groupId, Duration.toMillis(fromEnv.heartbeat), Duration.toMillis(fromEnv.barrierPoll), Duration.toMillis(fromEnv.lease)]).toEqual([
+      "env-group",
+      500,
+      20,
+      Duration.toMillis(MembershipConfig.defaults.lease)
+    ])
+    const overridden = yield* read({ MODULO_GROUP_HEARTBEAT: "500 millis" }, { groupId: "mine", lease: "20 seconds", name: undefined })
+    expect([overridden.groupId, Duration.toMillis(overridden.heartbeat), Duration.toMillis(overridden.lease)]).toEqual(["mine", 500, 20_000])
+    const missing = yield* Effect.flip(read({}))
+    expect(missing).toMatchObject({ _tag: "InvalidConfig", field: "environment" })
+    expect(missing.message).toMatch(/GROUP_ID/)
+  }))

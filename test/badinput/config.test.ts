@@ -1,11 +1,12 @@
 /**
  * Bad-input catalogue: configuration. Every unusable duration is refused with `InvalidConfig` naming
  * the field, before any database call, through every entry point: `MembershipConfig.make`,
- * `Membership.make`, `Membership.layer` and `Membership.layerConfig` (environment variables).
+ * `Membership.make`, `PgMembership.layer` and `PgMembership.layerFromEnv` (environment variables).
  */
 import { expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer } from "effect"
 import * as Membership from "../../src/Membership.js"
+import * as PgMembership from "../../src/PgMembership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import * as MembershipConfig from "../../src/MembershipConfig.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
@@ -87,16 +88,16 @@ it.effect("a name too long or with control characters is refused", () =>
     }
   }))
 
-it.effect("Membership.layer fails on bad config before it asks for a database connection", () =>
+it.effect("PgMembership.layer fails on bad config before it asks for a database connection", () =>
   Effect.gen(function*() {
     // No PgClient is provided at all: the layer must fail on the config, not on the missing client.
-    const layer = Membership.layer({ ...ok, heartbeat: 0 }) as unknown as Layer.Layer<Membership.Membership, unknown>
+    const layer = PgMembership.layer({ ...ok, heartbeat: 0 }) as unknown as Layer.Layer<Membership.Membership, unknown>
     const error = yield* Effect.flip(Effect.scoped(Layer.build(layer)))
     expect(error).toMatchObject({ _tag: "InvalidConfig", field: "heartbeat" })
   }))
 
 const fromEnv = (env: Record<string, string>) =>
-  Effect.flip(Effect.scoped(Layer.build(Membership.layerConfig() as unknown as Layer.Layer<Membership.Membership, unknown>))).pipe(
+  Effect.flip(Effect.scoped(Layer.build(PgMembership.layerFromEnv() as unknown as Layer.Layer<Membership.Membership, unknown>))).pipe(
     Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)), { pathDelim: "_" }))
   )
 

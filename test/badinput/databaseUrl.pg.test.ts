@@ -13,6 +13,7 @@ import { Cause, Effect, Exit, Layer, Redacted } from "effect"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, it as vit } from "vitest"
 import * as Membership from "../../src/Membership.js"
+import * as PgMembership from "../../src/PgMembership.js"
 import * as Migrations from "../../src/Migrations.js"
 import { assertBuilt, run } from "../cli/support.js"
 import { databaseUrl, PgLive, randomGroupId } from "../support/Database.js"
@@ -27,7 +28,7 @@ const tryMember = (url: string, input: Partial<Membership.MembershipService["con
   Effect.gen(function*() {
     const started = Date.now()
     const exit = yield* Effect.exit(Effect.scoped(Layer.build(
-      Membership.layer({ groupId: randomGroupId("url"), ...fast, startupTimeout: "2 seconds", ...input }).pipe(
+      PgMembership.layer({ groupId: randomGroupId("url"), ...fast, startupTimeout: "2 seconds", ...input }).pipe(
         Layer.provide(PgClient.layer({ url: Redacted.make(url), connectTimeout: "2 seconds" }))
       )
     )))

@@ -11,6 +11,7 @@ import { expect, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Membership from "../../src/Membership.js"
+import * as PgMembership from "../../src/PgMembership.js"
 import * as Migrations from "../../src/Migrations.js"
 import { assertBuilt, Member, run } from "../cli/support.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
@@ -142,13 +143,13 @@ it.live("members log nothing with the password, at debug level, through killed c
       yield* m.awaitAssigned
     }).pipe(
       Effect.scoped,
-      Effect.provide(Membership.layer({ groupId: randomGroupId("leak"), heartbeat: "200 millis", lease: "3 seconds", fenceMargin: "1 second", statementTimeout: "1 second", migrate: false })),
+      Effect.provide(PgMembership.layer({ groupId: randomGroupId("leak"), heartbeat: "200 millis", lease: "3 seconds", fenceMargin: "1 second", statementTimeout: "1 second", migrate: false })),
       Effect.provide(client)
     )
     // A wrong password: the error, its cause, and everything logged meanwhile.
     const wrong = refused(url, role.name, role.password)
     const exit = yield* Effect.exit(Effect.scoped(Layer.build(
-      Membership.layer({ groupId: "g", startupTimeout: "1 second" }).pipe(
+      PgMembership.layer({ groupId: "g", startupTimeout: "1 second" }).pipe(
         Layer.provide(PgClient.layer({ url: Redacted.make(wrong) }))
       )
     )))

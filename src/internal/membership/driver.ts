@@ -1,0 +1,141 @@
+/**
+ * The driver: takes events one at a time, applies `Transition.step` and runs the instructions it
+ * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
+ * Observations of the other fibers (`observe`) go through the same `step`, at once.
+ */
+import { Effect, Metric, Option, Queue, Ref, SubscriptionRef } from "effect"
+import type { Event, Instruction, Observation } from "../../Transition.js"
+import * as Transition from "../../Transition.js"
+import type { MemberContext } from "./context.js"
+import { alarm, nowMillis, recordState } from "./context.js"
+import type { WorkRunner } from "./workRunner.js"
+
+/** Applies `input` to the member at the current time; returns the instructions to run. */
+const stepNow = (ctx: MemberContext, input: Event | Observation) =>
+  Effect.flatMap(nowMillis, (now) =>
+    Ref.modify(ctx.member, (before) => {
+      const [after, instructions] = Transition.step(before, input, now)
+      return [{ before: before.state, after: after.state, instructions }, after]
+    }))
+
+export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
+  const { groupId, store } = ctx
+  const m = ctx.metrics
+  const offer = (event: Event) => Queue.offer(ctx.events, event)
+  const later = (millis: number, event: Event) =>
+    Effect.asVoid(Effect.forkIn(Effect.zipRight(Effect.sleep(millis), offer(event)), ctx.scope))
+
+  /** Runs one instruction; returns the event it produced for the driver, if any. */
+  const execute = (instruction: Instruction): Effect.Effect<Event | undefined> => {
+    switch (instruction._tag) {
+      case "Join":
+        return Effect.gen(function*() {
+          // Never join while old work may still run: its epoch would overlap the new one.
+          yield* work.awaitStopped
+          const sentAt = yield* nowMillis
+          const result = yield* Effect.either(store.join(groupId, ctx.info, ctx.timing.leaseMs))
+          if (result._tag === "Left") {
+            yield* Effect.logWarning(`join failed: ${result.left.reason}`)
+            return Transition.Event.JoinFailed({ reason: result.left.reason })
+          }
+          return Transition.Event.Joined({ view: result.right, sentAt, receivedAt: yield* nowMillis })
+        })
+      case "RetryJoinIn":
+        return Effect.as(later(instruction.millis, Transition.Event.RetryJoin()), undefined)
+      case "Ack":
+        // An acknowledgement promises that no older work runs (G2): make sure first.
+        return work.awaitStopped.pipe(
+          Effect.zipRight(observe(Transition.Observation.Acknowledged({ epoch: instruction.epoch }))),
+          Effect.zipRight(Queue.offer(ctx.poke, undefined)),
+          Effect.as(undefined)
+        )
+      case "Reap":
+        return store.reap(groupId).pipe(
+          Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
+          Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
+          Effect.zipRight(Queue.offer(ctx.poke, undefined)),
+          Effect.as(undefined)
+        )
+      case "StartWork":
+        return Effect.as(work.start(instruction.slot), undefined)
+      case "StopWork":
+        return Effect.gen(function*() {
+          yield* work.interrupt
+          const stopped = yield* work.awaitStopped.pipe(Effect.timeout(ctx.config.stopTimeout), Effect.option)
+          if (Option.isSome(stopped)) return Transition.Event.WorkStopped()
+          // Past the stop timeout: keep waiting (in the background, so renewals and events go on)
+          // and report the stop when it happens. Until then the member holds the barrier.
+          yield* Effect.forkIn(
+            Effect.zipRight(work.awaitStopped, observe(Transition.Observation.StuckWorkStopped())),
+            ctx.scope
+          )
+          return Transition.Event.StopTimedOut()
+        })
+      case "InterruptWork":
+        return Effect.as(work.interrupt, undefined)
+      case "Leave":
+        return store.leave(groupId, ctx.info.memberId).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`)),
+          Effect.as(Transition.Event.LeaveDone())
+        )
+      case "Alarm":
+        return Effect.as(alarm(ctx, instruction.reason), undefined)
+      case "Log":
+        return Effect.as(
+          instruction.level === "Error" ? Effect.logError(instruction.message) : Effect.logWarning(instruction.message),
+          undefined
+        )
+      case "Report":
+        return Effect.as(offer(instruction.event), undefined)
+      case "Measure":
+        return Effect.as(measure(instruction.metric, instruction.value), undefined)
+    }
+  }
+
+  const measure = (metric: Extract<Instruction, { _tag: "Measure" }>["metric"], value: number) => {
+    switch (metric) {
+      case "failedHeartbeats":
+        return Metric.update(m.failedHeartbeats, value)
+      case "clockSteps":
+        return Metric.update(m.clockSteps, value)
+      case "barrierSeconds":
+        return Metric.update(m.barrierSeconds, value)
+      case "stuckWork":
+        return Metric.set(m.stuckWork, value)
+    }
+  }
+
+  /**
+   * Applies an observation at once (from any fiber). Its instructions never block: they report
+   * events to the driver, interrupt work, log and measure.
+   */
+  const observe = (observation: Observation): Effect.Effect<void> =>
+    Effect.flatMap(stepNow(ctx, observation), ({ instructions }) =>
+      Effect.forEach(instructions, execute, { discard: true }))
+
+  /** Applies `first` and every event its instructions produce, in order. */
+  const apply = (first: Event) =>
+    Effect.gen(function*() {
+      const pending: Array<Event> = [first]
+      while (pending.length > 0) {
+        const { after, before, instructions } = yield* stepNow(ctx, pending.shift()!)
+        if (after !== before) {
+          yield* SubscriptionRef.set(ctx.state, after)
+          yield* recordState(ctx, before, after)
+        }
+        for (const instruction of instructions) {
+          const result = yield* execute(instruction)
+          if (result !== undefined) pending.push(result)
+        }
+      }
+    })
+
+  const run = Queue.take(ctx.events).pipe(
+    Effect.flatMap(apply),
+    // A bug in one step must not kill the driver while the lease keeper keeps renewing.
+    Effect.catchAllDefect((defect) => Effect.logError("modulo-group driver step failed", defect)),
+    Effect.forever
+  )
+
+  return { run, observe, offer }
+}

@@ -1,0 +1,97 @@
+/**
+ * The lease keeper: renews the lease every heartbeat (faster while waiting at the barrier, at once
+ * when poked, soon after a notification) and hands each reply to `Transition.step` as a
+ * `RenewalReplied` observation, which decides what it means.
+ */
+import { Duration, Effect, Metric, Queue, Ref } from "effect"
+import * as State from "../../MemberState.js"
+import * as Transition from "../../Transition.js"
+import type { Observation } from "../../Transition.js"
+import type { MemberContext } from "./context.js"
+import { nowMillis } from "./context.js"
+
+/** At most this many notification wake-ups in a row bring a renewal forward (then they are rate-limited). */
+const wakeBurst = 8
+
+export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const { config, groupId, store } = ctx
+    const heartbeatMs = ctx.timing.heartbeatMs
+    const barrierPollMs = Duration.toMillis(config.barrierPoll)
+
+    // While waiting at the barrier, poll fast (doubling from `barrierPoll`, capped at a tenth of a
+    // heartbeat): without notifications the barrier then clears within about a heartbeat of the
+    // last acknowledgement.
+    let fastPolls = 0
+    const nextDelay = Effect.map(Ref.get(ctx.member), ({ state }) => {
+      if (state._tag !== "Awaiting") {
+        fastPolls = 0
+        return heartbeatMs
+      }
+      const d = Math.min(Math.max(barrierPollMs, heartbeatMs / 10), barrierPollMs * 2 ** fastPolls)
+      fastPolls = Math.min(fastPolls + 1, 30)
+      return d
+    })
+
+    // A wake-up (a notification, which anyone can send) only brings the next renewal forward, and
+    // at most `wakeBurst` times in a row: a flood of notifications costs a bounded number of renewals.
+    const wakeRefillMs = Math.max(barrierPollMs, heartbeatMs / 20)
+    let wakeTokens = wakeBurst
+    let wakeRefilledAt = 0
+    const takeWakeToken: Effect.Effect<void> = Effect.gen(function*() {
+      const now = yield* nowMillis
+      wakeTokens = Math.min(wakeBurst, wakeTokens + (now - wakeRefilledAt) / wakeRefillMs)
+      wakeRefilledAt = now
+      if (wakeTokens >= 1) {
+        wakeTokens -= 1
+        return
+      }
+      yield* Effect.sleep((1 - wakeTokens) * wakeRefillMs)
+      wakeTokens = 0
+      wakeRefilledAt = yield* nowMillis
+    })
+
+    const renew = Effect.gen(function*() {
+      const member = yield* Ref.get(ctx.member)
+      const state = member.state
+      if (!Transition.holdsLease(state)) return
+      const stuck = State.isStuck(state)
+      if (stuck && member.stuckSince !== undefined) {
+        const seconds = ((yield* nowMillis) - member.stuckSince) / 1000
+        yield* Metric.set(ctx.metrics.stuckWork, seconds)
+        yield* Effect.logError(
+          `modulo-group: work has not stopped for ${seconds.toFixed(1)} s (${State.format(state)}); ` +
+            "the group cannot move on until it does"
+        )
+      }
+      const sentAt = yield* nowMillis
+      const result = yield* Effect.either(
+        store.heartbeat(groupId, ctx.info.memberId, member.acked, ctx.timing.leaseMs, {
+          announce: state._tag === "Awaiting",
+          stuck
+        })
+      )
+      const receivedAt = yield* nowMillis
+      if (result._tag === "Left") yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
+      yield* observe(Transition.Observation.RenewalReplied({
+        term: member.term,
+        sentAt,
+        receivedAt,
+        reply: result._tag === "Left"
+          ? Transition.RenewalReply.Failed({ reason: result.left.reason })
+          : result.right._tag === "None"
+          ? Transition.RenewalReply.NoRow()
+          : Transition.RenewalReply.View({ view: result.right.value })
+      }))
+    })
+
+    return yield* Effect.gen(function*() {
+      const delay = yield* nextDelay
+      yield* Effect.raceAll([
+        Effect.sleep(delay),
+        Queue.take(ctx.poke),
+        Effect.zipRight(Queue.take(ctx.wake), takeWakeToken)
+      ])
+      yield* renew
+    }).pipe(Effect.forever)
+  })
