@@ -37,7 +37,7 @@ export interface Assignment extends Slot {
 /**
  * The part of a slot that names an epoch once and for all: `(incarnation, epoch)`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export type FencingToken = Pick<Slot, "incarnation" | "epoch">
@@ -45,7 +45,7 @@ export type FencingToken = Pick<Slot, "incarnation" | "epoch">
 /**
  * Whether two slots (or assignments) are in the same epoch of the same group incarnation.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category getters
  */
 export const sameEpoch = (x: FencingToken, y: FencingToken): boolean =>
@@ -54,7 +54,7 @@ export const sameEpoch = (x: FencingToken, y: FencingToken): boolean =>
 /**
  * The assignment work runs under in `slot`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category constructors
  */
 export const toAssignment = (slot: Slot): Assignment => ({

@@ -172,7 +172,7 @@ export const make = (
  * one LISTEN connection). The config is the provided `MembershipConfig` if any (its group id
  * replaced), then `options`, then the defaults.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category constructors
  */
 export const join = (

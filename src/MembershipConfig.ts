@@ -48,7 +48,7 @@ export interface MembershipConfigInput {
 /**
  * Validated configuration, durations resolved.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface ResolvedConfig {
@@ -68,7 +68,7 @@ export interface ResolvedConfig {
 /**
  * The validated configuration of the app's member (`Membership.layer` joins the group it names).
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category tags
  */
 export class MembershipConfig extends Context.Tag("modulo-group/MembershipConfig")<MembershipConfig, ResolvedConfig>() {}
@@ -78,7 +78,7 @@ export class MembershipConfig extends Context.Tag("modulo-group/MembershipConfig
  * needs no platform API (host "unknown", pid 0, ids from `globalThis.crypto.randomUUID`); the
  * Postgres wiring (`PgMembership`) provides the Node host name and pid.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category tags
  */
 export class MemberIdentity extends Context.Reference<MemberIdentity>()("modulo-group/MemberIdentity", {
@@ -90,7 +90,7 @@ export class MemberIdentity extends Context.Reference<MemberIdentity>()("modulo-
 }) {}
 
 /**
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface MemberIdentityService {
@@ -264,7 +264,7 @@ export const config: Config.Config<MembershipConfigInput> = envConfig(Config.str
  * `undefined` keep the environment's value; a `groupId` here makes `MODULO_GROUP_GROUP_ID` optional).
  * A variable that cannot be read fails with `InvalidConfig`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category config
  */
 export const fromEnv = (
@@ -285,7 +285,7 @@ export const fromEnv = (
 /**
  * The config service from `input`, validated.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category layers
  */
 export const layer = (input: MembershipConfigInput): Layer.Layer<MembershipConfig, InvalidConfig | InvalidGroupId> =>
@@ -294,7 +294,7 @@ export const layer = (input: MembershipConfigInput): Layer.Layer<MembershipConfi
 /**
  * The config service from the environment (`MODULO_GROUP_*`, see `config`), with `overrides`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category layers
  */
 export const layerFromEnv = (

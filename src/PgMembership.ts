@@ -15,7 +15,7 @@
  * )
  * ```
  *
- * @since 0.3.0
+ * @since 0.1.0
  */
 import type { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
@@ -30,7 +30,7 @@ import * as PgMembershipStore from "./PgMembershipStore.js"
 /**
  * This Node process's host name and pid, for the member rows and the default name.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category layers
  */
 export const nodeIdentity: Layer.Layer<never> = Layer.succeed(MembershipConfig.MemberIdentity, {
@@ -43,7 +43,7 @@ export const nodeIdentity: Layer.Layer<never> = Layer.succeed(MembershipConfig.M
  * The store over the app's `PgClient`, set up by `config` (migrations, startup and statement
  * timeouts), for `Membership.join` to share between groups.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category layers
  */
 export const layerStore = (
@@ -64,7 +64,7 @@ const wire = (config: MembershipConfig.ResolvedConfig) =>
  * A member over the app's `PgClient`: validates the config (bad config fails before any database
  * call), readies the schema, then joins. Also provides the Node host name and pid to the member.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category layers
  */
 export const layer = (
@@ -79,7 +79,7 @@ export const layer = (
  * Like `layer`, with the config read from the environment (`MODULO_GROUP_*`, see
  * `MembershipConfig.config`), then `overrides`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category layers
  */
 export const layerFromEnv = (

@@ -372,7 +372,7 @@ export const holdsLease = (state: MemberState): boolean =>
 /**
  * The durations the decisions use, in milliseconds.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface Timing {
@@ -389,7 +389,7 @@ export interface Timing {
 /**
  * One reading of the database clock against the member's clock, taken by a join or a renewal.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface ClockReading {
@@ -404,7 +404,7 @@ export interface ClockReading {
 /**
  * Everything one member knows, in one value. All times are the member's clock in milliseconds.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface Member {
@@ -444,7 +444,7 @@ export interface Member {
 /**
  * A member that has not joined yet.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category constructors
  */
 export const initialMember = (timing: Timing): Member => ({
@@ -465,7 +465,7 @@ export const initialMember = (timing: Timing): Member => ({
 /**
  * What a renewal came back with.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export type RenewalReply = Data.TaggedEnum<{
@@ -478,7 +478,7 @@ export type RenewalReply = Data.TaggedEnum<{
 }>
 
 /**
- * @since 0.3.0
+ * @since 0.1.0
  * @category constructors
  */
 export const RenewalReply = Data.taggedEnum<RenewalReply>()
@@ -487,7 +487,7 @@ export const RenewalReply = Data.taggedEnum<RenewalReply>()
  * What a fiber of the interpreter observed and applies at once (not through the driver's queue):
  * observations change the member's numbers and may report an `Event` to the driver, never the state.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export type Observation = Data.TaggedEnum<{
@@ -507,7 +507,7 @@ export type Observation = Data.TaggedEnum<{
 }>
 
 /**
- * @since 0.3.0
+ * @since 0.1.0
  * @category constructors
  */
 export const Observation = Data.taggedEnum<Observation>()
@@ -515,7 +515,7 @@ export const Observation = Data.taggedEnum<Observation>()
 /**
  * Every observation tag (used by the step table and the diagram).
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category constants
  */
 export const observationTags = [
@@ -529,7 +529,7 @@ export const observationTags = [
  * What the interpreter runs: the state machine's commands with their timing decided, and the
  * bookkeeping around them.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export type Instruction = Data.TaggedEnum<{
@@ -560,7 +560,7 @@ export type Instruction = Data.TaggedEnum<{
 }>
 
 /**
- * @since 0.3.0
+ * @since 0.1.0
  * @category constructors
  */
 export const Instruction = Data.taggedEnum<Instruction>()
@@ -568,7 +568,7 @@ export const Instruction = Data.taggedEnum<Instruction>()
 /**
  * The result of `step`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export type MemberStep = readonly [Member, ReadonlyArray<Instruction>]
@@ -585,7 +585,7 @@ const isObservation = (input: Event | Observation): input is Observation =>
  * `transition`; an `Observation` only updates the member's numbers. Returns the same `member` (by
  * reference) when nothing changes.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category transition
  */
 export const step = (member: Member, input: Event | Observation, now: number): MemberStep =>
@@ -751,7 +751,7 @@ const checkClock = (member: Member, reading: ClockReading, receivedAt: number): 
 /**
  * The assignment work may run under at `now`: only while assigned and before the lease deadline.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category getters
  */
 export const workable = (member: Member, now: number): Assignment | undefined =>

@@ -21,9 +21,8 @@ export * as MembershipStore from "./MembershipStore.js"
 export * as MemberState from "./MemberState.js"
 /** @since 0.1.0 */
 export * as PgMembershipStore from "./PgMembershipStore.js"
-// LEAD: once the core branch's src/PgMembership.ts is merged, add here:
-// /** @since 0.1.0 */
-// export * as PgMembership from "./PgMembership.js"
+/** @since 0.1.0 */
+export * as PgMembership from "./PgMembership.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */

@@ -17,7 +17,7 @@
  * @internal
  */
 import { Duration, Effect, Option, Schedule, Stream } from "effect"
-import { Membership, MembershipConfig, MemberState as State, PgMembershipStore } from "modulo-group"
+import { Membership, MembershipConfig, MemberState as State, PgMembership } from "modulo-group"
 import * as Database from "../Database.js"
 import * as Events from "../Events.js"
 
@@ -68,7 +68,7 @@ export const join = (options: JoinOptions) =>
     const database = yield* Database.resolve(options.databaseUrl)
     yield* member(input, options).pipe(
       Effect.provide(
-        PgMembershipStore.layer({
+        PgMembership.layerStore({
           migrate: true,
           startupTimeout: STARTUP_TIMEOUT,
           statementTimeout: config.statementTimeout
@@ -76,7 +76,7 @@ export const join = (options: JoinOptions) =>
       ),
       Effect.provide(Database.layer(database.url))
     )
-  })
+  }).pipe(Effect.provide(PgMembership.nodeIdentity))
 
 const member = (input: MembershipConfigInput, options: JoinOptions) =>
   Effect.scoped(Effect.gen(function*() {

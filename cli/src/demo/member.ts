@@ -8,7 +8,7 @@
  * @internal
  */
 import { Duration, Effect, Option, Schema, Stream } from "effect"
-import { Membership, MembershipConfig, PgMembershipStore, Work } from "modulo-group"
+import { Membership, MembershipConfig, PgMembership, Work } from "modulo-group"
 import { describe, ExitCodes, fail, report, withLogging } from "../CliError.js"
 import * as Database from "../Database.js"
 import * as Events from "../Events.js"
@@ -143,11 +143,11 @@ const member = (spec: MemberSpec) =>
       return yield* Effect.never
     })).pipe(
       Effect.provide(
-        PgMembershipStore.layer({ migrate: true, startupTimeout: Duration.seconds(10), statementTimeout: config.statementTimeout })
+        PgMembership.layerStore({ migrate: true, startupTimeout: Duration.seconds(10), statementTimeout: config.statementTimeout })
       ),
       Effect.provide(Database.layer(database.url))
     )
-  })
+  }).pipe(Effect.provide(PgMembership.nodeIdentity))
 
 /**
  * The hidden `demo-member` command: `args` is what follows it on the command line.
