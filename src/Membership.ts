@@ -193,3 +193,30 @@ export const join = (
  */
 export const layer: Layer.Layer<Membership, InvalidConfig | InvalidGroupId, MembershipStore | MembershipConfig.MembershipConfig> =
   Layer.scoped(Membership, Effect.flatMap(MembershipConfig.MembershipConfig, make))
+
+/**
+ * The Layer form of `join`, for an app that is a member of several groups: each group under a tag of
+ * the app's own, all over the one provided store.
+ *
+ * @example
+ * ```ts
+ * import { Context, Layer } from "effect"
+ * import { Membership, PgMembership } from "modulo-group"
+ *
+ * class Orders extends Context.Tag("app/Orders")<Orders, Membership.MembershipService>() {}
+ * class Invoices extends Context.Tag("app/Invoices")<Invoices, Membership.MembershipService>() {}
+ *
+ * // One store (one pool, one LISTEN connection), two memberships.
+ * const Members = Layer.mergeAll(Membership.layerJoin(Orders, "orders"), Membership.layerJoin(Invoices, "invoices")).pipe(
+ *   Layer.provide(PgMembership.layerStore())
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerJoin = <Self>(
+  tag: Context.Tag<Self, MembershipService>,
+  groupId: string,
+  options: Omit<MembershipConfig.MembershipConfigInput, "groupId"> = {}
+): Layer.Layer<Self, InvalidConfig | InvalidGroupId, MembershipStore> => Layer.scoped(tag, join(groupId, options))

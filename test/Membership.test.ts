@@ -218,6 +218,22 @@ it.effect("the service graph: Membership.layer reads its config and store from t
     ])
   })))
 
+it.effect("layerJoin: two groups under the app's own tags, over one store, each with its own index set", () =>
+  inMemory(Effect.gen(function*() {
+    class Orders extends Context.Tag("test/Orders")<Orders, Membership.MembershipService>() {}
+    class Invoices extends Context.Tag("test/Invoices")<Invoices, Membership.MembershipService>() {}
+    const store = yield* MembershipStore
+    const members = Layer.mergeAll(Membership.layerJoin(Orders, "orders"), Membership.layerJoin(Invoices, "invoices", { heartbeat: "500 millis" }))
+    const ctx = yield* Layer.build(members.pipe(Layer.provide(Layer.succeed(MembershipStore, store))))
+    const orders = Context.get(ctx, Orders)
+    const invoices = Context.get(ctx, Invoices)
+    yield* advanceUntil(() => Effect.map(Effect.all([orders.assignment, invoices.assignment]), (xs) => xs.every(Option.isSome)), Duration.seconds(5))
+    expect([orders.config.groupId, invoices.config.groupId]).toEqual(["orders", "invoices"])
+    expect(Duration.toMillis(invoices.config.heartbeat)).toBe(500)
+    expect((yield* store.members("orders")).map((r) => r.memberId)).toEqual([orders.memberId])
+    expect((yield* store.members("invoices")).map((r) => r.memberId)).toEqual([invoices.memberId])
+  })))
+
 it.effect("without an identity, a member needs no platform API: host unknown, pid 0, a random id", () =>
   inMemory(Effect.gen(function*() {
     const m = yield* Membership.join("plain")
