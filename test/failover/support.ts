@@ -6,7 +6,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Logger, LogLevel, Redacted, Scope } from "effect"
 import * as Membership from "../../src/Membership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
@@ -107,6 +107,8 @@ export const joinMember = (
     const m = yield* Membership.join(groupId, { name: label, ...config }).pipe(
       Effect.provide(store),
       Effect.provide(PgMembership.nodeIdentity),
+      // Every member logs each failed heartbeat while the database is away: errors only, here.
+      Logger.withMinimumLogLevel(LogLevel.Error),
       Scope.extend(scope)
     )
     yield* rec.track(m, label).pipe(Scope.extend(scope))
