@@ -10,7 +10,7 @@
  * WAL receiver (primary_conninfo emptied, reloaded), so what the primary commits from then on never
  * reaches it: asynchronous replication's lag, made as long as a test needs.
  */
-import { spawn } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import { existsSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
@@ -152,7 +152,17 @@ export const startPair = async (options: { readonly sync: boolean }): Promise<Pa
   const standbyPort = await freePort()
   const ctl = (dataDir: string, ...args: Array<string>) => asPostgres("pg_ctl", ["-D", dataDir, ...args])
 
+  // If this process exits with the servers still up (a test's scope never closed), stop them anyway.
+  const onExit = () => {
+    for (const d of [primaryDir, standbyDir]) {
+      if (existsSync(path.join(d, "postmaster.pid"))) {
+        spawnSync(runuser!, ["-u", "postgres", "--", path.join(binDir, "pg_ctl"), "-D", d, "-m", "immediate", "stop"])
+      }
+    }
+  }
+  process.once("exit", onExit)
   const stop = async () => {
+    process.removeListener("exit", onExit)
     for (const d of [primaryDir, standbyDir]) {
       if (existsSync(path.join(d, "postmaster.pid"))) await ctl(d, "-m", "immediate", "-w", "stop").catch(() => undefined)
     }
