@@ -9,7 +9,7 @@ afterEach(() => {
 })
 
 it("not root: says the servers need root", () => {
-  vi.spyOn(process, "getuid").mockReturnValue(1000)
+  vi.spyOn(process as { getuid: () => number }, "getuid").mockReturnValue(1000)
   const reason = unavailable()
   // Without the binaries the first reason is how to install them; with them, that root is needed.
   expect(reason).toMatch(/needs root|apt-get install -y postgresql-15/)
