@@ -10,12 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import * as Membership from "../../src/Membership.js"
+import * as Migrations from "../../src/Migrations.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import { StoreError } from "../../src/MembershipError.js"
 import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { scratchDatabase } from "../cli/pgSupport.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
 import * as Bouncer from "./pgbouncer.js"
@@ -81,6 +83,13 @@ const setup = (prefix: string) =>
 
 const StoreDeps = Notifier.layer.pipe(Layer.provideMerge(ThroughBouncer))
 
+/** PgBouncer's URL for another database on the same server (its `[databases]` entry is a wildcard). */
+const bouncerUrlFor = (b: Bouncer.PgBouncer, database: string) => {
+  const url = new URL(b.url)
+  url.pathname = `/${database}`
+  return url.toString()
+}
+
 describe.skipIf(!installed)("behind PgBouncer (transaction pooling, 4 server connections)", () => {
   beforeAll(async () => {
     bouncer = await Bouncer.start(databaseUrl(), { poolMode: "transaction", poolSize: 4 })
@@ -137,4 +146,38 @@ describe.skipIf(!installed)("behind PgBouncer (transaction pooling, 4 server con
       expect(rows.length).toBe(20)
       expect(rec.violations).toEqual([])
     }).pipe(Effect.scoped, Effect.provide(StoreDeps)))
+
+  it.live("the migrations apply through PgBouncer on a fresh database, from several clients at once", () =>
+    Effect.gen(function*() {
+      const scratch = yield* Effect.acquireRelease(Effect.promise(scratchDatabase), (db) => Effect.promise(db.drop))
+      const url = bouncerUrlFor(bouncer!, scratch.name)
+      const migrateVia = Effect.scoped(Effect.gen(function*() {
+        const client = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), connectTimeout: "10 seconds" }))
+        return yield* Effect.provide(Migrations.run, client)
+      }))
+      // Three clients race; the transaction-scoped advisory lock lets one apply, the others see it done.
+      const applied = yield* Effect.all([migrateVia, migrateVia, migrateVia], { concurrency: "unbounded" })
+      expect(applied.flat().length).toBe(Migrations.migrations.length)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const client = yield* Layer.build(PgClient.layer({ url: Redacted.make(url) }))
+        yield* Effect.provide(Migrations.check, client)
+      }))
+    }).pipe(Effect.scoped))
+
+  it.live("statement pooling mode is refused: a join fails with a StoreError that names it", () =>
+    Effect.gen(function*() {
+      const statementMode = yield* Effect.acquireRelease(
+        Effect.promise(() => Bouncer.start(databaseUrl(), { poolMode: "statement", poolSize: 2 })),
+        (b) => Effect.promise(() => b.stop())
+      )
+      const client = yield* Layer.build(PgClient.layer({ url: Redacted.make(statementMode.url) }))
+      const store = yield* Effect.provide(
+        Effect.zipRight(PgMembershipStore.prepare({ migrate: false }), PgMembershipStore.make()),
+        Layer.merge(Layer.succeedContext(client), Notifier.layer.pipe(Layer.provide(Layer.succeedContext(client))))
+      )
+      const member = { memberId: globalThis.crypto.randomUUID(), host: "h", pid: 1, name: "n" }
+      const error = yield* Effect.flip(store.join(randomGroupId("bouncer-statement"), member, 2_000))
+      expect(error._tag).toBe("StoreError")
+      expect(error.message).toMatch(/statement pooling/)
+    }).pipe(Effect.scoped))
 })

@@ -43,7 +43,7 @@ export interface PgBouncer {
 }
 
 export interface Options {
-  readonly poolMode?: "transaction" | "session" | undefined
+  readonly poolMode?: "transaction" | "session" | "statement" | undefined
   /** Server connections per database/user pair (default 4). */
   readonly poolSize?: number | undefined
 }
