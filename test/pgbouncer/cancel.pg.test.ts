@@ -118,6 +118,25 @@ describe.skipIf(!installed)("timeouts and cancels behind PgBouncer (transaction 
     }
   })
 
+  it.live("a client-side timeout alone does not stop the statement on the server; its connection waits behind it", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const marker = `mg_client_timeout_${Date.now()}`
+      const [returnedMs, timedOut] = yield* Effect.timed(
+        Effect.either(Effect.timeout(sql`SELECT pg_sleep(1.5) AS ${sql(marker)}`, "200 millis"))
+      )
+      expect(Either.isLeft(timedOut)).toBe(true)
+      expect(Duration.toMillis(returnedMs)).toBeLessThan(800)
+      // @effect/sql-pg's cancel (pg_cancel_backend with PgBouncer's pid) reached nothing: still running.
+      expect(yield* Effect.promise(() => sleepers(marker))).toBe(1)
+      // Its pool connection went back with the statement running, last (after the cancel's): the next
+      // query gets it and waits behind the statement.
+      const [ms] = yield* Effect.timed(sql`SELECT 1`)
+      expect(Duration.toMillis(ms)).toBeGreaterThan(800)
+    }).pipe(
+      Effect.provide(Layer.unwrapEffect(Effect.sync(() => PgClient.layer({ url: Redacted.make(bouncer!.url), maxConnections: 2 }))))
+    ))
+
   it.live("a fenced transaction that times out while members run many operations through the same pool fails alone", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

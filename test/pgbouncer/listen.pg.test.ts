@@ -119,6 +119,7 @@ describe.skipIf(!installed)("LISTEN behind PgBouncer", () => {
       // Polling: the others learn of the join from a heartbeat (3 s), not at once.
       expect(took).toBeGreaterThan(300)
       expect(took).toBeLessThan(3_000 + 2_000)
+      console.log(`transaction mode, polling: a join converged in ${took} ms (heartbeat 3 s)`)
       // A second store (another notifier) on the same target in this process: still one warning.
       yield* Effect.scoped(Effect.gen(function*() {
         const other = yield* Layer.build(Notifier.layerWith({ selfTestMs: 1_000 }))
@@ -147,6 +148,7 @@ describe.skipIf(!installed)("LISTEN behind PgBouncer", () => {
       expect(hub.pollOnly).toBeUndefined()
       expect(hub.backendPid).toBeDefined()
       expect(took).toBeLessThan(1_000)
+      console.log(`transaction mode, listenUrl: a join converged in ${took} ms (heartbeat 3 s)`)
       expect(warnings.lines.filter((l) => l.includes("notifications cannot work"))).toEqual([])
     }).pipe(
       Effect.scoped,
