@@ -246,7 +246,10 @@ class ListenHub {
       } finally {
         await sender.end().catch(() => {})
       }
-      const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), this.selfTestMs)))
+      const timedOut = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), this.selfTestMs)
+        timer.unref()
+      })
       const outcome = await Promise.race([heard, timedOut])
       return outcome === "timeout"
         ? `a notification sent to the LISTEN connection did not arrive within ${this.selfTestMs} ms`
@@ -384,57 +387,57 @@ export const makeWith = (
   options: Options = {}
 ): Effect.Effect<NotifierService, never, PgClient.PgClient | Scope.Scope> =>
   Effect.gen(function*() {
-  const client = yield* PgClient.PgClient
-  const runtime = yield* Effect.runtime<never>()
-  const listenUrl = options.listenUrl === undefined
-    ? undefined
-    : Redacted.isRedacted(options.listenUrl)
-    ? Redacted.value(options.listenUrl)
-    : options.listenUrl
-  const config = listenUrl === undefined ? toClientConfig(client.config) : toListenConfig(listenUrl, client.config)
-  const target = describeTarget(config)
-  const onPollOnly = (reason: string) => {
-    if (warned.has(target)) return
-    warned.add(target)
-    Runtime.runFork(runtime)(Effect.logWarning(pollOnlyMessage(target, reason)))
-  }
-  // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
-  // notification normally arrives within milliseconds of its commit; a second is ample.
-  const hub = yield* Effect.acquireRelease(
-    Effect.sync(() => new ListenHub(config, 1_000, options.selfTestMs ?? 2_000, onPollOnly)),
-    (hub) => Effect.sync(() => hub.close())
-  )
-  const service: NotifierService = {
-    wakeups: (groupId) =>
-      Effect.gen(function*() {
-        // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
-        const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
-        const channel = channelFor(groupId)
-        const wake = (lost?: string) => {
-          Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
-        }
-        yield* Effect.acquireRelease(
-          Effect.sync(() => hub.add(channel, wake)),
-          () => Effect.sync(() => hub.remove(channel, wake))
-        )
-        return Stream.fromQueue(queue)
-      }),
-    observed: (groupId, epoch) => Effect.sync(() => hub.observed(channelFor(groupId), epoch)),
-    get connects() {
-      return hub.connects
-    },
-    get backendPid() {
-      return hub.backendPid
-    },
-    get probes() {
-      return hub.probes
-    },
-    get pollOnly() {
-      return hub.pollOnly
+    const client = yield* PgClient.PgClient
+    const runtime = yield* Effect.runtime<never>()
+    const listenUrl = options.listenUrl === undefined
+      ? undefined
+      : Redacted.isRedacted(options.listenUrl)
+      ? Redacted.value(options.listenUrl)
+      : options.listenUrl
+    const config = listenUrl === undefined ? toClientConfig(client.config) : toListenConfig(listenUrl, client.config)
+    const target = describeTarget(config)
+    const onPollOnly = (reason: string) => {
+      if (warned.has(target)) return
+      warned.add(target)
+      Runtime.runFork(runtime)(Effect.logWarning(pollOnlyMessage(target, reason)))
     }
-  }
-  return service
-})
+    // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
+    // notification normally arrives within milliseconds of its commit; a second is ample.
+    const hub = yield* Effect.acquireRelease(
+      Effect.sync(() => new ListenHub(config, 1_000, options.selfTestMs ?? 2_000, onPollOnly)),
+      (hub) => Effect.sync(() => hub.close())
+    )
+    const service: NotifierService = {
+      wakeups: (groupId) =>
+        Effect.gen(function*() {
+          // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
+          const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
+          const channel = channelFor(groupId)
+          const wake = (lost?: string) => {
+            Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
+          }
+          yield* Effect.acquireRelease(
+            Effect.sync(() => hub.add(channel, wake)),
+            () => Effect.sync(() => hub.remove(channel, wake))
+          )
+          return Stream.fromQueue(queue)
+        }),
+      observed: (groupId, epoch) => Effect.sync(() => hub.observed(channelFor(groupId), epoch)),
+      get connects() {
+        return hub.connects
+      },
+      get backendPid() {
+        return hub.backendPid
+      },
+      get probes() {
+        return hub.probes
+      },
+      get pollOnly() {
+        return hub.pollOnly
+      }
+    }
+    return service
+  })
 
 /**
  * A notifier over the app's `PgClient` connection settings (`makeWith` with no options).
