@@ -5,7 +5,7 @@
  * notifications cannot work there and poll; the one with `--listen-url` (direct) says nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { assertBuilt, converged, Member, tenures } from "../cli/support.js"
+import { assertBuilt, converged, Member, run, tenures } from "../cli/support.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import * as Bouncer from "./pgbouncer.js"
 
@@ -28,6 +28,15 @@ const TIMINGS = [
 ]
 const START_MS = 30_000
 const WARNING = "notifications cannot work"
+
+it("join --listen-url refuses a URL that is not postgres://, without showing it", async () => {
+  assertBuilt()
+  const r = await run(["join", "g", "--listen-url", "mysql://u:hunter2@db/app"], { ...process.env, DATABASE_URL: databaseUrl() })
+  expect(r.code).toBe(2)
+  expect(r.stderr).toContain("listenUrl")
+  expect(r.stderr).not.toContain("hunter2")
+  expect(r.stdout).toBe("")
+})
 
 describe.skipIf(!installed)("modulo-group join behind PgBouncer (transaction mode)", () => {
   let bouncer: Bouncer.PgBouncer | undefined
