@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Config, Context, Duration, Effect, Layer, Option } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 
 /**
@@ -43,6 +43,12 @@ export interface MembershipConfigInput {
   readonly startupTimeout?: Duration.DurationInput | undefined
   /** First delay of the fast poll while waiting at the barrier; doubles, capped at a tenth of the heartbeat. Default 10 ms. */
   readonly barrierPoll?: Duration.DurationInput | undefined
+  /**
+   * A `postgres://` URL for the LISTEN connection only (`PgMembership`), when the app's `PgClient`
+   * goes through a connection pooler in transaction mode (where LISTEN cannot work): a direct
+   * connection to PostgreSQL or a session-mode pool. Default: none, the `PgClient`'s settings.
+   */
+  readonly listenUrl?: string | Redacted.Redacted<string> | undefined
 }
 
 /**
@@ -63,6 +69,7 @@ export interface ResolvedConfig {
   readonly migrate: boolean
   readonly startupTimeout: Duration.Duration
   readonly barrierPoll: Duration.Duration
+  readonly listenUrl: Redacted.Redacted<string> | undefined
 }
 
 /**
@@ -185,6 +192,27 @@ const safeDecode = (input: Duration.DurationInput): Duration.Duration | undefine
 
 const ms = Duration.toMillis
 
+// A postgres:// URL, kept redacted; messages never show it (it may carry a password).
+const validateListenUrl = (
+  input: string | Redacted.Redacted<string> | undefined
+): Effect.Effect<Redacted.Redacted<string> | undefined, InvalidConfig> =>
+  Effect.suspend(() => {
+    if (input === undefined) return Effect.succeed(undefined)
+    const text = Redacted.isRedacted(input) ? Redacted.value(input) : input
+    const bad = (reason: string) => Effect.fail(new InvalidConfig({ field: "listenUrl", reason }))
+    if (typeof text !== "string") return bad("it must be a string")
+    let url: URL
+    try {
+      url = new URL(text)
+    } catch {
+      return bad("it is not a URL (expected postgres://user:password@host:port/database)")
+    }
+    if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+      return bad("it must start with postgres:// or postgresql://")
+    }
+    return Effect.succeed(Redacted.isRedacted(input) ? input : Redacted.make(text))
+  })
+
 /**
  * Validates input and fills in defaults.
  *
@@ -210,6 +238,7 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
         }) + statementTimeout (${Duration.format(statementTimeout)})`
       })
     }
+    const listenUrl = yield* validateListenUrl(input.listenUrl)
     const identity = yield* MemberIdentity
     const name = input.name ?? `${identity.host}:${identity.pid}`
     if (name.length > 200 || controlChars.test(name)) {
@@ -226,7 +255,8 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       startupTimeout,
       barrierPoll,
       notifications: input.notifications ?? defaults.notifications,
-      migrate: input.migrate ?? defaults.migrate
+      migrate: input.migrate ?? defaults.migrate,
+      listenUrl
     }
   })
 
@@ -243,7 +273,8 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
       notifications: Config.boolean("NOTIFICATIONS").pipe(Config.withDefault(defaults.notifications), Config.withDescription("Use LISTEN/NOTIFY as a wake-up")),
       migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start")),
       startupTimeout: Config.duration("STARTUP_TIMEOUT").pipe(Config.withDefault(defaults.startupTimeout), Config.withDescription("How long to wait for the database at start")),
-      barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier"))
+      barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier")),
+      listenUrl: Config.redacted("LISTEN_URL").pipe(Config.withDescription("URL of the LISTEN connection (a direct one behind a transaction-mode pooler)"), Config.option, Config.map(Option.getOrUndefined))
     }),
     "MODULO_GROUP"
   )
@@ -252,7 +283,7 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
  * Reads the input from the environment: `MODULO_GROUP_GROUP_ID`, `MODULO_GROUP_HEARTBEAT` ("1 second"),
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
  * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
- * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`.
+ * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_LISTEN_URL`.
  *
  * @since 0.1.0
  * @category config

@@ -41,18 +41,22 @@ export const nodeIdentity: Layer.Layer<never> = Layer.succeed(MembershipConfig.M
 
 /**
  * The store over the app's `PgClient`, set up by `config` (migrations, startup and statement
- * timeouts), for `Membership.join` to share between groups.
+ * timeouts, the LISTEN connection's `listenUrl`), for `Membership.join` to share between groups.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerStore = (
-  config: Pick<MembershipConfig.MembershipConfigInput, "migrate" | "startupTimeout" | "statementTimeout"> = {}
+  config: Pick<
+    MembershipConfig.MembershipConfigInput,
+    "migrate" | "startupTimeout" | "statementTimeout" | "listenUrl"
+  > = {}
 ): Layer.Layer<MembershipStore, DatabaseUnavailable | SchemaMismatch, PgClient.PgClient | SqlClient.SqlClient> =>
   PgMembershipStore.layer({
     migrate: config.migrate,
     startupTimeout: config.startupTimeout,
-    statementTimeout: config.statementTimeout
+    statementTimeout: config.statementTimeout,
+    listenUrl: config.listenUrl
   })
 
 const wire = (config: MembershipConfig.ResolvedConfig) =>

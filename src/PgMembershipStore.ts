@@ -8,7 +8,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, HashMap, Layer, Option, Ref, Schedule } from "effect"
+import { Clock, Duration, Effect, HashMap, Layer, Option, Redacted, Ref, Schedule } from "effect"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
@@ -36,6 +36,13 @@ export interface Options {
    * COMMIT of a change), for tests that interleave operations statement by statement.
    */
   readonly onStatement?: ((operation: string, step: string) => Effect.Effect<void>) | undefined
+  /**
+   * The URL of the LISTEN connection (`layer` only), when the app's `PgClient` goes through a
+   * connection pooler in transaction mode, where LISTEN cannot work: a direct connection to
+   * PostgreSQL (or a session-mode pool). Default: the `PgClient`'s settings. Without it, behind such
+   * a pooler, the notifier says so once and members poll (docs/operations.md, "Connection poolers").
+   */
+  readonly listenUrl?: string | Redacted.Redacted<string> | undefined
 }
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
@@ -379,7 +386,8 @@ export const layerUsingNotifier = (
 
 /**
  * The store over the app's `PgClient`, schema readied first, with a notifier of its own: one LISTEN
- * connection, shared by every member and group that uses this store, closed with the layer.
+ * connection (over `options.listenUrl` when given), shared by every member and group that uses this
+ * store, closed with the layer.
  *
  * @since 0.1.0
  * @category layers
@@ -387,4 +395,4 @@ export const layerUsingNotifier = (
 export const layer = (
   options: Options = {}
 ): Layer.Layer<MembershipStore, DatabaseUnavailable | SchemaMismatch, PgClient.PgClient | SqlClient.SqlClient> =>
-  layerUsingNotifier(options).pipe(Layer.provide(Notifier.layer))
+  layerUsingNotifier(options).pipe(Layer.provide(Notifier.layerWith({ listenUrl: options.listenUrl })))

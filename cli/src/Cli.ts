@@ -76,12 +76,20 @@ const join = Command.make(
       Options.optional
     ),
     json: json.pipe(Options.withDescription("Print JSON Lines (one object per state change and work tick)")),
+    listenUrl: Options.text("listen-url").pipe(
+      Options.withPseudoName("url"),
+      Options.withDescription(
+        "PostgreSQL URL of the LISTEN connection alone, when the database URL goes through a pooler in transaction mode (default: $MODULO_GROUP_LISTEN_URL, else the database URL)"
+      ),
+      Options.optional
+    ),
     databaseUrl,
     verbose
   },
   (o) =>
     handle(o, (shared) =>
       Join.join({
+        listenUrl: o.listenUrl,
         group: o.group,
         name: Option.getOrUndefined(o.name),
         workInterval: o.workInterval,

@@ -39,10 +39,14 @@ export interface JoinOptions {
   readonly statementTimeout: Duration.Duration | undefined
   readonly json: boolean
   readonly databaseUrl: Option.Option<string>
+  /** The LISTEN connection's own URL (`--listen-url`, else `MODULO_GROUP_LISTEN_URL`). */
+  readonly listenUrl?: Option.Option<string> | undefined
 }
 
 /** How long `join` waits for an unreachable database before giving up. */
 const STARTUP_TIMEOUT = Duration.seconds(5)
+
+const nonEmpty = (s: string | undefined) => (s === undefined || s === "" ? undefined : s)
 
 const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
@@ -61,7 +65,8 @@ export const join = (options: JoinOptions) =>
       lease: options.lease,
       fenceMargin: options.fenceMargin,
       statementTimeout: options.statementTimeout,
-      startupTimeout: STARTUP_TIMEOUT
+      startupTimeout: STARTUP_TIMEOUT,
+      listenUrl: Option.getOrUndefined(options.listenUrl ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_LISTEN_URL"])
     }
     // Bad input fails before any database work.
     const config = yield* MembershipConfig.make(input)
@@ -71,7 +76,8 @@ export const join = (options: JoinOptions) =>
         PgMembership.layerStore({
           migrate: true,
           startupTimeout: STARTUP_TIMEOUT,
-          statementTimeout: config.statementTimeout
+          statementTimeout: config.statementTimeout,
+          listenUrl: config.listenUrl
         })
       ),
       Effect.provide(Database.layer(database.url))

@@ -14,10 +14,21 @@
  *
  * Payloads are never read: any role that can connect can notify any channel, so a notification is
  * only a reason to ask the database sooner. What arrives proves the connection alive, nothing more.
+ *
+ * Behind a connection pooler in transaction mode (PgBouncer's `pool_mode = transaction`), LISTEN is
+ * accepted but useless: the LISTEN runs on whichever server connection the pooler lends for that one
+ * statement, and a notification that reaches that server connection later, while it is not lent to
+ * this client, is dropped by the pooler. Such a connection is detected when it is opened: its
+ * `BackendKeyData` pid (the pooler's) differs from `pg_backend_pid()` (the server's), and then a
+ * notification sent from a second connection does not arrive within `selfTestMs`. The notifier then
+ * says so once (a warning naming `listenUrl`), closes the connection and never tries again: members
+ * find every change by polling, which is correct on its own (G7), only slower. A direct connection
+ * (the pids agree) pays nothing for this; a pooler in session mode passes the test and is used.
  */
 import { PgClient } from "@effect/sql-pg"
 import type { Scope } from "effect"
-import { Context, Effect, Layer, Queue, Redacted, Stream } from "effect"
+import { Context, Effect, Layer, Queue, Redacted, Runtime, Stream } from "effect"
+import { randomBytes } from "node:crypto"
 import pg from "pg"
 import type { Wakeup } from "../../MembershipStore.js"
 import { channelFor } from "./constants.js"
@@ -35,6 +46,37 @@ const toClientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
   keepAliveInitialDelayMillis: 5_000,
   connectionTimeoutMillis: 5_000
 })
+
+/** The LISTEN connection's settings when it has a URL of its own (`listenUrl`). */
+const toListenConfig = (url: string, config: PgClient.PgClientConfig): pg.ClientConfig => ({
+  connectionString: url,
+  // Settings a URL cannot carry come from the app's client.
+  ...(config.ssl !== undefined ? { ssl: config.ssl } : {}),
+  application_name: "modulo-group/listen",
+  keepAlive: true,
+  keepAliveInitialDelayMillis: 5_000,
+  connectionTimeoutMillis: 5_000
+})
+
+/** Where a connection goes, without credentials, for messages: `host:port/database`. */
+const describeTarget = (config: pg.ClientConfig): string => {
+  if (typeof config.connectionString === "string") {
+    try {
+      const u = new URL(config.connectionString)
+      return `${u.hostname}${u.port === "" ? "" : `:${u.port}`}${u.pathname}`
+    } catch {
+      return "(unparseable URL)"
+    }
+  }
+  return `${config.host ?? "localhost"}:${config.port ?? 5432}/${config.database ?? ""}`
+}
+
+/** The listen connection's self-test failed: what the notifier says, once. */
+export const pollOnlyMessage = (target: string, reason: string): string =>
+  `modulo-group: notifications cannot work through ${target} (${reason}; a connection pooler in ` +
+  `transaction mode, such as PgBouncer's pool_mode = transaction?). Members find changes by polling, ` +
+  `once a heartbeat: correct, only slower. Set listenUrl (MODULO_GROUP_LISTEN_URL, join --listen-url) ` +
+  `to a direct connection to PostgreSQL, or to a session-mode pool, to get notifications back.`
 
 /** `lost`: why the connection was dropped, given to one subscriber only, so a process logs it once. */
 type Waker = (lost?: string) => void
@@ -63,7 +105,15 @@ class ListenHub {
   /** Health checks run so far; read by tests. */
   probes = 0
 
-  constructor(private readonly config: pg.ClientConfig, private readonly graceMs: number) {}
+  /** Why notifications cannot work over this connection (the self-test failed): the hub then stays closed. */
+  pollOnly: string | undefined
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly graceMs: number,
+    private readonly selfTestMs: number,
+    private readonly onPollOnly: (reason: string) => void
+  ) {}
 
   /**
    * A heartbeat (the database, not a notification) saw `epoch` on `channel`. The first one sets the
@@ -104,12 +154,13 @@ class ListenHub {
     if (set === undefined) {
       set = new Set()
       this.channels.set(channel, set)
+      if (this.pollOnly !== undefined) return void set.add(wake)
       this.client?.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((error: unknown) =>
         this.drop(this.generation, error instanceof Error ? error.message : "LISTEN failed")
       )
     }
     set.add(wake)
-    if (this.client === undefined && this.reconnectTimer === undefined) this.connect()
+    if (this.client === undefined && this.reconnectTimer === undefined && this.pollOnly === undefined) this.connect()
   }
 
   remove(channel: string, wake: Waker) {
@@ -153,6 +204,13 @@ class ListenHub {
       .connect()
       .then(async () => {
         const res = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+        // Not the server's pid: a pooler answered the startup. Does a notification get through it?
+        const pooled = (client as unknown as { processID?: number }).processID !== res.rows[0]?.pid
+        if (pooled) {
+          const failed = await this.selfTest(client)
+          if (generation !== this.generation) return
+          if (failed !== undefined) return this.giveUp(generation, failed)
+        }
         for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
         if (generation !== this.generation) return
         this.backendPid = res.rows[0]?.pid
@@ -162,6 +220,54 @@ class ListenHub {
         this.wakeAll()
       })
       .catch(onDead)
+  }
+
+  /**
+   * LISTEN on a channel of its own, NOTIFY it from a second connection, wait up to `selfTestMs`.
+   * Returns why notifications cannot work, or undefined when one arrived. A failure to connect or
+   * to notify is thrown (the connection is then retried as usual), not taken for a verdict.
+   */
+  private async selfTest(client: pg.Client): Promise<string | undefined> {
+    const channel = `mg_selftest_${randomBytes(8).toString("hex")}`
+    let arrived!: () => void
+    const heard = new Promise<void>((resolve) => (arrived = resolve))
+    const listener = (msg: pg.Notification) => {
+      if (msg.channel === channel) arrived()
+    }
+    client.on("notification", listener)
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      const sender = new pg.Client(this.config)
+      sender.on("error", () => {})
+      try {
+        await sender.connect()
+        await sender.query("SELECT pg_notify($1, 'self-test')", [channel])
+      } finally {
+        await sender.end().catch(() => {})
+      }
+      const timedOut = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), this.selfTestMs)
+        timer.unref()
+      })
+      const outcome = await Promise.race([heard, timedOut])
+      return outcome === "timeout"
+        ? `a notification sent to the LISTEN connection did not arrive within ${this.selfTestMs} ms`
+        : undefined
+    } finally {
+      clearTimeout(timer)
+      client.off("notification", listener)
+      // Best effort: behind a transaction-mode pooler this may reach another server connection.
+      await client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => {})
+    }
+  }
+
+  /** Notifications cannot work over this connection: close it for good and say so once. */
+  private giveUp(generation: number, reason: string) {
+    if (generation !== this.generation) return
+    this.pollOnly = reason
+    this.close()
+    this.onPollOnly(reason)
   }
 
   // Catches a connection that died silently (no FIN): a query that does not come back.
@@ -236,7 +342,29 @@ export interface NotifierService {
   readonly backendPid: number | undefined
   /** Health checks run so far; for tests. */
   readonly probes: number
+  /**
+   * Why notifications cannot work over the LISTEN connection (its self-test failed: a pooler in
+   * transaction mode), once detected; members then poll. Undefined otherwise.
+   */
+  readonly pollOnly: string | undefined
 }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * The LISTEN connection's own URL (a direct connection to PostgreSQL when the app's `PgClient`
+   * goes through a pooler in transaction mode). Default: the app's `PgClient` settings.
+   */
+  readonly listenUrl?: string | Redacted.Redacted<string> | undefined
+  /** How long the self-test of a pooled connection waits for its notification. Default 2 seconds. */
+  readonly selfTestMs?: number | undefined
+}
+
+// One warning per process and connection target, however many stores (members) detect it.
+const warned = new Set<string>()
 
 /**
  * The store's notifier. `PgMembershipStore.layer` provides its own; build one with `layer` to share
@@ -248,50 +376,88 @@ export interface NotifierService {
 export class Notifier extends Context.Tag("modulo-group/PgNotifier")<Notifier, NotifierService>() {}
 
 /**
- * A notifier over the app's `PgClient` connection settings (its own connection, not one of the
- * pool's: a LISTEN connection is held for the notifier's lifetime). Released with the scope.
+ * A notifier over the app's `PgClient` connection settings, or over `options.listenUrl` (its own
+ * connection, not one of the pool's: a LISTEN connection is held for the notifier's lifetime).
+ * Released with the scope.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<NotifierService, never, PgClient.PgClient | Scope.Scope> = Effect.gen(function*() {
-  const client = yield* PgClient.PgClient
-  // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
-  // notification normally arrives within milliseconds of its commit; a second is ample.
-  const hub = yield* Effect.acquireRelease(
-    Effect.sync(() => new ListenHub(toClientConfig(client.config), 1_000)),
-    (hub) => Effect.sync(() => hub.close())
-  )
-  return {
-    wakeups: (groupId) =>
-      Effect.gen(function*() {
-        // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
-        const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
-        const channel = channelFor(groupId)
-        const wake = (lost?: string) => {
-          Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
-        }
-        yield* Effect.acquireRelease(
-          Effect.sync(() => hub.add(channel, wake)),
-          () => Effect.sync(() => hub.remove(channel, wake))
-        )
-        return Stream.fromQueue(queue)
-      }),
-    observed: (groupId, epoch) => Effect.sync(() => hub.observed(channelFor(groupId), epoch)),
-    get connects() {
-      return hub.connects
-    },
-    get backendPid() {
-      return hub.backendPid
-    },
-    get probes() {
-      return hub.probes
+export const makeWith = (
+  options: Options = {}
+): Effect.Effect<NotifierService, never, PgClient.PgClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const client = yield* PgClient.PgClient
+    const runtime = yield* Effect.runtime<never>()
+    const listenUrl = options.listenUrl === undefined
+      ? undefined
+      : Redacted.isRedacted(options.listenUrl)
+      ? Redacted.value(options.listenUrl)
+      : options.listenUrl
+    const config = listenUrl === undefined ? toClientConfig(client.config) : toListenConfig(listenUrl, client.config)
+    const target = describeTarget(config)
+    const onPollOnly = (reason: string) => {
+      if (warned.has(target)) return
+      warned.add(target)
+      Runtime.runFork(runtime)(Effect.logWarning(pollOnlyMessage(target, reason)))
     }
-  }
-})
+    // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
+    // notification normally arrives within milliseconds of its commit; a second is ample.
+    const hub = yield* Effect.acquireRelease(
+      Effect.sync(() => new ListenHub(config, 1_000, options.selfTestMs ?? 2_000, onPollOnly)),
+      (hub) => Effect.sync(() => hub.close())
+    )
+    const service: NotifierService = {
+      wakeups: (groupId) =>
+        Effect.gen(function*() {
+          // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
+          const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
+          const channel = channelFor(groupId)
+          const wake = (lost?: string) => {
+            Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
+          }
+          yield* Effect.acquireRelease(
+            Effect.sync(() => hub.add(channel, wake)),
+            () => Effect.sync(() => hub.remove(channel, wake))
+          )
+          return Stream.fromQueue(queue)
+        }),
+      observed: (groupId, epoch) => Effect.sync(() => hub.observed(channelFor(groupId), epoch)),
+      get connects() {
+        return hub.connects
+      },
+      get backendPid() {
+        return hub.backendPid
+      },
+      get probes() {
+        return hub.probes
+      },
+      get pollOnly() {
+        return hub.pollOnly
+      }
+    }
+    return service
+  })
+
+/**
+ * A notifier over the app's `PgClient` connection settings (`makeWith` with no options).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<NotifierService, never, PgClient.PgClient | Scope.Scope> = makeWith()
 
 /**
  * @since 0.1.0
  * @category layers
  */
 export const layer: Layer.Layer<Notifier, never, PgClient.PgClient> = Layer.scoped(Notifier, make)
+
+/**
+ * A notifier with `options` (its own `listenUrl`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWith = (options: Options = {}): Layer.Layer<Notifier, never, PgClient.PgClient> =>
+  Layer.scoped(Notifier, makeWith(options))
