@@ -83,12 +83,18 @@ export const serve = (options: ServerOptions) =>
       const group = await run(Queries.group(groupId))
       if (group === undefined) return { installed, group: null, timeline: null }
       if (installed !== "log") return { installed, group, timeline: null }
-      const from = group.now - windowMs
-      const rows = await run(Queries.changes(groupId, from))
-      const svg = renderSvg(
-        fromChangeLog(rows, { from, to: group.now, title: `${groupId}: who held which index, the last ${Math.round(windowMs / 60_000)} min` })
-      )
-      return { installed, group, timeline: { svg, changes: rows.filter((r) => r.changedAt >= from).length } }
+      const since = group.now - windowMs
+      const rows = await run(Queries.changes(groupId, since))
+      // The window's whole width when its history is older; else from a little before its first change.
+      const first = rows[0]
+      const from = first === undefined || first.changedAt < since
+        ? since
+        : Math.max(since, first.changedAt - Math.max(2_000, (group.now - first.changedAt) / 20))
+      const title = from === since
+        ? `${groupId}: who held which index, the last ${Math.round(windowMs / 60_000)} min`
+        : `${groupId}: who held which index, since its first change in the last ${Math.round(windowMs / 60_000)} min`
+      const svg = renderSvg(fromChangeLog(rows, { from, to: group.now, title }))
+      return { installed, group, timeline: { svg, changes: rows.filter((r) => r.changedAt >= since).length } }
     }
 
     // --- event streams ---
