@@ -214,9 +214,14 @@ const demo = Command.make(
 const ui = Command.make(
   "ui",
   {
-    port: Options.integer("port").pipe(Options.withDescription("Port to listen on (0: any free port)"), Options.withDefault(4100)),
+    port: Options.integer("port").pipe(
+      Options.withPseudoName("port"),
+      Options.withDescription("Port to listen on; 0 picks a free one (default 4100)"),
+      Options.withDefault(4100)
+    ),
     host: Options.text("host").pipe(
-      Options.withDescription("Address to bind; anything but loopback exposes the dashboard to the network"),
+      Options.withPseudoName("address"),
+      Options.withDescription("Address to bind; anything but loopback exposes the dashboard to the network (default 127.0.0.1)"),
       Options.withDefault("127.0.0.1")
     ),
     databaseUrl,
