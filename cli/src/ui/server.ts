@@ -164,18 +164,18 @@ export const serve = (options: ServerOptions) =>
       if ((streams.get(OVERVIEW)?.size ?? 0) > 0) for (const g of overviewGroups.slice(0, 200)) groupsShown.add(g)
       for (const g of groupsShown) wanted.set(Queries.channelFor(g), g)
       for (const [ch, g] of wanted) channels.set(ch, g)
-      // Channel names are `mg_` + 32 hex digits: safe as identifiers.
+      // Channel names are `mg_` + 32 hex digits (escaped anyway, as the library's notifier does).
       for (const ch of wanted.keys()) {
         if (!listened.has(ch)) {
           listened.add(ch)
-          await c.query(`LISTEN ${ch}`)
+          await c.query(`LISTEN ${pg.escapeIdentifier(ch)}`)
         }
       }
       for (const ch of [...listened]) {
         if (!wanted.has(ch)) {
           listened.delete(ch)
           channels.delete(ch)
-          await c.query(`UNLISTEN ${ch}`)
+          await c.query(`UNLISTEN ${pg.escapeIdentifier(ch)}`)
         }
       }
     }
