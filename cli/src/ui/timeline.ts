@@ -85,11 +85,16 @@ const MARK_STYLE: Record<MarkKind, { readonly color: string; readonly glyph: str
 export const escapeXml = (s: string): string =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;")
 
-/** A stable, readable colour per key. */
-export const colorOf = (key: string): string => {
-  let h = 2166136261
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619)
-  return `hsl(${Math.abs(h) % 360}, 55%, 62%)`
+const PALETTE = [
+  "#6c8ee6", "#e6a04a", "#5fbf8f", "#d9677a", "#a67fd9", "#4fb8c9",
+  "#c9b84f", "#e07fb7", "#7fa35a", "#b5835a", "#8c9bb5", "#e6735c"
+]
+
+/** A distinct colour per key, in the order the keys first appear (the palette repeats past 12). */
+const colorsOf = (keys: ReadonlyArray<string>): Map<string, string> => {
+  const colors = new Map<string, string>()
+  for (const k of keys) if (!colors.has(k)) colors.set(k, PALETTE[colors.size % PALETTE.length]!)
+  return colors
 }
 
 const clock = (ms: number): string => new Date(ms).toISOString().slice(11, 19)
@@ -136,7 +141,8 @@ export const renderSvg = (t: Timeline): string => {
     out.push(`<line x1="${x(tick)}" x2="${x(tick)}" y1="${axisY}" y2="${axisY + 4}" stroke="#999"/>`)
     out.push(`<text class="tick" x="${x(tick)}" y="${axisY + 15}" text-anchor="middle" fill="#666">${clock(tick)}</text>`)
   }
-  // Bars.
+  // Bars, coloured by key in order of first appearance.
+  const colors = colorsOf([...t.bars].sort((a, b) => a.from - b.from || a.lane - b.lane).map((b) => b.key))
   for (const b of t.bars) {
     const x0 = x(b.from)
     const w = Math.max(1.5, x(b.to) - x0)
@@ -146,7 +152,7 @@ export const renderSvg = (t: Timeline): string => {
     out.push(`<g class="bar" data-lane="${b.lane}" data-key="${escapeXml(b.key)}"${b.open === true ? ` data-open="true"` : ""}>`)
     out.push(`<title>${escapeXml(tip)}</title>`)
     out.push(
-      `<rect x="${x0.toFixed(1)}" y="${y(b.lane) + 4}" width="${w.toFixed(1)}" height="${LANE - 8}" rx="3" fill="${colorOf(b.key)}" stroke="#0002"/>`
+      `<rect x="${x0.toFixed(1)}" y="${y(b.lane) + 4}" width="${w.toFixed(1)}" height="${LANE - 8}" rx="3" fill="${colors.get(b.key)}" stroke="#0002"/>`
     )
     if (w > b.label.length * 6 + 8) {
       out.push(`<text x="${(x0 + 4).toFixed(1)}" y="${y(b.lane) + LANE / 2 + 4}" fill="#111">${escapeXml(b.label)}</text>`)
@@ -181,7 +187,7 @@ export const renderSvg = (t: Timeline): string => {
     out.push(`<line x1="${lx}" x2="${lx + 14}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"/>`)
     out.push(`<text x="${lx + 18}" y="${ly}">${escapeXml(`${s.glyph} ${s.name}`.trim())}</text>`)
     out.push(`</g>`)
-    lx += 30 + s.name.length * 6.5
+    lx += 36 + `${s.glyph} ${s.name}`.length * 6.2
   }
   out.push(`</svg>`)
   return out.join("\n")
