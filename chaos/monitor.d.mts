@@ -55,3 +55,18 @@ export declare const stats: (xs: ReadonlyArray<number>) => { n: number; median: 
 export declare const duplicateStarts: (
   procs: ReadonlyArray<{ label: string; events: ReadonlyArray<{ at: number; ts: string; member: string; event: string; state: string; epoch: number | null; index: number | null; size: number | null }> }>
 ) => ReadonlyArray<DuplicateStart>
+export interface TimelineShape {
+  readonly title: string
+  readonly from: number
+  readonly to: number
+  readonly lanes: number
+  readonly bars: ReadonlyArray<{ lane: number; from: number; to: number; label: string; key: string; epoch?: number; open?: boolean }>
+  readonly marks: ReadonlyArray<{ at: number; kind: "change" | "crash" | "fence" | "leave" | "join" | "rejoin" | "freeze" | "fault"; label: string; lane?: number }>
+}
+export declare const timelineOf: (
+  analysis: MonitorAnalysis,
+  faults: ReadonlyArray<{ kind: string; at: number; label?: string; judged?: boolean }>,
+  from: number,
+  to: number,
+  title?: string
+) => TimelineShape

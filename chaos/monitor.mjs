@@ -554,6 +554,51 @@ const attribute = (faults, timeline, endAt, procs) => {
   return { list: result, actions, unattributed }
 }
 
+const FAULT_MARKS = {
+  kill: "crash",
+  leave: "leave",
+  join: "join",
+  sigstop: "freeze",
+  sigcont: "fault",
+  "term-backend": "fault",
+  "term-listener": "fault",
+  restart: "fault",
+  churn: "fault"
+}
+
+/**
+ * The tenure timeline of a run, in the shape `cli/src/ui/timeline.ts` draws (`renderSvg`): a lane per
+ * index, a bar per tenure (process label, from its `assigned` line to its effective end), a mark per
+ * injected fault (a SIGKILL as a crash, a SIGTERM as a leave, a SIGSTOP as a freeze, the rest as
+ * faults) and per fence (a tenure ended by a `fenced` or `lost` line). `analysis` is `analyze()`'s.
+ */
+export const timelineOf = (analysis, faults, from, to, title = "chaos run: who held which index when") => {
+  const bars = analysis.tenures
+    .filter((t) => t.effectiveEnd >= from && t.start <= to)
+    .map((t) => ({
+      lane: t.index,
+      from: t.start,
+      to: t.effectiveEnd,
+      label: t.label,
+      key: t.label,
+      epoch: t.epoch,
+      open: t.endedBy === "running"
+    }))
+  const lanes = Math.max(0, ...analysis.tenures.map((t) => t.size ?? 0), ...bars.map((b) => b.lane + 1))
+  const marks = []
+  for (const f of faults) {
+    if (f.at < from || f.at > to || (f.kind === "churn" && f.judged === false)) continue
+    const lane = analysis.tenures.find((t) => t.label === f.label && t.start <= f.at && t.effectiveEnd >= f.at)?.index
+    marks.push({ at: f.at, kind: FAULT_MARKS[f.kind] ?? "fault", label: `${f.kind}${f.label === undefined ? "" : ` ${f.label}`}`, lane })
+  }
+  for (const t of analysis.tenures) {
+    if ((t.endedBy === "fenced" || t.endedBy === "lost") && t.end >= from && t.end <= to) {
+      marks.push({ at: t.end, kind: "fence", label: `${t.label} ${t.endedBy} in epoch ${t.epoch}`, lane: t.index })
+    }
+  }
+  return { title, from, to, lanes, bars, marks }
+}
+
 /** Median and max of a list of numbers. */
 export const stats = (xs) => {
   if (xs.length === 0) return { n: 0, median: null, max: null }

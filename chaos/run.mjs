@@ -17,7 +17,8 @@
  *   --database-url URL     use this database instead of an embedded one (DATABASE_URL is ignored
  *                          unless given here); restarts are then skipped unless
  *   --restart-command CMD  a shell command that restarts that database (e.g. "systemctl restart postgresql")
- *   --report FILE          also write the report as JSON
+ *   --report FILE          also write the report as JSON, and the tenure timeline beside it as an
+ *                          SVG (FILE without .json, + .svg)
  *   --events FILE          also write every member line and runner action, in time order (JSON Lines)
  *   --quiet                no line per fault
  * Members start from a copy of the built package taken at the start (a build elsewhere in the tree
@@ -67,7 +68,9 @@ const options = {
   schedule: flag("schedule") ?? "rounds",
   notifications: flag("notifications") ?? "on",
   command: `npm run chaos -- ${args.join(" ")}`,
-  eventsFile: flag("events")
+  eventsFile: flag("events"),
+  // The tenure timeline as an SVG beside the report (FILE.json -> FILE.svg).
+  svgFile: flag("report") === undefined ? undefined : `${flag("report").replace(/\.json$/, "")}.svg`
 }
 if (!Number.isInteger(options.members) || options.members < 2) usage("--members must be an integer >= 2")
 if (!Number.isFinite(options.seed)) usage("--seed must be a number")

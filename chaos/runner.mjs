@@ -31,7 +31,7 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
-import { Monitor, stats } from "./monitor.mjs"
+import { Monitor, stats, timelineOf } from "./monitor.mjs"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const notificationsOff = fileURLToPath(new URL("./notifications-off.mjs", import.meta.url))
@@ -544,7 +544,29 @@ export const runChaos = async (options) => {
     fs.writeFileSync(options.eventsFile, `${monitor.dump()}\n`)
   }
   const mode = { schedule, notifications, notificationsHow: off.how, listeners }
-  return report({ options, monitor, analysis, startedAt, formedAt, formed, restarts, unexpectedExits, group, mode })
+  const result = report({ options, monitor, analysis, startedAt, formedAt, formed, restarts, unexpectedExits, group, mode })
+  if (options.svgFile !== undefined) {
+    result.timelineSvg = await writeTimelineSvg(options.svgFile, analysis, monitor.faults, startedAt, options.finishedAt, `chaos run, seed ${options.seed}: who held which index when`)
+  }
+  return result
+}
+
+/**
+ * Writes the run's tenure timeline (monitor.mjs `timelineOf`) as an SVG, drawn by the CLI's
+ * renderer (cli/dist/ui/timeline.js: `npm run chaos` builds it first). Returns the file, or
+ * undefined (with a line on stderr) when the renderer is not built.
+ */
+export const writeTimelineSvg = async (file, analysis, faults, from, to, title) => {
+  let renderSvg
+  try {
+    ;({ renderSvg } = await import(new URL("../cli/dist/ui/timeline.js", import.meta.url).href))
+  } catch (error) {
+    process.stderr.write(`chaos: no timeline SVG (${error?.message ?? error}): run npm run build\n`)
+    return undefined
+  }
+  const fs = await import("node:fs")
+  fs.writeFileSync(file, `${renderSvg(timelineOf(analysis, faults, from, to, title))}\n`)
+  return file
 }
 
 /** Warnings and errors the members printed, with numbers and ids folded, most frequent first. */
@@ -693,6 +715,7 @@ export const formatReport = (r) => {
   lines.push(`  reconvergence over bound (G4): ${r.violations.slowReconvergence}; unfinished before the next fault: ${r.violations.unfinished.length}; unattributed stretches: ${r.violations.unattributedStretches.length}`)
   lines.push(`  time with no complete assignment: ${(r.noCompleteAssignmentMs / 1000).toFixed(1)} s (${(100 * r.noCompleteAssignmentShare).toFixed(1)}% of the run)`)
   lines.push(`  unexpected exits: ${r.errors.unexpectedExits.length}; non-JSON stdout lines: ${r.errors.garbageLines}`)
+  if (r.timelineSvg !== undefined) lines.push(`  tenure timeline (who held which index when, faults marked): ${r.timelineSvg}`)
   if (r.errors.messages.length > 0) {
     lines.push("  errors and warnings seen (stderr of the members, folded):")
     for (const m of r.errors.messages.slice(0, 12)) lines.push(`    ${String(m.count).padStart(5)}  ${m.message}`)

@@ -135,13 +135,24 @@ export const make = (options: Options = {}) =>
     // Inside a change transaction holding the group lock: reassign indices (keep index < N, fill
     // holes in join order; mirrors internal/reassign.ts), stamp every member row with the epoch and
     // size its index belongs to, bump the epoch. A new incarnation begins when no member survived
-    // into this change (`fresh`). Two statements, both under the lock.
-    const rebalance = (operation: string, groupId: string, now: string | null, epoch: number, fresh: boolean) =>
+    // into this change (`fresh`). Two statements, both under the lock; then the change log's row
+    // (`cause`, `subject`: who joined or left), for people only (migration 0004).
+    const rebalance = (
+      operation: string,
+      groupId: string,
+      now: string | null,
+      epoch: number,
+      fresh: boolean,
+      cause: "join" | "leave" | "reap" | "repair",
+      subject: string | null
+    ) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "reassign")
         yield* Statements.reassignIndices(sql, groupId, epoch + 1)
         yield* onStatement(operation, "bump")
         const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
+        yield* onStatement(operation, "log")
+        yield* Statements.logChange(sql, groupId, cause, subject, now)
         return { epoch: num(g!.epoch), size: num(g!.size), incarnation: num(g!.incarnation) }
       })
 
@@ -225,7 +236,15 @@ export const make = (options: Options = {}) =>
                 const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now)
                 yield* onStatement("join", "insert")
                 yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now)
-                const g = yield* rebalance("join", groupId, now, epoch, behind || num(left!.survivors) === 0)
+                const g = yield* rebalance(
+                  "join",
+                  groupId,
+                  now,
+                  epoch,
+                  behind || num(left!.survivors) === 0,
+                  "join",
+                  member.memberId
+                )
                 yield* onStatement("join", "view")
                 const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, g.epoch, now)
                 return {
@@ -282,7 +301,10 @@ export const make = (options: Options = {}) =>
                 yield* onStatement("reap", "check")
                 const [c] = yield* Statements.selectRowsOff(sql, groupId)
                 const changed = gone.length > 0 || c?.off === true
-                if (changed) yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0)
+                if (changed) {
+                  const cause = gone.length > 0 ? "reap" : "repair"
+                  yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null)
+                }
                 return { gone: gone.length, changed }
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
@@ -300,7 +322,9 @@ export const make = (options: Options = {}) =>
                 const mine = yield* Statements.deleteMember(sql, groupId, memberId)
                 const gone = yield* deleteExpired("leave", groupId, now)
                 const changed = mine.length + gone.length > 0
-                if (changed) yield* rebalance("leave", groupId, now, epoch, behind)
+                if (changed) {
+                  yield* rebalance("leave", groupId, now, epoch, behind, mine.length > 0 ? "leave" : "reap", mine.length > 0 ? memberId : null)
+                }
                 return { mine: mine.length > 0, changed }
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),

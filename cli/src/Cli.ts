@@ -14,6 +14,7 @@ import * as Groups from "./commands/groups.js"
 import * as Join from "./commands/join.js"
 import * as Migrate from "./commands/migrate.js"
 import * as Status from "./commands/status.js"
+import * as Ui from "./commands/ui.js"
 import * as Demo from "./demo/demo.js"
 import * as DemoMember from "./demo/member.js"
 import * as Durations from "./Durations.js"
@@ -218,13 +219,36 @@ const demo = Command.make(
   )
 )
 
+const ui = Command.make(
+  "ui",
+  {
+    port: Options.integer("port").pipe(
+      Options.withPseudoName("port"),
+      Options.withDescription("Port to listen on; 0 picks a free one (default 4100)"),
+      Options.withDefault(4100)
+    ),
+    host: Options.text("host").pipe(
+      Options.withPseudoName("address"),
+      Options.withDescription("Address to bind; anything but loopback exposes the dashboard to the network (default 127.0.0.1)"),
+      Options.withDefault("127.0.0.1")
+    ),
+    databaseUrl,
+    verbose
+  },
+  (o) => handle(o, (shared) => Ui.ui({ port: o.port, host: o.host, databaseUrl: shared.databaseUrl }))
+).pipe(
+  Command.withDescription(
+    "Serve a read-only dashboard: every group, one group live (pushed updates), and its epoch timeline over the last hour."
+  )
+)
+
 /**
  * The whole command tree.
  *
  * @since 0.1.0
  * @internal
  */
-export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db, demo]))
+export const command = root.pipe(Command.withSubcommands([join, status, groups, migrate, db, demo, ui]))
 
 const version = (): string => {
   // This package's package.json, seen from src/ (tests) and from dist/ (the built command).

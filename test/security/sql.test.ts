@@ -45,6 +45,12 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
   { file: "internal/pg/notifier.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
   { file: "internal/pg/notifier.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
   {
+    file: "../cli/src/ui/server.ts",
+    arg: "`LISTEN ${pg.escapeIdentifier(ch)}`",
+    why: "the dashboard's LISTEN: channel = mg_ + md5 hex (channelFor), escaped"
+  },
+  { file: "../cli/src/ui/server.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(ch)}`", why: "the same channel" },
+  {
     file: "../cli/src/embedded/ThrowawayServer.ts",
     arg: "`CREATE DATABASE ${client.escapeIdentifier(databaseName)}`",
     why: "a test/demo server; an identifier cannot be a parameter, and it is escaped"

@@ -18,13 +18,17 @@
 import { SqlClient } from "@effect/sql"
 import { Cause, Duration, Effect, type Option } from "effect"
 import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { MembershipConfig, Migrations } from "modulo-group"
 import { describe, Exit, ExitCodes, fail } from "../CliError.js"
 import * as Database from "../Database.js"
+import * as UiQueries from "../ui/queries.js"
 import { formatMillis } from "../Durations.js"
 import * as Faults from "./faults.js"
 import * as Ledger from "./ledger.js"
-import { makeOutput, renderSummary, type Summary, thousands } from "./render.js"
+import { type Change, makeOutput, renderSummary, renderTimeline, type Summary, thousands } from "./render.js"
 import * as Supervisor from "./supervisor.js"
 
 /**
@@ -248,6 +252,8 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
 
     // --- the verdict, from the ledger ---
     const verdict = yield* Ledger.readVerdict(run)
+    // The tenure timeline from the group's change log (before the run's rows and group are deleted).
+    const timeline = yield* writeTimeline(group, run, startedAt, changes)
     const epochOverlaps = verdict.epochs.filter((e) => e.overlapsPrevious).length
     const ok = verdict.duplicates === 0 && verdict.missing === 0 && epochOverlaps === 0
     const summary: Summary = {
@@ -297,7 +303,8 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
         statementTimeoutMs: ms(options.statementTimeout)
       },
       drainMs: drainedAt === undefined ? null : drainedAt - workStart,
-      durationMs: since()
+      durationMs: since(),
+      timeline
     }
 
     if (!ok) keepRows = true
@@ -308,3 +315,15 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
     process.stdout.write(options.json ? `${JSON.stringify(summary)}\n` : renderSummary(summary))
     return summary
   })
+
+/** Writes the run's tenure timeline to the OS temp dir; its path, or null (the demo goes on) on any failure. */
+const writeTimeline = (group: string, run: string, startedAt: number, changes: ReadonlyArray<Change>) =>
+  UiQueries.changes(group, startedAt).pipe(
+    Effect.map((rows) => {
+      const file = path.join(os.tmpdir(), `modulo-group-demo-${run}.svg`)
+      fs.writeFileSync(file, `${renderTimeline(rows, { id: run, startedAt, endedAt: Date.now(), changes })}\n`)
+      return file as string | null
+    }),
+    Effect.timeout(Duration.seconds(5)),
+    Effect.catchAllCause(() => Effect.succeed(null))
+  )

@@ -7,6 +7,7 @@
  */
 import type * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
+import { type ChangeRow, fromChangeLog, type Mark, type MarkKind, renderSvg } from "../ui/timeline.js"
 import type { FaultKind } from "./faults.js"
 import type { Progress } from "./ledger.js"
 
@@ -170,6 +171,8 @@ export interface Summary {
   }
   readonly drainMs: number | null
   readonly durationMs: number
+  /** The tenure timeline (who held which index when, faults marked), an SVG file; null if none was written. */
+  readonly timeline: string | null
 }
 
 const KIND_TEXT: Record<FaultKind, string> = {
@@ -208,6 +211,7 @@ export const renderSummary = (s: Summary): string => {
         c.epoch === null ? "did not converge" : `epoch ${String(c.epoch).padEnd(3)}  ${formatMillis(c.convergedMs ?? 0)}`
       }  (${c.member}, at ${seconds(c.atMs)}, ${thousands(c.doneBefore)} done)`
     ),
+    ...(s.timeline === null ? [] : [`  timeline (who held which index when, faults marked): ${s.timeline}`]),
     s.ok
       ? "OK: every item was processed exactly once."
       : `FAILED: ${
@@ -219,4 +223,34 @@ export const renderSummary = (s: Summary): string => {
       }.`
   ]
   return `${lines.join("\n")}\n`
+}
+
+const FAULT_MARK: Record<FaultKind, MarkKind> = {
+  join: "join",
+  sigterm: "leave",
+  sigkill: "crash",
+  sigstop: "freeze",
+  sigcont: "fault"
+}
+
+/**
+ * The demo's tenure timeline as SVG: the group's change log over the run (who held which index
+ * when, departures by lease expiry marked as crashes) with the injected faults marked at the moment
+ * they were injected.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const renderTimeline = (
+  rows: ReadonlyArray<ChangeRow>,
+  run: { readonly id: string; readonly startedAt: number; readonly endedAt: number; readonly changes: ReadonlyArray<Change> }
+): string => {
+  const faults: ReadonlyArray<Mark> = run.changes.map((c) => ({
+    at: run.startedAt + c.atMs,
+    kind: FAULT_MARK[c.kind],
+    label: `${KIND_TEXT[c.kind]}: ${c.member}`
+  }))
+  return renderSvg(
+    fromChangeLog(rows, { from: run.startedAt, to: run.endedAt, title: `demo run ${run.id}: who held which index when` }, faults)
+  )
 }

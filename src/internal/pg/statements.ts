@@ -92,6 +92,20 @@ export const bumpEpoch = (sql: Sql, groupId: string, now: string | null, epoch: 
      WHERE group_id = ${groupId}
     RETURNING epoch, size, incarnation`
 
+/**
+ * Under the group lock, after `bumpEpoch`: one row in the change log (migration 0004) with the
+ * group's epoch, size, incarnation and assignment as this change leaves them, then that group's
+ * retention trim. `modulo_group.log_change` is SECURITY DEFINER: the members' role needs no grant on
+ * the log. Nothing in the protocol reads it.
+ */
+export const logChange = (
+  sql: Sql,
+  groupId: string,
+  cause: "join" | "leave" | "reap" | "repair",
+  subject: string | null,
+  now: string | null
+) => sql`SELECT modulo_group.log_change(${groupId}, ${cause}, ${subject}::uuid, ${at(sql, now)})`
+
 /** Join: deletes the group's expired members and this member's own earlier row; counts who is left. */
 export const deleteExpiredAndOwnRow = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
   sql<{ survivors: string }>`

@@ -1,0 +1,277 @@
+/**
+ * What the dashboard reads: every group with its members' health, one group with its members, and
+ * the change log (migration 0004) of the last hour. Read-only, each one statement (one committed
+ * state), ages and leases on the database clock.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect } from "effect"
+import { createHash } from "node:crypto"
+import { Migrations } from "modulo-group"
+import { deriveStates, type RowState } from "../commands/status.js"
+import type { ChangeRow } from "./timeline.js"
+
+const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
+
+/**
+ * A group's notification channel: the library's (src/internal/pg/constants.ts `channelFor`), which
+ * is not part of its public entry.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const channelFor = (groupId: string): string => `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
+
+/**
+ * A member is `late` when less than half of its lease is left (it missed renewals), `expired` when
+ * none is (nobody has reaped it yet), else `healthy`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export type Health = "healthy" | "late" | "expired"
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export interface GroupSummary {
+  readonly groupId: string
+  readonly epoch: number
+  readonly size: number
+  readonly mode: "modulo"
+  readonly changedAt: string
+  readonly changedAgoMs: number
+  readonly members: number
+  readonly healthy: number
+  readonly late: number
+  readonly expired: number
+}
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export interface MemberView {
+  readonly memberId: string
+  readonly index: number | null
+  /** Reserved for the instance id of a member (none is stored yet): always "". */
+  readonly instanceId: string
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  readonly ackedEpoch: number
+  readonly heartbeatAgeMs: number
+  readonly leaseLeftMs: number
+  readonly leaseMs: number
+  readonly health: Health
+  readonly state: RowState
+  readonly stoppingSinceMs: number | null
+}
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export interface GroupDetail {
+  readonly groupId: string
+  readonly epoch: number
+  readonly size: number
+  readonly incarnation: number
+  readonly mode: "modulo"
+  readonly changedAt: string
+  readonly members: ReadonlyArray<MemberView>
+  /** The database clock when read (ms since the epoch). */
+  readonly now: number
+}
+
+/** What the schema allows: nothing (not installed), the groups, or the groups and the change log. */
+export type Installed = "none" | "groups" | "log"
+
+/**
+ * @since 0.1.0
+ * @internal
+ */
+export const installed: Effect.Effect<Installed, unknown, SqlClient.SqlClient> = Effect.map(
+  Migrations.installedVersion,
+  (v) => (v === 0 ? "none" : v >= 4 ? "log" : "groups")
+)
+
+const health = (leaseLeftMs: number, leaseMs: number): Health =>
+  leaseLeftMs <= 0 ? "expired" : leaseLeftMs < leaseMs / 2 ? "late" : "healthy"
+
+/**
+ * Every group (at most 500, by id) with its members' health.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{
+    group_id: string
+    epoch: string
+    size: number
+    changed_at: Date
+    changed_ago_ms: string
+    members: string
+    expired: string
+    late: string
+  }>`
+    SELECT g.group_id, g.epoch, g.size, g.changed_at,
+           (extract(epoch FROM statement_timestamp() - g.changed_at) * 1000)::bigint AS changed_ago_ms,
+           count(m.member_id) AS members,
+           count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
+           count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
+                                        AND m.lease_expires_at - statement_timestamp()
+                                            < (m.lease_expires_at - m.heartbeat_at) / 2) AS late
+      FROM modulo_group.groups g
+      LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
+     GROUP BY g.group_id
+     ORDER BY g.group_id
+     LIMIT 500`
+  return rows.map((r): GroupSummary => {
+    const members = num(r.members)
+    const expired = num(r.expired)
+    const late = num(r.late)
+    return {
+      groupId: r.group_id,
+      epoch: num(r.epoch),
+      size: num(r.size),
+      mode: "modulo",
+      changedAt: r.changed_at.toISOString(),
+      changedAgoMs: num(r.changed_ago_ms),
+      members,
+      healthy: members - expired - late,
+      late,
+      expired
+    }
+  })
+})
+
+/**
+ * One group and its members, from one statement; `undefined` when the group has no row.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{
+      group_id: string
+      epoch: string
+      size: number
+      incarnation: string
+      changed_at: Date
+      now_ms: string
+      member_id: string | null
+      name: string | null
+      host: string | null
+      pid: number | null
+      idx: number | null
+      acked_epoch: string | null
+      joined_at: Date | null
+      stopping_ms: string | null
+      heartbeat_age_ms: string | null
+      lease_left_ms: string | null
+      lease_ms: string | null
+    }>`
+      SELECT g.group_id, g.epoch, g.size, g.incarnation, g.changed_at,
+             (extract(epoch FROM statement_timestamp()) * 1000)::bigint AS now_ms,
+             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, m.joined_at,
+             (extract(epoch FROM statement_timestamp() - m.stopping_since) * 1000)::bigint AS stopping_ms,
+             (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
+             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
+             (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) * 1000)::bigint AS lease_ms
+        FROM modulo_group.groups g
+        LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
+       WHERE g.group_id = ${groupId}
+       ORDER BY m.idx NULLS LAST, m.join_seq`
+    const first = rows[0]
+    if (first === undefined) return undefined
+    const epoch = num(first.epoch)
+    const present = rows.filter((r) => r.member_id !== null)
+    const states = deriveStates(
+      { groupId, epoch, size: first.size, changedAt: first.changed_at },
+      present.map((r) => ({
+        memberId: r.member_id!,
+        name: r.name ?? "",
+        host: r.host ?? "",
+        pid: r.pid ?? 0,
+        index: r.idx,
+        ackedEpoch: num(r.acked_epoch),
+        joinedAt: r.joined_at!,
+        heartbeatAgeMs: num(r.heartbeat_age_ms),
+        leaseLeftMs: num(r.lease_left_ms)
+      }))
+    )
+    return {
+      groupId: first.group_id,
+      epoch,
+      size: first.size,
+      incarnation: num(first.incarnation),
+      mode: "modulo",
+      changedAt: first.changed_at.toISOString(),
+      now: num(first.now_ms),
+      members: present.map((r, i): MemberView => ({
+        memberId: r.member_id!,
+        index: r.idx,
+        instanceId: "",
+        name: r.name ?? "",
+        host: r.host ?? "",
+        pid: r.pid ?? 0,
+        ackedEpoch: num(r.acked_epoch),
+        heartbeatAgeMs: num(r.heartbeat_age_ms),
+        leaseLeftMs: num(r.lease_left_ms),
+        leaseMs: num(r.lease_ms),
+        health: health(num(r.lease_left_ms), num(r.lease_ms)),
+        state: states[i]!,
+        stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms)
+      }))
+    }
+  })
+
+/**
+ * The change log of a group from `sinceMs` on (ms since the epoch; at most 2000 rows), preceded by
+ * the last row before it (who held what when the window opened), in commit order.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const changes = (groupId: string, sinceMs: number): Effect.Effect<ReadonlyArray<ChangeRow>, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const since = new Date(sinceMs).toISOString()
+    const rows = yield* sql<{
+      epoch: string
+      size: number
+      incarnation: string
+      changed_ms: string
+      cause: ChangeRow["cause"]
+      subject: string | null
+      assignment: ChangeRow["assignment"]
+    }>`
+      SELECT epoch, size, incarnation, (extract(epoch FROM changed_at) * 1000)::bigint AS changed_ms,
+             cause, subject, assignment
+        FROM ((SELECT * FROM modulo_group.change_log
+                WHERE group_id = ${groupId} AND changed_at < ${since}::timestamptz
+                ORDER BY changed_at DESC, id DESC LIMIT 1)
+              UNION ALL
+              (SELECT * FROM modulo_group.change_log
+                WHERE group_id = ${groupId} AND changed_at >= ${since}::timestamptz
+                ORDER BY changed_at, id LIMIT 2000)) AS c
+       ORDER BY changed_at, id`
+    return rows.map((r): ChangeRow => ({
+      epoch: num(r.epoch),
+      size: num(r.size),
+      incarnation: num(r.incarnation),
+      changedAt: num(r.changed_ms),
+      cause: r.cause,
+      subject: r.subject,
+      assignment: typeof r.assignment === "string" ? JSON.parse(r.assignment) : r.assignment
+    }))
+  })
