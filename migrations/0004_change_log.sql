@@ -30,10 +30,15 @@ CREATE TABLE IF NOT EXISTS modulo_group.change_log (
   assignment  jsonb       NOT NULL
 );
 CREATE INDEX IF NOT EXISTS change_log_group_time ON modulo_group.change_log (group_id, changed_at);
+CREATE INDEX IF NOT EXISTS change_log_group_epoch ON modulo_group.change_log (group_id, incarnation, epoch);
 
 -- SECURITY DEFINER: the members' role needs no privilege on the log (only EXECUTE, which PUBLIC has
 -- by default), and a role that cannot write it can never make a membership change fail. It records
 -- the group's state as the change left it (read from the tables, not from the caller) and trims.
+-- Anyone with USAGE on the schema (a read-only dashboard role, say) may call it, so it does
+-- something only once per epoch: a call for an epoch already logged (every change logs its own,
+-- in its own transaction, under the group lock) inserts nothing and trims nothing. A stray call
+-- can neither forge history nor wipe it.
 CREATE OR REPLACE FUNCTION modulo_group.log_change(p_group text, p_cause text, p_subject uuid, p_at timestamptz)
   RETURNS void
   LANGUAGE plpgsql
@@ -45,6 +50,11 @@ DECLARE
   max_rows integer  := 1000;
   oldest   timestamptz;
 BEGIN
+  IF EXISTS (SELECT 1 FROM modulo_group.groups g JOIN modulo_group.change_log c
+               ON c.group_id = g.group_id AND c.incarnation = g.incarnation AND c.epoch >= g.epoch
+              WHERE g.group_id = p_group) THEN
+    RETURN;
+  END IF;
   BEGIN
     keep := coalesce(nullif(current_setting('modulo_group.change_log_retention', true), ''), '24 hours')::interval;
   EXCEPTION WHEN data_exception OR syntax_error THEN

@@ -10,6 +10,7 @@ import { randomUUID } from "node:crypto"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
+import { hostileClient, hostileRole } from "../hostile/support.js"
 
 interface LogRow {
   readonly epoch: string
@@ -67,6 +68,8 @@ it.live("retention: rows older than the retention and beyond the row cap go, per
       sql.withTransaction(Effect.gen(function*() {
         if (settings.retention !== undefined) yield* sql`SELECT set_config('modulo_group.change_log_retention', ${settings.retention}, true)`
         if (settings.maxRows !== undefined) yield* sql`SELECT set_config('modulo_group.change_log_max_rows', ${settings.maxRows}, true)`
+        // One row per epoch: each logged change is a new epoch, as the store's changes are.
+        yield* sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${group}`
         yield* sql`SELECT modulo_group.log_change(${group}, 'join', NULL, ${at}::timestamptz)`
       }))
     const times = (group: string) =>
@@ -95,3 +98,31 @@ it.live("retention: rows older than the retention and beyond the row cap go, per
     yield* sql`DELETE FROM modulo_group.groups WHERE group_id IN (${g}, ${other})`
     expect(yield* times(g)).toEqual([])
   }).pipe(Effect.provide(StoreLive)))
+
+it.live("a stray caller (a role with only USAGE on the schema, e.g. a dashboard's) can neither add rows nor trim the log", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("log-stray")
+    const a = { memberId: randomUUID(), name: "a", host: "host-1", pid: 42 }
+    yield* store.join(groupId, a, 60_000)
+    yield* store.join(groupId, { ...a, memberId: randomUUID(), name: "b" }, 60_000)
+    const before = yield* logOf(groupId)
+    expect(before.map((r) => `${r.epoch}:${r.cause}`)).toEqual(["1:join", "2:join"])
+    const role = yield* hostileRole
+    yield* Effect.gen(function*() {
+      yield* sql.unsafe(`GRANT USAGE ON SCHEMA modulo_group TO "${role.name}"`)
+      const client = yield* hostileClient(role)
+      // A time far ahead would trim every row by age; a cap of 0 rows would trim them all by count.
+      yield* Effect.promise(() => client.query("SELECT set_config('modulo_group.change_log_max_rows', '0', false)"))
+      for (const cause of ["join", "leave", "reap"]) {
+        yield* Effect.promise(() =>
+          client.query("SELECT modulo_group.log_change($1, $2, NULL, now() + interval '10 years')", [groupId, cause])
+        )
+      }
+    }).pipe(
+      Effect.scoped,
+      Effect.ensuring(sql.unsafe(`REVOKE USAGE ON SCHEMA modulo_group FROM "${role.name}"`).pipe(Effect.orDie))
+    )
+    expect(yield* logOf(groupId)).toEqual(before)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
