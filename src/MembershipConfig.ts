@@ -43,6 +43,8 @@ export interface MembershipConfigInput {
   readonly startupTimeout?: Duration.DurationInput | undefined
   /** First delay of the fast poll while waiting at the barrier; doubles, capped at a tenth of the heartbeat. Default 10 ms. */
   readonly barrierPoll?: Duration.DurationInput | undefined
+  /** Log every state change at INFO (`state: [k/N] assigned epoch 7`, ...) instead of DEBUG. Default false. */
+  readonly logStateChanges?: boolean | undefined
 }
 
 /**
@@ -63,6 +65,7 @@ export interface ResolvedConfig {
   readonly migrate: boolean
   readonly startupTimeout: Duration.Duration
   readonly barrierPoll: Duration.Duration
+  readonly logStateChanges: boolean
 }
 
 /**
@@ -115,7 +118,8 @@ export const defaults = {
   notifications: true,
   migrate: true,
   startupTimeout: Duration.seconds(10),
-  barrierPoll: Duration.millis(10)
+  barrierPoll: Duration.millis(10),
+  logStateChanges: false
 } as const
 
 /**
@@ -226,7 +230,8 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       startupTimeout,
       barrierPoll,
       notifications: input.notifications ?? defaults.notifications,
-      migrate: input.migrate ?? defaults.migrate
+      migrate: input.migrate ?? defaults.migrate,
+      logStateChanges: input.logStateChanges ?? defaults.logStateChanges
     }
   })
 
@@ -243,7 +248,8 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
       notifications: Config.boolean("NOTIFICATIONS").pipe(Config.withDefault(defaults.notifications), Config.withDescription("Use LISTEN/NOTIFY as a wake-up")),
       migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start")),
       startupTimeout: Config.duration("STARTUP_TIMEOUT").pipe(Config.withDefault(defaults.startupTimeout), Config.withDescription("How long to wait for the database at start")),
-      barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier"))
+      barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier")),
+      logStateChanges: Config.boolean("LOG_STATE_CHANGES").pipe(Config.withDefault(defaults.logStateChanges), Config.withDescription("Log every state change at INFO"))
     }),
     "MODULO_GROUP"
   )
@@ -252,7 +258,7 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
  * Reads the input from the environment: `MODULO_GROUP_GROUP_ID`, `MODULO_GROUP_HEARTBEAT` ("1 second"),
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
  * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
- * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`.
+ * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_LOG_STATE_CHANGES`.
  *
  * @since 0.1.0
  * @category config
