@@ -55,7 +55,10 @@ interface Family {
  * @since 0.2.0
  * @internal
  */
-export const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
+export const render = (
+  pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>,
+  options: { readonly prefix?: string | undefined } = {}
+): string => {
   const families = new Map<string, Family>()
   const family = (name: string, type: Family["type"], help: string | undefined) => {
     let f = families.get(name)
@@ -66,6 +69,7 @@ export const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): str
     return f
   }
   for (const { metricKey, metricState } of pairs) {
+    if (options.prefix !== undefined && !metricKey.name.startsWith(options.prefix)) continue
     const name = sanitizeName(metricKey.name, true)
     const help = metricKey.description._tag === "Some" ? metricKey.description.value : undefined
     const labels: Labels = metricKey.tags.map((t) => [t.key, t.value] as const)
@@ -104,9 +108,11 @@ export const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): str
 }
 
 /**
- * The current state of every metric in Effect's registry, rendered.
+ * The current state of the metrics in Effect's registry (those whose name starts with `prefix`, if
+ * given), rendered.
  *
  * @since 0.2.0
  * @internal
  */
-export const scrape: Effect.Effect<string> = Effect.map(Metric.snapshot, render)
+export const scrape = (options: { readonly prefix?: string | undefined } = {}): Effect.Effect<string> =>
+  Effect.map(Metric.snapshot, (pairs) => render(pairs, options))

@@ -41,8 +41,9 @@ export const serve = (options: { readonly host: string; readonly port: number })
           res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" }).end("method not allowed\n")
           return
         }
-        // The registry is synchronous and in memory: read it without a runtime.
-        const body = Prometheus.render(Metric.unsafeSnapshot())
+        // The registry is synchronous and in memory: read it without a runtime. Only the library's
+        // series: Effect's own fiber metrics include an "active" counter that goes down.
+        const body = Prometheus.render(Metric.unsafeSnapshot(), { prefix: "modulo_group_" })
         res.writeHead(200, { "content-type": Prometheus.contentType, "cache-control": "no-store" })
         res.end(req.method === "HEAD" ? undefined : body)
       })

@@ -71,6 +71,13 @@ export const makeContext = (options: {
       fenceMarginMs: Duration.toMillis(config.fenceMargin)
     }
     const initial = Transition.initialMember(timing)
+    const metrics = groupMetrics(config.groupId)
+    // Registered at once (an exporter lists them from the start, counters at 0); the gauges of the
+    // assignment and the heartbeat age appear with their first value.
+    const { epoch: _e, size: _s, index: _i, heartbeatAge: _h, ...fromStart } = metrics
+    yield* Effect.forEach(Object.values(fromStart), (m) => Metric.value(m as Metric.Metric<unknown, never, unknown>), {
+      discard: true
+    })
     return {
       ...options,
       timing,
@@ -80,7 +87,7 @@ export const makeContext = (options: {
       events: yield* Queue.unbounded<Event>(),
       poke: yield* Queue.sliding<void>(1),
       wake: yield* Queue.sliding<void>(1),
-      metrics: groupMetrics(config.groupId)
+      metrics
     }
   })
 
