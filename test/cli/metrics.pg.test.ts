@@ -3,7 +3,9 @@
  * of a member alone in its group returns every series docs/metrics.md documents, with plausible
  * values (epoch >= 1, size 1, index 0, assigned, leader, a barrier wait observed, a recent heartbeat).
  */
+import { Effect, Metric, MetricBoundaries } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as Prometheus from "../../cli/src/metrics/Prometheus.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { assertBuilt, Member } from "./support.js"
 
@@ -149,5 +151,39 @@ describe("modulo-group join --metrics-port (child process, Prometheus text forma
     // Only /metrics is served.
     expect((await fetch(url!.replace(/\/metrics$/, "/"))).status).toBe(404)
     expect(member.garbage).toEqual([])
+  })
+})
+
+describe("the Prometheus text format (cli/src/metrics/Prometheus.ts)", () => {
+  it("renders counters, gauges and histograms with escaped labels and help", () => {
+    const id = Math.random().toString(36).slice(2)
+    const counter = Metric.counter(`t_${id}_total`, { description: "a \\ help\nline" })
+    const gauge = Metric.gauge(`t_${id}_gauge`)
+    const histogram = Metric.histogram(`t_${id}_seconds`, MetricBoundaries.fromIterable([0.5, 1]), "h")
+    const group = `we"ird\\gro\nup`
+    Effect.runSync(Effect.all([
+      Metric.update(counter.pipe(Metric.tagged("group", group)), 3),
+      Metric.set(gauge, -1.5),
+      Metric.update(histogram, 0.25),
+      Metric.update(histogram, 0.75),
+      Metric.update(histogram, 7)
+    ]))
+    const text = Prometheus.render(Metric.unsafeSnapshot(), { prefix: `t_${id}_` })
+    expect(text).toBe([
+      `# HELP t_${id}_gauge t_${id}_gauge`,
+      `# TYPE t_${id}_gauge gauge`,
+      `t_${id}_gauge -1.5`,
+      `# HELP t_${id}_seconds h`,
+      `# TYPE t_${id}_seconds histogram`,
+      `t_${id}_seconds_bucket{le="0.5"} 1`,
+      `t_${id}_seconds_bucket{le="1"} 2`,
+      `t_${id}_seconds_bucket{le="+Inf"} 3`,
+      `t_${id}_seconds_sum 8`,
+      `t_${id}_seconds_count 3`,
+      `# HELP t_${id}_total a \\\\ help\\nline`,
+      `# TYPE t_${id}_total counter`,
+      `t_${id}_total{group="we\\"ird\\\\gro\\nup"} 3`,
+      ""
+    ].join("\n"))
   })
 })
