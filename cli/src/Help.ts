@@ -248,8 +248,11 @@ const commandHelp = (node: Node): string => {
 const wrap = (text: string): Array<string> => row("", text, 0).split("\n").map((l) => l.replace(/^ {2,4}/, ""))
 
 /**
- * The help `argv` asks for (`--help` or `-h` anywhere before `--`, after zero or more command
- * names), or `undefined` when it asks for none or names something this cannot render.
+ * The help `args` (argv without node and the script) ask for, or `undefined` when they ask for none
+ * or name something this cannot render. Asked for: `--help` or `-h` anywhere before `--`, after
+ * zero or more command names; or a command that has subcommands named without one
+ * (`modulo-group`, `modulo-group db`), apart from @effect/cli's own `--version`, `--completions`
+ * and `--wizard`.
  *
  * @since 0.2.0
  * @internal
@@ -261,13 +264,24 @@ export const helpFor = <Name extends string, R, E, A>(
 ): string | undefined => {
   const end = args.indexOf("--")
   const before = end === -1 ? args : args.slice(0, end)
-  if (!before.includes("--help") && !before.includes("-h")) return undefined
   const root = treeOf(command)
   if (root === undefined) return undefined
   let node = root
-  for (const arg of before) {
+  let unmatched = false
+  for (let i = 0; i < before.length; i++) {
+    const arg = before[i]!
+    if (arg === "--database-url") {
+      i++ // its value
+      continue
+    }
+    if (arg.startsWith("-")) continue
     const child = node.children.find((c) => c.descriptor.name === arg)
     if (child !== undefined) node = child
+    else unmatched = true
   }
+  const asked = before.includes("--help") || before.includes("-h")
+  const bare = node.children.length > 0 && !unmatched &&
+    !before.some((a) => a === "--version" || a.startsWith("--completions") || a === "--wizard")
+  if (!asked && !bare) return undefined
   return node === root ? rootHelp(root, version) : commandHelp(node)
 }

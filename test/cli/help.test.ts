@@ -93,6 +93,19 @@ describe("modulo-group --help (child processes)", () => {
     expect(options.join("\n")).toMatch(/--metrics-host host\s+.*\(default 127\.0\.0\.1\)/)
   })
 
+  it("a bare `modulo-group` (or `modulo-group db`) prints the same help as --help", async () => {
+    const [bare, help, db, dbHelp] = await Promise.all([
+      run([], env),
+      run(["--help"], env),
+      run(["db"], env),
+      run(["db", "--help"], env)
+    ])
+    expect(bare.code).toBe(0)
+    expect(bare.stdout).toBe(help.stdout)
+    expect(db.stdout).toBe(dbHelp.stdout)
+    clean(db.stdout)
+  })
+
   it("db stop -h and the other commands' help start their usage with modulo-group", async () => {
     for (const args of [["db", "stop", "-h"], ["db", "--help"], ["status", "--help"], ["demo", "--help"]]) {
       const r = await run(args, env)
