@@ -88,15 +88,16 @@ export const failedHeartbeats = Metric.counter("modulo_group_heartbeat_failures_
 })
 
 /**
- * Seconds since the send time of the member's last lease renewal that came back in time, as of its
- * latest renewal attempt (Kafka's `last-heartbeat-seconds-ago`). About one heartbeat when healthy;
- * it grows while renewals fail, and the member fences itself at `lease - fenceMargin`.
+ * Seconds since the send time of the member's last lease renewal that came back in time, taken
+ * after every renewal attempt (Kafka's `last-heartbeat-seconds-ago`). While renewals succeed it is
+ * their round trip; while they fail it grows by about a heartbeat per attempt, and the member fences
+ * itself at `lease - fenceMargin`.
  *
  * @since 0.2.0
  * @category metrics
  */
 export const heartbeatAge = Metric.gauge("modulo_group_last_heartbeat_seconds_ago", {
-  description: "Seconds since the last lease renewal that succeeded, as of the latest renewal attempt"
+  description: "Seconds since the send time of the last lease renewal that succeeded, taken after every renewal attempt"
 })
 
 /**

@@ -219,7 +219,7 @@ const demo = Command.make(
       }))
 ).pipe(
   Command.withDescription(
-    "Show the guarantees live: member processes drain a ledger under faults. They drain a ledger of items through fenced transactions while a member joins, one leaves (SIGTERM), one crashes (SIGKILL) and one freezes past its lease (SIGSTOP, then SIGCONT); then count the items processed once, twice and never. Exits 1 unless every item was processed exactly once."
+    "Show the guarantees live: member processes drain a ledger under faults. They process its items through fenced transactions while a member joins, one leaves (SIGTERM), one crashes (SIGKILL) and one freezes past its lease (SIGSTOP, then SIGCONT); then count the items processed once, twice and never. Exits 1 unless every item was processed exactly once."
   )
 )
 
