@@ -116,11 +116,13 @@ export const recordState = (ctx: MemberContext, before: MemberState, after: Memb
     if (after._tag === "Fenced" && before._tag !== "Fenced") yield* Metric.update(m.selfFences, 1)
     const line = `state: ${State.format(after)}`
     yield* ctx.config.logStateChanges ? Effect.logInfo(line) : Effect.logDebug(line)
+    yield* recordHeartbeatAge(ctx)
   })
 
 /**
- * Sets the heartbeat age gauge: the time since the send time of the last renewal that came back in
- * time (`Member.deadline - validMs`), as of now. Unchanged while no lease is held.
+ * Sets the heartbeat age gauge: the time since the send time of the last renewal (or join) that came
+ * back in time (`Member.deadline - validMs`), as of now. Unchanged while no lease is held. Called
+ * after every renewal attempt and every state change.
  */
 export const recordHeartbeatAge = (ctx: MemberContext) =>
   Effect.gen(function*() {
