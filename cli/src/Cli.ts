@@ -107,7 +107,7 @@ const join = Command.make(
       }))
 ).pipe(
   Command.withDescription(
-    "Join a group as a member until Ctrl-C or SIGTERM. It prints a line per state change and, while assigned, `<group>:[<k>/<N>] working away as usual...` once per work interval. Ctrl-C or SIGTERM leaves the group gracefully."
+    "Join a group and stay a member until Ctrl-C or SIGTERM, which leave it gracefully. It prints a line per state change and, while assigned, `<group>:[<k>/<N>] working away as usual...` once per work interval."
   )
 )
 
