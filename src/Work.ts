@@ -205,13 +205,6 @@ const sleepUntil = (until: number) =>
     if (until > now) yield* Effect.sleep(Duration.millis(until - now))
   })
 
-const annotate = (a: Assignment) =>
-  Effect.annotateLogs({
-    "modulo_group.epoch": String(a.epoch),
-    "modulo_group.index": String(a.index),
-    "modulo_group.size": String(a.size)
-  })
-
 /** After this many failures in a row, one warning says the work keeps failing. */
 const failureStreakWarning = 3
 
@@ -354,7 +347,7 @@ export const runEvery = <E, R>(
           }
           due = nextDue(due, intervalMs)
         }
-      }).pipe(registration, annotate(a))
+      }).pipe(registration)
 
     yield* membership.whileAssigned(epochLoop)
   })
@@ -414,7 +407,7 @@ export const runAsLeader = <A, E, R>(
           }
           yield* Effect.sleep(Duration.millis(retryDelayMs))
         }
-      }).pipe(registration, annotate(a))
+      }).pipe(registration)
 
     yield* membership.whileAssigned(lead)
   })

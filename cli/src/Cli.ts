@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
 import * as Db from "./commands/db.js"
 import * as Groups from "./commands/groups.js"
+import * as Help from "./Help.js"
 import * as Join from "./commands/join.js"
 import * as Migrate from "./commands/migrate.js"
 import * as Status from "./commands/status.js"
@@ -84,6 +85,16 @@ const join = Command.make(
       ),
       Options.optional
     ),
+    metricsPort: Options.integer("metrics-port").pipe(
+      Options.withPseudoName("port"),
+      Options.withDescription("Serve the metrics at http://<metrics-host>:<port>/metrics, Prometheus text format (0: a free port, printed on stderr; default: none)"),
+      Options.optional
+    ),
+    metricsHost: Options.text("metrics-host").pipe(
+      Options.withPseudoName("host"),
+      Options.withDescription("Address the metrics server binds to (default 127.0.0.1)"),
+      Options.withDefault("127.0.0.1")
+    ),
     databaseUrl,
     verbose
   },
@@ -91,6 +102,8 @@ const join = Command.make(
     handle(o, (shared) =>
       Join.join({
         listenUrl: o.listenUrl,
+        metricsPort: Option.getOrUndefined(o.metricsPort),
+        metricsHost: o.metricsHost,
         group: o.group,
         name: Option.getOrUndefined(o.name),
         workInterval: o.workInterval,
@@ -103,7 +116,7 @@ const join = Command.make(
       }))
 ).pipe(
   Command.withDescription(
-    "Join a group and print `<group>:[<k>/<N>] working away as usual...` once per work interval while assigned, and a line per state change. Ctrl-C or SIGTERM leaves the group gracefully."
+    "Join a group and stay a member until Ctrl-C or SIGTERM, which leave it gracefully. It prints a line per state change and, while assigned, `<group>:[<k>/<N>] working away as usual...` once per work interval."
   )
 )
 
@@ -119,7 +132,7 @@ const status = Command.make(
   (o) => handle(o, (shared) => Status.status({ group: o.group, json: o.json, watch: o.watch, databaseUrl: shared.databaseUrl }))
 ).pipe(
   Command.withDescription(
-    "Show a group: its epoch and size, then one row per member (index, name, host, pid, acknowledged epoch, heartbeat age, lease left, state)."
+    "Show a group's epoch, size and members. One row per member: index, name, host, pid, acknowledged epoch, heartbeat age, lease left, state."
   )
 )
 
@@ -133,13 +146,13 @@ const migrate = Command.make(
   "migrate",
   { databaseUrl, verbose },
   (o) => handle(o, (shared) => Migrate.migrate({ databaseUrl: shared.databaseUrl }))
-).pipe(Command.withDescription("Apply the modulo_group schema (join does it too) and say what was done."))
+).pipe(Command.withDescription("Apply the modulo_group schema and say what was done (join does it too)."))
 
 const dbStatus = Command.make(
   "status",
   { json: json.pipe(Options.withDescription("Print JSON")), verbose },
   (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.status({ json: o.json }))
-).pipe(Command.withDescription("Where the embedded PostgreSQL is (directory, port, pid) and whether it runs."))
+).pipe(Command.withDescription("Show where the embedded PostgreSQL is (directory, port, pid) and whether it runs."))
 
 const dbStop = Command.make(
   "stop",
@@ -158,7 +171,7 @@ const dbUrl = Command.make(
   "url",
   { verbose },
   (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.url)
-).pipe(Command.withDescription("Print the embedded PostgreSQL's full URL, starting it if needed: psql \"$(modulo-group db url)\"."))
+).pipe(Command.withDescription("Print the embedded PostgreSQL's URL, starting it if needed. E.g. psql \"$(modulo-group db url)\"."))
 
 const db = Command.make("db").pipe(
   Command.withDescription(
@@ -215,7 +228,7 @@ const demo = Command.make(
       }))
 ).pipe(
   Command.withDescription(
-    "Member processes drain a ledger of items through fenced transactions while a member joins, one leaves (SIGTERM), one crashes (SIGKILL) and one freezes past its lease (SIGSTOP, then SIGCONT); then count the items processed once, twice and never. Exits 1 unless every item was processed exactly once."
+    "Show the guarantees live: member processes drain a ledger under faults. They process its items through fenced transactions while a member joins, one leaves (SIGTERM), one crashes (SIGKILL) and one freezes past its lease (SIGSTOP, then SIGCONT); then count the items processed once, twice and never. Exits 1 unless every item was processed exactly once."
   )
 )
 
@@ -238,7 +251,7 @@ const ui = Command.make(
   (o) => handle(o, (shared) => Ui.ui({ port: o.port, host: o.host, databaseUrl: shared.databaseUrl }))
 ).pipe(
   Command.withDescription(
-    "Serve a read-only dashboard: every group, one group live (pushed updates), and its epoch timeline over the last hour."
+    "Serve a read-only web dashboard of the groups. Pages: every group; one group live (updates pushed as they happen); its epoch timeline over the last hour."
   )
 )
 
@@ -268,6 +281,14 @@ const version = (): string => {
 
 const runCommand = Command.run(command, { name: "modulo-group", version: version() })
 
+/** `--help` / `-h`: the tool's own rendering of the tree (Help.ts), on stdout. */
+const help = (argv: ReadonlyArray<string>) => {
+  const text = Help.helpFor(command, argv.slice(2), version())
+  return text === undefined ? undefined : Effect.sync(() => {
+    process.stdout.write(text)
+  })
+}
+
 /**
  * Parses `argv` (as `process.argv`) and runs the command. `demo-member`, the member process that
  * `demo` spawns, is dispatched here so that it stays out of the help.
@@ -276,4 +297,4 @@ const runCommand = Command.run(command, { name: "modulo-group", version: version
  * @internal
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  argv[2] === DemoMember.memberCommand ? DemoMember.runMember(argv.slice(3)) : runCommand(argv)
+  argv[2] === DemoMember.memberCommand ? DemoMember.runMember(argv.slice(3)) : help(argv) ?? runCommand(argv)

@@ -20,6 +20,7 @@ import { Duration, Effect, Option, Schedule, Stream } from "effect"
 import { Membership, MembershipConfig, MemberState as State, PgMembership } from "modulo-group"
 import * as Database from "../Database.js"
 import * as Events from "../Events.js"
+import * as MetricsServer from "../metrics/Server.js"
 
 type MembershipConfigInput = MembershipConfig.MembershipConfigInput
 type Assignment = State.Assignment
@@ -41,6 +42,9 @@ export interface JoinOptions {
   readonly databaseUrl: Option.Option<string>
   /** The LISTEN connection's own URL (`--listen-url`, else `MODULO_GROUP_LISTEN_URL`). */
   readonly listenUrl?: Option.Option<string> | undefined
+  /** Serve the metrics at `http://<metricsHost>:<metricsPort>/metrics` (port 0: a free one). */
+  readonly metricsPort?: number | undefined
+  readonly metricsHost?: string | undefined
 }
 
 /** How long `join` waits for an unreachable database before giving up. */
@@ -105,6 +109,11 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
     const printWork = (a: Assignment) => {
       if (closing) return
       writeLine(options.json ? JSON.stringify(Events.workEvent(memberId, group, a, new Date())) : Events.workText(group, a))
+    }
+
+    if (options.metricsPort !== undefined) {
+      const server = yield* MetricsServer.serve({ host: options.metricsHost ?? "127.0.0.1", port: options.metricsPort })
+      process.stderr.write(`modulo-group: serving metrics at ${server.url}\n`)
     }
 
     // Registered before the member, so it runs after the member has left (finalizers run in reverse).

@@ -43,6 +43,9 @@ const groupMetrics = (groupId: string) => {
     epoch: tagged(Metrics.epoch),
     size: tagged(Metrics.size),
     index: tagged(Metrics.index),
+    assigned: tagged(Metrics.assigned),
+    leader: tagged(Metrics.leader),
+    heartbeatAge: tagged(Metrics.heartbeatAge),
     renegotiations: tagged(Metrics.renegotiations),
     selfFences: tagged(Metrics.selfFences),
     failedHeartbeats: tagged(Metrics.failedHeartbeats),
@@ -68,6 +71,13 @@ export const makeContext = (options: {
       fenceMarginMs: Duration.toMillis(config.fenceMargin)
     }
     const initial = Transition.initialMember(timing)
+    const metrics = groupMetrics(config.groupId)
+    // Registered at once (an exporter lists them from the start, counters at 0); the gauges of the
+    // assignment and the heartbeat age appear with their first value.
+    const { epoch: _e, size: _s, index: _i, heartbeatAge: _h, ...fromStart } = metrics
+    yield* Effect.forEach(Object.values(fromStart), (m) => Metric.value(m as Metric.Metric<unknown, never, unknown>), {
+      discard: true
+    })
     return {
       ...options,
       timing,
@@ -77,7 +87,7 @@ export const makeContext = (options: {
       events: yield* Queue.unbounded<Event>(),
       poke: yield* Queue.sliding<void>(1),
       wake: yield* Queue.sliding<void>(1),
-      metrics: groupMetrics(config.groupId)
+      metrics
     }
   })
 
@@ -98,9 +108,26 @@ export const recordState = (ctx: MemberContext, before: MemberState, after: Memb
       yield* Metric.update(m.size, after.size)
       yield* Metric.update(m.index, after.index)
     }
+    if ((after._tag === "Assigned") !== (before._tag === "Assigned")) {
+      yield* Metric.set(m.assigned, after._tag === "Assigned" ? 1 : 0)
+      yield* Metric.set(m.leader, after._tag === "Assigned" && after.index === 0 ? 1 : 0)
+    }
     if (after._tag === "Renegotiating" && before._tag !== "Renegotiating") yield* Metric.update(m.renegotiations, 1)
     if (after._tag === "Fenced" && before._tag !== "Fenced") yield* Metric.update(m.selfFences, 1)
-    yield* Effect.logDebug(`state: ${State.format(after)}`).pipe(
-      Effect.annotateLogs("epoch", String(State.epochOf(after) ?? ""))
-    )
+    const line = `state: ${State.format(after)}`
+    yield* ctx.config.logStateChanges ? Effect.logInfo(line) : Effect.logDebug(line)
+    yield* recordHeartbeatAge(ctx)
+  })
+
+/**
+ * Sets the heartbeat age gauge: the time since the send time of the last renewal (or join) that came
+ * back in time (`Member.deadline - validMs`), as of now. Unchanged while no lease is held. Called
+ * after every renewal attempt and every state change.
+ */
+export const recordHeartbeatAge = (ctx: MemberContext) =>
+  Effect.gen(function*() {
+    const { deadline } = yield* Ref.get(ctx.member)
+    if (deadline === undefined) return
+    const now = yield* nowMillis
+    yield* Metric.set(ctx.metrics.heartbeatAge, Math.max(0, now - (deadline - ctx.timing.validMs)) / 1000)
   })

@@ -8,7 +8,7 @@ import * as State from "../../MemberState.js"
 import * as Transition from "../../Transition.js"
 import type { Observation } from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { nowMillis } from "./context.js"
+import { nowMillis, recordHeartbeatAge } from "./context.js"
 
 /** At most this many notification wake-ups in a row bring a renewal forward (then they are rate-limited). */
 const wakeBurst = 8
@@ -93,5 +93,6 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         Effect.zipRight(Queue.take(ctx.wake), takeWakeToken)
       ])
       yield* renew
+      yield* recordHeartbeatAge(ctx)
     }).pipe(Effect.forever)
   })
