@@ -156,6 +156,7 @@ export const generate = ({ MemberState, Transition }) => {
   }
   /** @param {number} clock */
   const replyView = (clock) => R.View({ view: { ...view(5, true), clock } })
+  const leavingStuck = S.Leaving({ stopping: true, stuck: true })
   /** @type {Array<{ label: string, input: Tagged, now: number, base?: object }>} */
   const stepCases = []
   for (const tag of Transition.observationTags) {
@@ -185,6 +186,12 @@ export const generate = ({ MemberState, Transition }) => {
       case "StuckWorkStopped":
         stepCases.push({ label: "StuckWorkStopped", input: O.StuckWorkStopped(), now: 900, base: { stuckSince: 300 } })
         break
+      case "StuckHeartbeat":
+        stepCases.push(
+          { label: "StuckHeartbeat (scope closing, work stuck)", input: O.StuckHeartbeat(), now: 6_000, base: { state: leavingStuck, closing: true, stuckSince: 5_000 } },
+          { label: "StuckHeartbeat (not closing)", input: O.StuckHeartbeat(), now: 6_000, base: { state: leavingStuck, stuckSince: 5_000 } }
+        )
+        break
     }
   }
   stepCases.push(
@@ -194,9 +201,13 @@ export const generate = ({ MemberState, Transition }) => {
     { label: "Renewed (all acked, past the deadline)", input: E.Renewed({ view: view(5, true) }), now: 8_000, base: { state: S.Awaiting(slot(5)) } },
     { label: "Gone (early)", input: E.Gone({ early: true }), now: 1_000, base: { state: S.Awaiting(slot(5)) } },
     { label: "JoinFailed (the 3rd in a row)", input: E.JoinFailed({ reason: "timeout" }), now: 0, base: { state: S.Joining(), deadline: undefined, joinFailures: 2 } },
-    { label: "StopTimedOut (first)", input: E.StopTimedOut(), now: 300, base: { state: S.Renegotiating({ ...slot(5), next: slot(6), stuck: false }) } }
+    { label: "StopTimedOut (first)", input: E.StopTimedOut(), now: 300, base: { state: S.Renegotiating({ ...slot(5), next: slot(6), stuck: false }) } },
+    { label: "ScopeClosing", input: E.ScopeClosing(), now: 1_000 },
+    { label: "StopTimedOut (scope closing)", input: E.StopTimedOut(), now: 6_000, base: { state: S.Leaving({ stopping: true, stuck: false }), closing: true } },
+    { label: "RenewalReplied (scope closing)", input: O.RenewalReplied({ term: 1, sentAt: 6_000, receivedAt: 6_010, reply: R.NoRow() }), now: 6_010, base: { state: leavingStuck, closing: true, stuckSince: 5_000 } },
+    { label: "WorkStopped (scope closing)", input: E.WorkStopped(), now: 7_000, base: { state: S.Leaving({ stopping: true, stuck: false }), closing: true } }
   )
-  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor"]
+  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor", "closing"]
   /** @param {unknown} x */
   const show = (x) => (x === undefined ? "-" : String(x))
   /** @param {Tagged} i */
@@ -210,6 +221,12 @@ export const generate = ({ MemberState, Transition }) => {
         return `Measure(${i.metric})`
       case "Log":
         return `Log(${i.level})`
+      case "HoldUntilStopped":
+        return `HoldUntilStopped(every ${i.everyMillis} ms)`
+      case "LeaveRetried":
+        return `LeaveRetried(every ${i.everyMillis} ms)`
+      case "Renew":
+        return i.stuck === true ? "Renew(stuck)" : "Renew"
       default:
         return i._tag
     }
@@ -279,11 +296,15 @@ export const generate = ({ MemberState, Transition }) => {
     "The interpreter applies `Transition.step(member, input, now)`: `member` is the state plus the",
     "numbers the decisions need (the local lease deadline, the term, the acknowledged epoch, the join",
     "failures, since when the barrier and stuck work last, `reapAfter`, the last clock reading, the",
-    "deadline the fence fired for). An event goes through `transition` above; an observation (made by",
-    "the lease keeper, the fence timer or the work runner, applied at once) only changes the numbers",
-    "and reports events to the driver. Below, a member assigned in epoch 5, term 1, deadline 8000",
-    "(lease 10 s, fence margin 2 s, heartbeat 1 s), its last clock reading at 0 with the database",
-    "at 1000; times in ms of the member's clock.",
+    "deadline the fence fired for, whether the scope is closing). An event goes through `transition`",
+    "above; an observation (made by the lease keeper, the fence timer or the work runner, applied at",
+    "once) only changes the numbers and reports events to the driver. When the member's scope closes,",
+    "its loops have stopped and the final leave runs the instructions of `ScopeClosing` and what",
+    "follows: past the stop timeout it holds the barrier itself (`HoldUntilStopped`: a `StuckHeartbeat`",
+    "at once and every heartbeat, each alarming and renewing, the replies ignored) and it retries the",
+    "delete within the statement timeout (`LeaveRetried`). Below, a member assigned in epoch 5, term 1,",
+    "deadline 8000 (lease 10 s, fence margin 2 s, heartbeat 1 s), its last clock reading at 0 with the",
+    "database at 1000; times in ms of the member's clock.",
     "",
     ...stepTable,
     ""

@@ -6,15 +6,18 @@
  * - `step(member, input, now) -> [member, instructions]`: everything the interpreter must decide,
  *   `transition` included: the local lease deadline, which replies are stale (an earlier term),
  *   what a late renewal means, the join backoff, the clock-step check, how long the barrier and
- *   stuck work lasted. `Member` is the state plus the few numbers these decisions need.
+ *   stuck work lasted, and the final leave at scope close (hold the barrier while the work will
+ *   not stop, renewing every heartbeat; then delete the row, retried). `Member` is the state plus
+ *   the few numbers these decisions need.
  *
- * The interpreter (src/internal/membership/) applies `step` and runs the instructions it returns.
+ * The interpreter (src/internal/membership/) applies `step` and runs the instructions it returns:
+ * the driver while the member lives, the final leave (leave.ts) once its scope closes.
  *
  * @since 0.1.0
  */
 import { Data, Equal } from "effect"
 import type { Assignment, Slot } from "./MemberState.js"
-import { assignment as assignmentOf, MemberState } from "./MemberState.js"
+import { assignment as assignmentOf, isStuck, MemberState } from "./MemberState.js"
 import type { GroupView } from "./MembershipStore.js"
 
 /**
@@ -55,8 +58,14 @@ export type Event = Data.TaggedEnum<{
   WorkStopped: {}
   /** Work did not stop within the stop timeout (it is still being waited for). */
   StopTimedOut: {}
-  /** The app asked to leave (or its scope closed). */
+  /** The app asked to leave. */
   LeaveRequested: {}
+  /**
+   * The member's scope is closing: the final leave. The interpreter's loops have stopped and any
+   * command in flight (a stop, a join waiting for old work) was interrupted, so the state no longer
+   * tells whether work runs: the work is stopped, and waited for, whatever the state says.
+   */
+  ScopeClosing: {}
   /** The leave transaction finished (or gave up: the lease then expires on its own). */
   LeaveDone: {}
 }>
@@ -84,6 +93,7 @@ export const eventTags = [
   "WorkStopped",
   "StopTimedOut",
   "LeaveRequested",
+  "ScopeClosing",
   "LeaveDone"
 ] as const satisfies ReadonlyArray<Event["_tag"]>
 
@@ -234,6 +244,15 @@ const stuckAlarm = (what: string): Command =>
   })
 
 /**
+ * The scope closes: stop the work and wait for it, whatever the state (a stop in flight was
+ * interrupted with the loops), then leave as every member whose work is stopping does: the row goes
+ * only after `WorkStopped`, and past the stop timeout the member holds the barrier (`StopTimedOut`).
+ * A leave in progress starts over the same way. Only `Left` has nothing left to do.
+ */
+const scopeClosing = (state: MemberState): Step =>
+  state._tag === "Left" ? stay(state) : [MemberState.Leaving({ stopping: true, stuck: false }), [Command.StopWork()]]
+
+/**
  * One step of the protocol. Events that do not apply to a state are ignored (the state is kept and
  * no command issued): replies can arrive late and out of order, so every decision compares epochs.
  *
@@ -241,7 +260,7 @@ const stuckAlarm = (what: string): Command =>
  * @category transition
  */
 export const transition = (state: MemberState, event: Event): Step =>
-  MemberState.$match(state, {
+  event._tag === "ScopeClosing" ? scopeClosing(state) : MemberState.$match(state, {
     Joining: () => joining(state, event),
     Lost: () => joining(state, event),
     Awaiting: (s): Step => {
@@ -439,6 +458,12 @@ export interface Member {
   readonly clockStepLogged: boolean
   /** The deadline the fence has already fired for (it fires once per deadline). */
   readonly fencedFor: number | undefined
+  /**
+   * The member's scope is closing (`ScopeClosing`): the loops have stopped and the final leave runs
+   * the instructions. Nobody renews nor watches stuck work in the background any more: the final
+   * leave holds the barrier itself (`HoldUntilStopped`), and deletes the row retrying (`LeaveRetried`).
+   */
+  readonly closing: boolean
 }
 
 /**
@@ -459,7 +484,8 @@ export const initialMember = (timing: Timing): Member => ({
   reapAfter: Number.NEGATIVE_INFINITY,
   clockReading: undefined,
   clockStepLogged: false,
-  fencedFor: undefined
+  fencedFor: undefined,
+  closing: false
 })
 
 /**
@@ -486,6 +512,7 @@ export const RenewalReply = Data.taggedEnum<RenewalReply>()
 /**
  * What a fiber of the interpreter observed and applies at once (not through the driver's queue):
  * observations change the member's numbers and may report an `Event` to the driver, never the state.
+ * (At scope close, `StuckHeartbeat` also alarms and renews: the final leave runs it, not the driver.)
  *
  * @since 0.1.0
  * @category models
@@ -504,6 +531,8 @@ export type Observation = Data.TaggedEnum<{
   Acknowledged: { readonly epoch: number }
   /** Work that was stuck past `stopTimeout` has stopped at last. */
   StuckWorkStopped: {}
+  /** At scope close, while the work will not stop (`HoldUntilStopped`): a heartbeat has come. */
+  StuckHeartbeat: {}
 }>
 
 /**
@@ -522,7 +551,8 @@ export const observationTags = [
   "RenewalReplied",
   "DeadlineCheck",
   "Acknowledged",
-  "StuckWorkStopped"
+  "StuckWorkStopped",
+  "StuckHeartbeat"
 ] as const satisfies ReadonlyArray<Observation["_tag"]>
 
 /**
@@ -549,6 +579,18 @@ export type Instruction = Data.TaggedEnum<{
   InterruptWork: {}
   /** Delete this member's row. */
   Leave: {}
+  /**
+   * Delete this member's row, retrying every `everyMillis` for up to the statement timeout (at scope
+   * close: a leave that fails makes the others wait a lease, G5), then report `LeaveDone`.
+   */
+  LeaveRetried: { readonly everyMillis: number }
+  /**
+   * At scope close, work past `stopTimeout`: wait for it to stop, applying `StuckHeartbeat` at once and
+   * then every `everyMillis` meanwhile; once it has stopped, apply `StuckWorkStopped`.
+   */
+  HoldUntilStopped: { readonly everyMillis: number }
+  /** Renew the lease now (the lease keeper has stopped), and apply the reply as `RenewalReplied`. */
+  Renew: { readonly stuck: boolean }
   /** Log an error and count it (`modulo_group_alarms_total`). */
   Alarm: { readonly reason: string }
   /** Log a line. */
@@ -576,6 +618,9 @@ export type MemberStep = readonly [Member, ReadonlyArray<Instruction>]
 /** The backoff of a join retry after `failures` failures in a row: 50 ms doubling, at most a heartbeat. */
 const joinBackoff = (timing: Timing, failures: number): number =>
   Math.min(timing.heartbeatMs, 50 * 2 ** Math.min(failures, 10))
+
+/** The final leave retries the delete this often (within the statement timeout). */
+const leaveRetryMs = 100
 
 const isObservation = (input: Event | Observation): input is Observation =>
   (observationTags as ReadonlyArray<string>).includes(input._tag)
@@ -618,6 +663,9 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     case "LeaveDone":
       if (m.deadline !== undefined) m = { ...m, deadline: undefined }
       break
+    case "ScopeClosing":
+      if (!m.closing && m.state._tag !== "Left") m = { ...m, closing: true }
+      break
   }
   let [after, commands] = transition(m.state, event)
   // A reply that arrives after the lease deadline must not start work: fenced instead (G3); the
@@ -628,8 +676,18 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     commands = commands.filter((c) => c !== start)
   }
   const instructions: Array<Instruction> = []
+  // Stuck at scope close: nobody renews nor watches the work in the background any more. The final
+  // leave holds the barrier itself, alarming every heartbeat and the first time at once, with how
+  // long the work has run on (`StuckHeartbeat`): that alarm stands for the stop timeout's.
+  const holdAtClose = m.closing && event._tag === "StopTimedOut" && holdsLease(after)
   for (const c of commands) {
     switch (c._tag) {
+      case "Alarm":
+        if (!holdAtClose) instructions.push(c)
+        break
+      case "Leave":
+        instructions.push(m.closing ? Instruction.LeaveRetried({ everyMillis: leaveRetryMs }) : c)
+        break
       case "ScheduleJoinRetry":
         instructions.push(Instruction.RetryJoinIn({ millis: joinBackoff(timing, m.joinFailures) }))
         break
@@ -650,6 +708,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         instructions.push(c)
     }
   }
+  if (holdAtClose) instructions.push(Instruction.HoldUntilStopped({ everyMillis: timing.heartbeatMs }))
   if (!Equal.equals(after, m.state)) {
     const before = m.state
     m = { ...m, state: after }
@@ -671,6 +730,9 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
   const { timing } = member
   switch (observation._tag) {
     case "RenewalReplied": {
+      // At scope close a renewal only keeps the lease while the work will not stop: the final leave
+      // waits for the work alone, and no reply (a failure, a lost row) counts or lets it leave sooner.
+      if (member.closing) return [member, []]
       const { receivedAt, reply, sentAt, term } = observation
       if (reply._tag === "Failed") {
         return [member, [
@@ -716,6 +778,20 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
         Instruction.Measure({ metric: "stuckWork", value: 0 }),
         Instruction.Report({ event: Event.WorkStopped() })
       ]]
+    case "StuckHeartbeat": {
+      // Holding the barrier at scope close (G2): never leave, nor let the lease lapse, while the work
+      // may still run. Say so loudly, and renew (saying the work is stuck) every heartbeat.
+      if (!member.closing || !isStuck(member.state)) return [member, []]
+      const seconds = (now - (member.stuckSince ?? now)) / 1000
+      return [member, [
+        Instruction.Measure({ metric: "stuckWork", value: seconds }),
+        Instruction.Alarm({
+          reason: `leaving, but work has not stopped for ${seconds.toFixed(1)} s; ` +
+            "holding the barrier (renewing the lease) until it does"
+        }),
+        Instruction.Renew({ stuck: true })
+      ]]
+    }
   }
 }
 

@@ -10,7 +10,7 @@ import * as Metrics from "../../MembershipMetrics.js"
 import type { MemberInfo, MembershipStoreService } from "../../MembershipStore.js"
 import type { MemberState } from "../../MemberState.js"
 import * as State from "../../MemberState.js"
-import type { Event, Member, Timing } from "../../Transition.js"
+import type { Event, Instruction, Member, Observation, Timing } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 
 export interface MemberContext {
@@ -21,7 +21,10 @@ export interface MemberContext {
   readonly info: MemberInfo
   /** The member: read by every fiber, changed only by `Transition.step` (atomically). */
   readonly member: Ref.Ref<Member>
-  /** `member.state`, observable (`changes`); written by the driver and the final leave. */
+  /**
+   * `member.state`, observable (`changes`); written by the driver, then by the final leave (after the
+   * driver has stopped), each right after the `step` that changed it.
+   */
   readonly state: SubscriptionRef.SubscriptionRef<MemberState>
   /** Events for the driver, applied one at a time. */
   readonly events: Queue.Queue<Event>
@@ -91,9 +94,32 @@ export const makeContext = (options: {
     }
   })
 
-/** Sets the state outside the transition function (the final leave, after the loops have stopped). */
-export const setState = (ctx: MemberContext, state: MemberState) =>
-  Effect.zipRight(Ref.update(ctx.member, (m) => ({ ...m, state })), SubscriptionRef.set(ctx.state, state))
+/** Applies `input` to the member at the current time; returns the instructions to run. */
+export const stepNow = (ctx: MemberContext, input: Event | Observation) =>
+  Effect.flatMap(nowMillis, (now) =>
+    Ref.modify(ctx.member, (before) => {
+      const [after, instructions] = Transition.step(before, input, now)
+      return [{ before: before.state, after: after.state, instructions }, after]
+    }))
+
+/** Records a metric as a `Measure` instruction says. */
+export const measure = (ctx: MemberContext, metric: Extract<Instruction, { _tag: "Measure" }>["metric"], value: number) => {
+  const m = ctx.metrics
+  switch (metric) {
+    case "failedHeartbeats":
+      return Metric.update(m.failedHeartbeats, value)
+    case "clockSteps":
+      return Metric.update(m.clockSteps, value)
+    case "barrierSeconds":
+      return Metric.update(m.barrierSeconds, value)
+    case "stuckWork":
+      return Metric.set(m.stuckWork, value)
+  }
+}
+
+/** Logs a line as a `Log` instruction says. */
+export const log = (level: "Warning" | "Error", message: string) =>
+  level === "Error" ? Effect.logError(message) : Effect.logWarning(message)
 
 /** Logs `reason` as an error and counts it. */
 export const alarm = (ctx: MemberContext, reason: string) =>

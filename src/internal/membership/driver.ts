@@ -3,24 +3,15 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Metric, Option, Queue, Ref, SubscriptionRef } from "effect"
+import { Effect, Option, Queue, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { alarm, nowMillis, recordState } from "./context.js"
+import { alarm, log, measure, nowMillis, recordState, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
-
-/** Applies `input` to the member at the current time; returns the instructions to run. */
-const stepNow = (ctx: MemberContext, input: Event | Observation) =>
-  Effect.flatMap(nowMillis, (now) =>
-    Ref.modify(ctx.member, (before) => {
-      const [after, instructions] = Transition.step(before, input, now)
-      return [{ before: before.state, after: after.state, instructions }, after]
-    }))
 
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   const { groupId, store } = ctx
-  const m = ctx.metrics
   const offer = (event: Event) => Queue.offer(ctx.events, event)
   const later = (millis: number, event: Event) =>
     Effect.asVoid(Effect.forkIn(Effect.zipRight(Effect.sleep(millis), offer(event)), ctx.scope))
@@ -81,27 +72,19 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
       case "Alarm":
         return Effect.as(alarm(ctx, instruction.reason), undefined)
       case "Log":
-        return Effect.as(
-          instruction.level === "Error" ? Effect.logError(instruction.message) : Effect.logWarning(instruction.message),
-          undefined
-        )
+        return Effect.as(log(instruction.level, instruction.message), undefined)
       case "Report":
         return Effect.as(offer(instruction.event), undefined)
       case "Measure":
-        return Effect.as(measure(instruction.metric, instruction.value), undefined)
-    }
-  }
-
-  const measure = (metric: Extract<Instruction, { _tag: "Measure" }>["metric"], value: number) => {
-    switch (metric) {
-      case "failedHeartbeats":
-        return Metric.update(m.failedHeartbeats, value)
-      case "clockSteps":
-        return Metric.update(m.clockSteps, value)
-      case "barrierSeconds":
-        return Metric.update(m.barrierSeconds, value)
-      case "stuckWork":
-        return Metric.set(m.stuckWork, value)
+        return Effect.as(measure(ctx, instruction.metric, instruction.value), undefined)
+      case "LeaveRetried":
+      case "HoldUntilStopped":
+      case "Renew":
+        // Issued only once the scope is closing, to the final leave (leave.ts): never here.
+        return Effect.as(
+          Effect.logError(`modulo-group: bug: the driver got ${instruction._tag}, an instruction of the final leave`),
+          undefined
+        )
     }
   }
 
@@ -118,11 +101,14 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
     Effect.gen(function*() {
       const pending: Array<Event> = [first]
       while (pending.length > 0) {
-        const { after, before, instructions } = yield* stepNow(ctx, pending.shift()!)
-        if (after !== before) {
-          yield* SubscriptionRef.set(ctx.state, after)
-          yield* recordState(ctx, before, after)
-        }
+        const input = pending.shift()!
+        // The step and the publication of its state together: when the scope closes and the driver
+        // is interrupted, the state seen by `changes` is the member's, which the final leave goes on from.
+        const { after, before, instructions } = yield* stepNow(ctx, input).pipe(
+          Effect.tap(({ after, before }) => (after !== before ? SubscriptionRef.set(ctx.state, after) : Effect.void)),
+          Effect.uninterruptible
+        )
+        if (after !== before) yield* recordState(ctx, before, after)
         for (const instruction of instructions) {
           const result = yield* execute(instruction)
           if (result !== undefined) pending.push(result)

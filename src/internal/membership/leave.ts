@@ -1,57 +1,112 @@
 /**
- * The final leave, run when the member's scope closes (after the loops have stopped): stop the work,
- * hold the barrier while it will not stop, then delete the row.
+ * The final leave, run when the member's scope closes (after the loops have stopped). Its decisions
+ * are `Transition.step`'s: this applies `ScopeClosing` and every event its instructions produce, one
+ * at a time like the driver, and runs the instructions (stop the work; while it will not stop, hold
+ * the barrier, renewing every heartbeat; then delete the row). It publishes each state it enters.
  */
-import { Duration, Effect, Fiber, Metric, Option, Ref, Schedule, SubscriptionRef } from "effect"
-import * as State from "../../MemberState.js"
+import { Duration, Effect, Fiber, Option, Ref, Schedule, SubscriptionRef } from "effect"
+import type { Event, Instruction, Observation } from "../../Transition.js"
+import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { alarm, nowMillis, setState } from "./context.js"
+import { alarm, log, measure, nowMillis, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
   const { config, groupId, store } = ctx
   const memberId = ctx.info.memberId
+  /** Events reported by observations, for the loop below. */
+  const reported: Array<Event> = []
 
-  // Work that will not stop holds the barrier even at shutdown: keep renewing (the loops have
-  // stopped by now), say so every heartbeat, and leave only once it has stopped. Never leave, nor
-  // let the lease lapse on purpose, while work may still run (G2).
-  const holdUntilStopped = Effect.gen(function*() {
-    const stopped = yield* work.awaitStopped.pipe(Effect.timeout(config.stopTimeout), Effect.option)
-    if (Option.isSome(stopped)) return
-    yield* setState(ctx, State.MemberState.Leaving({ stopping: true, stuck: true }))
-    const member = yield* Ref.get(ctx.member)
-    const since = member.stuckSince ?? (yield* nowMillis)
-    yield* Effect.raceFirst(
-      work.awaitStopped,
-      Effect.gen(function*() {
-        const seconds = ((yield* nowMillis) - since) / 1000
-        yield* Metric.set(ctx.metrics.stuckWork, seconds)
-        yield* alarm(
-          ctx,
-          `leaving, but work has not stopped for ${seconds.toFixed(1)} s; holding the barrier (renewing the lease) until it does`
+  /** Runs one instruction; returns the event it produced, if any. */
+  const execute = (instruction: Instruction): Effect.Effect<Event | undefined> => {
+    switch (instruction._tag) {
+      case "StopWork":
+        // As the driver's, but the stop is not watched in the background past the stop timeout (the
+        // scope is closing): `HoldUntilStopped` waits for it here.
+        return Effect.gen(function*() {
+          yield* work.interrupt
+          const stopped = yield* work.awaitStopped.pipe(Effect.timeout(config.stopTimeout), Effect.option)
+          return Option.isSome(stopped) ? Transition.Event.WorkStopped() : Transition.Event.StopTimedOut()
+        })
+      case "HoldUntilStopped":
+        // Whichever comes first: the work stops (a renewal in flight is then interrupted), or the
+        // heartbeats go on for ever.
+        return Effect.raceFirst(
+          work.awaitStopped,
+          Effect.forever(
+            Effect.zipRight(observe(Transition.Observation.StuckHeartbeat()), Effect.sleep(instruction.everyMillis))
+          )
+        ).pipe(Effect.zipRight(observe(Transition.Observation.StuckWorkStopped())), Effect.as(undefined))
+      case "Renew":
+        return Effect.gen(function*() {
+          const { acked, term } = yield* Ref.get(ctx.member)
+          const sentAt = yield* nowMillis
+          const result = yield* Effect.either(
+            store.heartbeat(groupId, memberId, acked, ctx.timing.leaseMs, { stuck: instruction.stuck })
+          )
+          yield* observe(Transition.Observation.RenewalReplied({
+            term,
+            sentAt,
+            receivedAt: yield* nowMillis,
+            reply: result._tag === "Left"
+              ? Transition.RenewalReply.Failed({ reason: result.left.reason })
+              : Option.match(result.right, {
+                onNone: () => Transition.RenewalReply.NoRow(),
+                onSome: (view) => Transition.RenewalReply.View({ view })
+              })
+          }))
+          return undefined
+        })
+      case "LeaveRetried":
+        return store.leave(groupId, memberId).pipe(
+          Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
+          Effect.retry(Schedule.spaced(Duration.millis(instruction.everyMillis))),
+          Effect.timeout(config.statementTimeout),
+          Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead")),
+          Effect.as(Transition.Event.LeaveDone())
         )
-        yield* store.heartbeat(groupId, memberId, member.acked, ctx.timing.leaseMs, { stuck: true }).pipe(Effect.ignore)
-        yield* Effect.sleep(ctx.timing.heartbeatMs)
-      }).pipe(Effect.forever)
-    )
-    yield* Metric.set(ctx.metrics.stuckWork, 0)
-  })
+      case "Alarm":
+        return Effect.as(alarm(ctx, instruction.reason), undefined)
+      case "Log":
+        return Effect.as(log(instruction.level, instruction.message), undefined)
+      case "Measure":
+        return Effect.as(measure(ctx, instruction.metric, instruction.value), undefined)
+      case "Report":
+        return Effect.as(Effect.sync(() => reported.push(instruction.event)), undefined)
+      case "InterruptWork":
+        return Effect.as(work.interrupt, undefined)
+      case "Join":
+      case "RetryJoinIn":
+      case "Ack":
+      case "Reap":
+      case "StartWork":
+      case "Leave":
+        // `step` never issues these once the scope is closing.
+        return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
+    }
+  }
+
+  /** Applies an observation and runs its instructions. */
+  const observe = (observation: Observation): Effect.Effect<void> =>
+    Effect.flatMap(stepNow(ctx, observation), ({ instructions }) =>
+      Effect.forEach(instructions, execute, { discard: true }))
 
   return Effect.gen(function*() {
-    const state = yield* SubscriptionRef.get(ctx.state)
-    if (state._tag === "Left") return
-    yield* setState(ctx, State.MemberState.Leaving({ stopping: true, stuck: false }))
-    yield* work.interrupt
-    yield* holdUntilStopped
-    yield* setState(ctx, State.MemberState.Leaving({ stopping: false, stuck: false }))
-    // Retried for a bounded time: a leave that fails would make the others wait a lease (G5).
-    yield* store.leave(groupId, memberId).pipe(
-      Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
-      Effect.retry(Schedule.spaced(Duration.millis(100))),
-      Effect.timeout(config.statementTimeout),
-      Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead"))
-    )
-    yield* setState(ctx, State.MemberState.Left())
+    const pending: Array<Event> = [Transition.Event.ScopeClosing()]
+    while (pending.length > 0) {
+      const input = pending.shift()!
+      const { after, before, instructions } = yield* stepNow(ctx, input)
+      // Every state the final leave enters is published; so is its first one when the member was in
+      // it already (a leave in progress starts over), as `changes` has always shown it.
+      if (after !== before || (input._tag === "ScopeClosing" && instructions.length > 0)) {
+        yield* SubscriptionRef.set(ctx.state, after)
+      }
+      for (const instruction of instructions) {
+        const result = yield* execute(instruction)
+        if (result !== undefined) pending.push(result)
+        pending.push(...reported.splice(0))
+      }
+    }
   }).pipe(
     // Finalizers run uninterruptibly, and the store calls' timeouts need to interrupt a hung call:
     // so in a fiber of its own (a scope closed by an interruption would interrupt it at once).
