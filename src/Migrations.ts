@@ -32,7 +32,8 @@ const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>) =>
 export const migrations = [
   { version: 1, name: "0001_init" },
   { version: 2, name: "0002_consistent_views" },
-  { version: 3, name: "0003_fence_commit_check" }
+  { version: 3, name: "0003_fence_commit_check" },
+  { version: 4, name: "0004_static_membership" }
 ] as const
 
 /**
@@ -70,7 +71,8 @@ export const requiredObjects: ReadonlyArray<{
   },
   { version: 2, table: "groups", columns: ["incarnation"] },
   { version: 2, table: "members", columns: ["assigned_epoch", "assigned_size", "stopping_since"] },
-  { version: 3, table: "fence_checks", columns: ["member_id", "group_id", "epoch", "idx", "tx"] }
+  { version: 3, table: "fence_checks", columns: ["member_id", "group_id", "epoch", "idx", "tx"] },
+  { version: 4, table: "members", columns: ["instance_id", "released_at", "rejoin_grace_ms"] }
 ]
 
 /**

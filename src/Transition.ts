@@ -59,6 +59,12 @@ export type Event = Data.TaggedEnum<{
   LeaveRequested: {}
   /** The leave transaction finished (or gave up: the lease then expires on its own). */
   LeaveDone: {}
+  /**
+   * Static membership: the join found this member's instance id held by a live member (`holder`),
+   * which may be working: nothing was changed, and the member retries (until the holder releases
+   * it or its lease runs out on the database clock).
+   */
+  InstanceBusy: { readonly instanceId: string; readonly holder: string }
 }>
 
 /**
@@ -84,7 +90,8 @@ export const eventTags = [
   "WorkStopped",
   "StopTimedOut",
   "LeaveRequested",
-  "LeaveDone"
+  "LeaveDone",
+  "InstanceBusy"
 ] as const satisfies ReadonlyArray<Event["_tag"]>
 
 /**
@@ -187,6 +194,9 @@ const joining = (state: MemberState, event: Event): Step => {
     case "Joined":
       return enter(event.view)
     case "JoinFailed":
+      return [state, [Command.ScheduleJoinRetry()]]
+    case "InstanceBusy":
+      // Never take an instance id from a live holder: wait and ask again.
       return [state, [Command.ScheduleJoinRetry()]]
     case "RetryJoin":
       return [MemberState.Joining(), [Command.Join()]]
@@ -439,6 +449,13 @@ export interface Member {
   readonly clockStepLogged: boolean
   /** The deadline the fence has already fired for (it fires once per deadline). */
   readonly fencedFor: number | undefined
+  /**
+   * Static membership: the member's instance id. With one, a graceful leave releases the row
+   * (`Release`) instead of deleting it (`Leave`).
+   */
+  readonly instanceId?: string | undefined
+  /** "Held by a live member" has been logged since the last join (said once per wait). */
+  readonly instanceBusyLogged?: boolean | undefined
 }
 
 /**
@@ -447,7 +464,7 @@ export interface Member {
  * @since 0.1.0
  * @category constructors
  */
-export const initialMember = (timing: Timing): Member => ({
+export const initialMember = (timing: Timing, instanceId?: string | undefined): Member => ({
   timing,
   state: MemberState.Joining(),
   deadline: undefined,
@@ -459,7 +476,8 @@ export const initialMember = (timing: Timing): Member => ({
   reapAfter: Number.NEGATIVE_INFINITY,
   clockReading: undefined,
   clockStepLogged: false,
-  fencedFor: undefined
+  fencedFor: undefined,
+  ...(instanceId === undefined ? {} : { instanceId, instanceBusyLogged: false })
 })
 
 /**
@@ -549,10 +567,15 @@ export type Instruction = Data.TaggedEnum<{
   InterruptWork: {}
   /** Delete this member's row. */
   Leave: {}
+  /**
+   * Static membership: release this member's row instead of deleting it (index kept, epoch
+   * unchanged; its work has stopped). Reports `LeaveDone` like `Leave`.
+   */
+  Release: {}
   /** Log an error and count it (`modulo_group_alarms_total`). */
   Alarm: { readonly reason: string }
   /** Log a line. */
-  Log: { readonly level: "Warning" | "Error"; readonly message: string }
+  Log: { readonly level: "Warning" | "Error" | "Info"; readonly message: string }
   /** Hand `event` to the driver. */
   Report: { readonly event: Event }
   /** Record a metric: counters add `value`, the histogram records it, the gauge is set to it. */
@@ -607,9 +630,13 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         clockReading: { sentAt, database: event.view.clock, roundTrip: (event.receivedAt ?? now) - sentAt },
         deadline: sentAt + timing.validMs
       }
+      if (m.instanceBusyLogged === true) m = { ...m, instanceBusyLogged: false }
       break
     }
     case "JoinFailed":
+      m = { ...m, joinFailures: m.joinFailures + 1 }
+      break
+    case "InstanceBusy":
       m = { ...m, joinFailures: m.joinFailures + 1 }
       break
     case "StopTimedOut":
@@ -628,8 +655,21 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     commands = commands.filter((c) => c !== start)
   }
   const instructions: Array<Instruction> = []
+  if (event._tag === "InstanceBusy" && commands.length > 0 && m.instanceBusyLogged !== true) {
+    // Said once per wait (until a join succeeds), not at every retry.
+    m = { ...m, instanceBusyLogged: true }
+    instructions.push(Instruction.Log({
+      level: "Warning",
+      message: `instance id ${JSON.stringify(event.instanceId)} is held by a live member (${event.holder}); ` +
+        "waiting until it releases or its lease expires"
+    }))
+  }
   for (const c of commands) {
     switch (c._tag) {
+      case "Leave":
+        // Static membership: a graceful leave releases the row (the work has stopped by now).
+        instructions.push(m.instanceId !== undefined ? Instruction.Release() : c)
+        break
       case "ScheduleJoinRetry":
         instructions.push(Instruction.RetryJoinIn({ millis: joinBackoff(timing, m.joinFailures) }))
         break

@@ -71,7 +71,8 @@ const events: { readonly [T in EventTag]: Ev } = {
   WorkStopped: Event.WorkStopped(),
   StopTimedOut: Event.StopTimedOut(),
   LeaveRequested: Event.LeaveRequested(),
-  LeaveDone: Event.LeaveDone()
+  LeaveDone: Event.LeaveDone(),
+  InstanceBusy: Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" })
 }
 
 type Outcome = "ignored" | readonly [State, ReadonlyArray<Cmd>]
@@ -166,7 +167,9 @@ const joiningRow = (state: State): { readonly [T in EventTag]: Row } => ({
   StopTimedOut: ignored,
   // The join may have committed after it timed out: leave deletes by member id anyway.
   LeaveRequested: to(leaving(false), Command.Leave()),
-  LeaveDone: ignored
+  LeaveDone: ignored,
+  // Static membership: a live member holds the instance id; wait (the step says so once).
+  InstanceBusy: to(state, Command.ScheduleJoinRetry())
 })
 
 /** The row is gone: in time (its lease ran out), or early (its local deadline was still ahead). */
@@ -224,7 +227,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     WorkStopped: ignored,
     StopTimedOut: ignored,
     LeaveRequested: to(leaving(false), Command.Leave()),
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Assigned: {
     Joined: ignored,
@@ -265,7 +269,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     StopTimedOut: ignored,
     // Break 3: never delete the row while work may run. Leave follows WorkStopped (see Leaving).
     LeaveRequested: to(leaving(true), Command.StopWork()),
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Renegotiating: {
     Joined: ignored,
@@ -330,7 +335,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
         then: to(leaving(true, true))
       }
     ],
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Fenced: {
     Joined: ignored,
@@ -389,7 +395,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
         then: to(leaving(true, true))
       }
     ],
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Leaving: {
     Joined: ignored,
@@ -425,7 +432,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     LeaveDone: [
       { then: to(S.Left()) },
       { when: "stopping: no leave was sent", state: leaving(true), then: ignored }
-    ]
+    ],
+    InstanceBusy: ignored
   },
   Left: {
     Joined: ignored,
@@ -438,7 +446,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     WorkStopped: ignored,
     StopTimedOut: ignored,
     LeaveRequested: ignored,
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   }
 }
 
@@ -626,7 +635,8 @@ const eventArb: fc.Arbitrary<Ev> = fc.oneof(
   fc.constant(Event.WorkStopped()),
   fc.constant(Event.StopTimedOut()),
   fc.constant(Event.LeaveRequested()),
-  fc.constant(Event.LeaveDone())
+  fc.constant(Event.LeaveDone()),
+  fc.constant(Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" }))
 )
 
 const tags = (commands: ReadonlyArray<Cmd>) => commands.map((c) => c._tag)
@@ -857,6 +867,47 @@ describe("step: events", () => {
         ? S.Fenced({ epoch: expected.epoch, index: expected.index, size: expected.size, incarnation: expected.incarnation, stopping: false, stuck: false })
         : expected
     )
+  })
+})
+
+describe("step: static membership", () => {
+  const busy = Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" })
+  const waiting = Instruction.Log({
+    level: "Warning",
+    message: 'instance id "w1" is held by a live member (w1 (host/42)); waiting until it releases or its lease expires'
+  })
+
+  it("an instance id held by a live member: waits with the join backoff, says so once until a join succeeds", () => {
+    const m = member(S.Joining(), { deadline: undefined, instanceId: "w1", instanceBusyLogged: false })
+    const [m1, first] = Transition.step(m, busy, 0)
+    expect(first).toEqual([waiting, Instruction.RetryJoinIn({ millis: 100 })])
+    expect(m1).toMatchObject({ state: S.Joining(), joinFailures: 1, instanceBusyLogged: true })
+    const [m2, second] = Transition.step(m1, busy, 100)
+    expect(second).toEqual([Instruction.RetryJoinIn({ millis: 200 })])
+    const [m3] = Transition.step(m2, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 200 }), 210)
+    expect(m3).toMatchObject({ joinFailures: 0, instanceBusyLogged: false })
+    expect(Transition.step(m3, busy, 300)[1]).toEqual([])
+  })
+
+  it("with an instance id, a graceful leave releases the row instead of deleting it; without, it leaves", () => {
+    const statics = member(S.Awaiting(slot(5)), { instanceId: "w1" })
+    expect(Transition.step(statics, Event.LeaveRequested(), 0)[1]).toEqual([Instruction.Release()])
+    expect(Transition.step(member(S.Awaiting(slot(5))), Event.LeaveRequested(), 0)[1]).toEqual([Instruction.Leave()])
+    // Work first: the release follows WorkStopped, as the leave does.
+    const [stopping, stop] = Transition.step(member(S.Assigned(slot(5)), { instanceId: "w1" }), Event.LeaveRequested(), 0)
+    expect(stop).toEqual([Instruction.StopWork()])
+    expect(Transition.step(stopping, Event.WorkStopped(), 10)[1]).toEqual([Instruction.Release()])
+  })
+
+  it("a takeover's join (same epoch, everyone acknowledged) starts work at once", () => {
+    const m = member(S.Joining(), { deadline: undefined, instanceId: "w1" })
+    const [after, instructions] = Transition.step(
+      m,
+      Event.Joined({ view: view({ epoch: 5, allAcked: true, takenOver: true }), sentAt: 0, receivedAt: 5 }),
+      5
+    )
+    expect(after.state).toEqual(S.Assigned(slot(5)))
+    expect(instructions).toEqual([Instruction.StartWork({ slot: slot(5) })])
   })
 })
 

@@ -246,6 +246,11 @@ export const runSchedule = (
           log.unleased(memberId)
           if (had) log.note(`store: ${label} left`)
         }),
+      release: (g, memberId) =>
+        call("release", inner.release(g, memberId), (had) => {
+          log.unleased(memberId)
+          if (had) log.note(`store: ${label} released`)
+        }),
       wakeups: (g) => Effect.map(inner.wakeups(g), (s) => Stream.merge(s, Stream.fromPubSub(forged))),
       group: (g) => Effect.withClock(inner.group(g), db),
       members: (g) => Effect.withClock(inner.members(g), db),

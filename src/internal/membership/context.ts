@@ -7,7 +7,7 @@ import type { Scope } from "effect"
 import { Clock, Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
 import type { ResolvedConfig } from "../../MembershipConfig.js"
 import * as Metrics from "../../MembershipMetrics.js"
-import type { MemberInfo, MembershipStoreService } from "../../MembershipStore.js"
+import type { MemberInfo, MembershipStoreService, StaticJoin } from "../../MembershipStore.js"
 import type { MemberState } from "../../MemberState.js"
 import * as State from "../../MemberState.js"
 import type { Event, Member, Timing } from "../../Transition.js"
@@ -19,6 +19,8 @@ export interface MemberContext {
   readonly store: MembershipStoreService
   readonly groupId: string
   readonly info: MemberInfo
+  /** Static membership: the instance id and rejoin grace every join passes (none without an instance id). */
+  readonly statics: StaticJoin | undefined
   /** The member: read by every fiber, changed only by `Transition.step` (atomically). */
   readonly member: Ref.Ref<Member>
   /** `member.state`, observable (`changes`); written by the driver and the final leave. */
@@ -67,11 +69,14 @@ export const makeContext = (options: {
       heartbeatMs: Duration.toMillis(config.heartbeat),
       fenceMarginMs: Duration.toMillis(config.fenceMargin)
     }
-    const initial = Transition.initialMember(timing)
+    const initial = Transition.initialMember(timing, config.instanceId)
     return {
       ...options,
       timing,
       groupId: config.groupId,
+      statics: config.instanceId === undefined
+        ? undefined
+        : { instanceId: config.instanceId, rejoinGraceMs: Duration.toMillis(config.rejoinGrace) },
       member: yield* Ref.make(initial),
       state: yield* SubscriptionRef.make(initial.state),
       events: yield* Queue.unbounded<Event>(),
@@ -104,3 +109,13 @@ export const recordState = (ctx: MemberContext, before: MemberState, after: Memb
       Effect.annotateLogs("epoch", String(State.epochOf(after) ?? ""))
     )
   })
+
+/**
+ * The graceful end of the member's row: deleted (the others renegotiate at once, G5), or, with an
+ * instance id, released (kept with its index for `rejoinGrace`; nobody renegotiates). Only once the
+ * work has stopped.
+ */
+export const leaveOrRelease = (ctx: MemberContext) =>
+  ctx.statics === undefined
+    ? ctx.store.leave(ctx.groupId, ctx.info.memberId)
+    : ctx.store.release(ctx.groupId, ctx.info.memberId)

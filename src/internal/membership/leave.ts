@@ -5,7 +5,7 @@
 import { Duration, Effect, Fiber, Metric, Option, Ref, Schedule, SubscriptionRef } from "effect"
 import * as State from "../../MemberState.js"
 import type { MemberContext } from "./context.js"
-import { alarm, nowMillis, setState } from "./context.js"
+import { alarm, leaveOrRelease, nowMillis, setState } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
@@ -45,7 +45,7 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
     yield* holdUntilStopped
     yield* setState(ctx, State.MemberState.Leaving({ stopping: false, stuck: false }))
     // Retried for a bounded time: a leave that fails would make the others wait a lease (G5).
-    yield* store.leave(groupId, memberId).pipe(
+    yield* leaveOrRelease(ctx).pipe(
       Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
       Effect.retry(Schedule.spaced(Duration.millis(100))),
       Effect.timeout(config.statementTimeout),
