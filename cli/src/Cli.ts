@@ -83,6 +83,17 @@ const join = Command.make(
       ),
       Options.optional
     ),
+    instanceId: Options.text("instance-id").pipe(
+      Options.withPseudoName("id"),
+      Options.withDescription(
+        "Static membership: a stable identity in the group (default: $MODULO_GROUP_INSTANCE_ID). A restart with the same id takes its index back without a renegotiation"
+      ),
+      Options.optional
+    ),
+    rejoinGrace: Durations.optionalOption(
+      "rejoin-grace",
+      "With --instance-id: how long a stopped or crashed member's index is held for it (default: $MODULO_GROUP_REJOIN_GRACE, else 30s)"
+    ),
     databaseUrl,
     verbose
   },
@@ -90,6 +101,8 @@ const join = Command.make(
     handle(o, (shared) =>
       Join.join({
         listenUrl: o.listenUrl,
+        instanceId: o.instanceId,
+        rejoinGrace: o.rejoinGrace,
         group: o.group,
         name: Option.getOrUndefined(o.name),
         workInterval: o.workInterval,
