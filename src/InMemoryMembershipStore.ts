@@ -190,39 +190,37 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const graceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
             const instance = instanceId === null
               ? undefined
-              : [...g.members.values()].find((r) => r.instanceId === instanceId)
+              : [...g.members.values()].find((r) => r.instanceId === instanceId && !reapable(r, now))
             if (instance !== undefined && instance.leaseExpiresAt > now && instance.memberId !== member.memberId) {
               return Effect.fail(
                 new InstanceBusy({ instanceId: instanceId!, holder: `${instance.name} (${instance.host}/${instance.pid})` })
               )
             }
-            removeExpired(g, now)
-            const own = g.members.get(member.memberId)
-            if (own !== undefined && own !== instance) g.members.delete(member.memberId)
-            if (instance !== undefined && g.members.has(instance.memberId)) {
-              if (instance.index !== null && instance.assignedEpoch === g.epoch) {
-                // The takeover: same index, same epoch, acknowledged; nothing else changes.
-                g.members.delete(instance.memberId)
-                const row: Row = {
-                  ...instance,
-                  ...member,
-                  leaseExpiresAt: now + leaseMs,
-                  heartbeatAt: now,
-                  joinedAt: now,
-                  releasedAt: null,
-                  stoppingSince: null,
-                  ackedEpoch: Math.max(instance.ackedEpoch, g.epoch),
-                  instanceId,
-                  graceMs
-                }
-                g.members.set(member.memberId, row)
-                return countGraceExpiries(groupId).pipe(
-                  Effect.zipRight(Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1)),
-                  Effect.as({ ...viewOf(g, row, now), takenOver: true })
-                )
-              }
+            if (instance !== undefined && instance.index !== null && instance.assignedEpoch === g.epoch) {
+              // The takeover: same index, same epoch, acknowledged; nothing else changes (expired
+              // rows are left to the ordinary reap: removing them is a change).
               g.members.delete(instance.memberId)
+              const row: Row = {
+                ...instance,
+                ...member,
+                leaseExpiresAt: now + leaseMs,
+                heartbeatAt: now,
+                joinedAt: now,
+                releasedAt: null,
+                stoppingSince: null,
+                ackedEpoch: Math.max(instance.ackedEpoch, g.epoch),
+                instanceId,
+                graceMs
+              }
+              g.members.set(member.memberId, row)
+              return Effect.as(
+                Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1),
+                { ...viewOf(g, row, now), takenOver: true }
+              )
             }
+            removeExpired(g, now)
+            g.members.delete(member.memberId)
+            if (instance !== undefined) g.members.delete(instance.memberId)
             const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now)
             const row: Row = {
               ...member,

@@ -230,14 +230,13 @@ export const make = (options: Options = {}) =>
               Effect.gen(function*() {
                 const instanceId = statics.instanceId ?? null
                 const rejoinGraceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
-                // Reap expired members, and this member's own earlier row if any (but the row of its
-                // instance id, which it takes over below).
-                yield* onStatement("join", "reap")
-                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now, instanceId)
-                yield* countGraceExpiries(groupId, num(left!.grace_expired))
+                // Static: the instance's row first (a row past its grace counts as gone). A takeover
+                // changes nothing else, not even expired rows: reaping them is a change, left to the
+                // ordinary reap, so a takeover never moves anyone.
+                let held: Statements.InstanceRow | undefined = undefined
                 if (instanceId !== null) {
                   yield* onStatement("join", "instance")
-                  const [held] = yield* Statements.selectInstance(sql, groupId, instanceId, now)
+                  ;[held] = yield* Statements.selectInstance(sql, groupId, instanceId, now)
                   if (held !== undefined) {
                     // Live and not ours: its process may be working. Never steal it: wait.
                     if (held.live && held.member_id !== member.memberId) {
@@ -268,9 +267,16 @@ export const make = (options: Options = {}) =>
                         } satisfies GroupView
                       }
                     }
-                    yield* onStatement("join", "drop")
-                    yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                   }
+                }
+                // Reap expired members, and this member's own earlier row if any (but the row of its
+                // instance id: dropped below, whoever it was).
+                yield* onStatement("join", "reap")
+                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now, instanceId)
+                yield* countGraceExpiries(groupId, num(left!.grace_expired))
+                if (held !== undefined) {
+                  yield* onStatement("join", "drop")
+                  yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
                 yield* onStatement("join", "insert")
                 yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })

@@ -255,6 +255,28 @@ export const storeContract = (
       expect(back).toMatchObject({ epoch: 3, size: 3, index: 0, takenOver: true })
     }))
 
+  test("static: a takeover changes nothing else, not even expired rows (reaping them is a change of its own)", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const x = info("x")
+      const c = info("c")
+      yield* store.join(g, a, 10_000, statics("w0"))
+      yield* store.join(g, x, 1000)
+      yield* store.join(g, c, 10_000)
+      yield* store.heartbeat(g, a.memberId, 3, 10_000)
+      yield* store.heartbeat(g, c.memberId, 3, 10_000)
+      yield* store.release(g, a.memberId)
+      yield* TestClock.adjust(Duration.millis(1000))
+      // x's lease ran out; the takeover leaves it to the reap: one committed state, N rows for N.
+      const back = yield* store.join(g, info("a2"), 10_000, statics("w0"))
+      expect(back).toMatchObject({ epoch: 3, size: 3, index: 0, takenOver: true })
+      expect((yield* store.members(g)).length).toBe(3)
+      expect(Option.getOrThrow(yield* store.heartbeat(g, c.memberId, 3, 10_000)).expired).toBe(true)
+      expect(yield* store.reap(g)).toBe(1)
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 4, size: 2 })
+    }))
+
   test("static: a release acknowledges the current epoch (its work has stopped)", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore

@@ -167,16 +167,17 @@ export interface InstanceRow {
 }
 
 /**
- * Static join, under the group lock: the row of this instance id, if any, locked FOR UPDATE (a
- * renewal of its holder that committed meanwhile is read at its new version), and whether its lease
- * is live on this clock (a released row's lease ended at its release).
+ * Static join, under the group lock: the row of this instance id, if any and not past its grace
+ * (that one is reaped, not taken over), locked FOR UPDATE (a renewal of its holder that committed
+ * meanwhile is read at its new version), and whether its lease is live on this clock (a released
+ * row's lease ended at its release).
  */
 export const selectInstance = (sql: Sql, groupId: string, instanceId: string, now: string | null) =>
   sql<InstanceRow>`
     SELECT member_id, idx, assigned_epoch, lease_expires_at > ${at(sql, now)} AS live, host, pid, name,
            (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
-     WHERE group_id = ${groupId} AND instance_id = ${instanceId}
+     WHERE group_id = ${groupId} AND instance_id = ${instanceId} AND NOT (${reapable(sql, now)})
        FOR UPDATE`
 
 /**
