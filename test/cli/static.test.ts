@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { assertBuilt, converged, Member } from "./support.js"
+import { assertBuilt, converged, Member, run } from "./support.js"
 
 const HEARTBEAT_MS = 200
 const LEASE_MS = 3_000
@@ -71,6 +71,21 @@ describe("modulo-group join --instance-id (child processes)", () => {
       expect(await old.exited).toEqual({ code: 0, signal: null })
       expect(old.events.at(-1)?.state).toBe("left")
       const stoppedAt = lastWork()
+      if (k === 0) {
+        // `status` shows the released row: its instance, its index, the grace left.
+        const status = await run(["status", group, "--json"], env)
+        expect(status.code).toBe(0)
+        const rows = (JSON.parse(status.stdout) as {
+          members: Array<{ instanceId: string | null; index: number; state: string; graceLeftMs: number }>
+        }).members
+        const released = rows.find((r) => r.instanceId === "w0")!
+        expect(released).toMatchObject({ index: index.get("w0"), state: "released" })
+        expect(released.graceLeftMs).toBeGreaterThan(10_000)
+        expect(rows.filter((r) => r.state === "assigned").length).toBe(3)
+        const text = await run(["status", group], env)
+        expect(text.stdout).toMatch(/INSTANCE/)
+        expect(text.stdout).toMatch(/released: index held \d+(\.\d)?s more/)
+      }
       const fresh = start(group, k, 15_000)
       const first = await fresh.waitFor((e) => e.event === "work", START_MS, "a work line")
       gaps.push(Date.parse(first.ts) - stoppedAt)
