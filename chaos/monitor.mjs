@@ -349,6 +349,22 @@ const checkG1 = (tenures, procs) => {
     return { ...d, overlapping, detail: `${d.detail} (${overlapping ? "at the same time" : "one after the other"})` }
   })
   for (const d of duplicates) violations.push(d.detail)
+  // Static membership: incarnations of one instance hold one (epoch, index) one after the other
+  // (a takeover), never at the same time.
+  const iso = (t) => new Date(t).toISOString().slice(11)
+  for (const [epoch, ts] of byEpoch) {
+    for (const [i, a] of ts.entries()) {
+      for (const b of ts.slice(i + 1)) {
+        if (a.index !== b.index || a.label === b.label) continue
+        if (a.start < b.effectiveEnd && b.start < a.effectiveEnd) {
+          violations.push(
+            `epoch ${epoch}: index ${a.index} worked by ${a.label} (${iso(a.start)}..${iso(a.effectiveEnd)}) and ` +
+              `${b.label} (${iso(b.start)}..${iso(b.effectiveEnd)}) at the same time`
+          )
+        }
+      }
+    }
+  }
   return { epochs: byEpoch.size, violations, duplicates }
 }
 
@@ -368,7 +384,9 @@ export const duplicateStarts = (procs) => {
       const key = `${e.epoch}/${e.index}`
       const holders = first.get(key) ?? new Map()
       first.set(key, holders)
-      const holder = `${p.label} ${e.member}`
+      // Static membership: one holder per instance id (a takeover keeps the index in the same epoch
+      // under a new process); two of its incarnations at the same time are checked in checkG1.
+      const holder = typeof e.instance === "string" ? `instance ${e.instance}` : `${p.label} ${e.member}`
       if (!holders.has(holder)) holders.set(holder, { label: p.label, member: e.member, at: e.at, ts: e.ts, event: e.event, size: e.size })
     }
   }

@@ -21,6 +21,9 @@
  *                          SVG (FILE without .json, + .svg)
  *   --events FILE          also write every member line and runner action, in time order (JSON Lines)
  *   --quiet                no line per fault
+ *   --instance-ids         static membership: every member runs with --instance-id m<slot>; adds the
+ *                          faults static-restart and static-kill (a restart with the same instance id)
+ *   --rejoin-grace D       with --instance-ids [2s]
  * Members start from a copy of the built package taken at the start (a build elsewhere in the tree
  * during the run cannot mix two versions of the library).
  * Exit code 0 when the run passed (no G1/G2/G5 violation, every fault reconverged within its bound,
@@ -29,7 +32,7 @@
  */
 import { execSync } from "node:child_process"
 import * as fs from "node:fs"
-import { ALL_KINDS, formatReport, killAll, passed, runChaos } from "./runner.mjs"
+import { ALL_KINDS, formatReport, killAll, passed, runChaos, STATIC_KINDS } from "./runner.mjs"
 import { startServer } from "./server.mjs"
 
 const usage = (why) => {
@@ -52,7 +55,7 @@ const flag = (name) => {
   if (v === undefined || v.startsWith("--")) usage(`--${name} needs a value`)
   return v
 }
-const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet"])
+const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet", "instance-ids", "rejoin-grace"])
 for (const a of args) if (a.startsWith("--") && !known.has(a.slice(2))) usage(`unknown option ${a}`)
 
 const options = {
@@ -64,7 +67,9 @@ const options = {
   fenceMarginMs: duration(flag("fence-margin") ?? "500ms", "--fence-margin"),
   statementTimeoutMs: duration(flag("statement-timeout") ?? "1s", "--statement-timeout"),
   workIntervalMs: duration(flag("work-interval") ?? "100ms", "--work-interval"),
-  kinds: (flag("kinds") ?? ALL_KINDS.join(",")).split(",").filter((k) => k !== ""),
+  instanceIds: args.includes("--instance-ids"),
+  rejoinGraceMs: duration(flag("rejoin-grace") ?? "2s", "--rejoin-grace"),
+  kinds: (flag("kinds") ?? (args.includes("--instance-ids") ? [...ALL_KINDS, ...STATIC_KINDS] : ALL_KINDS).join(",")).split(",").filter((k) => k !== ""),
   schedule: flag("schedule") ?? "rounds",
   notifications: flag("notifications") ?? "on",
   command: `npm run chaos -- ${args.join(" ")}`,
@@ -76,7 +81,10 @@ if (!Number.isInteger(options.members) || options.members < 2) usage("--members 
 if (!Number.isFinite(options.seed)) usage("--seed must be a number")
 if (!["rounds", "churn"].includes(options.schedule)) usage(`--schedule: "${options.schedule}" (use rounds or churn)`)
 if (!["on", "off"].includes(options.notifications)) usage(`--notifications: "${options.notifications}" (use on or off)`)
-for (const k of options.kinds) if (!ALL_KINDS.includes(k)) usage(`unknown fault kind ${k} (known: ${ALL_KINDS.join(", ")})`)
+for (const k of options.kinds) {
+  if (!ALL_KINDS.includes(k) && !STATIC_KINDS.includes(k)) usage(`unknown fault kind ${k} (known: ${[...ALL_KINDS, ...STATIC_KINDS].join(", ")})`)
+  if (STATIC_KINDS.includes(k) && !options.instanceIds) usage(`${k} needs --instance-ids`)
+}
 
 const quiet = args.includes("--quiet")
 const log = (line) => {

@@ -10,6 +10,11 @@
  * - `term-backend`: pg_terminate_backend of a random pool connection of a member;
  * - `term-listener`: the same for a LISTEN connection (application_name `modulo-group/listen`);
  * - `restart`: the database is stopped (fast shutdown) and started again on the same port.
+ * - with `instanceIds` (static membership: every member runs with `--instance-id m<slot>` and
+ *   `--rejoin-grace`), also `static-restart` (SIGTERM, and at once a new process with the same
+ *   instance id) and `static-kill` (SIGKILL, the same): the new one must take the old one's index
+ *   back in the same epoch; the fault's bound is its measured start-up + lease + 2 heartbeats.
+ *   Every other bound grows by the grace (a gone member's row is held for it).
  * Kinds come in rounds, each kind once per round in a seeded order, so even a short run has them all.
  *
  * `schedule: "churn"`: bursts of 2-5 s in which, every 200-600 ms, the member holding index 0 (the
@@ -92,6 +97,8 @@ export const prng = (seed) => {
 }
 
 export const ALL_KINDS = ["kill", "leave", "sigstop", "term-backend", "term-listener", "restart"]
+/** Faults of static membership (`instanceIds`). */
+export const STATIC_KINDS = ["static-restart", "static-kill"]
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -141,7 +148,11 @@ export const runChaos = async (options) => {
   const kinds = notifications === "off" ? options.kinds.filter((k) => k !== "term-listener") : [...options.kinds]
   if (kinds.length === 0 && schedule === "rounds") throw new Error("no fault kind left to inject (term-listener needs notifications on)")
   const log = options.log
-  const generalBound = leaseMs + 2 * heartbeatMs
+  const instanceIds = options.instanceIds === true
+  const graceMs = instanceIds ? (options.rejoinGraceMs ?? 2_000) : 0
+  // A static member that is gone is renegotiated away only after its grace.
+  const generalBound = leaseMs + 2 * heartbeatMs + graceMs
+  if (!instanceIds && options.kinds.some((k) => STATIC_KINDS.includes(k))) throw new Error("static-* faults need instanceIds")
   const children = new Map() // label -> ChildProcess
   const slots = new Array(n).fill(undefined) // slot -> label
   const generation = new Array(n).fill(0)
@@ -162,7 +173,8 @@ export const runChaos = async (options) => {
     generation[slot]++
     const name = `m${slot}`
     const label = `${name}#${generation[slot]}`
-    const child = spawn(process.execPath, [...off.nodeArgs, bin, "join", group, "--json", "--name", name, ...timing, ...off.joinArgs], {
+    const statics = instanceIds ? ["--instance-id", name, "--rejoin-grace", `${graceMs}ms`] : []
+    const child = spawn(process.execPath, [...off.nodeArgs, bin, "join", group, "--json", "--name", name, ...timing, ...statics, ...off.joinArgs], {
       env,
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -262,7 +274,32 @@ export const runChaos = async (options) => {
     await settle("join", generalBound)
   }
 
+  /**
+   * Static membership: `signal` to a member, then at once a new process with its instance id; it must
+   * take the index back. Judged from the signal: its start-up (measured) + lease + 2 heartbeats.
+   */
+  const restartSame = async (kind, signal) => {
+    const label = pick(running())
+    const slot = monitor.procs.get(label).slot
+    const child = children.get(label)
+    const at = Date.now()
+    if (signal === "SIGKILL") monitor.kill(label, at)
+    else monitor.term(label, at)
+    const exited = new Promise((resolve) => (child ? child.once("exit", resolve) : resolve(undefined)))
+    child?.kill(signal)
+    await Promise.race([exited, sleep(15_000)])
+    const fresh = startMember(slot)
+    const first = await monitor.waitLine(fresh, () => true, 60_000)
+    if (first === undefined) return log(`  ! ${fresh} printed nothing within 60 s`)
+    const boundMs = first.at - at + leaseMs + 2 * heartbeatMs
+    monitor.fault(kind, at, boundMs, label, { restartedAs: fresh, startupMs: first.at - at })
+    actions.push({ kind, label, restartedAs: fresh })
+    await settle(kind, boundMs)
+  }
+
   const faults = {
+    "static-restart": () => restartSame("static-restart", "SIGTERM"),
+    "static-kill": () => restartSame("static-kill", "SIGKILL"),
     kill: async () => {
       const label = pick(running())
       const at = Date.now()

@@ -4,9 +4,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Effect, Layer, Option, PubSub, Stream } from "effect"
+import { Clock, Context, Deferred, Effect, Layer, Metric, Option, PubSub, Stream } from "effect"
 import { reassign } from "./internal/reassign.js"
-import { StoreError } from "./MembershipError.js"
+import { InstanceBusy, StoreError } from "./MembershipError.js"
+import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 
@@ -20,6 +21,10 @@ interface Row extends MemberInfo {
   heartbeatAt: number
   joinedAt: number
   joinSeq: number
+  /** Static membership: the instance id (null: none), when released, the rejoin grace (0: none). */
+  instanceId: string | null
+  releasedAt: number | null
+  graceMs: number
 }
 
 interface Group {
@@ -105,11 +110,35 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
 
     const notify = (g: Group) => dropNotifications ? Effect.void : PubSub.publish(g.pubsub, {})
 
+    // A row reaping may delete: lease and rejoin grace (0 without an instance id) have run out.
+    const reapable = (row: Row, now: number) => row.leaseExpiresAt + row.graceMs <= now
+    // A static row whose lease ran out (or that was released) within its grace: not live, only held.
+    const held = (row: Row, now: number) => row.instanceId !== null && row.leaseExpiresAt <= now && !reapable(row, now)
+
+    let graceExpired = 0
     const removeExpired = (g: Group, now: number): number => {
       let n = 0
       for (const [id, row] of g.members) {
-        if (row.leaseExpiresAt <= now) {
+        if (reapable(row, now)) {
           g.members.delete(id)
+          if (row.instanceId !== null) graceExpired++
+          n++
+        }
+      }
+      return n
+    }
+    const countGraceExpiries = (groupId: string) =>
+      Effect.suspend(() => {
+        const n = graceExpired
+        graceExpired = 0
+        return n > 0 ? Metric.update(Metrics.graceExpiries.pipe(Metric.tagged("group", groupId)), n) : Effect.void
+      })
+    // Held rows acknowledge `epoch`: their old process cannot be working (G3).
+    const ackHeld = (g: Group, now: number, epoch: number): number => {
+      let n = 0
+      for (const row of g.members.values()) {
+        if (held(row, now) && row.ackedEpoch < epoch) {
+          row.ackedEpoch = epoch
           n++
         }
       }
@@ -129,6 +158,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         r.assignedEpoch = g.epoch
         r.assignedSize = g.size
       })
+      ackHeld(g, now, g.epoch)
     }
 
     const viewOf = (g: Group, row: Row, now: number): GroupView => {
@@ -136,7 +166,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       let expired = false
       for (const other of g.members.values()) {
         if (other.ackedEpoch < g.epoch) barrier = false
-        if (other.leaseExpiresAt <= now) expired = true
+        if (reapable(other, now) || (held(other, now) && other.ackedEpoch < g.epoch)) expired = true
       }
       return {
         epoch: g.epoch,
@@ -151,14 +181,47 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     }
 
     const store: MembershipStoreService = {
-      join: (groupId, member, leaseMs) =>
+      join: (groupId, member, leaseMs, statics = {}) =>
         gate("join", member.memberId).pipe(
           Effect.zipRight(storeNow),
           Effect.flatMap((now) => {
             const g = getGroup(groupId, now)
+            const instanceId = statics.instanceId ?? null
+            const graceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
+            const instance = instanceId === null
+              ? undefined
+              : [...g.members.values()].find((r) => r.instanceId === instanceId && !reapable(r, now))
+            if (instance !== undefined && instance.leaseExpiresAt > now && instance.memberId !== member.memberId) {
+              return Effect.fail(
+                new InstanceBusy({ instanceId: instanceId!, holder: `${instance.name} (${instance.host}/${instance.pid})` })
+              )
+            }
+            if (instance !== undefined && instance.index !== null && instance.assignedEpoch === g.epoch) {
+              // The takeover: same index, same epoch, acknowledged; nothing else changes (expired
+              // rows are left to the ordinary reap: removing them is a change).
+              g.members.delete(instance.memberId)
+              const row: Row = {
+                ...instance,
+                ...member,
+                leaseExpiresAt: now + leaseMs,
+                heartbeatAt: now,
+                joinedAt: now,
+                releasedAt: null,
+                stoppingSince: null,
+                ackedEpoch: Math.max(instance.ackedEpoch, g.epoch),
+                instanceId,
+                graceMs
+              }
+              g.members.set(member.memberId, row)
+              return Effect.as(
+                Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1),
+                { ...viewOf(g, row, now), takenOver: true }
+              )
+            }
             removeExpired(g, now)
             g.members.delete(member.memberId)
-            const fresh = g.members.size === 0
+            if (instance !== undefined) g.members.delete(instance.memberId)
+            const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now)
             const row: Row = {
               ...member,
               index: null,
@@ -169,11 +232,14 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               leaseExpiresAt: now + leaseMs,
               heartbeatAt: now,
               joinedAt: now,
-              joinSeq: ++seq
+              joinSeq: ++seq,
+              instanceId,
+              releasedAt: null,
+              graceMs
             }
             g.members.set(member.memberId, row)
             rebalance(g, now, fresh)
-            return Effect.as(notify(g), viewOf(g, row, now))
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), viewOf(g, row, now))
           })
         ),
       heartbeat: (groupId, memberId, ack, leaseMs, options = {}) =>
@@ -203,9 +269,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const g = groups.get(groupId)
             if (g === undefined) return Effect.succeed(0)
             const n = removeExpired(g, now)
-            if (n === 0) return Effect.succeed(0)
+            if (n === 0) return Effect.as(ackHeld(g, now, g.epoch) > 0 ? notify(g) : Effect.void, 0)
             rebalance(g, now, false)
-            return Effect.as(notify(g), n)
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), n)
           })
         ),
       leave: (groupId, memberId) =>
@@ -218,7 +284,21 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const n = removeExpired(g, now)
             if (!had && n === 0) return Effect.succeed(false)
             rebalance(g, now, false)
-            return Effect.as(notify(g), had)
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), had)
+          })
+        ),
+      release: (groupId, memberId) =>
+        gate("release", memberId).pipe(
+          Effect.zipRight(storeNow),
+          Effect.flatMap((now) => {
+            const row = groups.get(groupId)?.members.get(memberId)
+            if (row === undefined || row.instanceId === null) return Effect.succeed(false)
+            const g = groups.get(groupId)!
+            row.releasedAt = now
+            row.leaseExpiresAt = Math.min(row.leaseExpiresAt, now)
+            row.ackedEpoch = Math.max(row.ackedEpoch, g.epoch)
+            row.stoppingSince = null
+            return Effect.as(notify(g), true)
           })
         ),
       wakeups: (groupId) =>
@@ -258,7 +338,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 ackedEpoch: r.ackedEpoch,
                 joinedAt: new Date(r.joinedAt),
                 heartbeatAgeMs: now - r.heartbeatAt,
-                leaseLeftMs: r.leaseExpiresAt - now
+                leaseLeftMs: r.leaseExpiresAt - now,
+                instanceId: r.instanceId,
+                releasedAt: r.releasedAt === null ? null : new Date(r.releasedAt),
+                graceLeftMs: r.instanceId === null ? null : r.leaseExpiresAt + r.graceMs - now
               }))
           })
         ),

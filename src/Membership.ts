@@ -49,7 +49,11 @@ export interface MembershipService {
   readonly whileAssigned: <E, R>(
     work: (assignment: Assignment) => Effect.Effect<unknown, E, R>
   ) => Effect.Effect<void, never, Scope.Scope | R>
-  /** Leaves the group now (the others renegotiate at once, G5). Also done when the scope closes. */
+  /**
+   * Leaves the group now (the others renegotiate at once, G5). Also done when the scope closes. With
+   * an `instanceId` (static membership) it releases the row instead: the index stays held for
+   * `rejoinGrace`, and nobody renegotiates unless the instance does not come back in time.
+   */
   readonly leave: Effect.Effect<void>
 }
 

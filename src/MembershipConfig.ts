@@ -51,6 +51,21 @@ export interface MembershipConfigInput {
   readonly listenUrl?: string | Redacted.Redacted<string> | undefined
   /** Log every state change at INFO (`state: [k/N] assigned epoch 7`, ...) instead of DEBUG. Default false. */
   readonly logStateChanges?: boolean | undefined
+  /**
+   * Static membership (opt-in): a stable identity of this member within its group, unique among its
+   * live members (a StatefulSet pod name, a systemd instance, a host name). A graceful leave then
+   * releases the member's row instead of deleting it, and a crashed member's row is held after its
+   * lease ran out: a restart with the same id within `rejoinGrace` takes the same index in the same
+   * epoch, and the other members do not renegotiate. 1-200 characters, no control characters (NFC).
+   * Default: none (every restart is a leave and a join, as always). See docs/static-membership.md.
+   */
+  readonly instanceId?: string | undefined
+  /**
+   * With `instanceId`: how long a released or expired row is held for its instance before the group
+   * renegotiates without it. Its slice is not served meanwhile. Default 30 seconds (a process
+   * restart under systemd or Kubernetes); at most 1 hour.
+   */
+  readonly rejoinGrace?: Duration.DurationInput | undefined
 }
 
 /**
@@ -73,6 +88,10 @@ export interface ResolvedConfig {
   readonly barrierPoll: Duration.Duration
   readonly listenUrl: Redacted.Redacted<string> | undefined
   readonly logStateChanges: boolean
+  /** Static membership: the instance id (NFC), if any. */
+  readonly instanceId: string | undefined
+  /** Static membership: how long the row is held for its instance (used only with `instanceId`). */
+  readonly rejoinGrace: Duration.Duration
 }
 
 /**
@@ -126,8 +145,17 @@ export const defaults = {
   migrate: true,
   startupTimeout: Duration.seconds(10),
   barrierPoll: Duration.millis(10),
-  logStateChanges: false
+  logStateChanges: false,
+  rejoinGrace: Duration.seconds(30)
 } as const
+
+/**
+ * Longest accepted `rejoinGrace`: a held row's slice is not served, so the grace is bounded.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxRejoinGrace = Duration.hours(1)
 
 /**
  * Longest accepted group id, in characters (the schema checks the same bound).
@@ -196,6 +224,20 @@ const safeDecode = (input: Duration.DurationInput): Duration.Duration | undefine
 
 const ms = Duration.toMillis
 
+/**
+ * Checks an instance id (the rules of group ids) and returns it in Unicode NFC: one instance, one id,
+ * whatever normal form the environment hands over.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateInstanceId = (instanceId: string | undefined): Effect.Effect<string | undefined, InvalidConfig> =>
+  instanceId === undefined
+    ? Effect.succeed(undefined)
+    : validateGroupId(instanceId).pipe(
+      Effect.mapError((e) => new InvalidConfig({ field: "instanceId", reason: e.reason }))
+    )
+
 // A postgres:// URL, kept redacted; messages never show it (it may carry a password).
 const validateListenUrl = (
   input: string | Redacted.Redacted<string> | undefined
@@ -243,6 +285,14 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       })
     }
     const listenUrl = yield* validateListenUrl(input.listenUrl)
+    const instanceId = yield* validateInstanceId(input.instanceId)
+    const rejoinGrace = yield* decodeDuration("rejoinGrace", input.rejoinGrace, defaults.rejoinGrace)
+    if (ms(rejoinGrace) > ms(maxRejoinGrace)) {
+      return yield* new InvalidConfig({
+        field: "rejoinGrace",
+        reason: `${Duration.format(rejoinGrace)} is longer than ${Duration.format(maxRejoinGrace)}: a held row's slice is not served`
+      })
+    }
     const identity = yield* MemberIdentity
     const name = input.name ?? `${identity.host}:${identity.pid}`
     if (name.length > 200 || controlChars.test(name)) {
@@ -261,7 +311,9 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       notifications: input.notifications ?? defaults.notifications,
       migrate: input.migrate ?? defaults.migrate,
       listenUrl,
-      logStateChanges: input.logStateChanges ?? defaults.logStateChanges
+      logStateChanges: input.logStateChanges ?? defaults.logStateChanges,
+      instanceId,
+      rejoinGrace
     }
   })
 
@@ -280,7 +332,9 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
       startupTimeout: Config.duration("STARTUP_TIMEOUT").pipe(Config.withDefault(defaults.startupTimeout), Config.withDescription("How long to wait for the database at start")),
       barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier")),
       listenUrl: Config.redacted("LISTEN_URL").pipe(Config.withDescription("URL of the LISTEN connection (a direct one behind a transaction-mode pooler)"), Config.option, Config.map(Option.getOrUndefined)),
-      logStateChanges: Config.boolean("LOG_STATE_CHANGES").pipe(Config.withDefault(defaults.logStateChanges), Config.withDescription("Log every state change at INFO"))
+      logStateChanges: Config.boolean("LOG_STATE_CHANGES").pipe(Config.withDefault(defaults.logStateChanges), Config.withDescription("Log every state change at INFO")),
+      instanceId: Config.string("INSTANCE_ID").pipe(Config.withDescription("Static membership: this member's stable identity in its group"), Config.option, Config.map(Option.getOrUndefined)),
+      rejoinGrace: Config.duration("REJOIN_GRACE").pipe(Config.withDefault(defaults.rejoinGrace), Config.withDescription("Static membership: how long a released or expired row is held for its instance"))
     }),
     "MODULO_GROUP"
   )
@@ -290,7 +344,7 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
  * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
  * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_LISTEN_URL`,
- * `MODULO_GROUP_LOG_STATE_CHANGES`.
+ * `MODULO_GROUP_LOG_STATE_CHANGES`, `MODULO_GROUP_INSTANCE_ID`, `MODULO_GROUP_REJOIN_GRACE`.
  *
  * @since 0.1.0
  * @category config

@@ -159,3 +159,27 @@ export class FenceBroken extends Data.TaggedError("FenceBroken")<{
     return `Fenced transaction of epoch ${this.epoch} was broken by its own body: ${this.reason}`
   }
 }
+
+/**
+ * A join with an instance id (static membership) found that id held by a live member: another
+ * process with the same instance id renews its lease. The join does not take it (that process may be
+ * working); the member waits and retries until the holder releases it or its lease runs out on the
+ * database clock. A `StoreError` of operation `"join"` (so every store wrapper passes it through),
+ * told apart by `instanceof`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InstanceBusy extends StoreError {
+  /** The instance id asked for. */
+  declare readonly instanceId: string
+  /** Who holds it: `name (host/pid)`. */
+  declare readonly holder: string
+  constructor(args: { readonly instanceId: string; readonly holder: string }) {
+    super({
+      operation: "join",
+      reason: `instance id ${JSON.stringify(args.instanceId)} is held by a live member (${args.holder})`
+    })
+    Object.assign(this, { instanceId: args.instanceId, holder: args.holder })
+  }
+}

@@ -137,3 +137,21 @@ export const clockSteps = Metric.counter("modulo_group_clock_steps_total", {
   description: "Steps of the database clock against the member's monotonic clock beyond the threshold",
   incremental: true
 })
+
+/**
+ * @since 0.1.0
+ * @category metrics
+ */
+export const takeovers = Metric.counter("modulo_group_takeovers_total", {
+  description: "Joins with an instance id that took over its released or expired row (same index, same epoch, no renegotiation)",
+  incremental: true
+})
+
+/**
+ * @since 0.1.0
+ * @category metrics
+ */
+export const graceExpiries = Metric.counter("modulo_group_grace_expiries_total", {
+  description: "Static members' rows deleted because their instance did not come back within rejoinGrace",
+  incremental: true
+})

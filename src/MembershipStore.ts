@@ -40,6 +40,23 @@ export interface GroupView {
   readonly incarnation: number
   /** The store's clock when it judged the lease, in milliseconds since the Unix epoch. */
   readonly clock: number
+  /**
+   * A join only: it took over the released or expired row of its instance id (static membership):
+   * same index, same epoch, no change for the others.
+   */
+  readonly takenOver?: boolean | undefined
+}
+
+/**
+ * Static membership, for `join`: the member's instance id (a stable identity within its group) and
+ * how long its row is held for it after its lease ran out or it released it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StaticJoin {
+  readonly instanceId?: string | undefined
+  readonly rejoinGraceMs?: number | undefined
 }
 
 /**
@@ -84,6 +101,12 @@ export interface MemberRow extends MemberInfo {
   readonly heartbeatAgeMs: number
   /** Milliseconds of lease left (negative: expired), by the store's clock. */
   readonly leaseLeftMs: number
+  /** Static membership: the member's instance id (null or absent: none). */
+  readonly instanceId?: string | null | undefined
+  /** Static membership: when the row was released (a graceful leave); it is held, not live. */
+  readonly releasedAt?: Date | null | undefined
+  /** Static membership: milliseconds until reaping may delete the row (lease plus rejoin grace). */
+  readonly graceLeftMs?: number | null | undefined
 }
 
 /**
@@ -109,8 +132,18 @@ export interface MembershipStoreService {
   /**
    * One transaction under the group lock: reap expired members, drop this member's old row,
    * insert it (acknowledging the new epoch), reassign indices, bump the epoch, notify.
+   *
+   * With an instance id (`statics`): if a row of that id exists and its lease is not live (released,
+   * or run out on the store's clock), take it over instead: this member's id, a fresh lease, the
+   * same index in the same epoch, acknowledged; nothing else changes (`takenOver`). If its lease is
+   * live, fail with `InstanceBusy` and change nothing.
    */
-  readonly join: (groupId: string, member: MemberInfo, leaseMs: number) => Effect.Effect<GroupView, StoreError>
+  readonly join: (
+    groupId: string,
+    member: MemberInfo,
+    leaseMs: number,
+    statics?: StaticJoin | undefined
+  ) => Effect.Effect<GroupView, StoreError>
   /**
    * One statement: renew the lease if it has not expired, record the acknowledged epoch, return the
    * group's view, read from one committed state. `None` when the row is gone or its lease expired:
@@ -130,6 +163,14 @@ export interface MembershipStoreService {
   readonly reap: (groupId: string) => Effect.Effect<number, StoreError>
   /** Under the group lock: delete this member (and expired ones); if any, reassign and bump. */
   readonly leave: (groupId: string, memberId: string) => Effect.Effect<boolean, StoreError>
+  /**
+   * Static membership, the graceful leave of a member with an instance id, once its work has
+   * stopped: under the group lock, its row stays (index kept, epoch unchanged: nobody renegotiates),
+   * its lease ends now, and it acknowledges the current epoch. Reaping deletes the row once its
+   * rejoin grace has passed; a join with its instance id takes it over before. `false` when this
+   * member has no row (or no instance id).
+   */
+  readonly release: (groupId: string, memberId: string) => Effect.Effect<boolean, StoreError>
   /** Wake-ups after any change of the group. Lossy: polling stays the source of truth. */
   readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
   /** The group row, if the group exists. */

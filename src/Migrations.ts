@@ -33,7 +33,8 @@ export const migrations = [
   { version: 1, name: "0001_init" },
   { version: 2, name: "0002_consistent_views" },
   { version: 3, name: "0003_fence_commit_check" },
-  { version: 4, name: "0004_change_log" }
+  { version: 4, name: "0004_change_log" },
+  { version: 5, name: "0005_static_membership" }
 ] as const
 
 /**
@@ -76,7 +77,8 @@ export const requiredObjects: ReadonlyArray<{
     version: 4,
     table: "change_log",
     columns: ["id", "group_id", "epoch", "size", "incarnation", "changed_at", "cause", "subject", "assignment"]
-  }
+  },
+  { version: 5, table: "members", columns: ["instance_id", "released_at", "rejoin_grace_ms"] }
 ]
 
 /**

@@ -8,12 +8,13 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, HashMap, Layer, Option, Redacted, Ref, Schedule } from "effect"
+import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule } from "effect"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
-import { DatabaseUnavailable, SchemaMismatch, StoreError } from "./MembershipError.js"
+import { DatabaseUnavailable, InstanceBusy, SchemaMismatch, StoreError } from "./MembershipError.js"
+import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberRow, MembershipStoreService } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 import * as Migrations from "./Migrations.js"
@@ -99,9 +100,11 @@ export const make = (options: Options = {}) =>
       ? Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
       : Effect.succeed(null)
 
-    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError>) =>
+    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError>) =>
       effect.pipe(
-        Effect.mapError((cause) => new StoreError({ operation, reason: describe(cause), cause })),
+        Effect.mapError((cause) =>
+          cause instanceof StoreError ? cause : new StoreError({ operation, reason: describe(cause), cause })
+        ),
         // A defect of the driver (a backend killed in the middle of a statement) is a store error too.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
         // On timeout or interruption, return at once: the driver's query cancel and a transaction's
@@ -148,7 +151,7 @@ export const make = (options: Options = {}) =>
     ) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "reassign")
-        yield* Statements.reassignIndices(sql, groupId, epoch + 1)
+        yield* Statements.reassignIndices(sql, groupId, epoch + 1, now)
         yield* onStatement(operation, "bump")
         const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
         yield* onStatement(operation, "log")
@@ -157,12 +160,13 @@ export const make = (options: Options = {}) =>
       })
 
     // Every membership change: one transaction that first takes the group row lock (the arbiter).
-    // `body` gets the epoch to build on and whether the epochs were found behind an acknowledgement.
+    // `body` gets the epoch to build on, whether the epochs were found behind an acknowledgement, and
+    // the group row's size and incarnation.
     const change = <A, E, R>(
       operation: string,
       groupId: string,
       now: string | null,
-      body: (epoch: number, behind: boolean) => Effect.Effect<A, E, R>
+      body: (epoch: number, behind: boolean, group: { readonly size: number; readonly incarnation: number }) => Effect.Effect<A, E, R>
     ) =>
       readCommitted(
         operation,
@@ -178,12 +182,16 @@ export const make = (options: Options = {}) =>
           const [g] = yield* Statements.selectGroupForUpdate(sql, groupId)
           const epoch = num(g!.epoch)
           const acked = num(g!.acked)
-          return yield* body(Math.max(epoch, acked), acked > epoch)
+          return yield* body(Math.max(epoch, acked), acked > epoch, { size: num(g!.size), incarnation: num(g!.incarnation) })
         })
       )
 
-    const deleteExpired = (operation: string, groupId: string, now: string | null) =>
-      Effect.zipRight(onStatement(operation, "reap"), Statements.deleteExpired(sql, groupId, now))
+    const deleteExpired = (operation: string, groupId: string, now: string | null, epoch: number | null = null) =>
+      Effect.zipRight(onStatement(operation, "reap"), Statements.deleteExpired(sql, groupId, now, epoch))
+
+    // Static rows whose rejoin grace ran out (deleted by a reap, a leave or a join), and takeovers.
+    const countGraceExpiries = (groupId: string, n: number) =>
+      n > 0 ? Metric.update(Metrics.graceExpiries.pipe(Metric.tagged("group", groupId)), n) : Effect.void
 
     // Rows that no longer add up to the group's size were edited by hand. A surplus is repaired at
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
@@ -225,17 +233,64 @@ export const make = (options: Options = {}) =>
       })
 
     const store: MembershipStoreService = {
-      join: (groupId, member, leaseMs) =>
+      join: (groupId, member, leaseMs, statics = {}) =>
         wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
-            change("join", groupId, now, (epoch, behind) =>
+            change("join", groupId, now, (epoch, behind, group) =>
               Effect.gen(function*() {
-                // Reap expired members, and this member's own earlier row if any.
+                const instanceId = statics.instanceId ?? null
+                const rejoinGraceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
+                // Static: the instance's row first (a row past its grace counts as gone). A takeover
+                // changes nothing else, not even expired rows: reaping them is a change, left to the
+                // ordinary reap, so a takeover never moves anyone.
+                let held: Statements.InstanceRow | undefined = undefined
+                if (instanceId !== null) {
+                  yield* onStatement("join", "instance")
+                  ;[held] = yield* Statements.selectInstance(sql, groupId, instanceId, now)
+                  if (held !== undefined) {
+                    // Live and not ours: its process may be working. Never steal it: wait.
+                    if (held.live && held.member_id !== member.memberId) {
+                      return yield* new InstanceBusy({ instanceId, holder: `${held.name} (${held.host}/${held.pid})` })
+                    }
+                    // Its lease is not live (released after its work stopped, or run out on this
+                    // clock: G3): take it over, same index in the same epoch, unless the rows were
+                    // found out of step with the group (then a fresh row and a change, as without).
+                    if (!behind && held.idx !== null && num(held.assigned_epoch) === epoch) {
+                      yield* onStatement("join", "takeover")
+                      const [taken] = yield* Statements.takeOver(
+                        sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now
+                      )
+                      if (taken !== undefined) {
+                        yield* onStatement("join", "view")
+                        const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
+                        yield* Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1)
+                        return {
+                          epoch,
+                          size: group.size,
+                          index: taken.idx,
+                          acked: epoch,
+                          allAcked: num(me!.unacked) === 0,
+                          expired: false,
+                          incarnation: group.incarnation,
+                          clock: num(me!.clock_ms),
+                          takenOver: true
+                        } satisfies GroupView
+                      }
+                    }
+                  }
+                }
+                // Reap expired members, and this member's own earlier row if any (but the row of its
+                // instance id: dropped below, whoever it was).
                 yield* onStatement("join", "reap")
-                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now)
+                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now, instanceId)
+                yield* countGraceExpiries(groupId, num(left!.grace_expired))
+                if (held !== undefined) {
+                  yield* onStatement("join", "drop")
+                  yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
+                }
                 yield* onStatement("join", "insert")
-                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now)
+                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })
                 const g = yield* rebalance(
                   "join",
                   groupId,
@@ -257,7 +312,7 @@ export const make = (options: Options = {}) =>
                   incarnation: g.incarnation,
                   clock: num(me!.clock_ms)
                 } satisfies GroupView
-              })).pipe(Effect.tap((view) => notify("join", groupId, String(view.epoch)))))
+              })).pipe(Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))))
         ),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) =>
@@ -296,7 +351,10 @@ export const make = (options: Options = {}) =>
           Effect.flatMap(nowParam, (now) =>
             change("reap", groupId, now, (epoch, behind) =>
               Effect.gen(function*() {
-                const gone = yield* deleteExpired("reap", groupId, now)
+                // Also acknowledges the epoch for held static rows (see Statements.deleteExpired).
+                const rows = yield* deleteExpired("reap", groupId, now, epoch)
+                const gone = rows.filter((r) => !r.acked)
+                yield* countGraceExpiries(groupId, gone.filter((r) => r.instance_id !== null).length)
                 // Also when the rows no longer match the group (a row deleted, added or restamped by hand).
                 yield* onStatement("reap", "check")
                 const [c] = yield* Statements.selectRowsOff(sql, groupId)
@@ -305,7 +363,7 @@ export const make = (options: Options = {}) =>
                   const cause = gone.length > 0 ? "reap" : "repair"
                   yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null)
                 }
-                return { gone: gone.length, changed }
+                return { gone: gone.length, changed: changed || rows.length > gone.length }
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
                 Effect.map(({ gone }) => gone)
@@ -321,6 +379,7 @@ export const make = (options: Options = {}) =>
                 yield* onStatement("leave", "delete")
                 const mine = yield* Statements.deleteMember(sql, groupId, memberId)
                 const gone = yield* deleteExpired("leave", groupId, now)
+                yield* countGraceExpiries(groupId, gone.filter((r) => r.instance_id !== null).length)
                 const changed = mine.length + gone.length > 0
                 if (changed) {
                   yield* rebalance("leave", groupId, now, epoch, behind, mine.length > 0 ? "leave" : "reap", mine.length > 0 ? memberId : null)
@@ -329,6 +388,21 @@ export const make = (options: Options = {}) =>
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
                 Effect.map(({ mine }) => mine)
+              ))
+        ),
+
+      release: (groupId, memberId) =>
+        wrap(
+          "release",
+          Effect.flatMap(nowParam, (now) =>
+            change("release", groupId, now, (epoch) =>
+              Effect.gen(function*() {
+                yield* onStatement("release", "release")
+                const rows = yield* Statements.releaseMember(sql, groupId, memberId, epoch, now)
+                return rows.length > 0
+              })).pipe(
+                // Its acknowledgement may complete a barrier: wake the others.
+                Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
               ))
         ),
 
@@ -365,7 +439,10 @@ export const make = (options: Options = {}) =>
                     ackedEpoch: num(r.acked_epoch),
                     joinedAt: r.joined_at,
                     heartbeatAgeMs: num(r.heartbeat_age_ms),
-                    leaseLeftMs: num(r.lease_left_ms)
+                    leaseLeftMs: num(r.lease_left_ms),
+                    instanceId: r.instance_id,
+                    releasedAt: r.released_at,
+                    graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms)
                   }))
               )
             ))

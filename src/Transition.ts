@@ -68,6 +68,12 @@ export type Event = Data.TaggedEnum<{
   ScopeClosing: {}
   /** The leave transaction finished (or gave up: the lease then expires on its own). */
   LeaveDone: {}
+  /**
+   * Static membership: the join found this member's instance id held by a live member (`holder`),
+   * which may be working: nothing was changed, and the member retries (until the holder releases
+   * it or its lease runs out on the database clock).
+   */
+  InstanceBusy: { readonly instanceId: string; readonly holder: string }
 }>
 
 /**
@@ -94,7 +100,8 @@ export const eventTags = [
   "StopTimedOut",
   "LeaveRequested",
   "ScopeClosing",
-  "LeaveDone"
+  "LeaveDone",
+  "InstanceBusy"
 ] as const satisfies ReadonlyArray<Event["_tag"]>
 
 /**
@@ -197,6 +204,9 @@ const joining = (state: MemberState, event: Event): Step => {
     case "Joined":
       return enter(event.view)
     case "JoinFailed":
+      return [state, [Command.ScheduleJoinRetry()]]
+    case "InstanceBusy":
+      // Never take an instance id from a live holder: wait and ask again.
       return [state, [Command.ScheduleJoinRetry()]]
     case "RetryJoin":
       return [MemberState.Joining(), [Command.Join()]]
@@ -464,6 +474,13 @@ export interface Member {
    * leave holds the barrier itself (`HoldUntilStopped`), and deletes the row retrying (`LeaveRetried`).
    */
   readonly closing: boolean
+  /**
+   * Static membership: the member's instance id. With one, a graceful leave releases the row
+   * (`Release`) instead of deleting it (`Leave`).
+   */
+  readonly instanceId?: string | undefined
+  /** "Held by a live member" has been logged since the last join (said once per wait). */
+  readonly instanceBusyLogged?: boolean | undefined
 }
 
 /**
@@ -472,7 +489,7 @@ export interface Member {
  * @since 0.1.0
  * @category constructors
  */
-export const initialMember = (timing: Timing): Member => ({
+export const initialMember = (timing: Timing, instanceId?: string | undefined): Member => ({
   timing,
   state: MemberState.Joining(),
   deadline: undefined,
@@ -485,7 +502,8 @@ export const initialMember = (timing: Timing): Member => ({
   clockReading: undefined,
   clockStepLogged: false,
   fencedFor: undefined,
-  closing: false
+  closing: false,
+  ...(instanceId === undefined ? {} : { instanceId, instanceBusyLogged: false })
 })
 
 /**
@@ -591,10 +609,15 @@ export type Instruction = Data.TaggedEnum<{
   HoldUntilStopped: { readonly everyMillis: number }
   /** Renew the lease now (the lease keeper has stopped), and apply the reply as `RenewalReplied`. */
   Renew: { readonly stuck: boolean }
+  /**
+   * Static membership: release this member's row instead of deleting it (index kept, epoch
+   * unchanged; its work has stopped). Reports `LeaveDone` like `Leave`.
+   */
+  Release: {}
   /** Log an error and count it (`modulo_group_alarms_total`). */
   Alarm: { readonly reason: string }
   /** Log a line. */
-  Log: { readonly level: "Warning" | "Error"; readonly message: string }
+  Log: { readonly level: "Warning" | "Error" | "Info"; readonly message: string }
   /** Hand `event` to the driver. */
   Report: { readonly event: Event }
   /** Record a metric: counters add `value`, the histogram records it, the gauge is set to it. */
@@ -652,9 +675,13 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         clockReading: { sentAt, database: event.view.clock, roundTrip: (event.receivedAt ?? now) - sentAt },
         deadline: sentAt + timing.validMs
       }
+      if (m.instanceBusyLogged === true) m = { ...m, instanceBusyLogged: false }
       break
     }
     case "JoinFailed":
+      m = { ...m, joinFailures: m.joinFailures + 1 }
+      break
+    case "InstanceBusy":
       m = { ...m, joinFailures: m.joinFailures + 1 }
       break
     case "StopTimedOut":
@@ -676,6 +703,15 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     commands = commands.filter((c) => c !== start)
   }
   const instructions: Array<Instruction> = []
+  if (event._tag === "InstanceBusy" && commands.length > 0 && m.instanceBusyLogged !== true) {
+    // Said once per wait (until a join succeeds), not at every retry.
+    m = { ...m, instanceBusyLogged: true }
+    instructions.push(Instruction.Log({
+      level: "Warning",
+      message: `instance id ${JSON.stringify(event.instanceId)} is held by a live member (${event.holder}); ` +
+        "waiting until it releases or its lease expires"
+    }))
+  }
   // Stuck at scope close: nobody renews nor watches the work in the background any more. The final
   // leave holds the barrier itself, alarming every heartbeat and the first time at once, with how
   // long the work has run on (`StuckHeartbeat`): that alarm stands for the stop timeout's.
@@ -686,7 +722,11 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         if (!holdAtClose) instructions.push(c)
         break
       case "Leave":
-        instructions.push(m.closing ? Instruction.LeaveRetried({ everyMillis: leaveRetryMs }) : c)
+        // At scope close, retried; static membership: a graceful leave releases the row (the work
+        // has stopped by now).
+        instructions.push(
+          m.closing ? Instruction.LeaveRetried({ everyMillis: leaveRetryMs }) : m.instanceId !== undefined ? Instruction.Release() : c
+        )
         break
       case "ScheduleJoinRetry":
         instructions.push(Instruction.RetryJoinIn({ millis: joinBackoff(timing, m.joinFailures) }))

@@ -259,3 +259,49 @@ describe("model: the harness itself", () => {
     expect(log.violations.length).toBe(before)
   })
 })
+
+describe("model: static membership", () => {
+  const startsOf = (trace: ReadonlyArray<string>, label: string) =>
+    trace.filter((l) => l.includes(` ${label} starts work: `)).map((l) => l.replace(/^.* starts work: /, ""))
+
+  it("a static member that leaves and comes back within the grace takes its seat in the same epoch; nobody else restarts", () => {
+    const s = script([
+      "join m0",
+      "join m1",
+      "join m2",
+      "wait 500 ms",
+      "m1 leaves",
+      "wait 100 ms",
+      "join m1",
+      "wait 300 ms"
+    ], { statics: true, latencyMs: 1, seed: 3 })
+    const r = runSchedule(s, { trace: true })
+    expect(r.violations).toEqual([])
+    const before = startsOf(r.trace, "m1").at(-1)
+    expect(before).toBeDefined()
+    expect(startsOf(r.trace, "m1#2")).toEqual([before])
+    // m0 and m2 started once after the group formed (in the last epoch), and never again.
+    expect(startsOf(r.trace, "m0").at(-1)?.split(" ")[1]).toBe(before!.split(" ")[1])
+  })
+
+  it("a static member that crashes and comes back within the grace waits for its lease, then takes its seat", () => {
+    const s = script([
+      "join m0",
+      "join m1",
+      "wait 500 ms",
+      "m1 crashes (store calls hang forever)",
+      "join m1",
+      "wait 1400 ms"
+    ], { statics: true, latencyMs: 1, seed: 5 })
+    const r = runSchedule(s, { trace: true })
+    expect(r.violations).toEqual([])
+    expect(startsOf(r.trace, "m1#2")).toEqual([startsOf(r.trace, "m1").at(-1)])
+  })
+
+  it("a static member that does not come back is renegotiated away after its grace", () => {
+    const s = script(["join m0", "join m1", "join m2", "wait 500 ms", "m2 leaves", "wait 800 ms"], { statics: true, seed: 9 })
+    const r = runSchedule(s, { trace: true })
+    expect(r.violations).toEqual([])
+    expect(startsOf(r.trace, "m0").at(-1)).toMatch(/index \d\/2$/)
+  })
+})

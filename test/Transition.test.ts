@@ -72,7 +72,8 @@ const events: { readonly [T in EventTag]: Ev } = {
   StopTimedOut: Event.StopTimedOut(),
   LeaveRequested: Event.LeaveRequested(),
   ScopeClosing: Event.ScopeClosing(),
-  LeaveDone: Event.LeaveDone()
+  LeaveDone: Event.LeaveDone(),
+  InstanceBusy: Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" })
 }
 
 type Outcome = "ignored" | readonly [State, ReadonlyArray<Cmd>]
@@ -178,7 +179,9 @@ const joiningRow = (state: State): { readonly [T in EventTag]: Row } => ({
   LeaveRequested: to(leaving(false), Command.Leave()),
   // A join in flight was waiting for old work to stop (and the StopWork of a loss was interrupted).
   ScopeClosing: closing("old work may still be stopping: stop it, then leave"),
-  LeaveDone: ignored
+  LeaveDone: ignored,
+  // Static membership: a live member holds the instance id; wait (the step says so once).
+  InstanceBusy: to(state, Command.ScheduleJoinRetry())
 })
 
 /** The row is gone: in time (its lease ran out), or early (its local deadline was still ahead). */
@@ -237,7 +240,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     StopTimedOut: ignored,
     LeaveRequested: to(leaving(false), Command.Leave()),
     ScopeClosing: closing("an Ack in flight may have been waiting for the work: stop it, then leave"),
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Assigned: {
     Joined: ignored,
@@ -279,7 +283,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     // Break 3: never delete the row while work may run. Leave follows WorkStopped (see Leaving).
     LeaveRequested: to(leaving(true), Command.StopWork()),
     ScopeClosing: closing("stop the work; the row goes after WorkStopped"),
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Renegotiating: {
     Joined: ignored,
@@ -346,7 +351,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ],
     // The stop in flight was interrupted with the driver: ask again, and wait again.
     ScopeClosing: closing("the stop in flight was interrupted: stop again", ["stuck: the stop timeout starts over", renegotiating(true)]),
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Fenced: {
     Joined: ignored,
@@ -410,7 +416,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
       ["stopping: the stop in flight was interrupted: stop again", fenced(true)],
       ["stuck: the stop timeout starts over", fenced(true, true)]
     ),
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   },
   Leaving: {
     Joined: ignored,
@@ -452,7 +459,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     LeaveDone: [
       { then: to(S.Left()) },
       { when: "stopping: no leave was sent", state: leaving(true), then: ignored }
-    ]
+    ],
+    InstanceBusy: ignored
   },
   Left: {
     Joined: ignored,
@@ -466,7 +474,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     StopTimedOut: ignored,
     LeaveRequested: ignored,
     ScopeClosing: ignored,
-    LeaveDone: ignored
+    LeaveDone: ignored,
+    InstanceBusy: ignored
   }
 }
 
@@ -655,7 +664,8 @@ const eventArb: fc.Arbitrary<Ev> = fc.oneof(
   fc.constant(Event.StopTimedOut()),
   fc.constant(Event.LeaveRequested()),
   fc.constant(Event.ScopeClosing()),
-  fc.constant(Event.LeaveDone())
+  fc.constant(Event.LeaveDone()),
+  fc.constant(Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" }))
 )
 
 const tags = (commands: ReadonlyArray<Cmd>) => commands.map((c) => c._tag)
@@ -888,6 +898,47 @@ describe("step: events", () => {
         ? S.Fenced({ epoch: expected.epoch, index: expected.index, size: expected.size, incarnation: expected.incarnation, stopping: false, stuck: false })
         : expected
     )
+  })
+})
+
+describe("step: static membership", () => {
+  const busy = Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" })
+  const waiting = Instruction.Log({
+    level: "Warning",
+    message: 'instance id "w1" is held by a live member (w1 (host/42)); waiting until it releases or its lease expires'
+  })
+
+  it("an instance id held by a live member: waits with the join backoff, says so once until a join succeeds", () => {
+    const m = member(S.Joining(), { deadline: undefined, instanceId: "w1", instanceBusyLogged: false })
+    const [m1, first] = Transition.step(m, busy, 0)
+    expect(first).toEqual([waiting, Instruction.RetryJoinIn({ millis: 100 })])
+    expect(m1).toMatchObject({ state: S.Joining(), joinFailures: 1, instanceBusyLogged: true })
+    const [m2, second] = Transition.step(m1, busy, 100)
+    expect(second).toEqual([Instruction.RetryJoinIn({ millis: 200 })])
+    const [m3] = Transition.step(m2, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 200 }), 210)
+    expect(m3).toMatchObject({ joinFailures: 0, instanceBusyLogged: false })
+    expect(Transition.step(m3, busy, 300)[1]).toEqual([])
+  })
+
+  it("with an instance id, a graceful leave releases the row instead of deleting it; without, it leaves", () => {
+    const statics = member(S.Awaiting(slot(5)), { instanceId: "w1" })
+    expect(Transition.step(statics, Event.LeaveRequested(), 0)[1]).toEqual([Instruction.Release()])
+    expect(Transition.step(member(S.Awaiting(slot(5))), Event.LeaveRequested(), 0)[1]).toEqual([Instruction.Leave()])
+    // Work first: the release follows WorkStopped, as the leave does.
+    const [stopping, stop] = Transition.step(member(S.Assigned(slot(5)), { instanceId: "w1" }), Event.LeaveRequested(), 0)
+    expect(stop).toEqual([Instruction.StopWork()])
+    expect(Transition.step(stopping, Event.WorkStopped(), 10)[1]).toEqual([Instruction.Release()])
+  })
+
+  it("a takeover's join (same epoch, everyone acknowledged) starts work at once", () => {
+    const m = member(S.Joining(), { deadline: undefined, instanceId: "w1" })
+    const [after, instructions] = Transition.step(
+      m,
+      Event.Joined({ view: view({ epoch: 5, allAcked: true, takenOver: true }), sentAt: 0, receivedAt: 5 }),
+      5
+    )
+    expect(after.state).toEqual(S.Assigned(slot(5)))
+    expect(instructions).toEqual([Instruction.StartWork({ slot: slot(5) })])
   })
 })
 

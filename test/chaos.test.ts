@@ -120,6 +120,20 @@ describe("chaos (fixed seed, child processes)", () => {
     expectPassed(run)
   }, 170_000)
 
+  it("static membership: restarts with the same instance id (SIGTERM and SIGKILL) among the other faults", async () => {
+    const run = await runChaos(
+      [
+        "--members", "4", "--duration", "25s", "--seed", "13", ...TIMING,
+        "--instance-ids", "--rejoin-grace", "2s", "--kinds", "static-restart,static-kill,kill,leave,sigstop"
+      ],
+      120_000
+    )
+    for (const kind of ["static-restart", "static-kill"]) {
+      expect(run.report.faults[kind] ?? 0, `${kind} faults`).toBeGreaterThan(0)
+    }
+    expectPassed(run)
+  }, 140_000)
+
   it("with notifications off, under churn of the index-0 member mixed with the other faults, too", async () => {
     const run = await runChaos(
       ["--members", MEMBERS, "--duration", "15s", "--seed", CHURN_SEED, ...TIMING, "--schedule", "churn", "--notifications", "off"],

@@ -95,6 +95,17 @@ const join = Command.make(
       Options.withDescription("Address the metrics server binds to (default 127.0.0.1)"),
       Options.withDefault("127.0.0.1")
     ),
+    instanceId: Options.text("instance-id").pipe(
+      Options.withPseudoName("id"),
+      Options.withDescription(
+        "Static membership: a stable identity in the group (default: $MODULO_GROUP_INSTANCE_ID). A restart with the same id takes its index back without a renegotiation"
+      ),
+      Options.optional
+    ),
+    rejoinGrace: Durations.optionalOption(
+      "rejoin-grace",
+      "With --instance-id: how long a stopped or crashed member's index is held for it (default: $MODULO_GROUP_REJOIN_GRACE, else 30s)"
+    ),
     databaseUrl,
     verbose
   },
@@ -104,6 +115,8 @@ const join = Command.make(
         listenUrl: o.listenUrl,
         metricsPort: Option.getOrUndefined(o.metricsPort),
         metricsHost: o.metricsHost,
+        instanceId: o.instanceId,
+        rejoinGrace: o.rejoinGrace,
         group: o.group,
         name: Option.getOrUndefined(o.name),
         workInterval: o.workInterval,

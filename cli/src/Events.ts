@@ -26,6 +26,11 @@ export interface JoinEvent {
   readonly epoch: number | null
   readonly index: number | null
   readonly size: number | null
+  /**
+   * The member's instance id (static membership, `--instance-id`), `null` without one. `join`
+   * always writes it (optional in the type for records of older versions).
+   */
+  readonly instance?: string | null
 }
 
 /**
@@ -41,20 +46,33 @@ const slotOf = (state: MemberState) =>
  * @since 0.1.0
  * @internal
  */
-export const stateEvent = (member: string, group: string, state: MemberState, now: Date): JoinEvent => ({
+export const stateEvent = (
+  member: string,
+  group: string,
+  state: MemberState,
+  now: Date,
+  instance: string | null = null
+): JoinEvent => ({
   ts: now.toISOString(),
   member,
   group,
   event: "state",
   state: stateName(state),
-  ...slotOf(state)
+  ...slotOf(state),
+  instance
 })
 
 /**
  * @since 0.1.0
  * @internal
  */
-export const workEvent = (member: string, group: string, a: Assignment, now: Date): JoinEvent => ({
+export const workEvent = (
+  member: string,
+  group: string,
+  a: Assignment,
+  now: Date,
+  instance: string | null = null
+): JoinEvent => ({
   ts: now.toISOString(),
   member,
   group,
@@ -62,7 +80,8 @@ export const workEvent = (member: string, group: string, a: Assignment, now: Dat
   state: "assigned",
   epoch: a.epoch,
   index: a.index,
-  size: a.size
+  size: a.size,
+  instance
 })
 
 /**

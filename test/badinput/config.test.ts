@@ -4,7 +4,7 @@
  * `Membership.make`, `PgMembership.layer` and `PgMembership.layerFromEnv` (environment variables).
  */
 import { expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer } from "effect"
+import { ConfigProvider, Duration, Effect, Layer } from "effect"
 import * as Membership from "../../src/Membership.js"
 import * as PgMembership from "../../src/PgMembership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
@@ -119,4 +119,31 @@ it.effect("from the environment: a zero, negative or NaN duration, and a short l
         : String(error)
       expect(text).toMatch(reason)
     }
+  }))
+
+it.effect("static membership: instanceId follows the group id rules (NFC), rejoinGrace is a positive duration of at most an hour", () =>
+  Effect.gen(function*() {
+    const resolved = yield* MembershipConfig.make(ok)
+    expect(resolved.instanceId).toBeUndefined()
+    expect(resolved.rejoinGrace).toEqual(MembershipConfig.defaults.rejoinGrace)
+    const nfd = "w\u0065\u0301" // "wé" in NFD
+    expect((yield* MembershipConfig.make({ ...ok, instanceId: nfd })).instanceId).toBe("w\u00e9")
+    for (const [instanceId, reason] of [["", /empty/], ["  ", /whitespace/], ["a\u0000b", /control/], ["x".repeat(201), /at most 200/]] as const) {
+      const error = yield* Effect.flip(MembershipConfig.make({ ...ok, instanceId }))
+      expect(error._tag).toBe("InvalidConfig")
+      expect(error.message).toMatch(/"instanceId"/)
+      expect(error.message).toMatch(reason)
+    }
+    for (const [rejoinGrace, reason] of [[0, /greater than zero/], ["2 hours", /longer than 1h/], ["soon", /not a duration/]] as const) {
+      const error = yield* Effect.flip(MembershipConfig.make({ ...ok, instanceId: "w1", rejoinGrace: rejoinGrace as Duration.DurationInput }))
+      expect(error.message).toMatch(/"rejoinGrace"/)
+      expect(error.message).toMatch(reason)
+    }
+    // From the environment.
+    const env = new Map([["MODULO_GROUP_GROUP_ID", "g"], ["MODULO_GROUP_INSTANCE_ID", "pod-3"], ["MODULO_GROUP_REJOIN_GRACE", "45 seconds"]])
+    const fromEnv = yield* MembershipConfig.fromEnv({ heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" }).pipe(
+      Effect.withConfigProvider(ConfigProvider.fromMap(env, { pathDelim: "_" }))
+    )
+    expect(fromEnv.instanceId).toBe("pod-3")
+    expect(fromEnv.rejoinGrace).toEqual(Duration.seconds(45))
   }))

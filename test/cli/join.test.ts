@@ -129,7 +129,7 @@ describe("modulo-group join (child processes)", () => {
 /** Exactly the documented fields, with the documented types. */
 const checkFormat = (events: ReadonlyArray<JoinEvent>) => {
   for (const e of events) {
-    expect(Object.keys(e)).toEqual(["ts", "member", "group", "event", "state", "epoch", "index", "size"])
+    expect(Object.keys(e)).toEqual(["ts", "member", "group", "event", "state", "epoch", "index", "size", "instance"])
     expect(e.ts).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
     expect(["state", "work"]).toContain(e.event)
     expect(["joining", "awaiting", "assigned", "renegotiating", "fenced", "lost", "leaving", "left"]).toContain(e.state)

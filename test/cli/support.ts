@@ -26,6 +26,8 @@ export interface JoinEvent {
   readonly epoch: number | null
   readonly index: number | null
   readonly size: number | null
+  /** The instance id (`--instance-id`), null without one. */
+  readonly instance?: string | null
 }
 
 export interface Exited {

@@ -43,8 +43,10 @@ describe("Events", () => {
       state: "joining",
       epoch: null,
       index: null,
-      size: null
+      size: null,
+      instance: null
     })
+    expect(Events.stateEvent("m", "g", MemberState.Joining(), at, "w1").instance).toBe("w1")
     const renegotiating = MemberState.Renegotiating({
       epoch: 4,
       index: 1,
@@ -68,7 +70,8 @@ describe("Events", () => {
       "state",
       "epoch",
       "index",
-      "size"
+      "size",
+      "instance"
     ])
   })
 })
@@ -97,5 +100,22 @@ describe("Status.deriveStates", () => {
 
   it("a lease gone: expired, whatever it acknowledged", () => {
     expect(Status.deriveStates(group, [row(5, 900), row(5, 0), row(4, -20)])).toEqual(["awaiting", "expired", "expired"])
+  })
+
+  it("static membership: a released row, and an expired one within its grace, are held; past the grace, expired", () => {
+    const held = (releasedAt: Date | null, graceLeftMs: number) => ({ ...row(5, -100), instanceId: "w1", releasedAt, graceLeftMs })
+    expect(Status.deriveStates(group, [row(5, 900), held(new Date(0), 4_000), held(null, 4_000), held(null, -5)])).toEqual([
+      "assigned",
+      "released",
+      "held",
+      "expired"
+    ])
+    const text = Status.renderStatus({
+      group: { ...group, groupId: "g", changedAt: new Date(0) },
+      members: [{ ...held(new Date(0), 4_200), state: "released" }]
+    })
+    expect(text).toMatch(/INSTANCE/)
+    expect(text).toMatch(/w1/)
+    expect(text).toMatch(/released: index held 4\.2s more/)
   })
 })

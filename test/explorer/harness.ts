@@ -18,6 +18,7 @@ import { Deferred, Duration, Effect, Fiber, FiberRef, Option, Redacted } from "e
 import { randomUUID } from "node:crypto"
 import pg from "pg"
 import { fencedWith } from "../../src/Fenced.js"
+import { InstanceBusy } from "../../src/MembershipError.js"
 import type { GroupView, MemberRow, MembershipStoreService } from "../../src/MembershipStore.js"
 import { MemberState } from "../../src/MemberState.js"
 import * as Transition from "../../src/Transition.js"
@@ -183,11 +184,14 @@ const stepwise = <A, E, R>(operation: string, effect: Effect.Effect<A, E, R>) =>
 // --- the known state and the operations -------------------------------------------------------
 
 export const LEASE_MS = 60_000
+/** a's rejoin grace: longer than any schedule, so its released row is held throughout. */
+const STATIC_GRACE_MS = 3_600_000
 
 /**
  * Epoch 4, size 4: a (index 0), b (1), x (2, lease expired), c (3), stamped with epoch 4 as a change
  * would have. Everyone has acknowledged 4 but b (still at 2, as after its own join): the barrier is
- * up, and b's next heartbeat lowers it.
+ * up, and b's next heartbeat lowers it. a is a static member (instance id "ia", a grace of an hour):
+ * `release` releases it, `takeover` is e joining with its instance id.
  */
 export const setupGroup = (observer: Observer) =>
   Effect.gen(function*() {
@@ -197,7 +201,8 @@ export const setupGroup = (observer: Observer) =>
       b: randomUUID(),
       x: randomUUID(),
       c: randomUUID(),
-      d: randomUUID()
+      d: randomUUID(),
+      e: randomUUID()
     }
     const epoch = 4
     yield* observer.query(
@@ -205,10 +210,12 @@ export const setupGroup = (observer: Observer) =>
          INSERT INTO modulo_group.groups (group_id, epoch, size, changed_at) VALUES ($1, ${epoch}, 4, now()) RETURNING group_id
        )
        INSERT INTO modulo_group.members
-         (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name)
+         (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name,
+          instance_id, rejoin_grace_ms)
        SELECT v.id::uuid, g.group_id, v.idx, v.acked, ${epoch}, 4,
               now() + CASE WHEN v.expired THEN interval '-1 hour' ELSE ${LEASE_MS} * interval '1 millisecond' END,
-              now(), now(), v.name
+              now(), now(), v.name,
+              CASE WHEN v.name = 'a' THEN 'ia' END, CASE WHEN v.name = 'a' THEN ${STATIC_GRACE_MS} ELSE 0 END
          FROM g, (VALUES ($2, 0, ${epoch}, false, 'a', 1), ($3, 1, 2, false, 'b', 2),
                          ($4, 2, ${epoch}, true, 'x', 3), ($5, 3, ${epoch}, false, 'c', 4))
                  AS v (id, idx, acked, expired, name, ord)
@@ -227,7 +234,9 @@ export type Known = Effect.Effect.Success<ReturnType<typeof setupGroup>>
 /** What an operation returned, and the log positions around it. */
 export interface Outcome {
   readonly op: string
-  readonly member?: "a" | "b" | "c" | "d" | undefined
+  readonly member?: "a" | "b" | "c" | "d" | "e" | undefined
+  /** `takeover` found a's instance id held by a live member (an answer: nothing changed). */
+  readonly busy?: boolean | undefined
   readonly view?: GroupView | undefined
   readonly rows?: ReadonlyArray<MemberRow> | undefined
   readonly fencedCommitted?: boolean | undefined
@@ -244,7 +253,9 @@ export const operations = [
   "hb-ack",
   "hb-move",
   "members",
-  "fenced"
+  "fenced",
+  "release",
+  "takeover"
 ] as const
 export type Operation = (typeof operations)[number]
 
@@ -285,6 +296,16 @@ export const runOperation = (
           return heartbeat("c")
         case "members":
           return Effect.map(store.members(gid), (rows) => ({ rows }))
+        case "release":
+          return Effect.as(store.release(gid, ids.a), {})
+        case "takeover":
+          return store.join(gid, { memberId: ids.e, name: "e", host: "explorer", pid: 0 }, LEASE_MS, {
+            instanceId: "ia",
+            rejoinGraceMs: STATIC_GRACE_MS
+          }).pipe(
+            Effect.map((view) => ({ member: "e" as const, view })),
+            Effect.catchIf((e) => e instanceof InstanceBusy, () => Effect.succeed({ busy: true }))
+          )
         case "fenced":
           return Effect.flatMap(SqlClient.SqlClient, (sql) =>
             stepwise(
@@ -453,7 +474,12 @@ export const check = (r: ScheduleResult): Array<string> => {
   for (const s of states) {
     const idx = s.members.map((m) => m.idx).sort((x, y) => (x ?? -1) - (y ?? -1))
     if (s.members.length !== s.size || !idx.every((x, i) => x === i)) out.push(`G1 broken in ${fmt(s)}`)
-    const assignment = JSON.stringify([s.size, s.members.map((m) => [m.id, m.idx])])
+    // A takeover (e taking over a's released row) keeps the row's index in the same epoch under a new
+    // member id: the same assignment, by instance. Any other change of ids within an epoch is not.
+    const assignment = JSON.stringify([
+      s.size,
+      s.members.map((m) => [m.id === known.ids.e ? known.ids.a : m.id, m.idx])
+    ])
     const prev = byEpoch.get(s.epoch)
     if (prev !== undefined && prev !== assignment) out.push(`two assignments in epoch ${s.epoch}: ${fmt(s)}`)
     byEpoch.set(s.epoch, assignment)
@@ -489,7 +515,7 @@ export const check = (r: ScheduleResult): Array<string> => {
 
       // (iii) the decision the member takes on this view, from the state it was in, starts work only
       // where the database assigned it with the barrier down.
-      const start: Array<readonly [MemberState, Transition.Event]> = o.op === "join"
+      const start: Array<readonly [MemberState, Transition.Event]> = o.op === "join" || o.op === "takeover"
         ? [[MemberState.Joining(), Transition.Event.Joined({ view: v })]]
         : [[
           MemberState.Awaiting({

@@ -1,6 +1,7 @@
 /**
  * The statement-level interleaving explorer (see harness.ts): for every ordered pair (A, B) of store
- * operations (join, leave, reap, three kinds of heartbeat, members, a fenced transaction) and every
+ * operations (join, leave, reap, three kinds of heartbeat, members, a fenced transaction, a static
+ * member's release, and a join with its instance id that takes its row over or is refused) and every
  * statement boundary k of A, B runs while A is paused before its k-th statement. After each
  * schedule: (i) every view returned is one committed state, (ii) G1 holds in every committed state,
  * one assignment per epoch, (iii) the member's decision on each view starts work only where the

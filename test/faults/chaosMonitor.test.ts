@@ -24,6 +24,35 @@ const setup = (...labels: Array<string>) => {
 }
 
 describe("chaos monitor", () => {
+  it("static membership: incarnations of one instance id hold one (epoch, index) one after the other, never at once", () => {
+    const run = (overlap: boolean) => {
+      const m = new Monitor({ heartbeatMs: 500, leaseMs: 3_000 })
+      m.spawn("w0#1", 0, T0)
+      const say = (label: string, ms: number, event: "state" | "work", state: string, epoch: number | null, index: number | null, size: number | null) =>
+        m.line(label, JSON.stringify({ ts: new Date(T0 + ms).toISOString(), member: `id-${label}`, group: "g", event, state, epoch, index, size, instance: "w0" }))
+      say("w0#1", 0, "state", "joining", null, null, null)
+      say("w0#1", 100, "state", "assigned", 1, 0, 1)
+      say("w0#1", 200, "work", "assigned", 1, 0, 1)
+      if (!overlap) {
+        m.term("w0#1", T0 + 250)
+        say("w0#1", 251, "state", "leaving", null, null, null)
+        say("w0#1", 300, "state", "left", null, null, null)
+        m.exited("w0#1", T0 + 310, 0, null)
+      }
+      m.spawn("w0#2", 0, T0 + 400)
+      say("w0#2", 900, "state", "joining", null, null, null)
+      say("w0#2", 1_000, "state", "assigned", 1, 0, 1)
+      say("w0#2", 1_100, "work", "assigned", 1, 0, 1)
+      if (overlap) say("w0#1", 1_200, "work", "assigned", 1, 0, 1)
+      return m.analyze(T0, T0 + 2_000)
+    }
+    const takeover = run(false)
+    expect(takeover.g1.violations).toEqual([])
+    expect(takeover.g1.duplicates).toEqual([])
+    const twice = run(true)
+    expect(twice.g1.violations.join()).toMatch(/index 0 worked by w0#1 .* and w0#2 .* at the same time/)
+  })
+
   it("converged: one epoch, size = live members, indices exactly 0..N-1", () => {
     const s = (epoch: number, index: number, size: number) => ({ state: "assigned", epoch, index, size })
     expect(converged([s(3, 0, 2), s(3, 1, 2)]).ok).toBe(true)

@@ -70,6 +70,7 @@ export const freezable = (store: MembershipStoreService) =>
       heartbeat: (...args) => gate(store.heartbeat(...args)),
       reap: (...args) => gate(store.reap(...args)),
       leave: (...args) => gate(store.leave(...args)),
+      release: (...args) => gate(store.release(...args)),
       wakeups: store.wakeups,
       group: store.group,
       members: store.members,

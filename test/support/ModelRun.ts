@@ -38,6 +38,8 @@ export interface ModelConfig {
   readonly mixedViews: "whole" | "accepted"
   /** A stranger's notification flood sends one this often. */
   readonly floodMs: number
+  /** Static membership (`Schedule.statics`): how long a left or crashed member's row is held. */
+  readonly rejoinGraceMs: number
 }
 
 export const defaultConfig: ModelConfig = {
@@ -48,7 +50,8 @@ export const defaultConfig: ModelConfig = {
   stopTimeoutMs: 200,
   unitMs: 250,
   mixedViews: process.env["MODEL_MIXED_VIEWS"] === "accepted" ? "accepted" : "whole",
-  floodMs: 5
+  floodMs: 5,
+  rejoinGraceMs: 500
 }
 
 export interface ModelResult {
@@ -118,6 +121,8 @@ export const runSchedule = (
   const clock = new SimClock()
   const db = clock.clock()
   const log = new ModelLog(() => clock.now, options.trace ?? true)
+  const statics = schedule.statics === true
+  if (statics) log.sameInstance = (a, b) => a.split("#")[0] === b.split("#")[0]
   const random = prng(schedule.seed)
   const latency = () => (schedule.latencyMs === 0 ? 0 : Math.floor(random() * (schedule.latencyMs + 1)))
 
@@ -218,13 +223,16 @@ export const runSchedule = (
         )
       })
     return {
-      join: (g, member, leaseMs) =>
+      join: (g, member, leaseMs, statics) =>
         Effect.suspend(() => {
           log.labels.set(member.memberId, label)
-          return call("join", inner.join(g, member, leaseMs), (view, now) => {
+          return call("join", inner.join(g, member, leaseMs, statics), (view, now) => {
             log.leased(member.memberId, now + leaseMs)
             log.seat(label, view.epoch, view.index, view.size, "join reply")
-            log.note(`store: ${label} joined: epoch ${view.epoch} index ${view.index}/${view.size}`)
+            log.note(
+              `store: ${label} ${view.takenOver === true ? "took over its instance's row" : "joined"}: ` +
+                `epoch ${view.epoch} index ${view.index}/${view.size}`
+            )
           })
         }),
       heartbeat: (g, memberId, ack, leaseMs, announce) =>
@@ -245,6 +253,11 @@ export const runSchedule = (
         call("leave", inner.leave(g, memberId), (had) => {
           log.unleased(memberId)
           if (had) log.note(`store: ${label} left`)
+        }),
+      release: (g, memberId) =>
+        call("release", inner.release(g, memberId), (had) => {
+          log.unleased(memberId)
+          if (had) log.note(`store: ${label} released`)
         }),
       wakeups: (g) => Effect.map(inner.wakeups(g), (s) => Stream.merge(s, Stream.fromPubSub(forged))),
       group: (g) => Effect.withClock(inner.group(g), db),
@@ -300,7 +313,8 @@ export const runSchedule = (
         lease: config.leaseMs,
         fenceMargin: config.fenceMarginMs,
         statementTimeout: config.statementTimeoutMs,
-        stopTimeout: config.stopTimeoutMs
+        stopTimeout: config.stopTimeoutMs,
+        ...(statics ? { instanceId: `m${step.slot}`, rejoinGrace: config.rejoinGraceMs } : {})
       }).pipe(ScopeModule.extend(scope))
       log.labels.set(service.memberId, label)
       yield* service.whileAssigned((a) =>
@@ -505,7 +519,9 @@ export const runSchedule = (
   // Work that will not stop lengthens the barrier by the time it refuses to stop.
   const stubbornInSchedule = schedule.steps.some((s) => s._tag === "Stubborn")
   const bound = Math.ceil(
-    config.leaseMs + config.heartbeatMs / minRate + 4 * 2 * schedule.latencyMs + 20 + (stubbornInSchedule ? 3 * config.stopTimeoutMs : 0)
+    config.leaseMs + config.heartbeatMs / minRate + 4 * 2 * schedule.latencyMs + 20 + (stubbornInSchedule ? 3 * config.stopTimeoutMs : 0) +
+      // A static member that left or crashed is renegotiated away only after its grace.
+      (statics ? config.rejoinGraceMs : 0)
   )
   let convergedAfterMs: number | undefined = undefined
   try {

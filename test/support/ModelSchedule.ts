@@ -47,6 +47,11 @@ export interface Schedule {
   readonly latencyMs: number
   /** Seeds the latency of each call. */
   readonly seed: number
+  /**
+   * Static membership: every member joins with the instance id of its slot (`m<slot>`), so a join
+   * into a slot whose member left or crashed takes its row over, and rows are held for the grace.
+   */
+  readonly statics?: boolean | undefined
 }
 
 const slot = fc.integer({ min: 0, max: slots - 1 })
@@ -83,7 +88,8 @@ export const schedule = (maxSteps = 20, maxWaitMs = 6_000): fc.Arbitrary<Schedul
     steps: fc.array(step, { minLength: 1, maxLength: maxSteps }).filter((steps) => totalWait(steps) <= maxWaitMs),
     timeouts: fc.boolean(),
     latencyMs: fc.constantFrom(0, 0, 1, 5, 20),
-    seed: fc.integer({ min: 0, max: 0x7fffffff })
+    seed: fc.integer({ min: 0, max: 0x7fffffff }),
+    statics: fc.boolean()
   }).map((s) => withToString(s))
 
 /** Virtual time the steps wait in all. */
@@ -131,7 +137,9 @@ export const formatStep = (s: Step): string => {
 /** The schedule as a script a person can read (and paste into a regression test). */
 export const formatSchedule = (s: Schedule): string =>
   [
-    `schedule (store calls ${s.timeouts ? "time out and may commit late" : "never time out"}, latency up to ${s.latencyMs} ms, seed ${s.seed}):`,
+    `schedule (store calls ${s.timeouts ? "time out and may commit late" : "never time out"}, latency up to ${s.latencyMs} ms, seed ${s.seed}${
+      s.statics === true ? ", static members: instance id m<slot>" : ""
+    }):`,
     ...s.steps.map((step, i) => `  ${String(i + 1).padStart(2)}. ${formatStep(step)}`),
     "  then: faults heal (outage ends, notifications delivered, views whole, no flood, hung and paused members resume); wait for convergence"
   ].join("\n")
@@ -173,11 +181,12 @@ export const parseStep = (line: string): Step => {
 /** A schedule from script lines (see `formatSchedule`). */
 export const script = (
   lines: ReadonlyArray<string>,
-  options: { readonly timeouts?: boolean; readonly latencyMs?: number; readonly seed?: number } = {}
+  options: { readonly timeouts?: boolean; readonly latencyMs?: number; readonly seed?: number; readonly statics?: boolean } = {}
 ): Schedule =>
   withToString({
     steps: lines.map(parseStep),
     timeouts: options.timeouts ?? false,
     latencyMs: options.latencyMs ?? 0,
-    seed: options.seed ?? 0
+    seed: options.seed ?? 0,
+    statics: options.statics ?? false
   })

@@ -4,8 +4,9 @@
  */
 import { expect, it } from "@effect/vitest"
 import type { Layer, Scope } from "effect"
-import { Chunk, Duration, Effect, Fiber, Option, Stream, TestClock, TestServices } from "effect"
+import { Chunk, Duration, Effect, Either, Fiber, Option, Stream, TestClock, TestServices } from "effect"
 import { randomUUID } from "node:crypto"
+import { InstanceBusy } from "../../src/MembershipError.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 
 const info = (name: string) => ({ memberId: randomUUID(), name, host: "test-host", pid: 4242 })
@@ -145,6 +146,150 @@ export const storeContract = (
       const all = yield* store.groups
       expect(all.find((r) => r.groupId === g)).toMatchObject({ epoch: 1, size: 1 })
       expect(Option.isNone(yield* store.group(`${g}-absent`))).toBe(true)
+    }))
+
+  // --- static membership (instance ids) --------------------------------------------------------
+
+  const statics = (instanceId: string, rejoinGraceMs = 5000) => ({ instanceId, rejoinGraceMs })
+
+  test("static: a release keeps the index and the epoch; the same instance takes it over at once", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000, statics("w0"))
+      yield* store.join(g, b, 1000, statics("w1"))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(yield* store.release(g, b.memberId)).toBe(true)
+      // Nothing changed for the others: same epoch, same size, barrier down, nobody to reap.
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 2, size: 2 })
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 2, 1000))).toMatchObject({
+        epoch: 2, size: 2, index: 0, allAcked: true, expired: false
+      })
+      // The released incarnation is not live any more.
+      expect(Option.isNone(yield* store.heartbeat(g, b.memberId, 2, 1000))).toBe(true)
+      const released = (yield* store.members(g)).find((r) => r.instanceId === "w1")!
+      expect(released).toMatchObject({ index: 1, leaseLeftMs: 0, graceLeftMs: 5000 })
+      expect(released.releasedAt).not.toBeNull()
+      yield* TestClock.adjust(Duration.millis(300))
+      const b2 = info("b2")
+      const v = yield* store.join(g, b2, 1000, statics("w1"))
+      expect(v).toMatchObject({ epoch: 2, size: 2, index: 1, acked: 2, allAcked: true, expired: false, takenOver: true })
+      const rows = yield* store.members(g)
+      expect(rows.map((r) => [r.name, r.index, r.instanceId])).toEqual([["a", 0, "w0"], ["b2", 1, "w1"]])
+      expect(rows[1]!.releasedAt).toBeNull()
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b2.memberId, 2, 1000))).toMatchObject({ epoch: 2, index: 1, allAcked: true })
+      // The old incarnation's id finds nothing, and its release changes nothing.
+      expect(Option.isNone(yield* store.heartbeat(g, b.memberId, 2, 1000))).toBe(true)
+      expect(yield* store.release(g, b.memberId)).toBe(false)
+    }))
+
+  test("static: a join with an instance id held by a live member fails with InstanceBusy and changes nothing", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000, statics("w0"))
+      const dup = yield* Effect.either(store.join(g, info("dup"), 1000, statics("w0")))
+      expect(Either.isLeft(dup) && dup.left instanceof InstanceBusy).toBe(true)
+      if (Either.isLeft(dup)) expect((dup.left as InstanceBusy).holder).toBe("a (test-host/4242)")
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 1, size: 1 })
+      expect((yield* store.members(g)).map((r) => r.name)).toEqual(["a"])
+      // The holder's own rejoin (same member id) is no duplicate.
+      const again = yield* store.join(g, a, 1000, statics("w0"))
+      expect(again).toMatchObject({ epoch: 1, index: 0, takenOver: true })
+    }))
+
+  test("static: a crashed member's row is held for its grace after the lease, then reaped", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      const c = info("c")
+      yield* store.join(g, a, 10_000)
+      yield* store.join(g, b, 1000, statics("w1", 2000))
+      yield* store.join(g, c, 10_000)
+      yield* store.heartbeat(g, a.memberId, 3, 10_000)
+      yield* store.heartbeat(g, b.memberId, 3, 1000)
+      // b crashed after acknowledging: its lease runs out at 1000, its grace at 3000.
+      yield* TestClock.adjust(Duration.millis(1000))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, c.memberId, 3, 10_000))).toMatchObject({ expired: false, allAcked: true })
+      expect(yield* store.reap(g)).toBe(0)
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 3, size: 3 })
+      yield* TestClock.adjust(Duration.millis(1999))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, c.memberId, 3, 10_000)).expired).toBe(false)
+      yield* TestClock.adjust(Duration.millis(1))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, c.memberId, 3, 10_000)).expired).toBe(true)
+      expect(yield* store.reap(g)).toBe(1)
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 4, size: 2 })
+      // Not back in time: a join with its id is a fresh member (a change).
+      const v = yield* store.join(g, info("b2"), 1000, statics("w1", 2000))
+      expect(v).toMatchObject({ epoch: 5, size: 3 })
+      expect(v.takenOver).not.toBe(true)
+    }))
+
+  test("static: a crashed member that had not acknowledged does not hold the barrier for its grace", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000, statics("w0", 60_000))
+      yield* store.join(g, b, 10_000, statics("w1", 60_000))
+      // a never acknowledges epoch 2 and crashes: its lease runs out at 1000.
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 10_000)).allAcked).toBe(false)
+      yield* TestClock.adjust(Duration.millis(1000))
+      // Someone must act: the held row has not acknowledged.
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 10_000)).expired).toBe(true)
+      expect(yield* store.reap(g)).toBe(0)
+      // The reap acknowledged for it (its process cannot work: its lease ran out); no change.
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 10_000))).toMatchObject({
+        epoch: 2, size: 2, allAcked: true, expired: false
+      })
+      // A change meanwhile: the held row keeps its index and acknowledges the new epoch too.
+      const c = yield* store.join(g, info("c"), 10_000)
+      expect(c).toMatchObject({ epoch: 3, size: 3, index: 2 })
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 3, 10_000))).toMatchObject({
+        epoch: 3, allAcked: true, expired: false
+      })
+      // The instance comes back: it takes index 0 of epoch 3.
+      const back = yield* store.join(g, info("a2"), 1000, statics("w0", 60_000))
+      expect(back).toMatchObject({ epoch: 3, size: 3, index: 0, takenOver: true })
+    }))
+
+  test("static: a takeover changes nothing else, not even expired rows (reaping them is a change of its own)", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const x = info("x")
+      const c = info("c")
+      yield* store.join(g, a, 10_000, statics("w0"))
+      yield* store.join(g, x, 1000)
+      yield* store.join(g, c, 10_000)
+      yield* store.heartbeat(g, a.memberId, 3, 10_000)
+      yield* store.heartbeat(g, c.memberId, 3, 10_000)
+      yield* store.release(g, a.memberId)
+      yield* TestClock.adjust(Duration.millis(1000))
+      // x's lease ran out; the takeover leaves it to the reap: one committed state, N rows for N.
+      const back = yield* store.join(g, info("a2"), 10_000, statics("w0"))
+      expect(back).toMatchObject({ epoch: 3, size: 3, index: 0, takenOver: true })
+      expect((yield* store.members(g)).length).toBe(3)
+      expect(Option.getOrThrow(yield* store.heartbeat(g, c.memberId, 3, 10_000)).expired).toBe(true)
+      expect(yield* store.reap(g)).toBe(1)
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 4, size: 2 })
+    }))
+
+  test("static: a release acknowledges the current epoch (its work has stopped)", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000, statics("w0"))
+      yield* store.join(g, b, 1000)
+      // a is renegotiating (not acknowledged epoch 2) and leaves: its release acknowledges.
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 1000)).allAcked).toBe(false)
+      yield* store.release(g, a.memberId)
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 2, 1000))).toMatchObject({ epoch: 2, size: 2, allAcked: true })
+      // A member without an instance id cannot release.
+      expect(yield* store.release(g, b.memberId)).toBe(false)
     }))
 
   test("a change wakes subscribers of the group", (g) =>

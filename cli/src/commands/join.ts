@@ -16,9 +16,10 @@
  * @since 0.1.0
  * @internal
  */
-import { Duration, Effect, Option, Schedule, Stream } from "effect"
-import { Membership, MembershipConfig, MemberState as State, PgMembership } from "modulo-group"
+import { Duration, Effect, Either, Option, Schedule, Stream } from "effect"
+import { Membership, MembershipConfig, MembershipError, MemberState as State, PgMembership } from "modulo-group"
 import * as Database from "../Database.js"
+import * as Durations from "../Durations.js"
 import * as Events from "../Events.js"
 import * as MetricsServer from "../metrics/Server.js"
 
@@ -45,12 +46,27 @@ export interface JoinOptions {
   /** Serve the metrics at `http://<metricsHost>:<metricsPort>/metrics` (port 0: a free one). */
   readonly metricsPort?: number | undefined
   readonly metricsHost?: string | undefined
+  /** Static membership: `--instance-id`, else `MODULO_GROUP_INSTANCE_ID`. */
+  readonly instanceId?: Option.Option<string> | undefined
+  /** Static membership: `--rejoin-grace`, else `MODULO_GROUP_REJOIN_GRACE`, else the library's default. */
+  readonly rejoinGrace?: Duration.Duration | undefined
 }
 
 /** How long `join` waits for an unreachable database before giving up. */
 const STARTUP_TIMEOUT = Duration.seconds(5)
 
 const nonEmpty = (s: string | undefined) => (s === undefined || s === "" ? undefined : s)
+
+// `MODULO_GROUP_REJOIN_GRACE` in the CLI's duration syntax (`30s`, `1m`); bad input is a usage error.
+const rejoinGraceFromEnv = Effect.suspend(() => {
+  const text = nonEmpty(process.env["MODULO_GROUP_REJOIN_GRACE"])
+  if (text === undefined) return Effect.succeed(undefined)
+  return Either.match(Durations.parse(text), {
+    onLeft: (reason) =>
+      Effect.fail(new MembershipError.InvalidConfig({ field: "MODULO_GROUP_REJOIN_GRACE", reason })),
+    onRight: (d) => Effect.succeed<Duration.Duration | undefined>(d)
+  })
+})
 
 const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
@@ -70,7 +86,9 @@ export const join = (options: JoinOptions) =>
       fenceMargin: options.fenceMargin,
       statementTimeout: options.statementTimeout,
       startupTimeout: STARTUP_TIMEOUT,
-      listenUrl: Option.getOrUndefined(options.listenUrl ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_LISTEN_URL"])
+      listenUrl: Option.getOrUndefined(options.listenUrl ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_LISTEN_URL"]),
+      instanceId: Option.getOrUndefined(options.instanceId ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_INSTANCE_ID"]),
+      rejoinGrace: options.rejoinGrace ?? (yield* rejoinGraceFromEnv)
     }
     // Bad input fails before any database work.
     const config = yield* MembershipConfig.make(input)
@@ -91,6 +109,7 @@ export const join = (options: JoinOptions) =>
 const member = (input: MembershipConfigInput, options: JoinOptions) =>
   Effect.scoped(Effect.gen(function*() {
     const group = options.group
+    const instance = input.instanceId ?? null
     let memberId = ""
     let lastKey: string | undefined = undefined
     let closing = false
@@ -102,13 +121,15 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
       lastKey = key
       writeLine(
         options.json
-          ? JSON.stringify(Events.stateEvent(memberId, group, state, new Date()))
+          ? JSON.stringify(Events.stateEvent(memberId, group, state, new Date(), instance))
           : Events.stateText(group, state)
       )
     }
     const printWork = (a: Assignment) => {
       if (closing) return
-      writeLine(options.json ? JSON.stringify(Events.workEvent(memberId, group, a, new Date())) : Events.workText(group, a))
+      writeLine(
+        options.json ? JSON.stringify(Events.workEvent(memberId, group, a, new Date(), instance)) : Events.workText(group, a)
+      )
     }
 
     if (options.metricsPort !== undefined) {

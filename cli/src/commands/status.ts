@@ -32,7 +32,18 @@ export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changed
  */
 export type StatusMember = Pick<
   MemberRow,
-  "memberId" | "name" | "host" | "pid" | "index" | "ackedEpoch" | "joinedAt" | "heartbeatAgeMs" | "leaseLeftMs"
+  | "memberId"
+  | "name"
+  | "host"
+  | "pid"
+  | "index"
+  | "ackedEpoch"
+  | "joinedAt"
+  | "heartbeatAgeMs"
+  | "leaseLeftMs"
+  | "instanceId"
+  | "releasedAt"
+  | "graceLeftMs"
 >
 
 /**
@@ -41,9 +52,12 @@ export type StatusMember = Pick<
  * @since 0.1.0
  * @internal
  */
-export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting"
+export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting" | "released" | "held"
 
 /**
+ * Static membership: a row with an instance id whose lease is gone but whose rejoin grace is not is
+ * kept with its index for its instance: `released` (it left gracefully) or `held` (its lease ran
+ * out: a crash or a hang). Nobody works its slice until the instance is back or the grace ends.
  * Lease gone: `expired` (the next heartbeat of anyone reaps it). Epoch not acknowledged yet:
  * `renegotiating` (stopping its old work). Everyone acknowledged: `assigned`. Else `awaiting`
  * (acknowledged, waiting at the barrier for the others).
@@ -54,7 +68,9 @@ export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting"
 export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMember>): ReadonlyArray<RowState> => {
   const allAcked = members.every((m) => m.ackedEpoch >= group.epoch)
   return members.map((m) =>
-    m.leaseLeftMs <= 0
+    m.leaseLeftMs <= 0 && m.instanceId != null && (m.graceLeftMs ?? 0) > 0
+      ? (m.releasedAt != null ? "released" : "held")
+      : m.leaseLeftMs <= 0
       ? "expired"
       : m.ackedEpoch < group.epoch
       ? "renegotiating"
@@ -80,18 +96,25 @@ export interface GroupStatus {
 export const renderStatus = (s: GroupStatus): string => {
   const head = `group ${s.group.groupId}: epoch ${s.group.epoch}, size ${s.group.size} (changed ${s.group.changedAt.toISOString()})`
   if (s.members.length === 0) return `${head}\nno members`
+  // The INSTANCE column only for groups with static members: other groups look as they always did.
+  const statics = s.members.some((m) => m.instanceId != null)
+  const stateText = (m: GroupStatus["members"][number]) =>
+    m.state === "released" || m.state === "held"
+      ? `${m.state}: index held ${formatMillis(m.graceLeftMs ?? 0)} more`
+      : m.state
   return `${head}\n${
     table(
-      ["INDEX", "NAME", "HOST", "PID", "ACKED", "HEARTBEAT", "LEASE LEFT", "STATE"],
+      ["INDEX", "NAME", ...(statics ? ["INSTANCE"] : []), "HOST", "PID", "ACKED", "HEARTBEAT", "LEASE LEFT", "STATE"],
       s.members.map((m) => [
         m.index === null ? "-" : String(m.index),
         m.name,
+        ...(statics ? [m.instanceId ?? "-"] : []),
         m.host,
         String(m.pid),
         String(m.ackedEpoch),
         `${formatMillis(m.heartbeatAgeMs)} ago`,
         m.leaseLeftMs <= 0 ? `expired ${formatMillis(-m.leaseLeftMs)} ago` : formatMillis(m.leaseLeftMs),
-        m.state
+        stateText(m)
       ])
     )
   }`
@@ -116,7 +139,10 @@ export const statusJson = (s: GroupStatus) => ({
     leaseLeftMs: m.leaseLeftMs,
     state: m.state,
     memberId: m.memberId,
-    joinedAt: m.joinedAt.toISOString()
+    joinedAt: m.joinedAt.toISOString(),
+    instanceId: m.instanceId ?? null,
+    releasedAt: m.releasedAt == null ? null : m.releasedAt.toISOString(),
+    graceLeftMs: m.graceLeftMs ?? null
   }))
 })
 
@@ -147,11 +173,18 @@ export const snapshot = (
       joined_at: Date | null
       heartbeat_age_ms: string | null
       lease_left_ms: string | null
+      instance_id: string | null
+      released_at: Date | null
+      grace_left_ms: string | null
     }>`
       SELECT g.group_id, g.epoch, g.size, g.changed_at,
              m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, m.joined_at,
              (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms
+             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
+             m.instance_id, m.released_at,
+             CASE WHEN m.instance_id IS NOT NULL
+                  THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms * interval '1 millisecond'
+                                           - statement_timestamp()) * 1000)::bigint END AS grace_left_ms
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
        WHERE g.group_id = ${groupId}
@@ -176,7 +209,10 @@ export const snapshot = (
         ackedEpoch: num(r.acked_epoch),
         joinedAt: r.joined_at!,
         heartbeatAgeMs: num(r.heartbeat_age_ms),
-        leaseLeftMs: num(r.lease_left_ms)
+        leaseLeftMs: num(r.lease_left_ms),
+        instanceId: r.instance_id,
+        releasedAt: r.released_at,
+        graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms)
       })
     }
     const states = deriveStates(group, members)

@@ -7,7 +7,7 @@ import type { Scope } from "effect"
 import { Clock, Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
 import type { ResolvedConfig } from "../../MembershipConfig.js"
 import * as Metrics from "../../MembershipMetrics.js"
-import type { MemberInfo, MembershipStoreService } from "../../MembershipStore.js"
+import type { MemberInfo, MembershipStoreService, StaticJoin } from "../../MembershipStore.js"
 import type { MemberState } from "../../MemberState.js"
 import * as State from "../../MemberState.js"
 import type { Event, Instruction, Member, Observation, Timing } from "../../Transition.js"
@@ -19,6 +19,8 @@ export interface MemberContext {
   readonly store: MembershipStoreService
   readonly groupId: string
   readonly info: MemberInfo
+  /** Static membership: the instance id and rejoin grace every join passes (none without an instance id). */
+  readonly statics: StaticJoin | undefined
   /** The member: read by every fiber, changed only by `Transition.step` (atomically). */
   readonly member: Ref.Ref<Member>
   /**
@@ -73,7 +75,7 @@ export const makeContext = (options: {
       heartbeatMs: Duration.toMillis(config.heartbeat),
       fenceMarginMs: Duration.toMillis(config.fenceMargin)
     }
-    const initial = Transition.initialMember(timing)
+    const initial = Transition.initialMember(timing, config.instanceId)
     const metrics = groupMetrics(config.groupId)
     // Registered at once (an exporter lists them from the start, counters at 0); the gauges of the
     // assignment and the heartbeat age appear with their first value.
@@ -85,6 +87,9 @@ export const makeContext = (options: {
       ...options,
       timing,
       groupId: config.groupId,
+      statics: config.instanceId === undefined
+        ? undefined
+        : { instanceId: config.instanceId, rejoinGraceMs: Duration.toMillis(config.rejoinGrace) },
       member: yield* Ref.make(initial),
       state: yield* SubscriptionRef.make(initial.state),
       events: yield* Queue.unbounded<Event>(),
@@ -118,8 +123,8 @@ export const measure = (ctx: MemberContext, metric: Extract<Instruction, { _tag:
 }
 
 /** Logs a line as a `Log` instruction says. */
-export const log = (level: "Warning" | "Error", message: string) =>
-  level === "Error" ? Effect.logError(message) : Effect.logWarning(message)
+export const log = (level: "Warning" | "Error" | "Info", message: string) =>
+  level === "Error" ? Effect.logError(message) : level === "Info" ? Effect.logInfo(message) : Effect.logWarning(message)
 
 /** Logs `reason` as an error and counts it. */
 export const alarm = (ctx: MemberContext, reason: string) =>
@@ -157,3 +162,13 @@ export const recordHeartbeatAge = (ctx: MemberContext) =>
     const now = yield* nowMillis
     yield* Metric.set(ctx.metrics.heartbeatAge, Math.max(0, now - (deadline - ctx.timing.validMs)) / 1000)
   })
+
+/**
+ * The graceful end of the member's row: deleted (the others renegotiate at once, G5), or, with an
+ * instance id, released (kept with its index for `rejoinGrace`; nobody renegotiates). Only once the
+ * work has stopped.
+ */
+export const leaveOrRelease = (ctx: MemberContext) =>
+  ctx.statics === undefined
+    ? ctx.store.leave(ctx.groupId, ctx.info.memberId)
+    : ctx.store.release(ctx.groupId, ctx.info.memberId)

@@ -7,7 +7,8 @@ import { Effect, Option, Queue, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { alarm, log, measure, nowMillis, recordState, stepNow } from "./context.js"
+import { InstanceBusy } from "../../MembershipError.js"
+import { alarm, leaveOrRelease, log, measure, nowMillis, recordState, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
@@ -24,10 +25,19 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           // Never join while old work may still run: its epoch would overlap the new one.
           yield* work.awaitStopped
           const sentAt = yield* nowMillis
-          const result = yield* Effect.either(store.join(groupId, ctx.info, ctx.timing.leaseMs))
+          const result = yield* Effect.either(store.join(groupId, ctx.info, ctx.timing.leaseMs, ctx.statics))
           if (result._tag === "Left") {
-            yield* Effect.logWarning(`join failed: ${result.left.reason}`)
-            return Transition.Event.JoinFailed({ reason: result.left.reason })
+            const e = result.left
+            // Static membership: a live holder of the instance id; `step` says so once, and waits.
+            if (e instanceof InstanceBusy) return Transition.Event.InstanceBusy({ instanceId: e.instanceId, holder: e.holder })
+            yield* Effect.logWarning(`join failed: ${e.reason}`)
+            return Transition.Event.JoinFailed({ reason: e.reason })
+          }
+          if (result.right.takenOver === true) {
+            yield* Effect.logInfo(
+              `took over instance id ${JSON.stringify(ctx.statics?.instanceId)}: [${result.right.index}/${result.right.size}] ` +
+                `in epoch ${result.right.epoch}, no renegotiation`
+            )
           }
           return Transition.Event.Joined({ view: result.right, sentAt, receivedAt: yield* nowMillis })
         })
@@ -64,8 +74,9 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         })
       case "InterruptWork":
         return Effect.as(work.interrupt, undefined)
+      case "Release":
       case "Leave":
-        return store.leave(groupId, ctx.info.memberId).pipe(
+        return leaveOrRelease(ctx).pipe(
           Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`)),
           Effect.as(Transition.Event.LeaveDone())
         )

@@ -8,7 +8,7 @@ import { Duration, Effect, Fiber, Option, Ref, Schedule, SubscriptionRef } from 
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { alarm, log, measure, nowMillis, stepNow } from "./context.js"
+import { alarm, leaveOrRelease, log, measure, nowMillis, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
@@ -58,7 +58,8 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           return undefined
         })
       case "LeaveRetried":
-        return store.leave(groupId, memberId).pipe(
+        // Deleted, or with an instance id released (`leaveOrRelease`).
+        return leaveOrRelease(ctx).pipe(
           Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
           Effect.retry(Schedule.spaced(Duration.millis(instruction.everyMillis))),
           Effect.timeout(config.statementTimeout),
@@ -81,6 +82,7 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
       case "Reap":
       case "StartWork":
       case "Leave":
+      case "Release":
         // `step` never issues these once the scope is closing.
         return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
     }

@@ -16,6 +16,15 @@ type Sql = SqlClient.SqlClient
 /** The time a statement judges leases by: the one passed in, else the database's. */
 const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${now}::timestamptz, statement_timestamp())`
 
+/**
+ * A row reaping may delete: its lease ran out, and so did its rejoin grace (0 for a row without an
+ * instance id: at once, as before static membership). `alias`: the table's alias, if any.
+ */
+const reapable = (sql: Sql, now: string | null, alias?: "o"): Statement.Fragment =>
+  alias === "o"
+    ? sql`o.lease_expires_at + o.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
+    : sql`lease_expires_at + rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
+
 // ---------------------------------------------------------------------------------------------------
 // Membership changes: each runs in one READ COMMITTED transaction, in this order: lockGroup,
 // selectGroupForUpdate, the operation's own statements, then (when membership changed)
@@ -42,17 +51,20 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null, timeout
  * has acknowledged (an epoch moved back by hand or by a restored backup is found behind it).
  */
 export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
-  sql<{ epoch: string; acked: string }>`
-    SELECT g.epoch, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+  sql<{ epoch: string; size: number; incarnation: string; acked: string }>`
+    SELECT g.epoch, g.size, g.incarnation, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id), 0) AS acked
       FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
 
 /**
  * Under the group lock: reassigns indices (keeps every index below the new size, fills holes in join
  * order; mirrors `internal/reassign.ts`) and stamps every member row with the epoch (`epoch`) and the
- * size its index belongs to.
+ * size its index belongs to. A held static row (an instance id, lease run out or released, within
+ * its rejoin grace) keeps its place and acknowledges the new epoch: no work of its old process can
+ * run (it released after its work stopped, or its lease ran out on this clock: G3), so it must not
+ * hold the others' barrier for the rest of its grace.
  */
-export const reassignIndices = (sql: Sql, groupId: string, epoch: number) =>
+export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: string | null = null) =>
   sql`
     WITH live AS (
       SELECT member_id, idx, join_seq, count(*) OVER () AS n
@@ -71,7 +83,9 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number) =>
         FROM live LEFT JOIN movers USING (member_id) LEFT JOIN holes ON holes.r = movers.r
     )
     UPDATE modulo_group.members m
-       SET idx = target.idx, assigned_epoch = ${epoch}, assigned_size = target.n
+       SET idx = target.idx, assigned_epoch = ${epoch}, assigned_size = target.n,
+           acked_epoch = CASE WHEN m.instance_id IS NOT NULL AND m.lease_expires_at <= ${at(sql, now)}
+                              THEN GREATEST(m.acked_epoch, ${epoch}) ELSE m.acked_epoch END
       FROM target
      WHERE m.member_id = target.member_id`
 
@@ -106,33 +120,130 @@ export const logChange = (
   now: string | null
 ) => sql`SELECT modulo_group.log_change(${groupId}, ${cause}, ${subject}::uuid, ${at(sql, now)})`
 
-/** Join: deletes the group's expired members and this member's own earlier row; counts who is left. */
-export const deleteExpiredAndOwnRow = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
-  sql<{ survivors: string }>`
+/**
+ * Join: deletes the group's reapable members and this member's own earlier row (unless it is the row
+ * of the instance id it joins with: the join takes that one over); counts the live members left
+ * (held static rows are not live: a group of only held rows forms anew, in a new incarnation).
+ */
+export const deleteExpiredAndOwnRow = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  now: string | null,
+  instanceId: string | null = null
+) =>
+  sql<{ survivors: string; grace_expired: string }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
-       WHERE (group_id = ${groupId} AND lease_expires_at <= ${at(sql, now)})
-          OR member_id = ${memberId}
-      RETURNING member_id, group_id
+       WHERE (group_id = ${groupId} AND ${reapable(sql, now)})
+          OR (member_id = ${memberId}
+              AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text))
+      RETURNING member_id, group_id, instance_id
     )
-    SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId})
-         - (SELECT count(*) FROM gone WHERE group_id = ${groupId}) AS survivors`
+    SELECT (SELECT count(*) FROM modulo_group.members
+             WHERE group_id = ${groupId} AND lease_expires_at > ${at(sql, now)}
+               AND member_id <> ${memberId}) AS survivors,
+           (SELECT count(*) FROM gone
+             WHERE instance_id IS NOT NULL AND member_id <> ${memberId}) AS grace_expired`
 
-/** Join: the new member's row, with no index yet, acknowledging the epoch the join creates. */
+/**
+ * Join: the new member's row, with no index yet, acknowledging the epoch the join creates (with its
+ * instance id and rejoin grace when static).
+ */
 export const insertMember = (
   sql: Sql,
   groupId: string,
   member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string },
   ackedEpoch: number,
   leaseMs: number,
-  now: string | null
+  now: string | null,
+  instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number } = { instanceId: null, rejoinGraceMs: 0 }
 ) =>
   sql`
     INSERT INTO modulo_group.members
-      (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name)
+      (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
+       instance_id, rejoin_grace_ms)
     VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
             ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
-            ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name})`
+            ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs})`
+
+/** What `selectInstance` read. */
+export interface InstanceRow {
+  readonly member_id: string
+  readonly idx: number | null
+  readonly assigned_epoch: string
+  readonly live: boolean
+  readonly host: string
+  readonly pid: number
+  readonly name: string
+  readonly lease_left_ms: string
+}
+
+/**
+ * Static join, under the group lock: the row of this instance id, if any and not past its grace
+ * (that one is reaped, not taken over), locked FOR UPDATE (a renewal of its holder that committed
+ * meanwhile is read at its new version), and whether its lease is live on this clock (a released
+ * row's lease ended at its release).
+ */
+export const selectInstance = (sql: Sql, groupId: string, instanceId: string, now: string | null) =>
+  sql<InstanceRow>`
+    SELECT member_id, idx, assigned_epoch, lease_expires_at > ${at(sql, now)} AS live, host, pid, name,
+           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
+      FROM modulo_group.members
+     WHERE group_id = ${groupId} AND instance_id = ${instanceId} AND NOT (${reapable(sql, now)})
+       FOR UPDATE`
+
+/**
+ * Static join, under the group lock: the takeover. The row of the instance (`oldMemberId`) becomes
+ * this member's: new member id (the old incarnation's renewals and fenced transactions no longer
+ * find their row), a fresh lease, not released, and acknowledging `epoch` (its old process cannot be
+ * working: it released after its work stopped, or its lease ran out). Its index and its epoch stamp
+ * stay: no change, no new epoch. Only while the old lease is not live (or the row is already this
+ * member's); no row otherwise.
+ */
+export const takeOver = (
+  sql: Sql,
+  groupId: string,
+  oldMemberId: string,
+  member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string },
+  epoch: number,
+  leaseMs: number,
+  rejoinGraceMs: number,
+  now: string | null
+) =>
+  sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
+    UPDATE modulo_group.members
+       SET member_id = ${member.memberId},
+           lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
+           heartbeat_at = ${at(sql, now)}, joined_at = ${at(sql, now)},
+           released_at = NULL, stopping_since = NULL,
+           acked_epoch = GREATEST(acked_epoch, ${epoch}),
+           host = ${member.host}, pid = ${member.pid}, name = ${member.name},
+           rejoin_grace_ms = ${rejoinGraceMs}
+     WHERE member_id = ${oldMemberId} AND group_id = ${groupId} AND idx IS NOT NULL
+       AND (lease_expires_at <= ${at(sql, now)} OR member_id = ${member.memberId})
+    RETURNING idx, assigned_epoch, assigned_size`
+
+/** Static join: deletes the instance's row that cannot be taken over (see the store); a fresh row follows. */
+export const deleteInstanceRow = (sql: Sql, groupId: string, memberId: string) =>
+  sql`DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}`
+
+/**
+ * Release (graceful leave of a static member), under the group lock: the row stays with its index,
+ * its lease ends now (the old incarnation is not live any more: its renewals and fenced transactions
+ * fail), and it acknowledges `epoch` (its work has stopped). Reaping deletes it when its rejoin grace
+ * has passed; a join with its instance id takes it over before that.
+ */
+export const releaseMember = (sql: Sql, groupId: string, memberId: string, epoch: number, now: string | null) =>
+  sql<{ member_id: string }>`
+    UPDATE modulo_group.members
+       SET released_at = ${at(sql, now)},
+           lease_expires_at = LEAST(lease_expires_at, ${at(sql, now)}),
+           acked_epoch = GREATEST(acked_epoch, ${epoch}),
+           stopping_since = NULL
+     WHERE member_id = ${memberId} AND group_id = ${groupId} AND instance_id IS NOT NULL
+    RETURNING member_id`
 
 /** Join, last: the joined member's index, how many members have not acknowledged `epoch`, the clock. */
 export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, epoch: number, now: string | null) =>
@@ -143,12 +254,30 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
 
-/** Reap and leave: deletes the group's members whose lease has run out. */
-export const deleteExpired = (sql: Sql, groupId: string, now: string | null) =>
-  sql<{ member_id: string }>`
-    DELETE FROM modulo_group.members
-     WHERE group_id = ${groupId} AND lease_expires_at <= ${at(sql, now)}
-    RETURNING member_id`
+/**
+ * Reap and leave: deletes the group's members whose lease has run out (static ones: and their rejoin
+ * grace too; `instance_id` is returned for them). With `epoch`, in the same statement, held static
+ * rows (lease run out, grace not) that have not acknowledged `epoch` acknowledge it (returned with
+ * `acked`): their old process cannot be working (G3), and they must not hold the barrier for the
+ * rest of their grace.
+ */
+export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epoch: number | null = null) =>
+  sql<{ member_id: string; instance_id: string | null; acked: boolean }>`
+    WITH gone AS (
+      DELETE FROM modulo_group.members
+       WHERE group_id = ${groupId} AND ${reapable(sql, now)}
+      RETURNING member_id, instance_id
+    ), held AS (
+      UPDATE modulo_group.members
+         SET acked_epoch = ${epoch}::bigint
+       WHERE ${epoch}::bigint IS NOT NULL AND group_id = ${groupId} AND instance_id IS NOT NULL
+         AND lease_expires_at <= ${at(sql, now)} AND NOT (${reapable(sql, now)})
+         AND acked_epoch < ${epoch}::bigint
+      RETURNING member_id, instance_id
+    )
+    SELECT member_id, instance_id, false AS acked FROM gone
+    UNION ALL
+    SELECT member_id, instance_id, true AS acked FROM held`
 
 /**
  * Reap: whether the rows no longer match the group (a row deleted, added or restamped by hand), and
@@ -220,7 +349,9 @@ export const renewLease = (
     ), others AS (
       SELECT count(*) AS n,
              count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
-             count(*) FILTER (WHERE o.lease_expires_at <= ${at(sql, now)}) AS expired
+             count(*) FILTER (WHERE ${reapable(sql, now, "o")}
+                                 OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${at(sql, now)}
+                                     AND o.acked_epoch < g.epoch)) AS expired
         FROM modulo_group.members o, g
        WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
     )
@@ -268,14 +399,21 @@ export interface MemberRow {
   readonly stopping_since: Date | null
   readonly heartbeat_age_ms: string
   readonly lease_left_ms: string
+  readonly instance_id: string | null
+  readonly released_at: Date | null
+  /** Static rows: milliseconds until reaping may delete the row (lease and rejoin grace). */
+  readonly grace_left_ms: string | null
 }
 
 /** A group's members, by index (members without one last, in join order). */
 export const selectMembers = (sql: Sql, groupId: string, now: string | null) =>
   sql<MemberRow>`
-    SELECT member_id, name, host, pid, idx, acked_epoch, joined_at, stopping_since,
+    SELECT member_id, name, host, pid, idx, acked_epoch, joined_at, stopping_since, instance_id, released_at,
            (extract(epoch FROM ${at(sql, now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
+           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms,
+           CASE WHEN instance_id IS NOT NULL
+                THEN (extract(epoch FROM lease_expires_at + rejoin_grace_ms * interval '1 millisecond'
+                                         - ${at(sql, now)}) * 1000)::bigint END AS grace_left_ms
       FROM modulo_group.members WHERE group_id = ${groupId}
      ORDER BY idx NULLS LAST, join_seq`
 
