@@ -14,21 +14,12 @@ import * as Migrations from "../src/Migrations.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
 import { databaseUrl, PgLive, randomGroupId } from "./support/Database.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
+import { waitFor } from "./support/Wait.js"
 
 const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 // The store with a notifier the tests can watch (and kill the connection of).
 const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
 
-/** Polls `done` every 5 ms of real time; returns the milliseconds it took. */
-const waitFor = (done: () => boolean, max = Duration.seconds(10)) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    yield* Effect.sleep(Duration.millis(5)).pipe(
-      Effect.repeat({ until: () => done() || Date.now() - start > Duration.toMillis(max) })
-    )
-    if (!done()) return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
-    return Date.now() - start
-  })
 
 const setup = (groupId: string, base: Partial<MembershipConfigInput> = fast) =>
   Effect.gen(function*() {

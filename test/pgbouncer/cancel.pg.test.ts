@@ -20,6 +20,7 @@ import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
 import * as Bouncer from "./pgbouncer.js"
+import { waitFor as waitForIn } from "../support/Wait.js"
 
 const installed = Bouncer.pgbouncerBinary() !== undefined
 if (!installed) console.log(Bouncer.skipMessage)
@@ -65,15 +66,7 @@ const sleepers = async (marker: string): Promise<number> => {
   }
 }
 
-const waitFor = (done: () => boolean, max = Duration.seconds(15)) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    yield* Effect.sleep(Duration.millis(10)).pipe(
-      Effect.repeat({ until: () => done() || Date.now() - start > Duration.toMillis(max) })
-    )
-    if (!done()) return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
-    return Date.now() - start
-  })
+const waitFor = (done: () => boolean, max: Duration.DurationInput = Duration.seconds(15)) => waitForIn(done, max)
 
 describe.skipIf(!installed)("timeouts and cancels behind PgBouncer (transaction mode, 2 server connections)", () => {
   beforeAll(async () => {

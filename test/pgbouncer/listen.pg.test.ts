@@ -15,6 +15,7 @@ import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
 import * as Bouncer from "./pgbouncer.js"
+import { waitFor as waitForIn } from "../support/Wait.js"
 
 const installed = Bouncer.pgbouncerBinary() !== undefined
 if (!installed) console.log(Bouncer.skipMessage)
@@ -46,15 +47,7 @@ const collectWarnings = () => {
 // A long heartbeat: a join that converges well under it was announced by a notification.
 const slow = { heartbeat: "3 seconds", lease: "10 seconds", fenceMargin: "2 seconds", statementTimeout: "2 seconds" } as const
 
-const waitFor = (done: () => boolean, max = Duration.seconds(15)) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    yield* Effect.sleep(Duration.millis(5)).pipe(
-      Effect.repeat({ until: () => done() || Date.now() - start > Duration.toMillis(max) })
-    )
-    if (!done()) return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
-    return Date.now() - start
-  })
+const waitFor = (done: () => boolean, max: Duration.DurationInput = Duration.seconds(15)) => waitForIn(done, max)
 
 const setup = (prefix: string, base: Partial<MembershipConfigInput> = slow) =>
   Effect.gen(function*() {

@@ -21,6 +21,7 @@ import { scratchDatabase } from "../cli/pgSupport.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
 import * as Bouncer from "./pgbouncer.js"
+import { waitFor as waitForIn } from "../support/Wait.js"
 
 const installed = Bouncer.pgbouncerBinary() !== undefined
 if (!installed) console.log(Bouncer.skipMessage)
@@ -52,15 +53,7 @@ const CrashableStore = Effect.gen(function*() {
 })
 
 /** Polls `done` every 10 ms of real time; returns the milliseconds it took. */
-const waitFor = (done: () => boolean, max = Duration.seconds(15)) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    yield* Effect.sleep(Duration.millis(10)).pipe(
-      Effect.repeat({ until: () => done() || Date.now() - start > Duration.toMillis(max) })
-    )
-    if (!done()) return yield* Effect.dieMessage(`not done within ${Duration.format(max)}`)
-    return Date.now() - start
-  })
+const waitFor = (done: () => boolean, max: Duration.DurationInput = Duration.seconds(15)) => waitForIn(done, max)
 
 const setup = (prefix: string) =>
   Effect.gen(function*() {
