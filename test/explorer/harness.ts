@@ -13,8 +13,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import * as Statement from "@effect/sql/Statement"
-import { PgClient } from "@effect/sql-pg"
-import { Deferred, Duration, Effect, Fiber, FiberRef, Option, Redacted } from "effect"
+import { Deferred, Duration, Effect, Fiber, FiberRef, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import pg from "pg"
 import { fencedWith } from "../../src/Fenced.js"
@@ -22,27 +21,12 @@ import { InstanceBusy } from "../../src/MembershipError.js"
 import type { GroupView, MemberRow, MembershipStoreService } from "../../src/MembershipStore.js"
 import { MemberState } from "../../src/MemberState.js"
 import * as Transition from "../../src/Transition.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { ownDatabase, randomGroupId } from "../support/Database.js"
 
 // --- the explorer's database ------------------------------------------------------------------
 
 /** A database of the explorer's own (its triggers must not see other suites), dropped at scope end. */
-export const explorerDatabase = Effect.acquireRelease(
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const name = `mg_${randomGroupId("explorer").replace(/-/g, "_")}`
-    yield* sql`CREATE DATABASE ${sql(name)}`
-    const url = new URL(databaseUrl())
-    url.pathname = `/${name}`
-    return {
-      name,
-      url: url.toString(),
-      layer: PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 8, applicationName: "mg-explorer" })
-    }
-  }),
-  ({ name }) =>
-    Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
-)
+export const explorerDatabase = ownDatabase("explorer", { maxConnections: 8, applicationName: "mg-explorer" })
 
 /** The commit log: run once after the migrations. */
 export const installLog = `

@@ -4,15 +4,15 @@
  * (every store call hangs from then on, as if the process froze) and a database of a test's own.
  */
 import { SqlClient } from "@effect/sql"
-import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Duration, Effect, Exit, Layer, Scope } from "effect"
 import pg from "pg"
 import * as Membership from "../../src/Membership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, PgLive, randomGroupId } from "../support/Database.js"
+import { databaseUrl, ownDatabase, PgLive } from "../support/Database.js"
+import * as Wait from "../support/Wait.js"
 import { makeRecorder } from "../support/Recorder.js"
 
 /** lease 2 s > heartbeat 200 ms + fence margin 500 ms + statement timeout 1 s. */
@@ -25,33 +25,16 @@ export const fast = {
 
 export const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
 
-/** Polls `done` every 5 ms of real time; dies after `max`; returns the milliseconds it took. */
+/** `waitFor` (test/support/Wait.ts) with this suite's default of 15 s. */
 export const waitFor = (done: () => boolean, max: Duration.DurationInput = Duration.seconds(15), what = "condition") =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    const maxMs = Duration.toMillis(Duration.decode(max))
-    while (!done()) {
-      if (Date.now() - start > maxMs) return yield* Effect.dieMessage(`${what}: not done within ${maxMs} ms`)
-      yield* Effect.sleep(Duration.millis(5))
-    }
-    return Date.now() - start
-  })
+  Wait.waitFor(done, max, what)
 
-/** Like `waitFor`, with an effectful condition polled every 20 ms. */
+/** `waitForEffect` (test/support/Wait.ts) with this suite's default of 15 s. */
 export const waitForEffect = <E, R>(
   done: Effect.Effect<boolean, E, R>,
   max: Duration.DurationInput = Duration.seconds(15),
   what = "condition"
-) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    const maxMs = Duration.toMillis(Duration.decode(max))
-    while (!(yield* done)) {
-      if (Date.now() - start > maxMs) return yield* Effect.dieMessage(`${what}: not done within ${maxMs} ms`)
-      yield* Effect.sleep(Duration.millis(20))
-    }
-    return Date.now() - start
-  })
+) => Wait.waitForEffect(done, max, what)
 
 /**
  * A store whose calls can be frozen: once `freeze` runs, every call (and every call in flight that
@@ -128,22 +111,7 @@ export const groupRow = (groupId: string) =>
     ))
 
 /** A database of its own (so schema states and roles can be tested), dropped at scope end. */
-export const freshDatabase = Effect.acquireRelease(
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const name = `mg_${randomGroupId("db").replace(/-/g, "_")}`
-    yield* sql`CREATE DATABASE ${sql(name)}`
-    const url = new URL(databaseUrl())
-    url.pathname = `/${name}`
-    return {
-      name,
-      url: url.toString(),
-      layer: PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 20 })
-    }
-  }),
-  ({ name }) =>
-    Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
-)
+export const freshDatabase = ownDatabase("db", { maxConnections: 20 })
 
 /** The URL of the test database with other credentials or another database. */
 export const urlWith = (change: { user?: string; password?: string; database?: string; port?: number }) => {

@@ -4,7 +4,7 @@
  * this process whose store calls are counted and can be frozen, and whose every state is recorded.
  */
 import { SqlClient } from "@effect/sql"
-import { Duration, Effect, Exit, Scope, Stream } from "effect"
+import { Effect, Exit, Scope, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import pg from "pg"
 import * as Membership from "../../src/Membership.js"
@@ -14,29 +14,7 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import type { MemberState } from "../../src/MemberState.js"
 import { databaseUrl } from "../support/Database.js"
 
-/** Polls `done` every 5 ms of real time; dies after `max`; returns the milliseconds it took. */
-export const waitFor = (done: () => boolean, max: Duration.DurationInput, what: string) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    const maxMs = Duration.toMillis(Duration.decode(max))
-    while (!done()) {
-      if (Date.now() - start > maxMs) return yield* Effect.dieMessage(`${what}: not done within ${maxMs} ms`)
-      yield* Effect.sleep(Duration.millis(5))
-    }
-    return Date.now() - start
-  })
-
-/** Like `waitFor`, with an effectful condition polled every 20 ms. */
-export const waitForEffect = <E, R>(done: Effect.Effect<boolean, E, R>, max: Duration.DurationInput, what: string) =>
-  Effect.gen(function*() {
-    const start = Date.now()
-    const maxMs = Duration.toMillis(Duration.decode(max))
-    while (!(yield* done)) {
-      if (Date.now() - start > maxMs) return yield* Effect.dieMessage(`${what}: not done within ${maxMs} ms`)
-      yield* Effect.sleep(Duration.millis(20))
-    }
-    return Date.now() - start
-  })
+export { waitFor, waitForEffect } from "../support/Wait.js"
 
 /** A role with LOGIN and a password, no grants; dropped at scope end (after its connections close). */
 export const hostileRole = Effect.acquireRelease(

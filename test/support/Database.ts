@@ -3,7 +3,8 @@
  * files running in parallel against it never see each other's rows.
  */
 import { PgClient } from "@effect/sql-pg"
-import type { SqlClient, SqlError } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
 import { Effect, Layer, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { inject } from "vitest"
@@ -30,3 +31,28 @@ export const PgLive: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlErr
 
 /** A group id no other test (or earlier run) uses: `test-<prefix>-<random hex>`. */
 export const randomGroupId = (prefix: string): string => `test-${prefix}-${randomBytes(6).toString("hex")}`
+
+/**
+ * A database of a suite's own on the test server (`mg_<prefix>_<random hex>`), with a client layer
+ * for it; dropped (connections forced out) when the scope closes.
+ */
+export const ownDatabase = (
+  prefix: string,
+  options: { readonly maxConnections: number; readonly applicationName?: string }
+) =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const name = `mg_${randomGroupId(prefix).replace(/-/g, "_")}`
+      yield* sql`CREATE DATABASE ${sql(name)}`
+      const url = new URL(databaseUrl())
+      url.pathname = `/${name}`
+      return {
+        name,
+        url: url.toString(),
+        layer: PgClient.layer({ url: Redacted.make(url.toString()), ...options })
+      }
+    }),
+    ({ name }) =>
+      Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
+  )
