@@ -5,23 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { assertBuilt, converged, type JoinEvent, Member, tenures } from "./support.js"
+import { assertBuilt, converged, joinTimings, type JoinEvent, Member, tenures } from "./support.js"
 
 // Short timings: lease 3 s > heartbeat 200 ms + fence margin 1 s + statement timeout 1 s.
 const HEARTBEAT_MS = 200
 const LEASE_MS = 3_000
-const TIMINGS = [
-  "--heartbeat",
-  `${HEARTBEAT_MS}ms`,
-  "--lease",
-  `${LEASE_MS}ms`,
-  "--fence-margin",
-  "1s",
-  "--statement-timeout",
-  "1s",
-  "--work-interval",
-  "100ms"
-]
+const TIMINGS = joinTimings(HEARTBEAT_MS, LEASE_MS)
 // Starting node with Effect takes a second or more on a busy machine.
 const START_MS = 30_000
 

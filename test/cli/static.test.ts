@@ -7,21 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { assertBuilt, converged, Member, run } from "./support.js"
+import { assertBuilt, converged, joinTimings, Member, run } from "./support.js"
 
 const HEARTBEAT_MS = 200
 const LEASE_MS = 3_000
 const timings = (graceMs: number) => [
-  "--heartbeat",
-  `${HEARTBEAT_MS}ms`,
-  "--lease",
-  `${LEASE_MS}ms`,
-  "--fence-margin",
-  "1s",
-  "--statement-timeout",
-  "1s",
-  "--work-interval",
-  "100ms",
+  ...joinTimings(HEARTBEAT_MS, LEASE_MS),
   "--rejoin-grace",
   `${graceMs}ms`
 ]

@@ -199,3 +199,20 @@ export const tenures = (events: ReadonlyArray<JoinEvent>): Array<Tenure> => {
   if (open !== undefined) close(open.last, "killed")
   return result
 }
+
+/**
+ * `join`'s timing options for process tests: `heartbeatMs`, `leaseMs`, fence margin and statement
+ * timeout 1 s, a work line every 100 ms (the lease must exceed heartbeat + margin + statement timeout).
+ */
+export const joinTimings = (heartbeatMs: number, leaseMs: number): Array<string> => [
+  "--heartbeat",
+  `${heartbeatMs}ms`,
+  "--lease",
+  `${leaseMs}ms`,
+  "--fence-margin",
+  "1s",
+  "--statement-timeout",
+  "1s",
+  "--work-interval",
+  "100ms"
+]

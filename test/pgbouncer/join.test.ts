@@ -5,7 +5,7 @@
  * notifications cannot work there and poll; the one with `--listen-url` (direct) says nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { assertBuilt, converged, Member, run, tenures } from "../cli/support.js"
+import { assertBuilt, converged, joinTimings, Member, run, tenures } from "../cli/support.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import * as Bouncer from "./pgbouncer.js"
 
@@ -14,18 +14,7 @@ if (!installed) console.log(Bouncer.skipMessage)
 
 const HEARTBEAT_MS = 300
 const LEASE_MS = 3_000
-const TIMINGS = [
-  "--heartbeat",
-  `${HEARTBEAT_MS}ms`,
-  "--lease",
-  `${LEASE_MS}ms`,
-  "--fence-margin",
-  "1s",
-  "--statement-timeout",
-  "1s",
-  "--work-interval",
-  "100ms"
-]
+const TIMINGS = joinTimings(HEARTBEAT_MS, LEASE_MS)
 const START_MS = 30_000
 const WARNING = "notifications cannot work"
 
