@@ -305,6 +305,15 @@ describe("handoff", () => {
     expect(Assignment.planFor(moves, "a")).toEqual({ release: [], startAfterRelease: [], startNow: [] })
   })
 
+  it("a handoff in flight whose old holder is reaped is handed over at once; the new owner keeps its target", () => {
+    // Slot 0 was on its way from a to b (owner b, holder a); a crashed and was reaped.
+    const target = Assignment.rebalance(2, ["b", "b"], ["b"])
+    expect(target).toEqual(["b", "b"])
+    const moves = Assignment.handoff(2, ["a", "b"], target, ["b"])
+    expect(moves).toEqual([{ slot: 0, from: "a", to: "b", after: "nothing" }])
+    expect(Assignment.planFor(moves, "b")).toEqual({ release: [], startAfterRelease: [], startNow: [0] })
+  })
+
   it("refuses arguments out of range", () => {
     expect(() => Assignment.rebalance(0, [], [])).toThrow(/slots: must be an integer in \[1, 16384\]/)
     expect(() => Assignment.rebalance(16_385, [], [])).toThrow(Assignment.InvalidSlots)
