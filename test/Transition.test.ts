@@ -908,16 +908,54 @@ describe("step: static membership", () => {
     message: 'instance id "w1" is held by a live member (w1 (host/42)); waiting until it releases or its lease expires'
   })
 
+  const record = Instruction.RecordWaiting({ instanceId: "w1", holder: "w1 (host/42)" })
+
   it("an instance id held by a live member: waits with the join backoff, says so once until a join succeeds", () => {
     const m = member(S.Joining(), { deadline: undefined, instanceId: "w1", instanceBusyLogged: false })
     const [m1, first] = Transition.step(m, busy, 0)
-    expect(first).toEqual([waiting, Instruction.RetryJoinIn({ millis: 100 })])
+    expect(first).toEqual([waiting, record, Instruction.RetryJoinIn({ millis: 100 })])
     expect(m1).toMatchObject({ state: S.Joining(), joinFailures: 1, instanceBusyLogged: true })
     const [m2, second] = Transition.step(m1, busy, 100)
-    expect(second).toEqual([Instruction.RetryJoinIn({ millis: 200 })])
-    const [m3] = Transition.step(m2, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 200 }), 210)
+    expect(second).toEqual([record, Instruction.RetryJoinIn({ millis: 200 })])
+    const [m3, joined] = Transition.step(m2, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 200 }), 210)
     expect(m3).toMatchObject({ joinFailures: 0, instanceBusyLogged: false })
+    expect(joined).toEqual([Instruction.ClearWaiting(), Instruction.StartWork({ slot: slot(5) })])
     expect(Transition.step(m3, busy, 300)[1]).toEqual([])
+  })
+
+  it("a waiter's row (for status) is written at every busy retry, kept through failed joins, and cleared once when the wait ends", () => {
+    const m = member(S.Joining(), { deadline: undefined, instanceId: "w1", instanceBusyLogged: false })
+    const [m1] = Transition.step(m, busy, 0)
+    // A failed join (the database) does not end the wait: no clear.
+    const [m2, failed] = Transition.step(m1, Event.JoinFailed({ reason: "timeout" }), 100)
+    expect(failed).toEqual([Instruction.RetryJoinIn({ millis: 200 })])
+    expect(m2.instanceBusyLogged).toBe(true)
+    expect(Transition.step(m2, Event.RetryJoin(), 300)[1]).toEqual([Instruction.Join()])
+    // Asked to leave while waiting: cleared (and the usual leave, by member id).
+    const [m3, leave] = Transition.step(m2, Event.LeaveRequested(), 300)
+    expect(leave).toEqual([Instruction.ClearWaiting(), Instruction.Release()])
+    expect(m3.instanceBusyLogged).toBe(false)
+    expect(Transition.step(m3, Event.ScopeClosing(), 400)[1]).not.toContainEqual(Instruction.ClearWaiting())
+    // The scope closes while waiting: cleared by the final leave, first.
+    const [m4, closing] = Transition.step(m2, Event.ScopeClosing(), 300)
+    expect(closing).toEqual([Instruction.ClearWaiting(), Instruction.StopWork()])
+    expect(m4).toMatchObject({ closing: true, instanceBusyLogged: false })
+    // In Lost (its row was taken over by another incarnation) the same.
+    const [lost, again] = Transition.step(member(S.Lost(), { deadline: undefined, instanceId: "w1" }), busy, 0)
+    expect(again).toEqual([waiting, record, Instruction.RetryJoinIn({ millis: 100 })])
+    expect(lost.state).toEqual(S.Lost())
+    // A member that never waited clears nothing.
+    expect(Transition.step(member(S.Joining(), { deadline: undefined, instanceId: "w1" }), Event.ScopeClosing(), 0)[1]).toEqual([
+      Instruction.StopWork()
+    ])
+  })
+
+  it("InstanceBusy in a state that is not joining is ignored: no log, no waiter row", () => {
+    for (const state of [S.Awaiting(slot(5)), S.Assigned(slot(5)), leaving(false), S.Left()]) {
+      const [after, instructions] = Transition.step(member(state, { instanceId: "w1" }), busy, 0)
+      expect(instructions).toEqual([])
+      expect(after.instanceBusyLogged).not.toBe(true)
+    }
   })
 
   it("with an instance id, a graceful leave releases the row instead of deleting it; without, it leaves", () => {
