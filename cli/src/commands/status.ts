@@ -225,7 +225,8 @@ export interface GroupSnapshot extends GroupStatus {
  * header and the rows can never come from two states, whatever changes commit meanwhile. Ages and
  * leases on the database clock. `None` when the group has no row. `status` and the dashboard both
  * read this. `version`: the installed schema version (the columns of static membership need 5, the
- * waiters 6; older schemas read without them).
+ * waiters 6; older schemas read without them). Waiters are read only where the role may read their
+ * table (one more statement first, `has_table_privilege`).
  *
  * @since 0.1.0
  * @internal
@@ -243,18 +244,25 @@ export const snapshot = (
                                            - statement_timestamp()) * 1000)::bigint END AS grace_left_ms`
       : sql`NULL::text AS instance_id, NULL::timestamptz AS released_at, NULL::bigint AS grace_left_ms`
     // Waiters seen within their lease that hold no member row (one that took over and has not yet
-    // deleted its waiter row is a member now).
-    const waiters = version >= 6
+    // deleted its waiter row is a member now); at most 100 (anyone who may write the table could
+    // flood it). A viewer role without SELECT on the table (granted before migration 0006 existed)
+    // sees everything else.
+    const [privilege] = version >= 6
+      ? yield* sql<{ ok: boolean }>`SELECT has_table_privilege('modulo_group.instance_waiters', 'SELECT') AS ok`
+      : [{ ok: false }]
+    const waiters = privilege?.ok === true
       ? sql`(SELECT json_agg(json_build_object(
                       'instanceId', w.instance_id, 'memberId', w.member_id, 'name', w.name, 'host', w.host,
                       'pid', w.pid,
                       'waitingMs', (extract(epoch FROM statement_timestamp() - w.since) * 1000)::bigint,
                       'seenAgoMs', (extract(epoch FROM statement_timestamp() - w.seen_at) * 1000)::bigint)
                     ORDER BY w.instance_id, w.since, w.member_id)
-               FROM modulo_group.instance_waiters w
-              WHERE w.group_id = g.group_id
-                AND w.seen_at + w.lease_ms * interval '1 millisecond' > statement_timestamp()
-                AND NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.member_id = w.member_id)) AS waiters`
+               FROM (SELECT * FROM modulo_group.instance_waiters v
+                      WHERE v.group_id = g.group_id
+                        AND v.seen_at + v.lease_ms * interval '1 millisecond' > statement_timestamp()
+                        AND NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.member_id = v.member_id)
+                      ORDER BY v.instance_id, v.since, v.member_id
+                      LIMIT 100) w) AS waiters`
       : sql`NULL::json AS waiters`
     const rows = yield* sql<{
       group_id: string
@@ -390,7 +398,7 @@ export const status = (options: StatusOptions) =>
       const draw = Effect.flatMap(fetch, (found) => {
         if (options.json) {
           return writeOut(JSON.stringify(Option.match(found, {
-            onNone: () => ({ group: groupId, epoch: null, size: 0, changedAt: null, members: [] }),
+            onNone: () => ({ group: groupId, epoch: null, size: 0, changedAt: null, members: [], waiters: [] }),
             onSome: statusJson
           })))
         }
