@@ -248,6 +248,71 @@ export const generate = ({ MemberState, Transition }) => {
     })
   ]
 
+  // Static membership: `Transition.step` on a member with an instance id ("w1"). Its state machine is
+  // the one above; what differs is what `step` makes of the commands (a graceful leave releases the
+  // row instead of deleting it), and the wait for an instance id that a live member holds
+  // (`InstanceBusy`): the `waiting` flag (`instanceBusyLogged`), said once, its waiter row for
+  // `status` written at every retry and cleared when the wait ends. Drawn: every edge of a static
+  // member whose instructions differ from those of the same member without an instance id, every
+  // `InstanceBusy` and takeover, and every edge from a waiting member that does something.
+  /** @param {Tagged} state @param {boolean} waiting */
+  const staticNode = (state, waiting) => {
+    const n = nodeOf(state)
+    return waiting ? { id: `${n.id}_waiting`, name: `${n.name} (waiting)` } : n
+  }
+  /** @param {Tagged} state @param {string | undefined} instanceId @param {boolean} waiting */
+  const memberIn = (state, instanceId, waiting) => ({
+    ...Transition.initialMember(timing, instanceId),
+    state,
+    term: 1,
+    acked: 5,
+    deadline: Transition.holdsLease(state) ? 8_000 : undefined,
+    clockReading: { sentAt: 0, database: 1_000, roundTrip: 10 },
+    ...(instanceId === undefined ? {} : { instanceBusyLogged: waiting })
+  })
+  /** @type {Array<{ state: Tagged, waiting: boolean }>} */
+  const staticStates = [
+    ...states.map((state) => ({ state, waiting: false })),
+    { state: S.Joining(), waiting: true },
+    { state: S.Lost(), waiting: true }
+  ]
+  /** @type {Array<{ from: string, fromName: string, to: string, toName: string, label: string, instructions: string }>} */
+  const staticEdges = []
+  for (const { state, waiting } of staticStates) {
+    const from = staticNode(state, waiting)
+    const events = [...eventsFor(state)]
+    if (state._tag === "Joining" || state._tag === "Lost") {
+      events.push({
+        label: "Joined (takeover: same epoch, all acked)",
+        event: E.Joined({ view: { ...view(5, true), takenOver: true }, sentAt: 0, receivedAt: 5 })
+      })
+    }
+    for (const { event, label } of events) {
+      const [after, instructions] = Transition.step(memberIn(state, "w1", waiting), event, 10)
+      const [, dynamic] = Transition.step(memberIn(state, undefined, false), event, 10)
+      const shown = instructions.map(showInstruction).join(", ")
+      const afterWaiting = after.instanceBusyLogged === true
+      const same = JSON.stringify(after.state) === JSON.stringify(state) && afterWaiting === waiting
+      if (same && instructions.length === 0) continue
+      const differs = shown !== dynamic.map(showInstruction).join(", ")
+      if (!differs && !waiting && event._tag !== "InstanceBusy" && !label.startsWith("Joined (takeover")) continue
+      const to = staticNode(after.state, afterWaiting)
+      staticEdges.push({ from: from.id, fromName: from.name, to: to.id, toName: to.name, label, instructions: shown })
+    }
+  }
+  const staticNodes = [...new Map(staticEdges.flatMap((e) => [[e.from, e.fromName], [e.to, e.toName]])).entries()]
+  const staticMermaid = [
+    "stateDiagram-v2",
+    "  direction LR",
+    ...staticNodes.filter(([id, name]) => id !== name).map(([id, name]) => `  state "${name}" as ${id}`),
+    ...staticEdges.map((e) => `  ${e.from} --> ${e.to} : ${e.label}${e.instructions === "" ? "" : ` / ${e.instructions}`}`)
+  ]
+  const staticTable = [
+    "| state | event | next state | instructions |",
+    "| --- | --- | --- | --- |",
+    ...staticEdges.map((e) => `| ${e.fromName} | ${e.label} | ${e.toName} | ${e.instructions === "" ? "-" : e.instructions} |`)
+  ]
+
   const mermaid = [
     "stateDiagram-v2",
     "  direction LR",
@@ -307,6 +372,49 @@ export const generate = ({ MemberState, Transition }) => {
     "database at 1000; times in ms of the member's clock.",
     "",
     ...stepTable,
+    "",
+    "## Static membership: a member with an instance id",
+    "",
+    "A member started with `instanceId` ([static-membership.md](static-membership.md)) runs the same",
+    "state machine; `Transition.step` differs in two ways. A graceful leave **releases** its row",
+    "instead of deleting it (`Release`: the row keeps its index, its lease ends, the epoch does not",
+    "change; at scope close `LeaveRetried` releases too). And a join that finds its instance id held by",
+    "a live member (`InstanceBusy`) changes nothing and **waits**: the member keeps its state with the",
+    "flag `waiting` (`Member.instanceBusyLogged`), says so once (`Log(Warning)`), writes its waiter row",
+    "for `status` at every retry (`RecordWaiting`: display only, nothing in the protocol reads it) and",
+    "retries with the join backoff; the wait ends with a successful join (a **takeover** of the released",
+    "or expired row: same index, same epoch, everyone acknowledged, so it starts at once), a leave or the",
+    "scope's close, each of which deletes the waiter row first (`ClearWaiting`). Drawn below: the edges",
+    "of a static member (instance id `w1`, the member of the table above in each state) whose",
+    "instructions differ from a member's without an instance id, every `InstanceBusy` and takeover, and",
+    "every edge of a waiting member that does something; the rest is the diagram above.",
+    "",
+    "```mermaid",
+    ...staticMermaid,
+    "```",
+    "",
+    ...staticTable,
+    "",
+    "The row of a static member, as the store keeps it (`status` shows these states; tested by",
+    "test/support/StoreContract.ts on both stores and by test/static/): `live` (its lease runs),",
+    "`released` (its member left gracefully: lease ended, index kept), `held` (its lease ran out: a",
+    "crash or a hang; index kept). A join with its instance id takes a released or held row over (a",
+    "new member id, a fresh lease); a live one it never takes (`InstanceBusy`). Reaping deletes a row",
+    "once its lease and its `rejoinGrace` have both run out, and the group renegotiates as after a leave.",
+    "",
+    "```mermaid",
+    "stateDiagram-v2",
+    "  direction LR",
+    "  [*] --> live : join (no row of this instance id) / insert, new epoch",
+    "  live --> live : renewal / lease extended",
+    "  live --> released : release (graceful leave, work stopped) / same epoch",
+    "  live --> held : lease runs out (crash, hang)",
+    "  released --> live : join with the instance id (takeover) / same index, same epoch",
+    "  held --> live : join with the instance id (takeover) / same index, same epoch",
+    "  released --> [*] : rejoinGrace runs out / reaped, new epoch",
+    "  held --> [*] : rejoinGrace runs out / reaped, new epoch",
+    "  live --> live : join with the instance id while live / InstanceBusy: the joiner waits",
+    "```",
     ""
   ].join("\n")
 }

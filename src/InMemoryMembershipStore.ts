@@ -8,7 +8,7 @@ import { Clock, Context, Deferred, Effect, Layer, Metric, Option, PubSub, Stream
 import { reassign } from "./internal/reassign.js"
 import { InstanceBusy, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
-import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup } from "./MembershipStore.js"
+import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 
 interface Row extends MemberInfo {
@@ -25,6 +25,15 @@ interface Row extends MemberInfo {
   instanceId: string | null
   releasedAt: number | null
   graceMs: number
+}
+
+/** Static membership: a member waiting for an instance id held by a live member (for `status` only). */
+interface Waiter extends MemberInfo {
+  groupId: string
+  instanceId: string
+  since: number
+  seenAt: number
+  leaseMs: number
 }
 
 interface Group {
@@ -75,6 +84,7 @@ export class InMemoryStoreControl extends Context.Tag("modulo-group/InMemoryStor
 export const make: Effect.Effect<{ readonly store: MembershipStoreService; readonly control: InMemoryControl }> = Effect
   .sync(() => {
     const groups = new Map<string, Group>()
+    const waiting = new Map<string, Waiter>()
     const hung = new Map<string, Deferred.Deferred<void>>()
     let outage = false
     let dropNotifications = false
@@ -299,6 +309,49 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             row.ackedEpoch = Math.max(row.ackedEpoch, g.epoch)
             row.stoppingSince = null
             return Effect.as(notify(g), true)
+          })
+        ),
+      wait: (groupId, member, instanceId, leaseMs) =>
+        gate("wait", member.memberId).pipe(
+          Effect.zipRight(storeNow),
+          Effect.map((now) => {
+            for (const [id, w] of waiting) {
+              if (w.groupId === groupId && id !== member.memberId && w.seenAt + 2 * w.leaseMs <= now) waiting.delete(id)
+            }
+            const old = waiting.get(member.memberId)
+            const same = old !== undefined && old.groupId === groupId && old.instanceId === instanceId
+            waiting.set(member.memberId, {
+              ...member,
+              groupId,
+              instanceId,
+              since: same ? old.since : now,
+              seenAt: now,
+              leaseMs: Math.min(Math.max(Math.round(leaseMs), 1), 3_600_000)
+            })
+          })
+        ),
+      stopWaiting: (_groupId, memberId) =>
+        gate("stopWaiting", memberId).pipe(Effect.map(() => void waiting.delete(memberId))),
+      waiters: (groupId) =>
+        gate("waiters", undefined).pipe(
+          Effect.zipRight(storeNow),
+          Effect.map((now): ReadonlyArray<WaiterRow> => {
+            const g = groups.get(groupId)
+            return [...waiting.values()]
+              .filter((w) => w.groupId === groupId && w.seenAt + w.leaseMs > now && g?.members.has(w.memberId) !== true)
+              .sort((a, b) =>
+                a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : a.since - b.since ||
+                  (a.memberId < b.memberId ? -1 : 1)
+              )
+              .map((w) => ({
+                memberId: w.memberId,
+                name: w.name,
+                host: w.host,
+                pid: w.pid,
+                instanceId: w.instanceId,
+                waitingMs: now - w.since,
+                seenAgoMs: now - w.seenAt
+              }))
           })
         ),
       wakeups: (groupId) =>

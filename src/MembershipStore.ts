@@ -110,6 +110,21 @@ export interface MemberRow extends MemberInfo {
 }
 
 /**
+ * Static membership: a member waiting for its instance id, which a live member holds, for `status`
+ * (it has no member row). Display only: nothing in the protocol reads it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WaiterRow extends MemberInfo {
+  readonly instanceId: string
+  /** Milliseconds since its first busy join, by the store's clock. */
+  readonly waitingMs: number
+  /** Milliseconds since its latest retry, by the store's clock. */
+  readonly seenAgoMs: number
+}
+
+/**
  * A group row, for `status` and `groups`.
  *
  * @since 0.1.0
@@ -171,6 +186,25 @@ export interface MembershipStoreService {
    * member has no row (or no instance id).
    */
   readonly release: (groupId: string, memberId: string) => Effect.Effect<boolean, StoreError>
+  /**
+   * Static membership, for `status` only: this member waits for `instanceId`, which a live member
+   * holds (its join failed with `InstanceBusy`). Writes (or refreshes) its waiter row, shown while
+   * it is younger than `leaseMs`. Never part of a membership decision: a forged or stale row changes
+   * only what `status` shows.
+   */
+  readonly wait: (
+    groupId: string,
+    member: MemberInfo,
+    instanceId: string,
+    leaseMs: number
+  ) => Effect.Effect<void, StoreError>
+  /** Static membership: deletes this member's waiter row (it took the instance over, or stopped waiting). */
+  readonly stopWaiting: (groupId: string, memberId: string) => Effect.Effect<void, StoreError>
+  /**
+   * The group's waiters seen within their lease that hold no member row, by instance id, oldest
+   * first.
+   */
+  readonly waiters: (groupId: string) => Effect.Effect<ReadonlyArray<WaiterRow>, StoreError>
   /** Wake-ups after any change of the group. Lossy: polling stays the source of truth. */
   readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
   /** The group row, if the group exists. */

@@ -34,7 +34,8 @@ export const migrations = [
   { version: 2, name: "0002_consistent_views" },
   { version: 3, name: "0003_fence_commit_check" },
   { version: 4, name: "0004_change_log" },
-  { version: 5, name: "0005_static_membership" }
+  { version: 5, name: "0005_static_membership" },
+  { version: 6, name: "0006_instance_waiters" }
 ] as const
 
 /**
@@ -78,7 +79,12 @@ export const requiredObjects: ReadonlyArray<{
     table: "change_log",
     columns: ["id", "group_id", "epoch", "size", "incarnation", "changed_at", "cause", "subject", "assignment"]
   },
-  { version: 5, table: "members", columns: ["instance_id", "released_at", "rejoin_grace_ms"] }
+  { version: 5, table: "members", columns: ["instance_id", "released_at", "rejoin_grace_ms"] },
+  {
+    version: 6,
+    table: "instance_waiters",
+    columns: ["member_id", "group_id", "instance_id", "host", "pid", "name", "since", "seen_at", "lease_ms"]
+  }
 ]
 
 /**

@@ -15,7 +15,7 @@ import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
 import { DatabaseUnavailable, InstanceBusy, SchemaMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
-import type { GroupRow, GroupView, MemberRow, MembershipStoreService } from "./MembershipStore.js"
+import type { GroupRow, GroupView, MemberRow, MembershipStoreService, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 import * as Migrations from "./Migrations.js"
 
@@ -404,6 +404,41 @@ export const make = (options: Options = {}) =>
                 // Its acknowledgement may complete a barrier: wake the others.
                 Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
               ))
+        ),
+
+      wait: (groupId, member, instanceId, leaseMs) =>
+        wrap(
+          "wait",
+          Effect.flatMap(nowParam, (now) =>
+            Effect.zipRight(
+              onStatement("wait", "upsert"),
+              Effect.asVoid(Statements.upsertWaiter(sql, groupId, member, instanceId, Math.round(leaseMs), now))
+            ))
+        ),
+
+      stopWaiting: (_groupId, memberId) =>
+        wrap(
+          "stopWaiting",
+          Effect.zipRight(onStatement("stopWaiting", "delete"), Effect.asVoid(Statements.deleteWaiter(sql, memberId)))
+        ),
+
+      waiters: (groupId) =>
+        wrap(
+          "waiters",
+          Effect.flatMap(nowParam, (now) =>
+            Effect.zipRight(
+              onStatement("waiters", "read"),
+              Effect.map(Statements.selectWaiters(sql, groupId, now), (rows) =>
+                rows.map((r): WaiterRow => ({
+                  memberId: r.member_id,
+                  instanceId: r.instance_id,
+                  name: r.name,
+                  host: r.host,
+                  pid: r.pid,
+                  waitingMs: num(r.waiting_ms),
+                  seenAgoMs: num(r.seen_ago_ms)
+                })))
+            ))
         ),
 
       wakeups: notifier.wakeups,

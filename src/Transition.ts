@@ -479,7 +479,11 @@ export interface Member {
    * (`Release`) instead of deleting it (`Leave`).
    */
   readonly instanceId?: string | undefined
-  /** "Held by a live member" has been logged since the last join (said once per wait). */
+  /**
+   * Waiting for an instance id held by a live member: a join found it busy, and no join has
+   * succeeded since (nor has the member been asked to leave). "Held by a live member" is said once
+   * per wait, and the waiter row (`RecordWaiting`, for `status`) is cleared when the wait ends.
+   */
   readonly instanceBusyLogged?: boolean | undefined
 }
 
@@ -614,6 +618,13 @@ export type Instruction = Data.TaggedEnum<{
    * unchanged; its work has stopped). Reports `LeaveDone` like `Leave`.
    */
   Release: {}
+  /**
+   * Static membership, for `status` only: write (or refresh) this member's waiter row, saying it
+   * waits for `instanceId`, held by `holder`. Best effort; nothing in the protocol reads it.
+   */
+  RecordWaiting: { readonly instanceId: string; readonly holder: string }
+  /** Static membership: the wait is over (a join succeeded, or the member leaves): delete the waiter row. */
+  ClearWaiting: {}
   /** Log an error and count it (`modulo_group_alarms_total`). */
   Alarm: { readonly reason: string }
   /** Log a line. */
@@ -664,6 +675,10 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   if ("term" in event && event.term !== undefined && event.term !== member.term) return [member, []]
   const { timing } = member
   let m = member
+  // Waiting for a busy instance id: a successful join, a leave or the scope's close ends the wait.
+  const waitOver = m.instanceBusyLogged === true &&
+    (event._tag === "Joined" || event._tag === "LeaveRequested" || event._tag === "ScopeClosing")
+  if (waitOver) m = { ...m, instanceBusyLogged: false }
   switch (event._tag) {
     case "Joined": {
       const sentAt = event.sentAt ?? now
@@ -675,7 +690,6 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         clockReading: { sentAt, database: event.view.clock, roundTrip: (event.receivedAt ?? now) - sentAt },
         deadline: sentAt + timing.validMs
       }
-      if (m.instanceBusyLogged === true) m = { ...m, instanceBusyLogged: false }
       break
     }
     case "JoinFailed":
@@ -702,15 +716,19 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     after = MemberState.Fenced({ ...slotOf(after), stopping: false, stuck: false })
     commands = commands.filter((c) => c !== start)
   }
-  const instructions: Array<Instruction> = []
-  if (event._tag === "InstanceBusy" && commands.length > 0 && m.instanceBusyLogged !== true) {
-    // Said once per wait (until a join succeeds), not at every retry.
-    m = { ...m, instanceBusyLogged: true }
-    instructions.push(Instruction.Log({
-      level: "Warning",
-      message: `instance id ${JSON.stringify(event.instanceId)} is held by a live member (${event.holder}); ` +
-        "waiting until it releases or its lease expires"
-    }))
+  const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
+  if (event._tag === "InstanceBusy" && commands.length > 0) {
+    if (m.instanceBusyLogged !== true) {
+      // Said once per wait (until a join succeeds), not at every retry.
+      m = { ...m, instanceBusyLogged: true }
+      instructions.push(Instruction.Log({
+        level: "Warning",
+        message: `instance id ${JSON.stringify(event.instanceId)} is held by a live member (${event.holder}); ` +
+          "waiting until it releases or its lease expires"
+      }))
+    }
+    // At every retry: `status` shows waiters seen within their lease.
+    instructions.push(Instruction.RecordWaiting({ instanceId: event.instanceId, holder: event.holder }))
   }
   // Stuck at scope close: nobody renews nor watches the work in the background any more. The final
   // leave holds the barrier itself, alarming every heartbeat and the first time at once, with how

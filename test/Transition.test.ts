@@ -787,6 +787,17 @@ describe("docs/state-machine.md", () => {
     for (const tag of Transition.observationTags) expect(doc).toMatch(new RegExp(`\\b${tag}\\b`))
     expect(doc).toContain("stateDiagram-v2")
   })
+
+  it("draws static membership: the release, the wait for a busy instance id and the takeover", () => {
+    const doc = generate({ Transition, MemberState })
+    const section = doc.slice(doc.indexOf("## Static membership"))
+    expect(section).toContain("Awaiting --> Leaving : LeaveRequested / Release")
+    expect(section).toContain("Leaving_stopping --> Leaving : WorkStopped / Release")
+    expect(section).toContain("Joining --> Joining_waiting : InstanceBusy / Log(Warning), RecordWaiting, RetryJoinIn(100 ms)")
+    expect(section).toContain("Joining_waiting --> Assigned : Joined (takeover: same epoch, all acked) / ClearWaiting, StartWork")
+    expect(section).toContain("Joining_waiting --> Leaving_stopping : ScopeClosing / ClearWaiting, StopWork")
+    for (const row of ["released", "held", "live"]) expect(section).toMatch(new RegExp(`\\b${row}\\b`))
+  })
 })
 
 // --- step: the decisions around the state machine ------------------------------------------------
@@ -908,16 +919,98 @@ describe("step: static membership", () => {
     message: 'instance id "w1" is held by a live member (w1 (host/42)); waiting until it releases or its lease expires'
   })
 
+  const record = Instruction.RecordWaiting({ instanceId: "w1", holder: "w1 (host/42)" })
+
   it("an instance id held by a live member: waits with the join backoff, says so once until a join succeeds", () => {
     const m = member(S.Joining(), { deadline: undefined, instanceId: "w1", instanceBusyLogged: false })
     const [m1, first] = Transition.step(m, busy, 0)
-    expect(first).toEqual([waiting, Instruction.RetryJoinIn({ millis: 100 })])
+    expect(first).toEqual([waiting, record, Instruction.RetryJoinIn({ millis: 100 })])
     expect(m1).toMatchObject({ state: S.Joining(), joinFailures: 1, instanceBusyLogged: true })
     const [m2, second] = Transition.step(m1, busy, 100)
-    expect(second).toEqual([Instruction.RetryJoinIn({ millis: 200 })])
-    const [m3] = Transition.step(m2, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 200 }), 210)
+    expect(second).toEqual([record, Instruction.RetryJoinIn({ millis: 200 })])
+    const [m3, joined] = Transition.step(m2, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 200 }), 210)
     expect(m3).toMatchObject({ joinFailures: 0, instanceBusyLogged: false })
+    expect(joined).toEqual([Instruction.ClearWaiting(), Instruction.StartWork({ slot: slot(5) })])
     expect(Transition.step(m3, busy, 300)[1]).toEqual([])
+  })
+
+  it("a waiter's row (for status) is written at every busy retry, kept through failed joins, and cleared once when the wait ends", () => {
+    const m = member(S.Joining(), { deadline: undefined, instanceId: "w1", instanceBusyLogged: false })
+    const [m1] = Transition.step(m, busy, 0)
+    // A failed join (the database) does not end the wait: no clear.
+    const [m2, failed] = Transition.step(m1, Event.JoinFailed({ reason: "timeout" }), 100)
+    expect(failed).toEqual([Instruction.RetryJoinIn({ millis: 200 })])
+    expect(m2.instanceBusyLogged).toBe(true)
+    expect(Transition.step(m2, Event.RetryJoin(), 300)[1]).toEqual([Instruction.Join()])
+    // Asked to leave while waiting: cleared (and the usual leave, by member id).
+    const [m3, leave] = Transition.step(m2, Event.LeaveRequested(), 300)
+    expect(leave).toEqual([Instruction.ClearWaiting(), Instruction.Release()])
+    expect(m3.instanceBusyLogged).toBe(false)
+    expect(Transition.step(m3, Event.ScopeClosing(), 400)[1]).not.toContainEqual(Instruction.ClearWaiting())
+    // The scope closes while waiting: cleared by the final leave, first.
+    const [m4, closing] = Transition.step(m2, Event.ScopeClosing(), 300)
+    expect(closing).toEqual([Instruction.ClearWaiting(), Instruction.StopWork()])
+    expect(m4).toMatchObject({ closing: true, instanceBusyLogged: false })
+    // In Lost (its row was taken over by another incarnation) the same.
+    const [lost, again] = Transition.step(member(S.Lost(), { deadline: undefined, instanceId: "w1" }), busy, 0)
+    expect(again).toEqual([waiting, record, Instruction.RetryJoinIn({ millis: 100 })])
+    expect(lost.state).toEqual(S.Lost())
+    // A member that never waited clears nothing.
+    expect(Transition.step(member(S.Joining(), { deadline: undefined, instanceId: "w1" }), Event.ScopeClosing(), 0)[1]).toEqual([
+      Instruction.StopWork()
+    ])
+  })
+
+  it("the static step table: what static membership changes, state by state (written down)", () => {
+    const statics = (state: State, waiting = false) =>
+      member(state, { instanceId: "w1", instanceBusyLogged: waiting, deadline: Transition.holdsLease(state) ? 8_000 : undefined })
+    const takeover = Event.Joined({ view: view({ epoch: 5, allAcked: true, takenOver: true }), sentAt: 0, receivedAt: 5 })
+    const { ClearWaiting, Join, Release, RetryJoinIn, StartWork, StopWork } = Instruction
+    const cases: ReadonlyArray<readonly [string, Transition.Member, Ev, State, boolean, ReadonlyArray<Transition.Instruction>]> = [
+      // A graceful leave releases the row (after the work stopped), wherever it is asked.
+      ["Joining, leave", statics(S.Joining()), Event.LeaveRequested(), leaving(false), false, [Release()]],
+      ["Awaiting, leave", statics(S.Awaiting(slot(5))), Event.LeaveRequested(), leaving(false), false, [Release()]],
+      ["Assigned, leave", statics(S.Assigned(slot(5))), Event.LeaveRequested(), leaving(true), false, [StopWork()]],
+      ["Renegotiating, leave", statics(renegotiating(false)), Event.LeaveRequested(), leaving(true), false, []],
+      ["Fenced, leave", statics(fenced(false)), Event.LeaveRequested(), leaving(false), false, [Release()]],
+      ["Fenced (stopping), leave", statics(fenced(true)), Event.LeaveRequested(), leaving(true), false, []],
+      ["Lost, leave", statics(S.Lost()), Event.LeaveRequested(), leaving(false), false, [Release()]],
+      ["Leaving (stopping), work stopped", statics(leaving(true)), Event.WorkStopped(), leaving(false), false, [Release()]],
+      ["Leaving (stuck), work stopped", statics(leaving(true, true)), Event.WorkStopped(), leaving(false), false, [Release()]],
+      ["Leaving, leave done", statics(leaving(false)), Event.LeaveDone(), S.Left(), false, []],
+      // At scope close the row goes through LeaveRetried (which releases it, leaveOrRelease).
+      ["Leaving (stopping), closing, work stopped", { ...statics(leaving(true)), closing: true }, Event.WorkStopped(), leaving(false), false, [
+        Instruction.LeaveRetried({ everyMillis: 100 })
+      ]],
+      // The wait for a busy instance id.
+      ["Joining, busy", statics(S.Joining()), busy, S.Joining(), true, [waiting, record, RetryJoinIn({ millis: 100 })]],
+      ["Lost, busy", statics(S.Lost()), busy, S.Lost(), true, [waiting, record, RetryJoinIn({ millis: 100 })]],
+      ["Joining (waiting), busy", statics(S.Joining(), true), busy, S.Joining(), true, [record, RetryJoinIn({ millis: 100 })]],
+      ["Joining (waiting), join failed", statics(S.Joining(), true), Event.JoinFailed({ reason: "x" }), S.Joining(), true, [
+        RetryJoinIn({ millis: 100 })
+      ]],
+      ["Lost (waiting), retry", statics(S.Lost(), true), Event.RetryJoin(), S.Joining(), true, [Join()]],
+      ["Joining, takeover", statics(S.Joining()), takeover, S.Assigned(slot(5)), false, [StartWork({ slot: slot(5) })]],
+      ["Joining (waiting), takeover", statics(S.Joining(), true), takeover, S.Assigned(slot(5)), false, [
+        ClearWaiting(),
+        StartWork({ slot: slot(5) })
+      ]],
+      ["Lost (waiting), takeover", statics(S.Lost(), true), takeover, S.Assigned(slot(5)), false, [ClearWaiting(), StartWork({ slot: slot(5) })]],
+      ["Joining (waiting), leave", statics(S.Joining(), true), Event.LeaveRequested(), leaving(false), false, [ClearWaiting(), Release()]],
+      ["Lost (waiting), scope closing", statics(S.Lost(), true), Event.ScopeClosing(), leaving(true), false, [ClearWaiting(), StopWork()]]
+    ]
+    for (const [label, before, event, state, isWaiting, instructions] of cases) {
+      const [after, got] = Transition.step(before, event, 10)
+      expect([label, after.state, after.instanceBusyLogged === true, got]).toEqual([label, state, isWaiting, instructions])
+    }
+  })
+
+  it("InstanceBusy in a state that is not joining is ignored: no log, no waiter row", () => {
+    for (const state of [S.Awaiting(slot(5)), S.Assigned(slot(5)), leaving(false), S.Left()]) {
+      const [after, instructions] = Transition.step(member(state, { instanceId: "w1" }), busy, 0)
+      expect(instructions).toEqual([])
+      expect(after.instanceBusyLogged).not.toBe(true)
+    }
   })
 
   it("with an instance id, a graceful leave releases the row instead of deleting it; without, it leaves", () => {

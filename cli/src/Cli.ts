@@ -145,7 +145,7 @@ const status = Command.make(
   (o) => handle(o, (shared) => Status.status({ group: o.group, json: o.json, watch: o.watch, databaseUrl: shared.databaseUrl }))
 ).pipe(
   Command.withDescription(
-    "Show a group's epoch, size and members. One row per member: index, name, host, pid, acknowledged epoch, heartbeat age, lease left, state."
+    "Show a group's epoch, size and members. One row per member: index, name, (instance id,) host, pid, acknowledged epoch, heartbeat age, lease left, state; then any process waiting for an instance id that a live member holds, beside its holder."
   )
 )
 

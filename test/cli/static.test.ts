@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { connect, eventually } from "./pgSupport.js"
 import { assertBuilt, converged, joinTimings, Member, run } from "./support.js"
 
 const HEARTBEAT_MS = 200
@@ -140,16 +141,49 @@ describe("modulo-group join --instance-id (child processes)", () => {
     const { epoch, index, members } = await four(group, 15_000)
     const dup = new Member("dup", group, ["--instance-id", "w0", ...timings(15_000)], env)
     all.push(dup)
-    await new Promise((r) => setTimeout(r, 4_000))
+    // Started and told it waits (the process start-up takes seconds on a loaded machine); then many
+    // retries (heartbeat 200 ms): it never works beside the holder.
+    await eventually("the waiting line on stderr", async () => /is held by a live member/.test(dup.stderr), START_MS)
+    await new Promise((r) => setTimeout(r, 2_000))
     expect(dup.events.filter((e) => e.event === "work")).toEqual([])
     expect(dup.events.filter((e) => e.event === "state").map((e) => e.state)).toEqual(["joining"])
     expect(dup.stderr.match(/instance id "w0" is held by a live member \(w0 \(/g)?.length).toBe(1)
-    // The holder goes: the waiting one takes w0's index, in the same epoch.
+    // `status` shows both: the holder's row and the waiting process beside it.
+    interface Json {
+      members: Array<{ instanceId: string | null; index: number; state: string; memberId: string; name: string }>
+      waiters: Array<{ instanceId: string; heldBy: string | null; name: string; pid: number; waitingMs: number; seenAgoMs: number }>
+    }
+    const status = await run(["status", group, "--json"], env)
+    expect(status.code, status.stderr).toBe(0)
+    const json = JSON.parse(status.stdout) as Json
+    const holder = json.members.find((m) => m.instanceId === "w0")!
+    expect(holder).toMatchObject({ index: index.get("w0"), state: "assigned", name: "w0" })
+    expect(json.waiters).toHaveLength(1)
+    expect(json.waiters[0]).toMatchObject({ instanceId: "w0", heldBy: holder.memberId, name: "dup", pid: dup.pid })
+    expect(json.waiters[0]!.waitingMs).toBeGreaterThan(1_500)
+    expect(json.waiters[0]!.seenAgoMs).toBeLessThan(LEASE_MS)
+    const text = await run(["status", group], env)
+    expect(text.code, text.stderr).toBe(0)
+    expect(text.stdout).toMatch(
+      new RegExp(`^instance w0: held by w0 \\(\\S+/\\d+\\) \\[${index.get("w0")}/4\\]; waiting: dup \\(\\S+/${dup.pid}\\) since \\d+(\\.\\d)?s$`, "m")
+    )
+    // The holder goes: the waiting one takes w0's index, in the same epoch, and is no longer waiting.
     members[0]!.kill("SIGTERM")
     await members[0]!.exited
     const first = await dup.waitFor((e) => e.event === "work", START_MS, "a work line")
     expect(first).toMatchObject({ epoch, index: index.get("w0"), size: 4 })
     const holderLast = Date.parse(members[0]!.events.filter((e) => e.event === "work").at(-1)!.ts)
     expect(Date.parse(first.ts)).toBeGreaterThan(holderLast)
+    const after = JSON.parse((await run(["status", group, "--json"], env)).stdout) as Json
+    expect(after.waiters).toEqual([])
+    expect(after.members.find((m) => m.instanceId === "w0")).toMatchObject({ name: "dup", state: "assigned" })
+    const db = await connect(databaseUrl())
+    try {
+      const rows = await db.query("SELECT count(*)::int AS n FROM modulo_group.instance_waiters WHERE group_id = $1", [group])
+      expect(rows.rows[0].n).toBe(0)
+    } finally {
+      await db.end()
+    }
+    expect((await run(["status", group], env)).stdout).not.toMatch(/waiting:/)
   }, 120_000)
 })

@@ -118,4 +118,35 @@ describe("Status.deriveStates", () => {
     expect(text).toMatch(/w1/)
     expect(text).toMatch(/released: index held 4\.2s more/)
   })
+
+  it("static membership: processes waiting for an instance id, beside its holder (text and JSON)", () => {
+    const holder = { ...row(5, 900), memberId: "m-1", name: "w1", host: "h1", pid: 11, index: 2, instanceId: "w1", state: "assigned" as const }
+    const waiter = (memberId: string, instanceId: string, name: string, waitingMs: number) => ({
+      instanceId,
+      memberId,
+      name,
+      host: "h2",
+      pid: 22,
+      waitingMs,
+      seenAgoMs: 150
+    })
+    const s: Status.GroupStatus = {
+      group,
+      members: [holder],
+      waiters: [waiter("m-2", "w1", "dup", 12_300), waiter("m-3", "w1", "dup2", 800), waiter("m-4", "w7", "lone", 2_000)]
+    }
+    const lines = Status.renderStatus(s).split("\n")
+    expect(lines.slice(-2)).toEqual([
+      "instance w1: held by w1 (h1/11) [2/3]; waiting: dup (h2/22) since 12.3s, dup2 (h2/22) since 800ms",
+      "instance w7: no member row; waiting: lone (h2/22) since 2.0s"
+    ])
+    expect(Status.statusJson(s).waiters).toEqual([
+      { instanceId: "w1", heldBy: "m-1", memberId: "m-2", name: "dup", host: "h2", pid: 22, waitingMs: 12_300, seenAgoMs: 150 },
+      { instanceId: "w1", heldBy: "m-1", memberId: "m-3", name: "dup2", host: "h2", pid: 22, waitingMs: 800, seenAgoMs: 150 },
+      { instanceId: "w7", heldBy: null, memberId: "m-4", name: "lone", host: "h2", pid: 22, waitingMs: 2_000, seenAgoMs: 150 }
+    ])
+    // No waiters: no lines, an empty list.
+    expect(Status.renderStatus({ group, members: [holder] })).not.toMatch(/waiting/)
+    expect(Status.statusJson({ group, members: [holder] }).waiters).toEqual([])
+  })
 })

@@ -131,6 +131,11 @@ const everything = Effect.gen(function*() {
     sql`SELECT 1`
   )
   yield* store.reap(groupId)
+  // Static membership: a waiter's row, for `status` (written at each busy retry, then deleted).
+  const waiter = { memberId: crypto.randomUUID(), name: "w", host: "h", pid: 2 }
+  yield* store.wait(groupId, waiter, "w1", 5_000)
+  yield* store.waiters(groupId)
+  yield* store.stopWaiting(groupId, waiter.memberId)
   yield* store.leave(groupId, member.memberId)
   const wakeups = yield* store.wakeups(groupId)
   void Stream.take(wakeups, 0)

@@ -18,7 +18,7 @@ import * as State from "../../src/MemberState.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
-import { waitFor } from "../support/Wait.js"
+import { waitFor, waitForEffect } from "../support/Wait.js"
 
 const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
@@ -66,7 +66,9 @@ it.live("a concurrent duplicate instance id never makes two members work one ind
 
 it.live("members with one instance id started at once: exactly one works, the other waits; it takes over only once the first released", () =>
   Effect.gen(function*() {
-    const { join, rec } = yield* setup(randomGroupId("static-dupm"))
+    const g = randomGroupId("static-dupm")
+    const { join, rec } = yield* setup(g)
+    const sql = yield* SqlClient.SqlClient
     yield* join("other")
     const [a, b] = yield* Effect.all([join("a", { instanceId: "w1" }), join("b", { instanceId: "w1" })], { concurrency: "unbounded" })
     yield* waitFor(() => exactCover(rec.working(), 2))
@@ -79,11 +81,46 @@ it.live("members with one instance id started at once: exactly one works, the ot
     const holder = working.includes("a") ? a! : b!
     const waiter = working.includes("a") ? b! : a!
     expect((yield* waiter.m.state)._tag).toBe("Joining")
+    // `status` can see it: its waiter row (refreshed at every retry), beside the holder's member row.
+    const store = yield* MembershipStore
+    const waiters = yield* store.waiters(g)
+    expect(waiters.map((w) => [w.memberId, w.instanceId])).toEqual([[waiter.m.memberId, "w1"]])
+    expect(waiters[0]!.waitingMs).toBeGreaterThanOrEqual(900)
+    expect(waiters[0]!.seenAgoMs).toBeLessThan(1_000)
+    expect((yield* store.members(g)).find((r) => r.instanceId === "w1")!.memberId).toBe(holder.m.memberId)
     const epoch = rec.working()[0]!.epoch
     yield* holder.close
-    // The waiter takes it over: same epoch, no renegotiation.
+    // The waiter takes it over: same epoch, no renegotiation; its waiter row went before it started.
     yield* waitFor(() => exactCover(rec.working(), 2) && rec.working().some((w) => w.member === (holder === a ? "b" : "a")))
     expect(new Set(rec.working().map((w) => w.epoch))).toEqual(new Set([epoch]))
+    expect(yield* store.waiters(g)).toEqual([])
+    const [{ n }] = yield* sql<{ n: string }>`SELECT count(*) AS n FROM modulo_group.instance_waiters WHERE group_id = ${g}`
+    expect(Number(n)).toBe(0)
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("a waiter that gives up (its scope closes) deletes its waiter row; a forged waiter row changes nothing but the view", () =>
+  Effect.gen(function*() {
+    const g = randomGroupId("static-waitgone")
+    const { join, rec } = yield* setup(g)
+    const store = yield* MembershipStore
+    const sql = yield* SqlClient.SqlClient
+    yield* join("holder", { instanceId: "w1" })
+    yield* waitFor(() => exactCover(rec.working(), 1))
+    // Forged: a "waiter" for the held instance id and one for an instance nobody has. Decides nothing.
+    yield* sql`INSERT INTO modulo_group.instance_waiters (member_id, group_id, instance_id, name, since, seen_at, lease_ms)
+               VALUES (${randomUUID()}, ${g}, 'w1', 'forged', now(), now() + interval '1 hour', 3600000),
+                      (${randomUUID()}, ${g}, 'w9', 'forged', now(), now(), 3600000)`
+    const other = yield* join("w9", { instanceId: "w9" })
+    yield* waitFor(() => exactCover(rec.working(), 2))
+    const waiter = yield* join("waiter", { instanceId: "w1" })
+    yield* waitForEffect(Effect.map(store.waiters(g), (ws) => ws.some((w) => w.memberId === waiter.m.memberId)))
+    yield* waiter.close
+    const names = (yield* store.waiters(g)).map((w) => w.name)
+    expect(names).not.toContain("waiter")
+    expect(names).toContain("forged")
+    expect(rec.working().map((w) => w.member).sort()).toEqual(["holder", "w9"])
+    yield* other.close
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
 

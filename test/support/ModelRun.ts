@@ -259,6 +259,10 @@ export const runSchedule = (
           log.unleased(memberId)
           if (had) log.note(`store: ${label} released`)
         }),
+      // Waiter rows are for `status` only: no protocol state, nothing to log.
+      wait: (g, member, instanceId, leaseMs) => Effect.withClock(inner.wait(g, member, instanceId, leaseMs), db),
+      stopWaiting: (g, memberId) => Effect.withClock(inner.stopWaiting(g, memberId), db),
+      waiters: (g) => Effect.withClock(inner.waiters(g), db),
       wakeups: (g) => Effect.map(inner.wakeups(g), (s) => Stream.merge(s, Stream.fromPubSub(forged))),
       group: (g) => Effect.withClock(inner.group(g), db),
       members: (g) => Effect.withClock(inner.members(g), db),

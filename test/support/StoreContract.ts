@@ -292,6 +292,61 @@ export const storeContract = (
       expect(yield* store.release(g, b.memberId)).toBe(false)
     }))
 
+  test("static: a waiter's row (for status) is shown within its lease, keeps its start, and goes when it stops waiting", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const w = info("w")
+      yield* store.join(g, a, 10_000, statics("w1"))
+      const busy = yield* Effect.flip(store.join(g, w, 1000, statics("w1")))
+      expect(busy).toBeInstanceOf(InstanceBusy)
+      yield* store.wait(g, w, "w1", 1000)
+      yield* TestClock.adjust(Duration.millis(600))
+      // A retry refreshes it: `since` stays, `seen` moves.
+      yield* store.wait(g, w, "w1", 1000)
+      yield* TestClock.adjust(Duration.millis(200))
+      expect(yield* store.waiters(g)).toEqual([
+        { memberId: w.memberId, name: "w", host: "test-host", pid: 4242, instanceId: "w1", waitingMs: 800, seenAgoMs: 200 }
+      ])
+      // Other groups do not see it.
+      expect(yield* store.waiters(`${g}-other`)).toEqual([])
+      // Not seen within its lease (a waiter that crashed): not shown.
+      yield* TestClock.adjust(Duration.millis(800))
+      expect(yield* store.waiters(g)).toEqual([])
+      yield* store.wait(g, w, "w1", 1000)
+      expect((yield* store.waiters(g)).map((r) => r.memberId)).toEqual([w.memberId])
+      yield* store.stopWaiting(g, w.memberId)
+      expect(yield* store.waiters(g)).toEqual([])
+      // Waiter rows decide nothing: the holder renews as before.
+      expect(Option.isSome(yield* store.heartbeat(g, a.memberId, 1, 10_000))).toBe(true)
+    }))
+
+  test("static: a waiter that has a member row is not shown as waiting; stale waiters are removed by the next wait", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const w = info("w")
+      const x = info("x")
+      yield* store.join(g, a, 1000, statics("w1"))
+      yield* store.wait(g, w, "w1", 1000)
+      yield* store.wait(g, x, "w2", 1000)
+      expect((yield* store.waiters(g)).map((r) => r.instanceId)).toEqual(["w1", "w2"])
+      // a's lease runs out; w takes the row over, and has not deleted its waiter row yet.
+      yield* TestClock.adjust(Duration.millis(1000))
+      yield* store.wait(g, x, "w2", 1000)
+      expect((yield* store.join(g, w, 1000, statics("w1"))).takenOver).toBe(true)
+      expect((yield* store.waiters(g)).map((r) => r.memberId)).toEqual([x.memberId])
+      // Two leases unseen: the next wait of anyone in the group deletes it; until then only hidden.
+      yield* TestClock.adjust(Duration.millis(2000))
+      expect(yield* store.waiters(g)).toEqual([])
+      const y = info("y")
+      yield* store.wait(g, y, "w1", 1000)
+      yield* store.stopWaiting(g, y.memberId)
+      yield* store.wait(g, x, "w2", 1000)
+      // x's row was deleted by y's wait: its refresh starts it over.
+      expect((yield* store.waiters(g)).map((r) => [r.memberId, r.waitingMs])).toEqual([[x.memberId, 0]])
+    }))
+
   test("a change wakes subscribers of the group", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore

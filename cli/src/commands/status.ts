@@ -7,7 +7,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Option, Schedule } from "effect"
-import { MembershipConfig, type MembershipStore } from "modulo-group"
+import { MembershipConfig, type MembershipStore, Migrations } from "modulo-group"
 import { fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
@@ -81,12 +81,57 @@ export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMe
 }
 
 /**
+ * Static membership: a process waiting for an instance id that a live member holds (its join found
+ * it busy). It has no member row; its waiter row (migration 0006) is shown while it is younger than
+ * the waiter's lease. Display only: the protocol never reads it, so a forged row misleads no member.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export interface StatusWaiter {
+  readonly instanceId: string
+  readonly memberId: string
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  /** Since its first busy join, on the database clock. */
+  readonly waitingMs: number
+  /** Since its latest retry, on the database clock. */
+  readonly seenAgoMs: number
+}
+
+/**
  * @since 0.1.0
  * @internal
  */
 export interface GroupStatus {
   readonly group: StatusGroup
   readonly members: ReadonlyArray<StatusMember & { readonly state: RowState }>
+  /** Processes waiting for an instance id (none: absent or empty). */
+  readonly waiters?: ReadonlyArray<StatusWaiter> | undefined
+}
+
+const who = (m: { readonly name: string; readonly host: string; readonly pid: number }) => `${m.name} (${m.host}/${m.pid})`
+
+/**
+ * One line per instance id that processes wait for: its holder (the row with that instance id, if
+ * any) and the waiters, e.g. `instance w1: held by w1 (host-a/12) [0/4]; waiting: w1 (host-b/40)
+ * since 12.0s`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
+  const waiters = s.waiters ?? []
+  const ids = [...new Set(waiters.map((w) => w.instanceId))]
+  return ids.map((id) => {
+    const holder = s.members.find((m) => m.instanceId === id)
+    const held = holder === undefined
+      ? "no member row"
+      : `held by ${who(holder)} [${holder.index ?? "-"}/${s.group.size}]${holder.state === "released" || holder.state === "held" || holder.state === "expired" ? ` (${holder.state})` : ""}`
+    const waiting = waiters.filter((w) => w.instanceId === id).map((w) => `${who(w)} since ${formatMillis(w.waitingMs)}`)
+    return `instance ${id}: ${held}; waiting: ${waiting.join(", ")}`
+  })
 }
 
 /**
@@ -95,7 +140,9 @@ export interface GroupStatus {
  */
 export const renderStatus = (s: GroupStatus): string => {
   const head = `group ${s.group.groupId}: epoch ${s.group.epoch}, size ${s.group.size} (changed ${s.group.changedAt.toISOString()})`
-  if (s.members.length === 0) return `${head}\nno members`
+  const waiting = renderWaiters(s)
+  const tail = waiting.length === 0 ? "" : `\n${waiting.join("\n")}`
+  if (s.members.length === 0) return `${head}\nno members${tail}`
   // The INSTANCE column only for groups with static members: other groups look as they always did.
   const statics = s.members.some((m) => m.instanceId != null)
   const stateText = (m: GroupStatus["members"][number]) =>
@@ -117,7 +164,7 @@ export const renderStatus = (s: GroupStatus): string => {
         stateText(m)
       ])
     )
-  }`
+  }${tail}`
 }
 
 /**
@@ -143,27 +190,87 @@ export const statusJson = (s: GroupStatus) => ({
     instanceId: m.instanceId ?? null,
     releasedAt: m.releasedAt == null ? null : m.releasedAt.toISOString(),
     graceLeftMs: m.graceLeftMs ?? null
+  })),
+  waiters: (s.waiters ?? []).map((w) => ({
+    instanceId: w.instanceId,
+    // The member id of the row that holds the instance id, if any.
+    heldBy: s.members.find((m) => m.instanceId === w.instanceId)?.memberId ?? null,
+    memberId: w.memberId,
+    name: w.name,
+    host: w.host,
+    pid: w.pid,
+    waitingMs: w.waitingMs,
+    seenAgoMs: w.seenAgoMs
   }))
 })
 
 /**
- * One group and its members as of one committed state: a single statement (the group row LEFT
- * JOIN its member rows), so the header and the rows can never come from two states, whatever
- * changes commit meanwhile. Lease ages are on the database clock. `None` when the group has no row.
+ * What `snapshot` reads beyond `status`'s columns, for the dashboard: the group's incarnation and
+ * the database clock, each member's stuck-stopping time and lease length.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export interface GroupSnapshot extends GroupStatus {
+  readonly group: StatusGroup & { readonly incarnation: number; readonly nowMs: number }
+  readonly members: ReadonlyArray<
+    StatusMember & { readonly state: RowState; readonly stoppingSinceMs: number | null; readonly leaseMs: number }
+  >
+  readonly waiters: ReadonlyArray<StatusWaiter>
+}
+
+/**
+ * One group, its members and the processes waiting for its instance ids, as of one committed state:
+ * a single statement (the group row LEFT JOIN its member rows, the waiters aggregated beside), so the
+ * header and the rows can never come from two states, whatever changes commit meanwhile. Ages and
+ * leases on the database clock. `None` when the group has no row. `status` and the dashboard both
+ * read this. `version`: the installed schema version (the columns of static membership need 5, the
+ * waiters 6; older schemas read without them). Waiters are read only where the role may read their
+ * table (one more statement first, `has_table_privilege`).
  *
  * @since 0.1.0
  * @internal
  */
 export const snapshot = (
-  groupId: string
-): Effect.Effect<Option.Option<GroupStatus>, SqlError, SqlClient.SqlClient> =>
+  groupId: string,
+  version: number = Migrations.schemaVersion
+): Effect.Effect<Option.Option<GroupSnapshot>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    const statics = version >= 5
+      ? sql`m.instance_id, m.released_at,
+             CASE WHEN m.instance_id IS NOT NULL
+                  THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms * interval '1 millisecond'
+                                           - statement_timestamp()) * 1000)::bigint END AS grace_left_ms`
+      : sql`NULL::text AS instance_id, NULL::timestamptz AS released_at, NULL::bigint AS grace_left_ms`
+    // Waiters seen within their lease that hold no member row (one that took over and has not yet
+    // deleted its waiter row is a member now); at most 100 (anyone who may write the table could
+    // flood it). A viewer role without SELECT on the table (granted before migration 0006 existed)
+    // sees everything else.
+    const [privilege] = version >= 6
+      ? yield* sql<{ ok: boolean }>`SELECT has_table_privilege('modulo_group.instance_waiters', 'SELECT') AS ok`
+      : [{ ok: false }]
+    const waiters = privilege?.ok === true
+      ? sql`(SELECT json_agg(json_build_object(
+                      'instanceId', w.instance_id, 'memberId', w.member_id, 'name', w.name, 'host', w.host,
+                      'pid', w.pid,
+                      'waitingMs', (extract(epoch FROM statement_timestamp() - w.since) * 1000)::bigint,
+                      'seenAgoMs', (extract(epoch FROM statement_timestamp() - w.seen_at) * 1000)::bigint)
+                    ORDER BY w.instance_id, w.since, w.member_id)
+               FROM (SELECT * FROM modulo_group.instance_waiters v
+                      WHERE v.group_id = g.group_id
+                        AND v.seen_at + v.lease_ms * interval '1 millisecond' > statement_timestamp()
+                        AND NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.member_id = v.member_id)
+                      ORDER BY v.instance_id, v.since, v.member_id
+                      LIMIT 100) w) AS waiters`
+      : sql`NULL::json AS waiters`
     const rows = yield* sql<{
       group_id: string
       epoch: string
       size: number
       changed_at: Date
+      incarnation: string
+      now_ms: string
       member_id: string | null
       name: string | null
       host: string | null
@@ -171,33 +278,38 @@ export const snapshot = (
       idx: number | null
       acked_epoch: string | null
       joined_at: Date | null
+      stopping_ms: string | null
       heartbeat_age_ms: string | null
       lease_left_ms: string | null
+      lease_ms: string | null
       instance_id: string | null
       released_at: Date | null
       grace_left_ms: string | null
+      waiters: unknown
     }>`
-      SELECT g.group_id, g.epoch, g.size, g.changed_at,
+      SELECT g.group_id, g.epoch, g.size, g.changed_at, g.incarnation,
+             (extract(epoch FROM statement_timestamp()) * 1000)::bigint AS now_ms,
              m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, m.joined_at,
+             (extract(epoch FROM statement_timestamp() - m.stopping_since) * 1000)::bigint AS stopping_ms,
              (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
              (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
-             m.instance_id, m.released_at,
-             CASE WHEN m.instance_id IS NOT NULL
-                  THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms * interval '1 millisecond'
-                                           - statement_timestamp()) * 1000)::bigint END AS grace_left_ms
+             (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) * 1000)::bigint AS lease_ms,
+             ${statics}, ${waiters}
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
        WHERE g.group_id = ${groupId}
        ORDER BY m.idx NULLS LAST, m.join_seq`
     const first = rows[0]
     if (first === undefined) return Option.none()
-    const group: StatusGroup = {
+    const group = {
       groupId: first.group_id,
       epoch: num(first.epoch),
       size: num(first.size),
-      changedAt: first.changed_at
+      changedAt: first.changed_at,
+      incarnation: num(first.incarnation),
+      nowMs: num(first.now_ms)
     }
-    const members: Array<StatusMember> = []
+    const members: Array<StatusMember & { readonly stoppingSinceMs: number | null; readonly leaseMs: number }> = []
     for (const r of rows) {
       if (r.member_id === null) continue
       members.push({
@@ -212,12 +324,40 @@ export const snapshot = (
         leaseLeftMs: num(r.lease_left_ms),
         instanceId: r.instance_id,
         releasedAt: r.released_at,
-        graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms)
+        graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms),
+        stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms),
+        leaseMs: num(r.lease_ms)
       })
     }
     const states = deriveStates(group, members)
-    return Option.some({ group, members: members.map((m, i) => ({ ...m, state: states[i]! })) })
+    return Option.some({
+      group,
+      members: members.map((m, i) => ({ ...m, state: states[i]! })),
+      waiters: decodeWaiters(first.waiters)
+    })
   })
+
+/**
+ * The aggregated waiters (json from `pg`, or its text). Anyone with write access to the table can put
+ * rows there: only well-formed entries, their text without control characters and at most 200
+ * characters, so a forged row cannot drive the terminal.
+ */
+const decodeWaiters = (raw: unknown): ReadonlyArray<StatusWaiter> => {
+  const list: unknown = typeof raw === "string" ? JSON.parse(raw) : raw
+  if (!Array.isArray(list)) return []
+  const text = (v: unknown) => (typeof v === "string" ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?").slice(0, 200) : "")
+  return list.flatMap((w: Record<string, unknown>): Array<StatusWaiter> =>
+    typeof w?.instanceId !== "string" || typeof w.memberId !== "string" ? [] : [{
+      instanceId: text(w.instanceId),
+      memberId: w.memberId,
+      name: text(w.name),
+      host: text(w.host),
+      pid: num(w.pid),
+      waitingMs: num(w.waitingMs),
+      seenAgoMs: num(w.seenAgoMs)
+    }]
+  )
+}
 
 /**
  * @since 0.1.0
@@ -258,7 +398,7 @@ export const status = (options: StatusOptions) =>
       const draw = Effect.flatMap(fetch, (found) => {
         if (options.json) {
           return writeOut(JSON.stringify(Option.match(found, {
-            onNone: () => ({ group: groupId, epoch: null, size: 0, changedAt: null, members: [] }),
+            onNone: () => ({ group: groupId, epoch: null, size: 0, changedAt: null, members: [], waiters: [] }),
             onSome: statusJson
           })))
         }

@@ -143,6 +143,18 @@ export const page = `<!doctype html>
         el("tbody", null, rows)
       ]));
     }
+    if (g.waiters && g.waiters.length > 0) {
+      // Static membership: processes waiting for an instance id that a live member holds (no row).
+      box.appendChild(el("h2", { text: "Waiting for an instance id" }));
+      box.appendChild(el("table", { id: "waiters" }, [
+        el("thead", null, [el("tr", null, ["INSTANCE", "HELD BY", "WAITING", "HOST", "PID", "SINCE"].map(function (h) { return el("th", { text: h }); }))]),
+        el("tbody", null, g.waiters.map(function (w) {
+          return el("tr", { "data-member": w.memberId, "data-instance": w.instanceId }, [
+            td(w.instanceId), td(w.heldBy === null ? "-" : w.heldBy), td(w.name), td(w.host), td(w.pid, true), td(ms(w.waitingMs), true)
+          ]);
+        }))
+      ]));
+    }
     box.appendChild(el("h2", { text: "Timeline (last hour)" }));
     if (d.timeline === null) box.appendChild(el("p", { className: "empty", text: "No change log: the schema is older than version 4 (run modulo-group migrate)." }));
     else {

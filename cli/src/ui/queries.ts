@@ -8,10 +8,10 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { createHash } from "node:crypto"
-import { Migrations } from "modulo-group"
-import { deriveStates, type RowState } from "../commands/status.js"
+import { type MembershipError, Migrations } from "modulo-group"
+import { type RowState, snapshot, type StatusWaiter } from "../commands/status.js"
 import type { ChangeRow } from "./timeline.js"
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
@@ -58,7 +58,7 @@ export interface GroupSummary {
 export interface MemberView {
   readonly memberId: string
   readonly index: number | null
-  /** Reserved for the instance id of a member (none is stored yet): always "". */
+  /** Static membership: the member's instance id ("" without one). */
   readonly instanceId: string
   readonly name: string
   readonly host: string
@@ -84,8 +84,21 @@ export interface GroupDetail {
   readonly mode: "modulo"
   readonly changedAt: string
   readonly members: ReadonlyArray<MemberView>
+  /** Processes waiting for an instance id that a live member holds (static membership). */
+  readonly waiters: ReadonlyArray<WaiterView>
   /** The database clock when read (ms since the epoch). */
   readonly now: number
+}
+
+/**
+ * A process waiting for an instance id (`status`'s waiter), with the name of the member row that
+ * holds it (null: none).
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export interface WaiterView extends StatusWaiter {
+  readonly heldBy: string | null
 }
 
 /** What the schema allows: nothing (not installed), the groups, or the groups and the change log. */
@@ -153,84 +166,44 @@ export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError, SqlCli
 })
 
 /**
- * One group and its members, from one statement; `undefined` when the group has no row.
+ * One group, its members and its waiters, from one statement (`status`'s: `Status.snapshot`, for the
+ * installed schema version); `undefined` when the group has no row.
  *
  * @since 0.1.0
  * @internal
  */
-export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, SqlError, SqlClient.SqlClient> =>
+export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, SqlError | MembershipError.DatabaseUnavailable, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{
-      group_id: string
-      epoch: string
-      size: number
-      incarnation: string
-      changed_at: Date
-      now_ms: string
-      member_id: string | null
-      name: string | null
-      host: string | null
-      pid: number | null
-      idx: number | null
-      acked_epoch: string | null
-      joined_at: Date | null
-      stopping_ms: string | null
-      heartbeat_age_ms: string | null
-      lease_left_ms: string | null
-      lease_ms: string | null
-    }>`
-      SELECT g.group_id, g.epoch, g.size, g.incarnation, g.changed_at,
-             (extract(epoch FROM statement_timestamp()) * 1000)::bigint AS now_ms,
-             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, m.joined_at,
-             (extract(epoch FROM statement_timestamp() - m.stopping_since) * 1000)::bigint AS stopping_ms,
-             (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
-             (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) * 1000)::bigint AS lease_ms
-        FROM modulo_group.groups g
-        LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
-       WHERE g.group_id = ${groupId}
-       ORDER BY m.idx NULLS LAST, m.join_seq`
-    const first = rows[0]
-    if (first === undefined) return undefined
-    const epoch = num(first.epoch)
-    const present = rows.filter((r) => r.member_id !== null)
-    const states = deriveStates(
-      { groupId, epoch, size: first.size, changedAt: first.changed_at },
-      present.map((r) => ({
-        memberId: r.member_id!,
-        name: r.name ?? "",
-        host: r.host ?? "",
-        pid: r.pid ?? 0,
-        index: r.idx,
-        ackedEpoch: num(r.acked_epoch),
-        joinedAt: r.joined_at!,
-        heartbeatAgeMs: num(r.heartbeat_age_ms),
-        leaseLeftMs: num(r.lease_left_ms)
-      }))
-    )
+    const version = yield* Migrations.installedVersion
+    const found = yield* snapshot(groupId, version)
+    if (Option.isNone(found)) return undefined
+    const { group: g, members, waiters } = found.value
     return {
-      groupId: first.group_id,
-      epoch,
-      size: first.size,
-      incarnation: num(first.incarnation),
+      groupId: g.groupId,
+      epoch: g.epoch,
+      size: g.size,
+      incarnation: g.incarnation,
       mode: "modulo",
-      changedAt: first.changed_at.toISOString(),
-      now: num(first.now_ms),
-      members: present.map((r, i): MemberView => ({
-        memberId: r.member_id!,
-        index: r.idx,
-        instanceId: "",
-        name: r.name ?? "",
-        host: r.host ?? "",
-        pid: r.pid ?? 0,
-        ackedEpoch: num(r.acked_epoch),
-        heartbeatAgeMs: num(r.heartbeat_age_ms),
-        leaseLeftMs: num(r.lease_left_ms),
-        leaseMs: num(r.lease_ms),
-        health: health(num(r.lease_left_ms), num(r.lease_ms)),
-        state: states[i]!,
-        stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms)
+      changedAt: g.changedAt.toISOString(),
+      now: g.nowMs,
+      members: members.map((m): MemberView => ({
+        memberId: m.memberId,
+        index: m.index,
+        instanceId: m.instanceId ?? "",
+        name: m.name,
+        host: m.host,
+        pid: m.pid,
+        ackedEpoch: m.ackedEpoch,
+        heartbeatAgeMs: m.heartbeatAgeMs,
+        leaseLeftMs: m.leaseLeftMs,
+        leaseMs: m.leaseMs,
+        health: health(m.leaseLeftMs, m.leaseMs),
+        state: m.state,
+        stoppingSinceMs: m.stoppingSinceMs
+      })),
+      waiters: waiters.map((w): WaiterView => ({
+        ...w,
+        heldBy: members.find((m) => m.instanceId === w.instanceId)?.name ?? null
       }))
     }
   })

@@ -172,3 +172,19 @@ export const leaveOrRelease = (ctx: MemberContext) =>
   ctx.statics === undefined
     ? ctx.store.leave(ctx.groupId, ctx.info.memberId)
     : ctx.store.release(ctx.groupId, ctx.info.memberId)
+
+/**
+ * Static membership, for `status` only: this member's waiter row (it waits for its instance id, held
+ * by a live member). Best effort, bounded by the statement timeout: a failure changes nothing but
+ * what `status` shows.
+ */
+export const recordWaiting = (ctx: MemberContext, instanceId: string) =>
+  ctx.store.wait(ctx.groupId, ctx.info, instanceId, ctx.timing.leaseMs).pipe(
+    Effect.catchAll((e) => Effect.logDebug(`waiter row not written (status will not show this wait): ${e.reason}`))
+  )
+
+/** Static membership: the wait is over; its waiter row goes (best effort: else it is shown for a lease at most). */
+export const clearWaiting = (ctx: MemberContext) =>
+  ctx.store.stopWaiting(ctx.groupId, ctx.info.memberId).pipe(
+    Effect.catchAll((e) => Effect.logDebug(`waiter row not deleted (status shows it for a lease at most): ${e.reason}`))
+  )

@@ -8,7 +8,7 @@ import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
 import { InstanceBusy } from "../../MembershipError.js"
-import { alarm, leaveOrRelease, log, measure, nowMillis, recordState, stepNow } from "./context.js"
+import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
@@ -80,6 +80,10 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           Effect.catchAll((e) => Effect.logWarning(`leave failed (the lease will expire instead): ${e.reason}`)),
           Effect.as(Transition.Event.LeaveDone())
         )
+      case "RecordWaiting":
+        return Effect.as(recordWaiting(ctx, instruction.instanceId), undefined)
+      case "ClearWaiting":
+        return Effect.as(clearWaiting(ctx), undefined)
       case "Alarm":
         return Effect.as(alarm(ctx, instruction.reason), undefined)
       case "Log":

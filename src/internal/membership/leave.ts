@@ -8,7 +8,7 @@ import { Duration, Effect, Fiber, Option, Ref, Schedule, SubscriptionRef } from 
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { alarm, leaveOrRelease, log, measure, nowMillis, stepNow } from "./context.js"
+import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
@@ -66,6 +66,8 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead")),
           Effect.as(Transition.Event.LeaveDone())
         )
+      case "ClearWaiting":
+        return Effect.as(clearWaiting(ctx), undefined)
       case "Alarm":
         return Effect.as(alarm(ctx, instruction.reason), undefined)
       case "Log":
@@ -83,6 +85,7 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
       case "StartWork":
       case "Leave":
       case "Release":
+      case "RecordWaiting":
         // `step` never issues these once the scope is closing.
         return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
     }

@@ -418,6 +418,70 @@ export const selectMembers = (sql: Sql, groupId: string, now: string | null) =>
      ORDER BY idx NULLS LAST, join_seq`
 
 // ---------------------------------------------------------------------------------------------------
+// Waiters for an instance id (migration 0006), for `status` only: nothing in the protocol reads them.
+// Single statements outside any transaction and lock of the protocol's.
+
+/**
+ * A waiting member's row: written at each busy join (its first one sets `since`), with its lease
+ * length (at most an hour) as its freshness window. In the same statement, the group's waiter rows
+ * not seen for twice their window go (rows of waiters that crashed).
+ */
+export const upsertWaiter = (
+  sql: Sql,
+  groupId: string,
+  member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string },
+  instanceId: string,
+  leaseMs: number,
+  now: string | null
+) =>
+  sql`
+    WITH stale AS (
+      DELETE FROM modulo_group.instance_waiters
+       WHERE group_id = ${groupId} AND member_id <> ${member.memberId}
+         AND seen_at + 2 * lease_ms * interval '1 millisecond' <= ${at(sql, now)}
+    )
+    INSERT INTO modulo_group.instance_waiters
+      (member_id, group_id, instance_id, host, pid, name, since, seen_at, lease_ms)
+    VALUES (${member.memberId}, ${groupId}, ${instanceId}, ${member.host}, ${member.pid}, ${member.name},
+            ${at(sql, now)}, ${at(sql, now)}, LEAST(GREATEST(${leaseMs}::bigint, 1), 3600000)::integer)
+    ON CONFLICT (member_id) DO UPDATE
+       SET group_id = EXCLUDED.group_id, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host,
+           pid = EXCLUDED.pid, name = EXCLUDED.name, seen_at = EXCLUDED.seen_at, lease_ms = EXCLUDED.lease_ms,
+           since = CASE WHEN modulo_group.instance_waiters.group_id = EXCLUDED.group_id
+                         AND modulo_group.instance_waiters.instance_id = EXCLUDED.instance_id
+                        THEN modulo_group.instance_waiters.since ELSE EXCLUDED.since END`
+
+/** Deletes this member's waiter row (it took the instance over, or stopped waiting). */
+export const deleteWaiter = (sql: Sql, memberId: string) =>
+  sql`DELETE FROM modulo_group.instance_waiters WHERE member_id = ${memberId}`
+
+/** A waiter row as `selectWaiters` (and `status`) read it. */
+export interface WaiterRow {
+  readonly member_id: string
+  readonly instance_id: string
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  readonly waiting_ms: string
+  readonly seen_ago_ms: string
+}
+
+/**
+ * The group's waiters seen within their freshness window (`seen_at + lease_ms` ahead) that hold no
+ * member row (one that took over and has not deleted its waiter row yet is a member), oldest first.
+ */
+export const selectWaiters = (sql: Sql, groupId: string, now: string | null) =>
+  sql<WaiterRow>`
+    SELECT w.member_id, w.instance_id, w.name, w.host, w.pid,
+           (extract(epoch FROM ${at(sql, now)} - w.since) * 1000)::bigint AS waiting_ms,
+           (extract(epoch FROM ${at(sql, now)} - w.seen_at) * 1000)::bigint AS seen_ago_ms
+      FROM modulo_group.instance_waiters w
+     WHERE w.group_id = ${groupId}
+       AND w.seen_at + w.lease_ms * interval '1 millisecond' > ${at(sql, now)}
+       AND NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.member_id = w.member_id)
+     ORDER BY w.instance_id, w.since, w.member_id`
+
+// ---------------------------------------------------------------------------------------------------
 // The fence (`Fenced.fencedWith`): fenceBegin, fenceQueue, fenceGroup, fenceMember, the app's body,
 // fenceEnd, all in one READ COMMITTED transaction (or a savepoint of the app's).
 
