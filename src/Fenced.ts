@@ -61,7 +61,10 @@ export interface FencedOptions {
    * it, so keep it well under the membership's `statementTimeout` (a change must get its lock and
    * finish within that). Default: half the membership's `statementTimeout` (1 second by default);
    * 1 second for `fencedWith`. Past it the transaction rolls back and fails with `FenceTimeout`
-   * (also when the server's backstop of `timeout` + 1 s fires first, for a stalled client).
+   * (also when the server's backstop of `timeout` + 1 s fires first, for a stalled client). A
+   * statement of the body still running at `timeout` is not cancelled from the client (the driver's
+   * cancel is unsafe behind a connection pooler): it runs until it ends, at the latest when the
+   * backstop fires, and the transaction then rolls back.
    */
   readonly timeout?: Duration.DurationInput | undefined
   /**
