@@ -31,6 +31,7 @@ import { dual } from "effect/Function"
 import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
+import { statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
@@ -60,7 +61,10 @@ export interface FencedOptions {
    * it, so keep it well under the membership's `statementTimeout` (a change must get its lock and
    * finish within that). Default: half the membership's `statementTimeout` (1 second by default);
    * 1 second for `fencedWith`. Past it the transaction rolls back and fails with `FenceTimeout`
-   * (also when the server's backstop of `timeout` + 1 s fires first, for a stalled client).
+   * (also when the server's backstop of `timeout` + 1 s fires first, for a stalled client). A
+   * statement of the body still running at `timeout` is not cancelled from the client (the driver's
+   * cancel is unsafe behind a connection pooler): it runs until it ends, at the latest when the
+   * backstop fires, and the transaction then rolls back.
    */
   readonly timeout?: Duration.DurationInput | undefined
   /**
@@ -235,7 +239,11 @@ export const fencedWith = <A, E, R>(
       duration: Duration.millis(timeoutMs),
       onTimeout: () => new FenceTimeout({ epoch: target.epoch, timeoutMs, side: "client" })
     })
-    return yield* readCommitted(sql, limited).pipe(
+    // Every statement inside, the app's too, runs to its end once sent: at the timeout, the body is
+    // interrupted right after the statement in flight, which the backstop ends if nothing else does,
+    // never cancelled from the client (`@effect/sql-pg` would send pg_cancel_backend with the pid the
+    // connection was given at startup: behind a pooler, not the server's; internal/pg/noCancel.ts).
+    return yield* readCommitted(sql, statementsRunToTheEnd(limited)).pipe(
       Effect.catchAll((failure) =>
         Effect.suspend((): Effect.Effect<never, E | FenceError> => {
           // The app's error, or one of the fence's own statements, BEGIN or COMMIT (a SqlError), or

@@ -10,6 +10,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule } from "effect"
 import { describe, sqlState } from "./internal/pg/errors.js"
+import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
@@ -30,7 +31,12 @@ export interface Options {
   readonly migrate?: boolean | undefined
   /** How long to retry an unreachable database before failing (default 10 seconds). */
   readonly startupTimeout?: Duration.DurationInput | undefined
-  /** Timeout of each database call (default 2 seconds); also bounds how long a change holds the group lock. */
+  /**
+   * Timeout of each database call (default 2 seconds): the member stops waiting for an answer after
+   * it, and the database ends the statement by the same bound (`statement_timeout`, `lock_timeout`
+   * set local to its transaction or inside the statement); also bounds how long a change holds the
+   * group lock. A statement is never cancelled from the client (docs/operations.md, "Connection poolers").
+   */
   readonly statementTimeout?: Duration.DurationInput | undefined
   /**
    * Called before every statement an operation sends (`step` names it; `"commit"` precedes the
@@ -107,29 +113,36 @@ export const make = (options: Options = {}) =>
         ),
         // A defect of the driver (a backend killed in the middle of a statement) is a store error too.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
-        // On timeout or interruption, return at once: the driver's query cancel and a transaction's
-        // ROLLBACK on a connection that no longer answers finish (or fail) in the background.
-        Effect.disconnect,
-        Effect.timeoutFail({
-          duration: statementTimeoutMs,
-          onTimeout: () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs} ms` })
-        }),
+        // On timeout or interruption, return at once, but never interrupt a statement (the driver
+        // would cancel it with pg_cancel_backend, which behind a pooler can hit another client's
+        // statement): the operation stops after the statement in flight, which its server-side bound
+        // ends, and a transaction then rolls back, in the background (internal/pg/noCancel.ts).
+        (effect) =>
+          awaitAtMost(
+            effect,
+            statementTimeoutMs,
+            () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs} ms` })
+          ),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" } })
       )
 
     // A change's transaction: READ COMMITTED whatever the database's or role's default isolation (a
     // change waits for the group lock and must then read the state that lock protects), and never part
     // of a caller's transaction. See internal/pg/transaction.ts.
+    // Its statements run to their end even when the operation is interrupted (see `wrap`).
     const readCommitted = <A, E, R>(operation: string, body: Effect.Effect<A, E, R>) =>
-      ownReadCommitted(sql, body, onStatement(operation, "commit"))
+      ownReadCommitted(sql, statementsRunToTheEnd(body), onStatement(operation, "commit"))
+
+    // A single statement outside a transaction: never interrupted once sent (see `wrap`).
+    const single = Effect.uninterruptible
 
     // After a commit, best effort: a notification only wakes members sooner (G7), so a change or an
     // acknowledgement must never fail because it cannot be sent (a full notification queue, a role
     // that may not call pg_notify).
     const notify = (operation: string, groupId: string, payload: string) =>
       onStatement(operation, "notify").pipe(
-        Effect.zipRight(Statements.notifyGroup(sql, groupId, payload)),
-        Effect.timeout(statementTimeoutMs),
+        Effect.zipRight(single(Statements.notifyGroup(sql, groupId, payload, statementTimeoutMs))),
+        (send) => awaitAtMost(send, statementTimeoutMs, () => "timed out" as const),
         Effect.catchAllCause((cause) =>
           Effect.logDebug(`modulo-group: notification not sent (members will find the change by polling)`, cause)
         )
@@ -185,6 +198,8 @@ export const make = (options: Options = {}) =>
           return yield* body(Math.max(epoch, acked), acked > epoch, { size: num(g!.size), incarnation: num(g!.incarnation) })
         })
       )
+
+    const renewing = oneAtATime(2 * statementTimeoutMs)
 
     const deleteExpired = (operation: string, groupId: string, now: string | null, epoch: number | null = null) =>
       Effect.zipRight(onStatement(operation, "reap"), Statements.deleteExpired(sql, groupId, now, epoch))
@@ -322,8 +337,10 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             const stuck = hbOptions.stuck === true
             yield* onStatement("heartbeat", "renew")
-            const renewal = Statements.renewLease(sql, groupId, memberId, ack, leaseMs, stuck, now)
-            const [r] = yield* renewal.pipe(
+            const renewal = Statements.renewLease(sql, groupId, memberId, ack, leaseMs, stuck, now, statementTimeoutMs)
+            // One renewal of a member on the server at a time: a renewal its member stopped waiting
+            // for runs on until its server-side bound ends it; the next waits for it first.
+            const [r] = yield* renewing(memberId, single(renewal).pipe(
               // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
               // lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED
               // re-reads the row: ask again, in a READ COMMITTED transaction of its own.
@@ -332,7 +349,7 @@ export const make = (options: Options = {}) =>
                 () => readCommitted("heartbeat", renewal)
               ),
               Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
-            )
+            ))
             if (r === undefined) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
@@ -449,7 +466,7 @@ export const make = (options: Options = {}) =>
           Effect.zipRight(
             onStatement("group", "read"),
             Effect.map(
-              Statements.selectGroup(sql, groupId),
+              single(Statements.selectGroup(sql, groupId)),
               (rows) => Option.map(Option.fromNullable(rows[0]), toGroupRow)
             )
           )
@@ -462,7 +479,7 @@ export const make = (options: Options = {}) =>
             Effect.zipRight(
               onStatement("members", "read"),
               Effect.map(
-                Statements.selectMembers(sql, groupId, now),
+                single(Statements.selectMembers(sql, groupId, now)),
                 (rows) =>
                   rows.map((r): MemberRow => ({
                     memberId: r.member_id,
@@ -488,7 +505,7 @@ export const make = (options: Options = {}) =>
         Effect.zipRight(
           onStatement("groups", "read"),
           Effect.map(
-            Statements.selectGroups(sql),
+            single(Statements.selectGroups(sql)),
             (rows) => rows.map(toGroupRow)
           )
         )

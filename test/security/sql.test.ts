@@ -42,6 +42,11 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
     arg: "`ROLLBACK TO SAVEPOINT effect_sql_${id}`",
     why: "the same savepoint"
   },
+  {
+    file: "internal/pg/noCancel.ts",
+    arg: "sql",
+    why: "uninterruptibleConnection passes on, unchanged, the SQL and parameters @effect/sql compiled for the connection it wraps"
+  },
   { file: "internal/pg/notifier.ts", arg: "`LISTEN ${pg.escapeIdentifier(channel)}`", why: "channel = mg_ + md5 hex (channelFor)" },
   { file: "internal/pg/notifier.ts", arg: "`UNLISTEN ${pg.escapeIdentifier(channel)}`", why: "the same channel" },
   {

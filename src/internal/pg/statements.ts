@@ -322,6 +322,13 @@ export interface RenewedRow {
  * acknowledgement (`ack`) and whether its work is stuck stopping, and reads the group and the other
  * members' counts. No row when the lease had run out, the row is gone, or its index is not one of
  * 0..N-1 of its own epoch (set by hand: the member rejoins, which reassigns).
+ *
+ * Its server-side bound, in the statement itself (no round trip of its own): `lock_timeout` of
+ * `timeoutMs`, set local to the statement's own transaction before the UPDATE can wait for the
+ * member's row lock (an InitPlan of its WHERE, evaluated before any row is read), so a renewal
+ * queued behind a change or any other holder of the row ends with SQLSTATE 55P03 after `timeoutMs`.
+ * (`statement_timeout` cannot bound the statement that sets it: the server arms it when the
+ * statement starts.)
  */
 export const renewLease = (
   sql: Sql,
@@ -330,7 +337,8 @@ export const renewLease = (
   ack: number,
   leaseMs: number,
   stuck: boolean,
-  now: string | null
+  now: string | null,
+  timeoutMs: number
 ) =>
   sql<RenewedRow>`
     WITH prev AS (
@@ -343,6 +351,7 @@ export const renewLease = (
              stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${at(sql, now)}) END
        WHERE member_id = ${memberId} AND group_id = ${groupId}
          AND lease_expires_at > ${at(sql, now)}
+         AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
       SELECT epoch, size, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}
@@ -364,9 +373,14 @@ export const renewLease = (
      WHERE me.idx IS NOT NULL
        AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
 
-/** Wakes the group's listeners (`SELECT pg_notify`, since `NOTIFY` takes no bound parameters). */
-export const notifyGroup = (sql: Sql, groupId: string, payload: string) =>
-  sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})`
+/**
+ * Wakes the group's listeners (`SELECT pg_notify`, since `NOTIFY` takes no bound parameters). Its
+ * commit waits for any other transaction that notified and has not committed yet: `lock_timeout`
+ * (`timeoutMs`, local to the statement's transaction, still in force at its commit) bounds that wait.
+ */
+export const notifyGroup = (sql: Sql, groupId: string, payload: string, timeoutMs: number) =>
+  sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})
+        FROM (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) AS bound`
 
 /** A group row as stored. */
 export interface GroupRow {

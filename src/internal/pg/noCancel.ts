@@ -1,0 +1,107 @@
+/**
+ * A statement the library has sent is never interrupted. `@effect/sql-pg` cancels an interrupted
+ * query with `SELECT pg_cancel_backend(pid)` on another pooled connection, `pid` taken from the
+ * connection's startup reply. Behind a connection pooler in transaction mode (PgBouncer) that number
+ * is the pooler's, not a server backend's: the cancel reaches nothing and the statement runs on, or,
+ * should the number equal the pid of some server backend, it cancels somebody else's statement.
+ *
+ * So every statement is bounded on the server instead (`statement_timeout`, `lock_timeout`,
+ * `idle_in_transaction_session_timeout` set local to its transaction or, for the heartbeat, inside
+ * the statement itself: see statements.ts), and where the library must stop waiting for an answer
+ * it stops *waiting* (`awaitAtMost`): the statement runs to its end in a fiber of its own, which
+ * stops at the next point between statements and never inside one.
+ */
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
+
+/** `conn`, whose statements run to their end once sent, even when the fiber is interrupted. */
+export const uninterruptibleConnection = (conn: Connection): Connection => ({
+  execute: (sql, params, transformRows) => Effect.uninterruptible(conn.execute(sql, params, transformRows)),
+  executeRaw: (sql, params) => Effect.uninterruptible(conn.executeRaw(sql, params)),
+  executeValues: (sql, params) => Effect.uninterruptible(conn.executeValues(sql, params)),
+  executeUnprepared: (sql, params, transformRows) => Effect.uninterruptible(conn.executeUnprepared(sql, params, transformRows)),
+  // A cursor, read chunk by chunk: interrupting it closes the cursor (no cancel is sent).
+  executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
+})
+
+const marked = new WeakSet<Connection>()
+
+/**
+ * Runs `body` with the fiber's transaction connection (if any) replaced by its
+ * `uninterruptibleConnection`: every statement `body` sends inside the transaction, the app's in a
+ * fenced body included, runs to its end even when `body` is interrupted (a timeout, a closing scope);
+ * the interruption takes effect right after it.
+ */
+export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.mapInputContext(body, (context: Context.Context<R>) => {
+    const current = Context.getOption(context as Context.Context<never>, SqlClient.TransactionConnection)
+    if (Option.isNone(current)) return context
+    const [conn, depth] = current.value
+    if (marked.has(conn)) return context
+    const wrapped = uninterruptibleConnection(conn)
+    marked.add(wrapped)
+    return Context.add(context, SqlClient.TransactionConnection, [wrapped, depth] as const) as Context.Context<R>
+  })
+
+/**
+ * Runs `effect` in a fiber of its own and waits for it at most `timeout`: past it (or when the caller
+ * is interrupted) the caller gets `onTimeout()` (or its interruption) at once, and the fiber is
+ * interrupted in the background, which stops it at the next point between statements: a statement
+ * already sent runs to its end (bounded on the server), a transaction then rolls back, nothing more
+ * is sent. `effect`'s statements must be uninterruptible (`Effect.uninterruptible` around a single
+ * statement, `statementsRunToTheEnd` inside a transaction).
+ */
+export const awaitAtMost = <A, E, E2, R>(
+  effect: Effect.Effect<A, E, R>,
+  timeout: Duration.DurationInput,
+  onTimeout: () => E2
+): Effect.Effect<A, E | E2, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.forkDaemon(restore(effect)), (fiber) =>
+      restore(Effect.timeoutOption(Fiber.await(fiber), timeout)).pipe(
+        Effect.onInterrupt(() => Fiber.interruptFork(fiber)),
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.zipRight(Fiber.interruptFork(fiber), Effect.fail(onTimeout())),
+          onSome: (exit): Effect.Effect<A, E | E2> => exit
+        }))
+      ))
+  )
+
+/**
+ * One `statement` per key at a time (the renewals of one member): a call first waits, interruptibly,
+ * for the one still running (one whose caller stopped waiting for it), then runs `statement`
+ * uninterruptibly. So a member whose renewal hangs keeps one renewal on the server, not one per
+ * heartbeat, and its renewals run in the order they were sent. A predecessor still running
+ * `patienceMs` after it started is not waited for any longer: its server-side bound would have ended
+ * it on a server that answers, so its connection is dead or cut off (it may never end), and the member
+ * must be able to renew on another.
+ */
+export const oneAtATime = (patienceMs: number) => {
+  const running = new Map<string, { readonly done: Deferred.Deferred<void>; readonly startedAt: number }>()
+  return <A, E, R>(key: string, statement: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const done = yield* Deferred.make<void>()
+        let mine: { readonly done: Deferred.Deferred<void>; readonly startedAt: number } | undefined = undefined
+        while (mine === undefined) {
+          const now = yield* Clock.currentTimeMillis
+          const previous = running.get(key)
+          if (previous === undefined || now - previous.startedAt >= patienceMs) {
+            // No yield between the check and this: the key is ours.
+            mine = { done, startedAt: now }
+            running.set(key, mine)
+          } else {
+            yield* restore(Effect.timeoutOption(Deferred.await(previous.done), previous.startedAt + patienceMs - now))
+          }
+        }
+        return yield* Effect.ensuring(
+          statement,
+          Effect.suspend(() => {
+            if (running.get(key) === mine) running.delete(key)
+            return Deferred.done(done, Exit.void)
+          })
+        )
+      })
+    )
+}
