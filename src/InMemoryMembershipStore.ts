@@ -6,7 +6,7 @@
  */
 import { Clock, Context, Deferred, Effect, Layer, Metric, Option, PubSub, Stream } from "effect"
 import { reassign } from "./internal/reassign.js"
-import { InstanceBusy, StoreError } from "./MembershipError.js"
+import { InstanceBusy, JoinDeferred, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
@@ -115,12 +115,17 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     // A static row whose lease ran out (or that was released) within its grace: not live, only held.
     const held = (row: Row, now: number) => row.instanceId !== null && row.leaseExpiresAt <= now && !reapable(row, now)
 
+    // A waiting joiner's row (see JoinDeferred): no index, not a member of any epoch yet.
+    const waiting = (row: Row) => row.index === null
+
     let graceExpired = 0
+    // Deletes reapable rows; returns how many were members (expired waiting rows go without a change).
     const removeExpired = (g: Group, now: number): number => {
       let n = 0
       for (const [id, row] of g.members) {
         if (reapable(row, now)) {
           g.members.delete(id)
+          if (waiting(row)) continue
           if (row.instanceId !== null) graceExpired++
           n++
         }
@@ -181,10 +186,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     }
 
     const store: MembershipStoreService = {
-      join: (groupId, member, leaseMs, statics = {}) =>
+      join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
         gate("join", member.memberId).pipe(
           Effect.zipRight(storeNow),
-          Effect.flatMap((now) => {
+          Effect.flatMap((now): Effect.Effect<GroupView, StoreError> => {
             const g = getGroup(groupId, now)
             const instanceId = statics.instanceId ?? null
             const graceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
@@ -218,10 +223,63 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 { ...viewOf(g, row, now), takenOver: true }
               )
             }
+            // An overdue member (last renewal old, lease live) would hold the barrier of a change made
+            // now: wait instead, in a waiting row (no index, no change); see the PostgreSQL store.
+            const overdueAfterMs = joinOptions.overdueAfterMs
+            if (overdueAfterMs !== undefined && (instance === undefined || instance.memberId === member.memberId)) {
+              const own = g.members.get(member.memberId)
+              if (
+                joinOptions.waiting === true && own !== undefined && !waiting(own) && own.assignedEpoch === g.epoch &&
+                own.leaseExpiresAt > now
+              ) {
+                // Given an index by a change while waiting: that change was this join.
+                own.ackedEpoch = Math.max(own.ackedEpoch, g.epoch)
+                own.leaseExpiresAt = now + leaseMs
+                own.heartbeatAt = now
+                return Effect.succeed(viewOf(g, own, now))
+              }
+              const mayWait = own === undefined || (waiting(own) && own.joinedAt + leaseMs > now)
+              const late = mayWait
+                ? [...g.members.values()]
+                  .filter((r) =>
+                    r.memberId !== member.memberId && !waiting(r) && r.leaseExpiresAt > now &&
+                    r.heartbeatAt + Math.max(0, Math.round(overdueAfterMs)) <= now
+                  )
+                  .sort((a, b) => a.heartbeatAt - b.heartbeatAt)[0]
+                : undefined
+              if (late !== undefined) {
+                const row: Row = own ?? {
+                  ...member,
+                  index: null,
+                  assignedEpoch: 0,
+                  assignedSize: 0,
+                  stoppingSince: null,
+                  ackedEpoch: 0,
+                  leaseExpiresAt: 0,
+                  heartbeatAt: now,
+                  joinedAt: now,
+                  joinSeq: ++seq,
+                  instanceId,
+                  releasedAt: null,
+                  graceMs
+                }
+                row.ackedEpoch = g.epoch + 1
+                row.leaseExpiresAt = now + leaseMs
+                row.heartbeatAt = now
+                g.members.set(member.memberId, row)
+                return Effect.fail(
+                  new JoinDeferred({
+                    overdue: `${late.name} (${late.host}/${late.pid})`,
+                    heartbeatAgeMs: now - late.heartbeatAt,
+                    leaseLeftMs: late.leaseExpiresAt - now
+                  })
+                )
+              }
+            }
             removeExpired(g, now)
             g.members.delete(member.memberId)
             if (instance !== undefined) g.members.delete(instance.memberId)
-            const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now)
+            const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now || waiting(r))
             const row: Row = {
               ...member,
               index: null,
@@ -280,11 +338,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             if (g === undefined) return Effect.succeed(false)
-            const had = g.members.delete(memberId)
+            const mine = g.members.get(memberId)
+            g.members.delete(memberId)
             const n = removeExpired(g, now)
-            if (!had && n === 0) return Effect.succeed(false)
+            // A waiting joiner that leaves changes nothing.
+            if ((mine === undefined || waiting(mine)) && n === 0) return Effect.succeed(mine !== undefined)
             rebalance(g, now, false)
-            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), had)
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), mine !== undefined)
           })
         ),
       release: (groupId, memberId) =>
