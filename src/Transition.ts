@@ -661,16 +661,16 @@ const joinBackoff = (timing: Timing, failures: number): number =>
 
 /**
  * A join treats a member as overdue when its last renewal (store clock) is this old while its lease
- * still holds: one and a half heartbeats of the joiner (members of a group share their timing), at
- * least a heartbeat + 100 ms. A live member renews every heartbeat plus a round trip, so only a
- * crashed or hung one, or one whose renewals take half a heartbeat, looks overdue; a wrong guess only
- * delays the join (until that member's next renewal, at most one lease), never the others.
+ * still holds: two heartbeats of the joiner (members of a group share their timing), at least a
+ * heartbeat + 100 ms. A live member renews every heartbeat plus a round trip, so only a crashed or
+ * hung one, or one whose renewals take a whole heartbeat, looks overdue; a wrong guess only delays
+ * the join (until that member's next renewal, at most one lease), never the others.
  *
  * @since 0.1.0
  * @category getters
  */
 export const overdueAfterMs = (timing: Timing): number =>
-  Math.max(timing.heartbeatMs * 1.5, timing.heartbeatMs + 100)
+  Math.max(timing.heartbeatMs * 2, timing.heartbeatMs + 100)
 
 /** A waiting joiner asks again this often (each time one short change transaction). */
 const waitingPollMs = (timing: Timing): number => Math.max(10, timing.heartbeatMs / 4)

@@ -976,9 +976,9 @@ describe("step: a join that waits for an overdue member", () => {
     expect(m4.state).toEqual(S.Assigned(slot(5)))
   })
 
-  it("overdue means one and a half heartbeats without a renewal (at least a heartbeat + 100 ms)", () => {
-    expect(Transition.overdueAfterMs({ leaseMs: 10_000, validMs: 8_000, heartbeatMs: 1_000, fenceMarginMs: 2_000 })).toBe(1_500)
-    expect(Transition.overdueAfterMs({ leaseMs: 2_000, validMs: 1_500, heartbeatMs: 100, fenceMarginMs: 500 })).toBe(200)
+  it("overdue means two heartbeats without a renewal (at least a heartbeat + 100 ms)", () => {
+    expect(Transition.overdueAfterMs({ leaseMs: 10_000, validMs: 8_000, heartbeatMs: 1_000, fenceMarginMs: 2_000 })).toBe(2_000)
+    expect(Transition.overdueAfterMs({ leaseMs: 2_000, validMs: 1_500, heartbeatMs: 50, fenceMarginMs: 500 })).toBe(150)
   })
 })
 
