@@ -306,7 +306,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             const row = g?.members.get(memberId)
-            if (g === undefined || row === undefined || row.leaseExpiresAt <= now) {
+            // A waiting row (no index) is not a member yet: no view, as in the PostgreSQL store.
+            if (g === undefined || row === undefined || row.leaseExpiresAt <= now || waiting(row)) {
               return Effect.succeed(Option.none<GroupView>())
             }
             const before = row.ackedEpoch
