@@ -376,17 +376,15 @@ export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epo
 
 /**
  * Reap: whether the member rows no longer match the group (a row deleted, added or restamped by
- * hand), how many members are live, and whether a joiner is waiting (waiting rows are not members).
+ * hand), and how many members are live (waiting rows are not members: not counted, not checked).
  */
 export const selectRowsOff = (sql: Sql, groupId: string) =>
-  sql<{ off: boolean; live: string; waiting: boolean }>`
+  sql<{ off: boolean; live: string }>`
     SELECT (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) <> size
            OR EXISTS (SELECT 1 FROM modulo_group.members m
                        WHERE m.group_id = ${groupId} AND ${member(sql, "m")}
                          AND (m.assigned_epoch <> g.epoch OR m.assigned_size <> g.size)) AS off,
-           (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) AS live,
-           EXISTS (SELECT 1 FROM modulo_group.members m
-                    WHERE m.group_id = ${groupId} AND NOT ${member(sql, "m")}) AS waiting
+           (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) AS live
       FROM modulo_group.groups g WHERE group_id = ${groupId}`
 
 /** Leave: deletes this member's row (`waiting`: it was a waiting joiner's; no change follows). */
