@@ -223,7 +223,8 @@ it.live("a hung member's barrier holds against forged readiness until its lease 
     // (A leave, not a join: a join that finds c overdue waits instead of making that barrier.)
     yield* c.freeze
     const hungAt = Date.now()
-    yield* x.close
+    // Forked: the forging starts as soon as the leave has committed, not when x's scope has closed.
+    yield* Effect.forkScoped(x.close)
     yield* waitForEffect(
       Effect.map(groupEpoch(groupId), (row) => row !== undefined && row.epoch > e0),
       Duration.seconds(5),
