@@ -9,6 +9,8 @@
  * Prints a table and writes docs/benchmarks.md (every figure from this run). The members run the
  * library as transpiled from src/ at the start of the run (support/Build.ts).
  * Overrides (see the matrix below): BENCH_SECTIONS=convergence,steady,stability  BENCH_ROUNDS=20
+ * (also `overdue`, not in the default run: stopped work when a member is overdue; BENCH_OVERDUE_ROUNDS=3;
+ * BENCH_SRC=<dir with src/> runs the members on another tree's library, e.g. main's, for a before/after)
  * BENCH_FIBER_SIZES=4,16  BENCH_PROCESS_SIZES=4  BENCH_ORIGINAL_SIZES=4  BENCH_FORM_SECONDS=90
  * BENCH_BUDGET_SECONDS=180  BENCH_STABLE_SIZES=1000,2000  BENCH_STABLE_SECONDS=60  BENCH_STEADY_SECONDS=30
  * BENCH_OUT=docs/benchmarks.md (BENCH_OUT=- prints only).
@@ -66,6 +68,8 @@ const BUDGET_SECONDS = Number(env("BENCH_BUDGET_SECONDS") ?? (QUICK ? 60 : 180))
 /** An experiment: barrierPoll in ms for every member of the convergence runs (default: the library's). */
 const BARRIER_POLL = env("BENCH_BARRIER_POLL")
 const OUT = env("BENCH_OUT") ?? "docs/benchmarks.md"
+/** Stopped work when a member is overdue: rounds of (kill -9 one of three, a replacement joins 2 s later). */
+const OVERDUE_ROUNDS = Number(env("BENCH_OVERDUE_ROUNDS") ?? 3)
 
 /** Convergence runs: lease 2 s, heartbeat 200 ms (fence margin and statement timeout as the tests use). */
 const fast = {
@@ -167,6 +171,17 @@ const emptyResult: TrialResult = {
 }
 const steady: Array<SteadyRow> = []
 const stability: Array<StableRow> = []
+/** One round of the overdue section. */
+interface OverdueRow {
+  /** Member-seconds without work of the two survivors, from the kill until all three work in one epoch. */
+  readonly stoppedMemberSeconds: number
+  /** From the kill until {survivors + newcomer} work in one epoch of size 3 (ms). */
+  readonly convergeMs: number
+  /** Epoch changes from the kill until the three work in one epoch (1: one renegotiation). */
+  readonly epochs: number
+  readonly violations: number
+}
+const overdue: Array<OverdueRow> = []
 const notes: Array<string> = []
 let processRss: number | undefined
 
@@ -472,6 +487,84 @@ it("modulo-group benchmarks", async () => {
         await group.dispose()
       }
     }
+
+    // --- stopped work when a member is overdue ----------------------------------------------
+    // Three process members (heartbeat 1 s, lease 10 s); one is killed (SIGKILL), a replacement
+    // (already started and connected) joins 2 s later. Counted: the time the two survivors do not
+    // work, from the kill until the survivors and the newcomer work in one epoch of size 3.
+    if (sections.has("overdue")) {
+      for (let round = 1; round <= OVERDUE_ROUNDS; round++) {
+        const marks: Array<Parameters<Cover["add"]>[0]> = []
+        const killed: Array<string> = []
+        const cover = new (class extends Cover {
+          override add(mark: Parameters<Cover["add"]>[0]) {
+            marks.push(mark)
+            super.add(mark)
+          }
+          override kill(member: string, stopped: boolean) {
+            killed.push(member)
+            super.kill(member, stopped)
+          }
+        })({ checkGuarantees: true })
+        const group = new ProcessGroup(cover, {
+          script: memberScript,
+          env: memberEnv,
+          options: { url: db.url, config: { groupId: groupId("overdue"), ...slow, migrate: false }, maxConnections: 2 }
+        })
+        try {
+          await group.prepare(4)
+          const joined = [await group.join(), await group.join(), await group.join()]
+          await cover.when(3, 30_000)
+          // A random phase against the heartbeats.
+          await sleep(1_000 + Math.random() * 1_000)
+          const victim = joined[2]!.member
+          const killedAt = group.crash(victim)
+          await sleep(2_000)
+          await group.join()
+          const convergedAt = await cover.next(3, 40_000)
+          // Survivors: the members that worked before the kill, but the one killed.
+          const survivors = [...new Set(marks.filter((m) => m.at < killedAt).map((m) => m.member))]
+            .filter((id) => !killed.includes(id))
+          let stopped = 0
+          // Epoch changes from the kill to the cover: the epoch the three work in, less the one before.
+          const epochBefore = Math.max(...marks.filter((m) => m.at < killedAt && m.kind === "start").map((m) => m.epoch))
+          const epochs = cover.epoch - epochBefore
+          for (const id of survivors) {
+            // Work intervals of this member clipped to [killedAt, convergedAt].
+            let working = marks.filter((m) => m.member === id && m.at < killedAt).at(-1)?.kind === "start"
+            let since = killedAt
+            const mine = marks.filter((m) => m.member === id && m.at >= killedAt && m.at <= convergedAt)
+            for (const m of mine) {
+              if (m.kind === "end" && working) {
+                working = false
+                since = m.at
+              } else if (m.kind === "start" && !working) {
+                stopped += m.at - since
+                working = true
+              }
+            }
+            if (!working) stopped += convergedAt - since
+          }
+          const row = {
+            stoppedMemberSeconds: stopped / 1000,
+            convergeMs: convergedAt - killedAt,
+            epochs,
+            violations: cover.violations.length
+          }
+          overdue.push(row)
+          log(
+            `overdue round ${round}: ${survivors.length} survivors stopped ${fmt(row.stoppedMemberSeconds, 2)} member-seconds; ` +
+              `all three working ${fmt(row.convergeMs)} ms after the kill; ${epochs} epoch change(s); ` +
+              `${row.violations} violations`
+          )
+          for (const v of cover.violations.slice(0, 5)) log(`overdue: VIOLATION ${v}`)
+        } catch (e) {
+          log(`overdue round ${round}: ${String(e)}`)
+        } finally {
+          await group.dispose()
+        }
+      }
+    }
   } finally {
     const conns = await connections(db.url).catch(() => undefined)
     if (conns !== undefined && conns.here > 1) log(`${conns.here} connections still open at the end`)
@@ -698,6 +791,14 @@ const render = (info: RunInfo) => {
     largest >= 1000 ? "met" : stability.length === 0 ? "not measured" : "missed"
   ])
   const targetHead = ["target", "limit", "measured", "verdict"]
+  const overdueHead = ["round", "stopped work (member-s)", "all three working after the kill (ms)", "epoch changes", "violations"]
+  const overdueRows = overdue.map((r, i) => [
+    String(i + 1),
+    fmt(r.stoppedMemberSeconds, 2),
+    fmt(r.convergeMs),
+    String(r.epochs),
+    String(r.violations)
+  ])
 
   const env = [
     `- Date: ${info.startedAt.toISOString()} (${minutes} min)`,
@@ -778,6 +879,18 @@ const render = (info: RunInfo) => {
     "",
     mdTable(stableHead, stableRows),
     "",
+    ...(overdue.length > 0
+      ? [
+        "## Stopped work when a member is overdue (heartbeat 1 s, lease 10 s)",
+        "",
+        "Three process members; one is killed (SIGKILL) and a replacement (started and connected beforehand) joins",
+        "2 s later. Stopped work: the time the two survivors do not work, summed, from the kill until the survivors",
+        "and the newcomer work in one epoch of size 3; epoch changes: from the kill until then.",
+        "",
+        mdTable(overdueHead, overdueRows),
+        ""
+      ]
+      : []),
     "## Targets",
     "",
     "The issue's targets on this machine. Notifications off: at most one heartbeat (200 ms).",
@@ -805,6 +918,7 @@ const render = (info: RunInfo) => {
     "Largest stable group, memory per member:",
     textTable(stableHead, stableRows),
     "",
+    ...(overdue.length > 0 ? ["Stopped work when a member is overdue (kill one of 3, replacement 2 s later, lease 10 s):", textTable(overdueHead, overdueRows), ""] : []),
     "Targets:",
     textTable(targetHead, targets),
     ""

@@ -6,7 +6,7 @@
  */
 import { Clock, Context, Deferred, Effect, Layer, Metric, Option, PubSub, Stream } from "effect"
 import { reassign } from "./internal/reassign.js"
-import { InstanceBusy, StoreError } from "./MembershipError.js"
+import { InstanceBusy, JoinDeferred, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
@@ -84,7 +84,7 @@ export class InMemoryStoreControl extends Context.Tag("modulo-group/InMemoryStor
 export const make: Effect.Effect<{ readonly store: MembershipStoreService; readonly control: InMemoryControl }> = Effect
   .sync(() => {
     const groups = new Map<string, Group>()
-    const waiting = new Map<string, Waiter>()
+    const waiters = new Map<string, Waiter>()
     const hung = new Map<string, Deferred.Deferred<void>>()
     let outage = false
     let dropNotifications = false
@@ -125,12 +125,17 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     // A static row whose lease ran out (or that was released) within its grace: not live, only held.
     const held = (row: Row, now: number) => row.instanceId !== null && row.leaseExpiresAt <= now && !reapable(row, now)
 
+    // A waiting joiner's row (see JoinDeferred): no index, not a member of any epoch yet.
+    const waiting = (row: Row) => row.index === null
+
     let graceExpired = 0
+    // Deletes reapable rows; returns how many were members (expired waiting rows go without a change).
     const removeExpired = (g: Group, now: number): number => {
       let n = 0
       for (const [id, row] of g.members) {
         if (reapable(row, now)) {
           g.members.delete(id)
+          if (waiting(row)) continue
           if (row.instanceId !== null) graceExpired++
           n++
         }
@@ -191,10 +196,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     }
 
     const store: MembershipStoreService = {
-      join: (groupId, member, leaseMs, statics = {}) =>
+      join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
         gate("join", member.memberId).pipe(
           Effect.zipRight(storeNow),
-          Effect.flatMap((now) => {
+          Effect.flatMap((now): Effect.Effect<GroupView, StoreError> => {
             const g = getGroup(groupId, now)
             const instanceId = statics.instanceId ?? null
             const graceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
@@ -228,10 +233,63 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 { ...viewOf(g, row, now), takenOver: true }
               )
             }
+            // An overdue member (last renewal old, lease live) would hold the barrier of a change made
+            // now: wait instead, in a waiting row (no index, no change); see the PostgreSQL store.
+            const overdueAfterMs = joinOptions.overdueAfterMs
+            if (overdueAfterMs !== undefined && (instance === undefined || instance.memberId === member.memberId)) {
+              const own = g.members.get(member.memberId)
+              if (
+                joinOptions.waiting === true && own !== undefined && !waiting(own) && own.assignedEpoch === g.epoch &&
+                own.leaseExpiresAt > now
+              ) {
+                // Given an index by a change while waiting: that change was this join.
+                own.ackedEpoch = Math.max(own.ackedEpoch, g.epoch)
+                own.leaseExpiresAt = now + leaseMs
+                own.heartbeatAt = now
+                return Effect.succeed(viewOf(g, own, now))
+              }
+              const mayWait = own === undefined || (waiting(own) && own.joinedAt + leaseMs > now)
+              const late = mayWait
+                ? [...g.members.values()]
+                  .filter((r) =>
+                    r.memberId !== member.memberId && !waiting(r) && r.leaseExpiresAt > now &&
+                    r.heartbeatAt + Math.max(0, Math.round(overdueAfterMs)) <= now
+                  )
+                  .sort((a, b) => a.heartbeatAt - b.heartbeatAt)[0]
+                : undefined
+              if (late !== undefined) {
+                const row: Row = own ?? {
+                  ...member,
+                  index: null,
+                  assignedEpoch: 0,
+                  assignedSize: 0,
+                  stoppingSince: null,
+                  ackedEpoch: 0,
+                  leaseExpiresAt: 0,
+                  heartbeatAt: now,
+                  joinedAt: now,
+                  joinSeq: ++seq,
+                  instanceId,
+                  releasedAt: null,
+                  graceMs
+                }
+                row.ackedEpoch = g.epoch + 1
+                row.leaseExpiresAt = now + leaseMs
+                row.heartbeatAt = now
+                g.members.set(member.memberId, row)
+                return Effect.fail(
+                  new JoinDeferred({
+                    overdue: `${late.name} (${late.host}/${late.pid})`,
+                    heartbeatAgeMs: now - late.heartbeatAt,
+                    leaseLeftMs: late.leaseExpiresAt - now
+                  })
+                )
+              }
+            }
             removeExpired(g, now)
             g.members.delete(member.memberId)
             if (instance !== undefined) g.members.delete(instance.memberId)
-            const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now)
+            const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now || waiting(r))
             const row: Row = {
               ...member,
               index: null,
@@ -258,7 +316,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             const row = g?.members.get(memberId)
-            if (g === undefined || row === undefined || row.leaseExpiresAt <= now) {
+            // A waiting row (no index) is not a member yet: no view, as in the PostgreSQL store.
+            if (g === undefined || row === undefined || row.leaseExpiresAt <= now || waiting(row)) {
               return Effect.succeed(Option.none<GroupView>())
             }
             const before = row.ackedEpoch
@@ -290,11 +349,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           Effect.flatMap((now) => {
             const g = groups.get(groupId)
             if (g === undefined) return Effect.succeed(false)
-            const had = g.members.delete(memberId)
+            const mine = g.members.get(memberId)
+            g.members.delete(memberId)
             const n = removeExpired(g, now)
-            if (!had && n === 0) return Effect.succeed(false)
+            // A waiting joiner that leaves changes nothing.
+            if ((mine === undefined || waiting(mine)) && n === 0) return Effect.succeed(mine !== undefined)
             rebalance(g, now, false)
-            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), had)
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), mine !== undefined)
           })
         ),
       release: (groupId, memberId) =>
@@ -315,12 +376,12 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         gate("wait", member.memberId).pipe(
           Effect.zipRight(storeNow),
           Effect.map((now) => {
-            for (const [id, w] of waiting) {
-              if (w.groupId === groupId && id !== member.memberId && w.seenAt + 2 * w.leaseMs <= now) waiting.delete(id)
+            for (const [id, w] of waiters) {
+              if (w.groupId === groupId && id !== member.memberId && w.seenAt + 2 * w.leaseMs <= now) waiters.delete(id)
             }
-            const old = waiting.get(member.memberId)
+            const old = waiters.get(member.memberId)
             const same = old !== undefined && old.groupId === groupId && old.instanceId === instanceId
-            waiting.set(member.memberId, {
+            waiters.set(member.memberId, {
               ...member,
               groupId,
               instanceId,
@@ -331,13 +392,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           })
         ),
       stopWaiting: (_groupId, memberId) =>
-        gate("stopWaiting", memberId).pipe(Effect.map(() => void waiting.delete(memberId))),
+        gate("stopWaiting", memberId).pipe(Effect.map(() => void waiters.delete(memberId))),
       waiters: (groupId) =>
         gate("waiters", undefined).pipe(
           Effect.zipRight(storeNow),
           Effect.map((now): ReadonlyArray<WaiterRow> => {
             const g = groups.get(groupId)
-            return [...waiting.values()]
+            return [...waiters.values()]
               .filter((w) => w.groupId === groupId && w.seenAt + w.leaseMs > now && g?.members.has(w.memberId) !== true)
               .sort((a, b) =>
                 a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : a.since - b.since ||

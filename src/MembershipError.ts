@@ -183,3 +183,33 @@ export class InstanceBusy extends StoreError {
     Object.assign(this, { instanceId: args.instanceId, holder: args.holder })
   }
 }
+
+/**
+ * A join found a member of the group **overdue**: its last renewal is older than the joiner's
+ * `overdueAfterMs` while its lease has not run out (crashed or hung, and not reaped yet; or slow).
+ * A change now would make every working member stop for a barrier that this member may never clear
+ * until its lease runs out. So the join changed nothing but its own **waiting row** (no index, not
+ * counted in N): the others keep working, and the next change (the reap of the overdue member, in
+ * the same transaction, or any other) gives the waiting row an index. The joiner polls (`join` with
+ * `waiting`) until then, or until the overdue member renews, for at most one lease. A `StoreError`
+ * of operation `"join"`, told apart by `instanceof`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JoinDeferred extends StoreError {
+  /** The overdue member: `name (host/pid)`. */
+  declare readonly overdue: string
+  /** How long ago it last renewed, by the store's clock. */
+  declare readonly heartbeatAgeMs: number
+  /** How long its lease has left, by the store's clock. */
+  declare readonly leaseLeftMs: number
+  constructor(args: { readonly overdue: string; readonly heartbeatAgeMs: number; readonly leaseLeftMs: number }) {
+    super({
+      operation: "join",
+      reason: `member ${args.overdue} has not renewed for ${args.heartbeatAgeMs} ms (lease left ${args.leaseLeftMs} ms); ` +
+        "waiting for it to renew or be reaped instead of stopping the group"
+    })
+    Object.assign(this, { overdue: args.overdue, heartbeatAgeMs: args.heartbeatAgeMs, leaseLeftMs: args.leaseLeftMs })
+  }
+}

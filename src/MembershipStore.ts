@@ -60,6 +60,26 @@ export interface StaticJoin {
 }
 
 /**
+ * How a `join` treats an overdue member (see `JoinDeferred`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface JoinOptions {
+  /**
+   * A member whose last renewal is at least this old (store clock) while its lease still holds is
+   * overdue: the join then waits (fails with `JoinDeferred` after inserting its waiting row) instead
+   * of starting a change that the overdue member would hold. Absent: never wait.
+   */
+  readonly overdueAfterMs?: number | undefined
+  /**
+   * The joiner was told to wait and asks again: if a change has given its waiting row an index in the
+   * current epoch, the join takes that row as it is (no new change).
+   */
+  readonly waiting?: boolean | undefined
+}
+
+/**
  * A hint that the group may have changed. Notifications come from anyone who can connect (any role
  * can `pg_notify` on any channel), so a wake-up carries nothing to act on: it only makes the member
  * ask the database sooner. `lost`: the notification connection was lost, and why (notifications may
@@ -152,12 +172,20 @@ export interface MembershipStoreService {
    * or run out on the store's clock), take it over instead: this member's id, a fresh lease, the
    * same index in the same epoch, acknowledged; nothing else changes (`takenOver`). If its lease is
    * live, fail with `InstanceBusy` and change nothing.
+   *
+   * With `options.overdueAfterMs`: if a member of the group is overdue (its last renewal that old,
+   * its lease still live), insert or renew only this member's waiting row (no index, not in N, no
+   * reap, no new epoch) and fail with `JoinDeferred`; the next change (a reap, a join, a leave) gives
+   * the waiting row an index. A waiting row waits at most `leaseMs` (from its first deferral): then
+   * the join goes ahead. With `options.waiting`, a waiting row that has been given an index in the
+   * current epoch is this join's result (acknowledged, lease renewed, no change).
    */
   readonly join: (
     groupId: string,
     member: MemberInfo,
     leaseMs: number,
-    statics?: StaticJoin | undefined
+    statics?: StaticJoin | undefined,
+    options?: JoinOptions | undefined
   ) => Effect.Effect<GroupView, StoreError>
   /**
    * One statement: renew the lease if it has not expired, record the acknowledged epoch, return the
@@ -174,9 +202,16 @@ export interface MembershipStoreService {
     leaseMs: number,
     options?: { readonly announce?: boolean | undefined; readonly stuck?: boolean | undefined }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
-  /** Under the group lock: delete expired members; if any, reassign and bump. Returns how many were reaped. */
+  /**
+   * Under the group lock: delete expired members; if any, reassign (waiting joiners get an index in
+   * the same change) and bump. Returns how many members were reaped (expired waiting rows are deleted
+   * too, without a change, and not counted).
+   */
   readonly reap: (groupId: string) => Effect.Effect<number, StoreError>
-  /** Under the group lock: delete this member (and expired ones); if any, reassign and bump. */
+  /**
+   * Under the group lock: delete this member (and expired ones); if any member went, reassign and
+   * bump. Deleting a waiting row (a joiner that stopped waiting) is no change.
+   */
   readonly leave: (groupId: string, memberId: string) => Effect.Effect<boolean, StoreError>
   /**
    * Static membership, the graceful leave of a member with an instance id, once its work has

@@ -14,7 +14,7 @@ import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/no
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
-import { DatabaseUnavailable, InstanceBusy, SchemaMismatch, StoreError } from "./MembershipError.js"
+import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberRow, MembershipStoreService, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
@@ -248,7 +248,7 @@ export const make = (options: Options = {}) =>
       })
 
     const store: MembershipStoreService = {
-      join: (groupId, member, leaseMs, statics = {}) =>
+      join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
         wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
@@ -295,6 +295,52 @@ export const make = (options: Options = {}) =>
                     }
                   }
                 }
+                // An overdue member (last renewal old, lease still live: crashed or hung, not reaped
+                // yet) would hold the barrier of any change made now, and every working member would
+                // stop until its lease runs out. Wait instead: only this member's waiting row (no
+                // index, no new epoch); the change that reaps the overdue member, or any other, gives
+                // it an index. Never when an instance row of another member would have to be dropped
+                // (that is a change).
+                const overdueAfterMs = joinOptions.overdueAfterMs
+                if (overdueAfterMs !== undefined && (held === undefined || held.member_id === member.memberId)) {
+                  if (joinOptions.waiting === true && !behind) {
+                    // Given an index by a change while waiting: that change was this join.
+                    yield* onStatement("join", "adopt")
+                    const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
+                    if (own !== undefined) {
+                      yield* onStatement("join", "view")
+                      const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
+                      return {
+                        epoch,
+                        size: own.assigned_size,
+                        index: own.idx,
+                        acked: epoch,
+                        allAcked: num(me!.unacked) === 0,
+                        expired: false,
+                        incarnation: group.incarnation,
+                        clock: num(me!.clock_ms)
+                      } satisfies GroupView
+                    }
+                  }
+                  yield* onStatement("join", "overdue")
+                  const [late] = yield* Statements.selectOverdue(
+                    sql, groupId, member.memberId, Math.max(0, Math.round(overdueAfterMs)), leaseMs, now
+                  )
+                  if (late !== undefined) {
+                    yield* onStatement("join", "defer")
+                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, {
+                      instanceId,
+                      rejoinGraceMs
+                    })
+                    if (waiting !== undefined) {
+                      return new JoinDeferred({
+                        overdue: `${late.name} (${late.host}/${late.pid})`,
+                        heartbeatAgeMs: num(late.heartbeat_age_ms),
+                        leaseLeftMs: num(late.lease_left_ms)
+                      })
+                    }
+                  }
+                }
                 // Reap expired members, and this member's own earlier row if any (but the row of its
                 // instance id: dropped below, whoever it was).
                 yield* onStatement("join", "reap")
@@ -327,7 +373,12 @@ export const make = (options: Options = {}) =>
                   incarnation: g.incarnation,
                   clock: num(me!.clock_ms)
                 } satisfies GroupView
-              })).pipe(Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))))
+              })).pipe(
+                // Deferred: the waiting row has committed; the member is told to wait (no change, no
+                // notification).
+                Effect.flatMap((view) => view instanceof JoinDeferred ? Effect.fail(view) : Effect.succeed(view)),
+                Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))
+              ))
         ),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) =>
@@ -370,7 +421,8 @@ export const make = (options: Options = {}) =>
               Effect.gen(function*() {
                 // Also acknowledges the epoch for held static rows (see Statements.deleteExpired).
                 const rows = yield* deleteExpired("reap", groupId, now, epoch)
-                const gone = rows.filter((r) => !r.acked)
+                // Expired waiting rows (joiners that stopped waiting) go without a change.
+                const gone = rows.filter((r) => !r.acked && !r.waiting)
                 yield* countGraceExpiries(groupId, gone.filter((r) => r.instance_id !== null).length)
                 // Also when the rows no longer match the group (a row deleted, added or restamped by hand).
                 yield* onStatement("reap", "check")
@@ -380,7 +432,7 @@ export const make = (options: Options = {}) =>
                   const cause = gone.length > 0 ? "reap" : "repair"
                   yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null)
                 }
-                return { gone: gone.length, changed: changed || rows.length > gone.length }
+                return { gone: gone.length, changed: changed || rows.some((r) => r.acked) }
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
                 Effect.map(({ gone }) => gone)
@@ -394,14 +446,17 @@ export const make = (options: Options = {}) =>
             change("leave", groupId, now, (epoch, behind) =>
               Effect.gen(function*() {
                 yield* onStatement("leave", "delete")
-                const mine = yield* Statements.deleteMember(sql, groupId, memberId)
-                const gone = yield* deleteExpired("leave", groupId, now)
-                yield* countGraceExpiries(groupId, gone.filter((r) => r.instance_id !== null).length)
-                const changed = mine.length + gone.length > 0
+                const [mine] = yield* Statements.deleteMember(sql, groupId, memberId)
+                const expired = yield* deleteExpired("leave", groupId, now)
+                yield* countGraceExpiries(groupId, expired.filter((r) => r.instance_id !== null).length)
+                // A waiting joiner that leaves, and expired waiting rows, change nothing.
+                const left = mine !== undefined && !mine.waiting
+                const gone = expired.filter((r) => !r.waiting)
+                const changed = left || gone.length > 0
                 if (changed) {
-                  yield* rebalance("leave", groupId, now, epoch, behind, mine.length > 0 ? "leave" : "reap", mine.length > 0 ? memberId : null)
+                  yield* rebalance("leave", groupId, now, epoch, behind, left ? "leave" : "reap", left ? memberId : null)
                 }
-                return { mine: mine.length > 0, changed }
+                return { mine: mine !== undefined, changed }
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
                 Effect.map(({ mine }) => mine)

@@ -74,6 +74,13 @@ export type Event = Data.TaggedEnum<{
    * it or its lease runs out on the database clock).
    */
   InstanceBusy: { readonly instanceId: string; readonly holder: string }
+  /**
+   * The join found a member overdue (`overdue`: its last renewal `heartbeatAgeMs` ago, its lease
+   * still `leaseLeftMs`): a change now would stop every working member until that lease runs out.
+   * The join changed nothing but this member's waiting row; the member asks again soon (and is
+   * given an index by the next change, typically the reap of the overdue member).
+   */
+  JoinWaiting: { readonly overdue: string; readonly heartbeatAgeMs: number; readonly leaseLeftMs: number }
 }>
 
 /**
@@ -101,7 +108,8 @@ export const eventTags = [
   "LeaveRequested",
   "ScopeClosing",
   "LeaveDone",
-  "InstanceBusy"
+  "InstanceBusy",
+  "JoinWaiting"
 ] as const satisfies ReadonlyArray<Event["_tag"]>
 
 /**
@@ -207,6 +215,9 @@ const joining = (state: MemberState, event: Event): Step => {
       return [state, [Command.ScheduleJoinRetry()]]
     case "InstanceBusy":
       // Never take an instance id from a live holder: wait and ask again.
+      return [state, [Command.ScheduleJoinRetry()]]
+    case "JoinWaiting":
+      // Never stop the group for a barrier an overdue member may not clear: wait and ask again.
       return [state, [Command.ScheduleJoinRetry()]]
     case "RetryJoin":
       return [MemberState.Joining(), [Command.Join()]]
@@ -485,6 +496,12 @@ export interface Member {
    * per wait, and the waiter row (`RecordWaiting`, for `status`) is cleared when the wait ends.
    */
   readonly instanceBusyLogged?: boolean | undefined
+  /**
+   * Since when the member has been waiting to join (`JoinWaiting`): it has a waiting row, which a
+   * change may have given an index meanwhile; its next join takes that row (`waiting`). Cleared by
+   * `Joined`.
+   */
+  readonly waitingSince?: number | undefined
 }
 
 /**
@@ -653,6 +670,22 @@ export type MemberStep = readonly [Member, ReadonlyArray<Instruction>]
 const joinBackoff = (timing: Timing, failures: number): number =>
   Math.min(timing.heartbeatMs, 50 * 2 ** Math.min(failures, 10))
 
+/**
+ * A join treats a member as overdue when its last renewal (store clock) is this old while its lease
+ * still holds: two heartbeats of the joiner (members of a group share their timing), at least a
+ * heartbeat + 100 ms. A live member renews every heartbeat plus a round trip, so only a crashed or
+ * hung one, or one whose renewals take a whole heartbeat, looks overdue; a wrong guess only delays
+ * the join (until that member's next renewal, at most one lease), never the others.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const overdueAfterMs = (timing: Timing): number =>
+  Math.max(timing.heartbeatMs * 2, timing.heartbeatMs + 100)
+
+/** A waiting joiner asks again this often (each time one short change transaction). */
+const waitingPollMs = (timing: Timing): number => Math.max(10, timing.heartbeatMs / 4)
+
 /** The final leave retries the delete this often (within the statement timeout). */
 const leaveRetryMs = 100
 
@@ -690,8 +723,11 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         clockReading: { sentAt, database: event.view.clock, roundTrip: (event.receivedAt ?? now) - sentAt },
         deadline: sentAt + timing.validMs
       }
+      if (m.waitingSince !== undefined) m = { ...m, waitingSince: undefined }
       break
     }
+    case "JoinWaiting":
+      break
     case "JoinFailed":
       m = { ...m, joinFailures: m.joinFailures + 1 }
       break
@@ -717,6 +753,16 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     commands = commands.filter((c) => c !== start)
   }
   const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
+  if (event._tag === "JoinWaiting" && commands.length > 0 && m.waitingSince === undefined) {
+    // Said once per wait (until a join succeeds).
+    m = { ...m, waitingSince: now }
+    instructions.push(Instruction.Log({
+      level: "Warning",
+      message: `waiting to join: member ${event.overdue} has not renewed for ${event.heartbeatAgeMs} ms ` +
+        `(lease left ${event.leaseLeftMs} ms); the group keeps working, and this member joins when that ` +
+        "member renews or is reaped"
+    }))
+  }
   if (event._tag === "InstanceBusy" && commands.length > 0) {
     if (m.instanceBusyLogged !== true) {
       // Said once per wait (until a join succeeds), not at every retry.
@@ -747,7 +793,9 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         )
         break
       case "ScheduleJoinRetry":
-        instructions.push(Instruction.RetryJoinIn({ millis: joinBackoff(timing, m.joinFailures) }))
+        instructions.push(Instruction.RetryJoinIn({
+          millis: event._tag === "JoinWaiting" ? waitingPollMs(timing) : joinBackoff(timing, m.joinFailures)
+        }))
         break
       case "RejoinAfterLease":
         instructions.push(Instruction.RetryJoinIn({ millis: timing.leaseMs }))

@@ -96,6 +96,36 @@ it.effect("G4: a crashed member is reaped and the rest reconverge within lease +
     expect(rec.violations).toEqual([])
   })))
 
+it.effect("a join while a member is overdue (hung, lease not run out) waits: the others never stop until its lease runs out, then one change admits the newcomer", () =>
+  inMemory(Effect.gen(function*() {
+    const { control, join, rec, store } = yield* setup
+    const [a, b, c] = [yield* join({ name: "a" }), yield* join({ name: "b" }), yield* join({ name: "c" })]
+    yield* advanceUntil(() => exactCover(rec.working(), 3))
+    yield* TestClock.adjust(Duration.millis(500))
+    const epoch = rec.working()[0]!.epoch
+    // c hangs (as kill -9 or SIGSTOP look to the others); a newcomer joins 2 s later (lease 10 s).
+    yield* control.hang(c.m.memberId)
+    const hungAt = yield* TestClock.currentTimeMillis
+    const cExpiresAt = hungAt + (yield* store.members("g")).find((r) => r.memberId === c.m.memberId)!.leaseLeftMs
+    yield* TestClock.adjust(Duration.seconds(2))
+    const d = yield* join({ name: "d" })
+    const ids = [a.m.memberId, b.m.memberId, d.m.memberId]
+    yield* advanceUntil(
+      () => exactCover(rec.working(), 3) && rec.working().every((w) => ids.includes(w.member)),
+      Duration.seconds(15),
+      Duration.millis(50)
+    )
+    expect(rec.working().every((w) => w.epoch === epoch + 1)).toBe(true)
+    for (const x of [a, b]) {
+      const ends = rec.marks.filter((m) => m.member === x.m.memberId && m.kind === "end" && m.at >= hungAt)
+      expect(ends.map((e) => e.epoch)).toEqual([epoch])
+      expect(ends[0]!.at).toBeGreaterThanOrEqual(cExpiresAt)
+      const starts = rec.marks.filter((m) => m.member === x.m.memberId && m.kind === "start" && m.at >= hungAt)
+      expect(starts.map((m) => m.epoch)).toEqual([epoch + 1])
+    }
+    expect(rec.violations).toEqual([])
+  })))
+
 it.effect("G5: a graceful leave reconverges the rest at once, not after a lease", () =>
   inMemory(Effect.gen(function*() {
     const { join, rec } = yield* setup

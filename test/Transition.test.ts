@@ -73,7 +73,8 @@ const events: { readonly [T in EventTag]: Ev } = {
   LeaveRequested: Event.LeaveRequested(),
   ScopeClosing: Event.ScopeClosing(),
   LeaveDone: Event.LeaveDone(),
-  InstanceBusy: Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" })
+  InstanceBusy: Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" }),
+  JoinWaiting: Event.JoinWaiting({ overdue: "w2 (host/43)", heartbeatAgeMs: 2_000, leaseLeftMs: 8_000 })
 }
 
 type Outcome = "ignored" | readonly [State, ReadonlyArray<Cmd>]
@@ -181,7 +182,9 @@ const joiningRow = (state: State): { readonly [T in EventTag]: Row } => ({
   ScopeClosing: closing("old work may still be stopping: stop it, then leave"),
   LeaveDone: ignored,
   // Static membership: a live member holds the instance id; wait (the step says so once).
-  InstanceBusy: to(state, Command.ScheduleJoinRetry())
+  InstanceBusy: to(state, Command.ScheduleJoinRetry()),
+  // An overdue member would hold the barrier of a change made now: wait in a waiting row, ask again.
+  JoinWaiting: to(state, Command.ScheduleJoinRetry())
 })
 
 /** The row is gone: in time (its lease ran out), or early (its local deadline was still ahead). */
@@ -241,7 +244,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     LeaveRequested: to(leaving(false), Command.Leave()),
     ScopeClosing: closing("an Ack in flight may have been waiting for the work: stop it, then leave"),
     LeaveDone: ignored,
-    InstanceBusy: ignored
+    InstanceBusy: ignored,
+    JoinWaiting: ignored
   },
   Assigned: {
     Joined: ignored,
@@ -284,7 +288,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     LeaveRequested: to(leaving(true), Command.StopWork()),
     ScopeClosing: closing("stop the work; the row goes after WorkStopped"),
     LeaveDone: ignored,
-    InstanceBusy: ignored
+    InstanceBusy: ignored,
+    JoinWaiting: ignored
   },
   Renegotiating: {
     Joined: ignored,
@@ -352,7 +357,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     // The stop in flight was interrupted with the driver: ask again, and wait again.
     ScopeClosing: closing("the stop in flight was interrupted: stop again", ["stuck: the stop timeout starts over", renegotiating(true)]),
     LeaveDone: ignored,
-    InstanceBusy: ignored
+    InstanceBusy: ignored,
+    JoinWaiting: ignored
   },
   Fenced: {
     Joined: ignored,
@@ -417,7 +423,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
       ["stuck: the stop timeout starts over", fenced(true, true)]
     ),
     LeaveDone: ignored,
-    InstanceBusy: ignored
+    InstanceBusy: ignored,
+    JoinWaiting: ignored
   },
   Leaving: {
     Joined: ignored,
@@ -460,7 +467,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
       { then: to(S.Left()) },
       { when: "stopping: no leave was sent", state: leaving(true), then: ignored }
     ],
-    InstanceBusy: ignored
+    InstanceBusy: ignored,
+    JoinWaiting: ignored
   },
   Left: {
     Joined: ignored,
@@ -475,7 +483,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     LeaveRequested: ignored,
     ScopeClosing: ignored,
     LeaveDone: ignored,
-    InstanceBusy: ignored
+    InstanceBusy: ignored,
+    JoinWaiting: ignored
   }
 }
 
@@ -665,7 +674,8 @@ const eventArb: fc.Arbitrary<Ev> = fc.oneof(
   fc.constant(Event.LeaveRequested()),
   fc.constant(Event.ScopeClosing()),
   fc.constant(Event.LeaveDone()),
-  fc.constant(Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" }))
+  fc.constant(Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" })),
+  fc.constant(Event.JoinWaiting({ overdue: "w2 (host/43)", heartbeatAgeMs: 2_000, leaseLeftMs: 8_000 }))
 )
 
 const tags = (commands: ReadonlyArray<Cmd>) => commands.map((c) => c._tag)
@@ -1032,6 +1042,36 @@ describe("step: static membership", () => {
     )
     expect(after.state).toEqual(S.Assigned(slot(5)))
     expect(instructions).toEqual([Instruction.StartWork({ slot: slot(5) })])
+  })
+})
+
+describe("step: a join that waits for an overdue member", () => {
+  const waits = Event.JoinWaiting({ overdue: "w2 (host/43)", heartbeatAgeMs: 2_000, leaseLeftMs: 8_000 })
+  const said = Instruction.Log({
+    level: "Warning",
+    message: "waiting to join: member w2 (host/43) has not renewed for 2000 ms (lease left 8000 ms); the group keeps " +
+      "working, and this member joins when that member renews or is reaped"
+  })
+
+  it("asks again every quarter heartbeat (no backoff, no failure counted), says so once, and remembers it waits until it joins", () => {
+    const m = member(S.Joining(), { deadline: undefined })
+    const [m1, first] = Transition.step(m, waits, 0)
+    expect(first).toEqual([said, Instruction.RetryJoinIn({ millis: 250 })])
+    expect(m1).toMatchObject({ state: S.Joining(), joinFailures: 0, waitingSince: 0 })
+    const [m2, second] = Transition.step(m1, waits, 250)
+    expect(second).toEqual([Instruction.RetryJoinIn({ millis: 250 })])
+    expect(m2.waitingSince).toBe(0)
+    // A failed poll keeps the wait (the waiting row may have been given an index meanwhile).
+    const [m3] = Transition.step(m2, Event.JoinFailed({ reason: "timeout" }), 300)
+    expect(m3.waitingSince).toBe(0)
+    const [m4] = Transition.step(m3, Event.Joined({ view: view({ epoch: 5, allAcked: true }), sentAt: 400 }), 410)
+    expect(m4.waitingSince).toBeUndefined()
+    expect(m4.state).toEqual(S.Assigned(slot(5)))
+  })
+
+  it("overdue means two heartbeats without a renewal (at least a heartbeat + 100 ms)", () => {
+    expect(Transition.overdueAfterMs({ leaseMs: 10_000, validMs: 8_000, heartbeatMs: 1_000, fenceMarginMs: 2_000 })).toBe(2_000)
+    expect(Transition.overdueAfterMs({ leaseMs: 2_000, validMs: 1_500, heartbeatMs: 50, fenceMarginMs: 500 })).toBe(150)
   })
 })
 

@@ -44,8 +44,11 @@ export interface Snapshots {
 export const buildSnapshots = (): Snapshots => {
   const lib = path.join(out, "lib")
   fs.rmSync(lib, { recursive: true, force: true })
-  for (const file of walk(path.join(root, "src"))) {
-    transpile(file, path.join(lib, path.relative(root, file)).replace(/\.ts$/, ".js"))
+  // BENCH_SRC: a directory holding another tree's src/ (e.g. `git archive main src | tar -x -C dir`),
+  // to measure that library with this run's bench (a before/after).
+  const srcRoot = process.env.BENCH_SRC ?? root
+  for (const file of walk(path.join(srcRoot, "src"))) {
+    transpile(file, path.join(lib, path.relative(srcRoot, file)).replace(/\.ts$/, ".js"))
   }
   fs.cpSync(path.join(root, "migrations"), path.join(lib, "migrations"), { recursive: true })
   const original = path.join(out, "original", "Original.js")

@@ -102,6 +102,12 @@ describe("Status.deriveStates", () => {
     expect(Status.deriveStates(group, [row(5, 900), row(5, 0), row(4, -20)])).toEqual(["awaiting", "expired", "expired"])
   })
 
+  it("a row without an index and a live lease: a joiner waiting for an overdue member (not holding the barrier)", () => {
+    const waiting = { ...row(6, 900), index: null }
+    expect(Status.deriveStates(group, [row(5, 900), row(5, 900), waiting])).toEqual(["assigned", "assigned", "waiting"])
+    expect(Status.deriveStates(group, [row(5, 900), { ...waiting, leaseLeftMs: -1 }])).toEqual(["assigned", "expired"])
+  })
+
   it("static membership: a released row, and an expired one within its grace, are held; past the grace, expired", () => {
     const held = (releasedAt: Date | null, graceLeftMs: number) => ({ ...row(5, -100), instanceId: "w1", releasedAt, graceLeftMs })
     expect(Status.deriveStates(group, [row(5, 900), held(new Date(0), 4_000), held(null, 4_000), held(null, -5)])).toEqual([

@@ -6,7 +6,7 @@ import { expect, it } from "@effect/vitest"
 import type { Layer, Scope } from "effect"
 import { Chunk, Duration, Effect, Either, Fiber, Option, Stream, TestClock, TestServices } from "effect"
 import { randomUUID } from "node:crypto"
-import { InstanceBusy } from "../../src/MembershipError.js"
+import { InstanceBusy, JoinDeferred } from "../../src/MembershipError.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 
 const info = (name: string) => ({ memberId: randomUUID(), name, host: "test-host", pid: 4242 })
@@ -345,6 +345,92 @@ export const storeContract = (
       yield* store.wait(g, x, "w2", 1000)
       // x's row was deleted by y's wait: its refresh starts it over.
       expect((yield* store.waiters(g)).map((r) => [r.memberId, r.waitingMs])).toEqual([[x.memberId, 0]])
+    }))
+
+  const overdue = { overdueAfterMs: 300 }
+  const deferred = (e: Either.Either<unknown, unknown>) => Either.isLeft(e) && e.left instanceof JoinDeferred
+  const epochOf = (g: string) => Effect.map(Effect.flatMap(MembershipStore, (s) => s.group(g)), (r) => Option.getOrThrow(r))
+
+  test("overdue: a join waits in a waiting row (no new epoch, not in N); the reap of the overdue member gives it an index in the same change", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
+      for (const m of [a, b, c]) yield* store.join(g, m, 1000)
+      for (const m of [a, b, c]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      yield* TestClock.adjust(Duration.millis(400))
+      yield* store.heartbeat(g, a.memberId, 3, 1000)
+      yield* store.heartbeat(g, b.memberId, 3, 1000)
+      // c has not renewed for 400 ms (lease left 600 ms): overdue.
+      const first = yield* Effect.either(store.join(g, d, 1000, {}, overdue))
+      expect(deferred(first)).toBe(true)
+      if (Either.isLeft(first)) {
+        expect(first.left).toMatchObject({ overdue: "c (test-host/4242)", heartbeatAgeMs: 400, leaseLeftMs: 600 })
+      }
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 3, size: 3 })
+      // The others keep working: same epoch, barrier down, nothing to reap.
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 3, 1000)))
+        .toMatchObject({ epoch: 3, size: 3, allAcked: true, expired: false })
+      expect((yield* store.members(g)).map((r) => [r.name, r.index])).toEqual([["a", 0], ["b", 1], ["c", 2], ["d", null]])
+      yield* TestClock.adjust(Duration.millis(100))
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 3, size: 3 })
+      // c's lease runs out (it last renewed at 0): one change reaps it and gives d an index.
+      yield* TestClock.adjust(Duration.millis(500))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 3, 1000)).expired).toBe(true)
+      expect(yield* store.reap(g)).toBe(1)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 4, size: 3 })
+      yield* store.heartbeat(g, a.memberId, 4, 1000)
+      // d acknowledged the epoch its promotion created (it runs no work): only a and b hold the barrier.
+      expect(Option.getOrThrow(yield* store.heartbeat(g, b.memberId, 4, 1000))).toMatchObject({ epoch: 4, allAcked: true })
+      // d's next poll takes its row as it is: no second change.
+      const joined = yield* store.join(g, d, 1000, {}, { ...overdue, waiting: true })
+      expect(joined).toMatchObject({ epoch: 4, size: 3, index: 2, acked: 4, allAcked: true })
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 4, size: 3 })
+    }))
+
+  test("overdue: a waiting joiner that leaves changes nothing; once the overdue member renews, the join goes ahead", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b, c] = [info("a"), info("b"), info("c")]
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, b, 1000)
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      yield* TestClock.adjust(Duration.millis(400))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, overdue)))).toBe(true)
+      expect(yield* store.leave(g, c.memberId)).toBe(true)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 2, size: 2 })
+      expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, overdue)))).toBe(true)
+      // b renews: nobody is overdue, the next poll joins (one change).
+      yield* store.heartbeat(g, b.memberId, 2, 1000)
+      const joined = yield* store.join(g, c, 1000, {}, { ...overdue, waiting: true })
+      expect(joined).toMatchObject({ epoch: 3, size: 3, index: 2 })
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 3, size: 3 })
+    }))
+
+  test("overdue: a join waits at most one lease of its own; a joiner that stops waiting leaves no change behind", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, b, 5000)
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      yield* TestClock.adjust(Duration.millis(400))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, overdue)))).toBe(true)
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, overdue)))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(600))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      // d stops polling: its waiting row expires and goes without a change.
+      yield* TestClock.adjust(Duration.millis(400))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(yield* store.reap(g)).toBe(0)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 2, size: 2 })
+      expect((yield* store.members(g)).map((r) => r.name)).toEqual(["a", "b", "c"])
+      // c has waited a lease (1000 ms): it joins though b is still overdue (its lease holds).
+      const joined = yield* store.join(g, c, 1000, {}, { ...overdue, waiting: true })
+      expect(joined).toMatchObject({ epoch: 3, size: 3, index: 2 })
     }))
 
   test("a change wakes subscribers of the group", (g) =>

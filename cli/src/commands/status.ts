@@ -52,7 +52,7 @@ export type StatusMember = Pick<
  * @since 0.1.0
  * @internal
  */
-export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting" | "released" | "held"
+export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting" | "released" | "held" | "waiting"
 
 /**
  * Static membership: a row with an instance id whose lease is gone but whose rejoin grace is not is
@@ -60,7 +60,9 @@ export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting" | "
  * out: a crash or a hang). Nobody works its slice until the instance is back or the grace ends.
  * Lease gone: `expired` (the next heartbeat of anyone reaps it). Epoch not acknowledged yet:
  * `renegotiating` (stopping its old work). Everyone acknowledged: `assigned`. Else `awaiting`
- * (acknowledged, waiting at the barrier for the others).
+ * (acknowledged, waiting at the barrier for the others). No index and a live lease: `waiting` (a
+ * joiner that found a member overdue and waits to be given an index by the next change; it is not
+ * in the group's size).
  *
  * @since 0.1.0
  * @internal
@@ -72,6 +74,8 @@ export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMe
       ? (m.releasedAt != null ? "released" : "held")
       : m.leaseLeftMs <= 0
       ? "expired"
+      : m.index === null
+      ? "waiting"
       : m.ackedEpoch < group.epoch
       ? "renegotiating"
       : allAcked

@@ -3,11 +3,11 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Option, Queue, SubscriptionRef } from "effect"
+import { Effect, Option, Queue, Ref, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { InstanceBusy } from "../../MembershipError.js"
+import { InstanceBusy, JoinDeferred } from "../../MembershipError.js"
 import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
@@ -25,11 +25,23 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           // Never join while old work may still run: its epoch would overlap the new one.
           yield* work.awaitStopped
           const sentAt = yield* nowMillis
-          const result = yield* Effect.either(store.join(groupId, ctx.info, ctx.timing.leaseMs, ctx.statics))
+          const { waitingSince } = yield* Ref.get(ctx.member)
+          const result = yield* Effect.either(store.join(groupId, ctx.info, ctx.timing.leaseMs, ctx.statics, {
+            overdueAfterMs: Transition.overdueAfterMs(ctx.timing),
+            waiting: waitingSince !== undefined
+          }))
           if (result._tag === "Left") {
             const e = result.left
             // Static membership: a live holder of the instance id; `step` says so once, and waits.
             if (e instanceof InstanceBusy) return Transition.Event.InstanceBusy({ instanceId: e.instanceId, holder: e.holder })
+            // An overdue member: the join waits in a waiting row; `step` says so once, and asks again.
+            if (e instanceof JoinDeferred) {
+              return Transition.Event.JoinWaiting({
+                overdue: e.overdue,
+                heartbeatAgeMs: e.heartbeatAgeMs,
+                leaseLeftMs: e.leaseLeftMs
+              })
+            }
             yield* Effect.logWarning(`join failed: ${e.reason}`)
             return Transition.Event.JoinFailed({ reason: e.reason })
           }

@@ -25,6 +25,17 @@ const reapable = (sql: Sql, now: string | null, alias?: "o"): Statement.Fragment
     ? sql`o.lease_expires_at + o.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
     : sql`lease_expires_at + rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
 
+/**
+ * A row that is a member of its group's epoch: it has an index. The only committed rows without one
+ * are **waiting joiners** (`deferJoin`): a join that found an overdue member inserted its row without
+ * an index and without a change; the next change (whoever makes it: the reap of the overdue member,
+ * any join or leave) gives it an index like any new row. A waiting row is not counted in N, in the
+ * rows a renewal checks against N, nor as a survivor; the barrier counts every row (a waiting row
+ * acknowledges the epoch its promotion will create, so it never holds the current one).
+ */
+const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
+  alias === "o" ? sql`o.idx IS NOT NULL` : sql`m.idx IS NOT NULL`
+
 // ---------------------------------------------------------------------------------------------------
 // Membership changes: each runs in one READ COMMITTED transaction, in this order: lockGroup,
 // selectGroupForUpdate, the operation's own statements, then (when membership changed)
@@ -48,12 +59,13 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null, timeout
 
 /**
  * The arbiter: locks the group row (FOR UPDATE) and reads its epoch and the highest epoch any member
- * has acknowledged (an epoch moved back by hand or by a restored backup is found behind it).
+ * has acknowledged (an epoch moved back by hand or by a restored backup is found behind it). A
+ * waiting joiner's row acknowledges the next epoch ahead of time: it does not count.
  */
 export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
   sql<{ epoch: string; size: number; incarnation: string; acked: string }>`
     SELECT g.epoch, g.size, g.incarnation, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
-                               WHERE m.group_id = g.group_id), 0) AS acked
+                               WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked
       FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
 
 /**
@@ -140,9 +152,9 @@ export const deleteExpiredAndOwnRow = (
               AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text))
       RETURNING member_id, group_id, instance_id
     )
-    SELECT (SELECT count(*) FROM modulo_group.members
-             WHERE group_id = ${groupId} AND lease_expires_at > ${at(sql, now)}
-               AND member_id <> ${memberId}) AS survivors,
+    SELECT (SELECT count(*) FROM modulo_group.members m
+             WHERE m.group_id = ${groupId} AND m.lease_expires_at > ${at(sql, now)}
+               AND m.member_id <> ${memberId} AND ${member(sql, "m")}) AS survivors,
            (SELECT count(*) FROM gone
              WHERE instance_id IS NOT NULL AND member_id <> ${memberId}) AS grace_expired`
 
@@ -167,6 +179,88 @@ export const insertMember = (
             ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
             ${instance.instanceId}::text, ${instance.rejoinGraceMs})`
+
+/** What `selectOverdue` read: the member that keeps a join waiting. */
+export interface OverdueRow {
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  readonly heartbeat_age_ms: string
+  readonly lease_left_ms: string
+}
+
+/**
+ * Join, under the group lock, before anything else changes: the member of the group that is
+ * **overdue** (its last renewal is at least `overdueMs` old on this clock while its lease has not run
+ * out: crashed or hung, or slow), the most overdue first; none when this member already holds an
+ * indexed row, or its waiting row has waited `waitLimitMs` already (a deferral is bounded).
+ */
+export const selectOverdue = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  overdueMs: number,
+  waitLimitMs: number,
+  now: string | null
+) =>
+  sql<OverdueRow>`
+    SELECT o.name, o.host, o.pid,
+           (extract(epoch FROM ${at(sql, now)} - o.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
+           (extract(epoch FROM o.lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
+      FROM modulo_group.members o
+     WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId} AND ${member(sql, "o")}
+       AND o.lease_expires_at > ${at(sql, now)}
+       AND o.heartbeat_at + ${overdueMs} * interval '1 millisecond' <= ${at(sql, now)}
+       AND NOT EXISTS (SELECT 1 FROM modulo_group.members m
+                        WHERE m.member_id = ${memberId}
+                          AND (${member(sql, "m")} OR m.group_id <> ${groupId}
+                               OR m.joined_at + ${waitLimitMs} * interval '1 millisecond' <= ${at(sql, now)}))
+     ORDER BY o.heartbeat_at
+     LIMIT 1`
+
+/**
+ * Join deferred, under the group lock: this member's **waiting row**, no index, inserted or (when it
+ * polls again) renewed, keeping the time it began to wait (`joined_at`). It acknowledges
+ * `ackedEpoch` (the epoch its promotion will create: it runs no work) and changes nothing else: no
+ * reap, no new epoch, no notification. The next change gives it an index (`reassignIndices`).
+ */
+export const deferJoin = (
+  sql: Sql,
+  groupId: string,
+  member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string },
+  ackedEpoch: number,
+  leaseMs: number,
+  now: string | null,
+  instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number }
+) =>
+  sql<{ waited_ms: string }>`
+    INSERT INTO modulo_group.members AS m
+      (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
+       instance_id, rejoin_grace_ms)
+    VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
+            ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
+            ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs})
+    ON CONFLICT (member_id) DO UPDATE
+       SET lease_expires_at = EXCLUDED.lease_expires_at, heartbeat_at = EXCLUDED.heartbeat_at,
+           acked_epoch = EXCLUDED.acked_epoch
+     WHERE m.group_id = EXCLUDED.group_id AND m.idx IS NULL
+    RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) * 1000)::bigint AS waited_ms`
+
+/**
+ * Join of a member that was waiting, under the group lock: if a change has given its waiting row an
+ * index in the current `epoch` (and its lease holds), that is its join: the row acknowledges `epoch`
+ * (the member runs no work) and renews its lease; nothing else changes. No row otherwise.
+ */
+export const adoptRow = (sql: Sql, groupId: string, memberId: string, epoch: number, leaseMs: number, now: string | null) =>
+  sql<{ idx: number; assigned_size: number }>`
+    UPDATE modulo_group.members
+       SET acked_epoch = GREATEST(acked_epoch, ${epoch}),
+           lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
+           heartbeat_at = ${at(sql, now)}
+     WHERE member_id = ${memberId} AND group_id = ${groupId} AND idx IS NOT NULL
+       AND assigned_epoch = ${epoch} AND lease_expires_at > ${at(sql, now)}
+    RETURNING idx, assigned_size`
 
 /** What `selectInstance` read. */
 export interface InstanceRow {
@@ -259,44 +353,45 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
  * grace too; `instance_id` is returned for them). With `epoch`, in the same statement, held static
  * rows (lease run out, grace not) that have not acknowledged `epoch` acknowledge it (returned with
  * `acked`): their old process cannot be working (G3), and they must not hold the barrier for the
- * rest of their grace.
+ * rest of their grace. `waiting`: the row was a waiting joiner's (its joiner stopped polling): deleting
+ * it changes no epoch.
  */
 export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epoch: number | null = null) =>
-  sql<{ member_id: string; instance_id: string | null; acked: boolean }>`
+  sql<{ member_id: string; instance_id: string | null; acked: boolean; waiting: boolean }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
        WHERE group_id = ${groupId} AND ${reapable(sql, now)}
-      RETURNING member_id, instance_id
+      RETURNING member_id, instance_id, idx IS NULL AS waiting
     ), held AS (
       UPDATE modulo_group.members
          SET acked_epoch = ${epoch}::bigint
        WHERE ${epoch}::bigint IS NOT NULL AND group_id = ${groupId} AND instance_id IS NOT NULL
          AND lease_expires_at <= ${at(sql, now)} AND NOT (${reapable(sql, now)})
-         AND acked_epoch < ${epoch}::bigint
+         AND acked_epoch < ${epoch}::bigint AND idx IS NOT NULL
       RETURNING member_id, instance_id
     )
-    SELECT member_id, instance_id, false AS acked FROM gone
+    SELECT member_id, instance_id, false AS acked, waiting FROM gone
     UNION ALL
-    SELECT member_id, instance_id, true AS acked FROM held`
+    SELECT member_id, instance_id, true AS acked, false AS waiting FROM held`
 
 /**
- * Reap: whether the rows no longer match the group (a row deleted, added or restamped by hand), and
- * how many members are live.
+ * Reap: whether the member rows no longer match the group (a row deleted, added or restamped by
+ * hand), and how many members are live (waiting rows are not members: not counted, not checked).
  */
 export const selectRowsOff = (sql: Sql, groupId: string) =>
   sql<{ off: boolean; live: string }>`
-    SELECT (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) <> size
+    SELECT (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) <> size
            OR EXISTS (SELECT 1 FROM modulo_group.members m
-                       WHERE m.group_id = ${groupId}
+                       WHERE m.group_id = ${groupId} AND ${member(sql, "m")}
                          AND (m.assigned_epoch <> g.epoch OR m.assigned_size <> g.size)) AS off,
-           (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}) AS live
+           (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) AS live
       FROM modulo_group.groups g WHERE group_id = ${groupId}`
 
-/** Leave: deletes this member's row. */
+/** Leave: deletes this member's row (`waiting`: it was a waiting joiner's; no change follows). */
 export const deleteMember = (sql: Sql, groupId: string, memberId: string) =>
-  sql`
+  sql<{ member_id: string; waiting: boolean }>`
     DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}
-    RETURNING member_id`
+    RETURNING member_id, idx IS NULL AS waiting`
 
 // ---------------------------------------------------------------------------------------------------
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
@@ -356,7 +451,7 @@ export const renewLease = (
     ), g AS (
       SELECT epoch, size, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}
     ), others AS (
-      SELECT count(*) AS n,
+      SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
              count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${at(sql, now)}
