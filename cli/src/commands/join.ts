@@ -21,7 +21,6 @@ import { Membership, MembershipConfig, MembershipError, MemberState as State, Pg
 import * as Database from "../Database.js"
 import * as Durations from "../Durations.js"
 import * as Events from "../Events.js"
-import * as MetricsServer from "../metrics/Server.js"
 
 type MembershipConfigInput = MembershipConfig.MembershipConfigInput
 type Assignment = State.Assignment
@@ -133,6 +132,7 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
     }
 
     if (options.metricsPort !== undefined) {
+      const MetricsServer = yield* Effect.promise(() => import("../metrics/Server.js"))
       const server = yield* MetricsServer.serve({ host: options.metricsHost ?? "127.0.0.1", port: options.metricsPort })
       process.stderr.write(`modulo-group: serving metrics at ${server.url}\n`)
     }
