@@ -4,11 +4,12 @@
  * @since 0.1.0
  * @internal
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Effect, Option } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
+import type * as Join from "./commands/join.js"
 import type * as DemoMember from "./demo/member.js"
 import * as Durations from "./Durations.js"
 import * as Help from "./Help.js"
@@ -64,6 +65,9 @@ const handle = <A, E, R>(local: Shared, body: (shared: Shared) => Effect.Effect<
     return yield* body(shared).pipe(report(shared.verbose), withLogging(shared.verbose))
   })
 
+// commands/join.ts's `MAX_FIBERS` (the type checks that they agree), without importing that module.
+const MAX_FIBERS: typeof Join.MAX_FIBERS = 10_000
+
 const group = Args.text({ name: "group" }).pipe(Args.withDescription("The group id (any text up to 200 characters)"))
 
 const join = Command.make(
@@ -116,6 +120,23 @@ const join = Command.make(
       "rejoin-grace",
       "With --instance-id: how long a stopped or crashed member's index is held for it (default: $MODULO_GROUP_REJOIN_GRACE, else 30s)"
     ),
+    fibers: Options.text("fibers").pipe(
+      Options.withPseudoName("n"),
+      Options.withDescription(
+        `Host n members of the group in this process (1 to ${MAX_FIBERS}), each with its own lines and member id (text lines start with the first 8 characters of it), over one pool and one LISTEN connection (default 1)`
+      ),
+      Options.withDefault("1"),
+      Options.mapEffect((text) => {
+        const n = /^\d{1,6}$/.test(text) ? Number(text) : NaN
+        return n >= 1 && n <= MAX_FIBERS
+          ? Effect.succeed(n)
+          : Effect.fail(
+            ValidationError.invalidValue(
+              HelpDoc.p(`Invalid value for --fibers: ${JSON.stringify(text)} must be a whole number from 1 to ${MAX_FIBERS}`)
+            )
+          )
+      })
+    ),
     databaseUrl,
     verbose
   },
@@ -127,6 +148,7 @@ const join = Command.make(
         metricsHost: o.metricsHost,
         instanceId: o.instanceId,
         rejoinGrace: o.rejoinGrace,
+        fibers: o.fibers,
         group: o.group,
         name: Option.getOrUndefined(o.name),
         workInterval: o.workInterval,
