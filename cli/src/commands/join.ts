@@ -121,11 +121,12 @@ export const join = (options: JoinOptions) =>
     const database = yield* Database.resolve(options.databaseUrl)
     // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
     const name = options.name ?? `${os.hostname()}:${process.pid}`
+    const joining = yield* Effect.makeSemaphore(JOINING_AT_ONCE)
     const members = fibers === 1
       ? member(input, options, false)
       : Effect.forEach(
         Array.from({ length: fibers }, (_, i) => i + 1),
-        (n) => member({ ...input, name: `${name}#${n}` }, options, true),
+        (n) => member({ ...input, name: `${name}#${n}` }, options, true, joining),
         { concurrency: "unbounded", discard: true }
       )
     yield* Effect.scoped(Effect.gen(function*() {
@@ -148,8 +149,18 @@ export const join = (options: JoinOptions) =>
     )
   }).pipe(Effect.provide(PgMembership.nodeIdentity))
 
-/** One member and its lines; `tagged`: text lines start with a tag of the member (`--fibers`). */
-const member = (input: MembershipConfigInput, options: JoinOptions, tagged: boolean) =>
+/**
+ * `--fibers`: at most this many members are joining at once (from their start until their first
+ * state after `joining`). Concurrent joins queue on the group's lock, each holding a pool connection,
+ * and starve the heartbeats of the members already in: a large group forms sooner a few at a time.
+ */
+const JOINING_AT_ONCE = 8
+
+/**
+ * One member and its lines; `tagged`: text lines start with a tag of the member (`--fibers`);
+ * `joining`: a permit held while it joins (`--fibers`).
+ */
+const member = (input: MembershipConfigInput, options: JoinOptions, tagged: boolean, joining?: Effect.Semaphore) =>
   Effect.scoped(Effect.gen(function*() {
     const group = options.group
     const instance = input.instanceId ?? null
@@ -186,6 +197,18 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
         })
     )
 
+    // `--fibers`: wait for a joining permit; it is given back at the first state after `joining`
+    // (or when the member stops first).
+    let holding = false
+    const giveBack = Effect.suspend(() => {
+      if (!holding || joining === undefined) return Effect.void
+      holding = false
+      return joining.release(1)
+    })
+    if (joining !== undefined) {
+      yield* Effect.acquireRelease(Effect.tap(joining.take(1), () => (holding = true)), () => giveBack)
+    }
+
     const m = yield* Membership.make(input)
     service = m
     memberId = m.memberId
@@ -199,7 +222,7 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
           printState(state)
           seen.add(state)
           for (const notify of [...onSeen]) notify()
-        })
+        }).pipe(Effect.zipRight(state._tag === "Joining" ? Effect.void : giveBack))
       ),
       Effect.forkScoped
     )
