@@ -8,11 +8,12 @@
  *
  * Prints a table and writes docs/benchmarks.md (every figure from this run). The members run the
  * library as transpiled from src/ at the start of the run (support/Build.ts).
- * Overrides (see the matrix below): BENCH_SECTIONS=convergence,steady,stability  BENCH_ROUNDS=20
+ * Overrides (see the matrix below): BENCH_SECTIONS=convergence,steady,stability,cli  BENCH_ROUNDS=20
  * (also `overdue`, not in the default run: stopped work when a member is overdue; BENCH_OVERDUE_ROUNDS=3;
  * BENCH_SRC=<dir with src/> runs the members on another tree's library, e.g. main's, for a before/after)
  * BENCH_FIBER_SIZES=4,16  BENCH_PROCESS_SIZES=4  BENCH_ORIGINAL_SIZES=4  BENCH_FORM_SECONDS=90
  * BENCH_BUDGET_SECONDS=180  BENCH_STABLE_SIZES=1000,2000  BENCH_STABLE_SECONDS=60  BENCH_STEADY_SECONDS=30
+ * BENCH_CLI_RUNS=10 (starts of each command in the cli section)
  * BENCH_OUT=docs/benchmarks.md (BENCH_OUT=- prints only).
  */
 import * as fs from "node:fs"
@@ -25,6 +26,7 @@ import type { MembershipConfigInput } from "../src/MembershipConfig.js"
 import { createTable } from "./original/Original.js"
 import { buildSnapshots, root } from "./support/Build.js"
 import { Cover } from "./support/Cover.js"
+import { measureStartup, type StartupRow } from "./support/CliStartup.js"
 import { benchDatabase, connections, counters, median, migrate, percentile, serverCpuMs, statStatements } from "./support/Database.js"
 import { OriginalGroup } from "./support/OriginalGroup.js"
 import { HostGroup, ProcessGroup } from "./support/ProcessGroup.js"
@@ -36,7 +38,9 @@ const env = (k: string) => process.env[k]
 const QUICK = env("BENCH_QUICK") === "1"
 const list = (k: string, dflt: Array<number>) =>
   env(k) === undefined ? dflt : env(k)!.split(",").filter((x) => x.trim() !== "").map(Number)
-const sections = new Set((env("BENCH_SECTIONS") ?? "convergence,steady,stability").split(","))
+const sections = new Set((env("BENCH_SECTIONS") ?? "convergence,steady,stability,cli").split(","))
+/** The cli section: starts of each command, after one warm-up start. */
+const CLI_RUNS = Number(env("BENCH_CLI_RUNS") ?? 10)
 const ROUNDS = Number(env("BENCH_ROUNDS") ?? (QUICK ? 5 : 20))
 const FIBER_SIZES = list("BENCH_FIBER_SIZES", QUICK ? [4, 64] : [4, 16, 64, 256, 1000])
 const PROCESS_SIZES = list("BENCH_PROCESS_SIZES", QUICK ? [4] : [4, 16, 32])
@@ -183,6 +187,7 @@ interface OverdueRow {
 }
 const overdue: Array<OverdueRow> = []
 const notes: Array<string> = []
+const startup: Array<StartupRow> = []
 let processRss: number | undefined
 
 const log = (s: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`)
@@ -565,6 +570,23 @@ it("modulo-group benchmarks", async () => {
         }
       }
     }
+
+    // --- the CLI's start-up ------------------------------------------------------------------
+    if (sections.has("cli")) {
+      if (!fs.existsSync(path.join(root, "cli", "dist", "modulo-group.cjs"))) {
+        notes.push("The cli section was skipped: cli/dist/modulo-group.cjs is missing (run `npm run build` first).")
+      } else {
+        const group = groupId("cli")
+        startup.push(
+          ...(await measureStartup(root, db.url, [
+            { label: `modulo-group join <group> --json (first event)`, args: ["join", group, "--json"] },
+            { label: "modulo-group --help (first line)", args: ["--help"] },
+            { label: "modulo-group status <group> (first line)", args: ["status", group] }
+          ], CLI_RUNS))
+        )
+        for (const r of startup) log(`cli: ${r.command}: median ${fmt(r.medianMs)} ms (min ${fmt(r.minMs)}, max ${fmt(r.maxMs)})`)
+      }
+    }
   } finally {
     const conns = await connections(db.url).catch(() => undefined)
     if (conns !== undefined && conns.here > 1) log(`${conns.here} connections still open at the end`)
@@ -790,6 +812,10 @@ const render = (info: RunInfo) => {
     }`,
     largest >= 1000 ? "met" : stability.length === 0 ? "not measured" : "missed"
   ])
+  const joinStart = startup.find((r) => r.command.startsWith("modulo-group join"))
+  if (joinStart !== undefined) {
+    target("CLI start-up: `modulo-group join <group> --json` to its first event (median)", 250, joinStart.medianMs)
+  }
   const targetHead = ["target", "limit", "measured", "verdict"]
   const overdueHead = ["round", "stopped work (member-s)", "all three working after the kill (ms)", "epoch changes", "violations"]
   const overdueRows = overdue.map((r, i) => [
@@ -799,6 +825,8 @@ const render = (info: RunInfo) => {
     String(r.epochs),
     String(r.violations)
   ])
+  const startupHead = ["command", "runs", "median ms", "min ms", "max ms"]
+  const startupRows = startup.map((r) => [r.command, String(r.runs), fmt(r.medianMs), fmt(r.minMs), fmt(r.maxMs)])
 
   const env = [
     `- Date: ${info.startedAt.toISOString()} (${minutes} min)`,
@@ -891,6 +919,15 @@ const render = (info: RunInfo) => {
         ""
       ]
       : []),
+    "## CLI start-up",
+    "",
+    "From spawning `node cli/bin/modulo-group.js <args>` until its first line on stdout (`join --json`: its first",
+    "event, `joining`, printed once the database is reachable and the schema checked), one start after another",
+    `against the bench's database; ${CLI_RUNS} starts of each after one unmeasured start that fills the code cache`,
+    "(bench/support/CliStartup.ts). The load average above applies: on a busy machine these include waiting for a core.",
+    "",
+    mdTable(startupHead, startupRows),
+    "",
     "## Targets",
     "",
     "The issue's targets on this machine. Notifications off: at most one heartbeat (200 ms).",
@@ -919,6 +956,9 @@ const render = (info: RunInfo) => {
     textTable(stableHead, stableRows),
     "",
     ...(overdue.length > 0 ? ["Stopped work when a member is overdue (kill one of 3, replacement 2 s later, lease 10 s):", textTable(overdueHead, overdueRows), ""] : []),
+    "CLI start-up (spawn to first stdout line):",
+    textTable(startupHead, startupRows),
+    "",
     "Targets:",
     textTable(targetHead, targets),
     ""

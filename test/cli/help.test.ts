@@ -78,6 +78,7 @@ describe("modulo-group --help (child processes)", () => {
         "--json",
         "--metrics-port",
         "--metrics-host",
+        "--fibers",
         "--database-url",
         "--verbose",
         "--help"
@@ -91,6 +92,7 @@ describe("modulo-group --help (child processes)", () => {
     }
     expect(options.join("\n")).toMatch(/--heartbeat duration\s+Lease renewal and polling interval \(default 1s\)/)
     expect(options.join("\n")).toMatch(/--metrics-host host\s+.*\(default 127\.0\.0\.1\)/)
+    expect(options.join("\n")).toMatch(/--fibers n\s+Host n members of the group in this process \(1 to 10000\)/)
   })
 
   it("a bare `modulo-group` (or `modulo-group db`) prints the same help as --help", async () => {

@@ -1,5 +1,5 @@
 /**
- * Runs the built CLI (`cli/bin/modulo-group.js`, which imports `cli/dist/`) as child processes and reads
+ * Runs the built CLI (`cli/bin/modulo-group.js`, which runs the bundle `cli/dist/modulo-group.cjs`) as child processes and reads
  * its JSON Lines.
  */
 import { type ChildProcess, spawn } from "node:child_process"
@@ -8,7 +8,7 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 
 export const bin = fileURLToPath(new URL("../../cli/bin/modulo-group.js", import.meta.url))
-const built = fileURLToPath(new URL("../../cli/dist/main.js", import.meta.url))
+const built = fileURLToPath(new URL("../../cli/dist/modulo-group.cjs", import.meta.url))
 
 export const assertBuilt = (): void => {
   if (!fs.existsSync(built)) {

@@ -6,7 +6,7 @@
  */
 import { Effect, Option } from "effect"
 import * as Database from "../Database.js"
-import * as Embedded from "../embedded/index.js"
+import * as Embedded from "../embedded/SharedServer.js"
 
 const writeOut = (text: string) =>
   Effect.sync(() => {

