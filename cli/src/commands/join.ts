@@ -68,6 +68,18 @@ const rejoinGraceFromEnv = Effect.suspend(() => {
   })
 })
 
+// `MODULO_GROUP_MAX_CONNECTIONS`: statement connections of the process (default 1); bad input is a usage error.
+const maxConnectionsFromEnv = Effect.suspend(() => {
+  const text = nonEmpty(process.env["MODULO_GROUP_MAX_CONNECTIONS"])
+  if (text === undefined) return Effect.succeed(undefined)
+  const n = Number(text)
+  return Number.isInteger(n) && n >= 1 && n <= 100
+    ? Effect.succeed<number | undefined>(n)
+    : Effect.fail(
+      new MembershipError.InvalidConfig({ field: "MODULO_GROUP_MAX_CONNECTIONS", reason: "expected a whole number from 1 to 100" })
+    )
+})
+
 const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
 }
@@ -93,18 +105,22 @@ export const join = (options: JoinOptions) =>
     // Bad input fails before any database work.
     const config = yield* MembershipConfig.make(input)
     const database = yield* Database.resolve(options.databaseUrl)
+    // One statement connection (MODULO_GROUP_MAX_CONNECTIONS for more), which the notifications use
+    // too: one connection per process (two with --listen-url). See docs/operations.md, "Connections".
+    const pool = yield* Database.memberPool(database.url, { maxConnections: yield* maxConnectionsFromEnv })
     yield* member(input, options).pipe(
       Effect.provide(
         PgMembership.layerStore({
           migrate: true,
           startupTimeout: STARTUP_TIMEOUT,
           statementTimeout: config.statementTimeout,
-          listenUrl: config.listenUrl
+          listenUrl: config.listenUrl,
+          listenPool: pool
         })
       ),
-      Effect.provide(Database.layer(database.url))
+      Effect.provide(Database.layerFromPool(pool))
     )
-  }).pipe(Effect.provide(PgMembership.nodeIdentity))
+  }).pipe(Effect.scoped, Effect.provide(PgMembership.nodeIdentity))
 
 const member = (input: MembershipConfigInput, options: JoinOptions) =>
   Effect.scoped(Effect.gen(function*() {

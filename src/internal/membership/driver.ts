@@ -3,12 +3,12 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Option, Queue, SubscriptionRef } from "effect"
+import { Effect, Option, Queue, Random, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
 import { InstanceBusy } from "../../MembershipError.js"
-import { alarm, leaveOrRelease, log, measure, nowMillis, recordState, stepNow } from "./context.js"
+import { alarm, connected, leaveOrRelease, log, measure, nowMillis, recordState, refusedOnce, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
@@ -30,9 +30,10 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             const e = result.left
             // Static membership: a live holder of the instance id; `step` says so once, and waits.
             if (e instanceof InstanceBusy) return Transition.Event.InstanceBusy({ instanceId: e.instanceId, holder: e.holder })
-            yield* Effect.logWarning(`join failed: ${e.reason}`)
+            if (!(yield* refusedOnce(ctx, "join", e))) yield* Effect.logWarning(`join failed: ${e.reason}`)
             return Transition.Event.JoinFailed({ reason: e.reason })
           }
+          yield* connected(ctx)
           if (result.right.takenOver === true) {
             yield* Effect.logInfo(
               `took over instance id ${JSON.stringify(ctx.statics?.instanceId)}: [${result.right.index}/${result.right.size}] ` +
@@ -42,7 +43,10 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           return Transition.Event.Joined({ view: result.right, sentAt, receivedAt: yield* nowMillis })
         })
       case "RetryJoinIn":
-        return Effect.as(later(instruction.millis, Transition.Event.RetryJoin()), undefined)
+        // Jittered (between half and all of the backoff `step` chose), so that members refused or
+        // failed together do not retry together.
+        return Effect.flatMap(Random.next, (r) =>
+          Effect.as(later(Math.round(instruction.millis * (0.5 + r / 2)), Transition.Event.RetryJoin()), undefined))
       case "Ack":
         // An acknowledgement promises that no older work runs (G2): make sure first.
         return work.awaitStopped.pipe(
