@@ -78,7 +78,7 @@ const sampler = setInterval(() => {
   )
 }, 250)
 for (let i = 0; i < n; i++) start(i)
-const formMs = await until(() => converged(n), 120_000)
+const formMs = await until(() => converged(n), Number(process.env.FORM_LIMIT_MS ?? 120_000))
 let joinMs
 if (formMs !== undefined) {
   start(n)
