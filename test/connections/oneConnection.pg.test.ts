@@ -61,6 +61,10 @@ it.live("a store over a one-connection pool LISTENs on that connection: one conn
       yield* waitFor(() => exactCover(rec.working(), 3), Duration.seconds(20), "three members")
       const took = Date.now() - t0
       yield* sample
+      // The LISTEN is on the pool's one connection (a notifier's own connection would have it).
+      const pooled = yield* SqlClient.SqlClient
+      const [listening] = yield* pooled<{ n: number }>`SELECT count(*)::int AS n FROM pg_listening_channels()`
+      expect(listening!.n).toBe(1)
       expect(took).toBeLessThan(5_000)
       expect(most).toBe(1)
       expect(rec.violations).toEqual([])
