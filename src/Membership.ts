@@ -108,6 +108,8 @@ export const make = (
             Effect.logWarning(`notification connection lost (${w.lost}); polling until it is back`),
             Queue.offer(ctx.wake, undefined)
           )
+          : w.restored === true
+          ? Effect.zipRight(Effect.logWarning("notification connection back"), Queue.offer(ctx.wake, undefined))
           : Queue.offer(ctx.wake, undefined))))
     }
     yield* driver.offer(Transition.Event.RetryJoin())

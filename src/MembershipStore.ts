@@ -90,6 +90,8 @@ export interface JoinOptions {
  */
 export interface Wakeup {
   readonly lost?: string | undefined
+  /** The notification connection is back after a loss that was reported (`lost`), said once too. */
+  readonly restored?: boolean | undefined
 }
 
 /**

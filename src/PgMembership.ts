@@ -41,22 +41,26 @@ export const nodeIdentity: Layer.Layer<never> = Layer.succeed(MembershipConfig.M
 
 /**
  * The store over the app's `PgClient`, set up by `config` (migrations, startup and statement
- * timeouts, the LISTEN connection's `listenUrl`), for `Membership.join` to share between groups.
+ * timeouts, the LISTEN connection's `listenUrl`, or `listenPool` to LISTEN on the pool's one
+ * connection), for `Membership.join` to share between groups.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerStore = (
-  config: Pick<
-    MembershipConfig.MembershipConfigInput,
-    "migrate" | "startupTimeout" | "statementTimeout" | "listenUrl"
-  > = {}
+  config:
+    & Pick<
+      MembershipConfig.MembershipConfigInput,
+      "migrate" | "startupTimeout" | "statementTimeout" | "listenUrl"
+    >
+    & Pick<PgMembershipStore.Options, "listenPool"> = {}
 ): Layer.Layer<MembershipStore, DatabaseUnavailable | SchemaMismatch, PgClient.PgClient | SqlClient.SqlClient> =>
   PgMembershipStore.layer({
     migrate: config.migrate,
     startupTimeout: config.startupTimeout,
     statementTimeout: config.statementTimeout,
-    listenUrl: config.listenUrl
+    listenUrl: config.listenUrl,
+    listenPool: config.listenPool
   })
 
 const wire = (config: MembershipConfig.ResolvedConfig) =>

@@ -8,6 +8,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
+import type pg from "pg"
 import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule } from "effect"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
@@ -40,7 +41,9 @@ export interface Options {
   readonly statementTimeout?: Duration.DurationInput | undefined
   /**
    * Called before every statement an operation sends (`step` names it; `"commit"` precedes the
-   * COMMIT of a change), for tests that interleave operations statement by statement.
+   * COMMIT of a change), for tests that interleave operations statement by statement; and with step
+   * `"busy"` when a change found the group's lock held by another change and will try again (after
+   * its rollback, before its backoff).
    */
   readonly onStatement?: ((operation: string, step: string) => Effect.Effect<void>) | undefined
   /**
@@ -50,6 +53,13 @@ export interface Options {
    * a pooler, the notifier says so once and members poll (docs/operations.md, "Connection poolers").
    */
   readonly listenUrl?: string | Redacted.Redacted<string> | undefined
+  /**
+   * The `pg` pool the app's `PgClient` was made from (`PgClient.layerFromPool`), when it has one
+   * connection (`max: 1`, `idleTimeoutMillis: 0`): the store then LISTENs on that connection instead
+   * of opening one of its own, so a process needs one connection, not two (`layer` only; see
+   * docs/operations.md, "Connections"). Ignored for any other pool, and with `listenUrl`.
+   */
+  readonly listenPool?: pg.Pool | undefined
 }
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
@@ -59,6 +69,21 @@ const permanentCodes = new Set(["28000", "28P01", "3D000", "42501", "0A000"])
 
 // Serialization failure, deadlock: the statement can simply be sent again.
 const conflictCodes = new Set(["40001", "40P01"])
+
+/** A change found the group's lock held by another change: rolled back, to be tried again. */
+class LockBusy {
+  readonly reason = "the group's lock is held by another change"
+}
+
+// A change waited for a lock longer than its lock_timeout (behind fenced transactions, or a row lock).
+const lockNotAvailable = "55P03"
+
+/** Sleeps `millis` on the real clock: waiting for other transactions, which run on real time. */
+const pause = (millis: number) =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), millis)
+    return Effect.sync(() => clearTimeout(timer))
+  })
 
 /**
  * Readies the schema: migrates (default) or checks it, retrying an unreachable database for a
@@ -71,10 +96,16 @@ export const prepare = (options: Options = {}) =>
   Effect.gen(function*() {
     const startupTimeout = Duration.decode(options.startupTimeout ?? Duration.seconds(10))
     const attempt = (options.migrate ?? true) ? Effect.asVoid(Migrations.run) : Migrations.check
+    // Said once, not per attempt (a server refusing connections to many starting members at once
+    // would otherwise fill their logs), and again when it answered.
+    let notReady = false
     yield* attempt.pipe(
       Effect.tapError((e) =>
-        e._tag === "DatabaseUnavailable"
-          ? Effect.logWarning(`modulo-group: database not ready: ${e.reason}; retrying`)
+        e._tag === "DatabaseUnavailable" && !notReady
+          ? Effect.zipRight(
+            Effect.sync(() => (notReady = true)),
+            Effect.logWarning(`modulo-group: database not ready: ${e.reason}; retrying`)
+          )
           : Effect.void
       ),
       Effect.retry({
@@ -83,7 +114,8 @@ export const prepare = (options: Options = {}) =>
           Schedule.upTo(startupTimeout)
         ),
         while: (e) => e._tag === "DatabaseUnavailable" && !permanentCodes.has(sqlState(e.cause) ?? "")
-      })
+      }),
+      Effect.tap(() => (notReady ? Effect.logWarning("modulo-group: database ready") : Effect.void))
     )
   })
 
@@ -98,6 +130,13 @@ export const make = (options: Options = {}) =>
     const sql = yield* SqlClient.SqlClient
     const notifier = yield* Notifier.Notifier
     const statementTimeoutMs = Duration.toMillis(Duration.decode(options.statementTimeout ?? Duration.seconds(2)))
+    // A change waits for a lock at most this long (behind fenced transactions, whose default timeout
+    // is half the statement timeout), then rolls back and tries again: within its statement bound,
+    // so that the server, not the client's timeout, ends the wait.
+    const lockWaitMs = Math.max(1, Math.floor(statementTimeoutMs * 0.75))
+    // How long a change keeps trying while the group's lock is busy before it fails: 64 joins at once
+    // queue for a few seconds on a loaded server.
+    const busyBudgetMs = Math.max(30_000, 15 * statementTimeoutMs)
     const useEffectClock = options.clock === "effect"
     const onStatement = options.onStatement ?? (() => Effect.void)
 
@@ -106,10 +145,12 @@ export const make = (options: Options = {}) =>
       ? Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
       : Effect.succeed(null)
 
-    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError>) =>
+    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError | LockBusy>) =>
       effect.pipe(
         Effect.mapError((cause) =>
-          cause instanceof StoreError ? cause : new StoreError({ operation, reason: describe(cause), cause })
+          cause instanceof StoreError
+            ? cause
+            : new StoreError({ operation, reason: cause instanceof LockBusy ? cause.reason : describe(cause), cause })
         ),
         // A defect of the driver (a backend killed in the middle of a statement) is a store error too.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
@@ -125,6 +166,38 @@ export const make = (options: Options = {}) =>
           ),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" } })
       )
+
+    // A change queued behind others: the group's lock was busy (`LockBusy`, or a lock wait ran into
+    // lock_timeout). The transaction has rolled back and its connection is back in the pool; try
+    // again after a jittered backoff (10 ms doubling, at most 100 ms), on the real clock. Not a
+    // failure, unless the lock stays busy for `busyBudgetMs`.
+    const queued = <A>(operation: string, attempt: Effect.Effect<A, StoreError>): Effect.Effect<A, StoreError> =>
+      Effect.suspend(() => {
+        const started = performance.now()
+        let tries = 0
+        const loop: Effect.Effect<A, StoreError> = Effect.catchIf(
+          attempt,
+          (e) => e.cause instanceof LockBusy || sqlState(e.cause) === lockNotAvailable,
+          (e) => {
+            const waited = performance.now() - started
+            if (waited >= busyBudgetMs) {
+              return Effect.fail(
+                new StoreError({
+                  operation,
+                  reason: `the group's lock stayed busy for ${Math.round(waited)} ms (${e.reason})`,
+                  cause: e.cause
+                })
+              )
+            }
+            const cap = Math.min(100, 10 * 2 ** Math.min(tries++, 4))
+            return onStatement(operation, "busy").pipe(
+              Effect.zipRight(pause(cap / 2 + Math.random() * (cap / 2))),
+              Effect.zipRight(loop)
+            )
+          }
+        )
+        return loop
+      })
 
     // A change's transaction: READ COMMITTED whatever the database's or role's default isolation (a
     // change waits for the group lock and must then read the state that lock protects), and never part
@@ -186,9 +259,16 @@ export const make = (options: Options = {}) =>
         Effect.gen(function*() {
           // Server-side bounds, then the group's advisory lock, which fenced transactions take shared:
           // it queues fairly, where their row share locks alone would let overlapping ones starve the
-          // FOR UPDATE below.
+          // FOR UPDATE below. Tried without waiting: behind another change, roll back and try again
+          // (`queued`) rather than hold a connection while changes ahead of this one commit; behind
+          // fenced transactions only, wait in the queue (see Statements.tryLockGroup).
           yield* onStatement(operation, "lock")
-          yield* Statements.lockGroup(sql, groupId, now, statementTimeoutMs)
+          const [lock] = yield* Statements.tryLockGroup(sql, groupId, now, statementTimeoutMs, lockWaitMs)
+          if (lock?.locked !== true) {
+            if (lock?.changing !== false) return yield* Effect.fail(new LockBusy())
+            yield* onStatement(operation, "wait")
+            yield* Statements.lockGroup(sql, groupId, now)
+          }
           // The arbiter: the group row lock. Never below an epoch a member has acknowledged (an epoch
           // moved back by hand, a restored backup): that also starts a new incarnation.
           yield* onStatement(operation, "group")
@@ -249,7 +329,7 @@ export const make = (options: Options = {}) =>
 
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
-        wrap(
+        queued("join", wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
             change("join", groupId, now, (epoch, behind, group) =>
@@ -378,7 +458,7 @@ export const make = (options: Options = {}) =>
                 // notification).
                 Effect.flatMap((view) => view instanceof JoinDeferred ? Effect.fail(view) : Effect.succeed(view)),
                 Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))
-              ))
+              )))
         ),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) =>
@@ -414,7 +494,7 @@ export const make = (options: Options = {}) =>
         ),
 
       reap: (groupId) =>
-        wrap(
+        queued("reap", wrap(
           "reap",
           Effect.flatMap(nowParam, (now) =>
             change("reap", groupId, now, (epoch, behind) =>
@@ -436,11 +516,11 @@ export const make = (options: Options = {}) =>
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
                 Effect.map(({ gone }) => gone)
-              ))
+              )))
         ),
 
       leave: (groupId, memberId) =>
-        wrap(
+        queued("leave", wrap(
           "leave",
           Effect.flatMap(nowParam, (now) =>
             change("leave", groupId, now, (epoch, behind) =>
@@ -460,11 +540,11 @@ export const make = (options: Options = {}) =>
               })).pipe(
                 Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
                 Effect.map(({ mine }) => mine)
-              ))
+              )))
         ),
 
       release: (groupId, memberId) =>
-        wrap(
+        queued("release", wrap(
           "release",
           Effect.flatMap(nowParam, (now) =>
             change("release", groupId, now, (epoch) =>
@@ -475,7 +555,7 @@ export const make = (options: Options = {}) =>
               })).pipe(
                 // Its acknowledgement may complete a barrier: wake the others.
                 Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
-              ))
+              )))
         ),
 
       wait: (groupId, member, instanceId, leaseMs) =>
@@ -603,4 +683,6 @@ export const layerUsingNotifier = (
 export const layer = (
   options: Options = {}
 ): Layer.Layer<MembershipStore, DatabaseUnavailable | SchemaMismatch, PgClient.PgClient | SqlClient.SqlClient> =>
-  layerUsingNotifier(options).pipe(Layer.provide(Notifier.layerWith({ listenUrl: options.listenUrl })))
+  layerUsingNotifier(options).pipe(
+    Layer.provide(Notifier.layerWith({ listenUrl: options.listenUrl, listenPool: options.listenPool }))
+  )

@@ -10,6 +10,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Cause, Duration, Effect, Layer, Option, Redacted } from "effect"
 import type { CliError } from "./CliError.js"
 import { describe, ExitCodes, fail } from "./CliError.js"
+import pg from "pg"
 
 /**
  * @since 0.1.0
@@ -114,5 +115,89 @@ export const layer = (
       Cause.isInterruptedOnly(cause)
         ? Layer.failCause(cause as Cause.Cause<never>)
         : Layer.fail(fail(`cannot connect to the database at ${redact(url)}: ${describe(Cause.squash(cause))}`, cause))
+    )
+  )
+
+// A server that is up but will not take this connection now: too many clients (also a role's or a
+// database's connection limit), starting up or shutting down. Worth waiting for; anything else at
+// start (nothing listening, a bad password, a missing database) fails at once.
+const busyCodes = new Set(["53300", "57P03"])
+const busyServer = (error: unknown): string | undefined => {
+  let e: unknown = error
+  for (let depth = 0; depth < 6 && e !== undefined && e !== null; depth++) {
+    const { code, message } = e as { code?: unknown; message?: unknown }
+    if (typeof code === "string" && busyCodes.has(code)) return `${String(message)} (${code})`
+    e = (e as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+/**
+ * The `pg` pool of a `join` process: `maxConnections` statement connections (default 1), opened
+ * at start and never closed for idleness, so that a member holds its connections for its life
+ * instead of opening them again under load. With one, the member's notifications use it too
+ * (`listenPool`): one connection per process. Opening waits while the server refuses connections
+ * because it is full or starting (`53300`, `57P03`): retried with capped exponential backoff and
+ * jitter, said once on stderr, then once more when connected; any other failure is the usual one-line
+ * error. Ended with the scope.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const memberPool = (url: string, options: { readonly maxConnections?: number | undefined } = {}) =>
+  Effect.gen(function*() {
+    const pool = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const pool = new pg.Pool({
+          connectionString: url,
+          max: Math.max(1, options.maxConnections ?? 1),
+          idleTimeoutMillis: 0,
+          connectionTimeoutMillis: 5_000,
+          application_name: "modulo-group-cli"
+        })
+        // An idle connection that dies (a killed backend) is replaced on demand; never a crash.
+        pool.on("error", () => {})
+        return pool
+      }),
+      (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1_000))
+    )
+    let refused: { readonly since: number; readonly reason: string } | undefined = undefined
+    let delay = 100
+    while (true) {
+      const result = yield* Effect.either(Effect.tryPromise(() => pool.query("SELECT 1")))
+      if (result._tag === "Right") break
+      const reason = busyServer(result.left.error)
+      if (reason === undefined) {
+        return yield* Effect.fail(
+          fail(`cannot connect to the database at ${redact(url)}: ${describe(result.left.error)}`, result.left)
+        )
+      }
+      if (refused === undefined) {
+        refused = { since: Date.now(), reason }
+        yield* Effect.logWarning(`modulo-group: the database refuses connections (${reason}); retrying with backoff`)
+      }
+      yield* Effect.sleep(Duration.millis(delay / 2 + Math.random() * (delay / 2)))
+      delay = Math.min(delay * 2, 5_000)
+    }
+    if (refused !== undefined) {
+      yield* Effect.logWarning(
+        `modulo-group: connected to the database after ${((Date.now() - refused.since) / 1000).toFixed(1)} s of refusals`
+      )
+    }
+    return pool
+  })
+
+/**
+ * A `PgClient` over a pool made by `memberPool` (which owns its lifecycle).
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const layerFromPool = (pool: pg.Pool): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, CliError> =>
+  PgClient.layerFromPool({ acquire: Effect.succeed(pool) }).pipe(
+    Layer.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Layer.failCause(cause as Cause.Cause<never>)
+        : Layer.fail(fail(`cannot use the database: ${describe(Cause.squash(cause))}`, cause))
     )
   )

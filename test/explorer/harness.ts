@@ -149,10 +149,16 @@ interface Pause {
 /** Set on A's fiber only: where to pause, and the steps it went through. */
 const controlled = FiberRef.unsafeMake<Pause | undefined>(undefined)
 
+/** Times B found the group's lock held by A and backed off (a change waits without a backend). */
+let busyB = 0
+
 /** The store's `onStatement` hook (and the fenced transformer's): pauses A before its `at`-th statement. */
 export const onStatement = (operation: string, step: string): Effect.Effect<void> =>
   Effect.flatMap(FiberRef.get(controlled), (p) => {
-    if (p === undefined) return Effect.void
+    if (p === undefined) {
+      if (step === "busy") busyB++
+      return Effect.void
+    }
     const k = p.count++
     p.steps.push(`${operation}:${step}`)
     return k === p.at ? Effect.zipRight(Deferred.succeed(p.paused, step), Deferred.await(p.resume)) : Effect.void
@@ -369,6 +375,7 @@ export const runSchedule = (
     let bState: ScheduleResult["b"] = "after"
     let outcomes: Array<Outcome>
     if (first.paused !== undefined) {
+      busyB = 0
       const fb = yield* Effect.fork(runOperation(schedule.b, known, store, observer))
       const t0 = Date.now()
       while (true) {
@@ -376,7 +383,8 @@ export const runSchedule = (
           bState = "done"
           break
         }
-        if ((yield* observer.lockWaiters) > 0) {
+        // Blocked: waiting for a lock, or (a change behind A's change) backing off to try again.
+        if (busyB > 0 || (yield* observer.lockWaiters) > 0) {
           bState = "blocked"
           break
         }

@@ -83,6 +83,18 @@ const rejoinGraceFromEnv = Effect.suspend(() => {
   })
 })
 
+// `MODULO_GROUP_MAX_CONNECTIONS`: statement connections of the process (default 1); bad input is a usage error.
+const maxConnectionsFromEnv = Effect.suspend(() => {
+  const text = nonEmpty(process.env["MODULO_GROUP_MAX_CONNECTIONS"])
+  if (text === undefined) return Effect.succeed(undefined)
+  const n = Number(text)
+  return Number.isInteger(n) && n >= 1 && n <= 100
+    ? Effect.succeed<number | undefined>(n)
+    : Effect.fail(
+      new MembershipError.InvalidConfig({ field: "MODULO_GROUP_MAX_CONNECTIONS", reason: "expected a whole number from 1 to 100" })
+    )
+})
+
 const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
 }
@@ -119,6 +131,9 @@ export const join = (options: JoinOptions) =>
     // Bad input fails before any database work.
     const config = yield* MembershipConfig.make(input)
     const database = yield* Database.resolve(options.databaseUrl)
+    // One statement connection (MODULO_GROUP_MAX_CONNECTIONS for more), which the notifications use
+    // too: one connection per process (two with --listen-url). See docs/operations.md, "Connections".
+    const pool = yield* Database.memberPool(database.url, { maxConnections: yield* maxConnectionsFromEnv })
     // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
     const name = options.name ?? `${os.hostname()}:${process.pid}`
     const joining = yield* Effect.makeSemaphore(JOINING_AT_ONCE)
@@ -142,12 +157,13 @@ export const join = (options: JoinOptions) =>
           migrate: true,
           startupTimeout: STARTUP_TIMEOUT,
           statementTimeout: config.statementTimeout,
-          listenUrl: config.listenUrl
+          listenUrl: config.listenUrl,
+          listenPool: pool
         })
       ),
-      Effect.provide(Database.layer(database.url))
+      Effect.provide(Database.layerFromPool(pool))
     )
-  }).pipe(Effect.provide(PgMembership.nodeIdentity))
+  }).pipe(Effect.scoped, Effect.provide(PgMembership.nodeIdentity))
 
 /**
  * `--fibers`: at most this many members are joining at once (from their start until their first

@@ -12,6 +12,7 @@ import type { MemberState } from "../../MemberState.js"
 import * as State from "../../MemberState.js"
 import type { Event, Instruction, Member, Observation, Timing } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
+import { refusal } from "../pg/errors.js"
 
 export interface MemberContext {
   readonly config: ResolvedConfig
@@ -37,6 +38,11 @@ export interface MemberContext {
   /** The member's scope: background timers are forked into it. */
   readonly scope: Scope.Scope
   readonly metrics: ReturnType<typeof groupMetrics>
+  /**
+   * Since when (member's clock, ms) and why the database has refused this member's connections, and
+   * how many calls failed so far; undefined while calls get through. Said once, not per retry.
+   */
+  readonly refused: { current: { readonly since: number; readonly reason: string; failures: number } | undefined }
 }
 
 /** The member's clock, in milliseconds. */
@@ -95,8 +101,46 @@ export const makeContext = (options: {
       events: yield* Queue.unbounded<Event>(),
       poke: yield* Queue.sliding<void>(1),
       wake: yield* Queue.sliding<void>(1),
-      metrics
+      metrics,
+      refused: { current: undefined }
     }
+  })
+
+/**
+ * A store call failed. When the database refused the connection (too many clients, starting up,
+ * nothing listening: `refusal`), says so once, the first time, and returns true: the caller then
+ * logs nothing of its own, and retries as always (joins with capped exponential backoff and jitter,
+ * renewals every heartbeat). Any other failure returns false.
+ */
+export const refusedOnce = (ctx: MemberContext, operation: string, error: unknown): Effect.Effect<boolean> =>
+  Effect.gen(function*() {
+    const reason = refusal(error)
+    if (reason === undefined) return false
+    const current = ctx.refused.current
+    if (current !== undefined) {
+      current.failures++
+      return true
+    }
+    ctx.refused.current = { since: yield* nowMillis, reason, failures: 1 }
+    yield* Effect.logWarning(
+      `modulo-group: the database refuses connections (${reason}); the ${operation} and every later call ` +
+        "retry with backoff, said once until a call gets through"
+    )
+    return true
+  })
+
+/** A store call got through: if connections were refused until now, says since when. */
+export const connected = (ctx: MemberContext): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const current = ctx.refused.current
+    if (current === undefined) return Effect.void
+    ctx.refused.current = undefined
+    // At the level of the warning it closes, so that whoever saw one sees the other.
+    return Effect.flatMap(nowMillis, (now) =>
+      Effect.logWarning(
+        `modulo-group: connected to the database again after ${((now - current.since) / 1000).toFixed(1)} s ` +
+          `(${current.failures} call(s) refused: ${current.reason})`
+      ))
   })
 
 /** Applies `input` to the member at the current time; returns the instructions to run. */

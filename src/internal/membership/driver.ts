@@ -3,12 +3,12 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Option, Queue, Ref, SubscriptionRef } from "effect"
+import { Effect, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
 import { InstanceBusy, JoinDeferred } from "../../MembershipError.js"
-import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, stepNow } from "./context.js"
+import { alarm, clearWaiting, connected, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, refusedOnce, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
@@ -42,9 +42,10 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
                 leaseLeftMs: e.leaseLeftMs
               })
             }
-            yield* Effect.logWarning(`join failed: ${e.reason}`)
+            if (!(yield* refusedOnce(ctx, "join", e))) yield* Effect.logWarning(`join failed: ${e.reason}`)
             return Transition.Event.JoinFailed({ reason: e.reason })
           }
+          yield* connected(ctx)
           if (result.right.takenOver === true) {
             yield* Effect.logInfo(
               `took over instance id ${JSON.stringify(ctx.statics?.instanceId)}: [${result.right.index}/${result.right.size}] ` +
@@ -54,7 +55,10 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           return Transition.Event.Joined({ view: result.right, sentAt, receivedAt: yield* nowMillis })
         })
       case "RetryJoinIn":
-        return Effect.as(later(instruction.millis, Transition.Event.RetryJoin()), undefined)
+        // Jittered (between half and all of the backoff `step` chose), so that members refused or
+        // failed together do not retry together.
+        return Effect.flatMap(Random.next, (r) =>
+          Effect.as(later(Math.round(instruction.millis * (0.5 + r / 2)), Transition.Event.RetryJoin()), undefined))
       case "Ack":
         // An acknowledgement promises that no older work runs (G2): make sure first.
         return work.awaitStopped.pipe(

@@ -8,7 +8,7 @@ import * as State from "../../MemberState.js"
 import * as Transition from "../../Transition.js"
 import type { Observation } from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { nowMillis, recordHeartbeatAge } from "./context.js"
+import { connected, nowMillis, recordHeartbeatAge, refusedOnce } from "./context.js"
 
 /** At most this many notification wake-ups in a row bring a renewal forward (then they are rate-limited). */
 const wakeBurst = 8
@@ -72,7 +72,11 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         })
       )
       const receivedAt = yield* nowMillis
-      if (result._tag === "Left") yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
+      if (result._tag === "Left") {
+        if (!(yield* refusedOnce(ctx, "heartbeat", result.left))) yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
+      } else {
+        yield* connected(ctx)
+      }
       yield* observe(Transition.Observation.RenewalReplied({
         term: member.term,
         sentAt,

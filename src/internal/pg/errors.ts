@@ -25,3 +25,31 @@ export const sqlState = (error: unknown): string | undefined => {
 /** A database error where the library needs the database to be there (migrations, startup). */
 export const unavailable = (error: SqlError): DatabaseUnavailable =>
   new DatabaseUnavailable({ reason: describe(error), cause: error })
+
+// SQLSTATEs of a server that will not take a connection now: too many clients (53300), a role or
+// database over its connection limit (53300 too), starting up or shutting down (57P03).
+const refusalCodes = new Set(["53300", "57P03"])
+// Network errors of a connection attempt: nothing listens, the connection was cut, nobody answers.
+const refusalErrnos = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"])
+
+/**
+ * Why the database did not take a connection, when that is what `error` (a `StoreError`, a
+ * `SqlError`, a `pg` error, or any chain of `cause`s) comes down to: too many clients, a server
+ * starting up or shutting down, a refused or timed-out connection attempt. Undefined for anything
+ * else (a statement that failed on a working connection). Retrying with backoff is the cure.
+ */
+export const refusal = (error: unknown): string | undefined => {
+  let e: unknown = error
+  for (let depth = 0; depth < 6 && e !== undefined && e !== null; depth++) {
+    const { code, message } = e as { code?: unknown; message?: unknown }
+    const text = typeof message === "string" ? message : ""
+    if (typeof code === "string" && (refusalCodes.has(code) || refusalErrnos.has(code))) {
+      return text.length > 0 ? `${text} (${code})` : code
+    }
+    if (/timeout exceeded when trying to connect|Connection terminated due to connection timeout/.test(text)) {
+      return text
+    }
+    e = (e as { cause?: unknown }).cause
+  }
+  return undefined
+}

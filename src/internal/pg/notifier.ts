@@ -78,15 +78,22 @@ export const pollOnlyMessage = (target: string, reason: string): string =>
   `once a heartbeat: correct, only slower. Set listenUrl (MODULO_GROUP_LISTEN_URL, join --listen-url) ` +
   `to a direct connection to PostgreSQL, or to a session-mode pool, to get notifications back.`
 
-/** `lost`: why the connection was dropped, given to one subscriber only, so a process logs it once. */
-type Waker = (lost?: string) => void
+/**
+ * `lost`: why the connection was dropped, given to one subscriber only, and only the first time
+ * until it is back, so a process logs it once; `restored`: it is back after such a loss (to one
+ * subscriber too).
+ */
+type Waker = (lost?: string, restored?: boolean) => void
+
+/** The LISTEN connection: the hub's own, or the pool's (shared). */
+type Conn = pg.Client | pg.PoolClient
 
 /**
  * The LISTEN connection's state machine, driven by `pg.Client` callbacks and timers. Private to one
  * `Notifier`, which closes it with its scope.
  */
 class ListenHub {
-  private client: pg.Client | undefined
+  private client: Conn | undefined
   private generation = 0
   private readonly channels = new Map<string, Set<Waker>>()
   private reconnectTimer: NodeJS.Timeout | undefined
@@ -108,12 +115,48 @@ class ListenHub {
   /** Why notifications cannot work over this connection (the self-test failed): the hub then stays closed. */
   pollOnly: string | undefined
 
+  /** Whether the connection-loss reason was handed out since the last connect (said once). */
+  private lossReported = false
+  /** Shared: a connection is being borrowed from the pool to set it up. */
+  private borrowing = false
+
   constructor(
     private readonly config: pg.ClientConfig,
     private readonly graceMs: number,
     private readonly selfTestMs: number,
-    private readonly onPollOnly: (reason: string) => void
+    private readonly onPollOnly: (reason: string) => void,
+    /**
+     * LISTEN on this pool's connection (a pool of one) instead of a connection of the hub's own: one
+     * connection per process for statements and notifications. The pool owns the connection; the
+     * hub only borrows it (`pool.connect`) to send LISTEN and UNLISTEN, never inside anyone's
+     * transaction, and hears its notifications between the statements of others.
+     */
+    private readonly pool?: pg.Pool | undefined
   ) {}
+
+  /**
+   * Runs `query` on the listening connection: directly on a connection of the hub's own; borrowed
+   * from the pool when shared (if the pool lends another connection, the listening one is gone).
+   */
+  private onListening(generation: number, query: (client: Conn) => Promise<unknown>): Promise<void> {
+    const client = this.client
+    if (client === undefined) return Promise.resolve()
+    if (this.pool === undefined) return query(client).then(() => {})
+    return this.pool.connect().then(async (lent) => {
+      if ((lent as Conn) !== client) {
+        lent.release()
+        if (generation === this.generation) this.drop(generation, "the pool replaced its connection")
+        return
+      }
+      try {
+        await query(lent)
+        lent.release()
+      } catch (error) {
+        lent.release(error instanceof Error ? error : undefined)
+        throw error
+      }
+    })
+  }
 
   /**
    * A heartbeat (the database, not a notification) saw `epoch` on `channel`. The first one sets the
@@ -155,12 +198,15 @@ class ListenHub {
       set = new Set()
       this.channels.set(channel, set)
       if (this.pollOnly !== undefined) return void set.add(wake)
-      this.client?.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((error: unknown) =>
-        this.drop(this.generation, error instanceof Error ? error.message : "LISTEN failed")
+      const generation = this.generation
+      this.onListening(generation, (client) => client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)).catch(
+        (error: unknown) => this.drop(generation, error instanceof Error ? error.message : "LISTEN failed")
       )
     }
     set.add(wake)
-    if (this.client === undefined && this.reconnectTimer === undefined && this.pollOnly === undefined) this.connect()
+    if (this.client === undefined && this.reconnectTimer === undefined && this.pollOnly === undefined && !this.borrowing) {
+      this.connect()
+    }
   }
 
   remove(channel: string, wake: Waker) {
@@ -172,15 +218,17 @@ class ListenHub {
     this.seen.delete(channel)
     clearTimeout(this.pending.get(channel))
     this.pending.delete(channel)
-    this.client?.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => {})
-    if (this.channels.size === 0) this.close()
+    if (this.channels.size === 0) return this.close()
+    this.onListening(this.generation, (client) => client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`)).catch(
+      () => {}
+    )
   }
 
-  private wakeAll(lost?: string) {
+  private wakeAll(lost?: string, restored?: boolean) {
     let first = true
     for (const set of this.channels.values()) {
       for (const wake of set) {
-        wake(first ? lost : undefined)
+        wake(first ? lost : undefined, first ? restored : undefined)
         first = false
       }
     }
@@ -189,37 +237,77 @@ class ListenHub {
   private connect() {
     this.reconnectTimer = undefined
     const generation = ++this.generation
-    const client = new pg.Client(this.config)
-    this.client = client
     const onDead = (error?: unknown) =>
       this.drop(generation, error instanceof Error ? error.message : "the connection ended")
-    client.on("error", onDead)
-    client.on("end", onDead)
-    client.on("notification", (msg) => {
-      this.heard(msg.channel)
-      const set = this.channels.get(msg.channel)
-      if (set !== undefined) for (const wake of set) wake()
-    })
-    client
-      .connect()
-      .then(async () => {
-        const res = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
-        // Not the server's pid: a pooler answered the startup. Does a notification get through it?
-        const pooled = (client as unknown as { processID?: number }).processID !== res.rows[0]?.pid
-        if (pooled) {
-          const failed = await this.selfTest(client)
-          if (generation !== this.generation) return
-          if (failed !== undefined) return this.giveUp(generation, failed)
-        }
-        for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
-        if (generation !== this.generation) return
-        this.backendPid = res.rows[0]?.pid
-        this.connects++
-        this.backoff = 50
-        this.resetAnnouncements()
-        this.wakeAll()
+    const listen = (client: Conn) => {
+      this.client = client
+      client.on("error", onDead)
+      client.on("end", onDead)
+      client.on("notification", (msg) => {
+        this.heard(msg.channel)
+        const set = this.channels.get(msg.channel)
+        if (set !== undefined) for (const wake of set) wake()
       })
-      .catch(onDead)
+    }
+    const ready = async (client: Conn) => {
+      const res = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+      // Not the server's pid: a pooler answered the startup. Does a notification get through it?
+      const pooled = (client as unknown as { processID?: number }).processID !== res.rows[0]?.pid
+      if (pooled) {
+        const failed = await this.selfTest(client)
+        if (generation !== this.generation) return false
+        if (failed !== undefined) {
+          this.giveUp(generation, failed)
+          return false
+        }
+      }
+      for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      if (generation !== this.generation) return false
+      this.backendPid = res.rows[0]?.pid
+      return true
+    }
+    const established = () => {
+      this.connects++
+      this.backoff = 50
+      const restored = this.lossReported
+      this.lossReported = false
+      this.resetAnnouncements()
+      this.wakeAll(undefined, restored)
+    }
+    if (this.pool === undefined) {
+      const client = new pg.Client(this.config)
+      listen(client)
+      client
+        .connect()
+        .then(async () => {
+          if (await ready(client)) established()
+        })
+        .catch(onDead)
+      return
+    }
+    // Shared: borrow the pool's connection to set it up, then give it back; it stays open in the pool.
+    this.borrowing = true
+    this.pool.connect().then(
+      async (client) => {
+        this.borrowing = false
+        if (generation !== this.generation) return client.release()
+        listen(client)
+        try {
+          const ok = await ready(client)
+          client.release()
+          if (ok) established()
+        } catch (error) {
+          client.release(error instanceof Error ? error : undefined)
+          onDead(error)
+        }
+      },
+      (error: unknown) => {
+        this.borrowing = false
+        // No connection to set up (refused, timed out): try again later, as after a loss.
+        if (generation !== this.generation) return
+        this.scheduleReconnect(error instanceof Error ? error.message : "no connection")
+      }
+    )
   }
 
   /**
@@ -227,7 +315,7 @@ class ListenHub {
    * Returns why notifications cannot work, or undefined when one arrived. A failure to connect or
    * to notify is thrown (the connection is then retried as usual), not taken for a verdict.
    */
-  private async selfTest(client: pg.Client): Promise<string | undefined> {
+  private async selfTest(client: Conn): Promise<string | undefined> {
     const channel = `mg_selftest_${randomBytes(8).toString("hex")}`
     let arrived!: () => void
     const heard = new Promise<void>((resolve) => (arrived = resolve))
@@ -284,7 +372,7 @@ class ListenHub {
       this.drop(generation, "health check got no answer in 5 s")
     }, 5_000)
     timeout.unref()
-    this.client.query("SELECT 1").then(done, (error: unknown) => {
+    this.onListening(generation, (client) => client.query("SELECT 1")).then(done, (error: unknown) => {
       done()
       this.drop(generation, error instanceof Error ? error.message : "health check failed")
     })
@@ -297,14 +385,31 @@ class ListenHub {
     this.backendPid = undefined
     this.generation++
     this.resetAnnouncements()
-    client.removeAllListeners()
-    client.on("error", () => {})
-    client.end().catch(() => {})
+    client.removeAllListeners("notification")
+    client.removeAllListeners("end")
+    if (this.pool === undefined) {
+      client.removeAllListeners()
+      client.on("error", () => {})
+      ;(client as pg.Client).end().catch(() => {})
+    } else {
+      // The pool's connection: the pool closes it if it is broken, and keeps its own error listener.
+      client.removeAllListeners("error")
+      client.on("error", () => {})
+    }
+    this.scheduleReconnect(reason)
+  }
+
+  /**
+   * Reconnects after a loss or a failed attempt, with capped exponential backoff and jitter (so that
+   * many processes refused at once do not come back at once). Wakes everyone: notifications may have
+   * been lost meanwhile. The reason goes to one subscriber, the first time only, until it is back.
+   */
+  private scheduleReconnect(reason: string) {
     if (this.channels.size === 0) return
-    // Wake everyone: notifications may have been lost while the connection was down.
-    this.wakeAll(reason)
-    this.reconnectTimer = setTimeout(() => this.connect(), this.backoff)
-    this.backoff = Math.min(this.backoff * 2, 2_000)
+    this.wakeAll(this.lossReported ? undefined : reason)
+    this.lossReported = true
+    this.reconnectTimer = setTimeout(() => this.connect(), this.backoff / 2 + Math.random() * (this.backoff / 2))
+    this.backoff = Math.min(this.backoff * 2, 5_000)
   }
 
   close() {
@@ -315,11 +420,25 @@ class ListenHub {
     this.client = undefined
     this.backendPid = undefined
     this.generation++
-    if (client !== undefined) {
+    if (client === undefined) return
+    if (this.pool === undefined) {
       client.removeAllListeners()
       client.on("error", () => {})
-      client.end().catch(() => {})
+      ;(client as pg.Client).end().catch(() => {})
+      return
     }
+    client.removeAllListeners("notification")
+    client.removeAllListeners("end")
+    client.removeAllListeners("error")
+    client.on("error", () => {})
+    // Best effort: the connection goes on serving the pool, without the group's channels.
+    this.pool.connect().then(
+      (lent) => {
+        if ((lent as Conn) !== client) return lent.release()
+        lent.query("UNLISTEN *").then(() => lent.release(), (error: unknown) => lent.release(error as Error))
+      },
+      () => {}
+    )
   }
 }
 
@@ -361,6 +480,13 @@ export interface Options {
   readonly listenUrl?: string | Redacted.Redacted<string> | undefined
   /** How long the self-test of a pooled connection waits for its notification. Default 2 seconds. */
   readonly selfTestMs?: number | undefined
+  /**
+   * LISTEN on the connection of this `pg` pool (the one the app's `PgClient` was made from, with
+   * `PgClient.layerFromPool`) instead of a connection of the notifier's own: one connection for
+   * statements and notifications. Only for a pool of one connection (`max: 1`) that does not close
+   * it when idle (`idleTimeoutMillis: 0`); ignored otherwise, and when `listenUrl` is set.
+   */
+  readonly listenPool?: pg.Pool | undefined
 }
 
 // One warning per process and connection target, however many stores (members) detect it.
@@ -403,8 +529,13 @@ export const makeWith = (
     }
     // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
     // notification normally arrives within milliseconds of its commit; a second is ample.
+    const pool = options.listenPool
+    const shared = listenUrl === undefined && pool !== undefined && pool.options.max === 1 &&
+        pool.options.idleTimeoutMillis === 0
+      ? pool
+      : undefined
     const hub = yield* Effect.acquireRelease(
-      Effect.sync(() => new ListenHub(config, 1_000, options.selfTestMs ?? 2_000, onPollOnly)),
+      Effect.sync(() => new ListenHub(config, 1_000, options.selfTestMs ?? 2_000, onPollOnly, shared)),
       (hub) => Effect.sync(() => hub.close())
     )
     const service: NotifierService = {
@@ -413,8 +544,8 @@ export const makeWith = (
           // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
           const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
           const channel = channelFor(groupId)
-          const wake = (lost?: string) => {
-            Queue.unsafeOffer(queue, lost === undefined ? {} : { lost })
+          const wake = (lost?: string, restored?: boolean) => {
+            Queue.unsafeOffer(queue, lost !== undefined ? { lost } : restored === true ? { restored } : {})
           }
           yield* Effect.acquireRelease(
             Effect.sync(() => hub.add(channel, wake)),

@@ -37,24 +37,55 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
   alias === "o" ? sql`o.idx IS NOT NULL` : sql`m.idx IS NOT NULL`
 
 // ---------------------------------------------------------------------------------------------------
-// Membership changes: each runs in one READ COMMITTED transaction, in this order: lockGroup,
-// selectGroupForUpdate, the operation's own statements, then (when membership changed)
+// Membership changes: each runs in one READ COMMITTED transaction, in this order: tryLockGroup (and
+// lockGroup when only fenced transactions hold the lock), selectGroupForUpdate, the operation's own statements, then (when membership changed)
 // reassignIndices and bumpEpoch.
 
 /**
  * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
- * for the waits below, statement_timeout for the later statements, idle_in_transaction_session_timeout
- * for a stalled client), takes the group's advisory lock exclusively (fenced transactions take it
- * shared, so a waiting change queues fairly ahead of new ones), and creates the group row if missing.
+ * for the waits below, `lockWaitMs`; statement_timeout for the later statements and
+ * idle_in_transaction_session_timeout for a stalled client, both `timeoutMs`), tries the group's
+ * advisory lock exclusively without waiting, and, when it got it, creates the group row if missing.
+ *
+ * When the lock is busy (`locked` false), `changing` says who has it: another change (an exclusive
+ * holder, or an exclusive request already waiting), or only fenced transactions (which take it
+ * shared). Behind another change, the store rolls back and tries again after a short jittered
+ * backoff, holding no connection meanwhile: changes are short, and a change queued behind many others
+ * is not an error. Behind fenced transactions only, it waits (`lockGroup`), and so queues fairly ahead
+ * of new fenced transactions (see `fenceQueue`): a stream of overlapping ones cannot starve it. Which
+ * way it goes decides only how long it takes, never what it does: the lock is the same lock.
  */
-export const lockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number) =>
+export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number, lockWaitMs: number) =>
+  sql<{ locked: boolean; changing: boolean }>`
+    WITH fair AS MATERIALIZED (
+      SELECT set_config('lock_timeout', ${String(lockWaitMs)}, true),
+             set_config('statement_timeout', ${String(timeoutMs)}, true),
+             set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+             pg_try_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId})) AS locked
+    ), created AS (
+      INSERT INTO modulo_group.groups (group_id, changed_at)
+      SELECT ${groupId}, ${at(sql, now)} FROM fair WHERE fair.locked
+      ON CONFLICT (group_id) DO NOTHING
+    )
+    SELECT fair.locked,
+           NOT fair.locked AND EXISTS (
+             SELECT 1 FROM pg_catalog.pg_locks l
+              WHERE l.locktype = 'advisory'
+                AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                AND l.classid = ${advisoryLockClass}::oid AND l.objid = hashtext(${groupId})::oid
+                AND l.objsubid = 2 AND l.mode = 'ExclusiveLock') AS changing
+      FROM fair`
+
+/**
+ * After `tryLockGroup` found only fenced transactions holding the group's lock: waits for it (within
+ * the transaction's lock_timeout), queued fairly ahead of fenced transactions that come later, and
+ * creates the group row if missing.
+ */
+export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
   sql`
     INSERT INTO modulo_group.groups (group_id, changed_at)
     SELECT ${groupId}, ${at(sql, now)}
-      FROM (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true),
-                   set_config('statement_timeout', ${String(timeoutMs)}, true),
-                   set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
-                   pg_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId}))) AS fair
+      FROM (SELECT pg_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId}))) AS fair
     ON CONFLICT (group_id) DO NOTHING`
 
 /**
@@ -624,7 +655,11 @@ export const fenceBegin = (sql: Sql, backstopMs: string) =>
            txid_current()::text AS xact
       FROM old`
 
-/** Fair queueing: the group's advisory lock, shared, waits behind a change already waiting for it. */
+/**
+ * Fair queueing: the group's advisory lock, shared, waits behind a change already waiting for it. A
+ * change that comes later cannot overtake it: `tryLockGroup` fails while anyone waits for the lock
+ * (PostgreSQL grants no conflicting lock past a waiter), and then waits behind it (`lockGroup`).
+ */
 export const fenceQueue = (sql: Sql, groupId: string) =>
   sql`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId}))`
 
