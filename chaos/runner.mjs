@@ -27,9 +27,10 @@
  *
  * `notifications: "off"`: every member runs with LISTEN/NOTIFY disabled (G7: every guarantee holds,
  * only slower), and the runner checks on the database that no member holds a LISTEN connection.
- * `join` has no option for it (yet): see chaos/notifications-off.mjs.
+ * Members get `join --no-notifications` (a member without notifications never LISTENs, not even on
+ * its pool connection, so a LISTEN would show as a connection named modulo-group/listen).
  */
-import { spawn, execFile, execFileSync } from "node:child_process"
+import { spawn, execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -39,26 +40,16 @@ import pg from "pg"
 import { Monitor, stats, timelineOf } from "./monitor.mjs"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
-const notificationsOff = fileURLToPath(new URL("./notifications-off.mjs", import.meta.url))
 
 /** The application_name of a member's LISTEN connection (src/internal/listener.ts). */
 const LISTEN_APP = "modulo-group/listen"
 
 /**
- * How to start a member with LISTEN/NOTIFY disabled: `join --no-notifications` when the CLI has that
- * option, else the module hook of chaos/notifications-off.mjs. Both with MODULO_GROUP_NOTIFICATIONS=false.
+ * How to start a member with LISTEN/NOTIFY disabled: `join --no-notifications` (and
+ * MODULO_GROUP_NOTIFICATIONS=false). The `bin` argument is kept for callers that pass one.
  */
-export const notificationsOffArgs = (bin = path.join(root, "cli", "bin", "modulo-group.js")) => {
-  let help = ""
-  try {
-    help = execFileSync(process.execPath, [bin, "join", "--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 30_000 })
-  } catch (error) {
-    help = `${error?.stdout ?? ""}`
-  }
-  return /--no-notifications\b/.test(help)
-    ? { nodeArgs: [], joinArgs: ["--no-notifications"], how: "join --no-notifications" }
-    : { nodeArgs: ["--import", notificationsOff], joinArgs: [], how: "module hook chaos/notifications-off.mjs (join has no option for it)" }
-}
+export const notificationsOffArgs = (_bin = path.join(root, "cli", "bin", "modulo-group.js")) =>
+  ({ nodeArgs: [], joinArgs: ["--no-notifications"], how: "join --no-notifications" })
 
 /**
  * A copy of the built packages (the library: dist/src/, migrations/, package.json; the CLI:

@@ -99,6 +99,11 @@ const join = Command.make(
       ),
       Options.optional
     ),
+    noNotifications: Options.boolean("no-notifications").pipe(
+      Options.withDescription(
+        "No LISTEN connection: find changes by polling every heartbeat (default: $MODULO_GROUP_NOTIFICATIONS, else notifications on)"
+      )
+    ),
     metricsPort: Options.integer("metrics-port").pipe(
       Options.withPseudoName("port"),
       Options.withDescription("Serve the metrics at http://<metrics-host>:<port>/metrics, Prometheus text format (0: a free port, printed on stderr; default: none)"),
@@ -144,6 +149,7 @@ const join = Command.make(
     handle(o, (shared) =>
       using(load.join, (Join) => Join.join({
         listenUrl: o.listenUrl,
+        notifications: o.noNotifications ? false : undefined,
         metricsPort: Option.getOrUndefined(o.metricsPort),
         metricsHost: o.metricsHost,
         instanceId: o.instanceId,

@@ -48,6 +48,8 @@ export interface JoinOptions {
   readonly databaseUrl: Option.Option<string>
   /** The LISTEN connection's own URL (`--listen-url`, else `MODULO_GROUP_LISTEN_URL`). */
   readonly listenUrl?: Option.Option<string> | undefined
+  /** `--no-notifications`: false; otherwise `MODULO_GROUP_NOTIFICATIONS`, else on. */
+  readonly notifications?: boolean | undefined
   /** Serve the metrics at `http://<metricsHost>:<metricsPort>/metrics` (port 0: a free one). */
   readonly metricsPort?: number | undefined
   readonly metricsHost?: string | undefined
@@ -81,6 +83,17 @@ const rejoinGraceFromEnv = Effect.suspend(() => {
       Effect.fail(new MembershipError.InvalidConfig({ field: "MODULO_GROUP_REJOIN_GRACE", reason })),
     onRight: (d) => Effect.succeed<Duration.Duration | undefined>(d)
   })
+})
+
+// `MODULO_GROUP_NOTIFICATIONS` (true/false, on/off, 1/0); bad input is a usage error.
+const notificationsFromEnv = Effect.suspend(() => {
+  const text = nonEmpty(process.env["MODULO_GROUP_NOTIFICATIONS"])?.toLowerCase()
+  if (text === undefined) return Effect.succeed<boolean | undefined>(undefined)
+  if (["true", "on", "1", "yes"].includes(text)) return Effect.succeed<boolean | undefined>(true)
+  if (["false", "off", "0", "no"].includes(text)) return Effect.succeed<boolean | undefined>(false)
+  return Effect.fail(
+    new MembershipError.InvalidConfig({ field: "MODULO_GROUP_NOTIFICATIONS", reason: "expected true or false" })
+  )
 })
 
 // `MODULO_GROUP_MAX_CONNECTIONS`: statement connections of the process (default 1); bad input is a usage error.
@@ -118,6 +131,7 @@ export const join = (options: JoinOptions) =>
       statementTimeout: options.statementTimeout,
       startupTimeout: STARTUP_TIMEOUT,
       listenUrl: Option.getOrUndefined(options.listenUrl ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_LISTEN_URL"]),
+      notifications: options.notifications ?? (yield* notificationsFromEnv),
       instanceId: Option.getOrUndefined(options.instanceId ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_INSTANCE_ID"]),
       rejoinGrace: options.rejoinGrace ?? (yield* rejoinGraceFromEnv)
     }
@@ -158,7 +172,9 @@ export const join = (options: JoinOptions) =>
           startupTimeout: STARTUP_TIMEOUT,
           statementTimeout: config.statementTimeout,
           listenUrl: config.listenUrl,
-          listenPool: pool
+          // Notifications off: nothing should LISTEN; if anything did, it would do so on a connection of
+          // its own (application_name modulo-group/listen), which the chaos runner looks for.
+          listenPool: config.notifications ? pool : undefined
         })
       ),
       Effect.provide(Database.layerFromPool(pool))
