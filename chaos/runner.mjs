@@ -8,7 +8,8 @@
  * - `leave`: SIGTERM (graceful leave); then `join` again;
  * - `sigstop` / `sigcont`: SIGSTOP of a random member, SIGCONT once its lease is past;
  * - `term-backend`: pg_terminate_backend of a random pool connection of a member;
- * - `term-listener`: the same for a LISTEN connection (application_name `modulo-group/listen`);
+ * - `term-listener`: the same for a LISTEN connection (application_name `modulo-group/listen`: members
+ *   in odd slots LISTEN on a connection of their own, even slots on their one pool connection);
  * - `restart`: the database is stopped (fast shutdown) and started again on the same port.
  * - with `instanceIds` (static membership: every member runs with `--instance-id m<slot>` and
  *   `--rejoin-grace`), also `static-restart` (SIGTERM, and at once a new process with the same
@@ -165,7 +166,11 @@ export const runChaos = async (options) => {
     const name = `m${slot}`
     const label = `${name}#${generation[slot]}`
     const statics = instanceIds ? ["--instance-id", name, "--rejoin-grace", `${graceMs}ms`] : []
-    const child = spawn(process.execPath, [...off.nodeArgs, bin, "join", group, "--json", "--name", name, ...timing, ...statics, ...off.joinArgs], {
+    // Both ways a member may LISTEN: odd slots on a LISTEN connection of their own (`--listen-url`,
+    // application_name modulo-group/listen: the target of term-listener), even slots on their one pool
+    // connection (the default; term-backend terminates it, statements and LISTEN alike).
+    const listen = notifications === "on" && slot % 2 === 1 ? ["--listen-url", options.server.url] : []
+    const child = spawn(process.execPath, [...off.nodeArgs, bin, "join", group, "--json", "--name", name, ...timing, ...statics, ...listen, ...off.joinArgs], {
       env,
       stdio: ["ignore", "pipe", "pipe"]
     })

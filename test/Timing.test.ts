@@ -245,18 +245,29 @@ describe("self-fencing", () => {
 })
 
 describe("store failures", () => {
-  it.scoped("a failing join is retried with exponential backoff (100, 200, 400, 800 ms) capped at a heartbeat", () =>
+  it.scoped("a failing join is retried with jittered exponential backoff (100, 200, 400, 800 ms, each between half and all of it) capped at a heartbeat", () =>
     Effect.gen(function*() {
       const { control, join, of, rec } = yield* setup
       yield* control.setOutage(true)
       const a = yield* join({ name: "a" })
       yield* at(6_000)
       const attempts = of("join", a.id).map((c) => c.at)
-      expect(attempts).toEqual([0, 100, 300, 700, 1_500, 2_500, 3_500, 4_500, 5_500])
+      expect(attempts[0]).toBe(0)
+      // Each wait between half and all of its cap (jitter, so that refused members do not retry in step).
+      const gaps = attempts.slice(1).map((t, i) => t - attempts[i]!)
+      const caps = gaps.map((_, i) => Math.min(100 * 2 ** i, HEARTBEAT))
+      expect(gaps.length).toBeGreaterThanOrEqual(6)
+      gaps.forEach((gap, i) => {
+        expect(gap).toBeGreaterThanOrEqual(caps[i]! / 2)
+        expect(gap).toBeLessThanOrEqual(caps[i]!)
+      })
       expect(of("join", a.id).every((c) => c.ok === false)).toBe(true)
+      const outageEnds = 6_000
       yield* control.setOutage(false)
       const joined = yield* until(() => exactCover(rec.working(), 1), HEARTBEAT, 10)
-      expect(joined).toBe(6_500)
+      // The next attempt after the outage (at most a heartbeat later) joins and starts work.
+      expect(joined).toBeGreaterThan(outageEnds)
+      expect(joined).toBeLessThanOrEqual(outageEnds + HEARTBEAT + 10)
     }))
 
   it.scoped("renewals keep their cadence during an outage; members fence at their deadline and resume the same epoch after it", () =>

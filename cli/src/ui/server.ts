@@ -9,8 +9,8 @@
  * @since 0.1.0
  * @internal
  */
-import type { SqlClient } from "@effect/sql"
-import { Duration, Effect, Runtime } from "effect"
+import { SqlClient } from "@effect/sql"
+import { Duration, Effect, Fiber, Runtime } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import pg from "pg"
@@ -65,8 +65,22 @@ const hostOf = (header: string | undefined): string => {
 export const serve = (options: ServerOptions) =>
   Effect.gen(function*() {
     const runtime = yield* Effect.runtime<SqlClient.SqlClient>()
+    // A read is never interrupted once sent (an interrupted query makes @effect/sql-pg send
+    // pg_cancel_backend(pid), and behind PgBouncer that pid is the pooler's, maybe some other client's
+    // backend): it runs in a transaction bounded on the server (statement_timeout), in a fiber of its
+    // own; the request stops waiting for it after READ_TIMEOUT.
+    const readTimeoutMs = Duration.toMillis(READ_TIMEOUT)
+    const bounded = <A, E>(effect: Effect.Effect<A, E, SqlClient.SqlClient>) =>
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql.withTransaction(
+          Effect.zipRight(sql`SELECT set_config('statement_timeout', ${String(readTimeoutMs)}, true)`, effect)
+        )).pipe(Effect.uninterruptible)
     const run = <A, E>(effect: Effect.Effect<A, E, SqlClient.SqlClient>): Promise<A> =>
-      Runtime.runPromise(runtime)(Effect.timeout(effect, READ_TIMEOUT) as Effect.Effect<A, unknown, SqlClient.SqlClient>)
+      Runtime.runPromise(runtime)(
+        Effect.forkDaemon(bounded(effect)).pipe(
+          Effect.flatMap((fiber) => Effect.timeout(Fiber.join(fiber), READ_TIMEOUT))
+        ) as Effect.Effect<A, unknown, SqlClient.SqlClient>
+      )
     const pollMs = Duration.toMillis(Duration.decode(options.pollInterval ?? Duration.seconds(1)))
     const windowMs = Duration.toMillis(Duration.decode(options.window ?? Duration.hours(1)))
     const loopbackOnly = loopbackHosts.has(options.host)

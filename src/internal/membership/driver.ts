@@ -55,8 +55,13 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           return Transition.Event.Joined({ view: result.right, sentAt, receivedAt: yield* nowMillis })
         })
       case "RetryJoinIn":
-        // Jittered (between half and all of the backoff `step` chose), so that members refused or
-        // failed together do not retry together.
+        // A backoff after a failed join (at most a heartbeat) is jittered, between half and all of
+        // it, so that members refused or failed together do not retry together. The wait of a lease
+        // before rejoining (`RejoinAfterLease`: a row removed while this member's deadline was ahead)
+        // is a safety wait and is never shortened.
+        if (instruction.millis >= ctx.timing.leaseMs) {
+          return Effect.as(later(instruction.millis, Transition.Event.RetryJoin()), undefined)
+        }
         return Effect.flatMap(Random.next, (r) =>
           Effect.as(later(Math.round(instruction.millis * (0.5 + r / 2)), Transition.Event.RetryJoin()), undefined))
       case "Ack":
