@@ -8,7 +8,6 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import type pg from "pg"
 import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule } from "effect"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
@@ -59,7 +58,7 @@ export interface Options {
    * of opening one of its own, so a process needs one connection, not two (`layer` only; see
    * docs/operations.md, "Connections"). Ignored for any other pool, and with `listenUrl`.
    */
-  readonly listenPool?: pg.Pool | undefined
+  readonly listenPool?: Notifier.ListenPool | undefined
 }
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))

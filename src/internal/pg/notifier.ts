@@ -486,7 +486,19 @@ export interface Options {
    * statements and notifications. Only for a pool of one connection (`max: 1`) that does not close
    * it when idle (`idleTimeoutMillis: 0`); ignored otherwise, and when `listenUrl` is set.
    */
-  readonly listenPool?: pg.Pool | undefined
+  readonly listenPool?: ListenPool | undefined
+}
+
+/**
+ * A node-postgres `Pool`, as `listenPool` takes it. Typed by the two fields the store checks before
+ * it uses the pool (a `pg.Pool` is one) so that the library's declarations need no `@types/pg`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ListenPool {
+  readonly options: { readonly max?: number | undefined; readonly idleTimeoutMillis?: number | null | undefined }
+  readonly connect: () => Promise<unknown>
 }
 
 // One warning per process and connection target, however many stores (members) detect it.
@@ -529,7 +541,9 @@ export const makeWith = (
     }
     // Killed backends are noticed at once ('error'/'end'); the health check is for silent deaths. A
     // notification normally arrives within milliseconds of its commit; a second is ample.
-    const pool = options.listenPool
+    // Anything else that claims these two fields would fail at its first `connect` (LISTEN is
+    // sent on what it lends), and the store then polls: it is a pg.Pool or no pool.
+    const pool = options.listenPool as pg.Pool | undefined
     const shared = listenUrl === undefined && pool !== undefined && pool.options.max === 1 &&
         pool.options.idleTimeoutMillis === 0
       ? pool
