@@ -86,6 +86,10 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
       case "Leave":
       case "Release":
       case "RecordWaiting":
+      case "StartSlot":
+      case "StopSlots":
+      case "ReleaseSlots":
+      case "RetakeSlot":
         // `step` never issues these once the scope is closing.
         return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
     }
