@@ -322,6 +322,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             }
             removeExpired(g, now)
             g.members.delete(member.memberId)
+            // Slots mode: the slots this member's earlier row held move to a new generation (see the
+            // PostgreSQL store's reissueHeldSlots).
+            if (g.table !== null) {
+              g.table = g.table.map((r) => (r.holder === member.memberId ? { ...r, generation: r.generation + 1 } : r))
+            }
             if (instance !== undefined) g.members.delete(instance.memberId)
             const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now || waiting(r))
             const row: Row = {

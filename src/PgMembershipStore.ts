@@ -486,6 +486,10 @@ export const make = (options: Options = {}) =>
                   yield* onStatement("join", "drop")
                   yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
+                if (group.slots !== null) {
+                  yield* onStatement("join", "reissue")
+                  yield* Statements.reissueHeldSlots(sql, groupId, member.memberId, now)
+                }
                 yield* onStatement("join", "insert")
                 yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })
                 const g = yield* rebalance(

@@ -596,4 +596,23 @@ export const storeContract = (
       expect(yield* store.retakeSlot(g, a.memberId, 0, 1)).toBe(false)
       expect((yield* store.slotRows(g))[1]).toMatchObject({ holder: a.memberId, generation: 1 })
     }))
+
+  test("slots: a rejoin with the same member id re-issues the slots its earlier row held at new generations", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b] = [info("a"), info("b")]
+      yield* store.join(g, a, 1000, {}, { slots: 4 })
+      yield* store.join(g, b, 1000, {}, { slots: 4 })
+      // a rejoins (its row lost, say) before releasing 2 and 3: it holds them at generation 2 now.
+      const again = yield* store.join(g, a, 1000, {}, { slots: 4 })
+      expect(again.slots?.held).toEqual([
+        { slot: 0, generation: 2, owned: true },
+        { slot: 1, generation: 2, owned: true },
+        { slot: 2, generation: 2, owned: false },
+        { slot: 3, generation: 2, owned: false }
+      ])
+      // A release of its earlier row's generation is a no-op; of the new one, it goes through.
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }])).toEqual([])
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 2 }, { slot: 3, generation: 2 }])).toEqual([2, 3])
+    }))
 }

@@ -500,6 +500,17 @@ export const updateSlots = (
      WHERE s.group_id = ${groupId} AND s.slot = u.slot`
 }
 
+/**
+ * Join in slots mode, under the group lock, after the member's earlier row (same member id) was
+ * deleted: the slots that row held move to a new generation. The new row holds them (its view shows
+ * them: it releases those it no longer owns and starts the others), but no release, fenced
+ * transaction or work of the earlier row can count for them any more.
+ */
+export const reissueHeldSlots = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
+  sql`
+    UPDATE modulo_group.slots SET generation = generation + 1, changed_at = ${at(sql, now)}
+     WHERE group_id = ${groupId} AND holder = ${memberId}::uuid`
+
 /** Join in slots mode, last: the joined member's slots (see `slotViewOf`). */
 export const selectSlotView = (sql: Sql, groupId: string, memberId: string) =>
   sql<{ held: ReadonlyArray<readonly [number, number | string, boolean]>; pending: ReadonlyArray<number> }>`
