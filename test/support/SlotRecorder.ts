@@ -35,6 +35,14 @@ export const makeSlotRecorder = (store: MembershipStoreService, groupId: string)
             }
             runner.set(owned.slot, m.memberId)
             events.push({ kind: "start", member: m.memberId, slot: owned.slot, generation: owned.generation, at })
+            // Before anything that can be interrupted: the stop is recorded whenever the work ends.
+            yield* Effect.addFinalizer(() =>
+              Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                Effect.sync(() => {
+                  if (runner.get(owned.slot) === m.memberId) runner.delete(owned.slot)
+                  events.push({ kind: "stop", member: m.memberId, slot: owned.slot, generation: owned.generation, at })
+                }))
+            )
             const rows = yield* Effect.orDie(store.slotRows(groupId))
             const row = rows[owned.slot]
             if (row?.holder !== m.memberId || row.generation !== owned.generation) {
@@ -43,13 +51,6 @@ export const makeSlotRecorder = (store: MembershipStoreService, groupId: string)
                   `holder ${row?.holder === undefined ? "none" : names.get(row.holder ?? "") ?? row.holder} at ${row?.generation}`
               )
             }
-            yield* Effect.addFinalizer(() =>
-              Effect.flatMap(Clock.currentTimeMillis, (at) =>
-                Effect.sync(() => {
-                  if (runner.get(owned.slot) === m.memberId) runner.delete(owned.slot)
-                  events.push({ kind: "stop", member: m.memberId, slot: owned.slot, generation: owned.generation, at })
-                }))
-            )
             return yield* Effect.never
           })
         ))

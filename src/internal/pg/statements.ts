@@ -844,6 +844,36 @@ export const fenceMember = (sql: Sql, target: FenceTarget) =>
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
        FOR KEY SHARE`
 
+/**
+ * Slots mode, instead of `fenceMember`: the member's lease on `clock_timestamp()`, FOR KEY SHARE
+ * (blocks its DELETE: a leave, a reap), and one `fence_checks` row per slot (epoch and index NULL),
+ * which queue the commit-time check of the lease and of each slot's holder and generation.
+ */
+export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: ReadonlyArray<{ readonly slot: number; readonly generation: number }>) =>
+  sql<{ live: boolean; lease_left_ms: string }>`
+    WITH queued AS (
+      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
+        FROM unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
+                    ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation))
+    SELECT lease_expires_at > clock_timestamp() AS live,
+           (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+      FROM modulo_group.members
+     WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
+       FOR KEY SHARE`
+
+/**
+ * Slots mode: each slot's holder and generation, FOR KEY SHARE on its row: a release or a retake of
+ * it (a generation bump, a key update) and a change that hands it over wait until this transaction
+ * ends; a change that only retargets its owner does not.
+ */
+export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>) =>
+  sql<{ slot: number; holder: string | null; generation: string }>`
+    SELECT slot, holder, generation FROM modulo_group.slots
+     WHERE group_id = ${groupId} AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
+     ORDER BY slot
+       FOR KEY SHARE`
+
 /** What `fenceEnd` read. */
 export interface FenceEnded {
   readonly xact: string
@@ -864,6 +894,16 @@ export interface FenceEnded {
  * app's timeouts that `fenceBegin` replaced.
  */
 export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, restore: boolean) => {
+  const slots = target.slots
+  const queue = slots === undefined
+    ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
+        FROM now WHERE now.xact = ${begun.xact}`
+    : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
+        FROM now, unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
+                         ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation)
+       WHERE now.xact = ${begun.xact}`
   const restoreOld = restore
     ? sql`, set_config('statement_timeout', ${begun.old_st}, true) AS restored_st,
             set_config('idle_in_transaction_session_timeout', ${begun.old_idle}, true) AS restored_idle,
@@ -877,10 +917,7 @@ export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, resto
              current_setting('idle_in_transaction_session_timeout') AS idle,
              current_setting('transaction_timeout', true) AS tx,
              current_setting('session_replication_role') AS replication),
-    queued AS (
-      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
-      SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
-        FROM now WHERE now.xact = ${begun.xact})
+    queued AS (${queue})
     SELECT now.xact, now.st, now.idle, now.tx, now.replication,
            m.lease_expires_at > clock_timestamp() AS live,
            (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
