@@ -364,7 +364,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             row.heartbeatAt = now
             row.ackedEpoch = Math.max(row.ackedEpoch, ack)
             row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
-            const view = viewOf(g, row, now)
+            const full = viewOf(g, row, now)
+            // Slots only when asked for (as the PostgreSQL store reads them).
+            const { slots: _slots, ...modulo } = full
+            const view: GroupView = options.slots === true ? full : modulo
             // The acknowledgement that completes the barrier wakes the others.
             const completes = (before < g.epoch || options.announce === true) && view.allAcked
             return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))

@@ -268,7 +268,16 @@ export interface MembershipStoreService {
     memberId: string,
     ack: number,
     leaseMs: number,
-    options?: { readonly announce?: boolean | undefined; readonly stuck?: boolean | undefined }
+    options?: {
+      readonly announce?: boolean | undefined
+      readonly stuck?: boolean | undefined
+      /**
+       * The member is in slots mode: the view carries its slots (`GroupView.slots`) when its group
+       * is in slots mode. Without it no slot is read (a modulo-mode member's renewal needs no grant
+       * on `modulo_group.slots`).
+       */
+      readonly slots?: boolean | undefined
+    }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
   /**
    * Under the group lock: delete expired members; if any, reassign (waiting joiners get an index in

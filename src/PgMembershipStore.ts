@@ -529,7 +529,9 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             const stuck = hbOptions.stuck === true
             yield* onStatement("heartbeat", "renew")
-            const renewal = Statements.renewLease(sql, groupId, memberId, ack, leaseMs, stuck, now, statementTimeoutMs)
+            const renewal = Statements.renewLease(
+              sql, groupId, memberId, ack, leaseMs, stuck, now, statementTimeoutMs, hbOptions.slots === true
+            )
             // One renewal of a member on the server at a time: a renewal its member stopped waiting
             // for runs on until its server-side bound ends it; the next waits for it first.
             const [r] = yield* renewing(memberId, single(renewal).pipe(

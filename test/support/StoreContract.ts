@@ -491,7 +491,7 @@ export const storeContract = (
       const vb = yield* store.join(g, b, 1000, {}, { slots: 4 })
       // b owns two slots but holds nothing: a still holds them (after: "release").
       expect(vb.slots).toEqual({ count: 4, held: [], pending: [2, 3] })
-      const va = live(yield* store.heartbeat(g, a.memberId, 2, 1000))
+      const va = live(yield* store.heartbeat(g, a.memberId, 2, 1000, { slots: true }))
       expect(va.slots?.held).toEqual([
         { slot: 0, generation: 1, owned: true },
         { slot: 1, generation: 1, owned: true },
@@ -505,7 +505,7 @@ export const storeContract = (
       expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }, { slot: 3, generation: 1 }])).toEqual([2, 3])
       // Repeated: a no-op.
       expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }, { slot: 3, generation: 1 }])).toEqual([])
-      const after = live(yield* store.heartbeat(g, b.memberId, 2, 1000))
+      const after = live(yield* store.heartbeat(g, b.memberId, 2, 1000, { slots: true }))
       expect(after.slots).toEqual({
         count: 4,
         held: [{ slot: 2, generation: 2, owned: true }, { slot: 3, generation: 2, owned: true }],
@@ -531,8 +531,8 @@ export const storeContract = (
       const rows = yield* store.slotRows(g)
       const owners = rows.map((r) => r.owner)
       expect(owners.filter((o) => o === c.memberId)).toHaveLength(2)
-      const va = live(yield* store.heartbeat(g, a.memberId, 3, 1000))
-      const vb = live(yield* store.heartbeat(g, b.memberId, 3, 1000))
+      const va = live(yield* store.heartbeat(g, a.memberId, 3, 1000, { slots: true }))
+      const vb = live(yield* store.heartbeat(g, b.memberId, 3, 1000, { slots: true }))
       yield* store.releaseSlots(g, a.memberId, va.slots!.held.filter((h) => !h.owned))
       yield* store.releaseSlots(g, b.memberId, vb.slots!.held.filter((h) => !h.owned))
       const settled = yield* store.slotRows(g)
@@ -550,7 +550,7 @@ export const storeContract = (
           expect(now).toEqual(before)
         }
       })
-      expect(live(yield* store.heartbeat(g, a.memberId, 4, 5000)).slots?.held.map((h) => h.slot)).toEqual(
+      expect(live(yield* store.heartbeat(g, a.memberId, 4, 5000, { slots: true })).slots?.held.map((h) => h.slot)).toEqual(
         left.filter((r) => r.holder === a.memberId).map((r) => r.slot)
       )
       // c crashes: nothing moves until its lease has expired and a reap ran.
@@ -562,7 +562,7 @@ export const storeContract = (
       const reaped = yield* store.slotRows(g)
       expect(reaped.every((r) => r.owner === a.memberId && r.holder === a.memberId)).toBe(true)
       reaped.forEach((r, slot) => expect(r.generation).toBe(left[slot]!.generation + (left[slot]!.holder === c.memberId ? 1 : 0)))
-      expect(slotsOf(live(yield* store.heartbeat(g, a.memberId, 5, 5000)))).toEqual([0, 1, 2, 3, 4, 5])
+      expect(slotsOf(live(yield* store.heartbeat(g, a.memberId, 5, 5000, { slots: true })))).toEqual([0, 1, 2, 3, 4, 5])
     }))
 
   test("slots: a release whose outcome is unknown: the slot comes back; the retake moves it to a new generation and the late release is a no-op", (g) =>
@@ -573,7 +573,7 @@ export const storeContract = (
       yield* store.join(g, b, 1000, {}, { slots: 2 })
       // a stopped slot 1 and sent its release, which is late; b leaves meanwhile: slot 1 is a's again.
       yield* store.leave(g, b.memberId)
-      const back = live(yield* store.heartbeat(g, a.memberId, 3, 1000))
+      const back = live(yield* store.heartbeat(g, a.memberId, 3, 1000, { slots: true }))
       expect(back.slots?.held).toContainEqual({ slot: 1, generation: 1, owned: true })
       expect(yield* store.retakeSlot(g, a.memberId, 1, 0)).toBe(false)
       expect(yield* store.retakeSlot(g, b.memberId, 1, 1)).toBe(false)
@@ -595,6 +595,15 @@ export const storeContract = (
       expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 1, generation: 1 }])).toEqual([])
       expect(yield* store.retakeSlot(g, a.memberId, 0, 1)).toBe(false)
       expect((yield* store.slotRows(g))[1]).toMatchObject({ holder: a.memberId, generation: 1 })
+    }))
+
+  test("slots: a renewal without the slots option reads no slot (a modulo member needs no grant on them)", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000, {}, { slots: 2 })
+      expect(live(yield* store.heartbeat(g, a.memberId, 1, 1000)).slots).toBeUndefined()
+      expect(live(yield* store.heartbeat(g, a.memberId, 1, 1000, { slots: true })).slots?.held).toHaveLength(2)
     }))
 
   test("slots: a rejoin with the same member id re-issues the slots its earlier row held at new generations", (g) =>

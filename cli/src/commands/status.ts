@@ -304,7 +304,12 @@ export const snapshot = (
                       LIMIT 100) w) AS waiters`
       : sql`NULL::json AS waiters`
     // Slots mode (schema 7): the group's slot count, and each member's held slots and pending count.
-    const slotColumns = version >= 7
+    // Read only where the role may read the slot rows (a viewer granted before migration 0007 sees
+    // the rest, slots-mode groups as if in modulo mode).
+    const [slotPrivilege] = version >= 7
+      ? yield* sql<{ ok: boolean }>`SELECT has_table_privilege('modulo_group.slots', 'SELECT') AS ok`
+      : [{ ok: false }]
+    const slotColumns = slotPrivilege?.ok === true
       ? sql`g.slots,
              (SELECT json_agg(s.slot ORDER BY s.slot) FROM modulo_group.slots s
                WHERE s.group_id = g.group_id AND s.holder = m.member_id) AS held_slots,

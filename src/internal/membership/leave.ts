@@ -42,7 +42,10 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           const { acked, term } = yield* Ref.get(ctx.member)
           const sentAt = yield* nowMillis
           const result = yield* Effect.either(
-            store.heartbeat(groupId, memberId, acked, ctx.timing.leaseMs, { stuck: instruction.stuck })
+            store.heartbeat(groupId, memberId, acked, ctx.timing.leaseMs, {
+              stuck: instruction.stuck,
+              slots: ctx.config.slots !== undefined
+            })
           )
           yield* observe(Transition.Observation.RenewalReplied({
             term,

@@ -617,7 +617,8 @@ export const renewLease = (
   leaseMs: number,
   stuck: boolean,
   now: string | null,
-  timeoutMs: number
+  timeoutMs: number,
+  slots = false
 ) =>
   sql<RenewedRow>`
     WITH prev AS (
@@ -635,7 +636,7 @@ export const renewLease = (
     ), g AS (
       SELECT epoch, size, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}
     ), mine AS (
-      ${slotViewOf(sql, groupId, memberId)}
+      ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
              count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
@@ -649,7 +650,7 @@ export const renewLease = (
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            others.unacked, others.expired, others.n + 1 AS rows,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms,
-           g.slots, mine.held, mine.pending
+           CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
       FROM me, g, others, mine
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
      WHERE me.idx IS NOT NULL
