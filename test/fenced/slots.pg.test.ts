@@ -154,3 +154,41 @@ it.live("the commit-time check: a fence_checks row of a slot at another generati
     expect(String((other as { cause?: { code?: string } }).cause?.code)).toBe(Fenced.commitCheckSqlState)
     expect(yield* t.notes).toEqual([`a@1`])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("interleaved: a release sent while its member's own change (a leave) runs waits for the change's lock on the slot rows, then is a no-op", () =>
+  Effect.gen(function*() {
+    // The leave pauses after reading the slot rows (FOR NO KEY UPDATE) and before writing them. A
+    // release that did not wait would commit in between (holder := owner, generation 2), and the
+    // leave's UPDATE, computed from its read, would then bump the slot again under a holder that may
+    // have started it at generation 2.
+    const paused = yield* Deferred.make<void>()
+    const resume = yield* Deferred.make<void>()
+    const onStatement = (operation: string, step: string) =>
+      operation === "leave" && step === "handoff"
+        ? Effect.zipRight(Deferred.succeed(paused, undefined), Deferred.await(resume))
+        : Effect.void
+    const Pausing = PgMembershipStore.layerUsingNotifier({ onStatement }).pipe(
+      Layer.provideMerge(Notifier.layer),
+      Layer.provideMerge(PgLive)
+    )
+    yield* Effect.gen(function*() {
+      const t = yield* setup("fence-slots-release-change")
+      const [a, b] = [info("a"), info("b")]
+      yield* t.store.join(t.groupId, a, 60_000, {}, { slots: 2 })
+      yield* t.store.join(t.groupId, b, 60_000, {}, { slots: 2 })
+      expect(yield* t.row(1)).toMatchObject({ owner: b.memberId, holder: a.memberId, generation: 1 })
+      const leave = yield* Effect.fork(t.store.leave(t.groupId, a.memberId))
+      yield* Deferred.await(paused)
+      const release = yield* Effect.fork(t.store.releaseSlots(t.groupId, a.memberId, [{ slot: 1, generation: 1 }]))
+      yield* waitForEffect(t.waitingOnLock("%UPDATE modulo_group.slots s%SET holder = s.owner%"), Duration.seconds(5), "release waiting")
+      yield* Deferred.succeed(resume, undefined)
+      expect(yield* Fiber.join(leave)).toBe(true)
+      // After the leave: a's row is gone, so the release (re-checked on the new rows) releases nothing.
+      expect(yield* Fiber.join(release)).toEqual([])
+      expect(yield* t.store.slotRows(t.groupId)).toEqual([
+        { slot: 0, owner: b.memberId, holder: b.memberId, generation: 2 },
+        { slot: 1, owner: b.memberId, holder: b.memberId, generation: 2 }
+      ])
+    }).pipe(Effect.scoped, Effect.provide(Pausing))
+  }))
+
