@@ -5,7 +5,8 @@
  * move never stop any work; a slot given up is stopped before its new owner starts it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Option, Scope, TestClock } from "effect"
+import { Duration, Effect, Exit, Metric, Option, Scope, TestClock } from "effect"
+import * as Metrics from "../../src/MembershipMetrics.js"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
 import * as Membership from "../../src/Membership.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
@@ -94,6 +95,32 @@ describe("slots mode, in memory", () => {
       expect(rec.stopsOf(a.m.memberId, from)).toEqual([])
       expect(rec.violations).toEqual([])
       yield* control.resume(b.m.memberId)
+    })))
+
+  it.effect("work of a slot that will not stop keeps that slot held (never released) until it stops; the member's other slots go on", () =>
+    inMemory(Effect.gen(function*() {
+      const { join, rec } = yield* setup(2)
+      const a = yield* join("a")
+      // Slot 1's work ignores interruption for 20 s (past the 5 s stop timeout).
+      yield* a.m.whileOwning((owned) =>
+        owned.slot === 1 ? Effect.zipRight(Effect.never, Effect.void).pipe(Effect.onInterrupt(() => Effect.sleep("20 seconds"))) : Effect.never
+      )
+      yield* advanceUntil(() => rec.covered() === 2)
+      const from = rec.events.length
+      const startedAt = yield* TestClock.currentTimeMillis
+      const alarms = Metrics.alarms.pipe(Metric.tagged("group", groupId))
+      const alarmsBefore = (yield* Metric.value(alarms)).count
+      const b = yield* join("b")
+      yield* advanceUntil(() => rec.running().get(b.m.memberId)?.length === 1, Duration.seconds(40), Duration.millis(100))
+      const took = (yield* TestClock.currentTimeMillis) - startedAt
+      expect(took).toBeGreaterThanOrEqual(20_000)
+      // Said once, past the stop timeout.
+      expect((yield* Metric.value(alarms)).count - alarmsBefore).toBe(1)
+      // a's slot 0 never stopped; slot 1 stopped (its recorder's run at once, the stuck run after 20 s).
+      expect(rec.stopsOf(a.m.memberId, from).map((e) => e.slot)).toEqual([1])
+      expect(rec.running().get(a.m.memberId)).toEqual([0])
+      expect(rec.violations).toEqual([])
+      expect((yield* a.m.state)._tag).toBe("Assigned")
     })))
 
   it.effect("the set form runs under the whole set and restarts when it changes; whileAssigned runs once", () =>

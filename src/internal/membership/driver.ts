@@ -3,7 +3,7 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
+import { Effect, Fiber, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
@@ -116,7 +116,21 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         return Effect.as(
           Effect.forEach(instruction.slots, ({ generation, slot }) =>
             Effect.forkIn(
-              Effect.zipRight(work.stopSlot(slot), observe(Transition.Observation.SlotStopped({ slot, generation }))),
+              Effect.gen(function*() {
+                const stop = yield* Effect.fork(work.stopSlot(slot))
+                // Past the stop timeout: said once, loudly; the slot stays held (never released, so
+                // never worked elsewhere) until its work stops (fail closed, this slot only).
+                const inTime = yield* Fiber.join(stop).pipe(Effect.timeout(ctx.config.stopTimeout), Effect.option)
+                if (Option.isNone(inTime)) {
+                  yield* alarm(
+                    ctx,
+                    `work of slot ${slot} did not stop within stopTimeout; the slot stays held by this member ` +
+                      "(not released to its new owner) until it does"
+                  )
+                  yield* Fiber.join(stop)
+                }
+                yield* observe(Transition.Observation.SlotStopped({ slot, generation }))
+              }),
               ctx.scope
             ), { discard: true }),
           undefined
