@@ -186,6 +186,10 @@ export const generate = ({ MemberState, Transition }) => {
       case "StuckWorkStopped":
         stepCases.push({ label: "StuckWorkStopped", input: O.StuckWorkStopped(), now: 900, base: { stuckSince: 300 } })
         break
+      case "SlotStopped":
+      case "SlotsReleased":
+        // Slots mode: in the slots section below.
+        break
       case "StuckHeartbeat":
         stepCases.push(
           { label: "StuckHeartbeat (scope closing, work stuck)", input: O.StuckHeartbeat(), now: 6_000, base: { state: leavingStuck, closing: true, stuckSince: 5_000 } },
@@ -227,6 +231,13 @@ export const generate = ({ MemberState, Transition }) => {
         return `LeaveRetried(every ${i.everyMillis} ms)`
       case "Renew":
         return i.stuck === true ? "Renew(stuck)" : "Renew"
+      case "StartSlot":
+      case "RetakeSlot":
+        return `${i._tag}(${i.slot}@${i.generation})`
+      case "StopSlots":
+        return `StopSlots(${/** @type {Array<{ slot: number, generation: number }>} */ (i.slots).map((p) => `${p.slot}@${p.generation}`).join(" ")})`
+      case "ReleaseSlots":
+        return `ReleaseSlots(${/** @type {Array<{ slot: number, generation: number }>} */ (i.stopped).map((p) => `${p.slot}@${p.generation}`).join(" ")})`
       default:
         return i._tag
     }
@@ -313,6 +324,57 @@ export const generate = ({ MemberState, Transition }) => {
     ...staticEdges.map((e) => `| ${e.fromName} | ${e.label} | ${e.toName} | ${e.instructions === "" ? "-" : e.instructions} |`)
   ]
 
+  // Slots mode: the same state machine, with views that carry the member's slots (4 slots; this
+  // member works 0 and 1 at generation 1, and the view below gives 1 away and 2 to it). The epoch is
+  // no barrier: `Renewed` never leads to `Renegotiating` nor `Awaiting`, and the slots follow the views.
+  /** @param {number} epoch @param {Array<[number, number, boolean]>} held @param {Array<number>} pending */
+  const slotView = (epoch, held, pending) => ({
+    ...view(epoch, false),
+    acked: epoch - 1,
+    slots: { count: 4, held: held.map(([slot, generation, owned]) => ({ slot, generation, owned })), pending }
+  })
+  /** @param {Array<[number, number]>} working @param {Array<[number, { generation: number, release: boolean }]>} stopping @param {Array<[number, { generation: number, uncertain: boolean }]>} inflight */
+  const holdings = (working, stopping = [], inflight = []) => ({
+    count: 4,
+    working: new Map(working),
+    stopping: new Map(stopping),
+    inflight: new Map(inflight),
+    viewsFrom: Number.NEGATIVE_INFINITY
+  })
+  /** @param {{ count: number, working: Map<number, number>, stopping: Map<number, { generation: number, release: boolean }>, inflight: Map<number, { generation: number, uncertain: boolean }> } | undefined} h */
+  const showHoldings = (h) =>
+    h === undefined ? "-" : `working ${[...h.working].map(([s, g]) => `${s}@${g}`).join(" ") || "none"}; stopping ${
+      [...h.stopping].map(([s, x]) => `${s}@${x.generation}${x.release ? "" : " (fence)"}`).join(" ") || "none"
+    }; released ${[...h.inflight].map(([s, x]) => `${s}@${x.generation}${x.uncertain ? "?" : ""}`).join(" ") || "none"}`
+  const working01 = holdings([[0, 1], [1, 1]])
+  const slotCases = [
+    { label: "Joined (slots view: holds 0, 1; owns 2, held by another)", input: E.Joined({ view: slotView(7, [[0, 1, true], [1, 1, true]], [2]), sentAt: 0, receivedAt: 10 }), now: 10, base: { state: S.Joining(), deadline: undefined, term: 0 } },
+    { label: "Renewed (slots view, newer epoch: 1 given away, 2 held)", input: E.Renewed({ view: slotView(6, [[0, 1, true], [1, 1, false], [2, 3, true]], []) }), now: 1_000, base: { slots: working01 } },
+    { label: "Renewed (slots view, past the deadline)", input: E.Renewed({ view: slotView(6, [[0, 1, true], [1, 1, true], [2, 3, true]], []) }), now: 8_000, base: { slots: working01 } },
+    { label: "Renewed (slots view: slot 1 held by another)", input: E.Renewed({ view: slotView(6, [[0, 1, true]], [1]) }), now: 1_000, base: { slots: working01 } },
+    { label: "Renewed (slots view, sent before the last release's reply)", input: E.Renewed({ view: slotView(6, [[0, 1, true], [1, 1, true], [2, 3, true]], []), sentAt: 900 }), now: 1_000, base: { slots: { ...working01, viewsFrom: 950 } } },
+    { label: "Renewed (slots view: released slot 2 back, same generation)", input: E.Renewed({ view: slotView(6, [[0, 1, true], [1, 1, true], [2, 3, true]], []) }), now: 1_000, base: { slots: holdings([[0, 1], [1, 1]], [], [[2, { generation: 3, uncertain: true }]]) } },
+    { label: "Renewed (slots view: released slot 2 back, higher generation)", input: E.Renewed({ view: slotView(6, [[0, 1, true], [1, 1, true], [2, 4, true]], []) }), now: 1_000, base: { slots: holdings([[0, 1], [1, 1]], [], [[2, { generation: 3, uncertain: true }]]) } },
+    { label: "DeadlinePassed (slots mode)", input: E.DeadlinePassed(), now: 8_000, base: { slots: working01 } },
+    { label: "SlotStopped (given away)", input: O.SlotStopped({ slot: 1, generation: 1 }), now: 1_000, base: { slots: holdings([[0, 1]], [[1, { generation: 1, release: true }]]) } },
+    { label: "SlotStopped (after the fence)", input: O.SlotStopped({ slot: 1, generation: 1 }), now: 8_100, base: { state: S.Fenced({ ...slot(5), stopping: true, stuck: false }), slots: holdings([], [[1, { generation: 1, release: false }]]) } },
+    { label: "SlotStopped (another generation)", input: O.SlotStopped({ slot: 1, generation: 0 }), now: 1_000, base: { slots: holdings([[0, 1]], [[1, { generation: 1, release: true }]]) } },
+    { label: "SlotsReleased (answered)", input: O.SlotsReleased({ stopped: [{ slot: 1, generation: 1 }], released: [1], at: 1_100 }), now: 1_100, base: { slots: holdings([[0, 1]], [], [[1, { generation: 1, uncertain: false }]]) } },
+    { label: "SlotsReleased (outcome unknown)", input: O.SlotsReleased({ stopped: [{ slot: 1, generation: 1 }], at: 1_100 }), now: 1_100, base: { slots: holdings([[0, 1]], [], [[1, { generation: 1, uncertain: false }]]) } },
+    { label: "Gone (slots mode)", input: E.Gone({ early: false }), now: 1_000, base: { slots: working01 } }
+  ]
+  const slotTable = [
+    "| input | member before | state after | slots after | instructions |",
+    "| --- | --- | --- | --- | --- |",
+    ...slotCases.map(({ base, input, label, now }) => {
+      const before = { ...member, ...base }
+      const [after, instructions] = Transition.step(before, input, now)
+      return `| ${label} at ${now} | ${nodeOf(before.state).name}, ${showHoldings(before.slots)} | ${nodeOf(after.state).name} | ${
+        showHoldings(after.slots)
+      } | ${instructions.map(showInstruction).join(", ") || "-"} |`
+    })
+  ]
+
   const mermaid = [
     "stateDiagram-v2",
     "  direction LR",
@@ -372,6 +434,25 @@ export const generate = ({ MemberState, Transition }) => {
     "database at 1000; times in ms of the member's clock.",
     "",
     ...stepTable,
+    "",
+    "## Slots mode: a member's slots",
+    "",
+    "In slots mode ([slots.md](slots.md)) the views of joins and renewals carry the member's slots:",
+    "those it holds (each at its generation, and whether it still owns it) and those it owns but does",
+    "not hold yet. The state machine above still runs, but the epoch is no barrier: a slots-mode view",
+    "takes `Joining`, `Awaiting` and a `Fenced` member whose work has stopped straight to `Assigned`,",
+    "and `Assigned` stays `Assigned` at a newer epoch (no `StopWork`, no `Ack`). Beside the state,",
+    "`Transition.step` keeps the member's slots (`Member.slots`: working, stopping, released with an",
+    "unanswered or unknown outcome, marked `?`) and decides per slot (src/internal/slots/holdings.ts):",
+    "a slot starts (`StartSlot`) only when the view says this member holds and owns it, and only while",
+    "assigned with the deadline ahead; a worked slot given away is stopped alone (`StopSlots`) and",
+    "released (`ReleaseSlots`) only after `SlotStopped`; a held slot neither worked nor owned is released",
+    "at once; a slot released with an unknown outcome that comes back at the same generation is retaken",
+    "first (`RetakeSlot`); a view that contradicts a worked slot is refused (stop everything, rejoin); the",
+    "deadline stops every slot, none released for it. The member of the table above (assigned in epoch 5,",
+    "deadline 8000), 4 slots; `s@g`: slot s at generation g.",
+    "",
+    ...slotTable,
     "",
     "## Static membership: a member with an instance id",
     "",

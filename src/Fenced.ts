@@ -35,7 +35,7 @@ import { statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
-import type { Assignment } from "./MemberState.js"
+import type { Assignment, OwnedSlot, OwnedSlots } from "./MemberState.js"
 
 /**
  * Which assignment a fenced transaction is checked against.
@@ -49,6 +49,13 @@ export interface FenceTarget {
   readonly epoch: number
   readonly index: number
   readonly size: number
+  /**
+   * Slots mode: the slots the transaction writes, each at the generation this member works it under.
+   * Then the fence checks the member's lease and, for each slot, that this member holds it at that
+   * generation (under FOR KEY SHARE on the slot row, and again at COMMIT); neither the epoch, the
+   * index nor the size, and it takes no group lock (`epoch`, `index` and `size` are not used).
+   */
+  readonly slots?: ReadonlyArray<{ readonly slot: number; readonly generation: number }> | undefined
 }
 
 /**
@@ -72,6 +79,13 @@ export interface FencedOptions {
    * member has moved on, the transaction fails even if the newer assignment would pass.
    */
   readonly assignment?: Assignment | undefined
+  /**
+   * Slots mode: the slot (`Membership.whileOwning`'s `OwnedSlot`) or slots (`whileOwningAll`'s
+   * `OwnedSlots`) the transaction writes: it commits only if this member still holds each at the
+   * generation given (checked locally first, then on the database and at COMMIT); otherwise it fails
+   * with `StaleAssignment`. `assignment` is ignored then.
+   */
+  readonly slots?: OwnedSlot | OwnedSlots | undefined
 }
 
 /**
@@ -171,21 +185,38 @@ export const fencedWith = <A, E, R>(
       // MATERIALIZED: the old values are read before set_config runs.
       const [begun] = yield* Statements.fenceBegin(sql, backstop)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
-      // Fair queueing: a shared advisory lock waits behind a change already waiting for the exclusive one.
-      yield* Statements.fenceQueue(sql, target.groupId)
-      // FOR SHARE: no UPDATE or DELETE of the group row (every change bumps the epoch there, after
-      // taking it FOR UPDATE) can happen until this transaction ends.
-      const [group] = yield* Statements.fenceGroup(sql, target.groupId)
-      if (group === undefined) return yield* stale("the group no longer exists")
-      if (num(group.epoch) !== target.epoch) return yield* stale(`the group has moved on to epoch ${group.epoch}`)
-      if (num(group.size) !== target.size) return yield* stale(`the group has ${group.size} members, not ${target.size}`)
-      // FOR KEY SHARE: blocks DELETE (reaping, leaving) and index changes of this member's row, but not
-      // its own heartbeat, which updates only non-key columns. The fence_checks row queues the
-      // commit-time check now, so even a COMMIT sent by the body itself is checked.
-      const [me] = yield* Statements.fenceMember(sql, target)
-      if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
-      if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
-      if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
+      if (target.slots !== undefined) {
+        // Slots mode: no group lock (changes need not wait for this transaction unless they remove
+        // this member or hand over one of its slots, which lock the rows locked here).
+        const [me] = yield* Statements.fenceSlotMember(sql, target, target.slots)
+        if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
+        if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
+        const rows = yield* Statements.fenceSlots(sql, target.groupId, target.slots.map((p) => p.slot))
+        for (const { generation, slot } of target.slots) {
+          const row = rows.find((r) => r.slot === slot)
+          if (row === undefined) return yield* stale(`the group has no slot ${slot}`)
+          if (row.holder !== target.memberId) return yield* stale(`slot ${slot} is held by another member now`)
+          if (num(row.generation) !== generation) {
+            return yield* stale(`slot ${slot} is at generation ${row.generation}, not ${generation}`)
+          }
+        }
+      } else {
+        // Fair queueing: a shared advisory lock waits behind a change already waiting for the exclusive one.
+        yield* Statements.fenceQueue(sql, target.groupId)
+        // FOR SHARE: no UPDATE or DELETE of the group row (every change bumps the epoch there, after
+        // taking it FOR UPDATE) can happen until this transaction ends.
+        const [group] = yield* Statements.fenceGroup(sql, target.groupId)
+        if (group === undefined) return yield* stale("the group no longer exists")
+        if (num(group.epoch) !== target.epoch) return yield* stale(`the group has moved on to epoch ${group.epoch}`)
+        if (num(group.size) !== target.size) return yield* stale(`the group has ${group.size} members, not ${target.size}`)
+        // FOR KEY SHARE: blocks DELETE (reaping, leaving) and index changes of this member's row, but not
+        // its own heartbeat, which updates only non-key columns. The fence_checks row queues the
+        // commit-time check now, so even a COMMIT sent by the body itself is checked.
+        const [me] = yield* Statements.fenceMember(sql, target)
+        if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
+        if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
+        if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
+      }
 
       // The app's own errors are boxed, so that below they are told apart from the fence's.
       const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
@@ -314,6 +345,40 @@ export const fenced: {
   <A, E, R>(effect: Effect.Effect<A, E, R>, options: FencedOptions = {}) =>
     Effect.gen(function*() {
       const membership = yield* Membership
+      if (options.slots !== undefined) {
+        // Slots mode: the local check first (no round trip when already stale): this member works each
+        // slot at that generation, with its lease deadline ahead.
+        const wanted = "slot" in options.slots
+          ? [{ slot: options.slots.slot, generation: options.slots.generation }]
+          : options.slots.slots.map((slot, i) => ({ slot, generation: (options.slots as OwnedSlots).generations[i]! }))
+        const owned = yield* membership.owned
+        for (const { generation, slot } of wanted) {
+          const i = owned.slots.indexOf(slot)
+          if (i < 0 || owned.generations[i] !== generation) {
+            return yield* new StaleAssignment({
+              epoch: -1,
+              reason: i < 0
+                ? `this member does not work slot ${slot} now`
+                : `this member works slot ${slot} at generation ${owned.generations[i]}, not ${generation}`
+            })
+          }
+        }
+        const slotTimeout = options.timeout ?? Duration.divide(membership.config.statementTimeout, 2).pipe(
+          Option.getOrElse(() => Duration.seconds(1))
+        )
+        return yield* fencedWith(
+          {
+            groupId: membership.config.groupId,
+            memberId: membership.memberId,
+            epoch: -1,
+            index: -1,
+            size: 0,
+            slots: wanted
+          },
+          effect,
+          { timeout: slotTimeout }
+        )
+      }
       const current = yield* membership.guard
       const expected = options.assignment ?? current
       if (expected.epoch !== current.epoch || expected.index !== current.index || expected.size !== current.size) {

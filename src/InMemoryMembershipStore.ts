@@ -6,7 +6,8 @@
  */
 import { Clock, Context, Deferred, Effect, Layer, Metric, Option, PubSub, Stream } from "effect"
 import { reassign } from "./internal/reassign.js"
-import { InstanceBusy, JoinDeferred, StoreError } from "./MembershipError.js"
+import * as Table from "./internal/slots/table.js"
+import { InstanceBusy, JoinDeferred, SlotsMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
@@ -43,6 +44,9 @@ interface Group {
   changedAt: number
   members: Map<string, Row>
   pubsub: PubSub.PubSub<Wakeup>
+  /** Slots mode: the slot count and the slot rows (`Table`, the statements' pure twins); null: modulo mode. */
+  slots: number | null
+  table: Table.SlotTable | null
 }
 
 /**
@@ -102,7 +106,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           size: 0,
           changedAt: now,
           members: new Map(),
-          pubsub: Effect.runSync(PubSub.sliding<Wakeup>(16))
+          pubsub: Effect.runSync(PubSub.sliding<Wakeup>(16)),
+          slots: null,
+          table: null
         }
         groups.set(groupId, g)
       }
@@ -174,6 +180,23 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         r.assignedSize = g.size
       })
       ackHeld(g, now, g.epoch)
+      // Slots mode: every slot's owner becomes its target; slots without a live holder are handed
+      // over at once (Table.change, what the PostgreSQL change's UPDATE does).
+      if (g.table !== null) {
+        const live = [...rows].sort((a, b) => a.joinSeq - b.joinSeq).map((r) => r.memberId)
+        g.table = Table.change(g.table, live).table
+      }
+    }
+
+    const slotViewOf = (g: Group, memberId: string): GroupView["slots"] => {
+      if (g.table === null || g.slots === null) return undefined
+      const held: Array<{ slot: number; generation: number; owned: boolean }> = []
+      const pending: Array<number> = []
+      g.table.forEach((row, slot) => {
+        if (row.holder === memberId) held.push({ slot, generation: row.generation, owned: row.owner === memberId })
+        else if (row.owner === memberId) pending.push(slot)
+      })
+      return { count: g.slots, held, pending }
     }
 
     const viewOf = (g: Group, row: Row, now: number): GroupView => {
@@ -191,7 +214,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         allAcked: barrier,
         expired,
         incarnation: g.incarnation,
-        clock: now
+        clock: now,
+        ...(g.table === null ? {} : { slots: slotViewOf(g, row.memberId) })
       }
     }
 
@@ -201,6 +225,16 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           Effect.zipRight(storeNow),
           Effect.flatMap((now): Effect.Effect<GroupView, StoreError> => {
             const g = getGroup(groupId, now)
+            // The group's mode is fixed by its first join; any other asks for the same.
+            const requested = joinOptions.slots ?? null
+            if (requested !== g.slots) {
+              if (g.epoch === 0 && g.slots === null && requested !== null) {
+                g.slots = requested
+                g.table = Table.empty(requested)
+              } else {
+                return Effect.fail(new SlotsMismatch({ groupId, group: g.slots, requested }))
+              }
+            }
             const instanceId = statics.instanceId ?? null
             const graceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
             const instance = instanceId === null
@@ -288,6 +322,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             }
             removeExpired(g, now)
             g.members.delete(member.memberId)
+            // Slots mode: the slots this member's earlier row held move to a new generation (see the
+            // PostgreSQL store's reissueHeldSlots).
+            if (g.table !== null) {
+              g.table = g.table.map((r) => (r.holder === member.memberId ? { ...r, generation: r.generation + 1 } : r))
+            }
             if (instance !== undefined) g.members.delete(instance.memberId)
             const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now || waiting(r))
             const row: Row = {
@@ -325,7 +364,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             row.heartbeatAt = now
             row.ackedEpoch = Math.max(row.ackedEpoch, ack)
             row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
-            const view = viewOf(g, row, now)
+            const full = viewOf(g, row, now)
+            // Slots only when asked for (as the PostgreSQL store reads them).
+            const { slots: _slots, ...modulo } = full
+            const view: GroupView = options.slots === true ? full : modulo
             // The acknowledgement that completes the barrier wakes the others.
             const completes = (before < g.epoch || options.announce === true) && view.allAcked
             return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))
@@ -415,6 +457,38 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               }))
           })
         ),
+      releaseSlots: (groupId, memberId, stopped) =>
+        gate("releaseSlots", memberId).pipe(
+          Effect.zipRight(storeNow),
+          Effect.flatMap((now) => {
+            const g = groups.get(groupId)
+            if (g === undefined || g.table === null) return Effect.succeed<ReadonlyArray<number>>([])
+            const row = g.members.get(memberId)
+            const live = row !== undefined && row.leaseExpiresAt > now
+            const valid = stopped.filter((p) => p.slot >= 0 && p.slot < g.table!.length)
+            const { released, table } = Table.release(g.table, memberId, valid, live)
+            g.table = table
+            return Effect.as(released.length > 0 ? notify(g) : Effect.void, [...released].sort((a, b) => a - b))
+          })
+        ),
+      retakeSlot: (groupId, memberId, slot, generation) =>
+        gate("retakeSlot", memberId).pipe(
+          Effect.zipRight(storeNow),
+          Effect.map((now) => {
+            const g = groups.get(groupId)
+            if (g === undefined || g.table === null || slot < 0 || slot >= g.table.length) return false
+            const row = g.members.get(memberId)
+            if (row === undefined || row.leaseExpiresAt <= now) return false
+            const before = g.table
+            g.table = Table.retake(before, memberId, slot, generation)
+            return g.table !== before
+          })
+        ),
+      slotRows: (groupId) =>
+        gate("slotRows", undefined).pipe(Effect.map(() => {
+          const table = groups.get(groupId)?.table ?? []
+          return table.map((r, slot) => ({ slot, owner: r.owner, holder: r.holder, generation: r.generation }))
+        })),
       wakeups: (groupId) =>
         Effect.gen(function*() {
           const g = getGroup(groupId, yield* storeNow)
@@ -431,7 +505,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               epoch: g.epoch,
               size: g.size,
               changedAt: new Date(g.changedAt),
-              incarnation: g.incarnation
+              incarnation: g.incarnation,
+              slots: g.slots
             })
         })),
       members: (groupId) =>
@@ -466,7 +541,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             epoch: g.epoch,
             size: g.size,
             changedAt: new Date(g.changedAt),
-            incarnation: g.incarnation
+            incarnation: g.incarnation,
+            slots: g.slots
           }))
           .sort((a, b) => a.groupId.localeCompare(b.groupId))
       ))

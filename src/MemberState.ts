@@ -35,6 +35,35 @@ export interface Assignment extends Slot {
 }
 
 /**
+ * Slots mode (docs/slots.md): one slot of the group's `count` that this member holds and works, at
+ * its `generation` (the slot's fencing token with the member: `fenced` checks both). What
+ * `Membership.whileOwning` work receives. (Not a `Slot`, which is a member's place in an epoch.)
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface OwnedSlot {
+  readonly slot: number
+  readonly generation: number
+  /** The group's slot count S: items with `id mod S === slot` are this slot's. */
+  readonly count: number
+}
+
+/**
+ * Slots mode: every slot this member works, ascending, with their generations (same order): what
+ * `Membership.whileOwningAll` work receives. Pass it to `Ownership.owned` and `Fenced.fenced`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface OwnedSlots {
+  readonly slots: ReadonlyArray<number>
+  readonly generations: ReadonlyArray<number>
+  /** The group's slot count S. */
+  readonly count: number
+}
+
+/**
  * The part of a slot that names an epoch once and for all: `(incarnation, epoch)`.
  *
  * @since 0.1.0

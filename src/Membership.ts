@@ -16,10 +16,10 @@ import { makeDriver } from "./internal/membership/driver.js"
 import { fenceTimer } from "./internal/membership/fenceTimer.js"
 import { leaseKeeper } from "./internal/membership/leaseKeeper.js"
 import { finalLeave } from "./internal/membership/leave.js"
-import type { WorkSpec } from "./internal/membership/workRunner.js"
+import type { SlotSetSpec, SlotSpec, WorkSpec } from "./internal/membership/workRunner.js"
 import { makeWorkRunner } from "./internal/membership/workRunner.js"
 import { MembershipStore } from "./MembershipStore.js"
-import type { Assignment, MemberState } from "./MemberState.js"
+import type { Assignment, MemberState, OwnedSlot, OwnedSlots } from "./MemberState.js"
 import * as State from "./MemberState.js"
 import * as Transition from "./Transition.js"
 
@@ -49,6 +49,28 @@ export interface MembershipService {
   readonly whileAssigned: <E, R>(
     work: (assignment: Assignment) => Effect.Effect<unknown, E, R>
   ) => Effect.Effect<void, never, Scope.Scope | R>
+  /**
+   * Slots mode (`slots` in the config; docs/slots.md): runs `work` once per slot this member works,
+   * for as long as the caller's scope lives. A slot's run starts only once this member holds the slot
+   * at its generation (`owned`), and is interrupted, its finalizers run, when the slot moves away
+   * (before the slot is released to its new owner) and when the lease deadline passes (G3); slots
+   * that do not move are never interrupted by a change. A slot is started again only once it is held
+   * again. A failure is logged; the slot's work runs again when the slot is next started.
+   */
+  readonly whileOwning: <E, R>(
+    work: (owned: OwnedSlot) => Effect.Effect<unknown, E, R>
+  ) => Effect.Effect<void, never, Scope.Scope | R>
+  /**
+   * Slots mode, the set form (for apps that batch): runs `work` under the set of slots this member
+   * works; it is interrupted and started again under the new set whenever the set changes (a slot
+   * given up is out of it before that slot is released), and interrupted when the lease deadline
+   * passes. Not run while the member works no slot.
+   */
+  readonly whileOwningAll: <E, R>(
+    work: (owned: OwnedSlots) => Effect.Effect<unknown, E, R>
+  ) => Effect.Effect<void, never, Scope.Scope | R>
+  /** Slots mode: the slots this member works now (empty when none, or when the lease deadline has passed). */
+  readonly owned: Effect.Effect<OwnedSlots>
   /**
    * Leaves the group now (the others renegotiate at once, G5). Also done when the scope closes. With
    * an `instanceId` (static membership) it releases the row instead: the index stays held for
@@ -164,6 +186,47 @@ export const make = (
           }
           yield* work.register(spec, Effect.map(assignmentNow, Option.isSome))
         }),
+      whileOwning: (run) =>
+        Effect.gen(function*() {
+          const context = yield* Effect.context<never>()
+          const spec: SlotSpec = {
+            run: (owned) =>
+              Effect.scoped(run(owned)).pipe(
+                Effect.provide(context),
+                Effect.catchAllCause((cause) =>
+                  Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning(`work of slot ${owned.slot} failed`, cause)
+                ),
+                Effect.asVoid,
+                annotate
+              ) as Effect.Effect<void>
+          }
+          yield* work.registerSlot(spec, Effect.map(assignmentNow, Option.isSome))
+        }),
+      whileOwningAll: (run) =>
+        Effect.gen(function*() {
+          const context = yield* Effect.context<never>()
+          const spec: SlotSetSpec = {
+            run: (owned) =>
+              Effect.scoped(run(owned)).pipe(
+                Effect.provide(context),
+                Effect.catchAllCause((cause) =>
+                  Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("slot work failed", cause)
+                ),
+                Effect.asVoid,
+                annotate
+              ) as Effect.Effect<void>
+          }
+          yield* work.registerSlotSet(spec, Effect.map(assignmentNow, Option.isSome))
+        }),
+      owned: Effect.gen(function*() {
+        const workable = Option.isSome(yield* assignmentNow)
+        const list = workable ? yield* work.slots : []
+        return {
+          slots: list.map((o) => o.slot),
+          generations: list.map((o) => o.generation),
+          count: config.slots ?? 0
+        } satisfies OwnedSlots
+      }),
       leave: Effect.gen(function*() {
         yield* driver.offer(Transition.Event.LeaveRequested())
         yield* ctx.state.changes.pipe(Stream.filter((s) => s._tag === "Left"), Stream.runHead)

@@ -66,6 +66,15 @@ export interface MembershipConfigInput {
    * restart under systemd or Kubernetes); at most 1 hour.
    */
   readonly rejoinGrace?: Duration.DurationInput | undefined
+  /**
+   * Slots mode (docs/slots.md): the group's slot count S, an integer from 1 to 16,384. An item
+   * belongs to slot `id mod S`; the slots are spread over the live members (sizes differ by at most
+   * one), and a join, leave or crash moves only the slots that must move: members whose slots do not
+   * move never stop. Fixed when the group is created: a member asking for another count (or for
+   * modulo mode in a slots-mode group, or the reverse) is refused (`SlotsMismatch`, logged) and keeps
+   * retrying. Work: `Membership.whileOwning`. Not with `instanceId`. Default: none (modulo mode).
+   */
+  readonly slots?: number | undefined
 }
 
 /**
@@ -92,6 +101,8 @@ export interface ResolvedConfig {
   readonly instanceId: string | undefined
   /** Static membership: how long the row is held for its instance (used only with `instanceId`). */
   readonly rejoinGrace: Duration.Duration
+  /** Slots mode: the slot count (undefined: modulo mode). */
+  readonly slots: number | undefined
 }
 
 /**
@@ -293,6 +304,21 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
         reason: `${Duration.format(rejoinGrace)} is longer than ${Duration.format(maxRejoinGrace)}: a held row's slice is not served`
       })
     }
+    const slots = input.slots
+    if (slots !== undefined) {
+      if (typeof slots !== "number" || !Number.isSafeInteger(slots) || slots < 1 || slots > 16_384) {
+        return yield* new InvalidConfig({
+          field: "slots",
+          reason: `the slot count must be an integer from 1 to 16384, got ${JSON.stringify(slots) ?? String(slots)}`
+        })
+      }
+      if (instanceId !== undefined) {
+        return yield* new InvalidConfig({
+          field: "slots",
+          reason: "slots mode does not support static membership (instanceId) yet"
+        })
+      }
+    }
     const identity = yield* MemberIdentity
     const name = input.name ?? `${identity.host}:${identity.pid}`
     if (name.length > 200 || controlChars.test(name)) {
@@ -313,7 +339,8 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       listenUrl,
       logStateChanges: input.logStateChanges ?? defaults.logStateChanges,
       instanceId,
-      rejoinGrace
+      rejoinGrace,
+      slots
     }
   })
 
@@ -334,7 +361,8 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
       listenUrl: Config.redacted("LISTEN_URL").pipe(Config.withDescription("URL of the LISTEN connection (a direct one behind a transaction-mode pooler)"), Config.option, Config.map(Option.getOrUndefined)),
       logStateChanges: Config.boolean("LOG_STATE_CHANGES").pipe(Config.withDefault(defaults.logStateChanges), Config.withDescription("Log every state change at INFO")),
       instanceId: Config.string("INSTANCE_ID").pipe(Config.withDescription("Static membership: this member's stable identity in its group"), Config.option, Config.map(Option.getOrUndefined)),
-      rejoinGrace: Config.duration("REJOIN_GRACE").pipe(Config.withDefault(defaults.rejoinGrace), Config.withDescription("Static membership: how long a released or expired row is held for its instance"))
+      rejoinGrace: Config.duration("REJOIN_GRACE").pipe(Config.withDefault(defaults.rejoinGrace), Config.withDescription("Static membership: how long a released or expired row is held for its instance")),
+      slots: Config.integer("SLOTS").pipe(Config.withDescription("Slots mode: the group's slot count (1..16384)"), Config.option, Config.map(Option.getOrUndefined))
     }),
     "MODULO_GROUP"
   )

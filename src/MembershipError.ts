@@ -213,3 +213,30 @@ export class JoinDeferred extends StoreError {
     Object.assign(this, { overdue: args.overdue, heartbeatAgeMs: args.heartbeatAgeMs, leaseLeftMs: args.leaseLeftMs })
   }
 }
+
+/**
+ * A join asked for another mode than its group's: slots mode with another slot count, slots mode in
+ * a modulo-mode group, or modulo mode in a slots-mode group. A group's mode and slot count are fixed
+ * when it is created (its first join); the join changed nothing. `group` and `requested`: the slot
+ * counts, `null` for modulo mode.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class SlotsMismatch extends StoreError {
+  /** The group's slot count (`null`: the group is in modulo mode). */
+  declare readonly group: number | null
+  /** The slot count this member asked for (`null`: modulo mode). */
+  declare readonly requested: number | null
+  declare readonly groupId: string
+  constructor(args: { readonly groupId: string; readonly group: number | null; readonly requested: number | null }) {
+    const mode = (slots: number | null) => (slots === null ? "modulo mode" : `slots mode with ${slots} slots`)
+    super({
+      operation: "join",
+      reason: `group ${JSON.stringify(args.groupId)} is in ${mode(args.group)}, but this member asked for ${
+        mode(args.requested)
+      }: a group's mode and slot count are fixed when it is created`
+    })
+    Object.assign(this, { group: args.group, requested: args.requested, groupId: args.groupId })
+  }
+}

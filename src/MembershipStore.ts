@@ -45,6 +45,63 @@ export interface GroupView {
    * same index, same epoch, no change for the others.
    */
   readonly takenOver?: boolean | undefined
+  /**
+   * Slots mode only (absent in modulo mode): this member's slots, read in the same statement as the
+   * rest of the view. `index` and the barrier (`allAcked`) mean nothing in slots mode.
+   */
+  readonly slots?: SlotView | undefined
+}
+
+/**
+ * One slot this member holds (it may work it), at its generation, and whether it still owns it
+ * (`owned: false`: a change gave it to another member; stop its work, then release it).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface HeldSlot {
+  readonly slot: number
+  readonly generation: number
+  readonly owned: boolean
+}
+
+/**
+ * A member's part of a slots-mode group, as a join or a renewal read it.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface SlotView {
+  /** The group's slot count S. */
+  readonly count: number
+  /** The slots this member holds, ascending. */
+  readonly held: ReadonlyArray<HeldSlot>
+  /** The slots this member owns but does not hold yet (their old holder has not released them), ascending. */
+  readonly pending: ReadonlyArray<number>
+}
+
+/**
+ * A slot's row, for `status` and tests.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface SlotRow {
+  readonly slot: number
+  readonly owner: string | null
+  readonly holder: string | null
+  readonly generation: number
+}
+
+/**
+ * A slot whose work this member has stopped, at the generation it worked it under (`releaseSlots`).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface StoppedSlot {
+  readonly slot: number
+  readonly generation: number
 }
 
 /**
@@ -77,6 +134,13 @@ export interface JoinOptions {
    * current epoch, the join takes that row as it is (no new change).
    */
   readonly waiting?: boolean | undefined
+  /**
+   * Slots mode: the group's slot count S (1..16384). A join that creates the group (no change has
+   * happened in it yet) fixes it; a join that asks for another count, or for slots mode in a
+   * modulo-mode group (or the reverse), fails with `SlotsMismatch` and changes nothing. Absent: modulo
+   * mode.
+   */
+  readonly slots?: number | undefined
 }
 
 /**
@@ -159,6 +223,8 @@ export interface GroupRow {
   readonly changedAt: Date
   /** See `GroupView.incarnation`. */
   readonly incarnation: number
+  /** Slots mode: the slot count (absent or null: modulo mode). */
+  readonly slots?: number | null | undefined
 }
 
 /**
@@ -202,7 +268,16 @@ export interface MembershipStoreService {
     memberId: string,
     ack: number,
     leaseMs: number,
-    options?: { readonly announce?: boolean | undefined; readonly stuck?: boolean | undefined }
+    options?: {
+      readonly announce?: boolean | undefined
+      readonly stuck?: boolean | undefined
+      /**
+       * The member is in slots mode: the view carries its slots (`GroupView.slots`) when its group
+       * is in slots mode. Without it no slot is read (a modulo-mode member's renewal needs no grant
+       * on `modulo_group.slots`).
+       */
+      readonly slots?: boolean | undefined
+    }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
   /**
    * Under the group lock: delete expired members; if any, reassign (waiting joiners get an index in
@@ -242,6 +317,32 @@ export interface MembershipStoreService {
    * first.
    */
   readonly waiters: (groupId: string) => Effect.Effect<ReadonlyArray<WaiterRow>, StoreError>
+  /**
+   * Slots mode: releases slots whose work this member has stopped, each at the generation it worked
+   * it under. One statement: a slot still held by this member at that generation and owned by another
+   * member is handed to its owner (holder := owner, generation + 1); anything else (another
+   * generation, another holder, owned by this member again, or this member's lease no longer live)
+   * is left alone, so a late or repeated release is harmless. Returns the slots released; notifies
+   * the group after its commit when any was (best effort).
+   */
+  readonly releaseSlots: (
+    groupId: string,
+    memberId: string,
+    stopped: ReadonlyArray<StoppedSlot>
+  ) => Effect.Effect<ReadonlyArray<number>, StoreError>
+  /**
+   * Slots mode: after a release whose outcome this member does not know, a slot it still holds and
+   * owns again at the released `generation` is taken back at a new generation (generation + 1), so
+   * that the late release, if it ever applies, is a no-op. `true` when it was.
+   */
+  readonly retakeSlot: (
+    groupId: string,
+    memberId: string,
+    slot: number,
+    generation: number
+  ) => Effect.Effect<boolean, StoreError>
+  /** Slots mode: the group's slot rows, ascending (empty in modulo mode). */
+  readonly slotRows: (groupId: string) => Effect.Effect<ReadonlyArray<SlotRow>, StoreError>
   /** Wake-ups after any change of the group. Lossy: polling stays the source of truth. */
   readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
   /** The group row, if the group exists. */

@@ -35,7 +35,8 @@ export const migrations = [
   { version: 3, name: "0003_fence_commit_check" },
   { version: 4, name: "0004_change_log" },
   { version: 5, name: "0005_static_membership" },
-  { version: 6, name: "0006_instance_waiters" }
+  { version: 6, name: "0006_instance_waiters" },
+  { version: 7, name: "0007_slots" }
 ] as const
 
 /**
@@ -84,7 +85,10 @@ export const requiredObjects: ReadonlyArray<{
     version: 6,
     table: "instance_waiters",
     columns: ["member_id", "group_id", "instance_id", "host", "pid", "name", "since", "seen_at", "lease_ms"]
-  }
+  },
+  { version: 7, table: "groups", columns: ["slots"] },
+  { version: 7, table: "slots", columns: ["group_id", "slot", "owner", "holder", "generation", "changed_at"] },
+  { version: 7, table: "fence_checks", columns: ["slot", "generation"] }
 ]
 
 /**

@@ -48,6 +48,7 @@
 import type { SqlClient, Statement } from "@effect/sql"
 import { Data } from "effect"
 import { createHash } from "node:crypto"
+import { ownedSlots } from "./internal/slots/keys.js"
 
 /**
  * How a key is mapped to an index: `"integer"` by modulo, `"text"` and `"uuid"` by hash (see the
@@ -84,6 +85,18 @@ export interface Slice {
   readonly index: number
   readonly size: number
 }
+
+/**
+ * Slots mode: one slot (`Membership.whileOwning`'s `OwnedSlot`) or a set of slots
+ * (`Membership.whileOwningAll`'s `OwnedSlots`) of a group of `count` slots. `owned` then keeps the
+ * rows whose slot (`ownerOf(id, count)`) is among them (none for an empty set).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type SlotSet =
+  | { readonly slot: number; readonly count: number }
+  | { readonly slots: ReadonlyArray<number>; readonly count: number }
 
 /**
  * A size, index, key type or key that ownership does not accept. Thrown (a defect inside an effect:
@@ -176,7 +189,9 @@ export const ownerExpression = (
 }
 
 /**
- * A condition true exactly for the rows `slice` owns: `column`'s owner index is `slice.index`.
+ * A condition true exactly for the rows `slice` owns: `column`'s owner index is `slice.index`. In
+ * slots mode, given an `OwnedSlot` or `OwnedSlots` (`SlotSet`): `column`'s slot (`column mod count`,
+ * hashed the same way for text and uuid keys) is one of the slots, as `slot = ANY($1::int8[])`.
  * `column` is an identifier (`"id"`, `"items.id"`) or a SQL fragment without side effects. For every
  * `size` up to `2^53 - 1`, each accepted key is owned by exactly one index in `[0, size)` (NULL keys by
  * none), the one `ownerOf` computes.
@@ -190,9 +205,13 @@ export const ownerExpression = (
 export const owned = (
   sql: SqlClient.SqlClient,
   column: string | Statement.Fragment,
-  slice: Slice,
+  slice: Slice | SlotSet,
   keyType: KeyType = "integer"
 ): Statement.Fragment => {
+  // Slots mode: `column mod S` is one of the slots (bound as one array parameter).
+  if ("count" in slice) {
+    return ownedSlots(sql, column, slice.count, "slot" in slice ? [slice.slot] : slice.slots, keyType)
+  }
   checkSlice(slice)
   return sql`${ownerExpression(sql, column, slice.size, keyType)} = ${slice.index}::int8`
 }

@@ -14,9 +14,10 @@ import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/no
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
-import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, StoreError } from "./MembershipError.js"
+import * as Table from "./internal/slots/table.js"
+import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, SlotsMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
-import type { GroupRow, GroupView, MemberRow, MembershipStoreService, WaiterRow } from "./MembershipStore.js"
+import type { GroupRow, GroupView, MemberRow, MembershipStoreService, SlotView, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 import * as Migrations from "./Migrations.js"
 
@@ -232,16 +233,45 @@ export const make = (options: Options = {}) =>
       epoch: number,
       fresh: boolean,
       cause: "join" | "leave" | "reap" | "repair",
-      subject: string | null
+      subject: string | null,
+      slots: number | null
     ) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "reassign")
         yield* Statements.reassignIndices(sql, groupId, epoch + 1, now)
+        if (slots !== null) yield* rebalanceSlots(operation, groupId, now)
         yield* onStatement(operation, "bump")
         const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
         yield* onStatement(operation, "log")
         yield* Statements.logChange(sql, groupId, cause, subject, now)
         return { epoch: num(g!.epoch), size: num(g!.size), incarnation: num(g!.incarnation) }
+      })
+
+    // Slots mode, inside a change holding the group lock (docs/slots.md, "A change"): read the slot
+    // rows (locked against releases, see Statements.selectSlotsForChange) and the members in join
+    // order, run the pure rule (Table.change: rebalance, then hand over at once the slots whose holder
+    // is gone), and write the rows that changed in one UPDATE.
+    const rebalanceSlots = (operation: string, groupId: string, now: string | null) =>
+      Effect.gen(function*() {
+        yield* onStatement(operation, "slots")
+        const rows = yield* Statements.selectSlotsForChange(sql, groupId)
+        yield* onStatement(operation, "order")
+        const live = (yield* Statements.selectMemberOrder(sql, groupId)).map((r) => r.member_id)
+        const table: Table.SlotTable = rows.map((r) => ({ owner: r.owner, holder: r.holder, generation: num(r.generation) }))
+        const next = Table.change(table, live).table
+        const changed: Array<{ slot: number; owner: string | null; handTo: string | null | undefined }> = []
+        next.forEach((row, slot) => {
+          const before = table[slot]!
+          if (row === before) return
+          changed.push({
+            slot: rows[slot]!.slot,
+            owner: row.owner,
+            handTo: row.generation !== before.generation ? row.holder : undefined
+          })
+        })
+        if (changed.length === 0) return
+        yield* onStatement(operation, "handoff")
+        yield* Statements.updateSlots(sql, groupId, changed, now)
       })
 
     // Every membership change: one transaction that first takes the group row lock (the arbiter).
@@ -251,7 +281,11 @@ export const make = (options: Options = {}) =>
       operation: string,
       groupId: string,
       now: string | null,
-      body: (epoch: number, behind: boolean, group: { readonly size: number; readonly incarnation: number }) => Effect.Effect<A, E, R>
+      body: (
+        epoch: number,
+        behind: boolean,
+        group: { readonly size: number; readonly incarnation: number; readonly slots: number | null }
+      ) => Effect.Effect<A, E, R>
     ) =>
       readCommitted(
         operation,
@@ -274,7 +308,11 @@ export const make = (options: Options = {}) =>
           const [g] = yield* Statements.selectGroupForUpdate(sql, groupId)
           const epoch = num(g!.epoch)
           const acked = num(g!.acked)
-          return yield* body(Math.max(epoch, acked), acked > epoch, { size: num(g!.size), incarnation: num(g!.incarnation) })
+          return yield* body(Math.max(epoch, acked), acked > epoch, {
+            size: num(g!.size),
+            incarnation: num(g!.incarnation),
+            slots: g!.slots === null ? null : num(g!.slots)
+          })
         })
       )
 
@@ -322,7 +360,8 @@ export const make = (options: Options = {}) =>
           // reap restamps every row.
           expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
           incarnation: num(r.incarnation),
-          clock: num(r.clock_ms)
+          clock: num(r.clock_ms),
+          ...(r.slots === null ? {} : { slots: toSlotView(num(r.slots), r.held, r.pending) })
         }
       })
 
@@ -331,8 +370,26 @@ export const make = (options: Options = {}) =>
         queued("join", wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
-            change("join", groupId, now, (epoch, behind, group) =>
+            change("join", groupId, now, (epoch, behind, found) =>
               Effect.gen(function*() {
+                // The group's mode is fixed by its first join (no change yet); any other asks for the same.
+                const requested = joinOptions.slots ?? null
+                let group = found
+                if (requested !== found.slots) {
+                  if (epoch !== 0 || found.slots !== null || requested === null) {
+                    return yield* new SlotsMismatch({ groupId, group: found.slots, requested })
+                  }
+                  yield* onStatement("join", "create slots")
+                  yield* Statements.createSlots(sql, groupId, requested, now)
+                  group = { ...found, slots: requested }
+                }
+                // Slots mode: the joined member's slots, read last in the change's transaction.
+                const withSlots = (view: GroupView) =>
+                  group.slots === null ? Effect.succeed(view) : Effect.gen(function*() {
+                    yield* onStatement("join", "slot view")
+                    const [v] = yield* Statements.selectSlotView(sql, groupId, member.memberId)
+                    return { ...view, slots: toSlotView(group.slots!, v?.held ?? [], v?.pending ?? []) }
+                  })
                 const instanceId = statics.instanceId ?? null
                 const rejoinGraceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
                 // Static: the instance's row first (a row past its grace counts as gone). A takeover
@@ -359,7 +416,7 @@ export const make = (options: Options = {}) =>
                         yield* onStatement("join", "view")
                         const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
                         yield* Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1)
-                        return {
+                        return yield* withSlots({
                           epoch,
                           size: group.size,
                           index: taken.idx,
@@ -369,7 +426,7 @@ export const make = (options: Options = {}) =>
                           incarnation: group.incarnation,
                           clock: num(me!.clock_ms),
                           takenOver: true
-                        } satisfies GroupView
+                        } satisfies GroupView)
                       }
                     }
                   }
@@ -389,7 +446,7 @@ export const make = (options: Options = {}) =>
                     if (own !== undefined) {
                       yield* onStatement("join", "view")
                       const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
-                      return {
+                      return yield* withSlots({
                         epoch,
                         size: own.assigned_size,
                         index: own.idx,
@@ -398,7 +455,7 @@ export const make = (options: Options = {}) =>
                         expired: false,
                         incarnation: group.incarnation,
                         clock: num(me!.clock_ms)
-                      } satisfies GroupView
+                      } satisfies GroupView)
                     }
                   }
                   yield* onStatement("join", "overdue")
@@ -429,6 +486,10 @@ export const make = (options: Options = {}) =>
                   yield* onStatement("join", "drop")
                   yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
+                if (group.slots !== null) {
+                  yield* onStatement("join", "reissue")
+                  yield* Statements.reissueHeldSlots(sql, groupId, member.memberId, now)
+                }
                 yield* onStatement("join", "insert")
                 yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })
                 const g = yield* rebalance(
@@ -438,11 +499,12 @@ export const make = (options: Options = {}) =>
                   epoch,
                   behind || num(left!.survivors) === 0,
                   "join",
-                  member.memberId
+                  member.memberId,
+                  group.slots
                 )
                 yield* onStatement("join", "view")
                 const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, g.epoch, now)
-                return {
+                return yield* withSlots({
                   epoch: g.epoch,
                   size: g.size,
                   index: me!.idx,
@@ -451,7 +513,7 @@ export const make = (options: Options = {}) =>
                   expired: false,
                   incarnation: g.incarnation,
                   clock: num(me!.clock_ms)
-                } satisfies GroupView
+                } satisfies GroupView)
               })).pipe(
                 // Deferred: the waiting row has committed; the member is told to wait (no change, no
                 // notification).
@@ -467,7 +529,9 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             const stuck = hbOptions.stuck === true
             yield* onStatement("heartbeat", "renew")
-            const renewal = Statements.renewLease(sql, groupId, memberId, ack, leaseMs, stuck, now, statementTimeoutMs)
+            const renewal = Statements.renewLease(
+              sql, groupId, memberId, ack, leaseMs, stuck, now, statementTimeoutMs, hbOptions.slots === true
+            )
             // One renewal of a member on the server at a time: a renewal its member stopped waiting
             // for runs on until its server-side bound ends it; the next waits for it first.
             const [r] = yield* renewing(memberId, single(renewal).pipe(
@@ -496,7 +560,7 @@ export const make = (options: Options = {}) =>
         queued("reap", wrap(
           "reap",
           Effect.flatMap(nowParam, (now) =>
-            change("reap", groupId, now, (epoch, behind) =>
+            change("reap", groupId, now, (epoch, behind, group) =>
               Effect.gen(function*() {
                 // Also acknowledges the epoch for held static rows (see Statements.deleteExpired).
                 const rows = yield* deleteExpired("reap", groupId, now, epoch)
@@ -509,7 +573,7 @@ export const make = (options: Options = {}) =>
                 const changed = gone.length > 0 || c?.off === true
                 if (changed) {
                   const cause = gone.length > 0 ? "reap" : "repair"
-                  yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null)
+                  yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null, group.slots)
                 }
                 return { gone: gone.length, changed: changed || rows.some((r) => r.acked) }
               })).pipe(
@@ -522,7 +586,7 @@ export const make = (options: Options = {}) =>
         queued("leave", wrap(
           "leave",
           Effect.flatMap(nowParam, (now) =>
-            change("leave", groupId, now, (epoch, behind) =>
+            change("leave", groupId, now, (epoch, behind, group) =>
               Effect.gen(function*() {
                 yield* onStatement("leave", "delete")
                 const [mine] = yield* Statements.deleteMember(sql, groupId, memberId)
@@ -533,7 +597,9 @@ export const make = (options: Options = {}) =>
                 const gone = expired.filter((r) => !r.waiting)
                 const changed = left || gone.length > 0
                 if (changed) {
-                  yield* rebalance("leave", groupId, now, epoch, behind, left ? "leave" : "reap", left ? memberId : null)
+                  yield* rebalance(
+                    "leave", groupId, now, epoch, behind, left ? "leave" : "reap", left ? memberId : null, group.slots
+                  )
                 }
                 return { mine: mine !== undefined, changed }
               })).pipe(
@@ -555,6 +621,51 @@ export const make = (options: Options = {}) =>
                 // Its acknowledgement may complete a barrier: wake the others.
                 Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
               )))
+        ),
+
+      releaseSlots: (groupId, memberId, stopped) =>
+        stopped.length === 0 ? Effect.succeed([]) : wrap(
+          "releaseSlots",
+          Effect.gen(function*() {
+            const now = yield* nowParam
+            yield* onStatement("releaseSlots", "release")
+            const release = Statements.releaseSlots(sql, groupId, memberId, stopped, now, statementTimeoutMs)
+            const rows = yield* single(release).pipe(
+              // Under a REPEATABLE READ or SERIALIZABLE default, a release that waited on a change's row
+              // lock fails with 40001: ask again at READ COMMITTED (see the heartbeat).
+              Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("releaseSlots", release)),
+              Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
+            )
+            const released = rows.map((r) => num(r.slot)).sort((a, b) => a - b)
+            // The new owners learn at their next renewal: wake them (after the commit, best effort).
+            if (released.length > 0) yield* notify("releaseSlots", groupId, "release")
+            return released
+          })
+        ),
+
+      retakeSlot: (groupId, memberId, slot, generation) =>
+        wrap(
+          "retakeSlot",
+          Effect.gen(function*() {
+            const now = yield* nowParam
+            yield* onStatement("retakeSlot", "retake")
+            const retake = Statements.retakeSlot(sql, groupId, memberId, slot, generation, now, statementTimeoutMs)
+            const rows = yield* single(retake).pipe(
+              Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("retakeSlot", retake)),
+              Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
+            )
+            return rows.length > 0
+          })
+        ),
+
+      slotRows: (groupId) =>
+        wrap(
+          "slotRows",
+          Effect.zipRight(
+            onStatement("slotRows", "read"),
+            Effect.map(single(Statements.selectSlotRows(sql, groupId)), (rows) =>
+              rows.map((r) => ({ slot: num(r.slot), owner: r.owner, holder: r.holder, generation: num(r.generation) })))
+          )
         ),
 
       wait: (groupId, member, instanceId, leaseMs) =>
@@ -653,7 +764,19 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   epoch: num(r.epoch),
   size: num(r.size),
   changedAt: r.changed_at,
-  incarnation: num(r.incarnation)
+  incarnation: num(r.incarnation),
+  slots: r.slots === null ? null : num(r.slots)
+})
+
+/** A slot view from `Statements.slotViewOf`'s JSON arrays. */
+const toSlotView = (
+  count: number,
+  held: ReadonlyArray<readonly [number, number | string, boolean]>,
+  pending: ReadonlyArray<number>
+): SlotView => ({
+  count,
+  held: held.map(([slot, generation, owned]) => ({ slot: num(slot), generation: num(generation), owned: owned === true })),
+  pending: pending.map(num)
 })
 
 /**

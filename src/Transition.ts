@@ -18,7 +18,8 @@
 import { Data, Equal } from "effect"
 import type { Assignment, Slot } from "./MemberState.js"
 import { assignment as assignmentOf, isStuck, MemberState } from "./MemberState.js"
-import type { GroupView } from "./MembershipStore.js"
+import type { GroupView, StoppedSlot } from "./MembershipStore.js"
+import * as Holdings from "./internal/slots/holdings.js"
 
 /**
  * What can happen to a member. Every event comes from the database (a store call's result), the
@@ -42,7 +43,7 @@ export type Event = Data.TaggedEnum<{
    * A renewal succeeded in time (its lease deadline is still ahead). `term`, here and in `Gone` and
    * `RenewFailed`: the member's term when the renewal was sent (see `Member.term`); absent, never stale.
    */
-  Renewed: { readonly view: GroupView; readonly term?: number | undefined }
+  Renewed: { readonly view: GroupView; readonly term?: number | undefined; readonly sentAt?: number | undefined }
   /**
    * A renewal found no live row: reaped, expired or deleted. `early`: the local lease deadline was
    * still ahead, so the row went while this member could still have been working: someone judged
@@ -191,10 +192,21 @@ const refuse = (known: Slot, view: GroupView, stopWork: boolean): Step => [
   ]
 ]
 
+/**
+ * Slots mode (docs/slots.md): the view carries the member's slots. The epoch still orders views but
+ * is no barrier: nobody stops, acknowledges or waits for the others at a change; each slot is started
+ * and stopped on its own (`step`, with `internal/slots/holdings.ts`).
+ */
+const slotsMode = (view: GroupView): boolean => view.slots !== undefined
+
 /** A member that is not working learns `view`: acknowledge a newer epoch, or start when the barrier is down. */
 const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
   if (view.epoch < known.epoch) return stay(state)
   if (contradicts(known, view)) return refuse(known, view, false)
+  if (slotsMode(view)) {
+    const slot = slotOf(view.epoch > known.epoch ? view : known)
+    return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
+  }
   if (view.epoch > known.epoch) {
     return [MemberState.Awaiting(slotOf(view)), [Command.Ack({ epoch: view.epoch }), ...reapIf(view)]]
   }
@@ -231,7 +243,7 @@ const joining = (state: MemberState, event: Event): Step => {
 
 /** A fresh member has acknowledged the epoch it created. */
 const enter = (view: GroupView): Step =>
-  view.allAcked && view.acked >= view.epoch
+  slotsMode(view) || (view.allAcked && view.acked >= view.epoch)
     ? [MemberState.Assigned(slotOf(view)), [Command.StartWork({ slot: slotOf(view) })]]
     : [MemberState.Awaiting(slotOf(view)), []]
 
@@ -302,6 +314,8 @@ export const transition = (state: MemberState, event: Event): Step =>
       switch (event._tag) {
         case "Renewed": {
           const view = event.view
+          // Slots mode: a newer epoch is no barrier; the work goes on (slots move one by one).
+          if (slotsMode(view) && view.epoch > s.epoch) return [MemberState.Assigned(slotOf(view)), reapIf(view)]
           if (view.epoch > s.epoch) {
             return [
               MemberState.Renegotiating({ ...slotOf(s), next: slotOf(view), stuck: false }),
@@ -351,6 +365,8 @@ export const transition = (state: MemberState, event: Event): Step =>
         case "Renewed": {
           const view = event.view
           if (!s.stopping) return settle(state, slot, view)
+          // Slots mode: nothing to acknowledge; once stopped, the next renewal settles.
+          if (slotsMode(view)) return [state, reapIf(view)]
           // The old work is still stopping: learn a newer epoch, acknowledge it only once stopped.
           return view.epoch > s.epoch
             ? [MemberState.Renegotiating({ ...slot, next: slotOf(view), stuck: s.stuck }), reapIf(view)]
@@ -502,6 +518,13 @@ export interface Member {
    * `Joined`.
    */
   readonly waitingSince?: number | undefined
+  /**
+   * Slots mode: the member's slots (what it works, stops, has released); absent in modulo mode and
+   * before the first join in slots mode. Changed by the slot views of joins and renewals and by the
+   * slot observations; reset by every join (a join re-issues the generations of the slots its
+   * member's earlier row held, see docs/slots.md) and whenever the member stops all its work.
+   */
+  readonly slots?: Holdings.Holdings | undefined
 }
 
 /**
@@ -572,6 +595,17 @@ export type Observation = Data.TaggedEnum<{
   StuckWorkStopped: {}
   /** At scope close, while the work will not stop (`HoldUntilStopped`): a heartbeat has come. */
   StuckHeartbeat: {}
+  /** Slots mode: every work fiber of `slot` under `generation` has stopped (after `StopSlots`). */
+  SlotStopped: { readonly slot: number; readonly generation: number }
+  /**
+   * Slots mode: the release of `stopped` was answered at `at` (member's clock): `released`, the slots
+   * it released; absent when its outcome is unknown (it failed or timed out, and may still apply).
+   */
+  SlotsReleased: {
+    readonly stopped: ReadonlyArray<StoppedSlot>
+    readonly released?: ReadonlyArray<number> | undefined
+    readonly at: number
+  }
 }>
 
 /**
@@ -591,7 +625,9 @@ export const observationTags = [
   "DeadlineCheck",
   "Acknowledged",
   "StuckWorkStopped",
-  "StuckHeartbeat"
+  "StuckHeartbeat",
+  "SlotStopped",
+  "SlotsReleased"
 ] as const satisfies ReadonlyArray<Observation["_tag"]>
 
 /**
@@ -642,6 +678,17 @@ export type Instruction = Data.TaggedEnum<{
   RecordWaiting: { readonly instanceId: string; readonly holder: string }
   /** Static membership: the wait is over (a join succeeded, or the member leaves): delete the waiter row. */
   ClearWaiting: {}
+  /** Slots mode: start the registered slot work of `slot` under `generation`. */
+  StartSlot: { readonly slot: number; readonly generation: number }
+  /**
+   * Slots mode: interrupt the work of these slots (only theirs), and apply `SlotStopped` for each
+   * once all its fibers have ended.
+   */
+  StopSlots: { readonly slots: ReadonlyArray<StoppedSlot> }
+  /** Slots mode: release these stopped slots (`releaseSlots`), then apply `SlotsReleased`. */
+  ReleaseSlots: { readonly stopped: ReadonlyArray<StoppedSlot> }
+  /** Slots mode: take `slot` back at a new generation (`retakeSlot`), then renew. */
+  RetakeSlot: { readonly slot: number; readonly generation: number }
   /** Log an error and count it (`modulo_group_alarms_total`). */
   Alarm: { readonly reason: string }
   /** Log a line. */
@@ -752,6 +799,25 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     after = MemberState.Fenced({ ...slotOf(after), stopping: false, stuck: false })
     commands = commands.filter((c) => c !== start)
   }
+  // Slots mode: the member's slots follow its views (docs/slots.md, "A renewal").
+  const slotSteps: Array<Instruction> = []
+  {
+    const [slots, actions] = slotsOnEvent(m, event, after, now)
+    const contradiction = actions.find((a) => a._tag === "Contradiction")
+    if (contradiction !== undefined) {
+      // Refuse the view, as a contradicting index is refused: stop everything, rejoin.
+      after = MemberState.Lost()
+      commands = [Command.Alarm({ reason: contradiction.reason }), Command.StopWork(), Command.Join()]
+      m = { ...m, slots: slots === undefined ? undefined : Holdings.empty(slots.count) }
+    } else {
+      if (slots !== m.slots) m = { ...m, slots }
+      for (const a of actions) slotSteps.push(slotInstruction(a))
+    }
+    if (event._tag === "Renewed" && event.view.slots !== undefined && event.view.epoch > m.acked && contradiction === undefined) {
+      // No barrier in slots mode: renewals record the epoch they saw (for status; nobody waits on it).
+      m = { ...m, acked: event.view.epoch }
+    }
+  }
   const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
   if (event._tag === "JoinWaiting" && commands.length > 0 && m.waitingSince === undefined) {
     // Said once per wait (until a join succeeds).
@@ -814,6 +880,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         instructions.push(c)
     }
   }
+  instructions.push(...slotSteps)
   if (holdAtClose) instructions.push(Instruction.HoldUntilStopped({ everyMillis: timing.heartbeatMs }))
   if (!Equal.equals(after, m.state)) {
     const before = m.state
@@ -832,9 +899,66 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   return [m, instructions]
 }
 
+/** A slot action of `internal/slots/holdings.ts` as an instruction (contradictions are handled by the caller). */
+const slotInstruction = (a: Holdings.Action): Instruction => {
+  switch (a._tag) {
+    case "Start":
+      return Instruction.StartSlot({ slot: a.slot, generation: a.generation })
+    case "Stop":
+      return Instruction.StopSlots({ slots: a.slots })
+    case "Release":
+      return Instruction.ReleaseSlots({ stopped: a.stopped })
+    case "Retake":
+      return Instruction.RetakeSlot({ slot: a.slot, generation: a.generation })
+    case "Contradiction":
+      return Instruction.Alarm({ reason: a.reason })
+  }
+}
+
+/**
+ * Slots mode, after `transition` took `event` to `after`: the member's slots and what to do about
+ * them. A join starts over (its member's earlier slots were re-issued at new generations); a view
+ * starts, stops and releases slots (starts only while assigned with the deadline ahead); the deadline
+ * stops every slot; a member that stops all its work (lost, leaving) forgets its slots (the change
+ * that deletes its row hands them over).
+ */
+const slotsOnEvent = (
+  m: Member,
+  event: Event,
+  after: MemberState,
+  now: number
+): readonly [Holdings.Holdings | undefined, ReadonlyArray<Holdings.Action>] => {
+  const mayStart = after._tag === "Assigned" && m.deadline !== undefined && now < m.deadline
+  if (event._tag === "Joined") {
+    const view = event.view.slots
+    if (view === undefined) return [undefined, []]
+    return Holdings.onView(Holdings.empty(view.count), view, mayStart, Number.NEGATIVE_INFINITY)
+  }
+  const h = m.slots
+  if (h === undefined) return [undefined, []]
+  if (after._tag === "Lost" || after._tag === "Leaving" || after._tag === "Left" || after._tag === "Joining") {
+    return [h.working.size + h.stopping.size + h.inflight.size === 0 ? h : Holdings.empty(h.count), []]
+  }
+  if (event._tag === "DeadlinePassed") return Holdings.stopAll(h)
+  if (event._tag === "Renewed" && event.view.slots !== undefined && (after._tag === "Assigned" || after._tag === "Fenced")) {
+    return Holdings.onView(h, event.view.slots, mayStart, event.sentAt ?? now)
+  }
+  return [h, []]
+}
+
 const observe = (member: Member, observation: Observation, now: number): MemberStep => {
   const { timing } = member
   switch (observation._tag) {
+    case "SlotStopped": {
+      if (member.slots === undefined) return [member, []]
+      const [slots, actions] = Holdings.onStopped(member.slots, observation.slot, observation.generation)
+      return [slots === member.slots ? member : { ...member, slots }, actions.map(slotInstruction)]
+    }
+    case "SlotsReleased": {
+      if (member.slots === undefined) return [member, []]
+      const slots = Holdings.onReleased(member.slots, observation.stopped, observation.released, observation.at)
+      return [{ ...member, slots }, []]
+    }
     case "RenewalReplied": {
       // At scope close a renewal only keeps the lease while the work will not stop: the final leave
       // waits for the work alone, and no reply (a failure, a lost row) counts or lets it leave sooner.
@@ -858,7 +982,10 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
           Instruction.Report({ event: Event.RenewFailed({ reason: "renewal came back after its deadline", term }) })
         ]]
       }
-      const renewed = Instruction.Report({ event: Event.Renewed({ view: reply.view, term }) })
+      // Slots mode: with its send time, against the last release's reply (see `Holdings.onView`).
+      const renewed = Instruction.Report({
+        event: Event.Renewed({ view: reply.view, term, ...(reply.view.slots === undefined ? {} : { sentAt }) })
+      })
       if (term !== member.term) return [member, [renewed]]
       const [checked, clockInstructions] = checkClock(member, {
         sentAt,

@@ -31,3 +31,5 @@ export * as Work from "./Work.js"
 export * as Fenced from "./Fenced.js"
 /** @since 0.1.0 */
 export * as Ownership from "./Ownership.js"
+/** @since 0.3.0 */
+export * as Slots from "./Slots.js"

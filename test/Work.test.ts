@@ -296,6 +296,9 @@ it.effect("runEvery checks the guard before every run and skips the runs it refu
       guard: Effect.flatMap(Ref.get(fresh), (ok) =>
         ok ? Effect.succeed(assignment) : Effect.fail(new StaleAssignment({ epoch: 7, reason: "the lease deadline has passed" }))),
       whileAssigned: (work) => Effect.asVoid(Effect.forkScoped(Effect.ignore(work(assignment)))),
+      whileOwning: () => Effect.void,
+      whileOwningAll: () => Effect.void,
+      owned: Effect.succeed({ slots: [], generations: [], count: 0 }),
       leave: Effect.void
     }
     const ran: Array<number> = []

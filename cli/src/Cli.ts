@@ -125,6 +125,13 @@ const join = Command.make(
       "rejoin-grace",
       "With --instance-id: how long a stopped or crashed member's index is held for it (default: $MODULO_GROUP_REJOIN_GRACE, else 30s)"
     ),
+    slots: Options.text("slots").pipe(
+      Options.withPseudoName("S"),
+      Options.withDescription(
+        "Slots mode: the group has S slots (1 to 16384, fixed when the group is created); the member prints its slots, not an index (default: $MODULO_GROUP_SLOTS, else modulo mode)"
+      ),
+      Options.optional
+    ),
     fibers: Options.text("fibers").pipe(
       Options.withPseudoName("n"),
       Options.withDescription(
@@ -154,6 +161,7 @@ const join = Command.make(
         metricsHost: o.metricsHost,
         instanceId: o.instanceId,
         rejoinGrace: o.rejoinGrace,
+        slots: o.slots,
         fibers: o.fibers,
         group: o.group,
         name: Option.getOrUndefined(o.name),

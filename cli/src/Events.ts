@@ -4,7 +4,7 @@
  * @since 0.1.0
  * @internal
  */
-import { MemberState as State } from "modulo-group"
+import { MemberState as State, Slots } from "modulo-group"
 type Assignment = State.Assignment
 type MemberState = State.MemberState
 
@@ -31,6 +31,8 @@ export interface JoinEvent {
    * always writes it (optional in the type for records of older versions).
    */
   readonly instance?: string | null
+  /** Slots mode only: the slots the member works, ascending (`index` is then `null`, `size` the member count). */
+  readonly slots?: ReadonlyArray<number>
 }
 
 /**
@@ -51,7 +53,8 @@ export const stateEvent = (
   group: string,
   state: MemberState,
   now: Date,
-  instance: string | null = null
+  instance: string | null = null,
+  slots?: ReadonlyArray<number> | undefined
 ): JoinEvent => ({
   ts: now.toISOString(),
   member,
@@ -59,8 +62,49 @@ export const stateEvent = (
   event: "state",
   state: stateName(state),
   ...slotOf(state),
+  ...(slots === undefined ? {} : { index: null, slots }),
   instance
 })
+
+/**
+ * Slots mode: a work line's record, with the slots the member works (ascending), the member count
+ * as `size`, and `index` `null`.
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const slotsWorkEvent = (
+  member: string,
+  group: string,
+  slots: ReadonlyArray<number>,
+  size: number,
+  epoch: number | null,
+  now: Date,
+  instance: string | null = null
+): JoinEvent => ({
+  ts: now.toISOString(),
+  member,
+  group,
+  event: "work",
+  state: "assigned",
+  epoch,
+  index: null,
+  size,
+  instance,
+  slots
+})
+
+/**
+ * Slots mode, the text of a work line: `<group>:[slots 16/64 of 4 members: 0-15] working away as usual...`
+ * (`none` while it works no slot).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const slotsWorkText = (group: string, slots: ReadonlyArray<number>, count: number, size: number): string =>
+  `${group}:[slots ${slots.length}/${count} of ${size} member${size === 1 ? "" : "s"}: ${
+    slots.length === 0 ? "none" : Slots.toRanges(slots)
+  }] working away as usual...`
 
 /**
  * @since 0.1.0
@@ -91,6 +135,16 @@ export const workEvent = (
  * @internal
  */
 export const stateText = (group: string, state: MemberState): string => `${group}: ${State.format(state)}`
+
+/**
+ * Slots mode, the text form of a state line: the index means nothing there, so the member count
+ * replaces it: `<group>: assigned epoch 3 (4 members)`.
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const slotsStateText = (group: string, state: MemberState): string =>
+  stateText(group, state).replace(/ \[\d+\/(\d+)\]/, (_, n: string) => ` (${n} member${n === "1" ? "" : "s"})`)
 
 /**
  * The text form of a work tick, as the original printed it: `<group>:[<k>/<N>] working away as usual...`.

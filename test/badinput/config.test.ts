@@ -147,3 +147,17 @@ it.effect("static membership: instanceId follows the group id rules (NFC), rejoi
     expect(fromEnv.instanceId).toBe("pod-3")
     expect(fromEnv.rejoinGrace).toEqual(Duration.seconds(45))
   }))
+
+it.effect("slots: a count that is not an integer from 1 to 16384 is refused, naming the value; 1 and 16384 are accepted", () =>
+  Effect.gen(function*() {
+    for (const slots of [0, -1, 16_385, 1.5, Number.NaN, Number.POSITIVE_INFINITY, "64" as unknown as number]) {
+      const error = yield* Effect.flip(MembershipConfig.make({ ...ok, slots }))
+      expect(error).toMatchObject({ _tag: "InvalidConfig", field: "slots" })
+      expect(error.message).toMatch(/"slots": the slot count must be an integer from 1 to 16384, got /)
+    }
+    expect((yield* MembershipConfig.make({ ...ok, slots: 1 })).slots).toBe(1)
+    expect((yield* MembershipConfig.make({ ...ok, slots: 16_384 })).slots).toBe(16_384)
+    expect((yield* MembershipConfig.make(ok)).slots).toBeUndefined()
+    const both = yield* Effect.flip(MembershipConfig.make({ ...ok, slots: 8, instanceId: "pod-0" }))
+    expect(both).toMatchObject({ _tag: "InvalidConfig", field: "slots" })
+  }))

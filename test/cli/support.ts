@@ -28,6 +28,8 @@ export interface JoinEvent {
   readonly size: number | null
   /** The instance id (`--instance-id`), null without one. */
   readonly instance?: string | null
+  /** Slots mode (`--slots`): the slots worked, ascending. */
+  readonly slots?: ReadonlyArray<number>
 }
 
 export interface Exited {

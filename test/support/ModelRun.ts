@@ -263,6 +263,10 @@ export const runSchedule = (
       wait: (g, member, instanceId, leaseMs) => Effect.withClock(inner.wait(g, member, instanceId, leaseMs), db),
       stopWaiting: (g, memberId) => Effect.withClock(inner.stopWaiting(g, memberId), db),
       waiters: (g) => Effect.withClock(inner.waiters(g), db),
+      // Slots mode is not modelled here (test/slots/ has its own model).
+      releaseSlots: (g, memberId, stopped) => Effect.withClock(inner.releaseSlots(g, memberId, stopped), db),
+      retakeSlot: (g, memberId, slot, generation) => Effect.withClock(inner.retakeSlot(g, memberId, slot, generation), db),
+      slotRows: (g) => Effect.withClock(inner.slotRows(g), db),
       wakeups: (g) => Effect.map(inner.wakeups(g), (s) => Stream.merge(s, Stream.fromPubSub(forged))),
       group: (g) => Effect.withClock(inner.group(g), db),
       members: (g) => Effect.withClock(inner.members(g), db),

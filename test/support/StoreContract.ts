@@ -6,7 +6,7 @@ import { expect, it } from "@effect/vitest"
 import type { Layer, Scope } from "effect"
 import { Chunk, Duration, Effect, Either, Fiber, Option, Stream, TestClock, TestServices } from "effect"
 import { randomUUID } from "node:crypto"
-import { InstanceBusy, JoinDeferred } from "../../src/MembershipError.js"
+import { InstanceBusy, JoinDeferred, SlotsMismatch } from "../../src/MembershipError.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 
 const info = (name: string) => ({ memberId: randomUUID(), name, host: "test-host", pid: 4242 })
@@ -446,5 +446,182 @@ export const storeContract = (
         const got = yield* Fiber.join(fiber).pipe(Effect.timeout(Duration.seconds(5)), TestServices.provideLive)
         expect(Chunk.size(got)).toBe(1)
       }
+    }))
+
+  // --- slots mode (docs/slots.md) ----------------------------------------------------------------
+
+  const slotsOf = (view: { readonly slots?: { readonly held: ReadonlyArray<{ readonly slot: number }> } | undefined }) =>
+    (view.slots?.held ?? []).map((h) => h.slot)
+  const live = <A>(o: Option.Option<A>) => Option.getOrThrow(o)
+
+  test("slots: the first join fixes S; another S, modulo mode, or slots in a modulo group fail with SlotsMismatch naming both and change nothing", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = yield* store.join(g, info("a"), 1000, {}, { slots: 8 })
+      expect(a.slots).toEqual({
+        count: 8,
+        held: [0, 1, 2, 3, 4, 5, 6, 7].map((slot) => ({ slot, generation: 1, owned: true })),
+        pending: []
+      })
+      for (const requested of [16, undefined]) {
+        const e = yield* Effect.flip(store.join(g, info("b"), 1000, {}, { slots: requested }))
+        expect(e).toBeInstanceOf(SlotsMismatch)
+        expect(e).toMatchObject({ group: 8, requested: requested ?? null })
+        expect(e.message).toContain("slots mode with 8 slots")
+        expect(e.message).toContain(requested === undefined ? "modulo mode" : "slots mode with 16 slots")
+      }
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 1, size: 1, slots: 8 })
+      expect(yield* store.members(g)).toHaveLength(1)
+      // A modulo-mode group refuses slots mode.
+      const m = `${g}-modulo`
+      yield* store.join(m, info("c"), 1000)
+      const e = yield* Effect.flip(store.join(m, info("d"), 1000, {}, { slots: 4 }))
+      expect(e).toBeInstanceOf(SlotsMismatch)
+      expect(e.message).toMatch(/is in modulo mode, but this member asked for slots mode with 4 slots/)
+      expect(Option.getOrThrow(yield* store.group(m))).toMatchObject({ epoch: 1, size: 1, slots: null })
+      expect(yield* store.slotRows(m)).toEqual([])
+    }))
+
+  test("slots: a join takes slots from a live holder only after its release; the release carries the generation", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000, {}, { slots: 4 })
+      const vb = yield* store.join(g, b, 1000, {}, { slots: 4 })
+      // b owns two slots but holds nothing: a still holds them (after: "release").
+      expect(vb.slots).toEqual({ count: 4, held: [], pending: [2, 3] })
+      const va = live(yield* store.heartbeat(g, a.memberId, 2, 1000, { slots: true }))
+      expect(va.slots?.held).toEqual([
+        { slot: 0, generation: 1, owned: true },
+        { slot: 1, generation: 1, owned: true },
+        { slot: 2, generation: 1, owned: false },
+        { slot: 3, generation: 1, owned: false }
+      ])
+      // A release at the wrong generation, or of a slot a still owns, releases nothing.
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 0 }, { slot: 0, generation: 1 }])).toEqual([])
+      // Only b itself... b cannot release what it does not hold.
+      expect(yield* store.releaseSlots(g, b.memberId, [{ slot: 2, generation: 1 }])).toEqual([])
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }, { slot: 3, generation: 1 }])).toEqual([2, 3])
+      // Repeated: a no-op.
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }, { slot: 3, generation: 1 }])).toEqual([])
+      const after = live(yield* store.heartbeat(g, b.memberId, 2, 1000, { slots: true }))
+      expect(after.slots).toEqual({
+        count: 4,
+        held: [{ slot: 2, generation: 2, owned: true }, { slot: 3, generation: 2, owned: true }],
+        pending: []
+      })
+      expect(yield* store.slotRows(g)).toEqual([
+        { slot: 0, owner: a.memberId, holder: a.memberId, generation: 1 },
+        { slot: 1, owner: a.memberId, holder: a.memberId, generation: 1 },
+        { slot: 2, owner: b.memberId, holder: b.memberId, generation: 2 },
+        { slot: 3, owner: b.memberId, holder: b.memberId, generation: 2 }
+      ])
+    }))
+
+  test("slots: a leave hands the leaver's slots over at once; a crash's after its lease, by the reap; nothing else moves", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b, c] = [info("a"), info("b"), info("c")]
+      yield* store.join(g, a, 1000, {}, { slots: 6 })
+      yield* store.join(g, b, 1000, {}, { slots: 6 })
+      yield* store.releaseSlots(g, a.memberId, [3, 4, 5].map((slot) => ({ slot, generation: 1 })))
+      yield* store.join(g, c, 1000, {}, { slots: 6 })
+      // c takes one from a (the most loaded first: a and b have 3 each; ties: earlier join) and one from b.
+      const rows = yield* store.slotRows(g)
+      const owners = rows.map((r) => r.owner)
+      expect(owners.filter((o) => o === c.memberId)).toHaveLength(2)
+      const va = live(yield* store.heartbeat(g, a.memberId, 3, 1000, { slots: true }))
+      const vb = live(yield* store.heartbeat(g, b.memberId, 3, 1000, { slots: true }))
+      yield* store.releaseSlots(g, a.memberId, va.slots!.held.filter((h) => !h.owned))
+      yield* store.releaseSlots(g, b.memberId, vb.slots!.held.filter((h) => !h.owned))
+      const settled = yield* store.slotRows(g)
+      expect(settled.every((r) => r.owner === r.holder)).toBe(true)
+      // b leaves: its slots go at once to the others (holder too, generation bumped); a's and c's stay.
+      yield* store.leave(g, b.memberId)
+      const left = yield* store.slotRows(g)
+      settled.forEach((before, slot) => {
+        const now = left[slot]!
+        if (before.owner === b.memberId) {
+          expect(now.owner === a.memberId || now.owner === c.memberId).toBe(true)
+          expect(now.holder).toBe(now.owner)
+          expect(now.generation).toBe(before.generation + 1)
+        } else {
+          expect(now).toEqual(before)
+        }
+      })
+      expect(live(yield* store.heartbeat(g, a.memberId, 4, 5000, { slots: true })).slots?.held.map((h) => h.slot)).toEqual(
+        left.filter((r) => r.holder === a.memberId).map((r) => r.slot)
+      )
+      // c crashes: nothing moves until its lease has expired and a reap ran.
+      yield* TestClock.adjust(Duration.millis(999))
+      expect(yield* store.reap(g)).toBe(0)
+      expect(yield* store.slotRows(g)).toEqual(left)
+      yield* TestClock.adjust(Duration.millis(1))
+      expect(yield* store.reap(g)).toBe(1)
+      const reaped = yield* store.slotRows(g)
+      expect(reaped.every((r) => r.owner === a.memberId && r.holder === a.memberId)).toBe(true)
+      reaped.forEach((r, slot) => expect(r.generation).toBe(left[slot]!.generation + (left[slot]!.holder === c.memberId ? 1 : 0)))
+      expect(slotsOf(live(yield* store.heartbeat(g, a.memberId, 5, 5000, { slots: true })))).toEqual([0, 1, 2, 3, 4, 5])
+    }))
+
+  test("slots: a release whose outcome is unknown: the slot comes back; the retake moves it to a new generation and the late release is a no-op", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b, c] = [info("a"), info("b"), info("c")]
+      yield* store.join(g, a, 1000, {}, { slots: 2 })
+      yield* store.join(g, b, 1000, {}, { slots: 2 })
+      // a stopped slot 1 and sent its release, which is late; b leaves meanwhile: slot 1 is a's again.
+      yield* store.leave(g, b.memberId)
+      const back = live(yield* store.heartbeat(g, a.memberId, 3, 1000, { slots: true }))
+      expect(back.slots?.held).toContainEqual({ slot: 1, generation: 1, owned: true })
+      expect(yield* store.retakeSlot(g, a.memberId, 1, 0)).toBe(false)
+      expect(yield* store.retakeSlot(g, b.memberId, 1, 1)).toBe(false)
+      expect(yield* store.retakeSlot(g, a.memberId, 1, 1)).toBe(true)
+      expect(yield* store.retakeSlot(g, a.memberId, 1, 1)).toBe(false)
+      yield* store.join(g, c, 1000, {}, { slots: 2 })
+      // The late release of generation 1 arrives: a no-op, a still holds slot 1 at generation 2.
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 1, generation: 1 }])).toEqual([])
+      expect((yield* store.slotRows(g))[1]).toEqual({ slot: 1, owner: c.memberId, holder: a.memberId, generation: 2 })
+    }))
+
+  test("slots: a member whose lease expired releases nothing", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b] = [info("a"), info("b")]
+      yield* store.join(g, a, 1000, {}, { slots: 2 })
+      yield* store.join(g, b, 5000, {}, { slots: 2 })
+      yield* TestClock.adjust(Duration.millis(1000))
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 1, generation: 1 }])).toEqual([])
+      expect(yield* store.retakeSlot(g, a.memberId, 0, 1)).toBe(false)
+      expect((yield* store.slotRows(g))[1]).toMatchObject({ holder: a.memberId, generation: 1 })
+    }))
+
+  test("slots: a renewal without the slots option reads no slot (a modulo member needs no grant on them)", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000, {}, { slots: 2 })
+      expect(live(yield* store.heartbeat(g, a.memberId, 1, 1000)).slots).toBeUndefined()
+      expect(live(yield* store.heartbeat(g, a.memberId, 1, 1000, { slots: true })).slots?.held).toHaveLength(2)
+    }))
+
+  test("slots: a rejoin with the same member id re-issues the slots its earlier row held at new generations", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b] = [info("a"), info("b")]
+      yield* store.join(g, a, 1000, {}, { slots: 4 })
+      yield* store.join(g, b, 1000, {}, { slots: 4 })
+      // a rejoins (its row lost, say) before releasing 2 and 3: it holds them at generation 2 now.
+      const again = yield* store.join(g, a, 1000, {}, { slots: 4 })
+      expect(again.slots?.held).toEqual([
+        { slot: 0, generation: 2, owned: true },
+        { slot: 1, generation: 2, owned: true },
+        { slot: 2, generation: 2, owned: false },
+        { slot: 3, generation: 2, owned: false }
+      ])
+      // A release of its earlier row's generation is a no-op; of the new one, it goes through.
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }])).toEqual([])
+      expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 2 }, { slot: 3, generation: 2 }])).toEqual([2, 3])
     }))
 }

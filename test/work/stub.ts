@@ -47,6 +47,9 @@ export const stubMembership = (
             yield* Fiber.interrupt(fiber)
           }
         }), own)),
+      whileOwning: () => Effect.void,
+      whileOwningAll: () => Effect.void,
+      owned: Effect.succeed({ slots: [], generations: [], count: 0 }),
       leave: Effect.void
     }
     return service

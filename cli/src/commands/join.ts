@@ -57,6 +57,8 @@ export interface JoinOptions {
   readonly instanceId?: Option.Option<string> | undefined
   /** Static membership: `--rejoin-grace`, else `MODULO_GROUP_REJOIN_GRACE`, else the library's default. */
   readonly rejoinGrace?: Duration.Duration | undefined
+  /** Slots mode: `--slots`, else `MODULO_GROUP_SLOTS` (text, validated here). */
+  readonly slots?: Option.Option<string> | undefined
   /** `--fibers`: how many members this process hosts (1 to `MAX_FIBERS`; default 1). */
   readonly fibers?: number | undefined
 }
@@ -108,6 +110,16 @@ const maxConnectionsFromEnv = Effect.suspend(() => {
     )
 })
 
+// `--slots`, else `MODULO_GROUP_SLOTS`: a whole number (the library checks the range); bad input is a usage error.
+const slotsOption = (given: Option.Option<string> | undefined) =>
+  Effect.suspend(() => {
+    const text = Option.getOrUndefined(given ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_SLOTS"])
+    if (text === undefined) return Effect.succeed<number | undefined>(undefined)
+    return /^\d{1,6}$/.test(text)
+      ? Effect.succeed<number | undefined>(Number(text))
+      : Effect.fail(new MembershipError.InvalidConfig({ field: "slots", reason: `expected a whole number from 1 to 16384, got ${JSON.stringify(text)}` }))
+  })
+
 const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
 }
@@ -133,7 +145,8 @@ export const join = (options: JoinOptions) =>
       listenUrl: Option.getOrUndefined(options.listenUrl ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_LISTEN_URL"]),
       notifications: options.notifications ?? (yield* notificationsFromEnv),
       instanceId: Option.getOrUndefined(options.instanceId ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_INSTANCE_ID"]),
-      rejoinGrace: options.rejoinGrace ?? (yield* rejoinGraceFromEnv)
+      rejoinGrace: options.rejoinGrace ?? (yield* rejoinGraceFromEnv),
+      slots: yield* slotsOption(options.slots)
     }
     if (fibers > 1 && input.instanceId !== undefined) {
       return yield* fail(
@@ -208,10 +221,24 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
       lastKey = key
       writeLine(
         options.json
-          ? JSON.stringify(Events.stateEvent(memberId, group, state, new Date(), instance))
-          : text(Events.stateText(group, state))
+          ? JSON.stringify(Events.stateEvent(memberId, group, state, new Date(), instance, slotsMode ? [...working].sort((a, b) => a - b) : undefined))
+          : text(slotsMode ? Events.slotsStateText(group, state) : Events.stateText(group, state))
       )
     }
+    // Slots mode: the slots this member works now (its `whileOwning` runs), and a line for the set.
+    const slotsMode = input.slots !== undefined
+    const working = new Set<number>()
+    const printSlots = (size: number) => {
+      if (closing) return
+      const slots = [...working].sort((a, b) => a - b)
+      writeLine(
+        options.json
+          ? JSON.stringify(Events.slotsWorkEvent(memberId, group, slots, size, lastEpoch, new Date(), instance))
+          : text(Events.slotsWorkText(group, slots, input.slots ?? 0, size))
+      )
+    }
+    let lastEpoch: number | null = null
+    let lastSize = 0
     const printWork = (a: Assignment) => {
       if (closing) return
       writeLine(
@@ -308,12 +335,57 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
         }
       })
 
-    yield* m.whileAssigned((a) =>
-      printed.pipe(
-        Effect.zipRight(Effect.repeat(tick(a), Schedule.spaced(options.workInterval))),
-        Effect.onInterrupt(() => ended(a))
+    if (slotsMode) {
+      // The state (epoch, members) the lines name.
+      const remember = Effect.map(m.state, (st) => {
+        if (st._tag === "Assigned") {
+          lastEpoch = st.epoch
+          lastSize = st.size
+        }
+      })
+      // Per slot: the larger set is printed once the slot may be worked (its run started), the
+      // smaller one when its run is interrupted, which is before the slot is released to its new
+      // owner: for every slot, the giving line precedes the taking line.
+      // Slots started together are printed in one line, after they have all started.
+      let startPrint: ReturnType<typeof setImmediate> | undefined = undefined
+      yield* m.whileOwning((owned) =>
+        Effect.acquireRelease(
+          Effect.zipRight(remember, Effect.sync(() => {
+            working.add(owned.slot)
+            if (startPrint === undefined) {
+              startPrint = setImmediate(() => {
+                startPrint = undefined
+                printSlots(lastSize)
+              })
+            }
+          })),
+          // Printed at once, one line per slot given up: this runs before that slot's release.
+          () =>
+            Effect.zipRight(remember, Effect.sync(() => {
+              working.delete(owned.slot)
+              printSlots(lastSize)
+            }))
+        ).pipe(Effect.zipRight(Effect.never))
       )
-    )
+      // Once per work interval, the set it works (while it works any).
+      yield* m.whileAssigned(() =>
+        printed.pipe(
+          Effect.zipRight(Effect.repeat(
+            Effect.zipRight(remember, Effect.sync(() => {
+              if (working.size > 0) printSlots(lastSize)
+            })),
+            Schedule.spaced(options.workInterval)
+          ))
+        )
+      )
+    } else {
+      yield* m.whileAssigned((a) =>
+        printed.pipe(
+          Effect.zipRight(Effect.repeat(tick(a), Schedule.spaced(options.workInterval))),
+          Effect.onInterrupt(() => ended(a))
+        )
+      )
+    }
 
     // Until Ctrl-C / SIGTERM: then `leaving` at once; closing the scope leaves the group.
     return yield* Effect.never.pipe(

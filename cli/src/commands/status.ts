@@ -7,7 +7,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Option, Schedule } from "effect"
-import { MembershipConfig, type MembershipStore, Migrations } from "modulo-group"
+import { MembershipConfig, type MembershipStore, Migrations, Slots } from "modulo-group"
 import { fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
@@ -22,7 +22,10 @@ type MemberRow = MembershipStore.MemberRow
  * @since 0.1.0
  * @internal
  */
-export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changedAt">
+export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changedAt"> & {
+  /** Slots mode: the group's slot count (absent or null: modulo mode). */
+  readonly slots?: number | null | undefined
+}
 
 /**
  * The member columns `status` shows.
@@ -30,7 +33,7 @@ export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changed
  * @since 0.1.0
  * @internal
  */
-export type StatusMember = Pick<
+export type StatusMember = MemberSlots & Pick<
   MemberRow,
   | "memberId"
   | "name"
@@ -45,6 +48,18 @@ export type StatusMember = Pick<
   | "releasedAt"
   | "graceLeftMs"
 >
+
+/**
+ * Slots mode: the slots a member holds (it may work them), ascending, and how many it owns but does
+ * not hold yet (waiting for their old holder's release).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export interface MemberSlots {
+  readonly heldSlots?: ReadonlyArray<number> | undefined
+  readonly pendingSlots?: number | undefined
+}
 
 /**
  * A member's state as `status` derives it from its row.
@@ -143,7 +158,10 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
  * @internal
  */
 export const renderStatus = (s: GroupStatus): string => {
-  const head = `group ${s.group.groupId}: epoch ${s.group.epoch}, size ${s.group.size} (changed ${s.group.changedAt.toISOString()})`
+  const slotCount = s.group.slots ?? null
+  const head = `group ${s.group.groupId}: epoch ${s.group.epoch}, size ${s.group.size}${
+    slotCount === null ? "" : `, ${slotCount} slots`
+  } (changed ${s.group.changedAt.toISOString()})`
   const waiting = renderWaiters(s)
   const tail = waiting.length === 0 ? "" : `\n${waiting.join("\n")}`
   if (s.members.length === 0) return `${head}\nno members${tail}`
@@ -155,9 +173,24 @@ export const renderStatus = (s: GroupStatus): string => {
       : m.state
   return `${head}\n${
     table(
-      ["INDEX", "NAME", ...(statics ? ["INSTANCE"] : []), "HOST", "PID", "ACKED", "HEARTBEAT", "LEASE LEFT", "STATE"],
+      [
+        ...(slotCount === null ? ["INDEX"] : ["SLOTS", "RANGES"]),
+        "NAME",
+        ...(statics ? ["INSTANCE"] : []),
+        "HOST",
+        "PID",
+        "ACKED",
+        "HEARTBEAT",
+        "LEASE LEFT",
+        "STATE"
+      ],
       s.members.map((m) => [
-        m.index === null ? "-" : String(m.index),
+        ...(slotCount === null
+          ? [m.index === null ? "-" : String(m.index)]
+          : [
+            `${m.heldSlots?.length ?? 0}${(m.pendingSlots ?? 0) > 0 ? ` (+${m.pendingSlots} pending)` : ""}`,
+            (m.heldSlots?.length ?? 0) === 0 ? "-" : Slots.toRanges(m.heldSlots ?? [])
+          ]),
         m.name,
         ...(statics ? [m.instanceId ?? "-"] : []),
         m.host,
@@ -180,8 +213,10 @@ export const statusJson = (s: GroupStatus) => ({
   epoch: s.group.epoch,
   size: s.group.size,
   changedAt: s.group.changedAt.toISOString(),
+  ...(s.group.slots == null ? {} : { slots: s.group.slots }),
   members: s.members.map((m) => ({
-    index: m.index,
+    index: s.group.slots == null ? m.index : null,
+    ...(s.group.slots == null ? {} : { slots: m.heldSlots ?? [], pendingSlots: m.pendingSlots ?? 0 }),
     name: m.name,
     host: m.host,
     pid: m.pid,
@@ -268,7 +303,24 @@ export const snapshot = (
                       ORDER BY v.instance_id, v.since, v.member_id
                       LIMIT 100) w) AS waiters`
       : sql`NULL::json AS waiters`
+    // Slots mode (schema 7): the group's slot count, and each member's held slots and pending count.
+    // Read only where the role may read the slot rows (a viewer granted before migration 0007 sees
+    // the rest, slots-mode groups as if in modulo mode).
+    const [slotPrivilege] = version >= 7
+      ? yield* sql<{ ok: boolean }>`SELECT has_table_privilege('modulo_group.slots', 'SELECT') AS ok`
+      : [{ ok: false }]
+    const slotColumns = slotPrivilege?.ok === true
+      ? sql`g.slots,
+             (SELECT json_agg(s.slot ORDER BY s.slot) FROM modulo_group.slots s
+               WHERE s.group_id = g.group_id AND s.holder = m.member_id) AS held_slots,
+             (SELECT count(*) FROM modulo_group.slots s
+               WHERE s.group_id = g.group_id AND s.owner = m.member_id
+                 AND s.holder IS DISTINCT FROM m.member_id) AS pending_slots`
+      : sql`NULL::int AS slots, NULL::json AS held_slots, NULL::bigint AS pending_slots`
     const rows = yield* sql<{
+      slots: number | null
+      held_slots: ReadonlyArray<number> | null
+      pending_slots: string | null
       group_id: string
       epoch: string
       size: number
@@ -298,7 +350,7 @@ export const snapshot = (
              (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
              (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
              (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) * 1000)::bigint AS lease_ms,
-             ${statics}, ${waiters}
+             ${statics}, ${waiters}, ${slotColumns}
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
        WHERE g.group_id = ${groupId}
@@ -311,7 +363,8 @@ export const snapshot = (
       size: num(first.size),
       changedAt: first.changed_at,
       incarnation: num(first.incarnation),
-      nowMs: num(first.now_ms)
+      nowMs: num(first.now_ms),
+      slots: first.slots === null ? null : num(first.slots)
     }
     const members: Array<StatusMember & { readonly stoppingSinceMs: number | null; readonly leaseMs: number }> = []
     for (const r of rows) {
@@ -330,7 +383,8 @@ export const snapshot = (
         releasedAt: r.released_at,
         graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms),
         stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms),
-        leaseMs: num(r.lease_ms)
+        leaseMs: num(r.lease_ms),
+        ...(first.slots === null ? {} : { heldSlots: (r.held_slots ?? []).map(num), pendingSlots: num(r.pending_slots ?? 0) })
       })
     }
     const states = deriveStates(group, members)

@@ -3,17 +3,18 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
+import { Effect, Fiber, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { InstanceBusy, JoinDeferred } from "../../MembershipError.js"
+import { InstanceBusy, JoinDeferred, SlotsMismatch } from "../../MembershipError.js"
 import { alarm, clearWaiting, connected, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, refusedOnce, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   const { groupId, store } = ctx
   const offer = (event: Event) => Queue.offer(ctx.events, event)
+  let mismatchLogged = false
   const later = (millis: number, event: Event) =>
     Effect.asVoid(Effect.forkIn(Effect.zipRight(Effect.sleep(millis), offer(event)), ctx.scope))
 
@@ -26,9 +27,12 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           yield* work.awaitStopped
           const sentAt = yield* nowMillis
           const { waitingSince } = yield* Ref.get(ctx.member)
+          const slots = ctx.config.slots
           const result = yield* Effect.either(store.join(groupId, ctx.info, ctx.timing.leaseMs, ctx.statics, {
-            overdueAfterMs: Transition.overdueAfterMs(ctx.timing),
-            waiting: waitingSince !== undefined
+            // Slots mode has no barrier for an overdue member to hold: no waiting.
+            overdueAfterMs: slots === undefined ? Transition.overdueAfterMs(ctx.timing) : undefined,
+            waiting: waitingSince !== undefined,
+            slots
           }))
           if (result._tag === "Left") {
             const e = result.left
@@ -41,6 +45,12 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
                 heartbeatAgeMs: e.heartbeatAgeMs,
                 leaseLeftMs: e.leaseLeftMs
               })
+            }
+            if (e instanceof SlotsMismatch) {
+              // Said once (retried like any failed join: the group may be recreated meanwhile).
+              if (!mismatchLogged) yield* Effect.logError(`modulo-group: join refused: ${e.reason}`)
+              mismatchLogged = true
+              return Transition.Event.JoinFailed({ reason: e.reason })
             }
             if (!(yield* refusedOnce(ctx, "join", e))) yield* Effect.logWarning(`join failed: ${e.reason}`)
             return Transition.Event.JoinFailed({ reason: e.reason })
@@ -95,6 +105,57 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         })
       case "InterruptWork":
         return Effect.as(work.interrupt, undefined)
+      case "StartSlot":
+        return Effect.as(
+          work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }),
+          undefined
+        )
+      case "StopSlots":
+        // Each slot on its own: its stop is awaited in the background (renewals and other slots go
+        // on), and reported when done; only then is it released.
+        return Effect.as(
+          Effect.forEach(instruction.slots, ({ generation, slot }) =>
+            Effect.forkIn(
+              Effect.gen(function*() {
+                const stop = yield* Effect.fork(work.stopSlot(slot))
+                // Past the stop timeout: said once, loudly; the slot stays held (never released, so
+                // never worked elsewhere) until its work stops (fail closed, this slot only).
+                const inTime = yield* Fiber.join(stop).pipe(Effect.timeout(ctx.config.stopTimeout), Effect.option)
+                if (Option.isNone(inTime)) {
+                  yield* alarm(
+                    ctx,
+                    `work of slot ${slot} did not stop within stopTimeout; the slot stays held by this member ` +
+                      "(not released to its new owner) until it does"
+                  )
+                  yield* Fiber.join(stop)
+                }
+                yield* observe(Transition.Observation.SlotStopped({ slot, generation }))
+              }),
+              ctx.scope
+            ), { discard: true }),
+          undefined
+        )
+      case "ReleaseSlots":
+        return Effect.gen(function*() {
+          const result = yield* Effect.either(store.releaseSlots(groupId, ctx.info.memberId, instruction.stopped))
+          if (result._tag === "Left") {
+            yield* Effect.logWarning(`slot release failed (its outcome is unknown; the slots stay stopped): ${result.left.reason}`)
+          }
+          yield* observe(Transition.Observation.SlotsReleased({
+            stopped: instruction.stopped,
+            released: result._tag === "Right" ? result.right : undefined,
+            at: yield* nowMillis
+          }))
+          // Learn the outcome (and the next moves) soon.
+          yield* Queue.offer(ctx.poke, undefined)
+          return undefined
+        })
+      case "RetakeSlot":
+        return store.retakeSlot(groupId, ctx.info.memberId, instruction.slot, instruction.generation).pipe(
+          Effect.catchAll((e) => Effect.as(Effect.logWarning(`slot retake failed: ${e.reason}`), false)),
+          Effect.zipRight(Queue.offer(ctx.poke, undefined)),
+          Effect.as(undefined)
+        )
       case "Release":
       case "Leave":
         return leaveOrRelease(ctx).pipe(

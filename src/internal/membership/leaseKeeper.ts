@@ -68,7 +68,8 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       const result = yield* Effect.either(
         store.heartbeat(groupId, ctx.info.memberId, member.acked, ctx.timing.leaseMs, {
           announce: state._tag === "Awaiting",
-          stuck
+          stuck,
+          slots: ctx.config.slots !== undefined
         })
       )
       const receivedAt = yield* nowMillis

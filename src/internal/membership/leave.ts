@@ -42,7 +42,10 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           const { acked, term } = yield* Ref.get(ctx.member)
           const sentAt = yield* nowMillis
           const result = yield* Effect.either(
-            store.heartbeat(groupId, memberId, acked, ctx.timing.leaseMs, { stuck: instruction.stuck })
+            store.heartbeat(groupId, memberId, acked, ctx.timing.leaseMs, {
+              stuck: instruction.stuck,
+              slots: ctx.config.slots !== undefined
+            })
           )
           yield* observe(Transition.Observation.RenewalReplied({
             term,
@@ -86,6 +89,10 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
       case "Leave":
       case "Release":
       case "RecordWaiting":
+      case "StartSlot":
+      case "StopSlots":
+      case "ReleaseSlots":
+      case "RetakeSlot":
         // `step` never issues these once the scope is closing.
         return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
     }

@@ -1,14 +1,29 @@
 /**
  * The app's registered work: started under a slot on `StartWork`, interrupted on a stop or a fence.
  * The fibers live in a `FiberSet` in the work scope (closed after the final leave).
+ *
+ * Slots mode adds per-slot work (`whileOwning`): started per slot on `StartSlot`, interrupted per
+ * slot on `StopSlots` (and, with everything else, on a stop or a fence), in the same `FiberSet`, so
+ * `awaitStopped` waits for it too; and the set form (`whileOwningAll`), which runs under the whole
+ * set of slots being worked and is restarted whenever that set changes.
  */
 import { Effect, Fiber, FiberSet, Scope } from "effect"
-import type { Assignment, Slot } from "../../MemberState.js"
+import type { Assignment, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
 import { toAssignment } from "../../MemberState.js"
 
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {
   readonly run: (assignment: Assignment) => Effect.Effect<void>
+}
+
+/** One registration of `whileOwning`: a fiber per slot. */
+export interface SlotSpec {
+  readonly run: (owned: OwnedSlot) => Effect.Effect<void>
+}
+
+/** One registration of `whileOwningAll`: one fiber under the whole set. */
+export interface SlotSetSpec {
+  readonly run: (owned: OwnedSlots) => Effect.Effect<void>
 }
 
 export interface WorkRunner {
@@ -23,6 +38,19 @@ export interface WorkRunner {
    * and `live` says the assignment still holds.
    */
   readonly register: (spec: WorkSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
+  /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms). */
+  readonly startSlot: (owned: OwnedSlot) => Effect.Effect<void>
+  /**
+   * Slots mode: interrupts the work of `slot` (its per-slot fibers and the set forms, which are
+   * restarted under the slots left) and waits until it has stopped.
+   */
+  readonly stopSlot: (slot: number) => Effect.Effect<void>
+  /** Slots mode: the slots started and not stopped since, ascending. */
+  readonly slots: Effect.Effect<ReadonlyArray<OwnedSlot>>
+  /** Registers per-slot work (see `register`); `live`: whether slot work may start now. */
+  readonly registerSlot: (spec: SlotSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
+  /** Registers set-form slot work (see `register`). */
+  readonly registerSlotSet: (spec: SlotSetSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
 }
 
 export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner> =>
@@ -35,21 +63,66 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
     // a spec registered later starts on its own only while this is set, so it starts exactly once
     // per `start` whatever the interleaving.
     let activeSlot: Slot | undefined = undefined
+    // Slots mode: the slots being worked (set by `startSlot`, removed by `stopSlot`, cleared by every
+    // interrupt), the per-slot fibers of each, and the set forms' fibers.
+    const active = new Map<number, OwnedSlot>()
+    const slotSpecs = new Set<SlotSpec>()
+    const setSpecs = new Set<SlotSetSpec>()
+    const perSlot = new Map<number, Map<SlotSpec, Fiber.RuntimeFiber<void>>>()
+    const perSet = new Map<SlotSetSpec, Fiber.RuntimeFiber<void>>()
     // Starting work (after checking the state) and interrupting it exclude each other, so a spec
     // registered during a renegotiation cannot slip past the stop that precedes the acknowledgement.
     const lock = yield* Effect.makeSemaphore(1)
 
+    // Interruptible explicitly: work may be started from inside an uninterruptible acquire, and a
+    // fork inherits that; such work could never be stopped.
+    const fork = (effect: Effect.Effect<void>) => FiberSet.run(fibers, Effect.interruptible(effect))
+
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
         if (running.has(spec)) return
-        // Interruptible explicitly: `whileAssigned` may start work from inside an uninterruptible
-        // acquire, and a fork inherits that; such work could never be stopped at a renegotiation.
-        const fiber = yield* FiberSet.run(fibers, Effect.interruptible(spec.run(toAssignment(slot))))
+        const fiber = yield* fork(spec.run(toAssignment(slot)))
         running.set(spec, fiber)
         fiber.addObserver(() => {
           if (running.get(spec) === fiber) running.delete(spec)
         })
       })
+
+    const startSlotOne = (spec: SlotSpec, owned: OwnedSlot) =>
+      Effect.gen(function*() {
+        const mine = perSlot.get(owned.slot) ?? new Map<SlotSpec, Fiber.RuntimeFiber<void>>()
+        perSlot.set(owned.slot, mine)
+        if (mine.has(spec)) return
+        const fiber = yield* fork(spec.run(owned))
+        mine.set(spec, fiber)
+        fiber.addObserver(() => {
+          if (mine.get(spec) === fiber) mine.delete(spec)
+        })
+      })
+
+    const ownedNow = (): OwnedSlots => {
+      const list = [...active.values()].sort((a, b) => a.slot - b.slot)
+      return { slots: list.map((o) => o.slot), generations: list.map((o) => o.generation), count: list[0]?.count ?? 0 }
+    }
+
+    const startSetOne = (spec: SlotSetSpec) =>
+      Effect.gen(function*() {
+        if (active.size === 0 || perSet.has(spec)) return
+        const fiber = yield* fork(spec.run(ownedNow()))
+        perSet.set(spec, fiber)
+        fiber.addObserver(() => {
+          if (perSet.get(spec) === fiber) perSet.delete(spec)
+        })
+      })
+
+    // The set forms: interrupted and waited for (they may cover a slot being given up), then started
+    // under the slots being worked now.
+    const restartSets = Effect.gen(function*() {
+      const old = [...perSet.values()]
+      perSet.clear()
+      yield* Effect.forEach(old, Fiber.interrupt, { discard: true })
+      yield* Effect.forEach([...setSpecs], startSetOne, { discard: true })
+    })
 
     return {
       start: (slot) =>
@@ -59,6 +132,7 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
         })),
       interrupt: lock.withPermits(1)(Effect.suspend(() => {
         activeSlot = undefined
+        active.clear()
         return Effect.forEach([...fibers], (f) => Fiber.interruptFork(f), { discard: true })
       })),
       awaitStopped: FiberSet.awaitEmpty(fibers),
@@ -71,6 +145,45 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
             if (activeSlot !== undefined && (yield* live)) yield* startOne(spec, activeSlot)
           })),
           () => Effect.sync(() => specs.delete(spec))
+        ).pipe(Effect.asVoid),
+      startSlot: (owned) =>
+        lock.withPermits(1)(Effect.gen(function*() {
+          active.set(owned.slot, owned)
+          yield* Effect.forEach([...slotSpecs], (spec) => startSlotOne(spec, owned), { discard: true })
+          if (setSpecs.size > 0) yield* restartSets
+        })),
+      stopSlot: (slot) =>
+        Effect.gen(function*() {
+          const mine = yield* lock.withPermits(1)(Effect.gen(function*() {
+            active.delete(slot)
+            const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
+            perSlot.delete(slot)
+            yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
+            // The set forms cover `slot`: stopped (and waited for) before this returns, then
+            // restarted without it.
+            if (setSpecs.size > 0) yield* restartSets
+            return fibersOfSlot
+          }))
+          yield* Effect.forEach(mine, Fiber.await, { discard: true })
+        }),
+      slots: Effect.sync(() => [...active.values()].sort((a, b) => a.slot - b.slot)),
+      registerSlot: (spec, live) =>
+        Effect.acquireRelease(
+          lock.withPermits(1)(Effect.gen(function*() {
+            slotSpecs.add(spec)
+            if (active.size > 0 && (yield* live)) {
+              yield* Effect.forEach([...active.values()], (owned) => startSlotOne(spec, owned), { discard: true })
+            }
+          })),
+          () => Effect.sync(() => slotSpecs.delete(spec))
+        ).pipe(Effect.asVoid),
+      registerSlotSet: (spec, live) =>
+        Effect.acquireRelease(
+          lock.withPermits(1)(Effect.gen(function*() {
+            setSpecs.add(spec)
+            if (active.size > 0 && (yield* live)) yield* startSetOne(spec)
+          })),
+          () => Effect.sync(() => setSpecs.delete(spec))
         ).pipe(Effect.asVoid)
     }
   })

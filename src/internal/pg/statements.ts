@@ -94,8 +94,8 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
  * waiting joiner's row acknowledges the next epoch ahead of time: it does not count.
  */
 export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
-  sql<{ epoch: string; size: number; incarnation: string; acked: string }>`
-    SELECT g.epoch, g.size, g.incarnation, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+  sql<{ epoch: string; size: number; incarnation: string; acked: string; slots: number | null }>`
+    SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked
       FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
 
@@ -425,6 +425,155 @@ export const deleteMember = (sql: Sql, groupId: string, memberId: string) =>
     RETURNING member_id, idx IS NULL AS waiting`
 
 // ---------------------------------------------------------------------------------------------------
+// Slots mode (migration 0007, docs/slots.md).
+
+/**
+ * A sub-select (one row) of this member's slots: `held`, a JSON array of `[slot, generation, owned]`
+ * for the slots it holds, and `pending`, a JSON array of the slots it owns but does not hold, both
+ * ascending. Empty arrays in modulo mode (no slot rows).
+ */
+const slotViewOf = (sql: Sql, groupId: string, memberId: string): Statement.Fragment =>
+  sql`SELECT coalesce(json_agg(json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM ${memberId}::uuid)
+                               ORDER BY s.slot) FILTER (WHERE s.holder = ${memberId}::uuid), '[]'::json) AS held,
+             coalesce(json_agg(s.slot ORDER BY s.slot)
+                        FILTER (WHERE s.holder IS DISTINCT FROM ${memberId}::uuid), '[]'::json) AS pending
+        FROM modulo_group.slots s
+       WHERE s.group_id = ${groupId} AND (s.holder = ${memberId}::uuid OR s.owner = ${memberId}::uuid)`
+
+/**
+ * Join of a group's first member in slots mode, under the group lock: fixes the group's slot count
+ * (only while it has none) and creates its `slots` rows, unowned, at generation 0.
+ */
+export const createSlots = (sql: Sql, groupId: string, slots: number, now: string | null) =>
+  sql`
+    WITH g AS (
+      UPDATE modulo_group.groups SET slots = ${slots}
+       WHERE group_id = ${groupId} AND slots IS NULL
+      RETURNING group_id
+    )
+    INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+    SELECT g.group_id, s, NULL, NULL, 0, ${at(sql, now)} FROM g, generate_series(0, ${slots} - 1) AS s
+    ON CONFLICT (group_id, slot) DO NOTHING`
+
+/**
+ * A change in slots mode, under the group lock: every slot row, ascending, locked FOR NO KEY UPDATE.
+ * That lock makes a concurrent release or retake (a generation bump: a key update, which needs FOR
+ * UPDATE) wait until the change has committed and then re-check its conditions on the new row, so
+ * the holders this change read are the holders its UPDATE overwrites; and it does not wait for
+ * fenced transactions, whose FOR KEY SHARE it does not conflict with.
+ */
+export const selectSlotsForChange = (sql: Sql, groupId: string) =>
+  sql<{ slot: number; owner: string | null; holder: string | null; generation: string }>`
+    SELECT slot, owner, holder, generation FROM modulo_group.slots
+     WHERE group_id = ${groupId} ORDER BY slot FOR NO KEY UPDATE`
+
+/** A change in slots mode, under the group lock: the member rows (the live members), in join order. */
+export const selectMemberOrder = (sql: Sql, groupId: string) =>
+  sql<{ member_id: string }>`
+    SELECT member_id FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY join_seq`
+
+/**
+ * A change in slots mode, under the group lock, after `selectSlotsForChange`: one UPDATE of the
+ * changed rows only. `owner` := its target; where `handTo` is set (a move whose old holder is gone or
+ * that had none), also holder := `handTo`, generation + 1. Arrays are passed as one text parameter
+ * each (`{...}` literals of integers, uuids or NULL, booleans).
+ */
+export const updateSlots = (
+  sql: Sql,
+  groupId: string,
+  rows: ReadonlyArray<{ readonly slot: number; readonly owner: string | null; readonly handTo: string | null | undefined }>,
+  now: string | null
+) => {
+  const list = (values: ReadonlyArray<string>) => `{${values.join(",")}}`
+  const slotList = list(rows.map((r) => String(r.slot)))
+  const ownerList = list(rows.map((r) => r.owner ?? "NULL"))
+  const holderList = list(rows.map((r) => r.handTo ?? "NULL"))
+  const handList = list(rows.map((r) => (r.handTo === undefined ? "f" : "t")))
+  return sql`
+    UPDATE modulo_group.slots s
+       SET owner = u.owner,
+           holder = CASE WHEN u.hand THEN u.holder ELSE s.holder END,
+           generation = CASE WHEN u.hand THEN s.generation + 1 ELSE s.generation END,
+           changed_at = ${at(sql, now)}
+      FROM unnest(${slotList}::int[], ${ownerList}::uuid[], ${holderList}::uuid[], ${handList}::bool[])
+             AS u(slot, owner, holder, hand)
+     WHERE s.group_id = ${groupId} AND s.slot = u.slot`
+}
+
+/**
+ * Join in slots mode, under the group lock, after the member's earlier row (same member id) was
+ * deleted: the slots that row held move to a new generation. The new row holds them (its view shows
+ * them: it releases those it no longer owns and starts the others), but no release, fenced
+ * transaction or work of the earlier row can count for them any more.
+ */
+export const reissueHeldSlots = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
+  sql`
+    UPDATE modulo_group.slots SET generation = generation + 1, changed_at = ${at(sql, now)}
+     WHERE group_id = ${groupId} AND holder = ${memberId}::uuid`
+
+/** Join in slots mode, last: the joined member's slots (see `slotViewOf`). */
+export const selectSlotView = (sql: Sql, groupId: string, memberId: string) =>
+  sql<{ held: ReadonlyArray<readonly [number, number | string, boolean]>; pending: ReadonlyArray<number> }>`
+    ${slotViewOf(sql, groupId, memberId)}`
+
+/**
+ * The release (docs/slots.md, "The release"), one statement outside any transaction: the slots this
+ * member has stopped, each at the generation it worked; a slot still held by it at that generation
+ * and owned by another member goes to its owner, generation + 1; only while this member's lease is
+ * live. Returns the slots released.
+ */
+export const releaseSlots = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  stopped: ReadonlyArray<{ readonly slot: number; readonly generation: number }>,
+  now: string | null,
+  timeoutMs: number
+) =>
+  sql<{ slot: number }>`
+    UPDATE modulo_group.slots s
+       SET holder = s.owner, generation = s.generation + 1, changed_at = ${at(sql, now)}
+      FROM unnest(${`{${stopped.map((p) => String(p.slot)).join(",")}}`}::int[],
+                  ${`{${stopped.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation)
+     WHERE s.group_id = ${groupId} AND s.slot = r.slot AND s.generation = r.generation
+       AND s.holder = ${memberId}::uuid AND s.owner IS DISTINCT FROM ${memberId}::uuid
+       AND EXISTS (SELECT 1 FROM modulo_group.members m
+                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId}
+                      AND m.lease_expires_at > ${at(sql, now)})
+       AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+    RETURNING s.slot`
+
+/**
+ * The retake: a slot this member holds and owns at `generation` (after a release of that generation
+ * whose outcome it does not know) moves to generation + 1, so the late release is a no-op. Only while
+ * its lease is live.
+ */
+export const retakeSlot = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  slot: number,
+  generation: number,
+  now: string | null,
+  timeoutMs: number
+) =>
+  sql<{ slot: number }>`
+    UPDATE modulo_group.slots s
+       SET generation = s.generation + 1, changed_at = ${at(sql, now)}
+     WHERE s.group_id = ${groupId} AND s.slot = ${slot} AND s.generation = ${generation}
+       AND s.holder = ${memberId}::uuid AND s.owner = ${memberId}::uuid
+       AND EXISTS (SELECT 1 FROM modulo_group.members m
+                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId}
+                      AND m.lease_expires_at > ${at(sql, now)})
+       AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+    RETURNING s.slot`
+
+/** A group's slot rows, ascending (none in modulo mode). */
+export const selectSlotRows = (sql: Sql, groupId: string) =>
+  sql<{ slot: number; owner: string | null; holder: string | null; generation: string }>`
+    SELECT slot, owner, holder, generation FROM modulo_group.slots WHERE group_id = ${groupId} ORDER BY slot`
+
+// ---------------------------------------------------------------------------------------------------
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
 
 /** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
@@ -441,6 +590,10 @@ export interface RenewedRow {
   readonly expired: string
   readonly rows: string
   readonly clock_ms: string
+  /** Slots mode: the slot count (null: modulo mode) and this member's slots (see `slotViewOf`). */
+  readonly slots: number | null
+  readonly held: ReadonlyArray<readonly [number, number | string, boolean]>
+  readonly pending: ReadonlyArray<number>
 }
 
 /**
@@ -464,7 +617,8 @@ export const renewLease = (
   leaseMs: number,
   stuck: boolean,
   now: string | null,
-  timeoutMs: number
+  timeoutMs: number,
+  slots = false
 ) =>
   sql<RenewedRow>`
     WITH prev AS (
@@ -480,7 +634,9 @@ export const renewLease = (
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
-      SELECT epoch, size, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}
+      SELECT epoch, size, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}
+    ), mine AS (
+      ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
              count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
@@ -493,8 +649,9 @@ export const renewLease = (
     SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            others.unacked, others.expired, others.n + 1 AS rows,
-           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
-      FROM me, g, others
+           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms,
+           CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
+      FROM me, g, others, mine
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
      WHERE me.idx IS NOT NULL
        AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
@@ -515,17 +672,18 @@ export interface GroupRow {
   readonly size: number
   readonly changed_at: Date
   readonly incarnation: string
+  readonly slots: number | null
 }
 
 /** One group's row, if any. */
 export const selectGroup = (sql: Sql, groupId: string) =>
   sql<GroupRow>`
-    SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups WHERE group_id = ${groupId}`
+    SELECT group_id, epoch, size, changed_at, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}`
 
 /** Every group's row, by id. */
 export const selectGroups = (sql: Sql) =>
   sql<GroupRow>`
-    SELECT group_id, epoch, size, changed_at, incarnation FROM modulo_group.groups ORDER BY group_id`
+    SELECT group_id, epoch, size, changed_at, incarnation, slots FROM modulo_group.groups ORDER BY group_id`
 
 /** A member row as `selectMembers` reads it, with its heartbeat's age and its lease's time left. */
 export interface MemberRow {
@@ -687,6 +845,36 @@ export const fenceMember = (sql: Sql, target: FenceTarget) =>
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
        FOR KEY SHARE`
 
+/**
+ * Slots mode, instead of `fenceMember`: the member's lease on `clock_timestamp()`, FOR KEY SHARE
+ * (blocks its DELETE: a leave, a reap), and one `fence_checks` row per slot (epoch and index NULL),
+ * which queue the commit-time check of the lease and of each slot's holder and generation.
+ */
+export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: ReadonlyArray<{ readonly slot: number; readonly generation: number }>) =>
+  sql<{ live: boolean; lease_left_ms: string }>`
+    WITH queued AS (
+      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
+        FROM unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
+                    ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation))
+    SELECT lease_expires_at > clock_timestamp() AS live,
+           (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+      FROM modulo_group.members
+     WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
+       FOR KEY SHARE`
+
+/**
+ * Slots mode: each slot's holder and generation, FOR KEY SHARE on its row: a release or a retake of
+ * it (a generation bump, a key update) and a change that hands it over wait until this transaction
+ * ends; a change that only retargets its owner does not.
+ */
+export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>) =>
+  sql<{ slot: number; holder: string | null; generation: string }>`
+    SELECT slot, holder, generation FROM modulo_group.slots
+     WHERE group_id = ${groupId} AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
+     ORDER BY slot
+       FOR KEY SHARE`
+
 /** What `fenceEnd` read. */
 export interface FenceEnded {
   readonly xact: string
@@ -707,6 +895,16 @@ export interface FenceEnded {
  * app's timeouts that `fenceBegin` replaced.
  */
 export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, restore: boolean) => {
+  const slots = target.slots
+  const queue = slots === undefined
+    ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
+        FROM now WHERE now.xact = ${begun.xact}`
+    : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
+      SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
+        FROM now, unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
+                         ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation)
+       WHERE now.xact = ${begun.xact}`
   const restoreOld = restore
     ? sql`, set_config('statement_timeout', ${begun.old_st}, true) AS restored_st,
             set_config('idle_in_transaction_session_timeout', ${begun.old_idle}, true) AS restored_idle,
@@ -720,10 +918,7 @@ export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, resto
              current_setting('idle_in_transaction_session_timeout') AS idle,
              current_setting('transaction_timeout', true) AS tx,
              current_setting('session_replication_role') AS replication),
-    queued AS (
-      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
-      SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
-        FROM now WHERE now.xact = ${begun.xact})
+    queued AS (${queue})
     SELECT now.xact, now.st, now.idle, now.tx, now.replication,
            m.lease_expires_at > clock_timestamp() AS live,
            (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
