@@ -42,14 +42,11 @@ import { Monitor, stats, timelineOf } from "./monitor.mjs"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 
-/** The application_name of a member's LISTEN connection (src/internal/listener.ts). */
+/** The application_name of a member's LISTEN connection (src/internal/pg/notifier.ts). */
 const LISTEN_APP = "modulo-group/listen"
 
-/**
- * How to start a member with LISTEN/NOTIFY disabled: `join --no-notifications` (and
- * MODULO_GROUP_NOTIFICATIONS=false). The `bin` argument is kept for callers that pass one.
- */
-export const notificationsOffArgs = (_bin = path.join(root, "cli", "bin", "modulo-group.js")) =>
+/** How to start a member with LISTEN/NOTIFY disabled: `join --no-notifications`. */
+export const notificationsOffArgs = () =>
   ({ nodeArgs: [], joinArgs: ["--no-notifications"], how: "join --no-notifications" })
 
 /**
@@ -133,7 +130,7 @@ export const runChaos = async (options) => {
   const schedule = options.schedule ?? "rounds"
   const build = snapshot()
   const bin = build.bin
-  const off = notifications === "off" ? notificationsOffArgs(bin) : { nodeArgs: [], joinArgs: [], how: undefined }
+  const off = notifications === "off" ? notificationsOffArgs() : { nodeArgs: [], joinArgs: [], how: undefined }
   const env = { ...process.env, DATABASE_URL: options.server.url }
   if (notifications === "off") env.MODULO_GROUP_NOTIFICATIONS = "false"
   // Without notifications there is no LISTEN connection to terminate.
