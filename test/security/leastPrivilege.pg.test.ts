@@ -137,6 +137,22 @@ const everything = Effect.gen(function*() {
   yield* store.waiters(groupId)
   yield* store.stopWaiting(groupId, waiter.memberId)
   yield* store.leave(groupId, member.memberId)
+  // Slots mode: a group of 4 slots, its renewal, a fenced transaction on a held slot, a release and a
+  // retake (no-ops here: nothing is owned by another member), the slot rows, a leave.
+  const slotGroup = randomGroupId("grant-slots")
+  const holder = { memberId: crypto.randomUUID(), name: "s", host: "h", pid: 3 }
+  const joined = yield* store.join(slotGroup, holder, 5_000, {}, { slots: 4 })
+  const renewed = yield* store.heartbeat(slotGroup, holder.memberId, joined.epoch, 5_000, { slots: true })
+  const held = Option.getOrThrow(renewed).slots?.held ?? []
+  if (held.length !== 4) throw new Error(`a lone slots-mode member should hold 4 slots, holds ${held.length}`)
+  yield* fencedWith(
+    { groupId: slotGroup, memberId: holder.memberId, epoch: joined.epoch, index: 0, size: 1, slots: [held[0]!] },
+    sql`SELECT 1`
+  )
+  yield* store.releaseSlots(slotGroup, holder.memberId, [{ slot: 0, generation: held[0]!.generation }])
+  yield* store.retakeSlot(slotGroup, holder.memberId, 0, held[0]!.generation)
+  yield* store.slotRows(slotGroup)
+  yield* store.leave(slotGroup, holder.memberId)
   const wakeups = yield* store.wakeups(groupId)
   void Stream.take(wakeups, 0)
 })
