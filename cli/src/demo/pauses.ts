@@ -51,6 +51,8 @@ export interface ChangePauses {
   readonly totalMs: number
   /** Pauses that had not ended when the window closed (a slot nobody took back in time). */
   readonly unfinished: number
+  /** Slots worked when the change began that did not pause during it (their work went on). */
+  readonly kept: number
   /** Members that stopped at least one slot (or were stopped) during the change. */
   readonly stopped: ReadonlyArray<string>
   /** Members that worked slots when the change began and stopped none of them during it: no pause. */
@@ -122,11 +124,19 @@ export const pausesPerChange = (
       for (const i of list) if (i.end >= w.from && i.end < w.to && i.end < end) stopped.add(i.member)
     }
     const working = new Set<string>()
-    for (const list of bySlot.values()) {
-      for (const i of list) if (i.start <= w.from && i.end > w.from) working.add(i.member)
+    const workedSlots = new Set<number>()
+    for (const [slot, list] of bySlot) {
+      for (const i of list) {
+        if (i.start <= w.from && i.end > w.from) {
+          working.add(i.member)
+          workedSlots.add(slot)
+        }
+      }
     }
+    const pausedSlots = new Set(mine.map((g) => g.slot))
     return {
-      slots: new Set(mine.map((g) => g.slot)).size,
+      slots: pausedSlots.size,
+      kept: [...workedSlots].filter((slot) => !pausedSlots.has(slot)).length,
       maxMs: mine.reduce((m, g) => Math.max(m, g.to - g.from), 0),
       totalMs: mine.reduce((n, g) => n + (g.to - g.from), 0),
       unfinished: mine.filter((g) => g.unfinished).length,

@@ -248,7 +248,7 @@ export const renderSummary = (s: Summary): string => {
 const renderPauses = (p: ChangePauses): string =>
   `      paused ${p.slots} slot${p.slots === 1 ? "" : "s"}: max ${formatMillis(p.maxMs)}, total ${(p.totalMs / 1000).toFixed(2)} slot-s${
     p.unfinished > 0 ? ` (${p.unfinished} not resumed)` : ""
-  }; stopped slots: ${p.stopped.length === 0 ? "nobody" : p.stopped.join(", ")}; no pause: ${
+  }; ${p.kept} slots went on; stopped slots: ${p.stopped.length === 0 ? "nobody" : p.stopped.join(", ")}; no pause: ${
     p.unpaused.length === 0 ? "nobody" : p.unpaused.join(", ")
   }`
 
