@@ -210,7 +210,7 @@ export const make = (options: SupervisorOptions) =>
           p.assignedAt.set(line.epoch, Date.parse(line.ts))
         }
         if (line.state === "assigned" && p.assignedAt.size === 1 && !options.working()) {
-          say(`${p.name}: assigned epoch ${line.epoch} [${line.index}/${line.size}]`)
+          say(`${p.name}: assigned epoch ${line.epoch} ${slots === undefined ? `[${line.index}/${line.size}]` : `(${line.size} members)`}`)
         }
         if (line.state === "fenced") say(`${p.name}: fenced itself (lease deadline passed in epoch ${line.epoch}): no work until it renews`)
         if (line.state === "lost") say(`${p.name}: lost its membership (reaped while away); rejoining`)
