@@ -263,6 +263,13 @@ const demo = Command.make(
     lease: Durations.option("lease", "2s", "The members' lease: a killed or frozen member is replaced after about this long"),
     fenceMargin: Durations.option("fence-margin", "500ms", "A member stops working this long before its lease can expire"),
     statementTimeout: Durations.option("statement-timeout", "1s", "Timeout of the members' database calls"),
+    slots: Options.integer("slots").pipe(
+      Options.withPseudoName("S"),
+      Options.withDescription(
+        "Slots mode: the group has S slots (1 to 16384) and each member works the items of its slots (id % S); the summary shows per change how many slots paused and for how long (default: modulo mode)"
+      ),
+      Options.optional
+    ),
     keep: Options.boolean("keep").pipe(
       Options.withDescription("Keep the run's rows in modulo_group_demo and its group (kept anyway when the run fails)")
     ),
@@ -282,6 +289,7 @@ const demo = Command.make(
         lease: o.lease,
         fenceMargin: o.fenceMargin,
         statementTimeout: o.statementTimeout,
+        slots: Option.getOrUndefined(o.slots),
         keep: o.keep,
         json: o.json,
         verbose: shared.verbose,

@@ -2,7 +2,9 @@
  * `modulo-group demo`: member processes drain a ledger of items through fenced transactions while
  * the demo adds a member, stops one (SIGTERM), kills one (SIGKILL), and freezes one past its lease
  * (SIGSTOP, then SIGCONT). At the end it counts, from the ledger, the items processed exactly once,
- * more than once and never.
+ * more than once and never. With `--slots S` the members run in slots mode and work the items of
+ * their slots; the summary then also shows, per change, how many slots paused and for how long
+ * (`pauses.ts`).
  *
  * Its parts, in this folder:
  * - `ledger.ts`: the SQL (the items, every processing, the release pace, the verdict);
@@ -10,6 +12,7 @@
  * - `supervisor.ts`: spawns, watches and stops the member processes;
  * - `faults.ts`: the fault plan, injected while the ledger drains;
  * - `render.ts`: event lines, the progress bar and the summary;
+ * - `pauses.ts`: slots mode, the pauses per change from the members' slot lines;
  * - this file: the controller, which runs them in order: ledger, members, faults, drain, verdict.
  *
  * @since 0.1.0
@@ -28,8 +31,10 @@ import * as UiQueries from "../ui/queries.js"
 import { formatMillis } from "../Durations.js"
 import * as Faults from "./faults.js"
 import * as Ledger from "./ledger.js"
+import { type Cutoff, pausesPerChange } from "./pauses.js"
 import { type Change, makeOutput, renderSummary, renderTimeline, type Summary, thousands } from "./render.js"
 import * as Supervisor from "./supervisor.js"
+import { placement } from "./supervisor.js"
 
 /**
  * @since 0.1.0
@@ -45,6 +50,8 @@ export interface DemoOptions {
   readonly lease: Duration.Duration
   readonly fenceMargin: Duration.Duration
   readonly statementTimeout: Duration.Duration
+  /** Slots mode with this many slots; modulo mode when undefined. */
+  readonly slots: number | undefined
   readonly keep: boolean
   readonly json: boolean
   readonly verbose: boolean
@@ -71,7 +78,8 @@ const validate = (options: DemoOptions) =>
       heartbeat: options.heartbeat,
       lease: options.lease,
       fenceMargin: options.fenceMargin,
-      statementTimeout: options.statementTimeout
+      statementTimeout: options.statementTimeout,
+      slots: options.slots
     })
   })
 
@@ -132,9 +140,11 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
       }`
     )
     say(
-      `${options.members} members, each taking up to ${batch} of its items (id % N = k) every ${
-        formatMillis(intervalMs)
-      } in a fenced transaction; heartbeat ${formatMillis(heartbeatMs)}, lease ${formatMillis(leaseMs)}`
+      `${options.members} members, each taking up to ${batch} of its items (${
+        options.slots === undefined ? "id % N = k" : `slots mode: id % ${options.slots} in its slots`
+      }) every ${formatMillis(intervalMs)} in a fenced transaction; heartbeat ${formatMillis(heartbeatMs)}, lease ${
+        formatMillis(leaseMs)
+      }`
     )
 
     // --- member processes ---
@@ -146,7 +156,8 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
         heartbeatMs,
         leaseMs,
         fenceMarginMs: ms(options.fenceMargin),
-        statementTimeoutMs: ms(options.statementTimeout)
+        statementTimeoutMs: ms(options.statementTimeout),
+        ...(options.slots === undefined ? {} : { slots: options.slots })
       },
       databaseUrl: database.url,
       verbose: options.verbose,
@@ -197,7 +208,7 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
     }
     say(
       `converged: epoch ${initial.epoch}, ${options.members} members ${
-        live().map((p) => `${p.name}=[${p.state!.index}/${p.state!.size}]`).join(" ")
+        live().map((p) => placement(p, options.slots)).join(" ")
       } (${formatMillis(initial.at - spawnedAt)} after spawning)`
     )
     const workStart = Date.now()
@@ -214,7 +225,7 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
     }).pipe(Effect.forkScoped)
 
     // --- the faults ---
-    const changes = yield* Faults.run({
+    const faultChanges = yield* Faults.run({
       supervisor,
       output,
       joiner,
@@ -224,7 +235,8 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
       leaseMs,
       heartbeatMs,
       poll,
-      since
+      since,
+      slots: options.slots
     })
 
     // --- drain, then stop ---
@@ -248,14 +260,18 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
       yield* Effect.sleep(Duration.millis(100))
     }
     if (drainedAt !== undefined) say(`ledger drained in ${formatMillis(drainedAt - workStart)}; stopping the members (SIGTERM)`)
+    const stoppingAt = Date.now()
     yield* supervisor.stopAll
+    const changes = options.slots === undefined ? faultChanges : withPauses(faultChanges, supervisor, startedAt, stoppingAt)
 
     // --- the verdict, from the ledger ---
     const verdict = yield* Ledger.readVerdict(run)
     // The tenure timeline from the group's change log (before the run's rows and group are deleted).
     const timeline = yield* writeTimeline(group, run, startedAt, changes)
     const epochOverlaps = verdict.epochs.filter((e) => e.overlapsPrevious).length
-    const ok = verdict.duplicates === 0 && verdict.missing === 0 && epochOverlaps === 0
+    // Slots mode: epochs are no barrier (their work may overlap); per slot, generations must not.
+    const ok = verdict.duplicates === 0 && verdict.missing === 0 &&
+      (options.slots === undefined ? epochOverlaps === 0 : verdict.slotOverlaps === 0)
     const summary: Summary = {
       ok,
       run,
@@ -269,6 +285,9 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
       staleRejected: procs.reduce((n, p) => n + p.stale, 0),
       aborted: procs.reduce((n, p) => n + p.aborted, 0),
       epochOverlaps,
+      slots: options.slots ?? null,
+      slotHandoffs: verdict.slotHandoffs,
+      slotOverlaps: verdict.slotOverlaps,
       startup: { members: options.members, epoch: initial.epoch, convergedMs: initial.at - spawnedAt },
       changes,
       epochs: verdict.epochs.map((e) => ({
@@ -315,6 +334,27 @@ const controller = (options: DemoOptions, database: Database.Resolved) =>
     process.stdout.write(options.json ? `${JSON.stringify(summary)}\n` : renderSummary(summary))
     return summary
   })
+
+/**
+ * Slots mode: each change with the pauses that began between it and the next change (the last one:
+ * until the demo stopped its members). A killed or frozen member works nothing from its signal on.
+ */
+const withPauses = (
+  changes: ReadonlyArray<Change>,
+  supervisor: Supervisor.Supervisor,
+  startedAt: number,
+  stoppingAt: number
+): Array<Change> => {
+  const cutoffs: Array<Cutoff> = changes
+    .filter((c) => c.kind === "sigkill" || c.kind === "sigstop")
+    .map((c) => ({ member: c.member, at: startedAt + c.atMs }))
+  const windows = changes.map((c, i) => ({
+    from: startedAt + c.atMs,
+    to: i + 1 < changes.length ? startedAt + changes[i + 1]!.atMs : stoppingAt
+  }))
+  const pauses = pausesPerChange(supervisor.slotEvents, cutoffs, windows, stoppingAt)
+  return changes.map((c, i) => ({ ...c, pauses: pauses[i] }))
+}
 
 /** Writes the run's tenure timeline to the OS temp dir; its path, or null (the demo goes on) on any failure. */
 const writeTimeline = (group: string, run: string, startedAt: number, changes: ReadonlyArray<Change>) =>

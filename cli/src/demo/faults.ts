@@ -11,7 +11,7 @@ import { Duration, Effect } from "effect"
 import { formatMillis } from "../Durations.js"
 import type { Change, Output } from "./render.js"
 import type { Proc, Supervisor } from "./supervisor.js"
-import { signal } from "./supervisor.js"
+import { placement, signal } from "./supervisor.js"
 
 /**
  * The kinds of fault, in the order the demo injects them.
@@ -47,6 +47,8 @@ export interface FaultPlan {
   readonly poll: Effect.Effect<void>
   /** ms since the demo started. */
   readonly since: (t?: number) => number
+  /** Slots mode: the slot count (the members' places are shown as slot counts). */
+  readonly slots: number | undefined
 }
 
 /**
@@ -130,7 +132,7 @@ export const run = (plan: FaultPlan) =>
         epoch = c.epoch
         say(
           `converged: epoch ${c.epoch}, ${size} members ${
-            live().map((p) => `${p.name}=[${p.state!.index}/${p.state!.size}]`).join(" ")
+            live().map((p) => placement(p, plan.slots)).join(" ")
           } (${formatMillis(c.at - at)} after the change)`
         )
       }

@@ -12,7 +12,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
-import { Fenced, Ownership, type Work } from "modulo-group"
+import { Fenced, type MemberState, Ownership, type Work } from "modulo-group"
 
 /**
  * The group of a demo run.
@@ -65,6 +65,9 @@ export const createSchema = Effect.gen(function*() {
         at      timestamptz NOT NULL DEFAULT clock_timestamp()
       )`
     yield* sql`CREATE INDEX IF NOT EXISTS processed_run_item ON modulo_group_demo.processed (run_id, item_id)`
+    // Slots mode (`demo --slots`): the generation of the item's slot the processing ran under (`idx`
+    // is then the slot, `size` the slot count). Added to tables of earlier versions too.
+    yield* sql`ALTER TABLE modulo_group_demo.processed ADD COLUMN IF NOT EXISTS generation bigint`
   }))
 })
 
@@ -167,6 +170,50 @@ export const drainBatch = (run: string, member: string, batch: number, tick: Wor
   )
 
 /**
+ * Slots mode: one tick of a member, over the set of slots it works (`owned`: their generations too):
+ * takes up to `batch` of the pending, released items of those slots and marks them done, all in one
+ * transaction fenced with those slots at those generations. Each processing records its slot (`idx`),
+ * the slot count (`size`), the slot's generation, and the member's epoch (`epoch`: in slots mode it
+ * orders the changes but is no barrier).
+ */
+export const drainSlots = (run: string, member: string, batch: number, owned: MemberState.OwnedSlots, epoch: number) =>
+  Fenced.fenced(
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const picked = yield* sql<{ id: number }>`
+        SELECT id FROM modulo_group_demo.items
+         WHERE run_id = ${run} AND done_at IS NULL AND ${Ownership.owned(sql, "id", owned)}
+           AND id <= (SELECT released FROM modulo_group_demo.runs WHERE run_id = ${run})
+         ORDER BY id
+         LIMIT ${batch}`
+      if (picked.length === 0) return 0
+      const ids = picked.map((r) => r.id)
+      const generationOf = new Map(owned.slots.map((slot, i) => [slot, owned.generations[i]!]))
+      yield* sql`
+        UPDATE modulo_group_demo.items
+           SET done_at = clock_timestamp(), done_epoch = ${epoch}, done_by = ${member}
+         WHERE run_id = ${run} AND ${sql.in("id", ids)}`
+      yield* sql`
+        INSERT INTO modulo_group_demo.processed ${
+        sql.insert(ids.map((id) => {
+          const slot = Ownership.ownerOf(id, owned.count)
+          return {
+            run_id: run,
+            item_id: id,
+            epoch,
+            idx: slot,
+            size: owned.count,
+            member,
+            generation: generationOf.get(slot) ?? null
+          }
+        }))
+      }`
+      return ids.length
+    }),
+    { slots: owned }
+  )
+
+/**
  * What the ledger says at the end of a run: per item how often it was processed, per epoch its
  * processings (and whether they overlap in time the previous epoch's), per member its processings.
  *
@@ -191,6 +238,12 @@ export interface Verdict {
     readonly overlapsPrevious: boolean
   }>
   readonly processedBy: ReadonlyMap<string, number>
+  /**
+   * Slots mode: per slot, consecutive generations that both processed items (`handoffs`), and those
+   * whose processings overlap in time on the database clock (`overlaps`: per-slot G2 says never).
+   */
+  readonly slotHandoffs: number
+  readonly slotOverlaps: number
 }
 
 /** Reads the verdict of a run from the ledger. */
@@ -220,6 +273,15 @@ export const readVerdict = (run: string) =>
         FROM e ORDER BY epoch`
     const perMember = yield* sql<{ member: string; n: string }>`
       SELECT member, count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY member`
+    const [slotRow] = yield* sql<{ handoffs: string; overlaps: string }>`
+      WITH g AS (
+        SELECT idx AS slot, generation, min(at) AS first, max(at) AS last
+          FROM modulo_group_demo.processed WHERE run_id = ${run} AND generation IS NOT NULL
+         GROUP BY idx, generation
+      ), l AS (
+        SELECT first, lag(last) OVER (PARTITION BY slot ORDER BY generation) AS previous FROM g
+      )
+      SELECT count(previous) AS handoffs, count(*) FILTER (WHERE previous >= first) AS overlaps FROM l`
     return {
       items: Number(counts?.items ?? 0),
       once: Number(counts?.once ?? 0),
@@ -235,6 +297,8 @@ export const readVerdict = (run: string) =>
         last: r.last,
         overlapsPrevious: r.overlaps === true
       })),
-      processedBy: new Map(perMember.map((r) => [r.member, Number(r.n)]))
+      processedBy: new Map(perMember.map((r) => [r.member, Number(r.n)])),
+      slotHandoffs: Number(slotRow?.handoffs ?? 0),
+      slotOverlaps: Number(slotRow?.overlaps ?? 0)
     } satisfies Verdict
   })

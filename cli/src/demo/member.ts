@@ -4,11 +4,17 @@
  * (`Ledger.drainBatch`, a fenced transaction). It prints JSON Lines for the supervisor to read:
  * its state changes, and every fenced transaction that did not commit.
  *
+ * Slots mode (`slots` in the spec): `Membership.whileOwning` keeps the set of slots the member works
+ * (a `slot` line when one starts and when one stops), and a loop drains, every interval, a batch of
+ * the items of that set (`Ledger.drainSlots`, fenced with those slots at their generations). A
+ * slot's stop waits for the batch in flight, so no batch runs on a slot once its stop is printed
+ * (and the library releases the slot only after that).
+ *
  * @since 0.1.0
  * @internal
  */
-import { Duration, Effect, Option, Schema, Stream } from "effect"
-import { Membership, MembershipConfig, PgMembership, Work } from "modulo-group"
+import { Duration, Effect, Option, Schedule, Schema, Stream } from "effect"
+import { Membership, MembershipConfig, type MemberState, PgMembership, Work } from "modulo-group"
 import { describe, ExitCodes, fail, report, withLogging } from "../CliError.js"
 import * as Database from "../Database.js"
 import * as Events from "../Events.js"
@@ -32,7 +38,9 @@ const MemberSpec = Schema.Struct({
   fenceMarginMs: Schema.Number.pipe(Schema.positive()),
   statementTimeoutMs: Schema.Number.pipe(Schema.positive()),
   /** Connect, print `ready`, and join only when a `join` line arrives on stdin. */
-  standby: Schema.Boolean
+  standby: Schema.Boolean,
+  /** Slots mode with this many slots; modulo mode when absent. */
+  slots: Schema.optional(Schema.Int.pipe(Schema.positive()))
 })
 
 /**
@@ -61,6 +69,14 @@ export type MemberLine =
     readonly reason: string
   }
   | { readonly ts: string; readonly name: string; readonly event: "ready" }
+  | {
+    readonly ts: string
+    readonly name: string
+    readonly event: "slot"
+    readonly action: "start" | "stop"
+    readonly slot: number
+    readonly generation: number
+  }
 
 const writeLine = (value: unknown) => {
   process.stdout.write(`${JSON.stringify(value)}\n`)
@@ -81,6 +97,63 @@ const drainBatch = (spec: MemberSpec, tick: Work.Tick) =>
       )
     )
   )
+
+/** Slots mode, one tick: a batch of the items of the slots worked now; reported like `drainBatch`. */
+const drainSlots = (spec: MemberSpec, owned: MemberState.OwnedSlots, epoch: number) =>
+  Ledger.drainSlots(spec.run, spec.name, spec.batch, owned, epoch).pipe(
+    Effect.catchAll((error) =>
+      Effect.sync(() =>
+        writeLine({
+          ts: new Date().toISOString(),
+          name: spec.name,
+          event: error._tag === "StaleAssignment" ? "stale" : "aborted",
+          epoch,
+          reason: error._tag === "StaleAssignment" ? error.reason : `${error._tag}: ${describe(error)}`
+        })
+      )
+    )
+  )
+
+/**
+ * Slots mode: `whileOwning` keeps `working` (slot -> its `OwnedSlot`) and prints a `slot` line per
+ * start and stop; one loop drains a batch over the slots in `working` every interval. The lock makes
+ * a stop wait for the batch in flight.
+ */
+const workSlots = (spec: MemberSpec, m: Membership.MembershipService, epochNow: () => number) =>
+  Effect.gen(function*() {
+    const working = new Map<number, MemberState.OwnedSlot>()
+    const lock = yield* Effect.makeSemaphore(1)
+    const slotLine = (action: "start" | "stop", owned: MemberState.OwnedSlot) =>
+      writeLine({ ts: new Date().toISOString(), name: spec.name, event: "slot", action, slot: owned.slot, generation: owned.generation })
+    yield* m.whileOwning((owned) =>
+      Effect.acquireRelease(
+        lock.withPermits(1)(Effect.sync(() => {
+          working.set(owned.slot, owned)
+          slotLine("start", owned)
+        })),
+        () =>
+          lock.withPermits(1)(Effect.sync(() => {
+            working.delete(owned.slot)
+            slotLine("stop", owned)
+          }))
+      ).pipe(Effect.zipRight(Effect.never))
+    )
+    const tick = lock.withPermits(1)(Effect.suspend(() => {
+      if (working.size === 0) return Effect.void
+      const list = [...working.values()].sort((a, b) => a.slot - b.slot)
+      const owned: MemberState.OwnedSlots = {
+        slots: list.map((o) => o.slot),
+        generations: list.map((o) => o.generation),
+        count: list[0]!.count
+      }
+      return drainSlots(spec, owned, epochNow())
+    }))
+    yield* tick.pipe(
+      Effect.repeat(Schedule.spaced(Duration.millis(spec.intervalMs))),
+      Effect.provideService(Membership.Membership, m),
+      Effect.forkScoped
+    )
+  })
 
 /**
  * Reads the supervisor's stdin: `join` lines wake a standby member; the end of the stream (the
@@ -119,7 +192,8 @@ const member = (spec: MemberSpec) =>
       lease: Duration.millis(spec.leaseMs),
       fenceMargin: Duration.millis(spec.fenceMarginMs),
       statementTimeout: Duration.millis(spec.statementTimeoutMs),
-      startupTimeout: Duration.seconds(10)
+      startupTimeout: Duration.seconds(10),
+      slots: spec.slots
     }
     const config = yield* MembershipConfig.make(input)
     const database = yield* Database.resolve(Option.none())
@@ -130,12 +204,20 @@ const member = (spec: MemberSpec) =>
       }
       const m = yield* Membership.make(input)
       const group = config.groupId
+      let epoch = 0
       yield* m.changes.pipe(
         Stream.runForEach((state) =>
-          Effect.sync(() => writeLine({ ...Events.stateEvent(m.memberId, group, state, new Date()), name: spec.name }))
+          Effect.sync(() => {
+            if ("epoch" in state) epoch = state.epoch
+            writeLine({ ...Events.stateEvent(m.memberId, group, state, new Date()), name: spec.name })
+          })
         ),
         Effect.forkScoped
       )
+      if (spec.slots !== undefined) {
+        yield* workSlots(spec, m, () => epoch)
+        return yield* Effect.never
+      }
       const interval = Duration.millis(spec.intervalMs)
       yield* Work.runEvery(interval, (tick) => drainBatch(spec, tick), { modulo: interval }).pipe(
         Effect.provideService(Membership.Membership, m)

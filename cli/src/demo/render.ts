@@ -10,6 +10,7 @@ import { formatMillis } from "../Durations.js"
 import { type ChangeRow, fromChangeLog, type Mark, type MarkKind, renderSvg } from "../ui/timeline.js"
 import type { FaultKind } from "./faults.js"
 import type { Progress } from "./ledger.js"
+import type { ChangePauses } from "./pauses.js"
 
 const BAR_WIDTH = 28
 
@@ -115,8 +116,13 @@ export interface Change {
   readonly size: number
   /** The epoch the group converged to; `null` if it did not within the timeout. */
   readonly epoch: number | null
-  /** From the fault to the last member's `assigned` line; `null` if it did not converge. */
+  /**
+   * From the fault to the last member's `assigned` line (slots mode: and every slot worked by a live
+   * member, evenly); `null` if it did not converge.
+   */
   readonly convergedMs: number | null
+  /** Slots mode: the slots whose work paused during this change (until the next one), and for how long. */
+  readonly pauses?: ChangePauses | undefined
 }
 
 /**
@@ -140,8 +146,14 @@ export interface Summary {
   readonly staleRejected: number
   /** Fenced transactions that failed otherwise (timeout, lost connection; nothing committed). */
   readonly aborted: number
-  /** Pairs of consecutive epochs whose processings overlap in time on the database clock (G2: 0). */
+  /** Pairs of consecutive epochs whose processings overlap in time on the database clock (G2: 0; not checked in slots mode). */
   readonly epochOverlaps: number
+  /** Slots mode: the slot count; null in modulo mode. */
+  readonly slots: number | null
+  /** Slots mode: per slot, consecutive generations that both processed items. */
+  readonly slotHandoffs: number
+  /** Slots mode: those whose processings overlap in time on the database clock (per-slot G2: 0). */
+  readonly slotOverlaps: number
   readonly startup: { readonly members: number; readonly epoch: number; readonly convergedMs: number }
   readonly changes: ReadonlyArray<Change>
   readonly epochs: ReadonlyArray<{
@@ -201,15 +213,21 @@ export const renderSummary = (s: Summary): string => {
     `  processed twice or more  ${n(s.duplicates)}${s.extraProcessings > 0 ? `  (${s.extraProcessings} extra processings)` : ""}`,
     `  never processed          ${n(s.missing)}`,
     `  stale transactions refused by the fence: ${s.staleRejected}; other transactions that did not commit: ${s.aborted}`,
-    `  epochs whose work overlapped in time: ${s.epochOverlaps} of ${Math.max(0, s.epochs.length - 1)} epoch changes`,
-    `  convergence (every live member assigned in the new epoch):`,
+    s.slots === null
+      ? `  epochs whose work overlapped in time: ${s.epochOverlaps} of ${Math.max(0, s.epochs.length - 1)} epoch changes`
+      : `  slot handoffs whose work overlapped in time: ${s.slotOverlaps} of ${s.slotHandoffs} (${s.slots} slots; epochs are no barrier)`,
+    s.slots === null
+      ? `  convergence (every live member assigned in the new epoch):`
+      : `  convergence (every live member assigned, every slot worked by one, evenly) and slots paused:`,
     `    start                     ${s.startup.members} members  epoch ${String(s.startup.epoch).padEnd(3)}  ${
       formatMillis(s.startup.convergedMs)
     } after spawning`,
     ...s.changes.map((c) =>
       `    ${KIND_TEXT[c.kind].padEnd(24)}  ${c.size} members  ${
         c.epoch === null ? "did not converge" : `epoch ${String(c.epoch).padEnd(3)}  ${formatMillis(c.convergedMs ?? 0)}`
-      }  (${c.member}, at ${seconds(c.atMs)}, ${thousands(c.doneBefore)} done)`
+      }  (${c.member}, at ${seconds(c.atMs)}, ${thousands(c.doneBefore)} done)${
+        c.pauses === undefined ? "" : `\n${renderPauses(c.pauses)}`
+      }`
     ),
     ...(s.timeline === null ? [] : [`  timeline (who held which index when, faults marked): ${s.timeline}`]),
     s.ok
@@ -218,12 +236,21 @@ export const renderSummary = (s: Summary): string => {
         [
           s.duplicates > 0 ? `${s.duplicates} items processed more than once` : "",
           s.missing > 0 ? `${s.missing} items never processed` : "",
-          s.epochOverlaps > 0 ? `${s.epochOverlaps} epoch changes with overlapping work` : ""
+          s.slots === null && s.epochOverlaps > 0 ? `${s.epochOverlaps} epoch changes with overlapping work` : "",
+          s.slotOverlaps > 0 ? `${s.slotOverlaps} slot handoffs with overlapping work` : ""
         ].filter((x) => x !== "").join(", ")
       }.`
   ]
   return `${lines.join("\n")}\n`
 }
+
+/** `      paused 12 of its slots ...`: one change's pauses, under its convergence line. */
+const renderPauses = (p: ChangePauses): string =>
+  `      paused ${p.slots} slot${p.slots === 1 ? "" : "s"}: max ${formatMillis(p.maxMs)}, total ${(p.totalMs / 1000).toFixed(2)} slot-s${
+    p.unfinished > 0 ? ` (${p.unfinished} not resumed)` : ""
+  }; ${p.kept} slots went on; stopped slots: ${p.stopped.length === 0 ? "nobody" : p.stopped.join(", ")}; no pause: ${
+    p.unpaused.length === 0 ? "nobody" : p.unpaused.join(", ")
+  }`
 
 const FAULT_MARK: Record<FaultKind, MarkKind> = {
   join: "join",

@@ -13,6 +13,7 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import type * as Events from "../Events.js"
 import { type MemberLine, memberCommand, type MemberSpec } from "./member.js"
+import type { SlotEvent } from "./pauses.js"
 import type { Output } from "./render.js"
 
 type ProcStatus = "standby" | "running" | "frozen" | "stopping" | "killed" | "gone"
@@ -40,6 +41,8 @@ export interface Proc {
   stale: number
   aborted: number
   readonly tail: Array<string>
+  /** Slots mode: the slots it works now, from its `slot` lines. */
+  readonly slots: Set<number>
 }
 
 /** This package's `bin/modulo-group.js`, from `dist/` (the bundle), `src/demo/` or `dist/demo/`. */
@@ -105,6 +108,37 @@ export const convergence = (
 }
 
 /**
+ * Slots mode: whether the live members' slots (from their `slot` lines) are every one of the `count`
+ * slots, each worked by one of them, spread evenly (sizes `floor(S/N)` or `ceil(S/N)`).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const slotsSettled = (members: ReadonlyArray<{ readonly slots: ReadonlySet<number> }>, count: number): boolean => {
+  if (members.length === 0) return false
+  const low = Math.floor(count / members.length)
+  const high = Math.ceil(count / members.length)
+  const seen = new Set<number>()
+  for (const m of members) {
+    if (m.slots.size < low || m.slots.size > high) return false
+    for (const slot of m.slots) {
+      if (seen.has(slot)) return false
+      seen.add(slot)
+    }
+  }
+  return seen.size === count
+}
+
+/**
+ * How a member's place is shown: `m1=[0/4]` (modulo mode), `m1=16 slots` (slots mode).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const placement = (p: Proc, slots: number | undefined): string =>
+  slots === undefined ? `${p.name}=[${p.state?.index}/${p.state?.size}]` : `${p.name}=${p.slots.size} slots`
+
+/**
  * @since 0.1.0
  * @internal
  */
@@ -136,6 +170,8 @@ export interface Supervisor {
   ) => Effect.Effect<{ readonly epoch: number; readonly at: number } | undefined>
   /** Stops every member (SIGTERM, then SIGKILL after 5 s). */
   readonly stopAll: Effect.Effect<void>
+  /** Slots mode: every member's `slot` lines, in the order read. */
+  readonly slotEvents: ReadonlyArray<SlotEvent>
 }
 
 /**
@@ -150,6 +186,9 @@ export const make = (options: SupervisorOptions) =>
     const { output } = options
     const say = output.say
     const procs: Array<Proc> = []
+    const slotEvents: Array<SlotEvent> = []
+    const slots = options.spec.slots
+    let lastSlotStart = 0
     const bin = binPath()
     const childEnv = { ...process.env, DATABASE_URL: options.databaseUrl }
     let nextName = 1
@@ -171,7 +210,7 @@ export const make = (options: SupervisorOptions) =>
           p.assignedAt.set(line.epoch, Date.parse(line.ts))
         }
         if (line.state === "assigned" && p.assignedAt.size === 1 && !options.working()) {
-          say(`${p.name}: assigned epoch ${line.epoch} [${line.index}/${line.size}]`)
+          say(`${p.name}: assigned epoch ${line.epoch} ${slots === undefined ? `[${line.index}/${line.size}]` : `(${line.size} members)`}`)
         }
         if (line.state === "fenced") say(`${p.name}: fenced itself (lease deadline passed in epoch ${line.epoch}): no work until it renews`)
         if (line.state === "lost") say(`${p.name}: lost its membership (reaped while away); rejoining`)
@@ -179,6 +218,14 @@ export const make = (options: SupervisorOptions) =>
         p.stale++
         output.countStale()
         say(`${p.name}: the fence refused a transaction of epoch ${line.epoch}: ${line.reason}`)
+      } else if (line.event === "slot") {
+        if (line.action === "start") {
+          p.slots.add(line.slot)
+          lastSlotStart = Math.max(lastSlotStart, Date.parse(line.ts))
+        } else {
+          p.slots.delete(line.slot)
+        }
+        slotEvents.push({ member: p.name, slot: line.slot, action: line.action, at: Date.parse(line.ts) })
       } else if (line.event === "ready") {
         p.ready = true
       } else if (line.event === "aborted") {
@@ -209,7 +256,8 @@ export const make = (options: SupervisorOptions) =>
         assignedAt: new Map(),
         stale: 0,
         aborted: 0,
-        tail: []
+        tail: [],
+        slots: new Set()
       }
       child.stdin!.on("error", () => undefined)
       readline.createInterface({ input: child.stdout! }).on("line", (text) => onLine(p, text))
@@ -248,11 +296,15 @@ export const make = (options: SupervisorOptions) =>
         const deadline = Date.now() + timeoutMs
         while (Date.now() < deadline) {
           const c = convergence(live(), after)
-          if (c !== undefined) return c
+          // Slots mode: also every slot worked by a live member, evenly (the handoffs are done).
+          if (c !== undefined && slots === undefined) return c
+          if (c !== undefined && slots !== undefined && slotsSettled(live(), slots)) {
+            return { epoch: c.epoch, at: Math.max(c.at, lastSlotStart) }
+          }
           yield* Effect.sleep(Duration.millis(20))
         }
         return undefined
       })
 
-    return { procs, start, live, awaitConvergence, stopAll } satisfies Supervisor
+    return { procs, start, live, awaitConvergence, stopAll, slotEvents } satisfies Supervisor
   })
