@@ -623,7 +623,7 @@ it("modulo-group benchmarks", async () => {
                   log(
                     `paused: ${mode}, ${members}, round ${round} ${change}: settled ${fmt(r.settleMs)} ms, paused ${fmt(r.pausedMemberSeconds, 3)} member-s` +
                       (slots !== undefined ? ` (slot-s/S ${fmt(r.slotSecondsPerS, 4)}, ${r.slotsMoved} slots moved)` : "") +
-                      `, ${r.membersPaused} of ${r.survivors} survivors paused`
+                      ` (survivors ${fmt(r.survivorsMemberSeconds, 3)}, departed ${fmt(r.departedMemberSeconds, 3)}), ${r.membersPaused} of ${r.survivors} survivors paused`
                   )
                 } catch (e) {
                   ;(row as { failures: number }).failures++
@@ -897,7 +897,7 @@ const render = (info: RunInfo) => {
     String(r.epochs),
     String(r.violations)
   ])
-  const pausedHead = ["mode", "members", "change", "samples", "paused member-s, median (min–max)", "slot-s / S, median", "survivors paused, median (of)", "slots moved, median", "settled ms, median", "failed"]
+  const pausedHead = ["mode", "members", "change", "samples", "paused member-s, median (min–max)", "survivors' part", "departed's share", "slot-s / S, median", "survivors paused, median (of)", "slots moved, median", "settled ms, median", "failed"]
   const range = (xs: ReadonlyArray<number>, d: number) =>
     xs.length === 0 ? "–" : `${fmt(median(xs), d)} (${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)})`
   const pausedRows = paused.map((r) => [
@@ -906,6 +906,8 @@ const render = (info: RunInfo) => {
     r.change,
     String(r.results.length),
     range(r.results.map((x) => x.pausedMemberSeconds), 3),
+    fmt(median(r.results.map((x) => x.survivorsMemberSeconds)), 3),
+    fmt(median(r.results.map((x) => x.departedMemberSeconds)), 3),
     r.mode === "modulo" ? "–" : fmt(median(r.results.map((x) => x.slotSecondsPerS)), 4),
     r.results.length === 0 ? "–" : `${fmt(median(r.results.map((x) => x.membersPaused)))} (${fmt(median(r.results.map((x) => x.survivors)))})`,
     r.mode === "modulo" ? "–" : fmt(median(r.results.map((x) => x.slotsMoved))),
@@ -918,11 +920,14 @@ const render = (info: RunInfo) => {
     "the group is settled again (modulo: every live member works in one epoch of the live size; slots: every slot",
     "worked by exactly one live member, each live member working floor(S/N) or ceil(S/N) slots). Survivors: members",
     "live before and after the change (not the newcomer, the leaver or the killed one).",
-    "- modulo, paused member-s: for each survivor, the time in the window during which it ran no work, summed.",
+    "- modulo, paused member-s: for each survivor, the time in the window during which it ran no work, summed (the",
+    "  survivors' part), plus the departed member's share: from the leaver's stop (or the kill) until the settle,",
+    "  counted as one member's.",
     "- slots, slot-s / S: for each slot, the time in the window during which no live member ran it (from its stop by",
     "  the old holder, or from the kill, until its start by the new holder; zero for a slot that did not move), summed,",
     "  divided by S (seconds of the whole group's work); paused member-s = slot-s × N / S (a member's share is S/N",
-    "  slots; N the live members after the change). Unlike the modulo figure, it includes the departed member's share.",
+    "  slots; N the live members after the change); split by whose the slot was when it stopped (a survivor's, or",
+    "  the departed member's). Columns: medians of each (the parts' medians need not add up to the total's).",
     "- survivors paused: survivors that stopped any work in the window (modulo: their assignment; slots: a slot)."
   ]
   const startupHead = ["command", "runs", "median ms", "min ms", "max ms"]

@@ -15,6 +15,9 @@
  *   zero for a slot that did not move), summed; reported as slot-seconds / S (seconds of the whole
  *   group's work) and as member-seconds = slot-seconds × N / S (a member's share is S/N slots; N the
  *   live members after the change);
+ * - both split into the survivors' part and the departed member's share (leave, crash): modulo, from
+ *   the leaver's stop (or the kill) until the settle, counted as one member's; slots, the slot-seconds
+ *   of the slots it held, × N / S;
  * - members paused: survivors that stopped any work in the window (modulo: their assignment; slots:
  *   at least one slot).
  */
@@ -107,7 +110,12 @@ export interface ChangeResult {
   readonly change: "join" | "leave" | "crash"
   /** From the command until settled (ms). */
   readonly settleMs: number
+  /** Survivors' paused work plus the departed member's share (member-seconds). */
   readonly pausedMemberSeconds: number
+  /** The survivors' part. */
+  readonly survivorsMemberSeconds: number
+  /** The departed member's share (leave, crash): until someone else runs it. */
+  readonly departedMemberSeconds: number
   /** Slots mode: slot-seconds / S; modulo: NaN. */
   readonly slotSecondsPerS: number
   readonly membersPaused: number
@@ -279,13 +287,19 @@ export class PausedGroup {
             working = true
           }
         }
-        if (!working) paused += t1 - since
+          if (!working) paused += t1 - since
         if (stopped) membersPaused++
       }
+      // The departed member's share: from its stop (the leaver's last end, else the kill) until the
+      // group works again in the new epoch (the settle), counted as one member's.
+      const departedEnd = change === "leave" ? inWindow.filter((e) => e.member === gone && e.kind === "end").at(-1)?.at ?? t0 : t0
+      const departed = change === "join" ? 0 : t1 - departedEnd
       return {
         change,
         settleMs: t1 - t0,
-        pausedMemberSeconds: paused / 1000,
+        pausedMemberSeconds: (paused + departed) / 1000,
+        survivorsMemberSeconds: paused / 1000,
+        departedMemberSeconds: departed / 1000,
         slotSecondsPerS: NaN,
         membersPaused,
         survivors: survivors.length,
@@ -306,30 +320,43 @@ export class PausedGroup {
       for (const [slot, s] of holders) if (s.delete(gone!)) moved.add(slot)
     }
     const since = new Map<number, number>()
+    // Whose the slot was when it stopped: the departed member's, or a survivor's.
+    const byDeparted = new Set<number>(moved)
     for (let slot = 0; slot < S; slot++) if ((holders.get(slot)?.size ?? 0) === 0) since.set(slot, t0)
     let slotMs = 0
+    let departedMs = 0
+    const add = (slot: number, ms: number) => {
+      slotMs += ms
+      if (byDeparted.has(slot)) departedMs += ms
+    }
     const stoppers = new Set<string>()
     for (const e of inWindow) {
       if (change === "crash" && e.member === gone) continue
       let s = holders.get(e.slot)
       if (s === undefined) holders.set(e.slot, (s = new Set()))
       if (e.kind === "start") {
-        if (s.size === 0) slotMs += e.at - (since.get(e.slot) ?? e.at)
+        if (s.size === 0) add(e.slot, e.at - (since.get(e.slot) ?? e.at))
         s.add(e.member)
         since.delete(e.slot)
       } else {
         moved.add(e.slot)
         stoppers.add(e.member)
         s.delete(e.member)
-        if (s.size === 0) since.set(e.slot, e.at)
+        if (s.size === 0) {
+          since.set(e.slot, e.at)
+          if (e.member === gone) byDeparted.add(e.slot)
+          else byDeparted.delete(e.slot)
+        }
       }
     }
-    for (const at of since.values()) slotMs += t1 - at
+    for (const [slot, at] of since) add(slot, t1 - at)
     const slotSeconds = slotMs / 1000
     return {
       change,
       settleMs: t1 - t0,
       pausedMemberSeconds: (slotSeconds * n) / S,
+      survivorsMemberSeconds: ((slotMs - departedMs) / 1000 * n) / S,
+      departedMemberSeconds: (departedMs / 1000 * n) / S,
       slotSecondsPerS: slotSeconds / S,
       membersPaused: survivors.filter((id) => stoppers.has(id)).length,
       survivors: survivors.length,
