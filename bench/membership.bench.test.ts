@@ -11,7 +11,8 @@
  * Overrides (see the matrix below): BENCH_SECTIONS=convergence,steady,stability,cli  BENCH_ROUNDS=20
  * (also `overdue`, not in the default run: stopped work when a member is overdue; BENCH_OVERDUE_ROUNDS=3;
  * `paused`, not in the default run: work paused per change, modulo mode beside slots mode;
- * BENCH_PAUSED_ROUNDS=3 BENCH_PAUSED_SIZES=4,16 BENCH_PAUSED_SLOTS=64;
+ * BENCH_PAUSED_ROUNDS=3 BENCH_PAUSED_SIZES=4,16 BENCH_PAUSED_SLOTS=64 BENCH_PAUSED_MODES=modulo,slots
+ * (BENCH_PAUSED_DUMP=<prefix>: every change's window and events to <prefix>-....json);
  * BENCH_SRC=<dir with src/> runs the members on another tree's library, e.g. main's, for a before/after)
  * BENCH_FIBER_SIZES=4,16  BENCH_PROCESS_SIZES=4  BENCH_ORIGINAL_SIZES=4  BENCH_FORM_SECONDS=90
  * BENCH_BUDGET_SECONDS=180  BENCH_STABLE_SIZES=1000,2000  BENCH_STABLE_SECONDS=60  BENCH_STEADY_SECONDS=30
@@ -81,6 +82,8 @@ const OVERDUE_ROUNDS = Number(env("BENCH_OVERDUE_ROUNDS") ?? 3)
 const PAUSED_ROUNDS = Number(env("BENCH_PAUSED_ROUNDS") ?? 3)
 const PAUSED_SIZES = list("BENCH_PAUSED_SIZES", [4, 16])
 const PAUSED_SLOTS = Number(env("BENCH_PAUSED_SLOTS") ?? 64)
+/** `modulo,slots` (both, side by side) unless told. */
+const PAUSED_MODES = new Set((env("BENCH_PAUSED_MODES") ?? "modulo,slots").split(","))
 
 /** Convergence runs: lease 2 s, heartbeat 200 ms (fence margin and statement timeout as the tests use). */
 const fast = {
@@ -594,7 +597,7 @@ it("modulo-group benchmarks", async () => {
     // support/Paused.ts and in the printed section.
     if (sections.has("paused")) {
       for (const members of PAUSED_SIZES) {
-        for (const slots of [undefined, PAUSED_SLOTS]) {
+        for (const slots of [...(PAUSED_MODES.has("modulo") ? [undefined] : []), ...(PAUSED_MODES.has("slots") ? [PAUSED_SLOTS] : [])]) {
           const mode = slots === undefined ? "modulo" : `slots S=${slots}`
           const group = new PausedGroup({
             script: memberScript,
@@ -619,6 +622,7 @@ it("modulo-group benchmarks", async () => {
                 try {
                   await sleep(500 + Math.random() * 1_000)
                   const r = await group.change(change, 40_000)
+                  if (env("BENCH_PAUSED_DUMP")) fs.writeFileSync(`${env("BENCH_PAUSED_DUMP")}-${mode.replace(/\W/g, "")}-${members}-${round}-${change}.json`, JSON.stringify({ r, at: group.lastWindow, events: group.events }))
                   ;(row.results as Array<ChangeResult>).push(r)
                   log(
                     `paused: ${mode}, ${members}, round ${round} ${change}: settled ${fmt(r.settleMs)} ms, paused ${fmt(r.pausedMemberSeconds, 3)} member-s` +

@@ -146,6 +146,8 @@ export class PausedGroup {
   private readonly openModulo = new Map<string, { epoch: number; size: number }>()
   private readonly openSlots = new Map<number, Set<string>>()
   private readonly liveIds = new Set<string>()
+  /** The last change's window and members, for a dump. */
+  lastWindow: unknown
 
   constructor(readonly spec: PausedSpec) {}
 
@@ -264,6 +266,7 @@ export class PausedGroup {
       else void m.kill()
     }
     const t1 = await this.whenSettled(timeoutMs)
+    this.lastWindow = { t0, t1, gone, newcomer }
     const survivors = [...before].filter((id) => id !== gone && id !== newcomer && this.liveIds.has(id))
     const inWindow = this.events.filter((e) => e.at > t0 && e.at <= t1).sort((a, b) => a.at - b.at)
     const beforeT0 = this.events.filter((e) => e.at <= t0).sort((a, b) => a.at - b.at)
@@ -310,7 +313,11 @@ export class PausedGroup {
     // Who ran each slot at t0 (the killed member's slots stop at the kill).
     const holders = new Map<number, Set<string>>()
     const moved = new Set<number>()
+    // Only members live before the change, and the newcomer, count (an earlier killed member's
+    // slots never ended).
+    const counted = new Set([...before, ...(newcomer !== undefined ? [newcomer] : [])])
     for (const e of beforeT0) {
+      if (!counted.has(e.member)) continue
       let s = holders.get(e.slot)
       if (s === undefined) holders.set(e.slot, (s = new Set()))
       if (e.kind === "start") s.add(e.member)
@@ -331,7 +338,7 @@ export class PausedGroup {
     }
     const stoppers = new Set<string>()
     for (const e of inWindow) {
-      if (change === "crash" && e.member === gone) continue
+      if (!counted.has(e.member) || (change === "crash" && e.member === gone)) continue
       let s = holders.get(e.slot)
       if (s === undefined) holders.set(e.slot, (s = new Set()))
       if (e.kind === "start") {
