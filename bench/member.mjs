@@ -21,6 +21,8 @@
 //   {"k":"ready"}                                    loaded, pool warm, no member yet
 //   {"k":"joining","m":id,"t":..}                    a join begins
 //   {"k":"start"|"end","m":id,"e":epoch,"i":index,"n":size,"t":..}   work intervals
+//   {"k":"slot-start"|"slot-end","m":id,"s":slot,"g":generation,"t":..}   per-slot work intervals,
+//                                                    instead, when the config has `slots` (whileOwning)
 //   {"k":"left","m":id,"t":..}
 //   {"k":"stats","statements":..,"transactions":..,"rss":..,"heap":..,"members":..,"calls":{..},"cpuMs":..,"loopP99Ms":..}
 // SIGTERM/SIGINT: every member leaves, then the process exits.
@@ -118,6 +120,17 @@ const join = () =>
     member.id = id
     members.set(id, member)
     emit({ k: "joining", m: id, t })
+    if (options.config?.slots !== undefined) {
+      // Slots mode: one work interval per slot (whileOwning).
+      const slotMark = (k, o) => Effect.sync(() => emit({ k, m: id, s: o.slot, g: o.generation, t: now() }))
+      yield* service.whileOwning((o) =>
+        Effect.acquireRelease(slotMark("slot-start", o), () => slotMark("slot-end", o)).pipe(
+          Effect.zipRight(Effect.never),
+          Effect.scoped
+        )
+      ).pipe(Scope.extend(scope))
+      return
+    }
     const mark = (k, a) => Effect.sync(() => emit({ k, m: id, e: a.epoch, i: a.index, n: a.size, t: now() }))
     yield* service.whileAssigned((a) =>
       Effect.acquireRelease(mark("start", a), () => mark("end", a)).pipe(Effect.zipRight(Effect.never), Effect.scoped)

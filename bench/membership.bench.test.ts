@@ -10,6 +10,9 @@
  * library as transpiled from src/ at the start of the run (support/Build.ts).
  * Overrides (see the matrix below): BENCH_SECTIONS=convergence,steady,stability,cli  BENCH_ROUNDS=20
  * (also `overdue`, not in the default run: stopped work when a member is overdue; BENCH_OVERDUE_ROUNDS=3;
+ * `paused`, not in the default run: work paused per change, modulo mode beside slots mode;
+ * BENCH_PAUSED_ROUNDS=3 BENCH_PAUSED_SIZES=4,16 BENCH_PAUSED_SLOTS=64 BENCH_PAUSED_MODES=modulo,slots
+ * (BENCH_PAUSED_DUMP=<prefix>: every change's window and events to <prefix>-....json);
  * BENCH_SRC=<dir with src/> runs the members on another tree's library, e.g. main's, for a before/after)
  * BENCH_FIBER_SIZES=4,16  BENCH_PROCESS_SIZES=4  BENCH_ORIGINAL_SIZES=4  BENCH_FORM_SECONDS=90
  * BENCH_BUDGET_SECONDS=180  BENCH_STABLE_SIZES=1000,2000  BENCH_STABLE_SECONDS=60  BENCH_STEADY_SECONDS=30
@@ -29,6 +32,7 @@ import { Cover } from "./support/Cover.js"
 import { measureStartup, type StartupRow } from "./support/CliStartup.js"
 import { benchDatabase, connections, counters, median, migrate, percentile, serverCpuMs, statStatements } from "./support/Database.js"
 import { OriginalGroup } from "./support/OriginalGroup.js"
+import { type ChangeResult, PausedGroup } from "./support/Paused.js"
 import { HostGroup, ProcessGroup } from "./support/ProcessGroup.js"
 import type { Breakdown, Group, TrialResult } from "./support/Trials.js"
 import { form, runTrials } from "./support/Trials.js"
@@ -74,6 +78,12 @@ const BARRIER_POLL = env("BENCH_BARRIER_POLL")
 const OUT = env("BENCH_OUT") ?? "docs/benchmarks.md"
 /** Stopped work when a member is overdue: rounds of (kill -9 one of three, a replacement joins 2 s later). */
 const OVERDUE_ROUNDS = Number(env("BENCH_OVERDUE_ROUNDS") ?? 3)
+/** Work paused per change: rounds of (join, leave, join, crash) per mode and size; the slot count S. */
+const PAUSED_ROUNDS = Number(env("BENCH_PAUSED_ROUNDS") ?? 3)
+const PAUSED_SIZES = list("BENCH_PAUSED_SIZES", [4, 16])
+const PAUSED_SLOTS = Number(env("BENCH_PAUSED_SLOTS") ?? 64)
+/** `modulo,slots` (both, side by side) unless told. */
+const PAUSED_MODES = new Set((env("BENCH_PAUSED_MODES") ?? "modulo,slots").split(","))
 
 /** Convergence runs: lease 2 s, heartbeat 200 ms (fence margin and statement timeout as the tests use). */
 const fast = {
@@ -186,6 +196,15 @@ interface OverdueRow {
   readonly violations: number
 }
 const overdue: Array<OverdueRow> = []
+/** The paused section: one row per mode, size and kind of change. */
+interface PausedRow {
+  readonly mode: string
+  readonly members: number
+  readonly change: ChangeResult["change"]
+  readonly results: ReadonlyArray<ChangeResult>
+  readonly failures: number
+}
+const paused: Array<PausedRow> = []
 const notes: Array<string> = []
 const startup: Array<StartupRow> = []
 let processRss: number | undefined
@@ -571,6 +590,63 @@ it("modulo-group benchmarks", async () => {
       }
     }
 
+    // --- work paused per change: modulo mode beside slots mode -----------------------------
+    // Process members (heartbeat 1 s, lease 10 s, as the overdue section); per mode and size, a
+    // group of N, then rounds of: a join (N -> N+1), a graceful leave of a random member (-> N), a
+    // join, a SIGKILL of a random member (-> N once its lease ran out). Definitions in
+    // support/Paused.ts and in the printed section.
+    if (sections.has("paused")) {
+      for (const members of PAUSED_SIZES) {
+        for (const slots of [...(PAUSED_MODES.has("modulo") ? [undefined] : []), ...(PAUSED_MODES.has("slots") ? [PAUSED_SLOTS] : [])]) {
+          const mode = slots === undefined ? "modulo" : `slots S=${slots}`
+          const group = new PausedGroup({
+            script: memberScript,
+            env: memberEnv,
+            url: db.url,
+            config: { groupId: groupId(`paused-${slots ?? "m"}-${members}`), ...slow },
+            slots
+          })
+          const rows = new Map<ChangeResult["change"], PausedRow>(
+            (["join", "leave", "crash"] as const).map((change) => [change, { mode, members, change, results: [], failures: 0 }])
+          )
+          const t0 = performance.now()
+          try {
+            for (let batch = 0; batch < members; batch += 4) {
+              await group.grow(Math.min(4, members - batch))
+              await group.whenSettled(60_000)
+            }
+            log(`paused: ${mode}, ${members} processes formed in ${fmt((performance.now() - t0) / 1000, 1)} s`)
+            for (let round = 1; round <= PAUSED_ROUNDS; round++) {
+              for (const change of ["join", "leave", "join", "crash"] as const) {
+                const row = rows.get(change)!
+                try {
+                  await sleep(500 + Math.random() * 1_000)
+                  const r = await group.change(change, 40_000)
+                  if (env("BENCH_PAUSED_DUMP")) fs.writeFileSync(`${env("BENCH_PAUSED_DUMP")}-${mode.replace(/\W/g, "")}-${members}-${round}-${change}.json`, JSON.stringify({ r, at: group.lastWindow, events: group.events }))
+                  ;(row.results as Array<ChangeResult>).push(r)
+                  log(
+                    `paused: ${mode}, ${members}, round ${round} ${change}: settled ${fmt(r.settleMs)} ms, paused ${fmt(r.pausedMemberSeconds, 3)} member-s` +
+                      (slots !== undefined ? ` (slot-s/S ${fmt(r.slotSecondsPerS, 4)}, ${r.slotsMoved} slots moved)` : "") +
+                      ` (survivors ${fmt(r.survivorsMemberSeconds, 3)}, departed ${fmt(r.departedMemberSeconds, 3)}), ${r.membersPaused} of ${r.survivors} survivors paused`
+                  )
+                } catch (e) {
+                  ;(row as { failures: number }).failures++
+                  log(`paused: ${mode}, ${members}, round ${round} ${change}: ${String(e)}`)
+                  // Let the group settle before the next change.
+                  await group.whenSettled(60_000).catch(() => undefined)
+                }
+              }
+            }
+          } catch (e) {
+            log(`paused: ${mode}, ${members}: ${String(e)}`)
+          } finally {
+            await group.dispose()
+          }
+          paused.push(...rows.values())
+        }
+      }
+    }
+
     // --- the CLI's start-up ------------------------------------------------------------------
     if (sections.has("cli")) {
       if (!fs.existsSync(path.join(root, "cli", "dist", "modulo-group.cjs"))) {
@@ -825,6 +901,39 @@ const render = (info: RunInfo) => {
     String(r.epochs),
     String(r.violations)
   ])
+  const pausedHead = ["mode", "members", "change", "samples", "paused member-s, median (min–max)", "survivors' part", "departed's share", "slot-s / S, median", "survivors paused, median (of)", "slots moved, median", "settled ms, median", "failed"]
+  const range = (xs: ReadonlyArray<number>, d: number) =>
+    xs.length === 0 ? "–" : `${fmt(median(xs), d)} (${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)})`
+  const pausedRows = paused.map((r) => [
+    r.mode,
+    String(r.members),
+    r.change,
+    String(r.results.length),
+    range(r.results.map((x) => x.pausedMemberSeconds), 3),
+    fmt(median(r.results.map((x) => x.survivorsMemberSeconds)), 3),
+    fmt(median(r.results.map((x) => x.departedMemberSeconds)), 3),
+    r.mode === "modulo" ? "–" : fmt(median(r.results.map((x) => x.slotSecondsPerS)), 4),
+    r.results.length === 0 ? "–" : `${fmt(median(r.results.map((x) => x.membersPaused)))} (${fmt(median(r.results.map((x) => x.survivors)))})`,
+    r.mode === "modulo" ? "–" : fmt(median(r.results.map((x) => x.slotsMoved))),
+    fmt(median(r.results.map((x) => x.settleMs))),
+    String(r.failures)
+  ])
+  const pausedText = [
+    `Work paused per change (process members, heartbeat 1 s, lease 10 s; ${PAUSED_ROUNDS} rounds of join, leave, join, crash`,
+    "(SIGKILL; the lease runs out); a join takes N to N+1, a leave or crash N+1 to N). Window: from the command until",
+    "the group is settled again (modulo: every live member works in one epoch of the live size; slots: every slot",
+    "worked by exactly one live member, each live member working floor(S/N) or ceil(S/N) slots). Survivors: members",
+    "live before and after the change (not the newcomer, the leaver or the killed one).",
+    "- modulo, paused member-s: for each survivor, the time in the window during which it ran no work, summed (the",
+    "  survivors' part), plus the departed member's share: from the leaver's stop (or the kill) until the settle,",
+    "  counted as one member's.",
+    "- slots, slot-s / S: for each slot, the time in the window during which no live member ran it (from its stop by",
+    "  the old holder, or from the kill, until its start by the new holder; zero for a slot that did not move), summed,",
+    "  divided by S (seconds of the whole group's work); paused member-s = slot-s × N / S (a member's share is S/N",
+    "  slots; N the live members after the change); split by whose the slot was when it stopped (a survivor's, or",
+    "  the departed member's). Columns: medians of each (the parts' medians need not add up to the total's).",
+    "- survivors paused: survivors that stopped any work in the window (modulo: their assignment; slots: a slot)."
+  ]
   const startupHead = ["command", "runs", "median ms", "min ms", "max ms"]
   const startupRows = startup.map((r) => [r.command, String(r.runs), fmt(r.medianMs), fmt(r.minMs), fmt(r.maxMs)])
 
@@ -919,6 +1028,9 @@ const render = (info: RunInfo) => {
         ""
       ]
       : []),
+    ...(paused.length > 0
+      ? ["## Work paused per change (modulo mode and slots mode)", "", ...pausedText, "", mdTable(pausedHead, pausedRows), ""]
+      : []),
     "## CLI start-up",
     "",
     "From spawning `node cli/bin/modulo-group.js <args>` until its first line on stdout (`join --json`: its first",
@@ -956,6 +1068,7 @@ const render = (info: RunInfo) => {
     textTable(stableHead, stableRows),
     "",
     ...(overdue.length > 0 ? ["Stopped work when a member is overdue (kill one of 3, replacement 2 s later, lease 10 s):", textTable(overdueHead, overdueRows), ""] : []),
+    ...(paused.length > 0 ? [...pausedText, textTable(pausedHead, pausedRows), ""] : []),
     "CLI start-up (spawn to first stdout line):",
     textTable(startupHead, startupRows),
     "",
