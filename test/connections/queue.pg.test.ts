@@ -118,3 +118,36 @@ it.live("32 members join at once over one pool: the group forms and no join fail
     Effect.provide(capture),
     Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(Wide)))
   ), 60_000)
+
+it.live("16 joins at once over one store: each takes one attempt at the group lock, none sleeps a backoff", () =>
+  Effect.gen(function*() {
+    yield* Migrations.run
+    const groupId = randomGroupId("queue-local")
+    const steps: Array<string> = []
+    // Each join holds the group lock 30 ms before its COMMIT, so that the joins overlap: without a
+    // queue of the store's own, every join but one finds the lock busy, rolls back and sleeps a
+    // backoff (with the lock often free meanwhile), again and again.
+    const store = yield* PgMembershipStore.make({
+      statementTimeout: Duration.seconds(2),
+      onStatement: (operation, step) =>
+        Effect.zipRight(
+          Effect.sync(() => steps.push(`${operation}:${step}`)),
+          operation === "join" && step === "commit" ? Effect.sleep(Duration.millis(30)) : Effect.void
+        )
+    })
+    yield* Effect.forEach(
+      Array.from({ length: 12 }),
+      () => Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT pg_sleep(0.05)`),
+      { concurrency: "unbounded" }
+    )
+    const results = yield* Effect.forEach(
+      Array.from({ length: 16 }, (_, i) => info(`m${i}`)),
+      (m) => Effect.either(store.join(groupId, m, 30_000)),
+      { concurrency: "unbounded" }
+    )
+    expect(results.filter((r) => r._tag === "Left")).toEqual([])
+    // One attempt per join: the store's own changes of a group wait for each other in the process,
+    // holding no connection, and the next begins when the one before has committed.
+    expect(steps.filter((s) => s === "join:busy").length).toBe(0)
+    expect(steps.filter((s) => s === "join:lock").length).toBe(16)
+  }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(Wide)))), 60_000)

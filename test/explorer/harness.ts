@@ -347,7 +347,12 @@ const opTimeout = Duration.seconds(10)
 export const runSchedule = (
   schedule: Schedule,
   store: MembershipStoreService,
-  observer: Observer
+  observer: Observer,
+  /**
+   * B's store: another process's (a store's own changes of a group take turns in the process, so B
+   * on A's store would wait for A's turn in the process, not interleave with it in the database).
+   */
+  storeB: MembershipStoreService = store
 ): Effect.Effect<ScheduleResult, never, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const started = Date.now()
@@ -376,7 +381,7 @@ export const runSchedule = (
     let outcomes: Array<Outcome>
     if (first.paused !== undefined) {
       busyB = 0
-      const fb = yield* Effect.fork(runOperation(schedule.b, known, store, observer))
+      const fb = yield* Effect.fork(runOperation(schedule.b, known, storeB, observer))
       const t0 = Date.now()
       while (true) {
         if (Option.isSome(yield* Fiber.poll(fb))) {
@@ -400,7 +405,7 @@ export const runSchedule = (
       outcomes = [oa, ob]
     } else {
       const oa = yield* bounded(schedule.a, fa)
-      const ob = yield* runOperation(schedule.b, known, store, observer).pipe(
+      const ob = yield* runOperation(schedule.b, known, storeB, observer).pipe(
         Effect.timeoutTo({
           duration: opTimeout,
           onSuccess: (o) => o,

@@ -36,6 +36,8 @@ it.live("every statement-level interleaving of two store operations keeps views,
       yield* PgMembershipStore.prepare({ migrate: true })
       yield* observer.query(installLog)
       const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds" })
+      // B runs as another process would, on a store of its own: it interleaves with A in the database.
+      const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds" })
 
       const steps = new Map<string, ReadonlyArray<string>>()
       for (const op of operations) steps.set(op, yield* countSteps(op, store, observer))
@@ -45,7 +47,7 @@ it.live("every statement-level interleaving of two store operations keeps views,
       for (const a of operations) {
         for (const b of operations) {
           for (let k = 0; k <= steps.get(a)!.length; k++) {
-            const r = yield* runSchedule({ a, b, k }, store, observer)
+            const r = yield* runSchedule({ a, b, k }, store, observer, storeB)
             results.push(r)
             for (const v of check(r)) violations.push(`${a} paused before ${r.pausedAt} (k=${k}), ${b} ${r.b}: ${v}`)
           }
