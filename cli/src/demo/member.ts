@@ -82,25 +82,13 @@ const writeLine = (value: unknown) => {
   process.stdout.write(`${JSON.stringify(value)}\n`)
 }
 
-/** One tick: a batch through the ledger; a transaction that did not commit is reported, not fatal. */
-const drainBatch = (spec: MemberSpec, tick: Work.Tick) =>
-  Ledger.drainBatch(spec.run, spec.name, spec.batch, tick).pipe(
-    Effect.catchAll((error) =>
-      Effect.sync(() =>
-        writeLine({
-          ts: new Date().toISOString(),
-          name: spec.name,
-          event: error._tag === "StaleAssignment" ? "stale" : "aborted",
-          epoch: tick.epoch,
-          reason: error._tag === "StaleAssignment" ? error.reason : `${error._tag}: ${describe(error)}`
-        })
-      )
-    )
-  )
-
-/** Slots mode, one tick: a batch of the items of the slots worked now; reported like `drainBatch`. */
-const drainSlots = (spec: MemberSpec, owned: MemberState.OwnedSlots, epoch: number) =>
-  Ledger.drainSlots(spec.run, spec.name, spec.batch, owned, epoch).pipe(
+/** A batch's transaction that did not commit: reported as a `stale` or `aborted` line, not fatal. */
+const reportFailure = <A, E extends { readonly _tag: string }, R>(
+  spec: MemberSpec,
+  epoch: number,
+  batch: Effect.Effect<A, E, R>
+) =>
+  batch.pipe(
     Effect.catchAll((error) =>
       Effect.sync(() =>
         writeLine({
@@ -108,11 +96,21 @@ const drainSlots = (spec: MemberSpec, owned: MemberState.OwnedSlots, epoch: numb
           name: spec.name,
           event: error._tag === "StaleAssignment" ? "stale" : "aborted",
           epoch,
-          reason: error._tag === "StaleAssignment" ? error.reason : `${error._tag}: ${describe(error)}`
+          reason: error._tag === "StaleAssignment" && "reason" in error
+            ? String(error.reason)
+            : `${error._tag}: ${describe(error)}`
         })
       )
     )
   )
+
+/** One tick: a batch through the ledger. */
+const drainBatch = (spec: MemberSpec, tick: Work.Tick) =>
+  reportFailure(spec, tick.epoch, Ledger.drainBatch(spec.run, spec.name, spec.batch, tick))
+
+/** Slots mode, one tick: a batch of the items of the slots worked now. */
+const drainSlots = (spec: MemberSpec, owned: MemberState.OwnedSlots, epoch: number) =>
+  reportFailure(spec, epoch, Ledger.drainSlots(spec.run, spec.name, spec.batch, owned, epoch))
 
 /**
  * Slots mode: `whileOwning` keeps `working` (slot -> its `OwnedSlot`) and prints a `slot` line per
