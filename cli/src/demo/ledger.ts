@@ -133,50 +133,19 @@ export const readProgress = (run: string) =>
   }).pipe(Effect.timeout(Duration.seconds(2)), Effect.orElseSucceed(() => undefined))
 
 /**
- * One tick of a member: takes up to `batch` of its pending, released items and marks them done,
- * all in one fenced transaction. Fails as `Fenced.fenced` does: nothing commits then.
+ * One fenced transaction of a tick: takes up to `batch` of the run's pending, released items that
+ * `owned` selects, marks them done at `epoch`, and records one `processed` row per item (`record`).
+ * Fails as `Fenced.fenced` does: nothing commits then.
  */
-export const drainBatch = (run: string, member: string, batch: number, tick: Work.Tick) =>
-  Fenced.fenced(
-    Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      const picked = yield* sql<{ id: number }>`
-        SELECT id FROM modulo_group_demo.items
-         WHERE run_id = ${run} AND done_at IS NULL AND ${Ownership.owned(sql, "id", tick)}
-           AND id <= (SELECT released FROM modulo_group_demo.runs WHERE run_id = ${run})
-         ORDER BY id
-         LIMIT ${batch}`
-      if (picked.length === 0) return 0
-      const ids = picked.map((r) => r.id)
-      // No "AND done_at IS NULL" and no ON CONFLICT: a second processing must be seen, not hidden.
-      yield* sql`
-        UPDATE modulo_group_demo.items
-           SET done_at = clock_timestamp(), done_epoch = ${tick.epoch}, done_by = ${member}
-         WHERE run_id = ${run} AND ${sql.in("id", ids)}`
-      yield* sql`
-        INSERT INTO modulo_group_demo.processed ${
-        sql.insert(ids.map((id) => ({
-          run_id: run,
-          item_id: id,
-          epoch: tick.epoch,
-          idx: tick.index,
-          size: tick.size,
-          member
-        })))
-      }`
-      return ids.length
-    }),
-    { assignment: tick }
-  )
-
-/**
- * Slots mode: one tick of a member, over the set of slots it works (`owned`: their generations too):
- * takes up to `batch` of the pending, released items of those slots and marks them done, all in one
- * transaction fenced with those slots at those generations. Each processing records its slot (`idx`),
- * the slot count (`size`), the slot's generation, and the member's epoch (`epoch`: in slots mode it
- * orders the changes but is no barrier).
- */
-export const drainSlots = (run: string, member: string, batch: number, owned: MemberState.OwnedSlots, epoch: number) =>
+const drain = (
+  run: string,
+  member: string,
+  batch: number,
+  epoch: number,
+  owned: Parameters<typeof Ownership.owned>[2],
+  record: (id: number) => Record<string, unknown>,
+  fence: Parameters<typeof Fenced.fenced>[1]
+) =>
   Fenced.fenced(
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
@@ -188,30 +157,37 @@ export const drainSlots = (run: string, member: string, batch: number, owned: Me
          LIMIT ${batch}`
       if (picked.length === 0) return 0
       const ids = picked.map((r) => r.id)
-      const generationOf = new Map(owned.slots.map((slot, i) => [slot, owned.generations[i]!]))
+      // No "AND done_at IS NULL" and no ON CONFLICT: a second processing must be seen, not hidden.
       yield* sql`
         UPDATE modulo_group_demo.items
            SET done_at = clock_timestamp(), done_epoch = ${epoch}, done_by = ${member}
          WHERE run_id = ${run} AND ${sql.in("id", ids)}`
       yield* sql`
         INSERT INTO modulo_group_demo.processed ${
-        sql.insert(ids.map((id) => {
-          const slot = Ownership.ownerOf(id, owned.count)
-          return {
-            run_id: run,
-            item_id: id,
-            epoch,
-            idx: slot,
-            size: owned.count,
-            member,
-            generation: generationOf.get(slot) ?? null
-          }
-        }))
+        sql.insert(ids.map((id) => ({ run_id: run, item_id: id, epoch, member, ...record(id) })))
       }`
       return ids.length
     }),
-    { slots: owned }
+    fence
   )
+
+/** One tick of a member: its pending, released items of this assignment. */
+export const drainBatch = (run: string, member: string, batch: number, tick: Work.Tick) =>
+  drain(run, member, batch, tick.epoch, tick, () => ({ idx: tick.index, size: tick.size }), { assignment: tick })
+
+/**
+ * Slots mode: one tick of a member, over the set of slots it works (`owned`: their generations too),
+ * in one transaction fenced with those slots at those generations. Each processing records its slot
+ * (`idx`), the slot count (`size`), the slot's generation, and the member's epoch (`epoch`: in slots
+ * mode it orders the changes but is no barrier).
+ */
+export const drainSlots = (run: string, member: string, batch: number, owned: MemberState.OwnedSlots, epoch: number) => {
+  const generationOf = new Map(owned.slots.map((slot, i) => [slot, owned.generations[i]!]))
+  return drain(run, member, batch, epoch, owned, (id) => {
+    const slot = Ownership.ownerOf(id, owned.count)
+    return { idx: slot, size: owned.count, generation: generationOf.get(slot) ?? null }
+  }, { slots: owned })
+}
 
 /**
  * What the ledger says at the end of a run: per item how often it was processed, per epoch its
