@@ -118,6 +118,16 @@ export const make = (
       Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`modulo-group ${name} died`, cause)
     const forkLoop = (name: string, loop: Effect.Effect<unknown>) =>
       Effect.forkScoped(annotate(loop).pipe(Effect.catchAllCause(fail(name))))
+    // The app's work, as the work runner runs it: in the caller's context, scoped per run (resources
+    // the work acquires are released before the ack or the release), a failure logged, not raised.
+    const asWork = <A, E, R>(run: (a: A) => Effect.Effect<unknown, E, R>, failed: (a: A) => string) =>
+      Effect.map(Effect.context<R>(), (context) => (a: A): Effect.Effect<void> =>
+        Effect.scoped(run(a)).pipe(
+          Effect.provide(context),
+          Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning(failed(a), cause)),
+          Effect.asVoid,
+          annotate
+        ) as Effect.Effect<void>)
 
     yield* forkLoop("driver", driver.run)
     yield* forkLoop("lease keeper", leaseKeeper(ctx, driver.observe))
@@ -170,54 +180,14 @@ export const make = (
               ))
         })),
       whileAssigned: (run) =>
-        Effect.gen(function*() {
-          const context = yield* Effect.context<never>()
-          const spec: WorkSpec = {
-            run: (a) =>
-              // Scoped per epoch: resources the work acquires are released before the ack.
-              Effect.scoped(run(a)).pipe(
-                Effect.provide(context),
-                Effect.catchAllCause((cause) =>
-                  Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("work failed", cause)
-                ),
-                Effect.asVoid,
-                annotate
-              ) as Effect.Effect<void>
-          }
-          yield* work.register(spec, Effect.map(assignmentNow, Option.isSome))
-        }),
+        Effect.flatMap(asWork(run, () => "work failed"), (run) =>
+          work.register({ run } satisfies WorkSpec, Effect.map(assignmentNow, Option.isSome))),
       whileOwning: (run) =>
-        Effect.gen(function*() {
-          const context = yield* Effect.context<never>()
-          const spec: SlotSpec = {
-            run: (owned) =>
-              Effect.scoped(run(owned)).pipe(
-                Effect.provide(context),
-                Effect.catchAllCause((cause) =>
-                  Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning(`work of slot ${owned.slot} failed`, cause)
-                ),
-                Effect.asVoid,
-                annotate
-              ) as Effect.Effect<void>
-          }
-          yield* work.registerSlot(spec, Effect.map(assignmentNow, Option.isSome))
-        }),
+        Effect.flatMap(asWork(run, (owned) => `work of slot ${owned.slot} failed`), (run) =>
+          work.registerSlot({ run } satisfies SlotSpec, Effect.map(assignmentNow, Option.isSome))),
       whileOwningAll: (run) =>
-        Effect.gen(function*() {
-          const context = yield* Effect.context<never>()
-          const spec: SlotSetSpec = {
-            run: (owned) =>
-              Effect.scoped(run(owned)).pipe(
-                Effect.provide(context),
-                Effect.catchAllCause((cause) =>
-                  Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("slot work failed", cause)
-                ),
-                Effect.asVoid,
-                annotate
-              ) as Effect.Effect<void>
-          }
-          yield* work.registerSlotSet(spec, Effect.map(assignmentNow, Option.isSome))
-        }),
+        Effect.flatMap(asWork(run, () => "slot work failed"), (run) =>
+          work.registerSlotSet({ run } satisfies SlotSetSpec, Effect.map(assignmentNow, Option.isSome))),
       owned: Effect.gen(function*() {
         const workable = Option.isSome(yield* assignmentNow)
         const list = workable ? yield* work.slots : []
