@@ -155,3 +155,37 @@ export const graceExpiries = Metric.counter("modulo_group_grace_expiries_total",
   description: "Static members' rows deleted because their instance did not come back within rejoinGrace",
   incremental: true
 })
+
+/**
+ * Slots mode: how many slots of the group this process's members are working now (each member adds
+ * a slot when its work starts and takes it away when that work has stopped). 0 in modulo mode.
+ *
+ * @since 0.3.0
+ * @category metrics
+ */
+export const slotsWorking = Metric.gauge("modulo_group_slots_working", {
+  description: "Slots mode: slots whose work is running in this process (started, not yet stopped)"
+})
+
+/**
+ * Slots mode: slot work started (a slot taken over, or held again after a rejoin).
+ *
+ * @since 0.3.0
+ * @category metrics
+ */
+export const slotStarts = Metric.counter("modulo_group_slot_starts_total", {
+  description: "Slots mode: times the work of a slot started on this member",
+  incremental: true
+})
+
+/**
+ * Slots mode: slots handed over, each released to its new owner by a release the store applied
+ * (after its work stopped); a slot whose release outcome is unknown is not counted.
+ *
+ * @since 0.3.0
+ * @category metrics
+ */
+export const slotReleases = Metric.counter("modulo_group_slot_releases_total", {
+  description: "Slots mode: slots released to their new owner after their work stopped",
+  incremental: true
+})

@@ -140,6 +140,38 @@ describe("slots mode, in memory", () => {
       expect(rec.violations).toEqual([])
     })))
 
+  it.effect("metrics: slots working, slot starts and releases follow the handoffs", () =>
+    inMemory(Effect.gen(function*() {
+      const { join, rec } = yield* setup(8)
+      const tagged = <M extends Metric.Metric<any, any, any>>(m: M) => m.pipe(Metric.tagged("group", groupId)) as M
+      const working = tagged(Metrics.slotsWorking)
+      const starts = tagged(Metrics.slotStarts)
+      const releases = tagged(Metrics.slotReleases)
+      const read = Effect.all({
+        working: Effect.map(Metric.value(working), (s) => s.value),
+        starts: Effect.map(Metric.value(starts), (s) => s.count),
+        releases: Effect.map(Metric.value(releases), (s) => s.count)
+      })
+      const before = yield* read
+      const delta = Effect.map(read, (now) => ({
+        working: now.working - before.working,
+        starts: now.starts - before.starts,
+        releases: now.releases - before.releases
+      }))
+      const a = yield* join("a")
+      yield* advanceUntil(() => rec.covered() === 8)
+      expect(yield* delta).toEqual({ working: 8, starts: 8, releases: 0 })
+      const b = yield* join("b")
+      yield* advanceUntil(() => rec.running().get(b.m.memberId)?.length === 4, Duration.seconds(5))
+      // a stopped and released 4 (one process: the gauge is the sum over its members).
+      expect(yield* delta).toEqual({ working: 8, starts: 12, releases: 4 })
+      yield* b.close
+      yield* advanceUntil(() => rec.running().get(a.m.memberId)?.length === 8, Duration.seconds(5))
+      expect((yield* delta).working).toBe(8)
+      yield* a.close
+      expect((yield* delta).working).toBe(0)
+    })))
+
   it.effect("a member asking for another slot count, or for modulo mode, is refused and never works", () =>
     inMemory(Effect.gen(function*() {
       const { join, rec } = yield* setup(8)

@@ -63,7 +63,10 @@ const groupMetrics = (groupId: string) => {
     barrierSeconds: tagged(Metrics.barrierSeconds),
     stuckWork: tagged(Metrics.stuckWork),
     alarms: tagged(Metrics.alarms),
-    clockSteps: tagged(Metrics.clockSteps)
+    clockSteps: tagged(Metrics.clockSteps),
+    slotsWorking: tagged(Metrics.slotsWorking),
+    slotStarts: tagged(Metrics.slotStarts),
+    slotReleases: tagged(Metrics.slotReleases)
   }
 }
 
@@ -85,8 +88,10 @@ export const makeContext = (options: {
     const metrics = groupMetrics(config.groupId)
     // Registered at once (an exporter lists them from the start, counters at 0); the gauges of the
     // assignment and the heartbeat age appear with their first value.
-    const { epoch: _e, size: _s, index: _i, heartbeatAge: _h, ...fromStart } = metrics
-    yield* Effect.forEach(Object.values(fromStart), (m) => Metric.value(m as Metric.Metric<unknown, never, unknown>), {
+    // The slot series only in slots mode.
+    const { epoch: _e, size: _s, index: _i, heartbeatAge: _h, slotsWorking, slotStarts, slotReleases, ...fromStart } = metrics
+    const slotSeries = config.slots === undefined ? [] : [slotsWorking, slotStarts, slotReleases]
+    yield* Effect.forEach([...Object.values(fromStart), ...slotSeries], (m) => Metric.value(m as Metric.Metric<unknown, never, unknown>), {
       discard: true
     })
     return {

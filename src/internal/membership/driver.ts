@@ -3,7 +3,7 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Fiber, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
+import { Effect, Fiber, Metric, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
@@ -106,9 +106,9 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
       case "InterruptWork":
         return Effect.as(work.interrupt, undefined)
       case "StartSlot":
-        return Effect.as(
-          work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }),
-          undefined
+        return work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }).pipe(
+          Effect.zipRight(Metric.increment(ctx.metrics.slotStarts)),
+          Effect.as(undefined)
         )
       case "StopSlots":
         // Each slot on its own: its stop is awaited in the background (renewals and other slots go
@@ -140,6 +140,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           const result = yield* Effect.either(store.releaseSlots(groupId, ctx.info.memberId, instruction.stopped))
           if (result._tag === "Left") {
             yield* Effect.logWarning(`slot release failed (its outcome is unknown; the slots stay stopped): ${result.left.reason}`)
+          } else {
+            yield* Metric.incrementBy(ctx.metrics.slotReleases, result.right.length)
           }
           yield* observe(Transition.Observation.SlotsReleased({
             stopped: instruction.stopped,

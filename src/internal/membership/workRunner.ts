@@ -7,7 +7,7 @@
  * `awaitStopped` waits for it too; and the set form (`whileOwningAll`), which runs under the whole
  * set of slots being worked and is restarted whenever that set changes.
  */
-import { Effect, Fiber, FiberSet, Scope } from "effect"
+import { Effect, Fiber, FiberSet, Metric, Scope } from "effect"
 import type { Assignment, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
 import { toAssignment } from "../../MemberState.js"
 
@@ -53,7 +53,11 @@ export interface WorkRunner {
   readonly registerSlotSet: (spec: SlotSetSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
 }
 
-export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner> =>
+export const makeWorkRunner = (
+  workScope: Scope.Scope,
+  /** Slots mode: the gauge of the slots being worked, moved by each change of `active`. */
+  slotsWorking?: Metric.Metric.Gauge<number>
+): Effect.Effect<WorkRunner> =>
   Effect.gen(function*() {
     const fibers = yield* Scope.extend(FiberSet.make<void>(), workScope)
     const specs = new Set<WorkSpec>()
@@ -73,6 +77,8 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
     // Starting work (after checking the state) and interrupting it exclude each other, so a spec
     // registered during a renegotiation cannot slip past the stop that precedes the acknowledgement.
     const lock = yield* Effect.makeSemaphore(1)
+    const moved = (delta: number) =>
+      slotsWorking === undefined || delta === 0 ? Effect.void : Metric.incrementBy(slotsWorking, delta)
 
     // Interruptible explicitly: work may be started from inside an uninterruptible acquire, and a
     // fork inherits that; such work could never be stopped.
@@ -132,8 +138,9 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
         })),
       interrupt: lock.withPermits(1)(Effect.suspend(() => {
         activeSlot = undefined
+        const cleared = active.size
         active.clear()
-        return Effect.forEach([...fibers], (f) => Fiber.interruptFork(f), { discard: true })
+        return Effect.zipRight(moved(-cleared), Effect.forEach([...fibers], (f) => Fiber.interruptFork(f), { discard: true }))
       })),
       awaitStopped: FiberSet.awaitEmpty(fibers),
       register: (spec, live) =>
@@ -148,6 +155,7 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
         ).pipe(Effect.asVoid),
       startSlot: (owned) =>
         lock.withPermits(1)(Effect.gen(function*() {
+          if (!active.has(owned.slot)) yield* moved(1)
           active.set(owned.slot, owned)
           yield* Effect.forEach([...slotSpecs], (spec) => startSlotOne(spec, owned), { discard: true })
           if (setSpecs.size > 0) yield* restartSets
@@ -155,7 +163,7 @@ export const makeWorkRunner = (workScope: Scope.Scope): Effect.Effect<WorkRunner
       stopSlot: (slot) =>
         Effect.gen(function*() {
           const mine = yield* lock.withPermits(1)(Effect.gen(function*() {
-            active.delete(slot)
+            if (active.delete(slot)) yield* moved(-1)
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
             yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
