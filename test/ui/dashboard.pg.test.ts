@@ -18,6 +18,7 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { assertBuilt, bin, Member } from "../cli/support.js"
+import * as Slots from "../../src/Slots.js"
 import { databaseUrl } from "../support/Database.js"
 import { findChromium, launch } from "./cdp.js"
 
@@ -165,4 +166,52 @@ describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", 
       await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`))
     }
   }, 240_000)
+
+  it("shows a slots-mode group: each member's slot count and ranges, and the mode in the list", async () => {
+    assertBuilt()
+    const dbName = `mg_ui_${randomBytes(5).toString("hex")}`
+    await admin((c) => c.query(`CREATE DATABASE ${dbName}`))
+    const url = new URL(databaseUrl())
+    url.pathname = `/${dbName}`
+    const env = { ...process.env, DATABASE_URL: url.toString() }
+    const group = "shards"
+    const members = ["slot-a", "slot-b"].map((name) => new Member(name, group, [...fast, "--slots", "16"], env))
+    let ui: Awaited<ReturnType<typeof startUi>> | undefined
+    let browser: Awaited<ReturnType<typeof launch>> | undefined
+    try {
+      await Promise.all(members.map((m) => m.waitFor((e) => e.slots?.length === 8, 60_000, "8 slots")))
+      ui = await startUi(env)
+      browser = await launch(chromium!)
+      const page = browser.page
+      await page.navigate(`${ui.url}#/group/${encodeURIComponent(group)}`)
+      await page.waitFor(`document.querySelectorAll("#members tbody tr").length === 2`, 15_000, "two members")
+      const table = await page.evaluate<{ head: Array<string>; rows: Array<{ name: string; slots: string; cells: Array<string> }>; facts: string }>(`({
+        head: [...document.querySelectorAll("#members thead th")].map(h => h.textContent),
+        rows: [...document.querySelectorAll("#members tbody tr")].map(r => ({ name: r.dataset.name, slots: r.dataset.slots, cells: [...r.children].map(c => c.textContent) })),
+        facts: document.querySelector("#facts").textContent
+      })`)
+      expect(table.head.slice(0, 2)).toEqual(["SLOTS", "RANGES"])
+      expect(table.facts).toContain("slots (S = 16)")
+      // Each holds 8 of the 16, and its ranges are what its own last line says it works.
+      for (const m of members) {
+        const row = table.rows.find((r) => r.name === m.label)!
+        const own = [...m.events].reverse().find((e) => e.slots !== undefined)!
+        expect(row.slots).toBe("8")
+        expect(row.cells[0]).toBe("8")
+        expect(row.cells[1]).toBe(Slots.toRanges(own.slots!))
+      }
+      await page.evaluate(`location.hash = "#/"`)
+      await page.waitFor(`document.querySelector('tr[data-group="shards"]')`, 10_000, "the group in the list")
+      expect(await page.evaluate<string>(`document.querySelector('tr[data-group="shards"]').textContent`)).toContain("slots (16)")
+    } finally {
+      await browser?.close().catch(() => undefined)
+      for (const m of members) m.kill("SIGKILL")
+      await Promise.all(members.map((m) => m.exited))
+      if (ui !== undefined) {
+        ui.child.kill("SIGTERM")
+        await ui.exited
+      }
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`))
+    }
+  }, 120_000)
 })

@@ -104,7 +104,7 @@ export const page = `<!doctype html>
     var rows = d.groups.map(function (g) {
       var link = el("a", { href: "#/group/" + encodeURIComponent(g.groupId), text: g.groupId });
       return el("tr", { "data-group": g.groupId }, [
-        td(link), td(g.mode), td(g.epoch, true), td(g.size, true),
+        td(link), td(g.mode === "slots" ? "slots (" + g.slots + ")" : g.mode), td(g.epoch, true), td(g.size, true),
         td(el("span", null, [pill("healthy"), " " + g.healthy + "  ", pill("late"), " " + g.late + "  ", pill("expired"), " " + g.expired])),
         td(ms(g.changedAgoMs) + " ago")
       ]);
@@ -124,22 +124,27 @@ export const page = `<!doctype html>
     var g = d.group;
     var facts = el("div", { className: "facts", id: "facts", "data-epoch": String(g.epoch), "data-size": String(g.size) });
     facts.innerHTML = "";
-    [["mode", g.mode], ["epoch", g.epoch], ["N", g.size], ["incarnation", g.incarnation], ["last change", new Date(g.changedAt).toISOString().slice(11, 19) + " UTC"]]
+    [["mode", g.mode === "slots" ? "slots (S = " + g.slots + ")" : g.mode], ["epoch", g.epoch], ["N", g.size], ["incarnation", g.incarnation], ["last change", new Date(g.changedAt).toISOString().slice(11, 19) + " UTC"]]
       .forEach(function (f, i) { if (i) facts.appendChild(document.createTextNode(" · ")); facts.appendChild(document.createTextNode(f[0] + " ")); facts.appendChild(el("b", { text: String(f[1]) })); });
     box.appendChild(facts);
     box.appendChild(el("h2", { text: "Members" }));
     if (g.members.length === 0) box.appendChild(el("p", { className: "empty", text: "No members." }));
     else {
+      // Slots mode: each member's slot count (and those still being handed to it) and ranges, in place of its index.
+      var slotsMode = g.mode === "slots";
       var rows = g.members.map(function (m) {
-        return el("tr", { className: m.health, "data-member": m.memberId, "data-name": m.name, "data-index": m.index === null ? "" : String(m.index) }, [
-          td(m.index === null ? "-" : m.index, true), td(m.instanceId || ""), td(m.name), td(m.host), td(m.pid, true),
+        var first = slotsMode
+          ? [td(m.slots.held + (m.slots.pending > 0 ? " (+" + m.slots.pending + " pending)" : ""), true), td(m.slots.held === 0 ? "-" : m.slots.ranges)]
+          : [td(m.index === null ? "-" : m.index, true)];
+        return el("tr", { className: m.health, "data-member": m.memberId, "data-name": m.name, "data-index": m.index === null ? "" : String(m.index), "data-slots": slotsMode ? String(m.slots.held) : "" }, first.concat([
+          td(m.instanceId || ""), td(m.name), td(m.host), td(m.pid, true),
           td(m.ackedEpoch, true), td(ms(m.heartbeatAgeMs) + " ago", true),
           td(m.leaseLeftMs <= 0 ? "expired " + ms(-m.leaseLeftMs) + " ago" : ms(m.leaseLeftMs), true),
           td(el("span", null, [pill(m.state), " ", pill(m.health)]))
-        ]);
+        ]));
       });
       box.appendChild(el("table", { id: "members" }, [
-        el("thead", null, [el("tr", null, ["INDEX", "INSTANCE", "NAME", "HOST", "PID", "ACKED", "HEARTBEAT", "LEASE LEFT", "STATE"].map(function (h) { return el("th", { text: h }); }))]),
+        el("thead", null, [el("tr", null, (slotsMode ? ["SLOTS", "RANGES"] : ["INDEX"]).concat(["INSTANCE", "NAME", "HOST", "PID", "ACKED", "HEARTBEAT", "LEASE LEFT", "STATE"]).map(function (h) { return el("th", { text: h }); }))]),
         el("tbody", null, rows)
       ]));
     }

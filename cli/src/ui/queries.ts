@@ -10,7 +10,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Option } from "effect"
 import { createHash } from "node:crypto"
-import { type MembershipError, Migrations } from "modulo-group"
+import { type MembershipError, Migrations, Slots } from "modulo-group"
 import { type RowState, snapshot, type StatusWaiter } from "../commands/status.js"
 import type { ChangeRow } from "./timeline.js"
 
@@ -35,6 +35,14 @@ export const channelFor = (groupId: string): string => `mg_${createHash("md5").u
 export type Health = "healthy" | "late" | "expired"
 
 /**
+ * A group's mode: modulo N (every member an index) or a fixed number of slots (docs/slots.md).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export type Mode = "modulo" | "slots"
+
+/**
  * @since 0.1.0
  * @internal
  */
@@ -42,7 +50,9 @@ export interface GroupSummary {
   readonly groupId: string
   readonly epoch: number
   readonly size: number
-  readonly mode: "modulo"
+  readonly mode: Mode
+  /** Slots mode: the group's slot count S (null: modulo mode). */
+  readonly slots: number | null
   readonly changedAt: string
   readonly changedAgoMs: number
   readonly members: number
@@ -70,6 +80,11 @@ export interface MemberView {
   readonly health: Health
   readonly state: RowState
   readonly stoppingSinceMs: number | null
+  /**
+   * Slots mode: the slots the member holds (ascending), as ranges ("0-15, 32"), and how many it owns
+   * but does not hold yet (their handoff is under way); null in modulo mode.
+   */
+  readonly slots: { readonly held: number; readonly ranges: string; readonly pending: number } | null
 }
 
 /**
@@ -81,7 +96,9 @@ export interface GroupDetail {
   readonly epoch: number
   readonly size: number
   readonly incarnation: number
-  readonly mode: "modulo"
+  readonly mode: Mode
+  /** Slots mode: the group's slot count S (null: modulo mode). */
+  readonly slots: number | null
   readonly changedAt: string
   readonly members: ReadonlyArray<MemberView>
   /** Processes waiting for an instance id that a live member holds (static membership). */
@@ -122,19 +139,22 @@ const health = (leaseLeftMs: number, leaseMs: number): Health =>
  * @since 0.1.0
  * @internal
  */
-export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError | MembershipError.DatabaseUnavailable, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  // The slot count exists from schema 7 on (reading it needs no grant on the slot rows).
+  const version = yield* Migrations.installedVersion
   const rows = yield* sql<{
     group_id: string
     epoch: string
     size: number
+    slots: number | null
     changed_at: Date
     changed_ago_ms: string
     members: string
     expired: string
     late: string
   }>`
-    SELECT g.group_id, g.epoch, g.size, g.changed_at,
+    SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`}, g.changed_at,
            (extract(epoch FROM statement_timestamp() - g.changed_at) * 1000)::bigint AS changed_ago_ms,
            count(m.member_id) AS members,
            count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
@@ -154,7 +174,8 @@ export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError, SqlCli
       groupId: r.group_id,
       epoch: num(r.epoch),
       size: num(r.size),
-      mode: "modulo",
+      mode: r.slots === null ? "modulo" : "slots",
+      slots: r.slots === null ? null : num(r.slots),
       changedAt: r.changed_at.toISOString(),
       changedAgoMs: num(r.changed_ago_ms),
       members,
@@ -183,7 +204,8 @@ export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, S
       epoch: g.epoch,
       size: g.size,
       incarnation: g.incarnation,
-      mode: "modulo",
+      mode: g.slots == null ? "modulo" : "slots",
+      slots: g.slots ?? null,
       changedAt: g.changedAt.toISOString(),
       now: g.nowMs,
       members: members.map((m): MemberView => ({
@@ -199,7 +221,12 @@ export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, S
         leaseMs: m.leaseMs,
         health: health(m.leaseLeftMs, m.leaseMs),
         state: m.state,
-        stoppingSinceMs: m.stoppingSinceMs
+        stoppingSinceMs: m.stoppingSinceMs,
+        slots: g.slots == null ? null : {
+          held: m.heldSlots?.length ?? 0,
+          ranges: Slots.toRanges(m.heldSlots ?? []),
+          pending: m.pendingSlots ?? 0
+        }
       })),
       waiters: waiters.map((w): WaiterView => ({
         ...w,
