@@ -140,6 +140,47 @@ describe("slots mode, in memory", () => {
       expect(rec.violations).toEqual([])
     })))
 
+  it.effect("at the lease deadline every slot stops: the set form is not started again under the slots left (G3)", () =>
+    inMemory(Effect.gen(function*() {
+      const { control, join } = yield* setup(8)
+      const a = yield* join("a")
+      const runs: Array<{ readonly at: number; readonly slots: ReadonlyArray<number> }> = []
+      yield* a.m.whileOwningAll((owned) =>
+        Effect.flatMap(TestClock.currentTimeMillis, (at) => Effect.sync(() => runs.push({ at, slots: owned.slots }))).pipe(
+          // Its stop takes a moment (as real work's does).
+          Effect.zipRight(Effect.never.pipe(Effect.onInterrupt(() => Effect.sleep("50 millis"))))
+        )
+      )
+      yield* advanceUntil(() => runs.length > 0 && runs[runs.length - 1]!.slots.length === 8)
+      // a's calls hang: its lease deadline passes and every slot must stop.
+      yield* control.hang(a.m.memberId)
+      const hungAt = yield* TestClock.currentTimeMillis
+      const before = runs.length
+      yield* advanceUntil(() => (a.m.owned.pipe(Effect.runSync)).slots.length === 0, Duration.seconds(15))
+      yield* TestClock.adjust(Duration.seconds(2))
+      // No set-form run starts past the deadline (restarts check that work may start).
+      expect(runs.slice(before)).toEqual([])
+      expect(runs.every((r) => r.at <= hungAt)).toBe(true)
+      yield* control.resume(a.m.memberId)
+    })))
+
+  it.effect("slots given up together stop together: the set form restarts once per change, not once per slot", () =>
+    inMemory(Effect.gen(function*() {
+      const { join, rec } = yield* setup(16)
+      const a = yield* join("a")
+      const calls: Array<number> = []
+      yield* a.m.whileOwningAll((owned) => {
+        calls.push(owned.slots.length)
+        return Effect.never
+      })
+      yield* advanceUntil(() => rec.covered() === 16 && calls[calls.length - 1] === 16)
+      const before = calls.length
+      const b = yield* join("b")
+      yield* advanceUntil(() => rec.running().get(b.m.memberId)?.length === 8, Duration.seconds(5))
+      // One restart under the 8 slots a keeps (before: 7 more, under 15, 14, ... 9).
+      expect(calls.slice(before)).toEqual([8])
+    })))
+
   it.effect("metrics: slots working, slot starts and releases follow the handoffs", () =>
     inMemory(Effect.gen(function*() {
       const { join, rec } = yield* setup(8)

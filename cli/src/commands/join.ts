@@ -367,13 +367,15 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
             }))
         ).pipe(Effect.zipRight(Effect.never))
       )
-      // Once per work interval, the set it works (while it works any).
+      // Once per work interval, the set it works (while it works any). Never a tick past the lease
+      // deadline (G3): `owned` is empty from the deadline on, even before the slots' stops have run.
       yield* m.whileAssigned(() =>
         printed.pipe(
           Effect.zipRight(Effect.repeat(
-            Effect.zipRight(remember, Effect.sync(() => {
-              if (working.size > 0) printSlots(lastSize)
-            })),
+            Effect.zipRight(remember, Effect.flatMap(m.owned, (owned) =>
+              Effect.sync(() => {
+                if (owned.slots.length > 0 && working.size > 0) printSlots(lastSize)
+              }))),
             Schedule.spaced(options.workInterval)
           ))
         )

@@ -113,11 +113,16 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
       case "StopSlots":
         // Each slot on its own: its stop is awaited in the background (renewals and other slots go
         // on), and reported when done; only then is it released.
-        return Effect.as(
-          Effect.forEach(instruction.slots, ({ generation, slot }) =>
+        return Effect.gen(function*() {
+          // All of them interrupted at once (at the deadline: every slot, in one round), in the
+          // background like the waits (a set form slow to stop must not hold the driver).
+          const interrupting = yield* Effect.forkIn(work.stopSlots(instruction.slots.map((s) => s.slot)), ctx.scope)
+          yield* Effect.forEach(instruction.slots, ({ generation, slot }) =>
             Effect.forkIn(
               Effect.gen(function*() {
-                const stop = yield* Effect.fork(work.stopSlot(slot))
+                const stop = yield* Effect.fork(
+                  Effect.flatMap(Fiber.join(interrupting), (stopping) => stopping.get(slot) ?? Effect.void)
+                )
                 // Past the stop timeout: said once, loudly; the slot stays held (never released, so
                 // never worked elsewhere) until its work stops (fail closed, this slot only).
                 const inTime = yield* Fiber.join(stop).pipe(Effect.timeout(ctx.config.stopTimeout), Effect.option)
@@ -132,9 +137,9 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
                 yield* observe(Transition.Observation.SlotStopped({ slot, generation }))
               }),
               ctx.scope
-            ), { discard: true }),
-          undefined
-        )
+            ), { discard: true })
+          return undefined
+        })
       case "ReleaseSlots":
         return Effect.gen(function*() {
           const result = yield* Effect.either(store.releaseSlots(groupId, ctx.info.memberId, instruction.stopped))

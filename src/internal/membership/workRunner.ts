@@ -41,10 +41,11 @@ export interface WorkRunner {
   /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms). */
   readonly startSlot: (owned: OwnedSlot) => Effect.Effect<void>
   /**
-   * Slots mode: interrupts the work of `slot` (its per-slot fibers and the set forms, which are
-   * restarted under the slots left) and waits until it has stopped.
+   * Slots mode: interrupts the work of `slots`, all at once (their per-slot fibers, and the set forms,
+   * which are restarted once under the slots left, and only while work may start); returns, per
+   * slot, an effect that waits until that slot's work has stopped.
    */
-  readonly stopSlot: (slot: number) => Effect.Effect<void>
+  readonly stopSlots: (slots: ReadonlyArray<number>) => Effect.Effect<ReadonlyMap<number, Effect.Effect<void>>>
   /** Slots mode: the slots started and not stopped since, ascending. */
   readonly slots: Effect.Effect<ReadonlyArray<OwnedSlot>>
   /** Registers per-slot work (see `register`); `live`: whether slot work may start now. */
@@ -71,7 +72,8 @@ export const makeWorkRunner = (
     // interrupt), the per-slot fibers of each, and the set forms' fibers.
     const active = new Map<number, OwnedSlot>()
     const slotSpecs = new Set<SlotSpec>()
-    const setSpecs = new Set<SlotSetSpec>()
+    // The set forms, each with its `live` (whether work may start now: a restart checks it).
+    const setSpecs = new Map<SlotSetSpec, Effect.Effect<boolean>>()
     const perSlot = new Map<number, Map<SlotSpec, Fiber.RuntimeFiber<void>>>()
     const perSet = new Map<SlotSetSpec, Fiber.RuntimeFiber<void>>()
     // Starting work (after checking the state) and interrupting it exclude each other, so a spec
@@ -122,12 +124,14 @@ export const makeWorkRunner = (
       })
 
     // The set forms: interrupted and waited for (they may cover a slot being given up), then started
-    // under the slots being worked now.
+    // under the slots being worked now, each only while its work may start (never after the lease
+    // deadline: a stop at the deadline must not start the set forms again under the slots left).
     const restartSets = Effect.gen(function*() {
       const old = [...perSet.values()]
       perSet.clear()
       yield* Effect.forEach(old, Fiber.interrupt, { discard: true })
-      yield* Effect.forEach([...setSpecs], startSetOne, { discard: true })
+      yield* Effect.forEach([...setSpecs], ([spec, live]) =>
+        Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : Effect.void), { discard: true })
     })
 
     return {
@@ -160,20 +164,23 @@ export const makeWorkRunner = (
           yield* Effect.forEach([...slotSpecs], (spec) => startSlotOne(spec, owned), { discard: true })
           if (setSpecs.size > 0) yield* restartSets
         })),
-      stopSlot: (slot) =>
-        Effect.gen(function*() {
-          const mine = yield* lock.withPermits(1)(Effect.gen(function*() {
+      stopSlots: (slots) =>
+        lock.withPermits(1)(Effect.gen(function*() {
+          // Every slot's fibers are interrupted before any is waited for: stopping many slots (all
+          // of them at the deadline) costs one round, not one per slot.
+          const stopped = new Map<number, Effect.Effect<void>>()
+          for (const slot of slots) {
             if (active.delete(slot)) yield* moved(-1)
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
             yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
-            // The set forms cover `slot`: stopped (and waited for) before this returns, then
-            // restarted without it.
-            if (setSpecs.size > 0) yield* restartSets
-            return fibersOfSlot
-          }))
-          yield* Effect.forEach(mine, Fiber.await, { discard: true })
-        }),
+            stopped.set(slot, Effect.forEach(fibersOfSlot, Fiber.await, { discard: true }))
+          }
+          // The set forms cover these slots: stopped (and waited for) before this returns, then
+          // restarted without them.
+          if (setSpecs.size > 0) yield* restartSets
+          return stopped
+        })),
       slots: Effect.sync(() => [...active.values()].sort((a, b) => a.slot - b.slot)),
       registerSlot: (spec, live) =>
         Effect.acquireRelease(
@@ -188,7 +195,7 @@ export const makeWorkRunner = (
       registerSlotSet: (spec, live) =>
         Effect.acquireRelease(
           lock.withPermits(1)(Effect.gen(function*() {
-            setSpecs.add(spec)
+            setSpecs.set(spec, live)
             if (active.size > 0 && (yield* live)) yield* startSetOne(spec)
           })),
           () => Effect.sync(() => setSpecs.delete(spec))
