@@ -143,7 +143,14 @@ it.live("slots mode: every statement-level interleaving keeps one holder per slo
           ? schedules
           : schedules.filter((x) => mutantTargets[mutant](new Set([x.a, ...x.b])))
         const m = yield* explore(mutant, among)
-        console.log(m.violations.slice(0, 3).join("\n"))
+        const caughtBy = new Map<string, number>()
+        for (const r of m.results) {
+          if (checkSlots(r).length === 0) continue
+          const key = `${r.schedule.a} vs ${r.schedule.b.join("+")}`
+          caughtBy.set(key, (caughtBy.get(key) ?? 0) + 1)
+        }
+        console.log(`  caught in: ${[...caughtBy].map(([k, n]) => `${k} (${n})`).join(", ")}`)
+        console.log(m.violations.slice(0, 2).join("\n"))
         expect(mutantHits[mutant] ?? 0).toBeGreaterThan(0)
         expect(m.violations.length).toBeGreaterThan(0)
       }
