@@ -259,12 +259,24 @@ export const make = (options: Options = {}) =>
       fresh: boolean,
       cause: "join" | "leave" | "reap" | "repair",
       subject: string | null,
-      slots: number | null
+      slots: number | null,
+      // Slots mode, a join: the joining member id, whose earlier row's slots get new generations.
+      reissue: string | null = null
     ) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "reassign")
         yield* Statements.reassignIndices(sql, groupId, epoch + 1, now)
-        if (slots !== null) yield* rebalanceSlots(operation, groupId, now)
+        if (slots !== null) {
+          // After the member rows, before the slot rows are read: the lock order of a fenced
+          // transaction (member row, then slot rows). Before the reassignment, a fenced transaction
+          // of a member whose index moves, waiting for one of those slots, deadlocked with the join
+          // (test/explorer/slots.pg.test.ts).
+          if (reissue !== null) {
+            yield* onStatement(operation, "reissue")
+            yield* Statements.reissueHeldSlots(sql, groupId, reissue, now)
+          }
+          yield* rebalanceSlots(operation, groupId, now)
+        }
         yield* onStatement(operation, "bump")
         const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
         yield* onStatement(operation, "log")
@@ -511,10 +523,6 @@ export const make = (options: Options = {}) =>
                   yield* onStatement("join", "drop")
                   yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
-                if (group.slots !== null) {
-                  yield* onStatement("join", "reissue")
-                  yield* Statements.reissueHeldSlots(sql, groupId, member.memberId, now)
-                }
                 yield* onStatement("join", "insert")
                 yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })
                 const g = yield* rebalance(
@@ -525,7 +533,8 @@ export const make = (options: Options = {}) =>
                   behind || num(left!.survivors) === 0,
                   "join",
                   member.memberId,
-                  group.slots
+                  group.slots,
+                  member.memberId
                 )
                 yield* onStatement("join", "view")
                 const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, g.epoch, now)

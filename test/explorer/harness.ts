@@ -138,7 +138,7 @@ export type Observer = Effect.Effect.Success<ReturnType<typeof makeObserver>>
 
 // --- pausing A --------------------------------------------------------------------------------
 
-interface Pause {
+export interface Pause {
   readonly at: number
   count: number
   readonly steps: Array<string>
@@ -147,10 +147,15 @@ interface Pause {
 }
 
 /** Set on A's fiber only: where to pause, and the steps it went through. */
-const controlled = FiberRef.unsafeMake<Pause | undefined>(undefined)
+export const controlled = FiberRef.unsafeMake<Pause | undefined>(undefined)
 
 /** Times B found the group's lock held by A and backed off (a change waits without a backend). */
 let busyB = 0
+/** B's busy back-offs since the last reset (the slots explorer's runner shares this hook). */
+export const busyCount = (): number => busyB
+export const resetBusy = (): void => {
+  busyB = 0
+}
 
 /** The store's `onStatement` hook (and the fenced transformer's): pauses A before its `at`-th statement. */
 export const onStatement = (operation: string, step: string): Effect.Effect<void> =>
