@@ -33,7 +33,7 @@ export interface SlotsAnalysis {
     readonly notCoveredMs: number
     readonly unfair: ReadonlyArray<{ at: number; sizes: Record<string, number>; detail: string }>
   }
-  readonly unowned: ReadonlyArray<{ kind: string; at: number; label?: string; boundMs: number; unownedMs: number; withinBound: boolean }>
+  readonly unowned: ReadonlyArray<{ kind: string; at: number; label?: string; boundMs: number; unownedMs: number; unfinished: boolean; withinBound: boolean }>
   readonly handoffs: { readonly total: number; readonly perSlot: ReadonlyArray<number>; readonly starts: ReadonlyArray<number> }
   readonly handoffsPerFault: ReadonlyArray<{ kind: string; at: number; count: number }>
   readonly order: ReadonlyArray<string>

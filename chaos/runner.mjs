@@ -753,7 +753,7 @@ const slotsReport = (a) => {
         medianMs: s.median,
         maxMs: s.max,
         boundMs: Math.max(...fs.map((f) => f.boundMs)),
-        overBound: fs.filter((f) => !f.withinBound).map((f) => ({ at: new Date(f.at).toISOString(), label: f.label, ms: f.unownedMs, boundMs: f.boundMs }))
+        overBound: fs.filter((f) => !f.withinBound).map((f) => ({ at: new Date(f.at).toISOString(), label: f.label, ms: f.unownedMs, boundMs: f.boundMs, unfinished: f.unfinished }))
       }]
     })),
     unownedMs: a.timeline.notCoveredMs,
@@ -826,7 +826,8 @@ export const formatReport = (r) => {
     for (const d of r.slots.violations.overlapDetails) lines.push(`  ! slot overlap: ${d.detail}`)
     for (const d of r.slots.violations.inFlightDetails) lines.push(`  . in flight: ${d}`)
     for (const d of r.slots.violations.unfair) lines.push(`  ! fairness: ${d.detail}`)
-    for (const [kind, k] of Object.entries(r.slots.unowned)) for (const o of k.overBound) lines.push(`  ! unowned after ${kind} at ${o.at} (${o.label ?? "-"}): ${o.ms} ms > ${o.boundMs} ms`)
+    for (const [kind, k] of Object.entries(r.slots.unowned)) for (const o of k.overBound) lines.push(`  ! unowned after ${kind} at ${o.at} (${o.label ?? "-"}): ${o.ms} ms` +
+      (o.ms > o.boundMs ? ` > ${o.boundMs} ms` : ` (bound ${o.boundMs} ms), a slot still unowned at the next fault`))
   }
   for (const d of r.violations.inFlightAtStop) lines.push(`  . in flight: ${d}`)
   for (const d of r.violations.g1) lines.push(`  ! G1: ${d}`)

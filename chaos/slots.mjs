@@ -341,14 +341,9 @@ export const unownedAfterFaults = (faults, notCovered, endAt) => {
     const stretches = notCovered.filter((s) => s.to > f.at && s.from < nextAt)
     const end = stretches.length === 0 ? f.at : Math.max(...stretches.map((s) => s.to))
     const unownedMs = end - f.at
-    return {
-      kind: f.kind,
-      at: f.at,
-      label: f.label,
-      boundMs: f.boundMs,
-      unownedMs,
-      withinBound: unownedMs <= f.boundMs && !stretches.some((s) => (nextAt < endAt ? s.to > nextAt : s.open))
-    }
+    // A slot still unowned when the next fault came (or at the end): not owned again in time either.
+    const unfinished = stretches.some((s) => (nextAt < endAt ? s.to > nextAt : s.open))
+    return { kind: f.kind, at: f.at, label: f.label, boundMs: f.boundMs, unownedMs, unfinished, withinBound: unownedMs <= f.boundMs && !unfinished }
   })
 }
 

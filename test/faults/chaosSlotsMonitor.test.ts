@@ -175,6 +175,16 @@ describe("chaos monitor, slots mode", () => {
     const soon = run(3_900)
     expect(soon.slots!.unowned[0]).toMatchObject({ kind: "kill", unownedMs: 2_910, withinBound: true })
     expect(soon.slots!.unowned[1]).toMatchObject({ kind: "term-backend", unownedMs: 0, withinBound: true })
+
+    // Still unowned when the next fault comes: not owned again in time, though within the bound so far.
+    const g = formed()
+    g.m.kill("b", T0 + 1_000)
+    g.m.fault("kill", T0 + 1_000, 4_000, "b")
+    g.m.fault("term-backend", T0 + 2_000, 4_000)
+    g.set("a", 2_500, [0, 1, 2, 3])
+    const cut = g.m.analyze(T0, T0 + 3_000).slots!
+    expect(cut.unowned[0]).toMatchObject({ kind: "kill", unownedMs: 1_500, unfinished: true, withinBound: false })
+    expect(cut.unowned[1]).toMatchObject({ kind: "term-backend", unownedMs: 500, unfinished: false, withinBound: true })
   })
 
   it("(c) set sizes that differ by more than one at a quiet point are unfair; a balanced group is not", () => {
