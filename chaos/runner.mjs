@@ -785,7 +785,9 @@ export const formatReport = (r) => {
     const pair = (x) => (x.medianMs === null ? "-" : `${x.medianMs}/${x.maxMs}`)
     lines.push(`  ${pad(kind, 14)}${pad(k.count, 7)}${pad(k.medianMs, 11)}${pad(k.maxMs, 9)}${pad(k.boundMs, 10)}${pad(k.overBound.length, 6)}${pad(pair(k.detect), 17)}${pair(k.barrier)}`)
   }
-  lines.push("  (reconvergence: from the fault until every live member works in one epoch with indices 0..N-1;")
+  lines.push(r.slots === undefined
+    ? "  (reconvergence: from the fault until every live member works in one epoch with indices 0..N-1;"
+    : "  (reconvergence: from the fault until every live member is assigned, every slot in exactly one live set, sizes within one;")
   lines.push("   detect: until the first renegotiation; barrier: from then until converged)")
   if (r.restarts.length > 0) {
     const s = stats(r.restarts.map((x) => x.stopMs + x.startMs))

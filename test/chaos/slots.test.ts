@@ -1,13 +1,13 @@
 /**
  * A short chaos run in slots mode (chaos/run.mjs --slots, the runner of `npm run chaos`): four
- * `modulo-group join --slots 16 --json` processes, a SIGKILL and a rejoin, a SIGTERM and a rejoin,
- * a SIGSTOP past the lease and its SIGCONT, a terminated pool connection and a terminated LISTEN
- * connection. Fails on a slot in two members' sets at once (per-slot G2), a work line naming a slot
+ * `modulo-group join --slots 16 --json` processes, a SIGKILL and a rejoin, and a SIGSTOP past the
+ * lease and its SIGCONT (the other kinds are in the 2- and 10-minute runs of docs/reliability.md;
+ * the monitor's checks of each are in test/faults/chaosSlotsMonitor.test.ts). Fails on a slot in two members' sets at once (per-slot G2), a work line naming a slot
  * another member took, a slot left in no live member's set past the fault's bound, unfair set sizes
  * at a quiet point, a slow reconvergence, a leave without `left`, an unexpected exit or non-JSON
  * output. On the test database when DATABASE_URL is set (no restart fault then; the 2-minute and
  * 10-minute runs of docs/reliability.md have them), else on an embedded one of the runner's own.
- * About 30 s on an idle machine.
+ * About 30 s.
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -60,9 +60,9 @@ describe("chaos in slots mode (child processes)", () => {
   it("keeps every slot in at most one member, owned again within each fault's bound, sizes within one", async () => {
     const { code, output, report } = await run(
       [
-        "--members", "4", "--duration", "12s", "--seed", "20261202", "--slots", "16",
+        "--members", "4", "--duration", "10s", "--seed", "20261202", "--slots", "16",
         "--heartbeat", "700ms", "--lease", "3500ms", "--fence-margin", "500ms", "--statement-timeout", "1s",
-        "--kinds", "kill,leave,sigstop,term-backend,term-listener"
+        "--kinds", "kill,sigstop"
       ],
       120_000
     )
@@ -71,7 +71,7 @@ describe("chaos in slots mode (child processes)", () => {
     expect(report.formed).toBe(true)
     expect(report.slots.S).toBe(16)
     expect(report.slots.handoffs.total).toBeGreaterThan(0)
-    for (const kind of ["kill", "join", "leave", "sigstop", "sigcont"]) expect(report.faults[kind] ?? 0, kind).toBeGreaterThan(0)
+    for (const kind of ["kill", "join", "sigstop", "sigcont"]) expect(report.faults[kind] ?? 0, kind).toBeGreaterThan(0)
     expect(report.slots.violations.overlap, output).toBe(0)
     expect(report.slots.violations.staleWorkLines, output).toBe(0)
     expect(report.slots.violations.unownedBeyondBound, output).toBe(0)
