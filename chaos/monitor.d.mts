@@ -6,7 +6,41 @@ export interface DuplicateStart {
   readonly starts: ReadonlyArray<{ label: string; member: string; at: number; ts: string; event: "state" | "work"; size: number | null }>
   readonly detail: string
 }
+/** Slots mode (chaos/slots.mjs): a process's tenure of one slot. */
+export interface SlotTenure {
+  readonly label: string
+  readonly member: string
+  readonly slot: number
+  readonly start: number
+  readonly end: number
+  readonly endedBy: string
+  readonly effectiveEnd: number
+  readonly lines: ReadonlyArray<{ at: number; grew: boolean; shrank: boolean }>
+  readonly inFlight: ReadonlyArray<number>
+}
+export interface SlotsAnalysis {
+  readonly S: number
+  readonly tenures: ReadonlyArray<SlotTenure>
+  readonly overlaps: {
+    readonly violations: ReadonlyArray<{ slot: number; labels: ReadonlyArray<string>; overlapMs: number; detail: string }>
+    readonly staleWork: number
+    readonly inFlightStale: ReadonlyArray<string>
+  }
+  readonly timeline: {
+    readonly notConverged: ReadonlyArray<{ from: number; to: number; open: boolean }>
+    readonly notConvergedMs: number
+    readonly notCovered: ReadonlyArray<{ from: number; to: number; open: boolean }>
+    readonly notCoveredMs: number
+    readonly unfair: ReadonlyArray<{ at: number; sizes: Record<string, number>; detail: string }>
+  }
+  readonly unowned: ReadonlyArray<{ kind: string; at: number; label?: string; boundMs: number; unownedMs: number; unfinished: boolean; withinBound: boolean }>
+  readonly handoffs: { readonly total: number; readonly perSlot: ReadonlyArray<number>; readonly starts: ReadonlyArray<number> }
+  readonly handoffsPerFault: ReadonlyArray<{ kind: string; at: number; count: number }>
+  readonly order: ReadonlyArray<string>
+}
 export interface MonitorAnalysis {
+  /** Slots mode only. */
+  readonly slots?: SlotsAnalysis
   readonly g1: {
     readonly epochs: number
     readonly violations: ReadonlyArray<string>
@@ -26,7 +60,7 @@ export interface MonitorAnalysis {
   }
 }
 export declare class Monitor {
-  constructor(timing: { heartbeatMs: number; leaseMs: number })
+  constructor(timing: { heartbeatMs: number; leaseMs: number; slots?: number | undefined })
   readonly procs: Map<string, { label: string; slot: number; events: ReadonlyArray<any>; [key: string]: unknown }>
   spawn(label: string, slot: number, at: number): void
   line(label: string, text: string): void
@@ -46,7 +80,8 @@ export declare class Monitor {
   ): { kind: string; at: number; boundMs: number; label?: string; detail?: unknown; judged: boolean }
   analyze(startAt: number, endAt: number): MonitorAnalysis
   dump(): string
-  static replay(text: string, timing?: { heartbeatMs: number; leaseMs: number }): Monitor
+  static replay(text: string, timing?: { heartbeatMs: number; leaseMs: number; slots?: number | undefined }): Monitor
+  convergedNow(): { ok: boolean; reason?: string }
 }
 export declare const converged: (
   states: ReadonlyArray<{ state: string; epoch: number | null; index: number | null; size: number | null } | undefined>
@@ -70,3 +105,7 @@ export declare const timelineOf: (
   to: number,
   title?: string
 ) => TimelineShape
+export declare const convergedSlots: (
+  entries: ReadonlyArray<{ state: { state: string } | undefined; slots: ReadonlyArray<number> | undefined }>,
+  S: number
+) => { ok: boolean; covered: boolean; exact: boolean; balanced: boolean; reason?: string }

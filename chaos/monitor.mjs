@@ -19,17 +19,27 @@
  *   and indices exactly 0..N-1. Every stretch without convergence must end within the bound of the
  *   faults that preceded it.
  *
+ * In slots mode (`timing.slots`: S, runs of `join --slots S`) the modulo G1/G2 checks do not apply
+ * (the epoch is no barrier, `index` is null): the per-slot checks of slots.mjs replace them, and
+ * convergence is judged on the members' slot sets.
+ *
  * Plain JavaScript on purpose: it runs under `node` with no build step (chaos/run.mjs).
  */
+
+import { analyzeSlots, convergedSlots } from "./slots.mjs"
+
+export { convergedSlots }
 
 const ENDINGS = new Set(["renegotiating", "fenced", "lost", "leaving", "left"])
 
 /** @typedef {{ ts: string, member: string, group: string, event: "state" | "work", state: string, epoch: number | null, index: number | null, size: number | null }} JoinEvent */
 
 export class Monitor {
-  /** @param {{ heartbeatMs: number, leaseMs: number }} timing */
+  /** @param {{ heartbeatMs: number, leaseMs: number, slots?: number }} timing */
   constructor(timing) {
     this.timing = timing
+    /** Slots mode: S; undefined in modulo mode. */
+    this.slots = timing.slots
     /** @type {Map<string, any>} */
     this.procs = new Map()
     /** @type {Array<{ kind: string, at: number, label?: string, boundMs: number, detail?: any }>} */
@@ -53,6 +63,8 @@ export class Monitor {
       exitAt: undefined,
       exit: undefined,
       last: undefined,
+      // Slots mode: the latest set (from the latest line of any kind).
+      lastSlots: undefined,
       stderr: []
     })
   }
@@ -71,6 +83,7 @@ export class Monitor {
     if (p.firstLineAt === undefined) p.firstLineAt = e.at
     p.events.push(e)
     if (e.event === "state") p.last = e
+    if (Array.isArray(e.slots)) p.lastSlots = e.slots
     this.notify()
   }
 
@@ -128,7 +141,7 @@ export class Monitor {
   /**
    * A monitor rebuilt from an event log: `dump()`'s JSON Lines (`--events FILE` of a run), or any
    * log of that shape (rows `{ label, line }` alone are enough for G1 and G2). For a post-mortem:
-   * `node chaos/monitor.mjs events.jsonl`.
+   * `node chaos/monitor.mjs events.jsonl`. A slots-mode log needs `timing.slots` (S).
    */
   static replay(text, timing = { heartbeatMs: 500, leaseMs: 3_000 }) {
     const m = new Monitor(timing)
@@ -191,6 +204,7 @@ export class Monitor {
   convergedNow() {
     const now = Date.now()
     const live = [...this.procs.values()].filter((p) => this.live(p, now))
+    if (this.slots !== undefined) return convergedSlots(live.map((p) => ({ state: p.last, slots: p.lastSlots })), this.slots)
     return converged(live.map((p) => p.last))
   }
 
@@ -243,6 +257,7 @@ export class Monitor {
   /** The whole analysis, over [startAt, endAt]. */
   analyze(startAt, endAt) {
     const procs = [...this.procs.values()]
+    if (this.slots !== undefined) return this.analyzeSlotsMode(procs, startAt, endAt)
     const tenures = procs.flatMap((p) => tenuresOf(p, endAt))
     const g1 = checkG1(tenures, procs)
     const g2 = checkG2(tenures, procs)
@@ -251,6 +266,32 @@ export class Monitor {
     const faults = attribute(this.faults, timeline, endAt, procs)
     const g5 = checkG5(procs, this.faults, startAt, endAt)
     return { tenures, g1, g2, g5, order, timeline, faults }
+  }
+
+  /**
+   * Slots mode: the per-slot checks (slots.mjs) instead of the modulo G1/G2 and line-order checks;
+   * G4 on the slot sets; G5 as in modulo mode. The modulo fields are there, empty, so that a report
+   * reads the same.
+   */
+  analyzeSlotsMode(procs, startAt, endAt) {
+    const slots = analyzeSlots(this, procs, this.slots, startAt, endAt)
+    const timeline = {
+      firstConvergedAt: slots.timeline.firstConvergedAt,
+      notConverged: slots.timeline.notConverged,
+      notConvergedMs: slots.timeline.notConvergedMs
+    }
+    const faults = attribute(this.faults, timeline, endAt, procs)
+    const g5 = checkG5(procs, this.faults, startAt, endAt)
+    return {
+      tenures: procs.flatMap((p) => tenuresOf(p, endAt)),
+      g1: { epochs: new Set(procs.flatMap((p) => p.events.filter((e) => e.state === "assigned").map((e) => e.epoch))).size, violations: [], duplicates: [] },
+      g2: { violations: [], staleWork: 0, inFlightStale: [] },
+      g5,
+      order: slots.order,
+      timeline,
+      faults,
+      slots
+    }
   }
 }
 
@@ -591,6 +632,7 @@ const FAULT_MARKS = {
  * faults) and per fence (a tenure ended by a `fenced` or `lost` line). `analysis` is `analyze()`'s.
  */
 export const timelineOf = (analysis, faults, from, to, title = "chaos run: who held which index when") => {
+  if (analysis.slots !== undefined) return slotTimelineOf(analysis, faults, from, to, title)
   const bars = analysis.tenures
     .filter((t) => t.effectiveEnd >= from && t.start <= to)
     .map((t) => ({
@@ -617,6 +659,21 @@ export const timelineOf = (analysis, faults, from, to, title = "chaos run: who h
   return { title, from, to, lanes, bars, marks }
 }
 
+/** Slots mode: a lane per slot, a bar per slot tenure (to its effective end), a mark per fault. */
+const slotTimelineOf = (analysis, faults, from, to, title) => {
+  const tenures = analysis.slots.tenures
+  const bars = tenures
+    .filter((t) => t.effectiveEnd >= from && t.start <= to)
+    .map((t) => ({ lane: t.slot, from: t.start, to: t.effectiveEnd, label: t.label, key: t.label, open: t.endedBy === "running" }))
+  const marks = []
+  for (const f of faults) {
+    if (f.at < from || f.at > to || (f.kind === "churn" && f.judged === false)) continue
+    const lane = tenures.find((t) => t.label === f.label && t.start <= f.at && t.effectiveEnd >= f.at)?.slot
+    marks.push({ at: f.at, kind: FAULT_MARKS[f.kind] ?? "fault", label: `${f.kind}${f.label === undefined ? "" : ` ${f.label}`}`, lane })
+  }
+  return { title: title.replace("which index", "which slot"), from, to, lanes: analysis.slots.S, bars, marks }
+}
+
 /** Median and max of a list of numbers. */
 export const stats = (xs) => {
   if (xs.length === 0) return { n: 0, median: null, max: null }
@@ -630,12 +687,27 @@ if (process.argv[1] !== undefined && import.meta.url === (await import("node:url
   const fs = await import("node:fs")
   const file = process.argv[2]
   if (file === undefined) {
-    process.stderr.write("usage: node chaos/monitor.mjs EVENTS.jsonl (the --events file of a chaos run)\n")
+    process.stderr.write("usage: node chaos/monitor.mjs EVENTS.jsonl [--slots S] (the --events file of a chaos run)\n")
     process.exit(2)
   }
-  const m = Monitor.replay(fs.readFileSync(file, "utf8"))
+  const si = process.argv.indexOf("--slots")
+  const S = si === -1 ? undefined : Number(process.argv[si + 1])
+  const m = Monitor.replay(fs.readFileSync(file, "utf8"), { heartbeatMs: 500, leaseMs: 3_000, slots: S })
   const ats = [...m.procs.values()].flatMap((p) => p.events.map((e) => e.at))
   const a = m.analyze(Math.min(...ats), Math.max(...ats))
+  if (a.slots !== undefined) {
+    const o = a.slots.overlaps
+    process.stdout.write([
+      `${m.procs.size} processes, ${ats.length} lines, slots mode (S = ${S}), ${a.slots.tenures.length} slot tenures, ${a.slots.handoffs.total} handoffs`,
+      `per-slot overlaps: ${o.violations.length}; stale work lines: ${o.staleWork}; in flight at a SIGSTOP: ${o.inFlightStale.length}`,
+      ...o.violations.map((v) => `  ! slot overlap: ${v.detail}`),
+      `unfair sizes at quiet points: ${a.slots.timeline.unfair.length}`,
+      ...a.slots.timeline.unfair.map((u) => `  ! fairness: ${u.detail}`),
+      `line problems: ${a.order.length}`,
+      ...a.order.map((v) => `  ! order: ${v}`)
+    ].join("\n") + "\n")
+    process.exit(o.violations.length + o.staleWork + a.slots.timeline.unfair.length + a.order.length === 0 ? 0 : 1)
+  }
   const out = [
     `${m.procs.size} processes, ${ats.length} lines, ${a.g1.epochs} epochs worked in`,
     `G1 violations: ${a.g1.violations.length} (duplicate starts: ${a.g1.duplicates.length})`,

@@ -24,10 +24,15 @@
  *   --instance-ids         static membership: every member runs with --instance-id m<slot>; adds the
  *                          faults static-restart and static-kill (a restart with the same instance id)
  *   --rejoin-grace D       with --instance-ids [2s]
+ *   --slots S              slots mode: every member runs with --slots S; the monitor then checks per
+ *                          slot (no slot in two members' sets at once, every slot owned again by a
+ *                          live member within the fault's bound, set sizes within one once converged,
+ *                          no work line naming a slot another member holds). Not with --instance-ids
+ *                          (static membership is refused in slots mode); no static-* faults.
  * Members start from a copy of the built package taken at the start (a build elsewhere in the tree
  * during the run cannot mix two versions of the library).
  * Exit code 0 when the run passed (no G1/G2/G5 violation, every fault reconverged within its bound,
- * with notifications off no LISTEN connection),
+ * with notifications off no LISTEN connection; with --slots no per-slot violation),
  * 1 when it did not, 2 on bad options.
  */
 import { execSync } from "node:child_process"
@@ -55,7 +60,7 @@ const flag = (name) => {
   if (v === undefined || v.startsWith("--")) usage(`--${name} needs a value`)
   return v
 }
-const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet", "instance-ids", "rejoin-grace"])
+const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet", "instance-ids", "rejoin-grace", "slots"])
 for (const a of args) if (a.startsWith("--") && !known.has(a.slice(2))) usage(`unknown option ${a}`)
 
 const options = {
@@ -71,6 +76,7 @@ const options = {
   rejoinGraceMs: duration(flag("rejoin-grace") ?? "2s", "--rejoin-grace"),
   kinds: (flag("kinds") ?? (args.includes("--instance-ids") ? [...ALL_KINDS, ...STATIC_KINDS] : ALL_KINDS).join(",")).split(",").filter((k) => k !== ""),
   schedule: flag("schedule") ?? "rounds",
+  slots: flag("slots") === undefined ? undefined : Number(flag("slots")),
   notifications: flag("notifications") ?? "on",
   command: `npm run chaos -- ${args.join(" ")}`,
   eventsFile: flag("events"),
@@ -79,6 +85,10 @@ const options = {
 }
 if (!Number.isInteger(options.members) || options.members < 2) usage("--members must be an integer >= 2")
 if (!Number.isFinite(options.seed)) usage("--seed must be a number")
+if (options.slots !== undefined) {
+  if (!/^\d+$/.test(flag("slots")) || options.slots < 1 || options.slots > 16_384) usage(`--slots: "${flag("slots")}" (use a whole number from 1 to 16384)`)
+  if (options.instanceIds) usage("--slots and --instance-ids: static membership is not available in slots mode (the library refuses instanceId with slots); use one or the other")
+}
 if (!["rounds", "churn"].includes(options.schedule)) usage(`--schedule: "${options.schedule}" (use rounds or churn)`)
 if (!["on", "off"].includes(options.notifications)) usage(`--notifications: "${options.notifications}" (use on or off)`)
 for (const k of options.kinds) {

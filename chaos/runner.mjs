@@ -26,6 +26,13 @@
  * action's time + its bound), measured from the start of the burst. Between bursts the group must
  * reconverge, as between faults of the default schedule.
  *
+ * `slots: S` (slots mode): every member runs with `--slots S`; every kind above but the static ones
+ * applies (static membership is refused in slots mode). The monitor then judges per slot
+ * (chaos/slots.mjs): no slot in two members' sets at once, every slot owned again by a live member
+ * within the fault's bound, set sizes within one at each quiet point, no work line naming a slot
+ * another member holds; convergence is every slot in exactly one live member's set, sizes within one.
+ * In the churn schedule the member holding slot 0 plays the part of the one holding index 0.
+ *
  * `notifications: "off"`: every member runs with LISTEN/NOTIFY disabled (G7: every guarantee holds,
  * only slower), and the runner checks on the database that no member holds a LISTEN connection.
  * Members get `join --no-notifications` (a member without notifications never LISTENs, not even on
@@ -124,7 +131,9 @@ export const runChaos = async (options) => {
   const { members: n, heartbeatMs, leaseMs } = options
   const random = prng(options.seed)
   const pick = (xs) => xs[Math.floor(random() * xs.length)]
-  const monitor = new Monitor({ heartbeatMs, leaseMs })
+  const slotsMode = options.slots !== undefined
+  if (slotsMode && options.instanceIds === true) throw new Error("slots mode refuses static membership (instanceIds)")
+  const monitor = new Monitor({ heartbeatMs, leaseMs, slots: options.slots })
   const group = options.group ?? `chaos-${options.seed}-${Date.now().toString(36)}`
   const notifications = options.notifications ?? "on"
   const schedule = options.schedule ?? "rounds"
@@ -155,7 +164,8 @@ export const runChaos = async (options) => {
     "--lease", `${leaseMs}ms`,
     "--fence-margin", `${options.fenceMarginMs}ms`,
     "--statement-timeout", `${options.statementTimeoutMs}ms`,
-    "--work-interval", `${options.workIntervalMs}ms`
+    "--work-interval", `${options.workIntervalMs}ms`,
+    ...(slotsMode ? ["--slots", String(options.slots)] : [])
   ]
 
   const startMember = (slot) => {
@@ -389,9 +399,11 @@ export const runChaos = async (options) => {
      * not yet told anyone (just after index 0 left): then wait for one, up to two heartbeats.
      */
     const index0 = () =>
-      running().map((l) => monitor.procs.get(l))
-        .filter((p) => p.last !== undefined && p.last.index === 0 && ["assigned", "awaiting"].includes(p.last.state))
-        .sort((a, b) => b.last.epoch - a.last.epoch)[0]?.label
+      slotsMode
+        ? running().map((l) => monitor.procs.get(l)).find((p) => p.lastSlots?.[0] === 0)?.label
+        : running().map((l) => monitor.procs.get(l))
+          .filter((p) => p.last !== undefined && p.last.index === 0 && ["assigned", "awaiting"].includes(p.last.state))
+          .sort((a, b) => b.last.epoch - a.last.epoch)[0]?.label
     const awaitIndex0 = (ms) =>
       new Promise((resolve) => {
         const found = index0()
@@ -497,6 +509,7 @@ export const runChaos = async (options) => {
   const startedAt = Date.now()
   log(`chaos: group ${group}, ${n} members, seed ${options.seed}, ${Math.round(options.durationMs / 1000)} s, ` +
     `heartbeat ${heartbeatMs} ms, lease ${leaseMs} ms, kinds ${kinds.join(",")}, schedule ${schedule}, notifications ${notifications}` +
+    (slotsMode ? `, slots mode (S = ${options.slots})` : "") +
     (off.how === undefined ? "" : ` (${off.how})`))
   for (let slot = 0; slot < n; slot++) startMember(slot)
   const formed = await monitor.waitConverged(120_000, n)
@@ -639,6 +652,7 @@ const report = ({ options, monitor, analysis, startedAt, formedAt, formed, resta
   const workLines = [...monitor.procs.values()].reduce((sum, p) => sum + p.events.filter((e) => e.event === "work").length, 0)
   const maxEpoch = Math.max(0, ...analysis.tenures.map((t) => t.epoch))
   return {
+    ...(analysis.slots === undefined ? {} : { slots: slotsReport(analysis.slots) }),
     command: options.command,
     group,
     seed: options.seed,
@@ -714,6 +728,48 @@ const report = ({ options, monitor, analysis, startedAt, formedAt, formed, resta
   }
 }
 
+/** Slots mode: the per-slot figures and findings of the report (monitor's `analysis.slots`). */
+const slotsReport = (a) => {
+  const kinds = [...new Set(a.unowned.map((f) => f.kind))]
+  const perSlot = stats(a.handoffs.perSlot)
+  return {
+    S: a.S,
+    tenures: a.tenures.length,
+    handoffs: {
+      total: a.handoffs.total,
+      perSlot: { median: perSlot.median, max: perSlot.max, min: a.handoffs.perSlot.length === 0 ? null : Math.min(...a.handoffs.perSlot) },
+      // Per fault kind: handoffs that started between the fault and the next judged fault.
+      byFault: Object.fromEntries(kinds.map((k) => {
+        const s = stats(a.handoffsPerFault.filter((f) => f.kind === k).map((f) => f.count))
+        return [k, { count: s.n, median: s.median, max: s.max }]
+      }))
+    },
+    // (b) From each fault until every slot was again in a live member's set.
+    unowned: Object.fromEntries(kinds.map((k) => {
+      const fs = a.unowned.filter((f) => f.kind === k)
+      const s = stats(fs.map((f) => f.unownedMs))
+      return [k, {
+        count: fs.length,
+        medianMs: s.median,
+        maxMs: s.max,
+        boundMs: Math.max(...fs.map((f) => f.boundMs)),
+        overBound: fs.filter((f) => !f.withinBound).map((f) => ({ at: new Date(f.at).toISOString(), label: f.label, ms: f.unownedMs, boundMs: f.boundMs, unfinished: f.unfinished }))
+      }]
+    })),
+    unownedMs: a.timeline.notCoveredMs,
+    violations: {
+      overlap: a.overlaps.violations.length,
+      overlapDetails: a.overlaps.violations.slice(0, 20),
+      staleWorkLines: a.overlaps.staleWork,
+      inFlightAtStop: a.overlaps.inFlightStale.length,
+      inFlightDetails: a.overlaps.inFlightStale.slice(0, 20),
+      unownedBeyondBound: a.unowned.filter((f) => !f.withinBound).length,
+      unfair: a.timeline.unfair.slice(0, 20),
+      unfairCount: a.timeline.unfair.length
+    }
+  }
+}
+
 /** The report as text. */
 export const formatReport = (r) => {
   const lines = []
@@ -729,7 +785,9 @@ export const formatReport = (r) => {
     const pair = (x) => (x.medianMs === null ? "-" : `${x.medianMs}/${x.maxMs}`)
     lines.push(`  ${pad(kind, 14)}${pad(k.count, 7)}${pad(k.medianMs, 11)}${pad(k.maxMs, 9)}${pad(k.boundMs, 10)}${pad(k.overBound.length, 6)}${pad(pair(k.detect), 17)}${pair(k.barrier)}`)
   }
-  lines.push("  (reconvergence: from the fault until every live member works in one epoch with indices 0..N-1;")
+  lines.push(r.slots === undefined
+    ? "  (reconvergence: from the fault until every live member works in one epoch with indices 0..N-1;"
+    : "  (reconvergence: from the fault until every live member is assigned, every slot in exactly one live set, sizes within one;")
   lines.push("   detect: until the first renegotiation; barrier: from then until converged)")
   if (r.restarts.length > 0) {
     const s = stats(r.restarts.map((x) => x.stopMs + x.startMs))
@@ -743,6 +801,21 @@ export const formatReport = (r) => {
   lines.push(`  graceful leaves without a "left" line (G5): ${r.violations.gracefulLeave.length} of ${r.violations.gracefulLeaves.count}` +
     `${r.violations.gracefulLeaves.excused > 0 ? ` (${r.violations.gracefulLeaves.excused} more during a database restart, not counted)` : ""}`)
   lines.push(`  reconvergence over bound (G4): ${r.violations.slowReconvergence}; unfinished before the next fault: ${r.violations.unfinished.length}; unattributed stretches: ${r.violations.unattributedStretches.length}`)
+  if (r.slots !== undefined) {
+    const sv = r.slots.violations
+    lines.push(`  slots mode, S = ${r.slots.S}: ${r.slots.tenures} slot tenures, ${r.slots.handoffs.total} handoffs ` +
+      `(per slot: min ${r.slots.handoffs.perSlot.min}, median ${r.slots.handoffs.perSlot.median}, max ${r.slots.handoffs.perSlot.max})`)
+    lines.push(`  per-slot overlaps: ${sv.overlap}; stale work lines naming a slot another member held: ${sv.staleWorkLines}; ` +
+      `lines in flight at a SIGSTOP after the slot was taken (not counted): ${sv.inFlightAtStop}`)
+    lines.push(`  slots unowned beyond the bound: ${sv.unownedBeyondBound}; unfair set sizes at a quiet point: ${sv.unfairCount}; ` +
+      `time with a slot in no live member's set: ${(r.slots.unownedMs / 1000).toFixed(1)} s`)
+    lines.push(`  ${pad("fault", 14)}${pad("count", 7)}${pad("unowned med", 13)}${pad("max ms", 9)}${pad("bound ms", 10)}${pad("over", 6)}handoffs med/max`)
+    for (const [kind, k] of Object.entries(r.slots.unowned)) {
+      const h = r.slots.handoffs.byFault[kind]
+      lines.push(`  ${pad(kind, 14)}${pad(k.count, 7)}${pad(k.medianMs, 13)}${pad(k.maxMs, 9)}${pad(k.boundMs, 10)}${pad(k.overBound.length, 6)}${h === undefined ? "-" : `${h.median}/${h.max}`}`)
+    }
+    lines.push("  (unowned: from the fault until every slot is in a live member's set; handoffs: slot tenures begun until the next fault)")
+  }
   lines.push(`  time with no complete assignment: ${(r.noCompleteAssignmentMs / 1000).toFixed(1)} s (${(100 * r.noCompleteAssignmentShare).toFixed(1)}% of the run)`)
   lines.push(`  unexpected exits: ${r.errors.unexpectedExits.length}; non-JSON stdout lines: ${r.errors.garbageLines}`)
   if (r.timelineSvg !== undefined) lines.push(`  tenure timeline (who held which index when, faults marked): ${r.timelineSvg}`)
@@ -751,6 +824,13 @@ export const formatReport = (r) => {
     for (const m of r.errors.messages.slice(0, 12)) lines.push(`    ${String(m.count).padStart(5)}  ${m.message}`)
   }
   for (const d of r.violations.overlapDetails) lines.push(`  ! G2: ${d.detail}`)
+  if (r.slots !== undefined) {
+    for (const d of r.slots.violations.overlapDetails) lines.push(`  ! slot overlap: ${d.detail}`)
+    for (const d of r.slots.violations.inFlightDetails) lines.push(`  . in flight: ${d}`)
+    for (const d of r.slots.violations.unfair) lines.push(`  ! fairness: ${d.detail}`)
+    for (const [kind, k] of Object.entries(r.slots.unowned)) for (const o of k.overBound) lines.push(`  ! unowned after ${kind} at ${o.at} (${o.label ?? "-"}): ${o.ms} ms` +
+      (o.ms > o.boundMs ? ` > ${o.boundMs} ms` : ` (bound ${o.boundMs} ms), a slot still unowned at the next fault`))
+  }
   for (const d of r.violations.inFlightAtStop) lines.push(`  . in flight: ${d}`)
   for (const d of r.violations.g1) lines.push(`  ! G1: ${d}`)
   for (const d of r.violations.listenWithNotificationsOff) lines.push(`  ! LISTEN with notifications off: ${d.count} at ${d.at} (${d.owners.join(", ")})`)
@@ -763,7 +843,8 @@ export const formatReport = (r) => {
 
 /**
  * Whether a report passes: no violation of G1/G2, every fault reconverged within its bound, and
- * with notifications off, no LISTEN connection seen (and at least one look).
+ * with notifications off, no LISTEN connection seen (and at least one look); in slots mode no
+ * per-slot overlap, no stale work line, no slot unowned beyond its bound, no unfair sizes.
  */
 export const passed = (r) =>
   r.formed &&
@@ -777,5 +858,10 @@ export const passed = (r) =>
   r.violations.slowReconvergence === 0 &&
   r.violations.unfinished.length === 0 &&
   r.errors.unexpectedExits.length === 0 &&
-  r.errors.garbageLines === 0
+  r.errors.garbageLines === 0 &&
+  (r.slots === undefined ||
+    (r.slots.violations.overlap === 0 &&
+      r.slots.violations.staleWorkLines === 0 &&
+      r.slots.violations.unownedBeyondBound === 0 &&
+      r.slots.violations.unfairCount === 0))
 
