@@ -9,7 +9,9 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Fiber, Layer, Redacted } from "effect"
+import pg from "pg"
+import { advisoryLockClass, channelFor } from "../../src/internal/pg/constants.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
@@ -72,4 +74,49 @@ it.live(`${N} stores (processes) join one group at once: a few changes admit the
       sql<{ size: number; epoch: string }>`SELECT size, epoch FROM modulo_group.groups WHERE group_id = ${groupId}`)
     expect(g!.size).toBe(N)
     expect(Number(g!.epoch)).toBe(changes)
+  }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(Wide)))), 60_000)
+
+it.live("a busy join under a flood of forged notifications stays bounded (waits for the change, wake-ups rate-limited), and joins once the lock is free", () =>
+  Effect.gen(function*() {
+    yield* Migrations.run
+    const groupId = randomGroupId("formation-forged")
+    const steps: Array<{ readonly step: string; readonly at: number }> = []
+    const store = yield* PgMembershipStore.make({
+      statementTimeout: Duration.seconds(2),
+      onStatement: (operation, step) =>
+        operation === "join" ? Effect.sync(() => steps.push({ step, at: performance.now() })) : Effect.void
+    })
+    // "Another process's change" holds the group's lock (exclusively, as a change takes it) for 1.5 s,
+    // while a third party floods the group's channel with notifications (anyone can: they prove
+    // nothing). Each is a reason to try again sooner, never more often than the rate limit.
+    const holder = new pg.Client({ connectionString: databaseUrl() })
+    const flooder = new pg.Client({ connectionString: databaseUrl() })
+    yield* Effect.promise(() => Promise.all([holder.connect(), flooder.connect()]))
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all([holder.end(), flooder.end()])))
+    yield* Effect.promise(() => holder.query("BEGIN"))
+    yield* Effect.promise(() =>
+      holder.query("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", [advisoryLockClass, groupId])
+    )
+    let flooding = true
+    const flood = (async () => {
+      while (flooding) {
+        // 200 a round trip (distinct payloads: PostgreSQL folds equal ones within a transaction).
+        await flooder.query("SELECT pg_notify($1, 'forged ' || g) FROM generate_series(1, 200) AS g", [channelFor(groupId)])
+          .catch(() => undefined)
+      }
+    })()
+    const join = yield* Effect.fork(store.join(groupId, info("joiner"), 30_000, {}, { notifications: true }))
+    yield* Effect.sleep(Duration.millis(1_500))
+    const during = steps.filter((s) => s.step === "share").length
+    const attempts = steps.filter((s) => s.step === "lock").length
+    flooding = false
+    yield* Effect.promise(() => flood)
+    yield* Effect.promise(() => holder.query("COMMIT"))
+    const view = yield* Fiber.join(join)
+    expect(view.size).toBe(1)
+    // 1.5 s: at most 8 wake-ups at once and one more per 50 ms (38), plus the backoff's own tries
+    // (at least 50 ms apart: 30): uncapped, the flood would make one every few milliseconds.
+    expect(during).toBeLessThanOrEqual(70)
+    // A change holds the lock: the joiner waits for its commit rather than trying it again and again.
+    expect(attempts).toBeLessThanOrEqual(1 + Math.ceil(during / 8) + 1)
   }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(Wide)))), 60_000)
