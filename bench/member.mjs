@@ -24,7 +24,7 @@
 //   {"k":"slot-start"|"slot-end","m":id,"s":slot,"g":generation,"t":..}   per-slot work intervals,
 //                                                    instead, when the config has `slots` (whileOwning)
 //   {"k":"left","m":id,"t":..}
-//   {"k":"stats","statements":..,"transactions":..,"rss":..,"heap":..,"members":..,"calls":{..},"cpuMs":..,"loopP99Ms":..}
+//   {"k":"stats","statements":..,"transactions":..,"rss":..,"heap":..,"members":..,"calls":{..},"busy":..,"cpuMs":..,"loopP99Ms":..}
 // SIGTERM/SIGINT: every member leaves, then the process exits.
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
@@ -57,16 +57,34 @@ pg.Client.prototype.query = function(...args) {
   return query.apply(this, args)
 }
 
+// Changes that found the group's lock busy (the store's `onStatement` step "busy").
+let busy = 0
+
+// `onePool`: one connection for statements and notifications, as a `modulo-group join` process
+// (cli/src/Database.ts `memberPool`): a pool of one, never closed for idleness, given to the store as
+// `listenPool`. Otherwise a pool of `maxConnections` (default 2) and a LISTEN connection of its own.
+const onePool = options.onePool === true
+  ? new pg.Pool({ connectionString: options.url, max: 1, idleTimeoutMillis: 0, application_name: "modulo-group-bench-member" })
+  : undefined
+onePool?.on("error", () => {})
+
 const runtime = ManagedRuntime.make(
   // The store's statement timeout is its own option (PgMembership.layer passes the config's on).
-  PgMembershipStore.layer({ migrate: false, statementTimeout: options.config?.statementTimeout }).pipe(
+  PgMembershipStore.layer({
+    migrate: false,
+    statementTimeout: options.config?.statementTimeout,
+    listenPool: onePool,
+    onStatement: (_operation, step) => step === "busy" ? Effect.sync(() => void busy++) : Effect.void
+  }).pipe(
     Layer.provideMerge(
-      PgClient.layer({
-        url: Redacted.make(options.url),
-        maxConnections: options.maxConnections ?? 2,
-        idleTimeout: "1 hour",
-        applicationName: "modulo-group-bench-member"
-      })
+      onePool !== undefined
+        ? PgClient.layerFromPool({ acquire: Effect.succeed(onePool) })
+        : PgClient.layer({
+          url: Redacted.make(options.url),
+          maxConnections: options.maxConnections ?? 2,
+          idleTimeout: "1 hour",
+          applicationName: "modulo-group-bench-member"
+        })
     ),
     Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error))
   )
@@ -181,6 +199,7 @@ const stats = (withGc) => {
     heap: m.heapUsed,
     members: members.size,
     calls,
+    busy,
     cpuMs: (cpu.user + cpu.system) / 1000,
     loopP99Ms: loop.percentile(99) / 1e6
   })

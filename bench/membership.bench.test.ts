@@ -660,7 +660,9 @@ it("modulo-group benchmarks", async () => {
             { label: "modulo-group status <group> (first line)", args: ["status", group] }
           ], CLI_RUNS))
         )
-        for (const r of startup) log(`cli: ${r.command}: median ${fmt(r.medianMs)} ms (min ${fmt(r.minMs)}, max ${fmt(r.maxMs)})`)
+        for (const r of startup) {
+          log(`cli: ${r.command}: median ${fmt(r.medianMs)} ms (min ${fmt(r.minMs)}, max ${fmt(r.maxMs)}), CPU ${fmt(r.cpuMs)} ms`)
+        }
       }
     }
   } finally {
@@ -934,8 +936,8 @@ const render = (info: RunInfo) => {
     "  the departed member's). Columns: medians of each (the parts' medians need not add up to the total's).",
     "- survivors paused: survivors that stopped any work in the window (modulo: their assignment; slots: a slot)."
   ]
-  const startupHead = ["command", "runs", "median ms", "min ms", "max ms"]
-  const startupRows = startup.map((r) => [r.command, String(r.runs), fmt(r.medianMs), fmt(r.minMs), fmt(r.maxMs)])
+  const startupHead = ["command", "runs", "median ms", "min ms", "max ms", "CPU ms (median)"]
+  const startupRows = startup.map((r) => [r.command, String(r.runs), fmt(r.medianMs), fmt(r.minMs), fmt(r.maxMs), fmt(r.cpuMs)])
 
   const env = [
     `- Date: ${info.startedAt.toISOString()} (${minutes} min)`,

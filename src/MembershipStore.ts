@@ -141,6 +141,13 @@ export interface JoinOptions {
    * mode.
    */
   readonly slots?: number | undefined
+  /**
+   * The joiner listens to the group's notifications (the member's `notifications`): a join that
+   * found the group's lock held by another process's change may then try again at the group's next
+   * notification (rate-limited) instead of only after its backoff. Absent: backoff only, and no
+   * LISTEN on the member's behalf.
+   */
+  readonly notifications?: boolean | undefined
 }
 
 /**

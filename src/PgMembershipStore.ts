@@ -8,7 +8,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule } from "effect"
+import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
@@ -17,7 +17,7 @@ import { ownReadCommitted } from "./internal/pg/transaction.js"
 import * as Table from "./internal/slots/table.js"
 import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, SlotsMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
-import type { GroupRow, GroupView, MemberRow, MembershipStoreService, SlotView, WaiterRow } from "./MembershipStore.js"
+import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, SlotView, WaiterRow } from "./MembershipStore.js"
 import { MembershipStore } from "./MembershipStore.js"
 import * as Migrations from "./Migrations.js"
 
@@ -43,7 +43,8 @@ export interface Options {
    * Called before every statement an operation sends (`step` names it; `"commit"` precedes the
    * COMMIT of a change), for tests that interleave operations statement by statement; and with step
    * `"busy"` when a change found the group's lock held by another change and will try again (after
-   * its rollback, before its backoff).
+   * its rollback, before its backoff). A busy join's transaction under the lock shared: steps
+   * `"share"` to `"share commit"`.
    */
   readonly onStatement?: ((operation: string, step: string) => Effect.Effect<void>) | undefined
   /**
@@ -74,6 +75,19 @@ const conflictCodes = new Set(["40001", "40P01"])
 class LockBusy {
   readonly reason = "the group's lock is held by another change"
 }
+
+/**
+ * What a busy join found under the lock shared (`busyJoin`): its join done (a change gave its
+ * waiting row an index); `Try` the group's lock again (its row waits for a change that nobody is
+ * making); or `Wait` (a change holds the lock: its commit decides).
+ */
+type Meanwhile<A> =
+  | { readonly _tag: "Done"; readonly value: A }
+  | { readonly _tag: "Try" }
+  | { readonly _tag: "Wait" }
+
+const tryLock: Meanwhile<never> = { _tag: "Try" }
+const waitForChange: Meanwhile<never> = { _tag: "Wait" }
 
 // A change waited for a lock longer than its lock_timeout (behind fenced transactions, or a row lock).
 const lockNotAvailable = "55P03"
@@ -191,34 +205,61 @@ export const make = (options: Options = {}) =>
     // transaction has rolled back and its connection is back in the pool; try again after a jittered
     // backoff (10 ms doubling, at most 100 ms), on the real clock. Not a failure, unless the lock
     // stays busy for `busyBudgetMs`.
+    //
+    // A join may pass `whileBusy` (see `busyJoin`): after a busy attempt it waits the backoff or
+    // `wake` (the group's next notification: a change committed, the lock may be free), whichever
+    // comes first, then runs `meanwhile`, which may finish the join (`Done`), or say `Try` the lock
+    // again, or `Wait` (a change is under way: its commit decides, and is the next wake-up), at most
+    // `maxWaits` times in a row.
+    const maxWaits = 8
     const queued = <A>(
       operation: string,
       groupId: string,
-      change: Effect.Effect<A, StoreError>
+      change: Effect.Effect<A, StoreError>,
+      whileBusy?: { readonly meanwhile: Effect.Effect<Meanwhile<A>>; readonly wake: Effect.Effect<void> | undefined }
     ): Effect.Effect<A, StoreError> =>
       Effect.suspend(() => {
         const started = performance.now()
         let tries = 0
         const attempt = inTurn(groupId, change)
+        const backoff = () => {
+          const cap = Math.min(100, 10 * 2 ** Math.min(tries++, 4))
+          return pause(cap / 2 + Math.random() * (cap / 2))
+        }
+        const overBudget = (e: StoreError) => {
+          const waited = performance.now() - started
+          return waited < busyBudgetMs ? undefined : Effect.fail(
+            new StoreError({
+              operation,
+              reason: `the group's lock stayed busy for ${Math.round(waited)} ms (${e.reason})`,
+              cause: e.cause
+            })
+          )
+        }
+        // Busy, with `whileBusy`: wait, then ask `meanwhile` whether to try the lock again.
+        const waitThenTry = (e: StoreError, waits: number): Effect.Effect<A, StoreError> =>
+          overBudget(e) ?? Effect.suspend(() => {
+            const { meanwhile, wake } = whileBusy!
+            return (wake === undefined ? backoff() : Effect.raceFirst(backoff(), wake)).pipe(
+              Effect.zipRight(meanwhile),
+              Effect.flatMap((next) =>
+                next._tag === "Done"
+                  ? Effect.succeed(next.value)
+                  : next._tag === "Wait" && waits < maxWaits
+                  ? waitThenTry(e, waits + 1)
+                  : loop
+              )
+            )
+          })
         const loop: Effect.Effect<A, StoreError> = Effect.catchIf(
           attempt,
           (e) => e.cause instanceof LockBusy || sqlState(e.cause) === lockNotAvailable,
           (e) => {
-            const waited = performance.now() - started
-            if (waited >= busyBudgetMs) {
-              return Effect.fail(
-                new StoreError({
-                  operation,
-                  reason: `the group's lock stayed busy for ${Math.round(waited)} ms (${e.reason})`,
-                  cause: e.cause
-                })
-              )
+            if (whileBusy === undefined) {
+              return overBudget(e) ??
+                onStatement(operation, "busy").pipe(Effect.zipRight(backoff()), Effect.zipRight(loop))
             }
-            const cap = Math.min(100, 10 * 2 ** Math.min(tries++, 4))
-            return onStatement(operation, "busy").pipe(
-              Effect.zipRight(pause(cap / 2 + Math.random() * (cap / 2))),
-              Effect.zipRight(loop)
-            )
+            return onStatement(operation, "busy").pipe(Effect.zipRight(waitThenTry(e, 0)))
           }
         )
         return loop
@@ -402,9 +443,96 @@ export const make = (options: Options = {}) =>
         }
       })
 
+    // A busy join: the group's lock was held by another process's change (this store's own changes
+    // take turns, `inTurn`). Under the lock **shared** (`tryShareGroup`; no change runs meanwhile),
+    // the joiner takes the index a change has given the waiting row it left before (`adoptRow`: its
+    // join, without a change of its own), or leaves or renews that waiting row (`deferJoin`). The next
+    // change, whoever makes it, gives every waiting row an index (`reassignIndices`): a burst of joins
+    // from many processes is admitted by a few changes, in a few epochs, instead of one change and one
+    // epoch each, and each joiner then takes its index under the shared lock, concurrently. Only in
+    // modulo mode and without an instance id (a takeover is decided under the lock), in a group that
+    // exists and is not found behind an acknowledgement (the next change sorts that out). Best
+    // effort: a failure, or the shared lock not got, only means the next attempt at the lock decides.
+    // The group's lock stays the only arbiter of every change.
+    const busyJoin = (
+      groupId: string,
+      member: MemberInfo,
+      leaseMs: number,
+      registered: { value: boolean }
+    ): Effect.Effect<Meanwhile<GroupView>> =>
+      wrap(
+        "join",
+        Effect.flatMap(nowParam, (now) =>
+          ownReadCommitted(
+            sql,
+            statementsRunToTheEnd(Effect.gen(function*() {
+              yield* onStatement("join", "share")
+              const [lock] = yield* Statements.tryShareGroup(sql, groupId, statementTimeoutMs)
+              if (lock?.locked !== true) return waitForChange
+              const [g] = yield* Statements.selectBusyJoin(sql, groupId, member.memberId, now)
+              if (g === undefined || g.slots !== null) return tryLock
+              const epoch = num(g.epoch)
+              if (num(g.acked) > epoch || (g.row_group !== null && g.row_group !== groupId)) return tryLock
+              if (g.idx !== null) {
+                // Only the waiting row this join left: any other row of this member is the change's to drop.
+                if (!registered.value || num(g.assigned_epoch) !== epoch || g.live !== true) return tryLock
+                yield* onStatement("join", "adopt")
+                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
+                if (own === undefined) return tryLock
+                yield* onStatement("join", "view")
+                const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
+                return { _tag: "Done", value: {
+                  epoch,
+                  size: num(own.assigned_size),
+                  index: num(own.idx),
+                  acked: epoch,
+                  allAcked: num(me!.unacked) === 0,
+                  expired: false,
+                  incarnation: num(g.incarnation),
+                  clock: num(me!.clock_ms)
+                } } as const
+              }
+              yield* onStatement("join", "defer")
+              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, {
+                instanceId: null,
+                rejoinGraceMs: 0
+              })
+              if (waiting !== undefined) registered.value = true
+              // Its row waits for a change: nobody makes one now (the lock was free), so try.
+              return tryLock
+            })),
+            onStatement("join", "share commit")
+          ))
+      ).pipe(Effect.orElseSucceed(() => tryLock))
+
+    // The group's next notification, for a busy join: a change committed, so the lock may be free.
+    // Anyone can notify (docs/reliability.md, "forged notifications"): a wake-up only brings the next
+    // attempt forward, and at most `wakeBurst` times in a row (one more per `wakeRefillMs`); past
+    // that the backoff alone paces the attempts, as without notifications.
+    const wakeBurst = 8
+    const wakeRefillMs = 50
+    const wakeOf = (groupId: string) =>
+      Effect.gen(function*() {
+        const pull = yield* Effect.flatMap(notifier.wakeups(groupId), Stream.toPull)
+        let tokens = wakeBurst
+        let refilledAt = performance.now()
+        return Effect.suspend(() => {
+          const t = performance.now()
+          tokens = Math.min(wakeBurst, tokens + (t - refilledAt) / wakeRefillMs)
+          refilledAt = t
+          if (tokens < 1) return Effect.never
+          tokens -= 1
+          return Effect.ignore(pull)
+        })
+      })
+
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
-        queued("join", groupId, wrap(
+        Effect.suspend(() => {
+          // A waiting row this join left while the lock was busy (`busyJoin`).
+          const registered = { value: false }
+          const coalesce = (statics.instanceId ?? null) === null && (joinOptions.slots ?? null) === null
+          const exclusive = wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
             change("join", groupId, now, (epoch, behind, found) =>
@@ -475,26 +603,28 @@ export const make = (options: Options = {}) =>
                 // it an index. Never when an instance row of another member would have to be dropped
                 // (that is a change).
                 const overdueAfterMs = joinOptions.overdueAfterMs
-                if (overdueAfterMs !== undefined && (held === undefined || held.member_id === member.memberId)) {
-                  if (joinOptions.waiting === true && !behind) {
-                    // Given an index by a change while waiting: that change was this join.
-                    yield* onStatement("join", "adopt")
-                    const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
-                    if (own !== undefined) {
-                      yield* onStatement("join", "view")
-                      const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
-                      return yield* withSlots({
-                        epoch,
-                        size: own.assigned_size,
-                        index: own.idx,
-                        acked: epoch,
-                        allAcked: num(me!.unacked) === 0,
-                        expired: false,
-                        incarnation: group.incarnation,
-                        clock: num(me!.clock_ms)
-                      } satisfies GroupView)
-                    }
+                const mayWait = held === undefined || held.member_id === member.memberId
+                // A waiting row: left by a deferred join (`waiting`) or by this one while the lock was busy.
+                if (((overdueAfterMs !== undefined && joinOptions.waiting === true) || registered.value) && mayWait && !behind) {
+                  // Given an index by a change while waiting: that change was this join.
+                  yield* onStatement("join", "adopt")
+                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
+                  if (own !== undefined) {
+                    yield* onStatement("join", "view")
+                    const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
+                    return yield* withSlots({
+                      epoch,
+                      size: own.assigned_size,
+                      index: own.idx,
+                      acked: epoch,
+                      allAcked: num(me!.unacked) === 0,
+                      expired: false,
+                      incarnation: group.incarnation,
+                      clock: num(me!.clock_ms)
+                    } satisfies GroupView)
                   }
+                }
+                if (overdueAfterMs !== undefined && mayWait) {
                   yield* onStatement("join", "overdue")
                   const [late] = yield* Statements.selectOverdue(
                     sql, groupId, member.memberId, Math.max(0, Math.round(overdueAfterMs)), leaseMs, now
@@ -553,8 +683,16 @@ export const make = (options: Options = {}) =>
                 // notification).
                 Effect.flatMap((view) => view instanceof JoinDeferred ? Effect.fail(view) : Effect.succeed(view)),
                 Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))
-              )))
-        ),
+              ))
+          )
+          const meanwhile = coalesce ? busyJoin(groupId, member, leaseMs, registered) : Effect.succeed(tryLock)
+          return Effect.scoped(
+            Effect.flatMap(
+              joinOptions.notifications === true ? Effect.asSome(wakeOf(groupId)) : Effect.succeedNone,
+              (wake) => queued("join", groupId, exclusive, { meanwhile, wake: Option.getOrUndefined(wake) })
+            )
+          )
+        }),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) =>
         wrap(

@@ -5,6 +5,7 @@
  * from the cache), so the figures are those of every run but the first.
  */
 import { spawn } from "node:child_process"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { median } from "./Database.js"
 
@@ -14,29 +15,51 @@ export interface StartupRow {
   readonly medianMs: number
   readonly minMs: number
   readonly maxMs: number
+  /**
+   * Median CPU time (user + system) the process had used by its first line, from /proc (Linux; NaN
+   * elsewhere): less sensitive than the wall-clock time to other work on the machine.
+   */
+  readonly cpuMs: number
+}
+
+/** CPU time (user + system, ms) of a running process, from /proc/<pid>/stat; NaN when unreadable. */
+const cpuOf = (pid: number | undefined): number => {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return (ticks * 1000) / 100
+  } catch {
+    return NaN
+  }
 }
 
 /** ms from spawn to the first stdout line; the process is then stopped with SIGTERM and awaited. */
-const once = (bin: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Promise<number> =>
+const once = (
+  bin: string,
+  args: ReadonlyArray<string>,
+  env: NodeJS.ProcessEnv
+): Promise<{ readonly ms: number; readonly cpuMs: number }> =>
   new Promise((resolve, reject) => {
     const t0 = performance.now()
     const child = spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let err = ""
     let ms: number | undefined = undefined
+    let cpuMs = NaN
     const timer = setTimeout(() => child.kill("SIGKILL"), 30_000)
     child.stderr.on("data", (c: Buffer) => (err += c.toString("utf8")))
     child.stdout.on("data", (c: Buffer) => {
       out += c.toString("utf8")
       if (ms === undefined && out.includes("\n")) {
         ms = performance.now() - t0
+        cpuMs = cpuOf(child.pid)
         child.kill("SIGTERM")
       }
     })
     child.once("exit", () => {
       clearTimeout(timer)
       if (ms === undefined) reject(new Error(`modulo-group ${args.join(" ")} printed no line: ${err.trim()}`))
-      else resolve(ms)
+      else resolve({ ms, cpuMs })
     })
   })
 
@@ -53,8 +76,20 @@ export const measureStartup = async (
   for (const { label, args } of commands) {
     await once(bin, args, env)
     const xs: Array<number> = []
-    for (let i = 0; i < runs; i++) xs.push(await once(bin, args, env))
-    rows.push({ command: label, runs, medianMs: median(xs), minMs: Math.min(...xs), maxMs: Math.max(...xs) })
+    const cpus: Array<number> = []
+    for (let i = 0; i < runs; i++) {
+      const { cpuMs, ms } = await once(bin, args, env)
+      xs.push(ms)
+      cpus.push(cpuMs)
+    }
+    rows.push({
+      command: label,
+      runs,
+      medianMs: median(xs),
+      minMs: Math.min(...xs),
+      maxMs: Math.max(...xs),
+      cpuMs: median(cpus)
+    })
   }
   return rows
 }

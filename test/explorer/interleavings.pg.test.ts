@@ -67,6 +67,6 @@ it.live("every statement-level interleaving of two store operations keeps views,
       // The explorer explores: B really runs inside A's transactions, and waits on its locks.
       expect(blocked).toBeGreaterThan(20)
     }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(db.layer))), Effect.scoped)
-  }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)
+  }).pipe(Effect.scoped, Effect.provide(PgLive)), 180_000)
 
 

@@ -32,7 +32,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             // Slots mode has no barrier for an overdue member to hold: no waiting.
             overdueAfterMs: slots === undefined ? Transition.overdueAfterMs(ctx.timing) : undefined,
             waiting: waitingSince !== undefined,
-            slots
+            slots,
+            notifications: ctx.config.notifications
           }))
           if (result._tag === "Left") {
             const e = result.left

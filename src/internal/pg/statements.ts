@@ -250,8 +250,8 @@ export const selectOverdue = (
      LIMIT 1`
 
 /**
- * Join deferred, under the group lock: this member's **waiting row**, no index, inserted or (when it
- * polls again) renewed, keeping the time it began to wait (`joined_at`). It acknowledges
+ * Join deferred, under the group lock (or, for a busy join, under it shared: `tryShareGroup`): this
+ * member's **waiting row**, no index, inserted or (when it polls again) renewed, keeping the time it began to wait (`joined_at`). It acknowledges
  * `ackedEpoch` (the epoch its promotion will create: it runs no work) and changes nothing else: no
  * reap, no new epoch, no notification. The next change gives it an index (`reassignIndices`).
  */
@@ -279,9 +279,10 @@ export const deferJoin = (
     RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) * 1000)::bigint AS waited_ms`
 
 /**
- * Join of a member that was waiting, under the group lock: if a change has given its waiting row an
- * index in the current `epoch` (and its lease holds), that is its join: the row acknowledges `epoch`
- * (the member runs no work) and renews its lease; nothing else changes. No row otherwise.
+ * Join of a member that was waiting, under the group lock (or shared: `tryShareGroup`): if a change
+ * has given its waiting row an index in the current `epoch` (and its lease holds), that is its join:
+ * the row acknowledges `epoch` (the member runs no work) and renews its lease; nothing else changes.
+ * No row otherwise.
  */
 export const adoptRow = (sql: Sql, groupId: string, memberId: string, epoch: number, leaseMs: number, now: string | null) =>
   sql<{ idx: number; assigned_size: number }>`
@@ -292,6 +293,46 @@ export const adoptRow = (sql: Sql, groupId: string, memberId: string, epoch: num
      WHERE member_id = ${memberId} AND group_id = ${groupId} AND idx IS NOT NULL
        AND assigned_epoch = ${epoch} AND lease_expires_at > ${at(sql, now)}
     RETURNING idx, assigned_size`
+
+/**
+ * A join that found the group's lock held by another change (`PgMembershipStore`, "a busy join"):
+ * sets the transaction's bounds and tries the group's advisory lock **shared**, without waiting, as
+ * fenced transactions hold it. While it is held no change runs (every change takes it exclusively),
+ * so the group read next stays as it is until the commit. Not got: the caller does nothing.
+ */
+export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
+  sql<{ locked: boolean }>`
+    SELECT s.locked FROM (
+      SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt,
+             set_config('statement_timeout', ${String(timeoutMs)}, true) AS st,
+             set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true) AS idle,
+             pg_try_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId})) AS locked
+    ) AS s`
+
+/**
+ * A busy join, under `tryShareGroup`'s lock: the group row (FOR SHARE, as fenced transactions read
+ * it), the highest epoch a member acknowledged (as `selectGroupForUpdate`), and this member's row,
+ * if any, in whichever group.
+ */
+export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
+  sql<{
+    epoch: string
+    incarnation: string
+    slots: number | null
+    acked: string
+    row_group: string | null
+    idx: number | null
+    assigned_epoch: string | null
+    live: boolean | null
+  }>`
+    SELECT g.epoch, g.incarnation, g.slots,
+           coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+                      WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked,
+           me.group_id AS row_group, me.idx, me.assigned_epoch, me.lease_expires_at > ${at(sql, now)} AS live
+      FROM modulo_group.groups g
+      LEFT JOIN modulo_group.members me ON me.member_id = ${memberId}
+     WHERE g.group_id = ${groupId}
+       FOR SHARE OF g`
 
 /** What `selectInstance` read. */
 export interface InstanceRow {
