@@ -277,6 +277,13 @@ export interface MembershipStoreService {
        * on `modulo_group.slots`).
        */
       readonly slots?: boolean | undefined
+      /**
+       * A plain periodic renewal: the store may hold it up to this many milliseconds to send it with
+       * the renewals of other members (the Postgres store renews all its members' queued requests
+       * in one statement). The caller renews that much earlier than it must (docs/operations.md,
+       * "Heartbeats share statements"). Default 0: sent as soon as nothing is in flight.
+       */
+      readonly holdMs?: number | undefined
     }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
   /**
