@@ -350,7 +350,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           })
         ),
       heartbeat: (groupId, memberId, ack, leaseMs, options = {}) =>
-        // Nothing to batch with here: a renewal that may be held goes when its heartbeat is due.
+        // Nothing to batch with here (`sharesHeartbeats` is not set): a renewal that may be held goes
+        // when its heartbeat is due.
         Effect.sleep(Math.max(0, options.holdMs ?? 0)).pipe(
           Effect.zipRight(gate("heartbeat", memberId)),
           Effect.zipRight(storeNow),

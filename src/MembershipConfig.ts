@@ -48,7 +48,9 @@ export interface MembershipConfigInput {
    * may float so that the renewals of the members of one process share one statement: the member
    * asks `renewalWindow` before its heartbeat is due, and the store sends it with the next batch, at
    * the latest when the heartbeat is due. No renewal is later than without it; some are earlier.
-   * 0 turns it off. Default: half the heartbeat. Must be below the heartbeat. See docs/operations.md,
+   * 0 turns it off. Default: half the heartbeat, at most half of lease - heartbeat - fenceMargin -
+   * statementTimeout. Must be below the heartbeat, and lease must exceed heartbeat + fenceMargin +
+   * statementTimeout + renewalWindow. See docs/operations.md,
    * "Heartbeats share statements".
    */
   readonly renewalWindow?: Duration.DurationInput | undefined
@@ -104,8 +106,12 @@ export interface ResolvedConfig {
   readonly migrate: boolean
   readonly startupTimeout: Duration.Duration
   readonly barrierPoll: Duration.Duration
-  /** See `MembershipConfigInput.renewalWindow` (resolved: half the heartbeat unless given). */
-  readonly renewalWindow: Duration.Duration
+  /**
+   * See `MembershipConfigInput.renewalWindow`: as given, or undefined for the default (derived from
+   * the other timings, so that a config built on this one with another heartbeat derives its own);
+   * `renewalWindowMs` resolves it.
+   */
+  readonly renewalWindow: Duration.Duration | undefined
   readonly listenUrl: Redacted.Redacted<string> | undefined
   readonly logStateChanges: boolean
   /** Static membership: the instance id (NFC), if any. */
@@ -170,6 +176,22 @@ export const defaults = {
   logStateChanges: false,
   rejoinGrace: Duration.seconds(30)
 } as const
+
+/**
+ * The renewal window in milliseconds: as given, else half the heartbeat, at most half of
+ * lease - heartbeat - fenceMargin - statementTimeout (whole milliseconds).
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const renewalWindowMs = (
+  config: Pick<ResolvedConfig, "heartbeat" | "lease" | "fenceMargin" | "statementTimeout" | "renewalWindow">
+): number => {
+  if (config.renewalWindow !== undefined) return Duration.toMillis(config.renewalWindow)
+  const ms = Duration.toMillis
+  const slack = ms(config.lease) - ms(config.heartbeat) - ms(config.fenceMargin) - ms(config.statementTimeout)
+  return Math.max(0, Math.floor(Math.min(ms(config.heartbeat) / 2, slack / 2)))
+}
 
 /**
  * Longest accepted `rejoinGrace`: a held row's slice is not served, so the grace is bounded.
@@ -297,16 +319,30 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
     const stopTimeout = yield* decodeDuration("stopTimeout", input.stopTimeout, defaults.stopTimeout)
     const startupTimeout = yield* decodeDuration("startupTimeout", input.startupTimeout, defaults.startupTimeout)
     const barrierPoll = yield* decodeDuration("barrierPoll", input.barrierPoll, defaults.barrierPoll)
-    // Zero is allowed here (off).
-    const window = input.renewalWindow === undefined ? Duration.millis(ms(heartbeat) / 2) : safeDecode(input.renewalWindow)
-    if (window === undefined || !Duration.isFinite(window) || ms(window) < 0) {
+    // A floating renewal's deadline counts from when it was asked for, up to the window before it was
+    // sent: the window comes out of the slack above. Zero is allowed (off).
+    const slack = ms(lease) - ms(heartbeat) - ms(fenceMargin) - ms(statementTimeout)
+    const window = input.renewalWindow === undefined
+      ? Duration.millis(renewalWindowMs({ heartbeat, lease, fenceMargin, statementTimeout, renewalWindow: undefined }))
+      : safeDecode(input.renewalWindow)
+    const raw = input.renewalWindow
+    const negative = (typeof raw === "number" && raw < 0) || (typeof raw === "string" && raw.trim().startsWith("-"))
+    if (window === undefined || negative || !Duration.isFinite(window) || ms(window) < 0) {
       return yield* new InvalidConfig({ field: "renewalWindow", reason: `${String(input.renewalWindow)} is not a finite duration` })
     }
-    const renewalWindow = window
-    if (ms(renewalWindow) >= ms(heartbeat)) {
+    const renewalWindow = input.renewalWindow === undefined ? undefined : window
+    if (ms(window) >= ms(heartbeat)) {
       return yield* new InvalidConfig({
         field: "renewalWindow",
-        reason: `renewalWindow (${Duration.format(renewalWindow)}) must be below heartbeat (${Duration.format(heartbeat)})`
+        reason: `renewalWindow (${Duration.format(window)}) must be below heartbeat (${Duration.format(heartbeat)})`
+      })
+    }
+    if (ms(window) >= slack) {
+      return yield* new InvalidConfig({
+        field: "renewalWindow",
+        reason: `lease (${Duration.format(lease)}) must exceed heartbeat + fenceMargin + statementTimeout + renewalWindow (${
+          Duration.format(window)
+        })`
       })
     }
     // One renewal may be late by a statement timeout without the member fencing itself.

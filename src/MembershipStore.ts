@@ -352,6 +352,12 @@ export interface MembershipStoreService {
   readonly slotRows: (groupId: string) => Effect.Effect<ReadonlyArray<SlotRow>, StoreError>
   /** Wake-ups after any change of the group. Lossy: polling stays the source of truth. */
   readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
+  /**
+   * The store sends its members' renewals together (the PostgreSQL store): a member's plain periodic
+   * renewals then float over the last `renewalWindow` of their heartbeat (`heartbeat`'s `holdMs`).
+   * Absent or false: every renewal is asked for when its heartbeat is due, as always.
+   */
+  readonly sharesHeartbeats?: boolean | undefined
   /** The group row, if the group exists. */
   readonly group: (groupId: string) => Effect.Effect<Option.Option<GroupRow>, StoreError>
   /** The group's member rows, by index. */

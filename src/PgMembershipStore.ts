@@ -793,6 +793,8 @@ export const make = (options: Options = {}) =>
 
       wakeups: notifier.wakeups,
 
+      sharesHeartbeats: true,
+
       group: (groupId) =>
         wrap(
           "group",

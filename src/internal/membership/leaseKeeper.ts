@@ -4,6 +4,7 @@
  * `RenewalReplied` observation, which decides what it means.
  */
 import { Duration, Effect, Metric, Queue, Ref } from "effect"
+import { renewalWindowMs } from "../../MembershipConfig.js"
 import * as State from "../../MemberState.js"
 import * as Transition from "../../Transition.js"
 import type { Observation } from "../../Transition.js"
@@ -56,7 +57,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     // until the heartbeat is due, to send it in one statement with other members' renewals. So no
     // renewal goes later than without the window (its deadline counts from the time it was asked
     // for, earlier still); a wake-up or a poke while it is held sends it at once.
-    const windowMs = Duration.toMillis(config.renewalWindow)
+    const windowMs = store.sharesHeartbeats === true ? renewalWindowMs(config) : 0
     const hurry = Effect.raceFirst(Queue.take(ctx.poke), Effect.zipRight(Queue.take(ctx.wake), takeWakeToken))
 
     const renew = (periodic: boolean) => Effect.gen(function*() {

@@ -692,8 +692,8 @@ export interface BatchRenewedRow extends Omit<RenewedRow, "idx" | "acked" | "ass
  * differences, none of which a member can tell from a `renewLease` that ran just after the other
  * renewals of the batch:
  *
- * - It never waits for a row lock. The rows are locked first, `SKIP LOCKED`, and only rows locked
- *   by this statement are updated; a member whose row was locked by someone else (a change between
+ * - It never waits for a row lock. The rows are locked first, `SKIP LOCKED`, and the UPDATE reads
+ *   only the rows locked (`lk`, which carries the requests); a member whose row was locked by someone else (a change between
  *   its reassignment and its commit) comes back `busy`, with nothing written, for `renewLease` alone.
  *   So a batch cannot deadlock with a change that locks the same rows in another order, and one
  *   group's change does not delay another group's members.
@@ -752,9 +752,10 @@ export const renewLeases = (
     ), bound AS MATERIALIZED (
       SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt
     ), lk AS MATERIALIZED (
-      SELECT m.member_id FROM modulo_group.members m
-       WHERE m.member_id IN (SELECT member_id FROM req) AND (SELECT lt FROM bound) IS NOT NULL
-         FOR NO KEY UPDATE SKIP LOCKED
+      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck
+        FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
+       WHERE (SELECT lt FROM bound) IS NOT NULL
+         FOR NO KEY UPDATE OF m SKIP LOCKED
     ), snap AS MATERIALIZED (
       SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms
         FROM modulo_group.members o WHERE o.group_id IN (SELECT group_id FROM req)
@@ -764,9 +765,8 @@ export const renewLeases = (
              heartbeat_at = ${at(sql, now)},
              acked_epoch = GREATEST(m.acked_epoch, r.ack),
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${at(sql, now)}) END
-        FROM req r
+        FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
-         AND m.member_id IN (SELECT member_id FROM lk)
          AND m.lease_expires_at > ${at(sql, now)}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
                 m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
@@ -787,13 +787,12 @@ export const renewLeases = (
        GROUP BY x.group_id
     )
     SELECT r.member_id::text AS member_id,
-           (me.member_id IS NULL AND lk.member_id IS NULL
-            AND EXISTS (SELECT 1 FROM snap s WHERE s.member_id = r.member_id AND s.group_id = r.group_id)) AS busy,
+           (me.member_id IS NULL AND lk.member_id IS NULL AND s.member_id IS NOT NULL) AS busy,
            (me.member_id IS NOT NULL AND g.group_id IS NOT NULL AND me.idx IS NOT NULL
             -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
             AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END) AS ok,
            me.idx, me.acked_epoch AS acked,
-           (SELECT s.acked_epoch FROM snap s WHERE s.member_id = r.member_id) AS prev_acked,
+           s.acked_epoch AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            agg.unacked - (CASE WHEN me.acked_epoch < g.epoch THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
@@ -801,6 +800,7 @@ export const renewLeases = (
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms,
            CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
       FROM req r
+      LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
       LEFT JOIN lk ON lk.member_id = r.member_id
       LEFT JOIN me ON me.member_id = r.member_id
       LEFT JOIN g ON g.group_id = r.group_id
