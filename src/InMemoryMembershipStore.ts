@@ -350,7 +350,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           })
         ),
       heartbeat: (groupId, memberId, ack, leaseMs, options = {}) =>
-        gate("heartbeat", memberId).pipe(
+        // Nothing to batch with here (`sharesHeartbeats` is not set): a renewal that may be held goes
+        // when its heartbeat is due.
+        Effect.sleep(Math.max(0, options.holdMs ?? 0)).pipe(
+          Effect.zipRight(gate("heartbeat", memberId)),
           Effect.zipRight(storeNow),
           Effect.flatMap((now) => {
             const g = groups.get(groupId)

@@ -44,6 +44,17 @@ export interface MembershipConfigInput {
   /** First delay of the fast poll while waiting at the barrier; doubles, capped at a tenth of the heartbeat. Default 10 ms. */
   readonly barrierPoll?: Duration.DurationInput | undefined
   /**
+   * How much of each heartbeat a plain periodic renewal (the member working, nothing to acknowledge)
+   * may float so that the renewals of the members of one process share one statement: the member
+   * asks `renewalWindow` before its heartbeat is due, and the store sends it with the next batch, at
+   * the latest when the heartbeat is due. No renewal is later than without it; some are earlier.
+   * 0 turns it off. Default: half the heartbeat, at most half of lease - heartbeat - fenceMargin -
+   * statementTimeout. Must be below the heartbeat, and lease must exceed heartbeat + fenceMargin +
+   * statementTimeout + renewalWindow. See docs/operations.md,
+   * "Heartbeats share statements".
+   */
+  readonly renewalWindow?: Duration.DurationInput | undefined
+  /**
    * A `postgres://` URL for the LISTEN connection only (`PgMembership`), when the app's `PgClient`
    * goes through a connection pooler in transaction mode (where LISTEN cannot work): a direct
    * connection to PostgreSQL or a session-mode pool. Default: none, the `PgClient`'s settings.
@@ -95,6 +106,12 @@ export interface ResolvedConfig {
   readonly migrate: boolean
   readonly startupTimeout: Duration.Duration
   readonly barrierPoll: Duration.Duration
+  /**
+   * See `MembershipConfigInput.renewalWindow`: as given, or undefined for the default (derived from
+   * the other timings, so that a config built on this one with another heartbeat derives its own);
+   * `renewalWindowMs` resolves it.
+   */
+  readonly renewalWindow: Duration.Duration | undefined
   readonly listenUrl: Redacted.Redacted<string> | undefined
   readonly logStateChanges: boolean
   /** Static membership: the instance id (NFC), if any. */
@@ -159,6 +176,22 @@ export const defaults = {
   logStateChanges: false,
   rejoinGrace: Duration.seconds(30)
 } as const
+
+/**
+ * The renewal window in milliseconds: as given, else half the heartbeat, at most half of
+ * lease - heartbeat - fenceMargin - statementTimeout (whole milliseconds).
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const renewalWindowMs = (
+  config: Pick<ResolvedConfig, "heartbeat" | "lease" | "fenceMargin" | "statementTimeout" | "renewalWindow">
+): number => {
+  if (config.renewalWindow !== undefined) return Duration.toMillis(config.renewalWindow)
+  const ms = Duration.toMillis
+  const slack = ms(config.lease) - ms(config.heartbeat) - ms(config.fenceMargin) - ms(config.statementTimeout)
+  return Math.max(0, Math.floor(Math.min(ms(config.heartbeat) / 2, slack / 2)))
+}
 
 /**
  * Longest accepted `rejoinGrace`: a held row's slice is not served, so the grace is bounded.
@@ -286,6 +319,32 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
     const stopTimeout = yield* decodeDuration("stopTimeout", input.stopTimeout, defaults.stopTimeout)
     const startupTimeout = yield* decodeDuration("startupTimeout", input.startupTimeout, defaults.startupTimeout)
     const barrierPoll = yield* decodeDuration("barrierPoll", input.barrierPoll, defaults.barrierPoll)
+    // A floating renewal's deadline counts from when it was asked for, up to the window before it was
+    // sent: the window comes out of the slack above. Zero is allowed (off).
+    const slack = ms(lease) - ms(heartbeat) - ms(fenceMargin) - ms(statementTimeout)
+    const window = input.renewalWindow === undefined
+      ? Duration.millis(renewalWindowMs({ heartbeat, lease, fenceMargin, statementTimeout, renewalWindow: undefined }))
+      : safeDecode(input.renewalWindow)
+    const raw = input.renewalWindow
+    const negative = (typeof raw === "number" && raw < 0) || (typeof raw === "string" && raw.trim().startsWith("-"))
+    if (window === undefined || negative || !Duration.isFinite(window) || ms(window) < 0) {
+      return yield* new InvalidConfig({ field: "renewalWindow", reason: `${String(input.renewalWindow)} is not a finite duration` })
+    }
+    const renewalWindow = input.renewalWindow === undefined ? undefined : window
+    if (ms(window) >= ms(heartbeat)) {
+      return yield* new InvalidConfig({
+        field: "renewalWindow",
+        reason: `renewalWindow (${Duration.format(window)}) must be below heartbeat (${Duration.format(heartbeat)})`
+      })
+    }
+    if (ms(window) >= slack) {
+      return yield* new InvalidConfig({
+        field: "renewalWindow",
+        reason: `lease (${Duration.format(lease)}) must exceed heartbeat + fenceMargin + statementTimeout + renewalWindow (${
+          Duration.format(window)
+        })`
+      })
+    }
     // One renewal may be late by a statement timeout without the member fencing itself.
     if (ms(lease) <= ms(heartbeat) + ms(fenceMargin) + ms(statementTimeout)) {
       return yield* new InvalidConfig({
@@ -334,6 +393,7 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
       stopTimeout,
       startupTimeout,
       barrierPoll,
+      renewalWindow,
       notifications: input.notifications ?? defaults.notifications,
       migrate: input.migrate ?? defaults.migrate,
       listenUrl,
@@ -358,6 +418,7 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
       migrate: Config.boolean("MIGRATE").pipe(Config.withDefault(defaults.migrate), Config.withDescription("Apply pending migrations at start")),
       startupTimeout: Config.duration("STARTUP_TIMEOUT").pipe(Config.withDefault(defaults.startupTimeout), Config.withDescription("How long to wait for the database at start")),
       barrierPoll: Config.duration("BARRIER_POLL").pipe(Config.withDefault(defaults.barrierPoll), Config.withDescription("First delay of the fast poll at the barrier")),
+      renewalWindow: Config.duration("RENEWAL_WINDOW").pipe(Config.withDescription("How much of a heartbeat a periodic renewal may float to share a statement (default: half the heartbeat; 0: off)"), Config.option, Config.map(Option.getOrUndefined)),
       listenUrl: Config.redacted("LISTEN_URL").pipe(Config.withDescription("URL of the LISTEN connection (a direct one behind a transaction-mode pooler)"), Config.option, Config.map(Option.getOrUndefined)),
       logStateChanges: Config.boolean("LOG_STATE_CHANGES").pipe(Config.withDefault(defaults.logStateChanges), Config.withDescription("Log every state change at INFO")),
       instanceId: Config.string("INSTANCE_ID").pipe(Config.withDescription("Static membership: this member's stable identity in its group"), Config.option, Config.map(Option.getOrUndefined)),
@@ -371,7 +432,7 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
  * Reads the input from the environment: `MODULO_GROUP_GROUP_ID`, `MODULO_GROUP_HEARTBEAT` ("1 second"),
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
  * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
- * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_LISTEN_URL`,
+ * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_RENEWAL_WINDOW`, `MODULO_GROUP_LISTEN_URL`,
  * `MODULO_GROUP_LOG_STATE_CHANGES`, `MODULO_GROUP_INSTANCE_ID`, `MODULO_GROUP_REJOIN_GRACE`.
  *
  * @since 0.1.0

@@ -284,6 +284,13 @@ export interface MembershipStoreService {
        * on `modulo_group.slots`).
        */
       readonly slots?: boolean | undefined
+      /**
+       * A plain periodic renewal: the store may hold it up to this many milliseconds to send it with
+       * the renewals of other members (the Postgres store renews all its members' queued requests
+       * in one statement). The caller renews that much earlier than it must (docs/operations.md,
+       * "Heartbeats share statements"). Default 0: sent as soon as nothing is in flight.
+       */
+      readonly holdMs?: number | undefined
     }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
   /**
@@ -352,6 +359,12 @@ export interface MembershipStoreService {
   readonly slotRows: (groupId: string) => Effect.Effect<ReadonlyArray<SlotRow>, StoreError>
   /** Wake-ups after any change of the group. Lossy: polling stays the source of truth. */
   readonly wakeups: (groupId: string) => Effect.Effect<Stream.Stream<Wakeup>, never, Scope.Scope>
+  /**
+   * The store sends its members' renewals together (the PostgreSQL store): a member's plain periodic
+   * renewals then float over the last `renewalWindow` of their heartbeat (`heartbeat`'s `holdMs`).
+   * Absent or false: every renewal is asked for when its heartbeat is due, as always.
+   */
+  readonly sharesHeartbeats?: boolean | undefined
   /** The group row, if the group exists. */
   readonly group: (groupId: string) => Effect.Effect<Option.Option<GroupRow>, StoreError>
   /** The group's member rows, by index. */

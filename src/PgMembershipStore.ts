@@ -8,9 +8,10 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
+import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
+import * as Batcher from "./internal/pg/batcher.js"
 import { describe, sqlState } from "./internal/pg/errors.js"
-import { awaitAtMost, oneAtATime, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
+import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
@@ -159,7 +160,8 @@ export const make = (options: Options = {}) =>
       ? Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
       : Effect.succeed(null)
 
-    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError | LockBusy>) =>
+    // `extraMs`: added to the bound (a heartbeat held to share a statement, see `heartbeat`).
+    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError | LockBusy>, extraMs = 0) =>
       effect.pipe(
         Effect.mapError((cause) =>
           cause instanceof StoreError
@@ -175,8 +177,8 @@ export const make = (options: Options = {}) =>
         (effect) =>
           awaitAtMost(
             effect,
-            statementTimeoutMs,
-            () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs} ms` })
+            statementTimeoutMs + extraMs,
+            () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs + extraMs} ms` })
           ),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" } })
       )
@@ -394,7 +396,73 @@ export const make = (options: Options = {}) =>
         })
       )
 
-    const renewing = oneAtATime(2 * statementTimeoutMs)
+    // A member's renewal alone (`Statements.renewLease`): for a member whose row a batch found locked
+    // (a change in progress): it waits for the lock, within its bound, and reads its row as the
+    // change left it (the stamp rule, see `toView`).
+    const renewAlone = (req: Statements.RenewalRequest, now: string | null) => {
+      const renewal = Statements.renewLease(
+        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, statementTimeoutMs, req.slots
+      )
+      return single(renewal).pipe(
+        // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
+        // lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED
+        // re-reads the row: ask again, in a READ COMMITTED transaction of its own.
+        Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("heartbeat", renewal)),
+        Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") }),
+        Effect.map(([r]) => r)
+      )
+    }
+
+    // The heartbeats of this store's members, any groups, in one statement per batch
+    // (internal/pg/batcher.ts, Statements.renewLeases). Each answer carries whether its member is the
+    // one to announce a barrier this batch completed (one notification per group and batch). A member
+    // whose row was locked by a change in progress renews alone next (`renewAlone`). One renewal of a
+    // member on the server at a time: the batcher keeps a member's next request until the one in
+    // flight has ended, or for `2 × statementTimeout` at most (as `noCancel.oneAtATime`).
+    interface Renewal extends Statements.RenewalRequest {
+      readonly announce: boolean
+    }
+    interface Renewed {
+      readonly row: Statements.RenewedRow | undefined
+      readonly announce: boolean
+    }
+    const completes = (r: Statements.RenewedRow, announce: boolean) =>
+      barrierDown(r) && (num(r.prev_acked ?? 0) < num(r.epoch) || announce)
+    const batcher = Batcher.make<Renewal, Renewed, SqlError>(
+      (reqs) =>
+        Effect.gen(function*() {
+          const now = yield* nowParam
+          const statement = Statements.renewLeases(sql, reqs, now, statementTimeoutMs)
+          const rows = yield* single(statement).pipe(
+            // As `renewAlone` (a batch never waits for a row lock, but may meet a SERIALIZABLE one).
+            Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("heartbeat", statement)),
+            Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
+          )
+          const byMember = new Map(rows.map((r) => [r.member_id, r]))
+          const announced = new Set<string>()
+          return reqs.map((req): Batcher.Outcome<Renewed, SqlError> => {
+            const r = byMember.get(req.memberId)
+            if (r?.busy === true) {
+              return {
+                _tag: "Alone",
+                effect: Effect.map(renewAlone(req, now), (row) => ({
+                  row,
+                  announce: row !== undefined && completes(row, req.announce)
+                }))
+              }
+            }
+            if (r === undefined || !r.ok) return { _tag: "Done", value: { row: undefined, announce: false } }
+            const row = r as unknown as Statements.RenewedRow
+            const announce = !announced.has(req.groupId) && completes(row, req.announce)
+            if (announce) announced.add(req.groupId)
+            return { _tag: "Done", value: { row, announce } }
+          })
+        }).pipe(
+          // Never inside a caller's transaction: a batch carries other members' renewals.
+          Effect.mapInputContext((context: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(context))
+        ),
+      { flightMs: statementTimeoutMs, patienceMs: 2 * statementTimeoutMs }
+    )
 
     const deleteExpired = (operation: string, groupId: string, now: string | null, epoch: number | null = null) =>
       Effect.zipRight(onStatement(operation, "reap"), Statements.deleteExpired(sql, groupId, now, epoch))
@@ -427,13 +495,13 @@ export const make = (options: Options = {}) =>
       Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): GroupView => {
         const rowEpoch = num(r.assigned_epoch)
         const epoch = num(r.epoch)
-        const whole = rowEpoch === epoch && num(r.assigned_size) === num(r.size)
+        const whole = wholeState(r)
         return {
           epoch: Math.max(rowEpoch, epoch),
           size: rowEpoch > epoch ? num(r.assigned_size) : num(r.size),
           index: num(r.idx),
           acked: num(r.acked),
-          allAcked: whole && num(r.unacked) === 0 && num(r.acked) >= epoch,
+          allAcked: barrierDown(r),
           // A row stamped below the group's epoch was written by hand or by an older release: a
           // reap restamps every row.
           expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
@@ -694,39 +762,34 @@ export const make = (options: Options = {}) =>
           )
         }),
 
-      heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) =>
-        wrap(
+      heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) => {
+        // A plain periodic renewal may be held this long to share a statement (leaseKeeper.ts).
+        const holdMs = Math.max(0, Math.min(hbOptions.holdMs ?? 0, 60_000))
+        return wrap(
           "heartbeat",
           Effect.gen(function*() {
-            const now = yield* nowParam
-            const stuck = hbOptions.stuck === true
             yield* onStatement("heartbeat", "renew")
-            const renewal = Statements.renewLease(
-              sql, groupId, memberId, ack, leaseMs, stuck, now, statementTimeoutMs, hbOptions.slots === true
-            )
-            // One renewal of a member on the server at a time: a renewal its member stopped waiting
-            // for runs on until its server-side bound ends it; the next waits for it first.
-            const [r] = yield* renewing(memberId, single(renewal).pipe(
-              // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
-              // lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED
-              // re-reads the row: ask again, in a READ COMMITTED transaction of its own.
-              Effect.catchIf(
-                (e) => conflictCodes.has(sqlState(e) ?? ""),
-                () => readCommitted("heartbeat", renewal)
-              ),
-              Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
-            ))
+            const { announce, row: r } = yield* batcher.submit(memberId, {
+              memberId,
+              groupId,
+              ack,
+              leaseMs,
+              stuck: hbOptions.stuck === true,
+              slots: hbOptions.slots === true,
+              announce: hbOptions.announce === true
+            }, holdMs)
             if (r === undefined) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
             yield* notifier.observed(groupId, view.epoch)
-            // The acknowledgement that completes the barrier wakes the others (after its commit).
-            if (view.allAcked && (num(r.prev_acked ?? 0) < view.epoch || hbOptions.announce === true)) {
-              yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
-            }
+            // The acknowledgement that completes the barrier wakes the others (after its commit): one
+            // member of each group a batch completed the barrier of.
+            if (announce) yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
             return Option.some(view)
-          })
-        ),
+          }),
+          holdMs
+        )
+      },
 
       reap: (groupId) =>
         queued("reap", groupId, wrap(
@@ -877,6 +940,8 @@ export const make = (options: Options = {}) =>
 
       wakeups: notifier.wakeups,
 
+      sharesHeartbeats: true,
+
       group: (groupId) =>
         wrap(
           "group",
@@ -930,6 +995,14 @@ export const make = (options: Options = {}) =>
     }
     return store
   })
+
+/** A renewal read one committed state: its row carries the group row's epoch and size (see `toView`). */
+const wholeState = (r: Statements.RenewedRow) =>
+  num(r.assigned_epoch) === num(r.epoch) && num(r.assigned_size) === num(r.size)
+
+/** A renewal's view has the barrier down: one state, in which every row has acknowledged its epoch. */
+const barrierDown = (r: Statements.RenewedRow) =>
+  wholeState(r) && num(r.unacked) === 0 && num(r.acked) >= num(r.epoch)
 
 const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   groupId: r.group_id,

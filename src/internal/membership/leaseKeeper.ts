@@ -4,6 +4,7 @@
  * `RenewalReplied` observation, which decides what it means.
  */
 import { Duration, Effect, Metric, Queue, Ref } from "effect"
+import { renewalWindowMs } from "../../MembershipConfig.js"
 import * as State from "../../MemberState.js"
 import * as Transition from "../../Transition.js"
 import type { Observation } from "../../Transition.js"
@@ -51,7 +52,15 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       wakeRefilledAt = yield* nowMillis
     })
 
-    const renew = Effect.gen(function*() {
+    // A plain periodic renewal (the member is Assigned, the timer ran out) floats over the last
+    // `renewalWindow` of its heartbeat: it is asked for that much early and the store may hold it
+    // until the heartbeat is due, to send it in one statement with other members' renewals. So no
+    // renewal goes later than without the window (its deadline counts from the time it was asked
+    // for, earlier still); a wake-up or a poke while it is held sends it at once.
+    const windowMs = store.sharesHeartbeats === true ? renewalWindowMs(config) : 0
+    const hurry = Effect.raceFirst(Queue.take(ctx.poke), Effect.zipRight(Queue.take(ctx.wake), takeWakeToken))
+
+    const renew = (periodic: boolean) => Effect.gen(function*() {
       const member = yield* Ref.get(ctx.member)
       const state = member.state
       if (!Transition.holdsLease(state)) return
@@ -65,13 +74,22 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         )
       }
       const sentAt = yield* nowMillis
-      const result = yield* Effect.either(
-        store.heartbeat(groupId, ctx.info.memberId, member.acked, ctx.timing.leaseMs, {
-          announce: state._tag === "Awaiting",
-          stuck,
-          slots: ctx.config.slots !== undefined
-        })
-      )
+      const call = (holdMs: number) =>
+        Effect.either(
+          store.heartbeat(groupId, ctx.info.memberId, member.acked, ctx.timing.leaseMs, {
+            announce: state._tag === "Awaiting",
+            stuck,
+            slots: ctx.config.slots !== undefined,
+            holdMs
+          })
+        )
+      const held = periodic && windowMs > 0 && state._tag === "Assigned" && !stuck
+      const result = held
+        ? yield* Effect.flatMap(
+          Effect.race(Effect.map(call(windowMs), (r) => ({ r })), Effect.as(hurry, undefined)),
+          (won) => (won === undefined ? call(0) : Effect.succeed(won.r))
+        )
+        : yield* call(0)
       const receivedAt = yield* nowMillis
       if (result._tag === "Left") {
         if (!(yield* refusedOnce(ctx, "heartbeat", result.left))) yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
@@ -92,12 +110,13 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
 
     return yield* Effect.gen(function*() {
       const delay = yield* nextDelay
-      yield* Effect.raceAll([
-        Effect.sleep(delay),
-        Queue.take(ctx.poke),
-        Effect.zipRight(Queue.take(ctx.wake), takeWakeToken)
+      const floating = windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
+      const periodic = yield* Effect.raceAll([
+        Effect.as(Effect.sleep(floating ? heartbeatMs - windowMs : delay), true),
+        Effect.as(Queue.take(ctx.poke), false),
+        Effect.as(Effect.zipRight(Queue.take(ctx.wake), takeWakeToken), false)
       ])
-      yield* renew
+      yield* renew(periodic && floating)
       yield* recordHeartbeatAge(ctx)
     }).pipe(Effect.forever)
   })

@@ -697,6 +697,158 @@ export const renewLease = (
      WHERE me.idx IS NOT NULL
        AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
 
+/** One member's renewal in a batch (`renewLeases`). */
+export interface RenewalRequest {
+  readonly memberId: string
+  readonly groupId: string
+  readonly ack: number
+  readonly leaseMs: number
+  readonly stuck: boolean
+  readonly slots: boolean
+}
+
+/** What `renewLeases` returns per request: `renewLease`'s row, and whether the member's row was busy. */
+export interface BatchRenewedRow extends Omit<RenewedRow, "idx" | "acked" | "assigned_epoch" | "assigned_size" | "epoch" | "size" | "incarnation"> {
+  readonly member_id: string
+  /**
+   * The member's row was locked by another transaction (a change in progress) and skipped: nothing
+   * was written for it; send `renewLease` for it alone (which waits for the lock, as always).
+   */
+  readonly busy: boolean
+  /** The renewal's view is valid (`renewLease` would have returned this row); else no row: rejoin. */
+  readonly ok: boolean
+  readonly idx: number | null
+  readonly acked: string | null
+  readonly assigned_epoch: string | null
+  readonly assigned_size: number | null
+  readonly epoch: string | null
+  readonly size: number | null
+  readonly incarnation: string | null
+}
+
+/**
+ * The heartbeats of many members (any groups) in one statement (docs/protocol.md, "The heartbeat"):
+ * per member exactly `renewLease` (renew only a live lease, record the acknowledgement and `stuck`,
+ * the group's row, the member's slot view, the others' counts, the idx sanity check), with three
+ * differences, none of which a member can tell from a `renewLease` that ran just after the other
+ * renewals of the batch:
+ *
+ * - It never waits for a row lock. The rows are locked first, `SKIP LOCKED`, and the UPDATE reads
+ *   only the rows locked (`lk`, which carries the requests); a member whose row was locked by someone else (a change between
+ *   its reassignment and its commit) comes back `busy`, with nothing written, for `renewLease` alone.
+ *   So a batch cannot deadlock with a change that locks the same rows in another order, and one
+ *   group's change does not delay another group's members.
+ * - Each group's counts are computed once (one scan of its rows), then the member's own row is
+ *   taken out of them: the others' counts of `renewLease`.
+ * - The counts see the rows this statement renewed as it leaves them (their new acknowledgement
+ *   and lease) and every other row as in the statement's snapshot. That is the state this
+ *   statement commits whenever the member's own row carries the group's epoch and size (the
+ *   stamp rule of `renewLease`): a change that committed after the snapshot restamped every row it
+ *   kept, so it committed before the member's row was locked (the row would carry its stamp), and a
+ *   change that had not committed by then must lock that row too, so it commits after this
+ *   statement. Between the snapshot and the commit, other transactions can then only raise
+ *   acknowledgements (renewals of other processes, releases, reaps of held rows, takeovers) or add or
+ *   remove rows that acknowledge ahead (waiting joiners): a barrier found down is down in the
+ *   committed state. When the stamp differs, the view is built from the row alone, as in `renewLease`.
+ *
+ * One row per request. `requests` goes as one JSON parameter (group ids are arbitrary text).
+ */
+export const renewLeases = (
+  sql: Sql,
+  requests: ReadonlyArray<RenewalRequest>,
+  now: string | null,
+  timeoutMs: number
+) => {
+  const json = JSON.stringify(requests.map((r) => ({
+    member_id: r.memberId,
+    group_id: r.groupId,
+    ack: r.ack,
+    lease_ms: r.leaseMs,
+    stuck: r.stuck,
+    slots: r.slots
+  })))
+  // Only a batch with a slots-mode member reads the slots table (a modulo-mode member's role needs no
+  // grant on it).
+  const slotView = requests.some((r) => r.slots)
+    ? sql`LEFT JOIN LATERAL (
+        SELECT coalesce(json_agg(json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM r.member_id)
+                                 ORDER BY s.slot) FILTER (WHERE s.holder = r.member_id), '[]'::json) AS held,
+               coalesce(json_agg(s.slot ORDER BY s.slot)
+                          FILTER (WHERE s.holder IS DISTINCT FROM r.member_id), '[]'::json) AS pending
+          FROM modulo_group.slots s
+         WHERE r.slots AND s.group_id = r.group_id AND (s.holder = r.member_id OR s.owner = r.member_id)
+      ) sv ON true`
+    : sql`CROSS JOIN (SELECT '[]'::json AS held, '[]'::json AS pending) sv`
+  // A row a reap would count: its lease and grace ran out, or a held static row behind the epoch.
+  const expiredRow = (x: "x" | "me") =>
+    x === "x"
+      ? sql`(x.lease_expires_at + x.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}
+             OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${at(sql, now)} AND x.acked_epoch < g.epoch))`
+      : sql`(me.lease_expires_at + me.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}
+             OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${at(sql, now)} AND me.acked_epoch < g.epoch))`
+  return sql<BatchRenewedRow>`
+    WITH req AS MATERIALIZED (
+      SELECT * FROM json_to_recordset(${json}::json)
+        AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean)
+    ), bound AS MATERIALIZED (
+      SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt
+    ), lk AS MATERIALIZED (
+      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck
+        FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
+       WHERE (SELECT lt FROM bound) IS NOT NULL
+         FOR NO KEY UPDATE OF m SKIP LOCKED
+    ), snap AS MATERIALIZED (
+      SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms
+        FROM modulo_group.members o WHERE o.group_id IN (SELECT group_id FROM req)
+    ), me AS (
+      UPDATE modulo_group.members m
+         SET lease_expires_at = ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
+             heartbeat_at = ${at(sql, now)},
+             acked_epoch = GREATEST(m.acked_epoch, r.ack),
+             stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${at(sql, now)}) END
+        FROM lk r
+       WHERE m.member_id = r.member_id AND m.group_id = r.group_id
+         AND m.lease_expires_at > ${at(sql, now)}
+      RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
+                m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
+    ), g AS (
+      SELECT group_id, epoch, size, incarnation, slots FROM modulo_group.groups
+       WHERE group_id IN (SELECT group_id FROM req)
+    ), x AS (
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms FROM me
+      UNION ALL
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms FROM snap
+       WHERE member_id NOT IN (SELECT member_id FROM me)
+    ), agg AS (
+      SELECT x.group_id,
+             count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
+             count(*) FILTER (WHERE x.acked_epoch < g.epoch) AS unacked,
+             count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
+        FROM x JOIN g ON g.group_id = x.group_id
+       GROUP BY x.group_id
+    )
+    SELECT r.member_id::text AS member_id,
+           (me.member_id IS NULL AND lk.member_id IS NULL AND s.member_id IS NOT NULL) AS busy,
+           (me.member_id IS NOT NULL AND g.group_id IS NOT NULL AND me.idx IS NOT NULL
+            -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
+            AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END) AS ok,
+           me.idx, me.acked_epoch AS acked,
+           s.acked_epoch AS prev_acked,
+           me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
+           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch THEN 1 ELSE 0 END) AS unacked,
+           agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
+           agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
+           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms,
+           CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
+      FROM req r
+      LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
+      LEFT JOIN lk ON lk.member_id = r.member_id
+      LEFT JOIN me ON me.member_id = r.member_id
+      LEFT JOIN g ON g.group_id = r.group_id
+      LEFT JOIN agg ON agg.group_id = r.group_id
+      ${slotView}`
+}
+
 /**
  * Wakes the group's listeners (`SELECT pg_notify`, since `NOTIFY` takes no bound parameters). Its
  * commit waits for any other transaction that notified and has not committed yet: `lock_timeout`

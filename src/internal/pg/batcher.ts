@@ -1,0 +1,168 @@
+/**
+ * Group commit for the heartbeats of one store (issue 15): the members of a process queue their
+ * renewals here, and one statement renews everything queued (`Statements.renewLeases`).
+ *
+ * - A request goes at once when no batch is in flight; requests that come while one is in flight
+ *   wait for it and go together in the next. A request may also be **held** up to `holdMs` (a plain
+ *   periodic renewal: its member renews early enough for that, see leaseKeeper.ts), so that requests
+ *   with random phases share a statement; any request that is due takes every queued one with it.
+ * - A key (a member) is never twice in one batch and never in flight twice: its next request waits
+ *   in the queue until the one in flight has ended (its batch, or the single statement that followed
+ *   it), or until `patienceMs` after that one was sent (a statement still running then is on a dead
+ *   connection: the server's bound would have ended it). As `noCancel.oneAtATime` did per member.
+ * - A request whose caller stops waiting before it was taken into a batch is dropped (nothing sent).
+ *   Once taken, its statement runs to its end (never interrupted: see noCancel.ts).
+ * - A batch in flight longer than `flightMs` no longer holds the next one back.
+ *
+ * The batcher runs its statements in fibers of its own (daemons), so a caller's timeout never
+ * interrupts a batch that also carries other members' renewals.
+ */
+import { Cause, Clock, Deferred, Effect, Exit, Fiber } from "effect"
+
+/** What the batch statement gives one request: its answer, or a statement of its own to run next. */
+export type Outcome<A, E> =
+  | { readonly _tag: "Done"; readonly value: A }
+  | { readonly _tag: "Alone"; readonly effect: Effect.Effect<A, E> }
+
+interface Entry<Req, A, E> {
+  readonly key: string
+  readonly req: Req
+  readonly due: number
+  readonly done: Deferred.Deferred<A, E>
+  taken: boolean
+}
+
+export interface Batcher<Req, A, E> {
+  /** Queues `req` for `key`, held at most `holdMs`; its answer. */
+  readonly submit: (key: string, req: Req, holdMs: number) => Effect.Effect<A, E>
+  /** Batches sent so far (tests, docs). */
+  readonly batches: () => number
+}
+
+export const make = <Req, A, E>(
+  send: (reqs: ReadonlyArray<Req>) => Effect.Effect<ReadonlyArray<Outcome<A, E>>, E>,
+  options: { readonly flightMs: number; readonly patienceMs: number }
+): Batcher<Req, A, E> => {
+  let queue: Array<Entry<Req, A, E>> = []
+  /** Keys in flight, with the time their statement was sent; a token per flight. */
+  const inFlight = new Map<string, { readonly since: number }>()
+  /** The batch statement in flight, if any (its start). */
+  let sending: number | undefined = undefined
+  let timer: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void> } | undefined = undefined
+  let sent = 0
+
+  const busy = (key: string, now: number) => {
+    const f = inFlight.get(key)
+    return f !== undefined && now - f.since < options.patienceMs
+  }
+
+  const land = (key: string, flight: { readonly since: number }) => {
+    if (inFlight.get(key) === flight) inFlight.delete(key)
+  }
+
+  const kick: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (queue.length === 0) return Effect.void
+      // Behind a batch in flight: it kicks when it ends, or this timer when it has taken too long.
+      if (sending !== undefined && now - sending < options.flightMs) return schedule(sending + options.flightMs, now)
+      const eligible = queue.filter((e) => !busy(e.key, now))
+      if (eligible.length === 0) {
+        // Every queued key is in flight: its flight kicks when it ends, or this timer at its patience.
+        const since = Math.min(...queue.map((e) => inFlight.get(e.key)?.since ?? now))
+        return schedule(since + options.patienceMs, now)
+      }
+      const earliest = Math.min(...eligible.map((e) => e.due))
+      if (earliest > now) return schedule(earliest, now)
+      // Everything eligible goes, once per key, first come first.
+      const keys = new Set<string>()
+      const batch: Array<Entry<Req, A, E>> = []
+      for (const e of eligible) {
+        if (keys.has(e.key)) continue
+        keys.add(e.key)
+        e.taken = true
+        batch.push(e)
+      }
+      queue = queue.filter((e) => !e.taken)
+      sending = now
+      sent++
+      const flight = { since: now }
+      for (const e of batch) inFlight.set(e.key, flight)
+      return Effect.asVoid(Effect.forkDaemon(run(batch, flight)))
+    })
+  )
+
+  const schedule = (at: number, now: number): Effect.Effect<void> => {
+    if (timer !== undefined && timer.at <= at) return Effect.void
+    const previous = timer
+    return Effect.flatMap(
+      Effect.forkDaemon(Effect.zipRight(
+        Effect.sleep(at - now),
+        Effect.suspend(() => {
+          timer = undefined
+          return kick
+        })
+      )),
+      (fiber) =>
+        Effect.suspend(() => {
+          timer = { at, fiber }
+          return previous === undefined ? Effect.void : Fiber.interruptFork(previous.fiber)
+        })
+    )
+  }
+
+  const run = (batch: ReadonlyArray<Entry<Req, A, E>>, flight: { readonly since: number }) =>
+    Effect.flatMap(Effect.exit(send(batch.map((e) => e.req))), (exit) =>
+      Effect.suspend(() => {
+        sending = undefined
+        const after: Array<Effect.Effect<void>> = []
+        if (Exit.isFailure(exit)) {
+          for (const e of batch) {
+            land(e.key, flight)
+            after.push(Deferred.failCause(e.done, exit.cause))
+          }
+        } else {
+          batch.forEach((e, i) => {
+            const outcome = exit.value[i]
+            if (outcome === undefined) {
+              land(e.key, flight)
+              after.push(Deferred.failCause(e.done, Cause.die(new Error("modulo-group: a batch returned no answer"))))
+            } else if (outcome._tag === "Done") {
+              land(e.key, flight)
+              after.push(Deferred.succeed(e.done, outcome.value))
+            } else {
+              // Its own statement: the key stays in flight until that one has ended.
+              after.push(Effect.asVoid(Effect.forkDaemon(
+                Effect.flatMap(Effect.exit(outcome.effect), (alone) =>
+                  Effect.suspend(() => {
+                    land(e.key, flight)
+                    return Effect.zipRight(Deferred.done(e.done, alone), kick)
+                  }))
+              )))
+            }
+          })
+        }
+        return Effect.zipRight(Effect.all(after, { discard: true }), kick)
+      }))
+
+  const submit = (key: string, req: Req, holdMs: number): Effect.Effect<A, E> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const done = yield* Deferred.make<A, E>()
+        const entry: Entry<Req, A, E> = { key, req, due: now + Math.max(0, holdMs), done, taken: false }
+        queue.push(entry)
+        yield* kick
+        return yield* restore(Deferred.await(done)).pipe(
+          Effect.onInterrupt(() =>
+            Effect.suspend(() => {
+              // Not sent yet: dropped. Sent: its statement runs on, its answer goes nowhere.
+              if (!entry.taken) queue = queue.filter((e) => e !== entry)
+              return kick
+            })
+          )
+        )
+      })
+    )
+
+  return { submit, batches: () => sent }
+}
