@@ -63,6 +63,23 @@ const startUi = (env: NodeJS.ProcessEnv) =>
     })
   })
 
+/** The browser, the members, the `ui` process and the test's database: all gone. */
+const tearDown = async (
+  browser: Awaited<ReturnType<typeof launch>> | undefined,
+  members: ReadonlyArray<Member>,
+  ui: Awaited<ReturnType<typeof startUi>> | undefined,
+  dbName: string
+) => {
+  await browser?.close().catch(() => undefined)
+  for (const m of members) m.kill("SIGKILL")
+  await Promise.all(members.map((m) => m.exited))
+  if (ui !== undefined) {
+    ui.child.kill("SIGTERM")
+    await ui.exited
+  }
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`))
+}
+
 describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", () => {
   it("shows a group live: joins and leaves within a second, a kill and a rejoin on the timeline", async () => {
     assertBuilt()
@@ -156,14 +173,7 @@ describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", 
       await page.screenshot(path.join(imagesDir, "ui-groups.png"))
       console.log(`ui figures: ${JSON.stringify(figures)}; screenshots in ${imagesDir}`)
     } finally {
-      await browser?.close().catch(() => undefined)
-      for (const m of members) m.kill("SIGKILL")
-      await Promise.all(members.map((m) => m.exited))
-      if (ui !== undefined) {
-        ui.child.kill("SIGTERM")
-        await ui.exited
-      }
-      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`))
+      await tearDown(browser, members, ui, dbName)
     }
   }, 240_000)
 
@@ -204,14 +214,7 @@ describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", 
       await page.waitFor(`document.querySelector('tr[data-group="shards"]')`, 10_000, "the group in the list")
       expect(await page.evaluate<string>(`document.querySelector('tr[data-group="shards"]').textContent`)).toContain("slots (16)")
     } finally {
-      await browser?.close().catch(() => undefined)
-      for (const m of members) m.kill("SIGKILL")
-      await Promise.all(members.map((m) => m.exited))
-      if (ui !== undefined) {
-        ui.child.kill("SIGTERM")
-        await ui.exited
-      }
-      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`))
+      await tearDown(browser, members, ui, dbName)
     }
   }, 120_000)
 })
