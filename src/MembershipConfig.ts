@@ -319,6 +319,16 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
     const stopTimeout = yield* decodeDuration("stopTimeout", input.stopTimeout, defaults.stopTimeout)
     const startupTimeout = yield* decodeDuration("startupTimeout", input.startupTimeout, defaults.startupTimeout)
     const barrierPoll = yield* decodeDuration("barrierPoll", input.barrierPoll, defaults.barrierPoll)
+    // One renewal may be late by a statement timeout without the member fencing itself
+    // (checked first: with no slack left, the renewal window's own check would hide this rule).
+    if (ms(lease) <= ms(heartbeat) + ms(fenceMargin) + ms(statementTimeout)) {
+      return yield* new InvalidConfig({
+        field: "lease",
+        reason: `lease (${Duration.format(lease)}) must exceed heartbeat (${Duration.format(heartbeat)}) + fenceMargin (${
+          Duration.format(fenceMargin)
+        }) + statementTimeout (${Duration.format(statementTimeout)})`
+      })
+    }
     // A floating renewal's deadline counts from when it was asked for, up to the window before it was
     // sent: the window comes out of the slack above. Zero is allowed (off).
     const slack = ms(lease) - ms(heartbeat) - ms(fenceMargin) - ms(statementTimeout)
@@ -343,15 +353,6 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
         reason: `lease (${Duration.format(lease)}) must exceed heartbeat + fenceMargin + statementTimeout + renewalWindow (${
           Duration.format(window)
         })`
-      })
-    }
-    // One renewal may be late by a statement timeout without the member fencing itself.
-    if (ms(lease) <= ms(heartbeat) + ms(fenceMargin) + ms(statementTimeout)) {
-      return yield* new InvalidConfig({
-        field: "lease",
-        reason: `lease (${Duration.format(lease)}) must exceed heartbeat (${Duration.format(heartbeat)}) + fenceMargin (${
-          Duration.format(fenceMargin)
-        }) + statementTimeout (${Duration.format(statementTimeout)})`
       })
     }
     const listenUrl = yield* validateListenUrl(input.listenUrl)
