@@ -146,6 +146,18 @@ export interface Pause {
   readonly resume: Deferred.Deferred<void>
 }
 
+/** A fresh pause at statement boundary `at` (-1: never pause, only count the steps). */
+export const makePause = (at: number): Effect.Effect<Pause> =>
+  Effect.gen(function*() {
+    return {
+      at,
+      count: 0,
+      steps: [],
+      paused: yield* Deferred.make<string>(),
+      resume: yield* Deferred.make<void>()
+    }
+  })
+
 /** Set on A's fiber only: where to pause, and the steps it went through. */
 export const controlled = FiberRef.unsafeMake<Pause | undefined>(undefined)
 
@@ -362,13 +374,7 @@ export const runSchedule = (
   Effect.gen(function*() {
     const started = Date.now()
     const known = yield* setupGroup(observer)
-    const pause: Pause = {
-      at: schedule.k,
-      count: 0,
-      steps: [],
-      paused: yield* Deferred.make<string>(),
-      resume: yield* Deferred.make<void>()
-    }
+    const pause = yield* makePause(schedule.k)
     const bounded = (op: Operation, fiber: Fiber.RuntimeFiber<Outcome>) =>
       Fiber.join(fiber).pipe(
         Effect.timeoutTo({
@@ -436,13 +442,7 @@ export const runSchedule = (
 export const countSteps = (op: Operation, store: MembershipStoreService, observer: Observer) =>
   Effect.gen(function*() {
     const known = yield* setupGroup(observer)
-    const pause: Pause = {
-      at: -1,
-      count: 0,
-      steps: [],
-      paused: yield* Deferred.make<string>(),
-      resume: yield* Deferred.make<void>()
-    }
+    const pause = yield* makePause(-1)
     yield* Effect.locally(runOperation(op, known, store, observer), controlled, pause)
     return pause.steps
   })

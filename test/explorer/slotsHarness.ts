@@ -25,7 +25,7 @@ import { fencedWith } from "../../src/Fenced.js"
 import * as Holdings from "../../src/internal/slots/holdings.js"
 import type { MembershipStoreService, SlotView, StoppedSlot } from "../../src/MembershipStore.js"
 import { randomGroupId } from "../support/Database.js"
-import { busyCount, controlled, LEASE_MS, type Observer, onStatement, type Pause, resetBusy } from "./harness.js"
+import { busyCount, controlled, LEASE_MS, makePause, type Observer, onStatement, resetBusy } from "./harness.js"
 
 // --- the log ----------------------------------------------------------------------------------
 
@@ -446,13 +446,7 @@ export const runSlotSchedule = (
     const started = Date.now()
     clock = 0
     const known = yield* setupSlotGroup(observer)
-    const pause: Pause = {
-      at: schedule.k,
-      count: 0,
-      steps: [],
-      paused: yield* Deferred.make<string>(),
-      resume: yield* Deferred.make<void>()
-    }
+    const pause = yield* makePause(schedule.k)
     const failed = (op: SlotOperation, error: string): SlotOutcome => ({
       op,
       member: undefined,
@@ -520,13 +514,7 @@ export const runSlotSchedule = (
 export const countSlotSteps = (op: SlotOperation, store: MembershipStoreService, observer: Observer) =>
   Effect.gen(function*() {
     const known = yield* setupSlotGroup(observer)
-    const pause: Pause = {
-      at: -1,
-      count: 0,
-      steps: [],
-      paused: yield* Deferred.make<string>(),
-      resume: yield* Deferred.make<void>()
-    }
+    const pause = yield* makePause(-1)
     yield* Effect.locally(runSlotOperation(op, known, store, observer, undefined), controlled, pause)
     return pause.steps
   })
