@@ -63,6 +63,15 @@ const startUi = (env: NodeJS.ProcessEnv) =>
     })
   })
 
+/** A database of the test's own (dropped by `tearDown`), and the environment that points at it. */
+const ownDatabase = async () => {
+  const dbName = `mg_ui_${randomBytes(5).toString("hex")}`
+  await admin((c) => c.query(`CREATE DATABASE ${dbName}`))
+  const url = new URL(databaseUrl())
+  url.pathname = `/${dbName}`
+  return { dbName, env: { ...process.env, DATABASE_URL: url.toString() } }
+}
+
 /** The browser, the members, the `ui` process and the test's database: all gone. */
 const tearDown = async (
   browser: Awaited<ReturnType<typeof launch>> | undefined,
@@ -83,11 +92,7 @@ const tearDown = async (
 describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", () => {
   it("shows a group live: joins and leaves within a second, a kill and a rejoin on the timeline", async () => {
     assertBuilt()
-    const dbName = `mg_ui_${randomBytes(5).toString("hex")}`
-    await admin((c) => c.query(`CREATE DATABASE ${dbName}`))
-    const url = new URL(databaseUrl())
-    url.pathname = `/${dbName}`
-    const env = { ...process.env, DATABASE_URL: url.toString() }
+    const { dbName, env } = await ownDatabase()
     const group = "orders"
     const members: Array<Member> = []
     let ui: Awaited<ReturnType<typeof startUi>> | undefined
@@ -179,11 +184,7 @@ describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", 
 
   it("shows a slots-mode group: each member's slot count and ranges, and the mode in the list", async () => {
     assertBuilt()
-    const dbName = `mg_ui_${randomBytes(5).toString("hex")}`
-    await admin((c) => c.query(`CREATE DATABASE ${dbName}`))
-    const url = new URL(databaseUrl())
-    url.pathname = `/${dbName}`
-    const env = { ...process.env, DATABASE_URL: url.toString() }
+    const { dbName, env } = await ownDatabase()
     const group = "shards"
     const members = ["slot-a", "slot-b"].map((name) => new Member(name, group, [...fast, "--slots", "16"], env))
     let ui: Awaited<ReturnType<typeof startUi>> | undefined
