@@ -151,7 +151,7 @@ describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", 
 
       // worker-c comes back under the same name: a second bar of worker-c on the timeline.
       const c2 = join("worker-c")
-      await c2.waitFor((e) => e.state === "assigned", 30_000, "assigned again")
+      const rejoined = await c2.waitFor((e) => e.state === "assigned", 30_000, "assigned again")
       const bars = `[...document.querySelectorAll('#timeline .bar title')].filter(t => t.textContent.startsWith("worker-c:")).length`
       await page.waitFor(`${bars} >= 2`, 5_000, "two bars of worker-c")
       await page.waitFor(`document.querySelector('#members tr[data-name="worker-c"]')`, 5_000, "worker-c back")
@@ -162,9 +162,11 @@ describe.skipIf(chromium === undefined)("modulo-group ui in headless Chromium", 
       })`)
       expect(timeline.kinds).toContain("crash")
       expect(timeline.kinds).toContain("leave")
-      expect(timeline.kinds.filter((k) => k === "change").length).toBeGreaterThanOrEqual(6)
+      // At least one change forms the first three (joins that arrive together are admitted
+      // together), then worker-d's join, worker-b's leave, worker-c's crash and its rejoin.
+      expect(timeline.kinds.filter((k) => k === "change").length).toBeGreaterThanOrEqual(5)
       expect(timeline.lanes).toBeGreaterThanOrEqual(4)
-      await Promise.all([first[0]!, d, c2].map((m) => m.waitFor((e) => e.state === "assigned" && e.size === 3 && (e.epoch ?? 0) >= 7, 30_000, "assigned at size 3")))
+      await Promise.all([first[0]!, d, c2].map((m) => m.waitFor((e) => e.state === "assigned" && e.size === 3 && (e.epoch ?? 0) >= (rejoined.epoch ?? 0), 30_000, "assigned at size 3")))
       await page.waitFor(`document.querySelectorAll('#timeline .bar[data-open="true"]').length === 3 && ${rows} === 3`, 5_000, "three open tenures")
       // For the picture only (nothing is awaited): let the rejoined tenure grow a visible bar.
       await new Promise((r) => setTimeout(r, 2_500))
