@@ -280,6 +280,29 @@ export const make = (options: Options = {}) =>
     // After a commit, best effort: a notification only wakes members sooner (G7), so a change or an
     // acknowledgement must never fail because it cannot be sent (a full notification queue, a role
     // that may not call pg_notify).
+    // A join's view of the group, read in its transaction: who has not acknowledged `at.epoch` yet and
+    // the database clock (`Statements.selectJoinedView`); the index is the row's, unless given.
+    const joinedView = (
+      groupId: string,
+      memberId: string,
+      now: string | null,
+      at: { readonly epoch: number; readonly size: number; readonly incarnation: number; readonly index?: number }
+    ) =>
+      Effect.gen(function*() {
+        yield* onStatement("join", "view")
+        const [me] = yield* Statements.selectJoinedView(sql, groupId, memberId, at.epoch, now)
+        return {
+          epoch: at.epoch,
+          size: at.size,
+          index: at.index ?? me!.idx,
+          acked: at.epoch,
+          allAcked: num(me!.unacked) === 0,
+          expired: false,
+          incarnation: at.incarnation,
+          clock: num(me!.clock_ms)
+        } satisfies GroupView
+      })
+
     const notify = (operation: string, groupId: string, payload: string) =>
       onStatement(operation, "notify").pipe(
         Effect.zipRight(single(Statements.notifyGroup(sql, groupId, payload, statementTimeoutMs))),
@@ -547,18 +570,13 @@ export const make = (options: Options = {}) =>
                 yield* onStatement("join", "adopt")
                 const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
                 if (own === undefined) return tryLock
-                yield* onStatement("join", "view")
-                const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
-                return { _tag: "Done", value: {
+                const value = yield* joinedView(groupId, member.memberId, now, {
                   epoch,
                   size: num(own.assigned_size),
                   index: num(own.idx),
-                  acked: epoch,
-                  allAcked: num(me!.unacked) === 0,
-                  expired: false,
-                  incarnation: num(g.incarnation),
-                  clock: num(me!.clock_ms)
-                } } as const
+                  incarnation: num(g.incarnation)
+                })
+                return { _tag: "Done", value } as const
               }
               yield* onStatement("join", "defer")
               const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, {
@@ -646,20 +664,14 @@ export const make = (options: Options = {}) =>
                         sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now
                       )
                       if (taken !== undefined) {
-                        yield* onStatement("join", "view")
-                        const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
-                        yield* Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1)
-                        return yield* withSlots({
+                        const view = yield* joinedView(groupId, member.memberId, now, {
                           epoch,
                           size: group.size,
                           index: taken.idx,
-                          acked: epoch,
-                          allAcked: num(me!.unacked) === 0,
-                          expired: false,
-                          incarnation: group.incarnation,
-                          clock: num(me!.clock_ms),
-                          takenOver: true
-                        } satisfies GroupView)
+                          incarnation: group.incarnation
+                        })
+                        yield* Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1)
+                        return yield* withSlots({ ...view, takenOver: true })
                       }
                     }
                   }
@@ -678,18 +690,12 @@ export const make = (options: Options = {}) =>
                   yield* onStatement("join", "adopt")
                   const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
                   if (own !== undefined) {
-                    yield* onStatement("join", "view")
-                    const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, epoch, now)
-                    return yield* withSlots({
+                    return yield* withSlots(yield* joinedView(groupId, member.memberId, now, {
                       epoch,
                       size: own.assigned_size,
                       index: own.idx,
-                      acked: epoch,
-                      allAcked: num(me!.unacked) === 0,
-                      expired: false,
-                      incarnation: group.incarnation,
-                      clock: num(me!.clock_ms)
-                    } satisfies GroupView)
+                      incarnation: group.incarnation
+                    }))
                   }
                 }
                 if (overdueAfterMs !== undefined && mayWait) {
@@ -734,18 +740,7 @@ export const make = (options: Options = {}) =>
                   group.slots,
                   member.memberId
                 )
-                yield* onStatement("join", "view")
-                const [me] = yield* Statements.selectJoinedView(sql, groupId, member.memberId, g.epoch, now)
-                return yield* withSlots({
-                  epoch: g.epoch,
-                  size: g.size,
-                  index: me!.idx,
-                  acked: g.epoch,
-                  allAcked: num(me!.unacked) === 0,
-                  expired: false,
-                  incarnation: g.incarnation,
-                  clock: num(me!.clock_ms)
-                } satisfies GroupView)
+                return yield* withSlots(yield* joinedView(groupId, member.memberId, now, g))
               })).pipe(
                 // Deferred: the waiting row has committed; the member is told to wait (no change, no
                 // notification).
