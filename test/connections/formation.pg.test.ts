@@ -17,6 +17,7 @@ import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { slowCommitStore, warmPool } from "./support.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
@@ -37,20 +38,8 @@ it.live(`${N} stores (processes) join one group at once: a few changes admit the
     // Each change holds the group lock 30 ms before its COMMIT, so that the joins overlap (as they do
     // on a loaded server): without coalescing, each of the N joins is a change of its own, one after
     // another, and the others find the lock busy again and again meanwhile.
-    const stores = yield* Effect.forEach(Array.from({ length: N }), () =>
-      PgMembershipStore.make({
-        statementTimeout: Duration.seconds(2),
-        onStatement: (operation, step) =>
-          Effect.zipRight(
-            Effect.sync(() => steps.push(`${operation}:${step}`)),
-            operation === "join" && step === "commit" ? Effect.sleep(Duration.millis(30)) : Effect.void
-          )
-      }))
-    yield* Effect.forEach(
-      Array.from({ length: N + 2 }),
-      () => Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT pg_sleep(0.05)`),
-      { concurrency: "unbounded" }
-    )
+    const stores = yield* Effect.forEach(Array.from({ length: N }), () => slowCommitStore(steps))
+    yield* warmPool(N + 2)
     const members = stores.map((_, i) => info(`m${i}`))
     const views = yield* Effect.forEach(stores, (store, i) => store.join(groupId, members[i]!, 30_000), {
       concurrency: "unbounded"

@@ -15,6 +15,7 @@ import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
+import { slowCommitStore, warmPool } from "./support.js"
 import { waitFor } from "../support/Wait.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
@@ -127,19 +128,8 @@ it.live("16 joins at once over one store: each takes one attempt at the group lo
     // Each join holds the group lock 30 ms before its COMMIT, so that the joins overlap: without a
     // queue of the store's own, every join but one finds the lock busy, rolls back and sleeps a
     // backoff (with the lock often free meanwhile), again and again.
-    const store = yield* PgMembershipStore.make({
-      statementTimeout: Duration.seconds(2),
-      onStatement: (operation, step) =>
-        Effect.zipRight(
-          Effect.sync(() => steps.push(`${operation}:${step}`)),
-          operation === "join" && step === "commit" ? Effect.sleep(Duration.millis(30)) : Effect.void
-        )
-    })
-    yield* Effect.forEach(
-      Array.from({ length: 12 }),
-      () => Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT pg_sleep(0.05)`),
-      { concurrency: "unbounded" }
-    )
+    const store = yield* slowCommitStore(steps)
+    yield* warmPool(12)
     const results = yield* Effect.forEach(
       Array.from({ length: 16 }, (_, i) => info(`m${i}`)),
       (m) => Effect.either(store.join(groupId, m, 30_000)),
