@@ -30,7 +30,7 @@ const Wide = Layer.unwrapEffect(
   )
 )
 
-it.live(`${N} stores (processes) join one group at once: a few changes admit them all, with distinct indices`, () =>
+it.live(`${N} stores (processes) join one group at once: fewer changes than joins, few lock attempts, distinct indices`, () =>
   Effect.gen(function*() {
     yield* Migrations.run
     const groupId = randomGroupId("formation")
@@ -47,9 +47,10 @@ it.live(`${N} stores (processes) join one group at once: a few changes admit the
     const count = (step: string) => steps.filter((s) => s === `join:${step}`).length
     const changes = count("reassign")
     console.log(`formation: ${N} joins, ${changes} changes, ${count("lock")} lock attempts, ${count("busy")} busy, ${count("share")} shared, ${count("adopt")} adopt steps`)
-    // Lock turns: a change per join before (16 changes, ~240 lock attempts); now a burst is admitted
-    // by a few: usually 2-4 changes, 9 seen once on a loaded CI run where the joins arrived spread out.
-    expect(changes).toBeLessThanOrEqual((3 * N) / 4)
+    // Lock turns: a change per join before (16 changes, ~240 lock attempts). Now some changes admit
+    // several waiting rows, but how many varies widely: 3 to 13 changes in 9 runs on an idle machine
+    // (and 9 on a loaded CI run). The lock attempts are the steady figure (31-35).
+    expect(changes).toBeLessThan(N)
     expect(count("lock")).toBeLessThan(3 * N)
     // Every join got a view; within one epoch, no index twice and every index below the size.
     for (const v of views) expect(v.index).toBeLessThan(v.size)
