@@ -110,6 +110,10 @@ export const page = `<!doctype html>
       ]);
     });
     box.appendChild(table(["GROUP", "MODE", "EPOCH", "N", "MEMBERS", "LAST CHANGE"], rows));
+    if (d.total > d.groups.length) {
+      box.appendChild(el("p", { className: "empty", id: "cut", text: "Showing " + d.groups.length + " of " + d.total +
+        " groups: those with live members first, then the latest changes. Open any group at #/group/<id>." }));
+    }
     return box;
   }
 

@@ -134,12 +134,34 @@ const health = (leaseLeftMs: number, leaseMs: number): Health =>
   leaseLeftMs <= 0 ? "expired" : leaseLeftMs < leaseMs / 2 ? "late" : "healthy"
 
 /**
- * Every group (at most 500, by id) with its members' health.
+ * The groups the overview shows (at most {@link GROUPS_SHOWN}) and how many groups there are.
  *
  * @since 0.1.0
  * @internal
  */
-export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError | MembershipError.DatabaseUnavailable, SqlClient.SqlClient> = Effect.gen(function*() {
+export interface GroupList {
+  readonly groups: ReadonlyArray<GroupSummary>
+  /** Every group in the database; more than `groups.length` when the list was cut. */
+  readonly total: number
+}
+
+/**
+ * The most groups the overview lists.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const GROUPS_SHOWN = 500
+
+/**
+ * The groups with their members' health: when there are more than {@link GROUPS_SHOWN}, the groups
+ * with a member whose lease has not run out come first, then the latest changes; shown by id. A
+ * database that has seen many groups (old, empty ones stay) still lists the live ones.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const groups: Effect.Effect<GroupList, SqlError | MembershipError.DatabaseUnavailable, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   // The slot count exists from schema 7 on (reading it needs no grant on the slot rows).
   const version = yield* Migrations.installedVersion
@@ -153,37 +175,45 @@ export const groups: Effect.Effect<ReadonlyArray<GroupSummary>, SqlError | Membe
     members: string
     expired: string
     late: string
+    total: string
   }>`
-    SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`}, g.changed_at,
-           (extract(epoch FROM statement_timestamp() - g.changed_at) * 1000)::bigint AS changed_ago_ms,
-           count(m.member_id) AS members,
-           count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
-           count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
-                                        AND m.lease_expires_at - statement_timestamp()
-                                            < (m.lease_expires_at - m.heartbeat_at) / 2) AS late
-      FROM modulo_group.groups g
-      LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
-     GROUP BY g.group_id
-     ORDER BY g.group_id
-     LIMIT 500`
-  return rows.map((r): GroupSummary => {
-    const members = num(r.members)
-    const expired = num(r.expired)
-    const late = num(r.late)
-    return {
-      groupId: r.group_id,
-      epoch: num(r.epoch),
-      size: num(r.size),
-      mode: r.slots === null ? "modulo" : "slots",
-      slots: r.slots === null ? null : num(r.slots),
-      changedAt: r.changed_at.toISOString(),
-      changedAgoMs: num(r.changed_ago_ms),
-      members,
-      healthy: members - expired - late,
-      late,
-      expired
-    }
-  })
+    SELECT * FROM (
+      SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`}, g.changed_at,
+             (extract(epoch FROM statement_timestamp() - g.changed_at) * 1000)::bigint AS changed_ago_ms,
+             count(m.member_id) AS members,
+             count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
+             count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
+                                          AND m.lease_expires_at - statement_timestamp()
+                                              < (m.lease_expires_at - m.heartbeat_at) / 2) AS late,
+             count(*) OVER () AS total
+        FROM modulo_group.groups g
+        LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
+       GROUP BY g.group_id
+       ORDER BY count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()) > 0 DESC,
+                g.changed_at DESC, g.group_id
+       LIMIT ${GROUPS_SHOWN}) shown
+     ORDER BY group_id`
+  return {
+    total: rows.length === 0 ? 0 : num(rows[0]!.total),
+    groups: rows.map((r): GroupSummary => {
+      const members = num(r.members)
+      const expired = num(r.expired)
+      const late = num(r.late)
+      return {
+        groupId: r.group_id,
+        epoch: num(r.epoch),
+        size: num(r.size),
+        mode: r.slots === null ? "modulo" : "slots",
+        slots: r.slots === null ? null : num(r.slots),
+        changedAt: r.changed_at.toISOString(),
+        changedAgoMs: num(r.changed_ago_ms),
+        members,
+        healthy: members - expired - late,
+        late,
+        expired
+      }
+    })
+  }
 })
 
 /**

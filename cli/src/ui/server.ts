@@ -88,8 +88,9 @@ export const serve = (options: ServerOptions) =>
     // --- views ---
     const overview = async () => {
       const installed = await run(Queries.installed)
-      if (installed === "none") return { installed, groups: [] }
-      return { installed, groups: await run(Queries.groups) }
+      if (installed === "none") return { installed, groups: [], total: 0 }
+      const list = await run(Queries.groups)
+      return { installed, groups: list.groups, total: list.total }
     }
     const detail = async (groupId: string) => {
       const installed = await run(Queries.installed)
@@ -199,8 +200,8 @@ export const serve = (options: ServerOptions) =>
     const timer = setInterval(() => {
       pushAll()
       if ((streams.get(OVERVIEW)?.size ?? 0) > 0) {
-        run(Queries.groups).then((gs) => {
-          overviewGroups = gs.map((g) => g.groupId)
+        run(Queries.groups).then((list) => {
+          overviewGroups = list.groups.map((g) => g.groupId)
         }, () => undefined)
       }
       syncChannels().catch(() => undefined)
