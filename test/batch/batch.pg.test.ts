@@ -29,11 +29,12 @@ const countingRenewals = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     }).pipe(Effect.map((a) => ({ a, counts })))
   })
 
-/** Polls until some backend waits for a lock. */
+/** Polls until a backend of this test's pool (files run in parallel) waits for a lock. */
 const someoneWaitsOnALock = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   sql<{ n: string }>`
     SELECT count(*) AS n FROM pg_stat_activity
      WHERE datname = current_database() AND wait_event_type = 'Lock'
+       AND application_name = current_setting('application_name')
        AND query LIKE '%lease_expires_at%'`.pipe(
     Effect.flatMap(([r]) => (Number(r!.n) > 0 ? Effect.void : Effect.fail("not yet"))),
     Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(10)))),

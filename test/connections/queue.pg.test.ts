@@ -20,7 +20,7 @@ import { waitFor } from "../support/Wait.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
-/** Backends of this database waiting for a lock, sampled every few ms until `stop`. */
+/** Backends of this test's pool waiting for a lock (other files run in parallel), sampled every few ms until `stop`. */
 const sampleLockWaiters = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   let max = 0
@@ -31,6 +31,7 @@ const sampleLockWaiters = Effect.gen(function*() {
           sql<{ n: string }>`
             SELECT count(*) AS n FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND application_name = current_setting('application_name')
                AND query LIKE '%modulo_group%'`,
           ([r]) => Effect.sync(() => (max = Math.max(max, Number(r!.n))))
         ),

@@ -46,11 +46,12 @@ const setup = (prefix: string) =>
       sql<{ n: string }>`SELECT count(*) AS n FROM modulo_group.fence_checks WHERE group_id = ${groupId}`,
       (rows) => Number(rows[0]!.n)
     )
-    /** Whether a backend of this test database waits for a lock in a statement matching `pattern`. */
+    /** Whether a backend of this test's pool (files run in parallel) waits for a lock in a statement matching `pattern`. */
     const waitingOnLock = (pattern: string) =>
       Effect.map(
         sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
-                            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE ${pattern}`,
+                            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE ${pattern}
+                              AND application_name = current_setting('application_name')`,
         (rows) => Number(rows[0]!.n) > 0
       )
     return { sql, store, groupId, insert, notes, target, row, leftovers, waitingOnLock }

@@ -26,11 +26,15 @@ import { documentedGrants } from "../support/Grants.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
-/** Polls until some backend waits for a lock (the interleaving a test forces has happened). */
+/**
+ * Polls until a backend of this test's pool (its application name: test files run in parallel)
+ * waits for a lock (the interleaving a test forces has happened).
+ */
 const someoneWaitsOnALock = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   sql<{ n: string }>`
     SELECT count(*) AS n FROM pg_stat_activity
      WHERE datname = current_database() AND wait_event_type = 'Lock'
+       AND application_name = current_setting('application_name')
        AND query LIKE '%lease_expires_at%'`.pipe(
     Effect.flatMap(([r]) => (Number(r!.n) > 0 ? Effect.void : Effect.fail("not yet"))),
     Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(10)))),

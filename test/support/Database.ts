@@ -18,12 +18,16 @@ export const databaseUrl = (): string => {
   return url
 }
 
-/** A pooled client on the test database; read lazily so importing this module needs no database. */
+/**
+ * A pooled client on the test database; read lazily so importing this module needs no database. Its
+ * application name carries the test process's pid: files run in parallel forks, and a test that looks
+ * at pg_stat_activity can see only its own fork's backends.
+ */
 export const PgLive: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError.SqlError> = Layer.unwrapEffect(
   Effect.sync(() =>
     PgClient.layer({
       url: Redacted.make(databaseUrl()),
-      applicationName: "modulo-group-test",
+      applicationName: `modulo-group-test-${process.pid}`,
       connectTimeout: "10 seconds"
     })
   )
