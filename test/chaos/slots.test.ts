@@ -9,73 +9,39 @@
  * 10-minute runs of docs/reliability.md have them), else on an embedded one of the runner's own.
  * About 30 s.
  */
-import { spawn } from "node:child_process"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { beforeAll, describe, expect, it } from "vitest"
 import { assertBuilt } from "../cli/support.js"
-
-const runner = fileURLToPath(new URL("../../chaos/run.mjs", import.meta.url))
-
-const run = async (args: ReadonlyArray<string>, timeoutMs: number) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mg-chaos-slots-"))
-  const reportFile = path.join(dir, "report.json")
-  const url = process.env["DATABASE_URL"]
-  const database = url === undefined || url === "" ? [] : ["--database-url", url]
-  const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [runner, ...args, ...database, "--report", reportFile], {
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let output = ""
-    child.stdout.on("data", (c: Buffer) => (output += c.toString("utf8")))
-    child.stderr.on("data", (c: Buffer) => (output += c.toString("utf8")))
-    const timer = setTimeout(() => {
-      child.kill("SIGINT")
-      reject(new Error(`the chaos run did not finish in time:\n${output}`))
-    }, timeoutMs)
-    child.once("exit", (code) => {
-      clearTimeout(timer)
-      resolve({ code, output })
-    })
-  })
-  const report = fs.existsSync(reportFile) ? JSON.parse(fs.readFileSync(reportFile, "utf8")) : undefined
-  fs.rmSync(dir, { recursive: true, force: true })
-  return { code, output, report }
-}
+import { reportOf, runChaos, TIMING } from "./support.js"
 
 describe("chaos in slots mode (child processes)", () => {
   beforeAll(assertBuilt)
 
   it("--slots with --instance-ids is a usage error", async () => {
-    const { code, output } = await run(["--slots", "16", "--instance-ids"], 20_000)
+    const { code, output } = await runChaos(["--slots", "16", "--instance-ids"], 20_000, "test")
     expect(code).toBe(2)
     expect(output).toMatch(/--slots and --instance-ids: static membership is not available in slots mode/)
-    const bad = await run(["--slots", "0"], 20_000)
+    const bad = await runChaos(["--slots", "0"], 20_000, "test")
     expect(bad.code).toBe(2)
     expect(bad.output).toMatch(/--slots: "0"/)
   })
 
   it("keeps every slot in at most one member, owned again within each fault's bound, sizes within one", async () => {
-    const { code, output, report } = await run(
-      [
-        "--members", "4", "--duration", "10s", "--seed", "20261202", "--slots", "16",
-        "--heartbeat", "700ms", "--lease", "3500ms", "--fence-margin", "500ms", "--statement-timeout", "1s",
-        "--kinds", "kill,sigstop"
-      ],
-      120_000
+    const run = await runChaos(
+      ["--members", "4", "--duration", "10s", "--seed", "20261202", "--slots", "16", ...TIMING, "--kinds", "kill,sigstop"],
+      120_000,
+      "test"
     )
-    console.log(output.slice(output.indexOf("chaos report")))
-    expect(report, output).toBeDefined()
+    const { code, output } = run
+    const report = reportOf(run)
+    const slots = report.slots!
     expect(report.formed).toBe(true)
-    expect(report.slots.S).toBe(16)
-    expect(report.slots.handoffs.total).toBeGreaterThan(0)
+    expect(slots.S).toBe(16)
+    expect(slots.handoffs.total).toBeGreaterThan(0)
     for (const kind of ["kill", "join", "sigstop", "sigcont"]) expect(report.faults[kind] ?? 0, kind).toBeGreaterThan(0)
-    expect(report.slots.violations.overlap, output).toBe(0)
-    expect(report.slots.violations.staleWorkLines, output).toBe(0)
-    expect(report.slots.violations.unownedBeyondBound, output).toBe(0)
-    expect(report.slots.violations.unfairCount, output).toBe(0)
+    expect(slots.violations.overlap, output).toBe(0)
+    expect(slots.violations.staleWorkLines, output).toBe(0)
+    expect(slots.violations.unownedBeyondBound, output).toBe(0)
+    expect(slots.violations.unfairCount, output).toBe(0)
     expect(report.violations.order, output).toEqual([])
     expect(report.violations.gracefulLeave, output).toEqual([])
     expect(report.violations.slowReconvergence, output).toBe(0)
