@@ -5,6 +5,8 @@
  * Options (defaults in brackets):
  *   --members N            member processes [8]
  *   --duration D           how long faults are injected after the group formed [120s]
+ *   --every-kind           with the rounds schedule, go on past --duration until every kind was
+ *                          injected at least once (at most 3 × --duration)
  *   --seed S               seed of the fault schedule [current time]
  *   --heartbeat D          [500ms]     --lease D [3s]     --fence-margin D [500ms]
  *   --statement-timeout D  [1s]        --work-interval D [100ms]
@@ -60,7 +62,7 @@ const flag = (name) => {
   if (v === undefined || v.startsWith("--")) usage(`--${name} needs a value`)
   return v
 }
-const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet", "instance-ids", "rejoin-grace", "slots"])
+const known = new Set(["members", "duration", "seed", "heartbeat", "lease", "fence-margin", "statement-timeout", "work-interval", "kinds", "schedule", "notifications", "database-url", "restart-command", "report", "events", "quiet", "instance-ids", "rejoin-grace", "slots", "every-kind"])
 for (const a of args) if (a.startsWith("--") && !known.has(a.slice(2))) usage(`unknown option ${a}`)
 
 const options = {
@@ -73,6 +75,7 @@ const options = {
   statementTimeoutMs: duration(flag("statement-timeout") ?? "1s", "--statement-timeout"),
   workIntervalMs: duration(flag("work-interval") ?? "100ms", "--work-interval"),
   instanceIds: args.includes("--instance-ids"),
+  everyKind: args.includes("--every-kind"),
   rejoinGraceMs: duration(flag("rejoin-grace") ?? "2s", "--rejoin-grace"),
   kinds: (flag("kinds") ?? (args.includes("--instance-ids") ? [...ALL_KINDS, ...STATIC_KINDS] : ALL_KINDS).join(",")).split(",").filter((k) => k !== ""),
   schedule: flag("schedule") ?? "rounds",

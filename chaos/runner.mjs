@@ -121,7 +121,7 @@ const ownerOfPort = (port) =>
 
 /**
  * @param {{
- *   members: number, durationMs: number, seed: number,
+ *   members: number, durationMs: number, seed: number, everyKind?: boolean,
  *   heartbeatMs: number, leaseMs: number, fenceMarginMs: number, statementTimeoutMs: number, workIntervalMs: number,
  *   kinds: Array<string>, server: { url: string, restart?: () => Promise<{ stopMs: number, startMs: number }> },
  *   log: (line: string) => void, group?: string
@@ -520,8 +520,15 @@ export const runChaos = async (options) => {
 
   let round = []
   let count = 0
+  // everyKind: the rounds go on past the duration until every kind was injected once (a loaded
+  // machine fits fewer faults in the duration), but never past three durations.
+  const injected = new Set()
+  const more = () =>
+    Date.now() < endAt ||
+    (options.everyKind === true && schedule === "rounds" && Date.now() < formedAt + 3 * options.durationMs &&
+      kinds.some((k) => !injected.has(k)))
   try {
-    while (formed && Date.now() < endAt) {
+    while (formed && more()) {
       // A quiet gap: two heartbeats (late effects of the last fault are still its own), plus jitter.
       await sleep(2 * heartbeatMs + Math.floor(random() * 400))
       if (schedule === "churn") {
@@ -546,6 +553,7 @@ export const runChaos = async (options) => {
       const before = monitor.faults.length
       const t0 = Date.now()
       await faults[kind]()
+      injected.add(kind)
       const added = monitor.faults.slice(before).map((f) => f.kind).join("+")
       log(`${String(count).padStart(4)} ${((Date.now() - formedAt) / 1000).toFixed(1).padStart(6)}s ${kind.padEnd(13)} ${added} (${Date.now() - t0} ms)`)
       if (notifications === "off") await checkListeners()

@@ -27,7 +27,7 @@ describe("chaos in slots mode (child processes)", () => {
 
   it("keeps every slot in at most one member, owned again within each fault's bound, sizes within one", async () => {
     const run = await runChaos(
-      ["--members", "4", "--duration", "10s", "--seed", "20261202", "--slots", "16", ...TIMING, "--kinds", "kill,sigstop"],
+      ["--members", "4", "--duration", "10s", "--seed", "20261202", "--every-kind", "--slots", "16", ...TIMING, "--kinds", "kill,sigstop"],
       120_000,
       "test"
     )

@@ -13,7 +13,7 @@ describe("chaos (fixed seed, child processes)", () => {
   it("static membership: restarts with the same instance id (SIGTERM and SIGKILL) among the other faults", async () => {
     const run = await runChaos(
       [
-        "--members", "4", "--duration", "25s", "--seed", "13", ...TIMING,
+        "--members", "4", "--duration", "25s", "--seed", "13", "--every-kind", ...TIMING,
         "--instance-ids", "--rejoin-grace", "2s", "--kinds", "static-restart,static-kill,kill,leave,sigstop"
       ],
       120_000,
