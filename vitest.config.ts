@@ -9,6 +9,11 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Child processes, not worker threads: tests kill connections and spawn CLIs.
-    pool: "forks"
+    pool: "forks",
+    // Three files at a time, on any machine: most of a file's time is spent waiting on leases,
+    // heartbeats and child processes, so on 2 cores 3 forks take the suite from ~11 minutes to ~5
+    // (docs/testing.md). Files keep to their own groups, databases and pg_stat_activity backends.
+    // `npx vitest run --maxWorkers 1` runs them one at a time.
+    poolOptions: { forks: { maxForks: 3, minForks: 1 } }
   }
 })
