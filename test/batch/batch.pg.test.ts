@@ -11,7 +11,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
+import { PgLive, randomGroupId, untilOwnLockWait } from "../support/Database.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
@@ -28,18 +28,6 @@ const countingRenewals = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       return Effect.succeed(statement)
     }).pipe(Effect.map((a) => ({ a, counts })))
   })
-
-/** Polls until a backend of this test's pool (files run in parallel) waits for a lock. */
-const someoneWaitsOnALock = Effect.flatMap(SqlClient.SqlClient, (sql) =>
-  sql<{ n: string }>`
-    SELECT count(*) AS n FROM pg_stat_activity
-     WHERE datname = current_database() AND wait_event_type = 'Lock'
-       AND application_name = current_setting('application_name')
-       AND query LIKE '%lease_expires_at%'`.pipe(
-    Effect.flatMap(([r]) => (Number(r!.n) > 0 ? Effect.void : Effect.fail("not yet"))),
-    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(10)))),
-    Effect.orDie
-  ))
 
 it.live("64 members of one store renew in a few statements, not 64, each with its own view", () =>
   Effect.gen(function*() {
@@ -179,7 +167,7 @@ it.live("a batch never waits for a change's row locks: its members renew alone, 
       (m) => store.heartbeat(m === x || m === y ? other : groupId, m.memberId, m === x || m === y ? otherJoined.epoch : epoch, 30_000, { holdMs: 200 }),
       { concurrency: "unbounded" }
     ))
-    yield* someoneWaitsOnALock
+    yield* untilOwnLockWait("%lease_expires_at%")
     // x and y are not held up by the other group's change.
     const started = Date.now()
     // (their answers are in the forked forEach; poll the rows instead)

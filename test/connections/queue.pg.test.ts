@@ -13,7 +13,7 @@ import type { MemberInfo } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, ownLockWaiters, randomGroupId } from "../support/Database.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
 import { slowCommitStore, warmPool } from "./support.js"
 import { waitFor } from "../support/Wait.js"
@@ -22,19 +22,11 @@ const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), nam
 
 /** Backends of this test's pool waiting for a lock (other files run in parallel), sampled every few ms until `stop`. */
 const sampleLockWaiters = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
   let max = 0
   const fiber = yield* Effect.fork(
     Effect.forever(
       Effect.zipRight(
-        Effect.tap(
-          sql<{ n: string }>`
-            SELECT count(*) AS n FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'
-               AND application_name = current_setting('application_name')
-               AND query LIKE '%modulo_group%'`,
-          ([r]) => Effect.sync(() => (max = Math.max(max, Number(r!.n))))
-        ),
+        Effect.tap(ownLockWaiters("%modulo_group%"), (n) => Effect.sync(() => (max = Math.max(max, n)))),
         Effect.sleep(Duration.millis(5))
       )
     )

@@ -15,7 +15,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import { readCommitted } from "../../src/internal/pg/transaction.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
+import { ownLockWaiters, PgLive, randomGroupId } from "../support/Database.js"
 import { waitForEffect } from "../support/Wait.js"
 
 const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
@@ -47,13 +47,7 @@ const setup = (prefix: string) =>
       (rows) => Number(rows[0]!.n)
     )
     /** Whether a backend of this test's pool (files run in parallel) waits for a lock in a statement matching `pattern`. */
-    const waitingOnLock = (pattern: string) =>
-      Effect.map(
-        sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
-                            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE ${pattern}
-                              AND application_name = current_setting('application_name')`,
-        (rows) => Number(rows[0]!.n) > 0
-      )
+    const waitingOnLock = (pattern: string) => Effect.map(ownLockWaiters(pattern), (n) => n > 0)
     return { sql, store, groupId, insert, notes, target, row, leftovers, waitingOnLock }
   })
 

@@ -10,7 +10,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Migrations from "../../src/Migrations.js"
 import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
@@ -19,27 +19,12 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import * as Transition from "../../src/Transition.js"
 import { MemberState } from "../../src/MemberState.js"
-import { databaseUrl, PgLive, randomGroupId } from "../support/Database.js"
+import { databaseUrl, PgLive, randomGroupId, untilOwnLockWait } from "../support/Database.js"
 import { exactCover } from "../support/Recorder.js"
 import { fast, freshDatabase, makeGroup, waitFor } from "../faults/support.js"
 import { documentedGrants } from "../support/Grants.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
-
-/**
- * Polls until a backend of this test's pool (its application name: test files run in parallel)
- * waits for a lock (the interleaving a test forces has happened).
- */
-const someoneWaitsOnALock = Effect.flatMap(SqlClient.SqlClient, (sql) =>
-  sql<{ n: string }>`
-    SELECT count(*) AS n FROM pg_stat_activity
-     WHERE datname = current_database() AND wait_event_type = 'Lock'
-       AND application_name = current_setting('application_name')
-       AND query LIKE '%lease_expires_at%'`.pipe(
-    Effect.flatMap(([r]) => (Number(r!.n) > 0 ? Effect.void : Effect.fail("not yet"))),
-    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(10)))),
-    Effect.orDie
-  ))
 
 it.live("break 1: a renewal that waited on a leave's row lock returns one committed state, never the old epoch with the new index", () =>
   Effect.gen(function*() {
@@ -66,7 +51,7 @@ it.live("break 1: a renewal that waited on a leave's row lock returns one commit
     yield* Deferred.await(atCommit)
     // C's renewal blocks on its row, which the leave has updated.
     const renewal = yield* Effect.fork(store.heartbeat(groupId, c.memberId, joined.epoch, 10_000))
-    yield* someoneWaitsOnALock
+    yield* untilOwnLockWait("%lease_expires_at%")
     yield* Deferred.succeed(commit, undefined)
     yield* Fiber.join(leave)
     const view = Option.getOrThrow(yield* Fiber.join(renewal))

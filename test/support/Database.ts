@@ -5,7 +5,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
-import { Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Layer, Redacted, Schedule } from "effect"
 import { randomBytes } from "node:crypto"
 import { inject } from "vitest"
 
@@ -32,6 +32,29 @@ export const PgLive: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlErr
     })
   )
 )
+
+/**
+ * How many backends of this pool's application (files run in parallel: each fork's pool has its
+ * own application name) wait for a lock in a statement whose text matches `pattern` (LIKE).
+ */
+export const ownLockWaiters = (pattern: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ n: string }>`
+        SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'
+           AND application_name = current_setting('application_name')
+           AND query LIKE ${pattern}`,
+      ([r]) => Number(r!.n)
+    ))
+
+/** Polls (every 5 ms, for 10 s at most) until `ownLockWaiters(pattern)` is not 0: the interleaving a test forces has happened. */
+export const untilOwnLockWait = (pattern: string) =>
+  ownLockWaiters(pattern).pipe(
+    Effect.flatMap((n) => (n > 0 ? Effect.void : Effect.fail("not yet"))),
+    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(10)))),
+    Effect.orDie
+  )
 
 /** A group id no other test (or earlier run) uses: `test-<prefix>-<random hex>`. */
 export const randomGroupId = (prefix: string): string => `test-${prefix}-${randomBytes(6).toString("hex")}`
