@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
+import type { JoinEvent } from "../../cli/src/Events.js"
 
 export const bin = fileURLToPath(new URL("../../cli/bin/modulo-group.js", import.meta.url))
 const built = fileURLToPath(new URL("../../cli/dist/modulo-group.cjs", import.meta.url))
@@ -16,21 +17,8 @@ export const assertBuilt = (): void => {
   }
 }
 
-/** One line of `join --json`. */
-export interface JoinEvent {
-  readonly ts: string
-  readonly member: string
-  readonly group: string
-  readonly event: "state" | "work"
-  readonly state: string
-  readonly epoch: number | null
-  readonly index: number | null
-  readonly size: number | null
-  /** The instance id (`--instance-id`), null without one. */
-  readonly instance?: string | null
-  /** Slots mode (`--slots`): the slots worked, ascending. */
-  readonly slots?: ReadonlyArray<number>
-}
+/** One line of `join --json`: the CLI's own type, so a field added there is seen here. */
+export type { JoinEvent }
 
 export interface Exited {
   readonly code: number | null
