@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { assertBuilt, converged, joinTimings, type JoinEvent, Member, tenures } from "./support.js"
+import { assertBuilt, converged, expectG1G2, joinTimings, type JoinEvent, Member, tenures } from "./support.js"
 
 // Short timings: lease 3 s > heartbeat 200 ms + fence margin 1 s + statement timeout 1 s.
 const HEARTBEAT_MS = 200
@@ -81,37 +81,13 @@ describe("modulo-group join (child processes)", () => {
     )
 
     // G1: within an epoch, distinct indices in [0, N), one N; exactly 0..N-1 where we converged.
-    const byEpoch = new Map<number, Array<(typeof all)[number]>>()
-    for (const t of all) byEpoch.set(t.epoch, [...(byEpoch.get(t.epoch) ?? []), t])
-    for (const [epoch, ts] of byEpoch) {
-      const sizes = new Set(ts.map((t) => t.size))
-      expect(sizes.size, `one size in epoch ${epoch}`).toBe(1)
-      const size = ts[0]!.size
-      const indices = ts.map((t) => t.index)
-      expect(new Set(indices).size, `distinct indices in epoch ${epoch}`).toBe(indices.length)
-      for (const i of indices) expect(i).toBeGreaterThanOrEqual(0)
-      for (const i of indices) expect(i).toBeLessThan(size)
-      expect(new Set(ts.map((t) => t.member)).size).toBe(ts.length)
-    }
-    for (const { epoch, size } of [
+    // G2: every tenure in an older epoch ended before any tenure in a newer one started.
+    expectG1G2(all, [
       { epoch: four.epoch, size: 4 },
       { epoch: five.epoch, size: 5 },
       { epoch: afterLeave.epoch, size: 4 },
       { epoch: afterKill.epoch, size: 3 }
-    ]) {
-      const indices = byEpoch.get(epoch)!.map((t) => t.index).sort((x, y) => x - y)
-      expect(indices, `exact cover in epoch ${epoch}`).toEqual([...Array(size).keys()])
-    }
-
-    // G2: every tenure in an older epoch ended before any tenure in a newer one started.
-    const epochs = [...byEpoch.keys()].sort((x, y) => x - y)
-    for (const [i, older] of epochs.entries()) {
-      const lastEnd = Math.max(...byEpoch.get(older)!.map((t) => t.end))
-      for (const newer of epochs.slice(i + 1)) {
-        const firstStart = Math.min(...byEpoch.get(newer)!.map((t) => t.start))
-        expect(lastEnd, `epoch ${older} ended before epoch ${newer} started`).toBeLessThanOrEqual(firstStart)
-      }
-    }
+    ])
   }, 90_000)
 })
 

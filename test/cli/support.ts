@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
+import { expect } from "vitest"
 import type { JoinEvent } from "../../cli/src/Events.js"
 
 export const bin = fileURLToPath(new URL("../../cli/bin/modulo-group.js", import.meta.url))
@@ -188,6 +189,37 @@ export const tenures = (events: ReadonlyArray<JoinEvent>): Array<Tenure> => {
   }
   if (open !== undefined) close(open.last, "killed")
   return result
+}
+
+/**
+ * G1 and G2 from the members' tenures: within an epoch one N and distinct indices in [0, N), held by
+ * distinct members; exactly 0..N-1 in each of `covers` (the epochs the test saw converge); and every
+ * tenure of an older epoch ended before any of a newer one started.
+ */
+export const expectG1G2 = (all: ReadonlyArray<Tenure>, covers: ReadonlyArray<{ readonly epoch: number; readonly size: number }>): void => {
+  const byEpoch = new Map<number, Array<Tenure>>()
+  for (const t of all) byEpoch.set(t.epoch, [...(byEpoch.get(t.epoch) ?? []), t])
+  for (const [epoch, ts] of byEpoch) {
+    expect(new Set(ts.map((t) => t.size)).size, `one size in epoch ${epoch}`).toBe(1)
+    const size = ts[0]!.size
+    const indices = ts.map((t) => t.index)
+    expect(new Set(indices).size, `distinct indices in epoch ${epoch}`).toBe(indices.length)
+    for (const i of indices) expect(i).toBeGreaterThanOrEqual(0)
+    for (const i of indices) expect(i).toBeLessThan(size)
+    expect(new Set(ts.map((t) => t.member)).size).toBe(ts.length)
+  }
+  for (const { epoch, size } of covers) {
+    const indices = (byEpoch.get(epoch) ?? []).map((t) => t.index).sort((x, y) => x - y)
+    expect(indices, `exact cover in epoch ${epoch}`).toEqual([...Array(size).keys()])
+  }
+  const epochs = [...byEpoch.keys()].sort((x, y) => x - y)
+  for (const [i, older] of epochs.entries()) {
+    const lastEnd = Math.max(...byEpoch.get(older)!.map((t) => t.end))
+    for (const newer of epochs.slice(i + 1)) {
+      const firstStart = Math.min(...byEpoch.get(newer)!.map((t) => t.start))
+      expect(lastEnd, `epoch ${older} ended before epoch ${newer} started`).toBeLessThanOrEqual(firstStart)
+    }
+  }
 }
 
 /**

@@ -5,7 +5,7 @@
  * notifications cannot work there and poll; the one with `--listen-url` (direct) says nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { assertBuilt, converged, joinTimings, Member, run, tenures } from "../cli/support.js"
+import { assertBuilt, converged, expectG1G2, joinTimings, Member, run, tenures } from "../cli/support.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import * as Bouncer from "./pgbouncer.js"
 
@@ -72,30 +72,12 @@ describe.skipIf(!installed)("modulo-group join behind PgBouncer (transaction mod
 
     // G1 and G2 from the lines.
     const all = members.flatMap((m) => tenures(m.events))
-    const byEpoch = new Map<number, Array<(typeof all)[number]>>()
-    for (const t of all) byEpoch.set(t.epoch, [...(byEpoch.get(t.epoch) ?? []), t])
-    for (const [epoch, ts] of byEpoch) {
-      expect(new Set(ts.map((t) => t.size)).size, `one size in epoch ${epoch}`).toBe(1)
-      expect(new Set(ts.map((t) => t.index)).size, `distinct indices in epoch ${epoch}`).toBe(ts.length)
-      for (const t of ts) expect(t.index).toBeLessThan(t.size)
-    }
-    for (const { epoch, size } of [
+    expectG1G2(all, [
       { epoch: three.epoch, size: 3 },
       { epoch: four.epoch, size: 4 },
       { epoch: afterLeave.epoch, size: 3 },
       { epoch: afterKill.epoch, size: 2 }
-    ]) {
-      const indices = byEpoch.get(epoch)!.map((t) => t.index).sort((x, y) => x - y)
-      expect(indices, `exact cover in epoch ${epoch}`).toEqual([...Array(size).keys()])
-    }
-    const epochs = [...byEpoch.keys()].sort((x, y) => x - y)
-    for (const [i, older] of epochs.entries()) {
-      const lastEnd = Math.max(...byEpoch.get(older)!.map((t) => t.end))
-      for (const newer of epochs.slice(i + 1)) {
-        const firstStart = Math.min(...byEpoch.get(newer)!.map((t) => t.start))
-        expect(lastEnd, `epoch ${older} ended before epoch ${newer} started`).toBeLessThanOrEqual(firstStart)
-      }
-    }
+    ])
     for (const m of members) expect(m.garbage).toEqual([])
   }, 120_000)
 })
