@@ -163,11 +163,6 @@ export const controlled = FiberRef.unsafeMake<Pause | undefined>(undefined)
 
 /** Times B found the group's lock held by A and backed off (a change waits without a backend). */
 let busyB = 0
-/** B's busy back-offs since the last reset (the slots explorer's runner shares this hook). */
-export const busyCount = (): number => busyB
-export const resetBusy = (): void => {
-  busyB = 0
-}
 
 /** The store's `onStatement` hook (and the fenced transformer's): pauses A before its `at`-th statement. */
 export const onStatement = (operation: string, step: string): Effect.Effect<void> =>
@@ -186,6 +181,72 @@ const stepwise = <A, E, R>(operation: string, effect: Effect.Effect<A, E, R>) =>
   Statement.withTransformer(effect, (statement) => {
     const text = statement.compile()[0].replace(/\s+/g, " ").trim().slice(0, 40)
     return Effect.as(onStatement(operation, text), statement)
+  })
+
+/** How an interleaving went: where A paused, what B did meanwhile, both outcomes, A's steps. */
+export interface Interleaved<A, B> {
+  /** The step A was paused before, or "end" (A ran to completion first). */
+  readonly pausedAt: string
+  /** What B did while A was paused: finished, waited for a lock (or backed off), or neither within 3 s. */
+  readonly b: "done" | "blocked" | "slow" | "after"
+  readonly outcomeA: A
+  readonly outcomeB: B
+  readonly steps: ReadonlyArray<string>
+}
+
+/**
+ * One interleaving: A runs until its `k`-th statement boundary (`controlled`), then B runs to
+ * completion or until it waits for a lock or backs off from a busy one; then A resumes and both are
+ * joined (each bounded by `timeout`, past which its `timedOut` outcome stands). When A finishes
+ * before its `k`-th boundary, B runs after it.
+ */
+export const interleave = <A, B, R>(options: {
+  readonly k: number
+  readonly a: Effect.Effect<A, never, R>
+  readonly b: Effect.Effect<B, never, R>
+  readonly aTimedOut: () => A
+  readonly bTimedOut: () => B
+  readonly observer: Observer
+  readonly timeout: Duration.Duration
+}): Effect.Effect<Interleaved<A, B>, never, R> =>
+  Effect.gen(function*() {
+    const within = <X, R2>(effect: Effect.Effect<X, never, R2>, onTimeout: () => X) =>
+      Effect.timeoutTo(effect, { duration: options.timeout, onSuccess: (x: X) => x, onTimeout })
+    const pause = yield* makePause(options.k)
+    const fa = yield* Effect.fork(Effect.locally(options.a, controlled, pause))
+    const first = yield* Effect.raceFirst(
+      Effect.map(Deferred.await(pause.paused), (step): string | undefined => step),
+      Effect.as(Fiber.await(fa), undefined)
+    )
+    if (first === undefined) {
+      const outcomeA = yield* within(Fiber.join(fa), options.aTimedOut)
+      const outcomeB = yield* within(options.b, options.bTimedOut)
+      return { pausedAt: "end", b: "after", outcomeA, outcomeB, steps: pause.steps }
+    }
+    busyB = 0
+    const fb = yield* Effect.fork(options.b)
+    const t0 = Date.now()
+    let b: Interleaved<A, B>["b"]
+    while (true) {
+      if (Option.isSome(yield* Fiber.poll(fb))) {
+        b = "done"
+        break
+      }
+      // Blocked: waiting for a lock, or (a change behind A's change) backing off to try again.
+      if (busyB > 0 || (yield* options.observer.lockWaiters) > 0) {
+        b = "blocked"
+        break
+      }
+      if (Date.now() - t0 > 3_000) {
+        b = "slow"
+        break
+      }
+      yield* Effect.sleep(Duration.millis(2))
+    }
+    yield* Deferred.succeed(pause.resume, undefined)
+    const outcomeA = yield* within(Fiber.join(fa), options.aTimedOut)
+    const outcomeB = yield* within(Fiber.join(fb), options.bTimedOut)
+    return { pausedAt: first, b, outcomeA, outcomeB, steps: pause.steps }
   })
 
 // --- the known state and the operations -------------------------------------------------------
@@ -374,66 +435,24 @@ export const runSchedule = (
   Effect.gen(function*() {
     const started = Date.now()
     const known = yield* setupGroup(observer)
-    const pause = yield* makePause(schedule.k)
-    const bounded = (op: Operation, fiber: Fiber.RuntimeFiber<Outcome>) =>
-      Fiber.join(fiber).pipe(
-        Effect.timeoutTo({
-          duration: opTimeout,
-          onSuccess: (o) => o,
-          onTimeout: (): Outcome => ({ op, error: `did not finish within ${Duration.format(opTimeout)}`, startSeq: 0, endSeq: 0 })
-        })
-      )
-    const fa = yield* Effect.fork(Effect.locally(runOperation(schedule.a, known, store, observer), controlled, pause))
-    const first = yield* Effect.raceFirst(
-      Effect.map(Deferred.await(pause.paused), (step) => ({ paused: step })),
-      Effect.map(Fiber.await(fa), () => ({ paused: undefined }))
-    )
-    let bState: ScheduleResult["b"] = "after"
-    let outcomes: Array<Outcome>
-    if (first.paused !== undefined) {
-      busyB = 0
-      const fb = yield* Effect.fork(runOperation(schedule.b, known, storeB, observer))
-      const t0 = Date.now()
-      while (true) {
-        if (Option.isSome(yield* Fiber.poll(fb))) {
-          bState = "done"
-          break
-        }
-        // Blocked: waiting for a lock, or (a change behind A's change) backing off to try again.
-        if (busyB > 0 || (yield* observer.lockWaiters) > 0) {
-          bState = "blocked"
-          break
-        }
-        if (Date.now() - t0 > 3_000) {
-          bState = "slow"
-          break
-        }
-        yield* Effect.sleep(Duration.millis(2))
-      }
-      yield* Deferred.succeed(pause.resume, undefined)
-      const oa = yield* bounded(schedule.a, fa)
-      const ob = yield* bounded(schedule.b, fb)
-      outcomes = [oa, ob]
-    } else {
-      const oa = yield* bounded(schedule.a, fa)
-      const ob = yield* runOperation(schedule.b, known, storeB, observer).pipe(
-        Effect.timeoutTo({
-          duration: opTimeout,
-          onSuccess: (o) => o,
-          onTimeout: (): Outcome => ({ op: schedule.b, error: "did not finish", startSeq: 0, endSeq: 0 })
-        })
-      )
-      outcomes = [oa, ob]
-    }
+    const r = yield* interleave({
+      k: schedule.k,
+      a: runOperation(schedule.a, known, store, observer),
+      b: runOperation(schedule.b, known, storeB, observer),
+      aTimedOut: (): Outcome => ({ op: schedule.a, error: `did not finish within ${Duration.format(opTimeout)}`, startSeq: 0, endSeq: 0 }),
+      bTimedOut: (): Outcome => ({ op: schedule.b, error: `did not finish within ${Duration.format(opTimeout)}`, startSeq: 0, endSeq: 0 }),
+      observer,
+      timeout: opTimeout
+    })
     const snaps = yield* observer.snaps(known.gid)
     return {
       schedule,
       known,
-      pausedAt: first.paused ?? "end",
-      b: bState,
-      outcomes,
+      pausedAt: r.pausedAt,
+      b: r.b,
+      outcomes: [r.outcomeA, r.outcomeB],
       snaps,
-      steps: pause.steps,
+      steps: r.steps,
       ms: Date.now() - started
     }
   })

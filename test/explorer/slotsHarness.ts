@@ -19,13 +19,13 @@
  */
 import { SqlClient } from "@effect/sql"
 import * as Statement from "@effect/sql/Statement"
-import { Deferred, Duration, Effect, Fiber, Option } from "effect"
+import { Duration, Effect, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { fencedWith } from "../../src/Fenced.js"
 import * as Holdings from "../../src/internal/slots/holdings.js"
 import type { MembershipStoreService, SlotView, StoppedSlot } from "../../src/MembershipStore.js"
 import { randomGroupId } from "../support/Database.js"
-import { busyCount, controlled, LEASE_MS, makePause, type Observer, onStatement, resetBusy } from "./harness.js"
+import { controlled, interleave, LEASE_MS, makePause, type Observer, onStatement } from "./harness.js"
 
 // --- the log ----------------------------------------------------------------------------------
 
@@ -446,66 +446,32 @@ export const runSlotSchedule = (
     const started = Date.now()
     clock = 0
     const known = yield* setupSlotGroup(observer)
-    const pause = yield* makePause(schedule.k)
-    const failed = (op: SlotOperation, error: string): SlotOutcome => ({
+    const failed = (op: SlotOperation): SlotOutcome => ({
       op,
       member: undefined,
-      error,
+      error: "did not finish",
       sentAt: 0,
       answeredAt: 0,
       startSeq: 0,
       endSeq: 0
     })
-    const bounded = <A>(fiber: Fiber.RuntimeFiber<A>, onTimeout: () => A) =>
-      Fiber.join(fiber).pipe(Effect.timeoutTo({ duration: opTimeout, onSuccess: (o) => o, onTimeout }))
-    const fa = yield* Effect.fork(
-      Effect.locally(runSlotOperation(schedule.a, known, store, observer, mutant), controlled, pause)
-    )
-    const first = yield* Effect.raceFirst(
-      Effect.map(Deferred.await(pause.paused), (step) => ({ paused: step as string | undefined })),
-      Effect.map(Fiber.await(fa), () => ({ paused: undefined }))
-    )
-    let bState: SlotScheduleResult["b"] = "after"
-    const timedOut = () => schedule.b.map((op) => failed(op, "did not finish"))
-    let outcomes: Array<SlotOutcome>
-    if (first.paused !== undefined) {
-      resetBusy()
-      const fb = yield* Effect.fork(runSequence(schedule.b, known, storeB, observer, mutant))
-      const t0 = Date.now()
-      while (true) {
-        if (Option.isSome(yield* Fiber.poll(fb))) {
-          bState = "done"
-          break
-        }
-        if (busyCount() > 0 || (yield* observer.lockWaiters) > 0) {
-          bState = "blocked"
-          break
-        }
-        if (Date.now() - t0 > 3_000) {
-          bState = "slow"
-          break
-        }
-        yield* Effect.sleep(Duration.millis(2))
-      }
-      yield* Deferred.succeed(pause.resume, undefined)
-      const oa = yield* bounded(fa, () => failed(schedule.a, "did not finish"))
-      const ob = yield* bounded(fb, timedOut)
-      outcomes = [oa, ...ob]
-    } else {
-      const oa = yield* bounded(fa, () => failed(schedule.a, "did not finish"))
-      const ob = yield* runSequence(schedule.b, known, storeB, observer, mutant).pipe(
-        Effect.timeoutTo({ duration: opTimeout, onSuccess: (o) => o, onTimeout: timedOut })
-      )
-      outcomes = [oa, ...ob]
-    }
+    const r = yield* interleave({
+      k: schedule.k,
+      a: runSlotOperation(schedule.a, known, store, observer, mutant),
+      b: runSequence(schedule.b, known, storeB, observer, mutant),
+      aTimedOut: () => failed(schedule.a),
+      bTimedOut: () => schedule.b.map(failed),
+      observer,
+      timeout: opTimeout
+    })
     return {
       schedule,
       known,
-      pausedAt: first.paused ?? "end",
-      b: bState,
-      outcomes,
+      pausedAt: r.pausedAt,
+      b: r.b,
+      outcomes: [r.outcomeA, ...r.outcomeB],
       states: yield* states(observer, known.gid),
-      steps: pause.steps,
+      steps: r.steps,
       ms: Date.now() - started
     }
   })
