@@ -36,7 +36,8 @@ export const migrations = [
   { version: 4, name: "0004_change_log" },
   { version: 5, name: "0005_static_membership" },
   { version: 6, name: "0006_instance_waiters" },
-  { version: 7, name: "0007_slots" }
+  { version: 7, name: "0007_slots" },
+  { version: 8, name: "0008_slot_guard" }
 ] as const
 
 /**
