@@ -110,11 +110,13 @@ for (const level of ["repeatable read", "serializable"]) {
 it.live("break 6: a role that may not call pg_notify still joins, leaves and renegotiates (by polling)", () =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const db = yield* freshDatabase
     const role = `mg_nonotify_${randomBytes(4).toString("hex")}`
     const password = `pw-${randomBytes(8).toString("hex")}`
     yield* sql.unsafe(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}'`)
-    yield* Effect.addFinalizer(() => sql.unsafe(`DROP ROLE IF EXISTS "${role}"`).pipe(Effect.ignore))
+    // Dropped after the database (finalizers run last first): while the database holds the role's
+    // grants, DROP ROLE fails, and the role was left behind.
+    yield* Effect.addFinalizer(() => sql.unsafe(`DROP ROLE IF EXISTS "${role}"`).pipe(Effect.orDie))
+    const db = yield* freshDatabase
     yield* Effect.gen(function*() {
       const owner = yield* SqlClient.SqlClient
       yield* Migrations.run
