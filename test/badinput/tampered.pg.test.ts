@@ -46,12 +46,13 @@ it.live("a duplicate index is refused by the database (UNIQUE (group_id, idx)), 
     expect(refused).toContain(
       yield* sqlState(sql.withTransaction(sql`UPDATE modulo_group.members SET idx = ${b!.idx} WHERE member_id = ${a!.member_id}`))
     )
-    // A forged member row holding a taken index.
-    expect(
+    // A forged member row holding a taken index (40P01 as above: seen in a CI run with 3 test files
+    // at a time, where a's renewal met the forged row's uncommitted index entry).
+    expect(refused).toContain(
       yield* sqlState(sql`
         INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at)
         VALUES (gen_random_uuid(), ${groupId}, ${a!.idx}, 0, now() + interval '1 hour', now(), now())`)
-    ).toBe("23505")
+    )
     const after = yield* rows(groupId)
     expect(after.map((r) => [r.member_id, r.idx])).toEqual(before.map((r) => [r.member_id, r.idx]))
     // Still one epoch, indices 0..2, a few heartbeats later.
