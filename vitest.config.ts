@@ -2,7 +2,6 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     // One PostgreSQL for the whole run: DATABASE_URL, or an embedded one (see the file).
     globalSetup: ["test/setup/globalSetup.ts"],
     // Tests talk to a real database and wait on real timeouts.
@@ -11,9 +10,25 @@ export default defineConfig({
     // Child processes, not worker threads: tests kill connections and spawn CLIs.
     pool: "forks",
     // Three files at a time, on any machine: most of a file's time is spent waiting on leases,
-    // heartbeats and child processes, so on 2 cores 3 forks take the suite from ~11 minutes to ~5
-    // (docs/testing.md). Files keep to their own groups, databases and pg_stat_activity backends.
-    // `npx vitest run --maxWorkers 1` runs them one at a time.
-    poolOptions: { forks: { maxForks: 3, minForks: 1 } }
+    // heartbeats and child processes (docs/testing.md). Files keep to their own groups, databases and
+    // pg_stat_activity backends.
+    poolOptions: { forks: { maxForks: 3, minForks: 1 } },
+    projects: [
+      {
+        extends: true,
+        test: { name: "together", include: ["test/**/*.test.ts"], exclude: ["test/chaos/**"], sequence: { groupOrder: 0 } }
+      },
+      {
+        // The chaos runs judge reconvergence times and the order of faults on real processes: one at
+        // a time, after the rest, so the other files' load does not decide them.
+        extends: true,
+        test: {
+          name: "chaos",
+          include: ["test/chaos/**/*.test.ts"],
+          poolOptions: { forks: { singleFork: true } },
+          sequence: { groupOrder: 1 }
+        }
+      }
+    ]
   }
 })
