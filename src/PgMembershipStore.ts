@@ -277,9 +277,6 @@ export const make = (options: Options = {}) =>
     // A single statement outside a transaction: never interrupted once sent (see `wrap`).
     const single = Effect.uninterruptible
 
-    // After a commit, best effort: a notification only wakes members sooner (G7), so a change or an
-    // acknowledgement must never fail because it cannot be sent (a full notification queue, a role
-    // that may not call pg_notify).
     // A join's view of the group, read in its transaction: who has not acknowledged `at.epoch` yet and
     // the database clock (`Statements.selectJoinedView`); the index is the row's, unless given.
     const joinedView = (
@@ -303,6 +300,9 @@ export const make = (options: Options = {}) =>
         } satisfies GroupView
       })
 
+    // After a commit, best effort: a notification only wakes members sooner (G7), so a change or an
+    // acknowledgement must never fail because it cannot be sent (a full notification queue, a role
+    // that may not call pg_notify).
     const notify = (operation: string, groupId: string, payload: string) =>
       onStatement(operation, "notify").pipe(
         Effect.zipRight(single(Statements.notifyGroup(sql, groupId, payload, statementTimeoutMs))),
