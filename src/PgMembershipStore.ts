@@ -14,6 +14,7 @@ import { describe, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
+import * as Riders from "./internal/pg/riders.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
 import * as Table from "./internal/slots/table.js"
 import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, SlotsMismatch, StoreError } from "./MembershipError.js"
@@ -88,6 +89,13 @@ type Meanwhile<A> =
   | { readonly _tag: "Wait" }
 
 const tryLock: Meanwhile<never> = { _tag: "Try" }
+
+/** A join as a rider (internal/pg/riders.ts). */
+interface JoinRide {
+  readonly member: MemberInfo
+  readonly leaseMs: number
+  readonly overdueAfterMs: number | undefined
+}
 const waitForChange: Meanwhile<never> = { _tag: "Wait" }
 
 // A change waited for a lock longer than its lock_timeout (behind fenced transactions, or a row lock).
@@ -612,13 +620,22 @@ export const make = (options: Options = {}) =>
         })
       })
 
+    // Joins and leaves that ride along the change of the one whose turn it is (internal/pg/riders.ts):
+    // a join rides with its member and lease, and only a plain one (modulo mode, no instance id) with
+    // the same overdue rule as the join that takes it, which has checked that rule under the lock.
+    const joinRiders = Riders.make<JoinRide, GroupView>()
+    // A leave rides with its member id; its result: whether its row was there.
+    const leaveRiders = Riders.make<string, boolean>()
+
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
         Effect.suspend(() => {
           // A waiting row this join left while the lock was busy (`busyJoin`).
           const registered = { value: false }
           const coalesce = (statics.instanceId ?? null) === null && (joinOptions.slots ?? null) === null
-          const exclusive = wrap(
+          const riding = Riders.attempt<JoinRide, GroupView>()
+          const overdueAfterMs = joinOptions.overdueAfterMs
+          const exclusive = (self: Riders.Rider<JoinRide, GroupView> | undefined) => wrap(
           "join",
           Effect.flatMap(nowParam, (now) =>
             change("join", groupId, now, (epoch, behind, found) =>
@@ -682,7 +699,6 @@ export const make = (options: Options = {}) =>
                 // index, no new epoch); the change that reaps the overdue member, or any other, gives
                 // it an index. Never when an instance row of another member would have to be dropped
                 // (that is a change).
-                const overdueAfterMs = joinOptions.overdueAfterMs
                 const mayWait = held === undefined || held.member_id === member.memberId
                 // A waiting row: left by a deferred join (`waiting`) or by this one while the lock was busy.
                 if (((overdueAfterMs !== undefined && joinOptions.waiting === true) || registered.value) && mayWait && !behind) {
@@ -718,6 +734,16 @@ export const make = (options: Options = {}) =>
                     }
                   }
                 }
+                // Joins of this store waiting for their turn ride along (see `joinRiders`).
+                const took = riding.record(
+                  self !== undefined && group.slots === null
+                    ? joinRiders.take(groupId, self, (r) => r.overdueAfterMs === overdueAfterMs)
+                    : []
+                )
+                if (took.length > 0) {
+                  yield* onStatement("join", "riders drop")
+                  yield* Statements.deleteRiderRows(sql, took.map((r) => r.input.member.memberId))
+                }
                 // Reap expired members, and this member's own earlier row if any (but the row of its
                 // instance id: dropped below, whoever it was).
                 yield* onStatement("join", "reap")
@@ -729,6 +755,10 @@ export const make = (options: Options = {}) =>
                 }
                 yield* onStatement("join", "insert")
                 yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })
+                if (took.length > 0) {
+                  yield* onStatement("join", "riders insert")
+                  yield* Statements.insertRiders(sql, groupId, took.map((r) => r.input), epoch + 1, now)
+                }
                 const g = yield* rebalance(
                   "join",
                   groupId,
@@ -740,21 +770,52 @@ export const make = (options: Options = {}) =>
                   group.slots,
                   member.memberId
                 )
-                return yield* withSlots(yield* joinedView(groupId, member.memberId, now, g))
+                const view = yield* withSlots(yield* joinedView(groupId, member.memberId, now, g))
+                if (took.length > 0) {
+                  // The riders' indices, in the same transaction; the rest of their view is the leader's.
+                  yield* onStatement("join", "riders view")
+                  const rows = yield* Statements.selectRiderIndices(sql, groupId, took.map((r) => r.input.member.memberId))
+                  const index = new Map(rows.map((r) => [r.member_id, num(r.idx)]))
+                  riding.resultsAre(took.flatMap((r) => {
+                    const i = index.get(r.input.member.memberId)
+                    return i === undefined ? [] : [[r, { ...view, index: i }] as const]
+                  }))
+                }
+                return view
               })).pipe(
+                // The riders' views, only after a commit; whatever the outcome, they are free again.
+                Effect.onExit(riding.settle),
                 // Deferred: the waiting row has committed; the member is told to wait (no change, no
                 // notification).
                 Effect.flatMap((view) => view instanceof JoinDeferred ? Effect.fail(view) : Effect.succeed(view)),
                 Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))
               ))
           )
-          const meanwhile = coalesce ? busyJoin(groupId, member, leaseMs, registered) : Effect.succeed(tryLock)
-          return Effect.scoped(
-            Effect.flatMap(
+          const withWake = <A>(run: (wake: Effect.Effect<void> | undefined) => Effect.Effect<A, StoreError>) =>
+            Effect.scoped(Effect.flatMap(
               joinOptions.notifications === true ? Effect.asSome(wakeOf(groupId)) : Effect.succeedNone,
-              (wake) => queued("join", groupId, exclusive, { meanwhile, wake: Option.getOrUndefined(wake) })
-            )
-          )
+              (wake) => run(Option.getOrUndefined(wake))
+            ))
+          if (!coalesce) {
+            return withWake((wake) => queued("join", groupId, exclusive(undefined), { meanwhile: Effect.succeed(tryLock), wake }))
+          }
+          // A rider whose view a change has set is done: at its turn, or at its busy wait.
+          return joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
+            withWake((wake) =>
+              queued(
+                "join",
+                groupId,
+                Effect.suspend(() => self.result !== undefined ? Effect.succeed(self.result) : exclusive(self)),
+                {
+                  meanwhile: Effect.suspend(() =>
+                    self.result !== undefined
+                      ? Effect.succeed<Meanwhile<GroupView>>({ _tag: "Done", value: self.result })
+                      : busyJoin(groupId, member, leaseMs, registered)
+                  ),
+                  wake
+                }
+              )
+            ))
         }),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) => {
@@ -813,30 +874,46 @@ export const make = (options: Options = {}) =>
         ),
 
       leave: (groupId, memberId) =>
-        queued("leave", groupId, wrap(
-          "leave",
-          Effect.flatMap(nowParam, (now) =>
-            change("leave", groupId, now, (epoch, behind, group) =>
-              Effect.gen(function*() {
-                yield* onStatement("leave", "delete")
-                const [mine] = yield* Statements.deleteMember(sql, groupId, memberId)
-                const expired = yield* deleteExpired("leave", groupId, now)
-                yield* countGraceExpiries(groupId, expired.filter((r) => r.instance_id !== null).length)
-                // A waiting joiner that leaves, and expired waiting rows, change nothing.
-                const left = mine !== undefined && !mine.waiting
-                const gone = expired.filter((r) => !r.waiting)
-                const changed = left || gone.length > 0
-                if (changed) {
-                  yield* rebalance(
-                    "leave", groupId, now, epoch, behind, left ? "leave" : "reap", left ? memberId : null, group.slots
-                  )
-                }
-                return { mine: mine !== undefined, changed }
-              })).pipe(
-                Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
-                Effect.map(({ mine }) => mine)
-              )))
-        ),
+        leaveRiders.ride(groupId, memberId, (self) => {
+          const riding = Riders.attempt<string, boolean>()
+          return queued("leave", groupId, Effect.suspend(() => self.result !== undefined ? Effect.succeed(self.result) : wrap(
+            "leave",
+            Effect.flatMap(nowParam, (now) =>
+              change("leave", groupId, now, (epoch, behind, group) =>
+                Effect.gen(function*() {
+                  yield* onStatement("leave", "delete")
+                  const [mine] = yield* Statements.deleteMember(sql, groupId, memberId)
+                  // Leaves of this store waiting for their turn ride along (see `leaveRiders`): their
+                  // members have stopped their work, as this one has. Modulo mode only.
+                  const took = riding.record(group.slots === null ? leaveRiders.take(groupId, self, () => true) : [])
+                  let ridersLeft = 0
+                  if (took.length > 0) {
+                    yield* onStatement("leave", "riders delete")
+                    const rows = yield* Statements.deleteRiderRows(sql, took.map((r) => r.input), groupId)
+                    const deleted = new Map(rows.map((r) => [r.member_id, r.waiting]))
+                    ridersLeft = rows.filter((r) => !r.waiting).length
+                    riding.resultsAre(took.map((r) => [r, deleted.has(r.input)] as const))
+                  }
+                  const expired = yield* deleteExpired("leave", groupId, now)
+                  yield* countGraceExpiries(groupId, expired.filter((r) => r.instance_id !== null).length)
+                  // A waiting joiner that leaves, and expired waiting rows, change nothing.
+                  const left = mine !== undefined && !mine.waiting
+                  const gone = expired.filter((r) => !r.waiting)
+                  const changed = left || ridersLeft > 0 || gone.length > 0
+                  if (changed) {
+                    yield* rebalance(
+                      "leave", groupId, now, epoch, behind, left || ridersLeft > 0 ? "leave" : "reap", left ? memberId : null, group.slots
+                    )
+                  }
+                  return { mine: mine !== undefined, changed }
+                })).pipe(
+                  // The riders' results, only after a commit; whatever the outcome, they are free again.
+                  Effect.onExit(riding.settle),
+                  Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
+                  Effect.map(({ mine }) => mine)
+                ))
+          )))
+        }),
 
       release: (groupId, memberId) =>
         queued("release", groupId, wrap(

@@ -81,10 +81,13 @@ for (const level of ["repeatable read", "serializable"]) {
       const store = yield* MembershipStore
       const groupId = randomGroupId("iso")
       const members = Array.from({ length: 12 }, (_, i) => info(`m${i}`))
-      // Old code: 40001 for all but one (a snapshot taken before the group lock wait).
-      const views = yield* Effect.forEach(members, (m) => Effect.either(store.join(groupId, m, 10_000)), {
-        concurrency: "unbounded"
-      })
+      // Old code: 40001 for all but one (a snapshot taken before the group lock wait). Static joins
+      // (an instance id each) never ride along another's change: twelve changes.
+      const views = yield* Effect.forEach(
+        members,
+        (m, i) => Effect.either(store.join(groupId, m, 10_000, { instanceId: `i${i}`, rejoinGraceMs: 0 })),
+        { concurrency: "unbounded" }
+      )
       expect(views.filter(Either.isLeft).map((e) => e.left.reason)).toEqual([])
       const epochs = views.map((v) => (Either.isRight(v) ? v.right.epoch : -1)).sort((x, y) => x - y)
       expect(epochs).toEqual(Array.from({ length: 12 }, (_, i) => i + 1))
@@ -96,6 +99,19 @@ for (const level of ["repeatable read", "serializable"]) {
         { concurrency: "unbounded" }
       ).pipe(Effect.zipLeft(store.leave(groupId, members[0]!.memberId), { concurrent: true }))
       expect(renewals.filter(Either.isLeft)).toEqual([])
+      // Plain joins ride along one change (its riders' statements under this default too).
+      const ridersGroup = randomGroupId("iso-riders")
+      const riding = Array.from({ length: 12 }, (_, i) => info(`r${i}`))
+      const rode = yield* Effect.forEach(riding, (m) => Effect.either(store.join(ridersGroup, m, 10_000)), {
+        concurrency: "unbounded"
+      })
+      expect(rode.filter(Either.isLeft).map((e) => e.left.reason)).toEqual([])
+      const rodeIn = rode.flatMap((v) => Either.isRight(v) ? [v.right] : [])
+      const newest = Math.max(...rodeIn.map((v) => v.epoch))
+      expect(rodeIn.filter((v) => v.epoch === newest).length).toBeGreaterThan(1)
+      const [formed] = yield* sql<{ size: number; distinct: string }>`
+        SELECT count(*)::int AS size, count(DISTINCT idx) AS distinct FROM modulo_group.members WHERE group_id = ${ridersGroup}`
+      expect([formed!.size, Number(formed!.distinct)]).toEqual([12, 12])
       // And real members form a group under this default.
       const { join, rec } = yield* makeGroup(randomGroupId("iso-members"), fast)
       for (let i = 0; i < 6; i++) yield* join()

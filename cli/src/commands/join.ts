@@ -163,12 +163,13 @@ export const join = (options: JoinOptions) =>
     const pool = yield* Database.memberPool(database.url, { maxConnections: yield* maxConnectionsFromEnv })
     // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
     const name = options.name ?? `${os.hostname()}:${process.pid}`
-    const joining = yield* Effect.makeSemaphore(JOINING_AT_ONCE)
     const members = fibers === 1
       ? member(input, options, false)
       : Effect.forEach(
         Array.from({ length: fibers }, (_, i) => i + 1),
-        (n) => member({ ...input, name: `${name}#${n}` }, options, true, joining),
+        // All at once: joins of one process that wait for their turn ride along the change of the
+        // join ahead of them (docs/protocol.md, "Joins of one process go together").
+        (n) => member({ ...input, name: `${name}#${n}` }, options, true),
         { concurrency: "unbounded", discard: true }
       )
     yield* Effect.scoped(Effect.gen(function*() {
@@ -195,17 +196,9 @@ export const join = (options: JoinOptions) =>
   }).pipe(Effect.scoped, Effect.provide(PgMembership.nodeIdentity))
 
 /**
- * `--fibers`: at most this many members are joining at once (from their start until their first
- * state after `joining`). Concurrent joins queue on the group's lock, each holding a pool connection,
- * and starve the heartbeats of the members already in: a large group forms sooner a few at a time.
+ * One member and its lines; `tagged`: text lines start with a tag of the member (`--fibers`).
  */
-const JOINING_AT_ONCE = 8
-
-/**
- * One member and its lines; `tagged`: text lines start with a tag of the member (`--fibers`);
- * `joining`: a permit held while it joins (`--fibers`).
- */
-const member = (input: MembershipConfigInput, options: JoinOptions, tagged: boolean, joining?: Effect.Semaphore) =>
+const member = (input: MembershipConfigInput, options: JoinOptions, tagged: boolean) =>
   Effect.scoped(Effect.gen(function*() {
     const group = options.group
     const instance = input.instanceId ?? null
@@ -256,18 +249,6 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
         })
     )
 
-    // `--fibers`: wait for a joining permit; it is given back at the first state after `joining`
-    // (or when the member stops first).
-    let holding = false
-    const giveBack = Effect.suspend(() => {
-      if (!holding || joining === undefined) return Effect.void
-      holding = false
-      return joining.release(1)
-    })
-    if (joining !== undefined) {
-      yield* Effect.acquireRelease(Effect.tap(joining.take(1), () => (holding = true)), () => giveBack)
-    }
-
     const m = yield* Membership.make(input)
     service = m
     memberId = m.memberId
@@ -281,7 +262,7 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
           printState(state)
           seen.add(state)
           for (const notify of [...onSeen]) notify()
-        }).pipe(Effect.zipRight(state._tag === "Joining" ? Effect.void : giveBack))
+        })
       ),
       Effect.forkScoped
     )

@@ -211,6 +211,54 @@ export const insertMember = (
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
             ${instance.instanceId}::text, ${instance.rejoinGraceMs})`
 
+/**
+ * A change that takes along other calls of the same store (internal/pg/riders.ts), under the group
+ * lock. Joins: before the leading join's `deleteExpiredAndOwnRow`, the riders' earlier rows (a join
+ * that failed with an unknown outcome may have left one), in any group, as `deleteExpiredAndOwnRow`
+ * deletes the joiner's own. Leaves (`groupId` given): the riders' rows in that group, as
+ * `deleteMember` for each (`waiting`: a waiting joiner's row).
+ */
+export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, groupId: string | null = null) =>
+  sql<{ member_id: string; waiting: boolean }>`
+    DELETE FROM modulo_group.members
+     WHERE member_id IN (SELECT value::uuid FROM json_array_elements_text(${JSON.stringify(memberIds)}::json))
+       AND (${groupId}::text IS NULL OR group_id = ${groupId}::text)
+    RETURNING member_id::text AS member_id, idx IS NULL AS waiting`
+
+/**
+ * After `deleteRiderRows`: the riders' rows, no index, acknowledging the epoch the change creates,
+ * as `insertMember` for each (no instance id: riders are never static), in one statement.
+ */
+export const insertRiders = (
+  sql: Sql,
+  groupId: string,
+  riders: ReadonlyArray<{
+    readonly member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string }
+    readonly leaseMs: number
+  }>,
+  ackedEpoch: number,
+  now: string | null
+) => {
+  const json = JSON.stringify(riders.map((r) => ({
+    member_id: r.member.memberId,
+    host: r.member.host,
+    pid: r.member.pid,
+    name: r.member.name,
+    lease_ms: r.leaseMs
+  })))
+  return sql`
+    INSERT INTO modulo_group.members
+      (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
+       instance_id, rejoin_grace_ms)
+    SELECT r.member_id, ${groupId}, NULL, ${ackedEpoch},
+           ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
+           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0
+      FROM ROWS FROM (json_to_recordset(${json}::json)
+                        AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
+           WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
+     ORDER BY r.ord`
+}
+
 /** What `selectOverdue` read: the member that keeps a join waiting. */
 export interface OverdueRow {
   readonly name: string
@@ -419,6 +467,14 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
              WHERE o.group_id = ${groupId} AND o.acked_epoch < ${epoch}) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
+
+/** As `selectJoinedView`, for the joins that rode along a change (`insertRiders`): their indices. */
+export const selectRiderIndices = (sql: Sql, groupId: string, memberIds: ReadonlyArray<string>) =>
+  sql<{ member_id: string; idx: number }>`
+    SELECT m.member_id::text AS member_id, m.idx
+      FROM modulo_group.members m
+     WHERE m.group_id = ${groupId}
+       AND m.member_id IN (SELECT value::uuid FROM json_array_elements_text(${JSON.stringify(memberIds)}::json))`
 
 /**
  * Reap and leave: deletes the group's members whose lease has run out (static ones: and their rejoin
