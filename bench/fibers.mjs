@@ -3,8 +3,10 @@
 //   - form: spawn → every one of the N printed a work line at size N in one epoch (and how many
 //     epochs that took);
 //   - steady: transactions per second of the whole database (pg_stat_database, commits + rollbacks,
-//     this script's own two reads subtracted) over a window after forming, i.e. the statements of
-//     all N members together (renewals that are not in a transaction count as one each);
+//     this script's own reads subtracted) over a window after forming, i.e. the statements of all N
+//     members together (renewals that are not in a transaction count as one each), and whether the
+//     group was stable through it: still the epoch it formed in, all N live, every member printing
+//     work lines in the 5 s after the window;
 //   - leave: SIGTERM → the process exited, and how many member rows were left behind.
 // One line per trial, then the medians.
 //
@@ -50,6 +52,8 @@ const trial = async (t) => {
   child.stderr.on("data", (d) => (stderr += d))
   const exited = new Promise((r) => child.on("exit", r))
   const byEpoch = new Map()
+  // Members that printed a work line at size N (cleared to watch the end of the steady window).
+  const byMember = new Set()
   let formed
   readline.createInterface({ input: child.stdout }).on("line", (line) => {
     let e
@@ -58,6 +62,7 @@ const trial = async (t) => {
     } catch {
       return
     }
+    if (e.event === "work" && e.size === N) byMember.add(e.member)
     if (e.event !== "work" || e.size !== N || formed !== undefined) return
     const members = byEpoch.get(e.epoch) ?? new Set()
     members.add(e.member)
@@ -72,9 +77,24 @@ const trial = async (t) => {
     await sleep(3_000)
     const a = await transactions()
     const ta = performance.now()
+    const stateOf = async () =>
+      (await client.query(
+        `SELECT g.epoch, g.size, count(m.*) FILTER (WHERE m.lease_expires_at > now()) AS live
+           FROM modulo_group.groups g LEFT JOIN modulo_group.members m USING (group_id)
+          WHERE g.group_id = $1 GROUP BY g.epoch, g.size`,
+        [group]
+      )).rows[0]
+    const lines = () => byMember.size
     await sleep(steadySeconds * 1000)
     const b = await transactions()
-    result.steadyTxPerS = (b - a - 1) / ((performance.now() - ta) / 1000)
+    result.steadyTxPerS = (b - a - 2) / ((performance.now() - ta) / 1000)
+    // Stable: no change in the window (the epoch it formed in), all N live, and every member printed
+    // a work line in the last 5 s of it.
+    byMember.clear()
+    await sleep(5_000)
+    const end = await stateOf()
+    result.stable = Number(end.epoch) === result.epochs && Number(end.size) === N && Number(end.live) === N && lines() === N
+    result.end = { epoch: Number(end.epoch), size: Number(end.size), live: Number(end.live), workingLast5s: lines() }
   } else {
     result.error = `not formed in ${formTimeoutMs / 1000} s: ${stderr.slice(-500)}`
   }
@@ -95,7 +115,8 @@ const formed = results.filter((r) => r.formMs !== undefined)
 console.log(
   `--fibers ${N}, heartbeat ${heartbeat}: formed ${formed.length} of ${trials}; ` +
     `form median ${median(formed.map((r) => r.formMs)).toFixed(0)} ms (max ${Math.max(...formed.map((r) => r.formMs)).toFixed(0)}), ` +
-    `epochs ${formed.map((r) => r.epochs).join("/")}; steady ${median(formed.map((r) => r.steadyTxPerS)).toFixed(2)} tx/s; ` +
+    `epochs ${formed.map((r) => r.epochs).join("/")}; steady ${median(formed.map((r) => r.steadyTxPerS)).toFixed(2)} tx/s ` +
+    `(stable ${formed.filter((r) => r.stable).length} of ${formed.length}); ` +
     `SIGTERM → exit median ${median(results.map((r) => r.leaveMs)).toFixed(0)} ms, rows left ${results.map((r) => r.rowsLeft).join("/")}`
 )
 await client.end()

@@ -188,7 +188,7 @@ export const make = (options: Options = {}) =>
             statementTimeoutMs + extraMs,
             () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs + extraMs} ms` })
           ),
-        Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" } })
+        Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" }, captureStackTrace: false })
       )
 
     // This store's changes of one group take turns here, first come first served, before they try
