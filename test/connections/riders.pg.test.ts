@@ -40,16 +40,23 @@ const checkAgainstLog = (groupId: string, joined: ReadonlyArray<readonly [Member
     return { wrong, changes: rows.length }
   })
 
-it.live("200 joins at once over one store go in a few changes, and every view is one a change committed", () =>
+/** A store recording every step, its pool warm. */
+const recordingStore = (steps: Array<string>) =>
   Effect.gen(function*() {
     yield* Migrations.run
-    const groupId = randomGroupId("riders")
-    const steps: Array<string> = []
     const store = yield* PgMembershipStore.make({
       statementTimeout: Duration.seconds(2),
       onStatement: (operation, step) => Effect.sync(() => steps.push(`${operation}:${step}`))
     })
     yield* warmPool(8)
+    return store
+  })
+
+it.live("200 joins at once over one store go in a few changes, and every view is one a change committed", () =>
+  Effect.gen(function*() {
+    const groupId = randomGroupId("riders")
+    const steps: Array<string> = []
+    const store = yield* recordingStore(steps)
     const members = Array.from({ length: 200 }, (_, i) => info(`m${i}`))
     const results = yield* Effect.forEach(members, (m) => Effect.either(store.join(groupId, m, 30_000)), {
       concurrency: "unbounded"
@@ -112,14 +119,9 @@ it.live("a change that fails leaves its riders to join on their own, and none ge
 
 it.live("150 of 200 members of one store leave at once: a few changes, each leave done, the other 50 on 0..49", () =>
   Effect.gen(function*() {
-    yield* Migrations.run
     const groupId = randomGroupId("riders-leave")
     const steps: Array<string> = []
-    const store = yield* PgMembershipStore.make({
-      statementTimeout: Duration.seconds(2),
-      onStatement: (operation, step) => Effect.sync(() => steps.push(`${operation}:${step}`))
-    })
-    yield* warmPool(8)
+    const store = yield* recordingStore(steps)
     const members = Array.from({ length: 200 }, (_, i) => info(`m${i}`))
     yield* Effect.forEach(members, (m) => store.join(groupId, m, 30_000), { concurrency: "unbounded", discard: true })
     const sql = yield* SqlClient.SqlClient
