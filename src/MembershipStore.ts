@@ -241,7 +241,10 @@ export interface GroupRow {
 export interface MembershipStoreService {
   /**
    * One transaction under the group lock: reap expired members, drop this member's old row,
-   * insert it (acknowledging the new epoch), reassign indices, bump the epoch, notify.
+   * insert it (acknowledging the new epoch), reassign indices, bump the epoch, notify. A store may
+   * make one change of several of its own joins waiting at once (the PostgreSQL store does, for
+   * plain joins: docs/protocol.md, "Changes of one process go together"); each join returns only
+   * once that change has committed, with its own index. Leaves likewise.
    *
    * With an instance id (`statics`): if a row of that id exists and its lease is not live (released,
    * or run out on the store's clock), take it over instead: this member's id, a fresh lease, the
