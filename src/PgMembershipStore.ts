@@ -799,18 +799,28 @@ export const make = (options: Options = {}) =>
           if (!coalesce) {
             return withWake((wake) => queued("join", groupId, exclusive(undefined), { meanwhile: Effect.succeed(tryLock), wake }))
           }
-          // A rider whose view a change has set is done: at its turn, or at its busy wait.
+          // A rider whose view a change has set is done: at its turn, or at its busy wait. One taken
+          // by a change in progress waits for that change's outcome (as behind a busy lock). Its own
+          // attempts (its change, its busy join) keep it from being taken while they run.
           return joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
             withWake((wake) =>
               queued(
                 "join",
                 groupId,
-                Effect.suspend(() => self.result !== undefined ? Effect.succeed(self.result) : exclusive(self)),
+                Effect.suspend(() =>
+                  self.result !== undefined
+                    ? Effect.succeed(self.result)
+                    : self.state === "taken"
+                    ? Effect.fail(new StoreError({ operation: "join", reason: "taken along by a change in progress", cause: new LockBusy() }))
+                    : Riders.own(self, exclusive(self), () => true)
+                ),
                 {
                   meanwhile: Effect.suspend(() =>
                     self.result !== undefined
                       ? Effect.succeed<Meanwhile<GroupView>>({ _tag: "Done", value: self.result })
-                      : busyJoin(groupId, member, leaseMs, registered)
+                      : self.state === "taken"
+                      ? Effect.succeed(waitForChange)
+                      : Riders.own(self, busyJoin(groupId, member, leaseMs, registered), (m) => m._tag === "Done")
                   ),
                   wake
                 }
@@ -876,7 +886,7 @@ export const make = (options: Options = {}) =>
       leave: (groupId, memberId) =>
         leaveRiders.ride(groupId, memberId, (self) => {
           const riding = Riders.attempt<string, boolean>()
-          return queued("leave", groupId, Effect.suspend(() => self.result !== undefined ? Effect.succeed(self.result) : wrap(
+          const leaveChange = wrap(
             "leave",
             Effect.flatMap(nowParam, (now) =>
               change("leave", groupId, now, (epoch, behind, group) =>
@@ -912,7 +922,19 @@ export const make = (options: Options = {}) =>
                   Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
                   Effect.map(({ mine }) => mine)
                 ))
-          )))
+          )
+          // As a join (above): done when a change took it along, waiting while one has it taken.
+          return queued(
+            "leave",
+            groupId,
+            Effect.suspend(() =>
+              self.result !== undefined
+                ? Effect.succeed(self.result)
+                : self.state === "taken"
+                ? Effect.fail(new StoreError({ operation: "leave", reason: "taken along by a change in progress", cause: new LockBusy() }))
+                : Riders.own(self, leaveChange, () => true)
+            )
+          )
         }),
 
       release: (groupId, memberId) =>

@@ -9,18 +9,32 @@
  * `result` is set (its call is then done: it returns the result at its turn, without a statement of
  * its own); after a failure or a timeout it is free again, and its call goes on as if it had not
  * been taken (its own turn, or another change that takes it). Results are set only after a commit,
- * never from a transaction that rolled back.
+ * never from a transaction that rolled back. Only a call that is `waiting` is ever taken (see
+ * `RiderState`).
  *
  * Only an order among this process's own calls: the group's lock in the database stays the arbiter
  * of every change.
  */
 import { Effect, Exit } from "effect"
 
-/** One call waiting for its turn, as a possible rider. */
+/**
+ * Where a call stands: `waiting` (for its turn, or in its backoff: the only state in which a change
+ * may take it), `own` (an attempt of its own is under way: a change of its own, or a busy join's
+ * transaction under the lock shared, whose outcome only the call itself learns), `taken` (by a change
+ * in progress), `done` (it has its result, from its own attempt or from a change that took it).
+ *
+ * A call must never be taken once an attempt of its own may have done its work: a busy join that
+ * took its row (committed) and is about to return that view, taken by the next change, had its row
+ * deleted and inserted again acknowledging an epoch it never saw, while it worked the old one (found
+ * by an adversarial run: two members on one index). So `own` lasts from before its attempt's first
+ * statement until the call knows how that attempt ended.
+ */
+export type RiderState = "waiting" | "own" | "taken" | "done"
+
+/** One call, as a possible rider. */
 export interface Rider<In, Out> {
   readonly input: In
-  /** Taken by a change in progress (not yet committed or failed). */
-  taken: boolean
+  state: RiderState
   /** Set after the commit of the change that took it: the call's result. */
   result: Out | undefined
 }
@@ -34,8 +48,8 @@ export interface Riders<In, Out> {
     call: (self: Rider<In, Out>) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E, R>
   /**
-   * Under the group lock, by the change of `leader`: takes every waiting rider (at most `max`) that
-   * is not taken and has no result, other than `leader`, for which `eligible` holds.
+   * Under the group lock, by the change of `leader`: takes every rider (at most `maxRiders`) that is
+   * `waiting`, other than `leader`, for which `eligible` holds.
    */
   readonly take: (
     groupId: string,
@@ -52,7 +66,7 @@ export const make = <In, Out>(): Riders<In, Out> => {
   return {
     ride: (groupId, input, call) =>
       Effect.suspend(() => {
-        const self: Rider<In, Out> = { input, taken: false, result: undefined }
+        const self: Rider<In, Out> = { input, state: "waiting", result: undefined }
         return Effect.acquireUseRelease(
           Effect.sync(() => {
             let set = waiting.get(groupId)
@@ -75,8 +89,8 @@ export const make = <In, Out>(): Riders<In, Out> => {
       const taken: Array<Rider<In, Out>> = []
       for (const r of waiting.get(groupId) ?? []) {
         if (taken.length >= maxRiders) break
-        if (r === leader || r.taken || r.result !== undefined || !eligible(r.input)) continue
-        r.taken = true
+        if (r === leader || r.state !== "waiting" || r.result !== undefined || !eligible(r.input)) continue
+        r.state = "taken"
         taken.push(r)
       }
       return taken
@@ -85,16 +99,32 @@ export const make = <In, Out>(): Riders<In, Out> => {
 }
 
 /**
+ * An attempt of the call's own (`self` is then `own`): its change at its turn, or a busy join's
+ * transaction. When it ends, the call is `done` if `finished` says its result is the call's result,
+ * else `waiting` again. Not for a call that is `taken`: the caller checks first (see `PgMembershipStore`).
+ */
+export const own = <In, Out, A, E, R>(
+  self: Rider<In, Out>,
+  attempt: Effect.Effect<A, E, R>,
+  finished: (a: A) => boolean
+): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    self.state = "own"
+    return Effect.onExit(attempt, (exit) =>
+      Effect.sync(() => {
+        if (self.state === "own") self.state = Exit.isSuccess(exit) && finished(exit.value) ? "done" : "waiting"
+      }))
+  })
+
+/**
  * The riders one attempt of a change took, and their results once it has committed. `settle` runs
- * when the attempt ends: on success it hands each its result, whatever the outcome it frees them.
+ * when the attempt ends: on success it hands each its result (`done`); every other one it took is
+ * `waiting` again.
  */
 export const attempt = <In, Out>() => {
   let took: Array<Rider<In, Out>> = []
   let results: Array<readonly [Rider<In, Out>, Out]> = []
   return {
-    get took(): ReadonlyArray<Rider<In, Out>> {
-      return took
-    },
     /** Records what this attempt took (under the lock). */
     record: (riders: Array<Rider<In, Out>>) => {
       took = riders
@@ -106,8 +136,13 @@ export const attempt = <In, Out>() => {
     },
     settle: <A, E>(exit: Exit.Exit<A, E>) =>
       Effect.sync(() => {
-        if (Exit.isSuccess(exit)) for (const [r, out] of results) r.result = out
-        for (const r of took) r.taken = false
+        if (Exit.isSuccess(exit)) {
+          for (const [r, out] of results) {
+            r.result = out
+            r.state = "done"
+          }
+        }
+        for (const r of took) if (r.state === "taken") r.state = "waiting"
         took = []
         results = []
       })

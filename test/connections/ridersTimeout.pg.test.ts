@@ -1,0 +1,78 @@
+/**
+ * From an adversarial run against the riders (commit 8689092): the leader's change commits on the server, but the reply to its
+ * COMMIT reaches the client after `wrap`'s bound (statementTimeout): the leader fails with a timeout,
+ * its riders are freed (their rows committed) and must join again. Oracle: after all joins return
+ * (no heartbeats), each member's returned view is its row: same index, row acknowledges exactly that
+ * epoch, and the row's epoch stamp is the view's epoch when no later change happened.
+ */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { expect, it } from "@effect/vitest"
+import { Duration, Effect, Either, Layer } from "effect"
+import Pg from "pg"
+import * as Notifier from "../../src/internal/pg/notifier.js"
+import type { MemberInfo } from "../../src/MembershipStore.js"
+import * as Migrations from "../../src/Migrations.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { databaseUrl, randomGroupId } from "../support/Database.js"
+
+const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
+
+const delayingPool = (delayMs: number, state: { left: number; delayed: number }) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const pool = new Pg.Pool({ connectionString: databaseUrl(), max: 8, application_name: "attack-riders-timeout" })
+      pool.on("connect", (client: any) => {
+        const original = client.query.bind(client)
+        let riders = false
+        client.query = (q: any, params?: any, cb?: any) => {
+          const text: string = typeof q === "string" ? q : q?.text ?? ""
+          if (text.includes("json_to_recordset")) riders = true
+          if (text === "COMMIT" && riders && state.left > 0 && typeof cb === "function") {
+            riders = false
+            state.left--
+            state.delayed++
+            return original(q, params, (err: any, res: any) => setTimeout(() => cb(err, res), delayMs))
+          }
+          if (text === "COMMIT" || text === "ROLLBACK" || text.startsWith("BEGIN")) riders = false
+          return original(q, params, cb)
+        }
+      })
+      return pool
+    }),
+    (pool) => Effect.promise(() => pool.end())
+  )
+
+it.live("a leader whose COMMIT reply comes after its timeout: riders rejoin, every view is the member's row", () =>
+  Effect.gen(function*() {
+    const state = { left: 3, delayed: 0 }
+    const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layerFromPool({ acquire: delayingPool(1_500, state) }))))
+    yield* Migrations.run.pipe(Effect.provide(ctx))
+    const store = yield* PgMembershipStore.make({ statementTimeout: Duration.seconds(1) }).pipe(Effect.provide(ctx))
+    const sql = yield* SqlClient.SqlClient.pipe(Effect.provide(ctx))
+    const groupId = randomGroupId("attack-timeout")
+    const members = Array.from({ length: 60 }, (_, i) => info(`m${i}`))
+    const results = yield* Effect.forEach(
+      members,
+      (m, i) => Effect.zipRight(Effect.sleep(Duration.millis((i * 13) % 200)), Effect.either(store.join(groupId, m, 60_000))),
+      { concurrency: "unbounded" }
+    )
+    const rows = yield* sql<{ member_id: string; idx: number | null; acked_epoch: string; assigned_epoch: string | null }>`
+      SELECT member_id::text, idx, acked_epoch, assigned_epoch FROM modulo_group.members WHERE group_id = ${groupId}`
+    const [g] = yield* sql<{ epoch: string; size: number }>`SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId}`
+    const byId = new Map(rows.map((r) => [r.member_id, r]))
+    const bad: Array<string> = []
+    let failed = 0
+    members.forEach((m, i) => {
+      const r = results[i]!
+      if (Either.isLeft(r)) return void failed++
+      const v = r.right
+      const row = byId.get(m.memberId)
+      if (row === undefined) return void bad.push(`${m.name}: view ${v.epoch} [${v.index}/${v.size}] but no row`)
+      if (Number(row.acked_epoch) !== v.epoch) bad.push(`${m.name}: view ${v.epoch} [${v.index}/${v.size}] allAcked=${v.allAcked}; row acked ${row.acked_epoch} idx ${row.idx}`)
+    })
+    expect(bad).toEqual([])
+    // The group as it stands: every member on exactly 0..N-1 of its size.
+    expect(g!.size).toBe(rows.length)
+    expect(rows.map((r) => r.idx).sort((a, b) => a! - b!)).toEqual(Array.from({ length: rows.length }, (_, i) => i))
+  }).pipe(Effect.scoped), 120_000)
