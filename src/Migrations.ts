@@ -37,7 +37,8 @@ export const migrations = [
   { version: 5, name: "0005_static_membership" },
   { version: 6, name: "0006_instance_waiters" },
   { version: 7, name: "0007_slots" },
-  { version: 8, name: "0008_slot_guard" }
+  { version: 8, name: "0008_slot_guard" },
+  { version: 9, name: "0009_hot_renewals" }
 ] as const
 
 /**
