@@ -626,6 +626,32 @@ export const make = (options: Options = {}) =>
     const joinRiders = Riders.make<JoinRide, GroupView>()
     // A leave rides with its member id; its result: whether its row was there.
     const leaveRiders = Riders.make<string, boolean>()
+    // A reap rides with nothing: the change that takes it reaps for it (after the take, under the
+    // lock); its result is 0 (the count is the taker's, which logs it).
+    const reapRiders = Riders.make<null, number>()
+    // A call found taken along by a change in progress at its turn: it waits for that change's
+    // outcome as behind a busy lock (`queued`).
+    const takenAlong = (operation: string) =>
+      new StoreError({ operation, reason: "taken along by a change in progress", cause: new LockBusy() })
+    // A leave's or a reap's turn (a join's adds its busy path): done when a change took it along,
+    // waiting while one has it taken, else its own change.
+    const turnOrRide = <In, Out>(
+      operation: string,
+      groupId: string,
+      self: Riders.Rider<In, Out>,
+      ownChange: Effect.Effect<Out, StoreError>
+    ) =>
+      queued(
+        operation,
+        groupId,
+        Effect.suspend(() =>
+          self.result !== undefined
+            ? Effect.succeed(self.result)
+            : self.state === "taken"
+            ? Effect.fail(takenAlong(operation))
+            : Riders.own(self, ownChange, () => true)
+        )
+      )
 
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
@@ -811,7 +837,7 @@ export const make = (options: Options = {}) =>
                   self.result !== undefined
                     ? Effect.succeed(self.result)
                     : self.state === "taken"
-                    ? Effect.fail(new StoreError({ operation: "join", reason: "taken along by a change in progress", cause: new LockBusy() }))
+                    ? Effect.fail(takenAlong("join"))
                     : Riders.own(self, exclusive(self), () => true)
                 ),
                 {
@@ -858,11 +884,18 @@ export const make = (options: Options = {}) =>
       },
 
       reap: (groupId) =>
-        queued("reap", groupId, wrap(
+        reapRiders.ride(groupId, null, (self) => {
+          const riding = Riders.attempt<null, number>()
+          return turnOrRide("reap", groupId, self, wrap(
           "reap",
           Effect.flatMap(nowParam, (now) =>
             change("reap", groupId, now, (epoch, behind, group) =>
               Effect.gen(function*() {
+                // Reaps of this store waiting for their turn ride along (see `reapRiders`): this
+                // one reaps for them, after taking them. Every member that saw an expired row asks
+                // for a reap; one is enough.
+                const took = riding.record(reapRiders.take(groupId, self, () => true))
+                riding.resultsAre(took.map((r) => [r, 0] as const))
                 // Also acknowledges the epoch for held static rows (see Statements.deleteExpired).
                 const rows = yield* deleteExpired("reap", groupId, now, epoch)
                 // Expired waiting rows (joiners that stopped waiting) go without a change.
@@ -878,10 +911,13 @@ export const make = (options: Options = {}) =>
                 }
                 return { gone: gone.length, changed: changed || rows.some((r) => r.acked) }
               })).pipe(
+                // The riders' results, only after a commit; whatever the outcome, they are free again.
+                Effect.onExit(riding.settle),
                 Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
                 Effect.map(({ gone }) => gone)
               )))
-        ),
+          )
+        }),
 
       leave: (groupId, memberId) =>
         leaveRiders.ride(groupId, memberId, (self) => {
@@ -923,18 +959,7 @@ export const make = (options: Options = {}) =>
                   Effect.map(({ mine }) => mine)
                 ))
           )
-          // As a join (above): done when a change took it along, waiting while one has it taken.
-          return queued(
-            "leave",
-            groupId,
-            Effect.suspend(() =>
-              self.result !== undefined
-                ? Effect.succeed(self.result)
-                : self.state === "taken"
-                ? Effect.fail(new StoreError({ operation: "leave", reason: "taken along by a change in progress", cause: new LockBusy() }))
-                : Riders.own(self, leaveChange, () => true)
-            )
-          )
+          return turnOrRide("leave", groupId, self, leaveChange)
         }),
 
       release: (groupId, memberId) =>

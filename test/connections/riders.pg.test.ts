@@ -145,3 +145,27 @@ it.live("150 of 200 members of one store leave at once: a few changes, each leav
     expect(rows.map((r) => r.idx)).toEqual(Array.from({ length: 50 }, (_, i) => i))
     expect(rows.map((r) => r.member_id).sort()).toEqual(members.slice(150).map((m) => m.memberId).sort())
   }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(Pool)))), 60_000)
+
+it.live("64 reaps at once over one store: one reaps for all (3 expired rows gone, one change), a few lock attempts", () =>
+  Effect.gen(function*() {
+    const groupId = randomGroupId("riders-reap")
+    const steps: Array<string> = []
+    const store = yield* recordingStore(steps)
+    const members = Array.from({ length: 10 }, (_, i) => info(`m${i}`))
+    yield* Effect.forEach(members, (m) => store.join(groupId, m, 30_000), { concurrency: "unbounded", discard: true })
+    const sql = yield* SqlClient.SqlClient
+    const expired = members.slice(0, 3).map((m) => m.memberId)
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() - interval '1 second'
+                WHERE member_id IN ${sql.in(expired)}`
+    const [{ epoch: before }] = yield* sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId}`
+    steps.length = 0
+    const reaped = yield* Effect.forEach(Array.from({ length: 64 }), () => store.reap(groupId), { concurrency: "unbounded" })
+    // The three rows went once, in one change; every other reap was done by the one that took it.
+    expect(reaped.reduce((a, b) => a + b, 0)).toBe(3)
+    const [{ epoch: after }] = yield* sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId}`
+    expect(Number(after) - Number(before)).toBe(1)
+    // One lock attempt per reap before reaps rode along: 64.
+    expect(steps.filter((s) => s === "reap:lock").length).toBeLessThanOrEqual(8)
+    const rows = yield* sql<{ idx: number }>`SELECT idx FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY idx`
+    expect(rows.map((r) => r.idx)).toEqual([0, 1, 2, 3, 4, 5, 6])
+  }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(Pool)))), 60_000)
