@@ -89,6 +89,7 @@ type Meanwhile<A> =
   | { readonly _tag: "Wait" }
 
 const tryLock: Meanwhile<never> = { _tag: "Try" }
+const waitForChange: Meanwhile<never> = { _tag: "Wait" }
 
 /** A join as a rider (internal/pg/riders.ts). */
 interface JoinRide {
@@ -96,7 +97,9 @@ interface JoinRide {
   readonly leaseMs: number
   readonly overdueAfterMs: number | undefined
 }
-const waitForChange: Meanwhile<never> = { _tag: "Wait" }
+
+// A member id as the database returns a uuid (lowercase), to match the rows of riders.
+const uuidKey = (memberId: string) => memberId.toLowerCase()
 
 // A change waited for a lock longer than its lock_timeout (behind fenced transactions, or a row lock).
 const lockNotAvailable = "55P03"
@@ -801,9 +804,9 @@ export const make = (options: Options = {}) =>
                   // The riders' indices, in the same transaction; the rest of their view is the leader's.
                   yield* onStatement("join", "riders view")
                   const rows = yield* Statements.selectRiderIndices(sql, groupId, took.map((r) => r.input.member.memberId))
-                  const index = new Map(rows.map((r) => [r.member_id, num(r.idx)]))
+                  const index = new Map(rows.map((r) => [uuidKey(r.member_id), num(r.idx)]))
                   riding.resultsAre(took.flatMap((r) => {
-                    const i = index.get(r.input.member.memberId)
+                    const i = index.get(uuidKey(r.input.member.memberId))
                     return i === undefined ? [] : [[r, { ...view, index: i }] as const]
                   }))
                 }
@@ -936,9 +939,9 @@ export const make = (options: Options = {}) =>
                   if (took.length > 0) {
                     yield* onStatement("leave", "riders delete")
                     const rows = yield* Statements.deleteRiderRows(sql, took.map((r) => r.input), groupId)
-                    const deleted = new Map(rows.map((r) => [r.member_id, r.waiting]))
+                    const deleted = new Set(rows.map((r) => uuidKey(r.member_id)))
                     ridersLeft = rows.filter((r) => !r.waiting).length
-                    riding.resultsAre(took.map((r) => [r, deleted.has(r.input)] as const))
+                    riding.resultsAre(took.map((r) => [r, deleted.has(uuidKey(r.input))] as const))
                   }
                   const expired = yield* deleteExpired("leave", groupId, now)
                   yield* countGraceExpiries(groupId, expired.filter((r) => r.instance_id !== null).length)
