@@ -658,7 +658,7 @@ export const make = (options: Options = {}) =>
 
     const store: MembershipStoreService = {
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
-        Effect.suspend(() => {
+        Effect.suspend((): Effect.Effect<GroupView, StoreError> => {
           // A waiting row this join left while the lock was busy (`busyJoin`).
           const registered = { value: false }
           const coalesce = (statics.instanceId ?? null) === null && (joinOptions.slots ?? null) === null
@@ -855,7 +855,14 @@ export const make = (options: Options = {}) =>
                 }
               )
             ))
-        }),
+        }).pipe(
+          // The joined epoch is the LISTEN connection's baseline for this group, as a renewal's is:
+          // a later epoch that no notification announced makes it check itself (notifier.ts). A
+          // group can form with no renewal at all (its members' joins in one change, all of them
+          // acknowledged at once), and a listener that hung then would have gone unnoticed until
+          // one more change.
+          Effect.tap((view) => notifier.observed(groupId, view.epoch))
+        ),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) => {
         // A plain periodic renewal may be held this long to share a statement (leaseKeeper.ts).

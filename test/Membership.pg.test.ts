@@ -5,11 +5,12 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
+import { Duration, Effect, Exit, Layer, Redacted, Schedule, Scope, Stream } from "effect"
 import * as Notifier from "../src/internal/pg/notifier.js"
 import * as Membership from "../src/Membership.js"
 import * as PgMembership from "../src/PgMembership.js"
 import type { MembershipConfigInput } from "../src/MembershipConfig.js"
+import { MembershipStore } from "../src/MembershipStore.js"
 import * as Migrations from "../src/Migrations.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
 import { databaseUrl, PgLive, randomGroupId } from "./support/Database.js"
@@ -117,6 +118,34 @@ it.live("a listener that hangs silently is checked when a heartbeat sees an unan
     const took = yield* Effect.zipRight(join(), waitFor(() => exactCover(rec.working(), 4)))
     expect(took).toBeLessThan(1_500)
     expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 30_000)
+
+it.live("a join sets the listener's baseline: a group formed without any renewal still checks a listener that hangs", () =>
+  Effect.gen(function*() {
+    if (!localDatabase()) return
+    const store = yield* MembershipStore
+    const hub = yield* Notifier.Notifier
+    const groupId = randomGroupId("hang-baseline")
+    // A member's subscription (as Membership makes before its first join): the group's channel.
+    yield* Effect.forkScoped(Stream.runDrain(yield* store.wakeups(groupId)))
+    yield* waitFor(() => hub.backendPid !== undefined)
+    const pid = hub.backendPid!
+    const connects = hub.connects
+    // One join, no renewal yet: a group whose members joined in one change can start so.
+    const m1 = { memberId: crypto.randomUUID(), name: "m1", host: "test", pid: 1 }
+    yield* store.join(groupId, m1, 30_000)
+    yield* Effect.acquireRelease(
+      Effect.sync(() => process.kill(pid, "SIGSTOP")),
+      () => Effect.sync(() => process.kill(pid, "SIGCONT"))
+    )
+    // A change the listener cannot announce, and m1's renewal sees it. Before the join set the
+    // baseline, that renewal's epoch became the baseline and nothing was ever checked.
+    yield* store.join(groupId, { memberId: crypto.randomUUID(), name: "m2", host: "test", pid: 1 }, 30_000)
+    const view = yield* store.heartbeat(groupId, m1.memberId, 0, 30_000)
+    expect(view._tag).toBe("Some")
+    // Checked after the grace (1 s), given up after 5 s, replaced.
+    yield* waitFor(() => hub.connects > connects, Duration.seconds(12))
+    expect(hub.backendPid).not.toBe(pid)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 30_000)
 
 it.live("an unreachable database fails the layer in bounded time with a clear error", () =>
