@@ -15,40 +15,28 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Option, Redacted, Schedule } from "effect"
-import Pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { commitDelayingPool } from "./support.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
-/** A pg pool whose COMMIT replies, after an adoptRow in the same transaction, reach the client late. */
+/** The pool of process A: the reply to the COMMIT of a busy join that took its row comes late. */
 const delayingPool = (delayMs: number, state: { armed: boolean; delayed: number }) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const pool = new Pg.Pool({ connectionString: databaseUrl(), max: 8, application_name: "attack-riders-A" })
-      pool.on("connect", (client: any) => {
-        const original = client.query.bind(client)
-        let adopted = false
-        client.query = (q: any, params?: any, cb?: any) => {
-          const text: string = typeof q === "string" ? q : q?.text ?? ""
-          if (text.includes("GREATEST(acked_epoch")) adopted = true
-          if (text === "COMMIT" && adopted && state.armed && typeof cb === "function") {
-            adopted = false
-            state.armed = false
-            state.delayed++
-            return original(q, params, (err: any, res: any) => setTimeout(() => cb(err, res), delayMs))
-          }
-          if (text === "COMMIT" || text === "ROLLBACK" || text.startsWith("BEGIN")) adopted = false
-          return original(q, params, cb)
-        }
-      })
-      return pool
-    }),
-    (pool) => Effect.promise(() => pool.end())
-  )
+  commitDelayingPool({
+    applicationName: "riders-busy-A",
+    marker: "GREATEST(acked_epoch",
+    delayMs,
+    take: () => {
+      if (!state.armed) return false
+      state.armed = false
+      state.delayed++
+      return true
+    }
+  })
 
 type Gate = { readonly reached: Deferred.Deferred<void>; readonly go: Deferred.Deferred<void> }
 const gate = Effect.all({ reached: Deferred.make<void>(), go: Deferred.make<void>() })

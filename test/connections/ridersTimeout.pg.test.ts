@@ -9,39 +9,28 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Layer } from "effect"
-import Pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { randomGroupId } from "../support/Database.js"
+import { commitDelayingPool } from "./support.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
+/** The reply to the COMMIT of a change that took riders comes late, `state.left` times. */
 const delayingPool = (delayMs: number, state: { left: number; delayed: number }) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const pool = new Pg.Pool({ connectionString: databaseUrl(), max: 8, application_name: "attack-riders-timeout" })
-      pool.on("connect", (client: any) => {
-        const original = client.query.bind(client)
-        let riders = false
-        client.query = (q: any, params?: any, cb?: any) => {
-          const text: string = typeof q === "string" ? q : q?.text ?? ""
-          if (text.includes("json_to_recordset")) riders = true
-          if (text === "COMMIT" && riders && state.left > 0 && typeof cb === "function") {
-            riders = false
-            state.left--
-            state.delayed++
-            return original(q, params, (err: any, res: any) => setTimeout(() => cb(err, res), delayMs))
-          }
-          if (text === "COMMIT" || text === "ROLLBACK" || text.startsWith("BEGIN")) riders = false
-          return original(q, params, cb)
-        }
-      })
-      return pool
-    }),
-    (pool) => Effect.promise(() => pool.end())
-  )
+  commitDelayingPool({
+    applicationName: "riders-timeout",
+    marker: "json_to_recordset",
+    delayMs,
+    take: () => {
+      if (state.left <= 0) return false
+      state.left--
+      state.delayed++
+      return true
+    }
+  })
 
 it.live("a leader whose COMMIT reply comes after its timeout: riders rejoin, every view is the member's row", () =>
   Effect.gen(function*() {

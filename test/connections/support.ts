@@ -5,6 +5,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
+import Pg from "pg"
+import { databaseUrl } from "../support/Database.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 
 /** A store whose every join holds the lock 30 ms before its COMMIT; each step goes to `steps`. */
@@ -24,4 +26,37 @@ export const warmPool = (n: number) =>
     Array.from({ length: n }),
     () => Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT pg_sleep(0.05)`),
     { concurrency: "unbounded", discard: true }
+  )
+
+/**
+ * A pg pool (for `PgClient.layerFromPool`) whose replies to some COMMITs reach the client `delayMs`
+ * late, after the server has committed: the COMMIT of a transaction in which a statement whose text
+ * includes `marker` ran, when `take()` says so (a slow network reply, a busy event loop).
+ */
+export const commitDelayingPool = (options: {
+  readonly applicationName: string
+  readonly marker: string
+  readonly delayMs: number
+  readonly take: () => boolean
+}) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const pool = new Pg.Pool({ connectionString: databaseUrl(), max: 8, application_name: options.applicationName })
+      pool.on("connect", (client: any) => {
+        const original = client.query.bind(client)
+        let marked = false
+        client.query = (q: any, params?: any, cb?: any) => {
+          const text: string = typeof q === "string" ? q : q?.text ?? ""
+          if (text.includes(options.marker)) marked = true
+          if (text === "COMMIT" && marked && typeof cb === "function" && options.take()) {
+            marked = false
+            return original(q, params, (err: any, res: any) => setTimeout(() => cb(err, res), options.delayMs))
+          }
+          if (text === "COMMIT" || text === "ROLLBACK" || text.startsWith("BEGIN")) marked = false
+          return original(q, params, cb)
+        }
+      })
+      return pool
+    }),
+    (pool) => Effect.promise(() => pool.end())
   )
