@@ -636,13 +636,15 @@ export const make = (options: Options = {}) =>
     // outcome as behind a busy lock (`queued`).
     const takenAlong = (operation: string) =>
       new StoreError({ operation, reason: "taken along by a change in progress", cause: new LockBusy() })
-    // A leave's or a reap's turn (a join's adds its busy path): done when a change took it along,
-    // waiting while one has it taken, else its own change.
+    // A rider's turn: done when a change took it along, waiting while one has it taken (as behind a
+    // busy lock), else its own change. A join adds its busy path (`busyJoin`), which the same rules
+    // guard; its own attempts (its change, its busy join) keep it from being taken while they run.
     const turnOrRide = <In, Out>(
       operation: string,
       groupId: string,
       self: Riders.Rider<In, Out>,
-      ownChange: Effect.Effect<Out, StoreError>
+      ownChange: Effect.Effect<Out, StoreError>,
+      whileBusy?: { readonly busyJoin: Effect.Effect<Meanwhile<Out>>; readonly wake: Effect.Effect<void> | undefined }
     ) =>
       queued(
         operation,
@@ -653,7 +655,17 @@ export const make = (options: Options = {}) =>
             : self.state === "taken"
             ? Effect.fail(takenAlong(operation))
             : Riders.own(self, ownChange, () => true)
-        )
+        ),
+        whileBusy && {
+          meanwhile: Effect.suspend(() =>
+            self.result !== undefined
+              ? Effect.succeed<Meanwhile<Out>>({ _tag: "Done", value: self.result })
+              : self.state === "taken"
+              ? Effect.succeed(waitForChange)
+              : Riders.own(self, whileBusy.busyJoin, (m) => m._tag === "Done")
+          ),
+          wake: whileBusy.wake
+        }
       )
 
     const store: MembershipStoreService = {
@@ -828,32 +840,12 @@ export const make = (options: Options = {}) =>
           if (!coalesce) {
             return withWake((wake) => queued("join", groupId, exclusive(undefined), { meanwhile: Effect.succeed(tryLock), wake }))
           }
-          // A rider whose view a change has set is done: at its turn, or at its busy wait. One taken
-          // by a change in progress waits for that change's outcome (as behind a busy lock). Its own
-          // attempts (its change, its busy join) keep it from being taken while they run.
           return joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
             withWake((wake) =>
-              queued(
-                "join",
-                groupId,
-                Effect.suspend(() =>
-                  self.result !== undefined
-                    ? Effect.succeed(self.result)
-                    : self.state === "taken"
-                    ? Effect.fail(takenAlong("join"))
-                    : Riders.own(self, exclusive(self), () => true)
-                ),
-                {
-                  meanwhile: Effect.suspend(() =>
-                    self.result !== undefined
-                      ? Effect.succeed<Meanwhile<GroupView>>({ _tag: "Done", value: self.result })
-                      : self.state === "taken"
-                      ? Effect.succeed(waitForChange)
-                      : Riders.own(self, busyJoin(groupId, member, leaseMs, registered), (m) => m._tag === "Done")
-                  ),
-                  wake
-                }
-              )
+              turnOrRide("join", groupId, self, exclusive(self), {
+                busyJoin: busyJoin(groupId, member, leaseMs, registered),
+                wake
+              })
             ))
         }).pipe(
           // The joined epoch is the LISTEN connection's baseline for this group, as a renewal's is:

@@ -168,7 +168,7 @@ export const join = (options: JoinOptions) =>
       : Effect.forEach(
         Array.from({ length: fibers }, (_, i) => i + 1),
         // All at once: joins of one process that wait for their turn ride along the change of the
-        // join ahead of them (docs/protocol.md, "Joins of one process go together").
+        // join ahead of them (docs/protocol.md, "Changes of one process go together").
         (n) => member({ ...input, name: `${name}#${n}` }, options, true),
         { concurrency: "unbounded", discard: true }
       )

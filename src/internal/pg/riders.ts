@@ -1,9 +1,10 @@
 /**
  * Calls of one store that ride along another's change (docs/protocol.md, "Changes of one process go
  * together"). A store's changes of a group take their turns one at a time (`inTurn` in
- * PgMembershipStore.ts); a join or a leave waiting for its turn is a **rider**: the change whose turn
- * it is may take every rider waiting then into its own transaction, under the group lock, so that a
- * thousand members of one process joining (or leaving) at once make a few changes, not a thousand.
+ * PgMembershipStore.ts); a join, a leave or a reap waiting for its turn is a **rider**: the change
+ * whose turn it is may take every rider of its kind waiting then into its own transaction, under the
+ * group lock, so that a thousand members of one process joining (or leaving) at once make a few
+ * changes, not a thousand.
  *
  * A rider taken by a change is `taken` until that change's attempt ends: after a commit, its
  * `result` is set (its call is then done: it returns the result at its turn, without a statement of
@@ -39,7 +40,7 @@ export interface Rider<In, Out> {
   result: Out | undefined
 }
 
-/** Riders of one kind (joins, leaves), by group. */
+/** Riders of one kind (joins, leaves, reaps), by group. */
 export interface Riders<In, Out> {
   /** Runs `call` with `self` waiting as a rider of `groupId` meanwhile. */
   readonly ride: <A, E, R>(
@@ -89,7 +90,7 @@ export const make = <In, Out>(): Riders<In, Out> => {
       const taken: Array<Rider<In, Out>> = []
       for (const r of waiting.get(groupId) ?? []) {
         if (taken.length >= maxRiders) break
-        if (r === leader || r.state !== "waiting" || r.result !== undefined || !eligible(r.input)) continue
+        if (r === leader || r.state !== "waiting" || !eligible(r.input)) continue
         r.state = "taken"
         taken.push(r)
       }

@@ -211,6 +211,10 @@ export const insertMember = (
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
             ${instance.instanceId}::text, ${instance.rejoinGraceMs})`
 
+/** A sub-select of member ids, passed as one JSON array parameter (riders: up to `maxRiders` of them). */
+const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fragment =>
+  sql`(SELECT value::uuid FROM json_array_elements_text(${JSON.stringify(memberIds)}::json))`
+
 /**
  * A change that takes along other calls of the same store (internal/pg/riders.ts), under the group
  * lock. Joins: before the leading join's `deleteExpiredAndOwnRow`, the riders' earlier rows (a join
@@ -221,7 +225,7 @@ export const insertMember = (
 export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, groupId: string | null = null) =>
   sql<{ member_id: string; waiting: boolean }>`
     DELETE FROM modulo_group.members
-     WHERE member_id IN (SELECT value::uuid FROM json_array_elements_text(${JSON.stringify(memberIds)}::json))
+     WHERE member_id IN ${memberIdList(sql, memberIds)}
        AND (${groupId}::text IS NULL OR group_id = ${groupId}::text)
     RETURNING member_id::text AS member_id, idx IS NULL AS waiting`
 
@@ -474,7 +478,7 @@ export const selectRiderIndices = (sql: Sql, groupId: string, memberIds: Readonl
     SELECT m.member_id::text AS member_id, m.idx
       FROM modulo_group.members m
      WHERE m.group_id = ${groupId}
-       AND m.member_id IN (SELECT value::uuid FROM json_array_elements_text(${JSON.stringify(memberIds)}::json))`
+       AND m.member_id IN ${memberIdList(sql, memberIds)}`
 
 /**
  * Reap and leave: deletes the group's members whose lease has run out (static ones: and their rejoin
