@@ -811,7 +811,10 @@ export interface BatchRenewedRow extends Omit<RenewedRow, "idx" | "acked" | "ass
  *   remove rows that acknowledge ahead (waiting joiners): a barrier found down is down in the
  *   committed state. When the stamp differs, the view is built from the row alone, as in `renewLease`.
  *
- * One row per request. `requests` goes as one JSON parameter (group ids are arbitrary text).
+ * One row per request. `requests` goes as one JSON parameter (group ids are arbitrary text). The
+ * groups' rows and their members are looked up by `= ANY` of the batch's distinct group ids, an
+ * index scan whatever the planner estimates of the JSON (`IN (SELECT ...)` let it hash-join a
+ * sequential scan of every group in the database: test/batch/plans.pg.test.ts).
  */
 export const renewLeases = (
   sql: Sql,
@@ -857,9 +860,11 @@ export const renewLeases = (
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
        WHERE (SELECT lt FROM bound) IS NOT NULL
          FOR NO KEY UPDATE OF m SKIP LOCKED
+    ), gids AS MATERIALIZED (
+      SELECT ARRAY(SELECT DISTINCT group_id FROM req) AS ids
     ), snap AS MATERIALIZED (
       SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms
-        FROM modulo_group.members o WHERE o.group_id IN (SELECT group_id FROM req)
+        FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
          SET lease_expires_at = ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
@@ -873,7 +878,7 @@ export const renewLeases = (
                 m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
     ), g AS (
       SELECT group_id, epoch, size, incarnation, slots FROM modulo_group.groups
-       WHERE group_id IN (SELECT group_id FROM req)
+       WHERE group_id = ANY ((SELECT ids FROM gids)::text[])
     ), x AS (
       SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms FROM me
       UNION ALL

@@ -1,0 +1,150 @@
+/**
+ * Issue 15, the database's cost as it grows: on a database that holds 20,000 groups (100,000
+ * members, slots, waiters, change log rows), analyzed, every statement the protocol runs per
+ * heartbeat, per change, per fence and per slot reads its tables by index: no plan has a
+ * sequential scan of a `modulo_group` table. A sequential scan costs every heartbeat or change of
+ * every group time in proportion to all the groups in the database: the batched renewal once
+ * hash-joined a sequential scan of `groups` (a CI run measured 455 ms for one batch on a shared
+ * test database, 27 ms on an empty one).
+ *
+ * Plans only (EXPLAIN without ANALYZE: nothing runs); the operator's overviews (`selectGroups`,
+ * the CLI's `groups` and dashboard list) read every group by design and are not here.
+ */
+import { SqlClient } from "@effect/sql"
+import type { Statement } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as Migrations from "../../src/Migrations.js"
+import * as Statements from "../../src/internal/pg/statements.js"
+import { ownDatabase, PgLive } from "../support/Database.js"
+
+const GROUPS = 20_000
+const PER_GROUP = 5
+const SLOT_GROUPS = 2_000
+const SLOTS = 16
+
+interface PlanNode {
+  readonly "Node Type": string
+  readonly "Relation Name"?: string
+  readonly "Schema"?: string
+  readonly Plans?: ReadonlyArray<PlanNode>
+}
+
+const seqScans = (node: PlanNode): Array<string> => [
+  ...(node["Node Type"] === "Seq Scan" && node.Schema === "modulo_group" ? [node["Relation Name"]!] : []),
+  ...(node.Plans ?? []).flatMap(seqScans)
+]
+
+const member = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, "0")}`
+
+/** 20,000 groups `g<i>` (the last 2,000 in slots mode), 5 members each, waiters, change log rows. */
+const fill = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  yield* sql.unsafe(`INSERT INTO modulo_group.groups (group_id, epoch, size, changed_at, slots)
+    SELECT 'g' || i, 3, ${PER_GROUP}, now(), CASE WHEN i > ${GROUPS - SLOT_GROUPS} THEN ${SLOTS} END
+      FROM generate_series(1, ${GROUPS}) i`)
+  yield* sql.unsafe(`INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size,
+      lease_expires_at, heartbeat_at, joined_at, name, host, pid, instance_id, rejoin_grace_ms)
+    SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'g' || (i / ${PER_GROUP} + 1), i % ${PER_GROUP},
+           3, 3, ${PER_GROUP}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1,
+           CASE WHEN i % 2 = 0 THEN 'inst' || i END, CASE WHEN i % 2 = 0 THEN 1000 ELSE 0 END
+      FROM generate_series(0, ${GROUPS * PER_GROUP - 1}) i`)
+  yield* sql.unsafe(`INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+    SELECT 'g' || g, s, m.member_id, m.member_id, 1, now()
+      FROM generate_series(${GROUPS - SLOT_GROUPS + 1}, ${GROUPS}) g, generate_series(0, ${SLOTS - 1}) s
+      JOIN LATERAL (SELECT member_id FROM modulo_group.members WHERE group_id = 'g' || g AND idx = s % ${PER_GROUP}) m ON true`)
+  yield* sql.unsafe(`INSERT INTO modulo_group.instance_waiters (member_id, group_id, instance_id, host, pid, name, since, seen_at, lease_ms)
+    SELECT gen_random_uuid(), 'g' || i, 'inst' || i, 'h', 1, 'w', now(), now(), 3000 FROM generate_series(1, ${GROUPS}) i`)
+  yield* sql.unsafe(`INSERT INTO modulo_group.change_log (group_id, epoch, size, incarnation, changed_at, cause, subject, assignment)
+    SELECT 'g' || (i % ${GROUPS} + 1), i / ${GROUPS}, ${PER_GROUP}, 1, now(), 'join', NULL, '[]'::jsonb
+      FROM generate_series(0, ${2 * GROUPS - 1}) i`)
+  yield* sql.unsafe(`ANALYZE modulo_group.groups, modulo_group.members, modulo_group.slots, modulo_group.instance_waiters,
+    modulo_group.change_log, modulo_group.fence_checks`)
+})
+
+describe("plans on a database of 20,000 groups", () => {
+  it.live("no statement of the protocol reads a modulo_group table sequentially", () =>
+    Effect.gen(function*() {
+      const db = yield* ownDatabase("plans", { maxConnections: 1 })
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* Migrations.run
+        yield* fill
+        const gid = "g7"
+        const me = member(6 * PER_GROUP)
+        const other = member(6 * PER_GROUP + 1)
+        const sgid = `g${GROUPS}`
+        const smember = member((GROUPS - 1) * PER_GROUP)
+        const now = null
+        const person = { memberId: "10000000-0000-4000-8000-000000000001", host: "h", pid: 1, name: "n" }
+        const target = { groupId: gid, memberId: me, epoch: 3, index: 0, size: PER_GROUP }
+        const renewals = (ids: ReadonlyArray<string>, group: string, slots: boolean) =>
+          ids.map((id) => ({ memberId: id, groupId: group, ack: 3, leaseMs: 3000, stuck: false, slots }))
+        const statements: Record<string, Statement.Statement<unknown>> = {
+          tryLockGroup: Statements.tryLockGroup(sql, gid, now, 2000, 500),
+          lockGroup: Statements.lockGroup(sql, gid, now),
+          selectGroupForUpdate: Statements.selectGroupForUpdate(sql, gid),
+          reassignIndices: Statements.reassignIndices(sql, gid, 4, now),
+          bumpEpoch: Statements.bumpEpoch(sql, gid, now, 4, false),
+          deleteExpiredAndOwnRow: Statements.deleteExpiredAndOwnRow(sql, gid, me, now, "inst30"),
+          insertMember: Statements.insertMember(sql, gid, person, 4, 3000, now),
+          deleteRiderRowsJoin: Statements.deleteRiderRows(sql, [me, other]),
+          deleteRiderRowsLeave: Statements.deleteRiderRows(sql, [me, other], gid),
+          insertRiders: Statements.insertRiders(sql, gid, [{ member: person, leaseMs: 3000 }], 4, now),
+          selectOverdue: Statements.selectOverdue(sql, gid, me, 1000, 5000, now),
+          deferJoin: Statements.deferJoin(sql, gid, person, 4, 3000, now, { instanceId: null, rejoinGraceMs: 0 }),
+          adoptRow: Statements.adoptRow(sql, gid, me, 4, 3000, now),
+          tryShareGroup: Statements.tryShareGroup(sql, gid, 2000),
+          selectBusyJoin: Statements.selectBusyJoin(sql, gid, me, now),
+          selectInstance: Statements.selectInstance(sql, gid, "inst30", now),
+          takeOver: Statements.takeOver(sql, gid, me, person, 4, 3000, 1000, now),
+          deleteInstanceRow: Statements.deleteInstanceRow(sql, gid, me),
+          releaseMember: Statements.releaseMember(sql, gid, me, 3, now),
+          selectJoinedView: Statements.selectJoinedView(sql, gid, me, 3, now),
+          selectRiderIndices: Statements.selectRiderIndices(sql, gid, [me, other]),
+          deleteExpired: Statements.deleteExpired(sql, gid, now, 3),
+          selectRowsOff: Statements.selectRowsOff(sql, gid),
+          deleteMember: Statements.deleteMember(sql, gid, me),
+          createSlots: Statements.createSlots(sql, sgid, SLOTS, now),
+          selectSlotsForChange: Statements.selectSlotsForChange(sql, sgid),
+          selectMemberOrder: Statements.selectMemberOrder(sql, sgid),
+          updateSlots: Statements.updateSlots(sql, sgid, [{ slot: 1, owner: smember, handTo: smember }, { slot: 2, owner: null, handTo: null }], now),
+          reissueHeldSlots: Statements.reissueHeldSlots(sql, sgid, smember, now),
+          selectSlotView: Statements.selectSlotView(sql, sgid, smember),
+          releaseSlots: Statements.releaseSlots(sql, sgid, smember, [{ slot: 0, generation: 1 }], now, 2000),
+          retakeSlot: Statements.retakeSlot(sql, sgid, smember, 0, 1, now, 2000),
+          selectSlotRows: Statements.selectSlotRows(sql, sgid),
+          renewLease: Statements.renewLease(sql, gid, me, 3, 3000, false, now, 2000),
+          renewLeaseSlots: Statements.renewLease(sql, sgid, smember, 3, 3000, false, now, 2000),
+          renewLeasesOne: Statements.renewLeases(sql, renewals([me], gid, false), now, 2000),
+          renewLeasesMany: Statements.renewLeases(
+            sql,
+            [...renewals([me, other], gid, false), ...renewals([member(100), member(101)], "g21", false)],
+            now,
+            2000
+          ),
+          renewLeasesSlots: Statements.renewLeases(sql, renewals([smember], sgid, true), now, 2000),
+          selectGroup: Statements.selectGroup(sql, gid),
+          selectMembers: Statements.selectMembers(sql, gid, now),
+          upsertWaiter: Statements.upsertWaiter(sql, gid, person, "inst30", 3000, now),
+          deleteWaiter: Statements.deleteWaiter(sql, person.memberId),
+          selectWaiters: Statements.selectWaiters(sql, gid, now),
+          fenceGroup: Statements.fenceGroup(sql, gid),
+          fenceMember: Statements.fenceMember(sql, target),
+          fenceSlotMember: Statements.fenceSlotMember(sql, { ...target, groupId: sgid, memberId: smember }, [{ slot: 0, generation: 1 }]),
+          fenceSlots: Statements.fenceSlots(sql, sgid, [0, 5])
+        }
+        const found: Record<string, Array<string>> = {}
+        for (const [name, statement] of Object.entries(statements)) {
+          const [text, params] = statement.compile()
+          const rows = yield* sql.unsafe<{ "QUERY PLAN": Array<{ Plan: PlanNode }> }>(
+            `EXPLAIN (VERBOSE, FORMAT JSON) ${text}`,
+            params as Array<unknown>
+          )
+          const scans = seqScans(rows[0]!["QUERY PLAN"][0]!.Plan)
+          if (scans.length > 0) found[name] = scans
+        }
+        expect(found).toEqual({})
+      }).pipe(Effect.provide(db.layer))
+    }).pipe(Effect.scoped, Effect.provide(PgLive)), 120_000)
+})
