@@ -1,14 +1,22 @@
 import { defineConfig } from "vitest/config"
 
+// What both projects share. The projects do not `extends: true` the root: vitest runs a project's
+// globalSetup once per project, so an inherited one started three embedded servers per run. The root
+// runs it once, and the projects read what it provides (vitest hands them the root's `provide`).
+const shared = {
+  // Tests talk to a real database and wait on real timeouts.
+  testTimeout: 60_000,
+  hookTimeout: 60_000,
+  // Child processes, not worker threads: tests kill connections and spawn CLIs.
+  pool: "forks"
+} as const
+
 export default defineConfig({
   test: {
+    ...shared,
     // One PostgreSQL for the whole run: DATABASE_URL, or an embedded one (see the file).
     globalSetup: ["test/setup/globalSetup.ts"],
-    // Tests talk to a real database and wait on real timeouts.
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
-    // Child processes, not worker threads: tests kill connections and spawn CLIs.
-    pool: "forks",
+    // The fork pool's size and arguments are the root's (vitest reads them there only).
     // Three files at a time, on any machine: most of a file's time is spent waiting on leases,
     // heartbeats and child processes (docs/testing.md). Files keep to their own groups, databases and
     // pg_stat_activity backends.
@@ -18,14 +26,13 @@ export default defineConfig({
     poolOptions: { forks: { maxForks: 3, minForks: 1, execArgv: ["--max-semi-space-size=64"] } },
     projects: [
       {
-        extends: true,
-        test: { name: "together", include: ["test/**/*.test.ts"], exclude: ["test/chaos/**"], sequence: { groupOrder: 0 } }
+        test: { ...shared, name: "together", include: ["test/**/*.test.ts"], exclude: ["test/chaos/**"], sequence: { groupOrder: 0 } }
       },
       {
         // The chaos runs judge reconvergence times and the order of faults on real processes: one at
         // a time, after the rest, so the other files' load does not decide them.
-        extends: true,
         test: {
+          ...shared,
           name: "chaos",
           include: ["test/chaos/**/*.test.ts"],
           poolOptions: { forks: { singleFork: true } },
