@@ -25,6 +25,8 @@
 //                                                    instead, when the config has `slots` (whileOwning)
 //   {"k":"left","m":id,"t":..}
 //   {"k":"stats","statements":..,"transactions":..,"rss":..,"heap":..,"members":..,"calls":{..},"busy":..,"cpuMs":..,"loopP99Ms":..}
+//   {"k":"call","op":"join"|"heartbeat"|..,"t":..,"ms":..,"e":epoch,"all":allAcked}   each store call
+//                                                    as it ends (`t`: its start), only with MG_BENCH_TRACE=1
 // SIGTERM/SIGINT: every member leaves, then the process exits.
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
@@ -90,7 +92,8 @@ const runtime = ManagedRuntime.make(
   )
 )
 
-// Store calls of every member here, for diagnosis.
+// Store calls of every member here, for diagnosis (each one on stdout with MG_BENCH_TRACE=1).
+const trace = process.env.MG_BENCH_TRACE === "1"
 const counts = () => ({ calls: 0, failures: 0, ms: 0, maxMs: 0 })
 const calls = { join: counts(), heartbeat: counts(), reap: counts(), leave: counts() }
 
@@ -105,6 +108,10 @@ const storeFor = (base, member) => {
           Effect.sync(() => {
             const c = calls[op]
             const ms = performance.now() - t0
+            if (trace) {
+              const view = exit._tag === "Success" ? (op === "heartbeat" ? exit.value?.value : exit.value) : undefined
+              emit({ k: "call", op, t: now() - ms, ms: Math.round(ms * 10) / 10, e: view?.epoch, all: view?.allAcked })
+            }
             c.calls++
             c.ms += ms
             c.maxMs = Math.max(c.maxMs, ms)
