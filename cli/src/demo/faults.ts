@@ -79,6 +79,13 @@ export const run = (plan: FaultPlan) =>
         const readyBy = Date.now() + 30_000
         while (!joiner.ready && joiner.exit === undefined && Date.now() < readyBy) yield* Effect.sleep(Duration.millis(20))
       }
+      // Each fault lands on a settled group (every live member in one epoch and, in slots mode, every
+      // slot worked, evenly). A member that fenced itself on a late renewal, or a slot still moving,
+      // would otherwise begin its pause before the fault, where the fault's report cannot see it
+      // (a CI run under load found 8 of 64 slots not worked when the join came).
+      if ((yield* supervisor.awaitConvergence(epoch - 1, 10_000)) === undefined) {
+        say(`fault ${i + 1}/5 (${kind}): the group has not settled within 10s; injecting it anyway`)
+      }
       yield* plan.poll
       const at = Date.now()
       const doneBefore = output.progress().done
