@@ -13,7 +13,7 @@ import type { MembershipConfigInput } from "../src/MembershipConfig.js"
 import { MembershipStore } from "../src/MembershipStore.js"
 import * as Migrations from "../src/Migrations.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
-import { databaseUrl, PgLive, randomGroupId } from "./support/Database.js"
+import { databaseUrl, ownDatabase, PgLive, randomGroupId } from "./support/Database.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
 import { waitFor } from "./support/Wait.js"
 
@@ -167,18 +167,7 @@ it.live("bad config fails the Postgres layer before any database call", () =>
   }))
 
 /** A database of its own, so schema states can be tested; dropped afterwards. */
-const freshDatabase = Effect.acquireRelease(
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const name = `mg_${randomGroupId("db").replace(/-/g, "_")}`
-    yield* sql`CREATE DATABASE ${sql(name)}`
-    const url = new URL(databaseUrl())
-    url.pathname = `/${name}`
-    return { name, layer: PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 20 }) }
-  }),
-  ({ name }) =>
-    Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
-)
+const freshDatabase = ownDatabase("db", { maxConnections: 20 })
 
 it.live("a database without the schema is reported when migrations are off, and migrated when on", () =>
   Effect.gen(function*() {
