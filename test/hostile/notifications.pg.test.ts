@@ -260,13 +260,21 @@ it.live("work that will not stop holds the barrier past its stop timeout, agains
     const g = yield* makeGroup(groupId, { heartbeat: "300 millis", lease: "3 seconds", fenceMargin: "1 second", statementTimeout: "1 second", stopTimeout: "300 millis" })
     const release = yield* Deferred.make<void>()
     let armed = false
+    let working = false
     const stuck = () =>
-      Effect.onInterrupt(Effect.never, () => Effect.suspend(() => (armed ? Deferred.await(release) : Effect.void)))
+      Effect.suspend(() => {
+        working = true
+        return Effect.onInterrupt(Effect.never, () => Effect.suspend(() => (armed ? Deferred.await(release) : Effect.void)))
+      })
     yield* g.join("a")
     const c = yield* g.join("c", { work: stuck })
     yield* Effect.addFinalizer(() => Deferred.succeed(release, undefined))
     yield* waitFor(() => g.formed(["a", "c"]), Duration.seconds(15), "a, c formed")
     const e0 = (yield* groupEpoch(groupId))!.epoch
+    // c's work runs (Assigned is published before its work does): work interrupted before it ran
+    // stops at once, and c then rightly acknowledges d's epoch with no work running, which a CI run
+    // under load saw.
+    yield* waitFor(() => working, Duration.seconds(5), "c working")
     armed = true
     yield* g.join("d")
     const role = yield* hostileRole
