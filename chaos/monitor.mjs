@@ -9,8 +9,9 @@
  *   when the two tenures do not overlap in time: that is a duplicate start, reported with both lines;
  * - G2 no overlap: no tenure (assigned .. the line that ended it) of an epoch E1 lasts past the
  *   first start of any epoch E2 > E1; no work line of E1 after E2 started. A process stopped with
- *   SIGSTOP does nothing while stopped, so a tenure it was stopped in ends at the stop, as long as
- *   it printed no work line of that epoch after it was continued; a killed process stops at the kill;
+ *   SIGSTOP does nothing while stopped, so a tenure it was stopped in ends at the stop (stops.mjs:
+ *   the send time, or the last line stamped before the SIGCONT if later), as long as it printed no
+ *   work line of that epoch after it was continued; a killed process stops at the kill;
  * - G5 graceful leave: a member told to leave (SIGTERM) during the observation prints `left` before
  *   it exits (its row is gone: the others need not wait for its lease), unless the database was
  *   being restarted meanwhile;
@@ -27,6 +28,7 @@
  */
 
 import { analyzeSlots, convergedSlots } from "./slots.mjs"
+import { stoppedAt } from "./stops.mjs"
 
 export { convergedSlots }
 
@@ -359,15 +361,18 @@ const inFlight = (p, t) => {
   return result
 }
 
-/** When a tenure really ended: a SIGSTOP inside it, with no work of it after the SIGCONT but one in-flight unit, ends it. */
+/**
+ * When a tenure really ended: a SIGSTOP inside it, with no work of it after the SIGCONT but one
+ * in-flight unit, ends it when the process really stopped (`stoppedAt`).
+ */
 const effectiveEnd = (p, t, end) => {
   let result = end
   if (p.killedAt !== undefined && p.killedAt >= t.start) result = Math.min(result, p.killedAt)
   const flying = inFlight(p, t)
   for (const s of p.stops) {
     if (s.at < t.start || s.at >= result) continue
-    const workAfter = t.work.some((w) => w > s.at && !flying.includes(w))
-    if (!workAfter) result = Math.min(result, s.at)
+    const workAfter = t.work.some((w) => w > s.at && (s.contAt === undefined || w >= s.contAt) && !flying.includes(w))
+    if (!workAfter) result = Math.min(result, stoppedAt(s, t.work))
   }
   return result
 }

@@ -33,6 +33,8 @@
  * exactly one live member's latest set, and the sizes differ by at most one.
  */
 
+import { stoppedAt } from "./stops.mjs"
+
 /** How long after a SIGCONT a frozen process's stopping lines count as in flight. */
 export const IN_FLIGHT_MS = 1_000
 
@@ -136,8 +138,10 @@ const effectiveEndSlot = (p, t, flying) => {
   if (p.killedAt !== undefined && p.killedAt >= t.start) result = Math.min(result, p.killedAt)
   for (const s of p.stops) {
     if (s.at < t.start || s.at >= result) continue
-    const after = t.lines.some((l) => l.at > s.at && !flying.includes(l.at))
-    if (!after) result = Math.min(result, s.at)
+    // Lines stamped between the send time and the SIGCONT were printed before the stop took effect
+    // (stops.mjs `stoppedAt`).
+    const after = t.lines.some((l) => l.at > s.at && (s.contAt === undefined || l.at >= s.contAt) && !flying.includes(l.at))
+    if (!after) result = Math.min(result, stoppedAt(s, t.lines.map((l) => l.at)))
   }
   return result
 }

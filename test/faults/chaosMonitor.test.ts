@@ -117,6 +117,33 @@ describe("chaos monitor", () => {
     expect(two.g2.staleWork).toBe(1)
   })
 
+  it("a line stamped after the SIGSTOP's send time but before the SIGCONT was printed before the stop took effect: the tenure ends at that line", () => {
+    // The runner reads the clock, then sends SIGSTOP; a loaded machine can run the member a few ms
+    // more. Frozen, it prints nothing until the SIGCONT, then fences itself.
+    const run = (lastLineMs: number) => {
+      const { m, say, assigned, work, ended } = setup("a", "b")
+      say("a", 0, "state", "joining")
+      say("b", 0, "state", "joining")
+      assigned("a", 100, 1, 0, 2)
+      assigned("b", 100, 1, 1, 2)
+      m.stop("a", T0 + 200)
+      work("a", lastLineMs, 1, 0, 2)
+      ended("b", 3_300, "renegotiating", 1, 1, 2)
+      assigned("b", 3_400, 2, 0, 1)
+      m.cont("a", T0 + 3_500)
+      ended("a", 3_510, "fenced", 1, 0, 2)
+      return m.analyze(T0, T0 + 4_000)
+    }
+    // Before the fix, the line at 201 ms made the whole frozen stretch (to the fence at 3,510) work.
+    const racing = run(201)
+    expect(racing.g2.violations).toEqual([])
+    expect(racing.g2.staleWork).toBe(0)
+    // A line stamped while a later epoch already ran is real work in the overlap, stop or not.
+    const late = run(3_450)
+    expect(late.g2.violations.length).toBe(1)
+    expect(late.g2.violations[0]!.detail).toMatch(/work lines after .*: 00:00:03\.450Z/)
+  })
+
   it("a fault whose group does not reconverge within its bound is over bound", () => {
     const { m, say, assigned } = setup("a", "b")
     say("a", 0, "state", "joining")

@@ -159,6 +159,26 @@ describe("chaos monitor, slots mode", () => {
     expect(two.overlaps.staleWork).toBeGreaterThan(0)
   })
 
+  it("a frozen member's line stamped after the SIGSTOP's send time but before the SIGCONT was printed before the stop took effect", () => {
+    const run = (lastLineMs: number) => {
+      const { m, state, set } = formed()
+      m.stop("a", T0 + 1_000)
+      m.fault("sigstop", T0 + 1_000, 4_000, "a")
+      set("a", lastLineMs, [0, 1]) // a work tick the runner's clock read preceded, the signal did not
+      set("b", 4_300, [0, 1, 2, 3])
+      m.cont("a", T0 + 4_500)
+      m.fault("sigcont", T0 + 4_500, 4_000, "a")
+      set("a", 4_501, [1])
+      set("a", 4_502, [])
+      state("a", 4_503, "fenced", [])
+      return m.analyze(T0, T0 + 5_000).slots!
+    }
+    // Before the fix, the line at 1,001 ms made the frozen stretch up to the fence a tenure.
+    expect(run(1_001).overlaps.violations).toEqual([])
+    // Stamped after b took the slots: real work in the overlap.
+    expect(run(4_400).overlaps.violations.map((v) => v.slot).sort()).toEqual([0, 1])
+  })
+
   it("(b) a slot left in no live member's set past the fault's bound is found; within it, not", () => {
     const run = (takenAt: number) => {
       const { m, set } = formed()
