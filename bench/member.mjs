@@ -28,9 +28,11 @@
 //   {"k":"call","op":"join"|"heartbeat"|..,"t":..,"ms":..,"e":epoch,"all":allAcked}   each store call
 //                                                    as it ends (`t`: its start), only with MG_BENCH_TRACE=1
 // SIGTERM/SIGINT: every member leaves, then the process exits.
+// MG_BENCH_WARM=1: before `ready`, one member joins a scratch group of its own, works, and leaves
+// (bench/processJoin.mjs `warm`: a join in a process that has run the library's code before).
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
+import { Deferred, Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
 import { monitorEventLoopDelay } from "node:perf_hooks"
 import * as readline from "node:readline"
 import pg from "pg"
@@ -220,6 +222,18 @@ const fatal = (e) => {
 
 // Warm the pool (and migrate-check): a member that joins already has its connection.
 await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT 1`))
+if (process.env.MG_BENCH_WARM === "1") {
+  await runtime.runPromise(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const service = yield* Membership.make({ ...options.config, groupId: `${options.config.groupId}-warm-${process.pid}` }).pipe(
+      Scope.extend(scope)
+    )
+    const working = yield* Deferred.make()
+    yield* service.whileAssigned(() => Deferred.succeed(working, undefined)).pipe(Scope.extend(scope))
+    yield* Deferred.await(working)
+    yield* Scope.close(scope, Exit.void)
+  }))
+}
 emit({ k: "ready" })
 
 process.on("SIGTERM", exit)

@@ -7,7 +7,11 @@
 // ending in the old epoch and starting in the new one).
 //
 //   npm run build
-//   DATABASE_URL=postgres://... node bench/processJoin.mjs [members=3] [rounds=4]
+//   DATABASE_URL=postgres://... node bench/processJoin.mjs [members=3] [rounds=4] [warm]
+//
+// `warm`: each joiner, before it is ready, runs one member of its own through a join, its first
+// work and a leave in a scratch group (bench/member.mjs `MG_BENCH_WARM`), so the timed join runs
+// code this process has run before: the difference to a cold joiner is the cost of first execution.
 //
 // The database must be migrated (`npx modulo-group migrate`). Heartbeat 200 ms, lease 2 s.
 import { spawn } from "node:child_process"
@@ -21,6 +25,7 @@ const url = process.env.DATABASE_URL
 if (!url) throw new Error("DATABASE_URL is required")
 const size = Number(process.argv[2] ?? 3)
 const rounds = Number(process.argv[3] ?? 4)
+const warm = process.argv[4] === "warm"
 const config = {
   groupId: `process-join-${randomUUID()}`,
   heartbeat: "200 millis",
@@ -37,7 +42,7 @@ const children = []
 const spawnMember = (name, traced) =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(here, "member.mjs")], {
-      env: { ...process.env, MG_BENCH_TRACE: traced ? "1" : "", MG_BENCH: JSON.stringify({ url, config, maxConnections: 2 }) },
+      env: { ...process.env, MG_BENCH_TRACE: traced ? "1" : "", MG_BENCH_WARM: traced && warm ? "1" : "", MG_BENCH: JSON.stringify({ url, config, maxConnections: 2 }) },
       stdio: ["pipe", "pipe", "inherit"]
     })
     children.push(child)
