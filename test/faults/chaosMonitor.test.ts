@@ -91,21 +91,29 @@ describe("chaos monitor", () => {
     expect(found.g2.staleWork).toBe(1)
   })
 
+  /**
+   * a and b split epoch 1; a is sent SIGSTOP at 200 ms; b moves to epoch 2 alone at 3,400; a gets its
+   * SIGCONT at 3,500 and fences itself at 3,510. `stopped` work lines of a's are stamped while it
+   * is stopped (at the given ms), `afterCont` of them just after the SIGCONT.
+   */
+  const frozen = (stopped: Array<number>, afterCont: number) => {
+    const { m, say, assigned, work, ended } = setup("a", "b")
+    say("a", 0, "state", "joining")
+    say("b", 0, "state", "joining")
+    assigned("a", 100, 1, 0, 2)
+    assigned("b", 100, 1, 1, 2)
+    m.stop("a", T0 + 200)
+    for (const ms of stopped) work("a", ms, 1, 0, 2)
+    ended("b", 3_300, "renegotiating", 1, 1, 2)
+    assigned("b", 3_400, 2, 0, 1)
+    m.cont("a", T0 + 3_500)
+    for (let i = 0; i < afterCont; i++) work("a", 3_501 + i, 1, 0, 2)
+    ended("a", 3_510, "fenced", 1, 0, 2)
+    return m.analyze(T0, T0 + 4_000)
+  }
+
   it("a stopped member's tenure ends at the SIGSTOP; one unit in flight after SIGCONT is reported apart; two are an overlap", () => {
-    const run = (linesAfterCont: number) => {
-      const { m, say, assigned, work, ended } = setup("a", "b")
-      say("a", 0, "state", "joining")
-      say("b", 0, "state", "joining")
-      assigned("a", 100, 1, 0, 2)
-      assigned("b", 100, 1, 1, 2)
-      m.stop("a", T0 + 200)
-      ended("b", 3_300, "renegotiating", 1, 1, 2)
-      assigned("b", 3_400, 2, 0, 1)
-      m.cont("a", T0 + 3_500)
-      for (let i = 0; i < linesAfterCont; i++) work("a", 3_501 + i, 1, 0, 2)
-      ended("a", 3_510, "fenced", 1, 0, 2)
-      return m.analyze(T0, T0 + 4_000)
-    }
+    const run = (linesAfterCont: number) => frozen([], linesAfterCont)
     const none = run(0)
     expect(none.g2.violations).toEqual([])
     const one = run(1)
@@ -120,20 +128,7 @@ describe("chaos monitor", () => {
   it("a line stamped after the SIGSTOP's send time but before the SIGCONT was printed before the stop took effect: the tenure ends at that line", () => {
     // The runner reads the clock, then sends SIGSTOP; a loaded machine can run the member a few ms
     // more. Frozen, it prints nothing until the SIGCONT, then fences itself.
-    const run = (lastLineMs: number) => {
-      const { m, say, assigned, work, ended } = setup("a", "b")
-      say("a", 0, "state", "joining")
-      say("b", 0, "state", "joining")
-      assigned("a", 100, 1, 0, 2)
-      assigned("b", 100, 1, 1, 2)
-      m.stop("a", T0 + 200)
-      work("a", lastLineMs, 1, 0, 2)
-      ended("b", 3_300, "renegotiating", 1, 1, 2)
-      assigned("b", 3_400, 2, 0, 1)
-      m.cont("a", T0 + 3_500)
-      ended("a", 3_510, "fenced", 1, 0, 2)
-      return m.analyze(T0, T0 + 4_000)
-    }
+    const run = (lastLineMs: number) => frozen([lastLineMs], 0)
     // Before the fix, the line at 201 ms made the whole frozen stretch (to the fence at 3,510) work.
     const racing = run(201)
     expect(racing.g2.violations).toEqual([])
