@@ -12,7 +12,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, groupEpoch, randomGroupId } from "../support/Database.js"
 import { warmPool } from "./support.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
@@ -23,15 +23,10 @@ const Pool = Layer.unwrapEffect(
   )
 )
 
-/** Every view must be the assignment a logged change left: same incarnation, epoch, size and index. */
 /** The group's epoch now. */
-const epochOf = (groupId: string) =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.map(
-      sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId}`,
-      ([g]) => Number(g!.epoch)
-    ))
+const epochOf = (groupId: string) => Effect.map(groupEpoch(groupId), (g) => g!.epoch)
 
+/** Every view must be the assignment a logged change left: same incarnation, epoch, size and index. */
 const checkAgainstLog = (groupId: string, joined: ReadonlyArray<readonly [MemberInfo, GroupView]>) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient

@@ -13,6 +13,7 @@ import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import type { MemberState } from "../../src/MemberState.js"
 import { databaseUrl } from "../support/Database.js"
+export { groupEpoch } from "../support/Database.js"
 
 export { waitFor, waitForEffect } from "../support/Wait.js"
 
@@ -191,9 +192,3 @@ export const memberRows = (groupId: string) =>
       (rows) => rows.map((r) => ({ memberId: r.member_id, index: r.idx, acked: Number(r.acked_epoch) }))
     ))
 
-export const groupEpoch = (groupId: string) =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.map(
-      sql<{ epoch: string; size: number }>`SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId}`,
-      (r) => (r[0] === undefined ? undefined : { epoch: Number(r[0].epoch), size: Number(r[0].size) })
-    ))

@@ -83,3 +83,11 @@ export const ownDatabase = (
     ({ name }) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`).pipe(Effect.orDie)
   )
+
+/** A group's epoch and size now (undefined: no such group). */
+export const groupEpoch = (groupId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ epoch: string; size: number }>`SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId}`,
+      (r) => (r[0] === undefined ? undefined : { epoch: Number(r[0].epoch), size: Number(r[0].size) })
+    ))
