@@ -10,7 +10,7 @@
  * - G2 no overlap: no tenure (assigned .. the line that ended it) of an epoch E1 lasts past the
  *   first start of any epoch E2 > E1; no work line of E1 after E2 started. A process stopped with
  *   SIGSTOP does nothing while stopped, so a tenure it was stopped in ends at the stop (stops.mjs:
- *   the send time, or the last line stamped before the SIGCONT if later), as long as it printed no
+ *   the send time, or the last line stamped before any SIGCONT if later), as long as it printed no
  *   work line of that epoch after it was continued; a killed process stops at the kill;
  * - G5 graceful leave: a member told to leave (SIGTERM) during the observation prints `left` before
  *   it exits (its row is gone: the others need not wait for its lease), unless the database was
@@ -28,7 +28,7 @@
  */
 
 import { analyzeSlots, convergedSlots } from "./slots.mjs"
-import { stoppedAt } from "./stops.mjs"
+import { resumed, stoppedAt } from "./stops.mjs"
 
 export { convergedSlots }
 
@@ -371,7 +371,7 @@ const effectiveEnd = (p, t, end) => {
   const flying = inFlight(p, t)
   for (const s of p.stops) {
     if (s.at < t.start || s.at >= result) continue
-    const workAfter = t.work.some((w) => w > s.at && (s.contAt === undefined || w >= s.contAt) && !flying.includes(w))
+    const workAfter = t.work.some((w) => resumed(s, w) && !flying.includes(w))
     if (!workAfter) result = Math.min(result, stoppedAt(s, t.work))
   }
   return result

@@ -33,7 +33,7 @@
  * exactly one live member's latest set, and the sizes differ by at most one.
  */
 
-import { stoppedAt } from "./stops.mjs"
+import { resumed, stoppedAt } from "./stops.mjs"
 
 /** How long after a SIGCONT a frozen process's stopping lines count as in flight. */
 export const IN_FLIGHT_MS = 1_000
@@ -140,7 +140,7 @@ const effectiveEndSlot = (p, t, flying) => {
     if (s.at < t.start || s.at >= result) continue
     // Lines stamped between the send time and the SIGCONT were printed before the stop took effect
     // (stops.mjs `stoppedAt`).
-    const after = t.lines.some((l) => l.at > s.at && (s.contAt === undefined || l.at >= s.contAt) && !flying.includes(l.at))
+    const after = t.lines.some((l) => resumed(s, l.at) && !flying.includes(l.at))
     if (!after) result = Math.min(result, stoppedAt(s, t.lines.map((l) => l.at)))
   }
   return result

@@ -6,4 +6,10 @@
  * such a line as work after the stop once made the faults chaos run report an overlap for a member
  * that printed nothing between the later epoch's start and its own fence, frozen all along.
  */
-export const stoppedAt = (s, stamps) => Math.max(s.at, ...stamps.filter((w) => w > s.at && (s.contAt === undefined || w < s.contAt)))
+export const stoppedAt = (s, stamps) => Math.max(s.at, ...stamps.filter((w) => w > s.at && !resumed(s, w)))
+
+/**
+ * Whether a line stamped at `w` was printed after the process was continued from stop `s`: only such
+ * lines show it working after the stop (a stop never continued has none).
+ */
+export const resumed = (s, w) => s.contAt !== undefined && w >= s.contAt

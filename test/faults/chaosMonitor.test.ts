@@ -139,6 +139,21 @@ describe("chaos monitor", () => {
     expect(late.g2.violations[0]!.detail).toMatch(/work lines after .*: 00:00:03\.450Z/)
   })
 
+  it("a stop never continued: a line stamped just after the send time ends the tenure there, not at the end of the run", () => {
+    const { m, say, assigned, work } = setup("a", "b")
+    say("a", 0, "state", "joining")
+    say("b", 0, "state", "joining")
+    assigned("a", 100, 1, 0, 2)
+    assigned("b", 100, 1, 1, 2)
+    m.stop("a", T0 + 200)
+    work("a", 201, 1, 0, 2)
+    say("b", 3_300, "state", "renegotiating", 1, 1, 2)
+    assigned("b", 3_400, 2, 0, 1)
+    const r = m.analyze(T0, T0 + 4_000)
+    expect(r.g2.violations).toEqual([])
+    expect(r.g2.staleWork).toBe(0)
+  })
+
   it("a fault whose group does not reconverge within its bound is over bound", () => {
     const { m, say, assigned } = setup("a", "b")
     say("a", 0, "state", "joining")
