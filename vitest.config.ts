@@ -8,7 +8,9 @@ const shared = {
   testTimeout: 60_000,
   hookTimeout: 60_000,
   // Child processes, not worker threads: tests kill connections and spawn CLIs.
-  pool: "forks"
+  pool: "forks",
+  // Fails a file that leaves vitest's shared `it` changed (it.layer does; see the file).
+  setupFiles: ["test/setup/pristineIt.ts"] as Array<string>
 } as const
 
 export default defineConfig({

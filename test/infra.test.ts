@@ -1,15 +1,16 @@
 import { SqlClient } from "@effect/sql"
-import { expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { PgLive, randomGroupId } from "./support/Database.js"
+import { randomGroupId, sharedRuntime } from "./support/Database.js"
 
-it.layer(PgLive)("test database", (it) => {
+describe("test database", () => {
+  const db = sharedRuntime()
   it.effect("answers SELECT version()", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<{ version: string }>`SELECT version()`
       expect(rows[0]?.version).toMatch(/^PostgreSQL \d+/)
-    }))
+    }).pipe(Effect.provide(db)))
 
   it.effect("is the one globalSetup chose, also exposed to child processes", () =>
     Effect.sync(() => {

@@ -11,10 +11,10 @@
  * and for the other spellings of the same key.
  */
 import { SqlClient } from "@effect/sql"
-import { expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
 import * as Ownership from "../../src/Ownership.js"
-import { PgLive } from "../support/Database.js"
+import { sharedRuntime } from "../support/Database.js"
 
 type Key = number | bigint | string
 
@@ -115,7 +115,8 @@ const cases = fc.constantFrom(...columns.map((c) => c.name)).chain((name) =>
   })
 )
 
-it.layer(PgLive, { timeout: "60 seconds" })("Ownership on PostgreSQL", (it) => {
+describe("Ownership on PostgreSQL", () => {
+  const db = sharedRuntime()
   it.effect.prop(
     "for every accepted column type, key and N, SQL and ownerOf name the same single owner",
     [cases],
@@ -165,7 +166,7 @@ it.layer(PgLive, { timeout: "60 seconds" })("Ownership on PostgreSQL", (it) => {
             for (const count of seen.values()) expect(count).toBe(1)
           }
         }))
-      }),
+      }).pipe(Effect.provide(db)),
     { timeout: 120_000, fastCheck: { numRuns: 250 } }
   )
 })

@@ -5,12 +5,12 @@
  * `ownedSlots` selects exactly the rows whose slot is in the set (the empty set selects none).
  */
 import { SqlClient } from "@effect/sql"
-import { expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
 import type * as Ownership from "../../src/Ownership.js"
 import { maxSlots } from "../../src/internal/slots/assignment.js"
 import { ownedSlots, slotExpression, slotOf } from "../../src/internal/slots/keys.js"
-import { PgLive } from "../support/Database.js"
+import { sharedRuntime } from "../support/Database.js"
 
 interface Column {
   readonly sqlType: string
@@ -57,7 +57,8 @@ const cases = fc.constantFrom(...Object.keys(columns)).chain((name) =>
   })
 )
 
-it.layer(PgLive, { timeout: "60 seconds" })("slots on PostgreSQL", (it) => {
+describe("slots on PostgreSQL", () => {
+  const db = sharedRuntime()
   it.effect.prop(
     "SQL and slotOf name the same slot; ownedSlots selects exactly the rows of the chosen slots",
     [cases],
@@ -87,7 +88,7 @@ it.layer(PgLive, { timeout: "60 seconds" })("slots on PostgreSQL", (it) => {
           const none = yield* sql<{ id: number }>`SELECT id FROM slot_keys WHERE ${ownedSlots(sql, "k", slots, [], column.keyType)}`
           expect(none).toEqual([])
         }))
-      }),
+      }).pipe(Effect.provide(db)),
     { timeout: 120_000, fastCheck: { numRuns: 150 } }
   )
 })

@@ -5,9 +5,9 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
-import { Duration, Effect, Layer, Redacted, Schedule } from "effect"
+import { Duration, Effect, Layer, ManagedRuntime, Redacted, Schedule } from "effect"
 import { randomBytes } from "node:crypto"
-import { inject } from "vitest"
+import { afterAll, inject } from "vitest"
 
 /** URL chosen by `test/setup/globalSetup.ts`; the env fallback serves spawned processes. */
 export const databaseUrl = (): string => {
@@ -32,6 +32,17 @@ export const PgLive: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlErr
     })
   )
 )
+
+/**
+ * One pool for the tests of a file or `describe` block (`Effect.provide(db)` in each), closed after
+ * them. What `it.layer(PgLive)` gives, without its side effect on vitest's shared `it`
+ * (test/setup/pristineIt.ts). Built on first use.
+ */
+export const sharedRuntime = (): ManagedRuntime.ManagedRuntime<PgClient.PgClient | SqlClient.SqlClient, SqlError.SqlError> => {
+  const runtime = ManagedRuntime.make(PgLive)
+  afterAll(() => runtime.dispose())
+  return runtime
+}
 
 /**
  * How many backends of this pool's application (files run in parallel: each fork's pool has its
