@@ -28,6 +28,8 @@
 //   {"k":"call","op":"join"|"heartbeat"|..,"t":..,"ms":..,"e":epoch,"all":allAcked}   each store call
 //                                                    as it ends (`t`: its start), only with MG_BENCH_TRACE=1
 // SIGTERM/SIGINT: every member leaves, then the process exits.
+// MG_BENCH_LOG=warning: the library's warnings and errors on stderr (otherwise errors only, on stdout,
+// where the driver skips them).
 // MG_BENCH_WARM=1: before `ready`, one member joins a scratch group of its own, works, and leaves
 // (bench/processJoin.mjs `warm`: a join in a process that has run the library's code before).
 import { SqlClient } from "@effect/sql"
@@ -90,7 +92,10 @@ const runtime = ManagedRuntime.make(
           applicationName: "modulo-group-bench-member"
         })
     ),
-    Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error))
+    // MG_BENCH_LOG=warning: the library's warnings too, on stderr (stdout carries the events).
+    Layer.provideMerge(process.env.MG_BENCH_LOG === "warning"
+      ? Layer.merge(Logger.minimumLogLevel(LogLevel.Warning), Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
+      : Logger.minimumLogLevel(LogLevel.Error))
   )
 )
 
