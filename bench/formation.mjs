@@ -3,7 +3,9 @@
 // connected) first; then all N are told to join at once, and the group is formed when every one of
 // them works in the same epoch with size N. Then one more process joins the formed group: its join is
 // the time from the command until it works (after everyone has acknowledged its epoch). Then everyone
-// leaves, and the next trial forms the group again (same processes, the group empty again).
+// leaves; the rows still there after that are counted (`leftRows`: leaves that gave up, their rows
+// stay until their lease ends), and the next trial waits until the group has none, then forms it
+// again (same processes).
 //
 //   npm run build   # bench/member.mjs loads dist/ (or MODULO_GROUP_LIB, a file URL of an index.js)
 //   DATABASE_URL=postgres://... node bench/formation.mjs [sizes=16,32,64] [trials=3]
@@ -111,6 +113,15 @@ await db.connect()
 const epochOf = async (groupId) =>
   Number((await db.query("SELECT epoch FROM modulo_group.groups WHERE group_id = $1", [groupId])).rows[0]?.epoch ?? 0)
 
+/** Rows of the group still there (members whose leave gave up stay until their lease ends). */
+const rowsOf = async (groupId) =>
+  Number((await db.query("SELECT count(*) AS n FROM modulo_group.members WHERE group_id = $1", [groupId])).rows[0].n)
+/** Until the group has no rows (at most `ms`): each trial forms an empty group. */
+const untilEmpty = async (groupId, ms) => {
+  const until = performance.now() + ms
+  while ((await rowsOf(groupId)) > 0 && performance.now() < until) await sleep(100)
+}
+
 const summary = []
 console.log(`load ${os.loadavg().map((x) => x.toFixed(1)).join(" ")}, config ${JSON.stringify(config)}`)
 for (const n of sizes) {
@@ -147,10 +158,14 @@ for (const n of sizes) {
       allMs = await waitFormed(members, n + 1, t1)
     }
     const busy = (await busyOf(members)) - busy0
-    const row = { members: n, trial: t + 1, formMs: Math.round(formMs), joinMs: Math.round(joinMs), allWorkingMs: Math.round(allMs), changes, busy }
+    await leaveAll(members)
+    // `leftRows`: rows still there once every process has finished its leave (those whose leave gave
+    // up; docs/benchmarks.md, "what 65 leaves at once do"). The next trial waits for them to go.
+    const leftRows = await rowsOf(groupId)
+    const row = { members: n, trial: t + 1, formMs: Math.round(formMs), joinMs: Math.round(joinMs), allWorkingMs: Math.round(allMs), changes, busy, leftRows }
     console.log(JSON.stringify(row))
     rows.push(row)
-    await leaveAll(members)
+    await untilEmpty(groupId, 60_000)
     await sleep(1000)
   }
   for (const m of members) m.send("leave")
