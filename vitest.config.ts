@@ -31,8 +31,8 @@ export default defineConfig({
     // 34-36 s → 32-33 s wall, docs/testing.md).
     // The forks are kept for the whole run and each runs file after file (`isolate: false`, above):
     // a file then costs no new process nor fresh imports (collection summed over the files: 258 s
-    // → 35 s; the whole suite on 2 cores: 640 → 350 s, docs/testing.md). All three are kept (with
-    // fewer, vitest ended a fork's worker while it ran a file).
+    // → 12-14 s; the whole suite on 2 cores: 640 → 336-351 s, docs/testing.md). All three are kept
+    // (with fewer, vitest ended a fork's worker while it ran a file).
     poolOptions: { forks: { maxForks: 3, minForks: 3, execArgv: ["--max-semi-space-size=64"] } },
     projects: [
       {
