@@ -18,6 +18,7 @@ import { leaseKeeper } from "./internal/membership/leaseKeeper.js"
 import { finalLeave } from "./internal/membership/leave.js"
 import type { SlotSetSpec, SlotSpec, WorkSpec } from "./internal/membership/workRunner.js"
 import { makeWorkRunner } from "./internal/membership/workRunner.js"
+import * as Wakes from "./internal/membership/wakes.js"
 import { MembershipStore } from "./MembershipStore.js"
 import type { Assignment, MemberState, OwnedSlot, OwnedSlots } from "./MemberState.js"
 import * as State from "./MemberState.js"
@@ -134,15 +135,29 @@ export const make = (
     yield* forkLoop("fence timer", fenceTimer(ctx, driver.observe))
     if (config.notifications) {
       const stream = yield* store.wakeups(groupId)
+      // A notification whose payload claims only what the member already knows is skipped
+      // (internal/membership/wakes.ts); anything else brings the next renewal forward.
+      const wake = (payload: string | undefined) =>
+        Effect.flatMap(Ref.get(ctx.member), ({ state }) => {
+          // Only for the epoch it waits in (a forged one for another epoch changes nothing).
+          if (state._tag === "Awaiting" && Wakes.announced(payload) === state.epoch) ctx.heardReady.current = state.epoch
+          return Wakes.matters(state, payload) ? Queue.offer(ctx.wake, undefined) : Effect.void
+        })
       yield* Effect.forkScoped(annotate(Stream.runForEach(stream, (w) =>
-        w.lost !== undefined
-          ? Effect.zipRight(
-            Effect.logWarning(`notification connection lost (${w.lost}); polling until it is back`),
-            Queue.offer(ctx.wake, undefined)
-          )
-          : w.restored === true
-          ? Effect.zipRight(Effect.logWarning("notification connection back"), Queue.offer(ctx.wake, undefined))
-          : Queue.offer(ctx.wake, undefined))))
+        Effect.suspend(() => {
+          // Whether the barrier's notification can be relied on (the lease keeper's barrier poll).
+          if (w.listening !== undefined) ctx.listening.current = w.listening
+          if (w.lost !== undefined) {
+            return Effect.zipRight(
+              Effect.logWarning(`notification connection lost (${w.lost}); polling until it is back`),
+              Queue.offer(ctx.wake, undefined)
+            )
+          }
+          if (w.restored === true) {
+            return Effect.zipRight(Effect.logWarning("notification connection back"), Queue.offer(ctx.wake, undefined))
+          }
+          return wake(w.payload)
+        }))))
     }
     yield* driver.offer(Transition.Event.RetryJoin())
 

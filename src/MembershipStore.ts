@@ -163,6 +163,18 @@ export interface Wakeup {
   readonly lost?: string | undefined
   /** The notification connection is back after a loss that was reported (`lost`), said once too. */
   readonly restored?: boolean | undefined
+  /**
+   * The notification's payload as it came (untrusted: a member may skip a wake-up whose payload
+   * claims only what it already knows, never act on one). Absent on wake-ups that are not a
+   * notification (a loss, a reconnect).
+   */
+  readonly payload?: string | undefined
+  /**
+   * Whether the store is listening for the group's notifications now (true: a change's
+   * notification will wake the member; false: lost or never set up, the member must poll). Absent:
+   * the store does not say (the member polls as if it were not listening).
+   */
+  readonly listening?: boolean | undefined
 }
 
 /**

@@ -9,12 +9,12 @@
  * members' clocks say.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Exit, Layer, Option, Scope, TestClock, TestServices } from "effect"
+import { Clock, Duration, Effect, Exit, Layer, Option, PubSub, Scope, Stream, TestClock, TestServices } from "effect"
 import * as InMemoryMembershipStore from "../src/InMemoryMembershipStore.js"
 import * as Membership from "../src/Membership.js"
 import type { MembershipConfigInput } from "../src/MembershipConfig.js"
 import type { StoreError } from "../src/MembershipError.js"
-import type { GroupView, MembershipStoreService } from "../src/MembershipStore.js"
+import type { GroupView, MembershipStoreService, Wakeup } from "../src/MembershipStore.js"
 import { MembershipStore } from "../src/MembershipStore.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "./support/Database.js"
@@ -30,6 +30,8 @@ interface Call {
   readonly member: string | undefined
   /** When the call was sent. */
   readonly at: number
+  /** A heartbeat: whether it asked to announce a barrier it finds down. */
+  readonly announce?: boolean | undefined
   /** When it returned (undefined while it hangs), and how. */
   done?: number
   ok?: boolean
@@ -41,9 +43,9 @@ interface Call {
 const recordingStore = Effect.gen(function*() {
   const { control, store } = yield* InMemoryMembershipStore.make
   const calls: Array<Call> = []
-  const record = <A>(op: string, member: string | undefined, effect: Effect.Effect<A, StoreError>) =>
+  const record = <A>(op: string, member: string | undefined, effect: Effect.Effect<A, StoreError>, announce?: boolean) =>
     Effect.gen(function*() {
-      const call: Call = { op, member, at: yield* Clock.currentTimeMillis }
+      const call: Call = { op, member, at: yield* Clock.currentTimeMillis, announce }
       calls.push(call)
       const exit = yield* Effect.exit(effect)
       call.done = yield* Clock.currentTimeMillis
@@ -59,18 +61,35 @@ const recordingStore = Effect.gen(function*() {
   const recording: MembershipStoreService = {
     ...store,
     join: (g, member, leaseMs) => record("join", member.memberId, store.join(g, member, leaseMs)),
-    heartbeat: (g, memberId, ack, leaseMs, announce) =>
-      record("heartbeat", memberId, store.heartbeat(g, memberId, ack, leaseMs, announce)),
+    heartbeat: (g, memberId, ack, leaseMs, options) =>
+      record("heartbeat", memberId, store.heartbeat(g, memberId, ack, leaseMs, options), options?.announce === true),
     reap: (g) => record("reap", undefined, store.reap(g)),
     leave: (g, memberId) => record("leave", memberId, store.leave(g, memberId))
   }
   const of = (op: string, member?: string) =>
     calls.filter((c) => c.op === op && (member === undefined || c.member === member))
-  return { store: recording, control, calls, of }
+  const announces = (member: string) => of("heartbeat", member).map((c) => c.announce === true)
+  return { store: recording, control, calls, of, announces }
 })
 
-const setup = Effect.gen(function*() {
-  const { calls, control, of, store } = yield* recordingStore
+/**
+ * `listening`: the store says it listens for notifications (`Wakeup.listening`), as the PostgreSQL
+ * store does once its LISTEN connection is up; the in-memory store does not say.
+ */
+const setupWith = (options: { readonly listening?: boolean; readonly forged?: PubSub.PubSub<Wakeup> } = {}) => Effect.gen(function*() {
+  const recorded = yield* recordingStore
+  const { announces, calls, control, of } = recorded
+  const { forged, listening } = options
+  const store: MembershipStoreService = listening === true || forged !== undefined
+    ? {
+      ...recorded.store,
+      wakeups: (g) =>
+        Effect.map(recorded.store.wakeups(g), (wakeups) => {
+          const all = forged === undefined ? wakeups : Stream.merge(wakeups, Stream.fromPubSub(forged))
+          return listening === true ? Stream.map(all, (w) => ({ ...w, listening: true })) : all
+        })
+    }
+    : recorded.store
   const rec = yield* makeRecorder
   const join = (input: Partial<MembershipConfigInput> = {}, track = true) =>
     Effect.gen(function*() {
@@ -82,8 +101,10 @@ const setup = Effect.gen(function*() {
       if (track) yield* rec.track(m, input.name ?? m.memberId).pipe(Scope.extend(scope))
       return { m, scope, id: m.memberId, close: Scope.close(scope, Exit.void) }
     })
-  return { calls, control, of, store, rec, join }
+  return { announces, calls, control, of, store, rec, join }
 })
+
+const setup = setupWith()
 
 const now = TestClock.currentTimeMillis
 
@@ -145,6 +166,77 @@ describe("heartbeat cadence", () => {
       expect(polls[0]).toBe(0)
       expect(gaps.slice(0, 6)).toEqual([20, 40, 80, 100, 100, 100])
       expect(polls.filter((t) => t <= 1_000)).toHaveLength(12)
+    }))
+
+  it.scoped("a notification that claims only what a working member knows costs no renewal; any other claim wakes it", () =>
+    Effect.gen(function*() {
+      const forged = yield* PubSub.unbounded<Wakeup>()
+      const { join, of, rec } = yield* setupWith({ forged })
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      const e = rec.working()[0]!.epoch
+      const t0 = (yield* now) + 100
+      yield* at(t0)
+      const from = of("heartbeat", a.id).length
+      // 100 claims a knows from the database: the epoch it works in, its barrier down, older ones.
+      for (let i = 0; i < 25; i++) {
+        yield* PubSub.publishAll(forged, [`${e}`, `${e}:ready`, `${e - 1}`, `${e - 1}:ready`].map((payload) => ({ payload })))
+        yield* TestClock.adjust(Duration.millis(1))
+      }
+      yield* at(t0 + 100)
+      expect(of("heartbeat", a.id).length - from).toBe(0)
+      // A claim it cannot know (a later epoch, another cause, anything else) still wakes it at once.
+      for (const payload of [`${e + 1}`, `${e}:x`, "reap"]) {
+        const before = of("heartbeat", a.id).length
+        yield* PubSub.publish(forged, { payload })
+        yield* TestClock.adjust(Duration.millis(1))
+        expect(of("heartbeat", a.id).length - before).toBe(1)
+      }
+    }))
+
+  it.scoped("a waiting member that heard its barrier announced does not announce it again; a forged one for another epoch changes nothing", () =>
+    Effect.gen(function*() {
+      const forged = yield* PubSub.unbounded<Wakeup>()
+      const { announces, control, join, rec } = yield* setupWith({ forged, listening: true })
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      yield* control.hang(a.id)
+      const b = yield* join({ name: "b" })
+      yield* at((yield* now) + 100)
+      const s = yield* b.m.state
+      expect(s._tag).toBe("Awaiting")
+      const e = (s as { readonly epoch: number }).epoch
+      expect(announces(b.id).every((x) => x)).toBe(true)
+      // Another epoch's announcement: woken, still announces.
+      let from = announces(b.id).length
+      yield* PubSub.publish(forged, { payload: `${e + 1}:ready` })
+      yield* TestClock.adjust(Duration.millis(1))
+      expect(announces(b.id).slice(from)).toEqual([true])
+      // Its own epoch's: woken, and from now on does not announce that barrier.
+      from = announces(b.id).length
+      yield* PubSub.publish(forged, { payload: `${e}:ready` })
+      yield* at((yield* now) + 1_000)
+      expect(announces(b.id).length - from).toBeGreaterThan(1)
+      expect(announces(b.id).slice(from).every((x) => !x)).toBe(true)
+    }))
+
+  it.scoped("while the store listens for notifications, the barrier poll is fast once, then every quarter heartbeat", () =>
+    Effect.gen(function*() {
+      const { control, join, of, rec } = yield* setupWith({ listening: true })
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      yield* control.hang(a.id)
+      const b = yield* join({ name: "b" })
+      yield* at((yield* now) + 1_000)
+      expect(yield* state(b.m)).toBe("Awaiting")
+      // The join's own wake-up, one fast poll (the barrier two last acknowledgements completed
+      // together, neither announcing it), then the barrier's notification is relied on.
+      const joined = of("join", b.id)[0]!.at
+      const polls = of("heartbeat", b.id).map((c) => c.at - joined)
+      const gaps = polls.slice(1).map((t, i) => t - polls[i]!)
+      expect(polls[0]).toBe(0)
+      expect(gaps.slice(0, 4)).toEqual([20, 250, 250, 250])
+      expect(polls.filter((t) => t <= 1_000)).toHaveLength(5)
     }))
 })
 

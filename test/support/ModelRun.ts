@@ -424,9 +424,20 @@ export const runSchedule = (
         beforeChange = undefined
         if (step.on) lastState = run(readState)
         return true
-      case "Forge":
-        run(PubSub.publishAll(forged, Array.from({ length: step.count }, (): Wakeup => ({}))))
+      case "Forge": {
+        // Payloads that claim the current epoch, its barrier, the next and the previous ones, as a
+        // PostgreSQL store hands them over (a notification arrived: its listener is up, so members
+        // then rely on notifications and poll the barrier slowly, even while the model drops the
+        // real ones). The member reads a payload only to skip a wake-up or an announcement: none
+        // of them may decide anything.
+        const e = run(readState)?.epoch ?? 0
+        const payloads = [undefined, `${e}`, `${e}:ready`, `${e + 1}`, `${e + 1}:ready`, `${Math.max(0, e - 1)}:ready`, "reap"]
+        run(PubSub.publishAll(forged, Array.from({ length: step.count }, (_, i): Wakeup => ({
+          payload: payloads[i % payloads.length],
+          listening: true
+        }))))
         return true
+      }
       case "Flood":
         if (step.on === (flood !== undefined)) return false
         if (step.on) {

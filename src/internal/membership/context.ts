@@ -35,6 +35,14 @@ export interface MemberContext {
   readonly poke: Queue.Queue<void>
   /** Renew soon: a notification arrived (rate-limited by the lease keeper). */
   readonly wake: Queue.Queue<void>
+  /**
+   * Whether the store last said it listens for this group's notifications (`Wakeup.listening`);
+   * false until it says so. While true, the member waiting at the barrier relies on the barrier's
+   * notification and polls slowly (leaseKeeper.ts).
+   */
+  readonly listening: { current: boolean }
+  /** The epoch the member waited in when it heard that epoch's barrier announced (`E:ready`; 0: none). */
+  readonly heardReady: { current: number }
   /** The member's scope: background timers are forked into it. */
   readonly scope: Scope.Scope
   readonly metrics: ReturnType<typeof groupMetrics>
@@ -107,7 +115,9 @@ export const makeContext = (options: {
       poke: yield* Queue.sliding<void>(1),
       wake: yield* Queue.sliding<void>(1),
       metrics,
-      refused: { current: undefined }
+      refused: { current: undefined },
+      listening: { current: false },
+      heardReady: { current: 0 }
     }
   })
 

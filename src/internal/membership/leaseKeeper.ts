@@ -14,6 +14,9 @@ import { connected, nowMillis, recordHeartbeatAge, refusedOnce } from "./context
 /** At most this many notification wake-ups in a row bring a renewal forward (then they are rate-limited). */
 const wakeBurst = 8
 
+/** While the store listens for notifications, this many renewals at the barrier are fast, then they slow down. */
+const listeningFastPolls = 2
+
 export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Effect.Effect<void>) =>
   Effect.gen(function*() {
     const { config, groupId, store } = ctx
@@ -22,14 +25,24 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
 
     // While waiting at the barrier, poll fast (doubling from `barrierPoll`, capped at a tenth of a
     // heartbeat): without notifications the barrier then clears within about a heartbeat of the
-    // last acknowledgement.
+    // last acknowledgement. While the store listens for the group's notifications, the barrier's
+    // own notification wakes the member (the acknowledgement that completes it announces it), and
+    // only the first `listeningFastPolls` renewals at the barrier are fast: the one that
+    // acknowledges (or the join) and one poll `2 × barrierPoll` after it, which finds a barrier
+    // that two last acknowledgements completed together, neither seeing the other, so that neither
+    // announced it (the poll that finds it announces it). Then the member polls every quarter
+    // heartbeat. Every poll of every member is a renewal: at 16 processes the fast polls were most
+    // of a change's statements, and slowed the change they waited for (docs/benchmarks.md).
     let fastPolls = 0
     const nextDelay = Effect.map(Ref.get(ctx.member), ({ state }) => {
       if (state._tag !== "Awaiting") {
         fastPolls = 0
         return heartbeatMs
       }
-      const d = Math.min(Math.max(barrierPollMs, heartbeatMs / 10), barrierPollMs * 2 ** fastPolls)
+      const cap = Math.max(barrierPollMs, heartbeatMs / 10)
+      const d = ctx.listening.current && fastPolls >= listeningFastPolls
+        ? Math.max(cap, heartbeatMs / 4)
+        : Math.min(cap, barrierPollMs * 2 ** fastPolls)
       fastPolls = Math.min(fastPolls + 1, 30)
       return d
     })
@@ -77,7 +90,9 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       const call = (holdMs: number) =>
         Effect.either(
           store.heartbeat(groupId, ctx.info.memberId, member.acked, ctx.timing.leaseMs, {
-            announce: state._tag === "Awaiting",
+            // A waiting member that finds the barrier down announces it, unless it has heard it
+            // announced (then it was woken by that: announcing again would wake everyone again).
+            announce: state._tag === "Awaiting" && ctx.heardReady.current !== state.epoch,
             stuck,
             slots: ctx.config.slots !== undefined,
             holdMs

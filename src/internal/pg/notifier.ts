@@ -83,7 +83,7 @@ export const pollOnlyMessage = (target: string, reason: string): string =>
  * until it is back, so a process logs it once; `restored`: it is back after such a loss (to one
  * subscriber too).
  */
-type Waker = (lost?: string, restored?: boolean) => void
+type Waker = (wakeup: Wakeup) => void
 
 /** The LISTEN connection: the hub's own, or the pool's (shared). */
 type Conn = pg.Client | pg.PoolClient
@@ -114,6 +114,9 @@ class ListenHub {
 
   /** Why notifications cannot work over this connection (the self-test failed): the hub then stays closed. */
   pollOnly: string | undefined
+
+  /** LISTEN is set up on a live connection: notifications reach the members. */
+  listening = false
 
   /** Whether the connection-loss reason was handed out since the last connect (said once). */
   private lossReported = false
@@ -226,9 +229,10 @@ class ListenHub {
 
   private wakeAll(lost?: string, restored?: boolean) {
     let first = true
+    const listening = this.listening
     for (const set of this.channels.values()) {
       for (const wake of set) {
-        wake(first ? lost : undefined, first ? restored : undefined)
+        wake(first ? { lost, restored, listening } : { listening })
         first = false
       }
     }
@@ -246,7 +250,7 @@ class ListenHub {
       client.on("notification", (msg) => {
         this.heard(msg.channel)
         const set = this.channels.get(msg.channel)
-        if (set !== undefined) for (const wake of set) wake()
+        if (set !== undefined) for (const wake of set) wake({ payload: msg.payload, listening: true })
       })
     }
     const ready = async (client: Conn) => {
@@ -271,6 +275,7 @@ class ListenHub {
       this.backoff = 50
       const restored = this.lossReported
       this.lossReported = false
+      this.listening = true
       this.resetAnnouncements()
       this.wakeAll(undefined, restored)
     }
@@ -354,6 +359,7 @@ class ListenHub {
   private giveUp(generation: number, reason: string) {
     if (generation !== this.generation) return
     this.pollOnly = reason
+    this.listening = false
     this.close()
     this.onPollOnly(reason)
   }
@@ -382,6 +388,7 @@ class ListenHub {
     if (generation !== this.generation || this.client === undefined) return
     const client = this.client
     this.client = undefined
+    this.listening = false
     this.backendPid = undefined
     this.generation++
     this.resetAnnouncements()
@@ -418,6 +425,7 @@ class ListenHub {
     this.resetAnnouncements()
     const client = this.client
     this.client = undefined
+    this.listening = false
     this.backendPid = undefined
     this.generation++
     if (client === undefined) return
@@ -558,8 +566,8 @@ export const makeWith = (
           // Sliding: a flood of notifications costs a few queued wake-ups, which the member coalesces.
           const queue = yield* Effect.acquireRelease(Queue.sliding<Wakeup>(4), Queue.shutdown)
           const channel = channelFor(groupId)
-          const wake = (lost?: string, restored?: boolean) => {
-            Queue.unsafeOffer(queue, lost !== undefined ? { lost } : restored === true ? { restored } : {})
+          const wake = (wakeup: Wakeup) => {
+            Queue.unsafeOffer(queue, wakeup)
           }
           yield* Effect.acquireRelease(
             Effect.sync(() => hub.add(channel, wake)),
