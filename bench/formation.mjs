@@ -3,9 +3,11 @@
 // connected) first; then all N are told to join at once, and the group is formed when every one of
 // them works in the same epoch with size N. Then one more process joins the formed group: its join is
 // the time from the command until it works (after everyone has acknowledged its epoch). Then everyone
-// leaves; the rows still there after that are counted (`leftRows`: leaves that gave up, their rows
-// stay until their lease ends), and the next trial waits until the group has none, then forms it
-// again (same processes).
+// leaves; the rows still there after that are counted (`leftRows`: rows whose lease still runs, from
+// leaves that gave up: they stay until their lease ends, and joiners wait for them as overdue;
+// `expiredRows`: rows whose leave found the group's lock busy and ended its own lease, which the
+// next change deletes), and the next trial waits until the group has no row with a running lease,
+// then forms it again (same processes).
 //
 //   npm run build   # bench/member.mjs loads dist/ (or MODULO_GROUP_LIB, a file URL of an index.js)
 //   DATABASE_URL=postgres://... node bench/formation.mjs [sizes=16,32,64] [trials=3]
@@ -114,12 +116,22 @@ const epochOf = async (groupId) =>
   Number((await db.query("SELECT epoch FROM modulo_group.groups WHERE group_id = $1", [groupId])).rows[0]?.epoch ?? 0)
 
 /** Rows of the group still there (members whose leave gave up stay until their lease ends). */
-const rowsOf = async (groupId) =>
-  Number((await db.query("SELECT count(*) AS n FROM modulo_group.members WHERE group_id = $1", [groupId])).rows[0].n)
-/** Until the group has no rows (at most `ms`): each trial forms an empty group. */
+/** The group's rows: with a lease that still runs, and with one that has run out. */
+const rowsOf = async (groupId) => {
+  const [r] = (await db.query(
+    `SELECT count(*) FILTER (WHERE lease_expires_at > now()) AS live, count(*) FILTER (WHERE lease_expires_at <= now()) AS expired
+       FROM modulo_group.members WHERE group_id = $1`,
+    [groupId]
+  )).rows
+  return { live: Number(r.live), expired: Number(r.expired) }
+}
+/**
+ * Until the group has no row with a running lease (at most `ms`): each trial forms an empty group
+ * (rows whose lease has run out are deleted by its first change).
+ */
 const untilEmpty = async (groupId, ms) => {
   const until = performance.now() + ms
-  while ((await rowsOf(groupId)) > 0 && performance.now() < until) await sleep(100)
+  while ((await rowsOf(groupId)).live > 0 && performance.now() < until) await sleep(100)
 }
 
 const summary = []
@@ -159,10 +171,13 @@ for (const n of sizes) {
     }
     const busy = (await busyOf(members)) - busy0
     await leaveAll(members)
-    // `leftRows`: rows still there once every process has finished its leave (those whose leave gave
-    // up; docs/benchmarks.md, "what 65 leaves at once do"). The next trial waits for them to go.
-    const leftRows = await rowsOf(groupId)
-    const row = { members: n, trial: t + 1, formMs: Math.round(formMs), joinMs: Math.round(joinMs), allWorkingMs: Math.round(allMs), changes, busy, leftRows }
+    // The rows still there once every process has finished its leave (docs/benchmarks.md, "what 65
+    // leaves at once do"). The next trial waits for those whose lease still runs.
+    const left = await rowsOf(groupId)
+    const row = {
+      members: n, trial: t + 1, formMs: Math.round(formMs), joinMs: Math.round(joinMs), allWorkingMs: Math.round(allMs),
+      changes, busy, leftRows: left.live, expiredRows: left.expired
+    }
     console.log(JSON.stringify(row))
     rows.push(row)
     await untilEmpty(groupId, 60_000)

@@ -219,7 +219,7 @@ export const make = (options: Options = {}) =>
     // backoff (10 ms doubling, at most 100 ms), on the real clock. Not a failure, unless the lock
     // stays busy for `busyBudgetMs`.
     //
-    // A join may pass `whileBusy` (see `busyJoin`): after a busy attempt it waits the backoff or
+    // A join or a leave may pass `whileBusy` (see `busyJoin`, `busyLeave`): after a busy attempt it waits the backoff or
     // `wake` (the group's next notification: a change committed, the lock may be free), whichever
     // comes first, then runs `meanwhile`, which may finish the join (`Done`), or say `Try` the lock
     // again, or `Wait` (a change is under way: its commit decides, and is the next wake-up), at most
@@ -602,6 +602,32 @@ export const make = (options: Options = {}) =>
           ))
       ).pipe(Effect.orElseSucceed(() => tryLock))
 
+    // A leave that found the group's lock busy (a mass shutdown: every leave a change of its own, each
+    // waiting its turn, most of them past the final leave's budget): its member has stopped working,
+    // so it ends its own lease instead (`Statements.expireLease`, one statement, no lock) and is done.
+    // The next change (the reap the others' renewals ask for, or any change) deletes its row with
+    // every other one that ended so: one change for many leaves. Its notification wakes the others.
+    // `Try` the lock again when the statement changed nothing (a static member, slots mode, no row)
+    // or failed.
+    const busyLeave = (groupId: string, memberId: string): Effect.Effect<Meanwhile<boolean>> =>
+      wrap(
+        "leave",
+        Effect.gen(function*() {
+          const now = yield* nowParam
+          yield* onStatement("leave", "expire")
+          const expire = Statements.expireLease(sql, groupId, memberId, now, statementTimeoutMs)
+          const rows = yield* single(expire).pipe(
+            // Under a REPEATABLE READ or SERIALIZABLE default, one that waited on a change's row lock
+            // fails with 40001: ask again at READ COMMITTED (see the heartbeat).
+            Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("leave", expire)),
+            Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
+          )
+          if (rows.length === 0) return tryLock
+          yield* notify("leave", groupId, "leave")
+          return { _tag: "Done", value: true } as const
+        })
+      ).pipe(Effect.orElseSucceed(() => tryLock))
+
     // The group's next notification, for a busy join: a change committed, so the lock may be free.
     // Anyone can notify (docs/reliability.md, "forged notifications"): a wake-up only brings the next
     // attempt forward, and at most `wakeBurst` times in a row (one more per `wakeRefillMs`); past
@@ -637,14 +663,15 @@ export const make = (options: Options = {}) =>
     const takenAlong = (operation: string) =>
       new StoreError({ operation, reason: "taken along by a change in progress", cause: new LockBusy() })
     // A rider's turn: done when a change took it along, waiting while one has it taken (as behind a
-    // busy lock), else its own change. A join adds its busy path (`busyJoin`), which the same rules
-    // guard; its own attempts (its change, its busy join) keep it from being taken while they run.
+    // busy lock), else its own change. A join or a leave adds its busy path (`busyJoin`, `busyLeave`),
+    // which the same rules guard; its own attempts (its change, its busy path) keep it from being
+    // taken while they run.
     const turnOrRide = <In, Out>(
       operation: string,
       groupId: string,
       self: Riders.Rider<In, Out>,
       ownChange: Effect.Effect<Out, StoreError>,
-      whileBusy?: { readonly busyJoin: Effect.Effect<Meanwhile<Out>>; readonly wake: Effect.Effect<void> | undefined }
+      whileBusy?: { readonly busy: Effect.Effect<Meanwhile<Out>>; readonly wake: Effect.Effect<void> | undefined }
     ) =>
       queued(
         operation,
@@ -662,7 +689,7 @@ export const make = (options: Options = {}) =>
               ? Effect.succeed<Meanwhile<Out>>({ _tag: "Done", value: self.result })
               : self.state === "taken"
               ? Effect.succeed(waitForChange)
-              : Riders.own(self, whileBusy.busyJoin, (m) => m._tag === "Done")
+              : Riders.own(self, whileBusy.busy, (m) => m._tag === "Done")
           ),
           wake: whileBusy.wake
         }
@@ -843,7 +870,7 @@ export const make = (options: Options = {}) =>
           return joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
             withWake((wake) =>
               turnOrRide("join", groupId, self, exclusive(self), {
-                busyJoin: busyJoin(groupId, member, leaseMs, registered),
+                busy: busyJoin(groupId, member, leaseMs, registered),
                 wake
               })
             ))
@@ -961,7 +988,7 @@ export const make = (options: Options = {}) =>
                   Effect.map(({ mine }) => mine)
                 ))
           )
-          return turnOrRide("leave", groupId, self, leaveChange)
+          return turnOrRide("leave", groupId, self, leaveChange, { busy: busyLeave(groupId, memberId), wake: undefined })
         }),
 
       release: (groupId, memberId) =>

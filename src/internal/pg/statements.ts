@@ -519,6 +519,34 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
            (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) AS live
       FROM modulo_group.groups g WHERE group_id = ${groupId}`
 
+/**
+ * A leave that found the group's lock held by another change (`PgMembershipStore`, "a busy leave"):
+ * ends this member's lease now, in one statement, without the lock and without a change. Its member
+ * has stopped its work (the final leave runs after it), so its row is now what a crashed member's
+ * is once its lease has run out: the others' renewals count it as expired and reap it, and every
+ * change deletes it (`deleteExpired`), so that one change takes out many leaves that came at once
+ * instead of each waiting for the lock in turn. Modulo mode, rows without an instance id only (a
+ * static member releases instead; slots mode hands slots over at its own changes); no row otherwise,
+ * and the leave waits for the lock as before.
+ *
+ * The lease ends `timeoutMs` before this statement's time, not at it: a renewal renews only a lease
+ * that has not run out at its own statement's time (`renewLease`), and a renewal of this member that
+ * the server started a moment before this statement (sent before the leave: the batcher runs a
+ * renewal it has taken to its end) but reaches the row after it would otherwise find the lease still
+ * running at its own, earlier time, and renew it for a whole lease. A renewal waits at most
+ * `timeoutMs` for the row (its `lock_timeout`), so none that started earlier than that reaches it.
+ * Bounded by `lock_timeout` (`timeoutMs`) itself when a change holds the row.
+ */
+export const expireLease = (sql: Sql, groupId: string, memberId: string, now: string | null, timeoutMs: number) =>
+  sql<{ member_id: string }>`
+    UPDATE modulo_group.members m
+       SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs} * interval '1 millisecond')
+      FROM modulo_group.groups g
+     WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND g.group_id = m.group_id
+       AND m.instance_id IS NULL AND g.slots IS NULL
+       AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+    RETURNING m.member_id`
+
 /** Leave: deletes this member's row (`waiting`: it was a waiting joiner's; no change follows). */
 export const deleteMember = (sql: Sql, groupId: string, memberId: string) =>
   sql<{ member_id: string; waiting: boolean }>`
