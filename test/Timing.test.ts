@@ -124,6 +124,24 @@ const until = (done: () => boolean, max = 60_000, step = 1) =>
 
 const state = (m: Membership.MembershipService) => Effect.map(m.state, (s) => s._tag)
 
+/**
+ * a works, then holds the barrier (its store calls hang, so it never acknowledges the next epoch)
+ * while b joins; after 1 s b still waits. b's renewals, from its join (ms), and the gaps between them.
+ */
+const barrierPolls = (env: Effect.Effect.Success<typeof setup>) =>
+  Effect.gen(function*() {
+    const { control, join, of, rec } = env
+    const a = yield* join({ name: "a" })
+    yield* until(() => exactCover(rec.working(), 1))
+    yield* control.hang(a.id)
+    const b = yield* join({ name: "b" })
+    yield* at((yield* now) + 1_000)
+    expect(yield* state(b.m)).toBe("Awaiting")
+    const joined = of("join", b.id)[0]!.at
+    const polls = of("heartbeat", b.id).map((c) => c.at - joined)
+    return { polls, gaps: polls.slice(1).map((t, i) => t - polls[i]!) }
+  })
+
 describe("heartbeat cadence", () => {
   it.scoped("a settled member renews once per heartbeat, on the dot, and makes no other store call", () =>
     Effect.gen(function*() {
@@ -150,19 +168,9 @@ describe("heartbeat cadence", () => {
 
   it.scoped("while waiting at the barrier a member polls fast: 20, 40, 80 ms, then every tenth of a heartbeat", () =>
     Effect.gen(function*() {
-      const { control, join, of, rec } = yield* setup
-      const a = yield* join({ name: "a" })
-      yield* until(() => exactCover(rec.working(), 1))
-      // a holds the barrier: its store calls hang, so it never acknowledges the next epoch.
-      yield* control.hang(a.id)
-      const b = yield* join({ name: "b" })
-      yield* at((yield* now) + 1_000)
-      expect(yield* state(b.m)).toBe("Awaiting")
+      const { polls, gaps } = yield* barrierPolls(yield* setup)
       // The poll delay doubles from barrierPoll (10 ms, spent on the wake-up of b's own join) up
       // to a tenth of a heartbeat: ten polls a second for as long as the barrier stays up.
-      const joined = of("join", b.id)[0]!.at
-      const polls = of("heartbeat", b.id).map((c) => c.at - joined)
-      const gaps = polls.slice(1).map((t, i) => t - polls[i]!)
       expect(polls[0]).toBe(0)
       expect(gaps.slice(0, 6)).toEqual([20, 40, 80, 100, 100, 100])
       expect(polls.filter((t) => t <= 1_000)).toHaveLength(12)
@@ -222,18 +230,9 @@ describe("heartbeat cadence", () => {
 
   it.scoped("while the store listens for notifications, the barrier poll is fast once, then every quarter heartbeat", () =>
     Effect.gen(function*() {
-      const { control, join, of, rec } = yield* setupWith({ listening: true })
-      const a = yield* join({ name: "a" })
-      yield* until(() => exactCover(rec.working(), 1))
-      yield* control.hang(a.id)
-      const b = yield* join({ name: "b" })
-      yield* at((yield* now) + 1_000)
-      expect(yield* state(b.m)).toBe("Awaiting")
+      const { polls, gaps } = yield* barrierPolls(yield* setupWith({ listening: true }))
       // The join's own wake-up, one fast poll (the barrier two last acknowledgements completed
       // together, neither announcing it), then the barrier's notification is relied on.
-      const joined = of("join", b.id)[0]!.at
-      const polls = of("heartbeat", b.id).map((c) => c.at - joined)
-      const gaps = polls.slice(1).map((t, i) => t - polls[i]!)
       expect(polls[0]).toBe(0)
       expect(gaps.slice(0, 4)).toEqual([20, 250, 250, 250])
       expect(polls.filter((t) => t <= 1_000)).toHaveLength(5)
