@@ -433,9 +433,10 @@ export const make = (options: Options = {}) =>
     // A member's renewal alone (`Statements.renewLease`): for a member whose row a batch found locked
     // (a change in progress): it waits for the lock, within its bound, and reads its row as the
     // change left it (the stamp rule, see `toView`).
-    const renewAlone = (req: Statements.RenewalRequest, now: string | null) => {
+    // `lockWaitMs`: how long it may wait for its row (default: the statement timeout).
+    const renewAlone = (req: Statements.RenewalRequest, now: string | null, lockWaitMs = statementTimeoutMs) => {
       const renewal = Statements.renewLease(
-        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, statementTimeoutMs, req.slots
+        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.slots
       )
       return single(renewal).pipe(
         // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
@@ -462,10 +463,32 @@ export const make = (options: Options = {}) =>
     }
     const completes = (r: Statements.RenewedRow, announce: boolean) =>
       barrierDown(r) && (num(r.prev_acked ?? 0) < num(r.epoch) || announce)
+    const alone = (req: Renewal, now: string | null): Batcher.Outcome<Renewed, SqlError> => ({
+      _tag: "Alone",
+      effect: Effect.map(renewAlone(req, now), (row) => ({
+        row,
+        announce: row !== undefined && completes(row, req.announce)
+      }))
+    })
     const batcher = Batcher.make<Renewal, Renewed, SqlError>(
       (reqs) =>
         Effect.gen(function*() {
           const now = yield* nowParam
+          // A batch of one (a process of one member, most of the time) is the single-member statement,
+          // which the server plans and runs in about a third of the batch statement's time. Like the
+          // batch, it does not wait for a row a change holds: a lock wait of more than 1 ms ends it
+          // (nothing written) and the member renews alone next, waiting for the lock as always; so a
+          // lone renewal never holds the process's next batch back behind a change.
+          if (reqs.length === 1) {
+            const req = reqs[0]!
+            return yield* renewAlone(req, now, 1).pipe(
+              Effect.map((row): ReadonlyArray<Batcher.Outcome<Renewed, SqlError>> => [{
+                _tag: "Done",
+                value: { row, announce: row !== undefined && completes(row, req.announce) }
+              }]),
+              Effect.catchIf((e) => sqlState(e) === lockNotAvailable, () => Effect.succeed([alone(req, now)]))
+            )
+          }
           const statement = Statements.renewLeases(sql, reqs, now, statementTimeoutMs)
           const rows = yield* single(statement).pipe(
             // As `renewAlone` (a batch never waits for a row lock, but may meet a SERIALIZABLE one).
@@ -476,15 +499,7 @@ export const make = (options: Options = {}) =>
           const announced = new Set<string>()
           return reqs.map((req): Batcher.Outcome<Renewed, SqlError> => {
             const r = byMember.get(req.memberId)
-            if (r?.busy === true) {
-              return {
-                _tag: "Alone",
-                effect: Effect.map(renewAlone(req, now), (row) => ({
-                  row,
-                  announce: row !== undefined && completes(row, req.announce)
-                }))
-              }
-            }
+            if (r?.busy === true) return alone(req, now)
             if (r === undefined || !r.ok) return { _tag: "Done", value: { row: undefined, announce: false } }
             const row = r as unknown as Statements.RenewedRow
             const announce = !announced.has(req.groupId) && completes(row, req.announce)
