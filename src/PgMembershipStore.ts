@@ -219,11 +219,11 @@ export const make = (options: Options = {}) =>
     // backoff (10 ms doubling, at most 100 ms), on the real clock. Not a failure, unless the lock
     // stays busy for `busyBudgetMs`.
     //
-    // A join or a leave may pass `whileBusy` (see `busyJoin`, `busyLeave`): after a busy attempt it waits the backoff or
-    // `wake` (the group's next notification: a change committed, the lock may be free), whichever
-    // comes first, then runs `meanwhile`, which may finish the join (`Done`), or say `Try` the lock
-    // again, or `Wait` (a change is under way: its commit decides, and is the next wake-up), at most
-    // `maxWaits` times in a row.
+    // A join or a leave may pass `whileBusy` (see `busyJoin`, `busyLeave`): after a busy attempt it
+    // waits the backoff or `wake` (the group's next notification: a change committed, the lock may be
+    // free), whichever comes first, then runs `meanwhile`, which may finish the call (`Done`), or say
+    // `Try` the lock again, or `Wait` (a change is under way: its commit decides, and is the next
+    // wake-up), at most `maxWaits` times in a row.
     const maxWaits = 8
     const queued = <A>(
       operation: string,
