@@ -29,6 +29,17 @@ const countingRenewals = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     }).pipe(Effect.map((a) => ({ a, counts })))
   })
 
+/** A store hook that stops every leave before its COMMIT (`atCommit`) until `commit`. */
+const leaveGate = Effect.gen(function*() {
+  const commit = yield* Deferred.make<void>()
+  const atCommit = yield* Deferred.make<void>()
+  const onStatement = (operation: string, step: string): Effect.Effect<void> =>
+    operation === "leave" && step === "commit"
+      ? Effect.zipRight(Deferred.succeed(atCommit, undefined), Deferred.await(commit))
+      : Effect.void
+  return { commit, atCommit, onStatement }
+})
+
 it.live("64 members of one store renew in a few statements, not 64, each with its own view", () =>
   Effect.gen(function*() {
     yield* Migrations.run
@@ -136,22 +147,11 @@ it.live("a batch never waits for a change's row locks: its members renew alone, 
     yield* Migrations.run
     const groupId = randomGroupId("batch-lock")
     const other = randomGroupId("batch-other")
-    const commit = yield* Deferred.make<void>()
-    const atCommit = yield* Deferred.make<void>()
     // The leave stops before its COMMIT, after it has reassigned (row locks held on every row).
-    const store = yield* PgMembershipStore.make({
-      onStatement: (operation, step) =>
-        operation === "leave" && step === "commit"
-          ? Effect.zipRight(Deferred.succeed(atCommit, undefined), Deferred.await(commit))
-          : Effect.void
-    })
+    const { commit, atCommit, onStatement } = yield* leaveGate
+    const store = yield* PgMembershipStore.make({ onStatement })
     // A change in another process: a store of its own.
-    const changer = yield* PgMembershipStore.make({
-      onStatement: (operation, step) =>
-        operation === "leave" && step === "commit"
-          ? Effect.zipRight(Deferred.succeed(atCommit, undefined), Deferred.await(commit))
-          : Effect.void
-    })
+    const changer = yield* PgMembershipStore.make({ onStatement })
     const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
     const [x, y] = [info("x"), info("y")]
     for (const m of [a, b, c, d]) yield* store.join(groupId, m, 30_000)
@@ -195,16 +195,10 @@ it.live("a lone renewal is the single-member statement; behind a change's row lo
     yield* Migrations.run
     const groupId = randomGroupId("batch-one")
     const other = randomGroupId("batch-one-other")
-    const commit = yield* Deferred.make<void>()
-    const atCommit = yield* Deferred.make<void>()
+    const { commit, atCommit, onStatement } = yield* leaveGate
     const store = yield* PgMembershipStore.make()
     // A change in another process, stopped before its COMMIT with the group's rows locked.
-    const changer = yield* PgMembershipStore.make({
-      onStatement: (operation, step) =>
-        operation === "leave" && step === "commit"
-          ? Effect.zipRight(Deferred.succeed(atCommit, undefined), Deferred.await(commit))
-          : Effect.void
-    })
+    const changer = yield* PgMembershipStore.make({ onStatement })
     const [a, b, x] = [info("a"), info("b"), info("x")]
     yield* store.join(groupId, a, 30_000)
     const joined = yield* store.join(groupId, b, 30_000)
