@@ -617,31 +617,50 @@ export const make = (options: Options = {}) =>
           ))
       ).pipe(Effect.orElseSucceed(() => tryLock))
 
-    // A leave that found the group's lock busy (a mass shutdown: every leave a change of its own, each
-    // waiting its turn, most of them past the final leave's budget): its member has stopped working,
-    // so it ends its own lease instead (`Statements.expireLease`, one statement, no lock) and is done.
-    // The next change (the reap the others' renewals ask for, or any change) deletes its row with
-    // every other one that ended so: one change for many leaves. Its notification wakes the others.
-    // `Try` the lock again when the statement changed nothing (a static member, slots mode, no row)
-    // or failed.
-    const busyLeave = (groupId: string, memberId: string): Effect.Effect<Meanwhile<boolean>> =>
-      wrap(
+    // A leave that found the group's lock busy: it waits its turn as any change, for half a
+    // statement timeout. Still busy then (a mass shutdown: every leave a change of its own, each
+    // waiting its turn, most of them past the final leave's budget, the statement timeout), it ends
+    // its own lease instead (`Statements.expireLease`, one statement, no lock): its member has
+    // stopped working. It tries the lock once more (its own change then deletes its row and every
+    // expired one), and is done if that is busy too. The next change (the reap the others' renewals
+    // ask for, or any change) deletes its row with every other one that ended so: one change for
+    // many leaves. Its notification wakes the others. It waits its turn as before when the statement
+    // changed nothing (a static member, slots mode, no row) or failed. A few leaves at once (a small
+    // group shut down) still each make their change; only a group left by everyone at once that way
+    // keeps rows with their lease ended until its next change (`status` shows them expired).
+    const busyLeave = (groupId: string, memberId: string): Effect.Effect<Meanwhile<boolean>> => {
+      const since = performance.now()
+      // Its lease ended; or the statement found no row to end (then not asked again).
+      let expired = false
+      let noRow = false
+      const expire = wrap(
         "leave",
         Effect.gen(function*() {
           const now = yield* nowParam
           yield* onStatement("leave", "expire")
-          const expire = Statements.expireLease(sql, groupId, memberId, now, statementTimeoutMs)
-          const rows = yield* single(expire).pipe(
+          const statement = Statements.expireLease(sql, groupId, memberId, now, statementTimeoutMs)
+          const rows = yield* single(statement).pipe(
             // Under a REPEATABLE READ or SERIALIZABLE default, one that waited on a change's row lock
             // fails with 40001: ask again at READ COMMITTED (see the heartbeat).
-            Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("leave", expire)),
+            Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("leave", statement)),
             Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
           )
-          if (rows.length === 0) return tryLock
+          if (rows.length === 0) {
+            noRow = true
+            return
+          }
+          expired = true
           yield* notify("leave", groupId, "leave")
-          return { _tag: "Done", value: true } as const
         })
-      ).pipe(Effect.orElseSucceed(() => tryLock))
+      ).pipe(Effect.ignore)
+      return Effect.suspend((): Effect.Effect<Meanwhile<boolean>> =>
+        expired
+          ? Effect.succeed({ _tag: "Done", value: true })
+          : noRow || performance.now() - since < statementTimeoutMs / 2
+          ? Effect.succeed(tryLock)
+          : Effect.as(expire, tryLock)
+      )
+    }
 
     // The group's next notification, for a busy join: a change committed, so the lock may be free.
     // Anyone can notify (docs/reliability.md, "forged notifications"): a wake-up only brings the next

@@ -92,7 +92,17 @@ export const deleteRun = (run: string) =>
       yield* sql`DELETE FROM modulo_group_demo.processed WHERE run_id = ${run}`
       yield* sql`DELETE FROM modulo_group_demo.items WHERE run_id = ${run}`
       yield* sql`DELETE FROM modulo_group_demo.runs WHERE run_id = ${run}`
-      // The group row stays after its last member left; drop it if nobody is left in it.
+      // The group row stays after its last member left; drop it if nobody is left in it. Rows whose
+      // lease (and rejoin grace) has run out are nobody: members that left while the group's lock was
+      // busy end their lease instead of deleting their row (docs/protocol.md, "Leaves of many
+      // processes at once"), and the group's next change would delete them.
+      yield* sql`
+        DELETE FROM modulo_group.members m
+         WHERE m.group_id = ${group}
+           AND NOT EXISTS (
+             SELECT 1 FROM modulo_group.members o
+              WHERE o.group_id = ${group}
+                AND o.lease_expires_at + o.rejoin_grace_ms * interval '1 millisecond' > now())`
       yield* sql`
         DELETE FROM modulo_group.groups g
          WHERE g.group_id = ${group}
