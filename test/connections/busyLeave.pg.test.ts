@@ -22,6 +22,14 @@ import { databaseUrl, randomGroupId } from "../support/Database.js"
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 const lease = 60_000
 
+/** Until the store's hook has seen `step` (dies after 5 s). */
+const untilStep = (steps: ReadonlyArray<string>, step: string) =>
+  Effect.sync(() => steps.includes(step)).pipe(
+    Effect.flatMap((seen) => (seen ? Effect.void : Effect.fail("not yet"))),
+    Effect.retry(Schedule.spaced(Duration.millis(10)).pipe(Schedule.upTo(Duration.seconds(5)))),
+    Effect.orDie
+  )
+
 /**
  * Two processes' stores. A's next join, once it holds the group's lock (before it reads or writes a
  * row: as any change ahead in the queue), waits until `release`.
@@ -119,11 +127,7 @@ describe("a leave behind another process's change", () => {
       const x = yield* holdLock(groupId, 8)
       const leaving = yield* Effect.fork(storeB.leave(groupId, m1.memberId))
       // Past half a statement timeout it tries to end its lease, which changes nothing in slots mode.
-      yield* Effect.sync(() => stepsB.includes("leave:expire")).pipe(
-        Effect.flatMap((tried) => (tried ? Effect.void : Effect.fail("not yet"))),
-        Effect.retry(Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(5)))),
-        Effect.orDie
-      )
+      yield* untilStep(stepsB, "leave:expire")
       yield* Effect.sleep(Duration.millis(200))
       expect(Option.isNone(yield* Fiber.poll(leaving))).toBe(true)
       expect(yield* rowOf(groupId, m1)).toBe("live")
@@ -166,11 +170,7 @@ describe("a leave behind another process's change", () => {
       const x = yield* holdLock(groupId)
       const leaving = yield* Effect.fork(storeB.leave(groupId, m1.memberId))
       // It found the lock busy; A's change commits 300 ms later.
-      yield* Effect.sync(() => stepsB.includes("leave:busy")).pipe(
-        Effect.flatMap((busy) => (busy ? Effect.void : Effect.fail("not yet"))),
-        Effect.retry(Schedule.spaced(Duration.millis(10)).pipe(Schedule.upTo(Duration.seconds(5)))),
-        Effect.orDie
-      )
+      yield* untilStep(stepsB, "leave:busy")
       yield* Effect.sleep(Duration.millis(300))
       yield* release
       yield* Fiber.join(x)
