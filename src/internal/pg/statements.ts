@@ -861,11 +861,6 @@ export const renewLeases = (
     stuck: r.stuck,
     slots: r.slots
   })))
-  // The members' ids again, as an array the planner can count: it reads the rows by their key. It
-  // guesses 100 rows for `json_to_recordset`, so without this predicate a batch of one member
-  // hash-joined a sequential scan of every member row in the database, twice (`lk`, `me`): about
-  // 2 ms a renewal at 3,000 rows (test/batch/plans.pg.test.ts, "a few thousand rows").
-  const ids = `{${requests.map((r) => r.memberId).join(",")}}`
   // Only a batch with a slots-mode member reads the slots table (a modulo-mode member's role needs no
   // grant on it).
   const slotView = requests.some((r) => r.slots)
@@ -894,7 +889,7 @@ export const renewLeases = (
     ), lk AS MATERIALIZED (
       SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
-       WHERE m.member_id = ANY (${ids}::uuid[]) AND (SELECT lt FROM bound) IS NOT NULL
+       WHERE (SELECT lt FROM bound) IS NOT NULL
          FOR NO KEY UPDATE OF m SKIP LOCKED
     ), gids AS MATERIALIZED (
       SELECT ARRAY(SELECT DISTINCT group_id FROM req) AS ids
@@ -909,7 +904,6 @@ export const renewLeases = (
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${at(sql, now)}) END
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
-         AND m.member_id = ANY (${ids}::uuid[])
          AND m.lease_expires_at > ${at(sql, now)}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
                 m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
