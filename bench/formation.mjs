@@ -115,7 +115,6 @@ await db.connect()
 const epochOf = async (groupId) =>
   Number((await db.query("SELECT epoch FROM modulo_group.groups WHERE group_id = $1", [groupId])).rows[0]?.epoch ?? 0)
 
-/** Rows of the group still there (members whose leave gave up stay until their lease ends). */
 /** The group's rows: with a lease that still runs, and with one that has run out. */
 const rowsOf = async (groupId) => {
   const [r] = (await db.query(

@@ -463,12 +463,14 @@ export const make = (options: Options = {}) =>
     }
     const completes = (r: Statements.RenewedRow, announce: boolean) =>
       barrierDown(r) && (num(r.prev_acked ?? 0) < num(r.epoch) || announce)
+    // A renewal's answer from `renewLease`'s row (none: no live row).
+    const answer = (req: Renewal, row: Statements.RenewedRow | undefined): Renewed => ({
+      row,
+      announce: row !== undefined && completes(row, req.announce)
+    })
     const alone = (req: Renewal, now: string | null): Batcher.Outcome<Renewed, SqlError> => ({
       _tag: "Alone",
-      effect: Effect.map(renewAlone(req, now), (row) => ({
-        row,
-        announce: row !== undefined && completes(row, req.announce)
-      }))
+      effect: Effect.map(renewAlone(req, now), (row) => answer(req, row))
     })
     const batcher = Batcher.make<Renewal, Renewed, SqlError>(
       (reqs) =>
@@ -482,10 +484,7 @@ export const make = (options: Options = {}) =>
           if (reqs.length === 1) {
             const req = reqs[0]!
             return yield* renewAlone(req, now, 1).pipe(
-              Effect.map((row): ReadonlyArray<Batcher.Outcome<Renewed, SqlError>> => [{
-                _tag: "Done",
-                value: { row, announce: row !== undefined && completes(row, req.announce) }
-              }]),
+              Effect.map((row): ReadonlyArray<Batcher.Outcome<Renewed, SqlError>> => [{ _tag: "Done", value: answer(req, row) }]),
               Effect.catchIf((e) => sqlState(e) === lockNotAvailable, () => Effect.succeed([alone(req, now)]))
             )
           }

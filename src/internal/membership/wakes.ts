@@ -17,20 +17,11 @@
  * process).
  */
 import type { MemberState } from "../../MemberState.js"
+import { epochOf } from "../../MemberState.js"
 
-/** The newest epoch the member knows from the database, if it knows one. */
-const knownEpoch = (state: MemberState): number | undefined => {
-  switch (state._tag) {
-    case "Assigned":
-    case "Awaiting":
-    case "Fenced":
-      return state.epoch
-    case "Renegotiating":
-      return state.next.epoch
-    default:
-      return undefined
-  }
-}
+/** The newest epoch the member knows from the database, if it knows one (renegotiating: the next). */
+const knownEpoch = (state: MemberState): number | undefined =>
+  state._tag === "Renegotiating" ? state.next.epoch : epochOf(state)
 
 const change = /^(\d{1,15})$/
 const ready = /^(\d{1,15}):ready$/
