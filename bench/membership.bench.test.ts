@@ -154,6 +154,8 @@ interface SteadyRow {
   readonly statementsPerMemberSecond: number
   readonly serverStatementsPerMemberSecond: number
   readonly serverCpuMsPerMemberSecond: number
+  /** The members' own processes (every thread), from their `stats`; NaN where they do not report it (the original). */
+  readonly clientCpuMsPerMemberSecond: number
   readonly stable: boolean
 }
 interface StableRow {
@@ -391,9 +393,14 @@ it("modulo-group benchmarks", async () => {
           // Counted at the driver, every member of the group.
           const driver = async () =>
             group instanceof ProcessGroup
-              ? (await group.stats()).reduce((a, s) => ({ statements: a.statements + s.statements, transactions: a.transactions + s.transactions }), {
+              ? (await group.stats()).reduce((a, s) => ({
+                statements: a.statements + s.statements,
+                transactions: a.transactions + s.transactions,
+                cpuMs: a.cpuMs + (s.cpuMs ?? NaN)
+              }), {
                 statements: 0,
-                transactions: 0
+                transactions: 0,
+                cpuMs: 0
               })
               : group instanceof HostGroup
               ? await group.stats()
@@ -420,13 +427,16 @@ it("modulo-group benchmarks", async () => {
             statementsPerMemberSecond: per(s1.statements - s0.statements),
             serverStatementsPerMemberSecond: per(c1.serverStatements - c0.serverStatements),
             serverCpuMsPerMemberSecond: per(c1.serverCpuMs - c0.serverCpuMs),
+            clientCpuMsPerMemberSecond: "cpuMs" in s1 && "cpuMs" in s0 ? per((s1.cpuMs ?? NaN) - (s0.cpuMs ?? NaN)) : NaN,
             stable: cover.marks === marks0 && cover.covered(STEADY_SIZE)
           }
           steady.push(row)
           log(
             `steady ${design} ${kind} x${STEADY_SIZE}: ${fmt(row.txPerMemberSecond, 3)} tx/member/s (driver: ${fmt(row.driverTxPerMemberSecond, 3)}), ${
               fmt(row.statementsPerMemberSecond, 2)
-            } statements/member/s, ${fmt(row.serverCpuMsPerMemberSecond, 3)} server CPU ms/member/s${row.stable ? "" : " (NOT stable)"}`
+            } statements/member/s, ${fmt(row.serverCpuMsPerMemberSecond, 3)} server CPU ms/member/s, ${
+              fmt(row.clientCpuMsPerMemberSecond, 2)
+            } client CPU ms/member/s${row.stable ? "" : " (NOT stable)"}`
           )
         } finally {
           await group.dispose()
@@ -756,7 +766,7 @@ const render = (info: RunInfo) => {
   }
   const ratioHead = ["configuration", "join (original ÷ ours, medians)", "leave", "crash"]
 
-  const steadyHead = ["design", "members", "tx / member / s (pg_stat_database)", "tx / member / s (driver)", "statements / member / s", "server CPU ms / member / s", "stable"]
+  const steadyHead = ["design", "members", "tx / member / s (pg_stat_database)", "tx / member / s (driver)", "statements / member / s", "server CPU ms / member / s", "client CPU ms / member / s", "stable"]
   const steadyRows = steady.map((r) => [
     r.design,
     `${r.members} ${r.kind}`,
@@ -764,6 +774,7 @@ const render = (info: RunInfo) => {
     fmt(r.driverTxPerMemberSecond, 3),
     fmt(r.statementsPerMemberSecond, 2) + (Number.isFinite(r.serverStatementsPerMemberSecond) ? ` (server ${fmt(r.serverStatementsPerMemberSecond, 2)})` : ""),
     fmt(r.serverCpuMsPerMemberSecond, 3),
+    fmt(r.clientCpuMsPerMemberSecond, 2),
     r.stable ? "yes" : "no"
   ])
   const steadyRatio: Array<Array<string>> = []

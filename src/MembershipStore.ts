@@ -380,6 +380,12 @@ export interface MembershipStoreService {
    * Absent or false: every renewal is asked for when its heartbeat is due, as always.
    */
   readonly sharesHeartbeats?: boolean | undefined
+  /**
+   * With `sharesHeartbeats`: whether a member other than `memberId` renews through this store now (one
+   * renewed within its lease and has not left). A member alone does not float its renewals: there is
+   * nobody to send them with. Absent: always, when `sharesHeartbeats`.
+   */
+  readonly sharesHeartbeatsNow?: ((memberId: string) => Effect.Effect<boolean>) | undefined
   /** The group row, if the group exists. */
   readonly group: (groupId: string) => Effect.Effect<Option.Option<GroupRow>, StoreError>
   /** The group's member rows, by index. */

@@ -472,6 +472,8 @@ export const make = (options: Options = {}) =>
       _tag: "Alone",
       effect: Effect.map(renewAlone(req, now), (row) => answer(req, row))
     })
+    // Members that renewed through this store, each until its lease would run out (`sharesHeartbeatsNow`).
+    const renewers = new Map<string, number>()
     const batcher = Batcher.make<Renewal, Renewed, SqlError>(
       (reqs) =>
         Effect.gen(function*() {
@@ -922,6 +924,7 @@ export const make = (options: Options = {}) =>
         return wrap(
           "heartbeat",
           Effect.gen(function*() {
+            renewers.set(memberId, (yield* Clock.currentTimeMillis) + leaseMs)
             yield* onStatement("heartbeat", "renew")
             const { announce, row: r } = yield* batcher.submit(memberId, {
               memberId,
@@ -983,6 +986,7 @@ export const make = (options: Options = {}) =>
 
       leave: (groupId, memberId) =>
         leaveRiders.ride(groupId, memberId, (self) => {
+          renewers.delete(memberId)
           const riding = Riders.attempt<string, boolean>()
           const leaveChange = wrap(
             "leave",
@@ -1025,7 +1029,9 @@ export const make = (options: Options = {}) =>
         }),
 
       release: (groupId, memberId) =>
-        queued("release", groupId, wrap(
+        Effect.suspend(() => {
+          renewers.delete(memberId)
+          return queued("release", groupId, wrap(
           "release",
           Effect.flatMap(nowParam, (now) =>
             change("release", groupId, now, (epoch) =>
@@ -1036,8 +1042,8 @@ export const make = (options: Options = {}) =>
               })).pipe(
                 // Its acknowledgement may complete a barrier: wake the others.
                 Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
-              )))
-        ),
+              ))))
+        }),
 
       releaseSlots: (groupId, memberId, stopped) =>
         stopped.length === 0 ? Effect.succeed([]) : wrap(
@@ -1122,6 +1128,16 @@ export const make = (options: Options = {}) =>
       wakeups: notifier.wakeups,
 
       sharesHeartbeats: true,
+
+      sharesHeartbeatsNow: (memberId) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          let shared = false
+          for (const [id, until] of renewers) {
+            if (until <= now) renewers.delete(id)
+            else if (id !== memberId) shared = true
+          }
+          return shared
+        }),
 
       group: (groupId) =>
         wrap(

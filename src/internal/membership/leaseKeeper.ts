@@ -70,10 +70,17 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     // until the heartbeat is due, to send it in one statement with other members' renewals. So no
     // renewal goes later than without the window (its deadline counts from the time it was asked
     // for, earlier still); a wake-up or a poke while it is held sends it at once.
-    const windowMs = store.sharesHeartbeats === true ? renewalWindowMs(config) : 0
+    // Only while another member renews through the same store: a member alone has nobody to share a
+    // statement with, and holding its renewal (a race with the poke and the wake-up, a timer in the
+    // batcher) cost its process about as much CPU as the rest of the renewal (docs/benchmarks.md).
+    const fullWindowMs = store.sharesHeartbeats === true ? renewalWindowMs(config) : 0
+    const windowNow: Effect.Effect<number> = fullWindowMs === 0 || store.sharesHeartbeatsNow === undefined
+      ? Effect.succeed(fullWindowMs)
+      : Effect.map(store.sharesHeartbeatsNow(ctx.info.memberId), (shared) => (shared ? fullWindowMs : 0))
     const hurry = Effect.raceFirst(Queue.take(ctx.poke), Effect.zipRight(Queue.take(ctx.wake), takeWakeToken))
 
-    const renew = (periodic: boolean) => Effect.gen(function*() {
+    /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
+    const renew = (windowMs: number) => Effect.gen(function*() {
       const member = yield* Ref.get(ctx.member)
       const state = member.state
       if (!Transition.holdsLease(state)) return
@@ -98,7 +105,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
             holdMs
           })
         )
-      const held = periodic && windowMs > 0 && state._tag === "Assigned" && !stuck
+      const held = windowMs > 0 && state._tag === "Assigned" && !stuck
       const result = held
         ? yield* Effect.flatMap(
           Effect.race(Effect.map(call(windowMs), (r) => ({ r })), Effect.as(hurry, undefined)),
@@ -125,13 +132,14 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
 
     return yield* Effect.gen(function*() {
       const delay = yield* nextDelay
+      const windowMs = yield* windowNow
       const floating = windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
       const periodic = yield* Effect.raceAll([
         Effect.as(Effect.sleep(floating ? heartbeatMs - windowMs : delay), true),
         Effect.as(Queue.take(ctx.poke), false),
         Effect.as(Effect.zipRight(Queue.take(ctx.wake), takeWakeToken), false)
       ])
-      yield* renew(periodic && floating)
+      yield* renew(periodic && floating ? windowMs : 0)
       yield* recordHeartbeatAge(ctx)
     }).pipe(Effect.forever)
   })
