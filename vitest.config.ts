@@ -42,7 +42,7 @@ export default defineConfig({
         // The chaos runs judge reconvergence times and the order of faults on real processes: after
         // the rest, so the CPU-bound files of `together` do not decide them. Among themselves they run
         // three at a time (the root's forks): their members mostly wait on heartbeats and leases, and
-        // the four together load the machine about as much as one core (62-65 s instead of ~150 s
+        // the four together load the machine about as much as one core (62-64 s instead of ~150 s
         // one at a time, docs/testing.md).
         test: {
           ...shared,

@@ -1032,17 +1032,18 @@ export const make = (options: Options = {}) =>
         Effect.suspend(() => {
           renewers.delete(memberId)
           return queued("release", groupId, wrap(
-          "release",
-          Effect.flatMap(nowParam, (now) =>
-            change("release", groupId, now, (epoch) =>
-              Effect.gen(function*() {
-                yield* onStatement("release", "release")
-                const rows = yield* Statements.releaseMember(sql, groupId, memberId, epoch, now)
-                return rows.length > 0
-              })).pipe(
-                // Its acknowledgement may complete a barrier: wake the others.
-                Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
-              ))))
+            "release",
+            Effect.flatMap(nowParam, (now) =>
+              change("release", groupId, now, (epoch) =>
+                Effect.gen(function*() {
+                  yield* onStatement("release", "release")
+                  const rows = yield* Statements.releaseMember(sql, groupId, memberId, epoch, now)
+                  return rows.length > 0
+                })).pipe(
+                  // Its acknowledgement may complete a barrier: wake the others.
+                  Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
+                ))
+          ))
         }),
 
       releaseSlots: (groupId, memberId, stopped) =>
