@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Queue, Ref, Scope, Stream, SubscriptionRef } from "effect"
+import { Cause, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Ref, Scope, Stream, SubscriptionRef } from "effect"
 import * as MembershipConfig from "./MembershipConfig.js"
 import type { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 import { MembershipClosed, StaleAssignment } from "./MembershipError.js"
@@ -141,7 +141,7 @@ export const make = (
         Effect.flatMap(Ref.get(ctx.member), ({ state }) => {
           // Only for the epoch it waits in (a forged one for another epoch changes nothing).
           if (state._tag === "Awaiting" && Wakes.announced(payload) === state.epoch) ctx.heardReady.current = state.epoch
-          return Wakes.matters(state, payload) ? Queue.offer(ctx.wake, undefined) : Effect.void
+          return Wakes.matters(state, payload) ? ctx.signal.wake : Effect.void
         })
       yield* Effect.forkScoped(annotate(Stream.runForEach(stream, (w) =>
         Effect.suspend(() => {
@@ -150,11 +150,11 @@ export const make = (
           if (w.lost !== undefined) {
             return Effect.zipRight(
               Effect.logWarning(`notification connection lost (${w.lost}); polling until it is back`),
-              Queue.offer(ctx.wake, undefined)
+              ctx.signal.wake
             )
           }
           if (w.restored === true) {
-            return Effect.zipRight(Effect.logWarning("notification connection back"), Queue.offer(ctx.wake, undefined))
+            return Effect.zipRight(Effect.logWarning("notification connection back"), ctx.signal.wake)
           }
           return wake(w.payload)
         }))))

@@ -202,6 +202,25 @@ describe("heartbeat cadence", () => {
       }
     }))
 
+  it.scoped("a member whose clock reads before 1970 is woken by a notification at once, as any other (its wake rate limit did not refill)", () =>
+    Effect.gen(function*() {
+      // The wake rate limit refilled from time 0: at -1 h its bucket was hours short, so each wake
+      // waited for the next heartbeat instead.
+      yield* TestClock.setTime(-3_600_000)
+      const forged = yield* PubSub.unbounded<Wakeup>()
+      const { join, of, rec } = yield* setupWith({ forged })
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      const e = rec.working()[0]!.epoch
+      yield* at((yield* now) + 100)
+      for (let i = 1; i <= 3; i++) {
+        const before = of("heartbeat", a.id).length
+        yield* PubSub.publish(forged, { payload: `${e + i}` })
+        yield* TestClock.adjust(Duration.millis(1))
+        expect(of("heartbeat", a.id).length - before).toBe(1)
+      }
+    }))
+
   it.scoped("a waiting member that heard its barrier announced does not announce it again; a forged one for another epoch changes nothing", () =>
     Effect.gen(function*() {
       const forged = yield* PubSub.unbounded<Wakeup>()

@@ -1,7 +1,7 @@
 /**
  * The interpreter's state, in one place: the member (`Transition.Member`, changed only through
- * `Transition.step`), the observable state mirrored from it, the driver's event queue and the two
- * wake-up queues of the lease keeper. Every other piece of the interpreter receives this.
+ * `Transition.step`), the observable state mirrored from it, the driver's event queue and the
+ * wake-ups of the lease keeper. Every other piece of the interpreter receives this.
  */
 import type { Scope } from "effect"
 import { Clock, Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
@@ -13,6 +13,7 @@ import * as State from "../../MemberState.js"
 import type { Event, Instruction, Member, Observation, Timing } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import { refusal } from "../pg/errors.js"
+import * as Signal from "./signal.js"
 
 export interface MemberContext {
   readonly config: ResolvedConfig
@@ -31,10 +32,12 @@ export interface MemberContext {
   readonly state: SubscriptionRef.SubscriptionRef<MemberState>
   /** Events for the driver, applied one at a time. */
   readonly events: Queue.Queue<Event>
-  /** Renew now, for the member's own reasons (an acknowledgement, a reap). */
-  readonly poke: Queue.Queue<void>
-  /** Renew soon: a notification arrived (rate-limited by the lease keeper). */
-  readonly wake: Queue.Queue<void>
+  /**
+   * The lease keeper's wake-ups: `poke`, renew now, for the member's own reasons (an
+   * acknowledgement, a reap); `wake`, renew soon, a notification arrived (rate-limited by the lease
+   * keeper).
+   */
+  readonly signal: Signal.Signal
   /**
    * Whether the store last said it listens for this group's notifications (`Wakeup.listening`);
    * false until it says so. While true, the member waiting at the barrier relies on the barrier's
@@ -112,8 +115,7 @@ export const makeContext = (options: {
       member: yield* Ref.make(initial),
       state: yield* SubscriptionRef.make(initial.state),
       events: yield* Queue.unbounded<Event>(),
-      poke: yield* Queue.sliding<void>(1),
-      wake: yield* Queue.sliding<void>(1),
+      signal: Signal.make(),
       metrics,
       refused: { current: undefined },
       listening: { current: false },

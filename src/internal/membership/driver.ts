@@ -79,14 +79,14 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         // An acknowledgement promises that no older work runs (G2): make sure first.
         return work.awaitStopped.pipe(
           Effect.zipRight(observe(Transition.Observation.Acknowledged({ epoch: instruction.epoch }))),
-          Effect.zipRight(Queue.offer(ctx.poke, undefined)),
+          Effect.zipRight(ctx.signal.poke),
           Effect.as(undefined)
         )
       case "Reap":
         return store.reap(groupId).pipe(
           Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
           Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
-          Effect.zipRight(Queue.offer(ctx.poke, undefined)),
+          Effect.zipRight(ctx.signal.poke),
           Effect.as(undefined)
         )
       case "StartWork":
@@ -155,13 +155,13 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             at: yield* nowMillis
           }))
           // Learn the outcome (and the next moves) soon.
-          yield* Queue.offer(ctx.poke, undefined)
+          yield* ctx.signal.poke
           return undefined
         })
       case "RetakeSlot":
         return store.retakeSlot(groupId, ctx.info.memberId, instruction.slot, instruction.generation).pipe(
           Effect.catchAll((e) => Effect.as(Effect.logWarning(`slot retake failed: ${e.reason}`), false)),
-          Effect.zipRight(Queue.offer(ctx.poke, undefined)),
+          Effect.zipRight(ctx.signal.poke),
           Effect.as(undefined)
         )
       case "Release":

@@ -3,13 +3,14 @@
  * when poked, soon after a notification) and hands each reply to `Transition.step` as a
  * `RenewalReplied` observation, which decides what it means.
  */
-import { Duration, Effect, Metric, Queue, Ref } from "effect"
+import { Duration, Effect, Metric, Ref } from "effect"
 import { renewalWindowMs } from "../../MembershipConfig.js"
 import * as State from "../../MemberState.js"
 import * as Transition from "../../Transition.js"
 import type { Observation } from "../../Transition.js"
 import type { MemberContext } from "./context.js"
 import { connected, nowMillis, recordHeartbeatAge, refusedOnce } from "./context.js"
+import type * as Signal from "./signal.js"
 
 /** At most this many notification wake-ups in a row bring a renewal forward (then they are rate-limited). */
 const wakeBurst = 8
@@ -51,19 +52,42 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     // at most `wakeBurst` times in a row: a flood of notifications costs a bounded number of renewals.
     const wakeRefillMs = Math.max(barrierPollMs, heartbeatMs / 20)
     let wakeTokens = wakeBurst
-    let wakeRefilledAt = 0
-    const takeWakeToken: Effect.Effect<void> = Effect.gen(function*() {
-      const now = yield* nowMillis
-      wakeTokens = Math.min(wakeBurst, wakeTokens + (now - wakeRefilledAt) / wakeRefillMs)
+    /** When the bucket was last refilled (member's clock; undefined: never, it is full). */
+    let wakeRefilledAt: number | undefined = undefined
+    /**
+     * Takes a wake token if there is one (0), or returns how long until the next one (ms), after
+     * which the caller takes it (`tokenTaken`). A clock that went back refills nothing (it used to
+     * make the wait hours long, for a member whose clock read before the epoch of its first wake).
+     */
+    const wakeTokenIn = (now: number): number => {
+      const elapsed = wakeRefilledAt === undefined ? 0 : Math.max(0, now - wakeRefilledAt)
+      wakeTokens = Math.min(wakeBurst, wakeTokens + elapsed / wakeRefillMs)
       wakeRefilledAt = now
       if (wakeTokens >= 1) {
         wakeTokens -= 1
-        return
+        return 0
       }
-      yield* Effect.sleep((1 - wakeTokens) * wakeRefillMs)
+      return (1 - wakeTokens) * wakeRefillMs
+    }
+    const tokenTaken = (now: number) => {
       wakeTokens = 0
-      wakeRefilledAt = yield* nowMillis
-    })
+      wakeRefilledAt = now
+    }
+    /**
+     * Whatever ended a wait (`reason`): a wake first waits for its token, at most `leftMs` (then it is
+     * the timer's turn) and only until a poke (which asks for a renewal now; a wake that comes
+     * meanwhile stays pending).
+     */
+    const afterWait = (reason: Signal.Reason, leftMs: number): Effect.Effect<Signal.Reason> =>
+      reason !== "wake" ? Effect.succeed(reason) : Effect.gen(function*() {
+        const tokenMs = wakeTokenIn(yield* nowMillis)
+        if (tokenMs === 0) return "wake"
+        const waited = yield* ctx.signal.wait(Math.min(tokenMs, leftMs), { wakes: false })
+        if (waited === "poke") return "poke"
+        if (tokenMs > leftMs) return "timer"
+        tokenTaken(yield* nowMillis)
+        return "wake"
+      })
 
     // A plain periodic renewal (the member is Assigned, the timer ran out) floats over the last
     // `renewalWindow` of its heartbeat: it is asked for that much early and the store may hold it
@@ -77,7 +101,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     const windowNow: Effect.Effect<number> = fullWindowMs === 0 || store.sharesHeartbeatsNow === undefined
       ? Effect.succeed(fullWindowMs)
       : Effect.map(store.sharesHeartbeatsNow(ctx.info.memberId), (shared) => (shared ? fullWindowMs : 0))
-    const hurry = Effect.raceFirst(Queue.take(ctx.poke), Effect.zipRight(Queue.take(ctx.wake), takeWakeToken))
+    const hurry = Effect.flatMap(ctx.signal.wait(undefined), (reason) => afterWait(reason, Infinity))
 
     /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
     const renew = (windowMs: number) => Effect.gen(function*() {
@@ -134,11 +158,12 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       const delay = yield* nextDelay
       const windowMs = yield* windowNow
       const floating = windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
-      const periodic = yield* Effect.raceAll([
-        Effect.as(Effect.sleep(floating ? heartbeatMs - windowMs : delay), true),
-        Effect.as(Queue.take(ctx.poke), false),
-        Effect.as(Effect.zipRight(Queue.take(ctx.wake), takeWakeToken), false)
-      ])
+      // The first of the timer, a poke and a wake (internal/membership/signal.ts).
+      const waitMs = floating ? heartbeatMs - windowMs : delay
+      const startedAt = yield* nowMillis
+      const woke = yield* ctx.signal.wait(waitMs)
+      const reason = yield* afterWait(woke, Math.max(0, waitMs - Math.max(0, (yield* nowMillis) - startedAt)))
+      const periodic = reason === "timer"
       yield* renew(periodic && floating ? windowMs : 0)
       yield* recordHeartbeatAge(ctx)
     }).pipe(Effect.forever)
