@@ -74,14 +74,16 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       wakeRefilledAt = now
     }
     /**
-     * Whatever ended a wait (`reason`): a wake first waits for its token, at most `leftMs` (then it is
-     * the timer's turn) and only until a poke (which asks for a renewal now; a wake that comes
-     * meanwhile stays pending).
+     * Whatever ended a wait of `waitMs` begun at `startedAt` (`reason`): a wake first waits for its
+     * token, at most for what is left of that wait (then it is the timer's turn) and only until a
+     * poke (which asks for a renewal now; a wake that comes meanwhile stays pending).
      */
-    const afterWait = (reason: Signal.Reason, leftMs: number): Effect.Effect<Signal.Reason> =>
+    const afterWait = (reason: Signal.Reason, startedAt: number, waitMs: number): Effect.Effect<Signal.Reason> =>
       reason !== "wake" ? Effect.succeed(reason) : Effect.gen(function*() {
-        const tokenMs = wakeTokenIn(yield* nowMillis)
+        const now = yield* nowMillis
+        const tokenMs = wakeTokenIn(now)
         if (tokenMs === 0) return "wake"
+        const leftMs = Math.max(0, waitMs - Math.max(0, now - startedAt))
         const waited = yield* ctx.signal.wait(Math.min(tokenMs, leftMs), { wakes: false })
         if (waited === "poke") return "poke"
         if (tokenMs > leftMs) return "timer"
@@ -101,7 +103,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     const windowNow: Effect.Effect<number> = fullWindowMs === 0 || store.sharesHeartbeatsNow === undefined
       ? Effect.succeed(fullWindowMs)
       : Effect.map(store.sharesHeartbeatsNow(ctx.info.memberId), (shared) => (shared ? fullWindowMs : 0))
-    const hurry = Effect.flatMap(ctx.signal.wait(undefined), (reason) => afterWait(reason, Infinity))
+    const hurry = Effect.flatMap(ctx.signal.wait(undefined), (reason) => afterWait(reason, 0, Infinity))
 
     /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
     const renew = (windowMs: number) => Effect.gen(function*() {
@@ -161,8 +163,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       // The first of the timer, a poke and a wake (internal/membership/signal.ts).
       const waitMs = floating ? heartbeatMs - windowMs : delay
       const startedAt = yield* nowMillis
-      const woke = yield* ctx.signal.wait(waitMs)
-      const reason = yield* afterWait(woke, Math.max(0, waitMs - Math.max(0, (yield* nowMillis) - startedAt)))
+      const reason = yield* Effect.flatMap(ctx.signal.wait(waitMs), (woke) => afterWait(woke, startedAt, waitMs))
       const periodic = reason === "timer"
       yield* renew(periodic && floating ? windowMs : 0)
       yield* recordHeartbeatAge(ctx)

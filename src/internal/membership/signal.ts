@@ -29,16 +29,19 @@ export interface Signal {
 export const make = (): Signal => {
   let poked = false
   let woken = false
-  /** The wait in progress: whether it takes wakes, and what it was handed (if anything). */
+  /**
+   * The wait in progress (one at a time: the lease keeper's): whether it takes wakes, and the poke
+   * or wake it was handed (if any).
+   */
   interface Waiter {
     readonly done: Deferred.Deferred<Reason>
     readonly wakes: boolean
-    handed: Reason | undefined
+    handed: "poke" | "wake" | undefined
   }
   let waiter: Waiter | undefined = undefined
 
   /** Takes what is pending, as `wait` would return it (poke first). */
-  const takePending = (wakes: boolean): Reason | undefined => {
+  const takePending = (wakes: boolean): "poke" | "wake" | undefined => {
     if (poked) {
       poked = false
       return "poke"
@@ -90,7 +93,6 @@ export const make = (): Signal => {
             Effect.suspend(() => {
               if (waiter !== mine) return Effect.void
               waiter = undefined
-              mine.handed = "timer"
               return Deferred.succeed(done, "timer")
             })
           ))
