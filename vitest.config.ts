@@ -1,4 +1,5 @@
 import { defineConfig } from "vitest/config"
+import LongestFirst from "./test/setup/sequencer.js"
 
 // What both projects share. The projects do not `extends: true` the root: vitest runs a project's
 // globalSetup once per project, so an inherited one started three embedded servers per run. The root
@@ -22,6 +23,8 @@ export default defineConfig({
     ...shared,
     // One PostgreSQL for the whole run: DATABASE_URL, or an embedded one (see the file).
     globalSetup: ["test/setup/globalSetup.ts"],
+    // Longest files first, also on a fresh clone with no cache of durations (test/setup/sequencer.ts).
+    sequence: { sequencer: LongestFirst },
     // The fork pool's size and arguments are the root's (vitest reads them there only).
     // Three files at a time, on any machine: most of a file's time is spent waiting on leases,
     // heartbeats and child processes (docs/testing.md). Files keep to their own groups, databases and
