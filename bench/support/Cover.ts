@@ -5,6 +5,13 @@
  *
  * Times are `performance.now()` of this process; marks from other processes are converted from
  * their absolute time (`performance.timeOrigin + performance.now()` there).
+ *
+ * Marks from several processes arrive in the order this process reads their pipes, which is not
+ * the order they happened in: a member's `end` can be read after another's `start` it preceded
+ * (both written before this process, busy, read either). So an overlap of two epochs is judged on
+ * the marks' own times: a start next to work still open in another epoch waits for that work's end
+ * mark (or its process's kill) and is a violation only if the work ended after the other epoch's
+ * start (G2: once a member works under E2, nobody works under E1 < E2 any more).
  */
 
 export interface Mark {
@@ -23,6 +30,16 @@ interface EpochCell {
   size: number
   /** How many open marks hold each index (more than one is a G1 violation, or a stale view in the original design). */
   indices: Map<number, number>
+  /** The members whose work in this epoch is open. */
+  members: Set<string>
+}
+
+/** Work of `member` in `epoch`, open when another epoch's work started at `deadline`: a violation if it ends later. */
+interface Overlap {
+  readonly member: string
+  readonly epoch: number
+  readonly deadline: number
+  readonly describe: (endedAt: number | undefined) => string
 }
 
 interface Waiter {
@@ -44,9 +61,15 @@ export interface Phase {
 }
 
 export class Cover {
-  readonly violations: Array<string> = []
+  private readonly confirmed: Array<string> = []
+  /** Overlaps waiting for the end mark of the work that may have run too long. */
+  private overlaps: Array<Overlap> = []
+  /** The first start of each epoch (its own time). */
+  private readonly firstStart = new Map<number, number>()
   /** Marks received, for a sanity count. */
   marks = 0
+  /** Overlaps by the order read that the marks' own times settled (an end read after a start it preceded). */
+  reordered = 0
   private readonly open = new Map<string, Mark>()
   private readonly dead = new Set<string>()
   private readonly epochs = new Map<number, EpochCell>()
@@ -57,21 +80,42 @@ export class Cover {
 
   constructor(private readonly options: CoverOptions = { checkGuarantees: true }) {}
 
+  /** G1/G2 violations: those confirmed, and overlaps whose work has not been seen to end (yet). */
+  get violations(): ReadonlyArray<string> {
+    return [...this.confirmed, ...this.overlaps.map((o) => o.describe(undefined))]
+  }
+
   private cell(epoch: number, size: number): EpochCell {
     let c = this.epochs.get(epoch)
     if (c === undefined) {
-      c = { open: 0, live: 0, size, indices: new Map() }
+      c = { open: 0, live: 0, size, indices: new Map(), members: new Set() }
       this.epochs.set(epoch, c)
     }
     return c
   }
 
-  private close(member: string) {
+  /** The work of `member` ended at `at`: settles the overlaps that waited for it. */
+  private ended(member: string, epoch: number, at: number) {
+    if (this.overlaps.length === 0) return
+    this.overlaps = this.overlaps.filter((o) => {
+      if (o.member !== member || o.epoch !== epoch) return true
+      if (at > o.deadline) {
+        if (this.confirmed.length <= 100) this.confirmed.push(o.describe(at))
+      } else {
+        this.reordered++
+      }
+      return false
+    })
+  }
+
+  private close(member: string, at: number) {
     const o = this.open.get(member)
     if (o === undefined) return
+    this.ended(member, o.epoch, at)
     this.open.delete(member)
     const c = this.epochs.get(o.epoch)!
     c.open--
+    c.members.delete(member)
     const k = c.indices.get(o.index)! - 1
     if (k === 0) c.indices.delete(o.index)
     else c.indices.set(o.index, k)
@@ -96,14 +140,17 @@ export class Cover {
     }
     if (mark.kind === "end") {
       const o = this.open.get(mark.member)
-      if (o !== undefined && o.epoch === mark.epoch) this.close(mark.member)
+      if (o !== undefined && o.epoch === mark.epoch) this.close(mark.member, mark.at)
     } else {
-      this.close(mark.member)
+      this.close(mark.member, mark.at)
       if (this.options.checkGuarantees) this.check(mark)
       const c = this.cell(mark.epoch, mark.size)
       c.open++
       c.indices.set(mark.index, (c.indices.get(mark.index) ?? 0) + 1)
+      c.members.add(mark.member)
       this.open.set(mark.member, mark)
+      const first = this.firstStart.get(mark.epoch)
+      if (first === undefined || mark.at < first) this.firstStart.set(mark.epoch, mark.at)
       if (!this.dead.has(mark.member)) {
         c.live++
         this.liveOpen++
@@ -114,15 +161,41 @@ export class Cover {
   }
 
   private check(m: Mark) {
-    if (this.violations.length > 100) return
-    if (m.epoch < this.maxStarted) this.violations.push(`${m.member} started epoch ${m.epoch} after epoch ${this.maxStarted} had started`)
+    if (this.confirmed.length > 100) return
+    // A newer epoch had started before this start (by the marks' own times, not their arrival).
+    for (const [e, at] of this.firstStart) {
+      if (e > m.epoch && at <= m.at) {
+        this.confirmed.push(`${m.member} started epoch ${m.epoch} ${fmt(m.at - at)} ms after epoch ${e} had started`)
+        break
+      }
+    }
     for (const [e, c] of this.epochs) {
-      if (e !== m.epoch && c.open > 0) this.violations.push(`${m.member} started epoch ${m.epoch} while ${c.open} member(s) still worked in epoch ${e}`)
+      if (e === m.epoch || c.open === 0) continue
+      for (const member of c.members) {
+        const o = this.open.get(member)!
+        this.overlaps.push(
+          e < m.epoch
+            // Older work still open: it must have ended by this start.
+            ? {
+              member,
+              epoch: e,
+              deadline: m.at,
+              describe: (end) => `${m.member} started epoch ${m.epoch} while ${member} worked in epoch ${e} (${until(end, m.at)})`
+            }
+            // Newer work already open (its start was read first): this work must end by that start.
+            : {
+              member: m.member,
+              epoch: m.epoch,
+              deadline: o.at,
+              describe: (end) => `${m.member} worked in epoch ${m.epoch} after ${member} started epoch ${e} (${until(end, o.at)})`
+            }
+        )
+      }
     }
     const c = this.epochs.get(m.epoch)
-    if (c !== undefined && c.indices.has(m.index)) this.violations.push(`index ${m.index} twice in epoch ${m.epoch}`)
-    if (c !== undefined && c.size !== m.size) this.violations.push(`two sizes in epoch ${m.epoch}`)
-    if (m.index < 0 || m.index >= m.size) this.violations.push(`index ${m.index} out of [0, ${m.size}) in epoch ${m.epoch}`)
+    if (c !== undefined && c.indices.has(m.index)) this.confirmed.push(`index ${m.index} twice in epoch ${m.epoch}`)
+    if (c !== undefined && c.size !== m.size) this.confirmed.push(`two sizes in epoch ${m.epoch}`)
+    if (m.index < 0 || m.index >= m.size) this.confirmed.push(`index ${m.index} out of [0, ${m.size}) in epoch ${m.epoch}`)
   }
 
   /**
@@ -132,7 +205,7 @@ export class Cover {
    */
   kill(member: string, stopped: boolean) {
     if (this.dead.has(member)) return
-    if (stopped) this.close(member)
+    if (stopped) this.close(member, performance.now())
     this.dead.add(member)
     const o = this.open.get(member)
     if (o !== undefined) {
@@ -194,3 +267,7 @@ export class Cover {
     return this.liveOpen
   }
 }
+
+const fmt = (ms: number) => ms.toFixed(1)
+const until = (end: number | undefined, deadline: number) =>
+  end === undefined ? "no end seen" : `it ended ${fmt(end - deadline)} ms after that start`

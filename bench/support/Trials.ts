@@ -65,6 +65,8 @@ export interface TrialResult {
   /** Changes that did not converge within the timeout. */
   readonly failures: number
   readonly violations: Array<string>
+  /** Marks read out of the order they happened in, which their own times settled (bench/support/Cover.ts). */
+  readonly reordered: number
   /** Rounds cut short by the time budget. */
   readonly truncated: boolean
 }
@@ -89,7 +91,7 @@ export const runTrials = async <M>(group: Group<M>, cover: Cover, o: TrialOption
   }
   const formMs = performance.now() - f0
   if (formError !== undefined) {
-    return { formMs, formError, joins, leaves, crashes, joinPhases, leavePhases, failures, violations: [...cover.violations], truncated: true }
+    return { formMs, formError, joins, leaves, crashes, joinPhases, leavePhases, failures, violations: [...cover.violations], reordered: cover.reordered, truncated: true }
   }
   await o.onFormed?.()
   const started = performance.now()
@@ -127,7 +129,7 @@ export const runTrials = async <M>(group: Group<M>, cover: Cover, o: TrialOption
       await measure(o.size, () => group.crash(pick(group.members)), crashes)
     }
   }
-  return { formMs, formError, joins, leaves, crashes, joinPhases, leavePhases, failures, violations: [...cover.violations], truncated }
+  return { formMs, formError, joins, leaves, crashes, joinPhases, leavePhases, failures, violations: [...cover.violations], reordered: cover.reordered, truncated }
 }
 
 /** Grows the group to `size`, `batch` joins at a time, each batch converged before the next; bounded by `timeoutMs`. */
