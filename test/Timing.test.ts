@@ -76,20 +76,28 @@ const recordingStore = Effect.gen(function*() {
  * `listening`: the store says it listens for notifications (`Wakeup.listening`), as the PostgreSQL
  * store does once its LISTEN connection is up; the in-memory store does not say.
  */
-const setupWith = (options: { readonly listening?: boolean; readonly forged?: PubSub.PubSub<Wakeup> } = {}) => Effect.gen(function*() {
+const setupWith = (
+  options: { readonly listening?: boolean; readonly forged?: PubSub.PubSub<Wakeup>; readonly joinLatencyMs?: number } = {}
+) => Effect.gen(function*() {
   const recorded = yield* recordingStore
   const { announces, calls, control, of } = recorded
-  const { forged, listening } = options
+  const { forged, joinLatencyMs, listening } = options
+  // `joinLatencyMs`: a join reaches the store that long after it is sent, as over a network (the
+  // lease keeper has begun its first wait by then, as over PostgreSQL).
+  const base: MembershipStoreService = joinLatencyMs === undefined ? recorded.store : {
+    ...recorded.store,
+    join: (...args) => Effect.zipRight(Effect.sleep(Duration.millis(joinLatencyMs)), recorded.store.join(...args))
+  }
   const store: MembershipStoreService = listening === true || forged !== undefined
     ? {
-      ...recorded.store,
+      ...base,
       wakeups: (g) =>
         Effect.map(recorded.store.wakeups(g), (wakeups) => {
           const all = forged === undefined ? wakeups : Stream.merge(wakeups, Stream.fromPubSub(forged))
           return listening === true ? Stream.map(all, (w) => ({ ...w, listening: true })) : all
         })
     }
-    : recorded.store
+    : base
   const rec = yield* makeRecorder
   const join = (input: Partial<MembershipConfigInput> = {}, track = true) =>
     Effect.gen(function*() {
@@ -174,6 +182,19 @@ describe("heartbeat cadence", () => {
       expect(polls[0]).toBe(0)
       expect(gaps.slice(0, 6)).toEqual([20, 40, 80, 100, 100, 100])
       expect(polls.filter((t) => t <= 1_000)).toHaveLength(12)
+    }))
+
+  it.scoped("a joiner polls its barrier from its join also when no notification wakes it (20, 40, 80 ms ...)", () =>
+    Effect.gen(function*() {
+      const env = yield* setupWith({ joinLatencyMs: 50 })
+      // No wake-up from b's own join: the PostgreSQL store's joiner skips its join's notification
+      // (it knows that epoch, wakes.ts), and without notifications there is none. Its lease keeper
+      // was then still in the heartbeat-long wait it began before the join: its first renewal came
+      // up to a heartbeat after the join (here 950 ms), not at once.
+      yield* env.control.setDropNotifications(true)
+      const { polls, gaps } = yield* barrierPolls(env)
+      expect(polls[0]).toBe(0)
+      expect(gaps.slice(0, 6)).toEqual([20, 40, 80, 100, 100, 100])
     }))
 
   it.scoped("a notification that claims only what a working member knows costs no renewal; any other claim wakes it", () =>

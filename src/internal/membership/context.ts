@@ -46,6 +46,12 @@ export interface MemberContext {
   readonly listening: { current: boolean }
   /** The epoch the member waited in when it heard that epoch's barrier announced (`E:ready`; 0: none). */
   readonly heardReady: { current: number }
+  /**
+   * Whether the lease keeper's wait in progress began while the member held no lease (before its
+   * join): that wait is a heartbeat long, so the driver pokes it when a join leaves the member at
+   * the barrier (driver.ts).
+   */
+  readonly keeperBeforeJoin: { current: boolean }
   /** The member's scope: background timers are forked into it. */
   readonly scope: Scope.Scope
   readonly metrics: ReturnType<typeof groupMetrics>
@@ -119,7 +125,8 @@ export const makeContext = (options: {
       metrics,
       refused: { current: undefined },
       listening: { current: false },
-      heardReady: { current: 0 }
+      heardReady: { current: 0 },
+      keeperBeforeJoin: { current: false }
     }
   })
 

@@ -214,6 +214,14 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           Effect.uninterruptible
         )
         if (after !== before) yield* recordState(ctx, before, after)
+        // Just joined, into a barrier, while the lease keeper is still in the wait it began before
+        // the join (a heartbeat long): it renews now, as the join's renewal at the barrier, and
+        // polls on from there (leaseKeeper.ts). Nothing else woke it: the joiner skips its own
+        // join's notification (it knows that epoch, wakes.ts), and without notifications there is
+        // none; its first poll came up to a heartbeat after the join (test/Timing.test.ts).
+        if (after._tag === "Awaiting" && !Transition.holdsLease(before) && ctx.keeperBeforeJoin.current) {
+          yield* ctx.signal.poke
+        }
         for (const instruction of instructions) {
           const result = yield* execute(instruction)
           if (result !== undefined) pending.push(result)

@@ -163,7 +163,13 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       // The first of the timer, a poke and a wake (internal/membership/signal.ts).
       const waitMs = floating ? heartbeatMs - windowMs : delay
       const startedAt = yield* nowMillis
+      const joined = Transition.holdsLease((yield* Ref.get(ctx.member)).state)
+      ctx.keeperBeforeJoin.current = !joined
       const reason = yield* Effect.flatMap(ctx.signal.wait(waitMs), (woke) => afterWait(woke, startedAt, waitMs))
+      ctx.keeperBeforeJoin.current = false
+      // Joined during this wait, into a barrier: this renewal is the join's at the barrier, as an
+      // acknowledgement's is (the wait before an acknowledgement's renewal already counted one).
+      if (!joined && (yield* Ref.get(ctx.member)).state._tag === "Awaiting") fastPolls = 1
       const periodic = reason === "timer"
       yield* renew(periodic && floating ? windowMs : 0)
       yield* recordHeartbeatAge(ctx)
