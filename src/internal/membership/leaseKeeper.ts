@@ -157,14 +157,17 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     })
 
     return yield* Effect.gen(function*() {
+      // Said before the state is read: a join that lands in between is then poked for (at worst
+      // once more than needed), never missed.
+      ctx.keeperBeforeJoin.current = true
+      const joined = Transition.holdsLease((yield* Ref.get(ctx.member)).state)
+      ctx.keeperBeforeJoin.current = !joined
       const delay = yield* nextDelay
       const windowMs = yield* windowNow
       const floating = windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
       // The first of the timer, a poke and a wake (internal/membership/signal.ts).
       const waitMs = floating ? heartbeatMs - windowMs : delay
       const startedAt = yield* nowMillis
-      const joined = Transition.holdsLease((yield* Ref.get(ctx.member)).state)
-      ctx.keeperBeforeJoin.current = !joined
       const reason = yield* Effect.flatMap(ctx.signal.wait(waitMs), (woke) => afterWait(woke, startedAt, waitMs))
       ctx.keeperBeforeJoin.current = false
       // Joined during this wait, into a barrier: this renewal is the join's at the barrier, as an
