@@ -163,14 +163,17 @@ export class Cover {
   private check(m: Mark) {
     if (this.confirmed.length > 100) return
     // A newer epoch had started before this start (by the marks' own times, not their arrival).
+    let late = false
     for (const [e, at] of this.firstStart) {
       if (e > m.epoch && at <= m.at) {
         this.confirmed.push(`${m.member} started epoch ${m.epoch} ${fmt(m.at - at)} ms after epoch ${e} had started`)
+        late = true
         break
       }
     }
     for (const [e, c] of this.epochs) {
-      if (e === m.epoch || c.open === 0) continue
+      // A late start is counted once, above, not again for each newer member still working.
+      if (e === m.epoch || c.open === 0 || (late && e > m.epoch)) continue
       for (const member of c.members) {
         const o = this.open.get(member)!
         this.overlaps.push(
