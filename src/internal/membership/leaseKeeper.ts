@@ -35,7 +35,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     // heartbeat. Every poll of every member is a renewal: at 16 processes the fast polls were most
     // of a change's statements, and slowed the change they waited for (docs/benchmarks.md).
     let fastPolls = 0
-    const nextDelay = Effect.map(Ref.get(ctx.member), ({ state }) => {
+    const nextDelay = (state: State.MemberState): number => {
       if (state._tag !== "Awaiting") {
         fastPolls = 0
         return heartbeatMs
@@ -46,7 +46,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         : Math.min(cap, barrierPollMs * 2 ** fastPolls)
       fastPolls = Math.min(fastPolls + 1, 30)
       return d
-    })
+    }
 
     // A wake-up (a notification, which anyone can send) only brings the next renewal forward, and
     // at most `wakeBurst` times in a row: a flood of notifications costs a bounded number of renewals.
@@ -160,9 +160,10 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       // Said before the state is read: a join that lands in between is then poked for (at worst
       // once more than needed), never missed.
       ctx.keeperBeforeJoin.current = true
-      const joined = Transition.holdsLease((yield* Ref.get(ctx.member)).state)
+      const { state } = yield* Ref.get(ctx.member)
+      const joined = Transition.holdsLease(state)
       ctx.keeperBeforeJoin.current = !joined
-      const delay = yield* nextDelay
+      const delay = nextDelay(state)
       const windowMs = yield* windowNow
       const floating = windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
       // The first of the timer, a poke and a wake (internal/membership/signal.ts).
