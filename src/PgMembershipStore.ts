@@ -171,8 +171,9 @@ export const make = (options: Options = {}) =>
       ? Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
       : Effect.succeed(null)
 
-    // `extraMs`: added to the bound (a heartbeat held to share a statement, see `heartbeat`).
-    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError | LockBusy>, extraMs = 0) =>
+    // Every operation's failures are store errors; `bounded`: whether the operation bounds its own
+    // wait (the heartbeat, through the batcher), else it is bounded here.
+    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError | LockBusy>, bounded = false) =>
       effect.pipe(
         Effect.mapError((cause) =>
           cause instanceof StoreError
@@ -185,14 +186,10 @@ export const make = (options: Options = {}) =>
         // would cancel it with pg_cancel_backend, which behind a pooler can hit another client's
         // statement): the operation stops after the statement in flight, which its server-side bound
         // ends, and a transaction then rolls back, in the background (internal/pg/noCancel.ts).
-        (effect) =>
-          awaitAtMost(
-            effect,
-            statementTimeoutMs + extraMs,
-            () => new StoreError({ operation, reason: `timed out after ${statementTimeoutMs + extraMs} ms` })
-          ),
+        (effect) => (bounded ? effect : awaitAtMost(effect, statementTimeoutMs, () => timedOut(operation, statementTimeoutMs))),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" }, captureStackTrace: false })
       )
+    const timedOut = (operation: string, ms: number) => new StoreError({ operation, reason: `timed out after ${ms} ms` })
 
     // This store's changes of one group take turns here, first come first served, before they try
     // the group's lock: waiting for a turn holds no connection, and the next change begins as soon as
@@ -287,6 +284,19 @@ export const make = (options: Options = {}) =>
 
     // A single statement outside a transaction: never interrupted once sent (see `wrap`).
     const single = Effect.uninterruptible
+
+    // A single statement that, under a REPEATABLE READ or SERIALIZABLE default, waited on a change's
+    // row lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED re-reads
+    // the row: it is asked again in a READ COMMITTED transaction of its own; all that, three times at
+    // most while it conflicts. Written out rather than as `Effect.retry`, whose schedule cost every
+    // renewal about 17 KB of allocation though it hardly ever retries (docs/benchmarks.md).
+    const isConflict = (e: SqlError) => conflictCodes.has(sqlState(e) ?? "")
+    const singleAtReadCommitted = <A>(operation: string, statement: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> => {
+      const attempt = Effect.catchIf(single(statement), isConflict, () => readCommitted(operation, statement))
+      const tries = (retries: number): Effect.Effect<A, SqlError> =>
+        retries === 0 ? attempt : Effect.catchIf(attempt, isConflict, () => tries(retries - 1))
+      return tries(2)
+    }
 
     // A join's view of the group, read in its transaction: who has not acknowledged `at.epoch` yet and
     // the database clock (`Statements.selectJoinedView`); the index is the row's, unless given.
@@ -438,14 +448,7 @@ export const make = (options: Options = {}) =>
       const renewal = Statements.renewLease(
         sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.slots
       )
-      return single(renewal).pipe(
-        // Under a REPEATABLE READ or SERIALIZABLE default, a renewal that waited on a change's row
-        // lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED
-        // re-reads the row: ask again, in a READ COMMITTED transaction of its own.
-        Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("heartbeat", renewal)),
-        Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") }),
-        Effect.map(([r]) => r)
-      )
+      return Effect.map(singleAtReadCommitted("heartbeat", renewal), ([r]) => r)
     }
 
     // The heartbeats of this store's members, any groups, in one statement per batch
@@ -468,13 +471,13 @@ export const make = (options: Options = {}) =>
       row,
       announce: row !== undefined && completes(row, req.announce)
     })
-    const alone = (req: Renewal, now: string | null): Batcher.Outcome<Renewed, SqlError> => ({
+    const alone = (req: Renewal, now: string | null): Batcher.Outcome<Renewed, SqlError | StoreError> => ({
       _tag: "Alone",
       effect: Effect.map(renewAlone(req, now), (row) => answer(req, row))
     })
     // Members that renewed through this store, each until its lease would run out (`sharesHeartbeatsNow`).
     const renewers = new Map<string, number>()
-    const batcher = Batcher.make<Renewal, Renewed, SqlError>(
+    const batcher = Batcher.make<Renewal, Renewed, SqlError | StoreError>(
       (reqs) =>
         Effect.gen(function*() {
           const now = yield* nowParam
@@ -486,19 +489,16 @@ export const make = (options: Options = {}) =>
           if (reqs.length === 1) {
             const req = reqs[0]!
             return yield* renewAlone(req, now, 1).pipe(
-              Effect.map((row): ReadonlyArray<Batcher.Outcome<Renewed, SqlError>> => [{ _tag: "Done", value: answer(req, row) }]),
+              Effect.map((row): ReadonlyArray<Batcher.Outcome<Renewed, SqlError | StoreError>> => [{ _tag: "Done", value: answer(req, row) }]),
               Effect.catchIf((e) => sqlState(e) === lockNotAvailable, () => Effect.succeed([alone(req, now)]))
             )
           }
           const statement = Statements.renewLeases(sql, reqs, now, statementTimeoutMs)
-          const rows = yield* single(statement).pipe(
-            // As `renewAlone` (a batch never waits for a row lock, but may meet a SERIALIZABLE one).
-            Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("heartbeat", statement)),
-            Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
-          )
+          // As `renewAlone` (a batch never waits for a row lock, but may meet a SERIALIZABLE one).
+          const rows = yield* singleAtReadCommitted("heartbeat", statement)
           const byMember = new Map(rows.map((r) => [r.member_id, r]))
           const announced = new Set<string>()
-          return reqs.map((req): Batcher.Outcome<Renewed, SqlError> => {
+          return reqs.map((req): Batcher.Outcome<Renewed, SqlError | StoreError> => {
             const r = byMember.get(req.memberId)
             if (r?.busy === true) return alone(req, now)
             if (r === undefined || !r.ok) return { _tag: "Done", value: { row: undefined, announce: false } }
@@ -508,8 +508,14 @@ export const make = (options: Options = {}) =>
             return { _tag: "Done", value: { row, announce } }
           })
         }).pipe(
-          // Never inside a caller's transaction: a batch carries other members' renewals.
-          Effect.mapInputContext((context: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(context))
+          // Never inside a caller's transaction: a batch carries other members' renewals. (Taken out
+          // only when there is one: a new context for every batch cost about 12 KB of allocation.)
+          (batch) =>
+            Effect.contextWithEffect((context: Context.Context<never>) =>
+              Option.isNone(Context.getOption(context, SqlClient.TransactionConnection))
+                ? batch
+                : Effect.mapInputContext(batch, Context.omit(SqlClient.TransactionConnection))
+            )
         ),
       { flightMs: statementTimeoutMs, patienceMs: 2 * statementTimeoutMs }
     )
@@ -640,12 +646,7 @@ export const make = (options: Options = {}) =>
           const now = yield* nowParam
           yield* onStatement("leave", "expire")
           const statement = Statements.expireLease(sql, groupId, memberId, now, statementTimeoutMs)
-          const rows = yield* single(statement).pipe(
-            // Under a REPEATABLE READ or SERIALIZABLE default, one that waited on a change's row lock
-            // fails with 40001: ask again at READ COMMITTED (see the heartbeat).
-            Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("leave", statement)),
-            Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
-          )
+          const rows = yield* singleAtReadCommitted("leave", statement)
           if (rows.length === 0) {
             noRow = true
             return
@@ -926,6 +927,11 @@ export const make = (options: Options = {}) =>
           Effect.gen(function*() {
             renewers.set(memberId, (yield* Clock.currentTimeMillis) + leaseMs)
             yield* onStatement("heartbeat", "renew")
+            // Bounded like any operation (`wrap`), here by the batcher: the statement already runs in
+            // the batch's fiber, never interrupted, so only the wait for its answer needs a bound,
+            // which the batcher's one watchdog fiber ends (`awaitAtMost` forked every call and raced
+            // it with a timer: three fibers more per renewal, docs/benchmarks.md). The notification
+            // of a barrier it completed (below) has its own bound.
             const { announce, row: r } = yield* batcher.submit(memberId, {
               memberId,
               groupId,
@@ -934,7 +940,7 @@ export const make = (options: Options = {}) =>
               stuck: hbOptions.stuck === true,
               slots: hbOptions.slots === true,
               announce: hbOptions.announce === true
-            }, holdMs)
+            }, holdMs, { ms: statementTimeoutMs + holdMs, onTimeout: () => timedOut("heartbeat", statementTimeoutMs + holdMs) })
             if (r === undefined) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
@@ -944,7 +950,7 @@ export const make = (options: Options = {}) =>
             if (announce) yield* notify("heartbeat", groupId, `${view.epoch}:ready`)
             return Option.some(view)
           }),
-          holdMs
+          true
         )
       },
 
@@ -1053,12 +1059,7 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             yield* onStatement("releaseSlots", "release")
             const release = Statements.releaseSlots(sql, groupId, memberId, stopped, now, statementTimeoutMs)
-            const rows = yield* single(release).pipe(
-              // Under a REPEATABLE READ or SERIALIZABLE default, a release that waited on a change's row
-              // lock fails with 40001: ask again at READ COMMITTED (see the heartbeat).
-              Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("releaseSlots", release)),
-              Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
-            )
+            const rows = yield* singleAtReadCommitted("releaseSlots", release)
             const released = rows.map((r) => num(r.slot)).sort((a, b) => a - b)
             // The new owners learn at their next renewal: wake them (after the commit, best effort).
             if (released.length > 0) yield* notify("releaseSlots", groupId, "release")
@@ -1073,10 +1074,7 @@ export const make = (options: Options = {}) =>
             const now = yield* nowParam
             yield* onStatement("retakeSlot", "retake")
             const retake = Statements.retakeSlot(sql, groupId, memberId, slot, generation, now, statementTimeoutMs)
-            const rows = yield* single(retake).pipe(
-              Effect.catchIf((e) => conflictCodes.has(sqlState(e) ?? ""), () => readCommitted("retakeSlot", retake)),
-              Effect.retry({ times: 2, while: (e) => conflictCodes.has(sqlState(e) ?? "") })
-            )
+            const rows = yield* singleAtReadCommitted("retakeSlot", retake)
             return rows.length > 0
           })
         ),

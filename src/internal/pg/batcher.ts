@@ -13,6 +13,9 @@
  * - A request whose caller stops waiting before it was taken into a batch is dropped (nothing sent).
  *   Once taken, its statement runs to its end (never interrupted: see noCancel.ts).
  * - A batch in flight longer than `flightMs` no longer holds the next one back.
+ * - A caller may bound its wait (`bound`): past it, it gets its timeout at once, through its answer's
+ *   own `Deferred` (one watchdog fiber per batcher ends such waits); its request is dropped if not yet
+ *   taken, else its statement runs on.
  *
  * The batcher runs its statements in fibers of its own (daemons), so a caller's timeout never
  * interrupts a batch that also carries other members' renewals.
@@ -33,8 +36,17 @@ interface Entry<Req, A, E> {
 }
 
 export interface Batcher<Req, A, E> {
-  /** Queues `req` for `key`, held at most `holdMs`; its answer. */
-  readonly submit: (key: string, req: Req, holdMs: number) => Effect.Effect<A, E>
+  /**
+   * Queues `req` for `key`, held at most `holdMs`; its answer. With `bound`, the caller waits at most
+   * `bound.ms` for it, then gets `bound.onTimeout()`: a request not yet sent is dropped, one sent runs
+   * on in its batch's fiber (never interrupted), its answer going nowhere.
+   */
+  readonly submit: (
+    key: string,
+    req: Req,
+    holdMs: number,
+    bound?: { readonly ms: number; readonly onTimeout: () => E }
+  ) => Effect.Effect<A, E>
   /** Batches sent so far (tests, docs). */
   readonly batches: () => number
 }
@@ -50,6 +62,58 @@ export const make = <Req, A, E>(
   let sending: number | undefined = undefined
   let timer: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void> } | undefined = undefined
   let sent = 0
+
+  // Callers waiting with a bound, until answered or past it. One fiber of the batcher's (the
+  // watchdog) ends the waits past their bound: it sleeps until the earliest deadline it was armed
+  // for, ends the waits due, and arms itself for the earliest one left. A call that gets its answer
+  // in time only leaves the set: a renewal costs no timer fiber of its own, and while renewals go
+  // on the watchdog wakes about once per bound.
+  interface Bounded {
+    readonly deadline: number
+    readonly expire: Effect.Effect<void>
+  }
+  const bounded = new Set<Bounded>()
+  let watchdog: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } | undefined = undefined
+
+  /** Arms the watchdog for `at`, unless it is armed for that or earlier. */
+  const arm = (at: number, now: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (watchdog !== undefined && watchdog.at <= at) return Effect.void
+      const previous = watchdog
+      const mine: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } = { at }
+      watchdog = mine
+      return Effect.flatMap(
+        Effect.forkDaemon(Effect.zipRight(
+          // Interruptible: a fork inherits the mask of the `submit` that armed it.
+          Effect.interruptible(Effect.sleep(Math.max(0, at - now))),
+          Effect.suspend(() => {
+            if (watchdog === mine) watchdog = undefined
+            return expireDue
+          })
+        )),
+        (fiber) =>
+          Effect.sync(() => {
+            mine.fiber = fiber
+            // Armed for later: that fiber is no longer needed (one whose fork has not returned yet
+            // wakes at its time, finds nothing of its own to do, and ends).
+            previous?.fiber?.unsafeInterruptAsFork(fiber.id())
+          })
+      )
+    })
+
+  const expireDue: Effect.Effect<void> = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const due: Array<Effect.Effect<void>> = []
+    let next = Infinity
+    for (const b of bounded) {
+      if (b.deadline <= now) {
+        bounded.delete(b)
+        due.push(b.expire)
+      } else {
+        next = Math.min(next, b.deadline)
+      }
+    }
+    return Effect.zipRight(Effect.all(due, { discard: true }), next === Infinity ? Effect.void : arm(next, now))
+  })
 
   const busy = (key: string, now: number) => {
     const f = inFlight.get(key)
@@ -144,7 +208,12 @@ export const make = <Req, A, E>(
         return Effect.zipRight(Effect.all(after, { discard: true }), kick)
       }))
 
-  const submit = (key: string, req: Req, holdMs: number): Effect.Effect<A, E> =>
+  const submit = (
+    key: string,
+    req: Req,
+    holdMs: number,
+    bound?: { readonly ms: number; readonly onTimeout: () => E }
+  ): Effect.Effect<A, E> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
@@ -152,11 +221,23 @@ export const make = <Req, A, E>(
         const entry: Entry<Req, A, E> = { key, req, due: now + Math.max(0, holdMs), done, taken: false }
         queue.push(entry)
         yield* kick
+        // The bound ends the wait through the answer's own `Deferred` (the watchdog, above).
+        const limit: Bounded | undefined = bound === undefined ? undefined : {
+          deadline: now + bound.ms,
+          expire: Effect.suspend(() => Deferred.fail(done, bound.onTimeout()))
+        }
+        if (limit !== undefined) {
+          bounded.add(limit)
+          yield* arm(limit.deadline, now)
+        }
         return yield* restore(Deferred.await(done)).pipe(
-          Effect.onInterrupt(() =>
+          Effect.onExit(() =>
             Effect.suspend(() => {
-              // Not sent yet: dropped. Sent: its statement runs on, its answer goes nowhere.
-              if (!entry.taken) queue = queue.filter((e) => e !== entry)
+              if (limit !== undefined) bounded.delete(limit)
+              if (entry.taken) return Effect.void
+              // Not sent yet (interrupted, or past its bound): dropped. Sent: its statement runs on,
+              // its answer goes nowhere.
+              queue = queue.filter((e) => e !== entry)
               return kick
             })
           )

@@ -11,11 +11,22 @@ import { createHash } from "node:crypto"
  */
 export const schema = "modulo_group"
 
+/** The channels of the groups seen last (every renewal asks for its group's: an MD5 each time). */
+const channels = new Map<string, string>()
+
 /**
  * The notification channel of a group. Group ids are hashed: they never reach an identifier, and
  * every channel is `mg_` + 32 hex digits.
  */
-export const channelFor = (groupId: string): string => `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
+export const channelFor = (groupId: string): string => {
+  let channel = channels.get(groupId)
+  if (channel === undefined) {
+    channel = `mg_${createHash("md5").update(groupId, "utf8").digest("hex")}`
+    if (channels.size >= 1_024) channels.clear()
+    channels.set(groupId, channel)
+  }
+  return channel
+}
 
 /**
  * The first key of the advisory lock that queues membership changes (exclusive) and fenced
