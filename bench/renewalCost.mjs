@@ -1,0 +1,126 @@
+// What one renewal costs its process, piece by piece (issue 15, docs/benchmarks.md "What a renewal
+// costs its process"): CPU (every thread, `process.cpuUsage`) and bytes allocated (V8's sampling heap
+// profiler, objects that minor and major collections freed included) per call, each piece in a fresh
+// process of its own, at a given spacing (a renewal every `spacing` ms; 0: back to back); first the
+// CPU over `seconds`, then the bytes over as long again (the profiler slows every allocation):
+//
+//   wake       an `Effect.sleep` loop alone (what waking a process costs here)
+//   statement  the single-member renewal statement (`renewLease`) through @effect/sql
+//   store      `store.heartbeat` of one member (the PostgreSQL store's whole call)
+//   member     one member of a group of one, at a heartbeat of `spacing` ms (every renewal of its
+//              lease keeper: the wait, the store call, the reply's step)
+//
+//   npm run build
+//   DATABASE_URL=postgres://... node bench/renewalCost.mjs [spacing=20] [seconds=10] [pieces=wake,statement,store,member]
+//
+// MODULO_GROUP_LIB: another build's `dist/src/index.js`, a path or a URL (its `internal/pg/statements.js` beside it),
+// for a before/after. CPU varies ±20% from run to run on a 2-core VM; the bytes allocated do not.
+// The database must be migrated (`npx modulo-group migrate`).
+import { spawn } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import { Session } from "node:inspector/promises"
+import { fileURLToPath, pathToFileURL } from "node:url"
+
+const lib_ = process.env.MODULO_GROUP_LIB
+const libUrl = lib_ === undefined
+  ? new URL("../dist/src/index.js", import.meta.url).href
+  : lib_.startsWith("file:") ? lib_ : pathToFileURL(lib_).href
+const piece = process.env.RENEWAL_COST_PIECE
+
+if (piece === undefined) {
+  // The parent: one child per piece, one line each.
+  if (!process.env.DATABASE_URL) throw new Error("DATABASE_URL is required")
+  const spacing = Number(process.argv[2] ?? 20)
+  const seconds = Number(process.argv[3] ?? 10)
+  // Back to back, `wake` would never yield to the timers that end the measurement: left out.
+  const pieces = (process.argv[4] ?? "wake,statement,store,member").split(",").filter((p) => spacing > 0 || p !== "wake")
+  console.log(`one renewal's cost, a call every ${spacing} ms (0: back to back), ${seconds} s after 5 s of warm-up; ${libUrl}`)
+  for (const p of pieces) {
+    const line = await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+        env: { ...process.env, RENEWAL_COST_PIECE: p, RENEWAL_COST_SPACING: String(spacing), RENEWAL_COST_SECONDS: String(seconds) },
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      let out = ""
+      child.stdout.on("data", (d) => (out += d))
+      child.on("exit", (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`${p}: exit ${code}`))))
+    })
+    console.log(line)
+  }
+  process.exit(0)
+}
+
+// A child: one piece.
+const { PgClient } = await import("@effect/sql-pg")
+const { SqlClient } = await import("@effect/sql")
+const { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } = await import("effect")
+const lib = await import(libUrl)
+const Statements = await import(new URL("internal/pg/statements.js", libUrl).href)
+const spacing = Number(process.env.RENEWAL_COST_SPACING)
+const seconds = Number(process.env.RENEWAL_COST_SECONDS)
+const runtime = ManagedRuntime.make(lib.PgMembershipStore.layer({ migrate: false }).pipe(
+  Layer.provideMerge(PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL), maxConnections: 2 })),
+  Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error))
+))
+const groupId = `renewal-cost-${randomUUID()}`
+const memberId = randomUUID()
+const leaseMs = 10_000
+let calls = 0
+const scope = await runtime.runPromise(Scope.make())
+const pause = spacing > 0 ? Effect.sleep(spacing) : Effect.void
+
+if (piece === "member") {
+  await runtime.runPromise(Effect.gen(function*() {
+    const base = yield* lib.MembershipStore.MembershipStore
+    const store = { ...base, heartbeat: (...a) => Effect.tap(base.heartbeat(...a), () => Effect.sync(() => void calls++)) }
+    const member = yield* lib.Membership.make({ groupId, heartbeat: `${Math.max(spacing, 1)} millis`, lease: "10 seconds" }).pipe(
+      Effect.provideService(lib.MembershipStore.MembershipStore, store),
+      Scope.extend(scope)
+    )
+    yield* member.whileAssigned(() => Effect.never).pipe(Scope.extend(scope))
+  }))
+} else {
+  runtime.runFork(Effect.gen(function*() {
+    const store = yield* lib.MembershipStore.MembershipStore
+    const sql = yield* SqlClient.SqlClient
+    const view = piece === "wake" ? undefined : yield* store.join(groupId, { memberId, host: "bench", pid: process.pid, name: "renewal-cost" }, leaseMs)
+    while (true) {
+      yield* pause
+      if (piece === "statement") yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, null, 1, false)
+      else if (piece === "store") yield* store.heartbeat(groupId, memberId, view.epoch, leaseMs, {})
+      calls++
+    }
+  }).pipe(Effect.forkIn(scope)))
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+await sleep(5_000)
+// CPU first, without the profiler (which slows every allocation); then the bytes, with it.
+let calls0 = calls
+const cpu0 = process.cpuUsage()
+await sleep(seconds * 1_000)
+const cpu = process.cpuUsage(cpu0)
+const cpuCalls = calls - calls0
+const session = new Session()
+session.connect()
+await session.post("HeapProfiler.startSampling", {
+  samplingInterval: 512,
+  includeObjectsCollectedByMajorGC: true,
+  includeObjectsCollectedByMinorGC: true
+})
+calls0 = calls
+await sleep(seconds * 1_000)
+const { profile } = await session.post("HeapProfiler.stopSampling")
+const allocCalls = calls - calls0
+let bytes = 0
+const walk = (node) => {
+  bytes += node.selfSize
+  node.children.forEach(walk)
+}
+walk(profile.head)
+console.log(
+  `${piece.padEnd(9)} ${((cpu.user + cpu.system) / 1_000 / cpuCalls).toFixed(2)} ms CPU per call (${cpuCalls} calls), ` +
+    `${(bytes / 1_024 / allocCalls).toFixed(1)} KB allocated per call (${allocCalls} calls)`
+)
+await runtime.runPromise(Scope.close(scope, Exit.void)).catch(() => undefined)
+process.exit(0)
