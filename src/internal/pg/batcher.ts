@@ -51,6 +51,38 @@ export interface Batcher<Req, A, E> {
   readonly batches: () => number
 }
 
+/**
+ * A timer that runs `onWake` once the earliest time it was armed for has come: arming it for a
+ * later time than it is armed for does nothing; for an earlier one, it sleeps until then instead
+ * (the fiber armed before is interrupted, or, if its fork has not returned yet, wakes at its time and
+ * finds it is not the one armed). One fiber at a time, on the caller's `Clock`.
+ */
+const alarm = (onWake: Effect.Effect<void>) => {
+  let armed: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } | undefined = undefined
+  return (at: number, now: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (armed !== undefined && armed.at <= at) return Effect.void
+      const previous = armed
+      const mine: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } = { at }
+      armed = mine
+      return Effect.flatMap(
+        Effect.forkDaemon(Effect.zipRight(
+          // Interruptible: a fork inherits the mask of its caller (`submit`'s is uninterruptible).
+          Effect.interruptible(Effect.sleep(Math.max(0, at - now))),
+          Effect.suspend(() => {
+            if (armed === mine) armed = undefined
+            return onWake
+          })
+        )),
+        (fiber) =>
+          Effect.sync(() => {
+            mine.fiber = fiber
+            previous?.fiber?.unsafeInterruptAsFork(fiber.id())
+          })
+      )
+    })
+}
+
 export const make = <Req, A, E>(
   send: (reqs: ReadonlyArray<Req>) => Effect.Effect<ReadonlyArray<Outcome<A, E>>, E>,
   options: { readonly flightMs: number; readonly patienceMs: number }
@@ -60,7 +92,6 @@ export const make = <Req, A, E>(
   const inFlight = new Map<string, { readonly since: number }>()
   /** The batch statement in flight, if any (its start). */
   let sending: number | undefined = undefined
-  let timer: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void> } | undefined = undefined
   let sent = 0
 
   // Callers waiting with a bound, until answered or past it. One fiber of the batcher's (the
@@ -73,33 +104,8 @@ export const make = <Req, A, E>(
     readonly expire: Effect.Effect<void>
   }
   const bounded = new Set<Bounded>()
-  let watchdog: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } | undefined = undefined
-
-  /** Arms the watchdog for `at`, unless it is armed for that or earlier. */
-  const arm = (at: number, now: number): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      if (watchdog !== undefined && watchdog.at <= at) return Effect.void
-      const previous = watchdog
-      const mine: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } = { at }
-      watchdog = mine
-      return Effect.flatMap(
-        Effect.forkDaemon(Effect.zipRight(
-          // Interruptible: a fork inherits the mask of the `submit` that armed it.
-          Effect.interruptible(Effect.sleep(Math.max(0, at - now))),
-          Effect.suspend(() => {
-            if (watchdog === mine) watchdog = undefined
-            return expireDue
-          })
-        )),
-        (fiber) =>
-          Effect.sync(() => {
-            mine.fiber = fiber
-            // Armed for later: that fiber is no longer needed (one whose fork has not returned yet
-            // wakes at its time, finds nothing of its own to do, and ends).
-            previous?.fiber?.unsafeInterruptAsFork(fiber.id())
-          })
-      )
-    })
+  // The watchdog.
+  const arm = alarm(Effect.suspend(() => expireDue))
 
   const expireDue: Effect.Effect<void> = Effect.flatMap(Clock.currentTimeMillis, (now) => {
     const due: Array<Effect.Effect<void>> = []
@@ -155,24 +161,8 @@ export const make = <Req, A, E>(
     })
   )
 
-  const schedule = (at: number, now: number): Effect.Effect<void> => {
-    if (timer !== undefined && timer.at <= at) return Effect.void
-    const previous = timer
-    return Effect.flatMap(
-      Effect.forkDaemon(Effect.zipRight(
-        Effect.sleep(at - now),
-        Effect.suspend(() => {
-          timer = undefined
-          return kick
-        })
-      )),
-      (fiber) =>
-        Effect.suspend(() => {
-          timer = { at, fiber }
-          return previous === undefined ? Effect.void : Fiber.interruptFork(previous.fiber)
-        })
-    )
-  }
+  // The next kick: at the first held request's due time, a flight's end of patience, and so on.
+  const schedule = alarm(Effect.suspend(() => kick))
 
   const run = (batch: ReadonlyArray<Entry<Req, A, E>>, flight: { readonly since: number }) =>
     Effect.flatMap(Effect.exit(send(batch.map((e) => e.req))), (exit) =>
