@@ -88,6 +88,18 @@ type Waker = (wakeup: Wakeup) => void
 /** The LISTEN connection: the hub's own, or the pool's (shared). */
 type Conn = pg.Client | pg.PoolClient
 
+// The tail of each connection's queries. pg 8 queues a query sent while another is queued, warning
+// that pg 9 will not; the hub's connection gets queries from several places at once (its set-up,
+// LISTEN and UNLISTEN as groups come and go, the health check), so they go in turn.
+const tails = new WeakMap<Conn, Promise<unknown>>()
+
+/** Runs `query` on `client` once the queries sent to it before have ended (however they ended). */
+const inTurn = <A>(client: Conn, query: (client: Conn) => Promise<A>): Promise<A> => {
+  const result = (tails.get(client) ?? Promise.resolve()).then(() => query(client))
+  tails.set(client, result.catch(() => {}))
+  return result
+}
+
 /**
  * The LISTEN connection's state machine, driven by `pg.Client` callbacks and timers. Private to one
  * `Notifier`, which closes it with its scope.
@@ -144,7 +156,7 @@ class ListenHub {
   private onListening(generation: number, query: (client: Conn) => Promise<unknown>): Promise<void> {
     const client = this.client
     if (client === undefined) return Promise.resolve()
-    if (this.pool === undefined) return query(client).then(() => {})
+    if (this.pool === undefined) return inTurn(client, query).then(() => {})
     return this.pool.connect().then(async (lent) => {
       if ((lent as Conn) !== client) {
         lent.release()
@@ -254,7 +266,7 @@ class ListenHub {
       })
     }
     const ready = async (client: Conn) => {
-      const res = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+      const res = await inTurn(client, (c) => c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid"))
       // Not the server's pid: a pooler answered the startup. Does a notification get through it?
       const pooled = (client as unknown as { processID?: number }).processID !== res.rows[0]?.pid
       if (pooled) {
@@ -265,7 +277,7 @@ class ListenHub {
           return false
         }
       }
-      for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      for (const channel of this.channels.keys()) await inTurn(client, (c) => c.query(`LISTEN ${pg.escapeIdentifier(channel)}`))
       if (generation !== this.generation) return false
       this.backendPid = res.rows[0]?.pid
       return true
@@ -330,7 +342,7 @@ class ListenHub {
     client.on("notification", listener)
     let timer: NodeJS.Timeout | undefined
     try {
-      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      await inTurn(client, (c) => c.query(`LISTEN ${pg.escapeIdentifier(channel)}`))
       const sender = new pg.Client(this.config)
       sender.on("error", () => {})
       try {
@@ -351,7 +363,7 @@ class ListenHub {
       clearTimeout(timer)
       client.off("notification", listener)
       // Best effort: behind a transaction-mode pooler this may reach another server connection.
-      await client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => {})
+      await inTurn(client, (c) => c.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`)).catch(() => {})
     }
   }
 
