@@ -517,7 +517,8 @@ export const make = (options: Options = {}) =>
                 : Effect.mapInputContext(batch, Context.omit(SqlClient.TransactionConnection))
             )
         ),
-      { flightMs: statementTimeoutMs, patienceMs: 2 * statementTimeoutMs }
+      // The store's clock (the TestClock in tests), not each caller's.
+      { flightMs: statementTimeoutMs, patienceMs: 2 * statementTimeoutMs, clock: yield* Effect.clock }
     )
 
     const deleteExpired = (operation: string, groupId: string, now: string | null, epoch: number | null = null) =>

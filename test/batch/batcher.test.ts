@@ -2,11 +2,12 @@
  * The batcher's bound on a caller's wait (internal/pg/batcher.ts `submit`'s `bound`), which the
  * PostgreSQL store's heartbeat uses in place of `awaitAtMost`: past the bound the caller gets its
  * timeout, a request not yet sent is dropped, a statement in flight runs on; a call answered in time
- * leaves nothing behind; and the one watchdog fiber that ends the waits ends each at its own deadline.
- * Under the TestClock, no database.
+ * leaves nothing behind; and the one watchdog fiber that ends the waits ends each at its own deadline,
+ * on the batcher's monotonic clock (a step of the wall clock, or a caller on a clock of its own, moves
+ * nothing). Under the TestClock, no database.
  */
 import { expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, TestClock } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, TestClock } from "effect"
 import * as Batcher from "../../src/internal/pg/batcher.js"
 
 class TimedOut {
@@ -17,7 +18,7 @@ class TimedOut {
  * A batcher whose statements wait for `release` (requests named in `open` answer at once); records
  * every batch it sends.
  */
-const arrange = Effect.gen(function*() {
+const arrange = (options: { readonly clock?: Clock.Clock; readonly flightMs?: number } = {}) => Effect.gen(function*() {
   const release = yield* Deferred.make<void>()
   const open = new Set<string>()
   const sent: Array<ReadonlyArray<string>> = []
@@ -27,7 +28,7 @@ const arrange = Effect.gen(function*() {
         Effect.zipRight(reqs.every((r) => open.has(r)) ? Effect.void : Deferred.await(release)),
         Effect.as(reqs.map((r): Batcher.Outcome<string, TimedOut> => ({ _tag: "Done", value: `${r} renewed` })))
       ),
-    { flightMs: 60_000, patienceMs: 120_000 }
+    { flightMs: options.flightMs ?? 60_000, patienceMs: 120_000, clock: options.clock ?? (yield* Effect.clock) }
   )
   let timeouts = 0
   const bound = (ms: number) => ({
@@ -42,7 +43,7 @@ const arrange = Effect.gen(function*() {
 
 it.effect("a call answered in time never times out later", () =>
   Effect.gen(function*() {
-    const { batcher, bound, release, timeouts } = yield* arrange
+    const { batcher, bound, release, timeouts } = yield* arrange()
     yield* Deferred.succeed(release, undefined)
     expect(yield* batcher.submit("a", "a", 0, bound(2_000))).toBe("a renewed")
     // A bound that outlived its call (a timer forked under `submit`'s uninterruptible mask, which
@@ -53,7 +54,7 @@ it.effect("a call answered in time never times out later", () =>
 
 it.effect("past its bound the caller gets its timeout; the statement in flight runs on, its answer goes nowhere", () =>
   Effect.gen(function*() {
-    const { batcher, bound, release, sent, timeouts } = yield* arrange
+    const { batcher, bound, release, sent, timeouts } = yield* arrange()
     const call = yield* Effect.fork(batcher.submit("a", "a", 0, bound(2_000)))
     yield* TestClock.adjust("1999 millis")
     expect(call.unsafePoll()).toBeNull()
@@ -70,7 +71,7 @@ it.effect("past its bound the caller gets its timeout; the statement in flight r
 
 it.effect("a request not yet sent when its bound runs out is dropped: nothing is sent for it", () =>
   Effect.gen(function*() {
-    const { batcher, bound, release, sent } = yield* arrange
+    const { batcher, bound, release, sent } = yield* arrange()
     // a's statement is in flight; b's request waits behind it (flightMs is a minute).
     const a = yield* Effect.fork(batcher.submit("a", "a", 0))
     yield* Effect.yieldNow()
@@ -85,7 +86,7 @@ it.effect("a request not yet sent when its bound runs out is dropped: nothing is
 
 it.effect("each bounded wait ends at its own deadline, also after earlier calls were answered in time", () =>
   Effect.gen(function*() {
-    const { batcher, bound, open, timeouts } = yield* arrange
+    const { batcher, bound, open, timeouts } = yield* arrange()
     open.add("a")
     expect(yield* batcher.submit("a", "a", 0, bound(2_000))).toBe("a renewed")
     yield* TestClock.adjust("1500 millis")
@@ -100,7 +101,7 @@ it.effect("each bounded wait ends at its own deadline, also after earlier calls 
 
 it.effect("a shorter bound after a longer one ends at its own deadline, not the longer one's", () =>
   Effect.gen(function*() {
-    const { batcher, bound, timeouts } = yield* arrange
+    const { batcher, bound, timeouts } = yield* arrange()
     const long = yield* Effect.fork(batcher.submit("a", "a", 0, bound(5_000)))
     yield* Effect.yieldNow()
     const short = yield* Effect.fork(batcher.submit("b", "b", 0, bound(1_000)))
@@ -109,5 +110,99 @@ it.effect("a shorter bound after a longer one ends at its own deadline, not the 
     expect(long.unsafePoll()).toBeNull()
     yield* TestClock.adjust("4 seconds")
     expect(Exit.isFailure(yield* Fiber.await(long))).toBe(true)
+    expect(timeouts()).toBe(2)
+  }))
+
+/**
+ * The TestClock, whose wall-clock reading (`currentTimeMillis`) can step as NTP steps a host's clock,
+ * while its monotonic one (`currentTimeNanos`) and its sleeps go on as before.
+ */
+const steppedClock = Effect.map(Effect.clock, (base) => {
+  let offsetMs = 0
+  const clock: Clock.Clock = {
+    [Clock.ClockTypeId]: Clock.ClockTypeId,
+    unsafeCurrentTimeMillis: () => base.unsafeCurrentTimeMillis() + offsetMs,
+    unsafeCurrentTimeNanos: () => base.unsafeCurrentTimeNanos(),
+    currentTimeMillis: Effect.sync(() => base.unsafeCurrentTimeMillis() + offsetMs),
+    currentTimeNanos: base.currentTimeNanos,
+    sleep: (duration) => base.sleep(duration)
+  }
+  return { clock, step: (ms: number) => void (offsetMs += ms) }
+})
+
+/**
+ * `test` with the stepped clock as its own `Clock` (its callers') and the batcher's; `adjust` moves
+ * the TestClock under it (`TestClock.adjust` needs the TestClock as the current `Clock`).
+ */
+const stepping = <A, E>(
+  test: (
+    step: (ms: number) => void,
+    clock: Clock.Clock,
+    adjust: (d: Duration.DurationInput) => Effect.Effect<void>
+  ) => Effect.Effect<A, E>
+) =>
+  Effect.flatMap(steppedClock, ({ clock, step }) =>
+    Effect.flatMap(TestClock.testClock(), (base) => Effect.withClock(test(step, clock, (d) => base.adjust(d)), clock)))
+
+it.effect("a step of the wall clock back moves no bound: the wait still ends at its bound", () =>
+  stepping((step, clock, adjust) => Effect.gen(function*() {
+    const { batcher, bound, timeouts } = yield* arrange({ clock })
+    // a's statement hangs; the wall clock steps back a minute.
+    const a = yield* Effect.fork(batcher.submit("a", "a", 0, bound(1_000)))
+    yield* Effect.yieldNow()
+    step(-60_000)
+    yield* adjust("999 millis")
+    expect(a.unsafePoll()).toBeNull()
+    yield* adjust("1 millis")
+    expect(Exit.isFailure(yield* Fiber.await(a))).toBe(true)
+    expect(timeouts()).toBe(1)
+  })))
+
+it.effect("a step of the wall clock forward moves no bound: a wait ends at its own bound, not at the step", () =>
+  stepping((step, clock, adjust) => Effect.gen(function*() {
+    const { batcher, bound, release, timeouts } = yield* arrange({ clock })
+    // a's statement is in flight (bound 1 s); b waits behind it with a bound of 100 ms, which wakes
+    // the watchdog after the wall clock stepped forward a minute.
+    const a = yield* Effect.fork(batcher.submit("a", "a", 0, bound(1_000)))
+    yield* Effect.yieldNow()
+    const b = yield* Effect.fork(batcher.submit("b", "b", 0, bound(100)))
+    yield* Effect.yieldNow()
+    step(60_000)
+    yield* adjust("100 millis")
+    expect(Exit.isFailure(yield* Fiber.await(b))).toBe(true)
+    expect(a.unsafePoll()).toBeNull()
+    yield* Deferred.succeed(release, undefined)
+    expect(yield* Fiber.join(a)).toBe("a renewed")
+    expect(timeouts()).toBe(1)
+  })))
+
+it.effect("a step of the wall clock back holds no request behind a hung batch longer than flightMs", () =>
+  stepping((step, clock, adjust) => Effect.gen(function*() {
+    const { batcher, open, sent } = yield* arrange({ clock, flightMs: 1_000 })
+    // a's batch hangs; b comes while it is in flight, then the wall clock steps back a minute.
+    yield* Effect.fork(batcher.submit("a", "a", 0))
+    yield* Effect.yieldNow()
+    open.add("b")
+    const b = yield* Effect.fork(batcher.submit("b", "b", 0))
+    yield* Effect.yieldNow()
+    step(-60_000)
+    yield* adjust("1 second")
+    expect(sent).toEqual([["a"], ["b"]])
+    expect(yield* Fiber.join(b)).toBe("b renewed")
+  })))
+
+it.effect("callers on clocks of their own (skewed members) wait by the batcher's clock", () =>
+  Effect.gen(function*() {
+    const { batcher, bound, timeouts } = yield* arrange()
+    const { clock: ahead, step } = yield* steppedClock
+    step(3_600_000)
+    // Two callers whose statements hang, the second on a clock an hour ahead of the first's.
+    const a = yield* Effect.fork(batcher.submit("a", "a", 0, bound(1_000)))
+    yield* Effect.yieldNow()
+    const b = yield* Effect.fork(Effect.withClock(batcher.submit("b", "b", 0, bound(1_000)), ahead))
+    yield* Effect.yieldNow()
+    yield* TestClock.adjust("1 second")
+    expect(Exit.isFailure(yield* Fiber.await(a))).toBe(true)
+    expect(Exit.isFailure(yield* Fiber.await(b))).toBe(true)
     expect(timeouts()).toBe(2)
   }))

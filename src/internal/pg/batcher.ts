@@ -19,8 +19,15 @@
  *
  * The batcher runs its statements in fibers of its own (daemons), so a caller's timeout never
  * interrupts a batch that also carries other members' renewals.
+ *
+ * Every time it reads and every wait it sleeps is on one clock, the store's (`clock`), and on its
+ * monotonic reading (`currentTimeNanos`), never the wall clock: a step of the host's clock (NTP)
+ * moved every deadline by its size (a bound a minute late after a step back of a minute, every
+ * pending bound at once after a step forward), and callers on clocks of their own (members whose
+ * clocks are skewed, in tests) armed the one watchdog on different clocks.
  */
-import { Cause, Clock, Deferred, Effect, Exit, Fiber } from "effect"
+import type { Clock, Fiber } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit } from "effect"
 
 /** What the batch statement gives one request: its answer, or a statement of its own to run next. */
 export type Outcome<A, E> =
@@ -51,13 +58,17 @@ export interface Batcher<Req, A, E> {
   readonly batches: () => number
 }
 
+/** Milliseconds on `clock`'s monotonic reading. */
+const monotonicMillis = (clock: Clock.Clock): Effect.Effect<number> =>
+  Effect.sync(() => Number(clock.unsafeCurrentTimeNanos()) / 1_000_000)
+
 /**
  * A timer that runs `onWake` once the earliest time it was armed for has come: arming it for a
  * later time than it is armed for does nothing; for an earlier one, it sleeps until then instead
  * (the fiber armed before is interrupted, or, if its fork has not returned yet, wakes at its time and
- * finds it is not the one armed). One fiber at a time, on the caller's `Clock`.
+ * finds it is not the one armed). One fiber at a time, sleeping on `clock`.
  */
-const alarm = (onWake: Effect.Effect<void>) => {
+const alarm = (clock: Clock.Clock, onWake: Effect.Effect<void>) => {
   let armed: { readonly at: number; fiber?: Fiber.RuntimeFiber<void> } | undefined = undefined
   return (at: number, now: number): Effect.Effect<void> =>
     Effect.suspend(() => {
@@ -68,7 +79,7 @@ const alarm = (onWake: Effect.Effect<void>) => {
       return Effect.flatMap(
         Effect.forkDaemon(Effect.zipRight(
           // Interruptible: a fork inherits the mask of its caller (`submit`'s is uninterruptible).
-          Effect.interruptible(Effect.sleep(Math.max(0, at - now))),
+          Effect.interruptible(clock.sleep(Duration.millis(Math.max(0, at - now)))),
           Effect.suspend(() => {
             if (armed === mine) armed = undefined
             return onWake
@@ -85,8 +96,14 @@ const alarm = (onWake: Effect.Effect<void>) => {
 
 export const make = <Req, A, E>(
   send: (reqs: ReadonlyArray<Req>) => Effect.Effect<ReadonlyArray<Outcome<A, E>>, E>,
-  options: { readonly flightMs: number; readonly patienceMs: number }
+  options: {
+    readonly flightMs: number
+    readonly patienceMs: number
+    /** The clock of every time the batcher reads and every wait it sleeps (the store's). */
+    readonly clock: Clock.Clock
+  }
 ): Batcher<Req, A, E> => {
+  const currentMillis = monotonicMillis(options.clock)
   let queue: Array<Entry<Req, A, E>> = []
   /** Keys in flight, with the time their statement was sent; a token per flight. */
   const inFlight = new Map<string, { readonly since: number }>()
@@ -105,9 +122,9 @@ export const make = <Req, A, E>(
   }
   const bounded = new Set<Bounded>()
   // The watchdog.
-  const arm = alarm(Effect.suspend(() => expireDue))
+  const arm = alarm(options.clock, Effect.suspend(() => expireDue))
 
-  const expireDue: Effect.Effect<void> = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+  const expireDue: Effect.Effect<void> = Effect.flatMap(currentMillis, (now) => {
     const due: Array<Effect.Effect<void>> = []
     let next = Infinity
     for (const b of bounded) {
@@ -131,7 +148,7 @@ export const make = <Req, A, E>(
   }
 
   const kick: Effect.Effect<void> = Effect.suspend(() =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    Effect.flatMap(currentMillis, (now) => {
       if (queue.length === 0) return Effect.void
       // Behind a batch in flight: it kicks when it ends, or this timer when it has taken too long.
       if (sending !== undefined && now - sending < options.flightMs) return schedule(sending + options.flightMs, now)
@@ -162,7 +179,7 @@ export const make = <Req, A, E>(
   )
 
   // The next kick: at the first held request's due time, a flight's end of patience, and so on.
-  const schedule = alarm(Effect.suspend(() => kick))
+  const schedule = alarm(options.clock, Effect.suspend(() => kick))
 
   const run = (batch: ReadonlyArray<Entry<Req, A, E>>, flight: { readonly since: number }) =>
     Effect.flatMap(Effect.exit(send(batch.map((e) => e.req))), (exit) =>
@@ -206,7 +223,7 @@ export const make = <Req, A, E>(
   ): Effect.Effect<A, E> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* currentMillis
         const done = yield* Deferred.make<A, E>()
         const entry: Entry<Req, A, E> = { key, req, due: now + Math.max(0, holdMs), done, taken: false }
         queue.push(entry)
