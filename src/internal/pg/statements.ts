@@ -708,6 +708,25 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
 // ---------------------------------------------------------------------------------------------------
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
 
+/**
+ * A renewal's new lease: its statement time + `leaseMs`, unless the row's last renewal is newer than
+ * this one (`heartbeat_at` after its statement time), when it only keeps or extends the lease. Two
+ * renewals of one member can be on the server at once (the batcher sends the next when the one in
+ * flight has run past its patience), and the older, reaching the row after the newer committed, would
+ * otherwise move the lease back before the newer one's, on whose send time the member bases its local
+ * deadline (test/safety/renewalOrder.pg.test.ts). A renewal in order still cuts back a lease set far
+ * ahead by hand. `row`: the members table's alias and a dot, or "".
+ */
+const renewedLease = (sql: Sql, now: string | null, leaseMs: Statement.Fragment, row: "" | "m.") =>
+  sql`CASE WHEN ${sql.literal(row)}heartbeat_at > ${at(sql, now)}
+           THEN GREATEST(${sql.literal(row)}lease_expires_at, ${at(sql, now)} + ${leaseMs} * interval '1 millisecond')
+           ELSE ${at(sql, now)} + ${leaseMs} * interval '1 millisecond' END`
+
+/** A renewal's `stopping_since` (`stuck`: its work has not stopped); an older renewal's leaves it (above). */
+const renewedStopping = (sql: Sql, now: string | null, stuck: Statement.Fragment, row: "" | "m.") =>
+  sql`CASE WHEN ${sql.literal(row)}heartbeat_at > ${at(sql, now)} THEN ${sql.literal(row)}stopping_since
+           WHEN ${stuck} THEN coalesce(${sql.literal(row)}stopping_since, ${at(sql, now)}) END`
+
 /** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
 export interface RenewedRow {
   readonly idx: number
@@ -757,10 +776,10 @@ export const renewLease = (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
     ), me AS (
       UPDATE modulo_group.members
-         SET lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
-             heartbeat_at = ${at(sql, now)},
+         SET lease_expires_at = ${renewedLease(sql, now, sql`${leaseMs}`, "")},
+             heartbeat_at = GREATEST(heartbeat_at, ${at(sql, now)}),
              acked_epoch = GREATEST(acked_epoch, ${ack}),
-             stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${at(sql, now)}) END
+             stopping_since = ${renewedStopping(sql, now, sql`${stuck}`, "")}
        WHERE member_id = ${memberId} AND group_id = ${groupId}
          AND lease_expires_at > ${at(sql, now)}
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
@@ -898,10 +917,10 @@ export const renewLeases = (
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
-         SET lease_expires_at = ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
-             heartbeat_at = ${at(sql, now)},
+         SET lease_expires_at = ${renewedLease(sql, now, sql`r.lease_ms`, "m.")},
+             heartbeat_at = GREATEST(m.heartbeat_at, ${at(sql, now)}),
              acked_epoch = GREATEST(m.acked_epoch, r.ack),
-             stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${at(sql, now)}) END
+             stopping_since = ${renewedStopping(sql, now, sql`r.stuck`, "m.")}
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
          AND m.lease_expires_at > ${at(sql, now)}

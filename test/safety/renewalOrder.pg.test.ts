@@ -1,0 +1,85 @@
+/**
+ * A renewal never moves a lease back. Two renewals of one member can be on the server at once: the
+ * batcher sends the next one when the one in flight has run past its patience (2 × the statement
+ * timeout: on a server that answers, its bounds would have ended it). If the older one, whose
+ * statement time is earlier, reaches the row after the newer one has committed, it used to set the
+ * lease to its own time + lease: earlier than the newer renewal's, on which the member bases its
+ * local deadline (its send time + lease - fenceMargin). The others could then reap the member while it
+ * still works. Now a renewal older than the row's last one (`heartbeat_at` after its statement time)
+ * only keeps or extends the lease, and leaves `stopping_since` as the newer one wrote it.
+ *
+ * Statement by statement on real PostgreSQL, with the statement times passed in (the `now`
+ * parameter every statement takes; null in production: `statement_timestamp()`).
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import * as Statements from "../../src/internal/pg/statements.js"
+import { MembershipStore } from "../../src/MembershipStore.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { PgLive, randomGroupId } from "../support/Database.js"
+
+const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
+const leaseMs = 10_000
+
+/** A member joined to a fresh group; its row's lease, heartbeat and `stopping_since` as ms since the epoch. */
+const arrange = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const store = yield* MembershipStore
+  const groupId = randomGroupId("renewal-order")
+  const memberId = crypto.randomUUID()
+  const view = yield* store.join(groupId, { memberId, host: "test", pid: 1, name: "m" }, leaseMs)
+  const [{ t }] = (yield* sql<{ t: string }>`SELECT (extract(epoch FROM now()) * 1000)::bigint AS t`) as unknown as [
+    { t: string }
+  ]
+  const base = Number(t)
+  const row = Effect.map(
+    sql<{ lease: string; beat: string; stopping: string | null }>`
+      SELECT (extract(epoch FROM lease_expires_at) * 1000)::bigint AS lease,
+             (extract(epoch FROM heartbeat_at) * 1000)::bigint AS beat,
+             (extract(epoch FROM stopping_since) * 1000)::bigint AS stopping
+        FROM modulo_group.members WHERE member_id = ${memberId}`,
+    ([r]) => ({ lease: Number(r!.lease), beat: Number(r!.beat), stopping: r!.stopping === null ? null : Number(r!.stopping) })
+  )
+  const at = (ms: number) => new Date(base + ms).toISOString()
+  return { sql, groupId, memberId, epoch: view.epoch, base, row, at }
+})
+
+it.effect("a renewal whose statement time is older than the row's last renewal does not move the lease back (renewLease)", () =>
+  Effect.gen(function*() {
+    const { sql, groupId, memberId, epoch, base, row, at } = yield* arrange
+    // The newer renewal commits first (its time: base + 3 s), the member stuck stopping; then the
+    // older one (base + 1 s), not stuck.
+    expect(yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, true, at(3_000), 1_000)).toHaveLength(1)
+    yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, at(1_000), 1_000)
+    const after = yield* row
+    expect(after.lease).toBe(base + 3_000 + leaseMs)
+    expect(after.beat).toBe(base + 3_000)
+    expect(after.stopping).toBe(base + 3_000)
+    // The next renewal in order sets its own time + lease again.
+    yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, at(4_000), 1_000)
+    expect(yield* row).toEqual({ lease: base + 4_000 + leaseMs, beat: base + 4_000, stopping: null })
+  }).pipe(Effect.provide(StoreLive)))
+
+it.effect("a renewal whose statement time is older than the row's last renewal does not move the lease back (renewLeases, the batch)", () =>
+  Effect.gen(function*() {
+    const { sql, groupId, memberId, epoch, base, row, at } = yield* arrange
+    const request = (stuck: boolean) => [{ memberId, groupId, ack: epoch, leaseMs, stuck, slots: false }]
+    const [newer] = yield* Statements.renewLeases(sql, request(true), at(3_000), 1_000)
+    expect(newer!.ok).toBe(true)
+    yield* Statements.renewLeases(sql, request(false), at(1_000), 1_000)
+    const after = yield* row
+    expect(after.lease).toBe(base + 3_000 + leaseMs)
+    expect(after.beat).toBe(base + 3_000)
+    expect(after.stopping).toBe(base + 3_000)
+    yield* Statements.renewLeases(sql, request(false), at(4_000), 1_000)
+    expect(yield* row).toEqual({ lease: base + 4_000 + leaseMs, beat: base + 4_000, stopping: null })
+  }).pipe(Effect.provide(StoreLive)))
+
+it.effect("a renewal in order still cuts back a lease set far ahead by hand", () =>
+  Effect.gen(function*() {
+    const { sql, groupId, memberId, epoch, base, row, at } = yield* arrange
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + interval '100 years' WHERE member_id = ${memberId}`
+    yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, at(1_000), 1_000)
+    expect((yield* row).lease).toBe(base + 1_000 + leaseMs)
+  }).pipe(Effect.provide(StoreLive)))
