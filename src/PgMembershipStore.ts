@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
+import { monotonicMillis } from "./internal/clock.js"
 import * as Batcher from "./internal/pg/batcher.js"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
@@ -456,7 +457,8 @@ export const make = (options: Options = {}) =>
     // one to announce a barrier this batch completed (one notification per group and batch). A member
     // whose row was locked by a change in progress renews alone next (`renewAlone`). One renewal of a
     // member on the server at a time: the batcher keeps a member's next request until the one in
-    // flight has ended, or for `2 × statementTimeout` at most (as `noCancel.oneAtATime`).
+    // flight has ended, or for `2 × statementTimeout` at most (then its connection is taken for dead;
+    // a renewal older than the row's last never moves the lease back: `Statements.renewLease`).
     interface Renewal extends Statements.RenewalRequest {
       readonly announce: boolean
     }
@@ -532,10 +534,12 @@ export const make = (options: Options = {}) =>
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
     // has been missing for a lease: its member, if alive, may still be working; by then it has seen
     // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
-    // `missingSince`: per group, since when (Effect clock, ms) a row has been found missing.
+    // `missingSince`: per group, since when (the Effect clock's monotonic reading, ms: a step of the
+    // wall clock forward repaired at once, while the missing row's member could still work) a row has
+    // been found missing.
     const missingSince = yield* Ref.make(HashMap.empty<string, number>())
     const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
-      Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+      Effect.flatMap(monotonicMillis, (nowMs) =>
         Ref.modify(missingSince, (missing): [boolean, HashMap.HashMap<string, number>] => {
           if (rows >= size) return [rows > size, HashMap.remove(missing, groupId)]
           const since = Option.getOrElse(HashMap.get(missing, groupId), () => nowMs)
@@ -926,7 +930,7 @@ export const make = (options: Options = {}) =>
         return wrap(
           "heartbeat",
           Effect.gen(function*() {
-            renewers.set(memberId, (yield* Clock.currentTimeMillis) + leaseMs)
+            renewers.set(memberId, (yield* monotonicMillis) + leaseMs)
             yield* onStatement("heartbeat", "renew")
             // Bounded like any operation (`wrap`), here by the batcher: the statement already runs in
             // the batch's fiber, never interrupted, so only the wait for its answer needs a bound,
@@ -1132,7 +1136,7 @@ export const make = (options: Options = {}) =>
       // Stops at the first other live renewer (a member of 1,000 in one process looked at all of them,
       // every heartbeat: M² steps per heartbeat in all); expired entries on the way are dropped.
       sharesHeartbeatsNow: (memberId) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
+        Effect.map(monotonicMillis, (now) => {
           for (const [id, until] of renewers) {
             if (until <= now) renewers.delete(id)
             else if (id !== memberId) return true

@@ -9,6 +9,7 @@ import { Cause, Duration, Effect } from "effect"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { randomGroupId } from "../support/Database.js"
 import { exactCover } from "../support/Recorder.js"
+import { steppedClock } from "../support/SteppedClock.js"
 import { fast, groupRow, makeGroup, rows, StoreLive, waitFor, waitForEffect } from "../faults/support.js"
 
 const CONVERGE = Duration.seconds(20)
@@ -89,6 +90,31 @@ it.live("a member row deleted while its renewals hang: the others re-form only a
     yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "re-formed without it")
     expect((yield* groupRow(groupId))!.epoch).toBeGreaterThan(before!.epoch)
     expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("a member row deleted while its renewals hang, then the wall clock steps forward: the others still re-form only after it has fenced itself", () =>
+  Effect.gen(function*() {
+    const { clock, step } = yield* steppedClock
+    const base = yield* MembershipStore
+    // Heartbeats answered so far (every member's), to know when the others have seen the row missing.
+    let renewed = 0
+    const counting = { ...base, heartbeat: (...a: Parameters<typeof base.heartbeat>) => Effect.tap(base.heartbeat(...a), () => Effect.sync(() => void renewed++)) }
+    yield* Effect.gen(function*() {
+      const { groupId, rec, members } = yield* converged(3)
+      const sql = yield* SqlClient.SqlClient
+      const before = yield* groupRow(groupId)
+      const victim = members[1]!
+      yield* victim.hang
+      yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${victim.m.memberId}`
+      // Both others renewed since (they have seen the row missing and noted since when); then the
+      // host's wall clock steps a minute forward. The repair waits a lease of the monotonic clock.
+      const seen = renewed
+      yield* waitFor(() => renewed >= seen + 4, CONVERGE, "two renewals each of the others")
+      step(60_000)
+      yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "re-formed without it")
+      expect((yield* groupRow(groupId))!.epoch).toBeGreaterThan(before!.epoch)
+      expect(rec.violations).toEqual([])
+    }).pipe(Effect.provideService(MembershipStore, counting), Effect.withClock(clock))
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 
 it.live("a lease set far in the future on a live member is cut back by its next renewal", () =>

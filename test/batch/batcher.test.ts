@@ -9,6 +9,7 @@
 import { expect, it } from "@effect/vitest"
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, TestClock } from "effect"
 import * as Batcher from "../../src/internal/pg/batcher.js"
+import { steppedClock } from "../support/SteppedClock.js"
 
 class TimedOut {
   readonly _tag = "TimedOut"
@@ -112,23 +113,6 @@ it.effect("a shorter bound after a longer one ends at its own deadline, not the 
     expect(Exit.isFailure(yield* Fiber.await(long))).toBe(true)
     expect(timeouts()).toBe(2)
   }))
-
-/**
- * The TestClock, whose wall-clock reading (`currentTimeMillis`) can step as NTP steps a host's clock,
- * while its monotonic one (`currentTimeNanos`) and its sleeps go on as before.
- */
-const steppedClock = Effect.map(Effect.clock, (base) => {
-  let offsetMs = 0
-  const clock: Clock.Clock = {
-    [Clock.ClockTypeId]: Clock.ClockTypeId,
-    unsafeCurrentTimeMillis: () => base.unsafeCurrentTimeMillis() + offsetMs,
-    unsafeCurrentTimeNanos: () => base.unsafeCurrentTimeNanos(),
-    currentTimeMillis: Effect.sync(() => base.unsafeCurrentTimeMillis() + offsetMs),
-    currentTimeNanos: base.currentTimeNanos,
-    sleep: (duration) => base.sleep(duration)
-  }
-  return { clock, step: (ms: number) => void (offsetMs += ms) }
-})
 
 /**
  * `test` with the stepped clock as its own `Clock` (its callers') and the batcher's; `adjust` moves

@@ -4,7 +4,7 @@
  * wake-ups of the lease keeper. Every other piece of the interpreter receives this.
  */
 import type { Scope } from "effect"
-import { Clock, Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
+import { Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
 import type { ResolvedConfig } from "../../MembershipConfig.js"
 import * as Metrics from "../../MembershipMetrics.js"
 import type { MemberInfo, MembershipStoreService, StaticJoin } from "../../MembershipStore.js"
@@ -12,6 +12,7 @@ import type { MemberState } from "../../MemberState.js"
 import * as State from "../../MemberState.js"
 import type { Event, Instruction, Member, Observation, Timing } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
+import { monotonicMillis } from "../clock.js"
 import { refusal } from "../pg/errors.js"
 import * as Signal from "./signal.js"
 
@@ -63,7 +64,7 @@ export interface MemberContext {
 }
 
 /** The member's clock, in milliseconds. */
-export const nowMillis: Effect.Effect<number> = Effect.map(Clock.currentTimeNanos, (n) => Number(n / 1_000_000n))
+export const nowMillis: Effect.Effect<number> = monotonicMillis
 
 const groupMetrics = (groupId: string) => {
   const tagged = <T, I, O>(m: Metric.Metric<T, I, O>) => m.pipe(Metric.tagged("group", groupId))

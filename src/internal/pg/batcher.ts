@@ -9,7 +9,7 @@
  * - A key (a member) is never twice in one batch and never in flight twice: its next request waits
  *   in the queue until the one in flight has ended (its batch, or the single statement that followed
  *   it), or until `patienceMs` after that one was sent (a statement still running then is on a dead
- *   connection: the server's bound would have ended it). As `noCancel.oneAtATime` did per member.
+ *   connection: the server's bound would have ended it).
  * - A request whose caller stops waiting before it was taken into a batch is dropped (nothing sent).
  *   Once taken, its statement runs to its end (never interrupted: see noCancel.ts).
  * - A batch in flight longer than `flightMs` no longer holds the next one back.
@@ -28,6 +28,7 @@
  */
 import type { Clock, Fiber } from "effect"
 import { Cause, Deferred, Duration, Effect, Exit } from "effect"
+import { monotonicMillisOf } from "../clock.js"
 
 /** What the batch statement gives one request: its answer, or a statement of its own to run next. */
 export type Outcome<A, E> =
@@ -57,10 +58,6 @@ export interface Batcher<Req, A, E> {
   /** Batches sent so far (tests, docs). */
   readonly batches: () => number
 }
-
-/** Milliseconds on `clock`'s monotonic reading. */
-const monotonicMillis = (clock: Clock.Clock): Effect.Effect<number> =>
-  Effect.sync(() => Number(clock.unsafeCurrentTimeNanos()) / 1_000_000)
 
 /**
  * A timer that runs `onWake` once the earliest time it was armed for has come: arming it for a
@@ -103,7 +100,7 @@ export const make = <Req, A, E>(
     readonly clock: Clock.Clock
   }
 ): Batcher<Req, A, E> => {
-  const currentMillis = monotonicMillis(options.clock)
+  const currentMillis = monotonicMillisOf(options.clock)
   let queue: Array<Entry<Req, A, E>> = []
   /** Keys in flight, with the time their statement was sent; a token per flight. */
   const inFlight = new Map<string, { readonly since: number }>()

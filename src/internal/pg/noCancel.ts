@@ -13,7 +13,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Context, Duration, Effect, Fiber, Option } from "effect"
 
 /** `conn`, whose statements run to their end once sent, even when the fiber is interrupted. */
 export const uninterruptibleConnection = (conn: Connection): Connection => ({
@@ -67,41 +67,3 @@ export const awaitAtMost = <A, E, E2, R>(
         }))
       ))
   )
-
-/**
- * One `statement` per key at a time (the renewals of one member): a call first waits, interruptibly,
- * for the one still running (one whose caller stopped waiting for it), then runs `statement`
- * uninterruptibly. So a member whose renewal hangs keeps one renewal on the server, not one per
- * heartbeat, and its renewals run in the order they were sent. A predecessor still running
- * `patienceMs` after it started is not waited for any longer: its server-side bound would have ended
- * it on a server that answers, so its connection is dead or cut off (it may never end), and the member
- * must be able to renew on another.
- */
-export const oneAtATime = (patienceMs: number) => {
-  const running = new Map<string, { readonly done: Deferred.Deferred<void>; readonly startedAt: number }>()
-  return <A, E, R>(key: string, statement: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        const done = yield* Deferred.make<void>()
-        let mine: { readonly done: Deferred.Deferred<void>; readonly startedAt: number } | undefined = undefined
-        while (mine === undefined) {
-          const now = yield* Clock.currentTimeMillis
-          const previous = running.get(key)
-          if (previous === undefined || now - previous.startedAt >= patienceMs) {
-            // No yield between the check and this: the key is ours.
-            mine = { done, startedAt: now }
-            running.set(key, mine)
-          } else {
-            yield* restore(Effect.timeoutOption(Deferred.await(previous.done), previous.startedAt + patienceMs - now))
-          }
-        }
-        return yield* Effect.ensuring(
-          statement,
-          Effect.suspend(() => {
-            if (running.get(key) === mine) running.delete(key)
-            return Deferred.done(done, Exit.void)
-          })
-        )
-      })
-    )
-}
