@@ -13,6 +13,7 @@
 //   npm run build
 //   DATABASE_URL=postgres://... node bench/renewalCost.mjs [spacing=20] [seconds=10] [pieces=wake,statement,store,member]
 //
+// RENEWAL_COST_TOP=n also prints, per piece, the n functions that allocated most (KB per call).
 // MODULO_GROUP_LIB: another build's `dist/src/index.js`, a path or a URL (its `internal/pg/statements.js` beside it),
 // for a before/after. CPU varies ±20% from run to run on a 2-core VM; the bytes allocated do not.
 // The database must be migrated (`npx modulo-group migrate`).
@@ -113,8 +114,13 @@ await sleep(seconds * 1_000)
 const { profile } = await session.post("HeapProfiler.stopSampling")
 const allocCalls = calls - calls0
 let bytes = 0
+// Per allocating function (name, file, line): its own bytes.
+const sites = new Map()
 const walk = (node) => {
   bytes += node.selfSize
+  const f = node.callFrame
+  const site = `${f.functionName || "(anonymous)"} ${f.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*\/dist\//, "dist/")}:${f.lineNumber + 1}`
+  sites.set(site, (sites.get(site) ?? 0) + node.selfSize)
   node.children.forEach(walk)
 }
 walk(profile.head)
@@ -122,5 +128,10 @@ console.log(
   `${piece.padEnd(9)} ${((cpu.user + cpu.system) / 1_000 / cpuCalls).toFixed(2)} ms CPU per call (${cpuCalls} calls), ` +
     `${(bytes / 1_024 / allocCalls).toFixed(1)} KB allocated per call (${allocCalls} calls)`
 )
+// RENEWAL_COST_TOP=n: the n functions that allocated most, in KB per call.
+const top = Number(process.env.RENEWAL_COST_TOP ?? 0)
+for (const [site, b] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+  console.log(`  ${(b / 1_024 / allocCalls).toFixed(1).padStart(6)} KB  ${site}`)
+}
 await runtime.runPromise(Scope.close(scope, Exit.void)).catch(() => undefined)
 process.exit(0)
