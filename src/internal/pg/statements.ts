@@ -717,15 +717,19 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
  * deadline (test/safety/renewalOrder.pg.test.ts). A renewal in order still cuts back a lease set far
  * ahead by hand. `row`: the members table's alias and a dot, or "".
  */
-const renewedLease = (sql: Sql, now: string | null, leaseMs: Statement.Fragment, row: "" | "m.") =>
-  sql`CASE WHEN ${sql.literal(row)}heartbeat_at > ${at(sql, now)}
-           THEN GREATEST(${sql.literal(row)}lease_expires_at, ${at(sql, now)} + ${leaseMs} * interval '1 millisecond')
-           ELSE ${at(sql, now)} + ${leaseMs} * interval '1 millisecond' END`
+const renewedLease = (sql: Sql, t: Statement.Fragment, leaseMs: Statement.Fragment, row: "" | "m.") => {
+  const r = row === "" ? sql`` : sql`m.`
+  return sql`CASE WHEN ${r}heartbeat_at > ${t}
+                  THEN GREATEST(${r}lease_expires_at, ${t} + ${leaseMs} * interval '1 millisecond')
+                  ELSE ${t} + ${leaseMs} * interval '1 millisecond' END`
+}
 
 /** A renewal's `stopping_since` (`stuck`: its work has not stopped); an older renewal's leaves it (above). */
-const renewedStopping = (sql: Sql, now: string | null, stuck: Statement.Fragment, row: "" | "m.") =>
-  sql`CASE WHEN ${sql.literal(row)}heartbeat_at > ${at(sql, now)} THEN ${sql.literal(row)}stopping_since
-           WHEN ${stuck} THEN coalesce(${sql.literal(row)}stopping_since, ${at(sql, now)}) END`
+const renewedStopping = (sql: Sql, t: Statement.Fragment, stuck: Statement.Fragment, row: "" | "m.") => {
+  const r = row === "" ? sql`` : sql`m.`
+  return sql`CASE WHEN ${r}heartbeat_at > ${t} THEN ${r}stopping_since
+                  WHEN ${stuck} THEN coalesce(${r}stopping_since, ${t}) END`
+}
 
 /** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
 export interface RenewedRow {
@@ -770,18 +774,20 @@ export const renewLease = (
   now: string | null,
   timeoutMs: number,
   slots = false
-) =>
-  sql<RenewedRow>`
+) => {
+  // The statement's time, one fragment for every use.
+  const t = at(sql, now)
+  return sql<RenewedRow>`
     WITH prev AS (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
     ), me AS (
       UPDATE modulo_group.members
-         SET lease_expires_at = ${renewedLease(sql, now, sql`${leaseMs}`, "")},
-             heartbeat_at = GREATEST(heartbeat_at, ${at(sql, now)}),
+         SET lease_expires_at = ${renewedLease(sql, t, sql`${leaseMs}`, "")},
+             heartbeat_at = GREATEST(heartbeat_at, ${t}),
              acked_epoch = GREATEST(acked_epoch, ${ack}),
-             stopping_since = ${renewedStopping(sql, now, sql`${stuck}`, "")}
+             stopping_since = ${renewedStopping(sql, t, sql`${stuck}`, "")}
        WHERE member_id = ${memberId} AND group_id = ${groupId}
-         AND lease_expires_at > ${at(sql, now)}
+         AND lease_expires_at > ${t}
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
@@ -792,7 +798,7 @@ export const renewLease = (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
              count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
-                                 OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${at(sql, now)}
+                                 OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
                                      AND o.acked_epoch < g.epoch)) AS expired
         FROM modulo_group.members o, g
        WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
@@ -800,12 +806,13 @@ export const renewLease = (
     SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            others.unacked, others.expired, others.n + 1 AS rows,
-           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms,
+           (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
            CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
       FROM me, g, others, mine
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
      WHERE me.idx IS NOT NULL
        AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
+}
 
 /** One member's renewal in a batch (`renewLeases`). */
 export interface RenewalRequest {
@@ -872,6 +879,8 @@ export const renewLeases = (
   now: string | null,
   timeoutMs: number
 ) => {
+  // The statement's time, one fragment for every use.
+  const t = at(sql, now)
   const json = JSON.stringify(requests.map((r) => ({
     member_id: r.memberId,
     group_id: r.groupId,
@@ -895,10 +904,10 @@ export const renewLeases = (
   // A row a reap would count: its lease and grace ran out, or a held static row behind the epoch.
   const expiredRow = (x: "x" | "me") =>
     x === "x"
-      ? sql`(x.lease_expires_at + x.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}
-             OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${at(sql, now)} AND x.acked_epoch < g.epoch))`
-      : sql`(me.lease_expires_at + me.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}
-             OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${at(sql, now)} AND me.acked_epoch < g.epoch))`
+      ? sql`(x.lease_expires_at + x.rejoin_grace_ms * interval '1 millisecond' <= ${t}
+             OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${t} AND x.acked_epoch < g.epoch))`
+      : sql`(me.lease_expires_at + me.rejoin_grace_ms * interval '1 millisecond' <= ${t}
+             OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${t} AND me.acked_epoch < g.epoch))`
   return sql<BatchRenewedRow>`
     WITH req AS MATERIALIZED (
       SELECT * FROM json_to_recordset(${json}::json)
@@ -917,13 +926,13 @@ export const renewLeases = (
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
-         SET lease_expires_at = ${renewedLease(sql, now, sql`r.lease_ms`, "m.")},
-             heartbeat_at = GREATEST(m.heartbeat_at, ${at(sql, now)}),
+         SET lease_expires_at = ${renewedLease(sql, t, sql`r.lease_ms`, "m.")},
+             heartbeat_at = GREATEST(m.heartbeat_at, ${t}),
              acked_epoch = GREATEST(m.acked_epoch, r.ack),
-             stopping_since = ${renewedStopping(sql, now, sql`r.stuck`, "m.")}
+             stopping_since = ${renewedStopping(sql, t, sql`r.stuck`, "m.")}
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
-         AND m.lease_expires_at > ${at(sql, now)}
+         AND m.lease_expires_at > ${t}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
                 m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
     ), g AS (
@@ -953,7 +962,7 @@ export const renewLeases = (
            agg.unacked - (CASE WHEN me.acked_epoch < g.epoch THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
-           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms,
+           (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
            CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
       FROM req r
       LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
