@@ -363,14 +363,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               return Effect.succeed(Option.none<GroupView>())
             }
             const before = row.ackedEpoch
-            // As the PostgreSQL store's renewal: one older than the row's last renewal (here only
-            // after the store's clock stepped back) keeps or extends the lease, and leaves
-            // `stoppingSince` (statements.ts, `renewedLease`).
-            const older = row.heartbeatAt > now
-            row.leaseExpiresAt = older ? Math.max(row.leaseExpiresAt, now + leaseMs) : now + leaseMs
-            row.heartbeatAt = Math.max(row.heartbeatAt, now)
+            // Renewals here are atomic and in order: none is older than the row's last one (the
+            // PostgreSQL store's `olderRenewal`, statements.ts); a `heartbeatAt` after `now` is a
+            // clock that stepped back, and the renewal is in order, as there.
+            row.leaseExpiresAt = now + leaseMs
+            row.heartbeatAt = now
             row.ackedEpoch = Math.max(row.ackedEpoch, ack)
-            if (!older) row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
+            row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
             const full = viewOf(g, row, now)
             // Slots only when asked for (as the PostgreSQL store reads them).
             const { slots: _slots, ...modulo } = full

@@ -709,26 +709,45 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
 
 /**
- * A renewal's new lease: its statement time + `leaseMs`, unless the row's last renewal is newer than
- * this one (`heartbeat_at` after its statement time), when it only keeps or extends the lease. Two
- * renewals of one member can be on the server at once (the batcher sends the next when the one in
- * flight has run past its patience), and the older, reaching the row after the newer committed, would
- * otherwise move the lease back before the newer one's, on whose send time the member bases its local
- * deadline (test/safety/renewalOrder.pg.test.ts). A renewal in order still cuts back a lease set far
- * ahead by hand. `row`: the members table's alias and a dot, or "".
+ * Whether this renewal is older than the row's last one: that one's time (`heartbeat_at`) lies after
+ * this statement's time and before the present (`clock_timestamp()`, read as the row is written), so
+ * it ran while this one was on the server. Two renewals of one member can be on the server at once
+ * (the batcher sends the next when the one in flight has run past its patience); the older, reaching
+ * the row after the newer committed, would otherwise move the lease back before the newer one's, on
+ * whose send time the member bases its local deadline (test/safety/renewalOrder.pg.test.ts). A
+ * `heartbeat_at` after the present is not a renewal's: the database clock stepped back since, or a
+ * hand set it; then the renewal is in order, as before (a condition on `heartbeat_at > t` alone kept
+ * every lease where it was for the whole of a step back, so a member that crashed in that time held
+ * its index and the barrier for as long: an adversarial review). `r`: the members table's alias and
+ * a dot, or nothing.
  */
-const renewedLease = (sql: Sql, t: Statement.Fragment, leaseMs: Statement.Fragment, row: "" | "m.") => {
-  const r = row === "" ? sql`` : sql`m.`
-  return sql`CASE WHEN ${r}heartbeat_at > ${t}
-                  THEN GREATEST(${r}lease_expires_at, ${t} + ${leaseMs} * interval '1 millisecond')
-                  ELSE ${t} + ${leaseMs} * interval '1 millisecond' END`
-}
+const olderRenewal = (sql: Sql, t: Statement.Fragment, r: Statement.Fragment) =>
+  sql`(${r}heartbeat_at > ${t} AND ${r}heartbeat_at <= clock_timestamp())`
 
-/** A renewal's `stopping_since` (`stuck`: its work has not stopped); an older renewal's leaves it (above). */
-const renewedStopping = (sql: Sql, t: Statement.Fragment, stuck: Statement.Fragment, row: "" | "m.") => {
-  const r = row === "" ? sql`` : sql`m.`
-  return sql`CASE WHEN ${r}heartbeat_at > ${t} THEN ${r}stopping_since
-                  WHEN ${stuck} THEN coalesce(${r}stopping_since, ${t}) END`
+/** The members table's alias and a dot (`m.`), or nothing. */
+const rowPrefix = (sql: Sql, row: "" | "m.") => (row === "" ? sql`` : sql`m.`)
+
+/**
+ * A renewal's new lease, `heartbeat_at` and `stopping_since` (`stuck`: its work has not stopped): its
+ * statement time + `leaseMs`, its time, and its word on `stopping_since`; an older renewal's
+ * (`olderRenewal`) only keeps or extends the lease and changes nothing else. A renewal in order still
+ * cuts back a lease set far ahead by hand.
+ */
+const renewedColumns = (
+  sql: Sql,
+  t: Statement.Fragment,
+  leaseMs: Statement.Fragment,
+  stuck: Statement.Fragment,
+  row: "" | "m."
+) => {
+  const r = rowPrefix(sql, row)
+  const older = olderRenewal(sql, t, r)
+  return sql`lease_expires_at = CASE WHEN ${older}
+                                     THEN GREATEST(${r}lease_expires_at, ${t} + ${leaseMs} * interval '1 millisecond')
+                                     ELSE ${t} + ${leaseMs} * interval '1 millisecond' END,
+             heartbeat_at = CASE WHEN ${older} THEN ${r}heartbeat_at ELSE ${t} END,
+             stopping_since = CASE WHEN ${older} THEN ${r}stopping_since
+                                   WHEN ${stuck} THEN coalesce(${r}stopping_since, ${t}) END`
 }
 
 /** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
@@ -782,10 +801,8 @@ export const renewLease = (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
     ), me AS (
       UPDATE modulo_group.members
-         SET lease_expires_at = ${renewedLease(sql, t, sql`${leaseMs}`, "")},
-             heartbeat_at = GREATEST(heartbeat_at, ${t}),
-             acked_epoch = GREATEST(acked_epoch, ${ack}),
-             stopping_since = ${renewedStopping(sql, t, sql`${stuck}`, "")}
+         SET ${renewedColumns(sql, t, sql`${leaseMs}`, sql`${stuck}`, "")},
+             acked_epoch = GREATEST(acked_epoch, ${ack})
        WHERE member_id = ${memberId} AND group_id = ${groupId}
          AND lease_expires_at > ${t}
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
@@ -926,10 +943,8 @@ export const renewLeases = (
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
-         SET lease_expires_at = ${renewedLease(sql, t, sql`r.lease_ms`, "m.")},
-             heartbeat_at = GREATEST(m.heartbeat_at, ${t}),
-             acked_epoch = GREATEST(m.acked_epoch, r.ack),
-             stopping_since = ${renewedStopping(sql, t, sql`r.stuck`, "m.")}
+         SET ${renewedColumns(sql, t, sql`r.lease_ms`, sql`r.stuck`, "m.")},
+             acked_epoch = GREATEST(m.acked_epoch, r.ack)
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
          AND m.lease_expires_at > ${t}
