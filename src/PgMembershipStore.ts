@@ -9,7 +9,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
-import { monotonicMillis } from "./internal/clock.js"
+import { monotonicMillisOf } from "./internal/clock.js"
 import * as Batcher from "./internal/pg/batcher.js"
 import { describe, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
@@ -166,6 +166,12 @@ export const make = (options: Options = {}) =>
     const busyBudgetMs = Math.max(30_000, 15 * statementTimeoutMs)
     const useEffectClock = options.clock === "effect"
     const onStatement = options.onStatement ?? (() => Effect.void)
+
+    // The store's clock, read once: every duration the store measures itself (the batcher's, a
+    // missing row's wait, who renews here) is on its monotonic reading, the same for every caller
+    // (members on clocks of their own, in tests, made a row missing for a lease at once).
+    const clock = yield* Effect.clock
+    const storeMillis = monotonicMillisOf(clock)
 
     // The time every statement judges leases by: the database's, or one passed in.
     const nowParam: Effect.Effect<string | null> = useEffectClock
@@ -520,7 +526,7 @@ export const make = (options: Options = {}) =>
             )
         ),
       // The store's clock (the TestClock in tests), not each caller's.
-      { flightMs: statementTimeoutMs, patienceMs: 2 * statementTimeoutMs, clock: yield* Effect.clock }
+      { flightMs: statementTimeoutMs, patienceMs: 2 * statementTimeoutMs, clock }
     )
 
     const deleteExpired = (operation: string, groupId: string, now: string | null, epoch: number | null = null) =>
@@ -534,12 +540,12 @@ export const make = (options: Options = {}) =>
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
     // has been missing for a lease: its member, if alive, may still be working; by then it has seen
     // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
-    // `missingSince`: per group, since when (the Effect clock's monotonic reading, ms: a step of the
-    // wall clock forward repaired at once, while the missing row's member could still work) a row has
-    // been found missing.
+    // `missingSince`: per group, since when (the store's monotonic clock, ms: on the wall clock a step
+    // forward repaired at once, while the missing row's member could still work) a row has been found
+    // missing.
     const missingSince = yield* Ref.make(HashMap.empty<string, number>())
     const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
-      Effect.flatMap(monotonicMillis, (nowMs) =>
+      Effect.flatMap(storeMillis, (nowMs) =>
         Ref.modify(missingSince, (missing): [boolean, HashMap.HashMap<string, number>] => {
           if (rows >= size) return [rows > size, HashMap.remove(missing, groupId)]
           const since = Option.getOrElse(HashMap.get(missing, groupId), () => nowMs)
@@ -930,7 +936,7 @@ export const make = (options: Options = {}) =>
         return wrap(
           "heartbeat",
           Effect.gen(function*() {
-            renewers.set(memberId, (yield* monotonicMillis) + leaseMs)
+            renewers.set(memberId, (yield* storeMillis) + leaseMs)
             yield* onStatement("heartbeat", "renew")
             // Bounded like any operation (`wrap`), here by the batcher: the statement already runs in
             // the batch's fiber, never interrupted, so only the wait for its answer needs a bound,
@@ -1136,7 +1142,7 @@ export const make = (options: Options = {}) =>
       // Stops at the first other live renewer (a member of 1,000 in one process looked at all of them,
       // every heartbeat: M² steps per heartbeat in all); expired entries on the way are dropped.
       sharesHeartbeatsNow: (memberId) =>
-        Effect.map(monotonicMillis, (now) => {
+        Effect.map(storeMillis, (now) => {
           for (const [id, until] of renewers) {
             if (until <= now) renewers.delete(id)
             else if (id !== memberId) return true

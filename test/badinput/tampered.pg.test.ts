@@ -5,7 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect } from "effect"
+import { Cause, Clock, Duration, Effect, Option } from "effect"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { randomGroupId } from "../support/Database.js"
 import { exactCover } from "../support/Recorder.js"
@@ -77,21 +77,30 @@ it.live("a member row deleted under a live member: it notices at its next heartb
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 
-// Regression: the survivors re-formed at their next heartbeat, beside a member still working.
-it.live("a member row deleted while its renewals hang: the others re-form only after it has fenced itself", () =>
+/**
+ * A hung member's row deleted by hand; `meanwhile` runs after the delete. The others re-form, but only
+ * after the hung member has fenced itself: it keeps working until its deadline (last renewal + lease
+ * - fence margin), up to 1.5 s after the delete.
+ */
+const deletedWhileHung = (meanwhile: Effect.Effect<void>) =>
   Effect.gen(function*() {
     const { groupId, rec, members } = yield* converged(3)
     const sql = yield* SqlClient.SqlClient
     const before = yield* groupRow(groupId)
     const victim = members[1]!
-    // It keeps working until its deadline (last renewal + lease - fence margin), up to 1.5 s from now.
     yield* victim.hang
     yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${victim.m.memberId}`
+    yield* meanwhile
     yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "re-formed without it")
     expect((yield* groupRow(groupId))!.epoch).toBeGreaterThan(before!.epoch)
     expect(rec.violations).toEqual([])
-  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+  })
 
+// Regression: the survivors re-formed at their next heartbeat, beside a member still working.
+it.live("a member row deleted while its renewals hang: the others re-form only after it has fenced itself", () =>
+  deletedWhileHung(Effect.void).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Regression: the store measured the missing row's lease on the wall clock, and repaired at once.
 it.live("a member row deleted while its renewals hang, then the wall clock steps forward: the others still re-form only after it has fenced itself", () =>
   Effect.gen(function*() {
     const { clock, step } = yield* steppedClock
@@ -99,23 +108,47 @@ it.live("a member row deleted while its renewals hang, then the wall clock steps
     // Heartbeats answered so far (every member's), to know when the others have seen the row missing.
     let renewed = 0
     const counting = { ...base, heartbeat: (...a: Parameters<typeof base.heartbeat>) => Effect.tap(base.heartbeat(...a), () => Effect.sync(() => void renewed++)) }
-    yield* Effect.gen(function*() {
-      const { groupId, rec, members } = yield* converged(3)
-      const sql = yield* SqlClient.SqlClient
-      const before = yield* groupRow(groupId)
-      const victim = members[1]!
-      yield* victim.hang
-      yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${victim.m.memberId}`
-      // Both others renewed since (they have seen the row missing and noted since when); then the
-      // host's wall clock steps a minute forward. The repair waits a lease of the monotonic clock.
+    // Both others renewed after the delete (they have seen the row missing and noted since when);
+    // then the host's wall clock steps a minute forward. The repair waits a lease of the monotonic clock.
+    const stepAfterRenewals = Effect.suspend(() => {
       const seen = renewed
-      yield* waitFor(() => renewed >= seen + 4, CONVERGE, "two renewals each of the others")
-      step(60_000)
-      yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "re-formed without it")
-      expect((yield* groupRow(groupId))!.epoch).toBeGreaterThan(before!.epoch)
-      expect(rec.violations).toEqual([])
-    }).pipe(Effect.provideService(MembershipStore, counting), Effect.withClock(clock))
+      return Effect.zipRight(
+        waitFor(() => renewed >= seen + 4, CONVERGE, "two renewals each of the others"),
+        Effect.sync(() => step(60_000))
+      )
+    })
+    yield* deletedWhileHung(stepAfterRenewals).pipe(Effect.provideService(MembershipStore, counting), Effect.withClock(clock))
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Regression: the store measured the wait on each caller's clock, and members on clocks of their own
+// (tests; test/Timing.test.ts) made the row look missing for hours at the first renewal.
+it.live("members of one store on clocks an hour apart: a row deleted by hand is still missing for a lease before the store says so", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const live = yield* Effect.clock
+    // The live clock, both readings moved by `offsetMs`.
+    const skewed = (offsetMs: number): Clock.Clock => ({
+      ...live,
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: () => live.unsafeCurrentTimeMillis() + offsetMs,
+      currentTimeMillis: Effect.sync(() => live.unsafeCurrentTimeMillis() + offsetMs),
+      unsafeCurrentTimeNanos: () => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n,
+      currentTimeNanos: Effect.sync(() => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n),
+      sleep: (d) => live.sleep(d)
+    })
+    const groupId = randomGroupId("skew-missing")
+    const member = (name: string, clock: Clock.Clock) => ({ info: { memberId: crypto.randomUUID(), name, host: "test", pid: 1 }, clock })
+    const [a, b, c] = [member("a", skewed(-3_600_000)), member("b", skewed(3_600_000)), member("c", live)]
+    for (const m of [a, b, c]) yield* store.join(groupId, m.info, 10_000).pipe(Effect.withClock(m.clock))
+    const epoch = Option.getOrThrow(yield* store.group(groupId)).epoch
+    const renew = (m: typeof a) => Effect.map(store.heartbeat(groupId, m.info.memberId, epoch, 10_000).pipe(Effect.withClock(m.clock)), Option.getOrThrow)
+    for (const m of [a, b, c]) yield* renew(m)
+    // c's row deleted by hand (c may still be working until its local deadline).
+    yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${c.info.memberId}`
+    expect((yield* renew(a)).expired).toBe(false)
+    expect((yield* renew(b)).expired).toBe(false)
+  }).pipe(Effect.provide(StoreLive)), 60_000)
 
 it.live("a lease set far in the future on a live member is cut back by its next renewal", () =>
   Effect.gen(function*() {
