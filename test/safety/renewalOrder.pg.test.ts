@@ -106,3 +106,33 @@ it.effect("after the database clock ran five seconds ahead and was set back, the
     yield* Statements.renewLeases(sql, request(false), at(-1_000), 1_000)
     expect(yield* row).toEqual({ lease: base - 1_000 + leaseMs, beat: base - 1_000, stopping: null })
   }).pipe(Effect.provide(StoreLive)))
+
+// Regression: a renewal whose statement started just before a static member's release, reaching the
+// row after it, renewed the released row for a whole lease (its lease was still running at the
+// renewal's earlier time), and the instance's restart was refused as "held by a live member"
+// (an adversarial review).
+it.effect("a renewal that reaches a released row does not renew it: the instance's next process takes it over", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("renewal-release")
+    const instanceId = `instance-${crypto.randomUUID()}`
+    const memberId = crypto.randomUUID()
+    yield* store.join(groupId, { memberId: crypto.randomUUID(), host: "test", pid: 2, name: "other" }, leaseMs)
+    const view = yield* store.join(groupId, { memberId, host: "test", pid: 1, name: "m" }, leaseMs, { instanceId, rejoinGraceMs: 60_000 })
+    yield* store.release(groupId, memberId)
+    const [{ released }] = (yield* sql<{ released: string }>`
+      SELECT (extract(epoch FROM released_at) * 1000)::bigint AS released FROM modulo_group.members
+       WHERE member_id = ${memberId}`) as unknown as [{ released: string }]
+    const before = new Date(Number(released) - 1).toISOString()
+    // Started a millisecond before the release, applied after it: single and batch statement.
+    expect(yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, before, 1_000)).toEqual([])
+    const [batch] = yield* Statements.renewLeases(sql, [{ memberId, groupId, ack: view.epoch, leaseMs, stuck: false, slots: false }], before, 1_000)
+    expect(batch!.ok).toBe(false)
+    // The instance's next process takes its row over.
+    const next = yield* store.join(groupId, { memberId: crypto.randomUUID(), host: "test", pid: 3, name: "m again" }, leaseMs, {
+      instanceId,
+      rejoinGraceMs: 60_000
+    })
+    expect(next.index).toBe(view.index)
+  }).pipe(Effect.provide(StoreLive)))

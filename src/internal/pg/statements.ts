@@ -805,6 +805,9 @@ export const renewLease = (
              acked_epoch = GREATEST(acked_epoch, ${ack})
        WHERE member_id = ${memberId} AND group_id = ${groupId}
          AND lease_expires_at > ${t}
+         -- A released row (a static member's graceful leave) is never renewed: a renewal that started
+         -- before the release would find its lease still running at its own, earlier time.
+         AND released_at IS NULL
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
@@ -948,6 +951,7 @@ export const renewLeases = (
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
          AND m.lease_expires_at > ${t}
+         AND m.released_at IS NULL
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
                 m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
     ), g AS (
