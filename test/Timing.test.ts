@@ -19,6 +19,7 @@ import { MembershipStore } from "../src/MembershipStore.js"
 import * as PgMembershipStore from "../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "./support/Database.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
+import { skewedClock } from "./support/SteppedClock.js"
 
 const groupId = "timing"
 const HEARTBEAT = 1_000
@@ -546,18 +547,7 @@ describe("graceful leave", () => {
 })
 
 describe("the database clock judges leases (PostgreSQL store, production clock)", () => {
-  const skewed = (offsetMs: number): Clock.Clock => {
-    const live = Clock.make()
-    return {
-      ...live,
-      [Clock.ClockTypeId]: Clock.ClockTypeId,
-      unsafeCurrentTimeMillis: () => live.unsafeCurrentTimeMillis() + offsetMs,
-      currentTimeMillis: Effect.sync(() => live.unsafeCurrentTimeMillis() + offsetMs),
-      unsafeCurrentTimeNanos: () => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n,
-      currentTimeNanos: Effect.sync(() => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n),
-      sleep: (d) => live.sleep(d)
-    }
-  }
+  const skewed = (offsetMs: number): Clock.Clock => skewedClock(Clock.make(), offsetMs)
 
   it.scoped("members whose clocks are an hour apart see each other's leases as the database does", () =>
     Effect.gen(function*() {

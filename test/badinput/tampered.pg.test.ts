@@ -9,7 +9,7 @@ import { Cause, Clock, Duration, Effect, Option } from "effect"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { randomGroupId } from "../support/Database.js"
 import { exactCover } from "../support/Recorder.js"
-import { steppedClock } from "../support/SteppedClock.js"
+import { skewedClock, steppedClock } from "../support/SteppedClock.js"
 import { fast, groupRow, makeGroup, rows, StoreLive, waitFor, waitForEffect } from "../faults/support.js"
 
 const CONVERGE = Duration.seconds(20)
@@ -127,16 +127,7 @@ it.live("members of one store on clocks an hour apart: a row deleted by hand is 
     const sql = yield* SqlClient.SqlClient
     const store = yield* MembershipStore
     const live = yield* Effect.clock
-    // The live clock, both readings moved by `offsetMs`.
-    const skewed = (offsetMs: number): Clock.Clock => ({
-      ...live,
-      [Clock.ClockTypeId]: Clock.ClockTypeId,
-      unsafeCurrentTimeMillis: () => live.unsafeCurrentTimeMillis() + offsetMs,
-      currentTimeMillis: Effect.sync(() => live.unsafeCurrentTimeMillis() + offsetMs),
-      unsafeCurrentTimeNanos: () => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n,
-      currentTimeNanos: Effect.sync(() => live.unsafeCurrentTimeNanos() + BigInt(offsetMs) * 1_000_000n),
-      sleep: (d) => live.sleep(d)
-    })
+    const skewed = (offsetMs: number) => skewedClock(live, offsetMs)
     const groupId = randomGroupId("skew-missing")
     const member = (name: string, clock: Clock.Clock) => ({ info: { memberId: crypto.randomUUID(), name, host: "test", pid: 1 }, clock })
     const [a, b, c] = [member("a", skewed(-3_600_000)), member("b", skewed(3_600_000)), member("c", live)]
