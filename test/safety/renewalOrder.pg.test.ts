@@ -90,22 +90,57 @@ it.effect("a renewal in order still cuts back a lease set far ahead by hand, als
     expect(yield* row).toEqual({ lease: base - 1_000 + leaseMs, beat: base - 1_000, stopping: null })
   }).pipe(Effect.provide(StoreLive)))
 
-// Regression: a renewal after a step back of the database clock counted as older than the last one
-// before the step, so every lease stayed where it was for the whole step (an adversarial review).
-it.effect("after the database clock ran five seconds ahead and was set back, the next renewals are in order (single and batch)", () =>
-  Effect.gen(function*() {
-    const { sql, groupId, memberId, epoch, base, row, at } = yield* arrange
-    // A renewal while the clock read five seconds ahead (within the lease); then one at the corrected time.
-    yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, true, at(5_000), 1_000)
-    expect(yield* row).toEqual({ lease: base + 5_000 + leaseMs, beat: base + 5_000, stopping: base + 5_000 })
-    yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, at(-2_000), 1_000)
-    expect(yield* row).toEqual({ lease: base - 2_000 + leaseMs, beat: base - 2_000, stopping: null })
-    // The same through the batch statement.
-    const request = (stuck: boolean) => [{ memberId, groupId, ack: epoch, leaseMs, stuck, slots: false }]
-    yield* Statements.renewLeases(sql, request(true), at(5_000), 1_000)
-    yield* Statements.renewLeases(sql, request(false), at(-1_000), 1_000)
-    expect(yield* row).toEqual({ lease: base - 1_000 + leaseMs, beat: base - 1_000, stopping: null })
-  }).pipe(Effect.provide(StoreLive)))
+/** The single or the batch renewal statement of the arranged member, at `now`; whether it renewed. */
+const renewer = (
+  { epoch, groupId, memberId, sql }: Effect.Effect.Success<typeof arrange>,
+  statement: "single" | "batch"
+) =>
+(now: string, stuck = false) =>
+  statement === "single"
+    ? Effect.map(Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, stuck, now, 1_000), (rows) => rows.length === 1)
+    : Effect.map(
+      Statements.renewLeases(sql, [{ memberId, groupId, ack: epoch, leaseMs, stuck, slots: false }], now, 1_000),
+      (rows) => rows[0]!.ok
+    )
+
+for (const statement of ["single", "batch"] as const) {
+  // Regression: the second version took a renewal whose row's last renewal lies after the present for
+  // one in order, so an older renewal stalled on the server across a step back of the clock moved the
+  // lease back (an adversarial review). Real time R, in ms after `base`: the older renewal started at
+  // R = -4,500, its database time -3,000 (the clock 1.5 s ahead), and stalled; the newer one, sent at
+  // R = -200 (the member's deadline: R + 7,800), ran at database time +1,300; then the clock stepped
+  // back 1.5 s; the older one reaches the row at R = 0.
+  it.effect(`an older renewal stalled across a step back of the database clock does not move the lease back (${statement})`, () =>
+    Effect.gen(function*() {
+      const arranged = yield* arrange
+      const { base, row, at } = arranged
+      const renew = renewer(arranged, statement)
+      expect(yield* renew(at(1_300))).toBe(true)
+      expect(yield* renew(at(-3_000))).toBe(true)
+      expect(yield* row).toEqual({ lease: base + 1_300 + leaseMs, beat: base + 1_300, stopping: null })
+    }).pipe(Effect.provide(StoreLive)))
+
+  // Regression: the first version kept every lease where it was for the whole of a step back of any
+  // size, so a member that crashed then held its index and a join's barrier as long.
+  it.effect(`after a step back of the database clock, a lease is kept at most a lease longer; a step of more than a lease leaves renewals in order (${statement})`, () =>
+    Effect.gen(function*() {
+      const arranged = yield* arrange
+      const { base, row, at } = arranged
+      const renew = renewer(arranged, statement)
+      // The clock ran 5 s ahead (less than a lease), then was set back: the lease is kept, and the
+      // renewals are in order again once the clock has passed the last one.
+      expect(yield* renew(at(5_000), true)).toBe(true)
+      expect(yield* renew(at(-2_000))).toBe(true)
+      expect(yield* row).toEqual({ lease: base + 5_000 + leaseMs, beat: base + 5_000, stopping: base + 5_000 })
+      expect(yield* renew(at(6_000))).toBe(true)
+      expect(yield* row).toEqual({ lease: base + 6_000 + leaseMs, beat: base + 6_000, stopping: null })
+      // The clock ran 16 s ahead (more than a lease), then was set back: the next renewal is in order.
+      expect(yield* renew(at(14_000))).toBe(true)
+      expect(yield* renew(at(16_000))).toBe(true)
+      expect(yield* renew(at(-1_000))).toBe(true)
+      expect(yield* row).toEqual({ lease: base - 1_000 + leaseMs, beat: base - 1_000, stopping: null })
+    }).pipe(Effect.provide(StoreLive)))
+}
 
 // Regression: a renewal whose statement started just before a static member's release, reaching the
 // row after it, renewed the released row for a whole lease (its lease was still running at the

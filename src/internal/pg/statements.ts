@@ -709,20 +709,26 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
 
 /**
- * Whether this renewal is older than the row's last one: that one's time (`heartbeat_at`) lies after
- * this statement's time and before the present (`clock_timestamp()`, read as the row is written), so
- * it ran while this one was on the server. Two renewals of one member can be on the server at once
- * (the batcher sends the next when the one in flight has run past its patience); the older, reaching
- * the row after the newer committed, would otherwise move the lease back before the newer one's, on
- * whose send time the member bases its local deadline (test/safety/renewalOrder.pg.test.ts). A
- * `heartbeat_at` after the present is not a renewal's: the database clock stepped back since, or a
- * hand set it; then the renewal is in order, as before (a condition on `heartbeat_at > t` alone kept
- * every lease where it was for the whole of a step back, so a member that crashed in that time held
- * its index and the barrier for as long: an adversarial review). `r`: the members table's alias and
- * a dot, or nothing.
+ * Whether this renewal is older than the row's last one (`heartbeat_at`, that one's time, is after
+ * this statement's time `t`). Two renewals of one member can be on the server at once (the batcher
+ * sends the next when the one in flight has run past its patience); the older, reaching the row
+ * after the newer committed, would otherwise move the lease back before the newer one's, on whose
+ * send time the member bases its local deadline (test/safety/renewalOrder.pg.test.ts). The row's last
+ * renewal counts as newer when it ran while this one was on the server (`heartbeat_at` before the
+ * present, `clock_timestamp()`, read as the row is written), or when it is less than a lease after
+ * `t` (also after a step back of the database clock: such a renewal may have committed before the
+ * step). Only a `heartbeat_at` more than a lease after `t` and after the present is nobody's
+ * renewal (a hand set it, or the clock stepped back by more than a lease): the renewal is then in
+ * order. So after a step back of the clock by S, a lease can be kept up to min(S, lease) longer: a
+ * crashed member is noticed that much later (docs/protocol.md, the clock table). The first version
+ * took every `heartbeat_at > t` for newer (every lease kept for the whole of any step back), the
+ * second only one before the present (an older renewal stalled across a step back of the clock
+ * moved the lease back: two adversarial reviews). `r`: the members table's alias and a dot, or
+ * nothing.
  */
-const olderRenewal = (sql: Sql, t: Statement.Fragment, r: Statement.Fragment) =>
-  sql`(${r}heartbeat_at > ${t} AND ${r}heartbeat_at <= clock_timestamp())`
+const olderRenewal = (sql: Sql, t: Statement.Fragment, leaseMs: Statement.Fragment, r: Statement.Fragment) =>
+  sql`(${r}heartbeat_at > ${t}
+       AND (${r}heartbeat_at <= ${t} + ${leaseMs} * interval '1 millisecond' OR ${r}heartbeat_at <= clock_timestamp()))`
 
 /** The members table's alias and a dot (`m.`), or nothing. */
 const rowPrefix = (sql: Sql, row: "" | "m.") => (row === "" ? sql`` : sql`m.`)
@@ -741,7 +747,7 @@ const renewedColumns = (
   row: "" | "m."
 ) => {
   const r = rowPrefix(sql, row)
-  const older = olderRenewal(sql, t, r)
+  const older = olderRenewal(sql, t, leaseMs, r)
   return sql`lease_expires_at = CASE WHEN ${older}
                                      THEN GREATEST(${r}lease_expires_at, ${t} + ${leaseMs} * interval '1 millisecond')
                                      ELSE ${t} + ${leaseMs} * interval '1 millisecond' END,
