@@ -87,7 +87,8 @@ if (piece === "member") {
     const view = piece === "wake" ? undefined : yield* store.join(groupId, { memberId, host: "bench", pid: process.pid, name: "renewal-cost" }, leaseMs)
     while (true) {
       yield* pause
-      if (piece === "statement") yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, null, 1, false)
+      // Numbered past the join's (its store's counter: about the wall clock in microseconds).
+      if (piece === "statement") yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, null, 1, Date.now() * 1_000 + 1_000_000 + calls, false)
       else if (piece === "store") yield* store.heartbeat(groupId, memberId, view.epoch, leaseMs, {})
       calls++
     }

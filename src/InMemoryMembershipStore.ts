@@ -363,18 +363,12 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               return Effect.succeed(Option.none<GroupView>())
             }
             const before = row.ackedEpoch
-            // As the PostgreSQL store (`olderRenewal`, statements.ts): a row whose last renewal is
-            // after `now` but less than a lease after it (here only after the store's clock stepped
-            // back) is kept or extended, nothing else changes; one more than a lease ahead is nobody's.
-            const older = row.heartbeatAt > now && row.heartbeatAt <= now + leaseMs
-            if (older) {
-              row.leaseExpiresAt = Math.max(row.leaseExpiresAt, now + leaseMs)
-            } else {
-              row.leaseExpiresAt = now + leaseMs
-              row.heartbeatAt = now
-              row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
-            }
+            // Renewals here are atomic, so in the order they were sent (the PostgreSQL store's
+            // `renewal_seq`, statements.ts `inOrder`).
+            row.leaseExpiresAt = now + leaseMs
+            row.heartbeatAt = now
             row.ackedEpoch = Math.max(row.ackedEpoch, ack)
+            row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
             const full = viewOf(g, row, now)
             // Slots only when asked for (as the PostgreSQL store reads them).
             const { slots: _slots, ...modulo } = full

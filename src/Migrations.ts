@@ -38,7 +38,8 @@ export const migrations = [
   { version: 6, name: "0006_instance_waiters" },
   { version: 7, name: "0007_slots" },
   { version: 8, name: "0008_slot_guard" },
-  { version: 9, name: "0009_hot_renewals" }
+  { version: 9, name: "0009_hot_renewals" },
+  { version: 10, name: "0010_renewal_order" }
 ] as const
 
 /**
@@ -90,7 +91,8 @@ export const requiredObjects: ReadonlyArray<{
   },
   { version: 7, table: "groups", columns: ["slots"] },
   { version: 7, table: "slots", columns: ["group_id", "slot", "owner", "holder", "generation", "changed_at"] },
-  { version: 7, table: "fence_checks", columns: ["slot", "generation"] }
+  { version: 7, table: "fence_checks", columns: ["slot", "generation"] },
+  { version: 10, table: "members", columns: ["renewal_seq"] }
 ]
 
 /**

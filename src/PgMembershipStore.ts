@@ -167,6 +167,14 @@ export const make = (options: Options = {}) =>
     const useEffectClock = options.clock === "effect"
     const onStatement = options.onStatement ?? (() => Effect.void)
 
+    // The order of this store's writes of a member's lease (joins, takeovers, renewals): renewals apply
+    // only in that order (`Statements.renewLease`, migration 0010). Increasing in this store, and
+    // across the stores of one member id (a process that restarts and takes its row over) as far as
+    // the wall clock goes forward; a renewal refused for a number too low only sends its member
+    // through a rejoin, which writes a new one.
+    let lastSeq = 0
+    const nextSeq = (): number => (lastSeq = Math.max(lastSeq + 1, Date.now() * 1_000))
+
     // The store's clock, read once: every duration the store measures itself (the batcher's, a
     // missing row's wait, who renews here) is on its monotonic reading, the same for every caller
     // (members on clocks of their own, in tests, made a row missing for a lease at once).
@@ -453,7 +461,7 @@ export const make = (options: Options = {}) =>
     // `lockWaitMs`: how long it may wait for its row (default: the statement timeout).
     const renewAlone = (req: Statements.RenewalRequest, now: string | null, lockWaitMs = statementTimeoutMs) => {
       const renewal = Statements.renewLease(
-        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.slots
+        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.seq, req.slots
       )
       return Effect.map(singleAtReadCommitted("heartbeat", renewal), ([r]) => r)
     }
@@ -612,7 +620,7 @@ export const make = (options: Options = {}) =>
                 // Only the waiting row this join left: any other row of this member is the change's to drop.
                 if (!registered.value || num(g.assigned_epoch) !== epoch || g.live !== true) return tryLock
                 yield* onStatement("join", "adopt")
-                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
+                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq())
                 if (own === undefined) return tryLock
                 const value = yield* joinedView(groupId, member.memberId, now, {
                   epoch,
@@ -623,7 +631,7 @@ export const make = (options: Options = {}) =>
                 return { _tag: "Done", value } as const
               }
               yield* onStatement("join", "defer")
-              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, {
+              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), {
                 instanceId: null,
                 rejoinGraceMs: 0
               })
@@ -793,7 +801,7 @@ export const make = (options: Options = {}) =>
                     if (!behind && held.idx !== null && num(held.assigned_epoch) === epoch) {
                       yield* onStatement("join", "takeover")
                       const [taken] = yield* Statements.takeOver(
-                        sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now
+                        sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now, nextSeq()
                       )
                       if (taken !== undefined) {
                         const view = yield* joinedView(groupId, member.memberId, now, {
@@ -819,7 +827,7 @@ export const make = (options: Options = {}) =>
                 if (((overdueAfterMs !== undefined && joinOptions.waiting === true) || registered.value) && mayWait && !behind) {
                   // Given an index by a change while waiting: that change was this join.
                   yield* onStatement("join", "adopt")
-                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now)
+                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq())
                   if (own !== undefined) {
                     return yield* withSlots(yield* joinedView(groupId, member.memberId, now, {
                       epoch,
@@ -836,7 +844,7 @@ export const make = (options: Options = {}) =>
                   )
                   if (late !== undefined) {
                     yield* onStatement("join", "defer")
-                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, {
+                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), {
                       instanceId,
                       rejoinGraceMs
                     })
@@ -869,10 +877,10 @@ export const make = (options: Options = {}) =>
                   yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
                 yield* onStatement("join", "insert")
-                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, { instanceId, rejoinGraceMs })
+                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), { instanceId, rejoinGraceMs })
                 if (took.length > 0) {
                   yield* onStatement("join", "riders insert")
-                  yield* Statements.insertRiders(sql, groupId, took.map((r) => r.input), epoch + 1, now)
+                  yield* Statements.insertRiders(sql, groupId, took.map((r) => r.input), epoch + 1, now, nextSeq())
                 }
                 const g = yield* rebalance(
                   "join",
@@ -944,6 +952,7 @@ export const make = (options: Options = {}) =>
             // it with a timer: three fibers more per renewal, docs/benchmarks.md). The notification
             // of a barrier it completed (below) has its own bound.
             const { announce, row: r } = yield* batcher.submit(memberId, {
+              seq: nextSeq(),
               memberId,
               groupId,
               ack,

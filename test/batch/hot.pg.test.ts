@@ -38,12 +38,12 @@ it.live("no index of the members table covers a column a renewal writes, and a b
       yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size, changed_at) VALUES (${gid}, 5, ${n}, now())`
       yield* sql`
         INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size,
-                                          lease_expires_at, heartbeat_at, joined_at, name, host, pid)
-        SELECT gen_random_uuid(), ${gid}, i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1
+                                          lease_expires_at, heartbeat_at, joined_at, name, host, pid, renewal_seq)
+        SELECT gen_random_uuid(), ${gid}, i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1, 0
           FROM generate_series(0, ${n - 1}) i`
       const ids = (yield* sql<{ member_id: string }>`SELECT member_id FROM modulo_group.members WHERE group_id = ${gid}`)
         .map((r) => r.member_id)
-      const reqs = ids.map((id) => ({ memberId: id, groupId: gid, ack: 5, leaseMs: 3_600_000, stuck: false, slots: false }))
+      const reqs = ids.map((id) => ({ memberId: id, groupId: gid, ack: 5, leaseMs: 3_600_000, stuck: false, slots: false, seq: 1 }))
       // One batch, in a transaction of its own whose counters are read before it ends: on pages
       // written with fillfactor 50, each row's new version fits beside the old one, so every update
       // is HOT (before 0009: none, with the lease indexed). Further batches are HOT as long as

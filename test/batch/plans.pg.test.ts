@@ -105,7 +105,7 @@ describe("plans on a database of 20,000 groups", () => {
       const person = { memberId: "10000000-0000-4000-8000-000000000001", host: "h", pid: 1, name: "n" }
       const target = { groupId: gid, memberId: me, epoch: 3, index: 0, size: PER_GROUP }
       const renewals = (ids: ReadonlyArray<string>, group: string, slots: boolean) =>
-        ids.map((id) => ({ memberId: id, groupId: group, ack: 3, leaseMs: 3000, stuck: false, slots }))
+        ids.map((id) => ({ memberId: id, groupId: group, ack: 3, leaseMs: 3000, stuck: false, slots, seq: 1 }))
       const statements: Record<string, Statement.Statement<unknown>> = {
         tryLockGroup: Statements.tryLockGroup(sql, gid, now, 2000, 500),
         lockGroup: Statements.lockGroup(sql, gid, now),
@@ -113,17 +113,17 @@ describe("plans on a database of 20,000 groups", () => {
         reassignIndices: Statements.reassignIndices(sql, gid, 4, now),
         bumpEpoch: Statements.bumpEpoch(sql, gid, now, 4, false),
         deleteExpiredAndOwnRow: Statements.deleteExpiredAndOwnRow(sql, gid, me, now, "inst30"),
-        insertMember: Statements.insertMember(sql, gid, person, 4, 3000, now),
+        insertMember: Statements.insertMember(sql, gid, person, 4, 3000, now, 1),
         deleteRiderRowsJoin: Statements.deleteRiderRows(sql, [me, other]),
         deleteRiderRowsLeave: Statements.deleteRiderRows(sql, [me, other], gid),
-        insertRiders: Statements.insertRiders(sql, gid, [{ member: person, leaseMs: 3000 }], 4, now),
+        insertRiders: Statements.insertRiders(sql, gid, [{ member: person, leaseMs: 3000 }], 4, now, 1),
         selectOverdue: Statements.selectOverdue(sql, gid, me, 1000, 5000, now),
-        deferJoin: Statements.deferJoin(sql, gid, person, 4, 3000, now, { instanceId: null, rejoinGraceMs: 0 }),
-        adoptRow: Statements.adoptRow(sql, gid, me, 4, 3000, now),
+        deferJoin: Statements.deferJoin(sql, gid, person, 4, 3000, now, 1, { instanceId: null, rejoinGraceMs: 0 }),
+        adoptRow: Statements.adoptRow(sql, gid, me, 4, 3000, now, 1),
         tryShareGroup: Statements.tryShareGroup(sql, gid, 2000),
         selectBusyJoin: Statements.selectBusyJoin(sql, gid, me, now),
         selectInstance: Statements.selectInstance(sql, gid, "inst30", now),
-        takeOver: Statements.takeOver(sql, gid, me, person, 4, 3000, 1000, now),
+        takeOver: Statements.takeOver(sql, gid, me, person, 4, 3000, 1000, now, 1),
         deleteInstanceRow: Statements.deleteInstanceRow(sql, gid, me),
         releaseMember: Statements.releaseMember(sql, gid, me, 3, now),
         selectJoinedView: Statements.selectJoinedView(sql, gid, me, 3, now),
@@ -140,8 +140,8 @@ describe("plans on a database of 20,000 groups", () => {
         releaseSlots: Statements.releaseSlots(sql, sgid, smember, [{ slot: 0, generation: 1 }], now, 2000),
         retakeSlot: Statements.retakeSlot(sql, sgid, smember, 0, 1, now, 2000),
         selectSlotRows: Statements.selectSlotRows(sql, sgid),
-        renewLease: Statements.renewLease(sql, gid, me, 3, 3000, false, now, 2000),
-        renewLeaseSlots: Statements.renewLease(sql, sgid, smember, 3, 3000, false, now, 2000),
+        renewLease: Statements.renewLease(sql, gid, me, 3, 3000, false, now, 2000, 1),
+        renewLeaseSlots: Statements.renewLease(sql, sgid, smember, 3, 3000, false, now, 2000, 1),
         renewLeasesOne: Statements.renewLeases(sql, renewals([me], gid, false), now, 2000),
         renewLeasesMany: Statements.renewLeases(
           sql,

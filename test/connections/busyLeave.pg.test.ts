@@ -154,7 +154,7 @@ describe("a leave behind another process's change", () => {
       // and reaches the row after it). With the lease ended at the leave's own time, it renewed it
       // for a whole lease.
       const renewed = yield* Statements.renewLease(
-        sql, groupId, m0.memberId, view.epoch, lease, false, new Date(t - 1_000).toISOString(), 2_000
+        sql, groupId, m0.memberId, view.epoch, lease, false, new Date(t - 1_000).toISOString(), 2_000, Date.now() * 1_000
       )
       expect(renewed).toEqual([])
       expect(yield* rowOf(groupId, m0)).toBe("expired")

@@ -200,16 +200,17 @@ export const insertMember = (
   ackedEpoch: number,
   leaseMs: number,
   now: string | null,
+  seq: number,
   instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number } = { instanceId: null, rejoinGraceMs: 0 }
 ) =>
   sql`
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms)
+       instance_id, rejoin_grace_ms, renewal_seq)
     VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
             ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs})`
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq})`
 
 /** A sub-select of member ids, passed as one JSON array parameter (riders: up to `maxRiders` of them). */
 const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fragment =>
@@ -241,7 +242,8 @@ export const insertRiders = (
     readonly leaseMs: number
   }>,
   ackedEpoch: number,
-  now: string | null
+  now: string | null,
+  seq: number
 ) => {
   const json = JSON.stringify(riders.map((r) => ({
     member_id: r.member.memberId,
@@ -253,10 +255,10 @@ export const insertRiders = (
   return sql`
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms)
+       instance_id, rejoin_grace_ms, renewal_seq)
     SELECT r.member_id, ${groupId}, NULL, ${ackedEpoch},
            ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
-           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0
+           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0, ${seq}::bigint
       FROM ROWS FROM (json_to_recordset(${json}::json)
                         AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
            WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
@@ -314,19 +316,20 @@ export const deferJoin = (
   ackedEpoch: number,
   leaseMs: number,
   now: string | null,
+  seq: number,
   instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number }
 ) =>
   sql<{ waited_ms: string }>`
     INSERT INTO modulo_group.members AS m
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms)
+       instance_id, rejoin_grace_ms, renewal_seq)
     VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
             ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs})
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq})
     ON CONFLICT (member_id) DO UPDATE
        SET lease_expires_at = EXCLUDED.lease_expires_at, heartbeat_at = EXCLUDED.heartbeat_at,
-           acked_epoch = EXCLUDED.acked_epoch
+           acked_epoch = EXCLUDED.acked_epoch, renewal_seq = EXCLUDED.renewal_seq
      WHERE m.group_id = EXCLUDED.group_id AND m.idx IS NULL
     RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) * 1000)::bigint AS waited_ms`
 
@@ -336,12 +339,20 @@ export const deferJoin = (
  * the row acknowledges `epoch` (the member runs no work) and renews its lease; nothing else changes.
  * No row otherwise.
  */
-export const adoptRow = (sql: Sql, groupId: string, memberId: string, epoch: number, leaseMs: number, now: string | null) =>
+export const adoptRow = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  epoch: number,
+  leaseMs: number,
+  now: string | null,
+  seq: number
+) =>
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
        SET acked_epoch = GREATEST(acked_epoch, ${epoch}),
            lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
-           heartbeat_at = ${at(sql, now)}
+           heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}
      WHERE member_id = ${memberId} AND group_id = ${groupId} AND idx IS NOT NULL
        AND assigned_epoch = ${epoch} AND lease_expires_at > ${at(sql, now)}
     RETURNING idx, assigned_size`
@@ -428,11 +439,12 @@ export const takeOver = (
   epoch: number,
   leaseMs: number,
   rejoinGraceMs: number,
-  now: string | null
+  now: string | null,
+  seq: number
 ) =>
   sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
     UPDATE modulo_group.members
-       SET member_id = ${member.memberId},
+       SET member_id = ${member.memberId}, renewal_seq = ${seq},
            lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
            heartbeat_at = ${at(sql, now)}, joined_at = ${at(sql, now)},
            released_at = NULL, stopping_since = NULL,
@@ -543,7 +555,10 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
 export const expireLease = (sql: Sql, groupId: string, memberId: string, now: string | null, timeoutMs: number) =>
   sql<{ member_id: string }>`
     UPDATE modulo_group.members m
-       SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs} * interval '1 millisecond')
+       SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs} * interval '1 millisecond'),
+           -- No renewal of this member applies after it (one that ran long on the server would
+           -- otherwise find the lease running at its own, earlier time: \`inOrder\`).
+           renewal_seq = ${lastSeq}::bigint
       FROM modulo_group.groups g
      WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND g.group_id = m.group_id
        AND m.instance_id IS NULL AND g.slots IS NULL
@@ -709,52 +724,23 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
 
 /**
- * Whether this renewal is older than the row's last one (`heartbeat_at`, that one's time, is after
- * this statement's time `t`). Two renewals of one member can be on the server at once (the batcher
- * sends the next when the one in flight has run past its patience); the older, reaching the row
- * after the newer committed, would otherwise move the lease back before the newer one's, on whose
- * send time the member bases its local deadline (test/safety/renewalOrder.pg.test.ts). The row's last
- * renewal counts as newer when it ran while this one was on the server (`heartbeat_at` before the
- * present, `clock_timestamp()`, read as the row is written), or when it is less than a lease after
- * `t` (also after a step back of the database clock: such a renewal may have committed before the
- * step). Only a `heartbeat_at` more than a lease after `t` and after the present is nobody's
- * renewal (a hand set it, or the clock stepped back by more than a lease): the renewal is then in
- * order. So after a step back of the clock by S, a lease can be kept up to min(S, lease) longer: a
- * crashed member is noticed that much later (docs/protocol.md, the clock table). The first version
- * took every `heartbeat_at > t` for newer (every lease kept for the whole of any step back), the
- * second only one before the present (an older renewal stalled across a step back of the clock
- * moved the lease back: two adversarial reviews). `r`: the members table's alias and a dot, or
- * nothing.
+ * Renewals in the order they were sent (`renewal_seq`, migration 0010). Two renewals of one member
+ * can be on the server at once: the batcher sends the next when the one in flight has run past its
+ * patience (2 × the statement timeout), and nothing bounds how long a statement stalls on the server
+ * before it reaches the row. The older one, reaching the row after the newer committed, would set the
+ * lease to its own time + lease: before the newer one's, on whose send time the member bases its
+ * local deadline. So every write of a member's lease (a join, a takeover, a renewal) records a number
+ * from its store's counter (`seq`: increasing per store, so per member), and a renewal applies only
+ * when its number is above the row's (a row without one, from before the migration, takes any). An
+ * older renewal writes nothing and its answer says no row; its caller stopped waiting for it before
+ * the newer one was sent. No clock decides the order: two earlier rules on `heartbeat_at` each fell to
+ * an adversarial review (docs/protocol.md, "Never back").
  */
-const olderRenewal = (sql: Sql, t: Statement.Fragment, leaseMs: Statement.Fragment, r: Statement.Fragment) =>
-  sql`(${r}heartbeat_at > ${t}
-       AND (${r}heartbeat_at <= ${t} + ${leaseMs} * interval '1 millisecond' OR ${r}heartbeat_at <= clock_timestamp()))`
+const inOrder = (sql: Sql, seq: Statement.Fragment, r: Statement.Fragment) =>
+  sql`(${r}renewal_seq IS NULL OR ${r}renewal_seq < ${seq})`
 
-/** The members table's alias and a dot (`m.`), or nothing. */
-const rowPrefix = (sql: Sql, row: "" | "m.") => (row === "" ? sql`` : sql`m.`)
-
-/**
- * A renewal's new lease, `heartbeat_at` and `stopping_since` (`stuck`: its work has not stopped): its
- * statement time + `leaseMs`, its time, and its word on `stopping_since`; an older renewal's
- * (`olderRenewal`) only keeps or extends the lease and changes nothing else. A renewal in order still
- * cuts back a lease set far ahead by hand.
- */
-const renewedColumns = (
-  sql: Sql,
-  t: Statement.Fragment,
-  leaseMs: Statement.Fragment,
-  stuck: Statement.Fragment,
-  row: "" | "m."
-) => {
-  const r = rowPrefix(sql, row)
-  const older = olderRenewal(sql, t, leaseMs, r)
-  return sql`lease_expires_at = CASE WHEN ${older}
-                                     THEN GREATEST(${r}lease_expires_at, ${t} + ${leaseMs} * interval '1 millisecond')
-                                     ELSE ${t} + ${leaseMs} * interval '1 millisecond' END,
-             heartbeat_at = CASE WHEN ${older} THEN ${r}heartbeat_at ELSE ${t} END,
-             stopping_since = CASE WHEN ${older} THEN ${r}stopping_since
-                                   WHEN ${stuck} THEN coalesce(${r}stopping_since, ${t}) END`
-}
+/** A renewal's number past any store's counter: `expireLease` ends a member's renewals with it. */
+const lastSeq = "9223372036854775807"
 
 /** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
 export interface RenewedRow {
@@ -798,6 +784,7 @@ export const renewLease = (
   stuck: boolean,
   now: string | null,
   timeoutMs: number,
+  seq: number,
   slots = false
 ) => {
   // The statement's time, one fragment for every use.
@@ -807,13 +794,17 @@ export const renewLease = (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
     ), me AS (
       UPDATE modulo_group.members
-         SET ${renewedColumns(sql, t, sql`${leaseMs}`, sql`${stuck}`, "")},
-             acked_epoch = GREATEST(acked_epoch, ${ack})
+         SET lease_expires_at = ${t} + ${leaseMs} * interval '1 millisecond',
+             heartbeat_at = ${t},
+             acked_epoch = GREATEST(acked_epoch, ${ack}),
+             stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${t}) END,
+             renewal_seq = ${seq}
        WHERE member_id = ${memberId} AND group_id = ${groupId}
          AND lease_expires_at > ${t}
          -- A released row (a static member's graceful leave) is never renewed: a renewal that started
          -- before the release would find its lease still running at its own, earlier time.
          AND released_at IS NULL
+         AND ${inOrder(sql, sql`${seq}::bigint`, sql``)}
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
@@ -842,6 +833,8 @@ export const renewLease = (
 
 /** One member's renewal in a batch (`renewLeases`). */
 export interface RenewalRequest {
+  /** Its number in its store's order of lease writes (`inOrder`). */
+  readonly seq: number
   readonly memberId: string
   readonly groupId: string
   readonly ack: number
@@ -913,7 +906,8 @@ export const renewLeases = (
     ack: r.ack,
     lease_ms: r.leaseMs,
     stuck: r.stuck,
-    slots: r.slots
+    slots: r.slots,
+    seq: r.seq
   })))
   // Only a batch with a slots-mode member reads the slots table (a modulo-mode member's role needs no
   // grant on it).
@@ -937,11 +931,11 @@ export const renewLeases = (
   return sql<BatchRenewedRow>`
     WITH req AS MATERIALIZED (
       SELECT * FROM json_to_recordset(${json}::json)
-        AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean)
+        AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean, seq bigint)
     ), bound AS MATERIALIZED (
       SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt
     ), lk AS MATERIALIZED (
-      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck
+      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
        WHERE (SELECT lt FROM bound) IS NOT NULL
          FOR NO KEY UPDATE OF m SKIP LOCKED
@@ -952,12 +946,16 @@ export const renewLeases = (
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
-         SET ${renewedColumns(sql, t, sql`r.lease_ms`, sql`r.stuck`, "m.")},
-             acked_epoch = GREATEST(m.acked_epoch, r.ack)
+         SET lease_expires_at = ${t} + r.lease_ms * interval '1 millisecond',
+             heartbeat_at = ${t},
+             acked_epoch = GREATEST(m.acked_epoch, r.ack),
+             stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${t}) END,
+             renewal_seq = r.seq
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
          AND m.lease_expires_at > ${t}
          AND m.released_at IS NULL
+         AND ${inOrder(sql, sql`r.seq`, sql`m.`)}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
                 m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
     ), g AS (
