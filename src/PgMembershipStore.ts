@@ -168,10 +168,11 @@ export const make = (options: Options = {}) =>
     const onStatement = options.onStatement ?? (() => Effect.void)
 
     // The order of this store's writes of a member's lease (joins, takeovers, renewals): renewals apply
-    // only in that order (`Statements.renewLease`, migration 0010). Increasing in this store, and
-    // across the stores of one member id (a process that restarts and takes its row over) as far as
-    // the wall clock goes forward; a renewal refused for a number too low only sends its member
-    // through a rejoin, which writes a new one.
+    // only in that order (`Statements.renewLease`, migration 0010). Increasing in this store, which
+    // is all a member id needs (one member, one store; a takeover gives the row a new member id). It
+    // starts from the wall clock in microseconds, for an app that reuses member ids across processes
+    // against `MemberIdentity`'s contract; a renewal refused for a number too low only sends its
+    // member through a rejoin, which writes a new one.
     let lastSeq = 0
     const nextSeq = (): number => (lastSeq = Math.max(lastSeq + 1, Date.now() * 1_000))
 
