@@ -473,7 +473,7 @@ export const make = (options: Options = {}) =>
     // whose row was locked by a change in progress renews alone next (`renewAlone`). One renewal of a
     // member on the server at a time: the batcher keeps a member's next request until the one in
     // flight has ended, or for `2 × statementTimeout` at most (then its connection is taken for dead;
-    // a renewal older than the row's last never moves the lease back: `Statements.renewLease`).
+    // should the older one still reach the row, it writes nothing: `renewal_seq`, `Statements.renewLease`).
     interface Renewal extends Statements.RenewalRequest {
       readonly announce: boolean
     }

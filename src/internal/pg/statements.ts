@@ -558,7 +558,7 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, now: st
        SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs} * interval '1 millisecond'),
            -- No renewal of this member applies after it (one that ran long on the server would
            -- otherwise find the lease running at its own, earlier time: \`inOrder\`).
-           renewal_seq = ${lastSeq}::bigint
+           renewal_seq = ${noMoreRenewals}::bigint
       FROM modulo_group.groups g
      WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND g.group_id = m.group_id
        AND m.instance_id IS NULL AND g.slots IS NULL
@@ -733,14 +733,14 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
  * from its store's counter (`seq`: increasing per store, so per member), and a renewal applies only
  * when its number is above the row's (a row without one, from before the migration, takes any). An
  * older renewal writes nothing and its answer says no row; its caller stopped waiting for it before
- * the newer one was sent. No clock decides the order: two earlier rules on `heartbeat_at` each fell to
- * an adversarial review (docs/protocol.md, "Never back").
+ * the newer one was sent. No clock decides the order: three earlier rules on `heartbeat_at` each fell
+ * to an adversarial review (docs/protocol.md, "Never back").
  */
 const inOrder = (sql: Sql, seq: Statement.Fragment, r: Statement.Fragment) =>
   sql`(${r}renewal_seq IS NULL OR ${r}renewal_seq < ${seq})`
 
 /** A renewal's number past any store's counter: `expireLease` ends a member's renewals with it. */
-const lastSeq = "9223372036854775807"
+const noMoreRenewals = "9223372036854775807"
 
 /** What `renewLease` returns: the member's row after renewal, its group, and the others' counts. */
 export interface RenewedRow {
