@@ -15,11 +15,12 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer } from "effect"
 import * as Statements from "../../src/internal/pg/statements.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
+import { waitForEffect } from "../support/Wait.js"
 
 const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
 const leaseMs = 10_000
@@ -130,6 +131,40 @@ for (const statement of ["single", "batch"] as const) {
       expect(yield* row).toEqual(ended)
     }).pipe(Effect.provide(StoreLive)))
 }
+
+// The interleaving itself, statement by statement: the older renewal is on the server, waiting for the
+// row, while the newer one holds it uncommitted; once the newer commits, PostgreSQL re-reads the row
+// for the older (READ COMMITTED), whose number is then below the row's.
+it.live("an older renewal waiting for the row behind a newer one's uncommitted write writes nothing once that commits", () =>
+  Effect.gen(function*() {
+    const { sql, groupId, memberId, epoch, seq } = yield* arrange
+    const holding = yield* Deferred.make<number>()
+    const commit = yield* Deferred.make<void>()
+    const newer = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
+      const renewed = yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, null, 5_000, seq + 2)
+      const [{ pid }] = (yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }]
+      yield* Deferred.succeed(holding, pid)
+      yield* Deferred.await(commit)
+      return renewed.length
+    })))
+    const newerPid = yield* Deferred.await(holding)
+    const older = yield* Effect.fork(Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, null, 5_000, seq + 1))
+    // Until the older statement waits for the newer one's lock.
+    yield* waitForEffect(
+      Effect.map(
+        sql<{ waiting: boolean }>`
+          SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE ${newerPid}::int = ANY (pg_blocking_pids(pid))) AS waiting`,
+        ([r]) => r!.waiting
+      ),
+      Duration.seconds(5),
+      "the older renewal waits for the row"
+    )
+    yield* Deferred.succeed(commit, undefined)
+    expect(yield* Fiber.join(newer)).toBe(1)
+    expect(yield* Fiber.join(older)).toEqual([])
+    const after = yield* sql<{ seq: string }>`SELECT renewal_seq::text AS seq FROM modulo_group.members WHERE member_id = ${memberId}`
+    expect(after[0]!.seq).toBe(String(seq + 2))
+  }).pipe(Effect.provide(StoreLive)), 30_000)
 
 // Regression: a renewal whose statement started just before a static member's release, reaching the
 // row after it, renewed the released row for a whole lease (its lease was still running at the
