@@ -124,7 +124,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         if (outage) return yield* new StoreError({ operation, reason: "database unavailable (injected outage)" })
       })
 
-    const notify = (g: Group) => dropNotifications ? Effect.void : PubSub.publish(g.pubsub, {})
+    // The payloads the PostgreSQL store sends: a change's new epoch (`E`), a barrier down
+    // (`E:ready`); none for the rest (a member that cannot read one renews, as for "reap").
+    const notify = (g: Group, payload?: string) =>
+      dropNotifications ? Effect.void : PubSub.publish(g.pubsub, payload === undefined ? {} : { payload })
 
     // A row reaping may delete: lease and rejoin grace (0 without an instance id) have run out.
     const reapable = (row: Row, now: number) => row.leaseExpiresAt + row.graceMs <= now
@@ -346,7 +349,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             }
             g.members.set(member.memberId, row)
             rebalance(g, now, fresh)
-            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), viewOf(g, row, now))
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g, String(g.epoch))), viewOf(g, row, now))
           })
         ),
       heartbeat: (groupId, memberId, ack, leaseMs, options = {}) =>
@@ -367,7 +370,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             // `renewal_seq`, statements.ts `inOrder`).
             row.leaseExpiresAt = now + leaseMs
             row.heartbeatAt = now
-            row.ackedEpoch = Math.max(row.ackedEpoch, ack)
+            // `ackCurrent`: a waiting member acknowledges the group's epoch (as the PostgreSQL store's
+            // statement reads it; here atomic).
+            row.ackedEpoch = Math.max(row.ackedEpoch, ack, options.ackCurrent === true ? g.epoch : 0)
             row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
             const full = viewOf(g, row, now)
             // Slots only when asked for (as the PostgreSQL store reads them).
@@ -375,7 +380,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const view: GroupView = options.slots === true ? full : modulo
             // The acknowledgement that completes the barrier wakes the others.
             const completes = (before < g.epoch || options.announce === true) && view.allAcked
-            return Effect.as(completes ? notify(g) : Effect.void, Option.some(view))
+            return Effect.as(completes ? notify(g, `${view.epoch}:ready`) : Effect.void, Option.some(view))
           })
         ),
       reap: (groupId) =>
@@ -387,7 +392,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const n = removeExpired(g, now)
             if (n === 0) return Effect.as(ackHeld(g, now, g.epoch) > 0 ? notify(g) : Effect.void, 0)
             rebalance(g, now, false)
-            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), n)
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g, String(g.epoch))), n)
           })
         ),
       leave: (groupId, memberId) =>
@@ -402,7 +407,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             // A waiting joiner that leaves changes nothing.
             if ((mine === undefined || waiting(mine)) && n === 0) return Effect.succeed(mine !== undefined)
             rebalance(g, now, false)
-            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g)), mine !== undefined)
+            return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g, String(g.epoch))), mine !== undefined)
           })
         ),
       release: (groupId, memberId) =>

@@ -99,6 +99,8 @@ export const toAssignment = (slot: Slot): Assignment => ({
  * - `Awaiting`: member of `epoch`, has acknowledged it, waits until every member has (the barrier).
  * - `Assigned`: everyone acknowledged `epoch`; the member works on its index.
  * - `Renegotiating`: a newer epoch `next` exists; the member stops its work, then acknowledges.
+ *   `next` equal to the member's own epoch: a notification claimed a newer one, which the member
+ *   has not read from the database yet; once stopped it waits and asks (`Transition`'s `Notified`).
  *   `stuck`: the work did not stop within `stopTimeout`; the member keeps its lease and never
  *   acknowledges until it does (it holds the barrier, loudly).
  * - `Fenced`: the local lease deadline passed (hang, slow or unreachable database); no work until a
@@ -181,7 +183,10 @@ export const format = (state: MemberState): string =>
     Awaiting: (s) => `awaiting epoch ${s.epoch} [${s.index}/${s.size}]`,
     Assigned: (s) => `assigned epoch ${s.epoch} [${s.index}/${s.size}]`,
     Renegotiating: (s) =>
-      `renegotiating epoch ${s.epoch} -> ${s.next.epoch}${s.stuck ? " (work will not stop: holding the barrier)" : ""}`,
+      (s.next.epoch === s.epoch
+        ? `renegotiating epoch ${s.epoch} -> ? (a notification claimed a newer epoch: stopping before asking)`
+        : `renegotiating epoch ${s.epoch} -> ${s.next.epoch}`) +
+      (s.stuck ? " (work will not stop: holding the barrier)" : ""),
     Fenced: (s) =>
       `fenced (lease deadline passed in epoch ${s.epoch})${s.stuck ? " (work will not stop)" : s.stopping ? " (stopping work)" : ""}`,
     Lost: () => "lost (membership gone; rejoining)",

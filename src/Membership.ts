@@ -138,9 +138,23 @@ export const make = (
       // A notification whose payload claims only what the member already knows is skipped
       // (internal/membership/wakes.ts); anything else brings the next renewal forward.
       const wake = (payload: string | undefined) =>
-        Effect.flatMap(Ref.get(ctx.member), ({ state }) => {
+        Effect.flatMap(Effect.zip(Ref.get(ctx.member), nowMillis), ([member, now]) => {
+          const { state } = member
           // Only for the epoch it waits in (a forged one for another epoch changes nothing).
           if (state._tag === "Awaiting" && Wakes.announced(payload) === state.epoch) ctx.heardReady.current = state.epoch
+          // A working member told of a newer epoch stops on the notification's word, then renews
+          // acknowledging the database's epoch (Transition's `Notified`): the driver decides, and
+          // its stop pokes the renewal. Modulo mode only (slots mode has no barrier).
+          const claimed = Wakes.claimedEpoch(payload)
+          if (
+            config.slots === undefined && claimed !== undefined && state._tag === "Assigned" && claimed > state.epoch &&
+            now >= (member.claimsIgnoredUntil ?? Number.NEGATIVE_INFINITY)
+          ) {
+            // One claim queued at a time (a flood queues one event; the driver clears the flag).
+            if (ctx.claimQueued.current) return Effect.void
+            ctx.claimQueued.current = true
+            return driver.offer(Transition.Event.Notified({ epoch: claimed }))
+          }
           return Wakes.matters(state, payload) ? ctx.signal.wake : Effect.void
         })
       yield* Effect.forkScoped(annotate(Stream.runForEach(stream, (w) =>

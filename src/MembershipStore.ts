@@ -165,7 +165,8 @@ export interface Wakeup {
   readonly restored?: boolean | undefined
   /**
    * The notification's payload as it came (untrusted: a member may skip a wake-up whose payload
-   * claims only what it already knows, never act on one). Absent on wake-ups that are not a
+   * claims only what it already knows, and a working member told of a newer epoch stops its work
+   * before it asks the database; nothing else is done on a payload's word). Absent on wake-ups that are not a
    * notification (a loss, a reconnect).
    */
   readonly payload?: string | undefined
@@ -299,6 +300,13 @@ export interface MembershipStoreService {
        * on `modulo_group.slots`).
        */
       readonly slots?: boolean | undefined
+      /**
+       * The member's work is stopped and it waits at the barrier: acknowledge the group's epoch as
+       * this statement reads it (at least `ack`), not only `ack`. So the renewal that learns a change
+       * also acknowledges it (docs/protocol.md, "Stopping on a notification's word"). Never for a
+       * member whose work may run.
+       */
+      readonly ackCurrent?: boolean | undefined
       /**
        * A plain periodic renewal: the store may hold it up to this many milliseconds to send it with
        * the renewals of other members (the Postgres store renews all its members' queued requests

@@ -462,7 +462,8 @@ export const make = (options: Options = {}) =>
     // `lockWaitMs`: how long it may wait for its row (default: the statement timeout).
     const renewAlone = (req: Statements.RenewalRequest, now: string | null, lockWaitMs = statementTimeoutMs) => {
       const renewal = Statements.renewLease(
-        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.seq, req.slots
+        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.seq, req.slots,
+        req.ackCurrent === true
       )
       return Effect.map(singleAtReadCommitted("heartbeat", renewal), ([r]) => r)
     }
@@ -960,6 +961,7 @@ export const make = (options: Options = {}) =>
               leaseMs,
               stuck: hbOptions.stuck === true,
               slots: hbOptions.slots === true,
+              ackCurrent: hbOptions.ackCurrent === true,
               announce: hbOptions.announce === true
             }, holdMs, { ms: statementTimeoutMs + holdMs, onTimeout: () => timedOut("heartbeat", statementTimeoutMs + holdMs) })
             if (r === undefined) return Option.none<GroupView>()
@@ -1001,11 +1003,15 @@ export const make = (options: Options = {}) =>
                   const cause = gone.length > 0 ? "reap" : "repair"
                   yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null, group.slots)
                 }
-                return { gone: gone.length, changed: changed || rows.some((r) => r.acked) }
+                // The new epoch's number is the notification (a working member may stop on it, see
+                // Transition's `Notified`); held static rows acknowledged without a change: "reap".
+                return { gone: gone.length, changed: changed || rows.some((r) => r.acked), epoch: changed ? epoch + 1 : undefined }
               })).pipe(
                 // The riders' results, only after a commit; whatever the outcome, they are free again.
                 Effect.onExit(riding.settle),
-                Effect.tap(({ changed }) => (changed ? notify("reap", groupId, "reap") : Effect.void)),
+                Effect.tap(({ changed, epoch }) =>
+                  changed ? notify("reap", groupId, epoch === undefined ? "reap" : String(epoch)) : Effect.void
+                ),
                 Effect.map(({ gone }) => gone)
               )))
           )
@@ -1044,11 +1050,12 @@ export const make = (options: Options = {}) =>
                       "leave", groupId, now, epoch, behind, left || ridersLeft > 0 ? "leave" : "reap", left ? memberId : null, group.slots
                     )
                   }
-                  return { mine: mine !== undefined, changed }
+                  return { mine: mine !== undefined, changed, epoch: epoch + 1 }
                 })).pipe(
                   // The riders' results, only after a commit; whatever the outcome, they are free again.
                   Effect.onExit(riding.settle),
-                  Effect.tap(({ changed }) => (changed ? notify("leave", groupId, "leave") : Effect.void)),
+                  // The new epoch's number (a working member may stop on it, see Transition's `Notified`).
+                  Effect.tap(({ changed, epoch }) => (changed ? notify("leave", groupId, String(epoch)) : Effect.void)),
                   Effect.map(({ mine }) => mine)
                 ))
           )

@@ -22,9 +22,10 @@ import type { GroupView, StoppedSlot } from "./MembershipStore.js"
 import * as Holdings from "./internal/slots/holdings.js"
 
 /**
- * What can happen to a member. Every event comes from the database (a store call's result), the
- * member's own clock, or its own work; none comes from a notification, which anyone can send and
- * which only makes the member ask the database sooner.
+ * What can happen to a member. Every event but `Notified` comes from the database (a store call's
+ * result), the member's own clock, or its own work. `Notified` comes from a notification, which
+ * anyone can send: it never changes what the member believes about the group, it only makes a
+ * working member stop early and ask the database (see `Notified`).
  *
  * @since 0.1.0
  * @category models
@@ -82,6 +83,16 @@ export type Event = Data.TaggedEnum<{
    * given an index by the next change, typically the reap of the overdue member).
    */
   JoinWaiting: { readonly overdue: string; readonly heartbeatAgeMs: number; readonly leaseLeftMs: number }
+  /**
+   * A notification claimed that the group's epoch `epoch` exists (a join or a leave committed it).
+   * Anyone can send one, so it is only a reason to stop early: a working member stops its work
+   * (`Renegotiating` with `next` its own epoch: the next one is not known yet) and, once stopped,
+   * waits (`Awaiting`), where every renewal acknowledges the database's epoch, whatever it is. So
+   * the renewal that learns the change also acknowledges it, one round trip fewer per change (issue
+   * 15); a claim that turns out false costs a pause of the work and one renewal, and makes the
+   * member ignore claims for a lease (`Member.claimsIgnoredUntil`).
+   */
+  Notified: { readonly epoch: number }
 }>
 
 /**
@@ -110,7 +121,8 @@ export const eventTags = [
   "ScopeClosing",
   "LeaveDone",
   "InstanceBusy",
-  "JoinWaiting"
+  "JoinWaiting",
+  "Notified"
 ] as const satisfies ReadonlyArray<Event["_tag"]>
 
 /**
@@ -207,16 +219,18 @@ const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
     const slot = slotOf(view.epoch > known.epoch ? view : known)
     return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
   }
-  if (view.epoch > known.epoch) {
-    return [MemberState.Awaiting(slotOf(view)), [Command.Ack({ epoch: view.epoch }), ...reapIf(view)]]
-  }
   // Start only when everyone, this member included, has acknowledged this very epoch (G2), as read
   // from one committed state by a renewal.
+  const slot = slotOf(view.epoch > known.epoch ? view : known)
   if (view.allAcked && view.acked >= view.epoch) {
-    const slot = slotOf(known)
     return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
   }
-  return [MemberState.Awaiting(slotOf(known)), reapIf(view)]
+  // A newer epoch that this renewal did not acknowledge (a renewal sent while waiting acknowledges
+  // the database's epoch, see `Notified`; one sent while stopping does not): acknowledge it now.
+  if (view.epoch > known.epoch && view.acked < view.epoch) {
+    return [MemberState.Awaiting(slot), [Command.Ack({ epoch: view.epoch }), ...reapIf(view)]]
+  }
+  return [MemberState.Awaiting(slot), reapIf(view)]
 }
 
 const joining = (state: MemberState, event: Event): Step => {
@@ -331,6 +345,13 @@ export const transition = (state: MemberState, event: Event): Step =>
           return [MemberState.Fenced({ ...slotOf(s), stopping: true, stuck: false }), [Command.StopWork()]]
         case "LeaveRequested":
           return leave(true)
+        case "Notified":
+          // Stop on the word of a notification (anyone can send one): the next epoch is not known
+          // yet, so `next` is this one; once stopped, the member waits, and its renewals acknowledge
+          // whatever epoch the database has (see `Notified`). A claim of a known epoch changes nothing.
+          return event.epoch > s.epoch
+            ? [MemberState.Renegotiating({ ...slotOf(s), next: slotOf(s), stuck: false }), [Command.StopWork()]]
+            : stay(state)
         default:
           return stay(state)
       }
@@ -525,6 +546,14 @@ export interface Member {
    * member's earlier row held, see docs/slots.md) and whenever the member stops all its work.
    */
   readonly slots?: Holdings.Holdings | undefined
+  /**
+   * The notification the member stopped on (`Notified`): the epoch it claimed, the epoch the member
+   * worked in, and when (member's clock). The first renewal sent after it settles the claim: a newer
+   * epoch than `from` proves a change; none makes it a false claim. Cleared either way.
+   */
+  readonly claim?: { readonly epoch: number; readonly from: number; readonly at: number } | undefined
+  /** After a false claim, notifications make no working member stop until this time (a lease later). */
+  readonly claimsIgnoredUntil?: number | undefined
 }
 
 /**
@@ -790,8 +819,25 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     case "ScopeClosing":
       if (!m.closing && m.state._tag !== "Left") m = { ...m, closing: true }
       break
+    case "Notified":
+      // Slots mode has no barrier to stop for; after a false claim, none for a lease.
+      if (m.slots !== undefined || now < (m.claimsIgnoredUntil ?? Number.NEGATIVE_INFINITY)) return [m, []]
+      break
   }
+  const claimSettled = claimOutcome(m, event)
+  if (claimSettled !== undefined) m = { ...m, claim: undefined }
   let [after, commands] = transition(m.state, event)
+  if (event._tag === "Notified" && after._tag === "Renegotiating" && m.state._tag === "Assigned") {
+    m = { ...m, claim: { epoch: event.epoch, from: m.state.epoch, at: now } }
+  }
+  // A renewal sent while waiting acknowledged the database's epoch (see `Notified`): record it, as an
+  // `Ack` would (the member is not working, so any epoch it acknowledges is safe).
+  if (
+    event._tag === "Renewed" && event.view.slots === undefined && event.view.acked > m.acked &&
+    event.view.acked <= event.view.epoch && m.state._tag === "Awaiting"
+  ) {
+    m = { ...m, acked: event.view.acked }
+  }
   // A reply that arrives after the lease deadline must not start work: fenced instead (G3); the
   // next renewal in time starts the work.
   const start = commands.find((c) => c._tag === "StartWork")
@@ -819,6 +865,15 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     }
   }
   const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
+  if (claimSettled === "false" && m.claim === undefined && event._tag === "Renewed") {
+    m = { ...m, claimsIgnoredUntil: now + timing.leaseMs }
+    instructions.push(Instruction.Log({
+      level: "Warning",
+      message: `a notification claimed epoch ${member.claim?.epoch} but the database is at epoch ${event.view.epoch}: ` +
+        "the work stopped for nothing; notifications stop no work for one lease (is something else " +
+        "sending NOTIFY on the group's channel?)"
+    }))
+  }
   if (event._tag === "JoinWaiting" && commands.length > 0 && m.waitingSince === undefined) {
     // Said once per wait (until a join succeeds).
     m = { ...m, waitingSince: now }
@@ -897,6 +952,30 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     if (!holdsLease(after) && m.deadline !== undefined) m = { ...m, deadline: undefined }
   }
   return [m, instructions]
+}
+
+/**
+ * Whether `event` settles the member's pending claim (`Member.claim`): "true" when a renewal sent
+ * after the claim shows a newer epoch than the member worked in, "false" when it shows none, and
+ * "moot" when the member left the claim's path (lost its row, left, rejoined).
+ */
+const claimOutcome = (m: Member, event: Event): "true" | "false" | "moot" | undefined => {
+  const claim = m.claim
+  if (claim === undefined) return undefined
+  switch (event._tag) {
+    case "Renewed":
+      // A renewal sent before the claim may predate the change it announces: it proves nothing.
+      if (event.sentAt === undefined || event.sentAt < claim.at) return undefined
+      return event.view.epoch > claim.from ? "true" : "false"
+    case "Gone":
+    case "Joined":
+    case "LeaveRequested":
+    case "ScopeClosing":
+    case "DeadlinePassed":
+      return "moot"
+    default:
+      return undefined
+  }
 }
 
 /** A slot action of `internal/slots/holdings.ts` as an instruction (contradictions are handled by the caller). */
@@ -983,9 +1062,7 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
         ]]
       }
       // Slots mode: with its send time, against the last release's reply (see `Holdings.onView`).
-      const renewed = Instruction.Report({
-        event: Event.Renewed({ view: reply.view, term, ...(reply.view.slots === undefined ? {} : { sentAt }) })
-      })
+      const renewed = Instruction.Report({ event: Event.Renewed({ view: reply.view, term, sentAt }) })
       if (term !== member.term) return [member, [renewed]]
       const [checked, clockInstructions] = checkClock(member, {
         sentAt,

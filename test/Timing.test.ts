@@ -33,6 +33,8 @@ interface Call {
   readonly at: number
   /** A heartbeat: whether it asked to announce a barrier it finds down. */
   readonly announce?: boolean | undefined
+  /** A heartbeat: whether it acknowledged the group's epoch (sent while waiting, its work stopped). */
+  readonly ackCurrent?: boolean | undefined
   /** When it returned (undefined while it hangs), and how. */
   done?: number
   ok?: boolean
@@ -44,9 +46,15 @@ interface Call {
 const recordingStore = Effect.gen(function*() {
   const { control, store } = yield* InMemoryMembershipStore.make
   const calls: Array<Call> = []
-  const record = <A>(op: string, member: string | undefined, effect: Effect.Effect<A, StoreError>, announce?: boolean) =>
+  const record = <A>(
+    op: string,
+    member: string | undefined,
+    effect: Effect.Effect<A, StoreError>,
+    announce?: boolean,
+    ackCurrent?: boolean
+  ) =>
     Effect.gen(function*() {
-      const call: Call = { op, member, at: yield* Clock.currentTimeMillis, announce }
+      const call: Call = { op, member, at: yield* Clock.currentTimeMillis, announce, ackCurrent }
       calls.push(call)
       const exit = yield* Effect.exit(effect)
       call.done = yield* Clock.currentTimeMillis
@@ -63,7 +71,13 @@ const recordingStore = Effect.gen(function*() {
     ...store,
     join: (g, member, leaseMs) => record("join", member.memberId, store.join(g, member, leaseMs)),
     heartbeat: (g, memberId, ack, leaseMs, options) =>
-      record("heartbeat", memberId, store.heartbeat(g, memberId, ack, leaseMs, options), options?.announce === true),
+      record(
+        "heartbeat",
+        memberId,
+        store.heartbeat(g, memberId, ack, leaseMs, options),
+        options?.announce === true,
+        options?.ackCurrent === true
+      ),
     reap: (g) => record("reap", undefined, store.reap(g)),
     leave: (g, memberId) => record("leave", memberId, store.leave(g, memberId))
   }
@@ -159,8 +173,9 @@ describe("heartbeat cadence", () => {
       yield* until(() => exactCover(rec.working(), 1))
       yield* at(20_500)
       const beats = of("heartbeat", a.id).map((c) => c.at)
-      // The first renewal answers the wake-up of its own join; then one per heartbeat.
-      expect(beats).toEqual(Array.from({ length: 21 }, (_, i) => i * HEARTBEAT))
+      // One per heartbeat from its join (its join's notification claims the epoch it knows: no
+      // renewal for it, as with the PostgreSQL store).
+      expect(beats).toEqual(Array.from({ length: 20 }, (_, i) => (i + 1) * HEARTBEAT))
       expect(calls.filter((c) => c.op !== "heartbeat").map((c) => c.op)).toEqual(["join"])
     }))
 
@@ -178,9 +193,10 @@ describe("heartbeat cadence", () => {
   it.scoped("while waiting at the barrier a member polls fast: 20, 40, 80 ms, then every tenth of a heartbeat", () =>
     Effect.gen(function*() {
       const { polls, gaps } = yield* barrierPolls(yield* setup)
-      // The poll delay doubles from barrierPoll (10 ms, spent on the wake-up of b's own join) up
-      // to a tenth of a heartbeat: ten polls a second for as long as the barrier stays up.
-      expect(polls[0]).toBe(0)
+      // The poll delay doubles from barrierPoll (10 ms: the first poll, b skips its own join's
+      // notification, which claims the epoch it knows) up to a tenth of a heartbeat: ten polls a
+      // second for as long as the barrier stays up.
+      expect(polls[0]).toBe(10)
       expect(gaps.slice(0, 6)).toEqual([20, 40, 80, 100, 100, 100])
       expect(polls.filter((t) => t <= 1_000)).toHaveLength(12)
     }))
@@ -272,11 +288,103 @@ describe("heartbeat cadence", () => {
   it.scoped("while the store listens for notifications, the barrier poll is fast once, then every quarter heartbeat", () =>
     Effect.gen(function*() {
       const { polls, gaps } = yield* barrierPolls(yield* setupWith({ listening: true }))
-      // The join's own wake-up, one fast poll (the barrier two last acknowledgements completed
-      // together, neither announcing it), then the barrier's notification is relied on.
-      expect(polls[0]).toBe(0)
+      // The first poll a barrierPoll after the join (its own join's notification claims only the
+      // epoch it knows), one fast poll (the barrier two last acknowledgements completed together,
+      // neither announcing it), then the barrier's notification is relied on.
+      expect(polls[0]).toBe(10)
       expect(gaps.slice(0, 4)).toEqual([20, 250, 250, 250])
       expect(polls.filter((t) => t <= 1_000)).toHaveLength(5)
+    }))
+})
+
+describe("stopping on a notification's word (Transition's Notified)", () => {
+  /** a works; b joins. a's renewals from b's join until both work in the new epoch, and the epoch. */
+  const change = (env: Effect.Effect.Success<typeof setup>) =>
+    Effect.gen(function*() {
+      const { join, of, rec } = env
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      yield* at((yield* now) + 300)
+      const b = yield* join({ name: "b" })
+      yield* until(() => exactCover(rec.working(), 2))
+      const joined = of("join", b.id).find((c) => c.ok === true)!
+      const renewals = of("heartbeat", a.id).filter((c) => c.at >= joined.at)
+      expect(rec.violations).toEqual([])
+      return { renewals, epoch: joined.view!.epoch }
+    })
+
+  it.scoped("a working member told of a change stops first; its one renewal learns the change and acknowledges it", () =>
+    Effect.gen(function*() {
+      const { epoch, renewals } = yield* change(yield* setupWith({ listening: true }))
+      // b's join's notification claims its epoch: a stops, then renews once, acknowledging the
+      // database's epoch (b acknowledged it in its join: the barrier is down, a starts). Before:
+      // one renewal to learn the change, a second one to acknowledge it.
+      expect(renewals).toHaveLength(1)
+      expect(renewals[0]).toMatchObject({ ackCurrent: true, view: { epoch, acked: epoch, allAcked: true } })
+    }))
+
+  it.scoped("without notifications a member learns the change from a renewal, then acknowledges in a second one", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      yield* env.control.setDropNotifications(true)
+      const { epoch, renewals } = yield* change(env)
+      expect(renewals.map((c) => c.ackCurrent)).toEqual([false, true])
+      expect(renewals[0]!.view).toMatchObject({ epoch, acked: epoch - 1 })
+      expect(renewals[1]!.view).toMatchObject({ epoch, acked: epoch, allAcked: true })
+    }))
+
+  it.scoped("a false claim pauses the work once, then claims stop no work for a lease (they only wake a renewal)", () =>
+    Effect.gen(function*() {
+      const forged = yield* PubSub.unbounded<Wakeup>()
+      const { join, of, rec } = yield* setupWith({ forged })
+      const a = yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      const e = rec.working()[0]!.epoch
+      const starts = () => rec.marks.filter((m) => m.kind === "start").length
+      yield* at((yield* now) + 100)
+      // A flood of claims of epoch e + 5: a stops once, renews (acknowledging e, what the database
+      // has), and works again in e. Nothing changed in the group.
+      const t1 = yield* now
+      yield* PubSub.publishAll(forged, Array.from({ length: 200 }, () => ({ payload: `${e + 5}` })))
+      yield* until(() => starts() === 2)
+      expect(rec.working()).toMatchObject([{ epoch: e, index: 0, size: 1 }])
+      // One renewal acknowledged what the database has (the rest of the flood only woke renewals,
+      // within the wake rate limit, as any notification does).
+      const paused = of("heartbeat", a.id).filter((c) => c.at >= t1 && c.ackCurrent === true)
+      expect(paused).toHaveLength(1)
+      expect(paused[0]!.view).toMatchObject({ epoch: e, acked: e })
+      expect(of("heartbeat", a.id).filter((c) => c.at >= t1).length).toBeLessThanOrEqual(9)
+      // Within the lease after it: claims only wake a renewal (no stop, no acknowledgement).
+      const t2 = (yield* now) + 100
+      yield* at(t2)
+      for (const k of [6, 7, 8]) {
+        yield* PubSub.publish(forged, { payload: `${e + k}` })
+        yield* TestClock.adjust(Duration.millis(5))
+      }
+      yield* at(t1 + LEASE - 100)
+      expect(starts()).toBe(2)
+      expect(of("heartbeat", a.id).filter((c) => c.at >= t2 && c.ackCurrent === true)).toEqual([])
+      // A lease after the false claim, a claim stops the work again.
+      yield* at(t1 + LEASE + 100)
+      yield* PubSub.publish(forged, { payload: `${e + 9}` })
+      yield* until(() => starts() === 3)
+      expect(rec.working()).toMatchObject([{ epoch: e }])
+      expect(rec.violations).toEqual([])
+    }))
+
+  it.scoped("a claim while the member waits, or of the epoch it works in, stops nothing", () =>
+    Effect.gen(function*() {
+      const forged = yield* PubSub.unbounded<Wakeup>()
+      const { join, rec } = yield* setupWith({ forged })
+      yield* join({ name: "a" })
+      yield* until(() => exactCover(rec.working(), 1))
+      const e = rec.working()[0]!.epoch
+      yield* at((yield* now) + 100)
+      for (const payload of [`${e}`, `${e - 1}`, `${e}:ready`, `${e + 1}:ready`, "leave"]) {
+        yield* PubSub.publish(forged, { payload })
+        yield* TestClock.adjust(Duration.millis(50))
+      }
+      expect(rec.marks.filter((m) => m.kind === "start")).toHaveLength(1)
     }))
 })
 

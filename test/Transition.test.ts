@@ -74,7 +74,8 @@ const events: { readonly [T in EventTag]: Ev } = {
   ScopeClosing: Event.ScopeClosing(),
   LeaveDone: Event.LeaveDone(),
   InstanceBusy: Event.InstanceBusy({ instanceId: "w1", holder: "w1 (host/42)" }),
-  JoinWaiting: Event.JoinWaiting({ overdue: "w2 (host/43)", heartbeatAgeMs: 2_000, leaseLeftMs: 8_000 })
+  JoinWaiting: Event.JoinWaiting({ overdue: "w2 (host/43)", heartbeatAgeMs: 2_000, leaseLeftMs: 8_000 }),
+  Notified: Event.Notified({ epoch: 6 })
 }
 
 type Outcome = "ignored" | readonly [State, ReadonlyArray<Cmd>]
@@ -184,7 +185,9 @@ const joiningRow = (state: State): { readonly [T in EventTag]: Row } => ({
   // Static membership: a live member holds the instance id; wait (the step says so once).
   InstanceBusy: to(state, Command.ScheduleJoinRetry()),
   // An overdue member would hold the barrier of a change made now: wait in a waiting row, ask again.
-  JoinWaiting: to(state, Command.ScheduleJoinRetry())
+  JoinWaiting: to(state, Command.ScheduleJoinRetry()),
+  // A notification's claim: only a working member stops on it.
+  Notified: ignored
 })
 
 /** The row is gone: in time (its lease ran out), or early (its local deadline was still ahead). */
@@ -222,6 +225,25 @@ const settleCases = (state: State): ReadonlyArray<Case> => [
     event: newerExpired,
     then: to(S.Awaiting(slot(6, 0, 2)), Command.Ack({ epoch: 6 }), Command.Reap())
   },
+  // A renewal sent while waiting acknowledges the database's epoch (Transition's `Notified`).
+  {
+    when: "a newer epoch this renewal acknowledged: wait, no Ack",
+    state,
+    event: Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, acked: 6 }) }),
+    then: to(S.Awaiting(slot(6, 0, 2)))
+  },
+  {
+    when: "a newer epoch this renewal acknowledged, all acked: start",
+    state,
+    event: Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, acked: 6, allAcked: true }) }),
+    then: to(S.Assigned(slot(6, 0, 2)), Command.StartWork({ slot: slot(6, 0, 2) }))
+  },
+  {
+    when: "a newer epoch, all acked but not by this member: acknowledge it, no start",
+    state,
+    event: Event.Renewed({ view: view({ epoch: 6, index: 0, size: 2, acked: 5, allAcked: true }) }),
+    then: to(S.Awaiting(slot(6, 0, 2)), Command.Ack({ epoch: 6 }))
+  },
   // A mixed view (the old barrier with the new index) must never start work: refuse and rejoin.
   { when: "its epoch with another index, all acked: refused", state, event: otherIndex, then: to(S.Lost(), refusal(0, 3), Command.Join()) },
   { when: "its epoch with another size, all acked: refused", state, event: otherSize, then: to(S.Lost(), refusal(1, 2), Command.Join()) }
@@ -245,7 +267,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ScopeClosing: closing("an Ack in flight may have been waiting for the work: stop it, then leave"),
     LeaveDone: ignored,
     InstanceBusy: ignored,
-    JoinWaiting: ignored
+    JoinWaiting: ignored,
+    Notified: ignored
   },
   Assigned: {
     Joined: ignored,
@@ -289,7 +312,18 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ScopeClosing: closing("stop the work; the row goes after WorkStopped"),
     LeaveDone: ignored,
     InstanceBusy: ignored,
-    JoinWaiting: ignored
+    JoinWaiting: ignored,
+    Notified: [
+      {
+        // Anyone can send one: stop (the next epoch is not known yet: `next` is this one), then wait,
+        // where renewals acknowledge the database's epoch.
+        when: "a claim of a newer epoch: stop on its word, the next epoch unknown",
+        event: Event.Notified({ epoch: 6 }),
+        then: to(S.Renegotiating({ ...slot(5), next: slot(5), stuck: false }), Command.StopWork())
+      },
+      { when: "a claim of its own epoch", event: Event.Notified({ epoch: 5 }), then: ignored },
+      { when: "a claim of an older epoch", event: Event.Notified({ epoch: 4 }), then: ignored }
+    ]
   },
   Renegotiating: {
     Joined: ignored,
@@ -337,6 +371,11 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ],
     WorkStopped: [
       { when: "acknowledge the next epoch only now (G2)", then: to(S.Awaiting(slot(6, 0, 2)), Command.Ack({ epoch: 6 })) },
+      {
+        when: "stopped on a notification's claim: wait in its own epoch (renewals acknowledge the database's)",
+        state: S.Renegotiating({ ...slot(5), next: slot(5), stuck: false }),
+        then: to(S.Awaiting(slot(5)), Command.Ack({ epoch: 5 }))
+      },
       { when: "stuck work finally stopped: acknowledge now", state: renegotiating(true), then: to(S.Awaiting(slot(6, 0, 2)), Command.Ack({ epoch: 6 })) }
     ],
     // Work that will not stop holds the barrier, loudly: no Ack (the next epoch would start beside
@@ -358,7 +397,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ScopeClosing: closing("the stop in flight was interrupted: stop again", ["stuck: the stop timeout starts over", renegotiating(true)]),
     LeaveDone: ignored,
     InstanceBusy: ignored,
-    JoinWaiting: ignored
+    JoinWaiting: ignored,
+    Notified: ignored
   },
   Fenced: {
     Joined: ignored,
@@ -424,7 +464,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ),
     LeaveDone: ignored,
     InstanceBusy: ignored,
-    JoinWaiting: ignored
+    JoinWaiting: ignored,
+    Notified: ignored
   },
   Leaving: {
     Joined: ignored,
@@ -468,7 +509,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
       { when: "stopping: no leave was sent", state: leaving(true), then: ignored }
     ],
     InstanceBusy: ignored,
-    JoinWaiting: ignored
+    JoinWaiting: ignored,
+    Notified: ignored
   },
   Left: {
     Joined: ignored,
@@ -484,7 +526,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     ScopeClosing: ignored,
     LeaveDone: ignored,
     InstanceBusy: ignored,
-    JoinWaiting: ignored
+    JoinWaiting: ignored,
+    Notified: ignored
   }
 }
 
@@ -684,10 +727,27 @@ const mayRun = (s: State) =>
   s._tag === "Assigned" || s._tag === "Renegotiating" || (s._tag === "Fenced" && s.stopping) || (s._tag === "Leaving" && s.stopping)
 
 describe("properties of the transition function", () => {
-  it("no event carries a notification's word (notifications only wake a member to renew)", () => {
+  it("a notification's word only stops work: no event says a barrier is down, no observation is a wake", () => {
     expect(Transition.eventTags).not.toContain("BarrierDown")
-    expect(Transition.eventTags.every((t) => !/notif|barrier/i.test(t))).toBe(true)
+    expect(Transition.eventTags.filter((t) => /notif|barrier/i.test(t))).toEqual(["Notified"])
     expect(Transition.observationTags.every((t) => !/notif|wake/i.test(t))).toBe(true)
+  })
+
+  it.prop("Notified (anyone can send one) never starts, acknowledges, or moves a member's epoch: at most it stops the work", [
+    stateArb,
+    fc.integer({ min: 0, max: 12 })
+  ], ([state, epoch]) => {
+    const [after, commands] = Transition.transition(state, Event.Notified({ epoch }))
+    if (Equal.equals(after, state)) {
+      expect(commands).toEqual([])
+      return
+    }
+    expect(state._tag).toBe("Assigned")
+    const s = state as Extract<State, { _tag: "Assigned" }>
+    const own = { epoch: s.epoch, index: s.index, size: s.size, incarnation: s.incarnation }
+    expect(epoch).toBeGreaterThan(s.epoch)
+    expect(after).toEqual(S.Renegotiating({ ...own, next: own, stuck: false }))
+    expect(commands).toEqual([Command.StopWork()])
   })
 
   it.prop("work starts only on entering Assigned, from a state where none runs, under exactly its slot", [stateArb, eventArb], ([state, event]) => {
@@ -1080,7 +1140,7 @@ describe("step: observations", () => {
     const [after, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(2_000)), 1_010)
     expect(after.deadline).toBe(9_000)
     expect(after.state).toEqual(S.Assigned(slot(5)))
-    expect(instructions).toEqual([Instruction.Report({ event: Event.Renewed({ view: view({ epoch: 5, allAcked: true, clock: 2_000 }), term: 1 }) })])
+    expect(instructions).toEqual([Instruction.Report({ event: Event.Renewed({ view: view({ epoch: 5, allAcked: true, clock: 2_000 }), term: 1, sentAt: 1_000 }) })])
     const [older] = Transition.step(member(S.Assigned(slot(5)), { deadline: 9_500 }), replied(renewedView(2_000)), 1_010)
     expect(older.deadline).toBe(9_500)
   })
@@ -1110,7 +1170,7 @@ describe("step: observations", () => {
 
   it("a reply of an earlier term moves nothing (the driver drops its event)", () => {
     const m = member(S.Assigned(slot(5)), { term: 2 })
-    expect(Transition.step(m, replied(renewedView(2_000)), 1_010)).toEqual([m, [Instruction.Report({ event: Event.Renewed({ view: view({ epoch: 5, allAcked: true, clock: 2_000 }), term: 1 }) })]])
+    expect(Transition.step(m, replied(renewedView(2_000)), 1_010)).toEqual([m, [Instruction.Report({ event: Event.Renewed({ view: view({ epoch: 5, allAcked: true, clock: 2_000 }), term: 1, sentAt: 1_000 }) })]])
   })
 
   it("the database clock stepping ahead: counted, logged once, no reaping for a lease; agreeing again re-arms the log", () => {

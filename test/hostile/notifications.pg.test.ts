@@ -302,3 +302,38 @@ it.live("work that will not stop holds the barrier past its stop timeout, agains
     expect(g.starts.filter((s) => s.epoch >= e).every((s) => s.at >= releasedAt)).toBe(true)
     expect(g.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Since issue 15 a change's notification (`E`) makes a working member stop before it asks the
+// database (docs/protocol.md, "Stopping on a notification's word"). A stranger's claims of newer
+// epochs, a flood of them and a stream over most of a lease, cost each member one pause of its work:
+// the claim proves false (the renewal finds the epoch it works in), and claims stop nothing for a
+// lease. Nobody believes a claim: the epoch stays, nobody starts under another, G1/G2 hold.
+it.live("forged change claims from a role without grants pause each working member's work at most once per lease", () =>
+  Effect.gen(function*() {
+    const groupId = randomGroupId("hostile-claims")
+    const g = yield* makeGroup(groupId, { heartbeat: "1 second", lease: "10 seconds" })
+    yield* g.join("a")
+    yield* g.join("b")
+    yield* g.join("c")
+    yield* waitFor(() => g.formed(["a", "b", "c"]), Duration.seconds(15), "a, b, c formed")
+    const e = (yield* groupEpoch(groupId))!.epoch
+    const startsBefore = g.starts.length
+    const evil = yield* hostileClient(yield* hostileRole)
+    const channel = yield* attackerChannel(evil, groupId)
+    const floodStart = Date.now()
+    // Claims of the next epochs, huge ones and their neighbours in one commit, then a stream.
+    yield* forge(evil, channel, [`${e + 1}`, `${e + 2}`, `${e + 1000}`, "999999999999999", `${e + 1}:ready`, `0${e + 1}`])
+    yield* burstOneCommit(evil, channel, `(${e} + i)::text`, 5_000)
+    yield* burst(evil, channel, `'${e + 1}'`, 1_500, 2)
+    const floodEnd = Date.now()
+    // Well inside the lease that follows each member's false claim.
+    expect(floodEnd - floodStart).toBeLessThan(8_000)
+    yield* waitFor(() => g.formed(["a", "b", "c"]), Duration.seconds(5), "a, b, c working again")
+    const during = g.starts.slice(startsBefore)
+    // At most one restart per member (one pause), all in the epoch they worked in.
+    for (const label of ["a", "b", "c"]) expect(during.filter((s) => s.member === label).length).toBeLessThanOrEqual(1)
+    expect(during.every((s) => s.epoch === e)).toBe(true)
+    expect((yield* groupEpoch(groupId))!.epoch).toBe(e)
+    expect(g.violations).toEqual([])
+    console.log(`hostile claims: ${during.length} restarts of 3 members over ${floodEnd - floodStart} ms of forged claims`)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)

@@ -53,6 +53,11 @@ export interface MemberContext {
    * the barrier (driver.ts).
    */
   readonly keeperBeforeJoin: { current: boolean }
+  /**
+   * A notification's claim (`Notified`) is in the driver's queue: no other is queued until the
+   * driver takes it, so a flood of notifications queues at most one event (Membership.ts, driver.ts).
+   */
+  readonly claimQueued: { current: boolean }
   /** The member's scope: background timers are forked into it. */
   readonly scope: Scope.Scope
   readonly metrics: ReturnType<typeof groupMetrics>
@@ -127,7 +132,8 @@ export const makeContext = (options: {
       refused: { current: undefined },
       listening: { current: false },
       heardReady: { current: 0 },
-      keeperBeforeJoin: { current: false }
+      keeperBeforeJoin: { current: false },
+      claimQueued: { current: false }
     }
   })
 

@@ -230,6 +230,9 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
     })
 
   const run = Queue.take(ctx.events).pipe(
+    Effect.tap((event) => {
+      if (event._tag === "Notified") ctx.claimQueued.current = false
+    }),
     Effect.flatMap(apply),
     // A bug in one step must not kill the driver while the lease keeper keeps renewing.
     Effect.catchAllDefect((defect) => Effect.logError("modulo-group driver step failed", defect)),

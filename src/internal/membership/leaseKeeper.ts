@@ -128,6 +128,10 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
             announce: state._tag === "Awaiting" && ctx.heardReady.current !== state.epoch,
             stuck,
             slots: ctx.config.slots !== undefined,
+            // Waiting at the barrier, the work stopped (no state but `Assigned` runs work, and
+            // `Awaiting` is entered only once it has stopped): acknowledge whatever epoch the group is
+            // in, so that the renewal that learns a change acknowledges it too (Transition's `Notified`).
+            ackCurrent: state._tag === "Awaiting" && ctx.config.slots === undefined,
             holdMs
           })
         )

@@ -4,7 +4,7 @@
  * So a member may also ignore one, as it would a lost one, when it claims only what the member
  * already knows from the database:
  *
- * - `E` (a join committed epoch E): the member knows epoch E or a later one;
+ * - `E` (a join or a leave committed epoch E): the member knows epoch E or a later one;
  * - `E:ready` (the barrier of epoch E is down): the member works in epoch E or a later one, or knows
  *   a later epoch than E.
  *
@@ -34,6 +34,16 @@ const ready = /^(\d{1,15}):ready$/
 export const announced = (payload: string | undefined): number | undefined => {
   const down = payload === undefined ? null : ready.exec(payload)
   return down === null ? undefined : Number(down[1])
+}
+
+/**
+ * The epoch a change's notification (`E`: a join or a leave committed epoch E) claims exists, if
+ * `payload` is one. A working member stops on it (Transition's `Notified`); a forged one costs a
+ * pause of the work, and then claims are ignored for a lease.
+ */
+export const claimedEpoch = (payload: string | undefined): number | undefined => {
+  const joined = payload === undefined ? null : change.exec(payload)
+  return joined === null ? undefined : Number(joined[1])
 }
 
 /** Whether a notification with `payload` should bring the member's next renewal forward. */

@@ -739,6 +739,20 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
 const inOrder = (sql: Sql, seq: Statement.Fragment, r: Statement.Fragment) =>
   sql`(${r}renewal_seq IS NULL OR ${r}renewal_seq < ${seq})`
 
+/**
+ * `ackCurrent`: the member's work is stopped and it waits (Transition's `Notified`), so it may
+ * acknowledge whatever epoch the group is in: the greater of its own row's stamp (`assigned_epoch`,
+ * the row as the UPDATE writes it: a change that restamped it after this statement's snapshot and
+ * committed is seen) and the group's epoch in the snapshot. Both are epochs the group has reached,
+ * never one ahead of it (a forged notification's claim never gets here: the claim only made the
+ * member stop). Else 0 (`GREATEST` keeps the rest).
+ */
+const ackCurrentEpoch = (sql: Sql, ackCurrent: Statement.Fragment, groupId: Statement.Fragment, r: Statement.Fragment) =>
+  sql`CASE WHEN ${ackCurrent}
+           THEN GREATEST(${r}assigned_epoch,
+                         (SELECT g0.epoch FROM modulo_group.groups g0 WHERE g0.group_id = ${groupId}))
+           ELSE 0 END`
+
 /** A renewal's number past any store's counter: `expireLease` ends a member's renewals with it. */
 const noMoreRenewals = "9223372036854775807"
 
@@ -785,7 +799,8 @@ export const renewLease = (
   now: string | null,
   timeoutMs: number,
   seq: number,
-  slots = false
+  slots = false,
+  ackCurrent = false
 ) => {
   // The statement's time, one fragment for every use.
   const t = at(sql, now)
@@ -796,7 +811,8 @@ export const renewLease = (
       UPDATE modulo_group.members
          SET lease_expires_at = ${t} + ${leaseMs} * interval '1 millisecond',
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(acked_epoch, ${ack}),
+             acked_epoch = GREATEST(acked_epoch, ${ack},
+                                    ${ackCurrentEpoch(sql, sql`${ackCurrent}::boolean`, sql`${groupId}`, sql``)}),
              stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${t}) END,
              renewal_seq = ${seq}
        WHERE member_id = ${memberId} AND group_id = ${groupId}
@@ -841,6 +857,8 @@ export interface RenewalRequest {
   readonly leaseMs: number
   readonly stuck: boolean
   readonly slots: boolean
+  /** Acknowledge the group's epoch as the statement reads it (`ackCurrentEpoch`); absent: false. */
+  readonly ackCurrent?: boolean | undefined
 }
 
 /** What `renewLeases` returns per request: `renewLease`'s row, and whether the member's row was busy. */
@@ -907,7 +925,8 @@ export const renewLeases = (
     lease_ms: r.leaseMs,
     stuck: r.stuck,
     slots: r.slots,
-    seq: r.seq
+    seq: r.seq,
+    ack_current: r.ackCurrent === true
   })))
   // Only a batch with a slots-mode member reads the slots table (a modulo-mode member's role needs no
   // grant on it).
@@ -931,11 +950,12 @@ export const renewLeases = (
   return sql<BatchRenewedRow>`
     WITH req AS MATERIALIZED (
       SELECT * FROM json_to_recordset(${json}::json)
-        AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean, seq bigint)
+        AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean, seq bigint,
+             ack_current boolean)
     ), bound AS MATERIALIZED (
       SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt
     ), lk AS MATERIALIZED (
-      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq
+      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq, r.ack_current
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
        WHERE (SELECT lt FROM bound) IS NOT NULL
          FOR NO KEY UPDATE OF m SKIP LOCKED
@@ -948,7 +968,7 @@ export const renewLeases = (
       UPDATE modulo_group.members m
          SET lease_expires_at = ${t} + r.lease_ms * interval '1 millisecond',
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(m.acked_epoch, r.ack),
+             acked_epoch = GREATEST(m.acked_epoch, r.ack, ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${t}) END,
              renewal_seq = r.seq
         FROM lk r
