@@ -44,7 +44,13 @@ export type Event = Data.TaggedEnum<{
    * A renewal succeeded in time (its lease deadline is still ahead). `term`, here and in `Gone` and
    * `RenewFailed`: the member's term when the renewal was sent (see `Member.term`); absent, never stale.
    */
-  Renewed: { readonly view: GroupView; readonly term?: number | undefined; readonly sentAt?: number | undefined }
+  Renewed: {
+    readonly view: GroupView
+    readonly term?: number | undefined
+    readonly sentAt?: number | undefined
+    /** The renewal's number in its lease keeper's order (`Member.ackingFrom`); absent: never stale. */
+    readonly renewal?: number | undefined
+  }
   /**
    * A renewal found no live row: reaped, expired or deleted. `early`: the local lease deadline was
    * still ahead, so the row went while this member could still have been working: someone judged
@@ -554,6 +560,13 @@ export interface Member {
   readonly claim?: { readonly epoch: number; readonly from: number; readonly at: number } | undefined
   /** After a false claim, notifications make no working member stop until this time (a lease later). */
   readonly claimsIgnoredUntil?: number | undefined
+  /**
+   * The number of the latest renewal sent acknowledging the group's epoch (`AckingCurrent`): it may
+   * have acknowledged an epoch newer than any view the driver has applied yet, so no view of an
+   * earlier renewal starts work (the driver can lag behind the lease keeper's replies, e.g. while a
+   * slow reap blocks it, and such a view may show an older epoch's barrier down).
+   */
+  readonly ackingFrom?: number | undefined
 }
 
 /**
@@ -609,13 +622,24 @@ export const RenewalReply = Data.taggedEnum<RenewalReply>()
  * @category models
  */
 export type Observation = Data.TaggedEnum<{
-  /** The lease keeper's renewal, sent at `sentAt` in `term`, came back at `receivedAt`. */
+  /**
+   * The lease keeper's renewal, sent at `sentAt` in `term`, came back at `receivedAt`. `renewal`: its
+   * number in the lease keeper's order (absent: the final leave's).
+   */
   RenewalReplied: {
     readonly term: number
     readonly sentAt: number
     readonly receivedAt: number
     readonly reply: RenewalReply
+    readonly renewal?: number | undefined
   }
+  /**
+   * The lease keeper is about to send renewal number `renewal` acknowledging the group's epoch
+   * (`ackCurrent`), if the member waits (`Awaiting`: no work runs). Recorded only then
+   * (`Member.ackingFrom`), atomically with that check; the lease keeper acknowledges the group's
+   * epoch only if it was.
+   */
+  AckingCurrent: { readonly renewal: number }
   /** The fence timer looks at the deadline. */
   DeadlineCheck: {}
   /** An `Ack` command has made sure no older work runs: renewals acknowledge `epoch` from now on. */
@@ -651,6 +675,7 @@ export const Observation = Data.taggedEnum<Observation>()
  */
 export const observationTags = [
   "RenewalReplied",
+  "AckingCurrent",
   "DeadlineCheck",
   "Acknowledged",
   "StuckWorkStopped",
@@ -827,6 +852,15 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   const claimSettled = claimOutcome(m, event)
   if (claimSettled !== undefined) m = { ...m, claim: undefined }
   let [after, commands] = transition(m.state, event)
+  // A view of a renewal sent before one that acknowledged the group's epoch (maybe a newer one than
+  // this view's: the others may start it) must not start work: wait for that renewal's view.
+  if (
+    event._tag === "Renewed" && event.renewal !== undefined && m.ackingFrom !== undefined &&
+    event.renewal < m.ackingFrom && after._tag === "Assigned" && commands.some((c) => c._tag === "StartWork")
+  ) {
+    after = MemberState.Awaiting(slotOf(after))
+    commands = commands.filter((c) => c._tag !== "StartWork")
+  }
   if (event._tag === "Notified" && after._tag === "Renegotiating" && m.state._tag === "Assigned") {
     m = { ...m, claim: { epoch: event.epoch, from: m.state.epoch, at: now } }
   }
@@ -1062,7 +1096,9 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
         ]]
       }
       // Slots mode: with its send time, against the last release's reply (see `Holdings.onView`).
-      const renewed = Instruction.Report({ event: Event.Renewed({ view: reply.view, term, sentAt }) })
+      const renewed = Instruction.Report({
+        event: Event.Renewed({ view: reply.view, term, sentAt, ...(observation.renewal === undefined ? {} : { renewal: observation.renewal }) })
+      })
       if (term !== member.term) return [member, [renewed]]
       const [checked, clockInstructions] = checkClock(member, {
         sentAt,
@@ -1083,6 +1119,10 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
     }
     case "Acknowledged":
       return observation.epoch > member.acked ? [{ ...member, acked: observation.epoch }, []] : [member, []]
+    case "AckingCurrent":
+      return member.state._tag === "Awaiting" && !member.closing && observation.renewal > (member.ackingFrom ?? Number.NEGATIVE_INFINITY)
+        ? [{ ...member, ackingFrom: observation.renewal }, []]
+        : [member, []]
     case "StuckWorkStopped":
       return [{ ...member, stuckSince: undefined }, [
         Instruction.Measure({ metric: "stuckWork", value: 0 }),

@@ -919,6 +919,21 @@ describe("step: events", () => {
     expect(Transition.step(member(S.Awaiting(slot(5))), sameReady, 7_999)[1]).toEqual([Instruction.StartWork({ slot: slot(5) })])
   })
 
+  // Regression (an adversarial review): a view queued for a lagging driver started an older epoch
+  // after a later renewal had acknowledged a newer one (test/Timing.test.ts "a driver that lags ...").
+  it("a view of a renewal sent before the latest that acknowledged the group's epoch starts nothing", () => {
+    const m = member(S.Awaiting(slot(5)), { ackingFrom: 7 })
+    const stale = Event.Renewed({ view: view({ epoch: 5, allAcked: true }), renewal: 6 })
+    expect(Transition.step(m, stale, 1_000)).toEqual([{ ...m }, []])
+    const [after, instructions] = Transition.step(m, Event.Renewed({ view: view({ epoch: 5, allAcked: true }), renewal: 7 }), 1_000)
+    expect(after.state).toEqual(S.Assigned(slot(5)))
+    expect(instructions).toContainEqual(Instruction.StartWork({ slot: slot(5) }))
+    // AckingCurrent is recorded only while waiting, and only forward.
+    expect(Transition.step(member(S.Assigned(slot(5))), Observation.AckingCurrent({ renewal: 9 }), 0)[0].ackingFrom).toBeUndefined()
+    expect(Transition.step(m, Observation.AckingCurrent({ renewal: 9 }), 0)[0].ackingFrom).toBe(9)
+    expect(Transition.step(m, Observation.AckingCurrent({ renewal: 3 }), 0)[0].ackingFrom).toBe(7)
+  })
+
   it("failed joins back off: 100, 200, 400, 800 ms, then a heartbeat", () => {
     let m = member(S.Joining(), { deadline: undefined })
     const delays: Array<number> = []

@@ -105,11 +105,25 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       : Effect.map(store.sharesHeartbeatsNow(ctx.info.memberId), (shared) => (shared ? fullWindowMs : 0))
     const hurry = Effect.flatMap(ctx.signal.wait(undefined), (reason) => afterWait(reason, 0, Infinity))
 
+    // Renewals are numbered in the order sent (`Member.ackingFrom`).
+    let renewals = 0
+
     /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
     const renew = (windowMs: number) => Effect.gen(function*() {
       const member = yield* Ref.get(ctx.member)
       const state = member.state
       if (!Transition.holdsLease(state)) return
+      const renewal = ++renewals
+      // Waiting at the barrier (no state but `Assigned` runs work, and `Awaiting` is entered only
+      // once it has stopped): acknowledge whatever epoch the group is in, so that the renewal that
+      // learns a change acknowledges it too (Transition's `Notified`). The state read above may be
+      // behind views still queued for the driver; `AckingCurrent` checks `Awaiting` and records this
+      // renewal's number in one step, after which no view of an earlier renewal starts work.
+      let ackCurrent = false
+      if (state._tag === "Awaiting" && ctx.config.slots === undefined) {
+        yield* observe(Transition.Observation.AckingCurrent({ renewal }))
+        ackCurrent = (yield* Ref.get(ctx.member)).ackingFrom === renewal
+      }
       const stuck = State.isStuck(state)
       if (stuck && member.stuckSince !== undefined) {
         const seconds = ((yield* nowMillis) - member.stuckSince) / 1000
@@ -128,10 +142,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
             announce: state._tag === "Awaiting" && ctx.heardReady.current !== state.epoch,
             stuck,
             slots: ctx.config.slots !== undefined,
-            // Waiting at the barrier, the work stopped (no state but `Assigned` runs work, and
-            // `Awaiting` is entered only once it has stopped): acknowledge whatever epoch the group is
-            // in, so that the renewal that learns a change acknowledges it too (Transition's `Notified`).
-            ackCurrent: state._tag === "Awaiting" && ctx.config.slots === undefined,
+            ackCurrent,
             holdMs
           })
         )
@@ -149,6 +160,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         yield* connected(ctx)
       }
       yield* observe(Transition.Observation.RenewalReplied({
+        renewal,
         term: member.term,
         sentAt,
         receivedAt,
