@@ -183,6 +183,9 @@ export const generate = ({ MemberState, Transition }) => {
       case "Acknowledged":
         stepCases.push({ label: "Acknowledged (epoch 6)", input: O.Acknowledged({ epoch: 6 }), now: 0 })
         break
+      case "Reaped":
+        stepCases.push({ label: "Reaped (sent at 900)", input: O.Reaped({ sentAt: 900 }), now: 950 })
+        break
       case "AckingCurrent":
         stepCases.push(
           { label: "AckingCurrent (renewal 7, awaiting)", input: O.AckingCurrent({ renewal: 7 }), now: 0, base: { state: S.Awaiting(slot(5)) } },
@@ -207,6 +210,7 @@ export const generate = ({ MemberState, Transition }) => {
   stepCases.push(
     { label: "Renewed (earlier term)", input: E.Renewed({ view: view(6, false), term: 0 }), now: 1_000 },
     { label: "Renewed (all acked, someone expired, after reapAfter)", input: E.Renewed({ view: { ...view(5, true), expired: true } }), now: 1_000, base: { state: S.Awaiting(slot(5)) } },
+    { label: "Renewed (all acked, someone expired, sent before the last reap)", input: E.Renewed({ view: { ...view(5, true), expired: true }, sentAt: 800 }), now: 1_000, base: { state: S.Awaiting(slot(5)), reapSentAt: 900 } },
     { label: "Renewed (all acked, someone expired, before reapAfter)", input: E.Renewed({ view: { ...view(5, true), expired: true } }), now: 1_000, base: { state: S.Awaiting(slot(5)), reapAfter: 5_000 } },
     { label: "Renewed (all acked, past the deadline)", input: E.Renewed({ view: view(5, true) }), now: 8_000, base: { state: S.Awaiting(slot(5)) } },
     { label: "Renewed (all acked, a renewal sent before the latest that acknowledged the group's epoch)", input: E.Renewed({ view: view(5, true), renewal: 6 }), now: 1_000, base: { state: S.Awaiting(slot(5)), ackingFrom: 7 } },
@@ -218,7 +222,7 @@ export const generate = ({ MemberState, Transition }) => {
     { label: "RenewalReplied (scope closing)", input: O.RenewalReplied({ term: 1, sentAt: 6_000, receivedAt: 6_010, reply: R.NoRow() }), now: 6_010, base: { state: leavingStuck, closing: true, stuckSince: 5_000 } },
     { label: "WorkStopped (scope closing)", input: E.WorkStopped(), now: 7_000, base: { state: S.Leaving({ stopping: true, stuck: false }), closing: true } }
   )
-  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor", "closing", "ackingFrom", "claimsIgnoredUntil"]
+  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor", "closing", "ackingFrom", "claimsIgnoredUntil", "reapSentAt"]
   /** @param {unknown} x */
   const show = (x) => (x === undefined ? "-" : String(x))
   /** @param {Tagged} i */

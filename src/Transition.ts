@@ -567,6 +567,12 @@ export interface Member {
    * slow reap blocks it, and such a view may show an older epoch's barrier down).
    */
   readonly ackingFrom?: number | undefined
+  /**
+   * When (member's clock) the last reap that succeeded was sent (`Reaped`). A view of a renewal sent
+   * before it asks for no reap of its own: that reap came after it (a driver blocked in a slow reap
+   * otherwise found every view queued meanwhile saying "expired", and reaped once per view).
+   */
+  readonly reapSentAt?: number | undefined
 }
 
 /**
@@ -640,6 +646,8 @@ export type Observation = Data.TaggedEnum<{
    * epoch only if it was.
    */
   AckingCurrent: { readonly renewal: number }
+  /** A reap sent at `sentAt` (member's clock) succeeded (`Member.reapSentAt`). */
+  Reaped: { readonly sentAt: number }
   /** The fence timer looks at the deadline. */
   DeadlineCheck: {}
   /** An `Ack` command has made sure no older work runs: renewals acknowledge `epoch` from now on. */
@@ -676,6 +684,7 @@ export const Observation = Data.taggedEnum<Observation>()
 export const observationTags = [
   "RenewalReplied",
   "AckingCurrent",
+  "Reaped",
   "DeadlineCheck",
   "Acknowledged",
   "StuckWorkStopped",
@@ -956,6 +965,8 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         instructions.push(Instruction.RetryJoinIn({ millis: timing.leaseMs }))
         break
       case "Reap":
+        // A view older than the last reap: that reap already came after what it saw.
+        if (event._tag === "Renewed" && event.sentAt !== undefined && m.reapSentAt !== undefined && event.sentAt <= m.reapSentAt) break
         instructions.push(
           now < m.reapAfter
             ? Instruction.Log({
@@ -1119,6 +1130,10 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
     }
     case "Acknowledged":
       return observation.epoch > member.acked ? [{ ...member, acked: observation.epoch }, []] : [member, []]
+    case "Reaped":
+      return observation.sentAt > (member.reapSentAt ?? Number.NEGATIVE_INFINITY)
+        ? [{ ...member, reapSentAt: observation.sentAt }, []]
+        : [member, []]
     case "AckingCurrent":
       return member.state._tag === "Awaiting" && !member.closing && observation.renewal > (member.ackingFrom ?? Number.NEGATIVE_INFINITY)
         ? [{ ...member, ackingFrom: observation.renewal }, []]

@@ -441,6 +441,38 @@ describe("stopping on a notification's word (Transition's Notified)", () => {
     }))
 })
 
+describe("reaps", () => {
+  // Found by an adversarial review: a driver blocked in a slow reap found every view queued meanwhile
+  // saying "expired", and then reaped once per view, one after the other, falling further behind.
+  it.scoped("a driver blocked in a slow reap does not reap again for each view that came meanwhile", () =>
+    Effect.gen(function*() {
+      const { join, rec, store } = yield* setup
+      let reaps = 0
+      // a's reaps take a second each (queued behind others on the group's lock).
+      const slowReaps: MembershipStoreService = {
+        ...store,
+        reap: (g) => Effect.zipRight(Effect.sync(() => reaps++), Effect.zipRight(Effect.sleep(Duration.seconds(1)), store.reap(g)))
+      }
+      const a = yield* Membership.make({ groupId, name: "a" }).pipe(Effect.provideService(MembershipStore, slowReaps))
+      yield* rec.track(a, "a")
+      // b's work takes 2.5 s to stop the first time: a waits at the barrier meanwhile, polling.
+      const b = yield* join({ name: "b" })
+      let slowStops = 1
+      yield* b.m.whileAssigned(() =>
+        Effect.onInterrupt(Effect.never, () => Effect.sleep(Duration.millis(slowStops-- > 0 ? 2_500 : 0))))
+      yield* until(() => exactCover(rec.working(), 2))
+      yield* at((yield* now) + 300)
+      // c joins and never renews: its lease (500 ms) runs out while a waits at the barrier.
+      yield* store.join(groupId, { memberId: crypto.randomUUID(), host: "test", pid: 3, name: "c" }, 500)
+      const t0 = yield* now
+      yield* until(() => exactCover(rec.working(), 2) && rec.working().every((w) => w.at > t0), 60_000, 10)
+      yield* at((yield* now) + 3_000)
+      // A reap and one for a view sent while it was in flight, not one per queued view.
+      expect(reaps).toBeLessThanOrEqual(3)
+      expect(rec.violations).toEqual([])
+    }))
+})
+
 describe("lease expiry, as the interpreter sees it", () => {
   it.scoped("a silent member's lease expires at exactly its last renewal + lease, not a tick earlier; then it is reaped", () =>
     Effect.gen(function*() {

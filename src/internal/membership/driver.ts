@@ -83,12 +83,15 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           Effect.as(undefined)
         )
       case "Reap":
-        return store.reap(groupId).pipe(
-          Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
-          Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
-          Effect.zipRight(ctx.signal.poke),
-          Effect.as(undefined)
-        )
+        return Effect.flatMap(nowMillis, (sentAt) =>
+          store.reap(groupId).pipe(
+            Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
+            // Views of renewals sent before this reap ask for no more (Transition's `Member.reapSentAt`).
+            Effect.tap(() => observe(Transition.Observation.Reaped({ sentAt }))),
+            Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
+            Effect.zipRight(ctx.signal.poke),
+            Effect.as(undefined)
+          ))
       case "StartWork":
         return Effect.as(work.start(instruction.slot), undefined)
       case "StopWork":
