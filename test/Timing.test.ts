@@ -147,6 +147,15 @@ const until = (done: () => boolean, max = 60_000, step = 1) =>
 
 const state = (m: Membership.MembershipService) => Effect.map(m.state, (s) => s._tag)
 
+/** One member, a, working alone in epoch `e`, and a stranger's channel of notifications (`forged`). */
+const workingAlone = Effect.gen(function*() {
+  const forged = yield* PubSub.unbounded<Wakeup>()
+  const env = yield* setupWith({ forged })
+  const a = yield* env.join({ name: "a" })
+  yield* until(() => exactCover(env.rec.working(), 1))
+  return { ...env, forged, a, e: env.rec.working()[0]!.epoch }
+})
+
 /**
  * a works, then holds the barrier (its store calls hang, so it never acknowledges the next epoch)
  * while b joins; after 1 s b still waits. b's renewals, from its join (ms), and the gaps between them.
@@ -216,11 +225,7 @@ describe("heartbeat cadence", () => {
 
   it.scoped("a notification that claims only what a working member knows costs no renewal; any other claim wakes it", () =>
     Effect.gen(function*() {
-      const forged = yield* PubSub.unbounded<Wakeup>()
-      const { join, of, rec } = yield* setupWith({ forged })
-      const a = yield* join({ name: "a" })
-      yield* until(() => exactCover(rec.working(), 1))
-      const e = rec.working()[0]!.epoch
+      const { a, e, forged, of } = yield* workingAlone
       const t0 = (yield* now) + 100
       yield* at(t0)
       const from = of("heartbeat", a.id).length
@@ -245,11 +250,7 @@ describe("heartbeat cadence", () => {
       // The wake rate limit refilled from time 0: at -1 h its bucket was hours short, so each wake
       // waited for the next heartbeat instead.
       yield* TestClock.setTime(-3_600_000)
-      const forged = yield* PubSub.unbounded<Wakeup>()
-      const { join, of, rec } = yield* setupWith({ forged })
-      const a = yield* join({ name: "a" })
-      yield* until(() => exactCover(rec.working(), 1))
-      const e = rec.working()[0]!.epoch
+      const { a, e, forged, of } = yield* workingAlone
       yield* at((yield* now) + 100)
       for (let i = 1; i <= 3; i++) {
         const before = of("heartbeat", a.id).length
@@ -335,11 +336,7 @@ describe("stopping on a notification's word (Transition's Notified)", () => {
 
   it.scoped("a false claim pauses the work once, then claims stop no work for a lease (they only wake a renewal)", () =>
     Effect.gen(function*() {
-      const forged = yield* PubSub.unbounded<Wakeup>()
-      const { join, of, rec } = yield* setupWith({ forged })
-      const a = yield* join({ name: "a" })
-      yield* until(() => exactCover(rec.working(), 1))
-      const e = rec.working()[0]!.epoch
+      const { a, e, forged, of, rec } = yield* workingAlone
       const starts = () => rec.marks.filter((m) => m.kind === "start").length
       yield* at((yield* now) + 100)
       // A flood of claims of epoch e + 5: a stops once, renews (acknowledging e, what the database
@@ -427,11 +424,7 @@ describe("stopping on a notification's word (Transition's Notified)", () => {
 
   it.scoped("a claim while the member waits, or of the epoch it works in, stops nothing", () =>
     Effect.gen(function*() {
-      const forged = yield* PubSub.unbounded<Wakeup>()
-      const { join, rec } = yield* setupWith({ forged })
-      yield* join({ name: "a" })
-      yield* until(() => exactCover(rec.working(), 1))
-      const e = rec.working()[0]!.epoch
+      const { e, forged, rec } = yield* workingAlone
       yield* at((yield* now) + 100)
       for (const payload of [`${e}`, `${e - 1}`, `${e}:ready`, `${e + 1}:ready`, "leave"]) {
         yield* PubSub.publish(forged, { payload })
