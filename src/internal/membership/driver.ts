@@ -15,6 +15,12 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   const { groupId, store } = ctx
   const offer = (event: Event) => Queue.offer(ctx.events, event)
   let mismatchLogged = false
+  // Whether work may start now: the lease deadline is ahead. Checked by the work runner under the
+  // lock its interrupt takes: the fence timer may fire between the step that decided a start and the
+  // start itself (its interrupt then finds nothing to stop, and it fires once per deadline), and the
+  // work must not start after it; the driver may only reach the fence's DeadlinePassed much later
+  // (after a slow reap). An adversarial review of the stop on a notification's word noticed the gap.
+  const deadlineAhead = Effect.map(Effect.zip(Ref.get(ctx.member), nowMillis), ([m, now]) => m.deadline !== undefined && now < m.deadline)
   const later = (millis: number, event: Event) =>
     Effect.asVoid(Effect.forkIn(Effect.zipRight(Effect.sleep(millis), offer(event)), ctx.scope))
 
@@ -93,7 +99,7 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             Effect.as(undefined)
           ))
       case "StartWork":
-        return Effect.as(work.start(instruction.slot), undefined)
+        return Effect.as(work.start(instruction.slot, deadlineAhead), undefined)
       case "StopWork":
         return Effect.gen(function*() {
           yield* work.interrupt
@@ -110,8 +116,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
       case "InterruptWork":
         return Effect.as(work.interrupt, undefined)
       case "StartSlot":
-        return work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }).pipe(
-          Effect.zipRight(Metric.increment(ctx.metrics.slotStarts)),
+        return work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }, deadlineAhead).pipe(
+          Effect.tap((started) => (started ? Metric.increment(ctx.metrics.slotStarts) : Effect.void)),
           Effect.as(undefined)
         )
       case "StopSlots":

@@ -27,8 +27,11 @@ export interface SlotSetSpec {
 }
 
 export interface WorkRunner {
-  /** Starts every registered work under `slot`. */
-  readonly start: (slot: Slot) => Effect.Effect<void>
+  /**
+   * Starts every registered work under `slot`, if `live` (checked under the lock that `interrupt`
+   * takes: a fence that interrupted before the start is not undone by it, see driver.ts).
+   */
+  readonly start: (slot: Slot, live?: Effect.Effect<boolean>) => Effect.Effect<void>
   /** Interrupts the work without waiting for it. Nothing starts on its own until the next `start`. */
   readonly interrupt: Effect.Effect<void>
   /** Waits until no work fiber runs. */
@@ -38,8 +41,8 @@ export interface WorkRunner {
    * and `live` says the assignment still holds.
    */
   readonly register: (spec: WorkSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
-  /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms). */
-  readonly startSlot: (owned: OwnedSlot) => Effect.Effect<void>
+  /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms), if `live` (as `start`). */
+  readonly startSlot: (owned: OwnedSlot, live?: Effect.Effect<boolean>) => Effect.Effect<boolean>
   /**
    * Slots mode: interrupts the work of `slots`, all at once (their per-slot fibers, and the set forms,
    * which are restarted once under the slots left, and only while work may start); returns, per
@@ -135,8 +138,9 @@ export const makeWorkRunner = (
     })
 
     return {
-      start: (slot) =>
-        lock.withPermits(1)(Effect.suspend(() => {
+      start: (slot, live = Effect.succeed(true)) =>
+        lock.withPermits(1)(Effect.flatMap(live, (ok) => {
+          if (!ok) return Effect.void
           activeSlot = slot
           return Effect.forEach([...specs], (spec) => startOne(spec, slot), { discard: true })
         })),
@@ -157,12 +161,14 @@ export const makeWorkRunner = (
           })),
           () => Effect.sync(() => specs.delete(spec))
         ).pipe(Effect.asVoid),
-      startSlot: (owned) =>
+      startSlot: (owned, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.gen(function*() {
+          if (!(yield* live)) return false
           if (!active.has(owned.slot)) yield* moved(1)
           active.set(owned.slot, owned)
           yield* Effect.forEach([...slotSpecs], (spec) => startSlotOne(spec, owned), { discard: true })
           if (setSpecs.size > 0) yield* restartSets
+          return true
         })),
       stopSlots: (slots) =>
         lock.withPermits(1)(Effect.gen(function*() {
