@@ -20,6 +20,7 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   // start itself (its interrupt then finds nothing to stop, and it fires once per deadline), and the
   // work must not start after it; the driver may only reach the fence's DeadlinePassed much later
   // (after a slow reap). An adversarial review of the stop on a notification's word noticed the gap.
+  // A refused start reports `DeadlinePassed` itself (below).
   const deadlineAhead = Effect.map(Effect.zip(Ref.get(ctx.member), nowMillis), ([m, now]) => m.deadline !== undefined && now < m.deadline)
   const later = (millis: number, event: Event) =>
     Effect.asVoid(Effect.forkIn(Effect.zipRight(Effect.sleep(millis), offer(event)), ctx.scope))
@@ -99,7 +100,11 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             Effect.as(undefined)
           ))
       case "StartWork":
-        return Effect.as(work.start(instruction.slot, deadlineAhead), undefined)
+        // Refused (the deadline passed since the step that decided it): the member is fenced, as
+        // the fence timer would say, and its next renewal in time starts the work (Fenced -> settle).
+        // Nothing else would: a renewal that moves the deadline before the fence timer looks leaves
+        // the member Assigned with no work (an adversarial review of 0f063d4).
+        return Effect.map(work.start(instruction.slot, deadlineAhead), (started) => (started ? undefined : Transition.Event.DeadlinePassed()))
       case "StopWork":
         return Effect.gen(function*() {
           yield* work.interrupt
@@ -118,7 +123,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
       case "StartSlot":
         return work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }, deadlineAhead).pipe(
           Effect.tap((started) => (started ? Metric.increment(ctx.metrics.slotStarts) : Effect.void)),
-          Effect.as(undefined)
+          // Refused: fenced, as above (every slot stops and is started again by the next view in time).
+          Effect.map((started) => (started ? undefined : Transition.Event.DeadlinePassed()))
         )
       case "StopSlots":
         // Each slot on its own: its stop is awaited in the background (renewals and other slots go

@@ -29,9 +29,10 @@ export interface SlotSetSpec {
 export interface WorkRunner {
   /**
    * Starts every registered work under `slot`, if `live` (checked under the lock that `interrupt`
-   * takes: a fence that interrupted before the start is not undone by it, see driver.ts).
+   * takes: a fence that interrupted before the start is not undone by it, see driver.ts). Whether
+   * it started.
    */
-  readonly start: (slot: Slot, live?: Effect.Effect<boolean>) => Effect.Effect<void>
+  readonly start: (slot: Slot, live?: Effect.Effect<boolean>) => Effect.Effect<boolean>
   /** Interrupts the work without waiting for it. Nothing starts on its own until the next `start`. */
   readonly interrupt: Effect.Effect<void>
   /** Waits until no work fiber runs. */
@@ -41,7 +42,7 @@ export interface WorkRunner {
    * and `live` says the assignment still holds.
    */
   readonly register: (spec: WorkSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
-  /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms), if `live` (as `start`). */
+  /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms), if `live` (as `start`); whether it did. */
   readonly startSlot: (owned: OwnedSlot, live?: Effect.Effect<boolean>) => Effect.Effect<boolean>
   /**
    * Slots mode: interrupts the work of `slots`, all at once (their per-slot fibers, and the set forms,
@@ -140,9 +141,9 @@ export const makeWorkRunner = (
     return {
       start: (slot, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.flatMap(live, (ok) => {
-          if (!ok) return Effect.void
+          if (!ok) return Effect.succeed(false)
           activeSlot = slot
-          return Effect.forEach([...specs], (spec) => startOne(spec, slot), { discard: true })
+          return Effect.as(Effect.forEach([...specs], (spec) => startOne(spec, slot), { discard: true }), true)
         })),
       interrupt: lock.withPermits(1)(Effect.suspend(() => {
         activeSlot = undefined
