@@ -285,6 +285,13 @@ export interface MembershipStoreService {
    * An acknowledgement that completes the barrier notifies the group after its commit (best
    * effort); so does any renewal with `announce` that finds the barrier complete (a waiting member
    * that polled, in case two last acknowledgements raced and neither saw the other).
+   *
+   * A member's renewals apply in the order it sent them: one that reaches the database after a
+   * later one of the same member has applied (a statement held up on a dead connection, then
+   * delivered) changes nothing and returns `None` (the PostgreSQL store numbers them, migration
+   * 0010; `test/safety/renewalOrder.pg.test.ts`). A member sends one renewal at a time, and its
+   * interpreter relies on this order: no view of a renewal sent before the one that acknowledged
+   * the group's epoch with `ackCurrent` starts work (`Member.ackingFrom` in Transition.ts).
    */
   readonly heartbeat: (
     groupId: string,

@@ -160,3 +160,54 @@ describe("Break 3: stuck work holds the barrier", () => {
     }).pipe(Effect.provide(logs.layer))
   })
 })
+
+describe("a stop's report answers that stop only", () => {
+  // Found by an adversarial review (on PostgreSQL, a row held locked past the lease): the background
+  // watcher of a stop past the stop timeout reported `WorkStopped` into the driver's queue, where it
+  // waited behind the app's `leave()`, while the rejoin (alone in its group) had already started new
+  // work. The leave stopped that work, which was slow to stop too, and took the old report for its
+  // stop: the member deleted its row and was `Left` while its new work still ran.
+  it.scoped("a member that lost its row while stuck, rejoined alone and is asked to leave keeps its row until its new work stops", () => {
+    const logs = collectLogs()
+    return Effect.gen(function*() {
+      const groupId = "safety-stale-stop-report"
+      const { control, join, of, store } = yield* setup(groupId)
+      const c = yield* join({ name: "c" }, false)
+      const runs: Array<Run> = []
+      yield* c.m.whileAssigned(stuckWorker(runs, () => true)).pipe(Scope.extend(c.scope))
+      yield* until(() => runs.length === 1)
+      // Its renewals hang (a slow database): it fences, its work does not stop within the stop
+      // timeout, and its lease runs out in the store.
+      yield* at(2_000)
+      yield* control.hang(c.id)
+      yield* at(15_000)
+      expect(yield* c.m.state).toMatchObject({ _tag: "Fenced", stopping: true, stuck: true })
+      // Resumed: the renewal finds no row; the member is lost and its rejoin waits for the old work.
+      yield* control.resume(c.id)
+      yield* at(15_100)
+      expect((yield* c.m.state)._tag).toBe("Lost")
+      // The app asks it to leave meanwhile.
+      yield* at(16_000)
+      const leaving = yield* Effect.forkDaemon(c.m.leave)
+      // Its join takes a while (a round trip to a database): the old work's stop is reported before
+      // the join's view starts new work.
+      yield* at(24_000)
+      yield* control.hang(c.id)
+      yield* at(25_500)
+      expect(runs[0]!.end).toBe(25_000)
+      yield* control.resume(c.id)
+      // The old work stops; the rejoin (alone: the barrier is down at once) starts new work, which
+      // the leave stops and which is slow to stop too.
+      yield* until(() => runs.length === 2, 30_000, 10)
+      const second = runs[1]!
+      yield* until(() => second.end !== undefined, 30_000, 10)
+      // The member kept its row until its new work had stopped, and only then left.
+      const leaves = of("leave", c.id)
+      expect(leaves.length).toBeGreaterThan(0)
+      expect(leaves.filter((l) => l.at < second.end!), "leave sent while the new work still ran").toEqual([])
+      yield* untilEffect(Effect.sync(() => leaving.unsafePoll() !== null), 2 * HEARTBEAT)
+      expect(yield* c.m.state).toMatchObject({ _tag: "Left" })
+      expect(rowOf(yield* store.members(groupId), c.id)).toBeUndefined()
+    }).pipe(Effect.provide(logs.layer))
+  })
+})

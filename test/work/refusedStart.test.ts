@@ -40,6 +40,7 @@ it.scoped("a refused start fences the member; its next renewal in time starts th
       start: () => Effect.sync(() => starts.push(starts.length > 0)).pipe(Effect.map(() => starts.at(-1)!)),
       interrupt: Effect.void,
       awaitStopped: Effect.void,
+      stoppedNow: Effect.succeed(true),
       register: () => Effect.void,
       startSlot: () => Effect.succeed(true),
       stopSlots: () => Effect.succeed(new Map()),

@@ -244,11 +244,25 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
       }
     })
 
+  // A `WorkStopped` in the queue was reported by the watcher of a stop past the stop timeout (the
+  // StopWork's own, in time, is applied at once, never queued): no work ran when it was reported. It
+  // says nothing of work started since (a rejoin's, while the report waited behind other events), and
+  // taken for that work's stop it would let the member acknowledge, leave or work again while that work
+  // still runs (G2; an adversarial review: `Leaving` took it for the stop of the rejoin's work, which
+  // was slow to stop too, and the member deleted its row). So it applies only if no work runs now: the
+  // driver alone starts work, so none starts between this check and the step. A state that still
+  // waits for a stop has asked for it (StopWork) after that work started, and hears of it in turn.
+  const current = (event: Event): Effect.Effect<boolean> =>
+    event._tag === "WorkStopped"
+      ? Effect.tap(work.stoppedNow, (stopped) =>
+        stopped ? Effect.void : Effect.logDebug("modulo-group: a report of stopped work older than the work running now, dropped"))
+      : Effect.succeed(true)
+
   const run = Queue.take(ctx.events).pipe(
     Effect.tap((event) => {
       if (event._tag === "Notified") ctx.claimQueued.current = false
     }),
-    Effect.flatMap(apply),
+    Effect.flatMap((event) => Effect.flatMap(current(event), (ok) => (ok ? apply(event) : Effect.void))),
     // A bug in one step must not kill the driver while the lease keeper keeps renewing.
     Effect.catchAllDefect((defect) => Effect.logError("modulo-group driver step failed", defect)),
     Effect.forever

@@ -37,6 +37,8 @@ export interface WorkRunner {
   readonly interrupt: Effect.Effect<void>
   /** Waits until no work fiber runs. */
   readonly awaitStopped: Effect.Effect<void>
+  /** Whether no work fiber runs now. */
+  readonly stoppedNow: Effect.Effect<boolean>
   /**
    * Registers `spec` for as long as the caller's scope lives; starts it at once when work runs now
    * and `live` says the assignment still holds.
@@ -152,6 +154,7 @@ export const makeWorkRunner = (
         return Effect.zipRight(moved(-cleared), Effect.forEach([...fibers], (f) => Fiber.interruptFork(f), { discard: true }))
       })),
       awaitStopped: FiberSet.awaitEmpty(fibers),
+      stoppedNow: Effect.map(FiberSet.size(fibers), (n) => n === 0),
       register: (spec, live) =>
         Effect.acquireRelease(
           lock.withPermits(1)(Effect.gen(function*() {
