@@ -222,7 +222,7 @@ export const generate = ({ MemberState, Transition }) => {
     { label: "RenewalReplied (scope closing)", input: O.RenewalReplied({ term: 1, sentAt: 6_000, receivedAt: 6_010, reply: R.NoRow() }), now: 6_010, base: { state: leavingStuck, closing: true, stuckSince: 5_000 } },
     { label: "WorkStopped (scope closing)", input: E.WorkStopped(), now: 7_000, base: { state: S.Leaving({ stopping: true, stuck: false }), closing: true } }
   )
-  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor", "closing", "ackingFrom", "claimsIgnoredUntil", "reapSentAt"]
+  const numberFields = ["deadline", "term", "acked", "joinFailures", "barrierSince", "stuckSince", "reapAfter", "clockStepLogged", "fencedFor", "closing", "ackingFrom", "claimsIgnoredIn", "reapSentAt"]
   /** @param {unknown} x */
   const show = (x) => (x === undefined ? "-" : String(x))
   /** @param {Tagged} i */

@@ -138,7 +138,7 @@ export const make = (
       // A notification whose payload claims only what the member already knows is skipped
       // (internal/membership/wakes.ts); anything else brings the next renewal forward.
       const wake = (payload: string | undefined) =>
-        Effect.flatMap(Effect.zip(Ref.get(ctx.member), nowMillis), ([member, now]) => {
+        Effect.flatMap(Ref.get(ctx.member), (member) => {
           const { state } = member
           // Only for the epoch it waits in (a forged one for another epoch changes nothing).
           if (state._tag === "Awaiting" && Wakes.announced(payload) === state.epoch) ctx.heardReady.current = state.epoch
@@ -148,7 +148,7 @@ export const make = (
           const claimed = Wakes.claimedEpoch(payload)
           if (
             config.slots === undefined && claimed !== undefined && state._tag === "Assigned" && claimed > state.epoch &&
-            now >= (member.claimsIgnoredUntil ?? Number.NEGATIVE_INFINITY)
+            Transition.claimsCount(member)
           ) {
             // One claim queued at a time (a flood queues one event; the driver clears the flag).
             if (ctx.claimQueued.current) return Effect.void

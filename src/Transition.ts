@@ -96,7 +96,8 @@ export type Event = Data.TaggedEnum<{
    * waits (`Awaiting`), where every renewal acknowledges the database's epoch, whatever it is. So
    * the renewal that learns the change also acknowledges it, one round trip fewer per change (issue
    * 15); a claim that turns out false costs a pause of the work and one renewal, and makes the
-   * member ignore claims for a lease (`Member.claimsIgnoredUntil`).
+   * member ignore claims until the database shows it a newer epoch (`Member.claimsIgnoredIn`): a
+   * stranger's claims pause a member's work at most once per epoch the group really moves to.
    */
   Notified: { readonly epoch: number }
 }>
@@ -558,8 +559,13 @@ export interface Member {
    * epoch than `from` proves a change; none makes it a false claim. Cleared either way.
    */
   readonly claim?: { readonly epoch: number; readonly from: number; readonly at: number } | undefined
-  /** After a false claim, notifications make no working member stop until this time (a lease later). */
-  readonly claimsIgnoredUntil?: number | undefined
+  /**
+   * After a false claim, notifications make no member working in this epoch or an older one stop:
+   * claims count again once the database has shown the member a newer epoch (a real change, which
+   * pauses the work anyway). Per epoch rather than per lease: a forger re-arming every lease could
+   * keep interrupting work that takes longer than a lease, and never let it finish.
+   */
+  readonly claimsIgnoredIn?: number | undefined
   /**
    * The number of the latest renewal sent acknowledging the group's epoch (`AckingCurrent`): it may
    * have acknowledged an epoch newer than any view the driver has applied yet, so no view of an
@@ -854,8 +860,8 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       if (!m.closing && m.state._tag !== "Left") m = { ...m, closing: true }
       break
     case "Notified":
-      // Slots mode has no barrier to stop for; after a false claim, none for a lease.
-      if (m.slots !== undefined || now < (m.claimsIgnoredUntil ?? Number.NEGATIVE_INFINITY)) return [m, []]
+      // Slots mode has no barrier to stop for; after a false claim, none until the epoch moves.
+      if (m.slots !== undefined || !claimsCount(m)) return [m, []]
       break
   }
   const claimSettled = claimOutcome(m, event)
@@ -909,12 +915,12 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   }
   const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
   if (claimSettled === "false" && m.claim === undefined && event._tag === "Renewed") {
-    m = { ...m, claimsIgnoredUntil: now + timing.leaseMs }
+    m = { ...m, claimsIgnoredIn: Math.max(event.view.epoch, member.claim?.from ?? 0) }
     instructions.push(Instruction.Log({
       level: "Warning",
       message: `a notification claimed epoch ${member.claim?.epoch} but the database is at epoch ${event.view.epoch}: ` +
-        "the work stopped for nothing; notifications stop no work for one lease (is something else " +
-        "sending NOTIFY on the group's channel?)"
+        `the work stopped for nothing; notifications stop no work until the group's epoch moves past ${Math.max(event.view.epoch, member.claim?.from ?? 0)} ` +
+        "(is something else sending NOTIFY on the group's channel?)"
     }))
   }
   if (event._tag === "JoinWaiting" && commands.length > 0 && m.waitingSince === undefined) {
@@ -998,6 +1004,16 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   }
   return [m, instructions]
 }
+
+/**
+ * Whether a notification's claim may stop this member's work now (`Notified`): it works, and it has
+ * not found a claim false in its epoch or an older one (`Member.claimsIgnoredIn`).
+ *
+ * @since 0.3.0
+ * @category transition
+ */
+export const claimsCount = (m: Member): boolean =>
+  m.state._tag === "Assigned" && m.state.epoch > (m.claimsIgnoredIn ?? Number.NEGATIVE_INFINITY)
 
 /**
  * Whether `event` settles the member's pending claim (`Member.claim`): "true" when a renewal sent

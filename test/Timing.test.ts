@@ -334,9 +334,9 @@ describe("stopping on a notification's word (Transition's Notified)", () => {
       expect(renewals[1]!.view).toMatchObject({ epoch, acked: epoch, allAcked: true })
     }))
 
-  it.scoped("a false claim pauses the work once, then claims stop no work for a lease (they only wake a renewal)", () =>
+  it.scoped("a false claim pauses the work once, then claims stop no work until the group's epoch moves (they only wake a renewal)", () =>
     Effect.gen(function*() {
-      const { a, e, forged, of, rec } = yield* workingAlone
+      const { a, e, forged, join, of, rec } = yield* workingAlone
       const starts = () => rec.marks.filter((m) => m.kind === "start").length
       yield* at((yield* now) + 100)
       // A flood of claims of epoch e + 5: a stops once, renews (acknowledging e, what the database
@@ -361,11 +361,26 @@ describe("stopping on a notification's word (Transition's Notified)", () => {
       yield* at(t1 + LEASE - 100)
       expect(starts()).toBe(2)
       expect(of("heartbeat", a.id).filter((c) => c.at >= t2 && c.ackCurrent === true)).toEqual([])
-      // A lease after the false claim, a claim stops the work again.
-      yield* at(t1 + LEASE + 100)
-      yield* PubSub.publish(forged, { payload: `${e + 9}` })
-      yield* until(() => starts() === 3)
-      expect(rec.working()).toMatchObject([{ epoch: e }])
+      // Nor a lease after it, nor later, while the group stays in e: a forger re-arming every lease
+      // could otherwise keep interrupting work that takes longer than a lease.
+      for (const t of [t1 + LEASE + 100, t1 + 3 * LEASE]) {
+        yield* at(t)
+        yield* PubSub.publish(forged, { payload: `${e + 9}` })
+        yield* at(t + 2 * HEARTBEAT)
+        expect(starts(), `restarts after a claim at ${t}`).toBe(2)
+      }
+      // A real change (b joins): a stops and works in the new epoch. Claims count again there: the
+      // next one pauses the work of both once more.
+      yield* join({ name: "b" })
+      yield* until(() => exactCover(rec.working(), 2), 5_000, 10)
+      const e2 = rec.working()[0]!.epoch
+      expect(e2).toBeGreaterThan(e)
+      const before = starts()
+      yield* PubSub.publish(forged, { payload: `${e2 + 9}` })
+      yield* until(() => starts() >= before + 2, 5_000, 10)
+      yield* until(() => exactCover(rec.working(), 2), 5_000, 10)
+      expect(starts()).toBe(before + 2)
+      expect(rec.working().every((w) => w.epoch === e2)).toBe(true)
       expect(rec.violations).toEqual([])
     }))
 

@@ -39,7 +39,7 @@ export const announced = (payload: string | undefined): number | undefined => {
 /**
  * The epoch a change's notification (`E`: a join or a leave committed epoch E) claims exists, if
  * `payload` is one. A working member stops on it (Transition's `Notified`); a forged one costs a
- * pause of the work, and then claims are ignored for a lease.
+ * pause of the work, and then claims are ignored until the group's epoch moves.
  */
 export const claimedEpoch = (payload: string | undefined): number | undefined => {
   const joined = payload === undefined ? null : change.exec(payload)
