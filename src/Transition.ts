@@ -1006,14 +1006,20 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
 }
 
 /**
- * Whether a notification's claim may stop this member's work now (`Notified`): it works, and it has
- * not found a claim false in its epoch or an older one (`Member.claimsIgnoredIn`).
+ * Whether a notification's claim may stop this member's work now (`Notified`): it works, no claim it
+ * stopped on is still open (`Member.claim`: unsettled until a renewal sent after it replies), and it
+ * has not found a claim false in its epoch or an older one (`Member.claimsIgnoredIn`). A claim while
+ * one is open replaced it: a forger that claimed a few milliseconds after each renewal went out
+ * paused the work about every round trip (the renewal in flight, sent before the claim, settled
+ * nothing and restarted the work), and no claim was ever proven false (an adversarial review;
+ * `test/safety/claimCycle.test.ts`).
  *
  * @since 0.3.0
  * @category transition
  */
 export const claimsCount = (m: Member): boolean =>
-  m.state._tag === "Assigned" && m.state.epoch > (m.claimsIgnoredIn ?? Number.NEGATIVE_INFINITY)
+  m.state._tag === "Assigned" && m.claim === undefined &&
+  m.state.epoch > (m.claimsIgnoredIn ?? Number.NEGATIVE_INFINITY)
 
 /**
  * Whether `event` settles the member's pending claim (`Member.claim`): "true" when a renewal sent
