@@ -915,11 +915,12 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   }
   const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
   if (claimSettled === "false" && m.claim === undefined && event._tag === "Renewed") {
-    m = { ...m, claimsIgnoredIn: Math.max(event.view.epoch, member.claim?.from ?? 0) }
+    const through = Math.max(event.view.epoch, member.claim?.from ?? 0)
+    m = { ...m, claimsIgnoredIn: through }
     instructions.push(Instruction.Log({
       level: "Warning",
       message: `a notification claimed epoch ${member.claim?.epoch} but the database is at epoch ${event.view.epoch}: ` +
-        `the work stopped for nothing; notifications stop no work until the group's epoch moves past ${Math.max(event.view.epoch, member.claim?.from ?? 0)} ` +
+        `the work stopped for nothing; notifications stop no work until the group's epoch moves past ${through} ` +
         "(is something else sending NOTIFY on the group's channel?)"
     }))
   }
