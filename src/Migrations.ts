@@ -6,10 +6,10 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect } from "effect"
+import { Effect, Random } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
-import { unavailable } from "./internal/pg/errors.js"
+import { sqlState, unavailable } from "./internal/pg/errors.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import type { DatabaseUnavailable } from "./MembershipError.js"
@@ -213,6 +213,55 @@ export interface Repaired {
   readonly missing: ReadonlyArray<string>
 }
 
+/**
+ * How long a statement of a migration may wait for a table lock (after the migration lock itself,
+ * which it waits for as long as it takes). A migration's DDL waits for an ACCESS EXCLUSIVE lock, and
+ * every later statement on the table queues behind it: without a bound, the members' renewals waited
+ * as long as the oldest transaction on the table ran (an app's fenced transaction, a `psql` session
+ * left open), longer than a lease. Past the bound the migration rolls back and tries again after
+ * `lockRetryMs` (jittered by half), holding nothing meanwhile.
+ */
+const lockWaitMs = 1_000
+const lockRetryMs = 1_000
+const lockNotAvailable = "55P03"
+
+// Whom a migration that did not get its table lock waited for, for the warning.
+const lockHolders = (sql: SqlClient.SqlClient) =>
+  Statements.selectSchemaLockHolders(sql).pipe(
+    Effect.map((rows) =>
+      rows.length === 0
+        ? "another transaction (gone by now)"
+        : rows.map((r) =>
+          `pid ${r.pid} (${r.tables}${r.xact_ms === null ? "" : `, in a transaction for ${(Number(r.xact_ms) / 1000).toFixed(1)} s`})`
+        ).join(", ")
+    ),
+    Effect.orElseSucceed(() => "another transaction")
+  )
+
+// `migrateLocked`, again after a backoff for as long as a table lock it needs is busy (`lockWaitMs`).
+// A warning the first time and every 30th, naming the oldest holders; nothing is left half-applied.
+const migrateLockedPatiently = (repair: boolean): Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    for (let attempt = 1;; attempt++) {
+      const result = yield* Effect.either(migrateLocked(repair))
+      if (result._tag === "Right") {
+        if (attempt > 1) yield* Effect.logInfo(`modulo-group: migration applied at attempt ${attempt}, the table lock it needed free`)
+        return result.right
+      }
+      if (sqlState(result.left) !== lockNotAvailable) return yield* Effect.fail(result.left)
+      if (attempt === 1 || attempt % 30 === 0) {
+        yield* Effect.logWarning(
+          `modulo-group: a migration waited ${lockWaitMs} ms for a lock on the membership tables, held by ` +
+            `${yield* lockHolders(sql)}; rolled back (attempt ${attempt}) and trying again about every ` +
+            `${lockRetryMs} ms, so that members' statements do not queue behind it. It goes ahead once that ` +
+            `transaction ends.`
+        )
+      }
+      yield* Effect.sleep(yield* Random.nextIntBetween(lockRetryMs / 2, (lockRetryMs * 3) / 2))
+    }
+  })
+
 // Under the migration lock: applies what is pending (or, with `repair`, everything when objects are
 // missing), then checks that the schema is complete. One transaction: all of it or nothing (a failed
 // COMMIT is an error, not a defect: see internal/pg/transaction.ts).
@@ -221,6 +270,8 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
     const sql = yield* SqlClient.SqlClient
     return yield* readCommitted(sql, Effect.gen(function*() {
       yield* Statements.lockMigrations(sql)
+      // From here on, no statement waits for a table lock for long (`lockWaitMs`).
+      yield* Statements.boundMigrationLockWaits(sql, lockWaitMs)
       // Re-read under the lock: another member may have migrated meanwhile.
       const found = yield* readInstalledVersion
       if (found > schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
@@ -254,7 +305,7 @@ export const run: Effect.Effect<ReadonlyArray<string>, DatabaseUnavailable | Sch
     const current = yield* readInstalledVersion
     // The common case, without the lock: current and complete. Anything else is decided under it.
     if (current === schemaVersion && (yield* readMissingObjects(current)).length === 0) return []
-    return (yield* migrateLocked(false)).applied
+    return (yield* migrateLockedPatiently(false)).applied
   }))
 
 /**
@@ -268,7 +319,7 @@ export const repair: Effect.Effect<Repaired, DatabaseUnavailable | SchemaMismatc
   Effect.gen(function*() {
     const current = yield* readInstalledVersion
     if (current === schemaVersion && (yield* readMissingObjects(current)).length === 0) return { applied: [], missing: [] }
-    return yield* migrateLocked(true)
+    return yield* migrateLockedPatiently(true)
   })
 )
 

@@ -1319,6 +1319,33 @@ export const selectSchemaColumns = (sql: Sql) =>
 /** The migration lock, held until the migrating transaction ends. */
 export const lockMigrations = (sql: Sql) => sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`
 
+/**
+ * After `lockMigrations`, for the rest of the migrating transaction: a statement that waits for a
+ * table lock longer than `lockWaitMs` fails (55P03) instead of waiting. A migration's DDL waits for
+ * an ACCESS EXCLUSIVE lock, and while it waits every later statement on that table queues behind it:
+ * the members' renewals would wait as long as the oldest transaction on the table runs.
+ */
+export const boundMigrationLockWaits = (sql: Sql, lockWaitMs: number) =>
+  sql`SELECT set_config('lock_timeout', ${String(lockWaitMs)}, true)`
+
+/**
+ * The oldest transactions (at most 3) of other backends that hold a lock on a table of the schema:
+ * whom a migration that could not get its lock waited for. From pg_locks and pg_stat_activity, which
+ * every role can read (another role's query text is hidden, its pid and start are not).
+ */
+export const selectSchemaLockHolders = (sql: Sql) =>
+  sql<{ pid: number; tables: string; xact_ms: string | null }>`
+    SELECT l.pid, string_agg(DISTINCT c.relname, ', ') AS tables,
+           (extract(epoch FROM clock_timestamp() - a.xact_start) * 1000)::bigint AS xact_ms
+      FROM pg_catalog.pg_locks l
+      JOIN pg_catalog.pg_class c ON c.oid = l.relation
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+     WHERE n.nspname = ${schema} AND c.relkind IN ('r', 'p') AND l.granted AND l.pid <> pg_backend_pid()
+     GROUP BY l.pid, a.xact_start
+     ORDER BY a.xact_start NULLS LAST
+     LIMIT 3`
+
 /** Runs one shipped migration file (`text`, read by `Migrations.sqlOf` from a constant list of names). */
 export const applyMigration = (sql: Sql, text: string) => sql.unsafe(text)
 
