@@ -70,6 +70,14 @@ export interface InMemoryControl {
    * members run on: a database clock stepped by NTP, or a failover to a host whose clock is ahead.
    */
   readonly stepClock: (ms: number) => Effect.Effect<void>
+  /**
+   * A copy of every group's rows now; running the effect it returns puts them back (groups created
+   * since are dropped), waking no one: a database restored from a backup, or a failover to a standby
+   * that had not received what came after.
+   *
+   * @since 0.3.0
+   */
+  readonly snapshot: Effect.Effect<Effect.Effect<void>>
 }
 
 /**
@@ -573,7 +581,35 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       setOutage: (on) => Effect.sync(() => void (outage = on)),
       setDropNotifications: (on) => Effect.sync(() => void (dropNotifications = on)),
       calls: Effect.sync(() => ({ ...calls })),
-      stepClock: (ms) => Effect.sync(() => void (clockOffset += ms))
+      stepClock: (ms) => Effect.sync(() => void (clockOffset += ms)),
+      snapshot: Effect.sync(() => {
+        const copyRows = (members: Map<string, Row>) => new Map([...members].map(([id, row]) => [id, { ...row }]))
+        const saved = [...groups].map(([groupId, g]) => ({
+          groupId,
+          epoch: g.epoch,
+          incarnation: g.incarnation,
+          size: g.size,
+          changedAt: g.changedAt,
+          members: copyRows(g.members),
+          slots: g.slots,
+          table: g.table
+        }))
+        return Effect.sync(() => {
+          for (const groupId of [...groups.keys()]) {
+            if (!saved.some((s) => s.groupId === groupId)) groups.delete(groupId)
+          }
+          for (const s of saved) {
+            const g = groups.get(s.groupId)!
+            g.epoch = s.epoch
+            g.incarnation = s.incarnation
+            g.size = s.size
+            g.changedAt = s.changedAt
+            g.members = copyRows(s.members)
+            g.slots = s.slots
+            g.table = s.table
+          }
+        })
+      })
     }
     return { store, control }
   })

@@ -36,16 +36,25 @@ export interface MembershipService {
   readonly state: Effect.Effect<MemberState>
   /** The current state, then every change. */
   readonly changes: Stream.Stream<MemberState>
-  /** The assignment work may run under now: `Some` only while assigned and the lease deadline is ahead. */
+  /**
+   * The assignment work may run under now: `Some` only while assigned and the lease deadline is ahead.
+   * Slots mode: whether the member may work; its `index` and `size` have no barrier there and must not
+   * partition work (docs/slots.md); the slots do (`owned`, `whileOwning`).
+   */
   readonly assignment: Effect.Effect<Option.Option<Assignment>>
   /** Waits until assigned. Fails if the member has left. */
   readonly awaitAssigned: Effect.Effect<Assignment, MembershipClosed>
-  /** The current assignment, or `StaleAssignment`: call it before every unit of work (G3). */
+  /**
+   * The current assignment, or `StaleAssignment`: call it before every unit of work (G3). Slots mode:
+   * see `assignment` (never partition work by its index there).
+   */
   readonly guard: Effect.Effect<Assignment, StaleAssignment>
   /**
    * Runs `work` in every epoch this member is assigned in, for as long as the caller's scope lives.
    * It is interrupted, and its finalizers have run, before the member acknowledges a new epoch (G2)
    * and when the lease deadline passes (G3). A failure is logged; the work runs again next epoch.
+   * Slots mode: member-level work, run once while the member may work (a change does not restart it);
+   * its `index` and `size` have no barrier there (see `assignment`).
    */
   readonly whileAssigned: <E, R>(
     work: (assignment: Assignment) => Effect.Effect<unknown, E, R>

@@ -17,7 +17,7 @@
  */
 import { Data, Equal } from "effect"
 import type { Assignment, Slot } from "./MemberState.js"
-import { assignment as assignmentOf, isStuck, MemberState } from "./MemberState.js"
+import { assignment as assignmentOf, epochOf, isStuck, MemberState } from "./MemberState.js"
 import type { GroupView, StoppedSlot } from "./MembershipStore.js"
 import * as Holdings from "./internal/slots/holdings.js"
 
@@ -1088,6 +1088,12 @@ const slotsOnEvent = (
   }
   if (event._tag === "DeadlinePassed") return Holdings.stopAll(h)
   if (event._tag === "Renewed" && event.view.slots !== undefined && (after._tag === "Assigned" || after._tag === "Fenced")) {
+    // A view of an older epoch than this member has seen is not acted on, as in modulo mode
+    // (`settle`): the database went back (a restore, a failover to a standby that had not received
+    // the last commits). Such a view could show a slot this member had released as held by it again,
+    // at the generation its new holder may still work under (an adversarial review).
+    const known = epochOf(m.state)
+    if (known !== undefined && event.view.epoch < known) return [h, []]
     return Holdings.onView(h, event.view.slots, mayStart, event.sentAt ?? now)
   }
   return [h, []]
