@@ -256,7 +256,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 new InstanceBusy({ instanceId: instanceId!, holder: `${instance.name} (${instance.host}/${instance.pid})` })
               )
             }
-            if (instance !== undefined && instance.index !== null && instance.assignedEpoch === g.epoch) {
+            // Never this member's own live row (see the PostgreSQL store): that rejoin is a change.
+            if (
+              instance !== undefined && instance.leaseExpiresAt <= now && instance.index !== null &&
+              instance.index >= 0 && instance.index < g.size && instance.assignedEpoch === g.epoch
+            ) {
               // The takeover: same index, same epoch, acknowledged; nothing else changes (expired
               // rows are left to the ordinary reap: removing them is a change).
               g.members.delete(instance.memberId)

@@ -262,7 +262,10 @@ export interface MembershipStoreService {
    * With an instance id (`statics`): if a row of that id exists and its lease is not live (released,
    * or run out on the store's clock), take it over instead: this member's id, a fresh lease, the
    * same index in the same epoch, acknowledged; nothing else changes (`takenOver`). If its lease is
-   * live, fail with `InstanceBusy` and change nothing.
+   * live, fail with `InstanceBusy` and change nothing; unless the row is this member's own: then the
+   * join is a change like any other (its old row dropped, a fresh one), never a takeover (a member
+   * rejoins with a live row after refusing a view its row contradicted: a takeover would keep the
+   * index in the same epoch).
    *
    * With `options.overdueAfterMs`: if a member of the group is overdue (its last renewal that old,
    * its lease still live), insert or renew only this member's waiting row (no index, not in N, no

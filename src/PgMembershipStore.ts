@@ -800,7 +800,16 @@ export const make = (options: Options = {}) =>
                     // Its lease is not live (released after its work stopped, or run out on this
                     // clock: G3): take it over, same index in the same epoch, unless the rows were
                     // found out of step with the group (then a fresh row and a change, as without).
-                    if (!behind && held.idx !== null && num(held.assigned_epoch) === epoch) {
+                    // Never this member's own live row: its rejoin after a refused view (indices
+                    // swapped or set out of range by hand) must be a change, as a plain member's
+                    // is; taking it over kept the bad index, in the same epoch, at once (an
+                    // adversarial review: two static members worked one index for up to a heartbeat).
+                    // Nor a row whose index is out of range (set by hand): the takeover would keep
+                    // it, and the member, refused, would take it over again after every lease.
+                    if (
+                      !held.live && !behind && held.idx !== null && held.idx >= 0 && held.idx < group.size &&
+                      num(held.assigned_epoch) === epoch
+                    ) {
                       yield* onStatement("join", "takeover")
                       const [taken] = yield* Statements.takeOver(
                         sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now, nextSeq()

@@ -311,4 +311,57 @@ it.live("two indices swapped by hand while members wait at the barrier: never tw
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 
+// Regression (adversarial review): a static member refused the view its swapped row gave and
+// rejoined by taking over its own live row: same epoch, the other's index, at once, while the other
+// worked that index until its next renewal (its heartbeat here is 1.5 s, the first one's 200 ms).
+it.live("two static members' indices swapped by hand while both work: the rejoin is a change, never two members with one index", () =>
+  Effect.gen(function*() {
+    const group = yield* makeGroup(randomGroupId("swap-static"), { ...fast, lease: "4 seconds" })
+    const { rec } = group
+    const sql = yield* SqlClient.SqlClient
+    yield* group.join({ heartbeat: "200 millis", instanceId: "w0" })
+    yield* waitFor(() => exactCover(rec.working(), 1), CONVERGE, "one member")
+    yield* group.join({ heartbeat: "1500 millis", instanceId: "w1" })
+    yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "two members")
+    const before = (yield* groupRow(group.groupId))!.epoch
+    yield* sql.withTransaction(Effect.gen(function*() {
+      const locked = yield* sql<{ member_id: string; idx: number }>`
+        SELECT member_id, idx FROM modulo_group.members WHERE group_id = ${group.groupId} ORDER BY member_id FOR UPDATE`
+      yield* sql`UPDATE modulo_group.members SET idx = ${locked[1]!.idx} WHERE member_id = ${locked[0]!.member_id}`
+      yield* sql`UPDATE modulo_group.members SET idx = ${locked[0]!.idx} WHERE member_id = ${locked[1]!.member_id}`
+    }))
+    // Both refuse their rows and rejoin: the group re-forms in a newer epoch (or a start breaks G1).
+    yield* waitForEffect(
+      Effect.map(groupRow(group.groupId), (g) =>
+        rec.violations.length > 0 ||
+        (g!.epoch > before && exactCover(rec.working(), 2) && rec.marks.some((m) => m.kind === "start" && m.epoch > before))),
+      CONVERGE,
+      "two members in a newer epoch"
+    )
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+// Regression (adversarial review): a static member whose index was set out of range found its row
+// gone (the renewal returns no such row), waited a lease, and took its own row over, keeping the
+// index: for ever, one index never served.
+it.live("a static member's index set out of range by hand: it rejoins with a change, the cover is exact again", () =>
+  Effect.gen(function*() {
+    const group = yield* makeGroup(randomGroupId("range-static"))
+    const { rec } = group
+    const sql = yield* SqlClient.SqlClient
+    const a = yield* group.join({ instanceId: "w0" })
+    yield* group.join({ instanceId: "w1" })
+    yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "two members")
+    const before = (yield* groupRow(group.groupId))!.epoch
+    yield* sql`UPDATE modulo_group.members SET idx = 5 WHERE member_id = ${a.m.memberId}`
+    yield* waitForEffect(
+      Effect.map(groupRow(group.groupId), (g) =>
+        rec.violations.length > 0 ||
+        (g!.epoch > before && exactCover(rec.working(), 2) && rec.marks.some((m) => m.kind === "start" && m.epoch > before))),
+      CONVERGE,
+      "two members in a newer epoch"
+    )
+    expect(rec.violations).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
 void fast

@@ -184,6 +184,25 @@ export const storeContract = (
       expect(yield* store.release(g, b.memberId)).toBe(false)
     }))
 
+  test("static: a member that joins again while its own row is live makes a change (new epoch, indices reassigned), never a takeover", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const a = info("a")
+      const b = info("b")
+      yield* store.join(g, a, 1000, statics("w0"))
+      yield* store.join(g, b, 1000, statics("w1"))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      // b rejoins with its row live (after refusing a view its row contradicted; or a join whose
+      // reply was lost): a change, in which b acknowledges and a does not yet (the barrier is up).
+      const v = yield* store.join(g, b, 1000, statics("w1"))
+      expect(v.takenOver).toBeUndefined()
+      expect(v).toMatchObject({ epoch: 3, size: 2, allAcked: false })
+      expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 3, size: 2 })
+      const rows = yield* store.members(g)
+      expect(rows.map((r) => [r.name, r.instanceId]).sort()).toEqual([["a", "w0"], ["b", "w1"]])
+      expect(rows.map((r) => r.index).sort()).toEqual([0, 1])
+    }))
+
   test("static: a join with an instance id held by a live member fails with InstanceBusy and changes nothing", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore
@@ -194,9 +213,11 @@ export const storeContract = (
       if (Either.isLeft(dup)) expect((dup.left as InstanceBusy).holder).toBe("a (test-host/4242)")
       expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 1, size: 1 })
       expect((yield* store.members(g)).map((r) => r.name)).toEqual(["a"])
-      // The holder's own rejoin (same member id) is no duplicate.
+      // The holder's own rejoin (same member id) is no duplicate: a change, not a takeover of its live
+      // row (see "a member that joins again while its own row is live").
       const again = yield* store.join(g, a, 1000, statics("w0"))
-      expect(again).toMatchObject({ epoch: 1, index: 0, takenOver: true })
+      expect(again).toMatchObject({ epoch: 2, index: 0, size: 1 })
+      expect(again.takenOver).toBeUndefined()
     }))
 
   test("static: a crashed member's row is held for its grace after the lease, then reaped", (g) =>

@@ -428,8 +428,8 @@ export const selectInstance = (sql: Sql, groupId: string, instanceId: string, no
  * this member's: new member id (the old incarnation's renewals and fenced transactions no longer
  * find their row), a fresh lease, not released, and acknowledging `epoch` (its old process cannot be
  * working: it released after its work stopped, or its lease ran out). Its index and its epoch stamp
- * stay: no change, no new epoch. Only while the old lease is not live (or the row is already this
- * member's); no row otherwise.
+ * stay: no change, no new epoch. Only while the old lease is not live, also when the row is already
+ * this member's (its own live row is never taken over: a rejoin is then a change); no row otherwise.
  */
 export const takeOver = (
   sql: Sql,
@@ -452,7 +452,7 @@ export const takeOver = (
            host = ${member.host}, pid = ${member.pid}, name = ${member.name},
            rejoin_grace_ms = ${rejoinGraceMs}
      WHERE member_id = ${oldMemberId} AND group_id = ${groupId} AND idx IS NOT NULL
-       AND (lease_expires_at <= ${at(sql, now)} OR member_id = ${member.memberId})
+       AND lease_expires_at <= ${at(sql, now)}
     RETURNING idx, assigned_epoch, assigned_size`
 
 /** Static join: deletes the instance's row that cannot be taken over (see the store); a fresh row follows. */
