@@ -311,6 +311,20 @@ it.live("two indices swapped by hand while members wait at the barrier: never tw
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 
+/**
+ * Until the group works again with an exact cover of `n` in an epoch newer than `before` (each
+ * member's work started there), or a start broke G1 or G2 (the recorder's violations).
+ */
+const reformedAfter = (group: Effect.Effect.Success<ReturnType<typeof makeGroup>>, before: number, n: number) =>
+  waitForEffect(
+    Effect.map(groupRow(group.groupId), (g) =>
+      group.rec.violations.length > 0 ||
+      (g!.epoch > before && exactCover(group.rec.working(), n) &&
+        group.rec.working().every((w) => w.epoch > before))),
+    CONVERGE,
+    `${n} members in an epoch after ${before}`
+  )
+
 // Regression (adversarial review): a static member refused the view its swapped row gave and
 // rejoined by taking over its own live row: same epoch, the other's index, at once, while the other
 // worked that index until its next renewal (its heartbeat here is 1.5 s, the first one's 200 ms).
@@ -331,13 +345,7 @@ it.live("two static members' indices swapped by hand while both work: the rejoin
       yield* sql`UPDATE modulo_group.members SET idx = ${locked[0]!.idx} WHERE member_id = ${locked[1]!.member_id}`
     }))
     // Both refuse their rows and rejoin: the group re-forms in a newer epoch (or a start breaks G1).
-    yield* waitForEffect(
-      Effect.map(groupRow(group.groupId), (g) =>
-        rec.violations.length > 0 ||
-        (g!.epoch > before && exactCover(rec.working(), 2) && rec.marks.some((m) => m.kind === "start" && m.epoch > before))),
-      CONVERGE,
-      "two members in a newer epoch"
-    )
+    yield* reformedAfter(group, before, 2)
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 
@@ -354,13 +362,7 @@ it.live("a static member's index set out of range by hand: it rejoins with a cha
     yield* waitFor(() => exactCover(rec.working(), 2), CONVERGE, "two members")
     const before = (yield* groupRow(group.groupId))!.epoch
     yield* sql`UPDATE modulo_group.members SET idx = 5 WHERE member_id = ${a.m.memberId}`
-    yield* waitForEffect(
-      Effect.map(groupRow(group.groupId), (g) =>
-        rec.violations.length > 0 ||
-        (g!.epoch > before && exactCover(rec.working(), 2) && rec.marks.some((m) => m.kind === "start" && m.epoch > before))),
-      CONVERGE,
-      "two members in a newer epoch"
-    )
+    yield* reformedAfter(group, before, 2)
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
 

@@ -151,8 +151,8 @@ export const storeContract = (
   // --- static membership (instance ids) --------------------------------------------------------
 
   const statics = (instanceId: string, rejoinGraceMs = 5000) => ({ instanceId, rejoinGraceMs })
-
-  test("static: a release keeps the index and the epoch; the same instance takes it over at once", (g) =>
+  /** a (instance w0, index 0) and b (w1, index 1) in epoch 2, both acknowledged: the barrier is down. */
+  const twoStatic = (g: string) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore
       const a = info("a")
@@ -160,6 +160,12 @@ export const storeContract = (
       yield* store.join(g, a, 1000, statics("w0"))
       yield* store.join(g, b, 1000, statics("w1"))
       yield* store.heartbeat(g, a.memberId, 2, 1000)
+      return { a, b, store }
+    })
+
+  test("static: a release keeps the index and the epoch; the same instance takes it over at once", (g) =>
+    Effect.gen(function*() {
+      const { a, b, store } = yield* twoStatic(g)
       expect(yield* store.release(g, b.memberId)).toBe(true)
       // Nothing changed for the others: same epoch, same size, barrier down, nobody to reap.
       expect(Option.getOrThrow(yield* store.group(g))).toMatchObject({ epoch: 2, size: 2 })
@@ -186,12 +192,7 @@ export const storeContract = (
 
   test("static: a member that joins again while its own row is live makes a change (new epoch, indices reassigned), never a takeover", (g) =>
     Effect.gen(function*() {
-      const store = yield* MembershipStore
-      const a = info("a")
-      const b = info("b")
-      yield* store.join(g, a, 1000, statics("w0"))
-      yield* store.join(g, b, 1000, statics("w1"))
-      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      const { b, store } = yield* twoStatic(g)
       // b rejoins with its row live (after refusing a view its row contradicted; or a join whose
       // reply was lost): a change, in which b acknowledges and a does not yet (the barrier is up).
       const v = yield* store.join(g, b, 1000, statics("w1"))
