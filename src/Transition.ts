@@ -1088,13 +1088,16 @@ const slotsOnEvent = (
   }
   if (event._tag === "DeadlinePassed") return Holdings.stopAll(h)
   if (event._tag === "Renewed" && event.view.slots !== undefined && (after._tag === "Assigned" || after._tag === "Fenced")) {
-    // A view of an older epoch than this member has seen is not acted on, as in modulo mode
-    // (`settle`): the database went back (a restore, a failover to a standby that had not received
-    // the last commits). Such a view could show a slot this member had released as held by it again,
-    // at the generation its new holder may still work under (an adversarial review).
+    // A view of an older epoch than this member has seen starts no slot: the database went back (a
+    // restore, a failover to a standby that had not received the last commits), and the view may
+    // show a slot this member had released as held by it again, at the generation its new holder may
+    // still work under (an adversarial review). It still stops, releases and is refused as any view:
+    // ignoring it altogether (as modulo mode's `settle` does) kept members working slots the database
+    // had given back to a member whose leave was lost, never reaped it, and the next change handed
+    // those slots out again at the same generations (a second review).
     const known = epochOf(m.state)
-    if (known !== undefined && event.view.epoch < known) return [h, []]
-    return Holdings.onView(h, event.view.slots, mayStart, event.sentAt ?? now)
+    const older = known !== undefined && event.view.epoch < known
+    return Holdings.onView(h, event.view.slots, mayStart && !older, event.sentAt ?? now)
   }
   return [h, []]
 }

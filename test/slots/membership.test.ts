@@ -231,6 +231,27 @@ describe("slots mode, in memory", () => {
       expect(rec.violations).toEqual([])
     })))
 
+  it.effect("the database goes back past a leave: the survivors give the leaver's slots back, and a later join hands them out without overlap", () =>
+    inMemory(Effect.gen(function*() {
+      // A second review: when views of an older epoch were ignored altogether, the survivors kept
+      // the leaver's slots the database had given back to it, nobody reaped its row, and the next
+      // join handed those slots out at the generations the survivors worked under.
+      const { control, join, rec } = yield* setup(6)
+      yield* join("a")
+      yield* join("b")
+      const c = yield* join("c")
+      yield* advanceUntil(() => rec.covered() === 6 && sizes(rec.running()).join() === "2,2,2", Duration.seconds(5))
+      const restore = yield* control.snapshot
+      yield* c.close
+      yield* advanceUntil(() => rec.covered() === 6 && sizes(rec.running()).join() === "3,3", Duration.seconds(5))
+      yield* restore
+      // Past c's lease (10 s): its row is expired, and the next change reaps it.
+      yield* TestClock.adjust(Duration.seconds(12))
+      yield* join("d")
+      yield* advanceUntil(() => rec.covered() === 6 && rec.running().size === 3, Duration.seconds(20))
+      expect(rec.violations).toEqual([])
+    })))
+
   it.effect("a member asking for another slot count, or for modulo mode, is refused and never works", () =>
     inMemory(Effect.gen(function*() {
       const { join, rec } = yield* setup(8)

@@ -11,6 +11,25 @@ import { InstanceBusy, JoinDeferred, SlotsMismatch } from "../../MembershipError
 import { alarm, clearWaiting, connected, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, refusedOnce, stepNow } from "./context.js"
 import type { WorkRunner } from "./workRunner.js"
 
+/**
+ * After the fence interrupted the work: if the work has not stopped `fenceMargin` later (the end of
+ * the lease, as this member counts it) and no renewal has moved the deadline, an alarm.
+ */
+const watchLeaseEnd = (ctx: MemberContext, work: WorkRunner) =>
+  Effect.gen(function*() {
+    const { deadline } = yield* Ref.get(ctx.member)
+    const stopped = yield* work.awaitStopped.pipe(Effect.timeout(ctx.timing.fenceMarginMs), Effect.option)
+    if (Option.isSome(stopped)) return
+    const now = yield* Ref.get(ctx.member)
+    if (deadline !== undefined && now.deadline !== undefined && now.deadline > deadline) return
+    yield* alarm(
+      ctx,
+      `work interrupted at the lease deadline has not stopped ${ctx.timing.fenceMarginMs} ms later, when this ` +
+        "member's lease runs out: the others may reap it and start its assignment beside this work (G2). " +
+        "Its cleanup (finalizers included) must fit in fenceMargin: raise fenceMargin or shorten it (docs/work.md)"
+    )
+  })
+
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   const { groupId, store } = ctx
   const offer = (event: Event) => Queue.offer(ctx.events, event)
@@ -119,7 +138,11 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           return Transition.Event.StopTimedOut()
         })
       case "InterruptWork":
-        return Effect.as(work.interrupt, undefined)
+        // The fence. Cut off from the database, nothing keeps the lease past `fenceMargin` from now:
+        // work still running then (a long finalizer) may run beside the next epoch, which the
+        // others start once they reap this member (docs/work.md). It cannot be prevented from
+        // here; it is said, loudly, unless a renewal has moved the deadline meanwhile.
+        return Effect.zipRight(work.interrupt, Effect.forkIn(watchLeaseEnd(ctx, work), ctx.scope)).pipe(Effect.as(undefined))
       case "StartSlot":
         return work.startSlot({ slot: instruction.slot, generation: instruction.generation, count: ctx.config.slots ?? 0 }, deadlineAhead).pipe(
           Effect.tap((started) => (started ? Metric.increment(ctx.metrics.slotStarts) : Effect.void)),
