@@ -17,11 +17,13 @@ import type { WorkRunner } from "./workRunner.js"
  */
 const watchLeaseEnd = (ctx: MemberContext, work: WorkRunner) =>
   Effect.gen(function*() {
-    const { deadline } = yield* Ref.get(ctx.member)
+    // The deadline the fence fired for (set by the step that asked for the interrupt: a renewal that
+    // moved the deadline while the interrupt waited for the work runner's lock is seen as a move).
+    const { fencedFor } = yield* Ref.get(ctx.member)
     const stopped = yield* work.awaitStopped.pipe(Effect.timeout(ctx.timing.fenceMarginMs), Effect.option)
     if (Option.isSome(stopped)) return
     const now = yield* Ref.get(ctx.member)
-    if (deadline !== undefined && now.deadline !== undefined && now.deadline > deadline) return
+    if (fencedFor === undefined || (now.deadline !== undefined && now.deadline > fencedFor)) return
     yield* alarm(
       ctx,
       `work interrupted at the lease deadline has not stopped ${ctx.timing.fenceMarginMs} ms later, when this ` +
