@@ -9,7 +9,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Random } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
-import { sqlState, unavailable } from "./internal/pg/errors.js"
+import { lockNotAvailable, sqlState, unavailable } from "./internal/pg/errors.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import type { DatabaseUnavailable } from "./MembershipError.js"
@@ -223,7 +223,6 @@ export interface Repaired {
  */
 const lockWaitMs = 1_000
 const lockRetryMs = 1_000
-const lockNotAvailable = "55P03"
 
 // Whom a migration that did not get its table lock waited for, for the warning.
 const lockHolders = (sql: SqlClient.SqlClient) =>

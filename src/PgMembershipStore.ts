@@ -11,7 +11,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
 import { monotonicMillisOf } from "./internal/clock.js"
 import * as Batcher from "./internal/pg/batcher.js"
-import { describe, sqlState } from "./internal/pg/errors.js"
+import { describe, lockNotAvailable, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import * as Statements from "./internal/pg/statements.js"
@@ -101,9 +101,6 @@ interface JoinRide {
 
 // A member id as the database returns a uuid (lowercase), to match the rows of riders.
 const uuidKey = (memberId: string) => memberId.toLowerCase()
-
-// A change waited for a lock longer than its lock_timeout (behind fenced transactions, or a row lock).
-const lockNotAvailable = "55P03"
 
 /** Sleeps `millis` on the real clock: waiting for other transactions, which run on real time. */
 const pause = (millis: number) =>

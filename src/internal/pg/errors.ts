@@ -22,6 +22,9 @@ export const sqlState = (error: unknown): string | undefined => {
   return typeof code === "string" ? code : undefined
 }
 
+/** A statement waited for a lock longer than its `lock_timeout` (SQLSTATE 55P03). */
+export const lockNotAvailable = "55P03"
+
 /** A database error where the library needs the database to be there (migrations, startup). */
 export const unavailable = (error: SqlError): DatabaseUnavailable =>
   new DatabaseUnavailable({ reason: describe(error), cause: error })
