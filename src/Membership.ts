@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Ref, Scope, Stream, SubscriptionRef } from "effect"
+import { Cause, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Ref, Schedule, Scope, Stream, SubscriptionRef } from "effect"
 import * as MembershipConfig from "./MembershipConfig.js"
 import type { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 import { MembershipClosed, StaleAssignment } from "./MembershipError.js"
@@ -32,9 +32,13 @@ export interface MembershipService {
   /** This member's id (one per `make`; kept across rejoins). */
   readonly memberId: string
   readonly config: MembershipConfig.ResolvedConfig
-  /** The current state. */
+  /**
+   * The current state, as the member's driver last published it. It lags while the driver waits on
+   * the database: the fence stops the work at the lease deadline without the driver, so `Assigned`
+   * here is no licence to work; `assignment`, `guard` and `awaitAssigned` are.
+   */
   readonly state: Effect.Effect<MemberState>
-  /** The current state, then every change. */
+  /** The current state (as `state`), then every change. */
   readonly changes: Stream.Stream<MemberState>
   /**
    * The assignment work may run under now: `Some` only while assigned and the lease deadline is ahead.
@@ -42,7 +46,10 @@ export interface MembershipService {
    * partition work (docs/slots.md); the slots do (`owned`, `whileOwning`).
    */
   readonly assignment: Effect.Effect<Option.Option<Assignment>>
-  /** Waits until assigned. Fails if the member has left. */
+  /**
+   * Waits until assigned with the lease deadline ahead, and returns that assignment (what `guard`
+   * would return at that instant). Fails if the member has left.
+   */
   readonly awaitAssigned: Effect.Effect<Assignment, MembershipClosed>
   /**
    * The current assignment, or `StaleAssignment`: call it before every unit of work (G3). Slots mode:
@@ -196,12 +203,17 @@ export const make = (
       state: SubscriptionRef.get(ctx.state),
       changes: ctx.state.changes,
       assignment: assignmentNow,
-      awaitAssigned: ctx.state.changes.pipe(
-        Stream.filter((s) => s._tag === "Assigned" || s._tag === "Left"),
+      // What `guard` would allow (assigned, the deadline ahead), not the published state: that is the
+      // driver's, and lags while the driver is busy (the fence timer stops the work at the deadline
+      // without it). Looked at again on every published state and every heartbeat, so a deadline
+      // moved without a new state (a renewal that came before the fence looked) is seen too.
+      awaitAssigned: Stream.merge(ctx.state.changes, Stream.fromSchedule(Schedule.spaced(config.heartbeat))).pipe(
+        Stream.mapEffect(() => Effect.zip(assignmentNow, SubscriptionRef.get(ctx.state))),
+        Stream.filter(([assigned, state]) => Option.isSome(assigned) || state._tag === "Left"),
         Stream.runHead,
-        Effect.flatMap((s) =>
-          Option.isSome(s) && s.value._tag === "Assigned"
-            ? Effect.succeed(State.toAssignment(s.value))
+        Effect.flatMap((first) =>
+          Option.isSome(first) && Option.isSome(first.value[0])
+            ? Effect.succeed(first.value[0].value)
             : Effect.fail(new MembershipClosed({ groupId }))
         )
       ),
