@@ -98,8 +98,10 @@ export type Event = Data.TaggedEnum<{
    * 15); a claim that turns out false costs a pause of the work and one renewal, and makes the
    * member ignore claims until the database shows it a newer epoch (`Member.claimsIgnoredIn`): a
    * stranger's claims pause a member's work at most once per epoch the group really moves to.
+   * `afterRenewal`: the number of the last renewal the lease keeper had numbered when the driver took
+   * the claim (stamped by the driver, `stepNow`); only a later renewal settles it.
    */
-  Notified: { readonly epoch: number }
+  Notified: { readonly epoch: number; readonly afterRenewal?: number | undefined }
 }>
 
 /**
@@ -555,10 +557,16 @@ export interface Member {
   readonly slots?: Holdings.Holdings | undefined
   /**
    * The notification the member stopped on (`Notified`): the epoch it claimed, the epoch the member
-   * worked in, and when (member's clock). The first renewal sent after it settles the claim: a newer
-   * epoch than `from` proves a change; none makes it a false claim. Cleared either way.
+   * worked in, when (member's clock), and the last renewal numbered by then (`afterRenewal`). The
+   * first renewal sent after it settles the claim: a newer epoch than `from` proves a change; none
+   * makes it a false claim. Cleared either way.
    */
-  readonly claim?: { readonly epoch: number; readonly from: number; readonly at: number } | undefined
+  readonly claim?: {
+    readonly epoch: number
+    readonly from: number
+    readonly at: number
+    readonly afterRenewal?: number | undefined
+  } | undefined
   /**
    * After a false claim, notifications make no member working in this epoch or an older one stop:
    * claims count again once the database has shown the member a newer epoch (a real change, which
@@ -877,7 +885,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
     commands = commands.filter((c) => c._tag !== "StartWork")
   }
   if (event._tag === "Notified" && after._tag === "Renegotiating" && m.state._tag === "Assigned") {
-    m = { ...m, claim: { epoch: event.epoch, from: m.state.epoch, at: now } }
+    m = { ...m, claim: { epoch: event.epoch, from: m.state.epoch, at: now, afterRenewal: event.afterRenewal } }
   }
   // A renewal sent while waiting acknowledged the database's epoch (see `Notified`): record it, as an
   // `Ack` would (the member is not working, so any epoch it acknowledges is safe).
@@ -1032,8 +1040,13 @@ const claimOutcome = (m: Member, event: Event): "true" | "false" | "moot" | unde
   if (claim === undefined) return undefined
   switch (event._tag) {
     case "Renewed":
-      // A renewal sent before the claim may predate the change it announces: it proves nothing.
+      // A renewal sent before the claim may predate the change it announces: it proves nothing. Nor
+      // does one numbered before it (sent in the claim's millisecond, its view may be from before
+      // the change: it found a genuine claim false), nor, unnumbered, one of that millisecond.
       if (event.sentAt === undefined || event.sentAt < claim.at) return undefined
+      if (event.renewal !== undefined && claim.afterRenewal !== undefined) {
+        if (event.renewal <= claim.afterRenewal) return undefined
+      } else if (event.sentAt === claim.at) return undefined
       return event.view.epoch > claim.from ? "true" : "false"
     case "Gone":
     case "Joined":

@@ -58,6 +58,12 @@ export interface MemberContext {
    * driver takes it, so a flood of notifications queues at most one event (Membership.ts, driver.ts).
    */
   readonly claimQueued: { current: boolean }
+  /**
+   * The number of the last renewal the lease keeper numbered (in the order it sends them,
+   * `Member.ackingFrom`). A claim records it when the driver takes it (`stepNow`): only a renewal
+   * numbered later settles the claim.
+   */
+  readonly renewalsNumbered: { current: number }
   /** The member's scope: background timers are forked into it. */
   readonly scope: Scope.Scope
   readonly metrics: ReturnType<typeof groupMetrics>
@@ -133,7 +139,8 @@ export const makeContext = (options: {
       listening: { current: false },
       heardReady: { current: 0 },
       keeperBeforeJoin: { current: false },
-      claimQueued: { current: false }
+      claimQueued: { current: false },
+      renewalsNumbered: { current: 0 }
     }
   })
 
@@ -178,7 +185,12 @@ export const connected = (ctx: MemberContext): Effect.Effect<void> =>
 export const stepNow = (ctx: MemberContext, input: Event | Observation) =>
   Effect.flatMap(nowMillis, (now) =>
     Ref.modify(ctx.member, (before) => {
-      const [after, instructions] = Transition.step(before, input, now)
+      // A claim, with the last renewal numbered so far: read in the same synchronous step as the
+      // claim is recorded, so no renewal numbered before it can pass for one sent after it.
+      const stamped = input._tag === "Notified"
+        ? Transition.Event.Notified({ epoch: input.epoch, afterRenewal: ctx.renewalsNumbered.current })
+        : input
+      const [after, instructions] = Transition.step(before, stamped, now)
       return [{ before: before.state, after: after.state, instructions }, after]
     }))
 

@@ -105,15 +105,14 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       : Effect.map(store.sharesHeartbeatsNow(ctx.info.memberId), (shared) => (shared ? fullWindowMs : 0))
     const hurry = Effect.flatMap(ctx.signal.wait(undefined), (reason) => afterWait(reason, 0, Infinity))
 
-    // Renewals are numbered in the order sent (`Member.ackingFrom`).
-    let renewals = 0
 
     /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
     const renew = (windowMs: number) => Effect.gen(function*() {
       const member = yield* Ref.get(ctx.member)
       const state = member.state
       if (!Transition.holdsLease(state)) return
-      const renewal = ++renewals
+      // Renewals are numbered in the order sent (`Member.ackingFrom`, a claim's `afterRenewal`).
+      const renewal = ++ctx.renewalsNumbered.current
       // Waiting at the barrier (no state but `Assigned` runs work, and `Awaiting` is entered only
       // once it has stopped): acknowledge whatever epoch the group is in, so that the renewal that
       // learns a change acknowledges it too (Transition's `Notified`). The state read above may be
