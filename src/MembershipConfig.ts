@@ -239,7 +239,22 @@ export const validateGroupId = (groupId: string): Effect.Effect<string, InvalidG
   return Effect.succeed(normalized)
 }
 
-const decodeDuration = (field: string, input: Duration.DurationInput | undefined, fallback: Duration.Duration) =>
+/**
+ * The longest duration a member can use: a timer (Effect's clock, Node's setTimeout) never fires
+ * past 2^31 - 1 ms (about 24.8 days: such a sleep was silently never woken), and PostgreSQL's
+ * statement_timeout and lock_timeout take no more.
+ */
+export const maxDuration: Duration.Duration = Duration.millis(2 ** 31 - 1)
+
+/** The shortest heartbeat: below it one member alone keeps a database core busy. */
+export const minHeartbeat: Duration.Duration = Duration.millis(10)
+
+const decodeDuration = (
+  field: string,
+  input: Duration.DurationInput | undefined,
+  fallback: Duration.Duration,
+  min: Duration.Duration = Duration.millis(1)
+) =>
   Effect.suspend(() => {
     if (input === undefined) return Effect.succeed(fallback)
     const decoded = Option.fromNullable(safeDecode(input))
@@ -250,6 +265,16 @@ const decodeDuration = (field: string, input: Duration.DurationInput | undefined
           ? Effect.fail(new InvalidConfig({ field, reason: "it must be finite" }))
           : Duration.toMillis(d) <= 0
           ? Effect.fail(new InvalidConfig({ field, reason: "it must be greater than zero" }))
+          : Duration.lessThan(d, min)
+          ? Effect.fail(new InvalidConfig({ field, reason: `${Duration.format(d)} is shorter than ${Duration.format(min)}` }))
+          : Duration.greaterThan(d, maxDuration)
+          ? Effect.fail(
+            new InvalidConfig({
+              field,
+              reason: `${Duration.format(d)} is longer than ${Duration.format(maxDuration)} (the longest a timer and ` +
+                "PostgreSQL's statement_timeout can wait)"
+            })
+          )
           : Effect.succeed(d)
     })
   })
@@ -312,7 +337,7 @@ const validateListenUrl = (
 export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig, InvalidConfig | InvalidGroupId> =>
   Effect.gen(function*() {
     const groupId = yield* validateGroupId(input.groupId)
-    const heartbeat = yield* decodeDuration("heartbeat", input.heartbeat, defaults.heartbeat)
+    const heartbeat = yield* decodeDuration("heartbeat", input.heartbeat, defaults.heartbeat, minHeartbeat)
     const lease = yield* decodeDuration("lease", input.lease, defaults.lease)
     const fenceMargin = yield* decodeDuration("fenceMargin", input.fenceMargin, defaults.fenceMargin)
     const statementTimeout = yield* decodeDuration("statementTimeout", input.statementTimeout, defaults.statementTimeout)

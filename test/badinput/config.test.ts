@@ -33,7 +33,12 @@ const badDurations: ReadonlyArray<readonly [string, unknown, RegExp]> = [
   ["-Infinity", Number.NEGATIVE_INFINITY, /greater than zero/],
   ["unparsable text", "soon", /not a duration/],
   ["a number without a unit as text", "5", /not a duration/],
-  ["an object", { seconds: 1 }, /not a duration/]
+  ["an object", { seconds: 1 }, /not a duration/],
+  // Below a millisecond (a heartbeat of 1 ns made one member 175 transactions a second).
+  ["below a millisecond", "1 nanos", /shorter than/],
+  // Longer than a timer can wait: such a sleep never fired (and the database refused the lease).
+  ["longer than a timer can wait", "25 days", /longer than .*statement_timeout/],
+  ["a lease of 10^20 days", "99999999999999999999 days", /longer than/]
 ]
 
 for (const field of durationFields) {
@@ -55,6 +60,16 @@ for (const field of durationFields) {
       }))
   }
 }
+
+it.effect("a heartbeat below 10 ms is refused; 10 ms is accepted; the longest duration is accepted", () =>
+  Effect.gen(function*() {
+    const short = yield* Effect.flip(MembershipConfig.make({ ...ok, heartbeat: "9 millis" }))
+    expect(short).toMatchObject({ _tag: "InvalidConfig", field: "heartbeat" })
+    expect(short.message).toMatch(/shorter than 10ms/)
+    yield* MembershipConfig.make({ ...ok, heartbeat: "10 millis" })
+    const longest = yield* MembershipConfig.make({ ...ok, stopTimeout: MembershipConfig.maxDuration })
+    expect(Duration.toMillis(longest.stopTimeout)).toBe(2 ** 31 - 1)
+  }))
 
 const tooShort: ReadonlyArray<readonly [string, Partial<MembershipConfigInput>]> = [
   ["lease equal to heartbeat", { heartbeat: "2 seconds", lease: "2 seconds" }],
