@@ -8,7 +8,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, FiberId, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
+import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
 import { monotonicMillisOf } from "./internal/clock.js"
 import * as Batcher from "./internal/pg/batcher.js"
 import { describe, lockNotAvailable, sqlState } from "./internal/pg/errors.js"
@@ -486,46 +486,9 @@ export const make = (options: Options = {}) =>
       row,
       announce: row !== undefined && completes(row, req.announce)
     })
-    // A member whose row a change holds renews alone, on a connection of the process's pool, waiting
-    // for the row lock. Per group, one such renewal waits at a time, and at most `aloneLockWaitMs`;
-    // the group's others wait for it without a connection: if the lock came free they renew without
-    // waiting (1 ms), if not they fail at once. Each used to wait a whole statement timeout on a
-    // connection of its own: a change of one group that hung (another process stopped before its
-    // COMMIT, a session holding the rows) took every connection of the process, every heartbeat, and
-    // its members of unrelated groups could not renew and were fenced (an adversarial review,
-    // test/batch/crossGroup.pg.test.ts).
-    const aloneGates = new Map<string, Deferred.Deferred<boolean>>()
-    const aloneLockWaitMs = Math.min(statementTimeoutMs, 500)
-    const stillHeld = (groupId: string) =>
-      new StoreError({
-        operation: "heartbeat",
-        reason: `the member's row is held by a change of group ${groupId} in progress for more than ` +
-          `${aloneLockWaitMs} ms (another renewal of this process waited for it)`
-      })
     const alone = (req: Renewal, now: string | null): Batcher.Outcome<Renewed, SqlError | StoreError> => ({
       _tag: "Alone",
-      effect: Effect.suspend((): Effect.Effect<Statements.RenewedRow | undefined, SqlError | StoreError> => {
-        const gate = aloneGates.get(req.groupId)
-        if (gate !== undefined) {
-          return Effect.flatMap(
-            Deferred.await(gate),
-            (free): Effect.Effect<Statements.RenewedRow | undefined, SqlError | StoreError> =>
-              free ? renewAlone(req, now, 1) : Effect.fail(stillHeld(req.groupId))
-          )
-        }
-        const opened = Deferred.unsafeMake<boolean>(FiberId.none)
-        aloneGates.set(req.groupId, opened)
-        return renewAlone(req, now, aloneLockWaitMs).pipe(
-          Effect.onExit((exit) =>
-            Effect.suspend(() => {
-              if (aloneGates.get(req.groupId) === opened) aloneGates.delete(req.groupId)
-              const held = Exit.isFailure(exit) &&
-                Option.exists(Cause.failureOption(exit.cause), (e) => sqlState(e) === lockNotAvailable)
-              return Deferred.succeed(opened, !held)
-            })
-          )
-        )
-      }).pipe(Effect.map((row) => answer(req, row)))
+      effect: Effect.map(renewAlone(req, now), (row) => answer(req, row))
     })
     // Members that renewed through this store, each until its lease would run out (`sharesHeartbeatsNow`).
     const renewers = new Map<string, number>()
