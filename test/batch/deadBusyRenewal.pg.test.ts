@@ -1,0 +1,125 @@
+/**
+ * A busy renewal whose connection dies silently holds its group back for at most a turn (a review of a
+ * first fix of the cross-group stall, test/batch/crossGroup.pg.test.ts). Busy renewals (a member whose
+ * row a change holds renews alone, waiting for the lock) take turns per group; a statement on a
+ * connection that died without a FIN or RST never ends (statements are never interrupted, noCancel.ts),
+ * so a turn that waited for its statement's end would never end either: the first fix's gate stayed
+ * closed for good, and the group's members could not renew behind any later hold (all three fenced at
+ * +7.8 s). A turn now counts for at most 2 × 200 ms.
+ *
+ * Here: three members (default timing: heartbeat 1 s, lease 10 s, fenceMargin 2 s, statement timeout
+ * 2 s), their store through a loopback proxy. A session holds the group's member rows 1.5 s at a time,
+ * back to back (20 ms gaps), each below the statement timeout. The first busy renewal that waits for
+ * the lock has its connection silently dropped by the proxy (the connection then stays dead).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { expect, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import * as net from "node:net"
+import pg from "pg"
+import * as Membership from "../../src/Membership.js"
+import { MembershipStore } from "../../src/MembershipStore.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { makeRecorder } from "../support/Recorder.js"
+import { waitFor } from "../support/Wait.js"
+
+const holdMs = 1_480
+const gapMs = 20
+const runMs = 15_000
+
+/** A loopback proxy: once armed, the first connection whose client sends a chunk matching `trap` is dropped silently, for ever. */
+const startProxy = (target: { host: string; port: number }) =>
+  new Promise<{ port: number; arm: (p: (b: Buffer) => boolean) => void; trapped: () => number; close: () => Promise<void> }>((resolve) => {
+    let trap: ((b: Buffer) => boolean) | undefined
+    let trapped = 0
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((client) => {
+      const upstream = net.connect(target.port, target.host)
+      sockets.add(client)
+      sockets.add(upstream)
+      let dead = false
+      client.on("data", (chunk: Buffer) => {
+        if (dead) return
+        if (trap !== undefined && trap(chunk)) {
+          trap = undefined
+          trapped++
+          upstream.write(chunk) // the statement reaches the server; its answer never comes back
+          dead = true
+          return
+        }
+        upstream.write(chunk)
+      })
+      upstream.on("data", (chunk: Buffer) => {
+        if (!dead) client.write(chunk)
+      })
+      client.on("error", () => upstream.destroy())
+      upstream.on("error", () => client.destroy())
+      client.on("close", () => upstream.destroy())
+      upstream.on("close", () => {
+        if (!dead) client.destroy()
+      })
+    })
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: (server.address() as net.AddressInfo).port,
+        arm: (p) => {
+          trap = p
+        },
+        trapped: () => trapped,
+        close: () =>
+          new Promise<void>((done) => {
+            for (const s of sockets) s.destroy()
+            server.close(() => done())
+          })
+      }))
+  })
+
+const param = (value: string) => Buffer.concat([Buffer.from([0, 0, 0, value.length]), Buffer.from(value, "utf8")])
+// A busy renewal that waits for its row lock: `renewLease`'s text with a lock wait of 200 ms (a turn) or
+// 500 ms or the statement timeout (2000 ms) of earlier versions; not the 1 ms ones.
+const busyRenewal = (b: Buffer) => b.includes("WITH prev AS") && (b.includes(param("200")) || b.includes(param("500")) || b.includes(param("2000")))
+
+it.live("one busy renewal's connection dies silently, then the group's rows are held 1.5 s at a time: the members keep working", () =>
+  Effect.gen(function*() {
+    const url = new URL(databaseUrl())
+    const proxy = yield* Effect.acquireRelease(
+      Effect.promise(() => startProxy({ host: url.hostname, port: Number(url.port) })),
+      (p) => Effect.promise(() => p.close())
+    )
+    const proxied = new URL(databaseUrl())
+    proxied.port = String(proxy.port)
+    const client = PgClient.layer({ url: Redacted.make(proxied.toString()), applicationName: "test-dead-busy-renewal", connectTimeout: "2 seconds" })
+    const groupId = randomGroupId("dead-busy")
+    const rec = yield* makeRecorder
+    yield* Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const scope = yield* Scope.make()
+      for (let i = 0; i < 3; i++) {
+        yield* Membership.make({ groupId }).pipe(
+          Effect.provideService(MembershipStore, store),
+          Effect.tap((m) => rec.track(m)),
+          Scope.extend(scope)
+        )
+      }
+      yield* waitFor(() => rec.working().length === 3, Duration.seconds(20), "formed")
+      const locker = new pg.Client({ connectionString: databaseUrl(), application_name: "test-dead-busy-locker" })
+      yield* Effect.acquireRelease(Effect.promise(() => locker.connect()), () => Effect.promise(() => locker.end()))
+      const marks = rec.marks.length
+      const startedAt = Date.now()
+      proxy.arm(busyRenewal)
+      while (Date.now() - startedAt < runMs) {
+        yield* Effect.promise(() => locker.query("BEGIN"))
+        yield* Effect.promise(() => locker.query("SELECT member_id FROM modulo_group.members WHERE group_id = $1 ORDER BY member_id FOR UPDATE", [groupId]).catch(() => undefined))
+        yield* Effect.sleep(Duration.millis(holdMs))
+        yield* Effect.promise(() => locker.query("COMMIT").catch(() => locker.query("ROLLBACK")))
+        yield* Effect.sleep(Duration.millis(gapMs))
+      }
+      const stops = rec.marks.slice(marks).filter((m) => m.kind === "end").map((m) => `${m.member.slice(0, 8)} at +${m.at - startedAt} ms`)
+      console.log(`connections dropped: ${proxy.trapped()}; stops: ${JSON.stringify(stops)}`)
+      expect(proxy.trapped()).toBe(1)
+      expect({ stops, working: rec.working().length }).toEqual({ stops: [], working: 3 })
+      expect(rec.violations).toEqual([])
+      yield* Scope.close(scope, Exit.void)
+    }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(client))))
+  }).pipe(Effect.scoped), 120_000)
