@@ -71,7 +71,14 @@ export const describe = (error: unknown): string => {
   return best ?? String(error)
 }
 
-const knownMessage = (error: unknown): { message: string; code: number } => {
+/**
+ * The one-line message of an error as `report` prints it (without the `modulo-group: ` prefix), and
+ * its exit code.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const knownMessage = (error: unknown): { message: string; code: number } => {
   const tag = (error as { _tag?: unknown })?._tag
   const message = (error as { message?: unknown })?.message
   const text = typeof message === "string" && message.length > 0 ? message : String(error)

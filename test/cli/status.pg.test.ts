@@ -7,8 +7,11 @@
  * the group row before the change and the member rows after it: `epoch 3, size 3` over two members.
  * One statement takes its locks before its snapshot, so it sees the state after the change, whole.
  */
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as readline from "node:readline"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { assertBuilt, run } from "./support.js"
+import { assertBuilt, bin, run } from "./support.js"
 import { cliWaitsOnLock, connect, eventually, type ScratchDatabase, scratchDatabase } from "./pgSupport.js"
 
 interface StatusJson {
@@ -132,5 +135,48 @@ describe("modulo-group status (child processes)", () => {
     expect(listed.code, listed.stderr).toBe(0)
     const s = JSON.parse(listed.stdout) as StatusJson
     expect(s.members.map((m) => [m.index, m.name])).toEqual([[0, "m0"], [1, "m1"], [2, "m2"]])
+  })
+
+  it("--watch --json: stdout carries JSON objects only; a failed read is one line on stderr, as without --watch", async () => {
+    await seed("watched")
+    const viewer = `mg_cli_viewer_${randomBytes(4).toString("hex")}`
+    const password = `pw-${randomBytes(8).toString("hex")}`
+    const admin = await connect(db.url)
+    try {
+      await admin.query(`CREATE ROLE "${viewer}" LOGIN PASSWORD '${password}'`)
+      await admin.query(`GRANT USAGE ON SCHEMA modulo_group TO "${viewer}"`)
+      await admin.query(`GRANT SELECT ON ALL TABLES IN SCHEMA modulo_group TO "${viewer}"`)
+      const url = new URL(db.url)
+      url.username = viewer
+      url.password = password
+      const child = spawn(process.execPath, [bin, "status", "watched", "--watch", "--json", "--database-url", url.toString()], {
+        env: process.env,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      const lines: Array<string> = []
+      let stderr = ""
+      readline.createInterface({ input: child.stdout }).on("line", (l) => lines.push(l))
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")))
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+      try {
+        await eventually("a first view", async () => lines.length > 0)
+        await admin.query(`REVOKE SELECT ON modulo_group.members FROM "${viewer}"`)
+        await eventually("the failed read said", async () => stderr.includes("permission denied"))
+        await admin.query(`GRANT SELECT ON modulo_group.members TO "${viewer}"`)
+        const seen = lines.length
+        await eventually("a view again", async () => lines.length > seen)
+      } finally {
+        child.kill("SIGINT")
+      }
+      expect(await exited).toBe(0)
+      for (const line of lines) expect(typeof JSON.parse(line), line).toBe("object")
+      expect(stderr.split("\n").filter((l) => l !== "")[0]).toBe(
+        "modulo-group: database error: permission denied for table members (SQLSTATE 42501)"
+      )
+    } finally {
+      await admin.query(`DROP OWNED BY "${viewer}"`).catch(() => undefined)
+      await admin.query(`DROP ROLE IF EXISTS "${viewer}"`).catch(() => undefined)
+      await admin.end()
+    }
   })
 })

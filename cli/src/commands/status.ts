@@ -8,7 +8,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Option, Schedule } from "effect"
 import { MembershipConfig, type MembershipStore, Migrations, Slots } from "modulo-group"
-import { fail } from "../CliError.js"
+import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
 import { bounded, NOT_INSTALLED, num, schemaReady, table, writeOut } from "./shared.js"
@@ -466,9 +466,15 @@ export const status = (options: StatusOptions) =>
           ? writeOut(`\x1b[H\x1b[2J${text}\n\n${new Date().toISOString()}  (every second; Ctrl-C to stop)`)
           : writeOut(`${text}\n\n`)
       })
-      // A failed read is shown and retried: the view is for watching a group through trouble.
+      // A failed read is said on stderr (stdout stays the view: JSON objects only with --json), in
+      // the words a single `status` would use, and retried: the view is for watching a group
+      // through trouble.
       const guarded = draw.pipe(
-        Effect.catchAll((e) => writeOut(`modulo-group: ${(e as { message?: string }).message ?? String(e)}`))
+        Effect.catchAll((e) =>
+          Effect.sync(() => {
+            process.stderr.write(`modulo-group: ${knownMessage(e).message}\n`)
+          })
+        )
       )
       return yield* Effect.repeat(guarded, Schedule.spaced(Duration.seconds(1)))
     })
