@@ -58,6 +58,9 @@ export const validate = (url: string): Effect.Effect<string, CliError> =>
     try {
       parsed = new URL(url)
     } catch {
+      // The URL parser rejects a port above 65535 like any malformed URL: name the port.
+      const port = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(?:\[[^\]/?#]*\]|[^:/?#]*):(\d+)(?:[/?#]|$)/i.exec(url)?.[1]
+      if (port !== undefined && Number(port) > 65_535) return bad(`port ${port} is out of range (0 to 65535)`)
       return bad("it is not a URL")
     }
     if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {

@@ -67,6 +67,30 @@ describe("modulo-group bad input (child processes)", () => {
     expect(oneLine(long.stderr)).toMatch(/it is 201 characters long; at most 200 are allowed$/)
   })
 
+  it("--metrics-port out of range is a usage error before any database work, as `ui --port`", async () => {
+    for (const port of ["99999", "-1"]) {
+      const r = await run(["join", group, "--metrics-port", port], env, 15_000)
+      expect(r.code).toBe(USAGE)
+      expect(oneLine(r.stderr)).toBe(`modulo-group: --metrics-port must be between 0 and 65535, got ${port}`)
+    }
+  })
+
+  it("--rejoin-grace without an instance id, and an empty --name, are usage errors", async () => {
+    const noInstance: NodeJS.ProcessEnv = { ...env, MODULO_GROUP_INSTANCE_ID: "" }
+    const grace = await run(["join", group, "--rejoin-grace", "5s"], noInstance, 15_000)
+    expect(grace.code).toBe(USAGE)
+    expect(oneLine(grace.stderr)).toMatch(/^modulo-group: --rejoin-grace applies to static members only: give --instance-id/)
+    const name = await run(["join", group, "--name", ""], env, 15_000)
+    expect(name.code).toBe(USAGE)
+    expect(oneLine(name.stderr)).toMatch(/^modulo-group: --name must not be empty/)
+  })
+
+  it("a database URL whose port is out of range says so", async () => {
+    const r = await run(["status", group], { ...env, DATABASE_URL: "postgres://u:secret@db.example:99999/x" })
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toMatch(/^modulo-group: invalid database URL "[^"]*": port 99999 is out of range \(0 to 65535\)/)
+  })
+
   it("--verbose adds the cause", async () => {
     const r = await run(["join", group, "--verbose"], { ...env, DATABASE_URL: "postgres://postgres@127.0.0.1:1/nowhere" })
     expect(r.code).toBe(FAILURE)

@@ -124,6 +124,8 @@ const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
 }
 
+const validPort = (port: number) => Number.isSafeInteger(port) && port >= 0 && port <= 65_535
+
 /**
  * @since 0.1.0
  * @internal
@@ -133,6 +135,12 @@ export const join = (options: JoinOptions) =>
     const fibers = options.fibers ?? 1
     if (!Number.isSafeInteger(fibers) || fibers < 1 || fibers > MAX_FIBERS) {
       return yield* fail(`--fibers must be a whole number from 1 to ${MAX_FIBERS} (got ${fibers})`, undefined, ExitCodes.usage)
+    }
+    if (options.metricsPort !== undefined && !validPort(options.metricsPort)) {
+      return yield* fail(`--metrics-port must be between 0 and 65535, got ${options.metricsPort}`, undefined, ExitCodes.usage)
+    }
+    if (options.name === "") {
+      return yield* fail("--name must not be empty (without it the name is host:pid)", undefined, ExitCodes.usage)
     }
     const input: MembershipConfigInput = {
       groupId: options.group,
@@ -147,6 +155,13 @@ export const join = (options: JoinOptions) =>
       instanceId: Option.getOrUndefined(options.instanceId ?? Option.none()) ?? nonEmpty(process.env["MODULO_GROUP_INSTANCE_ID"]),
       rejoinGrace: options.rejoinGrace ?? (yield* rejoinGraceFromEnv),
       slots: yield* slotsOption(options.slots)
+    }
+    if (options.rejoinGrace !== undefined && input.instanceId === undefined) {
+      return yield* fail(
+        "--rejoin-grace applies to static members only: give --instance-id (or MODULO_GROUP_INSTANCE_ID) too",
+        undefined,
+        ExitCodes.usage
+      )
     }
     if (fibers > 1 && input.instanceId !== undefined) {
       return yield* fail(
