@@ -1,8 +1,8 @@
 /**
  * Entry point of the `modulo-group` command (`cli/bin/modulo-group.js` imports the built file).
  *
- * Exit codes: 0 on success and after Ctrl-C / SIGTERM (the member leaves first; `migrate` exits 1
- * when stopped before the schema is in place), 1 when the command failed (database unreachable,
+ * Exit codes: 0 on success and after Ctrl-C / SIGTERM / SIGHUP (the member leaves first; `migrate`
+ * exits 1 when stopped before the schema is in place), 1 when the command failed (database unreachable,
  * damaged schema, ...), 2 on bad input (unknown option, malformed duration,
  * invalid config or group id). Errors are one line on stderr; `--verbose` adds the full cause.
  *
@@ -17,14 +17,20 @@ import { Cause, Effect, Exit, Layer } from "effect"
 import { exitCodeOf } from "./CliError.js"
 import { run } from "./Cli.js"
 
-// A closed stdout (`modulo-group join g | head -3`): leave gracefully, as on SIGTERM, instead of
-// crashing on EPIPE or working on with nobody reading.
-let stdoutClosed = false
-process.stdout.on("error", (error: NodeJS.ErrnoException) => {
-  if (error.code !== "EPIPE" || stdoutClosed) return
-  stdoutClosed = true
+// A closed stdout (`modulo-group join g | head -3`) or a closed terminal (SIGHUP): stop gracefully
+// (`join` leaves its group), as on SIGTERM, instead of crashing on EPIPE or being killed by the
+// signal. Said once: runMain takes the first SIGTERM as a request to stop, and a second would kill.
+let stopping = false
+const stopGracefully = () => {
+  if (stopping) return
+  stopping = true
   process.kill(process.pid, "SIGTERM")
+}
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") stopGracefully()
 })
+// Once: a second SIGHUP kills the process at once, as a second Ctrl-C does.
+process.once("SIGHUP", stopGracefully)
 
 const program = Effect.suspend(() => run(process.argv)).pipe(
   // Anything not reported by a command (a bug): one line, the details with --verbose.
