@@ -1,8 +1,8 @@
 /**
  * Entry point of the `modulo-group` command (`cli/bin/modulo-group.js` imports the built file).
  *
- * Exit codes: 0 on success and after Ctrl-C / SIGTERM / SIGHUP (the member leaves first; `migrate`
- * exits 1 when stopped before the schema is in place), 1 when the command failed (database unreachable,
+ * Exit codes: 0 on success and after Ctrl-C / SIGTERM / SIGHUP (the member leaves first; `join`
+ * exits 1 when its final leave gave up, `migrate` when stopped before the schema is in place), 1 when the command failed (database unreachable,
  * damaged schema, ...), 2 on bad input (unknown option, malformed duration,
  * invalid config or group id). Errors are one line on stderr; `--verbose` adds the full cause.
  *

@@ -3,7 +3,7 @@
  * the JSON events carry `slots` (sorted) and `size` with `index: null`; when a second member joins,
  * the first prints its smaller set before the second prints the slots it took (per slot, the giving
  * line precedes the taking line); `status` shows each member's slot count and ranges; a member that
- * asks for another S never works.
+ * asks for another S never works, and exits 1.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { assertBuilt, joinTimings, Member, run } from "./support.js"
@@ -86,6 +86,8 @@ describe("modulo-group join --slots (child processes)", () => {
     const refusal = /slots mode with 8 slots, but this member asked for slots mode with 16 slots/
     for (let waited = 0; !refusal.test(c.stderr) && waited < 20_000; waited += 100) await new Promise((r) => setTimeout(r, 100))
     expect(c.stderr).toMatch(refusal)
+    // A refusal no retry overcomes: it exits 1 (it used to wait for ever).
+    expect(await c.exited).toEqual({ code: 1, signal: null })
     expect(c.events.filter((e) => e.event === "work")).toEqual([])
     for (const m of [a, b, c]) m.kill("SIGTERM")
     await Promise.all([a.exited, b.exited, c.exited])

@@ -20,10 +20,11 @@
  * @since 0.1.0
  * @internal
  */
-import { Duration, Effect, Either, Option, Schedule, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Either, Exit, FiberRef, HashSet, Logger, Option, Schedule, Stream } from "effect"
 import { Membership, MembershipConfig, MembershipError, MemberState as State, PgMembership } from "modulo-group"
 import * as os from "node:os"
-import { ExitCodes, fail } from "../CliError.js"
+import type pg from "pg"
+import { describe, Exit as CliExit, ExitCodes, fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import * as Durations from "../Durations.js"
 import * as Events from "../Events.js"
@@ -120,17 +121,109 @@ const slotsOption = (given: Option.Option<string> | undefined) =>
       : Effect.fail(new MembershipError.InvalidConfig({ field: "slots", reason: `expected a whole number from 1 to 16384, got ${JSON.stringify(text)}` }))
   })
 
+// What a member writes (docs/operations.md, "Least privileges"): `SELECT ... FOR UPDATE` needs
+// UPDATE too. The other documented grants are for fenced transactions (fence_checks, which `join`
+// runs none of) and for what members do without when it is missing (instance_waiters).
+const memberPrivileges: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = [
+  ["modulo_group.groups", ["SELECT", "INSERT", "UPDATE"]],
+  ["modulo_group.members", ["SELECT", "INSERT", "UPDATE", "DELETE"]]
+]
+const slotsPrivileges: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = [
+  ["modulo_group.slots", ["SELECT", "INSERT", "UPDATE"]]
+]
+
+/**
+ * Whether this database lets a member write what it must: not a hot standby, transactions not
+ * read-only by default (`default_transaction_read_only`, set in the URL's `options`, for the role or
+ * the database), and the role's table privileges. A member that could not write would retry its
+ * join for ever; this fails at start, in one line, exit 1.
+ */
+const preflight = (pool: pg.Pool, url: string, slots: boolean) =>
+  Effect.gen(function*() {
+    const wanted = [...memberPrivileges, ...(slots ? slotsPrivileges : [])].flatMap(([table, privileges]) =>
+      privileges.map((privilege) => [table, privilege] as const)
+    )
+    const result = yield* Effect.tryPromise(() =>
+      pool.query<{ recovery: boolean; read_only: string; role: string; missing: Array<string> }>(
+        `SELECT pg_is_in_recovery() AS recovery, current_setting('transaction_read_only') AS read_only,
+                current_user AS role,
+                ARRAY(SELECT t || ' ' || p FROM unnest($1::text[], $2::text[]) AS w(t, p)
+                       WHERE NOT has_table_privilege(t, p)) AS missing`,
+        [wanted.map(([t]) => t), wanted.map(([, p]) => p)]
+      )
+    ).pipe(
+      Effect.timeoutFail({ duration: STARTUP_TIMEOUT, onTimeout: () => new Error(`no answer within ${Duration.format(STARTUP_TIMEOUT)}`) }),
+      Effect.mapError((e) => fail(`cannot check the database at ${Database.redact(url)}: ${describe(e)}`, e))
+    )
+    const row = result.rows[0]!
+    const where = `the database at ${Database.redact(url)}`
+    if (row.recovery) {
+      return yield* fail(`${where} is a hot standby (in recovery): a member writes its row, so point it at the primary`)
+    }
+    if (row.read_only === "on") {
+      return yield* fail(
+        `${where} is read-only for this connection (transaction_read_only is on: default_transaction_read_only, set in the URL's options, for the role or for the database): a member writes its row`
+      )
+    }
+    if (row.missing.length > 0) {
+      // "INSERT, UPDATE on modulo_group.groups; DELETE on modulo_group.members"
+      const byTable = new Map<string, Array<string>>()
+      for (const entry of row.missing) {
+        const [table, privilege] = entry.split(" ") as [string, string]
+        byTable.set(table, [...(byTable.get(table) ?? []), privilege])
+      }
+      const missing = [...byTable].map(([table, privileges]) => `${privileges.join(", ")} on ${table}`).join("; ")
+      return yield* fail(
+        `role ${JSON.stringify(row.role)} lacks privileges a member needs: ${missing} (see docs/operations.md, "Least privileges")`
+      )
+    }
+  })
+
 const writeLine = (line: string) => {
   process.stdout.write(`${line}\n`)
 }
-
-const validPort = (port: number) => Number.isSafeInteger(port) && port >= 0 && port <= 65_535
 
 /**
  * @since 0.1.0
  * @internal
  */
 export const join = (options: JoinOptions) =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const watch: Watch = { leaveGaveUp: false, refused: yield* Deferred.make<never, CliExit>() }
+      const outcome = yield* Effect.exit(restore(joinAndStay(options, watch)))
+      if (watch.leaveGaveUp && !(Exit.isFailure(outcome) && Option.isSome(Cause.failureOption(outcome.cause)))) {
+        // The final leave gave up (the library said `leave gave up; the lease will expire instead`):
+        // the member's row stays until its lease runs out, so this is no clean stop. A defect, not a
+        // failure: an interrupted fiber's exit keeps defects but drops failures (as `migrate`).
+        return yield* Effect.die(new CliExit({ code: ExitCodes.failure }))
+      }
+      return yield* outcome
+    })
+  )
+
+/**
+ * What `join` learns from the library's log lines (its only word on them): whether a final leave
+ * gave up, and a join refusal that no retry can overcome (slots mode against a group of the other
+ * mode or another slot count), which ends the process with exit 1.
+ */
+interface Watch {
+  leaveGaveUp: boolean
+  readonly refused: Deferred.Deferred<never, CliExit>
+}
+
+const watcher = (watch: Watch) =>
+  Logger.make(({ message }) => {
+    const text = (Array.isArray(message) ? message : [message]).map((m) => (typeof m === "string" ? m : "")).join(" ")
+    if (text.includes("leave gave up")) watch.leaveGaveUp = true
+    else if (text.includes("join refused:")) {
+      Deferred.unsafeDone(watch.refused, Exit.fail(new CliExit({ code: ExitCodes.failure })))
+    }
+  })
+
+const validPort = (port: number) => Number.isSafeInteger(port) && port >= 0 && port <= 65_535
+
+const joinAndStay = (options: JoinOptions, watch: Watch) =>
   Effect.gen(function*() {
     const fibers = options.fibers ?? 1
     if (!Number.isSafeInteger(fibers) || fibers < 1 || fibers > MAX_FIBERS) {
@@ -179,15 +272,18 @@ export const join = (options: JoinOptions) =>
     // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
     const name = options.name ?? `${os.hostname()}:${process.pid}`
     const members = fibers === 1
-      ? member(input, options, false)
+      ? member(input, options, watch, false)
       : Effect.forEach(
         Array.from({ length: fibers }, (_, i) => i + 1),
         // All at once: joins of one process that wait for their turn ride along the change of the
         // join ahead of them (docs/protocol.md, "Changes of one process go together").
-        (n) => member({ ...input, name: `${name}#${n}` }, options, true),
+        (n) => member({ ...input, name: `${name}#${n}` }, options, watch, true),
         { concurrency: "unbounded", discard: true }
       )
     yield* Effect.scoped(Effect.gen(function*() {
+      // After the store's start checks (schema applied and checked): a database this member could
+      // never write fails here, at once, instead of a join retried for ever.
+      yield* preflight(pool, database.url, input.slots !== undefined)
       if (options.metricsPort !== undefined) {
         const MetricsServer = yield* Effect.promise(() => import("../metrics/Server.js"))
         const server = yield* MetricsServer.serve({ host: options.metricsHost ?? "127.0.0.1", port: options.metricsPort })
@@ -195,6 +291,7 @@ export const join = (options: JoinOptions) =>
       }
       return yield* members
     })).pipe(
+      Effect.locallyWith(FiberRef.currentLoggers, HashSet.add(watcher(watch))),
       Effect.provide(
         PgMembership.layerStore({
           migrate: true,
@@ -213,7 +310,12 @@ export const join = (options: JoinOptions) =>
 /**
  * One member and its lines; `tagged`: text lines start with a tag of the member (`--fibers`).
  */
-const member = (input: MembershipConfigInput, options: JoinOptions, tagged: boolean) =>
+const member = (
+  input: MembershipConfigInput,
+  options: JoinOptions,
+  watch: Watch,
+  tagged: boolean
+) =>
   Effect.scoped(Effect.gen(function*() {
     const group = options.group
     const instance = input.instanceId ?? null
@@ -385,8 +487,11 @@ const member = (input: MembershipConfigInput, options: JoinOptions, tagged: bool
       )
     }
 
-    // Until Ctrl-C / SIGTERM: then `leaving` at once; closing the scope leaves the group.
-    return yield* Effect.never.pipe(
+    // Until Ctrl-C / SIGTERM: then `leaving` at once; closing the scope leaves the group. Or until
+    // a refusal no retry overcomes: then exit 1 (the library has said why). Not a race around the
+    // members: a race does not wait for its loser's finalizers, and the pool would close under the
+    // leave.
+    return yield* Deferred.await(watch.refused).pipe(
       Effect.onInterrupt(() =>
         Effect.sync(() => {
           printState(State.MemberState.Leaving({ stopping: true, stuck: false }))
