@@ -1,10 +1,10 @@
 /**
  * `join`'s lines and its stops, past the common path: SIGHUP (a closed terminal) is a graceful leave,
- * as SIGTERM.
+ * as SIGTERM; the lines name the group and instance as stored (NFC).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { assertBuilt, converged, joinTimings, Member } from "./support.js"
+import { assertBuilt, converged, joinTimings, Member, run } from "./support.js"
 
 // Lease 3 s > heartbeat 200 ms + fence margin 1 s + statement timeout 1 s.
 const TIMINGS = joinTimings(200, 3_000)
@@ -35,5 +35,20 @@ describe("modulo-group join lines and stops (child processes)", () => {
     expect(alone.lastMs - hupAt).toBeLessThan(3_000)
     a.kill("SIGTERM")
     expect(await a.exited).toEqual({ code: 0, signal: null })
+  }, 60_000)
+
+  it("--json names the group and the instance in NFC, as status does", async () => {
+    const nfd = `${randomGroupId("cli-cafe")}-cafe\u0301`
+    const m = start("nfc", nfd, [...TIMINGS, "--instance-id", "e\u0301"])
+    const first = await m.waitFor(() => true, 30_000, "a first line")
+    await m.waitFor((e) => e.event === "work", 30_000, "a work line")
+    const status = await run(["status", nfd, "--json"], env)
+    m.kill("SIGTERM")
+    await m.exited
+    const stored = JSON.parse(status.stdout) as { group: string; members: ReadonlyArray<{ instanceId: string }> }
+    expect(stored.group).toBe(nfd.normalize("NFC"))
+    expect(first.group).toBe(stored.group)
+    expect(first.instance).toBe("\u00e9")
+    expect(stored.members[0]!.instanceId).toBe("\u00e9")
   }, 60_000)
 })

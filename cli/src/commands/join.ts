@@ -271,13 +271,15 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
     const pool = yield* Database.memberPool(database.url, { maxConnections: yield* maxConnectionsFromEnv })
     // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
     const name = options.name ?? `${os.hostname()}:${process.pid}`
+    // The lines name the group and the instance as the library stores them (NFC), as `status` does.
+    const shown = { group: config.groupId, instance: config.instanceId ?? null }
     const members = fibers === 1
-      ? member(input, options, watch, false)
+      ? member(input, options, shown, watch, false)
       : Effect.forEach(
         Array.from({ length: fibers }, (_, i) => i + 1),
         // All at once: joins of one process that wait for their turn ride along the change of the
         // join ahead of them (docs/protocol.md, "Changes of one process go together").
-        (n) => member({ ...input, name: `${name}#${n}` }, options, watch, true),
+        (n) => member({ ...input, name: `${name}#${n}` }, options, shown, watch, true),
         { concurrency: "unbounded", discard: true }
       )
     yield* Effect.scoped(Effect.gen(function*() {
@@ -313,12 +315,12 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
 const member = (
   input: MembershipConfigInput,
   options: JoinOptions,
+  shown: { readonly group: string; readonly instance: string | null },
   watch: Watch,
   tagged: boolean
 ) =>
   Effect.scoped(Effect.gen(function*() {
-    const group = options.group
-    const instance = input.instanceId ?? null
+    const { group, instance } = shown
     let memberId = ""
     const text = (line: string) => (tagged ? `${memberId.slice(0, 8)} ${line}` : line)
     let lastKey: string | undefined = undefined
