@@ -1,6 +1,7 @@
 /**
  * `join`'s lines and its stops, past the common path: SIGHUP (a closed terminal) is a graceful leave,
- * as SIGTERM; the lines name the group and instance as stored (NFC).
+ * as SIGTERM; the lines name the group and instance as stored (NFC); a member frozen past its lease
+ * prints its `fenced` record once.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
@@ -50,5 +51,24 @@ describe("modulo-group join lines and stops (child processes)", () => {
     expect(first.group).toBe(stored.group)
     expect(first.instance).toBe("\u00e9")
     expect(stored.members[0]!.instanceId).toBe("\u00e9")
+  }, 60_000)
+
+  it("a member frozen past its lease prints `fenced` once, not twice", async () => {
+    const group = randomGroupId("cli-frozen")
+    const [other, frozen] = [start("other", group), start("frozen", group)] as [Member, Member]
+    const two = await converged([other, frozen], 2, 0, 30_000)
+    frozen.kill("SIGSTOP")
+    // Frozen until the other has reaped it (its lease ran out) and works alone.
+    await converged([other], 1, two.epoch, 15_000)
+    const from = frozen.events.length
+    frozen.kill("SIGCONT")
+    // It resumes fenced, finds its row gone, and joins again.
+    await frozen.waitFor((e) => frozen.events.indexOf(e) >= from && e.state === "assigned", 20_000, "assigned again")
+    for (const m of [other, frozen]) m.kill("SIGTERM")
+    await Promise.all([other.exited, frozen.exited])
+    const states = frozen.events.filter((e) => e.event === "state")
+    expect(states.map((e) => e.state)).toContain("fenced")
+    const key = (e: (typeof states)[number]) => JSON.stringify([e.state, e.epoch, e.index, e.size])
+    expect(states.filter((e, i) => i > 0 && key(e) === key(states[i - 1]!)).map(key)).toEqual([])
   }, 60_000)
 })

@@ -328,7 +328,9 @@ const member = (
 
     const printState = (state: MemberState, force = false) => {
       if (closing && !force) return
-      const key = State.format(state)
+      // One line per distinct output: a JSON record has no `stopping` or `stuck`, so two states
+      // that differ only there (the work's own `fenced` and then the state's) are one record.
+      const key = options.json ? JSON.stringify(Events.stateEvent("", "", state, new Date(0))) : State.format(state)
       if (key === lastKey) return
       lastKey = key
       writeLine(
