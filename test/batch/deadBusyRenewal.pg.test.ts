@@ -14,15 +14,12 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Effect, Exit, Layer, Redacted, Scope } from "effect"
 import * as net from "node:net"
-import pg from "pg"
-import * as Membership from "../../src/Membership.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { formThree, holdRows } from "../support/HeldRows.js"
 import { makeRecorder } from "../support/Recorder.js"
-import { waitFor } from "../support/Wait.js"
 
 const holdMs = 1_480
 const gapMs = 20
@@ -93,29 +90,10 @@ it.live("one busy renewal's connection dies silently, then the group's rows are 
     const groupId = randomGroupId("dead-busy")
     const rec = yield* makeRecorder
     yield* Effect.gen(function*() {
-      const store = yield* MembershipStore
       const scope = yield* Scope.make()
-      for (let i = 0; i < 3; i++) {
-        yield* Membership.make({ groupId }).pipe(
-          Effect.provideService(MembershipStore, store),
-          Effect.tap((m) => rec.track(m)),
-          Scope.extend(scope)
-        )
-      }
-      yield* waitFor(() => rec.working().length === 3, Duration.seconds(20), "formed")
-      const locker = new pg.Client({ connectionString: databaseUrl(), application_name: "test-dead-busy-locker" })
-      yield* Effect.acquireRelease(Effect.promise(() => locker.connect()), () => Effect.promise(() => locker.end()))
-      const marks = rec.marks.length
-      const startedAt = Date.now()
+      yield* formThree(groupId, rec, scope)
       proxy.arm(busyRenewal)
-      while (Date.now() - startedAt < runMs) {
-        yield* Effect.promise(() => locker.query("BEGIN"))
-        yield* Effect.promise(() => locker.query("SELECT member_id FROM modulo_group.members WHERE group_id = $1 ORDER BY member_id FOR UPDATE", [groupId]).catch(() => undefined))
-        yield* Effect.sleep(Duration.millis(holdMs))
-        yield* Effect.promise(() => locker.query("COMMIT").catch(() => locker.query("ROLLBACK")))
-        yield* Effect.sleep(Duration.millis(gapMs))
-      }
-      const stops = rec.marks.slice(marks).filter((m) => m.kind === "end").map((m) => `${m.member.slice(0, 8)} at +${m.at - startedAt} ms`)
+      const { stops } = yield* holdRows(groupId, rec, { name: "test-dead-busy-locker", runMs, gapMs, holdMs: () => holdMs })
       console.log(`connections dropped: ${proxy.trapped()}; stops: ${JSON.stringify(stops)}`)
       expect(proxy.trapped()).toBe(1)
       expect({ stops, working: rec.working().length }).toEqual({ stops: [], working: 3 })

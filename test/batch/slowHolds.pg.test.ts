@@ -12,14 +12,11 @@
  * ATTACK_HOLD_MS / ATTACK_HOLD_MAX_MS / ATTACK_GAP_MS / ATTACK_RUN_MS change the pattern.
  */
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Scope } from "effect"
-import pg from "pg"
-import * as Membership from "../../src/Membership.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
+import { Effect, Exit, Layer, Scope } from "effect"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, PgLive, randomGroupId } from "../support/Database.js"
+import { PgLive, randomGroupId } from "../support/Database.js"
+import { formThree, holdRows } from "../support/HeldRows.js"
 import { makeRecorder } from "../support/Recorder.js"
-import { waitFor } from "../support/Wait.js"
 
 const holdMs = Number(process.env["ATTACK_HOLD_MS"] ?? 600)
 const gapMs = Number(process.env["ATTACK_GAP_MS"] ?? 20)
@@ -36,32 +33,14 @@ it.live("member rows held 0.6-1.95 s at a time (each below the statement timeout
   Effect.gen(function*() {
     const groupId = randomGroupId("slow-holds")
     const rec = yield* makeRecorder
-    const store = yield* MembershipStore
     const scope = yield* Scope.make()
-    for (let i = 0; i < 3; i++) {
-      yield* Membership.make({ groupId }).pipe(
-        Effect.provideService(MembershipStore, store),
-        Effect.tap((m) => rec.track(m)),
-        Scope.extend(scope)
-      )
-    }
-    yield* waitFor(() => rec.working().length === 3, Duration.seconds(20), "formed")
-    const locker = new pg.Client({ connectionString: databaseUrl(), application_name: "test-slow-holds-locker" })
-    yield* Effect.acquireRelease(Effect.promise(() => locker.connect()), () => Effect.promise(() => locker.end()))
-    const marks = rec.marks.length
-    const startedAt = Date.now()
-    let holds = 0
-    while (Date.now() - startedAt < runMs) {
-      yield* Effect.promise(() => locker.query("BEGIN"))
-      yield* Effect.promise(() =>
-        locker.query("SELECT member_id FROM modulo_group.members WHERE group_id = $1 ORDER BY member_id FOR UPDATE", [groupId]).catch(() => undefined)
-      )
-      yield* Effect.sleep(Duration.millis(holdMs + Math.round(random() * (holdMaxMs - holdMs))))
-      yield* Effect.promise(() => locker.query("COMMIT").catch(() => locker.query("ROLLBACK")))
-      holds++
-      yield* Effect.sleep(Duration.millis(gapMs))
-    }
-    const stops = rec.marks.slice(marks).filter((m) => m.kind === "end").map((m) => `${m.member.slice(0, 8)} at +${m.at - startedAt} ms`)
+    yield* formThree(groupId, rec, scope)
+    const { holds, stops } = yield* holdRows(groupId, rec, {
+      name: "test-slow-holds-locker",
+      runMs,
+      gapMs,
+      holdMs: () => holdMs + Math.round(random() * (holdMaxMs - holdMs))
+    })
     console.log(`holds: ${holds}; stops: ${JSON.stringify(stops)}`)
     expect({ stops, working: rec.working().length }).toEqual({ stops: [], working: 3 })
     expect(rec.violations).toEqual([])
