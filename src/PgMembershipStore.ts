@@ -8,7 +8,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, FiberId, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
+import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Redacted, Ref, Schedule, Stream } from "effect"
 import { monotonicMillisOf } from "./internal/clock.js"
 import * as Batcher from "./internal/pg/batcher.js"
 import { describe, lockNotAvailable, sqlState } from "./internal/pg/errors.js"
@@ -486,45 +486,9 @@ export const make = (options: Options = {}) =>
       row,
       announce: row !== undefined && completes(row, req.announce)
     })
-    // A member whose row a change holds renews alone, waiting for the row lock on a connection of the
-    // process's pool, in turns of at most `busySliceMs`: per group one busy renewal waits at a time;
-    // the group's others wait for its turn to end without a connection, then take theirs (at once if
-    // the lock came free), all within a statement timeout from the request. Between turns the
-    // process's other statements (its batches, other groups' renewals) get a connection. A turn that
-    // has not ended `2 × busySliceMs` after it began (its connection died silently) holds nobody back.
-    // Each busy renewal used to wait a whole statement timeout on a connection of its own: a change of
-    // one group that hung took every connection of a process, every heartbeat, and its members of
-    // other groups could not renew and were fenced (an adversarial review,
-    // test/batch/crossGroup.pg.test.ts).
-    const busySliceMs = Math.min(statementTimeoutMs, 200)
-    const busyTurns = new Map<string, { readonly done: Deferred.Deferred<void>; readonly since: number }>()
-    const busyRenewal = (req: Renewal, now: string | null, untilMs: number): Effect.Effect<Statements.RenewedRow | undefined, SqlError | StoreError> =>
-      Effect.gen(function*() {
-        const nowMs = yield* storeMillis
-        const turn = busyTurns.get(req.groupId)
-        if (turn !== undefined && nowMs - turn.since < 2 * busySliceMs) {
-          // Another renewal of the group waits for the lock: wait for its turn to end.
-          yield* Deferred.await(turn.done).pipe(Effect.timeoutOption(Duration.millis(2 * busySliceMs - (nowMs - turn.since))))
-          return yield* busyRenewal(req, now, untilMs)
-        }
-        const mine = { done: Deferred.unsafeMake<void>(FiberId.none), since: nowMs }
-        busyTurns.set(req.groupId, mine)
-        const lastTurn = untilMs - nowMs <= busySliceMs
-        const waited = yield* Effect.either(renewAlone(req, now, Math.max(1, Math.min(busySliceMs, untilMs - nowMs)))).pipe(
-          Effect.ensuring(Effect.suspend(() => {
-            if (busyTurns.get(req.groupId) === mine) busyTurns.delete(req.groupId)
-            return Deferred.succeed(mine.done, undefined)
-          }))
-        )
-        if (waited._tag === "Right") return waited.right
-        if (sqlState(waited.left) !== lockNotAvailable || lastTurn) return yield* Effect.fail(waited.left)
-        return yield* busyRenewal(req, now, untilMs)
-      })
     const alone = (req: Renewal, now: string | null): Batcher.Outcome<Renewed, SqlError | StoreError> => ({
       _tag: "Alone",
-      effect: Effect.flatMap(storeMillis, (startMs) => busyRenewal(req, now, startMs + statementTimeoutMs)).pipe(
-        Effect.map((row) => answer(req, row))
-      )
+      effect: Effect.map(renewAlone(req, now), (row) => answer(req, row))
     })
     // Members that renewed through this store, each until its lease would run out (`sharesHeartbeatsNow`).
     const renewers = new Map<string, number>()

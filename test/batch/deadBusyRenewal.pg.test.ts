@@ -1,11 +1,11 @@
 /**
- * A busy renewal whose connection dies silently holds its group back for at most a turn (a review of a
- * first fix of the cross-group stall, test/batch/crossGroup.pg.test.ts). Busy renewals (a member whose
- * row a change holds renews alone, waiting for the lock) take turns per group; a statement on a
- * connection that died without a FIN or RST never ends (statements are never interrupted, noCancel.ts),
- * so a turn that waited for its statement's end would never end either: the first fix's gate stayed
+ * A busy renewal whose connection dies silently holds nobody else back (a review of a first fix of the
+ * cross-group stall, docs/operations.md). A busy renewal (a member whose row a change holds renews
+ * alone, waiting for the lock) on a connection that died without a FIN or RST never ends (statements
+ * are never interrupted, noCancel.ts), so a gate that waited for its statement's end would never open
+ * either: that fix's gate stayed
  * closed for good, and the group's members could not renew behind any later hold (all three fenced at
- * +7.8 s). A turn now counts for at most 2 × 200 ms.
+ * +7.8 s). Each busy renewal now waits on its own (only the one whose connection died is lost).
  *
  * Here: three members (default timing: heartbeat 1 s, lease 10 s, fenceMargin 2 s, statement timeout
  * 2 s), their store through a loopback proxy. A session holds the group's member rows 1.5 s at a time,

@@ -1,12 +1,13 @@
 /**
  * Busy renewals behind slow changes (a review of a first fix of the cross-group stall,
- * test/batch/crossGroup.pg.test.ts). A group's member rows are held by transactions lasting 0.6-1.95 s
+ * docs/operations.md). A group's member rows are held by transactions lasting 0.6-1.95 s
  * each (uniform, seeded), every one below the store's statement timeout (2 s), back to back with 20 ms
  * gaps: what a stream of slow changes of the group does (a large group on a loaded server; here a
  * session's SELECT ... FOR UPDATE, held, then COMMIT). A busy renewal must get through at the next
  * COMMIT, as when each waited a whole statement timeout: the fix that let one renewal per group wait at
  * most 500 ms, the others failing with it, failed 78 heartbeats in 60 s and fenced every member at +17 s.
- * Busy renewals now wait in turns of 200 ms, one per group at a time, within a statement timeout.
+ * Each busy renewal waits in the row lock's queue, up to a statement timeout (a later fix that made them
+ * take turns, one per group at a time, passed here but let 8 or more members of one group be fenced).
  *
  * Default timing: heartbeat 1 s, lease 10 s, fenceMargin 2 s, store statement timeout 2 s.
  * ATTACK_HOLD_MS / ATTACK_HOLD_MAX_MS / ATTACK_GAP_MS / ATTACK_RUN_MS change the pattern.
