@@ -28,6 +28,7 @@ import { describe, Exit as CliExit, ExitCodes, fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import * as Durations from "../Durations.js"
 import * as Events from "../Events.js"
+import { checkPort } from "./shared.js"
 
 type MembershipConfigInput = MembershipConfig.MembershipConfigInput
 type Assignment = State.Assignment
@@ -221,17 +222,13 @@ const watcher = (watch: Watch) =>
     }
   })
 
-const validPort = (port: number) => Number.isSafeInteger(port) && port >= 0 && port <= 65_535
-
 const joinAndStay = (options: JoinOptions, watch: Watch) =>
   Effect.gen(function*() {
     const fibers = options.fibers ?? 1
     if (!Number.isSafeInteger(fibers) || fibers < 1 || fibers > MAX_FIBERS) {
       return yield* fail(`--fibers must be a whole number from 1 to ${MAX_FIBERS} (got ${fibers})`, undefined, ExitCodes.usage)
     }
-    if (options.metricsPort !== undefined && !validPort(options.metricsPort)) {
-      return yield* fail(`--metrics-port must be between 0 and 65535, got ${options.metricsPort}`, undefined, ExitCodes.usage)
-    }
+    if (options.metricsPort !== undefined) yield* checkPort("--metrics-port", options.metricsPort)
     if (options.name === "") {
       return yield* fail("--name must not be empty (without it the name is host:pid)", undefined, ExitCodes.usage)
     }

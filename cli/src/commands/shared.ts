@@ -8,7 +8,7 @@
 import type { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
 import { type MembershipError, Migrations } from "modulo-group"
-import { fail } from "../CliError.js"
+import { ExitCodes, fail } from "../CliError.js"
 
 /** Columns padded to their widest cell, two spaces apart; the last one unpadded. */
 export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
@@ -48,3 +48,9 @@ export const writeOut = (text: string) =>
   Effect.sync(() => {
     process.stdout.write(text.endsWith("\n") ? text : `${text}\n`)
   })
+
+/** A TCP port option (`--port`, `--metrics-port`): 0 to 65535, else a usage error naming the flag. */
+export const checkPort = (flag: string, port: number) =>
+  Number.isSafeInteger(port) && port >= 0 && port <= 65_535
+    ? Effect.void
+    : Effect.fail(fail(`${flag} must be between 0 and 65535, got ${port}`, undefined, ExitCodes.usage))

@@ -6,10 +6,10 @@
  * @internal
  */
 import { Effect, type Option } from "effect"
-import { ExitCodes, fail } from "../CliError.js"
+import { fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import { serve } from "../ui/server.js"
-import { writeOut } from "./shared.js"
+import { checkPort, writeOut } from "./shared.js"
 
 /**
  * @since 0.1.0
@@ -29,9 +29,7 @@ export interface UiOptions {
  */
 export const ui = (options: UiOptions) =>
   Effect.gen(function*() {
-    if (!Number.isSafeInteger(options.port) || options.port < 0 || options.port > 65_535) {
-      return yield* Effect.fail(fail(`--port must be between 0 and 65535, got ${options.port}`, undefined, ExitCodes.usage))
-    }
+    yield* checkPort("--port", options.port)
     const database = yield* Database.resolve(options.databaseUrl)
     yield* Effect.scoped(Effect.gen(function*() {
       const running = yield* serve({ port: options.port, host: options.host, databaseUrl: database.url }).pipe(
