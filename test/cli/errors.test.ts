@@ -3,7 +3,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { assertBuilt, run } from "./support.js"
+import { assertBuilt, Member, run } from "./support.js"
 
 const USAGE = 2
 const FAILURE = 1
@@ -83,6 +83,20 @@ describe("modulo-group bad input (child processes)", () => {
     const name = await run(["join", group, "--name", ""], env, 15_000)
     expect(name.code).toBe(USAGE)
     expect(oneLine(name.stderr)).toMatch(/^modulo-group: --name must not be empty/)
+  })
+
+  it("MODULO_GROUP_REJOIN_GRACE without an instance id is said once on stderr, and the member joins", async () => {
+    const member = new Member("grace", group, [], { ...env, MODULO_GROUP_INSTANCE_ID: "", MODULO_GROUP_REJOIN_GRACE: "30s" })
+    try {
+      await member.waitFor((e) => e.event === "state" && e.state === "assigned", 20_000, "assigned")
+      expect(member.stderr).toContain(
+        "modulo-group: MODULO_GROUP_REJOIN_GRACE applies to static members only, and this one has no instance id"
+      )
+      expect(member.stderr.split("MODULO_GROUP_REJOIN_GRACE applies").length).toBe(2)
+    } finally {
+      member.kill("SIGTERM")
+      expect((await member.exited).code).toBe(0)
+    }
   })
 
   it("a database URL whose port is out of range says so", async () => {

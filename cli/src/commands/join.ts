@@ -253,6 +253,12 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
         ExitCodes.usage
       )
     }
+    // The variable may be set for a whole fleet of which only some members are static: said, not refused.
+    if (options.rejoinGrace === undefined && input.instanceId === undefined && input.rejoinGrace !== undefined) {
+      process.stderr.write(
+        "modulo-group: MODULO_GROUP_REJOIN_GRACE applies to static members only, and this one has no instance id (--instance-id, MODULO_GROUP_INSTANCE_ID): ignored\n"
+      )
+    }
     if (fibers > 1 && input.instanceId !== undefined) {
       return yield* fail(
         "--fibers hosts several members, and an instance id (--instance-id, MODULO_GROUP_INSTANCE_ID) names one: use one or the other",
