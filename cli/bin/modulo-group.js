@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The `modulo-group` command. Runs the bundle that `npm run build` (in the repository root) makes of
 // cli/src/main.ts, dist/modulo-group.cjs, compiled with V8's code cache: most of a cold start is
-// compiling that megabyte of JavaScript, which the cache skips. The cache is a file per bundle and
-// Node version in `$XDG_CACHE_HOME/modulo-group/code-cache` (default ~/.cache/...), written after the
+// compiling that megabyte of JavaScript, which the cache skips. The cache is a file per bundle, Node
+// version and command in `$XDG_CACHE_HOME/modulo-group/code-cache` (default ~/.cache/...), written after the
 // first run; a missing, unwritable or rejected cache only means a slower start. MODULO_GROUP_CODE_CACHE=0
 // turns it off. Without a bundle (tsc output alone), it runs dist/main.js.
 // CommonJS (bin/package.json): an ES module entry point cost Node 20 about 6 ms more to start.
@@ -42,6 +42,13 @@ const cacheDir = () => {
   }
 }
 
+// One cache per command, since a cache holds the functions its first run compiled: a cache written by
+// `--help` or `status` left `join` compiling the rest of its start on every run (about 20 ms). The
+// command is the first argument that names one (options may come first); anything else is "other".
+// The list is cli/src/Cli.ts's (test/cli/codeCache.test.ts checks it against --help).
+const commands = ["join", "status", "groups", "migrate", "db", "demo", "ui"]
+const command = process.argv.slice(2).find((a) => commands.includes(a)) ?? "other"
+
 const run = (bytes) => {
   const dir = cacheDir()
   // V8 accepts a cache for a source of the same length: key it by the content, V8 and the platform.
@@ -50,7 +57,7 @@ const run = (bytes) => {
   // The bundle is ASCII (cli/bundle.mjs; test/cli/codeCache.test.ts): decoded as Latin-1, which for
   // ASCII is the same text without UTF-8's checks (7 against 13 ms for its megabyte). Else UTF-8.
   const source = isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8")
-  const file = dir === undefined ? undefined : path.join(dir, `${key}.bin`)
+  const file = dir === undefined ? undefined : path.join(dir, `${key}-${command}.bin`)
   let cachedData
   if (file !== undefined) {
     try {
@@ -75,11 +82,11 @@ const run = (bytes) => {
         const tmp = `${file}.${process.pid}.tmp`
         fs.writeFileSync(tmp, script.createCachedData(), { mode: 0o600 })
         fs.renameSync(tmp, file)
-        // Caches of other bundles and Node versions: keep the four newest.
-        const others = fs.readdirSync(dir).filter((f) => f.endsWith(".bin") && f !== `${key}.bin`)
+        // Caches of other bundles and Node versions: keep the eight newest.
+        const others = fs.readdirSync(dir).filter((f) => f.endsWith(".bin") && !f.startsWith(`${key}-`))
           .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
           .sort((a, b) => b.t - a.t)
-        for (const { f } of others.slice(3)) fs.rmSync(path.join(dir, f), { force: true })
+        for (const { f } of others.slice(8)) fs.rmSync(path.join(dir, f), { force: true })
       } catch {
         // a cache is an optimisation only
       }

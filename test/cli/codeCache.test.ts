@@ -46,6 +46,32 @@ it("the first run writes the cache; the next runs from it, as it is (a cache V8 
   expect(fs.readFileSync(file).equals(written)).toBe(true)
 })
 
+it("each command has its own cache: one written by --help is not the one `migrate` starts from", async () => {
+  const { dir, home } = cacheHome()
+  expect((await help(home)).code).toBe(0)
+  const [helpFile] = cacheFiles(dir)
+  expect(helpFile).toMatch(/-other\.bin$/)
+  const helpMtime = fs.statSync(path.join(dir, helpFile!)).mtimeMs
+  const migrate = await run(["--verbose", "migrate", "--help"], { ...process.env, XDG_CACHE_HOME: home, MODULO_GROUP_CODE_CACHE: "" })
+  expect(migrate.code).toBe(0)
+  const files = cacheFiles(dir)
+  expect(files).toHaveLength(2)
+  expect(files.find((f) => f !== helpFile)).toMatch(/-migrate\.bin$/)
+  // Both of one bundle: the same key before the command.
+  expect(new Set(files.map((f) => f.replace(/-[a-z]+\.bin$/, ""))).size).toBe(1)
+  expect(fs.statSync(path.join(dir, helpFile!)).mtimeMs).toBe(helpMtime)
+})
+
+it("the bin's list of commands (for their caches) is the one --help shows", async () => {
+  const source = fs.readFileSync(fileURLToPath(new URL("../../cli/bin/modulo-group.js", import.meta.url)), "utf8")
+  const listed = JSON.parse(/const commands = (\[[^\]]*\])/.exec(source)![1]!) as Array<string>
+  const { home } = cacheHome()
+  const { stdout } = await help(home)
+  const section = stdout.split("Commands:\n")[1]!.split("\n\n")[0]!
+  const shown = [...new Set(section.split("\n").map((line) => line.trim().split(/\s+/)[0]!))]
+  expect(listed).toEqual(shown)
+})
+
 it("a damaged cache is rejected and written again; the command runs as without it", async () => {
   const { dir, home } = cacheHome()
   const first = await help(home)
