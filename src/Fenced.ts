@@ -24,9 +24,12 @@
  *
  * @since 0.1.0
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Option, Predicate } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import { dual } from "effect/Function"
 import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"

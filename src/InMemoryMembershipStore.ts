@@ -4,7 +4,15 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Effect, Layer, Metric, Option, PubSub, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Stream from "effect/Stream"
 import { reassign } from "./internal/reassign.js"
 import * as Table from "./internal/slots/table.js"
 import { InstanceBusy, JoinDeferred, SlotsMismatch, StoreError } from "./MembershipError.js"

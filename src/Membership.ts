@@ -7,7 +7,18 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, ExecutionStrategy, Layer, Option, Ref, Schedule, Scope, Stream, SubscriptionRef } from "effect"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as MembershipConfig from "./MembershipConfig.js"
 import type { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
 import { MembershipClosed, StaleAssignment } from "./MembershipError.js"

@@ -7,7 +7,8 @@
  *
  * @since 0.1.0
  */
-import { Metric, MetricBoundaries } from "effect"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
 
 /**
  * The epoch of the member's latest assignment (kept when the member leaves `Assigned`).

@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import type { Effect, Option, Scope, Stream } from "effect"
-import { Context } from "effect"
+import * as Context from "effect/Context"
 import type { StoreError } from "./MembershipError.js"
 
 /**

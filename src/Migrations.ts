@@ -4,9 +4,10 @@
  *
  * @since 0.1.0
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Random } from "effect"
+import * as Effect from "effect/Effect"
+import * as Random from "effect/Random"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { lockNotAvailable, sqlState, unavailable } from "./internal/pg/errors.js"

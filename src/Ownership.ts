@@ -46,7 +46,7 @@
  * @since 0.1.0
  */
 import type { SqlClient, Statement } from "@effect/sql"
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { createHash } from "node:crypto"
 import { ownedSlots } from "./internal/slots/keys.js"
 

@@ -19,7 +19,8 @@
  */
 import type { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as os from "node:os"
 import * as Membership from "./Membership.js"
 import * as MembershipConfig from "./MembershipConfig.js"

@@ -15,7 +15,8 @@
  *
  * @since 0.1.0
  */
-import { Data, Equal } from "effect"
+import * as Data from "effect/Data"
+import * as Equal from "effect/Equal"
 import type { Assignment, Slot } from "./MemberState.js"
 import { assignment as assignmentOf, epochOf, isStuck, MemberState } from "./MemberState.js"
 import type { GroupView, StoppedSlot } from "./MembershipStore.js"

@@ -31,7 +31,15 @@
  * @since 0.1.0
  */
 import type { Scope } from "effect"
-import { Cause, Clock, Deferred, Duration, Effect, Either, Layer, Option, Ref } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
 import { Membership } from "./Membership.js"
 import { InvalidConfig } from "./MembershipError.js"
 import type { Assignment, FencingToken } from "./MemberState.js"

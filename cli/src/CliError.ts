@@ -5,8 +5,14 @@
  * @since 0.1.0
  * @internal
  */
-import { ValidationError } from "@effect/cli"
-import { Cause, Data, Effect, HashMap, Logger, LogLevel, Option } from "effect"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as HashMap from "effect/HashMap"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 
 /**
  * Exit codes: 0 success (also after Ctrl-C / SIGTERM, except for `migrate` before the schema is in

@@ -6,8 +6,13 @@
  * @internal
  */
 import type { SqlClient } from "@effect/sql"
-import { PgClient } from "@effect/sql-pg"
-import { Cause, Duration, Effect, Layer, Option, Redacted } from "effect"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import type { CliError } from "./CliError.js"
 import { describe, ExitCodes, fail } from "./CliError.js"
 import pg from "pg"

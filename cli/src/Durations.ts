@@ -4,8 +4,12 @@
  *
  * @internal
  */
-import { HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Duration, Effect, Either } from "effect"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 
 const shortUnits: Record<string, (n: number) => Duration.Duration> = {
   ns: (n) => Duration.nanos(BigInt(Math.round(n))),

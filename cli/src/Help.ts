@@ -12,7 +12,8 @@
  * @internal
  */
 import type { Command, HelpDoc } from "@effect/cli"
-import { Args, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Options from "@effect/cli/Options"
 import type { Span } from "@effect/cli/HelpDoc/Span"
 
 /** The parts of @effect/cli's command descriptors (0.77) this reads. */

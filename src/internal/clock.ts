@@ -3,7 +3,8 @@
  * milliseconds. A step of the host's wall clock (NTP) moves none of it; the TestClock drives it.
  * The wall clock (`currentTimeMillis`) is only ever a time to show or to hand the database in tests.
  */
-import { Clock, Effect } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
 
 /** Milliseconds on the current `Clock`'s monotonic reading. */
 export const monotonicMillis: Effect.Effect<number> = Effect.map(Clock.currentTimeNanos, (n) => Number(n / 1_000_000n))

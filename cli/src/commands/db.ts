@@ -4,7 +4,8 @@
  * @since 0.1.0
  * @internal
  */
-import { Effect, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Database from "../Database.js"
 import * as Embedded from "../embedded/SharedServer.js"
 

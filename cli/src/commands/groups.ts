@@ -4,9 +4,10 @@
  * @since 0.1.0
  * @internal
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, type Option } from "effect"
+import type { Option } from "effect"
+import * as Effect from "effect/Effect"
 import * as Database from "../Database.js"
 import type { StatusGroup } from "./status.js"
 import { bounded, NOT_INSTALLED, num, schemaReady, table, writeOut } from "./shared.js"

@@ -20,7 +20,18 @@
  * @since 0.1.0
  * @internal
  */
-import { Cause, Deferred, Duration, Effect, Either, Exit, FiberRef, HashSet, Logger, Option, Schedule, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as HashSet from "effect/HashSet"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import { Membership, MembershipConfig, MembershipError, MemberState as State, PgMembership } from "modulo-group"
 import * as os from "node:os"
 import type pg from "pg"

@@ -4,7 +4,10 @@
  * @since 0.1.0
  * @internal
  */
-import { Cause, Effect, Exit, type Option } from "effect"
+import type { Option } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { Migrations } from "modulo-group"
 import { Exit as CliExit } from "../CliError.js"
 import * as Database from "../Database.js"

@@ -6,7 +6,8 @@
  * @internal
  */
 import type { SqlClient } from "@effect/sql"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { type MembershipError, Migrations } from "modulo-group"
 import { ExitCodes, fail } from "../CliError.js"
 

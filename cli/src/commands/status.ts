@@ -4,9 +4,12 @@
  * @since 0.1.0
  * @internal
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Option, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import { MembershipConfig, type MembershipStore, Migrations, Slots } from "modulo-group"
 import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"

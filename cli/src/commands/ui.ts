@@ -5,7 +5,8 @@
  * @since 0.1.0
  * @internal
  */
-import { Effect, type Option } from "effect"
+import type { Option } from "effect"
+import * as Effect from "effect/Effect"
 import { fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import { serve } from "../ui/server.js"

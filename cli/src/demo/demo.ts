@@ -18,8 +18,11 @@
  * @since 0.1.0
  * @internal
  */
-import { SqlClient } from "@effect/sql"
-import { Cause, Duration, Effect, type Option } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { Option } from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"

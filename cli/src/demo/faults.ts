@@ -7,7 +7,8 @@
  * @since 0.1.0
  * @internal
  */
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { formatMillis } from "../Durations.js"
 import type { Change, Output } from "./render.js"
 import type { Proc, Supervisor } from "./supervisor.js"

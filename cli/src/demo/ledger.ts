@@ -10,8 +10,9 @@
  * @since 0.1.0
  * @internal
  */
-import { SqlClient } from "@effect/sql"
-import { Duration, Effect } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { Fenced, type MemberState, Ownership, type Work } from "modulo-group"
 
 /**

@@ -13,7 +13,12 @@
  * @since 0.1.0
  * @internal
  */
-import { Duration, Effect, Option, Schedule, Schema, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import { Membership, MembershipConfig, type MemberState, PgMembership, Work } from "modulo-group"
 import { describe, ExitCodes, fail, report, withLogging } from "../CliError.js"
 import * as Database from "../Database.js"

@@ -6,7 +6,9 @@
  * @since 0.1.0
  * @internal
  */
-import { Duration, Effect, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as readline from "node:readline"

@@ -7,7 +7,9 @@
  * @since 0.2.0
  * @internal
  */
-import { Effect, Metric, MetricState } from "effect"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as MetricState from "effect/MetricState"
 import type { MetricPair } from "effect"
 
 /**

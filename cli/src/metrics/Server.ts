@@ -5,7 +5,8 @@
  * @since 0.2.0
  * @internal
  */
-import { Effect, Metric } from "effect"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { fail } from "../CliError.js"

@@ -6,9 +6,10 @@
  * @since 0.1.0
  * @internal
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { type MembershipError, Migrations, Slots } from "modulo-group"
 import { type RowState, snapshot, type StatusWaiter } from "../commands/status.js"

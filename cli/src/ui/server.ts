@@ -9,8 +9,11 @@
  * @since 0.1.0
  * @internal
  */
-import { SqlClient } from "@effect/sql"
-import { Duration, Effect, Fiber, Runtime } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Runtime from "effect/Runtime"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import pg from "pg"

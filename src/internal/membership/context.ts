@@ -4,7 +4,12 @@
  * wake-ups of the lease keeper. Every other piece of the interpreter receives this.
  */
 import type { Scope } from "effect"
-import { Duration, Effect, Metric, Queue, Ref, SubscriptionRef } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { ResolvedConfig } from "../../MembershipConfig.js"
 import * as Metrics from "../../MembershipMetrics.js"
 import type { MemberInfo, MembershipStoreService, StaticJoin } from "../../MembershipStore.js"

@@ -3,7 +3,14 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
-import { Effect, Fiber, Metric, Option, Queue, Random, Ref, SubscriptionRef } from "effect"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"

@@ -3,7 +3,8 @@
  * `Transition.step`, which decides whether the fence fires (the work is then interrupted at once,
  * without waiting for the driver, which may be blocked on a hung call).
  */
-import { Effect, Ref } from "effect"
+import * as Effect from "effect/Effect"
+import * as Ref from "effect/Ref"
 import * as Transition from "../../Transition.js"
 import type { Observation } from "../../Transition.js"
 import type { MemberContext } from "./context.js"

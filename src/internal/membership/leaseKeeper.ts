@@ -3,7 +3,10 @@
  * when poked, soon after a notification) and hands each reply to `Transition.step` as a
  * `RenewalReplied` observation, which decides what it means.
  */
-import { Duration, Effect, Metric, Ref } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Ref from "effect/Ref"
 import { renewalWindowMs } from "../../MembershipConfig.js"
 import * as State from "../../MemberState.js"
 import * as Transition from "../../Transition.js"

@@ -4,7 +4,13 @@
  * at a time like the driver, and runs the instructions (stop the work; while it will not stop, hold
  * the barrier, renewing every heartbeat; then delete the row). It publishes each state it enters.
  */
-import { Duration, Effect, Fiber, Option, Ref, Schedule, SubscriptionRef } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"

@@ -10,7 +10,9 @@
  * sleeps on the member's `Clock` (so the `TestClock` drives it as it drove the race's sleep).
  */
 import type { Fiber, FiberId } from "effect"
-import { Deferred, Effect, Exit } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 
 export type Reason = "timer" | "poke" | "wake"
 

@@ -7,7 +7,11 @@
  * `awaitStopped` waits for it too; and the set form (`whileOwningAll`), which runs under the whole
  * set of slots being worked and is restarted whenever that set changes.
  */
-import { Effect, Fiber, FiberSet, Metric, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Metric from "effect/Metric"
+import * as Scope from "effect/Scope"
 import type { Assignment, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
 import { toAssignment } from "../../MemberState.js"
 

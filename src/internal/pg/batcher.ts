@@ -27,7 +27,11 @@
  * clocks are skewed, in tests) armed the one watchdog on different clocks.
  */
 import type { Clock, Fiber } from "effect"
-import { Cause, Deferred, Duration, Effect, Exit } from "effect"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { monotonicMillisOf } from "../clock.js"
 
 /** What the batch statement gives one request: its answer, or a statement of its own to run next. */

@@ -4,7 +4,7 @@
  * `StoreError`, migrations to `DatabaseUnavailable`, the fence to `StoreError` (operation "fenced").
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import { Predicate } from "effect"
+import * as Predicate from "effect/Predicate"
 import { DatabaseUnavailable } from "../../MembershipError.js"
 
 /** The most specific message of an error (a `SqlError`'s driver error), with its SQLSTATE if any. */

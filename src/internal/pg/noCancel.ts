@@ -11,9 +11,13 @@
  * it stops *waiting* (`awaitAtMost`): the statement runs to its end in a fiber of its own, which
  * stops at the next point between statements and never inside one.
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { Context, Duration, Effect, Fiber, Option } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 
 /** `conn`, whose statements run to their end once sent, even when the fiber is interrupted. */
 export const uninterruptibleConnection = (conn: Connection): Connection => ({

@@ -25,9 +25,15 @@
  * find every change by polling, which is correct on its own (G7), only slower. A direct connection
  * (the pids agree) pays nothing for this; a pooler in session mode passes the test and is used.
  */
-import { PgClient } from "@effect/sql-pg"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import type { Scope } from "effect"
-import { Context, Effect, Layer, Queue, Redacted, Runtime, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
+import * as Runtime from "effect/Runtime"
+import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import pg from "pg"
 import type { Wakeup } from "../../MembershipStore.js"

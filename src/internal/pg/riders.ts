@@ -16,7 +16,8 @@
  * Only an order among this process's own calls: the group's lock in the database stays the arbiter
  * of every change.
  */
-import { Effect, Exit } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 
 /**
  * Where a call stands: `waiting` (for its turn, or in its backoff: the only state in which a change

@@ -18,9 +18,12 @@
  * Inside a transaction already open on the fiber (an app's `withTransaction`), it becomes a savepoint
  * of it, exactly as `withTransaction` does, at the app's isolation level.
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Context, Effect, Option, Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 
 /** A `COMMIT` that failed, carried through `makeWithTransaction`'s `orDie` and unwrapped again. */
 class CommitFailed {

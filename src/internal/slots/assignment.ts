@@ -21,7 +21,7 @@
  *
  * @since 0.3.0
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /**
  * A member's stable id (the member row's `member_id`).
