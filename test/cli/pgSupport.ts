@@ -13,6 +13,14 @@ export const connect = async (url: string): Promise<pg.Client> => {
   return client
 }
 
+/** Drops test roles and what they own, on `admin`; best effort (a role may not exist). */
+export const dropRoles = async (admin: pg.Client, ...roles: ReadonlyArray<string>): Promise<void> => {
+  for (const role of roles) {
+    await admin.query(`DROP OWNED BY "${role}"`).catch(() => undefined)
+    await admin.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => undefined)
+  }
+}
+
 export interface ScratchDatabase {
   readonly name: string
   readonly url: string

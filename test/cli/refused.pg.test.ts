@@ -7,7 +7,7 @@ import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { databaseUrl } from "../support/Database.js"
-import { connect, eventually } from "./pgSupport.js"
+import { connect, dropRoles, eventually } from "./pgSupport.js"
 import { assertBuilt, bin, run } from "./support.js"
 
 const role = `mg_cli_refused_${randomBytes(4).toString("hex")}`
@@ -29,8 +29,7 @@ beforeAll(async () => {
 afterAll(async () => {
   const admin = await connect(databaseUrl())
   try {
-    await admin.query(`DROP OWNED BY "${role}"`).catch(() => undefined)
-    await admin.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => undefined)
+    await dropRoles(admin, role)
   } finally {
     await admin.end()
   }

@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { connect } from "./pgSupport.js"
+import { connect, dropRoles } from "./pgSupport.js"
 import { assertBuilt, joinTimings, Member, run } from "./support.js"
 
 const FAILURE = 1
@@ -60,10 +60,7 @@ describe("modulo-group join: start checks (child processes)", () => {
     await Promise.all(members.map((m) => m.exited))
     const admin = await connect(databaseUrl())
     try {
-      for (const role of [reader, member]) {
-        await admin.query(`DROP OWNED BY "${role}"`).catch(() => undefined)
-        await admin.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => undefined)
-      }
+      await dropRoles(admin, reader, member)
     } finally {
       await admin.end()
     }

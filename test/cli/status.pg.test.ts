@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto"
 import * as readline from "node:readline"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { assertBuilt, bin, run } from "./support.js"
-import { cliWaitsOnLock, connect, eventually, type ScratchDatabase, scratchDatabase } from "./pgSupport.js"
+import { cliWaitsOnLock, connect, dropRoles, eventually, type ScratchDatabase, scratchDatabase } from "./pgSupport.js"
 
 interface StatusJson {
   readonly epoch: number
@@ -174,8 +174,7 @@ describe("modulo-group status (child processes)", () => {
         "modulo-group: database error: permission denied for table members (SQLSTATE 42501)"
       )
     } finally {
-      await admin.query(`DROP OWNED BY "${viewer}"`).catch(() => undefined)
-      await admin.query(`DROP ROLE IF EXISTS "${viewer}"`).catch(() => undefined)
+      await dropRoles(admin, viewer)
       await admin.end()
     }
   })
