@@ -17,6 +17,8 @@
  * BENCH_FIBER_SIZES=4,16  BENCH_PROCESS_SIZES=4  BENCH_ORIGINAL_SIZES=4  BENCH_FORM_SECONDS=90
  * BENCH_BUDGET_SECONDS=180  BENCH_STABLE_SIZES=1000,2000  BENCH_STABLE_SECONDS=60  BENCH_STEADY_SECONDS=30
  * BENCH_CLI_RUNS=10 (starts of each command in the cli section)
+ * BENCH_CLI_AGAINST=<another clone>/cli/bin/modulo-group.js (the cli section: that build's starts
+ * interleaved with this one's, for a before/after on a machine whose speed drifts)
  * BENCH_OUT=docs/benchmarks.md (BENCH_OUT=- prints only).
  */
 import * as fs from "node:fs"
@@ -45,6 +47,7 @@ const list = (k: string, dflt: Array<number>) =>
 const sections = new Set((env("BENCH_SECTIONS") ?? "convergence,steady,stability,cli").split(","))
 /** The cli section: starts of each command, after one warm-up start. */
 const CLI_RUNS = Number(env("BENCH_CLI_RUNS") ?? 10)
+const CLI_AGAINST = env("BENCH_CLI_AGAINST")
 const ROUNDS = Number(env("BENCH_ROUNDS") ?? (QUICK ? 5 : 20))
 const FIBER_SIZES = list("BENCH_FIBER_SIZES", QUICK ? [4, 64] : [4, 16, 64, 256, 1000])
 const PROCESS_SIZES = list("BENCH_PROCESS_SIZES", QUICK ? [4] : [4, 16, 32])
@@ -671,7 +674,7 @@ it("modulo-group benchmarks", async () => {
             { label: `modulo-group join <group> --json (first event)`, args: ["join", group, "--json"] },
             { label: "modulo-group --help (first line)", args: ["--help"] },
             { label: "modulo-group status <group> (first line)", args: ["status", group] }
-          ], CLI_RUNS))
+          ], CLI_RUNS, CLI_AGAINST))
         )
         for (const r of startup) {
           log(`cli: ${r.command}: median ${fmt(r.medianMs)} ms (min ${fmt(r.minMs)}, max ${fmt(r.maxMs)}), CPU ${fmt(r.cpuMs)} ms`)
@@ -1053,6 +1056,7 @@ const render = (info: RunInfo) => {
     "From spawning `node cli/bin/modulo-group.js <args>` until its first line on stdout (`join --json`: its first",
     "event, `joining`, printed once the database is reachable and the schema checked), one start after another",
     `against the bench's database; ${CLI_RUNS} starts of each after one unmeasured start that fills the code cache`,
+    ...(CLI_AGAINST === undefined ? [] : [`(interleaved with the starts of the build at ${CLI_AGAINST}, BENCH_CLI_AGAINST)`]),
     "(bench/support/CliStartup.ts). The load average above applies: on a busy machine these include waiting for a core.",
     "",
     mdTable(startupHead, startupRows),

@@ -63,32 +63,45 @@ const once = (
     })
   })
 
-/** `runs` starts of each command, one after another, after one unmeasured warm-up start. */
+/**
+ * `runs` starts of each command, one after another, after one unmeasured warm-up start. With
+ * `against` (another build's `cli/bin/modulo-group.js`): that build's starts interleaved with this
+ * one's, so that a machine whose speed drifts (this project's VMs, by ±15% over minutes) favours
+ * neither; its rows follow this build's, labelled with its path.
+ */
 export const measureStartup = async (
   root: string,
   databaseUrl: string,
   commands: ReadonlyArray<{ readonly label: string; readonly args: ReadonlyArray<string> }>,
-  runs: number
+  runs: number,
+  against?: string
 ): Promise<Array<StartupRow>> => {
-  const bin = path.join(root, "cli", "bin", "modulo-group.js")
+  const bins = [
+    { bin: path.join(root, "cli", "bin", "modulo-group.js"), suffix: "" },
+    ...(against === undefined ? [] : [{ bin: against, suffix: `, build at ${against}` }])
+  ]
   const env = { ...process.env, DATABASE_URL: databaseUrl }
   const rows: Array<StartupRow> = []
-  for (const { label, args } of commands) {
-    await once(bin, args, env)
-    const xs: Array<number> = []
-    const cpus: Array<number> = []
+  for (const { args, label } of commands) {
+    for (const { bin } of bins) await once(bin, args, env)
+    const samples = bins.map(() => ({ ms: [] as Array<number>, cpus: [] as Array<number> }))
     for (let i = 0; i < runs; i++) {
-      const { cpuMs, ms } = await once(bin, args, env)
-      xs.push(ms)
-      cpus.push(cpuMs)
+      for (const [j, { bin }] of bins.entries()) {
+        const { cpuMs, ms } = await once(bin, args, env)
+        samples[j]!.ms.push(ms)
+        samples[j]!.cpus.push(cpuMs)
+      }
     }
-    rows.push({
-      command: label,
-      runs,
-      medianMs: median(xs),
-      minMs: Math.min(...xs),
-      maxMs: Math.max(...xs),
-      cpuMs: median(cpus)
+    bins.forEach(({ suffix }, j) => {
+      const { cpus, ms } = samples[j]!
+      rows.push({
+        command: `${label}${suffix}`,
+        runs,
+        medianMs: median(ms),
+        minMs: Math.min(...ms),
+        maxMs: Math.max(...ms),
+        cpuMs: median(cpus)
+      })
     })
   }
   return rows
