@@ -126,24 +126,6 @@ export const directory = (): string => {
  */
 export const sqlOf = (name: string): string => fs.readFileSync(`${directory()}${name}.sql`, "utf8")
 
-const readInstalledVersion: Effect.Effect<number, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  const [exists] = yield* Statements.selectMigrationsTablePresent(sql)
-  if (!exists?.present) return 0
-  const [row] = yield* Statements.selectInstalledVersion(sql)
-  return row?.version ?? 0
-})
-
-/**
- * The installed schema version (0 when none).
- *
- * @since 0.1.0
- * @category queries
- */
-export const installedVersion: Effect.Effect<number, DatabaseUnavailable, SqlClient.SqlClient> = orUnavailable(
-  readInstalledVersion
-)
-
 /**
  * The recorded schema version is there but tables or columns it needs are not (dropped by hand, a
  * restore of part of the schema, ...). A `SchemaMismatch` (same tag, so every handler of a schema
@@ -198,9 +180,10 @@ const missingFrom = (present: Present, version: number): ReadonlyArray<string> =
 const readMissingObjects = (version: number): Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> =>
   Effect.map(readPresent, (present) => missingFrom(present, version))
 
-// The installed version and what it lacks, in two statements: the catalog scan, which also says
-// whether the migrations table exists, then its version (where `readInstalledVersion` and
-// `readMissingObjects` one after the other took three; a start of the command checks this first).
+// The installed version (0 without the migrations table) and what it lacks, in two statements: the
+// catalog scan, which also says whether the migrations table exists, then its version (a scan of
+// pg_tables for the table first, then the version, then the catalog scan took three; every start
+// checks this).
 const readSchema: Effect.Effect<{ readonly version: number; readonly missing: ReadonlyArray<string> }, SqlError, SqlClient.SqlClient> =
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -210,6 +193,16 @@ const readSchema: Effect.Effect<{ readonly version: number; readonly missing: Re
     const version = row?.version ?? 0
     return { version, missing: missingFrom(present, version) }
   })
+
+/**
+ * The installed schema version (0 when none).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const installedVersion: Effect.Effect<number, DatabaseUnavailable, SqlClient.SqlClient> = orUnavailable(
+  Effect.map(readSchema, (schema) => schema.version)
+)
 
 /**
  * What the schema lacks of the objects that migrations up to `version` create (empty when
@@ -295,9 +288,8 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
       // From here on, no statement waits for a table lock for long (`lockWaitMs`).
       yield* Statements.boundMigrationLockWaits(sql, lockWaitMs)
       // Re-read under the lock: another member may have migrated meanwhile.
-      const found = yield* readInstalledVersion
+      const { missing, version: found } = yield* readSchema
       if (found > schemaVersion) return yield* new SchemaMismatch({ found, expected: schemaVersion })
-      const missing = found === 0 ? [] : yield* readMissingObjects(found)
       if (missing.length > 0 && !repair) return yield* new SchemaIncomplete({ found, expected: schemaVersion, missing })
       const from = missing.length > 0 ? 0 : found
       const applied: Array<string> = []

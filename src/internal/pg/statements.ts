@@ -1289,24 +1289,17 @@ export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, resto
 // ---------------------------------------------------------------------------------------------------
 // Migrations (`Migrations.run/check/repair`).
 
-/**
- * Whether the migrations table exists. A scan of pg_tables, not to_regclass(): a backend's catalog
- * cache can miss a table that another transaction created while this one waited on the migration lock.
- */
-export const selectMigrationsTablePresent = (sql: Sql) =>
-  sql<{ present: boolean }>`
-    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
-                    WHERE schemaname = ${schema} AND tablename = 'schema_migrations') AS present`
-
 /** The highest migration recorded (null when none). */
 export const selectInstalledVersion = (sql: Sql) =>
   sql<{ version: number | null }>`
     SELECT max(version)::int AS version FROM modulo_group.schema_migrations`
 
 /**
- * Every table of the schema with its columns (a row with a null column for a table without any).
- * From pg_catalog, which every role can read (`information_schema` hides tables a role has no
- * privilege on).
+ * Every table of the schema with its columns (a row with a null column for a table without any),
+ * which also says whether the migrations table exists. From pg_catalog, which every role can read
+ * (`information_schema` hides tables a role has no privilege on); a scan, not to_regclass(): a
+ * backend's catalog cache can miss a table that another transaction created while this one waited
+ * on the migration lock.
  */
 export const selectSchemaColumns = (sql: Sql) =>
   sql<{ table_name: string; column_name: string | null }>`
