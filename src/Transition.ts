@@ -163,6 +163,13 @@ export type Command = Data.TaggedEnum<{
   Leave: {}
   /** Something is wrong that the member refuses to act on: log it as an error and count it. */
   Alarm: { readonly reason: string }
+  /**
+   * Slots mode, a refused view: once the work asked to stop has stopped, rejoin (`Member.refusing`);
+   * until then act on no view.
+   *
+   * @since 0.4.0
+   */
+  RejoinWhenStopped: {}
 }>
 
 /**
@@ -197,22 +204,37 @@ const reapIf = (view: GroupView): ReadonlyArray<Command> => (view.expired ? [Com
 const contradicts = (known: Slot, view: GroupView): boolean =>
   view.epoch === known.epoch && (view.index !== known.index || view.size !== known.size)
 
+const contradiction = (known: Slot, view: GroupView): string =>
+  `the database says [${view.index}/${view.size}] in epoch ${view.epoch}, ` +
+  `but this member holds [${known.index}/${known.size}] in that epoch`
+
 /**
  * Refuse a contradicting view: never act on it. The member can no longer tell that its index is its
- * own, so it stops any work and rejoins (its join waits for the work to stop, then bumps the epoch:
- * everyone renegotiates from one state again).
+ * own, so it rejoins (the join bumps the epoch: everyone renegotiates from one state again). Its
+ * work must stop first (`refuseWorking`).
  */
-const refuse = (known: Slot, view: GroupView, stopWork: boolean): Step => [
+const refuse = (known: Slot, view: GroupView): Step => [
   MemberState.Lost(),
-  [
-    Command.Alarm({
-      reason: `the database says [${view.index}/${view.size}] in epoch ${view.epoch}, ` +
-        `but this member holds [${known.index}/${known.size}] in that epoch; refusing the view and rejoining`
-    }),
-    ...(stopWork ? [Command.StopWork()] : []),
-    Command.Join()
-  ]
+  [Command.Alarm({ reason: `${contradiction(known, view)}; refusing the view and rejoining` }), Command.Join()]
 ]
+
+const refusingWhileStopping = "refusing the view: stopping the work (the lease is kept until it has stopped), then rejoining"
+
+/**
+ * Refuse a contradicting view while working: stop the work, keeping the row and the lease while it
+ * may still run (a member never lets its lease lapse while its work may run: with work that will
+ * not stop, a lapsed lease let the others reap this member and start a new epoch beside that work).
+ * Modulo mode: the member renegotiates into its own epoch, acknowledging nothing new; once the work
+ * has stopped, the next view is judged again: the same contradiction is refused (`settle`: the
+ * member rejoins), a newer epoch is acknowledged as any other. Slots mode (no barrier to hold):
+ * fenced while stopping, then it rejoins (`RejoinWhenStopped`).
+ */
+const refuseWorking = (known: Slot, view: GroupView): Step => {
+  const alarm = Command.Alarm({ reason: `${contradiction(known, view)}; ${refusingWhileStopping}` })
+  return slotsMode(view)
+    ? [MemberState.Fenced({ ...slotOf(known), stopping: true, stuck: false }), [alarm, Command.StopWork(), Command.RejoinWhenStopped()]]
+    : [MemberState.Renegotiating({ ...slotOf(known), next: slotOf(known), stuck: false }), [alarm, Command.StopWork()]]
+}
 
 /**
  * Slots mode (docs/slots.md): the view carries the member's slots. The epoch still orders views but
@@ -224,7 +246,7 @@ const slotsMode = (view: GroupView): boolean => view.slots !== undefined
 /** A member that is not working learns `view`: acknowledge a newer epoch, or start when the barrier is down. */
 const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
   if (view.epoch < known.epoch) return stay(state)
-  if (contradicts(known, view)) return refuse(known, view, false)
+  if (contradicts(known, view)) return refuse(known, view)
   if (slotsMode(view)) {
     const slot = slotOf(view.epoch > known.epoch ? view : known)
     return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
@@ -346,7 +368,7 @@ export const transition = (state: MemberState, event: Event): Step =>
               [Command.StopWork(), ...reapIf(view)]
             ]
           }
-          if (contradicts(s, view)) return refuse(s, view, true)
+          if (contradicts(s, view)) return refuseWorking(s, view)
           return [state, view.epoch === s.epoch ? reapIf(view) : []]
         }
         case "Gone":
@@ -556,6 +578,14 @@ export interface Member {
    * member's earlier row held, see docs/slots.md) and whenever the member stops all its work.
    */
   readonly slots?: Holdings.Holdings | undefined
+  /**
+   * Slots mode: the member refused a view that contradicts the slots it works, and stops all its
+   * work (`Fenced`, stopping): it keeps its row and its lease meanwhile, acts on no view, and rejoins
+   * once the work has stopped. Cleared by that rejoin, or when the member leaves that state.
+   *
+   * @since 0.4.0
+   */
+  readonly refusing?: boolean | undefined
   /**
    * The notification the member stopped on (`Notified`): the epoch it claimed, the epoch the member
    * worked in, when (member's clock), and the last renewal numbered by then (`afterRenewal`). The
@@ -876,6 +906,11 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   const claimSettled = claimOutcome(m, event)
   if (claimSettled !== undefined) m = { ...m, claim: undefined }
   let [after, commands] = transition(m.state, event)
+  // Slots mode, a refused view: the work has stopped now (the lease was kept until then): rejoin.
+  if (m.refusing === true && event._tag === "WorkStopped" && after._tag === "Fenced" && !after.stopping) {
+    after = MemberState.Lost()
+    commands = [Command.Join()]
+  }
   // A view of a renewal sent before one that acknowledged the group's epoch (maybe a newer one than
   // this view's: the others may start it) must not start work: wait for that renewal's view.
   if (
@@ -905,14 +940,27 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   }
   // Slots mode: the member's slots follow its views (docs/slots.md, "A renewal").
   const slotSteps: Array<Instruction> = []
-  {
+  if (m.slots !== undefined && commands.some((c) => c._tag === "RejoinWhenStopped")) {
+    // Refused by `transition` (its epoch with another index or size): as below.
+    m = { ...m, slots: Holdings.empty(m.slots.count) }
+  } else {
     const [slots, actions] = slotsOnEvent(m, event, after, now)
     const contradiction = actions.find((a) => a._tag === "Contradiction")
-    if (contradiction !== undefined) {
-      // Refuse the view, as a contradicting index is refused: stop everything, rejoin.
-      after = MemberState.Lost()
-      commands = [Command.Alarm({ reason: contradiction.reason }), Command.StopWork(), Command.Join()]
-      m = { ...m, slots: slots === undefined ? undefined : Holdings.empty(slots.count) }
+    if (contradiction !== undefined && (after._tag === "Assigned" || after._tag === "Fenced") && slots !== undefined) {
+      // Refuse the view, as a contradicting index is refused: stop everything, keeping the row and
+      // the lease while any of it may run (with work that will not stop, a lapsed lease let another
+      // member start its slots beside it), then rejoin (`RejoinWhenStopped`), acting on no view
+      // until then. The StopWork stops every slot's work: no slot is stopped on its own (a stop of a
+      // slot by its number, still running in the background when the rejoin started that slot again,
+      // stopped the new work), and the slots are forgotten as a lost member's are (the rejoin
+      // re-issues them).
+      after = MemberState.Fenced({ ...slotOf(after), stopping: true, stuck: after._tag === "Fenced" && after.stuck })
+      commands = [
+        Command.Alarm({ reason: contradiction.reason.replace("refusing the view and rejoining", refusingWhileStopping) }),
+        Command.StopWork(),
+        Command.RejoinWhenStopped()
+      ]
+      m = { ...m, slots: Holdings.empty(slots.count) }
     } else {
       if (slots !== m.slots) m = { ...m, slots }
       for (const a of actions) slotSteps.push(slotInstruction(a))
@@ -965,6 +1013,9 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       case "Alarm":
         if (!holdAtClose) instructions.push(c)
         break
+      case "RejoinWhenStopped":
+        m = { ...m, refusing: true }
+        break
       case "Leave":
         // At scope close, retried; static membership: a graceful leave releases the row (the work
         // has stopped by now).
@@ -1011,6 +1062,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       m = { ...m, barrierSince: undefined }
     }
     if (!holdsLease(after) && m.deadline !== undefined) m = { ...m, deadline: undefined }
+    if (m.refusing === true && after._tag !== "Fenced") m = { ...m, refusing: undefined }
   }
   return [m, instructions]
 }
@@ -1101,6 +1153,8 @@ const slotsOnEvent = (
     return [h.working.size + h.stopping.size + h.inflight.size === 0 ? h : Holdings.empty(h.count), []]
   }
   if (event._tag === "DeadlinePassed") return Holdings.stopAll(h)
+  // Refusing (a contradicting view): no view is acted on until the member has rejoined.
+  if (m.refusing === true) return [h, []]
   if (event._tag === "Renewed" && event.view.slots !== undefined && (after._tag === "Assigned" || after._tag === "Fenced")) {
     // A view of an older epoch than this member has seen starts no slot: the database went back (a
     // restore, a failover to a standby that had not received the last commits), and the view may

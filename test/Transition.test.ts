@@ -123,6 +123,11 @@ const refusal = (index: number, size: number) =>
   alarm(
     `the database says [${index}/${size}] in epoch 5, but this member holds [1/3] in that epoch; refusing the view and rejoining`
   )
+const refusalWhileWorking = (index: number, size: number) =>
+  alarm(
+    `the database says [${index}/${size}] in epoch 5, but this member holds [1/3] in that epoch; ` +
+      "refusing the view: stopping the work (the lease is kept until it has stopped), then rejoining"
+  )
 const lostEarly = alarm(
   "this member's row was removed while its lease deadline was still ahead " +
     "(a database clock step, a restore or an edit by hand); rejoining after one lease"
@@ -290,15 +295,17 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
         then: to(renegotiating(false), Command.StopWork(), Command.Reap())
       },
       {
-        // The member can no longer tell its index is its own: stop, and rejoin once stopped.
-        when: "its epoch with another index: refused, work stopped",
+        // The member can no longer tell its index is its own: stop, keeping the lease (and
+        // acknowledging nothing new) while the work may run; once stopped, the view is judged again
+        // (Awaiting: the same contradiction is refused, and the member rejoins).
+        when: "its epoch with another index: refused, work stopped under the lease",
         event: otherIndex,
-        then: to(S.Lost(), refusal(0, 3), Command.StopWork(), Command.Join())
+        then: to(renegotiating(false, slot(5)), refusalWhileWorking(0, 3), Command.StopWork())
       },
       {
-        when: "its epoch with another size: refused, work stopped",
+        when: "its epoch with another size: refused, work stopped under the lease",
         event: otherSize,
-        then: to(S.Lost(), refusal(1, 2), Command.StopWork(), Command.Join())
+        then: to(renegotiating(false, slot(5)), refusalWhileWorking(1, 2), Command.StopWork())
       }
     ],
     Gone: goneCases(true),
@@ -658,10 +665,19 @@ describe("sequences", () => {
     for (const state of [S.Awaiting(slot(5)), S.Assigned(slot(5)), fenced(false)]) {
       for (const event of [otherIndex, otherSize]) {
         const [after, commands] = Transition.transition(state, event)
-        expect(after._tag).toBe("Lost")
-        expect(commands.map((c) => c._tag)).toEqual(
-          state._tag === "Assigned" ? ["Alarm", "StopWork", "Join"] : ["Alarm", "Join"]
-        )
+        // Working: stop first, under the lease; then the view is judged again, and refused.
+        expect(after._tag).toBe(state._tag === "Assigned" ? "Renegotiating" : "Lost")
+        expect(commands.map((c) => c._tag)).toEqual(state._tag === "Assigned" ? ["Alarm", "StopWork"] : ["Alarm", "Join"])
+        if (after._tag === "Renegotiating") {
+          expect(Transition.holdsLease(after)).toBe(true)
+          const [stopped, acks] = Transition.transition(after, Transition.Event.WorkStopped())
+          // It acknowledges only its own epoch (already acknowledged), nothing newer.
+          expect(stopped).toEqual(S.Awaiting(slot(5)))
+          expect(acks).toEqual([Command.Ack({ epoch: 5 })])
+          const [again, rejoin] = Transition.transition(stopped, event)
+          expect(again._tag).toBe("Lost")
+          expect(rejoin.map((c) => c._tag)).toEqual(["Alarm", "Join"])
+        }
       }
     }
   })

@@ -35,6 +35,8 @@ export const recordingStore = Effect.gen(function*() {
   let reapDelayMs = 0
   /** Members whose next successful renewal reports `expired: true` (one shot each). */
   const injectExpired = new Set<string>()
+  /** Members whose successful renewals' views are rewritten (until replaced): a view no committed state gives. */
+  const injectView = new Map<string, (view: GroupView) => GroupView>()
   const record = <A>(op: string, member: string | undefined, effect: Effect.Effect<A, StoreError>) =>
     Effect.gen(function*() {
       const call: Call = { op, member, at: yield* Clock.currentTimeMillis }
@@ -47,7 +49,7 @@ export const recordingStore = Effect.gen(function*() {
     })
   const recording: MembershipStoreService = {
     ...store,
-    join: (g, member, leaseMs) => record("join", member.memberId, store.join(g, member, leaseMs)),
+    join: (...args: Parameters<MembershipStoreService["join"]>) => record("join", args[1].memberId, store.join(...args)),
     heartbeat: (...args: Parameters<MembershipStoreService["heartbeat"]>) =>
       record(
         "heartbeat",
@@ -56,6 +58,8 @@ export const recordingStore = Effect.gen(function*() {
           if (Option.isSome(view) && injectExpired.delete(args[1])) {
             return Option.some<GroupView>({ ...view.value, expired: true })
           }
+          const rewrite = injectView.get(args[1])
+          if (Option.isSome(view) && rewrite !== undefined) return Option.some(rewrite(view.value))
           return view
         })
       ),
@@ -71,7 +75,9 @@ export const recordingStore = Effect.gen(function*() {
     calls,
     of,
     setReapDelay: (ms: number) => Effect.sync(() => void (reapDelayMs = ms)),
-    injectExpired: (memberId: string) => Effect.sync(() => void injectExpired.add(memberId))
+    injectExpired: (memberId: string) => Effect.sync(() => void injectExpired.add(memberId)),
+    injectView: (memberId: string, rewrite: (view: GroupView) => GroupView) =>
+      Effect.sync(() => void injectView.set(memberId, rewrite))
   }
 })
 

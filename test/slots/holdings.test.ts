@@ -131,10 +131,22 @@ describe("Transition.step in slots mode", () => {
     expect(again.map((i) => i._tag).filter((t) => t !== "Measure")).toEqual(["StartWork", "StartSlot"])
   })
 
-  it("a contradicting slot view is refused: alarm, stop everything, rejoin", () => {
+  it("a contradicting slot view is refused: alarm, stop everything under the lease, rejoin once stopped", () => {
     const [after, instructions] = Transition.step(base, Transition.Event.Renewed({ view: groupView(5, view([[0, 1, true]], [1])), term: 1 }), 1_000)
-    expect(after.state._tag).toBe("Lost")
-    expect(instructions.map((i) => i._tag)).toEqual(["Alarm", "StopWork", "Join"])
+    expect(after.state).toMatchObject({ _tag: "Fenced", stopping: true })
+    expect(Transition.holdsLease(after.state)).toBe(true)
+    expect(after.refusing).toBe(true)
+    // Every slot's work stops with the StopWork; no slot is stopped on its own, none is released.
+    expect(instructions.map((i) => i._tag)).toEqual(["Alarm", "StopWork"])
+    // Views meanwhile start, stop and release nothing.
+    const [meanwhile, nothing] = Transition.step(after, Transition.Event.Renewed({ view: groupView(5, view([[0, 1, true], [1, 1, false]], [])), term: 1 }), 1_500)
+    expect(nothing).toEqual([])
+    expect(meanwhile.state).toEqual(after.state)
+    // Stopped: rejoin.
+    const [stopped, rejoin] = Transition.step(meanwhile, Transition.Event.WorkStopped(), 2_000)
+    expect(stopped.state._tag).toBe("Lost")
+    expect(stopped.refusing).toBeUndefined()
+    expect(rejoin.map((i) => i._tag)).toEqual(["Join"])
   })
 })
 
