@@ -37,3 +37,37 @@ it.scoped("start and startSlot start nothing when the deadline has passed (check
     yield* work.interrupt
     yield* work.awaitStopped
   }))
+
+it.scoped("a stop of a slot's older generation leaves the work of a newer generation of that slot running", () =>
+  Effect.gen(function*() {
+    // The driver stops slots in the background (StopSlots): such a stop, still to run when the slot was
+    // started again at a newer generation (after a stop of all the work, a fence's, then a renewal in
+    // time), stopped the new work by the slot's number, and the slot stayed held and unworked.
+    const scope = yield* Scope.make()
+    const work = yield* makeWorkRunner(scope)
+    const started: Array<number> = []
+    const ended: Array<number> = []
+    yield* work.registerSlot({
+      run: (owned) =>
+        Effect.sync(() => started.push(owned.generation)).pipe(
+          Effect.zipRight(Effect.never),
+          Effect.onInterrupt(() => Effect.sync(() => ended.push(owned.generation)))
+        )
+    }, Effect.succeed(true))
+    expect(yield* work.startSlot({ slot: 1, generation: 1, count: 4 }, Effect.succeed(true))).toBe(true)
+    yield* Effect.yieldNow()
+    yield* work.interrupt
+    yield* work.awaitStopped
+    expect(yield* work.startSlot({ slot: 1, generation: 2, count: 4 }, Effect.succeed(true))).toBe(true)
+    yield* Effect.yieldNow()
+    const stopping = yield* work.stopSlots([{ slot: 1, generation: 1 }])
+    yield* stopping.get(1) ?? Effect.void
+    yield* Effect.yieldNow()
+    expect(started).toEqual([1, 2])
+    expect(ended).toEqual([1])
+    expect((yield* work.slots).map((s) => [s.slot, s.generation])).toEqual([[1, 2]])
+    // Its own generation stops it.
+    yield* Effect.flatMap(work.stopSlots([{ slot: 1, generation: 2 }]), (m) => m.get(1) ?? Effect.void)
+    expect(ended).toEqual([1, 2])
+    expect(yield* work.slots).toEqual([])
+  }))

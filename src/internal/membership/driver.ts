@@ -164,7 +164,7 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         return Effect.gen(function*() {
           // All of them interrupted at once (at the deadline: every slot, in one round), in the
           // background like the waits (a set form slow to stop must not hold the driver).
-          const interrupting = yield* Effect.forkIn(work.stopSlots(instruction.slots.map((s) => s.slot)), ctx.scope)
+          const interrupting = yield* Effect.forkIn(work.stopSlots(instruction.slots), ctx.scope)
           yield* Effect.forEach(instruction.slots, ({ generation, slot }) =>
             Effect.forkIn(
               Effect.gen(function*() {
