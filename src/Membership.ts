@@ -29,6 +29,7 @@ import { leaseKeeper } from "./internal/membership/leaseKeeper.js"
 import { finalLeave } from "./internal/membership/leave.js"
 import type { SlotSetSpec, SlotSpec, WorkSpec } from "./internal/membership/workRunner.js"
 import { makeWorkRunner } from "./internal/membership/workRunner.js"
+import * as InternalLogEvent from "./internal/membership/logEvent.js"
 import * as Wakes from "./internal/membership/wakes.js"
 import { MembershipStore } from "./MembershipStore.js"
 import type { Assignment, MemberState, OwnedSlot, OwnedSlots } from "./MemberState.js"
@@ -106,6 +107,26 @@ export interface MembershipService {
    */
   readonly leave: Effect.Effect<void>
 }
+
+/**
+ * The log lines that are events an app may act on carry the annotation `modulo_group.event`
+ * (`LogEvent.annotation`), whose value says which, so that nobody has to read their wording:
+ * - `join_refused` (error): a join refused for good, as long as the group stays as it is (slots mode
+ *   against a group of the other mode or another slot count); the member keeps asking.
+ * - `leave_gave_up` (warning): the final leave at scope close gave up (the database did not answer
+ *   within the statement timeout); the member's row stays until its lease runs out.
+ *
+ * Every line also carries `modulo_group.group` and `modulo_group.member`. `modulo-group join` exits 1
+ * on either (docs/cli.md).
+ *
+ * @since 0.4.0
+ * @category logging
+ */
+export const LogEvent: {
+  readonly annotation: "modulo_group.event"
+  readonly joinRefused: "join_refused"
+  readonly leaveGaveUp: "leave_gave_up"
+} = InternalLogEvent.LogEvent
 
 /**
  * @since 0.1.0

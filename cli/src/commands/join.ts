@@ -27,6 +27,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
+import * as HashMap from "effect/HashMap"
 import * as HashSet from "effect/HashSet"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
@@ -215,9 +216,10 @@ export const join = (options: JoinOptions) =>
   )
 
 /**
- * What `join` learns from the library's log lines (its only word on them): whether a final leave
- * gave up, and a join refusal that no retry can overcome (slots mode against a group of the other
- * mode or another slot count), which ends the process with exit 1.
+ * What `join` learns from the library's log lines that are events (`Membership.LogEvent`, read from
+ * their annotation, not their wording): whether a final leave gave up, and a join refusal that no
+ * retry can overcome (slots mode against a group of the other mode or another slot count), which ends
+ * the process with exit 1.
  */
 interface Watch {
   leaveGaveUp: boolean
@@ -225,10 +227,11 @@ interface Watch {
 }
 
 const watcher = (watch: Watch) =>
-  Logger.make(({ message }) => {
-    const text = (Array.isArray(message) ? message : [message]).map((m) => (typeof m === "string" ? m : "")).join(" ")
-    if (text.includes("leave gave up")) watch.leaveGaveUp = true
-    else if (text.includes("join refused:")) {
+  Logger.make(({ annotations }) => {
+    const event = HashMap.get(annotations, Membership.LogEvent.annotation)
+    if (Option.isNone(event)) return
+    if (event.value === Membership.LogEvent.leaveGaveUp) watch.leaveGaveUp = true
+    else if (event.value === Membership.LogEvent.joinRefused) {
       Deferred.unsafeDone(watch.refused, Exit.fail(new CliExit({ code: ExitCodes.failure })))
     }
   })

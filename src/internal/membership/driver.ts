@@ -16,6 +16,7 @@ import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
 import { InstanceBusy, JoinDeferred, SlotsMismatch } from "../../MembershipError.js"
 import { alarm, clearWaiting, connected, leaveOrRelease, log, measure, nowMillis, recordState, recordWaiting, refusedOnce, stepNow } from "./context.js"
+import { LogEvent } from "./logEvent.js"
 import type { WorkRunner } from "./workRunner.js"
 
 /**
@@ -84,7 +85,11 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             }
             if (e instanceof SlotsMismatch) {
               // Said once (retried like any failed join: the group may be recreated meanwhile).
-              if (!mismatchLogged) yield* Effect.logError(`modulo-group: join refused: ${e.reason}`)
+              if (!mismatchLogged) {
+                yield* Effect.logError(`modulo-group: join refused: ${e.reason}`).pipe(
+                  Effect.annotateLogs(LogEvent.annotation, LogEvent.joinRefused)
+                )
+              }
               mismatchLogged = true
               return Transition.Event.JoinFailed({ reason: e.reason })
             }

@@ -15,6 +15,7 @@ import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
 import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, stepNow } from "./context.js"
+import { LogEvent } from "./logEvent.js"
 import type { WorkRunner } from "./workRunner.js"
 
 export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
@@ -72,7 +73,11 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
           Effect.retry(Schedule.spaced(Duration.millis(instruction.everyMillis))),
           Effect.timeout(config.statementTimeout),
-          Effect.catchAll(() => Effect.logWarning("leave gave up; the lease will expire instead")),
+          Effect.catchAll(() =>
+            Effect.logWarning("leave gave up; the lease will expire instead").pipe(
+              Effect.annotateLogs(LogEvent.annotation, LogEvent.leaveGaveUp)
+            )
+          ),
           Effect.as(Transition.Event.LeaveDone())
         )
       case "ClearWaiting":
