@@ -185,6 +185,19 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       return n
     }
 
+    // A member (not a waiting row, which acknowledges the next epoch ahead of time) that has
+    // acknowledged an epoch the group has not reached: the rows were put back (a restore) while it
+    // worked on. Such an acknowledgement lowers no barrier; the next change builds past it, in a new
+    // incarnation (the PostgreSQL store's `behind`). Returns whether the group was behind.
+    const ahead = (g: Group, row: Row) => !waiting(row) && row.ackedEpoch > g.epoch
+    const catchUp = (g: Group): boolean => {
+      let max = g.epoch
+      for (const r of g.members.values()) if (ahead(g, r)) max = Math.max(max, r.ackedEpoch)
+      if (max === g.epoch) return false
+      g.epoch = max
+      return true
+    }
+
     // `fresh`: no member survived into this change, so a new incarnation begins (see GroupView).
     const rebalance = (g: Group, now: number, fresh: boolean) => {
       const rows = [...g.members.values()]
@@ -222,8 +235,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       let barrier = true
       let expired = false
       for (const other of g.members.values()) {
-        if (other.ackedEpoch < g.epoch) barrier = false
-        if (reapable(other, now) || (held(other, now) && other.ackedEpoch < g.epoch)) expired = true
+        if (other.ackedEpoch < g.epoch || ahead(g, other)) barrier = false
+        if (reapable(other, now) || (held(other, now) && other.ackedEpoch < g.epoch) || ahead(g, other)) expired = true
       }
       return {
         epoch: g.epoch,
@@ -351,7 +364,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               g.table = g.table.map((r) => (r.holder === member.memberId ? { ...r, generation: r.generation + 1 } : r))
             }
             if (instance !== undefined) g.members.delete(instance.memberId)
-            const fresh = [...g.members.values()].every((r) => r.leaseExpiresAt <= now || waiting(r))
+            const behind = catchUp(g)
+            const fresh = behind || [...g.members.values()].every((r) => r.leaseExpiresAt <= now || waiting(r))
             const row: Row = {
               ...member,
               index: null,
@@ -410,8 +424,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const g = groups.get(groupId)
             if (g === undefined) return Effect.succeed(0)
             const n = removeExpired(g, now)
-            if (n === 0) return Effect.as(ackHeld(g, now, g.epoch) > 0 ? notify(g) : Effect.void, 0)
-            rebalance(g, now, false)
+            const behind = catchUp(g)
+            if (n === 0 && !behind) return Effect.as(ackHeld(g, now, g.epoch) > 0 ? notify(g) : Effect.void, 0)
+            rebalance(g, now, behind)
             return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g, String(g.epoch))), n)
           })
         ),
@@ -424,9 +439,10 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             const mine = g.members.get(memberId)
             g.members.delete(memberId)
             const n = removeExpired(g, now)
+            const behind = catchUp(g)
             // A waiting joiner that leaves changes nothing.
-            if ((mine === undefined || waiting(mine)) && n === 0) return Effect.succeed(mine !== undefined)
-            rebalance(g, now, false)
+            if ((mine === undefined || waiting(mine)) && n === 0 && !behind) return Effect.succeed(mine !== undefined)
+            rebalance(g, now, behind)
             return Effect.as(Effect.zipRight(countGraceExpiries(groupId), notify(g, String(g.epoch))), mine !== undefined)
           })
         ),

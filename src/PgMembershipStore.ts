@@ -1015,7 +1015,10 @@ export const make = (options: Options = {}) =>
                 // Also when the rows no longer match the group (a row deleted, added or restamped by hand).
                 yield* onStatement("reap", "check")
                 const [c] = yield* Statements.selectRowsOff(sql, groupId)
-                const changed = gone.length > 0 || c?.off === true
+                // And when a member has acknowledged an epoch the group has not reached (`behind`: the
+                // database went back, a restore or a failover that lost commits, while members
+                // worked on): past every epoch acknowledged, in a new incarnation.
+                const changed = gone.length > 0 || c?.off === true || behind
                 if (changed) {
                   const cause = gone.length > 0 ? "reap" : "repair"
                   yield* rebalance("reap", groupId, now, epoch, behind || num(c?.live ?? 0) === 0, cause, null, group.slots)
@@ -1244,7 +1247,7 @@ const wholeState = (r: Statements.RenewedRow) =>
 
 /** A renewal's view has the barrier down: one state, in which every row has acknowledged its epoch. */
 const barrierDown = (r: Statements.RenewedRow) =>
-  wholeState(r) && num(r.unacked) === 0 && num(r.acked) >= num(r.epoch)
+  wholeState(r) && num(r.unacked) === 0 && num(r.acked) === num(r.epoch)
 
 const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   groupId: r.group_id,

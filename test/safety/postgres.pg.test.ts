@@ -206,3 +206,58 @@ it.live("break 7: after a restore from an older backup, no fencing token (incarn
     expect(after(next, highest)).toBe(true)
     expect(issued.some((t) => t[0] === next[0] && t[1] === next[1])).toBe(false)
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+it.live("break 7, leases still running: a join right after the restore starts nobody beside the members that worked on; the next reap moves past every epoch in a new incarnation", () =>
+  Effect.gen(function*() {
+    // An adversarial review (2026-12-04, night): restored from a backup whose leases still ran, the
+    // group was at epoch 2 while its members worked epoch 4. A join made epoch 3 in the same
+    // incarnation (a token issued before the restore), the members' renewals wrote their
+    // acknowledgement of 4, which counted as one of 3 (`acked_epoch >= epoch`): the joiner started
+    // epoch 3 beside epoch 4's work, and the members, ignoring a view older than theirs, worked on
+    // (8.9 s of one index twice through the CLI, until the script ended it).
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("restore-live")
+    const lease = 60_000
+    const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
+    yield* store.join(groupId, a, lease)
+    const two = yield* store.join(groupId, b, lease)
+    for (const m of [a, b]) yield* store.heartbeat(groupId, m.memberId, two.epoch, lease)
+    const backupGroup = yield* sql<Record<string, unknown>>`SELECT * FROM modulo_group.groups WHERE group_id = ${groupId}`
+    const backupMembers = yield* sql<Record<string, unknown>>`
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
+             assigned_epoch, assigned_size
+        FROM modulo_group.members WHERE group_id = ${groupId}`
+    const three = yield* store.join(groupId, c, lease)
+    for (const m of [a, b, c]) yield* store.heartbeat(groupId, m.memberId, three.epoch, lease)
+    yield* store.leave(groupId, c.memberId)
+    const four = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch + 1, lease))
+    yield* store.heartbeat(groupId, b.memberId, four.epoch, lease)
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, four.epoch, lease))).toMatchObject({ allAcked: true, size: 2 })
+    // The restore (the backup's leases still run).
+    yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${groupId}`
+      const g = backupGroup[0]!
+      yield* sql`UPDATE modulo_group.groups SET epoch = ${g["epoch"] as string}, size = ${g["size"] as number},
+                        incarnation = ${g["incarnation"] as string} WHERE group_id = ${groupId}`
+      for (const r of backupMembers) yield* sql`INSERT INTO modulo_group.members ${sql.insert(r)}`
+    }))
+    // d joins before a and b renew again; then they renew, acknowledging the epoch they work in (4).
+    const joined = yield* store.join(groupId, d, lease)
+    for (const m of [a, b]) yield* store.heartbeat(groupId, m.memberId, four.epoch, lease)
+    const dView = Option.getOrThrow(yield* store.heartbeat(groupId, d.memberId, joined.epoch, lease))
+    // Old code: { epoch: 3, allAcked: true }: d starts [2/3] of epoch 3 while a and b work epoch 4.
+    expect(dView.epoch).toBeLessThan(four.epoch)
+    expect(dView.allAcked).toBe(false)
+    // d asks for a reap (an acknowledgement of an epoch the group has not reached: it went back).
+    expect(dView.expired).toBe(true)
+    yield* store.reap(groupId)
+    const after5 = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, four.epoch, lease))
+    // Past every epoch acknowledged, in a new incarnation: no token of before the restore again.
+    expect(after5.epoch).toBeGreaterThan(four.epoch)
+    expect(after5.incarnation).toBeGreaterThan(four.incarnation)
+    expect(after5.allAcked).toBe(false)
+    for (const m of [a, b, d]) yield* store.heartbeat(groupId, m.memberId, after5.epoch, lease)
+    const settled = Option.getOrThrow(yield* store.heartbeat(groupId, d.memberId, after5.epoch, lease))
+    expect(settled).toMatchObject({ epoch: after5.epoch, size: 3, allAcked: true, expired: false })
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)

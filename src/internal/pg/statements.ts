@@ -480,7 +480,8 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
   sql<{ idx: number; unacked: string; clock_ms: string }>`
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
-             WHERE o.group_id = ${groupId} AND o.acked_epoch < ${epoch}) AS unacked,
+             WHERE o.group_id = ${groupId}
+               AND (o.acked_epoch < ${epoch} OR (${member(sql, "o")} AND o.acked_epoch > ${epoch}))) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
 
@@ -829,10 +830,11 @@ export const renewLease = (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
-             count(*) FILTER (WHERE o.acked_epoch < g.epoch) AS unacked,
+             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR (${member(sql, "o")} AND o.acked_epoch > g.epoch)) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
-                                     AND o.acked_epoch < g.epoch)) AS expired
+                                     AND o.acked_epoch < g.epoch)
+                                 OR (${member(sql, "o")} AND o.acked_epoch > g.epoch)) AS expired
         FROM modulo_group.members o, g
        WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
     )
@@ -944,9 +946,11 @@ export const renewLeases = (
   const expiredRow = (x: "x" | "me") =>
     x === "x"
       ? sql`(x.lease_expires_at + x.rejoin_grace_ms * interval '1 millisecond' <= ${t}
-             OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${t} AND x.acked_epoch < g.epoch))`
+             OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${t} AND x.acked_epoch < g.epoch)
+             OR (x.idx IS NOT NULL AND x.acked_epoch > g.epoch))`
       : sql`(me.lease_expires_at + me.rejoin_grace_ms * interval '1 millisecond' <= ${t}
-             OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${t} AND me.acked_epoch < g.epoch))`
+             OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${t} AND me.acked_epoch < g.epoch)
+             OR (me.idx IS NOT NULL AND me.acked_epoch > g.epoch))`
   return sql<BatchRenewedRow>`
     WITH req AS MATERIALIZED (
       SELECT * FROM json_to_recordset(${json}::json)
@@ -989,7 +993,7 @@ export const renewLeases = (
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
-             count(*) FILTER (WHERE x.acked_epoch < g.epoch) AS unacked,
+             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR (x.idx IS NOT NULL AND x.acked_epoch > g.epoch)) AS unacked,
              count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
         FROM x JOIN g ON g.group_id = x.group_id
        GROUP BY x.group_id
@@ -1002,7 +1006,7 @@ export const renewLeases = (
            me.idx, me.acked_epoch AS acked,
            s.acked_epoch AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch THEN 1 ELSE 0 END) AS unacked,
+           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR (me.idx IS NOT NULL AND me.acked_epoch > g.epoch) THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
