@@ -169,22 +169,35 @@ it.live("break 6: a role that may not call pg_notify still joins, leaves and ren
 
 /** A token in the order a fencing check compares it: incarnation first, then epoch. */
 const token = (v: Pick<GroupView, "incarnation" | "epoch">) => [v.incarnation, v.epoch] as const
+
+/** A backup of a group's rows now; running the effect it returns puts them back in one transaction. */
+const backupOf = (groupId: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const group = yield* sql<Record<string, unknown>>`SELECT * FROM modulo_group.groups WHERE group_id = ${groupId}`
+    const members = yield* sql<Record<string, unknown>>`
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
+             assigned_epoch, assigned_size
+        FROM modulo_group.members WHERE group_id = ${groupId}`
+    return sql.withTransaction(Effect.gen(function*() {
+      yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${groupId}`
+      const g = group[0]!
+      yield* sql`UPDATE modulo_group.groups SET epoch = ${g["epoch"] as string}, size = ${g["size"] as number},
+                        incarnation = ${g["incarnation"] as string} WHERE group_id = ${groupId}`
+      for (const r of members) yield* sql`INSERT INTO modulo_group.members ${sql.insert(r)}`
+    }))
+  })
 const after = (x: readonly [number, number], y: readonly [number, number]) => x[0] > y[0] || (x[0] === y[0] && x[1] > y[1])
 
 it.live("break 7: after a restore from an older backup, no fencing token (incarnation, epoch) is issued twice", () =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
     const store = yield* MembershipStore
     const groupId = randomGroupId("restore")
     const a = info("a")
     yield* store.join(groupId, a, 500)
     yield* store.join(groupId, info("b"), 500)
     // The backup: the group row and its member rows at epoch 2.
-    const backupGroup = yield* sql<Record<string, unknown>>`SELECT * FROM modulo_group.groups WHERE group_id = ${groupId}`
-    const backupMembers = yield* sql<Record<string, unknown>>`
-      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-             assigned_epoch, assigned_size
-        FROM modulo_group.members WHERE group_id = ${groupId}`
+    const restore = yield* backupOf(groupId)
     const issued: Array<readonly [number, number]> = []
     for (let i = 0; i < 6; i++) {
       const m = info(`x${i}`)
@@ -194,13 +207,7 @@ it.live("break 7: after a restore from an older backup, no fencing token (incarn
     const highest = issued.reduce((x, y) => (after(y, x) ? y : x))
     // The restore: the tables as they were in the backup (whose leases have run out by now).
     yield* Effect.sleep(Duration.millis(600))
-    yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${groupId}`
-      const g = backupGroup[0]!
-      yield* sql`UPDATE modulo_group.groups SET epoch = ${g["epoch"] as string}, size = ${g["size"] as number},
-                        incarnation = ${g["incarnation"] as string} WHERE group_id = ${groupId}`
-      for (const r of backupMembers) yield* sql`INSERT INTO modulo_group.members ${sql.insert(r)}`
-    }))
+    yield* restore
     // Old code: epochs 3, 4, ... again, tokens a stale holder would accept.
     const next = token(yield* store.join(groupId, info("after-restore"), 500))
     expect(after(next, highest)).toBe(true)
@@ -215,7 +222,6 @@ it.live("break 7, leases still running: a join right after the restore starts no
     // acknowledgement of 4, which counted as one of 3 (`acked_epoch >= epoch`): the joiner started
     // epoch 3 beside epoch 4's work, and the members, ignoring a view older than theirs, worked on
     // (8.9 s of one index twice through the CLI, until the script ended it).
-    const sql = yield* SqlClient.SqlClient
     const store = yield* MembershipStore
     const groupId = randomGroupId("restore-live")
     const lease = 60_000
@@ -223,11 +229,7 @@ it.live("break 7, leases still running: a join right after the restore starts no
     yield* store.join(groupId, a, lease)
     const two = yield* store.join(groupId, b, lease)
     for (const m of [a, b]) yield* store.heartbeat(groupId, m.memberId, two.epoch, lease)
-    const backupGroup = yield* sql<Record<string, unknown>>`SELECT * FROM modulo_group.groups WHERE group_id = ${groupId}`
-    const backupMembers = yield* sql<Record<string, unknown>>`
-      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-             assigned_epoch, assigned_size
-        FROM modulo_group.members WHERE group_id = ${groupId}`
+    const restore = yield* backupOf(groupId)
     const three = yield* store.join(groupId, c, lease)
     for (const m of [a, b, c]) yield* store.heartbeat(groupId, m.memberId, three.epoch, lease)
     yield* store.leave(groupId, c.memberId)
@@ -235,13 +237,7 @@ it.live("break 7, leases still running: a join right after the restore starts no
     yield* store.heartbeat(groupId, b.memberId, four.epoch, lease)
     expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, four.epoch, lease))).toMatchObject({ allAcked: true, size: 2 })
     // The restore (the backup's leases still run).
-    yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${groupId}`
-      const g = backupGroup[0]!
-      yield* sql`UPDATE modulo_group.groups SET epoch = ${g["epoch"] as string}, size = ${g["size"] as number},
-                        incarnation = ${g["incarnation"] as string} WHERE group_id = ${groupId}`
-      for (const r of backupMembers) yield* sql`INSERT INTO modulo_group.members ${sql.insert(r)}`
-    }))
+    yield* restore
     // d joins before a and b renew again; then they renew, acknowledging the epoch they work in (4).
     const joined = yield* store.join(groupId, d, lease)
     for (const m of [a, b]) yield* store.heartbeat(groupId, m.memberId, four.epoch, lease)

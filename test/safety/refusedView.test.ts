@@ -10,33 +10,17 @@
  * interruption for 3 × stopTimeout, longer than a lease.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Scope } from "effect"
+import { Effect, Scope } from "effect"
 import type { MemberRow } from "../../src/MembershipStore.js"
 import { makeSlotRecorder } from "../support/SlotRecorder.js"
-import { at, collectLogs, HEARTBEAT, LEASE, now, setup, STOP, until } from "./support.js"
+import type { WorkRun } from "./support.js"
+import { at, collectLogs, HEARTBEAT, LEASE, now, setup, STOP, stuckWork, until } from "./support.js"
 
-interface Run {
+interface Run extends WorkRun {
   readonly label: string
-  readonly start: number
-  end?: number
 }
 
 const rowOf = (rows: ReadonlyArray<MemberRow>, id: string) => rows.find((r) => r.memberId === id)
-
-/** Work that, while `stuck()` holds, ignores its interruption for 3 × stopTimeout. */
-const stuckWork = (runs: Array<Run>, label: string, stuck: () => boolean) =>
-  Effect.gen(function*() {
-    const run: Run = { label, start: yield* Clock.currentTimeMillis }
-    runs.push(run)
-    const hold = stuck()
-    yield* Effect.never.pipe(
-      Effect.onInterrupt(() =>
-        (hold ? Effect.sleep(3 * STOP) : Effect.void).pipe(
-          Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (run.end = t))))
-        )
-      )
-    )
-  })
 
 describe("a refused view while the work will not stop", () => {
   it.scoped("modulo mode: the member keeps its row and lease until its work stops, then rejoins; nobody starts beside that work", () => {
@@ -49,7 +33,7 @@ describe("a refused view while the work will not stop", () => {
       const c = yield* join({ name: "c" }, false)
       const runs: Array<Run> = []
       let stuck = true
-      yield* c.m.whileAssigned((a) => stuckWork(runs, `${a.epoch}:${a.index}/${a.size}`, () => stuck)).pipe(
+      yield* c.m.whileAssigned((a) => stuckWork(runs, (start) => ({ label: `${a.epoch}:${a.index}/${a.size}`, start }), () => stuck)).pipe(
         Scope.extend(c.scope)
       )
       yield* until(() => rec.working().length === 2 && rec.working().every((w) => w.size === 3) && runs.length === 1)
@@ -114,7 +98,7 @@ describe("a refused view while the work will not stop", () => {
       const c = yield* join({ name: "c", slots: 6 }, false)
       const runs: Array<Run> = []
       let stuck = true
-      yield* c.m.whileOwning((o) => stuckWork(runs, `${o.slot}@${o.generation}`, () => stuck)).pipe(Scope.extend(c.scope))
+      yield* c.m.whileOwning((o) => stuckWork(runs, (start) => ({ label: `${o.slot}@${o.generation}`, start }), () => stuck)).pipe(Scope.extend(c.scope))
       const running = () => runs.filter((r) => r.end === undefined)
       yield* until(() => rec.covered() === 4 && running().length === 2, 10_000, 10)
       const oldEpoch = (yield* c.m.state as Effect.Effect<{ readonly epoch?: number }>).epoch!

@@ -8,10 +8,10 @@
  * next epoch before the stuck work has ended, nor when the stuck member is asked to leave.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Option, Scope } from "effect"
+import { Effect, Option, Scope } from "effect"
 import type { MemberRow } from "../../src/MembershipStore.js"
 import type { MemberState } from "../../src/MemberState.js"
-import { at, collectLogs, HEARTBEAT, LEASE, now, setup, STOP, until, untilEffect } from "./support.js"
+import { at, collectLogs, HEARTBEAT, LEASE, now, setup, STOP, stuckWork, until, untilEffect } from "./support.js"
 
 interface Run {
   readonly epoch: number
@@ -23,18 +23,7 @@ interface Run {
 
 /** A worker that, while `stuck()` holds, ignores its interruption for 3 × stopTimeout. */
 const stuckWorker = (runs: Array<Run>, stuck: () => boolean) => (a: { epoch: number; index: number; size: number }) =>
-  Effect.gen(function*() {
-    const run: Run = { epoch: a.epoch, index: a.index, size: a.size, start: yield* Clock.currentTimeMillis }
-    runs.push(run)
-    const hold = stuck()
-    yield* Effect.never.pipe(
-      Effect.onInterrupt(() =>
-        (hold ? Effect.sleep(3 * STOP) : Effect.void).pipe(
-          Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (run.end = t))))
-        )
-      )
-    )
-  })
+  stuckWork(runs, (start) => ({ epoch: a.epoch, index: a.index, size: a.size, start }), stuck)
 
 const rowOf = (rows: ReadonlyArray<MemberRow>, id: string) => rows.find((r) => r.memberId === id)
 

@@ -145,3 +145,27 @@ export const untilEffect = (done: Effect.Effect<boolean>, max = 60_000, step = 1
     }
     return yield* now
   })
+
+/** A run of work: when it started and, once it has ended, when (virtual ms). */
+export interface WorkRun {
+  readonly start: number
+  end?: number
+}
+
+/**
+ * Work that records itself (`run(start)`) in `runs` and, when `stuck()` holds as it starts, ignores
+ * its interruption for 3 × stopTimeout (an uninterruptible finalizer that sleeps 15 s).
+ */
+export const stuckWork = <R extends WorkRun>(runs: Array<R>, run: (start: number) => R, stuck: () => boolean) =>
+  Effect.gen(function*() {
+    const r = run(yield* Clock.currentTimeMillis)
+    runs.push(r)
+    const hold = stuck()
+    yield* Effect.never.pipe(
+      Effect.onInterrupt(() =>
+        (hold ? Effect.sleep(3 * STOP) : Effect.void).pipe(
+          Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (r.end = t))))
+        )
+      )
+    )
+  })
