@@ -98,6 +98,10 @@ describe("Status.deriveStates", () => {
     expect(Status.deriveStates(group, [row(5, 900), row(4, 900)])).toEqual(["awaiting", "renegotiating"])
   })
 
+  it("a member that acknowledged an epoch above the group's (its rows were put back: a restore) holds the barrier", () => {
+    expect(Status.deriveStates(group, [row(5, 900), row(6, 900)])).toEqual(["awaiting", "awaiting"])
+  })
+
   it("a lease gone: expired, whatever it acknowledged", () => {
     expect(Status.deriveStates(group, [row(5, 900), row(5, 0), row(4, -20)])).toEqual(["awaiting", "expired", "expired"])
   })

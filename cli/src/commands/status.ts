@@ -86,7 +86,9 @@ export type RowState = "expired" | "renegotiating" | "assigned" | "awaiting" | "
  * @internal
  */
 export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMember>): ReadonlyArray<RowState> => {
-  const allAcked = members.every((m) => m.ackedEpoch >= group.epoch)
+  // As the store's barrier: a member row acknowledged above the group's epoch (the rows were put back)
+  // holds it; a waiting joiner's acknowledges the next epoch ahead of time, and does not.
+  const allAcked = members.every((m) => m.ackedEpoch === group.epoch || (m.index === null && m.ackedEpoch > group.epoch))
   return members.map((m) =>
     m.leaseLeftMs <= 0 && m.instanceId != null && (m.graceLeftMs ?? 0) > 0
       ? (m.releasedAt != null ? "released" : "held")
