@@ -6,7 +6,7 @@
  * the deadline must not start anything (G3). Noticed by an adversarial review.
  */
 import { expect, it } from "@effect/vitest"
-import { Effect, Scope } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { makeWorkRunner } from "../../src/internal/membership/workRunner.js"
 
 const slot = { epoch: 3, index: 0, size: 2, incarnation: 1 }
@@ -38,36 +38,44 @@ it.scoped("start and startSlot start nothing when the deadline has passed (check
     yield* work.awaitStopped
   }))
 
-it.scoped("a stop of a slot's older generation leaves the work of a newer generation of that slot running", () =>
+it.scoped("a stop asked for before the slot was started again leaves the new run going, at a newer generation or the same", () =>
   Effect.gen(function*() {
     // The driver stops slots in the background (StopSlots): such a stop, still to run when the slot was
-    // started again at a newer generation (after a stop of all the work, a fence's, then a renewal in
-    // time), stopped the new work by the slot's number, and the slot stayed held and unworked.
-    const scope = yield* Scope.make()
-    const work = yield* makeWorkRunner(scope)
-    const started: Array<number> = []
-    const ended: Array<number> = []
-    yield* work.registerSlot({
-      run: (owned) =>
-        Effect.sync(() => started.push(owned.generation)).pipe(
-          Effect.zipRight(Effect.never),
-          Effect.onInterrupt(() => Effect.sync(() => ended.push(owned.generation)))
-        )
-    }, Effect.succeed(true))
-    expect(yield* work.startSlot({ slot: 1, generation: 1, count: 4 }, Effect.succeed(true))).toBe(true)
-    yield* Effect.yieldNow()
-    yield* work.interrupt
-    yield* work.awaitStopped
-    expect(yield* work.startSlot({ slot: 1, generation: 2, count: 4 }, Effect.succeed(true))).toBe(true)
-    yield* Effect.yieldNow()
-    const stopping = yield* work.stopSlots([{ slot: 1, generation: 1 }])
-    yield* stopping.get(1) ?? Effect.void
-    yield* Effect.yieldNow()
-    expect(started).toEqual([1, 2])
-    expect(ended).toEqual([1])
-    expect((yield* work.slots).map((s) => [s.slot, s.generation])).toEqual([[1, 2]])
-    // Its own generation stops it.
-    yield* Effect.flatMap(work.stopSlots([{ slot: 1, generation: 2 }]), (m) => m.get(1) ?? Effect.void)
-    expect(ended).toEqual([1, 2])
-    expect(yield* work.slots).toEqual([])
+    // started again (after a stop of all the work, a fence's, then a renewal in time: at the same
+    // generation, or a newer one), stopped the new run by the slot's number, and the slot stayed held
+    // and unworked. A second review found the first fix (the generation compared) short for the same
+    // generation.
+    for (const again of [2, 1]) {
+      const scope = yield* Scope.make()
+      const work = yield* makeWorkRunner(scope)
+      const started: Array<number> = []
+      const ended: Array<number> = []
+      yield* work.registerSlot({
+        run: (owned) =>
+          Effect.sync(() => started.push(owned.generation)).pipe(
+            Effect.zipRight(Effect.never),
+            Effect.onInterrupt(() => Effect.sync(() => ended.push(owned.generation)))
+          )
+      }, Effect.succeed(true))
+      expect(yield* work.startSlot({ slot: 1, generation: 1, count: 4 }, Effect.succeed(true))).toBe(true)
+      yield* Effect.yieldNow()
+      // The stop is asked for this run (the driver reads the runs when it runs the instruction) ...
+      const first = yield* work.slots
+      yield* work.interrupt
+      yield* work.awaitStopped
+      expect(yield* work.startSlot({ slot: 1, generation: again, count: 4 }, Effect.succeed(true))).toBe(true)
+      yield* Effect.yieldNow()
+      // ... and runs only now.
+      const stopping = yield* work.stopSlots(first)
+      yield* stopping.get(1) ?? Effect.void
+      yield* Effect.yieldNow()
+      expect(started).toEqual([1, again])
+      expect(ended).toEqual([1])
+      expect((yield* work.slots).map((s) => [s.slot, s.generation])).toEqual([[1, again]])
+      // Asked for the run going now, it stops it.
+      yield* Effect.flatMap(Effect.flatMap(work.slots, work.stopSlots), (m) => m.get(1) ?? Effect.void)
+      expect(ended).toEqual([1, again])
+      expect(yield* work.slots).toEqual([])
+      yield* Scope.close(scope, Exit.void)
+    }
   }))

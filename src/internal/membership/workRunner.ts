@@ -13,7 +13,6 @@ import * as FiberSet from "effect/FiberSet"
 import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import type { Assignment, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
-import type { StoppedSlot } from "../../MembershipStore.js"
 import { toAssignment } from "../../MemberState.js"
 
 /** One registration of `whileAssigned`. */
@@ -54,11 +53,13 @@ export interface WorkRunner {
   /**
    * Slots mode: interrupts the work of `slots`, all at once (their per-slot fibers, and the set forms,
    * which are restarted once under the slots left, and only while work may start); returns, per
-   * slot, an effect that waits until that slot's work has stopped. Only a slot's work at the
-   * generation given: a stop that comes late (the driver runs it in the background) never stops the
-   * work of a newer generation of that slot.
+   * slot, an effect that waits until that slot's work has stopped. Each of `slots` is a run as
+   * `slots` returned it (every start is an object of its own), and only that run is stopped: a stop
+   * that comes late (the driver runs it in the background) never stops a run started after it was
+   * asked for, at a newer generation or at the same one (a fence stops everything, and a renewal in
+   * time starts the slot again at its generation).
    */
-  readonly stopSlots: (slots: ReadonlyArray<StoppedSlot>) => Effect.Effect<ReadonlyMap<number, Effect.Effect<void>>>
+  readonly stopSlots: (slots: ReadonlyArray<OwnedSlot>) => Effect.Effect<ReadonlyMap<number, Effect.Effect<void>>>
   /** Slots mode: the slots started and not stopped since, ascending. */
   readonly slots: Effect.Effect<ReadonlyArray<OwnedSlot>>
   /** Registers per-slot work (see `register`); `live`: whether slot work may start now. */
@@ -186,8 +187,9 @@ export const makeWorkRunner = (
           // Every slot's fibers are interrupted before any is waited for: stopping many slots (all
           // of them at the deadline) costs one round, not one per slot.
           const stopped = new Map<number, Effect.Effect<void>>()
-          for (const { generation, slot } of slots) {
-            if (active.get(slot)?.generation !== generation) continue
+          for (const owned of slots) {
+            const slot = owned.slot
+            if (active.get(slot) !== owned) continue
             if (active.delete(slot)) yield* moved(-1)
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
