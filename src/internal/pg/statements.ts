@@ -36,10 +36,28 @@ const reapable = (sql: Sql, now: string | null, alias?: "o"): Statement.Fragment
 const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
   alias === "o" ? sql`o.idx IS NOT NULL` : sql`m.idx IS NOT NULL`
 
-// ---------------------------------------------------------------------------------------------------
-// Membership changes: each runs in one READ COMMITTED transaction, in this order: tryLockGroup (and
-// lockGroup when only fenced transactions hold the lock), selectGroupForUpdate, the operation's own statements, then (when membership changed)
-// reassignIndices and bumpEpoch.
+/**
+ * A row (`alias`) that acknowledged an epoch above the group's (`epoch`, default `g.epoch`): the rows
+ * were put back (a restore, a failover that lost commits) while its member worked on. Such an
+ * acknowledgement lowers no barrier, and asks for the change that moves past it (see `renewLease`).
+ * Not above 9007199254740991 (`Number.MAX_SAFE_INTEGER`), the highest epoch the library can hold
+ * (epochs are JavaScript numbers in the members and the store): only a hand edit writes one, and
+ * taken for the database having gone back it made every later epoch imprecise or out of range of
+ * bigint, and every member reap at every heartbeat (an adversarial review); the member's next
+ * renewal writes over it (`saneAck`).
+ */
+const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
+  alias === "o"
+    ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch <= 9007199254740991)`
+    : alias === "x"
+    ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch <= 9007199254740991)`
+    : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch <= 9007199254740991)`
+
+/** The row's acknowledgement for a renewal's `GREATEST`: one above the highest epoch (a hand edit, see `ahead`) counts as none. */
+const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
+  prefix === "m."
+    ? sql`CASE WHEN m.acked_epoch > 9007199254740991 THEN 0 ELSE m.acked_epoch END`
+    : sql`CASE WHEN acked_epoch > 9007199254740991 THEN 0 ELSE acked_epoch END`
 
 /**
  * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
@@ -96,7 +114,8 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
 export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
   sql<{ epoch: string; size: number; incarnation: string; acked: string; slots: number | null }>`
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
-                               WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked
+                               WHERE m.group_id = g.group_id AND ${member(sql, "m")}
+                                 AND m.acked_epoch <= 9007199254740991), 0) AS acked
       FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
 
 /**
@@ -481,7 +500,7 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
              WHERE o.group_id = ${groupId}
-               AND (o.acked_epoch < ${epoch} OR (${member(sql, "o")} AND o.acked_epoch > ${epoch}))) AS unacked,
+               AND (o.acked_epoch < ${epoch} OR (${member(sql, "o")} AND ${ahead(sql, "o", sql`${epoch}`)}))) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
 
@@ -812,7 +831,7 @@ export const renewLease = (
       UPDATE modulo_group.members
          SET lease_expires_at = ${t} + ${leaseMs} * interval '1 millisecond',
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(acked_epoch, ${ack},
+             acked_epoch = GREATEST(${saneAck(sql, "")}, ${ack},
                                     ${ackCurrentEpoch(sql, sql`${ackCurrent}::boolean`, sql`${groupId}`, sql``)}),
              stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${t}) END,
              renewal_seq = ${seq}
@@ -830,11 +849,11 @@ export const renewLease = (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
-             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR (${member(sql, "o")} AND o.acked_epoch > g.epoch)) AS unacked,
+             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
                                      AND o.acked_epoch < g.epoch)
-                                 OR (${member(sql, "o")} AND o.acked_epoch > g.epoch)) AS expired
+                                 OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS expired
         FROM modulo_group.members o, g
        WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
     )
@@ -947,10 +966,10 @@ export const renewLeases = (
     x === "x"
       ? sql`(x.lease_expires_at + x.rejoin_grace_ms * interval '1 millisecond' <= ${t}
              OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${t} AND x.acked_epoch < g.epoch)
-             OR (x.idx IS NOT NULL AND x.acked_epoch > g.epoch))`
+             OR (x.idx IS NOT NULL AND ${ahead(sql, "x")}))`
       : sql`(me.lease_expires_at + me.rejoin_grace_ms * interval '1 millisecond' <= ${t}
              OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${t} AND me.acked_epoch < g.epoch)
-             OR (me.idx IS NOT NULL AND me.acked_epoch > g.epoch))`
+             OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}))`
   return sql<BatchRenewedRow>`
     WITH req AS MATERIALIZED (
       SELECT * FROM json_to_recordset(${json}::json)
@@ -972,7 +991,7 @@ export const renewLeases = (
       UPDATE modulo_group.members m
          SET lease_expires_at = ${t} + r.lease_ms * interval '1 millisecond',
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(m.acked_epoch, r.ack, ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
+             acked_epoch = GREATEST(${saneAck(sql, "m.")}, r.ack, ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${t}) END,
              renewal_seq = r.seq
         FROM lk r
@@ -993,7 +1012,7 @@ export const renewLeases = (
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
-             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR (x.idx IS NOT NULL AND x.acked_epoch > g.epoch)) AS unacked,
+             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR (x.idx IS NOT NULL AND ${ahead(sql, "x")})) AS unacked,
              count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
         FROM x JOIN g ON g.group_id = x.group_id
        GROUP BY x.group_id
@@ -1006,7 +1025,7 @@ export const renewLeases = (
            me.idx, me.acked_epoch AS acked,
            s.acked_epoch AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR (me.idx IS NOT NULL AND me.acked_epoch > g.epoch) THEN 1 ELSE 0 END) AS unacked,
+           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}) THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
