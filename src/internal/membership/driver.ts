@@ -169,11 +169,7 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         return Effect.gen(function*() {
           // All of them interrupted at once (at the deadline: every slot, in one round), in the
           // background like the waits (a set form slow to stop must not hold the driver).
-          // The runs asked for are the ones running now (each start is an object of its own): the
-          // stop, in the background, never stops a run the driver starts after this instruction.
-          const running = yield* work.slots
-          const runs = running.filter((o) => instruction.slots.some((s) => s.slot === o.slot && s.generation === o.generation))
-          const interrupting = yield* Effect.forkIn(work.stopSlots(runs), ctx.scope)
+          const interrupting = yield* Effect.forkIn(work.stopSlots(instruction.slots.map((s) => s.slot)), ctx.scope)
           yield* Effect.forEach(instruction.slots, ({ generation, slot }) =>
             Effect.forkIn(
               Effect.gen(function*() {

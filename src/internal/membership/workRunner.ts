@@ -53,13 +53,15 @@ export interface WorkRunner {
   /**
    * Slots mode: interrupts the work of `slots`, all at once (their per-slot fibers, and the set forms,
    * which are restarted once under the slots left, and only while work may start); returns, per
-   * slot, an effect that waits until that slot's work has stopped. Each of `slots` is a run as
-   * `slots` returned it (every start is an object of its own), and only that run is stopped: a stop
-   * that comes late (the driver runs it in the background) never stops a run started after it was
-   * asked for, at a newer generation or at the same one (a fence stops everything, and a renewal in
-   * time starts the slot again at its generation).
+   * slot, an effect that waits until that slot's work has stopped: every fiber the slot has, also
+   * after an `interrupt` (a fence's: it clears the slots started, not their fibers, so work that will
+   * not stop is still waited for). By the slot's number: a stop that runs after the slot was started
+   * again would stop the new work too, which the driver never asks for (a slot being stopped is not
+   * started again before its stop is reported); a second review showed that checking the run here
+   * (its generation, then its start) skipped the fibers of work a fence had interrupted, and reported
+   * them stopped while they ran.
    */
-  readonly stopSlots: (slots: ReadonlyArray<OwnedSlot>) => Effect.Effect<ReadonlyMap<number, Effect.Effect<void>>>
+  readonly stopSlots: (slots: ReadonlyArray<number>) => Effect.Effect<ReadonlyMap<number, Effect.Effect<void>>>
   /** Slots mode: the slots started and not stopped since, ascending. */
   readonly slots: Effect.Effect<ReadonlyArray<OwnedSlot>>
   /** Registers per-slot work (see `register`); `live`: whether slot work may start now. */
@@ -187,9 +189,7 @@ export const makeWorkRunner = (
           // Every slot's fibers are interrupted before any is waited for: stopping many slots (all
           // of them at the deadline) costs one round, not one per slot.
           const stopped = new Map<number, Effect.Effect<void>>()
-          for (const owned of slots) {
-            const slot = owned.slot
-            if (active.get(slot) !== owned) continue
+          for (const slot of slots) {
             if (active.delete(slot)) yield* moved(-1)
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
