@@ -40,24 +40,25 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
  * A row (`alias`) that acknowledged an epoch above the group's (`epoch`, default `g.epoch`): the rows
  * were put back (a restore, a failover that lost commits) while its member worked on. Such an
  * acknowledgement lowers no barrier, and asks for the change that moves past it (see `renewLease`).
- * Not above 9007199254740991 (`Number.MAX_SAFE_INTEGER`), the highest epoch the library can hold
- * (epochs are JavaScript numbers in the members and the store): only a hand edit writes one, and
- * taken for the database having gone back it made every later epoch imprecise or out of range of
- * bigint, and every member reap at every heartbeat (an adversarial review); the member's next
- * renewal writes over it (`saneAck`).
+ * Not above 4503599627370495 (2^52 - 1): epochs are JavaScript numbers in the members and the store,
+ * exact up to 2^53 - 1, and the change that moves past an acknowledgement must leave room to go on
+ * counting. Only a hand edit writes one higher; taken for the database having gone back it made every
+ * later epoch imprecise (stuck at 2^53, one token for several assignments) or out of range of bigint,
+ * and every member reap at every heartbeat (two adversarial reviews); the member's next renewal
+ * writes over it (`saneAck`).
  */
 const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
   alias === "o"
-    ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch <= 9007199254740991)`
+    ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch <= 4503599627370495)`
     : alias === "x"
-    ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch <= 9007199254740991)`
-    : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch <= 9007199254740991)`
+    ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch <= 4503599627370495)`
+    : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch <= 4503599627370495)`
 
 /** The row's acknowledgement for a renewal's `GREATEST`: one above the highest epoch (a hand edit, see `ahead`) counts as none. */
 const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
   prefix === "m."
-    ? sql`CASE WHEN m.acked_epoch > 9007199254740991 THEN 0 ELSE m.acked_epoch END`
-    : sql`CASE WHEN acked_epoch > 9007199254740991 THEN 0 ELSE acked_epoch END`
+    ? sql`CASE WHEN m.acked_epoch > 4503599627370495 THEN 0 ELSE m.acked_epoch END`
+    : sql`CASE WHEN acked_epoch > 4503599627370495 THEN 0 ELSE acked_epoch END`
 
 /**
  * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
@@ -115,7 +116,7 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
   sql<{ epoch: string; size: number; incarnation: string; acked: string; slots: number | null }>`
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}
-                                 AND m.acked_epoch <= 9007199254740991), 0) AS acked
+                                 AND m.acked_epoch <= 4503599627370495), 0) AS acked
       FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
 
 /**
