@@ -122,11 +122,7 @@ export interface MembershipService {
  * @since 0.4.0
  * @category logging
  */
-export const LogEvent: {
-  readonly annotation: "modulo_group.event"
-  readonly joinRefused: "join_refused"
-  readonly leaveGaveUp: "leave_gave_up"
-} = InternalLogEvent.LogEvent
+export const LogEvent: typeof InternalLogEvent.LogEvent = InternalLogEvent.LogEvent
 
 /**
  * @since 0.1.0

@@ -956,7 +956,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       // re-issues them).
       after = MemberState.Fenced({ ...slotOf(after), stopping: true, stuck: after._tag === "Fenced" && after.stuck })
       commands = [
-        Command.Alarm({ reason: contradiction.reason.replace("refusing the view and rejoining", refusingWhileStopping) }),
+        Command.Alarm({ reason: `${contradiction.reason}; ${refusingWhileStopping}` }),
         Command.StopWork(),
         Command.RejoinWhenStopped()
       ]

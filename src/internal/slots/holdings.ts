@@ -89,7 +89,7 @@ export const onView = (
         _tag: "Contradiction",
         reason: `the database says slot ${slot} is ${
           now === undefined ? "not held by this member" : `at generation ${now.generation}`
-        }, but this member works it at generation ${generation}; refusing the view and rejoining`
+        }, but this member works it at generation ${generation}`
       }]]
     }
   }
@@ -100,7 +100,7 @@ export const onView = (
         _tag: "Contradiction",
         reason: `the database says slot ${slot} is ${
           now === undefined ? "not held by this member" : `at generation ${now.generation}`
-        }, but this member's work on it (generation ${stop.generation}) is still stopping; refusing the view and rejoining`
+        }, but this member's work on it (generation ${stop.generation}) is still stopping`
       }]]
     }
   }
