@@ -1,5 +1,5 @@
 /**
- * Slots mode: a fence with work that will not stop (a second review of the night's fixes). A member's
+ * Slots mode: a fence with work that will not stop (the third review of the night's fixes). A member's
  * renewals fail for 8.5 s: its deadline passes (it fences: its slots' work is interrupted and stops no
  * slot for 15 s) while its lease, on the store's clock, has not ended when they work again; two members
  * join and the table gives some of its slots away. Before, the fence's interrupt had cleared the slots
