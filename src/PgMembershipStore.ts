@@ -454,6 +454,18 @@ export const make = (options: Options = {}) =>
           // moved back by hand, a restored backup): that also starts a new incarnation.
           yield* onStatement(operation, "group")
           const [g] = yield* Statements.selectGroupForUpdate(sql, groupId)
+          // Epochs are JavaScript numbers here: past 2^53 `epoch + 1` rounds back, and the change would
+          // write the group's epoch again with a new assignment (one token for two). Only a hand edit
+          // gets there (2^52 changes at a thousand a second take 142,000 years): refuse every change,
+          // saying why, and let the members wait rather than work under a reissued epoch.
+          if (BigInt(g!.epoch) > BigInt(Statements.highestEpoch)) {
+            return yield* new StoreError({
+              operation,
+              reason: `the group's epoch is ${g!.epoch}, above ${Statements.highestEpoch} (2^52 - 1), the highest ` +
+                `modulo-group counts to: set by hand? No change of this group (join, leave, reap) can be made until ` +
+                `an operator repairs it (docs/operations.md, "An epoch set out of range")`
+            })
+          }
           const epoch = num(g!.epoch)
           const acked = num(g!.acked)
           return yield* body(Math.max(epoch, acked), acked > epoch, {

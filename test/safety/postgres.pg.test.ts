@@ -297,3 +297,37 @@ it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigi
       })
     }
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+it.live("a group epoch set by hand above 2^52 - 1: every change refuses, saying why; none reissues an epoch", () =>
+  Effect.gen(function*() {
+    // Epochs are JavaScript numbers in the store: the change wrote `epoch + 1` computed there, which
+    // past 2^53 rounds back (2^53 + 4 + 1 is 2^53 + 4): a join wrote the group's epoch again with a
+    // new assignment, the token of the one before (G3), and the members, all acknowledged at it,
+    // passed its barrier at once (found with the restore fix, "noticed, left alone"). At the bigint
+    // maximum every change failed with 22003, saying nothing a person could act on.
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    for (const forged of ["4503599627370496", "9007199254740996", "1152921504606846976", "9223372036854775807"]) {
+      const groupId = randomGroupId("forged-epoch")
+      const lease = 60_000
+      const [a, b, c] = [info("a"), info("b"), info("c")]
+      yield* store.join(groupId, a, lease)
+      const two = yield* store.join(groupId, b, lease)
+      yield* sql`UPDATE modulo_group.groups SET epoch = ${forged}::bigint WHERE group_id = ${groupId}`
+      const epochNow = () =>
+        Effect.map(sql<{ epoch: string }>`SELECT epoch::text AS epoch FROM modulo_group.groups WHERE group_id = ${groupId}`, ([g]) => g!.epoch)
+      // A join, a leave, a reap with an expired row: each refuses, and names the bound.
+      const join = yield* Effect.either(store.join(groupId, c, lease))
+      expect(Either.isLeft(join) && join.left.message).toMatch(/epoch .*above 4503599627370495/)
+      const leave = yield* Effect.either(store.leave(groupId, b.memberId))
+      expect(Either.isLeft(leave) && leave.left.message).toMatch(/epoch .*above 4503599627370495/)
+      yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() - interval '1 second' WHERE member_id = ${b.memberId}`
+      const reap = yield* Effect.either(store.reap(groupId))
+      expect(Either.isLeft(reap) && reap.left.message).toMatch(/epoch .*above 4503599627370495/)
+      // Nothing committed: the epoch is the one set by hand, and the rows as the last change left them.
+      expect(yield* epochNow()).toBe(forged)
+      const rows = yield* sql<{ idx: number; assigned_epoch: string }>`
+        SELECT idx, assigned_epoch::text FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY idx`
+      expect(rows).toEqual([{ idx: 0, assigned_epoch: String(two.epoch) }, { idx: 1, assigned_epoch: String(two.epoch) }])
+    }
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)

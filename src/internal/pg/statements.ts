@@ -47,6 +47,9 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
  * and every member reap at every heartbeat (two adversarial reviews); the member's next renewal
  * writes over it (`saneAck`).
  */
+/** The highest epoch, and acknowledgement, the store counts to (2^52 - 1; see `ahead`): the literal in the statements' text. */
+export const highestEpoch = "4503599627370495"
+
 const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
   alias === "o"
     ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch <= 4503599627370495)`
