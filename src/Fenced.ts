@@ -233,14 +233,18 @@ export const fencedWith = <A, E, R>(
       if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
       if (after.xact !== begun.xact) {
         return yield* broken(
-          "the transaction ended inside the body (a COMMIT, ROLLBACK or END sent through the SqlClient): what it " +
+          "the body ended the transaction (a COMMIT, ROLLBACK or END sent through the SqlClient): what it " +
             "wrote before that was committed only if the commit-time check passed, and its later statements ran " +
             "outside the fence. Do not end the transaction inside fenced"
         )
       }
-      if (after.replication !== "origin") {
+      // Ordinary triggers fire under `origin` and `local`; under `replica` (or a value this check does
+      // not know) the commit-time check would not run. Set by the body, or by the session's default
+      // (`ALTER ROLE ... SET`, a connection option): either way, nothing commits.
+      if (after.replication !== "origin" && after.replication !== "local") {
         return yield* broken(
-          `session_replication_role is ${after.replication}: the commit-time check (a trigger) would not run`
+          `session_replication_role is ${after.replication} (set by the body or the session's default): the ` +
+            `commit-time check (a trigger) would not run. Use origin (the default) or local`
         )
       }
       for (

@@ -143,9 +143,9 @@ export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
 }
 
 /**
- * The body of a fenced transaction undid the fence itself: it ended the transaction (`COMMIT`,
- * `ROLLBACK`), or removed the server-side backstop (`RESET ALL`, `SET statement_timeout ...`), or
- * disabled triggers (`session_replication_role`). The transaction is rolled back; statements the body
+ * A fenced transaction's fence was undone: its body ended the transaction (`COMMIT`, `ROLLBACK`), or
+ * removed the server-side backstop (`RESET ALL`, `SET statement_timeout ...`), or the body or the
+ * session's default turned ordinary triggers off (`session_replication_role = replica`). The transaction is rolled back; statements the body
  * ran after its own `COMMIT` ran outside any fence (see `reason`).
  *
  * @since 0.1.0
@@ -156,7 +156,7 @@ export class FenceBroken extends Data.TaggedError("FenceBroken")<{
   readonly reason: string
 }> {
   override get message() {
-    return `Fenced transaction of epoch ${this.epoch} was broken by its own body: ${this.reason}`
+    return `Fenced transaction of epoch ${this.epoch} was broken: ${this.reason}`
   }
 }
 
