@@ -534,10 +534,12 @@ export const make = (options: Options = {}) =>
           const statement = Statements.renewLeases(sql, reqs, now, statementTimeoutMs)
           // As `renewAlone` (a batch never waits for a row lock, but may meet a SERIALIZABLE one).
           const rows = yield* singleAtReadCommitted("heartbeat", statement)
-          const byMember = new Map(rows.map((r) => [r.member_id, r]))
+          // By the id's canonical form: the statement returns `member_id::text`, lower case, whatever
+          // case the caller's id was in (an upper-case id's answer was lost: its member went Gone).
+          const byMember = new Map(rows.map((r) => [uuidKey(r.member_id), r]))
           const announced = new Set<string>()
           return reqs.map((req): Batcher.Outcome<Renewed, SqlError | StoreError> => {
-            const r = byMember.get(req.memberId)
+            const r = byMember.get(uuidKey(req.memberId))
             if (r?.busy === true) return alone(req, now)
             if (r === undefined || !r.ok) return { _tag: "Done", value: { row: undefined, announce: false } }
             const row = r as unknown as Statements.RenewedRow
