@@ -40,7 +40,8 @@ export const migrations = [
   { version: 7, name: "0007_slots" },
   { version: 8, name: "0008_slot_guard" },
   { version: 9, name: "0009_hot_renewals" },
-  { version: 10, name: "0010_renewal_order" }
+  { version: 10, name: "0010_renewal_order" },
+  { version: 11, name: "0011_change_log_retention" }
 ] as const
 
 /**

@@ -94,6 +94,13 @@ it.live("retention: rows older than the retention and beyond the row cap go, per
     // Settings that do not parse fall back to the defaults: the change goes through.
     yield* log(g, "2026-01-01T03:30:00Z", { retention: "not an interval", maxRows: "many" })
     expect(yield* times(g)).toEqual(["02:30", "03:00", "03:30"])
+    // A retention that parses but reaches past the range of timestamps ("keep for ever") keeps every
+    // row: the change goes through (it failed with 22008, and with it every change of the group).
+    yield* log(g, "2026-01-01T04:00:00Z", { retention: "10000 years" })
+    expect(yield* times(g)).toEqual(["02:30", "03:00", "03:30", "04:00"])
+    // A negative one counts as 0: only the newest row, this change's, stays.
+    yield* log(g, "2026-01-01T04:30:00Z", { retention: "-1 hour" })
+    expect(yield* times(g)).toEqual(["04:30"])
     // The log goes with its group.
     yield* sql`DELETE FROM modulo_group.groups WHERE group_id IN (${g}, ${other})`
     expect(yield* times(g)).toEqual([])
