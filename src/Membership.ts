@@ -20,7 +20,8 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as MembershipConfig from "./MembershipConfig.js"
-import type { InvalidConfig, InvalidGroupId } from "./MembershipError.js"
+import type { InvalidGroupId } from "./MembershipError.js"
+import { InvalidConfig } from "./MembershipError.js"
 import { MembershipClosed, StaleAssignment } from "./MembershipError.js"
 import { makeContext, nowMillis } from "./internal/membership/context.js"
 import { makeDriver } from "./internal/membership/driver.js"
@@ -130,6 +131,33 @@ export const LogEvent: typeof InternalLogEvent.LogEvent = InternalLogEvent.LogEv
  */
 export class Membership extends Context.Tag("modulo-group/Membership")<Membership, MembershipService>() {}
 
+// The member ids of this process's live members (any store, any group). Member ids must be unique
+// (`MemberIdentity`): a store's row is its member id's, so two members of one process with one id
+// renewed, left and rejoined each other's row (an adversarial review: the same id in two groups; the
+// join into the second deleted the first's row while it worked, and the first group's next change gave
+// its index to another member). Other processes' members are told apart in the database (the row's
+// `writer`, migration 0012). Released after the member's leave, so a new member may take the id then.
+const liveMemberIds = new Set<string>()
+
+const claimMemberId = (memberId: string): Effect.Effect<void, InvalidConfig, Scope.Scope> => {
+  const key = memberId.toLowerCase()
+  return Effect.acquireRelease(
+    Effect.suspend(() => {
+      if (liveMemberIds.has(key)) {
+        return Effect.fail(
+          new InvalidConfig({
+            field: "MemberIdentity",
+            reason: `member id ${memberId} is already used by a live member of this process: ` +
+              `MemberIdentity.newMemberId must give every member an id of its own`
+          })
+        )
+      }
+      liveMemberIds.add(key)
+      return Effect.void
+    }),
+    () => Effect.sync(() => void liveMemberIds.delete(key))
+  )
+}
 /**
  * A member, alive for the enclosing scope. Several may live in one process (one per scope).
  *
@@ -148,6 +176,7 @@ export const make = (
     const workScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const identity = yield* MembershipConfig.MemberIdentity
     const memberId = yield* identity.newMemberId
+    yield* claimMemberId(memberId)
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }
     const ctx = yield* makeContext({ config, store, info, scope })

@@ -159,7 +159,12 @@ export class MemberIdentity extends Context.Reference<MemberIdentity>()("modulo-
 export interface MemberIdentityService {
   readonly host: string
   readonly pid: number
-  /** A fresh member id (one per member; kept across its rejoins). */
+  /**
+   * A fresh member id (one per member; kept across its rejoins), a uuid. Ids must be unique: a second
+   * live member of this process with the same id is refused (`InvalidConfig` from `Membership.make`),
+   * and a member whose id a live member of another process holds does not join (its join fails,
+   * naming that member, until it leaves or its lease runs out).
+   */
   readonly newMemberId: Effect.Effect<string>
 }
 

@@ -41,7 +41,8 @@ export const migrations = [
   { version: 8, name: "0008_slot_guard" },
   { version: 9, name: "0009_hot_renewals" },
   { version: 10, name: "0010_renewal_order" },
-  { version: 11, name: "0011_change_log_retention" }
+  { version: 11, name: "0011_change_log_retention" },
+  { version: 12, name: "0012_member_writer" }
 ] as const
 
 /**
@@ -94,7 +95,8 @@ export const requiredObjects: ReadonlyArray<{
   { version: 7, table: "groups", columns: ["slots"] },
   { version: 7, table: "slots", columns: ["group_id", "slot", "owner", "holder", "generation", "changed_at"] },
   { version: 7, table: "fence_checks", columns: ["slot", "generation"] },
-  { version: 10, table: "members", columns: ["renewal_seq"] }
+  { version: 10, table: "members", columns: ["renewal_seq"] },
+  { version: 12, table: "members", columns: ["writer"] }
 ]
 
 /**

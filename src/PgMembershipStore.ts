@@ -62,6 +62,13 @@ export interface Options {
    */
   readonly onStatement?: ((operation: string, step: string) => Effect.Effect<void>) | undefined
   /**
+   * For tests that run one member's operations from two stores (as `onStatement` interleaves them):
+   * the id this store writes on the member rows (a uuid; default: a random one per store, which is
+   * what tells one process's member from another's with the same member id, migration 0012). Stores
+   * given one writer count as one process.
+   */
+  readonly writer?: string | undefined
+  /**
    * The URL of the LISTEN connection (`layer` only), when the app's `PgClient` goes through a
    * connection pooler in transaction mode, where LISTEN cannot work: a direct connection to
    * PostgreSQL (or a session-mode pool). Default: the `PgClient`'s settings. Without it, behind such
@@ -178,11 +185,18 @@ export const make = (options: Options = {}) =>
     // The order of this store's writes of a member's lease (joins, takeovers, renewals): renewals apply
     // only in that order (`Statements.renewLease`, migration 0010). Increasing in this store, which
     // is all a member id needs (one member, one store; a takeover gives the row a new member id). It
-    // starts from the wall clock in microseconds, for an app that reuses member ids across processes
-    // against `MemberIdentity`'s contract; a renewal refused for a number too low only sends its
-    // member through a rejoin, which writes a new one.
+    // starts from the wall clock in microseconds, so a store's numbers are above those an earlier
+    // process wrote. It cannot tell two stores apart (both count from the wall clock): `writer`, below,
+    // does.
     let lastSeq = 0
     const nextSeq = (): number => (lastSeq = Math.max(lastSeq + 1, Date.now() * 1_000))
+
+    // This store's id on the member rows it writes (migration 0012, `Statements.written`): member ids
+    // must be unique, and a row of a member id that another store wrote (another process's member, the
+    // id given twice against `MemberIdentity`'s contract) is never renewed, left, released, adopted or
+    // deleted here: the join refuses it (its lease order above cannot tell two stores apart: both
+    // count from the wall clock).
+    const writer = options.writer ?? globalThis.crypto.randomUUID()
 
     // The store's clock, read once: every duration the store measures itself (the batcher's, a
     // missing row's wait, who renews here) is on its monotonic reading, the same for every caller
@@ -482,7 +496,7 @@ export const make = (options: Options = {}) =>
     // `lockWaitMs`: how long it may wait for its row (default: the statement timeout).
     const renewAlone = (req: Statements.RenewalRequest, now: string | null, lockWaitMs = statementTimeoutMs) => {
       const renewal = Statements.renewLease(
-        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.seq, req.slots,
+        sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.seq, writer, req.slots,
         req.ackCurrent === true
       )
       return Effect.map(singleAtReadCommitted("heartbeat", renewal), ([r]) => r)
@@ -531,7 +545,7 @@ export const make = (options: Options = {}) =>
               Effect.catchIf((e) => sqlState(e) === lockNotAvailable, () => Effect.succeed([alone(req, now)]))
             )
           }
-          const statement = Statements.renewLeases(sql, reqs, now, statementTimeoutMs)
+          const statement = Statements.renewLeases(sql, reqs, writer, now, statementTimeoutMs)
           // As `renewAlone` (a batch never waits for a row lock, but may meet a SERIALIZABLE one).
           const rows = yield* singleAtReadCommitted("heartbeat", statement)
           // By the id's canonical form: the statement returns `member_id::text`, lower case, whatever
@@ -636,7 +650,7 @@ export const make = (options: Options = {}) =>
               yield* onStatement("join", "share")
               const [lock] = yield* Statements.tryShareGroup(sql, groupId, statementTimeoutMs)
               if (lock?.locked !== true) return waitForChange
-              const [g] = yield* Statements.selectBusyJoin(sql, groupId, member.memberId, now)
+              const [g] = yield* Statements.selectBusyJoin(sql, groupId, member.memberId, writer, now)
               if (g === undefined || g.slots !== null) return tryLock
               const epoch = num(g.epoch)
               if (num(g.acked) > epoch || (g.row_group !== null && g.row_group !== groupId)) return tryLock
@@ -644,7 +658,7 @@ export const make = (options: Options = {}) =>
                 // Only the waiting row this join left: any other row of this member is the change's to drop.
                 if (!registered.value || num(g.assigned_epoch) !== epoch || g.live !== true) return tryLock
                 yield* onStatement("join", "adopt")
-                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq())
+                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq(), writer)
                 if (own === undefined) return tryLock
                 const value = yield* joinedView(groupId, member.memberId, now, {
                   epoch,
@@ -655,7 +669,7 @@ export const make = (options: Options = {}) =>
                 return { _tag: "Done", value } as const
               }
               yield* onStatement("join", "defer")
-              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), {
+              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), writer, {
                 instanceId: null,
                 rejoinGraceMs: 0
               })
@@ -688,7 +702,7 @@ export const make = (options: Options = {}) =>
         Effect.gen(function*() {
           const now = yield* nowParam
           yield* onStatement("leave", "expire")
-          const statement = Statements.expireLease(sql, groupId, memberId, now, statementTimeoutMs)
+          const statement = Statements.expireLease(sql, groupId, memberId, writer, now, statementTimeoutMs)
           const rows = yield* singleAtReadCommitted("leave", statement)
           if (rows.length === 0) {
             noRow = true
@@ -834,7 +848,7 @@ export const make = (options: Options = {}) =>
                     ) {
                       yield* onStatement("join", "takeover")
                       const [taken] = yield* Statements.takeOver(
-                        sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now, nextSeq()
+                        sql, groupId, held.member_id, member, epoch, leaseMs, rejoinGraceMs, now, nextSeq(), writer
                       )
                       if (taken !== undefined) {
                         const view = yield* joinedView(groupId, member.memberId, now, {
@@ -860,7 +874,7 @@ export const make = (options: Options = {}) =>
                 if (((overdueAfterMs !== undefined && joinOptions.waiting === true) || registered.value) && mayWait && !behind) {
                   // Given an index by a change while waiting: that change was this join.
                   yield* onStatement("join", "adopt")
-                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq())
+                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq(), writer)
                   if (own !== undefined) {
                     return yield* withSlots(yield* joinedView(groupId, member.memberId, now, {
                       epoch,
@@ -877,7 +891,7 @@ export const make = (options: Options = {}) =>
                   )
                   if (late !== undefined) {
                     yield* onStatement("join", "defer")
-                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), {
+                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), writer, {
                       instanceId,
                       rejoinGraceMs
                     })
@@ -898,22 +912,34 @@ export const make = (options: Options = {}) =>
                 )
                 if (took.length > 0) {
                   yield* onStatement("join", "riders drop")
-                  yield* Statements.deleteRiderRows(sql, took.map((r) => r.input.member.memberId))
+                  yield* Statements.deleteRiderRows(sql, took.map((r) => r.input.member.memberId), writer)
                 }
                 // Reap expired members, and this member's own earlier row if any (but the row of its
                 // instance id: dropped below, whoever it was).
                 yield* onStatement("join", "reap")
-                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, now, instanceId)
+                const [left] = yield* Statements.deleteExpiredAndOwnRow(sql, groupId, member.memberId, writer, now, instanceId)
+                // A live row of this member id that another store wrote: another process's member with
+                // the same id. Never delete it (its member may be working): refuse, and say whose it is.
+                const foreign = left!.foreign
+                if (foreign !== null) {
+                  return yield* new StoreError({
+                    operation: "join",
+                    reason: `member id ${member.memberId} is in use by a live member of group "${foreign.group}" ` +
+                      `(${foreign.name} on ${foreign.host}, pid ${foreign.pid}) that another process wrote: every ` +
+                      `member needs an id of its own (MemberIdentity.newMemberId). This member does not join until ` +
+                      `that member leaves or its lease runs out`
+                  })
+                }
                 yield* countGraceExpiries(groupId, num(left!.grace_expired))
                 if (held !== undefined) {
                   yield* onStatement("join", "drop")
                   yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
                 yield* onStatement("join", "insert")
-                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), { instanceId, rejoinGraceMs })
+                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), writer, { instanceId, rejoinGraceMs })
                 if (took.length > 0) {
                   yield* onStatement("join", "riders insert")
-                  yield* Statements.insertRiders(sql, groupId, took.map((r) => r.input), epoch + 1, now, nextSeq())
+                  yield* Statements.insertRiders(sql, groupId, took.map((r) => r.input), epoch + 1, now, nextSeq(), writer)
                 }
                 const g = yield* rebalance(
                   "join",
@@ -1061,14 +1087,14 @@ export const make = (options: Options = {}) =>
               change("leave", groupId, now, (epoch, behind, group) =>
                 Effect.gen(function*() {
                   yield* onStatement("leave", "delete")
-                  const [mine] = yield* Statements.deleteMember(sql, groupId, memberId)
+                  const [mine] = yield* Statements.deleteMember(sql, groupId, memberId, writer)
                   // Leaves of this store waiting for their turn ride along (see `leaveRiders`): their
                   // members have stopped their work, as this one has. Modulo mode only.
                   const took = riding.record(group.slots === null ? leaveRiders.take(groupId, self, () => true) : [])
                   let ridersLeft = 0
                   if (took.length > 0) {
                     yield* onStatement("leave", "riders delete")
-                    const rows = yield* Statements.deleteRiderRows(sql, took.map((r) => r.input), groupId)
+                    const rows = yield* Statements.deleteRiderRows(sql, took.map((r) => r.input), writer, groupId)
                     const deleted = new Set(rows.map((r) => uuidKey(r.member_id)))
                     ridersLeft = rows.filter((r) => !r.waiting).length
                     riding.resultsAre(took.map((r) => [r, deleted.has(uuidKey(r.input))] as const))
@@ -1105,7 +1131,7 @@ export const make = (options: Options = {}) =>
               change("release", groupId, now, (epoch) =>
                 Effect.gen(function*() {
                   yield* onStatement("release", "release")
-                  const rows = yield* Statements.releaseMember(sql, groupId, memberId, epoch, now)
+                  const rows = yield* Statements.releaseMember(sql, groupId, memberId, epoch, writer, now)
                   return rows.length > 0
                 })).pipe(
                   // Its acknowledgement may complete a barrier: wake the others.
@@ -1120,7 +1146,7 @@ export const make = (options: Options = {}) =>
           Effect.gen(function*() {
             const now = yield* nowParam
             yield* onStatement("releaseSlots", "release")
-            const release = Statements.releaseSlots(sql, groupId, memberId, stopped, now, statementTimeoutMs)
+            const release = Statements.releaseSlots(sql, groupId, memberId, stopped, writer, now, statementTimeoutMs)
             const rows = yield* singleAtReadCommitted("releaseSlots", release)
             const released = rows.map((r) => num(r.slot)).sort((a, b) => a - b)
             // The new owners learn at their next renewal: wake them (after the commit, best effort).
@@ -1135,7 +1161,7 @@ export const make = (options: Options = {}) =>
           Effect.gen(function*() {
             const now = yield* nowParam
             yield* onStatement("retakeSlot", "retake")
-            const retake = Statements.retakeSlot(sql, groupId, memberId, slot, generation, now, statementTimeoutMs)
+            const retake = Statements.retakeSlot(sql, groupId, memberId, slot, generation, writer, now, statementTimeoutMs)
             const rows = yield* singleAtReadCommitted("retakeSlot", retake)
             return rows.length > 0
           })

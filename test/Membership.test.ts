@@ -223,10 +223,12 @@ void Layer
 it.effect("the service graph: Membership.layer reads its config and store from the context; join adds groups over the same store", () =>
   inMemory(Effect.gen(function*() {
     const store = yield* MembershipStore
+    // Every member an id of its own (MemberIdentity's contract; a second live member with one id is refused).
+    let ids = 0
     const identity = Layer.succeed(MembershipConfig.MemberIdentity, {
       host: "test-host",
       pid: 42,
-      newMemberId: Effect.succeed("member-1")
+      newMemberId: Effect.sync(() => `member-${++ids}`)
     })
     const app = Membership.layer.pipe(
       Layer.provide(MembershipConfig.layer({ groupId: "main", heartbeat: "500 millis" })),
@@ -244,7 +246,7 @@ it.effect("the service graph: Membership.layer reads its config and store from t
     expect([main.config.heartbeat, a.config.heartbeat, b.config.heartbeat].map(Duration.toMillis)).toEqual([500, 500, 250])
     const rows = yield* store.members("a")
     expect(rows.map((r) => ({ id: r.memberId, host: r.host, pid: r.pid, name: r.name }))).toEqual([
-      { id: "member-1", host: "test-host", pid: 42, name: "test-host:42" }
+      { id: "member-2", host: "test-host", pid: 42, name: "test-host:42" }
     ])
   })))
 

@@ -161,10 +161,11 @@ it.live("a batch never waits for a change's row locks: its members renew alone, 
     const changer = yield* PgMembershipStore.make({ onStatement })
     const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
     const [x, y] = [info("x"), info("y")]
-    for (const m of [a, b, c, d]) yield* store.join(groupId, m, 30_000)
+    // b is the other process's member: its leave is that process's change.
+    for (const m of [a, b, c, d]) yield* (m === b ? changer : store).join(groupId, m, 30_000)
     yield* store.join(other, x, 30_000)
     const otherJoined = yield* store.join(other, y, 30_000)
-    const settled = yield* Effect.forEach([a, b, c, d], (m) => store.heartbeat(groupId, m.memberId, 4, 30_000))
+    const settled = yield* Effect.forEach([a, b, c, d], (m) => (m === b ? changer : store).heartbeat(groupId, m.memberId, 4, 30_000))
     const epoch = Option.getOrThrow(settled[3]!).epoch
 
     const leave = yield* Effect.fork(changer.leave(groupId, b.memberId))
@@ -208,7 +209,8 @@ it.live("a lone renewal is the single-member statement; behind a change's row lo
     const changer = yield* PgMembershipStore.make({ onStatement })
     const [a, b, x] = [info("a"), info("b"), info("x")]
     yield* store.join(groupId, a, 30_000)
-    const joined = yield* store.join(groupId, b, 30_000)
+    // b is the other process's member: its leave is that process's change.
+    const joined = yield* changer.join(groupId, b, 30_000)
     const joinedOther = yield* store.join(other, x, 30_000)
 
     // Alone: the single-member statement (the batch statement costs the server about three times as much).

@@ -14,6 +14,7 @@ import { PgLive, randomGroupId } from "../support/Database.js"
 const run = (n: number) => Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const gid = randomGroupId("explain")
+  const writer = crypto.randomUUID()
   yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size, changed_at) VALUES (${gid}, 5, ${n}, now())`
   yield* sql.unsafe(`INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name, host, pid, renewal_seq)
     SELECT gen_random_uuid(), '${gid}', i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1, 0 FROM generate_series(0, ${n - 1}) i`)
@@ -30,14 +31,14 @@ const run = (n: number) => Effect.gen(function*() {
   const singleMs: Array<number> = []
   const singleBuffers: Array<number> = []
   for (let round = 0; round < 7; round++) {
-    const [text, params] = Statements.renewLeases(sql, ids.map((id) => ({ memberId: id, groupId: gid, ack: 5, leaseMs: 3_600_000, stuck: false, slots: false, seq: 2 * round + 1 })), null, 2000).compile()
+    const [text, params] = Statements.renewLeases(sql, ids.map((id) => ({ memberId: id, groupId: gid, ack: 5, leaseMs: 3_600_000, stuck: false, slots: false, seq: 2 * round + 1 })), writer, null, 2000).compile()
     const batch = yield* cost(text, params)
     batchMs.push(batch.ms)
     batchBuffers.push(batch.buffers)
     let total = 0
     let buffers = 0
     for (const id of ids.slice(0, 32)) {
-      const [t, p] = Statements.renewLease(sql, gid, id, 5, 3_600_000, false, null, 2000, 2 * round + 2).compile()
+      const [t, p] = Statements.renewLease(sql, gid, id, 5, 3_600_000, false, null, 2000, 2 * round + 2, writer).compile()
       const single = yield* cost(t, p)
       total += single.ms
       buffers += single.buffers

@@ -50,7 +50,7 @@ it.live("no index of the members table covers a column a renewal writes, and a b
       // pruning can reclaim the versions before them, which any open transaction in the database
       // can hold back (docs/operations.md): not asserted here, where other files run beside.
       const [counts] = yield* sql.withTransaction(Effect.gen(function*() {
-        yield* Statements.renewLeases(sql, reqs, null, 2000)
+        yield* Statements.renewLeases(sql, reqs, crypto.randomUUID(), null, 2000)
         return yield* sql<{ updated: string; hot: string }>`
           SELECT pg_stat_get_xact_tuples_updated('modulo_group.members'::regclass) AS updated,
                  pg_stat_get_xact_tuples_hot_updated('modulo_group.members'::regclass) AS hot`

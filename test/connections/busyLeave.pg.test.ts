@@ -17,7 +17,7 @@ import * as Statements from "../../src/internal/pg/statements.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, randomGroupId, writerOf } from "../support/Database.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 const lease = 60_000
@@ -148,13 +148,14 @@ describe("a leave behind another process's change", () => {
       const view = yield* storeB.join(groupId, m0, lease)
       const [clock] = yield* sql<{ ms: string }>`SELECT (extract(epoch FROM now()) * 1000)::bigint AS ms`
       const t = Number(clock!.ms)
-      const ended = yield* Statements.expireLease(sql, groupId, m0.memberId, new Date(t).toISOString(), 2_000)
+      const writer = yield* writerOf(m0.memberId).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+      const ended = yield* Statements.expireLease(sql, groupId, m0.memberId, writer, new Date(t).toISOString(), 2_000)
       expect(ended.length).toBe(1)
       // The renewal's statement time is 1 s before the leave's (it was running when the leave came,
       // and reaches the row after it). With the lease ended at the leave's own time, it renewed it
       // for a whole lease.
       const renewed = yield* Statements.renewLease(
-        sql, groupId, m0.memberId, view.epoch, lease, false, new Date(t - 1_000).toISOString(), 2_000, Date.now() * 1_000
+        sql, groupId, m0.memberId, view.epoch, lease, false, new Date(t - 1_000).toISOString(), 2_000, Date.now() * 1_000, writer
       )
       expect(renewed).toEqual([])
       expect(yield* rowOf(groupId, m0)).toBe("expired")

@@ -35,9 +35,12 @@ it.live("every statement-level interleaving of two store operations keeps views,
       // A long statement timeout: A pauses inside its transaction while B waits on its locks.
       yield* PgMembershipStore.prepare({ migrate: true })
       yield* observer.query(installLog)
-      const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds" })
+      // One writer for both stores: B runs a member's operations beside A's as that member's own
+      // process would (its heartbeat beside its rejoin), in the database, not queued in one store.
+      const writer = crypto.randomUUID()
+      const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
       // B runs as another process would, on a store of its own: it interleaves with A in the database.
-      const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds" })
+      const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
 
       const steps = new Map<string, ReadonlyArray<string>>()
       for (const op of operations) steps.set(op, yield* countSteps(op, store, observer))

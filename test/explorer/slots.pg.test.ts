@@ -67,8 +67,11 @@ it.live("slots mode: every statement-level interleaving keeps one holder per slo
     yield* Effect.gen(function*() {
       yield* PgMembershipStore.prepare({ migrate: true })
       yield* observer.query(installSlotLog)
-      const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds" })
-      const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds" })
+      // One writer for both stores: B runs a member's operations beside A's as that member's own
+      // process would (its heartbeat beside its rejoin), in the database, not queued in one store.
+      const writer = crypto.randomUUID()
+      const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
+      const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
 
       const steps = new Map<SlotOperation, ReadonlyArray<string>>()
       for (const op of slotOperations) steps.set(op, yield* countSlotSteps(op, store, observer))

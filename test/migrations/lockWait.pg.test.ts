@@ -36,9 +36,9 @@ it.live("a migration that cannot get its table lock rolls back and retries: memb
     const dbContext = yield* Layer.build(db.layer)
     yield* Migrations.run.pipe(Effect.provide(dbContext))
     const setup = yield* connect(db.url)
-    // Back to version 9, with one member row.
-    yield* query(setup, "ALTER TABLE modulo_group.members DROP COLUMN renewal_seq")
-    yield* query(setup, "DELETE FROM modulo_group.schema_migrations WHERE version = 10")
+    // Back to version 9, with one member row (0010 and 0012 add a column each; 0011 replaces a function).
+    yield* query(setup, "ALTER TABLE modulo_group.members DROP COLUMN renewal_seq, DROP COLUMN writer")
+    yield* query(setup, "DELETE FROM modulo_group.schema_migrations WHERE version >= 10")
     yield* query(setup, "INSERT INTO modulo_group.groups (group_id, changed_at) VALUES ('g', now())")
     yield* query(
       setup,
@@ -92,7 +92,7 @@ it.live("a migration that cannot get its table lock rolls back and retries: memb
 
     // The holder ends: the migration goes ahead.
     yield* query(holder, "COMMIT")
-    expect(yield* Fiber.join(migration)).toEqual(["0010_renewal_order"])
+    expect(yield* Fiber.join(migration)).toEqual(["0010_renewal_order", "0011_change_log_retention", "0012_member_writer"])
     const column = yield* query(
       setup,
       "SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = 'modulo_group.members'::regclass AND attname = 'renewal_seq' AND NOT attisdropped"

@@ -12,7 +12,7 @@ import { Deferred, Duration, Effect, Fiber, Layer, Option } from "effect"
 import * as Statements from "../../src/internal/pg/statements.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
+import { PgLive, randomGroupId, writerOf } from "../support/Database.js"
 import { waitForEffect } from "../support/Wait.js"
 
 const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
@@ -33,21 +33,22 @@ const arrange = Effect.gen(function*() {
   )
   // Above the joins' numbers (their store's counter: about the wall clock in microseconds).
   const seq = Date.now() * 1_000 + 1_000_000
-  return { sql, store, groupId, a, old: first.epoch, epoch: second.epoch, acked, seq }
+  const writer = yield* writerOf(a)
+  return { sql, store, groupId, a, old: first.epoch, epoch: second.epoch, acked, seq, writer }
 })
 
 for (const statement of ["single", "batch"] as const) {
   it.effect(`acknowledges the group's epoch with ackCurrent, only what it is given without (${statement})`, () =>
     Effect.gen(function*() {
-      const { a, acked, epoch, groupId, old, seq, sql } = yield* arrange
+      const { a, acked, epoch, groupId, old, seq, sql, writer } = yield* arrange
       const renew = (ackCurrent: boolean, n: number) =>
         statement === "single"
           ? Effect.map(
-            Statements.renewLease(sql, groupId, a, old, leaseMs, false, null, 1_000, n, false, ackCurrent),
+            Statements.renewLease(sql, groupId, a, old, leaseMs, false, null, 1_000, n, writer, false, ackCurrent),
             (rows) => ({ acked: Number(rows[0]!.acked), epoch: Number(rows[0]!.epoch), unacked: Number(rows[0]!.unacked) })
           )
           : Effect.map(
-            Statements.renewLeases(sql, [{ memberId: a, groupId, ack: old, leaseMs, stuck: false, slots: false, seq: n, ackCurrent }], null, 1_000),
+            Statements.renewLeases(sql, [{ memberId: a, groupId, ack: old, leaseMs, stuck: false, slots: false, seq: n, ackCurrent }], writer, null, 1_000),
             ([r]) => ({ acked: Number(r!.acked), epoch: Number(r!.epoch), unacked: Number(r!.unacked) })
           )
       expect(yield* renew(false, seq + 1)).toEqual({ acked: old, epoch, unacked: 0 })
@@ -73,7 +74,7 @@ it.effect("through the store: a waiting member's renewal returns a view that it 
 // reports, and not more than the group's epoch.
 it.live("a change that commits while the renewal waits for the row: the renewal acknowledges the change's epoch", () =>
   Effect.gen(function*() {
-    const { a, acked, epoch, groupId, old, seq, sql } = yield* arrange
+    const { a, acked, epoch, groupId, old, seq, sql, writer } = yield* arrange
     const next = epoch + 1
     const holding = yield* Deferred.make<number>()
     const commit = yield* Deferred.make<void>()
@@ -90,7 +91,7 @@ it.live("a change that commits while the renewal waits for the row: the renewal 
     })))
     const pid = yield* Deferred.await(holding)
     const renewal = yield* Effect.fork(
-      Statements.renewLease(sql, groupId, a, old, leaseMs, false, null, 5_000, seq + 1, false, true)
+      Statements.renewLease(sql, groupId, a, old, leaseMs, false, null, 5_000, seq + 1, writer, false, true)
     )
     yield* waitForEffect(
       Effect.map(

@@ -19,7 +19,7 @@ import { Deferred, Duration, Effect, Fiber, Layer } from "effect"
 import * as Statements from "../../src/internal/pg/statements.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
+import { PgLive, randomGroupId, writerOf } from "../support/Database.js"
 import { waitForEffect } from "../support/Wait.js"
 
 const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
@@ -49,19 +49,20 @@ const arrange = Effect.gen(function*() {
   const at = (ms: number) => new Date(base + ms).toISOString()
   // Above the join's number (its store's counter: about the wall clock in microseconds).
   const seq = Date.now() * 1_000 + 1_000_000
-  return { sql, groupId, memberId, epoch: view.epoch, base, row, at, seq }
+  const writer = yield* writerOf(memberId)
+  return { sql, groupId, memberId, epoch: view.epoch, base, row, at, seq, writer }
 })
 
 /** The single or the batch renewal statement of the arranged member: at `now`, numbered `seq`; whether it renewed. */
 const renewer = (
-  { epoch, groupId, memberId, sql }: Effect.Effect.Success<typeof arrange>,
+  { epoch, groupId, memberId, sql, writer }: Effect.Effect.Success<typeof arrange>,
   statement: "single" | "batch"
 ) =>
 (now: string, seq: number, stuck = false) =>
   statement === "single"
-    ? Effect.map(Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, stuck, now, 1_000, seq), (rows) => rows.length === 1)
+    ? Effect.map(Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, stuck, now, 1_000, seq, writer), (rows) => rows.length === 1)
     : Effect.map(
-      Statements.renewLeases(sql, [{ memberId, groupId, ack: epoch, leaseMs, stuck, slots: false, seq }], now, 1_000),
+      Statements.renewLeases(sql, [{ memberId, groupId, ack: epoch, leaseMs, stuck, slots: false, seq }], writer, now, 1_000),
       (rows) => rows[0]!.ok
     )
 
@@ -123,9 +124,9 @@ for (const statement of ["single", "batch"] as const) {
   it.effect(`a renewal that reaches the row after a busy leave ended its lease writes nothing (${statement})`, () =>
     Effect.gen(function*() {
       const arranged = yield* arrange
-      const { sql, groupId, memberId, row, at, seq } = arranged
+      const { sql, groupId, memberId, row, at, seq, writer } = arranged
       const renew = renewer(arranged, statement)
-      expect(yield* Statements.expireLease(sql, groupId, memberId, at(0), 1_000)).toHaveLength(1)
+      expect(yield* Statements.expireLease(sql, groupId, memberId, writer, at(0), 1_000)).toHaveLength(1)
       const ended = yield* row
       expect(yield* renew(at(-3_000), seq + 1)).toBe(false)
       expect(yield* row).toEqual(ended)
@@ -137,18 +138,18 @@ for (const statement of ["single", "batch"] as const) {
 // for the older (READ COMMITTED), whose number is then below the row's.
 it.live("an older renewal waiting for the row behind a newer one's uncommitted write writes nothing once that commits", () =>
   Effect.gen(function*() {
-    const { sql, groupId, memberId, epoch, seq } = yield* arrange
+    const { sql, groupId, memberId, epoch, seq, writer } = yield* arrange
     const holding = yield* Deferred.make<number>()
     const commit = yield* Deferred.make<void>()
     const newer = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
-      const renewed = yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, null, 5_000, seq + 2)
+      const renewed = yield* Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, null, 5_000, seq + 2, writer)
       const [{ pid }] = (yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`) as unknown as [{ pid: number }]
       yield* Deferred.succeed(holding, pid)
       yield* Deferred.await(commit)
       return renewed.length
     })))
     const newerPid = yield* Deferred.await(holding)
-    const older = yield* Effect.fork(Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, null, 5_000, seq + 1))
+    const older = yield* Effect.fork(Statements.renewLease(sql, groupId, memberId, epoch, leaseMs, false, null, 5_000, seq + 1, writer))
     // Until the older statement waits for the newer one's lock.
     yield* waitForEffect(
       Effect.map(
@@ -184,9 +185,10 @@ it.effect("a renewal that reaches a released row does not renew it: the instance
       SELECT (extract(epoch FROM released_at) * 1000)::bigint AS released FROM modulo_group.members
        WHERE member_id = ${memberId}`) as unknown as [{ released: string }]
     const before = new Date(Number(released) - 1).toISOString()
+    const writer = yield* writerOf(memberId)
     // Started a millisecond before the release, applied after it: single and batch statement.
-    expect(yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, before, 1_000, Date.now() * 1_000 + 1_000_000)).toEqual([])
-    const [batch] = yield* Statements.renewLeases(sql, [{ memberId, groupId, ack: view.epoch, leaseMs, stuck: false, slots: false, seq: Date.now() * 1_000 + 2_000_000 }], before, 1_000)
+    expect(yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, before, 1_000, Date.now() * 1_000 + 1_000_000, writer)).toEqual([])
+    const [batch] = yield* Statements.renewLeases(sql, [{ memberId, groupId, ack: view.epoch, leaseMs, stuck: false, slots: false, seq: Date.now() * 1_000 + 2_000_000 }], writer, before, 1_000)
     expect(batch!.ok).toBe(false)
     // The instance's next process takes its row over.
     const next = yield* store.join(groupId, { memberId: crypto.randomUUID(), host: "test", pid: 3, name: "m again" }, leaseMs, {

@@ -67,6 +67,17 @@ export const untilOwnLockWait = (pattern: string) =>
     Effect.orDie
   )
 
+/**
+ * The store that wrote a member's row (migration 0012: `writer`), for a test that sends the store's
+ * statements itself on that row; a row without one takes any.
+ */
+export const writerOf = (memberId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ writer: string | null }>`SELECT writer::text AS writer FROM modulo_group.members WHERE member_id = ${memberId}`,
+      (rows) => rows[0]?.writer ?? "00000000-0000-0000-0000-000000000000"
+    ))
+
 /** A group id no other test (or earlier run) uses: `test-<prefix>-<random hex>`. */
 export const randomGroupId = (prefix: string): string => `test-${prefix}-${randomBytes(6).toString("hex")}`
 

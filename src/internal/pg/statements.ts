@@ -47,6 +47,22 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
  * and every member reap at every heartbeat (two adversarial reviews); the member's next renewal
  * writes over it (`saneAck`).
  */
+/**
+ * A member row this store may write (migration 0012): one it wrote (`writer`, the store's random id),
+ * or one written before the migration (no writer). Member ids must be unique (`MemberIdentity`); a row
+ * of this member id that another store wrote belongs to another process's member, and no renewal,
+ * leave, release, adoption or slot release of this store touches it (a join refuses: see
+ * `deleteExpiredAndOwnRow`).
+ */
+const written = (sql: Sql, alias: "" | "m." | "me." | "s.", writer: string): Statement.Fragment =>
+  alias === ""
+    ? sql`(writer IS NULL OR writer = ${writer}::uuid)`
+    : alias === "m."
+    ? sql`(m.writer IS NULL OR m.writer = ${writer}::uuid)`
+    : alias === "me."
+    ? sql`(me.writer IS NULL OR me.writer = ${writer}::uuid)`
+    : sql`(s.writer IS NULL OR s.writer = ${writer}::uuid)`
+
 /** The highest epoch, and acknowledgement, the store counts to (2^52 - 1; see `ahead`): the literal in the statements' text. */
 export const highestEpoch = "4503599627370495"
 
@@ -190,27 +206,39 @@ export const logChange = (
  * Join: deletes the group's reapable members and this member's own earlier row (unless it is the row
  * of the instance id it joins with: the join takes that one over); counts the live members left
  * (held static rows are not live: a group of only held rows forms anew, in a new incarnation).
+ *
+ * "Own" is a row of this member id that this store wrote (`written`), or whose lease has run out
+ * (its member has stopped, G3). A live row of this member id that another store wrote is another
+ * process's member, given the same id against `MemberIdentity`'s contract: it is not deleted, and
+ * `foreign` describes it, for the join to refuse (it deleted that row once, and the two members then
+ * worked one index: an adversarial review).
  */
 export const deleteExpiredAndOwnRow = (
   sql: Sql,
   groupId: string,
   memberId: string,
+  writer: string,
   now: string | null,
   instanceId: string | null = null
 ) =>
-  sql<{ survivors: string; grace_expired: string }>`
+  sql<{ survivors: string; grace_expired: string; foreign: { group: string; name: string; host: string; pid: number } | null }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
        WHERE (group_id = ${groupId} AND ${reapable(sql, now)})
           OR (member_id = ${memberId}
-              AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text))
+              AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text)
+              AND (${written(sql, "", writer)} OR lease_expires_at <= ${at(sql, now)}))
       RETURNING member_id, group_id, instance_id
     )
     SELECT (SELECT count(*) FROM modulo_group.members m
              WHERE m.group_id = ${groupId} AND m.lease_expires_at > ${at(sql, now)}
                AND m.member_id <> ${memberId} AND ${member(sql, "m")}) AS survivors,
            (SELECT count(*) FROM gone
-             WHERE instance_id IS NOT NULL AND member_id <> ${memberId}) AS grace_expired`
+             WHERE instance_id IS NOT NULL AND member_id <> ${memberId}) AS grace_expired,
+           (SELECT json_build_object('group', f.group_id, 'name', f.name, 'host', f.host, 'pid', f.pid)
+              FROM modulo_group.members f
+             WHERE f.member_id = ${memberId} AND f.lease_expires_at > ${at(sql, now)}
+               AND f.writer IS NOT NULL AND f.writer <> ${writer}::uuid) AS foreign`
 
 /**
  * Join: the new member's row, with no index yet, acknowledging the epoch the join creates (with its
@@ -224,16 +252,17 @@ export const insertMember = (
   leaseMs: number,
   now: string | null,
   seq: number,
+  writer: string,
   instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number } = { instanceId: null, rejoinGraceMs: 0 }
 ) =>
   sql`
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms, renewal_seq)
+       instance_id, rejoin_grace_ms, renewal_seq, writer)
     VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
             ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq})`
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq}, ${writer}::uuid)`
 
 /** A sub-select of member ids, passed as one JSON array parameter (riders: up to `maxRiders` of them). */
 const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fragment =>
@@ -246,10 +275,10 @@ const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fra
  * deletes the joiner's own. Leaves (`groupId` given): the riders' rows in that group, as
  * `deleteMember` for each (`waiting`: a waiting joiner's row).
  */
-export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, groupId: string | null = null) =>
+export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, writer: string, groupId: string | null = null) =>
   sql<{ member_id: string; waiting: boolean }>`
     DELETE FROM modulo_group.members
-     WHERE member_id IN ${memberIdList(sql, memberIds)}
+     WHERE member_id IN ${memberIdList(sql, memberIds)} AND ${written(sql, "", writer)}
        AND (${groupId}::text IS NULL OR group_id = ${groupId}::text)
     RETURNING member_id::text AS member_id, idx IS NULL AS waiting`
 
@@ -266,7 +295,8 @@ export const insertRiders = (
   }>,
   ackedEpoch: number,
   now: string | null,
-  seq: number
+  seq: number,
+  writer: string
 ) => {
   const json = JSON.stringify(riders.map((r) => ({
     member_id: r.member.memberId,
@@ -278,10 +308,10 @@ export const insertRiders = (
   return sql`
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms, renewal_seq)
+       instance_id, rejoin_grace_ms, renewal_seq, writer)
     SELECT r.member_id, ${groupId}, NULL, ${ackedEpoch},
            ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
-           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0, ${seq}::bigint
+           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0, ${seq}::bigint, ${writer}::uuid
       FROM ROWS FROM (json_to_recordset(${json}::json)
                         AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
            WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
@@ -340,20 +370,21 @@ export const deferJoin = (
   leaseMs: number,
   now: string | null,
   seq: number,
+  writer: string,
   instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number }
 ) =>
   sql<{ waited_ms: string }>`
     INSERT INTO modulo_group.members AS m
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms, renewal_seq)
+       instance_id, rejoin_grace_ms, renewal_seq, writer)
     VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
             ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq})
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq}, ${writer}::uuid)
     ON CONFLICT (member_id) DO UPDATE
        SET lease_expires_at = EXCLUDED.lease_expires_at, heartbeat_at = EXCLUDED.heartbeat_at,
            acked_epoch = EXCLUDED.acked_epoch, renewal_seq = EXCLUDED.renewal_seq
-     WHERE m.group_id = EXCLUDED.group_id AND m.idx IS NULL
+     WHERE m.group_id = EXCLUDED.group_id AND m.idx IS NULL AND ${written(sql, "m.", writer)}
     RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) * 1000)::bigint AS waited_ms`
 
 /**
@@ -369,14 +400,15 @@ export const adoptRow = (
   epoch: number,
   leaseMs: number,
   now: string | null,
-  seq: number
+  seq: number,
+  writer: string
 ) =>
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
        SET acked_epoch = GREATEST(acked_epoch, ${epoch}),
            lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
            heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}
-     WHERE member_id = ${memberId} AND group_id = ${groupId} AND idx IS NOT NULL
+     WHERE member_id = ${memberId} AND group_id = ${groupId} AND idx IS NOT NULL AND ${written(sql, "", writer)}
        AND assigned_epoch = ${epoch} AND lease_expires_at > ${at(sql, now)}
     RETURNING idx, assigned_size`
 
@@ -400,7 +432,7 @@ export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
  * it), the highest epoch a member acknowledged (as `selectGroupForUpdate`), and this member's row,
  * if any, in whichever group.
  */
-export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
+export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null) =>
   sql<{
     epoch: string
     incarnation: string
@@ -416,7 +448,7 @@ export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, now:
                       WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked,
            me.group_id AS row_group, me.idx, me.assigned_epoch, me.lease_expires_at > ${at(sql, now)} AS live
       FROM modulo_group.groups g
-      LEFT JOIN modulo_group.members me ON me.member_id = ${memberId}
+      LEFT JOIN modulo_group.members me ON me.member_id = ${memberId} AND ${written(sql, "me.", writer)}
      WHERE g.group_id = ${groupId}
        FOR SHARE OF g`
 
@@ -463,11 +495,12 @@ export const takeOver = (
   leaseMs: number,
   rejoinGraceMs: number,
   now: string | null,
-  seq: number
+  seq: number,
+  writer: string
 ) =>
   sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
     UPDATE modulo_group.members
-       SET member_id = ${member.memberId}, renewal_seq = ${seq},
+       SET member_id = ${member.memberId}, renewal_seq = ${seq}, writer = ${writer}::uuid,
            lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
            heartbeat_at = ${at(sql, now)}, joined_at = ${at(sql, now)},
            released_at = NULL, stopping_since = NULL,
@@ -488,14 +521,14 @@ export const deleteInstanceRow = (sql: Sql, groupId: string, memberId: string) =
  * fail), and it acknowledges `epoch` (its work has stopped). Reaping deletes it when its rejoin grace
  * has passed; a join with its instance id takes it over before that.
  */
-export const releaseMember = (sql: Sql, groupId: string, memberId: string, epoch: number, now: string | null) =>
+export const releaseMember = (sql: Sql, groupId: string, memberId: string, epoch: number, writer: string, now: string | null) =>
   sql<{ member_id: string }>`
     UPDATE modulo_group.members
        SET released_at = ${at(sql, now)},
            lease_expires_at = LEAST(lease_expires_at, ${at(sql, now)}),
            acked_epoch = GREATEST(acked_epoch, ${epoch}),
            stopping_since = NULL
-     WHERE member_id = ${memberId} AND group_id = ${groupId} AND instance_id IS NOT NULL
+     WHERE member_id = ${memberId} AND group_id = ${groupId} AND instance_id IS NOT NULL AND ${written(sql, "", writer)}
     RETURNING member_id`
 
 /** Join, last: the joined member's index, how many members have not acknowledged `epoch`, the clock. */
@@ -576,7 +609,7 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
  * at most `timeoutMs` for the row (its `lock_timeout`): none that started earlier than that reaches
  * it. Bounded by `lock_timeout` (`timeoutMs`) itself when a change holds the row.
  */
-export const expireLease = (sql: Sql, groupId: string, memberId: string, now: string | null, timeoutMs: number) =>
+export const expireLease = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null, timeoutMs: number) =>
   sql<{ member_id: string }>`
     UPDATE modulo_group.members m
        SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs} * interval '1 millisecond'),
@@ -585,14 +618,14 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, now: st
            renewal_seq = ${noMoreRenewals}::bigint
       FROM modulo_group.groups g
      WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND g.group_id = m.group_id
-       AND m.instance_id IS NULL AND g.slots IS NULL
+       AND m.instance_id IS NULL AND g.slots IS NULL AND ${written(sql, "m.", writer)}
        AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
     RETURNING m.member_id`
 
 /** Leave: deletes this member's row (`waiting`: it was a waiting joiner's; no change follows). */
-export const deleteMember = (sql: Sql, groupId: string, memberId: string) =>
+export const deleteMember = (sql: Sql, groupId: string, memberId: string, writer: string) =>
   sql<{ member_id: string; waiting: boolean }>`
-    DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}
+    DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId} AND ${written(sql, "", writer)}
     RETURNING member_id, idx IS NULL AS waiting`
 
 // ---------------------------------------------------------------------------------------------------
@@ -698,6 +731,7 @@ export const releaseSlots = (
   groupId: string,
   memberId: string,
   stopped: ReadonlyArray<{ readonly slot: number; readonly generation: number }>,
+  writer: string,
   now: string | null,
   timeoutMs: number
 ) =>
@@ -709,7 +743,7 @@ export const releaseSlots = (
      WHERE s.group_id = ${groupId} AND s.slot = r.slot AND s.generation = r.generation
        AND s.holder = ${memberId}::uuid AND s.owner IS DISTINCT FROM ${memberId}::uuid
        AND EXISTS (SELECT 1 FROM modulo_group.members m
-                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId}
+                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
                       AND m.lease_expires_at > ${at(sql, now)})
        AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
     RETURNING s.slot`
@@ -725,6 +759,7 @@ export const retakeSlot = (
   memberId: string,
   slot: number,
   generation: number,
+  writer: string,
   now: string | null,
   timeoutMs: number
 ) =>
@@ -734,7 +769,7 @@ export const retakeSlot = (
      WHERE s.group_id = ${groupId} AND s.slot = ${slot} AND s.generation = ${generation}
        AND s.holder = ${memberId}::uuid AND s.owner = ${memberId}::uuid
        AND EXISTS (SELECT 1 FROM modulo_group.members m
-                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId}
+                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
                       AND m.lease_expires_at > ${at(sql, now)})
        AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
     RETURNING s.slot`
@@ -823,6 +858,7 @@ export const renewLease = (
   now: string | null,
   timeoutMs: number,
   seq: number,
+  writer: string,
   slots = false,
   ackCurrent = false
 ) => {
@@ -844,6 +880,7 @@ export const renewLease = (
          -- A released row (a static member's graceful leave) is never renewed: a renewal that started
          -- before the release would find its lease still running at its own, earlier time.
          AND released_at IS NULL
+         AND ${written(sql, "", writer)}
          AND ${inOrder(sql, sql`${seq}::bigint`, sql``)}
          AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
@@ -938,6 +975,7 @@ export interface BatchRenewedRow extends Omit<RenewedRow, "idx" | "acked" | "ass
 export const renewLeases = (
   sql: Sql,
   requests: ReadonlyArray<RenewalRequest>,
+  writer: string,
   now: string | null,
   timeoutMs: number
 ) => {
@@ -984,12 +1022,13 @@ export const renewLeases = (
     ), lk AS MATERIALIZED (
       SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq, r.ack_current
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
-       WHERE (SELECT lt FROM bound) IS NOT NULL
+       WHERE (SELECT lt FROM bound) IS NOT NULL AND ${written(sql, "m.", writer)}
          FOR NO KEY UPDATE OF m SKIP LOCKED
     ), gids AS MATERIALIZED (
       SELECT ARRAY(SELECT DISTINCT group_id FROM req) AS ids
     ), snap AS MATERIALIZED (
-      SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms
+      SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms,
+             o.writer
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
@@ -1022,7 +1061,7 @@ export const renewLeases = (
        GROUP BY x.group_id
     )
     SELECT r.member_id::text AS member_id,
-           (me.member_id IS NULL AND lk.member_id IS NULL AND s.member_id IS NOT NULL) AS busy,
+           (me.member_id IS NULL AND lk.member_id IS NULL AND s.member_id IS NOT NULL AND ${written(sql, "s.", writer)}) AS busy,
            (me.member_id IS NOT NULL AND g.group_id IS NOT NULL AND me.idx IS NOT NULL
             -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
             AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END) AS ok,
