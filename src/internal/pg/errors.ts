@@ -7,12 +7,20 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Predicate from "effect/Predicate"
 import { DatabaseUnavailable } from "../../MembershipError.js"
 
+// What a person can do about a few SQLSTATEs whose own messages do not say where they come from.
+const hints: Readonly<Record<string, string>> = {
+  // "cannot execute SELECT in a read-only transaction"
+  "25006": ": this connection's transactions are read-only (default_transaction_read_only, set in the " +
+    "connection's options, for the role or for the database; or the server is a hot standby): members " +
+    "need to write their rows on the primary"
+}
+
 /** The most specific message of an error (a `SqlError`'s driver error), with its SQLSTATE if any. */
 export const describe = (cause: unknown): string => {
   const inner = (cause as { cause?: unknown })?.cause ?? cause
   const e = inner as { message?: unknown; code?: unknown }
   const message = typeof e?.message === "string" && e.message.length > 0 ? e.message : String(inner)
-  return typeof e?.code === "string" ? `${message} (${e.code})` : message
+  return typeof e?.code === "string" ? `${message} (${e.code})${hints[e.code] ?? ""}` : message
 }
 
 /** The SQLSTATE of a `SqlError` (e.g. "40001"), if the server sent one. */
