@@ -73,9 +73,6 @@ export interface MembershipService {
    * Runs `work` in every epoch this member is assigned in, for as long as the caller's scope lives.
    * It is interrupted, and its finalizers have run, before the member acknowledges a new epoch (G2)
    * and when the lease deadline passes (G3). A failure is logged; the work runs again next epoch.
-   * When the caller's scope closes, its run is interrupted and its close waits for it (at most
-   * `stopTimeout`, then an error is logged): the work does not outlive the resources of that scope.
-   * The same holds for `whileOwning` and `whileOwningAll`.
    * Slots mode: member-level work, run once while the member may work (a change does not restart it);
    * its `index` and `size` have no barrier there (see `assignment`).
    */
@@ -183,11 +180,7 @@ export const make = (
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }
     const ctx = yield* makeContext({ config, store, info, scope })
-    const work = yield* makeWorkRunner(
-      workScope,
-      config.slots === undefined ? undefined : ctx.metrics.slotsWorking,
-      config.stopTimeout
-    )
+    const work = yield* makeWorkRunner(workScope, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
     const driver = makeDriver(ctx, work)
 
     // Registered before the loops are forked, so it runs after they have stopped.

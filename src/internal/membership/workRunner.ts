@@ -7,7 +7,6 @@
  * `awaitStopped` waits for it too; and the set form (`whileOwningAll`), which runs under the whole
  * set of slots being worked and is restarted whenever that set changes.
  */
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
@@ -46,9 +45,7 @@ export interface WorkRunner {
   readonly stoppedNow: Effect.Effect<boolean>
   /**
    * Registers `spec` for as long as the caller's scope lives; starts it at once when work runs now
-   * and `live` says the assignment still holds. When that scope closes, its run is interrupted and
-   * waited for (at most the stop timeout, then an error is logged; the member's own stop still waits
-   * for it): work must not outlive the resources of the scope that registered it.
+   * and `live` says the assignment still holds.
    */
   readonly register: (spec: WorkSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
   /** Slots mode: starts every registered slot work under `owned` (and restarts the set forms), if `live` (as `start`); whether it did. */
@@ -76,9 +73,7 @@ export interface WorkRunner {
 export const makeWorkRunner = (
   workScope: Scope.Scope,
   /** Slots mode: the gauge of the slots being worked, moved by each change of `active`. */
-  slotsWorking?: Metric.Metric.Gauge<number>,
-  /** How long a registration's close waits for its runs to stop before it logs an error. */
-  stopTimeout: Duration.DurationInput = Duration.seconds(30)
+  slotsWorking?: Metric.Metric.Gauge<number>
 ): Effect.Effect<WorkRunner> =>
   Effect.gen(function*() {
     const fibers = yield* Scope.extend(FiberSet.make<void>(), workScope)
@@ -102,23 +97,6 @@ export const makeWorkRunner = (
     const lock = yield* Effect.makeSemaphore(1)
     const moved = (delta: number) =>
       slotsWorking === undefined || delta === 0 ? Effect.void : Metric.incrementBy(slotsWorking, delta)
-
-    // A registration's close: its runs interrupted and waited for, at most `stopTimeout`. Before, the
-    // close only forgot the spec, and its run went on (with the resources of the scope that had
-    // closed) until the next change or fence (an adversarial review).
-    const stopRuns = (runs: ReadonlyArray<Fiber.RuntimeFiber<void>>) =>
-      runs.length === 0 ? Effect.void : Effect.forEach(runs, (f) => Fiber.interruptFork(f), { discard: true }).pipe(
-        Effect.zipRight(Effect.forEach(runs, Fiber.await, { discard: true })),
-        Effect.timeoutTo({
-          duration: stopTimeout,
-          onSuccess: () => Effect.void,
-          onTimeout: () =>
-            Effect.logError(
-              "modulo-group: work did not stop in time when the scope that registered it closed (its member waits for it before it acknowledges any change)"
-            )
-        }),
-        Effect.flatten
-      )
 
     // Interruptible explicitly: work may be started from inside an uninterruptible acquire, and a
     // fork inherits that; such work could never be stopped.
@@ -195,15 +173,7 @@ export const makeWorkRunner = (
             // `start` starts it.
             if (activeSlot !== undefined && (yield* live)) yield* startOne(spec, activeSlot)
           })),
-          () =>
-            Effect.flatMap(
-              lock.withPermits(1)(Effect.sync(() => {
-                specs.delete(spec)
-                const run = running.get(spec)
-                return run === undefined ? [] : [run]
-              })),
-              stopRuns
-            )
+          () => Effect.sync(() => specs.delete(spec))
         ).pipe(Effect.asVoid),
       startSlot: (owned, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.gen(function*() {
@@ -240,17 +210,7 @@ export const makeWorkRunner = (
               yield* Effect.forEach([...active.values()], (owned) => startSlotOne(spec, owned), { discard: true })
             }
           })),
-          () =>
-            Effect.flatMap(
-              lock.withPermits(1)(Effect.sync(() => {
-                slotSpecs.delete(spec)
-                return [...perSlot.values()].flatMap((runs) => {
-                  const run = runs.get(spec)
-                  return run === undefined ? [] : [run]
-                })
-              })),
-              stopRuns
-            )
+          () => Effect.sync(() => slotSpecs.delete(spec))
         ).pipe(Effect.asVoid),
       registerSlotSet: (spec, live) =>
         Effect.acquireRelease(
@@ -258,15 +218,7 @@ export const makeWorkRunner = (
             setSpecs.set(spec, live)
             if (active.size > 0 && (yield* live)) yield* startSetOne(spec)
           })),
-          () =>
-            Effect.flatMap(
-              lock.withPermits(1)(Effect.sync(() => {
-                setSpecs.delete(spec)
-                const run = perSet.get(spec)
-                return run === undefined ? [] : [run]
-              })),
-              stopRuns
-            )
+          () => Effect.sync(() => setSpecs.delete(spec))
         ).pipe(Effect.asVoid)
     }
   })
