@@ -1163,8 +1163,13 @@ const slotsOnEvent = (
     // ignoring it altogether (as modulo mode's `settle` does) kept members working slots the database
     // had given back to a member whose leave was lost, never reaped it, and the next change handed
     // those slots out again at the same generations (a second review).
-    const known = epochOf(m.state)
-    const older = known !== undefined && event.view.epoch < known
+    // Older than the newest epoch this member has acted on, not only than its state's: a member
+    // `Fenced` while its work stops keeps the epoch it was fenced in while it acts on the views of
+    // newer epochs (it releases the slots given away), and then, stopped, took rows put back to that
+    // epoch for current and started a slot it had released beside its new holder (a third review).
+    // `acked` is that newest epoch in slots mode (each renewal's, a join's).
+    const known = Math.max(epochOf(m.state) ?? 0, m.acked)
+    const older = event.view.epoch < known
     return Holdings.onView(h, event.view.slots, mayStart && !older, event.sentAt ?? now)
   }
   return [h, []]
