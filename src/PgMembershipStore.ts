@@ -956,7 +956,7 @@ export const make = (options: Options = {}) =>
                 if (took.length > 0) {
                   // The riders' indices, in the same transaction; the rest of their view is the leader's.
                   yield* onStatement("join", "riders view")
-                  const rows = yield* Statements.selectRiderIndices(sql, groupId, took.map((r) => r.input.member.memberId))
+                  const rows = yield* Statements.selectRiderIndices(sql, groupId, took.map((r) => r.input.member.memberId), writer)
                   const index = new Map(rows.map((r) => [uuidKey(r.member_id), num(r.idx)]))
                   riding.resultsAre(took.flatMap((r) => {
                     const i = index.get(uuidKey(r.input.member.memberId))

@@ -128,7 +128,7 @@ describe("plans on a database of 20,000 groups", () => {
         deleteInstanceRow: Statements.deleteInstanceRow(sql, gid, me),
         releaseMember: Statements.releaseMember(sql, gid, me, 3, writer, now),
         selectJoinedView: Statements.selectJoinedView(sql, gid, me, 3, now),
-        selectRiderIndices: Statements.selectRiderIndices(sql, gid, [me, other]),
+        selectRiderIndices: Statements.selectRiderIndices(sql, gid, [me, other], writer),
         deleteExpired: Statements.deleteExpired(sql, gid, now, 3),
         selectRowsOff: Statements.selectRowsOff(sql, gid),
         deleteMember: Statements.deleteMember(sql, gid, me, writer),

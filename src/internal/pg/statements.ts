@@ -315,7 +315,11 @@ export const insertRiders = (
       FROM ROWS FROM (json_to_recordset(${json}::json)
                         AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
            WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
-     ORDER BY r.ord`
+     ORDER BY r.ord
+    -- A rider whose id another store's live row holds (left by deleteRiderRows): not inserted, so it
+    -- gets no index (selectRiderIndices) and joins alone, where its join is refused naming that row.
+    -- It failed the whole change (23505), the leader's join with it (a review of migration 0012).
+    ON CONFLICT (member_id) DO NOTHING`
 }
 
 /** What `selectOverdue` read: the member that keeps a join waiting. */
@@ -542,11 +546,11 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
 
 /** As `selectJoinedView`, for the joins that rode along a change (`insertRiders`): their indices. */
-export const selectRiderIndices = (sql: Sql, groupId: string, memberIds: ReadonlyArray<string>) =>
+export const selectRiderIndices = (sql: Sql, groupId: string, memberIds: ReadonlyArray<string>, writer: string) =>
   sql<{ member_id: string; idx: number }>`
     SELECT m.member_id::text AS member_id, m.idx
       FROM modulo_group.members m
-     WHERE m.group_id = ${groupId}
+     WHERE m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
        AND m.member_id IN ${memberIdList(sql, memberIds)}`
 
 /**
