@@ -23,6 +23,7 @@ import * as MembershipConfig from "./MembershipConfig.js"
 import type { InvalidGroupId } from "./MembershipError.js"
 import { InvalidConfig } from "./MembershipError.js"
 import { MembershipClosed, StaleAssignment } from "./MembershipError.js"
+import { canonicalMemberId } from "./internal/memberId.js"
 import { makeContext, nowMillis } from "./internal/membership/context.js"
 import { makeDriver } from "./internal/membership/driver.js"
 import { fenceTimer } from "./internal/membership/fenceTimer.js"
@@ -140,7 +141,7 @@ export class Membership extends Context.Tag("modulo-group/Membership")<Membershi
 const liveMemberIds = new Set<string>()
 
 const claimMemberId = (memberId: string): Effect.Effect<void, InvalidConfig, Scope.Scope> => {
-  const key = memberId.toLowerCase()
+  const key = memberId
   return Effect.acquireRelease(
     Effect.suspend(() => {
       if (liveMemberIds.has(key)) {
@@ -175,7 +176,9 @@ export const make = (
     // after that finalizer: at shutdown, work sees `Leaving` and is stopped by the leave itself.
     const workScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const identity = yield* MembershipConfig.MemberIdentity
-    const memberId = yield* identity.newMemberId
+    // One spelling of a uuid (the one the database writes back): the id the member shows, renews and
+    // is refused by (a second live member with the same uuid in another spelling included).
+    const memberId = canonicalMemberId(yield* identity.newMemberId)
     yield* claimMemberId(memberId)
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }

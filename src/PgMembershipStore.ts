@@ -25,6 +25,7 @@ import * as Batcher from "./internal/pg/batcher.js"
 import { describe, lockNotAvailable, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
+import { canonicalMemberId } from "./internal/memberId.js"
 import * as Statements from "./internal/pg/statements.js"
 import * as Riders from "./internal/pg/riders.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
@@ -117,8 +118,9 @@ interface JoinRide {
   readonly overdueAfterMs: number | undefined
 }
 
-// A member id as the database returns a uuid (lowercase), to match the rows of riders.
-const uuidKey = (memberId: string) => memberId.toLowerCase()
+// A member id as the database writes a uuid back (canonical form), to match the rows of riders and of
+// batched renewals (an id in braces or in upper case was told "no row" in a batch: it went Gone).
+const uuidKey = canonicalMemberId
 
 /** Sleeps `millis` on the real clock: waiting for other transactions, which run on real time. */
 const pause = (millis: number) =>
