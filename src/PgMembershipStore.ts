@@ -844,9 +844,16 @@ export const make = (options: Options = {}) =>
                     // adversarial review: two static members worked one index for up to a heartbeat).
                     // Nor a row whose index is out of range (set by hand): the takeover would keep
                     // it, and the member, refused, would take it over again after every lease.
+                    // Nor a row of this member id that another store wrote (the id given to two processes,
+                    // against MemberIdentity's contract): its old process's fenced transactions find
+                    // their row by member id, and would pass against this member's lease in the same
+                    // epoch and index (a review of migration 0012: a stale fenced write committed). A
+                    // change instead: a new epoch, new slot generations.
+                    const othersOwnId = held.member_id === uuidKey(member.memberId) && held.writer !== null &&
+                      held.writer !== writer
                     if (
                       !held.live && !behind && held.idx !== null && held.idx >= 0 && held.idx < group.size &&
-                      num(held.assigned_epoch) === epoch
+                      num(held.assigned_epoch) === epoch && !othersOwnId
                     ) {
                       yield* onStatement("join", "takeover")
                       const [taken] = yield* Statements.takeOver(

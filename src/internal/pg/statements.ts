@@ -459,6 +459,8 @@ export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, writ
 /** What `selectInstance` read. */
 export interface InstanceRow {
   readonly member_id: string
+  /** The store that wrote the row (migration 0012; null before it). */
+  readonly writer: string | null
   readonly idx: number | null
   readonly assigned_epoch: string
   readonly live: boolean
@@ -476,7 +478,7 @@ export interface InstanceRow {
  */
 export const selectInstance = (sql: Sql, groupId: string, instanceId: string, now: string | null) =>
   sql<InstanceRow>`
-    SELECT member_id, idx, assigned_epoch, lease_expires_at > ${at(sql, now)} AS live, host, pid, name,
+    SELECT member_id, writer::text AS writer, idx, assigned_epoch, lease_expires_at > ${at(sql, now)} AS live, host, pid, name,
            (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
      WHERE group_id = ${groupId} AND instance_id = ${instanceId} AND NOT (${reapable(sql, now)})
