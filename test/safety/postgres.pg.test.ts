@@ -298,6 +298,37 @@ it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigi
     }
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
 
+it.live("an acknowledgement set by hand above 2^52 - 1 is no acknowledgement: a join before its member's next renewal keeps the barrier up", () =>
+  Effect.gen(function*() {
+    // A fourth review: counted as `acked_epoch >= epoch`, such a row acknowledged every epoch, and the
+    // join's barrier came down at once while its member still worked the epoch before (G2).
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    for (const forged of ["4503599627370496", "9007199254740993", "9223372036854775807"]) {
+      const groupId = randomGroupId("forged-ack-barrier")
+      const lease = 60_000
+      const [a, c] = [info("a"), info("c")]
+      const one = yield* store.join(groupId, a, lease)
+      expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, one.epoch, lease))).toMatchObject({ allAcked: true })
+      yield* sql`UPDATE modulo_group.members SET acked_epoch = ${forged}::bigint WHERE member_id = ${a.memberId}`
+      // The join's view, and the joiner's renewals (alone, and in a batch with another member).
+      const joined = yield* store.join(groupId, c, lease)
+      expect(joined).toMatchObject({ epoch: one.epoch + 1, size: 2, allAcked: false })
+      expect(Option.getOrThrow(yield* store.heartbeat(groupId, c.memberId, joined.epoch, lease))).toMatchObject({ allAcked: false })
+      const other = randomGroupId("forged-ack-other")
+      const x = info("x")
+      const xView = yield* store.join(other, x, lease)
+      const [cView] = yield* Effect.all([
+        store.heartbeat(groupId, c.memberId, joined.epoch, lease, { holdMs: 50 }),
+        store.heartbeat(other, x.memberId, xView.epoch, lease, { holdMs: 50 })
+      ], { concurrency: "unbounded" })
+      expect(Option.getOrThrow(cView)).toMatchObject({ epoch: joined.epoch, allAcked: false })
+      // a's own renewal acknowledges the new epoch over it: then the barrier comes down.
+      yield* store.heartbeat(groupId, a.memberId, joined.epoch, lease)
+      expect(Option.getOrThrow(yield* store.heartbeat(groupId, c.memberId, joined.epoch, lease))).toMatchObject({ allAcked: true })
+    }
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
 it.live("a group epoch set by hand above 2^52 - 1: every change refuses, saying why; none reissues an epoch", () =>
   Effect.gen(function*() {
     // Epochs are JavaScript numbers in the store: the change wrote `epoch + 1` computed there, which

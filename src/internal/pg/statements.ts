@@ -45,7 +45,9 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
  * counting. Only a hand edit writes one higher; taken for the database having gone back it made every
  * later epoch imprecise (stuck at 2^53, one token for several assignments) or out of range of bigint,
  * and every member reap at every heartbeat (two adversarial reviews); the member's next renewal
- * writes over it (`saneAck`).
+ * writes over it (`saneAck`). Until then the barrier counts take it for no acknowledgement at all
+ * (unacknowledged): read as `acked_epoch >= epoch` it acknowledged every epoch, and a join's barrier
+ * came down while its member still worked the epoch before (a fourth review).
  */
 /**
  * A member row this store may write (migration 0012): one it wrote (`writer`, the store's random id),
@@ -543,7 +545,8 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
              WHERE o.group_id = ${groupId}
-               AND (o.acked_epoch < ${epoch} OR (${member(sql, "o")} AND ${ahead(sql, "o", sql`${epoch}`)}))) AS unacked,
+               AND (o.acked_epoch < ${epoch} OR o.acked_epoch > 4503599627370495
+                    OR (${member(sql, "o")} AND ${ahead(sql, "o", sql`${epoch}`)}))) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
 
@@ -574,7 +577,7 @@ export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epo
          SET acked_epoch = ${epoch}::bigint
        WHERE ${epoch}::bigint IS NOT NULL AND group_id = ${groupId} AND instance_id IS NOT NULL
          AND lease_expires_at <= ${at(sql, now)} AND NOT (${reapable(sql, now)})
-         AND acked_epoch < ${epoch}::bigint AND idx IS NOT NULL
+         AND (acked_epoch < ${epoch}::bigint OR acked_epoch > 4503599627370495) AND idx IS NOT NULL
       RETURNING member_id, instance_id
     )
     SELECT member_id, instance_id, false AS acked, waiting FROM gone
@@ -896,7 +899,8 @@ export const renewLease = (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
-             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS unacked,
+             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR o.acked_epoch > 4503599627370495
+                                 OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
                                      AND o.acked_epoch < g.epoch)
@@ -1061,7 +1065,8 @@ export const renewLeases = (
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
-             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR (x.idx IS NOT NULL AND ${ahead(sql, "x")})) AS unacked,
+             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR x.acked_epoch > 4503599627370495
+                                 OR (x.idx IS NOT NULL AND ${ahead(sql, "x")})) AS unacked,
              count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
         FROM x JOIN g ON g.group_id = x.group_id
        GROUP BY x.group_id
@@ -1074,7 +1079,8 @@ export const renewLeases = (
            me.idx, me.acked_epoch AS acked,
            s.acked_epoch AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}) THEN 1 ELSE 0 END) AS unacked,
+           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR me.acked_epoch > 4503599627370495
+                                    OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}) THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
