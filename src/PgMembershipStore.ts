@@ -1031,6 +1031,18 @@ export const make = (options: Options = {}) =>
               announce: hbOptions.announce === true
             }, holdMs, { ms: statementTimeoutMs + holdMs, onTimeout: () => timedOut("heartbeat", statementTimeoutMs + holdMs) })
             if (r === undefined) return Option.none<GroupView>()
+            // An epoch above what the store counts to (set by hand; every change refuses it too) is
+            // no view: the member neither stops for it nor acknowledges it, and its heartbeat fails,
+            // saying why, until an operator repairs it. Taken as a view, every member acknowledged it
+            // and waited in it for ever, also after the repair, every later view being older (a review).
+            if (BigInt(r.epoch) > BigInt(Statements.highestEpoch) || BigInt(r.assigned_epoch) > BigInt(Statements.highestEpoch)) {
+              return yield* new StoreError({
+                operation: "heartbeat",
+                reason: `the group's epoch is ${BigInt(r.epoch) > BigInt(r.assigned_epoch) ? r.epoch : r.assigned_epoch}, above ` +
+                  `${Statements.highestEpoch} (2^52 - 1), the highest modulo-group counts to: set by hand? No member ` +
+                  `takes a view from it until an operator repairs it (docs/operations.md, "An epoch set out of range")`
+              })
+            }
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
             yield* notifier.observed(groupId, view.epoch)
