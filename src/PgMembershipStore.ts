@@ -472,12 +472,14 @@ export const make = (options: Options = {}) =>
           const [g] = yield* Statements.selectGroupForUpdate(sql, groupId)
           // Epochs are JavaScript numbers here: past 2^53 `epoch + 1` rounds back, and the change would
           // write the group's epoch again with a new assignment (one token for two). Only a hand edit
-          // gets there (2^52 changes at a thousand a second take 142,000 years): refuse every change,
-          // saying why, and let the members wait rather than work under a reissued epoch.
-          if (BigInt(g!.epoch) > BigInt(Statements.highestEpoch)) {
+          // gets there (2^52 changes at a thousand a second take 142,000 years): refuse every change
+          // that would write an epoch above the highest (from the highest itself too: a change from
+          // 2^52 - 1 wrote 2^52, which no member takes a view from, a review), saying why, and let the
+          // members wait rather than work under a reissued epoch.
+          if (BigInt(g!.epoch) >= BigInt(Statements.highestEpoch)) {
             return yield* new StoreError({
               operation,
-              reason: `the group's epoch is ${g!.epoch}, above ${Statements.highestEpoch} (2^52 - 1), the highest ` +
+              reason: `the group's epoch is ${g!.epoch}, at or above ${Statements.highestEpoch} (2^52 - 1), the highest ` +
                 `modulo-group counts to: set by hand? No change of this group (join, leave, reap) can be made until ` +
                 `an operator repairs it (docs/operations.md, "An epoch set out of range")`
             })
@@ -1035,14 +1037,18 @@ export const make = (options: Options = {}) =>
             // no view: the member neither stops for it nor acknowledges it, and its heartbeat fails,
             // saying why, until an operator repairs it. Taken as a view, every member acknowledged it
             // and waited in it for ever, also after the repair, every later view being older (a review).
-            if (BigInt(r.epoch) > BigInt(Statements.highestEpoch) || BigInt(r.assigned_epoch) > BigInt(Statements.highestEpoch)) {
+            if (BigInt(r.epoch) > BigInt(Statements.highestEpoch)) {
               return yield* new StoreError({
                 operation: "heartbeat",
-                reason: `the group's epoch is ${BigInt(r.epoch) > BigInt(r.assigned_epoch) ? r.epoch : r.assigned_epoch}, above ` +
-                  `${Statements.highestEpoch} (2^52 - 1), the highest modulo-group counts to: set by hand? No member ` +
-                  `takes a view from it until an operator repairs it (docs/operations.md, "An epoch set out of range")`
+                reason: `the group's epoch is ${r.epoch}, above ${Statements.highestEpoch} (2^52 - 1), the highest ` +
+                  `modulo-group counts to: set by hand? No member takes a view from it until an operator repairs it ` +
+                  `(docs/operations.md, "An epoch set out of range")`
               })
             }
+            // Only its own row stamped out of range (by hand): no row, as for an index out of range;
+            // the member rejoins, and its join (a change) restamps every row. Refused as the group's
+            // epoch (a review), the row was renewed for ever while its member stayed fenced.
+            if (BigInt(r.assigned_epoch) > BigInt(Statements.highestEpoch)) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
             yield* notifier.observed(groupId, view.epoch)

@@ -298,6 +298,26 @@ it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigi
     }
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
 
+it.live("a member row stamped by hand with an epoch above 2^52 - 1: its renewal finds no row, and its rejoin restamps the group", () =>
+  Effect.gen(function*() {
+    // A review: the heartbeat refused it as the group's epoch, while the renewal had renewed the row;
+    // the row stayed live for ever, its member fenced, its index never worked.
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("forged-stamp")
+    const lease = 60_000
+    const [a, b] = [info("a"), info("b")]
+    yield* store.join(groupId, a, lease)
+    const two = yield* store.join(groupId, b, lease)
+    yield* sql`UPDATE modulo_group.members SET assigned_epoch = 4503599627370496 WHERE member_id = ${a.memberId}`
+    expect(Option.isNone(yield* store.heartbeat(groupId, a.memberId, two.epoch, lease))).toBe(true)
+    const again = yield* store.join(groupId, a, lease)
+    expect(again).toMatchObject({ epoch: two.epoch + 1, size: 2 })
+    const [{ stamps }] = (yield* sql<{ stamps: string }>`
+      SELECT string_agg(DISTINCT assigned_epoch::text, ',') AS stamps FROM modulo_group.members WHERE group_id = ${groupId}`) as unknown as [{ stamps: string }]
+    expect(stamps).toBe(String(two.epoch + 1))
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
 it.live("an acknowledgement set by hand above 2^52 - 1 is no acknowledgement: a join before its member's next renewal keeps the barrier up", () =>
   Effect.gen(function*() {
     // A fourth review: counted as `acked_epoch >= epoch`, such a row acknowledged every epoch, and the
@@ -338,7 +358,8 @@ it.live("a group epoch set by hand above 2^52 - 1: every change refuses, saying 
     // maximum every change failed with 22003, saying nothing a person could act on.
     const sql = yield* SqlClient.SqlClient
     const store = yield* MembershipStore
-    for (const forged of ["4503599627370496", "9007199254740996", "1152921504606846976", "9223372036854775807"]) {
+    // 2^52 - 1 itself too: a change from it wrote 2^52, which no member takes a view from (a review).
+    for (const forged of ["4503599627370495", "4503599627370496", "9007199254740996", "1152921504606846976", "9223372036854775807"]) {
       const groupId = randomGroupId("forged-epoch")
       const lease = 60_000
       const [a, b, c] = [info("a"), info("b"), info("c")]

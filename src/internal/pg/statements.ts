@@ -40,7 +40,7 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
  * A row (`alias`) that acknowledged an epoch above the group's (`epoch`, default `g.epoch`): the rows
  * were put back (a restore, a failover that lost commits) while its member worked on. Such an
  * acknowledgement lowers no barrier, and asks for the change that moves past it (see `renewLease`).
- * Not above 4503599627370495 (2^52 - 1): epochs are JavaScript numbers in the members and the store,
+ * Only below 4503599627370495 (2^52 - 1): epochs are JavaScript numbers in the members and the store,
  * exact up to 2^53 - 1, and the change that moves past an acknowledgement must leave room to go on
  * counting. Only a hand edit writes one higher; taken for the database having gone back it made every
  * later epoch imprecise (stuck at 2^53, one token for several assignments) or out of range of bigint,
@@ -70,16 +70,16 @@ export const highestEpoch = "4503599627370495"
 
 const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
   alias === "o"
-    ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch <= 4503599627370495)`
+    ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch < 4503599627370495)`
     : alias === "x"
-    ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch <= 4503599627370495)`
-    : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch <= 4503599627370495)`
+    ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch < 4503599627370495)`
+    : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch < 4503599627370495)`
 
-/** The row's acknowledgement for a renewal's `GREATEST`: one above the highest epoch (a hand edit, see `ahead`) counts as none. */
+/** The row's acknowledgement for a renewal's `GREATEST`: one at or above the highest epoch (a hand edit, see `ahead`) counts as none. */
 const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
   prefix === "m."
-    ? sql`CASE WHEN m.acked_epoch > 4503599627370495 THEN 0 ELSE m.acked_epoch END`
-    : sql`CASE WHEN acked_epoch > 4503599627370495 THEN 0 ELSE acked_epoch END`
+    ? sql`CASE WHEN m.acked_epoch >= 4503599627370495 THEN 0 ELSE m.acked_epoch END`
+    : sql`CASE WHEN acked_epoch >= 4503599627370495 THEN 0 ELSE acked_epoch END`
 
 /**
  * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
@@ -137,7 +137,7 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
   sql<{ epoch: string; size: number; incarnation: string; acked: string; slots: number | null }>`
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}
-                                 AND m.acked_epoch <= 4503599627370495), 0) AS acked
+                                 AND m.acked_epoch < 4503599627370495), 0) AS acked
       FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
 
 /**
@@ -545,7 +545,7 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
              WHERE o.group_id = ${groupId}
-               AND (o.acked_epoch < ${epoch} OR o.acked_epoch > 4503599627370495
+               AND (o.acked_epoch < ${epoch} OR o.acked_epoch >= 4503599627370495
                     OR (${member(sql, "o")} AND ${ahead(sql, "o", sql`${epoch}`)}))) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
@@ -577,7 +577,7 @@ export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epo
          SET acked_epoch = ${epoch}::bigint
        WHERE ${epoch}::bigint IS NOT NULL AND group_id = ${groupId} AND instance_id IS NOT NULL
          AND lease_expires_at <= ${at(sql, now)} AND NOT (${reapable(sql, now)})
-         AND (acked_epoch < ${epoch}::bigint OR acked_epoch > 4503599627370495) AND idx IS NOT NULL
+         AND (acked_epoch < ${epoch}::bigint OR acked_epoch >= 4503599627370495) AND idx IS NOT NULL
       RETURNING member_id, instance_id
     )
     SELECT member_id, instance_id, false AS acked, waiting FROM gone
@@ -899,7 +899,7 @@ export const renewLease = (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
-             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR o.acked_epoch > 4503599627370495
+             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR o.acked_epoch >= 4503599627370495
                                  OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
@@ -1065,7 +1065,7 @@ export const renewLeases = (
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
-             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR x.acked_epoch > 4503599627370495
+             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR x.acked_epoch >= 4503599627370495
                                  OR (x.idx IS NOT NULL AND ${ahead(sql, "x")})) AS unacked,
              count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
         FROM x JOIN g ON g.group_id = x.group_id
@@ -1079,7 +1079,7 @@ export const renewLeases = (
            me.idx, me.acked_epoch AS acked,
            s.acked_epoch AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR me.acked_epoch > 4503599627370495
+           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR me.acked_epoch >= 4503599627370495
                                     OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}) THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
