@@ -140,11 +140,10 @@ export class Membership extends Context.Tag("modulo-group/Membership")<Membershi
 // `writer`, migration 0012). Released after the member's leave, so a new member may take the id then.
 const liveMemberIds = new Set<string>()
 
-const claimMemberId = (memberId: string): Effect.Effect<void, InvalidConfig, Scope.Scope> => {
-  const key = memberId
-  return Effect.acquireRelease(
+const claimMemberId = (memberId: string): Effect.Effect<void, InvalidConfig, Scope.Scope> =>
+  Effect.acquireRelease(
     Effect.suspend(() => {
-      if (liveMemberIds.has(key)) {
+      if (liveMemberIds.has(memberId)) {
         return Effect.fail(
           new InvalidConfig({
             field: "MemberIdentity",
@@ -153,12 +152,12 @@ const claimMemberId = (memberId: string): Effect.Effect<void, InvalidConfig, Sco
           })
         )
       }
-      liveMemberIds.add(key)
+      liveMemberIds.add(memberId)
       return Effect.void
     }),
-    () => Effect.sync(() => void liveMemberIds.delete(key))
+    () => Effect.sync(() => void liveMemberIds.delete(memberId))
   )
-}
+
 /**
  * A member, alive for the enclosing scope. Several may live in one process (one per scope).
  *

@@ -122,6 +122,11 @@ interface JoinRide {
 // batched renewals (an id in braces or in upper case was told "no row" in a batch: it went Gone).
 const uuidKey = canonicalMemberId
 
+// The highest epoch the store counts to (`Statements.highestEpoch`), to compare the database's
+// epochs (bigint text) with, exactly.
+const highestEpoch = BigInt(Statements.highestEpoch)
+const aboveHighest = (epoch: string): boolean => BigInt(epoch) > highestEpoch
+
 /** Sleeps `millis` on the real clock: waiting for other transactions, which run on real time. */
 const pause = (millis: number) =>
   Effect.async<void>((resume) => {
@@ -476,7 +481,7 @@ export const make = (options: Options = {}) =>
           // that would write an epoch above the highest (from the highest itself too: a change from
           // 2^52 - 1 wrote 2^52, which no member takes a view from, a review), saying why, and let the
           // members wait rather than work under a reissued epoch.
-          if (BigInt(g!.epoch) >= BigInt(Statements.highestEpoch)) {
+          if (BigInt(g!.epoch) >= highestEpoch) {
             return yield* new StoreError({
               operation,
               reason: `the group's epoch is ${g!.epoch}, at or above ${Statements.highestEpoch} (2^52 - 1), the highest ` +
@@ -1037,7 +1042,7 @@ export const make = (options: Options = {}) =>
             // no view: the member neither stops for it nor acknowledges it, and its heartbeat fails,
             // saying why, until an operator repairs it. Taken as a view, every member acknowledged it
             // and waited in it for ever, also after the repair, every later view being older (a review).
-            if (BigInt(r.epoch) > BigInt(Statements.highestEpoch)) {
+            if (aboveHighest(r.epoch)) {
               return yield* new StoreError({
                 operation: "heartbeat",
                 reason: `the group's epoch is ${r.epoch}, above ${Statements.highestEpoch} (2^52 - 1), the highest ` +
@@ -1048,7 +1053,7 @@ export const make = (options: Options = {}) =>
             // Only its own row stamped out of range (by hand): no row, as for an index out of range;
             // the member rejoins, and its join (a change) restamps every row. Refused as the group's
             // epoch (a review), the row was renewed for ever while its member stayed fenced.
-            if (BigInt(r.assigned_epoch) > BigInt(Statements.highestEpoch)) return Option.none<GroupView>()
+            if (aboveHighest(r.assigned_epoch)) return Option.none<GroupView>()
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
             yield* notifier.observed(groupId, view.epoch)

@@ -75,6 +75,20 @@ const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sq
     ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch < 4503599627370495)`
     : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch < 4503599627370495)`
 
+/**
+ * The barrier's rule for one row (`alias`) against `epoch` (default `g.epoch`): it holds the barrier
+ * when it has not acknowledged the epoch, or acknowledged one at or above the highest (a hand edit:
+ * no acknowledgement at all, see `ahead`), or, as a member (an index; a waiting joiner acknowledges
+ * the next epoch ahead of time), acknowledged one the group has not reached (`ahead`). One rule for
+ * the join's view and both renewal statements.
+ */
+const unacked = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
+  alias === "o"
+    ? sql`(o.acked_epoch < ${epoch} OR o.acked_epoch >= 4503599627370495 OR (o.idx IS NOT NULL AND ${ahead(sql, "o", epoch)}))`
+    : alias === "x"
+    ? sql`(x.acked_epoch < ${epoch} OR x.acked_epoch >= 4503599627370495 OR (x.idx IS NOT NULL AND ${ahead(sql, "x", epoch)}))`
+    : sql`(me.acked_epoch < ${epoch} OR me.acked_epoch >= 4503599627370495 OR (me.idx IS NOT NULL AND ${ahead(sql, "me", epoch)}))`
+
 /** The row's acknowledgement for a renewal's `GREATEST`: one at or above the highest epoch (a hand edit, see `ahead`) counts as none. */
 const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
   prefix === "m."
@@ -545,8 +559,7 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
              WHERE o.group_id = ${groupId}
-               AND (o.acked_epoch < ${epoch} OR o.acked_epoch >= 4503599627370495
-                    OR (${member(sql, "o")} AND ${ahead(sql, "o", sql`${epoch}`)}))) AS unacked,
+               AND ${unacked(sql, "o", sql`${epoch}`)}) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}`
 
@@ -899,8 +912,7 @@ export const renewLease = (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
-             count(*) FILTER (WHERE o.acked_epoch < g.epoch OR o.acked_epoch >= 4503599627370495
-                                 OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS unacked,
+             count(*) FILTER (WHERE ${unacked(sql, "o")}) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
                                      AND o.acked_epoch < g.epoch)
@@ -1065,8 +1077,7 @@ export const renewLeases = (
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
-             count(*) FILTER (WHERE x.acked_epoch < g.epoch OR x.acked_epoch >= 4503599627370495
-                                 OR (x.idx IS NOT NULL AND ${ahead(sql, "x")})) AS unacked,
+             count(*) FILTER (WHERE ${unacked(sql, "x")}) AS unacked,
              count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
         FROM x JOIN g ON g.group_id = x.group_id
        GROUP BY x.group_id
@@ -1079,8 +1090,7 @@ export const renewLeases = (
            me.idx, me.acked_epoch AS acked,
            s.acked_epoch AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-           agg.unacked - (CASE WHEN me.acked_epoch < g.epoch OR me.acked_epoch >= 4503599627370495
-                                    OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}) THEN 1 ELSE 0 END) AS unacked,
+           agg.unacked - (CASE WHEN ${unacked(sql, "me")} THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
