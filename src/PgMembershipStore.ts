@@ -10,6 +10,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HashMap from "effect/HashMap"
@@ -446,6 +447,51 @@ export const make = (options: Options = {}) =>
     // Every membership change: one transaction that first takes the group row lock (the arbiter).
     // `body` gets the epoch to build on, whether the epochs were found behind an acknowledgement, and
     // the group row's size and incarnation.
+    // A fresh connection's first change. A new server process (backend) loads its catalog caches, the
+    // PL/pgSQL library and `log_change`'s plans on the first statements it runs: on this machine a
+    // process's first join spent 20-60 ms more on the server than the same join on a warm connection
+    // (docs/benchmarks.md, "A fresh connection's first change"), all of it under the group's lock,
+    // while the other members waited to renegotiate. So the store runs a change's statements once,
+    // in the background as it starts, on a group and a member that do not exist, in a transaction it
+    // rolls back (nothing is written, no lock of any group is taken; an error, a read-only server, a
+    // timeout are ignored: it is only a warm-up), and its first join waits for that to end, at most
+    // a statement timeout (not counted in the join's own), before it takes a connection: the warm
+    // one, which the pool hands out next (most recently used first). It moves that cost out of the
+    // group's lock, not out of the process's start: a join asked for at once waits for the warm-up.
+    class WarmedUp {}
+    const warmed = yield* Deferred.make<void>()
+    yield* Effect.forkDaemon(
+      Effect.gen(function*() {
+        const now = yield* nowParam
+        const scratchGroup = `modulo-group warm-up ${globalThis.crypto.randomUUID()}`
+        const scratchMember = globalThis.crypto.randomUUID()
+        yield* ownReadCommitted(
+          sql,
+          Effect.gen(function*() {
+            yield* Statements.boundTransaction(sql, statementTimeoutMs)
+            yield* Statements.selectGroupForUpdate(sql, scratchGroup)
+            yield* Statements.deleteExpiredAndOwnRow(sql, scratchGroup, scratchMember, writer, now)
+            yield* Statements.reassignIndices(sql, scratchGroup, 1, now)
+            yield* Statements.bumpEpoch(sql, scratchGroup, now, 1, false)
+            yield* Statements.logChange(sql, scratchGroup, "join", scratchMember, now)
+            yield* Statements.selectJoinedView(sql, scratchGroup, scratchMember, 1, now)
+            yield* Statements.renewLease(sql, scratchGroup, scratchMember, 1, 1, false, now, statementTimeoutMs, nextSeq(), writer)
+            return yield* Effect.fail(new WarmedUp())
+          })
+        )
+      }).pipe(
+        statementsRunToTheEnd,
+        Effect.catchAllCause(() => Effect.void),
+        Effect.ensuring(Deferred.succeed(warmed, undefined))
+      )
+    )
+    let warm = false
+    const warmedUp: Effect.Effect<void> = Effect.suspend(() =>
+      warm ? Effect.void : Effect.raceFirst(Deferred.await(warmed), pause(statementTimeoutMs)).pipe(
+        Effect.ensuring(Effect.sync(() => void (warm = true)))
+      )
+    )
+
     const change = <A, E, R>(
       operation: string,
       groupId: string,
@@ -798,8 +844,10 @@ export const make = (options: Options = {}) =>
       )
 
     const store: MembershipStoreService = {
+      // After the warm-up (see `warmedUp`), outside the join's own bound: a slow warm-up (a loaded
+      // server, a pooler short of server connections) must not take the join's statement timeout.
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
-        Effect.suspend((): Effect.Effect<GroupView, StoreError> => {
+        Effect.zipRight(warmedUp, Effect.suspend((): Effect.Effect<GroupView, StoreError> => {
           // A waiting row this join left while the lock was busy (`busyJoin`).
           const registered = { value: false }
           const coalesce = (statics.instanceId ?? null) === null && (joinOptions.slots ?? null) === null
@@ -1011,7 +1059,7 @@ export const make = (options: Options = {}) =>
           // acknowledged at once), and a listener that hung then would have gone unnoticed until
           // one more change.
           Effect.tap((view) => notifier.observed(groupId, view.epoch))
-        ),
+        )),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) => {
         // A plain periodic renewal may be held this long to share a statement (leaseKeeper.ts).

@@ -131,6 +131,16 @@ export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, time
       FROM fair`
 
 /**
+ * The first statement of the store's warm-up transaction (`PgMembershipStore`, "a fresh connection's
+ * first change"): its server-side bounds, local to that transaction, as a change sets them.
+ */
+export const boundTransaction = (sql: Sql, timeoutMs: number) =>
+  sql`
+    SELECT set_config('lock_timeout', ${String(timeoutMs)}, true),
+           set_config('statement_timeout', ${String(timeoutMs)}, true),
+           set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true)`
+
+/**
  * After `tryLockGroup` found only fenced transactions holding the group's lock: waits for it (within
  * the transaction's lock_timeout), queued fairly ahead of fenced transactions that come later, and
  * creates the group row if missing.
