@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
-import { lockNotAvailable, sqlState, unavailable } from "./internal/pg/errors.js"
+import { deadlockDetected, lockNotAvailable, sqlState, unavailable } from "./internal/pg/errors.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import type { DatabaseUnavailable } from "./MembershipError.js"
@@ -256,8 +256,11 @@ const lockHolders = (sql: SqlClient.SqlClient) =>
     Effect.orElseSucceed(() => "another transaction")
   )
 
-// `migrateLocked`, again after a backoff for as long as a table lock it needs is busy (`lockWaitMs`).
-// A warning the first time and every 30th, naming the oldest holders; nothing is left half-applied.
+// `migrateLocked`, again after a backoff for as long as a table lock it needs is busy (`lockWaitMs`),
+// or the server chose it as a deadlock's victim (40P01: a migration that locks two tables, 0007 then
+// 0009, met renewals that held one and waited for the other; an adversarial review of upgrades, where
+// the start failed). A warning the first time and every 30th, naming the oldest holders; nothing is
+// left half-applied.
 const migrateLockedPatiently = (repair: boolean): Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -267,11 +270,15 @@ const migrateLockedPatiently = (repair: boolean): Effect.Effect<Repaired, SqlErr
         if (attempt > 1) yield* Effect.logInfo(`modulo-group: migration applied at attempt ${attempt}, the table lock it needed free`)
         return result.right
       }
-      if (sqlState(result.left) !== lockNotAvailable) return yield* Effect.fail(result.left)
+      const state = sqlState(result.left)
+      if (state !== lockNotAvailable && state !== deadlockDetected) return yield* Effect.fail(result.left)
       if (attempt === 1 || attempt % 30 === 0) {
+        const why = state === deadlockDetected
+          ? `a migration was ended by the server to break a deadlock on the membership tables (with ` +
+            `${yield* lockHolders(sql)})`
+          : `a migration waited ${lockWaitMs} ms for a lock on the membership tables, held by ${yield* lockHolders(sql)}`
         yield* Effect.logWarning(
-          `modulo-group: a migration waited ${lockWaitMs} ms for a lock on the membership tables, held by ` +
-            `${yield* lockHolders(sql)}; rolled back (attempt ${attempt}) and trying again about every ` +
+          `modulo-group: ${why}; rolled back (attempt ${attempt}) and trying again about every ` +
             `${lockRetryMs} ms, so that members' statements do not queue behind it. It goes ahead once that ` +
             `transaction ends.`
         )

@@ -33,6 +33,9 @@ export const sqlState = (error: unknown): string | undefined => {
 /** A statement waited for a lock longer than its `lock_timeout` (SQLSTATE 55P03). */
 export const lockNotAvailable = "55P03"
 
+/** The server ended a transaction to break a deadlock (SQLSTATE 40P01). */
+export const deadlockDetected = "40P01"
+
 /** A database error where the library needs the database to be there (migrations, startup). */
 export const unavailable = (error: SqlError): DatabaseUnavailable =>
   new DatabaseUnavailable({ reason: describe(error), cause: error })
