@@ -903,9 +903,9 @@ export const make = (options: Options = {}) =>
                     // against MemberIdentity's contract): its old process's fenced transactions find
                     // their row by member id, and would pass against this member's lease in the same
                     // epoch and index (a review of migration 0012: a stale fenced write committed). A
-                    // change instead: a new epoch, new slot generations.
-                    const othersOwnId = held.member_id === uuidKey(member.memberId) && held.writer !== null &&
-                      held.writer !== writer
+                    // change instead: a new epoch, new slot generations. A row with no writer too: an
+                    // earlier release's process, running on during a rolling upgrade, wrote it.
+                    const othersOwnId = held.member_id === uuidKey(member.memberId) && held.writer !== writer
                     if (
                       !held.live && !behind && held.idx !== null && held.idx >= 0 && held.idx < group.size &&
                       num(held.assigned_epoch) === epoch && !othersOwnId

@@ -16,8 +16,8 @@ const run = (n: number) => Effect.gen(function*() {
   const gid = randomGroupId("explain")
   const writer = crypto.randomUUID()
   yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size, changed_at) VALUES (${gid}, 5, ${n}, now())`
-  yield* sql.unsafe(`INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name, host, pid, renewal_seq)
-    SELECT gen_random_uuid(), '${gid}', i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1, 0 FROM generate_series(0, ${n - 1}) i`)
+  yield* sql.unsafe(`INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name, host, pid, renewal_seq, writer)
+    SELECT gen_random_uuid(), '${gid}', i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1, 0, '${writer}'::uuid FROM generate_series(0, ${n - 1}) i`)
   const ids = (yield* sql<{ member_id: string }>`SELECT member_id FROM modulo_group.members WHERE group_id = ${gid} ORDER BY idx`).map((r) => r.member_id)
   type Plan = { "Execution Time": number; "Planning Time": number; Plan: { "Shared Hit Blocks": number; "Shared Read Blocks": number } }
   const cost = (text: string, params: ReadonlyArray<unknown>) =>

@@ -35,11 +35,13 @@ it.live("no index of the members table covers a column a renewal writes, and a b
 
       const n = 200
       const gid = randomGroupId("hot")
+      // The rows' store (migration 0012): a renewal writes only its own store's rows.
+      const writer = crypto.randomUUID()
       yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size, changed_at) VALUES (${gid}, 5, ${n}, now())`
       yield* sql`
         INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size,
-                                          lease_expires_at, heartbeat_at, joined_at, name, host, pid, renewal_seq)
-        SELECT gen_random_uuid(), ${gid}, i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1, 0
+                                          lease_expires_at, heartbeat_at, joined_at, name, host, pid, renewal_seq, writer)
+        SELECT gen_random_uuid(), ${gid}, i, 5, 5, ${n}, now() + interval '1 hour', now(), now(), 'm' || i, 'h', 1, 0, ${writer}::uuid
           FROM generate_series(0, ${n - 1}) i`
       const ids = (yield* sql<{ member_id: string }>`SELECT member_id FROM modulo_group.members WHERE group_id = ${gid}`)
         .map((r) => r.member_id)
@@ -50,7 +52,7 @@ it.live("no index of the members table covers a column a renewal writes, and a b
       // pruning can reclaim the versions before them, which any open transaction in the database
       // can hold back (docs/operations.md): not asserted here, where other files run beside.
       const [counts] = yield* sql.withTransaction(Effect.gen(function*() {
-        yield* Statements.renewLeases(sql, reqs, crypto.randomUUID(), null, 2000)
+        yield* Statements.renewLeases(sql, reqs, writer, null, 2000)
         return yield* sql<{ updated: string; hot: string }>`
           SELECT pg_stat_get_xact_tuples_updated('modulo_group.members'::regclass) AS updated,
                  pg_stat_get_xact_tuples_hot_updated('modulo_group.members'::regclass) AS hot`

@@ -261,6 +261,13 @@ const STATIC_GRACE_MS = 3_600_000
  * up, and b's next heartbeat lowers it. a is a static member (instance id "ia", a grace of an hour):
  * `release` releases it, `takeover` is e joining with its instance id.
  */
+/**
+ * The store id (`writer`, migration 0012) on the known state's rows: both stores of a schedule are
+ * given it (`PgMembershipStore.make({ writer })`), as the process that wrote those rows. A row with
+ * no writer, or another, is another process's member, which no operation of these stores touches.
+ */
+export const explorerWriter = randomUUID()
+
 export const setupGroup = (observer: Observer) =>
   Effect.gen(function*() {
     const gid = randomGroupId("ex")
@@ -279,16 +286,16 @@ export const setupGroup = (observer: Observer) =>
        )
        INSERT INTO modulo_group.members
          (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name,
-          instance_id, rejoin_grace_ms)
+          instance_id, rejoin_grace_ms, writer)
        SELECT v.id::uuid, g.group_id, v.idx, v.acked, ${epoch}, 4,
               now() + CASE WHEN v.expired THEN interval '-1 hour' ELSE ${LEASE_MS} * interval '1 millisecond' END,
               now(), now(), v.name,
-              CASE WHEN v.name = 'a' THEN 'ia' END, CASE WHEN v.name = 'a' THEN ${STATIC_GRACE_MS} ELSE 0 END
+              CASE WHEN v.name = 'a' THEN 'ia' END, CASE WHEN v.name = 'a' THEN ${STATIC_GRACE_MS} ELSE 0 END, $6::uuid
          FROM g, (VALUES ($2, 0, ${epoch}, false, 'a', 1), ($3, 1, 2, false, 'b', 2),
                          ($4, 2, ${epoch}, true, 'x', 3), ($5, 3, ${epoch}, false, 'c', 4))
                  AS v (id, idx, acked, expired, name, ord)
         ORDER BY v.ord`,
-      [gid, ids.a, ids.b, ids.x, ids.c]
+      [gid, ids.a, ids.b, ids.x, ids.c, explorerWriter]
     )
     const [row] = (yield* observer.query<{ incarnation: string }>(
       "SELECT incarnation FROM modulo_group.groups WHERE group_id = $1",

@@ -18,6 +18,7 @@ import {
   check,
   countSteps,
   explorerDatabase,
+  explorerWriter,
   installLog,
   makeObserver,
   onStatement,
@@ -37,7 +38,7 @@ it.live("every statement-level interleaving of two store operations keeps views,
       yield* observer.query(installLog)
       // One writer for both stores: B runs a member's operations beside A's as that member's own
       // process would (its heartbeat beside its rejoin), in the database, not queued in one store.
-      const writer = crypto.randomUUID()
+      const writer = explorerWriter
       const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
       // B runs as another process would, on a store of its own: it interleaves with A in the database.
       const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })

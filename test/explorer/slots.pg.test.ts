@@ -13,7 +13,7 @@ import { Effect, Layer } from "effect"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { ownDatabase, PgLive } from "../support/Database.js"
-import { makeObserver, onStatement } from "./harness.js"
+import { explorerWriter, makeObserver, onStatement } from "./harness.js"
 import {
   checkSlots,
   countSlotSteps,
@@ -69,7 +69,7 @@ it.live("slots mode: every statement-level interleaving keeps one holder per slo
       yield* observer.query(installSlotLog)
       // One writer for both stores: B runs a member's operations beside A's as that member's own
       // process would (its heartbeat beside its rejoin), in the database, not queued in one store.
-      const writer = crypto.randomUUID()
+      const writer = explorerWriter
       const store = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
       const storeB = yield* PgMembershipStore.make({ onStatement, statementTimeout: "10 seconds", writer })
 

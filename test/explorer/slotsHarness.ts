@@ -25,7 +25,7 @@ import { fencedWith } from "../../src/Fenced.js"
 import * as Holdings from "../../src/internal/slots/holdings.js"
 import type { MembershipStoreService, SlotView, StoppedSlot } from "../../src/MembershipStore.js"
 import { randomGroupId } from "../support/Database.js"
-import { controlled, interleave, LEASE_MS, makePause, type Observer, onStatement } from "./harness.js"
+import { controlled, explorerWriter, interleave, LEASE_MS, makePause, type Observer, onStatement } from "./harness.js"
 
 // --- the log ----------------------------------------------------------------------------------
 
@@ -180,10 +180,11 @@ export const setupSlotGroup = (observer: Observer) =>
          RETURNING group_id
        ), m AS (
          INSERT INTO modulo_group.members
-           (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name)
+           (member_id, group_id, idx, acked_epoch, assigned_epoch, assigned_size, lease_expires_at, heartbeat_at, joined_at, name,
+            writer)
          SELECT v.id::uuid, g.group_id, v.idx, ${epoch}, ${epoch}, 4,
                 now() + CASE WHEN v.expired THEN interval '-1 hour' ELSE ${LEASE_MS} * interval '1 millisecond' END,
-                now(), now(), v.name
+                now(), now(), v.name, $7::uuid
            FROM g, (VALUES ($2, 0, false, 'a'), ($3, 1, false, 'b'), ($4, 2, true, 'x'), ($5, 3, false, 'c'))
                    AS v (id, idx, expired, name)
           ORDER BY v.idx
@@ -198,7 +199,8 @@ export const setupSlotGroup = (observer: Observer) =>
         ids.b,
         ids.x,
         ids.c,
-        JSON.stringify(table.map(([slot, owner, holder, generation]) => ({ slot, owner, holder, generation })))
+        JSON.stringify(table.map(([slot, owner, holder, generation]) => ({ slot, owner, holder, generation }))),
+        explorerWriter
       ]
     )
     const rows = (yield* observer.query<{ member_id: string; join_seq: string }>(

@@ -177,7 +177,7 @@ const backupOf = (groupId: string) =>
     const group = yield* sql<Record<string, unknown>>`SELECT * FROM modulo_group.groups WHERE group_id = ${groupId}`
     const members = yield* sql<Record<string, unknown>>`
       SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-             assigned_epoch, assigned_size
+             assigned_epoch, assigned_size, writer
         FROM modulo_group.members WHERE group_id = ${groupId}`
     return sql.withTransaction(Effect.gen(function*() {
       yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${groupId}`

@@ -50,20 +50,22 @@ const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
  * came down while its member still worked the epoch before (a fourth review).
  */
 /**
- * A member row this store may write (migration 0012): one it wrote (`writer`, the store's random id),
- * or one written before the migration (no writer). Member ids must be unique (`MemberIdentity`); a row
- * of this member id that another store wrote belongs to another process's member, and no renewal,
- * leave, release, adoption or slot release of this store touches it (a join refuses: see
- * `deleteExpiredAndOwnRow`).
+ * A member row this store may write (migration 0012): one it wrote (`writer`, the store's random id).
+ * Member ids must be unique (`MemberIdentity`); a row of this member id that another store wrote
+ * belongs to another process's member, and no renewal, leave, release, adoption or slot release of
+ * this store touches it (a join refuses: see `deleteExpiredAndOwnRow`). So does a row with no writer:
+ * a release before the migration wrote it, and during a rolling upgrade that release still runs its
+ * member (it took such a row for its own once, and a join with the same id deleted the old process's
+ * live row: an adversarial review).
  */
 const written = (sql: Sql, alias: "" | "m." | "me." | "s.", writer: string): Statement.Fragment =>
   alias === ""
-    ? sql`(writer IS NULL OR writer = ${writer}::uuid)`
+    ? sql`(writer = ${writer}::uuid)`
     : alias === "m."
-    ? sql`(m.writer IS NULL OR m.writer = ${writer}::uuid)`
+    ? sql`(m.writer = ${writer}::uuid)`
     : alias === "me."
-    ? sql`(me.writer IS NULL OR me.writer = ${writer}::uuid)`
-    : sql`(s.writer IS NULL OR s.writer = ${writer}::uuid)`
+    ? sql`(me.writer = ${writer}::uuid)`
+    : sql`(s.writer = ${writer}::uuid)`
 
 /** The highest epoch, and acknowledgement, the store counts to (2^52 - 1; see `ahead`): the literal in the statements' text. */
 export const highestEpoch = "4503599627370495"
@@ -264,7 +266,7 @@ export const deleteExpiredAndOwnRow = (
            (SELECT json_build_object('group', f.group_id, 'name', f.name, 'host', f.host, 'pid', f.pid)
               FROM modulo_group.members f
              WHERE f.member_id = ${memberId} AND f.lease_expires_at > ${at(sql, now)}
-               AND f.writer IS NOT NULL AND f.writer <> ${writer}::uuid) AS foreign`
+               AND f.writer IS DISTINCT FROM ${writer}::uuid) AS foreign`
 
 /**
  * Join: the new member's row, with no index yet, acknowledging the epoch the join creates (with its
