@@ -219,7 +219,14 @@ export const make = (options: Options = {}) =>
 
     // Every operation's failures are store errors; `bounded`: whether the operation bounds its own
     // wait (the heartbeat, through the batcher), else it is bounded here.
-    const wrap = <A>(operation: string, effect: Effect.Effect<A, SqlError | StoreError | LockBusy>, bounded = false) =>
+    // `abandon`: called when the caller stops waiting (timeout, interruption) while the operation may
+    // still run in the background (the riders its change took are freed then, `Riders.attempt`).
+    const wrap = <A>(
+      operation: string,
+      effect: Effect.Effect<A, SqlError | StoreError | LockBusy>,
+      bounded = false,
+      abandon?: () => void
+    ) =>
       effect.pipe(
         Effect.mapError((cause) =>
           cause instanceof StoreError
@@ -232,7 +239,11 @@ export const make = (options: Options = {}) =>
         // would cancel it with pg_cancel_backend, which behind a pooler can hit another client's
         // statement): the operation stops after the statement in flight, which its server-side bound
         // ends, and a transaction then rolls back, in the background (internal/pg/noCancel.ts).
-        (effect) => (bounded ? effect : awaitAtMost(effect, statementTimeoutMs, () => timedOut(operation, statementTimeoutMs))),
+        (effect) =>
+          bounded ? effect : awaitAtMost(effect, statementTimeoutMs, () => {
+            abandon?.()
+            return timedOut(operation, statementTimeoutMs)
+          }).pipe((waited) => abandon === undefined ? waited : Effect.onInterrupt(waited, () => Effect.sync(abandon))),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" }, captureStackTrace: false })
       )
     const timedOut = (operation: string, ms: number) => new StoreError({ operation, reason: `timed out after ${ms} ms` })
@@ -1035,7 +1046,9 @@ export const make = (options: Options = {}) =>
                 // notification).
                 Effect.flatMap((view) => view instanceof JoinDeferred ? Effect.fail(view) : Effect.succeed(view)),
                 Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))
-              ))
+              )),
+            false,
+            riding.abandon
           )
           const withWake = <A>(run: (wake: Effect.Effect<void> | undefined) => Effect.Effect<A, StoreError>) =>
             Effect.scoped(Effect.flatMap(
@@ -1153,8 +1166,10 @@ export const make = (options: Options = {}) =>
                   changed ? notify("reap", groupId, epoch === undefined ? "reap" : String(epoch)) : Effect.void
                 ),
                 Effect.map(({ gone }) => gone)
-              )))
-          )
+              )),
+            false,
+            riding.abandon
+          ))
         }),
 
       leave: (groupId, memberId) =>
@@ -1197,7 +1212,9 @@ export const make = (options: Options = {}) =>
                   // The new epoch's number (a working member may stop on it, see Transition's `Notified`).
                   Effect.tap(({ changed, epoch }) => (changed ? notify("leave", groupId, String(epoch)) : Effect.void)),
                   Effect.map(({ mine }) => mine)
-                ))
+                )),
+            false,
+            riding.abandon
           )
           return turnOrRide("leave", groupId, self, leaveChange, { busy: busyLeave(groupId, memberId), wake: undefined })
         }),

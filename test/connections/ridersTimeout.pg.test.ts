@@ -65,3 +65,36 @@ it.live("a leader whose COMMIT reply comes after its timeout: riders rejoin, eve
     expect(g!.size).toBe(rows.length)
     expect(rows.map((r) => r.idx).sort((a, b) => a! - b!)).toEqual(Array.from({ length: rows.length }, (_, i) => i))
   }).pipe(Effect.scoped), 120_000)
+
+it.live("the riders of a leader whose COMMIT reply hangs are free at the leader's timeout, not when the reply comes", () =>
+  Effect.gen(function*() {
+    // An adversarial review: the riders stayed taken until the reply came (or never, on a half-open
+    // connection), each retrying its turn for the busy budget (30 s), their committed rows unrenewed.
+    const state = { left: 1, delayed: 0 }
+    const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layerFromPool({ acquire: delayingPool(8_000, state) }))))
+    yield* Migrations.run.pipe(Effect.provide(ctx))
+    const store = yield* PgMembershipStore.make({ statementTimeout: Duration.seconds(1) }).pipe(Effect.provide(ctx))
+    const sql = yield* SqlClient.SqlClient.pipe(Effect.provide(ctx))
+    const groupId = randomGroupId("riders-hung")
+    const members = Array.from({ length: 8 }, (_, i) => info(`m${i}`))
+    const t0 = Date.now()
+    const results = yield* Effect.forEach(
+      members,
+      (m) => Effect.map(Effect.either(store.join(groupId, m, 60_000)), (r) => ({ r, ms: Date.now() - t0 })),
+      { concurrency: "unbounded" }
+    )
+    expect(state.delayed).toBe(1)
+    // The leader fails at its timeout (1 s); its riders join again at once, each within a few
+    // statement timeouts, not after the 8 s reply.
+    const joined = results.filter(({ r }) => Either.isRight(r))
+    expect(joined.length).toBeGreaterThanOrEqual(members.length - 1)
+    expect(Math.max(...results.map(({ ms }) => ms))).toBeLessThan(5_000)
+    // Every returned view is its member's row.
+    const rows = yield* sql<{ member_id: string; acked_epoch: string }>`
+      SELECT member_id::text, acked_epoch FROM modulo_group.members WHERE group_id = ${groupId}`
+    const acked = new Map(rows.map((r) => [r.member_id, Number(r.acked_epoch)]))
+    members.forEach((m, i) => {
+      const r = results[i]!.r
+      if (Either.isRight(r)) expect(acked.get(m.memberId), m.name).toBe(r.right.epoch)
+    })
+  }).pipe(Effect.scoped), 120_000)

@@ -121,11 +121,22 @@ export const own = <In, Out, A, E, R>(
 /**
  * The riders one attempt of a change took, and their results once it has committed. `settle` runs
  * when the attempt ends: on success it hands each its result (`done`); every other one it took is
- * `waiting` again.
+ * `waiting` again. `abandon` runs when the leader's call stops waiting for the attempt (its timeout,
+ * its interruption) while the attempt may still be running (a COMMIT whose reply hangs): the riders it
+ * took are `waiting` again at once, and the attempt's late end hands out nothing (an adversarial
+ * review: riders stayed taken until the reply came, each retrying its turn for the busy budget, 30 s,
+ * while the change had committed). A rider whose row that attempt did commit joins again (its store's
+ * own row is deleted and inserted anew), a reap reaps again, a leave finds its row gone.
  */
 export const attempt = <In, Out>() => {
   let took: Array<Rider<In, Out>> = []
   let results: Array<readonly [Rider<In, Out>, Out]> = []
+  let abandoned = false
+  const free = () => {
+    for (const r of took) if (r.state === "taken") r.state = "waiting"
+    took = []
+    results = []
+  }
   return {
     /** Records what this attempt took (under the lock). */
     record: (riders: Array<Rider<In, Out>>) => {
@@ -138,15 +149,18 @@ export const attempt = <In, Out>() => {
     },
     settle: <A, E>(exit: Exit.Exit<A, E>) =>
       Effect.sync(() => {
-        if (Exit.isSuccess(exit)) {
+        if (Exit.isSuccess(exit) && !abandoned) {
           for (const [r, out] of results) {
             r.result = out
             r.state = "done"
           }
         }
-        for (const r of took) if (r.state === "taken") r.state = "waiting"
-        took = []
-        results = []
-      })
+        free()
+      }),
+    /** The leader stopped waiting: the riders are free now, and nothing is handed out later. */
+    abandon: () => {
+      abandoned = true
+      free()
+    }
   }
 }
