@@ -112,6 +112,22 @@ export const catchUp = (due: number, now: number, interval: number): number =>
   due >= now ? due : due + Math.ceil((now - due) / interval) * interval
 
 /**
+ * Where the next run is due, from the grid time `due` and the wall-clock reading `now`: `catchUp`
+ * (a late start or an overrun skips the grid times it missed, no burst), and, when the wall clock has
+ * stepped back so that `due` is more than one `interval` ahead, the latest time of the same grid
+ * (`due - j * interval`) at most one `interval` after `now`. So a step of the host's wall clock, back
+ * or forward, never delays a run by more than about one `interval`, and the runs stay on their grid
+ * (`due`'s phase, on the wall clock as it now reads).
+ *
+ * @since 0.1.0
+ * @category schedule
+ */
+export const resumeAt = (due: number, now: number, interval: number): number => {
+  const next = catchUp(due, now, interval)
+  return next - now > interval ? next - Math.ceil((next - now - interval) / interval) * interval : next
+}
+
+/**
  * The stagger of member `index` of `size`: how long after member 0 it runs, `interval / size * index`.
  *
  * @since 0.1.0
@@ -200,17 +216,19 @@ const positive = (field: string, input: Duration.DurationInput) => bounded(field
 const finite = (field: string, input: Duration.DurationInput) => bounded(field, input, true)
 
 /**
- * Sleeps until `Clock` time `until`, in steps no timer treats as "never" (a single `Effect.sleep` of
- * more than 2^31 - 1 ms never wakes on the live clock).
+ * Sleeps until wall-clock (`Clock`) time `until` as read now: the wait is measured by the clock's
+ * timers (monotonic), not by reading the wall clock again, so a step of the wall clock during the wait
+ * neither lengthens nor shortens it. Split into timers no clock treats as "never" (a single
+ * `Effect.sleep` of more than 2^31 - 1 ms never wakes on the live clock).
  */
 const sleepUntil = (until: number) =>
   Effect.gen(function*() {
-    let now = yield* Clock.currentTimeMillis
-    while (until - now > maxTimerMillis) {
+    let left = until - (yield* Clock.currentTimeMillis)
+    while (left > maxTimerMillis) {
       yield* Effect.sleep(Duration.millis(maxTimerMillis))
-      now = yield* Clock.currentTimeMillis
+      left -= maxTimerMillis
     }
-    if (until > now) yield* Effect.sleep(Duration.millis(until - now))
+    if (left > 0) yield* Effect.sleep(Duration.millis(left))
   })
 
 /** After this many failures in a row, one warning says the work keeps failing. */
@@ -288,7 +306,9 @@ interface Progress extends FencingToken {
  * that fails is logged and the next tick runs as usual; the membership is never affected. A run in
  * progress is interrupted when the member leaves `Assigned` (a renegotiation, a lost lease, a leave),
  * and the next epoch is acknowledged only after its finalizers ran. Runs never overlap; a run that
- * overruns skips the grid times it missed. In a new epoch the first run is due less than one `interval`
+ * overruns skips the grid times it missed. A step of the host's wall clock, back or forward, delays no
+ * run by more than about one `interval` and causes no burst (`resumeAt`; the waits are measured on
+ * the clock's timers). In a new epoch the first run is due less than one `interval`
  * after the member starts working in it (`firstDueInEpoch`); when the work is started again in the
  * same epoch (a self-fence and recovery), the schedule resumes on its grid and `Tick.run` counts on.
  * When runs keep failing (3 in a row) one warning says so.
@@ -335,7 +355,7 @@ export const runEvery = <E, R>(
           run: 0
         }
         while (true) {
-          due = catchUp(due, yield* Clock.currentTimeMillis, intervalMs)
+          due = resumeAt(due, yield* Clock.currentTimeMillis, intervalMs)
           yield* Ref.set(progress, Option.some({ incarnation: a.incarnation, epoch: a.epoch, due, run }))
           yield* sleepUntil(due)
           const current = yield* Effect.either(membership.guard)
