@@ -148,7 +148,9 @@ export interface Tick extends Assignment {
   readonly dueAt: number
   /**
    * How many runs of this `runEvery` started before this one in this epoch (0 for the first). It
-   * counts on across a restart of the work within the epoch (a self-fence and recovery).
+   * counts on across a restart of the work within the epoch (a self-fence and recovery). In slots
+   * mode, where a change does not restart the work, it counts on across epochs too, from the epoch
+   * the work started in.
    */
   readonly run: number
 }
@@ -229,6 +231,19 @@ const sleepUntil = (until: number) =>
       left -= maxTimerMillis
     }
     if (left > 0) yield* Effect.sleep(Duration.millis(left))
+  })
+
+/**
+ * Leader duties are refused in slots mode: there `index` and `size` are the member row's, with no
+ * barrier (docs/slots.md), so at a change two members can both be index 0 at once.
+ */
+const refuseLeaderInSlotsMode = (field: string, what: string) =>
+  new InvalidConfig({
+    field,
+    reason: `${what} is not available in slots mode: index 0 has no barrier there (at a change two members ` +
+      `can both be index 0 at once), so the duty could run on two members at the same time. Run a singleton ` +
+      `duty under one slot instead: Membership.whileOwning((owned) => owned.slot === 0 ? duty : Effect.void), ` +
+      `its writes fenced with fenced(..., { slots: owned })`
   })
 
 /** After this many failures in a row, one warning says the work keeps failing. */
@@ -313,6 +328,12 @@ interface Progress extends FencingToken {
  * same epoch (a self-fence and recovery), the schedule resumes on its grid and `Tick.run` counts on.
  * When runs keep failing (3 in a row) one warning says so.
  *
+ * Slots mode (docs/slots.md): the work runs for as long as the member may work (`guard` passes before
+ * every run; a change does not restart it, so the schedule and `Tick.run` go on across epochs); each
+ * tick carries the assignment `guard` returned, whose `index` and `size` partition nothing there
+ * (partition by the slots: `Membership.owned`, `whileOwning`). `leaderOnly` is refused there with
+ * `InvalidConfig` (index 0 has no barrier in slots mode).
+ *
  * Fails with `InvalidConfig` (naming the option) for a duration that is not finite, not positive
  * (`offset` may be zero), or longer than 100 years. Intervals longer than a JavaScript
  * timer can hold (2^31 - 1 ms, about 24.8 days) are fine: the wait is split.
@@ -333,6 +354,12 @@ export const runEvery = <E, R>(
     const offsetMs = yield* finite("offset", options.offset ?? Duration.zero)
     const stagger = options.stagger ?? true
     const membership = yield* Membership
+    // Slots mode (docs/slots.md): a change does not restart the work (no barrier; the member may work
+    // for as long as `guard` passes), and index 0 is no leader.
+    const slotsMode = membership.config.slots !== undefined
+    if (slotsMode && options.leaderOnly === true) {
+      return yield* Effect.fail(refuseLeaderInSlotsMode("leaderOnly", "runEvery with leaderOnly"))
+    }
     // Outside the per-start closure: the membership may start this work again in the same epoch (after
     // a self-fence and recovery), and the schedule and counter must go on, not restart.
     const progress = yield* Ref.make(Option.none<Progress>())
@@ -359,8 +386,11 @@ export const runEvery = <E, R>(
           yield* Ref.set(progress, Option.some({ incarnation: a.incarnation, epoch: a.epoch, due, run }))
           yield* sleepUntil(due)
           const current = yield* Effect.either(membership.guard)
-          if (Either.isRight(current) && sameEpoch(current.right, a)) {
-            const tick: Tick = { ...a, dueAt: due, run }
+          // Modulo mode: only in the epoch the work started in (a new one restarts it, behind the
+          // barrier). Slots mode: `guard` is member-level (assigned, the lease deadline ahead) and no
+          // change restarts the work, so its passing is the licence; the tick carries what it returned.
+          if (Either.isRight(current) && (slotsMode || sameEpoch(current.right, a))) {
+            const tick: Tick = { ...(slotsMode ? current.right : a), dueAt: due, run }
             run++
             yield* Ref.set(
               progress,
@@ -390,6 +420,11 @@ export const runEvery = <E, R>(
  * the member recovers in the same epoch. When it keeps failing (3 in a row) one warning says so. For
  * periodic leader duties use `runEvery(interval, work, { leaderOnly: true })`.
  *
+ * Not in slots mode: it fails there with `InvalidConfig` (field `slots`), since index 0 has no
+ * barrier in slots mode and two members can both be index 0 at once at a change; run a singleton
+ * duty under one slot there (`Membership.whileOwning`, for one slot such as slot 0, with its writes
+ * `fenced` with that slot).
+ *
  * Returns once registered; the work follows the assignment until the caller's scope closes.
  *
  * @since 0.1.0
@@ -402,6 +437,7 @@ export const runAsLeader = <A, E, R>(
   Effect.gen(function*() {
     const retryDelayMs = yield* positive("retryDelay", options.retryDelay ?? Duration.seconds(1))
     const membership = yield* Membership
+    if (membership.config.slots !== undefined) return yield* Effect.fail(refuseLeaderInSlotsMode("slots", "runAsLeader"))
     const workFor = (a: Assignment) => (Effect.isEffect(work) ? work : work(a))
     // Outside the per-start closure: the latest epoch (of its incarnation) in which the duty finished.
     // The membership may start the work again in the same epoch (after a self-fence and recovery); it
