@@ -141,6 +141,144 @@ const busyServer = (error: unknown): string | undefined => {
 }
 
 /**
+ * How long a statement of a `join` process may go unanswered before its connection is taken for
+ * dead: twice the statement timeout and a second. Every statement the library sends is bounded on
+ * the server (`statement_timeout`, `lock_timeout` set local to its transaction or statement, at most
+ * the statement timeout), so one still unanswered by then is on a connection the network dropped
+ * (half-open: no FIN, no RST ever reaches the client).
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const deadAfterMillis = (statementTimeout: Duration.DurationInput): number =>
+  Math.min(2 * Duration.toMillis(Duration.decode(statementTimeout)) + 1_000, 2 ** 31 - 1)
+
+/**
+ * The idle time after which the kernel probes a connection (TCP keepalive): a connection whose peer
+ * is gone while no statement is outstanding (the LISTEN connection between notifications, the
+ * pool's idle connection) then fails on its own instead of at its next statement.
+ */
+const keepAliveInitialDelayMillis = 10_000
+
+/** A `pg` client as the watchdog reads it: its socket, which `pg-pool` also destroys on a connect timeout. */
+interface Socketed {
+  readonly connection?: { readonly stream?: { readonly destroy: (error?: Error) => void } }
+}
+
+type AnyQuery = (this: unknown, ...args: Array<unknown>) => unknown
+
+/**
+ * Watches every connection of `pool` once armed: a statement sent on a connection that has had no
+ * answer to any statement for `boundMs` gets its socket destroyed, so that the client fails its
+ * statements (the caller sees an error, `pg-pool` discards the client, the LISTEN hub reconnects) and
+ * the next statement opens a new connection. Said once per connection on stderr, and once more when
+ * the pool has a connection again. A statement is timed from when it was sent or, queued behind
+ * another on the same connection, from the last answer on it: each one is bounded on the server
+ * once it runs, so a connection that answers nothing for `boundMs` is dead. Cursors (`Submittable`
+ * queries) are not watched: nothing in a `join` process uses one.
+ */
+const watchStatements = (pool: pg.Pool, boundMs: number, statementTimeout: Duration.Duration) => {
+  let armed = false
+  let closed: number | undefined = undefined
+  pool.on("connect", (client) => {
+    // A dead socket is reported to the statements on it (they fail with its error); an 'error' event
+    // between the owners' listeners must never be an uncaught exception.
+    client.on("error", () => {})
+    if (closed !== undefined) {
+      process.stderr.write(
+        `modulo-group: connected to the database again, ${((performance.now() - closed) / 1000).toFixed(1)} s after the dead connection was closed\n`
+      )
+      closed = undefined
+    }
+    let inFlight = 0
+    let progress = 0
+    let timer: NodeJS.Timeout | undefined = undefined
+    let dead = false
+    const schedule = (ms: number) => {
+      timer = setTimeout(() => check(false), ms)
+      timer.unref()
+    }
+    let confirming = false
+    const check = (confirmed: boolean) => {
+      timer = undefined
+      if (inFlight === 0 || dead) return
+      const waited = performance.now() - progress
+      if (waited < boundMs) return schedule(boundMs - waited)
+      if (!confirmed) {
+        // Timers run before I/O: an answer that came while this process was paused or busy past the
+        // bound (SIGSTOP, a long synchronous task) is read first, and then the connection is alive.
+        confirming = true
+        setImmediate(() => {
+          confirming = false
+          if (timer === undefined) check(true)
+        })
+        return
+      }
+      dead = true
+      closed = performance.now()
+      const waitedS = (waited / 1000).toFixed(1)
+      process.stderr.write(
+        `modulo-group: a statement got no answer from the database in ${waitedS} s, and the server ends every ` +
+          `statement of a member within the statement timeout (${Duration.format(statementTimeout)}): the ` +
+          `connection is dead (half-open: the network dropped it, and the client was never told); closed it, and ` +
+          `the next statement opens a new one\n`
+      )
+      ;(client as unknown as Socketed).connection?.stream?.destroy(
+        new Error(`closed by modulo-group: no answer in ${waitedS} s, past the statement timeout`)
+      )
+    }
+    const begin = () => {
+      if (inFlight++ > 0) return
+      progress = performance.now()
+      if (timer === undefined && !confirming) schedule(boundMs)
+    }
+    const answered = () => {
+      inFlight--
+      progress = performance.now()
+    }
+    const query = client.query as unknown as AnyQuery
+    const watched: AnyQuery = function(this: unknown, ...args) {
+      const config = args[0] as { readonly submit?: unknown } | null | undefined
+      if (!armed || dead || config === null || config === undefined || typeof config.submit === "function") {
+        return query.apply(this, args)
+      }
+      begin()
+      let done = false
+      const finish = () => {
+        if (done) return
+        done = true
+        answered()
+      }
+      try {
+        const at = args.findIndex((arg, i) => i > 0 && typeof arg === "function")
+        if (at !== -1) {
+          const callback = args[at] as AnyQuery
+          args[at] = function(this: unknown, ...results: Array<unknown>) {
+            finish()
+            return callback.apply(this, results)
+          }
+          return query.apply(this, args)
+        }
+        const result = query.apply(this, args)
+        if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function") {
+          ;(result as PromiseLike<unknown>).then(finish, finish)
+        } else {
+          finish()
+        }
+        return result
+      } catch (error) {
+        finish()
+        throw error
+      }
+    }
+    ;(client as unknown as { query: AnyQuery }).query = watched
+  })
+  return Effect.sync(() => {
+    armed = true
+  })
+}
+
+/**
  * The `pg` pool of a `join` process: `maxConnections` statement connections (default 1), opened
  * at start and never closed for idleness, so that a member holds its connections for its life
  * instead of opening them again under load. With one, the member's notifications use it too
@@ -149,11 +287,20 @@ const busyServer = (error: unknown): string | undefined => {
  * jitter, said once on stderr, then once more when connected; any other failure is the usual one-line
  * error. Ended with the scope.
  *
+ * Its connections use TCP keepalive, and once `watch` has run (after the store's start: its
+ * migrations wait for the migration lock as long as it takes) a statement unanswered for
+ * `deadAfterMillis(statementTimeout)` has its connection closed (see `watchStatements`).
+ *
  * @since 0.1.0
  * @internal
  */
-export const memberPool = (url: string, options: { readonly maxConnections?: number | undefined } = {}) =>
+export const memberPool = (
+  url: string,
+  options: { readonly maxConnections?: number | undefined; readonly statementTimeout: Duration.DurationInput }
+) =>
   Effect.gen(function*() {
+    const statementTimeout = Duration.decode(options.statementTimeout)
+    let watch: Effect.Effect<void> = Effect.void
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const pool = new pg.Pool({
@@ -161,10 +308,13 @@ export const memberPool = (url: string, options: { readonly maxConnections?: num
           max: Math.max(1, options.maxConnections ?? 1),
           idleTimeoutMillis: 0,
           connectionTimeoutMillis: 5_000,
+          keepAlive: true,
+          keepAliveInitialDelayMillis,
           application_name: "modulo-group-cli"
         })
         // An idle connection that dies (a killed backend) is replaced on demand; never a crash.
         pool.on("error", () => {})
+        watch = watchStatements(pool, deadAfterMillis(statementTimeout), statementTimeout)
         return pool
       }),
       (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1_000))
@@ -193,7 +343,7 @@ export const memberPool = (url: string, options: { readonly maxConnections?: num
         `modulo-group: connected to the database after ${((Date.now() - refused.since) / 1000).toFixed(1)} s of refusals`
       )
     }
-    return pool
+    return { pool, watch }
   })
 
 /**

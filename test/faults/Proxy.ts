@@ -9,7 +9,10 @@
  *   a partition heals;
  * - `refuse()`: every connection is reset and new ones are closed at once (a server that is down);
  * - `trap(pattern)`: the first connection whose client sends `pattern` (e.g. "FOR UPDATE") has that
- *   chunk forwarded and is then blackholed alone: a member that hangs while holding a lock.
+ *   chunk forwarded and is then blackholed alone: a member that hangs while holding a lock;
+ * - `sever()`: every open connection goes half-open: its server side is closed (the backend exits),
+ *   the client is told nothing and what it sends is dropped, as when a firewall or NAT drops the flow.
+ *   New connections pass. Returns how many were severed.
  */
 import * as net from "node:net"
 
@@ -21,6 +24,8 @@ interface Pipe {
   /** Held while blackholed: [toServer, chunk]. */
   readonly held: Array<readonly [boolean, Buffer]>
   trapped: boolean
+  /** Half-open: the server side is gone, the client hears nothing. */
+  severed: boolean
   /** Chunks in flight through a delay, per direction, to keep their order. */
   lastDue: { toServer: number; toClient: number }
 }
@@ -32,6 +37,7 @@ export interface Proxy {
   readonly restore: () => void
   readonly refuse: () => void
   readonly trap: (pattern: string) => void
+  readonly sever: () => number
   readonly trapped: () => number
   readonly connections: () => number
   readonly close: () => Promise<void>
@@ -52,6 +58,7 @@ export const startProxy = (target: { host: string; port: number }): Promise<Prox
     }
 
     const forward = (pipe: Pipe, toServer: boolean, chunk: Buffer) => {
+      if (pipe.severed) return
       if (blocked(pipe) || pipe.server === undefined) {
         pipe.held.push([toServer, chunk])
         return
@@ -81,8 +88,12 @@ export const startProxy = (target: { host: string; port: number }): Promise<Prox
       pipe.server = server
       server.setNoDelay(true)
       server.on("data", (chunk: Buffer) => forward(pipe, false, chunk))
-      server.on("error", () => pipe.client.destroy())
-      server.on("close", () => pipe.client.destroy())
+      server.on("error", () => {
+        if (!pipe.severed) pipe.client.destroy()
+      })
+      server.on("close", () => {
+        if (!pipe.severed) pipe.client.destroy()
+      })
       flush(pipe)
     }
 
@@ -94,7 +105,7 @@ export const startProxy = (target: { host: string; port: number }): Promise<Prox
 
     const server = net.createServer((client) => {
       client.setNoDelay(true)
-      const pipe: Pipe = { client, server: undefined, held: [], trapped: false, lastDue: { toServer: 0, toClient: 0 } }
+      const pipe: Pipe = { client, server: undefined, held: [], trapped: false, severed: false, lastDue: { toServer: 0, toClient: 0 } }
       if (mode._tag === "refuse") {
         client.destroy()
         return
@@ -123,6 +134,7 @@ export const startProxy = (target: { host: string; port: number }): Promise<Prox
         restore: () => {
           mode = { _tag: "pass", delayMs: 0 }
           for (const pipe of pipes) {
+            if (pipe.severed) continue
             pipe.trapped = false
             if (pipe.server === undefined) connectUpstream(pipe)
             else flush(pipe)
@@ -138,6 +150,17 @@ export const startProxy = (target: { host: string; port: number }): Promise<Prox
         },
         trap: (pattern) => {
           trapPattern = Buffer.from(pattern, "utf8")
+        },
+        sever: () => {
+          let severed = 0
+          for (const pipe of pipes) {
+            if (pipe.severed) continue
+            pipe.severed = true
+            pipe.held.length = 0
+            pipe.server?.destroy()
+            severed++
+          }
+          return severed
         },
         trapped: () => [...pipes].filter((p) => p.trapped).length,
         connections: () => pipes.size,

@@ -285,7 +285,12 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
     const database = yield* Database.resolve(options.databaseUrl)
     // One statement connection (MODULO_GROUP_MAX_CONNECTIONS for more), which the notifications use
     // too: one connection per process (two with --listen-url). See docs/operations.md, "Connections".
-    const pool = yield* Database.memberPool(database.url, { maxConnections: yield* maxConnectionsFromEnv })
+    // A statement unanswered well past the statement timeout is on a dead connection, which the pool
+    // then closes (once `watchStatements` has run: the store's start may wait longer, for the migration lock).
+    const { pool, watch: watchStatements } = yield* Database.memberPool(database.url, {
+      maxConnections: yield* maxConnectionsFromEnv,
+      statementTimeout: config.statementTimeout
+    })
     // Each member its own name: `<name>#<n>`, n from 1 (the name defaults to host:pid).
     const name = options.name ?? `${os.hostname()}:${process.pid}`
     // The lines name the group and the instance as the library stores them (NFC), as `status` does.
@@ -303,6 +308,9 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
       // After the store's start checks (schema applied and checked): a database this member could
       // never write fails here, at once, instead of a join retried for ever.
       yield* preflight(pool, database.url, input.slots !== undefined)
+      // From here on every statement on the pool is the store's (or its notifier's), each bounded on
+      // the server by the statement timeout: one unanswered far longer closes its connection.
+      yield* watchStatements
       if (options.metricsPort !== undefined) {
         const MetricsServer = yield* Effect.promise(() => import("../metrics/Server.js"))
         const server = yield* MetricsServer.serve({ host: options.metricsHost ?? "127.0.0.1", port: options.metricsPort })
