@@ -158,7 +158,11 @@ const databaseError = (e: unknown): { readonly code: string; readonly message: s
  * 6. the app's `effect`
  * 7. (`fenceEnd`) one statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
  *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row;
- *    inside an app transaction, the app's timeouts put back as they were before step 2
+ *    inside an app transaction, the timeouts for the rest of it, which holds this block's locks until
+ *    it ends: `statement_timeout` and `idle_in_transaction_session_timeout` each the app's value from
+ *    before step 2 if it is non-zero and at most `timeout` + 1 s, else `timeout` + 1 s (so a client or
+ *    a statement that hangs after the block cannot hold the group's changes longer);
+ *    `transaction_timeout` (17+) the app's
  * 8. `COMMIT`, at which the deferred trigger on `fence_checks` checks epoch, index and lease once more,
  *    on the database clock at that moment, and fails the `COMMIT` (SQLSTATE `MGF01`) if any moved
  *
@@ -229,7 +233,7 @@ export const fencedWith = <A, E, R>(
       // did the body end the transaction or remove the backstop? A second fence_checks row (only if
       // still in the transaction) queues the commit-time check even if the body ran SET CONSTRAINTS
       // ALL IMMEDIATE (its insert trigger puts the check back to DEFERRED).
-      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested)
+      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined)
       if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
       if (after.xact !== begun.xact) {
         return yield* broken(
@@ -332,7 +336,11 @@ export const fencedWith = <A, E, R>(
  * leases on the database clock (the default). It runs at READ COMMITTED whatever the default isolation.
  * Called inside an app transaction, it becomes a savepoint: its locks are then held, and its writes
  * committed, with the outer transaction, whose `COMMIT` runs the commit-time check (SQLSTATE
- * `commitCheckSqlState` on failure); the app's timeouts are as they were after the block.
+ * `commitCheckSqlState` on failure). After a block that succeeded, the rest of the app's transaction
+ * holds the fence's locks, which every change of the group waits for: its `statement_timeout` and
+ * `idle_in_transaction_session_timeout` are then at most `timeout` + 1 s each (the app's own values
+ * where they are non-zero and tighter), until the app's transaction ends; after a block that failed,
+ * the app's timeouts are as they were before it (docs/fencing.md, "Nesting").
  *
  * @since 0.1.0
  * @category fencing

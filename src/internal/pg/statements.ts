@@ -1347,14 +1347,42 @@ export interface FenceEnded {
 }
 
 /**
+ * A time setting as `current_setting` shows it ("0", "500ms", "7s", "2min", "1h", "1d") in
+ * milliseconds; undefined for any other form (or a negative value).
+ */
+const settingMs = (value: string): number | undefined => {
+  const m = /^\s*(\d+)\s*(ms|s|min|h|d)?\s*$/.exec(value)
+  if (m === null) return undefined
+  const n = Number(m[1])
+  const unit = m[2] ?? "ms"
+  return n * (unit === "ms" ? 1 : unit === "s" ? 1_000 : unit === "min" ? 60_000 : unit === "h" ? 3_600_000 : 86_400_000)
+}
+
+/**
+ * What a timeout the app had before a nested fence becomes for the rest of the app's transaction:
+ * the app's own value when it bounds at least as tightly as `boundMs` (non-zero, at most `boundMs`),
+ * otherwise `boundMs` (also for a value not in a form `settingMs` reads). The fence's locks stay held
+ * until the app's transaction ends, and every change of the group waits for them: a client that hangs
+ * after the block (or a statement that does) must not hold them for longer than this bound.
+ */
+const boundedAfterFence = (app: string, boundMs: string): string => {
+  const appMs = settingMs(app)
+  const bound = Number(boundMs)
+  return appMs !== undefined && appMs > 0 && appMs <= bound ? app : boundMs
+}
+
+/**
  * The fence's last statement, after the body: the transaction's id, the backstop settings and
  * `session_replication_role` (did the body end the transaction, remove the backstop or disable
  * triggers?), the lease again on `clock_timestamp()`, and a second `fence_checks` row (only if still
  * in the fence's transaction: it queues the commit-time check again even after the body's
- * `SET CONSTRAINTS ALL IMMEDIATE`). Inside an app's transaction (`restore`), it also puts back the
- * app's timeouts that `fenceBegin` replaced.
+ * `SET CONSTRAINTS ALL IMMEDIATE`). Inside an app's transaction (`nestedBoundMs`, the backstop), it
+ * also sets the timeouts for the rest of the app's transaction, which holds the fence's locks until it
+ * ends: `statement_timeout` and `idle_in_transaction_session_timeout` each to the app's value from
+ * before `fenceBegin` if that is non-zero and at most the backstop, else to the backstop
+ * (`boundedAfterFence`); `transaction_timeout` (PostgreSQL 17+) back to the app's value.
  */
-export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, restore: boolean) => {
+export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, nestedBoundMs: string | undefined) => {
   const slots = target.slots
   const queue = slots === undefined
     ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
@@ -1365,9 +1393,9 @@ export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, resto
         FROM now, unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
                          ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation)
        WHERE now.xact = ${begun.xact}`
-  const restoreOld = restore
-    ? sql`, set_config('statement_timeout', ${begun.old_st}, true) AS restored_st,
-            set_config('idle_in_transaction_session_timeout', ${begun.old_idle}, true) AS restored_idle,
+  const restoreOld = nestedBoundMs !== undefined
+    ? sql`, set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}, true) AS restored_st,
+            set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}, true) AS restored_idle,
             CASE WHEN ${begun.old_tx}::text IS NOT NULL
                  THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx`
     : sql``
