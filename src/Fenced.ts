@@ -28,6 +28,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import { dual } from "effect/Function"
@@ -35,6 +36,7 @@ import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import { statementsRunToTheEnd } from "./internal/pg/noCancel.js"
+import { currentRunAssignment } from "./internal/membership/workRunner.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
@@ -78,8 +80,12 @@ export interface FencedOptions {
    */
   readonly timeout?: Duration.DurationInput | undefined
   /**
-   * Fence to this assignment (e.g. the `Work.Tick` a run received) instead of the current one: if the
-   * member has moved on, the transaction fails even if the newer assignment would pass.
+   * Fence to this assignment (e.g. the `Work.Tick` a run received, or what `awaitAssigned` / `guard`
+   * returned when the body's slice was taken): if the member has moved on, the transaction fails even
+   * if the newer assignment would pass. Default: inside a work run (`whileAssigned`, `runEvery`,
+   * `runAsLeader`, and fibers they fork), the run's assignment; **outside any run, the assignment
+   * current when `fenced` is called**, which is not the one an earlier slice was taken from: pass it
+   * there (docs/fencing.md, "Which assignment").
    */
   readonly assignment?: Assignment | undefined
   /**
@@ -325,11 +331,16 @@ export const fencedWith = <A, E, R>(
 
 /**
  * Runs `effect` (the app's SQL on the same `SqlClient`) in a transaction that commits only if this
- * member's assignment is still current: the local `guard` first (no round trip when already stale),
- * then the checks of `fencedWith` on the database, under locks that any renegotiation or reaping of this
- * member waits for, and once more at `COMMIT` (on the database clock). A stale call fails with
- * `StaleAssignment` and nothing of `effect` is committed; past `timeout` it fails with `FenceTimeout`;
- * if `effect` ends the transaction itself or changes the fence's timeouts, with `FenceBroken`.
+ * member's assignment is still current: the one given as `assignment`; without it, inside a work run
+ * (`Membership.whileAssigned`, `Work.runEvery`, `Work.runAsLeader`, or a fiber one of them forked),
+ * the run's own; outside any run, the one current when it is called. **Outside a run, pass the
+ * assignment the body's slice was taken from** (`awaitAssigned`, `guard`): otherwise a slice of an
+ * older assignment commits under the newer one (docs/fencing.md, "Which assignment"). The local
+ * `guard` first (no round trip when already stale), then the checks of `fencedWith` on the database,
+ * under locks that any renegotiation or reaping of this member waits for, and once more at `COMMIT`
+ * (on the database clock). A stale call fails with `StaleAssignment` and nothing of `effect` is
+ * committed; past `timeout` it fails with `FenceTimeout`; if `effect` ends the transaction itself or
+ * changes the fence's timeouts, with `FenceBroken`.
  *
  * The `modulo_group` tables (schema version 3) must be in the database `SqlClient` talks to, the app's
  * role needs `SELECT, INSERT, DELETE` on `modulo_group.fence_checks`, and the member's store must judge
@@ -395,11 +406,19 @@ export const fenced: {
         )
       }
       const current = yield* membership.guard
-      const expected = options.assignment ?? current
+      // Without `assignment`: the assignment of the work run this fiber belongs to (whileAssigned,
+      // runEvery, runAsLeader; also a fiber the run forked, which can outlive it), whose slice the
+      // body's SQL was written for; outside any run, the current one (docs/fencing.md, "Which
+      // assignment").
+      const ofRun = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
+      const expected = options.assignment ?? Option.getOrElse(ofRun, () => current)
       if (expected.epoch !== current.epoch || expected.index !== current.index || expected.size !== current.size) {
         return yield* new StaleAssignment({
           epoch: expected.epoch,
-          reason: `the member is now assigned [${current.index}/${current.size}] in epoch ${current.epoch}`
+          reason: `the member is now assigned [${current.index}/${current.size}] in epoch ${current.epoch}` +
+            (Option.isSome(ofRun)
+              ? `, not [${expected.index}/${expected.size}] in epoch ${expected.epoch}, the assignment of the work run this call is in`
+              : "")
         })
       }
       const timeout = options.timeout ?? Duration.divide(membership.config.statementTimeout, 2).pipe(

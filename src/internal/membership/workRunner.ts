@@ -9,11 +9,25 @@
  */
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { Assignment, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
 import { toAssignment } from "../../MemberState.js"
+
+/**
+ * The assignment of the `whileAssigned` run (and so of the `Work.runEvery` / `runAsLeader` runs built
+ * on it) that the current fiber belongs to: set on the run's fiber, inherited by every fiber it forks
+ * (also `forkDaemon`, which outlives the run). `Fenced.fenced` without `assignment` fences to it, not
+ * to whatever assignment is current when it is called: the body's SQL was written for the run's
+ * slice. None outside any run, and in slots mode (a member-level run is not restarted by a change
+ * there, and its index has no barrier).
+ */
+export const currentRunAssignment: FiberRef.FiberRef<Option.Option<Assignment>> = FiberRef.unsafeMake<Option.Option<Assignment>>(
+  Option.none()
+)
 
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {
@@ -105,7 +119,12 @@ export const makeWorkRunner = (
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
         if (running.has(spec)) return
-        const fiber = yield* fork(spec.run(toAssignment(slot)))
+        const assignment = toAssignment(slot)
+        // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
+        const run = slotsWorking === undefined
+          ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some(assignment))
+          : spec.run(assignment)
+        const fiber = yield* fork(run)
         running.set(spec, fiber)
         fiber.addObserver(() => {
           if (running.get(spec) === fiber) running.delete(spec)
