@@ -62,7 +62,9 @@ export interface MembershipService {
   readonly assignment: Effect.Effect<Option.Option<Assignment>>
   /**
    * Waits until assigned with the lease deadline ahead, and returns that assignment (what `guard`
-   * would return at that instant). Fails if the member has left.
+   * would return at that instant). Fails if the member has left. Work done with it outside a work run
+   * (`whileAssigned`, `Work`) that writes through `fenced` must pass it as `fenced`'s `assignment`:
+   * plain `fenced` there checks whatever assignment is current when it runs (docs/fencing.md).
    */
   readonly awaitAssigned: Effect.Effect<Assignment, MembershipClosed>
   /**

@@ -31,7 +31,7 @@ export const size = Metric.gauge("modulo_group_size", {
 })
 
 /**
- * k: the member's index in its latest assignment (0 is the leader of `Work.runAsLeader`).
+ * k: the member's index in its latest assignment (0 is the leader of `Work.runAsLeader`, in modulo mode).
  *
  * @since 0.1.0
  * @category metrics
@@ -51,7 +51,7 @@ export const assigned = Metric.gauge("modulo_group_assigned", {
 })
 
 /**
- * 1 while the member is assigned index 0 (the leader `Work.runAsLeader` runs on), else 0; as
+ * 1 while the member is assigned index 0 (the leader `Work.runAsLeader` runs on, in modulo mode), else 0; as
  * client-go's `leader_election_master_status`.
  *
  * @since 0.2.0
