@@ -51,24 +51,28 @@ const index = (sent: ReadonlyArray<string>, pattern: RegExp, from = 0) => {
   return i
 }
 
+/** A new store over `pool`: one member joins (its view returned) and leaves. */
+const joinAndLeave = (pool: pg.Pool, groupId: string, m: ReturnType<typeof member>) =>
+  Effect.gen(function*() {
+    const store = yield* MembershipStore
+    const view = yield* store.join(groupId, m, 30_000)
+    yield* store.leave(groupId, m.memberId)
+    return view
+  }).pipe(
+    Effect.provide(
+      PgMembershipStore.layer({ listenPool: pool }).pipe(
+        Layer.provideMerge(PgClient.layerFromPool({ acquire: Effect.succeed(pool) }))
+      )
+    )
+  )
+
 it.live("a new store's first join runs on a connection that has run a change's statements in a rolled-back transaction, which leaves nothing behind", () =>
   Effect.gen(function*() {
     const observer = yield* SqlClient.SqlClient
     const { pool, sent } = yield* recordedPool()
     const groupId = randomGroupId("warm-up")
     const m = member()
-    yield* Effect.gen(function*() {
-      const store = yield* MembershipStore
-      const view = yield* store.join(groupId, m, 30_000)
-      expect(view.size).toBe(1)
-      yield* store.leave(groupId, m.memberId)
-    }).pipe(
-      Effect.provide(
-        PgMembershipStore.layer({ listenPool: pool }).pipe(
-          Layer.provideMerge(PgClient.layerFromPool({ acquire: Effect.succeed(pool) }))
-        )
-      )
-    )
+    expect(yield* joinAndLeave(pool, groupId, m)).toMatchObject({ size: 1, index: 0 })
     // On the pool's one connection, in order: the warm-up's transaction (a change's statements,
     // `log_change` among them) rolled back, then the join's own change.
     const warmBegin = index(sent, /^BEGIN ISOLATION LEVEL READ COMMITTED/)
@@ -99,19 +103,7 @@ it.live("a warm-up that fails holds no change back: the join runs, on the same c
     })
     const groupId = randomGroupId("warm-up-fails")
     const m = member()
-    yield* Effect.gen(function*() {
-      const store = yield* MembershipStore
-      const view = yield* store.join(groupId, m, 30_000)
-      expect(view.size).toBe(1)
-      expect(view.index).toBe(0)
-      yield* store.leave(groupId, m.memberId)
-    }).pipe(
-      Effect.provide(
-        PgMembershipStore.layer({ listenPool: pool }).pipe(
-          Layer.provideMerge(PgClient.layerFromPool({ acquire: Effect.succeed(pool) }))
-        )
-      )
-    )
+    expect(yield* joinAndLeave(pool, groupId, m)).toMatchObject({ size: 1, index: 0 })
     expect(failed).toBe(true)
     const rollback = index(sent, /^ROLLBACK/)
     const joinLock = index(sent, /pg_try_advisory_xact_lock/)

@@ -10,25 +10,13 @@
  * On a database of its own, migrated and then taken back to version 9 (0010 and 0012 add a column each).
  */
 import { expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Logger } from "effect"
-import pg from "pg"
+import { Effect, Fiber, Layer } from "effect"
 import * as Migrations from "../../src/Migrations.js"
 import { ownDatabase, PgLive } from "../support/Database.js"
-import { waitFor, waitForEffect } from "../support/Wait.js"
+import { waitFor } from "../support/Wait.js"
+import { capturedLogs, connect as connectAs, query, untilWaitingForLock } from "./support.js"
 
-/** A raw connection to `url`, closed with the scope. */
-const connect = (url: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const client = new pg.Client({ connectionString: url, application_name: "mg-migration-deadlock" })
-      client.on("error", () => undefined)
-      await client.connect()
-      return client
-    }),
-    (client) => Effect.promise(() => client.end().catch(() => undefined))
-  )
-
-const query = (client: pg.Client, text: string) => Effect.tryPromise(() => client.query(text))
+const connect = (url: string) => connectAs(url, "mg-migration-deadlock")
 
 it.live("a migration ended by the server to break a deadlock rolls back and is tried again, saying so", () =>
   Effect.gen(function*() {
@@ -47,29 +35,12 @@ it.live("a migration ended by the server to break a deadlock rolls back and is t
     yield* query(other, "BEGIN")
     yield* query(other, "LOCK TABLE modulo_group.schema_migrations IN SHARE MODE")
 
-    const logs: Array<string> = []
-    const capture = Logger.replace(
-      Logger.defaultLogger,
-      Logger.make(({ message }) => {
-        logs.push(Array.isArray(message) ? message.join(" ") : String(message))
-      })
-    )
+    const { logs, capture } = capturedLogs()
     const migration = yield* Effect.fork(Migrations.run.pipe(Effect.provide(migrator), Effect.provide(capture)))
 
     // The migration has altered the members table and waits to record its version.
     const watcher = yield* connect(db.url)
-    yield* waitForEffect(
-      Effect.map(
-        query(
-          watcher,
-          `SELECT count(*)::int AS n FROM pg_stat_activity
-            WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'mg-migrator'`
-        ),
-        (r) => (r.rows[0].n as number) > 0
-      ),
-      "10 seconds",
-      "the migration waiting to record its version"
-    )
+    yield* untilWaitingForLock(watcher, "mg-migrator", "the migration waiting to record its version")
     // The other session asks for the members table, which the migration holds: a cycle.
     const read = query(other, "SELECT count(*) FROM modulo_group.members")
     yield* read

@@ -10,24 +10,13 @@
  * On a database of its own, migrated and then taken back to version 9 (0010 adds a column).
  */
 import { expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Logger } from "effect"
-import pg from "pg"
+import { Effect, Exit, Fiber, Layer } from "effect"
 import * as Migrations from "../../src/Migrations.js"
 import { ownDatabase, PgLive } from "../support/Database.js"
-import { waitFor, waitForEffect } from "../support/Wait.js"
+import { waitFor } from "../support/Wait.js"
+import { capturedLogs, connect as connectAs, query, untilWaitingForLock } from "./support.js"
 
-/** A raw connection to `url`, closed with the scope. */
-const connect = (url: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const client = new pg.Client({ connectionString: url, application_name: "mg-migration-lock" })
-      await client.connect()
-      return client
-    }),
-    (client) => Effect.promise(() => client.end().catch(() => undefined))
-  )
-
-const query = (client: pg.Client, text: string) => Effect.tryPromise(() => client.query(text))
+const connect = (url: string) => connectAs(url, "mg-migration-lock")
 
 it.live("a migration that cannot get its table lock rolls back and retries: members' statements do not queue behind it", () =>
   Effect.gen(function*() {
@@ -52,29 +41,12 @@ it.live("a migration that cannot get its table lock rolls back and retries: memb
     yield* query(holder, "SELECT 1 FROM modulo_group.members FOR KEY SHARE")
     const holderPid = (yield* query(holder, "SELECT pg_backend_pid() AS pid")).rows[0].pid as number
 
-    const logs: Array<string> = []
-    const capture = Logger.replace(
-      Logger.defaultLogger,
-      Logger.make(({ message }) => {
-        logs.push(Array.isArray(message) ? message.join(" ") : String(message))
-      })
-    )
+    const { logs, capture } = capturedLogs()
     const migration = yield* Effect.fork(Migrations.run.pipe(Effect.provide(dbContext), Effect.provide(capture)))
 
     // The migration's ALTER waits for its lock.
     const watcher = yield* connect(db.url)
-    yield* waitForEffect(
-      Effect.map(
-        query(
-          watcher,
-          `SELECT count(*)::int AS n FROM pg_stat_activity
-            WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'mg-migrator'`
-        ),
-        (r) => (r.rows[0].n as number) > 0
-      ),
-      "10 seconds",
-      "the migration waiting for its table lock"
-    )
+    yield* untilWaitingForLock(watcher, "mg-migrator", "the migration waiting for its table lock")
 
     // A member's renewal meanwhile: through, while the holder still holds its lock (before: it
     // queued behind the waiting ALTER until the holder ended, here its own 5 s timeout).

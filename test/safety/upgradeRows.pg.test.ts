@@ -16,19 +16,11 @@ import * as Fenced from "../../src/Fenced.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
+import { memberRowOf, PgLive, randomGroupId } from "../support/Database.js"
 
 const info = (memberId: string, name: string, pid: number): MemberInfo => ({ memberId, name, host: "web-0", pid })
 
-/** The member row of `memberId`, as the tests compare it. */
-const rowOf = (memberId: string) =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.map(
-      sql<{ group_id: string; idx: number | null; name: string; writer: string | null; live: boolean }>`
-        SELECT group_id, idx, name, writer::text AS writer, lease_expires_at > now() AS live
-          FROM modulo_group.members WHERE member_id = ${memberId}`,
-      (rows) => rows[0]
-    ))
+const rowOf = memberRowOf
 
 /** The row as a release before migration 0012 leaves it: no writer. */
 const writtenBefore0012 = (memberId: string) =>

@@ -113,3 +113,13 @@ export const groupEpoch = (groupId: string) =>
       sql<{ epoch: string; size: number }>`SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId}`,
       (r) => (r[0] === undefined ? undefined : { epoch: Number(r[0].epoch), size: Number(r[0].size) })
     ))
+
+/** The member row of `memberId` as the identity tests compare it (group, index, name, writer, live). */
+export const memberRowOf = (memberId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ group_id: string; idx: number | null; name: string; writer: string | null; live: boolean }>`
+        SELECT group_id, idx, name, writer::text AS writer, lease_expires_at > now() AS live
+          FROM modulo_group.members WHERE member_id = ${memberId}`,
+      (rows) => rows[0]
+    ))
