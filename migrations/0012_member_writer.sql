@@ -6,7 +6,8 @@
 -- were, then applied to the second's row and took its index. Now a join deletes or takes over a live
 -- row of its member id only if its own store wrote it, and refuses otherwise, naming the row's process;
 -- renewals, leaves, releases, adoptions and slot releases touch a row only if their store wrote it. A
--- row without a writer (written before this migration) counts as every store's, as before.
+-- row without a writer (written before this migration, by an older release that may still run during
+-- an upgrade) is another store's (src/internal/pg/statements.ts, `written`).
 -- Idempotent; apps with their own migration tool record it with:
 --   INSERT INTO modulo_group.schema_migrations (version, name) VALUES (12, '0012_member_writer') ON CONFLICT DO NOTHING;
 -- A nullable column without a default: a change of the catalog only (the table's ACCESS EXCLUSIVE

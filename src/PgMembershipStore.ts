@@ -175,7 +175,10 @@ export const prepare = (options: Options = {}) =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options = {}) =>
+export const make = (options: Options = {}) => makeStore(options, false)
+
+// `warmAtStart`: the layers, whose schema check has just opened a connection (see `startWarmUp`).
+const makeStore = (options: Options, warmAtStart: boolean) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const notifier = yield* Notifier.Notifier
@@ -462,43 +465,55 @@ export const make = (options: Options = {}) =>
     // PL/pgSQL library and `log_change`'s plans on the first statements it runs: on this machine a
     // process's first join spent 20-60 ms more on the server than the same join on a warm connection
     // (docs/benchmarks.md, "A fresh connection's first change"), all of it under the group's lock,
-    // while the other members waited to renegotiate. So the store runs a change's statements once,
-    // in the background as it starts, on a group and a member that do not exist, in a transaction it
-    // rolls back (nothing is written, no lock of any group is taken; an error, a read-only server, a
-    // timeout are ignored: it is only a warm-up), and its first join waits for that to end, at most
-    // a statement timeout (not counted in the join's own), before it takes a connection: the warm
-    // one, which the pool hands out next (most recently used first). It moves that cost out of the
-    // group's lock, not out of the process's start: a join asked for at once waits for the warm-up.
+    // while the other members waited to renegotiate. So the store runs a change's statements once, on
+    // a group and a member that do not exist, in a transaction it rolls back (nothing is written, no
+    // lock of any group is taken; an error, a read-only server, a timeout are ignored: it is only a
+    // warm-up), and its first join waits for that to end, at most a statement timeout (not counted in
+    // the join's own), before it takes a connection: the warm one, which the pool hands out next (most
+    // recently used first). Started by the layers as the store starts (`warmAtStart`), in the
+    // background, once their schema check has opened a connection and had its answer: the warm-up then
+    // opens none of its own. Otherwise (`make`) by the first join: a store made and never used opens no
+    // connection (it did once, and an app's pool with no connect timeout, against a server that never
+    // answered, could not be closed: an adversarial review). It moves that cost out of the group's
+    // lock, not out of the process's start: a join asked for at once waits for the warm-up.
     class WarmedUp {}
     const warmed = yield* Deferred.make<void>()
-    yield* Effect.forkDaemon(
-      Effect.gen(function*() {
-        const now = yield* nowParam
-        const scratchGroup = `modulo-group warm-up ${globalThis.crypto.randomUUID()}`
-        const scratchMember = globalThis.crypto.randomUUID()
-        yield* ownReadCommitted(
-          sql,
-          Effect.gen(function*() {
-            yield* Statements.boundTransaction(sql, statementTimeoutMs)
-            yield* Statements.selectGroupForUpdate(sql, scratchGroup)
-            yield* Statements.deleteExpiredAndOwnRow(sql, scratchGroup, scratchMember, writer, now)
-            yield* Statements.reassignIndices(sql, scratchGroup, 1, now)
-            yield* Statements.bumpEpoch(sql, scratchGroup, now, 1, false)
-            yield* Statements.logChange(sql, scratchGroup, "join", scratchMember, now)
-            yield* Statements.selectJoinedView(sql, scratchGroup, scratchMember, 1, now)
-            yield* Statements.renewLease(sql, scratchGroup, scratchMember, 1, 1, false, now, statementTimeoutMs, nextSeq(), writer)
-            return yield* Effect.fail(new WarmedUp())
-          })
+    let warmUpStarted = false
+    const startWarmUp: Effect.Effect<void> = Effect.suspend(() => {
+      if (warmUpStarted) return Effect.void
+      warmUpStarted = true
+      return Effect.asVoid(Effect.forkDaemon(
+        Effect.gen(function*() {
+          const now = yield* nowParam
+          const scratchGroup = `modulo-group warm-up ${globalThis.crypto.randomUUID()}`
+          const scratchMember = globalThis.crypto.randomUUID()
+          yield* ownReadCommitted(
+            sql,
+            Effect.gen(function*() {
+              yield* Statements.boundTransaction(sql, statementTimeoutMs)
+              yield* Statements.selectGroupForUpdate(sql, scratchGroup)
+              yield* Statements.deleteExpiredAndOwnRow(sql, scratchGroup, scratchMember, writer, now)
+              yield* Statements.reassignIndices(sql, scratchGroup, 1, now)
+              yield* Statements.bumpEpoch(sql, scratchGroup, now, 1, false)
+              yield* Statements.logChange(sql, scratchGroup, "join", scratchMember, now)
+              yield* Statements.selectJoinedView(sql, scratchGroup, scratchMember, 1, now)
+              yield* Statements.renewLease(
+                sql, scratchGroup, scratchMember, 1, 1, false, now, statementTimeoutMs, nextSeq(), writer
+              )
+              return yield* Effect.fail(new WarmedUp())
+            })
+          )
+        }).pipe(
+          statementsRunToTheEnd,
+          Effect.catchAllCause(() => Effect.void),
+          Effect.ensuring(Deferred.succeed(warmed, undefined))
         )
-      }).pipe(
-        statementsRunToTheEnd,
-        Effect.catchAllCause(() => Effect.void),
-        Effect.ensuring(Deferred.succeed(warmed, undefined))
-      )
-    )
+      ))
+    })
+    if (warmAtStart) yield* startWarmUp
     let warm = false
     const warmedUp: Effect.Effect<void> = Effect.suspend(() =>
-      warm ? Effect.void : Effect.raceFirst(Deferred.await(warmed), pause(statementTimeoutMs)).pipe(
+      warm ? Effect.void : Effect.zipRight(startWarmUp, Effect.raceFirst(Deferred.await(warmed), pause(statementTimeoutMs))).pipe(
         Effect.ensuring(Effect.sync(() => void (warm = true)))
       )
     )
@@ -1419,7 +1434,7 @@ export const layerUsingNotifier = (
   MembershipStore,
   DatabaseUnavailable | SchemaMismatch,
   PgClient.PgClient | SqlClient.SqlClient | Notifier.Notifier
-> => Layer.effect(MembershipStore, Effect.zipRight(prepare(options), make(options)))
+> => Layer.effect(MembershipStore, Effect.zipRight(prepare(options), makeStore(options, true)))
 
 /**
  * The store over the app's `PgClient`, schema readied first, with a notifier of its own: one LISTEN

@@ -60,7 +60,9 @@ const joinAndLeave = (pool: pg.Pool, groupId: string, m: ReturnType<typeof membe
     return view
   }).pipe(
     Effect.provide(
-      PgMembershipStore.layer({ listenPool: pool }).pipe(
+      // A long statement timeout: the join's wait for the warm-up (at most one) never runs out here,
+      // also on a loaded machine where the LISTEN self-test holds the one connection for a while.
+      PgMembershipStore.layer({ listenPool: pool, statementTimeout: "10 seconds" }).pipe(
         Layer.provideMerge(PgClient.layerFromPool({ acquire: Effect.succeed(pool) }))
       )
     )
