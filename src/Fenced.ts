@@ -257,14 +257,23 @@ export const fencedWith = <A, E, R>(
             `commit-time check (a trigger) would not run. Use origin (the default) or local`
         )
       }
+      // A tighter non-zero bound is a backstop still: a fenced block nested in this body (another
+      // group's, or a shorter timeout) leaves at most its own backstop for the rest of the
+      // transaction (`Statements.fenceEnd`), which failed this check while nothing had been removed
+      // (a review: every fenced call of a group inside another's, with a shorter statement timeout).
+      const tighter = (now: string | null, set: string | null) => {
+        const nowMs = now === null ? undefined : Statements.settingMs(now)
+        const setMs = set === null ? undefined : Statements.settingMs(set)
+        return nowMs !== undefined && setMs !== undefined && nowMs > 0 && setMs > 0 && nowMs <= setMs
+      }
       for (
-        const [name, now, set] of [
-          ["statement_timeout", after.st, begun.st],
-          ["idle_in_transaction_session_timeout", after.idle, begun.idle],
-          ["transaction_timeout", after.tx, begun.tx]
+        const [name, now, set, orTighter] of [
+          ["statement_timeout", after.st, begun.st, true],
+          ["idle_in_transaction_session_timeout", after.idle, begun.idle, true],
+          ["transaction_timeout", after.tx, begun.tx, false]
         ] as const
       ) {
-        if (now !== set) {
+        if (now !== set && !(orTighter && tighter(now, set))) {
           return yield* broken(
             `${name} is ${now} instead of the fence's ${set} (RESET ALL or SET inside the body removes the ` +
               `server-side backstop against a hung client). Do not change the timeouts inside fenced`
@@ -410,7 +419,14 @@ export const fenced: {
       // runEvery, runAsLeader; also a fiber the run forked, which can outlive it), whose slice the
       // body's SQL was written for; outside any run, the current one (docs/fencing.md, "Which
       // assignment").
-      const ofRun = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
+      // Only a run of this membership: a run of another (group, or member of this process) says
+      // nothing about which slice of this one the body writes.
+      const ofRun = options.assignment === undefined
+        ? Option.filterMap(
+          yield* FiberRef.get(currentRunAssignment),
+          (run) => run.memberId === membership.memberId ? Option.some(run.assignment) : Option.none()
+        )
+        : Option.none()
       const expected = options.assignment ?? Option.getOrElse(ofRun, () => current)
       if (expected.epoch !== current.epoch || expected.index !== current.index || expected.size !== current.size) {
         return yield* new StaleAssignment({

@@ -184,7 +184,7 @@ export const make = (
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }
     const ctx = yield* makeContext({ config, store, info, scope })
-    const work = yield* makeWorkRunner(workScope, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
+    const work = yield* makeWorkRunner(workScope, memberId, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
     const driver = makeDriver(ctx, work)
 
     // Registered before the loops are forked, so it runs after they have stopped.

@@ -23,11 +23,18 @@ import { toAssignment } from "../../MemberState.js"
  * (also `forkDaemon`, which outlives the run). `Fenced.fenced` without `assignment` fences to it, not
  * to whatever assignment is current when it is called: the body's SQL was written for the run's
  * slice. None outside any run, and in slots mode (a member-level run is not restarted by a change
- * there, and its index has no barrier).
+ * there, and its index has no barrier). With the member id of the membership the run is of: a `fenced`
+ * of another membership (another group, another member of the process) inside the run is none of its
+ * business (it was checked against this run's assignment, and refused while nothing had moved: a
+ * review).
  */
-export const currentRunAssignment: FiberRef.FiberRef<Option.Option<Assignment>> = FiberRef.unsafeMake<Option.Option<Assignment>>(
-  Option.none()
-)
+export interface RunAssignment {
+  readonly memberId: string
+  readonly assignment: Assignment
+}
+export const currentRunAssignment: FiberRef.FiberRef<Option.Option<RunAssignment>> = FiberRef.unsafeMake<
+  Option.Option<RunAssignment>
+>(Option.none())
 
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {
@@ -86,6 +93,8 @@ export interface WorkRunner {
 
 export const makeWorkRunner = (
   workScope: Scope.Scope,
+  /** The member whose runs these are (`currentRunAssignment`). */
+  memberId: string,
   /** Slots mode: the gauge of the slots being worked, moved by each change of `active`. */
   slotsWorking?: Metric.Metric.Gauge<number>
 ): Effect.Effect<WorkRunner> =>
@@ -122,7 +131,7 @@ export const makeWorkRunner = (
         const assignment = toAssignment(slot)
         // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
         const run = slotsWorking === undefined
-          ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some(assignment))
+          ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some({ memberId, assignment }))
           : spec.run(assignment)
         const fiber = yield* fork(run)
         running.set(spec, fiber)

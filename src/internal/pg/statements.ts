@@ -1350,7 +1350,7 @@ export interface FenceEnded {
  * A time setting as `current_setting` shows it ("0", "500ms", "7s", "2min", "1h", "1d") in
  * milliseconds; undefined for any other form (or a negative value).
  */
-const settingMs = (value: string): number | undefined => {
+export const settingMs = (value: string): number | undefined => {
   const m = /^\s*(\d+)\s*(ms|s|min|h|d)?\s*$/.exec(value)
   if (m === null) return undefined
   const n = Number(m[1])
