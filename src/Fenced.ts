@@ -262,9 +262,8 @@ export const fencedWith = <A, E, R>(
       // transaction (`Statements.fenceEnd`), which failed this check while nothing had been removed
       // (a review: every fenced call of a group inside another's, with a shorter statement timeout).
       const tighter = (now: string | null, set: string | null) => {
-        const nowMs = now === null ? undefined : Statements.settingMs(now)
         const setMs = set === null ? undefined : Statements.settingMs(set)
-        return nowMs !== undefined && setMs !== undefined && nowMs > 0 && setMs > 0 && nowMs <= setMs
+        return now !== null && setMs !== undefined && setMs > 0 && Statements.boundsWithin(now, setMs)
       }
       for (
         const [name, now, set, orTighter] of [

@@ -169,15 +169,16 @@ type AnyQuery = (this: unknown, ...args: Array<unknown>) => unknown
 
 /**
  * Watches every connection of `pool` once armed: a statement sent on a connection that has had no
- * answer to any statement for `boundMs` gets its socket destroyed, so that the client fails its
- * statements (the caller sees an error, `pg-pool` discards the client, the LISTEN hub reconnects) and
+ * answer to any statement for `deadAfterMillis(statementTimeout)` (`boundMs`) gets its socket
+ * destroyed, so that the client fails its statements (the caller sees an error, `pg-pool` discards the client, the LISTEN hub reconnects) and
  * the next statement opens a new connection. Said once per connection on stderr, and once more when
  * the pool has a connection again. A statement is timed from when it was sent or, queued behind
  * another on the same connection, from the last answer on it: each one is bounded on the server
  * once it runs, so a connection that answers nothing for `boundMs` is dead. Cursors (`Submittable`
  * queries) are not watched: nothing in a `join` process uses one.
  */
-const watchStatements = (pool: pg.Pool, boundMs: number, statementTimeout: Duration.Duration) => {
+const watchStatements = (pool: pg.Pool, statementTimeout: Duration.Duration) => {
+  const boundMs = deadAfterMillis(statementTimeout)
   let armed = false
   let closed: number | undefined = undefined
   pool.on("connect", (client) => {
@@ -314,7 +315,7 @@ export const memberPool = (
         })
         // An idle connection that dies (a killed backend) is replaced on demand; never a crash.
         pool.on("error", () => {})
-        watch = watchStatements(pool, deadAfterMillis(statementTimeout), statementTimeout)
+        watch = watchStatements(pool, statementTimeout)
         return pool
       }),
       (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1_000))

@@ -1359,17 +1359,22 @@ export const settingMs = (value: string): number | undefined => {
 }
 
 /**
- * What a timeout the app had before a nested fence becomes for the rest of the app's transaction:
- * the app's own value when it bounds at least as tightly as `boundMs` (non-zero, at most `boundMs`),
- * otherwise `boundMs` (also for a value not in a form `settingMs` reads). The fence's locks stay held
- * until the app's transaction ends, and every change of the group waits for them: a client that hangs
- * after the block (or a statement that does) must not hold them for longer than this bound.
+ * Whether a time setting (as `current_setting` shows it) bounds a wait at least as tightly as
+ * `boundMs`: non-zero and at most `boundMs` (false for a form `settingMs` does not read).
  */
-const boundedAfterFence = (app: string, boundMs: string): string => {
-  const appMs = settingMs(app)
-  const bound = Number(boundMs)
-  return appMs !== undefined && appMs > 0 && appMs <= bound ? app : boundMs
+export const boundsWithin = (value: string, boundMs: number): boolean => {
+  const ms = settingMs(value)
+  return ms !== undefined && ms > 0 && ms <= boundMs
 }
+
+/**
+ * What a timeout the app had before a nested fence becomes for the rest of the app's transaction:
+ * the app's own value when it bounds at least as tightly as `boundMs` (`boundsWithin`), otherwise
+ * `boundMs`. The fence's locks stay held until the app's transaction ends, and every change of the
+ * group waits for them: a client that hangs after the block (or a statement that does) must not hold
+ * them for longer than this bound.
+ */
+const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithin(app, Number(boundMs)) ? app : boundMs)
 
 /**
  * The fence's last statement, after the body: the transaction's id, the backstop settings and
