@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto"
 import pg from "pg"
 import { databaseUrl } from "../support/Database.js"
+import { serialised } from "../support/Grants.js"
 
 export const connect = async (url: string): Promise<pg.Client> => {
   const client = new pg.Client({ connectionString: url, application_name: "modulo-group-test" })
@@ -16,7 +17,7 @@ export const connect = async (url: string): Promise<pg.Client> => {
 /** Drops test roles and what they own, on `admin`; best effort (a role may not exist). */
 export const dropRoles = async (admin: pg.Client, ...roles: ReadonlyArray<string>): Promise<void> => {
   for (const role of roles) {
-    await admin.query(`DROP OWNED BY "${role}"`).catch(() => undefined)
+    await admin.query(serialised(`DROP OWNED BY "${role}"`)).catch(() => undefined)
     await admin.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => undefined)
   }
 }

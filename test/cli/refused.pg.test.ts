@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect, it } from "vitest"
 import { databaseUrl } from "../support/Database.js"
 import { connect, dropRoles, eventually } from "./pgSupport.js"
 import { assertBuilt, bin, run } from "./support.js"
+import { serialised } from "../support/Grants.js"
 
 const role = `mg_cli_refused_${randomBytes(4).toString("hex")}`
 const password = `pw-${randomBytes(8).toString("hex")}`
@@ -45,10 +46,10 @@ it("join waits out a server that refuses its connections, says so once, and join
   let stderr = ""
   let exited: number | null | undefined = undefined
   try {
-    await admin.query(`GRANT USAGE ON SCHEMA modulo_group TO "${role}"`)
-    await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${role}"`)
-    await admin.query(`GRANT SELECT ON modulo_group.schema_migrations TO "${role}"`)
-    await admin.query(`GRANT SELECT, INSERT, DELETE ON modulo_group.fence_checks TO "${role}"`)
+    await admin.query(serialised(`GRANT USAGE ON SCHEMA modulo_group TO "${role}"`))
+    await admin.query(serialised(`GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${role}"`))
+    await admin.query(serialised(`GRANT SELECT ON modulo_group.schema_migrations TO "${role}"`))
+    await admin.query(serialised(`GRANT SELECT, INSERT, DELETE ON modulo_group.fence_checks TO "${role}"`))
     const child = spawn(process.execPath, [bin, "join", group, "--json", "--heartbeat", "300ms"], {
       env: { ...process.env, DATABASE_URL: url.toString() },
       stdio: ["ignore", "pipe", "pipe"]

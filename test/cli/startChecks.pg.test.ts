@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { connect, dropRoles } from "./pgSupport.js"
 import { assertBuilt, joinTimings, Member, run } from "./support.js"
+import { serialised } from "../support/Grants.js"
 
 const FAILURE = 1
 const suffix = randomBytes(4).toString("hex")
@@ -44,12 +45,12 @@ describe("modulo-group join: start checks (child processes)", () => {
     try {
       for (const role of [reader, member]) {
         await admin.query(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}'`)
-        await admin.query(`GRANT USAGE ON SCHEMA modulo_group TO "${role}"`)
-        await admin.query(`GRANT SELECT ON modulo_group.schema_migrations TO "${role}"`)
+        await admin.query(serialised(`GRANT USAGE ON SCHEMA modulo_group TO "${role}"`))
+        await admin.query(serialised(`GRANT SELECT ON modulo_group.schema_migrations TO "${role}"`))
       }
-      await admin.query(`GRANT SELECT ON modulo_group.groups, modulo_group.members, modulo_group.slots TO "${reader}"`)
-      await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${member}"`)
-      await admin.query(`GRANT SELECT, INSERT, DELETE ON modulo_group.fence_checks TO "${member}"`)
+      await admin.query(serialised(`GRANT SELECT ON modulo_group.groups, modulo_group.members, modulo_group.slots TO "${reader}"`))
+      await admin.query(serialised(`GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${member}"`))
+      await admin.query(serialised(`GRANT SELECT, INSERT, DELETE ON modulo_group.fence_checks TO "${member}"`))
     } finally {
       await admin.end()
     }
@@ -107,7 +108,7 @@ describe("modulo-group join: start checks (child processes)", () => {
     // The leave (a DELETE) now fails with permission denied until it gives up (a statement timeout, 1 s).
     const admin = await connect(databaseUrl())
     try {
-      await admin.query(`REVOKE DELETE ON modulo_group.members FROM "${member}"`)
+      await admin.query(serialised(`REVOKE DELETE ON modulo_group.members FROM "${member}"`))
     } finally {
       await admin.end()
     }

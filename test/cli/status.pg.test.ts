@@ -13,6 +13,7 @@ import * as readline from "node:readline"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { assertBuilt, bin, run } from "./support.js"
 import { cliWaitsOnLock, connect, dropRoles, eventually, type ScratchDatabase, scratchDatabase } from "./pgSupport.js"
+import { serialised } from "../support/Grants.js"
 
 interface StatusJson {
   readonly epoch: number
@@ -144,8 +145,8 @@ describe("modulo-group status (child processes)", () => {
     const admin = await connect(db.url)
     try {
       await admin.query(`CREATE ROLE "${viewer}" LOGIN PASSWORD '${password}'`)
-      await admin.query(`GRANT USAGE ON SCHEMA modulo_group TO "${viewer}"`)
-      await admin.query(`GRANT SELECT ON ALL TABLES IN SCHEMA modulo_group TO "${viewer}"`)
+      await admin.query(serialised(`GRANT USAGE ON SCHEMA modulo_group TO "${viewer}"`))
+      await admin.query(serialised(`GRANT SELECT ON ALL TABLES IN SCHEMA modulo_group TO "${viewer}"`))
       const url = new URL(db.url)
       url.username = viewer
       url.password = password
@@ -160,9 +161,9 @@ describe("modulo-group status (child processes)", () => {
       const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
       try {
         await eventually("a first view", async () => lines.length > 0)
-        await admin.query(`REVOKE SELECT ON modulo_group.members FROM "${viewer}"`)
+        await admin.query(serialised(`REVOKE SELECT ON modulo_group.members FROM "${viewer}"`))
         await eventually("the failed read said", async () => stderr.includes("permission denied"))
-        await admin.query(`GRANT SELECT ON modulo_group.members TO "${viewer}"`)
+        await admin.query(serialised(`GRANT SELECT ON modulo_group.members TO "${viewer}"`))
         const seen = lines.length
         await eventually("a view again", async () => lines.length > seen)
       } finally {

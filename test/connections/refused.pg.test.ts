@@ -18,7 +18,7 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, PgLive, randomGroupId } from "../support/Database.js"
-import { documentedGrants } from "../support/Grants.js"
+import { documentedGrants, serialised } from "../support/Grants.js"
 import { exactCover, makeRecorder } from "../support/Recorder.js"
 import { waitFor } from "../support/Wait.js"
 
@@ -36,12 +36,12 @@ it.live("connections refused for a while: each member says why once, retries, sa
     const password = `pw-${randomBytes(8).toString("hex")}`
     yield* sql.unsafe(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}' CONNECTION LIMIT 0`)
     yield* Effect.addFinalizer(() =>
-      Effect.zipRight(sql.unsafe(`DROP OWNED BY "${role}"`), sql.unsafe(`DROP ROLE IF EXISTS "${role}"`)).pipe(
+      Effect.zipRight(sql.unsafe(serialised(`DROP OWNED BY "${role}"`)), sql.unsafe(`DROP ROLE IF EXISTS "${role}"`)).pipe(
         Effect.ignore
       )
     )
     const [{ db }] = (yield* sql<{ db: string }>`SELECT current_database() AS db`) as unknown as [{ db: string }]
-    for (const grant of documentedGrants(role)) yield* sql.unsafe(grant.replace("CURRENT_DATABASE_NAME", `"${db}"`))
+    for (const grant of documentedGrants(role)) yield* sql.unsafe(serialised(grant.replace("CURRENT_DATABASE_NAME", `"${db}"`)))
     const url = new URL(databaseUrl())
     url.username = role
     url.password = password

@@ -14,6 +14,7 @@ import { randomBytes } from "node:crypto"
 import * as Fenced from "../../src/Fenced.js"
 import { databaseUrl, PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
+import { serialised } from "../support/Grants.js"
 
 /** A login role whose transactions default to `level`, with the library's grants and the app table's. */
 const roleWith = (level: "serializable" | "repeatable read", table: string) =>
@@ -25,11 +26,11 @@ const roleWith = (level: "serializable" | "repeatable read", table: string) =>
       yield* sql.unsafe(`CREATE ROLE "${name}" LOGIN PASSWORD '${password}'`)
       yield* sql.unsafe(`ALTER ROLE "${name}" SET default_transaction_isolation = '${level}'`)
       // docs/operations.md, "Least privileges", and docs/fencing.md's addition for migration 0003.
-      yield* sql.unsafe(`GRANT USAGE ON SCHEMA modulo_group TO "${name}"`)
-      yield* sql.unsafe(`GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${name}"`)
-      yield* sql.unsafe(`GRANT SELECT ON modulo_group.schema_migrations TO "${name}"`)
-      yield* sql.unsafe(`GRANT SELECT, INSERT, DELETE ON modulo_group.fence_checks TO "${name}"`)
-      yield* sql.unsafe(`GRANT SELECT, INSERT ON "${table}" TO "${name}"`)
+      yield* sql.unsafe(serialised(`GRANT USAGE ON SCHEMA modulo_group TO "${name}"`))
+      yield* sql.unsafe(serialised(`GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${name}"`))
+      yield* sql.unsafe(serialised(`GRANT SELECT ON modulo_group.schema_migrations TO "${name}"`))
+      yield* sql.unsafe(serialised(`GRANT SELECT, INSERT, DELETE ON modulo_group.fence_checks TO "${name}"`))
+      yield* sql.unsafe(serialised(`GRANT SELECT, INSERT ON "${table}" TO "${name}"`))
       const url = new URL(databaseUrl())
       url.username = name
       url.password = password
@@ -38,7 +39,7 @@ const roleWith = (level: "serializable" | "repeatable read", table: string) =>
     }),
     ({ name }) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) =>
-        Effect.all([sql.unsafe(`DROP OWNED BY "${name}"`), sql.unsafe(`DROP ROLE IF EXISTS "${name}"`)])).pipe(Effect.orDie)
+        Effect.all([sql.unsafe(serialised(`DROP OWNED BY "${name}"`)), sql.unsafe(`DROP ROLE IF EXISTS "${name}"`)])).pipe(Effect.orDie)
   )
 
 const sqlState = (e: unknown): string | undefined =>

@@ -22,7 +22,7 @@ import { MemberState } from "../../src/MemberState.js"
 import { databaseUrl, PgLive, randomGroupId, untilOwnLockWait } from "../support/Database.js"
 import { exactCover } from "../support/Recorder.js"
 import { fast, freshDatabase, makeGroup, waitFor } from "../faults/support.js"
-import { documentedGrants } from "../support/Grants.js"
+import { documentedGrants, serialised } from "../support/Grants.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
 
@@ -137,10 +137,10 @@ it.live("break 6: a role that may not call pg_notify still joins, leaves and ren
       const owner = yield* SqlClient.SqlClient
       yield* Migrations.run
       for (const grant of documentedGrants(role)) {
-        yield* owner.unsafe(grant.replace("CURRENT_DATABASE_NAME", `"${db.name}"`))
+        yield* owner.unsafe(serialised(grant.replace("CURRENT_DATABASE_NAME", `"${db.name}"`)))
       }
       // Every notification this role sends now fails, as a full notification queue would make it.
-      yield* owner.unsafe(`REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC`)
+      yield* owner.unsafe(serialised(`REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC`))
     }).pipe(Effect.provide(db.layer), Effect.scoped)
     const url = new URL(databaseUrl())
     url.username = role

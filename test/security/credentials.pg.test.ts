@@ -16,6 +16,7 @@ import * as Migrations from "../../src/Migrations.js"
 import { assertBuilt, Member, run } from "../cli/support.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
 import { freshDatabase, serverChecksPasswords, urlWith, waitFor } from "../faults/support.js"
+import { serialised } from "../support/Grants.js"
 
 /** Under trust auth a wrong password logs in: then an absent user (with the password) is the failure. */
 const checksPasswords = await serverChecksPasswords()
@@ -51,7 +52,7 @@ const setup = Effect.gen(function*() {
         `GRANT SELECT, INSERT, UPDATE, DELETE ON modulo_group.groups, modulo_group.members TO "${role.name}"`,
         `GRANT SELECT ON modulo_group.schema_migrations TO "${role.name}"`
       ]
-    ) yield* sql.unsafe(grant)
+    ) yield* sql.unsafe(serialised(grant))
   }).pipe(Effect.scoped, Effect.provide(db.layer))
   const url = new URL(urlWith({ user: role.name, password: role.password }))
   url.pathname = `/${db.name}`
@@ -137,9 +138,9 @@ it.live("members log nothing with the password, at debug level, through killed c
         yield* Effect.sleep(Duration.millis(700))
       }
       // Killed idle connections may go unnoticed; a revoked grant makes every renewal fail, logged.
-      yield* owner(`REVOKE UPDATE ON modulo_group.members FROM "${role.name}"`)
+      yield* owner(serialised(`REVOKE UPDATE ON modulo_group.members FROM "${role.name}"`))
       yield* waitFor(() => lines.some((l) => /heartbeat failed/i.test(l)), Duration.seconds(10), "a logged failure")
-      yield* owner(`GRANT UPDATE ON modulo_group.members TO "${role.name}"`)
+      yield* owner(serialised(`GRANT UPDATE ON modulo_group.members TO "${role.name}"`))
       yield* m.awaitAssigned
     }).pipe(
       Effect.scoped,

@@ -15,7 +15,7 @@ import * as Migrations from "../../src/Migrations.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
-import { documentedGrants } from "../support/Grants.js"
+import { documentedGrants, serialised } from "../support/Grants.js"
 import { exactCover } from "../support/Recorder.js"
 import { fast, freshDatabase, makeGroup, urlWith, waitFor } from "../faults/support.js"
 
@@ -41,9 +41,9 @@ const setup = (skip: ReadonlyArray<number> = []) =>
       const sql = yield* SqlClient.SqlClient
       yield* Migrations.run
       // Hardened: nothing through PUBLIC, so every privilege the role uses is one the doc grants.
-      yield* sql.unsafe(`REVOKE ALL ON DATABASE "${db.name}" FROM PUBLIC`)
-      yield* sql.unsafe(`REVOKE ALL ON SCHEMA public FROM PUBLIC`)
-      for (const [i, grant] of grants.entries()) if (!skip.includes(i)) yield* sql.unsafe(grant)
+      yield* sql.unsafe(serialised(`REVOKE ALL ON DATABASE "${db.name}" FROM PUBLIC`))
+      yield* sql.unsafe(serialised(`REVOKE ALL ON SCHEMA public FROM PUBLIC`))
+      for (const [i, grant] of grants.entries()) if (!skip.includes(i)) yield* sql.unsafe(serialised(grant))
     }).pipe(Effect.provide(db.layer), Effect.scoped)
     const url = new URL(urlWith({ user: role.name, password: role.password }))
     url.pathname = `/${db.name}`

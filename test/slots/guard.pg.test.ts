@@ -14,6 +14,7 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { hostileClient, hostileRole } from "../hostile/support.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
+import { serialised } from "../support/Grants.js"
 
 const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
 const info = (name: string) => ({ memberId: randomUUID(), name, host: "test", pid: 1 })
@@ -36,13 +37,13 @@ it.live("a hand edit of a slot's holder without a new generation is refused (235
     const role = yield* hostileRole
     yield* Effect.acquireRelease(
       Effect.zipRight(
-        sql.unsafe(`GRANT USAGE ON SCHEMA modulo_group TO "${role.name}"`),
-        sql.unsafe(`GRANT SELECT, INSERT, UPDATE ON modulo_group.slots TO "${role.name}"`)
+        sql.unsafe(serialised(`GRANT USAGE ON SCHEMA modulo_group TO "${role.name}"`)),
+        sql.unsafe(serialised(`GRANT SELECT, INSERT, UPDATE ON modulo_group.slots TO "${role.name}"`))
       ),
       () =>
         Effect.orDie(Effect.zipRight(
-          sql.unsafe(`REVOKE ALL ON modulo_group.slots FROM "${role.name}"`),
-          sql.unsafe(`REVOKE ALL ON SCHEMA modulo_group FROM "${role.name}"`)
+          sql.unsafe(serialised(`REVOKE ALL ON modulo_group.slots FROM "${role.name}"`)),
+          sql.unsafe(serialised(`REVOKE ALL ON SCHEMA modulo_group FROM "${role.name}"`))
         ))
     )
     const client = yield* hostileClient(role)

@@ -20,3 +20,13 @@ export const documentedGrants = (role: string): Array<string> => {
     .map((s) => s.replace(/\bapp\b/g, `"${role}"`).replace(/\bmy_database\b/g, "CURRENT_DATABASE_NAME"))
 }
 
+
+/**
+ * `statement` (a GRANT or REVOKE) as one statement that first takes the tests' privileges lock, held
+ * to its commit. Test files run in parallel and grant on the same objects (the schema modulo_group,
+ * its tables); PostgreSQL updates an object's ACL in place and fails the second of two concurrent
+ * updates with "tuple concurrently updated" (XX000) instead of waiting for the first.
+ */
+export const serialised = (statement: string): string =>
+  `DO $serialised$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('modulo-group tests: privileges')); ` +
+  `EXECUTE $statement$${statement}$statement$; END $serialised$`

@@ -11,6 +11,7 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
 import { hostileClient, hostileRole } from "../hostile/support.js"
+import { serialised } from "../support/Grants.js"
 
 interface LogRow {
   readonly epoch: string
@@ -118,7 +119,7 @@ it.live("a stray caller (a role with only USAGE on the schema, e.g. a dashboard'
     expect(before.map((r) => `${r.epoch}:${r.cause}`)).toEqual(["1:join", "2:join"])
     const role = yield* hostileRole
     yield* Effect.gen(function*() {
-      yield* sql.unsafe(`GRANT USAGE ON SCHEMA modulo_group TO "${role.name}"`)
+      yield* sql.unsafe(serialised(`GRANT USAGE ON SCHEMA modulo_group TO "${role.name}"`))
       const client = yield* hostileClient(role)
       // A time far ahead would trim every row by age; a cap of 0 rows would trim them all by count.
       yield* Effect.promise(() => client.query("SELECT set_config('modulo_group.change_log_max_rows', '0', false)"))
@@ -129,7 +130,7 @@ it.live("a stray caller (a role with only USAGE on the schema, e.g. a dashboard'
       }
     }).pipe(
       Effect.scoped,
-      Effect.ensuring(sql.unsafe(`REVOKE USAGE ON SCHEMA modulo_group FROM "${role.name}"`).pipe(Effect.orDie))
+      Effect.ensuring(sql.unsafe(serialised(`REVOKE USAGE ON SCHEMA modulo_group FROM "${role.name}"`)).pipe(Effect.orDie))
     )
     expect(yield* logOf(groupId)).toEqual(before)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
