@@ -418,14 +418,29 @@ export const fenced: {
       // runEvery, runAsLeader; also a fiber the run forked, which can outlive it), whose slice the
       // body's SQL was written for; outside any run, the current one (docs/fencing.md, "Which
       // assignment").
-      // Only a run of this membership: a run of another (group, or member of this process) says
-      // nothing about which slice of this one the body writes.
-      const ofRun = options.assignment === undefined
-        ? Option.filterMap(
-          yield* FiberRef.get(currentRunAssignment),
-          (run) => run.memberId === membership.memberId ? Option.some(run.assignment) : Option.none()
-        )
-        : Option.none()
+      // Only a run of this membership: a run of another group says nothing about which slice of
+      // this one the body writes. A run of another member of this group (its work registered where
+      // this membership was in the context, then re-provided inside its run) wrote the body for that
+      // member's slice, not this one's current slice: fencing to either would let an old slice
+      // commit beside its new holder (a review), so it is refused, saying what to pass.
+      const run = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
+      if (
+        Option.isSome(run) && run.value.memberId !== membership.memberId &&
+        run.value.groupId === membership.config.groupId
+      ) {
+        const { assignment: a, memberId } = run.value
+        return yield* new StaleAssignment({
+          epoch: a.epoch,
+          reason: `this call is in a work run of another member of group ${membership.config.groupId} (${memberId}, ` +
+            `[${a.index}/${a.size}] in epoch ${a.epoch}) but fences member ${membership.memberId}: which slice ` +
+            `the body writes is unknown; call it under the run's own membership (provided inside its runs), or ` +
+            `pass \`assignment\``
+        })
+      }
+      const ofRun = Option.filterMap(
+        run,
+        (r) => r.memberId === membership.memberId ? Option.some(r.assignment) : Option.none()
+      )
       const expected = options.assignment ?? Option.getOrElse(ofRun, () => current)
       if (expected.epoch !== current.epoch || expected.index !== current.index || expected.size !== current.size) {
         return yield* new StaleAssignment({

@@ -76,6 +76,8 @@ export interface MembershipService {
    * Runs `work` in every epoch this member is assigned in, for as long as the caller's scope lives.
    * It is interrupted, and its finalizers have run, before the member acknowledges a new epoch (G2)
    * and when the lease deadline passes (G3). A failure is logged; the work runs again next epoch.
+   * It runs in the caller's context with this membership as `Membership` (so a plain `Fenced.fenced`
+   * in it fences this member's run, also when another member was the caller's `Membership`).
    * Slots mode: member-level work, run once while the member may work (a change does not restart it);
    * its `index` and `size` have no barrier there (see `assignment`).
    */
@@ -184,7 +186,7 @@ export const make = (
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }
     const ctx = yield* makeContext({ config, store, info, scope })
-    const work = yield* makeWorkRunner(workScope, memberId, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
+    const work = yield* makeWorkRunner(workScope, { groupId, memberId }, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
     const driver = makeDriver(ctx, work)
 
     // Registered before the loops are forked, so it runs after they have stopped.
@@ -196,12 +198,15 @@ export const make = (
       Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`modulo-group ${name} died`, cause)
     const forkLoop = (name: string, loop: Effect.Effect<unknown>) =>
       Effect.forkScoped(annotate(loop).pipe(Effect.catchAllCause(fail(name))))
-    // The app's work, as the work runner runs it: in the caller's context, scoped per run (resources
-    // the work acquires are released before the ack or the release), a failure logged, not raised.
+    // The app's work, as the work runner runs it: in the caller's context with this membership as
+    // `Membership` (a run of this member registered where another member of its group was the
+    // context's `Membership` fenced that one's assignment: a review; see Fenced.fenced), scoped per
+    // run (resources the work acquires are released before the ack or the release), a failure
+    // logged, not raised.
     const asWork = <A, E, R>(run: (a: A) => Effect.Effect<unknown, E, R>, failed: (a: A) => string) =>
       Effect.map(Effect.context<R>(), (context) => (a: A): Effect.Effect<void> =>
         Effect.scoped(run(a)).pipe(
-          Effect.provide(context),
+          Effect.provide(Context.add(context, Membership, service)),
           Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning(failed(a), cause)),
           Effect.asVoid,
           annotate

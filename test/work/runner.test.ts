@@ -14,7 +14,7 @@ const slot = { epoch: 3, index: 0, size: 2, incarnation: 1 }
 it.scoped("start and startSlot start nothing when the deadline has passed (checked under the interrupt's lock)", () =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const work = yield* makeWorkRunner(scope, "00000000-0000-4000-8000-000000000000")
+    const work = yield* makeWorkRunner(scope, { groupId: "runner", memberId: "00000000-0000-4000-8000-000000000000" })
     let runs = 0
     let slotRuns = 0
     const counted = Effect.sync(() => runs++).pipe(Effect.zipRight(Effect.never))
@@ -46,7 +46,7 @@ it.scoped("a slot's stop after the fence's interrupt waits for the slot's work t
     // stopped at once, while its work still ran: the slot was released, and another member started it
     // beside that work (G2; test/slots/fenceStuckSlot.test.ts end to end).
     const scope = yield* Scope.make()
-    const work = yield* makeWorkRunner(scope, "00000000-0000-4000-8000-000000000000")
+    const work = yield* makeWorkRunner(scope, { groupId: "runner", memberId: "00000000-0000-4000-8000-000000000000" })
     let ended = false
     yield* work.registerSlot({
       run: () => Effect.never.pipe(Effect.onInterrupt(() => Effect.sleep("15 seconds").pipe(Effect.zipRight(Effect.sync(() => void (ended = true))))))

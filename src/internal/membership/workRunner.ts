@@ -23,12 +23,13 @@ import { toAssignment } from "../../MemberState.js"
  * (also `forkDaemon`, which outlives the run). `Fenced.fenced` without `assignment` fences to it, not
  * to whatever assignment is current when it is called: the body's SQL was written for the run's
  * slice. None outside any run, and in slots mode (a member-level run is not restarted by a change
- * there, and its index has no barrier). With the member id of the membership the run is of: a `fenced`
- * of another membership (another group, another member of the process) inside the run is none of its
- * business (it was checked against this run's assignment, and refused while nothing had moved: a
- * review).
+ * there, and its index has no barrier). With the group and member id of the membership the run is
+ * of: a `fenced` of another group's membership inside the run is none of its business (it was checked
+ * against this run's assignment, and refused while nothing had moved: a review); a `fenced` of another
+ * member of the same group is refused (`Fenced.fenced`: which slice the body writes is then unknown).
  */
 export interface RunAssignment {
+  readonly groupId: string
   readonly memberId: string
   readonly assignment: Assignment
 }
@@ -93,8 +94,8 @@ export interface WorkRunner {
 
 export const makeWorkRunner = (
   workScope: Scope.Scope,
-  /** The member whose runs these are (`currentRunAssignment`). */
-  memberId: string,
+  /** The member whose runs these are, and its group (`currentRunAssignment`). */
+  member: { readonly groupId: string; readonly memberId: string },
   /** Slots mode: the gauge of the slots being worked, moved by each change of `active`. */
   slotsWorking?: Metric.Metric.Gauge<number>
 ): Effect.Effect<WorkRunner> =>
@@ -131,7 +132,7 @@ export const makeWorkRunner = (
         const assignment = toAssignment(slot)
         // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
         const run = slotsWorking === undefined
-          ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some({ memberId, assignment }))
+          ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some({ ...member, assignment }))
           : spec.run(assignment)
         const fiber = yield* fork(run)
         running.set(spec, fiber)
