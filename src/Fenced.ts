@@ -341,7 +341,8 @@ export const fencedWith = <A, E, R>(
  * Runs `effect` (the app's SQL on the same `SqlClient`) in a transaction that commits only if this
  * member's assignment is still current: the one given as `assignment`; without it, inside a work run
  * (`Membership.whileAssigned`, `Work.runEvery`, `Work.runAsLeader`, or a fiber one of them forked),
- * the run's own; outside any run, the one current when it is called. **Outside a run, pass the
+ * the run's own (a plain call of another membership inside a run is refused: pass `assignment`);
+ * outside any run, the one current when it is called. **Outside a run, pass the
  * assignment the body's slice was taken from** (`awaitAssigned`, `guard`): otherwise a slice of an
  * older assignment commits under the newer one (docs/fencing.md, "Which assignment"). The local
  * `guard` first (no round trip when already stale), then the checks of `fencedWith` on the database,
@@ -418,29 +419,28 @@ export const fenced: {
       // runEvery, runAsLeader; also a fiber the run forked, which can outlive it), whose slice the
       // body's SQL was written for; outside any run, the current one (docs/fencing.md, "Which
       // assignment").
-      // Only a run of this membership: a run of another group says nothing about which slice of
-      // this one the body writes. A run of another member of this group (its work registered where
-      // this membership was in the context, then re-provided inside its run) wrote the body for that
-      // member's slice, not this one's current slice: fencing to either would let an old slice
-      // commit beside its new holder (a review), so it is refused, saying what to pass.
+      // Inside a run, only the run's own membership: a plain `fenced` of another (another member of
+      // the group, another group, the same group id in another database) cannot tell which slice the
+      // body was written for, the run's or that membership's current one, and fencing to the wrong
+      // one commits an old slice beside its new holder (reviews: a run's work registered where
+      // another member of the group was the context's `Membership`; a daemon of a run that joined a
+      // fiber of another group's run, which carried that run's `Membership` into it). Refused,
+      // saying what to pass.
       const run = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
       if (
-        Option.isSome(run) && run.value.memberId !== membership.memberId &&
-        run.value.groupId === membership.config.groupId
+        Option.isSome(run) &&
+        (run.value.memberId !== membership.memberId || run.value.groupId !== membership.config.groupId)
       ) {
-        const { assignment: a, memberId } = run.value
+        const { assignment: a, groupId, memberId } = run.value
         return yield* new StaleAssignment({
           epoch: a.epoch,
-          reason: `this call is in a work run of another member of group ${membership.config.groupId} (${memberId}, ` +
-            `[${a.index}/${a.size}] in epoch ${a.epoch}) but fences member ${membership.memberId}: which slice ` +
-            `the body writes is unknown; call it under the run's own membership (provided inside its runs), or ` +
-            `pass \`assignment\``
+          reason: `this call is in a work run of member ${memberId} of group ${groupId} ([${a.index}/${a.size}] in ` +
+            `epoch ${a.epoch}) but fences member ${membership.memberId} of group ${membership.config.groupId}: ` +
+            `which slice the body writes is unknown; pass \`assignment\` (the one the slice was taken from), ` +
+            `or call it under the run's own membership (the run's \`Membership\`)`
         })
       }
-      const ofRun = Option.filterMap(
-        run,
-        (r) => r.memberId === membership.memberId ? Option.some(r.assignment) : Option.none()
-      )
+      const ofRun = Option.map(run, (r) => r.assignment)
       const expected = options.assignment ?? Option.getOrElse(ofRun, () => current)
       if (expected.epoch !== current.epoch || expected.index !== current.index || expected.size !== current.size) {
         return yield* new StaleAssignment({

@@ -110,6 +110,6 @@ it.live("inside m2's run, a plain fenced under m1 (same group, re-provided) is r
     ).pipe(Effect.provideService(Membership.Membership, m1), Scope.extend(scope))
     const [underM1, own] = yield* Deferred.await(results)
     expect(Either.isLeft(underM1) && (underM1.left as { _tag?: string })._tag).toBe("StaleAssignment")
-    expect(Either.isLeft(underM1) && String((underM1.left as { reason?: string }).reason)).toMatch(/work run of another member of group/)
+    expect(Either.isLeft(underM1) && String((underM1.left as { reason?: string }).reason)).toMatch(/work run of member .* but fences member .*pass `assignment`/)
     expect(Either.isRight(own)).toBe(true)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 40_000)

@@ -24,9 +24,8 @@ import { toAssignment } from "../../MemberState.js"
  * to whatever assignment is current when it is called: the body's SQL was written for the run's
  * slice. None outside any run, and in slots mode (a member-level run is not restarted by a change
  * there, and its index has no barrier). With the group and member id of the membership the run is
- * of: a `fenced` of another group's membership inside the run is none of its business (it was checked
- * against this run's assignment, and refused while nothing had moved: a review); a `fenced` of another
- * member of the same group is refused (`Fenced.fenced`: which slice the body writes is then unknown).
+ * of: a plain `fenced` of any other membership inside the run is refused (`Fenced.fenced`: which slice
+ * the body writes is then unknown; `assignment` says it).
  */
 export interface RunAssignment {
   readonly groupId: string
@@ -35,7 +34,13 @@ export interface RunAssignment {
 }
 export const currentRunAssignment: FiberRef.FiberRef<Option.Option<RunAssignment>> = FiberRef.unsafeMake<
   Option.Option<RunAssignment>
->(Option.none())
+>(Option.none(), {
+  // A fiber keeps its own run's assignment when it joins another fiber: by default the joined fiber's
+  // value wins, and a daemon of an old run that joined a fiber of the next run took that run's
+  // assignment and committed its old slice under it (a review). A fiber of no run that joins a
+  // run's fiber is treated as that run's (its plain `fenced` is refused once the run is stale).
+  join: (own, joined) => Option.isSome(own) ? own : joined
+})
 
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {
