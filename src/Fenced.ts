@@ -28,6 +28,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
@@ -36,7 +37,7 @@ import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import { statementsRunToTheEnd } from "./internal/pg/noCancel.js"
-import { currentRunAssignment } from "./internal/membership/workRunner.js"
+import { currentRunAssignment, type RunAssignment } from "./internal/membership/workRunner.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
@@ -341,8 +342,9 @@ export const fencedWith = <A, E, R>(
  * Runs `effect` (the app's SQL on the same `SqlClient`) in a transaction that commits only if this
  * member's assignment is still current: the one given as `assignment`; without it, inside a work run
  * (`Membership.whileAssigned`, `Work.runEvery`, `Work.runAsLeader`, or a fiber one of them forked),
- * the run's own (a plain call of another membership inside a run is refused: pass `assignment`);
- * outside any run, the one current when it is called. **Outside a run, pass the
+ * the run's own, the run it was built in when built in one (a plain call of another membership
+ * inside a run, or built in one run and run in another, is refused: pass `assignment`); outside any
+ * run, the one current when it runs. An `assignment` (or `slots`) of another membership is refused. **Outside a run, pass the
  * assignment the body's slice was taken from** (`awaitAssigned`, `guard`): otherwise a slice of an
  * older assignment commits under the newer one (docs/fencing.md, "Which assignment"). The local
  * `guard` first (no round trip when already stale), then the checks of `fencedWith` on the database,
@@ -377,9 +379,29 @@ export const fenced: {
   ): Effect.Effect<A, E | FenceError, R | Membership | SqlClient.SqlClient>
 } = dual(
   (args) => Effect.isEffect(args[0]),
-  <A, E, R>(effect: Effect.Effect<A, E, R>, options: FencedOptions = {}) =>
-    Effect.gen(function*() {
+  <A, E, R>(effect: Effect.Effect<A, E, R>, options: FencedOptions = {}) => {
+    // The work run the call was built in (the fiber that called `fenced`, if any): an effect is a
+    // value, and one built in a run can be run on another fiber (a queue's consumer in the next run,
+    // a runtime captured in another run); its body's slice is the run it was built in (a review).
+    const builtIn = options.assignment === undefined ? builtInRun() : Option.none()
+    return Effect.gen(function*() {
       const membership = yield* Membership
+      // What was given names the membership that handed it out: another's (another group, another
+      // member, the same group id in another database) is refused, though its numbers may match this
+      // membership's by chance (a review: a daemon whose context got another group's member through
+      // a joined fiber passed its run's own assignment, which matched that member's, and committed).
+      const given = options.assignment ?? options.slots
+      if (
+        given?.owner !== undefined &&
+        (given.owner.memberId !== membership.memberId || given.owner.groupId !== membership.config.groupId)
+      ) {
+        return yield* new StaleAssignment({
+          epoch: options.assignment?.epoch ?? -1,
+          reason: `the ${options.assignment !== undefined ? "assignment given is" : "slots given are"} member ` +
+            `${given.owner.memberId}'s of group ${given.owner.groupId}, not member ${membership.memberId}'s of group ` +
+            `${membership.config.groupId} (the \`Membership\` this call runs under)`
+        })
+      }
       if (options.slots !== undefined) {
         // Slots mode: the local check first (no round trip when already stale): this member works each
         // slot at that generation, with its lease deadline ahead.
@@ -426,7 +448,18 @@ export const fenced: {
       // another member of the group was the context's `Membership`; a daemon of a run that joined a
       // fiber of another group's run, which carried that run's `Membership` into it). Refused,
       // saying what to pass.
-      const run = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
+      const running = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
+      if (Option.isSome(builtIn) && Option.isSome(running) && builtIn.value !== running.value) {
+        const [b, r] = [builtIn.value, running.value]
+        return yield* new StaleAssignment({
+          epoch: b.assignment.epoch,
+          reason: `this call was built in a work run of member ${b.memberId} ([${b.assignment.index}/${b.assignment.size}] ` +
+            `in epoch ${b.assignment.epoch}) and runs in another (member ${r.memberId}, [${r.assignment.index}/` +
+            `${r.assignment.size}] in epoch ${r.assignment.epoch}): which slice the body writes is unknown; pass ` +
+            `\`assignment\` (the one the slice was taken from)`
+        })
+      }
+      const run = Option.orElse(builtIn, () => running)
       if (
         Option.isSome(run) &&
         (run.value.memberId !== membership.memberId || run.value.groupId !== membership.config.groupId)
@@ -466,4 +499,9 @@ export const fenced: {
         { timeout }
       )
     })
+  }
 )
+
+/** The work run of the fiber that is running now, when one is (see `fenced`). */
+const builtInRun = (): Option.Option<RunAssignment> =>
+  Option.flatMap(Fiber.getCurrentFiber(), (fiber) => fiber.getFiberRef(currentRunAssignment))

@@ -32,6 +32,23 @@ export interface Slot {
 export interface Assignment extends Slot {
   /** Index 0 of the current epoch: the one member that runs singleton duties. */
   readonly isLeader: boolean
+  /**
+   * The membership that handed this assignment out (every assignment the library gives has it;
+   * copies keep it): `Fenced.fenced` refuses an assignment of another membership, whose epoch,
+   * index and size may match this one's by chance (docs/fencing.md, "Which assignment").
+   */
+  readonly owner?: AssignmentOwner | undefined
+}
+
+/**
+ * The membership an `Assignment`, `OwnedSlot` or `OwnedSlots` came from.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface AssignmentOwner {
+  readonly groupId: string
+  readonly memberId: string
 }
 
 /**
@@ -47,6 +64,8 @@ export interface OwnedSlot {
   readonly generation: number
   /** The group's slot count S: items with `id mod S === slot` are this slot's. */
   readonly count: number
+  /** The membership that handed it out (see `Assignment`'s `owner`). */
+  readonly owner?: AssignmentOwner | undefined
 }
 
 /**
@@ -61,6 +80,8 @@ export interface OwnedSlots {
   readonly generations: ReadonlyArray<number>
   /** The group's slot count S. */
   readonly count: number
+  /** The membership that handed it out (see `Assignment`'s `owner`). */
+  readonly owner?: AssignmentOwner | undefined
 }
 
 /**

@@ -34,7 +34,7 @@ import { makeWorkRunner } from "./internal/membership/workRunner.js"
 import * as InternalLogEvent from "./internal/membership/logEvent.js"
 import * as Wakes from "./internal/membership/wakes.js"
 import { MembershipStore } from "./MembershipStore.js"
-import type { Assignment, MemberState, OwnedSlot, OwnedSlots } from "./MemberState.js"
+import type { Assignment, AssignmentOwner, MemberState, OwnedSlot, OwnedSlots } from "./MemberState.js"
 import * as State from "./MemberState.js"
 import * as Transition from "./Transition.js"
 
@@ -186,7 +186,9 @@ export const make = (
     const groupId = config.groupId
     const info = { memberId, name: config.name, host: identity.host, pid: identity.pid }
     const ctx = yield* makeContext({ config, store, info, scope })
-    const work = yield* makeWorkRunner(workScope, { groupId, memberId }, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
+    // Every assignment handed out names this membership (`owner`): `fenced` refuses it under another.
+    const owner: AssignmentOwner = { groupId, memberId }
+    const work = yield* makeWorkRunner(workScope, owner, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
     const driver = makeDriver(ctx, work)
 
     // Registered before the loops are forked, so it runs after they have stopped.
@@ -259,7 +261,7 @@ export const make = (
 
     const assignmentNow = Effect.map(
       Effect.zip(Ref.get(ctx.member), nowMillis),
-      ([member, now]) => Option.fromNullable(Transition.workable(member, now))
+      ([member, now]) => Option.map(Option.fromNullable(Transition.workable(member, now)), (a): Assignment => ({ ...a, owner }))
     )
 
     const leaveTimeout = Duration.sum(config.stopTimeout, config.statementTimeout)
@@ -310,7 +312,8 @@ export const make = (
         return {
           slots: list.map((o) => o.slot),
           generations: list.map((o) => o.generation),
-          count: config.slots ?? 0
+          count: config.slots ?? 0,
+          owner
         } satisfies OwnedSlots
       }),
       leave: Effect.gen(function*() {

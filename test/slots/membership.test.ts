@@ -59,7 +59,7 @@ describe("slots mode, in memory", () => {
       expect(rec.startsOf(a.m.memberId, from)).toEqual([])
       expect(rec.violations).toEqual([])
       // Membership.owned follows.
-      expect(yield* a.m.owned).toEqual({ slots: [0, 1, 2, 3], generations: [1, 1, 1, 1], count: 8 })
+      expect(yield* a.m.owned).toEqual({ slots: [0, 1, 2, 3], generations: [1, 1, 1, 1], count: 8, owner: { groupId: a.m.config.groupId, memberId: a.m.memberId } })
       expect((yield* a.m.state)._tag).toBe("Assigned")
     })))
 

@@ -14,7 +14,7 @@ import * as FiberSet from "effect/FiberSet"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type { Assignment, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
+import type { Assignment, AssignmentOwner, OwnedSlot, OwnedSlots, Slot } from "../../MemberState.js"
 import { toAssignment } from "../../MemberState.js"
 
 /**
@@ -35,11 +35,11 @@ export interface RunAssignment {
 export const currentRunAssignment: FiberRef.FiberRef<Option.Option<RunAssignment>> = FiberRef.unsafeMake<
   Option.Option<RunAssignment>
 >(Option.none(), {
-  // A fiber keeps its own run's assignment when it joins another fiber: by default the joined fiber's
-  // value wins, and a daemon of an old run that joined a fiber of the next run took that run's
-  // assignment and committed its old slice under it (a review). A fiber of no run that joins a
-  // run's fiber is treated as that run's (its plain `fenced` is refused once the run is stale).
-  join: (own, joined) => Option.isSome(own) ? own : joined
+  // A fiber keeps its own run's assignment (or none) when it joins another fiber: by default the
+  // joined fiber's value wins, and a daemon of an old run that joined a fiber of the next run took
+  // that run's assignment and committed its old slice under it (a review); a fiber of no run that
+  // joined a run's fiber was refused for good once that run was stale (the next review).
+  join: (own) => own
 })
 
 /** One registration of `whileAssigned`. */
@@ -100,7 +100,7 @@ export interface WorkRunner {
 export const makeWorkRunner = (
   workScope: Scope.Scope,
   /** The member whose runs these are, and its group (`currentRunAssignment`). */
-  member: { readonly groupId: string; readonly memberId: string },
+  member: AssignmentOwner,
   /** Slots mode: the gauge of the slots being worked, moved by each change of `active`. */
   slotsWorking?: Metric.Metric.Gauge<number>
 ): Effect.Effect<WorkRunner> =>
@@ -134,7 +134,7 @@ export const makeWorkRunner = (
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
         if (running.has(spec)) return
-        const assignment = toAssignment(slot)
+        const assignment: Assignment = { ...toAssignment(slot), owner: member }
         // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
         const run = slotsWorking === undefined
           ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some({ ...member, assignment }))
@@ -151,7 +151,7 @@ export const makeWorkRunner = (
         const mine = perSlot.get(owned.slot) ?? new Map<SlotSpec, Fiber.RuntimeFiber<void>>()
         perSlot.set(owned.slot, mine)
         if (mine.has(spec)) return
-        const fiber = yield* fork(spec.run(owned))
+        const fiber = yield* fork(spec.run({ ...owned, owner: member }))
         mine.set(spec, fiber)
         fiber.addObserver(() => {
           if (mine.get(spec) === fiber) mine.delete(spec)
@@ -160,7 +160,12 @@ export const makeWorkRunner = (
 
     const ownedNow = (): OwnedSlots => {
       const list = [...active.values()].sort((a, b) => a.slot - b.slot)
-      return { slots: list.map((o) => o.slot), generations: list.map((o) => o.generation), count: list[0]?.count ?? 0 }
+      return {
+        slots: list.map((o) => o.slot),
+        generations: list.map((o) => o.generation),
+        count: list[0]?.count ?? 0,
+        owner: member
+      }
     }
 
     const startSetOne = (spec: SlotSetSpec) =>
