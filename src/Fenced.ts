@@ -449,7 +449,7 @@ export const fenced: {
       // fiber of another group's run, which carried that run's `Membership` into it). Refused,
       // saying what to pass.
       const running = options.assignment === undefined ? yield* FiberRef.get(currentRunAssignment) : Option.none()
-      if (Option.isSome(builtIn) && Option.isSome(running) && builtIn.value !== running.value) {
+      if (Option.isSome(builtIn) && Option.isSome(running) && !sameRun(builtIn.value, running.value)) {
         const [b, r] = [builtIn.value, running.value]
         return yield* new StaleAssignment({
           epoch: b.assignment.epoch,
@@ -501,6 +501,15 @@ export const fenced: {
     })
   }
 )
+
+/**
+ * Two runs with one slice: of one member, at one (incarnation, epoch, index, size). Two registrations
+ * of one member run in one epoch are such (a task one builds and the other runs is of the same slice).
+ */
+const sameRun = (a: RunAssignment, b: RunAssignment): boolean =>
+  a.groupId === b.groupId && a.memberId === b.memberId && a.assignment.incarnation === b.assignment.incarnation &&
+  a.assignment.epoch === b.assignment.epoch && a.assignment.index === b.assignment.index &&
+  a.assignment.size === b.assignment.size
 
 /** The work run of the fiber that is running now, when one is (see `fenced`). */
 const builtInRun = (): Option.Option<RunAssignment> =>

@@ -51,7 +51,6 @@ it.live("G's slot daemon that joined H's slot run fiber is refused G's moved slo
     yield* g1.whileOwning((owned) =>
       Effect.gen(function*() {
         if (first.has(owned.slot)) return yield* Effect.never
-        first.set(owned.slot, owned)
         yield* Fenced.fenced(body("g1-run", owned), { slots: owned })
         yield* Effect.forkDaemon(
           Effect.gen(function*() {
@@ -60,6 +59,8 @@ it.live("G's slot daemon that joined H's slot run fiber is refused G's moved slo
             return yield* Effect.either(Effect.asVoid(Fenced.fenced(body("g1-daemon", owned), { slots: owned })))
           }).pipe(Effect.flatMap((result) => Deferred.succeed(results.get(owned.slot)!, result)))
         )
+        // Counted once its daemon is forked (g2 joins then, and may take the slot from this run).
+        first.set(owned.slot, owned)
         return yield* Effect.never
       })
     ).pipe(Effect.provideService(Membership.Membership, g1))

@@ -137,7 +137,9 @@ export const makeWorkRunner = (
         const assignment: Assignment = { ...toAssignment(slot), owner: member }
         // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
         const run = slotsWorking === undefined
-          ? Effect.locally(spec.run(assignment), currentRunAssignment, Option.some({ ...member, assignment }))
+          // Suspended: the app's callback itself runs on the run's fiber (a `fenced` it builds eagerly
+          // notes this run; built on the starting fiber it noted none: a review).
+          ? Effect.locally(Effect.suspend(() => spec.run(assignment)), currentRunAssignment, Option.some({ ...member, assignment }))
           : spec.run(assignment)
         const fiber = yield* fork(run)
         running.set(spec, fiber)
