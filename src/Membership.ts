@@ -207,7 +207,9 @@ export const make = (
     // logged, not raised.
     const asWork = <A, E, R>(run: (a: A) => Effect.Effect<unknown, E, R>, failed: (a: A) => string) =>
       Effect.map(Effect.context<R>(), (context) => (a: A): Effect.Effect<void> =>
-        Effect.scoped(run(a)).pipe(
+        // Suspended: a callback that throws is a failure of its run, logged (it escaped the catch,
+        // and in slots mode stopped the other slots' starts: a review).
+        Effect.scoped(Effect.suspend(() => run(a))).pipe(
           Effect.provide(Context.add(context, Membership, service)),
           Effect.catchAllCause((cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning(failed(a), cause)),
           Effect.asVoid,

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
+import { globalValue } from "effect/GlobalValue"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
@@ -32,15 +33,20 @@ export interface RunAssignment {
   readonly memberId: string
   readonly assignment: Assignment
 }
-export const currentRunAssignment: FiberRef.FiberRef<Option.Option<RunAssignment>> = FiberRef.unsafeMake<
-  Option.Option<RunAssignment>
->(Option.none(), {
-  // A fiber keeps its own run's assignment (or none) when it joins another fiber: by default the
-  // joined fiber's value wins, and a daemon of an old run that joined a fiber of the next run took
-  // that run's assignment and committed its old slice under it (a review); a fiber of no run that
-  // joined a run's fiber was refused for good once that run was stale (the next review).
-  join: (own) => own
-})
+// One for the process, also when an app loads two copies of the library (the `Membership` tag, a
+// string key, is shared between them; a FiberRef of each copy was not, and the other copy's `fenced`
+// saw no run: a review). Versioned: a copy with another shape of `RunAssignment` gets its own.
+export const currentRunAssignment: FiberRef.FiberRef<Option.Option<RunAssignment>> = globalValue(
+  Symbol.for("modulo-group/currentRunAssignment/1"),
+  () =>
+    FiberRef.unsafeMake<Option.Option<RunAssignment>>(Option.none(), {
+      // A fiber keeps its own run's assignment (or none) when it joins another fiber: by default the
+      // joined fiber's value wins, and a daemon of an old run that joined a fiber of the next run took
+      // that run's assignment and committed its old slice under it (a review); a fiber of no run that
+      // joined a run's fiber was refused for good once that run was stale (the next review).
+      join: (own) => own
+    })
+)
 
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {

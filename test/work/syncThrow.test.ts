@@ -1,0 +1,57 @@
+/**
+ * A work callback that throws instead of returning an effect (an adversarial review). Since work
+ * callbacks were suspended onto their run's fiber, the throw escaped the work's catch and was only
+ * Effect's debug line "Fiber terminated with an unhandled error"; before that it was a "driver step
+ * failed" error and the member's other work did not start; in slots mode a `whileOwning` callback that
+ * threw stopped the other slots from starting. It is the run's failure: logged as "work failed", and
+ * the rest of the member's work runs.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Logger } from "effect"
+import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
+import * as Membership from "../../src/Membership.js"
+import { advanceUntil } from "../support/TestClock.js"
+
+const captureLogs = Effect.sync(() => {
+  const lines: Array<{ readonly level: string; readonly message: string }> = []
+  const logger = Logger.make(({ logLevel, message }) => {
+    const first = Array.isArray(message) ? message[0] : message
+    lines.push({ level: logLevel.label, message: String(first) })
+  })
+  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
+})
+
+const throwing = (): Effect.Effect<void> => {
+  throw new Error("boom")
+}
+
+describe("a work callback that throws", () => {
+  it.effect("whileAssigned: logged as work failed; the member's other work runs", () =>
+    Effect.gen(function*() {
+      const { layer, lines } = yield* captureLogs
+      let others = 0
+      yield* Effect.gen(function*() {
+        const m = yield* Membership.make({ groupId: "sync-throw" })
+        yield* m.whileAssigned(throwing)
+        yield* m.whileAssigned(() => Effect.sync(() => void others++))
+        yield* advanceUntil(() => others > 0)
+      }).pipe(Effect.provide(layer), Effect.scoped, Effect.provide(InMemoryMembershipStore.layer))
+      expect(lines.filter((l) => l.message === "work failed").map((l) => l.level)).toEqual(["WARN"])
+      expect(lines.filter((l) => l.level === "ERROR")).toEqual([])
+    }))
+
+  it.effect("whileOwning: logged as that slot's work failing; every slot starts", () =>
+    Effect.gen(function*() {
+      const { layer, lines } = yield* captureLogs
+      const started = new Set<number>()
+      yield* Effect.gen(function*() {
+        const m = yield* Membership.make({ groupId: "sync-throw-slots", slots: 4 })
+        yield* m.whileOwning((owned) => owned.slot === 1 ? throwing() : Effect.void)
+        yield* m.whileOwning((owned) => Effect.sync(() => void started.add(owned.slot)))
+        yield* advanceUntil(() => started.size === 4)
+      }).pipe(Effect.provide(layer), Effect.scoped, Effect.provide(InMemoryMembershipStore.layer))
+      expect([...started].sort()).toEqual([0, 1, 2, 3])
+      expect(lines.filter((l) => l.message === "work of slot 1 failed").map((l) => l.level)).toEqual(["WARN"])
+      expect(lines.filter((l) => l.level === "ERROR")).toEqual([])
+    }))
+})
