@@ -239,8 +239,10 @@ it.live("not back within the grace: the group renegotiates without it within gra
     yield* waitFor(() => exactCover(rec.working(), 3))
     const took = Date.now() - started
     expect(rec.working()[0]!.epoch).toBeGreaterThan(epoch)
-    // Released: its lease ended at once, so the grace (1 s) + a heartbeat (0.2 s) + slack.
+    // Released: its lease ended at once, so the grace (1 s) + a heartbeat (0.2 s) + slack for a loaded
+    // machine (a clean-clone CI beside reviewers' tests took 2,170 ms), below what waiting out the
+    // lease would take (grace + lease 2 s + a heartbeat = 3.2 s).
     expect(took).toBeGreaterThanOrEqual(900)
-    expect(took).toBeLessThan(1_000 + 200 + 800)
+    expect(took).toBeLessThan(1_000 + 200 + 1_500)
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
