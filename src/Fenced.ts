@@ -390,17 +390,18 @@ export const fenced: {
       // member, the same group id in another database) is refused, though its numbers may match this
       // membership's by chance (a review: a daemon whose context got another group's member through
       // a joined fiber passed its run's own assignment, which matched that member's, and committed).
-      const given = options.assignment ?? options.slots
-      if (
-        given?.owner !== undefined &&
-        (given.owner.memberId !== membership.memberId || given.owner.groupId !== membership.config.groupId)
-      ) {
-        return yield* new StaleAssignment({
-          epoch: options.assignment?.epoch ?? -1,
-          reason: `the ${options.assignment !== undefined ? "assignment given is" : "slots given are"} member ` +
-            `${given.owner.memberId}'s of group ${given.owner.groupId}, not member ${membership.memberId}'s of group ` +
-            `${membership.config.groupId} (the \`Membership\` this call runs under)`
-        })
+      // Both when both are given (the slots decide then, the assignment must not hide them: a review).
+      for (const [what, given] of [["slots given are", options.slots], ["assignment given is", options.assignment]] as const) {
+        if (
+          given?.owner !== undefined &&
+          (given.owner.memberId !== membership.memberId || given.owner.groupId !== membership.config.groupId)
+        ) {
+          return yield* new StaleAssignment({
+            epoch: options.assignment?.epoch ?? -1,
+            reason: `the ${what} member ${given.owner.memberId}'s of group ${given.owner.groupId}, not member ` +
+              `${membership.memberId}'s of group ${membership.config.groupId} (the \`Membership\` this call runs under)`
+          })
+        }
       }
       if (options.slots !== undefined) {
         // Slots mode: the local check first (no round trip when already stale): this member works each

@@ -396,7 +396,8 @@ export const runEvery = <E, R>(
               progress,
               Option.some({ incarnation: a.incarnation, epoch: a.epoch, due: nextDue(due, intervalMs), run })
             )
-            const failed = yield* runOnce("periodic work", work(tick))
+            // Suspended: a callback that throws is a failed run, logged and counted (it ended the loop).
+            const failed = yield* runOnce("periodic work", Effect.suspend(() => work(tick)))
             yield* failed ? streak.failed : streak.succeeded
           } else {
             yield* Effect.logDebug(
@@ -456,7 +457,7 @@ export const runAsLeader = <A, E, R>(
             // Finishing and recording it are one step: an interruption cannot fall between them.
             const exit = yield* Effect.uninterruptibleMask((restore) =>
               Effect.tap(
-                Effect.exit(restore(Effect.scoped(workFor(a)))),
+                Effect.exit(restore(Effect.scoped(Effect.suspend(() => workFor(a))))),
                 (exit) =>
                   exit._tag === "Success"
                     ? Ref.set(finishedIn, Option.some({ incarnation: a.incarnation, epoch: a.epoch }))

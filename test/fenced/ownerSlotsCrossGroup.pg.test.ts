@@ -80,3 +80,21 @@ it.live("G's slot daemon that joined H's slot run fiber is refused G's moved slo
     expect(Either.isLeft(result) && (result.left as { _tag?: string })._tag).toBe("StaleAssignment")
     expect(rows.filter((r) => r.member === "g1-daemon")).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 40_000)
+
+it.live("slots of another membership are refused also when an assignment of this membership is passed beside them", () =>
+  Effect.gen(function*() {
+    // A review: `fenced` checked only the assignment's owner when both were given, and the slots
+    // (which decide then) of group G passed under H's member, whose slots had the same numbers.
+    const sql = yield* SqlClient.SqlClient
+    const g = yield* Membership.make({ groupId: randomGroupId("owner-slots-g"), ...fast })
+    const h = yield* Membership.make({ groupId: randomGroupId("owner-slots-h"), ...fast })
+    yield* waitForEffect(Effect.zipWith(g.owned, h.owned, (x, y) => x.slots.length === 2 && y.slots.length === 2), "10 seconds", "both hold both")
+    const gOwned = yield* g.owned
+    const hAssignment = yield* h.guard
+    const alone = yield* Effect.either(Fenced.fenced(sql`SELECT 1`, { slots: gOwned }).pipe(Effect.provideService(Membership.Membership, h)))
+    const both = yield* Effect.either(
+      Fenced.fenced(sql`SELECT 1`, { slots: gOwned, assignment: hAssignment }).pipe(Effect.provideService(Membership.Membership, h))
+    )
+    expect(Either.isLeft(alone) && (alone.left as { _tag?: string })._tag).toBe("StaleAssignment")
+    expect(Either.isLeft(both) && (both.left as { _tag?: string })._tag).toBe("StaleAssignment")
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 30_000)
