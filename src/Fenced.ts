@@ -93,7 +93,8 @@ export interface FencedOptions {
    * Slots mode: the slot (`Membership.whileOwning`'s `OwnedSlot`) or slots (`whileOwningAll`'s
    * `OwnedSlots`) the transaction writes: it commits only if this member still holds each at the
    * generation given (checked locally first, then on the database and at COMMIT); otherwise it fails
-   * with `StaleAssignment`. `assignment` is ignored then.
+   * with `StaleAssignment`. The slots decide then; an `assignment` given beside them is not checked
+   * against the database, but one of another membership is refused, as are slots of another.
    */
   readonly slots?: OwnedSlot | OwnedSlots | undefined
 }
