@@ -41,7 +41,7 @@ import { currentRunAssignment, type RunAssignment } from "./internal/membership/
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
-import type { Assignment, OwnedSlot, OwnedSlots } from "./MemberState.js"
+import type { Assignment, AssignmentOwner, OwnedSlot, OwnedSlots } from "./MemberState.js"
 
 /**
  * Which assignment a fenced transaction is checked against.
@@ -345,9 +345,10 @@ export const fencedWith = <A, E, R>(
  * (`Membership.whileAssigned`, `Work.runEvery`, `Work.runAsLeader`, or a fiber one of them forked),
  * the run's own, the run it was built in when built in one (a plain call of another membership
  * inside a run, or built in one run and run in another, is refused: pass `assignment`); outside any
- * run, the one current when it runs. An `assignment` (or `slots`) of another membership is refused. **Outside a run, pass the
- * assignment the body's slice was taken from** (`awaitAssigned`, `guard`): otherwise a slice of an
- * older assignment commits under the newer one (docs/fencing.md, "Which assignment"). The local
+ * run, the one current when it runs. An `assignment` (or `slots`) of another membership is refused.
+ * **Outside a run, pass the assignment the body's slice was taken from** (`awaitAssigned`, `guard`):
+ * otherwise a slice of an older assignment commits under the newer one (docs/fencing.md, "Which
+ * assignment"). The local
  * `guard` first (no round trip when already stale), then the checks of `fencedWith` on the database,
  * under locks that any renegotiation or reaping of this member waits for, and once more at `COMMIT`
  * (on the database clock). A stale call fails with `StaleAssignment` and nothing of `effect` is
@@ -392,11 +393,9 @@ export const fenced: {
       // membership's by chance (a review: a daemon whose context got another group's member through
       // a joined fiber passed its run's own assignment, which matched that member's, and committed).
       // Both when both are given (the slots decide then, the assignment must not hide them: a review).
+      const isThis = (of: AssignmentOwner) => of.memberId === membership.memberId && of.groupId === membership.config.groupId
       for (const [what, given] of [["slots given are", options.slots], ["assignment given is", options.assignment]] as const) {
-        if (
-          given?.owner !== undefined &&
-          (given.owner.memberId !== membership.memberId || given.owner.groupId !== membership.config.groupId)
-        ) {
+        if (given?.owner !== undefined && !isThis(given.owner)) {
           return yield* new StaleAssignment({
             epoch: options.assignment?.epoch ?? -1,
             reason: `the ${what} member ${given.owner.memberId}'s of group ${given.owner.groupId}, not member ` +
@@ -462,10 +461,7 @@ export const fenced: {
         })
       }
       const run = Option.orElse(builtIn, () => running)
-      if (
-        Option.isSome(run) &&
-        (run.value.memberId !== membership.memberId || run.value.groupId !== membership.config.groupId)
-      ) {
+      if (Option.isSome(run) && !isThis(run.value)) {
         const { assignment: a, groupId, memberId } = run.value
         return yield* new StaleAssignment({
           epoch: a.epoch,
