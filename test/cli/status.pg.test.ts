@@ -179,4 +179,30 @@ describe("modulo-group status (child processes)", () => {
       await admin.end()
     }
   })
+  it("a member whose work has not stopped past the stop timeout: `status` says for how long (text and JSON)", async () => {
+    const group = "stuck"
+    await seed(group)
+    const c = await connect(db.url)
+    try {
+      // What a member's renewals write while its work ignores its interruption (`stuck`).
+      await c.query(
+        "UPDATE modulo_group.members SET stopping_since = now() - interval '75 seconds' WHERE group_id = $1 AND idx = 1",
+        [group]
+      )
+    } finally {
+      await c.end()
+    }
+    const text = await run(["status", group], env())
+    expect(text.code, text.stderr).toBe(0)
+    const lines = text.stdout.split("\n")
+    expect(lines.find((l) => /\bm1\b/.test(l))).toMatch(/work stopping for 1m 1[56]s/)
+    expect(lines.filter((l) => l.includes("work stopping"))).toHaveLength(1)
+    const json = await run(["status", group, "--json"], env())
+    expect(json.code, json.stderr).toBe(0)
+    const members = (JSON.parse(json.stdout) as { members: ReadonlyArray<{ name: string; stoppingMs: number | null }> }).members
+    const stopping = Object.fromEntries(members.map((m) => [m.name, m.stoppingMs]))
+    expect(stopping["m0"]).toBeNull()
+    expect(stopping["m2"]).toBeNull()
+    expect(stopping["m1"]).toBeGreaterThanOrEqual(75_000)
+  })
 })

@@ -129,6 +129,16 @@ describe("Status.deriveStates", () => {
     expect(text).toMatch(/released: index held 4\.2s more/)
   })
 
+  it("a member whose work has not stopped past the stop timeout: how long, in the text and the JSON", () => {
+    const stuck = { ...row(5, 900), memberId: "m-1", name: "w1", host: "h1", pid: 11, index: 0, state: "renegotiating" as const, stoppingSinceMs: 12_300 }
+    const fine = { ...row(5, 900), memberId: "m-2", name: "w2", host: "h1", pid: 12, index: 1, state: "renegotiating" as const, stoppingSinceMs: null }
+    const s: Status.GroupStatus = { group, members: [stuck, fine] }
+    const lines = Status.renderStatus(s).split("\n")
+    expect(lines.find((l) => l.includes("w1"))).toMatch(/renegotiating, work stopping for 12\.3s/)
+    expect(lines.find((l) => l.includes("w2"))).not.toMatch(/stopping/)
+    expect(Status.statusJson(s).members.map((m) => m.stoppingMs)).toEqual([12_300, null])
+  })
+
   it("static membership: processes waiting for an instance id, beside its holder (text and JSON)", () => {
     const holder = { ...row(5, 900), memberId: "m-1", name: "w1", host: "h1", pid: 11, index: 2, instanceId: "w1", state: "assigned" as const }
     const waiter = (memberId: string, instanceId: string, name: string, waitingMs: number) => ({

@@ -130,7 +130,11 @@ export interface StatusWaiter {
  */
 export interface GroupStatus {
   readonly group: StatusGroup
-  readonly members: ReadonlyArray<StatusMember & { readonly state: RowState }>
+  /**
+   * `stoppingSinceMs`: how long its work has been stopping past the stop timeout (the row's
+   * `stopping_since`, on the database clock; null or absent: not stuck).
+   */
+  readonly members: ReadonlyArray<StatusMember & { readonly state: RowState; readonly stoppingSinceMs?: number | null | undefined }>
   /** Processes waiting for an instance id (none: absent or empty). */
   readonly waiters?: ReadonlyArray<StatusWaiter> | undefined
 }
@@ -173,9 +177,11 @@ export const renderStatus = (s: GroupStatus): string => {
   // The INSTANCE column only for groups with static members: other groups look as they always did.
   const statics = s.members.some((m) => m.instanceId != null)
   const stateText = (m: GroupStatus["members"][number]) =>
-    m.state === "released" || m.state === "held"
+    (m.state === "released" || m.state === "held"
       ? `${m.state}: index held ${formatMillis(m.graceLeftMs ?? 0)} more`
-      : m.state
+      : m.state) +
+    // Work that has not stopped past the stop timeout holds the barrier (docs/reliability.md).
+    (m.stoppingSinceMs != null ? `, work stopping for ${formatMillis(Math.max(0, m.stoppingSinceMs))}` : "")
   return `${head}\n${
     table(
       [
@@ -233,7 +239,8 @@ export const statusJson = (s: GroupStatus) => ({
     joinedAt: m.joinedAt.toISOString(),
     instanceId: m.instanceId ?? null,
     releasedAt: m.releasedAt == null ? null : m.releasedAt.toISOString(),
-    graceLeftMs: m.graceLeftMs ?? null
+    graceLeftMs: m.graceLeftMs ?? null,
+    stoppingMs: m.stoppingSinceMs ?? null
   })),
   waiters: (s.waiters ?? []).map((w) => ({
     instanceId: w.instanceId,
