@@ -417,7 +417,7 @@ export const generate = ({ MemberState, Transition }) => {
     "every event, with variants where the event's content matters: an edge is labelled",
     "`event / commands`. Events not drawn are ignored in that state: the state is kept and nothing is",
     "done. `Reap` is added to the commands of a renewal whose view reports an expired member (not",
-    "drawn). `Alarm` logs an error and counts it (`modulo_group_alarms`).",
+    "drawn). `Alarm` logs an error and counts it (`modulo_group_alarms_total`).",
     "",
     "```mermaid",
     ...mermaid,

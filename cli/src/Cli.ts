@@ -250,7 +250,7 @@ const demo = Command.make(
   "demo",
   {
     members: Options.integer("members").pipe(
-      Options.withDescription("How many members start (at least 3: the faults take two away); one more joins later (default 4)"),
+      Options.withDescription("How many members start, 3 to 20 (the faults take two away); one more joins later (default 4)"),
       Options.withDefault(4)
     ),
     items: Options.integer("items").pipe(Options.withDescription("How many items the ledger holds (default 10000)"), Options.withDefault(10_000)),
