@@ -23,7 +23,7 @@ import { defaultConfig, report, runSchedule } from "./support/ModelRun.js"
 import type { Schedule } from "./support/ModelSchedule.js"
 import { formatSchedule, parseStep, schedule, script } from "./support/ModelSchedule.js"
 
-const runs = Number(process.env["MODEL_RUNS"] ?? 1000)
+const runs = Number(process.env["MODEL_RUNS"] ?? 600)
 const seed = process.env["MODEL_SEED"] !== undefined ? Number(process.env["MODEL_SEED"]) : undefined
 const path = process.env["MODEL_PATH"]
 
