@@ -3,19 +3,11 @@
  * that the same work keeps failing (3 in a row), and one line when it succeeds again.
  */
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Logger, TestClock } from "effect"
+import { Duration, Effect, TestClock } from "effect"
 import * as Membership from "../../src/Membership.js"
 import * as Work from "../../src/Work.js"
+import { captureLogs } from "./logs.js"
 import { assignment, stubMembership } from "./stub.js"
-
-const captureLogs = Effect.sync(() => {
-  const lines: Array<{ readonly level: string; readonly message: string }> = []
-  const logger = Logger.make(({ logLevel, message }) => {
-    const first = Array.isArray(message) ? message[0] : message
-    lines.push({ level: logLevel.label, message: String(first) })
-  })
-  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
-})
 
 it.effect("periodic work that keeps failing: one warning per streak of 3 failures, one line when it recovers", () =>
   Effect.gen(function*() {

@@ -8,20 +8,12 @@
  * later tick ran, and in slots mode nothing restarted it) and `Work.runAsLeader` (never restarted).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Logger, TestClock } from "effect"
+import { Duration, Effect, TestClock } from "effect"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
 import * as Membership from "../../src/Membership.js"
 import * as Work from "../../src/Work.js"
 import { advanceUntil } from "../support/TestClock.js"
-
-const captureLogs = Effect.sync(() => {
-  const lines: Array<{ readonly level: string; readonly message: string }> = []
-  const logger = Logger.make(({ logLevel, message }) => {
-    const first = Array.isArray(message) ? message[0] : message
-    lines.push({ level: logLevel.label, message: String(first) })
-  })
-  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
-})
+import { captureLogs } from "./logs.js"
 
 const throwing = (): Effect.Effect<void> => {
   throw new Error("boom")
