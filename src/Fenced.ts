@@ -348,12 +348,11 @@ export const fencedWith = <A, E, R>(
  * run, the one current when it runs. An `assignment` (or `slots`) of another membership is refused.
  * **Outside a run, pass the assignment the body's slice was taken from** (`awaitAssigned`, `guard`):
  * otherwise a slice of an older assignment commits under the newer one (docs/fencing.md, "Which
- * assignment"). The local
- * `guard` first (no round trip when already stale), then the checks of `fencedWith` on the database,
- * under locks that any renegotiation or reaping of this member waits for, and once more at `COMMIT`
- * (on the database clock). A stale call fails with `StaleAssignment` and nothing of `effect` is
- * committed; past `timeout` it fails with `FenceTimeout`; if `effect` ends the transaction itself or
- * changes the fence's timeouts, with `FenceBroken`.
+ * assignment"). The local `guard` first (no round trip when already stale), then the checks of
+ * `fencedWith` on the database, under locks that any renegotiation or reaping of this member waits
+ * for, and once more at `COMMIT` (on the database clock). A stale call fails with `StaleAssignment`
+ * and nothing of `effect` is committed; past `timeout` it fails with `FenceTimeout`; if `effect` ends
+ * the transaction itself or changes the fence's timeouts, with `FenceBroken`.
  *
  * The `modulo_group` tables (schema version 3) must be in the database `SqlClient` talks to, the app's
  * role needs `SELECT, INSERT, DELETE` on `modulo_group.fence_checks`, and the member's store must judge
