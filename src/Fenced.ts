@@ -436,7 +436,6 @@ export const fenced: {
           { timeout: slotTimeout }
         )
       }
-      const current = yield* membership.guard
       // Without `assignment`: the assignment of the work run this fiber belongs to (whileAssigned,
       // runEvery, runAsLeader; also a fiber the run forked, which can outlive it), whose slice the
       // body's SQL was written for; outside any run, the current one (docs/fencing.md, "Which
@@ -470,6 +469,9 @@ export const fenced: {
             `or call it under the run's own membership (the run's \`Membership\`)`
         })
       }
+      // The local guard after the checks of which run: those refusals are the caller's mistake and hold
+      // whatever the membership's state (CI: another member awaiting an epoch gave its state instead).
+      const current = yield* membership.guard
       const ofRun = Option.map(run, (r) => r.assignment)
       const expected = options.assignment ?? Option.getOrElse(ofRun, () => current)
       if (expected.epoch !== current.epoch || expected.index !== current.index || expected.size !== current.size) {

@@ -95,3 +95,30 @@ it.live("inside m2's run, a plain fenced under m1 (same group, re-provided) is r
     expect(Either.isLeft(underM1) && String((underM1.left as { reason?: string }).reason)).toMatch(/work run of member .* but fences member .*pass `assignment`/)
     expect(Either.isRight(own)).toBe(true)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 40_000)
+
+it.live("inside m2's run, a plain fenced under a membership that has left is refused for being another's, not for its state", () =>
+  Effect.gen(function*() {
+    const groupId = randomGroupId("run-other-member")
+    const sql = yield* SqlClient.SqlClient
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    // Another group's member, gone before the run calls `fenced` under it: its own state would refuse
+    // the call too, but the reason a caller can act on is that it is not the run's membership (CI once
+    // reported "the member is awaiting epoch 1" for a member mid-join instead).
+    const gone = yield* Scope.make()
+    const m0 = yield* Membership.make({ groupId: randomGroupId("run-other-gone"), ...fast }).pipe(Scope.extend(gone))
+    yield* m0.awaitAssigned
+    yield* Scope.close(gone, Exit.void)
+    const m2 = yield* Membership.make({ groupId, ...fast }).pipe(Scope.extend(scope))
+    const results = yield* Deferred.make<Either.Either<unknown, unknown>>()
+    yield* m2.whileAssigned(() =>
+      Effect.gen(function*() {
+        const underM0 = yield* Effect.either(Fenced.fenced(sql`SELECT 1`).pipe(Effect.provideService(Membership.Membership, m0)))
+        yield* Deferred.succeed(results, underM0)
+        return yield* Effect.never
+      })
+    ).pipe(Scope.extend(scope))
+    const underM0 = yield* Deferred.await(results)
+    expect(Either.isLeft(underM0) && (underM0.left as { _tag?: string })._tag).toBe("StaleAssignment")
+    expect(Either.isLeft(underM0) && String((underM0.left as { reason?: string }).reason)).toMatch(/work run of member .* but fences member .*pass `assignment`/)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 40_000)
