@@ -187,7 +187,9 @@ export const fencedWith = <A, E, R>(
   options: { readonly timeout?: Duration.DurationInput | undefined } = {}
 ): Effect.Effect<A, E | FenceError, R | SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
+    // Without the app's name transforms: the fence reads its rows by their own column names (the
+    // body runs on the app's client, transforms and all, in the same transaction).
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const nested = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
     const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1)))))
     const backstop = String(timeoutMs + serverSlackMs)

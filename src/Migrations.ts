@@ -16,6 +16,16 @@ import { readCommitted } from "./internal/pg/transaction.js"
 import type { DatabaseUnavailable } from "./MembershipError.js"
 import { SchemaMismatch } from "./MembershipError.js"
 
+/**
+ * The app's client without its name transforms (`transformResultNames`, `transformQueryNames`): the
+ * migrations read catalog rows by their own column names (an adversarial review: under
+ * `snakeToCamel` every table read as missing, a false `SchemaMismatch`).
+ */
+const plainClient: Effect.Effect<SqlClient.SqlClient, never, SqlClient.SqlClient> = Effect.map(
+  SqlClient.SqlClient,
+  (sql) => sql.withoutTransforms()
+)
+
 /** Every database error of a public operation here is `DatabaseUnavailable` (its `cause` is the `SqlError`). */
 const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>) =>
   Effect.catchTag(effect as Effect.Effect<A, SqlError, R>, "SqlError", (e) => Effect.fail(unavailable(e))) as Effect.Effect<
@@ -153,7 +163,7 @@ export class SchemaIncomplete extends SchemaMismatch {
 // The schema's tables and their columns, from one scan of `pg_catalog` (`Statements.selectSchemaColumns`).
 type Present = ReadonlyMap<string, ReadonlySet<string>>
 const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
+  const sql = yield* plainClient
   const rows = yield* Statements.selectSchemaColumns(sql)
   const present = new Map<string, Set<string>>()
   for (const r of rows) {
@@ -189,7 +199,7 @@ const readMissingObjects = (version: number): Effect.Effect<ReadonlyArray<string
 // checks this).
 const readSchema: Effect.Effect<{ readonly version: number; readonly missing: ReadonlyArray<string> }, SqlError, SqlClient.SqlClient> =
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
+    const sql = yield* plainClient
     const present = yield* readPresent
     if (!present.has("schema_migrations")) return { version: 0, missing: [] }
     const [row] = yield* Statements.selectInstalledVersion(sql)
@@ -263,7 +273,7 @@ const lockHolders = (sql: SqlClient.SqlClient) =>
 // left half-applied.
 const migrateLockedPatiently = (repair: boolean): Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
+    const sql = yield* plainClient
     for (let attempt = 1;; attempt++) {
       const result = yield* Effect.either(migrateLocked(repair))
       if (result._tag === "Right") {
@@ -292,7 +302,7 @@ const migrateLockedPatiently = (repair: boolean): Effect.Effect<Repaired, SqlErr
 // COMMIT is an error, not a defect: see internal/pg/transaction.ts).
 const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | SchemaMismatch, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
+    const sql = yield* plainClient
     return yield* readCommitted(sql, Effect.gen(function*() {
       yield* Statements.lockMigrations(sql)
       // From here on, no statement waits for a table lock for long (`lockWaitMs`).

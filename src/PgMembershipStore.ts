@@ -180,7 +180,9 @@ export const make = (options: Options = {}) => makeStore(options, false)
 // `warmAtStart`: the layers, whose schema check has just opened a connection (see `startWarmUp`).
 const makeStore = (options: Options, warmAtStart: boolean) =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
+    // The library's own statements read their rows by their own (snake_case) column names: without
+    // the app's name transforms (`transformResultNames`, `transformQueryNames`; an adversarial review).
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const notifier = yield* Notifier.Notifier
     const statementTimeoutMs = Duration.toMillis(Duration.decode(options.statementTimeout ?? Duration.seconds(2)))
     // A change waits for a lock at most this long (behind fenced transactions, whose default timeout
