@@ -200,7 +200,8 @@ export const fencedWith = <A, E, R>(
       // The values replaced (restored at the end inside an app transaction), the values set (compared
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
       // MATERIALIZED: the old values are read before set_config runs.
-      const [begun] = yield* Statements.fenceBegin(sql, backstop)
+      const marker = yield* fenceMarker
+      const [begun] = yield* Statements.fenceBegin(sql, backstop, marker)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
       if (target.slots !== undefined) {
         // Slots mode: no group lock (changes need not wait for this transaction unless they remove
@@ -282,6 +283,16 @@ export const fencedWith = <A, E, R>(
               `server-side backstop against a hung client). Do not change the timeouts inside fenced`
           )
         }
+      }
+      // The body rolled back past the fence's start (`ROLLBACK TO SAVEPOINT` of the fence's savepoint,
+      // or of an app's savepoint from before it): the fence's locks, settings and first check row are
+      // undone with it, and what the body wrote after that ran unfenced.
+      if (after.marker !== marker) {
+        return yield* broken(
+          `the fence's own setting ${Statements.fenceMarkerSetting} was undone: the body rolled back past the ` +
+            "fence's start (ROLLBACK TO SAVEPOINT of a savepoint from before it), and the fence's locks went " +
+            "with it, or reset it (RESET ALL). Do not roll back to a savepoint from outside fenced inside it"
+        )
       }
       if (after.live !== true) {
         return yield* stale(
@@ -502,6 +513,10 @@ export const fenced: {
     })
   }
 )
+
+/** The value a fence sets `modulo_group.fence` to (Statements.fenceMarkerSetting): unique in this process, so in its transactions. */
+let fencesStarted = 0
+const fenceMarker: Effect.Effect<string> = Effect.sync(() => `f${++fencesStarted}`)
 
 /**
  * Two runs with one slice: of one member, at one (incarnation, epoch, index, size). Two registrations

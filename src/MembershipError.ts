@@ -143,10 +143,12 @@ export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
 }
 
 /**
- * A fenced transaction's fence was undone: its body ended the transaction (`COMMIT`, `ROLLBACK`), or
+ * A fenced transaction's fence was undone: its body ended the transaction (`COMMIT`, `ROLLBACK`),
+ * rolled back past the fence's start (`ROLLBACK TO SAVEPOINT` of a savepoint from before it), or
  * removed the server-side backstop (`RESET ALL`, `SET statement_timeout ...`), or the body or the
- * session's default turned ordinary triggers off (`session_replication_role = replica`). The transaction is rolled back; statements the body
- * ran after its own `COMMIT` ran outside any fence (see `reason`).
+ * session's default turned ordinary triggers off (`session_replication_role = replica`). The
+ * transaction is rolled back; statements the body ran after its own `COMMIT` ran outside any fence
+ * (see `reason`).
  *
  * @since 0.1.0
  * @category errors

@@ -1252,7 +1252,18 @@ export interface FenceBegun {
   readonly idle: string
   readonly tx: string | null
   readonly xact: string
+  /** `modulo_group.fence` before this fence set it (null: never set in this session). */
+  readonly old_marker: string | null
 }
+
+/**
+ * A setting of the library's own, local to the transaction, that each fence sets to a value of its
+ * own at its start and checks at its end: a `ROLLBACK TO SAVEPOINT` in the body that undoes the
+ * fence's start (its own savepoint, or an app's savepoint from before it) undoes the setting with the
+ * fence's locks, and the end sees it (an adversarial review: with tight app timeouts, nothing else
+ * told). A nested fence puts the outer's value back at its end.
+ */
+export const fenceMarkerSetting = "modulo_group.fence"
 
 /**
  * The fence's first statement: sets the server-side backstop (statement_timeout,
@@ -1260,13 +1271,15 @@ export interface FenceBegun {
  * local to the transaction), and returns the values it replaced (read first: MATERIALIZED), the
  * values set, and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
  */
-export const fenceBegin = (sql: Sql, backstopMs: string) =>
+export const fenceBegin = (sql: Sql, backstopMs: string, marker: string) =>
   sql<FenceBegun>`
     WITH old AS MATERIALIZED (
       SELECT current_setting('statement_timeout') AS old_st,
              current_setting('idle_in_transaction_session_timeout') AS old_idle,
-             current_setting('transaction_timeout', true) AS old_tx)
-    SELECT old.old_st, old.old_idle, old.old_tx,
+             current_setting('transaction_timeout', true) AS old_tx,
+             current_setting(${fenceMarkerSetting}, true) AS old_marker)
+    SELECT old.old_st, old.old_idle, old.old_tx, old.old_marker,
+           set_config(${fenceMarkerSetting}, ${marker}, true) AS marker,
            set_config('statement_timeout', ${backstopMs}, true) AS st,
            set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
            CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
@@ -1338,6 +1351,8 @@ export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<numbe
 /** What `fenceEnd` read. */
 export interface FenceEnded {
   readonly xact: string
+  /** `modulo_group.fence` when the body ended (the fence's own value unless the body rolled back past its start). */
+  readonly marker: string | null
   readonly st: string
   readonly idle: string
   readonly tx: string | null
@@ -1402,17 +1417,19 @@ export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, neste
     ? sql`, set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}, true) AS restored_st,
             set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}, true) AS restored_idle,
             CASE WHEN ${begun.old_tx}::text IS NOT NULL
-                 THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx`
+                 THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx,
+            set_config(${fenceMarkerSetting}, coalesce(${begun.old_marker}::text, ''), true) AS restored_marker`
     : sql``
   return sql<FenceEnded>`
     WITH now AS MATERIALIZED (
       SELECT txid_current()::text AS xact,
+             current_setting(${fenceMarkerSetting}, true) AS marker,
              current_setting('statement_timeout') AS st,
              current_setting('idle_in_transaction_session_timeout') AS idle,
              current_setting('transaction_timeout', true) AS tx,
              current_setting('session_replication_role') AS replication),
     queued AS (${queue})
-    SELECT now.xact, now.st, now.idle, now.tx, now.replication,
+    SELECT now.xact, now.marker, now.st, now.idle, now.tx, now.replication,
            m.lease_expires_at > clock_timestamp() AS live,
            (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
            ${restoreOld}

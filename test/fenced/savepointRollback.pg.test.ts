@@ -1,0 +1,77 @@
+/**
+ * A fenced body that rolls back past the fence's start: `ROLLBACK TO SAVEPOINT` of an app savepoint
+ * taken before a nested fenced block, or of the fence's own savepoint. The fence's locks, backstop
+ * settings and first check row go with it, and the body's later writes ran unfenced. An adversarial
+ * review (suspected, then reproduced here): with the app's own timeouts tight (at most the backstop)
+ * the fence's end saw nothing wrong, and a change of the group could commit beside the rest of the
+ * app's transaction. The fence now marks its start with a setting of its own, local to the
+ * transaction, and fails with `FenceBroken` when the body's end finds it undone. A body's own nested
+ * transaction (a savepoint inside the block) that rolls back, and a fenced block nested in another's
+ * body, are not that.
+ */
+import { expect, it } from "@effect/vitest"
+import { Effect, Either, Exit } from "effect"
+import * as Fenced from "../../src/Fenced.js"
+import { PgLive } from "../support/Database.js"
+import { fixture } from "./support.js"
+
+it.live("a body that rolls back to an app savepoint from before the block: the block is refused, nothing of the app's transaction commits", () =>
+  Effect.gen(function*() {
+    const t = yield* fixture("fence-rollback-app")
+    const seen: Array<string> = []
+    const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
+      // Tight app timeouts, within the backstop: the settings alone do not tell.
+      yield* t.sql`SET LOCAL statement_timeout = '500ms'`
+      yield* t.sql`SET LOCAL idle_in_transaction_session_timeout = '500ms'`
+      yield* t.sql`SAVEPOINT before_block`
+      const result = yield* Effect.either(Fenced.fencedWith(
+        t.target,
+        Effect.gen(function*() {
+          yield* t.insert("inside")
+          yield* t.sql`ROLLBACK TO SAVEPOINT before_block`
+          yield* t.insert("after the rollback")
+        }),
+        { timeout: "300 millis" }
+      ))
+      seen.push(Either.isLeft(result) ? result.left._tag : "committed")
+    })).pipe(Effect.exit)
+    // The fence says FenceBroken, then @effect/sql's rollback to the block's savepoint, which the body's
+    // rollback removed, fails: a defect, and the app's transaction rolls back. Before: the block
+    // succeeded and "after the rollback" committed, written outside the fence's locks.
+    expect(Exit.isFailure(exit)).toBe(true)
+    expect(JSON.stringify(exit)).toMatch(/effect_sql_1|savepoint/i)
+    expect(seen).toEqual([])
+    expect(yield* t.notes).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
+
+it.live("a body that rolls back to the fence's own savepoint fails with FenceBroken", () =>
+  Effect.gen(function*() {
+    const t = yield* fixture("fence-rollback-own")
+    const result = yield* t.sql.withTransaction(Effect.gen(function*() {
+      yield* t.sql`SET LOCAL statement_timeout = '500ms'`
+      yield* t.sql`SET LOCAL idle_in_transaction_session_timeout = '500ms'`
+      return yield* Effect.either(Fenced.fencedWith(
+        t.target,
+        // The app transaction is effect_sql_0's; the nested block's savepoint is effect_sql_1.
+        Effect.zipRight(t.insert("inside"), t.sql`ROLLBACK TO SAVEPOINT effect_sql_1`),
+        { timeout: "300 millis" }
+      ))
+    }))
+    expect(Either.isLeft(result) && result.left._tag).toBe("FenceBroken")
+    expect(yield* t.notes).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
+
+it.live("a body's own nested transaction that rolls back, and a block nested in a block, still commit", () =>
+  Effect.gen(function*() {
+    const t = yield* fixture("fence-rollback-inner")
+    yield* Fenced.fencedWith(
+      t.target,
+      Effect.gen(function*() {
+        yield* t.insert("kept")
+        yield* Effect.either(t.sql.withTransaction(Effect.zipRight(t.insert("undone"), Effect.fail("no"))))
+        yield* Fenced.fencedWith(t.target, t.insert("inner block"))
+        yield* t.insert("after the inner block")
+      })
+    )
+    expect(yield* t.notes).toEqual(["after the inner block", "inner block", "kept"])
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
