@@ -59,7 +59,9 @@ const lib = await import(libUrl)
 const Statements = await import(new URL("internal/pg/statements.js", libUrl).href)
 const spacing = Number(process.env.RENEWAL_COST_SPACING)
 const seconds = Number(process.env.RENEWAL_COST_SECONDS)
-const runtime = ManagedRuntime.make(lib.PgMembershipStore.layer({ migrate: false }).pipe(
+// The store's writer (migration 0012), given so that the bare statement renews as the store would.
+const writer = randomUUID()
+const runtime = ManagedRuntime.make(lib.PgMembershipStore.layer({ migrate: false, writer }).pipe(
   Layer.provideMerge(PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL), maxConnections: 2 })),
   Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error))
 ))
@@ -88,7 +90,7 @@ if (piece === "member") {
     while (true) {
       yield* pause
       // Numbered past the join's (its store's counter: about the wall clock in microseconds).
-      if (piece === "statement") yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, null, 1, Date.now() * 1_000 + 1_000_000 + calls, false)
+      if (piece === "statement") yield* Statements.renewLease(sql, groupId, memberId, view.epoch, leaseMs, false, null, 1, Date.now() * 1_000 + 1_000_000 + calls, writer)
       else if (piece === "store") yield* store.heartbeat(groupId, memberId, view.epoch, leaseMs, {})
       calls++
     }
