@@ -201,15 +201,16 @@ export const fencedWith = <A, E, R>(
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
       // MATERIALIZED: the old values are read before set_config runs.
       const marker = yield* fenceMarker
-      const [begun] = yield* Statements.fenceBegin(sql, backstop, marker)
+      const [begun] = yield* Statements.fenceBegin(sql, backstop)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
       if (target.slots !== undefined) {
         // Slots mode: no group lock (changes need not wait for this transaction unless they remove
         // this member or hand over one of its slots, which lock the rows locked here).
-        const [me] = yield* Statements.fenceSlotMember(sql, target, target.slots)
+        // The marker in the fence's last lock: the slots' rows, or the member's without slots.
+        const [me] = yield* Statements.fenceSlotMember(sql, target, target.slots, target.slots.length === 0 ? marker : undefined)
         if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
         if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
-        const rows = yield* Statements.fenceSlots(sql, target.groupId, target.slots.map((p) => p.slot))
+        const rows = yield* Statements.fenceSlots(sql, target.groupId, target.slots.map((p) => p.slot), marker)
         for (const { generation, slot } of target.slots) {
           const row = rows.find((r) => r.slot === slot)
           if (row === undefined) return yield* stale(`the group has no slot ${slot}`)
@@ -230,7 +231,7 @@ export const fencedWith = <A, E, R>(
         // FOR KEY SHARE: blocks DELETE (reaping, leaving) and index changes of this member's row, but not
         // its own heartbeat, which updates only non-key columns. The fence_checks row queues the
         // commit-time check now, so even a COMMIT sent by the body itself is checked.
-        const [me] = yield* Statements.fenceMember(sql, target)
+        const [me] = yield* Statements.fenceMember(sql, target, marker)
         if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
         if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
         if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)

@@ -158,9 +158,9 @@ describe("plans on a database of 20,000 groups", () => {
         deleteWaiter: Statements.deleteWaiter(sql, person.memberId),
         selectWaiters: Statements.selectWaiters(sql, gid, now),
         fenceGroup: Statements.fenceGroup(sql, gid),
-        fenceMember: Statements.fenceMember(sql, target),
+        fenceMember: Statements.fenceMember(sql, target, "plan"),
         fenceSlotMember: Statements.fenceSlotMember(sql, { ...target, groupId: sgid, memberId: smember }, [{ slot: 0, generation: 1 }]),
-        fenceSlots: Statements.fenceSlots(sql, sgid, [0, 5])
+        fenceSlots: Statements.fenceSlots(sql, sgid, [0, 5], "plan")
       }
       expect(yield* scansOf(statements)).toEqual({})
     })), 120_000)

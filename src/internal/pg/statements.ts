@@ -1258,10 +1258,12 @@ export interface FenceBegun {
 
 /**
  * A setting of the library's own, local to the transaction, that each fence sets to a value of its
- * own at its start and checks at its end: a `ROLLBACK TO SAVEPOINT` in the body that undoes the
- * fence's start (its own savepoint, or an app's savepoint from before it) undoes the setting with the
- * fence's locks, and the end sees it (an adversarial review: with tight app timeouts, nothing else
- * told). A nested fence puts the outer's value back at its end.
+ * own in the statement that takes its last lock (`fenceMember`, `fenceSlots`) and checks at its end:
+ * any `ROLLBACK TO SAVEPOINT` that undoes one of the fence's locks (of the fence's own savepoint, of
+ * an app's savepoint from before it, or of a concurrent block's savepoint taken between the fence's
+ * statements: @effect/sql names savepoints by depth) undoes the setting too, and the end sees it
+ * (adversarial reviews: with tight app timeouts, nothing else told). A nested fence puts the outer's
+ * value back at its end.
  */
 export const fenceMarkerSetting = "modulo_group.fence"
 
@@ -1271,7 +1273,7 @@ export const fenceMarkerSetting = "modulo_group.fence"
  * local to the transaction), and returns the values it replaced (read first: MATERIALIZED), the
  * values set, and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
  */
-export const fenceBegin = (sql: Sql, backstopMs: string, marker: string) =>
+export const fenceBegin = (sql: Sql, backstopMs: string) =>
   sql<FenceBegun>`
     WITH old AS MATERIALIZED (
       SELECT current_setting('statement_timeout') AS old_st,
@@ -1279,7 +1281,6 @@ export const fenceBegin = (sql: Sql, backstopMs: string, marker: string) =>
              current_setting('transaction_timeout', true) AS old_tx,
              current_setting(${fenceMarkerSetting}, true) AS old_marker)
     SELECT old.old_st, old.old_idle, old.old_tx, old.old_marker,
-           set_config(${fenceMarkerSetting}, ${marker}, true) AS marker,
            set_config('statement_timeout', ${backstopMs}, true) AS st,
            set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
            CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
@@ -1307,12 +1308,13 @@ export const fenceGroup = (sql: Sql, groupId: string) =>
  * changes, not its own heartbeat); also inserts a `fence_checks` row, which queues the commit-time
  * check now, so even a COMMIT sent by the body itself is checked.
  */
-export const fenceMember = (sql: Sql, target: FenceTarget) =>
+export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
   sql<{ idx: number | null; live: boolean; lease_left_ms: string }>`
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
       VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
     SELECT idx, lease_expires_at > clock_timestamp() AS live,
+           set_config(${fenceMarkerSetting}, ${marker}, true) AS marker,
            (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
@@ -1323,7 +1325,13 @@ export const fenceMember = (sql: Sql, target: FenceTarget) =>
  * (blocks its DELETE: a leave, a reap), and one `fence_checks` row per slot (epoch and index NULL),
  * which queue the commit-time check of the lease and of each slot's holder and generation.
  */
-export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: ReadonlyArray<{ readonly slot: number; readonly generation: number }>) =>
+export const fenceSlotMember = (
+  sql: Sql,
+  target: FenceTarget,
+  slots: ReadonlyArray<{ readonly slot: number; readonly generation: number }>,
+  /** The fence's marker when this is its last lock (no slots to lock after it). */
+  marker?: string
+) =>
   sql<{ live: boolean; lease_left_ms: string }>`
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
@@ -1332,6 +1340,7 @@ export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: ReadonlyAr
                     ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation))
     SELECT lease_expires_at > clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+           ${marker === undefined ? sql`` : sql`, set_config(${fenceMarkerSetting}, ${marker}, true) AS marker`}
       FROM modulo_group.members
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
        FOR KEY SHARE`
@@ -1341,9 +1350,9 @@ export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: ReadonlyAr
  * it (a generation bump, a key update) and a change that hands it over wait until this transaction
  * ends; a change that only retargets its owner does not.
  */
-export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>) =>
+export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>, marker: string) =>
   sql<{ slot: number; holder: string | null; generation: string }>`
-    SELECT slot, holder, generation FROM modulo_group.slots
+    SELECT slot, holder, generation, set_config(${fenceMarkerSetting}, ${marker}, true) AS marker FROM modulo_group.slots
      WHERE group_id = ${groupId} AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
      ORDER BY slot
        FOR KEY SHARE`
