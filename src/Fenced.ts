@@ -515,9 +515,14 @@ export const fenced: {
   }
 )
 
-/** The value a fence sets `modulo_group.fence` to (Statements.fenceMarkerSetting): unique in this process, so in its transactions. */
+/**
+ * The value a fence sets `modulo_group.fence` to (Statements.fenceMarkerSetting): unique in this
+ * process, so in its transactions, also with two copies of this module loaded (a bundle and the
+ * library; a review: two counters alone would both start at 1).
+ */
+const markerPrefix = globalThis.crypto.randomUUID().slice(0, 8)
 let fencesStarted = 0
-const fenceMarker: Effect.Effect<string> = Effect.sync(() => `f${++fencesStarted}`)
+const fenceMarker: Effect.Effect<string> = Effect.sync(() => `${markerPrefix}.${++fencesStarted}`)
 
 /**
  * Two runs with one slice: of one member, at one (incarnation, epoch, index, size). Two registrations
