@@ -201,6 +201,8 @@ export const fencedWith = <A, E, R>(
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
       // MATERIALIZED: the old values are read before set_config runs.
       const marker = yield* fenceMarker
+      // The chain of fence ids (`Statements.fenceMarkerSetting`) the last lock's statement left.
+      let chain: string | undefined
       const [begun] = yield* Statements.fenceBegin(sql, backstop)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
       if (target.slots !== undefined) {
@@ -210,7 +212,9 @@ export const fencedWith = <A, E, R>(
         const [me] = yield* Statements.fenceSlotMember(sql, target, target.slots, target.slots.length === 0 ? marker : undefined)
         if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
         if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
+        chain = me.marker
         const rows = yield* Statements.fenceSlots(sql, target.groupId, target.slots.map((p) => p.slot), marker)
+        if (rows.length > 0) chain = rows[0]!.marker
         for (const { generation, slot } of target.slots) {
           const row = rows.find((r) => r.slot === slot)
           if (row === undefined) return yield* stale(`the group has no slot ${slot}`)
@@ -235,7 +239,13 @@ export const fencedWith = <A, E, R>(
         if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
         if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
         if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
+        chain = me.marker
       }
+      const suffix = `/${marker}`
+      if (chain === undefined || !chain.endsWith(suffix)) {
+        return yield* Effect.dieMessage("modulo-group: bug: the fence's last lock did not mark it")
+      }
+      const marked = { chain, before: chain.slice(0, chain.length - suffix.length) }
 
       // The app's own errors are boxed, so that below they are told apart from the fence's.
       const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
@@ -245,7 +255,7 @@ export const fencedWith = <A, E, R>(
       // did the body end the transaction or remove the backstop? A second fence_checks row (only if
       // still in the transaction) queues the commit-time check even if the body ran SET CONSTRAINTS
       // ALL IMMEDIATE (its insert trigger puts the check back to DEFERRED).
-      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined)
+      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined, marked)
       if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
       if (after.xact !== begun.xact) {
         return yield* broken(
@@ -288,7 +298,7 @@ export const fencedWith = <A, E, R>(
       // The body rolled back past the fence's start (`ROLLBACK TO SAVEPOINT` of the fence's savepoint,
       // or of an app's savepoint from before it): the fence's locks, settings and first check row are
       // undone with it, and what the body wrote after that ran unfenced.
-      if (after.marker !== marker) {
+      if (after.marker !== marked.chain) {
         return yield* broken(
           `the fence's own setting ${Statements.fenceMarkerSetting} was undone: the body rolled back past the ` +
             "fence's start (ROLLBACK TO SAVEPOINT of a savepoint from before it), and the fence's locks went " +

@@ -1252,20 +1252,31 @@ export interface FenceBegun {
   readonly idle: string
   readonly tx: string | null
   readonly xact: string
-  /** `modulo_group.fence` before this fence set it (null: never set in this session). */
-  readonly old_marker: string | null
 }
 
 /**
- * A setting of the library's own, local to the transaction, that each fence sets to a value of its
- * own in the statement that takes its last lock (`fenceMember`, `fenceSlots`) and checks at its end:
- * any `ROLLBACK TO SAVEPOINT` that undoes one of the fence's locks (of the fence's own savepoint, of
- * an app's savepoint from before it, or of a concurrent block's savepoint taken between the fence's
- * statements: @effect/sql names savepoints by depth) undoes the setting too, and the end sees it
- * (adversarial reviews: with tight app timeouts, nothing else told). A nested fence puts the outer's
- * value back at its end.
+ * A setting of the library's own, local to the transaction: a chain of the ids of the fences whose
+ * locks stand (`/a/b`). The statement that takes a fence's last lock (`fenceMember`, `fenceSlots`,
+ * `fenceSlotMember` without slots) appends the fence's id to what it finds, and returns the chain;
+ * the fence's end (`fenceEnd`) checks the setting is still that chain and only then puts back what it
+ * found (the chain without its id). Any `ROLLBACK TO SAVEPOINT` that undoes one of the fence's locks
+ * (of the fence's own savepoint, of an app's savepoint from before it, or of a concurrent block's or
+ * transaction's savepoint taken between the fence's statements: @effect/sql names savepoints by
+ * depth) undoes the append too, and no later block can put it back: a block's end restores only a
+ * chain that was there when its own last lock was taken, which a rollback of an earlier lock undoes
+ * with it (adversarial reviews: with tight app timeouts, nothing else told; a nested block restoring
+ * an outer id whose locks a concurrent rollback had undone).
  */
 export const fenceMarkerSetting = "modulo_group.fence"
+
+/** Sets the chain (`fenceMarkerSetting`) to what it is with `id` appended (once: a statement of several rows). */
+const appendMarker = (sql: Sql, id: string) => {
+  const suffix = `/${id}`
+  return sql`set_config(${fenceMarkerSetting},
+           CASE WHEN right(coalesce(current_setting(${fenceMarkerSetting}, true), ''), ${suffix.length}) = ${suffix}
+                THEN current_setting(${fenceMarkerSetting}, true)
+                ELSE coalesce(current_setting(${fenceMarkerSetting}, true), '') || ${suffix} END, true)`
+}
 
 /**
  * The fence's first statement: sets the server-side backstop (statement_timeout,
@@ -1278,9 +1289,8 @@ export const fenceBegin = (sql: Sql, backstopMs: string) =>
     WITH old AS MATERIALIZED (
       SELECT current_setting('statement_timeout') AS old_st,
              current_setting('idle_in_transaction_session_timeout') AS old_idle,
-             current_setting('transaction_timeout', true) AS old_tx,
-             current_setting(${fenceMarkerSetting}, true) AS old_marker)
-    SELECT old.old_st, old.old_idle, old.old_tx, old.old_marker,
+             current_setting('transaction_timeout', true) AS old_tx)
+    SELECT old.old_st, old.old_idle, old.old_tx,
            set_config('statement_timeout', ${backstopMs}, true) AS st,
            set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
            CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
@@ -1309,12 +1319,12 @@ export const fenceGroup = (sql: Sql, groupId: string) =>
  * check now, so even a COMMIT sent by the body itself is checked.
  */
 export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
-  sql<{ idx: number | null; live: boolean; lease_left_ms: string }>`
+  sql<{ idx: number | null; live: boolean; lease_left_ms: string; marker: string }>`
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
       VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
     SELECT idx, lease_expires_at > clock_timestamp() AS live,
-           set_config(${fenceMarkerSetting}, ${marker}, true) AS marker,
+           ${appendMarker(sql, marker)} AS marker,
            (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
@@ -1332,7 +1342,7 @@ export const fenceSlotMember = (
   /** The fence's marker when this is its last lock (no slots to lock after it). */
   marker?: string
 ) =>
-  sql<{ live: boolean; lease_left_ms: string }>`
+  sql<{ live: boolean; lease_left_ms: string; marker?: string }>`
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
@@ -1340,7 +1350,7 @@ export const fenceSlotMember = (
                     ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation))
     SELECT lease_expires_at > clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
-           ${marker === undefined ? sql`` : sql`, set_config(${fenceMarkerSetting}, ${marker}, true) AS marker`}
+           ${marker === undefined ? sql`` : sql`, ${appendMarker(sql, marker)} AS marker`}
       FROM modulo_group.members
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
        FOR KEY SHARE`
@@ -1351,8 +1361,8 @@ export const fenceSlotMember = (
  * ends; a change that only retargets its owner does not.
  */
 export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>, marker: string) =>
-  sql<{ slot: number; holder: string | null; generation: string }>`
-    SELECT slot, holder, generation, set_config(${fenceMarkerSetting}, ${marker}, true) AS marker FROM modulo_group.slots
+  sql<{ slot: number; holder: string | null; generation: string; marker: string }>`
+    SELECT slot, holder, generation, ${appendMarker(sql, marker)} AS marker FROM modulo_group.slots
      WHERE group_id = ${groupId} AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
      ORDER BY slot
        FOR KEY SHARE`
@@ -1411,7 +1421,14 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
  * before `fenceBegin` if that is non-zero and at most the backstop, else to the backstop
  * (`boundedAfterFence`); `transaction_timeout` (PostgreSQL 17+) back to the app's value.
  */
-export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, nestedBoundMs: string | undefined) => {
+export const fenceEnd = (
+  sql: Sql,
+  target: FenceTarget,
+  begun: FenceBegun,
+  nestedBoundMs: string | undefined,
+  /** The chain the fence's last lock left (`fenceMarkerSetting`), and what it found there. */
+  marker: { readonly chain: string; readonly before: string }
+) => {
   const slots = target.slots
   const queue = slots === undefined
     ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
@@ -1427,7 +1444,8 @@ export const fenceEnd = (sql: Sql, target: FenceTarget, begun: FenceBegun, neste
             set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}, true) AS restored_idle,
             CASE WHEN ${begun.old_tx}::text IS NOT NULL
                  THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx,
-            set_config(${fenceMarkerSetting}, coalesce(${begun.old_marker}::text, ''), true) AS restored_marker`
+            CASE WHEN now.marker = ${marker.chain}
+                 THEN set_config(${fenceMarkerSetting}, ${marker.before}, true) END AS restored_marker`
     : sql``
   return sql<FenceEnded>`
     WITH now AS MATERIALIZED (

@@ -1,0 +1,231 @@
+/**
+ * An adversarial review (attack13): a nested fence's end restores the outer marker unconditionally (fenceEnd's
+ * `restored_marker`), so a block whose locks (and marker) were rolled back by a concurrent sibling's
+ * ROLLBACK TO SAVEPOINT gets its marker back from a third block that began before the rollback and
+ * took its locks after it. Block A then reports success holding no lock of its group, and its write
+ * commits after epoch 8 of the group was committed. Now the marker is a chain of the ids of the
+ * blocks whose locks stand, and a block's end restores only the chain its own last lock found: block
+ * A fails.
+ */
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { expect, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Either, Fiber } from "effect"
+import * as Fenced from "../../src/Fenced.js"
+import { PgLive } from "../support/Database.js"
+import { fixture } from "./support.js"
+
+type Hook = (statement: string) => Effect.Effect<void, never, any>
+const noop: Hook = () => Effect.void
+
+const gated = (conn: Connection, pre: Hook, post: Hook = noop): Connection =>
+  new Proxy(conn, {
+    get: (t, p) => {
+      if (p === "execute" || p === "executeUnprepared" || p === "executeRaw" || p === "executeValues") {
+        return (statement: string, ...rest: Array<unknown>) =>
+          Effect.zipRight(
+            pre(statement),
+            Effect.tap((Reflect.get(t, p) as any).call(t, statement, ...rest) as Effect.Effect<unknown, unknown>, () => post(statement))
+          )
+      }
+      return Reflect.get(t, p)
+    }
+  })
+
+it.live("a fenced block whose locks a sibling rolled back does not get its marker back from a third block: it fails", () =>
+  Effect.gen(function*() {
+    const t = yield* fixture("attack13-a")
+    const u = yield* fixture("attack13-c")
+    const outside = <A, E, R>(e: Effect.Effect<A, E, R>) =>
+      Effect.mapInputContext(e, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
+    // Some work of the app at its own COMMIT (a deferred trigger), after the fence's commit-time check.
+    const audit = `${t.table}_audit`
+    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
+    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
+    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
+    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
+      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
+      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
+    ])))
+    const change = outside(t.sql.withTransaction(Effect.gen(function*() {
+      yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
+      return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
+    })))
+
+    const spA = yield* Deferred.make<void>()
+    const spC = yield* Deferred.make<void>()
+    const spB = yield* Deferred.make<void>()
+    const aLocked = yield* Deferred.make<void>()
+    const cBegun = yield* Deferred.make<void>()
+    const bRolledBack = yield* Deferred.make<void>()
+    const cDone = yield* Deferred.make<void>()
+    const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
+    const isBegin = (s: string) => s.includes("AS old_st")
+    const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
+    const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
+    const log: Array<string> = []
+
+    const outcome: { a?: string; b?: string; c?: string } = {}
+    let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined
+    const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
+      const [conn, depth] = yield* SqlClient.TransactionConnection
+      const on = (pre: Hook, post: Hook) => <X, E, R>(e: Effect.Effect<X, E, R>) =>
+        Effect.provideService(e, SqlClient.TransactionConnection, [gated(conn, pre, post), depth] as const)
+      // Block A (group t, epoch 7): its locks are taken after B's savepoint.
+      const a = Fenced.fencedWith(t.target, Effect.zipRight(Deferred.await(cDone), t.insert("A, fenced to epoch 7")), {
+        timeout: "3 seconds"
+      }).pipe(
+        on(
+          (s) => isQueue(s) ? Deferred.await(spB) : Effect.void,
+          (s) => Effect.sync(() => log.push(`A: ${s.slice(0, 40).replace(/\s+/g, " ")}`)).pipe(Effect.zipRight(
+            isSavepoint(s) ? Deferred.succeed(spA, undefined) : isMember(s) ? Deferred.succeed(aLocked, undefined) : Effect.void
+          ))
+        ),
+        Effect.either
+      )
+      // Block C (another group): begins after A's locks (reads A's marker as the one to restore),
+      // takes its own locks after B's rollback.
+      const c = Fenced.fencedWith(u.target, u.insert("C"), { timeout: "3 seconds" }).pipe(
+        on(
+          (s) => isBegin(s) ? Deferred.await(aLocked) : isQueue(s) ? Deferred.await(bRolledBack) : Effect.void,
+          (s) => Effect.sync(() => log.push(`C: ${s.slice(0, 40).replace(/\s+/g, " ")}`)).pipe(Effect.zipRight(
+            isSavepoint(s) ? Deferred.succeed(spC, undefined) : isBegin(s) ? Deferred.succeed(cBegun, undefined) : Effect.void
+          ))
+        ),
+        Effect.either,
+        Effect.ensuring(Deferred.succeed(cDone, undefined))
+      )
+      // B: the app's own nested transaction, which fails (rolls back to its savepoint effect_sql_1).
+      const b = t.sql.withTransaction(Effect.zipRight(Deferred.await(cBegun), Effect.fail("B failed" as const))).pipe(
+        on(
+          (s) => isSavepoint(s) ? Effect.zipRight(Deferred.await(spA), Deferred.await(spC)) : Effect.void,
+          (s) => Effect.sync(() => log.push(`B: ${s.slice(0, 40)}`)).pipe(Effect.zipRight(
+            isSavepoint(s) ? Deferred.succeed(spB, undefined) : Effect.void))
+        ),
+        Effect.either,
+        Effect.ensuring(Deferred.succeed(bRolledBack, undefined))
+      )
+      const [ra, rb, rc] = yield* Effect.all([a, b, c], { concurrency: "unbounded" })
+      outcome.a = Either.isRight(ra) ? "succeeded" : ra.left._tag
+      outcome.b = Either.isRight(rb) ? "succeeded" : String(rb.left)
+      outcome.c = Either.isRight(rc) ? "succeeded" : (rc.left as { _tag: string })._tag
+      // The locks A holds (the app's transaction): none on group t.
+      const held = yield* t.sql<{ locktype: string; mode: string }>`
+        SELECT locktype, mode FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'`
+      log.push(`advisory locks held after the blocks: ${JSON.stringify(held)}`)
+      yield* t.sql`INSERT INTO ${t.sql(audit)} (note) VALUES ('after the blocks')`
+      changeFiber = yield* Effect.fork(Effect.zipRight(Effect.sleep("300 millis"), change))
+    })).pipe(Effect.exit)
+    const seenByChange = changeFiber === undefined ? [] : yield* Fiber.join(changeFiber)
+    const committed = yield* t.notes
+    const [{ epoch }] = yield* t.sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId}`
+    expect(Number(epoch)).toBe(8)
+    // G2 / G6: a write fenced to epoch 7 that committed must have come before epoch 8.
+    if (committed.includes("A, fenced to epoch 7")) {
+      expect(seenByChange).toEqual(["A, fenced to epoch 7"])
+    }
+    // A has no locks (they were rolled back with B's savepoint); it must not report success.
+    expect(outcome.a, `${log.join("\n")}\napp transaction: ${exit._tag}`).not.toBe("succeeded")
+  }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>, 20_000)
+
+it.live("variant: the restoring block is nested in A's body (another group), B a failing sibling of A", () =>
+  Effect.gen(function*() {
+    const t = yield* fixture("attack13-a")
+    const u = yield* fixture("attack13-c")
+    const outside = <A, E, R>(e: Effect.Effect<A, E, R>) =>
+      Effect.mapInputContext(e, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
+    // Some work of the app at its own COMMIT (a deferred trigger), after the fence's commit-time check.
+    const audit = `${t.table}_audit`
+    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
+    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
+    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
+    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
+      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
+      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
+    ])))
+    const change = outside(t.sql.withTransaction(Effect.gen(function*() {
+      yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
+      return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
+    })))
+
+    const spA = yield* Deferred.make<void>()
+    const spC = yield* Deferred.make<void>()
+    const spB = yield* Deferred.make<void>()
+    const aLocked = yield* Deferred.make<void>()
+    const aBegun = yield* Deferred.make<void>()
+    const cBegun = yield* Deferred.make<void>()
+    const bRolledBack = yield* Deferred.make<void>()
+    const cDone = yield* Deferred.make<void>()
+    const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
+    const isBegin = (s: string) => s.includes("AS old_st")
+    const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
+    const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
+    const log: Array<string> = []
+
+    const outcome: { a?: string; b?: string; c?: string } = {}
+    let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined
+    const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
+      const [conn, depth] = yield* SqlClient.TransactionConnection
+      void conn, depth
+      // The connection and depth current where the effect runs (C: inside A's body, depth 1).
+      const on = (pre: Hook, post: Hook) => <X, E, R>(e: Effect.Effect<X, E, R>) =>
+        Effect.flatMap(SqlClient.TransactionConnection, ([cn, d]) =>
+          Effect.provideService(e, SqlClient.TransactionConnection, [gated(cn, pre, post), d] as const))
+      let c: Effect.Effect<unknown, never, any> = Effect.void
+      // Block A (group t, epoch 7): its locks are taken after B's savepoint.
+      const a = Fenced.fencedWith(t.target, Effect.zipRight(Effect.suspend(() => c), t.insert("A, fenced to epoch 7")), {
+        timeout: "3 seconds"
+      }).pipe(
+        on(
+          (s) => isQueue(s) ? Deferred.await(spB) : Effect.void,
+          (s) => Effect.sync(() => log.push(`A: ${s.slice(0, 40).replace(/\s+/g, " ")}`)).pipe(Effect.zipRight(
+            isSavepoint(s) ? Deferred.succeed(spA, undefined) : isBegin(s) ? Deferred.succeed(aBegun, undefined) : isMember(s) ? Deferred.succeed(aLocked, undefined) : Effect.void
+          ))
+        ),
+        Effect.either
+      )
+      // Block C (another group): begins after A's locks (reads A's marker as the one to restore),
+      // takes its own locks after B's rollback.
+      c = Fenced.fencedWith(u.target, u.insert("C"), { timeout: "3 seconds" }).pipe(
+        on(
+          (s) => isBegin(s) ? Deferred.await(aLocked) : isQueue(s) ? Deferred.await(bRolledBack) : Effect.void,
+          (s) => Effect.sync(() => log.push(`C: ${s.slice(0, 40).replace(/\s+/g, " ")}`)).pipe(Effect.zipRight(
+            isSavepoint(s) ? Deferred.succeed(spC, undefined) : isBegin(s) ? Deferred.succeed(cBegun, undefined) : Effect.void
+          ))
+        ),
+        Effect.either,
+        Effect.ensuring(Deferred.succeed(cDone, undefined))
+      )
+      // B: the app's own nested transaction, which fails (rolls back to its savepoint effect_sql_1).
+      const b = t.sql.withTransaction(Effect.zipRight(Deferred.await(cBegun), Effect.fail("B failed" as const))).pipe(
+        on(
+          (s) => isSavepoint(s) ? Deferred.await(aBegun) : Effect.void,
+          (s) => Effect.sync(() => log.push(`B: ${s.slice(0, 40)}`)).pipe(Effect.zipRight(
+            isSavepoint(s) ? Deferred.succeed(spB, undefined) : Effect.void))
+        ),
+        Effect.either,
+        Effect.ensuring(Deferred.succeed(bRolledBack, undefined))
+      )
+      const [ra, rb] = yield* Effect.all([a, b], { concurrency: "unbounded" })
+      const rc = Either.right(undefined)
+      outcome.a = Either.isRight(ra) ? "succeeded" : ra.left._tag
+      outcome.b = Either.isRight(rb) ? "succeeded" : String(rb.left)
+      outcome.c = Either.isRight(rc) ? "succeeded" : (rc.left as { _tag: string })._tag
+      // The locks A holds (the app's transaction): none on group t.
+      const held = yield* t.sql<{ locktype: string; mode: string }>`
+        SELECT locktype, mode FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'`
+      log.push(`advisory locks held after the blocks: ${JSON.stringify(held)}`)
+      yield* t.sql`INSERT INTO ${t.sql(audit)} (note) VALUES ('after the blocks')`
+      changeFiber = yield* Effect.fork(Effect.zipRight(Effect.sleep("300 millis"), change))
+    })).pipe(Effect.exit)
+    const seenByChange = changeFiber === undefined ? [] : yield* Fiber.join(changeFiber)
+    const committed = yield* t.notes
+    const [{ epoch }] = yield* t.sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId}`
+    expect(Number(epoch)).toBe(8)
+    // G2 / G6: a write fenced to epoch 7 that committed must have come before epoch 8.
+    if (committed.includes("A, fenced to epoch 7")) {
+      expect(seenByChange).toEqual(["A, fenced to epoch 7"])
+    }
+    // A has no locks (they were rolled back with B's savepoint); it must not report success.
+    expect(outcome.a, `${log.join("\n")}\napp transaction: ${exit._tag}`).not.toBe("succeeded")
+  }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>, 20_000)
