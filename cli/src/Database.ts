@@ -33,14 +33,31 @@ export interface Resolved {
  * @internal
  */
 export const redact = (url: string): string => {
+  let parsed: URL | undefined
   try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
+    parsed = new URL(url)
   } catch {
-    return url.replace(/\/\/[^@/]*@/, "//***@")
+    parsed = undefined
   }
+  if (parsed !== undefined && (parsed.protocol === "postgres:" || parsed.protocol === "postgresql:")) {
+    if (parsed.password !== "") parsed.password = "***"
+    return hidePasswordParameters(parsed.toString())
+  }
+  // Not a URL, or not one of ours: `user:password@` may follow a scheme with or without `//`, or no
+  // scheme at all (`admin:secret@host/db` parses with the scheme `admin:`), and a password may hold
+  // a `/`. Everything between the user's `:` and the last `@` before the query is hidden.
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0] ?? ""
+  const rest = url.slice(scheme.length)
+  const end = rest.search(/[?#]/)
+  const at = (end < 0 ? rest : rest.slice(0, end)).lastIndexOf("@")
+  const userinfo = at < 0 ? "" : rest.slice(0, at)
+  const colon = userinfo.indexOf(":")
+  const hidden = colon < 0 ? rest : `${userinfo.slice(0, colon)}:***${rest.slice(at)}`
+  return hidePasswordParameters(scheme + hidden)
 }
+
+/** `password=` (and `sslpassword=`) in a URL's query, hidden. */
+const hidePasswordParameters = (url: string): string => url.replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***")
 
 /**
  * Accepts `postgres://` and `postgresql://` URLs only: `pg` reads anything else as a database name

@@ -3,6 +3,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Either } from "effect"
+import * as Database from "../../cli/src/Database.js"
 import * as Durations from "../../cli/src/Durations.js"
 import * as Events from "../../cli/src/Events.js"
 import * as Status from "../../cli/src/commands/status.js"
@@ -168,5 +169,23 @@ describe("Status.deriveStates", () => {
     // No waiters: no lines, an empty list.
     expect(Status.renderStatus({ group, members: [holder] })).not.toMatch(/waiting/)
     expect(Status.statusJson({ group, members: [holder] }).waiters).toEqual([])
+  })
+})
+
+describe("Database.redact", () => {
+  // An adversarial review: a password with a `/`, a URL without its scheme and a `password` query
+  // parameter were shown in error messages.
+  it.each([
+    ["postgres://admin:Hunter2@db.example.com:5432/app", "postgres://admin:***@db.example.com:5432/app"],
+    ["postgres://admin:Hunter2/x@db.example.com:5432/app", "postgres://admin:***@db.example.com:5432/app"],
+    ["admin:Hunter2@db.example.com:5432/app", "admin:***@db.example.com:5432/app"],
+    ["mysql://admin:Hunter2@db/app", "mysql://admin:***@db/app"],
+    ["postgres://admin@db.example.com:5432/app?password=Hunter2&sslmode=disable", "postgres://admin@db.example.com:5432/app?password=***&sslmode=disable"],
+    ["postgres://admin@db/app?sslpassword=Hunter2", "postgres://admin@db/app?sslpassword=***"],
+    ["postgres://admin@db.example.com/app", "postgres://admin@db.example.com/app"],
+    ["not a url", "not a url"]
+  ])("%s", (url, shown) => {
+    expect(Database.redact(url)).toBe(shown)
+    expect(Database.redact(url)).not.toContain("Hunter2")
   })
 })
