@@ -3,7 +3,7 @@
  *
  * Exit codes: 0 on success and after Ctrl-C / SIGTERM / SIGHUP (the member leaves first; `join`
  * exits 1 when its final leave gave up, `migrate` when stopped before the schema is in place), 1 when the command failed (database unreachable,
- * damaged schema, ...), 2 on bad input (unknown option, malformed duration,
+ * damaged schema, a standard output that cannot be written, ...), 2 on bad input (unknown option, malformed duration,
  * invalid config or group id). Errors are one line on stderr; `--verbose` adds the full cause.
  *
  * @since 0.1.0
@@ -29,13 +29,30 @@ const stopGracefully = () => {
   stopping = true
   process.kill(process.pid, "SIGTERM")
 }
+// Any other failure to write (a full disk, /dev/full, an I/O error): said once on stderr, the
+// command stops as on SIGTERM, and the exit code is 1, never 0 (an adversarial review: `groups
+// --json > /dev/full` exited 0 with nothing written and nothing said).
+// Not by a signal: a command that has already finished would be killed by it (runMain's handler is
+// gone by then); the command is interrupted instead, which is what runMain does on SIGTERM.
+let stdoutFailed = false
+let onStdoutFailed: () => void = () => undefined
+const stdoutFailure = new Promise<void>((resolve) => {
+  onStdoutFailed = resolve
+})
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
-  if (error.code === "EPIPE") stopGracefully()
+  if (error.code === "EPIPE") return stopGracefully()
+  if (stdoutFailed) return
+  stdoutFailed = true
+  // Also when the command has already finished (its exit code set, the process about to end).
+  process.exitCode = 1
+  process.stderr.write(`modulo-group: cannot write to standard output: ${error.message}\n`)
+  onStdoutFailed()
 })
 // Once: a second SIGHUP kills the process at once, as a second Ctrl-C does.
 process.once("SIGHUP", stopGracefully)
 
 const program = Effect.suspend(() => run(process.argv)).pipe(
+  (command) => Effect.raceFirst(command, Effect.zipRight(Effect.promise(() => stdoutFailure), Effect.interrupt)),
   // Anything not reported by a command (a bug): one line, the details with --verbose.
   Effect.tapErrorCause((cause) =>
     Effect.sync(() => {
@@ -54,5 +71,8 @@ const program = Effect.suspend(() => run(process.argv)).pipe(
 NodeRuntime.runMain(program, {
   disableErrorReporting: true,
   disablePrettyLogger: true,
-  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : exitCodeOf(exit.cause))
+  teardown: (exit, onExit) => {
+    const code = Exit.isSuccess(exit) ? 0 : exitCodeOf(exit.cause)
+    onExit(code === 0 && stdoutFailed ? 1 : code)
+  }
 })
