@@ -51,8 +51,14 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 // Once: a second SIGHUP kills the process at once, as a second Ctrl-C does.
 process.once("SIGHUP", stopGracefully)
 
-const program = Effect.suspend(() => run(process.argv)).pipe(
-  (command) => Effect.raceFirst(command, Effect.zipRight(Effect.promise(() => stdoutFailure), Effect.interrupt)),
+// As runMain on SIGTERM: the main fiber interrupted (a race would lose the cause a command dies
+// with when interrupted, e.g. migrate's exit code 1).
+const interruptOnStdoutFailure = Effect.withFiberRuntime<void>((fiber) => {
+  void stdoutFailure.then(() => fiber.unsafeInterruptAsFork(fiber.id()))
+  return Effect.void
+})
+
+const program = Effect.zipRight(interruptOnStdoutFailure, Effect.suspend(() => run(process.argv))).pipe(
   // Anything not reported by a command (a bug): one line, the details with --verbose.
   Effect.tapErrorCause((cause) =>
     Effect.sync(() => {
