@@ -2,7 +2,8 @@
  * Entry point of the `modulo-group` command (`cli/bin/modulo-group.js` imports the built file).
  *
  * Exit codes: 0 on success and after Ctrl-C / SIGTERM / SIGHUP (the member leaves first; `join`
- * exits 1 when its final leave gave up, `migrate` when stopped before the schema is in place), 1 when the command failed (database unreachable,
+ * exits 1 when its final leave gave up, `migrate` when stopped before the schema is in place, `groups` and
+ * `status` before their answer), 1 when the command failed (database unreachable,
  * damaged schema, a standard output that cannot be written, ...), 2 on bad input (unknown option, malformed duration,
  * invalid config or group id). Errors are one line on stderr; `--verbose` adds the full cause.
  *

@@ -10,7 +10,7 @@ import type { Option } from "effect"
 import * as Effect from "effect/Effect"
 import * as Database from "../Database.js"
 import type { StatusGroup } from "./status.js"
-import { bounded, NOT_INSTALLED, num, schemaReady, table, writeOut } from "./shared.js"
+import { bounded, NOT_INSTALLED, num, printsOnce, schemaReady, table, writeOut } from "./shared.js"
 
 /**
  * @since 0.1.0
@@ -56,5 +56,5 @@ export const groups = (options: { readonly json: boolean; readonly databaseUrl: 
       }
       yield* writeOut(installed ? renderGroups(rows) : `no groups: ${NOT_INSTALLED}`)
     }).pipe(Effect.provide(Database.layer(database.url)))
-  })
+  }).pipe(printsOnce("groups"))
 

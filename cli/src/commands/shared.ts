@@ -6,10 +6,12 @@
  * @internal
  */
 import type { SqlClient } from "@effect/sql"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { type MembershipError, Migrations } from "modulo-group"
-import { ExitCodes, fail } from "../CliError.js"
+import { Exit as CliExit, ExitCodes, fail } from "../CliError.js"
 
 /** Columns padded to their widest cell, two spaces apart; the last one unpadded. */
 export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
@@ -55,3 +57,24 @@ export const checkPort = (flag: string, port: number) =>
   Number.isSafeInteger(port) && port >= 0 && port <= 65_535
     ? Effect.void
     : Effect.fail(fail(`${flag} must be between 0 and 65535, got ${port}`, undefined, ExitCodes.usage))
+
+/**
+ * A command that reads and prints once (`status`, `groups`): interrupted (Ctrl-C, SIGTERM) before it
+ * printed, it says so and exits 1, as `migrate` does, not 0 with nothing printed, which a script
+ * could not tell from an answer (an adversarial review).
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const printsOnce = (command: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.exit(restore(effect)), (exit) => {
+      if (Exit.isSuccess(exit) || !Cause.isInterruptedOnly(exit.cause)) return exit
+      return Effect.zipRight(
+        Effect.sync(() => {
+          process.stderr.write(`modulo-group: ${command} was interrupted before it printed its answer\n`)
+        }),
+        // A defect, not a failure: an interrupted fiber's exit keeps defects but drops failures.
+        Effect.die(new CliExit({ code: ExitCodes.failure }))
+      )
+    }))

@@ -14,7 +14,7 @@ import { MembershipConfig, type MembershipStore, Migrations, Slots } from "modul
 import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
-import { bounded, NOT_INSTALLED, num, schemaReady, table, writeOut } from "./shared.js"
+import { bounded, NOT_INSTALLED, num, printsOnce, schemaReady, table, writeOut } from "./shared.js"
 
 type GroupRow = MembershipStore.GroupRow
 type MemberRow = MembershipStore.MemberRow
@@ -460,9 +460,11 @@ export const status = (options: StatusOptions) =>
       const missing = () =>
         `group ${JSON.stringify(groupId)} not found: no member has joined it${installed ? "" : ` (${NOT_INSTALLED})`}`
       if (!options.watch) {
-        const found = yield* fetch
-        if (Option.isNone(found)) return yield* Effect.fail(fail(missing()))
-        return yield* writeOut(options.json ? JSON.stringify(statusJson(found.value)) : renderStatus(found.value))
+        return yield* Effect.gen(function*() {
+          const found = yield* fetch
+          if (Option.isNone(found)) return yield* Effect.fail(fail(missing()))
+          return yield* writeOut(options.json ? JSON.stringify(statusJson(found.value)) : renderStatus(found.value))
+        }).pipe(printsOnce("status"))
       }
       const tty = process.stdout.isTTY === true
       const draw = Effect.flatMap(fetch, (found) => {
