@@ -123,4 +123,17 @@ describe("modulo-group join --fibers (child process)", () => {
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/--fibers .*instance id/)
   })
+
+  it("--fibers 12 with a name that fits alone but not with #12: a usage error before any database work", async () => {
+    const group = randomGroupId("cli-fibers-name")
+    const r = await run(["join", group, "--fibers", "12", "--name", "n".repeat(198)], env)
+    expect(r.code).toBe(2)
+    expect(r.stderr.trim()).toBe(
+      "modulo-group: --name: with --fibers 12 each member is named <name>#<n>, 201 characters for the last; names are at most 200 characters: shorten --name"
+    )
+    expect(r.stdout).toBe("")
+    // Before: nine members joined and left, and the group's row stayed behind.
+    const listed = await run(["groups", "--json"], env)
+    expect(JSON.parse(listed.stdout).map((g: { group: string }) => g.group)).not.toContain(group)
+  })
 })

@@ -280,8 +280,22 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
         ExitCodes.usage
       )
     }
-    // Bad input fails before any database work.
+    // Bad input fails before any database work; with --fibers, the longest of the members' names
+    // (`<name>#<fibers>`, below) too (a review: a name that fitted alone failed only after 9 joins).
     const config = yield* MembershipConfig.make(input)
+    if (fibers > 1) {
+      const longest = `${options.name ?? `${os.hostname()}:${process.pid}`}#${fibers}`
+      yield* MembershipConfig.make({ ...input, name: longest }).pipe(
+        Effect.mapError(() =>
+          fail(
+            `--name: with --fibers ${fibers} each member is named <name>#<n>, ${longest.length} characters for the last; ` +
+              "names are at most 200 characters: shorten --name",
+            undefined,
+            ExitCodes.usage
+          )
+        )
+      )
+    }
     const database = yield* Database.resolve(options.databaseUrl)
     // One statement connection (MODULO_GROUP_MAX_CONNECTIONS for more), which the notifications use
     // too: one connection per process (two with --listen-url). See docs/operations.md, "Connections".
