@@ -37,6 +37,16 @@ describe("modulo-group bad input (child processes)", () => {
     )
   })
 
+  it.each([
+    [["join", "g", "--metrics-port", "0", "--metrics-host", ""], "--metrics-host"],
+    [["ui", "--host", " "], "--host"]
+  ])("an empty server address (%j) is a usage error, not every interface", async (args, flag) => {
+    const r = await run(args, env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toBe(`modulo-group: ${flag} is empty (for every interface give 0.0.0.0 or ::)`)
+    expect(r.stdout).toBe("")
+  })
+
   it("an unreachable DATABASE_URL fails fast", async () => {
     const r = await run(["join", group], { ...env, DATABASE_URL: "postgres://postgres:secret@127.0.0.1:1/nowhere" })
     expect(r.code).toBe(FAILURE)

@@ -40,7 +40,7 @@ import { describe, Exit as CliExit, ExitCodes, fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import * as Durations from "../Durations.js"
 import * as Events from "../Events.js"
-import { checkPort } from "./shared.js"
+import { checkHost, checkPort } from "./shared.js"
 
 type MembershipConfigInput = MembershipConfig.MembershipConfigInput
 type Assignment = State.Assignment
@@ -243,6 +243,7 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
       return yield* fail(`--fibers must be a whole number from 1 to ${MAX_FIBERS} (got ${fibers})`, undefined, ExitCodes.usage)
     }
     if (options.metricsPort !== undefined) yield* checkPort("--metrics-port", options.metricsPort)
+    if (options.metricsHost !== undefined) yield* checkHost("--metrics-host", options.metricsHost)
     if (options.name === "") {
       return yield* fail("--name must not be empty (without it the name is host:pid)", undefined, ExitCodes.usage)
     }

@@ -59,6 +59,19 @@ export const checkPort = (flag: string, port: number) =>
     : Effect.fail(fail(`${flag} must be between 0 and 65535, got ${port}`, undefined, ExitCodes.usage))
 
 /**
+ * A server's address: not empty, which Node takes for every interface (an adversarial review: an
+ * empty `--metrics-host` served the metrics on every interface without a word); every interface is
+ * `0.0.0.0` or `::`, said as such.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const checkHost = (flag: string, host: string) =>
+  host.trim() !== ""
+    ? Effect.void
+    : Effect.fail(fail(`${flag} is empty (for every interface give 0.0.0.0 or ::)`, undefined, ExitCodes.usage))
+
+/**
  * A command that reads and prints once (`status`, `groups`): interrupted (Ctrl-C, SIGTERM) before it
  * printed, it says so and exits 1, as `migrate` does, not 0 with nothing printed, which a script
  * could not tell from an answer (an adversarial review).

@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import { fail } from "../CliError.js"
 import * as Database from "../Database.js"
 import { serve } from "../ui/server.js"
-import { checkPort, writeOut } from "./shared.js"
+import { checkHost, checkPort, writeOut } from "./shared.js"
 
 /**
  * @since 0.1.0
@@ -31,6 +31,7 @@ export interface UiOptions {
 export const ui = (options: UiOptions) =>
   Effect.gen(function*() {
     yield* checkPort("--port", options.port)
+    yield* checkHost("--host", options.host)
     const database = yield* Database.resolve(options.databaseUrl)
     yield* Effect.scoped(Effect.gen(function*() {
       const running = yield* serve({ port: options.port, host: options.host, databaseUrl: database.url }).pipe(
