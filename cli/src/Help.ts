@@ -275,7 +275,12 @@ export const helpFor = <Name extends string, R, E, A>(
       i++ // its value
       continue
     }
-    if (arg.startsWith("-")) continue
+    if (arg.startsWith("-")) {
+      // A flag a command group does not take (`modulo-group --bogus`, `db --purge`): not a request
+      // for help, but @effect/cli's usage error (a review: help and exit 0).
+      if (arg !== "--verbose" && arg !== "--help" && arg !== "-h") unmatched = true
+      continue
+    }
     const child = node.children.find((c) => c.descriptor.name === arg)
     if (child !== undefined) node = child
     else unmatched = true

@@ -108,6 +108,17 @@ describe("modulo-group --help (child processes)", () => {
     clean(db.stdout)
   })
 
+  it("an option a command group does not take (`--bogus`, `-x`, `db --purge`) is a usage error, not help", async () => {
+    // A review: these printed the help and exited 0.
+    for (const args of [["--bogus"], ["-x"], ["db", "--purge"]]) {
+      const r = await run(args, env)
+      expect(r.code, args.join(" ")).toBe(2)
+      expect(r.stdout, args.join(" ")).toBe("")
+    }
+    const verbose = await run(["--verbose"], env)
+    expect(verbose.code).toBe(0)
+  })
+
   it("db stop -h and the other commands' help start their usage with modulo-group", async () => {
     for (const args of [["db", "stop", "-h"], ["db", "--help"], ["status", "--help"], ["demo", "--help"]]) {
       const r = await run(args, env)
