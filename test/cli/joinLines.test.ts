@@ -38,6 +38,21 @@ describe("modulo-group join lines and stops (child processes)", () => {
     expect(await a.exited).toEqual({ code: 0, signal: null })
   }, 60_000)
 
+  it("two SIGTERMs at once (timeout(1) signals the process, then its group) are one request to leave", async () => {
+    // A review: the second killed join in the middle of its leave (exit 143, its row left to expire).
+    const group = randomGroupId("cli-term-twice")
+    const m = start("twice", group)
+    await m.waitFor((e) => e.event === "work", 30_000, "a work line")
+    m.kill("SIGTERM")
+    // Apart (two pending signals of one kind are delivered as one), as timeout's two are.
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    m.kill("SIGTERM")
+    expect(await m.exited).toEqual({ code: 0, signal: null })
+    expect(m.events.at(-1)?.state).toBe("left")
+    const status = await run(["status", group, "--json"], env)
+    expect((JSON.parse(status.stdout) as { members: ReadonlyArray<unknown> }).members).toEqual([])
+  }, 60_000)
+
   it("--json names the group and the instance in NFC, as status does", async () => {
     const nfd = `${randomGroupId("cli-cafe")}-cafe\u0301`
     const m = start("nfc", nfd, [...TIMINGS, "--instance-id", "e\u0301"])
