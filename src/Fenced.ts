@@ -194,6 +194,11 @@ export const fencedWith = <A, E, R>(
     const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1)))))
     const backstop = String(timeoutMs + serverSlackMs)
     const stale = (reason: string) => new StaleAssignment({ epoch: target.epoch, reason })
+    const undoneLocks = `the fence's own setting ${Statements.fenceMarkerSetting} was undone: a ROLLBACK TO SAVEPOINT ` +
+      "of a savepoint from before one of the fence's locks (in the body, or in another block or transaction " +
+      "running concurrently on the same transaction) took that lock away, or the body reset it (RESET ALL). " +
+      "Do not roll back to a savepoint from outside fenced inside it, and run fenced blocks of one " +
+      "transaction one after the other"
     const broken = (reason: string) => new FenceBroken({ epoch: target.epoch, reason })
 
     const body = Effect.gen(function*() {
@@ -201,20 +206,29 @@ export const fencedWith = <A, E, R>(
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
       // MATERIALIZED: the old values are read before set_config runs.
       const marker = yield* fenceMarker
-      // The chain of fence ids (`Statements.fenceMarkerSetting`) the last lock's statement left.
-      let chain: string | undefined
       const [begun] = yield* Statements.fenceBegin(sql, backstop)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
+      // Each statement that takes a lock stamps the chain of `Statements.fenceMarkerSetting` with this
+      // fence's next stage, from the stage before only: a stamp that comes back behind means a rollback
+      // undid a lock this fence took (`Statements.stampMarker`).
+      let before: string | undefined
+      let stage = 0
+      const stamped = (chain: string): Effect.Effect<void, FenceBroken> => {
+        stage++
+        const stamp = Statements.markerStamp(marker, stage)
+        if (stage === 1 && chain.endsWith(stamp)) before = chain.slice(0, chain.length - stamp.length)
+        return chain.endsWith(stamp) ? Effect.void : Effect.fail(broken(undoneLocks))
+      }
       if (target.slots !== undefined) {
         // Slots mode: no group lock (changes need not wait for this transaction unless they remove
         // this member or hand over one of its slots, which lock the rows locked here).
-        // The marker in the fence's last lock: the slots' rows, or the member's without slots.
-        const [me] = yield* Statements.fenceSlotMember(sql, target, target.slots, target.slots.length === 0 ? marker : undefined)
+        const [me] = yield* Statements.fenceSlotMember(sql, target, target.slots, marker)
         if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
+        yield* stamped(me.marker)
         if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
-        chain = me.marker
-        const rows = yield* Statements.fenceSlots(sql, target.groupId, target.slots.map((p) => p.slot), marker)
-        if (rows.length > 0) chain = rows[0]!.marker
+        const rows = target.slots.length === 0
+          ? []
+          : yield* Statements.fenceSlots(sql, target.groupId, target.slots.map((p) => p.slot), marker)
         for (const { generation, slot } of target.slots) {
           const row = rows.find((r) => r.slot === slot)
           if (row === undefined) return yield* stale(`the group has no slot ${slot}`)
@@ -223,13 +237,16 @@ export const fencedWith = <A, E, R>(
             return yield* stale(`slot ${slot} is at generation ${row.generation}, not ${generation}`)
           }
         }
+        if (rows.length > 0) yield* stamped(rows[0]!.marker)
       } else {
         // Fair queueing: a shared advisory lock waits behind a change already waiting for the exclusive one.
-        yield* Statements.fenceQueue(sql, target.groupId)
+        const [queued] = yield* Statements.fenceQueue(sql, target.groupId, marker)
+        yield* stamped(queued!.marker)
         // FOR SHARE: no UPDATE or DELETE of the group row (every change bumps the epoch there, after
         // taking it FOR UPDATE) can happen until this transaction ends.
-        const [group] = yield* Statements.fenceGroup(sql, target.groupId)
+        const [group] = yield* Statements.fenceGroup(sql, target.groupId, marker)
         if (group === undefined) return yield* stale("the group no longer exists")
+        yield* stamped(group.marker)
         if (num(group.epoch) !== target.epoch) return yield* stale(`the group has moved on to epoch ${group.epoch}`)
         if (num(group.size) !== target.size) return yield* stale(`the group has ${group.size} members, not ${target.size}`)
         // FOR KEY SHARE: blocks DELETE (reaping, leaving) and index changes of this member's row, but not
@@ -237,15 +254,12 @@ export const fencedWith = <A, E, R>(
         // commit-time check now, so even a COMMIT sent by the body itself is checked.
         const [me] = yield* Statements.fenceMember(sql, target, marker)
         if (me === undefined) return yield* stale("this member's row is gone (it left or was reaped)")
+        yield* stamped(me.marker)
         if (me.idx !== target.index) return yield* stale(`this member now has index ${me.idx}, not ${target.index}`)
         if (!me.live) return yield* stale(`the lease expired ${-num(me.lease_left_ms)} ms ago on the database clock`)
-        chain = me.marker
       }
-      const suffix = `/${marker}`
-      if (chain === undefined || !chain.endsWith(suffix)) {
-        return yield* Effect.dieMessage("modulo-group: bug: the fence's last lock did not mark it")
-      }
-      const marked = { chain, before: chain.slice(0, chain.length - suffix.length) }
+      if (before === undefined) return yield* Effect.dieMessage("modulo-group: bug: the fence's first lock did not stamp it")
+      const marked = { chain: before + Statements.markerStamp(marker, stage), before }
 
       // The app's own errors are boxed, so that below they are told apart from the fence's.
       const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
@@ -298,13 +312,7 @@ export const fencedWith = <A, E, R>(
       // The body rolled back past the fence's start (`ROLLBACK TO SAVEPOINT` of the fence's savepoint,
       // or of an app's savepoint from before it): the fence's locks, settings and first check row are
       // undone with it, and what the body wrote after that ran unfenced.
-      if (after.marker !== marked.chain) {
-        return yield* broken(
-          `the fence's own setting ${Statements.fenceMarkerSetting} was undone: the body rolled back past the ` +
-            "fence's start (ROLLBACK TO SAVEPOINT of a savepoint from before it), and the fence's locks went " +
-            "with it, or reset it (RESET ALL). Do not roll back to a savepoint from outside fenced inside it"
-        )
-      }
+      if (after.marker !== marked.chain) return yield* broken(undoneLocks)
       if (after.live !== true) {
         return yield* stale(
           `the lease expired during the transaction (${

@@ -157,9 +157,9 @@ describe("plans on a database of 20,000 groups", () => {
         upsertWaiter: Statements.upsertWaiter(sql, gid, person, "inst30", 3000, now),
         deleteWaiter: Statements.deleteWaiter(sql, person.memberId),
         selectWaiters: Statements.selectWaiters(sql, gid, now),
-        fenceGroup: Statements.fenceGroup(sql, gid),
+        fenceGroup: Statements.fenceGroup(sql, gid, "plan"),
         fenceMember: Statements.fenceMember(sql, target, "plan"),
-        fenceSlotMember: Statements.fenceSlotMember(sql, { ...target, groupId: sgid, memberId: smember }, [{ slot: 0, generation: 1 }]),
+        fenceSlotMember: Statements.fenceSlotMember(sql, { ...target, groupId: sgid, memberId: smember }, [{ slot: 0, generation: 1 }], "plan"),
         fenceSlots: Statements.fenceSlots(sql, sgid, [0, 5], "plan")
       }
       expect(yield* scansOf(statements)).toEqual({})

@@ -1255,27 +1255,44 @@ export interface FenceBegun {
 }
 
 /**
- * A setting of the library's own, local to the transaction: a chain of the ids of the fences whose
- * locks stand (`/a/b`). The statement that takes a fence's last lock (`fenceMember`, `fenceSlots`,
- * `fenceSlotMember` without slots) appends the fence's id to what it finds, and returns the chain;
- * the fence's end (`fenceEnd`) checks the setting is still that chain and only then puts back what it
- * found (the chain without its id). Any `ROLLBACK TO SAVEPOINT` that undoes one of the fence's locks
- * (of the fence's own savepoint, of an app's savepoint from before it, or of a concurrent block's or
- * transaction's savepoint taken between the fence's statements: @effect/sql names savepoints by
- * depth) undoes the append too, and no later block can put it back: a block's end restores only a
- * chain that was there when its own last lock was taken, which a rollback of an earlier lock undoes
- * with it (adversarial reviews: with tight app timeouts, nothing else told; a nested block restoring
- * an outer id whose locks a concurrent rollback had undone).
+ * A setting of the library's own, local to the transaction: a chain of the fences whose locks stand,
+ * each as `/<id>:<stage>` (`/a:3/b:1`). Every statement that takes a lock of a fence stamps it: the
+ * first appends `/<id>:1`, each later one moves the fence's own stamp from the stage before to its
+ * own, and only from there (`stampMarker`); the fence checks each stamp as it comes back, and its end
+ * (`fenceEnd`) checks the last and only then puts back what the first found (a nested fence's end,
+ * for the outer fence). A `ROLLBACK TO SAVEPOINT` that undoes one of a fence's locks (of the fence's
+ * own savepoint, of an app's savepoint from before it, or of a concurrent block's or transaction's
+ * savepoint taken between the fence's statements: @effect/sql names savepoints by depth) undoes that
+ * statement's stamp and every later one: the next statement or the end finds the stamp behind and the
+ * fence fails (`FenceBroken`). No other fence's end can put a stamp of this one back: an end restores
+ * only the chain its own first stamp found, and only if its own last stamp is still there
+ * (adversarial reviews: a rollback after the fence's start with tight app timeouts; a concurrent
+ * rollback between two of the fence's locks; a nested fence's end restoring an outer stamp whose
+ * locks a concurrent rollback had undone).
  */
 export const fenceMarkerSetting = "modulo_group.fence"
 
-/** Sets the chain (`fenceMarkerSetting`) to what it is with `id` appended (once: a statement of several rows). */
-const appendMarker = (sql: Sql, id: string) => {
-  const suffix = `/${id}`
+/** A fence's stamp at `stage` (`fenceMarkerSetting`). */
+export const markerStamp = (id: string, stage: number) => `/${id}:${stage}`
+
+/**
+ * Stamps the chain (`fenceMarkerSetting`) with fence `id` at `stage` and returns it: stage 1 appends
+ * the stamp; a later stage replaces the stamp of the stage before, and leaves the chain as it is when
+ * that is not its end (the caller then refuses). Idempotent within a statement of several rows.
+ */
+const stampMarker = (sql: Sql, id: string, stage: number) => {
+  const stamp = markerStamp(id, stage)
+  const current = sql`coalesce(current_setting(${fenceMarkerSetting}, true), '')`
+  if (stage === 1) {
+    return sql`set_config(${fenceMarkerSetting},
+           CASE WHEN right(${current}, ${stamp.length}) = ${stamp} THEN ${current} ELSE ${current} || ${stamp} END, true)`
+  }
+  const previous = markerStamp(id, stage - 1)
   return sql`set_config(${fenceMarkerSetting},
-           CASE WHEN right(coalesce(current_setting(${fenceMarkerSetting}, true), ''), ${suffix.length}) = ${suffix}
-                THEN current_setting(${fenceMarkerSetting}, true)
-                ELSE coalesce(current_setting(${fenceMarkerSetting}, true), '') || ${suffix} END, true)`
+           CASE WHEN right(${current}, ${stamp.length}) = ${stamp} THEN ${current}
+                WHEN right(${current}, ${previous.length}) = ${previous}
+                THEN left(${current}, length(${current}) - ${previous.length}) || ${stamp}
+                ELSE ${current} END, true)`
 }
 
 /**
@@ -1302,16 +1319,16 @@ export const fenceBegin = (sql: Sql, backstopMs: string) =>
  * change that comes later cannot overtake it: `tryLockGroup` fails while anyone waits for the lock
  * (PostgreSQL grants no conflicting lock past a waiter), and then waits behind it (`lockGroup`).
  */
-export const fenceQueue = (sql: Sql, groupId: string) =>
-  sql`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId}))`
+export const fenceQueue = (sql: Sql, groupId: string, marker: string) =>
+  sql<{ marker: string }>`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId})), ${stampMarker(sql, marker, 1)} AS marker`
 
 /**
  * The group's epoch and size, FOR SHARE: no change (every change bumps the epoch there, after
  * taking the row FOR UPDATE) can happen until the transaction ends.
  */
-export const fenceGroup = (sql: Sql, groupId: string) =>
-  sql<{ epoch: string; size: number }>`
-    SELECT epoch, size FROM modulo_group.groups WHERE group_id = ${groupId} FOR SHARE`
+export const fenceGroup = (sql: Sql, groupId: string, marker: string) =>
+  sql<{ epoch: string; size: number; marker: string }>`
+    SELECT epoch, size, ${stampMarker(sql, marker, 2)} AS marker FROM modulo_group.groups WHERE group_id = ${groupId} FOR SHARE`
 
 /**
  * The member's index and lease on `clock_timestamp()`, FOR KEY SHARE (blocks its DELETE and index
@@ -1324,7 +1341,7 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
       VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
     SELECT idx, lease_expires_at > clock_timestamp() AS live,
-           ${appendMarker(sql, marker)} AS marker,
+           ${stampMarker(sql, marker, 3)} AS marker,
            (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
@@ -1339,10 +1356,9 @@ export const fenceSlotMember = (
   sql: Sql,
   target: FenceTarget,
   slots: ReadonlyArray<{ readonly slot: number; readonly generation: number }>,
-  /** The fence's marker when this is its last lock (no slots to lock after it). */
-  marker?: string
+  marker: string
 ) =>
-  sql<{ live: boolean; lease_left_ms: string; marker?: string }>`
+  sql<{ live: boolean; lease_left_ms: string; marker: string }>`
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
@@ -1350,7 +1366,7 @@ export const fenceSlotMember = (
                     ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation))
     SELECT lease_expires_at > clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
-           ${marker === undefined ? sql`` : sql`, ${appendMarker(sql, marker)} AS marker`}
+           , ${stampMarker(sql, marker, 1)} AS marker
       FROM modulo_group.members
      WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
        FOR KEY SHARE`
@@ -1362,7 +1378,7 @@ export const fenceSlotMember = (
  */
 export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>, marker: string) =>
   sql<{ slot: number; holder: string | null; generation: string; marker: string }>`
-    SELECT slot, holder, generation, ${appendMarker(sql, marker)} AS marker FROM modulo_group.slots
+    SELECT slot, holder, generation, ${stampMarker(sql, marker, 2)} AS marker FROM modulo_group.slots
      WHERE group_id = ${groupId} AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
      ORDER BY slot
        FOR KEY SHARE`
@@ -1426,7 +1442,7 @@ export const fenceEnd = (
   target: FenceTarget,
   begun: FenceBegun,
   nestedBoundMs: string | undefined,
-  /** The chain the fence's last lock left (`fenceMarkerSetting`), and what it found there. */
+  /** The chain the fence's last lock left (`fenceMarkerSetting`), and what its first found there. */
   marker: { readonly chain: string; readonly before: string }
 ) => {
   const slots = target.slots
