@@ -10,34 +10,21 @@
  * last lock, so a rollback that undoes any of its locks undoes the marker too: block A fails with
  * `FenceBroken` and its write is rolled back.
  */
-import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Fiber } from "effect"
+import { Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
+import { changeOf, slowAtCommit } from "./interleave.js"
 
 it.live("a block that succeeded keeps its locks to the app's COMMIT, whatever a concurrent block on the same transaction does", () =>
   Effect.gen(function*() {
     const t = yield* fixture("attack-concurrent")
-    const outside = <A, E, R>(e: Effect.Effect<A, E, R>) =>
-      Effect.mapInputContext(e, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
     // An app table with a deferred constraint trigger: some work of the app at its own COMMIT, after
     // the fence's commit-time check (queued later).
-    const audit = `${t.table}_audit`
-    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
-    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
-    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
-    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
-      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
-      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
-    ])))
-
+    const audit = yield* slowAtCommit(t)
     // A change of the group, from another connection: bumps the epoch, then reads the app's table.
-    const change = outside(t.sql.withTransaction(Effect.gen(function*() {
-      yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
-      return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
-    })))
+    const change = changeOf(t, { exclusive: false })
 
     const outcome: { a?: string; b?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined

@@ -11,51 +11,20 @@
  * before only: A's fenceMember finds A's first stamp gone, and A fails with FenceBroken.
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Either, Fiber } from "effect"
+import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-
-type Hook = (statement: string) => Effect.Effect<void, never, any>
-const noop: Hook = () => Effect.void
-
-const gated = (conn: Connection, pre: Hook, post: Hook = noop): Connection =>
-  new Proxy(conn, {
-    get: (t, p) => {
-      if (p === "execute" || p === "executeUnprepared" || p === "executeRaw" || p === "executeValues") {
-        return (statement: string, ...rest: Array<unknown>) =>
-          Effect.zipRight(
-            pre(statement),
-            Effect.tap((Reflect.get(t, p) as any).call(t, statement, ...rest) as Effect.Effect<unknown, unknown>, () => post(statement))
-          )
-      }
-      return Reflect.get(t, p)
-    }
-  })
+import { changeOf, gated, type Hook, slowAtCommit } from "./interleave.js"
 
 const run = (immediate: boolean) =>
   Effect.gen(function*() {
     const t = yield* fixture("attack14")
-    const outside = <A, E, R>(e: Effect.Effect<A, E, R>) =>
-      Effect.mapInputContext(e, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
-    const audit = `${t.table}_audit`
-    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
-    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
-    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
-    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
-      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
-      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
-    ])))
-    // A change of the group on another connection, with the protocol's exclusive advisory lock first.
-    const change = outside(t.sql.withTransaction(Effect.gen(function*() {
-      yield* t.sql`SET LOCAL lock_timeout = '5s'`
-      yield* t.sql`SELECT pg_advisory_xact_lock(${Fenced.advisoryLockClass}, hashtext(${t.groupId}))`
-      yield* t.sql`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId} FOR UPDATE`
-      yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
-      return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
-    })))
+    // Some work of the app at its own COMMIT, after the fence's commit-time check.
+    const audit = yield* slowAtCommit(t)
+    // A change of the group (epoch 7 -> 8), from another connection.
+    const change = changeOf(t, { exclusive: true })
 
     const aBegun = yield* Deferred.make<void>()
     const aGrouped = yield* Deferred.make<void>()

@@ -8,49 +8,21 @@
  * A fails.
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Either, Fiber } from "effect"
+import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-
-type Hook = (statement: string) => Effect.Effect<void, never, any>
-const noop: Hook = () => Effect.void
-
-const gated = (conn: Connection, pre: Hook, post: Hook = noop): Connection =>
-  new Proxy(conn, {
-    get: (t, p) => {
-      if (p === "execute" || p === "executeUnprepared" || p === "executeRaw" || p === "executeValues") {
-        return (statement: string, ...rest: Array<unknown>) =>
-          Effect.zipRight(
-            pre(statement),
-            Effect.tap((Reflect.get(t, p) as any).call(t, statement, ...rest) as Effect.Effect<unknown, unknown>, () => post(statement))
-          )
-      }
-      return Reflect.get(t, p)
-    }
-  })
+import { changeOf, gated, type Hook, slowAtCommit } from "./interleave.js"
 
 it.live("a fenced block whose locks a sibling rolled back does not get its marker back from a third block: it fails", () =>
   Effect.gen(function*() {
     const t = yield* fixture("attack13-a")
     const u = yield* fixture("attack13-c")
-    const outside = <A, E, R>(e: Effect.Effect<A, E, R>) =>
-      Effect.mapInputContext(e, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
-    // Some work of the app at its own COMMIT (a deferred trigger), after the fence's commit-time check.
-    const audit = `${t.table}_audit`
-    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
-    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
-    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
-    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
-      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
-      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
-    ])))
-    const change = outside(t.sql.withTransaction(Effect.gen(function*() {
-      yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
-      return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
-    })))
+    // Some work of the app at its own COMMIT, after the fence's commit-time check.
+    const audit = yield* slowAtCommit(t)
+    // A change of the group (epoch 7 -> 8), from another connection.
+    const change = changeOf(t, { exclusive: false })
 
     const spA = yield* Deferred.make<void>()
     const spC = yield* Deferred.make<void>()
@@ -132,21 +104,10 @@ it.live("variant: the restoring block is nested in A's body (another group), B a
   Effect.gen(function*() {
     const t = yield* fixture("attack13-a")
     const u = yield* fixture("attack13-c")
-    const outside = <A, E, R>(e: Effect.Effect<A, E, R>) =>
-      Effect.mapInputContext(e, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
-    // Some work of the app at its own COMMIT (a deferred trigger), after the fence's commit-time check.
-    const audit = `${t.table}_audit`
-    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
-    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
-    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
-    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
-      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
-      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
-    ])))
-    const change = outside(t.sql.withTransaction(Effect.gen(function*() {
-      yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
-      return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
-    })))
+    // Some work of the app at its own COMMIT, after the fence's commit-time check.
+    const audit = yield* slowAtCommit(t)
+    // A change of the group (epoch 7 -> 8), from another connection.
+    const change = changeOf(t, { exclusive: false })
 
     const spA = yield* Deferred.make<void>()
     const spC = yield* Deferred.make<void>()

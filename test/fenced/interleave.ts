@@ -1,0 +1,68 @@
+/**
+ * For the tests that interleave fenced blocks with other fibers on one app transaction
+ * (concurrentBlocks, markerRestore, earlyLockRollback): a connection whose statements wait on gates,
+ * an app table whose rows do slow work at COMMIT, and a change of the group on another connection.
+ */
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Context, Effect } from "effect"
+import * as Fenced from "../../src/Fenced.js"
+import type { fixture } from "./support.js"
+
+type Fixture = Effect.Effect.Success<ReturnType<typeof fixture>>
+
+/** Runs before (or after) a statement is sent on a gated connection. */
+export type Hook = (statement: string) => Effect.Effect<void, never, any>
+export const noop: Hook = () => Effect.void
+
+/** `conn`, with `pre` run before each statement and `post` after it. */
+export const gated = (conn: Connection, pre: Hook, post: Hook = noop): Connection =>
+  new Proxy(conn, {
+    get: (t, p) => {
+      if (p === "execute" || p === "executeUnprepared" || p === "executeRaw" || p === "executeValues") {
+        return (statement: string, ...rest: Array<unknown>) =>
+          Effect.zipRight(
+            pre(statement),
+            Effect.tap((Reflect.get(t, p) as any).call(t, statement, ...rest) as Effect.Effect<unknown, unknown>, () => post(statement))
+          )
+      }
+      return Reflect.get(t, p)
+    }
+  })
+
+/** `effect` on a connection of its own, outside the app transaction of the context. */
+export const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.mapInputContext(effect, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)
+
+/**
+ * A table of the app whose rows take a second each at COMMIT (a deferred constraint trigger: work of
+ * the app at its own COMMIT, after the fence's commit-time check); dropped at scope end. Its name.
+ */
+export const slowAtCommit = (t: Fixture) =>
+  Effect.gen(function*() {
+    const audit = `${t.table}_audit`
+    yield* t.sql`CREATE TABLE ${t.sql(audit)} (note text)`
+    yield* t.sql.unsafe(`CREATE FUNCTION ${audit}_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
+    yield* t.sql.unsafe(`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ${audit} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${audit}_slow()`)
+    yield* Effect.addFinalizer(() => Effect.orDie(Effect.all([
+      t.sql.unsafe(`DROP TABLE IF EXISTS ${audit}`),
+      t.sql.unsafe(`DROP FUNCTION IF EXISTS ${audit}_slow()`)
+    ])))
+    return audit
+  })
+
+/**
+ * A change of the group on another connection (`exclusive`: first the protocol's exclusive advisory
+ * lock and the group row FOR UPDATE, as the store's changes), bumping the epoch; what it saw of the
+ * app's table.
+ */
+export const changeOf = (t: Fixture, options: { readonly exclusive: boolean }) =>
+  outside(t.sql.withTransaction(Effect.gen(function*() {
+    if (options.exclusive) {
+      yield* t.sql`SET LOCAL lock_timeout = '5s'`
+      yield* t.sql`SELECT pg_advisory_xact_lock(${Fenced.advisoryLockClass}, hashtext(${t.groupId}))`
+      yield* t.sql`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId} FOR UPDATE`
+    }
+    yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
+    return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
+  })))
