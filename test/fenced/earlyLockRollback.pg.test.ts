@@ -16,7 +16,7 @@ import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { changeOf, gated, type Hook, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, gated, type Hook, slowAtCommit } from "./interleave.js"
 
 const run = (immediate: boolean) =>
   Effect.gen(function*() {
@@ -78,15 +78,9 @@ const run = (immediate: boolean) =>
         changeFiber = yield* Effect.fork(Effect.zipRight(Effect.sleep("300 millis"), change))
       }
     })).pipe(Effect.exit)
-    const seenByChange = changeFiber === undefined ? [] : yield* Fiber.join(changeFiber)
-    const committed = yield* t.notes
-    const [{ epoch }] = yield* t.sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId}`
-    log.push(`A: ${outcome.a}; C: ${outcome.c}; app tx: ${exit._tag}; committed: ${JSON.stringify(committed)}; epoch ${epoch}; change saw ${JSON.stringify(seenByChange)}`)
-    expect(Number(epoch)).toBe(8)
-    if (committed.includes("A, fenced to epoch 7")) {
-      // G6: a write fenced to epoch 7 that committed must have come before epoch 8.
-      expect(seenByChange, log.join("\n")).toEqual(["A, fenced to epoch 7"])
-    }
+    const after = yield* afterwards(t, changeFiber)
+    log.push(`A: ${outcome.a}; C: ${outcome.c}; app tx: ${exit._tag}; ${JSON.stringify(after)}`)
+    expectInOrder(after, "A, fenced to epoch 7", log.join("\n"))
     expect(outcome.a, log.join("\n")).not.toBe("succeeded")
   }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>
 

@@ -5,7 +5,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { Context, Effect } from "effect"
+import { expect } from "@effect/vitest"
+import { Context, Effect, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import type { fixture } from "./support.js"
 
@@ -66,3 +67,22 @@ export const changeOf = (t: Fixture, options: { readonly exclusive: boolean }) =
     yield* t.sql`UPDATE modulo_group.groups SET epoch = epoch + 1 WHERE group_id = ${t.groupId}`
     return (yield* t.sql<{ note: string }>`SELECT note FROM ${t.sql(t.table)}`).map((r) => r.note)
   })))
+
+/**
+ * After the app's transaction: the group's epoch, what committed of the app's table, and what the
+ * change (`changeOf`, forked) saw of it. G2 / G6: a write fenced to the old epoch that committed came
+ * before the new epoch, so the change saw it (`expectInOrder`).
+ */
+export const afterwards = <E>(t: Fixture, change: Fiber.RuntimeFiber<ReadonlyArray<string>, E> | undefined) =>
+  Effect.gen(function*() {
+    const seenByChange = change === undefined ? [] : yield* Fiber.join(change)
+    const committed = yield* t.notes
+    const [row] = yield* t.sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId}`
+    return { seenByChange, committed, epoch: Number(row!.epoch) }
+  })
+
+/** The change moved the group to epoch 8; `note`, fenced to epoch 7, committed before it or not at all. */
+export const expectInOrder = (after: { readonly seenByChange: ReadonlyArray<string>; readonly committed: ReadonlyArray<string>; readonly epoch: number }, note: string, log = "") => {
+  expect(after.epoch).toBe(8)
+  if (after.committed.includes(note)) expect(after.seenByChange, log).toEqual([note])
+}

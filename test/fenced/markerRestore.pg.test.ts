@@ -13,7 +13,7 @@ import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { changeOf, gated, type Hook, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, gated, type Hook, slowAtCommit } from "./interleave.js"
 
 it.live("a fenced block whose locks a sibling rolled back does not get its marker back from a third block: it fails", () =>
   Effect.gen(function*() {
@@ -88,14 +88,7 @@ it.live("a fenced block whose locks a sibling rolled back does not get its marke
       yield* t.sql`INSERT INTO ${t.sql(audit)} (note) VALUES ('after the blocks')`
       changeFiber = yield* Effect.fork(Effect.zipRight(Effect.sleep("300 millis"), change))
     })).pipe(Effect.exit)
-    const seenByChange = changeFiber === undefined ? [] : yield* Fiber.join(changeFiber)
-    const committed = yield* t.notes
-    const [{ epoch }] = yield* t.sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId}`
-    expect(Number(epoch)).toBe(8)
-    // G2 / G6: a write fenced to epoch 7 that committed must have come before epoch 8.
-    if (committed.includes("A, fenced to epoch 7")) {
-      expect(seenByChange).toEqual(["A, fenced to epoch 7"])
-    }
+    expectInOrder(yield* afterwards(t, changeFiber), "A, fenced to epoch 7")
     // A has no locks (they were rolled back with B's savepoint); it must not report success.
     expect(outcome.a, `${log.join("\n")}\napp transaction: ${exit._tag}`).not.toBe("succeeded")
   }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>, 20_000)
@@ -179,14 +172,7 @@ it.live("variant: the restoring block is nested in A's body (another group), B a
       yield* t.sql`INSERT INTO ${t.sql(audit)} (note) VALUES ('after the blocks')`
       changeFiber = yield* Effect.fork(Effect.zipRight(Effect.sleep("300 millis"), change))
     })).pipe(Effect.exit)
-    const seenByChange = changeFiber === undefined ? [] : yield* Fiber.join(changeFiber)
-    const committed = yield* t.notes
-    const [{ epoch }] = yield* t.sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${t.groupId}`
-    expect(Number(epoch)).toBe(8)
-    // G2 / G6: a write fenced to epoch 7 that committed must have come before epoch 8.
-    if (committed.includes("A, fenced to epoch 7")) {
-      expect(seenByChange).toEqual(["A, fenced to epoch 7"])
-    }
+    expectInOrder(yield* afterwards(t, changeFiber), "A, fenced to epoch 7")
     // A has no locks (they were rolled back with B's savepoint); it must not report success.
     expect(outcome.a, `${log.join("\n")}\napp transaction: ${exit._tag}`).not.toBe("succeeded")
   }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>, 20_000)
