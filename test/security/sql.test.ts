@@ -34,12 +34,12 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
   },
   {
     file: "internal/pg/transaction.ts",
-    arg: "`SAVEPOINT effect_sql_${id}`",
-    why: "a savepoint named by @effect/sql's nesting counter (a number), as withTransaction names it"
+    arg: "`SAVEPOINT ${savepoint}`",
+    why: "a savepoint name of the module's own: modulo_group_, 8 hex digits of a random UUID, a counter"
   },
   {
     file: "internal/pg/transaction.ts",
-    arg: "`ROLLBACK TO SAVEPOINT effect_sql_${id}`",
+    arg: "`ROLLBACK TO SAVEPOINT ${savepoint}`",
     why: "the same savepoint"
   },
   {

@@ -31,32 +31,50 @@ class CommitFailed {
 }
 
 /**
+ * The names of this module's savepoints: unique in the process (a random prefix per copy of the
+ * module, a counter per savepoint), where @effect/sql names its savepoints by depth
+ * (`effect_sql_<n>`). A rollback to a name goes to the newest savepoint of that name, and with other
+ * fibers on the same transaction (an app's nested `sql.withTransaction` that failed and was retried)
+ * a savepoint of the same depth could stand above a fenced block's own: the block's rollback landed
+ * there and its writes stayed, without its locks (an adversarial review). A rollback to a name of
+ * our own reaches the block's own savepoint, and everything taken after it goes; if that savepoint is
+ * gone (a rollback in the body past it), the rollback fails, @effect/sql makes that a defect, and the
+ * app's transaction rolls back.
+ */
+const savepointPrefix = `modulo_group_${globalThis.crypto.randomUUID().slice(0, 8)}_`
+let savepointsTaken = 0
+
+/**
  * Runs `body` in a READ COMMITTED transaction on one connection reserved from `sql` (a savepoint
- * when the fiber is already in a transaction). `beforeCommit` runs just before the `COMMIT` of a
- * top-level transaction (the store's `onStatement(operation, "commit")` test hook).
+ * with a name of its own when the fiber is already in a transaction). `beforeCommit` runs just before
+ * the `COMMIT` of a top-level transaction (the store's `onStatement(operation, "commit")` test hook).
  */
 export const readCommitted = <A, E, R>(
   sql: SqlClient.SqlClient,
   body: Effect.Effect<A, E, R>,
   beforeCommit: Effect.Effect<void> = Effect.void
 ): Effect.Effect<A, E | SqlError, R> =>
-  SqlClient.makeWithTransaction({
-    transactionTag: SqlClient.TransactionConnection,
-    spanAttributes: [["db.system", "postgresql"]],
-    acquireConnection: Effect.flatMap(
-      Scope.make(),
-      (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [scope, conn] as const)
-    ),
-    begin: (conn) => conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined),
-    savepoint: (conn, id) => conn.executeUnprepared(`SAVEPOINT effect_sql_${id}`, [], undefined),
-    commit: (conn) =>
-      Effect.zipRight(beforeCommit, conn.executeUnprepared("COMMIT", [], undefined)).pipe(
-        Effect.asVoid,
-        Effect.mapError((error) => new CommitFailed(error) as unknown as SqlError)
+  Effect.suspend(() => {
+    // One name per run (an effect built once may be run again, e.g. retried).
+    const savepoint = `${savepointPrefix}${++savepointsTaken}`
+    return SqlClient.makeWithTransaction({
+      transactionTag: SqlClient.TransactionConnection,
+      spanAttributes: [["db.system", "postgresql"]],
+      acquireConnection: Effect.flatMap(
+        Scope.make(),
+        (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [scope, conn] as const)
       ),
-    rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
-    rollbackSavepoint: (conn, id) => conn.executeUnprepared(`ROLLBACK TO SAVEPOINT effect_sql_${id}`, [], undefined)
-  })(body).pipe(
+      begin: (conn) => conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined),
+      savepoint: (conn) => conn.executeUnprepared(`SAVEPOINT ${savepoint}`, [], undefined),
+      commit: (conn) =>
+        Effect.zipRight(beforeCommit, conn.executeUnprepared("COMMIT", [], undefined)).pipe(
+          Effect.asVoid,
+          Effect.mapError((error) => new CommitFailed(error) as unknown as SqlError)
+        ),
+      rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
+      rollbackSavepoint: (conn) => conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined)
+    })(body)
+  }).pipe(
     Effect.catchSomeDefect((defect) =>
       defect instanceof CommitFailed ? Option.some(Effect.fail(defect.error)) : Option.none()
     )
