@@ -252,8 +252,8 @@ const wrap = (text: string): Array<string> => row("", text, 0).split("\n").map((
  * The help `args` (argv without node and the script) ask for, or `undefined` when they ask for none
  * or name something this cannot render. Asked for: `--help` or `-h` anywhere before `--`, after
  * zero or more command names; or a command that has subcommands named without one
- * (`modulo-group`, `modulo-group db`), apart from @effect/cli's own `--version`, `--completions`
- * and `--wizard`.
+ * (`modulo-group`, `modulo-group db`) with no option but `--verbose` (any other, @effect/cli's own
+ * `--version`, `--completions` and `--wizard` among them, is @effect/cli's to handle).
  *
  * @since 0.2.0
  * @internal
@@ -286,8 +286,7 @@ export const helpFor = <Name extends string, R, E, A>(
     else unmatched = true
   }
   const asked = before.includes("--help") || before.includes("-h")
-  const bare = node.children.length > 0 && !unmatched &&
-    !before.some((a) => a === "--version" || a.startsWith("--completions") || a === "--wizard")
+  const bare = node.children.length > 0 && !unmatched
   if (!asked && !bare) return undefined
   return node === root ? rootHelp(root, version) : commandHelp(node)
 }

@@ -5,18 +5,10 @@
  * @internal
  */
 import type { Option } from "effect"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import { Migrations } from "modulo-group"
-import { Exit as CliExit } from "../CliError.js"
 import * as Database from "../Database.js"
-import { writeOut } from "./shared.js"
-
-const stderr = (line: string) =>
-  Effect.sync(() => {
-    process.stderr.write(`${line}\n`)
-  })
+import { failsIfInterrupted, writeOut } from "./shared.js"
 
 /**
  * `migrate`: applies pending migrations and repairs a damaged schema (missing tables or columns:
@@ -30,33 +22,28 @@ const stderr = (line: string) =>
  * @internal
  */
 export const migrate = (options: { readonly databaseUrl: Option.Option<string> }) =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.gen(function*() {
-      let inPlace = false
-      const exit = yield* Effect.exit(restore(Effect.gen(function*() {
-        const database = yield* Database.resolve(options.databaseUrl)
-        const where = Database.redact(database.url)
-        const done = yield* Migrations.repair.pipe(Effect.provide(Database.layer(database.url)))
-        inPlace = true
-        const version = `now at version ${Migrations.schemaVersion}`
-        yield* writeOut(
-          done.missing.length > 0
-            ? `${where}: repaired the damaged schema (it lacked ${done.missing.join(", ")}): re-applied ${
-              done.applied.join(", ")
-            }; ${version}`
-            : done.applied.length > 0
-            ? `${where}: applied ${done.applied.join(", ")}; ${version}`
-            : `${where}: already at version ${Migrations.schemaVersion}, nothing to do`
-        )
-      })))
-      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) && !inPlace) {
-        // Interrupted (Ctrl-C, SIGTERM) before the schema was in place: that is a failure here.
-        yield* stderr(
-          "modulo-group: migrate was interrupted before the schema was in place (nothing was applied); run `modulo-group migrate` again"
-        )
-        // A defect, not a failure: an interrupted fiber's exit keeps defects but drops failures.
-        return yield* Effect.die(new CliExit({ code: 1 }))
-      }
-      return yield* exit
-    })
-  )
+  Effect.suspend(() => {
+    let inPlace = false
+    return Effect.gen(function*() {
+      const database = yield* Database.resolve(options.databaseUrl)
+      const where = Database.redact(database.url)
+      const done = yield* Migrations.repair.pipe(Effect.provide(Database.layer(database.url)))
+      inPlace = true
+      const version = `now at version ${Migrations.schemaVersion}`
+      yield* writeOut(
+        done.missing.length > 0
+          ? `${where}: repaired the damaged schema (it lacked ${done.missing.join(", ")}): re-applied ${
+            done.applied.join(", ")
+          }; ${version}`
+          : done.applied.length > 0
+          ? `${where}: applied ${done.applied.join(", ")}; ${version}`
+          : `${where}: already at version ${Migrations.schemaVersion}, nothing to do`
+      )
+    }).pipe(
+      // Interrupted (Ctrl-C, SIGTERM) before the schema was in place: that is a failure here.
+      failsIfInterrupted(
+        "migrate was interrupted before the schema was in place (nothing was applied); run `modulo-group migrate` again",
+        () => inPlace
+      )
+    )
+  })

@@ -72,22 +72,32 @@ export const checkHost = (flag: string, host: string) =>
     : Effect.fail(fail(`${flag} is empty (for every interface give 0.0.0.0 or ::)`, undefined, ExitCodes.usage))
 
 /**
- * A command that reads and prints once (`status`, `groups`): interrupted (Ctrl-C, SIGTERM) before it
- * printed, it says so and exits 1, as `migrate` does, not 0 with nothing printed, which a script
- * could not tell from an answer (an adversarial review).
+ * A command that must not exit 0 when interrupted (Ctrl-C, SIGTERM) before it is `done` (default:
+ * never done): it says `message` on stderr and exits 1, where an interrupted command exits 0. A
+ * defect, not a failure: an interrupted fiber's exit keeps defects but drops failures.
  *
  * @since 0.1.0
  * @internal
  */
-export const printsOnce = (command: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+export const failsIfInterrupted = (message: string, done: () => boolean = () => false) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(Effect.exit(restore(effect)), (exit) => {
-      if (Exit.isSuccess(exit) || !Cause.isInterruptedOnly(exit.cause)) return exit
+      if (Exit.isSuccess(exit) || !Cause.isInterruptedOnly(exit.cause) || done()) return exit
       return Effect.zipRight(
         Effect.sync(() => {
-          process.stderr.write(`modulo-group: ${command} was interrupted before it printed its answer\n`)
+          process.stderr.write(`modulo-group: ${message}\n`)
         }),
-        // A defect, not a failure: an interrupted fiber's exit keeps defects but drops failures.
         Effect.die(new CliExit({ code: ExitCodes.failure }))
       )
     }))
+
+/**
+ * A command that reads and prints once (`status`, `groups`): interrupted before it printed, it says
+ * so and exits 1, as `migrate` does, not 0 with nothing printed, which a script could not tell from an
+ * answer (an adversarial review).
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export const printsOnce = (command: string) => failsIfInterrupted(`${command} was interrupted before it printed its answer`)
