@@ -309,9 +309,9 @@ export const fencedWith = <A, E, R>(
           )
         }
       }
-      // The body rolled back past the fence's start (`ROLLBACK TO SAVEPOINT` of the fence's savepoint,
-      // or of an app's savepoint from before it): the fence's locks, settings and first check row are
-      // undone with it, and what the body wrote after that ran unfenced.
+      // A rollback took one of the fence's locks since its last stamp (the body's, past the fence's
+      // start; or another block's or transaction's on the same transaction): what the body wrote after
+      // it ran unfenced.
       if (after.marker !== marked.chain) return yield* broken(undoneLocks)
       if (after.live !== true) {
         return yield* stale(

@@ -16,7 +16,7 @@ import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { afterwards, changeOf, expectInOrder, gated, type Hook, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, gated, type Hook, isBegin, isGroup, isMember, isQueue, isSavepoint, slowAtCommit } from "./interleave.js"
 
 const run = (immediate: boolean) =>
   Effect.gen(function*() {
@@ -30,11 +30,6 @@ const run = (immediate: boolean) =>
     const aGrouped = yield* Deferred.make<void>()
     const cSaved = yield* Deferred.make<void>()
     const cRolledBack = yield* Deferred.make<void>()
-    const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
-    const isBegin = (s: string) => s.includes("AS old_st")
-    const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
-    const isGroup = (s: string) => s.includes("FOR SHARE") && s.includes("modulo_group.groups")
-    const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
     const log: Array<string> = []
     const outcome: { a?: string; c?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined

@@ -17,7 +17,7 @@ import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { afterwards, changeOf, expectInOrder, gated, type Hook, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, gated, type Hook, isBegin, isEnd, isInsert, isMember, isQueue, isRollbackTo, isSavepoint, slowAtCommit } from "./interleave.js"
 
 const run = (immediate: boolean) =>
   Effect.gen(function*() {
@@ -32,13 +32,6 @@ const run = (immediate: boolean) =>
     const cRolledBack = yield* Deferred.make<void>()
     const aWrote = yield* Deferred.make<void>()
     const c2Saved = yield* Deferred.make<void>()
-    const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
-    const isRollbackTo = (s: string) => s.startsWith("ROLLBACK TO")
-    const isBegin = (s: string) => s.includes("AS old_st")
-    const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
-    const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
-    const isInsert = (s: string) => s.includes("(note) VALUES")
-    const isEnd = (s: string) => s.includes("AS replication")
     const log: Array<string> = []
     const outcome: { a?: string; c?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined

@@ -86,3 +86,19 @@ export const expectInOrder = (after: { readonly seenByChange: ReadonlyArray<stri
   expect(after.epoch).toBe(8)
   if (after.committed.includes(note)) expect(after.seenByChange, log).toEqual([note])
 }
+
+/** Which statement a gated connection is about to send (or sent): the fence's, by their text. */
+export const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
+export const isRollbackTo = (s: string) => s.startsWith("ROLLBACK TO")
+/** Statements.fenceBegin */
+export const isBegin = (s: string) => s.includes("AS old_st")
+/** Statements.fenceQueue: the shared advisory lock. */
+export const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
+/** Statements.fenceGroup: the group row FOR SHARE. */
+export const isGroup = (s: string) => s.includes("FOR SHARE") && s.includes("modulo_group.groups")
+/** Statements.fenceMember: the member row FOR KEY SHARE and the first check row. */
+export const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
+/** Statements.fenceEnd */
+export const isEnd = (s: string) => s.includes("AS replication")
+/** The fixture's `insert`. */
+export const isInsert = (s: string) => s.includes("(note) VALUES")

@@ -13,7 +13,7 @@ import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { afterwards, changeOf, expectInOrder, gated, type Hook, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, gated, type Hook, isBegin, isMember, isQueue, isSavepoint, slowAtCommit } from "./interleave.js"
 
 it.live("a fenced block whose locks a sibling rolled back does not get its marker back from a third block: it fails", () =>
   Effect.gen(function*() {
@@ -31,10 +31,6 @@ it.live("a fenced block whose locks a sibling rolled back does not get its marke
     const cBegun = yield* Deferred.make<void>()
     const bRolledBack = yield* Deferred.make<void>()
     const cDone = yield* Deferred.make<void>()
-    const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
-    const isBegin = (s: string) => s.includes("AS old_st")
-    const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
-    const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
     const log: Array<string> = []
 
     const outcome: { a?: string; b?: string; c?: string } = {}
@@ -110,10 +106,6 @@ it.live("variant: the restoring block is nested in A's body (another group), B a
     const cBegun = yield* Deferred.make<void>()
     const bRolledBack = yield* Deferred.make<void>()
     const cDone = yield* Deferred.make<void>()
-    const isSavepoint = (s: string) => s.startsWith("SAVEPOINT")
-    const isBegin = (s: string) => s.includes("AS old_st")
-    const isQueue = (s: string) => s.includes("pg_advisory_xact_lock_shared")
-    const isMember = (s: string) => s.includes("FOR KEY SHARE") && s.includes("fence_checks")
     const log: Array<string> = []
 
     const outcome: { a?: string; b?: string; c?: string } = {}
