@@ -10,13 +10,12 @@
  * Now every statement that takes a lock stamps the chain with the fence's next stage, from the stage
  * before only: A's fenceMember finds A's first stamp gone, and A fails with FenceBroken.
  */
-import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { afterwards, changeOf, expectInOrder, gated, type Hook, isBegin, isGroup, isMember, isQueue, isSavepoint, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, isBegin, isGroup, isMember, isQueue, isSavepoint, onGated, slowAtCommit } from "./interleave.js"
 
 const run = (immediate: boolean) =>
   Effect.gen(function*() {
@@ -34,9 +33,7 @@ const run = (immediate: boolean) =>
     const outcome: { a?: string; c?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined
     const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
-      const [conn, depth] = yield* SqlClient.TransactionConnection
-      const on = (pre: Hook, post: Hook) => <X, E, R>(e: Effect.Effect<X, E, R>) =>
-        Effect.provideService(e, SqlClient.TransactionConnection, [gated(conn, pre, post), depth] as const)
+      const on = onGated
       const a = Fenced.fencedWith(t.target, t.insert("A, fenced to epoch 7"), { timeout: "3 seconds" }).pipe(
         on(
           (s) => isQueue(s) ? Deferred.await(cSaved) : isMember(s) ? Deferred.await(cRolledBack) : Effect.void,

@@ -11,13 +11,12 @@
  * Now the fence's savepoints have names of their own (internal/pg/transaction.ts): A's rollback
  * reaches A's savepoint, and A's write goes with it.
  */
-import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { afterwards, changeOf, expectInOrder, gated, type Hook, isBegin, isEnd, isInsert, isMember, isQueue, isRollbackTo, isSavepoint, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, isBegin, isEnd, isInsert, isMember, isQueue, isRollbackTo, isSavepoint, onGated, slowAtCommit } from "./interleave.js"
 
 const run = (immediate: boolean) =>
   Effect.gen(function*() {
@@ -36,9 +35,7 @@ const run = (immediate: boolean) =>
     const outcome: { a?: string; c?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined
     const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
-      const [conn, depth] = yield* SqlClient.TransactionConnection
-      const on = (pre: Hook, post: Hook) => <X, E, R>(e: Effect.Effect<X, E, R>) =>
-        Effect.provideService(e, SqlClient.TransactionConnection, [gated(conn, pre, post), depth] as const)
+      const on = onGated
       const a = Fenced.fencedWith(t.target, t.insert("A, fenced to epoch 7"), { timeout: "5 seconds" }).pipe(
         on(
           (s) =>

@@ -31,6 +31,14 @@ export const gated = (conn: Connection, pre: Hook, post: Hook = noop): Connectio
     }
   })
 
+/**
+ * `effect` on the transaction connection current where it runs (in a fenced body: the body's),
+ * gated by `pre` and `post`.
+ */
+export const onGated = (pre: Hook, post: Hook = noop) => <X, E, R>(effect: Effect.Effect<X, E, R>) =>
+  Effect.flatMap(SqlClient.TransactionConnection, ([conn, depth]) =>
+    Effect.provideService(effect, SqlClient.TransactionConnection, [gated(conn, pre, post), depth] as const))
+
 /** `effect` on a connection of its own, outside the app transaction of the context. */
 export const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.mapInputContext(effect, (c: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<R>)

@@ -7,13 +7,12 @@
  * blocks whose locks stand, and a block's end restores only the chain its own last lock found: block
  * A fails.
  */
-import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
-import { afterwards, changeOf, expectInOrder, gated, type Hook, isBegin, isMember, isQueue, isSavepoint, slowAtCommit } from "./interleave.js"
+import { afterwards, changeOf, expectInOrder, isBegin, isMember, isQueue, isSavepoint, onGated, slowAtCommit } from "./interleave.js"
 
 it.live("a fenced block whose locks a sibling rolled back does not get its marker back from a third block: it fails", () =>
   Effect.gen(function*() {
@@ -36,9 +35,7 @@ it.live("a fenced block whose locks a sibling rolled back does not get its marke
     const outcome: { a?: string; b?: string; c?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined
     const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
-      const [conn, depth] = yield* SqlClient.TransactionConnection
-      const on = (pre: Hook, post: Hook) => <X, E, R>(e: Effect.Effect<X, E, R>) =>
-        Effect.provideService(e, SqlClient.TransactionConnection, [gated(conn, pre, post), depth] as const)
+      const on = onGated
       // Block A (group t, epoch 7): its locks are taken after B's savepoint.
       const a = Fenced.fencedWith(t.target, Effect.zipRight(Deferred.await(cDone), t.insert("A, fenced to epoch 7")), {
         timeout: "3 seconds"
@@ -111,12 +108,8 @@ it.live("variant: the restoring block is nested in A's body (another group), B a
     const outcome: { a?: string; b?: string; c?: string } = {}
     let changeFiber: Fiber.RuntimeFiber<ReadonlyArray<string>, unknown> | undefined
     const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
-      const [conn, depth] = yield* SqlClient.TransactionConnection
-      void conn, depth
       // The connection and depth current where the effect runs (C: inside A's body, depth 1).
-      const on = (pre: Hook, post: Hook) => <X, E, R>(e: Effect.Effect<X, E, R>) =>
-        Effect.flatMap(SqlClient.TransactionConnection, ([cn, d]) =>
-          Effect.provideService(e, SqlClient.TransactionConnection, [gated(cn, pre, post), d] as const))
+      const on = onGated
       let c: Effect.Effect<unknown, never, any> = Effect.void
       // Block A (group t, epoch 7): its locks are taken after B's savepoint.
       const a = Fenced.fencedWith(t.target, Effect.zipRight(Effect.suspend(() => c), t.insert("A, fenced to epoch 7")), {
