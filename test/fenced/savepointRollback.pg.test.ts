@@ -11,7 +11,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Either, Exit } from "effect"
+import { Cause, Effect, Either, Exit } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
@@ -38,10 +38,10 @@ it.live("a body that rolls back to an app savepoint from before the block: the b
       seen.push(Either.isLeft(result) ? result.left._tag : "committed")
     })).pipe(Effect.exit)
     // The fence says FenceBroken, then @effect/sql's rollback to the block's savepoint, which the body's
-    // rollback removed, fails: a defect, and the app's transaction rolls back. Before: the block
-    // succeeded and "after the rollback" committed, written outside the fence's locks.
-    expect(Exit.isFailure(exit)).toBe(true)
-    expect(JSON.stringify(exit)).toMatch(/modulo_group_|savepoint/i)
+    // rollback removed, fails: the fence ends the connection, and the app's transaction dies (its own
+    // ROLLBACK fails on the ended connection). Before: the block succeeded and "after the rollback"
+    // committed, written outside the fence's locks.
+    expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
     expect(seen).toEqual([])
     expect(yield* t.notes).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(PgLive)))
@@ -84,4 +84,32 @@ it.live("a body's own nested transaction that rolls back, and a block nested in 
       })
     )
     expect(yield* t.notes).toEqual(["after the inner block", "inner block", "kept"])
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
+
+it.live("a body that rolls back past the block, caught by the app inside its transaction: the app's transaction cannot commit", () =>
+  Effect.gen(function*() {
+    const t = yield* fixture("fence-rollback-caught")
+    // Two misuses at once (docs/fencing.md): the body rolls back past the block's start and writes,
+    // then takes a savepoint of its own; the app catches the block's defect (its rollback to the
+    // block's savepoint fails, 3B001) and rolls back to that savepoint, which makes the transaction
+    // healthy again with the body's write in it. Before: "after the rollback" committed, written
+    // without the fence's locks. Now the fence ends the connection when its savepoint is gone.
+    const caught: Array<string> = []
+    const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
+      yield* t.sql`SAVEPOINT before_block`
+      const block = yield* Effect.exit(Fenced.fencedWith(
+        t.target,
+        Effect.gen(function*() {
+          yield* t.insert("inside")
+          yield* t.sql`ROLLBACK TO SAVEPOINT before_block`
+          yield* t.insert("after the rollback")
+          yield* t.sql`SAVEPOINT app_after`
+        })
+      ))
+      caught.push(Exit.isFailure(block) ? "failed" : "succeeded")
+      yield* t.sql`ROLLBACK TO SAVEPOINT app_after`
+    })).pipe(Effect.exit)
+    expect(caught).toEqual(["failed"])
+    expect(Exit.isFailure(exit)).toBe(true)
+    expect(yield* t.notes).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(PgLive)))

@@ -45,6 +45,29 @@ const savepointPrefix = `modulo_group_${globalThis.crypto.randomUUID().slice(0, 
 let savepointsTaken = 0
 
 /**
+ * Ends the connection under an app's transaction whose rollback to a savepoint of ours failed: the
+ * savepoint is gone (the body rolled back past it, or another block's rollback on the same
+ * transaction took it), so what was written since is no longer covered by the block's locks, and the
+ * transaction is aborted. @effect/sql makes the failure a defect, which rolls the app's transaction
+ * back, unless the app catches it inside the transaction and rolls back to a savepoint of its own
+ * taken after ours was lost: that would make the transaction healthy again, with those writes in it
+ * (an adversarial review). No statement can run in an aborted transaction, so the client ends its
+ * connection: the server rolls the whole transaction back, and every later statement of the app on it,
+ * its COMMIT among them, fails. (`pg` is @effect/sql-pg's connection's `pg.PoolClient`; the pool
+ * discards an ended client when it is released.)
+ */
+const endConnection = (conn: unknown): Effect.Effect<void> =>
+  Effect.sync(() => {
+    const client = (conn as { readonly pg?: { end?: () => Promise<void> } }).pg
+    if (typeof client?.end === "function") client.end().catch(() => undefined)
+  }).pipe(
+    Effect.zipRight(Effect.logError(
+      "modulo-group: a fenced block's savepoint was gone at its end (rolled back past by its body, or by a " +
+        "concurrent block on the same transaction); the connection is ended so that nothing of the transaction commits"
+    ))
+  )
+
+/**
  * Runs `body` in a READ COMMITTED transaction on one connection reserved from `sql` (a savepoint
  * with a name of its own when the fiber is already in a transaction). `beforeCommit` runs just before
  * the `COMMIT` of a top-level transaction (the store's `onStatement(operation, "commit")` test hook).
@@ -72,7 +95,10 @@ export const readCommitted = <A, E, R>(
           Effect.mapError((error) => new CommitFailed(error) as unknown as SqlError)
         ),
       rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
-      rollbackSavepoint: (conn) => conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined)
+      rollbackSavepoint: (conn) =>
+        conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined).pipe(
+          Effect.tapError(() => endConnection(conn))
+        )
     })(body)
   }).pipe(
     Effect.catchSomeDefect((defect) =>
