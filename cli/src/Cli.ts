@@ -13,7 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
-import { report, withLogging } from "./CliError.js"
+import { ExitCodes, fail, report, withLogging } from "./CliError.js"
 import type * as Join from "./commands/join.js"
 import type * as DemoMember from "./demo/member.js"
 import * as Durations from "./Durations.js"
@@ -373,7 +373,20 @@ const help = (argv: ReadonlyArray<string>) => {
 export const run = (argv: ReadonlyArray<string>) =>
   argv[2] === memberCommand
     ? using(load.demoMember, (DemoMember) => DemoMember.runMember(argv.slice(3)))
-    : help(argv) ?? runCommand(argv)
+    : help(argv) ?? Effect.zipRight(noWizardWithoutTerminal(argv), runCommand(argv))
+
+/**
+ * `--wizard` (@effect/cli's) asks its questions on a terminal; with a standard input that is not one
+ * (a pipe, /dev/null, a CI job) it waited for ever for an answer that could not come (a review). A
+ * usage error instead.
+ */
+const noWizardWithoutTerminal = (argv: ReadonlyArray<string>) => {
+  const end = argv.indexOf("--")
+  const before = end === -1 ? argv.slice(2) : argv.slice(2, end)
+  return before.includes("--wizard") && process.stdin.isTTY !== true
+    ? report(false)(Effect.fail(fail("--wizard asks its questions on a terminal, and standard input is not one", undefined, ExitCodes.usage)))
+    : Effect.void
+}
 
 // demo/member.ts's `memberCommand` (the type checks that they agree), without importing that module.
 const memberCommand: typeof DemoMember.memberCommand = "demo-member"

@@ -47,6 +47,13 @@ describe("modulo-group bad input (child processes)", () => {
     expect(r.stdout).toBe("")
   })
 
+  it.each([[["--wizard"]], [["join", "--wizard"]]])("%j without a terminal is a usage error, not a wait for ever", async (args) => {
+    const r = await run(args, env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toBe("modulo-group: --wizard asks its questions on a terminal, and standard input is not one")
+    expect(r.stdout).toBe("")
+  })
+
   it("an unreachable DATABASE_URL fails fast", async () => {
     const r = await run(["join", group], { ...env, DATABASE_URL: "postgres://postgres:secret@127.0.0.1:1/nowhere" })
     expect(r.code).toBe(FAILURE)
