@@ -75,7 +75,9 @@ export interface MembershipService {
   /**
    * Runs `work` in every epoch this member is assigned in, for as long as the caller's scope lives.
    * It is interrupted, and its finalizers have run, before the member acknowledges a new epoch (G2)
-   * and when the lease deadline passes (G3). A failure is logged; the work runs again next epoch.
+   * and when the lease deadline passes (G3). Closing the caller's scope interrupts the run (without
+   * waiting for it); until it has stopped no work of this member starts (a registration made again
+   * starts its run after it). A failure is logged; the work runs again next epoch.
    * It runs in the caller's context with this membership as `Membership` (so a plain `Fenced.fenced`
    * in it fences this member's run, also when another member was the caller's `Membership`).
    * Slots mode: member-level work, run once while the member may work (a change does not restart it);

@@ -36,6 +36,7 @@ import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -300,10 +301,19 @@ const makeRegistration = Effect.gen(function*() {
       Effect.flatten
     )
   )
+  // The work on a fiber of its own, interrupted and waited for before the permit goes: a race
+  // interrupted from outside (the runner stops a closed registration's run) lets go at once of the
+  // work it raced, whose finalizers then still ran while the permit was free, so the close did not
+  // wait for them.
   return <A, E, R>(work: Effect.Effect<A, E, R>): Effect.Effect<void, E, R> =>
     exclusive.withPermits(1)(
       Effect.flatMap(Deferred.isDone(closed), (done) =>
-        done ? Effect.void : Effect.asVoid(Effect.raceFirst(work, Deferred.await(closed))))
+        done ? Effect.void : Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(Effect.fork(restore(work)), (fiber) =>
+            restore(Effect.asVoid(Effect.raceFirst(Fiber.join(fiber), Deferred.await(closed)))).pipe(
+              Effect.ensuring(Fiber.interrupt(fiber))
+            ))
+        ))
     )
 })
 

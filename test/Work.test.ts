@@ -513,3 +513,53 @@ it.effect("a fence and recovery in the same epoch: runEvery's run counter contin
     expect(resumed.length).toBeGreaterThanOrEqual(3)
     expect(resumed[0]!.dueAt - recoveredAt).toBeLessThan(3_000)
   })))
+
+// --- registrations that close while their run will not stop -------------------------------------
+
+it.effect("a leader duty registered again while its closed registration's run is still stopping starts only after that run stopped", () =>
+  inMemory(Effect.gen(function*() {
+    // An adversarial review (real PostgreSQL): the app closes a duty's layer, whose run ignores its
+    // interruption for longer than stopTimeout (the close goes on after it, logging an error), and
+    // builds the layer again: the new registration started its run at once, beside the old one, on
+    // one leader in one epoch: the singleton duty twice at once.
+    const log = yield* makeLog
+    let running = 0
+    let maxRunning = 0
+    const duty = Effect.acquireRelease(
+      Effect.zipRight(Effect.sync(() => {
+        running++
+        maxRunning = Math.max(maxRunning, running)
+      }), log.push("start")),
+      // A cleanup of 3 s, longer than stopTimeout (1 s).
+      () => Effect.sleep(Duration.seconds(3)).pipe(Effect.zipRight(log.push("end")), Effect.zipRight(Effect.sync(() => running--)))
+    ).pipe(Effect.zipRight(Effect.never))
+    const a = yield* member({ name: "a", stopTimeout: "1 second" })
+    const first = yield* Scope.make()
+    yield* Work.runAsLeader(duty).pipe(Effect.provideService(Membership.Membership, a.m), Scope.extend(first))
+    yield* advanceUntil(() => running === 1)
+    const closing = yield* Effect.fork(Scope.close(first, Exit.void))
+    expect(yield* advanceUntil(() => closing.unsafePoll() !== null)).toBe(1000)
+    expect(running).toBe(1) // the close went on after stopTimeout, the cleanup still running
+    const second = yield* Scope.make()
+    yield* Work.runAsLeader(duty).pipe(Effect.provideService(Membership.Membership, a.m), Scope.extend(second))
+    yield* advanceUntil(() => log.events.filter((e) => e.what === "start").length === 2, Duration.seconds(10))
+    expect(maxRunning).toBe(1)
+    expect(log.events.map((e) => e.what)).toEqual(["start", "end", "start"])
+    // Started as soon as the old run's cleanup ended (3 s after the close began), not an epoch later.
+    expect(log.events[2]!.at - log.events[1]!.at).toBeLessThan(100)
+    yield* Effect.fork(Scope.close(second, Exit.void))
+  })))
+
+it.effect("closing the scope of a whileAssigned registration interrupts its run (it ran on until the epoch ended)", () =>
+  inMemory(Effect.gen(function*() {
+    const log = yield* makeLog
+    const a = yield* member({ name: "a" })
+    const registration = yield* Scope.make()
+    yield* a.m.whileAssigned((asg) =>
+      Effect.acquireRelease(log.push(`start:${asg.epoch}`), () => log.push(`end:${asg.epoch}`)).pipe(Effect.zipRight(Effect.never))
+    ).pipe(Scope.extend(registration))
+    yield* advanceUntil(() => log.find("start") !== undefined)
+    yield* Scope.close(registration, Exit.void)
+    yield* advanceUntil(() => log.find("end") !== undefined, Duration.seconds(1))
+    expect(yield* isAssigned(a.m, 1)).toBe(true) // the same epoch: the close, not a change, ended it
+  })))

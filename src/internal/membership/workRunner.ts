@@ -112,7 +112,8 @@ export const makeWorkRunner = (
 ): Effect.Effect<WorkRunner> =>
   Effect.gen(function*() {
     const fibers = yield* Scope.extend(FiberSet.make<void>(), workScope)
-    const specs = new Set<WorkSpec>()
+    // Each registered spec with its `live` (whether its work may start now), for a start held back.
+    const specs = new Map<WorkSpec, Effect.Effect<boolean>>()
     // The work fiber of each spec, while it runs. A spec never has two.
     const running = new Map<WorkSpec, Fiber.RuntimeFiber<void>>()
     // The slot work runs under, set by `start` and cleared by every interrupt (both under the lock):
@@ -122,11 +123,18 @@ export const makeWorkRunner = (
     // Slots mode: the slots being worked (set by `startSlot`, removed by `stopSlot`, cleared by every
     // interrupt), the per-slot fibers of each, and the set forms' fibers.
     const active = new Map<number, OwnedSlot>()
-    const slotSpecs = new Set<SlotSpec>()
+    const slotSpecs = new Map<SlotSpec, Effect.Effect<boolean>>()
     // The set forms, each with its `live` (whether work may start now: a restart checks it).
     const setSpecs = new Map<SlotSetSpec, Effect.Effect<boolean>>()
     const perSlot = new Map<number, Map<SlotSpec, Fiber.RuntimeFiber<void>>>()
     const perSet = new Map<SlotSetSpec, Fiber.RuntimeFiber<void>>()
+    // Runs of registrations whose scope has closed, interrupted and not stopped yet (work that ignores
+    // its interruption: `Work`'s registrations stop waiting for it after `stopTimeout`). While any
+    // runs, no work starts: a registration made again (an app rebuilding its `layerAsLeader`) started
+    // its run beside the one still stopping, a leader duty twice at once on one member in one epoch
+    // (an adversarial review). Held-back starts are made when the last of them has stopped.
+    const orphans = new Set<Fiber.RuntimeFiber<void>>()
+    let heldBack = false
     // Starting work (after checking the state) and interrupting it exclude each other, so a spec
     // registered during a renegotiation cannot slip past the stop that precedes the acknowledgement.
     const lock = yield* Effect.makeSemaphore(1)
@@ -137,9 +145,45 @@ export const makeWorkRunner = (
     // fork inherits that; such work could never be stopped.
     const fork = (effect: Effect.Effect<void>) => FiberSet.run(fibers, Effect.interruptible(effect))
 
+    /** Whether work must not start now (a closed registration's run has not stopped); says so once per wait. */
+    const holdBack: Effect.Effect<boolean> = Effect.suspend(() => {
+      if (orphans.size === 0) return Effect.succeed(false)
+      if (heldBack) return Effect.succeed(true)
+      heldBack = true
+      const waiting = [...orphans]
+      return Effect.logError(
+        "modulo-group: work is held back until the work of a closed registration has stopped " +
+          "(it ignores its interruption); it starts then"
+      ).pipe(
+        Effect.zipRight(Effect.forkIn(
+          Effect.zipRight(Effect.forEach(waiting, Fiber.await, { discard: true }), Effect.suspend(() => startHeldBack())),
+          workScope
+        )),
+        Effect.as(true)
+      )
+    })
+
+    /** Moves a closed registration's run (if it has one that runs) to `orphans`, interrupted; whether it did. */
+    const orphan = (fiber: Fiber.RuntimeFiber<void> | undefined): Effect.Effect<boolean> =>
+      Effect.suspend(() => {
+        if (fiber === undefined || fiber.unsafePoll() !== null) return Effect.succeed(false)
+        orphans.add(fiber)
+        fiber.addObserver(() => orphans.delete(fiber))
+        return Effect.as(Fiber.interruptFork(fiber), true)
+      })
+
+    /**
+     * A registration's release: its runs interrupted, not waited for (`Work`'s registrations wait for
+     * theirs, up to `stopTimeout`; a member's own close waits for all its work before it leaves); they
+     * are `orphans` until they have stopped, and hold back every start meanwhile.
+     */
+    const release = (runs: ReadonlyArray<Fiber.RuntimeFiber<void> | undefined>) =>
+      Effect.forEach(runs, orphan, { discard: true })
+
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
         if (running.has(spec)) return
+        if (yield* holdBack) return
         const assignment: Assignment = { ...toAssignment(slot), owner: member }
         // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
         const run = slotsWorking === undefined
@@ -152,6 +196,8 @@ export const makeWorkRunner = (
         fiber.addObserver(() => {
           if (running.get(spec) === fiber) running.delete(spec)
         })
+        // Its registration closed meanwhile (a release does not take the lock): stopped as its release would.
+        if (!specs.has(spec)) yield* orphan(fiber)
       })
 
     const startSlotOne = (spec: SlotSpec, owned: OwnedSlot) =>
@@ -159,11 +205,13 @@ export const makeWorkRunner = (
         const mine = perSlot.get(owned.slot) ?? new Map<SlotSpec, Fiber.RuntimeFiber<void>>()
         perSlot.set(owned.slot, mine)
         if (mine.has(spec)) return
+        if (yield* holdBack) return
         const fiber = yield* fork(spec.run({ ...owned, owner: member }))
         mine.set(spec, fiber)
         fiber.addObserver(() => {
           if (mine.get(spec) === fiber) mine.delete(spec)
         })
+        if (!slotSpecs.has(spec)) yield* orphan(fiber)
       })
 
     const ownedNow = (): OwnedSlots => {
@@ -179,11 +227,13 @@ export const makeWorkRunner = (
     const startSetOne = (spec: SlotSetSpec) =>
       Effect.gen(function*() {
         if (active.size === 0 || perSet.has(spec)) return
+        if (yield* holdBack) return
         const fiber = yield* fork(spec.run(ownedNow()))
         perSet.set(spec, fiber)
         fiber.addObserver(() => {
           if (perSet.get(spec) === fiber) perSet.delete(spec)
         })
+        if (!setSpecs.has(spec)) yield* orphan(fiber)
       })
 
     // The set forms: interrupted and waited for (they may cover a slot being given up), then started
@@ -197,12 +247,32 @@ export const makeWorkRunner = (
         Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : Effect.void), { discard: true })
     })
 
+    // The starts held back while closed registrations' runs stopped, once none runs: each registered
+    // work under the slot (modulo mode) or the slots (slots mode) being worked now, if it may start
+    // (as `register` would; a start already made is not made again).
+    function startHeldBack(): Effect.Effect<void> {
+      return lock.withPermits(1)(Effect.gen(function*() {
+        heldBack = false
+        if (orphans.size > 0) return void (yield* holdBack)
+        const slot = activeSlot
+        if (slot !== undefined) {
+          for (const [spec, live] of specs) if (yield* live) yield* startOne(spec, slot)
+        }
+        for (const [spec, live] of slotSpecs) {
+          if (active.size > 0 && (yield* live)) {
+            for (const owned of [...active.values()]) yield* startSlotOne(spec, owned)
+          }
+        }
+        for (const [spec, live] of setSpecs) if (yield* live) yield* startSetOne(spec)
+      }))
+    }
+
     return {
       start: (slot, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.flatMap(live, (ok) => {
           if (!ok) return Effect.succeed(false)
           activeSlot = slot
-          return Effect.as(Effect.forEach([...specs], (spec) => startOne(spec, slot), { discard: true }), true)
+          return Effect.as(Effect.forEach([...specs.keys()], (spec) => startOne(spec, slot), { discard: true }), true)
         })),
       interrupt: lock.withPermits(1)(Effect.suspend(() => {
         activeSlot = undefined
@@ -215,19 +285,25 @@ export const makeWorkRunner = (
       register: (spec, live) =>
         Effect.acquireRelease(
           lock.withPermits(1)(Effect.gen(function*() {
-            specs.add(spec)
+            specs.set(spec, live)
             // Only while a `start`'s work is live (and its deadline ahead): otherwise the next
             // `start` starts it.
             if (activeSlot !== undefined && (yield* live)) yield* startOne(spec, activeSlot)
           })),
-          () => Effect.sync(() => specs.delete(spec))
+          // Its run, if any, is interrupted (before, it ran on until the epoch ended) and counted
+          // until it has stopped.
+          () =>
+            Effect.suspend(() => {
+              specs.delete(spec)
+              return release([running.get(spec)])
+            })
         ).pipe(Effect.asVoid),
       startSlot: (owned, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.gen(function*() {
           if (!(yield* live)) return false
           if (!active.has(owned.slot)) yield* moved(1)
           active.set(owned.slot, owned)
-          yield* Effect.forEach([...slotSpecs], (spec) => startSlotOne(spec, owned), { discard: true })
+          yield* Effect.forEach([...slotSpecs.keys()], (spec) => startSlotOne(spec, owned), { discard: true })
           if (setSpecs.size > 0) yield* restartSets
           return true
         })),
@@ -252,12 +328,16 @@ export const makeWorkRunner = (
       registerSlot: (spec, live) =>
         Effect.acquireRelease(
           lock.withPermits(1)(Effect.gen(function*() {
-            slotSpecs.add(spec)
+            slotSpecs.set(spec, live)
             if (active.size > 0 && (yield* live)) {
               yield* Effect.forEach([...active.values()], (owned) => startSlotOne(spec, owned), { discard: true })
             }
           })),
-          () => Effect.sync(() => slotSpecs.delete(spec))
+          () =>
+            Effect.suspend(() => {
+              slotSpecs.delete(spec)
+              return release([...perSlot.values()].map((mine) => mine.get(spec)))
+            })
         ).pipe(Effect.asVoid),
       registerSlotSet: (spec, live) =>
         Effect.acquireRelease(
@@ -265,7 +345,11 @@ export const makeWorkRunner = (
             setSpecs.set(spec, live)
             if (active.size > 0 && (yield* live)) yield* startSetOne(spec)
           })),
-          () => Effect.sync(() => setSpecs.delete(spec))
+          () =>
+            Effect.suspend(() => {
+              setSpecs.delete(spec)
+              return release([perSet.get(spec)])
+            })
         ).pipe(Effect.asVoid)
     }
   })
