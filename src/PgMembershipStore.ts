@@ -878,6 +878,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         Effect.zipRight(warmedUp, Effect.suspend((): Effect.Effect<GroupView, StoreError> => {
           // A waiting row this join left while the lock was busy (`busyJoin`).
           const registered = { value: false }
+          // A group to reap once this join has failed (its row of this member id expired there).
+          let reapAfter: string | undefined = undefined
           const coalesce = (statics.instanceId ?? null) === null && (joinOptions.slots ?? null) === null
           const riding = Riders.attempt<JoinRide, GroupView>()
           const overdueAfterMs = joinOptions.overdueAfterMs
@@ -1004,7 +1006,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 )
                 if (took.length > 0) {
                   yield* onStatement("join", "riders drop")
-                  yield* Statements.deleteRiderRows(sql, took.map((r) => r.input.member.memberId), writer)
+                  yield* Statements.deleteRiderRows(sql, took.map((r) => r.input.member.memberId), writer, groupId)
                 }
                 // Reap expired members, and this member's own earlier row if any (but the row of its
                 // instance id: dropped below, whoever it was).
@@ -1020,6 +1022,22 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                       `(${foreign.name} on ${foreign.host}, pid ${foreign.pid}) that another process wrote: every ` +
                       `member needs an id of its own (MemberIdentity.newMemberId). This member does not join until ` +
                       `that member leaves or its lease runs out`
+                  })
+                }
+                // A row of this member id in another group (the id reused while that membership's row
+                // stayed: a leave that gave up): that group's, gone only by its own change. Refuse;
+                // when its lease has run out, that group is reaped after this join has rolled back
+                // (it may have no live member left to do it), and the next attempt goes through.
+                const elsewhere = left!.elsewhere
+                if (elsewhere !== null) {
+                  if (elsewhere.expired) reapAfter = elsewhere.group
+                  return yield* new StoreError({
+                    operation: "join",
+                    reason: `member id ${member.memberId} still has a row in group "${elsewhere.group}" ` +
+                      `(${elsewhere.name} on ${elsewhere.host}, pid ${elsewhere.pid}${elsewhere.expired ? ", its lease run out" : ""}): ` +
+                      `a member id is a member of one group at a time, and that row goes only by a change of its ` +
+                      `group (${elsewhere.expired ? "a reap of it follows" : "a leave, or a reap once its lease has run out"}). ` +
+                      `This member does not join until then`
                   })
                 }
                 yield* countGraceExpiries(groupId, num(left!.grace_expired))
@@ -1072,16 +1090,21 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               joinOptions.notifications === true ? Effect.asSome(wakeOf(groupId)) : Effect.succeedNone,
               (wake) => run(Option.getOrUndefined(wake))
             ))
+          // Best effort: a failed reap leaves the row to that group's members, and to the next join.
+          const reapingAfter = <A>(join: Effect.Effect<A, StoreError>) =>
+            Effect.tapError(join, () => reapAfter === undefined ? Effect.void : Effect.ignore(store.reap(reapAfter)))
           if (!coalesce) {
-            return withWake((wake) => queued("join", groupId, exclusive(undefined), { meanwhile: Effect.succeed(tryLock), wake }))
+            return reapingAfter(
+              withWake((wake) => queued("join", groupId, exclusive(undefined), { meanwhile: Effect.succeed(tryLock), wake }))
+            )
           }
-          return joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
+          return reapingAfter(joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
             withWake((wake) =>
               turnOrRide("join", groupId, self, exclusive(self), {
                 busy: busyJoin(groupId, member, leaseMs, registered),
                 wake
               })
-            ))
+            )))
         }).pipe(
           // The joined epoch is the LISTEN connection's baseline for this group, as a renewal's is:
           // a later epoch that no notification announced makes it check itself (notifier.ts). A

@@ -115,7 +115,7 @@ describe("plans on a database of 20,000 groups", () => {
         bumpEpoch: Statements.bumpEpoch(sql, gid, now, 4, false),
         deleteExpiredAndOwnRow: Statements.deleteExpiredAndOwnRow(sql, gid, me, writer, now, "inst30"),
         insertMember: Statements.insertMember(sql, gid, person, 4, 3000, now, 1, writer),
-        deleteRiderRowsJoin: Statements.deleteRiderRows(sql, [me, other], writer),
+        deleteRiderRowsJoin: Statements.deleteRiderRows(sql, [me, other], writer, gid),
         deleteRiderRowsLeave: Statements.deleteRiderRows(sql, [me, other], writer, gid),
         insertRiders: Statements.insertRiders(sql, gid, [{ member: person, leaseMs: 3000 }], 4, now, 1, writer),
         selectOverdue: Statements.selectOverdue(sql, gid, me, 1000, 5000, now),

@@ -240,6 +240,12 @@ export const logChange = (
  * process's member, given the same id against `MemberIdentity`'s contract: it is not deleted, and
  * `foreign` describes it, for the join to refuse (it deleted that row once, and the two members then
  * worked one index: an adversarial review).
+ *
+ * Only in this group: a row of this member id in another group (the id reused for a second group
+ * while its first membership's row stayed: a leave that gave up) is that group's, and goes only by a
+ * change of that group, under its lock; `elsewhere` describes it, for the join to refuse. Deleted
+ * here, it left a hole in that group's indices when a change of that group was reassigning them at
+ * the time: its members waited at a barrier that could never come down (an adversarial review).
  */
 export const deleteExpiredAndOwnRow = (
   sql: Sql,
@@ -249,13 +255,19 @@ export const deleteExpiredAndOwnRow = (
   now: string | null,
   instanceId: string | null = null
 ) =>
-  sql<{ survivors: string; grace_expired: string; foreign: { group: string; name: string; host: string; pid: number } | null }>`
+  sql<{
+    survivors: string
+    grace_expired: string
+    foreign: { group: string; name: string; host: string; pid: number } | null
+    elsewhere: { group: string; name: string; host: string; pid: number; expired: boolean } | null
+  }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
-       WHERE (group_id = ${groupId} AND ${reapable(sql, now)})
-          OR (member_id = ${memberId}
-              AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text)
-              AND (${written(sql, "", writer)} OR lease_expires_at <= ${at(sql, now)}))
+       WHERE group_id = ${groupId}
+         AND (${reapable(sql, now)}
+              OR (member_id = ${memberId}
+                  AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text)
+                  AND (${written(sql, "", writer)} OR lease_expires_at <= ${at(sql, now)})))
       RETURNING member_id, group_id, instance_id
     )
     SELECT (SELECT count(*) FROM modulo_group.members m
@@ -266,7 +278,11 @@ export const deleteExpiredAndOwnRow = (
            (SELECT json_build_object('group', f.group_id, 'name', f.name, 'host', f.host, 'pid', f.pid)
               FROM modulo_group.members f
              WHERE f.member_id = ${memberId} AND f.lease_expires_at > ${at(sql, now)}
-               AND f.writer IS DISTINCT FROM ${writer}::uuid) AS foreign`
+               AND f.writer IS DISTINCT FROM ${writer}::uuid) AS foreign,
+           (SELECT json_build_object('group', e.group_id, 'name', e.name, 'host', e.host, 'pid', e.pid,
+                                     'expired', e.lease_expires_at <= ${at(sql, now)})
+              FROM modulo_group.members e
+             WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}) AS elsewhere`
 
 /**
  * Join: the new member's row, with no index yet, acknowledging the epoch the join creates (with its
@@ -298,16 +314,17 @@ const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fra
 
 /**
  * A change that takes along other calls of the same store (internal/pg/riders.ts), under the group
- * lock. Joins: before the leading join's `deleteExpiredAndOwnRow`, the riders' earlier rows (a join
- * that failed with an unknown outcome may have left one), in any group, as `deleteExpiredAndOwnRow`
- * deletes the joiner's own. Leaves (`groupId` given): the riders' rows in that group, as
- * `deleteMember` for each (`waiting`: a waiting joiner's row).
+ * lock, in that group only. Joins: before the leading join's `deleteExpiredAndOwnRow`, the riders'
+ * earlier rows (a join that failed with an unknown outcome may have left one), as
+ * `deleteExpiredAndOwnRow` deletes the joiner's own (a rider with a row in another group is not
+ * inserted: `insertRiders`). Leaves: the riders' rows, as `deleteMember` for each (`waiting`: a
+ * waiting joiner's row).
  */
-export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, writer: string, groupId: string | null = null) =>
+export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, writer: string, groupId: string) =>
   sql<{ member_id: string; waiting: boolean }>`
     DELETE FROM modulo_group.members
      WHERE member_id IN ${memberIdList(sql, memberIds)} AND ${written(sql, "", writer)}
-       AND (${groupId}::text IS NULL OR group_id = ${groupId}::text)
+       AND group_id = ${groupId}
     RETURNING member_id::text AS member_id, idx IS NULL AS waiting`
 
 /**
@@ -344,8 +361,9 @@ export const insertRiders = (
                         AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
            WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
      ORDER BY r.ord
-    -- A rider whose id another store's live row holds (left by deleteRiderRows): not inserted, so it
-    -- gets no index (selectRiderIndices) and joins alone, where its join is refused naming that row.
+    -- A rider whose id another store's live row holds, or a row in another group (left by
+    -- deleteRiderRows): not inserted, so it gets no index (selectRiderIndices) and joins alone, where
+    -- its join is refused naming that row.
     -- It failed the whole change (23505), the leader's join with it (a review of migration 0012).
     ON CONFLICT (member_id) DO NOTHING`
 }

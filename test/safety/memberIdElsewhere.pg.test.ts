@@ -1,0 +1,105 @@
+/**
+ * A member id with a row in another group (the id reused for a second group while the first
+ * membership's row stayed: a leave that gave up; or a `MemberIdentity` that repeats ids). A join
+ * deleted "its own earlier row" in any group, without that group's lock. An adversarial review: with
+ * a change of the first group reassigning its indices at the time, the reassignment skipped the
+ * deleted row and the group was left with a hole (epoch 3, size 2, rows at indices 1 and 2 stamped
+ * size 3): every renewal saw a view that was not whole, nobody reaped nor repaired, and the group's
+ * barrier never came down. Now the row goes only by a change of its own group: the join is refused,
+ * naming that group, and when the row's lease has run out that group is reaped, after which the join
+ * goes through.
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, it } from "@effect/vitest"
+import { Deferred, Effect, Either, Fiber, Layer } from "effect"
+import * as Notifier from "../../src/internal/pg/notifier.js"
+import * as Statements from "../../src/internal/pg/statements.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { PgLive, randomGroupId, untilOwnLockWait } from "../support/Database.js"
+
+const leaseMs = 30_000
+const person = (name: string, pid: number) => ({ memberId: crypto.randomUUID(), host: "h", pid, name })
+
+const rowsOf = (sql: SqlClient.SqlClient, groupId: string) =>
+  sql<{ name: string; idx: number | null; assigned_size: number | null }>`
+    SELECT name, idx, assigned_size FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY name`
+
+it.live("another group's join of the same member id, while a change reassigns: the group's rows stay whole", () =>
+  Effect.gen(function*() {
+    yield* PgMembershipStore.prepare()
+    const sql = yield* SqlClient.SqlClient
+    const writer = crypto.randomUUID()
+    const pause = { on: false }
+    const paused = yield* Deferred.make<void>()
+    const resume = yield* Deferred.make<void>()
+    const store = yield* PgMembershipStore.make({
+      writer,
+      statementTimeout: "10 seconds",
+      onStatement: (operation, step) =>
+        operation === "join" && step === "reassign" && pause.on
+          ? Effect.zipRight(Deferred.succeed(paused, undefined), Deferred.await(resume))
+          : Effect.void
+    })
+    const g1 = randomGroupId("elsewhere-1")
+    const g2 = randomGroupId("elsewhere-2")
+    const [m, x, j] = [person("m", 1), person("x", 2), person("j", 3)]
+    yield* store.join(g1, m, leaseMs)
+    yield* store.join(g1, x, leaseMs)
+    // j joins g1; its change pauses just before it reassigns the indices.
+    pause.on = true
+    const joinJ = yield* Effect.fork(store.join(g1, j, leaseMs))
+    yield* Deferred.await(paused)
+    pause.on = false
+    // Meanwhile a join of m's id into g2 (same store) runs its reap statement, not committed yet.
+    const release = yield* Deferred.make<void>()
+    const reaped = yield* Deferred.make<ReadonlyArray<{ elsewhere: unknown }>>()
+    const other = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
+      yield* Deferred.succeed(reaped, yield* Statements.deleteExpiredAndOwnRow(sql, g2, m.memberId, writer, null))
+      yield* Deferred.await(release)
+    })))
+    const [left] = yield* Deferred.await(reaped)
+    yield* Deferred.succeed(resume, undefined)
+    // g1's change goes on: now with nothing to wait for; before, its reassignment waited for m's row,
+    // which the other transaction had deleted (then skipped it once that committed).
+    yield* Effect.raceFirst(Fiber.await(joinJ), untilOwnLockWait("%assigned_epoch%"))
+    yield* Deferred.succeed(release, undefined)
+    yield* Fiber.join(other)
+    yield* Fiber.join(joinJ)
+    const [g] = yield* sql<{ size: number }>`SELECT size FROM modulo_group.groups WHERE group_id = ${g1}`
+    expect(g!.size).toBe(3)
+    expect(yield* rowsOf(sql, g1)).toEqual([
+      { name: "j", idx: expect.any(Number), assigned_size: 3 },
+      { name: "m", idx: expect.any(Number), assigned_size: 3 },
+      { name: "x", idx: expect.any(Number), assigned_size: 3 }
+    ])
+    expect((yield* rowsOf(sql, g1)).map((r) => r.idx).sort()).toEqual([0, 1, 2])
+    // The statement said where m's row is, for the join to refuse.
+    expect(left!.elsewhere).toMatchObject({ group: g1, name: "m", expired: false })
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive))), Effect.scoped), 60_000)
+
+it.live("a join of a member id with a row in another group is refused naming it; once that lease has run out, that group is reaped and the join goes through", () =>
+  Effect.gen(function*() {
+    yield* PgMembershipStore.prepare()
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* PgMembershipStore.make({ statementTimeout: "10 seconds" })
+    const g1 = randomGroupId("elsewhere-3")
+    const g2 = randomGroupId("elsewhere-4")
+    const [m, x] = [person("m", 1), person("x", 2)]
+    yield* store.join(g1, m, leaseMs)
+    const before = yield* store.join(g1, x, leaseMs)
+    const refused = yield* Effect.either(store.join(g2, m, leaseMs))
+    expect(Either.isLeft(refused) && refused.left.message).toMatch(new RegExp(`still has a row in group "${g1}"`))
+    expect((yield* rowsOf(sql, g1)).map((r) => r.name)).toEqual(["m", "x"])
+    expect(yield* rowsOf(sql, g2)).toEqual([])
+    // m's lease in g1 runs out (its member stopped renewing long ago).
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() - interval '1 second'
+                WHERE member_id = ${m.memberId}`
+    const again = yield* Effect.either(store.join(g2, m, leaseMs))
+    expect(Either.isLeft(again) && again.left.message).toMatch(/its lease run out/)
+    // g1 was reaped by a change of its own: m gone, a newer epoch for x.
+    expect((yield* rowsOf(sql, g1)).map((r) => r.name)).toEqual(["x"])
+    const [g] = yield* sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${g1}`
+    expect(Number(g!.epoch)).toBeGreaterThan(before.epoch)
+    const joined = yield* store.join(g2, m, leaseMs)
+    expect(joined.size).toBe(1)
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive))), Effect.scoped), 60_000)
