@@ -165,7 +165,8 @@ export const stderrLogger = (verbose: boolean) =>
       " "
     )
     if (!verbose) {
-      write(`modulo-group: ${logLevel.label.toLowerCase()}: ${text}`)
+      // The library's own messages begin with its name for an app's logs: said once here.
+      write(`modulo-group: ${logLevel.label.toLowerCase()}: ${text.replace(/^modulo-group: /, "")}`)
       return
     }
     const notes = HashMap.isEmpty(annotations)
