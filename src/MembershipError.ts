@@ -107,6 +107,8 @@ export class MembershipClosed extends Data.TaggedError("MembershipClosed")<{
 
 /**
  * Work was attempted under an assignment that is no longer current (newer epoch, lease gone).
+ * `epoch` is the assignment's, or -1 where there is none (slots mode, whose fences name slots and
+ * generations: see `reason`).
  *
  * @since 0.1.0
  * @category errors
@@ -116,7 +118,9 @@ export class StaleAssignment extends Data.TaggedError("StaleAssignment")<{
   readonly reason: string
 }> {
   override get message() {
-    return `Assignment of epoch ${this.epoch} is stale: ${this.reason}`
+    return this.epoch < 0
+      ? `Assignment is stale: ${this.reason}`
+      : `Assignment of epoch ${this.epoch} is stale: ${this.reason}`
   }
 }
 

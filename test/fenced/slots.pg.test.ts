@@ -62,6 +62,8 @@ it.live("the holder at its generation commits; another generation, another membe
     const wrongGeneration = yield* Effect.flip(Fenced.fencedWith(t.target(a.memberId, [{ slot: 0, generation: 0 }]), t.insert("x")))
     expect(wrongGeneration._tag).toBe("StaleAssignment")
     expect(wrongGeneration.message).toMatch(/slot 0 is at generation 1, not 0/)
+    // No epoch in slots mode's fences: not "of epoch -1".
+    expect(wrongGeneration.message).toMatch(/^Assignment is stale: /)
     const notHolder = yield* Effect.flip(Fenced.fencedWith(t.target(b.memberId, [{ slot: 2, generation: 1 }]), t.insert("x")))
     expect(notHolder.message).toMatch(/slot 2 is held by another member now/)
     const noSlot = yield* Effect.flip(Fenced.fencedWith(t.target(a.memberId, [{ slot: 9, generation: 1 }]), t.insert("x")))
