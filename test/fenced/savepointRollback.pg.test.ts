@@ -17,6 +17,17 @@ import { PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
 import { gated } from "./interleave.js"
 
+type Fixture = Effect.Effect.Success<ReturnType<typeof fixture>>
+
+/** A body that writes, rolls back to the app's savepoint `before_block` (taken before the block), writes again, then `after`. */
+const pastTheBlock = <E = never>(t: Fixture, after: Effect.Effect<unknown, E> = Effect.void) =>
+  Effect.gen(function*() {
+    yield* t.insert("inside")
+    yield* t.sql`ROLLBACK TO SAVEPOINT before_block`
+    yield* t.insert("after the rollback")
+    yield* after
+  })
+
 it.live("a body that rolls back to an app savepoint from before the block: the block is refused, nothing of the app's transaction commits", () =>
   Effect.gen(function*() {
     const t = yield* fixture("fence-rollback-app")
@@ -28,11 +39,7 @@ it.live("a body that rolls back to an app savepoint from before the block: the b
       yield* t.sql`SAVEPOINT before_block`
       const result = yield* Effect.either(Fenced.fencedWith(
         t.target,
-        Effect.gen(function*() {
-          yield* t.insert("inside")
-          yield* t.sql`ROLLBACK TO SAVEPOINT before_block`
-          yield* t.insert("after the rollback")
-        }),
+        pastTheBlock(t),
         { timeout: "300 millis" }
       ))
       seen.push(Either.isLeft(result) ? result.left._tag : "committed")
@@ -99,12 +106,7 @@ it.live("a body that rolls back past the block, caught by the app inside its tra
       yield* t.sql`SAVEPOINT before_block`
       const block = yield* Effect.exit(Fenced.fencedWith(
         t.target,
-        Effect.gen(function*() {
-          yield* t.insert("inside")
-          yield* t.sql`ROLLBACK TO SAVEPOINT before_block`
-          yield* t.insert("after the rollback")
-          yield* t.sql`SAVEPOINT app_after`
-        })
+        pastTheBlock(t, t.sql`SAVEPOINT app_after`)
       ))
       caught.push(Exit.isFailure(block) ? "failed" : "succeeded")
       yield* t.sql`ROLLBACK TO SAVEPOINT app_after`
