@@ -918,6 +918,21 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                     const [v] = yield* Statements.selectSlotView(sql, groupId, member.memberId)
                     return { ...view, slots: toSlotView(group.slots!, v?.held ?? [], v?.pending ?? []) }
                   })
+                // A row of this member id in another group (the id reused while that membership's row
+                // stayed: a leave that gave up): that group's, gone only by its own change. Refused;
+                // when its lease has run out, that group is reaped after this join has rolled back
+                // (it may have no live member left to do it), and the next attempt goes through.
+                const refuseElsewhere = (elsewhere: Statements.ElsewhereRow) => {
+                  if (elsewhere.expired) reapAfter = elsewhere.group
+                  return new StoreError({
+                    operation: "join",
+                    reason: `member id ${member.memberId} still has a row in group "${elsewhere.group}" ` +
+                      `(${elsewhere.name} on ${elsewhere.host}, pid ${elsewhere.pid}${elsewhere.expired ? ", its lease run out" : ""}): ` +
+                      `a member id is a member of one group at a time, and that row goes only by a change of its ` +
+                      `group (${elsewhere.expired ? "a reap of it follows" : "a leave, or a reap once its lease has run out"}). ` +
+                      `This member does not join until then`
+                  })
+                }
                 const instanceId = statics.instanceId ?? null
                 const rejoinGraceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
                 // Static: the instance's row first (a row past its grace counts as gone). A takeover
@@ -925,6 +940,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 // ordinary reap, so a takeover never moves anyone.
                 let held: Statements.InstanceRow | undefined = undefined
                 if (instanceId !== null) {
+                  // Before a takeover, which gives the instance's row this member id (the plain path
+                  // learns it from its reap statement below).
+                  yield* onStatement("join", "elsewhere")
+                  const [elsewhere] = yield* Statements.selectElsewhere(sql, groupId, member.memberId, now)
+                  if (elsewhere !== undefined) return yield* refuseElsewhere(elsewhere)
                   yield* onStatement("join", "instance")
                   ;[held] = yield* Statements.selectInstance(sql, groupId, instanceId, now)
                   if (held !== undefined) {
@@ -1040,18 +1060,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 // stayed: a leave that gave up): that group's, gone only by its own change. Refuse;
                 // when its lease has run out, that group is reaped after this join has rolled back
                 // (it may have no live member left to do it), and the next attempt goes through.
-                const elsewhere = left!.elsewhere
-                if (elsewhere !== null) {
-                  if (elsewhere.expired) reapAfter = elsewhere.group
-                  return yield* new StoreError({
-                    operation: "join",
-                    reason: `member id ${member.memberId} still has a row in group "${elsewhere.group}" ` +
-                      `(${elsewhere.name} on ${elsewhere.host}, pid ${elsewhere.pid}${elsewhere.expired ? ", its lease run out" : ""}): ` +
-                      `a member id is a member of one group at a time, and that row goes only by a change of its ` +
-                      `group (${elsewhere.expired ? "a reap of it follows" : "a leave, or a reap once its lease has run out"}). ` +
-                      `This member does not join until then`
-                  })
-                }
+                if (left!.elsewhere !== null) return yield* refuseElsewhere(left!.elsewhere)
                 yield* countGraceExpiries(groupId, num(left!.grace_expired))
                 if (held !== undefined) {
                   yield* onStatement("join", "drop")

@@ -103,3 +103,27 @@ it.live("a join of a member id with a row in another group is refused naming it;
     const joined = yield* store.join(g2, m, leaseMs)
     expect(joined.size).toBe(1)
   }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive))), Effect.scoped), 60_000)
+
+it.live("a static join that would take its instance's row over: refused naming the other group too, which is reaped once the row's lease has run out", () =>
+  Effect.gen(function*() {
+    // A review of the fix above: the takeover gave the instance's row this member id before the
+    // reap statement looked elsewhere, and failed on the primary key (23505), every attempt, for as
+    // long as the instance row's rejoin grace ran; nothing reaped the other group.
+    yield* PgMembershipStore.prepare()
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* PgMembershipStore.make({ statementTimeout: "10 seconds" })
+    const g1 = randomGroupId("elsewhere-5")
+    const g2 = randomGroupId("elsewhere-6")
+    const statics = { instanceId: "web-0", rejoinGraceMs: 600_000 }
+    const [m, old] = [person("m", 1), person("old", 2)]
+    yield* store.join(g1, m, leaseMs)
+    yield* store.join(g2, old, leaseMs, statics)
+    // old's process is gone (its row held for the grace); m's membership of g1 ended with a leave that gave up.
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() - interval '1 second'
+                WHERE member_id IN (${old.memberId}, ${m.memberId})`
+    const first = yield* Effect.either(store.join(g2, { ...m, name: "m as web-0" }, leaseMs, statics))
+    expect(Either.isLeft(first) && first.left.message).toMatch(new RegExp(`still has a row in group "${g1}"`))
+    expect(yield* rowsOf(sql, g1)).toEqual([])
+    const second = yield* store.join(g2, { ...m, name: "m as web-0" }, leaseMs, statics)
+    expect(second.takenOver).toBe(true)
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive))), Effect.scoped), 60_000)

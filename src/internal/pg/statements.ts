@@ -259,7 +259,7 @@ export const deleteExpiredAndOwnRow = (
     survivors: string
     grace_expired: string
     foreign: { group: string; name: string; host: string; pid: number } | null
-    elsewhere: { group: string; name: string; host: string; pid: number; expired: boolean } | null
+    elsewhere: ElsewhereRow | null
   }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
@@ -529,6 +529,26 @@ export const selectInstance = (sql: Sql, groupId: string, instanceId: string, no
       FROM modulo_group.members
      WHERE group_id = ${groupId} AND instance_id = ${instanceId} AND NOT (${reapable(sql, now)})
        FOR UPDATE`
+
+/** A row of this member id in another group than `groupId` (`deleteExpiredAndOwnRow`'s `elsewhere`). */
+export interface ElsewhereRow {
+  readonly group: string
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  readonly expired: boolean
+}
+
+/**
+ * Static join, before a takeover (which gives the instance's row this member id): a row of this
+ * member id in another group, as `deleteExpiredAndOwnRow` reports it for the other joins (the
+ * takeover failed on the primary key instead, 23505, and nothing reaped that group: a review).
+ */
+export const selectElsewhere = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
+  sql<ElsewhereRow>`
+    SELECT group_id AS group, name, host, pid, lease_expires_at <= ${at(sql, now)} AS expired
+      FROM modulo_group.members
+     WHERE member_id = ${memberId} AND group_id <> ${groupId}`
 
 /**
  * Static join, under the group lock: the takeover. The row of the instance (`oldMemberId`) becomes
