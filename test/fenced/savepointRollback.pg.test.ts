@@ -10,6 +10,7 @@
  * body, are not that.
  */
 import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
 import { Cause, Effect, Either, Exit } from "effect"
 import * as Fenced from "../../src/Fenced.js"
@@ -115,3 +116,33 @@ it.live("a body that rolls back past the block, caught by the app inside its tra
     expect(Exit.isFailure(exit)).toBe(true)
     expect(yield* t.notes).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(PgLive)))
+
+it.live("the same on an app's wrapper of the transaction connection (no pg client to end): its backend is terminated", () =>
+  Effect.gen(function*() {
+    // A review of the fix above: it ended @effect/sql-pg's client, which a wrapper (statement logging,
+    // tracing: a plain object forwarding `Connection`'s methods) does not carry; nothing was ended, the
+    // log said it was, and "after the rollback" committed again.
+    const t = yield* fixture("fence-rollback-wrapped")
+    const logged: Array<string> = []
+    const wrap = (conn: Connection): Connection => ({
+      execute: (sql, params, transformRows) => (logged.push(sql), conn.execute(sql, params, transformRows)),
+      executeRaw: (sql, params) => (logged.push(sql), conn.executeRaw(sql, params)),
+      executeStream: (sql, params, transformRows) => (logged.push(sql), conn.executeStream(sql, params, transformRows)),
+      executeValues: (sql, params) => (logged.push(sql), conn.executeValues(sql, params)),
+      executeUnprepared: (sql, params, transformRows) => (logged.push(sql), conn.executeUnprepared(sql, params, transformRows))
+    })
+    const caught: Array<string> = []
+    const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
+      const [conn, depth] = yield* SqlClient.TransactionConnection
+      yield* Effect.gen(function*() {
+        yield* t.sql`SAVEPOINT before_block`
+        const block = yield* Effect.exit(Fenced.fencedWith(t.target, pastTheBlock(t, t.sql`SAVEPOINT app_after`)))
+        caught.push(Exit.isFailure(block) ? "failed" : "succeeded")
+        yield* t.sql`ROLLBACK TO SAVEPOINT app_after`
+      }).pipe(Effect.provideService(SqlClient.TransactionConnection, [wrap(conn), depth] as const))
+    })).pipe(Effect.exit)
+    expect(caught).toEqual(["failed"])
+    expect(Exit.isFailure(exit)).toBe(true)
+    expect(yield* t.notes).toEqual([])
+    expect(logged).toContain("SELECT pg_backend_pid() AS pid") // asked for at the block's savepoint
+  }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>)
