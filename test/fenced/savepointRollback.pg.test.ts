@@ -12,9 +12,10 @@
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
-import { Cause, Effect, Either, Exit } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Cause, Effect, Either, Exit, Layer, Redacted } from "effect"
 import * as Fenced from "../../src/Fenced.js"
-import { PgLive } from "../support/Database.js"
+import { databaseUrl, PgLive } from "../support/Database.js"
 import { fixture } from "./support.js"
 import { gated } from "./interleave.js"
 
@@ -117,11 +118,19 @@ it.live("a body that rolls back past the block, caught by the app inside its tra
     expect(yield* t.notes).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(PgLive)))
 
-it.live("the same on an app's wrapper of the transaction connection (no pg client to end): its backend is terminated", () =>
+/** A pool of one connection: whatever the block does when its savepoint is lost needs no other one. */
+const poolOfOne = Layer.unwrapEffect(Effect.sync(() =>
+  PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: `modulo-group-test-${process.pid}`, maxConnections: 1 })
+))
+
+it.live("the same on an app's wrapper of the transaction connection (no pg client to end), on a pool of one connection", () =>
   Effect.gen(function*() {
     // A review of the fix above: it ended @effect/sql-pg's client, which a wrapper (statement logging,
     // tracing: a plain object forwarding `Connection`'s methods) does not carry; nothing was ended, the
-    // log said it was, and "after the rollback" committed again.
+    // log said it was, and "after the rollback" committed again. The next version terminated the
+    // backend from another connection of the pool: with the pool's only connection held by the
+    // transaction, that failed (and the write committed) or waited for ever (the next review). Now the
+    // block rolls the transaction back on that connection and leaves a new one aborted.
     const t = yield* fixture("fence-rollback-wrapped")
     const logged: Array<string> = []
     const wrap = (conn: Connection): Connection => ({
@@ -138,11 +147,30 @@ it.live("the same on an app's wrapper of the transaction connection (no pg clien
         yield* t.sql`SAVEPOINT before_block`
         const block = yield* Effect.exit(Fenced.fencedWith(t.target, pastTheBlock(t, t.sql`SAVEPOINT app_after`)))
         caught.push(Exit.isFailure(block) ? "failed" : "succeeded")
-        yield* t.sql`ROLLBACK TO SAVEPOINT app_after`
+        // The app's rollback to its own savepoint fails now (the transaction it was in is gone).
+        yield* Effect.exit(t.sql`ROLLBACK TO SAVEPOINT app_after`)
+        yield* t.insert("after the catch")
       }).pipe(Effect.provideService(SqlClient.TransactionConnection, [wrap(conn), depth] as const))
     })).pipe(Effect.exit)
     expect(caught).toEqual(["failed"])
     expect(Exit.isFailure(exit)).toBe(true)
+    expect(JSON.stringify(exit)).toMatch(/25P02/) // the app's next write: in an aborted transaction
     expect(yield* t.notes).toEqual([])
-    expect(logged).toContain("SELECT pg_backend_pid() AS pid") // asked for at the block's savepoint
-  }).pipe(Effect.scoped, Effect.provide(PgLive)) as Effect.Effect<void, unknown>)
+    expect(logged.filter((l) => l === "ROLLBACK" || l === "BEGIN")).toEqual(["ROLLBACK", "BEGIN"])
+  }).pipe(Effect.scoped, Effect.provide(poolOfOne)) as Effect.Effect<void, unknown>, 30_000)
+
+it.live("a block nested in a fenced body that rolls back past it, on a pool of one connection: the outer block fails, nothing commits", () =>
+  Effect.gen(function*() {
+    // The same review: the outer body's connection is the library's own wrapper (statements run to
+    // their end), which carried no client either, and the inner block needed a second connection.
+    const t = yield* fixture("fence-rollback-nested")
+    const inner: Array<string> = []
+    const outer = yield* Effect.exit(Fenced.fencedWith(t.target, Effect.gen(function*() {
+      yield* t.sql`SAVEPOINT before_block`
+      const block = yield* Effect.exit(Fenced.fencedWith(t.target, pastTheBlock(t)))
+      inner.push(Exit.isFailure(block) ? "failed" : "succeeded")
+    })))
+    expect(inner).toEqual(["failed"])
+    expect(Exit.isFailure(outer)).toBe(true)
+    expect(yield* t.notes).toEqual([])
+  }).pipe(Effect.scoped, Effect.provide(poolOfOne)) as Effect.Effect<void, unknown>, 30_000)

@@ -44,3 +44,9 @@ export const migrationLockKey = 0x6d6f64756c6f
  * fails a `COMMIT` whose assignment is no longer current.
  */
 export const commitCheckSqlState = "MGF01"
+
+/**
+ * The error of the transaction a fenced block leaves aborted on a connection it cannot end, when its
+ * savepoint was lost (internal/pg/transaction.ts): nothing of that transaction commits.
+ */
+export const savepointLostSqlState = "MGF02"

@@ -19,8 +19,13 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 
-/** `conn`, whose statements run to their end once sent, even when the fiber is interrupted. */
+/**
+ * `conn`, whose statements run to their end once sent, even when the fiber is interrupted. With its
+ * `pg` client, if it has one (@effect/sql-pg's): a fenced block nested in a fenced body ends that
+ * client when its savepoint is lost (internal/pg/transaction.ts), as it does on the app's own.
+ */
 export const uninterruptibleConnection = (conn: Connection): Connection => ({
+  ...("pg" in conn ? { pg: (conn as { readonly pg: unknown }).pg } : {}),
   execute: (sql, params, transformRows) => Effect.uninterruptible(conn.execute(sql, params, transformRows)),
   executeRaw: (sql, params) => Effect.uninterruptible(conn.executeRaw(sql, params)),
   executeValues: (sql, params) => Effect.uninterruptible(conn.executeValues(sql, params)),

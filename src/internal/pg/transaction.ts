@@ -19,13 +19,13 @@
  * of it, exactly as `withTransaction` does, at the app's isolation level.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
+import { savepointLostSqlState } from "./constants.js"
 
 /** A `COMMIT` that failed, carried through `makeWithTransaction`'s `orDie` and unwrapped again. */
 class CommitFailed {
@@ -53,26 +53,24 @@ const pgClientOf = (conn: unknown): { readonly end: () => Promise<void> } | unde
 }
 
 /**
- * Ends the connection under an app's transaction whose rollback to a savepoint of ours failed: the
+ * Ends what the app's transaction can still commit, when a rollback to a savepoint of ours failed: the
  * savepoint is gone (the body rolled back past it, or another block's rollback on the same
  * transaction took it), so what was written since is no longer covered by the block's locks, and the
  * transaction is aborted. @effect/sql makes the failure a defect, which rolls the app's transaction
  * back, unless the app catches it inside the transaction and rolls back to a savepoint of its own
  * taken after ours was lost: that would make the transaction healthy again, with those writes in it
- * (an adversarial review). No statement can run in an aborted transaction, so the connection ends:
- * the server rolls the whole transaction back, and every later statement of the app on it, its
- * COMMIT among them, fails.
+ * (an adversarial review).
  *
  * @effect/sql-pg's connection: its client is ended (the pool discards an ended client when it is
- * released). Any other (an app's wrapper of it, which has no client to end: a review): its backend,
- * whose pid the savepoint asked for, is terminated from another connection of the pool, and this
- * waits until it is gone. If neither can be done, an error says so: the app must not commit.
+ * released); the server rolls the transaction back and every later statement of the app on it fails.
+ * Any other connection (an app's wrapper, which carries no client: a review): on that connection
+ * itself, `ROLLBACK` (the whole transaction goes, the body's writes with it), then a new transaction
+ * left aborted (`MGF02`): the app's rollback to its savepoint fails there, every later statement too
+ * until it rolls back, and its `COMMIT` commits nothing. Nothing here needs another connection (a
+ * review of a version that terminated the backend from the pool: with the pool's one connection held
+ * by that transaction it failed, or waited for ever).
  */
-const endConnection = (
-  conn: unknown,
-  backendPid: number | undefined,
-  sql: SqlClient.SqlClient
-): Effect.Effect<void> => {
+const endTransaction = (conn: Connection): Effect.Effect<void> => {
   const why = "a fenced block's savepoint was gone at its end (rolled back past by its body, or by a " +
     "concurrent block on the same transaction)"
   const client = pgClientOf(conn)
@@ -82,30 +80,18 @@ const endConnection = (
       Effect.logError(`modulo-group: ${why}; the connection is ended so that nothing of the transaction commits`)
     )
   }
-  if (backendPid === undefined) {
-    return Effect.logError(`modulo-group: ${why}, and its connection cannot be ended here: do not commit this transaction`)
-  }
-  // Outside the app's transaction (aborted): on a connection of its own.
-  const outside = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    Effect.mapInputContext(effect, (c: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(c) as Context.Context<never>)
-  const gone = outside(sql<{ alive: boolean }>`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ${backendPid}) AS alive`).pipe(
-    Effect.map((rows) => rows[0]?.alive !== true)
-  )
-  return outside(sql`SELECT pg_terminate_backend(${backendPid})`).pipe(
-    Effect.zipRight(gone.pipe(
-      Effect.repeat({ until: (done) => done, schedule: Schedule.spaced(Duration.millis(10)) }),
-      Effect.timeoutFail({ duration: Duration.seconds(5), onTimeout: () => new Error("its backend did not end within 5 s") })
-    )),
-    Effect.zipRight(Effect.logError(
-      `modulo-group: ${why}; its backend (pid ${backendPid}) is terminated so that nothing of the transaction commits`
-    )),
-    Effect.catchAllCause((cause) =>
-      Effect.logError(
-        `modulo-group: ${why}, and its backend (pid ${backendPid}) could not be terminated: do not commit this transaction`,
-        cause
-      )
+  const send = (statement: string) => Effect.exit(conn.executeUnprepared(statement, [], undefined))
+  return Effect.gen(function*() {
+    yield* send("ROLLBACK")
+    yield* send("BEGIN")
+    yield* send(
+      `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '${savepointLostSqlState}', MESSAGE = ` +
+        `'modulo_group fence: a fenced block''s savepoint was lost; this transaction cannot commit'; END $$`
     )
-  )
+    yield* Effect.logError(
+      `modulo-group: ${why}; the transaction is rolled back, and a new one left aborted, so that nothing of it commits`
+    )
+  })
 }
 
 /**
@@ -121,8 +107,6 @@ export const readCommitted = <A, E, R>(
   Effect.suspend(() => {
     // One name per run (an effect built once may be run again, e.g. retried).
     const savepoint = `${savepointPrefix}${++savepointsTaken}`
-    // The backend of a connection that is not @effect/sql-pg's own (`endConnection`).
-    let backendPid: number | undefined = undefined
     return SqlClient.makeWithTransaction({
       transactionTag: SqlClient.TransactionConnection,
       spanAttributes: [["db.system", "postgresql"]],
@@ -131,14 +115,7 @@ export const readCommitted = <A, E, R>(
         (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [scope, conn] as const)
       ),
       begin: (conn) => conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined),
-      savepoint: (conn) =>
-        Effect.zipRight(
-          conn.executeUnprepared(`SAVEPOINT ${savepoint}`, [], undefined),
-          pgClientOf(conn) !== undefined ? Effect.void : Effect.map(
-            conn.executeUnprepared("SELECT pg_backend_pid() AS pid", [], undefined),
-            (rows) => void (backendPid = Number((rows as ReadonlyArray<{ pid?: unknown }>)[0]?.pid) || undefined)
-          )
-        ),
+      savepoint: (conn) => conn.executeUnprepared(`SAVEPOINT ${savepoint}`, [], undefined),
       commit: (conn) =>
         Effect.zipRight(beforeCommit, conn.executeUnprepared("COMMIT", [], undefined)).pipe(
           Effect.asVoid,
@@ -147,7 +124,7 @@ export const readCommitted = <A, E, R>(
       rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
       rollbackSavepoint: (conn) =>
         conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined).pipe(
-          Effect.tapError(() => endConnection(conn, backendPid, sql))
+          Effect.tapError(() => endTransaction(conn))
         )
     })(body)
   }).pipe(
