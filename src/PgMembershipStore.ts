@@ -150,18 +150,25 @@ export const prepare = (options: Options = {}) =>
     // Said once, not per attempt (a server refusing connections to many starting members at once
     // would otherwise fill their logs), and again when it answered.
     let notReady = false
-    // A check that waits without failing (a migration in another session, a `LOCK TABLE` on the
-    // schema's tables, held in an open transaction): said once after a second, not a silent wait (a
-    // review: `join` printed nothing for as long as the lock was held).
-    const slow = yield* Effect.fork(Effect.zipRight(
-      Effect.sleep(Duration.seconds(1)),
-      Effect.logWarning(
-        "modulo-group: the schema check has waited 1 s; another session may hold a lock on modulo_group's " +
-          "tables (a migration running, or an open transaction that locked them); still waiting"
-      )
-    ))
-    yield* attempt.pipe(
-      Effect.ensuring(Fiber.interrupt(slow)),
+    // An attempt that waits without failing (a migration in another session, a `LOCK TABLE` on the
+    // schema's tables, held in an open transaction): said once after a second of one attempt, not a
+    // silent wait (a review: `join` printed nothing for as long as the lock was held).
+    let saidSlow = false
+    const sayingIfSlow = Effect.flatMap(
+      Effect.fork(Effect.zipRight(
+        Effect.sleep(Duration.seconds(1)),
+        Effect.suspend(() => {
+          if (saidSlow) return Effect.void
+          saidSlow = true
+          return Effect.logWarning(
+            "modulo-group: the schema check has waited 1 s; another session may hold a lock on modulo_group's " +
+              "tables (a migration running, or an open transaction that locked them), or the server is slow; still waiting"
+          )
+        })
+      )),
+      (slow) => Effect.ensuring(attempt, Fiber.interrupt(slow))
+    )
+    yield* sayingIfSlow.pipe(
       Effect.tapError((e) =>
         e._tag === "DatabaseUnavailable" && !notReady
           ? Effect.zipRight(
