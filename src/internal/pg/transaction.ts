@@ -21,8 +21,10 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { savepointLostSqlState } from "./constants.js"
@@ -81,13 +83,18 @@ const endTransaction = (conn: Connection): Effect.Effect<void> => {
     )
   }
   const send = (statement: string) => Effect.exit(conn.executeUnprepared(statement, [], undefined))
+  const abort = `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '${savepointLostSqlState}', MESSAGE = ` +
+    `'modulo_group fence: a fenced block''s savepoint was lost; this transaction cannot commit'; END $$`
   return Effect.gen(function*() {
-    yield* send("ROLLBACK")
-    yield* send("BEGIN")
-    yield* send(
-      `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '${savepointLostSqlState}', MESSAGE = ` +
-        `'modulo_group fence: a fenced block''s savepoint was lost; this transaction cannot commit'; END $$`
-    )
+    // One message (the simple protocol takes several statements): no statement of another fiber on
+    // this connection (a concurrent block's write) can run between the ROLLBACK and the BEGIN, outside
+    // any transaction. A connection that sends only one statement at a time gets them one by one.
+    const once = yield* send(`ROLLBACK; BEGIN; ${abort}`)
+    if (!(Exit.isFailure(once) && JSON.stringify(Cause.squash(once.cause)).includes(savepointLostSqlState))) {
+      yield* send("ROLLBACK")
+      yield* send("BEGIN")
+      yield* send(abort)
+    }
     yield* Effect.logError(
       `modulo-group: ${why}; the transaction is rolled back, and a new one left aborted, so that nothing of it commits`
     )
