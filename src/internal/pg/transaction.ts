@@ -85,18 +85,28 @@ const endTransaction = (conn: Connection): Effect.Effect<void> => {
   const send = (statement: string) => Effect.exit(conn.executeUnprepared(statement, [], undefined))
   const abort = `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '${savepointLostSqlState}', MESSAGE = ` +
     `'modulo_group fence: a fenced block''s savepoint was lost; this transaction cannot commit'; END $$`
+  // The backend ends itself (its own: no privilege needed), so that the app's later statements and its
+  // COMMIT fail, as on a client that was ended: in an aborted transaction alone, PostgreSQL answers a
+  // COMMIT with ROLLBACK and no error, and the app was told its transaction committed (a review). The
+  // aborted transaction stays as the backstop should the backend live on.
+  const terminate = "SELECT pg_terminate_backend(pg_backend_pid())"
+  const ended = (exit: Exit.Exit<unknown, unknown>) =>
+    Exit.isFailure(exit) && /MGF02|57P01|terminat|Connection|not queryable/i.test(JSON.stringify(Cause.squash(exit.cause)))
   return Effect.gen(function*() {
     // One message (the simple protocol takes several statements): no statement of another fiber on
-    // this connection (a concurrent block's write) can run between the ROLLBACK and the BEGIN, outside
-    // any transaction. A connection that sends only one statement at a time gets them one by one.
-    const once = yield* send(`ROLLBACK; BEGIN; ${abort}`)
-    if (!(Exit.isFailure(once) && JSON.stringify(Cause.squash(once.cause)).includes(savepointLostSqlState))) {
+    // this connection (a concurrent block's write, queued meanwhile) can run between the ROLLBACK and
+    // the BEGIN outside any transaction (a review: with the statements sent one by one, a concurrent
+    // block's write committed without locks). A connection that takes one statement at a time gets
+    // them one by one.
+    const once = yield* send(`ROLLBACK; BEGIN; ${terminate}; ${abort}`)
+    if (!ended(once)) {
       yield* send("ROLLBACK")
       yield* send("BEGIN")
+      yield* send(terminate)
       yield* send(abort)
     }
     yield* Effect.logError(
-      `modulo-group: ${why}; the transaction is rolled back, and a new one left aborted, so that nothing of it commits`
+      `modulo-group: ${why}; the transaction is rolled back and its backend ended, so that nothing of it commits`
     )
   })
 }
