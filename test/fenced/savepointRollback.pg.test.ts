@@ -118,6 +118,15 @@ it.live("a body that rolls back past the block, caught by the app inside its tra
     expect(yield* t.notes).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(PgLive)))
 
+/** An app's wrapper of a connection (statement logging, as tracing would): a plain object, no `pg` client on it. */
+const wrapperOf = (conn: Connection, logged: Array<string>): Connection => ({
+  execute: (sql, params, transformRows) => (logged.push(sql), conn.execute(sql, params, transformRows)),
+  executeRaw: (sql, params) => (logged.push(sql), conn.executeRaw(sql, params)),
+  executeStream: (sql, params, transformRows) => (logged.push(sql), conn.executeStream(sql, params, transformRows)),
+  executeValues: (sql, params) => (logged.push(sql), conn.executeValues(sql, params)),
+  executeUnprepared: (sql, params, transformRows) => (logged.push(sql), conn.executeUnprepared(sql, params, transformRows))
+})
+
 /** A pool of one connection: whatever the block does when its savepoint is lost needs no other one. */
 const poolOfOne = Layer.unwrapEffect(Effect.sync(() =>
   PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: `modulo-group-test-${process.pid}`, maxConnections: 1 })
@@ -133,13 +142,7 @@ it.live("the same on an app's wrapper of the transaction connection (no pg clien
     // block rolls the transaction back on that connection and leaves a new one aborted.
     const t = yield* fixture("fence-rollback-wrapped")
     const logged: Array<string> = []
-    const wrap = (conn: Connection): Connection => ({
-      execute: (sql, params, transformRows) => (logged.push(sql), conn.execute(sql, params, transformRows)),
-      executeRaw: (sql, params) => (logged.push(sql), conn.executeRaw(sql, params)),
-      executeStream: (sql, params, transformRows) => (logged.push(sql), conn.executeStream(sql, params, transformRows)),
-      executeValues: (sql, params) => (logged.push(sql), conn.executeValues(sql, params)),
-      executeUnprepared: (sql, params, transformRows) => (logged.push(sql), conn.executeUnprepared(sql, params, transformRows))
-    })
+    const wrap = (conn: Connection) => wrapperOf(conn, logged)
     const caught: Array<string> = []
     const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
       const [conn, depth] = yield* SqlClient.TransactionConnection
@@ -184,13 +187,7 @@ it.live("on an app's wrapper, an app that catches the block's failure and sends 
     const t = yield* fixture("fence-rollback-told")
     const exit = yield* t.sql.withTransaction(Effect.gen(function*() {
       const [conn, depth] = yield* SqlClient.TransactionConnection
-      const wrapped: Connection = {
-        execute: (sql, params, transformRows) => conn.execute(sql, params, transformRows),
-        executeRaw: (sql, params) => conn.executeRaw(sql, params),
-        executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows),
-        executeValues: (sql, params) => conn.executeValues(sql, params),
-        executeUnprepared: (sql, params, transformRows) => conn.executeUnprepared(sql, params, transformRows)
-      }
+      const wrapped = wrapperOf(conn, [])
       yield* Effect.gen(function*() {
         yield* t.insert("the app's own row, before the block")
         yield* t.sql`SAVEPOINT before_block`
