@@ -43,6 +43,11 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
     why: "the same savepoint"
   },
   {
+    file: "internal/pg/transaction.ts",
+    arg: "statement",
+    why: "endTransaction's `send`: constants of the module only (ROLLBACK, BEGIN, the backend's own termination, a DO block raising the fixed SQLSTATE savepointLostSqlState)"
+  },
+  {
     file: "internal/pg/noCancel.ts",
     arg: "sql",
     why: "uninterruptibleConnection passes on, unchanged, the SQL and parameters @effect/sql compiled for the connection it wraps"
