@@ -159,8 +159,8 @@ it.live("the same on an app's wrapper of the transaction connection (no pg clien
     expect(Exit.isFailure(exit)).toBe(true)
     expect(yield* t.notes).toEqual([])
     // In one message: nothing of another fiber between the ROLLBACK and the BEGIN.
-    expect(logged.filter((l) => l.startsWith("ROLLBACK; BEGIN; SELECT pg_terminate_backend(pg_backend_pid()); DO "))).toHaveLength(1)
-    expect(logged).not.toContain("BEGIN") // not the fallback, one statement at a time
+    expect(logged.filter((l) => l.startsWith("ROLLBACK AND CHAIN; RESET SESSION AUTHORIZATION; RESET ROLE; "))).toHaveLength(1)
+    expect(logged).not.toContain("ROLLBACK AND CHAIN") // not one statement at a time
   }).pipe(Effect.scoped, Effect.provide(poolOfOne)) as Effect.Effect<void, unknown>, 30_000)
 
 it.live("a block nested in a fenced body that rolls back past it, on a pool of one connection: the outer block fails, nothing commits", () =>

@@ -45,7 +45,7 @@ const exceptions: ReadonlyArray<{ readonly file: string; readonly arg: string; r
   {
     file: "internal/pg/transaction.ts",
     arg: "statement",
-    why: "endTransaction's `send`: constants of the module only (ROLLBACK, BEGIN, the backend's own termination, a DO block raising the fixed SQLSTATE savepointLostSqlState)"
+    why: "endTransaction's `send`: constants of the module only (ROLLBACK AND CHAIN, the RESETs, the backend's own termination, a DO block raising the fixed SQLSTATE savepointLostSqlState)"
   },
   {
     file: "internal/pg/noCancel.ts",

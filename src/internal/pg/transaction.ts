@@ -85,29 +85,43 @@ const endTransaction = (conn: Connection): Effect.Effect<void> => {
   const send = (statement: string) => Effect.exit(conn.executeUnprepared(statement, [], undefined))
   const abort = `DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '${savepointLostSqlState}', MESSAGE = ` +
     `'modulo_group fence: a fenced block''s savepoint was lost; this transaction cannot commit'; END $$`
-  // The backend ends itself (its own: no privilege needed), so that the app's later statements and its
-  // COMMIT fail, as on a client that was ended: in an aborted transaction alone, PostgreSQL answers a
-  // COMMIT with ROLLBACK and no error, and the app was told its transaction committed (a review). The
-  // aborted transaction stays as the backstop should the backend live on.
-  const terminate = "SELECT pg_terminate_backend(pg_backend_pid())"
-  const ended = (exit: Exit.Exit<unknown, unknown>) =>
-    Exit.isFailure(exit) && /MGF02|57P01|terminat|Connection|not queryable/i.test(JSON.stringify(Cause.squash(exit.cause)))
+  // In order, each in a transaction (`ROLLBACK AND CHAIN` ends the aborted one and opens the next in
+  // one step: no statement of another fiber on this connection, a concurrent block's write queued
+  // meanwhile, ever runs outside a transaction; a review found one that did, between a ROLLBACK and a
+  // BEGIN sent one by one, and committed without locks); the session's own user back (a role set on
+  // the session may not terminate the login's backend: a review); the backend ends itself, so that
+  // every later statement of the app fails, its COMMIT among them (in an aborted transaction alone,
+  // PostgreSQL answers a COMMIT with ROLLBACK and no error: the app was told its transaction had
+  // committed, a review); and, should the backend live on, an error that leaves the transaction aborted.
+  const statements = [
+    "ROLLBACK AND CHAIN",
+    "RESET SESSION AUTHORIZATION",
+    "RESET ROLE",
+    "SELECT pg_terminate_backend(pg_backend_pid())",
+    abort
+  ]
+  const outcome = (exit: Exit.Exit<unknown, unknown>): "ended" | "aborted" | "unknown" => {
+    if (Exit.isSuccess(exit)) return "unknown"
+    const text = JSON.stringify(Cause.squash(exit.cause)) + String(Cause.squash(exit.cause))
+    if (/57P01|Connection terminated|not queryable|ECONNRESET/i.test(text)) return "ended"
+    return text.includes(savepointLostSqlState) ? "aborted" : "unknown"
+  }
   return Effect.gen(function*() {
-    // One message (the simple protocol takes several statements): no statement of another fiber on
-    // this connection (a concurrent block's write, queued meanwhile) can run between the ROLLBACK and
-    // the BEGIN outside any transaction (a review: with the statements sent one by one, a concurrent
-    // block's write committed without locks). A connection that takes one statement at a time gets
-    // them one by one.
-    const once = yield* send(`ROLLBACK; BEGIN; ${terminate}; ${abort}`)
-    if (!ended(once)) {
-      yield* send("ROLLBACK")
-      yield* send("BEGIN")
-      yield* send(terminate)
-      yield* send(abort)
+    // One message where the connection takes several statements in one (the simple protocol); else one
+    // by one, which `ROLLBACK AND CHAIN` makes as safe.
+    let result = outcome(yield* send(statements.join("; ")))
+    if (result === "unknown") {
+      for (const statement of statements) {
+        result = outcome(yield* send(statement))
+        if (result === "ended") break
+      }
     }
-    yield* Effect.logError(
-      `modulo-group: ${why}; the transaction is rolled back and its backend ended, so that nothing of it commits`
-    )
+    yield* result === "ended"
+      ? Effect.logError(`modulo-group: ${why}; the transaction is rolled back and its backend ended, so that nothing of it commits`)
+      : Effect.logError(
+        `modulo-group: ${why}; the transaction is rolled back and a new one left aborted, but its backend could not be ` +
+          "ended: nothing of it commits, and a COMMIT on it reports no error"
+      )
   })
 }
 
