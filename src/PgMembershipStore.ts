@@ -1063,10 +1063,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                       `that member leaves or its lease runs out`
                   })
                 }
-                // A row of this member id in another group (the id reused while that membership's row
-                // stayed: a leave that gave up): that group's, gone only by its own change. Refuse;
-                // when its lease has run out, that group is reaped after this join has rolled back
-                // (it may have no live member left to do it), and the next attempt goes through.
+                // A row of this member id in another group: refused (see `refuseElsewhere`).
                 if (left!.elsewhere !== null) return yield* refuseElsewhere(left!.elsewhere)
                 yield* countGraceExpiries(groupId, num(left!.grace_expired))
                 if (held !== undefined) {

@@ -46,7 +46,7 @@ export const migrationLockKey = 0x6d6f64756c6f
 export const commitCheckSqlState = "MGF01"
 
 /**
- * The error of the transaction a fenced block leaves aborted on a connection it cannot end, when its
- * savepoint was lost (internal/pg/transaction.ts): nothing of that transaction commits.
+ * The error that leaves aborted the transaction a fenced block opens when its savepoint was lost, on a
+ * connection whose backend it could not end (internal/pg/transaction.ts): nothing of it commits.
  */
 export const savepointLostSqlState = "MGF02"

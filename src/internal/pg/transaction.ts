@@ -42,8 +42,8 @@ class CommitFailed {
  * a savepoint of the same depth could stand above a fenced block's own: the block's rollback landed
  * there and its writes stayed, without its locks (an adversarial review). A rollback to a name of
  * our own reaches the block's own savepoint, and everything taken after it goes; if that savepoint is
- * gone (a rollback in the body past it), the rollback fails, @effect/sql makes that a defect, and the
- * app's transaction rolls back.
+ * gone (a rollback in the body past it), the rollback fails, `endTransaction` ends what the app's
+ * transaction could still commit, and @effect/sql makes the failure a defect.
  */
 const savepointPrefix = `modulo_group_${globalThis.crypto.randomUUID().slice(0, 8)}_`
 let savepointsTaken = 0
@@ -66,11 +66,10 @@ const pgClientOf = (conn: unknown): { readonly end: () => Promise<void> } | unde
  * @effect/sql-pg's connection: its client is ended (the pool discards an ended client when it is
  * released); the server rolls the transaction back and every later statement of the app on it fails.
  * Any other connection (an app's wrapper, which carries no client: a review): on that connection
- * itself, `ROLLBACK` (the whole transaction goes, the body's writes with it), then a new transaction
- * left aborted (`MGF02`): the app's rollback to its savepoint fails there, every later statement too
- * until it rolls back, and its `COMMIT` commits nothing. Nothing here needs another connection (a
- * review of a version that terminated the backend from the pool: with the pool's one connection held
- * by that transaction it failed, or waited for ever).
+ * itself, the statements below, which roll the transaction back (the body's writes with it) and end
+ * the backend, so that every later statement of the app fails, its `COMMIT` among them. Nothing here
+ * needs another connection (a review of a version that terminated the backend from the pool: with the
+ * pool's one connection held by that transaction it failed, or waited for ever).
  */
 const endTransaction = (conn: Connection): Effect.Effect<void> => {
   const why = "a fenced block's savepoint was gone at its end (rolled back past by its body, or by a " +
@@ -102,7 +101,8 @@ const endTransaction = (conn: Connection): Effect.Effect<void> => {
   ]
   const outcome = (exit: Exit.Exit<unknown, unknown>): "ended" | "aborted" | "unknown" => {
     if (Exit.isSuccess(exit)) return "unknown"
-    const text = JSON.stringify(Cause.squash(exit.cause)) + String(Cause.squash(exit.cause))
+    const error = Cause.squash(exit.cause)
+    const text = JSON.stringify(error) + String(error)
     if (/57P01|Connection terminated|not queryable|ECONNRESET/i.test(text)) return "ended"
     return text.includes(savepointLostSqlState) ? "aborted" : "unknown"
   }
