@@ -76,6 +76,26 @@ const garbage = (e: number): Array<string> => [
   "x".repeat(7_990)
 ]
 
+/**
+ * Work that, once armed, does not stop until `release` (its interruption waits for it); `working`:
+ * whether a run of it is under way now (the membership publishes Assigned before the work runs, and
+ * a run of an earlier epoch that stopped does not count).
+ */
+const stuckUntil = (release: Deferred.Deferred<void>) => {
+  let armed = false
+  let working = false
+  return {
+    work: () =>
+      Effect.suspend(() => {
+        working = true
+        return Effect.onInterrupt(Effect.never, () =>
+          Effect.suspend(() => (armed ? Deferred.await(release) : Effect.sync(() => void (working = false)))))
+      }),
+    working: () => working,
+    arm: () => void (armed = true)
+  }
+}
+
 it.live(
   "forged readiness from a role without grants never lifts a barrier; the group stays live and the listener healthy",
   () =>
@@ -94,19 +114,21 @@ it.live(
       const release = yield* Deferred.make<void>()
       // Once armed, c's work will not stop until released (its interruption waits): it holds the next
       // barrier. Armed only once a, b, c have formed (they join concurrently: c may start in an
-      // intermediate epoch).
-      let armed = false
-      const stuck = () =>
-        Effect.onInterrupt(Effect.never, () => Effect.suspend(() => (armed ? Deferred.await(release) : Effect.void)))
+      // intermediate epoch) and c's work runs.
+      const stuck = stuckUntil(release)
 
       const a = yield* g.join("a")
       const b = yield* g.join("b")
-      const c = yield* g.join("c", { work: stuck })
+      const c = yield* g.join("c", { work: stuck.work })
       // Runs before the members' own finalizers: a failed assertion must not leave c's work stuck.
       yield* Effect.addFinalizer(() => Deferred.succeed(release, undefined))
       yield* waitFor(() => g.formed(["a", "b", "c"]), Duration.seconds(15), "a, b, c formed")
       const e0 = (yield* groupEpoch(groupId))!.epoch
-      armed = true
+      // Assigned is published before the work runs (it first records its start, a query): work
+      // interrupted before it ran stops at once, and c then rightly acknowledged d's epoch (a CI run
+      // under load saw it here, as the test below once did).
+      yield* waitFor(stuck.working, Duration.seconds(5), "c working")
+      stuck.arm()
 
       // A fourth member: epoch E. a, b and d acknowledge it; c cannot, its work does not stop.
       const d = yield* g.join("d")
@@ -260,23 +282,17 @@ it.live("work that will not stop holds the barrier past its stop timeout, agains
     const groupId = randomGroupId("hostile-stuck")
     const g = yield* makeGroup(groupId, { heartbeat: "300 millis", lease: "3 seconds", fenceMargin: "1 second", statementTimeout: "1 second", stopTimeout: "300 millis" })
     const release = yield* Deferred.make<void>()
-    let armed = false
-    let working = false
-    const stuck = () =>
-      Effect.suspend(() => {
-        working = true
-        return Effect.onInterrupt(Effect.never, () => Effect.suspend(() => (armed ? Deferred.await(release) : Effect.void)))
-      })
+    const stuck = stuckUntil(release)
     yield* g.join("a")
-    const c = yield* g.join("c", { work: stuck })
+    const c = yield* g.join("c", { work: stuck.work })
     yield* Effect.addFinalizer(() => Deferred.succeed(release, undefined))
     yield* waitFor(() => g.formed(["a", "c"]), Duration.seconds(15), "a, c formed")
     const e0 = (yield* groupEpoch(groupId))!.epoch
     // c's work runs (Assigned is published before its work does): work interrupted before it ran
     // stops at once, and c then rightly acknowledges d's epoch with no work running, which a CI run
     // under load saw.
-    yield* waitFor(() => working, Duration.seconds(5), "c working")
-    armed = true
+    yield* waitFor(stuck.working, Duration.seconds(5), "c working")
+    stuck.arm()
     yield* g.join("d")
     const role = yield* hostileRole
     const evil = yield* hostileClient(role)
