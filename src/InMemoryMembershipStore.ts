@@ -13,6 +13,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
+import { elsewhereError } from "./internal/memberId.js"
 import { reassign } from "./internal/reassign.js"
 import * as Table from "./internal/slots/table.js"
 import { InstanceBusy, JoinDeferred, SlotsMismatch, StoreError } from "./MembershipError.js"
@@ -256,6 +257,18 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         gate("join", member.memberId).pipe(
           Effect.zipRight(storeNow),
           Effect.flatMap((now): Effect.Effect<GroupView, StoreError> => {
+            // A row of this member id in another group: refused by name, as the PostgreSQL store
+            // does; when its lease has run out, that group is reaped after the refusal, and the
+            // next attempt goes through.
+            for (const [other, og] of groups) {
+              const row = other === groupId ? undefined : og.members.get(member.memberId)
+              if (row === undefined) continue
+              const expired = row.leaseExpiresAt <= now
+              return Effect.zipRight(
+                expired ? Effect.ignore(store.reap(other)) : Effect.void,
+                Effect.fail(elsewhereError(member.memberId, { ...row, group: other }, expired))
+              )
+            }
             const g = getGroup(groupId, now)
             // The group's mode is fixed by its first join; any other asks for the same.
             const requested = joinOptions.slots ?? null

@@ -27,7 +27,7 @@ import * as Batcher from "./internal/pg/batcher.js"
 import { describe, lockNotAvailable, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
-import { canonicalMemberId } from "./internal/memberId.js"
+import { canonicalMemberId, elsewhereError } from "./internal/memberId.js"
 import * as Statements from "./internal/pg/statements.js"
 import * as Riders from "./internal/pg/riders.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
@@ -931,14 +931,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 // (it may have no live member left to do it), and the next attempt goes through.
                 const refuseElsewhere = (elsewhere: Statements.ElsewhereRow) => {
                   if (elsewhere.expired) reapAfter = elsewhere.group
-                  return new StoreError({
-                    operation: "join",
-                    reason: `member id ${member.memberId} still has a row in group "${elsewhere.group}" ` +
-                      `(${elsewhere.name} on ${elsewhere.host}, pid ${elsewhere.pid}${elsewhere.expired ? ", its lease run out" : ""}): ` +
-                      `a member id is a member of one group at a time, and that row goes only by a change of its ` +
-                      `group (${elsewhere.expired ? "a reap of it follows" : "a leave, or a reap once its lease has run out"}). ` +
-                      `This member does not join until then`
-                  })
+                  return elsewhereError(member.memberId, elsewhere, elsewhere.expired)
                 }
                 const instanceId = statics.instanceId ?? null
                 const rejoinGraceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))

@@ -1,3 +1,5 @@
+import { StoreError } from "../MembershipError.js"
+
 /**
  * A member id's canonical form. Member ids are uuids in the PostgreSQL store, whose `uuid` type also
  * reads the same uuid in upper case, in braces, without hyphens or hyphenated every four digits, and
@@ -12,3 +14,23 @@ export const canonicalMemberId = (memberId: string): string => {
   if (hex.length !== 32) return memberId
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
+
+/**
+ * A join's refusal of a member id that still has a row in another group (the id reused for a second
+ * group while its first membership's row stayed: a leave that gave up). That row goes only by a
+ * change of its own group; both stores refuse the join by name and, when the row's lease has run
+ * out, reap that group after the refusal, so the next attempt goes through.
+ */
+export const elsewhereError = (
+  memberId: string,
+  row: { readonly group: string; readonly name: string; readonly host: string; readonly pid: number },
+  expired: boolean
+): StoreError =>
+  new StoreError({
+    operation: "join",
+    reason: `member id ${memberId} still has a row in group "${row.group}" ` +
+      `(${row.name} on ${row.host}, pid ${row.pid}${expired ? ", its lease run out" : ""}): ` +
+      `a member id is a member of one group at a time, and that row goes only by a change of its ` +
+      `group (${expired ? "a reap of it follows" : "a leave, or a reap once its lease has run out"}). ` +
+      `This member does not join until then`
+  })

@@ -646,4 +646,26 @@ export const storeContract = (
       expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 1 }])).toEqual([])
       expect(yield* store.releaseSlots(g, a.memberId, [{ slot: 2, generation: 2 }, { slot: 3, generation: 2 }])).toEqual([2, 3])
     }))
+
+  test("a member id with a row in another group is refused by name; once that row's lease ran out, its group is reaped", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const other = `${g}-other`
+      const [a, b] = [info("a"), info("b")]
+      yield* store.join(other, b, 5000)
+      yield* store.join(other, a, 1000)
+      const live = yield* Effect.flip(store.join(g, a, 1000))
+      expect(live._tag).toBe("StoreError")
+      expect(live.message).toContain(`still has a row in group "${other}"`)
+      expect(live.message).toContain("a leave, or a reap once its lease has run out")
+      // Nothing changed in either group: the other's row stays, this group has no member.
+      expect((yield* store.members(other)).map((m) => m.memberId).sort()).toEqual([a.memberId, b.memberId].sort())
+      expect(yield* store.members(g)).toEqual([])
+      yield* TestClock.adjust(Duration.millis(1000))
+      const expired = yield* Effect.flip(store.join(g, a, 1000))
+      expect(expired.message).toContain("its lease run out")
+      // The refusal reaped the other group: a's row is gone there, and the next attempt joins.
+      expect((yield* store.members(other)).map((m) => m.memberId)).toEqual([b.memberId])
+      expect(yield* store.join(g, a, 1000)).toMatchObject({ epoch: 1, size: 1, index: 0 })
+    }))
 }
