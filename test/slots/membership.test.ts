@@ -164,6 +164,36 @@ describe("slots mode, in memory", () => {
       yield* control.resume(a.m.memberId)
     })))
 
+  it.effect("a set form that will not stop does not hold up the lease deadline's stop of the member's other slot work (G2)", () =>
+    inMemory(Effect.gen(function*() {
+      const { control, join, rec } = yield* setup(8)
+      const a = yield* join("a", { lease: Duration.seconds(10) })
+      const setRuns: Array<ReadonlyArray<number>> = []
+      // The set form ignores its interruption for 60 s (the app's fault: it alone runs on).
+      yield* a.m.whileOwningAll((owned) =>
+        Effect.sync(() => setRuns.push(owned.slots)).pipe(
+          Effect.zipRight(Effect.never.pipe(Effect.onInterrupt(() => Effect.sleep("60 seconds"))))
+        )
+      )
+      yield* advanceUntil(() => rec.covered() === 8 && setRuns.length > 0)
+      // b joins: a gives up four slots, and its set form is restarted (it will not stop for 60 s).
+      const b = yield* join("b", { lease: Duration.seconds(10) })
+      yield* TestClock.adjust(Duration.seconds(1))
+      // a's calls hang: at its lease deadline every slot work of a must stop, the set form's
+      // stubbornness notwithstanding; b takes the slots over once a's lease has run out.
+      yield* control.hang(a.m.memberId)
+      const hungAt = yield* TestClock.currentTimeMillis
+      yield* advanceUntil(() => rec.running().get(b.m.memberId)?.length === 8, Duration.seconds(40), Duration.millis(100))
+      const tookOver = (yield* TestClock.currentTimeMillis) - hungAt
+      // Well before the set form stops (60 s): the lease (10 s), then b's reap.
+      expect(tookOver).toBeLessThan(20_000)
+      expect(rec.running().get(a.m.memberId)).toBeUndefined()
+      expect(rec.violations).toEqual([])
+      // Every stop of a's slot work came before its lease ran out.
+      for (const stop of rec.stopsOf(a.m.memberId)) expect(stop.at).toBeLessThan(hungAt + 10_000)
+      yield* control.resume(a.m.memberId)
+    })))
+
   it.effect("slots given up together stop together: the set form restarts once per change, not once per slot", () =>
     inMemory(Effect.gen(function*() {
       const { join, rec } = yield* setup(16)

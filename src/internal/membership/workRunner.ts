@@ -227,6 +227,8 @@ export const makeWorkRunner = (
     const startSetOne = (spec: SlotSetSpec) =>
       Effect.gen(function*() {
         if (active.size === 0 || perSet.has(spec)) return
+        // An earlier run still stopping: started with the others once it has (`startSets`).
+        if (stoppingSets.size > 0) return yield* startSets
         if (yield* holdBack) return
         const fiber = yield* fork(spec.run(ownedNow()))
         perSet.set(spec, fiber)
@@ -236,15 +238,51 @@ export const makeWorkRunner = (
         if (!setSpecs.has(spec)) yield* orphan(fiber)
       })
 
-    // The set forms: interrupted and waited for (they may cover a slot being given up), then started
-    // under the slots being worked now, each only while its work may start (never after the lease
-    // deadline: a stop at the deadline must not start the set forms again under the slots left).
-    const restartSets = Effect.gen(function*() {
+    // Set forms interrupted by a restart and not stopped yet. No set form starts while any runs (the
+    // old run may cover a slot being given up); the restart is made once they have all stopped. They
+    // are waited for outside the lock: a restart that waited under it for a set form that ignores its
+    // interruption held up the fence's `interrupt` too, and the member's other slot work ran on past
+    // its lease deadline, beside the slots' next owner (G2; test/slots/membership.test.ts).
+    const stoppingSets = new Set<Fiber.RuntimeFiber<void>>()
+    let setsPending = false
+
+    // The set forms started under the slots being worked now, each only while its work may start
+    // (never after the lease deadline: a stop at the deadline must not start them again under the
+    // slots left); once the stopping ones have stopped, if any.
+    const startSets: Effect.Effect<void> = Effect.suspend(() => {
+      if (stoppingSets.size === 0) {
+        return Effect.forEach([...setSpecs], ([spec, live]) =>
+          Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : Effect.void), { discard: true })
+      }
+      if (setsPending) return Effect.void
+      setsPending = true
+      const waiting = [...stoppingSets]
+      return Effect.asVoid(Effect.forkIn(
+        Effect.zipRight(
+          Effect.forEach(waiting, Fiber.await, { discard: true }),
+          lock.withPermits(1)(Effect.suspend(() => {
+            setsPending = false
+            return startSets
+          }))
+        ),
+        workScope
+      ))
+    })
+
+    // The set forms: interrupted (they may cover a slot being given up), then started again under
+    // the slots being worked now once they have stopped. Returns the interrupted runs, for the
+    // stops of the slots given up to wait for.
+    const restartSets: Effect.Effect<ReadonlyArray<Fiber.RuntimeFiber<void>>> = Effect.gen(function*() {
       const old = [...perSet.values()]
       perSet.clear()
-      yield* Effect.forEach(old, Fiber.interrupt, { discard: true })
-      yield* Effect.forEach([...setSpecs], ([spec, live]) =>
-        Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : Effect.void), { discard: true })
+      for (const fiber of old) {
+        if (fiber.unsafePoll() !== null) continue
+        stoppingSets.add(fiber)
+        fiber.addObserver(() => stoppingSets.delete(fiber))
+      }
+      yield* Effect.forEach(old, (f) => Fiber.interruptFork(f), { discard: true })
+      yield* startSets
+      return old
     })
 
     // The starts held back while closed registrations' runs stopped, once none runs: each registered
@@ -304,24 +342,28 @@ export const makeWorkRunner = (
           if (!active.has(owned.slot)) yield* moved(1)
           active.set(owned.slot, owned)
           yield* Effect.forEach([...slotSpecs.keys()], (spec) => startSlotOne(spec, owned), { discard: true })
-          if (setSpecs.size > 0) yield* restartSets
+          if (setSpecs.size > 0 || perSet.size > 0) yield* restartSets
           return true
         })),
       stopSlots: (slots) =>
         lock.withPermits(1)(Effect.gen(function*() {
           // Every slot's fibers are interrupted before any is waited for: stopping many slots (all
           // of them at the deadline) costs one round, not one per slot.
-          const stopped = new Map<number, Effect.Effect<void>>()
+          const given: Array<readonly [number, ReadonlyArray<Fiber.RuntimeFiber<void>>]> = []
           for (const slot of slots) {
             if (active.delete(slot)) yield* moved(-1)
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
             yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
-            stopped.set(slot, Effect.forEach(fibersOfSlot, Fiber.await, { discard: true }))
+            given.push([slot, fibersOfSlot])
           }
-          // The set forms cover these slots: stopped (and waited for) before this returns, then
-          // restarted without them.
-          if (setSpecs.size > 0) yield* restartSets
+          // The set forms cover these slots: interrupted, restarted without them once stopped, and
+          // waited for by each slot's stop (not here, under the lock).
+          const sets = setSpecs.size > 0 || perSet.size > 0 ? yield* restartSets : []
+          const stopped = new Map<number, Effect.Effect<void>>()
+          for (const [slot, fibersOfSlot] of given) {
+            stopped.set(slot, Effect.forEach([...fibersOfSlot, ...sets], Fiber.await, { discard: true }))
+          }
           return stopped
         })),
       slots: Effect.sync(() => [...active.values()].sort((a, b) => a.slot - b.slot)),
