@@ -190,7 +190,13 @@ export const make = (
     const ctx = yield* makeContext({ config, store, info, scope })
     // Every assignment handed out names this membership (`owner`): `fenced` refuses it under another.
     const owner: AssignmentOwner = { groupId, memberId }
-    const work = yield* makeWorkRunner(workScope, owner, config.slots === undefined ? undefined : ctx.metrics.slotsWorking)
+    const work = yield* makeWorkRunner(
+      workScope,
+      owner,
+      config.slots === undefined ? undefined : ctx.metrics.slotsWorking,
+      // As often as the fence timer looks again past the deadline.
+      Math.max(1, Math.min(ctx.timing.heartbeatMs, 50))
+    )
     const driver = makeDriver(ctx, work)
 
     // Registered before the loops are forked, so it runs after they have stopped.

@@ -108,7 +108,9 @@ export const makeWorkRunner = (
   /** The member whose runs these are, and its group (`currentRunAssignment`). */
   member: AssignmentOwner,
   /** Slots mode: the gauge of the slots being worked, moved by each change of `active`. */
-  slotsWorking?: Metric.Metric.Gauge<number>
+  slotsWorking?: Metric.Metric.Gauge<number>,
+  /** How soon a start refused by `live` while work runs is looked at again (see `refused`). */
+  retryMs = 50
 ): Effect.Effect<WorkRunner> =>
   Effect.gen(function*() {
     const fibers = yield* Scope.extend(FiberSet.make<void>(), workScope)
@@ -252,7 +254,7 @@ export const makeWorkRunner = (
     const startSets: Effect.Effect<void> = Effect.suspend(() => {
       if (stoppingSets.size === 0) {
         return Effect.forEach([...setSpecs], ([spec, live]) =>
-          Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : Effect.void), { discard: true })
+          Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : refused), { discard: true })
       }
       if (setsPending) return Effect.void
       setsPending = true
@@ -285,23 +287,63 @@ export const makeWorkRunner = (
       return old
     })
 
-    // The starts held back while closed registrations' runs stopped, once none runs: each registered
-    // work under the slot (modulo mode) or the slots (slots mode) being worked now, if it may start
-    // (as `register` would; a start already made is not made again).
+    // Whether work runs now (a `start`'s slot, or slots being worked): registered work that is not
+    // running should be.
+    const working = () => activeSlot !== undefined || active.size > 0
+
+    // A start refused by `live` while work runs (a registration, a set form's restart, a held-back
+    // start made at the lease deadline's instant): looked at again every `retryMs` until the work is
+    // interrupted (the fence, a stop: the next `start` starts every registered work) or `live` holds
+    // again: a renewal sent in time can move the deadline just before the fence looks, and then no
+    // fence comes, the member stays assigned, and nothing else would start that work (a review).
+    let retrying = false
+    const refused: Effect.Effect<void> = Effect.suspend(() => {
+      if (retrying || !working()) return Effect.void
+      retrying = true
+      return Effect.asVoid(Effect.forkIn(
+        Effect.zipRight(
+          Effect.sleep(retryMs),
+          lock.withPermits(1)(Effect.suspend(() => {
+            retrying = false
+            return startMissing
+          }))
+        ),
+        workScope
+      ))
+    })
+
+    // Every registered work that should run and does not (under the lock): each under the slot
+    // (modulo mode) or the slots (slots mode) being worked now, if it may start (as `register` would;
+    // a start already made is not made again). Unless closed registrations' runs still stop.
+    const startMissing: Effect.Effect<void> = Effect.gen(function*() {
+      if (orphans.size > 0) return void (yield* holdBack)
+      const slot = activeSlot
+      if (slot !== undefined) {
+        for (const [spec, live] of specs) {
+          if (running.has(spec)) continue
+          if (yield* live) yield* startOne(spec, slot)
+          else yield* refused
+        }
+      }
+      for (const [spec, live] of slotSpecs) {
+        if (active.size === 0) break
+        if ([...active.keys()].every((n) => perSlot.get(n)?.has(spec) === true)) continue
+        if (yield* live) {
+          for (const owned of [...active.values()]) yield* startSlotOne(spec, owned)
+        } else yield* refused
+      }
+      for (const [spec, live] of setSpecs) {
+        if (active.size === 0 || perSet.has(spec)) continue
+        if (yield* live) yield* startSetOne(spec)
+        else yield* refused
+      }
+    })
+
+    // The starts held back while closed registrations' runs stopped, once none runs.
     function startHeldBack(): Effect.Effect<void> {
-      return lock.withPermits(1)(Effect.gen(function*() {
+      return lock.withPermits(1)(Effect.suspend(() => {
         heldBack = false
-        if (orphans.size > 0) return void (yield* holdBack)
-        const slot = activeSlot
-        if (slot !== undefined) {
-          for (const [spec, live] of specs) if (yield* live) yield* startOne(spec, slot)
-        }
-        for (const [spec, live] of slotSpecs) {
-          if (active.size > 0 && (yield* live)) {
-            for (const owned of [...active.values()]) yield* startSlotOne(spec, owned)
-          }
-        }
-        for (const [spec, live] of setSpecs) if (yield* live) yield* startSetOne(spec)
+        return startMissing
       }))
     }
 
@@ -326,7 +368,9 @@ export const makeWorkRunner = (
             specs.set(spec, live)
             // Only while a `start`'s work is live (and its deadline ahead): otherwise the next
             // `start` starts it.
-            if (activeSlot !== undefined && (yield* live)) yield* startOne(spec, activeSlot)
+            if (activeSlot === undefined) return
+            if (yield* live) yield* startOne(spec, activeSlot)
+            else yield* refused
           })),
           // Its run, if any, is interrupted (before, it ran on until the epoch ended) and counted
           // until it has stopped.
@@ -371,9 +415,10 @@ export const makeWorkRunner = (
         Effect.acquireRelease(
           lock.withPermits(1)(Effect.gen(function*() {
             slotSpecs.set(spec, live)
-            if (active.size > 0 && (yield* live)) {
+            if (active.size === 0) return
+            if (yield* live) {
               yield* Effect.forEach([...active.values()], (owned) => startSlotOne(spec, owned), { discard: true })
-            }
+            } else yield* refused
           })),
           () =>
             Effect.suspend(() => {
@@ -385,7 +430,9 @@ export const makeWorkRunner = (
         Effect.acquireRelease(
           lock.withPermits(1)(Effect.gen(function*() {
             setSpecs.set(spec, live)
-            if (active.size > 0 && (yield* live)) yield* startSetOne(spec)
+            if (active.size === 0) return
+            if (yield* live) yield* startSetOne(spec)
+            else yield* refused
           })),
           () =>
             Effect.suspend(() => {
