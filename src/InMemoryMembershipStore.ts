@@ -258,15 +258,22 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
           Effect.zipRight(storeNow),
           Effect.flatMap((now): Effect.Effect<GroupView, StoreError> => {
             // A row of this member id in another group: refused by name, as the PostgreSQL store
-            // does; when its lease has run out, that group is reaped after the refusal, and the
-            // next attempt goes through.
+            // does; when it is reapable (lease and grace run out), that group is reaped after the
+            // refusal, and the next attempt goes through.
             for (const [other, og] of groups) {
               const row = other === groupId ? undefined : og.members.get(member.memberId)
               if (row === undefined) continue
-              const expired = row.leaseExpiresAt <= now
+              const canReap = reapable(row, now)
               return Effect.zipRight(
-                expired ? Effect.ignore(store.reap(other)) : Effect.void,
-                Effect.fail(elsewhereError(member.memberId, { ...row, group: other }, expired))
+                canReap ? Effect.ignore(store.reap(other)) : Effect.void,
+                Effect.fail(elsewhereError(member.memberId, {
+                  ...row,
+                  group: other,
+                  expired: row.leaseExpiresAt <= now,
+                  reapable: canReap,
+                  instance: row.instanceId,
+                  grace_ms: row.graceMs
+                }))
               )
             }
             const g = getGroup(groupId, now)

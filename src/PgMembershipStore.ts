@@ -926,12 +926,13 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                     return { ...view, slots: toSlotView(group.slots!, v?.held ?? [], v?.pending ?? []) }
                   })
                 // A row of this member id in another group (the id reused while that membership's row
-                // stayed: a leave that gave up): that group's, gone only by its own change. Refused;
-                // when its lease has run out, that group is reaped after this join has rolled back
-                // (it may have no live member left to do it), and the next attempt goes through.
+                // stayed: a leave that gave up; or a static row held for its instance's rejoin grace):
+                // that group's, gone only by its own change. Refused; when it is reapable (lease and
+                // grace run out), that group is reaped after this join has rolled back (it may have no
+                // live member left to do it), and the next attempt goes through.
                 const refuseElsewhere = (elsewhere: Statements.ElsewhereRow) => {
-                  if (elsewhere.expired) reapAfter = elsewhere.group
-                  return elsewhereError(member.memberId, elsewhere, elsewhere.expired)
+                  if (elsewhere.reapable) reapAfter = elsewhere.group
+                  return elsewhereError(member.memberId, elsewhere)
                 }
                 const instanceId = statics.instanceId ?? null
                 const rejoinGraceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))

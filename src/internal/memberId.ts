@@ -17,20 +17,38 @@ export const canonicalMemberId = (memberId: string): string => {
 
 /**
  * A join's refusal of a member id that still has a row in another group (the id reused for a second
- * group while its first membership's row stayed: a leave that gave up). That row goes only by a
- * change of its own group; both stores refuse the join by name and, when the row's lease has run
- * out, reap that group after the refusal, so the next attempt goes through.
+ * group while its first membership's row stayed: a leave that gave up, or a static member's row held
+ * for its instance's rejoin grace). That row goes only by a change of its own group (or, held, by its
+ * instance's takeover, which gives it that member's id); both stores refuse the join by name and,
+ * when the row is reapable (lease and grace run out), reap that group after the refusal, so the next
+ * attempt goes through.
  */
 export const elsewhereError = (
   memberId: string,
-  row: { readonly group: string; readonly name: string; readonly host: string; readonly pid: number },
-  expired: boolean
-): StoreError =>
-  new StoreError({
+  row: {
+    readonly group: string
+    readonly name: string
+    readonly host: string
+    readonly pid: number
+    readonly expired: boolean
+    readonly reapable: boolean
+    readonly instance: string | null
+    readonly grace_ms: number
+  }
+): StoreError => {
+  const held = row.expired && !row.reapable
+  const state = !row.expired ? "" : held
+    ? `, its lease run out, held for instance ${JSON.stringify(row.instance)}'s rejoin grace of ${row.grace_ms} ms`
+    : ", its lease run out"
+  const goes = !row.expired
+    ? "a leave, or a reap once its lease has run out"
+    : held
+    ? "its instance's rejoin, which gives the row that member's id, or a reap once the grace has run out"
+    : "a reap of it follows"
+  return new StoreError({
     operation: "join",
-    reason: `member id ${memberId} still has a row in group "${row.group}" ` +
-      `(${row.name} on ${row.host}, pid ${row.pid}${expired ? ", its lease run out" : ""}): ` +
-      `a member id is a member of one group at a time, and that row goes only by a change of its ` +
-      `group (${expired ? "a reap of it follows" : "a leave, or a reap once its lease has run out"}). ` +
+    reason: `member id ${memberId} still has a row in group "${row.group}" (${row.name} on ${row.host}, pid ${row.pid}${state}): ` +
+      `a member id is a member of one group at a time, and that row goes only by a change of its group (${goes}). ` +
       `This member does not join until then`
   })
+}

@@ -11,12 +11,17 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Fiber, Layer } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
 import * as Notifier from "../../src/internal/pg/notifier.js"
+import * as Membership from "../../src/Membership.js"
+import * as MembershipConfig from "../../src/MembershipConfig.js"
 import * as Statements from "../../src/internal/pg/statements.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId, untilOwnLockWait } from "../support/Database.js"
+import { waitForEffect } from "../support/Wait.js"
+import { collectLogs } from "./support.js"
 
+const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
 const leaseMs = 30_000
 const person = (name: string, pid: number) => ({ memberId: crypto.randomUUID(), host: "h", pid, name })
 
@@ -127,3 +132,73 @@ it.live("a static join that would take its instance's row over: refused naming t
     const second = yield* store.join(g2, { ...m, name: "m as web-0" }, leaseMs, statics)
     expect(second.takenOver).toBe(true)
   }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive))), Effect.scoped), 60_000)
+
+it.live("a static row of the id in another group, held for its rejoin grace: refused naming the grace, and no reap of that group promised; after the grace that group is reaped and the join goes through", () =>
+  Effect.gen(function*() {
+    // A review: a static member that left gracefully (its row released, kept for the grace) or
+    // crashed; its id reused for another group. Every attempt was refused saying "its lease run out
+    // ... a reap of it follows", and a reap of that group ran after each, which deletes no row within
+    // its grace: refused, and that group's lock taken, at every attempt for the whole grace.
+    yield* PgMembershipStore.prepare()
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* PgMembershipStore.make({ statementTimeout: "10 seconds" })
+    const g1 = randomGroupId("elsewhere-7")
+    const g2 = randomGroupId("elsewhere-8")
+    const [m, x] = [person("m", 1), person("x", 2)]
+    yield* store.join(g1, x, leaseMs)
+    yield* store.join(g1, m, leaseMs, { instanceId: "web-0", rejoinGraceMs: 600_000 })
+    expect(yield* store.release(g1, m.memberId)).toBe(true)
+    const epochOf = Effect.map(
+      sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${g1}`,
+      ([g]) => Number(g!.epoch)
+    )
+    const before = yield* epochOf
+    for (let i = 0; i < 3; i++) {
+      const refused = yield* Effect.either(store.join(g2, m, leaseMs))
+      const message = Either.isLeft(refused) ? refused.left.message : "joined"
+      expect(message).toContain(`still has a row in group "${g1}"`)
+      expect(message).toContain(`held for instance "web-0"'s rejoin grace of 600000 ms`)
+      expect(message).not.toContain("a reap of it follows")
+    }
+    // Nothing of g1 moved: the row is held, x works on.
+    expect(yield* epochOf).toBe(before)
+    expect((yield* rowsOf(sql, g1)).map((r) => r.name)).toEqual(["m", "x"])
+    // The grace runs out: the next refusal says a reap follows, and it does; then the join goes through.
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() - interval '601 seconds'
+                WHERE member_id = ${m.memberId}`
+    const last = yield* Effect.either(store.join(g2, m, leaseMs))
+    expect(Either.isLeft(last) && last.left.message).toMatch(/its lease run out\): .*a reap of it follows/)
+    expect((yield* rowsOf(sql, g1)).map((r) => r.name)).toEqual(["x"])
+    expect((yield* store.join(g2, m, leaseMs)).size).toBe(1)
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive))), Effect.scoped), 60_000)
+
+it.live("a member whose id is held in another group for a rejoin grace says so once, not at every attempt, and joins once the grace has run out", () => {
+  const logs = collectLogs()
+  return Effect.gen(function*() {
+    const id = crypto.randomUUID()
+    const identity = { host: "h", pid: 1, newMemberId: Effect.succeed(id) }
+    const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
+    const g1 = randomGroupId("elsewhere-9")
+    const g2 = randomGroupId("elsewhere-10")
+    const first = yield* Scope.make()
+    const m1 = yield* Membership.make({ groupId: g1, ...fast, instanceId: "web-0", rejoinGrace: "3 seconds" }).pipe(
+      Effect.provideService(MembershipConfig.MemberIdentity, identity),
+      Scope.extend(first)
+    )
+    yield* waitForEffect(Effect.map(m1.state, (s) => s._tag === "Assigned"), "10 seconds", "m1 assigned")
+    // A graceful leave: the row released, held for 3 s.
+    yield* Scope.close(first, Exit.void)
+    const second = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(second, Exit.void))
+    const m2 = yield* Membership.make({ groupId: g2, ...fast }).pipe(
+      Effect.provideService(MembershipConfig.MemberIdentity, identity),
+      Scope.extend(second)
+    )
+    yield* waitForEffect(Effect.map(m2.state, (s) => s._tag === "Assigned"), "15 seconds", "m2 assigned once the grace ran out")
+    const held = logs.lines.filter((l) => l.message.includes("rejoin grace of 3000 ms"))
+    // Refused at every attempt (about every 100-200 ms for 3 s), said once.
+    expect(held.map((l) => l.level)).toEqual(["WARN"])
+    // In all at most twice: held, then (its grace run out) the refusal that reaps.
+    expect(logs.lines.filter((l) => l.message.includes("still has a row in group")).length).toBeLessThanOrEqual(2)
+  }).pipe(Effect.provide(StoreLive), Effect.provide(logs.layer), Effect.scoped)
+}, 60_000)

@@ -44,6 +44,22 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   const { groupId, store } = ctx
   const offer = (event: Event) => Queue.offer(ctx.events, event)
   let mismatchLogged = false
+  // The join's last failure as said: the same reason again is not repeated at every attempt (a
+  // refusal that lasts, such as a member id held in another group for a rejoin grace, said it at
+  // every heartbeat), only once a minute with the attempts since; a new reason is said at once.
+  let joinFailure: { reason: string; attempts: number; saidAt: number } | undefined = undefined
+  const sayJoinFailed = (reason: string) =>
+    Effect.flatMap(nowMillis, (now) => {
+      if (joinFailure === undefined || joinFailure.reason !== reason) {
+        joinFailure = { reason, attempts: 0, saidAt: now }
+        return Effect.logWarning(`join failed: ${reason}`)
+      }
+      joinFailure.attempts++
+      if (now - joinFailure.saidAt < 60_000) return Effect.void
+      const attempts = joinFailure.attempts
+      joinFailure = { reason, attempts: 0, saidAt: now }
+      return Effect.logWarning(`join still failing (${attempts} more attempts since said): ${reason}`)
+    })
   // Whether work may start now: the lease deadline is ahead. Checked by the work runner under the
   // lock its interrupt takes: the fence timer may fire between the step that decided a start and the
   // start itself (its interrupt then finds nothing to stop, and it fires once per deadline), and the
@@ -93,10 +109,11 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
               mismatchLogged = true
               return Transition.Event.JoinFailed({ reason: e.reason })
             }
-            if (!(yield* refusedOnce(ctx, "join", e))) yield* Effect.logWarning(`join failed: ${e.reason}`)
+            if (!(yield* refusedOnce(ctx, "join", e))) yield* sayJoinFailed(e.reason)
             return Transition.Event.JoinFailed({ reason: e.reason })
           }
           yield* connected(ctx)
+          joinFailure = undefined
           if (result.right.takenOver === true) {
             yield* Effect.logInfo(
               `took over instance id ${JSON.stringify(ctx.statics?.instanceId)}: [${result.right.index}/${result.right.size}] ` +

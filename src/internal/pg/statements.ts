@@ -280,7 +280,7 @@ export const deleteExpiredAndOwnRow = (
              WHERE f.member_id = ${memberId} AND f.lease_expires_at > ${at(sql, now)}
                AND f.writer IS DISTINCT FROM ${writer}::uuid) AS foreign,
            (SELECT json_build_object('group', e.group_id, 'name', e.name, 'host', e.host, 'pid', e.pid,
-                                     'expired', e.lease_expires_at <= ${at(sql, now)})
+                                     ${elsewhereFields(sql, now)})
               FROM modulo_group.members e
              WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}) AS elsewhere`
 
@@ -536,8 +536,20 @@ export interface ElsewhereRow {
   readonly name: string
   readonly host: string
   readonly pid: number
+  /** Its lease has run out. */
   readonly expired: boolean
+  /** Its lease and its rejoin grace have run out: a reap of its group deletes it. */
+  readonly reapable: boolean
+  /** Static: its instance id, and its rejoin grace (a row whose lease ran out is held that long). */
+  readonly instance: string | null
+  readonly grace_ms: number
 }
+
+/** `ElsewhereRow`'s judged columns, of the row aliased `e`, as JSON object fields. */
+const elsewhereFields = (sql: Sql, now: string | null): Statement.Fragment =>
+  sql`'expired', e.lease_expires_at <= ${at(sql, now)},
+      'reapable', e.lease_expires_at + e.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)},
+      'instance', e.instance_id, 'grace_ms', e.rejoin_grace_ms`
 
 /**
  * Static join, before a takeover (which gives the instance's row this member id): a row of this
@@ -546,9 +558,11 @@ export interface ElsewhereRow {
  */
 export const selectElsewhere = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
   sql<ElsewhereRow>`
-    SELECT group_id AS group, name, host, pid, lease_expires_at <= ${at(sql, now)} AS expired
-      FROM modulo_group.members
-     WHERE member_id = ${memberId} AND group_id <> ${groupId}`
+    SELECT e.group_id AS group, e.name, e.host, e.pid, e.lease_expires_at <= ${at(sql, now)} AS expired,
+           e.lease_expires_at + e.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)} AS reapable,
+           e.instance_id AS instance, e.rejoin_grace_ms AS grace_ms
+      FROM modulo_group.members e
+     WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}`
 
 /**
  * Static join, under the group lock: the takeover. The row of the instance (`oldMemberId`) becomes
