@@ -13,7 +13,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
-import { elsewhereError } from "./internal/memberId.js"
+import { canonicalMemberId, elsewhereError } from "./internal/memberId.js"
 import { reassign } from "./internal/reassign.js"
 import * as Table from "./internal/slots/table.js"
 import { InstanceBusy, JoinDeferred, SlotsMismatch, StoreError } from "./MembershipError.js"
@@ -256,7 +256,15 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       join: (groupId, member, leaseMs, statics = {}, joinOptions = {}) =>
         gate("join", member.memberId).pipe(
           Effect.zipRight(storeNow),
-          Effect.flatMap((now): Effect.Effect<GroupView, StoreError> => {
+          Effect.flatMap((now): Effect.Effect<GroupView, StoreError | SlotsMismatch> => {
+            // The group's mode is fixed by its first join; any other asks for the same (checked
+            // first, as the PostgreSQL store does).
+            const requested = joinOptions.slots ?? null
+            const existing = groups.get(groupId)
+            const unformed = existing === undefined || (existing.epoch === 0 && existing.slots === null)
+            if (requested !== (existing?.slots ?? null) && !(unformed && requested !== null)) {
+              return Effect.fail(new SlotsMismatch({ groupId, group: existing?.slots ?? null, requested }))
+            }
             // A row of this member id in another group: refused by name, as the PostgreSQL store
             // does; when it is reapable (lease and grace run out), that group is reaped after the
             // refusal, and the next attempt goes through.
@@ -277,15 +285,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               )
             }
             const g = getGroup(groupId, now)
-            // The group's mode is fixed by its first join; any other asks for the same.
-            const requested = joinOptions.slots ?? null
             if (requested !== g.slots) {
-              if (g.epoch === 0 && g.slots === null && requested !== null) {
-                g.slots = requested
-                g.table = Table.empty(requested)
-              } else {
-                return Effect.fail(new SlotsMismatch({ groupId, group: g.slots, requested }))
-              }
+              g.slots = requested
+              g.table = Table.empty(requested!)
             }
             const instanceId = statics.instanceId ?? null
             const graceMs = instanceId === null ? 0 : Math.max(0, Math.round(statics.rejoinGraceMs ?? 0))
@@ -659,7 +661,25 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         })
       })
     }
-    return { store, control }
+    // Member ids in their canonical form, as the PostgreSQL store's uuid column keeps them: two
+    // spellings of one uuid are one member (a review: this store let an id in upper case into a
+    // second group, or in twice into one).
+    const id = canonicalMemberId
+    const canonical: MembershipStoreService = {
+      ...store,
+      join: (groupId, member, ...rest) => store.join(groupId, { ...member, memberId: id(member.memberId) }, ...rest),
+      heartbeat: (groupId, memberId, ...rest) => store.heartbeat(groupId, id(memberId), ...rest),
+      leave: (groupId, memberId) => store.leave(groupId, id(memberId)),
+      release: (groupId, memberId) => store.release(groupId, id(memberId)),
+      wait: (groupId, member, ...rest) => store.wait(groupId, { ...member, memberId: id(member.memberId) }, ...rest),
+      stopWaiting: (groupId, memberId) => store.stopWaiting(groupId, id(memberId)),
+      releaseSlots: (groupId, memberId, stopped) => store.releaseSlots(groupId, id(memberId), stopped),
+      retakeSlot: (groupId, memberId, slot, generation) => store.retakeSlot(groupId, id(memberId), slot, generation)
+    }
+    return {
+      store: canonical,
+      control: { ...control, hang: (memberId) => control.hang(id(memberId)), resume: (memberId) => control.resume(id(memberId)) }
+    }
   })
 
 /**

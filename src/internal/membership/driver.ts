@@ -89,6 +89,12 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
           }))
           if (result._tag === "Left") {
             const e = result.left
+            // Said by another channel below (a refused connection, a busy instance, a deferral, a
+            // mode mismatch): the last reason said by `sayJoinFailed` is said again when it comes
+            // back (a review: after an outage the refusal by name went unsaid, the log's last word
+            // being that the database refused connections).
+            const said = joinFailure
+            joinFailure = undefined
             // Static membership: a live holder of the instance id; `step` says so once, and waits.
             if (e instanceof InstanceBusy) return Transition.Event.InstanceBusy({ instanceId: e.instanceId, holder: e.holder })
             // An overdue member: the join waits in a waiting row; `step` says so once, and asks again.
@@ -109,7 +115,10 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
               mismatchLogged = true
               return Transition.Event.JoinFailed({ reason: e.reason })
             }
-            if (!(yield* refusedOnce(ctx, "join", e))) yield* sayJoinFailed(e.reason)
+            if (!(yield* refusedOnce(ctx, "join", e))) {
+              joinFailure = said
+              yield* sayJoinFailed(e.reason)
+            }
             return Transition.Event.JoinFailed({ reason: e.reason })
           }
           yield* connected(ctx)
