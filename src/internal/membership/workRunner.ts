@@ -130,6 +130,16 @@ export const makeWorkRunner = (
     const setSpecs = new Map<SlotSetSpec, Effect.Effect<boolean>>()
     const perSlot = new Map<number, Map<SlotSpec, Fiber.RuntimeFiber<void>>>()
     const perSet = new Map<SlotSetSpec, Fiber.RuntimeFiber<void>>()
+    // The slots each set-form run was started under, while it runs: the stop of any of them waits
+    // for it, whether it is being restarted now, was interrupted by an earlier restart, or by a fence.
+    const setCovers = new Map<Fiber.RuntimeFiber<void>, ReadonlySet<number>>()
+    // What was started since the work was last interrupted (modulo: under the `start`; per slot:
+    // since the slot was started; set forms: since the set last changed), run or done: a run that
+    // has completed is not started again until then (a retry of a refused start, or the starts held
+    // back behind a closed registration's run, ran a completed one-shot run twice: a review).
+    const startedSpecs = new Set<WorkSpec>()
+    const startedSlot = new Map<number, Set<SlotSpec>>()
+    const startedSets = new Set<SlotSetSpec>()
     // Runs of registrations whose scope has closed, interrupted and not stopped yet (work that ignores
     // its interruption: `Work`'s registrations stop waiting for it after `stopTimeout`). While any
     // runs, no work starts: a registration made again (an app rebuilding its `layerAsLeader`) started
@@ -184,8 +194,9 @@ export const makeWorkRunner = (
 
     const startOne = (spec: WorkSpec, slot: Slot) =>
       Effect.gen(function*() {
-        if (running.has(spec)) return
+        if (running.has(spec) || startedSpecs.has(spec)) return
         if (yield* holdBack) return
+        startedSpecs.add(spec)
         const assignment: Assignment = { ...toAssignment(slot), owner: member }
         // The gauge is given in slots mode only (Membership.make): modulo mode sets the run's assignment.
         const run = slotsWorking === undefined
@@ -206,8 +217,11 @@ export const makeWorkRunner = (
       Effect.gen(function*() {
         const mine = perSlot.get(owned.slot) ?? new Map<SlotSpec, Fiber.RuntimeFiber<void>>()
         perSlot.set(owned.slot, mine)
-        if (mine.has(spec)) return
+        const started = startedSlot.get(owned.slot) ?? new Set<SlotSpec>()
+        startedSlot.set(owned.slot, started)
+        if (mine.has(spec) || started.has(spec)) return
         if (yield* holdBack) return
+        started.add(spec)
         const fiber = yield* fork(spec.run({ ...owned, owner: member }))
         mine.set(spec, fiber)
         fiber.addObserver(() => {
@@ -228,14 +242,18 @@ export const makeWorkRunner = (
 
     const startSetOne = (spec: SlotSetSpec) =>
       Effect.gen(function*() {
-        if (active.size === 0 || perSet.has(spec)) return
+        if (active.size === 0 || perSet.has(spec) || startedSets.has(spec)) return
         // An earlier run still stopping: started with the others once it has (`startSets`).
         if (stoppingSets.size > 0) return yield* startSets
         if (yield* holdBack) return
-        const fiber = yield* fork(spec.run(ownedNow()))
+        startedSets.add(spec)
+        const owned = ownedNow()
+        const fiber = yield* fork(spec.run(owned))
         perSet.set(spec, fiber)
+        setCovers.set(fiber, new Set(owned.slots))
         fiber.addObserver(() => {
           if (perSet.get(spec) === fiber) perSet.delete(spec)
+          setCovers.delete(fiber)
         })
         if (!setSpecs.has(spec)) yield* orphan(fiber)
       })
@@ -272,11 +290,12 @@ export const makeWorkRunner = (
     })
 
     // The set forms: interrupted (they may cover a slot being given up), then started again under
-    // the slots being worked now once they have stopped. Returns the interrupted runs, for the
-    // stops of the slots given up to wait for.
-    const restartSets: Effect.Effect<ReadonlyArray<Fiber.RuntimeFiber<void>>> = Effect.gen(function*() {
+    // the slots being worked now once they have stopped (`stoppingSets`, which the stops of the
+    // slots they cover wait for).
+    const restartSets: Effect.Effect<void> = Effect.gen(function*() {
       const old = [...perSet.values()]
       perSet.clear()
+      startedSets.clear()
       for (const fiber of old) {
         if (fiber.unsafePoll() !== null) continue
         stoppingSets.add(fiber)
@@ -284,7 +303,6 @@ export const makeWorkRunner = (
       }
       yield* Effect.forEach(old, (f) => Fiber.interruptFork(f), { discard: true })
       yield* startSets
-      return old
     })
 
     // Whether work runs now (a `start`'s slot, or slots being worked): registered work that is not
@@ -320,20 +338,22 @@ export const makeWorkRunner = (
       const slot = activeSlot
       if (slot !== undefined) {
         for (const [spec, live] of specs) {
-          if (running.has(spec)) continue
+          if (running.has(spec) || startedSpecs.has(spec)) continue
           if (yield* live) yield* startOne(spec, slot)
           else yield* refused
         }
       }
       for (const [spec, live] of slotSpecs) {
-        if (active.size === 0) break
-        if ([...active.keys()].every((n) => perSlot.get(n)?.has(spec) === true)) continue
+        const missing = [...active.values()].filter((o) =>
+          perSlot.get(o.slot)?.has(spec) !== true && startedSlot.get(o.slot)?.has(spec) !== true
+        )
+        if (missing.length === 0) continue
         if (yield* live) {
-          for (const owned of [...active.values()]) yield* startSlotOne(spec, owned)
+          for (const owned of missing) yield* startSlotOne(spec, owned)
         } else yield* refused
       }
       for (const [spec, live] of setSpecs) {
-        if (active.size === 0 || perSet.has(spec)) continue
+        if (active.size === 0 || perSet.has(spec) || startedSets.has(spec)) continue
         if (yield* live) yield* startSetOne(spec)
         else yield* refused
       }
@@ -358,6 +378,9 @@ export const makeWorkRunner = (
         activeSlot = undefined
         const cleared = active.size
         active.clear()
+        startedSpecs.clear()
+        startedSlot.clear()
+        startedSets.clear()
         return Effect.zipRight(moved(-cleared), Effect.forEach([...fibers], (f) => Fiber.interruptFork(f), { discard: true }))
       })),
       awaitStopped: FiberSet.awaitEmpty(fibers),
@@ -377,6 +400,7 @@ export const makeWorkRunner = (
           () =>
             Effect.suspend(() => {
               specs.delete(spec)
+              startedSpecs.delete(spec)
               return release([running.get(spec)])
             })
         ).pipe(Effect.asVoid),
@@ -398,15 +422,21 @@ export const makeWorkRunner = (
             if (active.delete(slot)) yield* moved(-1)
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
+            startedSlot.delete(slot)
             yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
             given.push([slot, fibersOfSlot])
           }
-          // The set forms cover these slots: interrupted, restarted without them once stopped, and
-          // waited for by each slot's stop (not here, under the lock).
-          const sets = setSpecs.size > 0 || perSet.size > 0 ? yield* restartSets : []
+          // The set forms cover these slots: interrupted, and restarted without them once stopped.
+          if (setSpecs.size > 0 || perSet.size > 0) yield* restartSets
+          // Each slot's stop waits for every set-form run that covers it and has not stopped: the
+          // ones just interrupted, and any an earlier restart or a fence interrupted (a review: a
+          // run still stopping from an earlier restart was not waited for, and the slot was started
+          // elsewhere while it ran). Not here, under the lock.
+          const setRuns = [...stoppingSets, ...perSet.values()]
           const stopped = new Map<number, Effect.Effect<void>>()
           for (const [slot, fibersOfSlot] of given) {
-            stopped.set(slot, Effect.forEach([...fibersOfSlot, ...sets], Fiber.await, { discard: true }))
+            const covering = setRuns.filter((f) => setCovers.get(f)?.has(slot) === true)
+            stopped.set(slot, Effect.forEach([...fibersOfSlot, ...covering], Fiber.await, { discard: true }))
           }
           return stopped
         })),
@@ -423,6 +453,7 @@ export const makeWorkRunner = (
           () =>
             Effect.suspend(() => {
               slotSpecs.delete(spec)
+              for (const started of startedSlot.values()) started.delete(spec)
               return release([...perSlot.values()].map((mine) => mine.get(spec)))
             })
         ).pipe(Effect.asVoid),
@@ -437,6 +468,7 @@ export const makeWorkRunner = (
           () =>
             Effect.suspend(() => {
               setSpecs.delete(spec)
+              startedSets.delete(spec)
               return release([perSet.get(spec)])
             })
         ).pipe(Effect.asVoid)
