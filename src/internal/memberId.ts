@@ -15,6 +15,21 @@ export const canonicalMemberId = (memberId: string): string => {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
 
+/** A row of a member id in another group than the one it joins, as a join finds it. */
+export interface ElsewhereRow {
+  readonly group: string
+  readonly name: string
+  readonly host: string
+  readonly pid: number
+  /** Its lease has run out. */
+  readonly expired: boolean
+  /** Its lease and its rejoin grace have run out: a reap of its group deletes it. */
+  readonly reapable: boolean
+  /** Static: its instance id, and its rejoin grace (a row whose lease ran out is held that long). */
+  readonly instance: string | null
+  readonly grace_ms: number
+}
+
 /**
  * A join's refusal of a member id that still has a row in another group (the id reused for a second
  * group while its first membership's row stayed: a leave that gave up, or a static member's row held
@@ -23,19 +38,7 @@ export const canonicalMemberId = (memberId: string): string => {
  * when the row is reapable (lease and grace run out), reap that group after the refusal, so the next
  * attempt goes through.
  */
-export const elsewhereError = (
-  memberId: string,
-  row: {
-    readonly group: string
-    readonly name: string
-    readonly host: string
-    readonly pid: number
-    readonly expired: boolean
-    readonly reapable: boolean
-    readonly instance: string | null
-    readonly grace_ms: number
-  }
-): StoreError => {
+export const elsewhereError = (memberId: string, row: ElsewhereRow): StoreError => {
   const held = row.expired && !row.reapable
   const state = !row.expired ? "" : held
     ? `, its lease run out, held for instance ${JSON.stringify(row.instance)}'s rejoin grace of ${row.grace_ms} ms`

@@ -5,14 +5,14 @@
  * elsewhere before the group's mode (another refusal, and a reap of the other group) where the
  * PostgreSQL store checks the mode first (a review; the in-memory cases failed before).
  */
-import { expect, it } from "@effect/vitest"
-import type { Scope } from "effect"
+import { expect } from "@effect/vitest"
 import { Duration, Effect, Layer, TestClock } from "effect"
 import { randomUUID } from "node:crypto"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
+import { contractTest } from "../support/StoreContract.js"
 
 const info = (name: string, memberId: string = randomUUID()) => ({ memberId, name, host: "test-host", pid: 4242 })
 
@@ -21,8 +21,7 @@ const contract = (
   layer: () => Layer.Layer<MembershipStore, unknown>,
   groupId: (label: string) => string
 ) => {
-  const test = (title: string, body: (g: string) => Effect.Effect<void, unknown, MembershipStore | Scope.Scope>) =>
-    it.scoped(`${name}: ${title}`, () => Effect.provide(body(groupId(title.replace(/\W+/g, "-").slice(0, 30))), layer()))
+  const test = contractTest(name, layer, groupId)
 
   test("the same uuid in upper case, joining another group, is refused naming the group its row is in", (g) =>
     Effect.gen(function*() {

@@ -27,52 +27,59 @@ const config: Partial<MembershipConfigInput> = {
   statementTimeout: "100 millis"
 }
 
+/**
+ * Members of one group in memory, each with per-slot work (stops at once) and a set form whose
+ * cleanup takes 3 s once `slow` is set; the runs as they started and ended, and the overlaps of
+ * other members' slot starts with a's set forms covering that slot.
+ */
+const group = (groupId: string) =>
+  Effect.gen(function*() {
+    const { store } = yield* InMemoryMembershipStore.make
+    const runs: Array<Run> = []
+    const sets: Array<Run> = []
+    const slow = { on: false }
+    const join = (name: string) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const m = yield* Membership.make({ groupId, name, ...config }).pipe(
+          Effect.provideService(MembershipStore, store),
+          Scope.extend(scope)
+        )
+        const recorded = (into: Array<Run>, slots: ReadonlyArray<number>, cleanup: Effect.Effect<void>) =>
+          Effect.gen(function*() {
+            const r: Run = { member: name, slots, start: yield* Clock.currentTimeMillis }
+            into.push(r)
+            yield* Effect.never.pipe(Effect.onInterrupt(() =>
+              Effect.zipRight(cleanup, Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (r.end = t))))
+            ))
+          })
+        yield* m.whileOwning((o) => recorded(runs, [o.slot], Effect.void)).pipe(Scope.extend(scope))
+        // A cleanup of 3 s, within fenceMargin.
+        yield* m.whileOwningAll((owned) => recorded(sets, owned.slots, Effect.suspend(() => slow.on ? Effect.sleep("3 seconds") : Effect.void)))
+          .pipe(Scope.extend(scope))
+        return { m, scope }
+      })
+    const live = (name: string) => runs.filter((r) => r.member === name && r.end === undefined).length
+    // Every other member's slot start while an "a" set form covering that slot ran.
+    const overlaps = () =>
+      runs.filter((rc) => rc.member !== "a").flatMap((rc) =>
+        sets.filter((s) =>
+          s.member === "a" && s.slots.includes(rc.slots[0]!) && s.start <= rc.start && (s.end ?? Infinity) > rc.start
+        ).map((s) => ({ slot: rc.slots[0], cStart: rc.start, aSet: s.slots, aSetEnd: s.end }))
+      )
+    return { runs, sets, slow, join, live, overlaps }
+  })
+
 describe("a set form still stopping from an earlier restart (slots mode, in memory)", () => {
   it.scoped("is waited for by the stop of a slot it covers", () =>
     Effect.gen(function*() {
-      const groupId = "set-stopping-twice"
-      const { store } = yield* InMemoryMembershipStore.make
-      const runs: Array<Run> = []
-      const sets: Array<Run> = []
-      let slow = false
-      const join = (name: string) =>
-        Effect.gen(function*() {
-          const scope = yield* Scope.make()
-          const m = yield* Membership.make({ groupId, name, ...config }).pipe(
-            Effect.provideService(MembershipStore, store),
-            Scope.extend(scope)
-          )
-          yield* m.whileOwning((o) =>
-            Effect.gen(function*() {
-              const r: Run = { member: name, slots: [o.slot], start: yield* Clock.currentTimeMillis }
-              runs.push(r)
-              yield* Effect.never.pipe(Effect.onInterrupt(() =>
-                Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (r.end = t)))
-              ))
-            })
-          ).pipe(Scope.extend(scope))
-          yield* m.whileOwningAll((owned) =>
-            Effect.gen(function*() {
-              const r: Run = { member: name, slots: owned.slots, start: yield* Clock.currentTimeMillis }
-              sets.push(r)
-              yield* Effect.never.pipe(Effect.onInterrupt(() =>
-                Effect.gen(function*() {
-                  // a cleanup of 3 s, within fenceMargin
-                  if (slow) yield* Effect.sleep("3 seconds")
-                  r.end = yield* Clock.currentTimeMillis
-                })
-              ))
-            })
-          ).pipe(Scope.extend(scope))
-          return { m, scope }
-        })
-      const live = (name: string) => runs.filter((r) => r.member === name && r.end === undefined).length
+      const { join, live, overlaps, sets, slow } = yield* group("set-stopping-twice")
       const b = yield* join("b")
       yield* until(() => live("b") === 4, 10_000, 10)
       const a = yield* join("a")
       yield* until(() => live("a") === 2 && live("b") === 2, 10_000, 10)
       yield* until(() => sets.filter((s) => s.end === undefined).length === 2, 10_000, 10)
-      slow = true
+      slow.on = true
       // b leaves: a gains b's slots (startSlot: its set form restarted, cleaning up for 3 s)
       yield* Effect.fork(Scope.close(b.scope, Exit.void))
       yield* until(() => live("a") === 4, 10_000, 10)
@@ -80,61 +87,21 @@ describe("a set form still stopping from an earlier restart (slots mode, in memo
       const c = yield* join("c")
       yield* until(() => live("c") === 2, 10_000, 10)
       yield* until(() => sets.every((s) => s.end !== undefined || s.member !== "a" || s.slots.length === 2), 20_000, 10)
-      // every c's slot start while an "a" set form covering that slot ran
-      const overlaps = runs.filter((rc) => rc.member !== "a").flatMap((rc) =>
-        sets.filter((s) =>
-          s.member === "a" && s.slots.includes(rc.slots[0]) && s.start <= rc.start && (s.end ?? Infinity) > rc.start
-        ).map((s) => ({ slot: rc.slots[0], cStart: rc.start, aSet: s.slots, aSetEnd: s.end }))
-      )
-      slow = false
+      const found = overlaps()
+      slow.on = false
       yield* Effect.fork(Scope.close(c.scope, Exit.void))
       yield* Effect.fork(Scope.close(a.scope, Exit.void))
       yield* TestClock.adjust("30 seconds")
-      expect(overlaps).toEqual([])
+      expect(found).toEqual([])
     }))
+
   it.scoped("is waited for by the stop of a slot it covers (two joins in a row: two stops)", () =>
     Effect.gen(function*() {
-      const groupId = "set-stopping-joins"
-      const { store } = yield* InMemoryMembershipStore.make
-      const runs: Array<Run> = []
-      const sets: Array<Run> = []
-      let slow = false
-      const join = (name: string) =>
-        Effect.gen(function*() {
-          const scope = yield* Scope.make()
-          const m = yield* Membership.make({ groupId, name, ...config }).pipe(
-            Effect.provideService(MembershipStore, store),
-            Scope.extend(scope)
-          )
-          yield* m.whileOwning((o) =>
-            Effect.gen(function*() {
-              const r: Run = { member: name, slots: [o.slot], start: yield* Clock.currentTimeMillis }
-              runs.push(r)
-              yield* Effect.never.pipe(Effect.onInterrupt(() =>
-                Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (r.end = t)))
-              ))
-            })
-          ).pipe(Scope.extend(scope))
-          yield* m.whileOwningAll((owned) =>
-            Effect.gen(function*() {
-              const r: Run = { member: name, slots: owned.slots, start: yield* Clock.currentTimeMillis }
-              sets.push(r)
-              yield* Effect.never.pipe(Effect.onInterrupt(() =>
-                Effect.gen(function*() {
-                  // a cleanup of 3 s, within fenceMargin
-                  if (slow) yield* Effect.sleep("3 seconds")
-                  r.end = yield* Clock.currentTimeMillis
-                })
-              ))
-            })
-          ).pipe(Scope.extend(scope))
-          return { m, scope }
-        })
-      const live = (name: string) => runs.filter((r) => r.member === name && r.end === undefined).length
+      const { join, live, overlaps, runs, sets, slow } = yield* group("set-stopping-joins")
       const a = yield* join("a")
       yield* until(() => live("a") === 4, 10_000, 10)
       yield* until(() => sets.filter((s) => s.end === undefined).length === 1, 10_000, 10)
-      slow = true
+      slow.on = true
       // b joins: a gives up two slots (its set form under {0,1,2,3} cleaning up for 3 s)
       const b = yield* join("b")
       yield* until(() => runs.some((r) => r.member === "a" && r.end !== undefined), 10_000, 10)
@@ -143,18 +110,10 @@ describe("a set form still stopping from an earlier restart (slots mode, in memo
       const d = yield* join("d")
       yield* until(() => live("d") >= 1 && live("c") >= 1, 20_000, 10)
       yield* TestClock.adjust("10 seconds")
-      // every c's slot start while an "a" set form covering that slot ran
-      const overlaps = runs.filter((rc) => rc.member !== "a").flatMap((rc) =>
-        sets.filter((s) =>
-          s.member === "a" && s.slots.includes(rc.slots[0]) && s.start <= rc.start && (s.end ?? Infinity) > rc.start
-        ).map((s) => ({ slot: rc.slots[0], cStart: rc.start, aSet: s.slots, aSetEnd: s.end }))
-      )
-      slow = false
-      yield* Effect.fork(Scope.close(c.scope, Exit.void))
-      yield* Effect.fork(Scope.close(b.scope, Exit.void))
-      yield* Effect.fork(Scope.close(d.scope, Exit.void))
-      yield* Effect.fork(Scope.close(a.scope, Exit.void))
+      const found = overlaps()
+      slow.on = false
+      for (const m of [c, b, d, a]) yield* Effect.fork(Scope.close(m.scope, Exit.void))
       yield* TestClock.adjust("30 seconds")
-      expect(overlaps).toEqual([])
+      expect(found).toEqual([])
     }))
 })

@@ -11,13 +11,21 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 
 const info = (name: string) => ({ memberId: randomUUID(), name, host: "test-host", pid: 4242 })
 
+/** A test of the contract against one store: `body` gets a group id of its own. */
+export const contractTest = (
+  name: string,
+  layer: () => Layer.Layer<MembershipStore, unknown>,
+  groupId: (label: string) => string
+) =>
+(title: string, body: (g: string) => Effect.Effect<void, unknown, MembershipStore | Scope.Scope>) =>
+  it.scoped(`${name}: ${title}`, () => Effect.provide(body(groupId(title.replace(/\W+/g, "-").slice(0, 30))), layer()))
+
 export const storeContract = (
   name: string,
   layer: () => Layer.Layer<MembershipStore, unknown>,
   groupId: (label: string) => string
 ) => {
-  const test = (title: string, body: (g: string) => Effect.Effect<void, unknown, MembershipStore | Scope.Scope>) =>
-    it.scoped(`${name}: ${title}`, () => Effect.provide(body(groupId(title.replace(/\W+/g, "-").slice(0, 30))), layer()))
+  const test = contractTest(name, layer, groupId)
 
   test("the first member gets index 0 of epoch 1 and needs nobody's acknowledgement", (g) =>
     Effect.gen(function*() {

@@ -9,6 +9,7 @@
  */
 import type { SqlClient, Statement } from "@effect/sql"
 import type { FenceTarget } from "../../Fenced.js"
+import type { ElsewhereRow } from "../memberId.js"
 import { advisoryLockClass, channelFor, migrationLockKey, schema } from "./constants.js"
 
 type Sql = SqlClient.SqlClient
@@ -531,19 +532,7 @@ export const selectInstance = (sql: Sql, groupId: string, instanceId: string, no
        FOR UPDATE`
 
 /** A row of this member id in another group than `groupId` (`deleteExpiredAndOwnRow`'s `elsewhere`). */
-export interface ElsewhereRow {
-  readonly group: string
-  readonly name: string
-  readonly host: string
-  readonly pid: number
-  /** Its lease has run out. */
-  readonly expired: boolean
-  /** Its lease and its rejoin grace have run out: a reap of its group deletes it. */
-  readonly reapable: boolean
-  /** Static: its instance id, and its rejoin grace (a row whose lease ran out is held that long). */
-  readonly instance: string | null
-  readonly grace_ms: number
-}
+export type { ElsewhereRow }
 
 /** `ElsewhereRow`'s judged columns, of the row aliased `e`, as JSON object fields. */
 const elsewhereFields = (sql: Sql, now: string | null): Statement.Fragment =>
