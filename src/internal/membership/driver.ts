@@ -193,15 +193,15 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         // Each slot on its own: its stop is awaited in the background (renewals and other slots go
         // on), and reported when done; only then is it released.
         return Effect.gen(function*() {
-          // All of them interrupted at once (at the deadline: every slot, in one round), in the
-          // background like the waits (a set form slow to stop must not hold the driver).
-          const interrupting = yield* Effect.forkIn(work.stopSlots(instruction.slots.map((s) => s.slot)), ctx.scope)
+          // All of them interrupted at once (at the deadline: every slot, in one round), here,
+          // before the view's starts (stops first: a start of the same view then restarts the set
+          // forms under the smaller set); the runner waits for nothing under its lock, so a set form
+          // slow to stop does not hold the driver. The waits run in the background.
+          const stopping = yield* work.stopSlots(instruction.slots.map((s) => s.slot))
           yield* Effect.forEach(instruction.slots, ({ generation, slot }) =>
             Effect.forkIn(
               Effect.gen(function*() {
-                const stop = yield* Effect.fork(
-                  Effect.flatMap(Fiber.join(interrupting), (stopping) => stopping.get(slot) ?? Effect.void)
-                )
+                const stop = yield* Effect.fork(stopping.get(slot) ?? Effect.void)
                 // Past the stop timeout: said once, loudly; the slot stays held (never released, so
                 // never worked elsewhere) until its work stops (fail closed, this slot only).
                 const inTime = yield* Fiber.join(stop).pipe(Effect.timeout(ctx.config.stopTimeout), Effect.option)

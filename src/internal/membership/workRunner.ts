@@ -268,21 +268,22 @@ export const makeWorkRunner = (
 
     // The set forms started under the slots being worked now, each only while its work may start
     // (never after the lease deadline: a stop at the deadline must not start them again under the
-    // slots left); once the stopping ones have stopped, if any.
+    // slots left): in a fiber of their own, once the stopping ones have stopped, and after the
+    // current step has had its turn, so that one view's stops and starts restart them once (a
+    // review: a view that stopped one slot and started another, or started several, ran them once
+    // per slot, the first time under a slot being given up).
     const startSets: Effect.Effect<void> = Effect.suspend(() => {
-      if (stoppingSets.size === 0) {
-        return Effect.forEach([...setSpecs], ([spec, live]) =>
-          Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : refused), { discard: true })
-      }
       if (setsPending) return Effect.void
       setsPending = true
       const waiting = [...stoppingSets]
       return Effect.asVoid(Effect.forkIn(
         Effect.zipRight(
-          Effect.forEach(waiting, Fiber.await, { discard: true }),
+          Effect.zipRight(Effect.forEach(waiting, Fiber.await, { discard: true }), Effect.yieldNow()),
           lock.withPermits(1)(Effect.suspend(() => {
             setsPending = false
-            return startSets
+            if (stoppingSets.size > 0) return startSets
+            return Effect.forEach([...setSpecs], ([spec, live]) =>
+              Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : refused), { discard: true })
           }))
         ),
         workScope
@@ -307,6 +308,9 @@ export const makeWorkRunner = (
 
     // Whether work runs now (a `start`'s slot, or slots being worked): registered work that is not
     // running should be.
+    const sameSlot = (a: Slot, b: Slot) =>
+      a.epoch === b.epoch && a.index === b.index && a.size === b.size && a.incarnation === b.incarnation
+
     const working = () => activeSlot !== undefined || active.size > 0
 
     // A start refused by `live` while work runs (a registration, a set form's restart, a held-back
@@ -371,6 +375,9 @@ export const makeWorkRunner = (
       start: (slot, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.flatMap(live, (ok) => {
           if (!ok) return Effect.succeed(false)
+          // Another assignment than the work runs under: everything starts under it (what was
+          // started under the earlier one is not counted).
+          if (activeSlot === undefined || !sameSlot(activeSlot, slot)) startedSpecs.clear()
           activeSlot = slot
           return Effect.as(Effect.forEach([...specs.keys()], (spec) => startOne(spec, slot), { discard: true }), true)
         })),
@@ -407,10 +414,12 @@ export const makeWorkRunner = (
       startSlot: (owned, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.gen(function*() {
           if (!(yield* live)) return false
-          if (!active.has(owned.slot)) yield* moved(1)
+          const before = active.get(owned.slot)
+          if (before === undefined) yield* moved(1)
           active.set(owned.slot, owned)
           yield* Effect.forEach([...slotSpecs.keys()], (spec) => startSlotOne(spec, owned), { discard: true })
-          if (setSpecs.size > 0 || perSet.size > 0) yield* restartSets
+          // The set forms only when the set changed (a slot, or its generation).
+          if (before?.generation !== owned.generation && (setSpecs.size > 0 || perSet.size > 0)) yield* restartSets
           return true
         })),
       stopSlots: (slots) =>
@@ -418,16 +427,21 @@ export const makeWorkRunner = (
           // Every slot's fibers are interrupted before any is waited for: stopping many slots (all
           // of them at the deadline) costs one round, not one per slot.
           const given: Array<readonly [number, ReadonlyArray<Fiber.RuntimeFiber<void>>]> = []
+          let changed = false
           for (const slot of slots) {
-            if (active.delete(slot)) yield* moved(-1)
+            if (active.delete(slot)) {
+              changed = true
+              yield* moved(-1)
+            }
             const fibersOfSlot = [...(perSlot.get(slot)?.values() ?? [])]
             perSlot.delete(slot)
             startedSlot.delete(slot)
             yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
             given.push([slot, fibersOfSlot])
           }
-          // The set forms cover these slots: interrupted, and restarted without them once stopped.
-          if (setSpecs.size > 0 || perSet.size > 0) yield* restartSets
+          // The set forms cover these slots: interrupted, and restarted without them once stopped
+          // (only when the set changed: a stop of slots not worked, after a fence, leaves them be).
+          if (changed && (setSpecs.size > 0 || perSet.size > 0)) yield* restartSets
           // Each slot's stop waits for every set-form run that covers it and has not stopped: the
           // ones just interrupted, and any an earlier restart or a fence interrupted (a review: a
           // run still stopping from an earlier restart was not waited for, and the slot was started
