@@ -8,19 +8,12 @@ import { expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Scope } from "effect"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
 import * as Membership from "../../src/Membership.js"
-import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import { StoreError } from "../../src/MembershipError.js"
 import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { until } from "../safety/support.js"
+import { fastSlots } from "./support.js"
 
-const config: Partial<MembershipConfigInput> = {
-  slots: 4,
-  heartbeat: "100 millis",
-  lease: "5300 millis",
-  fenceMargin: "5 seconds",
-  statementTimeout: "100 millis"
-}
 
 it.scoped("after a fence and a renewal in time, all work runs again, one-shots once", () =>
   Effect.gen(function*() {
@@ -32,7 +25,7 @@ it.scoped("after a fence and a renewal in time, all work runs again, one-shots o
         cut ? Effect.fail(new StoreError({ operation: "heartbeat", reason: "cut (test)" })) : base.heartbeat(...args)
     }
     const scope = yield* Scope.make()
-    const m = yield* Membership.make({ groupId: "fence-restart", name: "a", ...config }).pipe(
+    const m = yield* Membership.make({ groupId: "fence-restart", name: "a", ...fastSlots }).pipe(
       Effect.provideService(MembershipStore, store),
       Scope.extend(scope)
     )

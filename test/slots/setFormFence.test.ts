@@ -11,12 +11,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Option, Scope } from "effect"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
-import * as Membership from "../../src/Membership.js"
-import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import { StoreError } from "../../src/MembershipError.js"
 import type { MembershipStoreService } from "../../src/MembershipStore.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
 import { at, collectLogs, until } from "../safety/support.js"
+import { memberOn } from "./support.js"
 
 interface Run {
   readonly member: string
@@ -25,14 +23,6 @@ interface Run {
   end?: number
 }
 
-// heartbeat 100 ms, lease 5.3 s, fenceMargin 5 s: each set form's cleanup (4 s) fits in fenceMargin.
-const config: Partial<MembershipConfigInput> = {
-  slots: 4,
-  heartbeat: "100 millis",
-  lease: "5300 millis",
-  fenceMargin: "5 seconds",
-  statementTimeout: "100 millis"
-}
 
 /** Records a run's start and, when interrupted, its end (it stops at once). */
 const recorded = (runs: Array<Run>, member: string, slot: number) =>
@@ -75,11 +65,7 @@ const scenario = (groupId: string, sets: number, cleanupMs: number, assigned: bo
     const runs: Array<Run> = []
     const join = (name: string) =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const m = yield* Membership.make({ groupId, name, ...config }).pipe(
-          Effect.provideService(MembershipStore, store),
-          Scope.extend(scope)
-        )
+        const { m, scope } = yield* memberOn(store, groupId, name)
         yield* m.whileOwning((o) => recorded(runs, name, o.slot)).pipe(Scope.extend(scope))
         return { m, scope }
       })

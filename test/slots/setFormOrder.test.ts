@@ -8,10 +8,9 @@
 import { expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Scope } from "effect"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
-import * as Membership from "../../src/Membership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
 import { until } from "../safety/support.js"
+import { memberOn } from "./support.js"
 
 const config: Partial<MembershipConfigInput> = {
   slots: 4,
@@ -29,11 +28,7 @@ it.scoped("one view that gives a slot 0 and takes slot 3 away: the one-shot set 
     const sets: Array<{ member: string; slots: ReadonlyArray<number>; at: number }> = []
     const join = (name: string) =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const m = yield* Membership.make({ groupId, name, ...config }).pipe(
-          Effect.provideService(MembershipStore, store),
-          Scope.extend(scope)
-        )
+        const { m, scope } = yield* memberOn(store, groupId, name, config)
         yield* m.whileOwningAll((owned) =>
           Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => void sets.push({ member: name, slots: owned.slots, at })))
         ).pipe(Scope.extend(scope))

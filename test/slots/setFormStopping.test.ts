@@ -7,10 +7,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Scope, TestClock } from "effect"
 import * as InMemoryMembershipStore from "../../src/InMemoryMembershipStore.js"
-import * as Membership from "../../src/Membership.js"
-import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
 import { until } from "../safety/support.js"
+import { memberOn } from "./support.js"
 
 interface Run {
   readonly member: string
@@ -19,13 +17,6 @@ interface Run {
   end?: number
 }
 
-const config: Partial<MembershipConfigInput> = {
-  slots: 4,
-  heartbeat: "100 millis",
-  lease: "5300 millis",
-  fenceMargin: "5 seconds",
-  statementTimeout: "100 millis"
-}
 
 /**
  * Members of one group in memory, each with per-slot work (stops at once) and a set form whose
@@ -40,11 +31,7 @@ const group = (groupId: string) =>
     const slow = { on: false }
     const join = (name: string) =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const m = yield* Membership.make({ groupId, name, ...config }).pipe(
-          Effect.provideService(MembershipStore, store),
-          Scope.extend(scope)
-        )
+        const { m, scope } = yield* memberOn(store, groupId, name)
         const recorded = (into: Array<Run>, slots: ReadonlyArray<number>, cleanup: Effect.Effect<void>) =>
           Effect.gen(function*() {
             const r: Run = { member: name, slots, start: yield* Clock.currentTimeMillis }

@@ -5,50 +5,66 @@
  * a set with a slot being given up; and a view that started three slots ran it three times (a
  * review; both failed before). Now the driver's stops come first and the set forms' starts after a
  * restart are made once, after the step's other instructions.
+ * A stop of slots not worked (after a fence) restarts nothing (before, a completed one-shot set
+ * form ran again under the same set; failed before).
  */
 import { expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Scope, TestClock } from "effect"
 import { makeWorkRunner } from "../../src/internal/membership/workRunner.js"
 
 const member = { groupId: "runner", memberId: "00000000-0000-4000-8000-000000000000" }
+const owned = (slot: number) => ({ slot, generation: 1, count: 4 })
+
+/** A runner with a one-shot set form (reconciles once per set), and the sets it ran under. */
+const withOneShotSet = Effect.gen(function*() {
+  const scope = yield* Scope.make()
+  const work = yield* makeWorkRunner(scope, member)
+  const sets: Array<ReadonlyArray<number>> = []
+  yield* work.registerSlotSet({ run: (o) => Effect.sync(() => void sets.push(o.slots)) }, Effect.succeed(true))
+    .pipe(Scope.extend(scope))
+  const close = Effect.zipRight(work.interrupt, Scope.close(scope, Exit.void))
+  return { work, sets, scope, close }
+})
 
 it.scoped("a view stopping slot 1 and starting slot 2 starts the one-shot set form once, never under a set with slot 1", () =>
   Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const work = yield* makeWorkRunner(scope, member)
-    const sets: Array<ReadonlyArray<number>> = []
-    // a one-shot set form: reconciles once per set
-    yield* work.registerSlotSet({ run: (owned) => Effect.sync(() => void sets.push(owned.slots)) }, Effect.succeed(true))
-      .pipe(Scope.extend(scope))
-    yield* work.startSlot({ slot: 0, generation: 1, count: 4 }, Effect.succeed(true))
-    yield* work.startSlot({ slot: 1, generation: 1, count: 4 }, Effect.succeed(true))
+    const { close, scope, sets, work } = yield* withOneShotSet
+    yield* work.startSlot(owned(0), Effect.succeed(true))
+    yield* work.startSlot(owned(1), Effect.succeed(true))
     yield* TestClock.adjust("1 second")
     const before = sets.length
-    // the driver on one view: Stop [1] (forked), then Start 2
+    // One view: Stop [1], then Start 2 (the stop even forked, as the driver once did).
     const stopping = yield* Effect.forkIn(work.stopSlots([1]), scope)
-    yield* work.startSlot({ slot: 2, generation: 1, count: 4 }, Effect.succeed(true))
+    yield* work.startSlot(owned(2), Effect.succeed(true))
     const stops = yield* Fiber.join(stopping)
     yield* Effect.all([...stops.values()], { discard: true })
     yield* TestClock.adjust("1 second")
     const after = sets.slice(before)
-    yield* work.interrupt
-    yield* Scope.close(scope, Exit.void)
+    yield* close
     expect(after).toEqual([[0, 2]])
   }))
 
 it.scoped("one view starting slots 0, 1, 2 (three StartSlots) starts the one-shot set form once, under [0,1,2]", () =>
   Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const work = yield* makeWorkRunner(scope, member)
-    const sets: Array<ReadonlyArray<number>> = []
-    yield* work.registerSlotSet({ run: (owned) => Effect.sync(() => void sets.push(owned.slots)) }, Effect.succeed(true))
-      .pipe(Scope.extend(scope))
-    // the driver runs one view's StartSlot instructions one after another (driver.ts apply/execute)
-    for (const slot of [0, 1, 2]) {
-      yield* work.startSlot({ slot, generation: 1, count: 4 }, Effect.succeed(true))
-    }
+    const { close, sets, work } = yield* withOneShotSet
+    // The driver runs one view's StartSlot instructions one after another (driver.ts apply/execute).
+    for (const slot of [0, 1, 2]) yield* work.startSlot(owned(slot), Effect.succeed(true))
     yield* TestClock.adjust("1 second")
-    yield* work.interrupt
-    yield* Scope.close(scope, Exit.void)
+    yield* close
     expect(sets).toEqual([[0, 1, 2]])
+  }))
+
+it.scoped("a stop of a slot not worked does not restart a completed one-shot set form under the same set", () =>
+  Effect.gen(function*() {
+    // After a fence's interrupt (which clears the slots worked), a view queued before the fence's
+    // DeadlinePassed, with the deadline moved by a renewal in time, stops a slot not worked any more.
+    const { close, sets, work } = yield* withOneShotSet
+    yield* work.startSlot(owned(0), Effect.succeed(true))
+    yield* TestClock.adjust("1 second")
+    const before = sets.length
+    yield* work.stopSlots([3])
+    yield* TestClock.adjust("1 second")
+    const after = sets.slice(before)
+    yield* close
+    expect(after).toEqual([])
   }))
