@@ -46,7 +46,8 @@ it.scoped("a refused start fences the member; its next renewal in time starts th
       stopSlots: () => Effect.succeed(new Map()),
       slots: Effect.succeed([]),
       registerSlot: () => Effect.void,
-      registerSlotSet: () => Effect.void
+      registerSlotSet: () => Effect.void,
+      batch: (effect) => effect
     }
     const driver = makeDriver(ctx, work)
     const running = yield* Effect.fork(driver.run)

@@ -6,7 +6,9 @@
  * review; both failed before). Now the driver's stops come first and the set forms' starts after a
  * restart are made once, after the step's other instructions.
  * A stop of slots not worked (after a fence) restarts nothing (before, a completed one-shot set
- * form ran again under the same set; failed before).
+ * form ran again under the same set; failed before). A view whose release (a store call) comes
+ * between its stops and its starts, in the driver's `batch`, restarts them once too (a review of the
+ * deferral, which let the set forms in during the release's round trip).
  */
 import { expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Scope, TestClock } from "effect"
@@ -67,4 +69,26 @@ it.scoped("a stop of a slot not worked does not restart a completed one-shot set
     const after = sets.slice(before)
     yield* close
     expect(after).toEqual([])
+  }))
+
+it.scoped("a view that stops slot 1, releases slot 3 (a store call) and starts slot 2, in one batch, runs the one-shot set form once", () =>
+  Effect.gen(function*() {
+    const { close, sets, work } = yield* withOneShotSet
+    yield* work.startSlot(owned(0), Effect.succeed(true))
+    yield* work.startSlot(owned(1), Effect.succeed(true))
+    yield* TestClock.adjust("1 second")
+    const before = sets.length
+    // A view's actions in the driver's order (holdings.ts): Stop, Release, Retake, Start; the
+    // release is a store round trip.
+    const stops = yield* work.batch(Effect.gen(function*() {
+      const stops = yield* work.stopSlots([1])
+      yield* Effect.promise(() => new Promise<void>((r) => setTimeout(r, 1)))
+      yield* work.startSlot(owned(2), Effect.succeed(true))
+      return stops
+    }))
+    yield* Effect.all([...stops.values()], { discard: true })
+    yield* TestClock.adjust("1 second")
+    const after = sets.slice(before)
+    yield* close
+    expect(after).toEqual([[0, 2]])
   }))

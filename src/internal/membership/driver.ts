@@ -300,10 +300,13 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         if (after._tag === "Awaiting" && !Transition.holdsLease(before) && ctx.keeperBeforeJoin.current) {
           yield* ctx.signal.poke
         }
-        for (const instruction of instructions) {
-          const result = yield* execute(instruction)
-          if (result !== undefined) pending.push(result)
-        }
+        // One step's instructions together: the set forms restart once, under the set they leave.
+        yield* work.batch(Effect.gen(function*() {
+          for (const instruction of instructions) {
+            const result = yield* execute(instruction)
+            if (result !== undefined) pending.push(result)
+          }
+        }))
       }
     })
 

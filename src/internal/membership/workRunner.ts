@@ -101,6 +101,12 @@ export interface WorkRunner {
   readonly registerSlot: (spec: SlotSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
   /** Registers set-form slot work (see `register`). */
   readonly registerSlotSet: (spec: SlotSetSpec, live: Effect.Effect<boolean>) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Runs `effect` (the driver's instructions of one step: a view's stops, releases, retakes and
+   * starts) with the set forms' restarts held until it ends: they are made once, under the set the
+   * step leaves.
+   */
+  readonly batch: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 export const makeWorkRunner = (
@@ -265,6 +271,10 @@ export const makeWorkRunner = (
     // its lease deadline, beside the slots' next owner (G2; test/slots/membership.test.ts).
     const stoppingSets = new Set<Fiber.RuntimeFiber<void>>()
     let setsPending = false
+    // Inside a driver's step (`batch`): the set forms' starts wait for its end (a review: a view's
+    // release, a store call between its stops and its starts, let them in under the set in between).
+    let batching = 0
+    let setsHeld = false
 
     // The set forms started under the slots being worked now, each only while its work may start
     // (never after the lease deadline: a stop at the deadline must not start them again under the
@@ -273,6 +283,10 @@ export const makeWorkRunner = (
     // review: a view that stopped one slot and started another, or started several, ran them once
     // per slot, the first time under a slot being given up).
     const startSets: Effect.Effect<void> = Effect.suspend(() => {
+      if (batching > 0) {
+        setsHeld = true
+        return Effect.void
+      }
       if (setsPending) return Effect.void
       setsPending = true
       const waiting = [...stoppingSets]
@@ -372,6 +386,19 @@ export const makeWorkRunner = (
     }
 
     return {
+      batch: (effect) =>
+        Effect.suspend(() => {
+          batching++
+          return Effect.ensuring(
+            effect,
+            Effect.suspend(() => {
+              batching--
+              if (batching > 0 || !setsHeld) return Effect.void
+              setsHeld = false
+              return startSets
+            })
+          )
+        }),
       start: (slot, live = Effect.succeed(true)) =>
         lock.withPermits(1)(Effect.flatMap(live, (ok) => {
           if (!ok) return Effect.succeed(false)
