@@ -251,6 +251,12 @@ export const makeWorkRunner = (
         if (active.size === 0 || perSet.has(spec) || startedSets.has(spec)) return
         // An earlier run still stopping: started with the others once it has (`startSets`).
         if (stoppingSets.size > 0) return yield* startSets
+        // Inside a driver's step: at its end, under the set it leaves (every path comes here: a
+        // pending start, a retry, a registration; a review found them let in between).
+        if (batching > 0) {
+          setsHeld = true
+          return
+        }
         if (yield* holdBack) return
         startedSets.add(spec)
         const owned = ownedNow()
@@ -387,10 +393,10 @@ export const makeWorkRunner = (
 
     return {
       batch: (effect) =>
-        Effect.suspend(() => {
+        Effect.uninterruptibleMask((restore) => {
           batching++
           return Effect.ensuring(
-            effect,
+            restore(effect),
             Effect.suspend(() => {
               batching--
               if (batching > 0 || !setsHeld) return Effect.void
