@@ -944,8 +944,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   // Before a takeover, which gives the instance's row this member id (the plain path
                   // learns it from its reap statement below).
                   yield* onStatement("join", "elsewhere")
-                  const [elsewhere] = yield* Statements.selectElsewhere(sql, groupId, member.memberId, now)
-                  if (elsewhere !== undefined) return yield* refuseElsewhere(elsewhere)
+                  const [found] = yield* Statements.selectElsewhere(sql, groupId, member.memberId, now)
+                  if (found !== undefined) return yield* refuseElsewhere(found.elsewhere)
                   yield* onStatement("join", "instance")
                   ;[held] = yield* Statements.selectInstance(sql, groupId, instanceId, now)
                   if (held !== undefined) {

@@ -21,9 +21,11 @@ const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${
  * A row reaping may delete: its lease ran out, and so did its rejoin grace (0 for a row without an
  * instance id: at once, as before static membership). `alias`: the table's alias, if any.
  */
-const reapable = (sql: Sql, now: string | null, alias?: "o"): Statement.Fragment =>
+const reapable = (sql: Sql, now: string | null, alias?: "o" | "e"): Statement.Fragment =>
   alias === "o"
     ? sql`o.lease_expires_at + o.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
+    : alias === "e"
+    ? sql`e.lease_expires_at + e.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
     : sql`lease_expires_at + rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
 
 /**
@@ -280,8 +282,7 @@ export const deleteExpiredAndOwnRow = (
               FROM modulo_group.members f
              WHERE f.member_id = ${memberId} AND f.lease_expires_at > ${at(sql, now)}
                AND f.writer IS DISTINCT FROM ${writer}::uuid) AS foreign,
-           (SELECT json_build_object('group', e.group_id, 'name', e.name, 'host', e.host, 'pid', e.pid,
-                                     ${elsewhereFields(sql, now)})
+           (SELECT ${elsewhereRow(sql, now)}
               FROM modulo_group.members e
              WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}) AS elsewhere`
 
@@ -534,11 +535,11 @@ export const selectInstance = (sql: Sql, groupId: string, instanceId: string, no
 /** A row of this member id in another group than `groupId` (`deleteExpiredAndOwnRow`'s `elsewhere`). */
 export type { ElsewhereRow }
 
-/** `ElsewhereRow`'s judged columns, of the row aliased `e`, as JSON object fields. */
-const elsewhereFields = (sql: Sql, now: string | null): Statement.Fragment =>
-  sql`'expired', e.lease_expires_at <= ${at(sql, now)},
-      'reapable', e.lease_expires_at + e.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)},
-      'instance', e.instance_id, 'grace_ms', e.rejoin_grace_ms`
+/** The row aliased `e` as an `ElsewhereRow` (JSON). */
+const elsewhereRow = (sql: Sql, now: string | null): Statement.Fragment =>
+  sql`json_build_object('group', e.group_id, 'name', e.name, 'host', e.host, 'pid', e.pid,
+                        'expired', e.lease_expires_at <= ${at(sql, now)}, 'reapable', ${reapable(sql, now, "e")},
+                        'instance', e.instance_id, 'grace_ms', e.rejoin_grace_ms)`
 
 /**
  * Static join, before a takeover (which gives the instance's row this member id): a row of this
@@ -546,10 +547,8 @@ const elsewhereFields = (sql: Sql, now: string | null): Statement.Fragment =>
  * takeover failed on the primary key instead, 23505, and nothing reaped that group: a review).
  */
 export const selectElsewhere = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
-  sql<ElsewhereRow>`
-    SELECT e.group_id AS group, e.name, e.host, e.pid, e.lease_expires_at <= ${at(sql, now)} AS expired,
-           e.lease_expires_at + e.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)} AS reapable,
-           e.instance_id AS instance, e.rejoin_grace_ms AS grace_ms
+  sql<{ elsewhere: ElsewhereRow }>`
+    SELECT ${elsewhereRow(sql, now)} AS elsewhere
       FROM modulo_group.members e
      WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}`
 
