@@ -13,6 +13,17 @@ import { makeWorkRunner } from "../../src/internal/membership/workRunner.js"
 const member = { groupId: "runner", memberId: "00000000-0000-4000-8000-000000000000" }
 const owned = (slot: number) => ({ slot, generation: 1, count: 8 })
 
+/** Lets the forked view end and its stops complete, then stops the runner. */
+const settle = (work: WorkRunner, scope: Scope.CloseableScope, step: Fiber.Fiber<ReadonlyMap<number, Effect.Effect<void>>>) =>
+  Effect.gen(function*() {
+    yield* TestClock.adjust(2000)
+    const stops = yield* Fiber.join(step)
+    yield* Effect.all([...stops.values()], { discard: true })
+    yield* TestClock.adjust(2000)
+    yield* work.interrupt
+    yield* Scope.close(scope, Exit.void)
+  })
+
 /** One view in the driver's step, forked: stop `stop`, release it (a store call of 1 s), start `start`. */
 const view = (work: WorkRunner, stop: number, start: number) =>
   Effect.fork(work.batch(Effect.gen(function*() {
@@ -67,12 +78,7 @@ it.scoped("a set form registered while a batch is between its stop and its start
     // The app registers a one-shot set form meanwhile (its own fiber).
     yield* work.registerSlotSet({ run: (o) => Effect.sync(() => void sets.push(o.slots)) }, Effect.succeed(true))
       .pipe(Scope.extend(scope))
-    yield* TestClock.adjust(2000)
-    const stops = yield* Fiber.join(step)
-    yield* Effect.all([...stops.values()], { discard: true })
-    yield* TestClock.adjust(2000)
-    yield* work.interrupt
-    yield* Scope.close(scope, Exit.void)
+    yield* settle(work, scope, step)
     // Before: [[0], [0, 2]].
     expect(sets).toEqual([[0, 2]])
   }), 10_000)
@@ -90,11 +96,6 @@ it.scoped("a refused set-form start's retry, due while a batch is between its st
     expect(sets).toEqual([])
     live = true // a renewal in time moved the deadline
     const step = yield* view(work, 1, 2)
-    yield* TestClock.adjust(2000)
-    const stops = yield* Fiber.join(step)
-    yield* Effect.all([...stops.values()], { discard: true })
-    yield* TestClock.adjust(2000)
-    yield* work.interrupt
-    yield* Scope.close(scope, Exit.void)
+    yield* settle(work, scope, step)
     expect(sets).toEqual([[0, 2]])
   }), 10_000)

@@ -301,14 +301,21 @@ export const makeWorkRunner = (
           Effect.zipRight(Effect.forEach(waiting, Fiber.await, { discard: true }), Effect.yieldNow()),
           lock.withPermits(1)(Effect.suspend(() => {
             setsPending = false
-            if (stoppingSets.size > 0) return startSets
-            return Effect.forEach([...setSpecs], ([spec, live]) =>
-              Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : refused), { discard: true })
+            return stoppingSets.size > 0 ? startSets : startSetForms
           }))
         ),
         workScope
       ))
     })
+
+    // Every registered set form that has not been started under the set being worked now, if it may
+    // start (under the lock).
+    const startSetForms: Effect.Effect<void> = Effect.suspend(() =>
+      Effect.forEach([...setSpecs], ([spec, live]) =>
+        active.size === 0 || perSet.has(spec) || startedSets.has(spec)
+          ? Effect.void
+          : Effect.flatMap(live, (ok) => ok ? startSetOne(spec) : refused), { discard: true })
+    )
 
     // The set forms: interrupted (they may cover a slot being given up), then started again under
     // the slots being worked now once they have stopped (`stoppingSets`, which the stops of the
@@ -376,11 +383,7 @@ export const makeWorkRunner = (
           for (const owned of missing) yield* startSlotOne(spec, owned)
         } else yield* refused
       }
-      for (const [spec, live] of setSpecs) {
-        if (active.size === 0 || perSet.has(spec) || startedSets.has(spec)) continue
-        if (yield* live) yield* startSetOne(spec)
-        else yield* refused
-      }
+      yield* startSetForms
     })
 
     // The starts held back while closed registrations' runs stopped, once none runs.
