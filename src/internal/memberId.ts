@@ -1,3 +1,4 @@
+import * as Data from "effect/Data"
 import { StoreError } from "../MembershipError.js"
 
 /**
@@ -30,6 +31,9 @@ export interface ElsewhereRow {
   readonly grace_ms: number
 }
 
+/** The cause of `elsewhereError`: the row the store read. */
+export class RowElsewhere extends Data.TaggedClass("RowElsewhere")<{ readonly row: ElsewhereRow }> {}
+
 /**
  * A join's refusal of a member id that still has a row in another group (the id reused for a second
  * group while its first membership's row stayed: a leave that gave up, or a static member's row held
@@ -50,6 +54,8 @@ export const elsewhereError = (memberId: string, row: ElsewhereRow): StoreError 
     : "a reap of it follows"
   return new StoreError({
     operation: "join",
+    // The store read the row: the database answered (a refusal of connections before it is over).
+    cause: new RowElsewhere({ row }),
     reason: `member id ${memberId} still has a row in group "${row.group}" (${row.name} on ${row.host}, pid ${row.pid}${state}): ` +
       `a member id is a member of one group at a time, and that row goes only by a change of its group (${goes}). ` +
       `This member does not join until then`

@@ -15,6 +15,7 @@ import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { waitForEffect } from "../support/Wait.js"
 import { collectLogs } from "../safety/support.js"
+import { answered } from "../../src/internal/pg/errors.js"
 
 const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 
@@ -58,3 +59,50 @@ it.live("a join refused for a row elsewhere, then the database refusing connecti
     expect(after.map((l) => l.message).filter((m) => m.includes("still has a row in group") || m.includes("connected"))).not.toEqual([])
   }).pipe(Effect.provide(logs.layer), Effect.scoped)
 }, 30_000)
+
+// A join the database refused by name (a row elsewhere) proves the database answered: the outage of
+// refused connections before it is over ("connected ... again" said), and a second outage later is
+// said again. Before, only a successful store call closed it: the second outage went unsaid (a left-alone item).
+it.live("refused connections, a join refused by name, refused connections again: the second outage is said too", () => {
+  const logs = collectLogs()
+  return Effect.gen(function*() {
+    const { store } = yield* InMemoryMembershipStore.make
+    const knobs = { refuse: false }
+    const wrapped: MembershipStoreService = {
+      ...store,
+      join: (...args: Parameters<MembershipStoreService["join"]>) =>
+        knobs.refuse
+          ? Effect.fail(new StoreError({
+            operation: "join",
+            reason: "connect ECONNREFUSED 127.0.0.1:5432",
+            cause: { code: "ECONNREFUSED", message: "connect ECONNREFUSED 127.0.0.1:5432" }
+          }))
+          : store.join(...args)
+    }
+    const id = crypto.randomUUID()
+    yield* store.join("g1", { memberId: id, host: "h", pid: 1, name: "old" }, 60_000)
+    const identity = { host: "h", pid: 2, newMemberId: Effect.succeed(id) }
+    knobs.refuse = true
+    yield* Membership.make({ groupId: "g2", ...fast }).pipe(
+      Effect.provideService(MembershipConfig.MemberIdentity, identity),
+      Effect.provide(Layer.succeed(MembershipStore, wrapped))
+    )
+    const count = (text: string) => logs.lines.filter((l) => l.message.includes(text)).length
+    yield* waitForEffect(Effect.sync(() => count("refuses connections") === 1), "5 seconds", "first outage said")
+    knobs.refuse = false
+    yield* waitForEffect(Effect.sync(() => count("still has a row in group") >= 1), "5 seconds", "refused by name")
+    expect(count("connected to the database again")).toBe(1)
+    knobs.refuse = true
+    yield* waitForEffect(Effect.sync(() => count("refuses connections") === 2), "5 seconds", "second outage said")
+  }).pipe(Effect.provide(logs.layer), Effect.scoped)
+}, 30_000)
+
+it("answered: a SQLSTATE other than a refusal's or a connection exception's, or a row elsewhere the store read", () => {
+  const sqlError = (code: string) => new StoreError({ operation: "heartbeat", reason: code, cause: { _tag: "SqlError", cause: { code } } })
+  expect(["57014", "23505", "40001", "55P03", "57P01", "XX000"].map((c) => answered(sqlError(c)))).toEqual([true, true, true, true, true, true])
+  expect(["53300", "57P03", "08006", "08P01", "EPIPE", "ECONNREFUSED", "ETIMEDOUT"].map((c) => answered(sqlError(c)))).toEqual(
+    [false, false, false, false, false, false, false]
+  )
+  expect(answered(new StoreError({ operation: "join", reason: "timed out after 1000 ms" }))).toBe(false)
+  expect(answered(new Error("Connection terminated unexpectedly"))).toBe(false)
+})

@@ -18,7 +18,7 @@ import * as State from "../../MemberState.js"
 import type { Event, Instruction, Member, Observation, Timing } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import { monotonicMillis } from "../clock.js"
-import { refusal } from "../pg/errors.js"
+import { answered, refusal } from "../pg/errors.js"
 import * as Signal from "./signal.js"
 
 export interface MemberContext {
@@ -153,12 +153,17 @@ export const makeContext = (options: {
  * A store call failed. When the database refused the connection (too many clients, starting up,
  * nothing listening: `refusal`), says so once, the first time, and returns true: the caller then
  * logs nothing of its own, and retries as always (joins with capped exponential backoff and jitter,
- * renewals every heartbeat). Any other failure returns false.
+ * renewals every heartbeat). Any other failure returns false; one the database answered (`answered`)
+ * ends a refusal said before, as a call that succeeded does (`connected`).
  */
 export const refusedOnce = (ctx: MemberContext, operation: string, error: unknown): Effect.Effect<boolean> =>
   Effect.gen(function*() {
     const reason = refusal(error)
-    if (reason === undefined) return false
+    if (reason === undefined) {
+      // The database answered (a statement timeout, a refusal by name): connections are taken again.
+      if (answered(error)) yield* connected(ctx)
+      return false
+    }
     const current = ctx.refused.current
     if (current !== undefined) {
       current.failures++

@@ -95,6 +95,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             // being that the database refused connections).
             const said = joinFailure
             joinFailure = undefined
+            // The database answered these (refusals of connections before them are over).
+            if (e instanceof InstanceBusy || e instanceof JoinDeferred || e instanceof SlotsMismatch) yield* connected(ctx)
             // Static membership: a live holder of the instance id; `step` says so once, and waits.
             if (e instanceof InstanceBusy) return Transition.Event.InstanceBusy({ instanceId: e.instanceId, holder: e.holder })
             // An overdue member: the join waits in a waiting row; `step` says so once, and asks again.

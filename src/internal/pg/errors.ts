@@ -67,3 +67,25 @@ export const refusal = (error: unknown): string | undefined => {
   }
   return undefined
 }
+
+/**
+ * Whether a failed call got through to the database, which answered: an error with a SQLSTATE other
+ * than a refusal's or a connection exception's (class 08), such as a statement timeout or a unique
+ * violation, or a refusal the store made from rows it read (a member id's row elsewhere). A refusal of
+ * connections said once (`refusedOnce`) is over then, as after a call that succeeded: a later one is
+ * said again (before, only a call that succeeded ended it, and a second outage after a join refused
+ * by name went unsaid).
+ */
+export const answered = (error: unknown): boolean => {
+  let e: unknown = error
+  for (let depth = 0; depth < 6 && e !== undefined && e !== null; depth++) {
+    if (Predicate.isTagged(e, "RowElsewhere")) return true
+    const { code } = e as { code?: unknown }
+    // SQLSTATEs are five digits or upper-case letters; the driver's errnos (EPIPE, ...) start with E.
+    if (typeof code === "string" && /^[0-9A-DF-Z][0-9A-Z]{4}$/.test(code)) {
+      return !refusalCodes.has(code) && !code.startsWith("08")
+    }
+    e = (e as { cause?: unknown }).cause
+  }
+  return false
+}
