@@ -124,11 +124,15 @@ export class StaleAssignment extends Data.TaggedError("StaleAssignment")<{
   }
 }
 
+/** A fenced transaction, named by its epoch; slots mode's fences (epoch -1) name slots, not an epoch. */
+const fencedTransaction = (epoch: number): string => epoch < 0 ? "Fenced transaction" : `Fenced transaction of epoch ${epoch}`
+
 /**
  * A fenced transaction ran past its time limit and was rolled back: nothing of it committed. The
  * limit is the `timeout` option of `Fenced.fenced` / `Fenced.fencedWith`; `side` says which clock
  * ended it: `"client"` (the library's own timer) or `"server"` (the backstop of `timeout` + 1 s that
- * PostgreSQL enforces for a stalled client, reported as SQLSTATE 57014, 25P03 or 25P04).
+ * PostgreSQL enforces for a stalled client, reported as SQLSTATE 57014, 25P03 or 25P04). `epoch` is
+ * the assignment's, or -1 in slots mode (as `StaleAssignment`'s).
  *
  * @since 0.1.0
  * @category errors
@@ -140,7 +144,7 @@ export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
   readonly cause?: unknown
 }> {
   override get message() {
-    return `Fenced transaction of epoch ${this.epoch} exceeded its ${this.timeoutMs} ms limit${
+    return `${fencedTransaction(this.epoch)} exceeded its ${this.timeoutMs} ms limit${
       this.side === "server" ? " (ended by the server's backstop)" : ""
     } and was rolled back: nothing committed. Do less per transaction, or raise the \`timeout\` option of fenced (keep it well under the membership's statementTimeout)`
   }
@@ -152,7 +156,7 @@ export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
  * removed the server-side backstop (`RESET ALL`, `SET statement_timeout ...`), or the body or the
  * session's default turned ordinary triggers off (`session_replication_role = replica`). The
  * transaction is rolled back; statements the body ran after its own `COMMIT` ran outside any fence
- * (see `reason`).
+ * (see `reason`). `epoch` is the assignment's, or -1 in slots mode (as `StaleAssignment`'s).
  *
  * @since 0.1.0
  * @category errors
@@ -162,7 +166,7 @@ export class FenceBroken extends Data.TaggedError("FenceBroken")<{
   readonly reason: string
 }> {
   override get message() {
-    return `Fenced transaction of epoch ${this.epoch} was broken: ${this.reason}`
+    return `${fencedTransaction(this.epoch)} was broken: ${this.reason}`
   }
 }
 

@@ -72,6 +72,23 @@ it.live("the holder at its generation commits; another generation, another membe
     expect(yield* t.leftovers).toBe(0)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
 
+// No epoch in slots mode's fences: a timeout or a broken fence does not speak of "epoch -1" either
+// (an outsider's review: the FenceTimeout said "Fenced transaction of epoch -1 exceeded ..."; failed before).
+it.live("a slots-mode fence's FenceTimeout and FenceBroken name no epoch", () =>
+  Effect.gen(function*() {
+    const t = yield* setup("fence-slots-msg")
+    const a = info("a")
+    yield* t.store.join(t.groupId, a, 60_000, {}, { slots: 2 })
+    const target = t.target(a.memberId, [{ slot: 0, generation: 1 }])
+    const timedOut = yield* Effect.flip(Fenced.fencedWith(target, t.sql`SELECT pg_sleep(0.5)`, { timeout: "100 millis" }))
+    expect(timedOut._tag).toBe("FenceTimeout")
+    expect(timedOut.message).toMatch(/^Fenced transaction exceeded its 100 ms limit/)
+    const broken = yield* Effect.flip(Fenced.fencedWith(target, t.sql`COMMIT`))
+    expect(broken._tag).toBe("FenceBroken")
+    expect(broken.message).toMatch(/^Fenced transaction was broken: /)
+    expect(yield* t.leftovers).toBe(0)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
 it.live("a stale holder (lease expired, reaped, its slot handed over) cannot commit; the new holder can", () =>
   Effect.gen(function*() {
     const t = yield* setup("fence-slots-reaped")
