@@ -223,6 +223,16 @@ export const maxGroupIdLength = 200
 // C0 controls, DEL and C1 controls: NUL cannot be stored in a text column, the rest garble logs and terminals.
 const controlChars = /[\u0000-\u001f\u007f-\u009f]/
 const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+/**
+ * A text's length in characters (Unicode code points), as PostgreSQL's `length()` counts it in the
+ * schema's checks; JavaScript's `length` counts UTF-16 code units, two per emoji (an outsider's review:
+ * 150 emoji were refused as "300 characters long", while the schema takes them).
+ */
+const characters = (text: string): number => {
+  let n = 0
+  for (const _ of text) n++
+  return n
+}
 
 /**
  * Checks a group id and returns it in Unicode NFC (the form every store call uses); group ids reach
@@ -236,16 +246,16 @@ export const validateGroupId = (groupId: string): Effect.Effect<string, InvalidG
   if (typeof groupId !== "string") return fail("it must be a string")
   if (groupId.length === 0) return fail("it is empty")
   if (groupId.trim().length === 0) return fail("it is only whitespace")
-  if (groupId.length > maxGroupIdLength) {
-    return fail(`it is ${groupId.length} characters long; at most ${maxGroupIdLength} are allowed`)
+  if (characters(groupId) > maxGroupIdLength) {
+    return fail(`it is ${characters(groupId)} characters long; at most ${maxGroupIdLength} are allowed`)
   }
   if (controlChars.test(groupId)) return fail("it contains control characters")
   if (loneSurrogate.test(groupId)) return fail("it is not valid unicode (lone surrogate)")
   // One group, one id: the same text in another Unicode normal form (NFD from a macOS file name, say)
   // must not become a second group with a second full set of indices.
   const normalized = groupId.normalize("NFC")
-  if (normalized.length > maxGroupIdLength) {
-    return fail(`it is ${normalized.length} characters long in NFC; at most ${maxGroupIdLength} are allowed`)
+  if (characters(normalized) > maxGroupIdLength) {
+    return fail(`it is ${characters(normalized)} characters long in NFC; at most ${maxGroupIdLength} are allowed`)
   }
   return Effect.succeed(normalized)
 }
@@ -417,7 +427,7 @@ export const make = (input: MembershipConfigInput): Effect.Effect<ResolvedConfig
     }
     const identity = yield* MemberIdentity
     const name = input.name ?? `${identity.host}:${identity.pid}`
-    if (name.length > 200 || controlChars.test(name)) {
+    if (characters(name) > 200 || controlChars.test(name)) {
       return yield* new InvalidConfig({ field: "name", reason: "at most 200 characters, no control characters" })
     }
     return {

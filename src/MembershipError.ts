@@ -32,7 +32,9 @@ export class InvalidGroupId extends Data.TaggedError("InvalidGroupId")<{
 }> {
   override get message() {
     const id = typeof this.groupId === "string" ? this.groupId : String(this.groupId)
-    const shown = id.length > 40 ? `${JSON.stringify(id.slice(0, 40))}...` : JSON.stringify(id)
+    // The first 40 characters (code points: an emoji is not cut in half).
+    const chars = Array.from(id)
+    const shown = chars.length > 40 ? `${JSON.stringify(chars.slice(0, 40).join(""))}...` : JSON.stringify(id)
     return `Invalid group id ${shown}: ${this.reason}`
   }
 }

@@ -29,7 +29,9 @@ const refused: ReadonlyArray<readonly [string, string, RegExp]> = [
   ["an escape sequence (garbles terminals)", "a\u001b[31mred", /control characters/],
   ["a C1 control", "a\u0085b", /control characters/],
   ["a lone surrogate (not valid UTF-8)", "a\ud800b", /lone surrogate/],
-  ["101 emoji (202 UTF-16 code units)", "\u{1F600}".repeat(101), /202 characters long/]
+  // Characters are code points, as the schema's length() counts them (101 emoji, 202 UTF-16 code
+  // units, are accepted: below).
+  ["201 emoji", "\u{1F600}".repeat(201), /201 characters long/]
 ]
 
 for (const [what, groupId, reason] of refused) {
@@ -72,6 +74,8 @@ const accepted: ReadonlyArray<readonly [string, () => string]> = [
   ["a dollar-quote and a NOTIFY", () => `$$; NOTIFY mg; SELECT pg_sleep(10); $$ ${suffix()}`],
   ["unicode: CJK, RTL, combining marks, emoji", () => `組-مجموعة-e\u0301-\u{1F680}-${suffix()}`],
   ["exactly 200 characters", () => `${suffix()}${"z".repeat(188)}`],
+  // 200 characters, 388 UTF-16 code units: refused as "388 characters long" before (an outsider's review).
+  ["200 characters, 188 of them emoji", () => `${suffix()}${"\u{1F600}".repeat(188)}`],
   // As identifiers these would break a channel: > 63 bytes are truncated (two ids would share a
   // channel), upper case folds, spaces, quotes and dots need quoting.
   ["a channel-breaking name: 100 bytes, quotes, dots, spaces, upper case", () =>
