@@ -1288,6 +1288,7 @@ export interface FenceBegun {
   readonly old_st: string
   readonly old_idle: string
   readonly old_tx: string | null
+  readonly old_lock: string
   readonly st: string
   readonly idle: string
   readonly tx: string | null
@@ -1338,18 +1339,24 @@ const stampMarker = (sql: Sql, id: string, stage: number) => {
 /**
  * The fence's first statement: sets the server-side backstop (statement_timeout,
  * idle_in_transaction_session_timeout and, on PostgreSQL 17+, transaction_timeout, each `backstopMs`,
- * local to the transaction), and returns the values it replaced (read first: MATERIALIZED), the
- * values set, and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
+ * local to the transaction), and `lock_timeout` to 0: the fence's lock waits, and the body's, are
+ * bounded by its `timeout` and that backstop, not by a session's default `lock_timeout` (an outsider's
+ * review: a database's `lock_timeout` of 50 ms failed a fenced call waiting 400 ms behind a change,
+ * within its `timeout` of 3 s). Returns the values it replaced (read first: MATERIALIZED; a nested
+ * block's `fenceEnd` restores them), the values set, and the transaction's id (an app COMMIT or
+ * ROLLBACK inside the body changes it).
  */
 export const fenceBegin = (sql: Sql, backstopMs: string) =>
   sql<FenceBegun>`
     WITH old AS MATERIALIZED (
       SELECT current_setting('statement_timeout') AS old_st,
              current_setting('idle_in_transaction_session_timeout') AS old_idle,
-             current_setting('transaction_timeout', true) AS old_tx)
-    SELECT old.old_st, old.old_idle, old.old_tx,
+             current_setting('transaction_timeout', true) AS old_tx,
+             current_setting('lock_timeout') AS old_lock)
+    SELECT old.old_st, old.old_idle, old.old_tx, old.old_lock,
            set_config('statement_timeout', ${backstopMs}, true) AS st,
            set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
+           set_config('lock_timeout', '0', true) AS lock,
            CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
            txid_current()::text AS xact
       FROM old`
@@ -1475,7 +1482,8 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
  * also sets the timeouts for the rest of the app's transaction, which holds the fence's locks until it
  * ends: `statement_timeout` and `idle_in_transaction_session_timeout` each to the app's value from
  * before `fenceBegin` if that is non-zero and at most the backstop, else to the backstop
- * (`boundedAfterFence`); `transaction_timeout` (PostgreSQL 17+) back to the app's value.
+ * (`boundedAfterFence`); `transaction_timeout` (PostgreSQL 17+) and `lock_timeout` back to the app's
+ * values.
  */
 export const fenceEnd = (
   sql: Sql,
@@ -1500,6 +1508,7 @@ export const fenceEnd = (
             set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}, true) AS restored_idle,
             CASE WHEN ${begun.old_tx}::text IS NOT NULL
                  THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx,
+            set_config('lock_timeout', ${begun.old_lock}, true) AS restored_lock,
             CASE WHEN now.marker = ${marker.chain}
                  THEN set_config(${fenceMarkerSetting}, ${marker.before}, true) END AS restored_marker`
     : sql``
