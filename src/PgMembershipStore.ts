@@ -1410,13 +1410,13 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                     host: r.host,
                     pid: r.pid,
                     index: r.idx,
-                    stoppingSince: r.stopping_since,
+                    stoppingSince: Statements.dateOf(r.stopping_since),
                     ackedEpoch: num(r.acked_epoch),
-                    joinedAt: r.joined_at,
+                    joinedAt: Statements.dateOf(r.joined_at)!,
                     heartbeatAgeMs: num(r.heartbeat_age_ms),
                     leaseLeftMs: num(r.lease_left_ms),
                     instanceId: r.instance_id,
-                    releasedAt: r.released_at,
+                    releasedAt: Statements.dateOf(r.released_at),
                     graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms)
                   }))
               )
@@ -1449,7 +1449,7 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   groupId: r.group_id,
   epoch: num(r.epoch),
   size: num(r.size),
-  changedAt: r.changed_at,
+  changedAt: Statements.dateOf(r.changed_at)!,
   incarnation: num(r.incarnation),
   slots: r.slots === null ? null : num(r.slots)
 })

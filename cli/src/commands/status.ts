@@ -289,11 +289,11 @@ export const snapshot = (
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const statics = version >= 5
-      ? sql`m.instance_id, m.released_at,
+      ? sql`m.instance_id, (extract(epoch FROM m.released_at) * 1000)::float8 AS released_ms,
              CASE WHEN m.instance_id IS NOT NULL
                   THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms * interval '1 millisecond'
                                            - statement_timestamp()) * 1000)::bigint END AS grace_left_ms`
-      : sql`NULL::text AS instance_id, NULL::timestamptz AS released_at, NULL::bigint AS grace_left_ms`
+      : sql`NULL::text AS instance_id, NULL::float8 AS released_ms, NULL::bigint AS grace_left_ms`
     // Waiters seen within their lease that hold no member row (one that took over and has not yet
     // deleted its waiter row is a member now); at most 100 (anyone who may write the table could
     // flood it). A viewer role without SELECT on the table (granted before migration 0006 existed)
@@ -336,7 +336,7 @@ export const snapshot = (
       group_id: string
       epoch: string
       size: number
-      changed_at: Date
+      changed_ms: number
       incarnation: string
       now_ms: string
       member_id: string | null
@@ -345,19 +345,19 @@ export const snapshot = (
       pid: number | null
       idx: number | null
       acked_epoch: string | null
-      joined_at: Date | null
+      joined_ms: number | null
       stopping_ms: string | null
       heartbeat_age_ms: string | null
       lease_left_ms: string | null
       lease_ms: string | null
       instance_id: string | null
-      released_at: Date | null
+      released_ms: number | null
       grace_left_ms: string | null
       waiters: unknown
     }>`
-      SELECT g.group_id, g.epoch, g.size, g.changed_at, g.incarnation,
+      SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) * 1000)::float8 AS changed_ms, g.incarnation,
              (extract(epoch FROM statement_timestamp()) * 1000)::bigint AS now_ms,
-             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, m.joined_at,
+             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, (extract(epoch FROM m.joined_at) * 1000)::float8 AS joined_ms,
              (extract(epoch FROM statement_timestamp() - m.stopping_since) * 1000)::bigint AS stopping_ms,
              (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
              (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
@@ -373,7 +373,9 @@ export const snapshot = (
       groupId: first.group_id,
       epoch: num(first.epoch),
       size: num(first.size),
-      changedAt: first.changed_at,
+      // Times as milliseconds since the epoch: node-postgres parses timestamp text only in the ISO
+      // DateStyle (a database's default of German or SQL read them as null, and status failed).
+      changedAt: new Date(num(first.changed_ms)),
       incarnation: num(first.incarnation),
       nowMs: num(first.now_ms),
       slots: first.slots === null ? null : num(first.slots)
@@ -388,11 +390,11 @@ export const snapshot = (
         pid: r.pid ?? 0,
         index: r.idx,
         ackedEpoch: num(r.acked_epoch),
-        joinedAt: r.joined_at!,
+        joinedAt: new Date(num(r.joined_ms ?? 0)),
         heartbeatAgeMs: num(r.heartbeat_age_ms),
         leaseLeftMs: num(r.lease_left_ms),
         instanceId: r.instance_id,
-        releasedAt: r.released_at,
+        releasedAt: r.released_ms === null ? null : new Date(num(r.released_ms)),
         graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms),
         stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms),
         leaseMs: num(r.lease_ms),

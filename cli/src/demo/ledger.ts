@@ -251,12 +251,13 @@ export const readVerdict = (run: string) =>
              count(*) FILTER (WHERE n = 0) AS missing,
              coalesce(sum(n - 1) FILTER (WHERE n > 1), 0) AS extra
         FROM counts`
-    const epochRows = yield* sql<{ epoch: string; size: number; n: string; members: string; first: Date; last: Date; overlaps: boolean | null }>`
+    const epochRows = yield* sql<{ epoch: string; size: number; n: string; members: string; first_ms: number; last_ms: number; overlaps: boolean | null }>`
       WITH e AS (
         SELECT epoch, max(size) AS size, count(*) AS n, count(DISTINCT member) AS members, min(at) AS first, max(at) AS last
           FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY epoch
       )
-      SELECT epoch, size, n, members, first, last, lag(last) OVER (ORDER BY epoch) >= first AS overlaps
+      SELECT epoch, size, n, members, (extract(epoch FROM first) * 1000)::float8 AS first_ms,
+             (extract(epoch FROM last) * 1000)::float8 AS last_ms, lag(last) OVER (ORDER BY epoch) >= first AS overlaps
         FROM e ORDER BY epoch`
     const perMember = yield* sql<{ member: string; n: string }>`
       SELECT member, count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY member`
@@ -280,8 +281,9 @@ export const readVerdict = (run: string) =>
         size: Number(r.size),
         processed: Number(r.n),
         members: Number(r.members),
-        first: r.first,
-        last: r.last,
+        // Milliseconds since the epoch: node-postgres parses timestamp text only in the ISO DateStyle.
+        first: new Date(Number(r.first_ms)),
+        last: new Date(Number(r.last_ms)),
         overlapsPrevious: r.overlaps === true
       })),
       processedBy: new Map(perMember.map((r) => [r.member, Number(r.n)])),

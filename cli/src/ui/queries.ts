@@ -171,7 +171,7 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
     epoch: string
     size: number
     slots: number | null
-    changed_at: Date
+    changed_ms: number
     changed_ago_ms: string
     members: string
     expired: string
@@ -179,7 +179,8 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
     total: string
   }>`
     SELECT * FROM (
-      SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`}, g.changed_at,
+      SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`},
+             (extract(epoch FROM g.changed_at) * 1000)::float8 AS changed_ms,
              (extract(epoch FROM statement_timestamp() - g.changed_at) * 1000)::bigint AS changed_ago_ms,
              count(m.member_id) AS members,
              count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
@@ -206,7 +207,8 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
         size: num(r.size),
         mode: r.slots === null ? "modulo" : "slots",
         slots: r.slots === null ? null : num(r.slots),
-        changedAt: r.changed_at.toISOString(),
+        // Milliseconds since the epoch: node-postgres parses timestamp text only in the ISO DateStyle.
+        changedAt: new Date(num(r.changed_ms)).toISOString(),
         changedAgoMs: num(r.changed_ago_ms),
         members,
         healthy: members - expired - late,

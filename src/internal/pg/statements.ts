@@ -1165,12 +1165,25 @@ export const notifyGroup = (sql: Sql, groupId: string, payload: string, timeoutM
   sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})
         FROM (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) AS bound`
 
-/** A group row as stored. */
+/**
+ * A timestamp column as milliseconds since the epoch (float8), read as a number: node-postgres parses
+ * timestamp text only in the ISO `DateStyle`, and under another (`German`, `SQL`, `Postgres`: a
+ * database's or role's default) read such columns as null (an outsider's review: `status` failed on
+ * `.toISOString()` of null). Every timestamp the library and the CLI read goes through this (or an
+ * `extract(epoch ...)` of their own).
+ */
+export const epochMs = (sql: Sql, column: string): Statement.Fragment =>
+  sql`(extract(epoch FROM ${sql.unsafe(column)}) * 1000)::float8`
+
+/** A time read by `epochMs` as a `Date` (null stays null). */
+export const dateOf = (ms: number | string | null): Date | null => (ms === null ? null : new Date(Number(ms)))
+
+/** A group row as stored (`changed_at` in milliseconds since the epoch: `epochMs`). */
 export interface GroupRow {
   readonly group_id: string
   readonly epoch: string
   readonly size: number
-  readonly changed_at: Date
+  readonly changed_at: number
   readonly incarnation: string
   readonly slots: number | null
 }
@@ -1178,14 +1191,16 @@ export interface GroupRow {
 /** One group's row, if any. */
 export const selectGroup = (sql: Sql, groupId: string) =>
   sql<GroupRow>`
-    SELECT group_id, epoch, size, changed_at, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}`
+    SELECT group_id, epoch, size, ${epochMs(sql, "changed_at")} AS changed_at, incarnation, slots
+      FROM modulo_group.groups WHERE group_id = ${groupId}`
 
 /** Every group's row, by id. */
 export const selectGroups = (sql: Sql) =>
   sql<GroupRow>`
-    SELECT group_id, epoch, size, changed_at, incarnation, slots FROM modulo_group.groups ORDER BY group_id`
+    SELECT group_id, epoch, size, ${epochMs(sql, "changed_at")} AS changed_at, incarnation, slots
+      FROM modulo_group.groups ORDER BY group_id`
 
-/** A member row as `selectMembers` reads it, with its heartbeat's age and its lease's time left. */
+/** A member row as `selectMembers` reads it, with its heartbeat's age and its lease's time left (times: `epochMs`). */
 export interface MemberRow {
   readonly member_id: string
   readonly name: string
@@ -1193,12 +1208,12 @@ export interface MemberRow {
   readonly pid: number
   readonly idx: number | null
   readonly acked_epoch: string
-  readonly joined_at: Date
-  readonly stopping_since: Date | null
+  readonly joined_at: number
+  readonly stopping_since: number | null
   readonly heartbeat_age_ms: string
   readonly lease_left_ms: string
   readonly instance_id: string | null
-  readonly released_at: Date | null
+  readonly released_at: number | null
   /** Static rows: milliseconds until reaping may delete the row (lease and rejoin grace). */
   readonly grace_left_ms: string | null
 }
@@ -1206,7 +1221,8 @@ export interface MemberRow {
 /** A group's members, by index (members without one last, in join order). */
 export const selectMembers = (sql: Sql, groupId: string, now: string | null) =>
   sql<MemberRow>`
-    SELECT member_id, name, host, pid, idx, acked_epoch, joined_at, stopping_since, instance_id, released_at,
+    SELECT member_id, name, host, pid, idx, acked_epoch, ${epochMs(sql, "joined_at")} AS joined_at,
+           ${epochMs(sql, "stopping_since")} AS stopping_since, instance_id, ${epochMs(sql, "released_at")} AS released_at,
            (extract(epoch FROM ${at(sql, now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
            (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms,
            CASE WHEN instance_id IS NOT NULL
