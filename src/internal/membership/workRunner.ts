@@ -276,6 +276,11 @@ export const makeWorkRunner = (
     // interruption held up the fence's `interrupt` too, and the member's other slot work ran on past
     // its lease deadline, beside the slots' next owner (G2; test/slots/membership.test.ts).
     const stoppingSets = new Set<Fiber.RuntimeFiber<void>>()
+    // Per-slot runs a stop interrupted that may not have ended yet, by slot: every later stop of the
+    // slot waits for them too, as does a slot named twice in one stop (a review: the second entry
+    // found the slot's runs taken by the first, and its wait, which replaced the first's, waited for
+    // none; the driver names a slot once, so this was latent).
+    const stoppingSlot = new Map<number, Set<Fiber.RuntimeFiber<void>>>()
     let setsPending = false
     // Inside a driver's step (`batch`): the set forms' starts wait for its end (a review: a view's
     // release, a store call between its stops and its starts, let them in under the set in between).
@@ -473,7 +478,12 @@ export const makeWorkRunner = (
             perSlot.delete(slot)
             startedSlot.delete(slot)
             yield* Effect.forEach(fibersOfSlot, (f) => Fiber.interruptFork(f), { discard: true })
-            given.push([slot, fibersOfSlot])
+            const stopping = stoppingSlot.get(slot) ?? new Set<Fiber.RuntimeFiber<void>>()
+            for (const f of stopping) if (f.unsafePoll() !== null) stopping.delete(f)
+            for (const f of fibersOfSlot) stopping.add(f)
+            if (stopping.size > 0) stoppingSlot.set(slot, stopping)
+            else stoppingSlot.delete(slot)
+            given.push([slot, [...stopping]])
           }
           // The set forms cover these slots: interrupted, and restarted without them once stopped
           // (only when the set changed: a stop of slots not worked, after a fence, leaves them be).
