@@ -1339,14 +1339,16 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           Effect.flatMap(nowParam, (now) =>
             Effect.zipRight(
               onStatement("wait", "upsert"),
-              Effect.asVoid(Statements.upsertWaiter(sql, groupId, member, instanceId, Math.round(leaseMs), now))
+              // One statement, bounded on the server (its lock_timeout), never cancelled from the client
+              // (a review: a waiter row held by another session drew pg_cancel_backend at every timeout).
+              Effect.asVoid(single(Statements.upsertWaiter(sql, groupId, member, instanceId, Math.round(leaseMs), now, statementTimeoutMs)))
             ))
         ),
 
       stopWaiting: (_groupId, memberId) =>
         wrap(
           "stopWaiting",
-          Effect.zipRight(onStatement("stopWaiting", "delete"), Effect.asVoid(Statements.deleteWaiter(sql, memberId)))
+          Effect.zipRight(onStatement("stopWaiting", "delete"), Effect.asVoid(single(Statements.deleteWaiter(sql, memberId, statementTimeoutMs))))
         ),
 
       waiters: (groupId) =>
@@ -1355,7 +1357,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           Effect.flatMap(nowParam, (now) =>
             Effect.zipRight(
               onStatement("waiters", "read"),
-              Effect.map(Statements.selectWaiters(sql, groupId, now), (rows) =>
+              Effect.map(single(Statements.selectWaiters(sql, groupId, now)), (rows) =>
                 rows.map((r): WaiterRow => ({
                   memberId: r.member_id,
                   instanceId: r.instance_id,

@@ -1246,7 +1246,8 @@ export const upsertWaiter = (
   member: { readonly memberId: string; readonly host: string; readonly pid: number; readonly name: string },
   instanceId: string,
   leaseMs: number,
-  now: string | null
+  now: string | null,
+  timeoutMs: number
 ) =>
   sql`
     WITH stale AS (
@@ -1257,7 +1258,12 @@ export const upsertWaiter = (
     INSERT INTO modulo_group.instance_waiters
       (member_id, group_id, instance_id, host, pid, name, since, seen_at, lease_ms)
     VALUES (${member.memberId}, ${groupId}, ${instanceId}, ${member.host}, ${member.pid}, ${member.name},
-            ${at(sql, now)}, ${at(sql, now)}, LEAST(GREATEST(${leaseMs}::bigint, 1), 3600000)::integer)
+            ${at(sql, now)}, ${at(sql, now)},
+            -- Its server-side bound, set before any row lock is waited for (the values come first; the
+            -- DELETE above runs after the INSERT): a row held by another session ends the statement
+            -- at the timeout on the server, not by a cancel from the client.
+            LEAST(GREATEST(${leaseMs}::bigint, 1), 3600000)::integer
+              + 0 * length(set_config('lock_timeout', ${String(timeoutMs)}, true)))
     ON CONFLICT (member_id) DO UPDATE
        SET group_id = EXCLUDED.group_id, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host,
            pid = EXCLUDED.pid, name = EXCLUDED.name, seen_at = EXCLUDED.seen_at, lease_ms = EXCLUDED.lease_ms,
@@ -1266,8 +1272,10 @@ export const upsertWaiter = (
                         THEN modulo_group.instance_waiters.since ELSE EXCLUDED.since END`
 
 /** Deletes this member's waiter row (it took the instance over, or stopped waiting). */
-export const deleteWaiter = (sql: Sql, memberId: string) =>
-  sql`DELETE FROM modulo_group.instance_waiters WHERE member_id = ${memberId}`
+export const deleteWaiter = (sql: Sql, memberId: string, timeoutMs: number) =>
+  sql`DELETE FROM modulo_group.instance_waiters
+       WHERE member_id = ${memberId}
+         AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL`
 
 /** A waiter row as `selectWaiters` (and `status`) read it. */
 export interface WaiterRow {
