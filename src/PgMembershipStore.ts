@@ -186,6 +186,20 @@ export const prepare = (options: Options = {}) =>
       }),
       Effect.tap(() => (notReady ? Effect.logWarning("modulo-group: database ready") : Effect.void))
     )
+    // Schemas of the search path open to every role (docs/operations.md, "The members' search_path"):
+    // said once as the store starts, loudly; nothing else depends on the answer.
+    const sql = yield* SqlClient.SqlClient
+    yield* Statements.selectOpenSchemas(sql).pipe(
+      Effect.flatMap((rows) =>
+        rows.length === 0 ? Effect.void : Effect.logWarning(
+          `modulo-group: schema(s) ${rows.map((r) => JSON.stringify(r.schema)).join(", ")} of the members' search_path ` +
+            "let every role CREATE objects: a function or operator planted there can run in the members' statements " +
+            "and change what they decide (CVE-2018-1058). REVOKE CREATE ON SCHEMA ... FROM PUBLIC, or take the " +
+            "schema out of the members' search_path (docs/operations.md, \"The members' search_path\")"
+        )
+      ),
+      Effect.catchAllCause(() => Effect.void)
+    )
   })
 
 /**

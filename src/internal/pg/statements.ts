@@ -186,7 +186,11 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
       SELECT idx FROM live WHERE idx IS NOT NULL AND idx < n
     ), holes AS (
       SELECT i, row_number() OVER (ORDER BY i) AS r
-        FROM generate_series(0, (SELECT coalesce(max(n), 0) FROM live) - 1) AS i
+        -- (bigint, bigint): pg_catalog's own exactly (count is bigint). With (integer, bigint), which
+        -- pg_catalog matches only through a cast, a function of that exact signature planted in any
+        -- schema of the search path, pg_catalog first or not, ran in every change and set the indices
+        -- (a review; PostgreSQL prefers an exact match wherever it is: CVE-2018-1058).
+        FROM generate_series(0::bigint, (SELECT coalesce(max(n), 0) FROM live) - 1) AS i
        WHERE i NOT IN (SELECT idx FROM kept)
     ), movers AS (
       SELECT member_id, row_number() OVER (ORDER BY join_seq) AS r
@@ -1551,6 +1555,20 @@ export const fenceEnd = (
            ${restoreOld}
       FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}`
 }
+
+/**
+ * The schemas of the session's search path (besides pg_catalog) in which every role may create objects
+ * (PUBLIC holds CREATE: `public` on a database created before PostgreSQL 15, or upgraded from one).
+ * A function or operator planted there runs in the members' statements wherever PostgreSQL matches its
+ * argument types more exactly than pg_catalog's; the store warns of them as it starts.
+ */
+export const selectOpenSchemas = (sql: Sql) =>
+  sql<{ schema: string }>`
+    SELECT n.nspname AS schema
+      FROM pg_catalog.pg_namespace n
+     WHERE n.nspname = ANY (pg_catalog.current_schemas(false)) AND n.nspname <> 'pg_catalog'
+       AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0 AND a.privilege_type = 'CREATE')
+     ORDER BY n.nspname`
 
 // ---------------------------------------------------------------------------------------------------
 // Migrations (`Migrations.run/check/repair`).
