@@ -208,6 +208,18 @@ export const fencedWith = <A, E, R>(
       const marker = yield* fenceMarker
       const [begun] = yield* Statements.fenceBegin(sql, backstop)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
+      // Nested in an app transaction above READ COMMITTED, the lease checks (step 6 and the commit-time
+      // trigger) would read the transaction's snapshot, not the member row as it is then: a lease cut
+      // short after the snapshot (an UPDATE that does not conflict with the fence's FOR KEY SHARE) went
+      // unseen, and the app's COMMIT succeeded after the lease had ended (a review). Refused, loudly.
+      if (nested && begun.iso !== "read committed") {
+        return yield* broken(
+          `it is nested in an app transaction at ${begun.iso.toUpperCase()}, whose snapshot its lease checks would ` +
+            "read instead of the member row as it is at COMMIT. Run the app's transaction at READ COMMITTED " +
+            "(sql.withTransaction sends a plain BEGIN: the database's or role's default_transaction_isolation " +
+            "applies), or call fenced outside it: it then runs its own READ COMMITTED transaction"
+        )
+      }
       // Each statement that takes a lock stamps the chain of `Statements.fenceMarkerSetting` with this
       // fence's next stage, from the stage before only: a stamp that comes back behind means a rollback
       // undid a lock this fence took (`Statements.stampMarker`).

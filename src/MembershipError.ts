@@ -156,7 +156,9 @@ export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
  * A fenced transaction's fence was undone: its body ended the transaction (`COMMIT`, `ROLLBACK`),
  * rolled back past the fence's start (`ROLLBACK TO SAVEPOINT` of a savepoint from before it), or
  * removed the server-side backstop (`RESET ALL`, `SET statement_timeout ...`), or the body or the
- * session's default turned ordinary triggers off (`session_replication_role = replica`). The
+ * session's default turned ordinary triggers off (`session_replication_role = replica`), or the block
+ * is nested in an app transaction above READ COMMITTED (its lease checks would read that transaction's
+ * snapshot: docs/fencing.md, "Isolation"). The
  * transaction is rolled back; statements the body ran after its own `COMMIT` ran outside any fence
  * (see `reason`). `epoch` is the assignment's, or -1 in slots mode (as `StaleAssignment`'s).
  *

@@ -1176,8 +1176,8 @@ export const notifyGroup = (sql: Sql, groupId: string, payload: string, timeoutM
  * `.toISOString()` of null). Every timestamp the library and the CLI read goes through this (or an
  * `extract(epoch ...)` of their own).
  */
-export const epochMs = (sql: Sql, column: string): Statement.Fragment =>
-  sql`(extract(epoch FROM ${sql.unsafe(column)}) * 1000)::float8`
+export const epochMs = (sql: Sql, column: Statement.Fragment): Statement.Fragment =>
+  sql`(extract(epoch FROM ${column}) * 1000)::float8`
 
 /** A time read by `epochMs` as a `Date` (null stays null). */
 export const dateOf = (ms: number | string | null): Date | null => (ms === null ? null : new Date(Number(ms)))
@@ -1195,13 +1195,13 @@ export interface GroupRow {
 /** One group's row, if any. */
 export const selectGroup = (sql: Sql, groupId: string) =>
   sql<GroupRow>`
-    SELECT group_id, epoch, size, ${epochMs(sql, "changed_at")} AS changed_at, incarnation, slots
+    SELECT group_id, epoch, size, ${epochMs(sql, sql`changed_at`)} AS changed_at, incarnation, slots
       FROM modulo_group.groups WHERE group_id = ${groupId}`
 
 /** Every group's row, by id. */
 export const selectGroups = (sql: Sql) =>
   sql<GroupRow>`
-    SELECT group_id, epoch, size, ${epochMs(sql, "changed_at")} AS changed_at, incarnation, slots
+    SELECT group_id, epoch, size, ${epochMs(sql, sql`changed_at`)} AS changed_at, incarnation, slots
       FROM modulo_group.groups ORDER BY group_id`
 
 /** A member row as `selectMembers` reads it, with its heartbeat's age and its lease's time left (times: `epochMs`). */
@@ -1225,8 +1225,8 @@ export interface MemberRow {
 /** A group's members, by index (members without one last, in join order). */
 export const selectMembers = (sql: Sql, groupId: string, now: string | null) =>
   sql<MemberRow>`
-    SELECT member_id, name, host, pid, idx, acked_epoch, ${epochMs(sql, "joined_at")} AS joined_at,
-           ${epochMs(sql, "stopping_since")} AS stopping_since, instance_id, ${epochMs(sql, "released_at")} AS released_at,
+    SELECT member_id, name, host, pid, idx, acked_epoch, ${epochMs(sql, sql`joined_at`)} AS joined_at,
+           ${epochMs(sql, sql`stopping_since`)} AS stopping_since, instance_id, ${epochMs(sql, sql`released_at`)} AS released_at,
            (extract(epoch FROM ${at(sql, now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
            (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms,
            CASE WHEN instance_id IS NOT NULL
@@ -1317,6 +1317,8 @@ export interface FenceBegun {
   readonly old_idle: string
   readonly old_tx: string | null
   readonly old_lock: string
+  /** The transaction's isolation level (`transaction_isolation`): an app's, when nested. */
+  readonly iso: string
   readonly st: string
   readonly idle: string
   readonly tx: string | null
@@ -1385,6 +1387,7 @@ export const fenceBegin = (sql: Sql, backstopMs: string) =>
            set_config('statement_timeout', ${backstopMs}, true) AS st,
            set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
            set_config('lock_timeout', '0', true) AS lock,
+           current_setting('transaction_isolation') AS iso,
            CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
            txid_current()::text AS xact
       FROM old`
