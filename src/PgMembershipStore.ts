@@ -385,6 +385,21 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // the row: it is asked again in a READ COMMITTED transaction of its own; all that, three times at
     // most while it conflicts. Written out rather than as `Effect.retry`, whose schedule cost every
     // renewal about 17 KB of allocation though it hardly ever retries (docs/benchmarks.md).
+    // A member's waiter-row statements (`wait`, `stopWaiting`), one at a time, never cancelled: one
+    // held up on the server by a table lock (taken as the statement is parsed, before its own
+    // lock_timeout is set: a migration, a VACUUM FULL) keeps its connection until it ends, and a
+    // second would take another (a review: six waits of one member emptied a pool of four, and a live
+    // member's heartbeat timed out). While one is in flight the next is skipped: the rows serve
+    // `status` only, and go stale on their own (`selectWaiters`).
+    const waiterInFlight = new Set<string>()
+    const oneWaiterStatement = (memberId: string, statement: Effect.Effect<unknown, SqlError>): Effect.Effect<void, SqlError> =>
+      Effect.suspend(() => {
+        const key = canonicalMemberId(memberId)
+        if (waiterInFlight.has(key)) return Effect.void
+        waiterInFlight.add(key)
+        return single(Effect.ensuring(Effect.asVoid(statement), Effect.sync(() => void waiterInFlight.delete(key))))
+      })
+
     const isConflict = (e: SqlError) => conflictCodes.has(sqlState(e) ?? "")
     const singleAtReadCommitted = <A>(operation: string, statement: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> => {
       const attempt = Effect.catchIf(single(statement), isConflict, () => readCommitted(operation, statement))
@@ -1355,14 +1370,14 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               onStatement("wait", "upsert"),
               // One statement, bounded on the server (its lock_timeout), never cancelled from the client
               // (a review: a waiter row held by another session drew pg_cancel_backend at every timeout).
-              Effect.asVoid(single(Statements.upsertWaiter(sql, groupId, member, instanceId, Math.round(leaseMs), now, statementTimeoutMs)))
+              oneWaiterStatement(member.memberId, Statements.upsertWaiter(sql, groupId, member, instanceId, Math.round(leaseMs), now, statementTimeoutMs))
             ))
         ),
 
       stopWaiting: (_groupId, memberId) =>
         wrap(
           "stopWaiting",
-          Effect.zipRight(onStatement("stopWaiting", "delete"), Effect.asVoid(single(Statements.deleteWaiter(sql, memberId, statementTimeoutMs))))
+          Effect.zipRight(onStatement("stopWaiting", "delete"), oneWaiterStatement(memberId, Statements.deleteWaiter(sql, memberId, statementTimeoutMs)))
         ),
 
       waiters: (groupId) =>

@@ -124,9 +124,10 @@ describe("modulo-group join --fibers (child process)", () => {
     expect(r.stderr).toMatch(/--fibers .*instance id/)
   })
 
-  it("--fibers 12 with a name that fits alone but not with #12: a usage error before any database work", async () => {
+  // Characters are code points: 198 emoji and "#12" are 201 (the message said 399, counting UTF-16 units; a review).
+  it.each(["n", "\u{1F600}"])("--fibers 12 with a name (of %s) that fits alone but not with #12: a usage error before any database work", async (char) => {
     const group = randomGroupId("cli-fibers-name")
-    const r = await run(["join", group, "--fibers", "12", "--name", "n".repeat(198)], env)
+    const r = await run(["join", group, "--fibers", "12", "--name", char.repeat(198)], env)
     expect(r.code).toBe(2)
     expect(r.stderr.trim()).toBe(
       "modulo-group: --name: with --fibers 12 each member is named <name>#<n>, 201 characters for the last; names are at most 200 characters: shorten --name"

@@ -99,10 +99,15 @@ it.live("refused connections, a join refused by name, refused connections again:
 
 it("answered: a SQLSTATE other than a refusal's or a connection exception's, or a row elsewhere the store read", () => {
   const sqlError = (code: string) => new StoreError({ operation: "heartbeat", reason: code, cause: { _tag: "SqlError", cause: { code } } })
-  expect(["57014", "23505", "40001", "55P03", "57P01", "XX000"].map((c) => answered(sqlError(c)))).toEqual([true, true, true, true, true, true])
+  expect(["57014", "23505", "40001", "55P03", "XX000"].map((c) => answered(sqlError(c)))).toEqual([true, true, true, true, true])
   expect(["53300", "57P03", "08006", "08P01", "EPIPE", "ECONNREFUSED", "ETIMEDOUT"].map((c) => answered(sqlError(c)))).toEqual(
     [false, false, false, false, false, false, false]
   )
   expect(answered(new StoreError({ operation: "join", reason: "timed out after 1000 ms" }))).toBe(false)
+  // Errors that ended the session (a review: a terminated backend between two refusals said "connected again").
+  const fatal = (code: string, severity?: string) =>
+    new StoreError({ operation: "heartbeat", reason: code, cause: { _tag: "SqlError", cause: { code, severity } } })
+  expect(["57P01", "57P02", "57P05", "25P03"].map((c) => answered(fatal(c)))).toEqual([false, false, false, false])
+  expect([answered(fatal("57P01", "FATAL")), answered(fatal("XX000", "FATAL")), answered(fatal("XX000", "ERROR"))]).toEqual([false, false, true])
   expect(answered(new Error("Connection terminated unexpectedly"))).toBe(false)
 })

@@ -9,12 +9,14 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Layer, Redacted } from "effect"
+import { randomUUID } from "node:crypto"
 import pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Membership from "../../src/Membership.js"
+import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, ownDatabase, PgLive, randomGroupId } from "../support/Database.js"
 
 const fast = { heartbeat: "200 millis", lease: "3 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 const app = `modulo-group-waiter-${process.pid}`
@@ -64,3 +66,30 @@ it.live("a waiting static member's waiter-row statement is bounded on the server
       Layer.provideMerge(Layer.fresh(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: app, maxConnections: 6 })))
     ))
   ), 60_000)
+
+// A lock on the whole waiter table (a migration, VACUUM FULL) is taken as a statement is parsed,
+// before its own lock_timeout is set: such a statement waits on the server until the lock goes. A
+// review of the fix above: every `wait` of a waiting member left one more of them holding a pool
+// connection, and six emptied a pool of four: a live member's heartbeat timed out. One waiter
+// statement per member at a time now (failed before). On a database of its own: the table lock
+// would hold up the other files' static members.
+it.live("a lock on the waiter table does not take the pool from a live member's heartbeat", () =>
+  Effect.gen(function*() {
+    const db = yield* ownDatabase("waiterpool", { maxConnections: 2 })
+    const pool = Layer.fresh(PgClient.layer({ url: Redacted.make(db.url), applicationName: "waiter-pool", maxConnections: 4 }))
+    yield* Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const g = randomGroupId("waiter-pool")
+      const live = randomUUID()
+      yield* store.join(g, { memberId: live, name: "live", host: "h", pid: 1 }, 30_000)
+      const locker = new pg.Client({ connectionString: db.url })
+      yield* Effect.promise(() => locker.connect())
+      yield* Effect.promise(() => locker.query("BEGIN; LOCK TABLE modulo_group.instance_waiters IN ACCESS EXCLUSIVE MODE"))
+      const waiter = { memberId: randomUUID(), name: "w", host: "h", pid: 2 }
+      // A waiting static member records its wait at each retry.
+      for (let i = 0; i < 6; i++) yield* Effect.either(store.wait(g, waiter, "i1", 30_000))
+      const heartbeat = yield* Effect.either(store.heartbeat(g, live, 1, 30_000))
+      yield* Effect.promise(() => locker.query("ROLLBACK").then(() => locker.end()))
+      expect(heartbeat._tag).toBe("Right")
+    }).pipe(Effect.provide(PgMembershipStore.layer({ migrate: true, statementTimeout: Duration.millis(500) }).pipe(Layer.provideMerge(pool))))
+  }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)

@@ -289,7 +289,7 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
       yield* MembershipConfig.make({ ...input, name: longest }).pipe(
         Effect.mapError(() =>
           fail(
-            `--name: with --fibers ${fibers} each member is named <name>#<n>, ${longest.length} characters for the last; ` +
+            `--name: with --fibers ${fibers} each member is named <name>#<n>, ${Array.from(longest).length} characters for the last; ` +
               "names are at most 200 characters: shorten --name",
             undefined,
             ExitCodes.usage

@@ -417,7 +417,10 @@ export const snapshot = (
 const decodeWaiters = (raw: unknown): ReadonlyArray<StatusWaiter> => {
   const list: unknown = typeof raw === "string" ? JSON.parse(raw) : raw
   if (!Array.isArray(list)) return []
-  const text = (v: unknown) => (typeof v === "string" ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?").slice(0, 200) : "")
+  // At most 200 characters (code points, as the library counts ids and names: a cut in UTF-16 units
+  // split an emoji, and the waiter's instance id no longer matched its holder's; a review).
+  const text = (v: unknown) =>
+    typeof v === "string" ? Array.from(v.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?")).slice(0, 200).join("") : ""
   return list.flatMap((w: Record<string, unknown>): Array<StatusWaiter> =>
     typeof w?.instanceId !== "string" || typeof w.memberId !== "string" ? [] : [{
       instanceId: text(w.instanceId),

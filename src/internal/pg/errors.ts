@@ -43,6 +43,9 @@ export const unavailable = (error: SqlError): DatabaseUnavailable =>
 // SQLSTATEs of a server that will not take a connection now: too many clients (53300), a role or
 // database over its connection limit (53300 too), starting up or shutting down (57P03).
 const refusalCodes = new Set(["53300", "57P03"])
+// SQLSTATEs of an error that ends the session: an administrator's or a crash's termination, a
+// database dropped, an idle (in transaction) session or a transaction timed out.
+const sessionEndCodes = new Set(["57P01", "57P02", "57P04", "57P05", "25P03", "25P04"])
 // Network errors of a connection attempt: nothing listens, the connection was cut, nobody answers.
 const refusalErrnos = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"])
 
@@ -80,10 +83,15 @@ export const answered = (error: unknown): boolean => {
   let e: unknown = error
   for (let depth = 0; depth < 6 && e !== undefined && e !== null; depth++) {
     if (Predicate.isTagged(e, "RowElsewhere")) return true
-    const { code } = e as { code?: unknown }
+    const { code, severity } = e as { code?: unknown; severity?: unknown }
     // SQLSTATEs are five digits or upper-case letters; the driver's errnos (EPIPE, ...) start with E.
     if (typeof code === "string" && /^[0-9A-DF-Z][0-9A-Z]{4}$/.test(code)) {
-      return !refusalCodes.has(code) && !code.startsWith("08")
+      // Not an error that ended the session (FATAL: a terminated backend, 57P01; an idle session
+      // ended, 57P05, 25P03; a server shutting down): the next call needs a new connection, which may
+      // be refused again (a review: a refusal, a terminated backend, a refusal said "connected again"
+      // in between). Where the driver gives no severity, those codes by name.
+      if (typeof severity === "string" && severity !== "ERROR") return false
+      return !refusalCodes.has(code) && !sessionEndCodes.has(code) && !code.startsWith("08")
     }
     e = (e as { cause?: unknown }).cause
   }
