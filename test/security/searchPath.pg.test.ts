@@ -10,7 +10,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
@@ -55,4 +56,32 @@ it.live("the store warns as it starts when a schema of the search path lets ever
     expect(yield* start).toEqual([])
     yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql`GRANT CREATE ON SCHEMA public TO PUBLIC`).pipe(Effect.provide(db.layer))
     expect(yield* start).toEqual(["WARN"])
+  }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)
+
+// Defence in depth: a change's transaction resolves in pg_catalog only after its first statement, even
+// with a session path that lists public before pg_catalog, where a planted function of the very same
+// signature as pg_catalog's (bigint, bigint) would win (failed before).
+it.live("with public before pg_catalog in the session's path, a planted generate_series(bigint, bigint) never runs in a change", () =>
+  Effect.gen(function*() {
+    const db = yield* ownDatabase("searchpathfirst", { maxConnections: 4 })
+    const url = new URL(db.url)
+    url.searchParams.set("options", "-c search_path=public,pg_catalog")
+    const publicFirst = Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 4 }))
+    yield* Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const [path] = yield* sql<{ path: string }>`SELECT current_setting('search_path') AS path`
+      expect(path!.path.replace(/ /g, "")).toBe("public,pg_catalog")
+      yield* sql`CREATE TABLE public.planted_ran (at timestamptz DEFAULT clock_timestamp())`
+      yield* sql.unsafe(`
+        CREATE FUNCTION public.generate_series(a bigint, b bigint) RETURNS SETOF bigint LANGUAGE sql AS $$
+          INSERT INTO public.planted_ran DEFAULT VALUES;
+          SELECT pg_catalog.generate_series(a, b) + 1;
+        $$`)
+      const store = yield* MembershipStore
+      const groupId = `searchpath-${randomUUID()}`
+      const view = yield* store.join(groupId, { memberId: randomUUID(), name: "m0", host: "h", pid: 1 }, 60_000)
+      expect([view.index, view.size]).toEqual([0, 1])
+      const [ran] = yield* sql<{ n: string }>`SELECT count(*) AS n FROM public.planted_ran`
+      expect(Number(ran!.n)).toBe(0)
+    }).pipe(Effect.provide(PgMembershipStore.layer({ migrate: true }).pipe(Layer.provideMerge(publicFirst))))
   }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)

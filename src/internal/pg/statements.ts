@@ -114,12 +114,23 @@ const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
  * of new fenced transactions (see `fenceQueue`): a stream of overlapping ones cannot starve it. Which
  * way it goes decides only how long it takes, never what it does: the lock is the same lock.
  */
+/**
+ * The search path of a change's transaction, local to it, set by its first statement: the statements
+ * after it resolve functions and operators in `pg_catalog` only (the library names its own objects
+ * `modulo_group.*`), whatever a schema of the session's path holds (docs/operations.md, "The members'
+ * search_path": a function planted there ran in every change). The first statement itself, single
+ * statements (renewals, reads) and fenced transactions (the app's body needs the app's path) resolve
+ * in the session's path.
+ */
+const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`set_config('search_path', 'pg_catalog, pg_temp', true)`
+
 export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number, lockWaitMs: number) =>
   sql<{ locked: boolean; changing: boolean }>`
     WITH fair AS MATERIALIZED (
       SELECT set_config('lock_timeout', ${String(lockWaitMs)}, true),
              set_config('statement_timeout', ${String(timeoutMs)}, true),
              set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+             ${pinnedSearchPath(sql)},
              pg_try_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId})) AS locked
     ), created AS (
       INSERT INTO modulo_group.groups (group_id, changed_at)
@@ -143,7 +154,8 @@ export const boundTransaction = (sql: Sql, timeoutMs: number) =>
   sql`
     SELECT set_config('lock_timeout', ${String(timeoutMs)}, true),
            set_config('statement_timeout', ${String(timeoutMs)}, true),
-           set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true)`
+           set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+           ${pinnedSearchPath(sql)}`
 
 /**
  * After `tryLockGroup` found only fenced transactions holding the group's lock: waits for it (within
@@ -480,6 +492,7 @@ export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
       SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt,
              set_config('statement_timeout', ${String(timeoutMs)}, true) AS st,
              set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true) AS idle,
+             ${pinnedSearchPath(sql)} AS path,
              pg_try_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId})) AS locked
     ) AS s`
 
