@@ -19,30 +19,40 @@ import { answered } from "../../src/internal/pg/errors.js"
 
 const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 
+/**
+ * An in-memory store whose joins fail as a refused connection while `knobs.refuse`, and a member id
+ * with a live row in group "g1" (its earlier membership's leave gave up); `start` makes a member of
+ * group "g2" with that id, over the store.
+ */
+const elsewhereMember = Effect.gen(function*() {
+  const { store } = yield* InMemoryMembershipStore.make
+  const knobs = { refuse: false }
+  const wrapped: MembershipStoreService = {
+    ...store,
+    join: (...args: Parameters<MembershipStoreService["join"]>) =>
+      knobs.refuse
+        ? Effect.fail(new StoreError({
+          operation: "join",
+          reason: "connect ECONNREFUSED 127.0.0.1:5432",
+          cause: { code: "ECONNREFUSED", message: "connect ECONNREFUSED 127.0.0.1:5432" }
+        }))
+        : store.join(...args)
+  }
+  const id = crypto.randomUUID()
+  yield* store.join("g1", { memberId: id, host: "h", pid: 1, name: "old" }, 60_000)
+  const identity = { host: "h", pid: 2, newMemberId: Effect.succeed(id) }
+  const start = Membership.make({ groupId: "g2", ...fast }).pipe(
+    Effect.provideService(MembershipConfig.MemberIdentity, identity),
+    Effect.provide(Layer.succeed(MembershipStore, wrapped))
+  )
+  return { knobs, start }
+})
+
 it.live("a join refused for a row elsewhere, then the database refusing connections, then the row elsewhere again: the refusal by name is said again", () => {
   const logs = collectLogs()
   return Effect.gen(function*() {
-    const { store } = yield* InMemoryMembershipStore.make
-    const knobs = { refuse: false }
-    const wrapped: MembershipStoreService = {
-      ...store,
-      join: (...args: Parameters<MembershipStoreService["join"]>) =>
-        knobs.refuse
-          ? Effect.fail(new StoreError({
-            operation: "join",
-            reason: "connect ECONNREFUSED 127.0.0.1:5432",
-            cause: { code: "ECONNREFUSED", message: "connect ECONNREFUSED 127.0.0.1:5432" }
-          }))
-          : store.join(...args)
-    }
-    const id = crypto.randomUUID()
-    // The id's row in another group, live for a minute (its earlier membership's leave gave up).
-    yield* store.join("g1", { memberId: id, host: "h", pid: 1, name: "old" }, 60_000)
-    const identity = { host: "h", pid: 2, newMemberId: Effect.succeed(id) }
-    yield* Membership.make({ groupId: "g2", ...fast }).pipe(
-      Effect.provideService(MembershipConfig.MemberIdentity, identity),
-      Effect.provide(Layer.succeed(MembershipStore, wrapped))
-    )
+    const { knobs, start } = yield* elsewhereMember
+    yield* start
     const elsewhere = () => logs.lines.filter((l) => l.message.includes("still has a row in group")).length
     const refused = () => logs.lines.findIndex((l) => l.message.includes("refuses connections"))
     yield* waitForEffect(Effect.sync(() => elsewhere() === 1), "5 seconds", "said once")
@@ -66,27 +76,9 @@ it.live("a join refused for a row elsewhere, then the database refusing connecti
 it.live("refused connections, a join refused by name, refused connections again: the second outage is said too", () => {
   const logs = collectLogs()
   return Effect.gen(function*() {
-    const { store } = yield* InMemoryMembershipStore.make
-    const knobs = { refuse: false }
-    const wrapped: MembershipStoreService = {
-      ...store,
-      join: (...args: Parameters<MembershipStoreService["join"]>) =>
-        knobs.refuse
-          ? Effect.fail(new StoreError({
-            operation: "join",
-            reason: "connect ECONNREFUSED 127.0.0.1:5432",
-            cause: { code: "ECONNREFUSED", message: "connect ECONNREFUSED 127.0.0.1:5432" }
-          }))
-          : store.join(...args)
-    }
-    const id = crypto.randomUUID()
-    yield* store.join("g1", { memberId: id, host: "h", pid: 1, name: "old" }, 60_000)
-    const identity = { host: "h", pid: 2, newMemberId: Effect.succeed(id) }
+    const { knobs, start } = yield* elsewhereMember
     knobs.refuse = true
-    yield* Membership.make({ groupId: "g2", ...fast }).pipe(
-      Effect.provideService(MembershipConfig.MemberIdentity, identity),
-      Effect.provide(Layer.succeed(MembershipStore, wrapped))
-    )
+    yield* start
     const count = (text: string) => logs.lines.filter((l) => l.message.includes(text)).length
     yield* waitForEffect(Effect.sync(() => count("refuses connections") === 1), "5 seconds", "first outage said")
     knobs.refuse = false
