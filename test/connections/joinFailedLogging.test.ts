@@ -101,5 +101,7 @@ it("answered: a SQLSTATE other than a refusal's or a connection exception's, or 
     new StoreError({ operation: "heartbeat", reason: code, cause: { _tag: "SqlError", cause: { code, severity } } })
   expect(["57P01", "57P02", "57P05", "25P03"].map((c) => answered(fatal(c)))).toEqual([false, false, false, false])
   expect([answered(fatal("57P01", "FATAL")), answered(fatal("XX000", "FATAL")), answered(fatal("XX000", "ERROR"))]).toEqual([false, false, true])
+  // The severity as sent is translated (lc_messages): a German server's statement timeout is answered (a review).
+  expect([answered(fatal("57014", "FEHLER")), answered(fatal("57014", "ERREUR"))]).toEqual([true, true])
   expect(answered(new Error("Connection terminated unexpectedly"))).toBe(false)
 })

@@ -61,7 +61,7 @@ it.live("the store warns as it starts when a schema of the search path lets ever
 // Defence in depth: a change's transaction resolves in pg_catalog only after its first statement, even
 // with a session path that lists public before pg_catalog, where a planted function of the very same
 // signature as pg_catalog's (bigint, bigint) would win (failed before).
-it.live("with public before pg_catalog in the session's path, a planted generate_series(bigint, bigint) never runs in a change", () =>
+it.live("with public before pg_catalog in the session's path, a planted generate_series(bigint, bigint) and set_config never run in a change", () =>
   Effect.gen(function*() {
     const db = yield* ownDatabase("searchpathfirst", { maxConnections: 4 })
     const url = new URL(db.url)
@@ -71,17 +71,28 @@ it.live("with public before pg_catalog in the session's path, a planted generate
       const sql = yield* SqlClient.SqlClient
       const [path] = yield* sql<{ path: string }>`SELECT current_setting('search_path') AS path`
       expect(path!.path.replace(/ /g, "")).toBe("public,pg_catalog")
-      yield* sql`CREATE TABLE public.planted_ran (at timestamptz DEFAULT clock_timestamp())`
+      yield* sql`CREATE TABLE public.planted_ran (what text, at timestamptz DEFAULT clock_timestamp())`
       yield* sql.unsafe(`
         CREATE FUNCTION public.generate_series(a bigint, b bigint) RETURNS SETOF bigint LANGUAGE sql AS $$
-          INSERT INTO public.planted_ran DEFAULT VALUES;
+          INSERT INTO public.planted_ran (what) VALUES ('generate_series');
           SELECT pg_catalog.generate_series(a, b) + 1;
         $$`)
+      // A review of the pin: a set_config of the same signature, letting everything through but the
+      // search path, undid a pin written without pg_catalog (failed before).
+      yield* sql.unsafe(`
+        CREATE FUNCTION public.set_config(n text, v text, l boolean) RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+          IF n = 'search_path' THEN
+            INSERT INTO public.planted_ran (what) VALUES ('set_config');
+            RETURN pg_catalog.current_setting('search_path');
+          END IF;
+          RETURN pg_catalog.set_config(n, v, l);
+        END $$`)
       const store = yield* MembershipStore
       const groupId = `searchpath-${randomUUID()}`
       const view = yield* store.join(groupId, { memberId: randomUUID(), name: "m0", host: "h", pid: 1 }, 60_000)
       expect([view.index, view.size]).toEqual([0, 1])
-      const [ran] = yield* sql<{ n: string }>`SELECT count(*) AS n FROM public.planted_ran`
-      expect(Number(ran!.n)).toBe(0)
+      const ran = yield* sql<{ what: string }>`SELECT what FROM public.planted_ran`
+      expect(ran.map((r) => r.what)).toEqual([])
     }).pipe(Effect.provide(PgMembershipStore.layer({ migrate: true }).pipe(Layer.provideMerge(publicFirst))))
   }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)

@@ -89,8 +89,9 @@ export const answered = (error: unknown): boolean => {
       // Not an error that ended the session (FATAL: a terminated backend, 57P01; an idle session
       // ended, 57P05, 25P03; a server shutting down): the next call needs a new connection, which may
       // be refused again (a review: a refusal, a terminated backend, a refusal said "connected again"
-      // in between). Where the driver gives no severity, those codes by name.
-      if (typeof severity === "string" && severity !== "ERROR") return false
+      // in between). The severity as the server sends it is translated (FEHLER, ERREUR: a review), so
+      // only FATAL and PANIC are taken from it, and those codes by name.
+      if (severity === "FATAL" || severity === "PANIC") return false
       return !refusalCodes.has(code) && !sessionEndCodes.has(code) && !code.startsWith("08")
     }
     e = (e as { cause?: unknown }).cause

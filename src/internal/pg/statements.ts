@@ -118,20 +118,22 @@ const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
  * The search path of a change's transaction, local to it, set by its first statement: the statements
  * after it resolve functions and operators in `pg_catalog` only (the library names its own objects
  * `modulo_group.*`), whatever a schema of the session's path holds (docs/operations.md, "The members'
- * search_path": a function planted there ran in every change). The first statement itself, single
- * statements (renewals, reads) and fenced transactions (the app's body needs the app's path) resolve
- * in the session's path.
+ * search_path": a function planted there ran in every change). The first statement itself names
+ * `pg_catalog` for each function it calls (a review planted a `set_config` that let everything through
+ * but the search path, and a `generate_series` in the same schema then ran; the lock's key, `hashtext`,
+ * and the lock itself decide who changes the group). Single statements (renewals, reads) and fenced
+ * transactions (the app's body needs the app's path) resolve in the session's path.
  */
-const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`set_config('search_path', 'pg_catalog, pg_temp', true)`
+const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)`
 
 export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number, lockWaitMs: number) =>
   sql<{ locked: boolean; changing: boolean }>`
     WITH fair AS MATERIALIZED (
-      SELECT set_config('lock_timeout', ${String(lockWaitMs)}, true),
-             set_config('statement_timeout', ${String(timeoutMs)}, true),
-             set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+      SELECT pg_catalog.set_config('lock_timeout', ${String(lockWaitMs)}, true),
+             pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true),
+             pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
              ${pinnedSearchPath(sql)},
-             pg_try_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId})) AS locked
+             pg_catalog.pg_try_advisory_xact_lock(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ), created AS (
       INSERT INTO modulo_group.groups (group_id, changed_at)
       SELECT ${groupId}, ${at(sql, now)} FROM fair WHERE fair.locked
@@ -141,8 +143,8 @@ export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, time
            NOT fair.locked AND EXISTS (
              SELECT 1 FROM pg_catalog.pg_locks l
               WHERE l.locktype = 'advisory'
-                AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-                AND l.classid = ${advisoryLockClass}::oid AND l.objid = hashtext(${groupId})::oid
+                AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+                AND l.classid = ${advisoryLockClass}::oid AND l.objid = pg_catalog.hashtext(${groupId}::text)::oid
                 AND l.objsubid = 2 AND l.mode = 'ExclusiveLock') AS changing
       FROM fair`
 
@@ -152,9 +154,9 @@ export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, time
  */
 export const boundTransaction = (sql: Sql, timeoutMs: number) =>
   sql`
-    SELECT set_config('lock_timeout', ${String(timeoutMs)}, true),
-           set_config('statement_timeout', ${String(timeoutMs)}, true),
-           set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+    SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}, true),
+           pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true),
+           pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
            ${pinnedSearchPath(sql)}`
 
 /**
@@ -489,11 +491,11 @@ export const adoptRow = (
 export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
   sql<{ locked: boolean }>`
     SELECT s.locked FROM (
-      SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt,
-             set_config('statement_timeout', ${String(timeoutMs)}, true) AS st,
-             set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true) AS idle,
+      SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt,
+             pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true) AS st,
+             pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true) AS idle,
              ${pinnedSearchPath(sql)} AS path,
-             pg_try_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId})) AS locked
+             pg_catalog.pg_try_advisory_xact_lock_shared(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ) AS s`
 
 /**
