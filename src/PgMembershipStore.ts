@@ -380,11 +380,6 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // A single statement outside a transaction: never interrupted once sent (see `wrap`).
     const single = Effect.uninterruptible
 
-    // A single statement that, under a REPEATABLE READ or SERIALIZABLE default, waited on a change's
-    // row lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED re-reads
-    // the row: it is asked again in a READ COMMITTED transaction of its own; all that, three times at
-    // most while it conflicts. Written out rather than as `Effect.retry`, whose schedule cost every
-    // renewal about 17 KB of allocation though it hardly ever retries (docs/benchmarks.md).
     // A member's waiter-row statements (`wait`, `stopWaiting`), one at a time, never cancelled: one
     // held up on the server by a table lock (taken as the statement is parsed, before its own
     // lock_timeout is set: a migration, a VACUUM FULL) keeps its connection until it ends, and a
@@ -400,6 +395,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         return single(Effect.ensuring(Effect.asVoid(statement), Effect.sync(() => void waiterInFlight.delete(key))))
       })
 
+    // A single statement that, under a REPEATABLE READ or SERIALIZABLE default, waited on a change's
+    // row lock (or met another SERIALIZABLE transaction) fails with 40001 where READ COMMITTED re-reads
+    // the row: it is asked again in a READ COMMITTED transaction of its own; all that, three times at
+    // most while it conflicts. Written out rather than as `Effect.retry`, whose schedule cost every
+    // renewal about 17 KB of allocation though it hardly ever retries (docs/benchmarks.md).
     const isConflict = (e: SqlError) => conflictCodes.has(sqlState(e) ?? "")
     const singleAtReadCommitted = <A>(operation: string, statement: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> => {
       const attempt = Effect.catchIf(single(statement), isConflict, () => readCommitted(operation, statement))

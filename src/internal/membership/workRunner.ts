@@ -338,11 +338,12 @@ export const makeWorkRunner = (
       yield* startSets
     })
 
-    // Whether work runs now (a `start`'s slot, or slots being worked): registered work that is not
-    // running should be.
+    // One assignment (`start`'s slot): what was started under it is not started again.
     const sameSlot = (a: Slot, b: Slot) =>
       a.epoch === b.epoch && a.index === b.index && a.size === b.size && a.incarnation === b.incarnation
 
+    // Whether work runs now (a `start`'s slot, or slots being worked): registered work that is not
+    // running should be.
     const working = () => activeSlot !== undefined || active.size > 0
 
     // A start refused by `live` while work runs (a registration, a set form's restart, a held-back

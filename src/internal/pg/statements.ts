@@ -101,6 +101,25 @@ const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
     : sql`CASE WHEN acked_epoch >= 4503599627370495 THEN 0 ELSE acked_epoch END`
 
 /**
+ * A single statement's bound on its row-lock waits, set inside it before it waits (no round trip of its
+ * own): `lock_timeout` local to the statement's transaction, as a condition that always holds.
+ */
+const lockBounded = (sql: Sql, timeoutMs: number): Statement.Fragment =>
+  sql`(SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL`
+
+/**
+ * The search path of a change's transaction, local to it, set by its first statement: the statements
+ * after it resolve functions and operators in `pg_catalog` only (the library names its own objects
+ * `modulo_group.*`), whatever a schema of the session's path holds (docs/operations.md, "The members'
+ * search_path": a function planted there ran in every change). The first statement itself names
+ * `pg_catalog` for each function it calls (a review planted a `set_config` that let everything through
+ * but the search path, and a `generate_series` in the same schema then ran; the lock's key, `hashtext`,
+ * and the lock itself decide who changes the group). Single statements (renewals, reads) and fenced
+ * transactions (the app's body needs the app's path) resolve in the session's path.
+ */
+const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)`
+
+/**
  * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
  * for the waits below, `lockWaitMs`; statement_timeout for the later statements and
  * idle_in_transaction_session_timeout for a stalled client, both `timeoutMs`), tries the group's
@@ -114,18 +133,6 @@ const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
  * of new fenced transactions (see `fenceQueue`): a stream of overlapping ones cannot starve it. Which
  * way it goes decides only how long it takes, never what it does: the lock is the same lock.
  */
-/**
- * The search path of a change's transaction, local to it, set by its first statement: the statements
- * after it resolve functions and operators in `pg_catalog` only (the library names its own objects
- * `modulo_group.*`), whatever a schema of the session's path holds (docs/operations.md, "The members'
- * search_path": a function planted there ran in every change). The first statement itself names
- * `pg_catalog` for each function it calls (a review planted a `set_config` that let everything through
- * but the search path, and a `generate_series` in the same schema then ran; the lock's key, `hashtext`,
- * and the lock itself decide who changes the group). Single statements (renewals, reads) and fenced
- * transactions (the app's body needs the app's path) resolve in the session's path.
- */
-const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)`
-
 export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number, lockWaitMs: number) =>
   sql<{ locked: boolean; changing: boolean }>`
     WITH fair AS MATERIALIZED (
@@ -712,7 +719,7 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, writer:
       FROM modulo_group.groups g
      WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND g.group_id = m.group_id
        AND m.instance_id IS NULL AND g.slots IS NULL AND ${written(sql, "m.", writer)}
-       AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+       AND ${lockBounded(sql, timeoutMs)}
     RETURNING m.member_id`
 
 /** Leave: deletes this member's row (`waiting`: it was a waiting joiner's; no change follows). */
@@ -838,7 +845,7 @@ export const releaseSlots = (
        AND EXISTS (SELECT 1 FROM modulo_group.members m
                     WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
                       AND m.lease_expires_at > ${at(sql, now)})
-       AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+       AND ${lockBounded(sql, timeoutMs)}
     RETURNING s.slot`
 
 /**
@@ -864,7 +871,7 @@ export const retakeSlot = (
        AND EXISTS (SELECT 1 FROM modulo_group.members m
                     WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
                       AND m.lease_expires_at > ${at(sql, now)})
-       AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+       AND ${lockBounded(sql, timeoutMs)}
     RETURNING s.slot`
 
 /** A group's slot rows, ascending (none in modulo mode). */
@@ -975,7 +982,7 @@ export const renewLease = (
          AND released_at IS NULL
          AND ${written(sql, "", writer)}
          AND ${inOrder(sql, sql`${seq}::bigint`, sql``)}
-         AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL
+         AND ${lockBounded(sql, timeoutMs)}
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
       SELECT epoch, size, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}
@@ -1294,7 +1301,7 @@ export const upsertWaiter = (
 export const deleteWaiter = (sql: Sql, memberId: string, timeoutMs: number) =>
   sql`DELETE FROM modulo_group.instance_waiters
        WHERE member_id = ${memberId}
-         AND (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL`
+         AND ${lockBounded(sql, timeoutMs)}`
 
 /** A waiter row as `selectWaiters` (and `status`) read it. */
 export interface WaiterRow {
