@@ -7,24 +7,19 @@
  * milliseconds since the epoch now (failed before). The sessions here get the style from `options`
  * (the store's client) and `PGOPTIONS` (the CLI's), as a database's default would give it.
  */
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { assertBuilt, run } from "../cli/support.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { clientWithOptions, databaseUrl, randomGroupId } from "../support/Database.js"
 
 const style = "-c DateStyle=German,DMY"
 
 /** A client whose sessions start in the German DateStyle. */
-const germanClient = Layer.unwrapEffect(Effect.sync(() => {
-  const url = new URL(databaseUrl())
-  url.searchParams.set("options", style)
-  return Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), applicationName: "date-style" }))
-}))
+const germanClient = clientWithOptions(style, "date-style")
 
 const StoreLive = PgMembershipStore.layer({ migrate: false }).pipe(Layer.provideMerge(germanClient))
 

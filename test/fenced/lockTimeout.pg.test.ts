@@ -5,21 +5,16 @@
  * change held the group row for 400 ms, well within its `timeout` of 3 s: the fence set its own
  * statement_timeout and idle_in_transaction_session_timeout, not lock_timeout (failed before).
  */
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Redacted } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import pg from "pg"
 import * as Fenced from "../../src/Fenced.js"
-import { databaseUrl } from "../support/Database.js"
+import { clientWithOptions, databaseUrl } from "../support/Database.js"
 import { fixture } from "./support.js"
 
 /** A client whose every session starts with `lock_timeout = 50ms` (as a database's default would). */
-const clientWithLockTimeout = Layer.unwrapEffect(Effect.sync(() => {
-  const url = new URL(databaseUrl())
-  url.searchParams.set("options", "-c lock_timeout=50ms")
-  return Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), applicationName: "lock-timeout" }))
-}))
+const clientWithLockTimeout = clientWithOptions("-c lock_timeout=50ms", "lock-timeout")
 
 /** Another session holds the group row FOR UPDATE (as a change does) for `ms`, then lets go. */
 const holdGroupRow = (groupId: string, ms: number) =>

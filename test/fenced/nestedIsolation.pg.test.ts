@@ -8,20 +8,16 @@
  * level; failed before), and nothing of it commits; at READ COMMITTED the commit-time check fails the
  * app's COMMIT as docs/fencing.md says.
  */
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Redacted } from "effect"
+import { Cause, Effect, Exit } from "effect"
 import pg from "pg"
 import * as Fenced from "../../src/Fenced.js"
-import { databaseUrl } from "../support/Database.js"
+import { clientWithOptions, databaseUrl } from "../support/Database.js"
 import { fixture } from "./support.js"
 
-const clientWith = (level: string) => {
-  const url = new URL(databaseUrl())
-  url.searchParams.set("options", `-c default_transaction_isolation=${level.replace(" ", "\\ ")}`)
-  return Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), applicationName: "fence-nested-isolation" }))
-}
+const clientWith = (level: string) =>
+  clientWithOptions(`-c default_transaction_isolation=${level.replace(" ", "\\ ")}`, "fence-nested-isolation")
 
 /** An outside connection ends the member's lease (as expireLease does), committing at once. */
 const cutLease = (memberId: string) =>

@@ -4,20 +4,15 @@
  * `fenced` refusing every transaction under `local` (a session default an operator may set), saying
  * the trigger would not run and that the body had broken the fence: both false.
  */
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect } from "effect"
 import * as Fenced from "../../src/Fenced.js"
-import { databaseUrl } from "../support/Database.js"
+import { clientWithOptions } from "../support/Database.js"
 import { fixture, stallingBeforeCommit } from "./support.js"
 
 /** A client whose every session starts with `session_replication_role = role` (a role's or database's default). */
-const clientWith = (role: string) => {
-  const url = new URL(databaseUrl())
-  url.searchParams.set("options", `-c session_replication_role=${role}`)
-  return Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), applicationName: "replication-role" }))
-}
+const clientWith = (role: string) => clientWithOptions(`-c session_replication_role=${role}`, "replication-role")
 
 it.live("under session_replication_role = local, a current fenced transaction commits, and a stale one fails at COMMIT", () =>
   Effect.gen(function*() {

@@ -10,12 +10,11 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer } from "effect"
 import { randomUUID } from "node:crypto"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { ownDatabase, PgLive } from "../support/Database.js"
+import { clientWithOptions, ownDatabase, PgLive } from "../support/Database.js"
 import { collectLogs } from "../safety/support.js"
 
 const openSchemaWarning = /schema\(s\) "public" of the members' search_path let every role CREATE objects/
@@ -64,9 +63,7 @@ it.live("the store warns as it starts when a schema of the search path lets ever
 it.live("with public before pg_catalog in the session's path, a planted generate_series(bigint, bigint) and set_config never run in a change", () =>
   Effect.gen(function*() {
     const db = yield* ownDatabase("searchpathfirst", { maxConnections: 4 })
-    const url = new URL(db.url)
-    url.searchParams.set("options", "-c search_path=public,pg_catalog")
-    const publicFirst = Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 4 }))
+    const publicFirst = clientWithOptions("-c search_path=public,pg_catalog", "search-path", { url: db.url, maxConnections: 4 })
     yield* Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const [path] = yield* sql<{ path: string }>`SELECT current_setting('search_path') AS path`

@@ -34,6 +34,22 @@ export const PgLive: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlErr
 )
 
 /**
+ * A fresh pool on the test database (or `url`) whose every session starts with `options`
+ * (`-c name=value`, as a database's or role's default would set them), named `applicationName`; read
+ * lazily, as `PgLive`.
+ */
+export const clientWithOptions = (
+  options: string,
+  applicationName: string,
+  extra: { readonly url?: string; readonly maxConnections?: number } = {}
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError.SqlError> =>
+  Layer.unwrapEffect(Effect.sync(() => {
+    const url = new URL(extra.url ?? databaseUrl())
+    url.searchParams.set("options", options)
+    return Layer.fresh(PgClient.layer({ url: Redacted.make(url.toString()), applicationName, maxConnections: extra.maxConnections }))
+  }))
+
+/**
  * One pool for the tests of a file or `describe` block (`Effect.provide(db)` in each), closed after
  * them. What `it.layer(PgLive)` gives, without its side effect on vitest's shared `it`
  * (test/setup/pristineIt.ts). Built on first use.
