@@ -144,14 +144,19 @@ export const layer = (
   )
 
 // A server that is up but will not take this connection now: too many clients (also a role's or a
-// database's connection limit), starting up or shutting down. Worth waiting for; anything else at
-// start (nothing listening, a bad password, a missing database) fails at once.
+// database's connection limit), starting up or shutting down; or PgBouncer in front of it at its
+// `max_client_conn` (its own errors are all 08P01, in English). Worth waiting for; anything else at
+// start (nothing listening, a bad password, a missing database, PgBouncer unable to reach the server)
+// fails at once.
 const busyCodes = new Set(["53300", "57P03"])
+const poolerRefusal = /no more connections allowed/
 const busyServer = (error: unknown): string | undefined => {
   let e: unknown = error
   for (let depth = 0; depth < 6 && e !== undefined && e !== null; depth++) {
     const { code, message } = e as { code?: unknown; message?: unknown }
-    if (typeof code === "string" && busyCodes.has(code)) return `${String(message)} (${code})`
+    const busy = typeof code === "string" &&
+      (busyCodes.has(code) || (code === "08P01" && poolerRefusal.test(String(message))))
+    if (busy) return `${String(message)} (${code})`
     e = (e as { cause?: unknown }).cause
   }
   return undefined
@@ -301,7 +306,8 @@ const watchStatements = (pool: pg.Pool, statementTimeout: Duration.Duration) => 
  * at start and never closed for idleness, so that a member holds its connections for its life
  * instead of opening them again under load. With one, the member's notifications use it too
  * (`listenPool`): one connection per process. Opening waits while the server refuses connections
- * because it is full or starting (`53300`, `57P03`): retried with capped exponential backoff and
+ * because it is full or starting (`53300`, `57P03`), or PgBouncer refuses clients (`08P01`, its
+ * `max_client_conn`): retried with capped exponential backoff and
  * jitter, said once on stderr, then once more when connected; any other failure is the usual one-line
  * error. Ended with the scope.
  *

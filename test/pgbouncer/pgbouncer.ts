@@ -46,6 +46,8 @@ export interface Options {
   readonly poolMode?: "transaction" | "session" | "statement" | undefined
   /** Server connections per database/user pair (default 4). */
   readonly poolSize?: number | undefined
+  /** Client connections PgBouncer takes at once (default 500); past it, it refuses (08P01). */
+  readonly maxClientConn?: number | undefined
 }
 
 const freePort = (): Promise<number> =>
@@ -104,7 +106,7 @@ export const start = async (targetUrl: string, options: Options = {}): Promise<P
     `default_pool_size = ${options.poolSize ?? 4}`,
     "min_pool_size = 0",
     "reserve_pool_size = 0",
-    "max_client_conn = 500",
+    `max_client_conn = ${options.maxClientConn ?? 500}`,
     "ignore_startup_parameters = extra_float_digits,options,statement_timeout",
     `logfile = ${path.join(dir, "pgbouncer.log")}`,
     `pidfile = ${path.join(dir, "pgbouncer.pid")}`,

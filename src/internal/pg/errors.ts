@@ -46,13 +46,19 @@ const refusalCodes = new Set(["53300", "57P03"])
 // SQLSTATEs of an error that ends the session: an administrator's or a crash's termination, a
 // database dropped, an idle (in transaction) session or a transaction timed out.
 const sessionEndCodes = new Set(["57P01", "57P02", "57P04", "57P05", "25P03", "25P04"])
+// PgBouncer's own refusals, all SQLSTATE 08P01 (which it sends for every error of its own) and only
+// ever in English: its client limit reached, no server connection to be had, the server's logins
+// failing (it refuses clients for `server_login_retry` then), a client that waited `query_wait_timeout`
+// for a server connection.
+const poolerRefusal = /no more connections allowed|cannot connect to server|server login has been failing|query_wait_timeout/
 // Network errors of a connection attempt: nothing listens, the connection was cut, nobody answers.
 const refusalErrnos = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE"])
 
 /**
  * Why the database did not take a connection, when that is what `error` (a `StoreError`, a
  * `SqlError`, a `pg` error, or any chain of `cause`s) comes down to: too many clients, a server
- * starting up or shutting down, a refused or timed-out connection attempt. Undefined for anything
+ * starting up or shutting down, a refused or timed-out connection attempt, a pooler's refusal (PgBouncer's
+ * `max_client_conn`, no server connection). Undefined for anything
  * else (a statement that failed on a working connection). Retrying with backoff is the cure.
  */
 export const refusal = (error: unknown): string | undefined => {
@@ -60,7 +66,10 @@ export const refusal = (error: unknown): string | undefined => {
   for (let depth = 0; depth < 6 && e !== undefined && e !== null; depth++) {
     const { code, message } = e as { code?: unknown; message?: unknown }
     const text = typeof message === "string" ? message : ""
-    if (typeof code === "string" && (refusalCodes.has(code) || refusalErrnos.has(code))) {
+    if (
+      typeof code === "string" &&
+      (refusalCodes.has(code) || refusalErrnos.has(code) || (code === "08P01" && poolerRefusal.test(text)))
+    ) {
       return text.length > 0 ? `${text} (${code})` : code
     }
     if (/timeout exceeded when trying to connect|Connection terminated due to connection timeout/.test(text)) {
