@@ -52,7 +52,8 @@ export const migrations = [
   { version: 9, name: "0009_hot_renewals" },
   { version: 10, name: "0010_renewal_order" },
   { version: 11, name: "0011_change_log_retention" },
-  { version: 12, name: "0012_member_writer" }
+  { version: 12, name: "0012_member_writer" },
+  { version: 13, name: "0013_pinned_defaults" }
 ] as const
 
 /**

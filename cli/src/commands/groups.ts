@@ -36,7 +36,7 @@ export const allGroups: Effect.Effect<ReadonlyArray<StatusGroup>, SqlError, SqlC
     // Times as milliseconds since the epoch: node-postgres parses timestamp text only in the ISO
     // DateStyle (a database's default of German or SQL read them as null, and this failed).
     const rows = yield* sql<{ group_id: string; epoch: string; size: number; changed_ms: number }>`
-      SELECT group_id, epoch, size, (extract(epoch FROM changed_at) * 1000)::float8 AS changed_ms FROM modulo_group.groups ORDER BY group_id`
+      SELECT group_id, epoch, size, (extract(epoch FROM changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms FROM modulo_group.groups ORDER BY group_id`
     return rows.map((r) => ({ groupId: r.group_id, epoch: num(r.epoch), size: num(r.size), changedAt: new Date(num(r.changed_ms)) }))
   }
 )

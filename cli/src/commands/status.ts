@@ -289,10 +289,10 @@ export const snapshot = (
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const statics = version >= 5
-      ? sql`m.instance_id, (extract(epoch FROM m.released_at) * 1000)::float8 AS released_ms,
+      ? sql`m.instance_id, (extract(epoch FROM m.released_at) OPERATOR(pg_catalog.*) 1000)::float8 AS released_ms,
              CASE WHEN m.instance_id IS NOT NULL
-                  THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms * interval '1 millisecond'
-                                           - statement_timestamp()) * 1000)::bigint END AS grace_left_ms`
+                  THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms::float8 * interval '1 millisecond'
+                                           - statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint END AS grace_left_ms`
       : sql`NULL::text AS instance_id, NULL::float8 AS released_ms, NULL::bigint AS grace_left_ms`
     // Waiters seen within their lease that hold no member row (one that took over and has not yet
     // deleted its waiter row is a member now); at most 100 (anyone who may write the table could
@@ -302,15 +302,15 @@ export const snapshot = (
       ? yield* sql<{ ok: boolean }>`SELECT has_table_privilege('modulo_group.instance_waiters', 'SELECT') AS ok`
       : [{ ok: false }]
     const waiters = privilege?.ok === true
-      ? sql`(SELECT json_agg(json_build_object(
+      ? sql`(SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                       'instanceId', w.instance_id, 'memberId', w.member_id, 'name', w.name, 'host', w.host,
                       'pid', w.pid,
-                      'waitingMs', (extract(epoch FROM statement_timestamp() - w.since) * 1000)::bigint,
-                      'seenAgoMs', (extract(epoch FROM statement_timestamp() - w.seen_at) * 1000)::bigint)
+                      'waitingMs', (extract(epoch FROM statement_timestamp() - w.since) OPERATOR(pg_catalog.*) 1000)::bigint,
+                      'seenAgoMs', (extract(epoch FROM statement_timestamp() - w.seen_at) OPERATOR(pg_catalog.*) 1000)::bigint)
                     ORDER BY w.instance_id, w.since, w.member_id)
                FROM (SELECT * FROM modulo_group.instance_waiters v
                       WHERE v.group_id = g.group_id
-                        AND v.seen_at + v.lease_ms * interval '1 millisecond' > statement_timestamp()
+                        AND v.seen_at + v.lease_ms::float8 * interval '1 millisecond' > statement_timestamp()
                         AND NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.member_id = v.member_id)
                       ORDER BY v.instance_id, v.since, v.member_id
                       LIMIT 100) w) AS waiters`
@@ -323,7 +323,7 @@ export const snapshot = (
       : [{ ok: false }]
     const slotColumns = slotPrivilege?.ok === true
       ? sql`g.slots,
-             (SELECT json_agg(s.slot ORDER BY s.slot) FROM modulo_group.slots s
+             (SELECT pg_catalog.json_agg(s.slot ORDER BY s.slot) FROM modulo_group.slots s
                WHERE s.group_id = g.group_id AND s.holder = m.member_id) AS held_slots,
              (SELECT count(*) FROM modulo_group.slots s
                WHERE s.group_id = g.group_id AND s.owner = m.member_id
@@ -355,17 +355,17 @@ export const snapshot = (
       grace_left_ms: string | null
       waiters: unknown
     }>`
-      SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) * 1000)::float8 AS changed_ms, g.incarnation,
-             (extract(epoch FROM statement_timestamp()) * 1000)::bigint AS now_ms,
-             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, (extract(epoch FROM m.joined_at) * 1000)::float8 AS joined_ms,
-             (extract(epoch FROM statement_timestamp() - m.stopping_since) * 1000)::bigint AS stopping_ms,
-             (extract(epoch FROM statement_timestamp() - m.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) * 1000)::bigint AS lease_left_ms,
-             (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) * 1000)::bigint AS lease_ms,
+      SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms, g.incarnation,
+             (extract(epoch FROM statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS now_ms,
+             m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, (extract(epoch FROM m.joined_at) OPERATOR(pg_catalog.*) 1000)::float8 AS joined_ms,
+             (extract(epoch FROM statement_timestamp() - m.stopping_since) OPERATOR(pg_catalog.*) 1000)::bigint AS stopping_ms,
+             (extract(epoch FROM statement_timestamp() - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS heartbeat_age_ms,
+             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
+             (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_ms,
              ${statics}, ${waiters}, ${slotColumns}
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
-       WHERE g.group_id = ${groupId}
+       WHERE g.group_id = ${groupId}::text
        ORDER BY m.idx NULLS LAST, m.join_seq`
     const first = rows[0]
     if (first === undefined) return Option.none()

@@ -31,7 +31,7 @@ const setupLock = 0x64656d6f // "demo"
 export const createSchema = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   yield* sql.withTransaction(Effect.gen(function*() {
-    yield* sql`SELECT pg_advisory_xact_lock(${setupLock})`
+    yield* sql`SELECT pg_catalog.pg_advisory_xact_lock(${setupLock}::int8)`
     yield* sql`CREATE SCHEMA IF NOT EXISTS modulo_group_demo`
     yield* sql`
       CREATE TABLE IF NOT EXISTS modulo_group_demo.runs (
@@ -103,7 +103,7 @@ export const deleteRun = (run: string) =>
            AND NOT EXISTS (
              SELECT 1 FROM modulo_group.members o
               WHERE o.group_id = ${group}
-                AND o.lease_expires_at + o.rejoin_grace_ms * interval '1 millisecond' > now())`
+                AND o.lease_expires_at + o.rejoin_grace_ms::float8 * interval '1 millisecond' > now())`
       yield* sql`
         DELETE FROM modulo_group.groups g
          WHERE g.group_id = ${group}
@@ -256,8 +256,8 @@ export const readVerdict = (run: string) =>
         SELECT epoch, max(size) AS size, count(*) AS n, count(DISTINCT member) AS members, min(at) AS first, max(at) AS last
           FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY epoch
       )
-      SELECT epoch, size, n, members, (extract(epoch FROM first) * 1000)::float8 AS first_ms,
-             (extract(epoch FROM last) * 1000)::float8 AS last_ms, lag(last) OVER (ORDER BY epoch) >= first AS overlaps
+      SELECT epoch, size, n, members, (extract(epoch FROM first) OPERATOR(pg_catalog.*) 1000)::float8 AS first_ms,
+             (extract(epoch FROM last) OPERATOR(pg_catalog.*) 1000)::float8 AS last_ms, lag(last) OVER (ORDER BY epoch) >= first AS overlaps
         FROM e ORDER BY epoch`
     const perMember = yield* sql<{ member: string; n: string }>`
       SELECT member, count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY member`

@@ -180,20 +180,20 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
   }>`
     SELECT * FROM (
       SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`},
-             (extract(epoch FROM g.changed_at) * 1000)::float8 AS changed_ms,
-             (extract(epoch FROM statement_timestamp() - g.changed_at) * 1000)::bigint AS changed_ago_ms,
-             count(m.member_id) AS members,
-             count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
-             count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
+             (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms,
+             (extract(epoch FROM statement_timestamp() - g.changed_at) OPERATOR(pg_catalog.*) 1000)::bigint AS changed_ago_ms,
+             pg_catalog.count(m.member_id) AS members,
+             pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
+             pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
                                           AND m.lease_expires_at - statement_timestamp()
-                                              < (m.lease_expires_at - m.heartbeat_at) / 2) AS late,
+                                              < (m.lease_expires_at - m.heartbeat_at) / 2::float8) AS late,
              count(*) OVER () AS total
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
        GROUP BY g.group_id
-       ORDER BY count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()) > 0 DESC,
+       ORDER BY pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()) > 0 DESC,
                 g.changed_at DESC, g.group_id
-       LIMIT ${GROUPS_SHOWN}) shown
+       LIMIT ${GROUPS_SHOWN}::int8) shown
      ORDER BY group_id`
   return {
     total: rows.length === 0 ? 0 : num(rows[0]!.total),
@@ -288,14 +288,14 @@ export const changes = (groupId: string, sinceMs: number): Effect.Effect<Readonl
       subject: string | null
       assignment: ChangeRow["assignment"]
     }>`
-      SELECT epoch, size, incarnation, (extract(epoch FROM changed_at) * 1000)::bigint AS changed_ms,
+      SELECT epoch, size, incarnation, (extract(epoch FROM changed_at) OPERATOR(pg_catalog.*) 1000)::bigint AS changed_ms,
              cause, subject, assignment
         FROM ((SELECT * FROM modulo_group.change_log
-                WHERE group_id = ${groupId} AND changed_at < ${since}::timestamptz
+                WHERE group_id = ${groupId}::text AND changed_at < ${since}::timestamptz
                 ORDER BY changed_at DESC, id DESC LIMIT 1)
               UNION ALL
               (SELECT * FROM modulo_group.change_log
-                WHERE group_id = ${groupId} AND changed_at >= ${since}::timestamptz
+                WHERE group_id = ${groupId}::text AND changed_at >= ${since}::timestamptz
                 ORDER BY changed_at, id LIMIT 2000)) AS c
        ORDER BY changed_at, id`
     return rows.map((r): ChangeRow => ({

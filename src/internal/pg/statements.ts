@@ -3,9 +3,9 @@
  * heartbeats, reads), the fence's (`Fenced.fencedWith`) and the migrator's. Callers decide the order,
  * the transaction and what a result means; here is only the SQL and the shape of its rows.
  *
- * Leases are judged on "now": the database's `statement_timestamp()`, or, when a store runs on the
+ * Leases are judged on "now": the database's `pg_catalog.statement_timestamp()`, or, when a store runs on the
  * Effect clock (tests), a time passed in as a parameter (`now` is then an ISO timestamp, else null).
- * The fence judges leases on `clock_timestamp()` (the moment each check runs), always the database's.
+ * The fence judges leases on `pg_catalog.clock_timestamp()` (the moment each check runs), always the database's.
  */
 import type { SqlClient, Statement } from "@effect/sql"
 import type { FenceTarget } from "../../Fenced.js"
@@ -15,7 +15,7 @@ import { advisoryLockClass, channelFor, migrationLockKey, schema } from "./const
 type Sql = SqlClient.SqlClient
 
 /** The time a statement judges leases by: the one passed in, else the database's. */
-const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${now}::timestamptz, statement_timestamp())`
+const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${now}::timestamptz, pg_catalog.statement_timestamp())`
 
 /**
  * A row reaping may delete: its lease ran out, and so did its rejoin grace (0 for a row without an
@@ -23,10 +23,10 @@ const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${
  */
 const reapable = (sql: Sql, now: string | null, alias?: "o" | "e"): Statement.Fragment =>
   alias === "o"
-    ? sql`o.lease_expires_at + o.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
+    ? sql`o.lease_expires_at + o.rejoin_grace_ms::float8 * interval '1 millisecond' <= ${at(sql, now)}`
     : alias === "e"
-    ? sql`e.lease_expires_at + e.rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
-    : sql`lease_expires_at + rejoin_grace_ms * interval '1 millisecond' <= ${at(sql, now)}`
+    ? sql`e.lease_expires_at + e.rejoin_grace_ms::float8 * interval '1 millisecond' <= ${at(sql, now)}`
+    : sql`lease_expires_at + rejoin_grace_ms::float8 * interval '1 millisecond' <= ${at(sql, now)}`
 
 /**
  * A row that is a member of its group's epoch: it has an index. The only committed rows without one
@@ -75,10 +75,10 @@ export const highestEpoch = "4503599627370495"
 
 const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
   alias === "o"
-    ? sql`(o.acked_epoch > ${epoch} AND o.acked_epoch < 4503599627370495)`
+    ? sql`(o.acked_epoch > ${epoch}::int8 AND o.acked_epoch < 4503599627370495)`
     : alias === "x"
-    ? sql`(x.acked_epoch > ${epoch} AND x.acked_epoch < 4503599627370495)`
-    : sql`(me.acked_epoch > ${epoch} AND me.acked_epoch < 4503599627370495)`
+    ? sql`(x.acked_epoch > ${epoch}::int8 AND x.acked_epoch < 4503599627370495)`
+    : sql`(me.acked_epoch > ${epoch}::int8 AND me.acked_epoch < 4503599627370495)`
 
 /**
  * The barrier's rule for one row (`alias`) against `epoch` (default `g.epoch`): it holds the barrier
@@ -89,10 +89,10 @@ const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sq
  */
 const unacked = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
   alias === "o"
-    ? sql`(o.acked_epoch < ${epoch} OR o.acked_epoch >= 4503599627370495 OR (o.idx IS NOT NULL AND ${ahead(sql, "o", epoch)}))`
+    ? sql`(o.acked_epoch < ${epoch}::int8 OR o.acked_epoch >= 4503599627370495 OR (o.idx IS NOT NULL AND ${ahead(sql, "o", epoch)}))`
     : alias === "x"
-    ? sql`(x.acked_epoch < ${epoch} OR x.acked_epoch >= 4503599627370495 OR (x.idx IS NOT NULL AND ${ahead(sql, "x", epoch)}))`
-    : sql`(me.acked_epoch < ${epoch} OR me.acked_epoch >= 4503599627370495 OR (me.idx IS NOT NULL AND ${ahead(sql, "me", epoch)}))`
+    ? sql`(x.acked_epoch < ${epoch}::int8 OR x.acked_epoch >= 4503599627370495 OR (x.idx IS NOT NULL AND ${ahead(sql, "x", epoch)}))`
+    : sql`(me.acked_epoch < ${epoch}::int8 OR me.acked_epoch >= 4503599627370495 OR (me.idx IS NOT NULL AND ${ahead(sql, "me", epoch)}))`
 
 /** The row's acknowledgement for a renewal's `GREATEST`: one at or above the highest epoch (a hand edit, see `ahead`) counts as none. */
 const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
@@ -105,7 +105,7 @@ const saneAck = (sql: Sql, prefix: "" | "m."): Statement.Fragment =>
  * own): `lock_timeout` local to the statement's transaction, as a condition that always holds.
  */
 const lockBounded = (sql: Sql, timeoutMs: number): Statement.Fragment =>
-  sql`(SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) IS NOT NULL`
+  sql`(SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true)) IS NOT NULL`
 
 /**
  * The search path of a change's transaction, local to it, set by its first statement: the statements
@@ -136,14 +136,14 @@ const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_co
 export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number, lockWaitMs: number) =>
   sql<{ locked: boolean; changing: boolean }>`
     WITH fair AS MATERIALIZED (
-      SELECT pg_catalog.set_config('lock_timeout', ${String(lockWaitMs)}, true),
-             pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true),
-             pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+      SELECT pg_catalog.set_config('lock_timeout', ${String(lockWaitMs)}::text, true),
+             pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true),
+             pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true),
              ${pinnedSearchPath(sql)},
              pg_catalog.pg_try_advisory_xact_lock(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ), created AS (
       INSERT INTO modulo_group.groups (group_id, changed_at)
-      SELECT ${groupId}, ${at(sql, now)} FROM fair WHERE fair.locked
+      SELECT ${groupId}::text, ${at(sql, now)} FROM fair WHERE fair.locked
       ON CONFLICT (group_id) DO NOTHING
     )
     SELECT fair.locked,
@@ -161,9 +161,9 @@ export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, time
  */
 export const boundTransaction = (sql: Sql, timeoutMs: number) =>
   sql`
-    SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}, true),
-           pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true),
-           pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true),
+    SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true),
+           pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true),
+           pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true),
            ${pinnedSearchPath(sql)}`
 
 /**
@@ -174,8 +174,8 @@ export const boundTransaction = (sql: Sql, timeoutMs: number) =>
 export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
   sql`
     INSERT INTO modulo_group.groups (group_id, changed_at)
-    SELECT ${groupId}, ${at(sql, now)}
-      FROM (SELECT pg_advisory_xact_lock(${advisoryLockClass}, hashtext(${groupId}))) AS fair
+    SELECT ${groupId}::text, ${at(sql, now)}
+      FROM (SELECT pg_catalog.pg_advisory_xact_lock(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text))) AS fair
     ON CONFLICT (group_id) DO NOTHING`
 
 /**
@@ -185,10 +185,10 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
  */
 export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
   sql<{ epoch: string; size: number; incarnation: string; acked: string; slots: number | null }>`
-    SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+    SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}
                                  AND m.acked_epoch < 4503599627370495), 0) AS acked
-      FROM modulo_group.groups g WHERE g.group_id = ${groupId} FOR UPDATE`
+      FROM modulo_group.groups g WHERE g.group_id = ${groupId}::text FOR UPDATE`
 
 /**
  * Under the group lock: reassigns indices (keeps every index below the new size, fills holes in join
@@ -202,7 +202,7 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
   sql`
     WITH live AS (
       SELECT member_id, idx, join_seq, count(*) OVER () AS n
-        FROM modulo_group.members WHERE group_id = ${groupId}
+        FROM modulo_group.members WHERE group_id = ${groupId}::text
     ), kept AS (
       SELECT idx FROM live WHERE idx IS NOT NULL AND idx < n
     ), holes AS (
@@ -211,7 +211,7 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
         -- pg_catalog matches only through a cast, a function of that exact signature planted in any
         -- schema of the search path, pg_catalog first or not, ran in every change and set the indices
         -- (a review; PostgreSQL prefers an exact match wherever it is: CVE-2018-1058).
-        FROM generate_series(0::bigint, (SELECT coalesce(max(n), 0) FROM live) - 1) AS i
+        FROM pg_catalog.generate_series(0::bigint, (SELECT coalesce(pg_catalog.max(n), 0) FROM live) - 1) AS i
        WHERE i NOT IN (SELECT idx FROM kept)
     ), movers AS (
       SELECT member_id, row_number() OVER (ORDER BY join_seq) AS r
@@ -221,9 +221,9 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
         FROM live LEFT JOIN movers USING (member_id) LEFT JOIN holes ON holes.r = movers.r
     )
     UPDATE modulo_group.members m
-       SET idx = target.idx, assigned_epoch = ${epoch}, assigned_size = target.n,
+       SET idx = target.idx, assigned_epoch = ${epoch}::int8, assigned_size = target.n,
            acked_epoch = CASE WHEN m.instance_id IS NOT NULL AND m.lease_expires_at <= ${at(sql, now)}
-                              THEN GREATEST(m.acked_epoch, ${epoch}) ELSE m.acked_epoch END
+                              THEN GREATEST(m.acked_epoch, ${epoch}::int8) ELSE m.acked_epoch END
       FROM target
      WHERE m.member_id = target.member_id`
 
@@ -234,14 +234,14 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
 export const bumpEpoch = (sql: Sql, groupId: string, now: string | null, epoch: number, fresh: boolean) =>
   sql<{ epoch: string; size: number; incarnation: string }>`
     UPDATE modulo_group.groups
-       SET epoch = ${epoch},
-           size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}),
+       SET epoch = ${epoch}::int8,
+           size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}::text),
            changed_at = ${at(sql, now)},
-           incarnation = CASE WHEN ${fresh}
+           incarnation = CASE WHEN ${fresh}::boolean
                               THEN GREATEST(incarnation + 1,
-                                            floor(extract(epoch FROM ${at(sql, now)}) * 1000)::bigint)
+                                            pg_catalog.floor(extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint)
                               ELSE incarnation END
-     WHERE group_id = ${groupId}
+     WHERE group_id = ${groupId}::text
     RETURNING epoch, size, incarnation`
 
 /**
@@ -256,7 +256,7 @@ export const logChange = (
   cause: "join" | "leave" | "reap" | "repair",
   subject: string | null,
   now: string | null
-) => sql`SELECT modulo_group.log_change(${groupId}, ${cause}, ${subject}::uuid, ${at(sql, now)})`
+) => sql`SELECT modulo_group.log_change(${groupId}::text, ${cause}::text, ${subject}::uuid, ${at(sql, now)})`
 
 /**
  * Join: deletes the group's reapable members and this member's own earlier row (unless it is the row
@@ -291,25 +291,25 @@ export const deleteExpiredAndOwnRow = (
   }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
-       WHERE group_id = ${groupId}
+       WHERE group_id = ${groupId}::text
          AND (${reapable(sql, now)}
-              OR (member_id = ${memberId}
+              OR (member_id = ${memberId}::uuid
                   AND (${instanceId}::text IS NULL OR instance_id IS DISTINCT FROM ${instanceId}::text)
                   AND (${written(sql, "", writer)} OR lease_expires_at <= ${at(sql, now)})))
       RETURNING member_id, group_id, instance_id
     )
     SELECT (SELECT count(*) FROM modulo_group.members m
-             WHERE m.group_id = ${groupId} AND m.lease_expires_at > ${at(sql, now)}
-               AND m.member_id <> ${memberId} AND ${member(sql, "m")}) AS survivors,
+             WHERE m.group_id = ${groupId}::text AND m.lease_expires_at > ${at(sql, now)}
+               AND m.member_id <> ${memberId}::uuid AND ${member(sql, "m")}) AS survivors,
            (SELECT count(*) FROM gone
-             WHERE instance_id IS NOT NULL AND member_id <> ${memberId}) AS grace_expired,
-           (SELECT json_build_object('group', f.group_id, 'name', f.name, 'host', f.host, 'pid', f.pid)
+             WHERE instance_id IS NOT NULL AND member_id <> ${memberId}::uuid) AS grace_expired,
+           (SELECT pg_catalog.json_build_object('group', f.group_id, 'name', f.name, 'host', f.host, 'pid', f.pid)
               FROM modulo_group.members f
-             WHERE f.member_id = ${memberId} AND f.lease_expires_at > ${at(sql, now)}
+             WHERE f.member_id = ${memberId}::uuid AND f.lease_expires_at > ${at(sql, now)}
                AND f.writer IS DISTINCT FROM ${writer}::uuid) AS foreign,
            (SELECT ${elsewhereRow(sql, now)}
               FROM modulo_group.members e
-             WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}) AS elsewhere`
+             WHERE e.member_id = ${memberId}::uuid AND e.group_id <> ${groupId}::text) AS elsewhere`
 
 /**
  * Join: the new member's row, with no index yet, acknowledging the epoch the join creates (with its
@@ -330,14 +330,14 @@ export const insertMember = (
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
        instance_id, rejoin_grace_ms, renewal_seq, writer)
-    VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
-            ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
-            ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq}, ${writer}::uuid)`
+    VALUES (${member.memberId}::uuid, ${groupId}::text, NULL, ${ackedEpoch}::int8,
+            ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
+            ${at(sql, now)}, ${at(sql, now)}, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid)`
 
 /** A sub-select of member ids, passed as one JSON array parameter (riders: up to `maxRiders` of them). */
 const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fragment =>
-  sql`(SELECT value::uuid FROM json_array_elements_text(${JSON.stringify(memberIds)}::json))`
+  sql`(SELECT value::uuid FROM pg_catalog.json_array_elements_text(${JSON.stringify(memberIds)}::json))`
 
 /**
  * A change that takes along other calls of the same store (internal/pg/riders.ts), under the group
@@ -351,7 +351,7 @@ export const deleteRiderRows = (sql: Sql, memberIds: ReadonlyArray<string>, writ
   sql<{ member_id: string; waiting: boolean }>`
     DELETE FROM modulo_group.members
      WHERE member_id IN ${memberIdList(sql, memberIds)} AND ${written(sql, "", writer)}
-       AND group_id = ${groupId}
+       AND group_id = ${groupId}::text
     RETURNING member_id::text AS member_id, idx IS NULL AS waiting`
 
 /**
@@ -381,10 +381,10 @@ export const insertRiders = (
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
        instance_id, rejoin_grace_ms, renewal_seq, writer)
-    SELECT r.member_id, ${groupId}, NULL, ${ackedEpoch},
+    SELECT r.member_id, ${groupId}::text, NULL, ${ackedEpoch}::int8,
            ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
            ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0, ${seq}::bigint, ${writer}::uuid
-      FROM ROWS FROM (json_to_recordset(${json}::json)
+      FROM ROWS FROM (pg_catalog.json_to_recordset(${json}::json)
                         AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
            WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
      ORDER BY r.ord
@@ -420,16 +420,16 @@ export const selectOverdue = (
 ) =>
   sql<OverdueRow>`
     SELECT o.name, o.host, o.pid,
-           (extract(epoch FROM ${at(sql, now)} - o.heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-           (extract(epoch FROM o.lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
+           (extract(epoch FROM ${at(sql, now)} - o.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS heartbeat_age_ms,
+           (extract(epoch FROM o.lease_expires_at - ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members o
-     WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId} AND ${member(sql, "o")}
+     WHERE o.group_id = ${groupId}::text AND o.member_id <> ${memberId}::uuid AND ${member(sql, "o")}
        AND o.lease_expires_at > ${at(sql, now)}
-       AND o.heartbeat_at + ${overdueMs} * interval '1 millisecond' <= ${at(sql, now)}
+       AND o.heartbeat_at + ${overdueMs}::float8 * interval '1 millisecond' <= ${at(sql, now)}
        AND NOT EXISTS (SELECT 1 FROM modulo_group.members m
-                        WHERE m.member_id = ${memberId}
-                          AND (${member(sql, "m")} OR m.group_id <> ${groupId}
-                               OR m.joined_at + ${waitLimitMs} * interval '1 millisecond' <= ${at(sql, now)}))
+                        WHERE m.member_id = ${memberId}::uuid
+                          AND (${member(sql, "m")} OR m.group_id <> ${groupId}::text
+                               OR m.joined_at + ${waitLimitMs}::float8 * interval '1 millisecond' <= ${at(sql, now)}))
      ORDER BY o.heartbeat_at
      LIMIT 1`
 
@@ -454,15 +454,15 @@ export const deferJoin = (
     INSERT INTO modulo_group.members AS m
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
        instance_id, rejoin_grace_ms, renewal_seq, writer)
-    VALUES (${member.memberId}, ${groupId}, NULL, ${ackedEpoch},
-            ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
-            ${at(sql, now)}, ${at(sql, now)}, ${member.host}, ${member.pid}, ${member.name},
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}, ${seq}, ${writer}::uuid)
+    VALUES (${member.memberId}::uuid, ${groupId}::text, NULL, ${ackedEpoch}::int8,
+            ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
+            ${at(sql, now)}, ${at(sql, now)}, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid)
     ON CONFLICT (member_id) DO UPDATE
        SET lease_expires_at = EXCLUDED.lease_expires_at, heartbeat_at = EXCLUDED.heartbeat_at,
            acked_epoch = EXCLUDED.acked_epoch, renewal_seq = EXCLUDED.renewal_seq
      WHERE m.group_id = EXCLUDED.group_id AND m.idx IS NULL AND ${written(sql, "m.", writer)}
-    RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) * 1000)::bigint AS waited_ms`
+    RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) OPERATOR(pg_catalog.*) 1000)::bigint AS waited_ms`
 
 /**
  * Join of a member that was waiting, under the group lock (or shared: `tryShareGroup`): if a change
@@ -482,11 +482,11 @@ export const adoptRow = (
 ) =>
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
-       SET acked_epoch = GREATEST(acked_epoch, ${epoch}),
-           lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
-           heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}
-     WHERE member_id = ${memberId} AND group_id = ${groupId} AND idx IS NOT NULL AND ${written(sql, "", writer)}
-       AND assigned_epoch = ${epoch} AND lease_expires_at > ${at(sql, now)}
+       SET acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
+           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
+           heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}::int8
+     WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND idx IS NOT NULL AND ${written(sql, "", writer)}
+       AND assigned_epoch = ${epoch}::int8 AND lease_expires_at > ${at(sql, now)}
     RETURNING idx, assigned_size`
 
 /**
@@ -498,9 +498,9 @@ export const adoptRow = (
 export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
   sql<{ locked: boolean }>`
     SELECT s.locked FROM (
-      SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt,
-             pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true) AS st,
-             pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}, true) AS idle,
+      SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true) AS lt,
+             pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true) AS st,
+             pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true) AS idle,
              ${pinnedSearchPath(sql)} AS path,
              pg_catalog.pg_try_advisory_xact_lock_shared(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ) AS s`
@@ -522,12 +522,12 @@ export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, writ
     live: boolean | null
   }>`
     SELECT g.epoch, g.incarnation, g.slots,
-           coalesce((SELECT max(m.acked_epoch) FROM modulo_group.members m
+           coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
                       WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked,
            me.group_id AS row_group, me.idx, me.assigned_epoch, me.lease_expires_at > ${at(sql, now)} AS live
       FROM modulo_group.groups g
-      LEFT JOIN modulo_group.members me ON me.member_id = ${memberId} AND ${written(sql, "me.", writer)}
-     WHERE g.group_id = ${groupId}
+      LEFT JOIN modulo_group.members me ON me.member_id = ${memberId}::uuid AND ${written(sql, "me.", writer)}
+     WHERE g.group_id = ${groupId}::text
        FOR SHARE OF g`
 
 /** What `selectInstance` read. */
@@ -553,9 +553,9 @@ export interface InstanceRow {
 export const selectInstance = (sql: Sql, groupId: string, instanceId: string, now: string | null) =>
   sql<InstanceRow>`
     SELECT member_id, writer::text AS writer, idx, assigned_epoch, lease_expires_at > ${at(sql, now)} AS live, host, pid, name,
-           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms
+           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
-     WHERE group_id = ${groupId} AND instance_id = ${instanceId} AND NOT (${reapable(sql, now)})
+     WHERE group_id = ${groupId}::text AND instance_id = ${instanceId}::text AND NOT (${reapable(sql, now)})
        FOR UPDATE`
 
 /** A row of this member id in another group than `groupId` (`deleteExpiredAndOwnRow`'s `elsewhere`). */
@@ -563,7 +563,7 @@ export type { ElsewhereRow }
 
 /** The row aliased `e` as an `ElsewhereRow` (JSON). */
 const elsewhereRow = (sql: Sql, now: string | null): Statement.Fragment =>
-  sql`json_build_object('group', e.group_id, 'name', e.name, 'host', e.host, 'pid', e.pid,
+  sql`pg_catalog.json_build_object('group', e.group_id, 'name', e.name, 'host', e.host, 'pid', e.pid,
                         'expired', e.lease_expires_at <= ${at(sql, now)}, 'reapable', ${reapable(sql, now, "e")},
                         'instance', e.instance_id, 'grace_ms', e.rejoin_grace_ms)`
 
@@ -576,7 +576,7 @@ export const selectElsewhere = (sql: Sql, groupId: string, memberId: string, now
   sql<{ elsewhere: ElsewhereRow }>`
     SELECT ${elsewhereRow(sql, now)} AS elsewhere
       FROM modulo_group.members e
-     WHERE e.member_id = ${memberId} AND e.group_id <> ${groupId}`
+     WHERE e.member_id = ${memberId}::uuid AND e.group_id <> ${groupId}::text`
 
 /**
  * Static join, under the group lock: the takeover. The row of the instance (`oldMemberId`) becomes
@@ -600,20 +600,20 @@ export const takeOver = (
 ) =>
   sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
     UPDATE modulo_group.members
-       SET member_id = ${member.memberId}, renewal_seq = ${seq}, writer = ${writer}::uuid,
-           lease_expires_at = ${at(sql, now)} + ${leaseMs} * interval '1 millisecond',
+       SET member_id = ${member.memberId}::uuid, renewal_seq = ${seq}::int8, writer = ${writer}::uuid,
+           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
            heartbeat_at = ${at(sql, now)}, joined_at = ${at(sql, now)},
            released_at = NULL, stopping_since = NULL,
-           acked_epoch = GREATEST(acked_epoch, ${epoch}),
-           host = ${member.host}, pid = ${member.pid}, name = ${member.name},
-           rejoin_grace_ms = ${rejoinGraceMs}
-     WHERE member_id = ${oldMemberId} AND group_id = ${groupId} AND idx IS NOT NULL
+           acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
+           host = ${member.host}::text, pid = ${member.pid}::int4, name = ${member.name}::text,
+           rejoin_grace_ms = ${rejoinGraceMs}::int4
+     WHERE member_id = ${oldMemberId}::uuid AND group_id = ${groupId}::text AND idx IS NOT NULL
        AND lease_expires_at <= ${at(sql, now)}
     RETURNING idx, assigned_epoch, assigned_size`
 
 /** Static join: deletes the instance's row that cannot be taken over (see the store); a fresh row follows. */
 export const deleteInstanceRow = (sql: Sql, groupId: string, memberId: string) =>
-  sql`DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId}`
+  sql`DELETE FROM modulo_group.members WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text`
 
 /**
  * Release (graceful leave of a static member), under the group lock: the row stays with its index,
@@ -626,9 +626,9 @@ export const releaseMember = (sql: Sql, groupId: string, memberId: string, epoch
     UPDATE modulo_group.members
        SET released_at = ${at(sql, now)},
            lease_expires_at = LEAST(lease_expires_at, ${at(sql, now)}),
-           acked_epoch = GREATEST(acked_epoch, ${epoch}),
+           acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
            stopping_since = NULL
-     WHERE member_id = ${memberId} AND group_id = ${groupId} AND instance_id IS NOT NULL AND ${written(sql, "", writer)}
+     WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND instance_id IS NOT NULL AND ${written(sql, "", writer)}
     RETURNING member_id`
 
 /** Join, last: the joined member's index, how many members have not acknowledged `epoch`, the clock. */
@@ -636,17 +636,17 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
   sql<{ idx: number; unacked: string; clock_ms: string }>`
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
-             WHERE o.group_id = ${groupId}
+             WHERE o.group_id = ${groupId}::text
                AND ${unacked(sql, "o", sql`${epoch}`)}) AS unacked,
-           (extract(epoch FROM ${at(sql, now)}) * 1000)::bigint AS clock_ms
-      FROM modulo_group.members m WHERE m.member_id = ${memberId}`
+           (extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms
+      FROM modulo_group.members m WHERE m.member_id = ${memberId}::uuid`
 
 /** As `selectJoinedView`, for the joins that rode along a change (`insertRiders`): their indices. */
 export const selectRiderIndices = (sql: Sql, groupId: string, memberIds: ReadonlyArray<string>, writer: string) =>
   sql<{ member_id: string; idx: number }>`
     SELECT m.member_id::text AS member_id, m.idx
       FROM modulo_group.members m
-     WHERE m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
+     WHERE m.group_id = ${groupId}::text AND ${written(sql, "m.", writer)}
        AND m.member_id IN ${memberIdList(sql, memberIds)}`
 
 /**
@@ -661,12 +661,12 @@ export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epo
   sql<{ member_id: string; instance_id: string | null; acked: boolean; waiting: boolean }>`
     WITH gone AS (
       DELETE FROM modulo_group.members
-       WHERE group_id = ${groupId} AND ${reapable(sql, now)}
+       WHERE group_id = ${groupId}::text AND ${reapable(sql, now)}
       RETURNING member_id, instance_id, idx IS NULL AS waiting
     ), held AS (
       UPDATE modulo_group.members
          SET acked_epoch = ${epoch}::bigint
-       WHERE ${epoch}::bigint IS NOT NULL AND group_id = ${groupId} AND instance_id IS NOT NULL
+       WHERE ${epoch}::bigint IS NOT NULL AND group_id = ${groupId}::text AND instance_id IS NOT NULL
          AND lease_expires_at <= ${at(sql, now)} AND NOT (${reapable(sql, now)})
          AND (acked_epoch < ${epoch}::bigint OR acked_epoch >= 4503599627370495) AND idx IS NOT NULL
       RETURNING member_id, instance_id
@@ -681,12 +681,12 @@ export const deleteExpired = (sql: Sql, groupId: string, now: string | null, epo
  */
 export const selectRowsOff = (sql: Sql, groupId: string) =>
   sql<{ off: boolean; live: string }>`
-    SELECT (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) <> size
+    SELECT (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId}::text AND ${member(sql, "m")}) <> size
            OR EXISTS (SELECT 1 FROM modulo_group.members m
-                       WHERE m.group_id = ${groupId} AND ${member(sql, "m")}
+                       WHERE m.group_id = ${groupId}::text AND ${member(sql, "m")}
                          AND (m.assigned_epoch <> g.epoch OR m.assigned_size <> g.size)) AS off,
-           (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId} AND ${member(sql, "m")}) AS live
-      FROM modulo_group.groups g WHERE group_id = ${groupId}`
+           (SELECT count(*) FROM modulo_group.members m WHERE m.group_id = ${groupId}::text AND ${member(sql, "m")}) AS live
+      FROM modulo_group.groups g WHERE group_id = ${groupId}::text`
 
 /**
  * A leave that found the group's lock held by another change (`PgMembershipStore`, "a busy leave"):
@@ -705,19 +705,19 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
  * running at its own, earlier time, and renew it for a whole lease. A statement's time is taken when
  * the server starts to execute it (every statement here is sent with parameters: a wait for a table
  * lock while it is parsed or bound comes before it; an adversarial run checked this, 0 ms between
- * `statement_timestamp()` and `clock_timestamp()` after a 2 s wait), and from then a renewal waits
+ * `pg_catalog.statement_timestamp()` and `pg_catalog.clock_timestamp()` after a 2 s wait), and from then a renewal waits
  * at most `timeoutMs` for the row (its `lock_timeout`): none that started earlier than that reaches
  * it. Bounded by `lock_timeout` (`timeoutMs`) itself when a change holds the row.
  */
 export const expireLease = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null, timeoutMs: number) =>
   sql<{ member_id: string }>`
     UPDATE modulo_group.members m
-       SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs} * interval '1 millisecond'),
+       SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs}::float8 * interval '1 millisecond'),
            -- No renewal of this member applies after it (one that ran long on the server would
            -- otherwise find the lease running at its own, earlier time: \`inOrder\`).
            renewal_seq = ${noMoreRenewals}::bigint
       FROM modulo_group.groups g
-     WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND g.group_id = m.group_id
+     WHERE m.member_id = ${memberId}::uuid AND m.group_id = ${groupId}::text AND g.group_id = m.group_id
        AND m.instance_id IS NULL AND g.slots IS NULL AND ${written(sql, "m.", writer)}
        AND ${lockBounded(sql, timeoutMs)}
     RETURNING m.member_id`
@@ -725,7 +725,7 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, writer:
 /** Leave: deletes this member's row (`waiting`: it was a waiting joiner's; no change follows). */
 export const deleteMember = (sql: Sql, groupId: string, memberId: string, writer: string) =>
   sql<{ member_id: string; waiting: boolean }>`
-    DELETE FROM modulo_group.members WHERE member_id = ${memberId} AND group_id = ${groupId} AND ${written(sql, "", writer)}
+    DELETE FROM modulo_group.members WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND ${written(sql, "", writer)}
     RETURNING member_id, idx IS NULL AS waiting`
 
 // ---------------------------------------------------------------------------------------------------
@@ -737,12 +737,12 @@ export const deleteMember = (sql: Sql, groupId: string, memberId: string, writer
  * ascending. Empty arrays in modulo mode (no slot rows).
  */
 const slotViewOf = (sql: Sql, groupId: string, memberId: string): Statement.Fragment =>
-  sql`SELECT coalesce(json_agg(json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM ${memberId}::uuid)
+  sql`SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM ${memberId}::uuid)
                                ORDER BY s.slot) FILTER (WHERE s.holder = ${memberId}::uuid), '[]'::json) AS held,
-             coalesce(json_agg(s.slot ORDER BY s.slot)
+             coalesce(pg_catalog.json_agg(s.slot ORDER BY s.slot)
                         FILTER (WHERE s.holder IS DISTINCT FROM ${memberId}::uuid), '[]'::json) AS pending
         FROM modulo_group.slots s
-       WHERE s.group_id = ${groupId} AND (s.holder = ${memberId}::uuid OR s.owner = ${memberId}::uuid)`
+       WHERE s.group_id = ${groupId}::text AND (s.holder = ${memberId}::uuid OR s.owner = ${memberId}::uuid)`
 
 /**
  * Join of a group's first member in slots mode, under the group lock: fixes the group's slot count
@@ -751,12 +751,12 @@ const slotViewOf = (sql: Sql, groupId: string, memberId: string): Statement.Frag
 export const createSlots = (sql: Sql, groupId: string, slots: number, now: string | null) =>
   sql`
     WITH g AS (
-      UPDATE modulo_group.groups SET slots = ${slots}
-       WHERE group_id = ${groupId} AND slots IS NULL
+      UPDATE modulo_group.groups SET slots = ${slots}::int4
+       WHERE group_id = ${groupId}::text AND slots IS NULL
       RETURNING group_id
     )
     INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
-    SELECT g.group_id, s, NULL, NULL, 0, ${at(sql, now)} FROM g, generate_series(0, ${slots} - 1) AS s
+    SELECT g.group_id, s, NULL, NULL, 0, ${at(sql, now)} FROM g, pg_catalog.generate_series(0, ${slots}::int4 - 1) AS s
     ON CONFLICT (group_id, slot) DO NOTHING`
 
 /**
@@ -769,12 +769,12 @@ export const createSlots = (sql: Sql, groupId: string, slots: number, now: strin
 export const selectSlotsForChange = (sql: Sql, groupId: string) =>
   sql<{ slot: number; owner: string | null; holder: string | null; generation: string }>`
     SELECT slot, owner, holder, generation FROM modulo_group.slots
-     WHERE group_id = ${groupId} ORDER BY slot FOR NO KEY UPDATE`
+     WHERE group_id = ${groupId}::text ORDER BY slot FOR NO KEY UPDATE`
 
 /** A change in slots mode, under the group lock: the member rows (the live members), in join order. */
 export const selectMemberOrder = (sql: Sql, groupId: string) =>
   sql<{ member_id: string }>`
-    SELECT member_id FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY join_seq`
+    SELECT member_id FROM modulo_group.members WHERE group_id = ${groupId}::text ORDER BY join_seq`
 
 /**
  * A change in slots mode, under the group lock, after `selectSlotsForChange`: one UPDATE of the
@@ -799,9 +799,10 @@ export const updateSlots = (
            holder = CASE WHEN u.hand THEN u.holder ELSE s.holder END,
            generation = CASE WHEN u.hand THEN s.generation + 1 ELSE s.generation END,
            changed_at = ${at(sql, now)}
-      FROM unnest(${slotList}::int[], ${ownerList}::uuid[], ${holderList}::uuid[], ${handList}::bool[])
+      FROM ROWS FROM (pg_catalog.unnest(${slotList}::int[]), pg_catalog.unnest(${ownerList}::uuid[]),
+                      pg_catalog.unnest(${holderList}::uuid[]), pg_catalog.unnest(${handList}::bool[]))
              AS u(slot, owner, holder, hand)
-     WHERE s.group_id = ${groupId} AND s.slot = u.slot`
+     WHERE s.group_id = ${groupId}::text AND s.slot = u.slot`
 }
 
 /**
@@ -813,7 +814,7 @@ export const updateSlots = (
 export const reissueHeldSlots = (sql: Sql, groupId: string, memberId: string, now: string | null) =>
   sql`
     UPDATE modulo_group.slots SET generation = generation + 1, changed_at = ${at(sql, now)}
-     WHERE group_id = ${groupId} AND holder = ${memberId}::uuid`
+     WHERE group_id = ${groupId}::text AND holder = ${memberId}::uuid`
 
 /** Join in slots mode, last: the joined member's slots (see `slotViewOf`). */
 export const selectSlotView = (sql: Sql, groupId: string, memberId: string) =>
@@ -838,12 +839,12 @@ export const releaseSlots = (
   sql<{ slot: number }>`
     UPDATE modulo_group.slots s
        SET holder = s.owner, generation = s.generation + 1, changed_at = ${at(sql, now)}
-      FROM unnest(${`{${stopped.map((p) => String(p.slot)).join(",")}}`}::int[],
-                  ${`{${stopped.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation)
-     WHERE s.group_id = ${groupId} AND s.slot = r.slot AND s.generation = r.generation
+      FROM ROWS FROM (pg_catalog.unnest(${`{${stopped.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                  pg_catalog.unnest(${`{${stopped.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
+     WHERE s.group_id = ${groupId}::text AND s.slot = r.slot AND s.generation = r.generation
        AND s.holder = ${memberId}::uuid AND s.owner IS DISTINCT FROM ${memberId}::uuid
        AND EXISTS (SELECT 1 FROM modulo_group.members m
-                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
+                    WHERE m.member_id = ${memberId}::uuid AND m.group_id = ${groupId}::text AND ${written(sql, "m.", writer)}
                       AND m.lease_expires_at > ${at(sql, now)})
        AND ${lockBounded(sql, timeoutMs)}
     RETURNING s.slot`
@@ -866,10 +867,10 @@ export const retakeSlot = (
   sql<{ slot: number }>`
     UPDATE modulo_group.slots s
        SET generation = s.generation + 1, changed_at = ${at(sql, now)}
-     WHERE s.group_id = ${groupId} AND s.slot = ${slot} AND s.generation = ${generation}
+     WHERE s.group_id = ${groupId}::text AND s.slot = ${slot}::int4 AND s.generation = ${generation}::int8
        AND s.holder = ${memberId}::uuid AND s.owner = ${memberId}::uuid
        AND EXISTS (SELECT 1 FROM modulo_group.members m
-                    WHERE m.member_id = ${memberId} AND m.group_id = ${groupId} AND ${written(sql, "m.", writer)}
+                    WHERE m.member_id = ${memberId}::uuid AND m.group_id = ${groupId}::text AND ${written(sql, "m.", writer)}
                       AND m.lease_expires_at > ${at(sql, now)})
        AND ${lockBounded(sql, timeoutMs)}
     RETURNING s.slot`
@@ -877,7 +878,7 @@ export const retakeSlot = (
 /** A group's slot rows, ascending (none in modulo mode). */
 export const selectSlotRows = (sql: Sql, groupId: string) =>
   sql<{ slot: number; owner: string | null; holder: string | null; generation: string }>`
-    SELECT slot, owner, holder, generation FROM modulo_group.slots WHERE group_id = ${groupId} ORDER BY slot`
+    SELECT slot, owner, holder, generation FROM modulo_group.slots WHERE group_id = ${groupId}::text ORDER BY slot`
 
 // ---------------------------------------------------------------------------------------------------
 // Heartbeat, notifications and reads: single statements outside any explicit transaction.
@@ -896,7 +897,7 @@ export const selectSlotRows = (sql: Sql, groupId: string) =>
  * to an adversarial review (docs/protocol.md, "Never back").
  */
 const inOrder = (sql: Sql, seq: Statement.Fragment, r: Statement.Fragment) =>
-  sql`(${r}renewal_seq IS NULL OR ${r}renewal_seq < ${seq})`
+  sql`(${r}renewal_seq IS NULL OR ${r}renewal_seq < ${seq}::int8)`
 
 /**
  * `ackCurrent`: the member's work is stopped and it waits (Transition's `Notified`), so it may
@@ -909,7 +910,7 @@ const inOrder = (sql: Sql, seq: Statement.Fragment, r: Statement.Fragment) =>
 const ackCurrentEpoch = (sql: Sql, ackCurrent: Statement.Fragment, groupId: Statement.Fragment, r: Statement.Fragment) =>
   sql`CASE WHEN ${ackCurrent}
            THEN GREATEST(${r}assigned_epoch,
-                         (SELECT g0.epoch FROM modulo_group.groups g0 WHERE g0.group_id = ${groupId}))
+                         (SELECT g0.epoch FROM modulo_group.groups g0 WHERE g0.group_id = ${groupId}::text))
            ELSE 0 END`
 
 /** A renewal's number past any store's counter: `expireLease` ends a member's renewals with it. */
@@ -966,16 +967,16 @@ export const renewLease = (
   const t = at(sql, now)
   return sql<RenewedRow>`
     WITH prev AS (
-      SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}
+      SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}::uuid
     ), me AS (
       UPDATE modulo_group.members
-         SET lease_expires_at = ${t} + ${leaseMs} * interval '1 millisecond',
+         SET lease_expires_at = ${t} + ${leaseMs}::float8 * interval '1 millisecond',
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(${saneAck(sql, "")}, ${ack},
+             acked_epoch = GREATEST(${saneAck(sql, "")}, ${ack}::int8,
                                     ${ackCurrentEpoch(sql, sql`${ackCurrent}::boolean`, sql`${groupId}`, sql``)}),
-             stopping_since = CASE WHEN ${stuck} THEN coalesce(stopping_since, ${t}) END,
-             renewal_seq = ${seq}
-       WHERE member_id = ${memberId} AND group_id = ${groupId}
+             stopping_since = CASE WHEN ${stuck}::boolean THEN coalesce(stopping_since, ${t}) END,
+             renewal_seq = ${seq}::int8
+       WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text
          AND lease_expires_at > ${t}
          -- A released row (a static member's graceful leave) is never renewed: a renewal that started
          -- before the release would find its lease still running at its own, earlier time.
@@ -985,7 +986,7 @@ export const renewLease = (
          AND ${lockBounded(sql, timeoutMs)}
       RETURNING idx, acked_epoch, assigned_epoch, assigned_size
     ), g AS (
-      SELECT epoch, size, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}
+      SELECT epoch, size, incarnation, slots FROM modulo_group.groups WHERE group_id = ${groupId}::text
     ), mine AS (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
@@ -996,12 +997,12 @@ export const renewLease = (
                                      AND o.acked_epoch < g.epoch)
                                  OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS expired
         FROM modulo_group.members o, g
-       WHERE o.group_id = ${groupId} AND o.member_id <> ${memberId}
+       WHERE o.group_id = ${groupId}::text AND o.member_id <> ${memberId}::uuid
     )
     SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            others.unacked, others.expired, others.n + 1 AS rows,
-           (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
+           (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
            CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
       FROM me, g, others, mine
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
@@ -1095,9 +1096,9 @@ export const renewLeases = (
   // grant on it).
   const slotView = requests.some((r) => r.slots)
     ? sql`LEFT JOIN LATERAL (
-        SELECT coalesce(json_agg(json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM r.member_id)
+        SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM r.member_id)
                                  ORDER BY s.slot) FILTER (WHERE s.holder = r.member_id), '[]'::json) AS held,
-               coalesce(json_agg(s.slot ORDER BY s.slot)
+               coalesce(pg_catalog.json_agg(s.slot ORDER BY s.slot)
                           FILTER (WHERE s.holder IS DISTINCT FROM r.member_id), '[]'::json) AS pending
           FROM modulo_group.slots s
          WHERE r.slots AND s.group_id = r.group_id AND (s.holder = r.member_id OR s.owner = r.member_id)
@@ -1106,19 +1107,19 @@ export const renewLeases = (
   // A row a reap would count: its lease and grace ran out, or a held static row behind the epoch.
   const expiredRow = (x: "x" | "me") =>
     x === "x"
-      ? sql`(x.lease_expires_at + x.rejoin_grace_ms * interval '1 millisecond' <= ${t}
+      ? sql`(x.lease_expires_at + x.rejoin_grace_ms::float8 * interval '1 millisecond' <= ${t}
              OR (x.instance_id IS NOT NULL AND x.lease_expires_at <= ${t} AND x.acked_epoch < g.epoch)
              OR (x.idx IS NOT NULL AND ${ahead(sql, "x")}))`
-      : sql`(me.lease_expires_at + me.rejoin_grace_ms * interval '1 millisecond' <= ${t}
+      : sql`(me.lease_expires_at + me.rejoin_grace_ms::float8 * interval '1 millisecond' <= ${t}
              OR (me.instance_id IS NOT NULL AND me.lease_expires_at <= ${t} AND me.acked_epoch < g.epoch)
              OR (me.idx IS NOT NULL AND ${ahead(sql, "me")}))`
   return sql<BatchRenewedRow>`
     WITH req AS MATERIALIZED (
-      SELECT * FROM json_to_recordset(${json}::json)
+      SELECT * FROM pg_catalog.json_to_recordset(${json}::json)
         AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean, seq bigint,
              ack_current boolean)
     ), bound AS MATERIALIZED (
-      SELECT set_config('lock_timeout', ${String(timeoutMs)}, true) AS lt
+      SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true) AS lt
     ), lk AS MATERIALIZED (
       SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq, r.ack_current
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
@@ -1171,7 +1172,7 @@ export const renewLeases = (
            agg.unacked - (CASE WHEN ${unacked(sql, "me")} THEN 1 ELSE 0 END) AS unacked,
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
-           (extract(epoch FROM ${t}) * 1000)::bigint AS clock_ms,
+           (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
            CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
       FROM req r
       LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
@@ -1188,8 +1189,8 @@ export const renewLeases = (
  * (`timeoutMs`, local to the statement's transaction, still in force at its commit) bounds that wait.
  */
 export const notifyGroup = (sql: Sql, groupId: string, payload: string, timeoutMs: number) =>
-  sql`SELECT pg_notify(${channelFor(groupId)}, ${payload})
-        FROM (SELECT set_config('lock_timeout', ${String(timeoutMs)}, true)) AS bound`
+  sql`SELECT pg_catalog.pg_notify(${channelFor(groupId)}::text, ${payload}::text)
+        FROM (SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true)) AS bound`
 
 /**
  * A timestamp column as milliseconds since the epoch (float8), read as a number: node-postgres parses
@@ -1199,7 +1200,7 @@ export const notifyGroup = (sql: Sql, groupId: string, payload: string, timeoutM
  * `extract(epoch ...)` of their own).
  */
 export const epochMs = (sql: Sql, column: Statement.Fragment): Statement.Fragment =>
-  sql`(extract(epoch FROM ${column}) * 1000)::float8`
+  sql`(extract(epoch FROM ${column}) OPERATOR(pg_catalog.*) 1000)::float8`
 
 /** A time read by `epochMs` as a `Date` (null stays null). */
 export const dateOf = (ms: number | string | null): Date | null => (ms === null ? null : new Date(Number(ms)))
@@ -1218,7 +1219,7 @@ export interface GroupRow {
 export const selectGroup = (sql: Sql, groupId: string) =>
   sql<GroupRow>`
     SELECT group_id, epoch, size, ${epochMs(sql, sql`changed_at`)} AS changed_at, incarnation, slots
-      FROM modulo_group.groups WHERE group_id = ${groupId}`
+      FROM modulo_group.groups WHERE group_id = ${groupId}::text`
 
 /** Every group's row, by id. */
 export const selectGroups = (sql: Sql) =>
@@ -1249,12 +1250,12 @@ export const selectMembers = (sql: Sql, groupId: string, now: string | null) =>
   sql<MemberRow>`
     SELECT member_id, name, host, pid, idx, acked_epoch, ${epochMs(sql, sql`joined_at`)} AS joined_at,
            ${epochMs(sql, sql`stopping_since`)} AS stopping_since, instance_id, ${epochMs(sql, sql`released_at`)} AS released_at,
-           (extract(epoch FROM ${at(sql, now)} - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,
-           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) * 1000)::bigint AS lease_left_ms,
+           (extract(epoch FROM ${at(sql, now)} - heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS heartbeat_age_ms,
+           (extract(epoch FROM lease_expires_at - ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
            CASE WHEN instance_id IS NOT NULL
-                THEN (extract(epoch FROM lease_expires_at + rejoin_grace_ms * interval '1 millisecond'
-                                         - ${at(sql, now)}) * 1000)::bigint END AS grace_left_ms
-      FROM modulo_group.members WHERE group_id = ${groupId}
+                THEN (extract(epoch FROM lease_expires_at + rejoin_grace_ms::float8 * interval '1 millisecond'
+                                         - ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint END AS grace_left_ms
+      FROM modulo_group.members WHERE group_id = ${groupId}::text
      ORDER BY idx NULLS LAST, join_seq`
 
 // ---------------------------------------------------------------------------------------------------
@@ -1278,18 +1279,18 @@ export const upsertWaiter = (
   sql`
     WITH stale AS (
       DELETE FROM modulo_group.instance_waiters
-       WHERE group_id = ${groupId} AND member_id <> ${member.memberId}
-         AND seen_at + 2 * lease_ms * interval '1 millisecond' <= ${at(sql, now)}
+       WHERE group_id = ${groupId}::text AND member_id <> ${member.memberId}::uuid
+         AND seen_at + (2 * lease_ms)::float8 * interval '1 millisecond' <= ${at(sql, now)}
     )
     INSERT INTO modulo_group.instance_waiters
       (member_id, group_id, instance_id, host, pid, name, since, seen_at, lease_ms)
-    VALUES (${member.memberId}, ${groupId}, ${instanceId}, ${member.host}, ${member.pid}, ${member.name},
+    VALUES (${member.memberId}::uuid, ${groupId}::text, ${instanceId}::text, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
             ${at(sql, now)}, ${at(sql, now)},
             -- Its server-side bound, set before any row lock is waited for (the values come first; the
             -- DELETE above runs after the INSERT): a row held by another session ends the statement
             -- at the timeout on the server, not by a cancel from the client.
             LEAST(GREATEST(${leaseMs}::bigint, 1), 3600000)::integer
-              + 0 * length(set_config('lock_timeout', ${String(timeoutMs)}, true)))
+              + 0 * pg_catalog.length(pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true)))
     ON CONFLICT (member_id) DO UPDATE
        SET group_id = EXCLUDED.group_id, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host,
            pid = EXCLUDED.pid, name = EXCLUDED.name, seen_at = EXCLUDED.seen_at, lease_ms = EXCLUDED.lease_ms,
@@ -1300,7 +1301,7 @@ export const upsertWaiter = (
 /** Deletes this member's waiter row (it took the instance over, or stopped waiting). */
 export const deleteWaiter = (sql: Sql, memberId: string, timeoutMs: number) =>
   sql`DELETE FROM modulo_group.instance_waiters
-       WHERE member_id = ${memberId}
+       WHERE member_id = ${memberId}::uuid
          AND ${lockBounded(sql, timeoutMs)}`
 
 /** A waiter row as `selectWaiters` (and `status`) read it. */
@@ -1321,11 +1322,11 @@ export interface WaiterRow {
 export const selectWaiters = (sql: Sql, groupId: string, now: string | null) =>
   sql<WaiterRow>`
     SELECT w.member_id, w.instance_id, w.name, w.host, w.pid,
-           (extract(epoch FROM ${at(sql, now)} - w.since) * 1000)::bigint AS waiting_ms,
-           (extract(epoch FROM ${at(sql, now)} - w.seen_at) * 1000)::bigint AS seen_ago_ms
+           (extract(epoch FROM ${at(sql, now)} - w.since) OPERATOR(pg_catalog.*) 1000)::bigint AS waiting_ms,
+           (extract(epoch FROM ${at(sql, now)} - w.seen_at) OPERATOR(pg_catalog.*) 1000)::bigint AS seen_ago_ms
       FROM modulo_group.instance_waiters w
-     WHERE w.group_id = ${groupId}
-       AND w.seen_at + w.lease_ms * interval '1 millisecond' > ${at(sql, now)}
+     WHERE w.group_id = ${groupId}::text
+       AND w.seen_at + w.lease_ms::float8 * interval '1 millisecond' > ${at(sql, now)}
        AND NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.member_id = w.member_id)
      ORDER BY w.instance_id, w.since, w.member_id`
 
@@ -1375,16 +1376,16 @@ export const markerStamp = (id: string, stage: number) => `/${id}:${stage}`
  */
 const stampMarker = (sql: Sql, id: string, stage: number) => {
   const stamp = markerStamp(id, stage)
-  const current = sql`coalesce(current_setting(${fenceMarkerSetting}, true), '')`
+  const current = sql`coalesce(pg_catalog.current_setting(${fenceMarkerSetting}::text, true), '')`
   if (stage === 1) {
-    return sql`set_config(${fenceMarkerSetting},
-           CASE WHEN right(${current}, ${stamp.length}) = ${stamp} THEN ${current} ELSE ${current} || ${stamp} END, true)`
+    return sql`pg_catalog.set_config(${fenceMarkerSetting}::text,
+           CASE WHEN pg_catalog.right(${current}, ${stamp.length}::int4) = ${stamp}::text THEN ${current} ELSE ${current} || ${stamp}::text END, true)`
   }
   const previous = markerStamp(id, stage - 1)
-  return sql`set_config(${fenceMarkerSetting},
-           CASE WHEN right(${current}, ${stamp.length}) = ${stamp} THEN ${current}
-                WHEN right(${current}, ${previous.length}) = ${previous}
-                THEN left(${current}, length(${current}) - ${previous.length}) || ${stamp}
+  return sql`pg_catalog.set_config(${fenceMarkerSetting}::text,
+           CASE WHEN pg_catalog.right(${current}, ${stamp.length}::int4) = ${stamp}::text THEN ${current}
+                WHEN pg_catalog.right(${current}, ${previous.length}::int4) = ${previous}::text
+                THEN pg_catalog.left(${current}, pg_catalog.length(${current}) - ${previous.length}::int4) || ${stamp}::text
                 ELSE ${current} END, true)`
 }
 
@@ -1401,17 +1402,17 @@ const stampMarker = (sql: Sql, id: string, stage: number) => {
 export const fenceBegin = (sql: Sql, backstopMs: string) =>
   sql<FenceBegun>`
     WITH old AS MATERIALIZED (
-      SELECT current_setting('statement_timeout') AS old_st,
-             current_setting('idle_in_transaction_session_timeout') AS old_idle,
-             current_setting('transaction_timeout', true) AS old_tx,
-             current_setting('lock_timeout') AS old_lock)
+      SELECT pg_catalog.current_setting('statement_timeout') AS old_st,
+             pg_catalog.current_setting('idle_in_transaction_session_timeout') AS old_idle,
+             pg_catalog.current_setting('transaction_timeout', true) AS old_tx,
+             pg_catalog.current_setting('lock_timeout') AS old_lock)
     SELECT old.old_st, old.old_idle, old.old_tx, old.old_lock,
-           set_config('statement_timeout', ${backstopMs}, true) AS st,
-           set_config('idle_in_transaction_session_timeout', ${backstopMs}, true) AS idle,
-           set_config('lock_timeout', '0', true) AS lock,
-           current_setting('transaction_isolation') AS iso,
-           CASE WHEN old.old_tx IS NOT NULL THEN set_config('transaction_timeout', ${backstopMs}, true) END AS tx,
-           txid_current()::text AS xact
+           pg_catalog.set_config('statement_timeout', ${backstopMs}::text, true) AS st,
+           pg_catalog.set_config('idle_in_transaction_session_timeout', ${backstopMs}::text, true) AS idle,
+           pg_catalog.set_config('lock_timeout', '0', true) AS lock,
+           pg_catalog.current_setting('transaction_isolation') AS iso,
+           CASE WHEN old.old_tx IS NOT NULL THEN pg_catalog.set_config('transaction_timeout', ${backstopMs}::text, true) END AS tx,
+           pg_catalog.txid_current()::text AS xact
       FROM old`
 
 /**
@@ -1420,7 +1421,7 @@ export const fenceBegin = (sql: Sql, backstopMs: string) =>
  * (PostgreSQL grants no conflicting lock past a waiter), and then waits behind it (`lockGroup`).
  */
 export const fenceQueue = (sql: Sql, groupId: string, marker: string) =>
-  sql<{ marker: string }>`SELECT pg_advisory_xact_lock_shared(${advisoryLockClass}, hashtext(${groupId})), ${stampMarker(sql, marker, 1)} AS marker`
+  sql<{ marker: string }>`SELECT pg_catalog.pg_advisory_xact_lock_shared(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)), ${stampMarker(sql, marker, 1)} AS marker`
 
 /**
  * The group's epoch and size, FOR SHARE: no change (every change bumps the epoch there, after
@@ -1428,10 +1429,10 @@ export const fenceQueue = (sql: Sql, groupId: string, marker: string) =>
  */
 export const fenceGroup = (sql: Sql, groupId: string, marker: string) =>
   sql<{ epoch: string; size: number; marker: string }>`
-    SELECT epoch, size, ${stampMarker(sql, marker, 2)} AS marker FROM modulo_group.groups WHERE group_id = ${groupId} FOR SHARE`
+    SELECT epoch, size, ${stampMarker(sql, marker, 2)} AS marker FROM modulo_group.groups WHERE group_id = ${groupId}::text FOR SHARE`
 
 /**
- * The member's index and lease on `clock_timestamp()`, FOR KEY SHARE (blocks its DELETE and index
+ * The member's index and lease on `pg_catalog.clock_timestamp()`, FOR KEY SHARE (blocks its DELETE and index
  * changes, not its own heartbeat); also inserts a `fence_checks` row, which queues the commit-time
  * check now, so even a COMMIT sent by the body itself is checked.
  */
@@ -1439,16 +1440,16 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
   sql<{ idx: number | null; live: boolean; lease_left_ms: string; marker: string }>`
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
-      VALUES (${target.memberId}, ${target.groupId}, ${target.epoch}, ${target.index}))
-    SELECT idx, lease_expires_at > clock_timestamp() AS live,
+      VALUES (${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4))
+    SELECT idx, lease_expires_at > pg_catalog.clock_timestamp() AS live,
            ${stampMarker(sql, marker, 3)} AS marker,
-           (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+           (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
-     WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
+     WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
        FOR KEY SHARE`
 
 /**
- * Slots mode, instead of `fenceMember`: the member's lease on `clock_timestamp()`, FOR KEY SHARE
+ * Slots mode, instead of `fenceMember`: the member's lease on `pg_catalog.clock_timestamp()`, FOR KEY SHARE
  * (blocks its DELETE: a leave, a reap), and one `fence_checks` row per slot (epoch and index NULL),
  * which queue the commit-time check of the lease and of each slot's holder and generation.
  */
@@ -1462,13 +1463,13 @@ export const fenceSlotMember = (
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
-        FROM unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
-                    ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation))
-    SELECT lease_expires_at > clock_timestamp() AS live,
-           (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+        FROM ROWS FROM (pg_catalog.unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                    pg_catalog.unnest(${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation))
+    SELECT lease_expires_at > pg_catalog.clock_timestamp() AS live,
+           (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            , ${stampMarker(sql, marker, 1)} AS marker
       FROM modulo_group.members
-     WHERE member_id = ${target.memberId} AND group_id = ${target.groupId}
+     WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
        FOR KEY SHARE`
 
 /**
@@ -1479,7 +1480,7 @@ export const fenceSlotMember = (
 export const fenceSlots = (sql: Sql, groupId: string, slots: ReadonlyArray<number>, marker: string) =>
   sql<{ slot: number; holder: string | null; generation: string; marker: string }>`
     SELECT slot, holder, generation, ${stampMarker(sql, marker, 2)} AS marker FROM modulo_group.slots
-     WHERE group_id = ${groupId} AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
+     WHERE group_id = ${groupId}::text AND slot = ANY(${`{${slots.map(String).join(",")}}`}::int[])
      ORDER BY slot
        FOR KEY SHARE`
 
@@ -1529,7 +1530,7 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
 /**
  * The fence's last statement, after the body: the transaction's id, the backstop settings and
  * `session_replication_role` (did the body end the transaction, remove the backstop or disable
- * triggers?), the lease again on `clock_timestamp()`, and a second `fence_checks` row (only if still
+ * triggers?), the lease again on `pg_catalog.clock_timestamp()`, and a second `fence_checks` row (only if still
  * in the fence's transaction: it queues the commit-time check again even after the body's
  * `SET CONSTRAINTS ALL IMMEDIATE`). Inside an app's transaction (`nestedBoundMs`, the backstop), it
  * also sets the timeouts for the rest of the app's transaction, which holds the fence's locks until it
@@ -1550,35 +1551,35 @@ export const fenceEnd = (
   const queue = slots === undefined
     ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
       SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
-        FROM now WHERE now.xact = ${begun.xact}`
+        FROM now WHERE now.xact = ${begun.xact}::text`
     : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
-        FROM now, unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[],
-                         ${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[]) AS r(slot, generation)
-       WHERE now.xact = ${begun.xact}`
+        FROM now, ROWS FROM (pg_catalog.unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                         pg_catalog.unnest(${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
+       WHERE now.xact = ${begun.xact}::text`
   const restoreOld = nestedBoundMs !== undefined
-    ? sql`, set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}, true) AS restored_st,
-            set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}, true) AS restored_idle,
+    ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
+            pg_catalog.set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}::text, true) AS restored_idle,
             CASE WHEN ${begun.old_tx}::text IS NOT NULL
-                 THEN set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx,
-            set_config('lock_timeout', ${begun.old_lock}, true) AS restored_lock,
-            CASE WHEN now.marker = ${marker.chain}
-                 THEN set_config(${fenceMarkerSetting}, ${marker.before}, true) END AS restored_marker`
+                 THEN pg_catalog.set_config('transaction_timeout', ${begun.old_tx}::text, true) END AS restored_tx,
+            pg_catalog.set_config('lock_timeout', ${begun.old_lock}::text, true) AS restored_lock,
+            CASE WHEN now.marker = ${marker.chain}::text
+                 THEN pg_catalog.set_config(${fenceMarkerSetting}::text, ${marker.before}::text, true) END AS restored_marker`
     : sql``
   return sql<FenceEnded>`
     WITH now AS MATERIALIZED (
-      SELECT txid_current()::text AS xact,
-             current_setting(${fenceMarkerSetting}, true) AS marker,
-             current_setting('statement_timeout') AS st,
-             current_setting('idle_in_transaction_session_timeout') AS idle,
-             current_setting('transaction_timeout', true) AS tx,
-             current_setting('session_replication_role') AS replication),
+      SELECT pg_catalog.txid_current()::text AS xact,
+             pg_catalog.current_setting(${fenceMarkerSetting}::text, true) AS marker,
+             pg_catalog.current_setting('statement_timeout') AS st,
+             pg_catalog.current_setting('idle_in_transaction_session_timeout') AS idle,
+             pg_catalog.current_setting('transaction_timeout', true) AS tx,
+             pg_catalog.current_setting('session_replication_role') AS replication),
     queued AS (${queue})
     SELECT now.xact, now.marker, now.st, now.idle, now.tx, now.replication,
-           m.lease_expires_at > clock_timestamp() AS live,
-           (extract(epoch FROM m.lease_expires_at - clock_timestamp()) * 1000)::bigint AS lease_left_ms
+           m.lease_expires_at > pg_catalog.clock_timestamp() AS live,
+           (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            ${restoreOld}
-      FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}`
+      FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}::uuid`
 }
 
 /**
@@ -1592,7 +1593,7 @@ export const selectOpenSchemas = (sql: Sql) =>
     SELECT n.nspname AS schema
       FROM pg_catalog.pg_namespace n
      WHERE n.nspname = ANY (pg_catalog.current_schemas(false)) AND n.nspname <> 'pg_catalog'
-       AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0 AND a.privilege_type = 'CREATE')
+       AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0::oid AND a.privilege_type = 'CREATE')
      ORDER BY n.nspname`
 
 // ---------------------------------------------------------------------------------------------------
@@ -1601,7 +1602,7 @@ export const selectOpenSchemas = (sql: Sql) =>
 /** The highest migration recorded (null when none). */
 export const selectInstalledVersion = (sql: Sql) =>
   sql<{ version: number | null }>`
-    SELECT max(version)::int AS version FROM modulo_group.schema_migrations`
+    SELECT pg_catalog.max(version)::int AS version FROM modulo_group.schema_migrations`
 
 /**
  * Every table of the schema with its columns (a row with a null column for a table without any),
@@ -1616,19 +1617,22 @@ export const selectSchemaColumns = (sql: Sql) =>
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-     WHERE n.nspname = ${schema} AND c.relkind IN ('r', 'p')`
+     WHERE n.nspname = ${schema}::text AND c.relkind IN ('r', 'p')`
 
 /** The migration lock, held until the migrating transaction ends. */
-export const lockMigrations = (sql: Sql) => sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`
+export const lockMigrations = (sql: Sql) => sql`SELECT pg_catalog.pg_advisory_xact_lock(${migrationLockKey}::int8)`
 
 /**
  * After `lockMigrations`, for the rest of the migrating transaction: a statement that waits for a
  * table lock longer than `lockWaitMs` fails (55P03) instead of waiting. A migration's DDL waits for
  * an ACCESS EXCLUSIVE lock, and while it waits every later statement on that table queues behind it:
- * the members' renewals would wait as long as the oldest transaction on the table runs.
+ * the members' renewals would wait as long as the oldest transaction on the table runs. And the
+ * search path is pinned (`pinnedSearchPath`): a default or a check a migration creates binds its
+ * functions and operators then, for good (a review: a `*(numeric, integer)` planted in `public`
+ * before `migrate` was bound into migration 0002's `incarnation` default; migration 0013).
  */
 export const boundMigrationLockWaits = (sql: Sql, lockWaitMs: number) =>
-  sql`SELECT set_config('lock_timeout', ${String(lockWaitMs)}, true)`
+  sql`SELECT pg_catalog.set_config('lock_timeout', ${String(lockWaitMs)}::text, true), ${pinnedSearchPath(sql)}`
 
 /**
  * The oldest transactions (at most 3) of other backends that hold a lock on a table of the schema:
@@ -1637,13 +1641,13 @@ export const boundMigrationLockWaits = (sql: Sql, lockWaitMs: number) =>
  */
 export const selectSchemaLockHolders = (sql: Sql) =>
   sql<{ pid: number; tables: string; xact_ms: string | null }>`
-    SELECT l.pid, string_agg(DISTINCT c.relname, ', ') AS tables,
-           (extract(epoch FROM clock_timestamp() - a.xact_start) * 1000)::bigint AS xact_ms
+    SELECT l.pid, pg_catalog.string_agg(DISTINCT c.relname, ', ') AS tables,
+           (extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) OPERATOR(pg_catalog.*) 1000)::bigint AS xact_ms
       FROM pg_catalog.pg_locks l
       JOIN pg_catalog.pg_class c ON c.oid = l.relation
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-     WHERE n.nspname = ${schema} AND c.relkind IN ('r', 'p') AND l.granted AND l.pid <> pg_backend_pid()
+     WHERE n.nspname = ${schema}::text AND c.relkind IN ('r', 'p') AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
      GROUP BY l.pid, a.xact_start
      ORDER BY a.xact_start NULLS LAST
      LIMIT 3`
@@ -1653,5 +1657,5 @@ export const applyMigration = (sql: Sql, text: string) => sql.unsafe(text)
 
 /** Records that a migration was applied. */
 export const recordMigration = (sql: Sql, version: number, name: string) =>
-  sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${version}, ${name})
+  sql`INSERT INTO modulo_group.schema_migrations (version, name) VALUES (${version}::int4, ${name}::text)
       ON CONFLICT (version) DO NOTHING`
