@@ -6,18 +6,12 @@
  * group forms once PgBouncer takes clients again; `modulo-group join` waits it out at start. Before,
  * each retry was said as a failed join, and `join` exited at once ("cannot connect").
  */
-import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Logger, Scope } from "effect"
+import { Effect, Logger } from "effect"
 import { spawn } from "node:child_process"
 import pg from "pg"
-import * as Notifier from "../../src/internal/pg/notifier.js"
-import * as Membership from "../../src/Membership.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
-import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { formAfterRefusals } from "../connections/support.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { exactCover, makeRecorder } from "../support/Recorder.js"
-import { waitFor } from "../support/Wait.js"
 import { eventually } from "../cli/pgSupport.js"
 import { assertBuilt, bin } from "../cli/support.js"
 import * as Bouncer from "./pgbouncer.js"
@@ -68,55 +62,17 @@ describe.skipIf(!installed)("behind PgBouncer at max_client_conn", () => {
       expect(refused?.code).toBe("08P01")
       expect(refused?.message).toMatch(/max_client_conn/)
 
-      const client = PgClient.layerFromPool({
-        acquire: Effect.acquireRelease(
-          Effect.sync(() => {
-            const pool = new pg.Pool({ connectionString: bouncer!.url, max: 2, idleTimeoutMillis: 0 })
-            pool.on("error", () => {})
-            return pool
-          }),
-          (pool) => Effect.promise(() => pool.end())
-        )
-      })
-      const groupId = randomGroupId("bouncer-refused")
-      yield* Effect.gen(function*() {
-        const rec = yield* makeRecorder
-        const store = yield* MembershipStore
-        const scope = yield* Scope.make()
-        for (let i = 0; i < 4; i++) {
-          yield* Membership.make({
-            groupId,
-            heartbeat: "200 millis",
-            lease: "2 seconds",
-            fenceMargin: "500 millis",
-            statementTimeout: "1 second"
-          }).pipe(
-            Effect.provideService(MembershipStore, store),
-            Effect.tap((m) => rec.track(m)),
-            Scope.extend(scope)
-          )
-        }
-        yield* waitFor(() => count(/refuses connections/) >= 4, Duration.seconds(15), "four members refused")
-        // Refused for a while longer: their joins are retried.
-        yield* Effect.sleep(Duration.seconds(2))
-        yield* Effect.promise(holders.release)
-        yield* waitFor(() => exactCover(rec.working(), 4), Duration.seconds(20), "four members working")
-        expect(rec.violations).toEqual([])
-        expect(count(/refuses connections/)).toBe(4)
-        expect(lines.filter((l) => /refuses connections/.test(l))[0]).toMatch(/max_client_conn/)
-        expect(count(/join failed|heartbeat failed/)).toBe(0)
-        expect(count(/connected to the database again/)).toBe(4)
-        yield* Scope.close(scope, Exit.void)
-      }).pipe(
-        // The store without its start-up check (which would wait for the database): the members
-        // meet the refusals themselves.
-        Effect.provide(
-          Layer.effect(MembershipStore, PgMembershipStore.make()).pipe(
-            Layer.provide(Notifier.layer),
-            Layer.provideMerge(client)
-          )
-        )
+      const violations = yield* formAfterRefusals(
+        bouncer!.url,
+        randomGroupId("bouncer-refused"),
+        () => count(/refuses connections/) >= 4,
+        Effect.promise(holders.release)
       )
+      expect(violations).toEqual([])
+      expect(count(/refuses connections/)).toBe(4)
+      expect(lines.filter((l) => /refuses connections/.test(l))[0]).toMatch(/max_client_conn/)
+      expect(count(/join failed|heartbeat failed/)).toBe(0)
+      expect(count(/connected to the database again/)).toBe(4)
     }).pipe(Effect.scoped, Effect.provide(capture)), 60_000)
 
   it("join waits out PgBouncer's refusal at start, says so once, and joins when let in", async () => {
