@@ -170,21 +170,29 @@ export const ownerExpression = (
   checkSize(size)
   checkKeyType(keyType)
   const key = typeof column === "string" ? sql(column) : column
+  // Every function and operator is named in pg_catalog: the fragment runs in the app's statements,
+  // in the app's search path, where a function or operator planted in a schema of the path would
+  // otherwise be taken wherever pg_catalog's needs a cast (`mod(integer, bigint)`, `=(numeric,
+  // integer)`) or an untyped literal meets it (`convert_to(text, 'UTF8')`: a planted
+  // `convert_to(text, text)`): an adversarial review made two members of one epoch own the same items,
+  // and ran its code as the app's role (docs/operations.md, "The members' search_path").
   switch (keyType) {
     case "integer":
       // `mod` resolves to bigint arithmetic for smallint, integer and bigint columns and to numeric
       // arithmetic for numeric ones: nothing overflows. No `mod(real|double precision, bigint)` exists,
       // so float columns are refused when the statement is planned. A numeric key that is not a whole
       // number (2.50, NaN, Infinity) fails the query with a message naming it. The owner is a bigint.
-      return sql`(CASE WHEN mod((${key}), 1::int8) = 0
-        THEN mod(mod((${key}), ${size}::int8) + ${size}::int8, ${size}::int8)::int8
-        ELSE ('modulo-group Ownership: key is not an integer: ' || (${key})::text)::int8 END)`
+      return sql`(CASE WHEN pg_catalog.mod((${key}), 1::int8) OPERATOR(pg_catalog.=) 0::int8
+        THEN pg_catalog.mod(pg_catalog.mod((${key}), ${size}::int8) OPERATOR(pg_catalog.+) ${size}::int8, ${size}::int8)::int8
+        ELSE ('modulo-group Ownership: key is not an integer: '::text OPERATOR(pg_catalog.||) (${key})::text)::int8 END)`
     case "text":
       // `rtrim(text, text)` takes text, varchar and char(n) (its padding removed) and nothing else.
-      return sql`(('x' || left(md5(convert_to(rtrim((${key}), ' '), 'UTF8')), 15))::bit(60)::int8 % ${size}::int8)`
+      return sql`(('x'::text OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.md5(pg_catalog.convert_to(
+        pg_catalog.rtrim((${key}), ' '::text), 'UTF8'::name)), 15))::bit(60)::int8 OPERATOR(pg_catalog.%) ${size}::int8)`
     case "uuid":
       // `::uuid::text` canonicalises, whether the column is uuid or text; not a uuid: the query fails.
-      return sql`(('x' || left(md5(rtrim((${key})::text, ' ')::uuid::text), 15))::bit(60)::int8 % ${size}::int8)`
+      return sql`(('x'::text OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.md5(pg_catalog.rtrim((${key})::text, ' '::text)::uuid::text), 15))
+        ::bit(60)::int8 OPERATOR(pg_catalog.%) ${size}::int8)`
   }
 }
 
@@ -213,7 +221,7 @@ export const owned = (
     return ownedSlots(sql, column, slice.count, "slot" in slice ? [slice.slot] : slice.slots, keyType)
   }
   checkSlice(slice)
-  return sql`${ownerExpression(sql, column, slice.size, keyType)} = ${slice.index}::int8`
+  return sql`${ownerExpression(sql, column, slice.size, keyType)} OPERATOR(pg_catalog.=) ${slice.index}::int8`
 }
 
 const invalidKey = (key: unknown, keyType: KeyType, reason: string): InvalidOwnership =>

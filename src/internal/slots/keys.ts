@@ -72,5 +72,5 @@ export const ownedSlots = (
   }
   if (owned.length === 0) return sql`false`
   const array = `{${[...new Set(owned)].sort((a, b) => a - b).join(",")}}`
-  return sql`${Ownership.ownerExpression(sql, column, slots, keyType)} = ANY(${array}::int8[])`
+  return sql`${Ownership.ownerExpression(sql, column, slots, keyType)} OPERATOR(pg_catalog.=) ANY(${array}::int8[])`
 }
