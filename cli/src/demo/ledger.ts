@@ -40,7 +40,7 @@ export const createSchema = Effect.gen(function*() {
         items      integer     NOT NULL,
         -- Items with id <= released may be taken: the controller raises it at a steady pace.
         released   integer     NOT NULL DEFAULT 0,
-        started_at timestamptz NOT NULL DEFAULT now()
+        started_at timestamptz NOT NULL DEFAULT pg_catalog.now()
       )`
     // The ledger: one row per item, marked with the epoch and member that did it (last one wins).
     yield* sql`
@@ -80,7 +80,7 @@ export const createRun = (run: string, items: number) =>
       yield* sql`INSERT INTO modulo_group_demo.runs (run_id, group_id, items) VALUES (${run}, ${groupOf(run)}, ${items})`
       yield* sql`
         INSERT INTO modulo_group_demo.items (run_id, id)
-        SELECT ${run}, g FROM generate_series(1, ${items}::int) AS g`
+        SELECT ${run}, g FROM pg_catalog.generate_series(1, ${items}::int) AS g`
     }))
   })
 
@@ -103,7 +103,7 @@ export const deleteRun = (run: string) =>
            AND NOT EXISTS (
              SELECT 1 FROM modulo_group.members o
               WHERE o.group_id = ${group}
-                AND o.lease_expires_at + o.rejoin_grace_ms::float8 * interval '1 millisecond' > now())`
+                AND o.lease_expires_at + o.rejoin_grace_ms::float8 * interval '1 millisecond' > pg_catalog.now())`
       yield* sql`
         DELETE FROM modulo_group.groups g
          WHERE g.group_id = ${group}
@@ -135,7 +135,7 @@ export const readProgress = (run: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const [row] = yield* sql<{ done: string; epoch: string | null; size: number | null }>`
-      SELECT (SELECT count(*) FROM modulo_group_demo.items WHERE run_id = ${run} AND done_at IS NOT NULL) AS done,
+      SELECT (SELECT pg_catalog.count(*) FROM modulo_group_demo.items WHERE run_id = ${run} AND done_at IS NOT NULL) AS done,
              g.epoch, g.size
         FROM (SELECT 1) AS one LEFT JOIN modulo_group.groups g ON g.group_id = ${groupOf(run)}`
     return row === undefined
@@ -239,37 +239,37 @@ export const readVerdict = (run: string) =>
     const sql = yield* SqlClient.SqlClient
     const [counts] = yield* sql<{ items: string; once: string; duplicates: string; missing: string; extra: string }>`
       WITH counts AS (
-        SELECT i.id, count(p.item_id) AS n
+        SELECT i.id, pg_catalog.count(p.item_id) AS n
           FROM modulo_group_demo.items i
           LEFT JOIN modulo_group_demo.processed p ON p.run_id = i.run_id AND p.item_id = i.id
          WHERE i.run_id = ${run}
          GROUP BY i.id
       )
-      SELECT count(*) AS items,
-             count(*) FILTER (WHERE n = 1) AS once,
-             count(*) FILTER (WHERE n > 1) AS duplicates,
-             count(*) FILTER (WHERE n = 0) AS missing,
-             coalesce(sum(n - 1) FILTER (WHERE n > 1), 0) AS extra
+      SELECT pg_catalog.count(*) AS items,
+             pg_catalog.count(*) FILTER (WHERE n = 1) AS once,
+             pg_catalog.count(*) FILTER (WHERE n > 1) AS duplicates,
+             pg_catalog.count(*) FILTER (WHERE n = 0) AS missing,
+             coalesce(pg_catalog.sum(n - 1) FILTER (WHERE n > 1), 0) AS extra
         FROM counts`
     const epochRows = yield* sql<{ epoch: string; size: number; n: string; members: string; first_ms: number; last_ms: number; overlaps: boolean | null }>`
       WITH e AS (
-        SELECT epoch, max(size) AS size, count(*) AS n, count(DISTINCT member) AS members, min(at) AS first, max(at) AS last
+        SELECT epoch, pg_catalog.max(size) AS size, pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT member) AS members, pg_catalog.min(at) AS first, pg_catalog.max(at) AS last
           FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY epoch
       )
       SELECT epoch, size, n, members, (extract(epoch FROM first) OPERATOR(pg_catalog.*) 1000)::float8 AS first_ms,
-             (extract(epoch FROM last) OPERATOR(pg_catalog.*) 1000)::float8 AS last_ms, lag(last) OVER (ORDER BY epoch) >= first AS overlaps
+             (extract(epoch FROM last) OPERATOR(pg_catalog.*) 1000)::float8 AS last_ms, pg_catalog.lag(last) OVER (ORDER BY epoch) >= first AS overlaps
         FROM e ORDER BY epoch`
     const perMember = yield* sql<{ member: string; n: string }>`
-      SELECT member, count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY member`
+      SELECT member, pg_catalog.count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY member`
     const [slotRow] = yield* sql<{ handoffs: string; overlaps: string }>`
       WITH g AS (
-        SELECT idx AS slot, generation, min(at) AS first, max(at) AS last
+        SELECT idx AS slot, generation, pg_catalog.min(at) AS first, pg_catalog.max(at) AS last
           FROM modulo_group_demo.processed WHERE run_id = ${run} AND generation IS NOT NULL
          GROUP BY idx, generation
       ), l AS (
-        SELECT first, lag(last) OVER (PARTITION BY slot ORDER BY generation) AS previous FROM g
+        SELECT first, pg_catalog.lag(last) OVER (PARTITION BY slot ORDER BY generation) AS previous FROM g
       )
-      SELECT count(previous) AS handoffs, count(*) FILTER (WHERE previous >= first) AS overlaps FROM l`
+      SELECT pg_catalog.count(previous) AS handoffs, pg_catalog.count(*) FILTER (WHERE previous >= first) AS overlaps FROM l`
     return {
       items: Number(counts?.items ?? 0),
       once: Number(counts?.once ?? 0),
