@@ -235,9 +235,12 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
     const viewOf = (g: Group, row: Row, now: number): GroupView => {
       let barrier = true
       let expired = false
+      // The longest lease of the live rows (`GroupView.longestLeaseMs`), as the PostgreSQL store reads it.
+      let longest = row.leaseExpiresAt - row.heartbeatAt
       for (const other of g.members.values()) {
         if (other.ackedEpoch < g.epoch || ahead(g, other)) barrier = false
         if (reapable(other, now) || (held(other, now) && other.ackedEpoch < g.epoch) || ahead(g, other)) expired = true
+        if (other.leaseExpiresAt > now) longest = Math.max(longest, other.leaseExpiresAt - other.heartbeatAt)
       }
       return {
         epoch: g.epoch,
@@ -248,6 +251,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         expired,
         incarnation: g.incarnation,
         clock: now,
+        longestLeaseMs: Math.min(longest, 2 ** 31 - 1),
         ...(g.table === null ? {} : { slots: slotViewOf(g, row.memberId) })
       }
     }

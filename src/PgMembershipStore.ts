@@ -419,6 +419,9 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
       Effect.gen(function*() {
         yield* onStatement("join", "view")
         const [me] = yield* Statements.selectJoinedView(sql, groupId, memberId, at.epoch, now)
+        // The rows add up in a change: what a repair of a row found missing later waits out (`rowsOff`).
+        const longestLeaseMs = longestOf(me!, 0)
+        yield* Ref.update(longestWhole, HashMap.set(groupId, longestLeaseMs))
         return {
           epoch: at.epoch,
           size: at.size,
@@ -427,7 +430,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           allAcked: num(me!.unacked) === 0,
           expired: false,
           incarnation: at.incarnation,
-          clock: num(me!.clock_ms)
+          clock: num(me!.clock_ms),
+          longestLeaseMs
         } satisfies GroupView
       })
 
@@ -716,18 +720,32 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // Rows that no longer add up to the group's size were edited by hand. A surplus is repaired at
     // once (a new row must acknowledge before anyone starts). A missing row is repaired only after it
     // has been missing for a lease: its member, if alive, may still be working; by then it has seen
-    // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out.
+    // its row gone and stopped (or rejoined, which repairs it), or its lease would have run out. The
+    // lease is the longest of the member's own and those of the group's rows as the last view that
+    // found them all read them (`longestWhole`): the missing row's member may run with a longer one
+    // (an adversarial review: members of lease 2 s repaired, and started a new epoch, 2 s after a row
+    // of lease 20 s was deleted, while its member still worked).
     // `missingSince`: per group, since when (the store's monotonic clock, ms: on the wall clock a step
     // forward repaired at once, while the missing row's member could still work) a row has been found
-    // missing.
-    const missingSince = yield* Ref.make(HashMap.empty<string, number>())
-    const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number) =>
-      Effect.flatMap(storeMillis, (nowMs) =>
-        Ref.modify(missingSince, (missing): [boolean, HashMap.HashMap<string, number>] => {
-          if (rows >= size) return [rows > size, HashMap.remove(missing, groupId)]
-          const since = Option.getOrElse(HashMap.get(missing, groupId), () => nowMs)
-          return [nowMs - since >= leaseMs, HashMap.set(missing, groupId, since)]
-        }))
+    // missing, and how long to wait.
+    const missingSince = yield* Ref.make(HashMap.empty<string, { readonly since: number; readonly waitMs: number }>())
+    const longestWhole = yield* Ref.make(HashMap.empty<string, number>())
+    const rowsOff = (groupId: string, rows: number, size: number, leaseMs: number, longestMs: number) =>
+      Effect.flatMap(Effect.zip(storeMillis, Ref.get(longestWhole)), ([nowMs, longest]) => {
+        if (rows >= size) {
+          return Effect.zipRight(
+            Ref.update(longestWhole, HashMap.set(groupId, longestMs)),
+            Ref.modify(missingSince, (missing) => [rows > size, HashMap.remove(missing, groupId)] as const)
+          )
+        }
+        return Ref.modify(missingSince, (missing) => {
+          const off = Option.getOrElse(HashMap.get(missing, groupId), () => ({
+            since: nowMs,
+            waitMs: Math.max(leaseMs, Option.getOrElse(HashMap.get(longest, groupId), () => 0))
+          }))
+          return [nowMs - off.since >= off.waitMs, HashMap.set(missing, groupId, off)] as const
+        })
+      })
 
     // One view from one committed state. The UPDATE reads this member's row at its newest version
     // (after waiting for a change that locked it), the rest of the statement from the statement's
@@ -736,7 +754,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // is newer (a change committed while this statement waited), only the row's own epoch, size and
     // index are known together: the barrier is reported up, and the member asks again.
     const toView = (groupId: string, r: Statements.RenewedRow, leaseMs: number) =>
-      Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs), (off): GroupView => {
+      Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs, longestOf(r, leaseMs)), (off): GroupView => {
         const rowEpoch = num(r.assigned_epoch)
         const epoch = num(r.epoch)
         const whole = wholeState(r)
@@ -751,6 +769,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
           incarnation: num(r.incarnation),
           clock: num(r.clock_ms),
+          longestLeaseMs: longestOf(r, leaseMs),
           ...(r.slots === null ? {} : { slots: toSlotView(num(r.slots), r.held, r.pending) })
         }
       })
@@ -1486,6 +1505,12 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
 })
 
 /** A slot view from `Statements.slotViewOf`'s JSON arrays. */
+// A renewal's longest lease of the group's live rows (`GroupView.longestLeaseMs`), at least this
+// member's own, at most the longest a timer takes (a lease set a century ahead by hand would
+// otherwise hold reaping off for ever).
+const longestOf = (r: { readonly longest_lease_ms: number | string | null }, leaseMs: number): number =>
+  Math.min(Math.max(leaseMs, r.longest_lease_ms === null ? 0 : num(r.longest_lease_ms)), 2 ** 31 - 1)
+
 const toSlotView = (
   count: number,
   held: ReadonlyArray<readonly [number, number | string, boolean]>,

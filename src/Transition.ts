@@ -308,7 +308,8 @@ const lost = (event: { readonly early: boolean }, stopWork: boolean): Step => [
       ? [
         Command.Alarm({
           reason: "this member's row was removed while its lease deadline was still ahead " +
-            "(a database clock step, a restore or an edit by hand); rejoining after one lease"
+            "(a database clock step, a restore or an edit by hand); rejoining after one lease " +
+            "(the longest of the group's, as the last renewal read them)"
         }),
         Command.RejoinAfterLease()
       ]
@@ -544,6 +545,15 @@ export interface Member {
   readonly reapAfter: number
   /** The last clock reading of a renewal in time (or the join), to detect database clock steps. */
   readonly clockReading: ClockReading | undefined
+  /**
+   * The longest lease of the group's live rows, as the join or the last renewal in time read them
+   * (`GroupView.longestLeaseMs`; absent: not read). What the member waits out before it reaps
+   * after a clock step and before it rejoins after its row vanished early is the longer of this and
+   * its own lease (`holdOffMs`): a member of the group may run with a longer lease than this one.
+   *
+   * @since 0.5.0
+   */
+  readonly longestLeaseMs?: number | undefined
   /** A clock step has been logged and the clock has not agreed since (log once per episode). */
   readonly clockStepLogged: boolean
   /** The deadline the fence has already fired for (it fires once per deadline). */
@@ -876,6 +886,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         acked: event.view.epoch,
         joinFailures: 0,
         clockReading: { sentAt, database: event.view.clock, roundTrip: (event.receivedAt ?? now) - sentAt },
+        longestLeaseMs: event.view.longestLeaseMs,
         deadline: sentAt + timing.validMs
       }
       if (m.waitingSince !== undefined) m = { ...m, waitingSince: undefined }
@@ -1029,7 +1040,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
         }))
         break
       case "RejoinAfterLease":
-        instructions.push(Instruction.RetryJoinIn({ millis: timing.leaseMs }))
+        instructions.push(Instruction.RetryJoinIn({ millis: holdOffMs(m) }))
         break
       case "Reap":
         // A view older than the last reap: that reap already came after what it saw.
@@ -1216,7 +1227,7 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
         event: Event.Renewed({ view: reply.view, term, sentAt, ...(observation.renewal === undefined ? {} : { renewal: observation.renewal }) })
       })
       if (term !== member.term) return [member, [renewed]]
-      const [checked, clockInstructions] = checkClock(member, {
+      const [checked, clockInstructions] = checkClock({ ...member, longestLeaseMs: reply.view.longestLeaseMs }, {
         sentAt,
         database: reply.view.clock,
         roundTrip: receivedAt - sentAt
@@ -1266,6 +1277,13 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
 }
 
 /**
+ * How long the member waits out leases that may still run after it learned of a clock step or found
+ * its row gone early: its own lease, or the longest of the group's rows as its last renewal read them
+ * if longer (members of one group may run with different leases: an adversarial review).
+ */
+const holdOffMs = (member: Member): number => Math.max(member.timing.leaseMs, member.longestLeaseMs ?? 0)
+
+/**
  * The database clock against this member's clock: each renewal's database time is compared with the
  * previous reading's. Their differences may disagree by at most the two round trips (plus half the
  * fence margin); more is a step of the database clock.
@@ -1278,7 +1296,7 @@ const checkClock = (member: Member, reading: ClockReading, receivedAt: number): 
   const threshold = member.timing.fenceMarginMs / 2 + prev.roundTrip + reading.roundTrip
   if (Math.abs(drift) <= threshold) return [{ ...m, clockStepLogged: false }, []]
   const ahead = drift > 0
-  const stepped: Member = { ...m, reapAfter: ahead ? receivedAt + member.timing.leaseMs : m.reapAfter, clockStepLogged: true }
+  const stepped: Member = { ...m, reapAfter: ahead ? receivedAt + holdOffMs(member) : m.reapAfter, clockStepLogged: true }
   const measure = Instruction.Measure({ metric: "clockSteps", value: 1 })
   if (member.clockStepLogged) return [stepped, [measure]]
   return [stepped, [

@@ -130,7 +130,8 @@ const refusalWhileWorking = (index: number, size: number) =>
   )
 const lostEarly = alarm(
   "this member's row was removed while its lease deadline was still ahead " +
-    "(a database clock step, a restore or an edit by hand); rejoining after one lease"
+    "(a database clock step, a restore or an edit by hand); rejoining after one lease " +
+    "(the longest of the group's, as the last renewal read them)"
 )
 const stuckAlarm = (what: string) =>
   alarm(

@@ -64,6 +64,27 @@ export const storeContract = (
       expect(Option.getOrThrow(acked)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 2, allAcked: true })
     }))
 
+  test("views carry the longest lease of the group's live rows: a join's and each renewal's, the own one at least", (g) =>
+    Effect.gen(function*() {
+      const store = yield* MembershipStore
+      const [a, b] = [info("a"), info("b")]
+      const joined = yield* store.join(g, a, 5_000)
+      expect(joined.longestLeaseMs).toBe(5_000)
+      const second = yield* store.join(g, b, 30_000)
+      expect(second.longestLeaseMs).toBe(30_000)
+      const renewed = Option.getOrThrow(yield* store.heartbeat(g, a.memberId, second.epoch, 5_000))
+      expect(renewed.longestLeaseMs).toBe(30_000)
+      // b never renews: its row counts while its lease runs (30 s from its join), then no more.
+      const renewAfter = (ms: number) =>
+        Effect.zipRight(
+          TestClock.adjust(Duration.millis(ms)),
+          Effect.map(store.heartbeat(g, a.memberId, second.epoch, 5_000), (v) => Option.getOrThrow(v).longestLeaseMs)
+        )
+      const seen: Array<number | undefined> = []
+      for (let i = 0; i < 8; i++) seen.push(yield* renewAfter(4_000))
+      expect(seen).toEqual([30_000, 30_000, 30_000, 30_000, 30_000, 30_000, 30_000, 5_000])
+    }))
+
   test("an unknown member's heartbeat finds nothing", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore

@@ -631,14 +631,20 @@ export const releaseMember = (sql: Sql, groupId: string, memberId: string, epoch
      WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND instance_id IS NOT NULL AND ${written(sql, "", writer)}
     RETURNING member_id`
 
-/** Join, last: the joined member's index, how many members have not acknowledged `epoch`, the clock. */
+/**
+ * Join, last: the joined member's index, how many members have not acknowledged `epoch`, the clock,
+ * and the longest lease of the group's live rows (`GroupView.longestLeaseMs`).
+ */
 export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, epoch: number, now: string | null) =>
-  sql<{ idx: number; unacked: string; clock_ms: string }>`
+  sql<{ idx: number; unacked: string; clock_ms: string; longest_lease_ms: number | null }>`
     SELECT m.idx,
            (SELECT count(*) FROM modulo_group.members o
              WHERE o.group_id = ${groupId}::text
-               AND ${unacked(sql, "o", sql`${epoch}`)}) AS unacked,
-           (extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms
+               AND ${unacked(sql, "o", sql`${epoch}::int8`)}) AS unacked,
+           (extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
+           (SELECT (extract(epoch FROM pg_catalog.max(o.lease_expires_at - o.heartbeat_at)) OPERATOR(pg_catalog.*) 1000)::float8
+              FROM modulo_group.members o
+             WHERE o.group_id = ${groupId}::text AND o.lease_expires_at > ${at(sql, now)}) AS longest_lease_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}::uuid`
 
 /** As `selectJoinedView`, for the joins that rode along a change (`insertRiders`): their indices. */
@@ -930,6 +936,8 @@ export interface RenewedRow {
   readonly expired: string
   readonly rows: string
   readonly clock_ms: string
+  /** The longest lease of the group's live rows, this member's included (`GroupView.longestLeaseMs`). */
+  readonly longest_lease_ms: number | null
   /** Slots mode: the slot count (null: modulo mode) and this member's slots (see `slotViewOf`). */
   readonly slots: number | null
   readonly held: ReadonlyArray<readonly [number, number | string, boolean]>
@@ -995,7 +1003,8 @@ export const renewLease = (
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
                                      AND o.acked_epoch < g.epoch)
-                                 OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS expired
+                                 OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS expired,
+             pg_catalog.max(o.lease_expires_at - o.heartbeat_at) FILTER (WHERE o.lease_expires_at > ${t}) AS longest
         FROM modulo_group.members o, g
        WHERE o.group_id = ${groupId}::text AND o.member_id <> ${memberId}::uuid
     )
@@ -1003,6 +1012,8 @@ export const renewLease = (
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            others.unacked, others.expired, others.n + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
+           (extract(epoch FROM GREATEST(others.longest, ${leaseMs}::float8 * interval '1 millisecond'))
+              OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
            CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
       FROM me, g, others, mine
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
@@ -1129,7 +1140,7 @@ export const renewLeases = (
       SELECT ARRAY(SELECT DISTINCT group_id FROM req) AS ids
     ), snap AS MATERIALIZED (
       SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms,
-             o.writer
+             o.writer, o.heartbeat_at
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
@@ -1144,20 +1155,21 @@ export const renewLeases = (
          AND m.released_at IS NULL
          AND ${inOrder(sql, sql`r.seq`, sql`m.`)}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
-                m.lease_expires_at, m.instance_id, m.rejoin_grace_ms
+                m.lease_expires_at, m.instance_id, m.rejoin_grace_ms, m.heartbeat_at
     ), g AS (
       SELECT group_id, epoch, size, incarnation, slots FROM modulo_group.groups
        WHERE group_id = ANY ((SELECT ids FROM gids)::text[])
     ), x AS (
-      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms FROM me
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms, heartbeat_at FROM me
       UNION ALL
-      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms FROM snap
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms, heartbeat_at FROM snap
        WHERE member_id NOT IN (SELECT member_id FROM me)
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
              count(*) FILTER (WHERE ${unacked(sql, "x")}) AS unacked,
-             count(*) FILTER (WHERE ${expiredRow("x")}) AS expired
+             count(*) FILTER (WHERE ${expiredRow("x")}) AS expired,
+             pg_catalog.max(x.lease_expires_at - x.heartbeat_at) FILTER (WHERE x.lease_expires_at > ${t}) AS longest
         FROM x JOIN g ON g.group_id = x.group_id
        GROUP BY x.group_id
     )
@@ -1173,6 +1185,8 @@ export const renewLeases = (
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
+           (extract(epoch FROM GREATEST(agg.longest, r.lease_ms * interval '1 millisecond'))
+              OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
            CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
       FROM req r
       LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
