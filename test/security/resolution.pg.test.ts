@@ -59,8 +59,10 @@ import pg from "pg"
 import { allGroups } from "../../cli/src/commands/groups.js"
 import { snapshot } from "../../cli/src/commands/status.js"
 import * as Queries from "../../cli/src/ui/queries.js"
+import * as Ledger from "../../cli/src/demo/ledger.js"
 import * as Fenced from "../../src/Fenced.js"
 import { type GroupView, MembershipStore } from "../../src/MembershipStore.js"
+import * as Ownership from "../../src/Ownership.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { ownDatabase, PgLive, randomGroupId } from "../support/Database.js"
 
@@ -392,6 +394,24 @@ const qualifiedAt = (text: string, location: number): boolean => {
   return /^"?pg_catalog"?\s*\./i.test(rest) || /^OPERATOR\s*\(\s*"?pg_catalog"?\s*\./i.test(rest)
 }
 
+/**
+ * A string literal written without a type at `location`: a quote there, neither a type name before it
+ * (`interval '1 ms'`) nor a cast after it (`'UTF8'::name`), which the Const's location cannot tell.
+ */
+const untypedLiteralAt = (text: string, location: number): boolean => {
+  if (!(location >= 0) || text[location] !== "'") return false
+  let end = location + 1
+  while (end < text.length) {
+    if (text[end] === "'" && text[end + 1] === "'") end += 2
+    else if (text[end] === "'") break
+    else end += 1
+  }
+  const castAfter = /^\s*::/.test(text.slice(end + 1))
+  const typeBefore = /[A-Za-z_][A-Za-z0-9_]*\s*$/.test(text.slice(0, location)) &&
+    !/\b(AND|OR|NOT|IN|IS|THEN|ELSE|WHEN|SELECT|WHERE|VALUES|AS|LIKE|BETWEEN)\s*$/i.test(text.slice(0, location))
+  return !castAfter && !typeBefore
+}
+
 /** The statement's text around a location, on one line. */
 const excerptAt = (text: string, location: number, before = 30, after = 50): string => {
   if (!(location >= 0)) return "(no location)"
@@ -483,6 +503,28 @@ const judge = (
           call: name,
           why: `argument ${i + 1} is an implicit cast (${describeCoercion(arg, resolved, types)}): pg_catalog's is no exact match`,
           excerpt: excerptAt(text, call.location)
+        })
+      }
+      // (d) An untyped string literal the call typed itself (a CONST at a quote, no cast written): at a
+      // function's argument, pg_catalog's candidate is exact only for text (PostgreSQL prefers text for
+      // an unknown, so a planted text overload wins over `convert_to(text, name)` with `'UTF8'`); at an
+      // operator's, only when both operands are declared of one type (the literal is taken for the
+      // other operand's type first).
+      if (r !== undefined && r.polymorphic === undefined) {
+        call.args.forEach((arg, i) => {
+          if (!isNode(arg) || arg.type !== "CONST" || !untypedLiteralAt(text, num(arg.fields["location"]))) return
+          const declared = r.argTypes[i]
+          const exact = call.kind === "function" ? declared === "text" : new Set(r.argTypes).size === 1
+          if (!exact) {
+            findings.push({
+              site,
+              statement: first,
+              node: node.type,
+              call: name,
+              why: `argument ${i + 1} is a string literal typed ${declared ?? "?"} by the call: an overload planted for text wins`,
+              excerpt: excerptAt(text, call.location)
+            })
+          }
         })
       }
       if (r?.polymorphic !== undefined) {
@@ -723,6 +765,11 @@ it.live("the guard flags what a planted function could take and passes what it c
       unnestOne: "SELECT a FROM unnest('{1}'::int[]) AS r(a)",
       unnestMany: "SELECT a, b FROM unnest('{1}'::int[], '{2}'::int8[]) AS r(a, b)",
       oidInteger: "SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = 0",
+      untypedLiteral: "SELECT convert_to('a'::text, 'UTF8') AS x",
+      typedLiteral: "SELECT convert_to('a'::text, 'UTF8'::name) AS x",
+      textLiteral: "SELECT rtrim('a '::text, ' ') AS x",
+      literalOperand: "SELECT pg_catalog.now() + '1 hour' AS x",
+      literalSameType: "SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = 'public'",
       pinnedAfter: "SELECT 1::int4 * 1.5 AS x"
     }
     yield* Effect.gen(function*() {
@@ -756,6 +803,12 @@ it.live("the guard flags what a planted function could take and passes what it c
     // The grammar's own expansion into `ROWS FROM (pg_catalog.unnest(…), …)`.
     expect(flagged(probes.unnestMany)).toEqual([])
     expect(flagged(probes.oidInteger)).toEqual(["OPEXPR pg_catalog.=(oid, oid)"])
+    // A string literal the call types (d): to a name argument, flagged; cast, or to a text argument, not.
+    expect(flagged(probes.untypedLiteral)).toEqual(["FUNCEXPR pg_catalog.convert_to(text, name)"])
+    expect(flagged(probes.typedLiteral)).toEqual([])
+    expect(flagged(probes.textLiteral)).toEqual([])
+    expect(flagged(probes.literalOperand)).toEqual(["OPEXPR pg_catalog.+(timestamp with time zone, interval)"])
+    expect(flagged(probes.literalSameType)).toEqual([])
     // After a transaction's pinning statement: skipped (the pinning statement itself is checked).
     expect(flagged(probes.pinnedAfter)).toEqual([])
     expect(capture.sent.find((s) => s.text === probes.pinnedAfter)?.pinned).toBe(true)
@@ -869,6 +922,26 @@ const workload = (dbUrl: string) =>
     yield* snapshot(g)
     yield* snapshot(s)
     yield* snapshot(t)
+
+    // The fragments apps embed (Ownership, slots mode's owned), on every column type they accept, and
+    // the demo's ledger and verdict.
+    yield* sql`CREATE TABLE public.keys (i integer, s smallint, n numeric, b bigint, t text, v varchar(40), c char(40), u uuid)`
+    yield* sql`INSERT INTO public.keys VALUES (1, 1, 1, 1, 'k', 'k', 'k', '00000000-0000-4000-8000-000000000001'::uuid)`
+    const keyCases: ReadonlyArray<readonly [string, Ownership.KeyType]> = [
+      ["i", "integer"], ["s", "integer"], ["n", "integer"], ["b", "integer"], ["t", "text"], ["v", "text"], ["c", "text"],
+      ["u", "uuid"], ["t", "uuid"]
+    ]
+    for (const [column, keyType] of keyCases) {
+      if (column === "t" && keyType === "uuid") continue
+      yield* sql`SELECT ${Ownership.ownerExpression(sql, column, 5, keyType)} AS owner,
+                        ${Ownership.owned(sql, column, { index: 1, size: 5 }, keyType)} AS mine,
+                        ${Ownership.owned(sql, column, { slots: [0, 2], count: 5 }, keyType)} AS slotted
+                   FROM public.keys`
+    }
+    const run = `resolution-${randomUUID()}`
+    yield* Ledger.createSchema
+    yield* Ledger.createRun(run, 4)
+    yield* Ledger.readVerdict(run)
 
     yield* store.leave(g, a.memberId)
     yield* store.leave(t, x.memberId)

@@ -77,10 +77,10 @@ export const createRun = (run: string, items: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`INSERT INTO modulo_group_demo.runs (run_id, group_id, items) VALUES (${run}, ${groupOf(run)}, ${items})`
+      yield* sql`INSERT INTO modulo_group_demo.runs (run_id, group_id, items) VALUES (${run}::text, ${groupOf(run)}::text, ${items}::int4)`
       yield* sql`
         INSERT INTO modulo_group_demo.items (run_id, id)
-        SELECT ${run}, g FROM pg_catalog.generate_series(1, ${items}::int) AS g`
+        SELECT ${run}::text, g FROM pg_catalog.generate_series(1, ${items}::int) AS g`
     }))
   })
 
@@ -90,24 +90,24 @@ export const deleteRun = (run: string) =>
     const sql = yield* SqlClient.SqlClient
     const group = groupOf(run)
     yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql`DELETE FROM modulo_group_demo.processed WHERE run_id = ${run}`
-      yield* sql`DELETE FROM modulo_group_demo.items WHERE run_id = ${run}`
-      yield* sql`DELETE FROM modulo_group_demo.runs WHERE run_id = ${run}`
+      yield* sql`DELETE FROM modulo_group_demo.processed WHERE run_id = ${run}::text`
+      yield* sql`DELETE FROM modulo_group_demo.items WHERE run_id = ${run}::text`
+      yield* sql`DELETE FROM modulo_group_demo.runs WHERE run_id = ${run}::text`
       // The group row stays after its last member left; drop it if nobody is left in it. Rows whose
       // lease (and rejoin grace) has run out are nobody: members that left while the group's lock was
       // busy end their lease instead of deleting their row (docs/protocol.md, "Leaves of many
       // processes at once"), and the group's next change would delete them.
       yield* sql`
         DELETE FROM modulo_group.members m
-         WHERE m.group_id = ${group}
+         WHERE m.group_id = ${group}::text
            AND NOT EXISTS (
              SELECT 1 FROM modulo_group.members o
-              WHERE o.group_id = ${group}
+              WHERE o.group_id = ${group}::text
                 AND o.lease_expires_at + o.rejoin_grace_ms::float8 * interval '1 millisecond' > pg_catalog.now())`
       yield* sql`
         DELETE FROM modulo_group.groups g
-         WHERE g.group_id = ${group}
-           AND NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.group_id = ${group})`
+         WHERE g.group_id = ${group}::text
+           AND NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.group_id = ${group}::text)`
     }))
   })
 
@@ -115,7 +115,7 @@ export const deleteRun = (run: string) =>
 export const release = (run: string, n: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    yield* sql`UPDATE modulo_group_demo.runs SET released = ${n} WHERE run_id = ${run}`
+    yield* sql`UPDATE modulo_group_demo.runs SET released = ${n}::int4 WHERE run_id = ${run}::text`
   }).pipe(Effect.timeout(Duration.seconds(2)), Effect.ignore)
 
 /**
@@ -135,9 +135,9 @@ export const readProgress = (run: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const [row] = yield* sql<{ done: string; epoch: string | null; size: number | null }>`
-      SELECT (SELECT pg_catalog.count(*) FROM modulo_group_demo.items WHERE run_id = ${run} AND done_at IS NOT NULL) AS done,
+      SELECT (SELECT pg_catalog.count(*) FROM modulo_group_demo.items WHERE run_id = ${run}::text AND done_at IS NOT NULL) AS done,
              g.epoch, g.size
-        FROM (SELECT 1) AS one LEFT JOIN modulo_group.groups g ON g.group_id = ${groupOf(run)}`
+        FROM (SELECT 1) AS one LEFT JOIN modulo_group.groups g ON g.group_id = ${groupOf(run)}::text`
     return row === undefined
       ? undefined
       : { done: Number(row.done), epoch: Number(row.epoch ?? 0), size: Number(row.size ?? 0) } satisfies Progress
@@ -162,17 +162,17 @@ const drain = (
       const sql = yield* SqlClient.SqlClient
       const picked = yield* sql<{ id: number }>`
         SELECT id FROM modulo_group_demo.items
-         WHERE run_id = ${run} AND done_at IS NULL AND ${Ownership.owned(sql, "id", owned)}
-           AND id <= (SELECT released FROM modulo_group_demo.runs WHERE run_id = ${run})
+         WHERE run_id = ${run}::text AND done_at IS NULL AND ${Ownership.owned(sql, "id", owned)}
+           AND id <= (SELECT released FROM modulo_group_demo.runs WHERE run_id = ${run}::text)
          ORDER BY id
-         LIMIT ${batch}`
+         LIMIT ${batch}::int8`
       if (picked.length === 0) return 0
       const ids = picked.map((r) => r.id)
       // No "AND done_at IS NULL" and no ON CONFLICT: a second processing must be seen, not hidden.
       yield* sql`
         UPDATE modulo_group_demo.items
-           SET done_at = clock_timestamp(), done_epoch = ${epoch}, done_by = ${member}
-         WHERE run_id = ${run} AND ${sql.in("id", ids)}`
+           SET done_at = clock_timestamp(), done_epoch = ${epoch}::int8, done_by = ${member}::text
+         WHERE run_id = ${run}::text AND ${sql.in("id", ids)}`
       yield* sql`
         INSERT INTO modulo_group_demo.processed ${
         sql.insert(ids.map((id) => ({ run_id: run, item_id: id, epoch, member, ...record(id) })))
@@ -242,7 +242,7 @@ export const readVerdict = (run: string) =>
         SELECT i.id, pg_catalog.count(p.item_id) AS n
           FROM modulo_group_demo.items i
           LEFT JOIN modulo_group_demo.processed p ON p.run_id = i.run_id AND p.item_id = i.id
-         WHERE i.run_id = ${run}
+         WHERE i.run_id = ${run}::text
          GROUP BY i.id
       )
       SELECT pg_catalog.count(*) AS items,
@@ -254,17 +254,17 @@ export const readVerdict = (run: string) =>
     const epochRows = yield* sql<{ epoch: string; size: number; n: string; members: string; first_ms: number; last_ms: number; overlaps: boolean | null }>`
       WITH e AS (
         SELECT epoch, pg_catalog.max(size) AS size, pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT member) AS members, pg_catalog.min(at) AS first, pg_catalog.max(at) AS last
-          FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY epoch
+          FROM modulo_group_demo.processed WHERE run_id = ${run}::text GROUP BY epoch
       )
       SELECT epoch, size, n, members, (extract(epoch FROM first) OPERATOR(pg_catalog.*) 1000)::float8 AS first_ms,
              (extract(epoch FROM last) OPERATOR(pg_catalog.*) 1000)::float8 AS last_ms, pg_catalog.lag(last) OVER (ORDER BY epoch) >= first AS overlaps
         FROM e ORDER BY epoch`
     const perMember = yield* sql<{ member: string; n: string }>`
-      SELECT member, pg_catalog.count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run} GROUP BY member`
+      SELECT member, pg_catalog.count(*) AS n FROM modulo_group_demo.processed WHERE run_id = ${run}::text GROUP BY member`
     const [slotRow] = yield* sql<{ handoffs: string; overlaps: string }>`
       WITH g AS (
         SELECT idx AS slot, generation, pg_catalog.min(at) AS first, pg_catalog.max(at) AS last
-          FROM modulo_group_demo.processed WHERE run_id = ${run} AND generation IS NOT NULL
+          FROM modulo_group_demo.processed WHERE run_id = ${run}::text AND generation IS NOT NULL
          GROUP BY idx, generation
       ), l AS (
         SELECT first, pg_catalog.lag(last) OVER (PARTITION BY slot ORDER BY generation) AS previous FROM g
