@@ -28,6 +28,8 @@ interface Row extends MemberInfo {
   stoppingSince: number | null
   ackedEpoch: number
   leaseExpiresAt: number
+  /** The lease its member runs with, as its join or last renewal recorded it (`GroupView.longestLeaseMs`). */
+  leaseMs: number
   heartbeatAt: number
   joinedAt: number
   joinSeq: number
@@ -236,11 +238,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       let barrier = true
       let expired = false
       // The longest lease of the live rows (`GroupView.longestLeaseMs`), as the PostgreSQL store reads it.
-      let longest = row.leaseExpiresAt - row.heartbeatAt
+      let longest = row.leaseMs
       for (const other of g.members.values()) {
         if (other.ackedEpoch < g.epoch || ahead(g, other)) barrier = false
         if (reapable(other, now) || (held(other, now) && other.ackedEpoch < g.epoch) || ahead(g, other)) expired = true
-        if (other.leaseExpiresAt > now) longest = Math.max(longest, other.leaseExpiresAt - other.heartbeatAt)
+        if (other.leaseExpiresAt > now) longest = Math.max(longest, other.leaseMs)
       }
       return {
         epoch: g.epoch,
@@ -315,6 +317,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 ...instance,
                 ...member,
                 leaseExpiresAt: now + leaseMs,
+                leaseMs,
                 heartbeatAt: now,
                 joinedAt: now,
                 releasedAt: null,
@@ -341,6 +344,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 // Given an index by a change while waiting: that change was this join.
                 own.ackedEpoch = Math.max(own.ackedEpoch, g.epoch)
                 own.leaseExpiresAt = now + leaseMs
+                own.leaseMs = leaseMs
                 own.heartbeatAt = now
                 return Effect.succeed(viewOf(g, own, now))
               }
@@ -362,6 +366,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                   stoppingSince: null,
                   ackedEpoch: 0,
                   leaseExpiresAt: 0,
+                  leaseMs,
                   heartbeatAt: now,
                   joinedAt: now,
                   joinSeq: ++seq,
@@ -371,6 +376,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 }
                 row.ackedEpoch = g.epoch + 1
                 row.leaseExpiresAt = now + leaseMs
+                row.leaseMs = leaseMs
                 row.heartbeatAt = now
                 g.members.set(member.memberId, row)
                 return Effect.fail(
@@ -400,6 +406,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               stoppingSince: null,
               ackedEpoch: g.epoch + 1,
               leaseExpiresAt: now + leaseMs,
+                leaseMs,
               heartbeatAt: now,
               joinedAt: now,
               joinSeq: ++seq,
@@ -429,6 +436,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             // Renewals here are atomic, so in the order they were sent (the PostgreSQL store's
             // `renewal_seq`, statements.ts `inOrder`).
             row.leaseExpiresAt = now + leaseMs
+            row.leaseMs = leaseMs
             row.heartbeatAt = now
             // `ackCurrent`: a waiting member acknowledges the group's epoch (as the PostgreSQL store's
             // statement reads it; here atomic).

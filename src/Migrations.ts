@@ -53,7 +53,8 @@ export const migrations = [
   { version: 10, name: "0010_renewal_order" },
   { version: 11, name: "0011_change_log_retention" },
   { version: 12, name: "0012_member_writer" },
-  { version: 13, name: "0013_pinned_defaults" }
+  { version: 13, name: "0013_pinned_defaults" },
+  { version: 14, name: "0014_member_lease" }
 ] as const
 
 /**
@@ -107,7 +108,8 @@ export const requiredObjects: ReadonlyArray<{
   { version: 7, table: "slots", columns: ["group_id", "slot", "owner", "holder", "generation", "changed_at"] },
   { version: 7, table: "fence_checks", columns: ["slot", "generation"] },
   { version: 10, table: "members", columns: ["renewal_seq"] },
-  { version: 12, table: "members", columns: ["writer"] }
+  { version: 12, table: "members", columns: ["writer"] },
+  { version: 14, table: "members", columns: ["lease_ms"] }
 ]
 
 /**

@@ -70,6 +70,17 @@ const written = (sql: Sql, alias: "" | "m." | "me." | "s.", writer: string): Sta
     ? sql`(me.writer = ${writer}::uuid)`
     : sql`(s.writer = ${writer}::uuid)`
 
+/**
+ * A row's lease length (`GroupView.longestLeaseMs`): the one its member runs with, as its join or its
+ * last renewal recorded it (`lease_ms`, migration 0014), not its times: a lease set far ahead by hand
+ * on a dead member's row is no member's lease (a review: taken for one, it held a repair off for an
+ * hour, and reaping after a clock step for 24 days). A row an older release wrote has none: its times.
+ */
+const leaseOf = (sql: Sql, alias: "o" | "x"): Statement.Fragment =>
+  alias === "o"
+    ? sql`coalesce(o.lease_ms * interval '1 millisecond', o.lease_expires_at - o.heartbeat_at)`
+    : sql`coalesce(x.lease_ms * interval '1 millisecond', x.lease_expires_at - x.heartbeat_at)`
+
 /** The highest epoch, and acknowledgement, the store counts to (2^52 - 1; see `ahead`): the literal in the statements' text. */
 export const highestEpoch = "4503599627370495"
 
@@ -329,11 +340,11 @@ export const insertMember = (
   sql`
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms, renewal_seq, writer)
+       instance_id, rejoin_grace_ms, renewal_seq, writer, lease_ms)
     VALUES (${member.memberId}::uuid, ${groupId}::text, NULL, ${ackedEpoch}::int8,
             ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid)`
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid, ${leaseMs}::float8)`
 
 /** A sub-select of member ids, passed as one JSON array parameter (riders: up to `maxRiders` of them). */
 const memberIdList = (sql: Sql, memberIds: ReadonlyArray<string>): Statement.Fragment =>
@@ -380,10 +391,10 @@ export const insertRiders = (
   return sql`
     INSERT INTO modulo_group.members
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms, renewal_seq, writer)
+       instance_id, rejoin_grace_ms, renewal_seq, writer, lease_ms)
     SELECT r.member_id, ${groupId}::text, NULL, ${ackedEpoch}::int8,
            ${at(sql, now)} + r.lease_ms * interval '1 millisecond',
-           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0, ${seq}::bigint, ${writer}::uuid
+           ${at(sql, now)}, ${at(sql, now)}, r.host, r.pid, r.name, NULL, 0, ${seq}::bigint, ${writer}::uuid, r.lease_ms
       FROM ROWS FROM (pg_catalog.json_to_recordset(${json}::json)
                         AS (member_id uuid, host text, pid integer, name text, lease_ms float8))
            WITH ORDINALITY AS r(member_id, host, pid, name, lease_ms, ord)
@@ -453,14 +464,14 @@ export const deferJoin = (
   sql<{ waited_ms: string }>`
     INSERT INTO modulo_group.members AS m
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
-       instance_id, rejoin_grace_ms, renewal_seq, writer)
+       instance_id, rejoin_grace_ms, renewal_seq, writer, lease_ms)
     VALUES (${member.memberId}::uuid, ${groupId}::text, NULL, ${ackedEpoch}::int8,
             ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid)
+            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid, ${leaseMs}::float8)
     ON CONFLICT (member_id) DO UPDATE
        SET lease_expires_at = EXCLUDED.lease_expires_at, heartbeat_at = EXCLUDED.heartbeat_at,
-           acked_epoch = EXCLUDED.acked_epoch, renewal_seq = EXCLUDED.renewal_seq
+           acked_epoch = EXCLUDED.acked_epoch, renewal_seq = EXCLUDED.renewal_seq, lease_ms = EXCLUDED.lease_ms
      WHERE m.group_id = EXCLUDED.group_id AND m.idx IS NULL AND ${written(sql, "m.", writer)}
     RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) OPERATOR(pg_catalog.*) 1000)::bigint AS waited_ms`
 
@@ -483,7 +494,7 @@ export const adoptRow = (
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
        SET acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
-           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
+           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond', lease_ms = ${leaseMs}::float8,
            heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}::int8
      WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND idx IS NOT NULL AND ${written(sql, "", writer)}
        AND assigned_epoch = ${epoch}::int8 AND lease_expires_at > ${at(sql, now)}
@@ -601,7 +612,7 @@ export const takeOver = (
   sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
     UPDATE modulo_group.members
        SET member_id = ${member.memberId}::uuid, renewal_seq = ${seq}::int8, writer = ${writer}::uuid,
-           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
+           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond', lease_ms = ${leaseMs}::float8,
            heartbeat_at = ${at(sql, now)}, joined_at = ${at(sql, now)},
            released_at = NULL, stopping_since = NULL,
            acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
@@ -642,7 +653,7 @@ export const selectJoinedView = (sql: Sql, groupId: string, memberId: string, ep
              WHERE o.group_id = ${groupId}::text
                AND ${unacked(sql, "o", sql`${epoch}::int8`)}) AS unacked,
            (extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
-           (SELECT (extract(epoch FROM pg_catalog.max(o.lease_expires_at - o.heartbeat_at)) OPERATOR(pg_catalog.*) 1000)::float8
+           (SELECT (extract(epoch FROM pg_catalog.max(${leaseOf(sql, "o")})) OPERATOR(pg_catalog.*) 1000)::float8
               FROM modulo_group.members o
              WHERE o.group_id = ${groupId}::text AND o.lease_expires_at > ${at(sql, now)}) AS longest_lease_ms
       FROM modulo_group.members m WHERE m.member_id = ${memberId}::uuid`
@@ -978,7 +989,7 @@ export const renewLease = (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}::uuid
     ), me AS (
       UPDATE modulo_group.members
-         SET lease_expires_at = ${t} + ${leaseMs}::float8 * interval '1 millisecond',
+         SET lease_expires_at = ${t} + ${leaseMs}::float8 * interval '1 millisecond', lease_ms = ${leaseMs}::float8,
              heartbeat_at = ${t},
              acked_epoch = GREATEST(${saneAck(sql, "")}, ${ack}::int8,
                                     ${ackCurrentEpoch(sql, sql`${ackCurrent}::boolean`, sql`${groupId}`, sql``)}),
@@ -1004,7 +1015,7 @@ export const renewLease = (
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
                                      AND o.acked_epoch < g.epoch)
                                  OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS expired,
-             pg_catalog.max(o.lease_expires_at - o.heartbeat_at) FILTER (WHERE o.lease_expires_at > ${t}) AS longest
+             pg_catalog.max(${leaseOf(sql, "o")}) FILTER (WHERE o.lease_expires_at > ${t}) AS longest
         FROM modulo_group.members o, g
        WHERE o.group_id = ${groupId}::text AND o.member_id <> ${memberId}::uuid
     )
@@ -1140,11 +1151,11 @@ export const renewLeases = (
       SELECT ARRAY(SELECT DISTINCT group_id FROM req) AS ids
     ), snap AS MATERIALIZED (
       SELECT o.member_id, o.group_id, o.idx, o.acked_epoch, o.lease_expires_at, o.instance_id, o.rejoin_grace_ms,
-             o.writer, o.heartbeat_at
+             o.writer, o.heartbeat_at, o.lease_ms
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
-         SET lease_expires_at = ${t} + r.lease_ms * interval '1 millisecond',
+         SET lease_expires_at = ${t} + r.lease_ms * interval '1 millisecond', lease_ms = r.lease_ms,
              heartbeat_at = ${t},
              acked_epoch = GREATEST(${saneAck(sql, "m.")}, r.ack, ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${t}) END,
@@ -1155,21 +1166,21 @@ export const renewLeases = (
          AND m.released_at IS NULL
          AND ${inOrder(sql, sql`r.seq`, sql`m.`)}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
-                m.lease_expires_at, m.instance_id, m.rejoin_grace_ms, m.heartbeat_at
+                m.lease_expires_at, m.instance_id, m.rejoin_grace_ms, m.heartbeat_at, m.lease_ms
     ), g AS (
       SELECT group_id, epoch, size, incarnation, slots FROM modulo_group.groups
        WHERE group_id = ANY ((SELECT ids FROM gids)::text[])
     ), x AS (
-      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms, heartbeat_at FROM me
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms, heartbeat_at, lease_ms FROM me
       UNION ALL
-      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms, heartbeat_at FROM snap
+      SELECT member_id, group_id, idx, acked_epoch, lease_expires_at, instance_id, rejoin_grace_ms, heartbeat_at, lease_ms FROM snap
        WHERE member_id NOT IN (SELECT member_id FROM me)
     ), agg AS (
       SELECT x.group_id,
              count(*) FILTER (WHERE x.idx IS NOT NULL) AS n,
              count(*) FILTER (WHERE ${unacked(sql, "x")}) AS unacked,
              count(*) FILTER (WHERE ${expiredRow("x")}) AS expired,
-             pg_catalog.max(x.lease_expires_at - x.heartbeat_at) FILTER (WHERE x.lease_expires_at > ${t}) AS longest
+             pg_catalog.max(${leaseOf(sql, "x")}) FILTER (WHERE x.lease_expires_at > ${t}) AS longest
         FROM x JOIN g ON g.group_id = x.group_id
        GROUP BY x.group_id
     )
