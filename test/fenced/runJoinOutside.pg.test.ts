@@ -38,19 +38,23 @@ it.live("an app fiber outside any run that joins a loader a run started still fe
     yield* m1.whileAssigned(() => Effect.zipRight(load, Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)))
       .pipe(Effect.provideService(Membership.Membership, m1))
     yield* Deferred.await(started)
-    // The app's loop, outside any run (e.g. an admin endpoint's worker), also reads the config.
     const changed = yield* Deferred.make<void>()
+    const loaded = yield* Deferred.make<void>()
     const provide = Effect.provideService(Membership.Membership, m1)
     // The app's loop, outside any run (e.g. an admin endpoint's worker), also reads the config.
     const loop = yield* Effect.fork(Effect.gen(function*() {
       const before = yield* Effect.either(provide(Fenced.fenced(sql`SELECT 1`)))
       if (process.env.A4_NOLOAD === undefined) yield* load
+      yield* Deferred.succeed(loaded, undefined)
       yield* Deferred.await(changed)
       const after = yield* Effect.either(provide(Fenced.fenced(sql`SELECT 1`)))
       yield* Effect.sleep("1 second")
       const later = yield* Effect.either(provide(Fenced.fenced(sql`SELECT 1`)))
       return { before, after, later }
     }))
+    // m2 joins only once the loop has fenced while m1 was alone and joined the loader (under load, a
+    // join made meanwhile put m1 at the barrier, and the plain fence before it had no assignment).
+    yield* Deferred.await(loaded)
     const s2 = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(s2, Exit.void))
     const m2 = yield* Membership.make({ groupId, ...fast }).pipe(Scope.extend(s2))
