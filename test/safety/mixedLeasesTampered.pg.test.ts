@@ -17,19 +17,28 @@ import { PgLive, randomGroupId } from "../support/Database.js"
 import { exactCover } from "../support/Recorder.js"
 import { steppedClock } from "../support/SteppedClock.js"
 
+/**
+ * Three members form; one crashes, and its lease is set `interval` ahead by hand; the survivors then
+ * renew for a second, reading the row with its lease set ahead.
+ */
+const deadLeaseAhead = (prefix: string, interval: string) =>
+  Effect.gen(function*() {
+    const group = yield* makeGroup(randomGroupId(prefix))
+    const members = yield* Effect.forEach([0, 1, 2], () => group.join(), { concurrency: "unbounded" })
+    yield* waitFor(() => exactCover(group.rec.working(), 3), Duration.seconds(20), "formed")
+    const sql = yield* SqlClient.SqlClient
+    const dead = members[2]!
+    yield* dead.crash
+    yield* Effect.sleep(Duration.millis(300))
+    yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + ${interval}::interval WHERE member_id = ${dead.m.memberId}`
+    yield* Effect.sleep(Duration.seconds(1))
+    return { dead, group, sql }
+  })
+
 for (const [what, interval] of [["an hour", "1 hour"], ["a century", "100 years"]] as const) {
   it.live(`a dead member's lease set ${what} ahead by hand, then its row deleted: the group re-forms within a few leases`, () =>
     Effect.gen(function*() {
-      const group = yield* makeGroup(randomGroupId("tampered-longest"))
-      const members = yield* Effect.forEach([0, 1, 2], () => group.join(), { concurrency: "unbounded" })
-      yield* waitFor(() => exactCover(group.rec.working(), 3), Duration.seconds(20), "formed")
-      const sql = yield* SqlClient.SqlClient
-      const dead = members[2]!
-      yield* dead.crash
-      yield* Effect.sleep(Duration.millis(300))
-      yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + ${interval}::interval WHERE member_id = ${dead.m.memberId}`
-      // The survivors renew a few times, reading the row with its lease set ahead.
-      yield* Effect.sleep(Duration.seconds(1))
+      const { dead, group, sql } = yield* deadLeaseAhead("tampered-longest", interval)
       yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${dead.m.memberId}`
       // One lease (2 s) of the survivors' and a heartbeat, not the hand-set lease.
       yield* waitFor(() => exactCover(group.rec.working(), 2), Duration.seconds(15), "re-formed without the deleted row")
@@ -44,15 +53,7 @@ it.live("a dead member's lease set a century ahead, a 1.5 s step of the database
   Effect.gen(function*() {
     const { clock, step } = yield* steppedClock
     yield* Effect.gen(function*() {
-      const group = yield* makeGroup(randomGroupId("tampered-step"))
-      const members = yield* Effect.forEach([0, 1, 2], () => group.join(), { concurrency: "unbounded" })
-      yield* waitFor(() => exactCover(group.rec.working(), 3), Duration.seconds(20), "formed")
-      const sql = yield* SqlClient.SqlClient
-      const dead = members[2]!
-      yield* dead.crash
-      yield* Effect.sleep(Duration.millis(300))
-      yield* sql`UPDATE modulo_group.members SET lease_expires_at = now() + interval '100 years' WHERE member_id = ${dead.m.memberId}`
-      yield* Effect.sleep(Duration.seconds(1))
+      const { dead, group, sql } = yield* deadLeaseAhead("tampered-step", "100 years")
       // A step of 1.5 s (below the survivors' lease of 2 s: nobody expires), seen by every survivor.
       step(1_500)
       yield* Effect.sleep(Duration.seconds(1))
