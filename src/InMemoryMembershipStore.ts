@@ -7,6 +7,7 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -16,6 +17,7 @@ import * as Stream from "effect/Stream"
 import { canonicalMemberId, elsewhereError } from "./internal/memberId.js"
 import { reassign } from "./internal/reassign.js"
 import * as Table from "./internal/slots/table.js"
+import { maxDuration } from "./MembershipConfig.js"
 import { InstanceBusy, JoinDeferred, SlotsMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, Wakeup, WaiterRow } from "./MembershipStore.js"
@@ -253,7 +255,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
         expired,
         incarnation: g.incarnation,
         clock: now,
-        longestLeaseMs: Math.min(longest, 2 ** 31 - 1),
+        longestLeaseMs: Math.min(longest, Duration.toMillis(maxDuration)),
         ...(g.table === null ? {} : { slots: slotViewOf(g, row.memberId) })
       }
     }
@@ -406,7 +408,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               stoppingSince: null,
               ackedEpoch: g.epoch + 1,
               leaseExpiresAt: now + leaseMs,
-                leaseMs,
+              leaseMs,
               heartbeatAt: now,
               joinedAt: now,
               joinSeq: ++seq,

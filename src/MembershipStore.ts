@@ -41,8 +41,8 @@ export interface GroupView {
   /** The store's clock when it judged the lease, in milliseconds since the Unix epoch. */
   readonly clock: number
   /**
-   * A renewal only: the longest lease of the group's live rows (this member's included) as the
-   * renewal read them, in milliseconds (each row's lease as its last renewal or join wrote it). What
+   * The longest lease of the group's live rows (this member's included) as the join or renewal read
+   * them, in milliseconds (each row's lease as its last renewal or join wrote it). What
    * a member waits out before it reaps after a step of the store's clock, or rejoins after its row
    * vanished early, is at least this: members of one group may run with different leases (an
    * adversarial review: waiting out only its own lease, a member of lease 2 s reaped, or formed a new

@@ -32,6 +32,7 @@ import * as Statements from "./internal/pg/statements.js"
 import * as Riders from "./internal/pg/riders.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
 import * as Table from "./internal/slots/table.js"
+import { maxDuration } from "./MembershipConfig.js"
 import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, SlotsMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, SlotView, WaiterRow } from "./MembershipStore.js"
@@ -753,8 +754,9 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // is the group row's epoch, every part of the statement comes from the same state. When the row
     // is newer (a change committed while this statement waited), only the row's own epoch, size and
     // index are known together: the barrier is reported up, and the member asks again.
-    const toView = (groupId: string, r: Statements.RenewedRow, leaseMs: number) =>
-      Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs, longestOf(r, leaseMs)), (off): GroupView => {
+    const toView = (groupId: string, r: Statements.RenewedRow, leaseMs: number) => {
+      const longestLeaseMs = longestOf(r, leaseMs)
+      return Effect.map(rowsOff(groupId, num(r.rows), num(r.size), leaseMs, longestLeaseMs), (off): GroupView => {
         const rowEpoch = num(r.assigned_epoch)
         const epoch = num(r.epoch)
         const whole = wholeState(r)
@@ -769,10 +771,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
           incarnation: num(r.incarnation),
           clock: num(r.clock_ms),
-          longestLeaseMs: longestOf(r, leaseMs),
+          longestLeaseMs,
           ...(r.slots === null ? {} : { slots: toSlotView(num(r.slots), r.held, r.pending) })
         }
       })
+    }
 
     // A busy join: the group's lock was held by another process's change (this store's own changes
     // take turns, `inTurn`). Under the lock **shared** (`tryShareGroup`; no change runs meanwhile),
@@ -1504,13 +1507,12 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   slots: r.slots === null ? null : num(r.slots)
 })
 
-/** A slot view from `Statements.slotViewOf`'s JSON arrays. */
-// A renewal's longest lease of the group's live rows (`GroupView.longestLeaseMs`), at least this
-// member's own, at most the longest a timer takes (a lease set a century ahead by hand would
-// otherwise hold reaping off for ever).
+// A view's longest lease of the group's live rows (`GroupView.longestLeaseMs`), at least this
+// member's own, at most the longest duration a config takes (`maxDuration`: the longest a timer takes).
 const longestOf = (r: { readonly longest_lease_ms: number | string | null }, leaseMs: number): number =>
-  Math.min(Math.max(leaseMs, r.longest_lease_ms === null ? 0 : num(r.longest_lease_ms)), 2 ** 31 - 1)
+  Math.min(Math.max(leaseMs, r.longest_lease_ms === null ? 0 : num(r.longest_lease_ms)), Duration.toMillis(maxDuration))
 
+/** A slot view from `Statements.slotViewOf`'s JSON arrays. */
 const toSlotView = (
   count: number,
   held: ReadonlyArray<readonly [number, number | string, boolean]>,

@@ -1278,7 +1278,7 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
 
 /**
  * How long the member waits out leases that may still run after it learned of a clock step or found
- * its row gone early: its own lease, or the longest of the group's rows as its last renewal read them
+ * its row gone early: its own lease, or the longest of the group's rows as its join or last renewal read them
  * if longer (members of one group may run with different leases: an adversarial review).
  */
 const holdOffMs = (member: Member): number => Math.max(member.timing.leaseMs, member.longestLeaseMs ?? 0)

@@ -947,7 +947,11 @@ export interface RenewedRow {
   readonly expired: string
   readonly rows: string
   readonly clock_ms: string
-  /** The longest lease of the group's live rows, this member's included (`GroupView.longestLeaseMs`). */
+  /**
+   * The longest lease of the group's live rows other than this member's (the batch: its own renewed
+   * row too), null when none: the store takes the longer of it and the member's own lease
+   * (`GroupView.longestLeaseMs`).
+   */
   readonly longest_lease_ms: number | null
   /** Slots mode: the slot count (null: modulo mode) and this member's slots (see `slotViewOf`). */
   readonly slots: number | null
@@ -1023,8 +1027,7 @@ export const renewLease = (
            me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
            others.unacked, others.expired, others.n + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
-           (extract(epoch FROM GREATEST(others.longest, ${leaseMs}::float8 * interval '1 millisecond'))
-              OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
+           (extract(epoch FROM others.longest) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
            CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
       FROM me, g, others, mine
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
@@ -1196,8 +1199,7 @@ export const renewLeases = (
            agg.expired - (CASE WHEN ${expiredRow("me")} THEN 1 ELSE 0 END) AS expired,
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
-           (extract(epoch FROM GREATEST(agg.longest, r.lease_ms * interval '1 millisecond'))
-              OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
+           (extract(epoch FROM agg.longest) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
            CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
       FROM req r
       LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
