@@ -54,7 +54,8 @@ export const migrations = [
   { version: 11, name: "0011_change_log_retention" },
   { version: 12, name: "0012_member_writer" },
   { version: 13, name: "0013_pinned_defaults" },
-  { version: 14, name: "0014_member_lease" }
+  { version: 14, name: "0014_member_lease" },
+  { version: 15, name: "0015_missing_rows" }
 ] as const
 
 /**
@@ -109,7 +110,8 @@ export const requiredObjects: ReadonlyArray<{
   { version: 7, table: "fence_checks", columns: ["slot", "generation"] },
   { version: 10, table: "members", columns: ["renewal_seq"] },
   { version: 12, table: "members", columns: ["writer"] },
-  { version: 14, table: "members", columns: ["lease_ms"] }
+  { version: 14, table: "members", columns: ["lease_ms"] },
+  { version: 15, table: "groups", columns: ["lease_ms", "missing_since", "missing_wait_ms", "missing_indices"] }
 ]
 
 /**

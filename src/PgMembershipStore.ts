@@ -32,7 +32,7 @@ import * as Statements from "./internal/pg/statements.js"
 import * as Riders from "./internal/pg/riders.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
 import * as Table from "./internal/slots/table.js"
-import { maxDuration } from "./MembershipConfig.js"
+import { defaults as MembershipConfigDefaults, maxDuration } from "./MembershipConfig.js"
 import { DatabaseUnavailable, InstanceBusy, JoinDeferred, SchemaMismatch, SlotsMismatch, StoreError } from "./MembershipError.js"
 import * as Metrics from "./MembershipMetrics.js"
 import type { GroupRow, GroupView, MemberInfo, MemberRow, MembershipStoreService, SlotView, WaiterRow } from "./MembershipStore.js"
@@ -99,6 +99,19 @@ const conflictCodes = new Set(["40001", "40P01"])
 /** A change found the group's lock held by another change: rolled back, to be tried again. */
 class LockBusy {
   readonly reason = "the group's lock is held by another change"
+}
+
+/**
+ * A change found member rows missing (deleted by hand) that have not been missing for a lease yet
+ * (`Statements.markMissing`): not made; nothing but the time they were found missing committed.
+ */
+class RowsMissing {
+  constructor(readonly reason: string) {}
+}
+
+/** What a change that `RowsMissing` held returns, so that its transaction commits (`markMissing`). */
+class Held {
+  constructor(readonly missing: RowsMissing) {}
 }
 
 /**
@@ -262,7 +275,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // still run in the background (the riders its change took are freed then, `Riders.attempt`).
     const wrap = <A>(
       operation: string,
-      effect: Effect.Effect<A, SqlError | StoreError | LockBusy>,
+      effect: Effect.Effect<A, SqlError | StoreError | LockBusy | RowsMissing>,
       bounded = false,
       abandon?: () => void
     ) =>
@@ -270,7 +283,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         Effect.mapError((cause) =>
           cause instanceof StoreError
             ? cause
-            : new StoreError({ operation, reason: cause instanceof LockBusy ? cause.reason : describe(cause), cause })
+            : new StoreError({
+              operation,
+              reason: cause instanceof LockBusy || cause instanceof RowsMissing ? cause.reason : describe(cause),
+              cause
+            })
         ),
         // A defect of the driver (a backend killed in the middle of a statement) is a store error too.
         Effect.catchAllDefect((cause) => Effect.fail(new StoreError({ operation, reason: describe(cause), cause }))),
@@ -359,7 +376,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           })
         const loop: Effect.Effect<A, StoreError> = Effect.catchIf(
           attempt,
-          (e) => e.cause instanceof LockBusy || sqlState(e.cause) === lockNotAvailable,
+          // A leave held by missing rows (`RowsMissing`) takes the busy path: its member has stopped,
+          // and its lease may end without a change (`busyLeave`).
+          (e) =>
+            e.cause instanceof LockBusy || sqlState(e.cause) === lockNotAvailable ||
+            (e.cause instanceof RowsMissing && operation === "leave"),
           (e) => {
             if (whileBusy === undefined) {
               return overBudget(e) ??
@@ -546,7 +567,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             sql,
             Effect.gen(function*() {
               yield* Statements.boundTransaction(sql, statementTimeoutMs)
-              yield* Statements.selectGroupForUpdate(sql, scratchGroup)
+              yield* Statements.selectGroupForUpdate(sql, scratchGroup, now)
               yield* Statements.deleteExpiredAndOwnRow(sql, scratchGroup, scratchMember, writer, now)
               yield* Statements.reassignIndices(sql, scratchGroup, 1, now)
               yield* Statements.bumpEpoch(sql, scratchGroup, now, 1, false)
@@ -573,6 +594,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
       )
     )
 
+    // `holds`: whether the change may reassign indices (a join, a leave, a reap; not a release), and
+    // so waits while member rows are missing (`RowsMissing`).
     const change = <A, E, R>(
       operation: string,
       groupId: string,
@@ -581,9 +604,10 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         epoch: number,
         behind: boolean,
         group: { readonly size: number; readonly incarnation: number; readonly slots: number | null }
-      ) => Effect.Effect<A, E, R>
+      ) => Effect.Effect<A, E, R>,
+      holds = true
     ) =>
-      readCommitted(
+      Effect.flatMap(readCommitted(
         operation,
         Effect.gen(function*() {
           // Server-side bounds, then the group's advisory lock, which fenced transactions take shared:
@@ -601,7 +625,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           // The arbiter: the group row lock. Never below an epoch a member has acknowledged (an epoch
           // moved back by hand, a restored backup): that also starts a new incarnation.
           yield* onStatement(operation, "group")
-          const [g] = yield* Statements.selectGroupForUpdate(sql, groupId)
+          const [g] = yield* Statements.selectGroupForUpdate(sql, groupId, now)
           // Epochs are JavaScript numbers here: past 2^53 `epoch + 1` rounds back, and the change would
           // write the group's epoch again with a new assignment (one token for two). Only a hand edit
           // gets there (2^52 changes at a thousand a second take 142,000 years): refuse every change
@@ -616,6 +640,49 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 `an operator repairs it (docs/operations.md, "An epoch set out of range")`
             })
           }
+          // Indices no member row holds (rows deleted by hand, indices set out of range; outside a
+          // change no statement of the library deletes a row or moves an index): the rows' members
+          // may still work them until their own deadlines, which came before the edit. No change
+          // that would give those indices to others until they have been missing for the longest
+          // lease of the group's rows, as the first change that found them missing recorded it
+          // (`Statements.markMissing`). Before, a join, a leave or a reap made meanwhile reassigned
+          // at once (an adversarial review: 1.4 s of two epochs at once). On the database's clock,
+          // as leases are.
+          const missing = g!.missing ?? []
+          if (holds && missing.length > 0) {
+            const was = new Set(g!.missing_was ?? [])
+            let waitMs: number
+            let sinceMs: number
+            if (g!.missing_ms === null || !missing.every((i) => was.has(i))) {
+              // None recorded only when no row is left in a group that no change has made since
+              // migration 0015: the longest lease this process has read there, else the default.
+              const seen = HashMap.get(yield* Ref.get(longestWhole), groupId)
+              waitMs = Math.min(
+                Duration.toMillis(maxDuration),
+                g!.lease_ms !== null
+                  ? num(g!.lease_ms)
+                  : Option.getOrElse(seen, () => Duration.toMillis(MembershipConfigDefaults.lease))
+              )
+              sinceMs = 0
+              yield* onStatement(operation, "missing")
+              yield* Statements.markMissing(sql, groupId, now, waitMs, missing)
+            } else {
+              waitMs = num(g!.missing_wait_ms ?? 0)
+              sinceMs = num(g!.missing_ms)
+            }
+            if (sinceMs < waitMs) {
+              return new Held(new RowsMissing(
+                `${missing.length} of the ${g!.size} indices of group "${groupId}" have no member row (deleted or ` +
+                  `moved by hand?): their members may still work them until their own deadlines. No join, leave ` +
+                  `or reap is made until they have been missing for the longest lease of the group's rows ` +
+                  `(${Math.round(waitMs)} ms) (docs/operations.md, "A member row deleted by hand")`
+              ))
+            }
+          } else if (holds && g!.missing_ms !== null) {
+            // They add up again without a change (a row put back by hand): forget them.
+            yield* onStatement(operation, "missing")
+            yield* Statements.markMissing(sql, groupId, now, 0, null)
+          }
           const epoch = num(g!.epoch)
           const acked = num(g!.acked)
           return yield* body(Math.max(epoch, acked), acked > epoch, {
@@ -624,7 +691,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             slots: g!.slots === null ? null : num(g!.slots)
           })
         })
-      )
+      ), (result) => result instanceof Held ? Effect.fail(result.missing) : Effect.succeed(result as A))
 
     // A member's renewal alone (`Statements.renewLease`): for a member whose row a batch found locked
     // (a change in progress): it waits for the lock, within its bound, and reads its row as the
@@ -740,11 +807,14 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           )
         }
         return Ref.modify(missingSince, (missing) => {
-          const off = Option.getOrElse(HashMap.get(missing, groupId), () => ({
+          const known = HashMap.get(missing, groupId)
+          const off = Option.getOrElse(known, () => ({
             since: nowMs,
             waitMs: Math.max(leaseMs, Option.getOrElse(HashMap.get(longest, groupId), () => 0))
           }))
-          return [nowMs - off.since >= off.waitMs, HashMap.set(missing, groupId, off)] as const
+          // Also when first found: the reap it asks for records in the database since when the rows
+          // are missing (`Statements.markMissing`), which holds every change until then.
+          return [Option.isNone(known) || nowMs - off.since >= off.waitMs, HashMap.set(missing, groupId, off)] as const
         })
       })
 
@@ -1340,7 +1410,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   yield* onStatement("release", "release")
                   const rows = yield* Statements.releaseMember(sql, groupId, memberId, epoch, writer, now)
                   return rows.length > 0
-                })).pipe(
+                }), false).pipe(
                   // Its acknowledgement may complete a barrier: wake the others.
                   Effect.tap((had) => (had ? notify("release", groupId, "release") : Effect.void))
                 ))

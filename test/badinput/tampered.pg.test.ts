@@ -137,8 +137,12 @@ it.live("members of one store on clocks an hour apart: a row deleted by hand is 
     for (const m of [a, b, c]) yield* renew(m)
     // c's row deleted by hand (c may still be working until its local deadline).
     yield* sql`DELETE FROM modulo_group.members WHERE member_id = ${c.info.memberId}`
-    expect((yield* renew(a)).expired).toBe(false)
+    // Found missing: the store asks for a reap at once, which only records since when (the database
+    // holds every change until the row has been missing for a lease: migration 0015).
+    expect((yield* renew(a)).expired).toBe(true)
+    // Then not again until a lease has passed, on whichever member's clock.
     expect((yield* renew(b)).expired).toBe(false)
+    expect((yield* renew(a)).expired).toBe(false)
   }).pipe(Effect.provide(StoreLive)), 60_000)
 
 it.live("a lease set far in the future on a live member is cut back by its next renewal", () =>

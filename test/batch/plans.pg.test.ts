@@ -110,7 +110,8 @@ describe("plans on a database of 20,000 groups", () => {
       const statements: Record<string, Statement.Statement<unknown>> = {
         tryLockGroup: Statements.tryLockGroup(sql, gid, now, 2000, 500),
         lockGroup: Statements.lockGroup(sql, gid, now),
-        selectGroupForUpdate: Statements.selectGroupForUpdate(sql, gid),
+        selectGroupForUpdate: Statements.selectGroupForUpdate(sql, gid, now),
+        markMissing: Statements.markMissing(sql, gid, now, 3000, [1]),
         reassignIndices: Statements.reassignIndices(sql, gid, 4, now),
         bumpEpoch: Statements.bumpEpoch(sql, gid, now, 4, false),
         deleteExpiredAndOwnRow: Statements.deleteExpiredAndOwnRow(sql, gid, me, writer, now, "inst30"),

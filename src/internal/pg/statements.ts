@@ -193,13 +193,56 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
  * The arbiter: locks the group row (FOR UPDATE) and reads its epoch and the highest epoch any member
  * has acknowledged (an epoch moved back by hand or by a restored backup is found behind it). A
  * waiting joiner's row acknowledges the next epoch ahead of time: it does not count.
+ *
+ * Also which of the group's indices no member row holds (`missing`, null if none: rows deleted by
+ * hand, or indices set out of range; between changes no statement of the library deletes a member
+ * row or moves its index), what a change recorded when it first found indices missing
+ * (`missing_ms`: how long ago, null if none did since they last added up; `missing_wait_ms`;
+ * `missing_was`), and the longest lease of the group's rows (`lease_ms`: the longest as its last
+ * change left them, migration 0015, or of the rows now). See `markMissing`. Indices are looked for up
+ * to 65,536 (a size set higher by hand is found missing in that range).
  */
-export const selectGroupForUpdate = (sql: Sql, groupId: string) =>
-  sql<{ epoch: string; size: number; incarnation: string; acked: string; slots: number | null }>`
+export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | null) =>
+  sql<{
+    epoch: string
+    size: number
+    incarnation: string
+    acked: string
+    slots: number | null
+    missing: ReadonlyArray<number> | null
+    missing_ms: number | null
+    missing_wait_ms: number | null
+    missing_was: ReadonlyArray<number> | null
+    lease_ms: number | null
+  }>`
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}
-                                 AND m.acked_epoch < 4503599627370495), 0) AS acked
+                                 AND m.acked_epoch < 4503599627370495), 0) AS acked,
+           (SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
+              FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
+             WHERE NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.group_id = g.group_id AND m.idx = i.i)) AS missing,
+           ${epochMs(sql, sql`${at(sql, now)} - g.missing_since`)} AS missing_ms,
+           g.missing_wait_ms, g.missing_indices AS missing_was,
+           GREATEST(g.lease_ms, (SELECT ${epochMs(sql, sql`pg_catalog.max(${leaseOf(sql, "o")})`)}
+                                   FROM modulo_group.members o WHERE o.group_id = g.group_id)) AS lease_ms
       FROM modulo_group.groups g WHERE g.group_id = ${groupId}::text FOR UPDATE`
+
+/**
+ * Under the group lock, when a change found indices that no member row holds (`selectGroupForUpdate`)
+ * and none before it had, or not these: records since when, which, and how long to wait (`waitMs`: the
+ * longest lease of the group's rows). No change that would reassign indices is made until they have
+ * been missing that long: a missing row's member, if alive, works its index until its own deadline
+ * (send time of its last renewal + its lease), which came before its row was deleted. `missing`: null
+ * clears it (the indices add up again without a change: a row put back by hand). The change that
+ * repairs the group (any change: they all restamp every row) clears it too (`bumpEpoch`).
+ */
+export const markMissing = (sql: Sql, groupId: string, now: string | null, waitMs: number, missing: ReadonlyArray<number> | null) =>
+  sql`
+    UPDATE modulo_group.groups
+       SET missing_since = CASE WHEN ${missing === null}::boolean THEN NULL ELSE ${at(sql, now)} END,
+           missing_wait_ms = CASE WHEN ${missing === null}::boolean THEN NULL ELSE ${waitMs}::float8 END,
+           missing_indices = ${missing === null ? null : `{${missing.join(",")}}`}::int4[]
+     WHERE group_id = ${groupId}::text`
 
 /**
  * Under the group lock: reassigns indices (keeps every index below the new size, fills holes in join
@@ -251,7 +294,11 @@ export const bumpEpoch = (sql: Sql, groupId: string, now: string | null, epoch: 
            incarnation = CASE WHEN ${fresh}::boolean
                               THEN GREATEST(incarnation + 1,
                                             pg_catalog.floor(extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint)
-                              ELSE incarnation END
+                              ELSE incarnation END,
+           -- Every row restamped: they add up again (see markMissing); and the longest lease they have.
+           missing_since = NULL, missing_wait_ms = NULL, missing_indices = NULL,
+           lease_ms = (SELECT ${epochMs(sql, sql`pg_catalog.max(${leaseOf(sql, "o")})`)}
+                         FROM modulo_group.members o WHERE o.group_id = ${groupId}::text)
      WHERE group_id = ${groupId}::text
     RETURNING epoch, size, incarnation`
 
@@ -610,6 +657,7 @@ export const takeOver = (
   writer: string
 ) =>
   sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
+    WITH taken AS (
     UPDATE modulo_group.members
        SET member_id = ${member.memberId}::uuid, renewal_seq = ${seq}::int8, writer = ${writer}::uuid,
            lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond', lease_ms = ${leaseMs}::float8,
@@ -620,7 +668,13 @@ export const takeOver = (
            rejoin_grace_ms = ${rejoinGraceMs}::int4
      WHERE member_id = ${oldMemberId}::uuid AND group_id = ${groupId}::text AND idx IS NOT NULL
        AND lease_expires_at <= ${at(sql, now)}
-    RETURNING idx, assigned_epoch, assigned_size`
+    RETURNING idx, assigned_epoch, assigned_size
+    ), longer AS (
+      -- No change, but the group's longest lease may now be this one (see markMissing).
+      UPDATE modulo_group.groups SET lease_ms = GREATEST(lease_ms, ${leaseMs}::float8)
+       WHERE group_id = ${groupId}::text AND EXISTS (SELECT 1 FROM taken)
+    )
+    SELECT idx, assigned_epoch, assigned_size FROM taken`
 
 /** Static join: deletes the instance's row that cannot be taken over (see the store); a fresh row follows. */
 export const deleteInstanceRow = (sql: Sql, groupId: string, memberId: string) =>
