@@ -10,7 +10,9 @@
  *   --seed S               seed of the fault schedule [current time]
  *   --heartbeat D          [500ms]     --lease D [3s]     --fence-margin D [500ms]
  *   --statement-timeout D  [1s]        --work-interval D [100ms]
- *   --kinds a,b,...        fault kinds [kill,leave,sigstop,term-backend,term-listener,restart]
+ *   --kinds a,b,...        fault kinds [kill,leave,sigstop,term-backend,term-listener,restart]; also,
+ *                          by name only: delete-row (an operator's DELETE of a working member's row,
+ *                          and at once another member leaves and joins again)
  *   --schedule S           rounds: one fault at a time, each waits for the group to reconverge;
  *                          churn: bursts in which the member holding index 0 leaves (SIGTERM) and a new
  *                          one joins every 200-600 ms, mixed with the other kinds [rounds]
@@ -39,7 +41,7 @@
  */
 import { execSync } from "node:child_process"
 import * as fs from "node:fs"
-import { ALL_KINDS, formatReport, killAll, passed, runChaos, STATIC_KINDS } from "./runner.mjs"
+import { ALL_KINDS, formatReport, HAND_KINDS, killAll, passed, runChaos, STATIC_KINDS } from "./runner.mjs"
 import { startServer } from "./server.mjs"
 
 const usage = (why) => {
@@ -95,7 +97,10 @@ if (options.slots !== undefined) {
 if (!["rounds", "churn"].includes(options.schedule)) usage(`--schedule: "${options.schedule}" (use rounds or churn)`)
 if (!["on", "off"].includes(options.notifications)) usage(`--notifications: "${options.notifications}" (use on or off)`)
 for (const k of options.kinds) {
-  if (!ALL_KINDS.includes(k) && !STATIC_KINDS.includes(k)) usage(`unknown fault kind ${k} (known: ${[...ALL_KINDS, ...STATIC_KINDS].join(", ")})`)
+  if (!ALL_KINDS.includes(k) && !STATIC_KINDS.includes(k) && !HAND_KINDS.includes(k)) {
+    usage(`unknown fault kind ${k} (known: ${[...ALL_KINDS, ...STATIC_KINDS, ...HAND_KINDS].join(", ")})`)
+  }
+  if (HAND_KINDS.includes(k) && options.schedule !== "rounds") usage(`${k} runs with the rounds schedule only`)
   if (STATIC_KINDS.includes(k) && !options.instanceIds) usage(`${k} needs --instance-ids`)
 }
 

@@ -95,6 +95,8 @@ export const prng = (seed) => {
 export const ALL_KINDS = ["kill", "leave", "sigstop", "term-backend", "term-listener", "restart"]
 /** Faults of static membership (`instanceIds`). */
 export const STATIC_KINDS = ["static-restart", "static-kill"]
+/** Hand edits, only when asked for by name (`--kinds ...,delete-row`; the rounds schedule). */
+export const HAND_KINDS = ["delete-row"]
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -348,6 +350,32 @@ export const runChaos = async (options) => {
       child.kill("SIGCONT")
       monitor.fault("sigcont", resumedAt, generalBound, label)
       await settle("sigcont", generalBound)
+    },
+    // An operator's DELETE of a working member's row, and at once a change: another member leaves
+    // (SIGTERM) and joins again. The member whose row went works on until its next renewal finds the
+    // row gone; no change may give its index to another meanwhile (docs/protocol.md, "Indices with no
+    // row"). Judged from the DELETE: the wait (a lease from the first change that found the row
+    // missing), the member's own rejoin a lease after it noticed, and heartbeats.
+    "delete-row": async () => {
+      const label = pick(running())
+      const member = monitor.procs.get(label).last?.member
+      if (member === undefined) return log("  (no member id known)")
+      const other = pick(running().filter((l) => l !== label))
+      const at = Date.now()
+      const deleted = await withClient(async (c) =>
+        (await c.query("DELETE FROM modulo_group.members WHERE member_id = $1::uuid", [member])).rowCount)
+      const boundMs = 2 * leaseMs + 4 * heartbeatMs + graceMs
+      monitor.fault("delete-row", at, boundMs, label, { member, deleted, change: other })
+      actions.push({ kind: "delete-row", label, change: other })
+      if (other !== undefined) {
+        monitor.term(other, Date.now())
+        const child = children.get(other)
+        const exited = new Promise((resolve) => (child ? child.once("exit", resolve) : resolve(undefined)))
+        child?.kill("SIGTERM")
+        await Promise.race([exited, sleep(15_000)])
+        startMember(monitor.procs.get(other).slot)
+      }
+      await settle("delete-row", boundMs)
     },
     "term-backend": async () => {
       const r = await terminate("modulo-group-cli")

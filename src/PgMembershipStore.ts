@@ -651,24 +651,30 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           const missing = g!.missing ?? []
           if (holds && missing.length > 0) {
             const was = new Set(g!.missing_was ?? [])
+            // The record as a change left it, unless edited by hand: an age that is not a finite
+            // non-negative number (a time ahead of now, or infinity), or a wait that is not one
+            // (null, NaN, negative: each switched the wait off, an adversarial review), is no record.
+            const recordedMs = sane(g!.missing_ms)
+            const recordedWaitMs = sane(g!.missing_wait_ms)
             let waitMs: number
             let sinceMs: number
-            if (g!.missing_ms === null || !missing.every((i) => was.has(i))) {
-              // None recorded only when no row is left in a group that no change has made since
-              // migration 0015: the longest lease this process has read there, else the default.
-              const seen = HashMap.get(yield* Ref.get(longestWhole), groupId)
+            if (recordedMs === undefined || recordedWaitMs === undefined || !missing.every((i) => was.has(i))) {
+              // The longest lease of the group's rows: as its last change left them, of the rows
+              // now, and as this process has read them (each only if a number: NaN set by hand took
+              // the wait off); none of them only when no row is left in a group no change has made
+              // since migration 0015: then the default lease.
+              const known = [sane(g!.lease_ms), sane(g!.rows_lease_ms), Option.getOrUndefined(HashMap.get(yield* Ref.get(longestWhole), groupId))]
+                .filter((ms): ms is number => ms !== undefined)
               waitMs = Math.min(
                 Duration.toMillis(maxDuration),
-                g!.lease_ms !== null
-                  ? num(g!.lease_ms)
-                  : Option.getOrElse(seen, () => Duration.toMillis(MembershipConfigDefaults.lease))
+                known.length === 0 ? Duration.toMillis(MembershipConfigDefaults.lease) : Math.max(...known)
               )
               sinceMs = 0
               yield* onStatement(operation, "missing")
               yield* Statements.markMissing(sql, groupId, now, waitMs, missing)
             } else {
-              waitMs = num(g!.missing_wait_ms ?? 0)
-              sinceMs = num(g!.missing_ms)
+              waitMs = Math.min(Duration.toMillis(maxDuration), recordedWaitMs)
+              sinceMs = recordedMs
             }
             if (sinceMs < waitMs) {
               return new Held(new RowsMissing(
@@ -678,7 +684,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   `(${Math.round(waitMs)} ms) (docs/operations.md, "A member row deleted by hand")`
               ))
             }
-          } else if (holds && g!.missing_ms !== null) {
+          } else if (holds && (g!.missing_ms !== null || g!.missing_wait_ms !== null || g!.missing_was !== null)) {
             // They add up again without a change (a row put back by hand): forget them.
             yield* onStatement(operation, "missing")
             yield* Statements.markMissing(sql, groupId, now, 0, null)
@@ -1579,6 +1585,13 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
 
 // A view's longest lease of the group's live rows (`GroupView.longestLeaseMs`), at least this
 // member's own, at most the longest duration a config takes (`maxDuration`: the longest a timer takes).
+/** A duration read from the database as a finite number of ms, at least 0; else none (null, NaN, ±Infinity, negative: set by hand). */
+const sane = (ms: number | string | null): number | undefined => {
+  if (ms === null) return undefined
+  const n = num(ms)
+  return Number.isFinite(n) && n >= 0 ? n : undefined
+}
+
 const longestOf = (r: { readonly longest_lease_ms: number | string | null }, leaseMs: number): number =>
   Math.min(Math.max(leaseMs, r.longest_lease_ms === null ? 0 : num(r.longest_lease_ms)), Duration.toMillis(maxDuration))
 

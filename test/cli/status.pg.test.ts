@@ -205,4 +205,31 @@ describe("modulo-group status (child processes)", () => {
     expect(stopping["m2"]).toBeNull()
     expect(stopping["m1"]).toBeGreaterThanOrEqual(75_000)
   })
+  it("indices with no member row: `status` says which, and how long changes wait for them (text and JSON)", async () => {
+    const group = "missing"
+    await seed(group)
+    const c = await connect(db.url)
+    try {
+      await c.query("DELETE FROM modulo_group.members WHERE group_id = $1 AND idx = 1", [group])
+      const before = await run(["status", group], env())
+      expect(before.code, before.stderr).toBe(0)
+      expect(before.stdout).toContain("index 1 of 3 has no member row (deleted or moved by hand?): the next join, leave or reap will wait")
+      // What the first change that found it missing records (migration 0015).
+      await c.query(
+        `UPDATE modulo_group.groups SET missing_since = now(), missing_wait_ms = 90000, missing_indices = '{1}' WHERE group_id = $1`,
+        [group]
+      )
+    } finally {
+      await c.end()
+    }
+    const text = await run(["status", group], env())
+    expect(text.code, text.stderr).toBe(0)
+    expect(text.stdout).toMatch(/index 1 of 3 has no member row \(deleted or moved by hand\?\): no join, leave or reap for 1m (2\d|30)s more/)
+    const json = await run(["status", group, "--json"], env())
+    expect(json.code, json.stderr).toBe(0)
+    const parsed = JSON.parse(json.stdout) as { missingIndices: ReadonlyArray<number>; changesHeldMs: number }
+    expect(parsed.missingIndices).toEqual([1])
+    expect(parsed.changesHeldMs).toBeGreaterThan(80_000)
+    expect(parsed.changesHeldMs).toBeLessThanOrEqual(90_000)
+  })
 })

@@ -28,6 +28,13 @@ type MemberRow = MembershipStore.MemberRow
 export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changedAt"> & {
   /** Slots mode: the group's slot count (absent or null: modulo mode). */
   readonly slots?: number | null | undefined
+  /**
+   * Indices of `[0, size)` that no member row holds (rows deleted or indices moved by hand): every
+   * change waits until they have been missing for a lease (migration 0015). Absent or empty: none.
+   */
+  readonly missingIndices?: ReadonlyArray<number> | undefined
+  /** How much longer the changes wait, as the first change that found them recorded it (null: none has yet). */
+  readonly changesHeldMs?: number | null | undefined
 }
 
 /**
@@ -163,6 +170,29 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
 }
 
 /**
+ * Indices with no member row, and how long the group's changes wait for them (docs/operations.md, "A
+ * member row deleted by hand").
+ *
+ * @since 0.4.0
+ * @internal
+ */
+export const renderMissing = (group: StatusGroup): ReadonlyArray<string> => {
+  const missing = group.missingIndices ?? []
+  if (missing.length === 0) return []
+  const held = group.changesHeldMs ?? null
+  return [
+    `${missing.length === 1 ? "index" : "indices"} ${missing.join(", ")} of ${group.size} ${missing.length === 1 ? "has" : "have"} ` +
+    `no member row (deleted or moved by hand?): ${
+      held === null
+        ? "the next join, leave or reap will wait the group's longest lease"
+        : held > 0
+        ? `no join, leave or reap for ${formatMillis(held)} more`
+        : "the next join, leave or reap repairs the group"
+    }`
+  ]
+}
+
+/**
  * @since 0.1.0
  * @internal
  */
@@ -171,7 +201,7 @@ export const renderStatus = (s: GroupStatus): string => {
   const head = `group ${s.group.groupId}: epoch ${s.group.epoch}, size ${s.group.size}${
     slotCount === null ? "" : `, ${slotCount} slots`
   } (changed ${s.group.changedAt.toISOString()})`
-  const waiting = renderWaiters(s)
+  const waiting = [...renderMissing(s.group), ...renderWaiters(s)]
   const tail = waiting.length === 0 ? "" : `\n${waiting.join("\n")}`
   if (s.members.length === 0) return `${head}\nno members${tail}`
   // The INSTANCE column only for groups with static members: other groups look as they always did.
@@ -225,6 +255,9 @@ export const statusJson = (s: GroupStatus) => ({
   size: s.group.size,
   changedAt: s.group.changedAt.toISOString(),
   ...(s.group.slots == null ? {} : { slots: s.group.slots }),
+  ...((s.group.missingIndices ?? []).length === 0
+    ? {}
+    : { missingIndices: s.group.missingIndices, changesHeldMs: s.group.changesHeldMs ?? null }),
   members: s.members.map((m) => ({
     index: s.group.slots == null ? m.index : null,
     ...(s.group.slots == null ? {} : { slots: m.heldSlots ?? [], pendingSlots: m.pendingSlots ?? 0 }),
@@ -329,6 +362,14 @@ export const snapshot = (
                WHERE s.group_id = g.group_id AND s.owner = m.member_id
                  AND s.holder IS DISTINCT FROM m.member_id) AS pending_slots`
       : sql`NULL::int AS slots, NULL::json AS held_slots, NULL::bigint AS pending_slots`
+    // Indices with no member row, and how much longer the changes wait for them (schema 15).
+    const missingColumns = version >= 15
+      ? sql`(SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
+               FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
+              WHERE NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.group_id = g.group_id AND x.idx = i.i)) AS missing,
+             (extract(epoch FROM g.missing_since + g.missing_wait_ms * interval '1 millisecond' - statement_timestamp())
+                OPERATOR(pg_catalog.*) 1000)::float8 AS held_ms`
+      : sql`NULL::int4[] AS missing, NULL::float8 AS held_ms`
     const rows = yield* sql<{
       slots: number | null
       held_slots: ReadonlyArray<number> | null
@@ -354,6 +395,8 @@ export const snapshot = (
       released_ms: number | null
       grace_left_ms: string | null
       waiters: unknown
+      missing: ReadonlyArray<number> | null
+      held_ms: number | null
     }>`
       SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms, g.incarnation,
              (extract(epoch FROM statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS now_ms,
@@ -362,7 +405,7 @@ export const snapshot = (
              (extract(epoch FROM statement_timestamp() - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS heartbeat_age_ms,
              (extract(epoch FROM m.lease_expires_at - statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
              (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_ms,
-             ${statics}, ${waiters}, ${slotColumns}
+             ${statics}, ${waiters}, ${slotColumns}, ${missingColumns}
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
        WHERE g.group_id = ${groupId}::text
@@ -378,7 +421,9 @@ export const snapshot = (
       changedAt: new Date(num(first.changed_ms)),
       incarnation: num(first.incarnation),
       nowMs: num(first.now_ms),
-      slots: first.slots === null ? null : num(first.slots)
+      slots: first.slots === null ? null : num(first.slots),
+      missingIndices: (first.missing ?? []).map(num),
+      changesHeldMs: first.missing === null || first.held_ms === null ? null : Math.round(num(first.held_ms))
     }
     const members: Array<StatusMember & { readonly stoppingSinceMs: number | null; readonly leaseMs: number }> = []
     for (const r of rows) {

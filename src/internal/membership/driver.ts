@@ -40,6 +40,29 @@ const watchLeaseEnd = (ctx: MemberContext, work: WorkRunner) =>
     )
   })
 
+/**
+ * An operation's failures as said: `${operation} failed: reason` once, the same reason again only
+ * once a minute with the attempts since (`last`: the last said; undefined: none, or it succeeded).
+ */
+const failures = (operation: string) => {
+  const state = {
+    last: undefined as { reason: string; attempts: number; saidAt: number } | undefined,
+    say: (reason: string) =>
+      Effect.flatMap(nowMillis, (now) => {
+        const last = state.last
+        if (last === undefined || last.reason !== reason) {
+          state.last = { reason, attempts: 0, saidAt: now }
+          return Effect.logWarning(`${operation} failed: ${reason}`)
+        }
+        last.attempts++
+        if (now - last.saidAt < 60_000) return Effect.void
+        state.last = { reason, attempts: 0, saidAt: now }
+        return Effect.logWarning(`${operation} still failing (${last.attempts} more attempts since said): ${reason}`)
+      })
+  }
+  return state
+}
+
 export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   const { groupId, store } = ctx
   const offer = (event: Event) => Queue.offer(ctx.events, event)
@@ -47,19 +70,11 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
   // The join's last failure as said: the same reason again is not repeated at every attempt (a
   // refusal that lasts, such as a member id held in another group for a rejoin grace, said it at
   // every heartbeat), only once a minute with the attempts since; a new reason is said at once.
-  let joinFailure: { reason: string; attempts: number; saidAt: number } | undefined = undefined
-  const sayJoinFailed = (reason: string) =>
-    Effect.flatMap(nowMillis, (now) => {
-      if (joinFailure === undefined || joinFailure.reason !== reason) {
-        joinFailure = { reason, attempts: 0, saidAt: now }
-        return Effect.logWarning(`join failed: ${reason}`)
-      }
-      joinFailure.attempts++
-      if (now - joinFailure.saidAt < 60_000) return Effect.void
-      const attempts = joinFailure.attempts
-      joinFailure = { reason, attempts: 0, saidAt: now }
-      return Effect.logWarning(`join still failing (${attempts} more attempts since said): ${reason}`)
-    })
+  const joinFailures = failures("join")
+  const sayJoinFailed = joinFailures.say
+  // The reap's, said the same way: a reap held while a member row is missing fails at every
+  // heartbeat until the wait is over, with the same reason.
+  const reapFailures = failures("reap")
   // Whether work may start now: the lease deadline is ahead. Checked by the work runner under the
   // lock its interrupt takes: the fence timer may fire between the step that decided a start and the
   // start itself (its interrupt then finds nothing to stop, and it fires once per deadline), and the
@@ -93,8 +108,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             // mode mismatch): the last reason said by `sayJoinFailed` is said again when it comes
             // back (a review: after an outage the refusal by name went unsaid, the log's last word
             // being that the database refused connections).
-            const said = joinFailure
-            joinFailure = undefined
+            const said = joinFailures.last
+            joinFailures.last = undefined
             // The database answered these (refusals of connections before them are over).
             if (e instanceof InstanceBusy || e instanceof JoinDeferred || e instanceof SlotsMismatch) yield* connected(ctx)
             // Static membership: a live holder of the instance id; `step` says so once, and waits.
@@ -118,13 +133,13 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
               return Transition.Event.JoinFailed({ reason: e.reason })
             }
             if (!(yield* refusedOnce(ctx, "join", e))) {
-              joinFailure = said
+              joinFailures.last = said
               yield* sayJoinFailed(e.reason)
             }
             return Transition.Event.JoinFailed({ reason: e.reason })
           }
           yield* connected(ctx)
-          joinFailure = undefined
+          joinFailures.last = undefined
           if (result.right.takenOver === true) {
             yield* Effect.logInfo(
               `took over instance id ${JSON.stringify(ctx.statics?.instanceId)}: [${result.right.index}/${result.right.size}] ` +
@@ -156,7 +171,8 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
             Effect.tap((n) => (n > 0 ? Effect.logInfo(`reaped ${n} expired member(s)`) : Effect.void)),
             // Views of renewals sent before this reap ask for no more (Transition's `Member.reapSentAt`).
             Effect.tap(() => observe(Transition.Observation.Reaped({ sentAt }))),
-            Effect.catchAll((e) => Effect.logWarning(`reap failed: ${e.reason}`)),
+            Effect.tap(() => Effect.sync(() => void (reapFailures.last = undefined))),
+            Effect.catchAll((e) => reapFailures.say(e.reason)),
             Effect.zipRight(ctx.signal.poke),
             Effect.as(undefined)
           ))

@@ -75,11 +75,16 @@ const written = (sql: Sql, alias: "" | "m." | "me." | "s.", writer: string): Sta
  * last renewal recorded it (`lease_ms`, migration 0014), not its times: a lease set far ahead by hand
  * on a dead member's row is no member's lease (a review: taken for one, it held a repair off for an
  * hour, and reaping after a clock step for 24 days). A row an older release wrote has none: its times.
+ * Nor has a row whose `lease_ms` is not one a member takes (0 to 2^31 - 1 ms: NaN, infinite or
+ * negative, set by hand): `NaN * interval` fails ("interval out of range"), and every renewal of the
+ * group with it, for good (found by a test of migration 0015).
  */
 const leaseOf = (sql: Sql, alias: "o" | "x"): Statement.Fragment =>
   alias === "o"
-    ? sql`coalesce(o.lease_ms * interval '1 millisecond', o.lease_expires_at - o.heartbeat_at)`
-    : sql`coalesce(x.lease_ms * interval '1 millisecond', x.lease_expires_at - x.heartbeat_at)`
+    ? sql`coalesce(CASE WHEN o.lease_ms >= 0::float8 AND o.lease_ms <= 2147483647::float8
+                        THEN o.lease_ms * interval '1 millisecond' END, o.lease_expires_at - o.heartbeat_at)`
+    : sql`coalesce(CASE WHEN x.lease_ms >= 0::float8 AND x.lease_ms <= 2147483647::float8
+                        THEN x.lease_ms * interval '1 millisecond' END, x.lease_expires_at - x.heartbeat_at)`
 
 /** The highest epoch, and acknowledgement, the store counts to (2^52 - 1; see `ahead`): the literal in the statements' text. */
 export const highestEpoch = "4503599627370495"
@@ -199,8 +204,10 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
  * row or moves its index), what a change recorded when it first found indices missing
  * (`missing_ms`: how long ago, null if none did since they last added up; `missing_wait_ms`;
  * `missing_was`), and the longest lease of the group's rows (`lease_ms`: the longest as its last
- * change left them, migration 0015, or of the rows now). See `markMissing`. Indices are looked for up
- * to 65,536 (a size set higher by hand is found missing in that range).
+ * change left them, migration 0015; `rows_lease_ms`: of the rows now). See `markMissing`. Indices are
+ * looked for up to 65,536 (a size set higher by hand is found missing in that range). The values of
+ * the record are the database's: anyone who may write `groups` may have set them (the store checks
+ * them).
  */
 export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | null) =>
   sql<{
@@ -214,6 +221,7 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | nu
     missing_wait_ms: number | null
     missing_was: ReadonlyArray<number> | null
     lease_ms: number | null
+    rows_lease_ms: number | null
   }>`
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}
@@ -221,10 +229,13 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | nu
            (SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
               FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
              WHERE NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.group_id = g.group_id AND m.idx = i.i)) AS missing,
-           ${epochMs(sql, sql`${at(sql, now)} - g.missing_since`)} AS missing_ms,
-           g.missing_wait_ms, g.missing_indices AS missing_was,
-           GREATEST(g.lease_ms, (SELECT ${epochMs(sql, sql`pg_catalog.max(${leaseOf(sql, "o")})`)}
-                                   FROM modulo_group.members o WHERE o.group_id = g.group_id)) AS lease_ms
+           -- (A time set to infinity by hand has no age: unknown. Before PostgreSQL 17 the subtraction
+           -- failed every change: an adversarial review.)
+           CASE WHEN pg_catalog.isfinite(g.missing_since)
+                THEN ${epochMs(sql, sql`${at(sql, now)} - g.missing_since`)} END AS missing_ms,
+           g.missing_wait_ms, g.missing_indices AS missing_was, g.lease_ms,
+           (SELECT ${epochMs(sql, sql`pg_catalog.max(${leaseOf(sql, "o")})`)}
+              FROM modulo_group.members o WHERE o.group_id = g.group_id) AS rows_lease_ms
       FROM modulo_group.groups g WHERE g.group_id = ${groupId}::text FOR UPDATE`
 
 /**
