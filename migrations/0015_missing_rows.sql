@@ -22,13 +22,14 @@ ALTER TABLE modulo_group.groups ADD COLUMN IF NOT EXISTS missing_wait_ms double 
 ALTER TABLE modulo_group.groups ADD COLUMN IF NOT EXISTS missing_indices integer[];
 
 -- The groups that run during the upgrade: the longest lease of their rows now (a row an older
--- release wrote has no lease_ms, nor one edited by hand out of 0 to 2^31 - 1 ms: its times), at most
--- 2^31 - 1 ms (the longest lease a member takes).
+-- release wrote has no lease_ms, nor one edited by hand out of 0 to 2^31 - 1 ms: its times, if
+-- finite), at most 2^31 - 1 ms (the longest lease a member takes).
 UPDATE modulo_group.groups g
    SET lease_ms = LEAST(2147483647::float8, (
          SELECT (extract(epoch FROM max(coalesce(
                    CASE WHEN m.lease_ms >= 0::float8 AND m.lease_ms <= 2147483647::float8 THEN m.lease_ms * interval '1 millisecond' END,
-                   m.lease_expires_at - m.heartbeat_at))) OPERATOR(pg_catalog.*) 1000)::float8
+                   CASE WHEN isfinite(m.lease_expires_at) AND isfinite(m.heartbeat_at) THEN m.lease_expires_at - m.heartbeat_at END
+                 ))) OPERATOR(pg_catalog.*) 1000)::float8
            FROM modulo_group.members m WHERE m.group_id = g.group_id))
  WHERE g.lease_ms IS NULL;
 

@@ -650,15 +650,13 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           // as leases are.
           const missing = g!.missing ?? []
           if (holds && missing.length > 0) {
-            const was = new Set(g!.missing_was ?? [])
             // The record as a change left it, unless edited by hand: an age that is not a finite
             // non-negative number (a time ahead of now, or infinity), or a wait that is not one
             // (null, NaN, negative: each switched the wait off, an adversarial review), is no record.
-            const recordedMs = sane(g!.missing_ms)
-            const recordedWaitMs = sane(g!.missing_wait_ms)
+            const left = missingWait(missing, { sinceMs: g!.missing_ms, waitMs: g!.missing_wait_ms, indices: g!.missing_was })
             let waitMs: number
             let sinceMs: number
-            if (recordedMs === undefined || recordedWaitMs === undefined || !missing.every((i) => was.has(i))) {
+            if (Option.isNone(left)) {
               // The longest lease of the group's rows: as its last change left them, of the rows
               // now, and as this process has read them (each only if a number: NaN set by hand took
               // the wait off); none of them only when no row is left in a group no change has made
@@ -673,8 +671,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               yield* onStatement(operation, "missing")
               yield* Statements.markMissing(sql, groupId, now, waitMs, missing)
             } else {
-              waitMs = Math.min(Duration.toMillis(maxDuration), recordedWaitMs)
-              sinceMs = recordedMs
+              waitMs = Math.min(Duration.toMillis(maxDuration), num(g!.missing_wait_ms))
+              sinceMs = waitMs - left.value
             }
             if (sinceMs < waitMs) {
               return new Held(new RowsMissing(
@@ -1570,9 +1568,14 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
 const wholeState = (r: Statements.RenewedRow) =>
   num(r.assigned_epoch) === num(r.epoch) && num(r.assigned_size) === num(r.size)
 
-/** A renewal's view has the barrier down: one state, in which every row has acknowledged its epoch. */
+/**
+ * A renewal's view has the barrier down: one state, in which every row has acknowledged its epoch,
+ * and no row is missing: a row deleted by hand before it acknowledged (its member still working the
+ * epoch before) is no acknowledgement (a review of migration 0015: the others started beside it).
+ * The change that repairs, after the wait (`RowsMissing`), starts an epoch of its own.
+ */
 const barrierDown = (r: Statements.RenewedRow) =>
-  wholeState(r) && num(r.unacked) === 0 && num(r.acked) === num(r.epoch)
+  wholeState(r) && num(r.rows) >= num(r.size) && num(r.unacked) === 0 && num(r.acked) === num(r.epoch)
 
 const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   groupId: r.group_id,
@@ -1590,6 +1593,33 @@ const sane = (ms: number | string | null): number | undefined => {
   if (ms === null) return undefined
   const n = num(ms)
   return Number.isFinite(n) && n >= 0 ? n : undefined
+}
+
+/**
+ * How a group's changes stand with indices that no member row holds (migration 0015; docs/protocol.md,
+ * "Indices with no row"), from `missing` (the indices, now) and the record a change left in the
+ * group row: `sinceMs` (how long ago it found them missing; null if none did, or not a time),
+ * `waitMs` (how long it found the changes must wait) and `indices` (which it found). `None`: no
+ * usable record for these indices (none, edited by hand, or of other indices): the next change
+ * records one and waits a whole lease. `Some(ms)`: how much longer the changes wait (0: the next
+ * repairs). What the store decides by and `status` shows.
+ *
+ * @since 0.5.0
+ * @category missing rows
+ */
+export const missingWait = (
+  missing: ReadonlyArray<number>,
+  record: {
+    readonly sinceMs: number | string | null
+    readonly waitMs: number | string | null
+    readonly indices: ReadonlyArray<number> | null
+  }
+): Option.Option<number> => {
+  const sinceMs = sane(record.sinceMs)
+  const waitMs = sane(record.waitMs)
+  const was = new Set(record.indices ?? [])
+  if (sinceMs === undefined || waitMs === undefined || !missing.every((i) => was.has(i))) return Option.none()
+  return Option.some(Math.max(0, Math.min(Duration.toMillis(maxDuration), waitMs) - sinceMs))
 }
 
 const longestOf = (r: { readonly longest_lease_ms: number | string | null }, leaseMs: number): number =>

@@ -14,7 +14,8 @@ import { Effect, Either, Option } from "effect"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { StoreLive } from "../faults/support.js"
-import { randomGroupId } from "../support/Database.js"
+import * as Migrations from "../../src/Migrations.js"
+import { ownDatabase, randomGroupId } from "../support/Database.js"
 
 const info = (name: string) => ({ memberId: crypto.randomUUID(), host: "test", pid: 1, name })
 
@@ -139,4 +140,21 @@ it.live("a member row's lease set to NaN, infinity or below 0 by hand: renewals 
       const [r] = yield* sql<{ lease: number }>`SELECT lease_ms AS lease FROM modulo_group.members WHERE member_id = ${y.memberId}`
       expect(r!.lease).toBe(5_000)
     }
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
+
+it.live("a row with lease_ms NaN and an infinite lease_expires_at fails no change and no renewal of its group", () =>
+  Effect.gen(function*() {
+    // A database of its own: the other files' reads of every group (the dashboard's) are not this test's.
+    const db = yield* ownDatabase("inftimes", { maxConnections: 10 })
+    yield* Effect.gen(function*() {
+      yield* Migrations.run
+      const sql = yield* SqlClient.SqlClient
+      const { groupId, store, x, y } = yield* threeMembers("inf-times")
+      // y's process is gone; an operator had pinned its lease (and its lease_ms is not a number).
+      yield* sql`UPDATE modulo_group.members SET lease_ms = 'NaN', lease_expires_at = 'infinity' WHERE member_id = ${y.memberId}`
+      const join = yield* Effect.either(store.join(groupId, info("w"), 5_000))
+      const renew = yield* Effect.either(store.heartbeat(groupId, x.memberId, 0, 5_000))
+      // Before: "cannot subtract infinite timestamps" (PostgreSQL < 17) for both, for good.
+      expect({ join: reasonOf(join), renew: reasonOf(renew) }).toEqual({ join: "ok", renew: "ok" })
+    }).pipe(Effect.scoped, Effect.provide(db.layer))
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)

@@ -10,7 +10,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
-import { MembershipConfig, type MembershipStore, Migrations, Slots } from "modulo-group"
+import { MembershipConfig, type MembershipStore, Migrations, PgMembershipStore, Slots } from "modulo-group"
 import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
@@ -367,9 +367,10 @@ export const snapshot = (
       ? sql`(SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
                FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
               WHERE NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.group_id = g.group_id AND x.idx = i.i)) AS missing,
-             (extract(epoch FROM g.missing_since + g.missing_wait_ms * interval '1 millisecond' - statement_timestamp())
-                OPERATOR(pg_catalog.*) 1000)::float8 AS held_ms`
-      : sql`NULL::int4[] AS missing, NULL::float8 AS held_ms`
+             CASE WHEN pg_catalog.isfinite(g.missing_since)
+                  THEN (extract(epoch FROM statement_timestamp() - g.missing_since) OPERATOR(pg_catalog.*) 1000)::float8 END AS missing_ms,
+             g.missing_wait_ms, g.missing_indices AS missing_was`
+      : sql`NULL::int4[] AS missing, NULL::float8 AS missing_ms, NULL::float8 AS missing_wait_ms, NULL::int4[] AS missing_was`
     const rows = yield* sql<{
       slots: number | null
       held_slots: ReadonlyArray<number> | null
@@ -396,7 +397,9 @@ export const snapshot = (
       grace_left_ms: string | null
       waiters: unknown
       missing: ReadonlyArray<number> | null
-      held_ms: number | null
+      missing_ms: number | null
+      missing_wait_ms: number | null
+      missing_was: ReadonlyArray<number> | null
     }>`
       SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms, g.incarnation,
              (extract(epoch FROM statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS now_ms,
@@ -423,7 +426,16 @@ export const snapshot = (
       nowMs: num(first.now_ms),
       slots: first.slots === null ? null : num(first.slots),
       missingIndices: (first.missing ?? []).map(num),
-      changesHeldMs: first.missing === null || first.held_ms === null ? null : Math.round(num(first.held_ms))
+      // As the store reads the record (a time or wait edited by hand, or a record of other indices,
+      // is none: the next change records one).
+      changesHeldMs: first.missing === null ? null : Option.getOrNull(Option.map(
+        PgMembershipStore.missingWait(first.missing.map(num), {
+          sinceMs: first.missing_ms,
+          waitMs: first.missing_wait_ms,
+          indices: first.missing_was
+        }),
+        Math.round
+      ))
     }
     const members: Array<StatusMember & { readonly stoppingSinceMs: number | null; readonly leaseMs: number }> = []
     for (const r of rows) {

@@ -77,14 +77,19 @@ const written = (sql: Sql, alias: "" | "m." | "me." | "s.", writer: string): Sta
  * hour, and reaping after a clock step for 24 days). A row an older release wrote has none: its times.
  * Nor has a row whose `lease_ms` is not one a member takes (0 to 2^31 - 1 ms: NaN, infinite or
  * negative, set by hand): `NaN * interval` fails ("interval out of range"), and every renewal of the
- * group with it, for good (found by a test of migration 0015).
+ * group with it, for good (found by a test of migration 0015); nor do infinite times (set by hand)
+ * stand in ("cannot subtract infinite timestamps": a review).
  */
 const leaseOf = (sql: Sql, alias: "o" | "x"): Statement.Fragment =>
   alias === "o"
     ? sql`coalesce(CASE WHEN o.lease_ms >= 0::float8 AND o.lease_ms <= 2147483647::float8
-                        THEN o.lease_ms * interval '1 millisecond' END, o.lease_expires_at - o.heartbeat_at)`
+                        THEN o.lease_ms * interval '1 millisecond' END,
+                   CASE WHEN pg_catalog.isfinite(o.lease_expires_at) AND pg_catalog.isfinite(o.heartbeat_at)
+                        THEN o.lease_expires_at - o.heartbeat_at END)`
     : sql`coalesce(CASE WHEN x.lease_ms >= 0::float8 AND x.lease_ms <= 2147483647::float8
-                        THEN x.lease_ms * interval '1 millisecond' END, x.lease_expires_at - x.heartbeat_at)`
+                        THEN x.lease_ms * interval '1 millisecond' END,
+                   CASE WHEN pg_catalog.isfinite(x.lease_expires_at) AND pg_catalog.isfinite(x.heartbeat_at)
+                        THEN x.lease_expires_at - x.heartbeat_at END)`
 
 /** The highest epoch, and acknowledgement, the store counts to (2^52 - 1; see `ahead`): the literal in the statements' text. */
 export const highestEpoch = "4503599627370495"
@@ -223,12 +228,20 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | nu
     lease_ms: number | null
     rows_lease_ms: number | null
   }>`
+    WITH held AS MATERIALIZED (
+      -- Every member row of the group, locked against deletion and index changes until this change
+      -- commits (renewals and fenced transactions take weaker locks: not held up), as the database
+      -- has them after any such statement in flight committed: a row deleted by hand after the
+      -- indices were read, before the reassignment, was reassigned at once (a review: 1.3 s of two
+      -- epochs at once). The missing indices are read from these rows, not from the snapshot.
+      SELECT m.idx FROM modulo_group.members m WHERE m.group_id = ${groupId}::text FOR KEY SHARE OF m
+    )
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
                                WHERE m.group_id = g.group_id AND ${member(sql, "m")}
                                  AND m.acked_epoch < 4503599627370495), 0) AS acked,
-           (SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
-              FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
-             WHERE NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.group_id = g.group_id AND m.idx = i.i)) AS missing,
+           (SELECT pg_catalog.array_agg(d.i ORDER BY d.i)
+              FROM (SELECT i.i FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
+                    EXCEPT SELECT held.idx FROM held) AS d) AS missing,
            -- (A time set to infinity by hand has no age: unknown. Before PostgreSQL 17 the subtraction
            -- failed every change: an adversarial review.)
            CASE WHEN pg_catalog.isfinite(g.missing_since)
