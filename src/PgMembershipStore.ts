@@ -103,15 +103,11 @@ class LockBusy {
 
 /**
  * A change found member rows missing (deleted by hand) that have not been missing for a lease yet
- * (`Statements.markMissing`): not made; nothing but the time they were found missing committed.
+ * (`Statements.markMissing`): not made; nothing but the time they were found missing committed (the
+ * change's transaction returns it, so that it commits, and fails with it after).
  */
 class RowsMissing {
   constructor(readonly reason: string) {}
-}
-
-/** What a change that `RowsMissing` held returns, so that its transaction commits (`markMissing`). */
-class Held {
-  constructor(readonly missing: RowsMissing) {}
 }
 
 /**
@@ -655,7 +651,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             // (null, NaN, negative: each switched the wait off, an adversarial review), is no record.
             const left = missingWait(missing, { sinceMs: g!.missing_ms, waitMs: g!.missing_wait_ms, indices: g!.missing_was })
             let waitMs: number
-            let sinceMs: number
+            let heldMs: number
             if (Option.isNone(left)) {
               // The longest lease of the group's rows: as its last change left them, of the rows
               // now, and as this process has read them (each only if a number: NaN set by hand took
@@ -667,20 +663,20 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 Duration.toMillis(maxDuration),
                 known.length === 0 ? Duration.toMillis(MembershipConfigDefaults.lease) : Math.max(...known)
               )
-              sinceMs = 0
+              heldMs = waitMs
               yield* onStatement(operation, "missing")
               yield* Statements.markMissing(sql, groupId, now, waitMs, missing)
             } else {
               waitMs = Math.min(Duration.toMillis(maxDuration), num(g!.missing_wait_ms))
-              sinceMs = waitMs - left.value
+              heldMs = left.value
             }
-            if (sinceMs < waitMs) {
-              return new Held(new RowsMissing(
+            if (heldMs > 0) {
+              return new RowsMissing(
                 `${missing.length} of the ${g!.size} indices of group "${groupId}" have no member row (deleted or ` +
                   `moved by hand?): their members may still work them until their own deadlines. No join, leave ` +
                   `or reap is made until they have been missing for the longest lease of the group's rows ` +
                   `(${Math.round(waitMs)} ms) (docs/operations.md, "A member row deleted by hand")`
-              ))
+              )
             }
           } else if (holds && (g!.missing_ms !== null || g!.missing_wait_ms !== null || g!.missing_was !== null)) {
             // They add up again without a change (a row put back by hand): forget them.
@@ -695,7 +691,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             slots: g!.slots === null ? null : num(g!.slots)
           })
         })
-      ), (result) => result instanceof Held ? Effect.fail(result.missing) : Effect.succeed(result as A))
+      ), (result) => result instanceof RowsMissing ? Effect.fail(result) : Effect.succeed(result as A))
 
     // A member's renewal alone (`Statements.renewLease`): for a member whose row a batch found locked
     // (a change in progress): it waits for the lock, within its bound, and reads its row as the
@@ -1586,8 +1582,6 @@ const toGroupRow = (r: Statements.GroupRow): GroupRow => ({
   slots: r.slots === null ? null : num(r.slots)
 })
 
-// A view's longest lease of the group's live rows (`GroupView.longestLeaseMs`), at least this
-// member's own, at most the longest duration a config takes (`maxDuration`: the longest a timer takes).
 /** A duration read from the database as a finite number of ms, at least 0; else none (null, NaN, ±Infinity, negative: set by hand). */
 const sane = (ms: number | string | null): number | undefined => {
   if (ms === null) return undefined
@@ -1622,6 +1616,8 @@ export const missingWait = (
   return Option.some(Math.max(0, Math.min(Duration.toMillis(maxDuration), waitMs) - sinceMs))
 }
 
+// A view's longest lease of the group's live rows (`GroupView.longestLeaseMs`), at least this
+// member's own, at most the longest duration a config takes (`maxDuration`: the longest a timer takes).
 const longestOf = (r: { readonly longest_lease_ms: number | string | null }, leaseMs: number): number =>
   Math.min(Math.max(leaseMs, r.longest_lease_ms === null ? 0 : num(r.longest_lease_ms)), Duration.toMillis(maxDuration))
 
