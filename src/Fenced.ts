@@ -164,7 +164,9 @@ const databaseError = (e: unknown): { readonly code: string; readonly message: s
  * 5. (`fenceMember`) `SELECT idx, lease_expires_at > clock_timestamp() ... FROM modulo_group.members WHERE member_id = $2 FOR KEY SHARE`,
  *    which also inserts a row into `modulo_group.fence_checks`: it queues the commit-time check
  * 6. the app's `effect`
- * 7. (`fenceEnd`) one statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
+ * 7. not inside an app transaction (`fenceDeferredNow`): `SET CONSTRAINTS ALL IMMEDIATE`, so that the app's
+ *    deferred checks run now and only the fence's own check is left for `COMMIT`; then (`fenceEnd`) one
+ *    statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
  *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row;
  *    inside an app transaction, the timeouts for the rest of it, which holds this block's locks until
  *    it ends: `statement_timeout` and `idle_in_transaction_session_timeout` each the app's value from
@@ -275,6 +277,24 @@ export const fencedWith = <A, E, R>(
 
       // The app's own errors are boxed, so that below they are told apart from the fence's.
       const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
+
+      // Its own transaction: the app's deferred checks now, before the lease is checked again, so that
+      // none of them is left to wait at COMMIT after the fence's last check there (`Statements.fenceDeferredNow`).
+      // The fence's first check runs among them: a lease that ended by then fails it here, said as
+      // fenceEnd says it (this is not yet the COMMIT).
+      if (!nested) {
+        yield* Statements.fenceDeferredNow(sql).pipe(Effect.catchIf(
+          (e) => databaseError(e)?.code === commitCheckSqlState,
+          (e) => {
+            const ms = /lease expired (\d+) ms/.exec(databaseError(e)!.message)?.[1]
+            return Effect.fail(stale(
+              ms === undefined
+                ? databaseError(e)!.message.replace(/^modulo_group fence: /, "")
+                : `the lease expired during the transaction (${ms} ms ago, once the body's deferred checks had run)`
+            ))
+          }
+        ))
+      }
 
       // Nothing above can have changed (we hold the locks) but the lease, which only our own
       // heartbeats renew: a member that stopped renewing does not commit. In the same statement:

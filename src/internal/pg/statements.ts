@@ -234,6 +234,7 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | nu
       -- has them after any such statement in flight committed: a row deleted by hand after the
       -- indices were read, before the reassignment, was reassigned at once (a review: 1.3 s of two
       -- epochs at once). The missing indices are read from these rows, not from the snapshot.
+      -- (FOR KEY SHARE also holds off a change of a row's member id, its key: see selectOrphanSlots.)
       SELECT m.idx FROM modulo_group.members m WHERE m.group_id = ${groupId}::text FOR KEY SHARE OF m
     )
     SELECT g.epoch, g.size, g.incarnation, g.slots, coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
@@ -252,7 +253,25 @@ export const selectGroupForUpdate = (sql: Sql, groupId: string, now: string | nu
       FROM modulo_group.groups g WHERE g.group_id = ${groupId}::text FOR UPDATE`
 
 /**
- * Under the group lock, when a change found indices that no member row holds (`selectGroupForUpdate`)
+ * Slots mode, under the group lock, right after `selectGroupForUpdate` (whose `FOR KEY SHARE` on the
+ * group's member rows holds off their deletion and any change of their member ids until the change
+ * commits): the slots held by a member id that no row of the group has, as -1 - slot (how
+ * `markMissing` records them beside missing indices). The change that deletes a holder's row hands
+ * its slots over itself, so such a slot was not let go by its holder: its row was deleted, or its
+ * member id changed, by hand, and its member may still work it until its own deadline. A statement
+ * of its own: a modulo-mode member's role need not read `modulo_group.slots`.
+ */
+export const selectOrphanSlots = (sql: Sql, groupId: string) =>
+  sql<{ orphans: ReadonlyArray<number> | null }>`
+    SELECT pg_catalog.array_agg((-1)::int4 OPERATOR(pg_catalog.-) s.slot ORDER BY s.slot) AS orphans
+      FROM modulo_group.slots s
+     WHERE s.group_id = ${groupId}::text AND s.holder IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM modulo_group.members m
+                        WHERE m.group_id = ${groupId}::text AND m.member_id OPERATOR(pg_catalog.=) s.holder)`
+
+/**
+ * Under the group lock, when a change found indices that no member row holds (`selectGroupForUpdate`;
+ * in slots mode also slots held by a member id no row has, recorded as -1 - slot)
  * and none before it had, or not these: records since when, which, and how long to wait (`waitMs`: the
  * longest lease of the group's rows). No change that would reassign indices is made until they have
  * been missing that long: a missing row's member, if alive, works its index until its own deadline
@@ -1631,6 +1650,19 @@ export const boundsWithin = (value: string, boundMs: number): boolean => {
  * them for longer than this bound.
  */
 const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithin(app, Number(boundMs)) ? app : boundMs)
+
+/**
+ * A fence of its own transaction, after the body and before its last statement: runs every deferred
+ * check and trigger the body queued (the app's `DEFERRABLE INITIALLY DEFERRED` foreign keys and
+ * constraint triggers, and what those queue in turn) now, under the fence's timer, and the fence's
+ * own first commit-time check with them. PostgreSQL runs deferred events at `COMMIT` in the order they
+ * were queued, later ones (an app's trigger cascading into a deferred foreign key) at the end: such a
+ * check, waiting for a row lock after the fence's check at `COMMIT` had passed, held the `COMMIT` open
+ * past the lease's end, and it committed then (an adversarial review: 0.7-1.3 s past the lease). So
+ * at `COMMIT` only the check `fenceEnd` queues is left. Not inside an app's transaction: the app's
+ * later statements there must keep their own constraint modes (docs/fencing.md, "Nesting").
+ */
+export const fenceDeferredNow = (sql: Sql) => sql`SET CONSTRAINTS ALL IMMEDIATE`
 
 /**
  * The fence's last statement, after the body: the transaction's id, the backstop settings and
