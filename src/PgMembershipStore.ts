@@ -644,7 +644,15 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           // (`Statements.markMissing`). Before, a join, a leave or a reap made meanwhile reassigned
           // at once (an adversarial review: 1.4 s of two epochs at once). On the database's clock,
           // as leases are.
-          const missing = g!.missing ?? []
+          // Slots mode: slots held by a member id that no row has (a row deleted, or its member id
+          // changed, by hand), as -1 - slot. The change that deletes a holder's row hands its slots over
+          // itself, so one found at a change's start was not let go by its holder: its member may still
+          // work it until its own deadline. Handed over at once, it ran twice (an adversarial review: a
+          // row whose member id was changed by hand, 2.1-2.4 s of two holders). Waited out as an index is.
+          const orphans = holds && g!.slots !== null
+            ? (yield* Statements.selectOrphanSlots(sql, groupId))[0]?.orphans ?? []
+            : []
+          const missing = [...(g!.missing ?? []), ...orphans]
           if (holds && missing.length > 0) {
             // The record as a change left it, unless edited by hand: an age that is not a finite
             // non-negative number (a time ahead of now, or infinity), or a wait that is not one
@@ -671,10 +679,16 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               heldMs = left.value
             }
             if (heldMs > 0) {
+              const indices = missing.length - orphans.length
               return new RowsMissing(
-                `${missing.length} of the ${g!.size} indices of group "${groupId}" have no member row (deleted or ` +
-                  `moved by hand?): their members may still work them until their own deadlines. No join, leave ` +
-                  `or reap is made until they have been missing for the longest lease of the group's rows ` +
+                [
+                  ...(indices > 0 ? [`${indices} of the ${g!.size} indices of group "${groupId}" have no member row`] : []),
+                  ...(orphans.length > 0
+                    ? [`${orphans.length} slot(s) of group "${groupId}" are held by a member id no row has`]
+                    : [])
+                ].join(", and ") +
+                  ` (deleted or changed by hand?): their members may still work them until their own deadlines. No ` +
+                  `join, leave or reap is made until they have been missing for the longest lease of the group's rows ` +
                   `(${Math.round(waitMs)} ms) (docs/operations.md, "A member row deleted by hand")`
               )
             }

@@ -63,4 +63,41 @@ describe("status with a record of missing indices edited by hand", () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).not.toContain("the next join, leave or reap repairs the group")
   })
+  it("slots mode: slots held by a member id no row has are shown, with how long the changes wait for them", async () => {
+    const group = "odd-orphan-slots"
+    const c = await connect(db.url)
+    try {
+      await c.query(`INSERT INTO modulo_group.groups (group_id, epoch, size, slots) VALUES ($1, 3, 1, 4)`, [group])
+      const [{ id }] = (await c.query(
+        `INSERT INTO modulo_group.members (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, name)
+         VALUES (gen_random_uuid(), $1, 0, 3, now() + interval '1 hour', now(), now(), 'm0') RETURNING member_id AS id`,
+        [group]
+      )).rows as Array<{ id: string }>
+      // Slots 1 and 3 held by an id with no row (its row's member id changed by hand); the store's
+      // record of them, as -1 - slot, from 2 s ago with a wait of 10 s.
+      for (const slot of [0, 1, 2, 3]) {
+        await c.query(
+          `INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+           VALUES ($1, $2, $3, CASE WHEN $2 IN (1, 3) THEN gen_random_uuid() ELSE $3 END, 1, now())`,
+          [group, slot, id]
+        )
+      }
+      await c.query(
+        `UPDATE modulo_group.groups SET missing_since = now() - interval '2 seconds', missing_wait_ms = 10000,
+                missing_indices = '{-4,-2}' WHERE group_id = $1`,
+        [group]
+      )
+    } finally {
+      await c.end()
+    }
+    const r = await run(["status", group], env())
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/slots 1, 3 are held by a member id no row has \(deleted or changed by hand\?\): no join, leave or reap for [78]\.\ds more/)
+    const j = await run(["status", group, "--json"], env())
+    expect(j.code, j.stderr).toBe(0)
+    const parsed = JSON.parse(j.stdout) as { slotsHeldWithoutRow?: Array<number>; changesHeldMs?: number; missingIndices?: unknown }
+    expect(parsed.slotsHeldWithoutRow).toEqual([1, 3])
+    expect(parsed.missingIndices).toBeUndefined()
+    expect(parsed.changesHeldMs).toBeGreaterThan(7_000)
+  })
 })

@@ -224,7 +224,7 @@ const initialHoldings = (name: Name): Holdings.Holdings => {
       return {
         ...h,
         working: new Map([[0, 5]]),
-        inflight: new Map([[2, { generation: 7, uncertain: false }], [1, { generation: 3, uncertain: true }]])
+        inflight: new Map([[2, { generation: 7, uncertain: false, unanswered: 1 }], [1, { generation: 3, uncertain: true, unanswered: 0 }]])
       }
     case "b":
       return { ...h, working: new Map([[3, 2]]) }

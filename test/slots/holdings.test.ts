@@ -39,7 +39,7 @@ describe("Holdings", () => {
     expect(Holdings.onStopped(stopping, 1, 0)[1]).toEqual([])
     const [released, release] = Holdings.onStopped(stopping, 1, 1)
     expect(release).toEqual([{ _tag: "Release", stopped: [{ slot: 1, generation: 1 }] }])
-    expect(released.inflight.get(1)).toEqual({ generation: 1, uncertain: false })
+    expect(released.inflight.get(1)).toEqual({ generation: 1, uncertain: false, unanswered: 1 })
     // Answered: the slot is someone else's; a view without it is no contradiction.
     const done = Holdings.onReleased(released, [{ slot: 1, generation: 1 }], [1], 5)
     expect(done.inflight.size).toBe(0)
@@ -50,7 +50,7 @@ describe("Holdings", () => {
     const [h, actions] = Holdings.onView(Holdings.empty(8), view([[4, 2, false]]), true, 0)
     expect(actions).toEqual([{ _tag: "Release", stopped: [{ slot: 4, generation: 2 }] }])
     const unknown = Holdings.onReleased(h, [{ slot: 4, generation: 2 }], undefined, 1)
-    expect(unknown.inflight.get(4)).toEqual({ generation: 2, uncertain: true })
+    expect(unknown.inflight.get(4)).toEqual({ generation: 2, uncertain: true, unanswered: 0 })
     // Still held, not owned: sent again. Held and owned again at that generation: retaken, not started.
     expect(Holdings.onView(unknown, view([[4, 2, false]]), true, 2)[1]).toEqual([
       { _tag: "Release", stopped: [{ slot: 4, generation: 2 }] }
@@ -62,6 +62,30 @@ describe("Holdings", () => {
     const [back, start] = Holdings.onView(unknown, view([[4, 3, true]]), true, 4)
     expect(start).toEqual([{ _tag: "Start", slot: 4, generation: 3 }])
     expect(back.inflight.size).toBe(0)
+  })
+
+  it("a release sent again while unanswered: a \"released nothing\" for one send keeps the slot stopped until the other is answered", () => {
+    // Held, not owned: released; the next view (sent before the release reached its row) still shows
+    // it held and not owned: sent again.
+    const [h] = Holdings.onView(Holdings.empty(8), view([[1, 4, false]]), true, 0)
+    const [twice, again] = Holdings.onView(h, view([[1, 4, false]]), true, 1)
+    expect(again).toEqual([{ _tag: "Release", stopped: [{ slot: 1, generation: 4 }] }])
+    expect(twice.inflight.get(1)).toEqual({ generation: 4, uncertain: false, unanswered: 2 })
+    // The slot came back to this member (owned again); the first send released nothing.
+    const first = Holdings.onReleased(twice, [{ slot: 1, generation: 4 }], [], 2)
+    expect(first.inflight.get(1)).toEqual({ generation: 4, uncertain: false, unanswered: 1 })
+    // Held and owned at the released generation, the second send unanswered: retaken, never started
+    // (started, the late second send handed it away while it ran).
+    expect(Holdings.onView(first, view([[1, 4, true]]), true, 3)[1]).toEqual([{ _tag: "Retake", slot: 1, generation: 4 }])
+    // The second send timed out: its outcome unknown, still retaken.
+    const second = Holdings.onReleased(first, [{ slot: 1, generation: 4 }], undefined, 4)
+    expect(second.inflight.get(1)).toEqual({ generation: 4, uncertain: true, unanswered: 0 })
+    expect(Holdings.onView(second, view([[1, 4, true]]), true, 5)[1]).toEqual([{ _tag: "Retake", slot: 1, generation: 4 }])
+    // Both answered "released nothing": a slot like any other again.
+    const both = Holdings.onReleased(first, [{ slot: 1, generation: 4 }], [], 4)
+    expect(both.inflight.size).toBe(0)
+    // One of them applied: done, whatever the other says.
+    expect(Holdings.onReleased(twice, [{ slot: 1, generation: 4 }], [1], 2).inflight.size).toBe(0)
   })
 
   it("a view sent before the last release's reply is not acted on; a contradicting view is refused", () => {

@@ -33,6 +33,11 @@ export type StatusGroup = Pick<GroupRow, "groupId" | "epoch" | "size" | "changed
    * change waits until they have been missing for a lease (migration 0015). Absent or empty: none.
    */
   readonly missingIndices?: ReadonlyArray<number> | undefined
+  /**
+   * Slots mode: slots held by a member id that no row has (a row deleted or its member id changed by
+   * hand): every change waits for them as for a missing index. Absent or empty: none.
+   */
+  readonly orphanSlots?: ReadonlyArray<number> | undefined
   /** How much longer the changes wait, as the first change that found them recorded it (null: none has yet). */
   readonly changesHeldMs?: number | null | undefined
 }
@@ -178,17 +183,23 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
  */
 export const renderMissing = (group: StatusGroup): ReadonlyArray<string> => {
   const missing = group.missingIndices ?? []
-  if (missing.length === 0) return []
+  const orphans = group.orphanSlots ?? []
+  if (missing.length === 0 && orphans.length === 0) return []
   const held = group.changesHeldMs ?? null
+  const wait = held === null
+    ? "the next join, leave or reap will wait the group's longest lease"
+    : held > 0
+    ? `no join, leave or reap for ${formatMillis(held)} more`
+    : "the next join, leave or reap repairs the group"
   return [
-    `${missing.length === 1 ? "index" : "indices"} ${missing.join(", ")} of ${group.size} ${missing.length === 1 ? "has" : "have"} ` +
-    `no member row (deleted or moved by hand?): ${
-      held === null
-        ? "the next join, leave or reap will wait the group's longest lease"
-        : held > 0
-        ? `no join, leave or reap for ${formatMillis(held)} more`
-        : "the next join, leave or reap repairs the group"
-    }`
+    ...(missing.length === 0 ? [] : [
+      `${missing.length === 1 ? "index" : "indices"} ${missing.join(", ")} of ${group.size} ${missing.length === 1 ? "has" : "have"} ` +
+      `no member row (deleted or moved by hand?): ${wait}`
+    ]),
+    ...(orphans.length === 0 ? [] : [
+      `${orphans.length === 1 ? "slot" : "slots"} ${orphans.join(", ")} ${orphans.length === 1 ? "is" : "are"} held by a member id ` +
+      `no row has (deleted or changed by hand?): ${wait}`
+    ])
   ]
 }
 
@@ -255,9 +266,13 @@ export const statusJson = (s: GroupStatus) => ({
   size: s.group.size,
   changedAt: s.group.changedAt.toISOString(),
   ...(s.group.slots == null ? {} : { slots: s.group.slots }),
-  ...((s.group.missingIndices ?? []).length === 0
+  ...((s.group.missingIndices ?? []).length === 0 && (s.group.orphanSlots ?? []).length === 0
     ? {}
-    : { missingIndices: s.group.missingIndices, changesHeldMs: s.group.changesHeldMs ?? null }),
+    : {
+      ...((s.group.missingIndices ?? []).length === 0 ? {} : { missingIndices: s.group.missingIndices }),
+      ...((s.group.orphanSlots ?? []).length === 0 ? {} : { slotsHeldWithoutRow: s.group.orphanSlots }),
+      changesHeldMs: s.group.changesHeldMs ?? null
+    }),
   members: s.members.map((m) => ({
     index: s.group.slots == null ? m.index : null,
     ...(s.group.slots == null ? {} : { slots: m.heldSlots ?? [], pendingSlots: m.pendingSlots ?? 0 }),
@@ -362,6 +377,13 @@ export const snapshot = (
                WHERE s.group_id = g.group_id AND s.owner = m.member_id
                  AND s.holder IS DISTINCT FROM m.member_id) AS pending_slots`
       : sql`NULL::int AS slots, NULL::json AS held_slots, NULL::bigint AS pending_slots`
+    // Slots held by a member id that no row has (schema 15 waits for them as for missing indices).
+    const orphanColumn = slotPrivilege?.ok === true && version >= 15
+      ? sql`(SELECT pg_catalog.array_agg(s.slot ORDER BY s.slot) FROM modulo_group.slots s
+               WHERE s.group_id = g.group_id AND s.holder IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM modulo_group.members x
+                                  WHERE x.group_id = g.group_id AND x.member_id OPERATOR(pg_catalog.=) s.holder)) AS orphans`
+      : sql`NULL::int4[] AS orphans`
     // Indices with no member row, and how much longer the changes wait for them (schema 15).
     const missingColumns = version >= 15
       ? sql`(SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
@@ -400,6 +422,7 @@ export const snapshot = (
       missing_ms: number | null
       missing_wait_ms: number | null
       missing_was: ReadonlyArray<number> | null
+      orphans: ReadonlyArray<number> | null
     }>`
       SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms, g.incarnation,
              (extract(epoch FROM statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS now_ms,
@@ -408,7 +431,7 @@ export const snapshot = (
              (extract(epoch FROM statement_timestamp() - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS heartbeat_age_ms,
              (extract(epoch FROM m.lease_expires_at - statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
              (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_ms,
-             ${statics}, ${waiters}, ${slotColumns}, ${missingColumns}
+             ${statics}, ${waiters}, ${slotColumns}, ${missingColumns}, ${orphanColumn}
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
        WHERE g.group_id = ${groupId}::text
@@ -426,10 +449,11 @@ export const snapshot = (
       nowMs: num(first.now_ms),
       slots: first.slots === null ? null : num(first.slots),
       missingIndices: (first.missing ?? []).map(num),
+      orphanSlots: (first.orphans ?? []).map(num),
       // As the store reads the record (a time or wait edited by hand, or a record of other indices,
-      // is none: the next change records one).
-      changesHeldMs: first.missing === null ? null : Option.getOrNull(Option.map(
-        PgMembershipStore.missingWait(first.missing.map(num), {
+      // is none: the next change records one); slots as the store records them, -1 - slot.
+      changesHeldMs: version < 15 ? null : Option.getOrNull(Option.map(
+        PgMembershipStore.missingWait([...(first.missing ?? []).map(num), ...(first.orphans ?? []).map((slot) => -1 - num(slot))], {
           sinceMs: first.missing_ms,
           waitMs: first.missing_wait_ms,
           indices: first.missing_was

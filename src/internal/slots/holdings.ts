@@ -10,8 +10,8 @@
  * - a slot this member works that the view says it no longer owns is stopped, and released (at the
  *   generation it was worked under) only once its work has stopped;
  * - a slot it holds but neither works nor owns is released at once (no work of it runs here);
- * - a release whose outcome is unknown keeps the slot stopped until a view shows another holder or
- *   a higher generation; a view showing it held and owned again at the released generation makes the
+ * - a release whose outcome is unknown, or one of whose sends is unanswered, keeps the slot stopped
+ *   until a view shows another holder or a higher generation; a view showing it held and owned again at the released generation makes the
  *   member retake it (a new generation) first, so the late release can no longer apply.
  * - a view that contradicts what this member works (a slot it works or stops is held by someone
  *   else, or at another generation) is refused: the member stops everything and rejoins.
@@ -24,10 +24,18 @@ export interface Stopping {
   readonly release: boolean
 }
 
-/** A release sent for a slot. */
+/** A release sent for a slot (once, or again while unanswered). */
 export interface Inflight {
   readonly generation: number
   readonly uncertain: boolean
+  /**
+   * Sends of it not answered yet. A release sent again while an earlier send is unanswered (the view
+   * still showed the slot held) is two statements: a "released nothing" for one says nothing of the
+   * other, which may still apply (an adversarial review: the first's answer cleared the slot, the
+   * member worked it again at that generation, and the second, late, handed it to a newcomer while it
+   * ran: 2.1 s of two holders).
+   */
+  readonly unanswered: number
 }
 
 /** One member's slots. */
@@ -137,7 +145,10 @@ export const onView = (
         retakes.push({ _tag: "Retake", slot: s.slot, generation: sent })
         continue
       } else {
-        releases.push({ slot: s.slot, generation: sent }) // not applied yet, or lost: send it again
+        // Not applied yet, or lost: sent again, one more send to be answered.
+        const entry = inflight.get(s.slot)!
+        inflight.set(s.slot, { ...entry, unanswered: entry.unanswered + 1 })
+        releases.push({ slot: s.slot, generation: sent })
         continue
       }
     }
@@ -148,7 +159,7 @@ export const onView = (
       }
     } else {
       // Held, never worked here (or stopped by a fence), owned by another: nothing to stop.
-      inflight.set(s.slot, { generation: s.generation, uncertain: false })
+      inflight.set(s.slot, { generation: s.generation, uncertain: false, unanswered: 1 })
       releases.push({ slot: s.slot, generation: s.generation })
     }
   }
@@ -186,7 +197,7 @@ export const onStopped = (
   stopping.delete(slot)
   if (!stop.release) return [{ ...h, stopping }, []]
   const inflight = new Map(h.inflight)
-  inflight.set(slot, { generation, uncertain: false })
+  inflight.set(slot, { generation, uncertain: false, unanswered: 1 })
   return [{ ...h, stopping, inflight }, [{ _tag: "Release", stopped: [{ slot, generation }] }]]
 }
 
@@ -204,13 +215,17 @@ export const onReleased = (
   for (const { generation, slot } of stopped) {
     const sent = inflight.get(slot)
     if (sent === undefined || sent.generation !== generation) continue
+    const unanswered = Math.max(0, sent.unanswered - 1)
     if (released === undefined) {
       // May still apply later: only a higher generation (another holder's release, or the retake)
       // makes it harmless.
-      inflight.set(slot, { generation, uncertain: true })
-    } else if (released.includes(slot) || !sent.uncertain) {
-      // This statement applied, or it did not and no earlier one of this generation is unanswered.
+      inflight.set(slot, { generation, uncertain: true, unanswered })
+    } else if (released.includes(slot) || (!sent.uncertain && unanswered === 0)) {
+      // This statement applied (a later send of this generation can no longer), or it did not and no
+      // other send of this generation may still apply.
       inflight.delete(slot)
+    } else {
+      inflight.set(slot, { ...sent, unanswered })
     }
   }
   return { ...h, inflight, viewsFrom: Math.max(h.viewsFrom, at) }
