@@ -73,7 +73,19 @@ const handle = <A, E, R>(local: Shared, body: (shared: Shared) => Effect.Effect<
 // commands/join.ts's `MAX_FIBERS` (the type checks that they agree), without importing that module.
 const MAX_FIBERS: typeof Join.MAX_FIBERS = 10_000
 
-const group = Args.text({ name: "group" }).pipe(Args.withDescription("The group id (any text up to 200 characters)"))
+const group = Args.text({ name: "group" }).pipe(
+  Args.withDescription("The group id (any text up to 200 characters, not starting with --)"),
+  // `join --fibers` (the value forgotten) joined a group named "--fibers" (a review): an id that reads
+  // as an option is refused here; the library still takes any id.
+  Args.mapEffect((text) =>
+    text.startsWith("--")
+      ? Effect.fail(HelpDoc.p(
+        `Invalid group ${JSON.stringify(text)}: it looks like an option missing its value (the command line refuses ` +
+          `group ids that start with --)`
+      ))
+      : Effect.succeed(text)
+  )
+)
 
 const join = Command.make(
   "join",

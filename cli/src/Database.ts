@@ -105,7 +105,18 @@ export const validate = (url: string): Effect.Effect<string, CliError> =>
  * @internal
  */
 export const resolve = (flag: Option.Option<string>): Effect.Effect<Resolved, CliError> => {
-  if (Option.isSome(flag) && flag.value !== "") {
+  if (Option.isSome(flag)) {
+    // Given empty (`--database-url "$URL"` with URL unset): refused, not read as "no flag". It fell
+    // back to DATABASE_URL or the embedded server, where the other members of the group were not: two
+    // groups of one name in two databases, the same indices worked twice (a review).
+    if (flag.value === "") {
+      return Effect.fail(fail(
+        "--database-url is empty (a shell variable that is not set?): give a postgres:// URL, or leave the option " +
+          "out to use DATABASE_URL or the embedded server",
+        undefined,
+        ExitCodes.usage
+      ))
+    }
     return Effect.map(validate(flag.value), (url) => ({ url, source: "flag" as const }))
   }
   const env = process.env["DATABASE_URL"]

@@ -75,6 +75,21 @@ describe("modulo-group bad input (child processes)", () => {
     expect(oneLine(r.stderr)).toMatch(/^modulo-group: invalid database URL "mysql:\/\/u@h\/db": unsupported scheme "mysql"/)
   })
 
+  it("an empty --database-url is refused, not read as no option (it ran the member on the embedded server, a review)", async () => {
+    const r = await run(["join", group, "--database-url", ""], env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toMatch(/^modulo-group: --database-url is empty \(a shell variable that is not set\?\)/)
+  })
+
+  it("a group id that starts with -- is refused: an option whose value was forgotten (`join --fibers` joined a group \"--fibers\")", async () => {
+    const r = await run(["status", "--heartbeat"], env)
+    expect(r.code).toBe(USAGE)
+    expect(r.stderr).toContain(`Invalid group "--heartbeat": it looks like an option missing its value`)
+    const join = await run(["join", "--fibers"], env)
+    expect(join.code).toBe(USAGE)
+    expect(join.stdout).not.toContain("joining")
+  })
+
   it("a group id the library rejects", async () => {
     const empty = await run(["join", ""], env)
     expect(empty.code).toBe(USAGE)

@@ -63,7 +63,7 @@ describe("modulo-group --help (child processes)", () => {
     clean(r.stdout)
     const usage = section(r.stdout, "Usage:")
     expect(usage).toEqual(["  modulo-group join [options] <group>"])
-    expect(section(r.stdout, "Arguments:")).toEqual(["  <group>  The group id (any text up to 200 characters)"])
+    expect(section(r.stdout, "Arguments:")).toEqual(["  <group>  The group id (any text up to 200 characters, not starting with --)"])
     const options = section(r.stdout, "Options:")
     const names = optionNames(options)
     expect(new Set(names).size, `each option once: ${names.join(" ")}`).toBe(names.length)
