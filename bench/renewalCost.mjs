@@ -9,11 +9,16 @@
 //   store      `store.heartbeat` of one member (the PostgreSQL store's whole call)
 //   member     one member of a group of one, at a heartbeat of `spacing` ms (every renewal of its
 //              lease keeper: the wait, the store call, the reply's step)
+//   fibers     `RENEWAL_COST_MEMBERS` members (default 64) of one group in this process, at a heartbeat
+//              of `spacing` ms: their renewals share statements (a call: one member's renewal)
 //
 //   npm run build
 //   DATABASE_URL=postgres://... node bench/renewalCost.mjs [spacing=20] [seconds=10] [pieces=wake,statement,store,member]
 //
 // RENEWAL_COST_TOP=n also prints, per piece, the n functions that allocated most (KB per call).
+// RENEWAL_COST_OPS=1 also counts, over a third window as long, the Effect operations the runtime
+// executed and the fibers it started, per call, every fiber of the process included (a supervisor
+// with op supervision, which slows every operation: counted after the CPU and the bytes).
 // MODULO_GROUP_LIB: another build's `dist/src/index.js`, a path or a URL (its `internal/pg/statements.js` beside it),
 // for a before/after. CPU varies ±20% from run to run on a 2-core VM; the bytes allocated do not.
 // The database must be migrated (`npx modulo-group migrate`).
@@ -54,16 +59,33 @@ if (piece === undefined) {
 // A child: one piece.
 const { PgClient } = await import("@effect/sql-pg")
 const { SqlClient } = await import("@effect/sql")
-const { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } = await import("effect")
+const { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, RuntimeFlags, Scope, Supervisor } = await import("effect")
 const lib = await import(libUrl)
 const Statements = await import(new URL("internal/pg/statements.js", libUrl).href)
 const spacing = Number(process.env.RENEWAL_COST_SPACING)
 const seconds = Number(process.env.RENEWAL_COST_SECONDS)
 // The store's writer (migration 0012), given so that the bare statement renews as the store would.
 const writer = randomUUID()
+// RENEWAL_COST_OPS: operations and fiber starts, counted while `counting`.
+const countOps = process.env.RENEWAL_COST_OPS === "1"
+let counting = false
+let ops = 0
+let fibers = 0
+class OpCounter extends Supervisor.AbstractSupervisor {
+  get value() {
+    return Effect.void
+  }
+  onStart() {
+    if (counting) fibers++
+  }
+  onEffect() {
+    if (counting) ops++
+  }
+}
 const runtime = ManagedRuntime.make(lib.PgMembershipStore.layer({ migrate: false, writer }).pipe(
-  Layer.provideMerge(PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL), maxConnections: 2 })),
-  Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error))
+  Layer.provideMerge(PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL), maxConnections: piece === "fibers" ? 4 : 2 })),
+  Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Error)),
+  Layer.provideMerge(countOps ? Layer.merge(Supervisor.addSupervisor(new OpCounter()), RuntimeFlags.enableOpSupervision) : Layer.empty)
 ))
 const groupId = `renewal-cost-${randomUUID()}`
 const memberId = randomUUID()
@@ -72,15 +94,18 @@ let calls = 0
 const scope = await runtime.runPromise(Scope.make())
 const pause = spacing > 0 ? Effect.sleep(spacing) : Effect.void
 
-if (piece === "member") {
+if (piece === "member" || piece === "fibers") {
+  const members = piece === "fibers" ? Number(process.env.RENEWAL_COST_MEMBERS ?? 64) : 1
   await runtime.runPromise(Effect.gen(function*() {
     const base = yield* lib.MembershipStore.MembershipStore
     const store = { ...base, heartbeat: (...a) => Effect.tap(base.heartbeat(...a), () => Effect.sync(() => void calls++)) }
-    const member = yield* lib.Membership.make({ groupId, heartbeat: `${Math.max(spacing, 1)} millis`, lease: "10 seconds" }).pipe(
-      Effect.provideService(lib.MembershipStore.MembershipStore, store),
-      Scope.extend(scope)
-    )
-    yield* member.whileAssigned(() => Effect.never).pipe(Scope.extend(scope))
+    for (let i = 0; i < members; i++) {
+      const member = yield* lib.Membership.make({ groupId, heartbeat: `${Math.max(spacing, 1)} millis`, lease: "10 seconds" }).pipe(
+        Effect.provideService(lib.MembershipStore.MembershipStore, store),
+        Scope.extend(scope)
+      )
+      yield* member.whileAssigned(() => Effect.never).pipe(Scope.extend(scope))
+    }
   }))
 } else {
   runtime.runFork(Effect.gen(function*() {
@@ -116,6 +141,15 @@ calls0 = calls
 await sleep(seconds * 1_000)
 const { profile } = await session.post("HeapProfiler.stopSampling")
 const allocCalls = calls - calls0
+let opsLine = ""
+if (countOps) {
+  calls0 = calls
+  counting = true
+  await sleep(seconds * 1_000)
+  counting = false
+  const opCalls = calls - calls0
+  opsLine = `, ${(ops / opCalls).toFixed(0)} Effect operations and ${(fibers / opCalls).toFixed(2)} fibers started per call (${opCalls} calls)`
+}
 let bytes = 0
 // Per allocating function (name, file, line): its own bytes.
 const sites = new Map()
@@ -129,7 +163,7 @@ const walk = (node) => {
 walk(profile.head)
 console.log(
   `${piece.padEnd(9)} ${((cpu.user + cpu.system) / 1_000 / cpuCalls).toFixed(2)} ms CPU per call (${cpuCalls} calls), ` +
-    `${(bytes / 1_024 / allocCalls).toFixed(1)} KB allocated per call (${allocCalls} calls)`
+    `${(bytes / 1_024 / allocCalls).toFixed(1)} KB allocated per call (${allocCalls} calls)${opsLine}`
 )
 // RENEWAL_COST_TOP=n: the n functions that allocated most, in KB per call.
 const top = Number(process.env.RENEWAL_COST_TOP ?? 0)
