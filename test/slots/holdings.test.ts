@@ -380,6 +380,29 @@ describe("Holdings over the slot rows", () => {
     ])
   })
 
+  // As above, but neither send has been answered when the second goes: the first is answered "not
+  // released" (the slot was m0's again by then) while the second is still in flight. Clearing the
+  // slot on that answer (the entry was not uncertain: nothing had timed out) restarted it at that
+  // generation, and the second, late, handed it to m2 while m0 worked it (an adversarial review,
+  // 2.1 s of two holders on PostgreSQL: test/slots/lateDuplicateRelease.pg.test.ts).
+  it("directed: an answer for one send of a release sent twice does not clear the other, unanswered", () => {
+    simulate(2, [
+      { _tag: "join", who: 0 },
+      { _tag: "join", who: 0 },
+      { _tag: "renew", who: 0 },
+      { _tag: "stop", who: 0 },
+      { _tag: "send", who: 0 },
+      { _tag: "renew", who: 0 }, // still held, not owned: the release is sent again
+      { _tag: "send", who: 0 },
+      { _tag: "leave", who: 1 },
+      { _tag: "deliver", which: 0, lost: false }, // the first: not released (slot 1 is m0's again)
+      { _tag: "renew", who: 0 },
+      { _tag: "renew", who: 0 },
+      { _tag: "join", who: 0 },
+      { _tag: "deliver", which: 0, lost: false } // the second, late: must be a no-op
+    ])
+  })
+
   it.prop("randomized: no slot runs in two members; every running slot is held by its runner at that generation", [fc.integer({ min: 1, max: 6 }), fc.array(op, { maxLength: 60 })], ([S, ops]) => {
     simulate(S, ops)
   }, { fastCheck: { numRuns: 1500 } })
