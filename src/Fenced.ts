@@ -319,6 +319,17 @@ export const fencedWith = <A, E, R>(
             `commit-time check (a trigger) would not run. Use origin (the default) or local`
         )
       }
+      // A cursor WITH HOLD declared by the body runs its query to the end at COMMIT, after the fence's
+      // check there (it passed): a query that took long (a function that waited, a large sort)
+      // committed the body's writes past the lease (an adversarial review: 0.5 s past it). Refused.
+      // Nested, the app's COMMIT is the app's (see fencing.md, "Nesting").
+      if (!nested && after.held_cursors > 0) {
+        return yield* broken(
+          "the body declared a cursor WITH HOLD: PostgreSQL runs its query at COMMIT, after the fence's last check, " +
+            "so the transaction could commit after the lease ended. Close it before the body ends, or declare it " +
+            "without HOLD"
+        )
+      }
       // A tighter non-zero bound is a backstop still: a fenced block nested in this body (another
       // group's, or a shorter timeout) leaves at most its own backstop for the rest of the
       // transaction (`Statements.fenceEnd`), which failed this check while nothing had been removed

@@ -1617,6 +1617,11 @@ export interface FenceEnded {
   readonly idle: string
   readonly tx: string | null
   readonly replication: string
+  /**
+   * Cursors `WITH HOLD` declared in this transaction (`pg_cursors`, created since it began): PostgreSQL
+   * runs their queries to the end at `COMMIT`, after every deferred check, the fence's included.
+   */
+  readonly held_cursors: number
   readonly live: boolean | null
   readonly lease_left_ms: string | null
 }
@@ -1713,6 +1718,8 @@ export const fenceEnd = (
              pg_catalog.current_setting('session_replication_role') AS replication),
     queued AS (${queue})
     SELECT now.xact, now.marker, now.st, now.idle, now.tx, now.replication,
+           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors c
+             WHERE c.is_holdable AND c.creation_time OPERATOR(pg_catalog.>=) pg_catalog.now())::int4 AS held_cursors,
            m.lease_expires_at > pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            ${restoreOld}
