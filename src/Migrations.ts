@@ -55,7 +55,8 @@ export const migrations = [
   { version: 12, name: "0012_member_writer" },
   { version: 13, name: "0013_pinned_defaults" },
   { version: 14, name: "0014_member_lease" },
-  { version: 15, name: "0015_missing_rows" }
+  { version: 15, name: "0015_missing_rows" },
+  { version: 16, name: "0016_forget_on_rename" }
 ] as const
 
 /**

@@ -286,10 +286,10 @@ const describeError = (e: unknown): string => {
 // --- mutants ----------------------------------------------------------------------------------
 
 export const mutants = {
-  /** Departure 1: the change reads the slot rows without locking them. */
+  /** Departure 1: the change reads the slot rows without locking them (both of its reads: the orphans', and the rows it rewrites). */
   "change-reads-unlocked": {
-    match: /ORDER BY slot FOR NO KEY UPDATE/,
-    rewrite: (text: string) => text.replace(/ORDER BY slot FOR NO KEY UPDATE/, "ORDER BY slot")
+    match: /ORDER BY (s\.)?slot FOR NO KEY UPDATE/,
+    rewrite: (text: string) => text.replace(/ORDER BY (s\.)?slot FOR NO KEY UPDATE( OF s)?/, "ORDER BY $1slot")
   },
   /** Departure 2: a rejoin keeps the generations its earlier row held. */
   "rejoin-keeps-generations": {
