@@ -3,7 +3,7 @@ import { Effect, Exit, Layer, Scope } from "effect"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Membership from "../../src/Membership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
+import { MembershipStore, type MembershipStoreService } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { freezable } from "../faults/support.js"
 import { PgLive } from "../support/Database.js"
@@ -32,6 +32,27 @@ export const slotGroup = (groupId: string, base: Partial<MembershipConfigInput> 
     return { rec, join, groupId }
   })
 
+
+/**
+ * A member of `groupId` through `store` (a store of the test's own, wrapped to delay or hang calls),
+ * tracked by `rec`; its scope closes with the test's, or earlier by `Scope.close(scope)`.
+ */
+export const trackedMember = (
+  groupId: string,
+  rec: Effect.Effect.Success<ReturnType<typeof makeSlotRecorder>>,
+  base: Partial<MembershipConfigInput> = config
+) =>
+(name: string, store: MembershipStoreService, input: Partial<MembershipConfigInput> = {}) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const m = yield* Membership.make({ groupId, name, ...base, ...input }).pipe(
+      Effect.provideService(MembershipStore, store),
+      Scope.extend(scope)
+    )
+    yield* rec.track(m, name).pipe(Scope.extend(scope))
+    return { m, scope }
+  })
 
 /** Per slot, how long two members' runs overlapped (ms), from the recorded starts and stops. */
 export const overlaps = (events: ReadonlyArray<SlotEvent>, until: number) => {

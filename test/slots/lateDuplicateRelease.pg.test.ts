@@ -31,14 +31,13 @@
  */
 import { expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Scope } from "effect"
-import * as Membership from "../../src/Membership.js"
 import { StoreError } from "../../src/MembershipError.js"
 import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { waitFor } from "../faults/support.js"
 import { randomGroupId } from "../support/Database.js"
 import { makeSlotRecorder } from "../support/SlotRecorder.js"
-import { overlaps, StoreLive } from "./fiberGroup.js"
+import { overlaps, StoreLive, trackedMember } from "./fiberGroup.js"
 
 const config = { slots: 2, heartbeat: "200 millis", lease: "3 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 
@@ -83,17 +82,7 @@ it.live("per-slot G2: a release answered \"released nothing\" does not clear a l
           )
         })
     }
-    const member = (name: string, s: MembershipStoreService, input: object = {}) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-        const m = yield* Membership.make({ groupId, name, ...config, ...input }).pipe(
-          Effect.provideService(MembershipStore, s),
-          Scope.extend(scope)
-        )
-        yield* rec.track(m, name).pipe(Scope.extend(scope))
-        return { m, scope }
-      })
+    const member = trackedMember(groupId, rec, config)
     const am = yield* member("a", a, { notifications: false })
     yield* waitFor(() => rec.covered() === 2, Duration.seconds(20), "a works both slots")
     // 1. c joins: slot 1 moves to c; a stops it and sends release #1 (held).

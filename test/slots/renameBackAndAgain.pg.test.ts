@@ -27,14 +27,13 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Scope } from "effect"
-import * as Membership from "../../src/Membership.js"
+import { Deferred, Duration, Effect } from "effect"
 import type { MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { waitFor } from "../faults/support.js"
 import { randomGroupId } from "../support/Database.js"
 import { makeSlotRecorder } from "../support/SlotRecorder.js"
-import { config, overlaps, StoreLive } from "./fiberGroup.js"
+import { config, overlaps, StoreLive, trackedMember } from "./fiberGroup.js"
 
 it.live("per-slot G2: a row renamed by hand, renamed back, and renamed again later: its slots wait a whole lease from the second rename", () =>
   Effect.gen(function*() {
@@ -57,18 +56,8 @@ it.live("per-slot G2: a row renamed by hand, renamed back, and renamed again lat
       releaseSlots: (...args) => Effect.suspend(() => (frozen ? Effect.never : store.releaseSlots(...args))),
       retakeSlot: (...args) => Effect.suspend(() => (frozen ? Effect.never : store.retakeSlot(...args)))
     }
-    const member = (name: string, s: MembershipStoreService, input: object = {}) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-        const m = yield* Membership.make({ groupId, name, ...config, ...input }).pipe(
-          Effect.provideService(MembershipStore, s),
-          Scope.extend(scope)
-        )
-        yield* rec.track(m, name).pipe(Scope.extend(scope))
-        return m
-      })
-    const a = yield* member("a", gated, { notifications: false })
+    const member = trackedMember(groupId, rec, config)
+    const { m: a } = yield* member("a", gated, { notifications: false })
     yield* member("b", store)
     yield* waitFor(() => rec.covered() === 8 && rec.running().size === 2, Duration.seconds(20), "formed")
     // 2. rename, one change attempt, rename back (a's renewals held meanwhile).
@@ -90,7 +79,7 @@ it.live("per-slot G2: a row renamed by hand, renamed back, and renamed again lat
     frozen = true
     yield* sql`UPDATE modulo_group.members SET member_id = gen_random_uuid() WHERE member_id = ${a.memberId}`
     const t2 = Date.now()
-    const c = yield* member("c", store)
+    const { m: c } = yield* member("c", store)
     console.log(`c joined ${Date.now() - t2} ms after the second rename`)
     yield* waitFor(() => !rec.running().has(a.memberId), Duration.seconds(20), "a stopped")
     yield* Effect.sleep("500 millis")
