@@ -386,6 +386,11 @@ export const fencedWith = <A, E, R>(
           if (db?.code === commitCheckSqlState) {
             return Effect.fail(stale(db.message.replace(/^modulo_group fence: /, "")))
           }
+          // A cursor WITH HOLD declared after the fence's last statement (a fiber the body left
+          // running on the connection), refused by the commit-time check itself (migration 0016).
+          if (db?.code === Constants.heldCursorSqlState) {
+            return Effect.fail(broken(db.message.replace(/^modulo_group fence: /, "")))
+          }
           // The server's backstop (statement_timeout, idle_in_transaction_session_timeout,
           // transaction_timeout) fired before the client's timer: a stalled client. Only past the
           // client's limit, so that an app's own shorter timeout stays the app's SqlError.

@@ -50,3 +50,10 @@ export const commitCheckSqlState = "MGF01"
  * connection whose backend it could not end (internal/pg/transaction.ts): nothing of it commits.
  */
 export const savepointLostSqlState = "MGF02"
+
+/**
+ * The SQLSTATE with which the commit-time check (migration 0016) fails a `COMMIT` of a transaction that
+ * declared a cursor WITH HOLD: PostgreSQL runs its query after the check, which could then commit past
+ * the lease. `fenced` reports it as `FenceBroken`.
+ */
+export const heldCursorSqlState = "MGF03"

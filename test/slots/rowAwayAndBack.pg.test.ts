@@ -24,6 +24,11 @@
  * Before the fix: 1519-1695 ms of two holders on the slot moved from a to c (4 of 4 runs; 389-707 ms with
  * the second rename at t1 + 1.5 s). Now a row trigger (migration 0016, `forget_missing_member`) forgets
  * the record whenever a row's member id changes: the join records anew and waits a whole lease.
+ *
+ * The same with the row moved to another group and back, then moved away again (a review of migration
+ * 0016, whose trigger fired on a change of member_id only: 527-528 ms of two holders on each of a's 4
+ * slots, 3 of 3 runs; in modulo mode, test/safety/missingRowMoved.pg.test.ts). The trigger fires on a
+ * change of group_id too.
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
@@ -35,7 +40,34 @@ import { randomGroupId } from "../support/Database.js"
 import { makeSlotRecorder } from "../support/SlotRecorder.js"
 import { config, overlaps, StoreLive, trackedMember } from "./fiberGroup.js"
 
-it.live("per-slot G2: a row renamed by hand, renamed back, and renamed again later: its slots wait a whole lease from the second rename", () =>
+/** The hand edits: take a's row away from the group, put it back, take it away again. */
+type Edit = (
+  sql: SqlClient.SqlClient,
+  groupId: string,
+  memberId: string
+) => Effect.Effect<{ readonly away: Effect.Effect<unknown, unknown>; readonly back: Effect.Effect<unknown, unknown>; readonly again: Effect.Effect<unknown, unknown> }, unknown>
+
+const edits: ReadonlyArray<readonly [string, Edit]> = [
+  ["given another member id", (sql, _groupId, memberId) => {
+    const x = crypto.randomUUID()
+    return Effect.succeed({
+      away: sql`UPDATE modulo_group.members SET member_id = ${x} WHERE member_id = ${memberId}`,
+      back: sql`UPDATE modulo_group.members SET member_id = ${memberId} WHERE member_id = ${x}`,
+      again: sql`UPDATE modulo_group.members SET member_id = gen_random_uuid() WHERE member_id = ${memberId}`
+    })
+  }],
+  ["moved to another group", (sql, groupId, memberId) =>
+    Effect.gen(function*() {
+      const away = `${groupId}-away`
+      // Another group row for the move (a copy of this one's; no member ever joins it).
+      yield* sql`INSERT INTO modulo_group.groups SELECT * FROM jsonb_populate_record(NULL::modulo_group.groups,
+        (SELECT to_jsonb(g) || jsonb_build_object('group_id', ${away}::text) FROM modulo_group.groups g WHERE g.group_id = ${groupId}))`
+      const move = (to: string) => sql`UPDATE modulo_group.members SET group_id = ${to} WHERE member_id = ${memberId}`
+      return { away: move(away), back: move(groupId), again: move(away) }
+    })]
+]
+
+for (const [what, edit] of edits) it.live(`per-slot G2: a row ${what} by hand, put back, and taken away again later: its slots wait a whole lease from the second edit`, () =>
   Effect.gen(function*() {
     const groupId = randomGroupId("rename-again")
     const store = yield* MembershipStore
@@ -60,27 +92,27 @@ it.live("per-slot G2: a row renamed by hand, renamed back, and renamed again lat
     const { m: a } = yield* member("a", gated, { notifications: false })
     yield* member("b", store)
     yield* waitFor(() => rec.covered() === 8 && rec.running().size === 2, Duration.seconds(20), "formed")
-    // 2. rename, one change attempt, rename back (a's renewals held meanwhile).
+    // 2. the edit, one change attempt, the edit undone (a's renewals held meanwhile).
     hbHold = yield* Deferred.make<void>()
     yield* Effect.sleep("60 millis")
-    const x = crypto.randomUUID()
-    yield* sql`UPDATE modulo_group.members SET member_id = ${x} WHERE member_id = ${a.memberId}`
+    const e = yield* edit(sql, groupId, a.memberId)
+    yield* e.away
     const t1 = Date.now()
     const attempt = yield* Effect.either(store.reap(groupId))
-    yield* sql`UPDATE modulo_group.members SET member_id = ${a.memberId} WHERE member_id = ${x}`
+    yield* e.back
     yield* Deferred.succeed(hbHold, undefined)
     hbHold = undefined
     const [r1] = yield* sql<{ missing_indices: Array<number> | null }>`SELECT missing_indices FROM modulo_group.groups WHERE group_id = ${groupId}`
     console.log(`attempt: ${attempt._tag} ${attempt._tag === "Left" ? attempt.left.reason : ""}; record ${JSON.stringify(r1?.missing_indices)}; took ${Date.now() - t1} ms`)
-    // 3. later: a hangs, its row is renamed again, c joins.
+    // 3. later: a hangs, its row is edited again, c joins.
     yield* Effect.sleep(Duration.millis(Math.max(0, t1 + 2500 - Date.now())))
     const [r2] = yield* sql<{ missing_indices: Array<number> | null }>`SELECT missing_indices FROM modulo_group.groups WHERE group_id = ${groupId}`
-    console.log(`record before the second rename: ${JSON.stringify(r2?.missing_indices)}`)
+    console.log(`record before the second edit: ${JSON.stringify(r2?.missing_indices)}`)
     frozen = true
-    yield* sql`UPDATE modulo_group.members SET member_id = gen_random_uuid() WHERE member_id = ${a.memberId}`
+    yield* e.again
     const t2 = Date.now()
     const { m: c } = yield* member("c", store)
-    console.log(`c joined ${Date.now() - t2} ms after the second rename`)
+    console.log(`c joined ${Date.now() - t2} ms after the second edit`)
     yield* waitFor(() => !rec.running().has(a.memberId), Duration.seconds(20), "a stopped")
     yield* Effect.sleep("500 millis")
     console.log(rec.events.map((e) => `${e.at - t1} ${e.kind} ${e.member === a.memberId ? "a" : e.member === c.memberId ? "c" : "b"} ${e.slot}@${e.generation}`).join("\n"))
