@@ -387,7 +387,7 @@ export const fencedWith = <A, E, R>(
             return Effect.fail(stale(db.message.replace(/^modulo_group fence: /, "")))
           }
           // A cursor WITH HOLD declared after the fence's last statement (a fiber the body left
-          // running on the connection), refused by the commit-time check itself (migration 0016).
+          // running on the connection), refused by the commit-time check itself (migration 0017).
           if (db?.code === Constants.heldCursorSqlState) {
             return Effect.fail(broken(db.message.replace(/^modulo_group fence: /, "")))
           }

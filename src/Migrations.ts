@@ -56,7 +56,8 @@ export const migrations = [
   { version: 13, name: "0013_pinned_defaults" },
   { version: 14, name: "0014_member_lease" },
   { version: 15, name: "0015_missing_rows" },
-  { version: 16, name: "0016_forget_on_rename" }
+  { version: 16, name: "0016_forget_on_rename" },
+  { version: 17, name: "0017_moves_and_held_cursors" }
 ] as const
 
 /**

@@ -85,7 +85,7 @@ it.live("a cursor WITH HOLD over a large sort: refused as well; closed in the bo
  * DECLARE ... WITH HOLD FOR SELECT <0.9 s function that stamps clock_timestamp()>). Queue on the
  * connection: SET CONSTRAINTS, poll (0 rows), fenceEnd (held_cursors = 0, lease live), DECLARE, COMMIT
  * (commit-time check passes, then the cursor's query runs 0.9 s, then the commit record).
- * Before the fix (migration 0016 counts them in the commit-time check itself, SQLSTATE MGF03 ->
+ * Before the fix (migration 0017 counts them in the commit-time check itself, SQLSTATE MGF03 ->
  * FenceBroken): fencedWith succeeded, the fenced write is committed, and the stamp taken inside the COMMIT
  * is past lease_expires_at.
  */

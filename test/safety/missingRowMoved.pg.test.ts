@@ -9,7 +9,7 @@
  * Interleaving (store level, leases 1 s, as missingRowRecord.pg.test.ts's delete/put back/delete):
  *   y's row moved to another group; a reap records {idx(y)} missing; the row is moved back (the record
  *   should go: it stays); 1.2 s later (longer than the first wait) y's row moved away again; a join.
- * Before the fix (migration 0016's trigger fires on UPDATE OF group_id too): the join went through at
+ * Before the fix (migration 0017: the trigger fires on UPDATE OF group_id too): the join went through at
  * once ("ok"), where a delete/put back/delete is held
  * (/have no member row/).
  */

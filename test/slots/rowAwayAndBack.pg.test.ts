@@ -27,8 +27,8 @@
  *
  * The same with the row moved to another group and back, then moved away again (a review of migration
  * 0016, whose trigger fired on a change of member_id only: 527-528 ms of two holders on each of a's 4
- * slots, 3 of 3 runs; in modulo mode, test/safety/missingRowMoved.pg.test.ts). The trigger fires on a
- * change of group_id too.
+ * slots, 3 of 3 runs; in modulo mode, test/safety/missingRowMoved.pg.test.ts). Migration 0017: the
+ * trigger fires on a change of group_id too.
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"

@@ -52,7 +52,7 @@ export const commitCheckSqlState = "MGF01"
 export const savepointLostSqlState = "MGF02"
 
 /**
- * The SQLSTATE with which the commit-time check (migration 0016) fails a `COMMIT` of a transaction that
+ * The SQLSTATE with which the commit-time check (migration 0017) fails a `COMMIT` of a transaction that
  * declared a cursor WITH HOLD: PostgreSQL runs its query after the check, which could then commit past
  * the lease. `fenced` reports it as `FenceBroken`.
  */
