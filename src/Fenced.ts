@@ -283,17 +283,16 @@ export const fencedWith = <A, E, R>(
       // The fence's first check runs among them: a lease that ended by then fails it here, said as
       // fenceEnd says it (this is not yet the COMMIT).
       if (!nested) {
-        yield* Statements.fenceDeferredNow(sql).pipe(Effect.catchIf(
-          (e) => databaseError(e)?.code === commitCheckSqlState,
-          (e) => {
-            const ms = /lease expired (\d+) ms/.exec(databaseError(e)!.message)?.[1]
-            return Effect.fail(stale(
-              ms === undefined
-                ? databaseError(e)!.message.replace(/^modulo_group fence: /, "")
-                : `the lease expired during the transaction (${ms} ms ago, once the body's deferred checks had run)`
-            ))
-          }
-        ))
+        yield* Statements.fenceDeferredNow(sql).pipe(Effect.catchAll((e): Effect.Effect<never, SqlError | StaleAssignment> => {
+          const db = databaseError(e)
+          if (db?.code !== commitCheckSqlState) return Effect.fail(e)
+          const ms = /lease expired (\d+) ms/.exec(db.message)?.[1]
+          return Effect.fail(stale(
+            ms === undefined
+              ? db.message.replace(/^modulo_group fence: /, "")
+              : `the lease expired during the transaction (${ms} ms ago, once the body's deferred checks had run)`
+          ))
+        }))
       }
 
       // Nothing above can have changed (we hold the locks) but the lease, which only our own

@@ -11,8 +11,9 @@
  *   generation it was worked under) only once its work has stopped;
  * - a slot it holds but neither works nor owns is released at once (no work of it runs here);
  * - a release whose outcome is unknown, or one of whose sends is unanswered, keeps the slot stopped
- *   until a view shows another holder or a higher generation; a view showing it held and owned again at the released generation makes the
- *   member retake it (a new generation) first, so the late release can no longer apply.
+ *   until a view shows another holder or a higher generation; a view showing it held and owned again
+ *   at the released generation makes the member retake it (a new generation) first, so the late
+ *   release can no longer apply.
  * - a view that contradicts what this member works (a slot it works or stops is held by someone
  *   else, or at another generation) is refused: the member stops everything and rejoins.
  */
