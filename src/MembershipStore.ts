@@ -335,6 +335,14 @@ export interface MembershipStoreService {
        * "Heartbeats share statements"). Default 0: sent as soon as nothing is in flight.
        */
       readonly holdMs?: number | undefined
+      /**
+       * A held renewal (`holdMs` above 0) that the caller may want sent early: once the store has
+       * queued it, it hands `early` an effect that sends it at once, answering whether it had not been
+       * sent yet (so that it goes after that call; `false`: it is on its way already). A store that
+       * does not share statements (`sharesHeartbeats` unset) may ignore it: no member holds a renewal
+       * there.
+       */
+      readonly early?: ((sendNow: Effect.Effect<boolean>) => Effect.Effect<void>) | undefined
     }
   ) => Effect.Effect<Option.Option<GroupView>, StoreError>
   /**

@@ -1291,7 +1291,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               slots: hbOptions.slots === true,
               ackCurrent: hbOptions.ackCurrent === true,
               announce: hbOptions.announce === true
-            }, holdMs, { ms: statementTimeoutMs + holdMs, onTimeout: () => timedOut("heartbeat", statementTimeoutMs + holdMs) })
+            }, holdMs, { ms: statementTimeoutMs + holdMs, onTimeout: () => timedOut("heartbeat", statementTimeoutMs + holdMs) }, holdMs > 0 ? hbOptions.early : undefined)
             if (r === undefined) return Option.none<GroupView>()
             // An epoch above what the store counts to (set by hand; every change refuses it too) is
             // no view: the member neither stops for it nor acknowledges it, and its heartbeat fails,

@@ -68,4 +68,48 @@ describe("signal", () => {
       yield* TestClock.adjust(Duration.millis(90))
       expect(yield* Fiber.join(h)).toBe("timer")
     }))
+
+  it.effect("while a renewal is held, pokes and wakes (pending or new) go to it: taken when served, else pending; after unhold, to waits", () =>
+    Effect.gen(function*() {
+      const s = Signal.make()
+      const offered: Array<string> = []
+      let serves = true
+      const serve = (reason: "poke" | "wake") =>
+        Effect.sync(() => {
+          offered.push(reason)
+          return serves
+        })
+      // Pending when the hold begins: offered at once (a poke first, which takes the wake with it).
+      yield* s.wake
+      yield* s.poke
+      yield* s.hold(serve)
+      expect(offered).toEqual(["poke"])
+      // New ones while held: each offered; served, so taken.
+      yield* s.wake
+      yield* s.poke
+      expect(offered).toEqual(["poke", "wake", "poke"])
+      yield* s.unhold
+      const f = yield* Effect.fork(s.wait(50))
+      yield* TestClock.adjust(Duration.millis(50))
+      expect(yield* Fiber.join(f)).toBe("timer")
+
+      // Not served (the renewal is on its way already): it stays pending for the next wait.
+      serves = false
+      yield* s.hold(serve)
+      yield* s.wake
+      yield* s.unhold
+      expect(yield* s.wait(1_000)).toBe("wake")
+      yield* s.hold(serve)
+      yield* s.poke
+      yield* s.wake
+      yield* s.unhold
+      expect(offered.slice(3)).toEqual(["wake", "poke", "poke"])
+      expect(yield* s.wait(1_000)).toBe("poke")
+      expect(yield* s.wait(1_000)).toBe("wake")
+
+      // After unhold nothing is offered: a poke waits for the next wait.
+      yield* s.poke
+      expect(offered.length).toBe(6)
+      expect(yield* s.wait(1_000)).toBe("poke")
+    }))
 })

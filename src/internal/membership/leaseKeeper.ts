@@ -62,10 +62,18 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
      * which the caller takes it (`tokenTaken`). A clock that went back refills nothing (it used to
      * make the wait hours long, for a member whose clock read before the epoch of its first wake).
      */
-    const wakeTokenIn = (now: number): number => {
+    const refill = (now: number) => {
       const elapsed = wakeRefilledAt === undefined ? 0 : Math.max(0, now - wakeRefilledAt)
       wakeTokens = Math.min(wakeBurst, wakeTokens + elapsed / wakeRefillMs)
       wakeRefilledAt = now
+    }
+    /** Whether a wake token is there now (not taken). */
+    const hasWakeToken = (now: number): boolean => {
+      refill(now)
+      return wakeTokens >= 1
+    }
+    const wakeTokenIn = (now: number): number => {
+      refill(now)
       if (wakeTokens >= 1) {
         wakeTokens -= 1
         return 0
@@ -100,14 +108,25 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     // renewal goes later than without the window (its deadline counts from the time it was asked
     // for, earlier still); a wake-up or a poke while it is held sends it at once.
     // Only while another member renews through the same store: a member alone has nobody to share a
-    // statement with, and holding its renewal (a race with the poke and the wake-up, a timer in the
-    // batcher) cost its process about as much CPU as the rest of the renewal (docs/benchmarks.md).
+    // statement with, and holding its renewal (then a race with the poke and the wake-up, a timer in
+    // the batcher) cost its process about as much CPU as the rest of the renewal (docs/benchmarks.md).
     const fullWindowMs = store.sharesHeartbeats === true ? renewalWindowMs(config) : 0
     const windowNow: Effect.Effect<number> = fullWindowMs === 0 || store.sharesHeartbeatsNow === undefined
       ? Effect.succeed(fullWindowMs)
       : Effect.map(store.sharesHeartbeatsNow(ctx.info.memberId), (shared) => (shared ? fullWindowMs : 0))
-    const hurry = Effect.flatMap(ctx.signal.wait(undefined), (reason) => afterWait(reason, 0, Infinity))
-
+    // While a renewal is held, a poke sends it at once, and so does a wake that finds a token; one
+    // that finds none stays pending (the renewal goes at its time, and the next wait takes the wake).
+    // As does any that comes once the renewal is on its way: that renewal was sent before it. A race
+    // of the held call with a wait for the signal (two fibers, one interrupted, and a second call
+    // when the wait won) cost about a fifth of a renewal's allocation (docs/benchmarks.md).
+    const serveWhileHeld = (sendNow: Effect.Effect<boolean>) => (reason: "poke" | "wake") =>
+      reason === "poke" ? sendNow : Effect.flatMap(nowMillis, (now) => {
+        if (!hasWakeToken(now)) return Effect.succeed(false)
+        return Effect.tap(sendNow, (sent) => {
+          if (sent) wakeTokens -= 1
+        })
+      })
+    const holdUntilSignal = (sendNow: Effect.Effect<boolean>) => ctx.signal.hold(serveWhileHeld(sendNow))
 
     /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
     const renew = (windowMs: number) => Effect.gen(function*() {
@@ -136,7 +155,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         )
       }
       const sentAt = yield* nowMillis
-      const call = (holdMs: number) =>
+      const call = (holdMs: number, early?: (sendNow: Effect.Effect<boolean>) => Effect.Effect<void>) =>
         Effect.either(
           store.heartbeat(groupId, ctx.info.memberId, member.acked, ctx.timing.leaseMs, {
             // A waiting member that finds the barrier down announces it, unless it has heard it
@@ -145,15 +164,13 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
             stuck,
             slots: ctx.config.slots !== undefined,
             ackCurrent,
-            holdMs
+            holdMs,
+            early
           })
         )
       const held = windowMs > 0 && state._tag === "Assigned" && !stuck
       const result = held
-        ? yield* Effect.flatMap(
-          Effect.race(Effect.map(call(windowMs), (r) => ({ r })), Effect.as(hurry, undefined)),
-          (won) => (won === undefined ? call(0) : Effect.succeed(won.r))
-        )
+        ? yield* Effect.ensuring(call(windowMs, holdUntilSignal), ctx.signal.unhold)
         : yield* call(0)
       const receivedAt = yield* nowMillis
       if (result._tag === "Left") {

@@ -26,6 +26,14 @@ export interface Signal {
    * `Clock` (never, when undefined). A poke or wake it returns is taken (no longer pending).
    */
   readonly wait: (millis: number | undefined, options?: { readonly wakes?: boolean }) => Effect.Effect<Reason>
+  /**
+   * While the lease keeper's renewal is held (until `unhold`; never during a `wait`): a poke or a wake,
+   * pending or new, is offered to `serve`, which answers whether the renewal will go after it (then
+   * it is taken, and a poke takes a pending wake with it); otherwise it stays pending for the next
+   * `wait`.
+   */
+  readonly hold: (serve: (reason: "poke" | "wake") => Effect.Effect<boolean>) => Effect.Effect<void>
+  readonly unhold: Effect.Effect<void>
 }
 
 export const make = (): Signal => {
@@ -41,6 +49,8 @@ export const make = (): Signal => {
     handed: "poke" | "wake" | undefined
   }
   let waiter: Waiter | undefined = undefined
+  /** What a held renewal serves (`hold`), while one is held. */
+  let holder: ((reason: "poke" | "wake") => Effect.Effect<boolean>) | undefined = undefined
 
   /** Takes what is pending, as `wait` would return it (poke first). */
   const takePending = (wakes: boolean): "poke" | "wake" | undefined => {
@@ -55,9 +65,27 @@ export const make = (): Signal => {
     return undefined
   }
 
-  /** Hands what is pending to the wait in progress, if it takes it. */
+  /**
+   * Offers what is pending to the held renewal: taken while `serve` runs (a signal that comes
+   * meanwhile is offered on its own), put back unless served.
+   */
+  const offer = (serve: (reason: "poke" | "wake") => Effect.Effect<boolean>) =>
+    Effect.suspend(() => {
+      const hadPoke = poked
+      const hadWake = woken
+      if (!hadPoke && !hadWake) return Effect.void
+      poked = false
+      woken = false
+      return Effect.map(serve(hadPoke ? "poke" : "wake"), (served) => {
+        if (served) return
+        if (hadPoke) poked = true
+        if (hadWake) woken = true
+      })
+    })
+
+  /** Hands what is pending to the wait in progress, if it takes it, or offers it to a held renewal. */
   const deliver = Effect.suspend(() => {
-    if (waiter === undefined) return Effect.void
+    if (waiter === undefined) return holder === undefined ? Effect.void : offer(holder)
     const reason = takePending(waiter.wakes)
     if (reason === undefined) return Effect.void
     const handed = waiter
@@ -115,5 +143,14 @@ export const make = (): Signal => {
       })
     )
 
-  return { poke, wake, wait }
+  const hold = (serve: (reason: "poke" | "wake") => Effect.Effect<boolean>) =>
+    Effect.suspend(() => {
+      holder = serve
+      return offer(serve)
+    })
+  const unhold = Effect.sync(() => {
+    holder = undefined
+  })
+
+  return { poke, wake, wait, hold, unhold }
 }

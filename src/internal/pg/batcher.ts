@@ -6,6 +6,7 @@
  *   wait for it and go together in the next. A request may also be **held** up to `holdMs` (a plain
  *   periodic renewal: its member renews early enough for that, see leaseKeeper.ts), so that requests
  *   with random phases share a statement; any request that is due takes every queued one with it.
+ *   Its caller can send a held request early (`submit`'s `early`: its member was poked or woken).
  * - A key (a member) is never twice in one batch and never in flight twice: its next request waits
  *   in the queue until the one in flight has ended (its batch, or the single statement that followed
  *   it), or until `patienceMs` after that one was sent (a statement still running then is on a dead
@@ -42,7 +43,7 @@ export type Outcome<A, E> =
 interface Entry<Req, A, E> {
   readonly key: string
   readonly req: Req
-  readonly due: number
+  due: number
   readonly done: Deferred.Deferred<A, E>
   taken: boolean
 }
@@ -51,13 +52,15 @@ export interface Batcher<Req, A, E> {
   /**
    * Queues `req` for `key`, held at most `holdMs`; its answer. With `bound`, the caller waits at most
    * `bound.ms` for it, then gets `bound.onTimeout()`: a request not yet sent is dropped, one sent runs
-   * on in its batch's fiber (never interrupted), its answer going nowhere.
+   * on in its batch's fiber (never interrupted), its answer going nowhere. With `early`, once queued,
+   * the caller is handed an effect that sends the request at once (`sendNow`, below).
    */
   readonly submit: (
     key: string,
     req: Req,
     holdMs: number,
-    bound?: { readonly ms: number; readonly onTimeout: () => E }
+    bound?: { readonly ms: number; readonly onTimeout: () => E } | undefined,
+    early?: ((sendNow: Effect.Effect<boolean>) => Effect.Effect<void>) | undefined
   ) => Effect.Effect<A, E>
   /** Batches sent so far (tests, docs). */
   readonly batches: () => number
@@ -216,11 +219,23 @@ export const make = <Req, A, E>(
         return Effect.zipRight(Effect.all(after, { discard: true }), kick)
       }))
 
+  /**
+   * Sends a held `entry` with the next batch, as if it were due now; whether it had not been taken
+   * into a batch yet (so that it goes after this call).
+   */
+  const sendNow = (entry: Entry<Req, A, E>): Effect.Effect<boolean> =>
+    Effect.suspend(() => {
+      if (entry.taken) return Effect.succeed(false)
+      entry.due = -Infinity
+      return Effect.as(kick, true)
+    })
+
   const submit = (
     key: string,
     req: Req,
     holdMs: number,
-    bound?: { readonly ms: number; readonly onTimeout: () => E }
+    bound?: { readonly ms: number; readonly onTimeout: () => E },
+    early?: (sendNow: Effect.Effect<boolean>) => Effect.Effect<void>
   ): Effect.Effect<A, E> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
@@ -228,6 +243,7 @@ export const make = <Req, A, E>(
         const done = yield* Deferred.make<A, E>()
         const entry: Entry<Req, A, E> = { key, req, due: now + Math.max(0, holdMs), done, taken: false }
         queue.push(entry)
+        if (early !== undefined) yield* early(sendNow(entry))
         yield* kick
         // The bound ends the wait through the answer's own `Deferred` (the watchdog, above).
         const limit: Bounded | undefined = bound === undefined ? undefined : {
