@@ -10,7 +10,7 @@ import type { Option } from "effect"
 import * as Effect from "effect/Effect"
 import * as Database from "../Database.js"
 import type { StatusGroup } from "./status.js"
-import { bounded, NOT_INSTALLED, num, printsOnce, schemaReady, table, writeOut } from "./shared.js"
+import { bounded, isoOrNull, NOT_INSTALLED, num, printable, printsOnce, schemaReady, table, timeText, writeOut } from "./shared.js"
 
 /**
  * @since 0.1.0
@@ -21,7 +21,7 @@ export const renderGroups = (groups: ReadonlyArray<StatusGroup>): string =>
     ? "no groups"
     : table(
       ["GROUP", "EPOCH", "SIZE", "CHANGED"],
-      groups.map((g) => [g.groupId, String(g.epoch), String(g.size), g.changedAt.toISOString()])
+      groups.map((g) => [printable(g.groupId), String(g.epoch), String(g.size), timeText(g.changedAt)])
     )
 
 /**
@@ -53,7 +53,7 @@ export const groups = (options: { readonly json: boolean; readonly databaseUrl: 
       const rows = installed ? yield* bounded("the groups", allGroups) : []
       if (options.json) {
         return yield* writeOut(
-          JSON.stringify(rows.map((g) => ({ group: g.groupId, epoch: g.epoch, size: g.size, changedAt: g.changedAt.toISOString() })))
+          JSON.stringify(rows.map((g) => ({ group: g.groupId, epoch: g.epoch, size: g.size, changedAt: isoOrNull(g.changedAt) })))
         )
       }
       yield* writeOut(installed ? renderGroups(rows) : `no groups: ${NOT_INSTALLED}`)

@@ -40,6 +40,20 @@ export const schemaReady: Effect.Effect<boolean, MembershipError.SchemaMismatch 
   return true
 })
 
+/**
+ * Text from a row, for the terminal: its control characters as `?`. Anyone who can write the tables
+ * can put an escape sequence in a group id, a name or a host (the library refuses them in what it
+ * writes), and one printed as it is drives the operator's terminal.
+ */
+// eslint-disable-next-line no-control-regex
+export const printable = (text: string): string => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?")
+
+/** A time from a row as ISO 8601, or `null` when it is not a finite time (`infinity`, set by hand). */
+export const isoOrNull = (time: Date): string | null => (Number.isNaN(time.getTime()) ? null : time.toISOString())
+
+/** As `isoOrNull`, for text. */
+export const timeText = (time: Date): string => isoOrNull(time) ?? "not a finite time"
+
 /** A bigint column (a string from `pg`) or an int as a number. */
 export const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
 

@@ -14,7 +14,7 @@ import { MembershipConfig, type MembershipStore, Migrations, PgMembershipStore, 
 import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
-import { bounded, NOT_INSTALLED, num, printsOnce, schemaReady, table, writeOut } from "./shared.js"
+import { bounded, isoOrNull, NOT_INSTALLED, num, printable, printsOnce, schemaReady, table, timeText, writeOut } from "./shared.js"
 
 type GroupRow = MembershipStore.GroupRow
 type MemberRow = MembershipStore.MemberRow
@@ -211,7 +211,7 @@ export const renderStatus = (s: GroupStatus): string => {
   const slotCount = s.group.slots ?? null
   const head = `group ${s.group.groupId}: epoch ${s.group.epoch}, size ${s.group.size}${
     slotCount === null ? "" : `, ${slotCount} slots`
-  } (changed ${s.group.changedAt.toISOString()})`
+  } (changed ${timeText(s.group.changedAt)})`
   const waiting = [...renderMissing(s.group), ...renderWaiters(s)]
   const tail = waiting.length === 0 ? "" : `\n${waiting.join("\n")}`
   if (s.members.length === 0) return `${head}\nno members${tail}`
@@ -264,7 +264,7 @@ export const statusJson = (s: GroupStatus) => ({
   group: s.group.groupId,
   epoch: s.group.epoch,
   size: s.group.size,
-  changedAt: s.group.changedAt.toISOString(),
+  changedAt: isoOrNull(s.group.changedAt),
   ...(s.group.slots == null ? {} : { slots: s.group.slots }),
   ...((s.group.missingIndices ?? []).length === 0 && (s.group.orphanSlots ?? []).length === 0
     ? {}
@@ -284,9 +284,9 @@ export const statusJson = (s: GroupStatus) => ({
     leaseLeftMs: m.leaseLeftMs,
     state: m.state,
     memberId: m.memberId,
-    joinedAt: m.joinedAt.toISOString(),
+    joinedAt: isoOrNull(m.joinedAt),
     instanceId: m.instanceId ?? null,
-    releasedAt: m.releasedAt == null ? null : m.releasedAt.toISOString(),
+    releasedAt: m.releasedAt == null ? null : isoOrNull(m.releasedAt),
     graceLeftMs: m.graceLeftMs ?? null,
     stoppingMs: m.stoppingSinceMs ?? null
   })),
@@ -466,15 +466,16 @@ export const snapshot = (
       if (r.member_id === null) continue
       members.push({
         memberId: r.member_id,
-        name: r.name ?? "",
-        host: r.host ?? "",
+        // Text for the terminal (`printable`): a row written by hand may hold escape sequences.
+        name: printable(r.name ?? ""),
+        host: printable(r.host ?? ""),
         pid: r.pid ?? 0,
         index: r.idx,
         ackedEpoch: num(r.acked_epoch),
         joinedAt: new Date(num(r.joined_ms ?? 0)),
         heartbeatAgeMs: num(r.heartbeat_age_ms),
         leaseLeftMs: num(r.lease_left_ms),
-        instanceId: r.instance_id,
+        instanceId: r.instance_id === null ? null : printable(r.instance_id),
         releasedAt: r.released_ms === null ? null : new Date(num(r.released_ms)),
         graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms),
         stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms),
@@ -500,8 +501,7 @@ const decodeWaiters = (raw: unknown): ReadonlyArray<StatusWaiter> => {
   if (!Array.isArray(list)) return []
   // At most 200 characters (code points, as the library counts ids and names: a cut in UTF-16 units
   // split an emoji, and the waiter's instance id no longer matched its holder's; a review).
-  const text = (v: unknown) =>
-    typeof v === "string" ? Array.from(v.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?")).slice(0, 200).join("") : ""
+  const text = (v: unknown) => typeof v === "string" ? Array.from(printable(v)).slice(0, 200).join("") : ""
   return list.flatMap((w: Record<string, unknown>): Array<StatusWaiter> =>
     typeof w?.instanceId !== "string" || typeof w.memberId !== "string" ? [] : [{
       instanceId: text(w.instanceId),
