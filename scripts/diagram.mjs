@@ -205,6 +205,14 @@ export const generate = ({ MemberState, Transition }) => {
           { label: "StuckHeartbeat (not closing)", input: O.StuckHeartbeat(), now: 6_000, base: { state: leavingStuck, stuckSince: 5_000 } }
         )
         break
+      case "StoppingHeartbeat":
+        stepCases.push(
+          { label: "StoppingHeartbeat (scope closing, work stopping)", input: O.StoppingHeartbeat(), now: 1_000, base: { state: S.Leaving({ stopping: true, stuck: false }), closing: true } },
+          { label: "StoppingHeartbeat (scope closing, work stuck)", input: O.StoppingHeartbeat(), now: 6_000, base: { state: leavingStuck, closing: true, stuckSince: 5_000 } },
+          { label: "StoppingHeartbeat (not closing)", input: O.StoppingHeartbeat(), now: 1_000, base: { state: S.Leaving({ stopping: true, stuck: false }) } },
+          { label: "RenewalReplied (no row, scope closing, work stopping)", input: O.RenewalReplied({ term: 1, sentAt: 1_000, receivedAt: 1_010, reply: R.NoRow() }), now: 1_010, base: { state: S.Leaving({ stopping: true, stuck: false }), closing: true } }
+        )
+        break
     }
   }
   stepCases.push(
@@ -440,9 +448,12 @@ export const generate = ({ MemberState, Transition }) => {
     "above; an observation (made by the lease keeper, the fence timer or the work runner, applied at",
     "once) only changes the numbers and reports events to the driver. When the member's scope closes,",
     "its loops have stopped and the final leave runs the instructions of `ScopeClosing` and what",
-    "follows: past the stop timeout it holds the barrier itself (`HoldUntilStopped`: a `StuckHeartbeat`",
-    "at once and every heartbeat, each alarming and renewing, the replies ignored) and it retries the",
-    "delete within the statement timeout (`LeaveRetried`). Below, a member assigned in epoch 5, term 1,",
+    "follows: while the work stops it keeps the lease (a `StoppingHeartbeat` a heartbeat after the last",
+    "renewal that renewed, or at once, then every heartbeat, each renewing), past the stop timeout it",
+    "holds the barrier itself (`HoldUntilStopped`: a `StuckHeartbeat` at once and every heartbeat, each",
+    "alarming and renewing); the replies are ignored but for a row found gone while the work may run",
+    "(an alarm), and it retries the delete within the statement timeout (`LeaveRetried`). Below, a",
+    "member assigned in epoch 5, term 1,",
     "deadline 8000 (lease 10 s, fence margin 2 s, heartbeat 1 s), its last clock reading at 0 with the",
     "database at 1000; times in ms of the member's clock.",
     "",

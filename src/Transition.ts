@@ -711,6 +711,11 @@ export type Observation = Data.TaggedEnum<{
   StuckWorkStopped: {}
   /** At scope close, while the work will not stop (`HoldUntilStopped`): a heartbeat has come. */
   StuckHeartbeat: {}
+  /**
+   * At scope close, while the final leave waits for the work to stop (before `stopTimeout`): a
+   * heartbeat has come (the lease keeper has stopped; the lease is kept until the work has stopped).
+   */
+  StoppingHeartbeat: {}
   /** Slots mode: every work fiber of `slot` under `generation` has stopped (after `StopSlots`). */
   SlotStopped: { readonly slot: number; readonly generation: number }
   /**
@@ -744,6 +749,7 @@ export const observationTags = [
   "Acknowledged",
   "StuckWorkStopped",
   "StuckHeartbeat",
+  "StoppingHeartbeat",
   "SlotStopped",
   "SlotsReleased"
 ] as const satisfies ReadonlyArray<Observation["_tag"]>
@@ -1200,9 +1206,18 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
       return [{ ...member, slots }, []]
     }
     case "RenewalReplied": {
-      // At scope close a renewal only keeps the lease while the work will not stop: the final leave
-      // waits for the work alone, and no reply (a failure, a lost row) counts or lets it leave sooner.
-      if (member.closing) return [member, []]
+      // At scope close a renewal only keeps the lease while the work stops: the final leave waits for
+      // the work alone, and no reply (a failure, a lost row) counts or lets it leave sooner. A row
+      // found gone while the work may still run is said, loudly: the others may start its assignment
+      // beside it (its lease ran out, or it was deleted by hand).
+      if (member.closing) {
+        return observation.reply._tag === "NoRow" && member.state._tag === "Leaving" && member.state.stopping
+          ? [member, [Instruction.Alarm({
+            reason: "leaving, and this member's row is gone while its work has not stopped (its lease ran out, " +
+              "or the row was deleted): the others may start its assignment beside that work (G2)"
+          })]]
+          : [member, []]
+      }
       const { receivedAt, reply, sentAt, term } = observation
       if (reply._tag === "Failed") {
         return [member, [
@@ -1259,6 +1274,14 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
         Instruction.Measure({ metric: "stuckWork", value: 0 }),
         Instruction.Report({ event: Event.WorkStopped() })
       ]]
+    case "StoppingHeartbeat":
+      // At scope close the loops have stopped, and the final leave waits up to `stopTimeout` for the
+      // work to stop: the lease is kept meanwhile, as the lease keeper keeps it while a leave or a
+      // renegotiation stops the work (G2: never let the lease lapse while work may run). Without it a
+      // cleanup longer than what was left of the lease ran beside the next epoch (an adversarial review).
+      return member.closing && member.state._tag === "Leaving" && member.state.stopping && !member.state.stuck
+        ? [member, [Instruction.Renew({ stuck: false })]]
+        : [member, []]
     case "StuckHeartbeat": {
       // Holding the barrier at scope close (G2): never leave, nor let the lease lapse, while the work
       // may still run. Say so loudly, and renew (saying the work is stuck) every heartbeat.

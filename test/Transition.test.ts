@@ -1292,6 +1292,58 @@ describe("step: the final leave (the scope closes, the loops have stopped)", () 
   const holding = (seconds: string) =>
     Instruction.Alarm({ reason: `leaving, but work has not stopped for ${seconds} s; holding the barrier (renewing the lease) until it does` })
 
+  const rowGone = Instruction.Alarm({
+    reason: "leaving, and this member's row is gone while its work has not stopped (its lease ran out, " +
+      "or the row was deleted): the others may start its assignment beside that work (G2)"
+  })
+
+  it("while the work stops (before the stop timeout): every heartbeat renews, no reply counts; not once stuck, stopped or left", () => {
+    const steps = walkStep(member(S.Assigned(slot(5))), [
+      [Event.ScopeClosing(), 0],
+      [Observation.StoppingHeartbeat(), 0],
+      [replied(renewedView(50_000), { sentAt: 0, receivedAt: 10 }), 10],
+      [Observation.StoppingHeartbeat(), 1_000],
+      [replied(RenewalReply.Failed({ reason: "timeout" }), { sentAt: 1_000, receivedAt: 3_000 }), 3_000],
+      [Observation.StoppingHeartbeat(), 3_000],
+      [replied(RenewalReply.NoRow(), { sentAt: 3_000, receivedAt: 3_010 }), 3_010],
+      [Event.StopTimedOut(), 5_000],
+      // Stuck: `HoldUntilStopped`'s heartbeats renew (and say so); this one does nothing.
+      [Observation.StoppingHeartbeat(), 5_000],
+      [Observation.StuckWorkStopped(), 5_500],
+      [Event.WorkStopped(), 5_500],
+      [Observation.StoppingHeartbeat(), 5_600],
+      [Event.LeaveDone(), 5_700],
+      [Observation.StoppingHeartbeat(), 5_800]
+    ])
+    expect(steps.map(([, i]) => i)).toEqual([
+      [Instruction.StopWork()],
+      [Instruction.Renew({ stuck: false })],
+      [],
+      [Instruction.Renew({ stuck: false })],
+      [],
+      [Instruction.Renew({ stuck: false })],
+      [rowGone],
+      [Instruction.HoldUntilStopped({ everyMillis: 1_000 })],
+      [],
+      [Instruction.Measure({ metric: "stuckWork", value: 0 }), Instruction.Report({ event: Event.WorkStopped() })],
+      [Instruction.LeaveRetried({ everyMillis: 100 })],
+      [],
+      [],
+      []
+    ])
+    // The replies change nothing (no deadline, no clock reading, no Gone).
+    expect(steps[2]![0]).toBe(steps[1]![0])
+    expect(steps[4]![0]).toBe(steps[3]![0])
+    expect(steps[6]![0]).toBe(steps[5]![0])
+  })
+
+  it("a stopping heartbeat outside the final leave (a leave asked for, the loops running) does nothing: the lease keeper renews", () => {
+    const [m, leaveInstructions] = Transition.step(member(S.Assigned(slot(5))), Event.LeaveRequested(), 0)
+    expect(leaveInstructions).toEqual([Instruction.StopWork()])
+    expect(m.state).toEqual(leaving(true))
+    expect(Transition.step(m, Observation.StoppingHeartbeat(), 100)[1]).toEqual([])
+  })
+
   it("the work stops in time: Leaving (stopping), Leaving, Left; the row goes (retried) only after WorkStopped", () => {
     const steps = walkStep(member(S.Assigned(slot(5))), [
       [Event.ScopeClosing(), 0],
@@ -1324,7 +1376,8 @@ describe("step: the final leave (the scope closes, the loops have stopped)", () 
       // No alarm of its own: the first heartbeat's, at once, says it.
       [Instruction.HoldUntilStopped({ everyMillis: 1_000 })],
       [Instruction.Measure({ metric: "stuckWork", value: 0 }), holding("0.0"), Instruction.Renew({ stuck: true })],
-      [],
+      // No row while the work runs: said (the others may start beside it); nothing else changes.
+      [rowGone],
       [Instruction.Measure({ metric: "stuckWork", value: 1 }), holding("1.0"), Instruction.Renew({ stuck: true })],
       [],
       [Instruction.Measure({ metric: "stuckWork", value: 11.25 }), holding("11.3"), Instruction.Renew({ stuck: true })],

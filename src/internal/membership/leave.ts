@@ -1,8 +1,9 @@
 /**
  * The final leave, run when the member's scope closes (after the loops have stopped). Its decisions
  * are `Transition.step`'s: this applies `ScopeClosing` and every event its instructions produce, one
- * at a time like the driver, and runs the instructions (stop the work; while it will not stop, hold
- * the barrier, renewing every heartbeat; then delete the row). It publishes each state it enters.
+ * at a time like the driver, and runs the instructions (stop the work, renewing the lease every
+ * heartbeat meanwhile; while it will not stop, hold the barrier, renewing and saying so; then delete
+ * the row). It publishes each state it enters.
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -29,10 +30,14 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
     switch (instruction._tag) {
       case "StopWork":
         // As the driver's, but the stop is not watched in the background past the stop timeout (the
-        // scope is closing): `HoldUntilStopped` waits for it here.
+        // scope is closing): `HoldUntilStopped` waits for it here. Meanwhile the lease is kept
+        // (`StoppingHeartbeat`), the lease keeper having stopped.
         return Effect.gen(function*() {
           yield* work.interrupt
-          const stopped = yield* work.awaitStopped.pipe(Effect.timeout(config.stopTimeout), Effect.option)
+          const stopped = yield* Effect.raceFirst(work.awaitStopped, keepLease).pipe(
+            Effect.timeout(config.stopTimeout),
+            Effect.option
+          )
           return Option.isSome(stopped) ? Transition.Event.WorkStopped() : Transition.Event.StopTimedOut()
         })
       case "HoldUntilStopped":
@@ -108,6 +113,21 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
         return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
     }
   }
+
+  /**
+   * While the final leave waits for the work to stop: a heartbeat as the lease keeper would have sent
+   * its next (a heartbeat after the last renewal that renewed, at once if that is past), then every
+   * heartbeat. Never for a member that has had no lease (no deadline).
+   */
+  const keepLease: Effect.Effect<never> = Effect.gen(function*() {
+    const { deadline } = yield* Ref.get(ctx.member)
+    if (deadline === undefined) return yield* Effect.never
+    const { heartbeatMs, validMs } = ctx.timing
+    yield* Effect.sleep(Math.max(0, deadline - validMs + heartbeatMs - (yield* nowMillis)))
+    return yield* Effect.forever(
+      Effect.zipRight(observe(Transition.Observation.StoppingHeartbeat()), Effect.sleep(heartbeatMs))
+    )
+  })
 
   /** Applies an observation and runs its instructions. */
   const observe = (observation: Observation): Effect.Effect<void> =>
