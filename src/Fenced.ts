@@ -36,7 +36,7 @@ import { dual } from "effect/Function"
 import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
-import { statementsRunToTheEnd } from "./internal/pg/noCancel.js"
+import { statementsRunToTheEnd, statementsWhileRunning } from "./internal/pg/noCancel.js"
 import { currentRunAssignment, type RunAssignment } from "./internal/membership/workRunner.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
@@ -275,8 +275,10 @@ export const fencedWith = <A, E, R>(
       if (before === undefined) return yield* Effect.dieMessage("modulo-group: bug: the fence's first lock did not stamp it")
       const marked = { chain: before + Statements.markerStamp(marker, stage), before }
 
-      // The app's own errors are boxed, so that below they are told apart from the fence's.
-      const result = yield* Effect.mapError(effect, (error) => new AppFailure(error))
+      // The app's own errors are boxed, so that below they are told apart from the fence's. The body's
+      // connection refuses statements once the body has ended: a fiber it forked and left running
+      // would send them after the fence's checks (internal/pg/noCancel.ts, `statementsWhileRunning`).
+      const result = yield* Effect.mapError(statementsWhileRunning(effect), (error) => new AppFailure(error))
 
       // Its own transaction: the app's deferred checks now, before the lease is checked again, so that
       // none of them is left to wait at COMMIT after the fence's last check there (`Statements.fenceDeferredNow`).

@@ -13,11 +13,13 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
 
 /**
  * `conn`, whose statements run to their end once sent, even when the fiber is interrupted. With its
@@ -51,6 +53,46 @@ export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Ef
     const wrapped = uninterruptibleConnection(conn)
     marked.add(wrapped)
     return Context.add(context, SqlClient.TransactionConnection, [wrapped, depth] as const) as Context.Context<R>
+  })
+
+/**
+ * Runs `body` with the fiber's transaction connection (if any) replaced by one that refuses every
+ * statement once `body` has ended (`SqlError`, nothing sent). A fiber the body forked and left running
+ * (`Effect.forkDaemon`, `Effect.forkScoped` in a work run's scope, `Effect.fork` until the fence's
+ * own fiber ends) inherits that connection: a statement it sent later ran after the fence's last
+ * check, before its `COMMIT` (`SET CONSTRAINTS ALL IMMEDIATE` there left the `COMMIT` unchecked), or
+ * after it, outside any transaction, or inside whatever transaction the pool gave the connection to
+ * next (another member's fenced block: it committed under that fence; an adversarial review).
+ */
+export const statementsWhileRunning = <A, E, R>(body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    let open = true
+    const refused = () =>
+      new SqlError({
+        message: "modulo-group: a statement of a fenced body sent after the body had ended (from a fiber it forked " +
+          "and left running?): refused, nothing sent. Join the fibers a fenced body forks before it returns"
+      })
+    const guard = <X>(run: () => Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
+      Effect.suspend((): Effect.Effect<X, SqlError> => (open ? run() : Effect.fail(refused())))
+    return Effect.mapInputContext(body, (context: Context.Context<R>) => {
+      const current = Context.getOption(context as Context.Context<never>, SqlClient.TransactionConnection)
+      if (Option.isNone(current)) return context
+      const [conn, depth] = current.value
+      const revocable: Connection = {
+        ...("pg" in conn ? { pg: (conn as { readonly pg: unknown }).pg } : {}),
+        execute: (sql, params, transformRows) => guard(() => conn.execute(sql, params, transformRows)),
+        executeRaw: (sql, params) => guard(() => conn.executeRaw(sql, params)),
+        executeValues: (sql, params) => guard(() => conn.executeValues(sql, params)),
+        executeUnprepared: (sql, params, transformRows) => guard(() => conn.executeUnprepared(sql, params, transformRows)),
+        executeStream: (sql, params, transformRows) =>
+          Stream.suspend(() => (open ? conn.executeStream(sql, params, transformRows) : Stream.fail(refused())))
+      }
+      // Marked as the connection it wraps is: nested fences keep its statements running to their end.
+      if (marked.has(conn)) marked.add(revocable)
+      return Context.add(context, SqlClient.TransactionConnection, [revocable, depth] as const) as Context.Context<R>
+    }).pipe(Effect.ensuring(Effect.sync(() => {
+      open = false
+    })))
   })
 
 /**
