@@ -101,6 +101,10 @@ export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMe
   // As the store's barrier: a member row acknowledged above the group's epoch (the rows were put back)
   // holds it; a waiting joiner's acknowledges the next epoch ahead of time, and does not.
   const allAcked = members.every((m) => m.ackedEpoch === group.epoch || (m.index === null && m.ackedEpoch > group.epoch))
+  // Slots mode has no barrier: a live member works the slots it holds whatever epoch its row last
+  // acknowledged (docs/slots.md); "renegotiating" (stopping its work) and "awaiting" (at a barrier) were
+  // false there for up to a heartbeat after every change (an adversarial review).
+  const slotsMode = group.slots != null
   return members.map((m) =>
     m.leaseLeftMs <= 0 && m.instanceId != null && (m.graceLeftMs ?? 0) > 0
       ? (m.releasedAt != null ? "released" : "held")
@@ -108,6 +112,8 @@ export const deriveStates = (group: StatusGroup, members: ReadonlyArray<StatusMe
       ? "expired"
       : m.index === null
       ? "waiting"
+      : slotsMode
+      ? "assigned"
       : m.ackedEpoch < group.epoch
       ? "renegotiating"
       : allAcked
