@@ -9,6 +9,7 @@ import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
+import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
@@ -365,7 +366,22 @@ const version = (): string => {
   return "0.0.0"
 }
 
-const runCommand = Command.run(command, { name: "modulo-group", version: version() })
+const parse = Command.run(command, { name: "modulo-group", version: version() })
+
+/**
+ * @effect/cli says what it could not parse (an unknown argument, an option without its value, a
+ * missing argument, an invalid value) on `Console.error`, as its text and a blank line: said here as
+ * every other error of the tool is, one line that starts with `modulo-group:` (the rest of a
+ * multi-line text on the lines after it). Nothing else of the tool writes through `Console`.
+ */
+const prefixed = (console: Console.Console): Console.Console => ({
+  ...console,
+  error: (...args: ReadonlyArray<unknown>) =>
+    console.error(...args.map((a) => (typeof a === "string" ? `modulo-group: ${a.trim()}` : a)))
+})
+
+const runCommand = (argv: ReadonlyArray<string>) =>
+  Effect.consoleWith((console) => Effect.withConsole(parse(argv), prefixed(console)))
 
 /** `--help` / `-h`: the tool's own rendering of the tree (Help.ts), on stdout. */
 const help = (argv: ReadonlyArray<string>) => {

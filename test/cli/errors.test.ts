@@ -24,8 +24,22 @@ describe("modulo-group bad input (child processes)", () => {
     const r = await run(["join", group, "--heartbeat", "5"], env)
     expect(r.code).toBe(USAGE)
     expect(oneLine(r.stderr)).toBe(
-      "Invalid value for --heartbeat: \"5\" is not a duration (use e.g. 250ms, 2s, 1m or \"250 millis\")"
+      "modulo-group: Invalid value for --heartbeat: \"5\" is not a duration (use e.g. 250ms, 2s, 1m or \"250 millis\")"
     )
+    expect(r.stdout).toBe("")
+  })
+
+  // The option parser's own errors were its text and a blank line, without the tool's prefix.
+  it.each([
+    [["join", group, "--bogus"], "modulo-group: Received unknown argument: '--bogus'"],
+    [["join", "--heartbeat"], "modulo-group: Expected a value following option: '--heartbeat'"],
+    [["join"], "modulo-group: Missing argument <group>"],
+    [["frobnicate"], "modulo-group: Invalid subcommand for modulo-group - use one of 'join', 'status', 'groups', 'migrate', 'db', 'demo', 'ui'"]
+  ])("the option parser's error for %j: one line with the tool's prefix", async (args, line) => {
+    const r = await run(args, env)
+    expect(r.code).toBe(USAGE)
+    expect(oneLine(r.stderr)).toBe(line)
+    expect(r.stderr.endsWith(`${line}\n`)).toBe(true)
     expect(r.stdout).toBe("")
   })
 
