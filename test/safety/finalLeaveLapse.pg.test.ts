@@ -27,46 +27,52 @@ const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge
 // A valid configuration (the validation accepts it); stopTimeout is the default, 5 s.
 const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
 
+/**
+ * Members of `groupId` whose runs record when they start and end (their cleanup, `cleanupMs`, and
+ * `stuckMs` of ignoring the interruption, included), and any start beside a run of another epoch.
+ */
+const tracked = (groupId: string, timing: Partial<typeof fast>) => {
+  const log: Array<string> = []
+  const open = new Map<string, number>() // member -> epoch it works in
+  const violations: Array<string> = []
+  const mark = (who: string, kind: "start" | "end", epoch: number) =>
+    Effect.map(Clock.currentTimeMillis, (at) => {
+      log.push(`${at} ${who} ${kind} epoch ${epoch}`)
+      if (kind === "start") {
+        for (const [other, e] of open) {
+          if (e !== epoch) violations.push(`${who} started epoch ${epoch} while ${other} still worked in epoch ${e}`)
+        }
+        open.set(who, epoch)
+      } else open.delete(who)
+    })
+  const join = (who: string, cleanupMs: number, stuckMs = 0) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const m = yield* Membership.make({ groupId, ...timing }).pipe(Scope.extend(scope))
+      yield* m.whileAssigned((a) =>
+        Effect.acquireRelease(
+          mark(who, "start", a.epoch),
+          () => Effect.zipRight(Effect.sleep(Duration.millis(cleanupMs)), mark(who, "end", a.epoch))
+        ).pipe(
+          // stuckMs > 0: work that ignores its interruption for that long (it holds the barrier).
+          Effect.zipRight(stuckMs > 0 ? Effect.uninterruptible(Effect.sleep(Duration.millis(stuckMs))) : Effect.void),
+          Effect.zipRight(Effect.never),
+          Effect.scoped
+        )
+      ).pipe(Scope.extend(scope))
+      return { m, close: Scope.close(scope, Exit.void) }
+    })
+  const bothWorking = waitFor(() => open.size === 2 && new Set(open.values()).size === 1, Duration.seconds(20), "both working one epoch")
+  return { log, open, violations, join, bothWorking }
+}
+
 const scenario = (aCleanupMs: number, aStuckMs: number) =>
   Effect.gen(function*() {
-    const groupId = randomGroupId("final-leave")
-    const log: Array<string> = []
-    const open = new Map<string, number>() // member -> epoch it works in
-    const violations: Array<string> = []
-    const mark = (who: string, kind: "start" | "end", epoch: number) =>
-      Effect.map(Clock.currentTimeMillis, (at) => {
-        log.push(`${at} ${who} ${kind} epoch ${epoch}`)
-        if (kind === "start") {
-          for (const [other, e] of open) {
-            if (e !== epoch) violations.push(`${who} started epoch ${epoch} while ${other} still worked in epoch ${e}`)
-          }
-          open.set(who, epoch)
-        } else open.delete(who)
-      })
-
-    const join = (who: string, cleanupMs: number, stuckMs = 0) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const m = yield* Membership.make({ groupId, ...fast }).pipe(Scope.extend(scope))
-        yield* m.whileAssigned((a) =>
-          Effect.acquireRelease(
-            mark(who, "start", a.epoch),
-            // The work's cleanup: well within stopTimeout (5 s), longer than the lease (2 s).
-            () => Effect.zipRight(Effect.sleep(Duration.millis(cleanupMs)), mark(who, "end", a.epoch))
-          ).pipe(
-            // stuckMs > 0: work that ignores its interruption for that long (the case G2 says holds
-            // the barrier: "the leave waits, renewing").
-            Effect.zipRight(stuckMs > 0 ? Effect.uninterruptible(Effect.sleep(Duration.millis(stuckMs))) : Effect.void),
-            Effect.zipRight(Effect.never),
-            Effect.scoped
-          )
-        ).pipe(Scope.extend(scope))
-        return { m, close: Scope.close(scope, Exit.void) }
-      })
-
+    const { bothWorking, join, log, violations } = tracked(randomGroupId("final-leave"), fast)
+    // The cleanup: within stopTimeout (5 s), longer than the lease (2 s).
     const a = yield* join("A", aCleanupMs, aStuckMs)
     const b = yield* join("B", 0)
-    yield* waitFor(() => open.size === 2 && new Set(open.values()).size === 1, Duration.seconds(15), "both working one epoch")
+    yield* bothWorking
 
     // A's scope closes (SIGTERM under runMain, or the app's own scope): in the background, as it waits.
     yield* Effect.forkDaemon(a.close)
@@ -113,35 +119,10 @@ it.live("G2: work that will not stop at scope close holds the barrier, renewing,
  */
 it.live("G2 with the default timing: renewals late before the close, then a cleanup within stopTimeout: the close renews at once", () =>
   Effect.gen(function*() {
-    const groupId = randomGroupId("final-leave-defaults")
-    const log: Array<string> = []
-    const open = new Map<string, number>()
-    const violations: Array<string> = []
-    const mark = (who: string, kind: "start" | "end", epoch: number) =>
-      Effect.map(Clock.currentTimeMillis, (at) => {
-        log.push(`${at} ${who} ${kind} epoch ${epoch}`)
-        if (kind === "start") {
-          for (const [other, e] of open) {
-            if (e !== epoch) violations.push(`${who} started epoch ${epoch} while ${other} still worked in epoch ${e}`)
-          }
-          open.set(who, epoch)
-        } else open.delete(who)
-      })
-    const join = (who: string, cleanupMs: number) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const m = yield* Membership.make({ groupId }).pipe(Scope.extend(scope))
-        yield* m.whileAssigned((a) =>
-          Effect.acquireRelease(
-            mark(who, "start", a.epoch),
-            () => Effect.zipRight(Effect.sleep(Duration.millis(cleanupMs)), mark(who, "end", a.epoch))
-          ).pipe(Effect.zipRight(Effect.never), Effect.scoped)
-        ).pipe(Scope.extend(scope))
-        return { m, close: Scope.close(scope, Exit.void) }
-      })
+    const { bothWorking, join, log, open, violations } = tracked(randomGroupId("final-leave-defaults"), {})
     const a = yield* join("A", 4_900)
     const b = yield* join("B", 0)
-    yield* waitFor(() => open.size === 2 && new Set(open.values()).size === 1, Duration.seconds(20), "both working one epoch")
+    yield* bothWorking
     const sql = yield* SqlClient.SqlClient
     // Hold A's row for 6.5 s (A's renewals time out meanwhile; A keeps working, within its deadline).
     yield* sql.withTransaction(Effect.zipRight(
