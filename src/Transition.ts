@@ -1279,24 +1279,30 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
       // work to stop: the lease is kept meanwhile, as the lease keeper keeps it while a leave or a
       // renegotiation stops the work (G2: never let the lease lapse while work may run). Without it a
       // cleanup longer than what was left of the lease ran beside the next epoch (an adversarial review).
-      return member.closing && member.state._tag === "Leaving" && member.state.stopping && !member.state.stuck
-        ? [member, [Instruction.Renew({ stuck: false })]]
-        : [member, []]
-    case "StuckHeartbeat": {
+      if (!member.closing || member.state._tag !== "Leaving" || !member.state.stopping || member.state.stuck) return [member, []]
+      // Work stuck before the scope closed (its stop timed out, and no stop has been reported since)
+      // still holds the barrier: said, and renewed as stuck, as `StuckHeartbeat` does (a renewal
+      // saying "not stuck" cleared the row's `stopping_since`, and `status` hid the stuck work for a
+      // stop timeout, then showed it as newly stuck: a review).
+      return [member, member.stuckSince !== undefined ? holdingBarrier(member, now) : [Instruction.Renew({ stuck: false })]]
+    case "StuckHeartbeat":
       // Holding the barrier at scope close (G2): never leave, nor let the lease lapse, while the work
       // may still run. Say so loudly, and renew (saying the work is stuck) every heartbeat.
-      if (!member.closing || !isStuck(member.state)) return [member, []]
-      const seconds = (now - (member.stuckSince ?? now)) / 1000
-      return [member, [
-        Instruction.Measure({ metric: "stuckWork", value: seconds }),
-        Instruction.Alarm({
-          reason: `leaving, but work has not stopped for ${seconds.toFixed(1)} s; ` +
-            "holding the barrier (renewing the lease) until it does"
-        }),
-        Instruction.Renew({ stuck: true })
-      ]]
-    }
+      return !member.closing || !isStuck(member.state) ? [member, []] : [member, holdingBarrier(member, now)]
   }
+}
+
+/** At scope close, work that has not stopped: said loudly, and the lease renewed saying it is stuck. */
+const holdingBarrier = (member: Member, now: number): Array<Instruction> => {
+  const seconds = (now - (member.stuckSince ?? now)) / 1000
+  return [
+    Instruction.Measure({ metric: "stuckWork", value: seconds }),
+    Instruction.Alarm({
+      reason: `leaving, but work has not stopped for ${seconds.toFixed(1)} s; ` +
+        "holding the barrier (renewing the lease) until it does"
+    }),
+    Instruction.Renew({ stuck: true })
+  ]
 }
 
 /**

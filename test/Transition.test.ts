@@ -1337,6 +1337,19 @@ describe("step: the final leave (the scope closes, the loops have stopped)", () 
     expect(steps[6]![0]).toBe(steps[5]![0])
   })
 
+  it("work stuck before the scope closed: each stopping heartbeat says so and renews as stuck (the row keeps stopping_since)", () => {
+    const steps = walkStep(member(renegotiating(true), { stuckSince: 300 }), [
+      [Event.ScopeClosing(), 1_000],
+      [Observation.StoppingHeartbeat(), 1_000],
+      [Observation.StoppingHeartbeat(), 2_000]
+    ])
+    expect(steps.map(([, i]) => i)).toEqual([
+      [Instruction.StopWork()],
+      [Instruction.Measure({ metric: "stuckWork", value: 0.7 }), holding("0.7"), Instruction.Renew({ stuck: true })],
+      [Instruction.Measure({ metric: "stuckWork", value: 1.7 }), holding("1.7"), Instruction.Renew({ stuck: true })]
+    ])
+  })
+
   it("a stopping heartbeat outside the final leave (a leave asked for, the loops running) does nothing: the lease keeper renews", () => {
     const [m, leaveInstructions] = Transition.step(member(S.Assigned(slot(5))), Event.LeaveRequested(), 0)
     expect(leaveInstructions).toEqual([Instruction.StopWork()])

@@ -59,6 +59,9 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
               slots: ctx.config.slots !== undefined
             })
           )
+          // As the lease keeper says it: a renewal at close that fails is no reason to leave sooner,
+          // but the lease may run out while the work still stops.
+          if (result._tag === "Left") yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
           yield* observe(Transition.Observation.RenewalReplied({
             term,
             sentAt,
