@@ -15,6 +15,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -22,19 +23,39 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 
 /**
- * `conn`, whose statements run to their end once sent, even when the fiber is interrupted. With its
- * `pg` client, if it has one (@effect/sql-pg's): a fenced block nested in a fenced body ends that
- * client when its savepoint is lost (internal/pg/transaction.ts), as it does on the app's own.
+ * The `pg` client under a connection of the library's own wrapping, for `pgClientOf`: never a
+ * property of the wrapper (an app's code holding the body's connection could reach it there and send
+ * statements past every check: an adversarial review), and none once a body's connection is revoked.
  */
-export const uninterruptibleConnection = (conn: Connection): Connection => ({
-  ...("pg" in conn ? { pg: (conn as { readonly pg: unknown }).pg } : {}),
-  execute: (sql, params, transformRows) => Effect.uninterruptible(conn.execute(sql, params, transformRows)),
-  executeRaw: (sql, params) => Effect.uninterruptible(conn.executeRaw(sql, params)),
-  executeValues: (sql, params) => Effect.uninterruptible(conn.executeValues(sql, params)),
-  executeUnprepared: (sql, params, transformRows) => Effect.uninterruptible(conn.executeUnprepared(sql, params, transformRows)),
-  // A cursor, read chunk by chunk: interrupting it closes the cursor (no cancel is sent).
-  executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
-})
+const clients = new WeakMap<Connection, () => unknown>()
+
+/**
+ * @effect/sql-pg's `pg.PoolClient` under `conn`, if any: through the library's wrappers (`clients`),
+ * else `conn.pg` (@effect/sql-pg's own connection, or an app's proxy of one).
+ */
+export const pgClientOf = (conn: unknown): unknown => {
+  const registered = typeof conn === "object" && conn !== null ? clients.get(conn as Connection) : undefined
+  return registered !== undefined ? registered() : (conn as { readonly pg?: unknown } | undefined)?.pg
+}
+
+/**
+ * `conn`, whose statements run to their end once sent, even when the fiber is interrupted. Its `pg`
+ * client, if it has one (@effect/sql-pg's), stays reachable by `pgClientOf`: a fenced block nested in
+ * a fenced body ends that client when its savepoint is lost (internal/pg/transaction.ts), as it does
+ * on the app's own.
+ */
+export const uninterruptibleConnection = (conn: Connection): Connection => {
+  const wrapped: Connection = {
+    execute: (sql, params, transformRows) => Effect.uninterruptible(conn.execute(sql, params, transformRows)),
+    executeRaw: (sql, params) => Effect.uninterruptible(conn.executeRaw(sql, params)),
+    executeValues: (sql, params) => Effect.uninterruptible(conn.executeValues(sql, params)),
+    executeUnprepared: (sql, params, transformRows) => Effect.uninterruptible(conn.executeUnprepared(sql, params, transformRows)),
+    // A cursor, read chunk by chunk: interrupting it closes the cursor (no cancel is sent).
+    executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
+  }
+  clients.set(wrapped, () => pgClientOf(conn))
+  return wrapped
+}
 
 const marked = new WeakSet<Connection>()
 
@@ -55,6 +76,12 @@ export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Ef
     return Context.add(context, SqlClient.TransactionConnection, [wrapped, depth] as const) as Context.Context<R>
   })
 
+/** Connections of fenced bodies, revoked once their body has ended (`statementsWhileRunning`). */
+const revoked = new WeakMap<Connection, () => boolean>()
+
+/** Whether `conn` is a fenced body's connection whose body has ended: it sends nothing any more. */
+export const isRevoked = (conn: Connection): boolean => revoked.get(conn)?.() === true
+
 /**
  * Runs `body` with the fiber's transaction connection (if any) replaced by one that refuses every
  * statement once `body` has ended (`SqlError`, nothing sent). A fiber the body forked and left running
@@ -63,36 +90,73 @@ export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Ef
  * check, before its `COMMIT` (`SET CONSTRAINTS ALL IMMEDIATE` there left the `COMMIT` unchecked), or
  * after it, outside any transaction, or inside whatever transaction the pool gave the connection to
  * next (another member's fenced block: it committed under that fence; an adversarial review).
+ *
+ * - A statement that passed the check (in the same synchronous step that counts it) is waited for
+ *   when the body ends, before the fence goes on: Effect's scheduler can pause a fiber between the
+ *   check and the driver's send, and such a statement was sent after the fence's first commit-time
+ *   check had run, past every check (a review: 0.5 s past the lease). The wait is bounded by the
+ *   fence's backstop, which ends any statement of the transaction.
+ * - A stream (a cursor, read chunk by chunk) is refused in a body: `pg-cursor` keeps the backend
+ *   waiting for the client with the transaction's locks held, which no server timeout ends before
+ *   PostgreSQL 17 (a review: the group's changes held 6 s and more), and on 17+ its close on the
+ *   ended session never returned.
+ * - The connection's `pg` client is not on it (`pgClientOf` reaches it while the body runs, for a
+ *   nested block's lost savepoint; never after).
  */
 export const statementsWhileRunning = <A, E, R>(body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.suspend(() => {
     let open = true
+    let inFlight = 0
+    let drained: Deferred.Deferred<void> | undefined = undefined
     const refused = () =>
       new SqlError({
         message: "modulo-group: a statement of a fenced body sent after the body had ended (from a fiber it forked " +
           "and left running?): refused, nothing sent. Join the fibers a fenced body forks before it returns"
       })
+    const landed = Effect.suspend(() => {
+      inFlight--
+      return inFlight === 0 && drained !== undefined ? Deferred.succeed(drained, undefined) : Effect.void
+    })
     const guard = <X>(run: () => Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
-      Effect.suspend((): Effect.Effect<X, SqlError> => (open ? run() : Effect.fail(refused())))
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend((): Effect.Effect<X, SqlError> => {
+          if (!open) return Effect.fail(refused())
+          inFlight++
+          return Effect.ensuring(restore(run()), landed)
+        })
+      )
+    const close = Effect.suspend(() => {
+      open = false
+      if (inFlight === 0) return Effect.void
+      return Effect.flatMap(Deferred.make<void>(), (d) => {
+        drained = d
+        return inFlight === 0 ? Effect.void : Deferred.await(d)
+      })
+    })
     return Effect.mapInputContext(body, (context: Context.Context<R>) => {
       const current = Context.getOption(context as Context.Context<never>, SqlClient.TransactionConnection)
       if (Option.isNone(current)) return context
       const [conn, depth] = current.value
       const revocable: Connection = {
-        ...("pg" in conn ? { pg: (conn as { readonly pg: unknown }).pg } : {}),
         execute: (sql, params, transformRows) => guard(() => conn.execute(sql, params, transformRows)),
         executeRaw: (sql, params) => guard(() => conn.executeRaw(sql, params)),
         executeValues: (sql, params) => guard(() => conn.executeValues(sql, params)),
         executeUnprepared: (sql, params, transformRows) => guard(() => conn.executeUnprepared(sql, params, transformRows)),
-        executeStream: (sql, params, transformRows) =>
-          Stream.suspend(() => (open ? conn.executeStream(sql, params, transformRows) : Stream.fail(refused())))
+        executeStream: () =>
+          Stream.fail(
+            new SqlError({
+              message: "modulo-group: a stream (a cursor read chunk by chunk) is refused in a fenced body: it keeps the " +
+                "transaction's locks with no server-side bound on PostgreSQL before 17. Read with a plain query, or " +
+                "with DECLARE ... CURSOR and FETCH statements (each one bounded)"
+            })
+          )
       }
+      clients.set(revocable, () => (open ? pgClientOf(conn) : undefined))
+      revoked.set(revocable, () => !open)
       // Marked as the connection it wraps is: nested fences keep its statements running to their end.
       if (marked.has(conn)) marked.add(revocable)
       return Context.add(context, SqlClient.TransactionConnection, [revocable, depth] as const) as Context.Context<R>
-    }).pipe(Effect.ensuring(Effect.sync(() => {
-      open = false
-    })))
+    }).pipe(Effect.ensuring(close))
   })
 
 /**

@@ -28,6 +28,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { savepointLostSqlState } from "./constants.js"
+import { isRevoked, pgClientOf } from "./noCancel.js"
 
 /** A `COMMIT` that failed, carried through `makeWithTransaction`'s `orDie` and unwrapped again. */
 class CommitFailed {
@@ -48,9 +49,9 @@ class CommitFailed {
 const savepointPrefix = `modulo_group_${globalThis.crypto.randomUUID().slice(0, 8)}_`
 let savepointsTaken = 0
 
-/** @effect/sql-pg's connection's `pg.PoolClient`, when `conn` is one (or a proxy of one). */
-const pgClientOf = (conn: unknown): { readonly end: () => Promise<void> } | undefined => {
-  const client = (conn as { readonly pg?: { readonly end?: unknown } } | undefined)?.pg
+/** @effect/sql-pg's connection's `pg.PoolClient`, when `conn` is one (or a wrapper or proxy of one). */
+const endableClientOf = (conn: unknown): { readonly end: () => Promise<void> } | undefined => {
+  const client = pgClientOf(conn) as { readonly end?: unknown } | undefined
   return typeof client?.end === "function" ? (client as { readonly end: () => Promise<void> }) : undefined
 }
 
@@ -74,7 +75,7 @@ const pgClientOf = (conn: unknown): { readonly end: () => Promise<void> } | unde
 const endTransaction = (conn: Connection): Effect.Effect<void> => {
   const why = "a fenced block's savepoint was gone at its end (rolled back past by its body, or by a " +
     "concurrent block on the same transaction)"
-  const client = pgClientOf(conn)
+  const client = endableClientOf(conn)
   if (client !== undefined) {
     return Effect.zipRight(
       Effect.sync(() => void client.end().catch(() => undefined)),
@@ -155,7 +156,10 @@ export const readCommitted = <A, E, R>(
       rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
       rollbackSavepoint: (conn) =>
         conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined).pipe(
-          Effect.tapError(() => endTransaction(conn))
+          // Refused on a fenced body's connection after the body ended (a block a forked fiber ran):
+          // nothing of it was sent, and the connection is not its to end (the pool may have given the
+          // client to another transaction since: a review).
+          Effect.tapError(() => (isRevoked(conn) ? Effect.void : endTransaction(conn)))
         )
     })(body)
   }).pipe(
