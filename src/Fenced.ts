@@ -36,7 +36,7 @@ import { dual } from "effect/Function"
 import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
-import { statementsRunToTheEnd, statementsWhileRunning } from "./internal/pg/noCancel.js"
+import { nestedIn, statementsRunToTheEnd, statementsWhileRunning } from "./internal/pg/noCancel.js"
 import { currentRunAssignment, type RunAssignment } from "./internal/membership/workRunner.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
@@ -192,7 +192,8 @@ export const fencedWith = <A, E, R>(
     // Without the app's name transforms: the fence reads its rows by their own column names (the
     // body runs on the app's client, transforms and all, in the same transaction).
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-    const nested = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
+    const outer = yield* Effect.serviceOption(SqlClient.TransactionConnection)
+    const nested = Option.isSome(outer)
     const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1)))))
     const backstop = String(timeoutMs + serverSlackMs)
     const stale = (reason: string) => new StaleAssignment({ epoch: target.epoch, reason })
@@ -278,7 +279,18 @@ export const fencedWith = <A, E, R>(
       // The app's own errors are boxed, so that below they are told apart from the fence's. The body's
       // connection refuses statements once the body has ended: a fiber it forked and left running
       // would send them after the fence's checks (internal/pg/noCancel.ts, `statementsWhileRunning`).
-      const result = yield* Effect.mapError(statementsWhileRunning(effect), (error) => new AppFailure(error))
+      const strays = { nestedStillRunning: false }
+      const result = yield* Effect.mapError(statementsWhileRunning(effect, strays), (error) => new AppFailure(error))
+      // A fenced block nested in the body still running at its end (a fiber the body forked ran it):
+      // its own end is refused from now on, so whether its savepoint still stands, and so what it
+      // wrote, cannot be known (a review: one whose body had rolled back past its savepoint committed
+      // with this block). Nothing commits.
+      if (strays.nestedStillRunning) {
+        return yield* broken(
+          "a fenced block nested in the body (run by a fiber the body forked?) was still running when the body " +
+            "ended. Join the fibers a fenced body forks before it returns"
+        )
+      }
 
       // Its own transaction: the app's deferred checks now, before the lease is checked again, so that
       // none of them is left to wait at COMMIT after the fence's last check there (`Statements.fenceDeferredNow`).
@@ -377,7 +389,17 @@ export const fencedWith = <A, E, R>(
     // interrupted right after the statement in flight, which the backstop ends if nothing else does,
     // never cancelled from the client (`@effect/sql-pg` would send pg_cancel_backend with the pid the
     // connection was given at startup: behind a pooler, not the server's; internal/pg/noCancel.ts).
-    return yield* readCommitted(sql, statementsRunToTheEnd(limited)).pipe(
+    // Nested in a fenced body, the block is registered with it (refused once that body has ended).
+    const inTransaction = nestedIn(
+      Option.isSome(outer) ? outer.value[0] : undefined,
+      readCommitted(sql, statementsRunToTheEnd(limited)),
+      () =>
+        broken(
+          "this block started after the fenced body it is nested in had ended (in a fiber that body forked?): " +
+            "nothing was sent"
+        )
+    )
+    return yield* inTransaction.pipe(
       Effect.catchAll((failure) =>
         Effect.suspend((): Effect.Effect<never, E | FenceError> => {
           // The app's error, or one of the fence's own statements, BEGIN or COMMIT (a SqlError), or
