@@ -374,14 +374,38 @@ const parse = Command.run(command, { name: "modulo-group", version: version() })
  * every other error of the tool is, one line that starts with `modulo-group:` (the rest of a
  * multi-line text on the lines after it). Nothing else of the tool writes through `Console`.
  */
-const prefixed = (console: Console.Console): Console.Console => ({
+const prefixed = (console: Console.Console, argv: ReadonlyArray<string>): Console.Console => ({
   ...console,
   error: (...args: ReadonlyArray<unknown>) =>
-    console.error(...args.map((a) => (typeof a === "string" ? `modulo-group: ${a.trim()}` : a)))
+    console.error(...args.map((a) => (typeof a === "string" ? `modulo-group: ${clarify(a.trim(), argv.slice(2))}` : a)))
 })
 
+/**
+ * Where @effect/cli's text misleads (a review): a known option given last without its value, or given
+ * twice, is "Received unknown argument"; an unknown subcommand of `db` is told to use the top-level
+ * commands.
+ */
+const clarify = (text: string, args: ReadonlyArray<string>): string => {
+  const unknown = /^Received unknown argument: '(-{1,2}[^'\s]+)'$/.exec(text)
+  if (unknown !== null) {
+    const flag = unknown[1]!
+    const end = args.indexOf("--")
+    const before = end === -1 ? args : args.slice(0, end)
+    const help = Help.helpFor(command, [...before.filter((a) => a !== flag), "--help"], version()) ?? ""
+    const known = help.split("\n").some((line) => line.trim().split(/[\s,=]+/).includes(flag))
+    if (known && before.filter((a) => a === flag).length > 1) return `${flag} is given more than once`
+    if (known && before[before.length - 1] === flag) return `${flag} needs a value`
+    return text
+  }
+  const parent = args[0]
+  if (/^Invalid subcommand for modulo-group\b/.test(text) && parent === "db" && args[1] !== undefined) {
+    return `Invalid subcommand ${JSON.stringify(args[1])} for modulo-group db - use one of 'status', 'stop', 'url'`
+  }
+  return text
+}
+
 const runCommand = (argv: ReadonlyArray<string>) =>
-  Effect.consoleWith((console) => Effect.withConsole(parse(argv), prefixed(console)))
+  Effect.consoleWith((console) => Effect.withConsole(parse(argv), prefixed(console, argv)))
 
 /** `--help` / `-h`: the tool's own rendering of the tree (Help.ts), on stdout. */
 const help = (argv: ReadonlyArray<string>) => {

@@ -112,6 +112,8 @@ export const optionalOption = (name: string, description: string): Options.Optio
  * @internal
  */
 export const formatMillis = (ms: number): string => {
+  // A time set by hand to infinity reaches here as a difference that is not finite.
+  if (!Number.isFinite(ms)) return "not a finite time"
   const abs = Math.abs(ms)
   const sign = ms < 0 ? "-" : ""
   if (abs < 1000) return `${sign}${Math.round(abs)}ms`

@@ -5,6 +5,7 @@
  * @internal
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as Statement from "@effect/sql/Statement"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -157,7 +158,12 @@ export interface GroupStatus {
   readonly waiters?: ReadonlyArray<StatusWaiter> | undefined
 }
 
-const who = (m: { readonly name: string; readonly host: string; readonly pid: number }) => `${m.name} (${m.host}/${m.pid})`
+const who = (m: { readonly name: string; readonly host: string; readonly pid: number }) =>
+  `${printable(m.name)} (${printable(m.host)}/${m.pid})`
+
+/** Whether member `m` holds instance id `id` as a waiter row shows it (`printable`, as decoded). */
+const holds = (m: { readonly instanceId?: string | null | undefined }, id: string) =>
+  m.instanceId != null && printable(m.instanceId) === id
 
 /**
  * One line per instance id that processes wait for: its holder (the row with that instance id, if
@@ -171,7 +177,7 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
   const waiters = s.waiters ?? []
   const ids = [...new Set(waiters.map((w) => w.instanceId))]
   return ids.map((id) => {
-    const holder = s.members.find((m) => m.instanceId === id)
+    const holder = s.members.find((m) => holds(m, id))
     const held = holder === undefined
       ? "no member row"
       : `held by ${who(holder)} [${holder.index ?? "-"}/${s.group.size}]${holder.state === "released" || holder.state === "held" || holder.state === "expired" ? ` (${holder.state})` : ""}`
@@ -249,9 +255,9 @@ export const renderStatus = (s: GroupStatus): string => {
             `${m.heldSlots?.length ?? 0}${(m.pendingSlots ?? 0) > 0 ? ` (+${m.pendingSlots} pending)` : ""}`,
             (m.heldSlots?.length ?? 0) === 0 ? "-" : Slots.toRanges(m.heldSlots ?? [])
           ]),
-        m.name,
-        ...(statics ? [m.instanceId ?? "-"] : []),
-        m.host,
+        printable(m.name),
+        ...(statics ? [m.instanceId == null ? "-" : printable(m.instanceId)] : []),
+        printable(m.host),
         String(m.pid),
         String(m.ackedEpoch),
         `${formatMillis(m.heartbeatAgeMs)} ago`,
@@ -299,7 +305,7 @@ export const statusJson = (s: GroupStatus) => ({
   waiters: (s.waiters ?? []).map((w) => ({
     instanceId: w.instanceId,
     // The member id of the row that holds the instance id, if any.
-    heldBy: s.members.find((m) => m.instanceId === w.instanceId)?.memberId ?? null,
+    heldBy: s.members.find((m) => holds(m, w.instanceId))?.memberId ?? null,
     memberId: w.memberId,
     name: w.name,
     host: w.host,
@@ -342,11 +348,15 @@ export const snapshot = (
 ): Effect.Effect<Option.Option<GroupSnapshot>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    // Milliseconds from one timestamp to another as float8: not finite (Infinity, NaN) when either is
+    // infinite (set by hand), where a subtraction of timestamps failed ("cannot subtract infinite
+    // timestamps") and hid the whole group behind a database error (a review).
+    const msBetween = (from: Statement.Fragment, to: Statement.Fragment) =>
+      sql`(((extract(epoch FROM ${to}))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM ${from}))::float8) OPERATOR(pg_catalog.*) 1000::float8)`
     const statics = version >= 5
       ? sql`m.instance_id, (extract(epoch FROM m.released_at) OPERATOR(pg_catalog.*) 1000)::float8 AS released_ms,
              CASE WHEN m.instance_id IS NOT NULL
-                  THEN (extract(epoch FROM m.lease_expires_at + m.rejoin_grace_ms::float8 * interval '1 millisecond'
-                                           - statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint END AS grace_left_ms`
+                  THEN ${msBetween(sql`statement_timestamp()`, sql`m.lease_expires_at`)} OPERATOR(pg_catalog.+) m.rejoin_grace_ms::float8 END AS grace_left_ms`
       : sql`NULL::text AS instance_id, NULL::float8 AS released_ms, NULL::bigint AS grace_left_ms`
     // Waiters seen within their lease that hold no member row (one that took over and has not yet
     // deleted its waiter row is a member now); at most 100 (anyone who may write the table could
@@ -359,8 +369,8 @@ export const snapshot = (
       ? sql`(SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                       'instanceId', w.instance_id, 'memberId', w.member_id, 'name', w.name, 'host', w.host,
                       'pid', w.pid,
-                      'waitingMs', (extract(epoch FROM statement_timestamp() - w.since) OPERATOR(pg_catalog.*) 1000)::bigint,
-                      'seenAgoMs', (extract(epoch FROM statement_timestamp() - w.seen_at) OPERATOR(pg_catalog.*) 1000)::bigint)
+                      'waitingMs', ${msBetween(sql`w.since`, sql`statement_timestamp()`)},
+                      'seenAgoMs', ${msBetween(sql`w.seen_at`, sql`statement_timestamp()`)})
                     ORDER BY w.instance_id, w.since, w.member_id)
                FROM (SELECT * FROM modulo_group.instance_waiters v
                       WHERE v.group_id = g.group_id
@@ -416,13 +426,13 @@ export const snapshot = (
       idx: number | null
       acked_epoch: string | null
       joined_ms: number | null
-      stopping_ms: string | null
-      heartbeat_age_ms: string | null
-      lease_left_ms: string | null
-      lease_ms: string | null
+      stopping_ms: number | null
+      heartbeat_age_ms: number | null
+      lease_left_ms: number | null
+      lease_ms: number | null
       instance_id: string | null
       released_ms: number | null
-      grace_left_ms: string | null
+      grace_left_ms: number | null
       waiters: unknown
       missing: ReadonlyArray<number> | null
       missing_ms: number | null
@@ -433,10 +443,10 @@ export const snapshot = (
       SELECT g.group_id, g.epoch, g.size, (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms, g.incarnation,
              (extract(epoch FROM statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS now_ms,
              m.member_id, m.name, m.host, m.pid, m.idx, m.acked_epoch, (extract(epoch FROM m.joined_at) OPERATOR(pg_catalog.*) 1000)::float8 AS joined_ms,
-             (extract(epoch FROM statement_timestamp() - m.stopping_since) OPERATOR(pg_catalog.*) 1000)::bigint AS stopping_ms,
-             (extract(epoch FROM statement_timestamp() - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS heartbeat_age_ms,
-             (extract(epoch FROM m.lease_expires_at - statement_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
-             (extract(epoch FROM m.lease_expires_at - m.heartbeat_at) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_ms,
+             ${msBetween(sql`m.stopping_since`, sql`statement_timestamp()`)} AS stopping_ms,
+             ${msBetween(sql`m.heartbeat_at`, sql`statement_timestamp()`)} AS heartbeat_age_ms,
+             ${msBetween(sql`statement_timestamp()`, sql`m.lease_expires_at`)} AS lease_left_ms,
+             ${msBetween(sql`m.heartbeat_at`, sql`m.lease_expires_at`)} AS lease_ms,
              ${statics}, ${waiters}, ${slotColumns}, ${missingColumns}, ${orphanColumn}
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
@@ -472,16 +482,17 @@ export const snapshot = (
       if (r.member_id === null) continue
       members.push({
         memberId: r.member_id,
-        // Text for the terminal (`printable`): a row written by hand may hold escape sequences.
-        name: printable(r.name ?? ""),
-        host: printable(r.host ?? ""),
+        // As the row holds them (`--json` escapes them as JSON does); the text output prints them
+        // `printable` (a row written by hand may hold escape sequences).
+        name: r.name ?? "",
+        host: r.host ?? "",
         pid: r.pid ?? 0,
         index: r.idx,
         ackedEpoch: num(r.acked_epoch),
         joinedAt: new Date(num(r.joined_ms ?? 0)),
         heartbeatAgeMs: num(r.heartbeat_age_ms),
         leaseLeftMs: num(r.lease_left_ms),
-        instanceId: r.instance_id === null ? null : printable(r.instance_id),
+        instanceId: r.instance_id,
         releasedAt: r.released_ms === null ? null : new Date(num(r.released_ms)),
         graceLeftMs: r.grace_left_ms === null ? null : num(r.grace_left_ms),
         stoppingSinceMs: r.stopping_ms === null ? null : num(r.stopping_ms),

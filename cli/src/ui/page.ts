@@ -74,6 +74,7 @@ export const page = `<!doctype html>
     return e;
   }
   function ms(v) {
+    if (typeof v !== "number" || !isFinite(v)) return "not a finite time";
     var a = Math.abs(v);
     if (a < 1000) return v + " ms";
     if (a < 60000) return (v / 1000).toFixed(1) + " s";
@@ -128,7 +129,7 @@ export const page = `<!doctype html>
     var g = d.group;
     var facts = el("div", { className: "facts", id: "facts", "data-epoch": String(g.epoch), "data-size": String(g.size) });
     facts.innerHTML = "";
-    [["mode", g.mode === "slots" ? "slots (S = " + g.slots + ")" : g.mode], ["epoch", g.epoch], ["N", g.size], ["incarnation", g.incarnation], ["last change", new Date(g.changedAt).toISOString().slice(11, 19) + " UTC"]]
+    [["mode", g.mode === "slots" ? "slots (S = " + g.slots + ")" : g.mode], ["epoch", g.epoch], ["N", g.size], ["incarnation", g.incarnation], ["last change", g.changedAt === null ? "not a finite time" : new Date(g.changedAt).toISOString().slice(11, 19) + " UTC"]]
       .forEach(function (f, i) { if (i) facts.appendChild(document.createTextNode(" · ")); facts.appendChild(document.createTextNode(f[0] + " ")); facts.appendChild(el("b", { text: String(f[1]) })); });
     box.appendChild(facts);
     box.appendChild(el("h2", { text: "Members" }));

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { type MembershipError, Migrations, Slots } from "modulo-group"
+import { isoOrNull, printable } from "../commands/shared.js"
 import { type RowState, snapshot, type StatusWaiter } from "../commands/status.js"
 import type { ChangeRow } from "./timeline.js"
 
@@ -54,8 +55,9 @@ export interface GroupSummary {
   readonly mode: Mode
   /** Slots mode: the group's slot count S (null: modulo mode). */
   readonly slots: number | null
-  readonly changedAt: string
-  readonly changedAgoMs: number
+  /** ISO 8601; null when not a finite time (set by hand). */
+  readonly changedAt: string | null
+  readonly changedAgoMs: number | null
   readonly members: number
   readonly healthy: number
   readonly late: number
@@ -100,7 +102,8 @@ export interface GroupDetail {
   readonly mode: Mode
   /** Slots mode: the group's slot count S (null: modulo mode). */
   readonly slots: number | null
-  readonly changedAt: string
+  /** ISO 8601; null when not a finite time (set by hand). */
+  readonly changedAt: string | null
   readonly members: ReadonlyArray<MemberView>
   /** Processes waiting for an instance id that a live member holds (static membership). */
   readonly waiters: ReadonlyArray<WaiterView>
@@ -172,7 +175,7 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
     size: number
     slots: number | null
     changed_ms: number
-    changed_ago_ms: string
+    changed_ago_ms: number
     members: string
     expired: string
     late: string
@@ -181,12 +184,15 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
     SELECT * FROM (
       SELECT g.group_id, g.epoch, g.size, ${version >= 7 ? sql`g.slots` : sql`NULL::int AS slots`},
              (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms,
-             (extract(epoch FROM statement_timestamp() - g.changed_at) OPERATOR(pg_catalog.*) 1000)::bigint AS changed_ago_ms,
+             -- As float8 differences of epochs: a time set by hand to infinity is shown, not a database
+             -- error for every group ("cannot subtract infinite timestamps": a review).
+             ((extract(epoch FROM statement_timestamp()))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM g.changed_at))::float8)
+               OPERATOR(pg_catalog.*) 1000::float8 AS changed_ago_ms,
              pg_catalog.count(m.member_id) AS members,
              pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
              pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
-                                          AND m.lease_expires_at - statement_timestamp()
-                                              < (m.lease_expires_at - m.heartbeat_at) / 2::float8) AS late,
+                                          AND (extract(epoch FROM m.lease_expires_at))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM statement_timestamp()))::float8
+                                              < ((extract(epoch FROM m.lease_expires_at))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM m.heartbeat_at))::float8) / 2::float8) AS late,
              count(*) OVER () AS total
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
@@ -208,8 +214,9 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
         mode: r.slots === null ? "modulo" : "slots",
         slots: r.slots === null ? null : num(r.slots),
         // Milliseconds since the epoch: node-postgres parses timestamp text only in the ISO DateStyle.
-        changedAt: new Date(num(r.changed_ms)).toISOString(),
-        changedAgoMs: num(r.changed_ago_ms),
+        changedAt: isoOrNull(new Date(num(r.changed_ms))),
+        // Not finite (a time set by hand): null in the JSON.
+        changedAgoMs: Number.isFinite(num(r.changed_ago_ms)) ? num(r.changed_ago_ms) : null,
         members,
         healthy: members - expired - late,
         late,
@@ -239,7 +246,7 @@ export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, S
       incarnation: g.incarnation,
       mode: g.slots == null ? "modulo" : "slots",
       slots: g.slots ?? null,
-      changedAt: g.changedAt.toISOString(),
+      changedAt: isoOrNull(g.changedAt),
       now: g.nowMs,
       members: members.map((m): MemberView => ({
         memberId: m.memberId,
@@ -263,7 +270,7 @@ export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, S
       })),
       waiters: waiters.map((w): WaiterView => ({
         ...w,
-        heldBy: members.find((m) => m.instanceId === w.instanceId)?.name ?? null
+        heldBy: members.find((m) => m.instanceId != null && printable(m.instanceId) === w.instanceId)?.name ?? null
       }))
     }
   })
@@ -288,7 +295,7 @@ export const changes = (groupId: string, sinceMs: number): Effect.Effect<Readonl
       subject: string | null
       assignment: ChangeRow["assignment"]
     }>`
-      SELECT epoch, size, incarnation, (extract(epoch FROM changed_at) OPERATOR(pg_catalog.*) 1000)::bigint AS changed_ms,
+      SELECT epoch, size, incarnation, (extract(epoch FROM changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms,
              cause, subject, assignment
         FROM ((SELECT * FROM modulo_group.change_log
                 WHERE group_id = ${groupId}::text AND changed_at < ${since}::timestamptz
@@ -298,7 +305,8 @@ export const changes = (groupId: string, sinceMs: number): Effect.Effect<Readonl
                 WHERE group_id = ${groupId}::text AND changed_at >= ${since}::timestamptz
                 ORDER BY changed_at, id LIMIT 2000)) AS c
        ORDER BY changed_at, id`
-    return rows.map((r): ChangeRow => ({
+    // A row whose time is not finite (set by hand) has no place on a timeline.
+    return rows.filter((r) => Number.isFinite(num(r.changed_ms))).map((r): ChangeRow => ({
       epoch: num(r.epoch),
       size: num(r.size),
       incarnation: num(r.incarnation),

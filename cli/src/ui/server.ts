@@ -22,6 +22,19 @@ import * as Queries from "./queries.js"
 import { fromChangeLog, renderSvg } from "./timeline.js"
 
 /**
+ * A path segment's text, or undefined when its %-escapes are malformed (`%ZZ`): `decodeURIComponent`
+ * throws there, and thrown in the request handler it ended the server (any page open in the
+ * operator's browser could send such a request to 127.0.0.1: a review).
+ */
+const decoded = (segment: string): string | undefined => {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * @since 0.1.0
  * @internal
  */
@@ -241,7 +254,8 @@ export const serve = (options: ServerOptions) =>
       }
       const api = /^\/api\/groups\/([^/]+)(\/timeline\.svg)?$/.exec(path)
       if (api !== null) {
-        const groupId = decodeURIComponent(api[1]!)
+        const groupId = decoded(api[1]!)
+        if (groupId === undefined) return json(res, 400, { error: "malformed %-escape in the path" })
         return void detail(groupId).then((d) => {
           if (api[2] === undefined) return json(res, d.group === null ? 404 : 200, d)
           if (d.timeline === null) return json(res, 404, { error: "no timeline" })
@@ -251,7 +265,8 @@ export const serve = (options: ServerOptions) =>
       }
       const events = /^\/events(?:\/([^/]+))?$/.exec(path)
       if (events !== null) {
-        const key = events[1] === undefined ? OVERVIEW : decodeURIComponent(events[1])
+        const key = events[1] === undefined ? OVERVIEW : decoded(events[1])
+        if (key === undefined) return json(res, 400, { error: "malformed %-escape in the path" })
         res.writeHead(200, {
           "content-type": "text/event-stream; charset=utf-8",
           "cache-control": "no-store",

@@ -213,6 +213,9 @@ export interface ChangeRow {
 
 const nameOf = (m: ChangeRow["assignment"][number]): string => (m.name !== "" ? m.name : `${m.host}:${m.pid}`)
 
+/** The most lanes (indices) a timeline draws. */
+const maxLanes = 4_096
+
 /**
  * The timeline of a window of the change log: `rows` in commit order (the first may precede the
  * window: it says who held what when the window opened). A member that left its index by a `reap`
@@ -256,7 +259,10 @@ export const fromChangeLog = (
       }
     }
     for (const m of row.assignment) {
-      if (m.index === null) continue
+      // Only indices the row's size allows, and at most `maxLanes`: a change-log row written by hand
+      // naming index 20,000,000 drew a lane for each below it (a review: the dashboard took 4 GB and
+      // aborted, every group's view with it).
+      if (m.index === null || !Number.isInteger(m.index) || m.index < 0 || m.index >= Math.min(row.size, maxLanes)) continue
       lanes = Math.max(lanes, m.index + 1)
       if (!next.has(m.member_id)) next.set(m.member_id, { lane: m.index, from: at, label: nameOf(m), epoch: row.epoch })
     }
