@@ -284,6 +284,22 @@ describe("model: static membership", () => {
     expect(startsOf(r.trace, "m0").at(-1)?.split(" ")[1]).toBe(before!.split(" ")[1])
   })
 
+  it("a static member waiting for its instance id, whose store calls hang, leaves within its bound (G5)", () => {
+    // Found by the random schedules (seed 1961353524): the final leave deleted the waiter row (for
+    // `status` only) with a store call the interpreter did not bound, and held the scope's close.
+    const s = script([
+      "join m5",
+      "m5 crashes (store calls hang forever)",
+      "join m5",
+      "m5's store calls hang",
+      "m5 leaves",
+      "wait 800 ms",
+      "join m0"
+    ], { timeouts: false, latencyMs: 0, seed: 0, statics: true })
+    const r = runSchedule(s, { trace: true })
+    expect(r.violations).toEqual([])
+  })
+
   it("a static member that crashes and comes back within the grace waits for its lease, then takes its seat", () => {
     const s = script([
       "join m0",

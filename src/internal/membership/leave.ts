@@ -34,21 +34,26 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
         // (`StoppingHeartbeat`), the lease keeper having stopped.
         return Effect.gen(function*() {
           yield* work.interrupt
-          const stopped = yield* Effect.raceFirst(work.awaitStopped, keepLease).pipe(
-            Effect.timeout(config.stopTimeout),
-            Effect.option
-          )
+          const keeper = yield* Effect.forkDaemon(keepLease)
+          const stopped = yield* work.awaitStopped.pipe(Effect.timeout(config.stopTimeout), Effect.option)
+          // Not waited for: a renewal of it that hangs (store calls that never return) must not hold
+          // the leave (G5; the model found one that did, when this was a race, which waits for its loser).
+          yield* Fiber.interruptFork(keeper)
           return Option.isSome(stopped) ? Transition.Event.WorkStopped() : Transition.Event.StopTimedOut()
         })
       case "HoldUntilStopped":
         // Whichever comes first: the work stops (a renewal in flight is then interrupted), or the
         // heartbeats go on for ever.
-        return Effect.raceFirst(
-          work.awaitStopped,
-          Effect.forever(
+        // (The heartbeats in a fiber of their own, interrupted without waiting, as `StopWork`'s.)
+        return Effect.gen(function*() {
+          const keeper = yield* Effect.forkDaemon(Effect.forever(
             Effect.zipRight(observe(Transition.Observation.StuckHeartbeat()), Effect.sleep(instruction.everyMillis))
-          )
-        ).pipe(Effect.zipRight(observe(Transition.Observation.StuckWorkStopped())), Effect.as(undefined))
+          ))
+          yield* work.awaitStopped
+          yield* Fiber.interruptFork(keeper)
+          yield* observe(Transition.Observation.StuckWorkStopped())
+          return undefined
+        })
       case "Renew":
         return Effect.gen(function*() {
           const { acked, term } = yield* Ref.get(ctx.member)
@@ -89,7 +94,12 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           Effect.as(Transition.Event.LeaveDone())
         )
       case "ClearWaiting":
-        return Effect.as(clearWaiting(ctx), undefined)
+        // Best effort, for `status` only, and in the background: a store call that hangs must not hold
+        // the leave past its bound (G5; the model found a waiting static member's close that hung on it).
+        return Effect.as(
+          Effect.forkDaemon(Effect.ignore(Effect.timeout(clearWaiting(ctx), config.statementTimeout))),
+          undefined
+        )
       case "Alarm":
         return Effect.as(alarm(ctx, instruction.reason), undefined)
       case "Log":
