@@ -15,7 +15,6 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -76,17 +75,18 @@ export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Ef
     return Context.add(context, SqlClient.TransactionConnection, [wrapped, depth] as const) as Context.Context<R>
   })
 
-/** Connections of fenced bodies, revoked once their body has ended (`statementsWhileRunning`). */
-const revoked = new WeakMap<Connection, () => boolean>()
+/**
+ * The connections of fenced bodies (`statementsWhileRunning`): whether the body has ended (nothing is
+ * sent on it any more), and `enter`, which registers a fenced block nested in the body that starts
+ * while it runs (returning the `leave` to call at the block's end) and refuses one that starts after.
+ */
+const bodies = new WeakMap<Connection, {
+  readonly ended: () => boolean
+  readonly enter: () => (() => void) | undefined
+}>()
 
 /** Whether `conn` is a fenced body's connection whose body has ended: it sends nothing any more. */
-export const isRevoked = (conn: Connection): boolean => revoked.get(conn)?.() === true
-
-/**
- * Fenced blocks nested in a fenced body, by the body's connection: `enter` registers one that starts
- * while the body runs (its `leave` to call at its end), and refuses one that starts after.
- */
-const nestedBlocks = new WeakMap<Connection, () => (() => void) | undefined>()
+export const isRevoked = (conn: Connection): boolean => bodies.get(conn)?.ended() === true
 
 /**
  * Runs a fenced block nested on `conn` (the fiber's transaction connection): registered with the
@@ -99,7 +99,7 @@ export const nestedIn = <A, E, R, E2>(
   block: Effect.Effect<A, E, R>,
   refused: () => E2
 ): Effect.Effect<A, E | E2, R> => {
-  const enter = conn === undefined ? undefined : nestedBlocks.get(conn)
+  const enter = conn === undefined ? undefined : bodies.get(conn)?.enter
   if (enter === undefined) return block
   return Effect.uninterruptibleMask((restore) =>
     Effect.suspend((): Effect.Effect<A, E | E2, R> => {
@@ -119,11 +119,11 @@ export const nestedIn = <A, E, R, E2>(
  * after it, outside any transaction, or inside whatever transaction the pool gave the connection to
  * next (another member's fenced block: it committed under that fence; an adversarial review).
  *
- * - A statement that passed the check (in the same synchronous step that counts it) is waited for
- *   when the body ends, before the fence goes on: Effect's scheduler can pause a fiber between the
- *   check and the driver's send, and such a statement was sent after the fence's first commit-time
- *   check had run, past every check (a review: 0.5 s past the lease). The wait is bounded by the
- *   fence's backstop, which ends any statement of the transaction.
+ * - Statements go one at a time (`turn`, below), and the body's end waits for the one that has the
+ *   turn before the fence goes on: Effect's scheduler can pause a fiber between the check and the
+ *   driver's send, and such a statement was sent after the fence's first commit-time check had run,
+ *   past every check (a review: 0.5 s past the lease). The wait is for that one statement, which the
+ *   fence's backstop ends.
  * - A stream (a cursor, read chunk by chunk) is refused in a body: `pg-cursor` keeps the backend
  *   waiting for the client with the transaction's locks held, which no server timeout ends before
  *   PostgreSQL 17 (a review: the group's changes held 6 s and more), and on 17+ its close on the
@@ -139,9 +139,7 @@ export const statementsWhileRunning = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.suspend(() => {
     let open = true
-    let inFlight = 0
     let nested = 0
-    let drained: Deferred.Deferred<void> | undefined = undefined
     // One statement of the body at a time: the driver queues them on the connection anyway, and each
     // one queued there got a statement timeout of its own once it ran, so that N of them held the
     // fence's locks N backstops (a review: 7.5 s for 5, with `timeout` 1 s). A statement waiting for
@@ -152,33 +150,20 @@ export const statementsWhileRunning = <A, E, R>(
         message: "modulo-group: a statement of a fenced body sent after the body had ended (from a fiber it forked " +
           "and left running?): refused, nothing sent. Join the fibers a fenced body forks before it returns"
       })
-    const landed = Effect.suspend(() => {
-      inFlight--
-      return inFlight === 0 && drained !== undefined ? Deferred.succeed(drained, undefined) : Effect.void
-    })
+    // The check is made once the statement has the turn, and the turn is held until it has landed.
     const guard = <X>(run: () => Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.zipRight(
-          restore(turn.take(1)),
-          Effect.suspend((): Effect.Effect<X, SqlError> => {
-            if (!open) return Effect.zipRight(turn.release(1), Effect.fail(refused()))
-            inFlight++
-            return Effect.ensuring(restore(run()), Effect.zipRight(turn.release(1), landed))
-          })
-        )
-      )
-    const close = Effect.suspend(() => {
-      open = false
-      // A fenced block nested in the body still running (a fiber the body forked ran it): what it
-      // wrote, and whether its savepoint is still there, cannot be known from here (a review: one
-      // whose body had rolled back past its savepoint committed with the outer block).
-      if (nested > 0) strays.nestedStillRunning = true
-      if (inFlight === 0) return Effect.void
-      return Effect.flatMap(Deferred.make<void>(), (d) => {
-        drained = d
-        return inFlight === 0 ? Effect.void : Deferred.await(d)
-      })
-    })
+      turn.withPermits(1)(Effect.suspend((): Effect.Effect<X, SqlError> => (open ? run() : Effect.fail(refused()))))
+    const close = Effect.zipRight(
+      Effect.sync(() => {
+        open = false
+        // A fenced block nested in the body still running (a fiber the body forked ran it): what it
+        // wrote, and whether its savepoint is still there, cannot be known from here (a review: one
+        // whose body had rolled back past its savepoint committed with the outer block).
+        if (nested > 0) strays.nestedStillRunning = true
+      }),
+      // The statement that has the turn lands first (those waiting for it are refused when they get it).
+      turn.withPermits(1)(Effect.void)
+    )
     return Effect.mapInputContext(body, (context: Context.Context<R>) => {
       const current = Context.getOption(context as Context.Context<never>, SqlClient.TransactionConnection)
       if (Option.isNone(current)) return context
@@ -198,15 +183,17 @@ export const statementsWhileRunning = <A, E, R>(
           )
       }
       clients.set(revocable, () => (open ? pgClientOf(conn) : undefined))
-      revoked.set(revocable, () => !open)
-      nestedBlocks.set(revocable, () => {
-        if (!open) return undefined
-        nested++
-        let left = false
-        return () => {
-          if (left) return
-          left = true
-          nested--
+      bodies.set(revocable, {
+        ended: () => !open,
+        enter: () => {
+          if (!open) return undefined
+          nested++
+          let left = false
+          return () => {
+            if (left) return
+            left = true
+            nested--
+          }
         }
       })
       // Marked as the connection it wraps is: nested fences keep its statements running to their end.
