@@ -5,7 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { Duration, Effect } from "effect"
+import { Deferred, Duration, Effect, FiberId } from "effect"
 import { randomUUID } from "node:crypto"
 import type { FenceTarget } from "../../src/Fenced.js"
 import { randomGroupId } from "../support/Database.js"
@@ -67,4 +67,53 @@ export const stallingBeforeCommit = (sql: SqlClient.SqlClient, stall: Duration.D
             ? Effect.zipRight(Effect.sleep(Duration.decode(stall)), conn.executeUnprepared(statement, params, transformRows))
             : conn.executeUnprepared(statement, params, transformRows)
       }))
+  })
+
+/**
+ * The same client, except that on a reserved connection a statement whose text contains `marker` is
+ * held just before it goes to the driver (after every check above the connection has passed: a fiber
+ * paused by Effect's scheduler between the check and the send): `reached` completes when it gets
+ * there, and it is sent right after the next other statement on that connection is (the fence going
+ * on while it was paused), or after `patience` of real time when none comes (the fence waits for it).
+ * `sent` lists what went to the driver, in order (`marker` for the held one).
+ */
+export const holdingMarked = (sql: SqlClient.SqlClient, marker: string, patience: Duration.DurationInput = "1 second") =>
+  Effect.gen(function*() {
+    const reached = yield* Deferred.make<void>()
+    const sent: Array<string> = []
+    /** Completed by the next other statement while the marked one is held. */
+    let holding: Deferred.Deferred<void> | undefined
+    const around = <X, E>(statement: string, send: Effect.Effect<X, E>): Effect.Effect<X, E> =>
+      Effect.suspend(() => {
+        if (!statement.includes(marker)) {
+          sent.push(statement)
+          const held = holding
+          holding = undefined
+          // Sent before the held one resumes: the driver queues the held one behind it.
+          return held === undefined ? send : Effect.zipRight(Deferred.succeed(held, undefined), send)
+        }
+        const goOn = Deferred.unsafeMake<void>(FiberId.none)
+        holding = goOn
+        return Deferred.succeed(reached, undefined).pipe(
+          // Interruptible: the driver's call is not (internal/pg/noCancel.ts), and the timeout's race
+          // waits for its loser to be interrupted.
+          Effect.zipRight(Effect.timeoutOption(Effect.interruptible(Deferred.await(goOn)), patience)),
+          Effect.zipRight(Effect.sync(() => {
+            if (holding === goOn) holding = undefined
+            sent.push(marker)
+          })),
+          Effect.zipRight(send)
+        )
+      })
+    const client = proxy(sql, {
+      reserve: Effect.map(sql.reserve, (conn) =>
+        proxy<Connection>(conn, {
+          execute: (statement, params, transformRows) => around(statement, conn.execute(statement, params, transformRows)),
+          executeRaw: (statement, params) => around(statement, conn.executeRaw(statement, params)),
+          executeValues: (statement, params) => around(statement, conn.executeValues(statement, params)),
+          executeUnprepared: (statement, params, transformRows) =>
+            around(statement, conn.executeUnprepared(statement, params, transformRows))
+        }))
+    })
+    return { client, reached: Deferred.await(reached), sent }
   })
