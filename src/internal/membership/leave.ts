@@ -34,23 +34,17 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
         // (`StoppingHeartbeat`), the lease keeper having stopped.
         return Effect.gen(function*() {
           yield* work.interrupt
-          const keeper = yield* Effect.forkDaemon(keepLease)
-          const stopped = yield* work.awaitStopped.pipe(Effect.timeout(config.stopTimeout), Effect.option)
-          // Not waited for: a renewal of it that hangs (store calls that never return) must not hold
-          // the leave (G5; the model found one that did, when this was a race, which waits for its loser).
-          yield* Fiber.interruptFork(keeper)
+          const stopped = yield* whileRenewing(keepLease, work.awaitStopped.pipe(Effect.timeout(config.stopTimeout), Effect.option))
           return Option.isSome(stopped) ? Transition.Event.WorkStopped() : Transition.Event.StopTimedOut()
         })
       case "HoldUntilStopped":
         // Whichever comes first: the work stops (a renewal in flight is then interrupted), or the
         // heartbeats go on for ever.
-        // (The heartbeats in a fiber of their own, interrupted without waiting, as `StopWork`'s.)
         return Effect.gen(function*() {
-          const keeper = yield* Effect.forkDaemon(Effect.forever(
-            Effect.zipRight(observe(Transition.Observation.StuckHeartbeat()), Effect.sleep(instruction.everyMillis))
-          ))
-          yield* work.awaitStopped
-          yield* Fiber.interruptFork(keeper)
+          yield* whileRenewing(
+            Effect.forever(Effect.zipRight(observe(Transition.Observation.StuckHeartbeat()), Effect.sleep(instruction.everyMillis))),
+            work.awaitStopped
+          )
           yield* observe(Transition.Observation.StuckWorkStopped())
           return undefined
         })
@@ -126,6 +120,19 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
         return Effect.as(Effect.logError(`modulo-group: bug: ${instruction._tag} at scope close (not run)`), undefined)
     }
   }
+
+  /**
+   * `wait`, with `renewals` running meanwhile in a fiber of their own, interrupted without waiting
+   * when `wait` ends: a renewal that hangs (store calls that never return) must not hold the leave
+   * (G5; the model found one that did, when this was a race, which waits for its loser).
+   */
+  const whileRenewing = <A>(renewals: Effect.Effect<never>, wait: Effect.Effect<A>): Effect.Effect<A> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        Effect.forkDaemon(Effect.interruptible(renewals)),
+        (keeper) => Effect.ensuring(restore(wait), Fiber.interruptFork(keeper))
+      )
+    )
 
   /**
    * While the final leave waits for the work to stop: a heartbeat as the lease keeper would have sent
