@@ -6,6 +6,7 @@
  * @internal
  */
 import type { SqlClient } from "@effect/sql"
+import type * as Statement from "@effect/sql/Statement"
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -115,3 +116,11 @@ export const failsIfInterrupted = (message: string, done: () => boolean = () => 
  * @internal
  */
 export const printsOnce = (command: string) => failsIfInterrupted(`${command} was interrupted before it printed its answer`)
+
+/**
+ * Milliseconds from one timestamp to another as float8, in SQL: not finite (Infinity, NaN) when either
+ * is infinite (set by hand), where a subtraction of timestamps failed ("cannot subtract infinite
+ * timestamps") and hid the whole group behind a database error (a review).
+ */
+export const msBetween = (sql: SqlClient.SqlClient, from: Statement.Fragment, to: Statement.Fragment): Statement.Fragment =>
+  sql`(((extract(epoch FROM ${to}))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM ${from}))::float8) OPERATOR(pg_catalog.*) 1000::float8)`

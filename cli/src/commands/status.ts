@@ -15,6 +15,7 @@ import { MembershipConfig, type MembershipStore, Migrations, PgMembershipStore, 
 import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
+import * as Shared from "./shared.js"
 import { bounded, isoOrNull, NOT_INSTALLED, num, printable, printsOnce, schemaReady, table, timeText, writeOut } from "./shared.js"
 
 type GroupRow = MembershipStore.GroupRow
@@ -348,11 +349,7 @@ export const snapshot = (
 ): Effect.Effect<Option.Option<GroupSnapshot>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    // Milliseconds from one timestamp to another as float8: not finite (Infinity, NaN) when either is
-    // infinite (set by hand), where a subtraction of timestamps failed ("cannot subtract infinite
-    // timestamps") and hid the whole group behind a database error (a review).
-    const msBetween = (from: Statement.Fragment, to: Statement.Fragment) =>
-      sql`(((extract(epoch FROM ${to}))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM ${from}))::float8) OPERATOR(pg_catalog.*) 1000::float8)`
+    const msBetween = (from: Statement.Fragment, to: Statement.Fragment) => Shared.msBetween(sql, from, to)
     const statics = version >= 5
       ? sql`m.instance_id, (extract(epoch FROM m.released_at) OPERATOR(pg_catalog.*) 1000)::float8 AS released_ms,
              CASE WHEN m.instance_id IS NOT NULL

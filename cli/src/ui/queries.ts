@@ -12,7 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { type MembershipError, Migrations, Slots } from "modulo-group"
-import { isoOrNull, printable } from "../commands/shared.js"
+import { isoOrNull, msBetween, printable } from "../commands/shared.js"
 import { type RowState, snapshot, type StatusWaiter } from "../commands/status.js"
 import type { ChangeRow } from "./timeline.js"
 
@@ -186,13 +186,12 @@ export const groups: Effect.Effect<GroupList, SqlError | MembershipError.Databas
              (extract(epoch FROM g.changed_at) OPERATOR(pg_catalog.*) 1000)::float8 AS changed_ms,
              -- As float8 differences of epochs: a time set by hand to infinity is shown, not a database
              -- error for every group ("cannot subtract infinite timestamps": a review).
-             ((extract(epoch FROM statement_timestamp()))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM g.changed_at))::float8)
-               OPERATOR(pg_catalog.*) 1000::float8 AS changed_ago_ms,
+             ${msBetween(sql, sql`g.changed_at`, sql`statement_timestamp()`)} AS changed_ago_ms,
              pg_catalog.count(m.member_id) AS members,
              pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at <= statement_timestamp()) AS expired,
              pg_catalog.count(m.member_id) FILTER (WHERE m.lease_expires_at > statement_timestamp()
-                                          AND (extract(epoch FROM m.lease_expires_at))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM statement_timestamp()))::float8
-                                              < ((extract(epoch FROM m.lease_expires_at))::float8 OPERATOR(pg_catalog.-) (extract(epoch FROM m.heartbeat_at))::float8) / 2::float8) AS late,
+                                          AND ${msBetween(sql, sql`statement_timestamp()`, sql`m.lease_expires_at`)}
+                                              < ${msBetween(sql, sql`m.heartbeat_at`, sql`m.lease_expires_at`)} / 2::float8) AS late,
              count(*) OVER () AS total
         FROM modulo_group.groups g
         LEFT JOIN modulo_group.members m ON m.group_id = g.group_id
