@@ -167,7 +167,9 @@ const databaseError = (e: unknown): { readonly code: string; readonly message: s
  * 7. not inside an app transaction (`fenceDeferredNow`): `SET CONSTRAINTS ALL IMMEDIATE`, so that the app's
  *    deferred checks run now and only the fence's own check is left for `COMMIT`; then (`fenceEnd`) one
  *    statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
- *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row;
+ *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row,
+ *    and one again for each fenced block nested in the body that ended well (step 7's `SET
+ *    CONSTRAINTS` ran theirs early);
  *    inside an app transaction, the timeouts for the rest of it, which holds this block's locks until
  *    it ends: `statement_timeout` and `idle_in_transaction_session_timeout` each the app's value from
  *    before step 2 if it is non-zero and at most `timeout` + 1 s, else `timeout` + 1 s (so a client or
@@ -203,6 +205,19 @@ export const fencedWith = <A, E, R>(
       "Do not roll back to a savepoint from outside fenced inside it, and run fenced blocks of one " +
       "transaction one after the other"
     const broken = (reason: string) => new FenceBroken({ epoch: target.epoch, reason })
+    // Slots mode checks the lease at COMMIT through the rows of the slots named (one each, with the
+    // slot's holder and generation): with none named, nothing would be checked at COMMIT, and a
+    // client stalled before it committed past the lease (an adversarial review). Refused, nothing sent.
+    if (target.slots !== undefined && target.slots.length === 0) {
+      return yield* stale(
+        "no slots were given: a fence in slots mode checks the lease and each slot named, and with none it would " +
+          "check nothing at COMMIT. Fence under the slots the work is for (an empty `owned` means this member " +
+          "works no slot now)"
+      )
+    }
+    // The targets of fenced blocks nested in the body that ended well (and of blocks nested in
+    // those): their commit-time checks are queued again at this fence's end (`Statements.fenceEnd`).
+    const checked: Array<FenceTarget> = []
 
     const body = Effect.gen(function*() {
       // The values replaced (restored at the end inside an app transaction), the values set (compared
@@ -279,7 +294,7 @@ export const fencedWith = <A, E, R>(
       // The app's own errors are boxed, so that below they are told apart from the fence's. The body's
       // connection refuses statements once the body has ended: a fiber it forked and left running
       // would send them after the fence's checks (internal/pg/noCancel.ts, `statementsWhileRunning`).
-      const strays = { nestedStillRunning: false }
+      const strays = { nestedStillRunning: false, checked }
       const result = yield* Effect.mapError(statementsWhileRunning(effect, strays), (error) => new AppFailure(error))
       // A fenced block nested in the body still running at its end (a fiber the body forked ran it):
       // its own end is refused from now on, so whether its savepoint still stands, and so what it
@@ -314,7 +329,7 @@ export const fencedWith = <A, E, R>(
       // did the body end the transaction or remove the backstop? A second fence_checks row (only if
       // still in the transaction) queues the commit-time check even if the body ran SET CONSTRAINTS
       // ALL IMMEDIATE (its insert trigger puts the check back to DEFERRED).
-      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined, marked)
+      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined, marked, checked)
       if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
       if (after.xact !== begun.xact) {
         return yield* broken(
@@ -397,7 +412,8 @@ export const fencedWith = <A, E, R>(
         broken(
           "this block started after the fenced body it is nested in had ended (in a fiber that body forked?): " +
             "nothing was sent"
-        )
+        ),
+      () => [target, ...checked]
     )
     return yield* inTransaction.pipe(
       Effect.catchAll((failure) =>

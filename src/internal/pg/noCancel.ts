@@ -17,6 +17,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -78,11 +79,12 @@ export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Ef
 /**
  * The connections of fenced bodies (`statementsWhileRunning`): whether the body has ended (nothing is
  * sent on it any more), and `enter`, which registers a fenced block nested in the body that starts
- * while it runs (returning the `leave` to call at the block's end) and refuses one that starts after.
+ * while it runs (returning the `leave` to call at the block's end, with what the block checked when it
+ * ended well) and refuses one that starts after.
  */
 const bodies = new WeakMap<Connection, {
   readonly ended: () => boolean
-  readonly enter: () => (() => void) | undefined
+  readonly enter: () => ((checked: ReadonlyArray<unknown> | undefined) => void) | undefined
 }>()
 
 /** Whether `conn` is a fenced body's connection whose body has ended: it sends nothing any more. */
@@ -92,12 +94,14 @@ export const isRevoked = (conn: Connection): boolean => bodies.get(conn)?.ended(
  * Runs a fenced block nested on `conn` (the fiber's transaction connection): registered with the
  * fenced body it runs in, if any, for the whole block. A block that starts once that body has ended
  * fails at once (`refused`); the body's end finds one still running (`statementsWhileRunning`'s
- * `strays`).
+ * `strays`). A block that ends well hands that body's fence what it checked (`checked()`, into
+ * `strays.checked`), which queues those checks again at its end (`Statements.fenceEnd`).
  */
 export const nestedIn = <A, E, R, E2>(
   conn: Connection | undefined,
   block: Effect.Effect<A, E, R>,
-  refused: () => E2
+  refused: () => E2,
+  checked: () => ReadonlyArray<unknown>
 ): Effect.Effect<A, E | E2, R> => {
   const enter = conn === undefined ? undefined : bodies.get(conn)?.enter
   if (enter === undefined) return block
@@ -105,7 +109,7 @@ export const nestedIn = <A, E, R, E2>(
     Effect.suspend((): Effect.Effect<A, E | E2, R> => {
       const leave = enter()
       if (leave === undefined) return Effect.fail(refused())
-      return Effect.ensuring(restore(block), Effect.sync(leave))
+      return Effect.onExit(restore(block), (exit) => Effect.sync(() => leave(Exit.isSuccess(exit) ? checked() : undefined)))
     })
   )
 }
@@ -131,11 +135,12 @@ export const nestedIn = <A, E, R, E2>(
  * - The connection's `pg` client is not on it (`pgClientOf` reaches it while the body runs, for a
  *   nested block's lost savepoint; never after).
  * - A fenced block nested in the body (`nestedIn`) that is still running when the body ends sets
- *   `strays.nestedStillRunning`: the fence then fails (`FenceBroken`), and nothing commits.
+ *   `strays.nestedStillRunning`: the fence then fails (`FenceBroken`), and nothing commits. One that
+ *   ended well while the body ran adds what it checked to `strays.checked`.
  */
 export const statementsWhileRunning = <A, E, R>(
   body: Effect.Effect<A, E, R>,
-  strays: { nestedStillRunning: boolean } = { nestedStillRunning: false }
+  strays: { nestedStillRunning: boolean; readonly checked: Array<unknown> } = { nestedStillRunning: false, checked: [] }
 ): Effect.Effect<A, E, R> =>
   Effect.suspend(() => {
     let open = true
@@ -189,10 +194,11 @@ export const statementsWhileRunning = <A, E, R>(
           if (!open) return undefined
           nested++
           let left = false
-          return () => {
+          return (checked) => {
             if (left) return
             left = true
             nested--
+            if (checked !== undefined && open) strays.checked.push(...checked)
           }
         }
       })

@@ -1695,18 +1695,26 @@ export const fenceEnd = (
   begun: FenceBegun,
   nestedBoundMs: string | undefined,
   /** The chain the fence's last lock left (`fenceMarkerSetting`), and what its first found there. */
-  marker: { readonly chain: string; readonly before: string }
+  marker: { readonly chain: string; readonly before: string },
+  /**
+   * The targets of fenced blocks nested in the body that ended well (and of blocks nested in those):
+   * their checks are queued again with this fence's own. The fence's `SET CONSTRAINTS ALL IMMEDIATE`
+   * (`fenceDeferredNow`) runs every check queued so far, theirs included, and a `COMMIT` after it
+   * checked only this fence's target: a block of another group nested in the body committed past
+   * that group's lease (an adversarial review: 400 ms past it, with the client stalled before COMMIT).
+   */
+  nested: ReadonlyArray<FenceTarget> = []
 ) => {
-  const slots = target.slots
-  const queue = slots === undefined
-    ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx)
-      SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::bigint, ${target.index}::int
+  const rowsOf = (t: FenceTarget) =>
+    t.slots === undefined
+      ? sql`SELECT ${t.memberId}::uuid, ${t.groupId}::text, ${t.epoch}::int8, ${t.index}::int4, NULL::int4, NULL::int8
         FROM now WHERE now.xact = ${begun.xact}::text`
-    : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
-      SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
-        FROM now, ROWS FROM (pg_catalog.unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                         pg_catalog.unnest(${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
+      : sql`SELECT ${t.memberId}::uuid, ${t.groupId}::text, NULL::int8, NULL::int4, r.slot, r.generation
+        FROM now, ROWS FROM (pg_catalog.unnest(${`{${t.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                         pg_catalog.unnest(${`{${t.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
        WHERE now.xact = ${begun.xact}::text`
+  const queue = sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
+      ${sql.join(" UNION ALL ", false)([target, ...nested].map(rowsOf))}`
   const restoreOld = nestedBoundMs !== undefined
     ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
             pg_catalog.set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}::text, true) AS restored_idle,
