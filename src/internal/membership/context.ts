@@ -5,6 +5,7 @@
  */
 import type { Scope } from "effect"
 import * as Duration from "effect/Duration"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
@@ -58,6 +59,11 @@ export interface MemberContext {
    * the barrier (driver.ts).
    */
   readonly keeperBeforeJoin: { current: boolean }
+  /**
+   * The fence timer's wait while the member has no deadline (fenceTimer.ts): completed by the step
+   * that gives it one (`stepNow`), so that the timer watches a deadline from the moment it exists.
+   */
+  readonly deadlineSet: { current: Deferred.Deferred<void> | undefined }
   /**
    * A notification's claim (`Notified`) is in the driver's queue: no other is queued until the
    * driver takes it, so a flood of notifications queues at most one event (Membership.ts, driver.ts).
@@ -144,6 +150,7 @@ export const makeContext = (options: {
       listening: { current: false },
       heardReady: { current: 0 },
       keeperBeforeJoin: { current: false },
+      deadlineSet: { current: undefined },
       claimQueued: { current: false },
       renewalsNumbered: { current: 0 }
     }
@@ -194,15 +201,25 @@ export const connected = (ctx: MemberContext): Effect.Effect<void> =>
 /** Applies `input` to the member at the current time; returns the instructions to run. */
 export const stepNow = (ctx: MemberContext, input: Event | Observation) =>
   Effect.flatMap(nowMillis, (now) =>
-    Ref.modify(ctx.member, (before) => {
-      // A claim, with the last renewal numbered so far: read in the same synchronous step as the
-      // claim is recorded, so no renewal numbered before it can pass for one sent after it.
-      const stamped = input._tag === "Notified"
-        ? Transition.Event.Notified({ epoch: input.epoch, afterRenewal: ctx.renewalsNumbered.current })
-        : input
-      const [after, instructions] = Transition.step(before, stamped, now)
-      return [{ before: before.state, after: after.state, instructions }, after]
-    }))
+    Effect.tap(
+      Ref.modify(ctx.member, (before) => {
+        // A claim, with the last renewal numbered so far: read in the same synchronous step as the
+        // claim is recorded, so no renewal numbered before it can pass for one sent after it.
+        const stamped = input._tag === "Notified"
+          ? Transition.Event.Notified({ epoch: input.epoch, afterRenewal: ctx.renewalsNumbered.current })
+          : input
+        const [after, instructions] = Transition.step(before, stamped, now)
+        const deadlineSet = before.deadline === undefined && after.deadline !== undefined
+        return [{ before: before.state, after: after.state, instructions, deadlineSet }, after]
+      }),
+      // The fence timer, waiting while there was no deadline, watches this one from now on.
+      ({ deadlineSet }) => {
+        const waiting = deadlineSet ? ctx.deadlineSet.current : undefined
+        if (waiting === undefined) return Effect.void
+        ctx.deadlineSet.current = undefined
+        return Deferred.succeed(waiting, undefined)
+      }
+    ))
 
 /** Records a metric as a `Measure` instruction says. */
 export const measure = (ctx: MemberContext, metric: Extract<Instruction, { _tag: "Measure" }>["metric"], value: number) => {

@@ -3,6 +3,7 @@
  * returns (the results of some, e.g. a join's reply, are applied before the next queued event).
  * Observations of the other fibers (`observe`) go through the same `step`, at once.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
@@ -317,6 +318,17 @@ export const makeDriver = (ctx: MemberContext, work: WorkRunner) => {
         // none; its first poll came up to a heartbeat after the join (test/Timing.test.ts).
         if (after._tag === "Awaiting" && !Transition.holdsLease(before) && ctx.keeperBeforeJoin.current) {
           yield* ctx.signal.poke
+        }
+        // Just joined, straight to work, from a join whose view came back late (it rode along another
+        // member's change and waited for its turn, a slow server): the lease it holds began when the
+        // join was sent, and the lease keeper's wait in progress (a heartbeat long, begun before the
+        // join) may end too late for a renewal to land before the deadline (an adversarial review).
+        // It renews now. A join back in time leaves it to its wait (no renewal more per join).
+        if (after._tag === "Assigned" && !Transition.holdsLease(before) && ctx.keeperBeforeJoin.current) {
+          const { deadline } = yield* Ref.get(ctx.member)
+          if (deadline !== undefined && (yield* nowMillis) + ctx.timing.heartbeatMs + Duration.toMillis(ctx.config.statementTimeout) > deadline) {
+            yield* ctx.signal.poke
+          }
         }
         // One step's instructions together: the set forms restart once, under the set they leave.
         yield* work.batch(Effect.gen(function*() {
