@@ -17,6 +17,7 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { ownLockWaiters, PgLive, randomGroupId } from "../support/Database.js"
 import { waitForEffect } from "../support/Wait.js"
+import { stallingBeforeCommit } from "./support.js"
 
 const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
 const info = (name: string) => ({ memberId: randomUUID(), name, host: "test-host", pid: 4242 })
@@ -206,3 +207,34 @@ it.live("interleaved: a release sent while its member's own change (a leave) run
     }).pipe(Effect.scoped, Effect.provide(Pausing))
   }))
 
+
+/**
+ * (an adversarial review) A fence naming no slots queued no commit-time check at all (one fence_checks
+ * row per slot: none): with the client stalled 700 ms before COMMIT, its write committed ~340 ms after
+ * the member's lease ended. Reachable as `fenced(effect, { slots: yield* membership.owned })` with
+ * nothing owned. Now refused (StaleAssignment), nothing sent. Control: one held slot, the same stall,
+ * fails at COMMIT.
+ */
+it.live("a fence naming no slots is refused (it would check nothing at COMMIT); with a slot, a stall before COMMIT past the lease fails", () =>
+  Effect.gen(function*() {
+    const t = yield* setup("fence-no-slots")
+    const a = info("a")
+    yield* t.store.join(t.groupId, a, 60_000, {}, { slots: 4 })
+    const setLease = (ms: number) =>
+      t.sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() + ${`${ms} milliseconds`}::interval
+             WHERE member_id = ${a.memberId}`
+    const stalled = (slots: ReadonlyArray<{ slot: number; generation: number }>, note: string) =>
+      Effect.either(Fenced.fencedWith(t.target(a.memberId, slots), t.insert(note)).pipe(
+        Effect.provideService(SqlClient.SqlClient, stallingBeforeCommit(t.sql, "700 millis"))
+      ))
+    yield* setLease(400)
+    const control = yield* stalled([{ slot: 0, generation: 1 }], "one slot")
+    yield* setLease(400)
+    const noSlots = yield* stalled([], "no slots")
+    expect(control._tag === "Left" && control.left._tag).toBe("StaleAssignment")
+    expect(noSlots._tag === "Left" && noSlots.left._tag).toBe("StaleAssignment")
+    expect(noSlots._tag === "Left" && noSlots.left.message).toMatch(/no slots were given/)
+    // G6: nothing commits once the lease has ended before COMMIT.
+    expect(yield* t.notes).toEqual([])
+    expect(yield* t.leftovers).toBe(0)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
