@@ -194,6 +194,26 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
  * @since 0.4.0
  * @internal
  */
+/**
+ * Sorted numbers as runs (`1-3, 7, 9-12`): a group whose size was set by hand to 100,000 listed
+ * 65,535 missing indices one by one in a line of 400 KB.
+ *
+ * @internal
+ */
+export const asRuns = (sorted: ReadonlyArray<number>): string => {
+  const runs: Array<string> = []
+  for (let i = 0; i < sorted.length;) {
+    let j = i
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++
+    runs.push(j === i ? String(sorted[i]) : j === i + 1 ? `${sorted[i]}, ${sorted[j]}` : `${sorted[i]}-${sorted[j]}`)
+    i = j + 1
+  }
+  return runs.join(", ")
+}
+
+/** How many indices `snapshot` looks at for missing rows (its SQL's bound). */
+const MISSING_LOOKED_AT = 65_536
+
 export const renderMissing = (group: StatusGroup): ReadonlyArray<string> => {
   const missing = group.missingIndices ?? []
   const orphans = group.orphanSlots ?? []
@@ -206,11 +226,12 @@ export const renderMissing = (group: StatusGroup): ReadonlyArray<string> => {
     : "the next join, leave or reap repairs the group"
   return [
     ...(missing.length === 0 ? [] : [
-      `${missing.length === 1 ? "index" : "indices"} ${missing.join(", ")} of ${group.size} ${missing.length === 1 ? "has" : "have"} ` +
+      `${missing.length === 1 ? "index" : "indices"} ${asRuns(missing)} of ${group.size}` +
+      `${group.size > MISSING_LOOKED_AT ? ` (of the first ${MISSING_LOOKED_AT} looked at)` : ""} ${missing.length === 1 ? "has" : "have"} ` +
       `no member row (deleted or moved by hand?): ${wait}`
     ]),
     ...(orphans.length === 0 ? [] : [
-      `${orphans.length === 1 ? "slot" : "slots"} ${orphans.join(", ")} ${orphans.length === 1 ? "is" : "are"} held by a member id ` +
+      `${orphans.length === 1 ? "slot" : "slots"} ${asRuns(orphans)} ${orphans.length === 1 ? "is" : "are"} held by a member id ` +
       `no row has (deleted or changed by hand?): ${wait}`
     ])
   ]
@@ -400,7 +421,7 @@ export const snapshot = (
     // Indices with no member row, and how much longer the changes wait for them (schema 15).
     const missingColumns = version >= 15
       ? sql`(SELECT pg_catalog.array_agg(i.i ORDER BY i.i)
-               FROM pg_catalog.generate_series(0::int4, LEAST(g.size, 65536::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
+               FROM pg_catalog.generate_series(0::int4, LEAST(g.size, ${MISSING_LOOKED_AT}::int4) OPERATOR(pg_catalog.-) 1::int4) AS i (i)
               WHERE NOT EXISTS (SELECT 1 FROM modulo_group.members x WHERE x.group_id = g.group_id AND x.idx = i.i)) AS missing,
              CASE WHEN pg_catalog.isfinite(g.missing_since)
                   THEN (extract(epoch FROM statement_timestamp() - g.missing_since) OPERATOR(pg_catalog.*) 1000)::float8 END AS missing_ms,
