@@ -168,8 +168,8 @@ const databaseError = (e: unknown): { readonly code: string; readonly message: s
  *    deferred checks run now and only the fence's own check is left for `COMMIT`; then (`fenceEnd`) one
  *    statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
  *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row,
- *    and one again for each fenced block nested in the body that ended well (step 7's `SET
- *    CONSTRAINTS` ran theirs early);
+ *    and one again for every target fenced in the transaction so far (`Statements.fencedTargetsSetting`:
+ *    the blocks nested in the body whose savepoints stand; step 7's `SET CONSTRAINTS` ran theirs early);
  *    inside an app transaction, the timeouts for the rest of it, which holds this block's locks until
  *    it ends: `statement_timeout` and `idle_in_transaction_session_timeout` each the app's value from
  *    before step 2 if it is non-zero and at most `timeout` + 1 s, else `timeout` + 1 s (so a client or
@@ -215,9 +215,6 @@ export const fencedWith = <A, E, R>(
           "works no slot now)"
       )
     }
-    // The targets of fenced blocks nested in the body that ended well (and of blocks nested in
-    // those): their commit-time checks are queued again at this fence's end (`Statements.fenceEnd`).
-    const checked: Array<FenceTarget> = []
 
     const body = Effect.gen(function*() {
       // The values replaced (restored at the end inside an app transaction), the values set (compared
@@ -294,7 +291,7 @@ export const fencedWith = <A, E, R>(
       // The app's own errors are boxed, so that below they are told apart from the fence's. The body's
       // connection refuses statements once the body has ended: a fiber it forked and left running
       // would send them after the fence's checks (internal/pg/noCancel.ts, `statementsWhileRunning`).
-      const strays = { nestedStillRunning: false, checked }
+      const strays = { nestedStillRunning: false }
       const result = yield* Effect.mapError(statementsWhileRunning(effect, strays), (error) => new AppFailure(error))
       // A fenced block nested in the body still running at its end (a fiber the body forked ran it):
       // its own end is refused from now on, so whether its savepoint still stands, and so what it
@@ -329,7 +326,7 @@ export const fencedWith = <A, E, R>(
       // did the body end the transaction or remove the backstop? A second fence_checks row (only if
       // still in the transaction) queues the commit-time check even if the body ran SET CONSTRAINTS
       // ALL IMMEDIATE (its insert trigger puts the check back to DEFERRED).
-      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined, marked, checked)
+      const [after] = yield* Statements.fenceEnd(sql, target, begun, nested ? backstop : undefined, marked)
       if (after === undefined) return yield* Effect.dieMessage("modulo-group: the fence's last statement returned no row")
       if (after.xact !== begun.xact) {
         return yield* broken(
@@ -412,8 +409,7 @@ export const fencedWith = <A, E, R>(
         broken(
           "this block started after the fenced body it is nested in had ended (in a fiber that body forked?): " +
             "nothing was sent"
-        ),
-      () => [target, ...checked]
+        )
     )
     return yield* inTransaction.pipe(
       Effect.catchAll((failure) =>

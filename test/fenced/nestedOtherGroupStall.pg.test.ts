@@ -22,12 +22,8 @@ import { expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture } from "../fenced/support.js"
+import { fixture, proxy } from "./support.js"
 
-const proxy = <T extends object>(target: T, overrides: Partial<T>): T =>
-  new Proxy(target, {
-    get: (t, p) => (p in overrides ? (overrides as Record<PropertyKey, unknown>)[p] : Reflect.get(t, p))
-  })
 
 it.live("G6: a fenced block nested in another group's fenced body does not commit after its lease ended (client stall before COMMIT)", () =>
   Effect.gen(function*() {

@@ -4,15 +4,25 @@
  * group moved on, it wrote, and then its end and its rollback were refused (the outer body had ended):
  * the outer block committed, and with it the nested block's write of a stale epoch. Now a nested block
  * is registered with the body it runs in; one still running at the body's end fails the outer block
- * (`FenceBroken`), and nothing commits. The control: the same block run inline ends the transaction.
+ * (`FenceBroken`), and nothing commits; also when the app wraps the body's connection (the block finds
+ * the body through the context). The control: the same block run inline ends the transaction.
  */
 import { expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Deferred, Effect, Fiber, Option } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture } from "./support.js"
+import { fixture, proxy } from "./support.js"
 
-const scenario = (forked: boolean) =>
+/** The transaction's connection behind an app's wrapper (a statement logger's proxy of it). */
+const wrapped = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (current) =>
+    Option.isNone(current)
+      ? effect
+      : Effect.provideService(effect, SqlClient.TransactionConnection, [proxy<Connection>(current.value[0], {}), current.value[1]] as const))
+
+const scenario = (forked: boolean, wrapper = false) =>
   Effect.gen(function*() {
     const g1 = yield* fixture("revoked-lost-sp-g1")
     const g2 = yield* fixture("revoked-lost-sp-g2")
@@ -28,7 +38,9 @@ const scenario = (forked: boolean) =>
       yield* Deferred.succeed(written, undefined)
       if (forked) yield* Effect.sleep("300 millis")
     })
-    const f2 = sql.withTransaction(Fenced.fencedWith(g2.target, body2, { timeout: "5 seconds" }))
+    const f2 = (wrapper ? wrapped : <A, E, R>(e: Effect.Effect<A, E, R>) => e)(
+      sql.withTransaction(Fenced.fencedWith(g2.target, body2, { timeout: "5 seconds" }))
+    )
     let f: Fiber.RuntimeFiber<unknown, unknown> | undefined
     const body1 = Effect.gen(function*() {
       yield* g1.insert("G1 write")
@@ -61,6 +73,11 @@ const scenario = (forked: boolean) =>
 
 it.live("G6: a nested block (forked by an outer fenced body) still running at the body's end, that lost its savepoint: nothing commits", () =>
   scenario(true), 60_000)
+
+// The same, the forked block run through an app's wrapper of the body's connection (a review): it is
+// found through the context, not by the connection it runs on.
+it.live("G6: the same, the nested block run through an app's wrapper of the body's connection: nothing commits", () =>
+  scenario(true, true), 60_000)
 
 // Control: the same nested block run inline (joined) by the outer body: its failed rollback ends the
 // transaction, nothing of it commits (passes).

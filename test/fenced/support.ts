@@ -49,7 +49,8 @@ export const fixture = (prefix: string, leaseMs = 60_000) =>
     return { sql, groupId, memberId, table, target, notes, insert, setLease, leftovers }
   })
 
-const proxy = <T extends object>(target: T, overrides: Partial<T>): T =>
+/** `target` with some of its properties replaced (a wrapper of a client or a connection). */
+export const proxy = <T extends object>(target: T, overrides: Partial<T>): T =>
   new Proxy(target, {
     get: (t, p) => (p in overrides ? (overrides as Record<PropertyKey, unknown>)[p] : Reflect.get(t, p))
   })

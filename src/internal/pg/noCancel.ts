@@ -17,7 +17,6 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -79,13 +78,20 @@ export const statementsRunToTheEnd = <A, E, R>(body: Effect.Effect<A, E, R>): Ef
 /**
  * The connections of fenced bodies (`statementsWhileRunning`): whether the body has ended (nothing is
  * sent on it any more), and `enter`, which registers a fenced block nested in the body that starts
- * while it runs (returning the `leave` to call at the block's end, with what the block checked when it
- * ended well) and refuses one that starts after.
+ * while it runs (returning the `leave` to call at the block's end) and refuses one that starts after.
  */
-const bodies = new WeakMap<Connection, {
+interface Body {
   readonly ended: () => boolean
-  readonly enter: () => ((checked: ReadonlyArray<unknown> | undefined) => void) | undefined
-}>()
+  readonly enter: () => (() => void) | undefined
+}
+const bodies = new WeakMap<Connection, Body>()
+
+/**
+ * The fenced body a fiber runs in (`statementsWhileRunning` provides it to the body, and so to the
+ * fibers it forks): how a nested block finds it when the app has wrapped the body's connection (a
+ * statement logger's proxy of it), which `bodies` does not know (a review).
+ */
+const CurrentBody = Context.GenericTag<Body>("modulo-group/internal/FencedBody")
 
 /** Whether `conn` is a fenced body's connection whose body has ended: it sends nothing any more. */
 export const isRevoked = (conn: Connection): boolean => bodies.get(conn)?.ended() === true
@@ -94,25 +100,24 @@ export const isRevoked = (conn: Connection): boolean => bodies.get(conn)?.ended(
  * Runs a fenced block nested on `conn` (the fiber's transaction connection): registered with the
  * fenced body it runs in, if any, for the whole block. A block that starts once that body has ended
  * fails at once (`refused`); the body's end finds one still running (`statementsWhileRunning`'s
- * `strays`). A block that ends well hands that body's fence what it checked (`checked()`, into
- * `strays.checked`), which queues those checks again at its end (`Statements.fenceEnd`).
+ * `strays`).
  */
 export const nestedIn = <A, E, R, E2>(
   conn: Connection | undefined,
   block: Effect.Effect<A, E, R>,
-  refused: () => E2,
-  checked: () => ReadonlyArray<unknown>
-): Effect.Effect<A, E | E2, R> => {
-  const enter = conn === undefined ? undefined : bodies.get(conn)?.enter
-  if (enter === undefined) return block
-  return Effect.uninterruptibleMask((restore) =>
-    Effect.suspend((): Effect.Effect<A, E | E2, R> => {
-      const leave = enter()
-      if (leave === undefined) return Effect.fail(refused())
-      return Effect.onExit(restore(block), (exit) => Effect.sync(() => leave(Exit.isSuccess(exit) ? checked() : undefined)))
-    })
-  )
-}
+  refused: () => E2
+): Effect.Effect<A, E | E2, R> =>
+  Effect.flatMap(Effect.serviceOption(CurrentBody), (current) => {
+    const enter = (conn === undefined ? undefined : bodies.get(conn)?.enter) ?? Option.getOrUndefined(current)?.enter
+    if (enter === undefined) return block
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.suspend((): Effect.Effect<A, E | E2, R> => {
+        const leave = enter()
+        if (leave === undefined) return Effect.fail(refused())
+        return Effect.ensuring(restore(block), Effect.sync(leave))
+      })
+    )
+  })
 
 /**
  * Runs `body` with the fiber's transaction connection (if any) replaced by one that refuses every
@@ -135,12 +140,11 @@ export const nestedIn = <A, E, R, E2>(
  * - The connection's `pg` client is not on it (`pgClientOf` reaches it while the body runs, for a
  *   nested block's lost savepoint; never after).
  * - A fenced block nested in the body (`nestedIn`) that is still running when the body ends sets
- *   `strays.nestedStillRunning`: the fence then fails (`FenceBroken`), and nothing commits. One that
- *   ended well while the body ran adds what it checked to `strays.checked`.
+ *   `strays.nestedStillRunning`: the fence then fails (`FenceBroken`), and nothing commits.
  */
 export const statementsWhileRunning = <A, E, R>(
   body: Effect.Effect<A, E, R>,
-  strays: { nestedStillRunning: boolean; readonly checked: Array<unknown> } = { nestedStillRunning: false, checked: [] }
+  strays: { nestedStillRunning: boolean } = { nestedStillRunning: false }
 ): Effect.Effect<A, E, R> =>
   Effect.suspend(() => {
     let open = true
@@ -188,23 +192,27 @@ export const statementsWhileRunning = <A, E, R>(
           )
       }
       clients.set(revocable, () => (open ? pgClientOf(conn) : undefined))
-      bodies.set(revocable, {
+      const body: Body = {
         ended: () => !open,
         enter: () => {
           if (!open) return undefined
           nested++
           let left = false
-          return (checked) => {
+          return () => {
             if (left) return
             left = true
             nested--
-            if (checked !== undefined && open) strays.checked.push(...checked)
           }
         }
-      })
+      }
+      bodies.set(revocable, body)
       // Marked as the connection it wraps is: nested fences keep its statements running to their end.
       if (marked.has(conn)) marked.add(revocable)
-      return Context.add(context, SqlClient.TransactionConnection, [revocable, depth] as const) as Context.Context<R>
+      return Context.add(
+        Context.add(context, SqlClient.TransactionConnection, [revocable, depth] as const),
+        CurrentBody,
+        body
+      ) as Context.Context<R>
     }).pipe(Effect.ensuring(close))
   })
 

@@ -1498,6 +1498,28 @@ export interface FenceBegun {
  */
 export const fenceMarkerSetting = "modulo_group.fence"
 
+/**
+ * A setting of the library's own, local to the transaction: every fence target checked in it (JSON,
+ * one object per `fence_checks` row a fence queued: `m` member, `g` group, `e` epoch and `i` index, or
+ * `s` slot and `n` generation), appended by `fenceMember` and `fenceSlotMember`. A `ROLLBACK TO
+ * SAVEPOINT` undoes what was appended after the savepoint, as it undoes that fence's writes. A fence's
+ * last statement (`fenceEnd`) queues a commit-time check again for every target in it: a fence of its
+ * own transaction runs `SET CONSTRAINTS ALL IMMEDIATE` first (`fenceDeferredNow`), which runs the
+ * checks of the blocks nested in its body early, and its `COMMIT` then checked its own target only (a
+ * block of another group committed 400 ms past that group's lease: an adversarial review). Kept in
+ * the transaction, not in the process: a nested block run through an app's wrapper of the connection,
+ * or interrupted after its savepoint was kept, is in it all the same (a review of the first fix).
+ */
+export const fencedTargetsSetting = "modulo_group.fenced"
+
+/** `fencedTargetsSetting` as jsonb (an empty array when unset). */
+const fencedTargets = (sql: Sql) =>
+  sql`(coalesce(NULLIF(pg_catalog.current_setting(${fencedTargetsSetting}::text, true), ''), '[]'))::jsonb`
+
+/** Appends `entries` (a jsonb array) to `fencedTargetsSetting`. */
+const appendFencedTargets = (sql: Sql, entries: Statement.Fragment) =>
+  sql`pg_catalog.set_config(${fencedTargetsSetting}::text, (${fencedTargets(sql)} OPERATOR(pg_catalog.||) ${entries})::text, true)`
+
 /** A fence's stamp at `stage` (`fenceMarkerSetting`). */
 export const markerStamp = (id: string, stage: number) => `/${id}:${stage}`
 
@@ -1575,6 +1597,13 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
       VALUES (${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4))
     SELECT idx, lease_expires_at > pg_catalog.clock_timestamp() AS live,
            ${stampMarker(sql, marker, 3)} AS marker,
+           ${
+    appendFencedTargets(
+      sql,
+      sql`pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
+                                         'e', ${target.epoch}::int8, 'i', ${target.index}::int4))`
+    )
+  } AS fenced,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
      WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
@@ -1600,6 +1629,15 @@ export const fenceSlotMember = (
     SELECT lease_expires_at > pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            , ${stampMarker(sql, marker, 1)} AS marker
+           , ${
+    appendFencedTargets(
+      sql,
+      sql`(SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
+                                                                  's', r.slot, 'n', r.generation)), '[]'::jsonb)
+             FROM ROWS FROM (pg_catalog.unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                             pg_catalog.unnest(${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation))`
+    )
+  } AS fenced
       FROM modulo_group.members
      WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
        FOR KEY SHARE`
@@ -1695,26 +1733,23 @@ export const fenceEnd = (
   begun: FenceBegun,
   nestedBoundMs: string | undefined,
   /** The chain the fence's last lock left (`fenceMarkerSetting`), and what its first found there. */
-  marker: { readonly chain: string; readonly before: string },
-  /**
-   * The targets of fenced blocks nested in the body that ended well (and of blocks nested in those):
-   * their checks are queued again with this fence's own. The fence's `SET CONSTRAINTS ALL IMMEDIATE`
-   * (`fenceDeferredNow`) runs every check queued so far, theirs included, and a `COMMIT` after it
-   * checked only this fence's target: a block of another group nested in the body committed past
-   * that group's lease (an adversarial review: 400 ms past it, with the client stalled before COMMIT).
-   */
-  nested: ReadonlyArray<FenceTarget> = []
+  marker: { readonly chain: string; readonly before: string }
 ) => {
-  const rowsOf = (t: FenceTarget) =>
-    t.slots === undefined
-      ? sql`SELECT ${t.memberId}::uuid, ${t.groupId}::text, ${t.epoch}::int8, ${t.index}::int4, NULL::int4, NULL::int8
+  const own = target.slots === undefined
+    ? sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4, NULL::int4, NULL::int8
         FROM now WHERE now.xact = ${begun.xact}::text`
-      : sql`SELECT ${t.memberId}::uuid, ${t.groupId}::text, NULL::int8, NULL::int4, r.slot, r.generation
-        FROM now, ROWS FROM (pg_catalog.unnest(${`{${t.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                         pg_catalog.unnest(${`{${t.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
+    : sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL::int8, NULL::int4, r.slot, r.generation
+        FROM now, ROWS FROM (pg_catalog.unnest(${`{${target.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                         pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
        WHERE now.xact = ${begun.xact}::text`
+  // Its own target, and again every target fenced in the transaction so far (`fencedTargetsSetting`:
+  // the blocks nested in its body whose savepoints stand, and any before it in an app's transaction).
   const queue = sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
-      ${sql.join(" UNION ALL ", false)([target, ...nested].map(rowsOf))}`
+      ${own}
+      UNION ALL
+      SELECT t.m, t.g, t.e, t.i, t.s, t.n
+        FROM now, pg_catalog.jsonb_to_recordset(now.fenced) AS t(m uuid, g text, e int8, i int4, s int4, n int8)
+       WHERE now.xact = ${begun.xact}::text`
   const restoreOld = nestedBoundMs !== undefined
     ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
             pg_catalog.set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}::text, true) AS restored_idle,
@@ -1731,7 +1766,8 @@ export const fenceEnd = (
              pg_catalog.current_setting('statement_timeout') AS st,
              pg_catalog.current_setting('idle_in_transaction_session_timeout') AS idle,
              pg_catalog.current_setting('transaction_timeout', true) AS tx,
-             pg_catalog.current_setting('session_replication_role') AS replication),
+             pg_catalog.current_setting('session_replication_role') AS replication,
+             ${fencedTargets(sql)} AS fenced),
     queued AS (${queue})
     SELECT now.xact, now.marker, now.st, now.idle, now.tx, now.replication,
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors c
