@@ -8,6 +8,7 @@
  * non-zero bound is a backstop (a review of that fix; before it, the same calls committed).
  */
 import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
 import { Effect, Either, Exit, Layer, Scope } from "effect"
 import * as Fenced from "../../src/Fenced.js"
@@ -15,7 +16,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Membership from "../../src/Membership.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "../support/Database.js"
-import { fixture } from "../fenced/support.js"
+import { fixture, proxy } from "./support.js"
 
 it.live("fenced inside fenced, the inner timeout shorter: both commit, as with equal timeouts", () =>
   Effect.gen(function*() {
@@ -55,3 +56,52 @@ it.live("two memberships (statement timeouts 2 s and 1 s): a plain fenced of B i
     const tags = results.map((r) => (Either.isLeft(r) ? (r.left as { _tag: string })._tag : "committed"))
     expect(tags).toEqual(["committed", "committed", "committed", "committed", "committed"])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 30_000)
+
+/**
+ * The checks queued by many fenced blocks in one transaction stay linear. Every fence records its
+ * target in the transaction, and a fence of its own transaction queues a check again for each one
+ * recorded (the blocks nested in its body: its own `SET CONSTRAINTS ALL IMMEDIATE` ran theirs early).
+ * A first form of that re-queued every recorded target at every block's end, nested ones too: an
+ * app's transaction of k fenced blocks queued k²/2 checks for its COMMIT to run (for 50 blocks of one
+ * target, 1,375 rows). Now nested blocks queue only their own, and a target is recorded once.
+ */
+it.live("50 fenced blocks in one app transaction queue 2 checks each; 50 nested in one fenced body, of one target, its own and that one again at its end", () =>
+  Effect.gen(function*() {
+    const a = yield* fixture("fence-many-outer")
+    const b = yield* fixture("fence-many-inner")
+    const sql = a.sql
+    const pending = Effect.map(
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM modulo_group.fence_checks WHERE tx = txid_current()`,
+      (rows) => rows[0]!.n
+    )
+    const inApp = yield* sql.withTransaction(Effect.gen(function*() {
+      for (let i = 0; i < 50; i++) yield* Fenced.fencedWith(b.target, b.insert(`app ${i}`))
+      return yield* pending
+    }))
+    expect(inApp).toBe(100)
+    // In a fenced body: the body's 50 nested blocks queue 100, the outer block's SET CONSTRAINTS ALL
+    // IMMEDIATE runs them (and its own first), and its end queues its own and B's once: counted on
+    // the transaction's connection just before its COMMIT.
+    const atCommit: Array<number> = []
+    const counting = proxy(sql, {
+      reserve: Effect.map(sql.reserve, (conn) =>
+        proxy<Connection>(conn, {
+          executeUnprepared: (statement, params, transformRows) =>
+            statement.trim().toUpperCase() === "COMMIT"
+              ? conn.executeUnprepared("SELECT count(*)::int AS n FROM modulo_group.fence_checks WHERE tx = txid_current()", [], undefined).pipe(
+                Effect.tap((rows) => Effect.sync(() => atCommit.push((rows[0] as { n: number }).n))),
+                Effect.zipRight(conn.executeUnprepared(statement, params, transformRows))
+              )
+              : conn.executeUnprepared(statement, params, transformRows)
+        }))
+    })
+    yield* Fenced.fencedWith(
+      a.target,
+      Effect.gen(function*() {
+        for (let i = 0; i < 50; i++) yield* Fenced.fencedWith(b.target, b.insert(`body ${i}`))
+      })
+    ).pipe(Effect.provideService(SqlClient.SqlClient, counting))
+    expect(atCommit).toEqual([3])
+    expect((yield* b.notes).length).toBe(100)
+    expect(yield* b.leftovers).toBe(0)
+  }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)

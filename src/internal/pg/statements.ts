@@ -1516,9 +1516,14 @@ export const fencedTargetsSetting = "modulo_group.fenced"
 const fencedTargets = (sql: Sql) =>
   sql`(coalesce(NULLIF(pg_catalog.current_setting(${fencedTargetsSetting}::text, true), ''), '[]'))::jsonb`
 
-/** Appends `entries` (a jsonb array) to `fencedTargetsSetting`. */
+/**
+ * Appends `entries` (a jsonb array) to `fencedTargetsSetting`, unless they are all in it already (a
+ * loop of fenced calls of one target in one transaction records it once).
+ */
 const appendFencedTargets = (sql: Sql, entries: Statement.Fragment) =>
-  sql`pg_catalog.set_config(${fencedTargetsSetting}::text, (${fencedTargets(sql)} OPERATOR(pg_catalog.||) ${entries})::text, true)`
+  sql`pg_catalog.set_config(${fencedTargetsSetting}::text,
+        (SELECT CASE WHEN f.v OPERATOR(pg_catalog.@>) e.v THEN f.v ELSE f.v OPERATOR(pg_catalog.||) e.v END
+           FROM (SELECT ${fencedTargets(sql)} AS v) f, (SELECT ${entries} AS v) e)::text, true)`
 
 /** A fence's stamp at `stage` (`fenceMarkerSetting`). */
 export const markerStamp = (id: string, stage: number) => `/${id}:${stage}`
@@ -1742,14 +1747,18 @@ export const fenceEnd = (
         FROM now, ROWS FROM (pg_catalog.unnest(${`{${target.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
                          pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
        WHERE now.xact = ${begun.xact}::text`
-  // Its own target, and again every target fenced in the transaction so far (`fencedTargetsSetting`:
-  // the blocks nested in its body whose savepoints stand, and any before it in an app's transaction).
+  // Its own target; a fence of its own transaction (not nested: it ran `SET CONSTRAINTS ALL
+  // IMMEDIATE`), again every target fenced in the transaction (`fencedTargetsSetting`: the blocks
+  // nested in its body whose savepoints stand). Nested, no check has run early: its own only (each of
+  // an app's fenced blocks re-queuing every earlier one's made a transaction of k blocks queue k²/2).
   const queue = sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       ${own}
-      UNION ALL
+      ${
+    nestedBoundMs !== undefined ? sql`` : sql`UNION ALL
       SELECT t.m, t.g, t.e, t.i, t.s, t.n
         FROM now, pg_catalog.jsonb_to_recordset(now.fenced) AS t(m uuid, g text, e int8, i int4, s int4, n int8)
        WHERE now.xact = ${begun.xact}::text`
+  }`
   const restoreOld = nestedBoundMs !== undefined
     ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
             pg_catalog.set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}::text, true) AS restored_idle,
