@@ -78,6 +78,19 @@ describe("model: random fault schedules against the real interpreter", () => {
 /** Schedules that once failed (or that pin a scenario down), as printed by a failure. */
 const regressions: Array<{ readonly name: string; readonly schedule: Schedule }> = [
   {
+    // Found by this test once it had late join replies and a heartbeat longer than the fence margin
+    // (an adversarial review found the bug first: test/safety/lateJoinView.test.ts): a join applied
+    // at once whose reply came ~800 ms later started work with nothing watching its deadline (the
+    // fence timer slept a heartbeat while there was none, the lease keeper was not poked): m0 worked
+    // past its lease on the store's clock.
+    name: "a join whose reply comes late starts work that its deadline and its renewals keep within the lease",
+    schedule: script([
+      "join replies come late from now on",
+      "join m0",
+      "notifications are delivered again"
+    ], { seed: 458080325, longHeartbeat: true })
+  },
+  {
     // Found by this test: the join reply was processed after a pause longer than the lease, and the
     // member started work (in a superseded epoch) although its lease deadline had passed.
     name: "a join reply processed after the lease deadline does not start work",

@@ -54,6 +54,9 @@ export const defaultConfig: ModelConfig = {
   rejoinGraceMs: 500
 }
 
+/** `Schedule.longHeartbeat`: a heartbeat longer than the fence margin (lease 1 s > 400 + 100 + 200). */
+export const longHeartbeatConfig: ModelConfig = { ...defaultConfig, heartbeatMs: 400, fenceMarginMs: 100 }
+
 export interface ModelResult {
   readonly violations: ReadonlyArray<string>
   readonly trace: ReadonlyArray<string>
@@ -116,7 +119,7 @@ export const runSchedule = (
   schedule: Schedule,
   options: { readonly config?: ModelConfig; readonly trace?: boolean } = {}
 ): ModelResult => {
-  const config = options.config ?? defaultConfig
+  const config = options.config ?? (schedule.longHeartbeat === true ? longHeartbeatConfig : defaultConfig)
   const sim = new SimScheduler()
   const clock = new SimClock()
   const db = clock.clock()
@@ -188,6 +191,7 @@ export const runSchedule = (
   // --- forged notifications: anyone who can connect can notify the group's channel -------------
   const forged = run(PubSub.sliding<Wakeup>(16))
   let flood: Fiber.RuntimeFiber<never> | undefined = undefined
+  let slowJoins = false
   const stopFlood = () => {
     if (flood !== undefined) run(Fiber.interrupt(flood))
     flood = undefined
@@ -198,7 +202,12 @@ export const runSchedule = (
     const call = <A>(operation: string, body: Effect.Effect<A, StoreError>, done: (a: A, now: number) => void) =>
       Effect.suspend(() => {
         const request = latency()
-        const reply = latency()
+        // A join while `SlowJoins` is on: applied at once, its reply between a heartbeat and the lease
+        // deadline later, past the client's timeout (a rider waits for its turn unbounded by the
+        // statement timeout); later than that, the reply starts nothing (it is past the deadline).
+        const slow = operation === "join" && slowJoins
+        const validMs = config.leaseMs - config.fenceMarginMs
+        const reply = slow ? config.heartbeatMs + Math.floor(random() * (validMs - config.heartbeatMs)) : latency()
         // What happens on the "server": on the database clock, not paused with the member's process.
         const server = (request > 0 ? Effect.sleep(request) : Effect.void).pipe(
           Effect.zipRight(body),
@@ -208,7 +217,7 @@ export const runSchedule = (
           Effect.withClock(db),
           Effect.locally(memberLabel, undefined)
         )
-        if (!schedule.timeouts) return Effect.zipLeft(server, Effect.yieldNow())
+        if (!schedule.timeouts || slow) return Effect.zipLeft(server, Effect.yieldNow())
         // Like the PostgreSQL store: the client gives up after the statement timeout, while the
         // statement itself may still commit later.
         return Effect.forkDaemon(server).pipe(
@@ -454,6 +463,9 @@ export const runSchedule = (
       case "LoseNotifications":
         run(control.setDropNotifications(step.on))
         return true
+      case "SlowJoins":
+        slowJoins = step.on
+        return true
       case "Advance":
         advance(step.ms)
         return true
@@ -540,7 +552,9 @@ export const runSchedule = (
   const bound = Math.ceil(
     config.leaseMs + config.heartbeatMs / minRate + 4 * 2 * schedule.latencyMs + 20 + (stubbornInSchedule ? 3 * config.stopTimeoutMs : 0) +
       // A static member that left or crashed is renegotiated away only after its grace.
-      (statics ? config.rejoinGraceMs : 0)
+      (statics ? config.rejoinGraceMs : 0) +
+      // A join sent while replies were slow may answer up to a lease later.
+      (schedule.steps.some((s) => s._tag === "SlowJoins" && s.on) ? config.leaseMs : 0)
   )
   let convergedAfterMs: number | undefined = undefined
   try {
@@ -555,6 +569,7 @@ export const runSchedule = (
     outage = false
     run(control.setDropNotifications(false))
     mixing = false
+    slowJoins = false
     stopFlood()
     for (const m of members) {
       if (m.hung && m.status !== "crashed") {

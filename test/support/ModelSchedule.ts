@@ -34,6 +34,12 @@ export type Step =
   | { readonly _tag: "Forge"; readonly count: number }
   /** While on, a stranger sends a notification every few milliseconds. */
   | { readonly _tag: "Flood"; readonly on: boolean }
+  /**
+   * While on, a join is applied at once (its row and lease written) and its reply comes between a
+   * heartbeat and the lease deadline later, past any client timeout: a rider whose turn came behind
+   * slow changes of its store (a review).
+   */
+  | { readonly _tag: "SlowJoins"; readonly on: boolean }
   /** From now on the member's work ignores interruption for 3 x stopTimeout each time it is stopped. */
   | { readonly _tag: "Stubborn"; readonly slot: number }
   /** Virtual time passes. */
@@ -52,6 +58,11 @@ export interface Schedule {
    * into a slot whose member left or crashed takes its row over, and rows are held for the grace.
    */
   readonly statics?: boolean | undefined
+  /**
+   * A heartbeat longer than the fence margin (400 ms against 100 ms, instead of 100 against 200): a
+   * deadline left unwatched for a heartbeat then outlives the lease on the store's clock (a review).
+   */
+  readonly longHeartbeat?: boolean | undefined
 }
 
 const slot = fc.integer({ min: 0, max: slots - 1 })
@@ -73,6 +84,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Forge" as const), count: fc.constantFrom(1, 1, 50) }) },
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Flood" as const), on: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Stubborn" as const), slot }) },
+  { weight: 1, arbitrary: fc.record({ _tag: fc.constant("SlowJoins" as const), on: fc.constantFrom(true, true, false) }) },
   {
     weight: 8,
     arbitrary: fc.record({
@@ -93,7 +105,8 @@ export const schedule = (maxSteps = 20, maxWaitMs = 6_000): fc.Arbitrary<Schedul
     timeouts: fc.boolean(),
     latencyMs: fc.constantFrom(0, 0, 1, 5, 20),
     seed: fc.integer({ min: 0, max: 0x7fffffff }),
-    statics: fc.boolean()
+    statics: fc.boolean(),
+    longHeartbeat: fc.boolean()
   }).map((s) => withToString(s))
 
 /** Virtual time the steps wait in all. */
@@ -133,6 +146,8 @@ export const formatStep = (s: Step): string => {
       return s.on ? "a notification flood begins" : "the notification flood ends"
     case "Stubborn":
       return `m${s.slot}'s work ignores interruption from now on`
+    case "SlowJoins":
+      return s.on ? "join replies come late from now on" : "join replies come in time again"
     case "Advance":
       return `wait ${s.ms} ms`
   }
@@ -143,7 +158,7 @@ export const formatSchedule = (s: Schedule): string =>
   [
     `schedule (store calls ${s.timeouts ? "time out and may commit late" : "never time out"}, latency up to ${s.latencyMs} ms, seed ${s.seed}${
       s.statics === true ? ", static members: instance id m<slot>" : ""
-    }):`,
+    }${s.longHeartbeat === true ? ", heartbeat 400 ms, fence margin 100 ms" : ""}):`,
     ...s.steps.map((step, i) => `  ${String(i + 1).padStart(2)}. ${formatStep(step)}`),
     "  then: faults heal (outage ends, notifications delivered, views whole, no flood, hung and paused members resume); wait for convergence"
   ].join("\n")
@@ -178,6 +193,8 @@ export const parseStep = (line: string): Step => {
   if (text === "a notification flood begins") return { _tag: "Flood", on: true }
   if (text === "the notification flood ends") return { _tag: "Flood", on: false }
   if ((m = text.match(/^m(\d)'s work ignores interruption/))) return { _tag: "Stubborn", slot: Number(m[1]) }
+  if (text === "join replies come late from now on") return { _tag: "SlowJoins", on: true }
+  if (text === "join replies come in time again") return { _tag: "SlowJoins", on: false }
   if ((m = text.match(/^wait (\d+) ms$/))) return { _tag: "Advance", ms: Number(m[1]) }
   throw new Error(`not a step: ${JSON.stringify(line)}`)
 }
@@ -185,12 +202,19 @@ export const parseStep = (line: string): Step => {
 /** A schedule from script lines (see `formatSchedule`). */
 export const script = (
   lines: ReadonlyArray<string>,
-  options: { readonly timeouts?: boolean; readonly latencyMs?: number; readonly seed?: number; readonly statics?: boolean } = {}
+  options: {
+    readonly timeouts?: boolean
+    readonly latencyMs?: number
+    readonly seed?: number
+    readonly statics?: boolean
+    readonly longHeartbeat?: boolean
+  } = {}
 ): Schedule =>
   withToString({
     steps: lines.map(parseStep),
     timeouts: options.timeouts ?? false,
     latencyMs: options.latencyMs ?? 0,
     seed: options.seed ?? 0,
-    statics: options.statics ?? false
+    statics: options.statics ?? false,
+    longHeartbeat: options.longHeartbeat ?? false
   })
