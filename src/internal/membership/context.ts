@@ -7,6 +7,7 @@ import type { Scope } from "effect"
 import * as Duration from "effect/Duration"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
@@ -201,25 +202,22 @@ export const connected = (ctx: MemberContext): Effect.Effect<void> =>
 /** Applies `input` to the member at the current time; returns the instructions to run. */
 export const stepNow = (ctx: MemberContext, input: Event | Observation) =>
   Effect.flatMap(nowMillis, (now) =>
-    Effect.tap(
-      Ref.modify(ctx.member, (before) => {
-        // A claim, with the last renewal numbered so far: read in the same synchronous step as the
-        // claim is recorded, so no renewal numbered before it can pass for one sent after it.
-        const stamped = input._tag === "Notified"
-          ? Transition.Event.Notified({ epoch: input.epoch, afterRenewal: ctx.renewalsNumbered.current })
-          : input
-        const [after, instructions] = Transition.step(before, stamped, now)
-        const deadlineSet = before.deadline === undefined && after.deadline !== undefined
-        return [{ before: before.state, after: after.state, instructions, deadlineSet }, after]
-      }),
-      // The fence timer, waiting while there was no deadline, watches this one from now on.
-      ({ deadlineSet }) => {
-        const waiting = deadlineSet ? ctx.deadlineSet.current : undefined
-        if (waiting === undefined) return Effect.void
+    Ref.modify(ctx.member, (before) => {
+      // A claim, with the last renewal numbered so far: read in the same synchronous step as the
+      // claim is recorded, so no renewal numbered before it can pass for one sent after it.
+      const stamped = input._tag === "Notified"
+        ? Transition.Event.Notified({ epoch: input.epoch, afterRenewal: ctx.renewalsNumbered.current })
+        : input
+      const [after, instructions] = Transition.step(before, stamped, now)
+      // The fence timer, waiting while there was no deadline, watches this one from now on (woken in
+      // the same step: no operation more on every other step).
+      const waiting = before.deadline === undefined && after.deadline !== undefined ? ctx.deadlineSet.current : undefined
+      if (waiting !== undefined) {
         ctx.deadlineSet.current = undefined
-        return Deferred.succeed(waiting, undefined)
+        Deferred.unsafeDone(waiting, Exit.void)
       }
-    ))
+      return [{ before: before.state, after: after.state, instructions }, after]
+    }))
 
 /** Records a metric as a `Measure` instruction says. */
 export const measure = (ctx: MemberContext, metric: Extract<Instruction, { _tag: "Measure" }>["metric"], value: number) => {
