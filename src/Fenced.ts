@@ -381,6 +381,16 @@ export const fencedWith = <A, E, R>(
       // start; or another block's or transaction's on the same transaction): what the body wrote after
       // it ran unfenced.
       if (after.marker !== marked.chain) return yield* broken(undoneLocks)
+      // The record of the targets fenced in the transaction (`Statements.fencedTargetsSetting`), from
+      // which this fence's end queued the nested blocks' checks again: reset or cleared by the body
+      // (`RESET modulo_group.fenced`, `set_config`), those checks were lost (a review: a nested
+      // block's write committed past its lease). Its own entry is in it from step 4 unless so.
+      if (after.recorded !== true) {
+        return yield* broken(
+          `the body reset or changed the setting ${Statements.fencedTargetsSetting}, the record of the blocks fenced in ` +
+            "this transaction whose checks run at COMMIT. Do not change the library's settings inside fenced"
+        )
+      }
       if (after.live !== true) {
         return yield* stale(
           `the lease expired during the transaction (${

@@ -1525,6 +1525,16 @@ const appendFencedTargets = (sql: Sql, entries: Statement.Fragment) =>
         (SELECT CASE WHEN f.v OPERATOR(pg_catalog.@>) e.v THEN f.v ELSE f.v OPERATOR(pg_catalog.||) e.v END
            FROM (SELECT ${fencedTargets(sql)} AS v) f, (SELECT ${entries} AS v) e)::text, true)`
 
+/** `target`'s entries in `fencedTargetsSetting` (a jsonb array: one, or one per slot in slots mode). */
+const targetEntries = (sql: Sql, target: FenceTarget): Statement.Fragment =>
+  target.slots === undefined
+    ? sql`pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
+                                         'e', ${target.epoch}::int8, 'i', ${target.index}::int4))`
+    : sql`(SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
+                                                                  's', r.slot, 'n', r.generation)), '[]'::jsonb)
+             FROM ROWS FROM (pg_catalog.unnest(${`{${target.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                             pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation))`
+
 /** A fence's stamp at `stage` (`fenceMarkerSetting`). */
 export const markerStamp = (id: string, stage: number) => `/${id}:${stage}`
 
@@ -1602,13 +1612,7 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
       VALUES (${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4))
     SELECT idx, lease_expires_at > pg_catalog.clock_timestamp() AS live,
            ${stampMarker(sql, marker, 3)} AS marker,
-           ${
-    appendFencedTargets(
-      sql,
-      sql`pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
-                                         'e', ${target.epoch}::int8, 'i', ${target.index}::int4))`
-    )
-  } AS fenced,
+           ${appendFencedTargets(sql, targetEntries(sql, target))} AS fenced,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
      WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
@@ -1634,15 +1638,7 @@ export const fenceSlotMember = (
     SELECT lease_expires_at > pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            , ${stampMarker(sql, marker, 1)} AS marker
-           , ${
-    appendFencedTargets(
-      sql,
-      sql`(SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
-                                                                  's', r.slot, 'n', r.generation)), '[]'::jsonb)
-             FROM ROWS FROM (pg_catalog.unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                             pg_catalog.unnest(${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation))`
-    )
-  } AS fenced
+           , ${appendFencedTargets(sql, targetEntries(sql, { ...target, slots }))} AS fenced
       FROM modulo_group.members
      WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
        FOR KEY SHARE`
@@ -1668,6 +1664,8 @@ export interface FenceEnded {
   readonly idle: string
   readonly tx: string | null
   readonly replication: string
+  /** Whether `fencedTargetsSetting` still records this fence's target (the body did not reset it). */
+  readonly recorded: boolean
   /**
    * Cursors `WITH HOLD` declared in this transaction (`pg_cursors`, created since it began): PostgreSQL
    * runs their queries to the end at `COMMIT`, after every deferred check, the fence's included.
@@ -1748,17 +1746,22 @@ export const fenceEnd = (
                          pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
        WHERE now.xact = ${begun.xact}::text`
   // Its own target; a fence of its own transaction (not nested: it ran `SET CONSTRAINTS ALL
-  // IMMEDIATE`), again every target fenced in the transaction (`fencedTargetsSetting`: the blocks
-  // nested in its body whose savepoints stand). Nested, no check has run early: its own only (each of
-  // an app's fenced blocks re-queuing every earlier one's made a transaction of k blocks queue k²/2).
+  // IMMEDIATE`), first again every target fenced in the transaction (`fencedTargetsSetting`: the
+  // blocks nested in its body whose savepoints stand), a slots-mode member's once (one of its slots:
+  // the lease is what moves; its slots' rows stay locked until the transaction ends), and its own
+  // last: PostgreSQL runs the checks at COMMIT in the order queued, and every check run after its own
+  // is time between its lease's last check and the COMMIT (a review: the 3,000 slots of a nested
+  // block re-queued after it, 0.7-1.4 s past its lease). Nested, no check has run early: its own
+  // only (each of an app's fenced blocks re-queuing every earlier one's queued k²/2 for k blocks).
   const queue = sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
-      ${own}
       ${
-    nestedBoundMs !== undefined ? sql`` : sql`UNION ALL
-      SELECT t.m, t.g, t.e, t.i, t.s, t.n
+    nestedBoundMs !== undefined ? sql`` : sql`SELECT DISTINCT ON (t.m, t.g, t.s IS NULL, CASE WHEN t.s IS NULL THEN t.e END, CASE WHEN t.s IS NULL THEN t.i END)
+             t.m, t.g, t.e, t.i, t.s, t.n
         FROM now, pg_catalog.jsonb_to_recordset(now.fenced) AS t(m uuid, g text, e int8, i int4, s int4, n int8)
-       WHERE now.xact = ${begun.xact}::text`
-  }`
+       WHERE now.xact = ${begun.xact}::text
+      UNION ALL`
+  }
+      ${own}`
   const restoreOld = nestedBoundMs !== undefined
     ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
             pg_catalog.set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}::text, true) AS restored_idle,
@@ -1779,6 +1782,7 @@ export const fenceEnd = (
              ${fencedTargets(sql)} AS fenced),
     queued AS (${queue})
     SELECT now.xact, now.marker, now.st, now.idle, now.tx, now.replication,
+           now.fenced OPERATOR(pg_catalog.@>) ${targetEntries(sql, target)} AS recorded,
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors c
              WHERE c.is_holdable AND c.creation_time OPERATOR(pg_catalog.>=) pg_catalog.now())::int4 AS held_cursors,
            m.lease_expires_at > pg_catalog.clock_timestamp() AS live,

@@ -1,0 +1,140 @@
+/**
+ * G6, a review of f41d2b8/63bb802: the targets recorded in `modulo_group.fenced` were queued again by
+ * the outer fence's last statement AFTER its own target, one row per recorded slot, and PostgreSQL
+ * runs the deferred `fence_check_at_commit` events at COMMIT one by one in the order queued. Each
+ * runs `DELETE FROM fence_checks WHERE tx = NEW.tx`, an index scan over every row the transaction ever
+ * inserted: a COMMIT costs O(rows²). A fenced block of member A whose body ran a nested slots-mode
+ * block of a member B holding 3,000 slots: at COMMIT A's own target was checked first, then B's 3,000
+ * re-queued slots, about a second: A's write committed 0.7-1.4 s past A's lease. Now a slots-mode
+ * member's recorded entries are queued again once (its lease is what moves; its slot rows stay
+ * locked), and the fence's own target last.
+ *
+ * Interleaving: A's lease ends `leaseMs` after the start; the client stalls before COMMIT until 500 ms
+ * of A's lease are left, on the database clock; COMMIT; meanwhile another connection polls
+ * `statement_timestamp()` and whether A's write is visible: the last poll that did not see it bounds
+ * the commit's time from below.
+ *
+ * Not fixed (docs/fencing.md, "Nesting"): the same order at an app transaction's COMMIT that holds A's
+ * block and then B's 3,000-slot block (each block's own rows, A's first): A's write committed 1.3-1.5 s
+ * past A's lease (the trigger's cost per row, which a schema change would make constant).
+ */
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { expect, it } from "@effect/vitest"
+import { Context, Duration, Effect, Either, Fiber, Ref } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Fenced from "../../src/Fenced.js"
+import { PgLive, randomGroupId } from "../support/Database.js"
+import { fixture, proxy } from "./support.js"
+
+/** A slots group with one member B holding slots 0..n-1 at generation 1; dropped at scope end. */
+const slotsGroup = (n: number) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const groupId = randomGroupId("commit-order-slots")
+    const memberId = randomUUID()
+    yield* Effect.acquireRelease(
+      Effect.gen(function*() {
+        yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size, slots) VALUES (${groupId}, 3, 1, ${n})`
+        yield* sql`
+          INSERT INTO modulo_group.members (member_id, group_id, idx, lease_expires_at, heartbeat_at, joined_at)
+          VALUES (${memberId}, ${groupId}, 0, clock_timestamp() + interval '60 seconds', now(), now())`
+        yield* sql`
+          INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+          SELECT ${groupId}, s, ${memberId}::uuid, ${memberId}::uuid, 1, now() FROM generate_series(0, ${n - 1}::int) s`
+      }),
+      () => Effect.orDie(sql`DELETE FROM modulo_group.groups WHERE group_id = ${groupId}`)
+    )
+    const target: Fenced.FenceTarget = {
+      groupId,
+      memberId,
+      epoch: -1,
+      index: -1,
+      size: 0,
+      slots: Array.from({ length: n }, (_, slot) => ({ slot, generation: 1 }))
+    }
+    return { groupId, memberId, target }
+  })
+
+/**
+ * Runs A's fenced write with a nested slots-mode block of `slots` slots of B; the client stalls
+ * before COMMIT until 500 ms of A's lease are left. Returns whether `fencedWith` succeeded, whether A's
+ * write is there, and by how many ms the write's commit followed the end of A's lease (the latest
+ * poll that still did not see it began that long after the lease's end; negative: before it).
+ */
+const scenario = (slots: number, note: string) =>
+  Effect.gen(function*() {
+    const a = yield* fixture("commit-order-outer")
+    const b = yield* slotsGroup(slots)
+    const sql = a.sql
+    const unseenAt = yield* Ref.make<number | undefined>(undefined)
+    const leaseLeft = sql<{ left_ms: number }>`
+      SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
+        FROM modulo_group.members WHERE member_id = ${a.memberId}`
+    // The observer: statement_timestamp() is taken before the statement's snapshot, so a poll that does
+    // not see the write began before the write was committed.
+    const poll = Effect.gen(function*() {
+      const [row] = yield* sql<{ t: number; seen: boolean }>`
+        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
+               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
+      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
+      return row!.seen
+    }).pipe(Effect.orDie, Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)))
+    const observing = yield* Ref.make<Fiber.RuntimeFiber<void> | undefined>(undefined)
+    const stalling = proxy(sql, {
+      reserve: Effect.map(sql.reserve, (conn) =>
+        proxy<Connection>(conn, {
+          executeUnprepared: (statement, params, transformRows) =>
+            statement.trim().toUpperCase() === "COMMIT"
+              ? Effect.gen(function*() {
+                // The client stalls until 500 ms of A's lease are left on the database clock.
+                const [left] = yield* Effect.orDie(leaseLeft)
+                yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 500)))
+                const observer = yield* Effect.fork(
+                  Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
+                )
+                yield* Ref.set(observing, observer)
+                return yield* conn.executeUnprepared(statement, params, transformRows)
+              })
+              : conn.executeUnprepared(statement, params, transformRows)
+        }))
+    })
+    // A's lease: long enough for the fence's statements (B's 3,000 slots: about 2 s), ending before
+    // the COMMIT is over.
+    yield* a.setLease(6_000)
+    const result = yield* Effect.either(
+      Fenced.fencedWith(
+        a.target,
+        Effect.zipRight(Fenced.fencedWith(b.target, Effect.void, { timeout: "10 seconds" }), a.insert(note)),
+        { timeout: "10 seconds" }
+      ).pipe(Effect.provideService(SqlClient.SqlClient, stalling))
+    )
+    const observer = yield* Ref.get(observing)
+    if (observer !== undefined) yield* Fiber.join(observer).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+    const [lease] = yield* sql<{ end_ms: number }>`
+      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${a.memberId}`
+    const unseen = yield* Ref.get(unseenAt)
+    const written = (yield* a.notes).includes(note)
+    return {
+      ok: Either.isRight(result),
+      error: Either.isLeft(result) ? String(result.left) : undefined,
+      written,
+      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms
+    }
+  }).pipe(Effect.scoped)
+
+it.live("G6: a fence's write does not commit after its lease ended behind the re-queued checks of a nested slots block", () =>
+  Effect.gen(function*() {
+    // Control: one slot nested. The COMMIT ends within A's lease (or fails).
+    const control = yield* scenario(1, "control")
+    if (control.written && control.committedPastLeaseMs !== undefined) expect(control.committedPastLeaseMs).toBeLessThan(0)
+
+    const nested = yield* scenario(3_000, "nested")
+        // G6: A's write committed only while A's lease was live on the database clock (or not at all).
+    if (nested.written) {
+      expect(nested.committedPastLeaseMs).toBeDefined()
+      expect(nested.committedPastLeaseMs!).toBeLessThan(0)
+    }
+    // fenced reports success only for a write that commits under a live lease.
+    if (nested.ok) expect(nested.committedPastLeaseMs!).toBeLessThan(0)
+  }).pipe(Effect.provide(PgLive)), 120_000)
