@@ -4,7 +4,7 @@
  * But B's savepoint is kept (makeWithTransaction sends nothing at a savepoint's success) in an
  * uninterruptible region, and an interruption that reaches B's fiber there (the app gives up on the
  * helper: a race, a timeout, `Fiber.interrupt`) is reported when that region ends: B's exit is then an
- * interruption although its write stays in A's transaction. `nestedIn` hands nothing over, A's `SET
+ * interruption although its write stays in A's transaction. `nestedIn` handed nothing over, A's `SET
  * CONSTRAINTS ALL IMMEDIATE` runs B's two queued checks there and then (B still live), A's `fenceEnd`
  * queued only A's own check, and A's COMMIT committed B's write whatever B's lease was by then. Now
  * every fence records its target in the transaction (`Statements.fencedTargetsSetting`), which a
@@ -25,38 +25,21 @@
  * ends, read on another connection); COMMIT (before the fix: B's write committed ~300-450 ms past B's lease).
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Exit, Fiber, Scheduler, Tracer } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, proxy } from "./support.js"
+import { fixture, proxy, stallingBeforeCommit, stallingThenReading } from "./support.js"
 
 
 it.live("G6: a nested fenced block interrupted after its savepoint was kept: the outer COMMIT checks it, nothing past its lease", () =>
   Effect.gen(function*() {
-    const a = yield* fixture("atk-int-outer")
-    const b = yield* fixture("atk-int-inner")
+    const a = yield* fixture("int-tail-outer")
+    const b = yield* fixture("int-tail-inner")
     const sql = a.sql
 
     // The client stalls 700 ms before COMMIT; B's lease is read on another connection just before.
-    const leaseAtCommit: Array<number> = []
-    const stalling = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.sleep("700 millis").pipe(
-                Effect.zipRight(sql<{ left_ms: number }>`
-                  SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-                    FROM modulo_group.members WHERE member_id = ${b.memberId}`),
-                Effect.tap((rows) => Effect.sync(() => leaseAtCommit.push(rows[0]!.left_ms))),
-                Effect.orDie,
-                Effect.zipRight(conn.executeUnprepared(statement, params, transformRows))
-              )
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const { client: stalling, leaseAtCommit } = stallingThenReading(sql, "700 millis", b.memberId)
 
     // Effect's scheduler, except that it yields once when asked (as it does every maxOpsBeforeYield ops).
     let yieldNext = false
@@ -133,21 +116,13 @@ it.live("G6: a nested fenced block interrupted after its savepoint was kept: the
   }).pipe(Effect.scoped, Effect.provide(PgLive)), 30_000)
 
 // Control (passes): the same, but the app joins the helper's fiber instead of interrupting it. B ends
-// well, hands its target over, A's fenceEnd queues B's check again, and A's COMMIT fails (MGF01).
+// well, its target stays recorded, A's fenceEnd queues B's check again, and A's COMMIT fails (MGF01).
 it.live("control: the same nested block joined, not interrupted: A's COMMIT fails, B's write not committed", () =>
   Effect.gen(function*() {
-    const a = yield* fixture("atk-int-outer-ctl")
-    const b = yield* fixture("atk-int-inner-ctl")
+    const a = yield* fixture("int-tail-outer-ctl")
+    const b = yield* fixture("int-tail-inner-ctl")
     const sql = a.sql
-    const stalling = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.zipRight(Effect.sleep("700 millis"), conn.executeUnprepared(statement, params, transformRows))
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const stalling = stallingBeforeCommit(sql, "700 millis")
     yield* b.setLease(400)
     const result = yield* Effect.either(
       Fenced.fencedWith(

@@ -17,12 +17,11 @@
  * before its COMMIT, fails at COMMIT (MGF01), as fencing.md "Nesting" says.
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, proxy } from "./support.js"
+import { fixture, stallingThenReading } from "./support.js"
 
 
 it.live("G6: a fenced block nested in another group's fenced body does not commit after its lease ended (client stall before COMMIT)", () =>
@@ -33,23 +32,7 @@ it.live("G6: a fenced block nested in another group's fenced body does not commi
 
     // B's block nested in a fenced block of group A; the client stalls 700 ms before
     // COMMIT, and B's lease is read on another connection just before COMMIT is sent.
-    const leaseAtCommit: Array<number> = []
-    const stalling = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.sleep("700 millis").pipe(
-                Effect.zipRight(sql<{ left_ms: number }>`
-                  SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-                    FROM modulo_group.members WHERE member_id = ${b.memberId}`),
-                Effect.tap((rows) => Effect.sync(() => leaseAtCommit.push(rows[0]!.left_ms))),
-                Effect.orDie,
-                Effect.zipRight(conn.executeUnprepared(statement, params, transformRows))
-              )
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const { client: stalling, leaseAtCommit } = stallingThenReading(sql, "700 millis", b.memberId)
     yield* b.setLease(400)
     const result = yield* Effect.either(
       Fenced.fencedWith(

@@ -21,7 +21,7 @@ import { expect, it } from "@effect/vitest"
 import { Effect, Either, Option } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, proxy } from "./support.js"
+import { fixture, proxy, stallingThenReading } from "./support.js"
 
 
 /** An app's statement logger: the transaction's connection, every statement counted on its way. */
@@ -44,26 +44,10 @@ const logged = (statements: Array<string>) => <A, E, R>(effect: Effect.Effect<A,
 
 const run = (withLogger: boolean) =>
   Effect.gen(function*() {
-    const a = yield* fixture(withLogger ? "atk-wrap-outer" : "atk-wrap-outer-ctl")
-    const b = yield* fixture(withLogger ? "atk-wrap-inner" : "atk-wrap-inner-ctl")
+    const a = yield* fixture(withLogger ? "wrap-outer" : "wrap-outer-ctl")
+    const b = yield* fixture(withLogger ? "wrap-inner" : "wrap-inner-ctl")
     const sql = a.sql
-    const leaseAtCommit: Array<number> = []
-    const stalling = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.sleep("700 millis").pipe(
-                Effect.zipRight(sql<{ left_ms: number }>`
-                  SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-                    FROM modulo_group.members WHERE member_id = ${b.memberId}`),
-                Effect.tap((rows) => Effect.sync(() => leaseAtCommit.push(rows[0]!.left_ms))),
-                Effect.orDie,
-                Effect.zipRight(conn.executeUnprepared(statement, params, transformRows))
-              )
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const { client: stalling, leaseAtCommit } = stallingThenReading(sql, "700 millis", b.memberId)
     const statements: Array<string> = []
     const helper = Fenced.fencedWith(b.target, b.insert("in fenced body"), { timeout: "3 seconds" })
     yield* b.setLease(400)

@@ -14,12 +14,11 @@
  * client stalls 700 ms before a COMMIT (B's lease ends).
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, proxy } from "./support.js"
+import { fixture, stallingThenReading } from "./support.js"
 
 for (
   const [name, reset] of [
@@ -33,23 +32,7 @@ for (
       const a = yield* fixture("record-reset-outer")
       const b = yield* fixture("record-reset-inner")
       const sql = a.sql
-      const leaseAtCommit: Array<number> = []
-      const stalling = proxy(sql, {
-        reserve: Effect.map(sql.reserve, (conn) =>
-          proxy<Connection>(conn, {
-            executeUnprepared: (statement, params, transformRows) =>
-              statement.trim().toUpperCase() === "COMMIT"
-                ? Effect.sleep("700 millis").pipe(
-                  Effect.zipRight(sql<{ left_ms: number }>`
-                    SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-                      FROM modulo_group.members WHERE member_id = ${b.memberId}`),
-                  Effect.tap((rows) => Effect.sync(() => leaseAtCommit.push(rows[0]!.left_ms))),
-                  Effect.orDie,
-                  Effect.zipRight(conn.executeUnprepared(statement, params, transformRows))
-                )
-                : conn.executeUnprepared(statement, params, transformRows)
-          }))
-      })
+      const { client: stalling, leaseAtCommit } = stallingThenReading(sql, "700 millis", b.memberId)
       yield* b.setLease(400)
       const result = yield* Effect.either(
         Fenced.fencedWith(

@@ -118,3 +118,29 @@ export const holdingMarked = (sql: SqlClient.SqlClient, marker: string, patience
     })
     return { client, reached: Deferred.await(reached), sent }
   })
+
+/**
+ * The same client, except that a reserved connection waits `stall` of real time before it sends
+ * `COMMIT`, and then reads, on another connection, how many ms the lease of `memberId` has left
+ * (`leaseAtCommit`, one entry per COMMIT: negative when the COMMIT went after the lease's end).
+ */
+export const stallingThenReading = (sql: SqlClient.SqlClient, stall: Duration.DurationInput, memberId: string) => {
+  const leaseAtCommit: Array<number> = []
+  const client = proxy(sql, {
+    reserve: Effect.map(sql.reserve, (conn) =>
+      proxy<Connection>(conn, {
+        executeUnprepared: (statement, params, transformRows) =>
+          statement.trim().toUpperCase() === "COMMIT"
+            ? Effect.sleep(Duration.decode(stall)).pipe(
+              Effect.zipRight(sql<{ left_ms: number }>`
+                SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
+                  FROM modulo_group.members WHERE member_id = ${memberId}`),
+              Effect.tap((rows) => Effect.sync(() => leaseAtCommit.push(rows[0]!.left_ms))),
+              Effect.orDie,
+              Effect.zipRight(conn.executeUnprepared(statement, params, transformRows))
+            )
+            : conn.executeUnprepared(statement, params, transformRows)
+      }))
+  })
+  return { client, leaseAtCommit }
+}
