@@ -99,7 +99,9 @@ it.live("50 fenced blocks in one app transaction queue 2 checks each; 50 nested 
       a.target,
       Effect.gen(function*() {
         for (let i = 0; i < 50; i++) yield* Fenced.fencedWith(b.target, b.insert(`body ${i}`))
-      })
+      }),
+      // 50 blocks of about 8 statements each: more than the default second on a busy machine.
+      { timeout: "20 seconds" }
     ).pipe(Effect.provideService(SqlClient.SqlClient, counting))
     expect(atCommit).toEqual([3])
     expect((yield* b.notes).length).toBe(100)
