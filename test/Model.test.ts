@@ -221,7 +221,7 @@ describe("model: regression schedules", () => {
 
 describe("model: the harness itself", () => {
   it("a schedule replays exactly (the simulation is deterministic)", () => {
-    const s = regressions[2]!.schedule
+    const s = regressions[3]!.schedule
     const a = runSchedule(s)
     const b = runSchedule(s)
     expect(a.trace.length).toBeGreaterThan(20)
@@ -230,7 +230,7 @@ describe("model: the harness itself", () => {
   })
 
   it("scripts print and parse back", () => {
-    const s = regressions[2]!.schedule
+    const s = regressions[3]!.schedule
     const lines = formatSchedule(s).split("\n").slice(1, -1)
     expect(lines.map(parseStep)).toEqual(s.steps)
     expect(fc.stringify(s)).toContain("m1 crashes")
