@@ -144,3 +144,35 @@ export const stallingThenReading = (sql: SqlClient.SqlClient, stall: Duration.Du
   })
   return { client, leaseAtCommit }
 }
+
+/**
+ * A slots group of `n` slots with one member holding them all at generation 1 (its lease `leaseSeconds`
+ * from now on the database clock), written by hand; dropped at scope end.
+ */
+export const slotsGroup = (n: number, prefix: string, leaseSeconds = 60) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const groupId = randomGroupId(prefix)
+    const memberId = randomUUID()
+    yield* Effect.acquireRelease(
+      Effect.gen(function*() {
+        yield* sql`INSERT INTO modulo_group.groups (group_id, epoch, size, slots) VALUES (${groupId}, 3, 1, ${n})`
+        yield* sql`
+          INSERT INTO modulo_group.members (member_id, group_id, idx, lease_expires_at, heartbeat_at, joined_at)
+          VALUES (${memberId}, ${groupId}, 0, clock_timestamp() + ${`${leaseSeconds} seconds`}::interval, now(), now())`
+        yield* sql`
+          INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+          SELECT ${groupId}, s, ${memberId}::uuid, ${memberId}::uuid, 1, now() FROM generate_series(0, ${n - 1}::int) s`
+      }),
+      () => Effect.orDie(sql`DELETE FROM modulo_group.groups WHERE group_id = ${groupId}`)
+    )
+    const target: FenceTarget = {
+      groupId,
+      memberId,
+      epoch: -1,
+      index: -1,
+      size: 0,
+      slots: Array.from({ length: n }, (_, slot) => ({ slot, generation: 1 }))
+    }
+    return { groupId, memberId, target }
+  })

@@ -1525,15 +1525,21 @@ const appendFencedTargets = (sql: Sql, entries: Statement.Fragment) =>
         (SELECT CASE WHEN f.v OPERATOR(pg_catalog.@>) e.v THEN f.v ELSE f.v OPERATOR(pg_catalog.||) e.v END
            FROM (SELECT ${fencedTargets(sql)} AS v) f, (SELECT ${entries} AS v) e)::text, true)`
 
-/** `target`'s entries in `fencedTargetsSetting` (a jsonb array: one, or one per slot in slots mode). */
-const targetEntries = (sql: Sql, target: FenceTarget): Statement.Fragment =>
-  target.slots === undefined
+/**
+ * `target`'s entry in `fencedTargetsSetting` (a jsonb array of one): in slots mode one of its slots
+ * stands for all (the first named): what a check queued again must see is the member's lease, and
+ * every slot the fence named stays locked (`FOR KEY SHARE` on its row, which a release, a retake and
+ * a hand-over wait for) until the transaction ends. One entry per slot made the record's containment
+ * checks quadratic: a fence of 16,384 slots spent tens of seconds in them (a review).
+ */
+const targetEntries = (sql: Sql, target: FenceTarget): Statement.Fragment => {
+  const first = target.slots?.[0]
+  return first === undefined
     ? sql`pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
                                          'e', ${target.epoch}::int8, 'i', ${target.index}::int4))`
-    : sql`(SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
-                                                                  's', r.slot, 'n', r.generation)), '[]'::jsonb)
-             FROM ROWS FROM (pg_catalog.unnest(${`{${target.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                             pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation))`
+    : sql`pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('m', ${target.memberId}::text, 'g', ${target.groupId}::text,
+                                         's', ${first.slot}::int4, 'n', ${first.generation}::int8))`
+}
 
 /** A fence's stamp at `stage` (`fenceMarkerSetting`). */
 export const markerStamp = (id: string, stage: number) => `/${id}:${stage}`
@@ -1738,6 +1744,15 @@ export const fenceEnd = (
   /** The chain the fence's last lock left (`fenceMarkerSetting`), and what its first found there. */
   marker: { readonly chain: string; readonly before: string }
 ) => {
+  // Nested in an app's transaction (no `SET CONSTRAINTS ALL IMMEDIATE`: no check has run early), its
+  // own target, each slot in slots mode. Of its own transaction, every target recorded in it
+  // (`fencedTargetsSetting`: its own, and the blocks nested in its body whose savepoints stand), each
+  // once (a slots-mode fence by one of its slots: the lease is what moves, its slot rows stay
+  // locked), its own last: PostgreSQL runs the checks at COMMIT in the order queued, each scanning the
+  // transaction's rows, and every check after a lease's last check is time before the COMMIT lands
+  // (reviews: the 3,000 slots of a nested block queued again one by one after the outer target, or of
+  // the outer fence itself after a nested one, committed 0.7-1.4 s past a lease). Its own is in the
+  // record unless the body reset it (`recorded`: then the fence fails before COMMIT).
   const own = target.slots === undefined
     ? sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4, NULL::int4, NULL::int8
         FROM now WHERE now.xact = ${begun.xact}::text`
@@ -1745,23 +1760,14 @@ export const fenceEnd = (
         FROM now, ROWS FROM (pg_catalog.unnest(${`{${target.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
                          pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
        WHERE now.xact = ${begun.xact}::text`
-  // Its own target; a fence of its own transaction (not nested: it ran `SET CONSTRAINTS ALL
-  // IMMEDIATE`), first again every target fenced in the transaction (`fencedTargetsSetting`: the
-  // blocks nested in its body whose savepoints stand), a slots-mode member's once (one of its slots:
-  // the lease is what moves; its slots' rows stay locked until the transaction ends), and its own
-  // last: PostgreSQL runs the checks at COMMIT in the order queued, and every check run after its own
-  // is time between its lease's last check and the COMMIT (a review: the 3,000 slots of a nested
-  // block re-queued after it, 0.7-1.4 s past its lease). Nested, no check has run early: its own
-  // only (each of an app's fenced blocks re-queuing every earlier one's queued k²/2 for k blocks).
-  const queue = sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
-      ${
-    nestedBoundMs !== undefined ? sql`` : sql`SELECT DISTINCT ON (t.m, t.g, t.s IS NULL, CASE WHEN t.s IS NULL THEN t.e END, CASE WHEN t.s IS NULL THEN t.i END)
-             t.m, t.g, t.e, t.i, t.s, t.n
-        FROM now, pg_catalog.jsonb_to_recordset(now.fenced) AS t(m uuid, g text, e int8, i int4, s int4, n int8)
+  const queue = nestedBoundMs !== undefined
+    ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation) ${own}`
+    : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
+      SELECT t.m, t.g, t.e, t.i, t.s, t.n
+        FROM now, ROWS FROM (pg_catalog.jsonb_to_recordset(now.fenced) AS (m uuid, g text, e int8, i int4, s int4, n int8))
+                  WITH ORDINALITY AS t(m, g, e, i, s, n, o)
        WHERE now.xact = ${begun.xact}::text
-      UNION ALL`
-  }
-      ${own}`
+       ORDER BY (t.m OPERATOR(pg_catalog.=) ${target.memberId}::uuid AND t.g OPERATOR(pg_catalog.=) ${target.groupId}::text), t.o`
   const restoreOld = nestedBoundMs !== undefined
     ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
             pg_catalog.set_config('idle_in_transaction_session_timeout', ${boundedAfterFence(begun.old_idle, nestedBoundMs)}::text, true) AS restored_idle,
