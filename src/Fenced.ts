@@ -167,9 +167,11 @@ const databaseError = (e: unknown): { readonly code: string; readonly message: s
  * 7. not inside an app transaction (`fenceDeferredNow`): `SET CONSTRAINTS ALL IMMEDIATE`, so that the app's
  *    deferred checks run now and only the fence's own check is left for `COMMIT`; then (`fenceEnd`) one
  *    statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
- *    backstop settings untouched, `session_replication_role` = `origin`; another `fence_checks` row,
- *    and one again for every target fenced in the transaction so far (`Statements.fencedTargetsSetting`:
- *    the blocks nested in the body whose savepoints stand; step 7's `SET CONSTRAINTS` ran theirs early);
+ *    backstop settings untouched, `session_replication_role` = `origin`, the block's target still in
+ *    `Statements.fencedTargetsSetting`; `fence_checks` rows again: nested in an app transaction its own
+ *    (one per slot in slots mode); in its own transaction one per target recorded there (its own and
+ *    the blocks nested in the body whose savepoints stand, whose checks step 7's `SET CONSTRAINTS` ran
+ *    early), its own last;
  *    inside an app transaction, the timeouts for the rest of it, which holds this block's locks until
  *    it ends: `statement_timeout` and `idle_in_transaction_session_timeout` each the app's value from
  *    before step 2 if it is non-zero and at most `timeout` + 1 s, else `timeout` + 1 s (so a client or

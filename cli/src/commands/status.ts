@@ -162,8 +162,12 @@ export interface GroupStatus {
 const who = (m: { readonly name: string; readonly host: string; readonly pid: number }) =>
   `${printable(m.name)} (${printable(m.host)}/${m.pid})`
 
-/** Whether member `m` holds instance id `id` as a waiter row shows it (`printable`, as decoded). */
-const holds = (m: { readonly instanceId?: string | null | undefined }, id: string) =>
+/**
+ * Whether member `m` holds instance id `id` as a waiter row shows it (`printable`, as decoded).
+ *
+ * @internal
+ */
+export const holds = (m: { readonly instanceId?: string | null | undefined }, id: string) =>
   m.instanceId != null && printable(m.instanceId) === id
 
 /**
@@ -188,13 +192,6 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
 }
 
 /**
- * Indices with no member row, and how long the group's changes wait for them (docs/operations.md, "A
- * member row deleted by hand").
- *
- * @since 0.4.0
- * @internal
- */
-/**
  * Sorted numbers as runs (`1-3, 7, 9-12`): a group whose size was set by hand to 100,000 listed
  * 65,535 missing indices one by one in a line of 400 KB.
  *
@@ -214,6 +211,13 @@ export const asRuns = (sorted: ReadonlyArray<number>): string => {
 /** How many indices `snapshot` looks at for missing rows (its SQL's bound). */
 const MISSING_LOOKED_AT = 65_536
 
+/**
+ * Indices with no member row, and how long the group's changes wait for them (docs/operations.md, "A
+ * member row deleted by hand").
+ *
+ * @since 0.4.0
+ * @internal
+ */
 export const renderMissing = (group: StatusGroup): ReadonlyArray<string> => {
   const missing = group.missingIndices ?? []
   const orphans = group.orphanSlots ?? []

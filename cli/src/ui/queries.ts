@@ -12,8 +12,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { type MembershipError, Migrations, Slots } from "modulo-group"
-import { isoOrNull, msBetween, printable } from "../commands/shared.js"
-import { type RowState, snapshot, type StatusWaiter } from "../commands/status.js"
+import { isoOrNull, msBetween } from "../commands/shared.js"
+import { holds, type RowState, snapshot, type StatusWaiter } from "../commands/status.js"
 import type { ChangeRow } from "./timeline.js"
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
@@ -269,7 +269,7 @@ export const group = (groupId: string): Effect.Effect<GroupDetail | undefined, S
       })),
       waiters: waiters.map((w): WaiterView => ({
         ...w,
-        heldBy: members.find((m) => m.instanceId != null && printable(m.instanceId) === w.instanceId)?.name ?? null
+        heldBy: members.find((m) => holds(m, w.instanceId))?.name ?? null
       }))
     }
   })

@@ -17,6 +17,14 @@ type Sql = SqlClient.SqlClient
 /** The time a statement judges leases by: the one passed in, else the database's. */
 const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${now}::timestamptz, pg_catalog.statement_timestamp())`
 
+/** `pairs` as rows `r(slot, generation)`, for a FROM list. */
+const slotGenerations = (
+  sql: Sql,
+  pairs: ReadonlyArray<{ readonly slot: number; readonly generation: number }>
+): Statement.Fragment =>
+  sql`ROWS FROM (pg_catalog.unnest(${`{${pairs.map((p) => String(p.slot)).join(",")}}`}::int[]),
+                 pg_catalog.unnest(${`{${pairs.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)`
+
 /**
  * A row reaping may delete: its lease ran out, and so did its rejoin grace (0 for a row without an
  * instance id: at once, as before static membership). `alias`: the table's alias, if any.
@@ -961,8 +969,7 @@ export const releaseSlots = (
   sql<{ slot: number }>`
     UPDATE modulo_group.slots s
        SET holder = s.owner, generation = s.generation + 1, changed_at = ${at(sql, now)}
-      FROM ROWS FROM (pg_catalog.unnest(${`{${stopped.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                  pg_catalog.unnest(${`{${stopped.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
+      FROM ${slotGenerations(sql, stopped)}
      WHERE s.group_id = ${groupId}::text AND s.slot = r.slot AND s.generation = r.generation
        AND s.holder = ${memberId}::uuid AND s.owner IS DISTINCT FROM ${memberId}::uuid
        AND EXISTS (SELECT 1 FROM modulo_group.members m
@@ -1500,11 +1507,11 @@ export const fenceMarkerSetting = "modulo_group.fence"
 
 /**
  * A setting of the library's own, local to the transaction: every fence target checked in it (JSON,
- * one object per `fence_checks` row a fence queued: `m` member, `g` group, `e` epoch and `i` index, or
- * `s` slot and `n` generation), appended by `fenceMember` and `fenceSlotMember`. A `ROLLBACK TO
- * SAVEPOINT` undoes what was appended after the savepoint, as it undoes that fence's writes. A fence's
- * last statement (`fenceEnd`) queues a commit-time check again for every target in it: a fence of its
- * own transaction runs `SET CONSTRAINTS ALL IMMEDIATE` first (`fenceDeferredNow`), which runs the
+ * one object per target, `targetEntries`: `m` member, `g` group, `e` epoch and `i` index, or in slots
+ * mode `s` slot and `n` generation of one of its slots), appended by `fenceMember` and
+ * `fenceSlotMember`. A `ROLLBACK TO SAVEPOINT` undoes what was appended after the savepoint, as it
+ * undoes that fence's writes. The last statement (`fenceEnd`) of a fence of its own transaction queues a commit-time check for every target
+ * in it: such a fence runs `SET CONSTRAINTS ALL IMMEDIATE` first (`fenceDeferredNow`), which runs the
  * checks of the blocks nested in its body early, and its `COMMIT` then checked its own target only (a
  * block of another group committed 400 ms past that group's lease: an adversarial review). Kept in
  * the transaction, not in the process: a nested block run through an app's wrapper of the connection,
@@ -1639,8 +1646,7 @@ export const fenceSlotMember = (
     WITH queued AS (
       INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
-        FROM ROWS FROM (pg_catalog.unnest(${`{${slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                    pg_catalog.unnest(${`{${slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation))
+        FROM ${slotGenerations(sql, slots)})
     SELECT lease_expires_at > pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            , ${stampMarker(sql, marker, 1)} AS marker
@@ -1757,8 +1763,7 @@ export const fenceEnd = (
     ? sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4, NULL::int4, NULL::int8
         FROM now WHERE now.xact = ${begun.xact}::text`
     : sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL::int8, NULL::int4, r.slot, r.generation
-        FROM now, ROWS FROM (pg_catalog.unnest(${`{${target.slots.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                         pg_catalog.unnest(${`{${target.slots.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)
+        FROM now, ${slotGenerations(sql, target.slots)}
        WHERE now.xact = ${begun.xact}::text`
   const queue = nestedBoundMs !== undefined
     ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation) ${own}`
