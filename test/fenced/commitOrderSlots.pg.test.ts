@@ -19,12 +19,11 @@
  * past A's lease (the trigger's cost per row, which a schema change would make constant).
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Fiber, Ref } from "effect"
+import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, proxy, slotsGroup } from "./support.js"
+import { commitObserved, fixture, slotsGroup } from "./support.js"
 
 
 /**
@@ -38,38 +37,7 @@ const scenario = (slots: number, note: string) =>
     const a = yield* fixture("commit-order-outer")
     const b = yield* slotsGroup(slots, "commit-order-slots")
     const sql = a.sql
-    const unseenAt = yield* Ref.make<number | undefined>(undefined)
-    const leaseLeft = sql<{ left_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-        FROM modulo_group.members WHERE member_id = ${a.memberId}`
-    // The observer: statement_timestamp() is taken before the statement's snapshot, so a poll that does
-    // not see the write began before the write was committed.
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ t: number; seen: boolean }>`
-        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
-               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
-      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
-      return row!.seen
-    }).pipe(Effect.orDie, Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)))
-    const observing = yield* Ref.make<Fiber.RuntimeFiber<void> | undefined>(undefined)
-    const stalling = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.gen(function*() {
-                // The client stalls until 500 ms of A's lease are left on the database clock.
-                const [left] = yield* Effect.orDie(leaseLeft)
-                yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 500)))
-                const observer = yield* Effect.fork(
-                  Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
-                )
-                yield* Ref.set(observing, observer)
-                return yield* conn.executeUnprepared(statement, params, transformRows)
-              })
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const { client: stalling, pastLeaseMs } = yield* commitObserved(sql, { memberId: a.memberId, table: a.table, note, leftMs: 500 })
     // A's lease: long enough for the fence's statements (B's 3,000 slots: about 2 s), ending before
     // the COMMIT is over.
     yield* a.setLease(6_000)
@@ -80,17 +48,13 @@ const scenario = (slots: number, note: string) =>
         { timeout: "10 seconds" }
       ).pipe(Effect.provideService(SqlClient.SqlClient, stalling))
     )
-    const observer = yield* Ref.get(observing)
-    if (observer !== undefined) yield* Fiber.join(observer).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-    const [lease] = yield* sql<{ end_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${a.memberId}`
-    const unseen = yield* Ref.get(unseenAt)
+    const past = yield* pastLeaseMs
     const written = (yield* a.notes).includes(note)
     return {
       ok: Either.isRight(result),
       error: Either.isLeft(result) ? String(result.left) : undefined,
       written,
-      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms
+      committedPastLeaseMs: past
     }
   }).pipe(Effect.scoped)
 

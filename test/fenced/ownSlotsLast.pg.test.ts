@@ -14,48 +14,18 @@
  * not see the write bounds the commit's time from below.
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Fiber, Ref } from "effect"
+import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, proxy, slotsGroup } from "./support.js"
+import { commitObserved, fixture, slotsGroup } from "./support.js"
 
 const scenario = (slots: number, note: string) =>
   Effect.gen(function*() {
     const a = yield* slotsGroup(slots, "own-slots-last")
     const b = yield* fixture("own-slots-last-nested")
     const sql = b.sql
-    const unseenAt = yield* Ref.make<number | undefined>(undefined)
-    const leaseLeft = sql<{ left_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-        FROM modulo_group.members WHERE member_id = ${b.memberId}`
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ t: number; seen: boolean }>`
-        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
-               EXISTS (SELECT 1 FROM ${sql(b.table)} WHERE note = ${note}) AS seen`
-      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
-      return row!.seen
-    }).pipe(Effect.orDie, Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)))
-    const observing = yield* Ref.make<Fiber.RuntimeFiber<void> | undefined>(undefined)
-    const stalling = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.gen(function*() {
-                // The client stalls until 300 ms of B's lease are left on the database clock.
-                const [left] = yield* Effect.orDie(leaseLeft)
-                yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 300)))
-                const observer = yield* Effect.fork(
-                  Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
-                )
-                yield* Ref.set(observing, observer)
-                return yield* conn.executeUnprepared(statement, params, transformRows)
-              })
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const { client: stalling, pastLeaseMs } = yield* commitObserved(sql, { memberId: b.memberId, table: b.table, note, leftMs: 300 })
     // B's lease: long enough for A's statements (N slots: a few seconds), ending during A's COMMIT.
     yield* b.setLease(8_000)
     const result = yield* Effect.either(
@@ -65,17 +35,13 @@ const scenario = (slots: number, note: string) =>
         { timeout: "10 seconds" }
       ).pipe(Effect.provideService(SqlClient.SqlClient, stalling))
     )
-    const observer = yield* Ref.get(observing)
-    if (observer !== undefined) yield* Fiber.join(observer).pipe(Effect.timeout("10 seconds"), Effect.ignore)
-    const [lease] = yield* sql<{ end_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${b.memberId}`
-    const unseen = yield* Ref.get(unseenAt)
+    const past = yield* pastLeaseMs
     const written = (yield* b.notes).includes(note)
     return {
       ok: Either.isRight(result),
       error: Either.isLeft(result) ? String(result.left) : undefined,
       written,
-      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms
+      committedPastLeaseMs: past
     }
   }).pipe(Effect.scoped)
 

@@ -5,7 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { Deferred, Duration, Effect, FiberId } from "effect"
+import { Context, Deferred, Duration, Effect, Fiber, FiberId, Ref } from "effect"
 import { randomUUID } from "node:crypto"
 import type { FenceTarget } from "../../src/Fenced.js"
 import { randomGroupId } from "../support/Database.js"
@@ -175,4 +175,59 @@ export const slotsGroup = (n: number, prefix: string, leaseSeconds = 60) =>
       slots: Array.from({ length: n }, (_, slot) => ({ slot, generation: 1 }))
     }
     return { groupId, memberId, target }
+  })
+
+/**
+ * When a fenced write commits, against the lease of `memberId` on the database clock: `client` is
+ * `sql`, except that a reserved connection waits before `COMMIT` until `leftMs` of that lease are left,
+ * then starts an observer that polls (on another connection) whether `table` holds `note`.
+ * `statement_timestamp()` is taken before a statement's snapshot, so a poll that does not see the
+ * write began before the write committed. `pastLeaseMs`, once the fenced call is over: the latest such
+ * poll's time minus the lease's end (negative: before it); undefined when the first poll saw it
+ * already (it committed before that poll, `leftMs` before the lease's end).
+ */
+export const commitObserved = (
+  sql: SqlClient.SqlClient,
+  options: { readonly memberId: string; readonly table: string; readonly note: string; readonly leftMs: number }
+) =>
+  Effect.gen(function*() {
+    const { leftMs, memberId, note, table } = options
+    const unseenAt = yield* Ref.make<number | undefined>(undefined)
+    const observing = yield* Ref.make<Fiber.RuntimeFiber<void> | undefined>(undefined)
+    const leaseLeft = sql<{ left_ms: number }>`
+      SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
+        FROM modulo_group.members WHERE member_id = ${memberId}`
+    const poll = Effect.gen(function*() {
+      const [row] = yield* sql<{ t: number; seen: boolean }>`
+        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
+               EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = ${note}) AS seen`
+      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
+      return row!.seen
+    }).pipe(Effect.orDie, Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)))
+    const client = proxy(sql, {
+      reserve: Effect.map(sql.reserve, (conn) =>
+        proxy<Connection>(conn, {
+          executeUnprepared: (statement, params, transformRows) =>
+            statement.trim().toUpperCase() === "COMMIT"
+              ? Effect.gen(function*() {
+                const [left] = yield* Effect.orDie(leaseLeft)
+                yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - leftMs)))
+                const observer = yield* Effect.fork(
+                  Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
+                )
+                yield* Ref.set(observing, observer)
+                return yield* conn.executeUnprepared(statement, params, transformRows)
+              })
+              : conn.executeUnprepared(statement, params, transformRows)
+        }))
+    })
+    const pastLeaseMs = Effect.gen(function*() {
+      const observer = yield* Ref.get(observing)
+      if (observer !== undefined) yield* Fiber.join(observer).pipe(Effect.timeout("10 seconds"), Effect.ignore)
+      const [lease] = yield* sql<{ end_ms: number }>`
+        SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${memberId}`
+      const unseen = yield* Ref.get(unseenAt)
+      return unseen === undefined ? undefined : unseen - lease!.end_ms
+    })
+    return { client, pastLeaseMs }
   })
