@@ -57,7 +57,8 @@ export const migrations = [
   { version: 14, name: "0014_member_lease" },
   { version: 15, name: "0015_missing_rows" },
   { version: 16, name: "0016_forget_on_rename" },
-  { version: 17, name: "0017_moves_and_held_cursors" }
+  { version: 17, name: "0017_moves_and_held_cursors" },
+  { version: 18, name: "0018_fence_check_rows" }
 ] as const
 
 /**
@@ -113,7 +114,8 @@ export const requiredObjects: ReadonlyArray<{
   { version: 10, table: "members", columns: ["renewal_seq"] },
   { version: 12, table: "members", columns: ["writer"] },
   { version: 14, table: "members", columns: ["lease_ms"] },
-  { version: 15, table: "groups", columns: ["lease_ms", "missing_since", "missing_wait_ms", "missing_indices"] }
+  { version: 15, table: "groups", columns: ["lease_ms", "missing_since", "missing_wait_ms", "missing_indices"] },
+  { version: 18, table: "fence_checks", columns: ["slots", "generations", "id"] }
 ]
 
 /**

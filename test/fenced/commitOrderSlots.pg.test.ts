@@ -14,9 +14,9 @@
  * `statement_timestamp()` and whether A's write is visible: the last poll that did not see it bounds
  * the commit's time from below.
  *
- * Not fixed (docs/fencing.md, "Nesting"): the same order at an app transaction's COMMIT that holds A's
- * block and then B's 3,000-slot block (each block's own rows, A's first): A's write committed 1.3-1.5 s
- * past A's lease (the trigger's cost per row, which a schema change would make constant).
+ * The same order at an app transaction's COMMIT that holds A's block and then B's 3,000-slot block
+ * (each block's own rows, A's first; A's write committed 1.3-1.5 s past A's lease on schema 17) is
+ * test/fenced/appTxSlotsOrder.pg.test.ts (migration 0018).
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"

@@ -17,13 +17,23 @@ type Sql = SqlClient.SqlClient
 /** The time a statement judges leases by: the one passed in, else the database's. */
 const at = (sql: Sql, now: string | null): Statement.Fragment => sql`COALESCE(${now}::timestamptz, pg_catalog.statement_timestamp())`
 
-/** `pairs` as rows `r(slot, generation)`, for a FROM list. */
-const slotGenerations = (
-  sql: Sql,
-  pairs: ReadonlyArray<{ readonly slot: number; readonly generation: number }>
-): Statement.Fragment =>
-  sql`ROWS FROM (pg_catalog.unnest(${`{${pairs.map((p) => String(p.slot)).join(",")}}`}::int[]),
-                 pg_catalog.unnest(${`{${pairs.map((p) => String(p.generation)).join(",")}}`}::int8[])) AS r(slot, generation)`
+type SlotGenerations = ReadonlyArray<{ readonly slot: number; readonly generation: number }>
+
+/** `pairs`' slots as an `int[]` parameter. */
+const slotArray = (sql: Sql, pairs: SlotGenerations): Statement.Fragment =>
+  sql`${`{${pairs.map((p) => String(p.slot)).join(",")}}`}::int[]`
+
+/** `pairs`' generations as an `int8[]` parameter, in the order of `slotArray`. */
+const generationArray = (sql: Sql, pairs: SlotGenerations): Statement.Fragment =>
+  sql`${`{${pairs.map((p) => String(p.generation)).join(",")}}`}::int8[]`
+
+/**
+ * `pairs` as rows `r(slot, generation)`, for a FROM list. `ROWS FROM`, not `unnest(a, b)`: PostgreSQL
+ * reads only an unqualified `unnest` of two arrays that way, which a function planted earlier in the
+ * search path could take.
+ */
+const slotGenerations = (sql: Sql, pairs: SlotGenerations): Statement.Fragment =>
+  sql`ROWS FROM (pg_catalog.unnest(${slotArray(sql, pairs)}), pg_catalog.unnest(${generationArray(sql, pairs)})) AS r(slot, generation)`
 
 /**
  * A row reaping may delete: its lease ran out, and so did its rejoin grace (0 for a row without an
@@ -1633,20 +1643,16 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
 
 /**
  * Slots mode, instead of `fenceMember`: the member's lease on `pg_catalog.clock_timestamp()`, FOR KEY SHARE
- * (blocks its DELETE: a leave, a reap), and one `fence_checks` row per slot (epoch and index NULL),
- * which queue the commit-time check of the lease and of each slot's holder and generation.
+ * (blocks its DELETE: a leave, a reap), and one `fence_checks` row naming every slot (`slots` and
+ * `generations`; epoch and index NULL), which queues the commit-time check of the lease and of each
+ * slot's holder and generation, in one statement (migration 0018: one row per slot made a COMMIT's
+ * checks quadratic in the slots).
  */
-export const fenceSlotMember = (
-  sql: Sql,
-  target: FenceTarget,
-  slots: ReadonlyArray<{ readonly slot: number; readonly generation: number }>,
-  marker: string
-) =>
+export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: SlotGenerations, marker: string) =>
   sql<{ live: boolean; lease_left_ms: string; marker: string }>`
     WITH queued AS (
-      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
-      SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, r.slot, r.generation
-        FROM ${slotGenerations(sql, slots)})
+      INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slots, generations)
+      VALUES (${target.memberId}::uuid, ${target.groupId}::text, NULL, NULL, ${slotArray(sql, slots)}, ${generationArray(sql, slots)}))
     SELECT lease_expires_at > pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            , ${stampMarker(sql, marker, 1)} AS marker
@@ -1751,22 +1757,22 @@ export const fenceEnd = (
   marker: { readonly chain: string; readonly before: string }
 ) => {
   // Nested in an app's transaction (no `SET CONSTRAINTS ALL IMMEDIATE`: no check has run early), its
-  // own target, each slot in slots mode. Of its own transaction, every target recorded in it
-  // (`fencedTargetsSetting`: its own, and the blocks nested in its body whose savepoints stand), each
-  // once (a slots-mode fence by one of its slots: the lease is what moves, its slot rows stay
-  // locked), its own last: PostgreSQL runs the checks at COMMIT in the order queued, each scanning the
-  // transaction's rows, and every check after a lease's last check is time before the COMMIT lands
-  // (reviews: the 3,000 slots of a nested block queued again one by one after the outer target, or of
-  // the outer fence itself after a nested one, committed 0.7-1.4 s past a lease). Its own is in the
-  // record unless the body reset it (`recorded`: then the fence fails before COMMIT).
+  // own target (slots mode: one row naming every slot). Of its own transaction, every target recorded
+  // in it (`fencedTargetsSetting`: its own, and the blocks nested in its body whose savepoints stand),
+  // each once (a slots-mode fence by one of its slots: the lease is what moves, its slot rows stay
+  // locked), its own last: PostgreSQL runs the checks at COMMIT in the order queued, and every check
+  // after a lease's last check is time before the COMMIT lands (reviews: the 3,000 slots of a nested
+  // block queued again one by one after the outer target, or of the outer fence itself after a nested
+  // one, committed 0.7-1.4 s past a lease, when each check also scanned the transaction's rows: until
+  // migration 0018). Its own is in the record unless the body reset it (`recorded`: then the fence
+  // fails before COMMIT).
   const own = target.slots === undefined
-    ? sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4, NULL::int4, NULL::int8
+    ? sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4, NULL::int4[], NULL::int8[]
         FROM now WHERE now.xact = ${begun.xact}::text`
-    : sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL::int8, NULL::int4, r.slot, r.generation
-        FROM now, ${slotGenerations(sql, target.slots)}
-       WHERE now.xact = ${begun.xact}::text`
+    : sql`SELECT ${target.memberId}::uuid, ${target.groupId}::text, NULL::int8, NULL::int4, ${slotArray(sql, target.slots)}, ${generationArray(sql, target.slots)}
+        FROM now WHERE now.xact = ${begun.xact}::text`
   const queue = nestedBoundMs !== undefined
-    ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation) ${own}`
+    ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slots, generations) ${own}`
     : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT t.m, t.g, t.e, t.i, t.s, t.n
         FROM now, ROWS FROM (pg_catalog.jsonb_to_recordset(now.fenced) AS (m uuid, g text, e int8, i int4, s int4, n int8))

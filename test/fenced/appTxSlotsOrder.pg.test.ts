@@ -1,0 +1,77 @@
+/**
+ * G6 in an app's transaction (docs/fencing.md, "Nesting"): the app runs A's fenced block (A's write),
+ * then B's slots-mode block of many slots, then commits. At COMMIT PostgreSQL runs the deferred checks
+ * in the order queued: A's first, then B's. Up to schema version 17 a slots-mode fence queued one
+ * `fence_checks` row per slot, and each row's check ran `DELETE ... WHERE tx = NEW.tx`, an index scan
+ * over every row the transaction inserted: B's checks cost O(slots²) after A's last check. With B's
+ * 3,000 slots A's write committed 1.3-1.5 s past A's lease (documented as not fixed in session 37);
+ * with 16,384 slots, 92 s. Migration 0018 queues one row per slots-mode fence (its slots and
+ * generations as arrays, checked in one statement) and deletes each row by its identity.
+ *
+ * Interleaving: A's lease ends a few seconds after the start; after both blocks the app waits, inside
+ * its transaction, until 500 ms of A's lease are left on the database clock, starts an observer (another
+ * connection) polling whether A's write is visible, and commits. The last poll that did not see the
+ * write bounds the commit's time from below.
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, it } from "@effect/vitest"
+import { Context, Duration, Effect, Either, Fiber, Ref } from "effect"
+import * as Fenced from "../../src/Fenced.js"
+import { PgLive } from "../support/Database.js"
+import { fixture, slotsGroup } from "./support.js"
+
+const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.mapInputContext(effect, (ctx: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(ctx) as Context.Context<R>)
+
+const scenario = (slots: number, note: string, leaseMs: number) =>
+  Effect.gen(function*() {
+    const a = yield* fixture("app-tx-slots-order")
+    const b = yield* slotsGroup(slots, "app-tx-slots-order-b")
+    const sql = a.sql
+    const unseenAt = yield* Ref.make<number | undefined>(undefined)
+    const poll = Effect.gen(function*() {
+      const [row] = yield* sql<{ t: number; seen: boolean }>`
+        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
+               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
+      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
+      return row!.seen
+    }).pipe(Effect.orDie, outside)
+    yield* a.setLease(leaseMs)
+    const result = yield* Effect.either(sql.withTransaction(Effect.gen(function*() {
+      yield* Fenced.fencedWith(a.target, a.insert(note), { timeout: "10 seconds" })
+      yield* Fenced.fencedWith(b.target, Effect.void, { timeout: "10 seconds" })
+      const [left] = yield* sql<{ left_ms: number }>`
+        SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
+          FROM modulo_group.members WHERE member_id = ${a.memberId}`
+      yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 500)))
+      return yield* Effect.fork(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }))
+    })))
+    if (Either.isRight(result)) yield* Fiber.join(result.right).pipe(Effect.timeout("200 seconds"), Effect.ignore)
+    const [lease] = yield* sql<{ end_ms: number }>`
+      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${a.memberId}`
+    const unseen = yield* Ref.get(unseenAt)
+    return {
+      ok: Either.isRight(result),
+      error: Either.isLeft(result) ? String(result.left) : undefined,
+      written: (yield* a.notes).includes(note),
+      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms,
+      leftovers: yield* a.leftovers
+    }
+  }).pipe(Effect.scoped)
+
+it.live("G6: in an app's transaction, a write fenced before a large slots-mode block commits within its lease", () =>
+  Effect.gen(function*() {
+    // Control: one slot. The COMMIT ends within A's lease (or fails).
+    const control = yield* scenario(1, "control", 2_000)
+    expect(control.error).toBeUndefined()
+    if (control.written) expect(control.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    // A's write committed only while A's lease was live on the database clock (or not at all).
+    const big = yield* scenario(3_000, "3000 slots", 4_000)
+    if (big.written) expect(big.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    expect(big.leftovers).toBe(0)
+    // The largest slot count a group may have.
+    const most = yield* scenario(16_384, "16384 slots", 5_000)
+    if (most.written) expect(most.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    expect(most.error).toBeUndefined()
+    expect(most.leftovers).toBe(0)
+  }).pipe(Effect.provide(PgLive)), 120_000)
