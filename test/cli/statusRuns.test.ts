@@ -4,14 +4,19 @@
  * about 400 KB, and said nothing of the indices past the 65,536 it looks at.
  */
 import { describe, expect, it } from "vitest"
-import { asRuns, renderMissing } from "../../cli/src/commands/status.js"
+import { renderMissing } from "../../cli/src/commands/status.js"
+
+const group = (fields: Record<string, unknown>) =>
+  ({ groupId: "g", epoch: 1, size: 30, changedAt: new Date(0), changesHeldMs: 0, ...fields }) as Parameters<typeof renderMissing>[0]
 
 describe("status: missing indices as runs", () => {
-  it("consecutive numbers become a run; a pair stays a pair; singles stay", () => {
-    expect(asRuns([])).toBe("")
-    expect(asRuns([4])).toBe("4")
-    expect(asRuns([1, 2])).toBe("1, 2")
-    expect(asRuns([1, 2, 3, 7, 9, 10, 11, 12, 20, 21])).toBe("1-3, 7, 9-12, 20, 21")
+  it("missing indices and orphaned slots as runs, spelt as a member's held slots are (Slots.toRanges)", () => {
+    expect(renderMissing(group({}))).toEqual([])
+    expect(renderMissing(group({ missingIndices: [4] }))[0]).toMatch(/^index 4 of 30 has no member row/)
+    expect(renderMissing(group({ missingIndices: [1, 2, 3, 7, 9, 10, 11, 12, 20, 21] }))[0]).toMatch(
+      /^indices 1-3,7,9-12,20-21 of 30 have no member row/
+    )
+    expect(renderMissing(group({ orphanSlots: [0, 1, 5] }))[0]).toMatch(/^slots 0-1,5 are held by a member id no row has/)
   })
 
   it("a hand-set size of 100,000 with one member: one short line that says what was looked at", () => {

@@ -191,29 +191,14 @@ export const renderWaiters = (s: GroupStatus): ReadonlyArray<string> => {
   })
 }
 
-/**
- * Sorted numbers as runs (`1-3, 7, 9-12`): a group whose size was set by hand to 100,000 listed
- * 65,535 missing indices one by one in a line of 400 KB.
- *
- * @internal
- */
-export const asRuns = (sorted: ReadonlyArray<number>): string => {
-  const runs: Array<string> = []
-  for (let i = 0; i < sorted.length;) {
-    let j = i
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++
-    runs.push(j === i ? String(sorted[i]) : j === i + 1 ? `${sorted[i]}, ${sorted[j]}` : `${sorted[i]}-${sorted[j]}`)
-    i = j + 1
-  }
-  return runs.join(", ")
-}
-
 /** How many indices `snapshot` looks at for missing rows (its SQL's bound). */
 const MISSING_LOOKED_AT = 65_536
 
 /**
  * Indices with no member row, and how long the group's changes wait for them (docs/operations.md, "A
- * member row deleted by hand").
+ * member row deleted by hand"), as runs in the form a member's held slots take (`Slots.toRanges`:
+ * `1-3,7,9-12`): a group whose size was set by hand to 100,000 listed 65,535 missing indices one by
+ * one in a line of 400 KB.
  *
  * @since 0.4.0
  * @internal
@@ -230,12 +215,12 @@ export const renderMissing = (group: StatusGroup): ReadonlyArray<string> => {
     : "the next join, leave or reap repairs the group"
   return [
     ...(missing.length === 0 ? [] : [
-      `${missing.length === 1 ? "index" : "indices"} ${asRuns(missing)} of ${group.size}` +
+      `${missing.length === 1 ? "index" : "indices"} ${Slots.toRanges(missing)} of ${group.size}` +
       `${group.size > MISSING_LOOKED_AT ? ` (of the first ${MISSING_LOOKED_AT} looked at)` : ""} ${missing.length === 1 ? "has" : "have"} ` +
       `no member row (deleted or moved by hand?): ${wait}`
     ]),
     ...(orphans.length === 0 ? [] : [
-      `${orphans.length === 1 ? "slot" : "slots"} ${asRuns(orphans)} ${orphans.length === 1 ? "is" : "are"} held by a member id ` +
+      `${orphans.length === 1 ? "slot" : "slots"} ${Slots.toRanges(orphans)} ${orphans.length === 1 ? "is" : "are"} held by a member id ` +
       `no row has (deleted or changed by hand?): ${wait}`
     ])
   ]
