@@ -92,7 +92,7 @@ describe("status with a record of missing indices edited by hand", () => {
     }
     const r = await run(["status", group], env())
     expect(r.code, r.stderr).toBe(0)
-    expect(r.stdout).toMatch(/slots 1, 3 are held by a member id no row has \(deleted or changed by hand\?\): no join, leave or reap for 4\d\.\ds more/)
+    expect(r.stdout).toMatch(/slots 1,3 are held by a member id no row has \(deleted or changed by hand\?\): no join, leave or reap for 4\d\.\ds more/)
     const j = await run(["status", group, "--json"], env())
     expect(j.code, j.stderr).toBe(0)
     const parsed = JSON.parse(j.stdout) as { slotsHeldWithoutRow?: Array<number>; changesHeldMs?: number; missingIndices?: unknown }
