@@ -13,48 +13,30 @@
  * connection) polling whether A's write is visible, and commits. The last poll that did not see the
  * write bounds the commit's time from below.
  */
-import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Fiber, Ref } from "effect"
+import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, slotsGroup } from "./support.js"
-
-const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.mapInputContext(effect, (ctx: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(ctx) as Context.Context<R>)
+import { fixture, slotsGroup, writeObserved } from "./support.js"
 
 const scenario = (slots: number, note: string, leaseMs: number) =>
   Effect.gen(function*() {
     const a = yield* fixture("app-tx-slots-order")
     const b = yield* slotsGroup(slots, "app-tx-slots-order-b")
     const sql = a.sql
-    const unseenAt = yield* Ref.make<number | undefined>(undefined)
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ t: number; seen: boolean }>`
-        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
-               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
-      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
-      return row!.seen
-    }).pipe(Effect.orDie, outside)
+    const observed = yield* writeObserved(sql, { memberId: a.memberId, table: a.table, note, leftMs: 500 })
     yield* a.setLease(leaseMs)
     const result = yield* Effect.either(sql.withTransaction(Effect.gen(function*() {
       yield* Fenced.fencedWith(a.target, a.insert(note), { timeout: "10 seconds" })
       yield* Fenced.fencedWith(b.target, Effect.void, { timeout: "10 seconds" })
-      const [left] = yield* sql<{ left_ms: number }>`
-        SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-          FROM modulo_group.members WHERE member_id = ${a.memberId}`
-      yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 500)))
-      return yield* Effect.fork(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }))
+      yield* observed.beforeCommit
     })))
-    if (Either.isRight(result)) yield* Fiber.join(result.right).pipe(Effect.timeout("200 seconds"), Effect.ignore)
-    const [lease] = yield* sql<{ end_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${a.memberId}`
-    const unseen = yield* Ref.get(unseenAt)
+    const past = yield* observed.pastLeaseMs
     return {
       ok: Either.isRight(result),
       error: Either.isLeft(result) ? String(result.left) : undefined,
       written: (yield* a.notes).includes(note),
-      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms,
+      committedPastLeaseMs: past,
       leftovers: yield* a.leftovers
     }
   }).pipe(Effect.scoped)

@@ -8,13 +8,10 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Fiber, Ref } from "effect"
+import { Effect, Either } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, slotsGroup } from "./support.js"
-
-const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.mapInputContext(effect, (ctx: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(ctx) as Context.Context<R>)
+import { fixture, slotsGroup, writeObserved } from "./support.js"
 
 it.live("G6: a nested slots-mode block naming its slot a million times commits within its lease", () =>
   Effect.gen(function*() {
@@ -23,35 +20,21 @@ it.live("G6: a nested slots-mode block naming its slot a million times commits w
     const sql = a.sql
     const note = "dup"
     const target = { ...b.target, slots: Array.from({ length: 1_000_000 }, () => b.target.slots![0]!) }
-    const unseenAt = yield* Ref.make<number | undefined>(undefined)
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ t: number; seen: boolean }>`
-        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
-               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
-      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
-      return row!.seen
-    }).pipe(Effect.orDie, outside)
+    const observed = yield* writeObserved(sql, { memberId: b.memberId, table: a.table, note, leftMs: 100 })
     yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() + interval '8 seconds' WHERE member_id = ${b.memberId}`
     const result = yield* Effect.either(sql.withTransaction(Effect.gen(function*() {
       yield* Fenced.fencedWith(target, Effect.gen(function*() {
         yield* a.insert(note)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
       }), { timeout: "15 seconds" })
-      const [left] = yield* sql<{ left_ms: number }>`
-        SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-          FROM modulo_group.members WHERE member_id = ${b.memberId}`
-      yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 100)))
-      return yield* Effect.fork(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }))
+      yield* observed.beforeCommit
     })))
-    if (Either.isRight(result)) yield* Fiber.join(result.right).pipe(Effect.timeout("30 seconds"), Effect.ignore)
-    const [lease] = yield* sql<{ end_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${b.memberId}`
-    const unseen = yield* Ref.get(unseenAt)
+    const past = yield* observed.pastLeaseMs
     const out = {
       ok: Either.isRight(result),
       error: Either.isLeft(result) ? String(result.left).slice(0, 200) : undefined,
       written: (yield* a.notes).includes(note),
-      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms
+      committedPastLeaseMs: past
     }
     if (out.written) expect(out.committedPastLeaseMs ?? -1).toBeLessThan(0)
   }).pipe(Effect.scoped, Effect.provide(PgLive)), 120_000)

@@ -11,27 +11,17 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Ref } from "effect"
+import { Cause, Effect, Exit } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, slotsGroup } from "./support.js"
-
-const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.mapInputContext(effect, (ctx: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(ctx) as Context.Context<R>)
+import { fixture, slotsGroup, writeObserved } from "./support.js"
 
 const scenario = (slots: number, note: string, leaseMs: number, leftAtCommitMs: number, hostile: boolean, immediate = true) =>
   Effect.gen(function*() {
     const a = yield* fixture("planner-settings-planner") // only for its app table
     const b = yield* slotsGroup(slots, "planner-settings-planner-b")
     const sql = a.sql
-    const unseenAt = yield* Ref.make<number | undefined>(undefined)
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ t: number; seen: boolean }>`
-        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
-               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
-      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
-      return row!.seen
-    }).pipe(Effect.orDie, outside)
+    const observed = yield* writeObserved(sql, { memberId: b.memberId, table: a.table, note, leftMs: leftAtCommitMs })
     yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() + ${`${leaseMs} milliseconds`}::interval
                 WHERE member_id = ${b.memberId}`
     let commitStarted = 0
@@ -51,24 +41,17 @@ const scenario = (slots: number, note: string, leaseMs: number, leftAtCommitMs: 
         }),
         { timeout: "10 seconds" }
       )
-      const [left] = yield* sql<{ left_ms: number }>`
-        SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-          FROM modulo_group.members WHERE member_id = ${b.memberId}`
-      yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - leftAtCommitMs)))
       commitStarted = performance.now()
-      return yield* Effect.fork(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }))
+      yield* observed.beforeCommit
     })))
     const commitMs = performance.now() - commitStarted
-    if (Exit.isSuccess(result)) yield* Fiber.join(result.value).pipe(Effect.timeout("60 seconds"), Effect.ignore)
-    const [lease] = yield* sql<{ end_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${b.memberId}`
-    const unseen = yield* Ref.get(unseenAt)
+    const past = yield* observed.pastLeaseMs
     const [left] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM modulo_group.fence_checks WHERE member_id = ${b.memberId}`
     return {
       ok: Exit.isSuccess(result),
       error: Exit.isFailure(result) ? Cause.pretty(result.cause).slice(0, 300) : undefined,
       written: (yield* a.notes).includes(note),
-      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms,
+      committedPastLeaseMs: past,
       commitMs: Math.round(commitMs),
       leftovers: left!.n
     }

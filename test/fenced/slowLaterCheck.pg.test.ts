@@ -14,16 +14,12 @@
  * - A's fenced block (modulo mode), then the slow row of B (lease 60 s): the slow row reads A's lease
  *   too, as A's block recorded it.
  */
-import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Ref } from "effect"
+import { Cause, Effect, Exit } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import type { FenceTarget } from "../../src/Fenced.js"
 import { PgLive } from "../support/Database.js"
-import { fixture, slotsGroup } from "./support.js"
-
-const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.mapInputContext(effect, (ctx: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(ctx) as Context.Context<R>)
+import { fixture, slotsGroup, writeObserved } from "./support.js"
 
 const scenario = (which: "own" | "recorded", slow: boolean) =>
   Effect.gen(function*() {
@@ -35,14 +31,7 @@ const scenario = (which: "own" | "recorded", slow: boolean) =>
     const fenced: { readonly target: FenceTarget; readonly memberId: string } = which === "own"
       ? { target: b.target, memberId: b.memberId }
       : { target: a.target, memberId: a.memberId }
-    const unseenAt = yield* Ref.make<number | undefined>(undefined)
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ t: number; seen: boolean }>`
-        SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
-               EXISTS (SELECT 1 FROM ${sql(a.table)} WHERE note = ${note}) AS seen`
-      if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
-      return row!.seen
-    }).pipe(Effect.orDie, outside)
+    const observed = yield* writeObserved(sql, { memberId: fenced.memberId, table: a.table, note, leftMs: 300 })
     yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() + interval '3 seconds'
                 WHERE member_id = ${fenced.memberId}`
     const result = yield* Effect.exit(sql.withTransaction(Effect.gen(function*() {
@@ -51,22 +40,15 @@ const scenario = (which: "own" | "recorded", slow: boolean) =>
         yield* sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, slots, generations)
                    VALUES (${b.memberId}::uuid, ${b.groupId}, array_fill(0, ARRAY[2000000]), array_fill(1::int8, ARRAY[2000000]))`
       }
-      const [left] = yield* sql<{ left_ms: number }>`
-        SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-          FROM modulo_group.members WHERE member_id = ${fenced.memberId}`
-      yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - 300)))
-      return yield* Effect.fork(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }))
+      yield* observed.beforeCommit
     })))
-    if (Exit.isSuccess(result)) yield* Fiber.join(result.value).pipe(Effect.timeout("30 seconds"), Effect.ignore)
-    const [lease] = yield* sql<{ end_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${fenced.memberId}`
-    const unseen = yield* Ref.get(unseenAt)
+    const past = yield* observed.pastLeaseMs
     return {
       error: Exit.isFailure(result)
         ? ((Cause.squash(result.cause) as { cause?: { message?: string } }).cause?.message ?? Cause.pretty(result.cause))
         : undefined,
       written: (yield* a.notes).includes(note),
-      committedPastLeaseMs: unseen === undefined ? undefined : unseen - lease!.end_ms
+      committedPastLeaseMs: past
     }
   }).pipe(Effect.scoped)
 

@@ -178,15 +178,15 @@ export const slotsGroup = (n: number, prefix: string, leaseSeconds = 60) =>
   })
 
 /**
- * When a fenced write commits, against the lease of `memberId` on the database clock: `client` is
- * `sql`, except that a reserved connection waits before `COMMIT` until `leftMs` of that lease are left,
- * then starts an observer that polls (on another connection) whether `table` holds `note`.
- * `statement_timestamp()` is taken before a statement's snapshot, so a poll that does not see the
- * write began before the write committed. `pastLeaseMs`, once the fenced call is over: the latest such
- * poll's time minus the lease's end (negative: before it); undefined when the first poll saw it
+ * When a fenced write commits, against the lease of `memberId` on the database clock. `beforeCommit`
+ * (run just before the `COMMIT`, in the transaction or by the client) waits until `leftMs` of that
+ * lease are left, then starts an observer that polls (on another connection) whether `table` holds
+ * `note`. `statement_timestamp()` is taken before a statement's snapshot, so a poll that does not see
+ * the write began before the write committed. `pastLeaseMs`, once the transaction is over: the latest
+ * such poll's time minus the lease's end (negative: before it); undefined when the first poll saw it
  * already (it committed before that poll, `leftMs` before the lease's end).
  */
-export const commitObserved = (
+export const writeObserved = (
   sql: SqlClient.SqlClient,
   options: { readonly memberId: string; readonly table: string; readonly note: string; readonly leftMs: number }
 ) =>
@@ -194,40 +194,58 @@ export const commitObserved = (
     const { leftMs, memberId, note, table } = options
     const unseenAt = yield* Ref.make<number | undefined>(undefined)
     const observing = yield* Ref.make<Fiber.RuntimeFiber<void> | undefined>(undefined)
-    const leaseLeft = sql<{ left_ms: number }>`
-      SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
-        FROM modulo_group.members WHERE member_id = ${memberId}`
+    const outside = Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx))
     const poll = Effect.gen(function*() {
       const [row] = yield* sql<{ t: number; seen: boolean }>`
         SELECT (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS t,
                EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = ${note}) AS seen`
       if (!row!.seen) yield* Ref.set(unseenAt, row!.t)
       return row!.seen
-    }).pipe(Effect.orDie, Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)))
+    }).pipe(Effect.orDie, outside)
+    const beforeCommit = Effect.gen(function*() {
+      const [left] = yield* Effect.orDie(sql<{ left_ms: number }>`
+        SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
+          FROM modulo_group.members WHERE member_id = ${memberId}`)
+      yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - leftMs)))
+      const observer = yield* Effect.forkDaemon(
+        Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
+      )
+      yield* Ref.set(observing, observer)
+    })
+    const pastLeaseMs = Effect.gen(function*() {
+      const observer = yield* Ref.get(observing)
+      if (observer !== undefined) {
+        // The transaction is over: the write is there now or never will be (then the observer stops).
+        const [now] = yield* Effect.orDie(sql<{ seen: boolean }>`SELECT EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = ${note}) AS seen`)
+        if (now!.seen) yield* Fiber.join(observer).pipe(Effect.timeout("30 seconds"), Effect.ignore)
+        yield* Fiber.interrupt(observer)
+      }
+      const [lease] = yield* sql<{ end_ms: number }>`
+        SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${memberId}`
+      const unseen = yield* Ref.get(unseenAt)
+      return unseen === undefined ? undefined : unseen - lease!.end_ms
+    }).pipe(outside)
+    return { beforeCommit, pastLeaseMs }
+  })
+
+/**
+ * `writeObserved` for a fenced call of its own transaction: `client` is `sql`, except that a reserved
+ * connection runs `beforeCommit` before it sends `COMMIT`.
+ */
+export const commitObserved = (
+  sql: SqlClient.SqlClient,
+  options: { readonly memberId: string; readonly table: string; readonly note: string; readonly leftMs: number }
+) =>
+  Effect.gen(function*() {
+    const { beforeCommit, pastLeaseMs } = yield* writeObserved(sql, options)
     const client = proxy(sql, {
       reserve: Effect.map(sql.reserve, (conn) =>
         proxy<Connection>(conn, {
           executeUnprepared: (statement, params, transformRows) =>
             statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.gen(function*() {
-                const [left] = yield* Effect.orDie(leaseLeft)
-                yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - leftMs)))
-                const observer = yield* Effect.fork(
-                  Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
-                )
-                yield* Ref.set(observing, observer)
-                return yield* conn.executeUnprepared(statement, params, transformRows)
-              })
+              ? Effect.zipRight(beforeCommit, conn.executeUnprepared(statement, params, transformRows))
               : conn.executeUnprepared(statement, params, transformRows)
         }))
-    })
-    const pastLeaseMs = Effect.gen(function*() {
-      const observer = yield* Ref.get(observing)
-      if (observer !== undefined) yield* Fiber.join(observer).pipe(Effect.timeout("10 seconds"), Effect.ignore)
-      const [lease] = yield* sql<{ end_ms: number }>`
-        SELECT (extract(epoch FROM lease_expires_at) * 1000)::float8 AS end_ms FROM modulo_group.members WHERE member_id = ${memberId}`
-      const unseen = yield* Ref.get(unseenAt)
-      return unseen === undefined ? undefined : unseen - lease!.end_ms
     })
     return { client, pastLeaseMs }
   })
