@@ -160,7 +160,11 @@ export class FenceTimeout extends Data.TaggedError("FenceTimeout")<{
  * is nested in an app transaction above READ COMMITTED (its lease checks would read that transaction's
  * snapshot: docs/fencing.md, "Isolation"). The
  * transaction is rolled back; statements the body ran after its own `COMMIT` ran outside any fence
- * (see `reason`). `epoch` is the assignment's, or -1 in slots mode (as `StaleAssignment`'s).
+ * (see `reason`). One case **committed**, and its `reason` begins "the transaction COMMITTED": a fence
+ * of its own transaction whose `COMMIT` ended later after the fence's last check than the lease had
+ * left then, with the lease ended by the time it was read again (PostgreSQL writes a body's
+ * notifications at `COMMIT`, after every check: docs/fencing.md). `epoch` is the assignment's, or -1
+ * in slots mode (as `StaleAssignment`'s).
  *
  * @since 0.1.0
  * @category errors

@@ -1724,6 +1724,21 @@ export const boundsWithin = (value: string, boundMs: number): boolean => {
 const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithin(app, Number(boundMs)) ? app : boundMs)
 
 /**
+ * After a fence's own transaction committed, when its `COMMIT` took as long as the lease had left at
+ * the fence's last check: whether the member's lease is live now on `pg_catalog.clock_timestamp()`,
+ * and how long ago it ended if not. A lease is never renewed once ended (`renewLease`), so one live
+ * now was live when the `COMMIT` landed. Outside any transaction: every operator named in
+ * `pg_catalog`.
+ */
+export const leaseAfterCommit = (sql: Sql, target: FenceTarget) =>
+  sql<{ live: boolean; past_ms: string }>`
+    SELECT lease_expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS live,
+           (extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) lease_expires_at)
+              OPERATOR(pg_catalog.*) 1000)::bigint AS past_ms
+      FROM modulo_group.members
+     WHERE member_id OPERATOR(pg_catalog.=) ${target.memberId}::uuid AND group_id OPERATOR(pg_catalog.=) ${target.groupId}::text`
+
+/**
  * A fence of its own transaction, after the body and before its last statement: runs every deferred
  * check and trigger the body queued (the app's `DEFERRABLE INITIALLY DEFERRED` foreign keys and
  * constraint triggers, and what those queue in turn) now, under the fence's timer, and the fence's

@@ -1,0 +1,58 @@
+/**
+ * G6, a review of 0d7d009: a fenced body that queues many notifications (NOTIFY, pg_notify).
+ * PostgreSQL writes a transaction's notifications into the queue at COMMIT (`PreCommit_Notify`), after
+ * every deferred trigger, the fence's commit-time check included, in time that grows with their
+ * volume; no statement can see them. 150,000 notifications of 2 kB committed the write 0.4-1.2 s past
+ * the lease, and `fencedWith` reported success. The COMMIT cannot be made to wait for the lease there,
+ * so the fence judges the COMMIT's duration: when it ended later after the fence's last check than the
+ * lease had left then, the lease is read again, and unless it is still live `fencedWith` fails with
+ * `FenceBroken` saying the transaction committed (docs/fencing.md). The fence's locks kept the group's
+ * changes out until the COMMIT ended (G2 holds).
+ *
+ * Interleaving: the client stalls before COMMIT until `leftMs` of the lease are left; the body queued
+ * `notifications` notifications of 2 kB (about 4 ms of COMMIT per 1,000 on this project's machines).
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, it } from "@effect/vitest"
+import { Effect, Either } from "effect"
+import * as Fenced from "../../src/Fenced.js"
+import { PgLive } from "../support/Database.js"
+import { commitObserved, fixture } from "./support.js"
+
+const attempt = (note: string, notifications: number, leftMs: number) =>
+  Effect.gen(function*() {
+    const a = yield* fixture("notify-at-commit")
+    const sql = a.sql
+    const observed = yield* commitObserved(sql, { memberId: a.memberId, table: a.table, note, leftMs })
+    yield* a.setLease(1_500)
+    const result = yield* Effect.either(
+      Fenced.fencedWith(a.target, Effect.gen(function*() {
+        yield* a.insert(note)
+        if (notifications > 0) {
+          yield* sql`SELECT count(pg_notify('modulo_group_test_notify_at_commit', i::text || repeat('x', 2000)))
+                       FROM generate_series(1, ${notifications}::int) i`
+        }
+      }), { timeout: "3 seconds" }).pipe(Effect.provideService(SqlClient.SqlClient, observed.client))
+    )
+    return {
+      ok: Either.isRight(result),
+      error: Either.isLeft(result) ? result.left : undefined,
+      written: (yield* a.notes).includes(note),
+      committedPastLeaseMs: yield* observed.pastLeaseMs
+    }
+  }).pipe(Effect.scoped)
+
+it.live("G6: a COMMIT that a body's notifications made end past the lease is not reported as a success", () =>
+  Effect.gen(function*() {
+    const control = yield* attempt("control", 0, 60)
+    expect(control.ok).toBe(true)
+    expect(control.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    const late = yield* attempt("notifications", 30_000, 30)
+    // fencedWith reports success only for a commit made while the lease was live.
+    if (late.ok) expect(late.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    // A commit past the lease is reported: the write is there, and the error says so.
+    if (late.written && (late.committedPastLeaseMs ?? -1) >= 0) {
+      expect(late.error?._tag).toBe("FenceBroken")
+      expect(late.error?.message).toMatch(/the transaction COMMITTED, but its COMMIT ended \d+ ms after the fence's last check/)
+    }
+  }).pipe(Effect.provide(PgLive)), 60_000)
