@@ -106,7 +106,9 @@ export interface FencedOptions {
  * `FenceTimeout`, `FenceBroken` (the body ended the transaction or removed the backstop), and
  * `StoreError` (operation `"fenced"`, the `SqlError` as its `cause`) for a database error of the
  * fence's own statements, `BEGIN` or `COMMIT` (a lost connection, an app's deferred constraint). In
- * every case but a `StoreError` of `COMMIT` on a lost connection, nothing of the transaction committed.
+ * every case but two, nothing of the transaction committed: a `StoreError` of `COMMIT` on a lost
+ * connection (unknown), and a `FenceBroken` whose reason begins "the transaction COMMITTED" (its
+ * `COMMIT` ended too late after the last check to confirm the lease; do not retry the write blindly).
  *
  * @since 0.1.0
  * @category models
@@ -211,7 +213,9 @@ const distinctSlots = (
  *
  * Fails with `StaleAssignment` (and rolls back) if the target is not current at step 4-5, the lease has
  * expired at step 7, or the commit-time check fails at step 8; with `FenceBroken` if the body ended
- * the transaction or changed the backstop; with `FenceTimeout` past `timeout`.
+ * the transaction or changed the backstop, or if the `COMMIT` of its own transaction ended later
+ * after step 7 than the lease had left then and the lease has ended since (the transaction committed:
+ * docs/fencing.md, "The commit-time check"); with `FenceTimeout` past `timeout`.
  *
  * @since 0.1.0
  * @category fencing
