@@ -260,7 +260,11 @@ export const fencedWith = <A, E, R>(
 
     // When the fence's last statement was sent (real time), and how long the lease had left then: the
     // COMMIT of its own transaction is judged against them (`confirmed` below).
-    const lastCheck = { sentAt: Number.POSITIVE_INFINITY, leftMs: 0 }
+    const lastCheck = {
+      sentAt: Number.POSITIVE_INFINITY,
+      leftMs: 0,
+      members: [] as ReadonlyArray<readonly [string, string]>
+    }
     const body = Effect.gen(function*() {
       // The values replaced (restored at the end inside an app transaction), the values set (compared
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
@@ -445,7 +449,10 @@ export const fencedWith = <A, E, R>(
           })`
         )
       }
-      lastCheck.leftMs = num(after.lease_left_ms)
+      // Every member fenced in the transaction (its own, and the blocks nested in the body): the
+      // least lease left among them is what the COMMIT is timed against.
+      lastCheck.leftMs = Math.min(num(after.lease_left_ms), after.recorded_left_ms === null ? Infinity : num(after.recorded_left_ms))
+      lastCheck.members = [[target.memberId, target.groupId], ...(JSON.parse(after.recorded_members) as Array<[string, string]>)]
       return result
     })
 
@@ -484,18 +491,26 @@ export const fencedWith = <A, E, R>(
         if (tookMs < lastCheck.leftMs) return Effect.void
         const late = (what: string) =>
           broken(
-            `the transaction COMMITTED, but its COMMIT ended ${Math.round(tookMs)} ms after the fence's last check, when the ` +
-              `lease had ${lastCheck.leftMs} ms left, and ${what}: it may have committed after the lease ended. PostgreSQL ` +
+            `the transaction COMMITTED, but its COMMIT ended ${Math.round(tookMs)} ms after the fence's last check, when ` +
+              `${lastCheck.members.length > 1 ? "the shortest lease fenced in it" : "the lease"} had ${lastCheck.leftMs} ms left, ` +
+              `and ${what}: it may have committed after that lease ended. PostgreSQL ` +
               "writes a transaction's notifications (NOTIFY, pg_notify) at COMMIT after every check: keep a fenced body's " +
               "notifications few and small"
           )
-        return Statements.leaseAfterCommit(sql, target).pipe(
+        return Statements.leasesAfterCommit(sql, lastCheck.members).pipe(
           Effect.matchEffect({
             onFailure: (e) => Effect.fail(late(`the lease could not be read after it (${describe(e)})`)),
-            onSuccess: ([row]) =>
-              row?.live === true
-                ? Effect.void
-                : Effect.fail(late(row === undefined ? "the member's row is gone since" : `the lease ended ${num(row.past_ms)} ms ago`))
+            onSuccess: (rows) => {
+              const gone = lastCheck.members.find(([m, g]) => !rows.some((r) => r.member_id === m && r.group_id === g))
+              const ended = rows.find((r) => !r.live)
+              const whose = (m: string, g: string) =>
+                m === target.memberId && g === target.groupId ? "the lease" : `the lease of member ${m} of group ${g}, fenced in the body,`
+              return gone !== undefined
+                ? Effect.fail(late(`${whose(gone[0], gone[1])} has no row since`))
+                : ended !== undefined
+                ? Effect.fail(late(`${whose(ended.member_id, ended.group_id)} ended ${num(ended.past_ms)} ms ago`))
+                : Effect.void
+            }
           })
         )
       }))

@@ -56,3 +56,33 @@ it.live("G6: a COMMIT that a body's notifications made end past the lease is not
       expect(late.error?.message).toMatch(/the transaction COMMITTED, but its COMMIT ended \d+ ms after the fence's last check/)
     }
   }).pipe(Effect.provide(PgLive)), 60_000)
+
+it.live("G6: the same for a block nested in the body: its member's lease is read again after the COMMIT too", () =>
+  Effect.gen(function*() {
+    const a = yield* fixture("notify-at-commit-outer")
+    const b = yield* fixture("notify-at-commit-nested")
+    const sql = a.sql
+    // B's lease is the short one; A's runs for a minute.
+    const observed = yield* commitObserved(sql, { memberId: b.memberId, table: b.table, note: "nested", leftMs: 30 })
+    yield* b.setLease(1_500)
+    const result = yield* Effect.either(
+      Fenced.fencedWith(
+        a.target,
+        Effect.zipRight(
+          Fenced.fencedWith(b.target, b.insert("nested"), { timeout: "3 seconds" }),
+          sql`SELECT count(pg_notify('modulo_group_test_notify_at_commit', i::text || repeat('x', 2000)))
+                FROM generate_series(1, 30000) i`
+        ),
+        { timeout: "3 seconds" }
+      ).pipe(Effect.provideService(SqlClient.SqlClient, observed.client))
+    )
+    const past = yield* observed.pastLeaseMs
+    const written = (yield* b.notes).includes("nested")
+    if (Either.isRight(result)) expect(past ?? -1).toBeLessThan(0)
+    if (written && (past ?? -1) >= 0) {
+      expect(Either.isLeft(result) && result.left._tag).toBe("FenceBroken")
+      expect(Either.isLeft(result) && result.left.message).toMatch(
+        new RegExp(`the transaction COMMITTED, .* the lease of member ${b.memberId} of group ${b.groupId}, fenced in the body, ended \\d+ ms ago`)
+      )
+    }
+  }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)

@@ -851,6 +851,15 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
  */
 export const expireLease = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null, timeoutMs: number) =>
   sql<{ member_id: string }>`
+    WITH free AS (
+      -- Not while a fenced transaction of this member holds its row (FOR KEY SHARE, which FOR UPDATE
+      -- waits for): ended during that transaction's COMMIT, after its commit-time check read the lease,
+      -- the lease would end before the commit lands (a review: 0.9-1.4 s before, a COMMIT that wrote
+      -- the body's notifications, and fenced reported success). No row then, and the leave waits for
+      -- the group's lock as before (which waits for that transaction too).
+      SELECT f.member_id FROM modulo_group.members f
+       WHERE f.member_id = ${memberId}::uuid AND f.group_id = ${groupId}::text
+         FOR UPDATE SKIP LOCKED)
     UPDATE modulo_group.members m
        SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs}::float8 * interval '1 millisecond'),
            -- No renewal of this member applies after it (one that ran long on the server would
@@ -858,6 +867,7 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, writer:
            renewal_seq = ${noMoreRenewals}::bigint
       FROM modulo_group.groups g
      WHERE m.member_id = ${memberId}::uuid AND m.group_id = ${groupId}::text AND g.group_id = m.group_id
+       AND m.member_id IN (SELECT free.member_id FROM free)
        AND m.instance_id IS NULL AND g.slots IS NULL AND ${written(sql, "m.", writer)}
        AND ${lockBounded(sql, timeoutMs)}
     RETURNING m.member_id`
@@ -1691,6 +1701,13 @@ export interface FenceEnded {
   readonly held_cursors: number
   readonly live: boolean | null
   readonly lease_left_ms: string | null
+  /**
+   * The members `fencedTargetsSetting` records (this fence's and the blocks nested in its body), as a
+   * JSON array of `[member id, group id]`, and the least lease any of them has left (ms; null if none
+   * has a row).
+   */
+  readonly recorded_members: string
+  readonly recorded_left_ms: string | null
 }
 
 /**
@@ -1724,19 +1741,23 @@ export const boundsWithin = (value: string, boundMs: number): boolean => {
 const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithin(app, Number(boundMs)) ? app : boundMs)
 
 /**
- * After a fence's own transaction committed, when its `COMMIT` took as long as the lease had left at
- * the fence's last check: whether the member's lease is live now on `pg_catalog.clock_timestamp()`,
- * and how long ago it ended if not. A lease is never renewed once ended (`renewLease`), so one live
- * now was live when the `COMMIT` landed. Outside any transaction: every operator named in
- * `pg_catalog`.
+ * After a fence's own transaction committed, when its `COMMIT` took as long as the least lease of the
+ * members fenced in it had left at the fence's last check: each such member's row (`members`: pairs
+ * of member id and group id) with whether its lease is live now on `pg_catalog.clock_timestamp()`,
+ * and how long ago it ended if not; a member without a row is not returned. A lease is never renewed
+ * once ended (`renewLease`), so one live now was live when the `COMMIT` landed. Outside any
+ * transaction: every operator named in `pg_catalog`.
  */
-export const leaseAfterCommit = (sql: Sql, target: FenceTarget) =>
-  sql<{ live: boolean; past_ms: string }>`
-    SELECT lease_expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS live,
-           (extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) lease_expires_at)
+export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string]>) =>
+  sql<{ member_id: string; group_id: string; live: boolean; past_ms: string }>`
+    SELECT m.member_id::text AS member_id, m.group_id,
+           m.lease_expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS live,
+           (extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) m.lease_expires_at)
               OPERATOR(pg_catalog.*) 1000)::bigint AS past_ms
-      FROM modulo_group.members
-     WHERE member_id OPERATOR(pg_catalog.=) ${target.memberId}::uuid AND group_id OPERATOR(pg_catalog.=) ${target.groupId}::text`
+      FROM modulo_group.members m
+     WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(${JSON.stringify(members)}::jsonb) e
+                    WHERE m.member_id::text OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 0)
+                      AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1))`
 
 /**
  * A fence of its own transaction, after the body and before its last statement: runs every deferred
@@ -1818,7 +1839,16 @@ export const fenceEnd = (
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors c
              WHERE c.is_holdable AND c.creation_time OPERATOR(pg_catalog.>=) pg_catalog.now())::int4 AS held_cursors,
            m.lease_expires_at > pg_catalog.clock_timestamp() AS live,
-           (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
+           (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
+           (SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT pg_catalog.jsonb_build_array(e.value OPERATOR(pg_catalog.->>) 'm',
+                                                                              e.value OPERATOR(pg_catalog.->>) 'g')), '[]'::jsonb)::text
+              FROM pg_catalog.jsonb_array_elements(now.fenced) e) AS recorded_members,
+           (SELECT pg_catalog.min((extract(epoch FROM r.lease_expires_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())
+                                     OPERATOR(pg_catalog.*) 1000)::bigint)
+              FROM modulo_group.members r
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
+                            WHERE r.member_id::text OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')
+                              AND r.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'g'))) AS recorded_left_ms
            ${restoreOld}
       FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}::uuid`
 }
