@@ -40,6 +40,7 @@ import { nestedIn, statementsRunToTheEnd, statementsWhileRunning } from "./inter
 import { currentRunAssignment, type RunAssignment } from "./internal/membership/workRunner.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
+import { canonicalMemberId } from "./internal/memberId.js"
 import { maxSlots } from "./internal/slots/assignment.js"
 import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
 import type { Assignment, AssignmentOwner, OwnedSlot, OwnedSlots } from "./MemberState.js"
@@ -232,7 +233,11 @@ export const fencedWith = <A, E, R>(
     // the process's own matching of rows quadratic).
     const named = given.slots === undefined ? undefined : distinctSlots(given.slots)
     if (typeof named === "string") return yield* new StaleAssignment({ epoch: given.epoch, reason: named })
-    const target: FenceTarget = named === undefined ? given : { ...given, slots: named }
+    // The member id as PostgreSQL writes it back (upper case, braces: one uuid, one member): the
+    // record of the members fenced in the transaction, and what is read after a slow COMMIT, match
+    // ids so (a review: a nested block's id in upper case was left out of both, and its member's
+    // lease ended before the COMMIT landed, reported as a success).
+    const target: FenceTarget = { ...given, memberId: canonicalMemberId(given.memberId), ...(named === undefined ? {} : { slots: named }) }
     // Without the app's name transforms: the fence reads its rows by their own column names (the
     // body runs on the app's client, transforms and all, in the same transaction).
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()

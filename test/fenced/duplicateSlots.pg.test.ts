@@ -20,7 +20,7 @@ it.live("G6: a nested slots-mode block naming its slot a million times commits w
     const sql = a.sql
     const note = "dup"
     const target = { ...b.target, slots: Array.from({ length: 1_000_000 }, () => b.target.slots![0]!) }
-    const observed = yield* writeObserved(sql, { memberId: b.memberId, table: a.table, note, leftMs: 100 })
+    const observed = yield* writeObserved(sql, { memberId: b.memberId, table: a.table, note, leftMs: 300 })
     yield* sql`UPDATE modulo_group.members SET lease_expires_at = clock_timestamp() + interval '8 seconds' WHERE member_id = ${b.memberId}`
     const result = yield* Effect.either(sql.withTransaction(Effect.gen(function*() {
       yield* Fenced.fencedWith(target, Effect.gen(function*() {

@@ -37,7 +37,7 @@ const attempt = (note: string, hostile: boolean, leftMs: number) =>
     const past = yield* observed.pastLeaseMs
     return {
       ok: Either.isRight(result),
-      error: Either.isLeft(result) ? String(result.left).slice(0, 120) : undefined,
+      error: Either.isLeft(result) ? String(result.left) : undefined,
       written: (yield* a.notes).includes(note),
       committedPastLeaseMs: past
     }
@@ -46,11 +46,16 @@ const attempt = (note: string, hostile: boolean, leftMs: number) =>
 it.live("G6: JIT settings of the body do not make an own-transaction slots fence commit past its lease", () =>
   Effect.gen(function*() {
     const control = yield* attempt("control", false, 30)
-    if (control.written) expect(control.committedPastLeaseMs ?? -1).toBeLessThan(0)
     const results = []
     for (let i = 0; i < 2; i++) {
       const r = yield* attempt(`attack-${i}`, true, 30)
       results.push(r)
     }
-    for (const r of results) if (r.written) expect(r.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    // fencedWith reports success only for a commit within the lease. (With 30 ms left at COMMIT, the
+    // commit path after the check, a WAL flush on a busy machine, can itself end past the lease: the
+    // fence then says the transaction committed, FenceBroken; docs/fencing.md.)
+    for (const r of [control, ...results]) {
+      if (r.ok) expect(r.committedPastLeaseMs ?? -1).toBeLessThan(0)
+      else if (r.written) expect(r.error).toMatch(/the transaction COMMITTED/)
+    }
   }).pipe(Effect.provide(PgLive)), 120_000)

@@ -57,7 +57,19 @@ it.live("G6: a COMMIT that a body's notifications made end past the lease is not
     }
   }).pipe(Effect.provide(PgLive)), 60_000)
 
-it.live("G6: the same for a block nested in the body: its member's lease is read again after the COMMIT too", () =>
+/**
+ * A nested block's member id in another spelling of the same uuid (a review: upper case, or braces
+ * without hyphens, matched no row in the record's text comparisons: 152-474 ms past the lease,
+ * reported as a success).
+ */
+const spellings: ReadonlyArray<readonly [string, (id: string) => string]> = [
+  ["as written", (id) => id],
+  ["in upper case", (id) => id.toUpperCase()],
+  ["in braces without hyphens", (id) => `{${id.replace(/-/g, "")}}`]
+]
+
+for (const [spelling, spell] of spellings) {
+it.live(`G6: the same for a block nested in the body (its member id ${spelling}): its member's lease is read again after the COMMIT too`, () =>
   Effect.gen(function*() {
     const a = yield* fixture("notify-at-commit-outer")
     const b = yield* fixture("notify-at-commit-nested")
@@ -69,7 +81,7 @@ it.live("G6: the same for a block nested in the body: its member's lease is read
       Fenced.fencedWith(
         a.target,
         Effect.zipRight(
-          Fenced.fencedWith(b.target, b.insert("nested"), { timeout: "3 seconds" }),
+          Fenced.fencedWith({ ...b.target, memberId: spell(b.memberId) }, b.insert("nested"), { timeout: "3 seconds" }),
           sql`SELECT count(pg_notify('modulo_group_test_notify_at_commit', i::text || repeat('x', 2000)))
                 FROM generate_series(1, 30000) i`
         ),
@@ -86,3 +98,4 @@ it.live("G6: the same for a block nested in the body: its member's lease is read
       )
     }
   }).pipe(Effect.scoped, Effect.provide(PgLive)), 60_000)
+}

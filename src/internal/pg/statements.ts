@@ -1756,7 +1756,7 @@ export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [str
               OPERATOR(pg_catalog.*) 1000)::bigint AS past_ms
       FROM modulo_group.members m
      WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(${JSON.stringify(members)}::jsonb) e
-                    WHERE m.member_id::text OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 0)
+                    WHERE m.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 0)::uuid
                       AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1))`
 
 /**
@@ -1847,7 +1847,7 @@ export const fenceEnd = (
                                      OPERATOR(pg_catalog.*) 1000)::bigint)
               FROM modulo_group.members r
              WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
-                            WHERE r.member_id::text OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')
+                            WHERE r.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
                               AND r.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'g'))) AS recorded_left_ms
            ${restoreOld}
       FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}::uuid`
