@@ -268,7 +268,7 @@ export const fencedWith = <A, E, R>(
     const lastCheck = {
       sentAt: Number.POSITIVE_INFINITY,
       leftMs: 0,
-      members: [] as ReadonlyArray<readonly [string, string]>
+      members: [] as ReadonlyArray<readonly [string, string, string]>
     }
     const body = Effect.gen(function*() {
       // The values replaced (restored at the end inside an app transaction), the values set (compared
@@ -457,7 +457,7 @@ export const fencedWith = <A, E, R>(
       // Every member fenced in the transaction (its own, and the blocks nested in the body): the
       // least lease left among them is what the COMMIT is timed against.
       lastCheck.leftMs = Math.min(num(after.lease_left_ms), after.recorded_left_ms === null ? Infinity : num(after.recorded_left_ms))
-      lastCheck.members = [[target.memberId, target.groupId], ...(JSON.parse(after.recorded_members) as Array<[string, string]>)]
+      lastCheck.members = JSON.parse(after.recorded_members) as Array<[string, string, string]>
       return result
     })
 
@@ -486,9 +486,10 @@ export const fencedWith = <A, E, R>(
     // into the queue, in time that grows with their volume (a review: 150,000 of 2 kB committed the
     // write 0.4-1.2 s past the lease, and fenced reported success), and runs what an app's trigger
     // deferred again behind the check. Nothing of that can be seen from SQL, so the COMMIT's duration
-    // is: when it ended later after the last check than the lease had left then, the lease is read
-    // again, and unless it is live still (a lease is never renewed once ended), fenced does not report
-    // success. The write has committed; the fence's locks kept every change of the group out until it
+    // is: when it ended later after the last check than the shortest lease fenced in it had left then,
+    // those leases are read again, and unless each is live still, of the same row (a lease is never
+    // renewed once ended; a rejoin or a static takeover makes the row another: `joined_at`), fenced
+    // does not report success. The write has committed; the fence's locks kept every change of the group out until it
     // did (G2 holds); what cannot be confirmed is that the lease was current when it landed.
     const confirmed = nested ? inTransaction : Effect.tap(inTransaction, () =>
       Effect.suspend(() => {
@@ -511,7 +512,7 @@ export const fencedWith = <A, E, R>(
               const whose = (m: string, g: string) =>
                 m === target.memberId && g === target.groupId ? "the lease" : `the lease of member ${m} of group ${g}, fenced in the body,`
               return gone !== undefined
-                ? Effect.fail(late(`${whose(gone[0], gone[1])} has no row since`))
+                ? Effect.fail(late(`${whose(gone[0], gone[1])} has no row since, or another (a rejoin)`))
                 : ended !== undefined
                 ? Effect.fail(late(`${whose(ended.member_id, ended.group_id)} ended ${num(ended.past_ms)} ms ago`))
                 : Effect.void

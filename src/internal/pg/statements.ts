@@ -1702,9 +1702,10 @@ export interface FenceEnded {
   readonly live: boolean | null
   readonly lease_left_ms: string | null
   /**
-   * The members `fencedTargetsSetting` records (this fence's and the blocks nested in its body), as a
-   * JSON array of `[member id, group id]`, and the least lease any of them has left (ms; null if none
-   * has a row).
+   * The rows of the members `fencedTargetsSetting` records (this fence's and the blocks nested in its
+   * body), as a JSON array of `[member id, group id, joined_at in µs since the epoch]` (the row's
+   * identity: a rejoin inserts a new row, a static takeover sets it anew), and the least lease any of
+   * them has left (ms; null if none has a row).
    */
   readonly recorded_members: string
   readonly recorded_left_ms: string | null
@@ -1742,13 +1743,14 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
 
 /**
  * After a fence's own transaction committed, when its `COMMIT` took as long as the least lease of the
- * members fenced in it had left at the fence's last check: each such member's row (`members`: pairs
- * of member id and group id) with whether its lease is live now on `pg_catalog.clock_timestamp()`,
- * and how long ago it ended if not; a member without a row is not returned. A lease is never renewed
- * once ended (`renewLease`), so one live now was live when the `COMMIT` landed. Outside any
- * transaction: every operator named in `pg_catalog`.
+ * members fenced in it had left at the fence's last check: each such member's row (`members`: member
+ * id, group id and `joined_at` in µs, as `fenceEnd` read them), if it is still that row (the same
+ * `joined_at`), with whether its lease is live now on `pg_catalog.clock_timestamp()`, and how long ago
+ * it ended if not; a member whose row is gone or another (a rejoin, a static takeover) is not
+ * returned. A lease is never renewed once ended (`renewLease`), so one of the same row live now was
+ * live when the `COMMIT` landed. Outside any transaction: every operator named in `pg_catalog`.
  */
-export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string]>) =>
+export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string, string]>) =>
   sql<{ member_id: string; group_id: string; live: boolean; past_ms: string }>`
     SELECT m.member_id::text AS member_id, m.group_id,
            m.lease_expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS live,
@@ -1757,7 +1759,9 @@ export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [str
       FROM modulo_group.members m
      WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(${JSON.stringify(members)}::jsonb) e
                     WHERE m.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 0)::uuid
-                      AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1))`
+                      AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1)
+                      AND (extract(epoch FROM m.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8
+                          OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 2)::int8)`
 
 /**
  * A fence of its own transaction, after the body and before its last statement: runs every deferred
@@ -1840,9 +1844,13 @@ export const fenceEnd = (
              WHERE c.is_holdable AND c.creation_time OPERATOR(pg_catalog.>=) pg_catalog.now())::int4 AS held_cursors,
            m.lease_expires_at > pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
-           (SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT pg_catalog.jsonb_build_array(e.value OPERATOR(pg_catalog.->>) 'm',
-                                                                              e.value OPERATOR(pg_catalog.->>) 'g')), '[]'::jsonb)::text
-              FROM pg_catalog.jsonb_array_elements(now.fenced) e) AS recorded_members,
+           (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(
+                     r.member_id::text, r.group_id,
+                     ((extract(epoch FROM r.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8)::text)), '[]'::jsonb)::text
+              FROM modulo_group.members r
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
+                            WHERE r.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
+                              AND r.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'g'))) AS recorded_members,
            (SELECT pg_catalog.min((extract(epoch FROM r.lease_expires_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())
                                      OPERATOR(pg_catalog.*) 1000)::bigint)
               FROM modulo_group.members r
