@@ -31,10 +31,13 @@ const untilStep = (steps: ReadonlyArray<string>, step: string) =>
   )
 
 /**
- * Two processes' stores. A's next join, once it holds the group's lock (before it reads or writes a
- * row: as any change ahead in the queue), waits until `release`.
+ * Two processes' stores. A's next join, once it holds the group's lock, waits at `step` until
+ * `release`: at "group", before it reads or writes a row (as any change ahead in the queue); at
+ * "reap", after it has read the group and locked every member row `FOR KEY SHARE`
+ * (`selectGroupForUpdate`), as a change is for most of its time under the lock. A's statement
+ * timeout is 10 s (its transaction waits idle meanwhile), B's 2 s.
  */
-const twoProcesses = Effect.gen(function*() {
+const twoProcesses = (step: "group" | "reap" = "group") => Effect.gen(function*() {
   const layer = (name: string) =>
     Notifier.layer.pipe(
       Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: name, maxConnections: 4 }))
@@ -44,10 +47,10 @@ const twoProcesses = Effect.gen(function*() {
   yield* Migrations.run.pipe(Effect.provide(ctxB))
   const held = { reached: yield* Deferred.make<void>(), go: yield* Deferred.make<void>(), armed: false }
   const storeA = yield* PgMembershipStore.make({
-    statementTimeout: Duration.seconds(2),
-    onStatement: (operation, step) =>
+    statementTimeout: Duration.seconds(10),
+    onStatement: (operation, reached) =>
       Effect.suspend(() => {
-        if (operation !== "join" || step !== "group" || !held.armed) return Effect.void
+        if (operation !== "join" || reached !== step || !held.armed) return Effect.void
         held.armed = false
         return Effect.zipRight(Deferred.succeed(held.reached, undefined), Deferred.await(held.go))
       })
@@ -79,9 +82,13 @@ const twoProcesses = Effect.gen(function*() {
 })
 
 describe("a leave behind another process's change", () => {
-  it.live("after half a statement timeout it ends its own lease, without the lock; the next change deletes every such row", () =>
+  // "reap": a review of the busy leave's skip of a row a fenced transaction holds (`FOR UPDATE SKIP
+  // LOCKED`, its first form): a change holds `FOR KEY SHARE` on every member row too, so behind a
+  // change past that point both leaves skipped their rows and waited their turn (4 s, leases running).
+  for (const step of ["group", "reap"] as const) {
+  it.live(`after half a statement timeout it ends its own lease, without the lock; the next change deletes every such row (the change held at "${step}")`, () =>
     Effect.gen(function*() {
-      const { storeB, stepsB, rowOf, epochOf, holdLock, release } = yield* twoProcesses
+      const { storeB, stepsB, rowOf, epochOf, holdLock, release } = yield* twoProcesses(step)
       const groupId = randomGroupId("busy-leave")
       const [m0, m1, m2, m3] = [info("M0"), info("M1"), info("M2"), info("M3")]
       for (const m of [m0, m1, m2, m3]) yield* storeB.join(groupId, m, lease)
@@ -117,10 +124,11 @@ describe("a leave behind another process's change", () => {
       const after = yield* storeB.heartbeat(groupId, m3.memberId, e + 1, lease)
       expect(Option.map(after, (v) => [v.epoch, v.size, v.expired])).toEqual(Option.some([e + 1, 3, false]))
     }).pipe(Effect.scoped), 30_000)
+  }
 
   it.live("in slots mode it waits for the lock and deletes its row, as before", () =>
     Effect.gen(function*() {
-      const { storeB, stepsB, rowOf, epochOf, holdLock, release } = yield* twoProcesses
+      const { storeB, stepsB, rowOf, epochOf, holdLock, release } = yield* twoProcesses()
       const groupId = randomGroupId("busy-leave-slots")
       const [m0, m1] = [info("M0"), info("M1")]
       for (const m of [m0, m1]) yield* storeB.join(groupId, m, lease, {}, { slots: 8 })
@@ -142,7 +150,7 @@ describe("a leave behind another process's change", () => {
 
   it.live("a renewal the server started a moment before the lease was ended does not bring it back", () =>
     Effect.gen(function*() {
-      const { sql, storeB, rowOf } = yield* twoProcesses
+      const { sql, storeB, rowOf } = yield* twoProcesses()
       const groupId = randomGroupId("busy-leave-late")
       const m0 = info("M0")
       const view = yield* storeB.join(groupId, m0, lease)
@@ -163,7 +171,7 @@ describe("a leave behind another process's change", () => {
 
   it.live("behind a change shorter than half a statement timeout it waits its turn and deletes its row (a small group's shutdown leaves nothing behind)", () =>
     Effect.gen(function*() {
-      const { storeB, stepsB, rowOf, epochOf, holdLock, release } = yield* twoProcesses
+      const { storeB, stepsB, rowOf, epochOf, holdLock, release } = yield* twoProcesses()
       const groupId = randomGroupId("busy-leave-short")
       const [m0, m1] = [info("M0"), info("M1")]
       for (const m of [m0, m1]) yield* storeB.join(groupId, m, lease)

@@ -36,6 +36,16 @@ export const channelFor = (groupId: string): string => {
  */
 export const advisoryLockClass = 1297040455 // "MODG"
 
+/**
+ * The advisory-lock class of one member, keyed by `hashtext(member_id::text)`: a fenced transaction
+ * of the member holds it shared (`Statements.fenceMember`) until it ends, and a busy leave's
+ * `Statements.expireLease` tries it exclusively, so that it never ends the lease of a member whose
+ * fenced transaction is committing (after its commit-time check read the lease), while a change's own
+ * row locks (`FOR KEY SHARE` on every member row) do not hold it up. A hash collision only makes a
+ * busy leave wait for the group's lock, as before.
+ */
+export const memberLockClass = 1297040461 // "MODM"
+
 /** The one advisory-lock key of schema changes: "modulo" in ASCII. */
 export const migrationLockKey = 0x6d6f64756c6f
 

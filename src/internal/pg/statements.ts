@@ -10,7 +10,7 @@
 import type { SqlClient, Statement } from "@effect/sql"
 import type { FenceTarget } from "../../Fenced.js"
 import type { ElsewhereRow } from "../memberId.js"
-import { advisoryLockClass, channelFor, migrationLockKey, schema } from "./constants.js"
+import { advisoryLockClass, channelFor, memberLockClass, migrationLockKey, schema } from "./constants.js"
 
 type Sql = SqlClient.SqlClient
 
@@ -852,14 +852,15 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
 export const expireLease = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null, timeoutMs: number) =>
   sql<{ member_id: string }>`
     WITH free AS (
-      -- Not while a fenced transaction of this member holds its row (FOR KEY SHARE, which FOR UPDATE
-      -- waits for): ended during that transaction's COMMIT, after its commit-time check read the lease,
-      -- the lease would end before the commit lands (a review: 0.9-1.4 s before, a COMMIT that wrote
-      -- the body's notifications, and fenced reported success). No row then, and the leave waits for
-      -- the group's lock as before (which waits for that transaction too).
-      SELECT f.member_id FROM modulo_group.members f
-       WHERE f.member_id = ${memberId}::uuid AND f.group_id = ${groupId}::text
-         FOR UPDATE SKIP LOCKED)
+      -- Not while a fenced transaction of this member runs (it holds the member's advisory lock
+      -- shared, \`memberLockClass\`): ended during that transaction's COMMIT, after its commit-time
+      -- check read the lease, the lease would end before the commit lands (a review: 0.9-1.4 s before,
+      -- a COMMIT that wrote the body's notifications, and fenced reported success). No row then, and
+      -- the leave waits for the group's lock as before (which waits for that transaction too). Not by
+      -- the row's lock: every change holds \`FOR KEY SHARE\` on every member row of its group while it
+      -- runs, as a fence does (a review of that first form: the busy leave skipped its row behind
+      -- every change, and waited its turn again).
+      SELECT pg_catalog.pg_try_advisory_xact_lock(${memberLockClass}::int4, pg_catalog.hashtext(${memberId}::text)) AS free)
     UPDATE modulo_group.members m
        SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs}::float8 * interval '1 millisecond'),
            -- No renewal of this member applies after it (one that ran long on the server would
@@ -867,7 +868,7 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, writer:
            renewal_seq = ${noMoreRenewals}::bigint
       FROM modulo_group.groups g
      WHERE m.member_id = ${memberId}::uuid AND m.group_id = ${groupId}::text AND g.group_id = m.group_id
-       AND m.member_id IN (SELECT free.member_id FROM free)
+       AND (SELECT free.free FROM free)
        AND m.instance_id IS NULL AND g.slots IS NULL AND ${written(sql, "m.", writer)}
        AND ${lockBounded(sql, timeoutMs)}
     RETURNING m.member_id`
@@ -1645,6 +1646,9 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
       VALUES (${target.memberId}::uuid, ${target.groupId}::text, ${target.epoch}::int8, ${target.index}::int4))
     SELECT idx, lease_expires_at > pg_catalog.clock_timestamp() AS live,
            ${stampMarker(sql, marker, 3)} AS marker,
+           -- Held until the transaction ends: a busy leave of this member does not end its lease
+           -- meanwhile (\`memberLockClass\`, \`expireLease\`).
+           pg_catalog.pg_advisory_xact_lock_shared(${memberLockClass}::int4, pg_catalog.hashtext(${target.memberId}::text)) AS member_lock,
            ${appendFencedTargets(sql, targetEntries(sql, target))} AS fenced,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members
