@@ -147,6 +147,23 @@ const lockBounded = (sql: Sql, timeoutMs: number): Statement.Fragment =>
   sql`(SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true)) IS NOT NULL`
 
 /**
+ * The lease a renewal writes (`renewed`, the statement's time + the lease) for the row `alias`
+ * (\`\` or `m.`): earlier than the row's lease only while no fenced transaction of the member runs (it
+ * holds the member's advisory lock shared, \`memberLockClass\`; tried only then). A renewal may cut a
+ * lease back (a clock set back, a lease set ahead by hand, a shorter lease), but one that did so during
+ * a fenced transaction's COMMIT, after its commit-time check had read the lease, ended the lease before
+ * the commit landed (a review: 1.1 s before, with a lease of 20 ms, and fenced reported success).
+ */
+const renewedLease = (sql: Sql, alias: "" | "m.", renewed: Statement.Fragment): Statement.Fragment =>
+  alias === "m."
+    ? sql`CASE WHEN ${renewed} OPERATOR(pg_catalog.<) m.lease_expires_at
+                AND NOT pg_catalog.pg_try_advisory_xact_lock(${memberLockClass}::int4, pg_catalog.hashtext(m.member_id::text))
+               THEN m.lease_expires_at ELSE ${renewed} END`
+    : sql`CASE WHEN ${renewed} OPERATOR(pg_catalog.<) lease_expires_at
+                AND NOT pg_catalog.pg_try_advisory_xact_lock(${memberLockClass}::int4, pg_catalog.hashtext(member_id::text))
+               THEN lease_expires_at ELSE ${renewed} END`
+
+/**
  * The search path of a change's transaction, local to it, set by its first statement: the statements
  * after it resolve functions and operators in `pg_catalog` only (the library names its own objects
  * `modulo_group.*`), whatever a schema of the session's path holds (docs/operations.md, "The members'
@@ -610,7 +627,8 @@ export const adoptRow = (
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
        SET acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
-           lease_expires_at = ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond', lease_ms = ${leaseMs}::float8,
+           lease_expires_at = ${renewedLease(sql, "", sql`${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond'`)},
+           lease_ms = ${leaseMs}::float8,
            heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}::int8
      WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND idx IS NOT NULL AND ${written(sql, "", writer)}
        AND assigned_epoch = ${epoch}::int8 AND lease_expires_at > ${at(sql, now)}
@@ -860,7 +878,7 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, writer:
       -- the row's lock: every change holds \`FOR KEY SHARE\` on every member row of its group while it
       -- runs, as a fence does (a review of that first form: the busy leave skipped its row behind
       -- every change, and waited its turn again).
-      SELECT pg_catalog.pg_try_advisory_xact_lock(${memberLockClass}::int4, pg_catalog.hashtext(${memberId}::text)) AS free)
+      SELECT pg_catalog.pg_try_advisory_xact_lock(${memberLockClass}::int4, pg_catalog.hashtext(${memberId}::uuid::text)) AS free)
     UPDATE modulo_group.members m
        SET lease_expires_at = LEAST(m.lease_expires_at, ${at(sql, now)} - ${timeoutMs}::float8 * interval '1 millisecond'),
            -- No renewal of this member applies after it (one that ran long on the server would
@@ -1126,7 +1144,8 @@ export const renewLease = (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}::uuid
     ), me AS (
       UPDATE modulo_group.members
-         SET lease_expires_at = ${t} + ${leaseMs}::float8 * interval '1 millisecond', lease_ms = ${leaseMs}::float8,
+         SET lease_expires_at = ${renewedLease(sql, "", sql`${t} + ${leaseMs}::float8 * interval '1 millisecond'`)},
+             lease_ms = ${leaseMs}::float8,
              heartbeat_at = ${t},
              acked_epoch = GREATEST(${saneAck(sql, "")}, ${ack}::int8,
                                     ${ackCurrentEpoch(sql, sql`${ackCurrent}::boolean`, sql`${groupId}`, sql``)}),
@@ -1291,7 +1310,7 @@ export const renewLeases = (
         FROM modulo_group.members o WHERE o.group_id = ANY ((SELECT ids FROM gids)::text[])
     ), me AS (
       UPDATE modulo_group.members m
-         SET lease_expires_at = ${t} + r.lease_ms * interval '1 millisecond', lease_ms = r.lease_ms,
+         SET lease_expires_at = ${renewedLease(sql, "m.", sql`${t} + r.lease_ms * interval '1 millisecond'`)}, lease_ms = r.lease_ms,
              heartbeat_at = ${t},
              acked_epoch = GREATEST(${saneAck(sql, "m.")}, r.ack, ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${t}) END,
@@ -1648,7 +1667,7 @@ export const fenceMember = (sql: Sql, target: FenceTarget, marker: string) =>
            ${stampMarker(sql, marker, 3)} AS marker,
            -- Held until the transaction ends: a busy leave of this member does not end its lease
            -- meanwhile (\`memberLockClass\`, \`expireLease\`).
-           pg_catalog.pg_advisory_xact_lock_shared(${memberLockClass}::int4, pg_catalog.hashtext(${target.memberId}::text)) AS member_lock,
+           pg_catalog.pg_advisory_xact_lock_shared(${memberLockClass}::int4, pg_catalog.hashtext(${target.memberId}::uuid::text)) AS member_lock,
            ${appendFencedTargets(sql, targetEntries(sql, target))} AS fenced,
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
       FROM modulo_group.members

@@ -1,0 +1,87 @@
+/**
+ * G6, a review of 5004ff8: a busy leave's \`expireLease\` tried the member's advisory lock on the id as
+ * its caller spelt it, while a fence takes it on the id's canonical (lower-case) form: a member joined
+ * with its uuid in upper case, its leave behind the fence's shared group lock ("busy") found the lock
+ * free and ended the lease during the fenced COMMIT (which wrote the body's notifications):
+ * \`fencedWith\` reported success for a commit 0.8-1.1 s past the lease's end. Now both key the lock on
+ * the id as a uuid (\`::uuid::text\`).
+ */
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { PgClient } from "@effect/sql-pg"
+import { expect, it } from "@effect/vitest"
+import { Context, Duration, Effect, Either, Fiber, Layer, Redacted, Ref } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Fenced from "../../src/Fenced.js"
+import * as Notifier from "../../src/internal/pg/notifier.js"
+import * as Migrations from "../../src/Migrations.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { proxy } from "./support.js"
+
+const attempt = (spell: (id: string) => string) =>
+  Effect.gen(function*() {
+    const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: "busyLeaveSpelling", maxConnections: 6 }))))
+    yield* Migrations.run.pipe(Effect.provide(ctx))
+    const sql = yield* SqlClient.SqlClient.pipe(Effect.provide(ctx))
+    const store = yield* PgMembershipStore.make({ statementTimeout: Duration.millis(300) }).pipe(Effect.provide(ctx))
+    const groupId = randomGroupId("busyLeaveSpelling")
+    const memberId = spell(randomUUID())
+    const view = yield* store.join(groupId, { memberId, name: "M", host: "h", pid: 1 }, 60_000)
+    const table = `att_${groupId.replace(/-/g, "_")}`
+    yield* sql`CREATE TABLE ${sql(table)} (note text NOT NULL)`
+    const outside = Effect.mapInputContext((c: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(c))
+    const unseenAfterEnd = yield* Ref.make<number | undefined>(undefined)
+    const poll = Effect.gen(function*() {
+      const [row] = yield* sql<{ seen: boolean; ended: boolean; past: number | null }>`
+        SELECT EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = 'w') AS seen,
+               coalesce((SELECT lease_expires_at <= clock_timestamp() FROM modulo_group.members
+                          WHERE group_id = ${groupId} AND member_id = ${memberId}::uuid), true) AS ended,
+               (SELECT (extract(epoch FROM clock_timestamp() - lease_expires_at) * 1000)::float8 FROM modulo_group.members
+                 WHERE group_id = ${groupId} AND member_id = ${memberId}::uuid) AS past`
+      if (!row!.seen && row!.ended) yield* Ref.set(unseenAfterEnd, row!.past ?? -1)
+      return row!.seen
+    }).pipe(Effect.orDie, outside)
+    const fibers: Array<Fiber.RuntimeFiber<unknown, unknown>> = []
+    const leaveResult = yield* Ref.make<unknown>(undefined)
+    const atCommit = Effect.gen(function*() {
+      fibers.push(yield* Effect.forkDaemon(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (s) => s })))
+      fibers.push(yield* Effect.forkDaemon(
+        store.leave(groupId, memberId).pipe(Effect.either, Effect.flatMap((r) => Ref.set(leaveResult, r)), outside)
+      ))
+    })
+    const client = proxy(sql, {
+      reserve: Effect.map(sql.reserve, (conn) =>
+        proxy<Connection>(conn, {
+          executeUnprepared: (statement, params, t) =>
+            statement.trim().toUpperCase() === "COMMIT"
+              ? Effect.zipRight(atCommit, conn.executeUnprepared(statement, params, t))
+              : conn.executeUnprepared(statement, params, t)
+        }))
+    })
+    const target = { groupId, memberId, epoch: view.epoch, index: view.index, size: view.size }
+    const result = yield* Effect.either(Fenced.fencedWith(target, Effect.gen(function*() {
+      yield* sql`INSERT INTO ${sql(table)} (note) VALUES ('w')`
+      yield* sql`SELECT count(pg_notify('modulo_group_test_busyleavespelling', i::text || repeat('x', 2000))) FROM generate_series(1, 60000) i`
+    }), { timeout: "10 seconds" }).pipe(Effect.provideService(SqlClient.SqlClient, client)))
+    for (const f of fibers) yield* Fiber.join(f).pipe(Effect.timeout("30 seconds"), Effect.ignore)
+    yield* sql`DROP TABLE ${sql(table)}`
+    const r = {
+      spelled: memberId.slice(0, 8),
+      ok: Either.isRight(result),
+      error: Either.isLeft(result) ? String(result.left) : undefined,
+      leave: yield* Ref.get(leaveResult),
+      committedAfterLeaseEndedMs: yield* Ref.get(unseenAfterEnd)
+    }
+    return r
+  }).pipe(Effect.scoped)
+
+it.live("G6: a busy leave of a member id given in upper case does not end the lease while the fenced COMMIT lands", () =>
+  Effect.gen(function*() {
+    const control = yield* attempt((id) => id)
+    const upper = yield* attempt((id) => id.toUpperCase())
+    // Control (canonical id): the leave's try-lock finds the fence's lock, no lease ended mid-COMMIT.
+    expect(control.ok && control.committedAfterLeaseEndedMs !== undefined).toBe(false)
+    // The guarantee: fenced reports success only for a commit made while the lease was current.
+    expect(upper.ok && upper.committedAfterLeaseEndedMs !== undefined).toBe(false)
+  }), 120_000)
