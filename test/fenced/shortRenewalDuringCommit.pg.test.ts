@@ -4,7 +4,8 @@
  * COMMIT (an UPDATE of no key column: the fence's \`FOR KEY SHARE\` does not wait for it), after the
  * commit-time check read it; the COMMIT was far shorter than the lease left at the fence's last
  * statement, so nothing read it again, and \`fencedWith\` reported success for a commit 1.1 s past the
- * lease's end. Now a renewal never moves a lease earlier (\`GREATEST\`; only a leave ends one early).
+ * lease's end. Now a renewal cuts a lease back only when it gets the member's advisory lock, which a
+ * fence holds shared until its transaction ends (in slots mode too: \`fenceSlotMember\`).
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -19,7 +20,7 @@ import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { proxy } from "./support.js"
 
-const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave") =>
+const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave", slots?: number) =>
   Effect.gen(function*() {
     const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: "shortRenewalDuringCommit", maxConnections: 6 }))))
     yield* Migrations.run.pipe(Effect.provide(ctx))
@@ -27,7 +28,10 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
     const store = yield* PgMembershipStore.make({ statementTimeout: Duration.millis(300) }).pipe(Effect.provide(ctx))
     const groupId = randomGroupId("shortRenewalDuringCommit")
     const memberId = spell(randomUUID())
-    const view = yield* store.join(groupId, { memberId, name: "M", host: "h", pid: 1 }, 60_000)
+    const view = yield* store.join(groupId, { memberId, name: "M", host: "h", pid: 1 }, 60_000, {}, slots === undefined ? {} : { slots })
+    // Slots mode: the slots this member holds (a group's first member holds them all).
+    const held = slots === undefined ? [] : yield* sql<{ slot: number; generation: string }>`
+      SELECT slot, generation FROM modulo_group.slots WHERE group_id = ${groupId} AND holder = ${memberId}::uuid ORDER BY slot`
     const table = `att_${groupId.replace(/-/g, "_")}`
     yield* sql`CREATE TABLE ${sql(table)} (note text NOT NULL)`
     const outside = Effect.mapInputContext((c: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(c))
@@ -59,7 +63,9 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
               : conn.executeUnprepared(statement, params, t)
         }))
     })
-    const target = { groupId, memberId, epoch: view.epoch, index: view.index, size: view.size }
+    const target = slots === undefined
+      ? { groupId, memberId, epoch: view.epoch, index: view.index, size: view.size }
+      : { groupId, memberId, epoch: -1, index: -1, size: 0, slots: held.map((h) => ({ slot: h.slot, generation: Number(h.generation) })) }
     const result = yield* Effect.either(Fenced.fencedWith(target, Effect.gen(function*() {
       yield* sql`INSERT INTO ${sql(table)} (note) VALUES ('w')`
       yield* sql`SELECT count(pg_notify('modulo_group_test_shortrenewalduringcommit', i::text || repeat('x', 2000))) FROM generate_series(1, 60000) i`
@@ -79,5 +85,12 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
 it.live("G6: a renewal with a shorter lease (20 ms) during a fenced COMMIT does not end the lease before it lands", () =>
   Effect.gen(function*() {
     const r = yield* attempt((id) => id, "renew")
+    expect(r.ok && r.committedAfterLeaseEndedMs !== undefined).toBe(false)
+  }), 120_000)
+
+it.live("G6: the same in slots mode", () =>
+  Effect.gen(function*() {
+    const r = yield* attempt((id) => id, "renew", 8)
+    expect(r.error ?? "").not.toMatch(/no slots were given/)
     expect(r.ok && r.committedAfterLeaseEndedMs !== undefined).toBe(false)
   }), 120_000)

@@ -41,8 +41,11 @@ export const advisoryLockClass = 1297040455 // "MODG"
  * of the member holds it shared (`Statements.fenceMember`) until it ends, and a busy leave's
  * `Statements.expireLease` tries it exclusively, so that it never ends the lease of a member whose
  * fenced transaction is committing (after its commit-time check read the lease), while a change's own
- * row locks (`FOR KEY SHARE` on every member row) do not hold it up. A hash collision only makes a
- * busy leave wait for the group's lock, as before.
+ * row locks (`FOR KEY SHARE` on every member row) do not hold it up; a renewal tries it too before it
+ * cuts a lease back (`Statements.renewedLease`). A hash collision (two member ids of one 32-bit
+ * `hashtext`) costs only time while the other member's fenced transaction runs: a busy leave waits for
+ * the group's lock, as before; a lease set ahead by hand (or a clock set back) is cut back at a later
+ * renewal (a review measured it).
  */
 export const memberLockClass = 1297040461 // "MODM"
 

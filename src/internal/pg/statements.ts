@@ -1690,6 +1690,10 @@ export const fenceSlotMember = (sql: Sql, target: FenceTarget, slots: SlotGenera
            (extract(epoch FROM lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms
            , ${stampMarker(sql, marker, 1)} AS marker
            , ${appendFencedTargets(sql, targetEntries(sql, { ...target, slots }))} AS fenced
+           -- Held until the transaction ends: a renewal of this member does not cut its lease back
+           -- meanwhile (\`memberLockClass\`, \`renewedLease\`; a review: a slots member's lease ended
+           -- during its fenced COMMIT by a renewal with a shorter lease).
+           , pg_catalog.pg_advisory_xact_lock_shared(${memberLockClass}::int4, pg_catalog.hashtext(${target.memberId}::uuid::text)) AS member_lock
       FROM modulo_group.members
      WHERE member_id = ${target.memberId}::uuid AND group_id = ${target.groupId}::text
        FOR KEY SHARE`
