@@ -1,5 +1,14 @@
 /**
- * G6, a review of 5004ff8: a renewal set \`lease_expires_at = now + leaseMs\`, so a renewal with a
+ * A lease cut short during a fenced transaction's COMMIT, after its commit-time check read the lease,
+ * by the member's own store: two findings of one review of 5004ff8.
+ *
+ * G6: a busy leave's \`expireLease\` tried the member's advisory lock on the id as its caller spelt it,
+ * while a fence takes it on the id's canonical (lower-case) form: a member joined with its uuid in upper
+ * case, its leave behind the fence's shared group lock ("busy") found the lock free and ended the lease
+ * during the fenced COMMIT (which wrote the body's notifications): \`fencedWith\` reported success for a
+ * commit 0.8-1.1 s past the lease's end. Now both key the lock on the id as a uuid (\`::uuid::text\`).
+ *
+ * G6: a renewal set \`lease_expires_at = now + leaseMs\`, so a renewal with a
  * shorter lease (a store's \`heartbeat\` called with 20 ms) ended the lease early during a fenced
  * COMMIT (an UPDATE of no key column: the fence's \`FOR KEY SHARE\` does not wait for it), after the
  * commit-time check read it; the COMMIT was far shorter than the lease left at the fence's last
@@ -22,11 +31,11 @@ import { proxy } from "./support.js"
 
 const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave", slots?: number) =>
   Effect.gen(function*() {
-    const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: "shortRenewalDuringCommit", maxConnections: 6 }))))
+    const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: "leaseCutDuringCommit", maxConnections: 6 }))))
     yield* Migrations.run.pipe(Effect.provide(ctx))
     const sql = yield* SqlClient.SqlClient.pipe(Effect.provide(ctx))
     const store = yield* PgMembershipStore.make({ statementTimeout: Duration.millis(300) }).pipe(Effect.provide(ctx))
-    const groupId = randomGroupId("shortRenewalDuringCommit")
+    const groupId = randomGroupId("lease-cut-during-commit")
     const memberId = spell(randomUUID())
     const view = yield* store.join(groupId, { memberId, name: "M", host: "h", pid: 1 }, 60_000, {}, slots === undefined ? {} : { slots })
     // Slots mode: the slots this member holds (a group's first member holds them all).
@@ -68,7 +77,7 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
       : { groupId, memberId, epoch: -1, index: -1, size: 0, slots: held.map((h) => ({ slot: h.slot, generation: Number(h.generation) })) }
     const result = yield* Effect.either(Fenced.fencedWith(target, Effect.gen(function*() {
       yield* sql`INSERT INTO ${sql(table)} (note) VALUES ('w')`
-      yield* sql`SELECT count(pg_notify('modulo_group_test_shortrenewalduringcommit', i::text || repeat('x', 2000))) FROM generate_series(1, 60000) i`
+      yield* sql`SELECT count(pg_notify('modulo_group_test_lease_cut_during_commit', i::text || repeat('x', 2000))) FROM generate_series(1, 60000) i`
     }), { timeout: "10 seconds" }).pipe(Effect.provideService(SqlClient.SqlClient, client)))
     for (const f of fibers) yield* Fiber.join(f).pipe(Effect.timeout("30 seconds"), Effect.ignore)
     yield* sql`DROP TABLE ${sql(table)}`
@@ -81,6 +90,16 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
     }
     return r
   }).pipe(Effect.scoped)
+
+it.live("G6: a busy leave of a member id given in upper case does not end the lease while the fenced COMMIT lands", () =>
+  Effect.gen(function*() {
+    const control = yield* attempt((id) => id)
+    const upper = yield* attempt((id) => id.toUpperCase())
+    // Control (canonical id): the leave's try-lock finds the fence's lock, no lease ended mid-COMMIT.
+    expect(control.ok && control.committedAfterLeaseEndedMs !== undefined).toBe(false)
+    // The guarantee: fenced reports success only for a commit made while the lease was current.
+    expect(upper.ok && upper.committedAfterLeaseEndedMs !== undefined).toBe(false)
+  }), 120_000)
 
 it.live("G6: a renewal with a shorter lease (20 ms) during a fenced COMMIT does not end the lease before it lands", () =>
   Effect.gen(function*() {
