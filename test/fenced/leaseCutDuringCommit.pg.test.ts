@@ -15,6 +15,12 @@
  * statement, so nothing read it again, and \`fencedWith\` reported success for a commit 1.1 s past the
  * lease's end. Now a renewal cuts a lease back only when it gets the member's advisory lock, which a
  * fence holds shared until its transaction ends (in slots mode too: \`fenceSlotMember\`).
+ *
+ * G6, a review of 3106a5f: a static member's release (\`releaseMember\`: the lease ends now) runs under
+ * the group's lock, which a slots-mode fence does not take (the store allows a static member in slots
+ * mode; \`Membership\` does not yet): it ended the lease during the fenced COMMIT, 246-404 ms past, a
+ * success. Now a release ends the lease only when it gets the member's advisory lock (else the lease
+ * runs out; the row is released all the same, and a takeover waits for the lease's end).
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -29,7 +35,7 @@ import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
 import { proxy } from "./support.js"
 
-const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave", slots?: number) =>
+const attempt = (spell: (id: string) => string, mode: "leave" | "renew" | "release" = "leave", slots?: number) =>
   Effect.gen(function*() {
     const ctx = yield* Layer.build(Notifier.layer.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: "leaseCutDuringCommit", maxConnections: 6 }))))
     yield* Migrations.run.pipe(Effect.provide(ctx))
@@ -37,7 +43,8 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
     const store = yield* PgMembershipStore.make({ statementTimeout: Duration.millis(300) }).pipe(Effect.provide(ctx))
     const groupId = randomGroupId("lease-cut-during-commit")
     const memberId = spell(randomUUID())
-    const view = yield* store.join(groupId, { memberId, name: "M", host: "h", pid: 1 }, 60_000, {}, slots === undefined ? {} : { slots })
+    const statics = mode === "release" ? { instanceId: `w-${memberId.slice(0, 8)}`, rejoinGraceMs: 5_000 } : {}
+    const view = yield* store.join(groupId, { memberId, name: "M", host: "h", pid: 1 }, 60_000, statics, slots === undefined ? {} : { slots })
     // Slots mode: the slots this member holds (a group's first member holds them all).
     const held = slots === undefined ? [] : yield* sql<{ slot: number; generation: string }>`
       SELECT slot, generation FROM modulo_group.slots WHERE group_id = ${groupId} AND holder = ${memberId}::uuid ORDER BY slot`
@@ -60,7 +67,11 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" = "leave
     const atCommit = Effect.gen(function*() {
       fibers.push(yield* Effect.forkDaemon(Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (s) => s })))
       fibers.push(yield* Effect.forkDaemon(
-        (mode === "leave" ? Effect.asVoid(store.leave(groupId, memberId)) : Effect.asVoid(store.heartbeat(groupId, memberId, view.epoch, 20))).pipe(Effect.either, Effect.flatMap((r) => Ref.set(leaveResult, r)), outside)
+        (mode === "leave"
+          ? Effect.asVoid(store.leave(groupId, memberId))
+          : mode === "release"
+          ? Effect.asVoid(store.release(groupId, memberId))
+          : Effect.asVoid(store.heartbeat(groupId, memberId, view.epoch, 20))).pipe(Effect.either, Effect.flatMap((r) => Ref.set(leaveResult, r)), outside)
       ))
     })
     const client = proxy(sql, {
@@ -112,4 +123,13 @@ it.live("G6: the same in slots mode", () =>
     const r = yield* attempt((id) => id, "renew", 8)
     expect(r.error ?? "").not.toMatch(/no slots were given/)
     expect(r.ok && r.committedAfterLeaseEndedMs !== undefined).toBe(false)
+  }), 120_000)
+
+it.live("G6: a static member's release during its fenced COMMIT does not end the lease before it lands (modulo: it waits for the fence; slots mode: it leaves the lease to run out)", () =>
+  Effect.gen(function*() {
+    const modulo = yield* attempt((id) => id, "release")
+    expect(modulo.ok && modulo.committedAfterLeaseEndedMs !== undefined).toBe(false)
+    const slots = yield* attempt((id) => id, "release", 8)
+    expect(slots.error ?? "").not.toMatch(/no slots were given/)
+    expect(slots.ok && slots.committedAfterLeaseEndedMs !== undefined).toBe(false)
   }), 120_000)

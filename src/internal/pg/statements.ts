@@ -777,7 +777,15 @@ export const releaseMember = (sql: Sql, groupId: string, memberId: string, epoch
   sql<{ member_id: string }>`
     UPDATE modulo_group.members
        SET released_at = ${at(sql, now)},
-           lease_expires_at = LEAST(lease_expires_at, ${at(sql, now)}),
+           -- Ended now unless a fenced transaction of the member runs (it holds the member's advisory
+           -- lock shared, \`memberLockClass\`; in modulo mode it also holds the group's lock, which this
+           -- change waits for; a slots-mode fence does not): ended during its COMMIT, after its
+           -- commit-time check read the lease, it ended before the commit landed (a review: 246-404 ms,
+           -- fenced reported success). Then the lease runs out; the row is released all the same (no
+           -- renewal renews it), and a takeover waits for the lease's end.
+           lease_expires_at = CASE WHEN lease_expires_at OPERATOR(pg_catalog.<=) ${at(sql, now)}
+                                     OR pg_catalog.pg_try_advisory_xact_lock(${memberLockClass}::int4, pg_catalog.hashtext(member_id::text))
+                                   THEN LEAST(lease_expires_at, ${at(sql, now)}) ELSE lease_expires_at END,
            acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
            stopping_since = NULL
      WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND instance_id IS NOT NULL AND ${written(sql, "", writer)}
