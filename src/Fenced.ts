@@ -201,7 +201,7 @@ const distinctSlots = (
  *    statement: the lease again on `clock_timestamp()`, the same transaction (`txid_current()`), the
  *    backstop settings untouched, `session_replication_role` = `origin`, the block's target still in
  *    `Statements.fencedTargetsSetting`; `fence_checks` rows again: nested in an app transaction its own
- *    (one per slot in slots mode); in its own transaction one per target recorded there (its own and
+ *    (in slots mode one row naming every slot, migration 0018); in its own transaction one per target recorded there (its own and
  *    the blocks nested in the body whose savepoints stand, whose checks step 7's `SET CONSTRAINTS` ran
  *    early), its own last;
  *    inside an app transaction, the timeouts for the rest of it, which holds this block's locks until

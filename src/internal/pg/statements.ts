@@ -1782,8 +1782,10 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
  * id, group id and `joined_at` in µs, as `fenceEnd` read them), if it is still that row (the same
  * `joined_at`), with whether its lease is live now on `pg_catalog.clock_timestamp()`, and how long ago
  * it ended if not; a member whose row is gone or another (a rejoin, a static takeover) is not
- * returned. A lease is never renewed once ended (`renewLease`), so one of the same row live now was
- * live when the `COMMIT` landed. Outside any transaction: every operator named in `pg_catalog`.
+ * returned. A renewal renews only a lease still running at its own statement's start (`renewLease`),
+ * so one of the same row live now was live when the `COMMIT` landed, but for a renewal that started
+ * before the lease ended and reached the row after it (a review could not make that break G6; said in
+ * the issue's note). Outside any transaction: every operator named in `pg_catalog`.
  */
 export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string, string]>) =>
   sql<{ member_id: string; group_id: string; live: boolean; past_ms: string }>`
