@@ -1130,6 +1130,15 @@ export interface RenewedRow {
  * queued behind a change or any other holder of the row ends with SQLSTATE 55P03 after `timeoutMs`.
  * (`statement_timeout` cannot bound the statement that sets it: the server arms it when the
  * statement starts.)
+ *
+ * "Not run out" is read twice: at the statement's time (the member's deadline counts from its send
+ * time, before it), and on the clock once the row is locked (`lk`, before the UPDATE reads the clock).
+ * The statement's time alone let a renewal that began before the lease's end and waited for the row
+ * (a change held it) revive a lease that had ended meanwhile: PostgreSQL evaluates the WHERE before
+ * the wait, and after it only when the holder updated the row and committed. A fenced transaction that
+ * committed in that gap then found its lease live again after its COMMIT (`leasesAfterCommit`) and
+ * reported success (a review: a write visible 0.4-1.5 s past the lease's end, slots mode;
+ * test/safety/lateRenewal.pg.test.ts).
  */
 export const renewLease = (
   sql: Sql,
@@ -1150,6 +1159,10 @@ export const renewLease = (
   return sql<RenewedRow>`
     WITH prev AS (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}::uuid
+    ), lk AS MATERIALIZED (
+      SELECT member_id AS locked FROM modulo_group.members
+       WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND ${lockBounded(sql, timeoutMs)}
+         FOR NO KEY UPDATE
     ), me AS (
       UPDATE modulo_group.members
          SET lease_expires_at = ${renewedLease(sql, "", sql`${t} + ${leaseMs}::float8 * interval '1 millisecond'`)},
@@ -1161,6 +1174,9 @@ export const renewLease = (
              renewal_seq = ${seq}::int8
        WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text
          AND lease_expires_at > ${t}
+         -- And live once the row is ours (\`lk\` has its lock when the clock is read): a renewal that
+         -- waited for its row past the lease's end does not revive it (see the comment above).
+         AND lease_expires_at > COALESCE(${now}::timestamptz, (SELECT pg_catalog.clock_timestamp() FROM lk))
          -- A released row (a static member's graceful leave) is never renewed: a renewal that started
          -- before the release would find its lease still running at its own, earlier time.
          AND released_at IS NULL
@@ -1326,6 +1342,8 @@ export const renewLeases = (
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
          AND m.lease_expires_at > ${t}
+         -- Live when written too (\`renewLease\`): the rows are locked (\`lk\`, which waits for none).
+         AND m.lease_expires_at > COALESCE(${now}::timestamptz, pg_catalog.clock_timestamp())
          AND m.released_at IS NULL
          AND ${inOrder(sql, sql`r.seq`, sql`m.`)}
       RETURNING m.member_id, m.group_id, m.idx, m.acked_epoch, m.assigned_epoch, m.assigned_size,
@@ -1782,10 +1800,11 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
  * id, group id and `joined_at` in µs, as `fenceEnd` read them), if it is still that row (the same
  * `joined_at`), with whether its lease is live now on `pg_catalog.clock_timestamp()`, and how long ago
  * it ended if not; a member whose row is gone or another (a rejoin, a static takeover) is not
- * returned. A renewal renews only a lease still running at its own statement's start (`renewLease`),
- * so one of the same row live now was live when the `COMMIT` landed, but for a renewal that started
- * before the lease ended and reached the row after it (a review could not make that break G6; said in
- * the issue's note). Outside any transaction: every operator named in `pg_catalog`.
+ * returned. A renewal renews only a lease still running when it has the row locked (`renewLease`),
+ * so one of the same row live now was live when the `COMMIT` landed (a renewal that started before the
+ * lease's end and reached the row after it used to revive it: a review then found this read live and
+ * the ended lease's write reported a success, test/safety/lateRenewal.pg.test.ts). Outside any
+ * transaction: every operator named in `pg_catalog`.
  */
 export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string, string]>) =>
   sql<{ member_id: string; group_id: string; live: boolean; past_ms: string }>`
