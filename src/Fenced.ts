@@ -626,6 +626,17 @@ export const fenced: {
           })
         }
       }
+      // Slots mode without slots: the member's epoch, index and size partition nothing there (a slot
+      // changes hands at a release, which moves no epoch), so a check of them would let a write commit
+      // beside the slot's new holder (a review). Refused, saying what to pass.
+      if (options.slots === undefined && membership.config.slots !== undefined) {
+        return yield* new StaleAssignment({
+          epoch: options.assignment?.epoch ?? -1,
+          reason: `group ${membership.config.groupId} is in slots mode: a fence there checks slots, not an ` +
+            "assignment; pass `slots` (the `OwnedSlot` of `whileOwning`, or the `OwnedSlots` of `whileOwningAll` " +
+            "or `owned`) for the slots the transaction writes (docs/slots.md)"
+        })
+      }
       if (options.slots !== undefined) {
         // Slots mode: the local check first (no round trip when already stale): this member works each
         // slot at that generation, with its lease deadline ahead.

@@ -71,6 +71,18 @@ it.live("whileOwning work writes its slot's items in fenced transactions; a stal
     expect(stale.message).toMatch(/works slot 2 at generation 1, not 0/)
     // The current one commits.
     yield* Fenced.fenced(sql`SELECT 1`, { slots: owned }).pipe(Effect.provideService(Membership.Membership, m))
+    // Without slots (plain, or with the member's assignment): refused, nothing written. Its epoch, index
+    // and size partition nothing in slots mode, and a release moves no epoch: a check of them let a
+    // write commit beside a slot's new holder (a review of cbfaea8).
+    const assignment = yield* m.awaitAssigned
+    for (const options of [undefined, { assignment }]) {
+      const refused = yield* Effect.flip(
+        Fenced.fenced(sql`UPDATE ${sql(table)} SET generation = 99`, options).pipe(Effect.provideService(Membership.Membership, m))
+      )
+      expect(refused._tag).toBe("StaleAssignment")
+      expect(refused.message).toMatch(/is in slots mode: a fence there checks slots, not an assignment; pass `slots`/)
+    }
+    expect((yield* sql<{ n: string }>`SELECT count(*) AS n FROM ${sql(table)} WHERE generation = 99`)[0]!.n).toBe("0")
     // A second member: the first gives two slots up; the set form restarts under the smaller set.
     const scope2 = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(scope2, Exit.void))
