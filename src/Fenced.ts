@@ -570,6 +570,7 @@ export const fencedWith = <A, E, R>(
  * the run's own, the run it was built in when built in one (a plain call of another membership
  * inside a run, or built in one run and run in another, is refused: pass `assignment`); outside any
  * run, the one current when it runs. An `assignment` (or `slots`) of another membership is refused.
+ * In slots mode pass `slots` (the slot or slots the transaction writes): without them it is refused.
  * **Outside a run, pass the assignment the body's slice was taken from** (`awaitAssigned`, `guard`):
  * otherwise a slice of an older assignment commits under the newer one (docs/fencing.md, "Which
  * assignment"). The local `guard` first (no round trip when already stale), then the checks of
