@@ -873,7 +873,9 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
  * lock while it is parsed or bound comes before it; an adversarial run checked this, 0 ms between
  * `pg_catalog.statement_timestamp()` and `pg_catalog.clock_timestamp()` after a 2 s wait), and from then a renewal waits
  * at most `timeoutMs` for the row (its `lock_timeout`): none that started earlier than that reaches
- * it. Bounded by `lock_timeout` (`timeoutMs`) itself when a change holds the row.
+ * it. Bounded by `lock_timeout` (`timeoutMs`) itself when a change holds the row. (A renewal now also
+ * compares the lease with the clock once it holds the row, which alone keeps such a renewal from
+ * renewing this lease: the margin stays, as a second bar.)
  */
 export const expireLease = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null, timeoutMs: number) =>
   sql<{ member_id: string }>`
