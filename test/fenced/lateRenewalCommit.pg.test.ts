@@ -31,7 +31,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { proxy } from "../fenced/support.js"
+import { leaseEndPoll, proxy } from "./support.js"
 
 const TABLES = Number(process.env.MODULO_GROUP_TEST_TEMP_TABLES ?? 300)
 const COLUMNS = 1000
@@ -76,20 +76,7 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
   const beater = yield* Effect.forkDaemon(beat)
 
   // The poller: a moment when A's lease had ended on the database clock and the write was not visible.
-  const unseenAfterEnd = yield* Ref.make<number | undefined>(undefined)
-  // The first poll that saw the write: was A's lease ended then, and by how long (ms)?
-  const firstSeen = yield* Ref.make<{ ended: boolean; past: number | null } | undefined>(undefined)
-  const poll = Effect.gen(function*() {
-    const [row] = yield* sql<{ seen: boolean; ended: boolean; past: number | null }>`
-      SELECT EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = 'w') AS seen,
-             coalesce((SELECT lease_expires_at <= clock_timestamp() FROM modulo_group.members
-                        WHERE group_id = ${groupId} AND member_id = ${a}::uuid), true) AS ended,
-             (SELECT (extract(epoch FROM clock_timestamp() - lease_expires_at) * 1000)::float8 FROM modulo_group.members
-               WHERE group_id = ${groupId} AND member_id = ${a}::uuid) AS past`
-    if (!row!.seen && row!.ended && (yield* Ref.get(unseenAfterEnd)) === undefined) yield* Ref.set(unseenAfterEnd, row!.past ?? -1)
-    if (row!.seen) yield* Ref.set(firstSeen, { ended: row!.ended, past: row!.past })
-    return row!.seen
-  }).pipe(Effect.orDie, outside)
+  const { firstSeen, poll, unseenAfterEnd } = yield* leaseEndPoll(sql, { table, note: "w", groupId, memberId: a })
 
   const renewal = yield* Ref.make<unknown>(undefined)
   const afterCommit = yield* Ref.make<{ seen: boolean; ended: boolean; past: number | null } | undefined>(undefined)

@@ -33,7 +33,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { proxy } from "./support.js"
+import { leaseEndPoll, proxy } from "./support.js"
 
 const attempt = (spell: (id: string) => string, mode: "leave" | "renew" | "release" = "leave", slots?: number) =>
   Effect.gen(function*() {
@@ -51,17 +51,7 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" | "relea
     const table = `att_${groupId.replace(/-/g, "_")}`
     yield* sql`CREATE TABLE ${sql(table)} (note text NOT NULL)`
     const outside = Effect.mapInputContext((c: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(c))
-    const unseenAfterEnd = yield* Ref.make<number | undefined>(undefined)
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ seen: boolean; ended: boolean; past: number | null }>`
-        SELECT EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = 'w') AS seen,
-               coalesce((SELECT lease_expires_at <= clock_timestamp() FROM modulo_group.members
-                          WHERE group_id = ${groupId} AND member_id = ${memberId}::uuid), true) AS ended,
-               (SELECT (extract(epoch FROM clock_timestamp() - lease_expires_at) * 1000)::float8 FROM modulo_group.members
-                 WHERE group_id = ${groupId} AND member_id = ${memberId}::uuid) AS past`
-      if (!row!.seen && row!.ended) yield* Ref.set(unseenAfterEnd, row!.past ?? -1)
-      return row!.seen
-    }).pipe(Effect.orDie, outside)
+    const { poll, unseenAfterEnd } = yield* leaseEndPoll(sql, { table, note: "w", groupId, memberId })
     const fibers: Array<Fiber.RuntimeFiber<unknown, unknown>> = []
     const leaveResult = yield* Ref.make<unknown>(undefined)
     const atCommit = Effect.gen(function*() {

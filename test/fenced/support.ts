@@ -249,3 +249,35 @@ export const commitObserved = (
     })
     return { client, pastLeaseMs }
   })
+
+/**
+ * A poll of whether `note` is in `table` yet, and whether the lease of `memberId` had ended on the
+ * database clock then: `unseenAfterEnd` keeps how long past the lease's end (ms; -1: no row) the
+ * first poll was that found the lease ended and the write not visible (the criterion of the
+ * slow-COMMIT tests: a write that became visible after its lease ended); `firstSeen`, the poll that
+ * first saw the write. Outside the caller's transaction.
+ */
+export const leaseEndPoll = (
+  sql: SqlClient.SqlClient,
+  options: { readonly table: string; readonly note: string; readonly groupId: string; readonly memberId: string }
+) =>
+  Effect.gen(function*() {
+    const { groupId, memberId, note, table } = options
+    const unseenAfterEnd = yield* Ref.make<number | undefined>(undefined)
+    const firstSeen = yield* Ref.make<{ ended: boolean; past: number | null } | undefined>(undefined)
+    const poll = Effect.gen(function*() {
+      const [row] = yield* sql<{ seen: boolean; ended: boolean; past: number | null }>`
+        SELECT EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = ${note}) AS seen,
+               coalesce((SELECT lease_expires_at <= clock_timestamp() FROM modulo_group.members
+                          WHERE group_id = ${groupId} AND member_id = ${memberId}::uuid), true) AS ended,
+               (SELECT (extract(epoch FROM clock_timestamp() - lease_expires_at) * 1000)::float8 FROM modulo_group.members
+                 WHERE group_id = ${groupId} AND member_id = ${memberId}::uuid) AS past`
+      if (!row!.seen && row!.ended && (yield* Ref.get(unseenAfterEnd)) === undefined) yield* Ref.set(unseenAfterEnd, row!.past ?? -1)
+      if (row!.seen && (yield* Ref.get(firstSeen)) === undefined) yield* Ref.set(firstSeen, { ended: row!.ended, past: row!.past })
+      return row!.seen
+    }).pipe(
+      Effect.orDie,
+      Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx))
+    )
+    return { poll, unseenAfterEnd, firstSeen }
+  })
