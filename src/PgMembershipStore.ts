@@ -931,6 +931,9 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // keeps rows with their lease ended until its next change (`status` shows them expired).
     const busyLeave = (groupId: string, memberId: string): Effect.Effect<Meanwhile<boolean>> => {
       const since = performance.now()
+      // The leave's place in this store's order of lease writes: its expireLease ends only a row
+      // written before it (`Statements.expireLease`), never a later life's row of the same id.
+      const leaveSeq = nextSeq()
       // Its lease ended; or the statement found no row to end (then not asked again).
       let expired = false
       let noRow = false
@@ -939,7 +942,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         Effect.gen(function*() {
           const now = yield* nowParam
           yield* onStatement("leave", "expire")
-          const statement = Statements.expireLease(sql, groupId, memberId, writer, now, statementTimeoutMs)
+          const statement = Statements.expireLease(sql, groupId, memberId, writer, now, statementTimeoutMs, leaveSeq)
           const rows = yield* singleAtReadCommitted("leave", statement)
           if (rows.length === 0) {
             noRow = true

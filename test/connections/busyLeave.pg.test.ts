@@ -157,7 +157,7 @@ describe("a leave behind another process's change", () => {
       const [clock] = yield* sql<{ ms: string }>`SELECT (extract(epoch FROM now()) * 1000)::bigint AS ms`
       const t = Number(clock!.ms)
       const writer = yield* writerOf(m0.memberId).pipe(Effect.provideService(SqlClient.SqlClient, sql))
-      const ended = yield* Statements.expireLease(sql, groupId, m0.memberId, writer, new Date(t).toISOString(), 2_000)
+      const ended = yield* Statements.expireLease(sql, groupId, m0.memberId, writer, new Date(t).toISOString(), 2_000, Number.MAX_SAFE_INTEGER)
       expect(ended.length).toBe(1)
       // The renewal's statement time is 1 s before the leave's (it was running when the leave came,
       // and reaches the row after it). With the lease ended at the leave's own time, it renewed it

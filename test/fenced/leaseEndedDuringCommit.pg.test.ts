@@ -46,7 +46,7 @@ const attempt = (note: string, notifications: number, expire: boolean) =>
       if (expire) {
         fibers.push(yield* Effect.forkDaemon(Effect.gen(function*() {
           yield* Effect.sleep("60 millis")
-          const rows = yield* Statements.expireLease(sql.withoutTransforms(), a.groupId, a.memberId, writer, null, 1)
+          const rows = yield* Statements.expireLease(sql.withoutTransforms(), a.groupId, a.memberId, writer, null, 1, Number.MAX_SAFE_INTEGER)
           const [t] = yield* sql<{ t: number }>`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS t`
           // After the UPDATE's own (autocommit) COMMIT: the lease has ended from here on at the latest.
           if (rows.length === 1) yield* Ref.set(endedAt, t!.t)

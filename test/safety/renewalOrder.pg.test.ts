@@ -126,7 +126,7 @@ for (const statement of ["single", "batch"] as const) {
       const arranged = yield* arrange
       const { sql, groupId, memberId, row, at, seq, writer } = arranged
       const renew = renewer(arranged, statement)
-      expect(yield* Statements.expireLease(sql, groupId, memberId, writer, at(0), 1_000)).toHaveLength(1)
+      expect(yield* Statements.expireLease(sql, groupId, memberId, writer, at(0), 1_000, seq + 1)).toHaveLength(1)
       const ended = yield* row
       expect(yield* renew(at(-3_000), seq + 1)).toBe(false)
       expect(yield* row).toEqual(ended)

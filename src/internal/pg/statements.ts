@@ -877,7 +877,15 @@ export const selectRowsOff = (sql: Sql, groupId: string) =>
  * compares the lease with the clock once it holds the row, which alone keeps such a renewal from
  * renewing this lease: the margin stays, as a second bar.)
  */
-export const expireLease = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null, timeoutMs: number) =>
+export const expireLease = (
+  sql: Sql,
+  groupId: string,
+  memberId: string,
+  writer: string,
+  now: string | null,
+  timeoutMs: number,
+  seq: number
+) =>
   sql<{ member_id: string }>`
     WITH free AS (
       -- Not while a fenced transaction of this member runs (it holds the member's advisory lock
@@ -898,6 +906,13 @@ export const expireLease = (sql: Sql, groupId: string, memberId: string, writer:
      WHERE m.member_id = ${memberId}::uuid AND m.group_id = ${groupId}::text AND g.group_id = m.group_id
        AND (SELECT free.free FROM free)
        AND m.instance_id IS NULL AND g.slots IS NULL AND ${written(sql, "m.", writer)}
+       -- Only the row of the life that is leaving: one its store wrote before this leave was numbered
+       -- (\`seq\`, taken before the statement waits for a connection or a lock). A member id is used
+       -- again once its member has left (same process, same store, same writer): the new life's join
+       -- numbers its row later, and a late expireLease of the old life (queued for a pool connection
+       -- past its caller's give-up) ended the new life's lease and its renewals while it worked
+       -- (a review of de8e019: test/connections/lateExpireNewLife*.pg.test.ts).
+       AND ${inOrder(sql, sql`${seq}::bigint`, sql`m.`)}
        AND ${lockBounded(sql, timeoutMs)}
     RETURNING m.member_id`
 
