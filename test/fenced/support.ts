@@ -207,8 +207,14 @@ export const writeObserved = (
         SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left_ms
           FROM modulo_group.members WHERE member_id = ${memberId}`)
       yield* Effect.sleep(Duration.millis(Math.max(0, left!.left_ms - leftMs)))
+      // Interruptible: a fork inherits its caller's mask, and this runs inside the store's statement
+      // (uninterruptible, noCancel.ts). An uninterruptible observer of a write that never committed (a
+      // COMMIT the commit-time check failed, on a loaded machine) polled for ever, and `pastLeaseMs`'s
+      // interrupt waited for it: the nested notifyAtCommit cases hung until their 60 s timeout.
       const observer = yield* Effect.forkDaemon(
-        Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
+        Effect.interruptible(
+          Effect.repeat(Effect.zipLeft(poll, Effect.sleep("10 millis")), { until: (seen) => seen }).pipe(Effect.asVoid)
+        )
       )
       yield* Ref.set(observing, observer)
     })
