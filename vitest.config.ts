@@ -23,7 +23,7 @@ const shared = {
  * which the whole cluster shares) to make a COMMIT slow: each alone, after the rest (one project, one
  * group, each). Run beside each other, their joins missed a 300 ms statement timeout and the nested
  * cases of notifyAtCommit did not end within 60 s (seen on this project's 2-core machine; the second
- * not understood: docs/testing.md).
+ * was the test's own, fixed since: docs/testing.md).
  */
 const commitLate = [
   "test/fenced/notifyAtCommit.pg.test.ts",
