@@ -268,7 +268,7 @@ export const fencedWith = <A, E, R>(
     const lastCheck = {
       sentAt: Number.POSITIVE_INFINITY,
       leftMs: 0,
-      members: [] as ReadonlyArray<readonly [string, string, string]>
+      members: [] as ReadonlyArray<readonly [string, string, string, string | null]>
     }
     const body = Effect.gen(function*() {
       // The values replaced (restored at the end inside an app transaction), the values set (compared
@@ -457,7 +457,7 @@ export const fencedWith = <A, E, R>(
       // Every member fenced in the transaction (its own, and the blocks nested in the body): the
       // least lease left among them is what the COMMIT is timed against.
       lastCheck.leftMs = Math.min(num(after.lease_left_ms), after.recorded_left_ms === null ? Infinity : num(after.recorded_left_ms))
-      lastCheck.members = JSON.parse(after.recorded_members) as Array<[string, string, string]>
+      lastCheck.members = JSON.parse(after.recorded_members) as Array<[string, string, string, string | null]>
       return result
     })
 
@@ -509,12 +509,17 @@ export const fencedWith = <A, E, R>(
             onSuccess: (rows) => {
               const gone = lastCheck.members.find(([m, g]) => !rows.some((r) => r.member_id === m && r.group_id === g))
               const ended = rows.find((r) => !r.live)
+              // Live now, but renewed since the last check: the renewal may have committed after the
+              // COMMIT landed, with the lease ended in between (it checks before it commits).
+              const renewed = rows.find((r) => r.live && !r.same_lease)
               const whose = (m: string, g: string) =>
                 m === target.memberId && g === target.groupId ? "the lease" : `the lease of member ${m} of group ${g}, fenced in the body,`
               return gone !== undefined
                 ? Effect.fail(late(`${whose(gone[0], gone[1])} has no row since, or another (a rejoin)`))
                 : ended !== undefined
                 ? Effect.fail(late(`${whose(ended.member_id, ended.group_id)} ended ${num(ended.past_ms)} ms ago`))
+                : renewed !== undefined
+                ? Effect.fail(late(`${whose(renewed.member_id, renewed.group_id)} was renewed since (a renewal that checked it before its end may have committed after the COMMIT landed)`))
                 : Effect.void
             }
           })

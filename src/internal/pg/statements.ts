@@ -1823,18 +1823,25 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
  * the ended lease's write reported a success, test/safety/lateRenewal.pg.test.ts). Outside any
  * transaction: every operator named in `pg_catalog`.
  */
-export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string, string]>) =>
-  sql<{ member_id: string; group_id: string; live: boolean; past_ms: string }>`
-    SELECT m.member_id::text AS member_id, m.group_id,
+export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string, string, string | null]>) =>
+  sql<{ member_id: string; group_id: string; live: boolean; past_ms: string; same_lease: boolean }>`
+    SELECT DISTINCT ON (m.member_id) m.member_id::text AS member_id, m.group_id,
            m.lease_expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS live,
            (extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) m.lease_expires_at)
-              OPERATOR(pg_catalog.*) 1000)::bigint AS past_ms
+              OPERATOR(pg_catalog.*) 1000)::bigint AS past_ms,
+           -- The lease as the fence's last statement read it: not renewed since. A renewal checks the
+           -- lease before it commits, and can commit after the COMMIT landed, the lease ended in
+           -- between (its reply written first, to a client that does not read: a review of de8e019).
+           (CASE WHEN pg_catalog.isfinite(m.lease_expires_at)
+                 THEN (extract(epoch FROM m.lease_expires_at) OPERATOR(pg_catalog.*) 1000000)::int8 END)
+             IS NOT DISTINCT FROM (e.value OPERATOR(pg_catalog.->>) 3)::int8 AS same_lease
       FROM modulo_group.members m
-     WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(${JSON.stringify(members)}::jsonb) e
-                    WHERE m.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 0)::uuid
-                      AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1)
-                      AND (extract(epoch FROM m.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8
-                          OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 2)::int8)`
+      JOIN pg_catalog.jsonb_array_elements(${JSON.stringify(members)}::jsonb) e
+        ON m.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 0)::uuid
+       AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1)
+       AND (extract(epoch FROM m.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8
+           OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 2)::int8
+     ORDER BY m.member_id, 5`
 
 /**
  * A fence of its own transaction, after the body and before its last statement: runs every deferred
@@ -1919,7 +1926,9 @@ export const fenceEnd = (
            (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
            (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(
                      r.member_id::text, r.group_id,
-                     ((extract(epoch FROM r.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8)::text)), '[]'::jsonb)::text
+                     ((extract(epoch FROM r.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8)::text,
+                     CASE WHEN pg_catalog.isfinite(r.lease_expires_at)
+                          THEN ((extract(epoch FROM r.lease_expires_at) OPERATOR(pg_catalog.*) 1000000)::int8)::text END)), '[]'::jsonb)::text
               FROM modulo_group.members r
              WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
                             WHERE r.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
