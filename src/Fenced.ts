@@ -37,7 +37,7 @@ import * as Constants from "./internal/pg/constants.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
 import { nestedIn, statementsRunToTheEnd, statementsWhileRunning } from "./internal/pg/noCancel.js"
-import { currentRunAssignment, type RunAssignment } from "./internal/membership/workRunner.js"
+import { currentRunAssignment, currentSlotsRun, type RunAssignment } from "./internal/membership/workRunner.js"
 import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { canonicalMemberId } from "./internal/memberId.js"
@@ -631,6 +631,19 @@ export const fenced: {
               `${membership.memberId}'s of group ${membership.config.groupId} (the \`Membership\` this call runs under)`
           })
         }
+      }
+      // In a slots-mode work run (or a fiber it forked), only the run's own membership: under another
+      // (a modulo one re-provided, or carried in by a joined fiber) a plain fence passed the slots-mode
+      // refusal below and checked that member's assignment, which partitions nothing of the run's slots
+      // (as in a modulo run, an explicit `assignment` or `slots`, checked to be that membership's, passes).
+      const slotsRun = yield* FiberRef.get(currentSlotsRun)
+      if (Option.isSome(slotsRun) && !isThis(slotsRun.value) && options.assignment === undefined && options.slots === undefined) {
+        return yield* new StaleAssignment({
+          epoch: -1,
+          reason: `this call is in a slots-mode work run of member ${slotsRun.value.memberId} of group ` +
+            `${slotsRun.value.groupId} but fences member ${membership.memberId} of group ${membership.config.groupId}: ` +
+            "call it under the run's own membership with `slots`, or pass that membership's `assignment` explicitly"
+        })
       }
       // Slots mode without slots: the member's epoch, index and size partition nothing there (a slot
       // changes hands at a release, which moves no epoch), so a check of them would let a write commit

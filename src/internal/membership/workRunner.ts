@@ -48,6 +48,22 @@ export const currentRunAssignment: FiberRef.FiberRef<Option.Option<RunAssignment
     })
 )
 
+/**
+ * The membership of the slots-mode work run (`whileOwning`, `whileOwningAll`) the current fiber
+ * belongs to, inherited by every fiber it forks (`forkDaemon` too), kept on a join as
+ * `currentRunAssignment` is. `Fenced.fenced` refuses a call in such a run under any other
+ * `Membership` (a modulo one passed the slots-mode refusal and fenced the run's slot writes to
+ * another group's member).
+ */
+export interface SlotsRun {
+  readonly groupId: string
+  readonly memberId: string
+}
+export const currentSlotsRun: FiberRef.FiberRef<Option.Option<SlotsRun>> = globalValue(
+  Symbol.for("modulo-group/currentSlotsRun/1"),
+  () => FiberRef.unsafeMake<Option.Option<SlotsRun>>(Option.none(), { join: (own) => own })
+)
+
 /** One registration of `whileAssigned`. */
 export interface WorkSpec {
   readonly run: (assignment: Assignment) => Effect.Effect<void>
@@ -228,7 +244,7 @@ export const makeWorkRunner = (
         if (mine.has(spec) || started.has(spec)) return
         if (yield* holdBack) return
         started.add(spec)
-        const fiber = yield* fork(spec.run({ ...owned, owner: member }))
+        const fiber = yield* fork(Effect.locally(Effect.suspend(() => spec.run({ ...owned, owner: member })), currentSlotsRun, Option.some({ groupId: member.groupId, memberId: member.memberId })))
         mine.set(spec, fiber)
         fiber.addObserver(() => {
           if (mine.get(spec) === fiber) mine.delete(spec)
@@ -260,7 +276,7 @@ export const makeWorkRunner = (
         if (yield* holdBack) return
         startedSets.add(spec)
         const owned = ownedNow()
-        const fiber = yield* fork(spec.run(owned))
+        const fiber = yield* fork(Effect.locally(Effect.suspend(() => spec.run(owned)), currentSlotsRun, Option.some({ groupId: member.groupId, memberId: member.memberId })))
         perSet.set(spec, fiber)
         setCovers.set(fiber, new Set(owned.slots))
         fiber.addObserver(() => {
