@@ -21,24 +21,18 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Option, Redacted } from "effect"
 import pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { poolTakenBehindFence } from "./lateExpire.js"
 
 const info = (name: string, memberId: string = crypto.randomUUID()): MemberInfo => ({ memberId, name, host: "test", pid: 1 })
 const lease = 10_000
 const statementTimeoutMs = 2_000
-
-const until = (check: () => boolean, what: string) =>
-  Effect.sync(check).pipe(
-    Effect.flatMap((ok) => (ok ? Effect.void : Effect.fail(`not yet: ${what}`))),
-    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(Duration.seconds(5)))),
-    Effect.orDie
-  )
 
 describe("one member id, two lives: a late expireLease of the first life", () => {
   it.live("G2: does not end the lease of the second life's row (it did, 6 runs of 6, before the leave was numbered)", () =>
@@ -97,32 +91,7 @@ describe("one member id, two lives: a late expireLease of the first life", () =>
       yield* Effect.sleep(Duration.millis(100))
       const zJoin = yield* Effect.fork(storeA.join(groupId, z, lease))
 
-      atExpire.run = Effect.gen(function*() {
-        // The other process's change commits; fenced transactions of the group (another member's)
-        // hold the lock shared: Z's next attempt waits for it in lockGroup, holding its connection.
-        yield* Effect.promise(async () => {
-          const p = fence.query("BEGIN").then(() =>
-            fence.query("SELECT pg_advisory_xact_lock_shared(1297040455, hashtext($1))", [groupId])
-          )
-          await new Promise((r) => setTimeout(r, 20))
-          await other.query("COMMIT")
-          await p
-        })
-        yield* until(() => steps.includes("join:wait"), "Z waits in lockGroup")
-        // The app's own statements take the rest of the pool.
-        for (let i = 0; i < 2; i++) yield* Effect.forkDaemon(Effect.ignore(sqlA`SELECT pg_sleep(6)`))
-        yield* Effect.promise(async () => {
-          for (let i = 0; i < 200; i++) {
-            const r = await watch.query(
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_sleep(6)%' AND state = 'active'",
-              [app]
-            )
-            if (r.rows[0].n >= 2) return
-            await new Promise((res) => setTimeout(res, 10))
-          }
-          throw new Error("the app's statements did not start")
-        })
-      })
+      atExpire.run = poolTakenBehindFence({ other, fence, watch, groupId, steps, sql: sqlA, app, sleepSeconds: 6 })
 
       yield* Deferred.await(expireSent)
       // The expireLease statement is now queued for a pool connection. The leave's caller gives up

@@ -21,7 +21,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Membership from "../../src/Membership.js"
@@ -30,16 +30,10 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { poolTakenBehindFence, until } from "./lateExpire.js"
 import { makeRecorder } from "../support/Recorder.js"
 
 const config = { heartbeat: "3 seconds", lease: "20 seconds", fenceMargin: "2 seconds", statementTimeout: "2 seconds" } as const
-
-const until = (check: () => boolean, what: string, max = Duration.seconds(10)) =>
-  Effect.sync(check).pipe(
-    Effect.flatMap((ok) => (ok ? Effect.void : Effect.fail(`not yet: ${what}`))),
-    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(max))),
-    Effect.orDie
-  )
 
 describe("one member id, two lives (members, recorder)", () => {
   it.live("G2: the first life's late busy leave does not end the second life's lease, and nobody starts its index while it works (before: 2.4-2.6 s of overlap, 9 runs of 9)", () =>
@@ -108,32 +102,7 @@ describe("one member id, two lives (members, recorder)", () => {
       // Another process's change holds the group's lock; X (life 1) is shut down meanwhile.
       yield* Effect.promise(() => other.query("BEGIN"))
       yield* Effect.promise(() => other.query("SELECT pg_advisory_xact_lock(1297040455, hashtext($1))", [groupId]))
-      atExpire.run = Effect.gen(function*() {
-        // That change commits; a fenced transaction of the group holds the lock shared: Z's join
-        // waits in lockGroup, holding its connection.
-        yield* Effect.promise(async () => {
-          const p = fence.query("BEGIN").then(() =>
-            fence.query("SELECT pg_advisory_xact_lock_shared(1297040455, hashtext($1))", [groupId])
-          )
-          await new Promise((r) => setTimeout(r, 20))
-          await other.query("COMMIT")
-          await p
-        })
-        yield* until(() => steps.includes("join:wait"), "Z waits in lockGroup")
-        // The app's own statements take the rest of the pool.
-        for (let i = 0; i < 2; i++) yield* Effect.forkDaemon(Effect.ignore(sqlA`SELECT pg_sleep(8)`))
-        yield* Effect.promise(async () => {
-          for (let i = 0; i < 200; i++) {
-            const r = await watch.query(
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_sleep(8)%' AND state = 'active'",
-              [app]
-            )
-            if (r.rows[0].n >= 2) return
-            await new Promise((res) => setTimeout(res, 10))
-          }
-          throw new Error("the app's statements did not start")
-        })
-      })
+      atExpire.run = poolTakenBehindFence({ other, fence, watch, groupId, steps, sql: sqlA, app, sleepSeconds: 8 })
       const closing = yield* Effect.fork(x1.close)
       yield* Effect.sleep(Duration.millis(100))
       const z = yield* member(storeA, "Z")
