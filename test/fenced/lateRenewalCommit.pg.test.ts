@@ -21,7 +21,6 @@
  * (default 300: a COMMIT of 0.4-1.3 s on this project's machines).
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Either, Fiber, Layer, Redacted, Ref } from "effect"
@@ -31,7 +30,7 @@ import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { leaseEndPoll, proxy } from "./support.js"
+import { aroundCommit, leaseEndPoll } from "./support.js"
 
 const TABLES = Number(process.env.MODULO_GROUP_TEST_TEMP_TABLES ?? 300)
 const COLUMNS = 1000
@@ -135,25 +134,18 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
   // How long COMMIT took, and how long its reply was held before fenced saw it (the caller's pause).
   let commitMs = -1
   let heldMs = -1
-  const client = proxy(sql, {
-    reserve: Effect.map(sql.reserve, (conn) =>
-      proxy<Connection>(conn, {
-        executeUnprepared: (statement, params, t) =>
-          statement.trim().toUpperCase() === "COMMIT"
-            ? Effect.gen(function*() {
-              yield* Deferred.succeed(committing, undefined)
-              const started = performance.now()
-              const res = yield* conn.executeUnprepared(statement, params, t)
-              const replied = performance.now()
-              yield* Deferred.succeed(committed, undefined)
-              if (!resumeDuringCommit) yield* Deferred.await(settled).pipe(Effect.timeout("10 seconds"), Effect.ignore)
-              commitMs = Math.round(replied - started)
-              heldMs = Math.round(performance.now() - replied)
-              return res
-            })
-            : conn.executeUnprepared(statement, params, t)
-      }))
-  })
+  const client = aroundCommit(sql, (commit) =>
+    Effect.gen(function*() {
+      yield* Deferred.succeed(committing, undefined)
+      const started = performance.now()
+      const res = yield* commit
+      const replied = performance.now()
+      yield* Deferred.succeed(committed, undefined)
+      if (!resumeDuringCommit) yield* Deferred.await(settled).pipe(Effect.timeout("10 seconds"), Effect.ignore)
+      commitMs = Math.round(replied - started)
+      heldMs = Math.round(performance.now() - replied)
+      return res
+    }))
 
   const target = {
     groupId,

@@ -39,7 +39,6 @@
  * (`fenceEnd` records each fenced member's lease, `leasesAfterCommit` compares): FenceBroken.
  */
 import { SqlClient } from "@effect/sql"
-import type { Connection } from "@effect/sql/SqlConnection"
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted, Ref } from "effect"
@@ -50,7 +49,7 @@ import * as Fenced from "../../src/Fenced.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { proxy } from "../fenced/support.js"
+import { aroundCommit, leaseEndPoll } from "./support.js"
 
 const SLOTS = 16_384
 const TABLES = Number(process.env.MODULO_GROUP_TEST_TEMP_TABLES ?? 300)
@@ -139,18 +138,7 @@ const attempt = (mode: Mode) =>
 
     // Poller (direct connection), from the COMMIT on: the write not seen while the lease had ended,
     // and the first poll that saw it (was the lease ended then, and for how long).
-    const unseenAfterEnd = yield* Ref.make<number | undefined>(undefined)
-    const firstSeen = yield* Ref.make<{ ended: boolean; past: number } | undefined>(undefined)
-    const poll = Effect.gen(function*() {
-      const [row] = yield* sql<{ seen: boolean; ended: boolean; past: number }>`
-        SELECT EXISTS (SELECT 1 FROM ${sql(table)} WHERE note = 'w') AS seen,
-               lease_expires_at <= clock_timestamp() AS ended,
-               (extract(epoch FROM clock_timestamp() - lease_expires_at) * 1000)::float8 AS past
-          FROM modulo_group.members WHERE member_id = ${a}::uuid`
-      if (!row!.seen && row!.ended && (yield* Ref.get(unseenAfterEnd)) === undefined) yield* Ref.set(unseenAfterEnd, row!.past)
-      if (row!.seen) yield* Ref.set(firstSeen, { ended: row!.ended, past: row!.past })
-      return row!.seen
-    }).pipe(Effect.orDie, outside)
+    const { firstSeen, poll, unseenAfterEnd } = yield* leaseEndPoll(sql, { table, note: "w", groupId, memberId: a })
 
     const committing = yield* Deferred.make<void>()
     const settled = yield* Deferred.make<void>()
@@ -179,23 +167,16 @@ const attempt = (mode: Mode) =>
     }))
 
     let commitMs = -1
-    const client = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, t) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.gen(function*() {
-                yield* Deferred.succeed(committing, undefined)
-                const started = performance.now()
-                const res = yield* conn.executeUnprepared(statement, params, t)
-                commitMs = Math.round(performance.now() - started)
-                // The caller pauses after COMMIT's reply until the renewal has landed (first mode only).
-                if (mode === "caller paused after COMMIT") yield* Deferred.await(settled).pipe(Effect.timeout("10 seconds"), Effect.ignore)
-                return res
-              })
-              : conn.executeUnprepared(statement, params, t)
-        }))
-    })
+    const client = aroundCommit(sql, (commit) =>
+      Effect.gen(function*() {
+        yield* Deferred.succeed(committing, undefined)
+        const started = performance.now()
+        const res = yield* commit
+        commitMs = Math.round(performance.now() - started)
+        // The caller pauses after COMMIT's reply until the renewal has landed (first mode only).
+        if (mode === "caller paused after COMMIT") yield* Deferred.await(settled).pipe(Effect.timeout("10 seconds"), Effect.ignore)
+        return res
+      }))
 
     // A's lease from now: 8 s (a renewal with a shorter lease, before any fence: it may cut back).
     yield* storeA.heartbeat(groupId, a, view.epoch, LEASE_MS, { slots: true })

@@ -5,6 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Connection } from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Deferred, Duration, Effect, Fiber, FiberId, Ref } from "effect"
 import { randomUUID } from "node:crypto"
 import type { FenceTarget } from "../../src/Fenced.js"
@@ -60,12 +61,19 @@ export const proxy = <T extends object>(target: T, overrides: Partial<T>): T =>
  * `COMMIT`: the client stalls between the fence's last statement and `COMMIT`.
  */
 export const stallingBeforeCommit = (sql: SqlClient.SqlClient, stall: Duration.DurationInput): SqlClient.SqlClient =>
+  aroundCommit(sql, (commit) => Effect.zipRight(Effect.sleep(Duration.decode(stall)), commit))
+
+/** The same client, except that a reserved connection's `COMMIT` runs through `around` (given the `COMMIT`). */
+export const aroundCommit = (
+  sql: SqlClient.SqlClient,
+  around: (commit: Effect.Effect<ReadonlyArray<any>, SqlError>) => Effect.Effect<ReadonlyArray<any>, SqlError>
+): SqlClient.SqlClient =>
   proxy(sql, {
     reserve: Effect.map(sql.reserve, (conn) =>
       proxy<Connection>(conn, {
         executeUnprepared: (statement, params, transformRows) =>
           statement.trim().toUpperCase() === "COMMIT"
-            ? Effect.zipRight(Effect.sleep(Duration.decode(stall)), conn.executeUnprepared(statement, params, transformRows))
+            ? around(conn.executeUnprepared(statement, params, transformRows))
             : conn.executeUnprepared(statement, params, transformRows)
       }))
   })
@@ -244,15 +252,7 @@ export const commitObserved = (
 ) =>
   Effect.gen(function*() {
     const { beforeCommit, pastLeaseMs } = yield* writeObserved(sql, options)
-    const client = proxy(sql, {
-      reserve: Effect.map(sql.reserve, (conn) =>
-        proxy<Connection>(conn, {
-          executeUnprepared: (statement, params, transformRows) =>
-            statement.trim().toUpperCase() === "COMMIT"
-              ? Effect.zipRight(beforeCommit, conn.executeUnprepared(statement, params, transformRows))
-              : conn.executeUnprepared(statement, params, transformRows)
-        }))
-    })
+    const client = aroundCommit(sql, (commit) => Effect.zipRight(beforeCommit, commit))
     return { client, pastLeaseMs }
   })
 
