@@ -235,6 +235,11 @@ export const makeWorkRunner = (
         if (!specs.has(spec)) yield* orphan(fiber)
       })
 
+    // A slots-mode run (either form) carries its membership (`currentSlotsRun`); suspended, so that the
+    // app's callback itself runs on the run's fiber, as a modulo run's does.
+    const slotsRun = Option.some({ groupId: member.groupId, memberId: member.memberId })
+    const inSlotsRun = (run: () => Effect.Effect<void>) => Effect.locally(Effect.suspend(run), currentSlotsRun, slotsRun)
+
     const startSlotOne = (spec: SlotSpec, owned: OwnedSlot) =>
       Effect.gen(function*() {
         const mine = perSlot.get(owned.slot) ?? new Map<SlotSpec, Fiber.RuntimeFiber<void>>()
@@ -244,7 +249,7 @@ export const makeWorkRunner = (
         if (mine.has(spec) || started.has(spec)) return
         if (yield* holdBack) return
         started.add(spec)
-        const fiber = yield* fork(Effect.locally(Effect.suspend(() => spec.run({ ...owned, owner: member })), currentSlotsRun, Option.some({ groupId: member.groupId, memberId: member.memberId })))
+        const fiber = yield* fork(inSlotsRun(() => spec.run({ ...owned, owner: member })))
         mine.set(spec, fiber)
         fiber.addObserver(() => {
           if (mine.get(spec) === fiber) mine.delete(spec)
@@ -276,7 +281,7 @@ export const makeWorkRunner = (
         if (yield* holdBack) return
         startedSets.add(spec)
         const owned = ownedNow()
-        const fiber = yield* fork(Effect.locally(Effect.suspend(() => spec.run(owned)), currentSlotsRun, Option.some({ groupId: member.groupId, memberId: member.memberId })))
+        const fiber = yield* fork(inSlotsRun(() => spec.run(owned)))
         perSet.set(spec, fiber)
         setCovers.set(fiber, new Set(owned.slots))
         fiber.addObserver(() => {

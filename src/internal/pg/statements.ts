@@ -1816,11 +1816,13 @@ const boundedAfterFence = (app: string, boundMs: string): string => (boundsWithi
  * members fenced in it had left at the fence's last check: each such member's row (`members`: member
  * id, group id and `joined_at` in µs, as `fenceEnd` read them), if it is still that row (the same
  * `joined_at`), with whether its lease is live now on `pg_catalog.clock_timestamp()`, and how long ago
- * it ended if not; a member whose row is gone or another (a rejoin, a static takeover) is not
- * returned. A renewal renews only a lease still running when it has the row locked (`renewLease`),
- * so one of the same row live now was live when the `COMMIT` landed (a renewal that started before the
- * lease's end and reached the row after it used to revive it: a review then found this read live and
- * the ended lease's write reported a success, test/safety/lateRenewal.pg.test.ts). Outside any
+ * it ended if not, and whether its lease is still the one `fenceEnd` recorded (`same_lease`); a member
+ * whose row is gone or another (a rejoin, a static takeover) is not returned. A renewal renews only a
+ * lease still running when it has the row locked (`renewLease`; one that started before the lease's end
+ * and reached the row after it used to revive it, test/safety/lateRenewal.pg.test.ts), but it commits
+ * later, possibly after the `COMMIT` landed: so only a lease of the same row, live now and not renewed
+ * since, was live when the `COMMIT` landed (test/fenced/renewalUnreadReply.pg.test.ts). A member recorded
+ * twice is returned once, its not-renewed-since false if either record says so. Outside any
  * transaction: every operator named in `pg_catalog`.
  */
 export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [string, string, string, string | null]>) =>
@@ -1841,7 +1843,7 @@ export const leasesAfterCommit = (sql: Sql, members: ReadonlyArray<readonly [str
        AND m.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 1)
        AND (extract(epoch FROM m.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8
            OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 2)::int8
-     ORDER BY m.member_id, 5`
+     ORDER BY m.member_id, same_lease`
 
 /**
  * A fence of its own transaction, after the body and before its last statement: runs every deferred
