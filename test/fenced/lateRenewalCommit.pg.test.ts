@@ -35,7 +35,7 @@ import { aroundCommit, leaseEndPoll } from "./support.js"
 const TABLES = Number(process.env.MODULO_GROUP_TEST_TEMP_TABLES ?? 300)
 const COLUMNS = 1000
 
-const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen(function*() {
+const attempt = () => Effect.gen(function*() {
   const ctx = yield* Layer.build(
     Notifier.layer.pipe(
       Layer.provideMerge(PgClient.layer({ url: Redacted.make(databaseUrl()), applicationName: "late-renewal-commit", maxConnections: 10 }))
@@ -86,7 +86,6 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
   const startRenewal = yield* Deferred.make<void>()
   const committing = yield* Deferred.make<void>()
   const committed = yield* Deferred.make<void>()
-  const settled = yield* Deferred.make<void>()
   const joiner = yield* Effect.forkDaemon(Effect.gen(function*() {
     yield* Deferred.await(startJoin)
     return yield* Effect.either(storeB.join(groupId, { memberId: b, name: "B", host: "h", pid: 2 }, 10_000, {}, { slots: 8 }))
@@ -100,10 +99,9 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
     yield* Deferred.await(committing)
     yield* Effect.repeat(Effect.zipLeft(poll, Effect.sleep("5 millis")), { until: (s) => s })
   }))
-  // Variant: the stalled change goes on 50 ms after T, while the COMMIT is still running (no pause of
-  // the fenced caller at all: COMMIT's reply is not held).
+  // The stalled change goes on 50 ms after T, while the COMMIT is still running (no pause of the
+  // fenced caller at all: COMMIT's reply is not held).
   const duringCommit = yield* Effect.forkDaemon(Effect.gen(function*() {
-    if (!resumeDuringCommit) return
     yield* Deferred.await(committing)
     const [l] = yield* sql<{ left: number }>`
       SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left
@@ -122,13 +120,11 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
     yield* Ref.set(afterCommit, row)
     // The stalled change goes on; the renewal R, sent before the lease's end, lands.
     yield* Deferred.succeed(resume, undefined)
-    if (withRenewal) yield* Fiber.await(renewer).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-    else yield* Effect.sleep("50 millis")
+    yield* Fiber.await(renewer).pipe(Effect.timeout("5 seconds"), Effect.ignore)
     const [l] = yield* sql<{ left: number }>`
       SELECT (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::float8 AS left
         FROM modulo_group.members WHERE member_id = ${a}::uuid`.pipe(Effect.orDie)
     yield* Ref.set(leaseAfterRenewal, l?.left ?? null)
-    yield* Deferred.succeed(settled, undefined)
   }))
 
   // How long COMMIT took, and how long its reply was held before fenced saw it (the caller's pause).
@@ -141,7 +137,6 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
       const res = yield* commit
       const replied = performance.now()
       yield* Deferred.succeed(committed, undefined)
-      if (!resumeDuringCommit) yield* Deferred.await(settled).pipe(Effect.timeout("10 seconds"), Effect.ignore)
       commitMs = Math.round(replied - started)
       heldMs = Math.round(performance.now() - replied)
       return res
@@ -177,7 +172,7 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
     yield* Deferred.await(paused)
     yield* Effect.sleep(Duration.millis(Math.max(0, (yield* leftNow) - 300)))
     // R: A's renewal, sent before T; it waits for A's row behind the stalled change.
-    if (withRenewal) yield* Deferred.succeed(startRenewal, undefined)
+    yield* Deferred.succeed(startRenewal, undefined)
     yield* Effect.sleep("100 millis")
     // The body ends ~200 ms before T: the COMMIT's check runs before T, the COMMIT lands after it.
   }), { timeout: "30 seconds" }).pipe(Effect.provideService(SqlClient.SqlClient, client)))
@@ -205,7 +200,7 @@ const attempt = (withRenewal: boolean, resumeDuringCommit = false) => Effect.gen
 
 it.live("G6 (slots mode): a renewal sent before the lease's end lands during a fenced COMMIT that lands past it: not a success", () =>
   Effect.gen(function*() {
-    const r = yield* attempt(true, true)
+    const r = yield* attempt()
     console.log(JSON.stringify({ ...r, renewal: Either.isEither(r.renewal) ? (Either.isRight(r.renewal) ? "renewed" : String(r.renewal.left)) : r.renewal }))
     // The lease was seen ended (on the database clock) while the write was not yet visible (else the
     // attempt proves nothing), and fenced does not report success: the criterion of
