@@ -40,17 +40,18 @@ export default defineConfig({
     // Longest files first, also on a fresh clone with no cache of durations (test/setup/sequencer.ts).
     sequence: { sequencer: LongestFirst },
     // The fork pool's size and arguments are the root's (vitest reads them there only).
-    // Three files at a time, on any machine: most of a file's time is spent waiting on leases,
-    // heartbeats and child processes (docs/testing.md). Files keep to their own groups, databases and
-    // pg_stat_activity backends.
+    // Six files at a time, on any machine: most of a file's time is spent waiting on leases,
+    // heartbeats and child processes (docs/testing.md: on 2 cores, the `together` files took 352 s
+    // three at a time with the machine about half idle, 205 s six at a time at 72% busy, 186 s nine
+    // at a time at 94%). Files keep to their own groups, databases and pg_stat_activity backends.
     // A larger young generation: the Effect fibers of the tests allocate fast, and with V8's default
     // semi-space the scavenger takes a large share of a fork's CPU (the CPU-bound TestClock files:
     // 34-36 s → 32-33 s wall, docs/testing.md).
     // The forks are kept for the whole run and each runs file after file (`isolate: false`, above):
     // a file then costs no new process nor fresh imports (collection summed over the files: 258 s
-    // → 12-14 s; the whole suite on 2 cores: 640 → 336-351 s, docs/testing.md). All three are kept
+    // → 12-14 s; the whole suite on 2 cores: 640 → 336-351 s, docs/testing.md). All six are kept
     // (with fewer, vitest ended a fork's worker while it ran a file).
-    poolOptions: { forks: { maxForks: 3, minForks: 3, execArgv: ["--max-semi-space-size=64"] } },
+    poolOptions: { forks: { maxForks: 6, minForks: 6, execArgv: ["--max-semi-space-size=64"] } },
     projects: [
       {
         test: { ...shared, name: "together", include: ["test/**/*.test.ts"], exclude: ["test/chaos/**", ...commitLate], sequence: { groupOrder: 0 } }
@@ -61,7 +62,7 @@ export default defineConfig({
       {
         // The chaos runs judge reconvergence times and the order of faults on real processes: after
         // the rest, so the CPU-bound files of `together` do not decide them. Among themselves they run
-        // three at a time (the root's forks): their members mostly wait on heartbeats and leases, and
+        // all four at once (the root's forks): their members mostly wait on heartbeats and leases, and
         // the four together load the machine about as much as one core (62-64 s instead of ~150 s
         // one at a time, docs/testing.md).
         test: {

@@ -20,6 +20,7 @@ import * as PgMembershipStore from "../src/PgMembershipStore.js"
 import { PgLive, randomGroupId } from "./support/Database.js"
 import { exactCover, makeRecorder } from "./support/Recorder.js"
 import { skewedClock } from "./support/SteppedClock.js"
+import { stepUntil } from "./support/TestClock.js"
 
 const groupId = "timing"
 const HEARTBEAT = 1_000
@@ -135,15 +136,7 @@ const now = TestClock.currentTimeMillis
 const at = (t: number) => Effect.flatMap(now, (n) => (t > n ? TestClock.adjust(Duration.millis(t - n)) : Effect.void))
 
 /** Advances in small steps until `done` holds; returns when (absolute ms). Dies after `max` ms. */
-const until = (done: () => boolean, max = 60_000, step = 1) =>
-  Effect.gen(function*() {
-    const start = yield* now
-    while (!done()) {
-      if ((yield* now) - start > max) return yield* Effect.dieMessage(`not done within ${max} ms`)
-      yield* TestClock.adjust(Duration.millis(step))
-    }
-    return yield* now
-  })
+const until = stepUntil
 
 const state = (m: Membership.MembershipService) => Effect.map(m.state, (s) => s._tag)
 

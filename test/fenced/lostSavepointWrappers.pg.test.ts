@@ -21,6 +21,7 @@ import { expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Layer, Redacted } from "effect"
 import * as Fenced from "../../src/Fenced.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { serialised } from "../support/Grants.js"
 import { fixture } from "./support.js"
 
 type PgLike = { query: (q: object, cb: (err: unknown, res: { rows?: Array<unknown> }) => void) => void }
@@ -94,12 +95,12 @@ it.live("a session whose role was set: the app that catches the block's failure 
     yield* Effect.acquireRelease(
       Effect.gen(function*() {
         yield* sql.unsafe(`CREATE ROLE ${role}`)
-        yield* sql.unsafe(`GRANT USAGE ON SCHEMA modulo_group TO ${role}`)
-        yield* sql.unsafe(`GRANT ALL ON ALL TABLES IN SCHEMA modulo_group TO ${role}`)
-        yield* sql.unsafe(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA modulo_group TO ${role}`)
-        yield* sql.unsafe(`GRANT ALL ON TABLE "${t.table}" TO ${role}`)
+        yield* sql.unsafe(serialised(`GRANT USAGE ON SCHEMA modulo_group TO ${role}`))
+        yield* sql.unsafe(serialised(`GRANT ALL ON ALL TABLES IN SCHEMA modulo_group TO ${role}`))
+        yield* sql.unsafe(serialised(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA modulo_group TO ${role}`))
+        yield* sql.unsafe(serialised(`GRANT ALL ON TABLE "${t.table}" TO ${role}`))
       }),
-      () => Effect.orDie(Effect.zipRight(sql.unsafe(`DROP OWNED BY ${role}`), sql.unsafe(`DROP ROLE ${role}`)))
+      () => Effect.orDie(Effect.zipRight(sql.unsafe(serialised(`DROP OWNED BY ${role}`)), sql.unsafe(`DROP ROLE ${role}`)))
     )
     // On the pool's one connection, for the session (not the transaction).
     yield* sql.unsafe(`SET ROLE ${role}`)

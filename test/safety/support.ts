@@ -11,6 +11,7 @@ import type { StoreError } from "../../src/MembershipError.js"
 import type { GroupView, MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { makeRecorder } from "../support/Recorder.js"
+import { stepUntil } from "../support/TestClock.js"
 
 export const HEARTBEAT = 1_000
 export const LEASE = 10_000
@@ -125,15 +126,7 @@ export const at = (t: number) =>
   Effect.flatMap(now, (n) => (t > n ? TestClock.adjust(Duration.millis(t - n)) : Effect.void))
 
 /** Advances in small steps until `done` holds; returns when (absolute ms). Dies after `max` ms. */
-export const until = (done: () => boolean, max = 60_000, step = 1) =>
-  Effect.gen(function*() {
-    const start = yield* now
-    while (!done()) {
-      if ((yield* now) - start > max) return yield* Effect.dieMessage(`not done within ${max} ms`)
-      yield* TestClock.adjust(Duration.millis(step))
-    }
-    return yield* now
-  })
+export const until = stepUntil
 
 /** Like `until`, but with an effectful check. */
 export const untilEffect = (done: Effect.Effect<boolean>, max = 60_000, step = 1) =>
