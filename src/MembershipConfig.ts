@@ -47,7 +47,7 @@ export interface MembershipConfigInput {
    * Default 10 seconds. A `PgClient` layer that cannot connect at all fails on its own first.
    */
   readonly startupTimeout?: Duration.DurationInput | undefined
-  /** First delay of the fast poll while waiting at the barrier; doubles, capped at a tenth of the heartbeat. Default 10 ms. */
+  /** First delay of the fast poll while waiting at the barrier; doubles, capped at a tenth of the heartbeat (or at itself, if larger). Default 10 ms. */
   readonly barrierPoll?: Duration.DurationInput | undefined
   /**
    * How much of each heartbeat a plain periodic renewal (the member working, nothing to acknowledge)
@@ -66,7 +66,7 @@ export interface MembershipConfigInput {
    * connection to PostgreSQL or a session-mode pool. Default: none, the `PgClient`'s settings.
    */
   readonly listenUrl?: string | Redacted.Redacted<string> | undefined
-  /** Log every state change at INFO (`state: [k/N] assigned epoch 7`, ...) instead of DEBUG. Default false. */
+  /** Log every state change at INFO (`state: assigned epoch 7 [k/N]`, ...) instead of DEBUG. Default false. */
   readonly logStateChanges?: boolean | undefined
   /**
    * Static membership (opt-in): a stable identity of this member within its group, unique among its
@@ -480,7 +480,8 @@ const envConfig = (groupId: Config.Config<string>): Config.Config<MembershipConf
  * `MODULO_GROUP_LEASE`, `MODULO_GROUP_FENCE_MARGIN`, `MODULO_GROUP_STATEMENT_TIMEOUT`,
  * `MODULO_GROUP_STOP_TIMEOUT`, `MODULO_GROUP_NOTIFICATIONS`, `MODULO_GROUP_MIGRATE`, `MODULO_GROUP_NAME`,
  * `MODULO_GROUP_STARTUP_TIMEOUT`, `MODULO_GROUP_BARRIER_POLL`, `MODULO_GROUP_RENEWAL_WINDOW`, `MODULO_GROUP_LISTEN_URL`,
- * `MODULO_GROUP_LOG_STATE_CHANGES`, `MODULO_GROUP_INSTANCE_ID`, `MODULO_GROUP_REJOIN_GRACE`.
+ * `MODULO_GROUP_LOG_STATE_CHANGES`, `MODULO_GROUP_INSTANCE_ID`, `MODULO_GROUP_REJOIN_GRACE`,
+ * `MODULO_GROUP_SLOTS`.
  *
  * @since 0.1.0
  * @category config
