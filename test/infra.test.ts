@@ -2,6 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import pg from "pg"
+import * as Migrations from "../src/Migrations.js"
 import { databaseUrl, randomGroupId, sharedRuntime } from "./support/Database.js"
 import { serialised } from "./support/Grants.js"
 
@@ -28,7 +29,11 @@ it("randomGroupId gives distinct, prefixed ids", () => {
 
 // Test files grant on the same schema in parallel; bare, eight of these at once fail with "tuple
 // concurrently updated" in the first round on PostgreSQL 15 (a flake of test/fenced/isolation.pg).
+const migrations = sharedRuntime()
+
 it("grants and revokes on one object from many connections at once, serialised, all succeed", async () => {
+  // The schema it grants on: no other file need have created it yet (a fresh embedded server).
+  await migrations.runPromise(Migrations.run)
   const roles = Array.from({ length: 8 }, () => randomGroupId("grant").replace(/-/g, "_"))
   const clients = roles.map(() => new pg.Client({ connectionString: databaseUrl() }))
   await Promise.all(clients.map((c) => c.connect()))

@@ -15,6 +15,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { advisoryLockClass } from "../../src/internal/pg/constants.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
@@ -97,8 +98,14 @@ it.live("a busy join that took its row (committed, reply late) is never taken al
 
     const sql = yield* SqlClient.SqlClient.pipe(Effect.provide(ctxB))
     const lease = 60_000
+    // Waiters for this group's lock only: files run six at a time, and every change, fence and
+    // serialised grant of another file waits on an advisory lock of its own.
     const lockWaiters = Effect.map(
-      sql<{ n: string }>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`,
+      sql<{ n: string }>`
+        SELECT count(*) AS n FROM pg_locks
+         WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid = ${advisoryLockClass}::oid AND objid = hashtext(${groupId})::oid`,
       ([r]) => Number(r!.n)
     )
     const untilLockWaiter = lockWaiters.pipe(

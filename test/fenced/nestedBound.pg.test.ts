@@ -45,8 +45,15 @@ const change = (t: Fixture, lockTimeout: string) =>
  * that a failed expectation does not leave the group locked behind the fixture's clean-up.
  */
 const terminateAtEnd = (sql: SqlClient.SqlClient) =>
-  Effect.flatMap(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`, ([row]) =>
-    Effect.addFinalizer(() => Effect.ignore(sql`SELECT pg_terminate_backend(${row!.pid})`)))
+  Effect.flatMap(
+    sql<{ pid: number; started: string }>`
+      SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
+    ([row]) =>
+      // That backend only: once it is gone, its pid may be another file's backend (files run in parallel).
+      Effect.addFinalizer(() =>
+        Effect.ignore(sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                           WHERE pid = ${row!.pid} AND backend_start = ${row!.started}::timestamptz`))
+  )
 
 const settings = (sql: SqlClient.SqlClient) =>
   Effect.map(

@@ -36,11 +36,14 @@ const run = (commitFirst: boolean) =>
     yield* waitFor(() => g.rec.covered() === 8 && g.rec.running().size === 2, Duration.seconds(20), "formed")
     const sql = yield* SqlClient.SqlClient
     yield* a.hang
+    let editorPid = 0
     const edited = yield* Deferred.make<number>()
     const commit = yield* Deferred.make<void>()
     const editor = yield* sql.withTransaction(Effect.gen(function*() {
       const rows = yield* sql`UPDATE modulo_group.slots SET holder = gen_random_uuid(), generation = generation + 1
                                WHERE group_id = ${g.groupId} AND holder = ${a.m.memberId} RETURNING slot`
+      const [me] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+      editorPid = me!.pid
       yield* Deferred.succeed(edited, rows.length)
       yield* Deferred.await(commit)
     })).pipe(Effect.tapErrorCause((c) => Effect.zipRight(Effect.sync(() => console.log("edit failed", c)), Deferred.succeed(edited, -1))), Effect.forkDaemon)
@@ -52,11 +55,13 @@ const run = (commitFirst: boolean) =>
     }
     const t0 = Date.now()
     const joiner = yield* g.join("c").pipe(Effect.forkDaemon)
-    // Until the change waits on the slot rows T locked.
+    // Until the change waits on the slot rows T locked (a backend blocked by the editor's: another
+    // file's slots change, waiting on rows of its own, must not count).
     let blocked = commitFirst
     for (let i = 0; i < 200 && !blocked; i++) {
       const w = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
-        WHERE wait_event_type = 'Lock' AND query LIKE '%FOR NO KEY UPDATE%' AND query LIKE '%modulo_group.slots%'`
+        WHERE ${editorPid}::int4 = ANY (pg_blocking_pids(pid))
+          AND query LIKE '%FOR NO KEY UPDATE%' AND query LIKE '%modulo_group.slots%'`
       blocked = (w[0]?.n ?? 0) > 0
       if (!blocked) yield* Effect.sleep("10 millis")
     }
