@@ -6,8 +6,9 @@ import * as Migrations from "../src/Migrations.js"
 import { databaseUrl, randomGroupId, sharedRuntime } from "./support/Database.js"
 import { serialised } from "./support/Grants.js"
 
+const db = sharedRuntime()
+
 describe("test database", () => {
-  const db = sharedRuntime()
   it.effect("answers SELECT version()", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
@@ -29,11 +30,9 @@ it("randomGroupId gives distinct, prefixed ids", () => {
 
 // Test files grant on the same schema in parallel; bare, eight of these at once fail with "tuple
 // concurrently updated" in the first round on PostgreSQL 15 (a flake of test/fenced/isolation.pg).
-const migrations = sharedRuntime()
-
 it("grants and revokes on one object from many connections at once, serialised, all succeed", async () => {
   // The schema it grants on: no other file need have created it yet (a fresh embedded server).
-  await migrations.runPromise(Migrations.run)
+  await db.runPromise(Migrations.run)
   const roles = Array.from({ length: 8 }, () => randomGroupId("grant").replace(/-/g, "_"))
   const clients = roles.map(() => new pg.Client({ connectionString: databaseUrl() }))
   await Promise.all(clients.map((c) => c.connect()))

@@ -1,21 +1,14 @@
 /**
- * What the two "one member id, two lives" tests share (lateExpireNewLife*.pg.test.ts): waiting for a
- * condition, and the moment a busy leave reaches its `expireLease`: the other process's change that
- * held the group's lock commits, another session holds the lock shared (as a fenced transaction of the
- * group does), a join of the same store waits for it in lockGroup holding its connection, and the app's
- * own statements take the rest of the pool, so that the leave's statement waits for a connection.
+ * What the two "one member id, two lives" tests share (lateExpireNewLife*.pg.test.ts): the moment a
+ * busy leave reaches its `expireLease`: the other process's change that held the group's lock
+ * commits, another session holds the lock shared (as a fenced transaction of the group does), a join
+ * of the same store waits for it in lockGroup holding its connection, and the app's own statements
+ * take the rest of the pool, so that the leave's statement waits for a connection.
  */
 import type { SqlClient } from "@effect/sql"
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect } from "effect"
 import type pg from "pg"
-
-/** Waits until `check` holds, polling every 5 ms, for `max` at most (10 s) (then dies saying `what`). */
-export const until = (check: () => boolean, what: string, max: Duration.DurationInput = Duration.seconds(10)) =>
-  Effect.sync(check).pipe(
-    Effect.flatMap((ok) => (ok ? Effect.void : Effect.fail(`not yet: ${what}`))),
-    Effect.retry(Schedule.spaced(Duration.millis(5)).pipe(Schedule.upTo(max))),
-    Effect.orDie
-  )
+import { waitFor } from "../support/Wait.js"
 
 /**
  * `other` holds the group's lock (a change of another process, in its transaction): it commits, and
@@ -43,7 +36,7 @@ export const poolTakenBehindFence = (options: {
       await other.query("COMMIT")
       await p
     })
-    yield* until(() => steps.includes("join:wait"), "the join waits in lockGroup")
+    yield* waitFor(() => steps.includes("join:wait"), Duration.seconds(10), "the join waits in lockGroup")
     for (let i = 0; i < 2; i++) yield* Effect.forkDaemon(Effect.ignore(sql.unsafe(`SELECT pg_sleep(${sleepSeconds})`)))
     yield* Effect.promise(async () => {
       for (let i = 0; i < 200; i++) {

@@ -30,7 +30,8 @@ import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
-import { poolTakenBehindFence, until } from "./lateExpire.js"
+import { poolTakenBehindFence } from "./lateExpire.js"
+import { waitFor } from "../support/Wait.js"
 import { makeRecorder } from "../support/Recorder.js"
 
 const config = { heartbeat: "3 seconds", lease: "20 seconds", fenceMargin: "2 seconds", statementTimeout: "2 seconds" } as const
@@ -97,7 +98,7 @@ describe("one member id, two lives (members, recorder)", () => {
 
       // X (life 1) works alone.
       const x1 = yield* member(storeA, "X-life1", sameId)
-      yield* until(() => working("X-life1"), "X life 1 works")
+      yield* waitFor(() => working("X-life1"), Duration.seconds(10), "X life 1 works")
 
       // Another process's change holds the group's lock; X (life 1) is shut down meanwhile.
       yield* Effect.promise(() => other.query("BEGIN"))
@@ -114,7 +115,7 @@ describe("one member id, two lives (members, recorder)", () => {
       const x2 = yield* member(storeA, "X-life2", sameId)
       yield* Effect.sleep(Duration.millis(100))
       yield* Effect.promise(() => fence.query("COMMIT"))
-      yield* until(() => working("X-life2") && working("Z"), "X life 2 and Z work")
+      yield* waitFor(() => working("X-life2") && working("Z"), Duration.seconds(10), "X life 2 and Z work")
       const e1 = rec.working().find((w) => w.member === "X-life2")!.epoch
 
       // The old life's expireLease has had its connection by now.
@@ -127,13 +128,13 @@ describe("one member id, two lives (members, recorder)", () => {
       // Ordinary churn: Z leaves, Y (another process) joins.
       yield* z.close
       yield* member(storeB, "Y")
-      yield* until(() => working("Y"), "Y works")
+      yield* waitFor(() => working("Y"), Duration.seconds(10), "Y works")
       // Until X (life 2) has stopped its epoch (or works beside Y in Y's epoch: as it should).
       const yStart = rec.marks.find((m) => m.member === "Y" && m.kind === "start")!
-      yield* until(
+      yield* waitFor(
         () => rec.working().find((w) => w.member === "X-life2")?.epoch !== e1,
-        "X life 2 leaves epoch e1",
-        Duration.seconds(10)
+        Duration.seconds(10),
+        "X life 2 leaves epoch e1"
       )
       const xEnd = rec.marks.filter((m) => m.member === "X-life2" && m.kind === "end" && m.epoch === e1).at(-1)
       if (xEnd !== undefined && xEnd.at > yStart.at) {
