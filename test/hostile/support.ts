@@ -124,9 +124,11 @@ export const makeGroup = (groupId: string, base: Partial<MembershipConfigInput>)
     const violations: Array<string> = []
     // At each start, the database must already hold every member's acknowledgement of the epoch.
     // Acknowledgements only grow, so a row still below it when this query runs was below it at the
-    // start too (a sound, one-sided check).
+    // start too (a sound, one-sided check). Uninterruptible: it runs in work that a change
+    // interrupts, on the pool the members' store uses, and an interrupted query's cancel can land
+    // on the next statement given its connection, a member's or this test's (test/fenced/sharedPoolCancel.pg.test.ts).
     const checkStart = (label: string, epoch: number) =>
-      memberRows(groupId).pipe(
+      Effect.uninterruptible(memberRows(groupId)).pipe(
         Effect.provideService(SqlClient.SqlClient, sql),
         Effect.tap((rows) =>
           Effect.sync(() => {
