@@ -142,6 +142,25 @@ const regressions: Array<{ readonly name: string; readonly schedule: Schedule }>
       "m4's store calls hang",
       "wait 800 ms"
     ], { latencyMs: 1, seed: 7 })
+  },
+  {
+    // Found by this test (2026-12-07): m5's first renewal at the barrier was sent as it joined, and
+    // its process was paused before the reply came (800 ms later). The reply completed the barrier:
+    // m5 started work 100 ms before its deadline (send time + lease - fence margin), and the lease
+    // keeper waited a full heartbeat from the reply before renewing again, past the deadline. Fenced
+    // there, m5's work ignored the interruption past the lease, so m5 worked in epoch 3 after its
+    // lease ran out on the store's clock, although it could renew all along. Now a renewal that a
+    // full heartbeat's wait could bring back too late goes at once (internal/membership/leaseKeeper.ts).
+    name: "a renewal reply that came back late: the next renewal goes at once, before the deadline, not a heartbeat later",
+    schedule: script([
+      "join m1",
+      "join m0",
+      "join m5",
+      "m5's process is paused (SIGSTOP)",
+      "wait 800 ms",
+      "m5's work ignores interruption from now on",
+      "m0's work ignores interruption from now on"
+    ], { longHeartbeat: true })
   }
 ]
 

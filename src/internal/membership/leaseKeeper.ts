@@ -26,6 +26,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     const { config, groupId, store } = ctx
     const heartbeatMs = ctx.timing.heartbeatMs
     const barrierPollMs = Duration.toMillis(config.barrierPoll)
+    const statementTimeoutMs = Duration.toMillis(config.statementTimeout)
 
     // While waiting at the barrier, poll fast (doubling from `barrierPoll`, capped at a tenth of a
     // heartbeat): without notifications the barrier then clears within about a heartbeat of the
@@ -128,6 +129,11 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       })
     const holdUntilSignal = (sendNow: Effect.Effect<boolean>) => ctx.signal.hold(serveWhileHeld(sendNow))
 
+    /** The lease deadline a renewal was last sent early for (in the loop below). */
+    let hurriedFor: number | undefined = undefined
+    /** Whether the last renewal came back with a view (it renewed the lease). */
+    let lastRenewed = false
+
     /** `windowMs`: a plain periodic renewal that floats over that much of its heartbeat (0: none). */
     const renew = (windowMs: number) => Effect.gen(function*() {
       const member = yield* Ref.get(ctx.member)
@@ -173,6 +179,7 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
         ? yield* Effect.ensuring(call(windowMs, holdUntilSignal), ctx.signal.unhold)
         : yield* call(0)
       const receivedAt = yield* nowMillis
+      lastRenewed = result._tag === "Right" && result.right._tag === "Some"
       if (result._tag === "Left") {
         if (!(yield* refusedOnce(ctx, "heartbeat", result.left))) yield* Effect.logWarning(`heartbeat failed: ${result.left.reason}`)
       } else {
@@ -195,15 +202,27 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       // Said before the state is read: a join that lands in between is then poked for (at worst
       // once more than needed), never missed.
       ctx.keeperBeforeJoin.current = true
-      const { state } = yield* Ref.get(ctx.member)
+      const { deadline, state } = yield* Ref.get(ctx.member)
       const joined = Transition.holdsLease(state)
       ctx.keeperBeforeJoin.current = !joined
       const delay = nextDelay(state)
       const windowMs = yield* windowNow
-      const floating = windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
-      // The first of the timer, a poke and a wake (internal/membership/signal.ts).
-      const waitMs = floating ? heartbeatMs - windowMs : delay
       const startedAt = yield* nowMillis
+      // Never so late that the renewal may not come back before the lease deadline: when a renewal
+      // sent on schedule (after `delay`) could take its whole statement timeout and still find the
+      // deadline passed, it goes at once. Never so in a steady state (the config has lease >
+      // heartbeat + fenceMargin + statementTimeout); only after a reply that came back late (a paused
+      // process, a slow server), whose deadline a renewal a full heartbeat later would miss: the
+      // member would stop its work for want of a renewal it could have sent (or, with work that will
+      // not stop, work past its lease: the model test found that). Only after a renewal that renewed
+      // (a failed one leaves the deadline as it was: renewals keep their cadence through an outage),
+      // and once per deadline.
+      const urgent = joined && lastRenewed && deadline !== undefined && deadline > startedAt && deadline !== hurriedFor &&
+        deadline - startedAt < delay + statementTimeoutMs
+      if (urgent) hurriedFor = deadline
+      const floating = !urgent && windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
+      // The first of the timer, a poke and a wake (internal/membership/signal.ts).
+      const waitMs = urgent ? 0 : floating ? heartbeatMs - windowMs : delay
       const reason = yield* Effect.flatMap(ctx.signal.wait(waitMs), (woke) => afterWait(woke, startedAt, waitMs))
       ctx.keeperBeforeJoin.current = false
       // Joined during this wait, into a barrier: this renewal is the join's at the barrier, as an
