@@ -139,6 +139,14 @@ export const readCommitted = <A, E, R>(
   Effect.suspend(() => {
     // One name per run (an effect built once may be run again, e.g. retried).
     const savepoint = `${savepointPrefix}${++savepointsTaken}`
+    // Whether the server took the savepoint. A `SAVEPOINT` that failed (cancelled by a stray
+    // `pg_cancel_backend`: docs/operations.md, "Timeouts and cancellation") left none, and the app's
+    // transaction aborted; nothing of the block ran. Then there is nothing to roll back to and nothing
+    // of the block to keep out of a COMMIT: the block fails with that error, and the transaction is
+    // left to the app (aborted, as any failed statement leaves it). Rolling back to the missing
+    // savepoint failed, ended the app's connection and made the failure a defect (an adversarial
+    // review, 2026-12-07).
+    let taken = false
     return SqlClient.makeWithTransaction({
       transactionTag: SqlClient.TransactionConnection,
       spanAttributes: [["db.system", "postgresql"]],
@@ -147,7 +155,10 @@ export const readCommitted = <A, E, R>(
         (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [scope, conn] as const)
       ),
       begin: (conn) => conn.executeUnprepared("BEGIN ISOLATION LEVEL READ COMMITTED", [], undefined),
-      savepoint: (conn) => conn.executeUnprepared(`SAVEPOINT ${savepoint}`, [], undefined),
+      savepoint: (conn) =>
+        Effect.tap(conn.executeUnprepared(`SAVEPOINT ${savepoint}`, [], undefined), () => {
+          taken = true
+        }),
       commit: (conn) =>
         Effect.zipRight(beforeCommit, conn.executeUnprepared("COMMIT", [], undefined)).pipe(
           Effect.asVoid,
@@ -155,7 +166,7 @@ export const readCommitted = <A, E, R>(
         ),
       rollback: (conn) => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)),
       rollbackSavepoint: (conn) =>
-        conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined).pipe(
+        !taken ? Effect.void : conn.executeUnprepared(`ROLLBACK TO SAVEPOINT ${savepoint}`, [], undefined).pipe(
           // Refused on a fenced body's connection after the body ended (a block a forked fiber ran):
           // nothing of it was sent, and the connection is not its to end (the pool may have given the
           // client to another transaction since: a review).
