@@ -5,8 +5,9 @@
  * the monitor's checks of each are in test/faults/chaosSlotsMonitor.test.ts). Fails on a slot in two members' sets at once (per-slot G2), a work line naming a slot
  * another member took, a slot left in no live member's set past the fault's bound, unfair set sizes
  * at a quiet point, a slow reconvergence, a leave without `left`, an unexpected exit or non-JSON
- * output. On the test database when DATABASE_URL is set (no restart fault then; the 2-minute and
- * 10-minute runs of docs/reliability.md have them), else on an embedded one of the runner's own.
+ * output. On an embedded PostgreSQL of the runner's own, as every chaos file: the slow-COMMIT files
+ * run beside the chaos runs and fill the test server's notification queue (vitest.config.ts). The
+ * kinds here include no restart (the 2-minute and 10-minute runs of docs/reliability.md have them).
  * About 30 s.
  */
 import { beforeAll, describe, expect, it } from "vitest"
@@ -29,7 +30,7 @@ describe("chaos in slots mode (child processes)", () => {
     const run = await runChaos(
       ["--members", "4", "--duration", "10s", "--seed", "20261202", "--every-kind", "--slots", "16", ...TIMING, "--kinds", "kill,sigstop"],
       120_000,
-      "test"
+      "own"
     )
     const { code, output } = run
     const report = reportOf(run)

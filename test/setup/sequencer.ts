@@ -10,6 +10,7 @@ export const expectedSeconds: Readonly<Record<string, number>> = {
   "test/explorer/slots.pg.test.ts": 75,
   "test/chaos/faults.test.ts": 55,
   "test/chaos/static.test.ts": 48,
+  "test/fenced/commitLate.pg.test.ts": 25,
   "test/badinput/tampered.pg.test.ts": 48,
   "test/Model.test.ts": 39,
   "test/failover/failover.pg.test.ts": 39,
