@@ -58,7 +58,9 @@ it.live("S = 256, 8 members: a join moves 28 slots (at most ceil(256/9)+1), a le
     const groupId = randomGroupId("slots-moves")
     const { join, rec, store } = yield* setup(groupId)
     const members = yield* Effect.forEach(Array.from({ length: 8 }, (_, i) => `m${i}`), join, { concurrency: "unbounded" })
-    yield* waitFor(() => rec.covered() === S && sizes(rec.running()).every((n) => n === 32), "30 seconds", "8 members x 32 slots")
+    // Forming is set-up here (13-17 s in a whole suite; past 30 s three times beside a reviewer's
+    // tests loading the machine, 2026-12-07): what the test measures comes after.
+    yield* waitFor(() => rec.covered() === S && sizes(rec.running()).every((n) => n === 32), "60 seconds", "8 members x 32 slots")
 
     // --- a join -----------------------------------------------------------------------------------
     let from = rec.events.length
@@ -142,4 +144,4 @@ it.live("S = 256, 8 members: a join moves 28 slots (at most ceil(256/9)+1), a le
       `[slots moves, S=256] join: ${joinStarts.length} slots moved in ${joinTook} ms; leave: ${leaveStarts.length} in ${leaveTook} ms; ` +
         `crash: ${crashStarts.length} in ${crashTook} ms`
     )
-  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 120_000)
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)), 150_000)
