@@ -209,20 +209,22 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       const windowMs = yield* windowNow
       const startedAt = yield* nowMillis
       // Never so late that the renewal may not come back before the lease deadline: when a renewal
-      // sent on schedule (after `delay`) could take its whole statement timeout and still find the
-      // deadline passed, it goes at once. Never so in a steady state (the config has lease >
-      // heartbeat + fenceMargin + statementTimeout); only after a reply that came back late (a paused
-      // process, a slow server), whose deadline a renewal a full heartbeat later would miss: the
-      // member would stop its work for want of a renewal it could have sent (or, with work that will
-      // not stop, work past its lease: the model test found that). Only after a renewal that renewed
-      // (a failed one leaves the deadline as it was: renewals keep their cadence through an outage),
-      // and once per deadline.
+      // sent on schedule (after `delay`) could take its whole statement timeout and come back after
+      // the deadline, it goes at the last moment from which it cannot (the deadline less the
+      // statement timeout), at once if that has passed. After a reply that came back late (a paused
+      // process, a slow server), a full heartbeat's wait missed the deadline: the member stopped its
+      // work for want of a renewal it could have sent (or, with work that will not stop, worked past
+      // its lease: the model test found that). A config with little slack (lease - heartbeat -
+      // fenceMargin - statementTimeout, below the round trip) takes this path after every renewal,
+      // at about the heartbeat's cadence (sent at once, it renewed back to back: an adversarial
+      // review). Only after a renewal that renewed (a failed one leaves the deadline as it was:
+      // renewals keep their cadence through an outage), and once per deadline.
       const urgent = joined && lastRenewed && deadline !== undefined && deadline > startedAt && deadline !== hurriedFor &&
         deadline - startedAt < delay + statementTimeoutMs
       if (urgent) hurriedFor = deadline
       const floating = !urgent && windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
       // The first of the timer, a poke and a wake (internal/membership/signal.ts).
-      const waitMs = urgent ? 0 : floating ? heartbeatMs - windowMs : delay
+      const waitMs = urgent ? Math.max(0, deadline - startedAt - statementTimeoutMs) : floating ? heartbeatMs - windowMs : delay
       const reason = yield* Effect.flatMap(ctx.signal.wait(waitMs), (woke) => afterWait(woke, startedAt, waitMs))
       ctx.keeperBeforeJoin.current = false
       // Joined during this wait, into a barrier: this renewal is the join's at the barrier, as an
