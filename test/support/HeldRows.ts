@@ -6,17 +6,23 @@
 import { Duration, Effect, Scope } from "effect"
 import pg from "pg"
 import * as Membership from "../../src/Membership.js"
+import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import { databaseUrl } from "./Database.js"
 import { makeRecorder } from "./Recorder.js"
 import { waitFor } from "./Wait.js"
 
-/** Three members of `groupId` working (tracked by `rec`), in `scope`. */
-export const formThree = (groupId: string, rec: Effect.Effect.Success<typeof makeRecorder>, scope: Scope.Scope) =>
+/** Three members of `groupId` working (tracked by `rec`), in `scope`; default timing but `config`'s. */
+export const formThree = (
+  groupId: string,
+  rec: Effect.Effect.Success<typeof makeRecorder>,
+  scope: Scope.Scope,
+  config: Partial<MembershipConfigInput> = {}
+) =>
   Effect.gen(function*() {
     const store = yield* MembershipStore
     for (let i = 0; i < 3; i++) {
-      yield* Membership.make({ groupId }).pipe(
+      yield* Membership.make({ ...config, groupId }).pipe(
         Effect.provideService(MembershipStore, store),
         Effect.tap((m) => rec.track(m)),
         Scope.extend(scope)
