@@ -342,8 +342,9 @@ it.live("forged change claims from a role without grants pause each working memb
     yield* burstOneCommit(evil, channel, `(${e} + i)::text`, 5_000)
     yield* burst(evil, channel, `'${e + 1}'`, 1_500, 2)
     const floodEnd = Date.now()
-    // Within one lease (the rule before 2026-12-04 held only that long; now the whole epoch).
-    expect(floodEnd - floodStart).toBeLessThan(8_000)
+    // No bound on how long the flood took: the rule holds for the whole epoch, however long the
+    // claims go on (until 2026-12-04 it held for one lease, and this test required the flood to
+    // fit in 8 s; a CI run under load took 8.9 s and failed on that alone).
     yield* waitFor(() => g.formed(["a", "b", "c"]), Duration.seconds(5), "a, b, c working again")
     const during = g.starts.slice(startsBefore)
     // At most one restart per member (one pause), all in the epoch they worked in.
