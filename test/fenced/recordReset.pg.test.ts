@@ -9,9 +9,10 @@
  * statement also checks that its own entry (appended at its step 4) is still in the record, and fails
  * (`FenceBroken`) if not: nothing commits.
  *
- * Interleaving: A's lease 60 s, B's 400 ms. BEGIN; A's steps 1-4; body: B's block (SAVEPOINT, steps 1-4,
+ * Interleaving: A's lease 60 s, B's 1.5 s (400 ms was too short on a loaded machine: B's block
+ * started after it had ended and was refused as stale, so the case was never reached). BEGIN; A's steps 1-4; body: B's block (SAVEPOINT, steps 1-4,
  * B's write, B's end: live), the reset; A's SET CONSTRAINTS ALL IMMEDIATE (B live); A's fenceEnd; the
- * client stalls 700 ms before a COMMIT (B's lease ends).
+ * client stalls 2 s before a COMMIT (B's lease ends).
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
@@ -32,8 +33,8 @@ for (
       const a = yield* fixture("record-reset-outer")
       const b = yield* fixture("record-reset-inner")
       const sql = a.sql
-      const { client: stalling, leaseAtCommit } = stallingThenReading(sql, "700 millis", b.memberId)
-      yield* b.setLease(400)
+      const { client: stalling, leaseAtCommit } = stallingThenReading(sql, "2 seconds", b.memberId)
+      yield* b.setLease(1_500)
       const result = yield* Effect.either(
         Fenced.fencedWith(
           a.target,
