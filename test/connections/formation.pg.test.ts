@@ -10,13 +10,12 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Layer, Redacted } from "effect"
-import pg from "pg"
 import { advisoryLockClass, channelFor } from "../../src/internal/pg/constants.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, randomGroupId, rawSession } from "../support/Database.js"
 import { slowCommitStore, warmPool } from "./support.js"
 
 const info = (name: string): MemberInfo => ({ memberId: crypto.randomUUID(), name, host: "test", pid: 1 })
@@ -80,10 +79,8 @@ it.live("a busy join under a flood of forged notifications stays bounded (waits 
     // "Another process's change" holds the group's lock (exclusively, as a change takes it) for 1.5 s,
     // while a third party floods the group's channel with notifications (anyone can: they prove
     // nothing). Each is a reason to try again sooner, never more often than the rate limit.
-    const holder = new pg.Client({ connectionString: databaseUrl() })
-    const flooder = new pg.Client({ connectionString: databaseUrl() })
-    yield* Effect.promise(() => Promise.all([holder.connect(), flooder.connect()]))
-    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all([holder.end(), flooder.end()])))
+    const holder = yield* rawSession()
+    const flooder = yield* rawSession()
     yield* Effect.promise(() => holder.query("BEGIN"))
     yield* Effect.promise(() =>
       holder.query("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", [advisoryLockClass, groupId])

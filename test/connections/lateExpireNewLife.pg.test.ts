@@ -22,12 +22,11 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Option, Redacted } from "effect"
-import pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import type { MemberInfo } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, randomGroupId, rawSession } from "../support/Database.js"
 import { poolTakenBehindFence } from "./lateExpire.js"
 
 const info = (name: string, memberId: string = crypto.randomUUID()): MemberInfo => ({ memberId, name, host: "test", pid: 1 })
@@ -65,11 +64,7 @@ describe("one member id, two lives: a late expireLease of the first life", () =>
       }).pipe(Effect.provide(ctxA))
 
       // Another process: raw sessions holding the group's advisory lock.
-      const other = new pg.Client({ connectionString: databaseUrl() })
-      const fence = new pg.Client({ connectionString: databaseUrl() })
-      const watch = new pg.Client({ connectionString: databaseUrl() })
-      yield* Effect.promise(() => Promise.all([other.connect(), fence.connect(), watch.connect()]))
-      yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all([other.end(), fence.end(), watch.end()])).pipe(Effect.ignore))
+      const [other, fence, watch] = yield* Effect.all([rawSession(), rawSession(), rawSession()], { concurrency: "unbounded" })
 
       const groupId = randomGroupId("late-expire")
       const xId = crypto.randomUUID()

@@ -22,14 +22,13 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
-import pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as Membership from "../../src/Membership.js"
 import * as MembershipConfig from "../../src/MembershipConfig.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Migrations from "../../src/Migrations.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, randomGroupId, rawSession } from "../support/Database.js"
 import { poolTakenBehindFence } from "./lateExpire.js"
 import { waitFor } from "../support/Wait.js"
 import { makeRecorder } from "../support/Recorder.js"
@@ -71,11 +70,7 @@ describe("one member id, two lives (members, recorder)", () => {
         Effect.provide(ctxB)
       )
 
-      const other = new pg.Client({ connectionString: databaseUrl() })
-      const fence = new pg.Client({ connectionString: databaseUrl() })
-      const watch = new pg.Client({ connectionString: databaseUrl() })
-      yield* Effect.promise(() => Promise.all([other.connect(), fence.connect(), watch.connect()]))
-      yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all([other.end(), fence.end(), watch.end()])).pipe(Effect.ignore))
+      const [other, fence, watch] = yield* Effect.all([rawSession(), rawSession(), rawSession()], { concurrency: "unbounded" })
 
       const rec = yield* makeRecorder
       const groupId = randomGroupId("late-expire-members")

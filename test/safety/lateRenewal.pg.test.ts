@@ -21,10 +21,9 @@ import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import pg from "pg"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { databaseUrl, randomGroupId, rawSession } from "../support/Database.js"
 
 const leaseMs = 1_500
 
@@ -47,8 +46,7 @@ const attempt = (release: "rollback" | "update and commit") =>
       (rows) => rows[0]!.left
     )
     // The holder: a session of its own, holding the member's row as a change would.
-    const holder = new pg.Client(databaseUrl())
-    yield* Effect.acquireRelease(Effect.promise(() => holder.connect()), () => Effect.promise(() => holder.end()))
+    const holder = yield* rawSession()
     yield* Effect.promise(() => holder.query("BEGIN"))
     yield* Effect.promise(() =>
       release === "rollback"

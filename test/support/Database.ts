@@ -7,6 +7,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Duration, Effect, Layer, ManagedRuntime, Redacted, Schedule } from "effect"
 import { randomBytes } from "node:crypto"
+import pg from "pg"
 import { afterAll, inject } from "vitest"
 
 /** URL chosen by `test/setup/globalSetup.ts`; the env fallback serves spawned processes. */
@@ -139,3 +140,26 @@ export const memberRowOf = (memberId: string) =>
           FROM modulo_group.members WHERE member_id = ${memberId}`,
       (rows) => rows[0]
     ))
+
+/**
+ * A raw `pg` session of a test's own (a lock holder, a watcher, a notifier), outside every pool and
+ * every library wrapper: connected in the scope, ended when it closes, and its connection's `error`
+ * events swallowed (a test that terminates backends must not crash its fork with an unhandled one).
+ */
+export const rawSession = (options: { readonly url?: string; readonly name?: string } = {}) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const client = new pg.Client({ connectionString: options.url ?? databaseUrl(), application_name: options.name })
+      client.on("error", () => undefined)
+      await client.connect()
+      return client
+    }),
+    (client) => Effect.promise(() => client.end().catch(() => undefined))
+  )
+
+/** `client.query` as an effect (a failure is a defect: the test's own statement). */
+export const rawQuery = <R extends pg.QueryResultRow = pg.QueryResultRow>(
+  client: pg.Client,
+  text: string,
+  values?: ReadonlyArray<unknown>
+) => Effect.promise(() => client.query<R>(text, values as Array<unknown> | undefined))

@@ -4,11 +4,10 @@
  * rows (SELECT ... FOR UPDATE, then COMMIT) again and again, as a stream of slow changes would.
  */
 import { Duration, Effect, Scope } from "effect"
-import pg from "pg"
 import * as Membership from "../../src/Membership.js"
 import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
-import { databaseUrl } from "./Database.js"
+import { rawSession } from "./Database.js"
 import { makeRecorder } from "./Recorder.js"
 import { waitFor } from "./Wait.js"
 
@@ -41,8 +40,7 @@ export const holdRows = (
   options: { readonly name: string; readonly runMs: number; readonly gapMs: number; readonly holdMs: () => number }
 ) =>
   Effect.gen(function*() {
-    const locker = new pg.Client({ connectionString: databaseUrl(), application_name: options.name })
-    yield* Effect.acquireRelease(Effect.promise(() => locker.connect()), () => Effect.promise(() => locker.end()))
+    const locker = yield* rawSession({ name: options.name })
     const marks = rec.marks.length
     const startedAt = Date.now()
     let holds = 0
