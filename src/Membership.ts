@@ -199,11 +199,12 @@ export const make = (
     )
     const driver = makeDriver(ctx, work)
 
-    // Registered before the loops are forked, so it runs after they have stopped.
-    yield* Effect.addFinalizer(() => finalLeave(ctx, work))
-
     const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       effect.pipe(Effect.annotateLogs({ "modulo_group.group": groupId, "modulo_group.member": memberId }))
+
+    // Registered before the loops are forked, so it runs after they have stopped. Its lines carry the
+    // group and the member as the loops' do (its `leaving` and `left` lines among them).
+    yield* Effect.addFinalizer(() => annotate(finalLeave(ctx, work)))
     const fail = (name: string) => (cause: Cause.Cause<unknown>) =>
       Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`modulo-group ${name} died`, cause)
     const forkLoop = (name: string, loop: Effect.Effect<unknown>) =>

@@ -257,8 +257,12 @@ export const recordState = (ctx: MemberContext, before: MemberState, after: Memb
     }
     if (after._tag === "Renegotiating" && before._tag !== "Renegotiating") yield* Metric.update(m.renegotiations, 1)
     if (after._tag === "Fenced" && before._tag !== "Fenced") yield* Metric.update(m.selfFences, 1)
+    // One line per state as shown: a step into a state that reads as the one before (a leave asked
+    // for twice, a view of the same assignment) says nothing new.
     const line = `state: ${State.format(after)}`
-    yield* ctx.config.logStateChanges ? Effect.logInfo(line) : Effect.logDebug(line)
+    if (line !== `state: ${State.format(before)}`) {
+      yield* ctx.config.logStateChanges ? Effect.logInfo(line) : Effect.logDebug(line)
+    }
     yield* recordHeartbeatAge(ctx)
   })
 

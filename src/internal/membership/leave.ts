@@ -15,7 +15,7 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Event, Instruction, Observation } from "../../Transition.js"
 import * as Transition from "../../Transition.js"
 import type { MemberContext } from "./context.js"
-import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, stepNow } from "./context.js"
+import { alarm, clearWaiting, leaveOrRelease, log, measure, nowMillis, recordState, stepNow } from "./context.js"
 import { LogEvent } from "./logEvent.js"
 import type { WorkRunner } from "./workRunner.js"
 
@@ -164,6 +164,9 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
       if (after !== before || (input._tag === "ScopeClosing" && instructions.length > 0)) {
         yield* SubscriptionRef.set(ctx.state, after)
       }
+      // Logged and measured as the driver does (`logStateChanges`: a line per state; a review found
+      // the final leave's `leaving` and `left` unlogged), once per state entered.
+      if (after !== before) yield* recordState(ctx, before, after)
       for (const instruction of instructions) {
         const result = yield* execute(instruction)
         if (result !== undefined) pending.push(result)
