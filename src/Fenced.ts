@@ -42,7 +42,8 @@ import { Membership } from "./Membership.js"
 import { describe } from "./internal/pg/errors.js"
 import { canonicalMemberId } from "./internal/memberId.js"
 import { maxSlots } from "./internal/slots/assignment.js"
-import { FenceBroken, FenceTimeout, StaleAssignment, StoreError } from "./MembershipError.js"
+import { FenceBroken, FenceTimeout, InvalidConfig, StaleAssignment, StoreError } from "./MembershipError.js"
+import { decodeDuration, maxDuration } from "./MembershipConfig.js"
 import type { Assignment, AssignmentOwner, OwnedSlot, OwnedSlots } from "./MemberState.js"
 
 /**
@@ -106,7 +107,8 @@ export interface FencedOptions {
  * `StaleAssignment` (the assignment was not current, at the start, at the end, or at `COMMIT`),
  * `FenceTimeout`, `FenceBroken` (the body ended the transaction or removed the backstop), and
  * `StoreError` (operation `"fenced"`, the `SqlError` as its `cause`) for a database error of the
- * fence's own statements, `BEGIN` or `COMMIT` (a lost connection, an app's deferred constraint). In
+ * fence's own statements, `BEGIN` or `COMMIT` (a lost connection, an app's deferred constraint), and
+ * `InvalidConfig` for a `timeout` that is not a duration from 1 ms to 2^31 - 1 ms less 1 s. In
  * every case but two, nothing of the transaction committed: a `StoreError` of `COMMIT` on a lost
  * connection (unknown), and a `FenceBroken` whose reason begins "the transaction COMMITTED" (its
  * `COMMIT` ended too late after the last check to confirm the lease; do not retry the write blindly).
@@ -114,7 +116,7 @@ export interface FencedOptions {
  * @since 0.1.0
  * @category models
  */
-export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | StoreError
+export type FenceError = StaleAssignment | FenceTimeout | FenceBroken | StoreError | InvalidConfig
 
 /**
  * The first key of the advisory lock that queues fenced transactions (shared) and membership changes
@@ -143,6 +145,9 @@ class AppFailure {
 
 /** Slack between the client-side timeout and the server-side backstop for a hung client. */
 const serverSlackMs = 1_000
+
+/** The longest `timeout`: its backstop (`timeout` + the slack) is PostgreSQL's longest timeout. */
+const longestTimeout = Duration.millis(Duration.toMillis(maxDuration) - serverSlackMs)
 
 const num = (v: unknown): number => (typeof v === "number" ? v : Number(v))
 
@@ -243,7 +248,12 @@ export const fencedWith = <A, E, R>(
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const outer = yield* Effect.serviceOption(SqlClient.TransactionConnection)
     const nested = Option.isSome(outer)
-    const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1)))))
+    // A duration from 1 ms up to where its backstop still fits PostgreSQL's timeouts, else
+    // `InvalidConfig` before anything is sent (a review: "abc" died, an infinite one failed on the
+    // server, a negative one or NaN was taken as 1 ms and timed out).
+    const timeoutMs = Math.round(Duration.toMillis(
+      yield* decodeDuration("timeout", options.timeout, Duration.seconds(1), Duration.millis(1), longestTimeout)
+    ))
     const backstop = String(timeoutMs + serverSlackMs)
     const stale = (reason: string) => new StaleAssignment({ epoch: target.epoch, reason })
     const undoneLocks = `the fence's own setting ${Statements.fenceMarkerSetting} was undone: a ROLLBACK TO SAVEPOINT ` +

@@ -270,11 +270,18 @@ export const maxDuration: Duration.Duration = Duration.millis(2 ** 31 - 1)
 /** The shortest heartbeat: below it one member alone keeps a database core busy. */
 export const minHeartbeat: Duration.Duration = Duration.millis(10)
 
-const decodeDuration = (
+/**
+ * `input` as a duration of at least `min` and at most `maxDuration`, else `InvalidConfig` naming
+ * `field` (`fallback` when undefined). For the library's other duration options too (`Fenced`).
+ *
+ * @internal
+ */
+export const decodeDuration = (
   field: string,
   input: Duration.DurationInput | undefined,
   fallback: Duration.Duration,
-  min: Duration.Duration = Duration.millis(1)
+  min: Duration.Duration = Duration.millis(1),
+  max: Duration.Duration = maxDuration
 ) =>
   Effect.suspend(() => {
     if (input === undefined) return Effect.succeed(fallback)
@@ -288,12 +295,12 @@ const decodeDuration = (
           ? Effect.fail(new InvalidConfig({ field, reason: "it must be greater than zero" }))
           : Duration.lessThan(d, min)
           ? Effect.fail(new InvalidConfig({ field, reason: `${Duration.format(d)} is shorter than ${Duration.format(min)}` }))
-          : Duration.greaterThan(d, maxDuration)
+          : Duration.greaterThan(d, max)
           ? Effect.fail(
             new InvalidConfig({
               field,
-              reason: `${Duration.format(d)} is longer than ${Duration.format(maxDuration)} (the longest a timer and ` +
-                "PostgreSQL's statement_timeout can wait)"
+              reason: `${Duration.format(d)} is longer than ${Duration.format(max)} (the longest a timer and ` +
+                "PostgreSQL's statement_timeout can wait" + (max === maxDuration ? ")" : ", less the server's backstop slack)")
             })
           )
           : Effect.succeed(d)
