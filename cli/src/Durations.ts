@@ -64,6 +64,12 @@ export const parse = (input: string): Either.Either<Duration.Duration, string> =
   if (Duration.toMillis(duration) <= 0) {
     return Either.left(`${JSON.stringify(input)} must be greater than zero`)
   }
+  // The library takes no duration under 1 ms, and the command's own loops (`--work-interval`, the
+  // demo's `--batch-interval`) ran flat out below it: `--work-interval 100ns` printed tens of
+  // thousands of lines a second and starved the member's renewals until it fenced (a review).
+  if (Duration.toMillis(duration) < 1) {
+    return Either.left(`${JSON.stringify(input)} is shorter than 1ms`)
+  }
   return Either.right(duration)
 }
 
