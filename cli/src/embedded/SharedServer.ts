@@ -479,8 +479,19 @@ const initdb = (state: State, bins: Binaries, runAs: RunAs) =>
   Effect.gen(function*() {
     const target = dataDirOf(state)
     const dataDir = path.join(state.pgDir, `data.init-${process.pid}`)
+    // A dead command's leftover is removed if it can be, else left for a later command: the initdb
+    // of a command killed with -9 outlives it and may still be writing there (a review: the removal
+    // failed with ENOTEMPTY and so did this command). Only this set-up's own directory and `data`
+    // must be cleared.
+    for (const dir of abandonedSetups(state)) {
+      try {
+        fs.rmSync(dir, { recursive: true, force: true })
+      } catch (e) {
+        yield* Effect.logDebug(`embedded PostgreSQL: ${dir} left for later (${e instanceof Error ? e.message : String(e)})`)
+      }
+    }
     yield* io(`clearing ${target}`, () => {
-      for (const dir of [...abandonedSetups(state), dataDir, target]) fs.rmSync(dir, { recursive: true, force: true })
+      for (const dir of [dataDir, target]) fs.rmSync(dir, { recursive: true, force: true })
     })
     const pwfile = path.join(state.pgDir, `.pwfile-${process.pid}`)
     yield* io("writing the password file", () => {
