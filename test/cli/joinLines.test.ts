@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { databaseUrl, randomGroupId } from "../support/Database.js"
+import { connect } from "./pgSupport.js"
 import { assertBuilt, converged, joinTimings, Member, run } from "./support.js"
 
 // Lease 3 s > heartbeat 200 ms + fence margin 1 s + statement timeout 1 s.
@@ -51,6 +52,27 @@ describe("modulo-group join lines and stops (child processes)", () => {
     expect(m.events.at(-1)?.state).toBe("left")
     const status = await run(["status", group, "--json"], env)
     expect((JSON.parse(status.stdout) as { members: ReadonlyArray<unknown> }).members).toEqual([])
+  }, 60_000)
+
+  it("a second Ctrl-C during the leave kills at once: the process dies of SIGINT (a shell shows 130) and its row is left to expire", async () => {
+    const group = randomGroupId("cli-int-twice")
+    const m = start("int", group)
+    await m.waitFor((e) => e.event === "work", 30_000, "a work line")
+    // The group's row held as a change holds it: the leave waits for it.
+    const holder = await connect(databaseUrl())
+    try {
+      await holder.query("BEGIN")
+      await holder.query("SELECT 1 FROM modulo_group.groups WHERE group_id = $1 FOR UPDATE", [group])
+      m.kill("SIGINT")
+      await m.waitFor((e) => e.state === "leaving", 10_000, "leaving")
+      m.kill("SIGINT")
+      expect(await m.exited).toEqual({ code: null, signal: "SIGINT" })
+      await holder.query("ROLLBACK")
+      const status = await run(["status", group, "--json"], env)
+      expect((JSON.parse(status.stdout) as { members: ReadonlyArray<unknown> }).members).toHaveLength(1)
+    } finally {
+      await holder.end()
+    }
   }, 60_000)
 
   it("--json names the group and the instance in NFC, as status does", async () => {

@@ -72,7 +72,10 @@ describe("modulo-group join --instance-id (child processes)", () => {
         }).members
         const released = rows.find((r) => r.instanceId === "w0")!
         expect(released).toMatchObject({ index: index.get("w0"), state: "released" })
-        expect(released.graceLeftMs).toBeGreaterThan(10_000)
+        // Of the 15 s grace, less the time since the release (`status` took over 5 s to start on a
+        // loaded machine: 9,787 and 9,920 ms were seen).
+        expect(released.graceLeftMs).toBeGreaterThan(5_000)
+        expect(released.graceLeftMs).toBeLessThanOrEqual(15_000)
         expect(rows.filter((r) => r.state === "assigned").length).toBe(3)
         const text = await run(["status", group], env)
         expect(text.stdout).toMatch(/INSTANCE/)

@@ -52,6 +52,10 @@ export const printable = (text: string): string => text.replace(/[\u0000-\u001f\
 /** A time from a row as ISO 8601, or `null` when it is not a finite time (`infinity`, set by hand). */
 export const isoOrNull = (time: Date): string | null => (Number.isNaN(time.getTime()) ? null : time.toISOString())
 
+/** Milliseconds for JSON output, whole (the database's clock arithmetic gives fractions); null stays null. */
+export const wholeMs = (ms: number | null | undefined): number | null =>
+  ms == null ? null : Number.isFinite(ms) ? Math.round(ms) : ms
+
 /** As `isoOrNull`, for text. */
 export const timeText = (time: Date): string => isoOrNull(time) ?? "not a finite time"
 

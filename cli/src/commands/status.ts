@@ -16,7 +16,7 @@ import { fail, knownMessage } from "../CliError.js"
 import * as Database from "../Database.js"
 import { formatMillis } from "../Durations.js"
 import * as Shared from "./shared.js"
-import { bounded, isoOrNull, NOT_INSTALLED, num, printable, printsOnce, schemaReady, table, timeText, writeOut } from "./shared.js"
+import { bounded, isoOrNull, NOT_INSTALLED, num, printable, printsOnce, schemaReady, table, timeText, wholeMs, writeOut } from "./shared.js"
 
 type GroupRow = MembershipStore.GroupRow
 type MemberRow = MembershipStore.MemberRow
@@ -294,7 +294,7 @@ export const statusJson = (s: GroupStatus) => ({
     : {
       ...((s.group.missingIndices ?? []).length === 0 ? {} : { missingIndices: s.group.missingIndices }),
       ...((s.group.orphanSlots ?? []).length === 0 ? {} : { slotsHeldWithoutRow: s.group.orphanSlots }),
-      changesHeldMs: s.group.changesHeldMs ?? null
+      changesHeldMs: wholeMs(s.group.changesHeldMs)
     }),
   members: s.members.map((m) => ({
     index: s.group.slots == null ? m.index : null,
@@ -303,15 +303,15 @@ export const statusJson = (s: GroupStatus) => ({
     host: m.host,
     pid: m.pid,
     ackedEpoch: m.ackedEpoch,
-    heartbeatAgeMs: m.heartbeatAgeMs,
-    leaseLeftMs: m.leaseLeftMs,
+    heartbeatAgeMs: wholeMs(m.heartbeatAgeMs),
+    leaseLeftMs: wholeMs(m.leaseLeftMs),
     state: m.state,
     memberId: m.memberId,
     joinedAt: isoOrNull(m.joinedAt),
     instanceId: m.instanceId ?? null,
     releasedAt: m.releasedAt == null ? null : isoOrNull(m.releasedAt),
-    graceLeftMs: m.graceLeftMs ?? null,
-    stoppingMs: m.stoppingSinceMs ?? null
+    graceLeftMs: wholeMs(m.graceLeftMs),
+    stoppingMs: wholeMs(m.stoppingSinceMs)
   })),
   waiters: (s.waiters ?? []).map((w) => ({
     instanceId: w.instanceId,
