@@ -74,6 +74,13 @@ export const requiredObjects: ReadonlyArray<{
   readonly version: number
   readonly table: string
   readonly columns: ReadonlyArray<string>
+  /**
+   * Triggers on the table that must exist and be enabled (`tgenabled` origin or always): the
+   * commit-time fence check and the guards that G2 and G6 rest on. A trigger disabled by hand
+   * (`ALTER TABLE ... DISABLE TRIGGER`) let fenced writes commit without their commit-time check, and
+   * nothing said so (a review); `migrate` re-creates them.
+   */
+  readonly triggers?: ReadonlyArray<string>
 }> = [
   { version: 1, table: "schema_migrations", columns: ["version", "name", "applied_at"] },
   { version: 1, table: "groups", columns: ["group_id", "epoch", "size", "changed_at"] },
@@ -110,11 +117,15 @@ export const requiredObjects: ReadonlyArray<{
   },
   { version: 7, table: "groups", columns: ["slots"] },
   { version: 7, table: "slots", columns: ["group_id", "slot", "owner", "holder", "generation", "changed_at"] },
+  { version: 3, table: "fence_checks", columns: [], triggers: ["fence_check_at_commit", "fence_check_defer"] },
   { version: 7, table: "fence_checks", columns: ["slot", "generation"] },
+  { version: 8, table: "slots", columns: [], triggers: ["slot_token_guard"] },
   { version: 10, table: "members", columns: ["renewal_seq"] },
   { version: 12, table: "members", columns: ["writer"] },
   { version: 14, table: "members", columns: ["lease_ms"] },
   { version: 15, table: "groups", columns: ["lease_ms", "missing_since", "missing_wait_ms", "missing_indices"] },
+  { version: 15, table: "members", columns: [], triggers: ["forget_missing_insert", "forget_missing_index"] },
+  { version: 16, table: "members", columns: [], triggers: ["forget_missing_member"] },
   { version: 18, table: "fence_checks", columns: ["slots", "generations", "id"] }
 ]
 
@@ -169,7 +180,11 @@ export class SchemaIncomplete extends SchemaMismatch {
   }
 }
 
-// The schema's tables and their columns, from one scan of `pg_catalog` (`Statements.selectSchemaColumns`).
+/** How an enabled trigger appears among its table's columns in `readPresent` (no column has a space). */
+const triggerEntry = (name: string) => `trigger ${name}`
+
+// The schema's tables and their columns, from one scan of `pg_catalog` (`Statements.selectSchemaColumns`),
+// the enabled triggers among the columns as `triggerEntry`.
 type Present = ReadonlyMap<string, ReadonlySet<string>>
 const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* plainClient
@@ -178,6 +193,7 @@ const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effec
   for (const r of rows) {
     const columns = present.get(r.table_name) ?? new Set<string>()
     if (r.column_name !== null) columns.add(r.column_name)
+    if (r.trigger_name !== null) columns.add(triggerEntry(r.trigger_name))
     present.set(r.table_name, columns)
   }
   return present
@@ -195,6 +211,9 @@ const missingFrom = (present: Present, version: number): ReadonlyArray<string> =
       continue
     }
     for (const c of o.columns) if (!columns.has(c)) missing.push(`column modulo_group.${o.table}.${c}`)
+    for (const t of o.triggers ?? []) {
+      if (!columns.has(triggerEntry(t))) missing.push(`trigger ${t} on modulo_group.${o.table} (dropped or disabled)`)
+    }
   }
   return missing
 }

@@ -122,6 +122,41 @@ describe("modulo-group migrate (child processes)", () => {
     expect(groups.code, groups.stderr).toBe(0)
   })
 
+  // A review: with the commit-time check's trigger disabled by hand, fenced writes committed without
+  // it and neither migrate nor join noticed; with it dropped, every fenced call failed on 42704 and
+  // nothing pointed to the repair.
+  it("a disabled or dropped trigger is named, and repaired", async () => {
+    const { db, env } = await fresh()
+    expect((await run(["migrate"], env)).code).toBe(0)
+    await exec(db.url, "ALTER TABLE modulo_group.fence_checks DISABLE TRIGGER fence_check_at_commit")
+    await exec(db.url, "DROP TRIGGER slot_token_guard ON modulo_group.slots")
+    await exec(db.url, "ALTER TABLE modulo_group.members ENABLE REPLICA TRIGGER forget_missing_member")
+    const join = await run(["join", "g", "--heartbeat", "200ms", "--lease", "4s", "--fence-margin", "1s", "--statement-timeout", "1s"], env, 20_000)
+    expect(join.code).toBe(FAILURE)
+    expect(oneLine(join.stderr)).toMatch(
+      /damaged: missing trigger fence_check_at_commit on modulo_group\.fence_checks \(dropped or disabled\), trigger slot_token_guard on modulo_group\.slots \(dropped or disabled\), trigger forget_missing_member on modulo_group\.members \(dropped or disabled\): run `modulo-group migrate` to repair it$/
+    )
+    const repaired = await run(["migrate"], env)
+    expect(repaired.code, repaired.stderr).toBe(0)
+    expect(repaired.stdout).toContain("repaired the damaged schema (it lacked trigger fence_check_at_commit")
+    const enabled = await connect(db.url)
+    try {
+      const r = await enabled.query<{ tgname: string; tgenabled: string }>(
+        `SELECT t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+          WHERE c.relnamespace = 'modulo_group'::regnamespace AND t.tgname IN ('fence_check_at_commit', 'slot_token_guard', 'forget_missing_member')
+          ORDER BY t.tgname`
+      )
+      expect(r.rows).toEqual([
+        { tgname: "fence_check_at_commit", tgenabled: "O" },
+        { tgname: "forget_missing_member", tgenabled: "A" },
+        { tgname: "slot_token_guard", tgenabled: "O" }
+      ])
+    } finally {
+      await enabled.end()
+    }
+    expect((await run(["groups"], env)).code).toBe(0)
+  })
+
   it("a dropped column is named too, and repaired", async () => {
     const { db, env } = await fresh()
     expect((await run(["migrate"], env)).code).toBe(0)

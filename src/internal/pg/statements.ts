@@ -1975,12 +1975,19 @@ export const selectInstalledVersion = (sql: Sql) =>
  * on the migration lock.
  */
 export const selectSchemaColumns = (sql: Sql) =>
-  sql<{ table_name: string; column_name: string | null }>`
-    SELECT c.relname AS table_name, a.attname AS column_name
+  sql<{ table_name: string; column_name: string | null; trigger_name: string | null }>`
+    SELECT c.relname AS table_name, a.attname AS column_name, NULL::name AS trigger_name
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-     WHERE n.nspname = ${schema}::text AND c.relkind IN ('r', 'p')`
+     WHERE n.nspname = ${schema}::text AND c.relkind IN ('r', 'p')
+    UNION ALL
+    -- The enabled triggers (origin or always; not replica-only, not disabled) of the schema's tables.
+    SELECT c.relname, NULL, t.tgname
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ${schema}::text AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')`
 
 /** The migration lock, held until the migrating transaction ends. */
 export const lockMigrations = (sql: Sql) => sql`SELECT pg_catalog.pg_advisory_xact_lock(${migrationLockKey}::int8)`
