@@ -72,6 +72,13 @@ describe("modulo-group demo (child processes)", () => {
       [summary.run, summary.group]
     )
     expect(left).toEqual({ items: "0", groups: "0" })
+    // The log (stderr with --json): a fence is said once per member and epoch (its two records,
+    // stopping work then stopped, printed it twice: a review).
+    const fences = result.stderr.split("\n").flatMap((l) => {
+      const m = /(m\d+): fenced itself \(lease deadline passed in epoch (\d+)\)/.exec(l)
+      return m === null ? [] : [`${m[1]} ${m[2]}`]
+    })
+    expect(new Set(fences).size).toBe(fences.length)
   }, 100_000)
 
   it("stops every member on Ctrl-C", async () => {

@@ -207,6 +207,8 @@ export const make = (options: SupervisorOptions) =>
         return
       }
       if (line.event === "state") {
+        // A fence is two records (stopping work, then stopped): said once (a review saw it twice).
+        const again = p.state?.state === line.state && p.state?.epoch === line.epoch
         p.state = line
         if (line.state === "assigned" && line.epoch !== null && !p.assignedAt.has(line.epoch)) {
           p.assignedAt.set(line.epoch, Date.parse(line.ts))
@@ -214,7 +216,7 @@ export const make = (options: SupervisorOptions) =>
         if (line.state === "assigned" && p.assignedAt.size === 1 && !options.working()) {
           say(`${p.name}: assigned epoch ${line.epoch} ${slots === undefined ? `[${line.index}/${line.size}]` : `(${line.size} members)`}`)
         }
-        if (line.state === "fenced") say(`${p.name}: fenced itself (lease deadline passed in epoch ${line.epoch}): no work until it renews`)
+        if (line.state === "fenced" && !again) say(`${p.name}: fenced itself (lease deadline passed in epoch ${line.epoch}): no work until it renews`)
         if (line.state === "lost") say(`${p.name}: lost its membership (reaped while away); rejoining`)
       } else if (line.event === "stale") {
         p.stale++
