@@ -218,8 +218,13 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       // fenceMargin - statementTimeout, below the round trip) takes this path after every renewal,
       // at about the heartbeat's cadence (sent at once, it renewed back to back: an adversarial
       // review). Only after a renewal that renewed (a failed one leaves the deadline as it was:
-      // renewals keep their cadence through an outage), and once per deadline.
-      const urgent = joined && lastRenewed && deadline !== undefined && deadline > startedAt && deadline !== hurriedFor &&
+      // renewals keep their cadence through an outage), and once per deadline. Also when the
+      // deadline has passed: a reply read after it (the process stalled between the statement and
+      // its reply) leaves the deadline where it was, yet the lease that statement wrote on the
+      // database runs on, and the member, fenced, keeps it while its work stops only by renewing
+      // now; after a heartbeat's wait the lease had run out and the next epoch started beside the
+      // work still stopping (G2: an adversarial review, attack78; test/safety/pauseInCall.pg.test.ts).
+      const urgent = joined && lastRenewed && deadline !== undefined && deadline !== hurriedFor &&
         deadline - startedAt < delay + statementTimeoutMs
       if (urgent) hurriedFor = deadline
       const floating = !urgent && windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
