@@ -138,7 +138,10 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
     const renew = (windowMs: number) => Effect.gen(function*() {
       const member = yield* Ref.get(ctx.member)
       const state = member.state
-      if (!Transition.holdsLease(state)) return
+      if (!Transition.holdsLease(state)) {
+        lastRenewed = false
+        return
+      }
       // Renewals are numbered in the order sent (`Member.ackingFrom`, a claim's `afterRenewal`).
       const renewal = ++ctx.renewalsNumbered.current
       // Waiting at the barrier (no state but `Assigned` runs work, and `Awaiting` is entered only
@@ -224,8 +227,13 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
       // database runs on, and the member, fenced, keeps it while its work stops only by renewing
       // now; after a heartbeat's wait the lease had run out and the next epoch started beside the
       // work still stopping (G2: an adversarial review, attack78; test/safety/pauseInCall.pg.test.ts).
-      const urgent = joined && lastRenewed && deadline !== undefined && deadline !== hurriedFor &&
-        deadline - startedAt < delay + statementTimeoutMs
+      // After every such renewal, not once per deadline: the one stalled may itself have been the
+      // early renewal of that deadline (a review of the first version of this, attack80). No storm:
+      // a renewal that renewed and left the deadline passed came back at least `validMs` after it
+      // was sent (or was a reply of the term before a rejoin, once).
+      const passed = deadline !== undefined && deadline <= startedAt
+      const urgent = joined && lastRenewed && deadline !== undefined &&
+        (passed || (deadline !== hurriedFor && deadline - startedAt < delay + statementTimeoutMs))
       if (urgent) hurriedFor = deadline
       const floating = !urgent && windowMs > 0 && delay === heartbeatMs && (yield* Ref.get(ctx.member)).state._tag === "Assigned"
       // The first of the timer, a poke and a wake (internal/membership/signal.ts).
