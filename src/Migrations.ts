@@ -183,6 +183,9 @@ export class SchemaIncomplete extends SchemaMismatch {
 /** How an enabled trigger appears among its table's columns in `readPresent` (no column has a space). */
 const triggerEntry = (name: string) => `trigger ${name}`
 
+/** How a constraint whose internal trigger is disabled appears among its table's columns. */
+const disabledConstraintEntry = (name: string) => `disabled constraint ${name}`
+
 // The schema's tables and their columns, from one scan of `pg_catalog` (`Statements.selectSchemaColumns`),
 // the enabled triggers among the columns as `triggerEntry`.
 type Present = ReadonlyMap<string, ReadonlySet<string>>
@@ -194,6 +197,7 @@ const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effec
     const columns = present.get(r.table_name) ?? new Set<string>()
     if (r.column_name !== null) columns.add(r.column_name)
     if (r.trigger_name !== null) columns.add(triggerEntry(r.trigger_name))
+    if (r.disabled_constraint !== null) columns.add(disabledConstraintEntry(r.disabled_constraint))
     present.set(r.table_name, columns)
   }
   return present
@@ -213,6 +217,11 @@ const missingFrom = (present: Present, version: number): ReadonlyArray<string> =
     for (const c of o.columns) if (!columns.has(c)) missing.push(`column modulo_group.${o.table}.${c}`)
     for (const t of o.triggers ?? []) {
       if (!columns.has(triggerEntry(t))) missing.push(`trigger ${t} on modulo_group.${o.table} (dropped or disabled)`)
+    }
+    for (const entry of columns) {
+      if (!entry.startsWith(disabledConstraintEntry(""))) continue
+      const what = `the check of constraint ${entry.slice(disabledConstraintEntry("").length)} on modulo_group.${o.table} (its trigger disabled)`
+      if (!missing.includes(what)) missing.push(what)
     }
   }
   return missing
@@ -347,6 +356,9 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
         yield* Statements.recordMigration(sql, m.version, m.name)
         applied.push(m.name)
       }
+      // Constraints' triggers disabled by hand (`DISABLE TRIGGER ALL`): no migration re-creates them
+      // (a review: the repair said it repaired, and duplicate indices committed after it).
+      if (missing.some((m) => m.startsWith("the check of constraint "))) yield* Statements.enableConstraintTriggers(sql)
       const left = applied.length === 0 ? missing : yield* readMissingObjects(schemaVersion)
       if (left.length > 0) return yield* new SchemaIncomplete({ found: schemaVersion, expected: schemaVersion, missing: left })
       return { applied, missing }

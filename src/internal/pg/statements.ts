@@ -1975,19 +1975,46 @@ export const selectInstalledVersion = (sql: Sql) =>
  * on the migration lock.
  */
 export const selectSchemaColumns = (sql: Sql) =>
-  sql<{ table_name: string; column_name: string | null; trigger_name: string | null }>`
-    SELECT c.relname AS table_name, a.attname AS column_name, NULL::name AS trigger_name
+  sql<{ table_name: string; column_name: string | null; trigger_name: string | null; disabled_constraint: string | null }>`
+    SELECT c.relname AS table_name, a.attname AS column_name, NULL::name AS trigger_name, NULL::name AS disabled_constraint
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
      WHERE n.nspname = ${schema}::text AND c.relkind IN ('r', 'p')
     UNION ALL
-    -- The enabled triggers (origin or always; not replica-only, not disabled) of the schema's tables.
-    SELECT c.relname, NULL, t.tgname
+    -- The enabled triggers (origin or always; not replica-only, not disabled) of the schema's tables,
+    -- and the constraints whose internal triggers are not (DISABLE TRIGGER ALL: a deferrable UNIQUE,
+    -- a foreign key, no longer checked).
+    SELECT c.relname, NULL,
+           CASE WHEN NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') THEN t.tgname END,
+           CASE WHEN t.tgisinternal AND t.tgenabled NOT IN ('O', 'A') THEN COALESCE(con.conname, t.tgname) END
       FROM pg_catalog.pg_trigger t
       JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = ${schema}::text AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')`
+      LEFT JOIN pg_catalog.pg_constraint con ON con.oid = t.tgconstraint
+     WHERE n.nspname = ${schema}::text
+       AND ((NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')) OR (t.tgisinternal AND t.tgenabled NOT IN ('O', 'A')))`
+
+/**
+ * Enables the internal triggers of the schema's tables that are not (the checks of its constraints,
+ * after a `DISABLE TRIGGER ALL`), for `repair`. Needs a superuser, as disabling them did.
+ */
+export const enableConstraintTriggers = (sql: Sql) =>
+  sql`
+    DO $$
+    DECLARE r record;
+    BEGIN
+      FOR r IN
+        SELECT c.relname, t.tgname
+          FROM pg_catalog.pg_trigger t
+          JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'modulo_group' AND t.tgisinternal AND t.tgenabled NOT IN ('O', 'A')
+      LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE modulo_group.%I ENABLE TRIGGER %I', r.relname, r.tgname);
+      END LOOP;
+    END
+    $$`
 
 /** The migration lock, held until the migrating transaction ends. */
 export const lockMigrations = (sql: Sql) => sql`SELECT pg_catalog.pg_advisory_xact_lock(${migrationLockKey}::int8)`
