@@ -16,6 +16,9 @@ import { readCommitted } from "./internal/pg/transaction.js"
 import type { DatabaseUnavailable } from "./MembershipError.js"
 import { SchemaMismatch } from "./MembershipError.js"
 
+/** SQLSTATE 42501: the role may not (enable a system trigger: a superuser's only). */
+const insufficientPrivilege = "42501"
+
 /**
  * The app's client without its name transforms (`transformResultNames`, `transformQueryNames`): the
  * migrations read catalog rows by their own column names (an adversarial review: under
@@ -170,13 +173,15 @@ export const sqlOf = (name: string): string => fs.readFileSync(`${directory()}${
 export class SchemaIncomplete extends SchemaMismatch {
   /** What is missing, e.g. `table modulo_group.members`, `column modulo_group.groups.incarnation`. */
   declare readonly missing: ReadonlyArray<string>
-  constructor(args: { readonly found: number; readonly expected: number; readonly missing: ReadonlyArray<string> }) {
+  /** What the repair needs that it could not do itself (e.g. a superuser), said instead of "run migrate". */
+  declare readonly needs: string | undefined
+  constructor(args: { readonly found: number; readonly expected: number; readonly missing: ReadonlyArray<string>; readonly needs?: string }) {
     super(args)
   }
   override get message() {
     return `The modulo_group schema (version ${this.found}) is damaged: missing ${
       this.missing.join(", ")
-    }: run \`modulo-group migrate\` to repair it`
+    }: ${this.needs ?? "run `modulo-group migrate` to repair it"}`
   }
 }
 
@@ -358,7 +363,22 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
       }
       // Constraints' triggers disabled by hand (`DISABLE TRIGGER ALL`): no migration re-creates them
       // (a review: the repair said it repaired, and duplicate indices committed after it).
-      if (missing.some((m) => m.startsWith("the check of constraint "))) yield* Statements.enableConstraintTriggers(sql)
+      // Only a superuser may enable them (as only one could disable them): any other role is told so
+      // (a review: the owner's repair failed as "Database unavailable: permission denied").
+      if (missing.some((m) => m.startsWith("the check of constraint "))) {
+        yield* Statements.enableConstraintTriggers(sql).pipe(
+          Effect.catchIf((e) => sqlState(e) === insufficientPrivilege, () =>
+            Effect.fail(
+              new SchemaIncomplete({
+                found,
+                expected: schemaVersion,
+                missing,
+                needs: "enabling a constraint's trigger needs a superuser: run `modulo-group migrate` as one, or have one run " +
+                  "`ALTER TABLE modulo_group.<table> ENABLE TRIGGER ALL` on the tables named, then `modulo-group migrate`"
+              })
+            ))
+        )
+      }
       const left = applied.length === 0 ? missing : yield* readMissingObjects(schemaVersion)
       if (left.length > 0) return yield* new SchemaIncomplete({ found: schemaVersion, expected: schemaVersion, missing: left })
       return { applied, missing }

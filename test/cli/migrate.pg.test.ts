@@ -6,6 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
+import { randomBytes } from "node:crypto"
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Migrations from "../../src/Migrations.js"
 import { assertBuilt, run } from "./support.js"
@@ -186,6 +187,37 @@ describe("modulo-group migrate (child processes)", () => {
       await c.end()
     }
     expect((await run(["groups"], env)).code).toBe(0)
+  })
+
+  // A review: run by the schema's owner, not a superuser, the repair failed as "Database unavailable:
+  // permission denied: ... is a system trigger", saying neither that the schema is damaged nor what to do.
+  it("DISABLE TRIGGER ALL, repaired by an owner that is not a superuser: damaged, and a superuser is needed", async () => {
+    const { db, env } = await fresh()
+    const role = `mg_cli_owner_${randomBytes(4).toString("hex")}`
+    const password = `pw-${randomBytes(8).toString("hex")}`
+    await exec(db.url, `CREATE ROLE ${role} LOGIN PASSWORD '${password}'`)
+    await exec(db.url, `GRANT CREATE ON DATABASE "${new URL(db.url).pathname.slice(1)}" TO ${role}`)
+    const owner = new URL(env.DATABASE_URL)
+    owner.username = role
+    owner.password = password
+    const asOwner = { ...env, DATABASE_URL: owner.toString() }
+    try {
+      expect((await run(["migrate"], asOwner)).code).toBe(0)
+      await exec(db.url, "ALTER TABLE modulo_group.members DISABLE TRIGGER ALL")
+      const repaired = await run(["migrate"], asOwner)
+      expect(repaired.code).toBe(FAILURE)
+      expect(oneLine(repaired.stderr)).toMatch(
+        /damaged: missing .*the check of constraint \S+ on modulo_group\.members \(its trigger disabled\).*: enabling a constraint's trigger needs a superuser: run `modulo-group migrate` as one/
+      )
+      // Nothing of the repair was kept; a superuser's migrate repairs it.
+      const superuser = await run(["migrate"], env)
+      expect(superuser.code, superuser.stderr).toBe(0)
+      expect(superuser.stdout).toContain("repaired the damaged schema")
+    } finally {
+      await exec(db.url, "DROP SCHEMA IF EXISTS modulo_group CASCADE").catch(() => undefined)
+      await exec(db.url, `DROP OWNED BY ${role}`).catch(() => undefined)
+      await exec(db.url, `DROP ROLE ${role}`).catch(() => undefined)
+    }
   })
 
   it("a dropped column is named too, and repaired", async () => {
