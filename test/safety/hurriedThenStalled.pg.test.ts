@@ -11,16 +11,11 @@
  * that renewed and left the deadline passed is followed by one at once.
  */
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Ref } from "effect"
-import * as Notifier from "../../src/internal/pg/notifier.js"
+import { Duration, Effect, Ref } from "effect"
 import * as Membership from "../../src/Membership.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
-import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
-
-const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
-
-const stall = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+import { randomGroupId } from "../support/Database.js"
+import { nextEpochAfterStoppedWork, stall, StoreLive } from "./stallSupport.js"
 
 /** After arming: call 1's reply is handed on 800 ms late (a slow reply, fibers run); call 2 stalls the process 2.3 s after its reply came in. */
 const wrap = (store: MembershipStore["Type"], armed: Ref.Ref<boolean>, log: Array<string>, t0: number, slowMs = 800, onStall = () => {}) => {
@@ -67,44 +62,17 @@ it.live("slow reply, then a stall after the urgent renewal: a lone member keeps 
 it.live("G2: slow reply, then a stall after the urgent renewal: the next epoch does not start beside the stopping work", () =>
   Effect.gen(function*() {
     const store = yield* MembershipStore
-    const groupId = randomGroupId("hurried-stalled-g2")
     const armed = yield* Ref.make(false)
     const log: Array<string> = []
-    const t0 = performance.now()
-    const marks: Array<string> = []
-    let fencedSeen = false
-    let m0WorkEnded: number | undefined
-    let m1NewEpochAt: number | undefined
-    const m1 = yield* Membership.make({
-      groupId, name: "m1", heartbeat: "200 millis", lease: "10 seconds", fenceMargin: "1200 millis",
-      statementTimeout: "500 millis", notifications: false
+    let stalled = false
+    yield* nextEpochAfterStoppedWork({
+      groupId: randomGroupId("hurried-stalled-g2"),
+      m0Store: wrap(store, armed, log, performance.now(), 600, () => {
+        stalled = true
+      }),
+      arm: Ref.set(armed, true),
+      stalled: () => stalled,
+      afterMs: 9_000,
+      log
     })
-    const first = yield* m1.awaitAssigned
-    const m0 = yield* Membership.make({
-      groupId, name: "m0", heartbeat: "1 second", lease: "3 seconds", fenceMargin: "1200 millis",
-      statementTimeout: "500 millis", notifications: false
-    }).pipe(Effect.provideService(MembershipStore, wrap(store, armed, log, t0, 600, () => { fencedSeen = true })))
-    yield* m0.whileAssigned((a) =>
-      Effect.never.pipe(Effect.onInterrupt(() =>
-        Effect.sleep(Duration.millis(1_100)).pipe(Effect.zipRight(Effect.sync(() => {
-          if (m0WorkEnded === undefined && fencedSeen) m0WorkEnded = performance.now()
-          marks.push(`m0 work of epoch ${a.epoch} ended at ${(performance.now() - t0).toFixed(0)}`)
-        })))
-      ))
-    )
-    yield* m1.whileAssigned((a) =>
-      Effect.sync(() => {
-        marks.push(`m1 work of epoch ${a.epoch} started at ${(performance.now() - t0).toFixed(0)}`)
-        if (fencedSeen && m1NewEpochAt === undefined) m1NewEpochAt = performance.now()
-      }).pipe(Effect.zipRight(Effect.never))
-    )
-    const both = yield* m0.awaitAssigned
-    expect(both.epoch).toBeGreaterThan(first.epoch)
-    yield* Effect.sleep(Duration.millis(1_500))
-    yield* Ref.set(armed, true)
-    // Wait until call 2 has stalled (the stall blocks this fiber too).
-    yield* Effect.sleep(Duration.seconds(9))
-    console.log(log.join("\n") + "\n" + marks.join("\n"))
-    expect(m0WorkEnded, "m0's work ended").toBeDefined()
-    expect(m1NewEpochAt === undefined || m1NewEpochAt >= m0WorkEnded!, `m1 started a new epoch ${m1NewEpochAt !== undefined ? (m0WorkEnded! - m1NewEpochAt).toFixed(0) : "?"} ms before m0's work ended`).toBe(true)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)

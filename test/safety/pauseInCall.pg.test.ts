@@ -16,19 +16,15 @@
  * that blocks once the statement's reply is in (before handing it on).
  */
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Ref } from "effect"
-import * as Notifier from "../../src/internal/pg/notifier.js"
+import { Duration, Effect, Ref } from "effect"
 import * as Membership from "../../src/Membership.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
-import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
-
-const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
+import { randomGroupId } from "../support/Database.js"
+import { nextEpochAfterStoppedWork, stall, StoreLive } from "./stallSupport.js"
 
 // Valid: lease 3 s > heartbeat 1 s + fenceMargin 1 s + statementTimeout 0.5 s (a lone member: no window).
 const timing = { heartbeat: "1 second", lease: "3 seconds", fenceMargin: "1 second", statementTimeout: "500 millis" } as const
 
-const stall = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
 
 const run = (where: "after the reply came in" | "before the renewal is sent") =>
   Effect.gen(function*() {
@@ -83,57 +79,24 @@ it.live("control: stalled just before the renewal is sent, resumed at the same p
 it.live("G2: work that stops within fenceMargin of its fence does not run beside the next epoch after a stall", () =>
   Effect.gen(function*() {
     const store = yield* MembershipStore
-    const groupId = randomGroupId("pause-in-call-g2")
     const armed = yield* Ref.make(false)
-    const stalled = yield* Ref.make(false)
+    let stalled = false
     const m0Store = {
       ...store,
       heartbeat: ((g, memberId, ack, leaseMs, options) =>
         Effect.gen(function*() {
-          const go = (yield* Ref.get(armed)) && !(yield* Ref.get(stalled))
-          if (go) yield* Ref.set(stalled, true)
+          const go = (yield* Ref.get(armed)) && !stalled
+          if (go) stalled = true
           const reply = yield* store.heartbeat(g, memberId, ack, leaseMs, options)
           if (go) stall(2_300)
           return reply
         })) satisfies typeof store.heartbeat
     }
-    const marks: Array<string> = []
-    let stalledNow = false
-    let m0WorkEnded: number | undefined
-    let m1NewEpochAt: number | undefined
-    const m1 = yield* Membership.make({
-      groupId, name: "m1", heartbeat: "200 millis", lease: "10 seconds", fenceMargin: "1200 millis",
-      statementTimeout: "500 millis", notifications: false
+    yield* nextEpochAfterStoppedWork({
+      groupId: randomGroupId("pause-in-call-g2"),
+      m0Store,
+      arm: Ref.set(armed, true),
+      stalled: () => stalled,
+      afterMs: 7_200
     })
-    const first = yield* m1.awaitAssigned
-    const m0 = yield* Membership.make({
-      groupId, name: "m0", heartbeat: "1 second", lease: "3 seconds", fenceMargin: "1200 millis",
-      statementTimeout: "500 millis", notifications: false
-    }).pipe(Effect.provideService(MembershipStore, m0Store))
-    yield* m0.whileAssigned((a) =>
-      Effect.never.pipe(Effect.onInterrupt(() =>
-        // Cleanup within fenceMargin (1.2 s) of the interruption.
-        Effect.sleep(Duration.millis(1_100)).pipe(Effect.zipRight(Effect.sync(() => {
-          if (m0WorkEnded === undefined && stalledNow) m0WorkEnded = performance.now()
-          marks.push(`m0 work of epoch ${a.epoch} ended at ${performance.now().toFixed(0)}`)
-        })))
-      ))
-    )
-    yield* m1.whileAssigned((a) =>
-      Effect.sync(() => {
-        marks.push(`m1 work of epoch ${a.epoch} started at ${performance.now().toFixed(0)}`)
-        if (stalledNow && m1NewEpochAt === undefined) m1NewEpochAt = performance.now()
-      }).pipe(Effect.zipRight(Effect.never))
-    )
-    const both = yield* m0.awaitAssigned
-    expect(both.epoch).toBeGreaterThan(first.epoch)
-    yield* Effect.sleep(Duration.millis(1_500))
-    yield* Ref.set(armed, true)
-    yield* Effect.sleep(Duration.millis(1_200))
-    stalledNow = (yield* Ref.get(stalled))
-    yield* Effect.sleep(Duration.seconds(6))
-    console.log(marks.join("\n"))
-    // No epoch of m1's started while m0's work of the older epoch still ran.
-    expect(m0WorkEnded, "m0's work ended").toBeDefined()
-    expect(m1NewEpochAt === undefined || m1NewEpochAt >= m0WorkEnded!, `m1 started a new epoch ${m1NewEpochAt !== undefined ? (m0WorkEnded! - m1NewEpochAt).toFixed(0) : "?"} ms before m0's work ended`).toBe(true)
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 60_000)
