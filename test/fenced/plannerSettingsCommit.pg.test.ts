@@ -92,5 +92,10 @@ it.live("G6: the same without SET CONSTRAINTS in the body (both of the block's r
     const j = yield* oneCheckMs(16_384)
     // The lease ends after the first row's check, before the second row's join ends: its lease read passes.
     const attack = yield* scenario(16_384, "attack-2", Math.round(1.5 * j) + 3_000, Math.round(1.5 * j), true, false)
-    if (attack.written) expect(attack.committedPastLeaseMs ?? -1).toBeLessThan(0)
+    // The lease is timed to end about when the COMMIT runs, so the write may land a little past it:
+    // nested in the app's transaction the COMMIT is the app's, and what lies between the check's
+    // read of the clock and the commit record is PostgreSQL's own commit path (docs/fencing.md, "The
+    // commit-time check"; a clean-clone CI run saw 0.29 ms). What this test catches is the join of
+    // the slots after the lease read: 1.9-2.3 s past it.
+    if (attack.written) expect(attack.committedPastLeaseMs ?? -1).toBeLessThan(100)
   }).pipe(Effect.provide(PgLive)), 120_000)
