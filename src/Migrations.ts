@@ -189,7 +189,10 @@ export class SchemaIncomplete extends SchemaMismatch {
 const triggerEntry = (name: string) => `trigger ${name}`
 
 /** How a constraint whose internal trigger is disabled appears among its table's columns. */
-const disabledConstraintEntry = (name: string) => `disabled constraint ${name}`
+const disabledConstraintPrefix = "disabled constraint "
+
+/** How `missingFrom` names such a constraint; `repair` enables the triggers when one is named. */
+const disabledCheck = "the check of constraint "
 
 // The schema's tables and their columns, from one scan of `pg_catalog` (`Statements.selectSchemaColumns`),
 // the enabled triggers among the columns as `triggerEntry`.
@@ -202,7 +205,7 @@ const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effec
     const columns = present.get(r.table_name) ?? new Set<string>()
     if (r.column_name !== null) columns.add(r.column_name)
     if (r.trigger_name !== null) columns.add(triggerEntry(r.trigger_name))
-    if (r.disabled_constraint !== null) columns.add(disabledConstraintEntry(r.disabled_constraint))
+    if (r.disabled_constraint !== null) columns.add(`${disabledConstraintPrefix}${r.disabled_constraint}`)
     present.set(r.table_name, columns)
   }
   return present
@@ -223,10 +226,13 @@ const missingFrom = (present: Present, version: number): ReadonlyArray<string> =
     for (const t of o.triggers ?? []) {
       if (!columns.has(triggerEntry(t))) missing.push(`trigger ${t} on modulo_group.${o.table} (dropped or disabled)`)
     }
-    for (const entry of columns) {
-      if (!entry.startsWith(disabledConstraintEntry(""))) continue
-      const what = `the check of constraint ${entry.slice(disabledConstraintEntry("").length)} on modulo_group.${o.table} (its trigger disabled)`
-      if (!missing.includes(what)) missing.push(what)
+  }
+  // Constraints whose triggers are disabled, once per table of the installed version.
+  for (const table of new Set(requiredObjects.filter((o) => o.version <= version).map((o) => o.table))) {
+    for (const entry of present.get(table) ?? []) {
+      if (entry.startsWith(disabledConstraintPrefix)) {
+        missing.push(`${disabledCheck}${entry.slice(disabledConstraintPrefix.length)} on modulo_group.${table} (its trigger disabled)`)
+      }
     }
   }
   return missing
@@ -365,7 +371,7 @@ const migrateLocked = (repair: boolean): Effect.Effect<Repaired, SqlError | Sche
       // (a review: the repair said it repaired, and duplicate indices committed after it).
       // Only a superuser may enable them (as only one could disable them): any other role is told so
       // (a review: the owner's repair failed as "Database unavailable: permission denied").
-      if (missing.some((m) => m.startsWith("the check of constraint "))) {
+      if (missing.some((m) => m.startsWith(disabledCheck))) {
         yield* Statements.enableConstraintTriggers(sql).pipe(
           Effect.catchIf((e) => sqlState(e) === insufficientPrivilege, () =>
             Effect.fail(
