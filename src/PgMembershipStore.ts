@@ -196,9 +196,25 @@ export const prepare = (options: Options = {}) =>
       }),
       Effect.tap(() => (notReady ? Effect.logWarning("modulo-group: database ready") : Effect.void))
     )
+    const sql = yield* SqlClient.SqlClient
+    // Triggers off in the members' sessions (`session_replication_role = replica`, a superuser's default
+    // for the database or role): the database would no longer check one member per index, the
+    // foreign keys or a fenced commit (fenced refuses it on its own). Members do not start (a review:
+    // they ran, with every constraint's check off, and no check at start looked at the setting).
+    const [role] = yield* Statements.selectReplicationRole(sql).pipe(
+      Effect.mapError((e) => new DatabaseUnavailable({ reason: `cannot read session_replication_role: ${describe(e)}`, cause: e }))
+    )
+    if (role?.role === "replica") {
+      return yield* new DatabaseUnavailable({
+        reason: "session_replication_role is replica in this connection's sessions (a default of the database or the " +
+          "role, or the URL's options): PostgreSQL then fires no trigger, so the database's own checks of the group " +
+          "(one member per index, the foreign keys, the fence's commit-time check) would not run. Members do not " +
+          "start; have a superuser run ALTER DATABASE ... RESET session_replication_role (or ALTER ROLE ...), or " +
+          "remove it from the options"
+      })
+    }
     // Schemas of the search path open to every role (docs/operations.md, "The members' search_path"):
     // said once as the store starts, loudly; nothing else depends on the answer.
-    const sql = yield* SqlClient.SqlClient
     yield* Statements.selectOpenSchemas(sql).pipe(
       Effect.flatMap((rows) =>
         rows.length === 0 ? Effect.void : Effect.logWarning(

@@ -1,6 +1,7 @@
 /**
  * `join` on a database it can never write fails at start, in one line, exit 1 (it used to stay
- * `joining` for ever, warning twice a second): a read-only connection, a role without a member's
+ * `joining` for ever, warning twice a second): a read-only connection, triggers off
+ * (`session_replication_role = replica`), a role without a member's
  * privileges, slots mode against a group in modulo mode. The least-privilege role of
  * docs/operations.md still joins; when its final leave gives up, the exit is 1, not 0.
  */
@@ -73,6 +74,15 @@ describe("modulo-group join: start checks (child processes)", () => {
     const r = await run(["join", randomGroupId("cli-ro"), "--database-url", readOnly.toString()], env, 15_000)
     expect(r.code).toBe(FAILURE)
     expect(oneLine(r.stderr)).toMatch(/^modulo-group: the database at .* is read-only for this connection \(transaction_read_only is on/)
+    expect(r.stdout).toBe("")
+  })
+
+  it("session_replication_role = replica in the URL's options (no trigger would fire): refused at start, exit 1", async () => {
+    const replica = new URL(databaseUrl())
+    replica.searchParams.set("options", "-c session_replication_role=replica")
+    const r = await run(["join", randomGroupId("cli-replica"), "--database-url", replica.toString()], env, 15_000)
+    expect(r.code).toBe(FAILURE)
+    expect(oneLine(r.stderr)).toMatch(/session_replication_role is replica in this connection's sessions .* Members do not start/)
     expect(r.stdout).toBe("")
   })
 

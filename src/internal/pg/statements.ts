@@ -1959,6 +1959,15 @@ export const selectOpenSchemas = (sql: Sql) =>
        AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0::oid AND a.privilege_type = 'CREATE')
      ORDER BY n.nspname`
 
+/**
+ * The session's `session_replication_role`: under `replica` (a superuser's default for the database or
+ * the role, or in the URL's options) PostgreSQL fires no ordinary trigger and no constraint's trigger,
+ * so the database's own checks of the schema (the deferrable `UNIQUE (group_id, idx)`, the foreign
+ * keys, the fence's commit-time check) do not run.
+ */
+export const selectReplicationRole = (sql: Sql) =>
+  sql<{ role: string }>`SELECT pg_catalog.current_setting('session_replication_role') AS role`
+
 // ---------------------------------------------------------------------------------------------------
 // Migrations (`Migrations.run/check/repair`).
 
