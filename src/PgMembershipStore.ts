@@ -201,10 +201,10 @@ export const prepare = (options: Options = {}) =>
     // for the database or role): the database would no longer check one member per index, the
     // foreign keys or a fenced commit (fenced refuses it on its own). Members do not start (a review:
     // they ran, with every constraint's check off, and no check at start looked at the setting).
-    const [role] = yield* Statements.selectReplicationRole(sql).pipe(
-      Effect.mapError((e) => new DatabaseUnavailable({ reason: `cannot read session_replication_role: ${describe(e)}`, cause: e }))
+    const [settings] = yield* Statements.selectSessionSettings(sql).pipe(
+      Effect.mapError((e) => new DatabaseUnavailable({ reason: `cannot read the session's settings: ${describe(e)}`, cause: e }))
     )
-    if (role?.role === "replica") {
+    if (settings?.role === "replica") {
       return yield* new DatabaseUnavailable({
         reason: "session_replication_role is replica in this connection's sessions (a default of the database or the " +
           "role, or the URL's options): PostgreSQL then fires no trigger, so the database's own checks of the group " +
@@ -212,6 +212,21 @@ export const prepare = (options: Options = {}) =>
           "start; have a superuser run ALTER DATABASE ... RESET session_replication_role (or ALTER ROLE ...), or " +
           "remove it from the options"
       })
+    }
+    // Planner methods turned off for the members' sessions (`ALTER DATABASE/ROLE ... SET enable_nestloop
+    // = off`, the URL's options): the statements are planned for PostgreSQL's defaults. Said once,
+    // loudly (a review: under enable_nestloop = off with JIT on, every heartbeat of a lone member was
+    // compiled at each execution, 0.3 s of the server's CPU, 1-2 s under load: renewals missed their
+    // deadlines and members fenced themselves). Nothing else depends on it.
+    if (settings !== undefined && settings.disabled.length > 0) {
+      yield* Effect.logWarning(
+        `modulo-group: planner method(s) ${settings.disabled.join(", ")} turned off for the members' sessions (a default ` +
+          "of the database or role, or the URL's options): the members' statements are planned for PostgreSQL's " +
+          `defaults, and cost far more so${settings.jit ? " (with JIT on, each heartbeat may be compiled at every execution: " +
+            "0.3 s of the server's CPU measured under enable_nestloop = off)" : ""}; heartbeats may miss their deadlines ` +
+          "and members fence themselves. Reset them for the members' role (ALTER ROLE ... RESET ...) or give the members " +
+          "a role of their own (docs/operations.md, \"Session defaults an operator may set\")"
+      )
     }
     // Schemas of the search path open to every role (docs/operations.md, "The members' search_path"):
     // said once as the store starts, loudly; nothing else depends on the answer.

@@ -5,10 +5,15 @@
  * commit-time check) are off. A review (attack81) found members starting and running so, the schema
  * check blind to it; fenced refused it on its own (test/fenced/replicationRole.pg.test.ts). A store
  * now refuses to start, naming the setting. `local` fires ordinary triggers and starts.
+ *
+ * Planner methods turned off the same way (a review, attack83: under `enable_nestloop = off` with JIT
+ * on, each lone member's heartbeat was compiled at every execution, 0.3 s of the server's CPU, 1-2 s
+ * under load, and members fenced themselves): the store starts and says so once, loudly.
  */
 import { expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { collectLogs } from "../safety/support.js"
 import { clientWithOptions } from "../support/Database.js"
 
 const clientWith = (role: string) => clientWithOptions(`-c session_replication_role=${role}`, "replication-role-start")
@@ -23,3 +28,18 @@ it.live("a store does not start under session_replication_role = replica, and sa
 
 it.live("under session_replication_role = local (ordinary triggers fire) a store starts", () =>
   PgMembershipStore.prepare({ startupTimeout: "2 seconds" }).pipe(Effect.provide(clientWith("local"))), 30_000)
+
+const plannerWarning = /planner method\(s\) (.+) turned off for the members' sessions/
+
+const startLogs = (options: string) =>
+  Effect.gen(function*() {
+    const logs = collectLogs()
+    yield* PgMembershipStore.prepare({ startupTimeout: "2 seconds" }).pipe(Effect.provide(logs.layer))
+    return logs.lines.filter((l) => plannerWarning.test(l.message)).map((l) => `${l.level} ${plannerWarning.exec(l.message)![1]}`)
+  }).pipe(Effect.provide(clientWithOptions(options, "planner-methods-start")))
+
+it.live("a store warns once as it starts when planner methods are off for its sessions, naming them, and not otherwise", () =>
+  Effect.gen(function*() {
+    expect(yield* startLogs("-c enable_nestloop=off -c enable_seqscan=off")).toEqual(["WARN enable_nestloop, enable_seqscan"])
+    expect(yield* startLogs("-c enable_nestloop=on")).toEqual([])
+  }), 30_000)

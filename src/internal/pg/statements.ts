@@ -655,8 +655,13 @@ export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
  * it), the highest epoch a member acknowledged (as `selectGroupForUpdate`), and this member's row,
  * if any, in whichever group.
  */
-export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null) =>
-  sql<{
+export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, writer: string, now: string | null) => {
+  // The member's own row read by sub-selects (its key), not joined: a join with no clause between the
+  // two sides needs a nested loop, which `enable_nestloop = off` costed past every JIT threshold
+  // (test/badinput/plannerMethods.pg.test.ts).
+  const ownRow = (column: Statement.Fragment) =>
+    sql`(SELECT ${column} FROM modulo_group.members me WHERE me.member_id = ${memberId}::uuid AND ${written(sql, "me.", writer)})`
+  return sql<{
     epoch: string
     incarnation: string
     slots: number | null
@@ -669,11 +674,12 @@ export const selectBusyJoin = (sql: Sql, groupId: string, memberId: string, writ
     SELECT g.epoch, g.incarnation, g.slots,
            coalesce((SELECT pg_catalog.max(m.acked_epoch) FROM modulo_group.members m
                       WHERE m.group_id = g.group_id AND ${member(sql, "m")}), 0) AS acked,
-           me.group_id AS row_group, me.idx, me.assigned_epoch, me.lease_expires_at > ${at(sql, now)} AS live
+           ${ownRow(sql`me.group_id`)} AS row_group, ${ownRow(sql`me.idx`)} AS idx,
+           ${ownRow(sql`me.assigned_epoch`)} AS assigned_epoch, ${ownRow(sql`me.lease_expires_at > ${at(sql, now)}`)} AS live
       FROM modulo_group.groups g
-      LEFT JOIN modulo_group.members me ON me.member_id = ${memberId}::uuid AND ${written(sql, "me.", writer)}
      WHERE g.group_id = ${groupId}::text
        FOR SHARE OF g`
+}
 
 /** What `selectInstance` read. */
 export interface InstanceRow {
@@ -1173,6 +1179,11 @@ export const renewLease = (
 ) => {
   // The statement's time, one fragment for every use.
   const t = at(sql, now)
+  // The group's rows read as sub-selects of one row, not joined: no join needs a nested loop, so
+  // the plan's cost stays what it is under `enable_nestloop = off` (a review: cross joins of these
+  // one-row CTEs were costed past every JIT threshold there, and each heartbeat was compiled at every
+  // execution, 0.3 s of the server's CPU; test/badinput/plannerMethods.pg.test.ts).
+  const epochOfG = sql`(SELECT epoch FROM g)`
   return sql<RenewedRow>`
     WITH prev AS (
       SELECT acked_epoch FROM modulo_group.members WHERE member_id = ${memberId}::uuid
@@ -1207,25 +1218,29 @@ export const renewLease = (
       ${slots ? slotViewOf(sql, groupId, memberId) : sql`SELECT '[]'::json AS held, '[]'::json AS pending`}
     ), others AS (
       SELECT count(*) FILTER (WHERE ${member(sql, "o")}) AS n,
-             count(*) FILTER (WHERE ${unacked(sql, "o")}) AS unacked,
+             count(*) FILTER (WHERE ${unacked(sql, "o", epochOfG)}) AS unacked,
              count(*) FILTER (WHERE ${reapable(sql, now, "o")}
                                  OR (o.instance_id IS NOT NULL AND o.lease_expires_at <= ${t}
-                                     AND o.acked_epoch < g.epoch)
-                                 OR (${member(sql, "o")} AND ${ahead(sql, "o")})) AS expired,
+                                     AND o.acked_epoch < ${epochOfG})
+                                 OR (${member(sql, "o")} AND ${ahead(sql, "o", epochOfG)})) AS expired,
              pg_catalog.max(${leaseOf(sql, "o")}) FILTER (WHERE o.lease_expires_at > ${t}) AS longest
-        FROM modulo_group.members o, g
+        FROM modulo_group.members o
        WHERE o.group_id = ${groupId}::text AND o.member_id <> ${memberId}::uuid
     )
     SELECT me.idx, me.acked_epoch AS acked, (SELECT acked_epoch FROM prev) AS prev_acked,
-           me.assigned_epoch, me.assigned_size, g.epoch, g.size, g.incarnation,
-           others.unacked, others.expired, others.n + 1 AS rows,
+           me.assigned_epoch, me.assigned_size, ${epochOfG} AS epoch, (SELECT size FROM g) AS size,
+           (SELECT incarnation FROM g) AS incarnation,
+           (SELECT unacked FROM others) AS unacked, (SELECT expired FROM others) AS expired,
+           (SELECT n FROM others) + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
-           (extract(epoch FROM others.longest) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
-           CASE WHEN ${slots}::boolean THEN g.slots END AS slots, mine.held, mine.pending
-      FROM me, g, others, mine
+           (extract(epoch FROM (SELECT longest FROM others)) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
+           CASE WHEN ${slots}::boolean THEN (SELECT g.slots FROM g) END AS slots,
+           (SELECT held FROM mine) AS held, (SELECT pending FROM mine) AS pending
+      FROM me
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
-     WHERE me.idx IS NOT NULL
-       AND me.idx < CASE WHEN me.assigned_epoch >= g.epoch THEN me.assigned_size ELSE g.size END`
+     -- No row without the group's row (\`g\`, one row at most: its key).
+     WHERE me.idx IS NOT NULL AND EXISTS (SELECT 1 FROM g)
+       AND me.idx < CASE WHEN me.assigned_epoch >= ${epochOfG} THEN me.assigned_size ELSE (SELECT size FROM g) END`
 }
 
 /** One member's renewal in a batch (`renewLeases`). */
@@ -1311,17 +1326,18 @@ export const renewLeases = (
     ack_current: r.ackCurrent === true
   })))
   // Only a batch with a slots-mode member reads the slots table (a modulo-mode member's role needs no
-  // grant on it).
+  // grant on it). Two sub-selects per request (each by its own index, holder and owner), joined to
+  // nothing: a lateral join needs a nested loop, which `enable_nestloop = off` costed past every JIT
+  // threshold (test/badinput/plannerMethods.pg.test.ts).
   const slotView = requests.some((r) => r.slots)
-    ? sql`LEFT JOIN LATERAL (
-        SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM r.member_id)
-                                 ORDER BY s.slot) FILTER (WHERE s.holder = r.member_id), '[]'::json) AS held,
-               coalesce(pg_catalog.json_agg(s.slot ORDER BY s.slot)
-                          FILTER (WHERE s.holder IS DISTINCT FROM r.member_id), '[]'::json) AS pending
-          FROM modulo_group.slots s
-         WHERE r.slots AND s.group_id = r.group_id AND (s.holder = r.member_id OR s.owner = r.member_id)
-      ) sv ON true`
-    : sql`CROSS JOIN (SELECT '[]'::json AS held, '[]'::json AS pending) sv`
+    ? sql`(SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(s.slot, s.generation, s.owner IS NOT DISTINCT FROM r.member_id)
+                                   ORDER BY s.slot), '[]'::json)
+             FROM modulo_group.slots s
+            WHERE r.slots AND s.group_id = r.group_id AND s.holder = r.member_id) AS held,
+          (SELECT coalesce(pg_catalog.json_agg(s.slot ORDER BY s.slot), '[]'::json)
+             FROM modulo_group.slots s
+            WHERE r.slots AND s.group_id = r.group_id AND s.owner = r.member_id AND s.holder IS DISTINCT FROM r.member_id) AS pending`
+    : sql`'[]'::json AS held, '[]'::json AS pending`
   // A row a reap would count: its lease and grace ran out, or a held static row behind the epoch.
   const expiredRow = (x: "x" | "me") =>
     x === "x"
@@ -1395,14 +1411,13 @@ export const renewLeases = (
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
            (extract(epoch FROM agg.longest) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
-           CASE WHEN r.slots THEN g.slots END AS slots, sv.held, sv.pending
+           CASE WHEN r.slots THEN g.slots END AS slots, ${slotView}
       FROM req r
       LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
       LEFT JOIN lk ON lk.member_id = r.member_id
       LEFT JOIN me ON me.member_id = r.member_id
       LEFT JOIN g ON g.group_id = r.group_id
-      LEFT JOIN agg ON agg.group_id = r.group_id
-      ${slotView}`
+      LEFT JOIN agg ON agg.group_id = r.group_id`
 }
 
 /**
@@ -1897,9 +1912,9 @@ export const fenceEnd = (
     ? sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slots, generations) ${own}`
     : sql`INSERT INTO modulo_group.fence_checks (member_id, group_id, epoch, idx, slot, generation)
       SELECT t.m, t.g, t.e, t.i, t.s, t.n
-        FROM now, ROWS FROM (pg_catalog.jsonb_to_recordset(now.fenced) AS (m uuid, g text, e int8, i int4, s int4, n int8))
+        FROM ROWS FROM (pg_catalog.jsonb_to_recordset((SELECT now.fenced FROM now)) AS (m uuid, g text, e int8, i int4, s int4, n int8))
                   WITH ORDINALITY AS t(m, g, e, i, s, n, o)
-       WHERE now.xact = ${begun.xact}::text
+       WHERE (SELECT now.xact FROM now) = ${begun.xact}::text
        ORDER BY (t.m OPERATOR(pg_catalog.=) ${target.memberId}::uuid AND t.g OPERATOR(pg_catalog.=) ${target.groupId}::text), t.o`
   const restoreOld = nestedBoundMs !== undefined
     ? sql`, pg_catalog.set_config('statement_timeout', ${boundedAfterFence(begun.old_st, nestedBoundMs)}::text, true) AS restored_st,
@@ -1910,6 +1925,10 @@ export const fenceEnd = (
             CASE WHEN now.marker = ${marker.chain}::text
                  THEN pg_catalog.set_config(${fenceMarkerSetting}::text, ${marker.before}::text, true) END AS restored_marker`
     : sql``
+  // Nothing joined (the member's row and the record read as sub-selects): no join needs a nested
+  // loop, so the plan's cost stays what it is under `enable_nestloop = off` (a review: there the
+  // statement was costed past every JIT threshold and compiled at every fence, 0.3 s of the server's
+  // CPU; test/badinput/plannerMethods.pg.test.ts).
   return sql<FenceEnded>`
     WITH now AS MATERIALIZED (
       SELECT pg_catalog.txid_current()::text AS xact,
@@ -1924,8 +1943,10 @@ export const fenceEnd = (
            now.fenced OPERATOR(pg_catalog.@>) ${targetEntries(sql, target)} AS recorded,
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors c
              WHERE c.is_holdable AND c.creation_time OPERATOR(pg_catalog.>=) pg_catalog.now())::int4 AS held_cursors,
-           m.lease_expires_at > pg_catalog.clock_timestamp() AS live,
-           (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint AS lease_left_ms,
+           (SELECT m.lease_expires_at > pg_catalog.clock_timestamp()
+              FROM modulo_group.members m WHERE m.member_id = ${target.memberId}::uuid) AS live,
+           (SELECT (extract(epoch FROM m.lease_expires_at - pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint
+              FROM modulo_group.members m WHERE m.member_id = ${target.memberId}::uuid) AS lease_left_ms,
            (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(
                      r.member_id::text, r.group_id,
                      ((extract(epoch FROM r.joined_at) OPERATOR(pg_catalog.*) 1000000)::int8)::text,
@@ -1942,7 +1963,7 @@ export const fenceEnd = (
                             WHERE r.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
                               AND r.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'g'))) AS recorded_left_ms
            ${restoreOld}
-      FROM now LEFT JOIN modulo_group.members m ON m.member_id = ${target.memberId}::uuid`
+      FROM now`
 }
 
 /**
@@ -1960,13 +1981,20 @@ export const selectOpenSchemas = (sql: Sql) =>
      ORDER BY n.nspname`
 
 /**
- * The session's `session_replication_role`: under `replica` (a superuser's default for the database or
- * the role, or in the URL's options) PostgreSQL fires no ordinary trigger and no constraint's trigger,
- * so the database's own checks of the schema (the deferrable `UNIQUE (group_id, idx)`, the foreign
- * keys, the fence's commit-time check) do not run.
+ * The session's settings a store checks as it starts (`PgMembershipStore.prepare`):
+ * `session_replication_role` (under `replica`, a superuser's default for the database or the role, or
+ * in the URL's options, PostgreSQL fires no ordinary trigger and no constraint's trigger, so the
+ * database's own checks of the schema, the deferrable `UNIQUE (group_id, idx)`, the foreign keys, the
+ * fence's commit-time check, do not run), the planner's methods turned off (`enable_*` below their
+ * default), and whether JIT is on.
  */
-export const selectReplicationRole = (sql: Sql) =>
-  sql<{ role: string }>`SELECT pg_catalog.current_setting('session_replication_role') AS role`
+export const selectSessionSettings = (sql: Sql) =>
+  sql<{ role: string; disabled: ReadonlyArray<string>; jit: boolean }>`
+    SELECT pg_catalog.current_setting('session_replication_role') AS role,
+           ARRAY(SELECT s.name::text FROM pg_catalog.pg_settings s
+                  WHERE s.name LIKE 'enable\_%' AND s.vartype = 'bool' AND s.boot_val = 'on' AND s.setting = 'off'
+                  ORDER BY s.name) AS disabled,
+           pg_catalog.current_setting('jit') = 'on' AS jit`
 
 // ---------------------------------------------------------------------------------------------------
 // Migrations (`Migrations.run/check/repair`).
