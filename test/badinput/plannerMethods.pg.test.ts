@@ -6,9 +6,8 @@
  * threshold, and JIT compiled the statement at every execution (0.3 s of the server's CPU; 1-2 s
  * under a test run's load, when renewals missed their deadlines). The fence's last statement did the
  * same (0.3 s per fenced transaction), and the batched heartbeat of a slots-mode member (a lateral
- * join for its slot view) and a join's read behind a busy group lock (`selectBusyJoin`). They now
- * read those rows as sub-selects and join nothing that way. (`createSlots`, once per group, still
- * costs so.)
+ * join for its slot view), a join's read behind a busy group lock (`selectBusyJoin`) and a slots-mode
+ * group's creation (`createSlots`). They now read those rows as sub-selects and join nothing that way.
  *
  * The criterion is the plan's cost, read with EXPLAIN (nothing runs): below `jit_above_cost`'s default
  * (100,000), with nested loops off. test/badinput/replicationRole.pg.test.ts has the warning a store
@@ -76,6 +75,7 @@ it.live("with nested loops off, the heartbeat and the fence's last statement are
         2000
       ),
       selectBusyJoin: Statements.selectBusyJoin(sql, gid, me, writer, null),
+      createSlots: Statements.createSlots(sql, gid, 16, null),
       fenceEnd: Statements.fenceEnd(sql, target, begun, undefined, marker),
       fenceEndNested: Statements.fenceEnd(sql, target, begun, "3000", marker),
       fenceEndSlots: Statements.fenceEnd(sql, slotTarget, begun, undefined, marker)
