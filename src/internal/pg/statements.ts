@@ -365,7 +365,9 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
            acked_epoch = CASE WHEN m.instance_id IS NOT NULL AND m.lease_expires_at <= ${at(sql, now)}
                               THEN GREATEST(m.acked_epoch, ${epoch}::int8) ELSE m.acked_epoch END
       FROM target
-     WHERE m.member_id = target.member_id`
+     -- Its group's rows only (\`target\` is of no other): by their index whatever join the planner picks
+     -- (a hash join read every row of the table under enable_nestloop = off: test/batch/plans.pg.test.ts).
+     WHERE m.member_id = target.member_id AND m.group_id = ${groupId}::text`
 
 /**
  * Under the group lock, after `reassignIndices`: sets the group's epoch and size, and starts a new
@@ -1361,6 +1363,9 @@ export const renewLeases = (
       SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq, r.ack_current
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
        WHERE (SELECT lt FROM bound) IS NOT NULL AND ${written(sql, "m.", writer)}
+         -- The rows by their key, whatever join the planner picks (a hash join read every row of the
+         -- table under enable_nestloop = off: test/batch/plans.pg.test.ts).
+         AND m.member_id = ANY (ARRAY(SELECT member_id FROM req))
          FOR NO KEY UPDATE OF m SKIP LOCKED
     ), gids AS MATERIALIZED (
       SELECT ARRAY(SELECT DISTINCT group_id FROM req) AS ids
@@ -1377,6 +1382,7 @@ export const renewLeases = (
              renewal_seq = r.seq
         FROM lk r
        WHERE m.member_id = r.member_id AND m.group_id = r.group_id
+         AND m.member_id = ANY (ARRAY(SELECT member_id FROM lk))
          AND m.lease_expires_at > ${t}
          -- Live when written too (\`renewLease\`): the rows are locked (\`lk\`, which waits for none).
          AND m.lease_expires_at > COALESCE(${now}::timestamptz, pg_catalog.clock_timestamp())
@@ -1567,7 +1573,11 @@ export const selectWaiters = (sql: Sql, groupId: string, now: string | null) =>
       FROM modulo_group.instance_waiters w
      WHERE w.group_id = ${groupId}::text
        AND w.seen_at + w.lease_ms::float8 * interval '1 millisecond' > ${at(sql, now)}
-       AND NOT EXISTS (SELECT 1 FROM modulo_group.members m WHERE m.member_id = w.member_id)
+       -- (The group's waiters' rows by their key, whatever join the planner picks: test/batch/plans.pg.test.ts.)
+       AND NOT EXISTS (SELECT 1 FROM modulo_group.members m
+                        WHERE m.member_id = w.member_id
+                          AND m.member_id = ANY (ARRAY(SELECT v.member_id FROM modulo_group.instance_waiters v
+                                                        WHERE v.group_id = ${groupId}::text)))
      ORDER BY w.instance_id, w.since, w.member_id`
 
 // ---------------------------------------------------------------------------------------------------
@@ -1931,7 +1941,10 @@ export const fenceEnd = (
   // Nothing joined (the member's row and the record read as sub-selects): no join needs a nested
   // loop, so the plan's cost stays what it is under `enable_nestloop = off` (a review: there the
   // statement was costed past every JIT threshold and compiled at every fence, 0.3 s of the server's
-  // CPU; test/badinput/plannerMethods.pg.test.ts).
+  // CPU; test/badinput/plannerMethods.pg.test.ts). The recorded members' rows are found by their key
+  // first: the semi-join alone read every row of the table there (test/batch/plans.pg.test.ts).
+  const recordedIds = sql`ARRAY(SELECT (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
+                                  FROM pg_catalog.jsonb_array_elements((SELECT now.fenced FROM now)) e)`
   return sql<FenceEnded>`
     WITH now AS MATERIALIZED (
       SELECT pg_catalog.txid_current()::text AS xact,
@@ -1956,13 +1969,15 @@ export const fenceEnd = (
                      CASE WHEN pg_catalog.isfinite(r.lease_expires_at)
                           THEN ((extract(epoch FROM r.lease_expires_at) OPERATOR(pg_catalog.*) 1000000)::int8)::text END)), '[]'::jsonb)::text
               FROM modulo_group.members r
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
+             WHERE r.member_id OPERATOR(pg_catalog.=) ANY (${recordedIds})
+               AND EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
                             WHERE r.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
                               AND r.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'g'))) AS recorded_members,
            (SELECT pg_catalog.min((extract(epoch FROM r.lease_expires_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())
                                      OPERATOR(pg_catalog.*) 1000)::bigint)
               FROM modulo_group.members r
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
+             WHERE r.member_id OPERATOR(pg_catalog.=) ANY (${recordedIds})
+               AND EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(now.fenced) e
                             WHERE r.member_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'm')::uuid
                               AND r.group_id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'g'))) AS recorded_left_ms
            ${restoreOld}
