@@ -222,9 +222,10 @@ export const prepare = (options: Options = {}) =>
       yield* Effect.logWarning(
         `modulo-group: planner method(s) ${settings.disabled.join(", ")} turned off for the members' sessions (a default ` +
           "of the database or role, or the URL's options): the members' statements are planned for PostgreSQL's " +
-          `defaults, and cost far more so${settings.jit ? " (with JIT on, each heartbeat may be compiled at every execution: " +
-            "0.3 s of the server's CPU measured under enable_nestloop = off)" : ""}; heartbeats may miss their deadlines ` +
-          "and members fence themselves. Reset them for the members' role (ALTER ROLE ... RESET ...) or give the members " +
+          `defaults, and some cost far more so${settings.jit ? " (with JIT on, compiled at every execution: under " +
+            "enable_sort = off the fence's last statement and every change's reassignment take about 0.3 s each)" : ""}; ` +
+          "heartbeats, changes and fenced transactions may miss their deadlines and timeouts. Reset them for the " +
+          "members' role (ALTER ROLE ... RESET ...) or give the members " +
           "a role of their own (docs/operations.md, \"Session defaults an operator may set\")"
       )
     }
