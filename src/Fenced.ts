@@ -285,7 +285,7 @@ export const fencedWith = <A, E, R>(
       // at the end) and the transaction's id (an app COMMIT or ROLLBACK inside the body changes it).
       // MATERIALIZED: the old values are read before set_config runs.
       const marker = yield* fenceMarker
-      const [begun] = yield* Statements.fenceBegin(sql, backstop)
+      const [begun] = yield* Statements.fenceBegin(sql, backstop, !nested)
       if (begun === undefined) return yield* Effect.dieMessage("modulo-group: the fence's first statement returned no row")
       // Nested in an app transaction above READ COMMITTED, the lease checks (step 6 and the commit-time
       // trigger) would read the transaction's snapshot, not the member row as it is then: a lease cut

@@ -7,6 +7,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import type * as Statement from "@effect/sql/Statement"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -147,6 +148,26 @@ const pause = (millis: number) =>
   })
 
 /**
+ * The planned cost of the members' heartbeats (EXPLAIN without ANALYZE: nothing runs), the single
+ * and the batched form, with made-up ids: what JIT would compile them at (`prepare`).
+ */
+const heartbeatCost = (sql: SqlClient.SqlClient) => {
+  const id = "00000000-0000-4000-8000-000000000000"
+  const planned = (statement: Statement.Statement<unknown>) => {
+    const [text, params] = statement.compile()
+    return sql.unsafe<{ "QUERY PLAN": ReadonlyArray<{ readonly Plan: { readonly "Total Cost": number } }> }>(
+      `EXPLAIN (FORMAT JSON) ${text}`,
+      params as Array<unknown>
+    ).pipe(Effect.map((rows) => rows[0]?.["QUERY PLAN"][0]?.Plan["Total Cost"] ?? 0))
+  }
+  return Effect.zipWith(
+    planned(Statements.renewLease(sql, "-", id, 1, 1000, false, null, 1000, 1, id)),
+    planned(Statements.renewLeases(sql, [{ memberId: id, groupId: "-", ack: 1, leaseMs: 1000, stuck: false, slots: false, seq: 1 }], id, null, 1000)),
+    Math.max
+  )
+}
+
+/**
  * Readies the schema: migrates (default) or checks it, retrying an unreachable database for a
  * bounded time with a log line per attempt.
  *
@@ -222,12 +243,30 @@ export const prepare = (options: Options = {}) =>
       yield* Effect.logWarning(
         `modulo-group: planner method(s) ${settings.disabled.join(", ")} turned off for the members' sessions (a default ` +
           "of the database or role, or the URL's options): the members' statements are planned for PostgreSQL's " +
-          `defaults, and some cost far more so${settings.jit ? " (with JIT on, compiled at every execution: under " +
-            "enable_sort = off the fence's last statement and every change's reassignment take about 0.3 s each)" : ""}; ` +
-          "heartbeats, changes and fenced transactions may miss their deadlines and timeouts. Reset them for the " +
+          `defaults, and some cost far more so${settings.jit ? " (with JIT on, a statement costed past jit_above_cost is " +
+            "compiled at every execution; changes and fenced transactions of their own turn JIT off for themselves, " +
+            "heartbeats and fenced blocks inside an app's transaction cannot)" : ""}; ` +
+          "heartbeats and fenced transactions may miss their deadlines and timeouts. Reset them for the " +
           "members' role (ALTER ROLE ... RESET ...) or give the members " +
           "a role of their own (docs/operations.md, \"Session defaults an operator may set\")"
       )
+    }
+    // JIT thresholds below what the members' heartbeats are planned at (`jit_above_cost = 0`, cost
+    // settings raised, planner methods off): PostgreSQL compiles every heartbeat at each execution,
+    // 20-30 times its cost (a review, attack85; no warning then). The heartbeat's plan read with
+    // EXPLAIN (nothing runs); said once, loudly. A change and a fence of its own transaction turn JIT
+    // off for themselves (`noJit` in statements.ts); a heartbeat is one statement and cannot.
+    if (settings !== undefined && settings.jit && settings.jit_above_cost >= 0) {
+      const cost = yield* heartbeatCost(sql).pipe(Effect.orElseSucceed(() => 0))
+      if (cost > settings.jit_above_cost) {
+        yield* Effect.logWarning(
+          `modulo-group: the members' heartbeat is planned at cost ${Math.round(cost)}, above jit_above_cost ` +
+            `(${settings.jit_above_cost}) with JIT on for the members' sessions: PostgreSQL compiles every heartbeat ` +
+            "at each execution, many times its cost in the server's CPU, and renewals may miss their deadlines. Turn " +
+            "JIT off for the members' role (ALTER ROLE ... SET jit = off), or reset jit_above_cost and the planner's " +
+            "cost settings for it (docs/operations.md, \"Session defaults an operator may set\")"
+        )
+      }
     }
     // Schemas of the search path open to every role (docs/operations.md, "The members' search_path"):
     // said once as the store starts, loudly; nothing else depends on the answer.

@@ -176,6 +176,17 @@ const renewedLease = (sql: Sql, alias: "" | "m.", renewed: Statement.Fragment): 
 const pinnedSearchPath = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)`
 
 /**
+ * JIT off for the rest of a transaction of the library's own (a change's, a busy join's, the warm-up's,
+ * a fence's of its own transaction), set by its first statement. Its statements are short; JIT only
+ * adds the compilation (a review, attack85: under `enable_sort = off` as the database's default, the
+ * planner's penalty for a disabled sort took a change's reassignment and the fence's last statement past
+ * `jit_above_cost`, and each was compiled at every run, about 0.3 s of the server's CPU: a group of
+ * statement timeout 200 ms never formed; `jit_above_cost = 0` the same for every statement).
+ * test/badinput/jit.pg.test.ts.
+ */
+const noJit = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_config('jit', 'off', true)`
+
+/**
  * The first statement of every change: sets the server-side bounds of the transaction (lock_timeout
  * for the waits below, `lockWaitMs`; statement_timeout for the later statements and
  * idle_in_transaction_session_timeout for a stalled client, both `timeoutMs`), tries the group's
@@ -196,6 +207,7 @@ export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, time
              pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true),
              pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true),
              ${pinnedSearchPath(sql)},
+             ${noJit(sql)},
              pg_catalog.pg_try_advisory_xact_lock(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ), created AS (
       INSERT INTO modulo_group.groups (group_id, changed_at)
@@ -220,7 +232,8 @@ export const boundTransaction = (sql: Sql, timeoutMs: number) =>
     SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true),
            pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true),
            pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true),
-           ${pinnedSearchPath(sql)}`
+           ${pinnedSearchPath(sql)},
+           ${noJit(sql)}`
 
 /**
  * After `tryLockGroup` found only fenced transactions holding the group's lock: waits for it (within
@@ -649,6 +662,7 @@ export const tryShareGroup = (sql: Sql, groupId: string, timeoutMs: number) =>
              pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true) AS st,
              pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true) AS idle,
              ${pinnedSearchPath(sql)} AS path,
+             ${noJit(sql)} AS jit,
              pg_catalog.pg_try_advisory_xact_lock_shared(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ) AS s`
 
@@ -1692,7 +1706,12 @@ const stampMarker = (sql: Sql, id: string, stage: number) => {
  * block's `fenceEnd` restores them), the values set, and the transaction's id (an app COMMIT or
  * ROLLBACK inside the body changes it).
  */
-export const fenceBegin = (sql: Sql, backstopMs: string) =>
+export const fenceBegin = (
+  sql: Sql,
+  backstopMs: string,
+  /** A fence of its own transaction: JIT off for the rest of it (`noJit`; inside an app's transaction the app's setting stays). */
+  ownTransaction: boolean
+) =>
   sql<FenceBegun>`
     WITH old AS MATERIALIZED (
       SELECT pg_catalog.current_setting('statement_timeout') AS old_st,
@@ -1705,7 +1724,7 @@ export const fenceBegin = (sql: Sql, backstopMs: string) =>
            pg_catalog.set_config('lock_timeout', '0', true) AS lock,
            pg_catalog.current_setting('transaction_isolation') AS iso,
            CASE WHEN old.old_tx IS NOT NULL THEN pg_catalog.set_config('transaction_timeout', ${backstopMs}::text, true) END AS tx,
-           pg_catalog.txid_current()::text AS xact
+           pg_catalog.txid_current()::text AS xact${ownTransaction ? sql`, ${noJit(sql)} AS jit` : sql``}
       FROM old`
 
 /**
@@ -2007,12 +2026,14 @@ export const selectOpenSchemas = (sql: Sql) =>
  * default), and whether JIT is on.
  */
 export const selectSessionSettings = (sql: Sql) =>
-  sql<{ role: string; disabled: ReadonlyArray<string>; jit: boolean }>`
+  sql<{ role: string; disabled: ReadonlyArray<string>; jit: boolean; jit_above_cost: number }>`
     SELECT pg_catalog.current_setting('session_replication_role') AS role,
            ARRAY(SELECT s.name::text FROM pg_catalog.pg_settings s
                   WHERE s.name LIKE 'enable\_%' AND s.vartype = 'bool' AND s.boot_val = 'on' AND s.setting = 'off'
                   ORDER BY s.name) AS disabled,
-           pg_catalog.current_setting('jit') = 'on' AS jit`
+           pg_catalog.current_setting('jit') = 'on' AND pg_catalog.pg_jit_available() AS jit,
+           pg_catalog.current_setting('jit_above_cost')::float8 AS jit_above_cost`
+
 
 // ---------------------------------------------------------------------------------------------------
 // Migrations (`Migrations.run/check/repair`).
