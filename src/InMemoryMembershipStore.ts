@@ -442,7 +442,14 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             row.heartbeatAt = now
             // `ackCurrent`: a waiting member acknowledges the group's epoch (as the PostgreSQL store's
             // statement reads it; here atomic).
-            row.ackedEpoch = Math.max(row.ackedEpoch, ack, options.ackCurrent === true ? g.epoch : 0)
+            // `ackPlace`: an acknowledgement of an epoch this row was given another place in is not
+            // recorded (the PostgreSQL store's `placedAck`: the epoch's number was issued twice).
+            const place = options.ackPlace
+            const placed = place !== undefined && ack === row.assignedEpoch &&
+                (row.assignedSize !== place.size || row.index !== place.index)
+              ? 0
+              : ack
+            row.ackedEpoch = Math.max(row.ackedEpoch, placed, options.ackCurrent === true ? g.epoch : 0)
             row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
             const full = viewOf(g, row, now)
             // Slots only when asked for (as the PostgreSQL store reads them).

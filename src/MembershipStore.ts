@@ -329,6 +329,18 @@ export interface MembershipStoreService {
        */
       readonly ackCurrent?: boolean | undefined
       /**
+       * The place (size and index) this member holds in epoch `ack`, as it learned it: the store records
+       * `ack` only if the member's row was given that place in that epoch (its stamp, `assigned_epoch`
+       * equal to `ack`), and otherwise records nothing new (`ackCurrent` aside). An epoch number the
+       * database issued twice (a restore that took back the change that issued it, then another change:
+       * docs/guarantees.md, "Fencing tokens") names another assignment: the members' acknowledgement of
+       * the first must not lower the second's barrier. Absent: `ack` is recorded as it is (slots mode,
+       * and a member with no place in that epoch).
+       *
+       * @since 0.5.0
+       */
+      readonly ackPlace?: { readonly size: number; readonly index: number } | undefined
+      /**
        * A plain periodic renewal: the store may hold it up to this many milliseconds to send it with
        * the renewals of other members (the Postgres store renews all its members' queued requests
        * in one statement). The caller renews that much earlier than it must (docs/operations.md,

@@ -153,13 +153,10 @@ const pause = (millis: number) =>
  */
 const heartbeatCost = (sql: SqlClient.SqlClient) => {
   const id = "00000000-0000-4000-8000-000000000000"
-  const planned = (statement: Statement.Statement<unknown>) => {
-    const [text, params] = statement.compile()
-    return sql.unsafe<{ "QUERY PLAN": ReadonlyArray<{ readonly Plan: { readonly "Total Cost": number } }> }>(
-      `EXPLAIN (FORMAT JSON) ${text}`,
-      params as Array<unknown>
-    ).pipe(Effect.map((rows) => rows[0]?.["QUERY PLAN"][0]?.Plan["Total Cost"] ?? 0))
-  }
+  const planned = (statement: Statement.Statement<unknown>) =>
+    sql<{ "QUERY PLAN": ReadonlyArray<{ readonly Plan: { readonly "Total Cost": number } }> }>`EXPLAIN (FORMAT JSON) ${statement}`.pipe(
+      Effect.map((rows) => rows[0]?.["QUERY PLAN"][0]?.Plan["Total Cost"] ?? 0)
+    )
   return Effect.zipWith(
     planned(Statements.renewLease(sql, "-", id, 1, 1000, false, null, 1000, 1, id)),
     planned(Statements.renewLeases(sql, [{ memberId: id, groupId: "-", ack: 1, leaseMs: 1000, stuck: false, slots: false, seq: 1 }], id, null, 1000)),
@@ -785,7 +782,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     const renewAlone = (req: Statements.RenewalRequest, now: string | null, lockWaitMs = statementTimeoutMs) => {
       const renewal = Statements.renewLease(
         sql, req.groupId, req.memberId, req.ack, req.leaseMs, req.stuck, now, lockWaitMs, req.seq, writer, req.slots,
-        req.ackCurrent === true
+        req.ackCurrent === true, req.ackPlace
       )
       return Effect.map(singleAtReadCommitted("heartbeat", renewal), ([r]) => r)
     }
@@ -1364,6 +1361,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               stuck: hbOptions.stuck === true,
               slots: hbOptions.slots === true,
               ackCurrent: hbOptions.ackCurrent === true,
+              ackPlace: hbOptions.ackPlace,
               announce: hbOptions.announce === true
             }, holdMs, { ms: statementTimeoutMs + holdMs, onTimeout: () => timedOut("heartbeat", statementTimeoutMs + holdMs) }, holdMs > 0 ? hbOptions.early : undefined)
             if (r === undefined) return Option.none<GroupView>()

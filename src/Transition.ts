@@ -467,6 +467,23 @@ export const transition = (state: MemberState, event: Event): Step =>
 export const mayWork = (state: MemberState): boolean => state._tag === "Assigned"
 
 /**
+ * The place (size and index) the member holds in the epoch its renewals acknowledge (`Member.acked`),
+ * from its state: what the renewals name with the acknowledgement (`MembershipStore`'s `ackPlace`), so
+ * that the store does not count it for another assignment issued under the same epoch number (a
+ * restore that took back the change that issued it). `undefined` when the state holds no slot of that
+ * epoch (the store then records the epoch as it is).
+ *
+ * @since 0.5.0
+ * @category getters
+ */
+export const ackPlace = (member: Pick<Member, "state" | "acked">): { readonly size: number; readonly index: number } | undefined => {
+  const s = member.state
+  if ("epoch" in s && s.epoch === member.acked) return { size: s.size, index: s.index }
+  if (s._tag === "Renegotiating" && s.next.epoch === member.acked) return { size: s.next.size, index: s.next.index }
+  return undefined
+}
+
+/**
  * Whether the member holds a lease that renewals must keep alive: as a member, and while leaving
  * until its work has stopped (a member never lets its lease lapse while its work may run).
  *

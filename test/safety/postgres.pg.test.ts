@@ -258,6 +258,58 @@ it.live("break 7, leases still running: a join right after the restore starts no
     expect(settled).toMatchObject({ epoch: after5.epoch, size: 3, allAcked: true, expired: false })
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
 
+it.live("break 7, only the last change taken back: the members' acknowledgement of the lost epoch does not lower the barrier of the epoch issued again under its number", () =>
+  Effect.gen(function*() {
+    // A review (attack83): the rows put back to epoch 3 while a and b worked epoch 4 ([0/2], [1/2]); a
+    // join committed epoch 4 again, at size 3, and a's and b's renewals, acknowledging the 4 they
+    // worked in, counted for it: d started [2/3] beside them (item 2 worked twice). Their renewals
+    // name the place they hold in the epoch they acknowledge (Transition.ackPlace); the database's
+    // epoch 4 gave them other places, so nothing is recorded, and their views contradict what they
+    // hold: they stop and rejoin (Transition's `refuseWorking`), a change the others follow.
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("restore-one")
+    const lease = 60_000
+    const [a, b, x, d] = [info("a"), info("b"), info("x"), info("d")]
+    yield* store.join(groupId, a, lease)
+    yield* store.join(groupId, b, lease)
+    // x with a short lease: run out by the time of the restore, so the join after it reaps x.
+    const three = yield* store.join(groupId, x, 300)
+    for (const m of [a, b, x]) yield* store.heartbeat(groupId, m.memberId, three.epoch, m === x ? 300 : lease)
+    const restore = yield* backupOf(groupId)
+    yield* store.leave(groupId, x.memberId)
+    const placeOf = (v: GroupView) => ({ size: v.size, index: v.index })
+    const aFour = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch + 1, lease))
+    const bFour = Option.getOrThrow(yield* store.heartbeat(groupId, b.memberId, aFour.epoch, lease))
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, aFour.epoch, lease, { ackPlace: placeOf(aFour) })))
+      .toMatchObject({ epoch: 4, size: 2, index: 0, allAcked: true })
+    yield* Effect.sleep(Duration.millis(400))
+    // The restore takes back x's leave only; then d joins before a and b renew.
+    yield* restore
+    const joined = yield* store.join(groupId, d, lease)
+    // The scenario: epoch 4 again (x reaped, d added), at size 3.
+    expect(joined).toMatchObject({ epoch: 4, size: 3, index: 2, incarnation: aFour.incarnation })
+    // a and b renew as their members do: acknowledging 4, naming [0/2] and [1/2].
+    const aView = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, aFour.epoch, lease, { ackPlace: placeOf(aFour) }))
+    const bView = Option.getOrThrow(yield* store.heartbeat(groupId, b.memberId, bFour.epoch, lease, { ackPlace: placeOf(bFour) }))
+    // Before: a's and b's acknowledgements counted, and d's view had the barrier down.
+    expect(aView).toMatchObject({ epoch: 4, size: 3, index: 0, acked: 3, allAcked: false })
+    expect(bView).toMatchObject({ epoch: 4, size: 3, index: 1, acked: 3, allAcked: false })
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, d.memberId, joined.epoch, lease))).toMatchObject({ allAcked: false })
+    // What a's member makes of its view: it holds [0/2] in epoch 4, the view says [0/3]: refused.
+    const working = MemberState.Assigned({ epoch: 4, index: 0, size: 2, incarnation: aFour.incarnation })
+    expect(Transition.ackPlace({ state: working, acked: 4 })).toEqual({ size: 2, index: 0 })
+    // a and b rejoin (the refusal's end): a new epoch, whose barrier comes down once all acknowledge it.
+    yield* store.join(groupId, a, lease)
+    const five = yield* store.join(groupId, b, lease)
+    expect(five.epoch).toBeGreaterThan(4)
+    for (const m of [a, b, d]) yield* store.heartbeat(groupId, m.memberId, five.epoch, lease)
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, d.memberId, five.epoch, lease))).toMatchObject({
+      epoch: five.epoch,
+      size: 3,
+      allAcked: true
+    })
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
 it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigint maximum) changes nothing: no reap storm, the member's renewal writes over it", () =>
   Effect.gen(function*() {
     // A second review of the restore fix: such a row was taken for the database having gone back. Past

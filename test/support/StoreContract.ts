@@ -64,6 +64,31 @@ export const storeContract = (
       expect(Option.getOrThrow(acked)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 2, allAcked: true })
     }))
 
+  test("an acknowledgement naming another place than the row was given in that epoch is not recorded; the right place is", (g) =>
+    Effect.gen(function*() {
+      // The epoch's number issued twice (a restore took back the change that issued it): a member's
+      // acknowledgement of the first must not count for the second (docs/guarantees.md, "Fencing tokens").
+      const store = yield* MembershipStore
+      const a = info("a")
+      yield* store.join(g, a, 1000)
+      yield* store.join(g, info("b"), 1000)
+      // a holds [0/2] in epoch 2: it names [0/1] (size) and [1/2] (index), then [0/2].
+      for (const ackPlace of [{ size: 1, index: 0 }, { size: 2, index: 1 }]) {
+        const refused = yield* store.heartbeat(g, a.memberId, 2, 1000, { ackPlace })
+        expect(Option.getOrThrow(refused)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 1, allAcked: false })
+      }
+      const acked = yield* store.heartbeat(g, a.memberId, 2, 1000, { ackPlace: { size: 2, index: 0 } })
+      expect(Option.getOrThrow(acked)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 2, allAcked: true })
+      // An older epoch is recorded whatever it names (it lowers no current barrier); so is one named
+      // with no place.
+      const c = info("c")
+      yield* store.join(g, c, 1000)
+      const older = yield* store.heartbeat(g, a.memberId, 2, 1000, { ackPlace: { size: 9, index: 9 } })
+      expect(Option.getOrThrow(older)).toMatchObject({ epoch: 3, acked: 2, allAcked: false })
+      const unnamed = yield* store.heartbeat(g, a.memberId, 3, 1000)
+      expect(Option.getOrThrow(unnamed)).toMatchObject({ epoch: 3, acked: 3 })
+    }))
+
   test("views carry the longest lease of the group's live rows: a join's and each renewal's, the own one at least", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore

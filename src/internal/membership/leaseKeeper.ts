@@ -173,6 +173,8 @@ export const leaseKeeper = (ctx: MemberContext, observe: (o: Observation) => Eff
             stuck,
             slots: ctx.config.slots !== undefined,
             ackCurrent,
+            // Modulo mode: the place the acknowledged epoch gave it (slots mode has no barrier).
+            ackPlace: ctx.config.slots === undefined ? Transition.ackPlace(member) : undefined,
             holdMs,
             early
           })

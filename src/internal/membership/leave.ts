@@ -50,12 +50,14 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
         })
       case "Renew":
         return Effect.gen(function*() {
-          const { acked, term } = yield* Ref.get(ctx.member)
+          const member = yield* Ref.get(ctx.member)
+          const { acked, term } = member
           const sentAt = yield* nowMillis
           const result = yield* Effect.either(
             store.heartbeat(groupId, memberId, acked, ctx.timing.leaseMs, {
               stuck: instruction.stuck,
-              slots: ctx.config.slots !== undefined
+              slots: ctx.config.slots !== undefined,
+              ackPlace: ctx.config.slots === undefined ? Transition.ackPlace(member) : undefined
             })
           )
           // As the lease keeper says it: a renewal at close that fails is no reason to leave sooner,

@@ -1131,6 +1131,31 @@ const ackCurrentEpoch = (sql: Sql, ackCurrent: Statement.Fragment, groupId: Stat
                          (SELECT g0.epoch FROM modulo_group.groups g0 WHERE g0.group_id = ${groupId}::text))
            ELSE 0 END`
 
+/**
+ * A renewal's acknowledgement `ack` as it is recorded: `ack`, unless the member named the place it holds
+ * in that epoch (`size`, `index`: `MembershipStore`'s `ackPlace`; NULL: none named) and its row was
+ * stamped with that epoch at another place (`assigned_epoch = ack`, and another `assigned_size` or
+ * `idx`): then nothing (0; the row's own acknowledgement stays, `saneAck`). The epoch's number was
+ * issued twice (a restore took back the change that issued it, and another change issued it again:
+ * docs/guarantees.md, "Fencing tokens"), and the member's acknowledgement is of the first: counted
+ * for the second, it lowered that barrier while the member still worked the first (a review, attack83).
+ * The row's values are the locked row's (the UPDATE's target as it re-read it).
+ */
+const placedAck = (
+  sql: Sql,
+  ack: Statement.Fragment,
+  size: Statement.Fragment,
+  index: Statement.Fragment,
+  prefix: "" | "m."
+): Statement.Fragment =>
+  prefix === "m."
+    ? sql`CASE WHEN ${size} IS NOT NULL AND ${ack} = m.assigned_epoch
+                    AND (m.assigned_size IS DISTINCT FROM ${size} OR m.idx IS DISTINCT FROM ${index})
+               THEN 0 ELSE ${ack} END`
+    : sql`CASE WHEN ${size} IS NOT NULL AND ${ack} = assigned_epoch
+                    AND (assigned_size IS DISTINCT FROM ${size} OR idx IS DISTINCT FROM ${index})
+               THEN 0 ELSE ${ack} END`
+
 /** A renewal's number past any store's counter: `expireLease` ends a member's renewals with it. */
 const noMoreRenewals = "9223372036854775807"
 
@@ -1194,7 +1219,9 @@ export const renewLease = (
   seq: number,
   writer: string,
   slots = false,
-  ackCurrent = false
+  ackCurrent = false,
+  /** The place the member holds in epoch `ack` (`placedAck`); absent: `ack` as it is. */
+  ackPlace: { readonly size: number; readonly index: number } | undefined = undefined
 ) => {
   // The statement's time, one fragment for every use.
   const t = at(sql, now)
@@ -1215,7 +1242,8 @@ export const renewLease = (
          SET lease_expires_at = ${renewedLease(sql, "", sql`${t} + ${leaseMs}::float8 * interval '1 millisecond'`)},
              lease_ms = ${leaseMs}::float8,
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(${saneAck(sql, "")}, ${ack}::int8,
+             acked_epoch = GREATEST(${saneAck(sql, "")},
+                                    ${placedAck(sql, sql`${ack}::int8`, sql`${ackPlace?.size ?? null}::int4`, sql`${ackPlace?.index ?? null}::int4`, "")},
                                     ${ackCurrentEpoch(sql, sql`${ackCurrent}::boolean`, sql`${groupId}`, sql``)}),
              stopping_since = CASE WHEN ${stuck}::boolean THEN coalesce(stopping_since, ${t}) END,
              renewal_seq = ${seq}::int8
@@ -1274,6 +1302,8 @@ export interface RenewalRequest {
   readonly slots: boolean
   /** Acknowledge the group's epoch as the statement reads it (`ackCurrentEpoch`); absent: false. */
   readonly ackCurrent?: boolean | undefined
+  /** The place the member holds in epoch `ack` (`placedAck`); absent: `ack` as it is. */
+  readonly ackPlace?: { readonly size: number; readonly index: number } | undefined
 }
 
 /** What `renewLeases` returns per request: `renewLease`'s row, and whether the member's row was busy. */
@@ -1342,7 +1372,9 @@ export const renewLeases = (
     stuck: r.stuck,
     slots: r.slots,
     seq: r.seq,
-    ack_current: r.ackCurrent === true
+    ack_current: r.ackCurrent === true,
+    ack_size: r.ackPlace?.size ?? null,
+    ack_idx: r.ackPlace?.index ?? null
   })))
   // Only a batch with a slots-mode member reads the slots table (a modulo-mode member's role needs no
   // grant on it). Two sub-selects per request (each by its own index, holder and owner), joined to
@@ -1370,11 +1402,11 @@ export const renewLeases = (
     WITH req AS MATERIALIZED (
       SELECT * FROM pg_catalog.json_to_recordset(${json}::json)
         AS r(member_id uuid, group_id text, ack bigint, lease_ms float8, stuck boolean, slots boolean, seq bigint,
-             ack_current boolean)
+             ack_current boolean, ack_size int4, ack_idx int4)
     ), bound AS MATERIALIZED (
       SELECT pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}::text, true) AS lt
     ), lk AS MATERIALIZED (
-      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq, r.ack_current
+      SELECT m.member_id, r.group_id, r.ack, r.lease_ms, r.stuck, r.seq, r.ack_current, r.ack_size, r.ack_idx
         FROM modulo_group.members m JOIN req r ON r.member_id = m.member_id
        WHERE (SELECT lt FROM bound) IS NOT NULL AND ${written(sql, "m.", writer)}
          -- The rows by their key, whatever join the planner picks (a hash join read every row of the
@@ -1391,7 +1423,8 @@ export const renewLeases = (
       UPDATE modulo_group.members m
          SET lease_expires_at = ${renewedLease(sql, "m.", sql`${t} + r.lease_ms * interval '1 millisecond'`)}, lease_ms = r.lease_ms,
              heartbeat_at = ${t},
-             acked_epoch = GREATEST(${saneAck(sql, "m.")}, r.ack, ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
+             acked_epoch = GREATEST(${saneAck(sql, "m.")}, ${placedAck(sql, sql`r.ack`, sql`r.ack_size`, sql`r.ack_idx`, "m.")},
+                                    ${ackCurrentEpoch(sql, sql`r.ack_current`, sql`m.group_id`, sql`m.`)}),
              stopping_since = CASE WHEN r.stuck THEN coalesce(m.stopping_since, ${t}) END,
              renewal_seq = r.seq
         FROM lk r
