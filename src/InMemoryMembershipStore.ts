@@ -210,7 +210,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       g.epoch += 1
       g.size = rows.length
       g.changedAt = now
-      if (fresh) g.incarnation = Math.max(g.incarnation + 1, now)
+      // Every change: at least the clock (the PostgreSQL store's `bumpEpoch`: no token of before a restore again).
+      g.incarnation = Math.max(fresh ? g.incarnation + 1 : g.incarnation, Math.floor(now))
       rows.forEach((r, i) => {
         r.index = seats[i]!
         r.assignedEpoch = g.epoch

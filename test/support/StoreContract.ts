@@ -45,10 +45,17 @@ export const storeContract = (
       yield* store.leave(g, a.memberId)
       const again = yield* store.join(g, info("b"), 1000)
       expect(again.incarnation).toBeGreaterThan(first.incarnation)
-      // A join beside a live member keeps the incarnation.
+      // A join beside a live member keeps the incarnation while the store clock stands still, and
+      // raises it to the clock in ms once it has moved (every change: no token of before a restore
+      // from a backup is issued again after it, whatever rows the backup put back).
       const third = yield* store.join(g, info("c"), 1000)
       expect(third.incarnation).toBe(again.incarnation)
       expect(third.epoch).toBe(again.epoch + 1)
+      yield* TestClock.adjust(Duration.seconds(5))
+      const fourth = yield* store.join(g, info("d"), 1000)
+      expect(fourth.epoch).toBe(third.epoch + 1)
+      expect(fourth.incarnation).toBeGreaterThanOrEqual(fourth.clock)
+      expect(fourth.incarnation).toBeGreaterThan(third.incarnation)
     }))
 
   test("a second join bumps the epoch and raises the barrier until the first acknowledges", (g) =>

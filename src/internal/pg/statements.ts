@@ -384,7 +384,11 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
 
 /**
  * Under the group lock, after `reassignIndices`: sets the group's epoch and size, and starts a new
- * incarnation when `fresh` (no member survived into this change; never below the clock in ms).
+ * incarnation when `fresh` (no member survived into this change). Every change raises the incarnation
+ * to at least the clock in ms: a change made after a restore from a backup then issues a token above
+ * every token issued before the restore, whatever rows the backup put back (a review, attack88: rows of
+ * members gone since still ran their leases, so the changes after the restore were not fresh, and
+ * issued the restored incarnation's epochs again). Tokens stay ordered: the clock only adds to it.
  */
 export const bumpEpoch = (sql: Sql, groupId: string, now: string | null, epoch: number, fresh: boolean) =>
   sql<{ epoch: string; size: number; incarnation: string }>`
@@ -392,10 +396,8 @@ export const bumpEpoch = (sql: Sql, groupId: string, now: string | null, epoch: 
        SET epoch = ${epoch}::int8,
            size = (SELECT count(*) FROM modulo_group.members WHERE group_id = ${groupId}::text),
            changed_at = ${at(sql, now)},
-           incarnation = CASE WHEN ${fresh}::boolean
-                              THEN GREATEST(incarnation + 1,
-                                            pg_catalog.floor(extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint)
-                              ELSE incarnation END,
+           incarnation = GREATEST(CASE WHEN ${fresh}::boolean THEN incarnation + 1 ELSE incarnation END,
+                                  pg_catalog.floor(extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint),
            -- Every row restamped: they add up again (see markMissing); and the longest lease they have.
            missing_since = NULL, missing_wait_ms = NULL, missing_indices = NULL,
            lease_ms = (SELECT ${epochMs(sql, sql`pg_catalog.max(${leaseOf(sql, "o")})`)}
