@@ -330,8 +330,6 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 graceMs
               }
               g.members.set(member.memberId, row)
-              // The taker's token above every one issued before (the PostgreSQL store's `takeOver`).
-              g.incarnation = Math.max(g.incarnation, Math.floor(now))
               return Effect.as(
                 Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1),
                 { ...viewOf(g, row, now), takenOver: true }

@@ -1188,7 +1188,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                           epoch,
                           size: group.size,
                           index: taken.idx,
-                          incarnation: taken.incarnation === null ? group.incarnation : num(taken.incarnation)
+                          incarnation: group.incarnation
                         })
                         yield* Metric.update(Metrics.takeovers.pipe(Metric.tagged("group", groupId)), 1)
                         return yield* withSlots({ ...view, takenOver: true })

@@ -238,15 +238,10 @@ export const storeContract = (
       const released = (yield* store.members(g)).find((r) => r.instanceId === "w1")!
       expect(released).toMatchObject({ index: 1, leaseLeftMs: 0, graceLeftMs: 5000 })
       expect(released.releasedAt).not.toBeNull()
-      const before = Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 2, 1000)).incarnation
       yield* TestClock.adjust(Duration.millis(300))
       const b2 = info("b2")
       const v = yield* store.join(g, b2, 1000, statics("w1"))
       expect(v).toMatchObject({ epoch: 2, size: 2, index: 1, acked: 2, allAcked: true, expired: false, takenOver: true })
-      // The taker's token is above the released process's: the incarnation at least the clock in ms,
-      // as a change makes it (no change: the others keep their epoch and their work).
-      expect(v.incarnation).toBeGreaterThanOrEqual(before)
-      expect(v.incarnation).toBeGreaterThanOrEqual(v.clock)
       const rows = yield* store.members(g)
       expect(rows.map((r) => [r.name, r.index, r.instanceId])).toEqual([["a", 0, "w0"], ["b2", 1, "w1"]])
       expect(rows[1]!.releasedAt).toBeNull()

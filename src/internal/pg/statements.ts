@@ -767,7 +767,7 @@ export const takeOver = (
   seq: number,
   writer: string
 ) =>
-  sql<{ idx: number; assigned_epoch: string; assigned_size: number; incarnation: string }>`
+  sql<{ idx: number; assigned_epoch: string; assigned_size: number }>`
     WITH taken AS (
     UPDATE modulo_group.members
        SET member_id = ${member.memberId}::uuid, renewal_seq = ${seq}::int8, writer = ${writer}::uuid,
@@ -781,19 +781,11 @@ export const takeOver = (
        AND lease_expires_at <= ${at(sql, now)}
     RETURNING idx, assigned_epoch, assigned_size
     ), longer AS (
-      -- No change, but the group's longest lease may now be this one (see markMissing), and the
-      -- incarnation at least the clock in ms, as a change makes it (\`bumpEpoch\`): the taker's token is
-      -- above every token issued before, the old process's included (the others keep theirs), also
-      -- when the row it takes over was put back by a restore (a review, attack88: taken over after a
-      -- restore, the rows of a rolling restart gave their new processes tokens issued before it).
-      UPDATE modulo_group.groups
-         SET lease_ms = GREATEST(lease_ms, ${leaseMs}::float8),
-             incarnation = GREATEST(incarnation,
-                                    pg_catalog.floor(extract(epoch FROM ${at(sql, now)}) OPERATOR(pg_catalog.*) 1000)::bigint)
+      -- No change, but the group's longest lease may now be this one (see markMissing).
+      UPDATE modulo_group.groups SET lease_ms = GREATEST(lease_ms, ${leaseMs}::float8)
        WHERE group_id = ${groupId}::text AND EXISTS (SELECT 1 FROM taken)
-      RETURNING incarnation
     )
-    SELECT idx, assigned_epoch, assigned_size, (SELECT incarnation FROM longer) AS incarnation FROM taken`
+    SELECT idx, assigned_epoch, assigned_size FROM taken`
 
 /** Static join: deletes the instance's row that cannot be taken over (see the store); a fresh row follows. */
 export const deleteInstanceRow = (sql: Sql, groupId: string, memberId: string) =>
