@@ -336,7 +336,8 @@ export interface MembershipStoreService {
        * database issued twice (a restore that took back the change that issued it, then another change:
        * docs/guarantees.md, "Fencing tokens") names another assignment: the members' acknowledgement of
        * the first must not lower the second's barrier. Absent: `ack` is recorded as it is (slots mode,
-       * and a member with no place in that epoch).
+       * and a member that knows no place of that epoch). A member leaving while its work stops names a
+       * place no row is given (size -1): nothing is recorded for the epoch its row is stamped with.
        *
        * @since 0.5.0
        */

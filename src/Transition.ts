@@ -255,7 +255,12 @@ const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
   // from one committed state by a renewal.
   const slot = slotOf(view.epoch > known.epoch ? view : known)
   if (view.allAcked && view.acked >= view.epoch) {
-    return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
+    // Under the incarnation of that committed state: the epoch may have been learnt from a view
+    // built from the member's own row alone (a renewal that waited for a change's row lock reads the
+    // group as before the change, its incarnation included), and every change sets the incarnation
+    // (the database clock in ms): started so, one epoch was worked under two tokens (the failover test).
+    const started = view.epoch === known.epoch ? { ...slot, incarnation: view.incarnation } : slot
+    return [MemberState.Assigned(started), [Command.StartWork({ slot: started }), ...reapIf(view)]]
   }
   // A newer epoch that this renewal did not acknowledge (a renewal sent while waiting acknowledges
   // the database's epoch, see `Notified`; one sent while stopping does not): acknowledge it now.
@@ -480,8 +485,17 @@ export const ackPlace = (member: Pick<Member, "state" | "acked">): { readonly si
   const s = member.state
   if ("epoch" in s && s.epoch === member.acked) return { size: s.size, index: s.index }
   if (s._tag === "Renegotiating" && s.next.epoch === member.acked) return { size: s.next.size, index: s.next.index }
+  // Leaving, its work maybe still stopping: it holds no place it could name, and must not have its
+  // acknowledgement count for an assignment its row is given meanwhile (a review, attack89: after a
+  // restore that took back the last change, a leaving member's unnamed acknowledgement lowered the
+  // barrier of the epoch issued again while its work ran on). A place no row is given: its row's
+  // acknowledgement stays what it was (it leaves once its work has stopped; that is the change).
+  if (s._tag === "Leaving") return noPlace
   return undefined
 }
+
+/** A place no row is ever given (`ackPlace`): the acknowledgement of the row's own epoch is not recorded. */
+const noPlace = { size: -1, index: -1 } as const
 
 /**
  * Whether the member holds a lease that renewals must keep alive: as a member, and while leaving

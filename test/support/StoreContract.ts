@@ -79,8 +79,9 @@ export const storeContract = (
       const a = info("a")
       yield* store.join(g, a, 1000)
       yield* store.join(g, info("b"), 1000)
-      // a holds [0/2] in epoch 2: it names [0/1] (size) and [1/2] (index), then [0/2].
-      for (const ackPlace of [{ size: 1, index: 0 }, { size: 2, index: 1 }]) {
+      // a holds [0/2] in epoch 2: it names [0/1] (size), [1/2] (index) and no place (size -1: a
+      // member leaving while its work stops, Transition.ackPlace), then [0/2].
+      for (const ackPlace of [{ size: 1, index: 0 }, { size: 2, index: 1 }, { size: -1, index: -1 }]) {
         const refused = yield* store.heartbeat(g, a.memberId, 2, 1000, { ackPlace })
         expect(Option.getOrThrow(refused)).toMatchObject({ epoch: 2, size: 2, index: 0, acked: 1, allAcked: false })
       }

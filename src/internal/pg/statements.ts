@@ -376,7 +376,19 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
     UPDATE modulo_group.members m
        SET idx = target.idx, assigned_epoch = ${epoch}::int8, assigned_size = target.n,
            acked_epoch = CASE WHEN m.instance_id IS NOT NULL AND m.lease_expires_at <= ${at(sql, now)}
-                              THEN GREATEST(m.acked_epoch, ${epoch}::int8) ELSE m.acked_epoch END
+                              THEN GREATEST(m.acked_epoch, ${epoch}::int8)
+                              -- A member's acknowledgement at or above the epoch this change issues,
+                              -- recorded after the change read the group (\`selectGroupForUpdate\` took
+                              -- none such for behind): a renewal of a member that worked past a restore,
+                              -- between that read and this statement, when its row was still stamped
+                              -- with the restored epoch, so \`placedAck\` did not apply. Kept, it counted
+                              -- for the epoch issued under its number (a review, attack89). The row's
+                              -- stamp instead: its member acknowledges again, naming its place, and an
+                              -- acknowledgement still ahead of the group brings on the reap that moves
+                              -- past it. (Waiting and new rows, which acknowledge ahead, have no index.)
+                              WHEN m.idx IS NOT NULL AND m.acked_epoch >= ${epoch}::int8 AND m.acked_epoch < 4503599627370495
+                              THEN LEAST(m.acked_epoch, m.assigned_epoch)
+                              ELSE m.acked_epoch END
       FROM target
      -- Its group's rows only (\`target\` is of no other): by their index whatever join the planner picks
      -- (a hash join read every row of the table under enable_nestloop = off: test/batch/plans.pg.test.ts).
