@@ -34,9 +34,10 @@ export interface GroupView {
   readonly expired: boolean
   /**
    * The group's incarnation: with `epoch`, the fencing token `(incarnation, epoch)`, which is never
-   * issued twice for a group. Every change and every static takeover raises it to at least the store
-   * clock in milliseconds (so a change after a restore from a backup issues a token above every one
-   * issued before it), and a change that finds no live member begins a new one (one above at least).
+   * issued twice for a group by its changes. Every change raises it to at least the store clock in
+   * milliseconds (so a change after a restore from a backup issues a token above every one issued
+   * before it), and a change that finds no live member begins a new one (one above at least). A static
+   * takeover keeps the token of the row it takes over.
    */
   readonly incarnation: number
   /** The store's clock when it judged the lease, in milliseconds since the Unix epoch. */
