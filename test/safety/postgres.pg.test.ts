@@ -13,7 +13,7 @@ import { expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Migrations from "../../src/Migrations.js"
-import type { GroupView, MemberInfo } from "../../src/MembershipStore.js"
+import type { GroupView, MemberInfo, MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
@@ -258,6 +258,30 @@ it.live("break 7, leases still running: a join right after the restore starts no
     expect(settled).toMatchObject({ epoch: after5.epoch, size: 3, allAcked: true, expired: false })
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
 
+const placeOf = (v: GroupView) => ({ size: v.size, index: v.index })
+
+/**
+ * "Only the last change taken back": a and b (lease 60 s) work epoch 4 at [0/2] and [1/2] after x (lease
+ * 300 ms) left; the backup is of epoch 3 ([a, b, x]), taken before x's leave, x's lease run out by
+ * the time `restore` runs. The join after the restore reaps x and issues epoch 4 again.
+ */
+const lastChangeTakenBack = (store: MembershipStoreService, groupId: string, lease: number) =>
+  Effect.gen(function*() {
+    const [a, b, x] = [info("a"), info("b"), info("x")]
+    yield* store.join(groupId, a, lease)
+    yield* store.join(groupId, b, lease)
+    const three = yield* store.join(groupId, x, 300)
+    for (const m of [a, b, x]) yield* store.heartbeat(groupId, m.memberId, three.epoch, m === x ? 300 : lease)
+    const restore = yield* backupOf(groupId)
+    yield* store.leave(groupId, x.memberId)
+    const aFour = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch + 1, lease))
+    const bFour = Option.getOrThrow(yield* store.heartbeat(groupId, b.memberId, aFour.epoch, lease))
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, aFour.epoch, lease, { ackPlace: placeOf(aFour) })))
+      .toMatchObject({ epoch: 4, size: 2, index: 0, allAcked: true })
+    yield* Effect.sleep(Duration.millis(400))
+    return { a, b, aFour, bFour, restore }
+  })
+
 it.live("break 7, only the last change taken back: the members' acknowledgement of the lost epoch does not lower the barrier of the epoch issued again under its number", () =>
   Effect.gen(function*() {
     // A review (attack83): the rows put back to epoch 3 while a and b worked epoch 4 ([0/2], [1/2]); a
@@ -269,20 +293,8 @@ it.live("break 7, only the last change taken back: the members' acknowledgement 
     const store = yield* MembershipStore
     const groupId = randomGroupId("restore-one")
     const lease = 60_000
-    const [a, b, x, d] = [info("a"), info("b"), info("x"), info("d")]
-    yield* store.join(groupId, a, lease)
-    yield* store.join(groupId, b, lease)
-    // x with a short lease: run out by the time of the restore, so the join after it reaps x.
-    const three = yield* store.join(groupId, x, 300)
-    for (const m of [a, b, x]) yield* store.heartbeat(groupId, m.memberId, three.epoch, m === x ? 300 : lease)
-    const restore = yield* backupOf(groupId)
-    yield* store.leave(groupId, x.memberId)
-    const placeOf = (v: GroupView) => ({ size: v.size, index: v.index })
-    const aFour = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch + 1, lease))
-    const bFour = Option.getOrThrow(yield* store.heartbeat(groupId, b.memberId, aFour.epoch, lease))
-    expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, aFour.epoch, lease, { ackPlace: placeOf(aFour) })))
-      .toMatchObject({ epoch: 4, size: 2, index: 0, allAcked: true })
-    yield* Effect.sleep(Duration.millis(400))
+    const d = info("d")
+    const { a, aFour, b, bFour, restore } = yield* lastChangeTakenBack(store, groupId, lease)
     // The restore takes back x's leave only; then d joins before a and b renew.
     yield* restore
     const joined = yield* store.join(groupId, d, lease)
@@ -373,17 +385,8 @@ it.live("break 7, only the last change taken back, the members renewing while th
     })
     const groupId = randomGroupId("restore-race")
     const lease = 60_000
-    const [a, b, x, d] = [info("a"), info("b"), info("x"), info("d")]
-    yield* store.join(groupId, a, lease)
-    yield* store.join(groupId, b, lease)
-    const three = yield* store.join(groupId, x, 300)
-    for (const m of [a, b, x]) yield* store.heartbeat(groupId, m.memberId, three.epoch, m === x ? 300 : lease)
-    const restore = yield* backupOf(groupId)
-    yield* store.leave(groupId, x.memberId)
-    const placeOf = (v: GroupView) => ({ size: v.size, index: v.index })
-    const aFour = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch + 1, lease))
-    const bFour = Option.getOrThrow(yield* store.heartbeat(groupId, b.memberId, aFour.epoch, lease))
-    yield* Effect.sleep(Duration.millis(400))
+    const d = info("d")
+    const { a, aFour, b, bFour, restore } = yield* lastChangeTakenBack(store, groupId, lease)
     yield* restore
     armed = true
     const join = yield* Effect.fork(joinStore.join(groupId, d, lease))
