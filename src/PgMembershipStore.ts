@@ -919,8 +919,13 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           acked: num(r.acked),
           allAcked: barrierDown(r),
           // A row stamped below the group's epoch was written by hand or by an older release: a
-          // reap restamps every row.
-          expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch,
+          // reap restamps every row. One stamped above it whose member had acknowledged above it
+          // before this renewal (its row as the statement's snapshot read it): the group row went
+          // back (a restore of `groups` alone), and only a change moves it past them: before, no
+          // view was whole, nobody reaped, and a crashed member's index stayed unworked (a review,
+          // attack90). Not a renewal that waited for a change's row lock (its row stamped by that
+          // change, the group read as before it): its row had acknowledged nothing above the group then.
+          expired: whole ? num(r.expired) > 0 || off : rowEpoch < epoch || (rowEpoch > epoch && num(r.prev_acked ?? 0) > epoch),
           incarnation: num(r.incarnation),
           clock: num(r.clock_ms),
           longestLeaseMs,

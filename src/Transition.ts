@@ -198,6 +198,16 @@ const slotOf = (view: Slot): Slot => ({
 const reapIf = (view: GroupView): ReadonlyArray<Command> => (view.expired ? [Command.Reap()] : [])
 
 /**
+ * `known` under the higher of its and `view`'s incarnation, for a view of the same epoch. Every
+ * change sets the incarnation (the database clock in ms); a renewal that waited for a change's row
+ * lock reads the group as before the change, so its view, built from the member's own row, carries
+ * the change's epoch with the incarnation before it. A later view of that epoch carries the committed
+ * one, never lower (a review, attack90: slots-mode members of one epoch worked under two tokens).
+ */
+const withIncarnationOf = (known: Slot, view: GroupView): Slot =>
+  view.epoch === known.epoch && view.incarnation > known.incarnation ? { ...slotOf(known), incarnation: view.incarnation } : slotOf(known)
+
+/**
  * A view of the epoch the member already knows that names another index or size: no committed state
  * of the tables says both (an edit by hand, or a store bug). The member refuses it.
  */
@@ -248,7 +258,7 @@ const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
   if (view.epoch < known.epoch) return stay(state)
   if (contradicts(known, view)) return refuse(known, view)
   if (slotsMode(view)) {
-    const slot = slotOf(view.epoch > known.epoch ? view : known)
+    const slot = slotOf(view.epoch > known.epoch ? view : withIncarnationOf(known, view))
     return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
   }
   // Start only when everyone, this member included, has acknowledged this very epoch (G2), as read
@@ -368,6 +378,11 @@ export const transition = (state: MemberState, event: Event): Step =>
           const view = event.view
           // Slots mode: a newer epoch is no barrier; the work goes on (slots move one by one).
           if (slotsMode(view) && view.epoch > s.epoch) return [MemberState.Assigned(slotOf(view)), reapIf(view)]
+          // Slots mode, the same epoch under a higher incarnation: the epoch was learnt from a view
+          // built from the member's own row (see `withIncarnationOf`); the committed one's from now on.
+          if (slotsMode(view) && view.epoch === s.epoch && view.incarnation > s.incarnation && !contradicts(s, view)) {
+            return [MemberState.Assigned(withIncarnationOf(s, view)), reapIf(view)]
+          }
           if (view.epoch > s.epoch) {
             return [
               MemberState.Renegotiating({ ...slotOf(s), next: slotOf(view), stuck: false }),

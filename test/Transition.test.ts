@@ -1504,3 +1504,23 @@ describe("the place a renewal names with its acknowledgement (Transition.ackPlac
     expect(Transition.ackPlace({ state: S.Joining(), acked: 5 })).toBeUndefined()
   })
 })
+
+describe("slots mode: the incarnation of an epoch learnt from a member's own row", () => {
+  // A review (attack90): a renewal that waited for a change's row lock carries the change's epoch with
+  // the incarnation before it; in slots mode the member took that pair for the whole epoch (later
+  // views of the same epoch were ignored), beside members of the same epoch under the committed one.
+  const slots = { count: 4, held: [], pending: [] }
+  it("a later view of the same epoch under a higher incarnation is taken, without restarting anything", () => {
+    const assigned = S.Assigned({ ...slot(5), incarnation: 1 })
+    const [after, commands] = Transition.transition(assigned, Event.Renewed({ view: view({ epoch: 5, incarnation: 7, slots }) }))
+    expect(after).toEqual(S.Assigned({ ...slot(5), incarnation: 7 }))
+    expect(commands).toEqual([])
+    // Never a lower one.
+    const [same] = Transition.transition(S.Assigned({ ...slot(5), incarnation: 7 }), Event.Renewed({ view: view({ epoch: 5, incarnation: 1, slots }) }))
+    expect(same).toEqual(S.Assigned({ ...slot(5), incarnation: 7 }))
+  })
+  it("a member that is not working starts under the higher of the two", () => {
+    const [after] = Transition.transition(S.Awaiting({ ...slot(5), incarnation: 1 }), Event.Renewed({ view: view({ epoch: 5, incarnation: 7, slots }) }))
+    expect(after).toEqual(S.Assigned({ ...slot(5), incarnation: 7 }))
+  })
+})

@@ -407,6 +407,39 @@ it.live("break 7, only the last change taken back, the members renewing while th
     }
   }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive)))), 30_000)
 
+it.live("break 7, the group row alone restored: the members' renewals ask for the reap that moves past their epoch", () =>
+  Effect.gen(function*() {
+    // A review (attack90): with only `groups` restored (epoch 2, size 2) while every row was stamped
+    // with epoch 3, no view was whole, so none said `expired`: nobody reaped, a crashed member's index
+    // stayed unworked for ever, and every fenced write was refused until some join or leave.
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("restore-groups")
+    const lease = 60_000
+    const [a, b, c] = [info("a"), info("b"), info("c")]
+    yield* store.join(groupId, a, lease)
+    const two = yield* store.join(groupId, b, lease)
+    const three = yield* store.join(groupId, c, lease)
+    for (const m of [a, b, c]) yield* store.heartbeat(groupId, m.memberId, three.epoch, lease)
+    yield* sql`UPDATE modulo_group.groups SET epoch = ${two.epoch}, size = 2 WHERE group_id = ${groupId}`
+    const aView = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch, lease, { ackPlace: { size: 3, index: 0 } }))
+    // Before: false, at every renewal of every member.
+    expect(aView.expired).toBe(true)
+    expect(aView.allAcked).toBe(false)
+    // The reap catches up past every acknowledged epoch, in a new incarnation.
+    yield* store.reap(groupId)
+    const after = Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, three.epoch, lease))
+    expect(after.epoch).toBeGreaterThan(three.epoch)
+    expect(after.incarnation).toBeGreaterThan(three.incarnation)
+    for (const m of [a, b, c]) yield* store.heartbeat(groupId, m.memberId, after.epoch, lease)
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, a.memberId, after.epoch, lease))).toMatchObject({
+      epoch: after.epoch,
+      size: 3,
+      allAcked: true,
+      expired: false
+    })
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
 it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigint maximum) changes nothing: no reap storm, the member's renewal writes over it", () =>
   Effect.gen(function*() {
     // A second review of the restore fix: such a row was taken for the database having gone back. Past
