@@ -258,7 +258,7 @@ const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
   if (view.epoch < known.epoch) return stay(state)
   if (contradicts(known, view)) return refuse(known, view)
   if (slotsMode(view)) {
-    const slot = slotOf(view.epoch > known.epoch ? view : withIncarnationOf(known, view))
+    const slot = view.epoch > known.epoch ? slotOf(view) : withIncarnationOf(known, view)
     return [MemberState.Assigned(slot), [Command.StartWork({ slot }), ...reapIf(view)]]
   }
   // Start only when everyone, this member included, has acknowledged this very epoch (G2), as read
@@ -269,7 +269,7 @@ const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
     // built from the member's own row alone (a renewal that waited for a change's row lock reads the
     // group as before the change, its incarnation included), and every change sets the incarnation
     // (the database clock in ms): started so, one epoch was worked under two tokens (the failover test).
-    const started = view.epoch === known.epoch ? { ...slot, incarnation: view.incarnation } : slot
+    const started = withIncarnationOf(slot, view)
     return [MemberState.Assigned(started), [Command.StartWork({ slot: started }), ...reapIf(view)]]
   }
   // A newer epoch that this renewal did not acknowledge (a renewal sent while waiting acknowledges
