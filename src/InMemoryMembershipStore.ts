@@ -190,7 +190,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       return n
     }
 
-    // A member (not a waiting row, which acknowledges the next epoch ahead of time) that has
+    // A member (not a waiting row, which a restore may leave acknowledging ahead) that has
     // acknowledged an epoch the group has not reached: the rows were put back (a restore) while it
     // worked on. Such an acknowledgement lowers no barrier; the next change builds past it, in a new
     // incarnation (the PostgreSQL store's `behind`). Returns whether the group was behind.
@@ -377,7 +377,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                   releasedAt: null,
                   graceMs
                 }
-                row.ackedEpoch = g.epoch + 1
+                // The group's epoch (see the PostgreSQL store's deferJoin): the barrier of the epoch
+                // its promotion creates waits for its joiner to take the place.
+                row.ackedEpoch = g.epoch
                 row.leaseExpiresAt = now + leaseMs
                 row.leaseMs = leaseMs
                 row.heartbeatAt = now

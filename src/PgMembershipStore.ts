@@ -979,7 +979,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 return { _tag: "Done", value } as const
               }
               yield* onStatement("join", "defer")
-              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), writer, {
+              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                 instanceId: null,
                 rejoinGraceMs: 0
               })
@@ -1229,7 +1229,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   )
                   if (late !== undefined) {
                     yield* onStatement("join", "defer")
-                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), writer, {
+                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                       instanceId,
                       rejoinGraceMs
                     })

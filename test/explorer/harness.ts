@@ -501,8 +501,8 @@ export const check = (r: ScheduleResult): Array<string> => {
   const byEpoch = new Map<number, string>()
   for (const s of states) {
     // A waiting joiner's row (a deferred or busy join: no index, never stamped, acknowledging the
-    // epoch its promotion will create; src/internal/pg/statements.ts `member`) is in no assignment.
-    const members = s.members.filter((m) => !(m.idx === null && m.ae === 0 && m.acked > s.epoch))
+    // epoch it waited in; src/internal/pg/statements.ts `member`) is in no assignment.
+    const members = s.members.filter((m) => !(m.idx === null && m.ae === 0))
     const idx = members.map((m) => m.idx).sort((x, y) => (x ?? -1) - (y ?? -1))
     if (members.length !== s.size || !idx.every((x, i) => x === i)) out.push(`G1 broken in ${fmt(s)}`)
     // A takeover (e taking over a's released row) keeps the row's index in the same epoch under a new

@@ -13,6 +13,7 @@ import { expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Migrations from "../../src/Migrations.js"
+import { JoinDeferred } from "../../src/MembershipError.js"
 import type { GroupView, MemberInfo, MembershipStoreService } from "../../src/MembershipStore.js"
 import { MembershipStore } from "../../src/MembershipStore.js"
 import * as Notifier from "../../src/internal/pg/notifier.js"
@@ -443,6 +444,40 @@ it.live("break 7, the group row alone restored: the members' renewals ask for th
       allAcked: true,
       expired: false
     })
+  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+it.live("break 7, a waiting joiner's row restored after its promotion: it does not count for the epoch issued again, and the newcomer waits", () =>
+  Effect.gen(function*() {
+    // A review (attack92): w waited for the overdue o in a waiting row, which acknowledged epoch 2
+    // ahead of time; the backup held that row. w then joined at epoch 2 ([0/1], o reaped) and worked.
+    // Restored, the next join (n) issued epoch 2 again ([0/2] for w, [1/2] for n): w's restored
+    // acknowledgement counted, and n started [1/2] beside w's [0/1] until w's next renewal.
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("restore-waiting")
+    const lease = 60_000
+    const overdue = { overdueAfterMs: 100 }
+    const [o, w, n] = [info("o"), info("w"), info("n")]
+    const one = yield* store.join(groupId, o, 700)
+    yield* Effect.sleep(Duration.millis(200))
+    const waited = yield* Effect.either(store.join(groupId, w, lease, {}, overdue))
+    expect(Either.isLeft(waited) && waited.left instanceof JoinDeferred).toBe(true)
+    const restore = yield* backupOf(groupId)
+    // o's lease runs out; w's next poll joins: epoch 2, [0/1], and w works it.
+    yield* Effect.sleep(Duration.millis(600))
+    const two = yield* store.join(groupId, w, lease, {}, { ...overdue, waiting: true })
+    expect(two).toMatchObject({ epoch: one.epoch + 1, size: 1, index: 0 })
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, w.memberId, two.epoch, lease, { ackPlace: placeOf(two) })))
+      .toMatchObject({ allAcked: true })
+    yield* restore
+    const joined = yield* store.join(groupId, n, lease)
+    expect(joined).toMatchObject({ epoch: two.epoch, size: 2 })
+    const nView = Option.getOrThrow(yield* store.heartbeat(groupId, n.memberId, joined.epoch, lease, { ackPlace: placeOf(joined) }))
+    // Before: allAcked, while w still worked [0/1] of epoch 2.
+    expect(nView.allAcked).toBe(false)
+    // w renews as its member does, naming [0/1]: nothing recorded; its view contradicts what it holds.
+    const wView = Option.getOrThrow(yield* store.heartbeat(groupId, w.memberId, two.epoch, lease, { ackPlace: placeOf(two) }))
+    expect(wView).toMatchObject({ epoch: two.epoch, size: 2, allAcked: false })
+    expect(Option.getOrThrow(yield* store.heartbeat(groupId, n.memberId, joined.epoch, lease)).allAcked).toBe(false)
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
 
 it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigint maximum) changes nothing: no reap storm, the member's renewal writes over it", () =>

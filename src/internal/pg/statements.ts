@@ -52,7 +52,8 @@ const reapable = (sql: Sql, now: string | null, alias?: "o" | "e"): Statement.Fr
  * an index and without a change; the next change (whoever makes it: the reap of the overdue member,
  * any join or leave) gives it an index like any new row. A waiting row is not counted in N, in the
  * rows a renewal checks against N, nor as a survivor; the barrier counts every row (a waiting row
- * acknowledges the epoch its promotion will create, so it never holds the current one).
+ * acknowledges the group's epoch as it waits, so it never holds the current one; it holds the barrier
+ * of the epoch its promotion creates until its joiner takes that place: `adoptRow`).
  */
 const member = (sql: Sql, alias: "m" | "o"): Statement.Fragment =>
   alias === "o" ? sql`o.idx IS NOT NULL` : sql`m.idx IS NOT NULL`
@@ -122,8 +123,9 @@ const ahead = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sq
 /**
  * The barrier's rule for one row (`alias`) against `epoch` (default `g.epoch`): it holds the barrier
  * when it has not acknowledged the epoch, or acknowledged one at or above the highest (a hand edit:
- * no acknowledgement at all, see `ahead`), or, as a member (an index; a waiting joiner acknowledges
- * the next epoch ahead of time), acknowledged one the group has not reached (`ahead`). One rule for
+ * no acknowledgement at all, see `ahead`), or, as a member (an index; a waiting joiner's row put back
+ * by a restore may acknowledge ahead of the group, and holds no index), acknowledged one the group has
+ * not reached (`ahead`). One rule for
  * the join's view and both renewal statements.
  */
 const unacked = (sql: Sql, alias: "o" | "x" | "me", epoch: Statement.Fragment = sql`g.epoch`): Statement.Fragment =>
@@ -250,7 +252,8 @@ export const lockGroup = (sql: Sql, groupId: string, now: string | null) =>
 /**
  * The arbiter: locks the group row (FOR UPDATE) and reads its epoch and the highest epoch any member
  * has acknowledged (an epoch moved back by hand or by a restored backup is found behind it). A
- * waiting joiner's row acknowledges the next epoch ahead of time: it does not count.
+ * waiting joiner's row does not count (it acknowledges the epoch it waited in; one that a release
+ * before 2026-12-07 wrote acknowledges the next).
  *
  * Also which of the group's indices no member row holds (`missing`, null if none: rows deleted by
  * hand, or indices set out of range; between changes no statement of the library deletes a member
@@ -385,7 +388,8 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
                               -- for the epoch issued under its number (a review, attack89). The row's
                               -- stamp instead: its member acknowledges again, naming its place, and an
                               -- acknowledgement still ahead of the group brings on the reap that moves
-                              -- past it. (Waiting and new rows, which acknowledge ahead, have no index.)
+                              -- past it. (Waiting rows have no index, and acknowledge the epoch they waited in; new
+                              -- rows acknowledge the epoch this change issues, which their join returns.)
                               WHEN m.idx IS NOT NULL AND m.acked_epoch >= ${epoch}::int8 AND m.acked_epoch < 4503599627370495
                               THEN LEAST(m.acked_epoch, m.assigned_epoch)
                               ELSE m.acked_epoch END
@@ -609,8 +613,13 @@ export const selectOverdue = (
 /**
  * Join deferred, under the group lock (or, for a busy join, under it shared: `tryShareGroup`): this
  * member's **waiting row**, no index, inserted or (when it polls again) renewed, keeping the time it began to wait (`joined_at`). It acknowledges
- * `ackedEpoch` (the epoch its promotion will create: it runs no work) and changes nothing else: no
- * reap, no new epoch, no notification. The next change gives it an index (`reassignIndices`).
+ * `ackedEpoch`, the group's epoch as the join read it (it runs no work), and changes nothing else: no
+ * reap, no new epoch, no notification. The next change gives it an index (`reassignIndices`), and the
+ * barrier of that change's epoch waits for its joiner to take the place (`adoptRow`). It once
+ * acknowledged the epoch its promotion would create, ahead of time, so the change admitting it did not
+ * wait for it; but a backup holding the waiting row, restored after its joiner had been promoted and
+ * had started work, then had that acknowledgement count for the epoch issued again under that number,
+ * and a newcomer started beside the joiner's work (a review, attack92).
  */
 export const deferJoin = (
   sql: Sql,
