@@ -195,6 +195,13 @@ const slotOf = (view: Slot): Slot => ({
   incarnation: view.incarnation
 })
 
+/**
+ * A reap when the view says a row is expired (or the group is behind an acknowledgement: a restore),
+ * whatever its epoch. A view of an older epoch asks too: after a restore that left every member
+ * working ahead of the group's epoch, every view is older, and a crashed member's index went unworked,
+ * and every fenced write was refused as stale, until a join or leave (a review, attack92). A late reply
+ * costs one reap at most, which finds nothing (the driver drops views sent before the last reap).
+ */
 const reapIf = (view: GroupView): ReadonlyArray<Command> => (view.expired ? [Command.Reap()] : [])
 
 /**
@@ -255,7 +262,7 @@ const slotsMode = (view: GroupView): boolean => view.slots !== undefined
 
 /** A member that is not working learns `view`: acknowledge a newer epoch, or start when the barrier is down. */
 const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
-  if (view.epoch < known.epoch) return stay(state)
+  if (view.epoch < known.epoch) return [state, reapIf(view)]
   if (contradicts(known, view)) return refuse(known, view)
   if (slotsMode(view)) {
     const slot = view.epoch > known.epoch ? slotOf(view) : withIncarnationOf(known, view)
@@ -390,7 +397,7 @@ export const transition = (state: MemberState, event: Event): Step =>
             ]
           }
           if (contradicts(s, view)) return refuseWorking(s, view)
-          return [state, view.epoch === s.epoch ? reapIf(view) : []]
+          return [state, reapIf(view)]
         }
         case "Gone":
           return lost(event, true)
@@ -415,7 +422,7 @@ export const transition = (state: MemberState, event: Event): Step =>
           const view = event.view
           return view.epoch > s.next.epoch
             ? [MemberState.Renegotiating({ ...s, next: slotOf(view) }), reapIf(view)]
-            : [state, view.epoch === s.next.epoch ? reapIf(view) : []]
+            : [state, reapIf(view)]
         }
         case "WorkStopped":
           return [MemberState.Awaiting(s.next), [Command.Ack({ epoch: s.next.epoch })]]
@@ -444,7 +451,7 @@ export const transition = (state: MemberState, event: Event): Step =>
           // The old work is still stopping: learn a newer epoch, acknowledge it only once stopped.
           return view.epoch > s.epoch
             ? [MemberState.Renegotiating({ ...slot, next: slotOf(view), stuck: s.stuck }), reapIf(view)]
-            : [state, view.epoch === s.epoch ? reapIf(view) : []]
+            : [state, reapIf(view)]
         }
         case "WorkStopped":
           // The next renewal (within a heartbeat) starts the work again if the epoch still holds.

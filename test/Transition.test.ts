@@ -97,6 +97,7 @@ const to = (state: State, ...commands: ReadonlyArray<Cmd>): Outcome => [state, c
 
 // Renewals seen from epoch 5 (the representative states' epoch).
 const older = Event.Renewed({ view: view({ epoch: 4, allAcked: true, expired: true }) })
+const olderQuiet = Event.Renewed({ view: view({ epoch: 4, allAcked: true }) })
 const sameWaiting = Event.Renewed({ view: view({ epoch: 5 }) })
 const sameWaitingExpired = Event.Renewed({ view: view({ epoch: 5, expired: true }) })
 const sameReady = Event.Renewed({ view: view({ epoch: 5, allAcked: true }) })
@@ -213,7 +214,9 @@ const goneCases = (stopWork: boolean): ReadonlyArray<Case> => {
 
 /** Awaiting and Fenced (not stopping) learn from a renewal the same way: no work runs in either. */
 const settleCases = (state: State): ReadonlyArray<Case> => [
-  { when: "an older epoch (a late reply)", state, event: older, then: ignored },
+  { when: "an older epoch (a late reply)", state, event: olderQuiet, then: ignored },
+  // After a restore that left every member ahead, every view is older: a crash must still be reaped (attack92).
+  { when: "an older epoch, someone expired: reap", state, event: older, then: to(state, Command.Reap()) },
   { when: "the same epoch, not all acked", state, event: sameWaiting, then: to(S.Awaiting(slot(5))) },
   { when: "the same epoch, not all acked, someone expired", state, event: sameWaitingExpired, then: to(S.Awaiting(slot(5)), Command.Reap()) },
   { when: "the same epoch, all acked", state, event: sameReady, then: to(S.Assigned(slot(5)), Command.StartWork({ slot: slot(5) })) },
@@ -281,7 +284,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     JoinFailed: ignored,
     RetryJoin: ignored,
     Renewed: [
-      { when: "an older epoch (a late reply), even with someone expired", event: older, then: ignored },
+      { when: "an older epoch (a late reply)", event: olderQuiet, then: ignored },
+      { when: "an older epoch, someone expired: reap, work on", event: older, then: to(S.Assigned(slot(5)), Command.Reap()) },
       { when: "the same epoch", event: sameReady, then: ignored },
       { when: "the same epoch, not all acked again (a late acknowledgement)", event: sameWaiting, then: ignored },
       { when: "the same epoch, someone expired", event: sameReadyExpired, then: to(S.Assigned(slot(5)), Command.Reap()) },
@@ -338,7 +342,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
     JoinFailed: ignored,
     RetryJoin: ignored,
     Renewed: [
-      { when: "the old epoch (a late reply)", event: sameReadyExpired, then: ignored },
+      { when: "the old epoch (a late reply)", event: sameReady, then: ignored },
+      { when: "the old epoch, someone expired: reap", event: sameReadyExpired, then: to(renegotiating(false), Command.Reap()) },
       { when: "the old epoch with another index (checked once it awaits)", event: otherIndex, then: ignored },
       { when: "the epoch it moves to", event: newer, then: ignored },
       {
@@ -422,7 +427,8 @@ const table: { readonly [T in MemberState.Tag]: { readonly [E in EventTag]: Row 
         event: sameReadyExpired,
         then: to(fenced(true), Command.Reap())
       },
-      { when: "stopping: an older epoch", state: fenced(true), event: older, then: ignored },
+      { when: "stopping: an older epoch", state: fenced(true), event: olderQuiet, then: ignored },
+      { when: "stopping: an older epoch, someone expired: reap", state: fenced(true), event: older, then: to(fenced(true), Command.Reap()) },
       {
         when: "stopping: a newer epoch: renegotiate, acknowledge once stopped",
         state: fenced(true),

@@ -12,7 +12,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { at, now, setup, until } from "./support.js"
 
-describe("a restore with leases still running, then a join", () => {
+describe("a restore with leases still running", () => {
   it.scoped("the joiner starts nobody's epoch beside the work of the members that went on; the group converges in a new incarnation", () =>
     Effect.gen(function*() {
       const groupId = "safety-restore-live"
@@ -45,5 +45,30 @@ describe("a restore with leases still running, then a join", () => {
       const groupAfter = yield* group
       expect(groupAfter.incarnation).toBeGreaterThan(groupBefore.incarnation)
     }))
-})
 
+  it.scoped("a restore that left every member working ahead, then a crash: the crashed member is reaped and the group moves on", () =>
+    Effect.gen(function*() {
+      // A review (attack92): every view after such a restore is of an older epoch, and a view of an
+      // older epoch asked for no reap: the crashed member's index stayed unworked (12-19 s and counting
+      // through the CLI), and every fenced write was refused as stale, until a join or a leave.
+      const groupId = "safety-restore-ahead"
+      const { control, join, rec } = yield* setup(groupId)
+      const [, , c] = [yield* join({ name: "a" }), yield* join({ name: "b" }), yield* join({ name: "c" })]
+      yield* until(() => rec.working().length === 3 && rec.working().every((w) => w.size === 3))
+      const restore = yield* control.snapshot
+      const d = yield* join({ name: "d" })
+      yield* until(() => rec.working().length === 4 && rec.working().every((w) => w.size === 4))
+      yield* d.close
+      yield* until(() => rec.working().length === 3 && rec.working().every((w) => w.size === 3 && w.epoch > 4))
+      const epochBefore = rec.working()[0]!.epoch
+      // The restore (epoch 3: a, b and c each acknowledge an epoch the group has not reached), and c crashes.
+      yield* restore
+      yield* control.hang(c.id)
+      // Before: a and b worked [0/3] and [1/3] of epoch 5 for ever; c's index went unworked.
+      yield* until(
+        () => rec.working().length === 2 && rec.working().every((w) => w.size === 2 && w.epoch > epochBefore),
+        60_000
+      )
+      expect(rec.violations).toEqual([])
+    }))
+})
