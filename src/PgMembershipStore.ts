@@ -1229,10 +1229,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   )
                   if (late !== undefined) {
                     yield* onStatement("join", "defer")
+                    // The waiting row runs out one overdue threshold after the joiner's last poll (see deferJoin).
                     const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                       instanceId,
                       rejoinGraceMs
-                    })
+                    }, Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs))))
                     if (waiting !== undefined) {
                       return new JoinDeferred({
                         overdue: `${late.name} (${late.host}/${late.pid})`,

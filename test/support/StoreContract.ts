@@ -455,11 +455,14 @@ export const storeContract = (
       expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 3, 1000)))
         .toMatchObject({ epoch: 3, size: 3, allAcked: true, expired: false })
       expect((yield* store.members(g)).map((r) => [r.name, r.index])).toEqual([["a", 0], ["b", 1], ["c", 2], ["d", null]])
-      yield* TestClock.adjust(Duration.millis(100))
+      // d polls (its waiting row runs out one overdue threshold after each poll).
+      yield* TestClock.adjust(Duration.millis(250))
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(250))
       expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
       expect(yield* epochOf(g)).toMatchObject({ epoch: 3, size: 3 })
       // c's lease runs out (it last renewed at 0): one change reaps it and gives d an index.
-      yield* TestClock.adjust(Duration.millis(500))
+      yield* TestClock.adjust(Duration.millis(100))
       expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 3, 1000)).expired).toBe(true)
       expect(yield* store.reap(g)).toBe(1)
       expect(yield* epochOf(g)).toMatchObject({ epoch: 4, size: 3 })
@@ -505,18 +508,58 @@ export const storeContract = (
       yield* store.heartbeat(g, a.memberId, 2, 1000)
       expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, overdue)))).toBe(true)
       expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, overdue)))).toBe(true)
-      yield* TestClock.adjust(Duration.millis(600))
-      yield* store.heartbeat(g, a.memberId, 2, 1000)
-      expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
-      // d stops polling: its waiting row expires and goes without a change.
-      yield* TestClock.adjust(Duration.millis(400))
-      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      // c polls (within the overdue threshold each time: its row runs out that long after a poll).
+      for (const _ of [1, 2]) {
+        yield* TestClock.adjust(Duration.millis(250))
+        yield* store.heartbeat(g, a.memberId, 2, 1000)
+        expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      }
+      // d stopped polling: its waiting row expired and goes without a change.
       expect(yield* store.reap(g)).toBe(0)
       expect(yield* epochOf(g)).toMatchObject({ epoch: 2, size: 2 })
       expect((yield* store.members(g)).map((r) => r.name)).toEqual(["a", "b", "c"])
+      yield* TestClock.adjust(Duration.millis(250))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
+      expect(deferred(yield* Effect.either(store.join(g, c, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(250))
+      yield* store.heartbeat(g, a.memberId, 2, 1000)
       // c has waited a lease (1000 ms): it joins though b is still overdue (its lease holds).
       const joined = yield* store.join(g, c, 1000, {}, { ...overdue, waiting: true })
       expect(joined).toMatchObject({ epoch: 3, size: 3, index: 2 })
+    }))
+
+  test("overdue: a waiting joiner that dies holds no barrier long: its row runs out one overdue threshold after its last poll", (g) =>
+    Effect.gen(function*() {
+      // A review (attack93): a waiting row kept its joiner's whole lease; once a waiting row no longer
+      // acknowledged ahead (attack92), a dead joiner's row, promoted, held every survivor at the
+      // barrier for the rest of that lease (1.7 s of a 2 s lease on PostgreSQL).
+      const store = yield* MembershipStore
+      const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
+      for (const m of [a, b, c]) yield* store.join(g, m, 1000)
+      for (const m of [a, b, c]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      yield* TestClock.adjust(Duration.millis(400))
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, overdue)))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(250))
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(250))
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      // d's last poll (at 900): then it dies.
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, { ...overdue, waiting: true })))).toBe(true)
+      // c's lease runs out (at 1000): the reap gives d's row an index, and the barrier of 4 waits for d.
+      yield* TestClock.adjust(Duration.millis(100))
+      expect(yield* store.reap(g)).toBe(1)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 4, size: 3 })
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 4, 1000)
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 4, 1000))).toMatchObject({ allAcked: false, expired: false })
+      // d's row runs out at 1200 (its last poll + 300 ms), not at 1900 (+ its lease): reaped then.
+      yield* TestClock.adjust(Duration.millis(200))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 4, 1000))).toMatchObject({ allAcked: false, expired: true })
+      expect(yield* store.reap(g)).toBe(1)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 5, size: 2 })
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 5, 1000)
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 5, 1000))).toMatchObject({ allAcked: true })
     }))
 
   test("a change wakes subscribers of the group", (g) =>

@@ -619,7 +619,11 @@ export const selectOverdue = (
  * acknowledged the epoch its promotion would create, ahead of time, so the change admitting it did not
  * wait for it; but a backup holding the waiting row, restored after its joiner had been promoted and
  * had started work, then had that acknowledgement count for the epoch issued again under that number,
- * and a newcomer started beside the joiner's work (a review, attack92).
+ * and a newcomer started beside the joiner's work (a review, attack92). `expiresInMs`: the row's lease
+ * from now (default `leaseMs`, which `lease_ms` records in any case). A deferred join's is its overdue
+ * threshold, many polls long: a joiner that dies while it waits leaves a row that runs out soon, so a
+ * change that promotes it holds the barrier that long at most (then the reap of it), not the joiner's
+ * whole lease (a review of that fix, attack93: 1.7 s of a 2 s lease with every survivor stopped).
  */
 export const deferJoin = (
   sql: Sql,
@@ -630,14 +634,15 @@ export const deferJoin = (
   now: string | null,
   seq: number,
   writer: string,
-  instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number }
+  instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number },
+  expiresInMs: number = leaseMs
 ) =>
   sql<{ waited_ms: string }>`
     INSERT INTO modulo_group.members AS m
       (member_id, group_id, idx, acked_epoch, lease_expires_at, heartbeat_at, joined_at, host, pid, name,
        instance_id, rejoin_grace_ms, renewal_seq, writer, lease_ms)
     VALUES (${member.memberId}::uuid, ${groupId}::text, NULL, ${ackedEpoch}::int8,
-            ${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond',
+            ${at(sql, now)} + ${expiresInMs}::float8 * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
             ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid, ${leaseMs}::float8)
     ON CONFLICT (member_id) DO UPDATE
