@@ -199,8 +199,9 @@ const slotOf = (view: Slot): Slot => ({
  * A reap when the view says a row is expired (or the group is behind an acknowledgement: a restore),
  * whatever its epoch. A view of an older epoch asks too: after a restore that left every member
  * working ahead of the group's epoch, every view is older, and a crashed member's index went unworked,
- * and every fenced write was refused as stale, until a join or leave (a review, attack92). A late reply
- * costs one reap at most, which finds nothing (the driver drops views sent before the last reap).
+ * and every fenced write was refused as stale, until a join or leave (a review, attack92). `step` holds
+ * such a reap until the views have shown the older epoch for a lease (`Member.behind`): a single late
+ * reply asks for none, and a member whose row the database lost has stopped by then.
  */
 const reapIf = (view: GroupView): ReadonlyArray<Command> => (view.expired ? [Command.Reap()] : [])
 
@@ -681,6 +682,16 @@ export interface Member {
    * otherwise found every view queued meanwhile saying "expired", and reaped once per view).
    */
   readonly reapSentAt?: number | undefined
+  /**
+   * Since when (member's clock) every renewal's view has shown an older epoch than the one the member
+   * knows (the database went back: a restore, a failover that lost commits), and whether that has
+   * been said. Such a view that says `expired` asks for a reap (the reap moves the group past every
+   * acknowledged epoch), but only once they have shown it for one lease (`holdOffMs`): a member whose
+   * row the database lost works on until its next renewal finds no row, or its deadline, within a
+   * lease of its last renewal, which came before the database went back. Cleared by a view of the
+   * known epoch or a newer one (a single late reply is not the database going back).
+   */
+  readonly behind?: { readonly since: number; readonly said: boolean } | undefined
 }
 
 /**
@@ -975,6 +986,12 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   }
   const claimSettled = claimOutcome(m, event)
   if (claimSettled !== undefined) m = { ...m, claim: undefined }
+  // The view of an older epoch than the member knows (see `Member.behind`).
+  const known = knownEpoch(m.state)
+  const older = event._tag === "Renewed" && known !== undefined && event.view.epoch < known
+  if (event._tag === "Renewed" && known !== undefined) {
+    m = older ? (m.behind === undefined ? { ...m, behind: { since: now, said: false } } : m) : m.behind === undefined ? m : { ...m, behind: undefined }
+  }
   let [after, commands] = transition(m.state, event)
   // Slots mode, a refused view: the work has stopped now (the lease was kept until then): rejoin.
   if (m.refusing === true && event._tag === "WorkStopped" && after._tag === "Fenced" && !after.stopping) {
@@ -1104,6 +1121,19 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       case "Reap":
         // A view older than the last reap: that reap already came after what it saw.
         if (event._tag === "Renewed" && event.sentAt !== undefined && m.reapSentAt !== undefined && event.sentAt <= m.reapSentAt) break
+        // The database went back: no reap until its views have shown that for a lease (`Member.behind`).
+        if (older && m.behind !== undefined && now - m.behind.since < holdOffMs(m)) {
+          if (!m.behind.said && event._tag === "Renewed") {
+            m = { ...m, behind: { ...m.behind, said: true } }
+            instructions.push(Instruction.Log({
+              level: "Warning",
+              message: `the database is at epoch ${event.view.epoch}, below the epoch ${known} this member has seen ` +
+                "(a restore from a backup, or a failover that lost commits?): no reaping for one lease, so that members " +
+                "whose rows it lost stop first; then a reap moves the group past every acknowledged epoch"
+            }))
+          }
+          break
+        }
         instructions.push(
           now < m.reapAfter
             ? Instruction.Log({
@@ -1356,6 +1386,20 @@ const holdingBarrier = (member: Member, now: number): Array<Instruction> => {
     }),
     Instruction.Renew({ stuck: true })
   ]
+}
+
+/** The epoch a member's state works, awaits or moves to; none while joining, lost or leaving. */
+const knownEpoch = (state: MemberState): number | undefined => {
+  switch (state._tag) {
+    case "Awaiting":
+    case "Assigned":
+    case "Fenced":
+      return state.epoch
+    case "Renegotiating":
+      return state.next.epoch
+    default:
+      return undefined
+  }
 }
 
 /**
