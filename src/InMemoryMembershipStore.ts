@@ -380,7 +380,8 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 // The group's epoch (see the PostgreSQL store's deferJoin): the barrier of the epoch
                 // its promotion creates waits for its joiner to take the place.
                 row.ackedEpoch = g.epoch
-                // Runs out one overdue threshold after this poll (the PostgreSQL store's deferJoin).
+                // Runs out one overdue threshold after this poll (the PostgreSQL store's deferJoin, which
+                // adds its lock wait: no lock waits here).
                 row.leaseExpiresAt = now + Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs)))
                 row.leaseMs = leaseMs
                 row.heartbeatAt = now

@@ -949,7 +949,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
       groupId: string,
       member: MemberInfo,
       leaseMs: number,
-      registered: { value: boolean }
+      registered: { value: boolean },
+      overdueAfterMs: number | undefined
     ): Effect.Effect<Meanwhile<GroupView>> =>
       wrap(
         "join",
@@ -979,10 +980,15 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 return { _tag: "Done", value } as const
               }
               yield* onStatement("join", "defer")
+              // The row runs out an overdue threshold plus a lock wait after this (the joiner touches
+              // it again within a lock wait: its turn, or this path once more), not its whole lease:
+              // a joiner that dies while it waits holds a change that promoted its row that long at
+              // most (a review, attack94: a deferred joiner's poll that came this way re-leased its
+              // row for the whole lease, and its death held every survivor at the barrier 19.8 s).
               const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                 instanceId: null,
                 rejoinGraceMs: 0
-              })
+              }, overdueAfterMs === undefined ? leaseMs : Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs)) + lockWaitMs))
               if (waiting !== undefined) registered.value = true
               // Its row waits for a change: nobody makes one now (the lock was free), so try.
               return tryLock
@@ -1229,7 +1235,9 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   )
                   if (late !== undefined) {
                     yield* onStatement("join", "defer")
-                    // The waiting row runs out one overdue threshold after the joiner's last poll (see deferJoin).
+                    // The waiting row runs out one overdue threshold (two heartbeats, eight polls) after
+                    // the joiner's last poll (see deferJoin); a poll that finds the lock busy touches it
+                    // on the busy path, which adds its lock wait.
                     const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                       instanceId,
                       rejoinGraceMs
@@ -1332,7 +1340,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           return reapingAfter(joinRiders.ride(groupId, { member, leaseMs, overdueAfterMs }, (self) =>
             withWake((wake) =>
               turnOrRide("join", groupId, self, exclusive(self), {
-                busy: busyJoin(groupId, member, leaseMs, registered),
+                busy: busyJoin(groupId, member, leaseMs, registered, overdueAfterMs),
                 wake
               })
             )))

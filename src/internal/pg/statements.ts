@@ -620,10 +620,13 @@ export const selectOverdue = (
  * wait for it; but a backup holding the waiting row, restored after its joiner had been promoted and
  * had started work, then had that acknowledgement count for the epoch issued again under that number,
  * and a newcomer started beside the joiner's work (a review, attack92). `expiresInMs`: the row's lease
- * from now (default `leaseMs`, which `lease_ms` records in any case). A deferred join's is its overdue
- * threshold, many polls long: a joiner that dies while it waits leaves a row that runs out soon, so a
- * change that promotes it holds the barrier that long at most (then the reap of it), not the joiner's
- * whole lease (a review of that fix, attack93: 1.7 s of a 2 s lease with every survivor stopped).
+ * from now (default `leaseMs`, which `lease_ms` records in any case). A deferred join passes its
+ * overdue threshold (eight polls), a busy join that plus the store's lock wait (it touches the row
+ * again within that): a joiner that dies while it waits leaves a row that runs out soon, so a change
+ * that promotes it holds the barrier that long at most (then the reap of it), not the joiner's whole
+ * lease (reviews of that fix, attack93 and attack94: 1.7 s of a 2 s lease, 19.8 s of a 20 s lease,
+ * with every survivor stopped). Without an overdue threshold (a caller of the store that passes
+ * none) a busy join's row keeps the lease.
  */
 export const deferJoin = (
   sql: Sql,
