@@ -686,9 +686,10 @@ export interface Member {
    * Since when (member's clock) every renewal's view has shown an older epoch than the one the member
    * knows (the database went back: a restore, a failover that lost commits), and whether that has
    * been said. Such a view that says `expired` asks for a reap (the reap moves the group past every
-   * acknowledged epoch), but only once they have shown it for one lease (`holdOffMs`): a member whose
-   * row the database lost works on until its next renewal finds no row, or its deadline, within a
-   * lease of its last renewal, which came before the database went back. Cleared by a view of the
+   * acknowledged epoch), but only once they have shown it for one lease (`holdOffMs`, with the longest
+   * lease read before: views of an older epoch lower it not): a member whose row the database lost
+   * works on until its next renewal finds no row, or its deadline, within a lease of its last renewal,
+   * which came before the database went back. Cleared by a view of the
    * known epoch or a newer one (a single late reply is not the database going back).
    */
   readonly behind?: { readonly since: number; readonly said: boolean } | undefined
@@ -1325,7 +1326,16 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
         event: Event.Renewed({ view: reply.view, term, sentAt, ...(observation.renewal === undefined ? {} : { renewal: observation.renewal }) })
       })
       if (term !== member.term) return [member, [renewed]]
-      const [checked, clockInstructions] = checkClock({ ...member, longestLeaseMs: reply.view.longestLeaseMs }, {
+      // A view of an older epoch than the member knows (the database went back) reads rows that may
+      // lack the longest lease of the epoch the member knows: the lease of a member whose row it lost,
+      // which the reap it may ask for waits out (`Member.behind`). Such a view lowers no lease read
+      // before (a review, attack94: a member of lease 10 s whose row a restore took away worked 5.6 s
+      // beside the epoch the others of lease 3 s moved to).
+      const known = knownEpoch(member.state)
+      const longestLeaseMs = known !== undefined && reply.view.epoch < known && member.longestLeaseMs !== undefined
+        ? Math.max(member.longestLeaseMs, reply.view.longestLeaseMs ?? 0)
+        : reply.view.longestLeaseMs
+      const [checked, clockInstructions] = checkClock({ ...member, longestLeaseMs }, {
         sentAt,
         database: reply.view.clock,
         roundTrip: receivedAt - sentAt

@@ -1249,6 +1249,31 @@ describe("step: observations", () => {
     expect(i4.some((i) => i._tag === "Reap")).toBe(false)
   })
 
+  it("the database went back: the hold is the longest lease read before, which views of an older epoch do not lower", () => {
+    // A review (attack94): after a restore that took away the row of a member of lease 30 s, the
+    // older views read only the others' rows (10 s); the hold used that, and the others moved on while
+    // that member still worked.
+    const olderReply = (at: number) =>
+      replied(RenewalReply.View({ view: view({ epoch: 4, allAcked: true, expired: true, longestLeaseMs: 10_000, clock: 1_000 + at }) }), {
+        sentAt: at,
+        receivedAt: at + 10
+      })
+    const feed = (m: Transition.Member, at: number): Transition.MemberStep => {
+      const [observed, is] = Transition.step(m, olderReply(at), at + 10)
+      const report = is.find((i): i is Extract<Transition.Instruction, { _tag: "Report" }> => i._tag === "Report")!
+      return Transition.step(observed, report.event, at + 10)
+    }
+    let m = member(S.Assigned(slot(5)), { longestLeaseMs: 30_000 })
+    let out: ReadonlyArray<Transition.Instruction> = []
+    for (const at of [1_000, 2_000, 12_000, 25_000]) {
+      ;[m, out] = feed(m, at)
+      expect(out.some((i) => i._tag === "Reap")).toBe(false)
+    }
+    expect(m.longestLeaseMs).toBe(30_000)
+    ;[m, out] = feed(m, 31_000)
+    expect(out.some((i) => i._tag === "Reap")).toBe(true)
+  })
+
   it("within the round trips and half the fence margin, the clocks agree", () => {
     const [m, instructions] = Transition.step(member(S.Assigned(slot(5))), replied(renewedView(2_000 + 1_020)), 1_010)
     expect(m.clockStepLogged).toBe(false)
