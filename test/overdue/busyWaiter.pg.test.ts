@@ -8,62 +8,14 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Scope } from "effect"
-import * as Notifier from "../../src/internal/pg/notifier.js"
-import * as Membership from "../../src/Membership.js"
-import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
-import type { MembershipStoreService } from "../../src/MembershipStore.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
-import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
-import { exactCover, makeRecorder } from "../support/Recorder.js"
-import { waitFor, waitForEffect } from "../support/Wait.js"
-
-// Overdue threshold max(2 × 200, 200 + 100) = 400 ms; the store's lock wait 0.75 × 1 s = 750 ms.
-const fast = { heartbeat: "200 millis", lease: "5 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
-const StoreLive = PgMembershipStore.layerUsingNotifier({ statementTimeout: "1 second" }).pipe(
-  Layer.provideMerge(Notifier.layer),
-  Layer.provideMerge(PgLive)
-)
-
-/** The store as one member sees it: once `hung`, none of its calls returns (a SIGSTOP). */
-const hangable = (base: MembershipStoreService, member: { hung: boolean }): MembershipStoreService => {
-  const gate = <A, E, R>(call: () => Effect.Effect<A, E, R>) => Effect.suspend(() => (member.hung ? Effect.never : call()))
-  return {
-    ...base,
-    join: (...a) => gate(() => base.join(...a)),
-    heartbeat: (...a) => gate(() => base.heartbeat(...a)),
-    reap: (...a) => gate(() => base.reap(...a)),
-    leave: (...a) => gate(() => base.leave(...a)),
-    release: (...a) => gate(() => base.release(...a))
-  }
-}
+import { Effect, Fiber } from "effect"
+import { waitForEffect } from "../support/Wait.js"
+import { fast, StoreLive, withOverdueMember } from "./support.js"
 
 it.live("a waiting joiner's poll that finds the lock busy gives its row no more than the overdue threshold and a lock wait", () =>
   Effect.gen(function*() {
-    const groupId = randomGroupId("busy-waiter")
     const sql = yield* SqlClient.SqlClient
-    const rec = yield* makeRecorder
-    const base = yield* MembershipStore
-    const join = (label: string, input: Partial<MembershipConfigInput> = {}) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const flag = { hung: false }
-        const m = yield* Membership.make({ groupId, ...fast, name: label, ...input }).pipe(
-          Effect.provideService(MembershipStore, hangable(base, flag)),
-          Scope.extend(scope)
-        )
-        yield* rec.track(m, label).pipe(Scope.extend(scope))
-        yield* Effect.addFinalizer(() => Effect.sync(() => void (flag.hung = false)).pipe(Effect.zipRight(Scope.close(scope, Exit.void))))
-        return { m, flag }
-      })
-    yield* join("a")
-    yield* join("b")
-    const c = yield* join("c")
-    yield* waitFor(() => exactCover(rec.working(), 3), undefined, "three members working")
-    c.flag.hung = true
-    const rowOf = (name: string) => Effect.map(base.members(groupId), (rows) => rows.find((r) => r.name === name))
-    yield* waitForEffect(Effect.map(rowOf("c"), (r) => r !== undefined && r.heartbeatAgeMs > 500), undefined, "c overdue")
+    const { groupId, join, rec, rowOf } = yield* withOverdueMember("busy-waiter", fast("5 seconds"))
     // Another process's changes: the group's lock held exclusively for 20 ms every 40 ms.
     const flapper = yield* Effect.fork(Effect.forever(
       sql.withTransaction(sql`SELECT pg_advisory_xact_lock(1297040455, hashtext(${groupId})), pg_sleep(0.02)`).pipe(

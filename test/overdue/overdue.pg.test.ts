@@ -5,63 +5,16 @@
  * its index, in one change.
  */
 import { expect, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Option, Scope } from "effect"
-import * as Notifier from "../../src/internal/pg/notifier.js"
-import * as Membership from "../../src/Membership.js"
-import type { MembershipConfigInput } from "../../src/MembershipConfig.js"
-import type { MembershipStoreService } from "../../src/MembershipStore.js"
-import { MembershipStore } from "../../src/MembershipStore.js"
-import * as PgMembershipStore from "../../src/PgMembershipStore.js"
-import { PgLive, randomGroupId } from "../support/Database.js"
-import { exactCover, makeRecorder } from "../support/Recorder.js"
+import { Effect, Option } from "effect"
+import { exactCover } from "../support/Recorder.js"
 import { waitFor, waitForEffect } from "../support/Wait.js"
-
-const fast = { heartbeat: "200 millis", lease: "2 seconds", fenceMargin: "500 millis", statementTimeout: "1 second" } as const
-const StoreLive = PgMembershipStore.layerUsingNotifier().pipe(Layer.provideMerge(Notifier.layer), Layer.provideMerge(PgLive))
-
-/** The store as one member sees it: once `hung`, none of its calls returns (a SIGSTOP or a kill -9). */
-const hangable = (base: MembershipStoreService, member: { hung: boolean }): MembershipStoreService => {
-  const gate = <A, E, R>(call: () => Effect.Effect<A, E, R>) => Effect.suspend(() => (member.hung ? Effect.never : call()))
-  return {
-    ...base,
-    join: (...a) => gate(() => base.join(...a)),
-    heartbeat: (...a) => gate(() => base.heartbeat(...a)),
-    reap: (...a) => gate(() => base.reap(...a)),
-    leave: (...a) => gate(() => base.leave(...a)),
-    release: (...a) => gate(() => base.release(...a))
-  }
-}
+import { fast, StoreLive, withOverdueMember } from "./support.js"
 
 it.live("a join while a member is overdue: the working members never stop until its lease runs out, then one change makes {old two + newcomer}", () =>
   Effect.gen(function*() {
-    const groupId = randomGroupId("overdue")
-    const rec = yield* makeRecorder
-    const base = yield* MembershipStore
-    const join = (label: string, input: Partial<MembershipConfigInput> = {}) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const flag = { hung: false }
-        const m = yield* Membership.make({ groupId, ...fast, name: label, ...input }).pipe(
-          Effect.provideService(MembershipStore, hangable(base, flag)),
-          Scope.extend(scope)
-        )
-        yield* rec.track(m, label).pipe(Scope.extend(scope))
-        yield* Effect.addFinalizer(() => Effect.sync(() => void (flag.hung = false)).pipe(Effect.zipRight(Scope.close(scope, Exit.void))))
-        return { m, flag }
-      })
-    yield* join("a")
-    yield* join("b")
-    const c = yield* join("c")
-    yield* waitFor(() => exactCover(rec.working(), 3), undefined, "three members working")
-    const before = Option.getOrThrow(yield* base.group(groupId)).epoch
-
     // c hangs: no renewal, no leave; its row stays until its lease (2 s) runs out.
-    c.flag.hung = true
-    const hungAt = Date.now()
-    const cRow = () => Effect.map(base.members(groupId), (rows) => rows.find((r) => r.name === "c"))
-    // Overdue: two heartbeats (400 ms) without a renewal, by the database clock.
-    yield* waitForEffect(Effect.map(cRow(), (r) => r !== undefined && r.heartbeatAgeMs > 500), undefined, "c overdue")
-    const row = (yield* cRow())!
+    const { base, before, groupId, hungAt, join, rec, rowOf } = yield* withOverdueMember("overdue", fast("2 seconds"))
+    const row = (yield* rowOf("c"))!
     const cExpiresAt = Date.now() + row.leaseLeftMs
     expect(row.leaseLeftMs).toBeGreaterThan(800)
 

@@ -10,7 +10,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
+import { Deferred, Duration, Effect, Either, Fiber, Layer, Option, Redacted, TestClock } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Migrations from "../../src/Migrations.js"
 import { JoinDeferred } from "../../src/MembershipError.js"
@@ -446,7 +446,7 @@ it.live("break 7, the group row alone restored: the members' renewals ask for th
     })
   }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
 
-it.live("break 7, a waiting joiner's row restored after its promotion: it does not count for the epoch issued again, and the newcomer waits", () =>
+it.effect("break 7, a waiting joiner's row restored after its promotion: it does not count for the epoch issued again, and the newcomer waits", () =>
   Effect.gen(function*() {
     // A review (attack92): w waited for the overdue o in a waiting row, which acknowledged epoch 2
     // ahead of time; the backup held that row. w then joined at epoch 2 ([0/1], o reaped) and worked.
@@ -454,22 +454,24 @@ it.live("break 7, a waiting joiner's row restored after its promotion: it does n
     // acknowledgement counted, and n started [1/2] beside w's [0/1] until w's next renewal. (The
     // restore comes within w's waiting row's lease, one overdue threshold from its last poll, as a
     // failover to a standby a little behind does; a row restored expired is a lost row: reliability.md.)
+    // The store on the TestClock: leases and the overdue threshold judged exactly.
     const store = yield* MembershipStore
     const groupId = randomGroupId("restore-waiting")
     const lease = 60_000
     const overdue = { overdueAfterMs: 400 }
     const [o, w, n] = [info("o"), info("w"), info("n")]
     const one = yield* store.join(groupId, o, 500)
-    yield* Effect.sleep(Duration.millis(420))
+    yield* TestClock.adjust(Duration.millis(420))
     const waited = yield* Effect.either(store.join(groupId, w, lease, {}, overdue))
     expect(Either.isLeft(waited) && waited.left instanceof JoinDeferred).toBe(true)
     const restore = yield* backupOf(groupId)
     // o's lease runs out; w's next poll joins: epoch 2, [0/1], and w works it.
-    yield* Effect.sleep(Duration.millis(100))
+    yield* TestClock.adjust(Duration.millis(100))
     const two = yield* store.join(groupId, w, lease, {}, { ...overdue, waiting: true })
     expect(two).toMatchObject({ epoch: one.epoch + 1, size: 1, index: 0 })
     expect(Option.getOrThrow(yield* store.heartbeat(groupId, w.memberId, two.epoch, lease, { ackPlace: placeOf(two) })))
       .toMatchObject({ allAcked: true })
+    // The restore, 100 ms after the backup (w's waiting row runs out at 820 ms).
     yield* restore
     const joined = yield* store.join(groupId, n, lease)
     expect(joined).toMatchObject({ epoch: two.epoch, size: 2 })
@@ -480,7 +482,7 @@ it.live("break 7, a waiting joiner's row restored after its promotion: it does n
     const wView = Option.getOrThrow(yield* store.heartbeat(groupId, w.memberId, two.epoch, lease, { ackPlace: placeOf(two) }))
     expect(wView).toMatchObject({ epoch: two.epoch, size: 2, allAcked: false })
     expect(Option.getOrThrow(yield* store.heartbeat(groupId, n.memberId, joined.epoch, lease)).allAcked).toBe(false)
-  }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive)))), 30_000)
+  }).pipe(Effect.provide(PgMembershipStore.layer({ clock: "effect" }).pipe(Layer.provideMerge(PgLive)))), 30_000)
 
 it.live("an acknowledgement set by hand above 2^52 (2^53 - 1, 2^53 + 1, the bigint maximum) changes nothing: no reap storm, the member's renewal writes over it", () =>
   Effect.gen(function*() {
