@@ -435,15 +435,21 @@ export const storeContract = (
   const deferred = (e: Either.Either<unknown, unknown>) => Either.isLeft(e) && e.left instanceof JoinDeferred
   const epochOf = (g: string) => Effect.map(Effect.flatMap(MembershipStore, (s) => s.group(g)), (r) => Option.getOrThrow(r))
 
-  test("overdue: a join waits in a waiting row (no new epoch, not in N); the reap of the overdue member gives it an index in the same change", (g) =>
+  /** a, b and c (lease 1000 ms) at epoch 3, acknowledged; 400 ms later a and b renewed, c did not: overdue. */
+  const cOverdue = (g: string) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore
       const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
       for (const m of [a, b, c]) yield* store.join(g, m, 1000)
       for (const m of [a, b, c]) yield* store.heartbeat(g, m.memberId, 3, 1000)
       yield* TestClock.adjust(Duration.millis(400))
-      yield* store.heartbeat(g, a.memberId, 3, 1000)
-      yield* store.heartbeat(g, b.memberId, 3, 1000)
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      return { a, b, c, d, store }
+    })
+
+  test("overdue: a join waits in a waiting row (no new epoch, not in N); the reap of the overdue member gives it an index in the same change", (g) =>
+    Effect.gen(function*() {
+      const { a, b, d, store } = yield* cOverdue(g)
       // c has not renewed for 400 ms (lease left 600 ms): overdue.
       const first = yield* Effect.either(store.join(g, d, 1000, {}, overdue))
       expect(deferred(first)).toBe(true)
@@ -533,12 +539,7 @@ export const storeContract = (
       // A review (attack93): a waiting row kept its joiner's whole lease; once a waiting row no longer
       // acknowledged ahead (attack92), a dead joiner's row, promoted, held every survivor at the
       // barrier for the rest of that lease (1.7 s of a 2 s lease on PostgreSQL).
-      const store = yield* MembershipStore
-      const [a, b, c, d] = [info("a"), info("b"), info("c"), info("d")]
-      for (const m of [a, b, c]) yield* store.join(g, m, 1000)
-      for (const m of [a, b, c]) yield* store.heartbeat(g, m.memberId, 3, 1000)
-      yield* TestClock.adjust(Duration.millis(400))
-      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+      const { a, b, d, store } = yield* cOverdue(g)
       expect(deferred(yield* Effect.either(store.join(g, d, 1000, {}, overdue)))).toBe(true)
       yield* TestClock.adjust(Duration.millis(250))
       for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
