@@ -196,12 +196,13 @@ const slotOf = (view: Slot): Slot => ({
 })
 
 /**
- * A reap when the view says a row is expired (or the group is behind an acknowledgement: a restore),
- * whatever its epoch. A view of an older epoch asks too: after a restore that left every member
- * working ahead of the group's epoch, every view is older, and a crashed member's index went unworked,
- * and every fenced write was refused as stale, until a join or leave (a review, attack92). `step` holds
- * such a reap until the views have shown the older epoch for a lease (`Member.behind`): a single late
- * reply asks for none, and a member whose row the database lost has stopped by then.
+ * A reap when the view says a row is expired (or the group is behind an acknowledgement: a restore).
+ * Never for a view of an older epoch than the member knows: the database went back (a restore, a
+ * failover that lost commits), and a member whose row it lost may still work; a reap then moves the
+ * group on beside it. Asking for one after a lease of such views was tried (a review, attack92: a
+ * crashed member's index unworked until a join or leave) and broken twice: members read leases from
+ * the rows the database went back to, which lack a lost member's (attack94), or a takeover's made in
+ * the epoch (attack95). The member says so instead (`Member.behind`).
  */
 const reapIf = (view: GroupView): ReadonlyArray<Command> => (view.expired ? [Command.Reap()] : [])
 
@@ -263,7 +264,7 @@ const slotsMode = (view: GroupView): boolean => view.slots !== undefined
 
 /** A member that is not working learns `view`: acknowledge a newer epoch, or start when the barrier is down. */
 const settle = (state: MemberState, known: Slot, view: GroupView): Step => {
-  if (view.epoch < known.epoch) return [state, reapIf(view)]
+  if (view.epoch < known.epoch) return stay(state)
   if (contradicts(known, view)) return refuse(known, view)
   if (slotsMode(view)) {
     const slot = view.epoch > known.epoch ? slotOf(view) : withIncarnationOf(known, view)
@@ -398,7 +399,7 @@ export const transition = (state: MemberState, event: Event): Step =>
             ]
           }
           if (contradicts(s, view)) return refuseWorking(s, view)
-          return [state, reapIf(view)]
+          return [state, view.epoch === s.epoch ? reapIf(view) : []]
         }
         case "Gone":
           return lost(event, true)
@@ -423,7 +424,7 @@ export const transition = (state: MemberState, event: Event): Step =>
           const view = event.view
           return view.epoch > s.next.epoch
             ? [MemberState.Renegotiating({ ...s, next: slotOf(view) }), reapIf(view)]
-            : [state, reapIf(view)]
+            : [state, view.epoch === s.next.epoch ? reapIf(view) : []]
         }
         case "WorkStopped":
           return [MemberState.Awaiting(s.next), [Command.Ack({ epoch: s.next.epoch })]]
@@ -452,7 +453,7 @@ export const transition = (state: MemberState, event: Event): Step =>
           // The old work is still stopping: learn a newer epoch, acknowledge it only once stopped.
           return view.epoch > s.epoch
             ? [MemberState.Renegotiating({ ...slot, next: slotOf(view), stuck: s.stuck }), reapIf(view)]
-            : [state, reapIf(view)]
+            : [state, view.epoch === s.epoch ? reapIf(view) : []]
         }
         case "WorkStopped":
           // The next renewal (within a heartbeat) starts the work again if the epoch still holds.
@@ -684,13 +685,12 @@ export interface Member {
   readonly reapSentAt?: number | undefined
   /**
    * Since when (member's clock) every renewal's view has shown an older epoch than the one the member
-   * knows (the database went back: a restore, a failover that lost commits), and whether that has
-   * been said. Such a view that says `expired` asks for a reap (the reap moves the group past every
-   * acknowledged epoch), but only once they have shown it for one lease (`holdOffMs`, with the longest
-   * lease read before: views of an older epoch lower it not): a member whose row the database lost
-   * works on until its next renewal finds no row, or its deadline, within a lease of its last renewal,
-   * which came before the database went back. Cleared by a view of the
-   * known epoch or a newer one (a single late reply is not the database going back).
+   * knows (the database went back: a restore, a failover that lost commits), and whether it has said
+   * so. Such views ask for no reap (see `reapIf`); once they have shown it for a lease and one of them
+   * says a member's lease ran out, the member says, once, that the group will not move on by itself
+   * (a crashed member's index unworked, fenced writes refused as stale) until a join or a leave.
+   * Cleared by a view of the known epoch or a newer one (a single late reply is not the database
+   * going back).
    */
   readonly behind?: { readonly since: number; readonly said: boolean } | undefined
 }
@@ -993,6 +993,17 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
   if (event._tag === "Renewed" && known !== undefined) {
     m = older ? (m.behind === undefined ? { ...m, behind: { since: now, said: false } } : m) : m.behind === undefined ? m : { ...m, behind: undefined }
   }
+  const behindSaid: Array<Instruction> = []
+  if (older && event.view.expired && m.behind !== undefined && !m.behind.said && now - m.behind.since >= holdOffMs(m)) {
+    m = { ...m, behind: { ...m.behind, said: true } }
+    behindSaid.push(Instruction.Log({
+      level: "Error",
+      message: `modulo-group: the database has been at epoch ${event.view.epoch}, below the epoch ${known} this member ` +
+        "works, for a lease (a restore from a backup, or a failover that lost commits?), and a member's lease has run out. " +
+        "Nobody reaps while the database is behind (a member whose row it lost may still work): that member's share " +
+        "stays unworked and fenced writes are refused as stale until a member joins or leaves. Restart one member to move the group on."
+    }))
+  }
   let [after, commands] = transition(m.state, event)
   // Slots mode, a refused view: the work has stopped now (the lease was kept until then): rejoin.
   if (m.refusing === true && event._tag === "WorkStopped" && after._tag === "Fenced" && !after.stopping) {
@@ -1058,7 +1069,7 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       m = { ...m, acked: event.view.epoch }
     }
   }
-  const instructions: Array<Instruction> = waitOver ? [Instruction.ClearWaiting()] : []
+  const instructions: Array<Instruction> = [...(waitOver ? [Instruction.ClearWaiting()] : []), ...behindSaid]
   if (claimSettled === "false" && m.claim === undefined && event._tag === "Renewed") {
     const through = Math.max(event.view.epoch, member.claim?.from ?? 0)
     m = { ...m, claimsIgnoredIn: through }
@@ -1122,19 +1133,6 @@ const onEvent = (member: Member, event: Event, now: number): MemberStep => {
       case "Reap":
         // A view older than the last reap: that reap already came after what it saw.
         if (event._tag === "Renewed" && event.sentAt !== undefined && m.reapSentAt !== undefined && event.sentAt <= m.reapSentAt) break
-        // The database went back: no reap until its views have shown that for a lease (`Member.behind`).
-        if (older && m.behind !== undefined && now - m.behind.since < holdOffMs(m)) {
-          if (!m.behind.said && event._tag === "Renewed") {
-            m = { ...m, behind: { ...m.behind, said: true } }
-            instructions.push(Instruction.Log({
-              level: "Warning",
-              message: `the database is at epoch ${event.view.epoch}, below the epoch ${known} this member has seen ` +
-                "(a restore from a backup, or a failover that lost commits?): no reaping for one lease, so that members " +
-                "whose rows it lost stop first; then a reap moves the group past every acknowledged epoch"
-            }))
-          }
-          break
-        }
         instructions.push(
           now < m.reapAfter
             ? Instruction.Log({
@@ -1328,9 +1326,8 @@ const observe = (member: Member, observation: Observation, now: number): MemberS
       if (term !== member.term) return [member, [renewed]]
       // A view of an older epoch than the member knows (the database went back) reads rows that may
       // lack the longest lease of the epoch the member knows: the lease of a member whose row it lost,
-      // which the reap it may ask for waits out (`Member.behind`). Such a view lowers no lease read
-      // before (a review, attack94: a member of lease 10 s whose row a restore took away worked 5.6 s
-      // beside the epoch the others of lease 3 s moved to).
+      // which the member's waits (`holdOffMs`) must cover. Such a view lowers no lease read before (a
+      // review, attack94: a member of lease 10 s whose row a restore took away).
       const known = knownEpoch(member.state)
       const longestLeaseMs = known !== undefined && reply.view.epoch < known && member.longestLeaseMs !== undefined
         ? Math.max(member.longestLeaseMs, reply.view.longestLeaseMs ?? 0)
