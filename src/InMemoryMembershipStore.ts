@@ -213,6 +213,11 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       // Every change: at least the clock (the PostgreSQL store's `bumpEpoch`: no token of before a restore again).
       g.incarnation = Math.max(fresh ? g.incarnation + 1 : g.incarnation, Math.floor(now))
       rows.forEach((r, i) => {
+        // A waiting row given an index: its joiner has its waiting interval again from now to take
+        // the place (the PostgreSQL store's reassignIndices).
+        if (r.index === null && r.leaseExpiresAt > now && r.leaseExpiresAt - r.heartbeatAt <= r.leaseMs) {
+          r.leaseExpiresAt = Math.max(r.leaseExpiresAt, now + (r.leaseExpiresAt - r.heartbeatAt))
+        }
         r.index = seats[i]!
         r.assignedEpoch = g.epoch
         r.assignedSize = g.size

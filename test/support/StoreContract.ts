@@ -534,7 +534,7 @@ export const storeContract = (
       expect(joined).toMatchObject({ epoch: 3, size: 3, index: 2 })
     }))
 
-  test("overdue: a waiting joiner that dies holds no barrier long: its row runs out one overdue threshold after its last poll", (g) =>
+  test("overdue: a waiting joiner that dies holds no barrier long: its row runs out one overdue threshold after its last poll, or after its promotion", (g) =>
     Effect.gen(function*() {
       // A review (attack93): a waiting row kept its joiner's whole lease; once a waiting row no longer
       // acknowledged ahead (attack92), a dead joiner's row, promoted, held every survivor at the
@@ -554,8 +554,11 @@ export const storeContract = (
       expect(yield* epochOf(g)).toMatchObject({ epoch: 4, size: 3 })
       for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 4, 1000)
       expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 4, 1000))).toMatchObject({ allAcked: false, expired: false })
-      // d's row runs out at 1200 (its last poll + 300 ms), not at 1900 (+ its lease): reaped then.
+      // The promotion gave d its waiting interval (300 ms) again to take the place: its row runs out
+      // at 1300, not at 1900 (its last poll + its lease): reaped then.
       yield* TestClock.adjust(Duration.millis(200))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 4, 1000))).toMatchObject({ allAcked: false, expired: false })
+      yield* TestClock.adjust(Duration.millis(100))
       expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 4, 1000))).toMatchObject({ allAcked: false, expired: true })
       expect(yield* store.reap(g)).toBe(1)
       expect(yield* epochOf(g)).toMatchObject({ epoch: 5, size: 2 })

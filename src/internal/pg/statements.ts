@@ -378,6 +378,19 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
     )
     UPDATE modulo_group.members m
        SET idx = target.idx, assigned_epoch = ${epoch}::int8, assigned_size = target.n,
+           -- A waiting row given an index (its lease still running, its waiting interval, the time
+           -- from its joiner's last poll to its lease's end, no longer than its lease): its joiner has
+           -- that interval again from now to take the place, which the barrier waits for. Without
+           -- it, a burst of joins promoted at once ran out before taking their places in turn, and
+           -- each was reaped and joined again (a review, attack95). A row the library did not write
+           -- so (times or lease set by hand) keeps its lease.
+           lease_expires_at = CASE
+             WHEN m.idx IS NULL AND pg_catalog.isfinite(m.lease_expires_at) AND pg_catalog.isfinite(m.heartbeat_at)
+                  AND m.lease_expires_at > ${at(sql, now)} AND m.lease_ms >= 0::float8 AND m.lease_ms <= 2147483647::float8
+             THEN CASE WHEN m.lease_expires_at - m.heartbeat_at <= m.lease_ms * interval '1 millisecond'
+                       THEN GREATEST(m.lease_expires_at, ${at(sql, now)} + (m.lease_expires_at - m.heartbeat_at))
+                       ELSE m.lease_expires_at END
+             ELSE m.lease_expires_at END,
            acked_epoch = CASE WHEN m.instance_id IS NOT NULL AND m.lease_expires_at <= ${at(sql, now)}
                               THEN GREATEST(m.acked_epoch, ${epoch}::int8)
                               -- A member's acknowledgement at or above the epoch this change issues,
