@@ -215,7 +215,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
       rows.forEach((r, i) => {
         // A waiting row given an index: its joiner has its waiting interval again from now to take
         // the place (the PostgreSQL store's reassignIndices).
-        if (r.index === null && r.leaseExpiresAt > now && r.leaseExpiresAt - r.heartbeatAt <= r.leaseMs) {
+        if (r.index === null && r.ackedEpoch < g.epoch && r.leaseExpiresAt > now && r.leaseExpiresAt - r.heartbeatAt <= r.leaseMs) {
           r.leaseExpiresAt = Math.max(r.leaseExpiresAt, now + (r.leaseExpiresAt - r.heartbeatAt))
         }
         r.index = seats[i]!

@@ -383,9 +383,11 @@ export const reassignIndices = (sql: Sql, groupId: string, epoch: number, now: s
            -- that interval again from now to take the place, which the barrier waits for. Without
            -- it, a burst of joins promoted at once ran out before taking their places in turn, and
            -- each was reaped and joined again (a review, attack95). A row the library did not write
-           -- so (times or lease set by hand) keeps its lease.
+           -- so (times or lease set by hand) keeps its lease, as does a row this change inserted (it
+           -- acknowledges the epoch issued: its join returns the view; its times are this change's).
            lease_expires_at = CASE
-             WHEN m.idx IS NULL AND pg_catalog.isfinite(m.lease_expires_at) AND pg_catalog.isfinite(m.heartbeat_at)
+             WHEN m.idx IS NULL AND m.acked_epoch < ${epoch}::int8
+                  AND pg_catalog.isfinite(m.lease_expires_at) AND pg_catalog.isfinite(m.heartbeat_at)
                   AND m.lease_expires_at > ${at(sql, now)} AND m.lease_ms >= 0::float8 AND m.lease_ms <= 2147483647::float8
              THEN CASE WHEN m.lease_expires_at - m.heartbeat_at <= m.lease_ms * interval '1 millisecond'
                        THEN GREATEST(m.lease_expires_at, ${at(sql, now)} + (m.lease_expires_at - m.heartbeat_at))
