@@ -117,9 +117,10 @@ it.live("a listener that hangs silently is checked when a heartbeat sees an unan
     yield* waitFor(() => hub.connects > connects, Duration.seconds(10))
     expect(hub.probes).toBeGreaterThan(probes)
     expect(hub.backendPid).not.toBe(pid)
-    // Notifications work again: a join converges well within a heartbeat's worth of polling.
+    // Notifications work again: a join converges well within the lease (3 s), which it must not wait
+    // for (a CI run at full load of the clean-clone check took 2.0 s, against a bound of 1.5 s).
     const took = yield* Effect.zipRight(join(), waitFor(() => exactCover(rec.working(), 4)))
-    expect(took).toBeLessThan(1_500)
+    expect(took).toBeLessThan(2_500)
     expect(rec.violations).toEqual([])
   }).pipe(Effect.scoped, Effect.provide(StoreLive)), 30_000)
 
