@@ -15,7 +15,7 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import { canonicalMemberId, elsewhereError } from "./internal/memberId.js"
-import { reassign } from "./internal/reassign.js"
+import { reassign, waitingRowLeaseMs } from "./internal/reassign.js"
 import * as Table from "./internal/slots/table.js"
 import { maxDuration } from "./MembershipConfig.js"
 import { InstanceBusy, JoinDeferred, SlotsMismatch, StoreError } from "./MembershipError.js"
@@ -387,7 +387,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 row.ackedEpoch = g.epoch
                 // Runs out one overdue threshold after this poll (the PostgreSQL store's deferJoin, which
                 // adds its lock wait: no lock waits here).
-                row.leaseExpiresAt = now + Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs)))
+                row.leaseExpiresAt = now + waitingRowLeaseMs(leaseMs, overdueAfterMs)
                 row.leaseMs = leaseMs
                 row.heartbeatAt = now
                 g.members.set(member.memberId, row)

@@ -29,6 +29,7 @@ import { describe, lockNotAvailable, sqlState } from "./internal/pg/errors.js"
 import { awaitAtMost, statementsRunToTheEnd } from "./internal/pg/noCancel.js"
 import * as Notifier from "./internal/pg/notifier.js"
 import { canonicalMemberId, elsewhereError } from "./internal/memberId.js"
+import { waitingRowLeaseMs } from "./internal/reassign.js"
 import * as Statements from "./internal/pg/statements.js"
 import * as Riders from "./internal/pg/riders.js"
 import { ownReadCommitted } from "./internal/pg/transaction.js"
@@ -988,7 +989,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                 instanceId: null,
                 rejoinGraceMs: 0
-              }, overdueAfterMs === undefined ? leaseMs : Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs)) + lockWaitMs))
+              }, waitingRowLeaseMs(leaseMs, overdueAfterMs, lockWaitMs))
               if (waiting !== undefined) registered.value = true
               // Its row waits for a change: nobody makes one now (the lock was free), so try.
               return tryLock
@@ -1241,7 +1242,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                     const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
                       instanceId,
                       rejoinGraceMs
-                    }, Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs))))
+                    }, waitingRowLeaseMs(leaseMs, overdueAfterMs))
                     if (waiting !== undefined) {
                       return new JoinDeferred({
                         overdue: `${late.name} (${late.host}/${late.pid})`,

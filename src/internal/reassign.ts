@@ -27,3 +27,14 @@ export const reassign = (seats: ReadonlyArray<Seat>): ReadonlyArray<number> => {
   })
   return result
 }
+
+/**
+ * How long a waiting row (a join deferred behind an overdue member: no index yet) lasts after its
+ * joiner's poll: one overdue threshold (`Transition.overdueAfterMs`, two heartbeats), plus `lockWaitMs`
+ * when the poll found the group's lock held (the PostgreSQL store's busy path: the joiner touches the
+ * row again within a lock wait), never more than the joiner's lease. Without a threshold (a store
+ * called without one), the whole lease. A joiner that dies while it waits holds a change that
+ * promoted its row this long at most (reviews attack93 and attack94).
+ */
+export const waitingRowLeaseMs = (leaseMs: number, overdueAfterMs: number | undefined, lockWaitMs = 0): number =>
+  overdueAfterMs === undefined ? leaseMs : Math.min(leaseMs, Math.max(1, Math.round(overdueAfterMs)) + lockWaitMs)
