@@ -10,6 +10,8 @@
  * library as transpiled from src/ at the start of the run (support/Build.ts).
  * Overrides (see the matrix below): BENCH_SECTIONS=convergence,steady,stability,cli  BENCH_ROUNDS=20
  * (also `overdue`, not in the default run: stopped work when a member is overdue; BENCH_OVERDUE_ROUNDS=3;
+ * also `burst`, not in the default run: K joins at once while a member is overdue; BENCH_BURST_ROUNDS=3
+ * BENCH_BURST_SIZES=8,16;
  * `paused`, not in the default run: work paused per change, modulo mode beside slots mode;
  * BENCH_PAUSED_ROUNDS=3 BENCH_PAUSED_SIZES=4,16 BENCH_PAUSED_SLOTS=64 BENCH_PAUSED_MODES=modulo,slots
  * (BENCH_PAUSED_DUMP=<prefix>: every change's window and events to <prefix>-....json);
@@ -81,6 +83,12 @@ const BARRIER_POLL = env("BENCH_BARRIER_POLL")
 const OUT = env("BENCH_OUT") ?? "docs/benchmarks.md"
 /** Stopped work when a member is overdue: rounds of (kill -9 one of three, a replacement joins 2 s later). */
 const OVERDUE_ROUNDS = Number(env("BENCH_OVERDUE_ROUNDS") ?? 3)
+/**
+ * A burst of joins while a member is overdue: rounds of (kill -9 one of three, 2 s later K replacements
+ * join at once), per K in BENCH_BURST_SIZES.
+ */
+const BURST_ROUNDS = Number(env("BENCH_BURST_ROUNDS") ?? 3)
+const BURST_SIZES = list("BENCH_BURST_SIZES", [8, 16])
 /** Work paused per change: rounds of (join, leave, join, crash) per mode and size; the slot count S. */
 const PAUSED_ROUNDS = Number(env("BENCH_PAUSED_ROUNDS") ?? 3)
 const PAUSED_SIZES = list("BENCH_PAUSED_SIZES", [4, 16])
@@ -202,6 +210,18 @@ interface OverdueRow {
   readonly violations: number
 }
 const overdue: Array<OverdueRow> = []
+/** One round of the burst section. */
+interface BurstRow {
+  readonly joiners: number
+  /** Member-seconds without work of the two survivors, from the kill until all 2 + K work in one epoch. */
+  readonly stoppedMemberSeconds: number
+  /** From the joins' start until the survivors and the K newcomers work in one epoch (ms). */
+  readonly convergeMs: number
+  /** Epoch changes from the kill until then (1: the burst in one renegotiation, with the reap). */
+  readonly epochs: number
+  readonly violations: number
+}
+const burst: Array<BurstRow> = []
 /** The paused section: one row per mode, size and kind of change. */
 interface PausedRow {
   readonly mode: string
@@ -532,76 +552,126 @@ it("modulo-group benchmarks", async () => {
     // Three process members (heartbeat 1 s, lease 10 s); one is killed (SIGKILL), a replacement
     // (already started and connected) joins 2 s later. Counted: the time the two survivors do not
     // work, from the kill until the survivors and the newcomer work in one epoch of size 3.
+    // One round: three process members, one killed (SIGKILL), 2 s later `joiners` replacements (started
+    // and connected beforehand) join at once; measured until the survivors and the newcomers work in
+    // one epoch of size 2 + joiners.
+    const overdueRound = async (label: string, joiners: number) => {
+      const marks: Array<Parameters<Cover["add"]>[0]> = []
+      const killed: Array<string> = []
+      const cover = new (class extends Cover {
+        override add(mark: Parameters<Cover["add"]>[0]) {
+          marks.push(mark)
+          super.add(mark)
+        }
+        override kill(member: string, stopped: boolean) {
+          killed.push(member)
+          super.kill(member, stopped)
+        }
+      })({ checkGuarantees: true })
+      const group = new ProcessGroup(cover, {
+        script: memberScript,
+        env: memberEnv,
+        options: { url: db.url, config: { groupId: groupId(label), ...slow, migrate: false }, maxConnections: 2 }
+      })
+      try {
+        await group.prepare(3 + joiners)
+        const joined = [await group.join(), await group.join(), await group.join()]
+        await cover.when(3, 30_000)
+        // A random phase against the heartbeats.
+        await sleep(1_000 + Math.random() * 1_000)
+        const victim = joined[2]!.member
+        const killedAt = group.crash(victim)
+        await sleep(2_000)
+        const size = 2 + joiners
+        const converged = cover.next(size, 60_000)
+        const joinedAt = performance.now()
+        if (joiners === 1) await group.join()
+        else await group.grow(joiners)
+        const convergedAt = await converged
+        // Survivors: the members that worked before the kill, but the one killed.
+        const survivors = [...new Set(marks.filter((m) => m.at < killedAt).map((m) => m.member))]
+          .filter((id) => !killed.includes(id))
+        let stopped = 0
+        // Epoch changes from the kill to the cover: the epoch they all work in, less the one before.
+        const epochBefore = Math.max(...marks.filter((m) => m.at < killedAt && m.kind === "start").map((m) => m.epoch))
+        for (const id of survivors) {
+          // Work intervals of this member clipped to [killedAt, convergedAt].
+          let working = marks.filter((m) => m.member === id && m.at < killedAt).at(-1)?.kind === "start"
+          let since = killedAt
+          const mine = marks.filter((m) => m.member === id && m.at >= killedAt && m.at <= convergedAt)
+          for (const m of mine) {
+            if (m.kind === "end" && working) {
+              working = false
+              since = m.at
+            } else if (m.kind === "start" && !working) {
+              stopped += m.at - since
+              working = true
+            }
+          }
+          if (!working) stopped += convergedAt - since
+        }
+        for (const v of cover.violations.slice(0, 5)) log(`${label}: VIOLATION ${v}`)
+        return {
+          survivors: survivors.length,
+          stoppedMemberSeconds: stopped / 1000,
+          killedAt,
+          joinedAt,
+          convergedAt,
+          epochs: cover.epoch - epochBefore,
+          violations: cover.violations.length
+        }
+      } finally {
+        await group.dispose()
+      }
+    }
+
     if (sections.has("overdue")) {
       for (let round = 1; round <= OVERDUE_ROUNDS; round++) {
-        const marks: Array<Parameters<Cover["add"]>[0]> = []
-        const killed: Array<string> = []
-        const cover = new (class extends Cover {
-          override add(mark: Parameters<Cover["add"]>[0]) {
-            marks.push(mark)
-            super.add(mark)
-          }
-          override kill(member: string, stopped: boolean) {
-            killed.push(member)
-            super.kill(member, stopped)
-          }
-        })({ checkGuarantees: true })
-        const group = new ProcessGroup(cover, {
-          script: memberScript,
-          env: memberEnv,
-          options: { url: db.url, config: { groupId: groupId("overdue"), ...slow, migrate: false }, maxConnections: 2 }
-        })
         try {
-          await group.prepare(4)
-          const joined = [await group.join(), await group.join(), await group.join()]
-          await cover.when(3, 30_000)
-          // A random phase against the heartbeats.
-          await sleep(1_000 + Math.random() * 1_000)
-          const victim = joined[2]!.member
-          const killedAt = group.crash(victim)
-          await sleep(2_000)
-          await group.join()
-          const convergedAt = await cover.next(3, 40_000)
-          // Survivors: the members that worked before the kill, but the one killed.
-          const survivors = [...new Set(marks.filter((m) => m.at < killedAt).map((m) => m.member))]
-            .filter((id) => !killed.includes(id))
-          let stopped = 0
-          // Epoch changes from the kill to the cover: the epoch the three work in, less the one before.
-          const epochBefore = Math.max(...marks.filter((m) => m.at < killedAt && m.kind === "start").map((m) => m.epoch))
-          const epochs = cover.epoch - epochBefore
-          for (const id of survivors) {
-            // Work intervals of this member clipped to [killedAt, convergedAt].
-            let working = marks.filter((m) => m.member === id && m.at < killedAt).at(-1)?.kind === "start"
-            let since = killedAt
-            const mine = marks.filter((m) => m.member === id && m.at >= killedAt && m.at <= convergedAt)
-            for (const m of mine) {
-              if (m.kind === "end" && working) {
-                working = false
-                since = m.at
-              } else if (m.kind === "start" && !working) {
-                stopped += m.at - since
-                working = true
-              }
-            }
-            if (!working) stopped += convergedAt - since
-          }
+          const r = await overdueRound("overdue", 1)
           const row = {
-            stoppedMemberSeconds: stopped / 1000,
-            convergeMs: convergedAt - killedAt,
-            epochs,
-            violations: cover.violations.length
+            stoppedMemberSeconds: r.stoppedMemberSeconds,
+            convergeMs: r.convergedAt - r.killedAt,
+            epochs: r.epochs,
+            violations: r.violations
           }
           overdue.push(row)
           log(
-            `overdue round ${round}: ${survivors.length} survivors stopped ${fmt(row.stoppedMemberSeconds, 2)} member-seconds; ` +
-              `all three working ${fmt(row.convergeMs)} ms after the kill; ${epochs} epoch change(s); ` +
+            `overdue round ${round}: ${r.survivors} survivors stopped ${fmt(row.stoppedMemberSeconds, 2)} member-seconds; ` +
+              `all three working ${fmt(row.convergeMs)} ms after the kill; ${row.epochs} epoch change(s); ` +
               `${row.violations} violations`
           )
-          for (const v of cover.violations.slice(0, 5)) log(`overdue: VIOLATION ${v}`)
         } catch (e) {
           log(`overdue round ${round}: ${String(e)}`)
-        } finally {
-          await group.dispose()
+        }
+      }
+    }
+
+    // --- a burst of joins while a member is overdue ------------------------------------------
+    // As the overdue section, with K replacements joining at once: each finds the overdue member and
+    // waits in a waiting row; the reap promotes them all. Counted: epoch changes (ideally one), the
+    // time from the joins to all 2 + K working, the survivors' stopped work.
+    if (sections.has("burst")) {
+      for (const joiners of BURST_SIZES) {
+        for (let round = 1; round <= BURST_ROUNDS; round++) {
+          try {
+            const r = await overdueRound(`burst-${joiners}`, joiners)
+            const row = {
+              joiners,
+              stoppedMemberSeconds: r.stoppedMemberSeconds,
+              convergeMs: r.convergedAt - r.joinedAt,
+              epochs: r.epochs,
+              violations: r.violations
+            }
+            burst.push(row)
+            log(
+              `burst of ${joiners}, round ${round}: all ${2 + joiners} working ${fmt(row.convergeMs)} ms after the joins ` +
+                `(${fmt(r.convergedAt - r.killedAt)} ms after the kill); ${row.epochs} epoch change(s); survivors stopped ` +
+                `${fmt(row.stoppedMemberSeconds, 2)} member-seconds; ${row.violations} violations`
+            )
+          } catch (e) {
+            log(`burst of ${joiners}, round ${round}: ${String(e)}`)
+          }
         }
       }
     }
@@ -923,6 +993,19 @@ const render = (info: RunInfo) => {
   const pausedHead = ["mode", "members", "change", "samples", "paused member-s, median (min–max)", "survivors' part", "departed's share", "slot-s / S, median", "survivors paused, median (of)", "slots moved, median", "settled ms, median", "failed"]
   const range = (xs: ReadonlyArray<number>, d: number) =>
     xs.length === 0 ? "–" : `${fmt(median(xs), d)} (${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)})`
+  const burstHead = ["joiners", "rounds", "epoch changes, median (min–max)", "all working after the joins, ms, median (min–max)", "survivors stopped (member-s), median", "violations"]
+  const burstRows = BURST_SIZES.flatMap((k) => {
+    const rs = burst.filter((r) => r.joiners === k)
+    if (rs.length === 0) return []
+    return [[
+      String(k),
+      String(rs.length),
+      range(rs.map((r) => r.epochs), 0),
+      range(rs.map((r) => r.convergeMs), 0),
+      fmt(median(rs.map((r) => r.stoppedMemberSeconds)), 2),
+      String(rs.reduce((a, r) => a + r.violations, 0))
+    ]]
+  })
   const pausedRows = paused.map((r) => [
     r.mode,
     String(r.members),
@@ -1048,6 +1131,19 @@ const render = (info: RunInfo) => {
         ""
       ]
       : []),
+    ...(burst.length > 0
+      ? [
+        "## A burst of joins while a member is overdue (heartbeat 1 s, lease 10 s)",
+        "",
+        "Three process members; one is killed (SIGKILL) and 2 s later K replacements (started and connected",
+        "beforehand) join at once. Each finds the overdue member and waits in a waiting row until the reap",
+        "promotes them. Epoch changes: from the kill until the survivors and the K newcomers work in one epoch;",
+        "the time is from the joins until then.",
+        "",
+        mdTable(burstHead, burstRows),
+        ""
+      ]
+      : []),
     ...(paused.length > 0
       ? ["## Work paused per change (modulo mode and slots mode)", "", ...pausedText, "", mdTable(pausedHead, pausedRows), ""]
       : []),
@@ -1089,6 +1185,7 @@ const render = (info: RunInfo) => {
     textTable(stableHead, stableRows),
     "",
     ...(overdue.length > 0 ? ["Stopped work when a member is overdue (kill one of 3, replacement 2 s later, lease 10 s):", textTable(overdueHead, overdueRows), ""] : []),
+    ...(burst.length > 0 ? ["A burst of K joins while a member is overdue (kill one of 3, K replacements 2 s later, lease 10 s):", textTable(burstHead, burstRows), ""] : []),
     ...(paused.length > 0 ? [...pausedText, textTable(pausedHead, pausedRows), ""] : []),
     "CLI start-up (spawn to first stdout line):",
     textTable(startupHead, startupRows),
