@@ -353,6 +353,7 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                 own.ackedEpoch = Math.max(own.ackedEpoch, g.epoch)
                 own.leaseExpiresAt = now + leaseMs
                 own.leaseMs = leaseMs
+                own.graceMs = graceMs
                 own.heartbeatAt = now
                 return Effect.succeed(viewOf(g, own, now))
               }
@@ -380,7 +381,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                   joinSeq: ++seq,
                   instanceId,
                   releasedAt: null,
-                  graceMs
+                  // No rejoin grace until its joiner takes the index it is given (see the PostgreSQL
+                  // store's deferJoin): a waiting row holds no place.
+                  graceMs: 0
                 }
                 // The group's epoch (see the PostgreSQL store's deferJoin): the barrier of the epoch
                 // its promotion creates waits for its joiner to take the place.

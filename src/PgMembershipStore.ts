@@ -970,7 +970,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 // Only the waiting row this join left: any other row of this member is the change's to drop.
                 if (!registered.value || num(g.assigned_epoch) !== epoch || g.live !== true) return tryLock
                 yield* onStatement("join", "adopt")
-                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq(), writer)
+                // A busy join is never a static member's (those joins are not coalesced): no rejoin grace.
+                const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq(), writer, 0)
                 if (own === undefined) return tryLock
                 const value = yield* joinedView(groupId, member.memberId, now, {
                   epoch,
@@ -986,10 +987,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               // a joiner that dies while it waits holds a change that promoted its row that long at
               // most (a review, attack94: a deferred joiner's poll that came this way re-leased its
               // row for the whole lease, and its death held every survivor at the barrier 19.8 s).
-              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
-                instanceId: null,
-                rejoinGraceMs: 0
-              }, waitingRowLeaseMs(leaseMs, overdueAfterMs, lockWaitMs))
+              const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, null, waitingRowLeaseMs(leaseMs, overdueAfterMs, lockWaitMs))
               if (waiting !== undefined) registered.value = true
               // Its row waits for a change: nobody makes one now (the lock was free), so try.
               return tryLock
@@ -1219,7 +1217,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 if (((overdueAfterMs !== undefined && joinOptions.waiting === true) || registered.value) && mayWait && !behind) {
                   // Given an index by a change while waiting: that change was this join.
                   yield* onStatement("join", "adopt")
-                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq(), writer)
+                  const [own] = yield* Statements.adoptRow(sql, groupId, member.memberId, epoch, leaseMs, now, nextSeq(), writer, rejoinGraceMs)
                   if (own !== undefined) {
                     return yield* withSlots(yield* joinedView(groupId, member.memberId, now, {
                       epoch,
@@ -1239,10 +1237,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                     // The waiting row runs out one overdue threshold (two heartbeats, eight polls) after
                     // the joiner's last poll (see deferJoin); a poll that finds the lock busy touches it
                     // on the busy path, which adds its lock wait.
-                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, {
-                      instanceId,
-                      rejoinGraceMs
-                    }, waitingRowLeaseMs(leaseMs, overdueAfterMs))
+                    const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, instanceId, waitingRowLeaseMs(leaseMs, overdueAfterMs))
                     if (waiting !== undefined) {
                       return new JoinDeferred({
                         overdue: `${late.name} (${late.host}/${late.pid})`,

@@ -37,7 +37,7 @@ const hangable = (base: MembershipStoreService, member: { hung: boolean }): Memb
 
 /**
  * a, b and c working in a group of `config`; then c hangs, and this returns once it is overdue (no
- * renewal for 500 ms): `join` more members (`flag.hung` hangs one), `rowOf` a member's row by name,
+ * renewal for 500 ms): `join` more members (`flag.hung` hangs one, `close` stops it gracefully), `rowOf` a member's row by name,
  * `before` the epoch c worked in, `hungAt` when it hung.
  */
 export const withOverdueMember = (label: string, config: Partial<MembershipConfigInput>) =>
@@ -55,7 +55,7 @@ export const withOverdueMember = (label: string, config: Partial<MembershipConfi
         )
         yield* rec.track(m, name).pipe(Scope.extend(scope))
         yield* Effect.addFinalizer(() => Effect.sync(() => void (flag.hung = false)).pipe(Effect.zipRight(Scope.close(scope, Exit.void))))
-        return { m, flag }
+        return { m, flag, close: Scope.close(scope, Exit.void) }
       })
     yield* join("a")
     yield* join("b")

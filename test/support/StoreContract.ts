@@ -566,6 +566,59 @@ export const storeContract = (
       expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 5, 1000))).toMatchObject({ allAcked: true })
     }))
 
+  test("overdue: a static joiner's waiting row has no rejoin grace until its joiner takes the index it is given", (g) =>
+    Effect.gen(function*() {
+      // A review (attack96): the waiting row carried its joiner's grace; a static joiner that died (or
+      // stopped, releasing its row) while it waited left a row that the next change gave an index, held
+      // unworked for the rest of the grace (28 s of the default 30 s on PostgreSQL).
+      const { a, b, d, store } = yield* cOverdue(g)
+      const e = info("e")
+      const statics = (name: string) => ({ instanceId: `instance-${name}`, rejoinGraceMs: 5000 })
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, statics("d"), overdue)))).toBe(true)
+      expect(deferred(yield* Effect.either(store.join(g, e, 1000, statics("e"), overdue)))).toBe(true)
+      // A waiting row holds no place: its grace ends with its lease.
+      const waitingRows = (yield* store.members(g)).filter((r) => r.index === null)
+      expect(waitingRows.map((r) => [r.name, r.graceLeftMs])).toEqual([["d", 300], ["e", 300]])
+      // d stops polling; e polls on. At 850 d's row has run out (550 ms after its poll): a reap deletes
+      // it without a change, though d's grace (5 s) has not passed.
+      for (const _ of [1, 2]) {
+        yield* TestClock.adjust(Duration.millis(225))
+        for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 3, 1000)
+        expect(deferred(yield* Effect.either(store.join(g, e, 1000, statics("e"), { ...overdue, waiting: true })))).toBe(true)
+      }
+      expect(yield* store.reap(g)).toBe(0)
+      expect((yield* store.members(g)).map((r) => r.name)).toEqual(["a", "b", "c", "e"])
+      // e's last poll (at 850): then it dies. c's lease runs out (at 1000): the reap gives e an index.
+      yield* TestClock.adjust(Duration.millis(150))
+      expect(yield* store.reap(g)).toBe(1)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 4, size: 3 })
+      for (const m of [a, b]) yield* store.heartbeat(g, m.memberId, 4, 1000)
+      // e never takes it: its row runs out its waiting interval after the promotion (at 1300) and,
+      // with no grace, is reaped then, not held until 6300.
+      yield* TestClock.adjust(Duration.millis(300))
+      expect(Option.getOrThrow(yield* store.heartbeat(g, a.memberId, 4, 1000))).toMatchObject({ allAcked: false, expired: true })
+      expect(yield* store.reap(g)).toBe(1)
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 5, size: 2 })
+      expect((yield* store.members(g)).map((r) => r.name)).toEqual(["a", "b"])
+    }))
+
+  test("overdue: a static joiner that takes the index its waiting row was given takes its rejoin grace with it", (g) =>
+    Effect.gen(function*() {
+      const { d, store } = yield* cOverdue(g)
+      const statics = { instanceId: "instance-d", rejoinGraceMs: 5000 }
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, statics, overdue)))).toBe(true)
+      for (const _ of [1, 2]) {
+        yield* TestClock.adjust(Duration.millis(250))
+        expect(deferred(yield* Effect.either(store.join(g, d, 1000, statics, { ...overdue, waiting: true })))).toBe(true)
+      }
+      yield* TestClock.adjust(Duration.millis(100))
+      expect(yield* store.reap(g)).toBe(1)
+      const joined = yield* store.join(g, d, 1000, statics, { ...overdue, waiting: true })
+      expect(joined).toMatchObject({ epoch: 4, size: 3, index: 2, acked: 4 })
+      const row = (yield* store.members(g)).find((r) => r.name === "d")
+      expect(row?.graceLeftMs).toBe(6000)
+    }))
+
   test("a change wakes subscribers of the group", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore

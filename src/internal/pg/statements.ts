@@ -641,7 +641,11 @@ export const selectOverdue = (
  * that promotes it holds the barrier that long at most (then the reap of it), not the joiner's whole
  * lease (reviews of that fix, attack93 and attack94: 1.7 s of a 2 s lease, 19.8 s of a 20 s lease,
  * with every survivor stopped). Without an overdue threshold (a caller of the store that passes
- * none) a busy join's row keeps the lease.
+ * none) a busy join's row keeps the lease. A static member's waiting row carries its instance id but
+ * no rejoin grace until its joiner takes the index it is given (`adoptRow`): the grace keeps a place
+ * for a restart, and a waiting row holds none. With the grace, the row of a static joiner that died or
+ * stopped while it waited was given an index at the next change and held it, unworked, for the rest
+ * of the grace (a review, attack96: 28 s of the default 30 s).
  */
 export const deferJoin = (
   sql: Sql,
@@ -652,7 +656,7 @@ export const deferJoin = (
   now: string | null,
   seq: number,
   writer: string,
-  instance: { readonly instanceId: string | null; readonly rejoinGraceMs: number },
+  instanceId: string | null,
   expiresInMs: number = leaseMs
 ) =>
   sql<{ waited_ms: string }>`
@@ -662,7 +666,7 @@ export const deferJoin = (
     VALUES (${member.memberId}::uuid, ${groupId}::text, NULL, ${ackedEpoch}::int8,
             ${at(sql, now)} + ${expiresInMs}::float8 * interval '1 millisecond',
             ${at(sql, now)}, ${at(sql, now)}, ${member.host}::text, ${member.pid}::int4, ${member.name}::text,
-            ${instance.instanceId}::text, ${instance.rejoinGraceMs}::int4, ${seq}::int8, ${writer}::uuid, ${leaseMs}::float8)
+            ${instanceId}::text, 0, ${seq}::int8, ${writer}::uuid, ${leaseMs}::float8)
     ON CONFLICT (member_id) DO UPDATE
        SET lease_expires_at = EXCLUDED.lease_expires_at, heartbeat_at = EXCLUDED.heartbeat_at,
            acked_epoch = EXCLUDED.acked_epoch, renewal_seq = EXCLUDED.renewal_seq, lease_ms = EXCLUDED.lease_ms
@@ -672,8 +676,9 @@ export const deferJoin = (
 /**
  * Join of a member that was waiting, under the group lock (or shared: `tryShareGroup`): if a change
  * has given its waiting row an index in the current `epoch` (and its lease holds), that is its join:
- * the row acknowledges `epoch` (the member runs no work) and renews its lease; nothing else changes.
- * No row otherwise.
+ * the row acknowledges `epoch` (the member runs no work) and renews its lease, and a static member's
+ * row takes its rejoin grace (`deferJoin`: a waiting row has none); nothing else changes. No row
+ * otherwise.
  */
 export const adoptRow = (
   sql: Sql,
@@ -683,11 +688,13 @@ export const adoptRow = (
   leaseMs: number,
   now: string | null,
   seq: number,
-  writer: string
+  writer: string,
+  rejoinGraceMs: number
 ) =>
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
        SET acked_epoch = GREATEST(acked_epoch, ${epoch}::int8),
+           rejoin_grace_ms = ${rejoinGraceMs}::int4,
            lease_expires_at = ${renewedLease(sql, "", sql`${at(sql, now)} + ${leaseMs}::float8 * interval '1 millisecond'`)},
            lease_ms = ${leaseMs}::float8,
            heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}::int8
