@@ -9,39 +9,61 @@
  * join for its slot view), a join's read behind a busy group lock (`selectBusyJoin`) and a slots-mode
  * group's creation (`createSlots`). They now read those rows as sub-selects and join nothing that way.
  *
- * The criterion is the plan's cost, read with EXPLAIN (nothing runs): below `jit_above_cost`'s default
- * (100,000), with nested loops off. test/badinput/replicationRole.pg.test.ts has the warning a store
- * gives as it starts under such settings (statements not listed here still cost more there).
+ * The criterion is the plan, read with EXPLAIN (nothing runs), with nested loops off: no node the
+ * planner had to take against the setting. PostgreSQL before 18 adds 1e10 to such a node's cost
+ * (`disable_cost`), 18 marks it `Disabled` and leaves the cost alone; a control query that only a
+ * nested loop can plan shows the criterion catches either. The cost itself is printed, not judged:
+ * with nested loops off, the batched renewal hash-joins the members table, so its cost grows with
+ * that table (135,397 for the slots-mode batch in a CI run's shared test database, past
+ * `jit_above_cost`'s default of 100,000; it was judged against that threshold until then).
+ * test/badinput/replicationRole.pg.test.ts has the warning a store gives as it starts under such
+ * settings.
  */
 import { SqlClient } from "@effect/sql"
 import type { Statement } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Statements from "../../src/internal/pg/statements.js"
+import * as Migrations from "../../src/Migrations.js"
 import { PgLive } from "../support/Database.js"
 
-const JIT_ABOVE_COST = 100_000
+/** PostgreSQL before 18 adds this to the cost of a node of a disabled method. */
+const DISABLE_COST = 1e10
 
-/** Each statement's planned total cost under `enable_nestloop = off`. */
+interface PlanNode {
+  readonly "Node Type": string
+  readonly "Total Cost": number
+  readonly Disabled?: boolean
+  readonly Plans?: ReadonlyArray<PlanNode>
+}
+
+/** A node the planner took against the settings: `Disabled` (PostgreSQL 18), or `disable_cost` in its cost. */
+const disabledNodes = (node: PlanNode): ReadonlyArray<string> => [
+  ...(node.Disabled === true || node["Total Cost"] >= DISABLE_COST / 10 ? [node["Node Type"]] : []),
+  ...(node.Plans ?? []).flatMap(disabledNodes)
+]
+
+/** Each statement's plan under `enable_nestloop = off`: its total cost and the nodes taken against it. */
 const costsWithoutNestedLoops = (statements: Record<string, Statement.Statement<unknown>>) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     return yield* sql.withTransaction(Effect.gen(function*() {
       yield* sql.unsafe("SET LOCAL enable_nestloop = off")
-      const costs: Record<string, number> = {}
+      const plans: Record<string, { readonly cost: number; readonly disabled: ReadonlyArray<string> }> = {}
       for (const [name, statement] of Object.entries(statements)) {
         const [text, params] = statement.compile()
-        const rows = yield* sql.unsafe<{ "QUERY PLAN": Array<{ Plan: { "Total Cost": number } }> }>(
+        const rows = yield* sql.unsafe<{ "QUERY PLAN": Array<{ Plan: PlanNode }> }>(
           `EXPLAIN (FORMAT JSON) ${text}`,
           params as Array<unknown>
         )
-        costs[name] = rows[0]!["QUERY PLAN"][0]!.Plan["Total Cost"]
+        const plan = rows[0]!["QUERY PLAN"][0]!.Plan
+        plans[name] = { cost: plan["Total Cost"], disabled: disabledNodes(plan) }
       }
-      return costs
+      return plans
     }))
   })
 
-it.live("with nested loops off, the heartbeat and the fence's last statement are planned below JIT's threshold", () =>
+it.live("with nested loops off, the heartbeat and the fence's last statement are planned without a nested loop", () =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const gid = "planner-methods"
@@ -53,7 +75,12 @@ it.live("with nested loops off, the heartbeat and the fence's last statement are
     const target = { groupId: gid, memberId: me, epoch: 3, index: 0, size: 2 }
     const slotTarget = { ...target, slots: [{ slot: 0, generation: 1 }] }
     const marker = { chain: "c", before: "" }
-    const costs = yield* costsWithoutNestedLoops({
+    // The schema (a fresh database, the file run alone).
+    yield* Migrations.run
+    // Control: a cross join, which only a nested loop can plan.
+    const control = yield* costsWithoutNestedLoops({ crossJoin: sql`SELECT * FROM pg_catalog.generate_series(1, 10) x, pg_catalog.generate_series(1, 10) y` })
+    expect(control["crossJoin"]!.disabled).not.toEqual([])
+    const plans = yield* costsWithoutNestedLoops({
       renewLease: Statements.renewLease(sql, gid, me, 3, 3000, false, null, 2000, 1, writer),
       renewLeaseSlots: Statements.renewLease(sql, gid, me, 3, 3000, false, null, 2000, 1, writer, true),
       renewLeaseAckCurrent: Statements.renewLease(sql, gid, me, 3, 3000, true, null, 2000, 1, writer, false, true),
@@ -80,6 +107,7 @@ it.live("with nested loops off, the heartbeat and the fence's last statement are
       fenceEndNested: Statements.fenceEnd(sql, target, begun, "3000", marker),
       fenceEndSlots: Statements.fenceEnd(sql, slotTarget, begun, undefined, marker)
     })
-    const over = Object.entries(costs).filter(([, cost]) => cost >= JIT_ABOVE_COST)
-    expect(over).toEqual([])
+    console.log(Object.entries(plans).map(([name, p]) => `${name} ${Math.round(p.cost)}`).join(", "))
+    const against = Object.entries(plans).filter(([, p]) => p.disabled.length > 0).map(([name, p]) => [name, p.disabled])
+    expect(against).toEqual([])
   }).pipe(Effect.provide(PgLive)), 30_000)
