@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { expect } from "vitest"
@@ -32,6 +33,37 @@ export interface RunResult extends Exited {
   readonly ms: number
 }
 
+/**
+ * What a process that did not finish was doing: Node's diagnostic report (written on SIGUSR2, see
+ * `run`), read for its JavaScript stack and its active handles (sockets with their peers, timers).
+ * A `status` that did not finish within 30 s failed three clean-clone CI runs of 2026-12-07 (and
+ * passed alone); this is to see where it waits the next time.
+ */
+const diagnose = async (child: ChildProcess, dir: string): Promise<string> => {
+  try {
+    child.kill("SIGUSR2")
+    for (let i = 0; i < 40; i++) {
+      const files = fs.readdirSync(dir).filter((f) => f.endsWith(".json"))
+      if (files.length > 0) {
+        await new Promise((r) => setTimeout(r, 200))
+        const report = JSON.parse(fs.readFileSync(`${dir}/${files[0]}`, "utf8")) as {
+          javascriptStack?: { message?: string; stack?: ReadonlyArray<string> }
+          libuv?: ReadonlyArray<{ type: string; is_active?: boolean; localEndpoint?: unknown; remoteEndpoint?: unknown; timeout?: number }>
+        }
+        const handles = (report.libuv ?? []).filter((h) => h.is_active === true)
+          .map((h) => `${h.type}${h.remoteEndpoint ? ` to ${JSON.stringify(h.remoteEndpoint)}` : ""}${h.timeout !== undefined ? ` (${h.timeout} ms)` : ""}`)
+        return `active handles: ${handles.join("; ") || "none"}\nJS stack: ${(report.javascriptStack?.stack ?? []).slice(0, 8).join(" | ")}`
+      }
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    return "no diagnostic report within 2 s"
+  } catch (e) {
+    return `no diagnostic report: ${String(e)}`
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 /** Runs a command to completion. */
 export const run = (
   args: ReadonlyArray<string>,
@@ -40,18 +72,25 @@ export const run = (
 ): Promise<RunResult> =>
   new Promise((resolve, reject) => {
     const started = performance.now()
-    const child = spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
+    const reports = fs.mkdtempSync(`${os.tmpdir()}/mg-run-report-`)
+    const child = spawn(process.execPath, ["--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, bin, ...args], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")))
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")))
     const timer = setTimeout(() => {
-      child.kill("SIGKILL")
-      reject(new Error(`modulo-group ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`))
+      void diagnose(child, reports).then((diagnosis) => {
+        child.kill("SIGKILL")
+        reject(new Error(`modulo-group ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}\n${diagnosis}`))
+      })
     }, timeoutMs)
     child.once("error", reject)
     child.once("close", (code, signal) => {
       clearTimeout(timer)
+      fs.rmSync(reports, { recursive: true, force: true })
       resolve({ code, signal, stdout, stderr, ms: performance.now() - started })
     })
   })
