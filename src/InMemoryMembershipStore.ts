@@ -367,6 +367,13 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
                   .sort((a, b) => a.heartbeatAt - b.heartbeatAt)[0]
                 : undefined
               if (late !== undefined) {
+                // A waiting row an earlier process of this instance left, run out: gone (no change; the
+                // PostgreSQL store's deleteRunOutWaiting).
+                for (const [id, r] of g.members) {
+                  if (instanceId !== null && r.instanceId === instanceId && id !== member.memberId && waiting(r) && r.leaseExpiresAt <= now) {
+                    g.members.delete(id)
+                  }
+                }
                 const row: Row = own ?? {
                   ...member,
                   index: null,

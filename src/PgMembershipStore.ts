@@ -1237,6 +1237,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                     // The waiting row runs out one overdue threshold (two heartbeats, eight polls) after
                     // the joiner's last poll (see deferJoin); a poll that finds the lock busy touches it
                     // on the busy path, which adds its lock wait.
+                    // A waiting row an earlier process of this instance left, run out: gone (no change).
+                    if (instanceId !== null) yield* Statements.deleteRunOutWaiting(sql, groupId, instanceId, member.memberId, now)
                     const [waiting] = yield* Statements.deferJoin(sql, groupId, member, epoch, leaseMs, now, nextSeq(), writer, instanceId, waitingRowLeaseMs(leaseMs, overdueAfterMs))
                     if (waiting !== undefined) {
                       return new JoinDeferred({

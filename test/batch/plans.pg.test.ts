@@ -129,6 +129,7 @@ describe("plans on a database of 20,000 groups", () => {
         selectOverdue: Statements.selectOverdue(sql, gid, me, 1000, 5000, now),
         deferJoin: Statements.deferJoin(sql, gid, person, 4, 3000, now, 1, writer, null),
         adoptRow: Statements.adoptRow(sql, gid, me, 4, 3000, now, 1, writer, 0),
+        deleteRunOutWaiting: Statements.deleteRunOutWaiting(sql, gid, "inst30", me, now),
         tryShareGroup: Statements.tryShareGroup(sql, gid, 2000),
         selectBusyJoin: Statements.selectBusyJoin(sql, gid, me, writer, now),
         selectInstance: Statements.selectInstance(sql, gid, "inst30", now),

@@ -619,6 +619,21 @@ export const storeContract = (
       expect(row?.graceLeftMs).toBe(6000)
     }))
 
+  test("overdue: a static joiner's restart (another member id) after its waiting row ran out waits in a row of its own, the old one gone", (g) =>
+    Effect.gen(function*() {
+      // A review (attack97): the run-out row, not yet reaped, made the new process's waiting-row
+      // insert fail on the instance's unique index (logged as a failed join, retried).
+      const { d, store } = yield* cOverdue(g)
+      const statics = { instanceId: "instance-d", rejoinGraceMs: 5000 }
+      expect(deferred(yield* Effect.either(store.join(g, d, 1000, statics, overdue)))).toBe(true)
+      // d's process stops; its waiting row runs out at 700 (not reaped: nobody reaps).
+      yield* TestClock.adjust(Duration.millis(350))
+      const d2 = info("d2")
+      expect(deferred(yield* Effect.either(store.join(g, d2, 1000, statics, overdue)))).toBe(true)
+      expect((yield* store.members(g)).map((r) => [r.name, r.index])).toEqual([["a", 0], ["b", 1], ["c", 2], ["d2", null]])
+      expect(yield* epochOf(g)).toMatchObject({ epoch: 3, size: 3 })
+    }))
+
   test("a change wakes subscribers of the group", (g) =>
     Effect.gen(function*() {
       const store = yield* MembershipStore

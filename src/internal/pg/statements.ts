@@ -674,6 +674,19 @@ export const deferJoin = (
     RETURNING (extract(epoch FROM ${at(sql, now)} - m.joined_at) OPERATOR(pg_catalog.*) 1000)::bigint AS waited_ms`
 
 /**
+ * A deferred static join, under the group lock, before `deferJoin`: deletes a waiting row of the same
+ * instance id left by another member id (an earlier process of the instance) whose lease has run out.
+ * Such a row has no grace (see `deferJoin`) and any reap deletes it without a change; left, it made
+ * this join's insert fail on the instance's unique index (a review, attack97: "duplicate key value
+ * violates unique constraint members_group_instance", logged, the join retried).
+ */
+export const deleteRunOutWaiting = (sql: Sql, groupId: string, instanceId: string, memberId: string, now: string | null) =>
+  sql`
+    DELETE FROM modulo_group.members
+     WHERE group_id = ${groupId}::text AND instance_id = ${instanceId}::text AND idx IS NULL
+       AND member_id <> ${memberId}::uuid AND lease_expires_at <= ${at(sql, now)}`
+
+/**
  * Join of a member that was waiting, under the group lock (or shared: `tryShareGroup`): if a change
  * has given its waiting row an index in the current `epoch` (and its lease holds), that is its join:
  * the row acknowledges `epoch` (the member runs no work) and renews its lease, and a static member's
