@@ -163,7 +163,10 @@ describe.skipIf(!installed)("no pg_cancel_backend behind PgBouncer (transaction 
         const started = Date.now()
         const result = yield* Effect.either(store.heartbeat(groupId, memberId, 0, 10_000))
         const returnedMs = Date.now() - started
-        expect(Either.isLeft(result) && result.left.reason).toMatch(/timed out after 500 ms/)
+        // Its client-side limit (500 ms), or, when that timer fires late on a loaded machine, the
+        // statement's own lock_timeout on the server (a CI run: "canceling statement due to lock
+        // timeout (55P03)"); either way no cancel is sent (below).
+        expect(Either.isLeft(result) && result.left.reason).toMatch(/timed out after 500 ms|lock timeout \(55P03\)/)
         expect(returnedMs).toBeLessThan(statementTimeoutMs + 400)
         // (c) The renewal stops waiting on the server, by its own bound, while the lock is still held.
         const ended = yield* Effect.promise(() =>
