@@ -95,6 +95,15 @@ it.live("a terminated listener backend is replaced and joins converge fast again
 // The database is on this machine (its backends are processes we may stop), or the test is skipped.
 const localDatabase = () => ["127.0.0.1", "localhost", "[::1]"].includes(new URL(databaseUrl()).hostname)
 
+/** SIGCONT to a backend, if it is still there (continued, a replaced one ends). */
+const continued = (pid: number) => {
+  try {
+    process.kill(pid, "SIGCONT")
+  } catch {
+    // Gone already.
+  }
+}
+
 it.live("a listener that hangs silently is checked when a heartbeat sees an unannounced epoch, and replaced", () =>
   Effect.gen(function*() {
     if (!localDatabase()) return
@@ -109,7 +118,7 @@ it.live("a listener that hangs silently is checked when a heartbeat sees an unan
     // Its backend stops answering and delivering, its socket stays open: no 'error', no 'end'.
     yield* Effect.acquireRelease(
       Effect.sync(() => process.kill(pid, "SIGSTOP")),
-      () => Effect.sync(() => process.kill(pid, "SIGCONT"))
+      () => Effect.sync(() => continued(pid))
     )
     // A change the listener cannot announce; the heartbeats see it, the check gets no answer.
     yield* join()
@@ -117,6 +126,11 @@ it.live("a listener that hangs silently is checked when a heartbeat sees an unan
     yield* waitFor(() => hub.connects > connects, Duration.seconds(10))
     expect(hub.probes).toBeGreaterThan(probes)
     expect(hub.backendPid).not.toBe(pid)
+    // The old backend goes on at once (replaced, it serves nobody): stopped, it stayed in the shared
+    // test database until the test's end, and in a clean-clone CI run the join below and the group's
+    // heartbeats timed out at 2 s beside it (7.9 s against the bound below); suspected, not shown, of
+    // holding up NOTIFY-ing statements.
+    continued(pid)
     // Notifications work again: a join converges well within the lease (3 s), which it must not wait
     // for (a CI run at full load of the clean-clone check took 2.0 s, against a bound of 1.5 s).
     const took = yield* Effect.zipRight(join(), waitFor(() => exactCover(rec.working(), 4)))
