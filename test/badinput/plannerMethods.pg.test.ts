@@ -29,41 +29,21 @@ import { Effect } from "effect"
 import * as Statements from "../../src/internal/pg/statements.js"
 import * as Migrations from "../../src/Migrations.js"
 import { PgLive } from "../support/Database.js"
+import { explainAll, type PlanNode, planNodes } from "../support/Plans.js"
 
 /** PostgreSQL before 18 adds this to the cost of a node of a disabled method. */
 const DISABLE_COST = 1e10
 
-interface PlanNode {
-  readonly "Node Type": string
-  readonly "Total Cost": number
-  readonly Disabled?: boolean
-  readonly Plans?: ReadonlyArray<PlanNode>
-}
-
 /** A node the planner took against the settings: `Disabled` (PostgreSQL 18), or `disable_cost` in its cost. */
-const disabledNodes = (node: PlanNode): ReadonlyArray<string> => [
-  ...(node.Disabled === true || node["Total Cost"] >= DISABLE_COST / 10 ? [node["Node Type"]] : []),
-  ...(node.Plans ?? []).flatMap(disabledNodes)
-]
+const disabledNodes = (plan: PlanNode): ReadonlyArray<string> =>
+  planNodes(plan).filter((node) => node.Disabled === true || node["Total Cost"] >= DISABLE_COST / 10).map((node) => node["Node Type"])
 
 /** Each statement's plan under `enable_nestloop = off`: its total cost and the nodes taken against it. */
 const costsWithoutNestedLoops = (statements: Record<string, Statement.Statement<unknown>>) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    return yield* sql.withTransaction(Effect.gen(function*() {
-      yield* sql.unsafe("SET LOCAL enable_nestloop = off")
-      const plans: Record<string, { readonly cost: number; readonly disabled: ReadonlyArray<string> }> = {}
-      for (const [name, statement] of Object.entries(statements)) {
-        const [text, params] = statement.compile()
-        const rows = yield* sql.unsafe<{ "QUERY PLAN": Array<{ Plan: PlanNode }> }>(
-          `EXPLAIN (FORMAT JSON) ${text}`,
-          params as Array<unknown>
-        )
-        const plan = rows[0]!["QUERY PLAN"][0]!.Plan
-        plans[name] = { cost: plan["Total Cost"], disabled: disabledNodes(plan) }
-      }
-      return plans
-    }))
+  Effect.map(explainAll(statements, ["SET LOCAL enable_nestloop = off"]), (plans) => {
+    const judged: Record<string, { readonly cost: number; readonly disabled: ReadonlyArray<string> }> = {}
+    for (const [name, plan] of Object.entries(plans)) judged[name] = { cost: plan["Total Cost"], disabled: disabledNodes(plan) }
+    return judged
   })
 
 it.live("with nested loops off, the heartbeat and the fence's last statement are planned without a nested loop", () =>

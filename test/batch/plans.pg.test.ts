@@ -16,45 +16,23 @@ import { Effect } from "effect"
 import * as Migrations from "../../src/Migrations.js"
 import * as Statements from "../../src/internal/pg/statements.js"
 import { ownDatabase, PgLive } from "../support/Database.js"
+import { explainAll, planNodes } from "../support/Plans.js"
 
 const GROUPS = 20_000
 const PER_GROUP = 5
 const SLOT_GROUPS = 2_000
 const SLOTS = 16
 
-interface PlanNode {
-  readonly "Node Type": string
-  readonly "Relation Name"?: string
-  readonly "Schema"?: string
-  readonly Plans?: ReadonlyArray<PlanNode>
-}
-
-const seqScans = (node: PlanNode): Array<string> => [
-  ...(node["Node Type"] === "Seq Scan" && node.Schema === "modulo_group" ? [node["Relation Name"]!] : []),
-  ...(node.Plans ?? []).flatMap(seqScans)
-]
-
-/**
- * Each statement's sequential scans of `modulo_group` tables, by name; planned only. With `settings`
- * (e.g. `SET LOCAL enable_nestloop = off`), planned in a transaction that has run them first.
- */
+/** Each statement's sequential scans of `modulo_group` tables, by name; planned only (`explainAll`). */
 const scansOf = (statements: Record<string, Statement.Statement<unknown>>, settings: ReadonlyArray<string> = []) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
+  Effect.map(explainAll(statements, settings, ["VERBOSE"]), (plans) => {
     const found: Record<string, Array<string>> = {}
-    const plan = Effect.gen(function*() {
-      for (const setting of settings) yield* sql.unsafe(setting)
-      for (const [name, statement] of Object.entries(statements)) {
-        const [text, params] = statement.compile()
-        const rows = yield* sql.unsafe<{ "QUERY PLAN": Array<{ Plan: PlanNode }> }>(
-          `EXPLAIN (VERBOSE, FORMAT JSON) ${text}`,
-          params as Array<unknown>
-        )
-        const scans = seqScans(rows[0]!["QUERY PLAN"][0]!.Plan)
-        if (scans.length > 0) found[name] = scans
-      }
-    })
-    yield* (settings.length > 0 ? sql.withTransaction(plan) : plan)
+    for (const [name, plan] of Object.entries(plans)) {
+      const scans = planNodes(plan)
+        .filter((node) => node["Node Type"] === "Seq Scan" && node.Schema === "modulo_group")
+        .map((node) => node["Relation Name"]!)
+      if (scans.length > 0) found[name] = scans
+    }
     return found
   })
 
