@@ -369,9 +369,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               if (late !== undefined) {
                 // A waiting row an earlier process of this instance left, run out: gone (no change; the
                 // PostgreSQL store's deleteRunOutWaiting).
-                for (const [id, r] of g.members) {
-                  if (instanceId !== null && r.instanceId === instanceId && id !== member.memberId && waiting(r) && r.leaseExpiresAt <= now) {
-                    g.members.delete(id)
+                if (instanceId !== null) {
+                  for (const [id, r] of g.members) {
+                    if (r.instanceId === instanceId && id !== member.memberId && waiting(r) && r.leaseExpiresAt <= now) g.members.delete(id)
                   }
                 }
                 const row: Row = own ?? {
