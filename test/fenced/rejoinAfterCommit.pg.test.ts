@@ -94,7 +94,7 @@ const scenario = (rejoin: boolean, static_ = false, pause = true) =>
                 pausedMs = performance.now() - pauseFrom
                 if (pause) yield* Fiber.await(observer)
                 return result
-              }).pipe(Effect.orDie)
+              })
               : conn.executeUnprepared(statement, params, transformRows)
         }))
     })
@@ -123,28 +123,43 @@ const scenario = (rejoin: boolean, static_ = false, pause = true) =>
     return facts
   }).pipe(Effect.scoped)
 
+type Facts = Effect.Effect.Success<ReturnType<typeof scenario>>
+
+/**
+ * Runs `scenario` until its interleaving happened (the write committed after the lease's end on the
+ * database clock), at most four times. The COMMIT is sent with 60 ms of the lease left, so under a
+ * loaded machine (a late timer, a slow deferred check) the commit-time check may refuse it first: no
+ * write, nothing to judge but that it was not reported as a success. Every attempt is checked for that.
+ */
+const produced = <E, R>(run: Effect.Effect<Facts, E, R>) =>
+  Effect.gen(function*() {
+    const tries: Array<Facts> = []
+    while (tries.length < 4) {
+      const facts = yield* run
+      tries.push(facts)
+      if (!facts.written) expect(facts.ok, JSON.stringify(facts)).toBe(false)
+      if (facts.written && (facts.unseenPastLeaseMs ?? 0) > 0) return facts
+      console.log(`rejoinAfterCommit: attempt ${tries.length} did not commit past the lease (${facts.result}); again`)
+    }
+    return expect.fail(`the interleaving (a write committed past the lease) did not happen in 4 attempts: ${JSON.stringify(tries)}`)
+  })
+
 it.live("G6: a COMMIT landing after the lease ended is not reported as a success when the member rejoined meanwhile", () =>
   Effect.gen(function*() {
     // Control: no rejoin. The write commits past the lease and fencedWith says so (FenceBroken).
-    const control = yield* scenario(false)
-    expect(control.written).toBe(true)
-    expect(control.unseenPastLeaseMs).toBeGreaterThan(0)
+    const control = yield* produced(scenario(false))
     expect(control.tag).toBe("FenceBroken")
     // The member rejoins with its id after its lease ended (a new row, a new epoch) while the COMMIT
     // lands; the write again commits after the lease's end...
-    const late = yield* scenario(true)
-    expect(late.written).toBe(true)
-    expect(late.unseenPastLeaseMs).toBeGreaterThan(0)
+    const late = yield* produced(scenario(true))
     // ...so fencedWith must not report success (G6).
     expect(late.ok).toBe(false)
     expect(late.result).toMatch(/the transaction COMMITTED, .*has no row since, or another \(a rejoin\)/)
-  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive)))), 60_000)
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive)))), 90_000)
 
 it.live("G6: the same with a static member whose rejoin takes its own row over (same id, same epoch, no change)", () =>
   Effect.gen(function*() {
-    const late = yield* scenario(true, true)
-    expect(late.written).toBe(true)
-    expect(late.unseenPastLeaseMs).toBeGreaterThan(0)
+    const late = yield* produced(scenario(true, true))
     expect(late.ok).toBe(false)
     expect(late.result).toMatch(/the transaction COMMITTED, .*has no row since, or another \(a rejoin\)/)
-  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive)))), 60_000)
+  }).pipe(Effect.provide(Notifier.layer.pipe(Layer.provideMerge(PgLive)))), 90_000)
