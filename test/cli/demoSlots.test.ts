@@ -4,7 +4,7 @@
  * work overlapping its next holder's, and per change a plausible pause report (only the slots that
  * must move pause; members that give no slot up do not pause). Plus the pause computation's pure parts.
  */
-import { beforeAll, describe, expect, it } from "vitest"
+import { beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { faultKinds } from "../../cli/src/demo/faults.js"
 import { pausesPerChange, type SlotEvent } from "../../cli/src/demo/pauses.js"
 import type { Summary } from "../../cli/src/demo/render.js"
@@ -26,10 +26,12 @@ describe("modulo-group demo --slots (child processes)", () => {
     console.log(
       `[cli demo --slots ${S}] ${summary.items} items in ${summary.durationMs} ms; stale refused ${summary.staleRejected}; ` +
         summary.changes.map((c) =>
-          `${c.kind} ${c.convergedMs} ms: ${c.pauses?.slots} slots paused, max ${c.pauses?.maxMs} ms, total ${c.pauses?.totalMs} slot-ms`
+          `${c.kind} ${c.convergedMs} ms: ${c.pauses?.slots} slots paused, max ${c.pauses?.maxMs} ms, total ${c.pauses?.totalMs} slot-ms` +
+          (c.pauses?.fencedSlots ? ` (and ${c.pauses.fencedSlots} by a self-fence of ${c.pauses.fenced.join(", ")})` : "")
         ).join("; ")
     )
-    if (result.code !== 0) console.log(result.stderr)
+    // The demo's own account (e.g. a member that fenced itself) on any failure, not only a non-zero exit.
+    onTestFailed(() => console.log(result.stderr))
 
     expect(summary).toMatchObject({ ok: true, items: 2000, once: 2000, duplicates: 0, missing: 0, slots: S, slotOverlaps: 0 })
     expect(summary.slotHandoffs).toBeGreaterThan(0)
@@ -70,7 +72,13 @@ describe("modulo-group demo --slots (child processes)", () => {
 })
 
 describe("Demo --slots: pure parts", () => {
-  const ev = (member: string, slot: number, action: "start" | "stop", at: number): SlotEvent => ({ member, slot, action, at })
+  const ev = (member: string, slot: number, action: "start" | "stop", at: number, generation?: number): SlotEvent => ({
+    member,
+    slot,
+    action,
+    at,
+    generation
+  })
 
   it("measures a handoff's pause from the giver's stop to the taker's start, in the change it began in", () => {
     const events = [
@@ -83,8 +91,35 @@ describe("Demo --slots: pure parts", () => {
       ev("a", 2, "start", 900)
     ]
     const [first, second] = pausesPerChange(events, [{ member: "b", at: 300 }], [{ from: 100, to: 300 }, { from: 300, to: 1000 }], 1000)
-    expect(first).toEqual({ slots: 1, kept: 2, maxMs: 40, totalMs: 40, unfinished: 0, stopped: ["a"], unpaused: ["b"] })
-    expect(second).toEqual({ slots: 1, kept: 2, maxMs: 600, totalMs: 600, unfinished: 0, stopped: ["b"], unpaused: ["a", "c"] })
+    expect(first).toEqual({ slots: 1, kept: 2, maxMs: 40, totalMs: 40, unfinished: 0, stopped: ["a"], unpaused: ["b"], fencedSlots: 0, fenced: [] })
+    expect(second).toEqual({ slots: 1, kept: 2, maxMs: 600, totalMs: 600, unfinished: 0, stopped: ["b"], unpaused: ["a", "c"], fencedSlots: 0, fenced: [] })
+  })
+
+  it("counts a member's self-fence inside a change's window apart from the change's own pauses", () => {
+    const events = [
+      ev("a", 0, "start", 0, 1),
+      ev("a", 1, "start", 0, 1),
+      ev("b", 2, "start", 0, 1),
+      ev("b", 3, "start", 0, 1),
+      // The change (at 100): a gives slot 1 to c (a new generation).
+      ev("a", 1, "stop", 110, 1),
+      ev("c", 1, "start", 150, 2),
+      // b fences itself at 400 (a late renewal), stops both its slots, renews and starts them again
+      // under the same generations: the slots never changed hands.
+      ev("b", 2, "stop", 405, 1),
+      ev("b", 3, "stop", 405, 1),
+      ev("b", 2, "start", 480, 1),
+      ev("b", 3, "start", 480, 1)
+    ]
+    // b said it fenced itself a few ms after its stop lines.
+    const [change] = pausesPerChange(events, [], [{ from: 100, to: 1000 }], 1000, [{ member: "b", at: 409 }])
+    expect(change).toEqual({ slots: 1, kept: 3, maxMs: 40, totalMs: 40, unfinished: 0, stopped: ["a"], unpaused: ["b"], fencedSlots: 2, fenced: ["b"] })
+    // Without a `fenced` line, the same pauses are the change's: a member that paused slots it kept.
+    const [unsaid] = pausesPerChange(events, [], [{ from: 100, to: 1000 }], 1000)
+    expect(unsaid).toEqual({ slots: 3, kept: 1, maxMs: 75, totalMs: 190, unfinished: 0, stopped: ["a", "b"], unpaused: [], fencedSlots: 0, fenced: [] })
+    // A `fenced` line long before the stop (another fence) does not excuse it either.
+    const [earlier] = pausesPerChange(events, [], [{ from: 100, to: 1000 }], 1000, [{ member: "b", at: -2_000 }])
+    expect(earlier.slots).toBe(3)
   })
 
   it("ends a frozen member's work at the freeze, whatever it prints after it resumes; counts an unfinished pause", () => {

@@ -361,7 +361,7 @@ const withPauses = (
     from: startedAt + c.atMs,
     to: i + 1 < changes.length ? startedAt + changes[i + 1]!.atMs : stoppingAt
   }))
-  const pauses = pausesPerChange(supervisor.slotEvents, cutoffs, windows, stoppingAt)
+  const pauses = pausesPerChange(supervisor.slotEvents, cutoffs, windows, stoppingAt, supervisor.fenceEvents)
   return changes.map((c, i) => ({ ...c, pauses: pauses[i] }))
 }
 

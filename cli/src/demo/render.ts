@@ -250,7 +250,7 @@ const renderPauses = (p: ChangePauses): string =>
     p.unfinished > 0 ? ` (${p.unfinished} not resumed)` : ""
   }; ${p.kept} slots went on; stopped slots: ${p.stopped.length === 0 ? "nobody" : p.stopped.join(", ")}; no pause: ${
     p.unpaused.length === 0 ? "nobody" : p.unpaused.join(", ")
-  }`
+  }${p.fencedSlots > 0 ? `; besides, ${p.fencedSlots} slots paused by a self-fence (late renewal): ${p.fenced.join(", ")}` : ""}`
 
 const FAULT_MARK: Record<FaultKind, MarkKind> = {
   join: "join",

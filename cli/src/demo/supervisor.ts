@@ -15,7 +15,7 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import type * as Events from "../Events.js"
 import { type MemberLine, memberCommand, type MemberSpec } from "./member.js"
-import type { SlotEvent } from "./pauses.js"
+import type { Cutoff, SlotEvent } from "./pauses.js"
 import type { Output } from "./render.js"
 
 type ProcStatus = "standby" | "running" | "frozen" | "stopping" | "killed" | "gone"
@@ -174,6 +174,8 @@ export interface Supervisor {
   readonly stopAll: Effect.Effect<void>
   /** Slots mode: every member's `slot` lines, in the order read. */
   readonly slotEvents: ReadonlyArray<SlotEvent>
+  /** Each `fenced` state line of a member (a self-fence: its lease deadline passed), when printed. */
+  readonly fenceEvents: ReadonlyArray<Cutoff>
 }
 
 /**
@@ -189,6 +191,7 @@ export const make = (options: SupervisorOptions) =>
     const say = output.say
     const procs: Array<Proc> = []
     const slotEvents: Array<SlotEvent> = []
+    const fenceEvents: Array<Cutoff> = []
     const slots = options.spec.slots
     let lastSlotStart = 0
     const bin = binPath()
@@ -216,6 +219,7 @@ export const make = (options: SupervisorOptions) =>
         if (line.state === "assigned" && p.assignedAt.size === 1 && !options.working()) {
           say(`${p.name}: assigned epoch ${line.epoch} ${slots === undefined ? `[${line.index}/${line.size}]` : `(${line.size} members)`}`)
         }
+        if (line.state === "fenced") fenceEvents.push({ member: p.name, at: Date.parse(line.ts) })
         if (line.state === "fenced" && !again) say(`${p.name}: fenced itself (lease deadline passed in epoch ${line.epoch}): no work until it renews`)
         if (line.state === "lost") say(`${p.name}: lost its membership (reaped while away); rejoining`)
       } else if (line.event === "stale") {
@@ -229,7 +233,7 @@ export const make = (options: SupervisorOptions) =>
         } else {
           p.slots.delete(line.slot)
         }
-        slotEvents.push({ member: p.name, slot: line.slot, action: line.action, at: Date.parse(line.ts) })
+        slotEvents.push({ member: p.name, slot: line.slot, action: line.action, at: Date.parse(line.ts), generation: line.generation })
       } else if (line.event === "ready") {
         p.ready = true
       } else if (line.event === "aborted") {
@@ -310,5 +314,5 @@ export const make = (options: SupervisorOptions) =>
         return undefined
       })
 
-    return { procs, start, live, awaitConvergence, stopAll, slotEvents } satisfies Supervisor
+    return { procs, start, live, awaitConvergence, stopAll, slotEvents, fenceEvents } satisfies Supervisor
   })
