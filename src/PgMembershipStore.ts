@@ -378,19 +378,6 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // finds the lock busy as before. Only an order among this process's own attempts: the group's
     // lock in the database stays the only arbiter.
     const turns = new Map<string, Effect.Semaphore>()
-
-    // Joins whose caller stopped waiting (`wrap`'s bound: the statement timeout, lock wait included)
-    // while their change may still commit: the COMMIT in flight then commits, and the caller, told
-    // the join timed out, retries. As a new join the retry deleted and inserted the member's row again,
-    // a change of its own that every member had to acknowledge, and under contention each retry could
-    // be lost the same way (a review, attack99: one member's id joined 8 times in a row, the group
-    // idle for 5.4 s). Per member id: the group and the `renewal_seq` of the row the abandoned attempt
-    // inserted (or adopted). The member's next join in that group takes that row as it is, if it is
-    // still there as written (no renewal since: nobody but this store's join wrote it), indexed in the
-    // current epoch with its lease live (`Statements.adoptRow`); else it joins as usual. Forgotten
-    // once a join of the member succeeds. Plain groups only (not slots mode), and not the riders a
-    // lost change took along (they join again as before).
-    const lostJoins = new Map<string, { readonly groupId: string; readonly seq: number }>()
     const inTurn = <A, E>(groupId: string, attempt: Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.suspend(() => {
         let turn = turns.get(groupId)
@@ -1126,16 +1113,6 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         Effect.zipRight(warmedUp, Effect.suspend((): Effect.Effect<GroupView, StoreError> => {
           // A waiting row this join left while the lock was busy (`busyJoin`).
           const registered = { value: false }
-          // The row an earlier join of this member inserted after its caller stopped waiting (`lostJoins`).
-          const lostKey = uuidKey(member.memberId)
-          const lostEntry = lostJoins.get(lostKey)
-          const lostSeq = lostEntry !== undefined && lostEntry.groupId === groupId ? lostEntry.seq : undefined
-          // The `renewal_seq` of the row this join's current attempt inserted or adopted, once sent.
-          let insertedSeq: number | undefined = undefined
-          const rememberIfLost = () => {
-            const seq = insertedSeq ?? lostSeq
-            if (seq !== undefined) lostJoins.set(lostKey, { groupId, seq })
-          }
           // A group to reap once this join has failed (its row of this member id expired there).
           let reapAfter: string | undefined = undefined
           const coalesce = (statics.instanceId ?? null) === null && (joinOptions.slots ?? null) === null
@@ -1146,7 +1123,6 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           Effect.flatMap(nowParam, (now) =>
             change("join", groupId, now, (epoch, behind, found) =>
               Effect.gen(function*() {
-                insertedSeq = undefined
                 // The group's mode is fixed by its first join (no change yet); any other asks for the same.
                 const requested = joinOptions.slots ?? null
                 let group = found
@@ -1237,24 +1213,6 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 // it an index. Never when an instance row of another member would have to be dropped
                 // (that is a change).
                 const mayWait = held === undefined || held.member_id === member.memberId
-                // An earlier join of this member committed after its caller stopped waiting: its row,
-                // as that join wrote it, is this join (no change).
-                if (lostSeq !== undefined && mayWait && !behind && group.slots === null) {
-                  yield* onStatement("join", "adopt lost")
-                  const seq = nextSeq()
-                  const [own] = yield* Statements.adoptRow(
-                    sql, groupId, member.memberId, epoch, leaseMs, now, seq, writer, rejoinGraceMs, lostSeq
-                  )
-                  if (own !== undefined) {
-                    insertedSeq = seq
-                    return yield* withSlots(yield* joinedView(groupId, member.memberId, now, {
-                      epoch,
-                      size: own.assigned_size,
-                      index: own.idx,
-                      incarnation: group.incarnation
-                    }))
-                  }
-                }
                 // A waiting row: left by a deferred join (`waiting`) or by this one while the lock was busy.
                 if (((overdueAfterMs !== undefined && joinOptions.waiting === true) || registered.value) && mayWait && !behind) {
                   // Given an index by a change while waiting: that change was this join.
@@ -1325,9 +1283,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                   yield* Statements.deleteInstanceRow(sql, groupId, held.member_id)
                 }
                 yield* onStatement("join", "insert")
-                const seq = nextSeq()
-                insertedSeq = seq
-                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, seq, writer, { instanceId, rejoinGraceMs })
+                yield* Statements.insertMember(sql, groupId, member, epoch + 1, leaseMs, now, nextSeq(), writer, { instanceId, rejoinGraceMs })
                 if (took.length > 0) {
                   yield* onStatement("join", "riders insert")
                   yield* Statements.insertRiders(sql, groupId, took.map((r) => r.input), epoch + 1, now, nextSeq(), writer)
@@ -1364,10 +1320,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 Effect.tap((view) => view.takenOver === true ? Effect.void : notify("join", groupId, String(view.epoch)))
               )),
             false,
-            () => {
-              riding.abandon()
-              rememberIfLost()
-            }
+            riding.abandon
           )
           const withWake = <A>(run: (wake: Effect.Effect<void> | undefined) => Effect.Effect<A, StoreError>) =>
             Effect.scoped(Effect.flatMap(
@@ -1395,9 +1348,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           // group can form with no renewal at all (its members' joins in one change, all of them
           // acknowledged at once), and a listener that hung then would have gone unnoticed until
           // one more change.
-          Effect.tap((view) => notifier.observed(groupId, view.epoch)),
-          // Joined: an earlier abandoned join of this member is this one, or was replaced by it.
-          Effect.tap(() => Effect.sync(() => void lostJoins.delete(uuidKey(member.memberId))))
+          Effect.tap((view) => notifier.observed(groupId, view.epoch))
         )),
 
       heartbeat: (groupId, memberId, ack, leaseMs, hbOptions = {}) => {

@@ -691,9 +691,7 @@ export const deleteRunOutWaiting = (sql: Sql, groupId: string, instanceId: strin
  * has given its waiting row an index in the current `epoch` (and its lease holds), that is its join:
  * the row acknowledges `epoch` (the member runs no work) and renews its lease, and a static member's
  * row takes its rejoin grace (`deferJoin`: a waiting row has none); nothing else changes. No row
- * otherwise. With `insertedSeq`: only the row a join of this store inserted (or adopted) with that
- * `renewal_seq` and nobody renewed since, for the retry of a join whose caller stopped waiting while
- * its COMMIT was in flight (`PgMembershipStore`, `lostJoins`).
+ * otherwise.
  */
 export const adoptRow = (
   sql: Sql,
@@ -704,8 +702,7 @@ export const adoptRow = (
   now: string | null,
   seq: number,
   writer: string,
-  rejoinGraceMs: number,
-  insertedSeq?: number
+  rejoinGraceMs: number
 ) =>
   sql<{ idx: number; assigned_size: number }>`
     UPDATE modulo_group.members
@@ -716,7 +713,6 @@ export const adoptRow = (
            heartbeat_at = ${at(sql, now)}, renewal_seq = ${seq}::int8
      WHERE member_id = ${memberId}::uuid AND group_id = ${groupId}::text AND idx IS NOT NULL AND ${written(sql, "", writer)}
        AND assigned_epoch = ${epoch}::int8 AND lease_expires_at > ${at(sql, now)}
-       ${insertedSeq === undefined ? sql`` : sql`AND renewal_seq = ${insertedSeq}::int8`}
     RETURNING idx, assigned_size`
 
 /**
