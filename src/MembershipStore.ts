@@ -278,9 +278,7 @@ export interface MembershipStoreService {
    * live, fail with `InstanceBusy` and change nothing; unless the row is this member's own: then the
    * join is a change like any other (its old row dropped, a fresh one), never a takeover (a member
    * rejoins with a live row after refusing a view its row contradicted: a takeover would keep the
-   * index in the same epoch). (The PostgreSQL store: a join retried after its caller stopped waiting
-   * for an attempt that committed takes the row that attempt inserted, unrenewed, as its result: no
-   * second change; docs/protocol.md, "A join whose answer was lost".)
+   * index in the same epoch).
    *
    * With `options.overdueAfterMs`: if a member of the group is overdue (its last renewal that old,
    * its lease still live), insert or renew only this member's waiting row (no index, not in N, no
