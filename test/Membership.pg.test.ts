@@ -174,7 +174,7 @@ it.live("a join sets the listener's baseline: a group formed without any renewal
     yield* store.join(groupId, m1, 30_000)
     yield* Effect.acquireRelease(
       Effect.sync(() => process.kill(pid, "SIGSTOP")),
-      () => Effect.sync(() => process.kill(pid, "SIGCONT"))
+      () => Effect.sync(() => continued(pid))
     )
     // A change the listener cannot announce, and m1's renewal sees it. Before the join set the
     // baseline, that renewal's epoch became the baseline and nothing was ever checked.
