@@ -15,6 +15,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -138,6 +139,15 @@ const uuidKey = canonicalMemberId
 
 // The highest epoch the store counts to (`Statements.highestEpoch`), to compare the database's
 // epochs (bigint text) with, exactly.
+/**
+ * Whether the change an operation runs has sent its `COMMIT` (set just before it is sent): read by the
+ * operation's bound (`wrap`), which then waits for the answer rather than report a timeout.
+ */
+interface CommitWatch {
+  sent: boolean
+}
+const commitWatch = FiberRef.unsafeMake<CommitWatch | undefined>(undefined)
+
 const highestEpoch = BigInt(Statements.highestEpoch)
 const aboveHighest = (epoch: string): boolean => BigInt(epoch) > highestEpoch
 
@@ -360,10 +370,29 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         // would cancel it with pg_cancel_backend, which behind a pooler can hit another client's
         // statement): the operation stops after the statement in flight, which its server-side bound
         // ends, and a transaction then rolls back, in the background (internal/pg/noCancel.ts).
+        // A change whose COMMIT was sent when the bound fired is waited for one statement timeout
+        // more (the server's bound on the COMMIT): it may have committed, and its caller, told it
+        // timed out, would retry it as a second change (a join: the member's row deleted and inserted
+        // again, a change every member acknowledges; a review, attack99: one member's id joined 8 times
+        // in a row). A process stopped (SIGSTOP) with its COMMIT in flight lost it so: on SIGCONT its
+        // timer fires before the answer, long there, is read. Its member's deadline counts from before
+        // the attempt, whenever the answer comes.
         (effect) =>
-          bounded ? effect : awaitAtMost(effect, statementTimeoutMs, () => {
-            abandon?.()
-            return timedOut(operation, statementTimeoutMs)
+          bounded ? effect : Effect.suspend(() => {
+            const commit: CommitWatch = { sent: false }
+            return awaitAtMost(
+              Effect.locally(effect, commitWatch, commit),
+              statementTimeoutMs,
+              (moreMs) => {
+                abandon?.()
+                return moreMs === 0 ? timedOut(operation, statementTimeoutMs) : new StoreError({
+                  operation,
+                  reason: `timed out after ${statementTimeoutMs} ms, and its COMMIT, sent, had no answer ${moreMs} ms later: ` +
+                    `it may have committed`
+                })
+              },
+              () => commit.sent ? statementTimeoutMs : 0
+            )
           }).pipe((waited) => abandon === undefined ? waited : Effect.onInterrupt(waited, () => Effect.sync(abandon))),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" }, captureStackTrace: false })
       )
@@ -462,7 +491,14 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // of a caller's transaction. See internal/pg/transaction.ts.
     // Its statements run to their end even when the operation is interrupted (see `wrap`).
     const readCommitted = <A, E, R>(operation: string, body: Effect.Effect<A, E, R>) =>
-      ownReadCommitted(sql, statementsRunToTheEnd(body), onStatement(operation, "commit"))
+      ownReadCommitted(
+        sql,
+        statementsRunToTheEnd(body),
+        Effect.zipRight(
+          onStatement(operation, "commit"),
+          FiberRef.getWith(commitWatch, (commit) => Effect.sync(() => commit !== undefined && (commit.sent = true)))
+        )
+      )
 
     // A single statement outside a transaction: never interrupted once sent (see `wrap`).
     const single = Effect.uninterruptible

@@ -223,19 +223,30 @@ export const statementsWhileRunning = <A, E, R>(
  * already sent runs to its end (bounded on the server), a transaction then rolls back, nothing more
  * is sent. `effect`'s statements must be uninterruptible (`Effect.uninterruptible` around a single
  * statement, `statementsRunToTheEnd` inside a transaction).
+ *
+ * `more`, asked when `timeout` has passed: how many milliseconds more to wait (0: none), e.g. for the
+ * answer of a `COMMIT` already sent; `onTimeout` is then given how long that was.
  */
 export const awaitAtMost = <A, E, E2, R>(
   effect: Effect.Effect<A, E, R>,
   timeout: Duration.DurationInput,
-  onTimeout: () => E2
+  onTimeout: (moreMs: number) => E2,
+  more: () => number = () => 0
 ): Effect.Effect<A, E | E2, R> =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Effect.forkDaemon(restore(effect)), (fiber) =>
-      restore(Effect.timeoutOption(Fiber.await(fiber), timeout)).pipe(
-        Effect.onInterrupt(() => Fiber.interruptFork(fiber)),
-        Effect.flatMap(Option.match({
-          onNone: () => Effect.zipRight(Fiber.interruptFork(fiber), Effect.fail(onTimeout())),
-          onSome: (exit): Effect.Effect<A, E | E2> => exit
-        }))
-      ))
+    Effect.flatMap(Effect.forkDaemon(restore(effect)), (fiber) => {
+      const waitFor = (ms: Duration.DurationInput, moreMs: number): Effect.Effect<A, E | E2> =>
+        restore(Effect.timeoutOption(Fiber.await(fiber), ms)).pipe(
+          Effect.flatMap(Option.match({
+            onNone: () => {
+              const extra = moreMs === 0 ? Math.max(0, more()) : 0
+              return extra > 0
+                ? waitFor(Duration.millis(extra), extra)
+                : Effect.zipRight(Fiber.interruptFork(fiber), Effect.fail(onTimeout(moreMs)))
+            },
+            onSome: (exit): Effect.Effect<A, E | E2> => exit
+          }))
+        )
+      return waitFor(timeout, 0).pipe(Effect.onInterrupt(() => Fiber.interruptFork(fiber)))
+    })
   )
