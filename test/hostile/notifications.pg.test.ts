@@ -257,16 +257,15 @@ it.live("a hung member's barrier holds against forged readiness until its lease 
     const role = yield* hostileRole
     const evil = yield* hostileClient(role)
     const channel = yield* attackerChannel(evil, groupId)
-    // Forge for as long as c's lease lasts, a burst every 100 ms.
+    // Forge for as long as c's lease lasts, a burst every 100 ms; at least three bursts (under load the
+    // leave above took most of the lease: a full-suite run beside other work managed 2).
     let rounds = 0
-    while (Date.now() - hungAt < 2_500) {
+    while (Date.now() - hungAt < 2_500 || rounds < 3) {
       yield* forge(evil, channel, garbage(e))
       yield* burstOneCommit(evil, channel, `'${e}:ready:' || i`, 500)
       rounds++
       yield* Effect.sleep(Duration.millis(100))
     }
-    // Several bursts over the hang (each about 100 ms apart when idle; a CI run at full load managed 5).
-    expect(rounds).toBeGreaterThanOrEqual(3)
 
     // c's lease runs out; the others reap it and form without it: lease + heartbeat + slack.
     const took = yield* waitFor(() => g.formed(["a", "b"]), Duration.seconds(10), "a, b formed")
