@@ -30,7 +30,10 @@ export interface MembershipConfigInput {
   readonly lease?: Duration.DurationInput | undefined
   /** How long before its lease can expire a member stops working on its own. Default 2 seconds. */
   readonly fenceMargin?: Duration.DurationInput | undefined
-  /** Timeout of every database call. Default 2 seconds. */
+  /**
+   * Timeout of every database call (a change whose `COMMIT` was sent when it passed is waited for once
+   * more as long: it may have committed). Default 2 seconds.
+   */
   readonly statementTimeout?: Duration.DurationInput | undefined
   /**
    * How long work may take to stop (at a renegotiation, a fence or a leave). Past it the member logs

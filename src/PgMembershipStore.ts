@@ -58,6 +58,8 @@ export interface Options {
    * it, and the database ends the statement by the same bound (`statement_timeout`, `lock_timeout`
    * set local to its transaction or inside the statement); also bounds how long a change holds the
    * group lock. A statement is never cancelled from the client (docs/operations.md, "Connection poolers").
+   * A change whose `COMMIT` was sent when the timeout passed is waited for once more as long: it may
+   * have committed.
    */
   readonly statementTimeout?: Duration.DurationInput | undefined
   /**
