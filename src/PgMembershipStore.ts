@@ -149,6 +149,10 @@ interface CommitWatch {
   sent: boolean
 }
 const commitWatch = FiberRef.unsafeMake<CommitWatch | undefined>(undefined)
+const commitSending: Effect.Effect<void> = FiberRef.getWith(commitWatch, (commit) =>
+  Effect.sync(() => {
+    if (commit !== undefined) commit.sent = true
+  }))
 
 const highestEpoch = BigInt(Statements.highestEpoch)
 const aboveHighest = (epoch: string): boolean => BigInt(epoch) > highestEpoch
@@ -390,7 +394,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
                 return moreMs === 0 ? timedOut(operation, statementTimeoutMs) : new StoreError({
                   operation,
                   reason: `timed out after ${statementTimeoutMs} ms, and its COMMIT, sent, had no answer ${moreMs} ms later: ` +
-                    `it may have committed`
+                    `it may have committed (a change answered later than twice the statement timeout is retried as a ` +
+                    `new change, whose answer may be as late: raise statementTimeout above the database's answer times)`
                 })
               },
               () => commit.sent ? statementTimeoutMs : 0
@@ -496,10 +501,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
       ownReadCommitted(
         sql,
         statementsRunToTheEnd(body),
-        Effect.zipRight(
-          onStatement(operation, "commit"),
-          FiberRef.getWith(commitWatch, (commit) => Effect.sync(() => commit !== undefined && (commit.sent = true)))
-        )
+        Effect.zipRight(onStatement(operation, "commit"), commitSending)
       )
 
     // A single statement outside a transaction: never interrupted once sent (see `wrap`).
@@ -1030,7 +1032,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               // Its row waits for a change: nobody makes one now (the lock was free), so try.
               return tryLock
             })),
-            onStatement("join", "share commit")
+            Effect.zipRight(onStatement("join", "share commit"), commitSending)
           ))
       ).pipe(Effect.orElseSucceed(() => tryLock))
 
