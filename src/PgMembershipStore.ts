@@ -350,6 +350,9 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
       ? Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
       : Effect.succeed(null)
 
+    // How long a change whose COMMIT was sent when its bound fired waits for the answer (see `wrap`).
+    let commitPatienceMs = statementTimeoutMs
+
     // Every operation's failures are store errors; `bounded`: whether the operation bounds its own
     // wait (the heartbeat, through the batcher), else it is bounded here.
     // `abandon`: called when the caller stops waiting (timeout, interruption) while the operation may
@@ -382,7 +385,11 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         // again, a change every member acknowledges; a review, attack99: one member's id joined 8 times
         // in a row). A process stopped (SIGSTOP) with its COMMIT in flight lost it so: on SIGCONT its
         // timer fires before the answer, long there, is read. Its member's deadline counts from before
-        // the attempt, whenever the answer comes.
+        // the attempt, whenever the answer comes. A COMMIT unanswered in that time doubles the wait
+        // for the next (`commitPatienceMs`, up to four statement timeouts): answers that slow came
+        // again and again, and each retry was a change that committed and was lost the same way (a
+        // review, attack101: COMMIT's answer 1.2 s late against a 500 ms timeout, one member's id
+        // joined 32 times in 40 s and never worked).
         (effect) =>
           bounded ? effect : Effect.suspend(() => {
             const commit: CommitWatch = { sent: false }
@@ -391,14 +398,16 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
               statementTimeoutMs,
               (moreMs) => {
                 abandon?.()
-                return moreMs === 0 ? timedOut(operation, statementTimeoutMs) : new StoreError({
+                if (moreMs === 0) return timedOut(operation, statementTimeoutMs)
+                commitPatienceMs = Math.max(commitPatienceMs, Math.min(4 * statementTimeoutMs, 2 * moreMs))
+                return new StoreError({
                   operation,
                   reason: `timed out after ${statementTimeoutMs} ms, and its COMMIT, sent, had no answer ${moreMs} ms later: ` +
-                    `it may have committed (a change answered later than twice the statement timeout is retried as a ` +
-                    `new change, whose answer may be as late: raise statementTimeout above the database's answer times)`
+                    `it may have committed (this store's next changes wait ${commitPatienceMs} ms for a COMMIT's answer; ` +
+                    `if the database answers later than the statement timeout, raise statementTimeout)`
                 })
               },
-              () => commit.sent ? statementTimeoutMs : 0
+              () => commit.sent ? commitPatienceMs : 0
             )
           }).pipe((waited) => abandon === undefined ? waited : Effect.onInterrupt(waited, () => Effect.sync(abandon))),
         Effect.withSpan(`modulo-group.${operation}`, { kind: "client", attributes: { "db.system": "postgresql" }, captureStackTrace: false })
