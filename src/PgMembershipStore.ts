@@ -139,8 +139,6 @@ interface JoinRide {
 // batched renewals (an id in braces or in upper case was told "no row" in a batch: it went Gone).
 const uuidKey = canonicalMemberId
 
-// The highest epoch the store counts to (`Statements.highestEpoch`), to compare the database's
-// epochs (bigint text) with, exactly.
 /**
  * Whether the change an operation runs has sent its `COMMIT` (set just before it is sent): read by the
  * operation's bound (`wrap`), which then waits for the answer rather than report a timeout.
@@ -154,6 +152,8 @@ const commitSending: Effect.Effect<void> = FiberRef.getWith(commitWatch, (commit
     if (commit !== undefined) commit.sent = true
   }))
 
+// The highest epoch the store counts to (`Statements.highestEpoch`), to compare the database's
+// epochs (bigint text) with, exactly.
 const highestEpoch = BigInt(Statements.highestEpoch)
 const aboveHighest = (epoch: string): boolean => BigInt(epoch) > highestEpoch
 

@@ -103,7 +103,8 @@ const localDatabase = () => ["127.0.0.1", "localhost", "[::1]"].includes(new URL
  * shown) in a few CI runs where the replaced listener's LISTEN and the group's changes stalled until
  * the stopped backend was continued (one failed waiting 10 s for the new listener, whose LISTEN
  * returned just after the test's end continued the old backend). Stopped elsewhere: continued, and
- * tried again, a few times.
+ * tried again, a few times. It rules that case out, not the stall: a later CI run failed the same way
+ * with the backend stopped at `ClientRead` at once (see `givenUp`).
  */
 const stoppedIdle = (pid: number) =>
   Effect.gen(function*() {
