@@ -61,7 +61,8 @@ export const migrations = [
   { version: 15, name: "0015_missing_rows" },
   { version: 16, name: "0016_forget_on_rename" },
   { version: 17, name: "0017_moves_and_held_cursors" },
-  { version: 18, name: "0018_fence_check_rows" }
+  { version: 18, name: "0018_fence_check_rows" },
+  { version: 19, name: "0019_slot_count_guard" }
 ] as const
 
 /**
@@ -129,7 +130,8 @@ export const requiredObjects: ReadonlyArray<{
   { version: 15, table: "groups", columns: ["lease_ms", "missing_since", "missing_wait_ms", "missing_indices"] },
   { version: 15, table: "members", columns: [], triggers: ["forget_missing_insert", "forget_missing_index"] },
   { version: 16, table: "members", columns: [], triggers: ["forget_missing_member"] },
-  { version: 18, table: "fence_checks", columns: ["slots", "generations", "id"] }
+  { version: 18, table: "fence_checks", columns: ["slots", "generations", "id"] },
+  { version: 19, table: "groups", columns: [], triggers: ["slot_count_guard"] }
 ]
 
 /**

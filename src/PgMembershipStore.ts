@@ -612,7 +612,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             yield* onStatement(operation, "reissue")
             yield* Statements.reissueHeldSlots(sql, groupId, reissue, now)
           }
-          yield* rebalanceSlots(operation, groupId, now)
+          yield* rebalanceSlots(operation, groupId, now, slots)
         }
         yield* onStatement(operation, "bump")
         const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
@@ -625,10 +625,23 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // rows (locked against releases, see Statements.selectSlotsForChange) and the members in join
     // order, run the pure rule (Table.change: rebalance, then hand over at once the slots whose holder
     // is gone), and write the rows that changed in one UPDATE.
-    const rebalanceSlots = (operation: string, groupId: string, now: string | null) =>
+    // The group's slot rows must be exactly 0..S-1 (S: its slot count, fixed at creation): rows added
+    // or deleted by hand would be handed out to members that map items by another count, or leave
+    // items of no slot. Refused, the change fails and says why; nothing moves until an operator
+    // repairs the rows (docs/slots.md, "Hand edits"). Migration 0019 refuses a change of the count.
+    const rebalanceSlots = (operation: string, groupId: string, now: string | null, count: number) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "slots")
         const rows = yield* Statements.selectSlotsForChange(sql, groupId)
+        if (rows.length !== count || rows.some((r, i) => num(r.slot) !== i)) {
+          const numbers = rows.map((r) => num(r.slot))
+          return yield* new StoreError({
+            operation,
+            reason: `group ${JSON.stringify(groupId)} has ${count} slots, but its slot rows are ${describeSlotRows(numbers)}` +
+              ` (added or deleted by hand?): no change moves slots until they are exactly 0..${count - 1} again` +
+              ` (docs/slots.md, "Hand edits")`
+          })
+        }
         yield* onStatement(operation, "order")
         const live = (yield* Statements.selectMemberOrder(sql, groupId)).map((r) => r.member_id)
         const table: Table.SlotTable = rows.map((r) => ({ owner: r.owner, holder: r.holder, generation: num(r.generation) }))
@@ -1442,6 +1455,18 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             // the member rejoins, and its join (a change) restamps every row. Refused as the group's
             // epoch (a review), the row was renewed for ever while its member stayed fenced.
             if (aboveHighest(r.assigned_epoch)) return Option.none<GroupView>()
+            // A slots-mode member's group in modulo mode (`groups.slots` cleared by hand, past
+            // migration 0019's guard): no view (read as a modulo-mode view, its slots were dropped
+            // and its renewals went on as if it worked nothing). The member keeps failing its
+            // renewals, saying why, and fences itself at its deadline (a modulo-mode member's
+            // renewals never read the count: `renewLeases`).
+            if (hbOptions.slots === true && r.slots === null) {
+              return yield* new StoreError({
+                operation: "heartbeat",
+                reason: `group ${JSON.stringify(groupId)} is in modulo mode, but this member works in slots mode: a ` +
+                  `group's mode is fixed when it is created (changed by hand?); no view is taken until an operator puts it back`
+              })
+            }
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.
             yield* notifier.observed(groupId, view.epoch)
@@ -1767,6 +1792,24 @@ export const missingWait = (
 // member's own, at most the longest duration a config takes (`maxDuration`: the longest a timer takes).
 const longestOf = (r: { readonly longest_lease_ms: number | string | null }, leaseMs: number): number =>
   Math.min(Math.max(leaseMs, r.longest_lease_ms === null ? 0 : num(r.longest_lease_ms)), Duration.toMillis(maxDuration))
+
+/** Slot numbers, ascending, for a message: runs of consecutive numbers as ranges (`0..15, 20`). */
+const describeSlotRows = (numbers: ReadonlyArray<number>): string => {
+  if (numbers.length === 0) return "none"
+  const runs: Array<string> = []
+  let from = numbers[0]!
+  let to = from
+  for (const n of numbers.slice(1)) {
+    if (n === to + 1) {
+      to = n
+      continue
+    }
+    runs.push(from === to ? `${from}` : `${from}..${to}`)
+    from = to = n
+  }
+  runs.push(from === to ? `${from}` : `${from}..${to}`)
+  return runs.length > 8 ? `${runs.slice(0, 8).join(", ")}, ... (${numbers.length} rows)` : runs.join(", ")
+}
 
 /** A slot view from `Statements.slotViewOf`'s JSON arrays. */
 const toSlotView = (

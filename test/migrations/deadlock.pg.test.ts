@@ -46,7 +46,7 @@ it.live("a migration ended by the server to break a deadlock rolls back and is t
     yield* read
     yield* query(other, "COMMIT")
 
-    expect(yield* Fiber.join(migration)).toEqual(["0010_renewal_order", "0011_change_log_retention", "0012_member_writer", "0013_pinned_defaults", "0014_member_lease", "0015_missing_rows", "0016_forget_on_rename", "0017_moves_and_held_cursors", "0018_fence_check_rows"])
+    expect(yield* Fiber.join(migration)).toEqual(["0010_renewal_order", "0011_change_log_retention", "0012_member_writer", "0013_pinned_defaults", "0014_member_lease", "0015_missing_rows", "0016_forget_on_rename", "0017_moves_and_held_cursors", "0018_fence_check_rows", "0019_slot_count_guard"])
     yield* waitFor(() => logs.some((l) => l.includes("to break a deadlock")), "5 seconds", "the warning")
     expect(logs.some((l) => l.includes("migration applied at attempt"))).toBe(true)
   }).pipe(Effect.scoped, Effect.provide(PgLive)), { timeout: 60_000 })

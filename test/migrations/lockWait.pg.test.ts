@@ -64,7 +64,7 @@ it.live("a migration that cannot get its table lock rolls back and retries: memb
 
     // The holder ends: the migration goes ahead.
     yield* query(holder, "COMMIT")
-    expect(yield* Fiber.join(migration)).toEqual(["0010_renewal_order", "0011_change_log_retention", "0012_member_writer", "0013_pinned_defaults", "0014_member_lease", "0015_missing_rows", "0016_forget_on_rename", "0017_moves_and_held_cursors", "0018_fence_check_rows"])
+    expect(yield* Fiber.join(migration)).toEqual(["0010_renewal_order", "0011_change_log_retention", "0012_member_writer", "0013_pinned_defaults", "0014_member_lease", "0015_missing_rows", "0016_forget_on_rename", "0017_moves_and_held_cursors", "0018_fence_check_rows", "0019_slot_count_guard"])
     const column = yield* query(
       setup,
       "SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = 'modulo_group.members'::regclass AND attname = 'renewal_seq' AND NOT attisdropped"

@@ -172,6 +172,24 @@ describe("Transition.step in slots mode", () => {
     expect(stopped.refusing).toBeUndefined()
     expect(rejoin.map((i) => i._tag)).toEqual(["Join"])
   })
+
+  it("a view of another slot count (groups.slots edited by hand) is refused: the member's slots stand for other items now", () => {
+    // The same slots, held at the same generations, out of 4 instead of 8: slot 1 of 4 holds items
+    // that slot 5 of 8 holds, which another member may be given (attack104).
+    const [after, instructions] = Transition.step(
+      base,
+      Transition.Event.Renewed({ view: groupView(5, { ...view([[0, 1, true], [1, 1, true]]), count: 4 }), term: 1 }),
+      1_000
+    )
+    expect(after.state).toMatchObject({ _tag: "Fenced", stopping: true })
+    expect(after.refusing).toBe(true)
+    expect(instructions.map((i) => i._tag)).toEqual(["Alarm", "StopWork"])
+    expect(JSON.stringify(instructions[0])).toContain("the database says the group has 4 slots, but this member works its slots out of 8")
+    // Also from a newer epoch, and with no slot worked yet (nothing to contradict but the count).
+    const [h, actions] = Holdings.onView(Holdings.empty(8), { ...view([[0, 1, true]]), count: 16 }, true, 0)
+    expect(actions.map((a) => a._tag)).toEqual(["Contradiction"])
+    expect(h.working.size).toBe(0)
+  })
 })
 
 // --- randomized: members driven by Holdings over the slot rows' statements ----------------------

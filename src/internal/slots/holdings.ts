@@ -90,6 +90,16 @@ export const onView = (
   sentAt: number
 ): readonly [Holdings, ReadonlyArray<Action>] => {
   if (sentAt < h.viewsFrom) return [h, []]
+  // The group's slot count is fixed when it is created, and this member maps items to slots by the
+  // count it joined with: a view of another count (`groups.slots` edited by hand, past migration
+  // 0019's guard) says its slots now stand for other items, which another member may be given.
+  if (view.count !== h.count) {
+    return [h, [{
+      _tag: "Contradiction",
+      reason: `the database says the group has ${view.count} slots, but this member works its slots out of ` +
+        `${h.count} (a group's slot count is fixed when it is created: changed by hand?)`
+    }]]
+  }
   const held = new Map(view.held.map((s) => [s.slot, s]))
   for (const [slot, generation] of h.working) {
     const now = held.get(slot)

@@ -1,0 +1,105 @@
+/**
+ * A group's mode and slot count are fixed when it is created (attack104: `groups.slots` edited by hand
+ * on a live group, from 16 to 8: the members of 16 kept working while a joiner of 8 was admitted, and
+ * items of slot 11 of 16 and slot 3 of 8 were worked by two members at once, both committing fenced
+ * writes; from 16 to 32 with slot rows added by hand, the same). Three layers, each tested here:
+ * migration 0019 refuses the edit; a change refuses slot rows that are not exactly 0..S-1; past the
+ * guard (its trigger disabled, in a database of this file's own), a slots-mode member's renewal of a
+ * group left in modulo mode fails, saying why (a view of another count is refused by the member:
+ * test/slots/holdings.test.ts).
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, it } from "@effect/vitest"
+import { Effect, Either, Layer } from "effect"
+import { randomUUID } from "node:crypto"
+import { MembershipStore } from "../../src/MembershipStore.js"
+import * as PgMembershipStore from "../../src/PgMembershipStore.js"
+import { ownDatabase, PgLive, randomGroupId } from "../support/Database.js"
+
+const StoreLive = PgMembershipStore.layer().pipe(Layer.provideMerge(PgLive))
+const info = (name: string) => ({ memberId: randomUUID(), name, host: "test", pid: 1 })
+
+/** The SQLSTATE of a refused statement, or "ok". */
+const attempt = (statement: Effect.Effect<unknown, unknown>) =>
+  Effect.map(Effect.either(statement), (r) =>
+    Either.isRight(r) ? "ok" : String((r.left as { cause?: { code?: string } }).cause?.code))
+
+it.live("migration 0019: a group's mode and slot count cannot be changed by hand (23514); the group is as it was", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const slotsGroup = randomGroupId("count-guard")
+    const moduloGroup = randomGroupId("count-guard-modulo")
+    yield* store.join(slotsGroup, info("a"), 60_000, {}, { slots: 16 })
+    yield* store.join(moduloGroup, info("m"), 60_000)
+    expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = 8 WHERE group_id = ${slotsGroup}`)).toBe("23514")
+    expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = 32 WHERE group_id = ${slotsGroup}`)).toBe("23514")
+    expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = NULL WHERE group_id = ${slotsGroup}`)).toBe("23514")
+    expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${moduloGroup}`)).toBe("23514")
+    const error = yield* Effect.flip(sql`UPDATE modulo_group.groups SET slots = 8 WHERE group_id = ${slotsGroup}`)
+    expect(String((error.cause as Error).message)).toContain(`the mode of group '${slotsGroup}' is fixed when it is created (slots mode with 16 slots, not slots mode with 8 slots)`)
+    // Nothing changed; updates of the group row that leave `slots` alone still go through.
+    const rows = yield* sql<{ group_id: string; slots: number | null }>`
+      SELECT group_id, slots FROM modulo_group.groups WHERE group_id IN (${slotsGroup}, ${moduloGroup}) ORDER BY slots NULLS FIRST`
+    expect(rows.map((r) => r.slots)).toEqual([null, 16])
+    expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = 16 WHERE group_id = ${slotsGroup}`)).toBe("ok")
+    expect(yield* attempt(sql`UPDATE modulo_group.groups SET epoch = epoch WHERE group_id = ${slotsGroup}`)).toBe("ok")
+    expect((yield* store.slotRows(slotsGroup)).length).toBe(16)
+    // A second member of the same count joins as before.
+    yield* store.join(slotsGroup, info("b"), 60_000, {}, { slots: 16 })
+    yield* sql`DELETE FROM modulo_group.groups WHERE group_id IN (${slotsGroup}, ${moduloGroup})`
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("a change refuses slot rows added or deleted by hand, saying which, and moves nothing until they are 0..S-1 again", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* MembershipStore
+    const groupId = randomGroupId("count-rows")
+    const [a, b, c] = [info("a"), info("b"), info("c")]
+    yield* store.join(groupId, a, 60_000, {}, { slots: 16 })
+    const joinedB = yield* store.join(groupId, b, 60_000, {}, { slots: 16 })
+    const before = yield* store.slotRows(groupId)
+    // Rows 16..31 added by hand (a grown count, past the guard): handed out, they would stand for no
+    // items of these members, and for items of slots 0..15 to a member that maps by 32.
+    yield* sql`INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+               SELECT ${groupId}, s, NULL, NULL, 0, now() FROM generate_series(16, 31) AS s`
+    const refused = yield* Effect.flip(store.join(groupId, c, 60_000, {}, { slots: 16 }))
+    expect(refused.reason).toContain(`group "${groupId}" has 16 slots, but its slot rows are 0..31 (added or deleted by hand?)`)
+    // Nothing moved: the same epoch, the same holders and generations, no row for c.
+    const [g] = yield* sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${groupId}`
+    expect(Number(g!.epoch)).toBe(joinedB.epoch)
+    expect((yield* store.slotRows(groupId)).slice(0, 16)).toEqual(before)
+    expect((yield* sql`SELECT 1 FROM modulo_group.members WHERE member_id = ${c.memberId}::uuid`).length).toBe(0)
+    // A row deleted (and the added ones gone): refused too, naming the gap.
+    yield* sql`DELETE FROM modulo_group.slots WHERE group_id = ${groupId} AND slot >= 16`
+    const row5 = yield* sql`DELETE FROM modulo_group.slots WHERE group_id = ${groupId} AND slot = 5 RETURNING *`
+    expect((yield* Effect.flip(store.join(groupId, c, 60_000, {}, { slots: 16 }))).reason).toContain("its slot rows are 0..4, 6..15")
+    // Repaired: the join goes through.
+    yield* sql`INSERT INTO modulo_group.slots ${sql.insert(row5[0]!)}`
+    const joinedC = yield* store.join(groupId, c, 60_000, {}, { slots: 16 })
+    expect(joinedC.epoch).toBe(joinedB.epoch + 1)
+    yield* sql`DELETE FROM modulo_group.groups WHERE group_id = ${groupId}`
+  }).pipe(Effect.scoped, Effect.provide(StoreLive)))
+
+it.live("past the guard (its trigger disabled), a slots-mode member's renewal of a group left in modulo mode fails, saying why", () =>
+  Effect.gen(function*() {
+    const db = yield* ownDatabase("count-bypass", { maxConnections: 4 })
+    yield* Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`ALTER TABLE modulo_group.groups DISABLE TRIGGER slot_count_guard`
+      const store = yield* MembershipStore
+      const groupId = randomGroupId("count-bypass")
+      const a = info("a")
+      const joined = yield* store.join(groupId, a, 60_000, {}, { slots: 8 })
+      const renewed = yield* store.heartbeat(groupId, a.memberId, joined.epoch, 60_000, { slots: true })
+      expect(renewed._tag === "Some" && renewed.value.slots?.count).toBe(8)
+      // A count changed by hand reaches the member as a view of that count, which it refuses.
+      yield* sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${groupId}`
+      const other = yield* store.heartbeat(groupId, a.memberId, joined.epoch, 60_000, { slots: true })
+      expect(other._tag === "Some" && other.value.slots?.count).toBe(4)
+      // Modulo mode: no view at all.
+      yield* sql`UPDATE modulo_group.groups SET slots = NULL WHERE group_id = ${groupId}`
+      const failed = yield* Effect.flip(store.heartbeat(groupId, a.memberId, joined.epoch, 60_000, { slots: true }))
+      expect(failed.reason).toContain(`group "${groupId}" is in modulo mode, but this member works in slots mode`)
+    }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(db.layer))))
+  }).pipe(Effect.scoped, Effect.provide(PgLive)))
