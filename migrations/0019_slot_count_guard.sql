@@ -33,6 +33,6 @@ $$;
 DROP TRIGGER IF EXISTS slot_count_guard ON modulo_group.groups;
 CREATE TRIGGER slot_count_guard AFTER UPDATE ON modulo_group.groups
   FOR EACH ROW
-  WHEN (NEW.slots IS DISTINCT FROM OLD.slots AND (OLD.slots IS NOT NULL OR OLD.epoch <> 0))
+  WHEN (NEW.slots IS DISTINCT FROM OLD.slots AND (OLD.slots IS NOT NULL OR OLD.epoch OPERATOR(pg_catalog.<>) 0::int8))
   EXECUTE FUNCTION modulo_group.slot_count_guard();
 ALTER TABLE modulo_group.groups ENABLE ALWAYS TRIGGER slot_count_guard;

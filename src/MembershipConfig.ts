@@ -32,7 +32,8 @@ export interface MembershipConfigInput {
   readonly fenceMargin?: Duration.DurationInput | undefined
   /**
    * Timeout of every database call (a change whose `COMMIT` was sent when it passed is waited for once
-   * more as long: it may have committed). Default 2 seconds.
+   * more as long: it may have committed; after such a wait ran out unanswered, the store's later
+   * changes wait twice as long, up to 4 times, docs/operations.md). Default 2 seconds.
    */
   readonly statementTimeout?: Duration.DurationInput | undefined
   /**

@@ -170,7 +170,7 @@ it.live("a *(numeric, integer) planted before migrate never runs in a change, al
          WHERE ad.adrelid = 'modulo_group.groups'::regclass AND d.refclassid = 'pg_catalog.pg_operator'::regclass`
       // The precondition: the old default took the planted operator.
       expect(bound[0]!.ops).toContain("public.*")
-      expect(yield* Migrations.run).toEqual(["0013_pinned_defaults", "0014_member_lease", "0015_missing_rows", "0016_forget_on_rename", "0017_moves_and_held_cursors", "0018_fence_check_rows"])
+      expect(yield* Migrations.run).toEqual(["0013_pinned_defaults", "0014_member_lease", "0015_missing_rows", "0016_forget_on_rename", "0017_moves_and_held_cursors", "0018_fence_check_rows", "0019_slot_count_guard"])
       const view = yield* Effect.flatMap(MembershipStore, (store) => store.join(`planted-mig-${randomUUID()}`, info("m"), leaseMs)).pipe(
         Effect.provide(PgMembershipStore.layer({ migrate: false }))
       )
