@@ -1455,17 +1455,22 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             // the member rejoins, and its join (a change) restamps every row. Refused as the group's
             // epoch (a review), the row was renewed for ever while its member stayed fenced.
             if (aboveHighest(r.assigned_epoch)) return Option.none<GroupView>()
-            // A slots-mode member's group in modulo mode (`groups.slots` cleared by hand, past
-            // migration 0019's guard): no view (read as a modulo-mode view, its slots were dropped
-            // and its renewals went on as if it worked nothing). The member keeps failing its
-            // renewals, saying why, and fences itself at its deadline (a modulo-mode member's
-            // renewals never read the count: `renewLeases`).
-            if (hbOptions.slots === true && r.slots === null) {
-              return yield* new StoreError({
-                operation: "heartbeat",
-                reason: `group ${JSON.stringify(groupId)} is in modulo mode, but this member works in slots mode: a ` +
-                  `group's mode is fixed when it is created (changed by hand?); no view is taken until an operator puts it back`
-              })
+            // A group in the other mode than this member's (`groups.slots` set or cleared by hand,
+            // past migration 0019's guard; an adversarial review, attack105, set it on a live
+            // modulo-mode group with the app's grants): a slots-mode member would read a modulo-mode
+            // view, a modulo-mode member none of the slots a joiner of the new mode is given, and go
+            // on working items that joiner works. No row, as for an index out of range: the member
+            // stops its work at once and rejoins, which is refused (`SlotsMismatch`) while the mode
+            // differs. Said here, at error level: the member only sees its row gone.
+            const groupSlots = r.group_slots === null ? null : num(r.group_slots)
+            if ((hbOptions.slots === true) !== (groupSlots !== null)) {
+              const mode = (slots: number | null) => (slots === null ? "modulo mode" : `slots mode with ${slots} slots`)
+              yield* Effect.logError(
+                `modulo-group: group ${JSON.stringify(groupId)} is in ${mode(groupSlots)}, but this member works in ` +
+                  `${hbOptions.slots === true ? "slots mode" : "modulo mode"}: a group's mode is fixed when it is created ` +
+                  "(changed by hand?); the member stops its work and takes no view until an operator puts it back"
+              ).pipe(Effect.annotateLogs({ "modulo_group.group": groupId, "modulo_group.member": memberId }))
+              return Option.none<GroupView>()
             }
             const view = yield* toView(groupId, r, leaseMs)
             // Lets the LISTEN connection check itself when this epoch was never notified.

@@ -3,10 +3,11 @@
  * on a live group, from 16 to 8: the members of 16 kept working while a joiner of 8 was admitted, and
  * items of slot 11 of 16 and slot 3 of 8 were worked by two members at once, both committing fenced
  * writes; from 16 to 32 with slot rows added by hand, the same). Three layers, each tested here:
- * migration 0019 refuses the edit; a change refuses slot rows that are not exactly 0..S-1; past the
- * guard (its trigger dropped, in a database of this file's own), a slots-mode member's renewal of a
- * group left in modulo mode fails, saying why (a view of another count is refused by the member:
- * test/slots/holdings.test.ts).
+ * migration 0019 refuses the edit (also through an epoch set to 0 first: attack105); a change refuses
+ * slot rows that are not exactly 0..S-1; past the guard (its trigger dropped, in a database of this
+ * file's own), a renewal of a group of the other mode takes no view (attack105: a live modulo-mode
+ * group set to slots mode, a slots-mode joiner admitted beside its members), and a view of another
+ * count is refused by the member (test/slots/holdings.test.ts).
  */
 import { SqlClient } from "@effect/sql"
 import { expect, it } from "@effect/vitest"
@@ -36,6 +37,16 @@ it.live("migration 0019: a group's mode and slot count cannot be changed by hand
     expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = 32 WHERE group_id = ${slotsGroup}`)).toBe("23514")
     expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = NULL WHERE group_id = ${slotsGroup}`)).toBe("23514")
     expect(yield* attempt(sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${moduloGroup}`)).toBe("23514")
+    // Nor through the epoch the first join's update is allowed at (attack105: the epoch set to 0, the
+    // count, the epoch back, in one transaction, with the app's grants): the group has a member row.
+    const [{ epoch }] = yield* sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${moduloGroup}`
+    expect(
+      yield* attempt(sql.withTransaction(Effect.gen(function*() {
+        yield* sql`UPDATE modulo_group.groups SET epoch = 0 WHERE group_id = ${moduloGroup}`
+        yield* sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${moduloGroup}`
+        yield* sql`UPDATE modulo_group.groups SET epoch = ${epoch}::int8 WHERE group_id = ${moduloGroup}`
+      })))
+    ).toBe("23514")
     const error = yield* Effect.flip(sql`UPDATE modulo_group.groups SET slots = 8 WHERE group_id = ${slotsGroup}`)
     expect(String((error.cause as Error).message)).toContain(`the mode of group '${slotsGroup}' is fixed when it is created (slots mode with 16 slots, not slots mode with 8 slots)`)
     // Nothing changed; updates of the group row that leave `slots` alone still go through.
@@ -81,25 +92,34 @@ it.live("a change refuses slot rows added or deleted by hand, saying which, and 
     yield* sql`DELETE FROM modulo_group.groups WHERE group_id = ${groupId}`
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
 
-it.live("past the guard (its trigger dropped), a slots-mode member's renewal of a group left in modulo mode fails, saying why", () =>
+it.live("past the guard (its trigger dropped), a member's renewal of a group of the other mode takes no view; of another count, a view its member refuses", () =>
   Effect.gen(function*() {
     const db = yield* ownDatabase("count-bypass", { maxConnections: 4 })
     yield* Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       yield* sql`DROP TRIGGER IF EXISTS slot_count_guard ON modulo_group.groups`
       const store = yield* MembershipStore
-      const groupId = randomGroupId("count-bypass")
-      const a = info("a")
-      const joined = yield* store.join(groupId, a, 60_000, {}, { slots: 8 })
-      const renewed = yield* store.heartbeat(groupId, a.memberId, joined.epoch, 60_000, { slots: true })
+      const slotsGroup = randomGroupId("count-bypass")
+      const moduloGroup = randomGroupId("mode-bypass")
+      const [a, m] = [info("a"), info("m")]
+      const joined = yield* store.join(slotsGroup, a, 60_000, {}, { slots: 8 })
+      const renewed = yield* store.heartbeat(slotsGroup, a.memberId, joined.epoch, 60_000, { slots: true })
       expect(renewed._tag === "Some" && renewed.value.slots?.count).toBe(8)
       // A count changed by hand reaches the member as a view of that count, which it refuses.
-      yield* sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${groupId}`
-      const other = yield* store.heartbeat(groupId, a.memberId, joined.epoch, 60_000, { slots: true })
+      yield* sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${slotsGroup}`
+      const other = yield* store.heartbeat(slotsGroup, a.memberId, joined.epoch, 60_000, { slots: true })
       expect(other._tag === "Some" && other.value.slots?.count).toBe(4)
-      // Modulo mode: no view at all.
-      yield* sql`UPDATE modulo_group.groups SET slots = NULL WHERE group_id = ${groupId}`
-      const failed = yield* Effect.flip(store.heartbeat(groupId, a.memberId, joined.epoch, 60_000, { slots: true }))
-      expect(failed.reason).toContain(`group "${groupId}" is in modulo mode, but this member works in slots mode`)
+      // Modulo mode under a slots-mode member: no view (its work stops at once, as for a row gone).
+      yield* sql`UPDATE modulo_group.groups SET slots = NULL WHERE group_id = ${slotsGroup}`
+      expect((yield* store.heartbeat(slotsGroup, a.memberId, joined.epoch, 60_000, { slots: true }))._tag).toBe("None")
+      // Slots mode under a modulo-mode member (attack105: a slots-mode joiner was then admitted
+      // beside it, and both worked the same items): no view either.
+      const joinedM = yield* store.join(moduloGroup, m, 60_000)
+      expect((yield* store.heartbeat(moduloGroup, m.memberId, joinedM.epoch, 60_000))._tag).toBe("Some")
+      yield* sql`UPDATE modulo_group.groups SET slots = 16 WHERE group_id = ${moduloGroup}`
+      expect((yield* store.heartbeat(moduloGroup, m.memberId, joinedM.epoch, 60_000))._tag).toBe("None")
+      // Both rows are still there, renewed: the member stops, keeps nothing, and rejoins (refused).
+      const refused = yield* Effect.flip(store.join(moduloGroup, info("m2"), 60_000))
+      expect(refused.reason).toContain("is in slots mode with 16 slots, but this member asked for modulo mode")
     }).pipe(Effect.provide(PgMembershipStore.layer().pipe(Layer.provideMerge(db.layer))))
   }).pipe(Effect.scoped, Effect.provide(PgLive)))
