@@ -27,6 +27,10 @@
 //   {"k":"stats","statements":..,"transactions":..,"rss":..,"heap":..,"members":..,"calls":{..},"busy":..,"cpuMs":..,"loopP99Ms":..}
 //   {"k":"call","op":"join"|"heartbeat"|..,"t":..,"ms":..,"e":epoch,"all":allAcked}   each store call
 //                                                    as it ends (`t`: its start), only with MG_BENCH_TRACE=1
+//   {"k":"statement","t":..,"ms":..,"text":..}      each statement as it ends (`t`: its start), and
+//   {"k":"step","op":..,"step":..,"t":..}            the store's steps, and {"k":"notification","t":..}
+//                                                    each notification's arrival, only with MG_BENCH_STATEMENTS=1
+//                                                    (the notifications alone with MG_BENCH_STATEMENTS=notifications)
 // SIGTERM/SIGINT: every member leaves, then the process exits.
 // MG_BENCH_LOG=warning: the library's warnings and errors on stderr (otherwise errors only, on stdout,
 // where the driver skips them).
@@ -49,6 +53,8 @@ const emit = (o) => process.stdout.write(`${JSON.stringify(o)}\n`)
 // Every statement this process sends (pool and LISTEN connection), counted at the driver, and the
 // transactions they make: a statement outside BEGIN ... COMMIT/ROLLBACK is one on its own.
 let statements = 0
+const traceStatements = process.env.MG_BENCH_STATEMENTS === "1"
+const traceNotifications = traceStatements || process.env.MG_BENCH_STATEMENTS === "notifications"
 let transactions = 0
 const inTransaction = new WeakSet()
 const query = pg.Client.prototype.query
@@ -60,7 +66,30 @@ pg.Client.prototype.query = function(...args) {
     transactions++
   } else if (/^\s*(COMMIT|ROLLBACK|END)\s*;?\s*$/i.test(text)) inTransaction.delete(this)
   else if (!inTransaction.has(this)) transactions++
-  return query.apply(this, args)
+  if (!traceStatements) return query.apply(this, args)
+  // MG_BENCH_STATEMENTS=1: each statement as it ends, `t` its start (callback and promise forms).
+  const t0 = now()
+  const said = () => emit({ k: "statement", t: t0, ms: Math.round((now() - t0) * 10) / 10, text: text.replace(/\s+/g, " ").trim().slice(0, 70) })
+  const last = args.length - 1
+  if (typeof args[last] === "function") {
+    const callback = args[last]
+    args[last] = (err, res) => {
+      said()
+      return callback(err, res)
+    }
+    return query.apply(this, args)
+  }
+  const result = query.apply(this, args)
+  if (typeof result?.then === "function") result.then(said, said)
+  return result
+}
+// MG_BENCH_STATEMENTS=1 or =notifications: each notification as it arrives (any channel, any payload).
+if (traceNotifications) {
+  const clientEmit = pg.Client.prototype.emit
+  pg.Client.prototype.emit = function(event, ...rest) {
+    if (event === "notification") emit({ k: "notification", t: now() })
+    return clientEmit.call(this, event, ...rest)
+  }
 }
 
 // Changes that found the group's lock busy (the store's `onStatement` step "busy").
@@ -80,7 +109,14 @@ const runtime = ManagedRuntime.make(
     migrate: false,
     statementTimeout: options.config?.statementTimeout,
     listenPool: onePool,
-    onStatement: (_operation, step) => step === "busy" ? Effect.sync(() => void busy++) : Effect.void
+    onStatement: (operation, step) =>
+      step === "busy" || traceStatements
+        ? Effect.sync(() => {
+          if (step === "busy") busy++
+          // MG_BENCH_STATEMENTS=1: the store's steps too (each just before its statement is sent).
+          if (traceStatements) emit({ k: "step", t: now(), op: operation, step })
+        })
+        : Effect.void
   }).pipe(
     Layer.provideMerge(
       onePool !== undefined

@@ -7,11 +7,14 @@
 // ending in the old epoch and starting in the new one).
 //
 //   npm run build
-//   DATABASE_URL=postgres://... node bench/processJoin.mjs [members=3] [rounds=4] [warm]
+//   DATABASE_URL=postgres://... node bench/processJoin.mjs [members=3] [rounds=4] [warm] [statements]
 //
 // `warm`: each joiner, before it is ready, runs one member of its own through a join, its first
 // work and a leave in a scratch group (bench/member.mjs `MG_BENCH_WARM`), so the timed join runs
 // code this process has run before: the difference to a cold joiner is the cost of first execution.
+//
+// `statements`: every member's store calls and notification arrivals are printed too, and the
+// joiner's statements and store steps, one a line (where a warm join's time goes: docs/benchmarks.md).
 //
 // The database must be migrated (`npx modulo-group migrate`). Heartbeat 200 ms, lease 2 s.
 import { spawn } from "node:child_process"
@@ -25,7 +28,8 @@ const url = process.env.DATABASE_URL
 if (!url) throw new Error("DATABASE_URL is required")
 const size = Number(process.argv[2] ?? 3)
 const rounds = Number(process.argv[3] ?? 4)
-const warm = process.argv[4] === "warm"
+const warm = process.argv.slice(4).includes("warm")
+const statements = process.argv.slice(4).includes("statements")
 const config = {
   groupId: `process-join-${randomUUID()}`,
   heartbeat: "200 millis",
@@ -42,7 +46,7 @@ const children = []
 const spawnMember = (name, traced) =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(here, "member.mjs")], {
-      env: { ...process.env, MG_BENCH_TRACE: traced ? "1" : "", MG_BENCH_WARM: traced && warm ? "1" : "", MG_BENCH: JSON.stringify({ url, config, maxConnections: 2 }) },
+      env: { ...process.env, MG_BENCH_TRACE: traced || statements ? "1" : "", MG_BENCH_STATEMENTS: statements ? (traced ? "1" : "notifications") : "", MG_BENCH_WARM: traced && warm ? "1" : "", MG_BENCH: JSON.stringify({ url, config, maxConnections: 2 }) },
       stdio: ["pipe", "pipe", "inherit"]
     })
     children.push(child)
@@ -90,6 +94,9 @@ try {
     const t0 = seen.find((e) => e.k === "joining")?.t ?? seen[0]?.t
     const shown = seen.map((e) => {
       const at = `+${Math.round(e.t - t0)}`
+      if (e.k === "statement") return `\n    ${e.p} statement ${e.ms} ms: ${e.text}${at}`
+      if (e.k === "step") return `\n    ${e.p} step ${e.op} ${e.step}${at}`
+      if (e.k === "notification") return `${e.p}:notified${at}`
       if (e.k === "call") return `${e.p}.${e.op}(${e.ms} ms → epoch ${e.e}${e.all === true ? ", all acked" : e.all === false ? ", waiting" : ""})${at}`
       return `${e.p}:${e.k}${e.e !== undefined ? `@${e.e}` : ""}${at}`
     })
