@@ -65,7 +65,7 @@ const attempt = (spell: (id: string) => string, mode: "leave" | "renew" | "relea
           ? Effect.asVoid(store.leave(groupId, memberId))
           : mode === "release"
           ? Effect.asVoid(store.release(groupId, memberId))
-          : Effect.asVoid(store.heartbeat(groupId, memberId, view.epoch, 20))).pipe(Effect.either, Effect.flatMap((r) => Ref.set(leaveResult, r)), outside)
+          : Effect.asVoid(store.heartbeat(groupId, memberId, view.epoch, 20, slots === undefined ? {} : { slots: true }))).pipe(Effect.either, Effect.flatMap((r) => Ref.set(leaveResult, r)), outside)
       ))
     })
     const client = proxy(sql, {
