@@ -29,41 +29,51 @@ const Wide = Layer.unwrapEffect(
   )
 )
 
+/** One burst: N stores join a fresh group at once; every join's view and the group checked (safety). */
+const burst = Effect.gen(function*() {
+  const groupId = randomGroupId("formation")
+  const steps: Array<string> = []
+  // Each change holds the group lock 30 ms before its COMMIT, so that the joins overlap (as they do
+  // on a loaded server): without coalescing, each of the N joins is a change of its own, one after
+  // another, and the others find the lock busy again and again meanwhile.
+  const stores = yield* Effect.forEach(Array.from({ length: N }), () => slowCommitStore(steps))
+  yield* warmPool(N + 2)
+  const members = stores.map((_, i) => info(`m${i}`))
+  const views = yield* Effect.forEach(stores, (store, i) => store.join(groupId, members[i]!, 30_000), {
+    concurrency: "unbounded"
+  })
+  const count = (step: string) => steps.filter((s) => s === `join:${step}`).length
+  const changes = count("reassign")
+  console.log(`formation: ${N} joins, ${changes} changes, ${count("lock")} lock attempts, ${count("busy")} busy, ${count("share")} shared, ${count("adopt")} adopt steps`)
+  // Every join got a view; within one epoch, no index twice and every index below the size.
+  for (const v of views) expect(v.index).toBeLessThan(v.size)
+  const seen = new Set(views.map((v) => `${v.epoch}:${v.index}`))
+  expect(seen.size).toBe(N)
+  const rows = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ idx: number | null; member_id: string }>`
+      SELECT idx, member_id FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY idx`)
+  expect(rows.map((r) => r.idx)).toEqual(Array.from({ length: N }, (_, i) => i))
+  expect(new Set(rows.map((r) => r.member_id))).toEqual(new Set(members.map((m) => m.memberId)))
+  const [g] = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ size: number; epoch: string }>`SELECT size, epoch FROM modulo_group.groups WHERE group_id = ${groupId}`)
+  expect(g!.size).toBe(N)
+  expect(Number(g!.epoch)).toBe(changes)
+  return { changes, locks: count("lock") }
+})
+
 it.live(`${N} stores (processes) join one group at once: fewer changes than joins, few lock attempts, distinct indices`, () =>
   Effect.gen(function*() {
     yield* Migrations.run
-    const groupId = randomGroupId("formation")
-    const steps: Array<string> = []
-    // Each change holds the group lock 30 ms before its COMMIT, so that the joins overlap (as they do
-    // on a loaded server): without coalescing, each of the N joins is a change of its own, one after
-    // another, and the others find the lock busy again and again meanwhile.
-    const stores = yield* Effect.forEach(Array.from({ length: N }), () => slowCommitStore(steps))
-    yield* warmPool(N + 2)
-    const members = stores.map((_, i) => info(`m${i}`))
-    const views = yield* Effect.forEach(stores, (store, i) => store.join(groupId, members[i]!, 30_000), {
-      concurrency: "unbounded"
-    })
-    const count = (step: string) => steps.filter((s) => s === `join:${step}`).length
-    const changes = count("reassign")
-    console.log(`formation: ${N} joins, ${changes} changes, ${count("lock")} lock attempts, ${count("busy")} busy, ${count("share")} shared, ${count("adopt")} adopt steps`)
     // Lock turns: a change per join before (16 changes, ~240 lock attempts). Now some changes admit
     // several waiting rows, but how many varies widely: 3 to 13 changes in 9 runs on an idle machine
-    // (and 9 on a loaded CI run). The lock attempts are the steady figure (31-35).
-    expect(changes).toBeLessThan(N)
-    expect(count("lock")).toBeLessThan(3 * N)
-    // Every join got a view; within one epoch, no index twice and every index below the size.
-    for (const v of views) expect(v.index).toBeLessThan(v.size)
-    const seen = new Set(views.map((v) => `${v.epoch}:${v.index}`))
-    expect(seen.size).toBe(N)
-    const rows = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
-      sql<{ idx: number | null; member_id: string }>`
-        SELECT idx, member_id FROM modulo_group.members WHERE group_id = ${groupId} ORDER BY idx`)
-    expect(rows.map((r) => r.idx)).toEqual(Array.from({ length: N }, (_, i) => i))
-    expect(new Set(rows.map((r) => r.member_id))).toEqual(new Set(members.map((m) => m.memberId)))
-    const [g] = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
-      sql<{ size: number; epoch: string }>`SELECT size, epoch FROM modulo_group.groups WHERE group_id = ${groupId}`)
-    expect(g!.size).toBe(N)
-    expect(Number(g!.epoch)).toBe(changes)
+    // (and 9 on a loaded CI run), and once, in a clean-clone CI run's busiest phase, 16 (with 36
+    // lock attempts): the joins, starved of CPU, came one after another's change. So up to three
+    // bursts, each a fresh group, each checked for safety above; one must coalesce. Without the
+    // coalescing every burst makes N changes. The lock attempts are the steady figure (31-36).
+    let last = { changes: N, locks: 0 }
+    for (let attempt = 0; attempt < 3 && last.changes >= N; attempt++) last = yield* burst
+    expect(last.changes).toBeLessThan(N)
+    expect(last.locks).toBeLessThan(3 * N)
   }).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(Wide)))), 60_000)
 
 it.live("a busy join under a flood of forged notifications stays bounded (waits for the change, wake-ups rate-limited), and joins once the lock is free", () =>
