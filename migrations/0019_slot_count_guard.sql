@@ -17,8 +17,9 @@
 -- An AFTER trigger with its test in WHEN, as 0008's: it fires only for an update of `slots` (no cost
 -- to the changes' and renewals' updates of `groups`, which do not touch it), and lets the first
 -- join's through (a group at epoch 0 with no member row). No database check holds against an owner
--- who drops the trigger, or a transaction that also deletes and puts back every member row: the
--- members' renewals then refuse the group of the other mode or count (docs/slots.md, "Hand edits").
+-- who drops the trigger, or a transaction that also deletes and puts back every member row: changes
+-- then refuse slots held by nobody in a group with members, and the members' renewals refuse a group
+-- of the other mode or count (docs/slots.md, "Hand edits").
 
 CREATE OR REPLACE FUNCTION modulo_group.slot_count_guard() RETURNS trigger
   LANGUAGE plpgsql

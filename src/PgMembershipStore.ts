@@ -612,7 +612,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             yield* onStatement(operation, "reissue")
             yield* Statements.reissueHeldSlots(sql, groupId, reissue, now)
           }
-          yield* rebalanceSlots(operation, groupId, now, slots)
+          yield* rebalanceSlots(operation, groupId, now, slots, reissue)
         }
         yield* onStatement(operation, "bump")
         const [g] = yield* Statements.bumpEpoch(sql, groupId, now, epoch + 1, fresh)
@@ -629,7 +629,8 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
     // or deleted by hand would be handed out to members that map items by another count, or leave
     // items of no slot. Refused, the change fails and says why; nothing moves until an operator
     // repairs the rows (docs/slots.md, "Hand edits"). Migration 0019 refuses a change of the count.
-    const rebalanceSlots = (operation: string, groupId: string, now: string | null, count: number) =>
+    // `joining`: a join's member id (its row is among the live ones already).
+    const rebalanceSlots = (operation: string, groupId: string, now: string | null, count: number, joining: string | null) =>
       Effect.gen(function*() {
         yield* onStatement(operation, "slots")
         const rows = yield* Statements.selectSlotsForChange(sql, groupId)
@@ -644,6 +645,23 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
         }
         yield* onStatement(operation, "order")
         const live = (yield* Statements.selectMemberOrder(sql, groupId)).map((r) => r.member_id)
+        // A slot no member holds, in a group that had members before this change: no change leaves
+        // one (a change hands every slot whose holder is gone to a live owner; a release, to its live
+        // owner). Inserted by hand, it would go at once to this change's owner, beside members that
+        // may work its items under another mode or count (an adversarial review, attack106: slot
+        // rows inserted unheld into a live modulo-mode group, the guard passed by deleting and
+        // putting back every member row around the edit; a slots-mode joiner worked them beside the
+        // modulo-mode members until their next renewal, or 7 s with their rows locked). Refused.
+        const joiningKey = joining === null ? null : uuidKey(joining)
+        const unheld = rows.filter((r) => r.holder === null).map((r) => num(r.slot))
+        if (unheld.length > 0 && live.some((id) => id !== joiningKey)) {
+          return yield* new StoreError({
+            operation,
+            reason: `group ${JSON.stringify(groupId)} has members, but its slots ${describeSlotRows(unheld)} are held by ` +
+              `nobody (inserted or edited by hand?): no change moves slots until an operator repairs them ` +
+              `(docs/slots.md, "Hand edits")`
+          })
+        }
         const table: Table.SlotTable = rows.map((r) => ({ owner: r.owner, holder: r.holder, generation: num(r.generation) }))
         const next = Table.change(table, live).table
         const changed: Array<{ slot: number; owner: string | null; handTo: string | null | undefined }> = []

@@ -4,7 +4,8 @@
  * items of slot 11 of 16 and slot 3 of 8 were worked by two members at once, both committing fenced
  * writes; from 16 to 32 with slot rows added by hand, the same). Three layers, each tested here:
  * migration 0019 refuses the edit (also through an epoch set to 0 first: attack105); a change refuses
- * slot rows that are not exactly 0..S-1; past the guard (its trigger dropped, in a database of this
+ * slot rows that are not exactly 0..S-1, and slots held by nobody in a group with members (attack106:
+ * the guard passed by deleting and putting back the member rows around the edit); past the guard (its trigger dropped, in a database of this
  * file's own), a renewal of a group of the other mode takes no view (attack105: a live modulo-mode
  * group set to slots mode, a slots-mode joiner admitted beside its members), and a view of another
  * count is refused by the member (test/slots/holdings.test.ts).
@@ -58,6 +59,23 @@ it.live("migration 0019: a group's mode and slot count cannot be changed by hand
     expect((yield* store.slotRows(slotsGroup)).length).toBe(16)
     // A second member of the same count joins as before.
     yield* store.join(slotsGroup, info("b"), 60_000, {}, { slots: 16 })
+    // attack106: the member rows deleted and put back around the edit, the epoch set to 0 first, and
+    // slot rows inserted unheld. The guard sees a group with no member row and lets it through; the
+    // slots-mode joiner's change finds slots held by nobody in a group with members, and is refused.
+    yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`CREATE TEMP TABLE saved ON COMMIT DROP AS SELECT * FROM modulo_group.members WHERE group_id = ${moduloGroup}`
+      yield* sql`DELETE FROM modulo_group.members WHERE group_id = ${moduloGroup}`
+      yield* sql`UPDATE modulo_group.groups SET epoch = 0 WHERE group_id = ${moduloGroup}`
+      yield* sql`UPDATE modulo_group.groups SET slots = 4 WHERE group_id = ${moduloGroup}`
+      yield* sql`UPDATE modulo_group.groups SET epoch = ${epoch}::int8 WHERE group_id = ${moduloGroup}`
+      yield* sql`INSERT INTO modulo_group.members OVERRIDING SYSTEM VALUE SELECT * FROM saved`
+      yield* sql`INSERT INTO modulo_group.slots (group_id, slot, owner, holder, generation, changed_at)
+                 SELECT ${moduloGroup}, s, NULL, NULL, 0, now() FROM generate_series(0, 3) AS s`
+    }))
+    const refused = yield* Effect.flip(store.join(moduloGroup, info("s"), 60_000, {}, { slots: 4 }))
+    expect(refused.reason).toContain(`group "${moduloGroup}" has members, but its slots 0..3 are held by nobody (inserted or edited by hand?)`)
+    const [after] = yield* sql<{ epoch: string }>`SELECT epoch FROM modulo_group.groups WHERE group_id = ${moduloGroup}`
+    expect(after!.epoch).toBe(epoch)
     yield* sql`DELETE FROM modulo_group.groups WHERE group_id IN (${slotsGroup}, ${moduloGroup})`
   }).pipe(Effect.scoped, Effect.provide(StoreLive)))
 
