@@ -454,9 +454,6 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
             if (g === undefined || row === undefined || row.leaseExpiresAt <= now || waiting(row)) {
               return Effect.succeed(Option.none<GroupView>())
             }
-            // A group of the other mode than the renewing member's: no view, as in the PostgreSQL
-            // store (its mode changed by hand there; here only a caller that asks wrongly).
-            const mismatched = (options.slots === true) !== (g.slots !== null)
             const before = row.ackedEpoch
             // Renewals here are atomic, so in the order they were sent (the PostgreSQL store's
             // `renewal_seq`, statements.ts `inOrder`).
@@ -474,7 +471,9 @@ export const make: Effect.Effect<{ readonly store: MembershipStoreService; reado
               : ack
             row.ackedEpoch = Math.max(row.ackedEpoch, placed, options.ackCurrent === true ? g.epoch : 0)
             row.stoppingSince = options.stuck === true ? (row.stoppingSince ?? now) : null
-            if (mismatched) return Effect.succeed(Option.none<GroupView>())
+            // Renewed, but a group of the other mode than the renewing member's gives no view, as in the
+            // PostgreSQL store (its mode changed by hand there; here only a caller that asks wrongly).
+            if ((options.slots === true) !== (g.slots !== null)) return Effect.succeed(Option.none<GroupView>())
             const full = viewOf(g, row, now)
             // Slots only when asked for (as the PostgreSQL store reads them).
             const { slots: _slots, ...modulo } = full

@@ -1480,7 +1480,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
             // on working items that joiner works. No row, as for an index out of range: the member
             // stops its work at once and rejoins, which is refused (`SlotsMismatch`) while the mode
             // differs. Said here, at error level: the member only sees its row gone.
-            const groupSlots = r.group_slots === null ? null : num(r.group_slots)
+            const groupSlots = r.slots === null ? null : num(r.slots)
             if ((hbOptions.slots === true) !== (groupSlots !== null)) {
               const mode = (slots: number | null) => (slots === null ? "modulo mode" : `slots mode with ${slots} slots`)
               yield* Effect.logError(

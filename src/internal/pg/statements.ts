@@ -1245,13 +1245,12 @@ export interface RenewedRow {
    * (`GroupView.longestLeaseMs`).
    */
   readonly longest_lease_ms: number | null
-  /** Slots mode: the slot count (null: modulo mode) and this member's slots (see `slotViewOf`). */
-  readonly slots: number | null
   /**
-   * The group's slot count whatever the member's mode (null: modulo mode): a member of the other
-   * mode takes no view (`groups.slots` edited by hand past migration 0019's guard).
+   * The group's slot count (null: modulo mode), whatever the member's mode: a member of the other
+   * mode takes no view (`groups.slots` edited by hand past migration 0019's guard). This member's
+   * slots (see `slotViewOf`) only when it renews in slots mode.
    */
-  readonly group_slots: number | null
+  readonly slots: number | null
   readonly held: ReadonlyArray<readonly [number, number | string, boolean]>
   readonly pending: ReadonlyArray<number>
 }
@@ -1352,7 +1351,7 @@ export const renewLease = (
            (SELECT n FROM others) + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
            (extract(epoch FROM (SELECT longest FROM others)) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
-           CASE WHEN ${slots}::boolean THEN (SELECT g.slots FROM g) END AS slots, (SELECT g.slots FROM g) AS group_slots,
+           (SELECT g.slots FROM g) AS slots,
            (SELECT held FROM mine) AS held, (SELECT pending FROM mine) AS pending
       FROM me
      -- An index that is not one of 0..N-1 of its own epoch (set by hand): rejoin, which reassigns.
@@ -1538,7 +1537,7 @@ export const renewLeases = (
            agg.n - (CASE WHEN me.idx IS NOT NULL THEN 1 ELSE 0 END) + 1 AS rows,
            (extract(epoch FROM ${t}) OPERATOR(pg_catalog.*) 1000)::bigint AS clock_ms,
            (extract(epoch FROM agg.longest) OPERATOR(pg_catalog.*) 1000)::float8 AS longest_lease_ms,
-           CASE WHEN r.slots THEN g.slots END AS slots, g.slots AS group_slots, ${slotView}
+           g.slots AS slots, ${slotView}
       FROM req r
       LEFT JOIN snap s ON s.member_id = r.member_id AND s.group_id = r.group_id
       LEFT JOIN lk ON lk.member_id = r.member_id
