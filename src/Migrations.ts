@@ -85,6 +85,14 @@ export const requiredObjects: ReadonlyArray<{
    * nothing said so (a review); `migrate` re-creates them.
    */
   readonly triggers?: ReadonlyArray<string>
+  /**
+   * Whether those triggers must fire in every session (`ENABLE ALWAYS`), also under
+   * `session_replication_role = replica` (a restore, a superuser's session, logical replication's
+   * apply), where a trigger at plain `ENABLE` does not: the guards of hand edits and restores. A
+   * review left the start accepting one set back to plain `ENABLE` by its owner; `migrate` re-creates
+   * it `ALWAYS`.
+   */
+  readonly always?: boolean
 }> = [
   { version: 1, table: "schema_migrations", columns: ["version", "name", "applied_at"] },
   { version: 1, table: "groups", columns: ["group_id", "epoch", "size", "changed_at"] },
@@ -128,10 +136,10 @@ export const requiredObjects: ReadonlyArray<{
   { version: 12, table: "members", columns: ["writer"] },
   { version: 14, table: "members", columns: ["lease_ms"] },
   { version: 15, table: "groups", columns: ["lease_ms", "missing_since", "missing_wait_ms", "missing_indices"] },
-  { version: 15, table: "members", columns: [], triggers: ["forget_missing_insert", "forget_missing_index"] },
-  { version: 16, table: "members", columns: [], triggers: ["forget_missing_member"] },
+  { version: 15, table: "members", columns: [], triggers: ["forget_missing_insert", "forget_missing_index"], always: true },
+  { version: 16, table: "members", columns: [], triggers: ["forget_missing_member"], always: true },
   { version: 18, table: "fence_checks", columns: ["slots", "generations", "id"] },
-  { version: 19, table: "groups", columns: [], triggers: ["slot_count_guard"] }
+  { version: 19, table: "groups", columns: [], triggers: ["slot_count_guard"], always: true }
 ]
 
 /**
@@ -190,6 +198,9 @@ export class SchemaIncomplete extends SchemaMismatch {
 /** How an enabled trigger appears among its table's columns in `readPresent` (no column has a space). */
 const triggerEntry = (name: string) => `trigger ${name}`
 
+/** How a trigger enabled `ALWAYS` appears among its table's columns too. */
+const alwaysEntry = (name: string) => `always ${name}`
+
 /** How a constraint whose internal trigger is disabled appears among its table's columns. */
 const disabledConstraintPrefix = "disabled constraint "
 
@@ -207,6 +218,7 @@ const readPresent: Effect.Effect<Present, SqlError, SqlClient.SqlClient> = Effec
     const columns = present.get(r.table_name) ?? new Set<string>()
     if (r.column_name !== null) columns.add(r.column_name)
     if (r.trigger_name !== null) columns.add(triggerEntry(r.trigger_name))
+    if (r.trigger_name !== null && r.trigger_always) columns.add(alwaysEntry(r.trigger_name))
     if (r.disabled_constraint !== null) columns.add(`${disabledConstraintPrefix}${r.disabled_constraint}`)
     present.set(r.table_name, columns)
   }
@@ -227,6 +239,9 @@ const missingFrom = (present: Present, version: number): ReadonlyArray<string> =
     for (const c of o.columns) if (!columns.has(c)) missing.push(`column modulo_group.${o.table}.${c}`)
     for (const t of o.triggers ?? []) {
       if (!columns.has(triggerEntry(t))) missing.push(`trigger ${t} on modulo_group.${o.table} (dropped or disabled)`)
+      else if (o.always === true && !columns.has(alwaysEntry(t))) {
+        missing.push(`trigger ${t} on modulo_group.${o.table} (enabled for ordinary sessions only, not ALWAYS)`)
+      }
     }
   }
   // Constraints whose triggers are disabled, once per table of the installed version.

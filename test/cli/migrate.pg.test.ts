@@ -132,10 +132,12 @@ describe("modulo-group migrate (child processes)", () => {
     await exec(db.url, "ALTER TABLE modulo_group.fence_checks DISABLE TRIGGER fence_check_at_commit")
     await exec(db.url, "DROP TRIGGER slot_token_guard ON modulo_group.slots")
     await exec(db.url, "ALTER TABLE modulo_group.members ENABLE REPLICA TRIGGER forget_missing_member")
+    // Enabled, but not ALWAYS: it would not fire under session_replication_role = replica (a review).
+    await exec(db.url, "ALTER TABLE modulo_group.groups ENABLE TRIGGER slot_count_guard")
     const join = await run(["join", "g", "--heartbeat", "200ms", "--lease", "4s", "--fence-margin", "1s", "--statement-timeout", "1s"], env, 20_000)
     expect(join.code).toBe(FAILURE)
     expect(oneLine(join.stderr)).toMatch(
-      /damaged: missing trigger fence_check_at_commit on modulo_group\.fence_checks \(dropped or disabled\), trigger slot_token_guard on modulo_group\.slots \(dropped or disabled\), trigger forget_missing_member on modulo_group\.members \(dropped or disabled\): run `modulo-group migrate` to repair it$/
+      /damaged: missing trigger fence_check_at_commit on modulo_group\.fence_checks \(dropped or disabled\), trigger slot_token_guard on modulo_group\.slots \(dropped or disabled\), trigger forget_missing_member on modulo_group\.members \(dropped or disabled\), trigger slot_count_guard on modulo_group\.groups \(enabled for ordinary sessions only, not ALWAYS\): run `modulo-group migrate` to repair it$/
     )
     const repaired = await run(["migrate"], env)
     expect(repaired.code, repaired.stderr).toBe(0)
@@ -144,12 +146,13 @@ describe("modulo-group migrate (child processes)", () => {
     try {
       const r = await enabled.query<{ tgname: string; tgenabled: string }>(
         `SELECT t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-          WHERE c.relnamespace = 'modulo_group'::regnamespace AND t.tgname IN ('fence_check_at_commit', 'slot_token_guard', 'forget_missing_member')
+          WHERE c.relnamespace = 'modulo_group'::regnamespace AND t.tgname IN ('fence_check_at_commit', 'slot_token_guard', 'forget_missing_member', 'slot_count_guard')
           ORDER BY t.tgname`
       )
       expect(r.rows).toEqual([
         { tgname: "fence_check_at_commit", tgenabled: "O" },
         { tgname: "forget_missing_member", tgenabled: "A" },
+        { tgname: "slot_count_guard", tgenabled: "A" },
         { tgname: "slot_token_guard", tgenabled: "O" }
       ])
     } finally {

@@ -2154,18 +2154,26 @@ export const selectInstalledVersion = (sql: Sql) =>
  * on the migration lock.
  */
 export const selectSchemaColumns = (sql: Sql) =>
-  sql<{ table_name: string; column_name: string | null; trigger_name: string | null; disabled_constraint: string | null }>`
-    SELECT c.relname AS table_name, a.attname AS column_name, NULL::name AS trigger_name, NULL::name AS disabled_constraint
+  sql<{
+    table_name: string
+    column_name: string | null
+    trigger_name: string | null
+    trigger_always: boolean | null
+    disabled_constraint: string | null
+  }>`
+    SELECT c.relname AS table_name, a.attname AS column_name, NULL::name AS trigger_name, NULL::bool AS trigger_always,
+           NULL::name AS disabled_constraint
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
      WHERE n.nspname = ${schema}::text AND c.relkind IN ('r', 'p')
     UNION ALL
-    -- The enabled triggers (origin or always; not replica-only, not disabled) of the schema's tables,
+    -- The enabled triggers (origin or always, and which; not replica-only, not disabled) of the schema's tables,
     -- and the constraints whose internal triggers are not (DISABLE TRIGGER ALL: a deferrable UNIQUE,
     -- a foreign key, no longer checked).
     SELECT c.relname, NULL,
            CASE WHEN NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') THEN t.tgname END,
+           t.tgenabled OPERATOR(pg_catalog.=) 'A',
            CASE WHEN t.tgisinternal AND t.tgenabled NOT IN ('O', 'A') THEN COALESCE(con.conname, t.tgname) END
       FROM pg_catalog.pg_trigger t
       JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
