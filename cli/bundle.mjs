@@ -11,6 +11,7 @@
 //   (on Node 20 it builds a `Response`, which loads Node's whole fetch implementation), and
 //   @effect/cli's YAML/TOML/INI parsers (only its file-reading options use them; this CLI has none).
 import * as esbuild from "esbuild"
+import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 
 const here = (rel) => fileURLToPath(new URL(rel, import.meta.url))
@@ -64,3 +65,9 @@ await esbuild.build({
   plugins: [nodeStream, noConfigFiles],
   logLevel: "warning"
 })
+
+// The library's migrations beside the bundle (dist/migrations/), which inlines the library: an
+// installed `modulo-group-cli` finds them there (src/Migrations.ts, `directory`), not in the library's
+// own package, whose files the bundle does not read.
+fs.rmSync(here("dist/migrations"), { recursive: true, force: true })
+fs.cpSync(here("../migrations"), here("dist/migrations"), { recursive: true, filter: (f) => !f.endsWith("~") })

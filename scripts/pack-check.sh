@@ -10,7 +10,9 @@
 #     Effect's and @effect/sql-pg's own declarations); no declaration of the library imports `pg`'s
 #     types itself;
 #   - the README's first ```ts example type-checks, then runs against PostgreSQL until it is
-#     assigned an index, and leaves on SIGTERM with exit code 0.
+#     assigned an index, and leaves on SIGTERM with exit code 0;
+# then packs the command (cli/) and installs its tarball beside the library's: `modulo-group migrate`
+# on a fresh database (created and dropped on the DATABASE_URL's server) and `groups` run.
 # The example's other imports (e.g. @effect/platform-node for NodeRuntime) are the app's own
 # choice: they are installed after the checks above, at the same Effect release.
 #
@@ -272,8 +274,63 @@ JSON
   step "[$label] the example left on SIGTERM and exited 0"
 }
 
+# --- the command's package ------------------------------------------------------------------------
+
+# `modulo-group-cli` as a user installs it (README.md: `npm install --global modulo-group-cli`): its
+# tarball beside the library's, installed into a scratch directory, runs `migrate` on a fresh
+# database (so the migrations it ships are found: its bundle inlines the library and reads the copy
+# in its own dist/migrations/) and `groups`. Its dependency on the library is the library's version,
+# exactly (it was `file:..`, which no installed package can resolve: an install of the tarball hung).
+check_cli() {
+  local scratch="$work/cli-app" library_version wanted cli_tarball cli_listing fresh base code
+  library_version="$(node -p 'require(process.argv[1]).version' "$root/package.json")"
+  wanted="$(node -p 'require(process.argv[1]).dependencies["modulo-group"] ?? ""' "$root/cli/package.json")"
+  [[ "$wanted" == "$library_version" ]] ||
+    fail "cli/package.json depends on modulo-group \"$wanted\", not the library's version $library_version (keep them equal)"
+
+  echo
+  step "[cli] building and packing modulo-group-cli"
+  npm run build --workspace modulo-group-cli >"$work/cli-build.log" 2>&1 || { cat "$work/cli-build.log" >&2; fail "[cli] the build"; }
+  (cd "$root/cli" && npm pack --ignore-scripts --pack-destination "$work") >"$work/cli-pack.log" 2>&1 ||
+    { cat "$work/cli-pack.log" >&2; fail "[cli] npm pack"; }
+  cli_tarball="$(ls "$work"/modulo-group-cli-*.tgz 2>/dev/null | head -n 1)"
+  [[ -n "$cli_tarball" ]] || fail "[cli] npm pack produced no tarball"
+  cli_listing="$(tar -tzf "$cli_tarball")"
+  for file in package/bin/modulo-group.js package/dist/modulo-group.cjs package/dist/migrations/0001_init.sql; do
+    grep -qxF "$file" <<<"$cli_listing" || fail "[cli] ${file#package/} is missing from $(basename "$cli_tarball")"
+  done
+  step "[cli] tarball $(basename "$cli_tarball"): $(du -h "$cli_tarball" | cut -f1), $(wc -l <<<"$cli_listing") files"
+
+  mkdir -p "$scratch"
+  echo '{ "name": "modulo-group-pack-check-cli", "private": true }' >"$scratch/package.json"
+  step "[cli] installing both tarballs"
+  (cd "$scratch" && timeout 600 npm install --no-audit --no-fund "$tarball" "$cli_tarball") >"$scratch/install.log" 2>&1 ||
+    { cat "$scratch/install.log" >&2; fail "[cli] npm install of the two tarballs"; }
+
+  # A fresh database beside the given one, dropped at the end.
+  fresh="modulo_group_pack_check_$$"
+  base="$(sed -E 's#/[^/?]*(\?.*)?$#/#' <<<"$database_url")"
+  admin() {
+    (cd "$scratch" && node -e '
+      const { Client } = require("pg")
+      const c = new Client({ connectionString: process.argv[1] })
+      c.connect().then(() => c.query(process.argv[2])).then(() => c.end(), (e) => { console.error(e.message); process.exit(1) })
+    ' "$database_url" "$1")
+  }
+  admin "CREATE DATABASE $fresh" || fail "[cli] could not create the scratch database $fresh"
+  code=0
+  step "[cli] modulo-group migrate, then groups, on a fresh database"
+  (cd "$scratch" && DATABASE_URL="$base$fresh" npx --no-install modulo-group migrate && DATABASE_URL="$base$fresh" npx --no-install modulo-group groups) \
+    >"$scratch/run.log" 2>&1 || code=$?
+  admin "DROP DATABASE IF EXISTS $fresh" || true
+  sed 's/^/  /' "$scratch/run.log"
+  [[ "$code" == "0" ]] || fail "[cli] the installed command failed (exit $code, above)"
+  grep -q "applied 0001_init" "$scratch/run.log" || fail "[cli] migrate did not apply the migrations (above)"
+}
+
 started=$SECONDS
 check_wave floor "${floor_wave[@]}"
 check_wave newest "${newest_wave[@]}"
+check_cli
 echo
-step "OK: effect ${floor_wave[0]##*@} and ${newest_wave[0]##*@}, $((SECONDS - started))s"
+step "OK: effect ${floor_wave[0]##*@} and ${newest_wave[0]##*@}, the command's package, $((SECONDS - started))s"

@@ -151,13 +151,15 @@ export const requiredObjects: ReadonlyArray<{
 export const schemaVersion = migrations[migrations.length - 1]!.version
 
 /**
- * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`.
+ * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`; or, for
+ * the command's bundle (cli/dist/modulo-group.cjs, which inlines this module), the copy it ships
+ * beside itself, from the same build (cli/bundle.mjs).
  *
  * @since 0.1.0
  * @category constants
  */
 export const directory = (): string => {
-  for (const rel of ["../migrations/", "../../migrations/"]) {
+  for (const rel of ["./migrations/", "../migrations/", "../../migrations/"]) {
     const dir = fileURLToPath(new URL(rel, import.meta.url))
     if (fs.existsSync(`${dir}0001_init.sql`)) return dir
   }
