@@ -182,6 +182,16 @@ const heartbeatCost = (sql: SqlClient.SqlClient) => {
 }
 
 /**
+ * Why a store refuses to start, and every change refuses, in a session whose
+ * `session_replication_role` is `replica`.
+ */
+const replicaRefusal = "session_replication_role is replica in this connection's sessions (a default of the database or the " +
+  "role, or the URL's options): PostgreSQL then fires no trigger, so the database's own checks of the group " +
+  "(one member per index, the foreign keys, the fence's commit-time check) would not run. Members do not " +
+  "start, and no change (join, leave, reap) is made; have a superuser run ALTER DATABASE ... RESET " +
+  "session_replication_role (or ALTER ROLE ...), or remove it from the options"
+
+/**
  * Readies the schema: migrates (default) or checks it, retrying an unreachable database for a
  * bounded time with a log line per attempt.
  *
@@ -240,13 +250,7 @@ export const prepare = (options: Options = {}) =>
       Effect.mapError((e) => new DatabaseUnavailable({ reason: `cannot read the session's settings: ${describe(e)}`, cause: e }))
     )
     if (settings?.role === "replica") {
-      return yield* new DatabaseUnavailable({
-        reason: "session_replication_role is replica in this connection's sessions (a default of the database or the " +
-          "role, or the URL's options): PostgreSQL then fires no trigger, so the database's own checks of the group " +
-          "(one member per index, the foreign keys, the fence's commit-time check) would not run. Members do not " +
-          "start; have a superuser run ALTER DATABASE ... RESET session_replication_role (or ALTER ROLE ...), or " +
-          "remove it from the options"
-      })
+      return yield* new DatabaseUnavailable({ reason: replicaRefusal })
     }
     // Planner methods turned off for the members' sessions (`ALTER DATABASE/ROLE ... SET enable_nestloop
     // = off`, the URL's options): the statements are planned for PostgreSQL's defaults. Said once,
@@ -762,6 +766,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           // fenced transactions only, wait in the queue (see Statements.tryLockGroup).
           yield* onStatement(operation, "lock")
           const [lock] = yield* Statements.tryLockGroup(sql, groupId, now, statementTimeoutMs, lockWaitMs)
+          if (lock?.replica === true) return yield* new StoreError({ operation, reason: replicaRefusal })
           if (lock?.locked !== true) {
             if (lock?.changing !== false) return yield* Effect.fail(new LockBusy())
             yield* onStatement(operation, "wait")

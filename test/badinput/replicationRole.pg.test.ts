@@ -11,10 +11,11 @@
  * under load, and members fenced themselves): the store starts and says so once, loudly.
  */
 import { expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import * as Notifier from "../../src/internal/pg/notifier.js"
 import * as PgMembershipStore from "../../src/PgMembershipStore.js"
 import { collectLogs } from "../safety/support.js"
-import { clientWithOptions } from "../support/Database.js"
+import { clientWithOptions, PgLive, randomGroupId, rawQuery, rawSession } from "../support/Database.js"
 
 const clientWith = (role: string) => clientWithOptions(`-c session_replication_role=${role}`, "replication-role-start")
 
@@ -25,6 +26,29 @@ it.live("a store does not start under session_replication_role = replica, and sa
     expect(failed.message).toMatch(/session_replication_role is replica in this connection's sessions/)
     expect(failed.message).toMatch(/RESET session_replication_role/)
   }).pipe(Effect.provide(clientWith("replica"))), 30_000)
+
+// A review (attack108): the check was the start's only. A role's default set to `replica` while
+// members ran (`ALTER ROLE ... SET`, then their connections cut) reached their new connections, and
+// they went on, joins and changes included, with every ordinary trigger off and nothing said. Every
+// change now reads the setting in its first statement and refuses, naming it, writing nothing.
+it.live("a store already running makes no change under session_replication_role = replica, and says why", () =>
+  Effect.gen(function*() {
+    yield* PgMembershipStore.prepare({ migrate: true }).pipe(Effect.provide(PgLive))
+    const groupId = randomGroupId("replication-role-change")
+    const failed = yield* Effect.flip(
+      Effect.flatMap(
+        PgMembershipStore.make({ migrate: false }),
+        (store) => store.join(groupId, { memberId: crypto.randomUUID(), name: "replica", host: "h", pid: 1 }, 10_000)
+      ).pipe(Effect.scoped, Effect.provide(Notifier.layer.pipe(Layer.provideMerge(clientWith("replica")))))
+    )
+    expect(failed._tag).toBe("StoreError")
+    expect(failed.message).toMatch(/session_replication_role is replica in this connection's sessions/)
+    expect(failed.message).toMatch(/no change \(join, leave, reap\) is made/)
+    // Nothing written: no group row, no member row.
+    const client = yield* rawSession()
+    expect((yield* rawQuery(client, "SELECT 1 FROM modulo_group.groups WHERE group_id = $1", [groupId])).rows).toEqual([])
+    expect((yield* rawQuery(client, "SELECT 1 FROM modulo_group.members WHERE group_id = $1", [groupId])).rows).toEqual([])
+  }).pipe(Effect.scoped), 30_000)
 
 it.live("under session_replication_role = local (ordinary triggers fire) a store starts", () =>
   PgMembershipStore.prepare({ startupTimeout: "2 seconds" }).pipe(Effect.provide(clientWith("local"))), 30_000)

@@ -201,11 +201,17 @@ const noJit = (sql: Sql): Statement.Fragment => sql`pg_catalog.set_config('jit',
  * is not an error. Behind fenced transactions only, it waits (`lockGroup`), and so queues fairly ahead
  * of new fenced transactions (see `fenceQueue`): a stream of overlapping ones cannot starve it. Which
  * way it goes decides only how long it takes, never what it does: the lock is the same lock.
+ *
+ * `replica`: whether the session's `session_replication_role` is `replica`, under which PostgreSQL
+ * fires no ordinary trigger (the deferrable `UNIQUE (group_id, idx)`, the foreign keys): the store
+ * refuses the change (a store checks it as it starts; a role's default set while members run reached
+ * their new connections unseen, a review, attack108).
  */
 export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, timeoutMs: number, lockWaitMs: number) =>
-  sql<{ locked: boolean; changing: boolean }>`
+  sql<{ locked: boolean; changing: boolean; replica: boolean }>`
     WITH fair AS MATERIALIZED (
-      SELECT pg_catalog.set_config('lock_timeout', ${String(lockWaitMs)}::text, true),
+      SELECT pg_catalog.current_setting('session_replication_role') OPERATOR(pg_catalog.=) 'replica' AS replica,
+             pg_catalog.set_config('lock_timeout', ${String(lockWaitMs)}::text, true),
              pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}::text, true),
              pg_catalog.set_config('idle_in_transaction_session_timeout', ${String(timeoutMs)}::text, true),
              ${pinnedSearchPath(sql)},
@@ -213,10 +219,10 @@ export const tryLockGroup = (sql: Sql, groupId: string, now: string | null, time
              pg_catalog.pg_try_advisory_xact_lock(${advisoryLockClass}::int4, pg_catalog.hashtext(${groupId}::text)) AS locked
     ), created AS (
       INSERT INTO modulo_group.groups (group_id, changed_at)
-      SELECT ${groupId}::text, ${at(sql, now)} FROM fair WHERE fair.locked
+      SELECT ${groupId}::text, ${at(sql, now)} FROM fair WHERE fair.locked AND NOT fair.replica
       ON CONFLICT (group_id) DO NOTHING
     )
-    SELECT fair.locked,
+    SELECT fair.locked, fair.replica,
            NOT fair.locked AND EXISTS (
              SELECT 1 FROM pg_catalog.pg_locks l
               WHERE l.locktype = 'advisory'
