@@ -673,6 +673,16 @@ export const fenced: {
           ? [{ slot: options.slots.slot, generation: options.slots.generation }]
           : options.slots.slots.map((slot, i) => ({ slot, generation: (options.slots as OwnedSlots).generations[i]! }))
         const owned = yield* membership.owned
+        // Of this group's slot count: a slot number means other items under another count, and an
+        // `OwnedSlot` built by hand with another count passed the fence while `Ownership.owned` picked
+        // another member's items with it (a review, attack107, suggested).
+        if (options.slots.count !== owned.count) {
+          return yield* new StaleAssignment({
+            epoch: -1,
+            reason: `the slots given are of a group of ${String(options.slots.count)} slots, but group ` +
+              `${membership.config.groupId} has ${owned.count}: items map to other slots under that count`
+          })
+        }
         for (const { generation, slot } of wanted) {
           const i = owned.slots.indexOf(slot)
           if (i < 0 || owned.generations[i] !== generation) {
