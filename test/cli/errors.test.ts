@@ -152,6 +152,24 @@ describe("modulo-group bad input (child processes)", () => {
         "modulo-group: MODULO_GROUP_REJOIN_GRACE applies to static members only, and this one has no instance id"
       )
       expect(member.stderr.split("MODULO_GROUP_REJOIN_GRACE applies").length).toBe(2)
+      expect(member.stderr).not.toContain("join does not read")
+    } finally {
+      member.kill("SIGTERM")
+      expect((await member.exited).code).toBe(0)
+    }
+  })
+
+  // A docs audit: a fleet that sets the library's layerFromEnv variables for its `join` processes too
+  // ran them at the flags' defaults, unsaid.
+  it("layerFromEnv's variables that join does not read are named once on stderr, with the flags to use", async () => {
+    const member = new Member("unread", group, [], { ...env, MODULO_GROUP_LEASE: "2 seconds", MODULO_GROUP_FENCE_MARGIN: "1 second" })
+    try {
+      await member.waitFor((e) => e.event === "state" && e.state === "assigned", 20_000, "assigned")
+      expect(member.stderr.replace(/\n/g, " ")).toContain(
+        "modulo-group: join does not read MODULO_GROUP_LEASE, MODULO_GROUP_FENCE_MARGIN (variables of the library's " +
+          "layerFromEnv): pass --lease, --fence-margin for the same values; ignored"
+      )
+      expect(member.stderr.split("join does not read").length).toBe(2)
     } finally {
       member.kill("SIGTERM")
       expect((await member.exited).code).toBe(0)

@@ -101,6 +101,16 @@ const rejoinGraceFromEnv = Effect.suspend(() => {
   })
 })
 
+// The library's `layerFromEnv` variables that `join` takes from its flags (and its argument) only.
+const ignoredVariables = [
+  { name: "MODULO_GROUP_GROUP_ID", flag: "the group argument" },
+  { name: "MODULO_GROUP_NAME", flag: "--name" },
+  { name: "MODULO_GROUP_HEARTBEAT", flag: "--heartbeat" },
+  { name: "MODULO_GROUP_LEASE", flag: "--lease" },
+  { name: "MODULO_GROUP_FENCE_MARGIN", flag: "--fence-margin" },
+  { name: "MODULO_GROUP_STATEMENT_TIMEOUT", flag: "--statement-timeout" }
+] as const
+
 // `MODULO_GROUP_NOTIFICATIONS` (true/false, on/off, 1/0); bad input is a usage error.
 const notificationsFromEnv = Effect.suspend(() => {
   const text = nonEmpty(process.env["MODULO_GROUP_NOTIFICATIONS"])?.toLowerCase()
@@ -272,6 +282,16 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
     if (options.rejoinGrace === undefined && input.instanceId === undefined && input.rejoinGrace !== undefined) {
       process.stderr.write(
         "modulo-group: MODULO_GROUP_REJOIN_GRACE applies to static members only, and this one has no instance id (--instance-id, MODULO_GROUP_INSTANCE_ID): ignored\n"
+      )
+    }
+    // `layerFromEnv`'s variables that `join` does not read (its flags have defaults of their own): a
+    // fleet that sets them for its apps and its `join` processes would run one group under two
+    // configurations, unsaid (a docs audit). Said once; the flags decide.
+    const unread = ignoredVariables.filter((v) => nonEmpty(process.env[v.name]) !== undefined)
+    if (unread.length > 0) {
+      process.stderr.write(
+        `modulo-group: join does not read ${unread.map((v) => v.name).join(", ")} (variables of the library's ` +
+          `layerFromEnv): pass ${unread.map((v) => v.flag).join(", ")} for the same values; ignored\n`
       )
     }
     if (fibers > 1 && input.instanceId !== undefined) {
