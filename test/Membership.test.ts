@@ -152,6 +152,23 @@ it.effect("G7: with every notification lost, a join still converges within about
     expect(rec.violations).toEqual([])
   })))
 
+// docs/guarantees.md bounds a graceful leave with notifications lost as a join's; only the join was
+// timed (a docs audit).
+it.effect("G7: with every notification lost, a graceful leave still converges within about a heartbeat", () =>
+  inMemory(Effect.gen(function*() {
+    const { control, join, rec } = yield* setup
+    yield* control.setDropNotifications(true)
+    const ms = yield* Effect.forEach(Array.from({ length: 4 }), () => join())
+    yield* advanceUntil(() => exactCover(rec.working(), 4), Duration.seconds(10))
+    yield* TestClock.adjust(Duration.millis(500)) // out of phase with the heartbeats
+    yield* ms[1]!.close
+    const took = yield* advanceUntil(() => exactCover(rec.working(), 3), Duration.seconds(30))
+    // one heartbeat to notice, then the barrier poll (a tenth of a heartbeat)
+    expect(took).toBeLessThanOrEqual(1_000 + 100 + 20)
+    expect((yield* ms[1]!.m.state)._tag).toBe("Left")
+    expect(rec.violations).toEqual([])
+  })))
+
 it.effect("with notifications, a join converges without waiting for a heartbeat", () =>
   inMemory(Effect.gen(function*() {
     const { join, rec } = yield* setup
