@@ -9,7 +9,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import * as fs from "node:fs"
-import { fileURLToPath } from "node:url"
+import * as MigrationsDirectory from "./internal/migrationsDirectory.js"
 import { deadlockDetected, lockNotAvailable, sqlState, unavailable } from "./internal/pg/errors.js"
 import * as Statements from "./internal/pg/statements.js"
 import { readCommitted } from "./internal/pg/transaction.js"
@@ -153,17 +153,16 @@ export const schemaVersion = migrations[migrations.length - 1]!.version
 /**
  * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`; or, for
  * the command's bundle (cli/dist/modulo-group.cjs, which inlines this module), the copy it ships
- * beside itself, from the same build (cli/bundle.mjs).
+ * beside itself, from the same build (cli/bundle.mjs). Only a folder whose `0001_init.sql` is the
+ * library's (not an app's own `migrations/`, where an app bundles the library).
  *
  * @since 0.1.0
  * @category constants
  */
 export const directory = (): string => {
-  for (const rel of ["./migrations/", "../migrations/", "../../migrations/"]) {
-    const dir = fileURLToPath(new URL(rel, import.meta.url))
-    if (fs.existsSync(`${dir}0001_init.sql`)) return dir
-  }
-  throw new Error("modulo-group: cannot find the migrations/ folder next to the package")
+  const dir = MigrationsDirectory.find(import.meta.url)
+  if (dir === undefined) throw new Error("modulo-group: cannot find the migrations/ folder next to the package")
+  return dir
 }
 
 /**
