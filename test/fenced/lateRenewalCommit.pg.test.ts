@@ -206,7 +206,14 @@ const attempt = () => Effect.gen(function*() {
 
 it.live("G6 (slots mode): a renewal sent before the lease's end lands during a fenced COMMIT that lands past it: not a success", () =>
   Effect.gen(function*() {
-    const r = yield* attempt()
+    // Up to three attempts: under a loaded machine the body can end past T (its temp tables took 6 s
+    // beside reviewers' runs), and the fence's own deferred check then refuses it before COMMIT
+    // (`StaleAssignment`, COMMIT never reached): safe, but not the interleaving this test is about.
+    let r = yield* attempt()
+    for (let tries = 1; tries < 3 && r.commitMs === -1 && /^StaleAssignment: .*the lease expired during the transaction/.test(r.error ?? ""); tries++) {
+      console.log(`the body ended past the lease's end before COMMIT (${r.error}): trying again`)
+      r = yield* attempt()
+    }
     console.log(JSON.stringify({ ...r, renewal: Either.isEither(r.renewal) ? (Either.isRight(r.renewal) ? "renewed" : String(r.renewal.left)) : r.renewal }))
     // The lease was seen ended (on the database clock) while the write was not yet visible (else the
     // attempt proves nothing), and fenced does not report success: the criterion of
@@ -214,4 +221,4 @@ it.live("G6 (slots mode): a renewal sent before the lease's end lands during a f
     expect(r.unseenAfterEndMs).toBeDefined()
     expect(r.ok).toBe(false)
     expect(r.error).toMatch(/the transaction COMMITTED/)
-  }), 180_000)
+  }), 480_000)
