@@ -154,14 +154,22 @@ export const schemaVersion = migrations[migrations.length - 1]!.version
  * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`; or, for
  * the command's bundle (cli/dist/modulo-group.cjs, which inlines this module), the copy it ships
  * beside itself, from the same build (cli/bundle.mjs). Only a folder whose `0001_init.sql` is the
- * library's (not an app's own `migrations/`, where an app bundles the library).
+ * library's and that holds every migration of this build (not an app's own `migrations/`, nor a copy
+ * of an older release's, where an app bundles the library).
  *
  * @since 0.1.0
  * @category constants
  */
 export const directory = (): string => {
-  const dir = MigrationsDirectory.find(import.meta.url)
-  if (dir === undefined) throw new Error("modulo-group: cannot find the migrations/ folder next to the package")
+  const dir = MigrationsDirectory.find(import.meta.url, migrations.map((m) => m.name))
+  if (dir === undefined) {
+    throw new Error(
+      `modulo-group: cannot find the library's migrations (0001_init.sql .. ${migrations[migrations.length - 1]!.name}.sql, ` +
+        `the first line of 0001_init.sql "-- modulo-group schema") in any of ${
+          MigrationsDirectory.candidates(import.meta.url).join(", ")
+        }`
+    )
+  }
   return dir
 }
 

@@ -2,9 +2,12 @@
  * Where the library's `.sql` migrations are, seen from a module at `moduleUrl`: `migrations/` at the
  * package root, from `src/` or `dist/src/`; or, for the command's bundle (cli/dist/modulo-group.cjs,
  * which inlines the library), the copy it ships beside itself, from the same build (cli/bundle.mjs).
- * A folder counts only when its `0001_init.sql` is the library's (its first line says so): an app
- * that bundles the library may have a `migrations/` folder of its own at one of these places, whose
- * `0001_init.sql` would otherwise have been applied as the library's.
+ * A folder counts only when its `0001_init.sql` is the library's (its first line says so) and it
+ * holds every migration this build knows (`names`): an app that bundles the library may have a
+ * `migrations/` folder of its own at one of these places, whose `0001_init.sql` would otherwise have
+ * been applied as the library's, or a copy of an older release's (an app with its own migration tool
+ * keeps one: docs/operations.md), which lacked the newest file and failed on it with ENOENT (two
+ * reviews, attack110 and attack111). Same names with older contents are not detected.
  */
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
@@ -26,11 +29,10 @@ const ours = (dir: string): boolean => {
   }
 }
 
-/** The first of the candidate folders that holds the library's migrations, or undefined. */
-export const find = (moduleUrl: string): string | undefined => {
-  for (const rel of ["./migrations/", "../migrations/", "../../migrations/"]) {
-    const dir = fileURLToPath(new URL(rel, moduleUrl))
-    if (ours(dir)) return dir
-  }
-  return undefined
-}
+/** The candidate folders, in the order they are tried. */
+export const candidates = (moduleUrl: string): ReadonlyArray<string> =>
+  ["./migrations/", "../migrations/", "../../migrations/"].map((rel) => fileURLToPath(new URL(rel, moduleUrl)))
+
+/** The first of the candidate folders that holds the library's migrations, each of `names`, or undefined. */
+export const find = (moduleUrl: string, names: ReadonlyArray<string>): string | undefined =>
+  candidates(moduleUrl).find((dir) => ours(dir) && names.every((name) => fs.existsSync(`${dir}${name}.sql`)))

@@ -4,7 +4,8 @@
  * (`cli/dist/migrations/`, looked at first); a folder counts only when its `0001_init.sql` is the
  * library's: an app that bundles the library into `dist/` may have a `migrations/` folder of its own
  * at `dist/migrations/` or at its root, with a `0001_init.sql` of its own, which was taken for the
- * library's (a review of the bundle's copy).
+ * library's (a review of the bundle's copy); or a copy of an older release's migrations, which was
+ * taken and then failed on the newest file with ENOENT (two reviews, attack110 and attack111).
  */
 import { expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
@@ -24,6 +25,8 @@ const tree = (files: Record<string, string>) => {
 }
 
 const library = "-- modulo-group schema, version 1.\nCREATE SCHEMA IF NOT EXISTS modulo_group;\n"
+const names = ["0001_init", "0002_next"]
+const second = "-- modulo-group schema, version 2.\n"
 const apps = "-- the app's own first migration\nCREATE TABLE orders (id bigint);\n"
 
 it("an app's own migrations/ beside or above the bundle is not taken for the library's", () => {
@@ -33,7 +36,7 @@ it("an app's own migrations/ beside or above the bundle is not taken for the lib
     "app/dist/app.js": ""
   })
   try {
-    expect(MigrationsDirectory.find(t.at("app/dist/app.js"))).toBeUndefined()
+    expect(MigrationsDirectory.find(t.at("app/dist/app.js"), names)).toBeUndefined()
   } finally {
     fs.rmSync(t.root, { recursive: true, force: true })
   }
@@ -42,17 +45,29 @@ it("an app's own migrations/ beside or above the bundle is not taken for the lib
 it("the bundle's own copy first, then the package root's, each only if it is the library's", () => {
   const t = tree({
     "cli/dist/migrations/0001_init.sql": library,
+    "cli/dist/migrations/0002_next.sql": second,
     "cli/dist/modulo-group.cjs": "",
     "pkg/dist/src/Migrations.js": "",
     "pkg/migrations/0001_init.sql": library,
+    "pkg/migrations/0002_next.sql": second,
     "mixed/dist/migrations/0001_init.sql": apps,
     "mixed/migrations/0001_init.sql": library,
-    "mixed/dist/app.js": ""
+    "mixed/migrations/0002_next.sql": second,
+    "mixed/dist/app.js": "",
+    // An older release's copy (no 0002) beside the bundle, the package's own above it.
+    "stale/dist/src/migrations/0001_init.sql": library,
+    "stale/migrations/0001_init.sql": library,
+    "stale/migrations/0002_next.sql": second,
+    "stale/dist/src/app.js": ""
   })
   try {
-    expect(MigrationsDirectory.find(t.at("cli/dist/modulo-group.cjs"))).toBe(t.dir("cli/dist/migrations"))
-    expect(MigrationsDirectory.find(t.at("pkg/dist/src/Migrations.js"))).toBe(t.dir("pkg/migrations"))
-    expect(MigrationsDirectory.find(t.at("mixed/dist/app.js"))).toBe(t.dir("mixed/migrations"))
+    expect(MigrationsDirectory.find(t.at("cli/dist/modulo-group.cjs"), names)).toBe(t.dir("cli/dist/migrations"))
+    expect(MigrationsDirectory.find(t.at("pkg/dist/src/Migrations.js"), names)).toBe(t.dir("pkg/migrations"))
+    expect(MigrationsDirectory.find(t.at("mixed/dist/app.js"), names)).toBe(t.dir("mixed/migrations"))
+    expect(MigrationsDirectory.find(t.at("stale/dist/src/app.js"), names)).toBe(t.dir("stale/migrations"))
+    // Only the older copy: none (the library says where it looked), not an ENOENT on the newest file.
+    fs.rmSync(t.dir("stale/migrations"), { recursive: true })
+    expect(MigrationsDirectory.find(t.at("stale/dist/src/app.js"), names)).toBeUndefined()
   } finally {
     fs.rmSync(t.root, { recursive: true, force: true })
   }
