@@ -187,6 +187,13 @@ const distinctSlots = (
   return distinct
 }
 
+/** A value the caller gave, as the refusal shows it: a number as is, anything else with its type
+ * (`"4"` and `new Number(4)` are not the number 4: a review read "of a group of 4 slots, but ... has 4"). */
+const asGiven = (value: unknown): string =>
+  typeof value === "number" ? String(value) : `${typeof value === "string" ? JSON.stringify(value) : String(value)} (${
+    value === null ? "null" : typeof value === "object" ? (value as object).constructor?.name ?? "object" : typeof value
+  }, not a number)`
+
 /**
  * A fenced transaction for an explicit target, without the local `guard` (`fenced` is this plus the
  * guard). The statements, in order, on one connection (each a named function in
@@ -676,10 +683,11 @@ export const fenced: {
         // Of this group's slot count: a slot number means other items under another count, and an
         // `OwnedSlot` built by hand with another count passed the fence while `Ownership.owned` picked
         // another member's items with it (a review, attack107, suggested).
-        if (options.slots.count !== owned.count) {
+        const count: unknown = options.slots.count
+        if (count !== owned.count) {
           return yield* new StaleAssignment({
             epoch: -1,
-            reason: `the slots given are of a group of ${String(options.slots.count)} slots, but group ` +
+            reason: `the slots given are of a group of ${asGiven(count)} slots, but group ` +
               `${membership.config.groupId} has ${owned.count}: items map to other slots under that count`
           })
         }
@@ -690,7 +698,7 @@ export const fenced: {
               epoch: -1,
               reason: i < 0
                 ? `this member does not work slot ${slot} now`
-                : `this member works slot ${slot} at generation ${owned.generations[i]}, not ${generation}`
+                : `this member works slot ${slot} at generation ${owned.generations[i]}, not ${asGiven(generation)}`
             })
           }
         }

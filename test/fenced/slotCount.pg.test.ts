@@ -43,6 +43,10 @@ it.live("fenced refuses slots of another slot count than the group's, and commit
       expect(refused._tag).toBe("StaleAssignment")
       expect(refused.message).toMatch(new RegExp(`the slots given are of a group of ${slots.count} slots, but group .* has 4`))
     }
+    // A count that only looks like the group's is refused, saying what it is (a review read "of a
+    // group of 4 slots, but group ... has 4").
+    const text = yield* Effect.flip(fence("one of '4'", { ...one, count: "4" as unknown as number }))
+    expect(text.message).toMatch(/the slots given are of a group of "4" \(string, not a number\) slots, but group .* has 4/)
     yield* fence("one of 4", { ...one, count: 4 })
     yield* fence("set of 4", owned)
     const notes = yield* sql<{ note: string }>`SELECT note FROM ${sql(written)} ORDER BY note`
