@@ -181,15 +181,25 @@ const heartbeatCost = (sql: SqlClient.SqlClient) => {
   )
 }
 
-/**
- * Why a store refuses to start, and every change refuses, in a session whose
- * `session_replication_role` is `replica`.
- */
-const replicaRefusal = "session_replication_role is replica in this connection's sessions (a default of the database or the " +
+/** Why `session_replication_role = replica` is refused, at a store's start and at every change. */
+const replicaWhy = "session_replication_role is replica in this connection's sessions (a default of the database or the " +
   "role, or the URL's options): PostgreSQL then fires no trigger, so the database's own checks of the group " +
-  "(one member per index, the foreign keys, the fence's commit-time check) would not run. Members do not " +
-  "start, and no change (join, leave, reap) is made; have a superuser run ALTER DATABASE ... RESET " +
+  "(one member per index, the foreign keys, the fence's commit-time check) would not run."
+
+/** Why a store refuses to start under `replica`. */
+const replicaRefusal = `${replicaWhy} Members do not start; have a superuser run ALTER DATABASE ... RESET ` +
   "session_replication_role (or ALTER ROLE ...), or remove it from the options"
+
+/**
+ * Why a change refuses under `replica`, said to members already running: a session keeps the default
+ * it was opened with, so a reset reaches only new sessions (a review, attack111: after the RESET the
+ * process's one pooled connection, opened under `replica`, stayed, and a crashed member was never
+ * reaped).
+ */
+const replicaChangeRefusal = `${replicaWhy} No change of the group (join, leave, reap) is made until it is reset: have a ` +
+  "superuser run ALTER DATABASE ... RESET session_replication_role (or ALTER ROLE ...), then end the members' " +
+  "sessions opened under it (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE ...; they reconnect) " +
+  "or restart the members"
 
 /**
  * Readies the schema: migrates (default) or checks it, retrying an unreachable database for a
@@ -766,7 +776,7 @@ const makeStore = (options: Options, warmAtStart: boolean) =>
           // fenced transactions only, wait in the queue (see Statements.tryLockGroup).
           yield* onStatement(operation, "lock")
           const [lock] = yield* Statements.tryLockGroup(sql, groupId, now, statementTimeoutMs, lockWaitMs)
-          if (lock?.replica === true) return yield* new StoreError({ operation, reason: replicaRefusal })
+          if (lock?.replica === true) return yield* new StoreError({ operation, reason: replicaChangeRefusal })
           if (lock?.locked !== true) {
             if (lock?.changing !== false) return yield* Effect.fail(new LockBusy())
             yield* onStatement(operation, "wait")

@@ -56,6 +56,8 @@ describe("log lines that are events carry modulo_group.event", () => {
       expect(gaveUp[0]!.message).toContain("leave gave up")
       // Nothing else is such an event.
       expect(logs.lines.filter((l) => l.event !== undefined).length).toBe(1)
+      // Its retries, failing the same way, said it once (a review: 18-19 times in 2 s).
+      expect(logs.lines.filter((l) => l.message.startsWith("leave failed: ")).length).toBe(1)
     }).pipe(Effect.provide(InMemoryMembershipStore.layer), Effect.provide(logs.layer))
   })
 })

@@ -43,7 +43,10 @@ it.live("a store already running makes no change under session_replication_role 
     )
     expect(failed._tag).toBe("StoreError")
     expect(failed.message).toMatch(/session_replication_role is replica in this connection's sessions/)
-    expect(failed.message).toMatch(/no change \(join, leave, reap\) is made/)
+    expect(failed.message).toMatch(/No change of the group \(join, leave, reap\) is made until it is reset/)
+    // Said to a running member: a reset reaches new sessions only (a review, attack111).
+    expect(failed.message).toMatch(/then end the members' sessions opened under it/)
+    expect(failed.message).not.toMatch(/Members do not start/)
     // Nothing written: no group row, no member row.
     const client = yield* rawSession()
     expect((yield* rawQuery(client, "SELECT 1 FROM modulo_group.groups WHERE group_id = $1", [groupId])).rows).toEqual([])

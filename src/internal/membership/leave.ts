@@ -76,10 +76,17 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           }))
           return undefined
         })
-      case "LeaveRetried":
-        // Deleted, or with an instance id released (`leaveOrRelease`).
+      case "LeaveRetried": {
+        // Deleted, or with an instance id released (`leaveOrRelease`). Each reason said once, not at
+        // every retry (a review, attack111: one refusal of ~600 characters said 18-19 times in 2 s).
+        const said = new Set<string>()
         return leaveOrRelease(ctx).pipe(
-          Effect.tapError((e) => Effect.logWarning(`leave failed: ${e.reason}`)),
+          Effect.tapError((e) =>
+            said.has(e.reason) ? Effect.void : Effect.zipRight(
+              Effect.sync(() => said.add(e.reason)),
+              Effect.logWarning(`leave failed: ${e.reason}`)
+            )
+          ),
           Effect.retry(Schedule.spaced(Duration.millis(instruction.everyMillis))),
           Effect.timeout(config.statementTimeout),
           Effect.catchAll(() =>
@@ -89,6 +96,7 @@ export const finalLeave = (ctx: MemberContext, work: WorkRunner) => {
           ),
           Effect.as(Transition.Event.LeaveDone())
         )
+      }
       case "ClearWaiting":
         // Best effort, for `status` only, and in the background: a store call that hangs must not hold
         // the leave past its bound (G5; the model found a waiting static member's close that hung on it).
