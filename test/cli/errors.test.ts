@@ -162,12 +162,20 @@ describe("modulo-group bad input (child processes)", () => {
   // A docs audit: a fleet that sets the library's layerFromEnv variables for its `join` processes too
   // ran them at the flags' defaults, unsaid.
   it("layerFromEnv's variables that join does not read are named once on stderr, with the flags to use", async () => {
-    const member = new Member("unread", group, [], { ...env, MODULO_GROUP_LEASE: "2 seconds", MODULO_GROUP_FENCE_MARGIN: "1 second" })
+    const member = new Member("unread", group, ["--heartbeat", "1s"], {
+      ...env,
+      MODULO_GROUP_LEASE: "2 seconds",
+      MODULO_GROUP_FENCE_MARGIN: "1 second",
+      MODULO_GROUP_STOP_TIMEOUT: "9s",
+      // The same values as join's: not said (a review, attack110, could not silence the notice).
+      MODULO_GROUP_HEARTBEAT: "1 second",
+      MODULO_GROUP_GROUP_ID: group
+    })
     try {
       await member.waitFor((e) => e.event === "state" && e.state === "assigned", 20_000, "assigned")
       expect(member.stderr.replace(/\n/g, " ")).toContain(
-        "modulo-group: join does not read MODULO_GROUP_LEASE, MODULO_GROUP_FENCE_MARGIN (variables of the library's " +
-          "layerFromEnv): pass --lease, --fence-margin for the same values; ignored"
+        "modulo-group: join does not read MODULO_GROUP_LEASE (--lease), MODULO_GROUP_FENCE_MARGIN (--fence-margin), " +
+          "MODULO_GROUP_STOP_TIMEOUT (no flag: 5s), variables of the library's layerFromEnv: ignored"
       )
       expect(member.stderr.split("join does not read").length).toBe(2)
     } finally {

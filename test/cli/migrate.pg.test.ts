@@ -87,6 +87,20 @@ describe("modulo-group migrate (child processes)", () => {
     expect(again.stdout).toMatch(/: applied 0001_init, 0002_consistent_views.*; now at version \d+\n$/)
   })
 
+  // A review (attack110): a fleet holding its schema back with MODULO_GROUP_MIGRATE=false had it
+  // upgraded by any `join`. `join` now reads it: false checks the schema instead of migrating it.
+  it("join with MODULO_GROUP_MIGRATE=false does not migrate: on an empty database it fails saying so", async () => {
+    const { env } = await fresh()
+    const join = await run(["join", "g", "--heartbeat", "200ms", "--lease", "4s", "--fence-margin", "1s", "--statement-timeout", "1s"], {
+      ...env,
+      MODULO_GROUP_MIGRATE: "false"
+    }, 20_000)
+    expect(join.code).toBe(FAILURE)
+    expect(join.stderr).toContain("The modulo_group schema is not installed and migrations are disabled")
+    const status = await run(["status", "g"], env)
+    expect(status.stdout + status.stderr).toContain("the modulo_group schema is not installed yet")
+  })
+
   it("a failure exits 1 with its message", async () => {
     const { env } = await fresh()
     const r = await run(["migrate"], { ...env, DATABASE_URL: env.DATABASE_URL.replace(/\/mg_cli_/, "/mg_cli_missing_") })

@@ -101,15 +101,39 @@ const rejoinGraceFromEnv = Effect.suspend(() => {
   })
 })
 
-// The library's `layerFromEnv` variables that `join` takes from its flags (and its argument) only.
-const ignoredVariables = [
-  { name: "MODULO_GROUP_GROUP_ID", flag: "the group argument" },
-  { name: "MODULO_GROUP_NAME", flag: "--name" },
-  { name: "MODULO_GROUP_HEARTBEAT", flag: "--heartbeat" },
-  { name: "MODULO_GROUP_LEASE", flag: "--lease" },
-  { name: "MODULO_GROUP_FENCE_MARGIN", flag: "--fence-margin" },
-  { name: "MODULO_GROUP_STATEMENT_TIMEOUT", flag: "--statement-timeout" }
-] as const
+// The library's `layerFromEnv` variables that `join` does not read, each with what `join` uses
+// instead (a flag, or a value of its own) and whether a variable's text says that same value (then
+// nothing is said: a review, attack110, could not silence the notice by passing the same flags).
+const sameDuration = (used: Duration.DurationInput) => (text: string) =>
+  Either.match(Durations.parse(text), { onLeft: () => false, onRight: (d) => Duration.equals(d, Duration.decode(used)) })
+const sameBoolean = (used: boolean) => (text: string) => (["true", "on", "1", "yes"].includes(text.toLowerCase()) ? true : ["false", "off", "0", "no"].includes(text.toLowerCase()) ? false : undefined) === used
+const unreadVariables = (options: JoinOptions): ReadonlyArray<{ readonly name: string; readonly instead: string; readonly same: (text: string) => boolean }> => {
+  const defaults = MembershipConfig.defaults
+  return [
+    { name: "MODULO_GROUP_GROUP_ID", instead: "the group argument", same: (t) => t === options.group },
+    { name: "MODULO_GROUP_NAME", instead: "--name", same: (t) => t === options.name },
+    { name: "MODULO_GROUP_HEARTBEAT", instead: "--heartbeat", same: sameDuration(options.heartbeat) },
+    { name: "MODULO_GROUP_LEASE", instead: "--lease", same: sameDuration(options.lease) },
+    { name: "MODULO_GROUP_FENCE_MARGIN", instead: "--fence-margin", same: sameDuration(options.fenceMargin ?? defaults.fenceMargin) },
+    { name: "MODULO_GROUP_STATEMENT_TIMEOUT", instead: "--statement-timeout", same: sameDuration(options.statementTimeout ?? defaults.statementTimeout) },
+    { name: "MODULO_GROUP_STOP_TIMEOUT", instead: `no flag: ${Duration.format(defaults.stopTimeout)}`, same: sameDuration(defaults.stopTimeout) },
+    { name: "MODULO_GROUP_STARTUP_TIMEOUT", instead: `no flag: ${Duration.format(STARTUP_TIMEOUT)}`, same: sameDuration(STARTUP_TIMEOUT) },
+    { name: "MODULO_GROUP_BARRIER_POLL", instead: `no flag: ${Duration.format(defaults.barrierPoll)}`, same: sameDuration(defaults.barrierPoll) },
+    { name: "MODULO_GROUP_RENEWAL_WINDOW", instead: "no flag: the library's default", same: () => false },
+    { name: "MODULO_GROUP_LOG_STATE_CHANGES", instead: "no flag: off", same: sameBoolean(defaults.logStateChanges) }
+  ]
+}
+
+// `MODULO_GROUP_MIGRATE` (true/false, on/off, 1/0; default true): false checks the schema instead of
+// migrating it (a review, attack110: a fleet holding its schema back with it had it upgraded by any
+// `join`, and its apps on the older library then refused the newer schema). Bad input is a usage error.
+const migrateFromEnv = Effect.suspend(() => {
+  const text = nonEmpty(process.env["MODULO_GROUP_MIGRATE"])?.trim().toLowerCase()
+  if (text === undefined) return Effect.succeed(true)
+  if (["true", "on", "1", "yes"].includes(text)) return Effect.succeed(true)
+  if (["false", "off", "0", "no"].includes(text)) return Effect.succeed(false)
+  return Effect.fail(new MembershipError.InvalidConfig({ field: "MODULO_GROUP_MIGRATE", reason: "expected true or false" }))
+})
 
 // `MODULO_GROUP_NOTIFICATIONS` (true/false, on/off, 1/0); bad input is a usage error.
 const notificationsFromEnv = Effect.suspend(() => {
@@ -257,6 +281,7 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
     if (options.name === "") {
       return yield* fail("--name must not be empty (without it the name is host:pid)", undefined, ExitCodes.usage)
     }
+    const migrate = yield* migrateFromEnv
     const input: MembershipConfigInput = {
       groupId: options.group,
       name: options.name,
@@ -287,11 +312,14 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
     // `layerFromEnv`'s variables that `join` does not read (its flags have defaults of their own): a
     // fleet that sets them for its apps and its `join` processes would run one group under two
     // configurations, unsaid (a docs audit). Said once; the flags decide.
-    const unread = ignoredVariables.filter((v) => nonEmpty(process.env[v.name]) !== undefined)
+    const unread = unreadVariables(options).filter((v) => {
+      const text = process.env[v.name]?.trim()
+      return text !== undefined && text !== "" && !v.same(text)
+    })
     if (unread.length > 0) {
       process.stderr.write(
-        `modulo-group: join does not read ${unread.map((v) => v.name).join(", ")} (variables of the library's ` +
-          `layerFromEnv): pass ${unread.map((v) => v.flag).join(", ")} for the same values; ignored\n`
+        `modulo-group: join does not read ${unread.map((v) => `${v.name} (${v.instead})`).join(", ")}, variables of ` +
+          "the library's layerFromEnv: ignored\n"
       )
     }
     if (fibers > 1 && input.instanceId !== undefined) {
@@ -356,7 +384,7 @@ const joinAndStay = (options: JoinOptions, watch: Watch) =>
       Effect.locallyWith(FiberRef.currentLoggers, HashSet.add(watcher(watch))),
       Effect.provide(
         PgMembership.layerStore({
-          migrate: true,
+          migrate,
           startupTimeout: STARTUP_TIMEOUT,
           statementTimeout: config.statementTimeout,
           listenUrl: config.listenUrl,
