@@ -106,7 +106,7 @@ const rejoinGraceFromEnv = Effect.suspend(() => {
 // nothing is said: a review, attack110, could not silence the notice by passing the same flags).
 const sameDuration = (used: Duration.DurationInput) => (text: string) =>
   Either.match(Durations.parse(text), { onLeft: () => false, onRight: (d) => Duration.equals(d, Duration.decode(used)) })
-const sameBoolean = (used: boolean) => (text: string) => (["true", "on", "1", "yes"].includes(text.toLowerCase()) ? true : ["false", "off", "0", "no"].includes(text.toLowerCase()) ? false : undefined) === used
+const sameBoolean = (used: boolean) => (text: string) => booleanText(text) === used
 const unreadVariables = (options: JoinOptions): ReadonlyArray<{ readonly name: string; readonly instead: string; readonly same: (text: string) => boolean }> => {
   const defaults = MembershipConfig.defaults
   return [
@@ -124,27 +124,30 @@ const unreadVariables = (options: JoinOptions): ReadonlyArray<{ readonly name: s
   ]
 }
 
+/** A boolean variable's text (true/false, on/off, 1/0, yes/no; any case), or undefined. */
+const booleanText = (text: string): boolean | undefined => {
+  const t = text.trim().toLowerCase()
+  return ["true", "on", "1", "yes"].includes(t) ? true : ["false", "off", "0", "no"].includes(t) ? false : undefined
+}
+
+/** A boolean variable (`booleanText`), undefined when unset; bad input is a usage error. */
+const booleanFromEnv = (name: string) =>
+  Effect.suspend(() => {
+    const text = nonEmpty(process.env[name])
+    if (text === undefined) return Effect.succeed<boolean | undefined>(undefined)
+    const value = booleanText(text)
+    return value === undefined
+      ? Effect.fail(new MembershipError.InvalidConfig({ field: name, reason: "expected true or false" }))
+      : Effect.succeed<boolean | undefined>(value)
+  })
+
+// `MODULO_GROUP_NOTIFICATIONS` (true/false, on/off, 1/0).
+const notificationsFromEnv = booleanFromEnv("MODULO_GROUP_NOTIFICATIONS")
+
 // `MODULO_GROUP_MIGRATE` (true/false, on/off, 1/0; default true): false checks the schema instead of
 // migrating it (a review, attack110: a fleet holding its schema back with it had it upgraded by any
-// `join`, and its apps on the older library then refused the newer schema). Bad input is a usage error.
-const migrateFromEnv = Effect.suspend(() => {
-  const text = nonEmpty(process.env["MODULO_GROUP_MIGRATE"])?.trim().toLowerCase()
-  if (text === undefined) return Effect.succeed(true)
-  if (["true", "on", "1", "yes"].includes(text)) return Effect.succeed(true)
-  if (["false", "off", "0", "no"].includes(text)) return Effect.succeed(false)
-  return Effect.fail(new MembershipError.InvalidConfig({ field: "MODULO_GROUP_MIGRATE", reason: "expected true or false" }))
-})
-
-// `MODULO_GROUP_NOTIFICATIONS` (true/false, on/off, 1/0); bad input is a usage error.
-const notificationsFromEnv = Effect.suspend(() => {
-  const text = nonEmpty(process.env["MODULO_GROUP_NOTIFICATIONS"])?.toLowerCase()
-  if (text === undefined) return Effect.succeed<boolean | undefined>(undefined)
-  if (["true", "on", "1", "yes"].includes(text)) return Effect.succeed<boolean | undefined>(true)
-  if (["false", "off", "0", "no"].includes(text)) return Effect.succeed<boolean | undefined>(false)
-  return Effect.fail(
-    new MembershipError.InvalidConfig({ field: "MODULO_GROUP_NOTIFICATIONS", reason: "expected true or false" })
-  )
-})
+// `join`, and its apps on the older library then refused the newer schema).
+const migrateFromEnv = Effect.map(booleanFromEnv("MODULO_GROUP_MIGRATE"), (migrate) => migrate ?? true)
 
 // `MODULO_GROUP_MAX_CONNECTIONS`: statement connections of the process (default 1); bad input is a usage error.
 const maxConnectionsFromEnv = Effect.suspend(() => {
