@@ -150,6 +150,9 @@ export const requiredObjects: ReadonlyArray<{
  */
 export const schemaVersion = migrations[migrations.length - 1]!.version
 
+/** `directory`'s answer, once found. */
+let foundDirectory: string | undefined = undefined
+
 /**
  * Where the `.sql` files are: `migrations/` at the package root, from `src/` or `dist/src/`; or, for
  * the command's bundle (cli/dist/modulo-group.cjs, which inlines this module), the copy it ships
@@ -161,6 +164,9 @@ export const schemaVersion = migrations[migrations.length - 1]!.version
  * @category constants
  */
 export const directory = (): string => {
+  // Found once per process: `sqlOf` asks for every migration it reads, and each look opens
+  // 0001_init.sql and checks every file of each candidate folder.
+  if (foundDirectory !== undefined) return foundDirectory
   const dir = MigrationsDirectory.find(import.meta.url, migrations.map((m) => m.name))
   if (dir === undefined) {
     throw new Error(
@@ -170,6 +176,7 @@ export const directory = (): string => {
         }`
     )
   }
+  foundDirectory = dir
   return dir
 }
 
